@@ -1,0 +1,246 @@
+//! The `Backend` trait: buffers and the few kernels FROG needs.
+//!
+//! Required methods come in three families: memory (`zeros`, `len`,
+//! `read`, `write`), products over the sampled patch matrix `X` (whose rows
+//! are the patches `P[i,l]`), and elementwise/row-wise updates of row-major
+//! `R x D'` buffers with per-row scalars held in backend buffers. Provided
+//! methods (`fisher_matvec`, `cg_iteration`) are built from those and may be
+//! overridden to fuse work.
+//!
+//! Buffers may be longer than an operation needs: every operation reads and
+//! writes only the prefix its sizes name.
+
+use core::fmt;
+
+use crate::layer::Layer;
+use crate::scalar::Scalar;
+
+/// The coarse kind of a backend failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendErrorKind {
+    /// No driver or no device.
+    NoDevice,
+    /// An allocation failed.
+    OutOfMemory,
+    /// A kernel failed to launch or to run.
+    Launch,
+    /// A buffer is unusable here (wrong length, another device or context).
+    InvalidBuffer,
+    /// Anything else.
+    Other,
+}
+
+/// A backend's error type, classified by [`BackendError::kind`].
+pub trait BackendError: fmt::Debug + fmt::Display {
+    /// The coarse kind of this error.
+    fn kind(&self) -> BackendErrorKind;
+}
+
+/// Where a row-major block sits inside a larger buffer: row `j`, column `c`
+/// is at `offset + j*stride + c`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Strided {
+    /// Entries between the starts of two rows.
+    pub stride: usize,
+    /// Entry of row 0, column 0.
+    pub offset: usize,
+}
+
+impl Strided {
+    /// A dense block with `cols` columns starting at entry 0.
+    pub fn dense(cols: usize) -> Self {
+        Self { stride: cols, offset: 0 }
+    }
+}
+
+/// The sampled inputs of one step: `r` samples of `layer`'s input in
+/// PyTorch layout, and the backend's scratch as filled by
+/// [`Backend::pack_patches`] (for example an im2col copy of `X`).
+pub struct Patches<'a, B: Backend + ?Sized> {
+    /// The layer.
+    pub layer: &'a Layer,
+    /// Sampled rows.
+    pub r: usize,
+    /// The sampled inputs, `r * layer.input_len()` entries.
+    pub x: &'a B::Buffer,
+    /// The backend's patch scratch.
+    pub packed: &'a B::Buffer,
+}
+
+/// The vectors of a batched CG solve: `R x D'` row-major blocks, the
+/// product scratch `u` (layout of the Fisher weights), and per-row scalars.
+pub struct CgBuffers<'a, B: Backend + ?Sized> {
+    /// The solution `Z`.
+    pub z: &'a mut B::Buffer,
+    /// The residual.
+    pub rs: &'a mut B::Buffer,
+    /// The search direction.
+    pub pd: &'a mut B::Buffer,
+    /// `A(Pd)`.
+    pub ap: &'a mut B::Buffer,
+    /// Product scratch, `r*R*L` entries.
+    pub u: &'a mut B::Buffer,
+    /// `<Rs,Rs>` per row.
+    pub rho: &'a mut B::Buffer,
+    /// The next `<Rs,Rs>` per row.
+    pub rho_next: &'a mut B::Buffer,
+    /// `<Pd,Ap>` per row.
+    pub pap: &'a mut B::Buffer,
+    /// `alpha`, then `beta`, per row.
+    pub coef: &'a mut B::Buffer,
+}
+
+/// A compute backend for FROG.
+///
+/// Implement the required methods for your framework's tensors; FROG's
+/// whole step is then [`crate::precondition_step`] over them.
+#[allow(clippy::too_many_arguments)]
+pub trait Backend {
+    /// Scalar type of every buffer.
+    type Scalar: Scalar;
+    /// A buffer of scalars on the device.
+    type Buffer;
+    /// The backend's error.
+    type Error: BackendError;
+
+    // ---- memory ----
+
+    /// A new zero-filled buffer (the only allocating call; FROG makes it
+    /// only when the caller builds state or a workspace).
+    fn zeros(&self, len: usize) -> Result<Self::Buffer, Self::Error>;
+    /// Number of entries in `buf`.
+    fn len(&self, buf: &Self::Buffer) -> usize;
+    /// Copies `dst.len()` entries from `src[offset..]` to the host.
+    fn read(&self, src: &Self::Buffer, offset: usize, dst: &mut [Self::Scalar]) -> Result<(), Self::Error>;
+    /// Copies host entries to `dst[offset..]`.
+    fn write(&self, src: &[Self::Scalar], dst: &mut Self::Buffer, offset: usize) -> Result<(), Self::Error>;
+
+    // ---- products over the sampled patch matrix X ----
+
+    /// Entries of patch scratch a step of `layer` with `r` samples needs.
+    fn patch_scratch_len(&self, layer: &Layer, r: usize) -> usize {
+        let _ = (layer, r);
+        0
+    }
+    /// Prepares `packed` from `x` once per step (for example an im2col
+    /// copy), so every product of the step can reuse it.
+    fn pack_patches(&self, layer: &Layer, r: usize, x: &Self::Buffer, packed: &mut Self::Buffer) -> Result<(), Self::Error> {
+        let _ = (layer, r, x, packed);
+        Ok(())
+    }
+    /// `norms[i*L + l] = ||P[i,l]||^2`, the bias feature's 1 included.
+    fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Self::Buffer) -> Result<(), Self::Error>;
+    /// With `Q = scale * Y^2` (`y` in PyTorch layout `[r, R, L]`):
+    /// `trace[j] = sum_{i,l} Q[i,j,l] * norms[i*L+l] / D'` and
+    /// `lambda = Q / (trace[j] + eps)`, in the backend's product layout.
+    fn fisher_weights(
+        &self,
+        p: &Patches<'_, Self>,
+        y: &Self::Buffer,
+        norms: &Self::Buffer,
+        scale: Self::Scalar,
+        eps: Self::Scalar,
+        trace: &mut Self::Buffer,
+        lambda: &mut Self::Buffer,
+    ) -> Result<(), Self::Error>;
+    /// `U = X V^T` for the `R x D'` rows `v`: `u[(i,j,l)] = <P[i,l], v_j>`,
+    /// in the same backend layout as the Fisher weights.
+    fn project(&self, p: &Patches<'_, Self>, v: &Self::Buffer, u: &mut Self::Buffer) -> Result<(), Self::Error>;
+    /// `G = U^T X`: `g_j = sum_{i,l} u[(i,j,l)] P[i,l]`, overwriting the
+    /// `R x D'` buffer `g`.
+    fn back_project(&self, p: &Patches<'_, Self>, u: &Self::Buffer, g: &mut Self::Buffer) -> Result<(), Self::Error>;
+
+    // ---- elementwise ----
+
+    /// `y = a*x + b*y` over `n` entries; with `b = 0`, `y` is overwritten
+    /// without being read.
+    fn axpby(&self, n: usize, a: Self::Scalar, x: &Self::Buffer, b: Self::Scalar, y: &mut Self::Buffer) -> Result<(), Self::Error>;
+    /// `a *= b` over `n` entries.
+    fn mul_assign(&self, n: usize, a: &mut Self::Buffer, b: &Self::Buffer) -> Result<(), Self::Error>;
+    /// Copies a `rows x cols` block between two strided places.
+    fn copy_strided(
+        &self,
+        rows: usize,
+        cols: usize,
+        src: &Self::Buffer,
+        src_at: Strided,
+        dst: &mut Self::Buffer,
+        dst_at: Strided,
+    ) -> Result<(), Self::Error>;
+
+    // ---- row-wise, per-row scalars in buffers ----
+
+    /// `out[j] = <a_j, b_j>` over `rows x cols` row-major blocks.
+    fn row_dots(&self, rows: usize, cols: usize, a: &Self::Buffer, b: &Self::Buffer, out: &mut Self::Buffer) -> Result<(), Self::Error>;
+    /// `out[j] = num[j] / (den[j] + eps)`.
+    fn row_div(&self, rows: usize, num: &Self::Buffer, den: &Self::Buffer, eps: Self::Scalar, out: &mut Self::Buffer) -> Result<(), Self::Error>;
+    /// `out[j] = 1 / sqrt(x[j] + eps)`.
+    fn row_rsqrt(&self, rows: usize, x: &Self::Buffer, eps: Self::Scalar, out: &mut Self::Buffer) -> Result<(), Self::Error>;
+    /// `y_j += a * coef[j] * x_j`.
+    fn row_axpy(&self, rows: usize, cols: usize, a: Self::Scalar, coef: &Self::Buffer, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<(), Self::Error>;
+    /// `y_j = x_j + coef[j] * y_j`.
+    fn row_xpby(&self, rows: usize, cols: usize, x: &Self::Buffer, coef: &Self::Buffer, y: &mut Self::Buffer) -> Result<(), Self::Error>;
+    /// The final step on a dense `rows x cols` parameter:
+    /// `w_j = decay * w_j - lr * scale[j] * z_j`, with `z` strided (a
+    /// weight's columns, or a bias's one column, of the `R x D'` direction).
+    fn row_step(
+        &self,
+        rows: usize,
+        cols: usize,
+        w: &mut Self::Buffer,
+        decay: Self::Scalar,
+        lr: Self::Scalar,
+        scale: &Self::Buffer,
+        z: &Self::Buffer,
+        z_at: Strided,
+    ) -> Result<(), Self::Error>;
+
+    // ---- provided ----
+
+    /// `out = (X^T diag(lambda) X + tau I) v`, row by row, using `u` as
+    /// product scratch. Override to fuse the `lambda` scaling into a product.
+    fn fisher_matvec(
+        &self,
+        p: &Patches<'_, Self>,
+        lambda: &Self::Buffer,
+        tau: Self::Scalar,
+        v: &Self::Buffer,
+        u: &mut Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<(), Self::Error> {
+        let n = p.r * p.layer.output_len();
+        self.project(p, v, u)?;
+        self.mul_assign(n, u, lambda)?;
+        self.back_project(p, u, out)?;
+        self.axpby(p.layer.rows() * p.layer.cols(), tau, v, Self::Scalar::ONE, out)
+    }
+
+    /// One iteration of batched CG (every row on its own, `eps` in both
+    /// denominators), leaving the new `<Rs,Rs>` in `cg.rho`. Override to
+    /// fuse the vector updates.
+    fn cg_iteration(
+        &self,
+        p: &Patches<'_, Self>,
+        lambda: &Self::Buffer,
+        tau: Self::Scalar,
+        eps: Self::Scalar,
+        cg: &mut CgBuffers<'_, Self>,
+    ) -> Result<(), Self::Error> {
+        let (rows, cols) = (p.layer.rows(), p.layer.cols());
+        self.fisher_matvec(p, lambda, tau, cg.pd, cg.u, cg.ap)?;
+        self.row_dots(rows, cols, cg.pd, cg.ap, cg.pap)?;
+        self.row_div(rows, cg.rho, cg.pap, eps, cg.coef)?;
+        self.row_axpy(rows, cols, Self::Scalar::ONE, cg.coef, cg.pd, cg.z)?;
+        self.row_axpy(rows, cols, -Self::Scalar::ONE, cg.coef, cg.ap, cg.rs)?;
+        self.row_dots(rows, cols, cg.rs, cg.rs, cg.rho_next)?;
+        self.row_div(rows, cg.rho_next, cg.rho, eps, cg.coef)?;
+        self.row_xpby(rows, cols, cg.rs, cg.coef, cg.pd)?;
+        core::mem::swap(&mut cg.rho, &mut cg.rho_next);
+        Ok(())
+    }
+
+    /// Copies the first `n` entries of `src` to `dst`.
+    fn copy(&self, n: usize, src: &Self::Buffer, dst: &mut Self::Buffer) -> Result<(), Self::Error> {
+        self.copy_strided(1, n, src, Strided::dense(n), dst, Strided::dense(n))
+    }
+}

@@ -1,0 +1,192 @@
+//! Hyperparameters, with the original's names and defaults, and their checks.
+
+use core::fmt;
+
+/// FROG's hyperparameters, named and defaulted as the original `Frog`
+/// optimizer (and `torch.optim`) names them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Config {
+    /// Learning rate of the preconditioned layers (default 1e-3).
+    pub lr: f64,
+    /// The plain-SGD path uses `lr * lr_other_ratio` (default 0.25).
+    pub lr_other_ratio: f64,
+    /// Momentum `beta`, applied before preconditioning (default 0).
+    pub momentum: f64,
+    /// Nesterov momentum: `M = g + beta*buf` (default false).
+    pub nesterov: bool,
+    /// Weight decay: decoupled on preconditioned layers, coupled on the
+    /// plain-SGD path (default 0).
+    pub weight_decay: f64,
+    /// Samples drawn for the Fisher estimate; `None`, or a value at or above
+    /// the batch, uses the whole batch (default 24).
+    pub sample_size: Option<usize>,
+    /// CG iterations per step (default 4).
+    pub num_iters: usize,
+    /// Damping `tau` (default 1e-6).
+    pub tau: f64,
+    /// Final damping of the geometric schedule, if any.
+    pub tau_final: Option<f64>,
+    /// Steps over which `tau` moves to `tau_final`.
+    pub tau_steps: Option<u64>,
+    /// Whether the loss is a batch mean (scales `Y` by `B`) (default true).
+    pub batch_averaged: bool,
+    /// The `eps` of every FROG denominator (default 1e-10).
+    pub denom_eps: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            lr_other_ratio: 0.25,
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+            sample_size: Some(24),
+            num_iters: 4,
+            tau: 1e-6,
+            tau_final: None,
+            tau_steps: None,
+            batch_averaged: true,
+            denom_eps: 1e-10,
+        }
+    }
+}
+
+/// An invalid hyperparameter: each value the original rejects, and the two
+/// it accepts that would give NaN.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ConfigError {
+    /// `lr < 0` or not finite.
+    Lr(f64),
+    /// `lr_other_ratio < 0` or not finite.
+    LrOtherRatio(f64),
+    /// `momentum < 0` or not finite.
+    Momentum(f64),
+    /// Nesterov needs a positive momentum.
+    NesterovWithoutMomentum,
+    /// `weight_decay < 0` or not finite.
+    WeightDecay(f64),
+    /// `sample_size = 0`.
+    SampleSizeZero,
+    /// `num_iters = 0`.
+    NumItersZero,
+    /// `tau < 0` or not finite.
+    Tau(f64),
+    /// `denom_eps <= 0` or not finite (0 divides 0 by 0 on a dead row).
+    DenomEps(f64),
+    /// A schedule with `tau = 0` (its geometric formula divides by zero).
+    ScheduleTauZero,
+    /// `tau_final <= 0` or not finite.
+    TauFinal(f64),
+    /// `tau_steps = 0`.
+    TauStepsZero,
+    /// Only one of `tau_final` and `tau_steps` is set.
+    ScheduleIncomplete,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Lr(v) => write!(f, "lr must be a finite value >= 0, got {v}"),
+            Self::LrOtherRatio(v) => write!(f, "lr_other_ratio must be a finite value >= 0, got {v}"),
+            Self::Momentum(v) => write!(f, "momentum must be a finite value >= 0, got {v}"),
+            Self::NesterovWithoutMomentum => write!(f, "nesterov requires momentum > 0"),
+            Self::WeightDecay(v) => write!(f, "weight_decay must be a finite value >= 0, got {v}"),
+            Self::SampleSizeZero => write!(f, "sample_size must be at least 1 (or none for the whole batch)"),
+            Self::NumItersZero => write!(f, "num_iters must be at least 1"),
+            Self::Tau(v) => write!(f, "tau must be a finite value >= 0, got {v}"),
+            Self::DenomEps(v) => write!(f, "denom_eps must be a finite value > 0, got {v}"),
+            Self::ScheduleTauZero => write!(f, "a damping schedule needs tau > 0"),
+            Self::TauFinal(v) => write!(f, "tau_final must be a finite value > 0, got {v}"),
+            Self::TauStepsZero => write!(f, "tau_steps must be at least 1"),
+            Self::ScheduleIncomplete => write!(f, "tau_final and tau_steps must be given together"),
+        }
+    }
+}
+
+impl core::error::Error for ConfigError {}
+
+fn non_negative(v: f64) -> bool {
+    v.is_finite() && v >= 0.0
+}
+
+impl Config {
+    /// Checks every hyperparameter.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !non_negative(self.lr) {
+            return Err(ConfigError::Lr(self.lr));
+        }
+        if !non_negative(self.lr_other_ratio) {
+            return Err(ConfigError::LrOtherRatio(self.lr_other_ratio));
+        }
+        if !non_negative(self.momentum) {
+            return Err(ConfigError::Momentum(self.momentum));
+        }
+        if self.nesterov && self.momentum == 0.0 {
+            return Err(ConfigError::NesterovWithoutMomentum);
+        }
+        if !non_negative(self.weight_decay) {
+            return Err(ConfigError::WeightDecay(self.weight_decay));
+        }
+        if self.sample_size == Some(0) {
+            return Err(ConfigError::SampleSizeZero);
+        }
+        if self.num_iters == 0 {
+            return Err(ConfigError::NumItersZero);
+        }
+        if !non_negative(self.tau) {
+            return Err(ConfigError::Tau(self.tau));
+        }
+        if !(self.denom_eps.is_finite() && self.denom_eps > 0.0) {
+            return Err(ConfigError::DenomEps(self.denom_eps));
+        }
+        match (self.tau_final, self.tau_steps) {
+            (None, None) => Ok(()),
+            (Some(tf), Some(steps)) => {
+                if self.tau == 0.0 {
+                    Err(ConfigError::ScheduleTauZero)
+                } else if !(tf.is_finite() && tf > 0.0) {
+                    Err(ConfigError::TauFinal(tf))
+                } else if steps == 0 {
+                    Err(ConfigError::TauStepsZero)
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Err(ConfigError::ScheduleIncomplete),
+        }
+    }
+
+    /// The damping at the 1-based step `n` of a parameter: `tau`, or with a
+    /// schedule `tau * (tau_final/tau)^(n/tau_steps)`, and `tau_final` once
+    /// `n/tau_steps > 1` (so step 1 already moves, as the original does).
+    pub fn tau_at(&self, n: u64) -> f64 {
+        match (self.tau_final, self.tau_steps) {
+            (Some(tf), Some(steps)) => {
+                let f = n as f64 / steps as f64;
+                if f > 1.0 {
+                    tf
+                } else {
+                    self.tau * libm::pow(tf / self.tau, f)
+                }
+            }
+            _ => self.tau,
+        }
+    }
+
+    /// The number of samples a batch of `batch` gives the Fisher estimate.
+    pub fn sample_rows(&self, batch: usize) -> usize {
+        self.sample_size.map_or(batch, |s| s.min(batch))
+    }
+
+    /// The `Q = s*Y^2` scale: `B^2/r` for a batch-averaged loss, else `1/r`.
+    pub fn fisher_scale(&self, batch: usize, r: usize) -> f64 {
+        let (b, r) = (batch as f64, r as f64);
+        if self.batch_averaged {
+            b * b / r
+        } else {
+            1.0 / r
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Error values: every invalid input gets its own, never a panic or a NaN.
+
+use core::fmt;
+
+use crate::backend::{BackendError, BackendErrorKind};
+use crate::config::ConfigError;
+use crate::state::StateError;
+
+/// Mismatched shapes and lengths between layer, buffers, workspace and state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShapeError {
+    /// A layer dimension, stride or dilation is zero.
+    ZeroDimension,
+    /// The kernel does not fit the padded input.
+    EmptyOutput,
+    /// A buffer has the wrong number of entries.
+    BufferLength {
+        /// Which buffer.
+        what: &'static str,
+        /// Entries required.
+        expected: usize,
+        /// Entries given.
+        actual: usize,
+    },
+    /// More sampled rows than the batch has samples.
+    SampleExceedsBatch {
+        /// Sampled rows given.
+        sample: usize,
+        /// Batch size.
+        batch: usize,
+    },
+    /// No sampled rows, or an empty batch.
+    EmptySample,
+    /// The workspace was sized for a smaller layer or sample.
+    WorkspaceTooSmall {
+        /// Which part of the workspace.
+        what: &'static str,
+        /// Entries required.
+        required: usize,
+        /// Entries available.
+        available: usize,
+    },
+    /// A bias buffer was given for a layer without bias, or none for one with.
+    BiasMismatch,
+    /// The parameter state belongs to a parameter of another size.
+    StateMismatch {
+        /// Entries the parameter has.
+        expected: usize,
+        /// Entries the state was made for.
+        actual: usize,
+    },
+}
+
+impl fmt::Display for ShapeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ZeroDimension => write!(f, "a layer dimension, stride or dilation is zero"),
+            Self::EmptyOutput => write!(f, "the kernel does not fit the padded input"),
+            Self::BufferLength { what, expected, actual } => {
+                write!(f, "buffer `{what}` has {actual} entries, expected {expected}")
+            }
+            Self::SampleExceedsBatch { sample, batch } => {
+                write!(f, "{sample} sampled rows but the batch has only {batch} samples")
+            }
+            Self::EmptySample => write!(f, "the sample (or the batch) is empty"),
+            Self::WorkspaceTooSmall { what, required, available } => {
+                write!(f, "workspace `{what}` holds {available} entries, the step needs {required}")
+            }
+            Self::BiasMismatch => write!(f, "bias buffers do not match the layer's bias flag"),
+            Self::StateMismatch { expected, actual } => {
+                write!(f, "state made for {actual} entries used with a parameter of {expected}")
+            }
+        }
+    }
+}
+
+/// What went wrong, coarsely, for callers that branch on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// An invalid hyperparameter.
+    Config,
+    /// Mismatched shapes or buffer lengths.
+    Shape,
+    /// A corrupt, truncated or mismatched state buffer.
+    State,
+    /// The backend failed.
+    Backend(BackendErrorKind),
+}
+
+/// Every error a FROG call can return.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Error<E> {
+    /// An invalid hyperparameter.
+    Config(ConfigError),
+    /// Mismatched shapes or buffer lengths.
+    Shape(ShapeError),
+    /// A corrupt, truncated or mismatched state buffer.
+    State(StateError),
+    /// The backend failed.
+    Backend(E),
+}
+
+impl<E: BackendError> Error<E> {
+    /// The coarse kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Config(_) => ErrorKind::Config,
+            Self::Shape(_) => ErrorKind::Shape,
+            Self::State(_) => ErrorKind::State,
+            Self::Backend(e) => ErrorKind::Backend(e.kind()),
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for Error<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "invalid FROG config: {e}"),
+            Self::Shape(e) => write!(f, "shape mismatch: {e}"),
+            Self::State(e) => write!(f, "invalid optimizer state: {e}"),
+            Self::Backend(e) => write!(f, "backend error: {e}"),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> core::error::Error for Error<E> {}
+
+impl<E> From<ConfigError> for Error<E> {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
+impl<E> From<ShapeError> for Error<E> {
+    fn from(e: ShapeError) -> Self {
+        Self::Shape(e)
+    }
+}
+
+impl<E> From<StateError> for Error<E> {
+    fn from(e: StateError) -> Self {
+        Self::State(e)
+    }
+}

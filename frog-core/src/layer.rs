@@ -1,0 +1,159 @@
+//! Layer geometry: what a preconditioned layer's patches look like.
+
+use crate::error::ShapeError;
+
+/// A 2-D convolution with `groups = 1`, in PyTorch's layout: weight
+/// `[c_out, c_in, kh, kw]`, input `[r, c_in, H, W]`, output `[r, c_out, Ho, Wo]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    /// Input channels.
+    pub c_in: usize,
+    /// Output channels (the rows FROG preconditions).
+    pub c_out: usize,
+    /// Kernel `[kh, kw]`.
+    pub kernel: [usize; 2],
+    /// Stride `[sh, sw]`.
+    pub stride: [usize; 2],
+    /// Zero padding `[ph, pw]`.
+    pub padding: [usize; 2],
+    /// Dilation `[dh, dw]`.
+    pub dilation: [usize; 2],
+    /// Input size `[H, W]`.
+    pub input_hw: [usize; 2],
+}
+
+impl Conv2d {
+    /// A square-kernel convolution with dilation 1.
+    pub fn new(c_in: usize, c_out: usize, k: usize, stride: usize, padding: usize, hw: [usize; 2]) -> Self {
+        Self { c_in, c_out, kernel: [k, k], stride: [stride, stride], padding: [padding, padding], dilation: [1, 1], input_hw: hw }
+    }
+
+    /// Output size `[Ho, Wo]`, PyTorch's formula; `None` when the kernel does
+    /// not fit the padded input or a stride is zero.
+    pub fn output_hw(&self) -> Option<[usize; 2]> {
+        let mut out = [0; 2];
+        for a in 0..2 {
+            let span = self.dilation[a].checked_mul(self.kernel[a].checked_sub(1)?)?.checked_add(1)?;
+            let padded = self.input_hw[a].checked_add(2 * self.padding[a])?;
+            if self.stride[a] == 0 || padded < span {
+                return None;
+            }
+            out[a] = (padded - span) / self.stride[a] + 1;
+        }
+        Some(out)
+    }
+}
+
+/// The kind of a preconditioned layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    /// A linear layer `[d_out, d_in]`; with `tokens = T > 1` its input is
+    /// `[r, T, d_in]` and every token is one Fisher position.
+    Linear {
+        /// Input features.
+        d_in: usize,
+        /// Output features (the rows).
+        d_out: usize,
+        /// Tokens per sample (1 for a plain linear layer).
+        tokens: usize,
+    },
+    /// A 2-D convolution.
+    Conv2d(Conv2d),
+}
+
+/// A preconditioned layer: its geometry and whether it has a bias, which
+/// FROG treats as the weight of an extra constant-1 input feature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layer {
+    /// Geometry.
+    pub kind: LayerKind,
+    /// Whether the layer has a bias `[rows]`.
+    pub bias: bool,
+}
+
+impl Layer {
+    /// A linear layer without tokens.
+    pub fn linear(d_in: usize, d_out: usize, bias: bool) -> Self {
+        Self { kind: LayerKind::Linear { d_in, d_out, tokens: 1 }, bias }
+    }
+
+    /// A linear layer applied to `tokens` positions per sample.
+    pub fn linear_tokens(d_in: usize, d_out: usize, tokens: usize, bias: bool) -> Self {
+        Self { kind: LayerKind::Linear { d_in, d_out, tokens }, bias }
+    }
+
+    /// A convolution.
+    pub fn conv2d(conv: Conv2d, bias: bool) -> Self {
+        Self { kind: LayerKind::Conv2d(conv), bias }
+    }
+
+    /// Checks that every dimension is positive and the output is not empty.
+    pub fn validate(&self) -> Result<(), ShapeError> {
+        let dims_ok = match &self.kind {
+            LayerKind::Linear { d_in, d_out, tokens } => *d_in > 0 && *d_out > 0 && *tokens > 0,
+            LayerKind::Conv2d(c) => {
+                let all = [c.c_in, c.c_out, c.kernel[0], c.kernel[1], c.stride[0], c.stride[1]];
+                let more = [c.dilation[0], c.dilation[1], c.input_hw[0], c.input_hw[1]];
+                if !all.iter().chain(more.iter()).all(|&v| v > 0) {
+                    false
+                } else {
+                    return c.output_hw().map(|_| ()).ok_or(ShapeError::EmptyOutput);
+                }
+            }
+        };
+        if dims_ok {
+            Ok(())
+        } else {
+            Err(ShapeError::ZeroDimension)
+        }
+    }
+
+    /// Rows `R` (output channels or features).
+    pub fn rows(&self) -> usize {
+        match &self.kind {
+            LayerKind::Linear { d_out, .. } => *d_out,
+            LayerKind::Conv2d(c) => c.c_out,
+        }
+    }
+
+    /// Weight entries per row `D` (`c_in*kh*kw` or `d_in`), without the bias.
+    pub fn weight_cols(&self) -> usize {
+        match &self.kind {
+            LayerKind::Linear { d_in, .. } => *d_in,
+            LayerKind::Conv2d(c) => c.c_in * c.kernel[0] * c.kernel[1],
+        }
+    }
+
+    /// Preconditioned entries per row `D'` (`D + 1` with a bias).
+    pub fn cols(&self) -> usize {
+        self.weight_cols() + usize::from(self.bias)
+    }
+
+    /// Fisher positions per sample `L` (`Ho*Wo`, the tokens, or 1).
+    pub fn positions(&self) -> usize {
+        match &self.kind {
+            LayerKind::Linear { tokens, .. } => *tokens,
+            LayerKind::Conv2d(c) => c.output_hw().map_or(0, |[h, w]| h * w),
+        }
+    }
+
+    /// Input entries per sample (`c_in*H*W` or `T*d_in`).
+    pub fn input_len(&self) -> usize {
+        match &self.kind {
+            LayerKind::Linear { d_in, tokens, .. } => d_in * tokens,
+            LayerKind::Conv2d(c) => c.c_in * c.input_hw[0] * c.input_hw[1],
+        }
+    }
+
+    /// Output-gradient entries per sample (`R*L`).
+    pub fn output_len(&self) -> usize {
+        self.rows() * self.positions()
+    }
+
+    /// Analytic FLOP count of one step's CG products at sample size `r` and
+    /// `k` iterations: `4*k*N*D'*R` with `N = r*L` (2 products per iteration,
+    /// 2 FLOP per multiply-add).
+    pub fn cg_flops(&self, r: usize, k: usize) -> f64 {
+        4.0 * k as f64 * (r * self.positions()) as f64 * self.cols() as f64 * self.rows() as f64
+    }
+}

@@ -1,0 +1,38 @@
+//! FROG (Fisher ROw-wise preconditioninG), the algorithm, once.
+//!
+//! For every output row of a weight matrix FROG solves a small damped,
+//! trace-normalized empirical-Fisher system with a few conjugate-gradient
+//! iterations, estimated from a random subset of the batch, and takes a
+//! scale-free step. This crate holds the whole rule (momentum, the trace,
+//! the Fisher weights, batched CG, the row scale, decoupled decay, the
+//! damping schedule, and the plain-SGD path for every other parameter),
+//! generic over a [`Backend`] that supplies buffers and a few kernels.
+//!
+//! The crate is `#![no_std]` and never allocates: every buffer a step needs
+//! is sized up front by [`WorkspaceReq`] and allocated once, by the caller, on
+//! its backend; steps only launch backend kernels, so per-row scalars
+//! (traces, CG `alpha`/`beta`, row scales) never leave the device.
+#![no_std]
+#![warn(missing_docs)]
+
+mod backend;
+mod config;
+mod error;
+mod layer;
+mod sampler;
+mod scalar;
+mod sgd;
+mod state;
+mod step;
+mod workspace;
+
+pub use backend::{Backend, BackendError, BackendErrorKind, CgBuffers, Patches, Strided};
+pub use config::{Config, ConfigError};
+pub use error::{Error, ErrorKind, ShapeError};
+pub use layer::{Conv2d, Layer, LayerKind};
+pub use sampler::Sampler;
+pub use scalar::Scalar;
+pub use sgd::{plain_sgd_step, sgd_step, SgdConfig};
+pub use state::{ParamState, StateError, STATE_VERSION};
+pub use step::{precondition_step, Batch, Params};
+pub use workspace::{Workspace, WorkspaceReq};

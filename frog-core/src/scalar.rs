@@ -1,0 +1,72 @@
+//! The floating-point types a backend may compute in.
+
+use core::fmt::Debug;
+use core::ops::{Add, Div, Mul, Neg, Sub};
+
+/// A real floating-point scalar (`f32` or `f64`).
+///
+/// Hyperparameters are kept in `f64` and converted once per step with
+/// [`Scalar::from_f64`]; state export uses the little-endian byte form.
+pub trait Scalar:
+    Copy
+    + Debug
+    + PartialOrd
+    + Send
+    + Sync
+    + 'static
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+{
+    /// Size in bytes.
+    const BYTES: usize;
+    /// Additive identity.
+    const ZERO: Self;
+    /// Multiplicative identity.
+    const ONE: Self;
+    /// Rounds an `f64` to this type.
+    fn from_f64(v: f64) -> Self;
+    /// Widens to `f64`.
+    fn to_f64(self) -> f64;
+    /// Square root.
+    fn sqrt(self) -> Self;
+    /// Writes `Self::BYTES` little-endian bytes to the front of `out`.
+    fn write_le(self, out: &mut [u8]);
+    /// Reads `Self::BYTES` little-endian bytes from the front of `bytes`.
+    fn read_le(bytes: &[u8]) -> Self;
+}
+
+macro_rules! impl_scalar {
+    ($t:ty, $sqrt:path) => {
+        impl Scalar for $t {
+            const BYTES: usize = core::mem::size_of::<$t>();
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            #[inline]
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            #[inline]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline]
+            fn sqrt(self) -> Self {
+                $sqrt(self)
+            }
+            fn write_le(self, out: &mut [u8]) {
+                out[..Self::BYTES].copy_from_slice(&self.to_le_bytes());
+            }
+            fn read_le(bytes: &[u8]) -> Self {
+                let mut b = [0u8; core::mem::size_of::<$t>()];
+                b.copy_from_slice(&bytes[..Self::BYTES]);
+                <$t>::from_le_bytes(b)
+            }
+        }
+    };
+}
+
+impl_scalar!(f32, libm::sqrtf);
+impl_scalar!(f64, libm::sqrt);

@@ -1,0 +1,126 @@
+//! The plain-SGD paths: FROG's path for every parameter it does not
+//! precondition, and `torch.optim.SGD` for the baseline.
+
+use crate::backend::Backend;
+use crate::config::{Config, ConfigError};
+use crate::error::{Error, ShapeError};
+use crate::scalar::Scalar;
+use crate::state::ParamState;
+
+/// `torch.optim.SGD` settings (dampening 0).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdConfig {
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum.
+    pub momentum: f64,
+    /// Coupled weight decay (added to the gradient).
+    pub weight_decay: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+}
+
+impl SgdConfig {
+    /// Checks the values as `torch.optim.SGD` does.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        if !ok(self.lr) {
+            return Err(ConfigError::Lr(self.lr));
+        }
+        if !ok(self.momentum) {
+            return Err(ConfigError::Momentum(self.momentum));
+        }
+        if !ok(self.weight_decay) {
+            return Err(ConfigError::WeightDecay(self.weight_decay));
+        }
+        if self.nesterov && self.momentum == 0.0 {
+            return Err(ConfigError::NesterovWithoutMomentum);
+        }
+        Ok(())
+    }
+}
+
+/// Coupled-decay SGD with momentum. The two callers differ only in
+/// whether a Nesterov buffer also accumulates `wd*W` (torch's does, FROG's
+/// plain path does not); without Nesterov both store `g + wd*W` in it.
+fn coupled_sgd<B: Backend>(
+    backend: &B,
+    cfg: &SgdConfig,
+    nesterov_buffer_has_decay: bool,
+    state: &mut ParamState<B>,
+    param: &mut B::Buffer,
+    grad: &B::Buffer,
+) -> Result<(), Error<B::Error>> {
+    cfg.validate()?;
+    let n = state.len;
+    for (what, buf) in [("param", &*param), ("grad", grad)] {
+        let actual = backend.len(buf);
+        if actual != n {
+            return Err(ShapeError::BufferLength { what, expected: n, actual }.into());
+        }
+    }
+    if state.momentum.is_some() != (cfg.momentum > 0.0) {
+        return Err(crate::state::StateError::Momentum.into());
+    }
+    state.steps += 1;
+    let s = B::Scalar::from_f64;
+    let (lr, beta, wd) = (s(cfg.lr), s(cfg.momentum), s(cfg.weight_decay));
+    let one = B::Scalar::ONE;
+    let decayed = s(1.0 - cfg.lr * cfg.weight_decay);
+    let go = |r: Result<(), B::Error>| r.map_err(Error::Backend);
+    match &mut state.momentum {
+        None => {
+            // W = W - lr*(g + wd*W)
+            go(backend.axpby(n, -lr, grad, decayed, param))?;
+        }
+        Some(buf) if !cfg.nesterov => {
+            // buf = beta*buf + g + wd*W;  W = W - lr*buf
+            go(backend.axpby(n, one, grad, beta, buf))?;
+            if cfg.weight_decay > 0.0 {
+                go(backend.axpby(n, wd, param, one, buf))?;
+            }
+            go(backend.axpby(n, -lr, buf, one, param))?;
+        }
+        Some(buf) => {
+            // buf = beta*buf + g (+ wd*W);  W = W - lr*(g + wd*W + beta*buf)
+            go(backend.axpby(n, one, grad, beta, buf))?;
+            if nesterov_buffer_has_decay && cfg.weight_decay > 0.0 {
+                go(backend.axpby(n, wd, param, one, buf))?;
+            }
+            go(backend.axpby(n, -lr, grad, decayed, param))?;
+            go(backend.axpby(n, -lr * beta, buf, one, param))?;
+        }
+    }
+    Ok(())
+}
+
+/// FROG's plain-SGD path for a parameter it does not precondition
+/// (BatchNorm, the classifier): `lr * lr_other_ratio`, coupled decay, and
+/// the original's in-place quirks (see `golden/FORMAT.md`).
+pub fn plain_sgd_step<B: Backend>(
+    backend: &B,
+    cfg: &Config,
+    state: &mut ParamState<B>,
+    param: &mut B::Buffer,
+    grad: &B::Buffer,
+) -> Result<(), Error<B::Error>> {
+    cfg.validate()?;
+    let sgd = SgdConfig {
+        lr: cfg.lr * cfg.lr_other_ratio,
+        momentum: cfg.momentum,
+        weight_decay: cfg.weight_decay,
+        nesterov: cfg.nesterov,
+    };
+    coupled_sgd(backend, &sgd, false, state, param, grad)
+}
+
+/// One `torch.optim.SGD` step (dampening 0), the baseline of the study.
+pub fn sgd_step<B: Backend>(
+    backend: &B,
+    cfg: &SgdConfig,
+    state: &mut ParamState<B>,
+    param: &mut B::Buffer,
+    grad: &B::Buffer,
+) -> Result<(), Error<B::Error>> {
+    coupled_sgd(backend, cfg, true, state, param, grad)
+}

@@ -1,0 +1,142 @@
+//! Workspace sizing and the workspace itself, in the faer/rustfft style:
+//! [`WorkspaceReq::new`] reports what a layer's step needs at a given sample
+//! size, the caller allocates it once with [`Workspace::new`], and every
+//! step takes it instead of allocating.
+
+use crate::backend::Backend;
+use crate::error::ShapeError;
+use crate::layer::Layer;
+
+/// Entries each part of a workspace needs. Requirements of several layers
+/// combine with [`WorkspaceReq::union`], so one workspace can serve them all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkspaceReq {
+    /// Each `R x D'` vector (gradient, direction, residual, search direction, `A p`).
+    pub vector: usize,
+    /// Each per-row scalar buffer (`R`).
+    pub row: usize,
+    /// The Fisher weights and product scratch (`r*R*L` each).
+    pub fisher: usize,
+    /// Patch norms (`r*L`).
+    pub norms: usize,
+    /// The backend's patch scratch.
+    pub packed: usize,
+}
+
+impl WorkspaceReq {
+    /// What a step of `layer` with `r` sampled rows needs on `backend`.
+    pub fn new<B: Backend>(backend: &B, layer: &Layer, r: usize) -> Self {
+        let (rows, cols, l) = (layer.rows(), layer.cols(), layer.positions());
+        Self {
+            vector: rows * cols,
+            row: rows,
+            fisher: r * rows * l,
+            norms: r * l,
+            packed: backend.patch_scratch_len(layer, r),
+        }
+    }
+
+    /// The part-wise maximum: a workspace big enough for both.
+    pub fn union(self, other: Self) -> Self {
+        Self {
+            vector: self.vector.max(other.vector),
+            row: self.row.max(other.row),
+            fisher: self.fisher.max(other.fisher),
+            norms: self.norms.max(other.norms),
+            packed: self.packed.max(other.packed),
+        }
+    }
+
+    /// Total entries, over all buffers.
+    pub fn total(&self) -> usize {
+        VECTORS * self.vector + ROWS * self.row + 2 * self.fisher + self.norms + self.packed
+    }
+
+    /// Checks that `self` covers `need`.
+    pub(crate) fn covers(&self, need: &Self) -> Result<(), ShapeError> {
+        let parts = [
+            ("vector", need.vector, self.vector),
+            ("row", need.row, self.row),
+            ("fisher", need.fisher, self.fisher),
+            ("norms", need.norms, self.norms),
+            ("packed", need.packed, self.packed),
+        ];
+        for (what, required, available) in parts {
+            if required > available {
+                return Err(ShapeError::WorkspaceTooSmall { what, required, available });
+            }
+        }
+        Ok(())
+    }
+}
+
+const VECTORS: usize = 5;
+const ROWS: usize = 7;
+
+/// The scratch of FROG steps, allocated once on the backend.
+pub struct Workspace<B: Backend> {
+    pub(crate) req: WorkspaceReq,
+    pub(crate) m: B::Buffer,
+    pub(crate) z: B::Buffer,
+    pub(crate) rs: B::Buffer,
+    pub(crate) pd: B::Buffer,
+    pub(crate) ap: B::Buffer,
+    pub(crate) trace: B::Buffer,
+    pub(crate) rho: B::Buffer,
+    pub(crate) rho_next: B::Buffer,
+    pub(crate) pap: B::Buffer,
+    pub(crate) coef: B::Buffer,
+    pub(crate) zm: B::Buffer,
+    pub(crate) row_scale: B::Buffer,
+    pub(crate) lambda: B::Buffer,
+    pub(crate) u: B::Buffer,
+    pub(crate) norms: B::Buffer,
+    pub(crate) packed: B::Buffer,
+}
+
+impl<B: Backend> Workspace<B> {
+    /// Allocates every buffer `req` names, on `backend`.
+    pub fn new(backend: &B, req: WorkspaceReq) -> Result<Self, B::Error> {
+        let v = || backend.zeros(req.vector);
+        let row = || backend.zeros(req.row);
+        Ok(Self {
+            req,
+            m: v()?,
+            z: v()?,
+            rs: v()?,
+            pd: v()?,
+            ap: v()?,
+            trace: row()?,
+            rho: row()?,
+            rho_next: row()?,
+            pap: row()?,
+            coef: row()?,
+            zm: row()?,
+            row_scale: row()?,
+            lambda: backend.zeros(req.fisher)?,
+            u: backend.zeros(req.fisher)?,
+            norms: backend.zeros(req.norms)?,
+            packed: backend.zeros(req.packed)?,
+        })
+    }
+
+    /// What this workspace was sized for.
+    pub fn req(&self) -> WorkspaceReq {
+        self.req
+    }
+
+    /// The last step's traces (`R`, unnormalized by eps).
+    pub fn trace(&self) -> &B::Buffer {
+        &self.trace
+    }
+
+    /// The last step's CG solution `Z` (`R x D'`, bias entry last).
+    pub fn direction(&self) -> &B::Buffer {
+        &self.z
+    }
+
+    /// The last step's row scales `1/sqrt(<Z_j,M_j> + eps)` (`R`).
+    pub fn row_scale(&self) -> &B::Buffer {
+        &self.row_scale
+    }
+}

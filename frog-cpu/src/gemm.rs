@@ -1,0 +1,178 @@
+//! Matrix products on the pool, through faer's sequential kernels.
+//!
+//! Why faer with `Par::Seq` (see `shared/notes/cpu-gemm.md`): on this kind of
+//! machine it reaches 75-100 % of the fastest Rust GEMM when two pool
+//! threads each run half of a product, and it allocates nothing after each
+//! thread's first call (its packing buffer is per thread), which the
+//! allocation-free step requires. `gemm` and `matrixmultiply` allocate on
+//! every call. faer is pinned (`=0.24.4`) because the zero-allocation
+//! property rests on its internals; the allocation test guards it.
+
+use faer::linalg::matmul::matmul as faer_matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+
+use crate::pool::{split_range, SendPtr, ThreadPool};
+
+/// The scalar types frog-cpu computes in: `f32` and `f64`.
+pub trait Real: frog_core::Scalar + faer::traits::RealField {}
+impl Real for f32 {}
+impl Real for f64 {}
+
+/// A read-only strided matrix view: entry `(i, j)` is at `i*rs + j*cs`.
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a, T> View<'a, T> {
+    /// A dense row-major `rows x cols` matrix.
+    pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, cols, 1)
+    }
+
+    /// A dense column-major `rows x cols` matrix.
+    pub fn col_major(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, 1, rows)
+    }
+
+    /// A general strided view; panics if it reaches past `data`.
+    pub fn strided(data: &'a [T], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+        if rows > 0 && cols > 0 {
+            assert!((rows - 1) * rs + (cols - 1) * cs < data.len(), "matrix view out of bounds");
+        }
+        Self { data, rows, cols, rs, cs }
+    }
+
+    /// The transpose.
+    pub fn t(self) -> Self {
+        Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, data: self.data }
+    }
+
+    /// Rows `range` of the matrix.
+    pub fn rows(self, range: std::ops::Range<usize>) -> Self {
+        let data = if range.is_empty() { &self.data[..0] } else { &self.data[range.start * self.rs..] };
+        Self { data, rows: range.len(), ..self }
+    }
+
+    /// Columns `range` of the matrix.
+    pub fn cols(self, range: std::ops::Range<usize>) -> Self {
+        let data = if range.is_empty() { &self.data[..0] } else { &self.data[range.start * self.cs..] };
+        Self { data, cols: range.len(), ..self }
+    }
+
+    /// Number of rows.
+    pub fn nrows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    pub fn ncols(&self) -> usize {
+        self.cols
+    }
+
+    fn faer(&self) -> MatRef<'a, T> {
+        // SAFETY: `strided` checked that every entry lies inside `data`.
+        unsafe { MatRef::from_raw_parts(self.data.as_ptr(), self.rows, self.cols, self.rs as isize, self.cs as isize) }
+    }
+}
+
+/// `C = A B` (or `C += A B` when `accumulate`) on the calling thread, `C`
+/// row-major with row stride `ldc` starting at `c[0]`.
+pub fn matmul_seq<T: Real>(c: &mut [T], ldc: usize, accumulate: bool, a: View<'_, T>, b: View<'_, T>) {
+    assert!(a.cols == b.rows, "inner dimensions differ");
+    let (m, n) = (a.rows, b.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!((m - 1) * ldc + n <= c.len(), "output out of bounds");
+    // SAFETY: the assert above keeps every entry inside `c`.
+    unsafe { matmul_raw(c.as_mut_ptr(), ldc, accumulate, a, b) }
+}
+
+/// # Safety
+/// `c` must point at an `a.rows x b.cols` row-major block with row stride
+/// `ldc` that nothing else touches during the call.
+unsafe fn matmul_raw<T: Real>(c: *mut T, ldc: usize, accumulate: bool, a: View<'_, T>, b: View<'_, T>) {
+    if a.rows == 0 || b.cols == 0 {
+        return;
+    }
+    let dst = MatMut::from_raw_parts_mut(c, a.rows, b.cols, ldc as isize, 1);
+    let beta = if accumulate { Accum::Add } else { Accum::Replace };
+    if a.cols == 0 {
+        if !accumulate {
+            for i in 0..a.rows {
+                std::slice::from_raw_parts_mut(c.add(i * ldc), b.cols).fill(T::ZERO);
+            }
+        }
+        return;
+    }
+    faer_matmul(dst, beta, a.faer(), b.faer(), T::ONE, Par::Seq);
+}
+
+/// `C = A B` (or `C += A B`) for a dense row-major `C`, split across the
+/// pool: by rows of `C` when it has at least as many rows as columns, else
+/// by columns, so every thread writes its own block and none reduces.
+pub fn matmul<T: Real>(pool: &ThreadPool, c: &mut [T], accumulate: bool, a: View<'_, T>, b: View<'_, T>) {
+    assert!(a.cols == b.rows, "inner dimensions differ");
+    let (m, n) = (a.rows, b.cols);
+    assert!(m * n <= c.len(), "output out of bounds");
+    let threads = pool.threads();
+    let work = m * n * a.cols.max(1);
+    if threads == 1 || work < 1 << 16 {
+        return matmul_seq(c, n, accumulate, a, b);
+    }
+    let base = SendPtr(c.as_mut_ptr());
+    let by_rows = m >= n;
+    pool.run(&|tid| {
+        let base = base;
+        // SAFETY: each thread writes a disjoint block of rows or columns of C.
+        unsafe {
+            if by_rows {
+                let r = split_range(m, threads, tid);
+                matmul_raw(base.0.add(r.start * n), n, accumulate, a.rows(r), b);
+            } else {
+                let r = split_range(n, threads, tid);
+                matmul_raw(base.0.add(r.start), n, accumulate, a, b.cols(r));
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: View<'_, f64>, b: View<'_, f64>) -> Vec<f64> {
+        let mut c = vec![0.0; a.rows * b.cols];
+        for i in 0..a.rows {
+            for j in 0..b.cols {
+                for k in 0..a.cols {
+                    c[i * b.cols + j] += a.data[i * a.rs + k * a.cs] * b.data[k * b.rs + j * b.cs];
+                }
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn parallel_products_match_naive() {
+        let pool = ThreadPool::new(2);
+        for (m, k, n) in [(1, 1, 1), (70, 33, 5), (5, 200, 90), (64, 0, 3)] {
+            let a: Vec<f64> = (0..m * k).map(|i| ((i * 7) % 13) as f64 - 6.0).collect();
+            let b: Vec<f64> = (0..k * n).map(|i| ((i * 5) % 11) as f64 * 0.5).collect();
+            let av = View::row_major(&a, m, k);
+            let bv = View::col_major(&b, k, n);
+            let want = naive(av, bv);
+            let mut c = vec![1.0; m * n];
+            matmul(&pool, &mut c, false, av, bv);
+            assert_eq!(c, want);
+            matmul(&pool, &mut c, true, av, bv);
+            let twice: Vec<f64> = want.iter().map(|v| 2.0 * v).collect();
+            assert_eq!(c, twice);
+        }
+    }
+}
