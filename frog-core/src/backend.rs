@@ -130,7 +130,8 @@ pub trait Backend {
     }
     /// `norms[i*L + l] = ||P[i,l]||^2`, the bias feature's 1 included.
     fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Self::Buffer) -> Result<(), Self::Error>;
-    /// With `Q = scale * Y^2` (`y` in PyTorch layout `[r, R, L]`):
+    /// With `Q = scale * Y^2` (`y` in PyTorch layout, `[r, R, Ho, Wo]` or
+    /// `[r, T, R]`; see [`Layer::output_strides`]):
     /// `trace[j] = sum_{i,l} Q[i,j,l] * norms[i*L+l] / D'` and
     /// `lambda = Q / (trace[j] + eps)`, in the backend's product layout.
     fn fisher_weights(

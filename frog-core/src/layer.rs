@@ -145,6 +145,16 @@ impl Layer {
         }
     }
 
+    /// Strides `(row, position)` of one sample's output gradient in PyTorch
+    /// layout: a conv's `[R, Ho, Wo]` is row-major by row (`(L, 1)`), a
+    /// token linear layer's `[T, R]` by position (`(1, R)`).
+    pub fn output_strides(&self) -> (usize, usize) {
+        match &self.kind {
+            LayerKind::Linear { d_out, .. } => (1, *d_out),
+            LayerKind::Conv2d(_) => (self.positions(), 1),
+        }
+    }
+
     /// Output-gradient entries per sample (`R*L`).
     pub fn output_len(&self) -> usize {
         self.rows() * self.positions()

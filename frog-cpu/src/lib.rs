@@ -1,6 +1,15 @@
 //! frog-cpu: FROG's CPU backend and reference implementation.
+//!
+//! [`Cpu`] implements frog-core's `Backend` for host memory in `f32` and
+//! `f64`, multi-threaded on a persistent [`pool::ThreadPool`], with faer's
+//! GEMM kernels; [`Frog`] is a convenience optimizer over a list of layers.
 
+mod backend;
+#[cfg(feature = "golden")]
+pub mod golden;
 pub mod gemm;
 pub mod im2col;
 pub mod nn;
 pub mod pool;
+
+pub use backend::{Cpu, CpuError};

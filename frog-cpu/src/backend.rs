@@ -1,0 +1,437 @@
+//! `Cpu<T>`: frog-core's `Backend` for host memory, f32 and f64.
+//!
+//! Layouts: the patch scratch holds `X`, the `N x D'` im2col matrix of the
+//! sampled inputs (`N = r*L` rows ordered `(i, l)`, a trailing column of
+//! ones with a bias), packed once per step and read by every product. The
+//! Fisher weights and `U` are `R x N` (row `j`, column `i*L + l`): the
+//! transposed layout makes `G = U X` the faster product (see
+//! `shared/notes/cpu-gemm.md`) and lets the `Lambda` scaling run on each
+//! thread's freshly computed tile of `U`.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use frog_core::{Backend, BackendError, BackendErrorKind, Layer, LayerKind, Patches, Strided};
+
+use crate::gemm::{matmul, matmul_seq, Real, View};
+use crate::im2col::im2col;
+use crate::pool::{split_range, SendPtr, ThreadPool};
+
+/// A buffer (or a block in it) is shorter than an operation needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuError {
+    /// The operation.
+    pub op: &'static str,
+    /// Entries needed.
+    pub needed: usize,
+    /// Entries available.
+    pub len: usize,
+}
+
+impl fmt::Display for CpuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: buffer of {} entries, {} needed", self.op, self.len, self.needed)
+    }
+}
+
+impl std::error::Error for CpuError {}
+
+impl BackendError for CpuError {
+    fn kind(&self) -> BackendErrorKind {
+        BackendErrorKind::InvalidBuffer
+    }
+}
+
+fn need<T>(op: &'static str, buf: &[T], needed: usize) -> Result<(), CpuError> {
+    if buf.len() >= needed {
+        Ok(())
+    } else {
+        Err(CpuError { op, needed, len: buf.len() })
+    }
+}
+
+/// Entries that make splitting an elementwise pass across threads worth a
+/// wake-up of the pool.
+const PAR_MIN: usize = 1 << 15;
+
+/// FROG's CPU backend: host `Vec<T>` buffers, work split over a persistent
+/// [`ThreadPool`].
+pub struct Cpu<T> {
+    pool: Arc<ThreadPool>,
+    _scalar: PhantomData<T>,
+}
+
+impl<T> Clone for Cpu<T> {
+    fn clone(&self) -> Self {
+        Self { pool: Arc::clone(&self.pool), _scalar: PhantomData }
+    }
+}
+
+impl<T: Real> Cpu<T> {
+    /// A backend running on `pool`.
+    pub fn new(pool: Arc<ThreadPool>) -> Self {
+        Self { pool, _scalar: PhantomData }
+    }
+
+    /// A backend with its own pool of `threads` threads (0: all CPUs).
+    pub fn with_threads(threads: usize) -> Self {
+        Self::new(Arc::new(ThreadPool::new(threads)))
+    }
+
+    /// The pool the backend runs on.
+    pub fn pool(&self) -> &Arc<ThreadPool> {
+        &self.pool
+    }
+
+    /// Runs `f(range)` over `0..len` split into one range per thread, or on
+    /// the calling thread when `work` is too small to be worth splitting.
+    fn par_ranges(&self, len: usize, work: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+        let threads = self.pool.threads();
+        if threads == 1 || work < PAR_MIN {
+            f(0..len);
+        } else {
+            self.pool.run(&|tid| f(split_range(len, threads, tid)));
+        }
+    }
+
+    /// Runs `f(rows, block)` on disjoint row blocks of the `rows x cols`
+    /// prefix of `out`, split across the pool.
+    fn par_row_blocks(&self, out: &mut [T], rows: usize, cols: usize, f: impl Fn(std::ops::Range<usize>, &mut [T]) + Sync) {
+        let base = SendPtr(out.as_mut_ptr());
+        self.par_ranges(rows, rows * cols, |r| {
+            let base = base;
+            // SAFETY: the row ranges are disjoint and inside `out`'s prefix,
+            // which the callers have checked.
+            let block = unsafe { std::slice::from_raw_parts_mut(base.0.add(r.start * cols), r.len() * cols) };
+            f(r, block);
+        });
+    }
+
+    /// `N` and `D'` of the packed patch matrix.
+    fn patch_dims(p: &Patches<'_, Self>) -> (usize, usize) {
+        (p.r * p.layer.positions(), p.layer.cols())
+    }
+}
+
+/// Packs one sample's patches: `L` rows of `D'` entries starting at `out`.
+fn pack_sample<T: Real>(layer: &Layer, x: &[T], out: &mut [T]) {
+    let (d, cols, l) = (layer.weight_cols(), layer.cols(), layer.positions());
+    match &layer.kind {
+        LayerKind::Conv2d(conv) => im2col(conv, x, out, cols),
+        LayerKind::Linear { .. } => {
+            for t in 0..l {
+                out[t * cols..t * cols + d].copy_from_slice(&x[t * d..(t + 1) * d]);
+            }
+        }
+    }
+    if layer.bias {
+        for t in 0..l {
+            out[t * cols + d] = T::ONE;
+        }
+    }
+}
+
+impl<T: Real> Backend for Cpu<T> {
+    type Scalar = T;
+    type Buffer = Vec<T>;
+    type Error = CpuError;
+
+    fn zeros(&self, len: usize) -> Result<Vec<T>, CpuError> {
+        Ok(vec![T::ZERO; len])
+    }
+
+    fn len(&self, buf: &Vec<T>) -> usize {
+        buf.len()
+    }
+
+    fn read(&self, src: &Vec<T>, offset: usize, dst: &mut [T]) -> Result<(), CpuError> {
+        need("read", src, offset + dst.len())?;
+        dst.copy_from_slice(&src[offset..offset + dst.len()]);
+        Ok(())
+    }
+
+    fn write(&self, src: &[T], dst: &mut Vec<T>, offset: usize) -> Result<(), CpuError> {
+        need("write", dst, offset + src.len())?;
+        dst[offset..offset + src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn patch_scratch_len(&self, layer: &Layer, r: usize) -> usize {
+        r * layer.positions() * layer.cols()
+    }
+
+    fn pack_patches(&self, layer: &Layer, r: usize, x: &Vec<T>, packed: &mut Vec<T>) -> Result<(), CpuError> {
+        let (inp, per) = (layer.input_len(), layer.positions() * layer.cols());
+        need("pack_patches: x", x, r * inp)?;
+        need("pack_patches: scratch", packed, r * per)?;
+        self.par_row_blocks(packed, r, per, |samples, block| {
+            for (k, i) in samples.enumerate() {
+                pack_sample(layer, &x[i * inp..(i + 1) * inp], &mut block[k * per..(k + 1) * per]);
+            }
+        });
+        Ok(())
+    }
+
+    fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Vec<T>) -> Result<(), CpuError> {
+        let (n, cols) = Self::patch_dims(p);
+        need("patch_sq_norms: scratch", p.packed, n * cols)?;
+        need("patch_sq_norms: norms", norms, n)?;
+        self.par_row_blocks(norms, n, 1, |rows, out| {
+            for (o, row) in out.iter_mut().zip(rows) {
+                *o = dot(&p.packed[row * cols..(row + 1) * cols], &p.packed[row * cols..(row + 1) * cols]);
+            }
+        });
+        Ok(())
+    }
+
+    fn fisher_weights(
+        &self,
+        p: &Patches<'_, Self>,
+        y: &Vec<T>,
+        norms: &Vec<T>,
+        scale: T,
+        eps: T,
+        trace: &mut Vec<T>,
+        lambda: &mut Vec<T>,
+    ) -> Result<(), CpuError> {
+        let (rows, l, r) = (p.layer.rows(), p.layer.positions(), p.r);
+        let n = r * l;
+        let d_prime = T::from_f64(p.layer.cols() as f64);
+        need("fisher_weights: y", y, n * rows)?;
+        need("fisher_weights: norms", norms, n)?;
+        need("fisher_weights: trace", trace, rows)?;
+        need("fisher_weights: lambda", lambda, n * rows)?;
+        let (row_stride, pos_stride) = p.layer.output_strides();
+        let lam = SendPtr(lambda.as_mut_ptr());
+        self.par_row_blocks(trace, rows, n, |js, tr| {
+            let lam = lam;
+            for (t, j) in tr.iter_mut().zip(js) {
+                // SAFETY: row j of lambda belongs to this thread alone.
+                let row = unsafe { std::slice::from_raw_parts_mut(lam.0.add(j * n), n) };
+                let mut acc = T::ZERO;
+                for i in 0..r {
+                    let yi = &y[i * rows * l + j * row_stride..];
+                    for k in 0..l {
+                        let v = yi[k * pos_stride];
+                        let q = scale * v * v;
+                        row[i * l + k] = q;
+                        acc = acc + q * norms[i * l + k];
+                    }
+                }
+                *t = acc / d_prime;
+                let den = *t + eps;
+                for q in row.iter_mut() {
+                    *q = *q / den;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn project(&self, p: &Patches<'_, Self>, v: &Vec<T>, u: &mut Vec<T>) -> Result<(), CpuError> {
+        self.project_scaled(p, v, None, u)
+    }
+
+    fn back_project(&self, p: &Patches<'_, Self>, u: &Vec<T>, g: &mut Vec<T>) -> Result<(), CpuError> {
+        self.back_project_into(p, u, false, g)
+    }
+
+    fn fisher_matvec(
+        &self,
+        p: &Patches<'_, Self>,
+        lambda: &Vec<T>,
+        tau: T,
+        v: &Vec<T>,
+        u: &mut Vec<T>,
+        out: &mut Vec<T>,
+    ) -> Result<(), CpuError> {
+        // out = tau*v, then out += X^T (lambda .* X v^T): the scaling runs on
+        // each thread's tile of U while it is in cache, and the damping
+        // term is folded into the accumulating product.
+        self.project_scaled(p, v, Some(lambda), u)?;
+        self.axpby(p.layer.rows() * p.layer.cols(), tau, v, T::ZERO, out)?;
+        self.back_project_into(p, u, true, out)
+    }
+
+    fn axpby(&self, n: usize, a: T, x: &Vec<T>, b: T, y: &mut Vec<T>) -> Result<(), CpuError> {
+        need("axpby: x", x, n)?;
+        need("axpby: y", y, n)?;
+        self.par_row_blocks(y, n, 1, |r, ys| {
+            let xs = &x[r];
+            if b == T::ZERO {
+                ys.iter_mut().zip(xs).for_each(|(y, &x)| *y = a * x);
+            } else {
+                ys.iter_mut().zip(xs).for_each(|(y, &x)| *y = a * x + b * *y);
+            }
+        });
+        Ok(())
+    }
+
+    fn mul_assign(&self, n: usize, a: &mut Vec<T>, b: &Vec<T>) -> Result<(), CpuError> {
+        need("mul_assign: a", a, n)?;
+        need("mul_assign: b", b, n)?;
+        self.par_row_blocks(a, n, 1, |r, xs| xs.iter_mut().zip(&b[r]).for_each(|(x, &y)| *x = *x * y));
+        Ok(())
+    }
+
+    fn copy_strided(&self, rows: usize, cols: usize, src: &Vec<T>, src_at: Strided, dst: &mut Vec<T>, dst_at: Strided) -> Result<(), CpuError> {
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        need("copy_strided: src", src, src_at.offset + (rows - 1) * src_at.stride + cols)?;
+        need("copy_strided: dst", dst, dst_at.offset + (rows - 1) * dst_at.stride + cols)?;
+        for j in 0..rows {
+            let s = src_at.offset + j * src_at.stride;
+            let d = dst_at.offset + j * dst_at.stride;
+            dst[d..d + cols].copy_from_slice(&src[s..s + cols]);
+        }
+        Ok(())
+    }
+
+    fn row_dots(&self, rows: usize, cols: usize, a: &Vec<T>, b: &Vec<T>, out: &mut Vec<T>) -> Result<(), CpuError> {
+        need("row_dots: a", a, rows * cols)?;
+        need("row_dots: b", b, rows * cols)?;
+        need("row_dots: out", out, rows)?;
+        self.par_row_blocks(out, rows, cols, |js, o| {
+            for (o, j) in o.iter_mut().zip(js) {
+                *o = dot(&a[j * cols..(j + 1) * cols], &b[j * cols..(j + 1) * cols]);
+            }
+        });
+        Ok(())
+    }
+
+    fn row_div(&self, rows: usize, num: &Vec<T>, den: &Vec<T>, eps: T, out: &mut Vec<T>) -> Result<(), CpuError> {
+        need("row_div: num", num, rows)?;
+        need("row_div: den", den, rows)?;
+        need("row_div: out", out, rows)?;
+        for j in 0..rows {
+            out[j] = num[j] / (den[j] + eps);
+        }
+        Ok(())
+    }
+
+    fn row_rsqrt(&self, rows: usize, x: &Vec<T>, eps: T, out: &mut Vec<T>) -> Result<(), CpuError> {
+        need("row_rsqrt: x", x, rows)?;
+        need("row_rsqrt: out", out, rows)?;
+        for j in 0..rows {
+            out[j] = T::ONE / frog_core::Scalar::sqrt(x[j] + eps);
+        }
+        Ok(())
+    }
+
+    fn row_axpy(&self, rows: usize, cols: usize, a: T, coef: &Vec<T>, x: &Vec<T>, y: &mut Vec<T>) -> Result<(), CpuError> {
+        need("row_axpy: coef", coef, rows)?;
+        need("row_axpy: x", x, rows * cols)?;
+        need("row_axpy: y", y, rows * cols)?;
+        self.par_row_blocks(y, rows, cols, |js, ys| {
+            for (k, j) in js.enumerate() {
+                let c = a * coef[j];
+                let yr = &mut ys[k * cols..(k + 1) * cols];
+                yr.iter_mut().zip(&x[j * cols..(j + 1) * cols]).for_each(|(y, &x)| *y = *y + c * x);
+            }
+        });
+        Ok(())
+    }
+
+    fn row_xpby(&self, rows: usize, cols: usize, x: &Vec<T>, coef: &Vec<T>, y: &mut Vec<T>) -> Result<(), CpuError> {
+        need("row_xpby: coef", coef, rows)?;
+        need("row_xpby: x", x, rows * cols)?;
+        need("row_xpby: y", y, rows * cols)?;
+        self.par_row_blocks(y, rows, cols, |js, ys| {
+            for (k, j) in js.enumerate() {
+                let c = coef[j];
+                let yr = &mut ys[k * cols..(k + 1) * cols];
+                yr.iter_mut().zip(&x[j * cols..(j + 1) * cols]).for_each(|(y, &x)| *y = x + c * *y);
+            }
+        });
+        Ok(())
+    }
+
+    fn row_step(&self, rows: usize, cols: usize, w: &mut Vec<T>, decay: T, lr: T, scale: &Vec<T>, z: &Vec<T>, z_at: Strided) -> Result<(), CpuError> {
+        need("row_step: w", w, rows * cols)?;
+        need("row_step: scale", scale, rows)?;
+        if rows > 0 {
+            need("row_step: z", z, z_at.offset + (rows - 1) * z_at.stride + cols)?;
+        }
+        self.par_row_blocks(w, rows, cols, |js, ws| {
+            for (k, j) in js.enumerate() {
+                let c = lr * scale[j];
+                let zr = &z[z_at.offset + j * z_at.stride..][..cols];
+                let wr = &mut ws[k * cols..(k + 1) * cols];
+                wr.iter_mut().zip(zr).for_each(|(w, &z)| *w = decay * *w - c * z);
+            }
+        });
+        Ok(())
+    }
+}
+
+impl<T: Real> Cpu<T> {
+    /// `U = V X^T` (`R x N`), times `lambda` entrywise when given, computed
+    /// in column tiles per thread so the scaling finds its tile in cache.
+    fn project_scaled(&self, p: &Patches<'_, Self>, v: &[T], lambda: Option<&Vec<T>>, u: &mut [T]) -> Result<(), CpuError> {
+        let (n, cols) = Self::patch_dims(p);
+        let rows = p.layer.rows();
+        need("project: scratch", p.packed, n * cols)?;
+        need("project: v", v, rows * cols)?;
+        need("project: u", u, rows * n)?;
+        if let Some(l) = lambda {
+            need("project: lambda", l, rows * n)?;
+        }
+        let vv = View::row_major(&v[..rows * cols], rows, cols);
+        let x = View::row_major(&p.packed[..n * cols], n, cols);
+        let base = SendPtr(u.as_mut_ptr());
+        let tile = (1 << 16) / rows.max(1);
+        let tile = tile.clamp(64, 4096);
+        self.par_ranges(n, rows * n * cols, |range| {
+            let base = base;
+            let mut start = range.start;
+            while start < range.end {
+                let end = (start + tile).min(range.end);
+                // SAFETY: columns start..end of U belong to this thread; the
+                // checks above keep them inside `u`.
+                let block = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), (rows - 1) * n + (end - start)) };
+                matmul_seq(block, n, false, vv, x.rows(start..end).t());
+                if let Some(l) = lambda {
+                    for j in 0..rows {
+                        let ur = &mut block[j * n..j * n + (end - start)];
+                        ur.iter_mut().zip(&l[j * n + start..j * n + end]).for_each(|(u, &s)| *u = *u * s);
+                    }
+                }
+                start = end;
+            }
+        });
+        Ok(())
+    }
+
+    /// `G = U X` (`R x D'`), added to `g` when `accumulate`.
+    fn back_project_into(&self, p: &Patches<'_, Self>, u: &[T], accumulate: bool, g: &mut [T]) -> Result<(), CpuError> {
+        let (n, cols) = Self::patch_dims(p);
+        let rows = p.layer.rows();
+        need("back_project: scratch", p.packed, n * cols)?;
+        need("back_project: u", u, rows * n)?;
+        need("back_project: g", g, rows * cols)?;
+        let uu = View::row_major(&u[..rows * n], rows, n);
+        let x = View::row_major(&p.packed[..n * cols], n, cols);
+        matmul(&self.pool, &mut g[..rows * cols], accumulate, uu, x);
+        Ok(())
+    }
+}
+
+/// A dot product in four independent lanes, so the compiler can keep it in
+/// vector registers.
+fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::ZERO; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..4 {
+            acc[k] = acc[k] + x[k] * y[k];
+        }
+    }
+    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for (&x, &y) in ra.iter().zip(rb) {
+        s = s + x * y;
+    }
+    s
+}

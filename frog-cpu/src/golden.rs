@@ -1,0 +1,353 @@
+//! The golden-case harness every backend runs (feature `golden`): reads the
+//! cases the original PyTorch implementation produced (see
+//! `shared/golden/FORMAT.md`) and replays them through any
+//! `frog_core::Backend`, chaining the 3 steps from the backend's own state
+//! and comparing every array after every step.
+
+use std::path::{Path, PathBuf};
+
+use frog_core::{plain_sgd_step, precondition_step, Backend, Batch, Config, Conv2d, Layer, ParamState, Params, Scalar, Workspace, WorkspaceReq};
+use serde_json::Value;
+
+/// The golden directory: `$FROG_GOLDEN_DIR`, else `../shared/golden` beside
+/// the workspace root.
+pub fn golden_dir() -> PathBuf {
+    std::env::var_os("FROG_GOLDEN_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden")
+    })
+}
+
+/// What a case updates: a preconditioned layer, or a plain-SGD parameter.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A conv2d or linear layer.
+    Layer(Layer),
+    /// A parameter of `len` entries on the plain-SGD path.
+    Other(usize),
+}
+
+/// Expected values after one step (absent fields are `None`).
+#[derive(Clone, Debug, Default)]
+pub struct Expected {
+    /// Damping used.
+    pub tau: Option<f64>,
+    /// Momentum buffer of the weight.
+    pub momentum_weight: Option<Vec<f64>>,
+    /// Momentum buffer of the bias.
+    pub momentum_bias: Option<Vec<f64>>,
+    /// Traces.
+    pub trace: Option<Vec<f64>>,
+    /// CG solution `R x D'`.
+    pub direction: Option<Vec<f64>>,
+    /// Row scales.
+    pub row_scale: Option<Vec<f64>>,
+    /// Weight after the step.
+    pub weight: Vec<f64>,
+    /// Bias after the step.
+    pub bias: Option<Vec<f64>>,
+}
+
+/// One step's inputs and expectations.
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// Weight gradient.
+    pub grad_weight: Vec<f64>,
+    /// Bias gradient.
+    pub grad_bias: Option<Vec<f64>>,
+    /// Sampled inputs (empty for plain-SGD cases).
+    pub x: Vec<f64>,
+    /// Sampled output gradients (empty for plain-SGD cases).
+    pub y: Vec<f64>,
+    /// Expected values.
+    pub expected: Expected,
+}
+
+/// One golden case.
+#[derive(Clone, Debug)]
+pub struct Case {
+    /// The file's `name`.
+    pub name: String,
+    /// What is updated.
+    pub target: Target,
+    /// Hyperparameters.
+    pub config: Config,
+    /// Full batch size `B`.
+    pub batch_size: usize,
+    /// Sampled rows `r`.
+    pub sample_size: usize,
+    /// Initial weight.
+    pub weight: Vec<f64>,
+    /// Initial bias.
+    pub bias: Option<Vec<f64>>,
+    /// The steps.
+    pub steps: Vec<Step>,
+}
+
+fn field<'a>(v: &'a Value, key: &str) -> Result<&'a Value, String> {
+    v.get(key).ok_or_else(|| format!("missing field `{key}`"))
+}
+
+fn num(v: &Value, key: &str) -> Result<f64, String> {
+    field(v, key)?.as_f64().ok_or_else(|| format!("`{key}` is not a number"))
+}
+
+fn uint(v: &Value, key: &str) -> Result<usize, String> {
+    field(v, key)?.as_u64().map(|n| n as usize).ok_or_else(|| format!("`{key}` is not an integer"))
+}
+
+fn pair(v: &Value, key: &str) -> Result<[usize; 2], String> {
+    let a = field(v, key)?.as_array().filter(|a| a.len() == 2).ok_or_else(|| format!("`{key}` is not a pair"))?;
+    let get = |i: usize| a[i].as_u64().map(|n| n as usize).ok_or_else(|| format!("`{key}` has a non-integer"));
+    Ok([get(0)?, get(1)?])
+}
+
+fn array(v: &Value, key: &str) -> Result<Vec<f64>, String> {
+    field(v, key)?
+        .as_array()
+        .ok_or_else(|| format!("`{key}` is not an array"))?
+        .iter()
+        .map(|x| x.as_f64().ok_or_else(|| format!("`{key}` holds a non-number")))
+        .collect()
+}
+
+fn opt_array(v: &Value, key: &str) -> Result<Option<Vec<f64>>, String> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => array(v, key).map(Some),
+    }
+}
+
+fn parse_target(l: &Value) -> Result<Target, String> {
+    let bias = l.get("bias").and_then(Value::as_bool).unwrap_or(false);
+    match field(l, "kind")?.as_str() {
+        Some("conv2d") => {
+            let conv = Conv2d {
+                c_in: uint(l, "c_in")?,
+                c_out: uint(l, "c_out")?,
+                kernel: pair(l, "kernel")?,
+                stride: pair(l, "stride")?,
+                padding: pair(l, "padding")?,
+                dilation: pair(l, "dilation")?,
+                input_hw: pair(l, "input_hw")?,
+            };
+            if conv.output_hw() != Some(pair(l, "output_hw")?) {
+                return Err("output_hw disagrees with the convolution geometry".into());
+            }
+            Ok(Target::Layer(Layer::conv2d(conv, bias)))
+        }
+        Some("linear") => {
+            let tokens = l.get("tokens").and_then(Value::as_u64).map_or(1, |t| t as usize);
+            Ok(Target::Layer(Layer::linear_tokens(uint(l, "d_in")?, uint(l, "d_out")?, tokens, bias)))
+        }
+        Some("other") => {
+            let shape = field(l, "shape")?.as_array().ok_or("`shape` is not an array")?;
+            Ok(Target::Other(shape.iter().map(|d| d.as_u64().unwrap_or(0) as usize).product()))
+        }
+        other => Err(format!("unknown layer kind {other:?}")),
+    }
+}
+
+fn parse_config(h: &Value) -> Result<Config, String> {
+    let opt = |key: &str| h.get(key).and_then(Value::as_f64);
+    Ok(Config {
+        lr: num(h, "lr")?,
+        lr_other_ratio: num(h, "lr_other_ratio")?,
+        momentum: num(h, "momentum")?,
+        nesterov: field(h, "nesterov")?.as_bool().ok_or("`nesterov` is not a bool")?,
+        weight_decay: num(h, "weight_decay")?,
+        sample_size: None,
+        num_iters: uint(h, "num_iters")?,
+        tau: num(h, "tau")?,
+        tau_final: opt("tau_final"),
+        tau_steps: h.get("tau_steps").and_then(Value::as_u64),
+        batch_averaged: field(h, "batch_averaged")?.as_bool().ok_or("`batch_averaged` is not a bool")?,
+        denom_eps: num(h, "denom_eps")?,
+    })
+}
+
+fn parse_step(s: &Value) -> Result<Step, String> {
+    let e = field(s, "expected")?;
+    Ok(Step {
+        grad_weight: array(s, "grad_weight")?,
+        grad_bias: opt_array(s, "grad_bias")?,
+        x: opt_array(s, "x")?.unwrap_or_default(),
+        y: opt_array(s, "y")?.unwrap_or_default(),
+        expected: Expected {
+            tau: e.get("tau").and_then(Value::as_f64),
+            momentum_weight: opt_array(e, "momentum_weight")?,
+            momentum_bias: opt_array(e, "momentum_bias")?,
+            trace: opt_array(e, "trace")?,
+            direction: opt_array(e, "direction")?,
+            row_scale: opt_array(e, "row_scale")?,
+            weight: array(e, "weight")?,
+            bias: opt_array(e, "bias")?,
+        },
+    })
+}
+
+/// Parses one case; `Ok(None)` for a JSON file that is not a layer case
+/// (it has no `layer` key).
+pub fn parse_case(text: &str) -> Result<Option<Case>, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let Some(layer) = v.get("layer") else { return Ok(None) };
+    let initial = field(&v, "initial")?;
+    let steps = field(&v, "steps")?.as_array().ok_or("`steps` is not an array")?;
+    Ok(Some(Case {
+        name: field(&v, "name")?.as_str().unwrap_or_default().to_string(),
+        target: parse_target(layer)?,
+        config: parse_config(field(&v, "hyper")?)?,
+        batch_size: uint(&v, "batch_size")?,
+        sample_size: uint(&v, "sample_size")?,
+        weight: array(initial, "weight")?,
+        bias: opt_array(initial, "bias")?,
+        steps: steps.iter().map(parse_step).collect::<Result<_, _>>()?,
+    }))
+}
+
+/// Every layer case in `dir` (files `*.json` with a `layer` key), sorted by
+/// file name. Any unreadable or malformed file is an error.
+pub fn load_cases(dir: &Path) -> Result<Vec<Case>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read golden directory {}: {e}", dir.display()))?;
+    let mut paths: Vec<PathBuf> = entries
+        .map(|e| e.map(|e| e.path()).map_err(|e| format!("{}: {e}", dir.display())))
+        .collect::<Result<_, _>>()?;
+    paths.retain(|p| p.extension().is_some_and(|x| x == "json"));
+    paths.sort();
+    let mut cases = Vec::new();
+    for p in paths {
+        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if let Some(case) = parse_case(&text).map_err(|e| format!("{}: {e}", p.display()))? {
+            cases.push(case);
+        }
+    }
+    Ok(cases)
+}
+
+/// Max-norm relative error `max|a - b| / max|b|` (FORMAT.md's measure; an
+/// all-zero reference compares absolutely).
+pub fn rel_error(actual: &[f64], expected: &[f64]) -> f64 {
+    let diff = actual.iter().zip(expected).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let scale = expected.iter().map(|b| b.abs()).fold(0.0, f64::max);
+    if actual.len() != expected.len() || actual.iter().any(|a| !a.is_finite()) {
+        f64::INFINITY
+    } else if scale == 0.0 {
+        diff
+    } else {
+        diff / scale
+    }
+}
+
+/// The worst error seen over a case, and where.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Largest relative error over all compared arrays.
+    pub worst: f64,
+    /// `step.field` of the largest error.
+    pub worst_at: String,
+    /// Arrays compared.
+    pub compared: usize,
+}
+
+struct Checker {
+    rtol: f64,
+    report: Report,
+    failures: Vec<String>,
+}
+
+impl Checker {
+    fn check(&mut self, at: String, actual: &[f64], expected: &[f64]) {
+        let err = rel_error(actual, expected);
+        self.report.compared += 1;
+        if err > self.report.worst || self.report.compared == 1 {
+            self.report.worst = err;
+            self.report.worst_at.clone_from(&at);
+        }
+        if err > self.rtol || err.is_nan() {
+            self.failures.push(format!("{at}: relative error {err:.3e} > {:.0e}", self.rtol));
+        }
+    }
+}
+
+fn upload<B: Backend>(b: &B, data: &[f64]) -> Result<B::Buffer, String> {
+    let host: Vec<B::Scalar> = data.iter().map(|&v| B::Scalar::from_f64(v)).collect();
+    let mut buf = b.zeros(host.len()).map_err(|e| e.to_string())?;
+    b.write(&host, &mut buf, 0).map_err(|e| e.to_string())?;
+    Ok(buf)
+}
+
+fn download<B: Backend>(b: &B, buf: &B::Buffer, offset: usize, len: usize) -> Result<Vec<f64>, String> {
+    let mut host = vec![B::Scalar::ZERO; len];
+    b.read(buf, offset, &mut host).map_err(|e| e.to_string())?;
+    Ok(host.into_iter().map(Scalar::to_f64).collect())
+}
+
+/// Column `c0..c1` of every row of a row-major `rows x cols` host matrix.
+fn columns(m: &[f64], cols: usize, c0: usize, c1: usize) -> Vec<f64> {
+    m.chunks(cols).flat_map(|row| row[c0..c1].iter().copied()).collect()
+}
+
+/// Replays `case` on `backend`, chaining its steps, and compares every
+/// expected array at relative tolerance `rtol`. Errors list every failure.
+pub fn run_case<B: Backend>(backend: &B, case: &Case, rtol: f64) -> Result<Report, String> {
+    let err = |e: frog_core::Error<B::Error>| e.to_string();
+    let mut ck = Checker { rtol, report: Report::default(), failures: Vec::new() };
+    let cfg = &case.config;
+    let mut weight = upload(backend, &case.weight)?;
+    let mut bias = case.bias.as_deref().map(|b| upload(backend, b)).transpose()?;
+    match &case.target {
+        Target::Other(len) => {
+            let mut state = ParamState::new(backend, *len, cfg.momentum > 0.0).map_err(|e| e.to_string())?;
+            for (k, step) in case.steps.iter().enumerate() {
+                let g = upload(backend, &step.grad_weight)?;
+                plain_sgd_step(backend, cfg, &mut state, &mut weight, &g).map_err(err)?;
+                if let (Some(want), Some(m)) = (&step.expected.momentum_weight, state.momentum()) {
+                    ck.check(format!("step{}.momentum_weight", k + 1), &download(backend, m, 0, *len)?, want);
+                }
+                ck.check(format!("step{}.weight", k + 1), &download(backend, &weight, 0, *len)?, &step.expected.weight);
+            }
+        }
+        Target::Layer(layer) => {
+            let (rows, d, cols) = (layer.rows(), layer.weight_cols(), layer.cols());
+            let mut state = ParamState::for_layer(backend, layer, cfg).map_err(|e| e.to_string())?;
+            let req = WorkspaceReq::new(backend, layer, case.sample_size);
+            let mut ws = Workspace::new(backend, req).map_err(|e| e.to_string())?;
+            for (k, step) in case.steps.iter().enumerate() {
+                let at = |f: &str| format!("step{}.{f}", k + 1);
+                if let Some(tau) = step.expected.tau {
+                    ck.check(at("tau"), &[cfg.tau_at(k as u64 + 1)], &[tau]);
+                }
+                let gw = upload(backend, &step.grad_weight)?;
+                let gb = step.grad_bias.as_deref().map(|g| upload(backend, g)).transpose()?;
+                let (x, y) = (upload(backend, &step.x)?, upload(backend, &step.y)?);
+                let params = Params { weight: &mut weight, grad_weight: &gw, bias: bias.as_mut().zip(gb.as_ref()) };
+                let batch = Batch { x: &x, y: &y, sample: case.sample_size, batch_size: case.batch_size };
+                precondition_step(backend, cfg, layer, &mut state, &mut ws, params, batch).map_err(err)?;
+                let e = &step.expected;
+                if let Some(m) = state.momentum() {
+                    let m = download(backend, m, 0, rows * cols)?;
+                    if let Some(want) = &e.momentum_weight {
+                        ck.check(at("momentum_weight"), &columns(&m, cols, 0, d), want);
+                    }
+                    if let Some(want) = &e.momentum_bias {
+                        ck.check(at("momentum_bias"), &columns(&m, cols, d, cols), want);
+                    }
+                }
+                let named = [("trace", ws.trace(), rows, &e.trace), ("row_scale", ws.row_scale(), rows, &e.row_scale), ("direction", ws.direction(), rows * cols, &e.direction)];
+                for (name, buf, len, want) in named {
+                    if let Some(want) = want {
+                        ck.check(at(name), &download(backend, buf, 0, len)?, want);
+                    }
+                }
+                ck.check(at("weight"), &download(backend, &weight, 0, rows * d)?, &e.weight);
+                if let (Some(b), Some(want)) = (&bias, &e.bias) {
+                    ck.check(at("bias"), &download(backend, b, 0, rows)?, want);
+                }
+            }
+        }
+    }
+    if ck.failures.is_empty() {
+        Ok(ck.report)
+    } else {
+        Err(ck.failures.join("; "))
+    }
+}
