@@ -10,6 +10,8 @@ pub mod golden;
 pub mod gemm;
 pub mod im2col;
 pub mod nn;
+mod optimizer;
 pub mod pool;
 
 pub use backend::{Cpu, CpuError};
+pub use optimizer::{Frog, FrogError};

@@ -1,0 +1,85 @@
+//! After one warm-up step, 100 steps of a multi-layer model allocate
+//! nothing, on any thread (the counting allocator sees every thread).
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::{Rng, StepData};
+use frog_core::{Batch, Config, Conv2d, Layer, Params};
+use frog_cpu::{Cpu, Frog};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn steady_state_steps_allocate_nothing() {
+    let layers = [
+        Layer::conv2d(Conv2d::new(3, 8, 3, 1, 1, [16, 16]), true),
+        Layer::conv2d(Conv2d::new(8, 16, 3, 2, 1, [16, 16]), false),
+        Layer::conv2d(Conv2d::new(8, 16, 1, 2, 0, [16, 16]), false),
+        Layer::linear_tokens(16, 12, 5, true),
+        Layer::linear(64, 10, false),
+    ];
+    let others = [8, 8, 10];
+    let (batch, sample) = (16, 8);
+    let cfg = Config { lr: 1e-2, momentum: 0.9, nesterov: true, weight_decay: 1e-4, sample_size: Some(sample), ..Config::default() };
+    let mut frog = Frog::<f32>::new(Cpu::with_threads(2), cfg, &layers, &others, batch, 7).unwrap();
+
+    let mut rng = Rng(11);
+    let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let mut data: Vec<_> = layers
+        .iter()
+        .map(|l| {
+            let d = StepData::random(&mut rng, l, sample, batch);
+            (to32(&d.weight), d.bias.as_deref().map(to32), to32(&d.grad_weight), d.grad_bias.as_deref().map(to32), to32(&d.x), to32(&d.y))
+        })
+        .collect();
+    let mut other: Vec<(Vec<f32>, Vec<f32>)> = others.iter().map(|&n| (to32(&rng.vec(n)), to32(&rng.vec(n)))).collect();
+
+    let mut step = |frog: &mut Frog<f32>| {
+        assert_eq!(frog.sample(batch).unwrap().len(), sample);
+        for (i, (w, b, gw, gb, x, y)) in data.iter_mut().enumerate() {
+            let params = Params { weight: w, grad_weight: gw, bias: b.as_mut().zip(gb.as_ref()) };
+            frog.step_layer(i, params, Batch { x, y, sample, batch_size: batch }).unwrap();
+        }
+        for (i, (p, g)) in other.iter_mut().enumerate() {
+            frog.step_other(i, p, g).unwrap();
+        }
+    };
+    step(&mut frog);
+    // The counter sees allocations at all (so a zero below means something).
+    let probe = ALLOCATIONS.load(Ordering::SeqCst);
+    drop(std::hint::black_box(vec![0u8; 16]));
+    assert!(ALLOCATIONS.load(Ordering::SeqCst) > probe);
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        step(&mut frog);
+    }
+    let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
+    assert_eq!(allocations, 0, "100 steady-state steps allocated {allocations} times");
+    assert!(data.iter().all(|d| d.0.iter().all(|v| v.is_finite())));
+}
