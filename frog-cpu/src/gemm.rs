@@ -14,7 +14,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 use crate::pool::{split_range, SendPtr, ThreadPool};
 
 /// The scalar types frog-cpu computes in: `f32` and `f64`.
-pub trait Real: frog_core::Scalar + faer::traits::RealField {}
+pub trait Real: frog_core::Scalar + faer::traits::RealField + Default {}
 impl Real for f32 {}
 impl Real for f64 {}
 
