@@ -1,2 +1,20 @@
 //! Neural-network kernels for the training engine of frog-bench: plain
 //! functions over host slices, built on the same GEMM and im2col as FROG.
+//!
+//! Every kernel is generic over [`Real`](crate::gemm::Real) (f32 and f64)
+//! and takes the sizes it works on explicitly; slices may be longer than
+//! those sizes (only the prefix is used), so the engine can size its
+//! buffers once for the largest batch. Lengths that are too short are the
+//! caller's bug and panic.
+
+mod avgpool;
+mod batchnorm;
+mod conv;
+mod linear;
+mod loss;
+
+pub use avgpool::{global_avg_pool, global_avg_pool_backward};
+pub use batchnorm::{batch_norm_backward, batch_norm_eval, batch_norm_train, BnGrads, BnParams, BnShape, Epilogue};
+pub use conv::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward, conv_scratch_len};
+pub use linear::{linear_backward, linear_forward, LinearShape};
+pub use loss::{softmax_cross_entropy, LossStats};

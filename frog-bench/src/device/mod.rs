@@ -1,0 +1,181 @@
+//! The engine's `Device`: buffers on some memory and the training kernels
+//! over them.
+//!
+//! Why a trait of its own rather than frog-core's `Backend`: training
+//! needs convolutions, BatchNorm and a loss, which FROG does not. The two
+//! meet through [`Device::Backend`], a frog-core backend over the same
+//! buffers, so FROG's step and the SGD baselines run on the device's
+//! parameters and gradients in place. Nothing in the interface is a host
+//! slice except [`Device::upload`], [`Device::download`] and the labels, so
+//! a GPU device (device buffers, kernels launched on a stream) fits it.
+
+use frog_core::{Backend, Conv2d, Scalar, Strided};
+pub use frog_cpu::nn::{BnShape, LinearShape, LossStats};
+
+use crate::error::{Error, Result};
+
+pub mod cpu;
+
+/// Converts a backend's error into the engine's.
+pub fn backend_err<E: std::fmt::Display>(e: E) -> Error {
+    Error::new(format!("device error: {e}"))
+}
+
+/// BatchNorm's `eps`, PyTorch's default.
+pub const BN_EPS: f64 = 1e-5;
+/// BatchNorm's running-statistics momentum, PyTorch's default.
+pub const BN_MOMENTUM: f64 = 0.1;
+
+/// BatchNorm affine parameters on the device.
+pub struct BnAffine<'a, B> {
+    /// `gamma` `[C]`.
+    pub weight: &'a B,
+    /// `beta` `[C]`.
+    pub bias: &'a B,
+}
+
+/// The batch statistics a train-mode BatchNorm saves for its backward:
+/// mean and `1/sqrt(var + eps)` per channel.
+pub struct BnSaved<B> {
+    /// Batch mean `[C]`.
+    pub mean: B,
+    /// `1/sqrt(var + eps)` `[C]`.
+    pub invstd: B,
+}
+
+/// A compute device for training: memory, and the forward and backward
+/// kernels of the layers the models use. Every kernel works on the prefix
+/// of its buffers that its sizes name.
+#[allow(clippy::too_many_arguments)]
+pub trait Device {
+    /// Scalar of every buffer.
+    type Scalar: Scalar;
+    /// A buffer of scalars on the device.
+    type Buffer;
+    /// Class labels of a batch on the device.
+    type Labels;
+    /// The frog-core backend over the same buffers (FROG and SGD steps).
+    type Backend: Backend<Scalar = Self::Scalar, Buffer = Self::Buffer>;
+
+    /// The FROG backend.
+    fn backend(&self) -> &Self::Backend;
+    /// A short description for reports ("cpu f32, 2 threads").
+    fn describe(&self) -> String;
+
+    /// A zero-filled buffer.
+    fn zeros(&self, len: usize) -> Result<Self::Buffer> {
+        self.backend().zeros(len).map_err(backend_err)
+    }
+    /// Copies host values to the front of `dst`.
+    fn upload(&self, src: &[Self::Scalar], dst: &mut Self::Buffer) -> Result<()> {
+        self.backend().write(src, dst, 0).map_err(backend_err)
+    }
+    /// Copies the front of `src` to the host.
+    fn download(&self, src: &Self::Buffer, dst: &mut [Self::Scalar]) -> Result<()> {
+        self.backend().read(src, 0, dst).map_err(backend_err)
+    }
+    /// Copies the blocks `indices[k]` (of `block` entries each) of `src` to
+    /// block `k` of `dst`: FROG's sampled rows of a batch.
+    fn gather(&self, block: usize, indices: &[usize], src: &Self::Buffer, dst: &mut Self::Buffer) -> Result<()> {
+        let at = |row: usize| Strided { stride: block, offset: row * block };
+        for (k, &i) in indices.iter().enumerate() {
+            self.backend().copy_strided(1, block, src, at(i), dst, at(k)).map_err(backend_err)?;
+        }
+        Ok(())
+    }
+    /// `y = a*x + b*y` over `n` entries.
+    fn axpby(&self, n: usize, a: f64, x: &Self::Buffer, b: f64, y: &mut Self::Buffer) -> Result<()> {
+        let s = Self::Scalar::from_f64;
+        self.backend().axpby(n, s(a), x, s(b), y).map_err(backend_err)
+    }
+
+    /// Room for the labels of `batch` samples.
+    fn labels(&self, batch: usize) -> Result<Self::Labels>;
+    /// Sets the labels of a batch.
+    fn upload_labels(&self, labels: &[u8], dst: &mut Self::Labels) -> Result<()>;
+
+    /// `y = conv(x, w)`, PyTorch layouts, no bias.
+    fn conv_forward(&self, conv: &Conv2d, batch: usize, x: &Self::Buffer, w: &Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
+    /// The input gradient of a convolution, written or added to `dx`.
+    fn conv_backward_data(
+        &self,
+        conv: &Conv2d,
+        batch: usize,
+        dy: &Self::Buffer,
+        w: &Self::Buffer,
+        dx: &mut Self::Buffer,
+        accumulate: bool,
+    ) -> Result<()>;
+    /// The weight gradient of a convolution (overwritten).
+    fn conv_backward_weight(&self, conv: &Conv2d, batch: usize, x: &Self::Buffer, dy: &Self::Buffer, dw: &mut Self::Buffer) -> Result<()>;
+
+    /// Train-mode BatchNorm (batch statistics saved, running statistics
+    /// updated with [`BN_MOMENTUM`], [`BN_EPS`] in the variance), then `+ residual`, then ReLU if `relu`.
+    fn bn_train(
+        &self,
+        shape: BnShape,
+        x: &Self::Buffer,
+        affine: BnAffine<'_, Self::Buffer>,
+        running: (&mut Self::Buffer, &mut Self::Buffer),
+        saved: &mut BnSaved<Self::Buffer>,
+        residual: Option<&Self::Buffer>,
+        relu: bool,
+        y: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// Eval-mode BatchNorm with the running statistics, same epilogue.
+    fn bn_eval(
+        &self,
+        shape: BnShape,
+        x: &Self::Buffer,
+        affine: BnAffine<'_, Self::Buffer>,
+        running: (&Self::Buffer, &Self::Buffer),
+        residual: Option<&Self::Buffer>,
+        relu: bool,
+        y: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// Backward of [`Device::bn_train`]. With `relu_out` the ReLU's mask is
+    /// applied to `dy` in place first, so `dy` then is also the residual's
+    /// gradient. `dx`, `dweight`, `dbias` are overwritten.
+    fn bn_backward(
+        &self,
+        shape: BnShape,
+        x: &Self::Buffer,
+        saved: &BnSaved<Self::Buffer>,
+        weight: &Self::Buffer,
+        relu_out: Option<&Self::Buffer>,
+        dy: &mut Self::Buffer,
+        dx: &mut Self::Buffer,
+        dweight: &mut Self::Buffer,
+        dbias: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    /// Global average pooling of `planes` planes of `hw` entries.
+    fn avg_pool(&self, planes: usize, hw: usize, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
+    /// Backward of [`Device::avg_pool`] (overwrites `dx`).
+    fn avg_pool_backward(&self, planes: usize, hw: usize, dy: &Self::Buffer, dx: &mut Self::Buffer) -> Result<()>;
+
+    /// `y = x W^T + b`.
+    fn linear_forward(&self, s: LinearShape, x: &Self::Buffer, w: &Self::Buffer, b: &Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
+    /// Gradients of [`Device::linear_forward`], all overwritten.
+    fn linear_backward(
+        &self,
+        s: LinearShape,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+        dw: &mut Self::Buffer,
+        db: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    /// Mean softmax cross-entropy of `batch` rows of `classes` logits, its
+    /// gradient in `dlogits`, and the number of correct predictions.
+    fn cross_entropy(
+        &self,
+        batch: usize,
+        classes: usize,
+        logits: &Self::Buffer,
+        labels: &Self::Labels,
+        dlogits: &mut Self::Buffer,
+    ) -> Result<LossStats>;
+}

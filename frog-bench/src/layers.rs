@@ -1,0 +1,150 @@
+//! The `layers` benchmark: one FROG preconditioning step of each conv layer
+//! of the CIFAR-10 ResNet-18 on frog-cpu, in f32.
+//!
+//! Each step starts from sampled inputs, output gradients and the gradient
+//! already in memory and runs the whole rule (momentum, patch packing,
+//! trace, Lambda, the K CG iterations, row scale, update), not the
+//! forward/backward pass. FLOP counts are the analytic `4*K*N*D*R` of the
+//! CG products (`N` = sample x Ho x Wo positions, `D = C_in*kh*kw`,
+//! `R = C_out`).
+
+use std::time::{Duration, Instant};
+
+use frog_core::{precondition_step, Batch, Config, Conv2d, Layer, ParamState, Params, Workspace, WorkspaceReq};
+use frog_cpu::Cpu;
+
+/// Options of the `layers` subcommand.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayersArgs {
+    /// Sampled rows `r`.
+    pub sample: usize,
+    /// CG iterations `K`.
+    pub iters: usize,
+    /// Threads (0: all CPUs).
+    pub threads: usize,
+    /// JSON lines instead of a table.
+    pub json: bool,
+}
+
+impl Default for LayersArgs {
+    fn default() -> Self {
+        Self { sample: 64, iters: 4, threads: 0, json: false }
+    }
+}
+
+/// One distinct conv layer of ResNet-18 and how often it occurs.
+#[derive(Clone, Debug)]
+pub struct ResnetConv {
+    /// Short name.
+    pub name: &'static str,
+    /// Geometry.
+    pub conv: Conv2d,
+    /// Occurrences in the network.
+    pub count: usize,
+}
+
+/// The conv layers of the CIFAR-10 ResNet-18 (3x3 stem, no max-pool,
+/// BasicBlocks [2,2,2,2], 1x1 stride-2 shortcuts): 11 shapes, 20 layers.
+pub fn resnet18_convs() -> Vec<ResnetConv> {
+    let c = |name, c_in, c_out, k, stride, hw: usize, count| ResnetConv {
+        name,
+        conv: Conv2d::new(c_in, c_out, k, stride, k / 2, [hw, hw]),
+        count,
+    };
+    vec![
+        c("stem", 3, 64, 3, 1, 32, 1),
+        c("l1.conv", 64, 64, 3, 1, 32, 4),
+        c("l2.down", 64, 128, 3, 2, 32, 1),
+        c("l2.conv", 128, 128, 3, 1, 16, 3),
+        c("l2.short", 64, 128, 1, 2, 32, 1),
+        c("l3.down", 128, 256, 3, 2, 16, 1),
+        c("l3.conv", 256, 256, 3, 1, 8, 3),
+        c("l3.short", 128, 256, 1, 2, 16, 1),
+        c("l4.down", 256, 512, 3, 2, 8, 1),
+        c("l4.conv", 512, 512, 3, 1, 4, 3),
+        c("l4.short", 256, 512, 1, 2, 8, 1),
+    ]
+}
+
+/// Deterministic pseudo-random values in `[-1, 1)` (the data's values do
+/// not change the work done).
+fn filled(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// Median wall time of FROG steps of `layer` at sample `r`, with the
+/// study's hyperparameters: at least 3 timed steps after a warm-up, more
+/// for small layers, up to about a second of timing.
+fn time_step(backend: &Cpu<f32>, layer: &Layer, r: usize, iters: usize) -> Result<Duration, String> {
+    let cfg = Config { lr: 0.01, momentum: 0.9, weight_decay: 1e-5, sample_size: Some(r), num_iters: iters, lr_other_ratio: 1.0, ..Config::default() };
+    let err = |e: frog_core::Error<frog_cpu::CpuError>| e.to_string();
+    let n = layer.rows() * layer.weight_cols();
+    let (x, y) = (filled(r * layer.input_len(), 1), filled(r * layer.output_len(), 2));
+    let (mut weight, grad) = (filled(n, 3), filled(n, 4));
+    let mut state = ParamState::for_layer(backend, layer, &cfg).map_err(|e| e.to_string())?;
+    let mut ws = Workspace::new(backend, WorkspaceReq::new(backend, layer, r)).map_err(|e| e.to_string())?;
+    let mut step = || {
+        let params = Params { weight: &mut weight, grad_weight: &grad, bias: None };
+        let batch = Batch { x: &x, y: &y, sample: r, batch_size: 512.max(r) };
+        let t = Instant::now();
+        precondition_step(backend, &cfg, layer, &mut state, &mut ws, params, batch).map_err(err)?;
+        Ok::<_, String>(t.elapsed())
+    };
+    step()?;
+    let mut times = Vec::new();
+    let budget = Instant::now();
+    while times.len() < 3 || (times.len() < 15 && budget.elapsed() < Duration::from_secs(1)) {
+        times.push(step()?);
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+/// Runs the benchmark and prints a table (or JSON lines), ending with
+/// `TOTAL_MS <sum over all 20 conv layers>`.
+pub fn run(args: &LayersArgs) -> Result<(), String> {
+    if args.sample == 0 || args.iters == 0 {
+        return Err("--sample and --iters must be at least 1".into());
+    }
+    let backend = Cpu::<f32>::with_threads(args.threads);
+    let threads = backend.pool().threads();
+    if !args.json {
+        println!("FROG step per ResNet-18 conv layer, f32, frog-cpu, {threads} threads, sample {}, {} CG iterations", args.sample, args.iters);
+        println!("{:<9} {:>5} {:>5} {:>3} {:>3} {:>3} {:>6} {:>10} {:>8} {:>9}", "layer", "c_in", "c_out", "hw", "k", "s", "count", "median_ms", "GFLOP/s", "total_ms");
+    }
+    let (mut total_ms, mut total_flop) = (0.0, 0.0);
+    for rc in resnet18_convs() {
+        let layer = Layer::conv2d(rc.conv, false);
+        let median = time_step(&backend, &layer, args.sample, args.iters)?;
+        let ms = median.as_secs_f64() * 1e3;
+        let flop = layer.cg_flops(args.sample, args.iters);
+        let gflops = flop / median.as_secs_f64() / 1e9;
+        total_ms += ms * rc.count as f64;
+        total_flop += flop * rc.count as f64;
+        let (c, hw) = (&rc.conv, rc.conv.input_hw[0]);
+        if args.json {
+            println!(
+                "{{\"name\":\"{}\",\"c_in\":{},\"c_out\":{},\"hw\":{hw},\"stride\":{},\"kernel\":{},\"count\":{},\"sample\":{},\"median_ms\":{ms:.3},\"gflops\":{gflops:.1}}}",
+                rc.name, c.c_in, c.c_out, c.stride[0], c.kernel[0], rc.count, args.sample
+            );
+        } else {
+            println!("{:<9} {:>5} {:>5} {:>3} {:>3} {:>3} {:>6} {:>10.2} {:>8.1} {:>9.1}", rc.name, c.c_in, c.c_out, hw, c.kernel[0], c.stride[0], rc.count, ms, gflops, ms * rc.count as f64);
+        }
+    }
+    let rate = total_flop / total_ms / 1e6;
+    if args.json {
+        println!("{{\"total_ms\":{total_ms:.1},\"total_gflop\":{:.1},\"gflops\":{rate:.1}}}", total_flop / 1e9);
+    } else {
+        println!("{:.1} GFLOP in all, {rate:.1} GFLOP/s overall", total_flop / 1e9);
+    }
+    println!("TOTAL_MS {total_ms:.1}");
+    Ok(())
+}

@@ -1,0 +1,257 @@
+//! BatchNorm2d in train and eval mode, with the residual add and the ReLU
+//! that follow it in a ResNet fused into the same pass over the data.
+//!
+//! Work is split by channel, so every thread owns whole statistics and no
+//! reduction crosses threads.
+
+use crate::gemm::Real;
+use crate::pool::{SendPtr, ThreadPool};
+
+/// The layout of a BatchNorm2d input `[batch, channels, hw]` (PyTorch's
+/// `[B, C, H, W]` with `hw = H*W`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BnShape {
+    /// Samples.
+    pub batch: usize,
+    /// Channels.
+    pub channels: usize,
+    /// Positions per channel plane (`H*W`).
+    pub hw: usize,
+}
+
+impl BnShape {
+    /// Entries of the whole input.
+    pub fn len(&self) -> usize {
+        self.batch * self.channels * self.hw
+    }
+
+    /// Whether the input is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The plane of sample `b`, channel `c`.
+    fn plane(&self, b: usize, c: usize) -> std::ops::Range<usize> {
+        let start = (b * self.channels + c) * self.hw;
+        start..start + self.hw
+    }
+}
+
+/// What follows the normalization: an optional residual input added to
+/// it, then an optional ReLU.
+#[derive(Clone, Copy)]
+pub struct Epilogue<'a, T> {
+    /// Added after the affine transform (a ResNet shortcut).
+    pub residual: Option<&'a [T]>,
+    /// Apply `max(0, .)` last.
+    pub relu: bool,
+}
+
+/// The affine BatchNorm parameters and running statistics.
+pub struct BnParams<'a, T> {
+    /// `gamma` `[C]`.
+    pub weight: &'a [T],
+    /// `beta` `[C]`.
+    pub bias: &'a [T],
+    /// `eps` of the variance.
+    pub eps: f64,
+}
+
+/// Runs `f(c)` for every channel, the channels split across the pool.
+fn for_channels(pool: &ThreadPool, channels: usize, f: &(dyn Fn(usize) + Sync)) {
+    pool.run(&|tid| pool.chunk(tid, channels).for_each(f));
+}
+
+/// `y = x*scale + shift (+ residual)`, then ReLU, over one plane.
+#[inline]
+fn apply<T: Real>(x: &[T], scale: T, shift: T, residual: Option<&[T]>, relu: bool, y: &mut [T]) {
+    let zero = T::zero();
+    match residual {
+        Some(r) => {
+            for ((y, &x), &r) in y.iter_mut().zip(x).zip(r) {
+                let v = x * scale + shift + r;
+                *y = if relu && v < zero { zero } else { v };
+            }
+        }
+        None => {
+            for (y, &x) in y.iter_mut().zip(x) {
+                let v = x * scale + shift;
+                *y = if relu && v < zero { zero } else { v };
+            }
+        }
+    }
+}
+
+/// Normalizes `x` into `y` channel by channel with `scale[c]`, `shift[c]`
+/// computed per channel by `coef`.
+fn normalize<T: Real>(
+    pool: &ThreadPool,
+    shape: BnShape,
+    x: &[T],
+    epi: Epilogue<'_, T>,
+    y: &mut [T],
+    coef: &(dyn Fn(usize) -> (T, T) + Sync),
+) {
+    assert!(x.len() >= shape.len() && y.len() >= shape.len());
+    assert!(epi.residual.is_none_or(|r| r.len() >= shape.len()));
+    let yp = SendPtr(y.as_mut_ptr());
+    for_channels(pool, shape.channels, &|c| {
+        let yp = yp;
+        let (scale, shift) = coef(c);
+        for b in 0..shape.batch {
+            let p = shape.plane(b, c);
+            // SAFETY: channels are disjoint between threads, so are their planes.
+            let y = unsafe { std::slice::from_raw_parts_mut(yp.0.add(p.start), shape.hw) };
+            apply(&x[p.clone()], scale, shift, epi.residual.map(|r| &r[p]), epi.relu, y);
+        }
+    });
+}
+
+/// Train mode: normalizes with the batch mean and biased batch variance
+/// over `(B, H, W)`, stores the mean and `1/sqrt(var + eps)` per channel for
+/// the backward pass, and updates the running statistics as PyTorch does
+/// (`running = (1-m)*running + m*stat`, the variance unbiased by `n/(n-1)`).
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_train<T: Real>(
+    pool: &ThreadPool,
+    shape: BnShape,
+    x: &[T],
+    params: &BnParams<'_, T>,
+    momentum: f64,
+    running: (&mut [T], &mut [T]),
+    saved: (&mut [T], &mut [T]),
+    epi: Epilogue<'_, T>,
+    y: &mut [T],
+) {
+    let c = shape.channels;
+    let (rmean, rvar) = running;
+    let (mean, invstd) = saved;
+    assert!(rmean.len() >= c && rvar.len() >= c && mean.len() >= c && invstd.len() >= c);
+    let n = (shape.batch * shape.hw) as f64;
+    let ptrs = [rmean, rvar, mean, invstd].map(|s| SendPtr(s.as_mut_ptr()));
+    for_channels(pool, c, &|ch| {
+        let ptrs = ptrs;
+        let (mut sum, mut sq) = (T::zero(), T::zero());
+        for b in 0..shape.batch {
+            sum += x[shape.plane(b, ch)].iter().fold(T::zero(), |a, &v| a + v);
+        }
+        let mu = sum / T::from_f64(n);
+        for b in 0..shape.batch {
+            sq += x[shape.plane(b, ch)].iter().fold(T::zero(), |a, &v| a + (v - mu) * (v - mu));
+        }
+        let var = sq / T::from_f64(n);
+        let unbiased = if n > 1.0 { var * T::from_f64(n / (n - 1.0)) } else { var };
+        let m = T::from_f64(momentum);
+        let keep = T::from_f64(1.0 - momentum);
+        // SAFETY: every channel is written by one thread only.
+        unsafe {
+            *ptrs[0].0.add(ch) = keep * *ptrs[0].0.add(ch) + m * mu;
+            *ptrs[1].0.add(ch) = keep * *ptrs[1].0.add(ch) + m * unbiased;
+            *ptrs[2].0.add(ch) = mu;
+            *ptrs[3].0.add(ch) = T::one() / frog_core::Scalar::sqrt(var + T::from_f64(params.eps));
+        }
+    });
+    let (mean, invstd) = (ptrs[2], ptrs[3]);
+    normalize(pool, shape, x, epi, y, &|ch| {
+        let (mean, invstd) = (mean, invstd);
+        // SAFETY: written above; nothing writes them during this pass.
+        let (mu, is) = unsafe { (*mean.0.add(ch), *invstd.0.add(ch)) };
+        let scale = params.weight[ch] * is;
+        (scale, params.bias[ch] - mu * scale)
+    });
+}
+
+/// Eval mode: normalizes with the running statistics.
+pub fn batch_norm_eval<T: Real>(
+    pool: &ThreadPool,
+    shape: BnShape,
+    x: &[T],
+    params: &BnParams<'_, T>,
+    running: (&[T], &[T]),
+    epi: Epilogue<'_, T>,
+    y: &mut [T],
+) {
+    let (rmean, rvar) = running;
+    normalize(pool, shape, x, epi, y, &|ch| {
+        let scale = params.weight[ch] / frog_core::Scalar::sqrt(rvar[ch] + T::from_f64(params.eps));
+        (scale, params.bias[ch] - rmean[ch] * scale)
+    });
+}
+
+/// The gradients of a train-mode BatchNorm.
+pub struct BnGrads<'a, T> {
+    /// `dL/dx`, overwritten.
+    pub dx: &'a mut [T],
+    /// `dL/dgamma`, overwritten.
+    pub dweight: &'a mut [T],
+    /// `dL/dbeta`, overwritten.
+    pub dbias: &'a mut [T],
+}
+
+/// Backward of [`batch_norm_train`]. With `relu_out` (the forward's output
+/// after its ReLU) the ReLU's mask is applied to `dy` first, in place, so
+/// afterwards `dy` is also the gradient of the residual input.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_backward<T: Real>(
+    pool: &ThreadPool,
+    shape: BnShape,
+    x: &[T],
+    saved: (&[T], &[T]),
+    weight: &[T],
+    relu_out: Option<&[T]>,
+    dy: &mut [T],
+    grads: BnGrads<'_, T>,
+) {
+    let (mean, invstd) = saved;
+    assert!(x.len() >= shape.len() && dy.len() >= shape.len() && grads.dx.len() >= shape.len());
+    assert!(relu_out.is_none_or(|r| r.len() >= shape.len()));
+    let n = T::from_f64((shape.batch * shape.hw) as f64);
+    let dyp = SendPtr(dy.as_mut_ptr());
+    let dxp = SendPtr(grads.dx.as_mut_ptr());
+    let dwp = SendPtr(grads.dweight.as_mut_ptr());
+    let dbp = SendPtr(grads.dbias.as_mut_ptr());
+    for_channels(pool, shape.channels, &|ch| {
+        let (dyp, dxp, dwp, dbp) = (dyp, dxp, dwp, dbp);
+        let (mu, is) = (mean[ch], invstd[ch]);
+        let zero = T::zero();
+        let (mut sum_dy, mut sum_dy_xmu) = (zero, zero);
+        for b in 0..shape.batch {
+            let p = shape.plane(b, ch);
+            // SAFETY: channels, and so planes, are disjoint between threads.
+            let dy = unsafe { std::slice::from_raw_parts_mut(dyp.0.add(p.start), shape.hw) };
+            if let Some(out) = relu_out {
+                for (g, &o) in dy.iter_mut().zip(&out[p.clone()]) {
+                    if o <= zero {
+                        *g = zero;
+                    }
+                }
+            }
+            for (&g, &v) in dy.iter().zip(&x[p]) {
+                sum_dy += g;
+                sum_dy_xmu += g * (v - mu);
+            }
+        }
+        let dgamma = sum_dy_xmu * is;
+        let k = weight[ch] * is;
+        let a = sum_dy / n;
+        let c = is * dgamma / n;
+        for b in 0..shape.batch {
+            let p = shape.plane(b, ch);
+            // SAFETY: as above.
+            let (dy, dx) = unsafe {
+                (
+                    std::slice::from_raw_parts(dyp.0.add(p.start), shape.hw),
+                    std::slice::from_raw_parts_mut(dxp.0.add(p.start), shape.hw),
+                )
+            };
+            for ((d, &g), &v) in dx.iter_mut().zip(dy).zip(&x[p]) {
+                *d = k * (g - a - (v - mu) * c);
+            }
+        }
+        // SAFETY: one thread per channel.
+        unsafe {
+            *dwp.0.add(ch) = dgamma;
+            *dbp.0.add(ch) = sum_dy;
+        }
+    });
+}

@@ -1,0 +1,239 @@
+//! Convolution (groups 1, no bias) forward and backward as GEMMs over
+//! im2col patches.
+//!
+//! Why group samples: a late ResNet layer has only 16 output positions per
+//! sample, and one GEMM per sample would repack the whole weight matrix
+//! for a 16-column product. Each thread therefore packs the patches of a
+//! group of consecutive samples into one `P x D` block (P positions in
+//! all) and runs one product per group. Outputs are `[c_out, P]` blocks
+//! whose rows are contiguous runs of `L` per sample, so moving them to and
+//! from the PyTorch layout `[B, c_out, L]` is a row copy, not a transpose.
+
+use frog_core::Conv2d;
+
+use crate::gemm::{matmul_seq, Real, View};
+use crate::im2col::{col2im, im2col};
+use crate::pool::{SendPtr, ThreadPool};
+
+/// Positions a group aims for: enough for near-peak GEMMs, small enough
+/// that the patch block stays in the last-level cache on early layers.
+const TARGET_POSITIONS: usize = 512;
+
+/// How one call splits its batch, and the per-thread scratch layout.
+#[derive(Clone, Copy)]
+struct Plan {
+    /// Patch columns `c_in*kh*kw`.
+    d: usize,
+    /// Output positions per sample.
+    l: usize,
+    c_out: usize,
+    in_len: usize,
+    out_len: usize,
+    /// Samples per group.
+    group: usize,
+    groups: usize,
+    threads: usize,
+}
+
+impl Plan {
+    fn new(conv: &Conv2d, batch: usize, threads: usize) -> Self {
+        let [ho, wo] = conv.output_hw().expect("a valid convolution geometry");
+        let l = ho * wo;
+        let d = conv.c_in * conv.kernel[0] * conv.kernel[1];
+        // Enough groups to keep every thread busy, each as large as useful.
+        let group = TARGET_POSITIONS.div_ceil(l).min(batch.div_ceil(threads)).max(1);
+        Self {
+            d,
+            l,
+            c_out: conv.c_out,
+            in_len: conv.c_in * conv.input_hw[0] * conv.input_hw[1],
+            out_len: conv.c_out * l,
+            group,
+            groups: batch.div_ceil(group),
+            threads,
+        }
+    }
+
+    fn cols_len(&self) -> usize {
+        self.group * self.l * self.d
+    }
+
+    fn ybuf_len(&self) -> usize {
+        self.c_out * self.group * self.l
+    }
+
+    fn per_thread(&self) -> usize {
+        self.cols_len() + self.ybuf_len() + self.c_out * self.d
+    }
+
+    /// Samples `s0..s0+n` of group `g`.
+    fn samples(&self, g: usize, batch: usize) -> (usize, usize) {
+        let s0 = g * self.group;
+        (s0, self.group.min(batch - s0))
+    }
+}
+
+/// Scratch entries the convolution kernels need for `batch` samples on a
+/// pool of `threads` threads.
+pub fn conv_scratch_len(conv: &Conv2d, batch: usize, threads: usize) -> usize {
+    let plan = Plan::new(conv, batch, threads);
+    plan.threads * plan.per_thread()
+}
+
+/// Splits the scratch of thread `tid` into patch block, output block and
+/// weight-gradient partial.
+///
+/// # Safety
+/// Each `tid` must be used by one thread at a time.
+unsafe fn thread_scratch<'a, T>(base: SendPtr<T>, plan: &Plan, tid: usize) -> (&'a mut [T], &'a mut [T], &'a mut [T]) {
+    let all = std::slice::from_raw_parts_mut(base.0.add(tid * plan.per_thread()), plan.per_thread());
+    let (cols, rest) = all.split_at_mut(plan.cols_len());
+    let (ybuf, partial) = rest.split_at_mut(plan.ybuf_len());
+    (cols, ybuf, partial)
+}
+
+/// Packs the patches of samples `s0..s0+n` of `x` into `cols` (`n*L x D`).
+fn pack<T: Real + Default>(conv: &Conv2d, plan: &Plan, x: &[T], s0: usize, n: usize, cols: &mut [T]) {
+    for i in 0..n {
+        let xs = &x[(s0 + i) * plan.in_len..][..plan.in_len];
+        im2col(conv, xs, &mut cols[i * plan.l * plan.d..], plan.d);
+    }
+}
+
+/// Gathers `dy` of samples `s0..s0+n` into `ybuf` as a `c_out x n*L` block.
+fn gather_out<T: Copy>(plan: &Plan, dy: &[T], s0: usize, n: usize, ybuf: &mut [T]) {
+    let p = n * plan.l;
+    for i in 0..n {
+        for j in 0..plan.c_out {
+            let src = &dy[(s0 + i) * plan.out_len + j * plan.l..][..plan.l];
+            ybuf[j * p + i * plan.l..][..plan.l].copy_from_slice(src);
+        }
+    }
+}
+
+/// `y = conv(x, w)` for `batch` samples: `x` is `[B, c_in, H, W]`, `w` is
+/// `[c_out, c_in, kh, kw]`, `y` is `[B, c_out, Ho, Wo]`.
+pub fn conv2d_forward<T: Real + Default>(
+    pool: &ThreadPool,
+    conv: &Conv2d,
+    batch: usize,
+    x: &[T],
+    w: &[T],
+    y: &mut [T],
+    scratch: &mut [T],
+) {
+    let plan = Plan::new(conv, batch, pool.threads());
+    assert!(x.len() >= batch * plan.in_len && w.len() >= plan.c_out * plan.d && y.len() >= batch * plan.out_len);
+    assert!(scratch.len() >= plan.threads * plan.per_thread(), "convolution scratch too small");
+    let (sp, yp) = (SendPtr(scratch.as_mut_ptr()), SendPtr(y.as_mut_ptr()));
+    let wv = View::row_major(&w[..plan.c_out * plan.d], plan.c_out, plan.d);
+    pool.run(&|tid| {
+        let (sp, yp) = (sp, yp);
+        // SAFETY: each thread uses its own scratch and writes the outputs
+        // of its own groups only.
+        let (cols, ybuf, _) = unsafe { thread_scratch(sp, &plan, tid) };
+        for g in (tid..plan.groups).step_by(plan.threads) {
+            let (s0, n) = plan.samples(g, batch);
+            let p = n * plan.l;
+            pack(conv, &plan, x, s0, n, cols);
+            let y = unsafe { std::slice::from_raw_parts_mut(yp.0.add(s0 * plan.out_len), n * plan.out_len) };
+            let patches = View::row_major(&cols[..p * plan.d], p, plan.d).t();
+            if n == 1 {
+                matmul_seq(y, p, false, wv, patches);
+                continue;
+            }
+            matmul_seq(ybuf, p, false, wv, patches);
+            for i in 0..n {
+                for j in 0..plan.c_out {
+                    y[i * plan.out_len + j * plan.l..][..plan.l].copy_from_slice(&ybuf[j * p + i * plan.l..][..plan.l]);
+                }
+            }
+        }
+    });
+}
+
+/// `dx = d(conv)/dx^T dy`: the input gradient, written to `dx`, or added
+/// to it when `accumulate` (a residual block's two branches).
+pub fn conv2d_backward_data<T: Real + Default>(
+    pool: &ThreadPool,
+    conv: &Conv2d,
+    batch: usize,
+    dy: &[T],
+    w: &[T],
+    dx: &mut [T],
+    accumulate: bool,
+    scratch: &mut [T],
+) {
+    let plan = Plan::new(conv, batch, pool.threads());
+    assert!(dy.len() >= batch * plan.out_len && w.len() >= plan.c_out * plan.d && dx.len() >= batch * plan.in_len);
+    assert!(scratch.len() >= plan.threads * plan.per_thread(), "convolution scratch too small");
+    let (sp, dxp) = (SendPtr(scratch.as_mut_ptr()), SendPtr(dx.as_mut_ptr()));
+    let wv = View::row_major(&w[..plan.c_out * plan.d], plan.c_out, plan.d);
+    pool.run(&|tid| {
+        let (sp, dxp) = (sp, dxp);
+        // SAFETY: as in the forward pass, groups own disjoint samples.
+        let (cols, ybuf, _) = unsafe { thread_scratch(sp, &plan, tid) };
+        for g in (tid..plan.groups).step_by(plan.threads) {
+            let (s0, n) = plan.samples(g, batch);
+            let p = n * plan.l;
+            gather_out(&plan, dy, s0, n, ybuf);
+            // dcols[P, D] = dY^T[P, c_out] W[c_out, D]
+            let dyt = View::row_major(&ybuf[..plan.c_out * p], plan.c_out, p).t();
+            matmul_seq(cols, plan.d, false, dyt, wv);
+            let dx = unsafe { std::slice::from_raw_parts_mut(dxp.0.add(s0 * plan.in_len), n * plan.in_len) };
+            if !accumulate {
+                dx.fill(T::zero());
+            }
+            for i in 0..n {
+                col2im(conv, &cols[i * plan.l * plan.d..], plan.d, &mut dx[i * plan.in_len..][..plan.in_len]);
+            }
+        }
+    });
+}
+
+/// `dw = sum over the batch of dY X`, the weight gradient (overwritten).
+pub fn conv2d_backward_weight<T: Real + Default>(
+    pool: &ThreadPool,
+    conv: &Conv2d,
+    batch: usize,
+    x: &[T],
+    dy: &[T],
+    dw: &mut [T],
+    scratch: &mut [T],
+) {
+    let plan = Plan::new(conv, batch, pool.threads());
+    let wlen = plan.c_out * plan.d;
+    assert!(x.len() >= batch * plan.in_len && dy.len() >= batch * plan.out_len && dw.len() >= wlen);
+    assert!(scratch.len() >= plan.threads * plan.per_thread(), "convolution scratch too small");
+    let sp = SendPtr(scratch.as_mut_ptr());
+    pool.run(&|tid| {
+        let sp = sp;
+        // SAFETY: every thread accumulates into its own partial.
+        let (cols, ybuf, partial) = unsafe { thread_scratch(sp, &plan, tid) };
+        partial.fill(T::zero());
+        for g in (tid..plan.groups).step_by(plan.threads) {
+            let (s0, n) = plan.samples(g, batch);
+            let p = n * plan.l;
+            pack(conv, &plan, x, s0, n, cols);
+            gather_out(&plan, dy, s0, n, ybuf);
+            let dyv = View::row_major(&ybuf[..plan.c_out * p], plan.c_out, p);
+            matmul_seq(partial, plan.d, true, dyv, View::row_major(&cols[..p * plan.d], p, plan.d));
+        }
+    });
+    // Sum the per-thread partials, each thread over its own range of dw.
+    let scratch = &*scratch;
+    let dwp = SendPtr(dw.as_mut_ptr());
+    pool.run(&|tid| {
+        let dwp = dwp;
+        let range = pool.chunk(tid, wlen);
+        // SAFETY: the ranges of dw are disjoint.
+        let out = unsafe { std::slice::from_raw_parts_mut(dwp.0.add(range.start), range.len()) };
+        let partial = |t: usize| &scratch[t * plan.per_thread() + plan.cols_len() + plan.ybuf_len()..][range.clone()];
+        out.copy_from_slice(partial(0));
+        for t in 1..plan.threads {
+            for (o, v) in out.iter_mut().zip(partial(t)) {
+                *o += *v;
+            }
+        }
+    });
+}
