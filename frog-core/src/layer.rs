@@ -31,16 +31,15 @@ impl Conv2d {
     /// Output size `[Ho, Wo]`, PyTorch's formula; `None` when the kernel does
     /// not fit the padded input or a stride is zero.
     pub fn output_hw(&self) -> Option<[usize; 2]> {
-        let mut out = [0; 2];
-        for a in 0..2 {
+        let axis = |a: usize| {
             let span = self.dilation[a].checked_mul(self.kernel[a].checked_sub(1)?)?.checked_add(1)?;
-            let padded = self.input_hw[a].checked_add(2 * self.padding[a])?;
+            let padded = self.input_hw[a].checked_add(self.padding[a].checked_mul(2)?)?;
             if self.stride[a] == 0 || padded < span {
                 return None;
             }
-            out[a] = (padded - span) / self.stride[a] + 1;
-        }
-        Some(out)
+            Some((padded - span) / self.stride[a] + 1)
+        };
+        Some([axis(0)?, axis(1)?])
     }
 }
 

@@ -96,14 +96,15 @@ impl<T: Real> Cpu<T> {
     }
 
     /// Runs `f(rows, block)` on disjoint row blocks of the `rows x cols`
-    /// prefix of `out`, split across the pool.
-    fn par_row_blocks(&self, out: &mut [T], rows: usize, cols: usize, f: impl Fn(std::ops::Range<usize>, &mut [T]) + Sync) {
+    /// prefix of `out`, split across the pool when `rows * work_per_row`
+    /// is worth it.
+    fn par_row_blocks(&self, out: &mut [T], rows: usize, cols: usize, work_per_row: usize, f: impl Fn(std::ops::Range<usize>, &mut [T]) + Sync) {
+        assert!(rows * cols <= out.len(), "row blocks out of bounds");
         let base = SendPtr(out.as_mut_ptr());
-        self.par_ranges(rows, rows * cols, |r| {
-            let base = base;
+        self.par_ranges(rows, rows * work_per_row, |r| {
             // SAFETY: the row ranges are disjoint and inside `out`'s prefix,
             // which the callers have checked.
-            let block = unsafe { std::slice::from_raw_parts_mut(base.0.add(r.start * cols), r.len() * cols) };
+            let block = unsafe { std::slice::from_raw_parts_mut(base.get().add(r.start * cols), r.len() * cols) };
             f(r, block);
         });
     }
@@ -165,7 +166,7 @@ impl<T: Real> Backend for Cpu<T> {
         let (inp, per) = (layer.input_len(), layer.positions() * layer.cols());
         need("pack_patches: x", x, r * inp)?;
         need("pack_patches: scratch", packed, r * per)?;
-        self.par_row_blocks(packed, r, per, |samples, block| {
+        self.par_row_blocks(packed, r, per, per, |samples, block| {
             for (k, i) in samples.enumerate() {
                 pack_sample(layer, &x[i * inp..(i + 1) * inp], &mut block[k * per..(k + 1) * per]);
             }
@@ -177,7 +178,7 @@ impl<T: Real> Backend for Cpu<T> {
         let (n, cols) = Self::patch_dims(p);
         need("patch_sq_norms: scratch", p.packed, n * cols)?;
         need("patch_sq_norms: norms", norms, n)?;
-        self.par_row_blocks(norms, n, 1, |rows, out| {
+        self.par_row_blocks(norms, n, 1, cols, |rows, out| {
             for (o, row) in out.iter_mut().zip(rows) {
                 *o = dot(&p.packed[row * cols..(row + 1) * cols], &p.packed[row * cols..(row + 1) * cols]);
             }
@@ -204,11 +205,10 @@ impl<T: Real> Backend for Cpu<T> {
         need("fisher_weights: lambda", lambda, n * rows)?;
         let (row_stride, pos_stride) = p.layer.output_strides();
         let lam = SendPtr(lambda.as_mut_ptr());
-        self.par_row_blocks(trace, rows, n, |js, tr| {
-            let lam = lam;
+        self.par_row_blocks(trace, rows, 1, n, |js, tr| {
             for (t, j) in tr.iter_mut().zip(js) {
                 // SAFETY: row j of lambda belongs to this thread alone.
-                let row = unsafe { std::slice::from_raw_parts_mut(lam.0.add(j * n), n) };
+                let row = unsafe { std::slice::from_raw_parts_mut(lam.get().add(j * n), n) };
                 let mut acc = T::ZERO;
                 for i in 0..r {
                     let yi = &y[i * rows * l + j * row_stride..];
@@ -216,13 +216,13 @@ impl<T: Real> Backend for Cpu<T> {
                         let v = yi[k * pos_stride];
                         let q = scale * v * v;
                         row[i * l + k] = q;
-                        acc = acc + q * norms[i * l + k];
+                        acc += q * norms[i * l + k];
                     }
                 }
                 *t = acc / d_prime;
                 let den = *t + eps;
                 for q in row.iter_mut() {
-                    *q = *q / den;
+                    *q /= den;
                 }
             }
         });
@@ -257,7 +257,7 @@ impl<T: Real> Backend for Cpu<T> {
     fn axpby(&self, n: usize, a: T, x: &Vec<T>, b: T, y: &mut Vec<T>) -> Result<(), CpuError> {
         need("axpby: x", x, n)?;
         need("axpby: y", y, n)?;
-        self.par_row_blocks(y, n, 1, |r, ys| {
+        self.par_row_blocks(y, n, 1, 1, |r, ys| {
             let xs = &x[r];
             if b == T::ZERO {
                 ys.iter_mut().zip(xs).for_each(|(y, &x)| *y = a * x);
@@ -271,7 +271,7 @@ impl<T: Real> Backend for Cpu<T> {
     fn mul_assign(&self, n: usize, a: &mut Vec<T>, b: &Vec<T>) -> Result<(), CpuError> {
         need("mul_assign: a", a, n)?;
         need("mul_assign: b", b, n)?;
-        self.par_row_blocks(a, n, 1, |r, xs| xs.iter_mut().zip(&b[r]).for_each(|(x, &y)| *x = *x * y));
+        self.par_row_blocks(a, n, 1, 1, |r, xs| xs.iter_mut().zip(&b[r]).for_each(|(x, &y)| *x *= y));
         Ok(())
     }
 
@@ -293,7 +293,7 @@ impl<T: Real> Backend for Cpu<T> {
         need("row_dots: a", a, rows * cols)?;
         need("row_dots: b", b, rows * cols)?;
         need("row_dots: out", out, rows)?;
-        self.par_row_blocks(out, rows, cols, |js, o| {
+        self.par_row_blocks(out, rows, 1, cols, |js, o| {
             for (o, j) in o.iter_mut().zip(js) {
                 *o = dot(&a[j * cols..(j + 1) * cols], &b[j * cols..(j + 1) * cols]);
             }
@@ -324,11 +324,11 @@ impl<T: Real> Backend for Cpu<T> {
         need("row_axpy: coef", coef, rows)?;
         need("row_axpy: x", x, rows * cols)?;
         need("row_axpy: y", y, rows * cols)?;
-        self.par_row_blocks(y, rows, cols, |js, ys| {
+        self.par_row_blocks(y, rows, cols, cols, |js, ys| {
             for (k, j) in js.enumerate() {
                 let c = a * coef[j];
                 let yr = &mut ys[k * cols..(k + 1) * cols];
-                yr.iter_mut().zip(&x[j * cols..(j + 1) * cols]).for_each(|(y, &x)| *y = *y + c * x);
+                yr.iter_mut().zip(&x[j * cols..(j + 1) * cols]).for_each(|(y, &x)| *y += c * x);
             }
         });
         Ok(())
@@ -338,7 +338,7 @@ impl<T: Real> Backend for Cpu<T> {
         need("row_xpby: coef", coef, rows)?;
         need("row_xpby: x", x, rows * cols)?;
         need("row_xpby: y", y, rows * cols)?;
-        self.par_row_blocks(y, rows, cols, |js, ys| {
+        self.par_row_blocks(y, rows, cols, cols, |js, ys| {
             for (k, j) in js.enumerate() {
                 let c = coef[j];
                 let yr = &mut ys[k * cols..(k + 1) * cols];
@@ -354,7 +354,7 @@ impl<T: Real> Backend for Cpu<T> {
         if rows > 0 {
             need("row_step: z", z, z_at.offset + (rows - 1) * z_at.stride + cols)?;
         }
-        self.par_row_blocks(w, rows, cols, |js, ws| {
+        self.par_row_blocks(w, rows, cols, cols, |js, ws| {
             for (k, j) in js.enumerate() {
                 let c = lr * scale[j];
                 let zr = &z[z_at.offset + j * z_at.stride..][..cols];
@@ -384,18 +384,17 @@ impl<T: Real> Cpu<T> {
         let tile = (1 << 16) / rows.max(1);
         let tile = tile.clamp(64, 4096);
         self.par_ranges(n, rows * n * cols, |range| {
-            let base = base;
             let mut start = range.start;
             while start < range.end {
                 let end = (start + tile).min(range.end);
                 // SAFETY: columns start..end of U belong to this thread; the
                 // checks above keep them inside `u`.
-                let block = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), (rows - 1) * n + (end - start)) };
+                let block = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), (rows - 1) * n + (end - start)) };
                 matmul_seq(block, n, false, vv, x.rows(start..end).t());
                 if let Some(l) = lambda {
                     for j in 0..rows {
                         let ur = &mut block[j * n..j * n + (end - start)];
-                        ur.iter_mut().zip(&l[j * n + start..j * n + end]).for_each(|(u, &s)| *u = *u * s);
+                        ur.iter_mut().zip(&l[j * n + start..j * n + end]).for_each(|(u, &s)| *u *= s);
                     }
                 }
                 start = end;
@@ -426,12 +425,12 @@ fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for k in 0..4 {
-            acc[k] = acc[k] + x[k] * y[k];
+            acc[k] += x[k] * y[k];
         }
     }
     let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
     for (&x, &y) in ra.iter().zip(rb) {
-        s = s + x * y;
+        s += x * y;
     }
     s
 }

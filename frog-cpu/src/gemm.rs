@@ -128,15 +128,14 @@ pub fn matmul<T: Real>(pool: &ThreadPool, c: &mut [T], accumulate: bool, a: View
     let base = SendPtr(c.as_mut_ptr());
     let by_rows = m >= n;
     pool.run(&|tid| {
-        let base = base;
         // SAFETY: each thread writes a disjoint block of rows or columns of C.
         unsafe {
             if by_rows {
                 let r = split_range(m, threads, tid);
-                matmul_raw(base.0.add(r.start * n), n, accumulate, a.rows(r), b);
+                matmul_raw(base.get().add(r.start * n), n, accumulate, a.rows(r), b);
             } else {
                 let r = split_range(n, threads, tid);
-                matmul_raw(base.0.add(r.start), n, accumulate, a, b.cols(r));
+                matmul_raw(base.get().add(r.start), n, accumulate, a, b.cols(r));
             }
         }
     });

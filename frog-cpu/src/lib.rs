@@ -15,3 +15,8 @@ pub mod pool;
 
 pub use backend::{Cpu, CpuError};
 pub use optimizer::{Frog, FrogError};
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExample;

@@ -112,8 +112,14 @@ impl<T: Real> Frog<T> {
         &self.workspace
     }
 
-    /// The state of layer `i` and of other parameter `i`, for checkpoints.
-    pub fn states_mut(&mut self) -> (&mut [ParamState<Cpu<T>>], &mut [ParamState<Cpu<T>>]) {
-        (&mut self.layer_states, &mut self.other_states)
+    /// The state of registered layer `i`, for checkpoints
+    /// (`ParamState::export` / `restore`).
+    pub fn layer_state_mut(&mut self, i: usize) -> Option<&mut ParamState<Cpu<T>>> {
+        self.layer_states.get_mut(i)
+    }
+
+    /// The state of plain-SGD parameter `i`, for checkpoints.
+    pub fn other_state_mut(&mut self, i: usize) -> Option<&mut ParamState<Cpu<T>>> {
+        self.other_states.get_mut(i)
     }
 }

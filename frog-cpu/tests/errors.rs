@@ -151,12 +151,12 @@ fn state_round_trips_and_rejects_bad_buffers() {
     let (mut w, mut b) = (data.weight.clone(), data.bias.clone().unwrap());
     let params = frog_core::Params { weight: &mut w, grad_weight: &data.grad_weight, bias: Some((&mut b, data.grad_bias.as_ref().unwrap())) };
     frog.step_layer(0, params, frog_core::Batch { x: &data.x, y: &data.y, sample: 2, batch_size: 2 }).unwrap();
-    let (layers, _) = frog.states_mut();
-    let mut bytes = vec![0u8; layers[0].export_len()];
-    assert_eq!(layers[0].export(&backend, &mut bytes).unwrap(), bytes.len());
+    let stepped = frog.layer_state_mut(0).unwrap();
+    let mut bytes = vec![0u8; stepped.export_len()];
+    assert_eq!(stepped.export(&backend, &mut bytes).unwrap(), bytes.len());
     state.restore(&backend, &bytes).unwrap();
     assert_eq!(state.steps(), 1);
-    assert_eq!(state.momentum(), layers[0].momentum());
+    assert_eq!(state.momentum(), stepped.momentum());
 
     let truncated = &bytes[..bytes.len() - 1];
     assert_eq!(state.restore(&backend, truncated).unwrap_err(), Error::State(StateError::Truncated { needed: bytes.len(), actual: bytes.len() - 1 }));
