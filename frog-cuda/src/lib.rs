@@ -1,1 +1,22 @@
+//! FROG's CUDA backend.
+//!
+//! [`Cuda`] implements frog-core's [`frog_core::Backend`] in `f32` on one
+//! device: kernels written in CUDA C (`kernels/*.cu`), compiled to PTX ISA
+//! 8.4 by a pinned NVRTC (`scripts/gen-ptx.py`), committed, embedded, loaded
+//! once per backend through `cust` and launched on one stream. A whole
+//! optimizer step is launches only. The two patch products of the Fisher
+//! matvec run as tiled GEMMs over an im2col copy of the sampled inputs with
+//! the Fisher weights fused into the first product's epilogue, in f32
+//! ([`Precision::Exact`]) or on TF32 tensor cores ([`Precision::Fast`]).
+//!
+//! Every failure is an [`Error`] value: no device, out of memory, a launch
+//! failure, a buffer of another backend, a size beyond 32-bit indexing.
+#![warn(missing_docs)]
 
+mod backend;
+mod error;
+pub mod kernels;
+pub mod launch;
+
+pub use backend::{Buffer, Cuda, Precision};
+pub use error::{code_name, Error};

@@ -1,0 +1,394 @@
+// FROG's kernels: patches, Fisher weights, the two patch products (GEMM),
+// batched-CG updates and the row-wise elementwise operations.
+//
+// Compiled to PTX (ISA 8.4, compute_80) by the pinned NVRTC in
+// scripts/gen-ptx.py; the PTX is committed in ptx/ and embedded by the crate.
+// No headers: everything here is plain CUDA C plus inline PTX for mma.sync.
+//
+// Conventions: every size is an `int` (the host checks that each buffer has
+// fewer than 2^31 entries); row-major everywhere; per-row scalars live in
+// device buffers so that a whole optimizer step is launches only.
+//
+// Layouts chosen by this backend:
+//   packed X : [N, D'] with N = r*L, row n = i*L + l, trailing 1 with a bias
+//   lambda, U: [R, N]  (row j of the weight, then the position n)
+
+#define BLOCK 256
+
+// ---------------------------------------------------------------------------
+// Reductions
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Sum over a block of BLOCK threads; every thread gets the result.
+__device__ float block_sum(float v, float* scratch /* [BLOCK/32 + 1] */) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = warp_sum(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        float t = lane < (BLOCK / 32) ? scratch[lane] : 0.0f;
+        t = warp_sum(t);
+        if (lane == 0) scratch[BLOCK / 32] = t;
+    }
+    __syncthreads();
+    float r = scratch[BLOCK / 32];
+    __syncthreads();
+    return r;
+}
+
+// ---------------------------------------------------------------------------
+// Elementwise
+
+// y = a*x + b*y over n entries; with b == 0, y is not read.
+extern "C" __global__ void axpby(int n, float a, const float* __restrict__ x, float b, float* __restrict__ y) {
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x) {
+        y[e] = (b == 0.0f) ? a * x[e] : fmaf(a, x[e], b * y[e]);
+    }
+}
+
+// y = v over n entries.
+extern "C" __global__ void fill(int n, float v, float* __restrict__ y) {
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x) y[e] = v;
+}
+
+// a *= b over n entries.
+extern "C" __global__ void mul_assign(int n, float* __restrict__ a, const float* __restrict__ b) {
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x) a[e] *= b[e];
+}
+
+// dst[d_off + j*d_stride + c] = src[s_off + j*s_stride + c].
+extern "C" __global__ void copy_strided(int rows, int cols, const float* __restrict__ src, int s_stride, int s_off,
+                                        float* __restrict__ dst, int d_stride, int d_off) {
+    int total = rows * cols;
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+        int j = e / cols, c = e - j * cols;
+        dst[d_off + j * d_stride + c] = src[s_off + j * s_stride + c];
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Row-wise with per-row scalars in buffers
+
+// out[j] = <a_j, b_j>; one block per row.
+extern "C" __global__ void row_dots(int rows, int cols, const float* __restrict__ a, const float* __restrict__ b,
+                                    float* __restrict__ out) {
+    __shared__ float scratch[BLOCK / 32 + 1];
+    int j = blockIdx.x;
+    if (j >= rows) return;
+    const float* aj = a + j * cols;
+    const float* bj = b + j * cols;
+    float acc = 0.0f;
+    for (int c = threadIdx.x; c < cols; c += BLOCK) acc = fmaf(aj[c], bj[c], acc);
+    acc = block_sum(acc, scratch);
+    if (threadIdx.x == 0) out[j] = acc;
+}
+
+// out[j] = num[j] / (den[j] + eps)
+extern "C" __global__ void row_div(int rows, const float* __restrict__ num, const float* __restrict__ den, float eps,
+                                   float* __restrict__ out) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < rows) out[j] = num[j] / (den[j] + eps);
+}
+
+// out[j] = 1 / sqrt(x[j] + eps)  (correctly rounded sqrt and division)
+extern "C" __global__ void row_rsqrt(int rows, const float* __restrict__ x, float eps, float* __restrict__ out) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < rows) out[j] = 1.0f / sqrtf(x[j] + eps);
+}
+
+// y_j += a * coef[j] * x_j
+extern "C" __global__ void row_axpy(int rows, int cols, float a, const float* __restrict__ coef,
+                                    const float* __restrict__ x, float* __restrict__ y) {
+    int total = rows * cols;
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+        int j = e / cols;
+        y[e] = fmaf(a * coef[j], x[e], y[e]);
+    }
+}
+
+// y_j = x_j + coef[j] * y_j
+extern "C" __global__ void row_xpby(int rows, int cols, const float* __restrict__ x, const float* __restrict__ coef,
+                                    float* __restrict__ y) {
+    int total = rows * cols;
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+        int j = e / cols;
+        y[e] = fmaf(coef[j], y[e], x[e]);
+    }
+}
+
+// w_j = decay * w_j - lr * scale[j] * z[z_off + j*z_stride + c]
+extern "C" __global__ void row_step(int rows, int cols, float* __restrict__ w, float decay, float lr,
+                                    const float* __restrict__ scale, const float* __restrict__ z, int z_stride,
+                                    int z_off) {
+    int total = rows * cols;
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+        int j = e / cols, c = e - j * cols;
+        w[e] = fmaf(-lr * scale[j], z[z_off + j * z_stride + c], decay * w[e]);
+    }
+}
+
+// One fused batched-CG iteration after Ap = A(Pd), one block per row:
+//   pap = <Pd,Ap>; alpha = rho/(pap+eps); Z += alpha Pd; Rs -= alpha Ap;
+//   rho' = <Rs,Rs>; beta = rho'/(rho+eps); Pd = Rs + beta Pd; rho = rho'.
+extern "C" __global__ void cg_update(int rows, int cols, float eps, float* __restrict__ rho,
+                                     const float* __restrict__ ap, float* __restrict__ pd, float* __restrict__ z,
+                                     float* __restrict__ rs) {
+    __shared__ float scratch[BLOCK / 32 + 1];
+    int j = blockIdx.x;
+    if (j >= rows) return;
+    int base = j * cols;
+    float acc = 0.0f;
+    for (int c = threadIdx.x; c < cols; c += BLOCK) acc = fmaf(pd[base + c], ap[base + c], acc);
+    float pap = block_sum(acc, scratch);
+    float rho_old = rho[j];
+    float alpha = rho_old / (pap + eps);
+    acc = 0.0f;
+    for (int c = threadIdx.x; c < cols; c += BLOCK) {
+        float p = pd[base + c];
+        z[base + c] = fmaf(alpha, p, z[base + c]);
+        float r = fmaf(-alpha, ap[base + c], rs[base + c]);
+        rs[base + c] = r;
+        acc = fmaf(r, r, acc);
+    }
+    float rho_new = block_sum(acc, scratch);
+    float beta = rho_new / (rho_old + eps);
+    for (int c = threadIdx.x; c < cols; c += BLOCK) pd[base + c] = fmaf(beta, pd[base + c], rs[base + c]);
+    if (threadIdx.x == 0) rho[j] = rho_new;
+}
+
+// ---------------------------------------------------------------------------
+// Patches
+
+// im2col: packed[n*cols + c] for n = i*L + l (l = oy*Wo + ox) and
+// c = (ci*kh + ky)*kw + kx, zeros under padding, and 1 at c == D with a bias.
+extern "C" __global__ void im2col(int r, int c_in, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
+                                  int dh, int dw, int ho, int wo, int cols, const float* __restrict__ x,
+                                  float* __restrict__ packed) {
+    int l_per = ho * wo;
+    int d = c_in * kh * kw;
+    int total = r * l_per * cols;
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+        int n = e / cols, c = e - n * cols;
+        float v;
+        if (c >= d) {
+            v = 1.0f;
+        } else {
+            int i = n / l_per, l = n - i * l_per;
+            int oy = l / wo, ox = l - oy * wo;
+            int ci = c / (kh * kw), rem = c - ci * (kh * kw);
+            int ky = rem / kw, kx = rem - ky * kw;
+            int iy = oy * sh - ph + ky * dh, ix = ox * sw - pw + kx * dw;
+            v = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[((i * c_in + ci) * h + iy) * w + ix] : 0.0f;
+        }
+        packed[e] = v;
+    }
+}
+
+// Linear layers: packed[n*cols + c] = x[n*d + c], 1 in the bias column.
+extern "C" __global__ void pack_rows(int n_rows, int d, int cols, const float* __restrict__ x,
+                                     float* __restrict__ packed) {
+    int total = n_rows * cols;
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+        int n = e / cols, c = e - n * cols;
+        packed[e] = c < d ? x[n * d + c] : 1.0f;
+    }
+}
+
+// norms[n] = ||packed[n, :]||^2; one warp per row.
+extern "C" __global__ void patch_sq_norms(int n_rows, int cols, const float* __restrict__ packed,
+                                          float* __restrict__ norms) {
+    int warps = blockDim.x >> 5;
+    int lane = threadIdx.x & 31;
+    for (int n = blockIdx.x * warps + (threadIdx.x >> 5); n < n_rows; n += gridDim.x * warps) {
+        const float* p = packed + n * cols;
+        float acc = 0.0f;
+        for (int c = lane; c < cols; c += 32) acc = fmaf(p[c], p[c], acc);
+        acc = warp_sum(acc);
+        if (lane == 0) norms[n] = acc;
+    }
+}
+
+// One block per row j, y in PyTorch layout [r, R, L]:
+//   Q = scale*y^2; trace[j] = sum_n Q*norms[n] / D'; lambda[j*N + n] = Q/(trace[j]+eps).
+extern "C" __global__ void fisher_weights(int r, int rows, int l_per, float d_cols, const float* __restrict__ y,
+                                          const float* __restrict__ norms, float scale, float eps,
+                                          float* __restrict__ trace, float* __restrict__ lambda) {
+    __shared__ float scratch[BLOCK / 32 + 1];
+    int j = blockIdx.x;
+    if (j >= rows) return;
+    int n_pos = r * l_per;
+    float acc = 0.0f;
+    for (int n = threadIdx.x; n < n_pos; n += BLOCK) {
+        int i = n / l_per, l = n - i * l_per;
+        float v = y[(i * rows + j) * l_per + l];
+        acc = fmaf(scale * (v * v), norms[n], acc);
+    }
+    float t = block_sum(acc, scratch) / d_cols;
+    if (threadIdx.x == 0) trace[j] = t;
+    float den = t + eps;
+    float* lj = lambda + j * n_pos;
+    for (int n = threadIdx.x; n < n_pos; n += BLOCK) {
+        int i = n / l_per, l = n - i * l_per;
+        float v = y[(i * rows + j) * l_per + l];
+        lj[n] = (scale * (v * v)) / den;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// GEMM: C[m, n] (op)= sum_k A(m, k) * B(k, n), with A(m, k) = A[m*sam + k*sak]
+// and B(k, n) = B[k*sbk + n*sbn] (either operand transposed through its
+// strides). Grid: x over N tiles, y over M tiles, z over K chunks of `kchunk`.
+// Epilogue `mode`: 0 store, 1 store times S[m*ldc + n] (the Fisher weights),
+// 2 atomicAdd (split-K accumulation into a pre-initialized C).
+
+#define BM 64
+#define BN 64
+#define BK 16
+#define PAD 4
+
+// Loads a BK x 64 tile of an operand into smem T[k][i] (i along M or N).
+__device__ __forceinline__ void load_tile(float (*t)[BM + PAD], const float* __restrict__ src, int extent, int i0,
+                                          int k0, int kend, int s_i, int s_k) {
+    for (int e = threadIdx.x; e < BM * BK; e += BLOCK) {
+        int kk, ii;
+        if (s_k == 1) {
+            kk = e % BK;
+            ii = e / BK;
+        } else {
+            ii = e % BM;
+            kk = e / BM;
+        }
+        int i = i0 + ii, k = k0 + kk;
+        t[kk][ii] = (i < extent && k < kend) ? src[i * s_i + k * s_k] : 0.0f;
+    }
+}
+
+__device__ __forceinline__ void epilogue(int m, int n, int M, int N, float v, float* __restrict__ c, int ldc,
+                                         const float* __restrict__ s, int mode) {
+    if (m >= M || n >= N) return;
+    int at = m * ldc + n;
+    if (mode == 0) {
+        c[at] = v;
+    } else if (mode == 1) {
+        c[at] = v * s[at];
+    } else {
+        atomicAdd(c + at, v);
+    }
+}
+
+// Exact mode: f32 FMA, 4x4 outputs per thread.
+extern "C" __global__ void __launch_bounds__(BLOCK) gemm_f32(int M, int N, int K, const float* __restrict__ a,
+                                                             int sam, int sak, const float* __restrict__ b, int sbk,
+                                                             int sbn, float* __restrict__ c, int ldc,
+                                                             const float* __restrict__ s, int mode, int kchunk) {
+    __shared__ float as[BK][BM + PAD];
+    __shared__ float bs[BK][BN + PAD];
+    int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    int kbeg = blockIdx.z * kchunk;
+    int kend = min(K, kbeg + kchunk);
+    int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    float acc[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int q = 0; q < 4; q++) acc[i][q] = 0.0f;
+    for (int k0 = kbeg; k0 < kend; k0 += BK) {
+        load_tile(as, a, M, m0, k0, kend, sam, sak);
+        load_tile(bs, b, N, n0, k0, kend, sbn, sbk);
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; kk++) {
+            float av[4], bv[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) av[i] = as[kk][ty + 16 * i];
+#pragma unroll
+            for (int q = 0; q < 4; q++) bv[q] = bs[kk][tx + 16 * q];
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int q = 0; q < 4; q++) acc[i][q] = fmaf(av[i], bv[q], acc[i][q]);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int q = 0; q < 4; q++) epilogue(m0 + ty + 16 * i, n0 + tx + 16 * q, M, N, acc[i][q], c, ldc, s, mode);
+}
+
+__device__ __forceinline__ unsigned to_tf32(float v) {
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+    return r;
+}
+
+// Fast mode: TF32 tensor cores (mma.sync m16n8k8), f32 accumulation. Eight
+// warps as 2 (M) x 4 (N); each warp owns 32 x 16 outputs = 2 x 2 mma tiles.
+extern "C" __global__ void __launch_bounds__(BLOCK) gemm_tf32(int M, int N, int K, const float* __restrict__ a,
+                                                              int sam, int sak, const float* __restrict__ b, int sbk,
+                                                              int sbn, float* __restrict__ c, int ldc,
+                                                              const float* __restrict__ s, int mode, int kchunk) {
+    __shared__ float as[BK][BM + PAD];
+    __shared__ float bs[BK][BN + PAD];
+    int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    int kbeg = blockIdx.z * kchunk;
+    int kend = min(K, kbeg + kchunk);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int g = lane >> 2, t = lane & 3;
+    int wm = (warp & 1) * 32, wn = (warp >> 1) * 16;
+    float acc[2][2][4];
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int q = 0; q < 2; q++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[i][q][e] = 0.0f;
+    for (int k0 = kbeg; k0 < kend; k0 += BK) {
+        load_tile(as, a, M, m0, k0, kend, sam, sak);
+        load_tile(bs, b, N, n0, k0, kend, sbn, sbk);
+        __syncthreads();
+#pragma unroll
+        for (int ks = 0; ks < BK; ks += 8) {
+            unsigned af[2][4], bf[2][2];
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                int mm = wm + i * 16 + g;
+                af[i][0] = to_tf32(as[ks + t][mm]);
+                af[i][1] = to_tf32(as[ks + t][mm + 8]);
+                af[i][2] = to_tf32(as[ks + t + 4][mm]);
+                af[i][3] = to_tf32(as[ks + t + 4][mm + 8]);
+            }
+#pragma unroll
+            for (int q = 0; q < 2; q++) {
+                int nn = wn + q * 8 + g;
+                bf[q][0] = to_tf32(bs[ks + t][nn]);
+                bf[q][1] = to_tf32(bs[ks + t + 4][nn]);
+            }
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+                for (int q = 0; q < 2; q++)
+                    asm volatile(
+                        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                        : "+f"(acc[i][q][0]), "+f"(acc[i][q][1]), "+f"(acc[i][q][2]), "+f"(acc[i][q][3])
+                        : "r"(af[i][0]), "r"(af[i][1]), "r"(af[i][2]), "r"(af[i][3]), "r"(bf[q][0]),
+                          "r"(bf[q][1]));
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
+            int mm = m0 + wm + i * 16 + g, nn = n0 + wn + q * 8 + 2 * t;
+            epilogue(mm, nn, M, N, acc[i][q][0], c, ldc, s, mode);
+            epilogue(mm, nn + 1, M, N, acc[i][q][1], c, ldc, s, mode);
+            epilogue(mm + 8, nn, M, N, acc[i][q][2], c, ldc, s, mode);
+            epilogue(mm + 8, nn + 1, M, N, acc[i][q][3], c, ldc, s, mode);
+        }
+}

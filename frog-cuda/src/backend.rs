@@ -1,0 +1,638 @@
+//! [`Cuda`]: frog-core's [`Backend`] on one CUDA device, f32.
+
+use std::ffi::c_void;
+use std::ptr;
+use std::sync::Arc;
+
+use cust::context::Context;
+use cust::device::{Device, DeviceAttribute};
+use cust::memory::DeviceBuffer;
+use cust::module::Module;
+use cust::stream::{Stream, StreamFlags};
+use cust::sys as cu;
+use frog_core::{Backend, CgBuffers, Layer, LayerKind, Patches, Strided};
+
+use crate::error::Error;
+use crate::kernels::{K, FROG_PTX};
+use crate::launch::{self, int, Arg, GemmPlan, Grid, BLOCK, MAX_ARGS};
+
+/// Arithmetic of the two patch products (the Fisher matvec's cost).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Plain f32 FMA arithmetic everywhere: meets the golden f32 tolerance.
+    #[default]
+    Exact,
+    /// TF32 tensor cores (`mma.sync`, 10-bit mantissa inputs, f32
+    /// accumulation) for the two patch products; everything else f32.
+    Fast,
+}
+
+/// Keeps the context alive while any buffer of it lives, and identifies it.
+struct Owner {
+    _ctx: Context,
+}
+
+/// A device buffer of `f32` owned by one [`Cuda`] backend.
+pub struct Buffer {
+    mem: DeviceBuffer<f32>,
+    owner: Arc<Owner>,
+}
+
+impl Buffer {
+    /// Entries.
+    pub fn len(&self) -> usize {
+        self.mem.len()
+    }
+
+    /// Whether the buffer has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.mem.len() == 0
+    }
+
+    /// The raw device address (for kernels of other crates on the same stream).
+    pub fn device_ptr(&self) -> u64 {
+        self.mem.as_device_ptr().as_raw()
+    }
+}
+
+impl std::fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cuda::Buffer({} f32)", self.len())
+    }
+}
+
+/// FROG's CUDA backend: one device, one context, one stream, the kernels of
+/// `kernels/frog.cu` loaded once from the embedded PTX.
+///
+/// Every operation is a launch on the backend's stream; nothing waits for
+/// the device except [`Backend::read`], [`Backend::write`] and
+/// [`Cuda::synchronize`]. A whole optimizer step is therefore launches only
+/// (and can be captured in a CUDA graph). Use the backend from the thread
+/// that created it, or call [`Cuda::make_current`] first on another thread.
+pub struct Cuda {
+    funcs: Vec<cu::CUfunction>,
+    stream: Stream,
+    _module: Module,
+    owner: Arc<Owner>,
+    precision: Precision,
+    sms: u32,
+    name: String,
+}
+
+impl Cuda {
+    /// The backend on device 0.
+    pub fn new(precision: Precision) -> Result<Self, Error> {
+        Self::on_device(0, precision)
+    }
+
+    /// The backend on device `ordinal`. Errors: no driver or no device
+    /// (kind `NoDevice`), a PTX the driver cannot load, out of memory.
+    pub fn on_device(ordinal: u32, precision: Precision) -> Result<Self, Error> {
+        cust::init(cust::CudaFlags::empty()).map_err(Error::driver("cuInit"))?;
+        let device = Device::get_device(ordinal).map_err(Error::driver("cuDeviceGet"))?;
+        let ctx = Context::new(device).map_err(Error::driver("cuDevicePrimaryCtxRetain"))?;
+        let sms = device.get_attribute(DeviceAttribute::MultiprocessorCount).map_err(Error::driver("cuDeviceGetAttribute"))?;
+        let name = device.name().map_err(Error::driver("cuDeviceGetName"))?;
+        let module = Module::from_ptx(FROG_PTX, &[]).map_err(Error::driver("cuModuleLoadData (frog.ptx)"))?;
+        let mut funcs = Vec::with_capacity(K::ALL.len());
+        for k in K::ALL {
+            let f = module
+                .get_function(k.name())
+                .map_err(|_| Error::Kernel { name: k.name(), problem: "missing from the embedded PTX" })?;
+            funcs.push(f.to_raw());
+        }
+        let stream = Stream::new(StreamFlags::DEFAULT, None).map_err(Error::driver("cuStreamCreate"))?;
+        Ok(Self { funcs, stream, _module: module, owner: Arc::new(Owner { _ctx: ctx }), precision, sms: sms.max(1) as u32, name })
+    }
+
+    /// The device's name.
+    pub fn device_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Streaming multiprocessors of the device.
+    pub fn sm_count(&self) -> u32 {
+        self.sms
+    }
+
+    /// The precision of the patch products.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Changes the precision of the patch products.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
+    /// The stream every operation is launched on.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// Waits for every launched operation; reports a kernel's failure.
+    pub fn synchronize(&self) -> Result<(), Error> {
+        self.stream.synchronize().map_err(Error::driver("cuStreamSynchronize"))
+    }
+
+    /// Makes the backend's context current on the calling thread.
+    pub fn make_current(&self) -> Result<(), Error> {
+        cust::context::CurrentContext::set_current(&self.owner._ctx).map_err(Error::driver("cuCtxSetCurrent"))
+    }
+
+    /// A buffer holding `data`.
+    pub fn upload(&self, data: &[f32]) -> Result<Buffer, Error> {
+        let mut b = self.zeros(data.len())?;
+        self.write(data, &mut b, 0)?;
+        Ok(b)
+    }
+
+    /// The first `n` entries of `buf` on the host.
+    pub fn download(&self, buf: &Buffer, n: usize) -> Result<Vec<f32>, Error> {
+        let mut out = vec![0.0; n];
+        self.read(buf, 0, &mut out)?;
+        Ok(out)
+    }
+
+    /// Launches kernel `k` on the stream.
+    pub(crate) fn launch(&self, k: K, grid: Grid, args: &[Arg]) -> Result<(), Error> {
+        let slots = launch::pack(k.name(), k.sig(), args)?;
+        if grid.is_empty() {
+            return Ok(());
+        }
+        let mut params: [*mut c_void; MAX_ARGS] = [ptr::null_mut(); MAX_ARGS];
+        for (p, s) in params.iter_mut().zip(slots.iter()) {
+            *p = s as *const u64 as *mut c_void;
+        }
+        // SAFETY: the signature check above makes every parameter's slot
+        // hold a value of the kernel's parameter type; every pointer
+        // argument was checked to belong to this context and to cover the
+        // entries the kernel touches.
+        let res = unsafe {
+            cu::cuLaunchKernel(
+                self.funcs[k as usize],
+                grid.x,
+                grid.y,
+                grid.z,
+                BLOCK,
+                1,
+                1,
+                0,
+                self.stream.as_inner(),
+                params.as_mut_ptr(),
+                ptr::null_mut(),
+            )
+        };
+        if res == cu::cudaError_enum::CUDA_SUCCESS {
+            Ok(())
+        } else {
+            Err(Error::Driver { call: k.name(), code: res as u32 })
+        }
+    }
+
+    /// The device address of `b` after checking that it is this backend's
+    /// and holds at least `needed` entries.
+    pub(crate) fn ptr(&self, what: &'static str, b: &Buffer, needed: usize) -> Result<Arg, Error> {
+        if !Arc::ptr_eq(&b.owner, &self.owner) {
+            return Err(Error::ForeignBuffer { what });
+        }
+        if b.len() < needed {
+            return Err(Error::BufferTooShort { what, needed, len: b.len() });
+        }
+        Ok(Arg::P(b.device_ptr()))
+    }
+
+    fn gemm_kernel(&self) -> K {
+        match self.precision {
+            Precision::Exact => K::GemmF32,
+            Precision::Fast => K::GemmTf32,
+        }
+    }
+
+    /// `C (op)= A B` with the operands given by strides (see `frog.cu`).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        plan: GemmPlan,
+        (m, n, k): (usize, usize, usize),
+        (a, sam, sak): (Arg, usize, usize),
+        (b, sbk, sbn): (Arg, usize, usize),
+        (c, ldc): (Arg, usize),
+        s: Arg,
+        mode: i32,
+    ) -> Result<(), Error> {
+        let i = |what, v| int(what, v).map(Arg::I);
+        self.launch(
+            self.gemm_kernel(),
+            plan.grid,
+            &[
+                i("m", m)?,
+                i("n", n)?,
+                i("k", k)?,
+                a,
+                i("sam", sam)?,
+                i("sak", sak)?,
+                b,
+                i("sbk", sbk)?,
+                i("sbn", sbn)?,
+                c,
+                i("ldc", ldc)?,
+                s,
+                Arg::I(mode),
+                i("kchunk", plan.kchunk)?,
+            ],
+        )
+    }
+
+    /// `U = (X V^T)` in layout `[R, N]`, times `lambda` when given.
+    fn project_into(&self, p: &Patches<'_, Self>, v: &Buffer, lambda: Option<&Buffer>, u: &mut Buffer) -> Result<(), Error> {
+        let g = Geom::of(p)?;
+        let va = self.ptr("v", v, g.rows * g.cols)?;
+        let xa = self.ptr("packed", p.packed, g.n * g.cols)?;
+        let ua = self.ptr("u", u, g.rows * g.n)?;
+        let (s, mode) = match lambda {
+            Some(l) => (self.ptr("lambda", l, g.rows * g.n)?, 1),
+            None => (Arg::P(0), 0),
+        };
+        let plan = launch::gemm_plan(g.rows, g.n, g.cols, self.sms, false)?;
+        self.gemm(plan, (g.rows, g.n, g.cols), (va, g.cols, 1), (xa, 1, g.cols), (ua, g.n), s, mode)
+    }
+
+    /// `G (+)= U X` for `U` in layout `[R, N]`; `accumulate` adds onto `g`.
+    fn back_project_into(&self, p: &Patches<'_, Self>, u: &Buffer, g_out: &mut Buffer, accumulate: bool) -> Result<(), Error> {
+        let g = Geom::of(p)?;
+        let ua = self.ptr("u", u, g.rows * g.n)?;
+        let xa = self.ptr("packed", p.packed, g.n * g.cols)?;
+        let ga = self.ptr("g", g_out, g.rows * g.cols)?;
+        let plan = launch::gemm_plan(g.rows, g.cols, g.n, self.sms, true)?;
+        let mode = if accumulate || plan.split() {
+            if !accumulate {
+                self.launch(K::Fill, launch::elementwise(g.rows * g.cols), &[Arg::I(int("n", g.rows * g.cols)?), Arg::F(0.0), ga])?;
+            }
+            2
+        } else {
+            0
+        };
+        self.gemm(plan, (g.rows, g.cols, g.n), (ua, g.n, 1), (xa, g.cols, 1), (ga, g.cols), Arg::P(0), mode)
+    }
+
+    fn rows_cols(&self, rows: usize, cols: usize) -> Result<(Arg, Arg, usize), Error> {
+        let n = rows.checked_mul(cols).ok_or(Error::TooLarge { what: "rows*cols", value: usize::MAX })?;
+        int("rows*cols", n)?;
+        Ok((Arg::I(int("rows", rows)?), Arg::I(int("cols", cols)?), n))
+    }
+}
+
+/// Sizes of one step's patch products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geom {
+    /// Rows `R`.
+    pub rows: usize,
+    /// Columns `D'`.
+    pub cols: usize,
+    /// Positions `N = r*L`.
+    pub n: usize,
+    /// Positions per sample `L`.
+    pub l: usize,
+}
+
+impl Geom {
+    pub(crate) fn new(layer: &Layer, r: usize) -> Result<Self, Error> {
+        let (rows, cols, l) = (layer.rows(), layer.cols(), layer.positions());
+        let n = r.checked_mul(l).ok_or(Error::TooLarge { what: "positions", value: usize::MAX })?;
+        let g = Self { rows, cols, n, l };
+        for (what, v) in [
+            ("positions", n),
+            ("patch entries", n.saturating_mul(cols)),
+            ("Fisher weights", n.saturating_mul(rows)),
+            ("rows*cols", rows.saturating_mul(cols)),
+        ] {
+            int(what, v)?;
+        }
+        Ok(g)
+    }
+
+    fn of(p: &Patches<'_, Cuda>) -> Result<Self, Error> {
+        Self::new(p.layer, p.r)
+    }
+}
+
+/// Entries of the patch scratch: the im2col matrix `[r*L, D']`.
+pub(crate) fn patch_scratch_entries(layer: &Layer, r: usize) -> usize {
+    r.saturating_mul(layer.positions()).saturating_mul(layer.cols())
+}
+
+fn strided_extent(rows: usize, cols: usize, at: Strided) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        at.offset + (rows - 1) * at.stride + cols
+    }
+}
+
+impl Backend for Cuda {
+    type Scalar = f32;
+    type Buffer = Buffer;
+    type Error = Error;
+
+    fn zeros(&self, len: usize) -> Result<Buffer, Error> {
+        let n = int("buffer length", len)?;
+        // SAFETY: the buffer is filled with zeros by a launch on the stream
+        // before anything else on the stream can read it.
+        let mem = unsafe { DeviceBuffer::<f32>::uninitialized(len) }.map_err(Error::driver("cuMemAlloc"))?;
+        let b = Buffer { mem, owner: self.owner.clone() };
+        if len > 0 {
+            self.launch(K::Fill, launch::elementwise(len), &[Arg::I(n), Arg::F(0.0), Arg::P(b.device_ptr())])?;
+        }
+        Ok(b)
+    }
+
+    fn len(&self, buf: &Buffer) -> usize {
+        buf.len()
+    }
+
+    fn read(&self, src: &Buffer, offset: usize, dst: &mut [f32]) -> Result<(), Error> {
+        let Arg::P(base) = self.ptr("src", src, offset.saturating_add(dst.len()))? else { unreachable!() };
+        if dst.is_empty() {
+            return self.synchronize();
+        }
+        // SAFETY: the range was checked above; the copy completes before
+        // the synchronize returns, while `dst` is borrowed.
+        let res = unsafe {
+            cu::cuMemcpyDtoHAsync_v2(
+                dst.as_mut_ptr() as *mut c_void,
+                base + (offset * 4) as u64,
+                std::mem::size_of_val(dst),
+                self.stream.as_inner(),
+            )
+        };
+        if res != cu::cudaError_enum::CUDA_SUCCESS {
+            return Err(Error::Driver { call: "cuMemcpyDtoHAsync", code: res as u32 });
+        }
+        self.synchronize()
+    }
+
+    fn write(&self, src: &[f32], dst: &mut Buffer, offset: usize) -> Result<(), Error> {
+        let Arg::P(base) = self.ptr("dst", dst, offset.saturating_add(src.len()))? else { unreachable!() };
+        if src.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: the range was checked above; the copy completes before
+        // the synchronize returns, while `src` is borrowed.
+        let res = unsafe {
+            cu::cuMemcpyHtoDAsync_v2(base + (offset * 4) as u64, src.as_ptr() as *const c_void, std::mem::size_of_val(src), self.stream.as_inner())
+        };
+        if res != cu::cudaError_enum::CUDA_SUCCESS {
+            return Err(Error::Driver { call: "cuMemcpyHtoDAsync", code: res as u32 });
+        }
+        self.synchronize()
+    }
+
+    fn patch_scratch_len(&self, layer: &Layer, r: usize) -> usize {
+        patch_scratch_entries(layer, r)
+    }
+
+    fn pack_patches(&self, layer: &Layer, r: usize, x: &Buffer, packed: &mut Buffer) -> Result<(), Error> {
+        let g = Geom::new(layer, r)?;
+        let xa = self.ptr("x", x, r * layer.input_len())?;
+        let pa = self.ptr("packed", packed, g.n * g.cols)?;
+        let grid = launch::elementwise(g.n * g.cols);
+        let i = |what, v| int(what, v).map(Arg::I);
+        match layer.kind {
+            LayerKind::Conv2d(c) => {
+                let [ho, wo] = c.output_hw().unwrap_or([0, 0]);
+                self.launch(
+                    K::Im2col,
+                    grid,
+                    &[
+                        i("r", r)?,
+                        i("c_in", c.c_in)?,
+                        i("h", c.input_hw[0])?,
+                        i("w", c.input_hw[1])?,
+                        i("kh", c.kernel[0])?,
+                        i("kw", c.kernel[1])?,
+                        i("sh", c.stride[0])?,
+                        i("sw", c.stride[1])?,
+                        i("ph", c.padding[0])?,
+                        i("pw", c.padding[1])?,
+                        i("dh", c.dilation[0])?,
+                        i("dw", c.dilation[1])?,
+                        i("ho", ho)?,
+                        i("wo", wo)?,
+                        i("cols", g.cols)?,
+                        xa,
+                        pa,
+                    ],
+                )
+            }
+            LayerKind::Linear { d_in, .. } => {
+                self.launch(K::PackRows, grid, &[i("positions", g.n)?, i("d_in", d_in)?, i("cols", g.cols)?, xa, pa])
+            }
+        }
+    }
+
+    fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Buffer) -> Result<(), Error> {
+        let g = Geom::of(p)?;
+        let xa = self.ptr("packed", p.packed, g.n * g.cols)?;
+        let na = self.ptr("norms", norms, g.n)?;
+        self.launch(K::PatchSqNorms, launch::per_warp(g.n), &[Arg::I(int("positions", g.n)?), Arg::I(int("cols", g.cols)?), xa, na])
+    }
+
+    fn fisher_weights(
+        &self,
+        p: &Patches<'_, Self>,
+        y: &Buffer,
+        norms: &Buffer,
+        scale: f32,
+        eps: f32,
+        trace: &mut Buffer,
+        lambda: &mut Buffer,
+    ) -> Result<(), Error> {
+        let g = Geom::of(p)?;
+        let ya = self.ptr("y", y, g.n * g.rows)?;
+        let na = self.ptr("norms", norms, g.n)?;
+        let ta = self.ptr("trace", trace, g.rows)?;
+        let la = self.ptr("lambda", lambda, g.n * g.rows)?;
+        self.launch(
+            K::FisherWeights,
+            launch::per_row(g.rows)?,
+            &[
+                Arg::I(int("r", p.r)?),
+                Arg::I(int("rows", g.rows)?),
+                Arg::I(int("positions", g.l)?),
+                Arg::F(g.cols as f32),
+                ya,
+                na,
+                Arg::F(scale),
+                Arg::F(eps),
+                ta,
+                la,
+            ],
+        )
+    }
+
+    fn project(&self, p: &Patches<'_, Self>, v: &Buffer, u: &mut Buffer) -> Result<(), Error> {
+        self.project_into(p, v, None, u)
+    }
+
+    fn back_project(&self, p: &Patches<'_, Self>, u: &Buffer, g: &mut Buffer) -> Result<(), Error> {
+        self.back_project_into(p, u, g, false)
+    }
+
+    fn axpby(&self, n: usize, a: f32, x: &Buffer, b: f32, y: &mut Buffer) -> Result<(), Error> {
+        let xa = self.ptr("x", x, n)?;
+        let ya = self.ptr("y", y, n)?;
+        self.launch(K::Axpby, launch::elementwise(n), &[Arg::I(int("n", n)?), Arg::F(a), xa, Arg::F(b), ya])
+    }
+
+    fn mul_assign(&self, n: usize, a: &mut Buffer, b: &Buffer) -> Result<(), Error> {
+        let aa = self.ptr("a", a, n)?;
+        let ba = self.ptr("b", b, n)?;
+        self.launch(K::MulAssign, launch::elementwise(n), &[Arg::I(int("n", n)?), aa, ba])
+    }
+
+    fn copy_strided(&self, rows: usize, cols: usize, src: &Buffer, src_at: Strided, dst: &mut Buffer, dst_at: Strided) -> Result<(), Error> {
+        let (r, c, n) = self.rows_cols(rows, cols)?;
+        let sa = self.ptr("src", src, strided_extent(rows, cols, src_at))?;
+        let da = self.ptr("dst", dst, strided_extent(rows, cols, dst_at))?;
+        let i = |what, v| int(what, v).map(Arg::I);
+        self.launch(
+            K::CopyStrided,
+            launch::elementwise(n),
+            &[r, c, sa, i("src stride", src_at.stride)?, i("src offset", src_at.offset)?, da, i("dst stride", dst_at.stride)?, i("dst offset", dst_at.offset)?],
+        )
+    }
+
+    fn row_dots(&self, rows: usize, cols: usize, a: &Buffer, b: &Buffer, out: &mut Buffer) -> Result<(), Error> {
+        let (r, c, n) = self.rows_cols(rows, cols)?;
+        let (aa, ba, oa) = (self.ptr("a", a, n)?, self.ptr("b", b, n)?, self.ptr("out", out, rows)?);
+        self.launch(K::RowDots, launch::per_row(rows)?, &[r, c, aa, ba, oa])
+    }
+
+    fn row_div(&self, rows: usize, num: &Buffer, den: &Buffer, eps: f32, out: &mut Buffer) -> Result<(), Error> {
+        let (na, da, oa) = (self.ptr("num", num, rows)?, self.ptr("den", den, rows)?, self.ptr("out", out, rows)?);
+        self.launch(K::RowDiv, launch::elementwise(rows), &[Arg::I(int("rows", rows)?), na, da, Arg::F(eps), oa])
+    }
+
+    fn row_rsqrt(&self, rows: usize, x: &Buffer, eps: f32, out: &mut Buffer) -> Result<(), Error> {
+        let (xa, oa) = (self.ptr("x", x, rows)?, self.ptr("out", out, rows)?);
+        self.launch(K::RowRsqrt, launch::elementwise(rows), &[Arg::I(int("rows", rows)?), xa, Arg::F(eps), oa])
+    }
+
+    fn row_axpy(&self, rows: usize, cols: usize, a: f32, coef: &Buffer, x: &Buffer, y: &mut Buffer) -> Result<(), Error> {
+        let (r, c, n) = self.rows_cols(rows, cols)?;
+        let (ca, xa, ya) = (self.ptr("coef", coef, rows)?, self.ptr("x", x, n)?, self.ptr("y", y, n)?);
+        self.launch(K::RowAxpy, launch::elementwise(n), &[r, c, Arg::F(a), ca, xa, ya])
+    }
+
+    fn row_xpby(&self, rows: usize, cols: usize, x: &Buffer, coef: &Buffer, y: &mut Buffer) -> Result<(), Error> {
+        let (r, c, n) = self.rows_cols(rows, cols)?;
+        let (xa, ca, ya) = (self.ptr("x", x, n)?, self.ptr("coef", coef, rows)?, self.ptr("y", y, n)?);
+        self.launch(K::RowXpby, launch::elementwise(n), &[r, c, xa, ca, ya])
+    }
+
+    fn row_step(
+        &self,
+        rows: usize,
+        cols: usize,
+        w: &mut Buffer,
+        decay: f32,
+        lr: f32,
+        scale: &Buffer,
+        z: &Buffer,
+        z_at: Strided,
+    ) -> Result<(), Error> {
+        let (r, c, n) = self.rows_cols(rows, cols)?;
+        let wa = self.ptr("w", w, n)?;
+        let sa = self.ptr("scale", scale, rows)?;
+        let za = self.ptr("z", z, strided_extent(rows, cols, z_at))?;
+        self.launch(
+            K::RowStep,
+            launch::elementwise(n),
+            &[r, c, wa, Arg::F(decay), Arg::F(lr), sa, za, Arg::I(int("z stride", z_at.stride)?), Arg::I(int("z offset", z_at.offset)?)],
+        )
+    }
+
+    /// Three launches: `out = tau*v`, `U = lambda .* (X V^T)` (the scaling
+    /// fused into the GEMM's epilogue), `out += U X` (split-K GEMM).
+    fn fisher_matvec(&self, p: &Patches<'_, Self>, lambda: &Buffer, tau: f32, v: &Buffer, u: &mut Buffer, out: &mut Buffer) -> Result<(), Error> {
+        let n = p.layer.rows() * p.layer.cols();
+        self.axpby(n, tau, v, 0.0, out)?;
+        self.project_into(p, v, Some(lambda), u)?;
+        self.back_project_into(p, u, out, true)
+    }
+
+    /// The matvec, then one fused per-row kernel for every CG update.
+    fn cg_iteration(&self, p: &Patches<'_, Self>, lambda: &Buffer, tau: f32, eps: f32, cg: &mut CgBuffers<'_, Self>) -> Result<(), Error> {
+        let (rows, cols) = (p.layer.rows(), p.layer.cols());
+        self.fisher_matvec(p, lambda, tau, cg.pd, cg.u, cg.ap)?;
+        let (r, c, n) = self.rows_cols(rows, cols)?;
+        let rho = self.ptr("rho", cg.rho, rows)?;
+        let ap = self.ptr("ap", cg.ap, n)?;
+        let pd = self.ptr("pd", cg.pd, n)?;
+        let z = self.ptr("z", cg.z, n)?;
+        let rs = self.ptr("rs", cg.rs, n)?;
+        self.launch(K::CgUpdate, launch::per_row(rows)?, &[r, c, Arg::F(eps), rho, ap, pd, z, rs])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frog_core::{BackendError, BackendErrorKind, Conv2d};
+
+    #[test]
+    fn no_device_is_an_error_value() {
+        match Cuda::new(Precision::Exact) {
+            Ok(cuda) => println!("device present ({}): nothing to check here", cuda.device_name()),
+            Err(e) => {
+                println!("Cuda::new without a usable device: {e}");
+                assert_eq!(e.kind(), BackendErrorKind::NoDevice, "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn patch_scratch_is_im2col_sized() {
+        let conv = Layer::conv2d(Conv2d::new(64, 64, 3, 1, 1, [32, 32]), false);
+        assert_eq!(patch_scratch_entries(&conv, 64), 64 * 1024 * 576);
+        let lin = Layer::linear_tokens(9, 5, 4, true);
+        assert_eq!(patch_scratch_entries(&lin, 4), 4 * 4 * 10);
+        let g = Geom::new(&conv, 64).unwrap();
+        assert_eq!((g.rows, g.cols, g.n, g.l), (64, 576, 65_536, 1024));
+    }
+
+    #[test]
+    fn resnet18_layers_fit_32_bit_indexing() {
+        // The largest ResNet-18 (CIFAR) conv layers at r = 64 and r = 512.
+        for (c_in, c_out, hw) in [(64, 64, 32), (128, 128, 16), (256, 256, 8), (512, 512, 4), (3, 64, 32)] {
+            let layer = Layer::conv2d(Conv2d::new(c_in, c_out, 3, 1, 1, [hw, hw]), false);
+            Geom::new(&layer, 64).unwrap();
+            Geom::new(&layer, 512).unwrap();
+        }
+        let huge = Layer::conv2d(Conv2d::new(512, 512, 3, 1, 1, [256, 256]), false);
+        let e = Geom::new(&huge, 64).unwrap_err();
+        assert!(matches!(e, Error::TooLarge { .. }));
+        assert_eq!(e.kind(), BackendErrorKind::InvalidBuffer);
+    }
+
+    #[test]
+    fn strided_extents() {
+        assert_eq!(strided_extent(0, 5, Strided::dense(5)), 0);
+        assert_eq!(strided_extent(3, 4, Strided::dense(4)), 12);
+        assert_eq!(strided_extent(3, 1, Strided { stride: 10, offset: 9 }), 30);
+    }
+
+    #[test]
+    fn error_kinds() {
+        let d = |code| Error::Driver { call: "x", code };
+        assert_eq!(d(100).kind(), BackendErrorKind::NoDevice);
+        assert_eq!(d(34).kind(), BackendErrorKind::NoDevice);
+        assert_eq!(d(2).kind(), BackendErrorKind::OutOfMemory);
+        assert_eq!(d(719).kind(), BackendErrorKind::Launch);
+        assert_eq!(d(700).kind(), BackendErrorKind::Launch);
+        assert_eq!(d(201).kind(), BackendErrorKind::InvalidBuffer);
+        assert_eq!(Error::ForeignBuffer { what: "x" }.kind(), BackendErrorKind::InvalidBuffer);
+        assert!(d(100).to_string().contains("CUDA_ERROR_NO_DEVICE"));
+    }
+}

@@ -1,0 +1,146 @@
+//! The backend's error values: every driver failure, foreign or short buffer
+//! and PTX problem is an [`Error`], classified by [`BackendError::kind`].
+
+use core::fmt;
+
+use frog_core::{BackendError, BackendErrorKind};
+
+/// A failure of the CUDA backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// A CUDA driver call failed with a `CUresult` code.
+    Driver {
+        /// The driver call or operation.
+        call: &'static str,
+        /// The raw `CUresult` code.
+        code: u32,
+    },
+    /// A buffer made by another [`crate::Cuda`] (another context) was passed.
+    ForeignBuffer {
+        /// Which argument.
+        what: &'static str,
+    },
+    /// A buffer is shorter than the operation's prefix.
+    BufferTooShort {
+        /// Which argument.
+        what: &'static str,
+        /// Entries the operation touches.
+        needed: usize,
+        /// Entries the buffer has.
+        len: usize,
+    },
+    /// A size does not fit the kernels' 32-bit indexing (2^31 - 1 entries).
+    TooLarge {
+        /// Which size.
+        what: &'static str,
+        /// Its value.
+        value: usize,
+    },
+    /// The embedded PTX lacks a kernel, or a launch's arguments do not match
+    /// the kernel's signature.
+    Kernel {
+        /// The kernel.
+        name: &'static str,
+        /// What is wrong.
+        problem: &'static str,
+    },
+}
+
+/// `CUresult` codes this crate classifies (values from `cuda.h`).
+pub(crate) mod code {
+    pub const INVALID_VALUE: u32 = 1;
+    pub const OUT_OF_MEMORY: u32 = 2;
+    pub const NOT_INITIALIZED: u32 = 3;
+    pub const DEINITIALIZED: u32 = 4;
+    pub const STUB_LIBRARY: u32 = 34;
+    pub const INSUFFICIENT_DRIVER: u32 = 35;
+    pub const NO_DEVICE: u32 = 100;
+    pub const INVALID_DEVICE: u32 = 101;
+    pub const INVALID_CONTEXT: u32 = 201;
+    pub const CONTEXT_ALREADY_CURRENT: u32 = 202;
+    pub const NO_BINARY_FOR_GPU: u32 = 209;
+    pub const INVALID_PTX: u32 = 218;
+    pub const UNSUPPORTED_PTX_VERSION: u32 = 222;
+    pub const NOT_FOUND: u32 = 500;
+    pub const ILLEGAL_ADDRESS: u32 = 700;
+    pub const LAUNCH_OUT_OF_RESOURCES: u32 = 701;
+    pub const LAUNCH_TIMEOUT: u32 = 702;
+    pub const CONTEXT_IS_DESTROYED: u32 = 709;
+    pub const ILLEGAL_INSTRUCTION: u32 = 715;
+    pub const MISALIGNED_ADDRESS: u32 = 716;
+    pub const INVALID_PC: u32 = 718;
+    pub const LAUNCH_FAILED: u32 = 719;
+}
+
+/// A short name for a `CUresult` code.
+pub fn code_name(c: u32) -> &'static str {
+    use code::*;
+    match c {
+        INVALID_VALUE => "CUDA_ERROR_INVALID_VALUE",
+        OUT_OF_MEMORY => "CUDA_ERROR_OUT_OF_MEMORY",
+        NOT_INITIALIZED => "CUDA_ERROR_NOT_INITIALIZED",
+        DEINITIALIZED => "CUDA_ERROR_DEINITIALIZED",
+        STUB_LIBRARY => "CUDA_ERROR_STUB_LIBRARY",
+        INSUFFICIENT_DRIVER => "CUDA_ERROR_INSUFFICIENT_DRIVER",
+        NO_DEVICE => "CUDA_ERROR_NO_DEVICE",
+        INVALID_DEVICE => "CUDA_ERROR_INVALID_DEVICE",
+        INVALID_CONTEXT => "CUDA_ERROR_INVALID_CONTEXT",
+        CONTEXT_ALREADY_CURRENT => "CUDA_ERROR_CONTEXT_ALREADY_CURRENT",
+        NO_BINARY_FOR_GPU => "CUDA_ERROR_NO_BINARY_FOR_GPU",
+        INVALID_PTX => "CUDA_ERROR_INVALID_PTX",
+        UNSUPPORTED_PTX_VERSION => "CUDA_ERROR_UNSUPPORTED_PTX_VERSION",
+        NOT_FOUND => "CUDA_ERROR_NOT_FOUND",
+        ILLEGAL_ADDRESS => "CUDA_ERROR_ILLEGAL_ADDRESS",
+        LAUNCH_OUT_OF_RESOURCES => "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES",
+        LAUNCH_TIMEOUT => "CUDA_ERROR_LAUNCH_TIMEOUT",
+        CONTEXT_IS_DESTROYED => "CUDA_ERROR_CONTEXT_IS_DESTROYED",
+        ILLEGAL_INSTRUCTION => "CUDA_ERROR_ILLEGAL_INSTRUCTION",
+        MISALIGNED_ADDRESS => "CUDA_ERROR_MISALIGNED_ADDRESS",
+        INVALID_PC => "CUDA_ERROR_INVALID_PC",
+        LAUNCH_FAILED => "CUDA_ERROR_LAUNCH_FAILED",
+        _ => "CUDA error",
+    }
+}
+
+impl Error {
+    pub(crate) fn driver(call: &'static str) -> impl FnOnce(cust::error::CudaError) -> Error {
+        move |e| Error::Driver { call, code: e as u32 }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Driver { call, code } => write!(f, "{call} failed: {} ({code})", code_name(*code)),
+            Self::ForeignBuffer { what } => write!(f, "buffer `{what}` belongs to another CUDA backend (context)"),
+            Self::BufferTooShort { what, needed, len } => {
+                write!(f, "buffer `{what}` has {len} entries, the operation needs {needed}")
+            }
+            Self::TooLarge { what, value } => write!(f, "{what} = {value} exceeds the kernels' 32-bit indexing"),
+            Self::Kernel { name, problem } => write!(f, "kernel `{name}`: {problem}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl BackendError for Error {
+    fn kind(&self) -> BackendErrorKind {
+        use code::*;
+        match self {
+            Self::Driver { code, .. } => match *code {
+                NO_DEVICE | INVALID_DEVICE | NOT_INITIALIZED | DEINITIALIZED | STUB_LIBRARY | INSUFFICIENT_DRIVER => {
+                    BackendErrorKind::NoDevice
+                }
+                OUT_OF_MEMORY => BackendErrorKind::OutOfMemory,
+                ILLEGAL_ADDRESS | LAUNCH_OUT_OF_RESOURCES | LAUNCH_TIMEOUT | ILLEGAL_INSTRUCTION
+                | MISALIGNED_ADDRESS | INVALID_PC | LAUNCH_FAILED => BackendErrorKind::Launch,
+                INVALID_CONTEXT | CONTEXT_IS_DESTROYED => BackendErrorKind::InvalidBuffer,
+                _ => BackendErrorKind::Other,
+            },
+            Self::ForeignBuffer { .. } | Self::BufferTooShort { .. } => BackendErrorKind::InvalidBuffer,
+            Self::TooLarge { .. } => BackendErrorKind::InvalidBuffer,
+            Self::Kernel { .. } => BackendErrorKind::Launch,
+        }
+    }
+}

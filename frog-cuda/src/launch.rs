@@ -1,0 +1,263 @@
+//! Launch configuration: kernel signatures, argument packing and grid
+//! sizes. Pure host logic, unit-tested without a device.
+
+use crate::error::Error;
+
+/// Threads per block of every kernel (the `BLOCK` of the CUDA sources).
+pub const BLOCK: u32 = 256;
+/// GEMM tile sizes (`BM`, `BN`, `BK` of the CUDA sources).
+pub const TILE_M: usize = 64;
+/// GEMM tile width along N.
+pub const TILE_N: usize = 64;
+/// GEMM tile depth along K; split-K chunks are multiples of it.
+pub const TILE_K: usize = 16;
+/// Largest grid of the grid-stride kernels.
+const MAX_BLOCKS: usize = 65_535;
+
+/// The type of one kernel parameter, as PTX spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ty {
+    /// `int` (`.u32` in PTX).
+    I32,
+    /// `float` (`.f32`).
+    F32,
+    /// A device pointer (`.u64`).
+    Ptr,
+}
+
+/// One kernel argument.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Arg {
+    /// `int`.
+    I(i32),
+    /// `float`.
+    F(f32),
+    /// A device pointer.
+    P(u64),
+}
+
+impl Arg {
+    /// The argument's type.
+    pub fn ty(self) -> Ty {
+        match self {
+            Arg::I(_) => Ty::I32,
+            Arg::F(_) => Ty::F32,
+            Arg::P(_) => Ty::Ptr,
+        }
+    }
+
+    /// The argument in a little-endian 8-byte slot, as the driver reads it
+    /// (`sizeof(param)` bytes from the slot's address).
+    pub fn slot(self) -> u64 {
+        match self {
+            Arg::I(v) => u64::from(v as u32),
+            Arg::F(v) => u64::from(v.to_bits()),
+            Arg::P(p) => p,
+        }
+    }
+}
+
+/// Most parameters any kernel takes.
+pub const MAX_ARGS: usize = 20;
+
+/// Checks `args` against a kernel's signature and packs them into slots.
+pub fn pack(name: &'static str, sig: &[Ty], args: &[Arg]) -> Result<[u64; MAX_ARGS], Error> {
+    if sig.len() != args.len() || args.len() > MAX_ARGS {
+        return Err(Error::Kernel { name, problem: "wrong number of arguments" });
+    }
+    let mut slots = [0u64; MAX_ARGS];
+    for ((slot, arg), ty) in slots.iter_mut().zip(args).zip(sig) {
+        if arg.ty() != *ty {
+            return Err(Error::Kernel { name, problem: "argument type does not match the signature" });
+        }
+        *slot = arg.slot();
+    }
+    Ok(slots)
+}
+
+/// A size as a kernel `int`, or an error naming it.
+pub fn int(what: &'static str, v: usize) -> Result<i32, Error> {
+    i32::try_from(v).map_err(|_| Error::TooLarge { what, value: v })
+}
+
+/// A launch: grid `(x, y, z)` of `BLOCK`-thread blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grid {
+    /// Blocks along x.
+    pub x: u32,
+    /// Blocks along y.
+    pub y: u32,
+    /// Blocks along z.
+    pub z: u32,
+}
+
+impl Grid {
+    /// A one-dimensional grid.
+    pub fn x(x: u32) -> Self {
+        Self { x, y: 1, z: 1 }
+    }
+
+    /// Whether the launch does nothing.
+    pub fn is_empty(&self) -> bool {
+        self.x == 0 || self.y == 0 || self.z == 0
+    }
+}
+
+/// A grid-stride kernel over `n` entries: one thread per entry, capped.
+pub fn elementwise(n: usize) -> Grid {
+    Grid::x(n.div_ceil(BLOCK as usize).min(MAX_BLOCKS) as u32)
+}
+
+/// One block per row.
+pub fn per_row(rows: usize) -> Result<Grid, Error> {
+    if rows > MAX_BLOCKS * MAX_BLOCKS {
+        return Err(Error::TooLarge { what: "rows", value: rows });
+    }
+    Ok(Grid::x(rows as u32))
+}
+
+/// One warp per row of a grid-stride kernel.
+pub fn per_warp(rows: usize) -> Grid {
+    let warps_per_block = BLOCK as usize / 32;
+    Grid::x(rows.div_ceil(warps_per_block).min(MAX_BLOCKS) as u32)
+}
+
+/// A GEMM of `m x n` outputs over depth `k`: the grid and the split-K chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmPlan {
+    /// The grid: x over N tiles, y over M tiles, z over K chunks.
+    pub grid: Grid,
+    /// Depth of one K chunk (a multiple of `TILE_K`).
+    pub kchunk: usize,
+}
+
+impl GemmPlan {
+    /// Whether the plan accumulates partial sums (needs a pre-initialized C
+    /// and the atomic epilogue).
+    pub fn split(&self) -> bool {
+        self.grid.z > 1
+    }
+}
+
+/// Plans a GEMM. With `allow_split`, a K that is long against few output
+/// tiles is cut into chunks so that about `4 * sms` blocks run, each chunk
+/// at least 8 tiles deep.
+pub fn gemm_plan(m: usize, n: usize, k: usize, sms: u32, allow_split: bool) -> Result<GemmPlan, Error> {
+    let tn = n.div_ceil(TILE_N);
+    let tm = m.div_ceil(TILE_M);
+    if tm > MAX_BLOCKS {
+        return Err(Error::TooLarge { what: "GEMM rows", value: m });
+    }
+    if tn > i32::MAX as usize {
+        return Err(Error::TooLarge { what: "GEMM columns", value: n });
+    }
+    let k = k.max(1);
+    let mut splits = 1;
+    if allow_split {
+        let tiles = (tm * tn).max(1);
+        let target = 4 * sms.max(1) as usize;
+        let max_by_depth = k.div_ceil(8 * TILE_K).max(1);
+        splits = (target / tiles).clamp(1, max_by_depth.min(MAX_BLOCKS));
+    }
+    let kchunk = k.div_ceil(splits).div_ceil(TILE_K) * TILE_K;
+    let splits = k.div_ceil(kchunk);
+    Ok(GemmPlan { grid: Grid { x: tn as u32, y: tm as u32, z: splits as u32 }, kchunk })
+}
+
+/// The parameter types of every `.entry` in a PTX text, in order:
+/// `(name, types)`. Used by tests to check the signature table.
+pub fn ptx_entries(ptx: &str) -> Vec<(String, Vec<Ty>)> {
+    let mut out = Vec::new();
+    let mut lines = ptx.lines();
+    while let Some(line) = lines.next() {
+        let Some(rest) = line.trim().strip_prefix(".visible .entry ") else { continue };
+        let name = rest.split('(').next().unwrap_or("").trim().to_string();
+        let mut tys = Vec::new();
+        for l in lines.by_ref() {
+            let l = l.trim();
+            if let Some(p) = l.strip_prefix(".param ") {
+                tys.push(match p.split_whitespace().next() {
+                    Some(".f32") => Ty::F32,
+                    Some(".u64") => Ty::Ptr,
+                    _ => Ty::I32,
+                });
+            }
+            if l.starts_with(')') {
+                break;
+            }
+        }
+        out.push((name, tys));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_hold_little_endian_values() {
+        assert_eq!(Arg::I(-1).slot(), 0xffff_ffff);
+        assert_eq!(Arg::I(7).slot(), 7);
+        assert_eq!(Arg::F(1.0).slot(), 0x3f80_0000);
+        assert_eq!(Arg::P(0xdead_beef_0000).slot(), 0xdead_beef_0000);
+    }
+
+    #[test]
+    fn pack_checks_count_and_types() {
+        let sig = [Ty::I32, Ty::F32, Ty::Ptr];
+        let ok = pack("k", &sig, &[Arg::I(3), Arg::F(2.0), Arg::P(16)]).unwrap();
+        assert_eq!(&ok[..3], &[3, 0x4000_0000, 16]);
+        assert!(matches!(pack("k", &sig, &[Arg::I(3), Arg::F(2.0)]), Err(Error::Kernel { .. })));
+        assert!(matches!(pack("k", &sig, &[Arg::I(3), Arg::I(2), Arg::P(0)]), Err(Error::Kernel { .. })));
+    }
+
+    #[test]
+    fn sizes_beyond_i32_are_errors() {
+        assert_eq!(int("n", 5).unwrap(), 5);
+        assert!(matches!(int("n", 1 << 31), Err(Error::TooLarge { what: "n", .. })));
+    }
+
+    #[test]
+    fn elementwise_grids_cover_and_cap() {
+        assert_eq!(elementwise(0).x, 0);
+        assert_eq!(elementwise(1).x, 1);
+        assert_eq!(elementwise(256).x, 1);
+        assert_eq!(elementwise(257).x, 2);
+        assert_eq!(elementwise(1 << 30).x, 65_535);
+        assert_eq!(per_warp(8).x, 1);
+        assert_eq!(per_warp(9).x, 2);
+    }
+
+    #[test]
+    fn gemm_plan_without_split_covers_all_tiles() {
+        let p = gemm_plan(64, 65_536, 577, 132, false).unwrap();
+        assert_eq!(p.grid, Grid { x: 1024, y: 1, z: 1 });
+        assert!(p.kchunk >= 577);
+        assert_eq!(p.kchunk % TILE_K, 0);
+        assert!(!p.split());
+        let p = gemm_plan(65, 1, 1, 132, false).unwrap();
+        assert_eq!((p.grid.x, p.grid.y), (1, 2));
+    }
+
+    #[test]
+    fn gemm_plan_splits_long_k_and_covers_it() {
+        // ResNet-18 layer1 back-projection: 64 x 577 outputs over 64*1024 positions.
+        for (m, n, k, sms) in [(64, 577, 65_536, 132), (512, 4609, 1024, 108), (7, 21, 5, 132), (6, 37, 4096, 1)] {
+            let p = gemm_plan(m, n, k, sms, true).unwrap();
+            let chunks = p.grid.z as usize;
+            assert_eq!(p.kchunk % TILE_K, 0);
+            assert!(chunks * p.kchunk >= k, "chunks must cover k");
+            assert!((chunks - 1) * p.kchunk < k, "no empty chunk");
+            assert!(chunks * (p.grid.x * p.grid.y) as usize <= 4 * sms as usize * 2 || chunks == 1);
+        }
+        assert!(gemm_plan(64, 577, 65_536, 132, true).unwrap().split());
+        assert!(!gemm_plan(7, 21, 5, 132, true).unwrap().split());
+    }
+
+    #[test]
+    fn ptx_entry_parser_reads_params() {
+        let ptx = ".visible .entry f(\n\t.param .u32 f_param_0,\n\t.param .f32 f_param_1,\n\t.param .u64 f_param_2\n)\n{\n}\n";
+        assert_eq!(ptx_entries(ptx), vec![("f".to_string(), vec![Ty::I32, Ty::F32, Ty::Ptr])]);
+    }
+}
