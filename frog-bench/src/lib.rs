@@ -6,7 +6,10 @@
 //! device; [`optim::Optimizer`] steps it with SGD or FROG through frog-core.
 
 pub mod arch;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod model;
 pub mod optim;
+pub mod throughput;
+pub mod train;

@@ -32,13 +32,13 @@ fn check(what: &str, got: &[f64], want: &[f64], rtol: f64) {
     assert!(err <= rtol * scale, "{what}: max error {err:e} > {rtol:e} * {scale:e}");
 }
 
-fn download<T: Real + Default>(dev: &CpuDevice<T>, buf: &Vec<T>, n: usize) -> Vec<f64> {
+fn download<T: Real>(dev: &CpuDevice<T>, buf: &Vec<T>, n: usize) -> Vec<f64> {
     let mut host = vec![T::from_f64(0.0); n];
     dev.download(buf, &mut host).unwrap();
     host.iter().map(|v| v.to_f64()).collect()
 }
 
-fn run<T: Real + Default>(run: &str, rtol: f64) {
+fn run<T: Real>(run: &str, rtol: f64) {
     let g = golden();
     let dev = CpuDevice::<T>::new(2);
     let mut net = Net::new(&dev, &Arch::tiny_cnn(), 8, 0).unwrap();

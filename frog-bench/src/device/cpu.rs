@@ -22,7 +22,7 @@ pub struct CpuDevice<T: Real> {
     scratch: RefCell<Vec<T>>,
 }
 
-impl<T: Real + Default> CpuDevice<T> {
+impl<T: Real> CpuDevice<T> {
     /// A device on `threads` threads (0: one per CPU).
     pub fn new(threads: usize) -> Self {
         let pool = Arc::new(ThreadPool::new(threads));
@@ -44,7 +44,7 @@ impl<T: Real + Default> CpuDevice<T> {
     }
 }
 
-impl<T: Real + Default> Device for CpuDevice<T> {
+impl<T: Real> Device for CpuDevice<T> {
     type Scalar = T;
     type Buffer = Vec<T>;
     type Labels = Vec<u8>;

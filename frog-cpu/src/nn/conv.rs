@@ -93,7 +93,7 @@ unsafe fn thread_scratch<'a, T>(base: SendPtr<T>, plan: &Plan, tid: usize) -> (&
 }
 
 /// Packs the patches of samples `s0..s0+n` of `x` into `cols` (`n*L x D`).
-fn pack<T: Real + Default>(conv: &Conv2d, plan: &Plan, x: &[T], s0: usize, n: usize, cols: &mut [T]) {
+fn pack<T: Real>(conv: &Conv2d, plan: &Plan, x: &[T], s0: usize, n: usize, cols: &mut [T]) {
     for i in 0..n {
         let xs = &x[(s0 + i) * plan.in_len..][..plan.in_len];
         im2col(conv, xs, &mut cols[i * plan.l * plan.d..], plan.d);
@@ -113,7 +113,7 @@ fn gather_out<T: Copy>(plan: &Plan, dy: &[T], s0: usize, n: usize, ybuf: &mut [T
 
 /// `y = conv(x, w)` for `batch` samples: `x` is `[B, c_in, H, W]`, `w` is
 /// `[c_out, c_in, kh, kw]`, `y` is `[B, c_out, Ho, Wo]`.
-pub fn conv2d_forward<T: Real + Default>(
+pub fn conv2d_forward<T: Real>(
     pool: &ThreadPool,
     conv: &Conv2d,
     batch: usize,
@@ -154,7 +154,7 @@ pub fn conv2d_forward<T: Real + Default>(
 
 /// `dx = d(conv)/dx^T dy`: the input gradient, written to `dx`, or added
 /// to it when `accumulate` (a residual block's two branches).
-pub fn conv2d_backward_data<T: Real + Default>(
+pub fn conv2d_backward_data<T: Real>(
     pool: &ThreadPool,
     conv: &Conv2d,
     batch: usize,
@@ -192,7 +192,7 @@ pub fn conv2d_backward_data<T: Real + Default>(
 }
 
 /// `dw = sum over the batch of dY X`, the weight gradient (overwritten).
-pub fn conv2d_backward_weight<T: Real + Default>(
+pub fn conv2d_backward_weight<T: Real>(
     pool: &ThreadPool,
     conv: &Conv2d,
     batch: usize,

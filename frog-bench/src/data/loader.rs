@@ -1,0 +1,146 @@
+//! Batches for training and evaluation, made on a worker thread so the
+//! device never waits for them.
+//!
+//! Training batches are shuffled and augmented as the original study does
+//! (random 32x32 crop of the image padded by 4 zero pixels, random
+//! horizontal flip), then normalized; all randomness comes from the seed
+//! and the epoch number, so a run is reproducible.
+
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use super::cifar::PIXELS;
+use super::Images;
+
+/// Per-channel mean of CIFAR-10's training pixels (in [0, 1]).
+pub const MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
+/// Per-channel standard deviation of CIFAR-10's training pixels.
+pub const STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
+/// Zero padding of the random crop.
+const PAD: usize = 4;
+/// Batches made ahead of the consumer.
+const AHEAD: usize = 3;
+
+/// A batch on the host: normalized `[n, 3, 32, 32]` pixels and labels.
+pub struct HostBatch {
+    /// Pixels, `n * 3072`.
+    pub x: Vec<f32>,
+    /// Labels, `n`.
+    pub labels: Vec<u8>,
+}
+
+impl HostBatch {
+    /// Samples in the batch.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// The batches of one pass over a set, made on a worker thread.
+pub struct Batches {
+    rx: Receiver<HostBatch>,
+    worker: Option<JoinHandle<()>>,
+    count: usize,
+}
+
+impl Batches {
+    /// How many batches the pass yields.
+    pub fn total(&self) -> usize {
+        self.count
+    }
+}
+
+impl Iterator for Batches {
+    type Item = HostBatch;
+
+    fn next(&mut self) -> Option<HostBatch> {
+        self.rx.recv().ok()
+    }
+}
+
+impl Drop for Batches {
+    fn drop(&mut self) {
+        // Unblock a worker waiting to send, then wait for it to stop.
+        let (_, dead) = sync_channel(0);
+        drop(std::mem::replace(&mut self.rx, dead));
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn uniform_below(rng: &mut Xoshiro256PlusPlus, n: usize) -> usize {
+    ((rng.next_u64() >> 32) * n as u64 >> 32) as usize
+}
+
+/// Writes image `src` (raw bytes) normalized to `dst`, cropped at offset
+/// `(dy, dx)` of the padded image and mirrored if `flip`.
+fn write_image(src: &[u8], dy: usize, dx: usize, flip: bool, dst: &mut [f32]) {
+    for c in 0..3 {
+        let (scale, shift) = (1.0 / (255.0 * STD[c]), MEAN[c] / STD[c]);
+        let pad_value = -shift;
+        for y in 0..32 {
+            let sy = (y + dy).wrapping_sub(PAD);
+            for x in 0..32 {
+                let xx = if flip { 31 - x } else { x };
+                let sx = (xx + dx).wrapping_sub(PAD);
+                dst[c * 1024 + y * 32 + x] =
+                    if sy < 32 && sx < 32 { f32::from(src[c * 1024 + sy * 32 + sx]) * scale - shift } else { pad_value };
+            }
+        }
+    }
+}
+
+fn spawn(images: Arc<Images>, order: Vec<usize>, batch: usize, augment: Option<Xoshiro256PlusPlus>) -> Batches {
+    let count = order.len().div_ceil(batch);
+    let (tx, rx) = sync_channel(AHEAD);
+    let worker = std::thread::Builder::new()
+        .name("frog-bench-loader".into())
+        .spawn(move || {
+            let mut rng = augment;
+            for idx in order.chunks(batch) {
+                let mut b = HostBatch { x: vec![0.0; idx.len() * PIXELS], labels: Vec::with_capacity(idx.len()) };
+                for (k, &i) in idx.iter().enumerate() {
+                    let (dy, dx, flip) = match &mut rng {
+                        Some(r) => (uniform_below(r, 2 * PAD + 1), uniform_below(r, 2 * PAD + 1), r.next_u64() >> 63 == 1),
+                        None => (PAD, PAD, false),
+                    };
+                    write_image(&images.pixels[i * PIXELS..][..PIXELS], dy, dx, flip, &mut b.x[k * PIXELS..][..PIXELS]);
+                    b.labels.push(images.labels[i]);
+                }
+                if tx.send(b).is_err() {
+                    return;
+                }
+            }
+        })
+        .expect("spawning the loader thread");
+    Batches { rx, worker: Some(worker), count }
+}
+
+/// One training epoch: a seeded shuffle, full batches only (the last
+/// partial batch is dropped, as the original's `drop_last`), augmented.
+pub fn train_batches(images: Arc<Images>, batch: usize, seed: u64, epoch: u64) -> Batches {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ epoch);
+    let n = images.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, uniform_below(&mut rng, i + 1));
+    }
+    order.truncate(n / batch * batch);
+    spawn(images, order, batch, Some(rng))
+}
+
+/// The whole set in order, unaugmented, the last batch possibly partial.
+pub fn eval_batches(images: Arc<Images>, batch: usize) -> Batches {
+    let order = (0..images.len()).collect();
+    spawn(images, order, batch, None)
+}

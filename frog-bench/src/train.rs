@@ -1,0 +1,191 @@
+//! The training loop: epochs of SGD or FROG steps, evaluation after each,
+//! and a record per epoch. Time counts training only (batches, forward,
+//! backward, optimizer), not evaluation, as the original study does.
+
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use frog_core::Scalar;
+
+use crate::arch::Arch;
+use crate::data::loader::{eval_batches, train_batches, HostBatch};
+use crate::data::Data;
+use crate::device::{Device, LossStats};
+use crate::error::{Error, Result};
+use crate::model::Net;
+use crate::optim::{Method, Optimizer};
+
+/// One training run.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Label in tables and plots ("FROG bs 512, s 64").
+    pub label: String,
+    /// The network.
+    pub arch: Arch,
+    /// Optimizer and its settings (the learning rate is the initial one).
+    pub method: Method,
+    /// Training batch size.
+    pub batch: usize,
+    /// Epochs.
+    pub epochs: usize,
+    /// Epochs after which the learning rate is multiplied by `gamma`.
+    pub milestones: Vec<usize>,
+    /// The schedule's factor.
+    pub gamma: f64,
+    /// Seed of initialization, shuffling, augmentation and FROG's sampler.
+    pub seed: u64,
+}
+
+impl RunConfig {
+    /// The learning rate of 0-based `epoch` (PyTorch's `MultiStepLR`).
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        let drops = self.milestones.iter().filter(|&&m| m <= epoch).count();
+        self.method.lr() * self.gamma.powi(drops as i32)
+    }
+}
+
+/// What one epoch did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Learning rate of the epoch.
+    pub lr: f64,
+    /// Mean training loss over the epoch's batches.
+    pub train_loss: f64,
+    /// Training accuracy (augmented batches, train mode), percent.
+    pub train_acc: f64,
+    /// Test loss.
+    pub test_loss: f64,
+    /// Test accuracy, percent.
+    pub test_acc: f64,
+    /// Training seconds of this epoch.
+    pub epoch_seconds: f64,
+    /// Training seconds so far.
+    pub train_seconds: f64,
+}
+
+/// A per-epoch progress bar on stderr, drawn only on a terminal.
+struct Progress {
+    on: bool,
+    total: usize,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        Self { on: std::io::stderr().is_terminal(), total }
+    }
+
+    fn draw(&self, epoch: usize, done: usize, loss: f64) {
+        if self.on {
+            let width = 30;
+            let filled = done * width / self.total.max(1);
+            let bar: String = (0..width).map(|i| if i < filled { '#' } else { '.' }).collect();
+            eprint!("\r  epoch {epoch} [{bar}] {done}/{} loss {loss:.4} ", self.total);
+            let _ = std::io::stderr().flush();
+        }
+    }
+
+    fn clear(&self) {
+        if self.on {
+            eprint!("\r{:70}\r", "");
+        }
+    }
+}
+
+/// Device buffers for one batch.
+pub struct Staging<D: Device> {
+    host: Vec<D::Scalar>,
+    x: D::Buffer,
+    labels: D::Labels,
+}
+
+impl<D: Device> Staging<D> {
+    /// Room for batches of up to `capacity` samples of `arch`'s input.
+    pub fn new(dev: &D, arch: &Arch, capacity: usize) -> Result<Self> {
+        Ok(Self { host: Vec::with_capacity(capacity * arch.input_len()), x: dev.zeros(capacity * arch.input_len())?, labels: dev.labels(capacity)? })
+    }
+
+    /// Copies a host batch to the device.
+    pub fn upload(&mut self, dev: &D, b: &HostBatch) -> Result<()> {
+        self.host.clear();
+        self.host.extend(b.x.iter().map(|&v| D::Scalar::from_f64(f64::from(v))));
+        dev.upload(&self.host, &mut self.x)?;
+        dev.upload_labels(&b.labels, &mut self.labels)
+    }
+}
+
+/// One training step on the staged batch of `batch` samples: forward,
+/// loss, backward (gathering FROG's sampled rows), optimizer step.
+pub fn train_step<D: Device>(dev: &D, net: &mut Net<D>, opt: &mut Optimizer<D>, st: &Staging<D>, batch: usize) -> Result<LossStats> {
+    let sample = opt.draw_sample()?.map(<[usize]>::to_vec);
+    net.forward(dev, &st.x, batch, true)?;
+    let s = net.loss(dev, batch, &st.labels)?;
+    net.backward(dev, &st.x, batch, sample.as_deref())?;
+    opt.step(dev, net)?;
+    Ok(s)
+}
+
+/// Mean loss and accuracy (percent) of `net` on `data.test`, eval mode.
+pub fn evaluate<D: Device>(dev: &D, net: &mut Net<D>, data: &Data, staging_batch: usize) -> Result<(f64, f64)> {
+    let mut st = Staging::new(dev, &net.arch, staging_batch)?;
+    let (mut loss, mut correct, mut n) = (0.0, 0, 0);
+    for b in eval_batches(data.test.clone(), staging_batch) {
+        st.upload(dev, &b)?;
+        net.forward(dev, &st.x, b.len(), false)?;
+        let s = net.loss(dev, b.len(), &st.labels)?;
+        loss += s.loss * b.len() as f64;
+        correct += s.correct;
+        n += b.len();
+    }
+    Ok((loss / n as f64, 100.0 * correct as f64 / n as f64))
+}
+
+/// Trains `cfg` on `data`, calling `on_epoch` after every epoch, and
+/// returns the records. A non-finite loss stops the run with an error.
+pub fn train<D: Device>(dev: &D, data: &Data, cfg: &RunConfig, mut on_epoch: impl FnMut(&EpochRecord)) -> Result<Vec<EpochRecord>> {
+    if data.train.len() < cfg.batch {
+        return Err(Error::new(format!("{}: {} training images, fewer than one batch of {}", cfg.label, data.train.len(), cfg.batch)));
+    }
+    let mut net = Net::new(dev, &cfg.arch, cfg.batch, cfg.seed)?;
+    let mut opt = Optimizer::new(dev, cfg.method, &mut net, cfg.batch, cfg.seed)?;
+    let mut st = Staging::new(dev, &cfg.arch, cfg.batch)?;
+    let mut records = Vec::with_capacity(cfg.epochs);
+    let mut total = 0.0;
+    for epoch in 0..cfg.epochs {
+        let lr = cfg.lr_at(epoch);
+        opt.set_lr(lr);
+        let start = Instant::now();
+        let batches = train_batches(data.train.clone(), cfg.batch, cfg.seed, epoch as u64);
+        let progress = Progress::new(batches.total());
+        let (mut loss_sum, mut correct, mut seen) = (0.0, 0, 0);
+        for (i, b) in batches.enumerate() {
+            st.upload(dev, &b)?;
+            let s = train_step(dev, &mut net, &mut opt, &st, cfg.batch)?;
+            if !s.loss.is_finite() {
+                return Err(Error::new(format!("{}: training diverged (loss {} at epoch {}, step {})", cfg.label, s.loss, epoch + 1, i + 1)));
+            }
+            loss_sum += s.loss * cfg.batch as f64;
+            correct += s.correct;
+            seen += cfg.batch;
+            progress.draw(epoch + 1, i + 1, loss_sum / seen as f64);
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        total += seconds;
+        progress.clear();
+        let (test_loss, test_acc) = evaluate(dev, &mut net, data, cfg.batch)?;
+        let rec = EpochRecord {
+            epoch: epoch + 1,
+            lr,
+            train_loss: loss_sum / seen as f64,
+            train_acc: 100.0 * correct as f64 / seen as f64,
+            test_loss,
+            test_acc,
+            epoch_seconds: seconds,
+            train_seconds: total,
+        };
+        on_epoch(&rec);
+        records.push(rec);
+    }
+    Ok(records)
+}
