@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# frog-cuda's CI on a machine without a GPU (called by .ci/run).
+#
+# 1. installs the pinned compilers as pip wheels into a cache folder
+#    ($FROG_CUDA_CACHE, default $HOME/.cache/frog-cuda): NVRTC 12.4.127 (PTX
+#    ISA 8.4) and cuda-toolkit 13.0.2 for ptxas;
+# 2. regenerates the PTX from kernels/*.cu and fails on any difference from
+#    the committed ptx/*.ptx;
+# 3. assembles the PTX with ptxas for sm_80 and sm_90 and prints registers,
+#    shared memory and spills per kernel (fails on any spill);
+# 4. builds the libcuda stub (../shared/cuda/libcuda-stub.sh) and runs clippy
+#    and the tests of frog-cuda; GPU tests print that they were skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+cache=${FROG_CUDA_CACHE:-$HOME/.cache/frog-cuda}
+mkdir -p "$cache"
+t0=$(date +%s)
+say() { printf '\n-- frog-cuda: %s (%ss)\n' "$1" "$(($(date +%s) - t0))"; }
+
+say "pinned compilers (pip wheels in $cache)"
+nvrtc_lib=$cache/nvrtc/nvidia/cuda_nvrtc/lib
+if [ ! -e "$nvrtc_lib/libnvrtc.so.12" ]; then
+  python3 -m pip install --quiet --no-deps --target "$cache/nvrtc" "nvidia-cuda-nvrtc-cu12==12.4.127"
+fi
+ptxas=$cache/tk/nvidia/cu13/bin/ptxas
+if [ ! -x "$ptxas" ]; then
+  python3 -m pip install --quiet --target "$cache/tk" "cuda-toolkit[nvcc,nvvm,crt,cudart,cccl]==13.0.2"
+fi
+"$ptxas" --version | tail -1
+
+say "PTX regeneration with NVRTC 12.4 against the committed PTX"
+python3 frog-cuda/scripts/gen-ptx.py --nvrtc "$nvrtc_lib" --check
+
+say "ptxas: registers, shared memory and spills per kernel"
+spills=0
+for ptx in frog-cuda/ptx/*.ptx; do
+  for arch in sm_80 sm_90; do
+    out=$("$ptxas" -arch=$arch -v "$ptx" -o /dev/null 2>&1)
+    printf '%s for %s\n' "$(basename "$ptx")" "$arch"
+    printf '%s\n' "$out" | awk -v arch=$arch '
+      /Compiling entry function/ { match($0, /'"'"'[^'"'"']*'"'"'/); name = substr($0, RSTART + 1, RLENGTH - 2) }
+      /spill stores/ { split($0, a, ","); st = a[2]; ld = a[3]; gsub(/^ +| bytes spill (stores|loads)/, "", st); gsub(/^ +| bytes spill (stores|loads)/, "", ld) }
+      /Used [0-9]+ registers/ {
+        match($0, /Used [0-9]+ registers/); regs = substr($0, RSTART + 5, RLENGTH - 15)
+        smem = 0; if (match($0, /[0-9]+ bytes smem/)) smem = substr($0, RSTART, RLENGTH - 11)
+        printf "  %-16s %3d regs  %5d B smem  spill stores %s B, loads %s B\n", name, regs, smem, st, ld
+      }'
+    if printf '%s\n' "$out" | grep -Eq '[1-9][0-9]* bytes spill'; then spills=1; fi
+  done
+done
+[ "$spills" = 0 ] || { echo "a kernel spills registers" >&2; exit 1; }
+
+say "libcuda stub"
+eval "$(bash ../shared/cuda/libcuda-stub.sh "$root/target/cuda-stub")"
+
+say "clippy -p frog-cuda"
+# --no-deps: lint frog-cuda itself; frog-core and frog-cpu are linted by the
+# workspace's own clippy step.
+cargo clippy --release -p frog-cuda --no-deps --all-targets -- -D warnings
+
+say "tests -p frog-cuda (GPU tests report SKIPPED without a device)"
+cargo test --release -p frog-cuda -- --nocapture 2>&1 | tee "$root/target/frog-cuda-tests.log" | grep -E '^(test |SKIPPED|test result|running)' || true
+grep -q 'test result: FAILED' "$root/target/frog-cuda-tests.log" && { echo "frog-cuda tests failed" >&2; exit 1; }
+grep -q 'test result: ok' "$root/target/frog-cuda-tests.log" || { cat "$root/target/frog-cuda-tests.log" >&2; exit 1; }
+skipped=$(grep -c '^SKIPPED' "$root/target/frog-cuda-tests.log" || true)
+say "done ($skipped GPU tests skipped for lack of a device)"

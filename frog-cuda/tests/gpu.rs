@@ -1,0 +1,210 @@
+//! GPU tests of the CUDA backend. Each one prints that it was skipped and
+//! passes when there is no device (no driver, or the libcuda stub).
+//!
+//! - `gpu_golden_exact`: every golden layer case in exact mode, rtol 1e-4.
+//! - `gpu_golden_fast`: the same cases in fast (TF32) mode, against the
+//!   reference's f64 values, at `FAST_RTOL`; prints the worst errors.
+//! - kernels against host arithmetic (GEMM shapes, split-K, im2col), errors.
+
+use frog_core::{Backend, BackendError, BackendErrorKind, Conv2d, Layer, Patches};
+use frog_cpu::golden::{golden_dir, load_cases, run_case};
+use frog_cuda::{Cuda, Error, Precision};
+
+/// Tolerance of fast mode against the f64 reference (max-norm relative per
+/// array). TF32 rounds the products' inputs to 10 mantissa bits (about 5e-4
+/// relative per product); CG amplifies that by the condition number.
+const FAST_RTOL: f64 = 3e-2;
+
+fn device(precision: Precision, test: &str) -> Option<Cuda> {
+    match Cuda::new(precision) {
+        Ok(c) => Some(c),
+        Err(e) if e.kind() == BackendErrorKind::NoDevice => {
+            println!("SKIPPED {test}: no CUDA device ({e})");
+            None
+        }
+        Err(e) => panic!("{test}: the backend failed to start: {e}"),
+    }
+}
+
+fn golden(precision: Precision, rtol: f64, test: &str) {
+    let Some(cuda) = device(precision, test) else { return };
+    let dir = golden_dir();
+    let cases = load_cases(&dir).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!cases.is_empty(), "no golden layer cases in {}", dir.display());
+    let mut failures = Vec::new();
+    let mut worst: f64 = 0.0;
+    for case in &cases {
+        match run_case(&cuda, case, rtol) {
+            Ok(r) => {
+                worst = worst.max(r.worst);
+                println!("{test} {:<28} ok  worst {:.2e} at {}", case.name, r.worst, r.worst_at);
+            }
+            Err(e) => {
+                println!("{test} {:<28} FAILED {e}", case.name);
+                failures.push(format!("{}: {e}", case.name));
+            }
+        }
+    }
+    println!(
+        "{test}: {} of {} golden cases pass on {} at rtol {rtol:.0e}; worst passing error {worst:.2e}",
+        cases.len() - failures.len(),
+        cases.len(),
+        cuda.device_name()
+    );
+    assert!(failures.is_empty(), "golden failures:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn gpu_golden_exact() {
+    golden(Precision::Exact, 1e-4, "gpu_golden_exact");
+}
+
+#[test]
+fn gpu_golden_fast() {
+    golden(Precision::Fast, FAST_RTOL, "gpu_golden_fast");
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn rel(a: &[f32], b: &[f64]) -> f64 {
+    let d = a.iter().zip(b).map(|(x, y)| (f64::from(*x) - y).abs()).fold(0.0, f64::max);
+    let s = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
+    if a.len() != b.len() || a.iter().any(|x| !x.is_finite()) {
+        f64::INFINITY
+    } else {
+        d / s.max(f64::MIN_POSITIVE)
+    }
+}
+
+/// Host im2col in this backend's layout `[r*L, D']`.
+fn host_im2col(c: &Conv2d, bias: bool, r: usize, x: &[f32]) -> Vec<f64> {
+    let [ho, wo] = c.output_hw().unwrap();
+    let d = c.c_in * c.kernel[0] * c.kernel[1];
+    let cols = d + usize::from(bias);
+    let mut out = vec![0.0; r * ho * wo * cols];
+    for i in 0..r {
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let n = (i * ho + oy) * wo + ox;
+                for ci in 0..c.c_in {
+                    for ky in 0..c.kernel[0] {
+                        for kx in 0..c.kernel[1] {
+                            let iy = (oy * c.stride[0] + ky * c.dilation[0]) as isize - c.padding[0] as isize;
+                            let ix = (ox * c.stride[1] + kx * c.dilation[1]) as isize - c.padding[1] as isize;
+                            let [h, w] = c.input_hw;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                let col = (ci * c.kernel[0] + ky) * c.kernel[1] + kx;
+                                out[n * cols + col] = f64::from(x[((i * c.c_in + ci) * h + iy as usize) * w + ix as usize]);
+                            }
+                        }
+                    }
+                }
+                if bias {
+                    out[n * cols + d] = 1.0;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn check_products(precision: Precision, rtol: f64, test: &str) {
+    let Some(cuda) = device(precision, test) else { return };
+    // Shapes chosen to cut GEMM tiles unevenly and to trigger split-K.
+    let convs = [
+        (Conv2d::new(3, 5, 3, 1, 1, [8, 8]), true, 3),
+        (Conv2d { c_in: 4, c_out: 7, kernel: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [1, 1], input_hw: [7, 10] }, false, 2),
+        (Conv2d { c_in: 3, c_out: 70, kernel: [3, 3], stride: [1, 1], padding: [2, 2], dilation: [2, 2], input_hw: [9, 9] }, false, 5),
+        (Conv2d::new(64, 64, 3, 1, 1, [32, 32]), false, 8),
+    ];
+    for (k, (conv, bias, r)) in convs.into_iter().enumerate() {
+        let layer = Layer::conv2d(conv, bias);
+        let (rows, cols, l) = (layer.rows(), layer.cols(), layer.positions());
+        let n = r * l;
+        let x_host = values(r * layer.input_len(), 1 + k as u64);
+        let v_host = values(rows * cols, 100 + k as u64);
+        let u_in = values(rows * n, 200 + k as u64);
+        let x = cuda.upload(&x_host).unwrap();
+        let v = cuda.upload(&v_host).unwrap();
+        let u_given = cuda.upload(&u_in).unwrap();
+        let mut packed = cuda.zeros(cuda.patch_scratch_len(&layer, r)).unwrap();
+        cuda.pack_patches(&layer, r, &x, &mut packed).unwrap();
+        let p = Patches { layer: &layer, r, x: &x, packed: &packed };
+        let xm = host_im2col(&conv, bias, r, &x_host);
+        let got = cuda.download(&packed, n * cols).unwrap();
+        assert!(rel(&got, &xm) == 0.0, "{test}: im2col of case {k} differs");
+        // U = X V^T in layout [R, N].
+        let mut u = cuda.zeros(rows * n).unwrap();
+        cuda.project(&p, &v, &mut u).unwrap();
+        let mut want = vec![0.0; rows * n];
+        for j in 0..rows {
+            for q in 0..n {
+                want[j * n + q] = (0..cols).map(|c| xm[q * cols + c] * f64::from(v_host[j * cols + c])).sum();
+            }
+        }
+        let e = rel(&cuda.download(&u, rows * n).unwrap(), &want);
+        println!("{test} case {k}: project rel error {e:.2e}");
+        assert!(e < rtol, "{test}: project of case {k}: {e:.2e}");
+        // G = U X.
+        let mut g = cuda.zeros(rows * cols).unwrap();
+        cuda.back_project(&p, &u_given, &mut g).unwrap();
+        let mut want = vec![0.0; rows * cols];
+        for j in 0..rows {
+            for c in 0..cols {
+                want[j * cols + c] = (0..n).map(|q| f64::from(u_in[j * n + q]) * xm[q * cols + c]).sum();
+            }
+        }
+        let e = rel(&cuda.download(&g, rows * cols).unwrap(), &want);
+        println!("{test} case {k}: back_project rel error {e:.2e}");
+        assert!(e < rtol, "{test}: back_project of case {k}: {e:.2e}");
+    }
+}
+
+#[test]
+fn gpu_products_exact() {
+    check_products(Precision::Exact, 1e-5, "gpu_products_exact");
+}
+
+#[test]
+fn gpu_products_fast() {
+    check_products(Precision::Fast, 5e-3, "gpu_products_fast");
+}
+
+#[test]
+fn gpu_buffer_errors() {
+    let Some(a) = device(Precision::Exact, "gpu_buffer_errors") else { return };
+    let b = Cuda::new(Precision::Exact).unwrap();
+    let x = a.zeros(8).unwrap();
+    let mut y = b.zeros(8).unwrap();
+    let e = b.axpby(8, 1.0, &x, 0.0, &mut y).unwrap_err();
+    assert!(matches!(e, Error::ForeignBuffer { what: "x" }), "{e}");
+    assert_eq!(e.kind(), BackendErrorKind::InvalidBuffer);
+    let e = b.axpby(9, 1.0, &y.clone_zeroed(&b), 0.0, &mut y).unwrap_err();
+    assert!(matches!(e, Error::BufferTooShort { .. }), "{e}");
+    let mut host = [1.0f32; 8];
+    b.read(&y, 0, &mut host).unwrap();
+    assert_eq!(host, [0.0; 8]);
+    assert!(b.read(&y, 1, &mut host).is_err());
+    println!("gpu_buffer_errors: foreign and short buffers are errors on {}", a.device_name());
+}
+
+trait CloneZeroed {
+    fn clone_zeroed(&self, cuda: &Cuda) -> frog_cuda::Buffer;
+}
+
+impl CloneZeroed for frog_cuda::Buffer {
+    fn clone_zeroed(&self, cuda: &Cuda) -> frog_cuda::Buffer {
+        cuda.zeros(self.len()).unwrap()
+    }
+}
