@@ -3,10 +3,11 @@
 //! Layouts: the patch scratch holds `X`, the `N x D'` im2col matrix of the
 //! sampled inputs (`N = r*L` rows ordered `(i, l)`, a trailing column of
 //! ones with a bias), packed once per step and read by every product. The
-//! Fisher weights and `U` are `R x N` (row `j`, column `i*L + l`): the
-//! transposed layout makes `G = U X` the faster product (see
-//! `shared/notes/cpu-gemm.md`) and lets the `Lambda` scaling run on each
-//! thread's freshly computed tile of `U`.
+//! Fisher weights and `U` are `N x R` (row `i*L + l`, column `j`): each
+//! thread computes `U = X V^T` for its own row tiles of `X`, contiguous in
+//! both, and scales each tile by `Lambda` while it is in cache. Measured on
+//! the ResNet-18 shapes this beat the transposed `R x N` layout by 10-75 %
+//! on the first product and matched it on the second.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -50,6 +51,10 @@ fn need<T>(op: &'static str, buf: &[T], needed: usize) -> Result<(), CpuError> {
         Err(CpuError { op, needed, len: buf.len() })
     }
 }
+
+/// Rows of `X` per tile of the first product (a multiple of the GEMM
+/// kernels' row blocks; small enough that a tile of `U` stays in L2).
+const PROJECT_TILE: usize = 256;
 
 /// Entries that make splitting an elementwise pass across threads worth a
 /// wake-up of the pool.
@@ -204,25 +209,32 @@ impl<T: Real> Backend for Cpu<T> {
         need("fisher_weights: trace", trace, rows)?;
         need("fisher_weights: lambda", lambda, n * rows)?;
         let (row_stride, pos_stride) = p.layer.output_strides();
-        let lam = SendPtr(lambda.as_mut_ptr());
+        // Y[i, j, l] at position k = i*L + l, walked without divisions.
+        let y_row = |i: usize, j: usize| &y[i * rows * l + j * row_stride..];
         self.par_row_blocks(trace, rows, 1, n, |js, tr| {
             for (t, j) in tr.iter_mut().zip(js) {
-                // SAFETY: row j of lambda belongs to this thread alone.
-                let row = unsafe { std::slice::from_raw_parts_mut(lam.get().add(j * n), n) };
                 let mut acc = T::ZERO;
                 for i in 0..r {
-                    let yi = &y[i * rows * l + j * row_stride..];
-                    for k in 0..l {
-                        let v = yi[k * pos_stride];
-                        let q = scale * v * v;
-                        row[i * l + k] = q;
-                        acc += q * norms[i * l + k];
+                    let (yi, ni) = (y_row(i, j), &norms[i * l..(i + 1) * l]);
+                    for (pos, &norm) in ni.iter().enumerate() {
+                        let v = yi[pos * pos_stride];
+                        acc += scale * v * v * norm;
                     }
                 }
                 *t = acc / d_prime;
-                let den = *t + eps;
-                for q in row.iter_mut() {
-                    *q /= den;
+            }
+        });
+        let trace = &trace[..rows];
+        // One sample's L x R block of lambda at a time (it fits in L2), walked
+        // in Y's order so the reads of Y are sequential.
+        self.par_row_blocks(lambda, r, l * rows, l * rows, |is, block| {
+            for (i, out) in is.zip(block.chunks_exact_mut(l * rows)) {
+                for (j, &tr) in trace.iter().enumerate() {
+                    let (yi, den) = (y_row(i, j), tr + eps);
+                    for pos in 0..l {
+                        let v = yi[pos * pos_stride];
+                        out[pos * rows + j] = scale * v * v / den;
+                    }
                 }
             }
         });
@@ -367,8 +379,9 @@ impl<T: Real> Backend for Cpu<T> {
 }
 
 impl<T: Real> Cpu<T> {
-    /// `U = V X^T` (`R x N`), times `lambda` entrywise when given, computed
-    /// in column tiles per thread so the scaling finds its tile in cache.
+    /// `U = X V^T` (`N x R`), times `lambda` entrywise when given,
+    /// computed in row tiles per thread so the scaling finds its tile in
+    /// cache.
     fn project_scaled(&self, p: &Patches<'_, Self>, v: &[T], lambda: Option<&Vec<T>>, u: &mut [T]) -> Result<(), CpuError> {
         let (n, cols) = Self::patch_dims(p);
         let rows = p.layer.rows();
@@ -378,41 +391,31 @@ impl<T: Real> Cpu<T> {
         if let Some(l) = lambda {
             need("project: lambda", l, rows * n)?;
         }
-        let vv = View::row_major(&v[..rows * cols], rows, cols);
+        let vt = View::row_major(&v[..rows * cols], rows, cols).t();
         let x = View::row_major(&p.packed[..n * cols], n, cols);
-        let base = SendPtr(u.as_mut_ptr());
-        let tile = (1 << 16) / rows.max(1);
-        let tile = tile.clamp(64, 4096);
-        self.par_ranges(n, rows * n * cols, |range| {
-            let mut start = range.start;
-            while start < range.end {
-                let end = (start + tile).min(range.end);
-                // SAFETY: columns start..end of U belong to this thread; the
-                // checks above keep them inside `u`.
-                let block = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), (rows - 1) * n + (end - start)) };
-                matmul_seq(block, n, false, vv, x.rows(start..end).t());
+        self.par_row_blocks(u, n, rows, rows * cols, |range, block| {
+            for (t, tile) in block.chunks_mut(PROJECT_TILE * rows).enumerate() {
+                let start = range.start + t * PROJECT_TILE;
+                let len = tile.len() / rows;
+                matmul_seq(tile, rows, false, x.rows(start..start + len), vt);
                 if let Some(l) = lambda {
-                    for j in 0..rows {
-                        let ur = &mut block[j * n..j * n + (end - start)];
-                        ur.iter_mut().zip(&l[j * n + start..j * n + end]).for_each(|(u, &s)| *u *= s);
-                    }
+                    tile.iter_mut().zip(&l[start * rows..(start + len) * rows]).for_each(|(u, &s)| *u *= s);
                 }
-                start = end;
             }
         });
         Ok(())
     }
 
-    /// `G = U X` (`R x D'`), added to `g` when `accumulate`.
+    /// `G = U^T X` (`R x D'`), added to `g` when `accumulate`.
     fn back_project_into(&self, p: &Patches<'_, Self>, u: &[T], accumulate: bool, g: &mut [T]) -> Result<(), CpuError> {
         let (n, cols) = Self::patch_dims(p);
         let rows = p.layer.rows();
         need("back_project: scratch", p.packed, n * cols)?;
         need("back_project: u", u, rows * n)?;
         need("back_project: g", g, rows * cols)?;
-        let uu = View::row_major(&u[..rows * n], rows, n);
+        let ut = View::row_major(&u[..rows * n], n, rows).t();
         let x = View::row_major(&p.packed[..n * cols], n, cols);
-        matmul(&self.pool, &mut g[..rows * cols], accumulate, uu, x);
+        matmul(&self.pool, &mut g[..rows * cols], accumulate, ut, x);
         Ok(())
     }
 }
