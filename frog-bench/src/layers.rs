@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use frog_core::{precondition_step, Batch, Config, Conv2d, Layer, ParamState, Params, Workspace, WorkspaceReq};
+use frog_cpu::gemm::{matmul, View};
 use frog_cpu::Cpu;
 
 /// Options of the `layers` subcommand.
@@ -80,32 +81,78 @@ fn filled(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Median wall time of FROG steps of `layer` at sample `r`, with the
-/// study's hyperparameters: at least 3 timed steps after a warm-up, more
-/// for small layers, up to about a second of timing.
-fn time_step(backend: &Cpu<f32>, layer: &Layer, r: usize, iters: usize) -> Result<Duration, String> {
-    let cfg = Config { lr: 0.01, momentum: 0.9, weight_decay: 1e-5, sample_size: Some(r), num_iters: iters, lr_other_ratio: 1.0, ..Config::default() };
-    let err = |e: frog_core::Error<frog_cpu::CpuError>| e.to_string();
-    let n = layer.rows() * layer.weight_cols();
-    let (x, y) = (filled(r * layer.input_len(), 1), filled(r * layer.output_len(), 2));
-    let (mut weight, grad) = (filled(n, 3), filled(n, 4));
-    let mut state = ParamState::for_layer(backend, layer, &cfg).map_err(|e| e.to_string())?;
-    let mut ws = Workspace::new(backend, WorkspaceReq::new(backend, layer, r)).map_err(|e| e.to_string())?;
-    let mut step = || {
-        let params = Params { weight: &mut weight, grad_weight: &grad, bias: None };
-        let batch = Batch { x: &x, y: &y, sample: r, batch_size: 512.max(r) };
-        let t = Instant::now();
-        precondition_step(backend, &cfg, layer, &mut state, &mut ws, params, batch).map_err(err)?;
-        Ok::<_, String>(t.elapsed())
-    };
-    step()?;
+/// One layer's FROG step with its data, state and workspace in memory,
+/// ready to be timed (here and by the criterion bench), with the study's
+/// hyperparameters.
+pub struct LayerStep {
+    backend: Cpu<f32>,
+    cfg: Config,
+    layer: Layer,
+    sample: usize,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    weight: Vec<f32>,
+    grad: Vec<f32>,
+    state: ParamState<Cpu<f32>>,
+    ws: Workspace<Cpu<f32>>,
+}
+
+impl LayerStep {
+    /// Allocates everything a step of `layer` at sample `r` needs.
+    pub fn new(backend: &Cpu<f32>, layer: Layer, sample: usize, iters: usize) -> Result<Self, String> {
+        let cfg = Config { lr: 0.01, momentum: 0.9, weight_decay: 1e-5, sample_size: Some(sample), num_iters: iters, lr_other_ratio: 1.0, ..Config::default() };
+        let n = layer.rows() * layer.weight_cols();
+        let state = ParamState::for_layer(backend, &layer, &cfg).map_err(|e| e.to_string())?;
+        let ws = Workspace::new(backend, WorkspaceReq::new(backend, &layer, sample)).map_err(|e| e.to_string())?;
+        Ok(Self {
+            backend: backend.clone(),
+            cfg,
+            layer,
+            sample,
+            x: filled(sample * layer.input_len(), 1),
+            y: filled(sample * layer.output_len(), 2),
+            weight: filled(n, 3),
+            grad: filled(n, 4),
+            state,
+            ws,
+        })
+    }
+
+    /// One FROG step.
+    pub fn step(&mut self) -> Result<(), String> {
+        let params = Params { weight: &mut self.weight, grad_weight: &self.grad, bias: None };
+        let batch = Batch { x: &self.x, y: &self.y, sample: self.sample, batch_size: 512.max(self.sample) };
+        precondition_step(&self.backend, &self.cfg, &self.layer, &mut self.state, &mut self.ws, params, batch).map_err(|e| e.to_string())
+    }
+}
+
+/// Median wall time of `f`: at least 3 timed calls after a warm-up, more
+/// for fast ones, up to about a second of timing.
+fn median_time(mut f: impl FnMut() -> Result<(), String>) -> Result<Duration, String> {
+    f()?;
     let mut times = Vec::new();
     let budget = Instant::now();
     while times.len() < 3 || (times.len() < 15 && budget.elapsed() < Duration::from_secs(1)) {
-        times.push(step()?);
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed());
     }
     times.sort();
     Ok(times[times.len() / 2])
+}
+
+/// The pool's f32 GEMM rate on a 2048^3 product, measured in the same run
+/// so the step's rate can be read as a fraction of what the machine gives
+/// at that moment (these machines are shared and noisy).
+fn gemm_reference(backend: &Cpu<f32>) -> Result<f64, String> {
+    let n = 2048;
+    let (a, b) = (filled(n * n, 5), filled(n * n, 6));
+    let mut c = vec![0.0f32; n * n];
+    let t = median_time(|| {
+        matmul(backend.pool(), &mut c, false, View::row_major(&a, n, n), View::row_major(&b, n, n));
+        Ok(())
+    })?;
+    Ok(2.0 * (n * n * n) as f64 / t.as_secs_f64() / 1e9)
 }
 
 /// Runs the benchmark and prints a table (or JSON lines), ending with
@@ -123,7 +170,8 @@ pub fn run(args: &LayersArgs) -> Result<(), String> {
     let (mut total_ms, mut total_flop) = (0.0, 0.0);
     for rc in resnet18_convs() {
         let layer = Layer::conv2d(rc.conv, false);
-        let median = time_step(&backend, &layer, args.sample, args.iters)?;
+        let mut step = LayerStep::new(&backend, layer, args.sample, args.iters)?;
+        let median = median_time(|| step.step())?;
         let ms = median.as_secs_f64() * 1e3;
         let flop = layer.cg_flops(args.sample, args.iters);
         let gflops = flop / median.as_secs_f64() / 1e9;
@@ -140,10 +188,11 @@ pub fn run(args: &LayersArgs) -> Result<(), String> {
         }
     }
     let rate = total_flop / total_ms / 1e6;
+    let gemm = gemm_reference(&backend)?;
     if args.json {
-        println!("{{\"total_ms\":{total_ms:.1},\"total_gflop\":{:.1},\"gflops\":{rate:.1}}}", total_flop / 1e9);
+        println!("{{\"total_ms\":{total_ms:.1},\"total_gflop\":{:.1},\"gflops\":{rate:.1},\"gemm_2048_gflops\":{gemm:.1}}}", total_flop / 1e9);
     } else {
-        println!("{:.1} GFLOP in all, {rate:.1} GFLOP/s overall", total_flop / 1e9);
+        println!("{:.1} GFLOP in all, {rate:.1} GFLOP/s overall; f32 GEMM 2048^3 on the same pool now: {gemm:.1} GFLOP/s ({:.0} %)", total_flop / 1e9, 100.0 * rate / gemm);
     }
     println!("TOTAL_MS {total_ms:.1}");
     Ok(())
