@@ -13,7 +13,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use frog_core::{Backend, BackendError, BackendErrorKind, Layer, LayerKind, Patches, Strided};
+use frog_core::{Backend, BackendError, BackendErrorKind, CgBuffers, Layer, LayerKind, Patches, Strided};
 
 use crate::gemm::{matmul, matmul_seq, Real, View};
 use crate::im2col::im2col;
@@ -264,6 +264,47 @@ impl<T: Real> Backend for Cpu<T> {
         self.project_scaled(p, v, Some(lambda), u)?;
         self.axpby(p.layer.rows() * p.layer.cols(), tau, v, T::ZERO, out)?;
         self.back_project_into(p, u, true, out)
+    }
+
+    fn cg_iteration(&self, p: &Patches<'_, Self>, lambda: &Vec<T>, tau: T, eps: T, cg: &mut CgBuffers<'_, Self>) -> Result<(), CpuError> {
+        // After the matvec, one pass per row does every vector update of the
+        // iteration while the row's four vectors sit in cache, with the same
+        // arithmetic (and the same dot products) as the provided method.
+        let (rows, cols) = (p.layer.rows(), p.layer.cols());
+        self.fisher_matvec(p, lambda, tau, cg.pd, cg.u, cg.ap)?;
+        for (what, v) in [("cg: z", &*cg.z), ("cg: rs", &*cg.rs), ("cg: pd", &*cg.pd), ("cg: ap", &*cg.ap)] {
+            need(what, v, rows * cols)?;
+        }
+        for (what, v) in [("cg: rho", &*cg.rho), ("cg: rho_next", &*cg.rho_next)] {
+            need(what, v, rows)?;
+        }
+        let (z, rs, pd) = (SendPtr(cg.z.as_mut_ptr()), SendPtr(cg.rs.as_mut_ptr()), SendPtr(cg.pd.as_mut_ptr()));
+        let (ap, rho) = (&cg.ap[..rows * cols], &cg.rho[..rows]);
+        self.par_row_blocks(cg.rho_next, rows, 1, 6 * cols, |js, rho_next| {
+            for (next, j) in rho_next.iter_mut().zip(js) {
+                let at = j * cols;
+                // SAFETY: row j of z, rs and pd belongs to this thread alone,
+                // inside the lengths checked above.
+                let (z, rs, pd) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(z.get().add(at), cols),
+                        std::slice::from_raw_parts_mut(rs.get().add(at), cols),
+                        std::slice::from_raw_parts_mut(pd.get().add(at), cols),
+                    )
+                };
+                let ap = &ap[at..at + cols];
+                let alpha = rho[j] / (dot(pd, ap) + eps);
+                for k in 0..cols {
+                    z[k] += alpha * pd[k];
+                    rs[k] += -alpha * ap[k];
+                }
+                *next = dot(rs, rs);
+                let beta = *next / (rho[j] + eps);
+                pd.iter_mut().zip(rs.iter()).for_each(|(p, &r)| *p = r + beta * *p);
+            }
+        });
+        std::mem::swap(&mut cg.rho, &mut cg.rho_next);
+        Ok(())
     }
 
     fn axpby(&self, n: usize, a: T, x: &Vec<T>, b: T, y: &mut Vec<T>) -> Result<(), CpuError> {
