@@ -6,10 +6,14 @@
 //! device; [`optim::Optimizer`] steps it with SGD or FROG through frog-core.
 
 pub mod arch;
+pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod layers;
 pub mod model;
 pub mod optim;
+pub mod report;
+pub mod study;
 pub mod throughput;
 pub mod train;

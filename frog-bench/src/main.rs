@@ -1,9 +1,32 @@
-fn main() {
+//! `frog-bench`: the study (default), `throughput` and `layers`.
+
+use frog_bench::cli::{self, Command};
+use frog_bench::device::cpu::CpuDevice;
+use frog_bench::error::{Error, Result};
+use frog_bench::layers::{self, LayersArgs};
+use frog_bench::{study, throughput};
+
+fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let model = args.first().cloned().unwrap_or("resnet-small".into());
-    let batch = args.get(1).map_or(128, |v| v.parse().unwrap());
-    let sample = args.get(2).map_or(16, |v| v.parse().unwrap());
-    let dev = frog_bench::device::cpu::CpuDevice::<f32>::new(0);
-    let a = frog_bench::throughput::ThroughputArgs { model, batch, sample, steps: 3 };
-    frog_bench::throughput::run(&dev, &a).unwrap();
+    let l = LayersArgs::default();
+    match cli::parse(&args, (l.sample, l.iters, l.threads, l.json))? {
+        Command::Help => print!("{}", cli::HELP),
+        Command::Study(a) => {
+            let plan = study::plan(&a, std::env::var_os("FROG_DATA").filter(|v| !v.is_empty()).map(Into::into))?;
+            study::run(&CpuDevice::<f32>::new(a.threads), &plan)?;
+        }
+        Command::Throughput(t) => {
+            let args = throughput::ThroughputArgs { model: t.model, batch: t.batch_size, sample: t.sample, steps: t.steps };
+            throughput::run(&CpuDevice::<f32>::new(t.threads), &args)?;
+        }
+        Command::Layers { sample, iters, threads, json } => layers::run(&LayersArgs { sample, iters, threads, json }).map_err(Error::new)?,
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
 }

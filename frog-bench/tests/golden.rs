@@ -14,7 +14,10 @@ use frog_cpu::gemm::Real;
 use serde_json::Value;
 
 fn golden() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden/tiny_cnn_sgd_frog.json");
+    let dir = std::env::var_os("FROG_GOLDEN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden"));
+    let path = dir.join("tiny_cnn_sgd_frog.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).expect("valid JSON")
 }

@@ -1,0 +1,203 @@
+//! The study: configurations from the flags (or the defaults of the
+//! original study and of its CPU-sized version), the data, the runs, and
+//! the reports.
+
+use std::path::PathBuf;
+
+use frog_core::{Config, SgdConfig};
+
+use crate::arch::Arch;
+use crate::cli::{OptName, StudyArgs};
+use crate::data::{self, DataOptions};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::optim::Method;
+use crate::report::{self, RunResult};
+use crate::train::{train, RunConfig};
+
+/// Everything the study will do.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The runs, in order.
+    pub configs: Vec<RunConfig>,
+    /// Test accuracies (percent) of the table.
+    pub targets: Vec<f64>,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Where the data comes from.
+    pub data: DataOptions,
+}
+
+/// A model's study defaults.
+struct Defaults {
+    epochs: usize,
+    milestones: Vec<usize>,
+    targets: Vec<f64>,
+    frog_batch: usize,
+    frog_sample: usize,
+    sgd_batches: [usize; 2],
+    test_limit: Option<usize>,
+}
+
+fn defaults(model: &str) -> Defaults {
+    if model == "resnet18" {
+        // The original study (DESIGN.md's table): 160 epochs, x0.1 at 80 and 120.
+        Defaults {
+            epochs: 160,
+            milestones: vec![80, 120],
+            targets: vec![88.0, 90.0, 92.0, 94.0],
+            frog_batch: 512,
+            frog_sample: 64,
+            sgd_batches: [128, 512],
+            test_limit: None,
+        }
+    } else {
+        // The CPU study: the same schedule shape (drops at 1/2 and 3/4 of
+        // the budget) over 6 epochs, FROG's sample at the original's 1/8 of
+        // the batch, and 2000 test images so evaluation stays cheap.
+        Defaults {
+            epochs: 6,
+            milestones: vec![3, 5],
+            targets: vec![40.0, 50.0, 55.0, 60.0],
+            frog_batch: 128,
+            frog_sample: 16,
+            sgd_batches: [128, 512],
+            test_limit: Some(2000),
+        }
+    }
+}
+
+fn frog_method(a: &StudyArgs, sample: usize) -> Method {
+    Method::Frog(Config {
+        lr: a.lr.unwrap_or(0.01),
+        lr_other_ratio: a.lr_other_ratio.unwrap_or(1.0),
+        momentum: a.momentum.unwrap_or(0.9),
+        nesterov: a.nesterov,
+        weight_decay: a.weight_decay.unwrap_or(1e-5),
+        sample_size: Some(sample),
+        num_iters: a.cg_iters.unwrap_or(4),
+        tau: a.tau.unwrap_or(1e-6),
+        tau_final: a.tau_final,
+        tau_steps: a.tau_steps,
+        batch_averaged: true,
+        denom_eps: 1e-10,
+    })
+}
+
+fn sgd_method(a: &StudyArgs) -> Method {
+    Method::Sgd(SgdConfig {
+        lr: a.lr.unwrap_or(0.1),
+        momentum: a.momentum.unwrap_or(0.9),
+        weight_decay: a.weight_decay.unwrap_or(1e-4),
+        nesterov: a.nesterov,
+    })
+}
+
+/// The flags that set one optimizer's settings, as given.
+fn per_optimizer_flags(a: &StudyArgs) -> Vec<&'static str> {
+    let given = [
+        ("--batch-size", a.batch_size.is_some()),
+        ("--sample", a.sample.is_some()),
+        ("--lr", a.lr.is_some()),
+        ("--lr-other-ratio", a.lr_other_ratio.is_some()),
+        ("--momentum", a.momentum.is_some()),
+        ("--nesterov", a.nesterov),
+        ("--weight-decay", a.weight_decay.is_some()),
+        ("--cg-iters", a.cg_iters.is_some()),
+        ("--tau", a.tau.is_some()),
+        ("--tau-final", a.tau_final.is_some()),
+        ("--tau-steps", a.tau_steps.is_some()),
+    ];
+    given.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect()
+}
+
+/// Builds the plan from the flags; `env_data` is `$FROG_DATA`.
+pub fn plan(a: &StudyArgs, env_data: Option<PathBuf>) -> Result<Plan> {
+    let model = a.model.clone().unwrap_or_else(|| "resnet-small".into());
+    let arch = Arch::by_name(&model)?;
+    let d = defaults(&model);
+    let epochs = a.epochs.unwrap_or(d.epochs);
+    if epochs == 0 {
+        return Err(Error::new("--epochs must be at least 1"));
+    }
+    let gamma = a.gamma.unwrap_or(0.1);
+    if gamma <= 0.0 {
+        return Err(Error::new(format!("--gamma must be above 0, got {gamma}")));
+    }
+    let run = |label: String, method: Method, batch: usize| -> Result<RunConfig> {
+        if batch == 0 {
+            return Err(Error::new("--batch-size must be at least 1"));
+        }
+        method.validate()?;
+        let milestones = a.milestones.clone().unwrap_or_else(|| d.milestones.clone());
+        Ok(RunConfig { label, arch: arch.clone(), method, batch, epochs, milestones, gamma, seed: a.seed.unwrap_or(0) })
+    };
+    let configs = match a.optimizer {
+        Some(OptName::Frog) => {
+            let (batch, sample) = (a.batch_size.unwrap_or(d.frog_batch), a.sample.unwrap_or(d.frog_sample));
+            if sample == 0 {
+                return Err(Error::new("--sample must be at least 1"));
+            }
+            vec![run(format!("FROG bs {batch}, s {sample}"), frog_method(a, sample), batch)?]
+        }
+        Some(OptName::Sgd) => {
+            if a.sample.is_some() || a.cg_iters.is_some() || a.tau.is_some() || a.tau_final.is_some() || a.tau_steps.is_some() || a.lr_other_ratio.is_some() {
+                return Err(Error::new("--sample, --cg-iters, --tau, --tau-final, --tau-steps and --lr-other-ratio are FROG settings; drop them for --optimizer sgd"));
+            }
+            let batch = a.batch_size.unwrap_or(d.sgd_batches[0]);
+            vec![run(format!("SGD bs {batch}"), sgd_method(a), batch)?]
+        }
+        None => {
+            let given = per_optimizer_flags(a);
+            if !given.is_empty() {
+                return Err(Error::new(format!("{} set one optimizer's settings; add --optimizer frog or --optimizer sgd", given.join(", "))));
+            }
+            let mut c = vec![run(format!("FROG bs {}, s {}", d.frog_batch, d.frog_sample), frog_method(a, d.frog_sample), d.frog_batch)?];
+            for b in d.sgd_batches {
+                c.push(run(format!("SGD bs {b}"), sgd_method(a), b)?);
+            }
+            c
+        }
+    };
+    let data = DataOptions {
+        dir: a.data.clone(),
+        env_dir: env_data,
+        cache: data::default_cache(),
+        download: !a.no_download,
+        synthetic: a.synthetic,
+        seed: a.seed.unwrap_or(0),
+        train_limit: a.train_limit,
+        test_limit: a.test_limit.or(d.test_limit),
+    };
+    Ok(Plan { configs, targets: a.targets.clone().unwrap_or(d.targets), out: a.out.clone().unwrap_or_else(|| "frog-results".into()), data })
+}
+
+/// Runs the plan on `dev`: loads the data, trains every configuration
+/// with a line per epoch, and writes the table, CSV/JSON and plots to
+/// `plan.out` after each configuration.
+pub fn run<D: Device>(dev: &D, plan: &Plan) -> Result<Vec<RunResult>> {
+    let data = data::load(&plan.data)?;
+    let source = data.source.clone();
+    println!(
+        "study on {source}: {} training / {} test images, {}, results in {}",
+        data.train.len(),
+        data.test.len(),
+        dev.describe(),
+        plan.out.display()
+    );
+    let mut results = Vec::new();
+    for cfg in &plan.configs {
+        println!("== {} ({}, {} epochs, lr {}, milestones {:?}) ==", cfg.label, cfg.arch.name, cfg.epochs, cfg.method.lr(), cfg.milestones);
+        let tag = if data.synthetic { " [SYNTHETIC]" } else { "" };
+        let records = train(dev, &data, cfg, |r| {
+            println!(
+                "epoch {:3}  lr {:.5}  train loss {:.4} acc {:6.2}%  test loss {:.4} acc {:6.2}%  epoch {:6.1}s  train {:7.1}s{tag}",
+                r.epoch, r.lr, r.train_loss, r.train_acc, r.test_loss, r.test_acc, r.epoch_seconds, r.train_seconds
+            );
+        })?;
+        results.push(RunResult { config: cfg.clone(), records });
+        report::write_all(&plan.out, &results, &plan.targets, &source, &dev.describe())?;
+    }
+    print!("{}", report::table(&results, &plan.targets, &source));
+    Ok(results)
+}
