@@ -109,7 +109,7 @@ pub enum Command {
     /// Print the usage.
     Help,
     /// The study (or one configuration of it).
-    Study(StudyArgs),
+    Study(Box<StudyArgs>),
     /// `throughput`.
     Throughput(ThroughputFlags),
     /// `layers`: sample, iters, threads, json.
@@ -270,7 +270,7 @@ pub fn parse(args: &[String], layers_defaults: (usize, usize, usize, bool)) -> R
     let mut f = Flags { args: rest.iter(), pending: None };
     match cmd {
         "help" => Ok(Command::Help),
-        "study" => parse_study(&mut f).map(Command::Study),
+        "study" => parse_study(&mut f).map(|a| Command::Study(Box::new(a))),
         "throughput" => parse_throughput(&mut f).map(Command::Throughput),
         "layers" => parse_layers(&mut f, layers_defaults),
         other => Err(Error::new(format!("unknown command `{other}`; commands: study, throughput, layers, help"))),

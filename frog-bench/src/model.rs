@@ -131,7 +131,7 @@ struct Block<D: Device> {
 
 enum Stage<D: Device> {
     Plain(ConvBn<D>),
-    Block(Block<D>),
+    Block(Box<Block<D>>),
 }
 
 impl<D: Device> Stage<D> {
@@ -176,6 +176,7 @@ impl<D: Device> Stage<D> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn backward(
         &mut self,
         dev: &D,
@@ -319,7 +320,7 @@ impl<D: Device> Net<D> {
                     } else {
                         None
                     };
-                    Stage::Block(Block { c1, c2, shortcut })
+                    Stage::Block(Box::new(Block { c1, c2, shortcut }))
                 }
             };
             let last = stage.last().conv;

@@ -9,7 +9,7 @@ use frog_bench::device::cpu::CpuDevice;
 use frog_bench::device::Device;
 use frog_bench::model::Net;
 use frog_bench::optim::{Method, Optimizer};
-use frog_core::{Config, Scalar as _, SgdConfig};
+use frog_core::{Config, SgdConfig};
 use frog_cpu::gemm::Real;
 use serde_json::Value;
 

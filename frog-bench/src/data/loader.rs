@@ -79,7 +79,7 @@ impl Drop for Batches {
 }
 
 fn uniform_below(rng: &mut Xoshiro256PlusPlus, n: usize) -> usize {
-    ((rng.next_u64() >> 32) * n as u64 >> 32) as usize
+    (((rng.next_u64() >> 32) * n as u64) >> 32) as usize
 }
 
 /// Writes image `src` (raw bytes) normalized to `dst`, cropped at offset

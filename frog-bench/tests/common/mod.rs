@@ -1,4 +1,6 @@
 //! Where the integration tests find the shared real data.
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 

@@ -96,6 +96,8 @@ fn normalize<T: Real>(
     assert!(epi.residual.is_none_or(|r| r.len() >= shape.len()));
     let yp = SendPtr(y.as_mut_ptr());
     for_channels(pool, shape.channels, &|c| {
+        // Capture the whole Send wrapper, not its raw-pointer field.
+        #[allow(clippy::redundant_locals)]
         let yp = yp;
         let (scale, shift) = coef(c);
         for b in 0..shape.batch {
@@ -130,6 +132,8 @@ pub fn batch_norm_train<T: Real>(
     let n = (shape.batch * shape.hw) as f64;
     let ptrs = [rmean, rvar, mean, invstd].map(|s| SendPtr(s.as_mut_ptr()));
     for_channels(pool, c, &|ch| {
+        // Capture the whole Send wrapper, not its raw-pointer field.
+        #[allow(clippy::redundant_locals)]
         let ptrs = ptrs;
         let (mut sum, mut sq) = (T::zero(), T::zero());
         for b in 0..shape.batch {

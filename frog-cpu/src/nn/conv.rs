@@ -154,6 +154,7 @@ pub fn conv2d_forward<T: Real>(
 
 /// `dx = d(conv)/dx^T dy`: the input gradient, written to `dx`, or added
 /// to it when `accumulate` (a residual block's two branches).
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_data<T: Real>(
     pool: &ThreadPool,
     conv: &Conv2d,
@@ -207,7 +208,6 @@ pub fn conv2d_backward_weight<T: Real>(
     assert!(scratch.len() >= plan.threads * plan.per_thread(), "convolution scratch too small");
     let sp = SendPtr(scratch.as_mut_ptr());
     pool.run(&|tid| {
-        let sp = sp;
         // SAFETY: every thread accumulates into its own partial.
         let (cols, ybuf, partial) = unsafe { thread_scratch(sp, &plan, tid) };
         partial.fill(T::zero());
@@ -224,6 +224,8 @@ pub fn conv2d_backward_weight<T: Real>(
     let scratch = &*scratch;
     let dwp = SendPtr(dw.as_mut_ptr());
     pool.run(&|tid| {
+        // Capture the whole Send wrapper, not its raw-pointer field.
+        #[allow(clippy::redundant_locals)]
         let dwp = dwp;
         let range = pool.chunk(tid, wlen);
         // SAFETY: the ranges of dw are disjoint.
