@@ -1,10 +1,10 @@
 //! Convolution (groups 1, no bias) forward and backward as GEMMs over
-//! im2col patches.
+//! packed patches (see `patches` for the `D x P` layout).
 //!
 //! Why group samples: a late ResNet layer has only 16 output positions per
 //! sample, and one GEMM per sample would repack the whole weight matrix
 //! for a 16-column product. Each thread therefore packs the patches of a
-//! group of consecutive samples into one `P x D` block (P positions in
+//! group of consecutive samples into one `D x P` block (P positions in
 //! all) and runs one product per group. Outputs are `[c_out, P]` blocks
 //! whose rows are contiguous runs of `L` per sample, so moving them to and
 //! from the PyTorch layout `[B, c_out, L]` is a row copy, not a transpose.
@@ -12,8 +12,9 @@
 use frog_core::Conv2d;
 
 use crate::gemm::{matmul_seq, Real, View};
-use crate::im2col::{col2im, im2col};
 use crate::pool::{SendPtr, ThreadPool};
+
+use super::patches::{pack_t, unpack_add_t};
 
 /// Positions a group aims for: enough for near-peak GEMMs, small enough
 /// that the patch block stays in the last-level cache on early layers.
@@ -92,11 +93,11 @@ unsafe fn thread_scratch<'a, T>(base: SendPtr<T>, plan: &Plan, tid: usize) -> (&
     (cols, ybuf, partial)
 }
 
-/// Packs the patches of samples `s0..s0+n` of `x` into `cols` (`n*L x D`).
+/// Packs the patches of samples `s0..s0+n` of `x` into `cols` (`D x n*L`).
 fn pack<T: Real>(conv: &Conv2d, plan: &Plan, x: &[T], s0: usize, n: usize, cols: &mut [T]) {
     for i in 0..n {
         let xs = &x[(s0 + i) * plan.in_len..][..plan.in_len];
-        im2col(conv, xs, &mut cols[i * plan.l * plan.d..], plan.d);
+        pack_t(conv, xs, cols, n * plan.l, i * plan.l);
     }
 }
 
@@ -137,7 +138,7 @@ pub fn conv2d_forward<T: Real>(
             let p = n * plan.l;
             pack(conv, &plan, x, s0, n, cols);
             let y = unsafe { std::slice::from_raw_parts_mut(yp.0.add(s0 * plan.out_len), n * plan.out_len) };
-            let patches = View::row_major(&cols[..p * plan.d], p, plan.d).t();
+            let patches = View::row_major(&cols[..p * plan.d], plan.d, p);
             if n == 1 {
                 matmul_seq(y, p, false, wv, patches);
                 continue;
@@ -178,15 +179,15 @@ pub fn conv2d_backward_data<T: Real>(
             let (s0, n) = plan.samples(g, batch);
             let p = n * plan.l;
             gather_out(&plan, dy, s0, n, ybuf);
-            // dcols[P, D] = dY^T[P, c_out] W[c_out, D]
-            let dyt = View::row_major(&ybuf[..plan.c_out * p], plan.c_out, p).t();
-            matmul_seq(cols, plan.d, false, dyt, wv);
+            // dcols[D, P] = W^T[D, c_out] dY[c_out, P]
+            let dyv = View::row_major(&ybuf[..plan.c_out * p], plan.c_out, p);
+            matmul_seq(cols, p, false, wv.t(), dyv);
             let dx = unsafe { std::slice::from_raw_parts_mut(dxp.0.add(s0 * plan.in_len), n * plan.in_len) };
             if !accumulate {
                 dx.fill(T::zero());
             }
             for i in 0..n {
-                col2im(conv, &cols[i * plan.l * plan.d..], plan.d, &mut dx[i * plan.in_len..][..plan.in_len]);
+                unpack_add_t(conv, cols, p, i * plan.l, &mut dx[i * plan.in_len..][..plan.in_len]);
             }
         }
     });
@@ -217,7 +218,7 @@ pub fn conv2d_backward_weight<T: Real>(
             pack(conv, &plan, x, s0, n, cols);
             gather_out(&plan, dy, s0, n, ybuf);
             let dyv = View::row_major(&ybuf[..plan.c_out * p], plan.c_out, p);
-            matmul_seq(partial, plan.d, true, dyv, View::row_major(&cols[..p * plan.d], p, plan.d));
+            matmul_seq(partial, plan.d, true, dyv, View::row_major(&cols[..p * plan.d], plan.d, p).t());
         }
     });
     // Sum the per-thread partials, each thread over its own range of dw.

@@ -12,6 +12,7 @@ mod batchnorm;
 mod conv;
 mod linear;
 mod loss;
+mod patches;
 
 pub use avgpool::{global_avg_pool, global_avg_pool_backward};
 pub use batchnorm::{batch_norm_backward, batch_norm_eval, batch_norm_train, BnGrads, BnParams, BnShape, Epilogue};
