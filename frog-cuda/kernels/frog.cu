@@ -212,9 +212,11 @@ extern "C" __global__ void patch_sq_norms(int n_rows, int cols, const float* __r
     }
 }
 
-// One block per row j, y in PyTorch layout [r, R, L]:
+// One block per row j, y in PyTorch layout: Y[i, j, l] = y[i*R*L + j*sj + l*sl]
+// ((sj, sl) = (L, 1) for a conv's [R, Ho, Wo], (1, R) for tokens [T, R]):
 //   Q = scale*y^2; trace[j] = sum_n Q*norms[n] / D'; lambda[j*N + n] = Q/(trace[j]+eps).
-extern "C" __global__ void fisher_weights(int r, int rows, int l_per, float d_cols, const float* __restrict__ y,
+extern "C" __global__ void fisher_weights(int r, int rows, int l_per, int sj, int sl, float d_cols,
+                                          const float* __restrict__ y,
                                           const float* __restrict__ norms, float scale, float eps,
                                           float* __restrict__ trace, float* __restrict__ lambda) {
     __shared__ float scratch[BLOCK / 32 + 1];
@@ -224,7 +226,7 @@ extern "C" __global__ void fisher_weights(int r, int rows, int l_per, float d_co
     float acc = 0.0f;
     for (int n = threadIdx.x; n < n_pos; n += BLOCK) {
         int i = n / l_per, l = n - i * l_per;
-        float v = y[(i * rows + j) * l_per + l];
+        float v = y[i * rows * l_per + j * sj + l * sl];
         acc = fmaf(scale * (v * v), norms[n], acc);
     }
     float t = block_sum(acc, scratch) / d_cols;
@@ -233,7 +235,7 @@ extern "C" __global__ void fisher_weights(int r, int rows, int l_per, float d_co
     float* lj = lambda + j * n_pos;
     for (int n = threadIdx.x; n < n_pos; n += BLOCK) {
         int i = n / l_per, l = n - i * l_per;
-        float v = y[(i * rows + j) * l_per + l];
+        float v = y[i * rows * l_per + j * sj + l * sl];
         lj[n] = (scale * (v * v)) / den;
     }
 }
@@ -320,20 +322,46 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gemm_f32(int M, int N, int K
         for (int q = 0; q < 4; q++) epilogue(m0 + ty + 16 * i, n0 + tx + 16 * q, M, N, acc[i][q], c, ldc, s, mode);
 }
 
+#ifndef FROG_HOST_EMULATION
+// Rounds to TF32 (10-bit mantissa), to nearest with ties away from zero.
 __device__ __forceinline__ unsigned to_tf32(float v) {
     unsigned r;
     asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
     return r;
 }
 
-// Fast mode: TF32 tensor cores (mma.sync m16n8k8), f32 accumulation. Eight
-// warps as 2 (M) x 4 (N); each warp owns 32 x 16 outputs = 2 x 2 mma tiles.
-extern "C" __global__ void __launch_bounds__(BLOCK) gemm_tf32(int M, int N, int K, const float* __restrict__ a,
-                                                              int sam, int sak, const float* __restrict__ b, int sbk,
-                                                              int sbn, float* __restrict__ c, int ldc,
-                                                              const float* __restrict__ s, int mode, int kchunk) {
-    __shared__ float as[BK][BM + PAD];
-    __shared__ float bs[BK][BN + PAD];
+// d += a * b on one m16n8k8 tile (fragments as the PTX ISA lays them out).
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#else
+inline unsigned to_tf32(float v) {
+    unsigned u;
+    std::memcpy(&u, &v, 4);
+    return (u + 0x1000u) & 0xffffe000u;
+}
+inline void mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) { emu_mma_tf32(d, a, b); }
+#endif
+
+// The remainder of v after rounding to TF32, itself rounded to TF32.
+__device__ __forceinline__ unsigned tf32_rest(float v, unsigned hi) {
+    return to_tf32(v - __int_as_float((int)hi));
+}
+
+// Tensor-core GEMM (mma.sync m16n8k8, f32 accumulation). Eight warps as
+// 2 (M) x 4 (N); each warp owns 32 x 16 outputs = 2 x 2 mma tiles.
+// SPLIT = false: TF32 (fast mode). SPLIT = true: 3xTF32, v = hi + lo with
+// both parts TF32, a*b ~ a_hi*b_hi + a_hi*b_lo + a_lo*b_hi: close to f32
+// accuracy at three times the tensor-core work.
+template <bool SPLIT>
+__device__ __forceinline__ void gemm_tc(int M, int N, int K, const float* __restrict__ a, int sam, int sak,
+                                        const float* __restrict__ b, int sbk, int sbn, float* __restrict__ c, int ldc,
+                                        const float* __restrict__ s, int mode, int kchunk, float (*as)[BM + PAD],
+                                        float (*bs)[BN + PAD]) {
     int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     int kbeg = blockIdx.z * kchunk;
     int kend = min(K, kbeg + kchunk);
@@ -368,16 +396,34 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gemm_tf32(int M, int N, int 
                 bf[q][0] = to_tf32(bs[ks + t][nn]);
                 bf[q][1] = to_tf32(bs[ks + t + 4][nn]);
             }
+            if (SPLIT) {
+                unsigned al[2][4], bl[2][2];
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    int mm = wm + i * 16 + g;
+                    al[i][0] = tf32_rest(as[ks + t][mm], af[i][0]);
+                    al[i][1] = tf32_rest(as[ks + t][mm + 8], af[i][1]);
+                    al[i][2] = tf32_rest(as[ks + t + 4][mm], af[i][2]);
+                    al[i][3] = tf32_rest(as[ks + t + 4][mm + 8], af[i][3]);
+                }
+#pragma unroll
+                for (int q = 0; q < 2; q++) {
+                    int nn = wn + q * 8 + g;
+                    bl[q][0] = tf32_rest(bs[ks + t][nn], bf[q][0]);
+                    bl[q][1] = tf32_rest(bs[ks + t + 4][nn], bf[q][1]);
+                }
+#pragma unroll
+                for (int i = 0; i < 2; i++)
+#pragma unroll
+                    for (int q = 0; q < 2; q++) {
+                        mma_tf32(acc[i][q], al[i], bf[q]);
+                        mma_tf32(acc[i][q], af[i], bl[q]);
+                    }
+            }
 #pragma unroll
             for (int i = 0; i < 2; i++)
 #pragma unroll
-                for (int q = 0; q < 2; q++)
-                    asm volatile(
-                        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
-                        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                        : "+f"(acc[i][q][0]), "+f"(acc[i][q][1]), "+f"(acc[i][q][2]), "+f"(acc[i][q][3])
-                        : "r"(af[i][0]), "r"(af[i][1]), "r"(af[i][2]), "r"(af[i][3]), "r"(bf[q][0]),
-                          "r"(bf[q][1]));
+                for (int q = 0; q < 2; q++) mma_tf32(acc[i][q], af[i], bf[q]);
         }
         __syncthreads();
     }
@@ -392,3 +438,15 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gemm_tf32(int M, int N, int 
             epilogue(mm + 8, nn + 1, M, N, acc[i][q][3], c, ldc, s, mode);
         }
 }
+
+#define GEMM_TC_ENTRY(name, split)                                                                                \
+    extern "C" __global__ void __launch_bounds__(BLOCK)                                                           \
+        name(int M, int N, int K, const float* __restrict__ a, int sam, int sak, const float* __restrict__ b,     \
+             int sbk, int sbn, float* __restrict__ c, int ldc, const float* __restrict__ s, int mode, int kchunk) { \
+        __shared__ float as[BK][BM + PAD];                                                                        \
+        __shared__ float bs[BK][BN + PAD];                                                                        \
+        gemm_tc<split>(M, N, K, a, sam, sak, b, sbk, sbn, c, ldc, s, mode, kchunk, as, bs);                       \
+    }
+
+GEMM_TC_ENTRY(gemm_tf32, false)
+GEMM_TC_ENTRY(gemm_3xtf32, true)

@@ -22,8 +22,14 @@ pub enum Precision {
     /// Plain f32 FMA arithmetic everywhere: meets the golden f32 tolerance.
     #[default]
     Exact,
+    /// 3xTF32 on tensor cores for the two patch products: each input split
+    /// into two TF32 parts, three `mma.sync` per tile, f32 accumulation;
+    /// close to f32 accuracy. Everything else f32.
+    Split,
     /// TF32 tensor cores (`mma.sync`, 10-bit mantissa inputs, f32
     /// accumulation) for the two patch products; everything else f32.
+    /// About 5e-4 relative per product, amplified by CG where the sampled
+    /// Fisher is ill-conditioned (`r*L < D'` with a small `tau`).
     Fast,
 }
 
@@ -205,6 +211,7 @@ impl Cuda {
     fn gemm_kernel(&self) -> K {
         match self.precision {
             Precision::Exact => K::GemmF32,
+            Precision::Split => K::Gemm3xTf32,
             Precision::Fast => K::GemmTf32,
         }
     }
@@ -453,6 +460,7 @@ impl Backend for Cuda {
         let na = self.ptr("norms", norms, g.n)?;
         let ta = self.ptr("trace", trace, g.rows)?;
         let la = self.ptr("lambda", lambda, g.n * g.rows)?;
+        let (sj, sl) = p.layer.output_strides();
         self.launch(
             K::FisherWeights,
             launch::per_row(g.rows)?,
@@ -460,6 +468,8 @@ impl Backend for Cuda {
                 Arg::I(int("r", p.r)?),
                 Arg::I(int("rows", g.rows)?),
                 Arg::I(int("positions", g.l)?),
+                Arg::I(int("row stride", sj)?),
+                Arg::I(int("position stride", sl)?),
                 Arg::F(g.cols as f32),
                 ya,
                 na,

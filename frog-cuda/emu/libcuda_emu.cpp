@@ -1,0 +1,366 @@
+// A host emulator of the few CUDA driver calls frog-cuda makes, with the
+// kernels of kernels/*.cu compiled for the host (cuda_shim.h). Built as a
+// libcuda.so.1 by emu/build.sh; tests linked against the libcuda stub run
+// their GPU tests on it with LD_LIBRARY_PATH pointing here.
+//
+// It checks the CUDA C sources and the Rust side (launch arguments, buffer
+// sizes, stream order) on a machine without a GPU. It does not check the
+// PTX, the driver, the real tensor cores (mma.sync is emulated from the
+// fragment layout the kernels assume) or performance.
+//
+// Device memory is host memory: allocations are poisoned with NaN and
+// followed by a canary that is checked on free (an out-of-bounds write
+// aborts the process).
+#include <ucontext.h>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "cuda_shim.h"
+
+#define FROG_HOST_EMULATION 1
+#include "../kernels/frog.cu"
+
+// ---------------------------------------------------------------------------
+// Execution of one block: BLOCK cooperative fibers (ucontext) on the calling
+// thread, scheduled round-robin; a fiber at a barrier yields until every
+// thread of its block (or warp, for shuffles and mma) has arrived.
+
+dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr size_t kStack = 256 * 1024;
+
+struct Sched {
+    ucontext_t main;
+    ucontext_t ctx[kThreads];
+    std::vector<char> stack[kThreads];
+    bool done[kThreads];
+    int cur = 0;
+    unsigned block_arrived = 0, block_gen = 0;
+    unsigned warp_arrived[kWarps] = {}, warp_gen[kWarps] = {};
+    float xchg[kThreads];
+    unsigned mma_a[kWarps][32][4];
+    unsigned mma_b[kWarps][32][2];
+    std::function<void()> job;
+    Sched() {
+        for (auto& s : stack) s.resize(kStack);
+    }
+};
+
+Sched& sched() {
+    static Sched* s = new Sched();
+    return *s;
+}
+
+std::mutex launch_mutex;
+
+void yield() {
+    Sched& s = sched();
+    swapcontext(&s.ctx[s.cur], &s.main);
+}
+
+void fiber_entry() {
+    Sched& s = sched();
+    s.job();
+    s.done[s.cur] = true;
+}
+
+void run_block() {
+    Sched& s = sched();
+    for (int t = 0; t < kThreads; t++) {
+        getcontext(&s.ctx[t]);
+        s.ctx[t].uc_stack.ss_sp = s.stack[t].data();
+        s.ctx[t].uc_stack.ss_size = kStack;
+        s.ctx[t].uc_link = &s.main;
+        makecontext(&s.ctx[t], fiber_entry, 0);
+        s.done[t] = false;
+    }
+    int remaining = kThreads;
+    while (remaining > 0) {
+        for (int t = 0; t < kThreads; t++) {
+            if (s.done[t]) continue;
+            s.cur = t;
+            threadIdx = dim3{unsigned(t), 0, 0};
+            swapcontext(&s.main, &s.ctx[t]);
+            if (s.done[t]) remaining--;
+        }
+    }
+}
+
+void wait_barrier(unsigned& arrived, unsigned& gen, unsigned count) {
+    unsigned g = gen;
+    if (++arrived == count) {
+        arrived = 0;
+        gen++;
+        return;
+    }
+    while (gen == g) yield();
+}
+
+void warp_barrier() {
+    Sched& s = sched();
+    int w = s.cur >> 5;
+    wait_barrier(s.warp_arrived[w], s.warp_gen[w], 32);
+}
+
+}  // namespace
+
+void emu_syncthreads() {
+    Sched& s = sched();
+    wait_barrier(s.block_arrived, s.block_gen, kThreads);
+}
+
+float emu_shfl_xor(float v, int o) {
+    Sched& s = sched();
+    int t = s.cur, w = t >> 5, lane = t & 31;
+    s.xchg[t] = v;
+    warp_barrier();
+    float r = s.xchg[(w << 5) | (lane ^ o)];
+    warp_barrier();
+    return r;
+}
+
+static float tf32_value(unsigned u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+
+// m16n8k8 TF32 with the fragment layout of the PTX ISA: groupID g = lane/4,
+// t = lane%4; a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4);
+// b0 (t, g), b1 (t+4, g); c0 (g, 2t), c1 (g, 2t+1), c2 (g+8, 2t), c3 (g+8, 2t+1).
+void emu_mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+    Sched* p = &sched();
+    int t = p->cur, w = t >> 5, lane = t & 31;
+    for (int i = 0; i < 4; i++) p->mma_a[w][lane][i] = a[i];
+    for (int i = 0; i < 2; i++) p->mma_b[w][lane][i] = b[i];
+    warp_barrier();
+    auto A = [&](int row, int k) {
+        int r8 = row & 7, hi = row >> 3;
+        int reg = (k < 4 ? 0 : 2) + hi;
+        return tf32_value(p->mma_a[w][r8 * 4 + (k & 3)][reg]);
+    };
+    auto B = [&](int k, int col) { return tf32_value(p->mma_b[w][col * 4 + (k & 3)][k < 4 ? 0 : 1]); };
+    int g = lane >> 2, tq = lane & 3;
+    int rows[4] = {g, g, g + 8, g + 8};
+    int cols[4] = {2 * tq, 2 * tq + 1, 2 * tq, 2 * tq + 1};
+    float out[4];
+    for (int e = 0; e < 4; e++) {
+        float acc = d[e];
+        for (int k = 0; k < 8; k++) acc = std::fmaf(A(rows[e], k), B(k, cols[e]), acc);
+        out[e] = acc;
+    }
+    warp_barrier();
+    for (int e = 0; e < 4; e++) d[e] = out[e];
+}
+
+// ---------------------------------------------------------------------------
+// Kernel table: name -> a thunk that unpacks the launch's parameter array.
+
+namespace {
+
+template <typename F>
+struct Thunk;
+
+template <typename... A>
+struct Thunk<void (*)(A...)> {
+    template <size_t... I>
+    static void call(void (*f)(A...), void** p, std::index_sequence<I...>) {
+        f(*static_cast<std::remove_reference_t<A>*>(p[I])...);
+    }
+    static void run(void (*f)(A...), void** p) { call(f, p, std::index_sequence_for<A...>{}); }
+    static constexpr size_t arity = sizeof...(A);
+};
+
+struct Entry {
+    const char* name;
+    std::function<void(void**)> run;
+};
+
+#define KERNEL(f) \
+    Entry { #f, [](void** p) { Thunk<decltype(&::f)>::run(&::f, p); } }
+
+const std::vector<Entry>& table() {
+    static const std::vector<Entry> t = {
+        KERNEL(axpby),    KERNEL(fill),        KERNEL(mul_assign), KERNEL(copy_strided),   KERNEL(row_dots),
+        KERNEL(row_div),  KERNEL(row_rsqrt),   KERNEL(row_axpy),   KERNEL(row_xpby),       KERNEL(row_step),
+        KERNEL(cg_update), KERNEL(im2col),     KERNEL(pack_rows),  KERNEL(patch_sq_norms), KERNEL(fisher_weights),
+        KERNEL(gemm_f32), KERNEL(gemm_tf32), KERNEL(gemm_3xtf32),
+    };
+    return t;
+}
+
+constexpr size_t kCanary = 256;
+constexpr unsigned char kCanaryByte = 0xA5;
+
+std::mutex alloc_mutex;
+std::vector<std::pair<uintptr_t, size_t>>& allocs() {
+    static std::vector<std::pair<uintptr_t, size_t>> v;
+    return v;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// The driver API subset.
+
+extern "C" {
+typedef unsigned long long CUdeviceptr;
+
+int cuInit(unsigned) { return 0; }
+int cuDriverGetVersion(int* v) {
+    *v = 12040;
+    return 0;
+}
+int cuDeviceGet(int* dev, int ordinal) {
+    if (ordinal != 0) return 101;
+    *dev = 0;
+    return 0;
+}
+int cuDeviceGetCount(int* n) {
+    *n = 1;
+    return 0;
+}
+int cuDeviceGetAttribute(int* v, int attrib, int) {
+    *v = attrib == 16 ? 4 : (attrib == 75 ? 8 : 0);
+    return 0;
+}
+int cuDeviceGetName(char* name, int len, int) {
+    std::snprintf(name, len, "frog-cuda host emulator");
+    return 0;
+}
+int cuDeviceTotalMem_v2(size_t* b, int) {
+    *b = size_t(1) << 34;
+    return 0;
+}
+int cuDevicePrimaryCtxRetain(void** ctx, int) {
+    *ctx = reinterpret_cast<void*>(0x1);
+    return 0;
+}
+int cuDevicePrimaryCtxRelease_v2(int) { return 0; }
+int cuDevicePrimaryCtxSetFlags_v2(int, unsigned) { return 0; }
+int cuCtxSetCurrent(void*) { return 0; }
+int cuCtxSynchronize() { return 0; }
+int cuModuleLoadDataEx(void** m, const void* image, unsigned, void*, void*) {
+    if (!std::strstr(static_cast<const char*>(image), ".version 8.4")) return 222;
+    *m = reinterpret_cast<void*>(0x2);
+    return 0;
+}
+int cuModuleLoadData(void** m, const void* image) { return cuModuleLoadDataEx(m, image, 0, nullptr, nullptr); }
+int cuModuleUnload(void*) { return 0; }
+int cuModuleGetFunction(void** f, void*, const char* name) {
+    for (const Entry& e : table()) {
+        if (std::strcmp(e.name, name) == 0) {
+            *f = const_cast<Entry*>(&e);
+            return 0;
+        }
+    }
+    return 500;
+}
+int cuStreamCreate(void** s, unsigned) {
+    *s = reinterpret_cast<void*>(0x3);
+    return 0;
+}
+int cuStreamCreateWithPriority(void** s, unsigned, int) { return cuStreamCreate(s, 0); }
+int cuStreamDestroy_v2(void*) { return 0; }
+int cuStreamSynchronize(void*) { return 0; }
+
+int cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
+    if (bytes == 0) return 1;
+    if (bytes > (size_t(1) << 34)) return 2;
+    auto* mem = static_cast<unsigned char*>(std::malloc(bytes + kCanary));
+    if (!mem) return 2;
+    std::memset(mem, 0xFF, bytes);  // NaN: reading unwritten memory shows
+    std::memset(mem + bytes, kCanaryByte, kCanary);
+    std::lock_guard<std::mutex> g(alloc_mutex);
+    allocs().push_back({reinterpret_cast<uintptr_t>(mem), bytes});
+    *p = reinterpret_cast<CUdeviceptr>(mem);
+    return 0;
+}
+int cuMemFree_v2(CUdeviceptr p) {
+    std::lock_guard<std::mutex> g(alloc_mutex);
+    auto& v = allocs();
+    for (size_t i = 0; i < v.size(); i++) {
+        if (v[i].first == p) {
+            auto* mem = reinterpret_cast<unsigned char*>(p);
+            for (size_t k = 0; k < kCanary; k++) {
+                if (mem[v[i].second + k] != kCanaryByte) {
+                    std::fprintf(stderr, "libcuda emulator: write past the end of a %zu-byte allocation\n", v[i].second);
+                    std::abort();
+                }
+            }
+            std::free(mem);
+            v.erase(v.begin() + i);
+            return 0;
+        }
+    }
+    return 1;
+}
+static int check_range(CUdeviceptr p, size_t bytes) {
+    std::lock_guard<std::mutex> g(alloc_mutex);
+    for (auto& [base, len] : allocs()) {
+        if (p >= base && p + bytes <= base + len) return 0;
+    }
+    return 1;
+}
+int cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) {
+    if (check_range(dst, n)) return 1;
+    std::memcpy(reinterpret_cast<void*>(dst), src, n);
+    return 0;
+}
+int cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) {
+    if (check_range(src, n)) return 1;
+    std::memcpy(dst, reinterpret_cast<void*>(src), n);
+    return 0;
+}
+int cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, void*) { return cuMemcpyHtoD_v2(dst, src, n); }
+int cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, void*) { return cuMemcpyDtoH_v2(dst, src, n); }
+int cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) {
+    std::memmove(reinterpret_cast<void*>(dst), reinterpret_cast<void*>(src), n);
+    return 0;
+}
+int cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
+    std::memset(reinterpret_cast<void*>(dst), v, n);
+    return 0;
+}
+
+int cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned,
+                   void*, void** params, void**) {
+    if (bx != unsigned(kThreads) || by != 1 || bz != 1) return 1;
+    if (gx == 0 || gy == 0 || gz == 0 || gy > 65535 || gz > 65535) return 1;
+    auto* e = static_cast<Entry*>(f);
+    std::lock_guard<std::mutex> g(launch_mutex);
+    Sched& s = sched();
+    blockDim = dim3{bx, by, bz};
+    gridDim = dim3{gx, gy, gz};
+    s.job = [e, params] { e->run(params); };
+    for (unsigned z = 0; z < gz; z++)
+        for (unsigned y = 0; y < gy; y++)
+            for (unsigned x = 0; x < gx; x++) {
+                blockIdx = dim3{x, y, z};
+                run_block();
+            }
+    return 0;
+}
+
+int cuGetErrorString(int e, const char** s) {
+    *s = e == 0 ? "no error" : "libcuda emulator error";
+    return 0;
+}
+int cuGetErrorName(int e, const char** s) {
+    *s = e == 0 ? "CUDA_SUCCESS" : "CUDA_ERROR (emulator)";
+    return 0;
+}
+}
