@@ -12,11 +12,6 @@ impl Error {
     pub fn new(msg: impl Into<String>) -> Self {
         Self(msg.into())
     }
-
-    /// The message.
-    pub fn message(&self) -> &str {
-        &self.0
-    }
 }
 
 impl fmt::Display for Error {

@@ -4,6 +4,12 @@
 //! The engine's [`device::Device`] trait carries buffers and training
 //! kernels; [`model::Net`] builds a network from an [`arch::Arch`] on any
 //! device; [`optim::Optimizer`] steps it with SGD or FROG through frog-core.
+//!
+//! `cargo run -p frog-bench --release` runs the study (see `--help`): on
+//! the CPU the scaled-down one, on CIFAR-10 from `--data`, `$FROG_DATA`,
+//! the cache or a download, else on a labelled synthetic set. Results go to
+//! `frog-results/` (table as `results.csv`/`results.json`, per-epoch
+//! `curves.csv`, `loss_vs_time.svg`, `accuracy_vs_time.svg`).
 
 pub mod arch;
 pub mod cli;

@@ -195,16 +195,14 @@ impl<D: Device> Stage<D> {
         // b.c2.grad is now the masked gradient of the block output, which
         // is also the gradient of the shortcut's output.
         let n = b.c2.shape(batch).len();
-        let mut first_dx_written = false;
         if let Some(sc) = &mut b.shortcut {
             dev.axpby(n, 1.0, &b.c2.grad, 0.0, &mut sc.grad)?;
             sc.backward(dev, params, x, batch, dx.as_deref_mut().map(|d| (d, false)), sample, dz)?;
-            first_dx_written = true;
         } else if let Some(d) = dx.as_deref_mut() {
             dev.axpby(n, 1.0, &b.c2.grad, 0.0, d)?;
-            first_dx_written = true;
         }
-        b.c1.backward(dev, params, x, batch, dx.map(|d| (d, first_dx_written)), sample, dz)
+        // dx now holds the shortcut branch's gradient; add the main branch's.
+        b.c1.backward(dev, params, x, batch, dx.map(|d| (d, true)), sample, dz)
     }
 }
 

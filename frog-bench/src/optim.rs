@@ -95,11 +95,6 @@ impl<D: Device> Optimizer<D> {
         Ok(Self { method, states, frog, batch })
     }
 
-    /// The settings.
-    pub fn method(&self) -> &Method {
-        &self.method
-    }
-
     /// Sets the learning rate (a schedule's step).
     pub fn set_lr(&mut self, lr: f64) {
         match &mut self.method {
