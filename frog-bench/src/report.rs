@@ -51,6 +51,15 @@ pub fn table(results: &[RunResult], targets: &[f64], source: &str) -> String {
     s
 }
 
+/// A CSV field, quoted when it holds a comma or a quote (labels do).
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
 fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::new(format!("{}: cannot write: {e}", path.display())))
 }
@@ -66,10 +75,12 @@ pub fn write_all(out: &Path, results: &[RunResult], targets: &[f64], source: &st
     csv.push('\n');
     let mut curves = String::from("data,config,epoch,lr,train_loss,train_acc,test_loss,test_acc,epoch_seconds,train_seconds\n");
     let mut runs = Vec::new();
+    let data = csv_field(source);
     for r in results {
         let c = &r.config;
+        let label = csv_field(&c.label);
         let total = r.records.last().map_or(0.0, |l| l.train_seconds / 60.0);
-        let _ = write!(csv, "{source},{},{},{},{},{},{:.2},{total:.3}", c.label, c.arch.name, c.batch, c.method.lr(), c.epochs, r.best_acc());
+        let _ = write!(csv, "{data},{label},{},{},{},{},{:.2},{total:.3}", c.arch.name, c.batch, c.method.lr(), c.epochs, r.best_acc());
         for &t in targets {
             let _ = write!(csv, ",{}", r.minutes_to(t).map_or(String::new(), |m| format!("{m:.3}")));
         }
@@ -77,8 +88,8 @@ pub fn write_all(out: &Path, results: &[RunResult], targets: &[f64], source: &st
         for e in &r.records {
             let _ = writeln!(
                 curves,
-                "{source},{},{},{},{:.5},{:.3},{:.5},{:.3},{:.3},{:.3}",
-                c.label, e.epoch, e.lr, e.train_loss, e.train_acc, e.test_loss, e.test_acc, e.epoch_seconds, e.train_seconds
+                "{data},{label},{},{},{:.5},{:.3},{:.5},{:.3},{:.3},{:.3}",
+                e.epoch, e.lr, e.train_loss, e.train_acc, e.test_loss, e.test_acc, e.epoch_seconds, e.train_seconds
             );
         }
         runs.push(json!({
@@ -185,4 +196,69 @@ fn svg_chart(title: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)]) -
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::Arch;
+    use crate::optim::Method;
+    use frog_core::SgdConfig;
+
+    fn result(label: &str, accs: &[f64]) -> RunResult {
+        let config = RunConfig {
+            label: label.into(),
+            arch: Arch::tiny_cnn(),
+            method: Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.0, nesterov: false }),
+            batch: 8,
+            epochs: accs.len(),
+            milestones: vec![],
+            gamma: 0.1,
+            seed: 0,
+        };
+        let records = accs
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| EpochRecord {
+                epoch: i + 1,
+                lr: 0.1,
+                train_loss: 2.0 - i as f64 * 0.1,
+                train_acc: a,
+                test_loss: 1.0,
+                test_acc: a,
+                epoch_seconds: 30.0,
+                train_seconds: 30.0 * (i + 1) as f64,
+            })
+            .collect();
+        RunResult { config, records }
+    }
+
+    #[test]
+    fn minutes_to_target_is_the_first_epoch_reaching_it() {
+        let r = result("x", &[30.0, 55.0, 50.0, 61.0]);
+        assert_eq!(r.minutes_to(50.0), Some(1.0));
+        assert_eq!(r.minutes_to(60.0), Some(2.0));
+        assert_eq!(r.minutes_to(70.0), None);
+        let t = table(&[r], &[50.0, 70.0], "test data");
+        assert!(t.contains("test data") && t.contains("1.00") && t.contains(" - "), "{t}");
+    }
+
+    #[test]
+    fn outputs_quote_labels_and_draw_one_line_per_config() {
+        let out = std::env::temp_dir().join(format!("frog-bench-report-{}", std::process::id()));
+        let results = [result("FROG bs 8, s 2", &[40.0, 52.0]), result("SGD bs 8", &[45.0, 48.0])];
+        write_all(&out, &results, &[50.0], "SYNTHETIC", "cpu").unwrap();
+        let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+        assert!(csv.lines().nth(1).unwrap().starts_with("SYNTHETIC,\"FROG bs 8, s 2\",tiny-cnn,8,"), "{csv}");
+        let curves = std::fs::read_to_string(out.join("curves.csv")).unwrap();
+        assert_eq!(curves.lines().count(), 5);
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+        assert_eq!(json["runs"][0]["minutes_to_target"][0]["minutes"], 1.0);
+        for svg in ["loss_vs_time.svg", "accuracy_vs_time.svg"] {
+            let text = std::fs::read_to_string(out.join(svg)).unwrap();
+            assert_eq!(text.matches("<polyline").count(), 2);
+            assert!(text.ends_with("</svg>\n") && text.contains("SYNTHETIC"));
+        }
+        std::fs::remove_dir_all(out).unwrap();
+    }
 }
