@@ -36,7 +36,7 @@ fn resnet_gradients_match_finite_differences() {
     let mut labels = dev.labels(batch).unwrap();
     dev.upload_labels(&[0, 3, 1, 2, 3], &mut labels).unwrap();
 
-    let mut loss = |net: &mut Net<CpuDevice<f64>>| {
+    let loss = |net: &mut Net<CpuDevice<f64>>| {
         net.forward(&dev, &x, batch, true).unwrap();
         net.loss(&dev, batch, &labels).unwrap().loss
     };
@@ -47,7 +47,7 @@ fn resnet_gradients_match_finite_differences() {
     // Small enough that no ReLU input crosses zero (1e-5 already does here).
     let h = 1e-6;
     let mut checked = 0;
-    for i in 0..net.params.len() {
+    for (i, grad) in grads.iter().enumerate() {
         let len = net.params[i].len();
         // A few entries of every parameter, spread over it.
         for k in [0, len / 3, len - 1] {
@@ -58,7 +58,7 @@ fn resnet_gradients_match_finite_differences() {
             let down = loss(&mut net);
             net.params[i].value[k] = orig;
             let numeric = (up - down) / (2.0 * h);
-            let analytic = grads[i][k];
+            let analytic = grad[k];
             let err = (numeric - analytic).abs();
             assert!(err <= 1e-8 + 1e-6 * analytic.abs(), "{}[{k}]: analytic {analytic:e}, numeric {numeric:e}", net.params[i].name);
             checked += 1;
