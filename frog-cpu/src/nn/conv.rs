@@ -101,8 +101,12 @@ fn pack<T: Real>(conv: &Conv2d, plan: &Plan, x: &[T], s0: usize, n: usize, cols:
     }
 }
 
-/// Gathers `dy` of samples `s0..s0+n` into `ybuf` as a `c_out x n*L` block.
-fn gather_out<T: Copy>(plan: &Plan, dy: &[T], s0: usize, n: usize, ybuf: &mut [T]) {
+/// The `c_out x n*L` block of `dy` for samples `s0..s0+n`: for one sample
+/// that is its own slice of `dy`; for more, a copy gathered into `ybuf`.
+fn out_block<'a, T: Copy>(plan: &Plan, dy: &'a [T], s0: usize, n: usize, ybuf: &'a mut [T]) -> &'a [T] {
+    if n == 1 {
+        return &dy[s0 * plan.out_len..][..plan.out_len];
+    }
     let p = n * plan.l;
     for i in 0..n {
         for j in 0..plan.c_out {
@@ -110,6 +114,7 @@ fn gather_out<T: Copy>(plan: &Plan, dy: &[T], s0: usize, n: usize, ybuf: &mut [T
             ybuf[j * p + i * plan.l..][..plan.l].copy_from_slice(src);
         }
     }
+    &ybuf[..plan.c_out * p]
 }
 
 /// `y = conv(x, w)` for `batch` samples: `x` is `[B, c_in, H, W]`, `w` is
@@ -178,9 +183,8 @@ pub fn conv2d_backward_data<T: Real>(
         for g in (tid..plan.groups).step_by(plan.threads) {
             let (s0, n) = plan.samples(g, batch);
             let p = n * plan.l;
-            gather_out(&plan, dy, s0, n, ybuf);
             // dcols[D, P] = W^T[D, c_out] dY[c_out, P]
-            let dyv = View::row_major(&ybuf[..plan.c_out * p], plan.c_out, p);
+            let dyv = View::row_major(out_block(&plan, dy, s0, n, ybuf), plan.c_out, p);
             matmul_seq(cols, p, false, wv.t(), dyv);
             let dx = unsafe { std::slice::from_raw_parts_mut(dxp.0.add(s0 * plan.in_len), n * plan.in_len) };
             if !accumulate {
@@ -216,8 +220,7 @@ pub fn conv2d_backward_weight<T: Real>(
             let (s0, n) = plan.samples(g, batch);
             let p = n * plan.l;
             pack(conv, &plan, x, s0, n, cols);
-            gather_out(&plan, dy, s0, n, ybuf);
-            let dyv = View::row_major(&ybuf[..plan.c_out * p], plan.c_out, p);
+            let dyv = View::row_major(out_block(&plan, dy, s0, n, ybuf), plan.c_out, p);
             matmul_seq(partial, plan.d, true, dyv, View::row_major(&cols[..p * plan.d], plan.d, p).t());
         }
     });
@@ -239,4 +242,85 @@ pub fn conv2d_backward_weight<T: Real>(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct convolution: `y[b, o, oy, ox] = sum w[o, c, ky, kx] x[b, c, iy, ix]`.
+    fn naive_forward(conv: &Conv2d, batch: usize, x: &[f64], w: &[f64]) -> Vec<f64> {
+        let [ho, wo] = conv.output_hw().unwrap();
+        let [h, wd] = conv.input_hw;
+        let [kh, kw] = conv.kernel;
+        let mut y = vec![0.0; batch * conv.c_out * ho * wo];
+        for b in 0..batch {
+            for o in 0..conv.c_out {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let mut acc = 0.0;
+                        for c in 0..conv.c_in {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (oy * conv.stride[0] + ky * conv.dilation[0]) as isize - conv.padding[0] as isize;
+                                    let ix = (ox * conv.stride[1] + kx * conv.dilation[1]) as isize - conv.padding[1] as isize;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                        let xv = x[((b * conv.c_in + c) * h + iy as usize) * wd + ix as usize];
+                                        acc += w[((o * conv.c_in + c) * kh + ky) * kw + kx] * xv;
+                                    }
+                                }
+                            }
+                        }
+                        y[((b * conv.c_out + o) * ho + oy) * wo + ox] = acc;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn dot(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(a, b)| a * b).sum()
+    }
+
+    #[test]
+    fn grouped_products_match_a_direct_convolution() {
+        let pool = ThreadPool::new(2);
+        let convs = [
+            Conv2d::new(3, 5, 3, 1, 1, [24, 24]), // 576 positions: one sample per product
+            Conv2d::new(4, 6, 3, 2, 1, [9, 9]),   // 25 positions: groups of samples
+            Conv2d::new(4, 3, 1, 2, 0, [8, 8]),
+            Conv2d { c_in: 2, c_out: 3, kernel: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [1, 2], input_hw: [7, 10] },
+        ];
+        for conv in convs {
+            for batch in [1, 3, 5] {
+                let [ho, wo] = conv.output_hw().unwrap();
+                let n_in = batch * conv.c_in * conv.input_hw[0] * conv.input_hw[1];
+                let n_out = batch * conv.c_out * ho * wo;
+                let n_w = conv.c_out * conv.c_in * conv.kernel[0] * conv.kernel[1];
+                let x: Vec<f64> = (0..n_in).map(|i| (i as f64 * 0.37).sin()).collect();
+                let w: Vec<f64> = (0..n_w).map(|i| (i as f64 * 0.73).cos()).collect();
+                let dy: Vec<f64> = (0..n_out).map(|i| (i as f64 * 0.19).sin()).collect();
+                let mut scratch = vec![0.0; conv_scratch_len(&conv, batch, 2)];
+
+                let mut y = vec![0.0; n_out];
+                conv2d_forward(&pool, &conv, batch, &x, &w, &mut y, &mut scratch);
+                let want = naive_forward(&conv, batch, &x, &w);
+                assert!(y.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12), "{conv:?} batch {batch}: forward");
+
+                // The gradients are adjoints of the forward map:
+                // <dy, conv(x, w)> = <dx, x> = <dw, w>.
+                let lhs = dot(&dy, &want);
+                let mut dx = vec![1.0; n_in];
+                conv2d_backward_data(&pool, &conv, batch, &dy, &w, &mut dx, false, &mut scratch);
+                assert!((dot(&dx, &x) - lhs).abs() < 1e-9, "{conv:?} batch {batch}: input gradient");
+                let before = dx.clone();
+                conv2d_backward_data(&pool, &conv, batch, &dy, &w, &mut dx, true, &mut scratch);
+                assert!(dx.iter().zip(&before).all(|(a, b)| (a - 2.0 * b).abs() < 1e-12), "accumulate adds");
+                let mut dw = vec![1.0; n_w];
+                conv2d_backward_weight(&pool, &conv, batch, &x, &dy, &mut dw, &mut scratch);
+                assert!((dot(&dw, &w) - lhs).abs() < 1e-9, "{conv:?} batch {batch}: weight gradient");
+            }
+        }
+    }
 }
