@@ -259,3 +259,26 @@ pub fn batch_norm_backward<T: Real>(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eval_mode_uses_the_running_statistics_then_residual_and_relu() {
+        let pool = ThreadPool::new(2);
+        let shape = BnShape { batch: 2, channels: 3, hw: 4 };
+        let x: Vec<f64> = (0..shape.len()).map(|i| (i as f64 * 0.7).sin() * 2.0).collect();
+        let res: Vec<f64> = (0..shape.len()).map(|i| (i as f64 * 0.3).cos()).collect();
+        let (weight, bias) = ([1.5, -0.5, 2.0], [0.1, 0.2, -0.3]);
+        let (rmean, rvar) = ([0.2, -0.1, 0.05], [1.3, 0.7, 2.1]);
+        let params = BnParams { weight: &weight, bias: &bias, eps: 1e-5 };
+        let mut y = vec![0.0; shape.len()];
+        batch_norm_eval(&pool, shape, &x, &params, (&rmean, &rvar), Epilogue { residual: Some(&res), relu: true }, &mut y);
+        for (i, &got) in y.iter().enumerate() {
+            let c = (i / shape.hw) % shape.channels;
+            let v = (x[i] - rmean[c]) / (rvar[c] + 1e-5f64).sqrt() * weight[c] + bias[c] + res[i];
+            assert!((got - v.max(0.0)).abs() < 1e-12, "entry {i}");
+        }
+    }
+}
