@@ -16,8 +16,11 @@ USAGE:
     frog-bench help                 this text
 
 STUDY: with no flags, the study for the device built in: on the CPU the
-scaled-down study (resnet-small; FROG bs 128, s 16 against SGD bs 128 and
-512; 6 epochs; about 20 minutes on 2 cores). With --optimizer, one
+scaled-down study (resnet-small: widths 32/64/128, one block each; FROG
+bs 128, s 16, lr 0.01 against SGD bs 128 and 512, lr 0.1; 6 epochs, lr x0.1
+after epochs 3 and 5; 2000 test images; about 20 minutes on 2 cores).
+--model resnet18 gives the original study (160 epochs, x0.1 after 80 and
+120, FROG bs 512, s 64 against SGD bs 128 and 512, targets 88/90/92/94). With --optimizer, one
 configuration with the flags below; without it, flags that set one
 optimizer's settings are refused.
     --model NAME          resnet-small (CPU study) or resnet18 (the original's)
