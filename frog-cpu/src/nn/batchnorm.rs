@@ -131,7 +131,9 @@ pub fn batch_norm_train<T: Real>(
     assert!(rmean.len() >= c && rvar.len() >= c && mean.len() >= c && invstd.len() >= c);
     let n = (shape.batch * shape.hw) as f64;
     let ptrs = [rmean, rvar, mean, invstd].map(|s| SendPtr(s.as_mut_ptr()));
-    for_channels(pool, c, &|ch| {
+    // Statistics and normalization of a channel run back to back on one
+    // thread, so the second pass over its planes mostly hits the cache.
+    normalize(pool, shape, x, epi, y, &|ch| {
         // Capture the whole Send wrapper, not its raw-pointer field.
         #[allow(clippy::redundant_locals)]
         let ptrs = ptrs;
@@ -147,19 +149,14 @@ pub fn batch_norm_train<T: Real>(
         let unbiased = if n > 1.0 { var * T::from_f64(n / (n - 1.0)) } else { var };
         let m = T::from_f64(momentum);
         let keep = T::from_f64(1.0 - momentum);
+        let is = T::one() / frog_core::Scalar::sqrt(var + T::from_f64(params.eps));
         // SAFETY: every channel is written by one thread only.
         unsafe {
             *ptrs[0].0.add(ch) = keep * *ptrs[0].0.add(ch) + m * mu;
             *ptrs[1].0.add(ch) = keep * *ptrs[1].0.add(ch) + m * unbiased;
             *ptrs[2].0.add(ch) = mu;
-            *ptrs[3].0.add(ch) = T::one() / frog_core::Scalar::sqrt(var + T::from_f64(params.eps));
+            *ptrs[3].0.add(ch) = is;
         }
-    });
-    let (mean, invstd) = (ptrs[2], ptrs[3]);
-    normalize(pool, shape, x, epi, y, &|ch| {
-        let (mean, invstd) = (mean, invstd);
-        // SAFETY: written above; nothing writes them during this pass.
-        let (mu, is) = unsafe { (*mean.0.add(ch), *invstd.0.add(ch)) };
         let scale = params.weight[ch] * is;
         (scale, params.bias[ch] - mu * scale)
     });
