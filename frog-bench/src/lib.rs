@@ -19,6 +19,7 @@ pub mod error;
 pub mod layers;
 pub mod model;
 pub mod optim;
+mod rand;
 pub mod report;
 pub mod study;
 pub mod throughput;

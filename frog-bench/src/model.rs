@@ -7,7 +7,7 @@
 //! sampled inputs and output gradients of every convolution.
 
 use frog_core::{Conv2d, Scalar};
-use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::arch::{Arch, StageSpec};
@@ -245,7 +245,7 @@ impl<D: Device> Builder<'_, D> {
     fn uniform(&mut self, n: usize, bound: f64) -> Vec<D::Scalar> {
         (0..n)
             .map(|_| {
-                let u = (self.rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+                let u = crate::rand::uniform(&mut self.rng);
                 D::Scalar::from_f64((2.0 * u - 1.0) * bound)
             })
             .collect()

@@ -15,6 +15,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::cifar::PIXELS;
 use super::Images;
+use crate::rand::below;
 
 /// Per-channel mean of CIFAR-10's training pixels (in [0, 1]).
 pub const MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
@@ -78,10 +79,6 @@ impl Drop for Batches {
     }
 }
 
-fn uniform_below(rng: &mut Xoshiro256PlusPlus, n: usize) -> usize {
-    (((rng.next_u64() >> 32) * n as u64) >> 32) as usize
-}
-
 /// Writes image `src` (raw bytes) normalized to `dst`, cropped at offset
 /// `(dy, dx)` of the padded image and mirrored if `flip`.
 fn write_image(src: &[u8], dy: usize, dx: usize, flip: bool, dst: &mut [f32]) {
@@ -111,7 +108,7 @@ fn spawn(images: Arc<Images>, order: Vec<usize>, batch: usize, augment: Option<X
                 let mut b = HostBatch { x: vec![0.0; idx.len() * PIXELS], labels: Vec::with_capacity(idx.len()) };
                 for (k, &i) in idx.iter().enumerate() {
                     let (dy, dx, flip) = match &mut rng {
-                        Some(r) => (uniform_below(r, 2 * PAD + 1), uniform_below(r, 2 * PAD + 1), r.next_u64() >> 63 == 1),
+                        Some(r) => (below(r, 2 * PAD + 1), below(r, 2 * PAD + 1), r.next_u64() >> 63 == 1),
                         None => (PAD, PAD, false),
                     };
                     write_image(&images.pixels[i * PIXELS..][..PIXELS], dy, dx, flip, &mut b.x[k * PIXELS..][..PIXELS]);
@@ -133,7 +130,7 @@ pub fn train_batches(images: Arc<Images>, batch: usize, seed: u64, epoch: u64) -
     let n = images.len();
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
-        order.swap(i, uniform_below(&mut rng, i + 1));
+        order.swap(i, below(&mut rng, i + 1));
     }
     order.truncate(n / batch * batch);
     spawn(images, order, batch, Some(rng))

@@ -7,20 +7,17 @@
 //! (shifts and noise make nearby classes overlap), so training curves look
 //! like real ones. Results on it say nothing about CIFAR-10.
 
-use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::cifar::PIXELS;
 use super::Images;
+use crate::rand::{below, uniform};
 
 /// Classes.
 const CLASSES: usize = 10;
 /// Plane waves per channel of a class pattern.
 const WAVES: usize = 3;
-
-fn uniform(rng: &mut Xoshiro256PlusPlus) -> f64 {
-    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-}
 
 /// One wave: frequencies (cycles per image) along y and x, and a phase.
 type Wave = (f64, f64, f64);
@@ -37,7 +34,7 @@ pub fn generate(seed: u64, stream: u64, n: usize) -> Images {
     let mut out = Images { pixels: Vec::with_capacity(n * PIXELS), labels: Vec::with_capacity(n) };
     let tau = std::f64::consts::TAU;
     for _ in 0..n {
-        let label = (rng.next_u64() % CLASSES as u64) as usize;
+        let label = below(&mut rng, CLASSES);
         let (sy, sx) = (uniform(&mut rng) * 8.0 - 4.0, uniform(&mut rng) * 8.0 - 4.0);
         let contrast = 0.6 + 0.8 * uniform(&mut rng);
         for c in 0..3 {
