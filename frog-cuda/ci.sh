@@ -9,7 +9,10 @@
 # 3. assembles the PTX with ptxas for sm_80 and sm_90 and prints registers,
 #    shared memory and spills per kernel (fails on any spill);
 # 4. builds the libcuda stub (../shared/cuda/libcuda-stub.sh) and runs clippy
-#    and the tests of frog-cuda; GPU tests print that they were skipped.
+#    and the tests of frog-cuda; GPU tests print that they were skipped;
+# 5. runs the GPU tests again on the libcuda host emulator (emu/: the CUDA C
+#    kernels compiled for the host), which checks the kernels' sources and
+#    the Rust side, not the PTX, the driver or the speed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -64,4 +67,16 @@ cargo test --release -p frog-cuda -- --nocapture 2>&1 | tee "$root/target/frog-c
 grep -q 'test result: FAILED' "$root/target/frog-cuda-tests.log" && { echo "frog-cuda tests failed" >&2; exit 1; }
 grep -q 'test result: ok' "$root/target/frog-cuda-tests.log" || { cat "$root/target/frog-cuda-tests.log" >&2; exit 1; }
 skipped=$(grep -c '^SKIPPED' "$root/target/frog-cuda-tests.log" || true)
-say "done ($skipped GPU tests skipped for lack of a device)"
+echo "$skipped GPU tests skipped for lack of a device"
+
+say "GPU tests on the libcuda host emulator"
+emu=$(bash frog-cuda/emu/build.sh "$root/target/cuda-emu")
+bin=$(cargo test --release -p frog-cuda --test gpu --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu" and m.get("executable"): print(m["executable"])')
+LD_LIBRARY_PATH="$emu" "$bin" --test-threads 1 --nocapture 2>&1 | tee "$root/target/frog-cuda-emu.log" \
+  | grep -E '^(test |gpu_[a-z_]+: |test result)' || true
+grep -q 'test result: ok' "$root/target/frog-cuda-emu.log" || { echo "GPU tests failed on the emulator" >&2; exit 1; }
+say "done"

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Prepares the GPU run of frog-cuda on a machine without a GPU: builds the GPU
+# test binary and the gpu_check example against the libcuda stub (they load
+# the real libcuda.so.1 on the GPU machine), copies them and the golden files
+# into .gpu-run/ (ignored by git; ../shared is not sent along), writes
+# .gpu-run/run.sh and prints the one command to run there.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+eval "$(bash ../shared/cuda/libcuda-stub.sh "$root/target/cuda-stub")"
+export CARGO_TERM_COLOR=never
+cargo build --release -p frog-cuda --example gpu_check
+tests=$(cargo test --release -p frog-cuda --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"): print(m["target"]["name"], m["executable"])')
+out=$root/.gpu-run
+rm -rf "$out"
+mkdir -p "$out/bin" "$out/golden"
+cp ../shared/golden/*.json ../shared/golden/FORMAT.md "$out/golden/"
+exe_dir=${CARGO_TARGET_DIR:-$root/target}/release/examples
+strip -o "$out/bin/gpu_check" "$exe_dir/gpu_check"
+while read -r name path; do
+  [ -n "$name" ] && strip -o "$out/bin/test-$name" "$path"
+done <<< "$tests"
+cat > "$out/run.sh" <<'RUN'
+#!/usr/bin/env bash
+# Runs every frog-cuda GPU test, then gpu_check, whose short table comes last.
+cd "$(dirname "$0")"
+set -o pipefail
+export FROG_GOLDEN_DIR=$PWD/golden
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
+status=0
+for t in bin/test-*; do
+  echo "== $t"
+  timeout 300 "$t" --test-threads 1 --nocapture 2>&1 | grep -Ev '^\s*$' || status=1
+done
+echo "== bin/gpu_check"
+timeout 300 bin/gpu_check "$@" || status=1
+exit $status
+RUN
+chmod +x "$out/run.sh"
+du -sh "$out"
+echo
+echo "On the GPU machine, from the repository root (send .gpu-run along):"
+echo "  bash .gpu-run/run.sh"
