@@ -27,7 +27,12 @@
 #include "cuda_shim.h"
 
 #define FROG_HOST_EMULATION 1
+namespace frog_k {
 #include "../kernels/frog.cu"
+}
+namespace nn_k {
+#include "../kernels/nn.cu"
+}
 
 // ---------------------------------------------------------------------------
 // Execution of one block: BLOCK cooperative fibers (ucontext) on the calling
@@ -189,8 +194,10 @@ struct Entry {
     std::function<void(void**)> run;
 };
 
-#define KERNEL(f) \
-    Entry { #f, [](void** p) { Thunk<decltype(&::f)>::run(&::f, p); } }
+#define KERNEL_IN(ns, f) \
+    Entry { #f, [](void** p) { Thunk<decltype(&ns::f)>::run(&ns::f, p); } }
+#define KERNEL(f) KERNEL_IN(frog_k, f)
+#define NN(f) KERNEL_IN(nn_k, f)
 
 const std::vector<Entry>& table() {
     static const std::vector<Entry> t = {
@@ -198,6 +205,8 @@ const std::vector<Entry>& table() {
         KERNEL(row_div),  KERNEL(row_rsqrt),   KERNEL(row_axpy),   KERNEL(row_xpby),       KERNEL(row_step),
         KERNEL(cg_update), KERNEL(im2col),     KERNEL(pack_rows),  KERNEL(patch_sq_norms), KERNEL(fisher_weights),
         KERNEL(gemm_f32), KERNEL(gemm_tf32), KERNEL(gemm_3xtf32),
+        NN(col2im),       NN(bn_stats),        NN(bn_apply),       NN(bn_backward_reduce), NN(bn_backward_dx),
+        NN(avg_pool),     NN(avg_pool_backward), NN(add_bias),     NN(col_sums),           NN(cross_entropy),
     };
     return t;
 }

@@ -243,7 +243,9 @@ extern "C" __global__ void fisher_weights(int r, int rows, int l_per, int sj, in
 // ---------------------------------------------------------------------------
 // GEMM: C[m, n] (op)= sum_k A(m, k) * B(k, n), with A(m, k) = A[m*sam + k*sak]
 // and B(k, n) = B[k*sbk + n*sbn] (either operand transposed through its
-// strides). Grid: x over N tiles, y over M tiles, z over K chunks of `kchunk`.
+// strides). Grid: x over N tiles, y over M tiles, z over batches x K chunks:
+// z = batch*splits + chunk; batch `zb` offsets A, B and C (and S) by
+// zb*bza, zb*bzb, zb*bzc entries; chunk covers `kchunk` of K.
 // Epilogue `mode`: 0 store, 1 store times S[m*ldc + n] (the Fisher weights),
 // 2 atomicAdd (split-K accumulation into a pre-initialized C).
 
@@ -286,12 +288,18 @@ __device__ __forceinline__ void epilogue(int m, int n, int M, int N, float v, fl
 extern "C" __global__ void __launch_bounds__(BLOCK) gemm_f32(int M, int N, int K, const float* __restrict__ a,
                                                              int sam, int sak, const float* __restrict__ b, int sbk,
                                                              int sbn, float* __restrict__ c, int ldc,
-                                                             const float* __restrict__ s, int mode, int kchunk) {
+                                                             const float* __restrict__ s, int mode, int kchunk,
+                                                             int bza, int bzb, int bzc, int splits) {
     __shared__ float as[BK][BM + PAD];
     __shared__ float bs[BK][BN + PAD];
     int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-    int kbeg = blockIdx.z * kchunk;
+    int zb = blockIdx.z / splits;
+    int kbeg = (blockIdx.z - zb * splits) * kchunk;
     int kend = min(K, kbeg + kchunk);
+    a += (long long)zb * bza;
+    b += (long long)zb * bzb;
+    c += (long long)zb * bzc;
+    if (mode == 1) s += (long long)zb * bzc;
     int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     float acc[4][4];
 #pragma unroll
@@ -360,11 +368,16 @@ __device__ __forceinline__ unsigned tf32_rest(float v, unsigned hi) {
 template <bool SPLIT>
 __device__ __forceinline__ void gemm_tc(int M, int N, int K, const float* __restrict__ a, int sam, int sak,
                                         const float* __restrict__ b, int sbk, int sbn, float* __restrict__ c, int ldc,
-                                        const float* __restrict__ s, int mode, int kchunk, float (*as)[BM + PAD],
-                                        float (*bs)[BN + PAD]) {
+                                        const float* __restrict__ s, int mode, int kchunk, int bza, int bzb,
+                                        int bzc, int splits, float (*as)[BM + PAD], float (*bs)[BN + PAD]) {
     int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-    int kbeg = blockIdx.z * kchunk;
+    int zb = blockIdx.z / splits;
+    int kbeg = (blockIdx.z - zb * splits) * kchunk;
     int kend = min(K, kbeg + kchunk);
+    a += (long long)zb * bza;
+    b += (long long)zb * bzb;
+    c += (long long)zb * bzc;
+    if (mode == 1) s += (long long)zb * bzc;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int g = lane >> 2, t = lane & 3;
     int wm = (warp & 1) * 32, wn = (warp >> 1) * 16;
@@ -442,10 +455,11 @@ __device__ __forceinline__ void gemm_tc(int M, int N, int K, const float* __rest
 #define GEMM_TC_ENTRY(name, split)                                                                                \
     extern "C" __global__ void __launch_bounds__(BLOCK)                                                           \
         name(int M, int N, int K, const float* __restrict__ a, int sam, int sak, const float* __restrict__ b,     \
-             int sbk, int sbn, float* __restrict__ c, int ldc, const float* __restrict__ s, int mode, int kchunk) { \
+             int sbk, int sbn, float* __restrict__ c, int ldc, const float* __restrict__ s, int mode, int kchunk,  \
+             int bza, int bzb, int bzc, int splits) {                                                             \
         __shared__ float as[BK][BM + PAD];                                                                        \
         __shared__ float bs[BK][BN + PAD];                                                                        \
-        gemm_tc<split>(M, N, K, a, sam, sak, b, sbk, sbn, c, ldc, s, mode, kchunk, as, bs);                       \
+        gemm_tc<split>(M, N, K, a, sam, sak, b, sbk, sbn, c, ldc, s, mode, kchunk, bza, bzb, bzc, splits, as, bs);                       \
     }
 
 GEMM_TC_ENTRY(gemm_tf32, false)

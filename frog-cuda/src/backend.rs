@@ -13,7 +13,7 @@ use cust::sys as cu;
 use frog_core::{Backend, CgBuffers, Layer, LayerKind, Patches, Strided};
 
 use crate::error::Error;
-use crate::kernels::{K, FROG_PTX};
+use crate::kernels::{Ptx, K};
 use crate::launch::{self, int, Arg, GemmPlan, Grid, BLOCK, MAX_ARGS};
 
 /// Arithmetic of the two patch products (the Fisher matvec's cost).
@@ -78,7 +78,7 @@ impl std::fmt::Debug for Buffer {
 pub struct Cuda {
     funcs: Vec<cu::CUfunction>,
     stream: Stream,
-    _module: Module,
+    _modules: Vec<Module>,
     owner: Arc<Owner>,
     precision: Precision,
     sms: u32,
@@ -99,16 +99,20 @@ impl Cuda {
         let ctx = Context::new(device).map_err(Error::driver("cuDevicePrimaryCtxRetain"))?;
         let sms = device.get_attribute(DeviceAttribute::MultiprocessorCount).map_err(Error::driver("cuDeviceGetAttribute"))?;
         let name = device.name().map_err(Error::driver("cuDeviceGetName"))?;
-        let module = Module::from_ptx(FROG_PTX, &[]).map_err(Error::driver("cuModuleLoadData (frog.ptx)"))?;
+        let mut modules = Vec::new();
+        for m in Ptx::ALL {
+            modules.push(Module::from_ptx(m.text(), &[]).map_err(Error::driver("cuModuleLoadDataEx"))?);
+        }
         let mut funcs = Vec::with_capacity(K::ALL.len());
         for k in K::ALL {
+            let module = &modules[k.module() as usize];
             let f = module
                 .get_function(k.name())
                 .map_err(|_| Error::Kernel { name: k.name(), problem: "missing from the embedded PTX" })?;
             funcs.push(f.to_raw());
         }
         let stream = Stream::new(StreamFlags::DEFAULT, None).map_err(Error::driver("cuStreamCreate"))?;
-        Ok(Self { funcs, stream, _module: module, owner: Arc::new(Owner { _ctx: ctx }), precision, sms: sms.max(1) as u32, name })
+        Ok(Self { funcs, stream, _modules: modules, owner: Arc::new(Owner { _ctx: ctx }), precision, sms: sms.max(1) as u32, name })
     }
 
     /// The device's name.
@@ -216,9 +220,10 @@ impl Cuda {
         }
     }
 
-    /// `C (op)= A B` with the operands given by strides (see `frog.cu`).
+    /// `C (op)= A B` with the operands given by strides, over `plan`'s
+    /// batches offset by `bz` (see `frog.cu`).
     #[allow(clippy::too_many_arguments)]
-    fn gemm(
+    pub(crate) fn gemm(
         &self,
         plan: GemmPlan,
         (m, n, k): (usize, usize, usize),
@@ -227,6 +232,7 @@ impl Cuda {
         (c, ldc): (Arg, usize),
         s: Arg,
         mode: i32,
+        bz: (usize, usize, usize),
     ) -> Result<(), Error> {
         let i = |what, v| int(what, v).map(Arg::I);
         self.launch(
@@ -247,6 +253,10 @@ impl Cuda {
                 s,
                 Arg::I(mode),
                 i("kchunk", plan.kchunk)?,
+                i("A batch stride", bz.0)?,
+                i("B batch stride", bz.1)?,
+                i("C batch stride", bz.2)?,
+                Arg::I(plan.splits as i32),
             ],
         )
     }
@@ -262,7 +272,7 @@ impl Cuda {
             None => (Arg::P(0), 0),
         };
         let plan = launch::gemm_plan(g.rows, g.n, g.cols, self.sms, false)?;
-        self.gemm(plan, (g.rows, g.n, g.cols), (va, g.cols, 1), (xa, 1, g.cols), (ua, g.n), s, mode)
+        self.gemm(plan, (g.rows, g.n, g.cols), (va, g.cols, 1), (xa, 1, g.cols), (ua, g.n), s, mode, (0, 0, 0))
     }
 
     /// `G (+)= U X` for `U` in layout `[R, N]`; `accumulate` adds onto `g`.
@@ -280,7 +290,7 @@ impl Cuda {
         } else {
             0
         };
-        self.gemm(plan, (g.rows, g.cols, g.n), (ua, g.n, 1), (xa, g.cols, 1), (ga, g.cols), Arg::P(0), mode)
+        self.gemm(plan, (g.rows, g.cols, g.n), (ua, g.n, 1), (xa, g.cols, 1), (ga, g.cols), Arg::P(0), mode, (0, 0, 0))
     }
 
     fn rows_cols(&self, rows: usize, cols: usize) -> Result<(Arg, Arg, usize), Error> {

@@ -46,6 +46,15 @@ impl Arg {
         }
     }
 
+    /// A pointer argument moved `entries` f32 entries further (other
+    /// arguments unchanged).
+    pub fn offset(self, entries: usize) -> Arg {
+        match self {
+            Arg::P(p) => Arg::P(p + 4 * entries as u64),
+            other => other,
+        }
+    }
+
     /// The argument in a little-endian 8-byte slot, as the driver reads it
     /// (`sizeof(param)` bytes from the slot's address).
     pub fn slot(self) -> u64 {
@@ -125,17 +134,27 @@ pub fn per_warp(rows: usize) -> Grid {
 /// A GEMM of `m x n` outputs over depth `k`: the grid and the split-K chunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmPlan {
-    /// The grid: x over N tiles, y over M tiles, z over K chunks.
+    /// The grid: x over N tiles, y over M tiles, z over batches x K chunks.
     pub grid: Grid,
     /// Depth of one K chunk (a multiple of `TILE_K`).
     pub kchunk: usize,
+    /// K chunks per batch.
+    pub splits: u32,
 }
 
 impl GemmPlan {
     /// Whether the plan accumulates partial sums (needs a pre-initialized C
     /// and the atomic epilogue).
     pub fn split(&self) -> bool {
-        self.grid.z > 1
+        self.splits > 1
+    }
+
+    /// The same GEMM over `batches` independent operand sets (grid z =
+    /// batches x splits).
+    pub fn batched(mut self, batches: usize) -> Result<Self, Error> {
+        let z = batches.checked_mul(self.splits as usize).filter(|&z| z <= MAX_BLOCKS);
+        self.grid.z = z.ok_or(Error::TooLarge { what: "GEMM batches", value: batches })? as u32;
+        Ok(self)
     }
 }
 
@@ -161,7 +180,7 @@ pub fn gemm_plan(m: usize, n: usize, k: usize, sms: u32, allow_split: bool) -> R
     }
     let kchunk = k.div_ceil(splits).div_ceil(TILE_K) * TILE_K;
     let splits = k.div_ceil(kchunk);
-    Ok(GemmPlan { grid: Grid { x: tn as u32, y: tm as u32, z: splits as u32 }, kchunk })
+    Ok(GemmPlan { grid: Grid { x: tn as u32, y: tm as u32, z: splits as u32 }, kchunk, splits: splits as u32 })
 }
 
 /// The parameter types of every `.entry` in a PTX text, in order:
@@ -253,6 +272,16 @@ mod tests {
         }
         assert!(gemm_plan(64, 577, 65_536, 132, true).unwrap().split());
         assert!(!gemm_plan(7, 21, 5, 132, true).unwrap().split());
+    }
+
+    #[test]
+    fn batched_plans_multiply_z() {
+        let p = gemm_plan(64, 1024, 576, 132, false).unwrap().batched(512).unwrap();
+        assert_eq!((p.grid.z, p.splits), (512, 1));
+        let p = gemm_plan(64, 577, 65_536, 132, true).unwrap();
+        let b = p.batched(3).unwrap();
+        assert_eq!(b.grid.z, 3 * p.splits);
+        assert!(matches!(p.batched(100_000), Err(Error::TooLarge { .. })));
     }
 
     #[test]

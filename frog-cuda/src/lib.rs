@@ -9,6 +9,10 @@
 //! the Fisher weights fused into the first product's epilogue, in f32
 //! ([`Precision::Exact`]) or on TF32 tensor cores ([`Precision::Fast`]).
 //!
+//! [`nn`] holds the training engine's kernels (convolutions as im2col +
+//! GEMM, BatchNorm with fused residual and ReLU, pooling, linear layers,
+//! cross-entropy) as plain functions over the same buffers.
+//!
 //! Every failure is an [`Error`] value: no device, out of memory, a launch
 //! failure, a buffer of another backend, a size beyond 32-bit indexing.
 #![warn(missing_docs)]
@@ -17,6 +21,7 @@ mod backend;
 mod error;
 pub mod kernels;
 pub mod launch;
+pub mod nn;
 
 pub use backend::{Buffer, Cuda, Precision};
 pub use error::{code_name, Error};

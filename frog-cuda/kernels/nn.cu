@@ -1,0 +1,220 @@
+// The training engine's kernels (frog_cuda::nn): col2im for the data
+// gradient of a convolution (im2col and the GEMMs live in frog.cu),
+// BatchNorm with a fused residual and ReLU, global average pooling, bias
+// and column sums for linear layers, softmax cross-entropy.
+//
+// Compiled to PTX (ISA 8.4, compute_80) by the pinned NVRTC in
+// scripts/gen-ptx.py. Layouts are PyTorch's: [B, C, H, W] and [B, D].
+
+#define BLOCK 256
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ float block_sum(float v, float* scratch /* [BLOCK/32 + 1] */) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = warp_sum(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        float t = lane < (BLOCK / 32) ? scratch[lane] : 0.0f;
+        t = warp_sum(t);
+        if (lane == 0) scratch[BLOCK / 32] = t;
+    }
+    __syncthreads();
+    float r = scratch[BLOCK / 32];
+    __syncthreads();
+    return r;
+}
+
+// x[i, ci, iy, ix] (+)= sum over the kernel taps that read it of
+// col[(i*L + oy*wo + ox)*d + (ci*kh + ky)*kw + kx], d = c_in*kh*kw.
+extern "C" __global__ void col2im(int r, int c_in, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
+                                  int dh, int dw, int ho, int wo, const float* __restrict__ col,
+                                  float* __restrict__ x, int accumulate) {
+    int total = r * c_in * h * w;
+    int d = c_in * kh * kw;
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+        int ix = e % w, t = e / w;
+        int iy = t % h;
+        t /= h;
+        int ci = t % c_in, i = t / c_in;
+        float acc = 0.0f;
+        for (int ky = 0; ky < kh; ky++) {
+            int ty = iy + ph - ky * dh;
+            if (ty < 0 || ty % sh != 0) continue;
+            int oy = ty / sh;
+            if (oy >= ho) continue;
+            for (int kx = 0; kx < kw; kx++) {
+                int tx = ix + pw - kx * dw;
+                if (tx < 0 || tx % sw != 0) continue;
+                int ox = tx / sw;
+                if (ox >= wo) continue;
+                acc += col[((i * ho + oy) * wo + ox) * d + (ci * kh + ky) * kw + kx];
+            }
+        }
+        x[e] = accumulate ? x[e] + acc : acc;
+    }
+}
+
+// Train-mode statistics, one block per channel: mean, 1/sqrt(var + eps)
+// (biased variance over (B, H, W), two passes), and the running statistics
+// (running = (1-m)*running + m*stat, the variance unbiased by n/(n-1)).
+extern "C" __global__ void bn_stats(int batch, int channels, int hw, const float* __restrict__ x,
+                                    float* __restrict__ mean, float* __restrict__ invstd,
+                                    float* __restrict__ run_mean, float* __restrict__ run_var, float momentum,
+                                    float eps) {
+    __shared__ float scratch[BLOCK / 32 + 1];
+    int c = blockIdx.x;
+    if (c >= channels) return;
+    int n = batch * hw;
+    float acc = 0.0f;
+    for (int e = threadIdx.x; e < n; e += BLOCK) {
+        int b = e / hw, p = e - b * hw;
+        acc += x[(b * channels + c) * hw + p];
+    }
+    float mu = block_sum(acc, scratch) / (float)n;
+    acc = 0.0f;
+    for (int e = threadIdx.x; e < n; e += BLOCK) {
+        int b = e / hw, p = e - b * hw;
+        float v = x[(b * channels + c) * hw + p] - mu;
+        acc = fmaf(v, v, acc);
+    }
+    float var = block_sum(acc, scratch) / (float)n;
+    if (threadIdx.x == 0) {
+        mean[c] = mu;
+        invstd[c] = 1.0f / sqrtf(var + eps);
+        float unbiased = n > 1 ? var * (float)n / (float)(n - 1) : var;
+        run_mean[c] = (1.0f - momentum) * run_mean[c] + momentum * mu;
+        run_var[c] = (1.0f - momentum) * run_var[c] + momentum * unbiased;
+    }
+}
+
+// y = (x - mean[c]) * s[c] * gamma[c] + beta[c] (+ residual), then ReLU if
+// relu. s is invstd, or the variance when is_var (then s = 1/sqrt(var + eps)).
+extern "C" __global__ void bn_apply(int batch, int channels, int hw, const float* __restrict__ x,
+                                    const float* __restrict__ mean, const float* __restrict__ s, int is_var,
+                                    float eps, const float* __restrict__ gamma, const float* __restrict__ beta,
+                                    const float* __restrict__ residual, int relu, float* __restrict__ y) {
+    int total = batch * channels * hw;
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+        int c = (e / hw) % channels;
+        float is = is_var ? 1.0f / sqrtf(s[c] + eps) : s[c];
+        float scale = is * gamma[c];
+        float v = fmaf(x[e] - mean[c], scale, beta[c]);
+        if (residual) v += residual[e];
+        if (relu) v = fmaxf(v, 0.0f);
+        y[e] = v;
+    }
+}
+
+// Backward reductions, one block per channel. With relu_out, dy is zeroed
+// in place where the forward's output was <= 0 (the ReLU's mask). Then
+// dbias[c] = sum dy, dweight[c] = sum dy * (x - mean) * invstd.
+extern "C" __global__ void bn_backward_reduce(int batch, int channels, int hw, const float* __restrict__ x,
+                                              const float* __restrict__ mean, const float* __restrict__ invstd,
+                                              const float* __restrict__ relu_out, float* __restrict__ dy,
+                                              float* __restrict__ dweight, float* __restrict__ dbias) {
+    __shared__ float scratch[BLOCK / 32 + 1];
+    int c = blockIdx.x;
+    if (c >= channels) return;
+    int n = batch * hw;
+    float mu = mean[c];
+    float sdy = 0.0f, sdx = 0.0f;
+    for (int e = threadIdx.x; e < n; e += BLOCK) {
+        int b = e / hw, p = e - b * hw;
+        int at = (b * channels + c) * hw + p;
+        float g = dy[at];
+        if (relu_out && relu_out[at] <= 0.0f) {
+            g = 0.0f;
+            dy[at] = 0.0f;
+        }
+        sdy += g;
+        sdx = fmaf(g, x[at] - mu, sdx);
+    }
+    sdy = block_sum(sdy, scratch);
+    sdx = block_sum(sdx, scratch);
+    if (threadIdx.x == 0) {
+        dbias[c] = sdy;
+        dweight[c] = sdx * invstd[c];
+    }
+}
+
+// dx = gamma * invstd * (dy - dbias/n - xhat * dweight/n), xhat = (x - mean) * invstd.
+extern "C" __global__ void bn_backward_dx(int batch, int channels, int hw, const float* __restrict__ x,
+                                          const float* __restrict__ mean, const float* __restrict__ invstd,
+                                          const float* __restrict__ gamma, const float* __restrict__ dy,
+                                          const float* __restrict__ dweight, const float* __restrict__ dbias,
+                                          float* __restrict__ dx) {
+    int total = batch * channels * hw;
+    float inv_n = 1.0f / (float)(batch * hw);
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+        int c = (e / hw) % channels;
+        float is = invstd[c];
+        float xhat = (x[e] - mean[c]) * is;
+        dx[e] = gamma[c] * is * (dy[e] - dbias[c] * inv_n - xhat * dweight[c] * inv_n);
+    }
+}
+
+// y[p] = mean of x[p*hw .. (p+1)*hw].
+extern "C" __global__ void avg_pool(int planes, int hw, const float* __restrict__ x, float* __restrict__ y) {
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < planes; p += gridDim.x * blockDim.x) {
+        float acc = 0.0f;
+        for (int k = 0; k < hw; k++) acc += x[p * hw + k];
+        y[p] = acc / (float)hw;
+    }
+}
+
+// dx[p*hw + k] = dy[p] / hw.
+extern "C" __global__ void avg_pool_backward(int planes, int hw, const float* __restrict__ dy, float* __restrict__ dx) {
+    int total = planes * hw;
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+        dx[e] = dy[e / hw] / (float)hw;
+    }
+}
+
+// y[b, o] += bias[o].
+extern "C" __global__ void add_bias(int batch, int d, const float* __restrict__ bias, float* __restrict__ y) {
+    int total = batch * d;
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) y[e] += bias[e % d];
+}
+
+// out[o] = sum_b dy[b, o].
+extern "C" __global__ void col_sums(int batch, int d, const float* __restrict__ dy, float* __restrict__ out) {
+    for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < d; o += gridDim.x * blockDim.x) {
+        float acc = 0.0f;
+        for (int b = 0; b < batch; b++) acc += dy[b * d + o];
+        out[o] = acc;
+    }
+}
+
+// One thread per row of `classes` logits (labels as floats): softmax in
+// double, loss[b] = log(sum exp(z - max)) + max - z[label],
+// correct[b] = (first arg max == label), dlogits = (p - onehot) / batch.
+extern "C" __global__ void cross_entropy(int batch, int classes, const float* __restrict__ logits,
+                                         const float* __restrict__ labels, float* __restrict__ dlogits,
+                                         float* __restrict__ loss, float* __restrict__ correct) {
+    for (int b = blockIdx.x * blockDim.x + threadIdx.x; b < batch; b += gridDim.x * blockDim.x) {
+        const float* z = logits + b * classes;
+        int label = (int)labels[b];
+        int best = 0;
+        double mx = (double)z[0];
+        for (int k = 1; k < classes; k++) {
+            if ((double)z[k] > mx) {
+                mx = (double)z[k];
+                best = k;
+            }
+        }
+        double sum = 0.0;
+        for (int k = 0; k < classes; k++) sum += exp((double)z[k] - mx);
+        loss[b] = (float)(log(sum) + mx - (double)z[label]);
+        correct[b] = best == label ? 1.0f : 0.0f;
+        double inv_b = 1.0 / (double)batch;
+        for (int k = 0; k < classes; k++) {
+            double p = exp((double)z[k] - mx) / sum;
+            dlogits[b * classes + k] = (float)((p - (k == label ? 1.0 : 0.0)) * inv_b);
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! frog_cuda::nn against frog_cpu::nn in f64, in exact mode (rtol 1e-5
+//! max-norm relative). Prints SKIPPED and passes without a device.
+
+use frog_core::{Backend, BackendError, BackendErrorKind, Conv2d};
+use frog_cpu::nn as cpu;
+use frog_cpu::pool::ThreadPool;
+use frog_cuda::nn::{self, BnParams, BnShape};
+use frog_cuda::{Buffer, Cuda, Precision};
+
+const RTOL: f64 = 1e-5;
+
+fn device(test: &str) -> Option<Cuda> {
+    match Cuda::new(Precision::Exact) {
+        Ok(c) => Some(c),
+        Err(e) if e.kind() == BackendErrorKind::NoDevice => {
+            println!("SKIPPED {test}: no CUDA device ({e})");
+            None
+        }
+        Err(e) => panic!("{test}: {e}"),
+    }
+}
+
+fn values(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            // Values exactly representable in f32, so both sides see the same inputs.
+            f64::from(((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
+        })
+        .collect()
+}
+
+fn up(c: &Cuda, v: &[f64]) -> Buffer {
+    c.upload(&v.iter().map(|&x| x as f32).collect::<Vec<_>>()).unwrap()
+}
+
+fn check(c: &Cuda, what: &str, buf: &Buffer, want: &[f64]) {
+    let got = c.download(buf, want.len()).unwrap();
+    let d = got.iter().zip(want).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
+    let s = want.iter().map(|b| b.abs()).fold(0.0, f64::max).max(1e-30);
+    println!("{what:<28} rel error {:.2e}", d / s);
+    assert!(d / s <= RTOL, "{what}: relative error {:.3e}", d / s);
+}
+
+#[test]
+fn gpu_nn_convolutions() {
+    let Some(c) = device("gpu_nn_convolutions") else { return };
+    let pool = ThreadPool::new(1);
+    let convs = [
+        Conv2d::new(3, 5, 3, 1, 1, [6, 6]),
+        Conv2d::new(4, 6, 1, 2, 0, [7, 7]),
+        Conv2d { c_in: 2, c_out: 3, kernel: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [2, 1], input_hw: [7, 8] },
+    ];
+    let batch = 3;
+    for (k, conv) in convs.iter().enumerate() {
+        let [ho, wo] = conv.output_hw().unwrap();
+        let (in_len, out_len) = (conv.c_in * conv.input_hw[0] * conv.input_hw[1], conv.c_out * ho * wo);
+        let d = conv.c_in * conv.kernel[0] * conv.kernel[1];
+        let x = values(batch * in_len, 1 + k as u64);
+        let w = values(conv.c_out * d, 20 + k as u64);
+        let dy = values(batch * out_len, 40 + k as u64);
+        let dx0 = values(batch * in_len, 60 + k as u64);
+        let mut cs = vec![0.0; cpu::conv_scratch_len(conv, batch, 1)];
+        // Scratch for 2 samples: the batch of 3 runs in two chunks.
+        let mut scratch = c.zeros(2 * ho * wo * d).unwrap();
+        let (xb, wb, dyb) = (up(&c, &x), up(&c, &w), up(&c, &dy));
+
+        let mut y = vec![0.0; batch * out_len];
+        cpu::conv2d_forward(&pool, conv, batch, &x, &w, &mut y, &mut cs);
+        let mut yb = c.zeros(batch * out_len).unwrap();
+        nn::conv_forward(&c, conv, batch, &xb, &wb, &mut yb, &mut scratch).unwrap();
+        check(&c, &format!("conv {k} forward"), &yb, &y);
+
+        for accumulate in [false, true] {
+            let mut dx = dx0.clone();
+            cpu::conv2d_backward_data(&pool, conv, batch, &dy, &w, &mut dx, accumulate, &mut cs);
+            let mut dxb = up(&c, &dx0);
+            nn::conv_backward_data(&c, conv, batch, &dyb, &wb, &mut dxb, accumulate, &mut scratch).unwrap();
+            check(&c, &format!("conv {k} backward data {accumulate}"), &dxb, &dx);
+        }
+
+        let mut dw = vec![0.0; conv.c_out * d];
+        cpu::conv2d_backward_weight(&pool, conv, batch, &x, &dy, &mut dw, &mut cs);
+        let mut dwb = c.zeros(conv.c_out * d).unwrap();
+        nn::conv_backward_weight(&c, conv, batch, &xb, &dyb, &mut dwb, &mut scratch).unwrap();
+        check(&c, &format!("conv {k} backward weight"), &dwb, &dw);
+    }
+}
+
+#[test]
+fn gpu_nn_batchnorm_pool_linear_loss() {
+    let Some(c) = device("gpu_nn_batchnorm_pool_linear_loss") else { return };
+    let pool = ThreadPool::new(1);
+    let s = BnShape { batch: 3, channels: 5, hw: 12 };
+    let cs = cpu::BnShape { batch: s.batch, channels: s.channels, hw: s.hw };
+    let n = s.len();
+    let x: Vec<f64> = values(n, 1).iter().map(|v| v * 3.0 + 0.5).collect();
+    let res = values(n, 2);
+    let gamma: Vec<f64> = values(5, 3).iter().map(|v| 1.0 + 0.5 * v).collect();
+    let beta = values(5, 4);
+    let (rm0, rv0): (Vec<f64>, Vec<f64>) = (values(5, 5), values(5, 6).iter().map(|v| 1.0 + v.abs()).collect());
+    let eps = 1e-5;
+    for (residual, relu) in [(false, false), (true, true), (false, true)] {
+        let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
+        let (mut mean, mut invstd) = (vec![0.0; 5], vec![0.0; 5]);
+        let mut y = vec![0.0; n];
+        let params = cpu::BnParams { weight: &gamma, bias: &beta, eps };
+        let epi = cpu::Epilogue { residual: residual.then_some(&res[..]), relu };
+        cpu::batch_norm_train(&pool, cs, &x, &params, 0.1, (&mut rm, &mut rv), (&mut mean, &mut invstd), epi, &mut y);
+        let (xb, gb, bb, resb) = (up(&c, &x), up(&c, &gamma), up(&c, &beta), up(&c, &res));
+        let (mut rmb, mut rvb) = (up(&c, &rm0), up(&c, &rv0));
+        let (mut meanb, mut invb) = (c.zeros(5).unwrap(), c.zeros(5).unwrap());
+        let mut yb = c.zeros(n).unwrap();
+        let p = BnParams { weight: &gb, bias: &bb, eps: eps as f32 };
+        nn::bn_train(&c, s, &xb, p, (&mut rmb, &mut rvb), 0.1, (&mut meanb, &mut invb), residual.then_some(&resb), relu, &mut yb).unwrap();
+        let tag = format!("bn r{} relu{}", u8::from(residual), u8::from(relu));
+        check(&c, &format!("{tag} train y"), &yb, &y);
+        check(&c, &format!("{tag} running mean"), &rmb, &rm);
+        check(&c, &format!("{tag} running var"), &rvb, &rv);
+        check(&c, &format!("{tag} saved mean"), &meanb, &mean);
+        check(&c, &format!("{tag} saved invstd"), &invb, &invstd);
+
+        let mut ye = vec![0.0; n];
+        let epi = cpu::Epilogue { residual: residual.then_some(&res[..]), relu };
+        cpu::batch_norm_eval(&pool, cs, &x, &params, (&rm, &rv), epi, &mut ye);
+        let mut yeb = c.zeros(n).unwrap();
+        let p = BnParams { weight: &gb, bias: &bb, eps: eps as f32 };
+        nn::bn_eval(&c, s, &xb, p, (&rmb, &rvb), residual.then_some(&resb), relu, &mut yeb).unwrap();
+        check(&c, &format!("{tag} eval y"), &yeb, &ye);
+
+        let dy0 = values(n, 7);
+        let mut dy = dy0.clone();
+        let (mut dx, mut dg, mut db) = (vec![0.0; n], vec![0.0; 5], vec![0.0; 5]);
+        let grads = cpu::BnGrads { dx: &mut dx, dweight: &mut dg, dbias: &mut db };
+        cpu::batch_norm_backward(&pool, cs, &x, (&mean, &invstd), &gamma, relu.then_some(&y[..]), &mut dy, grads);
+        let mut dyb = up(&c, &dy0);
+        let (mut dxb, mut dgb, mut dbb) = (c.zeros(n).unwrap(), c.zeros(5).unwrap(), c.zeros(5).unwrap());
+        nn::bn_backward(&c, s, &xb, (&meanb, &invb), &gb, relu.then_some(&yb), &mut dyb, &mut dxb, &mut dgb, &mut dbb).unwrap();
+        check(&c, &format!("{tag} backward dy masked"), &dyb, &dy);
+        check(&c, &format!("{tag} backward dx"), &dxb, &dx);
+        check(&c, &format!("{tag} backward dweight"), &dgb, &dg);
+        check(&c, &format!("{tag} backward dbias"), &dbb, &db);
+    }
+
+    // Pooling.
+    let (planes, hw) = (7, 16);
+    let x = values(planes * hw, 8);
+    let mut y = vec![0.0; planes];
+    cpu::global_avg_pool(planes, hw, &x, &mut y);
+    let mut yb = c.zeros(planes).unwrap();
+    nn::avg_pool(&c, planes, hw, &up(&c, &x), &mut yb).unwrap();
+    check(&c, "avg pool", &yb, &y);
+    let mut dx = vec![0.0; planes * hw];
+    cpu::global_avg_pool_backward(planes, hw, &y, &mut dx);
+    let mut dxb = c.zeros(planes * hw).unwrap();
+    nn::avg_pool_backward(&c, planes, hw, &yb, &mut dxb).unwrap();
+    check(&c, "avg pool backward", &dxb, &dx);
+
+    // Linear.
+    let ls = cpu::LinearShape { batch: 9, d_in: 70, d_out: 10 };
+    let (x, w, b, dy) = (values(9 * 70, 9), values(10 * 70, 10), values(10, 11), values(9 * 10, 12));
+    let mut y = vec![0.0; 90];
+    cpu::linear_forward(&pool, ls, &x, &w, &b, &mut y);
+    let (xb, wb, bb, dyb) = (up(&c, &x), up(&c, &w), up(&c, &b), up(&c, &dy));
+    let mut yb = c.zeros(90).unwrap();
+    nn::linear_forward(&c, 9, 70, 10, &xb, &wb, &bb, &mut yb).unwrap();
+    check(&c, "linear forward", &yb, &y);
+    let (mut dx, mut dw, mut db) = (vec![0.0; 9 * 70], vec![0.0; 700], vec![0.0; 10]);
+    cpu::linear_backward(&pool, ls, &x, &w, &dy, &mut dx, &mut dw, &mut db);
+    let (mut dxb, mut dwb, mut dbb) = (c.zeros(9 * 70).unwrap(), c.zeros(700).unwrap(), c.zeros(10).unwrap());
+    nn::linear_backward(&c, 9, 70, 10, &xb, &wb, &dyb, &mut dxb, &mut dwb, &mut dbb).unwrap();
+    check(&c, "linear backward dx", &dxb, &dx);
+    check(&c, "linear backward dw", &dwb, &dw);
+    check(&c, "linear backward db", &dbb, &db);
+
+    // Cross-entropy.
+    let (batch, classes) = (9, 10);
+    let logits: Vec<f64> = values(batch * classes, 13).iter().map(|v| v * 4.0).collect();
+    let labels: Vec<u8> = (0..batch).map(|i| (i * 7 % classes) as u8).collect();
+    let mut dl = vec![0.0; batch * classes];
+    let stats = cpu::softmax_cross_entropy(classes, &logits, &labels, &mut dl);
+    let lb = c.upload(&labels.iter().map(|&l| f32::from(l)).collect::<Vec<_>>()).unwrap();
+    let mut dlb = c.zeros(batch * classes).unwrap();
+    let mut sc = c.zeros(nn::cross_entropy_scratch_len(batch)).unwrap();
+    let (loss, correct) = nn::cross_entropy(&c, batch, classes, &up(&c, &logits), &lb, &mut dlb, &mut sc).unwrap();
+    println!("cross entropy loss {loss} (cpu {}), correct {correct} (cpu {})", stats.loss, stats.correct);
+    assert!((loss - stats.loss).abs() <= 1e-6 * stats.loss.abs());
+    assert_eq!(correct, stats.correct);
+    check(&c, "cross entropy dlogits", &dlb, &dl);
+}
