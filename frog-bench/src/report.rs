@@ -140,7 +140,8 @@ const COLORS: [&str; 6] = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd"
 
 /// A line chart: x is training minutes, one line per named series.
 fn svg_chart(title: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
-    let (w, h, left, right, top, bottom) = (760.0, 460.0, 70.0, 20.0, 40.0, 50.0);
+    // The legend sits in the right margin, clear of every line.
+    let (w, h, left, right, top, bottom) = (900.0, 460.0, 70.0, 210.0, 40.0, 50.0);
     let points = series.iter().flat_map(|(_, p)| p.iter());
     let (mut x1, mut y0, mut y1) = (0.0f64, f64::INFINITY, f64::NEG_INFINITY);
     for &(x, y) in points {
@@ -187,8 +188,8 @@ fn svg_chart(title: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)]) -
             let _ = writeln!(s, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{color}\"/>", px(x), py(y));
         }
         let ly = top + 16.0 + 18.0 * i as f64;
-        let _ = writeln!(s, "<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"3\"/>", w - right - 200.0, w - right - 180.0);
-        let _ = writeln!(s, "<text x=\"{}\" y=\"{}\">{}</text>", w - right - 174.0, ly + 4.0, escape(name));
+        let _ = writeln!(s, "<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"3\"/>", w - right + 12.0, w - right + 32.0);
+        let _ = writeln!(s, "<text x=\"{}\" y=\"{}\">{}</text>", w - right + 38.0, ly + 4.0, escape(name));
     }
     s.push_str("</svg>\n");
     s
