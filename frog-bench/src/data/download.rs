@@ -21,15 +21,17 @@ pub fn fetch(cache: &Path) -> Result<()> {
     let fail = |what: &str, e: &dyn std::fmt::Display| Error::new(format!("{what}: {e}"));
     std::fs::create_dir_all(cache).map_err(|e| fail(&format!("creating {}", cache.display()), &e))?;
     let part = cache.join("cifar-10-binary.tar.gz.part");
-    let status = Command::new("curl")
+    // curl's own message goes into ours, so a failure stays one line.
+    let out = Command::new("curl")
         .args(["-fsSL", "--connect-timeout", "15", "-o"])
         .arg(&part)
         .arg(URL)
-        .status()
+        .output()
         .map_err(|e| fail("running curl", &e))?;
-    if !status.success() {
+    if !out.status.success() {
         let _ = std::fs::remove_file(&part);
-        return Err(Error::new(format!("curl could not fetch {URL} ({status})")));
+        let why = String::from_utf8_lossy(&out.stderr).trim().replace('\n', "; ");
+        return Err(Error::new(format!("curl could not fetch {URL}: {why}")));
     }
     let bytes = std::fs::read(&part).map_err(|e| fail(&format!("reading {}", part.display()), &e))?;
     let digest: String = md5(&bytes).iter().map(|b| format!("{b:02x}")).collect();
