@@ -15,6 +15,8 @@ pub use frog_cpu::nn::{BnShape, LinearShape, LossStats};
 use crate::error::{Error, Result};
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 /// Converts a backend's error into the engine's.
 pub fn backend_err<E: std::fmt::Display>(e: E) -> Error {

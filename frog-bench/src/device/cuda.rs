@@ -1,0 +1,234 @@
+//! The CUDA device (feature `cuda`): frog-cuda's buffers and the kernels of
+//! `frog_cuda::nn`, on the same stream as FROG's `Cuda` backend. Every
+//! method only launches work, except `upload`/`download` and
+//! `cross_entropy`, which returns the loss to the host.
+
+use std::cell::RefCell;
+
+use frog_core::{Backend, Conv2d};
+use frog_cuda::nn::{self, BnParams};
+use frog_cuda::{Buffer, Cuda, Precision};
+
+use super::{backend_err, BnAffine, BnSaved, BnShape, Device, LinearShape, LossStats, BN_EPS, BN_MOMENTUM};
+use crate::error::Result;
+
+/// Training on one GPU, in `f32`.
+pub struct CudaDevice {
+    cuda: Cuda,
+    /// Convolution (im2col) scratch, grown to the largest layer on first
+    /// use and then reused.
+    scratch: RefCell<Option<Buffer>>,
+    /// Per-row loss and correctness of the last cross-entropy.
+    loss: RefCell<Option<Buffer>>,
+}
+
+impl CudaDevice {
+    /// The device on GPU 0, its GEMMs in `precision` (errors when there is
+    /// no driver or no device).
+    pub fn new(precision: Precision) -> Result<Self> {
+        let cuda = Cuda::new(precision).map_err(backend_err)?;
+        Ok(Self { cuda, scratch: RefCell::new(None), loss: RefCell::new(None) })
+    }
+
+    /// The FROG backend (also `Device::backend`).
+    pub fn cuda(&self) -> &Cuda {
+        &self.cuda
+    }
+
+    /// Waits for every launched kernel.
+    pub fn synchronize(&self) -> Result<()> {
+        self.cuda.synchronize().map_err(backend_err)
+    }
+
+    fn with_buffer<R>(
+        &self,
+        cell: &RefCell<Option<Buffer>>,
+        len: usize,
+        f: impl FnOnce(&mut Buffer) -> std::result::Result<R, frog_cuda::Error>,
+    ) -> Result<R> {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|b| b.len() < len) {
+            *slot = None;
+            *slot = Some(self.cuda.zeros(len).map_err(backend_err)?);
+        }
+        let buf = slot.as_mut().expect("allocated above");
+        f(buf).map_err(backend_err)
+    }
+}
+
+impl Device for CudaDevice {
+    type Scalar = f32;
+    type Buffer = Buffer;
+    /// Class indices as `f32`, one per sample.
+    type Labels = Buffer;
+    type Backend = Cuda;
+
+    fn backend(&self) -> &Cuda {
+        &self.cuda
+    }
+
+    fn describe(&self) -> String {
+        format!("cuda f32 ({:?} GEMMs) on {}", self.cuda.precision(), self.cuda.device_name())
+    }
+
+    fn labels(&self, batch: usize) -> Result<Buffer> {
+        self.cuda.zeros(batch).map_err(backend_err)
+    }
+
+    fn upload_labels(&self, labels: &[u8], dst: &mut Buffer) -> Result<()> {
+        let host: Vec<f32> = labels.iter().map(|&l| f32::from(l)).collect();
+        self.cuda.write(&host, dst, 0).map_err(backend_err)
+    }
+
+    fn conv_forward(&self, conv: &Conv2d, batch: usize, x: &Buffer, w: &Buffer, y: &mut Buffer) -> Result<()> {
+        self.with_buffer(&self.scratch, nn::conv_scratch_len(conv, batch), |s| nn::conv_forward(&self.cuda, conv, batch, x, w, y, s))
+    }
+
+    fn conv_backward_data(&self, conv: &Conv2d, batch: usize, dy: &Buffer, w: &Buffer, dx: &mut Buffer, accumulate: bool) -> Result<()> {
+        self.with_buffer(&self.scratch, nn::conv_scratch_len(conv, batch), |s| {
+            nn::conv_backward_data(&self.cuda, conv, batch, dy, w, dx, accumulate, s)
+        })
+    }
+
+    fn conv_backward_weight(&self, conv: &Conv2d, batch: usize, x: &Buffer, dy: &Buffer, dw: &mut Buffer) -> Result<()> {
+        self.with_buffer(&self.scratch, nn::conv_scratch_len(conv, batch), |s| nn::conv_backward_weight(&self.cuda, conv, batch, x, dy, dw, s))
+    }
+
+    fn bn_train(
+        &self,
+        shape: BnShape,
+        x: &Buffer,
+        affine: BnAffine<'_, Buffer>,
+        running: (&mut Buffer, &mut Buffer),
+        saved: &mut BnSaved<Buffer>,
+        residual: Option<&Buffer>,
+        relu: bool,
+        y: &mut Buffer,
+    ) -> Result<()> {
+        let s = nn::BnShape { batch: shape.batch, channels: shape.channels, hw: shape.hw };
+        let p = BnParams { weight: affine.weight, bias: affine.bias, eps: BN_EPS as f32 };
+        let saved = (&mut saved.mean, &mut saved.invstd);
+        nn::bn_train(&self.cuda, s, x, p, running, BN_MOMENTUM as f32, saved, residual, relu, y).map_err(backend_err)
+    }
+
+    fn bn_eval(
+        &self,
+        shape: BnShape,
+        x: &Buffer,
+        affine: BnAffine<'_, Buffer>,
+        running: (&Buffer, &Buffer),
+        residual: Option<&Buffer>,
+        relu: bool,
+        y: &mut Buffer,
+    ) -> Result<()> {
+        let s = nn::BnShape { batch: shape.batch, channels: shape.channels, hw: shape.hw };
+        let p = BnParams { weight: affine.weight, bias: affine.bias, eps: BN_EPS as f32 };
+        nn::bn_eval(&self.cuda, s, x, p, running, residual, relu, y).map_err(backend_err)
+    }
+
+    fn bn_backward(
+        &self,
+        shape: BnShape,
+        x: &Buffer,
+        saved: &BnSaved<Buffer>,
+        weight: &Buffer,
+        relu_out: Option<&Buffer>,
+        dy: &mut Buffer,
+        dx: &mut Buffer,
+        dweight: &mut Buffer,
+        dbias: &mut Buffer,
+    ) -> Result<()> {
+        let s = nn::BnShape { batch: shape.batch, channels: shape.channels, hw: shape.hw };
+        nn::bn_backward(&self.cuda, s, x, (&saved.mean, &saved.invstd), weight, relu_out, dy, dx, dweight, dbias).map_err(backend_err)
+    }
+
+    fn avg_pool(&self, planes: usize, hw: usize, x: &Buffer, y: &mut Buffer) -> Result<()> {
+        nn::avg_pool(&self.cuda, planes, hw, x, y).map_err(backend_err)
+    }
+
+    fn avg_pool_backward(&self, planes: usize, hw: usize, dy: &Buffer, dx: &mut Buffer) -> Result<()> {
+        nn::avg_pool_backward(&self.cuda, planes, hw, dy, dx).map_err(backend_err)
+    }
+
+    fn linear_forward(&self, s: LinearShape, x: &Buffer, w: &Buffer, b: &Buffer, y: &mut Buffer) -> Result<()> {
+        nn::linear_forward(&self.cuda, s.batch, s.d_in, s.d_out, x, w, b, y).map_err(backend_err)
+    }
+
+    fn linear_backward(&self, s: LinearShape, x: &Buffer, w: &Buffer, dy: &Buffer, dx: &mut Buffer, dw: &mut Buffer, db: &mut Buffer) -> Result<()> {
+        nn::linear_backward(&self.cuda, s.batch, s.d_in, s.d_out, x, w, dy, dx, dw, db).map_err(backend_err)
+    }
+
+    fn cross_entropy(&self, batch: usize, classes: usize, logits: &Buffer, labels: &Buffer, dlogits: &mut Buffer) -> Result<LossStats> {
+        let (loss, correct) = self.with_buffer(&self.loss, nn::cross_entropy_scratch_len(batch), |s| {
+            nn::cross_entropy(&self.cuda, batch, classes, logits, labels, dlogits, s)
+        })?;
+        Ok(LossStats { loss, correct })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use frog_core::{BackendError, BackendErrorKind};
+
+    use super::*;
+    use crate::arch::Arch;
+    use crate::device::cpu::CpuDevice;
+    use crate::model::Net;
+
+    /// The tiny CNN's forward, loss and backward on the GPU against the f64
+    /// CPU device (rtol 1e-4). Skips without a device.
+    #[test]
+    fn gpu_tiny_cnn_matches_the_cpu() {
+        let gpu = match Cuda::new(Precision::Exact) {
+            Ok(_) => CudaDevice::new(Precision::Exact).unwrap(),
+            Err(e) if e.kind() == BackendErrorKind::NoDevice => {
+                println!("SKIPPED gpu_tiny_cnn_matches_the_cpu: no CUDA device ({e})");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let cpu = CpuDevice::<f64>::new(1);
+        let batch = 8;
+        let arch = Arch::tiny_cnn();
+        let mut gnet = Net::new(&gpu, &arch, batch, 3).unwrap();
+        let mut cnet = Net::new(&cpu, &arch, batch, 3).unwrap();
+        // Same parameters on both (the GPU's, rounded to f32, copied over).
+        for (g, c) in gnet.params.iter().zip(cnet.params.iter_mut()) {
+            let mut host = vec![0f32; g.len()];
+            gpu.download(&g.value, &mut host).unwrap();
+            let wide: Vec<f64> = host.iter().map(|&v| f64::from(v)).collect();
+            cpu.upload(&wide, &mut c.value).unwrap();
+        }
+        let n = batch * arch.input_len();
+        let x: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+        let labels: Vec<u8> = (0..batch).map(|i| (i % 3) as u8).collect();
+        let mut gx = gpu.zeros(n).unwrap();
+        gpu.upload(&x, &mut gx).unwrap();
+        let mut cx = cpu.zeros(n).unwrap();
+        cpu.upload(&x.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(), &mut cx).unwrap();
+        let mut gl = gpu.labels(batch).unwrap();
+        gpu.upload_labels(&labels, &mut gl).unwrap();
+        let mut cl = cpu.labels(batch).unwrap();
+        cpu.upload_labels(&labels, &mut cl).unwrap();
+
+        gnet.forward(&gpu, &gx, batch, true).unwrap();
+        cnet.forward(&cpu, &cx, batch, true).unwrap();
+        let gs = gnet.loss(&gpu, batch, &gl).unwrap();
+        let cs = cnet.loss(&cpu, batch, &cl).unwrap();
+        println!("loss gpu {} cpu {}", gs.loss, cs.loss);
+        assert!((gs.loss - cs.loss).abs() <= 1e-4 * cs.loss.abs(), "loss {} vs {}", gs.loss, cs.loss);
+        assert_eq!(gs.correct, cs.correct);
+        gnet.backward(&gpu, &gx, batch, None).unwrap();
+        cnet.backward(&cpu, &cx, batch, None).unwrap();
+        for (g, c) in gnet.params.iter().zip(cnet.params.iter()) {
+            let mut gh = vec![0f32; g.len()];
+            gpu.download(&g.grad, &mut gh).unwrap();
+            let mut ch = vec![0f64; c.len()];
+            cpu.download(&c.grad, &mut ch).unwrap();
+            let d = gh.iter().zip(&ch).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
+            let s = ch.iter().map(|b| b.abs()).fold(0.0, f64::max).max(1e-30);
+            println!("grad {:<24} rel error {:.2e}", g.name, d / s);
+            assert!(d / s <= 1e-4, "grad {}: {:.2e}", g.name, d / s);
+        }
+    }
+}
