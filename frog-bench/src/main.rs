@@ -12,7 +12,8 @@ fn run() -> Result<()> {
     match cli::parse(&args, (l.sample, l.iters, l.threads, l.json))? {
         Command::Help => print!("{}", cli::HELP),
         Command::Study(a) => {
-            let plan = study::plan(&a, std::env::var_os("FROG_DATA").filter(|v| !v.is_empty()).map(Into::into))?;
+            let env_data = std::env::var_os("FROG_DATA").filter(|v| !v.is_empty()).map(Into::into);
+            let plan = study::plan(&a, env_data, "resnet-small")?;
             study::run(&CpuDevice::<f32>::new(a.threads), &plan)?;
         }
         Command::Throughput(t) => {

@@ -111,9 +111,11 @@ fn per_optimizer_flags(a: &StudyArgs) -> Vec<&'static str> {
     given.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect()
 }
 
-/// Builds the plan from the flags; `env_data` is `$FROG_DATA`.
-pub fn plan(a: &StudyArgs, env_data: Option<PathBuf>) -> Result<Plan> {
-    let model = a.model.clone().unwrap_or_else(|| "resnet-small".into());
+/// Builds the plan from the flags; `env_data` is `$FROG_DATA`, and
+/// `default_model` the model of the device's default study
+/// (`resnet-small` on the CPU, the original's `resnet18` on a GPU).
+pub fn plan(a: &StudyArgs, env_data: Option<PathBuf>, default_model: &str) -> Result<Plan> {
+    let model = a.model.clone().unwrap_or_else(|| default_model.into());
     let arch = Arch::by_name(&model)?;
     let d = defaults(&model);
     let epochs = a.epochs.unwrap_or(d.epochs);
