@@ -203,3 +203,51 @@ pub fn run<D: Device>(dev: &D, plan: &Plan) -> Result<Vec<RunResult>> {
     print!("{}", report::table(&results, &plan.targets, &source));
     Ok(results)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resnet18_defaults_are_the_original_study() {
+        let a = StudyArgs { model: Some("resnet18".into()), ..StudyArgs::default() };
+        let p = plan(&a, None, "resnet-small").unwrap();
+        assert_eq!(p.targets, vec![88.0, 90.0, 92.0, 94.0]);
+        let labels: Vec<&str> = p.configs.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(labels, ["FROG bs 512, s 64", "SGD bs 128", "SGD bs 512"]);
+        for c in &p.configs {
+            assert_eq!((c.epochs, c.milestones.as_slice(), c.gamma), (160, &[80, 120][..], 0.1));
+        }
+        let Method::Frog(f) = p.configs[0].method else { panic!("FROG first") };
+        assert_eq!((f.lr, f.momentum, f.weight_decay, f.lr_other_ratio), (0.01, 0.9, 1e-5, 1.0));
+        assert_eq!((f.sample_size, f.num_iters, f.tau, f.denom_eps, f.nesterov), (Some(64), 4, 1e-6, 1e-10, false));
+        let Method::Sgd(s) = p.configs[2].method else { panic!("SGD last") };
+        assert_eq!((s.lr, s.momentum, s.weight_decay, s.nesterov), (0.1, 0.9, 1e-4, false));
+        assert_eq!(p.data.test_limit, None);
+    }
+
+    #[test]
+    fn one_configuration_takes_the_optimizer_flags() {
+        let a = StudyArgs {
+            optimizer: Some(OptName::Frog),
+            batch_size: Some(64),
+            sample: Some(8),
+            lr: Some(0.02),
+            tau: Some(1e-3),
+            tau_final: Some(1e-5),
+            tau_steps: Some(100),
+            epochs: Some(2),
+            ..StudyArgs::default()
+        };
+        let p = plan(&a, Some("/data".into()), "resnet-small").unwrap();
+        assert_eq!(p.configs.len(), 1);
+        let c = &p.configs[0];
+        assert_eq!((c.label.as_str(), c.batch, c.epochs), ("FROG bs 64, s 8", 64, 2));
+        let Method::Frog(f) = c.method else { panic!("FROG") };
+        assert_eq!((f.lr, f.sample_size, f.tau, f.tau_final, f.tau_steps), (0.02, Some(8), 1e-3, Some(1e-5), Some(100)));
+        assert_eq!(p.data.env_dir, Some("/data".into()));
+        // An incomplete damping schedule is refused before anything runs.
+        let bad = StudyArgs { tau_steps: None, ..a };
+        assert!(plan(&bad, None, "resnet-small").unwrap_err().to_string().contains("tau_final and tau_steps"));
+    }
+}
