@@ -10,19 +10,24 @@ root=$(pwd)
 eval "$(bash ../shared/cuda/libcuda-stub.sh "$root/target/cuda-stub")"
 export CARGO_TERM_COLOR=never
 cargo build --release -p frog-cuda --example gpu_check
-tests=$(cargo test --release -p frog-cuda --no-run --message-format=json 2>/dev/null \
+cargo test --release -p frog-cuda -p frog-bench --features frog-bench/cuda --no-run
+tests=$(cargo test --release -p frog-cuda -p frog-bench --features frog-bench/cuda --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable"): print(m["target"]["name"], m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] != ["bin"]:
+        print(m["target"]["name"], m["executable"])')
 out=$root/.gpu-run
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/golden"
 cp ../shared/golden/*.json ../shared/golden/FORMAT.md "$out/golden/"
+cp frog-cuda/scripts/torch_resnet18_step.py "$out/"
 exe_dir=${CARGO_TARGET_DIR:-$root/target}/release/examples
 strip -o "$out/bin/gpu_check" "$exe_dir/gpu_check"
 while read -r name path; do
-  [ -n "$name" ] && strip -o "$out/bin/test-$name" "$path"
+  case "$name" in
+    gpu|nn|frog_cuda|frog_bench) strip -o "$out/bin/test-$name" "$path" ;;
+  esac
 done <<< "$tests"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
@@ -32,10 +37,14 @@ set -o pipefail
 export FROG_GOLDEN_DIR=$PWD/golden
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
 status=0
-for t in bin/test-*; do
+for t in bin/test-frog_cuda bin/test-gpu bin/test-nn; do
   echo "== $t"
   timeout 300 "$t" --test-threads 1 --nocapture 2>&1 | grep -Ev '^\s*$' || status=1
 done
+echo "== bin/test-frog_bench (the CUDA device: tiny CNN against the CPU, ResNet-18 steps)"
+timeout 400 bin/test-frog_bench gpu_ --test-threads 1 --nocapture 2>&1 | grep -Ev '^\s*$' || status=1
+echo "== PyTorch"
+timeout 120 python3 torch_resnet18_step.py || true
 echo "== bin/gpu_check"
 timeout 300 bin/gpu_check "$@" || status=1
 exit $status

@@ -231,4 +231,28 @@ mod tests {
             assert!(d / s <= 1e-4, "grad {}: {:.2e}", g.name, d / s);
         }
     }
+
+    /// ResNet-18 training steps at batch 512 on the GPU, SGD and FROG (s 64),
+    /// with the GEMMs in each precision: the study's step times. Skips
+    /// without a device and on the host emulator (far too slow there).
+    #[test]
+    fn gpu_resnet18_throughput() {
+        let dev = match CudaDevice::new(Precision::Exact) {
+            Ok(d) => d,
+            Err(e) => {
+                println!("SKIPPED gpu_resnet18_throughput: no CUDA device ({e})");
+                return;
+            }
+        };
+        if dev.cuda().device_name().contains("emulator") {
+            println!("SKIPPED gpu_resnet18_throughput: host emulator");
+            return;
+        }
+        drop(dev);
+        let args = crate::throughput::ThroughputArgs { model: "resnet18".into(), batch: 512, sample: 64, steps: 5 };
+        for precision in [Precision::Fast, Precision::Split, Precision::Exact] {
+            let dev = CudaDevice::new(precision).unwrap();
+            crate::throughput::run(&dev, &args).unwrap();
+        }
+    }
 }
