@@ -252,7 +252,7 @@ extern "C" __global__ void fisher_weights(int r, int rows, int l_per, int sj, in
 #define BM 64
 #define BN 64
 #define BK 16
-#define PAD 4
+#define PAD 8  // row pitch 72 floats: the mma fragment reads (t*pitch + g) hit 32 distinct banks
 
 // Loads a BK x 64 tile of an operand into smem T[k][i] (i along M or N).
 __device__ __forceinline__ void load_tile(float (*t)[BM + PAD], const float* __restrict__ src, int extent, int i0,
