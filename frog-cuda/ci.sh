@@ -10,7 +10,8 @@
 #    shared memory and spills per kernel (fails on any spill);
 # 4. builds the libcuda stub (../shared/cuda/libcuda-stub.sh) and runs clippy
 #    and the tests of frog-cuda; GPU tests print that they were skipped;
-# 5. runs the GPU tests again on the libcuda host emulator (emu/: the CUDA C
+# 5. runs the GPU tests (frog-cuda's, and the bench's CUDA device) again on
+#    the libcuda host emulator (emu/: the CUDA C
 #    kernels compiled for the host), which checks the kernels' sources and
 #    the Rust side, not the PTX, the driver or the speed.
 set -euo pipefail
@@ -57,10 +58,11 @@ done
 say "libcuda stub"
 eval "$(bash ../shared/cuda/libcuda-stub.sh "$root/target/cuda-stub")"
 
-say "clippy -p frog-cuda"
+say "clippy -p frog-cuda, and frog-bench with its cuda feature"
 # --no-deps: lint frog-cuda itself; frog-core and frog-cpu are linted by the
 # workspace's own clippy step.
 cargo clippy --release -p frog-cuda --no-deps --all-targets -- -D warnings
+cargo clippy --release -p frog-bench --features cuda --no-deps --all-targets -- -D warnings
 
 say "tests -p frog-cuda (GPU tests report SKIPPED without a device)"
 cargo test --release -p frog-cuda -- --nocapture 2>&1 | tee "$root/target/frog-cuda-tests.log" | grep -E '^(test |SKIPPED|test result|running)' || true
@@ -71,12 +73,21 @@ echo "$skipped GPU tests skipped for lack of a device"
 
 say "GPU tests on the libcuda host emulator"
 emu=$(bash frog-cuda/emu/build.sh "$root/target/cuda-emu")
-bin=$(cargo test --release -p frog-cuda --test gpu --no-run --message-format=json 2>/dev/null \
+bins=$(cargo test --release -p frog-cuda -p frog-bench --features frog-bench/cuda --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu" and m.get("executable"): print(m["executable"])')
-LD_LIBRARY_PATH="$emu" "$bin" --test-threads 1 --nocapture 2>&1 | tee "$root/target/frog-cuda-emu.log" \
-  | grep -E '^(test |gpu_[a-z_]+: |test result)' || true
-grep -q 'test result: ok' "$root/target/frog-cuda-emu.log" || { echo "GPU tests failed on the emulator" >&2; exit 1; }
+    t = m.get("target", {})
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and t.get("name") in ("gpu", "nn", "frog_bench") and t.get("kind") != ["bin"]:
+        print(m["executable"])')
+: > "$root/target/frog-cuda-emu.log"
+for bin in $bins; do
+  case "$bin" in */frog_bench-*) filter=gpu_ ;; *) filter= ;; esac
+  LD_LIBRARY_PATH="$emu" "$bin" $filter --test-threads 1 --nocapture 2>&1 | tee -a "$root/target/frog-cuda-emu.log" \
+    | grep -E '^(test |gpu_[a-z_]+: |test result)' || true
+done
+if grep -q 'test result: FAILED' "$root/target/frog-cuda-emu.log" || [ "$(grep -c 'test result: ok' "$root/target/frog-cuda-emu.log")" != 3 ]; then
+  echo "GPU tests failed on the emulator" >&2
+  exit 1
+fi
 say "done"
