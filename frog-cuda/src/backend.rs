@@ -164,6 +164,39 @@ impl Cuda {
         Ok(out)
     }
 
+    /// Records the launches `f` makes on the stream into a CUDA graph
+    /// (stream capture; nothing runs), for [`Cuda::launch_graph`] to replay.
+    /// A FROG step can be captured because it is launches only; the host
+    /// values of the step (its `tau`, the step count) are those of capture
+    /// time.
+    pub fn capture(&self, f: impl FnOnce() -> Result<(), Error>) -> Result<Graph, Error> {
+        let stream = self.stream.as_inner();
+        // SAFETY: plain driver calls on this backend's stream and on graph
+        // handles owned by the returned value.
+        unsafe {
+            let mode = cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+            check("cuStreamBeginCapture", cu::cuStreamBeginCapture_v2(stream, mode))?;
+            let recorded = f();
+            let mut graph = ptr::null_mut();
+            let ended = check("cuStreamEndCapture", cu::cuStreamEndCapture(stream, &mut graph));
+            let graph = Graph { graph, exec: ptr::null_mut(), _owner: self.owner.clone() };
+            recorded?;
+            ended?;
+            let mut graph = graph;
+            check("cuGraphInstantiateWithFlags", cu::cuGraphInstantiateWithFlags(&mut graph.exec, graph.graph, 0))?;
+            Ok(graph)
+        }
+    }
+
+    /// Launches a captured graph on the stream.
+    pub fn launch_graph(&self, graph: &Graph) -> Result<(), Error> {
+        if !Arc::ptr_eq(&graph._owner, &self.owner) {
+            return Err(Error::ForeignBuffer { what: "graph" });
+        }
+        // SAFETY: the graph was instantiated in this backend's context.
+        unsafe { check("cuGraphLaunch", cu::cuGraphLaunch(graph.exec, self.stream.as_inner())) }
+    }
+
     /// Launches kernel `k` on the stream.
     pub(crate) fn launch(&self, k: K, grid: Grid, args: &[Arg]) -> Result<(), Error> {
         let slots = launch::pack(k.name(), k.sig(), args)?;
@@ -297,6 +330,36 @@ impl Cuda {
         let n = rows.checked_mul(cols).ok_or(Error::TooLarge { what: "rows*cols", value: usize::MAX })?;
         int("rows*cols", n)?;
         Ok((Arg::I(int("rows", rows)?), Arg::I(int("cols", cols)?), n))
+    }
+}
+
+fn check(call: &'static str, res: cu::CUresult) -> Result<(), Error> {
+    if res == cu::cudaError_enum::CUDA_SUCCESS {
+        Ok(())
+    } else {
+        Err(Error::Driver { call, code: res as u32 })
+    }
+}
+
+/// A CUDA graph recorded by [`Cuda::capture`].
+pub struct Graph {
+    graph: cu::CUgraph,
+    exec: cu::CUgraphExec,
+    _owner: Arc<Owner>,
+}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        // SAFETY: handles created by `Cuda::capture` and owned here; the
+        // context is kept alive by `_owner`.
+        unsafe {
+            if !self.exec.is_null() {
+                cu::cuGraphExecDestroy(self.exec);
+            }
+            if !self.graph.is_null() {
+                cu::cuGraphDestroy(self.graph);
+            }
+        }
     }
 }
 

@@ -23,5 +23,5 @@ pub mod kernels;
 pub mod launch;
 pub mod nn;
 
-pub use backend::{Buffer, Cuda, Precision};
+pub use backend::{Buffer, Cuda, Graph, Precision};
 pub use error::{code_name, Error};

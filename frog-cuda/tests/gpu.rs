@@ -242,3 +242,48 @@ impl CloneZeroed for frog_cuda::Buffer {
         cuda.zeros(self.len()).unwrap()
     }
 }
+
+/// A whole FROG step recorded as a CUDA graph (it is launches only) and
+/// replayed gives the step's result.
+#[test]
+fn gpu_graph_capture() {
+    use frog_core::{precondition_step, Batch, Config, ParamState, Params, Workspace, WorkspaceReq};
+    let Some(cuda) = device(Precision::Exact, "gpu_graph_capture") else { return };
+    if cuda.device_name().contains("emulator") {
+        println!("SKIPPED gpu_graph_capture: the host emulator has no graphs");
+        return;
+    }
+    let layer = Layer::conv2d(Conv2d::new(16, 32, 3, 1, 1, [8, 8]), false);
+    let cfg = Config { lr: 0.01, momentum: 0.9, weight_decay: 1e-4, num_iters: 4, tau: 1e-3, ..Config::default() };
+    let (r, batch) = (4, 16);
+    let n = layer.rows() * layer.weight_cols();
+    let w0 = values(n, 1);
+    let g = cuda.upload(&values(n, 2)).unwrap();
+    let x = cuda.upload(&values(r * layer.input_len(), 3)).unwrap();
+    let y = cuda.upload(&values(r * layer.output_len(), 4)).unwrap();
+    let mut results = Vec::new();
+    for graph in [false, true] {
+        let mut w = cuda.upload(&w0).unwrap();
+        let mut state = ParamState::for_layer(&cuda, &layer, &cfg).unwrap();
+        let mut ws = Workspace::new(&cuda, WorkspaceReq::new(&cuda, &layer, r)).unwrap();
+        let mut step = || {
+            let params = Params { weight: &mut w, grad_weight: &g, bias: None };
+            let b = Batch { x: &x, y: &y, sample: r, batch_size: batch };
+            precondition_step(&cuda, &cfg, &layer, &mut state, &mut ws, params, b).map_err(|e| match e {
+                frog_core::Error::Backend(e) => e,
+                other => panic!("{other}"),
+            })
+        };
+        if graph {
+            let recorded = cuda.capture(&mut step).unwrap();
+            cuda.launch_graph(&recorded).unwrap();
+        } else {
+            step().unwrap();
+        }
+        results.push(cuda.download(&w, n).unwrap());
+    }
+    let base: Vec<f64> = results[0].iter().map(|&v| f64::from(v)).collect();
+    let e = rel(&results[1], &base);
+    println!("gpu_graph_capture: graph-replayed step vs direct step, rel error {e:.2e}");
+    assert!(e < 1e-6, "graph replay differs: {e:.2e}");
+}
