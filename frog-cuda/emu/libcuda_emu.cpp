@@ -11,7 +11,6 @@
 // Device memory is host memory: allocations are poisoned with NaN and
 // followed by a canary that is checked on free (an out-of-bounds write
 // aborts the process).
-#include <ucontext.h>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -35,11 +34,40 @@ namespace nn_k {
 }
 
 // ---------------------------------------------------------------------------
-// Execution of one block: BLOCK cooperative fibers (ucontext) on the calling
-// thread, scheduled round-robin; a fiber at a barrier yields until every
-// thread of its block (or warp, for shuffles and mma) has arrived.
+// Execution of one block: BLOCK cooperative fibers on the calling thread,
+// scheduled round-robin; a fiber at a barrier yields until every thread of
+// its block (or warp, for shuffles and mma) has arrived. Fibers switch with
+// a few instructions (callee-saved registers and the stack pointer, x86-64
+// System V); ucontext would make two system calls per switch.
 
 dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+#if !defined(__x86_64__)
+#error "the emulator's fiber switch is x86-64 System V only"
+#endif
+extern "C" void emu_switch(void** save_sp, void* new_sp);
+asm(R"(
+    .text
+    .globl emu_switch
+    .type emu_switch, @function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_switch, .-emu_switch
+)");
 
 namespace {
 
@@ -48,8 +76,8 @@ constexpr int kWarps = kThreads / 32;
 constexpr size_t kStack = 256 * 1024;
 
 struct Sched {
-    ucontext_t main;
-    ucontext_t ctx[kThreads];
+    void* main_sp = nullptr;
+    void* sp[kThreads];
     std::vector<char> stack[kThreads];
     bool done[kThreads];
     int cur = 0;
@@ -73,23 +101,30 @@ std::mutex launch_mutex;
 
 void yield() {
     Sched& s = sched();
-    swapcontext(&s.ctx[s.cur], &s.main);
+    emu_switch(&s.sp[s.cur], s.main_sp);
 }
 
-void fiber_entry() {
+[[noreturn]] void fiber_start() {
     Sched& s = sched();
     s.job();
     s.done[s.cur] = true;
+    void* dead;
+    emu_switch(&dead, s.main_sp);
+    std::abort();
 }
 
 void run_block() {
     Sched& s = sched();
     for (int t = 0; t < kThreads; t++) {
-        getcontext(&s.ctx[t]);
-        s.ctx[t].uc_stack.ss_sp = s.stack[t].data();
-        s.ctx[t].uc_stack.ss_size = kStack;
-        s.ctx[t].uc_link = &s.main;
-        makecontext(&s.ctx[t], fiber_entry, 0);
+        // Initial frame: six callee-saved registers, then fiber_start as the
+        // return address; the stack is 16-byte aligned at fiber_start's entry
+        // as after a call.
+        auto top = reinterpret_cast<uintptr_t>(s.stack[t].data() + kStack) & ~uintptr_t(15);
+        auto* frame = reinterpret_cast<void**>(top) - 8;
+        for (int k = 0; k < 6; k++) frame[k] = nullptr;
+        frame[6] = reinterpret_cast<void*>(&fiber_start);
+        frame[7] = nullptr;
+        s.sp[t] = frame;
         s.done[t] = false;
     }
     int remaining = kThreads;
@@ -98,7 +133,7 @@ void run_block() {
             if (s.done[t]) continue;
             s.cur = t;
             threadIdx = dim3{unsigned(t), 0, 0};
-            swapcontext(&s.main, &s.ctx[t]);
+            emu_switch(&s.main_sp, s.sp[t]);
             if (s.done[t]) remaining--;
         }
     }
