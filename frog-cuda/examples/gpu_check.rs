@@ -2,7 +2,8 @@
 //! then one FROG optimizer step over all ResNet-18 (CIFAR) conv layers at
 //! r = 64 timed in each precision, and a short table last.
 //!
-//! `FROG_GOLDEN_DIR=DIR gpu_check [--steps N] [--r R] [--no-golden]` (defaults 10, 64); exits 0 with a message when
+//! `FROG_GOLDEN_DIR=DIR gpu_check [--steps N] [--r R] [--layers N] [--no-golden]`
+//! (defaults 10, 64, all 20); exits 0 with a message when
 //! there is no device, 1 when a required golden case fails.
 
 use std::time::Instant;
@@ -82,6 +83,7 @@ fn main() {
     let arg = |name: &str, default: usize| std::env::args().skip_while(|a| a != name).nth(1).and_then(|s| s.parse().ok()).unwrap_or(default);
     let steps = arg("--steps", 10);
     let r = arg("--r", 64);
+    let layers = arg("--layers", usize::MAX);
     let golden = !std::env::args().any(|a| a == "--no-golden");
     let mut cuda = match Cuda::new(Precision::Exact) {
         Ok(c) => c,
@@ -149,7 +151,8 @@ fn main() {
         lr_other_ratio: 1.0,
         ..Config::default()
     };
-    let convs = resnet18_convs();
+    let mut convs = resnet18_convs();
+    convs.truncate(layers);
     let flops: f64 = convs.iter().map(|c| Layer::conv2d(*c, false).cg_flops(r, cfg.num_iters)).sum();
     let setup = || -> Result<(Vec<LayerRun>, Workspace<Cuda>), String> {
         let s = |e: frog_cuda::Error| e.to_string();
