@@ -59,9 +59,7 @@ say "libcuda stub"
 eval "$(bash ../shared/cuda/libcuda-stub.sh "$root/target/cuda-stub")"
 
 say "clippy -p frog-cuda, and frog-bench with its cuda feature"
-# --no-deps: lint frog-cuda itself; frog-core and frog-cpu are linted by the
-# workspace's own clippy step.
-cargo clippy --release -p frog-cuda --no-deps --all-targets -- -D warnings
+cargo clippy --release -p frog-cuda --all-targets -- -D warnings
 cargo clippy --release -p frog-bench --features cuda --no-deps --all-targets -- -D warnings
 
 say "tests -p frog-cuda (GPU tests report SKIPPED without a device)"
