@@ -242,6 +242,7 @@ const std::vector<Entry>& table() {
         KERNEL(gemm_f32), KERNEL(gemm_tf32), KERNEL(gemm_3xtf32),
         NN(col2im),       NN(bn_stats),        NN(bn_apply),       NN(bn_backward_reduce), NN(bn_backward_dx),
         NN(avg_pool),     NN(avg_pool_backward), NN(add_bias),     NN(col_sums),           NN(cross_entropy),
+        NN(gather_blocks),
     };
     return t;
 }

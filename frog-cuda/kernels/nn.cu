@@ -218,3 +218,14 @@ extern "C" __global__ void cross_entropy(int batch, int classes, const float* __
         }
     }
 }
+
+// dst[k*block + c] = src[idx[k]*block + c] for k < count (indices as floats):
+// FROG's sampled rows of a batch in one launch.
+extern "C" __global__ void gather_blocks(int count, int block, const float* __restrict__ idx,
+                                         const float* __restrict__ src, float* __restrict__ dst) {
+    int total = count * block;
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+        int k = e / block, c = e - k * block;
+        dst[e] = src[(int)idx[k] * block + c];
+    }
+}

@@ -150,6 +150,22 @@ impl Cuda {
         cust::context::CurrentContext::set_current(&self.owner._ctx).map_err(Error::driver("cuCtxSetCurrent"))
     }
 
+    /// Copies host values to `dst[offset..]` on the stream without waiting:
+    /// the values are staged before this returns (pageable memory), and
+    /// the copy runs in stream order.
+    pub fn write_async(&self, src: &[f32], dst: &mut Buffer, offset: usize) -> Result<(), Error> {
+        let Arg::P(base) = self.ptr("dst", dst, offset.saturating_add(src.len()))? else { unreachable!() };
+        if src.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: the range was checked above; a copy from pageable host
+        // memory is staged before the call returns.
+        let res = unsafe {
+            cu::cuMemcpyHtoDAsync_v2(base + (offset * 4) as u64, src.as_ptr() as *const c_void, std::mem::size_of_val(src), self.stream.as_inner())
+        };
+        check("cuMemcpyHtoDAsync", res)
+    }
+
     /// A buffer holding `data`.
     pub fn upload(&self, data: &[f32]) -> Result<Buffer, Error> {
         let mut b = self.zeros(data.len())?;

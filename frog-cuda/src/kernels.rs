@@ -88,6 +88,7 @@ kernels! {
     AddBias = "add_bias" in Nn: [I, I, P, P];
     ColSums = "col_sums" in Nn: [I, I, P, P];
     CrossEntropy = "cross_entropy" in Nn: [I, I, P, P, P, P, P];
+    GatherBlocks = "gather_blocks" in Nn: [I, I, P, P, P];
 }
 
 #[cfg(test)]

@@ -382,3 +382,20 @@ pub fn cross_entropy(
     let correct = host[batch..].iter().filter(|&&v| v > 0.5).count();
     Ok((loss, correct))
 }
+
+/// `dst[k] = src[indices[k]]` for blocks of `block` entries, in one launch;
+/// `idx` (at least `indices.len()` entries) receives the indices through a
+/// copy on the stream, without a host wait.
+pub fn gather(cuda: &Cuda, block: usize, indices: &[usize], idx: &mut Buffer, src: &Buffer, dst: &mut Buffer) -> Result<(), Error> {
+    let count = indices.len();
+    let max = indices.iter().copied().max().map_or(0, |m| m + 1);
+    if max > 1 << 24 {
+        return Err(Error::TooLarge { what: "gather index", value: max - 1 });
+    }
+    let host: Vec<f32> = indices.iter().map(|&i| i as f32).collect();
+    let sa = cuda.ptr("src", src, max * block)?;
+    let da = cuda.ptr("dst", dst, count * block)?;
+    cuda.write_async(&host, idx, 0)?;
+    let ia = cuda.ptr("idx", idx, count)?;
+    cuda.launch(K::GatherBlocks, launch::elementwise(count * block), &[i("count", count)?, i("block", block)?, ia, sa, da])
+}

@@ -191,3 +191,16 @@ fn gpu_nn_batchnorm_pool_linear_loss() {
     assert_eq!(correct, stats.correct);
     check(&c, "cross entropy dlogits", &dlb, &dl);
 }
+
+#[test]
+fn gpu_nn_gather() {
+    let Some(c) = device("gpu_nn_gather") else { return };
+    let (block, rows) = (37, 9);
+    let src = values(block * rows, 21);
+    let indices = [7usize, 0, 3, 8];
+    let want: Vec<f64> = indices.iter().flat_map(|&k| src[k * block..(k + 1) * block].to_vec()).collect();
+    let mut idx = c.zeros(indices.len()).unwrap();
+    let mut dst = c.zeros(indices.len() * block).unwrap();
+    nn::gather(&c, block, &indices, &mut idx, &up(&c, &src), &mut dst).unwrap();
+    check(&c, "gather", &dst, &want);
+}
