@@ -184,7 +184,9 @@ pub fn conv_backward_weight(cuda: &Cuda, conv: &Conv2d, batch: usize, x: &Buffer
     let sa = cuda.ptr("scratch", scratch, 0)?;
     let chunk = chunk(l, d, batch, scratch)?;
     cuda.launch(K::Fill, launch::elementwise(conv.c_out * d), &[i("n", conv.c_out * d)?, Arg::F(0.0), dwa])?;
-    let plan = launch::gemm_plan(conv.c_out, d, l, cuda.sm_count(), true)?;
+    // The samples of a chunk already give the GEMM its parallelism (grid z);
+    // splitting K as well would multiply the atomic adds into dw.
+    let plan = launch::gemm_plan(conv.c_out, d, l, cuda.sm_count(), false)?;
     for start in (0..batch).step_by(chunk) {
         let nb = chunk.min(batch - start);
         im2col(cuda, conv, xa, start, nb, sa)?;
