@@ -287,3 +287,29 @@ fn gpu_graph_capture() {
     println!("gpu_graph_capture: graph-replayed step vs direct step, rel error {e:.2e}");
     assert!(e < 1e-6, "graph replay differs: {e:.2e}");
 }
+
+/// Running out of device memory is an error value of kind `OutOfMemory`.
+#[test]
+fn gpu_out_of_memory() {
+    let Some(cuda) = device(Precision::Exact, "gpu_out_of_memory") else { return };
+    if cuda.device_name().contains("emulator") {
+        println!("SKIPPED gpu_out_of_memory: host emulator");
+        return;
+    }
+    let mut held = Vec::new();
+    let chunk = (i32::MAX as usize) & !1023; // 8 GiB of f32
+    for _ in 0..64 {
+        match cuda.zeros(chunk) {
+            Ok(b) => held.push(b),
+            Err(e) => {
+                assert_eq!(e.kind(), BackendErrorKind::OutOfMemory, "{e}");
+                println!("gpu_out_of_memory: after {} x 8 GiB: {e}", held.len());
+                drop(held);
+                cuda.synchronize().unwrap();
+                cuda.zeros(16).unwrap();
+                return;
+            }
+        }
+    }
+    panic!("no allocation failed after 64 x 8 GiB");
+}
