@@ -13,6 +13,7 @@ USAGE:
     frog-bench [study] [FLAGS]      run the study (the default)
     frog-bench throughput [FLAGS]   training samples/s of SGD and FROG steps
     frog-bench layers [FLAGS]       FROG step time per ResNet-18 conv layer
+    frog-bench gpu-check [FLAGS]    the prepared GPU run (a --features cuda build)
     frog-bench help                 this text
 
 STUDY: with no flags, the study for the device built in: on the CPU the
@@ -55,6 +56,16 @@ THROUGHPUT: --model, --batch-size (default 128), --sample (default 16),
     --steps N (timed steps, default 3), --threads.
 
 LAYERS: --sample N (default 64), --iters N (default 4), --threads N, --json.
+
+GPU-CHECK: every golden case on the GPU per precision ($FROG_GOLDEN_DIR),
+    FROG's step over the ResNet-18 conv layers, ResNet-18 training steps at
+    batch 512 (SGD and FROG), PyTorch's step when python3 has torch.
+    --steps N (timed repetitions, default 5), --sample N (default 64),
+    --no-golden, --torch-script PATH (default
+    frog-cuda/scripts/torch_resnet18_step.py).
+
+A build with --features cuda runs the study and throughput on the GPU
+(split 3xTF32 GEMMs), and the study defaults to --model resnet18.
 ";
 
 /// `--optimizer`.
@@ -117,6 +128,9 @@ pub enum Command {
     Throughput(ThroughputFlags),
     /// `layers`: sample, iters, threads, json.
     Layers { sample: usize, iters: usize, threads: usize, json: bool },
+    /// `gpu-check` (a `cuda` build): timed repetitions, FROG's sample,
+    /// whether to run the golden cases, PyTorch's step script.
+    GpuCheck { steps: usize, sample: usize, golden: bool, torch_script: PathBuf },
 }
 
 /// Walks `--flag value` / `--flag=value` pairs.
@@ -260,6 +274,22 @@ fn parse_layers(f: &mut Flags<'_>, defaults: (usize, usize, usize, bool)) -> Res
     Ok(Command::Layers { sample, iters, threads, json })
 }
 
+fn parse_gpu_check(f: &mut Flags<'_>) -> Result<Command> {
+    let (mut steps, mut sample, mut golden) = (5, 64, true);
+    let mut torch_script = PathBuf::from("frog-cuda/scripts/torch_resnet18_step.py");
+    while let Some(flag) = f.next_flag()? {
+        let fl = flag.as_str();
+        match fl {
+            "--steps" => steps = f.count(fl)?,
+            "--sample" => sample = f.count(fl)?,
+            "--no-golden" => golden = !f.switch(fl)?,
+            "--torch-script" => torch_script = PathBuf::from(f.value(fl)?),
+            _ => return Err(unknown(fl, "gpu-check")),
+        }
+    }
+    Ok(Command::GpuCheck { steps, sample, golden, torch_script })
+}
+
 /// Parses the arguments after the program name. `layers_defaults` are the
 /// `layers` benchmark's own defaults (sample, iters, threads, json).
 pub fn parse(args: &[String], layers_defaults: (usize, usize, usize, bool)) -> Result<Command> {
@@ -276,6 +306,7 @@ pub fn parse(args: &[String], layers_defaults: (usize, usize, usize, bool)) -> R
         "study" => parse_study(&mut f).map(|a| Command::Study(Box::new(a))),
         "throughput" => parse_throughput(&mut f).map(Command::Throughput),
         "layers" => parse_layers(&mut f, layers_defaults),
-        other => Err(Error::new(format!("unknown command `{other}`; commands: study, throughput, layers, help"))),
+        "gpu-check" => parse_gpu_check(&mut f),
+        other => Err(Error::new(format!("unknown command `{other}`; commands: study, throughput, layers, gpu-check, help"))),
     }
 }

@@ -69,7 +69,7 @@ pub fn resnet18_convs() -> Vec<ResnetConv> {
 
 /// Deterministic pseudo-random values in `[-1, 1)` (the data's values do
 /// not change the work done).
-fn filled(n: usize, seed: u64) -> Vec<f32> {
+pub(crate) fn filled(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
         .map(|_| {

@@ -16,6 +16,8 @@ pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;
+#[cfg(feature = "cuda")]
+pub mod gpu_check;
 pub mod layers;
 pub mod model;
 pub mod optim;

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Prepares the GPU run of frog-cuda on a machine without a GPU: builds the GPU
-# test binary and the gpu_check example against the libcuda stub (they load
+# Prepares the GPU run on a machine without a GPU: builds the GPU test
+# binaries and `frog-bench` (feature cuda) against the libcuda stub (they load
 # the real libcuda.so.1 on the GPU machine), copies them and the golden files
 # into .gpu-run/ (ignored by git; ../shared is not sent along), writes
 # .gpu-run/run.sh and prints the one command to run there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target/cuda}
 eval "$(bash ../shared/cuda/libcuda-stub.sh "$root/target/cuda-stub")"
 export CARGO_TERM_COLOR=never
-cargo build --release -p frog-cuda --example gpu_check
+cargo build --release -p frog-bench --features cuda
 cargo test --release -p frog-cuda -p frog-bench --features frog-bench/cuda --no-run
 tests=$(cargo test --release -p frog-cuda -p frog-bench --features frog-bench/cuda --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
@@ -22,8 +23,7 @@ rm -rf "$out"
 mkdir -p "$out/bin" "$out/golden"
 cp ../shared/golden/*.json ../shared/golden/FORMAT.md "$out/golden/"
 cp frog-cuda/scripts/torch_resnet18_step.py "$out/"
-exe_dir=${CARGO_TARGET_DIR:-$root/target}/release/examples
-strip -o "$out/bin/gpu_check" "$exe_dir/gpu_check"
+strip -o "$out/bin/frog-bench" "${CARGO_TARGET_DIR:-$root/target}/release/frog-bench"
 while read -r name path; do
   case "$name" in
     gpu|nn|frog_cuda|frog_bench) strip -o "$out/bin/test-$name" "$path" ;;
@@ -31,7 +31,7 @@ while read -r name path; do
 done <<< "$tests"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
-# Runs every frog-cuda GPU test, then gpu_check, whose short table comes last.
+# Runs every GPU test, then `frog-bench gpu-check`, whose short table comes last.
 cd "$(dirname "$0")"
 set -o pipefail
 export FROG_GOLDEN_DIR=$PWD/golden
@@ -43,10 +43,8 @@ for t in bin/test-frog_cuda bin/test-gpu bin/test-nn; do
 done
 echo "== bin/test-frog_bench (the CUDA device: tiny CNN against the CPU, ResNet-18 steps)"
 timeout 400 bin/test-frog_bench gpu_ --test-threads 1 --nocapture 2>&1 | grep -Ev '^\s*$' || status=1
-echo "== PyTorch"
-timeout 120 python3 torch_resnet18_step.py || true
-echo "== bin/gpu_check"
-timeout 300 bin/gpu_check "$@" || status=1
+echo "== bin/frog-bench gpu-check"
+timeout 300 bin/frog-bench gpu-check --torch-script torch_resnet18_step.py "$@" || status=1
 exit $status
 RUN
 chmod +x "$out/run.sh"

@@ -1,0 +1,227 @@
+//! `frog-bench gpu-check` (feature `cuda`): the one prepared GPU run.
+//!
+//! Every golden case on the GPU in each precision (exact and split must
+//! meet 1e-4; fast is reported against its measured tolerance), one FROG
+//! optimizer step over all 20 ResNet-18 conv layers at sample `r` per
+//! precision, one ResNet-18 training step at batch 512 for SGD and FROG,
+//! PyTorch's ResNet-18 step on the same GPU when `python3` has torch, and a
+//! short table last.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use frog_core::{precondition_step, BackendError, BackendErrorKind, Batch, Config, Layer, ParamState, Params, SgdConfig, Workspace, WorkspaceReq};
+use frog_cpu::golden::{golden_dir, load_cases, run_case, Target};
+use frog_cuda::{Buffer, Cuda, Precision};
+
+use crate::arch::Arch;
+use crate::device::cuda::CudaDevice;
+use crate::error::{Error, Result};
+use crate::layers::{filled, resnet18_convs};
+use crate::optim::Method;
+use crate::throughput::time_steps;
+
+/// Options of `gpu-check`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GpuCheckArgs {
+    /// Timed repetitions of each measurement.
+    pub steps: usize,
+    /// FROG's sampled rows `r`.
+    pub sample: usize,
+    /// Whether to run the golden cases.
+    pub golden: bool,
+    /// PyTorch's ResNet-18 step script (skipped when missing or without torch).
+    pub torch_script: PathBuf,
+}
+
+const PRECISIONS: [(Precision, &str, f64); 3] =
+    [(Precision::Exact, "exact f32", 1e-4), (Precision::Split, "split 3xTF32", 1e-4), (Precision::Fast, "fast TF32", 3e-2)];
+
+const BATCH: usize = 512;
+
+fn study_frog(sample: usize) -> Config {
+    Config { lr: 0.01, lr_other_ratio: 1.0, momentum: 0.9, weight_decay: 1e-5, sample_size: Some(sample), ..Config::default() }
+}
+
+/// Golden cases in every precision: one table line each. Rows whose sample
+/// has fewer positions than columns (`r*L < D'`) may miss fast mode's
+/// tolerance (TF32 rounding, amplified by CG); every other miss fails.
+fn golden_lines(cuda: &mut Cuda, table: &mut Vec<String>) -> bool {
+    let dir = golden_dir();
+    let cases = match load_cases(&dir) {
+        Ok(c) => c,
+        Err(e) => {
+            table.push(format!("golden: cannot load {}: {e}", dir.display()));
+            return false;
+        }
+    };
+    let mut ok = true;
+    for (precision, name, rtol) in PRECISIONS {
+        cuda.set_precision(precision);
+        let (mut pass, mut worst, mut outside) = (0, 0.0f64, Vec::new());
+        for case in &cases {
+            match run_case(&*cuda, case, rtol) {
+                Ok(r) => {
+                    pass += 1;
+                    worst = worst.max(r.worst);
+                }
+                Err(e) => {
+                    println!("golden {name} {}: {e}", case.name);
+                    let full_rank = match &case.target {
+                        Target::Layer(l) => case.sample_size * l.positions() >= l.cols(),
+                        Target::Other(_) => true,
+                    };
+                    ok &= precision == Precision::Fast && !full_rank;
+                    outside.push(case.name.clone());
+                }
+            }
+        }
+        let rest = if outside.is_empty() { String::new() } else { format!("; outside: {}", outside.join(", ")) };
+        table.push(format!("golden {name:<13} {pass:>2}/{} within {rtol:.0e} (worst {worst:.1e}){rest}", cases.len()));
+    }
+    ok
+}
+
+struct LayerRun {
+    layer: Layer,
+    state: ParamState<Cuda>,
+    w: Buffer,
+    g: Buffer,
+    x: Buffer,
+    y: Buffer,
+}
+
+/// Milliseconds of one FROG optimizer step over all of `runs` (mean of
+/// `steps` after a warm-up, synchronized at both ends).
+fn time_frog(cuda: &Cuda, cfg: &Config, runs: &mut [LayerRun], ws: &mut Workspace<Cuda>, steps: usize) -> Result<f64> {
+    let r = cfg.sample_rows(BATCH);
+    let mut one = |runs: &mut [LayerRun]| -> Result<()> {
+        for lr in runs.iter_mut() {
+            let params = Params { weight: &mut lr.w, grad_weight: &lr.g, bias: None };
+            let batch = Batch { x: &lr.x, y: &lr.y, sample: r, batch_size: BATCH };
+            precondition_step(cuda, cfg, &lr.layer, &mut lr.state, ws, params, batch).map_err(|e| Error::new(e.to_string()))?;
+        }
+        Ok(())
+    };
+    one(runs)?;
+    cuda.synchronize().map_err(|e| Error::new(e.to_string()))?;
+    let t = Instant::now();
+    for _ in 0..steps {
+        one(runs)?;
+    }
+    cuda.synchronize().map_err(|e| Error::new(e.to_string()))?;
+    Ok(t.elapsed().as_secs_f64() * 1e3 / steps as f64)
+}
+
+/// The 20 conv layers with data on the device, and a workspace for all.
+fn frog_setup(cuda: &Cuda, cfg: &Config) -> Result<(Vec<LayerRun>, Workspace<Cuda>)> {
+    let e = |e: frog_cuda::Error| Error::new(e.to_string());
+    let scaled = |n: usize, seed: u64, s: f32| filled(n, seed).into_iter().map(|v| v * s).collect::<Vec<f32>>();
+    let r = cfg.sample_rows(BATCH);
+    let (mut req, mut runs) = (WorkspaceReq::default(), Vec::new());
+    let layers = resnet18_convs().into_iter().flat_map(|rc| std::iter::repeat_n(Layer::conv2d(rc.conv, false), rc.count));
+    for (k, layer) in layers.enumerate() {
+        let k = k as u64;
+        req = req.union(WorkspaceReq::new(cuda, &layer, r));
+        let n = layer.rows() * layer.weight_cols();
+        runs.push(LayerRun {
+            layer,
+            state: ParamState::for_layer(cuda, &layer, cfg).map_err(e)?,
+            w: cuda.upload(&scaled(n, 10 + k, 0.05)).map_err(e)?,
+            g: cuda.upload(&scaled(n, 50 + k, 1e-3)).map_err(e)?,
+            x: cuda.upload(&filled(r * layer.input_len(), 90 + k)).map_err(e)?,
+            y: cuda.upload(&scaled(r * layer.output_len(), 130 + k, 1e-4)).map_err(e)?,
+        });
+    }
+    let ws = Workspace::new(cuda, req).map_err(e)?;
+    Ok((runs, ws))
+}
+
+/// PyTorch's one-line result, if its script runs here.
+fn torch_line(script: &PathBuf) -> String {
+    if !script.exists() {
+        return format!("PyTorch: no script at {}", script.display());
+    }
+    match Command::new("python3").arg(script).output() {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("PyTorch: no output").to_string(),
+        Err(e) => format!("PyTorch: python3 did not run ({e})"),
+    }
+}
+
+/// Runs the check; `Ok(false)` when a required check failed. Without a
+/// device it says so and succeeds.
+pub fn run(args: &GpuCheckArgs) -> Result<bool> {
+    if args.steps == 0 || args.sample == 0 {
+        return Err(Error::new("gpu-check: --steps and --sample must be at least 1"));
+    }
+    let mut cuda = match Cuda::new(Precision::Exact) {
+        Ok(c) => c,
+        Err(e) if e.kind() == BackendErrorKind::NoDevice => {
+            println!("gpu-check: SKIPPED, no CUDA device ({e})");
+            return Ok(true);
+        }
+        Err(e) => return Err(Error::new(format!("gpu-check: the CUDA backend failed to start: {e}"))),
+    };
+    let mut table = vec![format!("frog-bench gpu-check on {} ({} SMs)", cuda.device_name(), cuda.sm_count())];
+    let mut ok = !args.golden || golden_lines(&mut cuda, &mut table);
+
+    let cfg = study_frog(args.sample);
+    let mut frog_ms = f64::NAN;
+    match frog_setup(&cuda, &cfg) {
+        Err(e) => {
+            ok = false;
+            table.push(format!("FROG step setup failed: {e}"));
+        }
+        Ok((mut runs, mut ws)) => {
+            let flops: f64 = runs.iter().map(|r| r.layer.cg_flops(args.sample, cfg.num_iters)).sum();
+            for (precision, name, _) in PRECISIONS {
+                cuda.set_precision(precision);
+                match time_frog(&cuda, &cfg, &mut runs, &mut ws, args.steps) {
+                    Ok(ms) => {
+                        if precision == Precision::Fast {
+                            frog_ms = ms;
+                        }
+                        table.push(format!("FROG step {name:<13} {ms:>8.2} ms  (20 conv layers, r {}, {:.1} TFLOP/s in the CG products)", args.sample, flops / ms / 1e9));
+                    }
+                    Err(e) => {
+                        ok = false;
+                        table.push(format!("FROG step {name}: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    drop(cuda);
+
+    let arch = Arch::by_name("resnet18")?;
+    let sgd = Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: false });
+    for (precision, name) in [(Precision::Split, "split 3xTF32"), (Precision::Fast, "fast TF32")] {
+        let dev = CudaDevice::new(precision)?;
+        let timed = time_steps(&dev, &arch, sgd, BATCH, args.steps).and_then(|s| Ok((s, time_steps(&dev, &arch, Method::Frog(cfg), BATCH, args.steps)?)));
+        match timed {
+            Ok((s, f)) => {
+                let share = if precision == Precision::Fast { format!("; FROG optimizer step {:.1} % of the SGD step", 100.0 * frog_ms / (s * 1e3)) } else { String::new() };
+                table.push(format!(
+                    "ResNet-18 bs {BATCH} {name:<13} SGD {:7.1} ms ({:6.0} img/s)  FROG s {} {:7.1} ms  FROG/SGD {:.2}x{share}",
+                    s * 1e3,
+                    BATCH as f64 / s,
+                    args.sample,
+                    f * 1e3,
+                    f / s
+                ));
+            }
+            Err(e) => {
+                ok = false;
+                table.push(format!("ResNet-18 step {name}: {e}"));
+            }
+        }
+    }
+    table.push(torch_line(&args.torch_script));
+
+    println!("\n==== frog-bench gpu-check ====");
+    for line in &table {
+        println!("{line}");
+    }
+    Ok(ok)
+}
