@@ -54,7 +54,7 @@ fn need<T>(op: &'static str, buf: &[T], needed: usize) -> Result<(), CpuError> {
 
 /// Rows of `X` per tile of the first product (a multiple of the GEMM
 /// kernels' row blocks; small enough that a tile of `U` stays in L2).
-const PROJECT_TILE: usize = 256;
+const PROJECT_TILE: usize = 1024;
 
 /// Entries that make splitting an elementwise pass across threads worth a
 /// wake-up of the pool.
