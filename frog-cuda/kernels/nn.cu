@@ -6,28 +6,7 @@
 // Compiled to PTX (ISA 8.4, compute_80) by the pinned NVRTC in
 // scripts/gen-ptx.py. Layouts are PyTorch's: [B, C, H, W] and [B, D].
 
-#define BLOCK 256
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-__device__ float block_sum(float v, float* scratch /* [BLOCK/32 + 1] */) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    v = warp_sum(v);
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        float t = lane < (BLOCK / 32) ? scratch[lane] : 0.0f;
-        t = warp_sum(t);
-        if (lane == 0) scratch[BLOCK / 32] = t;
-    }
-    __syncthreads();
-    float r = scratch[BLOCK / 32];
-    __syncthreads();
-    return r;
-}
+#include "reduce.cuh"
 
 // x[i, ci, iy, ix] (+)= sum over the kernel taps that read it of
 // col[(i*L + oy*wo + ox)*d + (ci*kh + ky)*kw + kx], d = c_in*kh*kw.

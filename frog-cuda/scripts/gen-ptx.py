@@ -27,7 +27,11 @@ def compile_one(lib, src: pathlib.Path) -> str:
     prog = ctypes.c_void_p()
     text = src.read_bytes()
     name = src.name.encode()
-    check(lib, lib.nvrtcCreateProgram(ctypes.byref(prog), text, name, 0, None, None), "create")
+    # The kernels' shared headers (kernels/*.cuh), handed to NVRTC by name.
+    headers = sorted(KERNELS.glob("*.cuh"))
+    contents = (ctypes.c_char_p * len(headers))(*[h.read_bytes() for h in headers])
+    names = (ctypes.c_char_p * len(headers))(*[h.name.encode() for h in headers])
+    check(lib, lib.nvrtcCreateProgram(ctypes.byref(prog), text, name, len(headers), contents, names), "create")
     opts = (ctypes.c_char_p * len(OPTIONS))(*OPTIONS)
     res = lib.nvrtcCompileProgram(prog, len(OPTIONS), opts)
     size = ctypes.c_size_t()
