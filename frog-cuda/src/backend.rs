@@ -495,32 +495,7 @@ impl Backend for Cuda {
         let grid = launch::elementwise(g.n * g.cols);
         let i = |what, v| int(what, v).map(Arg::I);
         match layer.kind {
-            LayerKind::Conv2d(c) => {
-                let [ho, wo] = c.output_hw().unwrap_or([0, 0]);
-                self.launch(
-                    K::Im2col,
-                    grid,
-                    &[
-                        i("r", r)?,
-                        i("c_in", c.c_in)?,
-                        i("h", c.input_hw[0])?,
-                        i("w", c.input_hw[1])?,
-                        i("kh", c.kernel[0])?,
-                        i("kw", c.kernel[1])?,
-                        i("sh", c.stride[0])?,
-                        i("sw", c.stride[1])?,
-                        i("ph", c.padding[0])?,
-                        i("pw", c.padding[1])?,
-                        i("dh", c.dilation[0])?,
-                        i("dw", c.dilation[1])?,
-                        i("ho", ho)?,
-                        i("wo", wo)?,
-                        i("cols", g.cols)?,
-                        xa,
-                        pa,
-                    ],
-                )
-            }
+            LayerKind::Conv2d(c) => crate::nn::im2col(self, &c, xa, r, g.cols, pa),
             LayerKind::Linear { d_in, .. } => {
                 self.launch(K::PackRows, grid, &[i("positions", g.n)?, i("d_in", d_in)?, i("cols", g.cols)?, xa, pa])
             }

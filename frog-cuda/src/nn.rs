@@ -68,34 +68,36 @@ fn i(what: &'static str, v: usize) -> Result<Arg, Error> {
     int(what, v).map(Arg::I)
 }
 
-/// im2col of samples `start..start+nb` of `x` into `col` (`[nb*L, D]`).
-fn im2col(cuda: &Cuda, conv: &Conv2d, x: Arg, start: usize, nb: usize, col: Arg) -> Result<(), Error> {
-    let (l, d, [ho, wo]) = geometry(conv)?;
-    let c = conv;
-    let x = x.offset(start * c.c_in * c.input_hw[0] * c.input_hw[1]);
-    cuda.launch(
-        K::Im2col,
-        launch::elementwise(nb * l * d),
-        &[
-            i("samples", nb)?,
-            i("c_in", c.c_in)?,
-            i("h", c.input_hw[0])?,
-            i("w", c.input_hw[1])?,
-            i("kh", c.kernel[0])?,
-            i("kw", c.kernel[1])?,
-            i("sh", c.stride[0])?,
-            i("sw", c.stride[1])?,
-            i("ph", c.padding[0])?,
-            i("pw", c.padding[1])?,
-            i("dh", c.dilation[0])?,
-            i("dw", c.dilation[1])?,
-            i("ho", ho)?,
-            i("wo", wo)?,
-            i("cols", d)?,
-            x,
-            col,
-        ],
-    )
+/// The geometry arguments the im2col and col2im kernels take first:
+/// samples, c_in, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo.
+fn conv_args(samples: usize, c: &Conv2d) -> Result<[Arg; 14], Error> {
+    let (_, _, [ho, wo]) = geometry(c)?;
+    Ok([
+        i("samples", samples)?,
+        i("c_in", c.c_in)?,
+        i("h", c.input_hw[0])?,
+        i("w", c.input_hw[1])?,
+        i("kh", c.kernel[0])?,
+        i("kw", c.kernel[1])?,
+        i("sh", c.stride[0])?,
+        i("sw", c.stride[1])?,
+        i("ph", c.padding[0])?,
+        i("pw", c.padding[1])?,
+        i("dh", c.dilation[0])?,
+        i("dw", c.dilation[1])?,
+        i("ho", ho)?,
+        i("wo", wo)?,
+    ])
+}
+
+/// im2col of the `nb` samples at `x` into `col` (`[nb*L, cols]`, `cols >= D`;
+/// FROG's packing passes `D' = D + 1` for a bias column).
+pub(crate) fn im2col(cuda: &Cuda, conv: &Conv2d, x: Arg, nb: usize, cols: usize, col: Arg) -> Result<(), Error> {
+    let (l, _, _) = geometry(conv)?;
+    let mut args = [Arg::I(0); 17];
+    args[..14].copy_from_slice(&conv_args(nb, conv)?);
+    args[14..].copy_from_slice(&[i("cols", cols)?, x, col]);
+    cuda.launch(K::Im2col, launch::elementwise(nb * l * cols), &args)
 }
 
 /// `y = conv(x, w)` without bias, for `batch` samples.
@@ -111,7 +113,7 @@ pub fn conv_forward(cuda: &Cuda, conv: &Conv2d, batch: usize, x: &Buffer, w: &Bu
     let plan = launch::gemm_plan(conv.c_out, l, d, cuda.sm_count(), false)?;
     for start in (0..batch).step_by(chunk) {
         let nb = chunk.min(batch - start);
-        im2col(cuda, conv, xa, start, nb, sa)?;
+        im2col(cuda, conv, xa.offset(start * in_len), nb, d, sa)?;
         let p = plan.batched(nb)?;
         cuda.gemm(p, (conv.c_out, l, d), (wa, d, 1), (sa, 1, d), (ya.offset(start * out_len), l), Arg::P(0), 0, (0, l * d, out_len))?;
     }
@@ -131,7 +133,7 @@ pub fn conv_backward_data(
     accumulate: bool,
     scratch: &mut Buffer,
 ) -> Result<(), Error> {
-    let (l, d, [ho, wo]) = geometry(conv)?;
+    let (l, d, _) = geometry(conv)?;
     let c = conv;
     let in_len = c.c_in * c.input_hw[0] * c.input_hw[1];
     let out_len = c.c_out * l;
@@ -146,29 +148,10 @@ pub fn conv_backward_data(
         // col[(i, l), c] = sum_co dy[i, co, l] w[co, c]
         let p = plan.batched(nb)?;
         cuda.gemm(p, (l, d, c.c_out), (dya.offset(start * out_len), 1, l), (wa, d, 1), (sa, d), Arg::P(0), 0, (out_len, 0, l * d))?;
-        cuda.launch(
-            K::Col2im,
-            launch::elementwise(nb * in_len),
-            &[
-                i("samples", nb)?,
-                i("c_in", c.c_in)?,
-                i("h", c.input_hw[0])?,
-                i("w", c.input_hw[1])?,
-                i("kh", c.kernel[0])?,
-                i("kw", c.kernel[1])?,
-                i("sh", c.stride[0])?,
-                i("sw", c.stride[1])?,
-                i("ph", c.padding[0])?,
-                i("pw", c.padding[1])?,
-                i("dh", c.dilation[0])?,
-                i("dw", c.dilation[1])?,
-                i("ho", ho)?,
-                i("wo", wo)?,
-                sa,
-                dxa.offset(start * in_len),
-                Arg::I(i32::from(accumulate)),
-            ],
-        )?;
+        let mut args = [Arg::I(0); 17];
+        args[..14].copy_from_slice(&conv_args(nb, c)?);
+        args[14..].copy_from_slice(&[sa, dxa.offset(start * in_len), Arg::I(i32::from(accumulate))]);
+        cuda.launch(K::Col2im, launch::elementwise(nb * in_len), &args)?;
     }
     Ok(())
 }
@@ -189,7 +172,7 @@ pub fn conv_backward_weight(cuda: &Cuda, conv: &Conv2d, batch: usize, x: &Buffer
     let plan = launch::gemm_plan(conv.c_out, d, l, cuda.sm_count(), false)?;
     for start in (0..batch).step_by(chunk) {
         let nb = chunk.min(batch - start);
-        im2col(cuda, conv, xa, start, nb, sa)?;
+        im2col(cuda, conv, xa.offset(start * in_len), nb, d, sa)?;
         // dw[co, c] += sum_l dy[i, co, l] col[(i, l), c]
         let p = plan.batched(nb)?;
         cuda.gemm(p, (conv.c_out, d, l), (dya.offset(start * out_len), l, 1), (sa, d, 1), (dwa, d), Arg::P(0), 2, (out_len, l * d, 0))?;
