@@ -1,11 +1,12 @@
 //! `frog-bench gpu-check` (feature `cuda`): the one prepared GPU run.
 //!
 //! Every golden case on the GPU in each precision (exact and split must
-//! meet 1e-4; fast is reported against its measured tolerance), one FROG
-//! optimizer step over all 20 ResNet-18 conv layers at sample `r` per
-//! precision, one ResNet-18 training step at batch 512 for SGD and FROG,
-//! PyTorch's ResNet-18 step on the same GPU when `python3` has torch, and a
-//! short table last.
+//! meet 1e-4; fast is reported against its measured tolerance), the GEMM
+//! kernel's rate on the shapes of FROG and of the convolutions in each
+//! precision and tile, one FROG optimizer step over all 20 ResNet-18 conv
+//! layers at sample `r` per precision and tile, one ResNet-18 training step
+//! at batch 512 for SGD and FROG, PyTorch's ResNet-18 step on the same GPU
+//! when `python3` has torch, and a short table last.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -13,7 +14,7 @@ use std::time::Instant;
 
 use frog_core::{precondition_step, BackendError, BackendErrorKind, Batch, Config, Layer, ParamState, Params, SgdConfig, Workspace, WorkspaceReq};
 use frog_cpu::golden::{golden_dir, load_cases, run_case, Target};
-use frog_cuda::{Buffer, Cuda, Precision};
+use frog_cuda::{Buffer, Cuda, Precision, Tile};
 
 use crate::arch::Arch;
 use crate::device::cuda::CudaDevice;
@@ -83,6 +84,57 @@ fn golden_lines(cuda: &mut Cuda, table: &mut Vec<String>) -> bool {
     ok
 }
 
+/// GEMM shapes `(m, n, k)` of one FROG step and one training step of
+/// ResNet-18 at batch 512 (r = 64; convolutions in chunks of 128 MiB of
+/// scratch), and a square one for the device's peak.
+const GEMMS: [(&str, (usize, usize, usize)); 6] = [
+    ("square 4096", (4096, 4096, 4096)),
+    ("FROG project layer1", (64, 65_536, 577)),
+    ("FROG back-project layer1", (64, 577, 65_536)),
+    ("FROG project layer4", (512, 1024, 4609)),
+    ("conv forward layer1", (64, 52_224, 576)),
+    ("conv weight grad layer3", (256, 2304, 13_056)),
+];
+
+const TILES: [(Option<Tile>, &str); 3] = [(None, "auto"), (Some(Tile::T64), "64"), (Some(Tile::T128), "128")];
+
+/// Milliseconds of `f` (mean of `steps` after a warm-up, synchronized at
+/// both ends).
+fn time_ms(cuda: &Cuda, steps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    cuda.synchronize().map_err(|e| Error::new(e.to_string()))?;
+    let t = Instant::now();
+    for _ in 0..steps {
+        f()?;
+    }
+    cuda.synchronize().map_err(|e| Error::new(e.to_string()))?;
+    Ok(t.elapsed().as_secs_f64() * 1e3 / steps as f64)
+}
+
+/// TFLOP/s of `Cuda::matmul` on each of [`GEMMS`], per precision and
+/// forced tile: one table line per shape.
+fn gemm_lines(cuda: &mut Cuda, steps: usize, table: &mut Vec<String>) -> Result<()> {
+    let e = |e: frog_cuda::Error| Error::new(e.to_string());
+    for (name, (m, n, k)) in GEMMS {
+        let a = cuda.upload(&filled(m * k, 1)).map_err(e)?;
+        let b = cuda.upload(&filled(k * n, 2)).map_err(e)?;
+        let mut c = cuda.upload(&vec![0.0; m * n]).map_err(e)?;
+        let mut line = format!("GEMM {name:<25} {m}x{n}x{k} TFLOP/s:");
+        for (precision, pname, _) in PRECISIONS {
+            cuda.set_precision(precision);
+            line.push_str(&format!(" {}", pname.split(' ').next().unwrap_or(pname)));
+            for (tile, tname) in &TILES[1..] {
+                cuda.set_gemm_tile(*tile);
+                let ms = time_ms(cuda, steps, || cuda.matmul((m, n, k), &a, &b, &mut c).map_err(e))?;
+                line.push_str(&format!(" {tname}:{:.1}", 2.0 * (m * n * k) as f64 / ms / 1e9));
+            }
+        }
+        cuda.set_gemm_tile(None);
+        table.push(line);
+    }
+    Ok(())
+}
+
 struct LayerRun {
     layer: Layer,
     state: ParamState<Cuda>,
@@ -92,26 +144,17 @@ struct LayerRun {
     y: Buffer,
 }
 
-/// Milliseconds of one FROG optimizer step over all of `runs` (mean of
-/// `steps` after a warm-up, synchronized at both ends).
+/// Milliseconds of one FROG optimizer step over all of `runs`.
 fn time_frog(cuda: &Cuda, cfg: &Config, runs: &mut [LayerRun], ws: &mut Workspace<Cuda>, steps: usize) -> Result<f64> {
     let r = cfg.sample_rows(BATCH);
-    let mut one = |runs: &mut [LayerRun]| -> Result<()> {
+    time_ms(cuda, steps, || {
         for lr in runs.iter_mut() {
             let params = Params { weight: &mut lr.w, grad_weight: &lr.g, bias: None };
             let batch = Batch { x: &lr.x, y: &lr.y, sample: r, batch_size: BATCH };
             precondition_step(cuda, cfg, &lr.layer, &mut lr.state, ws, params, batch).map_err(|e| Error::new(e.to_string()))?;
         }
         Ok(())
-    };
-    one(runs)?;
-    cuda.synchronize().map_err(|e| Error::new(e.to_string()))?;
-    let t = Instant::now();
-    for _ in 0..steps {
-        one(runs)?;
-    }
-    cuda.synchronize().map_err(|e| Error::new(e.to_string()))?;
-    Ok(t.elapsed().as_secs_f64() * 1e3 / steps as f64)
+    })
 }
 
 /// The 20 conv layers with data on the device, and a workspace for all.
@@ -177,20 +220,30 @@ pub fn run(args: &GpuCheckArgs) -> Result<bool> {
             let flops: f64 = runs.iter().map(|r| r.layer.cg_flops(args.sample, cfg.num_iters)).sum();
             for (precision, name, _) in PRECISIONS {
                 cuda.set_precision(precision);
-                match time_frog(&cuda, &cfg, &mut runs, &mut ws, args.steps) {
-                    Ok(ms) => {
-                        if precision == Precision::Fast {
-                            frog_ms = ms;
+                let mut line = format!("FROG step {name:<13} (20 conv layers, r {}) ms:", args.sample);
+                for (tile, tname) in TILES {
+                    cuda.set_gemm_tile(tile);
+                    match time_frog(&cuda, &cfg, &mut runs, &mut ws, args.steps) {
+                        Ok(ms) => {
+                            if precision == Precision::Fast && tile.is_none() {
+                                frog_ms = ms;
+                            }
+                            line.push_str(&format!(" {tname} {ms:.2} ({:.1} TFLOP/s)", flops / ms / 1e9));
                         }
-                        table.push(format!("FROG step {name:<13} {ms:>8.2} ms  (20 conv layers, r {}, {:.1} TFLOP/s in the CG products)", args.sample, flops / ms / 1e9));
-                    }
-                    Err(e) => {
-                        ok = false;
-                        table.push(format!("FROG step {name}: {e}"));
+                        Err(e) => {
+                            ok = false;
+                            line.push_str(&format!(" {tname} failed: {e}"));
+                        }
                     }
                 }
+                cuda.set_gemm_tile(None);
+                table.push(line);
             }
         }
+    }
+    if let Err(e) = gemm_lines(&mut cuda, args.steps, &mut table) {
+        ok = false;
+        table.push(format!("GEMM rates: {e}"));
     }
     drop(cuda);
 

@@ -239,8 +239,9 @@ const std::vector<Entry>& table() {
         KERNEL(axpby),    KERNEL(fill),        KERNEL(mul_assign), KERNEL(copy_strided),   KERNEL(row_dots),
         KERNEL(row_div),  KERNEL(row_rsqrt),   KERNEL(row_axpy),   KERNEL(row_xpby),       KERNEL(row_step),
         KERNEL(cg_update), KERNEL(im2col),     KERNEL(pack_rows),  KERNEL(patch_sq_norms), KERNEL(fisher_weights),
-        KERNEL(gemm_f32), KERNEL(gemm_tf32), KERNEL(gemm_3xtf32),
-        NN(col2im),       NN(bn_stats),        NN(bn_apply),       NN(bn_backward_reduce), NN(bn_backward_dx),
+        KERNEL(gemm_f32_64), KERNEL(gemm_f32_128), KERNEL(gemm_tf32_64), KERNEL(gemm_tf32_128),
+        KERNEL(gemm_3xtf32_64), KERNEL(gemm_3xtf32_128),
+        NN(col2im),       NN(swap_leading),       NN(bn_stats),        NN(bn_apply),       NN(bn_backward_reduce), NN(bn_backward_dx),
         NN(avg_pool),     NN(avg_pool_backward), NN(add_bias),     NN(col_sums),           NN(cross_entropy),
         NN(gather_blocks),
     };

@@ -218,33 +218,63 @@ extern "C" __global__ void fisher_weights(int r, int rows, int l_per, int sj, in
 // ---------------------------------------------------------------------------
 // GEMM: C[m, n] (op)= sum_k A(m, k) * B(k, n), with A(m, k) = A[m*sam + k*sak]
 // and B(k, n) = B[k*sbk + n*sbn] (either operand transposed through its
-// strides). Grid: x over N tiles, y over M tiles, z over batches x K chunks:
-// z = batch*splits + chunk; batch `zb` offsets A, B and C (and S) by
-// zb*bza, zb*bzb, zb*bzc entries; chunk covers `kchunk` of K.
-// Epilogue `mode`: 0 store, 1 store times S[m*ldc + n] (the Fisher weights),
-// 2 atomicAdd (split-K accumulation into a pre-initialized C).
+// strides). Grid: x over N tiles, y over M tiles, z over K chunks of
+// `kchunk` entries. Epilogue `mode`: 0 store, 1 store times S[m*ldc + n]
+// (the Fisher weights), 2 atomicAdd (split-K accumulation into a
+// pre-initialized C).
+//
+// One block computes a T x T tile (T = 64 or 128, the host picks per
+// problem) over BK-deep slices of K. Each slice is read from global memory
+// into registers while the block computes on the previous one, then stored
+// k-major into the other of two shared-memory buffers, so one barrier per
+// slice suffices and the loads' latency hides behind the arithmetic.
 
-#define BM 64
-#define BN 64
 #define BK 16
-#define PAD 8  // row pitch 72 floats: the mma fragment reads (t*pitch + g) hit 32 distinct banks
+#define PAD 8  // row pitch T + 8: the mma fragment reads (t*pitch + g) hit 32 distinct banks
 
-// Loads a BK x 64 tile of an operand into smem T[k][i] (i along M or N).
-__device__ __forceinline__ void load_tile(float (*t)[BM + PAD], const float* __restrict__ src, int extent, int i0,
-                                          int k0, int kend, int s_i, int s_k) {
-    for (int e = threadIdx.x; e < BM * BK; e += BLOCK) {
-        int kk, ii;
+// Arithmetic of the products.
+#define ARITH_F32 0    // f32 FMA
+#define ARITH_TF32 1   // TF32 mma.sync, f32 accumulation
+#define ARITH_3XTF32 2 // 3xTF32 mma.sync: close to f32 accuracy
+
+// One operand's T x BK slice in flight: LOADS entries per thread. With
+// s_k == 1 consecutive threads read consecutive k (rows of BK contiguous
+// entries), otherwise consecutive i.
+template <int T>
+struct Slice {
+    static constexpr int LOADS = T * BK / BLOCK;
+    float v[LOADS];
+
+    __device__ __forceinline__ static void place(int e, int s_k, int& ii, int& kk) {
         if (s_k == 1) {
             kk = e % BK;
             ii = e / BK;
         } else {
-            ii = e % BM;
-            kk = e / BM;
+            ii = e % T;
+            kk = e / T;
         }
-        int i = i0 + ii, k = k0 + kk;
-        t[kk][ii] = (i < extent && k < kend) ? src[i * s_i + k * s_k] : 0.0f;
     }
-}
+
+    __device__ __forceinline__ void fetch(const float* __restrict__ src, int extent, int i0, int k0, int kend, int s_i,
+                                          int s_k) {
+#pragma unroll
+        for (int p = 0; p < LOADS; p++) {
+            int ii, kk;
+            place(threadIdx.x + p * BLOCK, s_k, ii, kk);
+            int i = i0 + ii, k = k0 + kk;
+            v[p] = (i < extent && k < kend) ? src[i * s_i + k * s_k] : 0.0f;
+        }
+    }
+
+    __device__ __forceinline__ void store(float (*t)[T + PAD], int s_k) const {
+#pragma unroll
+        for (int p = 0; p < LOADS; p++) {
+            int ii, kk;
+            place(threadIdx.x + p * BLOCK, s_k, ii, kk);
+            t[kk][ii] = v[p];
+        }
+    }
+};
 
 __device__ __forceinline__ void epilogue(int m, int n, int M, int N, float v, float* __restrict__ c, int ldc,
                                          const float* __restrict__ s, int mode) {
@@ -257,52 +287,6 @@ __device__ __forceinline__ void epilogue(int m, int n, int M, int N, float v, fl
     } else {
         atomicAdd(c + at, v);
     }
-}
-
-// Exact mode: f32 FMA, 4x4 outputs per thread.
-extern "C" __global__ void __launch_bounds__(BLOCK) gemm_f32(int M, int N, int K, const float* __restrict__ a,
-                                                             int sam, int sak, const float* __restrict__ b, int sbk,
-                                                             int sbn, float* __restrict__ c, int ldc,
-                                                             const float* __restrict__ s, int mode, int kchunk,
-                                                             int bza, int bzb, int bzc, int splits) {
-    __shared__ float as[BK][BM + PAD];
-    __shared__ float bs[BK][BN + PAD];
-    int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-    int zb = blockIdx.z / splits;
-    int kbeg = (blockIdx.z - zb * splits) * kchunk;
-    int kend = min(K, kbeg + kchunk);
-    a += (long long)zb * bza;
-    b += (long long)zb * bzb;
-    c += (long long)zb * bzc;
-    if (mode == 1) s += (long long)zb * bzc;
-    int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
-    float acc[4][4];
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int q = 0; q < 4; q++) acc[i][q] = 0.0f;
-    for (int k0 = kbeg; k0 < kend; k0 += BK) {
-        load_tile(as, a, M, m0, k0, kend, sam, sak);
-        load_tile(bs, b, N, n0, k0, kend, sbn, sbk);
-        __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < BK; kk++) {
-            float av[4], bv[4];
-#pragma unroll
-            for (int i = 0; i < 4; i++) av[i] = as[kk][ty + 16 * i];
-#pragma unroll
-            for (int q = 0; q < 4; q++) bv[q] = bs[kk][tx + 16 * q];
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-#pragma unroll
-                for (int q = 0; q < 4; q++) acc[i][q] = fmaf(av[i], bv[q], acc[i][q]);
-        }
-        __syncthreads();
-    }
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int q = 0; q < 4; q++) epilogue(m0 + ty + 16 * i, n0 + tx + 16 * q, M, N, acc[i][q], c, ldc, s, mode);
 }
 
 #ifndef FROG_HOST_EMULATION
@@ -335,107 +319,186 @@ __device__ __forceinline__ unsigned tf32_rest(float v, unsigned hi) {
     return to_tf32(v - __int_as_float((int)hi));
 }
 
-// Tensor-core GEMM (mma.sync m16n8k8, f32 accumulation). Eight warps as
-// 2 (M) x 4 (N); each warp owns 32 x 16 outputs = 2 x 2 mma tiles.
-// SPLIT = false: TF32 (fast mode). SPLIT = true: 3xTF32, v = hi + lo with
-// both parts TF32, a*b ~ a_hi*b_hi + a_hi*b_lo + a_lo*b_hi: close to f32
-// accuracy at three times the tensor-core work.
-template <bool SPLIT>
-__device__ __forceinline__ void gemm_tc(int M, int N, int K, const float* __restrict__ a, int sam, int sak,
-                                        const float* __restrict__ b, int sbk, int sbn, float* __restrict__ c, int ldc,
-                                        const float* __restrict__ s, int mode, int kchunk, int bza, int bzb,
-                                        int bzc, int splits, float (*as)[BM + PAD], float (*bs)[BN + PAD]) {
-    int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-    int zb = blockIdx.z / splits;
-    int kbeg = (blockIdx.z - zb * splits) * kchunk;
-    int kend = min(K, kbeg + kchunk);
-    a += (long long)zb * bza;
-    b += (long long)zb * bzb;
-    c += (long long)zb * bzc;
-    if (mode == 1) s += (long long)zb * bzc;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int g = lane >> 2, t = lane & 3;
-    int wm = (warp & 1) * 32, wn = (warp >> 1) * 16;
-    float acc[2][2][4];
+// f32 FMA on a T x T tile: thread (ty, tx) of a 16 x 16 grid owns the
+// outputs (ty + 16i, tx + 16q), so a warp's shared reads are broadcasts (A)
+// or 16 consecutive words (B).
+template <int T>
+struct FmaTile {
+    static constexpr int P = T / 16;
+    float acc[P][P];
+
+    __device__ __forceinline__ void zero() {
 #pragma unroll
-    for (int i = 0; i < 2; i++)
+        for (int i = 0; i < P; i++)
 #pragma unroll
-        for (int q = 0; q < 2; q++)
+            for (int q = 0; q < P; q++) acc[i][q] = 0.0f;
+    }
+
+    __device__ __forceinline__ void slice(const float (*as)[T + PAD], const float (*bs)[T + PAD]) {
+        int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
 #pragma unroll
-            for (int e = 0; e < 4; e++) acc[i][q][e] = 0.0f;
-    for (int k0 = kbeg; k0 < kend; k0 += BK) {
-        load_tile(as, a, M, m0, k0, kend, sam, sak);
-        load_tile(bs, b, N, n0, k0, kend, sbn, sbk);
-        __syncthreads();
+        for (int kk = 0; kk < BK; kk++) {
+            float av[P], bv[P];
+#pragma unroll
+            for (int i = 0; i < P; i++) av[i] = as[kk][ty + 16 * i];
+#pragma unroll
+            for (int q = 0; q < P; q++) bv[q] = bs[kk][tx + 16 * q];
+#pragma unroll
+            for (int i = 0; i < P; i++)
+#pragma unroll
+                for (int q = 0; q < P; q++) acc[i][q] = fmaf(av[i], bv[q], acc[i][q]);
+        }
+    }
+
+    __device__ __forceinline__ void finish(int m0, int n0, int M, int N, float* __restrict__ c, int ldc,
+                                           const float* __restrict__ s, int mode) const {
+        int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+#pragma unroll
+        for (int i = 0; i < P; i++)
+#pragma unroll
+            for (int q = 0; q < P; q++) epilogue(m0 + ty + 16 * i, n0 + tx + 16 * q, M, N, acc[i][q], c, ldc, s, mode);
+    }
+};
+
+// Tensor cores (mma.sync m16n8k8, f32 accumulation) on a T x T tile: eight
+// warps as 2 (M) x 4 (N), each owning (T/2) x (T/4) outputs = MI x NI mma
+// tiles. SPLIT = false: TF32. SPLIT = true: 3xTF32, v = hi + lo with both
+// parts TF32, a*b ~ a_hi*b_hi + a_hi*b_lo + a_lo*b_hi: close to f32 accuracy
+// at three times the tensor-core work.
+template <int T, bool SPLIT>
+struct MmaTile {
+    static constexpr int MI = T / 32, NI = T / 32;
+    float acc[MI][NI][4];
+
+    __device__ __forceinline__ void zero() {
+#pragma unroll
+        for (int i = 0; i < MI; i++)
+#pragma unroll
+            for (int q = 0; q < NI; q++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) acc[i][q][e] = 0.0f;
+    }
+
+    __device__ __forceinline__ void slice(const float (*as)[T + PAD], const float (*bs)[T + PAD]) {
+        int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+        int g = lane >> 2, t = lane & 3;
+        int wm = (warp & 1) * (T / 2), wn = (warp >> 1) * (T / 4);
 #pragma unroll
         for (int ks = 0; ks < BK; ks += 8) {
-            unsigned af[2][4], bf[2][2];
+            float av[MI][4], bv[NI][2];
+            unsigned af[MI][4], bf[NI][2];
 #pragma unroll
-            for (int i = 0; i < 2; i++) {
+            for (int i = 0; i < MI; i++) {
                 int mm = wm + i * 16 + g;
-                af[i][0] = to_tf32(as[ks + t][mm]);
-                af[i][1] = to_tf32(as[ks + t][mm + 8]);
-                af[i][2] = to_tf32(as[ks + t + 4][mm]);
-                af[i][3] = to_tf32(as[ks + t + 4][mm + 8]);
+                av[i][0] = as[ks + t][mm];
+                av[i][1] = as[ks + t][mm + 8];
+                av[i][2] = as[ks + t + 4][mm];
+                av[i][3] = as[ks + t + 4][mm + 8];
+#pragma unroll
+                for (int e = 0; e < 4; e++) af[i][e] = to_tf32(av[i][e]);
             }
 #pragma unroll
-            for (int q = 0; q < 2; q++) {
+            for (int q = 0; q < NI; q++) {
                 int nn = wn + q * 8 + g;
-                bf[q][0] = to_tf32(bs[ks + t][nn]);
-                bf[q][1] = to_tf32(bs[ks + t + 4][nn]);
+                bv[q][0] = bs[ks + t][nn];
+                bv[q][1] = bs[ks + t + 4][nn];
+#pragma unroll
+                for (int e = 0; e < 2; e++) bf[q][e] = to_tf32(bv[q][e]);
             }
             if (SPLIT) {
-                unsigned al[2][4], bl[2][2];
+                unsigned bl[NI][2];
 #pragma unroll
-                for (int i = 0; i < 2; i++) {
-                    int mm = wm + i * 16 + g;
-                    al[i][0] = tf32_rest(as[ks + t][mm], af[i][0]);
-                    al[i][1] = tf32_rest(as[ks + t][mm + 8], af[i][1]);
-                    al[i][2] = tf32_rest(as[ks + t + 4][mm], af[i][2]);
-                    al[i][3] = tf32_rest(as[ks + t + 4][mm + 8], af[i][3]);
-                }
+                for (int q = 0; q < NI; q++)
 #pragma unroll
-                for (int q = 0; q < 2; q++) {
-                    int nn = wn + q * 8 + g;
-                    bl[q][0] = tf32_rest(bs[ks + t][nn], bf[q][0]);
-                    bl[q][1] = tf32_rest(bs[ks + t + 4][nn], bf[q][1]);
-                }
+                    for (int e = 0; e < 2; e++) bl[q][e] = tf32_rest(bv[q][e], bf[q][e]);
 #pragma unroll
-                for (int i = 0; i < 2; i++)
+                for (int i = 0; i < MI; i++) {
+                    unsigned al[4];
 #pragma unroll
-                    for (int q = 0; q < 2; q++) {
-                        mma_tf32(acc[i][q], al[i], bf[q]);
+                    for (int e = 0; e < 4; e++) al[e] = tf32_rest(av[i][e], af[i][e]);
+#pragma unroll
+                    for (int q = 0; q < NI; q++) {
+                        mma_tf32(acc[i][q], al, bf[q]);
                         mma_tf32(acc[i][q], af[i], bl[q]);
                     }
+                }
             }
 #pragma unroll
-            for (int i = 0; i < 2; i++)
+            for (int i = 0; i < MI; i++)
 #pragma unroll
-                for (int q = 0; q < 2; q++) mma_tf32(acc[i][q], af[i], bf[q]);
+                for (int q = 0; q < NI; q++) mma_tf32(acc[i][q], af[i], bf[q]);
         }
-        __syncthreads();
     }
+
+    __device__ __forceinline__ void finish(int m0, int n0, int M, int N, float* __restrict__ c, int ldc,
+                                           const float* __restrict__ s, int mode) const {
+        int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+        int g = lane >> 2, t = lane & 3;
+        int wm = (warp & 1) * (T / 2), wn = (warp >> 1) * (T / 4);
 #pragma unroll
-    for (int i = 0; i < 2; i++)
+        for (int i = 0; i < MI; i++)
 #pragma unroll
-        for (int q = 0; q < 2; q++) {
-            int mm = m0 + wm + i * 16 + g, nn = n0 + wn + q * 8 + 2 * t;
-            epilogue(mm, nn, M, N, acc[i][q][0], c, ldc, s, mode);
-            epilogue(mm, nn + 1, M, N, acc[i][q][1], c, ldc, s, mode);
-            epilogue(mm + 8, nn, M, N, acc[i][q][2], c, ldc, s, mode);
-            epilogue(mm + 8, nn + 1, M, N, acc[i][q][3], c, ldc, s, mode);
+            for (int q = 0; q < NI; q++) {
+                int mm = m0 + wm + i * 16 + g, nn = n0 + wn + q * 8 + 2 * t;
+                epilogue(mm, nn, M, N, acc[i][q][0], c, ldc, s, mode);
+                epilogue(mm, nn + 1, M, N, acc[i][q][1], c, ldc, s, mode);
+                epilogue(mm + 8, nn, M, N, acc[i][q][2], c, ldc, s, mode);
+                epilogue(mm + 8, nn + 1, M, N, acc[i][q][3], c, ldc, s, mode);
+            }
+    }
+};
+
+// The arithmetic of each ARITH_* on a T x T tile.
+template <int T, int ARITH>
+struct TileOf {
+    typedef MmaTile<T, ARITH == ARITH_3XTF32> type;
+};
+template <int T>
+struct TileOf<T, ARITH_F32> {
+    typedef FmaTile<T> type;
+};
+
+template <int T, int ARITH>
+__device__ __forceinline__ void gemm(int M, int N, int K, const float* __restrict__ a, int sam, int sak,
+                                     const float* __restrict__ b, int sbk, int sbn, float* __restrict__ c, int ldc,
+                                     const float* __restrict__ s, int mode, int kchunk) {
+    __shared__ float as[2][BK][T + PAD];
+    __shared__ float bs[2][BK][T + PAD];
+    int m0 = blockIdx.y * T, n0 = blockIdx.x * T;
+    int kbeg = blockIdx.z * kchunk;
+    int kend = min(K, kbeg + kchunk);
+    typename TileOf<T, ARITH>::type tile;
+    tile.zero();
+    Slice<T> sa, sb;
+    sa.fetch(a, M, m0, kbeg, kend, sam, sak);
+    sb.fetch(b, N, n0, kbeg, kend, sbn, sbk);
+    int buf = 0;
+    for (int k0 = kbeg; k0 < kend; k0 += BK) {
+        sa.store(as[buf], sak);
+        sb.store(bs[buf], sbk);
+        __syncthreads();
+        if (k0 + BK < kend) {
+            sa.fetch(a, M, m0, k0 + BK, kend, sam, sak);
+            sb.fetch(b, N, n0, k0 + BK, kend, sbn, sbk);
         }
+        tile.slice(as[buf], bs[buf]);
+        buf ^= 1;
+    }
+    tile.finish(m0, n0, M, N, c, ldc, s, mode);
 }
 
-#define GEMM_TC_ENTRY(name, split)                                                                                \
-    extern "C" __global__ void __launch_bounds__(BLOCK)                                                           \
-        name(int M, int N, int K, const float* __restrict__ a, int sam, int sak, const float* __restrict__ b,     \
-             int sbk, int sbn, float* __restrict__ c, int ldc, const float* __restrict__ s, int mode, int kchunk,  \
-             int bza, int bzb, int bzc, int splits) {                                                             \
-        __shared__ float as[BK][BM + PAD];                                                                        \
-        __shared__ float bs[BK][BN + PAD];                                                                        \
-        gemm_tc<split>(M, N, K, a, sam, sak, b, sbk, sbn, c, ldc, s, mode, kchunk, bza, bzb, bzc, splits, as, bs);                       \
+// One entry per (arithmetic, tile): the host picks the tile per problem.
+#define GEMM_ENTRY(name, t, arith)                                                                             \
+    extern "C" __global__ void __launch_bounds__(BLOCK)                                                       \
+        name(int M, int N, int K, const float* __restrict__ a, int sam, int sak, const float* __restrict__ b, \
+             int sbk, int sbn, float* __restrict__ c, int ldc, const float* __restrict__ s, int mode,         \
+             int kchunk) {                                                                                    \
+        gemm<t, arith>(M, N, K, a, sam, sak, b, sbk, sbn, c, ldc, s, mode, kchunk);                           \
     }
 
-GEMM_TC_ENTRY(gemm_tf32, false)
-GEMM_TC_ENTRY(gemm_3xtf32, true)
+GEMM_ENTRY(gemm_f32_64, 64, ARITH_F32)
+GEMM_ENTRY(gemm_f32_128, 128, ARITH_F32)
+GEMM_ENTRY(gemm_tf32_64, 64, ARITH_TF32)
+GEMM_ENTRY(gemm_tf32_128, 128, ARITH_TF32)
+GEMM_ENTRY(gemm_3xtf32_64, 64, ARITH_3XTF32)
+GEMM_ENTRY(gemm_3xtf32_128, 128, ARITH_3XTF32)

@@ -1,5 +1,6 @@
 // The training engine's kernels (frog_cuda::nn): col2im for the data
-// gradient of a convolution (im2col and the GEMMs live in frog.cu),
+// gradient of a convolution (im2col and the GEMMs live in frog.cu), the
+// swap between the GEMM and PyTorch layouts of a convolution's output,
 // BatchNorm with a fused residual and ReLU, global average pooling, bias
 // and column sums for linear layers, softmax cross-entropy.
 //
@@ -35,6 +36,18 @@ extern "C" __global__ void col2im(int r, int c_in, int h, int w, int kh, int kw,
             }
         }
         x[e] = accumulate ? x[e] + acc : acc;
+    }
+}
+
+// dst[j, i, c] = src[i, j, c] for src [a, b, e] (i < a, j < b, c < e): a
+// convolution's output between PyTorch's [samples, c_out, L] and the GEMM's
+// [c_out, samples*L]. Consecutive threads write consecutive entries.
+extern "C" __global__ void swap_leading(int a, int b, int e, const float* __restrict__ src, float* __restrict__ dst) {
+    int total = a * b * e;
+    for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < total; o += gridDim.x * blockDim.x) {
+        int c = o % e, t = o / e;
+        int i = t % a, j = t / a;
+        dst[o] = src[(i * b + j) * e + c];
     }
 }
 

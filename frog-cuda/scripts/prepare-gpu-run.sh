@@ -31,24 +31,36 @@ while read -r name path; do
 done <<< "$tests"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
-# Runs every GPU test, then `frog-bench gpu-check`, whose short table comes last.
+# Runs `frog-bench gpu-check` (at most 4 minutes), then every GPU test with
+# a summary line each, then prints the check's short table again, last.
+# Full logs go to $OUT (the device tool's returned folder) when it is set,
+# else to .gpu-run/logs.
 cd "$(dirname "$0")"
 set -o pipefail
 export FROG_GOLDEN_DIR=$PWD/golden
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
+logs=${OUT:-$PWD/logs}
+mkdir -p "$logs"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$logs/nvidia-smi.txt"
 status=0
-for t in bin/test-frog_cuda bin/test-gpu bin/test-nn; do
-  echo "== $t"
-  timeout 300 "$t" --test-threads 1 --nocapture 2>&1 | grep -Ev '^\s*$' || status=1
-done
-echo "== bin/test-frog_bench (the CUDA device: tiny CNN against the CPU, ResNet-18 steps)"
-timeout 400 bin/test-frog_bench gpu_ --test-threads 1 --nocapture 2>&1 | grep -Ev '^\s*$' || status=1
 echo "== bin/frog-bench gpu-check"
-timeout 300 bin/frog-bench gpu-check --torch-script torch_resnet18_step.py "$@" || status=1
+timeout 240 bin/frog-bench gpu-check --torch-script torch_resnet18_step.py "$@" 2>&1 | tee "$logs/gpu-check.log" || status=1
+run_tests() {  # name, timeout, filter...
+  local name=$1 limit=$2; shift 2
+  timeout "$limit" "bin/test-$name" "$@" --test-threads 1 --nocapture > "$logs/test-$name.log" 2>&1 || status=1
+  echo "== test-$name: $(grep -E '^test result' "$logs/test-$name.log" | tail -1)"
+  grep -E 'FAILED|panicked|SKIPPED|^gpu_[a-z_]+: ' "$logs/test-$name.log" | head -20
+}
+run_tests frog_cuda 60
+run_tests gpu 120
+run_tests nn 60
+run_tests frog_bench 150 gpu_
+echo
+sed -n '/^==== frog-bench gpu-check ====/,$p' "$logs/gpu-check.log"
 exit $status
 RUN
 chmod +x "$out/run.sh"
 du -sh "$out"
 echo
-echo "On the GPU machine, from the repository root (send .gpu-run along):"
+echo "On the GPU machine, from the repository root (send .gpu-run along; about"
+echo "10 minutes at most, the check itself at most 4):"
 echo "  bash .gpu-run/run.sh"

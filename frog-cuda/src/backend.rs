@@ -14,7 +14,7 @@ use frog_core::{Backend, CgBuffers, Layer, LayerKind, Patches, Strided};
 
 use crate::error::Error;
 use crate::kernels::{Ptx, K};
-use crate::launch::{self, int, Arg, GemmPlan, Grid, BLOCK, MAX_ARGS};
+use crate::launch::{self, int, Arg, Grid, Tile, BLOCK, MAX_ARGS};
 
 /// Arithmetic of the two patch products (the Fisher matvec's cost).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -31,6 +31,18 @@ pub enum Precision {
     /// About 5e-4 relative per product, amplified by CG where the sampled
     /// Fisher is ill-conditioned (`r*L < D'` with a small `tau`).
     Fast,
+}
+
+/// What a GEMM does with its result `C(i, j)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Epilogue {
+    /// Overwrite C.
+    Store,
+    /// Overwrite C with the result times `S(i, j)` (same layout as C): the
+    /// Fisher weights fused into the projection. Never split along K.
+    Scale(Arg),
+    /// Add onto C (atomically).
+    Add,
 }
 
 /// Keeps the context alive while any buffer of it lives, and identifies it.
@@ -81,6 +93,7 @@ pub struct Cuda {
     _modules: Vec<Module>,
     owner: Arc<Owner>,
     precision: Precision,
+    tile: Option<Tile>,
     sms: u32,
     name: String,
 }
@@ -112,7 +125,7 @@ impl Cuda {
             funcs.push(f.to_raw());
         }
         let stream = Stream::new(StreamFlags::DEFAULT, None).map_err(Error::driver("cuStreamCreate"))?;
-        Ok(Self { funcs, stream, _modules: modules, owner: Arc::new(Owner { _ctx: ctx }), precision, sms: sms.max(1) as u32, name })
+        Ok(Self { funcs, stream, _modules: modules, owner: Arc::new(Owner { _ctx: ctx }), precision, tile: None, sms: sms.max(1) as u32, name })
     }
 
     /// The device's name.
@@ -133,6 +146,12 @@ impl Cuda {
     /// Changes the precision of the patch products.
     pub fn set_precision(&mut self, precision: Precision) {
         self.precision = precision;
+    }
+
+    /// Forces every GEMM onto one tile (`None`: chosen per problem, see
+    /// [`launch::gemm_plan`]); for measuring the two against each other.
+    pub fn set_gemm_tile(&mut self, tile: Option<Tile>) {
+        self.tile = tile;
     }
 
     /// The stream every operation is launched on.
@@ -178,6 +197,18 @@ impl Cuda {
         let mut out = vec![0.0; n];
         self.read(buf, 0, &mut out)?;
         Ok(out)
+    }
+
+    /// `c = a b` for row-major `a` `[m, k]`, `b` `[k, n]` and `c` `[m, n]`,
+    /// in the backend's precision on its GEMM tile (split along a long K),
+    /// launched on the stream: the kernel of the patch products, for
+    /// measuring it and for users' own products.
+    pub fn matmul(&self, (m, n, k): (usize, usize, usize), a: &Buffer, b: &Buffer, c: &mut Buffer) -> Result<(), Error> {
+        let size = |what, x: usize, y: usize| x.checked_mul(y).ok_or(Error::TooLarge { what, value: usize::MAX });
+        let aa = self.ptr("a", a, size("a", m, k)?)?;
+        let ba = self.ptr("b", b, size("b", k, n)?)?;
+        let ca = self.ptr("c", c, size("c", m, n)?)?;
+        self.gemm((m, n, k), (aa, k, 1), (ba, n, 1), (ca, n), Epilogue::Store, true)
     }
 
     /// Records the launches `f` makes on the stream into a CUDA graph
@@ -261,31 +292,45 @@ impl Cuda {
         Ok(Arg::P(b.device_ptr()))
     }
 
-    fn gemm_kernel(&self) -> K {
-        match self.precision {
-            Precision::Exact => K::GemmF32,
-            Precision::Split => K::Gemm3xTf32,
-            Precision::Fast => K::GemmTf32,
+    fn gemm_kernel(&self, tile: Tile) -> K {
+        match (self.precision, tile) {
+            (Precision::Exact, Tile::T64) => K::GemmF32x64,
+            (Precision::Exact, Tile::T128) => K::GemmF32x128,
+            (Precision::Split, Tile::T64) => K::Gemm3xTf32x64,
+            (Precision::Split, Tile::T128) => K::Gemm3xTf32x128,
+            (Precision::Fast, Tile::T64) => K::GemmTf32x64,
+            (Precision::Fast, Tile::T128) => K::GemmTf32x128,
         }
     }
 
-    /// `C (op)= A B` with the operands given by strides, over `plan`'s
-    /// batches offset by `bz` (see `frog.cu`).
+    /// `C (op)= A B` for `(m, n, k)`, with the operands given by strides:
+    /// `A(i, k) = a[i*sam + k*sak]`, `B(k, j) = b[k*sbk + j*sbn]`, `C(i, j) =
+    /// c[i*ldc + j]`. `allow_split` lets a long K be cut into chunks summed
+    /// with atomic adds (then a [`Epilogue::Store`] zeroes C first).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn gemm(
         &self,
-        plan: GemmPlan,
         (m, n, k): (usize, usize, usize),
         (a, sam, sak): (Arg, usize, usize),
         (b, sbk, sbn): (Arg, usize, usize),
         (c, ldc): (Arg, usize),
-        s: Arg,
-        mode: i32,
-        bz: (usize, usize, usize),
+        epilogue: Epilogue,
+        allow_split: bool,
     ) -> Result<(), Error> {
+        let plan = launch::gemm_plan(m, n, k, self.sms, allow_split && !matches!(epilogue, Epilogue::Scale(_)), self.tile)?;
+        let (s, mode) = match epilogue {
+            Epilogue::Store if plan.split() => {
+                let len = m.checked_mul(ldc).ok_or(Error::TooLarge { what: "GEMM output", value: usize::MAX })?;
+                self.launch(K::Fill, launch::elementwise(len), &[Arg::I(int("GEMM output", len)?), Arg::F(0.0), c])?;
+                (Arg::P(0), 2)
+            }
+            Epilogue::Store => (Arg::P(0), 0),
+            Epilogue::Scale(s) => (s, 1),
+            Epilogue::Add => (Arg::P(0), 2),
+        };
         let i = |what, v| int(what, v).map(Arg::I);
         self.launch(
-            self.gemm_kernel(),
+            self.gemm_kernel(plan.tile),
             plan.grid,
             &[
                 i("m", m)?,
@@ -302,10 +347,6 @@ impl Cuda {
                 s,
                 Arg::I(mode),
                 i("kchunk", plan.kchunk)?,
-                i("A batch stride", bz.0)?,
-                i("B batch stride", bz.1)?,
-                i("C batch stride", bz.2)?,
-                Arg::I(plan.splits as i32),
             ],
         )
     }
@@ -316,12 +357,11 @@ impl Cuda {
         let va = self.ptr("v", v, g.rows * g.cols)?;
         let xa = self.ptr("packed", p.packed, g.n * g.cols)?;
         let ua = self.ptr("u", u, g.rows * g.n)?;
-        let (s, mode) = match lambda {
-            Some(l) => (self.ptr("lambda", l, g.rows * g.n)?, 1),
-            None => (Arg::P(0), 0),
+        let epilogue = match lambda {
+            Some(l) => Epilogue::Scale(self.ptr("lambda", l, g.rows * g.n)?),
+            None => Epilogue::Store,
         };
-        let plan = launch::gemm_plan(g.rows, g.n, g.cols, self.sms, false)?;
-        self.gemm(plan, (g.rows, g.n, g.cols), (va, g.cols, 1), (xa, 1, g.cols), (ua, g.n), s, mode, (0, 0, 0))
+        self.gemm((g.rows, g.n, g.cols), (va, g.cols, 1), (xa, 1, g.cols), (ua, g.n), epilogue, false)
     }
 
     /// `G (+)= U X` for `U` in layout `[R, N]`; `accumulate` adds onto `g`.
@@ -330,16 +370,8 @@ impl Cuda {
         let ua = self.ptr("u", u, g.rows * g.n)?;
         let xa = self.ptr("packed", p.packed, g.n * g.cols)?;
         let ga = self.ptr("g", g_out, g.rows * g.cols)?;
-        let plan = launch::gemm_plan(g.rows, g.cols, g.n, self.sms, true)?;
-        let mode = if accumulate || plan.split() {
-            if !accumulate {
-                self.launch(K::Fill, launch::elementwise(g.rows * g.cols), &[Arg::I(int("n", g.rows * g.cols)?), Arg::F(0.0), ga])?;
-            }
-            2
-        } else {
-            0
-        };
-        self.gemm(plan, (g.rows, g.cols, g.n), (ua, g.n, 1), (xa, g.cols, 1), (ga, g.cols), Arg::P(0), mode, (0, 0, 0))
+        let epilogue = if accumulate { Epilogue::Add } else { Epilogue::Store };
+        self.gemm((g.rows, g.cols, g.n), (ua, g.n, 1), (xa, g.cols, 1), (ga, g.cols), epilogue, true)
     }
 
     fn rows_cols(&self, rows: usize, cols: usize) -> Result<(Arg, Arg, usize), Error> {

@@ -75,10 +75,14 @@ kernels! {
     PackRows = "pack_rows" in Frog: [I, I, I, P, P];
     PatchSqNorms = "patch_sq_norms" in Frog: [I, I, P, P];
     FisherWeights = "fisher_weights" in Frog: [I, I, I, I, I, F, P, P, F, F, P, P];
-    GemmF32 = "gemm_f32" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I, I, I, I, I];
-    GemmTf32 = "gemm_tf32" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I, I, I, I, I];
-    Gemm3xTf32 = "gemm_3xtf32" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I, I, I, I, I];
+    GemmF32x64 = "gemm_f32_64" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
+    GemmF32x128 = "gemm_f32_128" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
+    GemmTf32x64 = "gemm_tf32_64" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
+    GemmTf32x128 = "gemm_tf32_128" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
+    Gemm3xTf32x64 = "gemm_3xtf32_64" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
+    Gemm3xTf32x128 = "gemm_3xtf32_128" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
     Col2im = "col2im" in Nn: [I, I, I, I, I, I, I, I, I, I, I, I, I, I, P, P, I];
+    SwapLeading = "swap_leading" in Nn: [I, I, I, P, P];
     BnStats = "bn_stats" in Nn: [I, I, I, P, P, P, P, P, F, F];
     BnApply = "bn_apply" in Nn: [I, I, I, P, P, P, I, F, P, P, P, I, P];
     BnBackwardReduce = "bn_backward_reduce" in Nn: [I, I, I, P, P, P, P, P, P, P];

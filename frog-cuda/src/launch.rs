@@ -5,11 +5,8 @@ use crate::error::Error;
 
 /// Threads per block of every kernel (the `BLOCK` of the CUDA sources).
 pub const BLOCK: u32 = 256;
-/// GEMM tile sizes (`BM`, `BN`, `BK` of the CUDA sources).
-pub const TILE_M: usize = 64;
-/// GEMM tile width along N.
-pub const TILE_N: usize = 64;
-/// GEMM tile depth along K; split-K chunks are multiples of it.
+/// GEMM tile depth along K (`BK` of the CUDA sources); split-K chunks are
+/// multiples of it.
 pub const TILE_K: usize = 16;
 /// Largest grid of the grid-stride kernels.
 const MAX_BLOCKS: usize = 65_535;
@@ -131,56 +128,81 @@ pub fn per_warp(rows: usize) -> Grid {
     Grid::x(rows.div_ceil(warps_per_block).min(MAX_BLOCKS) as u32)
 }
 
-/// A GEMM of `m x n` outputs over depth `k`: the grid and the split-K chunk.
+/// The output tile of one GEMM block: the kernels come in two sides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tile {
+    /// 64 x 64 outputs per block: more blocks on small problems.
+    T64,
+    /// 128 x 128 outputs per block: half the operand traffic per output.
+    T128,
+}
+
+impl Tile {
+    /// Outputs along each side.
+    pub fn side(self) -> usize {
+        match self {
+            Tile::T64 => 64,
+            Tile::T128 => 128,
+        }
+    }
+
+    /// Blocks that keep the device busy: about two waves of resident
+    /// blocks (the 128 tile holds one block per SM, the 64 tile several).
+    fn busy_blocks(self, sms: u32) -> usize {
+        let per_sm = match self {
+            Tile::T64 => 2,
+            Tile::T128 => 1,
+        };
+        2 * per_sm * sms.max(1) as usize
+    }
+}
+
+/// A GEMM of `m x n` outputs over depth `k`: tile, grid and split-K chunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmPlan {
-    /// The grid: x over N tiles, y over M tiles, z over batches x K chunks.
+    /// The tile of one block.
+    pub tile: Tile,
+    /// The grid: x over N tiles, y over M tiles, z over K chunks.
     pub grid: Grid,
     /// Depth of one K chunk (a multiple of `TILE_K`).
     pub kchunk: usize,
-    /// K chunks per batch.
-    pub splits: u32,
 }
 
 impl GemmPlan {
     /// Whether the plan accumulates partial sums (needs a pre-initialized C
     /// and the atomic epilogue).
     pub fn split(&self) -> bool {
-        self.splits > 1
-    }
-
-    /// The same GEMM over `batches` independent operand sets (grid z =
-    /// batches x splits).
-    pub fn batched(mut self, batches: usize) -> Result<Self, Error> {
-        let z = batches.checked_mul(self.splits as usize).filter(|&z| z <= MAX_BLOCKS);
-        self.grid.z = z.ok_or(Error::TooLarge { what: "GEMM batches", value: batches })? as u32;
-        Ok(self)
+        self.grid.z > 1
     }
 }
 
-/// Plans a GEMM. With `allow_split`, a K that is long against few output
-/// tiles is cut into chunks so that about `4 * sms` blocks run, each chunk
-/// at least 8 tiles deep.
-pub fn gemm_plan(m: usize, n: usize, k: usize, sms: u32, allow_split: bool) -> Result<GemmPlan, Error> {
-    let tn = n.div_ceil(TILE_N);
-    let tm = m.div_ceil(TILE_M);
+/// Plans a GEMM. `tile` forces a tile; otherwise the 128 tile is taken
+/// when it alone (or with split-K, when allowed) yields a block for every
+/// SM. With `allow_split`, a K that is long against few
+/// output tiles is cut into chunks, each at least 8 slices deep.
+pub fn gemm_plan(m: usize, n: usize, k: usize, sms: u32, allow_split: bool, tile: Option<Tile>) -> Result<GemmPlan, Error> {
+    let k = k.max(1);
+    let max_splits = if allow_split { k.div_ceil(8 * TILE_K).clamp(1, MAX_BLOCKS) } else { 1 };
+    let tiles = |t: Tile| m.div_ceil(t.side()).max(1) * n.div_ceil(t.side()).max(1);
+    let tile = tile.unwrap_or({
+        let big = m >= Tile::T128.side() && n >= Tile::T128.side();
+        if big && tiles(Tile::T128) * max_splits >= sms as usize {
+            Tile::T128
+        } else {
+            Tile::T64
+        }
+    });
+    let (tn, tm) = (n.div_ceil(tile.side()), m.div_ceil(tile.side()));
     if tm > MAX_BLOCKS {
         return Err(Error::TooLarge { what: "GEMM rows", value: m });
     }
     if tn > i32::MAX as usize {
         return Err(Error::TooLarge { what: "GEMM columns", value: n });
     }
-    let k = k.max(1);
-    let mut splits = 1;
-    if allow_split {
-        let tiles = (tm * tn).max(1);
-        let target = 4 * sms.max(1) as usize;
-        let max_by_depth = k.div_ceil(8 * TILE_K).max(1);
-        splits = (target / tiles).clamp(1, max_by_depth.min(MAX_BLOCKS));
-    }
+    let splits = (tile.busy_blocks(sms) / tiles(tile)).clamp(1, max_splits);
     let kchunk = k.div_ceil(splits).div_ceil(TILE_K) * TILE_K;
     let splits = k.div_ceil(kchunk);
-    Ok(GemmPlan { grid: Grid { x: tn as u32, y: tm as u32, z: splits as u32 }, kchunk, splits: splits as u32 })
+    Ok(GemmPlan { tile, grid: Grid { x: tn as u32, y: tm as u32, z: splits as u32 }, kchunk })
 }
 
 /// The parameter types of every `.entry` in a PTX text, in order:
@@ -250,38 +272,52 @@ mod tests {
 
     #[test]
     fn gemm_plan_without_split_covers_all_tiles() {
-        let p = gemm_plan(64, 65_536, 577, 132, false).unwrap();
-        assert_eq!(p.grid, Grid { x: 1024, y: 1, z: 1 });
+        // FROG's projection on ResNet-18 layer1 at r = 64: 64 rows only.
+        let p = gemm_plan(64, 65_536, 577, 132, false, None).unwrap();
+        assert_eq!((p.tile, p.grid), (Tile::T64, Grid { x: 1024, y: 1, z: 1 }));
         assert!(p.kchunk >= 577);
         assert_eq!(p.kchunk % TILE_K, 0);
         assert!(!p.split());
-        let p = gemm_plan(65, 1, 1, 132, false).unwrap();
+        let p = gemm_plan(65, 1, 1, 132, false, None).unwrap();
         assert_eq!((p.grid.x, p.grid.y), (1, 2));
+        // A convolution's forward GEMM over a chunk of samples: 128 tiles.
+        let p = gemm_plan(256, 204 * 64, 2304, 132, false, None).unwrap();
+        assert_eq!((p.tile, p.grid), (Tile::T128, Grid { x: 102, y: 2, z: 1 }));
+        // Forced tiles are kept, even where the other would be chosen.
+        let p = gemm_plan(64, 100, 8, 132, false, Some(Tile::T128)).unwrap();
+        assert_eq!((p.tile, p.grid), (Tile::T128, Grid { x: 1, y: 1, z: 1 }));
+    }
+
+    #[test]
+    fn gemm_plan_takes_the_small_tile_when_the_big_one_leaves_sms_idle() {
+        // Layer4's projection at r = 64: 512 x 1024 outputs are 32 big tiles.
+        assert_eq!(gemm_plan(512, 1024, 4609, 132, false, None).unwrap().tile, Tile::T64);
+        assert_eq!(gemm_plan(512, 1024, 4609, 16, false, None).unwrap().tile, Tile::T128);
     }
 
     #[test]
     fn gemm_plan_splits_long_k_and_covers_it() {
         // ResNet-18 layer1 back-projection: 64 x 577 outputs over 64*1024 positions.
-        for (m, n, k, sms) in [(64, 577, 65_536, 132), (512, 4609, 1024, 108), (7, 21, 5, 132), (6, 37, 4096, 1)] {
-            let p = gemm_plan(m, n, k, sms, true).unwrap();
-            let chunks = p.grid.z as usize;
-            assert_eq!(p.kchunk % TILE_K, 0);
-            assert!(chunks * p.kchunk >= k, "chunks must cover k");
-            assert!((chunks - 1) * p.kchunk < k, "no empty chunk");
-            assert!(chunks * (p.grid.x * p.grid.y) as usize <= 4 * sms as usize * 2 || chunks == 1);
+        for (m, n, k, sms) in [(64, 577, 65_536, 132), (512, 4609, 1024, 108), (7, 21, 5, 132), (6, 37, 4096, 1), (512, 4608, 57_344, 132)] {
+            for tile in [None, Some(Tile::T64), Some(Tile::T128)] {
+                let p = gemm_plan(m, n, k, sms, true, tile).unwrap();
+                let chunks = p.grid.z as usize;
+                assert_eq!(p.kchunk % TILE_K, 0);
+                assert!(chunks * p.kchunk >= k, "chunks must cover k");
+                assert!((chunks - 1) * p.kchunk < k, "no empty chunk");
+                assert!(chunks == 1 || chunks * (p.grid.x * p.grid.y) as usize <= 2 * p.tile.busy_blocks(sms));
+                assert!(chunks == 1 || p.kchunk >= 8 * TILE_K);
+            }
         }
-        assert!(gemm_plan(64, 577, 65_536, 132, true).unwrap().split());
-        assert!(!gemm_plan(7, 21, 5, 132, true).unwrap().split());
+        assert!(gemm_plan(64, 577, 65_536, 132, true, None).unwrap().split());
+        assert!(!gemm_plan(7, 21, 5, 132, true, None).unwrap().split());
+        assert!(!gemm_plan(64, 577, 65_536, 132, false, None).unwrap().split());
     }
 
     #[test]
-    fn batched_plans_multiply_z() {
-        let p = gemm_plan(64, 1024, 576, 132, false).unwrap().batched(512).unwrap();
-        assert_eq!((p.grid.z, p.splits), (512, 1));
-        let p = gemm_plan(64, 577, 65_536, 132, true).unwrap();
-        let b = p.batched(3).unwrap();
-        assert_eq!(b.grid.z, 3 * p.splits);
-        assert!(matches!(p.batched(100_000), Err(Error::TooLarge { .. })));
+    fn gemm_plan_rejects_grids_beyond_the_device_limits() {
+        assert!(matches!(gemm_plan(64 * 65_536, 1, 1, 132, false, Some(Tile::T64)), Err(Error::TooLarge { what: "GEMM rows", .. })));
+        assert!(gemm_plan(64 * 65_535, 1, 1, 132, false, Some(Tile::T64)).is_ok());
     }
 
     #[test]

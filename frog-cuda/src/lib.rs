@@ -7,7 +7,9 @@
 //! optimizer step is launches only. The two patch products of the Fisher
 //! matvec run as tiled GEMMs over an im2col copy of the sampled inputs with
 //! the Fisher weights fused into the first product's epilogue, in f32
-//! ([`Precision::Exact`]) or on TF32 tensor cores ([`Precision::Fast`]).
+//! ([`Precision::Exact`]), in 3xTF32 on tensor cores with f32 accuracy
+//! ([`Precision::Split`]) or in TF32 ([`Precision::Fast`]), on 64 or 128
+//! square tiles ([`Tile`]) picked per problem.
 //!
 //! [`nn`] holds the training engine's kernels (convolutions as im2col +
 //! GEMM, BatchNorm with fused residual and ReLU, pooling, linear layers,
@@ -25,3 +27,4 @@ pub mod nn;
 
 pub use backend::{Buffer, Cuda, Graph, Precision};
 pub use error::{code_name, Error};
+pub use launch::Tile;

@@ -4,17 +4,18 @@
 //!
 //! Layouts are PyTorch's (`[B, C, H, W]`, `[B, D]`, conv weight
 //! `[c_out, c_in, kh, kw]`, linear weight `[d_out, d_in]`). Convolutions are
-//! im2col + GEMM in chunks of samples that fit the caller's scratch
-//! ([`conv_scratch_len`]); the GEMMs use the backend's [`crate::Precision`].
+//! im2col + one GEMM per chunk of samples that fits the caller's scratch
+//! ([`conv_scratch_len`]), with the chunk's samples side by side in the
+//! GEMM's long dimension; the GEMMs use the backend's [`crate::Precision`].
 
 use frog_core::Conv2d;
 
-use crate::backend::{Buffer, Cuda};
+use crate::backend::{Buffer, Cuda, Epilogue};
 use crate::error::Error;
 use crate::kernels::K;
 use crate::launch::{self, int, Arg};
 
-/// Entries of im2col scratch [`conv_scratch_len`] aims for (128 MiB).
+/// Entries of convolution scratch [`conv_scratch_len`] aims for (128 MiB).
 pub const CONV_SCRATCH_TARGET: usize = 32 << 20;
 
 /// The layout of a BatchNorm input `[batch, channels, hw]`.
@@ -40,28 +41,55 @@ impl BnShape {
     }
 }
 
-fn geometry(conv: &Conv2d) -> Result<(usize, usize, [usize; 2]), Error> {
-    let [ho, wo] = conv.output_hw().ok_or(Error::Kernel { name: "conv", problem: "the kernel does not fit the padded input" })?;
-    Ok((ho * wo, conv.c_in * conv.kernel[0] * conv.kernel[1], [ho, wo]))
+/// Sizes of a convolution: positions per sample `L`, patch length
+/// `d = c_in*kh*kw`, output size, and entries per sample of input and
+/// output.
+struct ConvSizes {
+    l: usize,
+    d: usize,
+    c_out: usize,
+    out_hw: [usize; 2],
+    in_len: usize,
+    out_len: usize,
 }
 
-/// Scratch entries for the convolutions of `conv` on `batch` samples: the
-/// im2col matrix of as many samples as fit [`CONV_SCRATCH_TARGET`] (at
-/// least one).
-pub fn conv_scratch_len(conv: &Conv2d, batch: usize) -> usize {
-    let Ok((l, d, _)) = geometry(conv) else { return 0 };
-    let per = (l * d).max(1);
-    let chunk = (CONV_SCRATCH_TARGET / per).clamp(1, batch.max(1));
-    chunk * per
-}
-
-/// Samples per chunk for `scratch`.
-fn chunk(l: usize, d: usize, batch: usize, scratch: &Buffer) -> Result<usize, Error> {
-    let per = (l * d).max(1);
-    if scratch.len() < per {
-        return Err(Error::BufferTooShort { what: "conv scratch", needed: per, len: scratch.len() });
+impl ConvSizes {
+    fn of(conv: &Conv2d) -> Result<Self, Error> {
+        let out_hw = conv.output_hw().ok_or(Error::Kernel { name: "conv", problem: "the kernel does not fit the padded input" })?;
+        let l = out_hw[0] * out_hw[1];
+        let in_len = conv.c_in * conv.input_hw[0] * conv.input_hw[1];
+        Ok(Self { l, d: conv.c_in * conv.kernel[0] * conv.kernel[1], c_out: conv.c_out, out_hw, in_len, out_len: conv.c_out * l })
     }
-    Ok((scratch.len() / per).clamp(1, batch.max(1)))
+
+    /// Scratch entries per sample: its im2col rows `[L, d]` and its output
+    /// (gradient) in GEMM layout `[c_out, L]`.
+    fn per_sample(&self) -> usize {
+        (self.l * (self.d + self.c_out)).max(1)
+    }
+
+    /// Samples per chunk that `scratch` holds (at least one, at most `batch`).
+    fn chunk(&self, batch: usize, scratch: &Buffer) -> Result<usize, Error> {
+        let per = self.per_sample();
+        if scratch.len() < per {
+            return Err(Error::BufferTooShort { what: "conv scratch", needed: per, len: scratch.len() });
+        }
+        Ok((scratch.len() / per).clamp(1, batch.max(1)))
+    }
+
+    /// The two scratch regions for chunks of `chunk` samples: the im2col
+    /// matrix `[nb*L, d]` and the GEMM-layout output `[c_out, nb*L]`.
+    fn regions(&self, scratch: Arg, chunk: usize) -> (Arg, Arg) {
+        (scratch, scratch.offset(chunk * self.l * self.d))
+    }
+}
+
+/// Scratch entries for the convolutions of `conv` on `batch` samples: as
+/// many samples as fit [`CONV_SCRATCH_TARGET`] (at least one), each with
+/// its im2col rows and its output in GEMM layout.
+pub fn conv_scratch_len(conv: &Conv2d, batch: usize) -> usize {
+    let Ok(s) = ConvSizes::of(conv) else { return 0 };
+    let per = s.per_sample();
+    (CONV_SCRATCH_TARGET / per).clamp(1, batch.max(1)) * per
 }
 
 fn i(what: &'static str, v: usize) -> Result<Arg, Error> {
@@ -71,7 +99,7 @@ fn i(what: &'static str, v: usize) -> Result<Arg, Error> {
 /// The geometry arguments the im2col and col2im kernels take first:
 /// samples, c_in, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo.
 fn conv_args(samples: usize, c: &Conv2d) -> Result<[Arg; 14], Error> {
-    let (_, _, [ho, wo]) = geometry(c)?;
+    let [ho, wo] = ConvSizes::of(c)?.out_hw;
     Ok([
         i("samples", samples)?,
         i("c_in", c.c_in)?,
@@ -93,35 +121,42 @@ fn conv_args(samples: usize, c: &Conv2d) -> Result<[Arg; 14], Error> {
 /// im2col of the `nb` samples at `x` into `col` (`[nb*L, cols]`, `cols >= D`;
 /// FROG's packing passes `D' = D + 1` for a bias column).
 pub(crate) fn im2col(cuda: &Cuda, conv: &Conv2d, x: Arg, nb: usize, cols: usize, col: Arg) -> Result<(), Error> {
-    let (l, _, _) = geometry(conv)?;
+    let l = ConvSizes::of(conv)?.l;
     let mut args = [Arg::I(0); 17];
     args[..14].copy_from_slice(&conv_args(nb, conv)?);
     args[14..].copy_from_slice(&[i("cols", cols)?, x, col]);
     cuda.launch(K::Im2col, launch::elementwise(nb * l * cols), &args)
 }
 
-/// `y = conv(x, w)` without bias, for `batch` samples.
+/// `dst[j, i, e] = src[i, j, e]` for `src` of shape `[a, b, e]`: between
+/// PyTorch's `[samples, c_out, L]` and the GEMMs' `[c_out, samples*L]`.
+fn swap_leading(cuda: &Cuda, (a, b, e): (usize, usize, usize), src: Arg, dst: Arg) -> Result<(), Error> {
+    cuda.launch(K::SwapLeading, launch::elementwise(a * b * e), &[i("a", a)?, i("b", b)?, i("e", e)?, src, dst])
+}
+
+/// `y = conv(x, w)` without bias, for `batch` samples: per chunk of
+/// samples, one GEMM `[c_out, d] x [d, nb*L]` over their im2col rows.
 pub fn conv_forward(cuda: &Cuda, conv: &Conv2d, batch: usize, x: &Buffer, w: &Buffer, y: &mut Buffer, scratch: &mut Buffer) -> Result<(), Error> {
-    let (l, d, _) = geometry(conv)?;
-    let in_len = conv.c_in * conv.input_hw[0] * conv.input_hw[1];
-    let out_len = conv.c_out * l;
-    let xa = cuda.ptr("x", x, batch * in_len)?;
-    let wa = cuda.ptr("w", w, conv.c_out * d)?;
-    let ya = cuda.ptr("y", y, batch * out_len)?;
-    let sa = cuda.ptr("scratch", scratch, 0)?;
-    let chunk = chunk(l, d, batch, scratch)?;
-    let plan = launch::gemm_plan(conv.c_out, l, d, cuda.sm_count(), false)?;
+    let s = ConvSizes::of(conv)?;
+    let xa = cuda.ptr("x", x, batch * s.in_len)?;
+    let wa = cuda.ptr("w", w, s.c_out * s.d)?;
+    let ya = cuda.ptr("y", y, batch * s.out_len)?;
+    let chunk = s.chunk(batch, scratch)?;
+    let (col, t) = s.regions(cuda.ptr("scratch", scratch, 0)?, chunk);
     for start in (0..batch).step_by(chunk) {
         let nb = chunk.min(batch - start);
-        im2col(cuda, conv, xa.offset(start * in_len), nb, d, sa)?;
-        let p = plan.batched(nb)?;
-        cuda.gemm(p, (conv.c_out, l, d), (wa, d, 1), (sa, 1, d), (ya.offset(start * out_len), l), Arg::P(0), 0, (0, l * d, out_len))?;
+        let n = nb * s.l;
+        im2col(cuda, conv, xa.offset(start * s.in_len), nb, s.d, col)?;
+        // t[co, (i, l)] = sum_c w[co, c] col[(i, l), c]
+        cuda.gemm((s.c_out, n, s.d), (wa, s.d, 1), (col, 1, s.d), (t, n), Epilogue::Store, false)?;
+        swap_leading(cuda, (s.c_out, nb, s.l), t, ya.offset(start * s.out_len))?;
     }
     Ok(())
 }
 
 /// The input gradient of a convolution, written (or added, with
-/// `accumulate`) to `dx`.
+/// `accumulate`) to `dx`: per chunk, one GEMM `[nb*L, c_out] x [c_out, d]`
+/// into im2col rows, then col2im.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_backward_data(
     cuda: &Cuda,
@@ -133,49 +168,43 @@ pub fn conv_backward_data(
     accumulate: bool,
     scratch: &mut Buffer,
 ) -> Result<(), Error> {
-    let (l, d, _) = geometry(conv)?;
-    let c = conv;
-    let in_len = c.c_in * c.input_hw[0] * c.input_hw[1];
-    let out_len = c.c_out * l;
-    let dya = cuda.ptr("dy", dy, batch * out_len)?;
-    let wa = cuda.ptr("w", w, c.c_out * d)?;
-    let dxa = cuda.ptr("dx", dx, batch * in_len)?;
-    let sa = cuda.ptr("scratch", scratch, 0)?;
-    let chunk = chunk(l, d, batch, scratch)?;
-    let plan = launch::gemm_plan(l, d, c.c_out, cuda.sm_count(), false)?;
+    let s = ConvSizes::of(conv)?;
+    let dya = cuda.ptr("dy", dy, batch * s.out_len)?;
+    let wa = cuda.ptr("w", w, s.c_out * s.d)?;
+    let dxa = cuda.ptr("dx", dx, batch * s.in_len)?;
+    let chunk = s.chunk(batch, scratch)?;
+    let (col, t) = s.regions(cuda.ptr("scratch", scratch, 0)?, chunk);
     for start in (0..batch).step_by(chunk) {
         let nb = chunk.min(batch - start);
-        // col[(i, l), c] = sum_co dy[i, co, l] w[co, c]
-        let p = plan.batched(nb)?;
-        cuda.gemm(p, (l, d, c.c_out), (dya.offset(start * out_len), 1, l), (wa, d, 1), (sa, d), Arg::P(0), 0, (out_len, 0, l * d))?;
+        let n = nb * s.l;
+        swap_leading(cuda, (nb, s.c_out, s.l), dya.offset(start * s.out_len), t)?;
+        // col[(i, l), c] = sum_co t[co, (i, l)] w[co, c]
+        cuda.gemm((n, s.d, s.c_out), (t, 1, n), (wa, s.d, 1), (col, s.d), Epilogue::Store, false)?;
         let mut args = [Arg::I(0); 17];
-        args[..14].copy_from_slice(&conv_args(nb, c)?);
-        args[14..].copy_from_slice(&[sa, dxa.offset(start * in_len), Arg::I(i32::from(accumulate))]);
-        cuda.launch(K::Col2im, launch::elementwise(nb * in_len), &args)?;
+        args[..14].copy_from_slice(&conv_args(nb, conv)?);
+        args[14..].copy_from_slice(&[col, dxa.offset(start * s.in_len), Arg::I(i32::from(accumulate))]);
+        cuda.launch(K::Col2im, launch::elementwise(nb * s.in_len), &args)?;
     }
     Ok(())
 }
 
-/// The weight gradient of a convolution (overwritten).
+/// The weight gradient of a convolution (overwritten): per chunk, one GEMM
+/// `[c_out, nb*L] x [nb*L, d]` added onto `dw`, split along its long K.
 pub fn conv_backward_weight(cuda: &Cuda, conv: &Conv2d, batch: usize, x: &Buffer, dy: &Buffer, dw: &mut Buffer, scratch: &mut Buffer) -> Result<(), Error> {
-    let (l, d, _) = geometry(conv)?;
-    let in_len = conv.c_in * conv.input_hw[0] * conv.input_hw[1];
-    let out_len = conv.c_out * l;
-    let xa = cuda.ptr("x", x, batch * in_len)?;
-    let dya = cuda.ptr("dy", dy, batch * out_len)?;
-    let dwa = cuda.ptr("dw", dw, conv.c_out * d)?;
-    let sa = cuda.ptr("scratch", scratch, 0)?;
-    let chunk = chunk(l, d, batch, scratch)?;
-    cuda.launch(K::Fill, launch::elementwise(conv.c_out * d), &[i("n", conv.c_out * d)?, Arg::F(0.0), dwa])?;
-    // The samples of a chunk already give the GEMM its parallelism (grid z);
-    // splitting K as well would multiply the atomic adds into dw.
-    let plan = launch::gemm_plan(conv.c_out, d, l, cuda.sm_count(), false)?;
+    let s = ConvSizes::of(conv)?;
+    let xa = cuda.ptr("x", x, batch * s.in_len)?;
+    let dya = cuda.ptr("dy", dy, batch * s.out_len)?;
+    let dwa = cuda.ptr("dw", dw, s.c_out * s.d)?;
+    let chunk = s.chunk(batch, scratch)?;
+    let (col, t) = s.regions(cuda.ptr("scratch", scratch, 0)?, chunk);
     for start in (0..batch).step_by(chunk) {
         let nb = chunk.min(batch - start);
-        im2col(cuda, conv, xa.offset(start * in_len), nb, d, sa)?;
-        // dw[co, c] += sum_l dy[i, co, l] col[(i, l), c]
-        let p = plan.batched(nb)?;
-        cuda.gemm(p, (conv.c_out, d, l), (dya.offset(start * out_len), l, 1), (sa, d, 1), (dwa, d), Arg::P(0), 2, (out_len, l * d, 0))?;
+        let n = nb * s.l;
+        im2col(cuda, conv, xa.offset(start * s.in_len), nb, s.d, col)?;
+        swap_leading(cuda, (nb, s.c_out, s.l), dya.offset(start * s.out_len), t)?;
+        // dw[co, c] (+)= sum_(i, l) t[co, (i, l)] col[(i, l), c]
+        let epilogue = if start == 0 { Epilogue::Store } else { Epilogue::Add };
+        cuda.gemm((s.c_out, s.d, n), (t, n, 1), (col, s.d, 1), (dwa, s.d), epilogue, true)?;
     }
     Ok(())
 }
@@ -299,8 +328,7 @@ pub fn linear_forward(cuda: &Cuda, batch: usize, d_in: usize, d_out: usize, x: &
     let wa = cuda.ptr("w", w, d_out * d_in)?;
     let ba = cuda.ptr("b", b, d_out)?;
     let ya = cuda.ptr("y", y, batch * d_out)?;
-    let plan = launch::gemm_plan(batch, d_out, d_in, cuda.sm_count(), false)?;
-    cuda.gemm(plan, (batch, d_out, d_in), (xa, d_in, 1), (wa, 1, d_in), (ya, d_out), Arg::P(0), 0, (0, 0, 0))?;
+    cuda.gemm((batch, d_out, d_in), (xa, d_in, 1), (wa, 1, d_in), (ya, d_out), Epilogue::Store, false)?;
     cuda.launch(K::AddBias, launch::elementwise(batch * d_out), &[i("batch", batch)?, i("d_out", d_out)?, ba, ya])
 }
 
@@ -324,17 +352,8 @@ pub fn linear_backward(
     let dxa = cuda.ptr("dx", dx, batch * d_in)?;
     let dwa = cuda.ptr("dw", dw, d_out * d_in)?;
     let dba = cuda.ptr("db", db, d_out)?;
-    let sms = cuda.sm_count();
-    let plan = launch::gemm_plan(batch, d_in, d_out, sms, false)?;
-    cuda.gemm(plan, (batch, d_in, d_out), (dya, d_out, 1), (wa, d_in, 1), (dxa, d_in), Arg::P(0), 0, (0, 0, 0))?;
-    let plan = launch::gemm_plan(d_out, d_in, batch, sms, true)?;
-    let mode = if plan.split() {
-        cuda.launch(K::Fill, launch::elementwise(d_out * d_in), &[i("n", d_out * d_in)?, Arg::F(0.0), dwa])?;
-        2
-    } else {
-        0
-    };
-    cuda.gemm(plan, (d_out, d_in, batch), (dya, 1, d_out), (xa, d_in, 1), (dwa, d_in), Arg::P(0), mode, (0, 0, 0))?;
+    cuda.gemm((batch, d_in, d_out), (dya, d_out, 1), (wa, d_in, 1), (dxa, d_in), Epilogue::Store, false)?;
+    cuda.gemm((d_out, d_in, batch), (dya, 1, d_out), (xa, d_in, 1), (dwa, d_in), Epilogue::Store, true)?;
     cuda.launch(K::ColSums, launch::elementwise(d_out), &[i("batch", batch)?, i("d_out", d_out)?, dya, dba])
 }
 

@@ -6,11 +6,12 @@
 //! - `gpu_golden_fast`: the same cases in fast (TF32) mode, against the
 //!   reference's f64 values, at `FAST_RTOL` for every case whose sampled
 //!   Fisher has full rank; prints the errors of the others.
-//! - kernels against host arithmetic (GEMM shapes, split-K, im2col), errors.
+//! - kernels against host arithmetic (GEMM shapes on each tile, split-K,
+//!   im2col, `matmul`), errors.
 
 use frog_core::{Backend, BackendError, BackendErrorKind, Conv2d, Layer, Patches};
 use frog_cpu::golden::{golden_dir, load_cases, run_case, Case, Target};
-use frog_cuda::{Cuda, Error, Precision};
+use frog_cuda::{Cuda, Error, Precision, Tile};
 
 /// Tolerance of fast mode against the f64 reference (max-norm relative per
 /// array). TF32 rounds the products' inputs to 10 mantissa bits (about 5e-4
@@ -146,7 +147,15 @@ fn host_im2col(c: &Conv2d, bias: bool, r: usize, x: &[f32]) -> Vec<f64> {
 }
 
 fn check_products(precision: Precision, rtol: f64, test: &str) {
-    let Some(cuda) = device(precision, test) else { return };
+    let Some(mut cuda) = device(precision, test) else { return };
+    for tile in [None, Some(Tile::T64), Some(Tile::T128)] {
+        cuda.set_gemm_tile(tile);
+        products_on_tile(&cuda, rtol, &format!("{test} tile {tile:?}"));
+    }
+}
+
+/// `check_products` with the backend's GEMM tile as it is set.
+fn products_on_tile(cuda: &Cuda, rtol: f64, test: &str) {
     // Shapes chosen to cut GEMM tiles unevenly and to trigger split-K.
     let convs = [
         (Conv2d::new(3, 5, 3, 1, 1, [8, 8]), true, 3),
@@ -213,6 +222,33 @@ fn gpu_products_split() {
 #[test]
 fn gpu_products_fast() {
     check_products(Precision::Fast, 5e-3, "gpu_products_fast");
+}
+
+/// `Cuda::matmul` in every precision on both tiles against host f64, on
+/// shapes that cut the tiles unevenly, one of them split along K; and its
+/// length checks.
+#[test]
+fn gpu_matmul() {
+    for (precision, rtol) in [(Precision::Exact, 1e-5), (Precision::Split, 2e-5), (Precision::Fast, 5e-3)] {
+        let Some(mut cuda) = device(precision, "gpu_matmul") else { return };
+        for (m, n, k) in [(37, 45, 3000), (130, 129, 33), (1, 200, 7)] {
+            let (a, b) = (values(m * k, 7), values(k * n, 8));
+            let want: Vec<f64> =
+                (0..m * n).map(|e| (0..k).map(|q| f64::from(a[(e / n) * k + q]) * f64::from(b[q * n + e % n])).sum()).collect();
+            let (ab, bb) = (cuda.upload(&a).unwrap(), cuda.upload(&b).unwrap());
+            for tile in [None, Some(Tile::T64), Some(Tile::T128)] {
+                cuda.set_gemm_tile(tile);
+                let mut c = cuda.upload(&vec![f32::NAN; m * n]).unwrap();
+                cuda.matmul((m, n, k), &ab, &bb, &mut c).unwrap();
+                let e = rel(&cuda.download(&c, m * n).unwrap(), &want);
+                println!("gpu_matmul {precision:?} {tile:?} {m}x{n}x{k}: rel error {e:.2e}");
+                assert!(e < rtol, "{precision:?} {tile:?} {m}x{n}x{k}: {e:.2e}");
+            }
+            let mut short = cuda.zeros(m * n - 1).unwrap();
+            let e = cuda.matmul((m, n, k), &ab, &bb, &mut short).unwrap_err();
+            assert!(matches!(e, Error::BufferTooShort { what: "c", .. }), "{e}");
+        }
+    }
 }
 
 #[test]

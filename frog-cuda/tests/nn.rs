@@ -5,7 +5,7 @@ use frog_core::{Backend, BackendError, BackendErrorKind, Conv2d};
 use frog_cpu::nn as cpu;
 use frog_cpu::pool::ThreadPool;
 use frog_cuda::nn::{self, BnParams, BnShape};
-use frog_cuda::{Buffer, Cuda, Precision};
+use frog_cuda::{Buffer, Cuda, Precision, Tile};
 
 const RTOL: f64 = 1e-5;
 
@@ -47,12 +47,22 @@ fn check(c: &Cuda, what: &str, buf: &Buffer, want: &[f64]) {
 
 #[test]
 fn gpu_nn_convolutions() {
-    let Some(c) = device("gpu_nn_convolutions") else { return };
+    let Some(mut c) = device("gpu_nn_convolutions") else { return };
+    for tile in [None, Some(Tile::T64), Some(Tile::T128)] {
+        c.set_gemm_tile(tile);
+        convolutions_on_tile(&c, &format!("tile {tile:?}"));
+    }
+}
+
+/// `gpu_nn_convolutions` with the backend's GEMM tile as it is set.
+fn convolutions_on_tile(c: &Cuda, tile: &str) {
     let pool = ThreadPool::new(1);
     let convs = [
         Conv2d::new(3, 5, 3, 1, 1, [6, 6]),
         Conv2d::new(4, 6, 1, 2, 0, [7, 7]),
         Conv2d { c_in: 2, c_out: 3, kernel: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [2, 1], input_hw: [7, 8] },
+        // Big enough for the 128 tile and a split-K weight gradient.
+        Conv2d::new(8, 130, 3, 1, 1, [12, 12]),
     ];
     let batch = 3;
     for (k, conv) in convs.iter().enumerate() {
@@ -65,28 +75,29 @@ fn gpu_nn_convolutions() {
         let dx0 = values(batch * in_len, 60 + k as u64);
         let mut cs = vec![0.0; cpu::conv_scratch_len(conv, batch, 1)];
         // Scratch for 2 samples: the batch of 3 runs in two chunks.
-        let mut scratch = c.zeros(2 * ho * wo * d).unwrap();
-        let (xb, wb, dyb) = (up(&c, &x), up(&c, &w), up(&c, &dy));
+        let mut scratch = c.zeros(2 * ho * wo * (d + conv.c_out)).unwrap();
+        assert_eq!(nn::conv_scratch_len(conv, 2), scratch.len());
+        let (xb, wb, dyb) = (up(c, &x), up(c, &w), up(c, &dy));
 
         let mut y = vec![0.0; batch * out_len];
         cpu::conv2d_forward(&pool, conv, batch, &x, &w, &mut y, &mut cs);
         let mut yb = c.zeros(batch * out_len).unwrap();
-        nn::conv_forward(&c, conv, batch, &xb, &wb, &mut yb, &mut scratch).unwrap();
-        check(&c, &format!("conv {k} forward"), &yb, &y);
+        nn::conv_forward(c, conv, batch, &xb, &wb, &mut yb, &mut scratch).unwrap();
+        check(c, &format!("conv {k} {tile} forward"), &yb, &y);
 
         for accumulate in [false, true] {
             let mut dx = dx0.clone();
             cpu::conv2d_backward_data(&pool, conv, batch, &dy, &w, &mut dx, accumulate, &mut cs);
-            let mut dxb = up(&c, &dx0);
-            nn::conv_backward_data(&c, conv, batch, &dyb, &wb, &mut dxb, accumulate, &mut scratch).unwrap();
-            check(&c, &format!("conv {k} backward data {accumulate}"), &dxb, &dx);
+            let mut dxb = up(c, &dx0);
+            nn::conv_backward_data(c, conv, batch, &dyb, &wb, &mut dxb, accumulate, &mut scratch).unwrap();
+            check(c, &format!("conv {k} {tile} backward data {accumulate}"), &dxb, &dx);
         }
 
         let mut dw = vec![0.0; conv.c_out * d];
         cpu::conv2d_backward_weight(&pool, conv, batch, &x, &dy, &mut dw, &mut cs);
         let mut dwb = c.zeros(conv.c_out * d).unwrap();
-        nn::conv_backward_weight(&c, conv, batch, &xb, &dyb, &mut dwb, &mut scratch).unwrap();
-        check(&c, &format!("conv {k} backward weight"), &dwb, &dw);
+        nn::conv_backward_weight(c, conv, batch, &xb, &dyb, &mut dwb, &mut scratch).unwrap();
+        check(c, &format!("conv {k} {tile} backward weight"), &dwb, &dw);
     }
 }
 
