@@ -17,6 +17,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+# Its own target folder (shared with scripts/prepare-gpu-run.sh), so that the
+# cuda builds do not replace the CPU builds of target/release.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target/cuda}
 cache=${FROG_CUDA_CACHE:-$HOME/.cache/frog-cuda}
 mkdir -p "$cache"
 t0=$(date +%s)

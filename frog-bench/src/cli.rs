@@ -45,6 +45,7 @@ optimizer's settings are refused.
     --test-limit N        use the first N test images
     --seed N              seed of init, shuffling, augmentation, sampling, synthetic data
     --threads N           CPU threads (0: all)
+    --precision P         GPU GEMMs (a cuda build): exact, split (default) or fast
     --out DIR             where results go (default frog-results)
     --data DIR            CIFAR-10 binary directory (cifar-10-batches-bin);
                           else $FROG_DATA, else the cache, else a download,
@@ -53,7 +54,7 @@ optimizer's settings are refused.
     --no-download         do not try to download CIFAR-10
 
 THROUGHPUT: --model, --batch-size (default 128), --sample (default 16),
-    --steps N (timed steps, default 3), --threads.
+    --steps N (timed steps, default 3), --threads, --precision.
 
 LAYERS: --sample N (default 64), --iters N (default 4), --threads N, --json.
 
@@ -64,8 +65,11 @@ GPU-CHECK: every golden case on the GPU per precision ($FROG_GOLDEN_DIR),
     --no-golden, --torch-script PATH (default
     frog-cuda/scripts/torch_resnet18_step.py).
 
-A build with --features cuda runs the study and throughput on the GPU
-(split 3xTF32 GEMMs), and the study defaults to --model resnet18.
+A build with --features cuda runs the study and throughput on the GPU, and
+the study defaults to --model resnet18. Its GEMMs (convolutions and FROG's
+products) run in split 3xTF32 (f32 accuracy on tensor cores) unless
+--precision says exact (f32 FMA) or fast (TF32, as PyTorch's cuDNN
+convolutions by default).
 ";
 
 /// `--optimizer`.
@@ -75,6 +79,30 @@ pub enum OptName {
     Frog,
     /// torch SGD.
     Sgd,
+}
+
+/// `--precision`: the arithmetic of a GPU build's GEMMs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuPrecision {
+    /// f32 FMA.
+    Exact,
+    /// 3xTF32 on tensor cores, close to f32.
+    Split,
+    /// TF32 on tensor cores.
+    Fast,
+}
+
+impl std::str::FromStr for GpuPrecision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "exact" => Ok(Self::Exact),
+            "split" => Ok(Self::Split),
+            "fast" => Ok(Self::Fast),
+            other => Err(Error::new(format!("--precision: expected exact, split or fast, got `{other}`"))),
+        }
+    }
 }
 
 /// Every study flag as given; `None` where the default applies.
@@ -101,6 +129,7 @@ pub struct StudyArgs {
     pub test_limit: Option<usize>,
     pub seed: Option<u64>,
     pub threads: usize,
+    pub precision: Option<GpuPrecision>,
     pub out: Option<PathBuf>,
     pub data: Option<PathBuf>,
     pub synthetic: bool,
@@ -115,6 +144,7 @@ pub struct ThroughputFlags {
     pub sample: usize,
     pub steps: usize,
     pub threads: usize,
+    pub precision: Option<GpuPrecision>,
 }
 
 /// A parsed command line.
@@ -233,6 +263,7 @@ fn parse_study(f: &mut Flags<'_>) -> Result<StudyArgs> {
             "--test-limit" => a.test_limit = Some(f.count(fl)?),
             "--seed" => a.seed = Some(f.parse(fl, "a whole number")?),
             "--threads" => a.threads = f.count(fl)?,
+            "--precision" => a.precision = Some(f.value(fl)?.parse()?),
             "--out" => a.out = Some(PathBuf::from(f.value(fl)?)),
             "--data" => a.data = Some(PathBuf::from(f.value(fl)?)),
             "--synthetic" => a.synthetic = f.switch(fl)?,
@@ -244,7 +275,7 @@ fn parse_study(f: &mut Flags<'_>) -> Result<StudyArgs> {
 }
 
 fn parse_throughput(f: &mut Flags<'_>) -> Result<ThroughputFlags> {
-    let mut t = ThroughputFlags { model: "resnet-small".into(), batch_size: 128, sample: 16, steps: 3, threads: 0 };
+    let mut t = ThroughputFlags { model: "resnet-small".into(), batch_size: 128, sample: 16, steps: 3, threads: 0, precision: None };
     while let Some(flag) = f.next_flag()? {
         let fl = flag.as_str();
         match fl {
@@ -253,6 +284,7 @@ fn parse_throughput(f: &mut Flags<'_>) -> Result<ThroughputFlags> {
             "--sample" => t.sample = f.count(fl)?,
             "--steps" => t.steps = f.count(fl)?,
             "--threads" => t.threads = f.count(fl)?,
+            "--precision" => t.precision = Some(f.value(fl)?.parse()?),
             _ => return Err(unknown(fl, "throughput")),
         }
     }

@@ -9,15 +9,19 @@ use frog_bench::{study, throughput};
 
 #[cfg(not(feature = "cuda"))]
 mod devices {
+    use frog_bench::cli::GpuPrecision;
     use frog_bench::device::cpu::CpuDevice;
-    use frog_bench::error::Result;
+    use frog_bench::error::{Error, Result};
 
     /// The study's default model on this device.
     pub const DEFAULT_MODEL: &str = "resnet-small";
 
     /// The training device: the CPU, on `threads` threads.
-    pub fn training(threads: usize) -> Result<CpuDevice<f32>> {
-        Ok(CpuDevice::new(threads))
+    pub fn training(threads: usize, precision: Option<GpuPrecision>) -> Result<CpuDevice<f32>> {
+        match precision {
+            None => Ok(CpuDevice::new(threads)),
+            Some(_) => Err(Error::new("--precision sets the GPU's GEMMs; this build trains on the CPU (build with --features cuda)")),
+        }
     }
 
     pub fn gpu_check(_: frog_bench::cli::Command) -> Result<()> {
@@ -27,7 +31,7 @@ mod devices {
 
 #[cfg(feature = "cuda")]
 mod devices {
-    use frog_bench::cli::Command;
+    use frog_bench::cli::{Command, GpuPrecision};
     use frog_bench::device::cuda::CudaDevice;
     use frog_bench::error::{Error, Result};
     use frog_bench::gpu_check::{self, GpuCheckArgs};
@@ -36,11 +40,16 @@ mod devices {
     /// The study's default model on this device: the original's.
     pub const DEFAULT_MODEL: &str = "resnet18";
 
-    /// The training device: GPU 0, split 3xTF32 GEMMs (f32 accuracy on
-    /// tensor cores; plain TF32 misses the tolerance on rank-deficient
-    /// rows such as ResNet-18's last stage at r = 64).
-    pub fn training(_threads: usize) -> Result<CudaDevice> {
-        CudaDevice::new(Precision::Split)
+    /// The training device: GPU 0, by default with split 3xTF32 GEMMs
+    /// (f32 accuracy on tensor cores; plain TF32 misses the golden
+    /// tolerance on rank-deficient rows such as ResNet-18's last stage at
+    /// r = 64).
+    pub fn training(_threads: usize, precision: Option<GpuPrecision>) -> Result<CudaDevice> {
+        CudaDevice::new(match precision.unwrap_or(GpuPrecision::Split) {
+            GpuPrecision::Exact => Precision::Exact,
+            GpuPrecision::Split => Precision::Split,
+            GpuPrecision::Fast => Precision::Fast,
+        })
     }
 
     pub fn gpu_check(cmd: Command) -> Result<()> {
@@ -61,11 +70,11 @@ fn run() -> Result<()> {
         Command::Study(a) => {
             let env_data = std::env::var_os("FROG_DATA").filter(|v| !v.is_empty()).map(Into::into);
             let plan = study::plan(&a, env_data, devices::DEFAULT_MODEL)?;
-            study::run(&devices::training(a.threads)?, &plan)?;
+            study::run(&devices::training(a.threads, a.precision)?, &plan)?;
         }
         Command::Throughput(t) => {
             let args = throughput::ThroughputArgs { model: t.model, batch: t.batch_size, sample: t.sample, steps: t.steps };
-            throughput::run(&devices::training(t.threads)?, &args)?;
+            throughput::run(&devices::training(t.threads, t.precision)?, &args)?;
         }
         Command::Layers { sample, iters, threads, json } => layers::run(&LayersArgs { sample, iters, threads, json }).map_err(Error::new)?,
         cmd @ Command::GpuCheck { .. } => devices::gpu_check(cmd)?,

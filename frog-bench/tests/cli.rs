@@ -37,6 +37,9 @@ fn bad_flags_are_clear_errors() {
     assert!(error_of(&["--nesterov=yes"]).contains("takes no value"));
     assert!(error_of(&["frobnicate"]).contains("unknown command"));
     assert!(error_of(&["throughput", "--epochs", "3"]).contains("unknown flag --epochs for throughput"));
+    assert!(error_of(&["--precision", "bf16"]).contains("--precision: expected exact, split or fast, got `bf16`"));
+    #[cfg(not(feature = "cuda"))]
+    assert!(error_of(&["throughput", "--precision", "fast"]).contains("this build trains on the CPU"));
 }
 
 #[test]
@@ -54,7 +57,7 @@ fn help_lists_every_study_flag() {
     for flag in [
         "--model", "--optimizer", "--batch-size", "--sample", "--lr", "--lr-other-ratio", "--epochs", "--milestones", "--gamma",
         "--weight-decay", "--momentum", "--nesterov", "--cg-iters", "--tau", "--tau-final", "--tau-steps", "--train-limit",
-        "--test-limit", "--seed", "--threads", "--out", "--data",
+        "--test-limit", "--seed", "--threads", "--precision", "--out", "--data",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

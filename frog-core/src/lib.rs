@@ -29,7 +29,7 @@ mod workspace;
 pub use backend::{Backend, BackendError, BackendErrorKind, CgBuffers, Patches, Strided};
 pub use config::{Config, ConfigError};
 pub use error::{Error, ErrorKind, ShapeError};
-pub use layer::{Conv2d, Layer, LayerKind};
+pub use layer::{BnShape, Conv2d, Layer, LayerKind};
 pub use sampler::Sampler;
 pub use scalar::Scalar;
 pub use sgd::{plain_sgd_step, sgd_step, SgdConfig};

@@ -8,6 +8,7 @@
 //! ([`conv_scratch_len`]), with the chunk's samples side by side in the
 //! GEMM's long dimension; the GEMMs use the backend's [`crate::Precision`].
 
+pub use frog_core::BnShape;
 use frog_core::Conv2d;
 
 use crate::backend::{Buffer, Cuda, Epilogue};
@@ -17,29 +18,6 @@ use crate::launch::{self, int, Arg};
 
 /// Entries of convolution scratch [`conv_scratch_len`] aims for (128 MiB).
 pub const CONV_SCRATCH_TARGET: usize = 32 << 20;
-
-/// The layout of a BatchNorm input `[batch, channels, hw]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BnShape {
-    /// Samples.
-    pub batch: usize,
-    /// Channels.
-    pub channels: usize,
-    /// Positions per plane (`H*W`).
-    pub hw: usize,
-}
-
-impl BnShape {
-    /// Entries of the whole input.
-    pub fn len(&self) -> usize {
-        self.batch * self.channels * self.hw
-    }
-
-    /// Whether the input is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// Sizes of a convolution: positions per sample `L`, patch length
 /// `d = c_in*kh*kw`, output size, and entries per sample of input and

@@ -106,7 +106,6 @@ fn gpu_nn_batchnorm_pool_linear_loss() {
     let Some(c) = device("gpu_nn_batchnorm_pool_linear_loss") else { return };
     let pool = ThreadPool::new(1);
     let s = BnShape { batch: 3, channels: 5, hw: 12 };
-    let cs = cpu::BnShape { batch: s.batch, channels: s.channels, hw: s.hw };
     let n = s.len();
     let x: Vec<f64> = values(n, 1).iter().map(|v| v * 3.0 + 0.5).collect();
     let res = values(n, 2);
@@ -120,7 +119,7 @@ fn gpu_nn_batchnorm_pool_linear_loss() {
         let mut y = vec![0.0; n];
         let params = cpu::BnParams { weight: &gamma, bias: &beta, eps };
         let epi = cpu::Epilogue { residual: residual.then_some(&res[..]), relu };
-        cpu::batch_norm_train(&pool, cs, &x, &params, 0.1, (&mut rm, &mut rv), (&mut mean, &mut invstd), epi, &mut y);
+        cpu::batch_norm_train(&pool, s, &x, &params, 0.1, (&mut rm, &mut rv), (&mut mean, &mut invstd), epi, &mut y);
         let (xb, gb, bb, resb) = (up(&c, &x), up(&c, &gamma), up(&c, &beta), up(&c, &res));
         let (mut rmb, mut rvb) = (up(&c, &rm0), up(&c, &rv0));
         let (mut meanb, mut invb) = (c.zeros(5).unwrap(), c.zeros(5).unwrap());
@@ -136,7 +135,7 @@ fn gpu_nn_batchnorm_pool_linear_loss() {
 
         let mut ye = vec![0.0; n];
         let epi = cpu::Epilogue { residual: residual.then_some(&res[..]), relu };
-        cpu::batch_norm_eval(&pool, cs, &x, &params, (&rm, &rv), epi, &mut ye);
+        cpu::batch_norm_eval(&pool, s, &x, &params, (&rm, &rv), epi, &mut ye);
         let mut yeb = c.zeros(n).unwrap();
         let p = BnParams { weight: &gb, bias: &bb, eps: eps as f32 };
         nn::bn_eval(&c, s, &xb, p, (&rmb, &rvb), residual.then_some(&resb), relu, &mut yeb).unwrap();
@@ -146,7 +145,7 @@ fn gpu_nn_batchnorm_pool_linear_loss() {
         let mut dy = dy0.clone();
         let (mut dx, mut dg, mut db) = (vec![0.0; n], vec![0.0; 5], vec![0.0; 5]);
         let grads = cpu::BnGrads { dx: &mut dx, dweight: &mut dg, dbias: &mut db };
-        cpu::batch_norm_backward(&pool, cs, &x, (&mean, &invstd), &gamma, relu.then_some(&y[..]), &mut dy, grads);
+        cpu::batch_norm_backward(&pool, s, &x, (&mean, &invstd), &gamma, relu.then_some(&y[..]), &mut dy, grads);
         let mut dyb = up(&c, &dy0);
         let (mut dxb, mut dgb, mut dbb) = (c.zeros(n).unwrap(), c.zeros(5).unwrap(), c.zeros(5).unwrap());
         nn::bn_backward(&c, s, &xb, (&meanb, &invb), &gb, relu.then_some(&yb), &mut dyb, &mut dxb, &mut dgb, &mut dbb).unwrap();

@@ -113,10 +113,9 @@ impl Device for CudaDevice {
         relu: bool,
         y: &mut Buffer,
     ) -> Result<()> {
-        let s = nn::BnShape { batch: shape.batch, channels: shape.channels, hw: shape.hw };
         let p = BnParams { weight: affine.weight, bias: affine.bias, eps: BN_EPS as f32 };
         let saved = (&mut saved.mean, &mut saved.invstd);
-        nn::bn_train(&self.cuda, s, x, p, running, BN_MOMENTUM as f32, saved, residual, relu, y).map_err(backend_err)
+        nn::bn_train(&self.cuda, shape, x, p, running, BN_MOMENTUM as f32, saved, residual, relu, y).map_err(backend_err)
     }
 
     fn bn_eval(
@@ -129,9 +128,8 @@ impl Device for CudaDevice {
         relu: bool,
         y: &mut Buffer,
     ) -> Result<()> {
-        let s = nn::BnShape { batch: shape.batch, channels: shape.channels, hw: shape.hw };
         let p = BnParams { weight: affine.weight, bias: affine.bias, eps: BN_EPS as f32 };
-        nn::bn_eval(&self.cuda, s, x, p, running, residual, relu, y).map_err(backend_err)
+        nn::bn_eval(&self.cuda, shape, x, p, running, residual, relu, y).map_err(backend_err)
     }
 
     fn bn_backward(
@@ -146,8 +144,7 @@ impl Device for CudaDevice {
         dweight: &mut Buffer,
         dbias: &mut Buffer,
     ) -> Result<()> {
-        let s = nn::BnShape { batch: shape.batch, channels: shape.channels, hw: shape.hw };
-        nn::bn_backward(&self.cuda, s, x, (&saved.mean, &saved.invstd), weight, relu_out, dy, dx, dweight, dbias).map_err(backend_err)
+        nn::bn_backward(&self.cuda, shape, x, (&saved.mean, &saved.invstd), weight, relu_out, dy, dx, dweight, dbias).map_err(backend_err)
     }
 
     fn avg_pool(&self, planes: usize, hw: usize, x: &Buffer, y: &mut Buffer) -> Result<()> {

@@ -4,38 +4,10 @@
 //! Work is split by channel, so every thread owns whole statistics and no
 //! reduction crosses threads.
 
+pub use frog_core::BnShape;
+
 use crate::gemm::Real;
 use crate::pool::{SendPtr, ThreadPool};
-
-/// The layout of a BatchNorm2d input `[batch, channels, hw]` (PyTorch's
-/// `[B, C, H, W]` with `hw = H*W`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BnShape {
-    /// Samples.
-    pub batch: usize,
-    /// Channels.
-    pub channels: usize,
-    /// Positions per channel plane (`H*W`).
-    pub hw: usize,
-}
-
-impl BnShape {
-    /// Entries of the whole input.
-    pub fn len(&self) -> usize {
-        self.batch * self.channels * self.hw
-    }
-
-    /// Whether the input is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The plane of sample `b`, channel `c`.
-    fn plane(&self, b: usize, c: usize) -> std::ops::Range<usize> {
-        let start = (b * self.channels + c) * self.hw;
-        start..start + self.hw
-    }
-}
 
 /// What follows the normalization: an optional residual input added to
 /// it, then an optional ReLU.
