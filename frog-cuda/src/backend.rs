@@ -292,6 +292,11 @@ impl Cuda {
         Ok(Arg::P(b.device_ptr()))
     }
 
+    /// Zeroes `len` entries at `at` (a launch; nothing for `len = 0`).
+    pub(crate) fn fill_zero(&self, what: &'static str, at: Arg, len: usize) -> Result<(), Error> {
+        self.launch(K::Fill, launch::elementwise(len), &[Arg::I(int(what, len)?), Arg::F(0.0), at])
+    }
+
     fn gemm_kernel(&self, tile: Tile) -> K {
         match (self.precision, tile) {
             (Precision::Exact, Tile::T64) => K::GemmF32x64,
@@ -320,8 +325,7 @@ impl Cuda {
         let plan = launch::gemm_plan(m, n, k, self.sms, allow_split && !matches!(epilogue, Epilogue::Scale(_)), self.tile)?;
         let (s, mode) = match epilogue {
             Epilogue::Store if plan.split() => {
-                let len = m.checked_mul(ldc).ok_or(Error::TooLarge { what: "GEMM output", value: usize::MAX })?;
-                self.launch(K::Fill, launch::elementwise(len), &[Arg::I(int("GEMM output", len)?), Arg::F(0.0), c])?;
+                self.fill_zero("GEMM output", c, m.saturating_mul(ldc))?;
                 (Arg::P(0), 2)
             }
             Epilogue::Store => (Arg::P(0), 0),
@@ -464,14 +468,12 @@ impl Backend for Cuda {
     type Error = Error;
 
     fn zeros(&self, len: usize) -> Result<Buffer, Error> {
-        let n = int("buffer length", len)?;
+        int("buffer length", len)?;
         // SAFETY: the buffer is filled with zeros by a launch on the stream
         // before anything else on the stream can read it.
         let mem = unsafe { DeviceBuffer::<f32>::uninitialized(len) }.map_err(Error::driver("cuMemAlloc"))?;
         let b = Buffer { mem, owner: self.owner.clone() };
-        if len > 0 {
-            self.launch(K::Fill, launch::elementwise(len), &[Arg::I(n), Arg::F(0.0), Arg::P(b.device_ptr())])?;
-        }
+        self.fill_zero("buffer", Arg::P(b.device_ptr()), len)?;
         Ok(b)
     }
 

@@ -54,11 +54,32 @@ impl ConvSizes {
         Ok((scratch.len() / per).clamp(1, batch.max(1)))
     }
 
-    /// The two scratch regions for chunks of `chunk` samples: the im2col
-    /// matrix `[nb*L, d]` and the GEMM-layout output `[c_out, nb*L]`.
-    fn regions(&self, scratch: Arg, chunk: usize) -> (Arg, Arg) {
-        (scratch, scratch.offset(chunk * self.l * self.d))
+    /// Calls `f` on each chunk of the `batch` samples that `scratch` holds,
+    /// in order.
+    fn for_chunks(&self, cuda: &Cuda, batch: usize, scratch: &Buffer, mut f: impl FnMut(Chunk) -> Result<(), Error>) -> Result<(), Error> {
+        let chunk = self.chunk(batch, scratch)?;
+        let col = cuda.ptr("scratch", scratch, 0)?;
+        let t = col.offset(chunk * self.l * self.d);
+        for start in (0..batch).step_by(chunk) {
+            let nb = chunk.min(batch - start);
+            f(Chunk { start, nb, n: nb * self.l, col, t })?;
+        }
+        Ok(())
     }
+}
+
+/// One chunk of samples of a convolution.
+struct Chunk {
+    /// Its first sample.
+    start: usize,
+    /// Its samples.
+    nb: usize,
+    /// Its positions `nb*L`: the GEMMs' long dimension.
+    n: usize,
+    /// The scratch of its im2col matrix `[n, d]`.
+    col: Arg,
+    /// The scratch of its output (gradient) in GEMM layout `[c_out, n]`.
+    t: Arg,
 }
 
 /// Scratch entries for the convolutions of `conv` on `batch` samples: as
@@ -119,17 +140,12 @@ pub fn conv_forward(cuda: &Cuda, conv: &Conv2d, batch: usize, x: &Buffer, w: &Bu
     let xa = cuda.ptr("x", x, batch * s.in_len)?;
     let wa = cuda.ptr("w", w, s.c_out * s.d)?;
     let ya = cuda.ptr("y", y, batch * s.out_len)?;
-    let chunk = s.chunk(batch, scratch)?;
-    let (col, t) = s.regions(cuda.ptr("scratch", scratch, 0)?, chunk);
-    for start in (0..batch).step_by(chunk) {
-        let nb = chunk.min(batch - start);
-        let n = nb * s.l;
-        im2col(cuda, conv, xa.offset(start * s.in_len), nb, s.d, col)?;
-        // t[co, (i, l)] = sum_c w[co, c] col[(i, l), c]
-        cuda.gemm((s.c_out, n, s.d), (wa, s.d, 1), (col, 1, s.d), (t, n), Epilogue::Store, false)?;
-        swap_leading(cuda, (s.c_out, nb, s.l), t, ya.offset(start * s.out_len))?;
-    }
-    Ok(())
+    s.for_chunks(cuda, batch, scratch, |c| {
+        im2col(cuda, conv, xa.offset(c.start * s.in_len), c.nb, s.d, c.col)?;
+        // t[co, (i, l)] = sum_k w[co, k] col[(i, l), k]
+        cuda.gemm((s.c_out, c.n, s.d), (wa, s.d, 1), (c.col, 1, s.d), (c.t, c.n), Epilogue::Store, false)?;
+        swap_leading(cuda, (s.c_out, c.nb, s.l), c.t, ya.offset(c.start * s.out_len))
+    })
 }
 
 /// The input gradient of a convolution, written (or added, with
@@ -150,20 +166,15 @@ pub fn conv_backward_data(
     let dya = cuda.ptr("dy", dy, batch * s.out_len)?;
     let wa = cuda.ptr("w", w, s.c_out * s.d)?;
     let dxa = cuda.ptr("dx", dx, batch * s.in_len)?;
-    let chunk = s.chunk(batch, scratch)?;
-    let (col, t) = s.regions(cuda.ptr("scratch", scratch, 0)?, chunk);
-    for start in (0..batch).step_by(chunk) {
-        let nb = chunk.min(batch - start);
-        let n = nb * s.l;
-        swap_leading(cuda, (nb, s.c_out, s.l), dya.offset(start * s.out_len), t)?;
-        // col[(i, l), c] = sum_co t[co, (i, l)] w[co, c]
-        cuda.gemm((n, s.d, s.c_out), (t, 1, n), (wa, s.d, 1), (col, s.d), Epilogue::Store, false)?;
+    s.for_chunks(cuda, batch, scratch, |c| {
+        swap_leading(cuda, (c.nb, s.c_out, s.l), dya.offset(c.start * s.out_len), c.t)?;
+        // col[(i, l), k] = sum_co t[co, (i, l)] w[co, k]
+        cuda.gemm((c.n, s.d, s.c_out), (c.t, 1, c.n), (wa, s.d, 1), (c.col, s.d), Epilogue::Store, false)?;
         let mut args = [Arg::I(0); 17];
-        args[..14].copy_from_slice(&conv_args(nb, conv)?);
-        args[14..].copy_from_slice(&[col, dxa.offset(start * s.in_len), Arg::I(i32::from(accumulate))]);
-        cuda.launch(K::Col2im, launch::elementwise(nb * s.in_len), &args)?;
-    }
-    Ok(())
+        args[..14].copy_from_slice(&conv_args(c.nb, conv)?);
+        args[14..].copy_from_slice(&[c.col, dxa.offset(c.start * s.in_len), Arg::I(i32::from(accumulate))]);
+        cuda.launch(K::Col2im, launch::elementwise(c.nb * s.in_len), &args)
+    })
 }
 
 /// The weight gradient of a convolution (overwritten): per chunk, one GEMM
@@ -173,18 +184,16 @@ pub fn conv_backward_weight(cuda: &Cuda, conv: &Conv2d, batch: usize, x: &Buffer
     let xa = cuda.ptr("x", x, batch * s.in_len)?;
     let dya = cuda.ptr("dy", dy, batch * s.out_len)?;
     let dwa = cuda.ptr("dw", dw, s.c_out * s.d)?;
-    let chunk = s.chunk(batch, scratch)?;
-    let (col, t) = s.regions(cuda.ptr("scratch", scratch, 0)?, chunk);
-    for start in (0..batch).step_by(chunk) {
-        let nb = chunk.min(batch - start);
-        let n = nb * s.l;
-        im2col(cuda, conv, xa.offset(start * s.in_len), nb, s.d, col)?;
-        swap_leading(cuda, (nb, s.c_out, s.l), dya.offset(start * s.out_len), t)?;
-        // dw[co, c] (+)= sum_(i, l) t[co, (i, l)] col[(i, l), c]
-        let epilogue = if start == 0 { Epilogue::Store } else { Epilogue::Add };
-        cuda.gemm((s.c_out, s.d, n), (t, n, 1), (col, s.d, 1), (dwa, s.d), epilogue, true)?;
+    if batch == 0 {
+        return cuda.fill_zero("dw", dwa, s.c_out * s.d);
     }
-    Ok(())
+    s.for_chunks(cuda, batch, scratch, |c| {
+        im2col(cuda, conv, xa.offset(c.start * s.in_len), c.nb, s.d, c.col)?;
+        swap_leading(cuda, (c.nb, s.c_out, s.l), dya.offset(c.start * s.out_len), c.t)?;
+        // dw[co, k] (+)= sum_(i, l) t[co, (i, l)] col[(i, l), k]
+        let epilogue = if c.start == 0 { Epilogue::Store } else { Epilogue::Add };
+        cuda.gemm((s.c_out, s.d, c.n), (c.t, c.n, 1), (c.col, s.d, 1), (dwa, s.d), epilogue, true)
+    })
 }
 
 /// BatchNorm parameters and running statistics on the device.

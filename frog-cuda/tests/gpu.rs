@@ -9,6 +9,9 @@
 //! - kernels against host arithmetic (GEMM shapes on each tile, split-K,
 //!   im2col, `matmul`), errors.
 
+mod common;
+
+use common::{device, values};
 use frog_core::{Backend, BackendError, BackendErrorKind, Conv2d, Layer, Patches};
 use frog_cpu::golden::{golden_dir, load_cases, run_case, Case, Target};
 use frog_cuda::{Cuda, Error, Precision, Tile};
@@ -17,17 +20,6 @@ use frog_cuda::{Cuda, Error, Precision, Tile};
 /// array). TF32 rounds the products' inputs to 10 mantissa bits (about 5e-4
 /// relative per product); CG amplifies that by the condition number.
 const FAST_RTOL: f64 = 3e-2;
-
-fn device(precision: Precision, test: &str) -> Option<Cuda> {
-    match Cuda::new(precision) {
-        Ok(c) => Some(c),
-        Err(e) if e.kind() == BackendErrorKind::NoDevice => {
-            println!("SKIPPED {test}: no CUDA device ({e})");
-            None
-        }
-        Err(e) => panic!("{test}: the backend failed to start: {e}"),
-    }
-}
 
 /// Whether a case's sampled Fisher has full rank (`r*L >= D'`): where it
 /// does not, CG amplifies rounding in the near-null space by about `1/tau`,
@@ -89,19 +81,6 @@ fn gpu_golden_split() {
 #[test]
 fn gpu_golden_fast() {
     golden(Precision::Fast, FAST_RTOL, well_conditioned, "gpu_golden_fast");
-}
-
-/// Deterministic pseudo-random values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 fn rel(a: &[f32], b: &[f64]) -> f64 {

@@ -1,7 +1,10 @@
 //! frog_cuda::nn against frog_cpu::nn in f64, in exact mode (rtol 1e-5
 //! max-norm relative). Prints SKIPPED and passes without a device.
 
-use frog_core::{Backend, BackendError, BackendErrorKind, Conv2d};
+mod common;
+
+use common::device;
+use frog_core::{Backend, Conv2d};
 use frog_cpu::nn as cpu;
 use frog_cpu::pool::ThreadPool;
 use frog_cuda::nn::{self, BnParams, BnShape};
@@ -9,28 +12,9 @@ use frog_cuda::{Buffer, Cuda, Precision, Tile};
 
 const RTOL: f64 = 1e-5;
 
-fn device(test: &str) -> Option<Cuda> {
-    match Cuda::new(Precision::Exact) {
-        Ok(c) => Some(c),
-        Err(e) if e.kind() == BackendErrorKind::NoDevice => {
-            println!("SKIPPED {test}: no CUDA device ({e})");
-            None
-        }
-        Err(e) => panic!("{test}: {e}"),
-    }
-}
-
+/// Values exactly representable in f32, so both sides see the same inputs.
 fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            // Values exactly representable in f32, so both sides see the same inputs.
-            f64::from(((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
-        })
-        .collect()
+    common::values(n, seed).into_iter().map(f64::from).collect()
 }
 
 fn up(c: &Cuda, v: &[f64]) -> Buffer {
@@ -47,7 +31,7 @@ fn check(c: &Cuda, what: &str, buf: &Buffer, want: &[f64]) {
 
 #[test]
 fn gpu_nn_convolutions() {
-    let Some(mut c) = device("gpu_nn_convolutions") else { return };
+    let Some(mut c) = device(Precision::Exact, "gpu_nn_convolutions") else { return };
     for tile in [None, Some(Tile::T64), Some(Tile::T128)] {
         c.set_gemm_tile(tile);
         convolutions_on_tile(&c, &format!("tile {tile:?}"));
@@ -103,7 +87,7 @@ fn convolutions_on_tile(c: &Cuda, tile: &str) {
 
 #[test]
 fn gpu_nn_batchnorm_pool_linear_loss() {
-    let Some(c) = device("gpu_nn_batchnorm_pool_linear_loss") else { return };
+    let Some(c) = device(Precision::Exact, "gpu_nn_batchnorm_pool_linear_loss") else { return };
     let pool = ThreadPool::new(1);
     let s = BnShape { batch: 3, channels: 5, hw: 12 };
     let n = s.len();
@@ -204,7 +188,7 @@ fn gpu_nn_batchnorm_pool_linear_loss() {
 
 #[test]
 fn gpu_nn_gather() {
-    let Some(c) = device("gpu_nn_gather") else { return };
+    let Some(c) = device(Precision::Exact, "gpu_nn_gather") else { return };
     let (block, rows) = (37, 9);
     let src = values(block * rows, 21);
     let indices = [7usize, 0, 3, 8];

@@ -1,0 +1,30 @@
+//! Helpers shared by the GPU test files.
+
+use frog_core::{BackendError, BackendErrorKind};
+use frog_cuda::{Cuda, Precision};
+
+/// The backend on device 0, or `None` after printing that `test` was
+/// skipped for lack of a device (no driver, or the libcuda stub).
+pub fn device(precision: Precision, test: &str) -> Option<Cuda> {
+    match Cuda::new(precision) {
+        Ok(c) => Some(c),
+        Err(e) if e.kind() == BackendErrorKind::NoDevice => {
+            println!("SKIPPED {test}: no CUDA device ({e})");
+            None
+        }
+        Err(e) => panic!("{test}: the backend failed to start: {e}"),
+    }
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
