@@ -111,11 +111,11 @@ fn time_ms(cuda: &Cuda, steps: usize, mut f: impl FnMut() -> Result<()>) -> Resu
     Ok(t.elapsed().as_secs_f64() * 1e3 / steps as f64)
 }
 
-/// TFLOP/s of `Cuda::matmul` on each of [`GEMMS`], per precision and
+/// TFLOP/s of `Cuda::matmul` on each of `shapes`, per precision and
 /// forced tile: one table line per shape.
-fn gemm_lines(cuda: &mut Cuda, steps: usize, table: &mut Vec<String>) -> Result<()> {
+fn gemm_lines(cuda: &mut Cuda, shapes: &[(&str, (usize, usize, usize))], steps: usize, table: &mut Vec<String>) -> Result<()> {
     let e = |e: frog_cuda::Error| Error::new(e.to_string());
-    for (name, (m, n, k)) in GEMMS {
+    for &(name, (m, n, k)) in shapes {
         let a = cuda.upload(&filled(m * k, 1)).map_err(e)?;
         let b = cuda.upload(&filled(k * n, 2)).map_err(e)?;
         let mut c = cuda.upload(&vec![0.0; m * n]).map_err(e)?;
@@ -144,26 +144,40 @@ struct LayerRun {
     y: Buffer,
 }
 
-/// Milliseconds of one FROG optimizer step over all of `runs`.
-fn time_frog(cuda: &Cuda, cfg: &Config, runs: &mut [LayerRun], ws: &mut Workspace<Cuda>, steps: usize) -> Result<f64> {
+/// One FROG optimizer step over all of `runs` (launches only).
+fn frog_step(cuda: &Cuda, cfg: &Config, runs: &mut [LayerRun], ws: &mut Workspace<Cuda>) -> Result<()> {
     let r = cfg.sample_rows(BATCH);
-    time_ms(cuda, steps, || {
-        for lr in runs.iter_mut() {
-            let params = Params { weight: &mut lr.w, grad_weight: &lr.g, bias: None };
-            let batch = Batch { x: &lr.x, y: &lr.y, sample: r, batch_size: BATCH };
-            precondition_step(cuda, cfg, &lr.layer, &mut lr.state, ws, params, batch).map_err(|e| Error::new(e.to_string()))?;
-        }
-        Ok(())
-    })
+    for lr in runs.iter_mut() {
+        let params = Params { weight: &mut lr.w, grad_weight: &lr.g, bias: None };
+        let batch = Batch { x: &lr.x, y: &lr.y, sample: r, batch_size: BATCH };
+        precondition_step(cuda, cfg, &lr.layer, &mut lr.state, ws, params, batch).map_err(|e| Error::new(e.to_string()))?;
+    }
+    Ok(())
 }
 
-/// The 20 conv layers with data on the device, and a workspace for all.
-fn frog_setup(cuda: &Cuda, cfg: &Config) -> Result<(Vec<LayerRun>, Workspace<Cuda>)> {
+/// Milliseconds of [`frog_step`] replayed from a CUDA graph of it (the
+/// launch overhead gone; the graph keeps the host values of capture time,
+/// which does not matter for timing).
+fn time_frog_graph(cuda: &Cuda, cfg: &Config, runs: &mut [LayerRun], ws: &mut Workspace<Cuda>, steps: usize) -> Result<f64> {
+    let mut failed = None;
+    let graph = cuda
+        .capture(|| {
+            failed = frog_step(cuda, cfg, runs, ws).err();
+            Ok(())
+        })
+        .map_err(|e| Error::new(format!("capture: {e}")))?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    time_ms(cuda, steps, || cuda.launch_graph(&graph).map_err(|e| Error::new(e.to_string())))
+}
+
+/// `layers` with data on the device, and a workspace for all.
+fn frog_setup(cuda: &Cuda, cfg: &Config, layers: impl Iterator<Item = Layer>) -> Result<(Vec<LayerRun>, Workspace<Cuda>)> {
     let e = |e: frog_cuda::Error| Error::new(e.to_string());
     let scaled = |n: usize, seed: u64, s: f32| filled(n, seed).into_iter().map(|v| v * s).collect::<Vec<f32>>();
     let r = cfg.sample_rows(BATCH);
     let (mut req, mut runs) = (WorkspaceReq::default(), Vec::new());
-    let layers = resnet18_convs().into_iter().flat_map(|rc| std::iter::repeat_n(Layer::conv2d(rc.conv, false), rc.count));
     for (k, layer) in layers.enumerate() {
         let k = k as u64;
         req = req.union(WorkspaceReq::new(cuda, &layer, r));
@@ -210,8 +224,9 @@ pub fn run(args: &GpuCheckArgs) -> Result<bool> {
     let mut ok = !args.golden || golden_lines(&mut cuda, &mut table);
 
     let cfg = study_frog(args.sample);
-    let mut frog_ms = f64::NAN;
-    match frog_setup(&cuda, &cfg) {
+    let (mut frog_ms, mut graph_ms) = (f64::NAN, f64::NAN);
+    let convs = resnet18_convs().into_iter().flat_map(|rc| std::iter::repeat_n(Layer::conv2d(rc.conv, false), rc.count));
+    match frog_setup(&cuda, &cfg, convs) {
         Err(e) => {
             ok = false;
             table.push(format!("FROG step setup failed: {e}"));
@@ -223,7 +238,7 @@ pub fn run(args: &GpuCheckArgs) -> Result<bool> {
                 let mut line = format!("FROG step {name:<13} (20 conv layers, r {}) ms:", args.sample);
                 for (tile, tname) in TILES {
                     cuda.set_gemm_tile(tile);
-                    match time_frog(&cuda, &cfg, &mut runs, &mut ws, args.steps) {
+                    match time_ms(&cuda, args.steps, || frog_step(&cuda, &cfg, &mut runs, &mut ws)) {
                         Ok(ms) => {
                             if precision == Precision::Fast && tile.is_none() {
                                 frog_ms = ms;
@@ -239,9 +254,20 @@ pub fn run(args: &GpuCheckArgs) -> Result<bool> {
                 cuda.set_gemm_tile(None);
                 table.push(line);
             }
+            cuda.set_precision(Precision::Fast);
+            match time_frog_graph(&cuda, &cfg, &mut runs, &mut ws, args.steps) {
+                Ok(ms) => {
+                    graph_ms = ms;
+                    table.push(format!("FROG step fast TF32 replayed from a CUDA graph: {ms:.2} ms"));
+                }
+                Err(e) => {
+                    ok = false;
+                    table.push(format!("FROG step from a CUDA graph failed: {e}"));
+                }
+            }
         }
     }
-    if let Err(e) = gemm_lines(&mut cuda, args.steps, &mut table) {
+    if let Err(e) = gemm_lines(&mut cuda, &GEMMS, args.steps, &mut table) {
         ok = false;
         table.push(format!("GEMM rates: {e}"));
     }
@@ -254,7 +280,11 @@ pub fn run(args: &GpuCheckArgs) -> Result<bool> {
         let timed = time_steps(&dev, &arch, sgd, BATCH, args.steps).and_then(|s| Ok((s, time_steps(&dev, &arch, Method::Frog(cfg), BATCH, args.steps)?)));
         match timed {
             Ok((s, f)) => {
-                let share = if precision == Precision::Fast { format!("; FROG optimizer step {:.1} % of the SGD step", 100.0 * frog_ms / (s * 1e3)) } else { String::new() };
+                let share = if precision == Precision::Fast {
+                    format!("; FROG optimizer step (fast) {:.1} % of the SGD step, {:.1} % from a graph", 100.0 * frog_ms / (s * 1e3), 100.0 * graph_ms / (s * 1e3))
+                } else {
+                    String::new()
+                };
                 table.push(format!(
                     "ResNet-18 bs {BATCH} {name:<13} SGD {:7.1} ms ({:6.0} img/s)  FROG s {} {:7.1} ms  FROG/SGD {:.2}x{share}",
                     s * 1e3,
@@ -277,4 +307,46 @@ pub fn run(args: &GpuCheckArgs) -> Result<bool> {
         println!("{line}");
     }
     Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use frog_core::Conv2d;
+
+    use super::*;
+
+    /// The check's sections on small shapes, so that the prepared GPU run
+    /// does not meet their first error on the GPU: GEMM rates, FROG steps
+    /// (finite weights that moved) and their graph replay where the device
+    /// has graphs. In CI this runs on the host emulator; without a device
+    /// it prints SKIPPED.
+    #[test]
+    fn gpu_check_sections_run() {
+        let mut cuda = match Cuda::new(Precision::Exact) {
+            Ok(c) => c,
+            Err(e) if e.kind() == BackendErrorKind::NoDevice => {
+                println!("SKIPPED gpu_check_sections_run: no CUDA device ({e})");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let mut table = Vec::new();
+        gemm_lines(&mut cuda, &[("small", (70, 130, 40))], 1, &mut table).unwrap();
+        assert_eq!(table.len(), 1);
+        assert_eq!(table[0].matches(':').count(), 1 + PRECISIONS.len() * 2, "{}", table[0]);
+        println!("gpu_check_sections_run: {}", table[0]);
+
+        let cfg = study_frog(2);
+        let layers = [Conv2d::new(4, 8, 3, 1, 1, [6, 6]), Conv2d::new(8, 16, 1, 2, 0, [6, 6])].map(|c| Layer::conv2d(c, false));
+        let (mut runs, mut ws) = frog_setup(&cuda, &cfg, layers.into_iter()).unwrap();
+        let before = cuda.download(&runs[1].w, 16 * 8).unwrap();
+        let ms = time_ms(&cuda, 1, || frog_step(&cuda, &cfg, &mut runs, &mut ws)).unwrap();
+        let after = cuda.download(&runs[1].w, 16 * 8).unwrap();
+        assert!(ms > 0.0 && after.iter().all(|v| v.is_finite()) && after != before);
+        if cuda.device_name().contains("emulator") {
+            println!("gpu_check_sections_run: graph replay skipped (the host emulator has no graphs)");
+        } else {
+            time_frog_graph(&cuda, &cfg, &mut runs, &mut ws, 1).unwrap();
+        }
+    }
 }
