@@ -59,8 +59,10 @@ THROUGHPUT: --model, --batch-size (default 128), --sample (default 16),
 LAYERS: --sample N (default 64), --iters N (default 4), --threads N, --json.
 
 GPU-CHECK: every golden case on the GPU per precision ($FROG_GOLDEN_DIR),
-    FROG's step over the ResNet-18 conv layers, ResNet-18 training steps at
-    batch 512 (SGD and FROG), PyTorch's step when python3 has torch.
+    the GEMM's TFLOP/s per precision and tile, FROG's step over the
+    ResNet-18 conv layers per precision and tile and from a CUDA graph,
+    ResNet-18 training steps at batch 512 (SGD and FROG), PyTorch's step
+    when python3 has torch.
     --steps N (timed repetitions, default 5), --sample N (default 64),
     --no-golden, --torch-script PATH (default
     frog-cuda/scripts/torch_resnet18_step.py).
