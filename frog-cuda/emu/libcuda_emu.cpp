@@ -221,16 +221,27 @@ struct Thunk<void (*)(A...)> {
         f(*static_cast<std::remove_reference_t<A>*>(p[I])...);
     }
     static void run(void (*f)(A...), void** p) { call(f, p, std::index_sequence_for<A...>{}); }
+    // The arguments' values, one 8-byte slot each, for a graph to replay.
+    static std::vector<uint64_t> copy(void** p) {
+        std::vector<uint64_t> slots(sizeof...(A), 0);
+        size_t i = 0;
+        ((std::memcpy(&slots[i], p[i], sizeof(std::remove_reference_t<A>)), i++), ...);
+        return slots;
+    }
     static constexpr size_t arity = sizeof...(A);
 };
 
 struct Entry {
     const char* name;
     std::function<void(void**)> run;
+    std::function<std::vector<uint64_t>(void**)> copy;
 };
 
-#define KERNEL_IN(ns, f) \
-    Entry { #f, [](void** p) { Thunk<decltype(&ns::f)>::run(&ns::f, p); } }
+#define KERNEL_IN(ns, f)                                                          \
+    Entry {                                                                       \
+        #f, [](void** p) { Thunk<decltype(&ns::f)>::run(&ns::f, p); },            \
+            [](void** p) { return Thunk<decltype(&ns::f)>::copy(p); }             \
+    }
 #define KERNEL(f) KERNEL_IN(frog_k, f)
 #define NN(f) KERNEL_IN(nn_k, f)
 
@@ -255,6 +266,63 @@ std::mutex alloc_mutex;
 std::vector<std::pair<uintptr_t, size_t>>& allocs() {
     static std::vector<std::pair<uintptr_t, size_t>> v;
     return v;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Stream capture into graphs: while a capture is open, launches are recorded
+// (with copies of their arguments) instead of run, and any call that would
+// synchronize, copy or allocate fails as on a device
+// (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED) and invalidates the capture, so
+// the tests check that what they capture is launches only.
+
+namespace {
+
+constexpr int kCaptureUnsupported = 900;
+constexpr int kCaptureInvalidated = 901;
+
+struct Launch {
+    const Entry* entry;
+    unsigned gx, gy, gz;
+    std::vector<uint64_t> args;
+};
+
+struct Graph {
+    std::vector<Launch> launches;
+};
+
+struct Capture {
+    bool open = false;
+    bool invalid = false;
+    Graph* graph = nullptr;
+};
+
+Capture& capture() {
+    static Capture c;
+    return c;
+}
+
+// 0, or the error of a prohibited call during a capture (which it invalidates).
+int capture_guard() {
+    Capture& c = capture();
+    if (!c.open) return 0;
+    c.invalid = true;
+    return kCaptureUnsupported;
+}
+
+void run_launch(const Entry* e, unsigned gx, unsigned gy, unsigned gz, void** params) {
+    std::lock_guard<std::mutex> g(launch_mutex);
+    Sched& s = sched();
+    blockDim = dim3{unsigned(kThreads), 1, 1};
+    gridDim = dim3{gx, gy, gz};
+    s.job = [e, params] { e->run(params); };
+    for (unsigned z = 0; z < gz; z++)
+        for (unsigned y = 0; y < gy; y++)
+            for (unsigned x = 0; x < gx; x++) {
+                blockIdx = dim3{x, y, z};
+                run_block();
+            }
 }
 
 }  // namespace
@@ -298,7 +366,7 @@ int cuDevicePrimaryCtxRetain(void** ctx, int) {
 int cuDevicePrimaryCtxRelease_v2(int) { return 0; }
 int cuDevicePrimaryCtxSetFlags_v2(int, unsigned) { return 0; }
 int cuCtxSetCurrent(void*) { return 0; }
-int cuCtxSynchronize() { return 0; }
+int cuCtxSynchronize() { return capture_guard(); }
 int cuModuleLoadDataEx(void** m, const void* image, unsigned, void*, void*) {
     if (!std::strstr(static_cast<const char*>(image), ".version 8.4")) return 222;
     *m = reinterpret_cast<void*>(0x2);
@@ -321,9 +389,10 @@ int cuStreamCreate(void** s, unsigned) {
 }
 int cuStreamCreateWithPriority(void** s, unsigned, int) { return cuStreamCreate(s, 0); }
 int cuStreamDestroy_v2(void*) { return 0; }
-int cuStreamSynchronize(void*) { return 0; }
+int cuStreamSynchronize(void*) { return capture_guard(); }
 
 int cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
+    if (capture_guard()) return kCaptureUnsupported;
     if (bytes == 0) return 1;
     if (bytes > (size_t(1) << 34)) return 2;
     auto* mem = static_cast<unsigned char*>(std::malloc(bytes + kCanary));
@@ -362,11 +431,13 @@ static int check_range(CUdeviceptr p, size_t bytes) {
     return 1;
 }
 int cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) {
+    if (capture_guard()) return kCaptureUnsupported;
     if (check_range(dst, n)) return 1;
     std::memcpy(reinterpret_cast<void*>(dst), src, n);
     return 0;
 }
 int cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) {
+    if (capture_guard()) return kCaptureUnsupported;
     if (check_range(src, n)) return 1;
     std::memcpy(dst, reinterpret_cast<void*>(src), n);
     return 0;
@@ -374,10 +445,12 @@ int cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) {
 int cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, void*) { return cuMemcpyHtoD_v2(dst, src, n); }
 int cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, void*) { return cuMemcpyDtoH_v2(dst, src, n); }
 int cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) {
+    if (capture_guard()) return kCaptureUnsupported;
     std::memmove(reinterpret_cast<void*>(dst), reinterpret_cast<void*>(src), n);
     return 0;
 }
 int cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
+    if (capture_guard()) return kCaptureUnsupported;
     std::memset(reinterpret_cast<void*>(dst), v, n);
     return 0;
 }
@@ -386,18 +459,61 @@ int cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, 
                    void*, void** params, void**) {
     if (bx != unsigned(kThreads) || by != 1 || bz != 1) return 1;
     if (gx == 0 || gy == 0 || gz == 0 || gy > 65535 || gz > 65535) return 1;
-    auto* e = static_cast<Entry*>(f);
-    std::lock_guard<std::mutex> g(launch_mutex);
-    Sched& s = sched();
-    blockDim = dim3{bx, by, bz};
-    gridDim = dim3{gx, gy, gz};
-    s.job = [e, params] { e->run(params); };
-    for (unsigned z = 0; z < gz; z++)
-        for (unsigned y = 0; y < gy; y++)
-            for (unsigned x = 0; x < gx; x++) {
-                blockIdx = dim3{x, y, z};
-                run_block();
-            }
+    auto* e = static_cast<const Entry*>(f);
+    Capture& c = capture();
+    if (c.open) {
+        c.graph->launches.push_back(Launch{e, gx, gy, gz, e->copy(params)});
+        return 0;
+    }
+    run_launch(e, gx, gy, gz, params);
+    return 0;
+}
+
+int cuStreamBeginCapture_v2(void*, int) {
+    Capture& c = capture();
+    if (c.open) return kCaptureUnsupported;
+    c = Capture{true, false, new Graph()};
+    return 0;
+}
+
+int cuStreamEndCapture(void*, void** graph) {
+    Capture& c = capture();
+    if (!c.open) return 1;
+    Graph* g = c.graph;
+    bool invalid = c.invalid;
+    c = Capture{};
+    if (invalid) {
+        delete g;
+        *graph = nullptr;
+        return kCaptureInvalidated;
+    }
+    *graph = g;
+    return 0;
+}
+
+int cuGraphInstantiateWithFlags(void** exec, void* graph, unsigned long long) {
+    if (!graph) return 1;
+    *exec = new Graph(*static_cast<Graph*>(graph));
+    return 0;
+}
+
+int cuGraphLaunch(void* exec, void*) {
+    if (capture_guard()) return kCaptureUnsupported;
+    for (Launch& l : static_cast<Graph*>(exec)->launches) {
+        std::vector<void*> params(l.args.size());
+        for (size_t i = 0; i < params.size(); i++) params[i] = &l.args[i];
+        run_launch(l.entry, l.gx, l.gy, l.gz, params.data());
+    }
+    return 0;
+}
+
+int cuGraphExecDestroy(void* exec) {
+    delete static_cast<Graph*>(exec);
+    return 0;
+}
+
+int cuGraphDestroy(void* graph) {
+    delete static_cast<Graph*>(graph);
     return 0;
 }
 
