@@ -10,7 +10,9 @@
 #    shared memory and spills per kernel (fails on any spill);
 # 4. builds the libcuda stub (../shared/cuda/libcuda-stub.sh) and runs clippy
 #    and the tests of frog-cuda; GPU tests print that they were skipped;
-# 5. runs the GPU tests (frog-cuda's, and the bench's CUDA device) again on
+# 5. checks that no binary needs libcuda.so.1 to start (src/driver.rs opens
+#    it at run time) and that frog-bench reports a missing driver;
+# 6. runs the GPU tests (frog-cuda's, and the bench's CUDA device) again on
 #    the libcuda host emulator (emu/: the CUDA C
 #    kernels compiled for the host), which checks the kernels' sources and
 #    the Rust side, not the PTX, the driver or the speed.
@@ -71,6 +73,30 @@ grep -q 'test result: FAILED' "$root/target/frog-cuda-tests.log" && { echo "frog
 grep -q 'test result: ok' "$root/target/frog-cuda-tests.log" || { cat "$root/target/frog-cuda-tests.log" >&2; exit 1; }
 skipped=$(grep -c '^SKIPPED' "$root/target/frog-cuda-tests.log" || true)
 echo "$skipped GPU tests skipped for lack of a device"
+
+say "the binaries open the driver at run time: none needs libcuda.so.1 to start"
+eval "$(cargo build --release -p frog-bench --features cuda --message-format=json 2>/dev/null | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "frog-bench":
+        print("bench=" + m["executable"])')"
+for bin in "$bench" $(cargo test --release -p frog-cuda -p frog-bench --features frog-bench/cuda --no-run --message-format=json 2>/dev/null \
+    | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["executable"])'); do
+  if readelf -d "$bin" | grep -q 'NEEDED.*libcuda'; then
+    echo "$bin needs libcuda.so.1: a driver function cust calls is missing from src/driver.rs" >&2
+    exit 1
+  fi
+done
+nodriver=$(env -u LD_LIBRARY_PATH "$bench" gpu-check 2>&1 || true)
+echo "without a driver: $nodriver"
+case "$nodriver" in
+  *"SKIPPED, no CUDA device (loading libcuda.so.1"*) ;;
+  *) echo "a cuda build of frog-bench should report the missing driver" >&2; exit 1 ;;
+esac
 
 say "GPU tests on the libcuda host emulator"
 emu=$(bash frog-cuda/emu/build.sh "$root/target/cuda-emu")

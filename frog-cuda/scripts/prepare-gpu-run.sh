@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares the GPU run on a machine without a GPU: builds the GPU test
-# binaries and `frog-bench` (feature cuda) against the libcuda stub (they load
-# the real libcuda.so.1 on the GPU machine), copies them and the golden files
+# binaries and `frog-bench` (feature cuda) against the libcuda stub (they open
+# the real libcuda.so.1 at run time on the GPU machine), copies them and the golden files
 # into .gpu-run/ (ignored by git; ../shared is not sent along), writes
 # .gpu-run/run.sh and prints the one command to run there.
 set -euo pipefail

@@ -107,6 +107,9 @@ impl Cuda {
     /// The backend on device `ordinal`. Errors: no driver or no device
     /// (kind `NoDevice`), a PTX the driver cannot load, out of memory.
     pub fn on_device(ordinal: u32, precision: Precision) -> Result<Self, Error> {
+        if !crate::driver::available() {
+            return Err(Error::Driver { call: "loading libcuda.so.1 (the CUDA driver)", code: crate::error::code::NO_DEVICE });
+        }
         cust::init(cust::CudaFlags::empty()).map_err(Error::driver("cuInit"))?;
         let device = Device::get_device(ordinal).map_err(Error::driver("cuDeviceGet"))?;
         let ctx = Context::new(device).map_err(Error::driver("cuDevicePrimaryCtxRetain"))?;

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod driver;
 mod error;
 pub mod kernels;
 pub mod launch;

@@ -1,0 +1,130 @@
+//! The CUDA driver, opened at run time.
+//!
+//! `cust` calls the driver's C functions by name, which would make every
+//! binary that uses this crate need `libcuda.so.1` just to start: on a
+//! machine without an NVIDIA driver it would fail in the dynamic loader,
+//! before any code could report an error. So this module defines, under the
+//! same names, every driver function the crate's code reaches, and forwards
+//! each one to `libcuda.so.1` opened with `dlopen` on first use. The
+//! definitions satisfy the linker, which then drops the driver library (it
+//! links with `--as-needed`); without a driver every call answers
+//! `CUDA_ERROR_NO_DEVICE`, and [`Cuda::new`](crate::Cuda::new) turns that
+//! into an error value of kind `NoDevice`.
+//!
+//! A function that is missing here makes the linker record `libcuda.so.1`
+//! again; `ci.sh` checks that the binaries do not need it.
+
+#![allow(non_snake_case)]
+
+use std::cell::Cell;
+use std::ffi::{c_char, c_int, c_uint, c_ulonglong, c_void};
+use std::sync::OnceLock;
+
+use cust::sys::{
+    cudaError_enum, CUcontext, CUdevice, CUdevice_attribute, CUdeviceptr, CUfunction, CUgraph, CUgraphExec, CUjit_option,
+    CUmodule, CUresult, CUstream, CUstreamCaptureMode,
+};
+
+#[link(name = "dl")]
+extern "C" {
+    fn dlopen(filename: *const c_char, flags: c_int) -> *mut c_void;
+    fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
+}
+
+/// `RTLD_NOW | RTLD_LOCAL` (glibc's values).
+const RTLD_NOW_LOCAL: c_int = 2;
+
+/// The driver library's handle, or null when it could not be opened.
+struct Library(*mut c_void);
+
+// SAFETY: a dlopen handle may be used from any thread.
+unsafe impl Send for Library {}
+unsafe impl Sync for Library {}
+
+thread_local! {
+    /// Set while this thread opens the library: the executable's
+    /// definitions below are visible to the library, so a call it made
+    /// into them while loading must not wait for the load to finish.
+    static OPENING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn library() -> &'static Library {
+    static LIB: OnceLock<Library> = OnceLock::new();
+    LIB.get_or_init(|| {
+        OPENING.set(true);
+        // SAFETY: dlopen with a NUL-terminated name.
+        let handle = unsafe { dlopen(c"libcuda.so.1".as_ptr(), RTLD_NOW_LOCAL) };
+        OPENING.set(false);
+        Library(handle)
+    })
+}
+
+/// Whether the driver library could be opened.
+pub(crate) fn available() -> bool {
+    !library().0.is_null()
+}
+
+/// The address of `name` (NUL-terminated) in the driver, if it has it.
+fn symbol(name: &str) -> Option<*mut c_void> {
+    let lib = library();
+    if lib.0.is_null() {
+        return None;
+    }
+    // SAFETY: a live handle and a NUL-terminated name.
+    let p = unsafe { dlsym(lib.0, name.as_ptr().cast()) };
+    (!p.is_null()).then_some(p)
+}
+
+macro_rules! forward {
+    ($($name:ident($($arg:ident: $ty:ty),*);)*) => {$(
+        #[no_mangle]
+        unsafe extern "C" fn $name($($arg: $ty),*) -> CUresult {
+            type F = unsafe extern "C" fn($($ty),*) -> CUresult;
+            static ADDR: OnceLock<Option<F>> = OnceLock::new();
+            if OPENING.get() {
+                return cudaError_enum::CUDA_ERROR_NOT_INITIALIZED;
+            }
+            let f = ADDR.get_or_init(|| {
+                // SAFETY: the driver's function of this name has the
+                // signature of cuda.h, which cust_raw's bindings and these
+                // parameters copy.
+                symbol(concat!(stringify!($name), "\0")).map(|p| unsafe { std::mem::transmute::<*mut c_void, F>(p) })
+            });
+            match f {
+                // SAFETY: the caller upholds the driver function's contract.
+                Some(f) => unsafe { f($($arg),*) },
+                None => cudaError_enum::CUDA_ERROR_NO_DEVICE,
+            }
+        }
+    )*};
+}
+
+forward! {
+    cuInit(flags: c_uint);
+    cuDeviceGet(device: *mut CUdevice, ordinal: c_int);
+    cuDeviceGetAttribute(pi: *mut c_int, attrib: CUdevice_attribute, dev: CUdevice);
+    cuDeviceGetName(name: *mut c_char, len: c_int, dev: CUdevice);
+    cuDevicePrimaryCtxRetain(pctx: *mut CUcontext, dev: CUdevice);
+    cuDevicePrimaryCtxRelease_v2(dev: CUdevice);
+    cuCtxSetCurrent(ctx: CUcontext);
+    cuModuleLoadDataEx(module: *mut CUmodule, image: *const c_void, n: c_uint, options: *mut CUjit_option, values: *mut *mut c_void);
+    cuModuleGetFunction(f: *mut CUfunction, module: CUmodule, name: *const c_char);
+    cuModuleUnload(module: CUmodule);
+    cuStreamCreateWithPriority(stream: *mut CUstream, flags: c_uint, priority: c_int);
+    cuStreamDestroy_v2(stream: CUstream);
+    cuStreamSynchronize(stream: CUstream);
+    cuMemAlloc_v2(ptr: *mut CUdeviceptr, bytes: usize);
+    cuMemFree_v2(ptr: CUdeviceptr);
+    cuMemcpyHtoDAsync_v2(dst: CUdeviceptr, src: *const c_void, bytes: usize, stream: CUstream);
+    cuMemcpyDtoHAsync_v2(dst: *mut c_void, src: CUdeviceptr, bytes: usize, stream: CUstream);
+    cuLaunchKernel(
+        f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint,
+        stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void
+    );
+    cuStreamBeginCapture_v2(stream: CUstream, mode: CUstreamCaptureMode);
+    cuStreamEndCapture(stream: CUstream, graph: *mut CUgraph);
+    cuGraphInstantiateWithFlags(exec: *mut CUgraphExec, graph: CUgraph, flags: c_ulonglong);
+    cuGraphLaunch(exec: CUgraphExec, stream: CUstream);
+    cuGraphExecDestroy(exec: CUgraphExec);
+    cuGraphDestroy(graph: CUgraph);
+}
