@@ -74,18 +74,18 @@ grep -q 'test result: ok' "$root/target/frog-cuda-tests.log" || { cat "$root/tar
 skipped=$(grep -c '^SKIPPED' "$root/target/frog-cuda-tests.log" || true)
 echo "$skipped GPU tests skipped for lack of a device"
 
-say "the binaries open the driver at run time: none needs libcuda.so.1 to start"
-eval "$(cargo build --release -p frog-bench --features cuda --message-format=json 2>/dev/null | python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "frog-bench":
-        print("bench=" + m["executable"])')"
-for bin in "$bench" $(cargo test --release -p frog-cuda -p frog-bench --features frog-bench/cuda --no-run --message-format=json 2>/dev/null \
-    | python3 -c 'import json,sys
+# Every executable of the cuda builds, a line each: target name, kind, path.
+artifacts=$({ cargo build --release -p frog-bench --features cuda --message-format=json
+  cargo test --release -p frog-cuda -p frog-bench --features frog-bench/cuda --no-run --message-format=json; } 2>/dev/null \
+  | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable"):
-        print(m["executable"])'); do
+        print(m["target"]["name"], m["target"]["kind"][0], m["executable"])')
+
+say "the binaries open the driver at run time: none needs libcuda.so.1 to start"
+bench=$(awk '$3 ~ /\/frog-bench$/ { print $3; exit }' <<< "$artifacts")
+for bin in $(awk '{ print $3 }' <<< "$artifacts" | sort -u); do
   if readelf -d "$bin" | grep -q 'NEEDED.*libcuda'; then
     echo "$bin needs libcuda.so.1: a driver function cust calls is missing from src/driver.rs" >&2
     exit 1
@@ -100,13 +100,7 @@ esac
 
 say "GPU tests on the libcuda host emulator"
 emu=$(bash frog-cuda/emu/build.sh "$root/target/cuda-emu")
-bins=$(cargo test --release -p frog-cuda -p frog-bench --features frog-bench/cuda --no-run --message-format=json 2>/dev/null \
-  | python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    t = m.get("target", {})
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and t.get("name") in ("gpu", "nn", "frog_bench") and t.get("kind") != ["bin"]:
-        print(m["executable"])')
+bins=$(awk '($1 == "gpu" || $1 == "nn" || $1 == "frog_bench") && $2 != "bin" { print $3 }' <<< "$artifacts" | sort -u)
 : > "$root/target/frog-cuda-emu.log"
 for bin in $bins; do
   case "$bin" in */frog_bench-*) filter=gpu_ ;; *) filter= ;; esac

@@ -98,34 +98,38 @@ const GEMMS: [(&str, (usize, usize, usize)); 6] = [
 
 const TILES: [(Option<Tile>, &str); 3] = [(None, "auto"), (Some(Tile::T64), "64"), (Some(Tile::T128), "128")];
 
+/// A backend or step error as the check's error, with the same message.
+fn err(e: impl std::fmt::Display) -> Error {
+    Error::new(e.to_string())
+}
+
 /// Milliseconds of `f` (mean of `steps` after a warm-up, synchronized at
 /// both ends).
 fn time_ms(cuda: &Cuda, steps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
-    cuda.synchronize().map_err(|e| Error::new(e.to_string()))?;
+    cuda.synchronize().map_err(err)?;
     let t = Instant::now();
     for _ in 0..steps {
         f()?;
     }
-    cuda.synchronize().map_err(|e| Error::new(e.to_string()))?;
+    cuda.synchronize().map_err(err)?;
     Ok(t.elapsed().as_secs_f64() * 1e3 / steps as f64)
 }
 
 /// TFLOP/s of `Cuda::matmul` on each of `shapes`, per precision and
 /// forced tile: one table line per shape.
 fn gemm_lines(cuda: &mut Cuda, shapes: &[(&str, (usize, usize, usize))], steps: usize, table: &mut Vec<String>) -> Result<()> {
-    let e = |e: frog_cuda::Error| Error::new(e.to_string());
     for &(name, (m, n, k)) in shapes {
-        let a = cuda.upload(&filled(m * k, 1)).map_err(e)?;
-        let b = cuda.upload(&filled(k * n, 2)).map_err(e)?;
-        let mut c = cuda.upload(&vec![0.0; m * n]).map_err(e)?;
+        let a = cuda.upload(&filled(m * k, 1)).map_err(err)?;
+        let b = cuda.upload(&filled(k * n, 2)).map_err(err)?;
+        let mut c = cuda.upload(&vec![0.0; m * n]).map_err(err)?;
         let mut line = format!("GEMM {name:<25} {m}x{n}x{k} TFLOP/s:");
         for (precision, pname, _) in PRECISIONS {
             cuda.set_precision(precision);
             line.push_str(&format!(" {}", pname.split(' ').next().unwrap_or(pname)));
             for (tile, tname) in &TILES[1..] {
                 cuda.set_gemm_tile(*tile);
-                let ms = time_ms(cuda, steps, || cuda.matmul((m, n, k), &a, &b, &mut c).map_err(e))?;
+                let ms = time_ms(cuda, steps, || cuda.matmul((m, n, k), &a, &b, &mut c).map_err(err))?;
                 line.push_str(&format!(" {tname}:{:.1}", 2.0 * (m * n * k) as f64 / ms / 1e9));
             }
         }
@@ -150,7 +154,7 @@ fn frog_step(cuda: &Cuda, cfg: &Config, runs: &mut [LayerRun], ws: &mut Workspac
     for lr in runs.iter_mut() {
         let params = Params { weight: &mut lr.w, grad_weight: &lr.g, bias: None };
         let batch = Batch { x: &lr.x, y: &lr.y, sample: r, batch_size: BATCH };
-        precondition_step(cuda, cfg, &lr.layer, &mut lr.state, ws, params, batch).map_err(|e| Error::new(e.to_string()))?;
+        precondition_step(cuda, cfg, &lr.layer, &mut lr.state, ws, params, batch).map_err(err)?;
     }
     Ok(())
 }
@@ -169,12 +173,11 @@ fn time_frog_graph(cuda: &Cuda, cfg: &Config, runs: &mut [LayerRun], ws: &mut Wo
     if let Some(e) = failed {
         return Err(e);
     }
-    time_ms(cuda, steps, || cuda.launch_graph(&graph).map_err(|e| Error::new(e.to_string())))
+    time_ms(cuda, steps, || cuda.launch_graph(&graph).map_err(err))
 }
 
 /// `layers` with data on the device, and a workspace for all.
 fn frog_setup(cuda: &Cuda, cfg: &Config, layers: impl Iterator<Item = Layer>) -> Result<(Vec<LayerRun>, Workspace<Cuda>)> {
-    let e = |e: frog_cuda::Error| Error::new(e.to_string());
     let scaled = |n: usize, seed: u64, s: f32| filled(n, seed).into_iter().map(|v| v * s).collect::<Vec<f32>>();
     let r = cfg.sample_rows(BATCH);
     let (mut req, mut runs) = (WorkspaceReq::default(), Vec::new());
@@ -184,14 +187,14 @@ fn frog_setup(cuda: &Cuda, cfg: &Config, layers: impl Iterator<Item = Layer>) ->
         let n = layer.rows() * layer.weight_cols();
         runs.push(LayerRun {
             layer,
-            state: ParamState::for_layer(cuda, &layer, cfg).map_err(e)?,
-            w: cuda.upload(&scaled(n, 10 + k, 0.05)).map_err(e)?,
-            g: cuda.upload(&scaled(n, 50 + k, 1e-3)).map_err(e)?,
-            x: cuda.upload(&filled(r * layer.input_len(), 90 + k)).map_err(e)?,
-            y: cuda.upload(&scaled(r * layer.output_len(), 130 + k, 1e-4)).map_err(e)?,
+            state: ParamState::for_layer(cuda, &layer, cfg).map_err(err)?,
+            w: cuda.upload(&scaled(n, 10 + k, 0.05)).map_err(err)?,
+            g: cuda.upload(&scaled(n, 50 + k, 1e-3)).map_err(err)?,
+            x: cuda.upload(&filled(r * layer.input_len(), 90 + k)).map_err(err)?,
+            y: cuda.upload(&scaled(r * layer.output_len(), 130 + k, 1e-4)).map_err(err)?,
         });
     }
-    let ws = Workspace::new(cuda, req).map_err(e)?;
+    let ws = Workspace::new(cuda, req).map_err(err)?;
     Ok((runs, ws))
 }
 

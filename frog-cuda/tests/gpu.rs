@@ -11,10 +11,10 @@
 
 mod common;
 
-use common::{device, values};
+use common::{device, values, TILES};
 use frog_core::{Backend, BackendError, BackendErrorKind, Conv2d, Layer, Patches};
 use frog_cpu::golden::{golden_dir, load_cases, run_case, Case, Target};
-use frog_cuda::{Cuda, Error, Precision, Tile};
+use frog_cuda::{Cuda, Error, Precision};
 
 /// Tolerance of fast mode against the f64 reference (max-norm relative per
 /// array). TF32 rounds the products' inputs to 10 mantissa bits (about 5e-4
@@ -127,7 +127,7 @@ fn host_im2col(c: &Conv2d, bias: bool, r: usize, x: &[f32]) -> Vec<f64> {
 
 fn check_products(precision: Precision, rtol: f64, test: &str) {
     let Some(mut cuda) = device(precision, test) else { return };
-    for tile in [None, Some(Tile::T64), Some(Tile::T128)] {
+    for tile in TILES {
         cuda.set_gemm_tile(tile);
         products_on_tile(&cuda, rtol, &format!("{test} tile {tile:?}"));
     }
@@ -215,7 +215,7 @@ fn gpu_matmul() {
             let want: Vec<f64> =
                 (0..m * n).map(|e| (0..k).map(|q| f64::from(a[(e / n) * k + q]) * f64::from(b[q * n + e % n])).sum()).collect();
             let (ab, bb) = (cuda.upload(&a).unwrap(), cuda.upload(&b).unwrap());
-            for tile in [None, Some(Tile::T64), Some(Tile::T128)] {
+            for tile in TILES {
                 cuda.set_gemm_tile(tile);
                 let mut c = cuda.upload(&vec![f32::NAN; m * n]).unwrap();
                 cuda.matmul((m, n, k), &ab, &bb, &mut c).unwrap();

@@ -3,12 +3,12 @@
 
 mod common;
 
-use common::device;
+use common::{device, TILES};
 use frog_core::{Backend, Conv2d};
 use frog_cpu::nn as cpu;
 use frog_cpu::pool::ThreadPool;
 use frog_cuda::nn::{self, BnParams, BnShape};
-use frog_cuda::{Buffer, Cuda, Precision, Tile};
+use frog_cuda::{Buffer, Cuda, Precision};
 
 const RTOL: f64 = 1e-5;
 
@@ -32,7 +32,7 @@ fn check(c: &Cuda, what: &str, buf: &Buffer, want: &[f64]) {
 #[test]
 fn gpu_nn_convolutions() {
     let Some(mut c) = device(Precision::Exact, "gpu_nn_convolutions") else { return };
-    for tile in [None, Some(Tile::T64), Some(Tile::T128)] {
+    for tile in TILES {
         c.set_gemm_tile(tile);
         convolutions_on_tile(&c, &format!("tile {tile:?}"));
     }

@@ -1,7 +1,7 @@
 //! Helpers shared by the GPU test files.
 
 use frog_core::{BackendError, BackendErrorKind};
-use frog_cuda::{Cuda, Precision};
+use frog_cuda::{Cuda, Precision, Tile};
 
 /// The backend on device 0, or `None` after printing that `test` was
 /// skipped for lack of a device (no driver, or the libcuda stub).
@@ -15,6 +15,9 @@ pub fn device(precision: Precision, test: &str) -> Option<Cuda> {
         Err(e) => panic!("{test}: the backend failed to start: {e}"),
     }
 }
+
+/// Every GEMM tile setting: chosen per problem, then each forced.
+pub const TILES: [Option<Tile>; 3] = [None, Some(Tile::T64), Some(Tile::T128)];
 
 /// Deterministic pseudo-random values in [-1, 1).
 pub fn values(n: usize, seed: u64) -> Vec<f32> {
