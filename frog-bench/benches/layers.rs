@@ -8,7 +8,7 @@ use frog_core::Layer;
 use frog_cpu::Cpu;
 
 fn frog_step(c: &mut Criterion) {
-    let backend = Cpu::<f32>::with_threads(0);
+    let backend = Cpu::<f32>::with_threads(0).expect("a thread pool");
     let mut group = c.benchmark_group("frog_step_r64_k4");
     group.sample_size(10);
     for rc in resnet18_convs() {

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use frog_core::{precondition_step, Batch, Config, Conv2d, Layer, ParamState, Params, Workspace, WorkspaceReq};
-use frog_cpu::gemm::{matmul, View};
+use frog_cpu::gemm::matmul_dense;
 use frog_cpu::Cpu;
 
 /// Options of the `layers` subcommand.
@@ -103,7 +103,8 @@ impl LayerStep {
         let cfg = Config { lr: 0.01, momentum: 0.9, weight_decay: 1e-5, sample_size: Some(sample), num_iters: iters, lr_other_ratio: 1.0, ..Config::default() };
         let n = layer.rows() * layer.weight_cols();
         let state = ParamState::for_layer(backend, &layer, &cfg).map_err(|e| e.to_string())?;
-        let ws = Workspace::new(backend, WorkspaceReq::new(backend, &layer, sample)).map_err(|e| e.to_string())?;
+        let req = WorkspaceReq::new(backend, &layer, sample).map_err(|e| e.to_string())?;
+        let ws = Workspace::new(backend, req).map_err(|e| e.to_string())?;
         Ok(Self {
             backend: backend.clone(),
             cfg,
@@ -149,7 +150,7 @@ fn gemm_reference(backend: &Cpu<f32>) -> Result<f64, String> {
     let (a, b) = (filled(n * n, 5), filled(n * n, 6));
     let mut c = vec![0.0f32; n * n];
     let t = median_time(|| {
-        matmul(backend.pool(), &mut c, false, View::row_major(&a, n, n), View::row_major(&b, n, n));
+        matmul_dense(backend.pool(), &mut c, &a, &b, [n, n, n]).map_err(|e| e.to_string())?;
         Ok(())
     })?;
     Ok(2.0 * (n * n * n) as f64 / t.as_secs_f64() / 1e9)
@@ -161,7 +162,7 @@ pub fn run(args: &LayersArgs) -> Result<(), String> {
     if args.sample == 0 || args.iters == 0 {
         return Err("--sample and --iters must be at least 1".into());
     }
-    let backend = Cpu::<f32>::with_threads(args.threads);
+    let backend = Cpu::<f32>::with_threads(args.threads).map_err(|e| e.to_string())?;
     let threads = backend.pool().threads();
     if !args.json {
         println!("FROG step per ResNet-18 conv layer, f32, frog-cpu, {threads} threads, sample {}, {} CG iterations", args.sample, args.iters);

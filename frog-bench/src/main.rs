@@ -19,7 +19,7 @@ mod devices {
     /// The training device: the CPU, on `threads` threads.
     pub fn training(threads: usize, precision: Option<GpuPrecision>) -> Result<CpuDevice<f32>> {
         match precision {
-            None => Ok(CpuDevice::new(threads)),
+            None => CpuDevice::new(threads).map_err(|e| Error::new(format!("--threads {threads}: {e}"))),
             Some(_) => Err(Error::new("--precision sets the GPU's GEMMs; this build trains on the CPU (build with --features cuda)")),
         }
     }

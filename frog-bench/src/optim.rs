@@ -84,7 +84,8 @@ impl<D: Device> Optimizer<D> {
                 let mut req = WorkspaceReq::default();
                 for p in &net.params {
                     if let Some(conv) = p.conv {
-                        req = req.union(WorkspaceReq::new(backend, &Layer::conv2d(conv, false), r));
+                        let layer_req = WorkspaceReq::new(backend, &Layer::conv2d(conv, false), r).map_err(|e| Error::new(e.to_string()))?;
+                        req = req.union(layer_req);
                     }
                 }
                 net.enable_sampling(dev, r)?;

@@ -43,7 +43,7 @@ fn download<T: Real>(dev: &CpuDevice<T>, buf: &Vec<T>, n: usize) -> Vec<f64> {
 
 fn run<T: Real>(run: &str, rtol: f64) {
     let g = golden();
-    let dev = CpuDevice::<T>::new(2);
+    let dev = CpuDevice::<T>::new(2).unwrap();
     let mut net = Net::new(&dev, &Arch::tiny_cnn(), 8, 0).unwrap();
     for p in &mut net.params {
         let init: Vec<T> = floats(&g["initial"]["params"][&p.name]).into_iter().map(T::from_f64).collect();

@@ -26,7 +26,7 @@ fn tiny_resnet() -> Arch {
 
 #[test]
 fn resnet_gradients_match_finite_differences() {
-    let dev = CpuDevice::<f64>::new(2);
+    let dev = CpuDevice::<f64>::new(2).unwrap();
     let arch = tiny_resnet();
     let batch = 5;
     let mut net = Net::new(&dev, &arch, batch, 7).unwrap();

@@ -24,7 +24,7 @@ fn frog_trains_the_small_resnet_well_above_chance() {
         gamma: 0.1,
         seed: 1,
     };
-    let records = train(&CpuDevice::<f32>::new(0), &data, &cfg, |_| {}).unwrap();
+    let records = train(&CpuDevice::<f32>::new(0).unwrap(), &data, &cfg, |_| {}).unwrap();
     let r = &records[0];
     assert!(r.train_loss < 2.2, "mean training loss {}", r.train_loss);
     assert!(r.test_acc > 25.0, "test accuracy {}% after 150 steps", r.test_acc);

@@ -17,6 +17,7 @@ use crate::scalar::Scalar;
 
 /// The coarse kind of a backend failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BackendErrorKind {
     /// No driver or no device.
     NoDevice,
@@ -26,6 +27,9 @@ pub enum BackendErrorKind {
     Launch,
     /// A buffer is unusable here (wrong length, another device or context).
     InvalidBuffer,
+    /// The backend lacks an optional capability, or cannot create a
+    /// resource it needs (such as threads).
+    Unsupported,
     /// Anything else.
     Other,
 }
@@ -134,6 +138,12 @@ pub trait Backend {
     /// `[r, T, R]`; see [`Layer::output_strides`]):
     /// `trace[j] = sum_{i,l} Q[i,j,l] * norms[i*L+l] / D'` and
     /// `lambda = Q / (trace[j] + eps)`, in the backend's product layout.
+    ///
+    /// For finite `y` the results must be finite: a row whose largest
+    /// `|Y|` is so large that `Q` or the trace could overflow should be
+    /// scaled by a power of two first (exact; `lambda` does not depend on
+    /// it except through `eps`), and `trace[j]` then holds the scaled row's
+    /// trace. Rows below that size must take exactly the formula above.
     fn fisher_weights(
         &self,
         p: &Patches<'_, Self>,
@@ -237,6 +247,18 @@ pub trait Backend {
         self.row_div(rows, cg.rho_next, cg.rho, eps, cg.coef)?;
         self.row_xpby(rows, cols, cg.rs, cg.coef, cg.pd)?;
         core::mem::swap(&mut cg.rho, &mut cg.rho_next);
+        Ok(())
+    }
+
+    /// Scales every row of the `rows x cols` right-hand side `v` whose
+    /// largest `|v|` is so large that the CG's dot products could overflow
+    /// by a power of two that brings it near 1 (exact; FROG's direction
+    /// does not depend on it except through `eps`), and leaves every other
+    /// row untouched. The default does nothing, which keeps a backend's
+    /// steps exactly as before; override it so that huge finite gradients
+    /// give finite steps.
+    fn row_rescale(&self, rows: usize, cols: usize, v: &mut Self::Buffer) -> Result<(), Self::Error> {
+        let _ = (rows, cols, v);
         Ok(())
     }
 

@@ -2,6 +2,13 @@
 
 use core::fmt;
 
+use crate::scalar::Scalar;
+
+/// The most CG iterations a step may run. The original uses 4; far more
+/// than `D'` iterations only repeat rounding, and an unbounded count
+/// (`usize::MAX`) would never return.
+pub const MAX_NUM_ITERS: usize = 10_000;
+
 /// FROG's hyperparameters, named and defaulted as the original `Frog`
 /// optimizer (and `torch.optim`) names them.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -53,15 +60,17 @@ impl Default for Config {
     }
 }
 
-/// An invalid hyperparameter: each value the original rejects, and the two
-/// it accepts that would give NaN.
+/// An invalid hyperparameter: each value the original rejects, and those
+/// it accepts that would give NaN or infinity.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// `lr < 0` or not finite.
     Lr(f64),
     /// `lr_other_ratio < 0` or not finite.
     LrOtherRatio(f64),
-    /// `momentum < 0` or not finite.
+    /// `momentum` outside `[0, 1]` or not finite (above 1 the buffer grows
+    /// geometrically).
     Momentum(f64),
     /// Nesterov needs a positive momentum.
     NesterovWithoutMomentum,
@@ -71,6 +80,28 @@ pub enum ConfigError {
     SampleSizeZero,
     /// `num_iters = 0`.
     NumItersZero,
+    /// `num_iters` above [`MAX_NUM_ITERS`].
+    NumItersTooLarge(usize),
+    /// `lr * weight_decay > 1`: the decay factor `1 - lr*wd` (decoupled, or
+    /// coupled on a plain-SGD path at `lr * lr_other_ratio`) turns negative
+    /// and the weights grow in magnitude every step.
+    DecayTooLarge {
+        /// The learning rate of the path (`lr`, or `lr * lr_other_ratio`).
+        lr: f64,
+        /// The weight decay.
+        weight_decay: f64,
+    },
+    /// A setting is finite in `f64` but not once rounded to the scalar
+    /// type the step runs in (it overflows to infinity, or a positive
+    /// value rounds to zero).
+    OutOfScalarRange {
+        /// Which setting.
+        what: &'static str,
+        /// Its value.
+        value: f64,
+        /// Bytes of the scalar type (4 for `f32`).
+        scalar_bytes: usize,
+    },
     /// `tau < 0` or not finite.
     Tau(f64),
     /// `denom_eps <= 0` or not finite (0 divides 0 by 0 on a dead row).
@@ -90,11 +121,20 @@ impl fmt::Display for ConfigError {
         match self {
             Self::Lr(v) => write!(f, "lr must be a finite value >= 0, got {v}"),
             Self::LrOtherRatio(v) => write!(f, "lr_other_ratio must be a finite value >= 0, got {v}"),
-            Self::Momentum(v) => write!(f, "momentum must be a finite value >= 0, got {v}"),
+            Self::Momentum(v) => write!(f, "momentum must be a finite value in [0, 1], got {v}"),
             Self::NesterovWithoutMomentum => write!(f, "nesterov requires momentum > 0"),
             Self::WeightDecay(v) => write!(f, "weight_decay must be a finite value >= 0, got {v}"),
             Self::SampleSizeZero => write!(f, "sample_size must be at least 1 (or none for the whole batch)"),
             Self::NumItersZero => write!(f, "num_iters must be at least 1"),
+            Self::NumItersTooLarge(n) => write!(f, "num_iters must be at most {MAX_NUM_ITERS}, got {n}"),
+            Self::DecayTooLarge { lr, weight_decay } => write!(
+                f,
+                "lr * weight_decay must be at most 1 (the decay factor 1 - lr*wd would be negative), got {lr} * {weight_decay} = {}",
+                lr * weight_decay
+            ),
+            Self::OutOfScalarRange { what, value, scalar_bytes } => {
+                write!(f, "{what} = {value} is outside the range of the {}-bit scalar the step runs in", 8 * scalar_bytes)
+            }
             Self::Tau(v) => write!(f, "tau must be a finite value >= 0, got {v}"),
             Self::DenomEps(v) => write!(f, "denom_eps must be a finite value > 0, got {v}"),
             Self::ScheduleTauZero => write!(f, "a damping schedule needs tau > 0"),
@@ -111,6 +151,26 @@ fn non_negative(v: f64) -> bool {
     v.is_finite() && v >= 0.0
 }
 
+/// Rejects `lr * weight_decay > 1` (shared with [`crate::SgdConfig`]).
+pub(crate) fn decay_ok(lr: f64, weight_decay: f64) -> Result<(), ConfigError> {
+    if lr * weight_decay > 1.0 {
+        Err(ConfigError::DecayTooLarge { lr, weight_decay })
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks that `value` stays finite, and nonzero when it is nonzero, once
+/// rounded to `S`.
+pub(crate) fn representable<S: Scalar>(what: &'static str, value: f64) -> Result<(), ConfigError> {
+    let rounded = S::from_f64(value).to_f64();
+    if rounded.is_finite() && (rounded != 0.0 || value == 0.0) {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfScalarRange { what, value, scalar_bytes: S::BYTES })
+    }
+}
+
 impl Config {
     /// Checks every hyperparameter.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -120,7 +180,7 @@ impl Config {
         if !non_negative(self.lr_other_ratio) {
             return Err(ConfigError::LrOtherRatio(self.lr_other_ratio));
         }
-        if !non_negative(self.momentum) {
+        if !(non_negative(self.momentum) && self.momentum <= 1.0) {
             return Err(ConfigError::Momentum(self.momentum));
         }
         if self.nesterov && self.momentum == 0.0 {
@@ -135,6 +195,12 @@ impl Config {
         if self.num_iters == 0 {
             return Err(ConfigError::NumItersZero);
         }
+        if self.num_iters > MAX_NUM_ITERS {
+            return Err(ConfigError::NumItersTooLarge(self.num_iters));
+        }
+        representable::<f64>("lr * lr_other_ratio", self.lr * self.lr_other_ratio)?;
+        decay_ok(self.lr, self.weight_decay)?;
+        decay_ok(self.lr * self.lr_other_ratio, self.weight_decay)?;
         if !non_negative(self.tau) {
             return Err(ConfigError::Tau(self.tau));
         }
@@ -158,17 +224,46 @@ impl Config {
         }
     }
 
+    /// [`Config::validate`], and that every setting a step uses keeps its
+    /// meaning in the scalar type `S` it runs in: `denom_eps = 1e-46`
+    /// rounds to 0 in `f32` (the 0/0 validation exists to prevent), `lr` or
+    /// `tau` above `f32::MAX` become infinite.
+    pub fn validate_for<S: Scalar>(&self) -> Result<(), ConfigError> {
+        self.validate()?;
+        let settings = [
+            ("lr", self.lr),
+            ("lr * lr_other_ratio", self.lr * self.lr_other_ratio),
+            ("momentum", self.momentum),
+            ("weight_decay", self.weight_decay),
+            ("lr * weight_decay", self.lr * self.weight_decay),
+            ("tau", self.tau),
+            ("tau_final", self.tau_final.unwrap_or(0.0)),
+            ("denom_eps", self.denom_eps),
+        ];
+        settings.iter().try_for_each(|&(what, v)| representable::<S>(what, v))
+    }
+
     /// The damping at the 1-based step `n` of a parameter: `tau`, or with a
     /// schedule `tau * (tau_final/tau)^(n/tau_steps)`, and `tau_final` once
     /// `n/tau_steps > 1` (so step 1 already moves, as the original does).
+    ///
+    /// The original's formula is used whenever its ratio `tau_final/tau`
+    /// is a normal number (bit for bit the original's damping); for ratios
+    /// that overflow or underflow (`tau = 5e-324`, `tau_final = 1e-3`) the
+    /// same geometric interpolation is taken in logarithms, which cannot
+    /// overflow and stays between `tau` and `tau_final`.
     pub fn tau_at(&self, n: u64) -> f64 {
         match (self.tau_final, self.tau_steps) {
             (Some(tf), Some(steps)) => {
                 let f = n as f64 / steps as f64;
+                let ratio = tf / self.tau;
                 if f > 1.0 {
                     tf
+                } else if ratio.is_normal() {
+                    self.tau * libm::pow(ratio, f)
                 } else {
-                    self.tau * libm::pow(tf / self.tau, f)
+                    let (lo, hi) = if tf < self.tau { (tf, self.tau) } else { (self.tau, tf) };
+                    libm::exp(libm::log(self.tau) + f * (libm::log(tf) - libm::log(self.tau))).clamp(lo, hi)
                 }
             }
             _ => self.tau,

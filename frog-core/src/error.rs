@@ -8,6 +8,7 @@ use crate::state::StateError;
 
 /// Mismatched shapes and lengths between layer, buffers, workspace and state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ShapeError {
     /// A layer dimension, stride or dilation is zero.
     ZeroDimension,
@@ -49,6 +50,28 @@ pub enum ShapeError {
         /// Entries the state was made for.
         actual: usize,
     },
+    /// A size derived from the layer (or the layer and the sample) does not
+    /// fit in `usize`: the layer is too large to index.
+    TooLarge {
+        /// Which size.
+        what: &'static str,
+    },
+    /// An index names no registered entry.
+    IndexOutOfRange {
+        /// What was indexed.
+        what: &'static str,
+        /// The index given.
+        index: usize,
+        /// Entries registered.
+        len: usize,
+    },
+    /// A batch larger than the optimizer was built for.
+    BatchExceedsMax {
+        /// Samples in the batch.
+        batch: usize,
+        /// The largest batch the optimizer takes.
+        max: usize,
+    },
 }
 
 impl fmt::Display for ShapeError {
@@ -69,6 +92,11 @@ impl fmt::Display for ShapeError {
             Self::BiasMismatch => write!(f, "bias buffers do not match the layer's bias flag"),
             Self::StateMismatch { expected, actual } => {
                 write!(f, "state made for {actual} entries used with a parameter of {expected}")
+            }
+            Self::TooLarge { what } => write!(f, "layer too large to index: {what} overflows usize"),
+            Self::IndexOutOfRange { what, index, len } => write!(f, "{what} {index} is out of range ({len} registered)"),
+            Self::BatchExceedsMax { batch, max } => {
+                write!(f, "batch of {batch} samples exceeds the {max} the optimizer was built for")
             }
         }
     }
@@ -124,6 +152,8 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
 }
 
 impl<E: fmt::Debug + fmt::Display> core::error::Error for Error<E> {}
+
+impl core::error::Error for ShapeError {}
 
 impl<E> From<ConfigError> for Error<E> {
     fn from(e: ConfigError) -> Self {

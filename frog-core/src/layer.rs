@@ -1,6 +1,7 @@
 //! Layer geometry: what a preconditioned layer's patches look like.
 
 use crate::error::ShapeError;
+use crate::step::mul;
 
 /// A 2-D convolution with `groups = 1`, in PyTorch's layout: weight
 /// `[c_out, c_in, kh, kw]`, input `[r, c_in, H, W]`, output `[r, c_out, Ho, Wo]`.
@@ -86,26 +87,46 @@ impl Layer {
         Self { kind: LayerKind::Conv2d(conv), bias }
     }
 
-    /// Checks that every dimension is positive and the output is not empty.
+    /// Checks that every dimension is positive, the output is not empty,
+    /// and every size FROG derives from the geometry (`D'`, `R*D'`, `L`,
+    /// the input and output entries per sample, a conv's padded input and
+    /// kernel span) fits in `usize`; a layer too large to index is a
+    /// [`ShapeError::TooLarge`] naming the size. The size accessors below
+    /// are exact for a layer that passes.
     pub fn validate(&self) -> Result<(), ShapeError> {
-        let dims_ok = match &self.kind {
-            LayerKind::Linear { d_in, d_out, tokens } => *d_in > 0 && *d_out > 0 && *tokens > 0,
-            LayerKind::Conv2d(c) => {
-                let all = [c.c_in, c.c_out, c.kernel[0], c.kernel[1], c.stride[0], c.stride[1]];
-                let more = [c.dilation[0], c.dilation[1], c.input_hw[0], c.input_hw[1]];
-                if !all.iter().chain(more.iter()).all(|&v| v > 0) {
-                    false
-                } else {
-                    return c.output_hw().map(|_| ()).ok_or(ShapeError::EmptyOutput);
+        let (rows, d, l) = match &self.kind {
+            LayerKind::Linear { d_in, d_out, tokens } => {
+                if [*d_in, *d_out, *tokens].contains(&0) {
+                    return Err(ShapeError::ZeroDimension);
                 }
+                mul(*d_in, *tokens, "input entries (d_in * tokens)")?;
+                (*d_out, *d_in, *tokens)
+            }
+            LayerKind::Conv2d(c) => {
+                let dims = [c.c_in, c.c_out, c.kernel[0], c.kernel[1], c.stride[0], c.stride[1], c.dilation[0], c.dilation[1], c.input_hw[0], c.input_hw[1]];
+                if dims.contains(&0) {
+                    return Err(ShapeError::ZeroDimension);
+                }
+                for a in 0..2 {
+                    let span = c.kernel[a].checked_sub(1).and_then(|k| k.checked_mul(c.dilation[a]));
+                    span.ok_or(ShapeError::TooLarge { what: "kernel span (dilation * (kernel - 1))" })?;
+                    c.padding[a].checked_mul(2).and_then(|p| p.checked_add(c.input_hw[a])).ok_or(ShapeError::TooLarge { what: "padded input (input + 2 * padding)" })?;
+                }
+                let [ho, wo] = c.output_hw().ok_or(ShapeError::EmptyOutput)?;
+                let d = mul(mul(c.c_in, c.kernel[0], "patch length (c_in * kh * kw)")?, c.kernel[1], "patch length (c_in * kh * kw)")?;
+                let plane = mul(c.input_hw[0], c.input_hw[1], "input entries (c_in * H * W)")?;
+                mul(c.c_in, plane, "input entries (c_in * H * W)")?;
+                (c.c_out, d, mul(ho, wo, "output positions (Ho * Wo)")?)
             }
         };
-        if dims_ok {
-            Ok(())
-        } else {
-            Err(ShapeError::ZeroDimension)
-        }
+        let cols = d.checked_add(usize::from(self.bias)).ok_or(ShapeError::TooLarge { what: "row length D' (D + bias)" })?;
+        mul(rows, cols, "weight entries (rows * D')")?;
+        mul(rows, l, "output entries (rows * positions)")?;
+        Ok(())
     }
+
+    // The size accessors saturate instead of wrapping, so an unvalidated
+    // layer too large to index can only ask for impossible buffers.
 
     /// Rows `R` (output channels or features).
     pub fn rows(&self) -> usize {
@@ -119,28 +140,28 @@ impl Layer {
     pub fn weight_cols(&self) -> usize {
         match &self.kind {
             LayerKind::Linear { d_in, .. } => *d_in,
-            LayerKind::Conv2d(c) => c.c_in * c.kernel[0] * c.kernel[1],
+            LayerKind::Conv2d(c) => c.c_in.saturating_mul(c.kernel[0]).saturating_mul(c.kernel[1]),
         }
     }
 
     /// Preconditioned entries per row `D'` (`D + 1` with a bias).
     pub fn cols(&self) -> usize {
-        self.weight_cols() + usize::from(self.bias)
+        self.weight_cols().saturating_add(usize::from(self.bias))
     }
 
     /// Fisher positions per sample `L` (`Ho*Wo`, the tokens, or 1).
     pub fn positions(&self) -> usize {
         match &self.kind {
             LayerKind::Linear { tokens, .. } => *tokens,
-            LayerKind::Conv2d(c) => c.output_hw().map_or(0, |[h, w]| h * w),
+            LayerKind::Conv2d(c) => c.output_hw().map_or(0, |[h, w]| h.saturating_mul(w)),
         }
     }
 
     /// Input entries per sample (`c_in*H*W` or `T*d_in`).
     pub fn input_len(&self) -> usize {
         match &self.kind {
-            LayerKind::Linear { d_in, tokens, .. } => d_in * tokens,
-            LayerKind::Conv2d(c) => c.c_in * c.input_hw[0] * c.input_hw[1],
+            LayerKind::Linear { d_in, tokens, .. } => d_in.saturating_mul(*tokens),
+            LayerKind::Conv2d(c) => c.c_in.saturating_mul(c.input_hw[0]).saturating_mul(c.input_hw[1]),
         }
     }
 
@@ -156,7 +177,7 @@ impl Layer {
 
     /// Output-gradient entries per sample (`R*L`).
     pub fn output_len(&self) -> usize {
-        self.rows() * self.positions()
+        self.rows().saturating_mul(self.positions())
     }
 
     /// Analytic FLOP count of one step's CG products at sample size `r` and

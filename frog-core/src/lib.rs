@@ -18,6 +18,7 @@
 mod backend;
 mod config;
 mod error;
+mod guard;
 mod layer;
 mod sampler;
 mod scalar;
@@ -27,12 +28,13 @@ mod step;
 mod workspace;
 
 pub use backend::{Backend, BackendError, BackendErrorKind, CgBuffers, Patches, Strided};
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, MAX_NUM_ITERS};
 pub use error::{Error, ErrorKind, ShapeError};
+pub use guard::{Diagnostics, Guard, GuardBackend, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};
 pub use layer::{BnShape, Conv2d, Layer, LayerKind};
 pub use sampler::Sampler;
 pub use scalar::Scalar;
 pub use sgd::{plain_sgd_step, sgd_step, SgdConfig};
 pub use state::{ParamState, StateError, STATE_VERSION};
-pub use step::{precondition_step, Batch, Params};
+pub use step::{guarded_step, precondition_step, Batch, Params};
 pub use workspace::{Workspace, WorkspaceReq};

@@ -2,7 +2,7 @@
 //! precondition, and `torch.optim.SGD` for the baseline.
 
 use crate::backend::Backend;
-use crate::config::{Config, ConfigError};
+use crate::config::{decay_ok, representable, Config, ConfigError};
 use crate::error::{Error, ShapeError};
 use crate::scalar::Scalar;
 use crate::state::ParamState;
@@ -21,13 +21,15 @@ pub struct SgdConfig {
 }
 
 impl SgdConfig {
-    /// Checks the values as `torch.optim.SGD` does.
+    /// Checks the values as `torch.optim.SGD` does, and rejects what it
+    /// accepts but diverges on every input: `momentum > 1` and
+    /// `lr * weight_decay > 1`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let ok = |v: f64| v.is_finite() && v >= 0.0;
         if !ok(self.lr) {
             return Err(ConfigError::Lr(self.lr));
         }
-        if !ok(self.momentum) {
+        if !(ok(self.momentum) && self.momentum <= 1.0) {
             return Err(ConfigError::Momentum(self.momentum));
         }
         if !ok(self.weight_decay) {
@@ -36,7 +38,15 @@ impl SgdConfig {
         if self.nesterov && self.momentum == 0.0 {
             return Err(ConfigError::NesterovWithoutMomentum);
         }
-        Ok(())
+        decay_ok(self.lr, self.weight_decay)
+    }
+
+    /// [`SgdConfig::validate`], and that every setting stays finite (and
+    /// nonzero where it is nonzero) in the scalar type `S` the step runs in.
+    pub fn validate_for<S: Scalar>(&self) -> Result<(), ConfigError> {
+        self.validate()?;
+        let settings = [("lr", self.lr), ("momentum", self.momentum), ("weight_decay", self.weight_decay), ("lr * weight_decay", self.lr * self.weight_decay)];
+        settings.iter().try_for_each(|&(what, v)| representable::<S>(what, v))
     }
 }
 
@@ -51,7 +61,7 @@ fn coupled_sgd<B: Backend>(
     param: &mut B::Buffer,
     grad: &B::Buffer,
 ) -> Result<(), Error<B::Error>> {
-    cfg.validate()?;
+    cfg.validate_for::<B::Scalar>()?;
     let n = state.len;
     for (what, buf) in [("param", &*param), ("grad", grad)] {
         let actual = backend.len(buf);
@@ -59,10 +69,8 @@ fn coupled_sgd<B: Backend>(
             return Err(ShapeError::BufferLength { what, expected: n, actual }.into());
         }
     }
-    if state.momentum.is_some() != (cfg.momentum > 0.0) {
-        return Err(crate::state::StateError::Momentum.into());
-    }
-    state.steps += 1;
+    state.check_momentum(cfg.momentum)?;
+    state.steps = state.next_step()?;
     let s = B::Scalar::from_f64;
     let (lr, beta, wd) = (s(cfg.lr), s(cfg.momentum), s(cfg.weight_decay));
     let one = B::Scalar::ONE;
@@ -95,8 +103,15 @@ fn coupled_sgd<B: Backend>(
 }
 
 /// FROG's plain-SGD path for a parameter it does not precondition
-/// (BatchNorm, the classifier): `lr * lr_other_ratio`, coupled decay, and
-/// the original's in-place quirks (see `golden/FORMAT.md`).
+/// (BatchNorm, the classifier): it steps at `lr * lr_other_ratio` (default
+/// 0.25, so the classifier moves at a quarter of FROG's rate), with coupled
+/// decay and the original's in-place quirks (see `golden/FORMAT.md`).
+///
+/// Rejects what [`Config::validate_for`] rejects (so also
+/// `lr * lr_other_ratio * weight_decay > 1`), a gradient or parameter
+/// whose length differs from the state's, a state whose momentum buffer
+/// does not match `momentum > 0`, and a state whose step count is
+/// exhausted; a rejected call changes nothing.
 pub fn plain_sgd_step<B: Backend>(
     backend: &B,
     cfg: &Config,
@@ -104,7 +119,7 @@ pub fn plain_sgd_step<B: Backend>(
     param: &mut B::Buffer,
     grad: &B::Buffer,
 ) -> Result<(), Error<B::Error>> {
-    cfg.validate()?;
+    cfg.validate_for::<B::Scalar>()?;
     let sgd = SgdConfig {
         lr: cfg.lr * cfg.lr_other_ratio,
         momentum: cfg.momentum,

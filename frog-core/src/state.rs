@@ -5,6 +5,7 @@ use core::fmt;
 
 use crate::backend::Backend;
 use crate::config::Config;
+use crate::guard::{Diagnostics, DIAG_PARTS};
 use crate::error::{Error, ShapeError};
 use crate::layer::Layer;
 use crate::scalar::Scalar;
@@ -17,8 +18,9 @@ const HEADER: usize = 4 + 2 + 1 + 1 + 8 + 8;
 /// Scalars moved per host round trip while exporting or restoring.
 const CHUNK: usize = 64;
 
-/// A state buffer that cannot be restored.
+/// A state that cannot be restored or stepped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StateError {
     /// The buffer is shorter than its header says.
     Truncated {
@@ -42,6 +44,25 @@ pub enum StateError {
     },
     /// The buffer has a momentum buffer and this state none, or the reverse.
     Momentum,
+    /// The has-momentum flag byte is neither 0 nor 1.
+    MomentumFlag(u8),
+    /// The buffer holds a NaN or infinite momentum entry (it would poison
+    /// every later step).
+    NonFinite {
+        /// The entry.
+        index: u64,
+    },
+    /// The step count cannot grow (`u64::MAX` steps taken).
+    StepsExhausted,
+    /// The state's momentum buffer does not match the setting: `momentum >
+    /// 0` needs one and `momentum = 0` has none.
+    MomentumSetting {
+        /// Whether the state has a momentum buffer.
+        state_has_buffer: bool,
+    },
+    /// A guarded step needs a state made with
+    /// [`ParamState::with_diagnostics`].
+    NoDiagnostics,
 }
 
 impl fmt::Display for StateError {
@@ -53,6 +74,12 @@ impl fmt::Display for StateError {
             Self::ScalarSize(b) => write!(f, "state written with {b}-byte scalars"),
             Self::Length { expected, actual } => write!(f, "state for {actual} entries, this parameter has {expected}"),
             Self::Momentum => write!(f, "momentum buffer present in only one of the state and the buffer"),
+            Self::MomentumFlag(b) => write!(f, "has-momentum flag byte is {b}, expected 0 or 1"),
+            Self::NonFinite { index } => write!(f, "momentum entry {index} is not finite"),
+            Self::StepsExhausted => write!(f, "the step count is exhausted ({} steps taken)", u64::MAX),
+            Self::MomentumSetting { state_has_buffer: true } => write!(f, "the state has a momentum buffer but momentum = 0"),
+            Self::MomentumSetting { state_has_buffer: false } => write!(f, "the state has no momentum buffer but momentum > 0"),
+            Self::NoDiagnostics => write!(f, "a guarded step needs a state with diagnostics (ParamState::with_diagnostics)"),
         }
     }
 }
@@ -66,18 +93,53 @@ pub struct ParamState<B: Backend> {
     pub(crate) momentum: Option<B::Buffer>,
     pub(crate) len: usize,
     pub(crate) steps: u64,
+    /// The last guarded step's per-row diagnostics (see [`crate::guard`]).
+    pub(crate) diag: Option<B::Buffer>,
+    /// Whether a guarded step has filled `diag`.
+    pub(crate) diag_written: bool,
 }
 
 impl<B: Backend> ParamState<B> {
     /// State for a parameter of `len` entries under `cfg`.
     pub fn new(backend: &B, len: usize, momentum: bool) -> Result<Self, B::Error> {
         let momentum = if momentum { Some(backend.zeros(len)?) } else { None };
-        Ok(Self { momentum, len, steps: 0 })
+        Ok(Self { momentum, len, steps: 0, diag: None, diag_written: false })
     }
 
     /// State for a preconditioned layer (`R x D'` momentum).
     pub fn for_layer(backend: &B, layer: &Layer, cfg: &Config) -> Result<Self, B::Error> {
         Self::new(backend, layer.rows() * layer.cols(), cfg.momentum > 0.0)
+    }
+
+    /// State for a preconditioned layer that also keeps the per-row
+    /// diagnostics of its last guarded step ([`crate::guarded_step`]), read
+    /// on request with [`ParamState::diagnostics`].
+    pub fn with_diagnostics(backend: &B, layer: &Layer, cfg: &Config) -> Result<Self, Error<B::Error>> {
+        let mut state = Self::for_layer(backend, layer, cfg).map_err(Error::Backend)?;
+        state.enable_diagnostics(backend, layer)?;
+        Ok(state)
+    }
+
+    /// Gives this layer state the diagnostics buffers of
+    /// [`ParamState::with_diagnostics`], keeping its momentum and step
+    /// count; nothing happens if it has them.
+    pub fn enable_diagnostics(&mut self, backend: &B, layer: &Layer) -> Result<(), Error<B::Error>> {
+        self.check_len(layer.rows().saturating_mul(layer.cols()))?;
+        if self.diag.is_none() {
+            let len = layer.rows().checked_mul(DIAG_PARTS).ok_or(ShapeError::TooLarge { what: "diagnostics (rows)" })?;
+            self.diag = Some(backend.zeros(len).map_err(Error::Backend)?);
+        }
+        Ok(())
+    }
+
+    /// The last guarded step's diagnostics, read from the backend; `None`
+    /// for a state without diagnostics or before its first guarded step
+    /// (or after an unguarded one).
+    pub fn diagnostics(&self, backend: &B) -> Result<Option<Diagnostics>, Error<B::Error>> {
+        match &self.diag {
+            Some(buf) if self.diag_written => Diagnostics::read(backend, buf).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// Steps taken.
@@ -98,6 +160,21 @@ impl<B: Backend> ParamState<B> {
     /// The momentum buffer, if any.
     pub fn momentum(&self) -> Option<&B::Buffer> {
         self.momentum.as_ref()
+    }
+
+    /// The count after one more step, or an error when it cannot grow.
+    pub(crate) fn next_step(&self) -> Result<u64, StateError> {
+        self.steps.checked_add(1).ok_or(StateError::StepsExhausted)
+    }
+
+    /// Checks that the momentum buffer matches the setting.
+    pub(crate) fn check_momentum(&self, momentum: f64) -> Result<(), StateError> {
+        let state_has_buffer = self.momentum.is_some();
+        if state_has_buffer == (momentum > 0.0) {
+            Ok(())
+        } else {
+            Err(StateError::MomentumSetting { state_has_buffer })
+        }
     }
 
     pub(crate) fn check_len(&self, expected: usize) -> Result<(), ShapeError> {
@@ -143,6 +220,10 @@ impl<B: Backend> ParamState<B> {
 
     /// Restores the state from bytes written by [`ParamState::export`] for
     /// a parameter of the same size, scalar type and momentum setting.
+    ///
+    /// Every byte is checked before anything changes: a truncated buffer,
+    /// a bad magic, version, scalar size, length or flag byte, and any NaN
+    /// or infinite momentum entry are errors that leave the state as it was.
     pub fn restore(&mut self, backend: &B, bytes: &[u8]) -> Result<(), Error<B::Error>> {
         if bytes.len() < HEADER {
             return Err(StateError::Truncated { needed: HEADER, actual: bytes.len() }.into());
@@ -160,7 +241,7 @@ impl<B: Backend> ParamState<B> {
         let has_momentum = match bytes[7] {
             0 => false,
             1 => true,
-            _ => return Err(StateError::BadMagic.into()),
+            b => return Err(StateError::MomentumFlag(b).into()),
         };
         let mut word = [0u8; 8];
         word.copy_from_slice(&bytes[8..16]);
@@ -176,6 +257,10 @@ impl<B: Backend> ParamState<B> {
         let needed = self.export_len();
         if bytes.len() < needed {
             return Err(StateError::Truncated { needed, actual: bytes.len() }.into());
+        }
+        let entries = bytes[HEADER..needed].chunks_exact(B::Scalar::BYTES);
+        if let Some(index) = entries.map(B::Scalar::read_le).position(|v| !v.to_f64().is_finite()) {
+            return Err(StateError::NonFinite { index: index as u64 }.into());
         }
         if let Some(buf) = &mut self.momentum {
             let mut chunk = [B::Scalar::ZERO; CHUNK];

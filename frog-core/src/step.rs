@@ -4,9 +4,10 @@
 use crate::backend::{Backend, CgBuffers, Patches, Strided};
 use crate::config::Config;
 use crate::error::{Error, ShapeError};
+use crate::guard::{Guard, GuardBackend, DIAG_FLAGS, DIAG_RHO0, DIAG_RHOK, DIAG_ROW_SCALE, DIAG_TRACE};
 use crate::layer::Layer;
 use crate::scalar::Scalar;
-use crate::state::ParamState;
+use crate::state::{ParamState, StateError};
 use crate::workspace::{Workspace, WorkspaceReq};
 
 /// A layer's parameters and their gradients (means over the batch).
@@ -42,6 +43,11 @@ fn check_len<B: Backend>(backend: &B, buf: &B::Buffer, what: &'static str, expec
     }
 }
 
+/// `a * b`, or an error naming the product when it overflows `usize`.
+pub(crate) fn mul(a: usize, b: usize, what: &'static str) -> Result<usize, ShapeError> {
+    a.checked_mul(b).ok_or(ShapeError::TooLarge { what })
+}
+
 /// Checks every shape of a step before any kernel runs.
 fn check_shapes<B: Backend>(
     backend: &B,
@@ -69,18 +75,67 @@ fn check_shapes<B: Backend>(
         (None, false) => {}
         _ => return Err(ShapeError::BiasMismatch),
     }
-    check_len(backend, batch.x, "x", batch.sample * layer.input_len())?;
-    check_len(backend, batch.y, "y", batch.sample * layer.output_len())?;
+    check_len(backend, batch.x, "x", mul(batch.sample, layer.input_len(), "x (sample * input entries)")?)?;
+    check_len(backend, batch.y, "y", mul(batch.sample, layer.output_len(), "y (sample * output entries)")?)?;
     state.check_len(rows * layer.cols())?;
-    ws.req.covers(&WorkspaceReq::new(backend, layer, batch.sample))
+    ws.req.covers(&WorkspaceReq::new(backend, layer, batch.sample)?)
+}
+
+/// What a step needs besides its buffers, computed and checked up front.
+struct Plan<S> {
+    step: u64,
+    tau: S,
+    eps: S,
+    scale: S,
+}
+
+/// Runs every check of a step, in the order a bad call should hear of
+/// them, and touches nothing.
+fn plan<B: Backend>(
+    backend: &B,
+    cfg: &Config,
+    layer: &Layer,
+    state: &ParamState<B>,
+    ws: &Workspace<B>,
+    params: &Params<'_, B>,
+    batch: &Batch<'_, B>,
+) -> Result<Plan<B::Scalar>, Error<B::Error>> {
+    cfg.validate_for::<B::Scalar>()?;
+    check_shapes(backend, layer, state, ws, params, batch)?;
+    state.check_momentum(cfg.momentum)?;
+    let step = state.next_step()?;
+    let s = B::Scalar::from_f64;
+    let scale = s(cfg.fisher_scale(batch.batch_size, batch.sample));
+    if !scale.to_f64().is_finite() {
+        return Err(ShapeError::TooLarge { what: "the Fisher scale batch_size^2 / sample in this scalar type" }.into());
+    }
+    Ok(Plan { step, tau: s(cfg.tau_at(step)), eps: s(cfg.denom_eps), scale })
 }
 
 /// One FROG step of a preconditioned layer: updates `params` in place and
 /// leaves the trace, direction and row scale in `ws`.
 ///
 /// Never allocates and never reads back to the host: every per-row scalar
-/// stays in a backend buffer. Shapes, lengths and the config are checked
-/// first, so a bad call changes nothing.
+/// stays in a backend buffer.
+///
+/// Rejects, before any kernel runs and so changing nothing (the step count
+/// included): a config that [`Config::validate_for`] rejects in the
+/// backend's scalar type; a layer that [`Layer::validate`] rejects; an empty
+/// sample, or one larger than the batch; a buffer of the wrong length (or
+/// whose length overflows `usize`); a workspace too small for the layer; a
+/// state of another size, whose momentum buffer does not match `momentum >
+/// 0`, or whose step count is exhausted. A backend error in the middle of a
+/// step leaves the step count advanced, and the momentum buffer and
+/// parameters possibly updated: restore a checkpoint (or treat the layer's
+/// state as lost) after one.
+///
+/// Finite inputs give finite results: a row of the gradient whose largest
+/// entry is so large that its squares could overflow is first scaled by a
+/// power of two ([`Backend::row_rescale`]), and backends do the same for
+/// the output gradients in [`Backend::fisher_weights`]. Both are exact and
+/// FROG's direction does not depend on them, except through `denom_eps`: on
+/// a row scaled by `c`, the step is that of `eps / c^2` in the row scale.
+/// Rows below that size take exactly the original's arithmetic.
 pub fn precondition_step<B: Backend>(
     backend: &B,
     cfg: &Config,
@@ -90,11 +145,45 @@ pub fn precondition_step<B: Backend>(
     params: Params<'_, B>,
     batch: Batch<'_, B>,
 ) -> Result<(), Error<B::Error>> {
-    cfg.validate()?;
-    check_shapes(backend, layer, state, ws, &params, &batch)?;
-    run_step(backend, cfg, layer, state, ws, params, batch).map_err(Error::Backend)
+    let plan = plan(backend, cfg, layer, state, ws, &params, &batch)?;
+    run_step(backend, cfg, layer, state, ws, params, batch, &plan, None).map_err(Error::Backend)
 }
 
+/// [`precondition_step`] with the opt-in guard: records the step's
+/// per-row diagnostics in `state` (made with
+/// [`ParamState::with_diagnostics`], read with [`ParamState::diagnostics`])
+/// and replaces the rows `guard` names by the normalized momentum step.
+/// With both of `guard`'s options off the update is the original's.
+#[allow(clippy::too_many_arguments)]
+pub fn guarded_step<B: GuardBackend>(
+    backend: &B,
+    cfg: &Config,
+    guard: Guard,
+    layer: &Layer,
+    state: &mut ParamState<B>,
+    ws: &mut Workspace<B>,
+    params: Params<'_, B>,
+    batch: Batch<'_, B>,
+) -> Result<(), Error<B::Error>> {
+    let plan = plan(backend, cfg, layer, state, ws, &params, &batch)?;
+    if state.diag.is_none() {
+        return Err(StateError::NoDiagnostics.into());
+    }
+    let rows = layer.rows();
+    let check = |ws: &mut Workspace<B>| backend.row_guard(rows, layer.cols(), guard, &ws.m, &ws.trace, &mut ws.z, &mut ws.row_scale, &mut ws.flags);
+    run_step(backend, cfg, layer, state, ws, params, batch, &plan, Some(&check)).map_err(Error::Backend)
+}
+
+/// The guard's check of a step's rows, run after the row scale.
+type RowCheck<'a, B> = &'a dyn Fn(&mut Workspace<B>) -> Result<(), <B as Backend>::Error>;
+
+/// Copies the first `rows` entries of `src` into part `part` of a state's
+/// diagnostics buffer.
+fn record<B: Backend>(backend: &B, rows: usize, src: &B::Buffer, diag: &mut B::Buffer, part: usize) -> Result<(), B::Error> {
+    backend.copy_strided(1, rows, src, Strided::dense(rows), diag, Strided { stride: rows, offset: part * rows })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_step<B: Backend>(
     backend: &B,
     cfg: &Config,
@@ -103,13 +192,14 @@ fn run_step<B: Backend>(
     ws: &mut Workspace<B>,
     params: Params<'_, B>,
     batch: Batch<'_, B>,
+    plan: &Plan<B::Scalar>,
+    check: Option<RowCheck<'_, B>>,
 ) -> Result<(), B::Error> {
     let s = B::Scalar::from_f64;
     let (rows, d, cols) = (layer.rows(), layer.weight_cols(), layer.cols());
     let n = rows * cols;
-    let eps = s(cfg.denom_eps);
-    state.steps += 1;
-    let tau = s(cfg.tau_at(state.steps));
+    let (eps, tau) = (plan.eps, plan.tau);
+    state.steps = plan.step;
 
     // 1. Momentum on the joint [W | b] gradient M.
     backend.copy_strided(rows, d, params.grad_weight, Strided::dense(d), &mut ws.m, Strided::dense(cols))?;
@@ -125,19 +215,24 @@ fn run_step<B: Backend>(
             backend.copy(n, buf, &mut ws.m)?;
         }
     }
+    // Rows too large for their squares are scaled by a power of two; the
+    // direction is invariant to it (up to eps).
+    backend.row_rescale(rows, cols, &mut ws.m)?;
 
     // 2-4. Patches, traces and Fisher weights.
     backend.pack_patches(layer, batch.sample, batch.x, &mut ws.packed)?;
     let p = Patches { layer, r: batch.sample, x: batch.x, packed: &ws.packed };
     backend.patch_sq_norms(&p, &mut ws.norms)?;
-    let scale = s(cfg.fisher_scale(batch.batch_size, batch.sample));
-    backend.fisher_weights(&p, batch.y, &ws.norms, scale, eps, &mut ws.trace, &mut ws.lambda)?;
+    backend.fisher_weights(&p, batch.y, &ws.norms, plan.scale, eps, &mut ws.trace, &mut ws.lambda)?;
 
     // 5-6. Batched CG from zero, exactly num_iters iterations.
     backend.axpby(n, B::Scalar::ZERO, &ws.m, B::Scalar::ZERO, &mut ws.z)?;
     backend.copy(n, &ws.m, &mut ws.rs)?;
     backend.copy(n, &ws.m, &mut ws.pd)?;
     backend.row_dots(rows, cols, &ws.m, &ws.m, &mut ws.rho)?;
+    if let (Some(_), Some(diag)) = (check, &mut state.diag) {
+        record(backend, rows, &ws.rho, diag, DIAG_RHO0)?;
+    }
     let mut cg = CgBuffers {
         z: &mut ws.z,
         rs: &mut ws.rs,
@@ -152,10 +247,20 @@ fn run_step<B: Backend>(
     for _ in 0..cfg.num_iters {
         backend.cg_iteration(&p, &ws.lambda, tau, eps, &mut cg)?;
     }
+    if let (Some(_), Some(diag)) = (check, &mut state.diag) {
+        record(backend, rows, cg.rho, diag, DIAG_RHOK)?;
+    }
 
-    // 7-8. Row scale, decoupled decay, the step.
+    // 7-8. Row scale (and the guard's check of it), decoupled decay, the step.
     backend.row_dots(rows, cols, &ws.z, &ws.m, &mut ws.zm)?;
     backend.row_rsqrt(rows, &ws.zm, eps, &mut ws.row_scale)?;
+    if let (Some(check), Some(diag)) = (check, &mut state.diag) {
+        check(ws)?;
+        record(backend, rows, &ws.trace, diag, DIAG_TRACE)?;
+        record(backend, rows, &ws.row_scale, diag, DIAG_ROW_SCALE)?;
+        record(backend, rows, &ws.flags, diag, DIAG_FLAGS)?;
+    }
+    state.diag_written = check.is_some();
     let decay = if cfg.weight_decay > 0.0 { s(1.0 - cfg.lr * cfg.weight_decay) } else { B::Scalar::ONE };
     let lr = s(cfg.lr);
     backend.row_step(rows, d, params.weight, decay, lr, &ws.row_scale, &ws.z, Strided::dense(cols))?;

@@ -6,6 +6,7 @@
 use crate::backend::Backend;
 use crate::error::ShapeError;
 use crate::layer::Layer;
+use crate::step::mul;
 
 /// Entries each part of a workspace needs. Requirements of several layers
 /// combine with [`WorkspaceReq::union`], so one workspace can serve them all.
@@ -24,16 +25,20 @@ pub struct WorkspaceReq {
 }
 
 impl WorkspaceReq {
-    /// What a step of `layer` with `r` sampled rows needs on `backend`.
-    pub fn new<B: Backend>(backend: &B, layer: &Layer, r: usize) -> Self {
+    /// What a step of `layer` with `r` sampled rows needs on `backend`; an
+    /// invalid layer, or one whose sizes overflow `usize` at this sample
+    /// size, is an error.
+    pub fn new<B: Backend>(backend: &B, layer: &Layer, r: usize) -> Result<Self, ShapeError> {
+        layer.validate()?;
         let (rows, cols, l) = (layer.rows(), layer.cols(), layer.positions());
-        Self {
+        let norms = mul(r, l, "patch norms (sample * positions)")?;
+        Ok(Self {
             vector: rows * cols,
             row: rows,
-            fisher: r * rows * l,
-            norms: r * l,
+            fisher: mul(norms, rows, "Fisher weights (sample * positions * rows)")?,
+            norms,
             packed: backend.patch_scratch_len(layer, r),
-        }
+        })
     }
 
     /// The part-wise maximum: a workspace big enough for both.
@@ -47,9 +52,10 @@ impl WorkspaceReq {
         }
     }
 
-    /// Total entries, over all buffers.
+    /// Total entries, over all buffers (`usize::MAX` if that overflows).
     pub fn total(&self) -> usize {
-        VECTORS * self.vector + ROWS * self.row + 2 * self.fisher + self.norms + self.packed
+        let parts = [(VECTORS, self.vector), (ROWS, self.row), (2, self.fisher), (1, self.norms), (1, self.packed)];
+        parts.iter().fold(0usize, |sum, &(k, v)| sum.saturating_add(v.saturating_mul(k)))
     }
 
     /// Checks that `self` covers `need`.
@@ -71,7 +77,7 @@ impl WorkspaceReq {
 }
 
 const VECTORS: usize = 5;
-const ROWS: usize = 7;
+const ROWS: usize = 8;
 
 /// The scratch of FROG steps, allocated once on the backend.
 pub struct Workspace<B: Backend> {
@@ -88,6 +94,8 @@ pub struct Workspace<B: Backend> {
     pub(crate) coef: B::Buffer,
     pub(crate) zm: B::Buffer,
     pub(crate) row_scale: B::Buffer,
+    /// The guard's per-row flags.
+    pub(crate) flags: B::Buffer,
     pub(crate) lambda: B::Buffer,
     pub(crate) u: B::Buffer,
     pub(crate) norms: B::Buffer,
@@ -113,6 +121,7 @@ impl<B: Backend> Workspace<B> {
             coef: row()?,
             zm: row()?,
             row_scale: row()?,
+            flags: row()?,
             lambda: backend.zeros(req.fisher)?,
             u: backend.zeros(req.fisher)?,
             norms: backend.zeros(req.norms)?,

@@ -11,28 +11,54 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use frog_core::{Backend, BackendError, BackendErrorKind, CgBuffers, Layer, LayerKind, Patches, Strided};
+use frog_core::{Backend, BackendError, BackendErrorKind, CgBuffers, Guard, GuardBackend, Layer, LayerKind, Patches, ShapeError, Strided, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};
 
 use crate::gemm::{matmul, matmul_seq, Real, View};
-use crate::im2col::im2col;
-use crate::pool::{split_range, SendPtr, ThreadPool};
+use crate::im2col::im2col_valid;
+use crate::pool::{split_range, PoolFailure, SendPtr, ThreadPool};
 
-/// A buffer (or a block in it) is shorter than an operation needs.
+/// What failed on the CPU backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CpuError {
-    /// The operation.
-    pub op: &'static str,
-    /// Entries needed.
-    pub needed: usize,
-    /// Entries available.
-    pub len: usize,
+#[non_exhaustive]
+pub enum CpuError {
+    /// A buffer (or a block in it) is shorter than an operation needs.
+    Length {
+        /// The operation.
+        op: &'static str,
+        /// Entries needed.
+        needed: usize,
+        /// Entries available.
+        len: usize,
+    },
+    /// A buffer of `entries` scalars could not be allocated (or its size
+    /// in bytes overflows).
+    OutOfMemory {
+        /// Entries asked for.
+        entries: usize,
+    },
+    /// The layer geometry is invalid (see `Layer::validate`).
+    InvalidLayer(ShapeError),
+    /// The thread pool could not be made.
+    Threads {
+            /// Threads asked for.
+        requested: usize,
+        /// Why: more than [`crate::pool::MAX_THREADS`], or the system's
+        /// reason for refusing a thread.
+        reason: PoolFailure,
+    },
 }
 
 impl fmt::Display for CpuError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: buffer of {} entries, {} needed", self.op, self.len, self.needed)
+        match self {
+            Self::Length { op, needed, len } => write!(f, "{op}: buffer of {len} entries, {needed} needed"),
+            Self::InvalidLayer(e) => write!(f, "invalid layer: {e}"),
+            Self::OutOfMemory { entries } => write!(f, "out of memory allocating a buffer of {entries} entries"),
+            Self::Threads { requested, reason } => write!(f, "cannot start a pool of {requested} threads: {reason}"),
+        }
     }
 }
 
@@ -40,7 +66,11 @@ impl std::error::Error for CpuError {}
 
 impl BackendError for CpuError {
     fn kind(&self) -> BackendErrorKind {
-        BackendErrorKind::InvalidBuffer
+        match self {
+            Self::Length { .. } | Self::InvalidLayer(_) => BackendErrorKind::InvalidBuffer,
+            Self::OutOfMemory { .. } => BackendErrorKind::OutOfMemory,
+            Self::Threads { .. } => BackendErrorKind::Unsupported,
+        }
     }
 }
 
@@ -48,8 +78,37 @@ fn need<T>(op: &'static str, buf: &[T], needed: usize) -> Result<(), CpuError> {
     if buf.len() >= needed {
         Ok(())
     } else {
-        Err(CpuError { op, needed, len: buf.len() })
+        Err(CpuError::Length { op, needed, len: buf.len() })
     }
+}
+
+/// A zero-filled vector of `len` entries, or an error instead of an abort
+/// when it cannot be had. The memory comes from `alloc_zeroed`, which maps
+/// untouched pages lazily, so a size the system refuses fails here rather
+/// than under Linux's overcommit when first touched.
+pub fn try_zeros<T: Real>(len: usize) -> Result<Vec<T>, CpuError> {
+    // SAFETY: all-zero bytes are the value 0.0 of f32 and f64.
+    unsafe { zeroed_vec(len) }
+}
+
+/// [`try_zeros`] for any type.
+///
+/// # Safety
+/// All-zero bytes must be a valid value of `T`, and `T` not zero-sized.
+pub(crate) unsafe fn zeroed_vec<T>(len: usize) -> Result<Vec<T>, CpuError> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let oom = CpuError::OutOfMemory { entries: len };
+    let layout = std::alloc::Layout::array::<T>(len).map_err(|_| oom.clone())?;
+    // SAFETY: the layout's size is nonzero (len > 0, T not zero-sized); the
+    // vector takes the allocation with the layout `Vec<T>` uses for a
+    // capacity of `len`, and the caller vouches for the zero value.
+    let ptr = std::alloc::alloc_zeroed(layout).cast::<T>();
+    if ptr.is_null() {
+        return Err(oom);
+    }
+    Ok(Vec::from_raw_parts(ptr, len, len))
 }
 
 /// Rows of `X` per tile of the first product (a multiple of the GEMM
@@ -79,9 +138,10 @@ impl<T: Real> Cpu<T> {
         Self { pool, _scalar: PhantomData }
     }
 
-    /// A backend with its own pool of `threads` threads (0: all CPUs).
-    pub fn with_threads(threads: usize) -> Self {
-        Self::new(Arc::new(ThreadPool::new(threads)))
+    /// A backend with its own pool of `threads` threads (0: all CPUs); an
+    /// error when the threads cannot be had (see [`ThreadPool::new`]).
+    pub fn with_threads(threads: usize) -> Result<Self, CpuError> {
+        Ok(Self::new(Arc::new(ThreadPool::new(threads)?)))
     }
 
     /// The pool the backend runs on.
@@ -104,9 +164,9 @@ impl<T: Real> Cpu<T> {
     /// prefix of `out`, split across the pool when `rows * work_per_row`
     /// is worth it.
     fn par_row_blocks(&self, out: &mut [T], rows: usize, cols: usize, work_per_row: usize, f: impl Fn(std::ops::Range<usize>, &mut [T]) + Sync) {
-        assert!(rows * cols <= out.len(), "row blocks out of bounds");
+        assert!(rows.saturating_mul(cols) <= out.len(), "row blocks out of bounds");
         let base = SendPtr(out.as_mut_ptr());
-        self.par_ranges(rows, rows * work_per_row, |r| {
+        self.par_ranges(rows, rows.saturating_mul(work_per_row), |r| {
             // SAFETY: the row ranges are disjoint and inside `out`'s prefix,
             // which the callers have checked.
             let block = unsafe { std::slice::from_raw_parts_mut(base.get().add(r.start * cols), r.len() * cols) };
@@ -116,7 +176,7 @@ impl<T: Real> Cpu<T> {
 
     /// `N` and `D'` of the packed patch matrix.
     fn patch_dims(p: &Patches<'_, Self>) -> (usize, usize) {
-        (p.r * p.layer.positions(), p.layer.cols())
+        (p.r.saturating_mul(p.layer.positions()), p.layer.cols())
     }
 }
 
@@ -124,7 +184,7 @@ impl<T: Real> Cpu<T> {
 fn pack_sample<T: Real>(layer: &Layer, x: &[T], out: &mut [T]) {
     let (d, cols, l) = (layer.weight_cols(), layer.cols(), layer.positions());
     match &layer.kind {
-        LayerKind::Conv2d(conv) => im2col(conv, x, out, cols),
+        LayerKind::Conv2d(conv) => im2col_valid(conv, x, out, cols),
         LayerKind::Linear { .. } => {
             for t in 0..l {
                 out[t * cols..t * cols + d].copy_from_slice(&x[t * d..(t + 1) * d]);
@@ -144,7 +204,7 @@ impl<T: Real> Backend for Cpu<T> {
     type Error = CpuError;
 
     fn zeros(&self, len: usize) -> Result<Vec<T>, CpuError> {
-        Ok(vec![T::ZERO; len])
+        try_zeros(len)
     }
 
     fn len(&self, buf: &Vec<T>) -> usize {
@@ -152,25 +212,27 @@ impl<T: Real> Backend for Cpu<T> {
     }
 
     fn read(&self, src: &Vec<T>, offset: usize, dst: &mut [T]) -> Result<(), CpuError> {
-        need("read", src, offset + dst.len())?;
+        need("read", src, offset.saturating_add(dst.len()))?;
         dst.copy_from_slice(&src[offset..offset + dst.len()]);
         Ok(())
     }
 
     fn write(&self, src: &[T], dst: &mut Vec<T>, offset: usize) -> Result<(), CpuError> {
-        need("write", dst, offset + src.len())?;
+        need("write", dst, offset.saturating_add(src.len()))?;
         dst[offset..offset + src.len()].copy_from_slice(src);
         Ok(())
     }
 
     fn patch_scratch_len(&self, layer: &Layer, r: usize) -> usize {
-        r * layer.positions() * layer.cols()
+        // Saturates: a size past usize fails to allocate with an error.
+        r.saturating_mul(layer.positions()).saturating_mul(layer.cols())
     }
 
     fn pack_patches(&self, layer: &Layer, r: usize, x: &Vec<T>, packed: &mut Vec<T>) -> Result<(), CpuError> {
+        layer.validate().map_err(CpuError::InvalidLayer)?;
         let (inp, per) = (layer.input_len(), layer.positions() * layer.cols());
-        need("pack_patches: x", x, r * inp)?;
-        need("pack_patches: scratch", packed, r * per)?;
+        need("pack_patches: x", x, r.saturating_mul(inp))?;
+        need("pack_patches: scratch", packed, r.saturating_mul(per))?;
         self.par_row_blocks(packed, r, per, per, |samples, block| {
             for (k, i) in samples.enumerate() {
                 pack_sample(layer, &x[i * inp..(i + 1) * inp], &mut block[k * per..(k + 1) * per]);
@@ -181,7 +243,7 @@ impl<T: Real> Backend for Cpu<T> {
 
     fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Vec<T>) -> Result<(), CpuError> {
         let (n, cols) = Self::patch_dims(p);
-        need("patch_sq_norms: scratch", p.packed, n * cols)?;
+        need("patch_sq_norms: scratch", p.packed, n.saturating_mul(cols))?;
         need("patch_sq_norms: norms", norms, n)?;
         self.par_row_blocks(norms, n, 1, cols, |rows, out| {
             for (o, row) in out.iter_mut().zip(rows) {
@@ -204,20 +266,27 @@ impl<T: Real> Backend for Cpu<T> {
         let (rows, l, r) = (p.layer.rows(), p.layer.positions(), p.r);
         let n = r * l;
         let d_prime = T::from_f64(p.layer.cols() as f64);
-        need("fisher_weights: y", y, n * rows)?;
+        need("fisher_weights: y", y, n.saturating_mul(rows))?;
         need("fisher_weights: norms", norms, n)?;
         need("fisher_weights: trace", trace, rows)?;
-        need("fisher_weights: lambda", lambda, n * rows)?;
+        need("fisher_weights: lambda", lambda, n.saturating_mul(rows))?;
         let (row_stride, pos_stride) = p.layer.output_strides();
         // Y[i, j, l] at position k = i*L + l, walked without divisions.
         let y_row = |i: usize, j: usize| &y[i * rows * l + j * row_stride..];
+        let row_gain = |j: usize| pow2_gain((0..r).flat_map(|i| (0..l).map(move |pos| y_row(i, j)[pos * pos_stride])));
+        let rescaled = AtomicBool::new(false);
         self.par_row_blocks(trace, rows, 1, n, |js, tr| {
             for (t, j) in tr.iter_mut().zip(js) {
+                // 1 (exactly today's arithmetic) unless the row's squares could overflow.
+                let gain = row_gain(j);
+                if gain != T::ONE {
+                    rescaled.store(true, Ordering::Relaxed);
+                }
                 let mut acc = T::ZERO;
                 for i in 0..r {
                     let (yi, ni) = (y_row(i, j), &norms[i * l..(i + 1) * l]);
                     for (pos, &norm) in ni.iter().enumerate() {
-                        let v = yi[pos * pos_stride];
+                        let v = yi[pos * pos_stride] * gain;
                         acc += scale * v * v * norm;
                     }
                 }
@@ -225,6 +294,19 @@ impl<T: Real> Backend for Cpu<T> {
             }
         });
         let trace = &trace[..rows];
+        if rescaled.into_inner() {
+            // Some row was scaled: the rare path, row by row, each with its gain.
+            for (j, &tr) in trace.iter().enumerate() {
+                let (gain, den) = (row_gain(j), tr + eps);
+                for i in 0..r {
+                    for pos in 0..l {
+                        let v = y_row(i, j)[pos * pos_stride] * gain;
+                        lambda[(i * l + pos) * rows + j] = scale * v * v / den;
+                    }
+                }
+            }
+            return Ok(());
+        }
         // One sample's L x R block of lambda at a time (it fits in L2), walked
         // in Y's order so the reads of Y are sequential.
         self.par_row_blocks(lambda, r, l * rows, l * rows, |is, block| {
@@ -235,6 +317,19 @@ impl<T: Real> Backend for Cpu<T> {
                         let v = yi[pos * pos_stride];
                         out[pos * rows + j] = scale * v * v / den;
                     }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn row_rescale(&self, rows: usize, cols: usize, v: &mut Vec<T>) -> Result<(), CpuError> {
+        need("row_rescale: v", v, rows.saturating_mul(cols))?;
+        self.par_row_blocks(v, rows, cols, cols, |_, block| {
+            for row in block.chunks_exact_mut(cols) {
+                let gain = pow2_gain(row.iter().copied());
+                if gain != T::ONE {
+                    row.iter_mut().for_each(|x| *x *= gain);
                 }
             }
         });
@@ -273,7 +368,7 @@ impl<T: Real> Backend for Cpu<T> {
         let (rows, cols) = (p.layer.rows(), p.layer.cols());
         self.fisher_matvec(p, lambda, tau, cg.pd, cg.u, cg.ap)?;
         for (what, v) in [("cg: z", &*cg.z), ("cg: rs", &*cg.rs), ("cg: pd", &*cg.pd), ("cg: ap", &*cg.ap)] {
-            need(what, v, rows * cols)?;
+            need(what, v, rows.saturating_mul(cols))?;
         }
         for (what, v) in [("cg: rho", &*cg.rho), ("cg: rho_next", &*cg.rho_next)] {
             need(what, v, rows)?;
@@ -332,8 +427,8 @@ impl<T: Real> Backend for Cpu<T> {
         if rows == 0 || cols == 0 {
             return Ok(());
         }
-        need("copy_strided: src", src, src_at.offset + (rows - 1) * src_at.stride + cols)?;
-        need("copy_strided: dst", dst, dst_at.offset + (rows - 1) * dst_at.stride + cols)?;
+        need("copy_strided: src", src, block_end(rows, cols, src_at))?;
+        need("copy_strided: dst", dst, block_end(rows, cols, dst_at))?;
         for j in 0..rows {
             let s = src_at.offset + j * src_at.stride;
             let d = dst_at.offset + j * dst_at.stride;
@@ -343,8 +438,8 @@ impl<T: Real> Backend for Cpu<T> {
     }
 
     fn row_dots(&self, rows: usize, cols: usize, a: &Vec<T>, b: &Vec<T>, out: &mut Vec<T>) -> Result<(), CpuError> {
-        need("row_dots: a", a, rows * cols)?;
-        need("row_dots: b", b, rows * cols)?;
+        need("row_dots: a", a, rows.saturating_mul(cols))?;
+        need("row_dots: b", b, rows.saturating_mul(cols))?;
         need("row_dots: out", out, rows)?;
         self.par_row_blocks(out, rows, 1, cols, |js, o| {
             for (o, j) in o.iter_mut().zip(js) {
@@ -375,8 +470,8 @@ impl<T: Real> Backend for Cpu<T> {
 
     fn row_axpy(&self, rows: usize, cols: usize, a: T, coef: &Vec<T>, x: &Vec<T>, y: &mut Vec<T>) -> Result<(), CpuError> {
         need("row_axpy: coef", coef, rows)?;
-        need("row_axpy: x", x, rows * cols)?;
-        need("row_axpy: y", y, rows * cols)?;
+        need("row_axpy: x", x, rows.saturating_mul(cols))?;
+        need("row_axpy: y", y, rows.saturating_mul(cols))?;
         self.par_row_blocks(y, rows, cols, cols, |js, ys| {
             for (k, j) in js.enumerate() {
                 let c = a * coef[j];
@@ -389,8 +484,8 @@ impl<T: Real> Backend for Cpu<T> {
 
     fn row_xpby(&self, rows: usize, cols: usize, x: &Vec<T>, coef: &Vec<T>, y: &mut Vec<T>) -> Result<(), CpuError> {
         need("row_xpby: coef", coef, rows)?;
-        need("row_xpby: x", x, rows * cols)?;
-        need("row_xpby: y", y, rows * cols)?;
+        need("row_xpby: x", x, rows.saturating_mul(cols))?;
+        need("row_xpby: y", y, rows.saturating_mul(cols))?;
         self.par_row_blocks(y, rows, cols, cols, |js, ys| {
             for (k, j) in js.enumerate() {
                 let c = coef[j];
@@ -402,10 +497,10 @@ impl<T: Real> Backend for Cpu<T> {
     }
 
     fn row_step(&self, rows: usize, cols: usize, w: &mut Vec<T>, decay: T, lr: T, scale: &Vec<T>, z: &Vec<T>, z_at: Strided) -> Result<(), CpuError> {
-        need("row_step: w", w, rows * cols)?;
+        need("row_step: w", w, rows.saturating_mul(cols))?;
         need("row_step: scale", scale, rows)?;
         if rows > 0 {
-            need("row_step: z", z, z_at.offset + (rows - 1) * z_at.stride + cols)?;
+            need("row_step: z", z, block_end(rows, cols, z_at))?;
         }
         self.par_row_blocks(w, rows, cols, cols, |js, ws| {
             for (k, j) in js.enumerate() {
@@ -419,6 +514,48 @@ impl<T: Real> Backend for Cpu<T> {
     }
 }
 
+impl<T: Real> GuardBackend for Cpu<T> {
+    fn row_guard(&self, rows: usize, cols: usize, guard: Guard, m: &Vec<T>, trace: &Vec<T>, z: &mut Vec<T>, row_scale: &mut Vec<T>, flags: &mut Vec<T>) -> Result<(), CpuError> {
+        need("row_guard: m", m, rows.saturating_mul(cols))?;
+        need("row_guard: z", z, rows.saturating_mul(cols))?;
+        for (what, v) in [("row_guard: trace", &*trace), ("row_guard: row_scale", &*row_scale), ("row_guard: flags", &*flags)] {
+            need(what, v, rows)?;
+        }
+        for j in 0..rows {
+            let (mj, zj) = (&m[j * cols..(j + 1) * cols], &mut z[j * cols..(j + 1) * cols]);
+            let nonfinite = !row_scale[j].to_f64().is_finite() || zj.iter().any(|v| !v.to_f64().is_finite());
+            let dead = trace[j] == T::ZERO;
+            let replace = (nonfinite && guard.nonfinite) || (dead && guard.dead_rows);
+            if replace {
+                let norm = norm2(mj);
+                if norm.is_finite() && norm > 0.0 {
+                    zj.copy_from_slice(mj);
+                    row_scale[j] = T::from_f64(1.0 / norm);
+                } else {
+                    zj.fill(T::ZERO);
+                    row_scale[j] = T::ZERO;
+                }
+            }
+            let bits = u8::from(nonfinite) * ROW_NONFINITE + u8::from(dead) * ROW_DEAD + u8::from(replace) * ROW_REPLACED;
+            flags[j] = T::from_f64(f64::from(bits));
+        }
+        Ok(())
+    }
+}
+
+/// The Euclidean norm in f64, scaled by the largest entry so that it
+/// cannot overflow for finite entries (NaN or infinity when one is).
+fn norm2<T: Real>(v: &[T]) -> f64 {
+    if v.iter().any(|x| !x.to_f64().is_finite()) {
+        return f64::NAN;
+    }
+    let max = v.iter().map(|&x| abs(x).to_f64()).fold(0.0, f64::max);
+    if max == 0.0 {
+        return 0.0;
+    }
+    max * v.iter().map(|&x| (x.to_f64() / max).powi(2)).sum::<f64>().sqrt()
+}
+
 impl<T: Real> Cpu<T> {
     /// `U = X V^T` (`N x R`), times `lambda` entrywise when given,
     /// computed in row tiles per thread so the scaling finds its tile in
@@ -426,11 +563,11 @@ impl<T: Real> Cpu<T> {
     fn project_scaled(&self, p: &Patches<'_, Self>, v: &[T], lambda: Option<&Vec<T>>, u: &mut [T]) -> Result<(), CpuError> {
         let (n, cols) = Self::patch_dims(p);
         let rows = p.layer.rows();
-        need("project: scratch", p.packed, n * cols)?;
-        need("project: v", v, rows * cols)?;
-        need("project: u", u, rows * n)?;
+        need("project: scratch", p.packed, n.saturating_mul(cols))?;
+        need("project: v", v, rows.saturating_mul(cols))?;
+        need("project: u", u, rows.saturating_mul(n))?;
         if let Some(l) = lambda {
-            need("project: lambda", l, rows * n)?;
+            need("project: lambda", l, rows.saturating_mul(n))?;
         }
         let vt = View::row_major(&v[..rows * cols], rows, cols).t();
         let x = View::row_major(&p.packed[..n * cols], n, cols);
@@ -451,14 +588,57 @@ impl<T: Real> Cpu<T> {
     fn back_project_into(&self, p: &Patches<'_, Self>, u: &[T], accumulate: bool, g: &mut [T]) -> Result<(), CpuError> {
         let (n, cols) = Self::patch_dims(p);
         let rows = p.layer.rows();
-        need("back_project: scratch", p.packed, n * cols)?;
-        need("back_project: u", u, rows * n)?;
-        need("back_project: g", g, rows * cols)?;
+        need("back_project: scratch", p.packed, n.saturating_mul(cols))?;
+        need("back_project: u", u, rows.saturating_mul(n))?;
+        need("back_project: g", g, rows.saturating_mul(cols))?;
         let ut = View::row_major(&u[..rows * n], n, rows).t();
         let x = View::row_major(&p.packed[..n * cols], n, cols);
         matmul(&self.pool, &mut g[..rows * cols], accumulate, ut, x);
         Ok(())
     }
+}
+
+/// The largest `|v|` of a row that takes the unscaled path: its squares,
+/// their sums over long rows, the Fisher scale and the CG's products stay
+/// far from overflow below it (2^16 in f32, 2^128 in f64), and real
+/// gradients lie far below it.
+fn square_safe_max<T: Real>() -> f64 {
+    if T::BYTES == 4 {
+        65536.0
+    } else {
+        2f64.powi(128)
+    }
+}
+
+/// `|v|` (NaN stays NaN).
+fn abs<T: Real>(v: T) -> T {
+    if v < T::ZERO {
+        -v
+    } else {
+        v
+    }
+}
+
+/// The gain of a row with entries `vals`: 1 when its largest `|v|` is at
+/// most [`square_safe_max`] (or not finite), else the power of two `2^-e`
+/// that brings it into `[0.5, 1)`; multiplying by it is exact.
+fn pow2_gain<T: Real>(vals: impl Iterator<Item = T>) -> T {
+    let max = vals.map(abs).fold(T::ZERO, |m, v| if v > m { v } else { m }).to_f64();
+    if !(max.is_finite() && max > square_safe_max::<T>()) {
+        return T::ONE;
+    }
+    // max = f * 2^e with f in [0.5, 1): e from the f64 exponent bits (max is
+    // normal, e in 17..=1024); 2^-e is built from its bits, since it may be
+    // subnormal (2^-1024 for f64::MAX), where `powi` would round to 0.
+    let e = ((max.to_bits() >> 52) & 0x7ff) as i64 - 1022;
+    let gain = if e <= 1022 { f64::from_bits(((1023 - e) as u64) << 52) } else { f64::from_bits(1 << (52 - (e - 1022))) };
+    T::from_f64(gain)
+}
+
+/// One past the last entry of a `rows x cols` block at `at` (`rows > 0`),
+/// saturating so that a block past `usize` fails the length check.
+fn block_end(rows: usize, cols: usize, at: Strided) -> usize {
+    (rows - 1).saturating_mul(at.stride).saturating_add(at.offset).saturating_add(cols)
 }
 
 /// A dot product in four independent lanes, so the compiler can keep it in

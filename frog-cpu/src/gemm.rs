@@ -1,5 +1,9 @@
 //! Matrix products on the pool, through faer's sequential kernels.
 //!
+//! Only [`Real`] is public: the views and products below hand raw
+//! pointers to faer, so they stay inside the crate, and still check every
+//! bound with overflow-free arithmetic.
+//!
 //! Why faer with `Par::Seq` (see `shared/notes/cpu-gemm.md`): on this kind of
 //! machine it reaches 75-100 % of the fastest Rust GEMM when two pool
 //! threads each run half of a product, and it allocates nothing after each
@@ -11,6 +15,7 @@
 use faer::linalg::matmul::matmul as faer_matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
+use crate::backend::CpuError;
 use crate::pool::{split_range, SendPtr, ThreadPool};
 
 /// The scalar types frog-cpu computes in: `f32` and `f64`.
@@ -20,7 +25,7 @@ impl Real for f64 {}
 
 /// A read-only strided matrix view: entry `(i, j)` is at `i*rs + j*cs`.
 #[derive(Clone, Copy, Debug)]
-pub struct View<'a, T> {
+pub(crate) struct View<'a, T> {
     data: &'a [T],
     rows: usize,
     cols: usize,
@@ -30,48 +35,42 @@ pub struct View<'a, T> {
 
 impl<'a, T> View<'a, T> {
     /// A dense row-major `rows x cols` matrix.
-    pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
+    pub(crate) fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
         Self::strided(data, rows, cols, cols, 1)
     }
 
     /// A dense column-major `rows x cols` matrix.
-    pub fn col_major(data: &'a [T], rows: usize, cols: usize) -> Self {
+    #[cfg(test)]
+    pub(crate) fn col_major(data: &'a [T], rows: usize, cols: usize) -> Self {
         Self::strided(data, rows, cols, 1, rows)
     }
 
     /// A general strided view; panics if it reaches past `data`.
-    pub fn strided(data: &'a [T], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+    pub(crate) fn strided(data: &'a [T], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
         if rows > 0 && cols > 0 {
-            assert!((rows - 1) * rs + (cols - 1) * cs < data.len(), "matrix view out of bounds");
+            let last = (rows - 1).checked_mul(rs).zip((cols - 1).checked_mul(cs)).and_then(|(a, b)| a.checked_add(b));
+            assert!(last.is_some_and(|last| last < data.len()), "matrix view out of bounds");
         }
         Self { data, rows, cols, rs, cs }
     }
 
     /// The transpose.
-    pub fn t(self) -> Self {
+    pub(crate) fn t(self) -> Self {
         Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, data: self.data }
     }
 
-    /// Rows `range` of the matrix.
-    pub fn rows(self, range: std::ops::Range<usize>) -> Self {
+    /// Rows `range` of the matrix; panics if it is not inside the view.
+    pub(crate) fn rows(self, range: std::ops::Range<usize>) -> Self {
+        assert!(range.start <= range.end && range.end <= self.rows, "row range out of the view");
         let data = if range.is_empty() { &self.data[..0] } else { &self.data[range.start * self.rs..] };
         Self { data, rows: range.len(), ..self }
     }
 
-    /// Columns `range` of the matrix.
-    pub fn cols(self, range: std::ops::Range<usize>) -> Self {
+    /// Columns `range` of the matrix; panics if it is not inside the view.
+    pub(crate) fn cols(self, range: std::ops::Range<usize>) -> Self {
+        assert!(range.start <= range.end && range.end <= self.cols, "column range out of the view");
         let data = if range.is_empty() { &self.data[..0] } else { &self.data[range.start * self.cs..] };
         Self { data, cols: range.len(), ..self }
-    }
-
-    /// Number of rows.
-    pub fn nrows(&self) -> usize {
-        self.rows
-    }
-
-    /// Number of columns.
-    pub fn ncols(&self) -> usize {
-        self.cols
     }
 
     fn faer(&self) -> MatRef<'a, T> {
@@ -82,13 +81,15 @@ impl<'a, T> View<'a, T> {
 
 /// `C = A B` (or `C += A B` when `accumulate`) on the calling thread, `C`
 /// row-major with row stride `ldc` starting at `c[0]`.
-pub fn matmul_seq<T: Real>(c: &mut [T], ldc: usize, accumulate: bool, a: View<'_, T>, b: View<'_, T>) {
+pub(crate) fn matmul_seq<T: Real>(c: &mut [T], ldc: usize, accumulate: bool, a: View<'_, T>, b: View<'_, T>) {
     assert!(a.cols == b.rows, "inner dimensions differ");
     let (m, n) = (a.rows, b.cols);
     if m == 0 || n == 0 {
         return;
     }
-    assert!((m - 1) * ldc + n <= c.len(), "output out of bounds");
+    assert!(n <= ldc || m == 1, "output rows overlap");
+    let end = (m - 1).checked_mul(ldc).and_then(|v| v.checked_add(n));
+    assert!(end.is_some_and(|end| end <= c.len()), "output out of bounds");
     // SAFETY: the assert above keeps every entry inside `c`.
     unsafe { matmul_raw(c.as_mut_ptr(), ldc, accumulate, a, b) }
 }
@@ -113,15 +114,30 @@ unsafe fn matmul_raw<T: Real>(c: *mut T, ldc: usize, accumulate: bool, a: View<'
     faer_matmul(dst, beta, a.faer(), b.faer(), T::ONE, Par::Seq);
 }
 
+/// `C = A B` for dense row-major `A` (`m x k`), `B` (`k x n`) and `C`
+/// (`m x n`) on `pool`: the products FROG runs, for measuring a machine's
+/// GEMM rate. Lengths that do not match the sizes (or sizes whose products
+/// overflow) are an error and write nothing.
+pub fn matmul_dense<T: Real>(pool: &ThreadPool, c: &mut [T], a: &[T], b: &[T], [m, k, n]: [usize; 3]) -> Result<(), CpuError> {
+    for (what, buf, rows, cols) in [("matmul: a", a.len(), m, k), ("matmul: b", b.len(), k, n), ("matmul: c", c.len(), m, n)] {
+        let needed = rows.checked_mul(cols).ok_or(CpuError::Length { op: what, needed: usize::MAX, len: buf })?;
+        if buf != needed {
+            return Err(CpuError::Length { op: what, needed, len: buf });
+        }
+    }
+    matmul(pool, c, false, View::row_major(a, m, k), View::row_major(b, k, n));
+    Ok(())
+}
+
 /// `C = A B` (or `C += A B`) for a dense row-major `C`, split across the
 /// pool: by rows of `C` when it has at least as many rows as columns, else
 /// by columns, so every thread writes its own block and none reduces.
-pub fn matmul<T: Real>(pool: &ThreadPool, c: &mut [T], accumulate: bool, a: View<'_, T>, b: View<'_, T>) {
+pub(crate) fn matmul<T: Real>(pool: &ThreadPool, c: &mut [T], accumulate: bool, a: View<'_, T>, b: View<'_, T>) {
     assert!(a.cols == b.rows, "inner dimensions differ");
     let (m, n) = (a.rows, b.cols);
-    assert!(m * n <= c.len(), "output out of bounds");
+    assert!(m.checked_mul(n).is_some_and(|mn| mn <= c.len()), "output out of bounds");
     let threads = pool.threads();
-    let work = m * n * a.cols.max(1);
+    let work = m.saturating_mul(n).saturating_mul(a.cols.max(1));
     if threads == 1 || work < 1 << 16 {
         return matmul_seq(c, n, accumulate, a, b);
     }
@@ -159,7 +175,7 @@ mod tests {
 
     #[test]
     fn parallel_products_match_naive() {
-        let pool = ThreadPool::new(2);
+        let pool = ThreadPool::new(2).unwrap();
         for (m, k, n) in [(1, 1, 1), (70, 33, 5), (5, 200, 90), (64, 0, 3)] {
             let a: Vec<f64> = (0..m * k).map(|i| ((i * 7) % 13) as f64 - 6.0).collect();
             let b: Vec<f64> = (0..k * n).map(|i| ((i * 5) % 11) as f64 * 0.5).collect();

@@ -309,7 +309,7 @@ pub fn run_case<B: Backend>(backend: &B, case: &Case, rtol: f64) -> Result<Repor
         Target::Layer(layer) => {
             let (rows, d, cols) = (layer.rows(), layer.weight_cols(), layer.cols());
             let mut state = ParamState::for_layer(backend, layer, cfg).map_err(|e| e.to_string())?;
-            let req = WorkspaceReq::new(backend, layer, case.sample_size);
+            let req = WorkspaceReq::new(backend, layer, case.sample_size).map_err(|e| e.to_string())?;
             let mut ws = Workspace::new(backend, req).map_err(|e| e.to_string())?;
             for (k, step) in case.steps.iter().enumerate() {
                 let at = |f: &str| format!("step{}.{f}", k + 1);

@@ -6,12 +6,7 @@
 //! convolutions of `nn` pack the transposed `D x P` layout instead
 //! (`nn::patches`, tested against this one).
 
-use frog_core::Conv2d;
-
-/// Output size of `conv`; the caller has validated the geometry.
-fn out_hw(conv: &Conv2d) -> [usize; 2] {
-    conv.output_hw().expect("validated convolution geometry")
-}
+use frog_core::{Conv2d, Layer, ShapeError};
 
 /// For every kernel offset and output coordinate along one axis, the input
 /// coordinate, or `None` where the window covers padding.
@@ -22,8 +17,29 @@ fn src_coord(o: usize, k: usize, stride: usize, pad: usize, dil: usize, size: us
 
 /// Writes the `L x D` patches of one sample `x` (`[c_in, H, W]`) to
 /// `out[l*ld + d]`, zeros where the window covers padding.
-pub fn im2col<T: Copy + Default>(conv: &Conv2d, x: &[T], out: &mut [T], ld: usize) {
-    let [ho, wo] = out_hw(conv);
+///
+/// An invalid geometry, `ld < D`, or an `x` or `out` too short is an error
+/// and writes nothing.
+pub fn im2col<T: Copy + Default>(conv: &Conv2d, x: &[T], out: &mut [T], ld: usize) -> Result<(), ShapeError> {
+    let layer = Layer::conv2d(*conv, false);
+    layer.validate()?;
+    let (d, l) = (layer.weight_cols(), layer.positions());
+    if ld < d {
+        return Err(ShapeError::BufferLength { what: "im2col row stride", expected: d, actual: ld });
+    }
+    let needed = (l - 1).checked_mul(ld).and_then(|v| v.checked_add(d)).ok_or(ShapeError::TooLarge { what: "im2col output" })?;
+    for (what, expected, actual) in [("im2col x", layer.input_len(), x.len()), ("im2col out", needed, out.len())] {
+        if actual < expected {
+            return Err(ShapeError::BufferLength { what, expected, actual });
+        }
+    }
+    im2col_valid(conv, x, out, ld);
+    Ok(())
+}
+
+/// [`im2col`] for a geometry and buffers the caller has checked.
+pub(crate) fn im2col_valid<T: Copy + Default>(conv: &Conv2d, x: &[T], out: &mut [T], ld: usize) {
+    let Some([ho, wo]) = conv.output_hw() else { return };
     let [h, w] = conv.input_hw;
     let [kh, kw] = conv.kernel;
     for oy in 0..ho {

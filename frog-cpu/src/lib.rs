@@ -13,7 +13,9 @@ pub mod nn;
 mod optimizer;
 pub mod pool;
 
-pub use backend::{Cpu, CpuError};
+pub use backend::{try_zeros, Cpu, CpuError};
+pub use gemm::Real;
+pub use pool::{PoolFailure, MAX_THREADS};
 pub use optimizer::{Frog, FrogError};
 
 /// The README's example, compiled and run as a doctest.

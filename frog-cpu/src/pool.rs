@@ -7,9 +7,12 @@
 //! parallel region costs no heap traffic at all.
 
 use std::cell::Cell;
+use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+
+use crate::backend::CpuError;
 
 type Job = *const (dyn Fn(usize) + Sync);
 
@@ -34,6 +37,29 @@ thread_local! {
     static IN_POOL: Cell<bool> = const { Cell::new(false) };
 }
 
+/// The most threads a pool may have: far above any machine FROG runs on,
+/// and low enough that a mistyped count fails at once instead of
+/// exhausting the system's threads.
+pub const MAX_THREADS: usize = 1024;
+
+/// Why a pool could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolFailure {
+    /// More than [`MAX_THREADS`] threads were asked for.
+    TooMany,
+    /// The system refused to start a thread.
+    Spawn(std::io::ErrorKind),
+}
+
+impl fmt::Display for PoolFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooMany => write!(f, "at most {MAX_THREADS} threads are supported"),
+            Self::Spawn(kind) => write!(f, "the system refused a thread ({kind})"),
+        }
+    }
+}
+
 /// A fixed set of threads, started once; `run` calls a closure on all of them.
 pub struct ThreadPool {
     shared: Arc<Shared>,
@@ -49,27 +75,32 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl ThreadPool {
     /// A pool of `threads` threads in all (the caller counts as thread 0;
     /// `threads - 1` workers are spawned). `0` means the number of CPUs.
-    pub fn new(threads: usize) -> Self {
+    ///
+    /// More than [`MAX_THREADS`], or a thread the system refuses, is an
+    /// error; the workers already started are then stopped and joined.
+    pub fn new(threads: usize) -> Result<Self, CpuError> {
         let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS)
         } else {
             threads
         };
+        let failed = |reason| CpuError::Threads { requested: threads, reason };
+        if threads > MAX_THREADS {
+            return Err(failed(PoolFailure::TooMany));
+        }
         let shared = Arc::new(Shared {
             state: Mutex::new(State { job: None, generation: 0, pending: 0, panicked: false, shutdown: false }),
             work: Condvar::new(),
             done: Condvar::new(),
         });
-        let workers = (1..threads)
-            .map(|tid| {
-                let shared = Arc::clone(&shared);
-                std::thread::Builder::new()
-                    .name(format!("frog-cpu-{tid}"))
-                    .spawn(move || worker(&shared, tid))
-                    .expect("spawning a frog-cpu worker thread")
-            })
-            .collect();
-        Self { shared, workers, caller: Mutex::new(()) }
+        // Dropping a partial pool shuts its workers down and joins them.
+        let mut pool = Self { shared, workers: Vec::with_capacity(threads - 1), caller: Mutex::new(()) };
+        for tid in 1..threads {
+            let shared = Arc::clone(&pool.shared);
+            let spawned = std::thread::Builder::new().name(format!("frog-cpu-{tid}")).spawn(move || worker(&shared, tid));
+            pool.workers.push(spawned.map_err(|e| failed(PoolFailure::Spawn(e.kind())))?);
+        }
+        Ok(pool)
     }
 
     /// Threads in the pool, the caller included.
@@ -185,7 +216,7 @@ mod tests {
 
     #[test]
     fn every_thread_runs_once_per_call() {
-        let pool = ThreadPool::new(3);
+        let pool = ThreadPool::new(3).unwrap();
         let count = AtomicUsize::new(0);
         let mask = AtomicUsize::new(0);
         for _ in 0..100 {
@@ -200,12 +231,20 @@ mod tests {
 
     #[test]
     fn nested_run_is_sequential() {
-        let pool = ThreadPool::new(2);
+        let pool = ThreadPool::new(2).unwrap();
         let count = AtomicUsize::new(0);
         pool.run(&|_| pool.run(&|_| {
             count.fetch_add(1, Ordering::SeqCst);
         }));
         assert_eq!(count.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn too_many_threads_is_an_error() {
+        let err = ThreadPool::new(100_000).err().unwrap();
+        assert_eq!(err, CpuError::Threads { requested: 100_000, reason: PoolFailure::TooMany });
+        assert!(err.to_string().contains("at most 1024"));
+        assert!(ThreadPool::new(MAX_THREADS + 1).is_err());
     }
 
     #[test]

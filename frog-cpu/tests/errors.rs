@@ -91,17 +91,17 @@ fn each_shape_mismatch_has_its_error() {
 
 #[test]
 fn workspace_and_state_must_fit_the_layer() {
-    let backend = Cpu::<f64>::with_threads(1);
+    let backend = Cpu::<f64>::with_threads(1).unwrap();
     let small = Layer::linear(4, 3, false);
     let big = Layer::linear(8, 3, false);
     let cfg = Config::default();
     let mut frog = Frog::new(backend.clone(), cfg, &[small], &[], 4, 0).unwrap();
     // Sampling more rows than the optimizer was built for is an error.
-    assert!(matches!(frog.sample(5), Err(Error::Shape(ShapeError::SampleExceedsBatch { .. }))));
+    assert_eq!(frog.sample(5).unwrap_err(), Error::Shape(ShapeError::BatchExceedsMax { batch: 5, max: 4 }));
     assert_eq!(frog.sample(4).unwrap(), &[0, 1, 2, 3]);
 
     let mut state = ParamState::for_layer(&backend, &big, &cfg).unwrap();
-    let req = frog_core::WorkspaceReq::new(&backend, &small, 2);
+    let req = frog_core::WorkspaceReq::new(&backend, &small, 2).unwrap();
     let mut ws = frog_core::Workspace::new(&backend, req).unwrap();
     let data = StepData::random(&mut Rng(3), &big, 2, 2);
     let mut w = data.weight.clone();
@@ -112,7 +112,7 @@ fn workspace_and_state_must_fit_the_layer() {
     assert_eq!(w, data.weight, "a failed step changes nothing");
 
     let mut small_state = ParamState::for_layer(&backend, &small, &cfg).unwrap();
-    let mut ws = frog_core::Workspace::new(&backend, frog_core::WorkspaceReq::new(&backend, &big, 2)).unwrap();
+    let mut ws = frog_core::Workspace::new(&backend, frog_core::WorkspaceReq::new(&backend, &big, 2).unwrap()).unwrap();
     let params = frog_core::Params { weight: &mut w, grad_weight: &data.grad_weight, bias: None };
     let batch = frog_core::Batch { x: &data.x, y: &data.y, sample: 2, batch_size: 2 };
     let err = frog_core::precondition_step(&backend, &cfg, &big, &mut small_state, &mut ws, params, batch).unwrap_err();
@@ -142,7 +142,7 @@ const FIRST_DRAWS_SEED_42: [usize; 4] = [44, 59, 69, 76];
 
 #[test]
 fn state_round_trips_and_rejects_bad_buffers() {
-    let backend = Cpu::<f64>::with_threads(1);
+    let backend = Cpu::<f64>::with_threads(1).unwrap();
     let layer = Layer::linear(3, 2, true);
     let cfg = Config { momentum: 0.9, ..Config::default() };
     let mut state = ParamState::for_layer(&backend, &layer, &cfg).unwrap();
@@ -167,7 +167,7 @@ fn state_round_trips_and_rejects_bad_buffers() {
     let mut bad = bytes.clone();
     bad[4] = 99;
     assert_eq!(state.restore(&backend, &bad).unwrap_err(), Error::State(StateError::Version(99)));
-    let f32_backend = Cpu::<f32>::with_threads(1);
+    let f32_backend = Cpu::<f32>::with_threads(1).unwrap();
     let mut f32_state = ParamState::for_layer(&f32_backend, &layer, &cfg).unwrap();
     assert_eq!(f32_state.restore(&f32_backend, &bytes).unwrap_err(), Error::State(StateError::ScalarSize(8)));
     let mut other = ParamState::for_layer(&backend, &Layer::linear(4, 2, true), &cfg).unwrap();

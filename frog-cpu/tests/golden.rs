@@ -8,7 +8,7 @@ fn run_all<T: frog_cpu::gemm::Real>(rtol: f64) {
     let dir = golden_dir();
     let cases = load_cases(&dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(!cases.is_empty(), "no golden layer cases in {}", dir.display());
-    let backend = Cpu::<T>::with_threads(2);
+    let backend = Cpu::<T>::with_threads(2).unwrap();
     let mut failures = Vec::new();
     for case in &cases {
         match run_case(&backend, case, rtol) {

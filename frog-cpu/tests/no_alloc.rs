@@ -47,7 +47,7 @@ fn steady_state_steps_allocate_nothing() {
     let others = [8, 8, 10];
     let (batch, sample) = (16, 8);
     let cfg = Config { lr: 1e-2, momentum: 0.9, nesterov: true, weight_decay: 1e-4, sample_size: Some(sample), ..Config::default() };
-    let mut frog = Frog::<f32>::new(Cpu::with_threads(2), cfg, &layers, &others, batch, 7).unwrap();
+    let mut frog = Frog::<f32>::new(Cpu::with_threads(2).unwrap(), cfg, &layers, &others, batch, 7).unwrap();
 
     let mut rng = Rng(11);
     let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();

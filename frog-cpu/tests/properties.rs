@@ -16,7 +16,7 @@ fn patches(layer: &Layer, x: &[f64], r: usize) -> Vec<Vec<f64>> {
         let xi = &x[i * inp..(i + 1) * inp];
         let mut block = vec![0.0; l * d];
         match &layer.kind {
-            LayerKind::Conv2d(c) => im2col(c, xi, &mut block, d),
+            LayerKind::Conv2d(c) => im2col(c, xi, &mut block, d).unwrap(),
             LayerKind::Linear { .. } => block.copy_from_slice(xi),
         }
         for p in block.chunks(d) {

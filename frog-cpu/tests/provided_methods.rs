@@ -81,7 +81,7 @@ fn inner<'a>(p: &Patches<'a, RequiredOnly>) -> Patches<'a, Cpu<f64>> {
 fn provided_methods_pass_every_golden_case() {
     let cases = load_cases(&golden_dir()).unwrap_or_else(|e| panic!("{e}"));
     assert!(!cases.is_empty());
-    let backend = RequiredOnly(Cpu::with_threads(2));
+    let backend = RequiredOnly(Cpu::with_threads(2).unwrap());
     for case in &cases {
         run_case(&backend, case, 1e-9).unwrap_or_else(|e| panic!("{}: {e}", case.name));
     }

@@ -23,10 +23,11 @@ pub struct CpuDevice<T: Real> {
 }
 
 impl<T: Real> CpuDevice<T> {
-    /// A device on `threads` threads (0: one per CPU).
-    pub fn new(threads: usize) -> Self {
-        let pool = Arc::new(ThreadPool::new(threads));
-        Self { backend: Cpu::new(Arc::clone(&pool)), pool, scratch: RefCell::new(Vec::new()) }
+    /// A device on `threads` threads (0: one per CPU); an error when the
+    /// threads cannot be had.
+    pub fn new(threads: usize) -> std::result::Result<Self, frog_cpu::CpuError> {
+        let pool = Arc::new(ThreadPool::new(threads)?);
+        Ok(Self { backend: Cpu::new(Arc::clone(&pool)), pool, scratch: RefCell::new(Vec::new()) })
     }
 
     /// Threads in the pool.

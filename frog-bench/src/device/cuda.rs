@@ -192,7 +192,7 @@ mod tests {
             }
             Err(e) => panic!("{e}"),
         };
-        let cpu = CpuDevice::<f64>::new(1);
+        let cpu = CpuDevice::<f64>::new(1).unwrap();
         let batch = 8;
         let arch = Arch::tiny_cnn();
         let mut gnet = Net::new(&gpu, &arch, batch, 3).unwrap();
@@ -323,8 +323,8 @@ mod tests {
         };
         let init = params_f64(&gpu, &Net::new(&gpu, &Arch::by_name("resnet-small").unwrap(), 4, 5).unwrap());
         let (gl, gp) = run(&gpu, &init);
-        let (fl, fp) = run(&CpuDevice::<f32>::new(1), &init);
-        let (dl, dp) = run(&CpuDevice::<f64>::new(1), &init);
+        let (fl, fp) = run(&CpuDevice::<f32>::new(1).unwrap(), &init);
+        let (dl, dp) = run(&CpuDevice::<f64>::new(1).unwrap(), &init);
         for k in 0..2 {
             println!("step {k}: loss gpu {} cpu f32 {} cpu f64 {}", gl[k], fl[k], dl[k]);
             assert!((gl[k] - dl[k]).abs() <= 1e-5 * dl[k].abs(), "loss {} vs {}", gl[k], dl[k]);

@@ -235,7 +235,7 @@ mod tests {
 
     #[test]
     fn eval_mode_uses_the_running_statistics_then_residual_and_relu() {
-        let pool = ThreadPool::new(2);
+        let pool = ThreadPool::new(2).unwrap();
         let shape = BnShape { batch: 2, channels: 3, hw: 4 };
         let x: Vec<f64> = (0..shape.len()).map(|i| (i as f64 * 0.7).sin() * 2.0).collect();
         let res: Vec<f64> = (0..shape.len()).map(|i| (i as f64 * 0.3).cos()).collect();

@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn grouped_products_match_a_direct_convolution() {
-        let pool = ThreadPool::new(2);
+        let pool = ThreadPool::new(2).unwrap();
         let convs = [
             Conv2d::new(3, 5, 3, 1, 1, [24, 24]), // 576 positions: one sample per product
             Conv2d::new(4, 6, 3, 2, 1, [9, 9]),   // 25 positions: groups of samples

@@ -115,7 +115,7 @@ mod tests {
             let n_in = conv.c_in * conv.input_hw[0] * conv.input_hw[1];
             let x: Vec<f64> = (0..n_in).map(|i| (i as f64 * 0.37).sin()).collect();
             let mut want = vec![0.0; l * d];
-            im2col(&conv, &x, &mut want, d);
+            im2col(&conv, &x, &mut want, d).unwrap();
             // Sample placed at column offset 3 of a wider matrix.
             let ld = l + 5;
             let mut got = vec![f64::NAN; d * ld];

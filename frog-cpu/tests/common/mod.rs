@@ -73,9 +73,9 @@ pub struct Stepped {
 
 /// One FROG step in f64 from fresh state.
 pub fn step_once(cfg: &Config, layer: &Layer, data: &StepData) -> Result<Stepped, Error<CpuError>> {
-    let backend = Cpu::<f64>::with_threads(2);
+    let backend = Cpu::<f64>::with_threads(2).unwrap();
     let mut state = ParamState::for_layer(&backend, layer, cfg).map_err(Error::Backend)?;
-    let mut ws = Workspace::new(&backend, WorkspaceReq::new(&backend, layer, data.sample)).map_err(Error::Backend)?;
+    let mut ws = Workspace::new(&backend, WorkspaceReq::new(&backend, layer, data.sample)?).map_err(Error::Backend)?;
     let mut weight = data.weight.clone();
     let mut bias = data.bias.clone();
     let params = Params { weight: &mut weight, grad_weight: &data.grad_weight, bias: bias.as_mut().zip(data.grad_bias.as_ref()) };

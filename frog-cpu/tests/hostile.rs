@@ -1,0 +1,489 @@
+//! Hostile input, as a user who tries to break the public API would give
+//! it: overflowing sizes, huge allocations, exhausted or corrupt states,
+//! values at the edge of the scalar type, out-of-range settings. Each class
+//! has a unit test; the property tests (seeded, bounded) drive random
+//! mixtures and assert that no call panics, a failing call names the
+//! problem and changes nothing, and an accepted call gives finite results.
+
+mod common;
+
+use common::{Rng, StepData};
+use frog_core::{
+    guarded_step, plain_sgd_step, precondition_step, Batch, Config, ConfigError, Conv2d, Error, Guard, Layer, ParamState, Params, SgdConfig, ShapeError, StateError, Workspace,
+    WorkspaceReq, MAX_NUM_ITERS,
+};
+use frog_cpu::gemm::matmul_dense;
+use frog_cpu::{Cpu, CpuError, Frog, Real};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as Runner, RngSeed};
+
+/// A seeded runner with `cases` cases and no regression files.
+fn runner(cases: u32) -> Runner {
+    Runner { cases, rng_seed: RngSeed::Fixed(0xF206_2026), failure_persistence: None, ..Runner::default() }
+}
+
+fn cast<T: Real>(v: &[f64], gain: f64) -> Vec<T> {
+    v.iter().map(|&x| T::from_f64(x * gain)).collect()
+}
+
+fn finite<T: Real>(v: &[T]) -> bool {
+    v.iter().all(|x| x.to_f64().is_finite())
+}
+
+/// Magnitudes of the data of one step: `x`, `y` and the gradients are
+/// scaled by these.
+#[derive(Clone, Copy, Debug)]
+struct Gains {
+    x: f64,
+    y: f64,
+    g: f64,
+}
+
+const UNIT: Gains = Gains { x: 1.0, y: 1.0, g: 1.0 };
+
+/// One step (two, to use the momentum) in `T` from fresh state (or the
+/// state `restore` holds); a failing call must leave the weights and the
+/// state as they were, an accepted one must give finite weights.
+fn step<T: Real>(cfg: &Config, layer: &Layer, d: &StepData, gains: Gains, guard: Option<Guard>) -> Result<Vec<T>, Error<CpuError>> {
+    let backend = Cpu::<T>::with_threads(2).unwrap();
+    let momentum_cfg = Config { momentum: cfg.momentum.clamp(0.0, 1.0), ..Config::default() };
+    let mut state = ParamState::with_diagnostics(&backend, layer, &momentum_cfg).unwrap();
+    let r = d.sample;
+    let mut ws = Workspace::new(&backend, WorkspaceReq::new(&backend, layer, r).unwrap()).unwrap();
+    let mut weight = cast::<T>(&d.weight, 1.0);
+    let mut bias = d.bias.as_deref().map(|b| cast::<T>(b, 1.0));
+    let (gw, gb) = (cast::<T>(&d.grad_weight, gains.g), d.grad_bias.as_deref().map(|b| cast::<T>(b, gains.g)));
+    let (x, y) = (cast::<T>(&d.x, gains.x), cast::<T>(&d.y, gains.y));
+    for _ in 0..2 {
+        let before = (weight.clone(), bias.clone(), export(&backend, &state));
+        let params = Params { weight: &mut weight, grad_weight: &gw, bias: bias.as_mut().zip(gb.as_ref()) };
+        let batch = Batch { x: &x, y: &y, sample: r, batch_size: d.batch };
+        let result = match guard {
+            None => precondition_step(&backend, cfg, layer, &mut state, &mut ws, params, batch),
+            Some(g) => guarded_step(&backend, cfg, g, layer, &mut state, &mut ws, params, batch),
+        };
+        if let Err(e) = result {
+            assert!(!e.to_string().is_empty());
+            assert_eq!((weight, bias, export(&backend, &state)), before, "the failing call {e} changed something");
+            return Err(e);
+        }
+        assert!(finite(&weight) && bias.as_deref().is_none_or(finite), "non-finite weights from finite input under {cfg:?}, {gains:?}");
+    }
+    Ok(weight)
+}
+
+fn export<T: Real>(backend: &Cpu<T>, state: &ParamState<Cpu<T>>) -> Vec<u8> {
+    let mut out = vec![0; state.export_len()];
+    state.export(backend, &mut out).unwrap();
+    out
+}
+
+fn conv(c_in: usize, c_out: usize, k: usize, hw: usize) -> Layer {
+    Layer::conv2d(Conv2d { c_in, c_out, kernel: [k, k], stride: [1, 1], padding: [1, 1], dilation: [1, 1], input_hw: [hw, hw] }, true)
+}
+
+fn data(layer: &Layer, seed: u64) -> StepData {
+    StepData::random(&mut Rng(seed), layer, 3, 8)
+}
+
+fn base() -> Config {
+    Config { lr: 1e-2, momentum: 0.9, weight_decay: 1e-4, sample_size: Some(3), ..Config::default() }
+}
+
+// ---- 1. sizes that overflow usize ----
+
+#[test]
+fn layers_too_large_to_index_are_shape_errors() {
+    let huge = Layer::conv2d(Conv2d { c_in: 1 << 40, c_out: 4, kernel: [4096, 4096], stride: [1, 1], padding: [0, 0], dilation: [1, 1], input_hw: [4096, 4096] }, false);
+    assert!(matches!(huge.validate(), Err(ShapeError::TooLarge { what }) if what.contains("c_in")));
+    let backend = Cpu::<f32>::with_threads(1).unwrap();
+    assert!(matches!(WorkspaceReq::new(&backend, &huge, 4), Err(ShapeError::TooLarge { .. })));
+    let wide = Layer::linear_tokens(1 << 33, 1 << 31, 1 << 31, false);
+    assert!(matches!(wide.validate(), Err(ShapeError::TooLarge { .. })));
+    // Valid per sample, but not at this sample size.
+    let big = Layer::linear_tokens(1 << 20, 4, 1 << 20, false);
+    assert!(big.validate().is_ok());
+    assert!(matches!(WorkspaceReq::new(&backend, &big, 1 << 44), Err(ShapeError::TooLarge { .. })));
+    let pad = Layer::conv2d(Conv2d { c_in: 1, c_out: 1, kernel: [1, 1], stride: [1, 1], padding: [usize::MAX / 2, 0], dilation: [1, 1], input_hw: [2, 2] }, false);
+    assert!(matches!(pad.validate(), Err(ShapeError::TooLarge { .. })));
+}
+
+// ---- 2. allocation failure ----
+
+#[test]
+fn impossible_allocations_are_errors() {
+    let backend = Cpu::<f32>::with_threads(1).unwrap();
+    use frog_core::Backend;
+    // 2^48 bytes and more fail deterministically (no lazily mapped success).
+    assert_eq!(backend.zeros(1 << 46).unwrap_err(), CpuError::OutOfMemory { entries: 1 << 46 });
+    assert_eq!(backend.zeros(usize::MAX).unwrap_err(), CpuError::OutOfMemory { entries: usize::MAX });
+    let layer = Layer::linear_tokens(1 << 24, 1 << 12, 1, false);
+    let err = Frog::<f32>::new(backend.clone(), Config::default(), &[layer], &[], 8, 0).err().unwrap();
+    assert_eq!(err.kind(), frog_core::ErrorKind::Backend(frog_core::BackendErrorKind::OutOfMemory));
+    // A huge maximum batch with a small sample needs only the sample's indices.
+    let small = Layer::linear(3, 2, false);
+    let cfg = Config { sample_size: Some(4), ..Config::default() };
+    let mut frog = Frog::<f32>::new(backend, cfg, &[small], &[], 1 << 40, 0).unwrap();
+    assert_eq!(frog.sample(10).unwrap().len(), 4);
+}
+
+// ---- 3. exhausted and corrupt states ----
+
+#[test]
+fn corrupt_or_exhausted_states_are_refused() {
+    let backend = Cpu::<f64>::with_threads(1).unwrap();
+    let layer = Layer::linear(3, 2, false);
+    let cfg = Config { momentum: 0.9, ..Config::default() };
+    let mut state = ParamState::for_layer(&backend, &layer, &cfg).unwrap();
+    let good = export(&backend, &state);
+    let mut bytes = good.clone();
+    bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+    state.restore(&backend, &bytes).unwrap();
+    let d = StepData::random(&mut Rng(1), &layer, 2, 2);
+    let mut ws = Workspace::new(&backend, WorkspaceReq::new(&backend, &layer, 2).unwrap()).unwrap();
+    let mut w = d.weight.clone();
+    let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
+    let err = precondition_step(&backend, &cfg, &layer, &mut state, &mut ws, params, Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 }).unwrap_err();
+    assert_eq!(err, Error::State(StateError::StepsExhausted));
+    assert_eq!((w, state.steps()), (d.weight.clone(), u64::MAX));
+    let mut sgd_state = ParamState::new(&backend, 2, true).unwrap();
+    sgd_state.restore(&backend, &{
+        let mut b = export(&backend, &sgd_state);
+        b[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        b
+    })
+    .unwrap();
+    let (mut p, g) = (vec![1.0; 2], vec![0.5; 2]);
+    assert_eq!(plain_sgd_step(&backend, &cfg, &mut sgd_state, &mut p, &g).unwrap_err(), Error::State(StateError::StepsExhausted));
+    assert_eq!(p, vec![1.0; 2]);
+
+    let fresh = ParamState::for_layer(&backend, &layer, &cfg).unwrap();
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let mut b = good.clone();
+        b[24 + 8 * 3..24 + 8 * 4].copy_from_slice(&bad.to_le_bytes());
+        let mut s = ParamState::for_layer(&backend, &layer, &cfg).unwrap();
+        assert_eq!(s.restore(&backend, &b).unwrap_err(), Error::State(StateError::NonFinite { index: 3 }));
+        assert_eq!(export(&backend, &s), export(&backend, &fresh));
+    }
+    let mut b = good.clone();
+    b[7] = 2;
+    assert_eq!(state.restore(&backend, &b).unwrap_err(), Error::State(StateError::MomentumFlag(2)));
+}
+
+// ---- 4. threads ----
+
+#[test]
+fn thread_counts_past_the_limit_are_errors() {
+    let err = Cpu::<f32>::with_threads(100_000).err().unwrap();
+    assert!(matches!(err, CpuError::Threads { requested: 100_000, .. }));
+    assert!(err.to_string().contains("100000"));
+}
+
+// ---- 5. the public GEMM checks its lengths ----
+
+#[test]
+fn dense_products_check_their_lengths() {
+    let backend = Cpu::<f64>::with_threads(2).unwrap();
+    let (a, b) = (vec![1.0; 6], vec![2.0; 6]);
+    let mut c = vec![0.0; 4];
+    matmul_dense(backend.pool(), &mut c, &a, &b, [2, 3, 2]).unwrap();
+    assert_eq!(c, vec![6.0; 4]);
+    let mut short = vec![0.0; 3];
+    assert!(matches!(matmul_dense(backend.pool(), &mut short, &a, &b, [2, 3, 2]), Err(CpuError::Length { .. })));
+    assert_eq!(short, vec![0.0; 3]);
+    assert!(matmul_dense(backend.pool(), &mut c, &a, &b, [usize::MAX, 3, 2]).is_err());
+    assert!(matmul_dense(backend.pool(), &mut c, &a, &b, [2, usize::MAX / 2 + 1, 2]).is_err());
+}
+
+// ---- 6, 9, 10. settings ----
+
+#[test]
+fn settings_outside_their_range_or_the_scalar_are_rejected() {
+    let b = base();
+    let cases = [
+        (Config { denom_eps: 1e-46, ..b }, "denom_eps"),
+        (Config { lr: 1e39, weight_decay: 0.0, ..b }, "lr"),
+        (Config { tau: 1e39, ..b }, "tau"),
+        (Config { tau: 5e-324, ..b }, "tau"),
+    ];
+    for (cfg, what) in cases {
+        assert!(cfg.validate_for::<f64>().is_ok() || what == "tau" && cfg.tau > 1e300, "{cfg:?}");
+        let err = cfg.validate_for::<f32>().unwrap_err();
+        assert!(matches!(err, ConfigError::OutOfScalarRange { what: w, .. } if w.starts_with(what)), "{err}");
+    }
+    for m in [1.5, -0.1, f64::NAN] {
+        assert_eq!(Config { momentum: m, ..b }.validate().map_err(|e| e.to_string()).unwrap_err(), ConfigError::Momentum(m).to_string());
+    }
+    assert!(Config { momentum: 1.0, ..b }.validate().is_ok());
+    assert!(matches!(Config { lr: 2.0, weight_decay: 0.6, ..b }.validate(), Err(ConfigError::DecayTooLarge { .. })));
+    assert!(matches!(Config { lr: 2.0, weight_decay: 0.4, lr_other_ratio: 4.0, ..b }.validate(), Err(ConfigError::DecayTooLarge { .. })));
+    assert!(matches!(Config { lr: 1e300, lr_other_ratio: 1e300, weight_decay: 0.0, ..b }.validate(), Err(ConfigError::OutOfScalarRange { .. })));
+    assert_eq!(Config { num_iters: usize::MAX, ..b }.validate(), Err(ConfigError::NumItersTooLarge(usize::MAX)));
+    assert!(Config { num_iters: MAX_NUM_ITERS, ..b }.validate().is_ok());
+    let sgd = SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: false };
+    assert!(matches!(SgdConfig { momentum: 1.1, ..sgd }.validate(), Err(ConfigError::Momentum(_))));
+    assert!(matches!(SgdConfig { lr: 100.0, weight_decay: 0.1, ..sgd }.validate(), Err(ConfigError::DecayTooLarge { .. })));
+    assert!(matches!(SgdConfig { lr: 1e39, weight_decay: 0.0, ..sgd }.validate_for::<f32>(), Err(ConfigError::OutOfScalarRange { .. })));
+    // set_lr: a rejected rate changes nothing.
+    let mut frog = Frog::<f32>::new(Cpu::with_threads(1).unwrap(), b, &[Layer::linear(2, 2, false)], &[], 4, 0).unwrap();
+    assert!(frog.set_lr(1e39).is_err());
+    assert!(frog.set_lr(f64::INFINITY).is_err());
+    assert_eq!(frog.config().lr, b.lr);
+    // The default of 4 iterations works on layers with D' < 4, as in the original.
+    let tiny = Layer::linear(2, 3, false);
+    assert!(step::<f64>(&Config { sample_size: None, ..Config::default() }, &tiny, &StepData::random(&mut Rng(3), &tiny, 2, 2), UNIT, None).is_ok());
+}
+
+// ---- 7. the damping schedule ----
+
+#[test]
+fn extreme_damping_schedules_stay_finite() {
+    let cfg = Config { tau: 5e-324, tau_final: Some(1e-3), tau_steps: Some(10), ..base() };
+    for n in 1..=12 {
+        let tau = cfg.tau_at(n);
+        assert!(tau.is_finite() && (5e-324..=1e-3).contains(&tau), "step {n}: {tau}");
+    }
+    assert_eq!(cfg.tau_at(11), 1e-3);
+    let back = Config { tau: 1e300, tau_final: Some(1e-300), tau_steps: Some(4), ..base() };
+    assert!((1..=4).all(|n| back.tau_at(n).is_finite()));
+    let layer = conv(2, 3, 3, 4);
+    step::<f64>(&cfg, &layer, &data(&layer, 5), UNIT, None).unwrap();
+    // f32 cannot represent tau = 5e-324: rejected, not a NaN step.
+    assert!(matches!(step::<f32>(&cfg, &layer, &data(&layer, 5), UNIT, None), Err(Error::Config(ConfigError::OutOfScalarRange { .. }))));
+}
+
+// ---- 8. huge but finite gradients ----
+
+/// The step of `T` on data scaled by `gains` equals the unscaled step (the
+/// update is scale-free; `denom_eps` is the only difference).
+fn scale_free<T: Real>(gains: Gains, momentum: f64, tol: f64) {
+    for (seed, layer) in [conv(2, 3, 3, 5), Layer::linear_tokens(5, 4, 3, true), Layer::linear(6, 2, false)].iter().enumerate() {
+        let d = data(layer, 40 + seed as u64);
+        // A tiny eps, so that the one difference of the rescaled path (eps / c^2) vanishes.
+        let cfg = Config { weight_decay: 0.0, momentum, denom_eps: 1e-30, ..base() };
+        let want = step::<T>(&cfg, layer, &d, UNIT, None).unwrap();
+        let got = step::<T>(&cfg, layer, &d, gains, None).unwrap();
+        let err = want.iter().zip(&got).map(|(a, b)| (a.to_f64() - b.to_f64()).abs()).fold(0.0, f64::max);
+        assert!(err <= tol, "{gains:?} on {layer:?}: max difference {err}");
+    }
+}
+
+#[test]
+fn huge_gradients_give_the_scale_free_step() {
+    // With momentum 0.9 the buffer holds up to 10x the gradient, so that
+    // must stay finite; without momentum, up to the type's maximum.
+    for (g, momentum) in [(1e20, 0.9), (1e30, 0.9), (3e37, 0.9), (3.4e38, 0.0)] {
+        scale_free::<f32>(Gains { x: 1.0, y: g, g: 1.0 }, momentum, 2e-4);
+        scale_free::<f32>(Gains { x: 1.0, y: 1.0, g }, momentum, 2e-4);
+        scale_free::<f32>(Gains { x: 1.0, y: g, g }, momentum, 2e-4);
+    }
+    for (g, momentum) in [(1e158, 0.9), (1e300, 0.9), (1.7e308, 0.0)] {
+        scale_free::<f64>(Gains { x: 1.0, y: g, g }, momentum, 1e-9);
+    }
+}
+
+// ---- 11, 12. state and index mismatches ----
+
+#[test]
+fn mismatched_momentum_states_and_indices_name_the_problem() {
+    let backend = Cpu::<f64>::with_threads(1).unwrap();
+    let layer = Layer::linear(3, 2, false);
+    let mut state = ParamState::for_layer(&backend, &layer, &Config::default()).unwrap();
+    let d = StepData::random(&mut Rng(2), &layer, 2, 2);
+    let mut ws = Workspace::new(&backend, WorkspaceReq::new(&backend, &layer, 2).unwrap()).unwrap();
+    let mut w = d.weight.clone();
+    let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
+    let err = precondition_step(&backend, &base(), &layer, &mut state, &mut ws, params, Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 }).unwrap_err();
+    assert_eq!(err, Error::State(StateError::MomentumSetting { state_has_buffer: false }));
+    assert_eq!((state.steps(), &w), (0, &d.weight));
+
+    let mut frog = Frog::<f64>::new(backend, base(), &[layer, layer], &[2], 4, 0).unwrap();
+    let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
+    let err = frog.step_layer(2, params, Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 }).unwrap_err();
+    assert_eq!(err.to_string(), "shape mismatch: layer index 2 is out of range (2 registered)");
+    let err = frog.step_other(1, &mut vec![0.0; 2], &vec![0.0; 2]).unwrap_err();
+    assert_eq!(err.to_string(), "shape mismatch: parameter index 1 is out of range (1 registered)");
+    assert_eq!(frog.sample(5).unwrap_err().to_string(), "shape mismatch: batch of 5 samples exceeds the 4 the optimizer was built for");
+}
+
+// ---- the opt-in guard ----
+
+#[test]
+fn the_guard_counts_and_replaces_bad_rows() {
+    let backend = Cpu::<f64>::with_threads(1).unwrap();
+    let layer = Layer::linear(4, 3, false);
+    let mut d = StepData::random(&mut Rng(9), &layer, 2, 2);
+    // Row 1's sampled output gradients are all zero: a dead row.
+    for i in 0..2 {
+        d.y[i * 3 + 1] = 0.0;
+    }
+    let cfg = Config { sample_size: None, tau: 1e-6, ..Config::default() };
+    let run = |guard: Guard| {
+        let mut state = ParamState::with_diagnostics(&backend, &layer, &cfg).unwrap();
+        let mut ws = Workspace::new(&backend, WorkspaceReq::new(&backend, &layer, 2).unwrap()).unwrap();
+        let mut w = d.weight.clone();
+        let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
+        guarded_step(&backend, &cfg, guard, &layer, &mut state, &mut ws, params, Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 }).unwrap();
+        (w, state.diagnostics(&backend).unwrap().unwrap())
+    };
+    let (plain, diag) = run(Guard::default());
+    assert_eq!((diag.rows, diag.dead_rows, diag.nonfinite_rows, diag.replaced_rows), (3, 1, 0, 0));
+    assert!(diag.max_residual.is_finite() && diag.row_scale_min > 0.0 && diag.row_scale_max >= diag.row_scale_min);
+    // Unguarded, the dead row moves by about lr / sqrt(tau).
+    let moved = |w: &[f64]| (0..4).map(|c| (w[4 + c] - d.weight[4 + c]).powi(2)).sum::<f64>().sqrt();
+    assert!((moved(&plain) / (cfg.lr / cfg.tau.sqrt()) - 1.0).abs() < 0.05);
+    assert_eq!(plain, common::step_once(&cfg, &layer, &d).unwrap().weight);
+    let (guarded, diag) = run(Guard { dead_rows: true, nonfinite: true });
+    assert_eq!((diag.dead_rows, diag.replaced_rows), (1, 1));
+    assert!((moved(&guarded) - cfg.lr).abs() < 1e-12);
+    assert_eq!(guarded[..4], plain[..4]);
+    // Non-finite inputs: counted, and replaced when asked.
+    let mut bad = d.clone();
+    bad.x[0] = f64::NAN;
+    let mut state = ParamState::with_diagnostics(&backend, &layer, &cfg).unwrap();
+    let mut ws = Workspace::new(&backend, WorkspaceReq::new(&backend, &layer, 2).unwrap()).unwrap();
+    let mut w = bad.weight.clone();
+    let params = Params { weight: &mut w, grad_weight: &bad.grad_weight, bias: None };
+    guarded_step(&backend, &cfg, Guard { nonfinite: true, dead_rows: false }, &layer, &mut state, &mut ws, params, Batch { x: &bad.x, y: &bad.y, sample: 2, batch_size: 2 }).unwrap();
+    let diag = state.diagnostics(&backend).unwrap().unwrap();
+    assert!(diag.nonfinite_rows >= 1 && diag.replaced_rows >= 1, "{diag:?}");
+    assert!(finite(&w));
+    // A guarded step needs the diagnostics buffers.
+    let mut plain_state = ParamState::for_layer(&backend, &layer, &cfg).unwrap();
+    let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
+    let err = guarded_step(&backend, &cfg, Guard::default(), &layer, &mut plain_state, &mut ws, params, Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 }).unwrap_err();
+    assert_eq!(err, Error::State(StateError::NoDiagnostics));
+}
+
+// ---- property tests ----
+
+fn hostile_f64() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        4 => (-7i32..0).prop_map(|e| 10f64.powi(e)),
+        1 => Just(0.0),
+        1 => prop::sample::select(vec![1.0, 1.5, 2.0, 1e39, 1e300, -1.0, f64::NAN, f64::INFINITY, 5e-324, 1e-46]),
+    ]
+}
+
+fn hostile_config() -> impl Strategy<Value = Config> {
+    (
+        (hostile_f64(), hostile_f64(), prop::sample::select(vec![0.0, 0.5, 0.9, 1.0, 1.5, -0.1, f64::NAN]), any::<bool>()),
+        (hostile_f64(), prop::sample::select(vec![1usize, 2, 4, 7, 0, MAX_NUM_ITERS + 1, usize::MAX])),
+        (hostile_f64(), prop::option::of((hostile_f64(), prop::sample::select(vec![0u64, 1, 3, 1000])))),
+        (prop::sample::select(vec![1e-10, 1e-6, 1e-12, 1e-46, 0.0, -1e-10]), any::<bool>(), prop::option::of(0usize..5)),
+    )
+        .prop_map(|((lr, ratio, momentum, nesterov), (wd, num_iters), (tau, schedule), (denom_eps, batch_averaged, sample_size))| Config {
+            lr,
+            lr_other_ratio: ratio,
+            momentum,
+            nesterov,
+            weight_decay: wd,
+            sample_size,
+            num_iters,
+            tau,
+            tau_final: schedule.map(|s| s.0),
+            tau_steps: schedule.map(|s| s.1),
+            batch_averaged,
+            denom_eps,
+        })
+}
+
+fn gains(max_exp: i32) -> impl Strategy<Value = Gains> {
+    ((-20i32..4), (-max_exp..max_exp), (-max_exp..max_exp)).prop_map(|(x, y, g)| Gains { x: 10f64.powi(x), y: 10f64.powi(y), g: 10f64.powi(g) })
+}
+
+fn small_layer() -> impl Strategy<Value = Layer> {
+    prop_oneof![
+        (1usize..4, 1usize..5, 1usize..4, 3usize..7).prop_map(|(ci, co, k, hw)| conv(ci, co, k, hw)),
+        (1usize..7, 1usize..5, 1usize..4, any::<bool>()).prop_map(|(di, dout, t, b)| Layer::linear_tokens(di, dout, t, b)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(runner(300))]
+
+    /// Configs: rejected with a reason (and nothing changed), or a finite step.
+    #[test]
+    fn configs_are_rejected_or_step_finitely(cfg in hostile_config(), layer in small_layer(), seed in 0u64..1000, g in gains(30), guarded in any::<bool>()) {
+        let d = data(&layer, seed);
+        let guard = guarded.then_some(Guard { nonfinite: true, dead_rows: true });
+        let _ = step::<f32>(&cfg, &layer, &d, g, guard);
+        let _ = step::<f64>(&cfg, &layer, &d, Gains { y: g.y.powi(5), g: g.g.powi(5), ..g }, guard);
+    }
+}
+
+proptest! {
+    #![proptest_config(runner(200))]
+
+    /// Geometries: an error, an out-of-memory error for what cannot be
+    /// allocated, or a workspace of exactly the size asked for.
+    #[test]
+    fn geometries_are_validated_or_sized(
+        dims in prop::collection::vec(prop::sample::select(vec![0usize, 1, 2, 3, 5, 1 << 20, 1 << 32, 1 << 40, usize::MAX]), 11),
+        r in prop::sample::select(vec![1usize, 2, 1 << 20, usize::MAX]),
+        bias in any::<bool>(),
+    ) {
+        let c = Conv2d { c_in: dims[0], c_out: dims[1], kernel: [dims[2], dims[3]], stride: [dims[4], dims[5]], padding: [dims[6], dims[7]], dilation: [dims[8], 1], input_hw: [dims[9], dims[10]] };
+        let backend = Cpu::<f32>::with_threads(1).unwrap();
+        for layer in [Layer::conv2d(c, bias), Layer::linear_tokens(dims[0], dims[1], dims[2], bias)] {
+            let Ok(req) = WorkspaceReq::new(&backend, &layer, r) else { continue };
+            prop_assert!(layer.validate().is_ok());
+            // A part of 2^46 bytes or more cannot be had: an error, not an abort.
+            if [req.vector, req.fisher, req.norms, req.packed].iter().any(|&n| n >= 1 << 44) {
+                let err = Workspace::new(&backend, req).err().unwrap();
+                prop_assert!(matches!(err, CpuError::OutOfMemory { .. }), "{}", err);
+            }
+        }
+    }
+
+    /// Buffer lengths off by a few: a length error naming the buffer, and
+    /// nothing changed.
+    #[test]
+    fn wrong_lengths_name_the_buffer(layer in small_layer(), which in 0usize..6, delta in prop::sample::select(vec![-2isize, -1, 1, 3])) {
+        let mut d = data(&layer, 7);
+        let resize = |v: &mut Vec<f64>| { let n = (v.len() as isize + delta).max(0) as usize; v.resize(n, 0.5); };
+        match which {
+            0 => resize(&mut d.weight),
+            1 => resize(&mut d.grad_weight),
+            2 => resize(&mut d.x),
+            3 => resize(&mut d.y),
+            4 => if let Some(b) = &mut d.bias { resize(b) } else { resize(&mut d.y) },
+            _ => if let Some(b) = &mut d.grad_bias { resize(b) } else { resize(&mut d.x) },
+        }
+        let err = step::<f64>(&base(), &layer, &d, UNIT, None).unwrap_err();
+        prop_assert!(matches!(err, Error::Shape(ShapeError::BufferLength { .. })), "{}", err);
+    }
+
+    /// Corrupt state bytes: refused with a reason and nothing changed, or
+    /// restored and then stepped finitely.
+    #[test]
+    fn state_bytes_are_checked(flips in prop::collection::vec((0usize..24 + 8 * 12, any::<u8>()), 1..4), cut in prop::option::of(0usize..120)) {
+        let backend = Cpu::<f64>::with_threads(1).unwrap();
+        let layer = Layer::linear(4, 3, false);
+        let cfg = base();
+        let mut state = ParamState::for_layer(&backend, &layer, &cfg).unwrap();
+        let mut bytes = export(&backend, &state);
+        for (at, v) in flips {
+            bytes[at] = v;
+        }
+        if let Some(n) = cut {
+            bytes.truncate(n);
+        }
+        let before = export(&backend, &state);
+        match state.restore(&backend, &bytes) {
+            Err(e) => {
+                prop_assert!(!e.to_string().is_empty());
+                prop_assert_eq!(export(&backend, &state), before);
+            }
+            Ok(()) => {
+                let d = StepData::random(&mut Rng(4), &layer, 3, 3);
+                let mut ws = Workspace::new(&backend, WorkspaceReq::new(&backend, &layer, 3).unwrap()).unwrap();
+                let mut w = d.weight.clone();
+                let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
+                let res = precondition_step(&backend, &cfg, &layer, &mut state, &mut ws, params, Batch { x: &d.x, y: &d.y, sample: 3, batch_size: 3 });
+                prop_assert!(res.is_err() || finite(&w));
+            }
+        }
+    }
+}
+
