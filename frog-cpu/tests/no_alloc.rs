@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{Rng, StepData};
-use frog_core::{Batch, Config, Conv2d, Layer, Params};
+use frog_core::{Batch, Config, Conv2d, Guard, Layer, Params};
 use frog_cpu::{Cpu, Frog};
 
 struct Counting;
@@ -70,16 +70,22 @@ fn steady_state_steps_allocate_nothing() {
             frog.step_other(i, p, g).unwrap();
         }
     };
-    step(&mut frog);
-    // The counter sees allocations at all (so a zero below means something).
-    let probe = ALLOCATIONS.load(Ordering::SeqCst);
-    drop(std::hint::black_box(vec![0u8; 16]));
-    assert!(ALLOCATIONS.load(Ordering::SeqCst) > probe);
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
-    for _ in 0..100 {
+    // The guard off (the original's step), then on (diagnostics and
+    // replaced rows): after a warm-up step, neither allocates.
+    for guard in [None, Some(Guard { nonfinite: true, dead_rows: true })] {
+        frog.set_guard(guard).unwrap();
         step(&mut frog);
+        // The counter sees allocations at all (so a zero below means something).
+        let probe = ALLOCATIONS.load(Ordering::SeqCst);
+        drop(std::hint::black_box(vec![0u8; 16]));
+        assert!(ALLOCATIONS.load(Ordering::SeqCst) > probe);
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        for _ in 0..100 {
+            step(&mut frog);
+        }
+        let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
+        assert_eq!(allocations, 0, "100 steady-state steps (guard {guard:?}) allocated {allocations} times");
     }
-    let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
-    assert_eq!(allocations, 0, "100 steady-state steps allocated {allocations} times");
     assert!(data.iter().all(|d| d.0.iter().all(|v| v.is_finite())));
+    assert!(frog.diagnostics(0).unwrap().is_some_and(|d| d.nonfinite_rows == 0));
 }
