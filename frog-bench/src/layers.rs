@@ -45,7 +45,7 @@ pub struct ResnetConv {
 }
 
 /// The conv layers of the CIFAR-10 ResNet-18 (3x3 stem, no max-pool,
-/// BasicBlocks [2,2,2,2], 1x1 stride-2 shortcuts): 11 shapes, 20 layers.
+/// BasicBlocks `[2, 2, 2, 2]`, 1x1 stride-2 shortcuts): 11 shapes, 20 layers.
 pub fn resnet18_convs() -> Vec<ResnetConv> {
     let c = |name, c_in, c_out, k, stride, hw: usize, count| ResnetConv {
         name,
