@@ -120,19 +120,20 @@ impl Diagnostics {
             for (k, part) in parts.iter_mut().enumerate() {
                 backend.read(buf, k * rows + start, &mut part[..n]).map_err(Error::Backend)?;
             }
+            let at = |part: usize, j: usize| parts[part][j].to_f64();
             for j in 0..n {
-                let (rho0, rhok) = (parts[DIAG_RHO0][j].to_f64(), parts[DIAG_RHOK][j].to_f64());
+                let (rho0, rhok) = (at(DIAG_RHO0, j), at(DIAG_RHOK, j));
                 let residual = if rho0 > 0.0 { libm::sqrt(rhok / rho0) } else { 0.0 };
                 if residual.is_finite() {
                     d.max_residual = d.max_residual.max(residual);
                     residual_sum += residual;
                 }
-                let scale = parts[DIAG_ROW_SCALE][j].to_f64();
+                let scale = at(DIAG_ROW_SCALE, j);
                 if scale.is_finite() {
                     d.row_scale_min = d.row_scale_min.min(scale);
                     d.row_scale_max = d.row_scale_max.max(scale);
                 }
-                let flags = parts[DIAG_FLAGS][j].to_f64() as u8;
+                let flags = at(DIAG_FLAGS, j) as u8;
                 d.nonfinite_rows += usize::from(flags & ROW_NONFINITE != 0);
                 d.dead_rows += usize::from(flags & ROW_DEAD != 0);
                 d.replaced_rows += usize::from(flags & ROW_REPLACED != 0);

@@ -518,7 +518,7 @@ impl<T: Real> GuardBackend for Cpu<T> {
     fn row_guard(&self, rows: usize, cols: usize, guard: Guard, m: &Vec<T>, trace: &Vec<T>, z: &mut Vec<T>, row_scale: &mut Vec<T>, flags: &mut Vec<T>) -> Result<(), CpuError> {
         need("row_guard: m", m, rows.saturating_mul(cols))?;
         need("row_guard: z", z, rows.saturating_mul(cols))?;
-        for (what, v) in [("row_guard: trace", &*trace), ("row_guard: row_scale", &*row_scale), ("row_guard: flags", &*flags)] {
+        for (what, v) in [("row_guard: trace", trace), ("row_guard: row_scale", &*row_scale), ("row_guard: flags", &*flags)] {
             need(what, v, rows)?;
         }
         for j in 0..rows {
