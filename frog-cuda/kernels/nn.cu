@@ -16,7 +16,8 @@ extern "C" __global__ void col2im(int r, int c_in, int h, int w, int kh, int kw,
                                   float* __restrict__ x, int accumulate) {
     int total = r * c_in * h * w;
     int d = c_in * kh * kw;
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
         int ix = e % w, t = e / w;
         int iy = t % h;
         t /= h;
@@ -44,7 +45,8 @@ extern "C" __global__ void col2im(int r, int c_in, int h, int w, int kh, int kw,
 // [c_out, samples*L]. Consecutive threads write consecutive entries.
 extern "C" __global__ void swap_leading(int a, int b, int e, const float* __restrict__ src, float* __restrict__ dst) {
     int total = a * b * e;
-    for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < total; o += gridDim.x * blockDim.x) {
+    for (long long o64 = grid_first(); o64 < total; o64 += grid_stride()) {
+        int o = (int)o64;
         int c = o % e, t = o / e;
         int i = t % a, j = t / a;
         dst[o] = src[(i * b + j) * e + c];
@@ -63,13 +65,13 @@ extern "C" __global__ void bn_stats(int batch, int channels, int hw, const float
     if (c >= channels) return;
     int n = batch * hw;
     float acc = 0.0f;
-    for (int e = threadIdx.x; e < n; e += BLOCK) {
+    for (unsigned e = threadIdx.x; e < (unsigned)n; e += BLOCK) {
         int b = e / hw, p = e - b * hw;
         acc += x[(b * channels + c) * hw + p];
     }
     float mu = block_sum(acc, scratch) / (float)n;
     acc = 0.0f;
-    for (int e = threadIdx.x; e < n; e += BLOCK) {
+    for (unsigned e = threadIdx.x; e < (unsigned)n; e += BLOCK) {
         int b = e / hw, p = e - b * hw;
         float v = x[(b * channels + c) * hw + p] - mu;
         acc = fmaf(v, v, acc);
@@ -91,7 +93,8 @@ extern "C" __global__ void bn_apply(int batch, int channels, int hw, const float
                                     float eps, const float* __restrict__ gamma, const float* __restrict__ beta,
                                     const float* __restrict__ residual, int relu, float* __restrict__ y) {
     int total = batch * channels * hw;
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
         int c = (e / hw) % channels;
         float is = is_var ? 1.0f / sqrtf(s[c] + eps) : s[c];
         float scale = is * gamma[c];
@@ -115,7 +118,7 @@ extern "C" __global__ void bn_backward_reduce(int batch, int channels, int hw, c
     int n = batch * hw;
     float mu = mean[c];
     float sdy = 0.0f, sdx = 0.0f;
-    for (int e = threadIdx.x; e < n; e += BLOCK) {
+    for (unsigned e = threadIdx.x; e < (unsigned)n; e += BLOCK) {
         int b = e / hw, p = e - b * hw;
         int at = (b * channels + c) * hw + p;
         float g = dy[at];
@@ -142,7 +145,8 @@ extern "C" __global__ void bn_backward_dx(int batch, int channels, int hw, const
                                           float* __restrict__ dx) {
     int total = batch * channels * hw;
     float inv_n = 1.0f / (float)(batch * hw);
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
         int c = (e / hw) % channels;
         float is = invstd[c];
         float xhat = (x[e] - mean[c]) * is;
@@ -152,7 +156,8 @@ extern "C" __global__ void bn_backward_dx(int batch, int channels, int hw, const
 
 // y[p] = mean of x[p*hw .. (p+1)*hw].
 extern "C" __global__ void avg_pool(int planes, int hw, const float* __restrict__ x, float* __restrict__ y) {
-    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < planes; p += gridDim.x * blockDim.x) {
+    for (long long p64 = grid_first(); p64 < planes; p64 += grid_stride()) {
+        int p = (int)p64;
         float acc = 0.0f;
         for (int k = 0; k < hw; k++) acc += x[p * hw + k];
         y[p] = acc / (float)hw;
@@ -162,7 +167,8 @@ extern "C" __global__ void avg_pool(int planes, int hw, const float* __restrict_
 // dx[p*hw + k] = dy[p] / hw.
 extern "C" __global__ void avg_pool_backward(int planes, int hw, const float* __restrict__ dy, float* __restrict__ dx) {
     int total = planes * hw;
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
         dx[e] = dy[e / hw] / (float)hw;
     }
 }
@@ -170,12 +176,16 @@ extern "C" __global__ void avg_pool_backward(int planes, int hw, const float* __
 // y[b, o] += bias[o].
 extern "C" __global__ void add_bias(int batch, int d, const float* __restrict__ bias, float* __restrict__ y) {
     int total = batch * d;
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) y[e] += bias[e % d];
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
+        y[e] += bias[e % d];
+    }
 }
 
 // out[o] = sum_b dy[b, o].
 extern "C" __global__ void col_sums(int batch, int d, const float* __restrict__ dy, float* __restrict__ out) {
-    for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < d; o += gridDim.x * blockDim.x) {
+    for (long long o64 = grid_first(); o64 < d; o64 += grid_stride()) {
+        int o = (int)o64;
         float acc = 0.0f;
         for (int b = 0; b < batch; b++) acc += dy[b * d + o];
         out[o] = acc;
@@ -188,7 +198,8 @@ extern "C" __global__ void col_sums(int batch, int d, const float* __restrict__ 
 extern "C" __global__ void cross_entropy(int batch, int classes, const float* __restrict__ logits,
                                          const float* __restrict__ labels, float* __restrict__ dlogits,
                                          float* __restrict__ loss, float* __restrict__ correct) {
-    for (int b = blockIdx.x * blockDim.x + threadIdx.x; b < batch; b += gridDim.x * blockDim.x) {
+    for (long long b64 = grid_first(); b64 < batch; b64 += grid_stride()) {
+        int b = (int)b64;
         const float* z = logits + b * classes;
         int label = (int)labels[b];
         int best = 0;
@@ -216,7 +227,8 @@ extern "C" __global__ void cross_entropy(int batch, int classes, const float* __
 extern "C" __global__ void gather_blocks(int count, int block, const float* __restrict__ idx,
                                          const float* __restrict__ src, float* __restrict__ dst) {
     int total = count * block;
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
         int k = e / block, c = e - k * block;
         dst[e] = src[(int)idx[k] * block + c];
     }
