@@ -250,8 +250,21 @@ extern "C" __global__ void fisher_weights(int r, int rows, int l_per, int sj, in
 // k-major into the other of two shared-memory buffers, so one barrier per
 // slice suffices and the loads' latency hides behind the arithmetic.
 
+#ifndef FROG_HOST_EMULATION
+#define SHARED_STORE(dst, v) ((dst) = (v))
+#endif
+
 #define BK 16
 #define PAD 8  // row pitch T + 8: the mma fragment reads (t*pitch + g) hit 32 distinct banks
+
+// A staged slice holds entry (kk, ii) in column swz(kk, ii): ii with bits 1-2
+// XORed with kk / 4, a permutation within each aligned group of 8 columns.
+// Staging a K-contiguous operand, a warp stores 16 kk times 2 ii; at pitch
+// T + 8 the bank is 8*kk + ii (mod 32) unswizzled, 8 banks for 32 stores (4
+// ways), and 32 distinct banks swizzled. A warp storing an I-contiguous
+// operand (one kk, 32 consecutive ii) and the readers (one kk / 4 per
+// instruction) keep 32 distinct banks or broadcasts.
+__device__ __forceinline__ int swz(int kk, int ii) { return ii ^ ((kk >> 1) & 6); }
 
 // Arithmetic of the products.
 #define ARITH_F32 0    // f32 FMA
@@ -292,7 +305,7 @@ struct Slice {
         for (int p = 0; p < LOADS; p++) {
             int ii, kk;
             place(threadIdx.x + p * BLOCK, s_k, ii, kk);
-            t[kk][ii] = v[p];
+            SHARED_STORE(t[kk][swz(kk, ii)], v[p]);
         }
     }
 };
@@ -327,9 +340,13 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], 
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 #else
+// cvt.rna.tf32.f32 on the host: non-finite values stay as they are (NaN
+// stays NaN, as on hardware, so reads of the emulator's NaN-poisoned
+// memory show), finite ones round to nearest, ties away from zero.
 inline unsigned to_tf32(float v) {
     unsigned u;
     std::memcpy(&u, &v, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u) return u;
     return (u + 0x1000u) & 0xffffe000u;
 }
 inline void mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) { emu_mma_tf32(d, a, b); }
@@ -361,9 +378,9 @@ struct FmaTile {
         for (int kk = 0; kk < BK; kk++) {
             float av[P], bv[P];
 #pragma unroll
-            for (int i = 0; i < P; i++) av[i] = as[kk][ty + 16 * i];
+            for (int i = 0; i < P; i++) av[i] = as[kk][swz(kk, ty + 16 * i)];
 #pragma unroll
-            for (int q = 0; q < P; q++) bv[q] = bs[kk][tx + 16 * q];
+            for (int q = 0; q < P; q++) bv[q] = bs[kk][swz(kk, tx + 16 * q)];
 #pragma unroll
             for (int i = 0; i < P; i++)
 #pragma unroll
@@ -411,18 +428,18 @@ struct MmaTile {
 #pragma unroll
             for (int i = 0; i < MI; i++) {
                 int mm = wm + i * 16 + g;
-                av[i][0] = as[ks + t][mm];
-                av[i][1] = as[ks + t][mm + 8];
-                av[i][2] = as[ks + t + 4][mm];
-                av[i][3] = as[ks + t + 4][mm + 8];
+                av[i][0] = as[ks + t][swz(ks + t, mm)];
+                av[i][1] = as[ks + t][swz(ks + t, mm + 8)];
+                av[i][2] = as[ks + t + 4][swz(ks + t + 4, mm)];
+                av[i][3] = as[ks + t + 4][swz(ks + t + 4, mm + 8)];
 #pragma unroll
                 for (int e = 0; e < 4; e++) af[i][e] = to_tf32(av[i][e]);
             }
 #pragma unroll
             for (int q = 0; q < NI; q++) {
                 int nn = wn + q * 8 + g;
-                bv[q][0] = bs[ks + t][nn];
-                bv[q][1] = bs[ks + t + 4][nn];
+                bv[q][0] = bs[ks + t][swz(ks + t, nn)];
+                bv[q][1] = bs[ks + t + 4][swz(ks + t + 4, nn)];
 #pragma unroll
                 for (int e = 0; e < 2; e++) bf[q][e] = to_tf32(bv[q][e]);
             }

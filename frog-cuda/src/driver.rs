@@ -75,11 +75,55 @@ fn symbol(name: &str) -> Option<*mut c_void> {
     (!p.is_null()).then_some(p)
 }
 
+thread_local! {
+    /// The code the driver returned to this thread's latest forwarded call,
+    /// as the driver gave it (possibly one cust_raw's enum lacks).
+    static LAST_CODE: Cell<c_int> = const { Cell::new(0) };
+}
+
+/// Whether cust_raw 0.11's `cudaError_enum` (CUDA 11.4's `cuda.h`) has a
+/// variant of value `code`. Newer drivers return codes it lacks (46 device
+/// unavailable, 226 contained, 36, 225, 402, 721, 810-812, 912-917...), and
+/// such a value in the `#[repr(i32)]` enum would be undefined behaviour.
+fn enum_has(code: c_int) -> bool {
+    matches!(
+        code,
+        0..=8 | 34 | 100..=102 | 200..=202 | 205..=224 | 300..=304 | 400 | 401 | 500 | 600 | 700..=705 | 708..=720
+            | 800..=809 | 900..=911 | 999
+    )
+}
+
+/// The driver's return code as cust_raw's enum: codes the enum lacks become
+/// `CUDA_ERROR_UNKNOWN`; the raw code stays readable through [`raw_code`].
+fn to_result(code: c_int) -> CUresult {
+    LAST_CODE.set(code);
+    if enum_has(code) {
+        // SAFETY: `code` is the value of one of the enum's variants.
+        unsafe { std::mem::transmute::<c_int, CUresult>(code) }
+    } else {
+        cudaError_enum::CUDA_ERROR_UNKNOWN
+    }
+}
+
+/// The driver's own code behind `code`, the result of this thread's latest
+/// forwarded call: where it is `CUDA_ERROR_UNKNOWN`, standing for a code
+/// cust_raw's enum lacks (or cust's own error type does), that code.
+pub(crate) fn raw_code(code: u32) -> u32 {
+    let last = LAST_CODE.get();
+    if code == cudaError_enum::CUDA_ERROR_UNKNOWN as u32 && last != 0 {
+        last as u32
+    } else {
+        code
+    }
+}
+
 macro_rules! forward {
     ($($name:ident($($arg:ident: $ty:ty),*);)*) => {$(
         #[no_mangle]
         unsafe extern "C" fn $name($($arg: $ty),*) -> CUresult {
-            type F = unsafe extern "C" fn($($ty),*) -> CUresult;
+            // The driver's function returns a plain int (`CUresult` of the
+            // installed driver's cuda.h), converted by `to_result`.
+            type F = unsafe extern "C" fn($($ty),*) -> c_int;
             static ADDR: OnceLock<Option<F>> = OnceLock::new();
             if OPENING.get() {
                 return cudaError_enum::CUDA_ERROR_NOT_INITIALIZED;
@@ -87,12 +131,12 @@ macro_rules! forward {
             let f = ADDR.get_or_init(|| {
                 // SAFETY: the driver's function of this name has the
                 // signature of cuda.h, which cust_raw's bindings and these
-                // parameters copy.
+                // parameters copy, returning an int.
                 symbol(concat!(stringify!($name), "\0")).map(|p| unsafe { std::mem::transmute::<*mut c_void, F>(p) })
             });
             match f {
                 // SAFETY: the caller upholds the driver function's contract.
-                Some(f) => unsafe { f($($arg),*) },
+                Some(f) => to_result(unsafe { f($($arg),*) }),
                 None => cudaError_enum::CUDA_ERROR_NO_DEVICE,
             }
         }
@@ -101,6 +145,7 @@ macro_rules! forward {
 
 forward! {
     cuInit(flags: c_uint);
+    cuDriverGetVersion(version: *mut c_int);
     cuDeviceGet(device: *mut CUdevice, ordinal: c_int);
     cuDeviceGetAttribute(pi: *mut c_int, attrib: CUdevice_attribute, dev: CUdevice);
     cuDeviceGetName(name: *mut c_char, len: c_int, dev: CUdevice);
@@ -127,4 +172,34 @@ forward! {
     cuGraphLaunch(exec: CUgraphExec, stream: CUstream);
     cuGraphExecDestroy(exec: CUgraphExec);
     cuGraphDestroy(graph: CUgraph);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_the_enum_lacks_become_unknown_and_stay_readable() {
+        // 46 (device unavailable) and 226 (contained) are CUDA 12 codes.
+        for code in [46, 226, 36, 225, 402, 721, 810, 811, 812, 912, 917] {
+            let res = to_result(code);
+            assert_eq!(res, cudaError_enum::CUDA_ERROR_UNKNOWN);
+            assert_eq!(raw_code(res as u32), code as u32);
+        }
+        let res = to_result(2);
+        assert_eq!(res, cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY);
+        assert_eq!(raw_code(res as u32), 2);
+        assert_eq!(raw_code(to_result(999) as u32), 999);
+        // Spot checks of the enum's values against the ranges above.
+        for e in [
+            cudaError_enum::CUDA_ERROR_STUB_LIBRARY,
+            cudaError_enum::CUDA_ERROR_UNSUPPORTED_EXEC_AFFINITY,
+            cudaError_enum::CUDA_ERROR_ILLEGAL_STATE,
+            cudaError_enum::CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE,
+            cudaError_enum::CUDA_ERROR_MPS_MAX_CONNECTIONS_REACHED,
+            cudaError_enum::CUDA_ERROR_EXTERNAL_DEVICE,
+        ] {
+            assert!(enum_has(e as c_int), "{e:?}");
+        }
+    }
 }
