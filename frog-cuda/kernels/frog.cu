@@ -542,3 +542,26 @@ GEMM_ENTRY(gemm_tf32_64, 64, ARITH_TF32)
 GEMM_ENTRY(gemm_tf32_128, 128, ARITH_TF32)
 GEMM_ENTRY(gemm_3xtf32_64, 64, ARITH_3XTF32)
 GEMM_ENTRY(gemm_3xtf32_128, 128, ARITH_3XTF32)
+
+// A probe of the mma.sync variant the GEMMs use (m16n8k8, TF32 inputs, f32
+// accumulation) for a test to compare with the host's product: one warp
+// places every lane's fragments by the PTX ISA's formulas, written out here
+// independently of MmaTile (g = lane / 4, t = lane % 4):
+//   A a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4);
+//   B b0 (k = t, n = g), b1 (k = t+4, n = g);
+//   C c0 (g, 2t), c1 (g, 2t+1), c2 (g+8, 2t), c3 (g+8, 2t+1).
+// c [16, 8] = a [16, 8] b [8, 8], all row-major, entries TF32 values.
+extern "C" __global__ void mma_probe_m16n8k8_tf32(const float* __restrict__ a, const float* __restrict__ b,
+                                                  float* __restrict__ c) {
+    if (threadIdx.x >= 32) return;  // one warp
+    int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
+    auto bits = [](float v) { return (unsigned)__float_as_int(v); };
+    unsigned af[4] = {bits(a[g * 8 + t]), bits(a[(g + 8) * 8 + t]), bits(a[g * 8 + t + 4]), bits(a[(g + 8) * 8 + t + 4])};
+    unsigned bf[2] = {bits(b[t * 8 + g]), bits(b[(t + 4) * 8 + g])};
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    mma_tf32(d, af, bf);
+    c[g * 8 + 2 * t] = d[0];
+    c[g * 8 + 2 * t + 1] = d[1];
+    c[(g + 8) * 8 + 2 * t] = d[2];
+    c[(g + 8) * 8 + 2 * t + 1] = d[3];
+}

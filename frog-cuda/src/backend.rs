@@ -811,6 +811,34 @@ mod tests {
         }
     }
 
+    /// On a device (or the emulator): every lane's fragments of the
+    /// m16n8k8 TF32 mma, placed by the PTX ISA's formulas (the probe
+    /// kernel), give the product the host computes, entry for entry.
+    #[test]
+    fn gpu_mma_fragments_follow_the_ptx_isa() {
+        let cuda = match Cuda::new(Precision::Exact) {
+            Ok(c) => c,
+            Err(e) => return println!("SKIPPED gpu_mma_fragments_follow_the_ptx_isa: no CUDA device ({e})"),
+        };
+        // Small distinct integers: exact in TF32 and in every sum, so any
+        // misplaced fragment changes some output.
+        let ints = |n: usize, seed: usize| (0..n).map(|i| ((i * 7 + seed) * 2_654_435_761usize % 17) as f32 - 8.0).collect::<Vec<_>>();
+        let (a, b) = (ints(16 * 8, 3), ints(8 * 8, 11));
+        let (ab, bb) = (cuda.upload(&a).unwrap(), cuda.upload(&b).unwrap());
+        let cb = cuda.zeros(16 * 8).unwrap();
+        let args = [cuda.ptr("a", &ab, 128).unwrap(), cuda.ptr("b", &bb, 64).unwrap(), cuda.ptr("c", &cb, 128).unwrap()];
+        cuda.launch(K::MmaProbeTf32, Grid::x(1), &args).unwrap();
+        let got = cuda.download(&cb, 128).unwrap();
+        for m in 0..16 {
+            for n in 0..8 {
+                let want: f32 = (0..8).map(|k| a[m * 8 + k] * b[k * 8 + n]).sum();
+                let lane = (m % 8) * 4 + n / 2;
+                assert_eq!(got[m * 8 + n], want, "C({m}, {n}), held by lane {lane}");
+            }
+        }
+        println!("gpu_mma_fragments_follow_the_ptx_isa: all 32 lanes' A, B and C fragments agree on {}", cuda.device_name());
+    }
+
     #[test]
     fn patch_scratch_is_im2col_sized() {
         let conv = Layer::conv2d(Conv2d::new(64, 64, 3, 1, 1, [32, 32]), false);

@@ -120,6 +120,7 @@ kernels! {
     GemmTf32x128 = "gemm_tf32_128" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
     Gemm3xTf32x64 = "gemm_3xtf32_64" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
     Gemm3xTf32x128 = "gemm_3xtf32_128" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
+    MmaProbeTf32 = "mma_probe_m16n8k8_tf32" in Frog: [P, P, P];
     Col2im = "col2im" in Nn: [I, I, I, I, I, I, I, I, I, I, I, I, I, I, P, P, I];
     SwapLeading = "swap_leading" in Nn: [I, I, I, P, P];
     BnStats = "bn_stats" in Nn: [I, I, I, P, P, P, P, P, F, F];
