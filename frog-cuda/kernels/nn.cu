@@ -53,31 +53,50 @@ extern "C" __global__ void swap_leading(int a, int b, int e, const float* __rest
     }
 }
 
-// Train-mode statistics, one block per channel: mean, 1/sqrt(var + eps)
-// (biased variance over (B, H, W), two passes), and the running statistics
-// (running = (1-m)*running + m*stat, the variance unbiased by n/(n-1)).
-extern "C" __global__ void bn_stats(int batch, int channels, int hw, const float* __restrict__ x,
-                                    float* __restrict__ mean, float* __restrict__ invstd,
-                                    float* __restrict__ run_mean, float* __restrict__ run_var, float momentum,
-                                    float eps) {
+// BatchNorm's per-channel reductions run in two stages so that a few
+// channels still fill the device: a grid of (parts, channels) blocks, block
+// (p, c) summing entries [p*part_len, (p+1)*part_len) of channel c's
+// batch*hw, each adding its partial sum atomically onto a zeroed [C] output;
+// then a per-channel step.
+
+// Block (p, c)'s entries [begin, end) of its channel's n (host: no empty part).
+__device__ __forceinline__ void bn_part(int n, int part_len, unsigned& begin, unsigned& end) {
+    begin = blockIdx.x * (unsigned)part_len;
+    end = begin >= (unsigned)n || (unsigned)n - begin < (unsigned)part_len ? (unsigned)n : begin + part_len;
+}
+
+// out[c] += sum of x over the part, or with center of (x - center[c]/n)^2
+// (center holding the channel sums: the variance's second pass).
+extern "C" __global__ void bn_channel_sums(int batch, int channels, int hw, int part_len, const float* __restrict__ x,
+                                           const float* __restrict__ center, float* __restrict__ out) {
     __shared__ float scratch[BLOCK / 32 + 1];
-    int c = blockIdx.x;
-    if (c >= channels) return;
-    int n = batch * hw;
+    int c = blockIdx.y;
+    float mu = center ? center[c] / (float)(batch * hw) : 0.0f;
     float acc = 0.0f;
-    for (unsigned e = threadIdx.x; e < (unsigned)n; e += BLOCK) {
-        int b = e / hw, p = e - b * hw;
-        acc += x[(b * channels + c) * hw + p];
-    }
-    float mu = block_sum(acc, scratch) / (float)n;
-    acc = 0.0f;
-    for (unsigned e = threadIdx.x; e < (unsigned)n; e += BLOCK) {
+    unsigned begin, end;
+    bn_part(batch * hw, part_len, begin, end);
+    for (unsigned e = begin + threadIdx.x; e < end; e += BLOCK) {
         int b = e / hw, p = e - b * hw;
         float v = x[(b * channels + c) * hw + p] - mu;
-        acc = fmaf(v, v, acc);
+        acc = center ? fmaf(v, v, acc) : acc + v;
     }
-    float var = block_sum(acc, scratch) / (float)n;
-    if (threadIdx.x == 0) {
+    acc = block_sum(acc, scratch);
+    if (threadIdx.x == 0) atomicAdd(out + c, acc);
+}
+
+// Train-mode statistics from the channel sums, one thread per channel:
+// mean = sum/n, invstd = 1/sqrt(var + eps) (biased variance over (B, H, W),
+// from sq = sum of squared deviations), and the running statistics
+// (running = (1-m)*running + m*stat, the variance unbiased by n/(n-1)).
+// mean holds the sums and invstd the squared deviations on entry.
+extern "C" __global__ void bn_stats(int batch, int channels, int hw, float* __restrict__ mean,
+                                    float* __restrict__ invstd, float* __restrict__ run_mean,
+                                    float* __restrict__ run_var, float momentum, float eps) {
+    int n = batch * hw;
+    for (long long c64 = grid_first(); c64 < channels; c64 += grid_stride()) {
+        int c = (int)c64;
+        float mu = mean[c] / (float)n;
+        float var = invstd[c] / (float)n;
         mean[c] = mu;
         invstd[c] = 1.0f / sqrtf(var + eps);
         float unbiased = n > 1 ? var * (float)n / (float)(n - 1) : var;
@@ -105,20 +124,22 @@ extern "C" __global__ void bn_apply(int batch, int channels, int hw, const float
     }
 }
 
-// Backward reductions, one block per channel. With relu_out, dy is zeroed
-// in place where the forward's output was <= 0 (the ReLU's mask). Then
-// dbias[c] = sum dy, dweight[c] = sum dy * (x - mean) * invstd.
-extern "C" __global__ void bn_backward_reduce(int batch, int channels, int hw, const float* __restrict__ x,
-                                              const float* __restrict__ mean, const float* __restrict__ invstd,
-                                              const float* __restrict__ relu_out, float* __restrict__ dy,
-                                              float* __restrict__ dweight, float* __restrict__ dbias) {
+// Backward reductions over the (parts, channels) grid of bn_channel_sums,
+// onto zeroed dweight and dbias. With relu_out, dy is zeroed in place where
+// the forward's output was <= 0 (the ReLU's mask). Then dbias[c] = sum dy,
+// dweight[c] = sum dy * (x - mean) * invstd.
+extern "C" __global__ void bn_backward_reduce(int batch, int channels, int hw, int part_len,
+                                              const float* __restrict__ x, const float* __restrict__ mean,
+                                              const float* __restrict__ invstd, const float* __restrict__ relu_out,
+                                              float* __restrict__ dy, float* __restrict__ dweight,
+                                              float* __restrict__ dbias) {
     __shared__ float scratch[BLOCK / 32 + 1];
-    int c = blockIdx.x;
-    if (c >= channels) return;
-    int n = batch * hw;
+    int c = blockIdx.y;
     float mu = mean[c];
     float sdy = 0.0f, sdx = 0.0f;
-    for (unsigned e = threadIdx.x; e < (unsigned)n; e += BLOCK) {
+    unsigned begin, end;
+    bn_part(batch * hw, part_len, begin, end);
+    for (unsigned e = begin + threadIdx.x; e < end; e += BLOCK) {
         int b = e / hw, p = e - b * hw;
         int at = (b * channels + c) * hw + p;
         float g = dy[at];
@@ -132,8 +153,8 @@ extern "C" __global__ void bn_backward_reduce(int batch, int channels, int hw, c
     sdy = block_sum(sdy, scratch);
     sdx = block_sum(sdx, scratch);
     if (threadIdx.x == 0) {
-        dbias[c] = sdy;
-        dweight[c] = sdx * invstd[c];
+        atomicAdd(dbias + c, sdy);
+        atomicAdd(dweight + c, sdx * invstd[c]);
     }
 }
 

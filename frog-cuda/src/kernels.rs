@@ -123,9 +123,10 @@ kernels! {
     MmaProbeTf32 = "mma_probe_m16n8k8_tf32" in Frog: [P, P, P];
     Col2im = "col2im" in Nn: [I, I, I, I, I, I, I, I, I, I, I, I, I, I, P, P, I];
     SwapLeading = "swap_leading" in Nn: [I, I, I, P, P];
-    BnStats = "bn_stats" in Nn: [I, I, I, P, P, P, P, P, F, F];
+    BnChannelSums = "bn_channel_sums" in Nn: [I, I, I, I, P, P, P];
+    BnStats = "bn_stats" in Nn: [I, I, I, P, P, P, P, F, F];
     BnApply = "bn_apply" in Nn: [I, I, I, P, P, P, I, F, P, P, P, I, P];
-    BnBackwardReduce = "bn_backward_reduce" in Nn: [I, I, I, P, P, P, P, P, P, P];
+    BnBackwardReduce = "bn_backward_reduce" in Nn: [I, I, I, I, P, P, P, P, P, P, P];
     BnBackwardDx = "bn_backward_dx" in Nn: [I, I, I, P, P, P, P, P, P, P, P];
     AvgPool = "avg_pool" in Nn: [I, I, P, P];
     AvgPoolBackward = "avg_pool_backward" in Nn: [I, I, P, P];
