@@ -16,7 +16,7 @@
 //
 // Settings (environment, read at the first call):
 //   FROG_EMU_SMS             multiprocessor count reported (default 4)
-//   FROG_EMU_DRIVER_VERSION  cuDriverGetVersion's answer (default 12040); the
+//   FROG_EMU_DRIVER_VERSION  cuDriverGetVersion's answer (default 11080); the
 //                            module loader accepts the PTX ISA that driver does
 //   FROG_EMU_CC              compute capability, as "8.0" (default)
 //   FROG_EMU_SEED            seed of the shuffled block order (default 1)
@@ -125,7 +125,7 @@ std::mutex launch_mutex;
 
 struct Settings {
     int sms = 4;
-    int driver_version = 12040;
+    int driver_version = 11080;  // the oldest driver the committed PTX needs
     int cc_major = 8, cc_minor = 0;
     unsigned long long seed = 1;
     const char* stats = nullptr;

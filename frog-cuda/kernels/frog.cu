@@ -1,7 +1,7 @@
 // FROG's kernels: patches, Fisher weights, the two patch products (GEMM),
 // batched-CG updates and the row-wise elementwise operations.
 //
-// Compiled to PTX (ISA 8.4, compute_80) by the pinned NVRTC in
+// Compiled to PTX (ISA 7.8, compute_80; CUDA 11.8+ drivers) by the pinned NVRTC in
 // scripts/gen-ptx.py; the PTX is committed in ptx/ and embedded by the crate.
 // No headers: everything here is plain CUDA C plus inline PTX for mma.sync.
 //
@@ -247,9 +247,11 @@ extern "C" __global__ void fisher_weights(int r, int rows, int l_per, int sj, in
 // One block computes a T x T tile (T = 64 or 128, the host picks per
 // problem) over BK-deep slices of K. Each slice is read from global memory
 // into registers while the block computes on the previous one, then stored
-// k-major into the other of two shared-memory buffers, so one barrier per
-// slice suffices and the loads' latency hides behind the arithmetic.
+// k-major (columns swizzled, see swz) into the other of two shared-memory
+// buffers, so one barrier per slice suffices and the loads' latency hides
+// behind the arithmetic.
 
+// The staging stores (the emulator counts their bank conflicts).
 #ifndef FROG_HOST_EMULATION
 #define SHARED_STORE(dst, v) ((dst) = (v))
 #endif

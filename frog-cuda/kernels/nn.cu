@@ -4,8 +4,8 @@
 // BatchNorm with a fused residual and ReLU, global average pooling, bias
 // and column sums for linear layers, softmax cross-entropy.
 //
-// Compiled to PTX (ISA 8.4, compute_80) by the pinned NVRTC in
-// scripts/gen-ptx.py. Layouts are PyTorch's: [B, C, H, W] and [B, D].
+// Compiled to PTX (ISA 7.8, compute_80: CUDA 11.8+ drivers load it) by the
+// pinned NVRTC in scripts/gen-ptx.py. Layouts are PyTorch's: [B, C, H, W] and [B, D].
 
 #include "reduce.cuh"
 

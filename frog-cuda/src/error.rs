@@ -94,6 +94,8 @@ pub(crate) mod code {
     pub const MISALIGNED_ADDRESS: u32 = 716;
     pub const INVALID_PC: u32 = 718;
     pub const LAUNCH_FAILED: u32 = 719;
+    pub const STREAM_CAPTURE_UNSUPPORTED: u32 = 900;
+    pub const STREAM_CAPTURE_INVALIDATED: u32 = 901;
     pub const UNKNOWN: u32 = 999;
 }
 
@@ -125,6 +127,8 @@ pub fn code_name(c: u32) -> &'static str {
         MISALIGNED_ADDRESS => "CUDA_ERROR_MISALIGNED_ADDRESS",
         INVALID_PC => "CUDA_ERROR_INVALID_PC",
         LAUNCH_FAILED => "CUDA_ERROR_LAUNCH_FAILED",
+        STREAM_CAPTURE_UNSUPPORTED => "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
+        STREAM_CAPTURE_INVALIDATED => "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED",
         UNKNOWN => "CUDA_ERROR_UNKNOWN",
         _ => "CUDA error",
     }
