@@ -2,8 +2,8 @@
 # frog-cuda's CI on a machine without a GPU (called by .ci/run).
 #
 # 1. installs the pinned compilers as pip wheels into a cache folder
-#    ($FROG_CUDA_CACHE, default $HOME/.cache/frog-cuda): NVRTC 12.4.127 (PTX
-#    ISA 8.4) and cuda-toolkit 13.0.2 for ptxas;
+#    ($FROG_CUDA_CACHE, default $HOME/.cache/frog-cuda): NVRTC 11.8.89 (PTX
+#    ISA 7.8, which CUDA 11.8+ drivers load) and cuda-toolkit 13.0.2 for ptxas;
 # 2. regenerates the PTX from kernels/*.cu and fails on any difference from
 #    the committed ptx/*.ptx;
 # 3. assembles the PTX with ptxas for sm_80 and sm_90 and prints registers,
@@ -12,10 +12,15 @@
 #    and the tests of frog-cuda; GPU tests print that they were skipped;
 # 5. checks that no binary needs libcuda.so.1 to start (src/driver.rs opens
 #    it at run time) and that frog-bench reports a missing driver;
-# 6. runs the GPU tests (frog-cuda's, and the bench's CUDA device) again on
-#    the libcuda host emulator (emu/: the CUDA C
-#    kernels compiled for the host), which checks the kernels' sources and
-#    the Rust side, not the PTX, the driver or the speed.
+# 6. runs the GPU tests again on the libcuda host emulator (emu/: the CUDA C
+#    kernels compiled for the host, signed overflow trapping), which checks
+#    the kernels' sources and the Rust side, not the PTX, the driver or the
+#    speed: frog-cuda's at 4, 108 (A100) and 132 (H100/H200) SMs, each with
+#    its own block order, checking that the 108 and 132 runs reach GEMM plans
+#    (tile, split-K) the 4-SM run does not, split-K > 1 on both tiles, and no
+#    bank conflict in the GEMMs' shared-memory staging; the bench's CUDA
+#    device at 4 SMs; and that a too-old driver or GPU makes every GPU test
+#    report SKIPPED with both versions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -28,9 +33,9 @@ t0=$(date +%s)
 say() { printf '\n-- frog-cuda: %s (%ss)\n' "$1" "$(($(date +%s) - t0))"; }
 
 say "pinned compilers (pip wheels in $cache)"
-nvrtc_lib=$cache/nvrtc/nvidia/cuda_nvrtc/lib
-if [ ! -e "$nvrtc_lib/libnvrtc.so.12" ]; then
-  python3 -m pip install --quiet --no-deps --target "$cache/nvrtc" "nvidia-cuda-nvrtc-cu12==12.4.127"
+nvrtc_lib=$cache/nvrtc11/nvidia/cuda_nvrtc/lib
+if [ ! -e "$nvrtc_lib/libnvrtc.so.11.2" ]; then
+  python3 -m pip install --quiet --no-deps --target "$cache/nvrtc11" "nvidia-cuda-nvrtc-cu11==11.8.89"
 fi
 ptxas=$cache/tk/nvidia/cu13/bin/ptxas
 if [ ! -x "$ptxas" ]; then
@@ -38,7 +43,7 @@ if [ ! -x "$ptxas" ]; then
 fi
 "$ptxas" --version | tail -1
 
-say "PTX regeneration with NVRTC 12.4 against the committed PTX"
+say "PTX regeneration with NVRTC 11.8 against the committed PTX"
 python3 frog-cuda/scripts/gen-ptx.py --nvrtc "$nvrtc_lib" --check
 
 say "ptxas: registers, shared memory and spills per kernel"
@@ -98,17 +103,63 @@ case "$nodriver" in
   *) echo "a cuda build of frog-bench should report the missing driver" >&2; exit 1 ;;
 esac
 
-say "GPU tests on the libcuda host emulator"
+say "GPU tests on the libcuda host emulator at 4, 108 and 132 SMs"
 emu=$(bash frog-cuda/emu/build.sh "$root/target/cuda-emu")
-bins=$(awk '($1 == "gpu" || $1 == "nn" || $1 == "frog_bench") && $2 != "bin" { print $3 }' <<< "$artifacts" | sort -u)
-: > "$root/target/frog-cuda-emu.log"
-for bin in $bins; do
-  case "$bin" in */frog_bench-*) filter=gpu_ ;; *) filter= ;; esac
-  LD_LIBRARY_PATH="$emu" "$bin" $filter --test-threads 1 --nocapture 2>&1 | tee -a "$root/target/frog-cuda-emu.log" \
-    | grep -E '^(test |gpu_[a-z_]+: |test result)' || true
+# frog-cuda's GPU tests (its unit tests' gpu_ ones included) at every SM
+# count; the 8 GiB fill once; the bench's CUDA device tests at 4 SMs.
+cuda_bins=$(awk '($1 == "gpu" || $1 == "nn" || ($1 == "frog_cuda" && $2 == "lib")) { print $3 }' <<< "$artifacts" | sort -u)
+bench_bins=$(awk '$1 == "frog_bench" && $2 != "bin" { print $3 }' <<< "$artifacts" | sort -u)
+log=$root/target/frog-cuda-emu.log
+: > "$log"
+emu_run() {  # sms, binary, arguments...
+  local sms=$1 bin=$2; shift 2
+  FROG_EMU_SMS=$sms FROG_EMU_SEED=$sms FROG_EMU_STATS="$root/target/emu-stats-$sms.txt" LD_LIBRARY_PATH="$emu" \
+    "$bin" "$@" --test-threads 1 --nocapture 2>&1 | tee -a "$log" \
+    | grep -E '^(test |gpu_[a-z_]+: |test result|SKIPPED)|runtime error|panicked' || true
+}
+# The plans of a stats file, one "tile xsplit" a line.
+plans() { awk '$1 == "gemm" { n = split($2, p, "_"); print p[n] " x" $4 }' "$1" | sort -u; }
+runs=0
+for sms in 4 108 132; do
+  rm -f "$root/target/emu-stats-$sms.txt"
+  echo "== $sms SMs"
+  for bin in $cuda_bins; do
+    if [ "$sms" = 4 ]; then emu_run "$sms" "$bin" gpu_; else emu_run "$sms" "$bin" gpu_ --skip gpu_fill_of_2_31_entries; fi
+    runs=$((runs + 1))
+  done
+  if [ "$sms" = 4 ]; then
+    for bin in $bench_bins; do emu_run "$sms" "$bin" gpu_; runs=$((runs + 1)); done
+  fi
+  echo "GEMM plans (tile x split-K) at $sms SMs: $(plans "$root/target/emu-stats-$sms.txt" | tr '\n' ' ')"
 done
-if grep -q 'test result: FAILED' "$root/target/frog-cuda-emu.log" || [ "$(grep -c 'test result: ok' "$root/target/frog-cuda-emu.log")" != 3 ]; then
+if grep -q 'test result: FAILED' "$log" || [ "$(grep -c 'test result: ok' "$log")" != "$runs" ]; then
   echo "GPU tests failed on the emulator" >&2
   exit 1
 fi
+for sms in 108 132; do
+  new=$(comm -13 <(plans "$root/target/emu-stats-4.txt") <(plans "$root/target/emu-stats-$sms.txt") | tr '\n' ' ')
+  echo "plans at $sms SMs that 4 SMs do not reach: $new"
+  [ -n "$new" ] || { echo "the $sms-SM run reaches no plan the 4-SM run does not" >&2; exit 1; }
+  for tile in 64 128; do
+    plans "$root/target/emu-stats-$sms.txt" | awk -v t=$tile '$1 == t && substr($2, 2) + 0 > 1 { ok = 1 } END { exit !ok }' \
+      || { echo "the $sms-SM run never splits K on the $tile tile" >&2; exit 1; }
+  done
+done
+cat "$root"/target/emu-stats-*.txt | awk '$1 == "shared-stores" { s += $3; w += $5 } END {
+  printf "GEMM shared-memory staging: %d warp stores, %d wavefronts (%d bank-conflict replays)\n", s, w, w - s
+  exit !(s > 0 && w == s) }' || { echo "bank conflicts in the GEMM staging stores" >&2; exit 1; }
+
+say "a too-old driver or GPU: every GPU test reports SKIPPED with both versions"
+gpu_bin=$(awk '$1 == "gpu" { print $3; exit }' <<< "$artifacts")
+for setting in FROG_EMU_DRIVER_VERSION=11040 FROG_EMU_CC=7.5; do
+  out=$(env "$setting" LD_LIBRARY_PATH="$emu" "$gpu_bin" --test-threads 1 --nocapture 2>&1 || true)
+  printf '%s\n' "$out" | grep -m1 -o 'SKIPPED.*' | sed "s/^/$setting: /"
+  tests=$(grep -c '^test gpu_' <<< "$out" || true)
+  skipped=$(grep -cE 'SKIPPED gpu_.*(CUDA 11.4.*CUDA 11.8|compute capability 7.5.*compute capability 8.0)' <<< "$out" || true)
+  if ! grep -q 'test result: ok' <<< "$out" || [ "$tests" = 0 ] || [ "$skipped" != "$tests" ]; then
+    printf '%s\n' "$out" >&2
+    echo "with $setting, $skipped of $tests GPU tests reported SKIPPED with both versions" >&2
+    exit 1
+  fi
+done
 say "done"

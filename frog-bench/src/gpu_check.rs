@@ -223,7 +223,14 @@ pub fn run(args: &GpuCheckArgs) -> Result<bool> {
         }
         Err(e) => return Err(Error::new(format!("gpu-check: the CUDA backend failed to start: {e}"))),
     };
-    let mut table = vec![format!("frog-bench gpu-check on {} ({} SMs)", cuda.device_name(), cuda.sm_count())];
+    let ((cc_major, cc_minor), (drv_major, drv_minor)) = (cuda.compute_capability(), cuda.driver_version());
+    let head = format!(
+        "frog-bench gpu-check on {} ({} SMs, compute capability {cc_major}.{cc_minor}, driver for CUDA {drv_major}.{drv_minor})",
+        cuda.device_name(),
+        cuda.sm_count()
+    );
+    println!("{head}");
+    let mut table = vec![head];
     let mut ok = !args.golden || golden_lines(&mut cuda, &mut table);
 
     let cfg = study_frog(args.sample);

@@ -14,11 +14,13 @@ import json, os, sys
 pk = [p for p in json.load(sys.stdin)["packages"] if p["name"] == "cust_raw"]
 print(os.path.dirname(pk[0]["manifest_path"]) if pk else "")')
 [ -n "$cr" ] || { echo "cust_raw is not a dependency of this workspace" >&2; exit 1; }
-g++ -std=c++20 -O2 -fPIC -fvisibility=default -Wall -Wno-unknown-pragmas -I"$here" -c "$here/libcuda_emu.cpp" -o "$out/emu.o"
+# Signed overflow in the kernels' index arithmetic aborts (UBSan, no recovery).
+ubsan="-fsanitize=signed-integer-overflow -fno-sanitize-recover=signed-integer-overflow"
+g++ -std=c++20 -O2 -fPIC -fvisibility=default -Wall -Wno-unknown-pragmas $ubsan -I"$here" -c "$here/libcuda_emu.cpp" -o "$out/emu.o"
 defined=$(nm -g --defined-only "$out/emu.o" | awk '$2 == "T" {print $3}' | grep '^cu' | sort -u)
 grep -o 'pub fn cu[A-Za-z0-9_]*' "$cr/src/cuda.rs" | sed 's/pub fn //' | sort -u \
   | comm -23 - <(printf '%s\n' "$defined") | sed 's/.*/extern "C" int &(void) { return 999; }/' > "$out/rest.cpp"
 g++ -fPIC -c -w "$out/rest.cpp" -o "$out/rest.o"
-g++ -shared -Wl,-soname,libcuda.so.1 -o "$out/lib64/libcuda.so.1" "$out/emu.o" "$out/rest.o" -lpthread
+g++ -shared $ubsan -Wl,-soname,libcuda.so.1 -o "$out/lib64/libcuda.so.1" "$out/emu.o" "$out/rest.o" -lpthread
 ln -sf libcuda.so.1 "$out/lib64/libcuda.so"
 echo "$out/lib64"

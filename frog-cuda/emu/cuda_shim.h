@@ -19,6 +19,7 @@ extern dim3 threadIdx, blockIdx, blockDim, gridDim;
 void emu_syncthreads();
 float emu_shfl_xor(float v, int lane_mask);
 void emu_mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]);
+void emu_shared_store(float* p, float v);
 
 #define __global__
 #define __device__
@@ -26,6 +27,8 @@ void emu_mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2])
 #define __shared__ static
 #define __launch_bounds__(...)
 #define __syncthreads() emu_syncthreads()
+// The GEMM's staging stores to shared memory, counted for bank conflicts.
+#define SHARED_STORE(dst, v) emu_shared_store(&(dst), (v))
 
 inline float __shfl_xor_sync(unsigned, float v, int o) { return emu_shfl_xor(v, o); }
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }

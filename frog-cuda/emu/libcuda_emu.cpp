@@ -10,11 +10,27 @@
 //
 // Device memory is host memory: allocations are poisoned with NaN and
 // followed by a canary that is checked on free (an out-of-bounds write
-// aborts the process).
+// aborts the process); allocations of 1 GiB or more also sit above 8 GiB of
+// inaccessible address space, so an index that wrapped negative in 32 bits
+// faults instead of writing into other memory.
+//
+// Settings (environment, read at the first call):
+//   FROG_EMU_SMS             multiprocessor count reported (default 4)
+//   FROG_EMU_DRIVER_VERSION  cuDriverGetVersion's answer (default 11080); the
+//                            module loader accepts the PTX ISA that driver does
+//   FROG_EMU_CC              compute capability, as "8.0" (default)
+//   FROG_EMU_SEED            seed of the shuffled block order (default 1)
+//   FROG_EMU_STATS           file to which the process appends, at exit, the
+//                            GEMM plans it ran and the shared-store bank
+//                            conflicts it counted
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -74,6 +90,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr size_t kStack = 256 * 1024;
+constexpr int kRing = 64;
 
 struct Sched {
     void* main_sp = nullptr;
@@ -84,6 +101,13 @@ struct Sched {
     unsigned block_arrived = 0, block_gen = 0;
     unsigned warp_arrived[kWarps] = {}, warp_gen[kWarps] = {};
     float xchg[kThreads];
+    // Shared stores (emu_shared_store): per thread its count in the block,
+    // per warp a ring of the lanes' addresses by store.
+    unsigned stores[kThreads];
+    struct StoreSlot {
+        unsigned seq = 0, arrived = 0;
+        uintptr_t word[32];
+    } ring[kWarps][kRing];
     unsigned mma_a[kWarps][32][4];
     unsigned mma_b[kWarps][32][2];
     std::function<void()> job;
@@ -98,6 +122,49 @@ Sched& sched() {
 }
 
 std::mutex launch_mutex;
+
+struct Settings {
+    int sms = 4;
+    int driver_version = 11080;  // the oldest driver the committed PTX needs
+    int cc_major = 8, cc_minor = 0;
+    unsigned long long seed = 1;
+    const char* stats = nullptr;
+    Settings() {
+        if (const char* v = std::getenv("FROG_EMU_SMS")) sms = std::max(1, std::atoi(v));
+        if (const char* v = std::getenv("FROG_EMU_DRIVER_VERSION")) driver_version = std::atoi(v);
+        if (const char* v = std::getenv("FROG_EMU_CC")) std::sscanf(v, "%d.%d", &cc_major, &cc_minor);
+        if (const char* v = std::getenv("FROG_EMU_SEED")) seed = std::strtoull(v, nullptr, 10);
+        stats = std::getenv("FROG_EMU_STATS");
+    }
+};
+
+const Settings& settings() {
+    static Settings s;
+    return s;
+}
+
+// What a process ran, appended to FROG_EMU_STATS at exit: each GEMM kernel
+// with its K split (grid z) and launch count, and the warp stores to
+// shared memory through SHARED_STORE with the wavefronts they took (one per
+// store without bank conflicts).
+struct Stats {
+    std::map<std::pair<std::string, unsigned>, unsigned long long> gemms;
+    unsigned long long warp_stores = 0, wavefronts = 0;
+    ~Stats() {
+        const char* path = settings().stats;
+        if (!path) return;
+        FILE* f = std::fopen(path, "a");
+        if (!f) return;
+        for (auto& [plan, n] : gemms) std::fprintf(f, "gemm %s split %u launches %llu\n", plan.first.c_str(), plan.second, n);
+        std::fprintf(f, "shared-stores warp-stores %llu wavefronts %llu\n", warp_stores, wavefronts);
+        std::fclose(f);
+    }
+};
+
+Stats& stats() {
+    static Stats s;
+    return s;
+}
 
 void yield() {
     Sched& s = sched();
@@ -126,7 +193,10 @@ void run_block() {
         frame[7] = nullptr;
         s.sp[t] = frame;
         s.done[t] = false;
+        s.stores[t] = 0;
     }
+    for (auto& warp : s.ring)
+        for (auto& slot : warp) slot.arrived = 0;
     int remaining = kThreads;
     while (remaining > 0) {
         for (int t = 0; t < kThreads; t++) {
@@ -170,6 +240,34 @@ float emu_shfl_xor(float v, int o) {
     float r = s.xchg[(w << 5) | (lane ^ o)];
     warp_barrier();
     return r;
+}
+
+// One lane's part of a warp's store to shared memory. Lanes run one after
+// the other, so each lane's k-th store goes into slot k of its warp's ring;
+// the last of the 32 lanes to arrive at a slot compares the addresses: the
+// store takes as many wavefronts as the most distinct 4-byte words any of
+// the 32 banks holds (1: no bank conflict).
+void emu_shared_store(float* p, float v) {
+    Sched& s = sched();
+    int t = s.cur, w = t >> 5, lane = t & 31;
+    unsigned k = s.stores[t]++;
+    auto& slot = s.ring[w][k % kRing];
+    if (slot.arrived == 0) slot.seq = k;
+    if (slot.seq != k) {
+        std::fprintf(stderr, "libcuda emulator: a lane ran %d shared stores ahead of its warp\n", kRing);
+        std::abort();
+    }
+    slot.word[lane] = reinterpret_cast<uintptr_t>(p) >> 2;
+    if (++slot.arrived == 32) {
+        slot.arrived = 0;
+        std::sort(slot.word, slot.word + 32);
+        int n = int(std::unique(slot.word, slot.word + 32) - slot.word);
+        unsigned per_bank[32] = {}, most = 0;
+        for (int i = 0; i < n; i++) most = std::max(most, ++per_bank[slot.word[i] % 32]);
+        stats().warp_stores++;  // launches run one at a time (launch_mutex)
+        stats().wavefronts += most;
+    }
+    *p = v;
 }
 
 static float tf32_value(unsigned u) {
@@ -251,8 +349,8 @@ const std::vector<Entry>& table() {
         KERNEL(row_div),  KERNEL(row_rsqrt),   KERNEL(row_axpy),   KERNEL(row_xpby),       KERNEL(row_step),
         KERNEL(cg_update), KERNEL(im2col),     KERNEL(pack_rows),  KERNEL(patch_sq_norms), KERNEL(fisher_weights),
         KERNEL(gemm_f32_64), KERNEL(gemm_f32_128), KERNEL(gemm_tf32_64), KERNEL(gemm_tf32_128),
-        KERNEL(gemm_3xtf32_64), KERNEL(gemm_3xtf32_128),
-        NN(col2im),       NN(swap_leading),       NN(bn_stats),        NN(bn_apply),       NN(bn_backward_reduce), NN(bn_backward_dx),
+        KERNEL(gemm_3xtf32_64), KERNEL(gemm_3xtf32_128), KERNEL(mma_probe_m16n8k8_tf32),
+        NN(col2im),       NN(swap_leading),       NN(bn_channel_sums), NN(bn_stats),        NN(bn_apply),       NN(bn_backward_reduce), NN(bn_backward_dx),
         NN(avg_pool),     NN(avg_pool_backward), NN(add_bias),     NN(col_sums),           NN(cross_entropy),
         NN(gather_blocks),
     };
@@ -262,10 +360,34 @@ const std::vector<Entry>& table() {
 constexpr size_t kCanary = 256;
 constexpr unsigned char kCanaryByte = 0xA5;
 
+// Allocations of kGuarded bytes or more are mapped kGuard bytes above the
+// start of an inaccessible reservation: a 32-bit index that wrapped
+// negative reaches at most 2^31 entries (8 GiB) below a buffer.
+constexpr size_t kGuarded = size_t(1) << 30;
+constexpr size_t kGuard = size_t(1) << 33;
+
 std::mutex alloc_mutex;
 std::vector<std::pair<uintptr_t, size_t>>& allocs() {
     static std::vector<std::pair<uintptr_t, size_t>> v;
     return v;
+}
+
+unsigned char* alloc_bytes(size_t bytes) {
+    if (bytes < kGuarded) return static_cast<unsigned char*>(std::malloc(bytes));
+    void* r = mmap(nullptr, kGuard + bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (r == MAP_FAILED) return nullptr;
+    auto* mem = static_cast<unsigned char*>(r) + kGuard;
+    if (mprotect(mem, bytes, PROT_READ | PROT_WRITE) != 0) {
+        munmap(r, kGuard + bytes);
+        return nullptr;
+    }
+    madvise(mem, bytes, MADV_HUGEPAGE);  // fewer page faults while poisoning it
+    return mem;
+}
+
+void free_bytes(unsigned char* mem, size_t bytes) {
+    if (bytes < kGuarded) std::free(mem);
+    else munmap(mem - kGuard, kGuard + bytes);
 }
 
 }  // namespace
@@ -317,12 +439,26 @@ void run_launch(const Entry* e, unsigned gx, unsigned gy, unsigned gz, void** pa
     blockDim = dim3{unsigned(kThreads), 1, 1};
     gridDim = dim3{gx, gy, gz};
     s.job = [e, params] { e->run(params); };
-    for (unsigned z = 0; z < gz; z++)
-        for (unsigned y = 0; y < gy; y++)
-            for (unsigned x = 0; x < gx; x++) {
-                blockIdx = dim3{x, y, z};
-                run_block();
-            }
+    if (std::strncmp(e->name, "gemm_", 5) == 0) stats().gemms[{e->name, gz}]++;
+    // The blocks in a shuffled order (seeded, a new permutation per
+    // launch), so that atomic accumulations add up in varying orders as
+    // on a device.
+    static unsigned long long launches = 0;
+    unsigned long long state = settings().seed * 0x9e3779b97f4a7c15ull + ++launches;
+    auto next = [&state] {  // splitmix64
+        unsigned long long z = (state += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+    };
+    size_t blocks = size_t(gx) * gy * gz;
+    std::vector<size_t> order(blocks);
+    for (size_t b = 0; b < blocks; b++) order[b] = b;
+    for (size_t b = blocks; b > 1; b--) std::swap(order[b - 1], order[next() % b]);
+    for (size_t b : order) {
+        blockIdx = dim3{unsigned(b % gx), unsigned(b / gx % gy), unsigned(b / gx / gy)};
+        run_block();
+    }
 }
 
 }  // namespace
@@ -335,7 +471,7 @@ typedef unsigned long long CUdeviceptr;
 
 int cuInit(unsigned) { return 0; }
 int cuDriverGetVersion(int* v) {
-    *v = 12040;
+    *v = settings().driver_version;
     return 0;
 }
 int cuDeviceGet(int* dev, int ordinal) {
@@ -348,7 +484,9 @@ int cuDeviceGetCount(int* n) {
     return 0;
 }
 int cuDeviceGetAttribute(int* v, int attrib, int) {
-    *v = attrib == 16 ? 4 : (attrib == 75 ? 8 : 0);
+    const Settings& c = settings();
+    // 16: multiprocessors, 75/76: compute capability major/minor.
+    *v = attrib == 16 ? c.sms : attrib == 75 ? c.cc_major : attrib == 76 ? c.cc_minor : 0;
     return 0;
 }
 int cuDeviceGetName(char* name, int len, int) {
@@ -367,8 +505,56 @@ int cuDevicePrimaryCtxRelease_v2(int) { return 0; }
 int cuDevicePrimaryCtxSetFlags_v2(int, unsigned) { return 0; }
 int cuCtxSetCurrent(void*) { return 0; }
 int cuCtxSynchronize() { return capture_guard(); }
-int cuModuleLoadDataEx(void** m, const void* image, unsigned, void*, void*) {
-    if (!std::strstr(static_cast<const char*>(image), ".version 8.4")) return 222;
+// The newest PTX ISA a driver of CUDA version v (1000 * major + 10 * minor)
+// loads: 7.x for 11.x, 8.0-8.5 for 12.0-12.6, 8.7 for 12.8, 8.8 for 12.9,
+// 9.0 for 13.0 (the PTX ISA's release notes).
+static int max_isa(int v) {
+    int major = v / 1000, minor = v % 1000 / 10;
+    if (major <= 10) return 0;
+    if (major == 11) return 70 + minor;
+    if (major == 12) return minor <= 5 ? 80 + minor : minor == 6 ? 85 : minor == 7 ? 86 : 87 + (minor - 8);
+    return 90;
+}
+
+// Loads a module as a driver would decide it: the PTX's `.version` against
+// the ISA the driver knows and `.target sm_XY` against the device; any
+// failure writes a JIT error log into CU_JIT_ERROR_LOG_BUFFER (option 5,
+// sized by option 6, passed by value), as the driver's PTX compiler does.
+int cuModuleLoadDataEx(void** m, const void* image, unsigned n, int* options, void** values) {
+    char msg[256];
+    const char* ptx = static_cast<const char*>(image);
+    auto line = [ptx](const char* prefix) -> const char* {  // the first line starting with prefix
+        if (std::strncmp(ptx, prefix, std::strlen(prefix)) == 0) return ptx;
+        std::string nl = std::string("\n") + prefix;
+        const char* at = std::strstr(ptx, nl.c_str());
+        return at ? at + 1 : nullptr;
+    };
+    const char* ver = line(".version ");
+    const char* target = line(".target sm_");
+    int vmaj = 0, vmin = 0, sm = 0, code = 0;
+    const Settings& c = settings();
+    if (!ver || std::sscanf(ver, ".version %d.%d", &vmaj, &vmin) != 2 || !target ||
+        std::sscanf(target, ".target sm_%d", &sm) != 1) {
+        std::snprintf(msg, sizeof msg, "ptxas application ptx input, line 1; fatal   : no .version/.target directive");
+        code = 218;  // CUDA_ERROR_INVALID_PTX
+    } else if (vmaj * 10 + vmin > max_isa(c.driver_version)) {
+        std::snprintf(msg, sizeof msg, "ptxas application ptx input; fatal   : Unsupported .version %d.%d; current version is '%d.%d'",
+                      vmaj, vmin, max_isa(c.driver_version) / 10, max_isa(c.driver_version) % 10);
+        code = 222;  // CUDA_ERROR_UNSUPPORTED_PTX_VERSION
+    } else if (sm > c.cc_major * 10 + c.cc_minor) {
+        std::snprintf(msg, sizeof msg, "ptxas application ptx input; fatal   : SM version specified by .target is higher than default SM version assumed");
+        code = 209;  // CUDA_ERROR_NO_BINARY_FOR_GPU
+    }
+    if (code) {
+        char* log = nullptr;
+        size_t size = 0;
+        for (unsigned i = 0; i < n; i++) {
+            if (options[i] == 5) log = static_cast<char*>(values[i]);
+            if (options[i] == 6) size = reinterpret_cast<size_t>(values[i]);
+        }
+        if (log && size) std::snprintf(log, size, "%s", msg);
+        return code;
+    }
     *m = reinterpret_cast<void*>(0x2);
     return 0;
 }
@@ -395,7 +581,7 @@ int cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
     if (capture_guard()) return kCaptureUnsupported;
     if (bytes == 0) return 1;
     if (bytes > (size_t(1) << 34)) return 2;
-    auto* mem = static_cast<unsigned char*>(std::malloc(bytes + kCanary));
+    auto* mem = alloc_bytes(bytes + kCanary);
     if (!mem) return 2;
     std::memset(mem, 0xFF, bytes);  // NaN: reading unwritten memory shows
     std::memset(mem + bytes, kCanaryByte, kCanary);
@@ -416,7 +602,7 @@ int cuMemFree_v2(CUdeviceptr p) {
                     std::abort();
                 }
             }
-            std::free(mem);
+            free_bytes(mem, v[i].second + kCanary);
             v.erase(v.begin() + i);
             return 0;
         }

@@ -1,13 +1,15 @@
 // FROG's kernels: patches, Fisher weights, the two patch products (GEMM),
 // batched-CG updates and the row-wise elementwise operations.
 //
-// Compiled to PTX (ISA 8.4, compute_80) by the pinned NVRTC in
+// Compiled to PTX (ISA 7.8, compute_80; CUDA 11.8+ drivers) by the pinned NVRTC in
 // scripts/gen-ptx.py; the PTX is committed in ptx/ and embedded by the crate.
 // No headers: everything here is plain CUDA C plus inline PTX for mma.sync.
 //
 // Conventions: every size is an `int` (the host checks that each buffer has
-// fewer than 2^31 entries); row-major everywhere; per-row scalars live in
-// device buffers so that a whole optimizer step is launches only.
+// fewer than 2^31 entries); loops over them step in 64 bits (grid-stride) or
+// unsigned (block-stride), so no index passes 2^31 on its last step;
+// row-major everywhere; per-row scalars live in device buffers so that a
+// whole optimizer step is launches only.
 //
 // Layouts chosen by this backend:
 //   packed X : [N, D'] with N = r*L, row n = i*L + l, trailing 1 with a bias
@@ -20,26 +22,34 @@
 
 // y = a*x + b*y over n entries; with b == 0, y is not read.
 extern "C" __global__ void axpby(int n, float a, const float* __restrict__ x, float b, float* __restrict__ y) {
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x) {
+    for (long long e64 = grid_first(); e64 < n; e64 += grid_stride()) {
+        int e = (int)e64;
         y[e] = (b == 0.0f) ? a * x[e] : fmaf(a, x[e], b * y[e]);
     }
 }
 
 // y = v over n entries.
 extern "C" __global__ void fill(int n, float v, float* __restrict__ y) {
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x) y[e] = v;
+    for (long long e64 = grid_first(); e64 < n; e64 += grid_stride()) {
+        int e = (int)e64;
+        y[e] = v;
+    }
 }
 
 // a *= b over n entries.
 extern "C" __global__ void mul_assign(int n, float* __restrict__ a, const float* __restrict__ b) {
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x) a[e] *= b[e];
+    for (long long e64 = grid_first(); e64 < n; e64 += grid_stride()) {
+        int e = (int)e64;
+        a[e] *= b[e];
+    }
 }
 
 // dst[d_off + j*d_stride + c] = src[s_off + j*s_stride + c].
 extern "C" __global__ void copy_strided(int rows, int cols, const float* __restrict__ src, int s_stride, int s_off,
                                         float* __restrict__ dst, int d_stride, int d_off) {
     int total = rows * cols;
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
         int j = e / cols, c = e - j * cols;
         dst[d_off + j * d_stride + c] = src[s_off + j * s_stride + c];
     }
@@ -57,7 +67,7 @@ extern "C" __global__ void row_dots(int rows, int cols, const float* __restrict_
     const float* aj = a + j * cols;
     const float* bj = b + j * cols;
     float acc = 0.0f;
-    for (int c = threadIdx.x; c < cols; c += BLOCK) acc = fmaf(aj[c], bj[c], acc);
+    for (unsigned c = threadIdx.x; c < (unsigned)cols; c += BLOCK) acc = fmaf(aj[c], bj[c], acc);
     acc = block_sum(acc, scratch);
     if (threadIdx.x == 0) out[j] = acc;
 }
@@ -65,21 +75,26 @@ extern "C" __global__ void row_dots(int rows, int cols, const float* __restrict_
 // out[j] = num[j] / (den[j] + eps)
 extern "C" __global__ void row_div(int rows, const float* __restrict__ num, const float* __restrict__ den, float eps,
                                    float* __restrict__ out) {
-    int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j < rows) out[j] = num[j] / (den[j] + eps);
+    for (long long j64 = grid_first(); j64 < rows; j64 += grid_stride()) {
+        int j = (int)j64;
+        out[j] = num[j] / (den[j] + eps);
+    }
 }
 
 // out[j] = 1 / sqrt(x[j] + eps)  (correctly rounded sqrt and division)
 extern "C" __global__ void row_rsqrt(int rows, const float* __restrict__ x, float eps, float* __restrict__ out) {
-    int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j < rows) out[j] = 1.0f / sqrtf(x[j] + eps);
+    for (long long j64 = grid_first(); j64 < rows; j64 += grid_stride()) {
+        int j = (int)j64;
+        out[j] = 1.0f / sqrtf(x[j] + eps);
+    }
 }
 
 // y_j += a * coef[j] * x_j
 extern "C" __global__ void row_axpy(int rows, int cols, float a, const float* __restrict__ coef,
                                     const float* __restrict__ x, float* __restrict__ y) {
     int total = rows * cols;
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
         int j = e / cols;
         y[e] = fmaf(a * coef[j], x[e], y[e]);
     }
@@ -89,7 +104,8 @@ extern "C" __global__ void row_axpy(int rows, int cols, float a, const float* __
 extern "C" __global__ void row_xpby(int rows, int cols, const float* __restrict__ x, const float* __restrict__ coef,
                                     float* __restrict__ y) {
     int total = rows * cols;
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
         int j = e / cols;
         y[e] = fmaf(coef[j], y[e], x[e]);
     }
@@ -100,7 +116,8 @@ extern "C" __global__ void row_step(int rows, int cols, float* __restrict__ w, f
                                     const float* __restrict__ scale, const float* __restrict__ z, int z_stride,
                                     int z_off) {
     int total = rows * cols;
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
         int j = e / cols, c = e - j * cols;
         w[e] = fmaf(-lr * scale[j], z[z_off + j * z_stride + c], decay * w[e]);
     }
@@ -117,12 +134,12 @@ extern "C" __global__ void cg_update(int rows, int cols, float eps, float* __res
     if (j >= rows) return;
     int base = j * cols;
     float acc = 0.0f;
-    for (int c = threadIdx.x; c < cols; c += BLOCK) acc = fmaf(pd[base + c], ap[base + c], acc);
+    for (unsigned c = threadIdx.x; c < (unsigned)cols; c += BLOCK) acc = fmaf(pd[base + c], ap[base + c], acc);
     float pap = block_sum(acc, scratch);
     float rho_old = rho[j];
     float alpha = rho_old / (pap + eps);
     acc = 0.0f;
-    for (int c = threadIdx.x; c < cols; c += BLOCK) {
+    for (unsigned c = threadIdx.x; c < (unsigned)cols; c += BLOCK) {
         float p = pd[base + c];
         z[base + c] = fmaf(alpha, p, z[base + c]);
         float r = fmaf(-alpha, ap[base + c], rs[base + c]);
@@ -131,7 +148,7 @@ extern "C" __global__ void cg_update(int rows, int cols, float eps, float* __res
     }
     float rho_new = block_sum(acc, scratch);
     float beta = rho_new / (rho_old + eps);
-    for (int c = threadIdx.x; c < cols; c += BLOCK) pd[base + c] = fmaf(beta, pd[base + c], rs[base + c]);
+    for (unsigned c = threadIdx.x; c < (unsigned)cols; c += BLOCK) pd[base + c] = fmaf(beta, pd[base + c], rs[base + c]);
     if (threadIdx.x == 0) rho[j] = rho_new;
 }
 
@@ -146,7 +163,8 @@ extern "C" __global__ void im2col(int r, int c_in, int h, int w, int kh, int kw,
     int l_per = ho * wo;
     int d = c_in * kh * kw;
     int total = r * l_per * cols;
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
         int n = e / cols, c = e - n * cols;
         float v;
         if (c >= d) {
@@ -167,7 +185,8 @@ extern "C" __global__ void im2col(int r, int c_in, int h, int w, int kh, int kw,
 extern "C" __global__ void pack_rows(int n_rows, int d, int cols, const float* __restrict__ x,
                                      float* __restrict__ packed) {
     int total = n_rows * cols;
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
         int n = e / cols, c = e - n * cols;
         packed[e] = c < d ? x[n * d + c] : 1.0f;
     }
@@ -176,12 +195,14 @@ extern "C" __global__ void pack_rows(int n_rows, int d, int cols, const float* _
 // norms[n] = ||packed[n, :]||^2; one warp per row.
 extern "C" __global__ void patch_sq_norms(int n_rows, int cols, const float* __restrict__ packed,
                                           float* __restrict__ norms) {
-    int warps = blockDim.x >> 5;
+    const int warps = BLOCK / 32;
     int lane = threadIdx.x & 31;
-    for (int n = blockIdx.x * warps + (threadIdx.x >> 5); n < n_rows; n += gridDim.x * warps) {
+    for (long long n64 = (long long)blockIdx.x * warps + (threadIdx.x >> 5); n64 < n_rows;
+         n64 += (long long)gridDim.x * warps) {
+        int n = (int)n64;
         const float* p = packed + n * cols;
         float acc = 0.0f;
-        for (int c = lane; c < cols; c += 32) acc = fmaf(p[c], p[c], acc);
+        for (unsigned c = lane; c < (unsigned)cols; c += 32) acc = fmaf(p[c], p[c], acc);
         acc = warp_sum(acc);
         if (lane == 0) norms[n] = acc;
     }
@@ -199,7 +220,7 @@ extern "C" __global__ void fisher_weights(int r, int rows, int l_per, int sj, in
     if (j >= rows) return;
     int n_pos = r * l_per;
     float acc = 0.0f;
-    for (int n = threadIdx.x; n < n_pos; n += BLOCK) {
+    for (unsigned n = threadIdx.x; n < (unsigned)n_pos; n += BLOCK) {
         int i = n / l_per, l = n - i * l_per;
         float v = y[i * rows * l_per + j * sj + l * sl];
         acc = fmaf(scale * (v * v), norms[n], acc);
@@ -208,7 +229,7 @@ extern "C" __global__ void fisher_weights(int r, int rows, int l_per, int sj, in
     if (threadIdx.x == 0) trace[j] = t;
     float den = t + eps;
     float* lj = lambda + j * n_pos;
-    for (int n = threadIdx.x; n < n_pos; n += BLOCK) {
+    for (unsigned n = threadIdx.x; n < (unsigned)n_pos; n += BLOCK) {
         int i = n / l_per, l = n - i * l_per;
         float v = y[i * rows * l_per + j * sj + l * sl];
         lj[n] = (scale * (v * v)) / den;
@@ -226,11 +247,26 @@ extern "C" __global__ void fisher_weights(int r, int rows, int l_per, int sj, in
 // One block computes a T x T tile (T = 64 or 128, the host picks per
 // problem) over BK-deep slices of K. Each slice is read from global memory
 // into registers while the block computes on the previous one, then stored
-// k-major into the other of two shared-memory buffers, so one barrier per
-// slice suffices and the loads' latency hides behind the arithmetic.
+// k-major (columns swizzled, see swz) into the other of two shared-memory
+// buffers, so one barrier per slice suffices and the loads' latency hides
+// behind the arithmetic.
+
+// The staging stores (the emulator counts their bank conflicts).
+#ifndef FROG_HOST_EMULATION
+#define SHARED_STORE(dst, v) ((dst) = (v))
+#endif
 
 #define BK 16
 #define PAD 8  // row pitch T + 8: the mma fragment reads (t*pitch + g) hit 32 distinct banks
+
+// A staged slice holds entry (kk, ii) in column swz(kk, ii): ii with bits 1-2
+// XORed with kk / 4, a permutation within each aligned group of 8 columns.
+// Staging a K-contiguous operand, a warp stores 16 kk times 2 ii; at pitch
+// T + 8 the bank is 8*kk + ii (mod 32) unswizzled, 8 banks for 32 stores (4
+// ways), and 32 distinct banks swizzled. A warp storing an I-contiguous
+// operand (one kk, 32 consecutive ii) and the readers (one kk / 4 per
+// instruction) keep 32 distinct banks or broadcasts.
+__device__ __forceinline__ int swz(int kk, int ii) { return ii ^ ((kk >> 1) & 6); }
 
 // Arithmetic of the products.
 #define ARITH_F32 0    // f32 FMA
@@ -271,7 +307,7 @@ struct Slice {
         for (int p = 0; p < LOADS; p++) {
             int ii, kk;
             place(threadIdx.x + p * BLOCK, s_k, ii, kk);
-            t[kk][ii] = v[p];
+            SHARED_STORE(t[kk][swz(kk, ii)], v[p]);
         }
     }
 };
@@ -306,9 +342,13 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], 
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 #else
+// cvt.rna.tf32.f32 on the host: non-finite values stay as they are (NaN
+// stays NaN, as on hardware, so reads of the emulator's NaN-poisoned
+// memory show), finite ones round to nearest, ties away from zero.
 inline unsigned to_tf32(float v) {
     unsigned u;
     std::memcpy(&u, &v, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u) return u;
     return (u + 0x1000u) & 0xffffe000u;
 }
 inline void mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) { emu_mma_tf32(d, a, b); }
@@ -340,9 +380,9 @@ struct FmaTile {
         for (int kk = 0; kk < BK; kk++) {
             float av[P], bv[P];
 #pragma unroll
-            for (int i = 0; i < P; i++) av[i] = as[kk][ty + 16 * i];
+            for (int i = 0; i < P; i++) av[i] = as[kk][swz(kk, ty + 16 * i)];
 #pragma unroll
-            for (int q = 0; q < P; q++) bv[q] = bs[kk][tx + 16 * q];
+            for (int q = 0; q < P; q++) bv[q] = bs[kk][swz(kk, tx + 16 * q)];
 #pragma unroll
             for (int i = 0; i < P; i++)
 #pragma unroll
@@ -390,18 +430,18 @@ struct MmaTile {
 #pragma unroll
             for (int i = 0; i < MI; i++) {
                 int mm = wm + i * 16 + g;
-                av[i][0] = as[ks + t][mm];
-                av[i][1] = as[ks + t][mm + 8];
-                av[i][2] = as[ks + t + 4][mm];
-                av[i][3] = as[ks + t + 4][mm + 8];
+                av[i][0] = as[ks + t][swz(ks + t, mm)];
+                av[i][1] = as[ks + t][swz(ks + t, mm + 8)];
+                av[i][2] = as[ks + t + 4][swz(ks + t + 4, mm)];
+                av[i][3] = as[ks + t + 4][swz(ks + t + 4, mm + 8)];
 #pragma unroll
                 for (int e = 0; e < 4; e++) af[i][e] = to_tf32(av[i][e]);
             }
 #pragma unroll
             for (int q = 0; q < NI; q++) {
                 int nn = wn + q * 8 + g;
-                bv[q][0] = bs[ks + t][nn];
-                bv[q][1] = bs[ks + t + 4][nn];
+                bv[q][0] = bs[ks + t][swz(ks + t, nn)];
+                bv[q][1] = bs[ks + t + 4][swz(ks + t + 4, nn)];
 #pragma unroll
                 for (int e = 0; e < 2; e++) bf[q][e] = to_tf32(bv[q][e]);
             }
@@ -466,18 +506,20 @@ __device__ __forceinline__ void gemm(int M, int N, int K, const float* __restric
     __shared__ float bs[2][BK][T + PAD];
     int m0 = blockIdx.y * T, n0 = blockIdx.x * T;
     int kbeg = blockIdx.z * kchunk;
-    int kend = min(K, kbeg + kchunk);
+    int kend = kbeg + min(kchunk, K - kbeg);  // no kbeg + kchunk: it may pass 2^31
     typename TileOf<T, ARITH>::type tile;
     tile.zero();
     Slice<T> sa, sb;
     sa.fetch(a, M, m0, kbeg, kend, sam, sak);
     sb.fetch(b, N, n0, kbeg, kend, sbn, sbk);
     int buf = 0;
-    for (int k0 = kbeg; k0 < kend; k0 += BK) {
+    // The slices step by BK while one is left: k0 + BK could pass 2^31 for a K
+    // near it, kend - k0 cannot.
+    for (int k0 = kbeg; k0 < kend; k0 = kend - k0 > BK ? k0 + BK : kend) {
         sa.store(as[buf], sak);
         sb.store(bs[buf], sbk);
         __syncthreads();
-        if (k0 + BK < kend) {
+        if (kend - k0 > BK) {
             sa.fetch(a, M, m0, k0 + BK, kend, sam, sak);
             sb.fetch(b, N, n0, k0 + BK, kend, sbn, sbk);
         }
@@ -502,3 +544,26 @@ GEMM_ENTRY(gemm_tf32_64, 64, ARITH_TF32)
 GEMM_ENTRY(gemm_tf32_128, 128, ARITH_TF32)
 GEMM_ENTRY(gemm_3xtf32_64, 64, ARITH_3XTF32)
 GEMM_ENTRY(gemm_3xtf32_128, 128, ARITH_3XTF32)
+
+// A probe of the mma.sync variant the GEMMs use (m16n8k8, TF32 inputs, f32
+// accumulation) for a test to compare with the host's product: one warp
+// places every lane's fragments by the PTX ISA's formulas, written out here
+// independently of MmaTile (g = lane / 4, t = lane % 4):
+//   A a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4);
+//   B b0 (k = t, n = g), b1 (k = t+4, n = g);
+//   C c0 (g, 2t), c1 (g, 2t+1), c2 (g+8, 2t), c3 (g+8, 2t+1).
+// c [16, 8] = a [16, 8] b [8, 8], all row-major, entries TF32 values.
+extern "C" __global__ void mma_probe_m16n8k8_tf32(const float* __restrict__ a, const float* __restrict__ b,
+                                                  float* __restrict__ c) {
+    if (threadIdx.x >= 32) return;  // one warp
+    int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
+    auto bits = [](float v) { return (unsigned)__float_as_int(v); };
+    unsigned af[4] = {bits(a[g * 8 + t]), bits(a[(g + 8) * 8 + t]), bits(a[g * 8 + t + 4]), bits(a[(g + 8) * 8 + t + 4])};
+    unsigned bf[2] = {bits(b[t * 8 + g]), bits(b[(t + 4) * 8 + g])};
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    mma_tf32(d, af, bf);
+    c[g * 8 + 2 * t] = d[0];
+    c[g * 8 + 2 * t + 1] = d[1];
+    c[(g + 8) * 8 + 2 * t] = d[2];
+    c[(g + 8) * 8 + 2 * t + 1] = d[3];
+}

@@ -4,8 +4,8 @@
 // BatchNorm with a fused residual and ReLU, global average pooling, bias
 // and column sums for linear layers, softmax cross-entropy.
 //
-// Compiled to PTX (ISA 8.4, compute_80) by the pinned NVRTC in
-// scripts/gen-ptx.py. Layouts are PyTorch's: [B, C, H, W] and [B, D].
+// Compiled to PTX (ISA 7.8, compute_80: CUDA 11.8+ drivers load it) by the
+// pinned NVRTC in scripts/gen-ptx.py. Layouts are PyTorch's: [B, C, H, W] and [B, D].
 
 #include "reduce.cuh"
 
@@ -16,7 +16,8 @@ extern "C" __global__ void col2im(int r, int c_in, int h, int w, int kh, int kw,
                                   float* __restrict__ x, int accumulate) {
     int total = r * c_in * h * w;
     int d = c_in * kh * kw;
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
         int ix = e % w, t = e / w;
         int iy = t % h;
         t /= h;
@@ -44,38 +45,58 @@ extern "C" __global__ void col2im(int r, int c_in, int h, int w, int kh, int kw,
 // [c_out, samples*L]. Consecutive threads write consecutive entries.
 extern "C" __global__ void swap_leading(int a, int b, int e, const float* __restrict__ src, float* __restrict__ dst) {
     int total = a * b * e;
-    for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < total; o += gridDim.x * blockDim.x) {
+    for (long long o64 = grid_first(); o64 < total; o64 += grid_stride()) {
+        int o = (int)o64;
         int c = o % e, t = o / e;
         int i = t % a, j = t / a;
         dst[o] = src[(i * b + j) * e + c];
     }
 }
 
-// Train-mode statistics, one block per channel: mean, 1/sqrt(var + eps)
-// (biased variance over (B, H, W), two passes), and the running statistics
-// (running = (1-m)*running + m*stat, the variance unbiased by n/(n-1)).
-extern "C" __global__ void bn_stats(int batch, int channels, int hw, const float* __restrict__ x,
-                                    float* __restrict__ mean, float* __restrict__ invstd,
-                                    float* __restrict__ run_mean, float* __restrict__ run_var, float momentum,
-                                    float eps) {
+// BatchNorm's per-channel reductions run in two stages so that a few
+// channels still fill the device: a grid of (parts, channels) blocks, block
+// (p, c) summing entries [p*part_len, (p+1)*part_len) of channel c's
+// batch*hw, each adding its partial sum atomically onto a zeroed [C] output;
+// then a per-channel step.
+
+// Block (p, c)'s entries [begin, end) of its channel's n (host: no empty part).
+__device__ __forceinline__ void bn_part(int n, int part_len, unsigned& begin, unsigned& end) {
+    begin = blockIdx.x * (unsigned)part_len;
+    end = begin >= (unsigned)n || (unsigned)n - begin < (unsigned)part_len ? (unsigned)n : begin + part_len;
+}
+
+// out[c] += sum of x over the part, or with center of (x - center[c]/n)^2
+// (center holding the channel sums: the variance's second pass).
+extern "C" __global__ void bn_channel_sums(int batch, int channels, int hw, int part_len, const float* __restrict__ x,
+                                           const float* __restrict__ center, float* __restrict__ out) {
     __shared__ float scratch[BLOCK / 32 + 1];
-    int c = blockIdx.x;
-    if (c >= channels) return;
-    int n = batch * hw;
+    int c = blockIdx.y;
+    float mu = center ? center[c] / (float)(batch * hw) : 0.0f;
     float acc = 0.0f;
-    for (int e = threadIdx.x; e < n; e += BLOCK) {
-        int b = e / hw, p = e - b * hw;
-        acc += x[(b * channels + c) * hw + p];
-    }
-    float mu = block_sum(acc, scratch) / (float)n;
-    acc = 0.0f;
-    for (int e = threadIdx.x; e < n; e += BLOCK) {
+    unsigned begin, end;
+    bn_part(batch * hw, part_len, begin, end);
+    for (unsigned e = begin + threadIdx.x; e < end; e += BLOCK) {
         int b = e / hw, p = e - b * hw;
         float v = x[(b * channels + c) * hw + p] - mu;
-        acc = fmaf(v, v, acc);
+        acc = center ? fmaf(v, v, acc) : acc + v;
     }
-    float var = block_sum(acc, scratch) / (float)n;
-    if (threadIdx.x == 0) {
+    acc = block_sum(acc, scratch);
+    if (threadIdx.x == 0) atomicAdd(out + c, acc);
+}
+
+// Train-mode statistics from the channel sums, one thread per channel:
+// mean = sum/n, invstd = 1/sqrt(var + eps) (biased variance over (B, H, W),
+// from sq = sum of squared deviations), and the running statistics
+// (running = (1-m)*running + m*stat, the variance unbiased by n/(n-1)).
+// mean holds the sums and invstd the squared deviations on entry.
+extern "C" __global__ void bn_stats(int batch, int channels, int hw, float* __restrict__ mean,
+                                    float* __restrict__ invstd, float* __restrict__ run_mean,
+                                    float* __restrict__ run_var, float momentum, float eps) {
+    int n = batch * hw;
+    for (long long c64 = grid_first(); c64 < channels; c64 += grid_stride()) {
+        int c = (int)c64;
+        float mu = mean[c] / (float)n;
+        float var = invstd[c] / (float)n;
         mean[c] = mu;
         invstd[c] = 1.0f / sqrtf(var + eps);
         float unbiased = n > 1 ? var * (float)n / (float)(n - 1) : var;
@@ -91,7 +112,8 @@ extern "C" __global__ void bn_apply(int batch, int channels, int hw, const float
                                     float eps, const float* __restrict__ gamma, const float* __restrict__ beta,
                                     const float* __restrict__ residual, int relu, float* __restrict__ y) {
     int total = batch * channels * hw;
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
         int c = (e / hw) % channels;
         float is = is_var ? 1.0f / sqrtf(s[c] + eps) : s[c];
         float scale = is * gamma[c];
@@ -102,20 +124,22 @@ extern "C" __global__ void bn_apply(int batch, int channels, int hw, const float
     }
 }
 
-// Backward reductions, one block per channel. With relu_out, dy is zeroed
-// in place where the forward's output was <= 0 (the ReLU's mask). Then
-// dbias[c] = sum dy, dweight[c] = sum dy * (x - mean) * invstd.
-extern "C" __global__ void bn_backward_reduce(int batch, int channels, int hw, const float* __restrict__ x,
-                                              const float* __restrict__ mean, const float* __restrict__ invstd,
-                                              const float* __restrict__ relu_out, float* __restrict__ dy,
-                                              float* __restrict__ dweight, float* __restrict__ dbias) {
+// Backward reductions over the (parts, channels) grid of bn_channel_sums,
+// onto zeroed dweight and dbias. With relu_out, dy is zeroed in place where
+// the forward's output was <= 0 (the ReLU's mask). Then dbias[c] = sum dy,
+// dweight[c] = sum dy * (x - mean) * invstd.
+extern "C" __global__ void bn_backward_reduce(int batch, int channels, int hw, int part_len,
+                                              const float* __restrict__ x, const float* __restrict__ mean,
+                                              const float* __restrict__ invstd, const float* __restrict__ relu_out,
+                                              float* __restrict__ dy, float* __restrict__ dweight,
+                                              float* __restrict__ dbias) {
     __shared__ float scratch[BLOCK / 32 + 1];
-    int c = blockIdx.x;
-    if (c >= channels) return;
-    int n = batch * hw;
+    int c = blockIdx.y;
     float mu = mean[c];
     float sdy = 0.0f, sdx = 0.0f;
-    for (int e = threadIdx.x; e < n; e += BLOCK) {
+    unsigned begin, end;
+    bn_part(batch * hw, part_len, begin, end);
+    for (unsigned e = begin + threadIdx.x; e < end; e += BLOCK) {
         int b = e / hw, p = e - b * hw;
         int at = (b * channels + c) * hw + p;
         float g = dy[at];
@@ -129,8 +153,8 @@ extern "C" __global__ void bn_backward_reduce(int batch, int channels, int hw, c
     sdy = block_sum(sdy, scratch);
     sdx = block_sum(sdx, scratch);
     if (threadIdx.x == 0) {
-        dbias[c] = sdy;
-        dweight[c] = sdx * invstd[c];
+        atomicAdd(dbias + c, sdy);
+        atomicAdd(dweight + c, sdx * invstd[c]);
     }
 }
 
@@ -142,7 +166,8 @@ extern "C" __global__ void bn_backward_dx(int batch, int channels, int hw, const
                                           float* __restrict__ dx) {
     int total = batch * channels * hw;
     float inv_n = 1.0f / (float)(batch * hw);
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
         int c = (e / hw) % channels;
         float is = invstd[c];
         float xhat = (x[e] - mean[c]) * is;
@@ -152,7 +177,8 @@ extern "C" __global__ void bn_backward_dx(int batch, int channels, int hw, const
 
 // y[p] = mean of x[p*hw .. (p+1)*hw].
 extern "C" __global__ void avg_pool(int planes, int hw, const float* __restrict__ x, float* __restrict__ y) {
-    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < planes; p += gridDim.x * blockDim.x) {
+    for (long long p64 = grid_first(); p64 < planes; p64 += grid_stride()) {
+        int p = (int)p64;
         float acc = 0.0f;
         for (int k = 0; k < hw; k++) acc += x[p * hw + k];
         y[p] = acc / (float)hw;
@@ -162,7 +188,8 @@ extern "C" __global__ void avg_pool(int planes, int hw, const float* __restrict_
 // dx[p*hw + k] = dy[p] / hw.
 extern "C" __global__ void avg_pool_backward(int planes, int hw, const float* __restrict__ dy, float* __restrict__ dx) {
     int total = planes * hw;
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
         dx[e] = dy[e / hw] / (float)hw;
     }
 }
@@ -170,12 +197,16 @@ extern "C" __global__ void avg_pool_backward(int planes, int hw, const float* __
 // y[b, o] += bias[o].
 extern "C" __global__ void add_bias(int batch, int d, const float* __restrict__ bias, float* __restrict__ y) {
     int total = batch * d;
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) y[e] += bias[e % d];
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
+        y[e] += bias[e % d];
+    }
 }
 
 // out[o] = sum_b dy[b, o].
 extern "C" __global__ void col_sums(int batch, int d, const float* __restrict__ dy, float* __restrict__ out) {
-    for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < d; o += gridDim.x * blockDim.x) {
+    for (long long o64 = grid_first(); o64 < d; o64 += grid_stride()) {
+        int o = (int)o64;
         float acc = 0.0f;
         for (int b = 0; b < batch; b++) acc += dy[b * d + o];
         out[o] = acc;
@@ -188,7 +219,8 @@ extern "C" __global__ void col_sums(int batch, int d, const float* __restrict__ 
 extern "C" __global__ void cross_entropy(int batch, int classes, const float* __restrict__ logits,
                                          const float* __restrict__ labels, float* __restrict__ dlogits,
                                          float* __restrict__ loss, float* __restrict__ correct) {
-    for (int b = blockIdx.x * blockDim.x + threadIdx.x; b < batch; b += gridDim.x * blockDim.x) {
+    for (long long b64 = grid_first(); b64 < batch; b64 += grid_stride()) {
+        int b = (int)b64;
         const float* z = logits + b * classes;
         int label = (int)labels[b];
         int best = 0;
@@ -216,7 +248,8 @@ extern "C" __global__ void cross_entropy(int batch, int classes, const float* __
 extern "C" __global__ void gather_blocks(int count, int block, const float* __restrict__ idx,
                                          const float* __restrict__ src, float* __restrict__ dst) {
     int total = count * block;
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
         int k = e / block, c = e - k * block;
         dst[e] = src[(int)idx[k] * block + c];
     }

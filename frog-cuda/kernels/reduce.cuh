@@ -1,8 +1,15 @@
-// Block-wide reductions shared by frog.cu and nn.cu (included by each, so
-// no include guard: the host emulator includes both in one translation unit,
-// each inside its own namespace).
+// Grid-stride indexing and block-wide reductions shared by frog.cu and nn.cu
+// (included by each, so no include guard: the host emulator includes both in
+// one translation unit, each inside its own namespace).
 
 #define BLOCK 256
+
+// Grid-stride loops step in 64 bits: the host keeps every size below 2^31,
+// but not `index + gridDim.x * blockDim.x`, which in 32 bits wraps negative
+// for sizes above about 2^31 - 2^24 while `index < n` stays true. Loop
+// bodies narrow the index back to `int` (it is below n there).
+__device__ __forceinline__ long long grid_first() { return (long long)blockIdx.x * BLOCK + threadIdx.x; }
+__device__ __forceinline__ long long grid_stride() { return (long long)gridDim.x * BLOCK; }
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Compiles frog-cuda/kernels/*.cu to frog-cuda/ptx/*.ptx with a pinned NVRTC.
 
-The PTX must load on drivers for CUDA 12.4 and newer, so it is produced by
-NVRTC 12.4 (wheel nvidia-cuda-nvrtc-cu12==12.4.127, PTX ISA 8.4) for
-compute_80 and committed. Output is deterministic.
+The PTX must load on the drivers A100 clusters run (CUDA 11.8 and newer), so
+it is produced by NVRTC 11.8 (wheel nvidia-cuda-nvrtc-cu11==11.8.89, PTX ISA
+7.8) for compute_80 and committed. Output is deterministic.
 
 usage: gen-ptx.py --nvrtc DIR [--check] [--out DIR]
-  --nvrtc DIR  folder holding libnvrtc.so.12 (the wheel's nvidia/cuda_nvrtc/lib)
+  --nvrtc DIR  folder holding libnvrtc.so.11.2 (the wheel's nvidia/cuda_nvrtc/lib)
   --check      compile into a temporary folder and fail on any difference
                from the committed PTX (prints a unified diff)
 """
@@ -20,7 +20,7 @@ CRATE = pathlib.Path(__file__).resolve().parent.parent
 KERNELS = CRATE / "kernels"
 PTX = CRATE / "ptx"
 OPTIONS = [b"--gpu-architecture=compute_80", b"--std=c++14", b"--fmad=true"]
-EXPECTED_VERSION = ".version 8.4"
+EXPECTED_VERSION = ".version 7.8"
 
 
 def compile_one(lib, src: pathlib.Path) -> str:
@@ -48,7 +48,7 @@ def compile_one(lib, src: pathlib.Path) -> str:
     lib.nvrtcDestroyProgram(ctypes.byref(prog))
     ptx = buf.value.decode()
     if EXPECTED_VERSION not in ptx:
-        sys.exit(f"{src.name}: NVRTC did not emit PTX ISA 8.4 (wrong NVRTC version?)")
+        sys.exit(f"{src.name}: NVRTC did not emit PTX ISA 7.8 (wrong NVRTC version?)")
     return ptx
 
 
@@ -63,11 +63,11 @@ def main():
     ap.add_argument("--nvrtc", required=True)
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args()
-    lib = ctypes.CDLL(str(pathlib.Path(args.nvrtc) / "libnvrtc.so.12"))
+    lib = ctypes.CDLL(str(pathlib.Path(args.nvrtc) / "libnvrtc.so.11.2"))
     major, minor = ctypes.c_int(), ctypes.c_int()
     lib.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
-    if (major.value, minor.value) != (12, 4):
-        sys.exit(f"NVRTC {major.value}.{minor.value} found, 12.4 required (nvidia-cuda-nvrtc-cu12==12.4.127)")
+    if (major.value, minor.value) != (11, 8):
+        sys.exit(f"NVRTC {major.value}.{minor.value} found, 11.8 required (nvidia-cuda-nvrtc-cu11==11.8.89)")
     sources = sorted(KERNELS.glob("*.cu"))
     failed = False
     for src in sources:

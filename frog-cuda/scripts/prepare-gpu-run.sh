@@ -31,8 +31,11 @@ while read -r name path; do
 done <<< "$tests"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
-# Runs `frog-bench gpu-check` (at most 4 minutes), then every GPU test with
-# a summary line each, then prints the check's short table again, last.
+# Prints the GPU, its driver and compute capability (nvidia-smi), then runs
+# `frog-bench gpu-check` (at most 4 minutes; its first line: the SM count,
+# compute capability and the driver's CUDA version as the backend sees
+# them), then every GPU test with a summary line each, then prints the
+# check's short table again, last.
 # Full logs go to $OUT (the device tool's returned folder) when it is set,
 # else to .gpu-run/logs.
 cd "$(dirname "$0")"
@@ -41,6 +44,9 @@ export FROG_GOLDEN_DIR=$PWD/golden
 logs=${OUT:-$PWD/logs}
 mkdir -p "$logs"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$logs/nvidia-smi.txt"
+# compute_cap is a newer query field: asked alone, so an older nvidia-smi
+# refusing it loses nothing else.
+echo "compute capability: $(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>&1 | head -1)" | tee -a "$logs/nvidia-smi.txt"
 status=0
 echo "== bin/frog-bench gpu-check"
 timeout 240 bin/frog-bench gpu-check --torch-script torch_resnet18_step.py "$@" 2>&1 | tee "$logs/gpu-check.log" || status=1

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use cust::context::Context;
 use cust::device::{Device, DeviceAttribute};
 use cust::memory::DeviceBuffer;
-use cust::module::Module;
 use cust::stream::{Stream, StreamFlags};
 use cust::sys as cu;
 use frog_core::{Backend, CgBuffers, Layer, LayerKind, Patches, Strided};
@@ -96,6 +95,72 @@ pub struct Cuda {
     tile: Option<Tile>,
     sms: u32,
     name: String,
+    driver: (u32, u32),
+    capability: (u32, u32),
+}
+
+/// Whether a driver of CUDA version `driver` loads the embedded PTX and a
+/// device of compute capability `capability` runs it: an error of kind
+/// `NoDevice` naming both versions otherwise (checked before any module
+/// load, whose failure would say less).
+fn check_support(driver: (u32, u32), capability: (u32, u32)) -> Result<(), Error> {
+    for m in Ptx::ALL {
+        let bad = |problem| Error::Kernel { name: m.name(), problem };
+        let isa = m.isa().ok_or(bad("the embedded PTX has no readable .version"))?;
+        let needed = crate::kernels::driver_for_isa(isa).ok_or(bad("the embedded PTX has an ISA of unknown driver support"))?;
+        if driver < needed {
+            return Err(Error::Unsupported { what: "CUDA driver", found: driver, needed, by: format!("the embedded PTX (ISA {}.{})", isa.0, isa.1) });
+        }
+        let target = m.target().ok_or(bad("the embedded PTX has no readable .target"))?;
+        if capability < target {
+            return Err(Error::Unsupported { what: "GPU", found: capability, needed: target, by: format!("the embedded PTX (.target sm_{}{})", target.0, target.1) });
+        }
+    }
+    Ok(())
+}
+
+/// A PTX module loaded into the current context, unloaded on drop.
+struct Module(cu::CUmodule);
+
+impl Module {
+    /// Loads PTX `text` with `cuModuleLoadDataEx`; a failure carries the JIT
+    /// compiler's error log (cust's module options have no log option).
+    fn load(name: &'static str, text: &str) -> Result<Module, Error> {
+        let image = std::ffi::CString::new(text).map_err(|_| Error::Kernel { name, problem: "the PTX holds a NUL byte" })?;
+        let mut log = vec![0u8; 16 * 1024];
+        let mut options = [cu::CUjit_option::CU_JIT_ERROR_LOG_BUFFER, cu::CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES];
+        // The size goes by value in its option's pointer slot, as cuda.h has it.
+        let mut values = [log.as_mut_ptr() as *mut c_void, log.len() as *mut c_void];
+        let mut module = ptr::null_mut();
+        // SAFETY: a NUL-terminated image, two options with their values, and
+        // a log buffer of the size given, alive for the call.
+        let res = unsafe { cu::cuModuleLoadDataEx(&mut module, image.as_ptr().cast(), 2, options.as_mut_ptr(), values.as_mut_ptr()) };
+        match crate::driver::raw_code(res as u32) {
+            0 => Ok(Module(module)),
+            code => {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                Err(Error::ModuleLoad { module: name, code, log: String::from_utf8_lossy(&log[..end]).into_owned() })
+            }
+        }
+    }
+
+    /// The kernel `name` of the module.
+    fn function(&self, name: &'static str) -> Result<cu::CUfunction, Error> {
+        let missing = Error::Kernel { name, problem: "missing from the embedded PTX" };
+        let c = std::ffi::CString::new(name).map_err(|_| missing.clone())?;
+        let mut f = ptr::null_mut();
+        // SAFETY: a live module and a NUL-terminated name.
+        let res = unsafe { cu::cuModuleGetFunction(&mut f, self.0, c.as_ptr()) };
+        if res == cu::cudaError_enum::CUDA_SUCCESS { Ok(f) } else { Err(missing) }
+    }
+}
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        // SAFETY: a module loaded by `Module::load`, in a context that the
+        // backend keeps alive until after its modules.
+        unsafe { cu::cuModuleUnload(self.0) };
+    }
 }
 
 impl Cuda {
@@ -112,23 +177,50 @@ impl Cuda {
         }
         cust::init(cust::CudaFlags::empty()).map_err(Error::driver("cuInit"))?;
         let device = Device::get_device(ordinal).map_err(Error::driver("cuDeviceGet"))?;
+        let attribute = |a, call| device.get_attribute(a).map_err(Error::driver(call)).map(|v| v.max(0) as u32);
+        let capability = (
+            attribute(DeviceAttribute::ComputeCapabilityMajor, "cuDeviceGetAttribute")?,
+            attribute(DeviceAttribute::ComputeCapabilityMinor, "cuDeviceGetAttribute")?,
+        );
+        let mut version = 0;
+        // SAFETY: writes one int.
+        Error::check("cuDriverGetVersion", unsafe { cu::cuDriverGetVersion(&mut version) })?;
+        let driver = (version.max(0) as u32 / 1000, version.max(0) as u32 % 1000 / 10);
+        check_support(driver, capability)?;
         let ctx = Context::new(device).map_err(Error::driver("cuDevicePrimaryCtxRetain"))?;
-        let sms = device.get_attribute(DeviceAttribute::MultiprocessorCount).map_err(Error::driver("cuDeviceGetAttribute"))?;
+        let sms = attribute(DeviceAttribute::MultiprocessorCount, "cuDeviceGetAttribute")?;
         let name = device.name().map_err(Error::driver("cuDeviceGetName"))?;
         let mut modules = Vec::new();
         for m in Ptx::ALL {
-            modules.push(Module::from_ptx(m.text(), &[]).map_err(Error::driver("cuModuleLoadDataEx"))?);
+            modules.push(Module::load(m.name(), m.text())?);
         }
         let mut funcs = Vec::with_capacity(K::ALL.len());
         for k in K::ALL {
-            let module = &modules[k.module() as usize];
-            let f = module
-                .get_function(k.name())
-                .map_err(|_| Error::Kernel { name: k.name(), problem: "missing from the embedded PTX" })?;
-            funcs.push(f.to_raw());
+            funcs.push(modules[k.module() as usize].function(k.name())?);
         }
         let stream = Stream::new(StreamFlags::DEFAULT, None).map_err(Error::driver("cuStreamCreate"))?;
-        Ok(Self { funcs, stream, _modules: modules, owner: Arc::new(Owner { _ctx: ctx }), precision, tile: None, sms: sms.max(1) as u32, name })
+        Ok(Self {
+            funcs,
+            stream,
+            _modules: modules,
+            owner: Arc::new(Owner { _ctx: ctx }),
+            precision,
+            tile: None,
+            sms: sms.max(1),
+            name,
+            driver,
+            capability,
+        })
+    }
+
+    /// The CUDA version of the driver (`cuDriverGetVersion`), as (major, minor).
+    pub fn driver_version(&self) -> (u32, u32) {
+        self.driver
+    }
+
+    /// The device's compute capability, as (major, minor).
+    pub fn compute_capability(&self) -> (u32, u32) {
+        self.capability
     }
 
     /// The device's name.
@@ -185,7 +277,7 @@ impl Cuda {
         let res = unsafe {
             cu::cuMemcpyHtoDAsync_v2(base + (offset * 4) as u64, src.as_ptr() as *const c_void, std::mem::size_of_val(src), self.stream.as_inner())
         };
-        check("cuMemcpyHtoDAsync", res)
+        Error::check("cuMemcpyHtoDAsync", res)
     }
 
     /// A buffer holding `data`.
@@ -225,15 +317,15 @@ impl Cuda {
         // handles owned by the returned value.
         unsafe {
             let mode = cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
-            check("cuStreamBeginCapture", cu::cuStreamBeginCapture_v2(stream, mode))?;
+            Error::check("cuStreamBeginCapture", cu::cuStreamBeginCapture_v2(stream, mode))?;
             let recorded = f();
             let mut graph = ptr::null_mut();
-            let ended = check("cuStreamEndCapture", cu::cuStreamEndCapture(stream, &mut graph));
+            let ended = Error::check("cuStreamEndCapture", cu::cuStreamEndCapture(stream, &mut graph));
             let graph = Graph { graph, exec: ptr::null_mut(), _owner: self.owner.clone() };
             recorded?;
             ended?;
             let mut graph = graph;
-            check("cuGraphInstantiateWithFlags", cu::cuGraphInstantiateWithFlags(&mut graph.exec, graph.graph, 0))?;
+            Error::check("cuGraphInstantiateWithFlags", cu::cuGraphInstantiateWithFlags(&mut graph.exec, graph.graph, 0))?;
             Ok(graph)
         }
     }
@@ -244,7 +336,7 @@ impl Cuda {
             return Err(Error::ForeignBuffer { what: "graph" });
         }
         // SAFETY: the graph was instantiated in this backend's context.
-        unsafe { check("cuGraphLaunch", cu::cuGraphLaunch(graph.exec, self.stream.as_inner())) }
+        unsafe { Error::check("cuGraphLaunch", cu::cuGraphLaunch(graph.exec, self.stream.as_inner())) }
     }
 
     /// Launches kernel `k` on the stream.
@@ -276,11 +368,7 @@ impl Cuda {
                 ptr::null_mut(),
             )
         };
-        if res == cu::cudaError_enum::CUDA_SUCCESS {
-            Ok(())
-        } else {
-            Err(Error::Driver { call: k.name(), code: res as u32 })
-        }
+        Error::check(k.name(), res)
     }
 
     /// The device address of `b` after checking that it is this backend's
@@ -388,13 +476,6 @@ impl Cuda {
     }
 }
 
-fn check(call: &'static str, res: cu::CUresult) -> Result<(), Error> {
-    if res == cu::cudaError_enum::CUDA_SUCCESS {
-        Ok(())
-    } else {
-        Err(Error::Driver { call, code: res as u32 })
-    }
-}
 
 /// A CUDA graph recorded by [`Cuda::capture`].
 pub struct Graph {
@@ -499,9 +580,7 @@ impl Backend for Cuda {
                 self.stream.as_inner(),
             )
         };
-        if res != cu::cudaError_enum::CUDA_SUCCESS {
-            return Err(Error::Driver { call: "cuMemcpyDtoHAsync", code: res as u32 });
-        }
+        Error::check("cuMemcpyDtoHAsync", res)?;
         self.synchronize()
     }
 
@@ -515,9 +594,7 @@ impl Backend for Cuda {
         let res = unsafe {
             cu::cuMemcpyHtoDAsync_v2(base + (offset * 4) as u64, src.as_ptr() as *const c_void, std::mem::size_of_val(src), self.stream.as_inner())
         };
-        if res != cu::cudaError_enum::CUDA_SUCCESS {
-            return Err(Error::Driver { call: "cuMemcpyHtoDAsync", code: res as u32 });
-        }
+        Error::check("cuMemcpyHtoDAsync", res)?;
         self.synchronize()
     }
 
@@ -704,6 +781,65 @@ mod tests {
     }
 
     #[test]
+    fn too_old_drivers_and_gpus_are_no_device_errors_naming_both_versions() {
+        assert_eq!(check_support((11, 8), (8, 0)), Ok(()));
+        assert_eq!(check_support((13, 0), (9, 0)), Ok(()));
+        let e = check_support((11, 4), (8, 0)).unwrap_err();
+        assert_eq!(e.kind(), BackendErrorKind::NoDevice);
+        let text = e.to_string();
+        assert!(text.contains("CUDA 11.4") && text.contains("CUDA 11.8") && text.contains("ISA 7.8"), "{text}");
+        let e = check_support((12, 4), (7, 5)).unwrap_err();
+        assert_eq!(e.kind(), BackendErrorKind::NoDevice);
+        let text = e.to_string();
+        assert!(text.contains("compute capability 7.5") && text.contains("compute capability 8.0"), "{text}");
+    }
+
+    /// On a device (or the emulator): a PTX the driver refuses is an error
+    /// that carries the JIT compiler's log.
+    #[test]
+    fn gpu_module_load_failure_carries_the_jit_log() {
+        let cuda = match Cuda::new(Precision::Exact) {
+            Ok(c) => c,
+            Err(e) => return println!("SKIPPED gpu_module_load_failure_carries_the_jit_log: no CUDA device ({e})"),
+        };
+        cuda.make_current().unwrap();
+        let e = Module::load("too_new", ".version 99.0\n.target sm_80\n.address_size 64\n").err().expect("ISA 99.0 must not load");
+        println!("gpu_module_load_failure_carries_the_jit_log: {e}");
+        match &e {
+            Error::ModuleLoad { module: "too_new", log, .. } => assert!(!log.trim().is_empty(), "no JIT log: {e}"),
+            other => panic!("not a module-load error: {other}"),
+        }
+    }
+
+    /// On a device (or the emulator): every lane's fragments of the
+    /// m16n8k8 TF32 mma, placed by the PTX ISA's formulas (the probe
+    /// kernel), give the product the host computes, entry for entry.
+    #[test]
+    fn gpu_mma_fragments_follow_the_ptx_isa() {
+        let cuda = match Cuda::new(Precision::Exact) {
+            Ok(c) => c,
+            Err(e) => return println!("SKIPPED gpu_mma_fragments_follow_the_ptx_isa: no CUDA device ({e})"),
+        };
+        // Small distinct integers: exact in TF32 and in every sum, so any
+        // misplaced fragment changes some output.
+        let ints = |n: usize, seed: usize| (0..n).map(|i| ((i * 7 + seed) * 2_654_435_761usize % 17) as f32 - 8.0).collect::<Vec<_>>();
+        let (a, b) = (ints(16 * 8, 3), ints(8 * 8, 11));
+        let (ab, bb) = (cuda.upload(&a).unwrap(), cuda.upload(&b).unwrap());
+        let cb = cuda.zeros(16 * 8).unwrap();
+        let args = [cuda.ptr("a", &ab, 128).unwrap(), cuda.ptr("b", &bb, 64).unwrap(), cuda.ptr("c", &cb, 128).unwrap()];
+        cuda.launch(K::MmaProbeTf32, Grid::x(1), &args).unwrap();
+        let got = cuda.download(&cb, 128).unwrap();
+        for m in 0..16 {
+            for n in 0..8 {
+                let want: f32 = (0..8).map(|k| a[m * 8 + k] * b[k * 8 + n]).sum();
+                let lane = (m % 8) * 4 + n / 2;
+                assert_eq!(got[m * 8 + n], want, "C({m}, {n}), held by lane {lane}");
+            }
+        }
+        println!("gpu_mma_fragments_follow_the_ptx_isa: all 32 lanes' A, B and C fragments agree on {}", cuda.device_name());
+    }
+
+    #[test]
     fn patch_scratch_is_im2col_sized() {
         let conv = Layer::conv2d(Conv2d::new(64, 64, 3, 1, 1, [32, 32]), false);
         assert_eq!(patch_scratch_entries(&conv, 64), 64 * 1024 * 576);
@@ -745,5 +881,15 @@ mod tests {
         assert_eq!(d(201).kind(), BackendErrorKind::InvalidBuffer);
         assert_eq!(Error::ForeignBuffer { what: "x" }.kind(), BackendErrorKind::InvalidBuffer);
         assert!(d(100).to_string().contains("CUDA_ERROR_NO_DEVICE"));
+        // Codes of newer drivers, named after the driver API (35 is only
+        // the runtime API's "insufficient driver").
+        assert_eq!(d(46).kind(), BackendErrorKind::NoDevice);
+        assert!(d(46).to_string().contains("CUDA_ERROR_DEVICE_UNAVAILABLE"));
+        assert_eq!(d(226).kind(), BackendErrorKind::Launch);
+        assert!(d(36).to_string().contains("CUDA_ERROR_CALL_REQUIRES_NEWER_DRIVER"));
+        assert!(!d(35).to_string().contains("INSUFFICIENT_DRIVER"));
+        let load = Error::ModuleLoad { module: "frog", code: 222, log: "ptxas fatal: Unsupported .version".into() };
+        assert_eq!(load.kind(), BackendErrorKind::NoDevice);
+        assert!(load.to_string().contains("JIT log: ptxas fatal"), "{load}");
     }
 }

@@ -4,8 +4,7 @@
 //! binary that uses this crate need `libcuda.so.1` just to start: on a
 //! machine without an NVIDIA driver it would fail in the dynamic loader,
 //! before any code could report an error. So this module defines, under the
-//! same names, every driver function the crate's code reaches (cust's and
-//! its own direct calls), and forwards
+//! same names, every driver function the crate's code reaches, and forwards
 //! each one to `libcuda.so.1` opened with `dlopen` on first use. The
 //! definitions satisfy the linker, which then drops the driver library (it
 //! links with `--as-needed`); without a driver every call answers
@@ -106,15 +105,15 @@ fn to_result(code: c_int) -> CUresult {
     }
 }
 
-/// The driver's own code behind `res`, the result of this thread's latest
-/// forwarded call: where `res` is `CUDA_ERROR_UNKNOWN` standing for a code
-/// cust_raw's enum lacks, that code.
-pub(crate) fn raw_code(res: CUresult) -> u32 {
+/// The driver's own code behind `code`, the result of this thread's latest
+/// forwarded call: where it is `CUDA_ERROR_UNKNOWN`, standing for a code
+/// cust_raw's enum lacks (or cust's own error type does), that code.
+pub(crate) fn raw_code(code: u32) -> u32 {
     let last = LAST_CODE.get();
-    if res == cudaError_enum::CUDA_ERROR_UNKNOWN && !enum_has(last) {
+    if code == cudaError_enum::CUDA_ERROR_UNKNOWN as u32 && last != 0 {
         last as u32
     } else {
-        res as u32
+        code
     }
 }
 
@@ -185,13 +184,12 @@ mod tests {
         for code in [46, 226, 36, 225, 402, 721, 810, 811, 812, 912, 917] {
             let res = to_result(code);
             assert_eq!(res, cudaError_enum::CUDA_ERROR_UNKNOWN);
-            assert_eq!(raw_code(res), code as u32);
+            assert_eq!(raw_code(res as u32), code as u32);
         }
         let res = to_result(2);
         assert_eq!(res, cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY);
-        assert_eq!(raw_code(res), 2);
-        let res = to_result(999);
-        assert_eq!(raw_code(res), 999);
+        assert_eq!(raw_code(res as u32), 2);
+        assert_eq!(raw_code(to_result(999) as u32), 999);
         // Spot checks of the enum's values against the ranges above.
         for e in [
             cudaError_enum::CUDA_ERROR_STUB_LIBRARY,

@@ -36,6 +36,28 @@ pub enum Error {
         /// Its value.
         value: usize,
     },
+    /// The driver is older than the embedded PTX needs, or the device's
+    /// compute capability lower than its target (kind `NoDevice`: this
+    /// machine cannot run the kernels).
+    Unsupported {
+        /// `"CUDA driver"` or `"GPU"`.
+        what: &'static str,
+        /// The driver's CUDA version, or the device's compute capability.
+        found: (u32, u32),
+        /// What the PTX needs (the same unit).
+        needed: (u32, u32),
+        /// What needs it, e.g. "PTX ISA 7.8".
+        by: String,
+    },
+    /// The driver could not load a module of the embedded PTX.
+    ModuleLoad {
+        /// The module (`frog` or `nn`).
+        module: &'static str,
+        /// The raw `CUresult` code.
+        code: u32,
+        /// The JIT compiler's error log.
+        log: String,
+    },
     /// The embedded PTX lacks a kernel, or a launch's arguments do not match
     /// the kernel's signature.
     Kernel {
@@ -53,7 +75,8 @@ pub(crate) mod code {
     pub const NOT_INITIALIZED: u32 = 3;
     pub const DEINITIALIZED: u32 = 4;
     pub const STUB_LIBRARY: u32 = 34;
-    pub const INSUFFICIENT_DRIVER: u32 = 35;
+    pub const CALL_REQUIRES_NEWER_DRIVER: u32 = 36;
+    pub const DEVICE_UNAVAILABLE: u32 = 46;
     pub const NO_DEVICE: u32 = 100;
     pub const INVALID_DEVICE: u32 = 101;
     pub const INVALID_CONTEXT: u32 = 201;
@@ -61,6 +84,7 @@ pub(crate) mod code {
     pub const NO_BINARY_FOR_GPU: u32 = 209;
     pub const INVALID_PTX: u32 = 218;
     pub const UNSUPPORTED_PTX_VERSION: u32 = 222;
+    pub const CONTAINED: u32 = 226;
     pub const NOT_FOUND: u32 = 500;
     pub const ILLEGAL_ADDRESS: u32 = 700;
     pub const LAUNCH_OUT_OF_RESOURCES: u32 = 701;
@@ -70,6 +94,9 @@ pub(crate) mod code {
     pub const MISALIGNED_ADDRESS: u32 = 716;
     pub const INVALID_PC: u32 = 718;
     pub const LAUNCH_FAILED: u32 = 719;
+    pub const STREAM_CAPTURE_UNSUPPORTED: u32 = 900;
+    pub const STREAM_CAPTURE_INVALIDATED: u32 = 901;
+    pub const UNKNOWN: u32 = 999;
 }
 
 /// A short name for a `CUresult` code.
@@ -81,7 +108,8 @@ pub fn code_name(c: u32) -> &'static str {
         NOT_INITIALIZED => "CUDA_ERROR_NOT_INITIALIZED",
         DEINITIALIZED => "CUDA_ERROR_DEINITIALIZED",
         STUB_LIBRARY => "CUDA_ERROR_STUB_LIBRARY",
-        INSUFFICIENT_DRIVER => "CUDA_ERROR_INSUFFICIENT_DRIVER",
+        CALL_REQUIRES_NEWER_DRIVER => "CUDA_ERROR_CALL_REQUIRES_NEWER_DRIVER",
+        DEVICE_UNAVAILABLE => "CUDA_ERROR_DEVICE_UNAVAILABLE",
         NO_DEVICE => "CUDA_ERROR_NO_DEVICE",
         INVALID_DEVICE => "CUDA_ERROR_INVALID_DEVICE",
         INVALID_CONTEXT => "CUDA_ERROR_INVALID_CONTEXT",
@@ -89,6 +117,7 @@ pub fn code_name(c: u32) -> &'static str {
         NO_BINARY_FOR_GPU => "CUDA_ERROR_NO_BINARY_FOR_GPU",
         INVALID_PTX => "CUDA_ERROR_INVALID_PTX",
         UNSUPPORTED_PTX_VERSION => "CUDA_ERROR_UNSUPPORTED_PTX_VERSION",
+        CONTAINED => "CUDA_ERROR_CONTAINED",
         NOT_FOUND => "CUDA_ERROR_NOT_FOUND",
         ILLEGAL_ADDRESS => "CUDA_ERROR_ILLEGAL_ADDRESS",
         LAUNCH_OUT_OF_RESOURCES => "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES",
@@ -98,13 +127,26 @@ pub fn code_name(c: u32) -> &'static str {
         MISALIGNED_ADDRESS => "CUDA_ERROR_MISALIGNED_ADDRESS",
         INVALID_PC => "CUDA_ERROR_INVALID_PC",
         LAUNCH_FAILED => "CUDA_ERROR_LAUNCH_FAILED",
+        STREAM_CAPTURE_UNSUPPORTED => "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
+        STREAM_CAPTURE_INVALIDATED => "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED",
+        UNKNOWN => "CUDA_ERROR_UNKNOWN",
         _ => "CUDA error",
     }
 }
 
 impl Error {
+    /// For `map_err` on a cust call: the driver's own code (see
+    /// [`crate::driver::raw_code`]) where cust saw `CUDA_ERROR_UNKNOWN`.
     pub(crate) fn driver(call: &'static str) -> impl FnOnce(cust::error::CudaError) -> Error {
-        move |e| Error::Driver { call, code: e as u32 }
+        move |e| Error::Driver { call, code: crate::driver::raw_code(e as u32) }
+    }
+
+    /// A direct driver call's result.
+    pub(crate) fn check(call: &'static str, res: cust::sys::CUresult) -> Result<(), Error> {
+        match crate::driver::raw_code(res as u32) {
+            0 => Ok(()),
+            code => Err(Error::Driver { call, code }),
+        }
     }
 }
 
@@ -117,6 +159,14 @@ impl fmt::Display for Error {
                 write!(f, "buffer `{what}` has {len} entries, the operation needs {needed}")
             }
             Self::TooLarge { what, value } => write!(f, "{what} = {value} exceeds the kernels' 32-bit indexing"),
+            Self::Unsupported { what, found, needed, by } => {
+                let unit = if *what == "GPU" { "compute capability" } else { "CUDA" };
+                write!(f, "the {what} has {unit} {}.{}; {by} needs {unit} {}.{} or newer", found.0, found.1, needed.0, needed.1)
+            }
+            Self::ModuleLoad { module, code, log } => {
+                write!(f, "loading the PTX module `{module}` failed: {} ({code})", code_name(*code))?;
+                if log.trim().is_empty() { Ok(()) } else { write!(f, "; JIT log: {}", log.trim()) }
+            }
             Self::Kernel { name, problem } => write!(f, "kernel `{name}`: {problem}"),
         }
     }
@@ -128,16 +178,16 @@ impl BackendError for Error {
     fn kind(&self) -> BackendErrorKind {
         use code::*;
         match self {
-            Self::Driver { code, .. } => match *code {
-                NO_DEVICE | INVALID_DEVICE | NOT_INITIALIZED | DEINITIALIZED | STUB_LIBRARY | INSUFFICIENT_DRIVER => {
-                    BackendErrorKind::NoDevice
-                }
+            Self::Driver { code, .. } | Self::ModuleLoad { code, .. } => match *code {
+                NO_DEVICE | INVALID_DEVICE | NOT_INITIALIZED | DEINITIALIZED | STUB_LIBRARY | CALL_REQUIRES_NEWER_DRIVER
+                | DEVICE_UNAVAILABLE | UNSUPPORTED_PTX_VERSION | NO_BINARY_FOR_GPU => BackendErrorKind::NoDevice,
                 OUT_OF_MEMORY => BackendErrorKind::OutOfMemory,
                 ILLEGAL_ADDRESS | LAUNCH_OUT_OF_RESOURCES | LAUNCH_TIMEOUT | ILLEGAL_INSTRUCTION
-                | MISALIGNED_ADDRESS | INVALID_PC | LAUNCH_FAILED => BackendErrorKind::Launch,
+                | MISALIGNED_ADDRESS | INVALID_PC | LAUNCH_FAILED | CONTAINED => BackendErrorKind::Launch,
                 INVALID_CONTEXT | CONTEXT_IS_DESTROYED => BackendErrorKind::InvalidBuffer,
                 _ => BackendErrorKind::Other,
             },
+            Self::Unsupported { .. } => BackendErrorKind::NoDevice,
             Self::ForeignBuffer { .. } | Self::BufferTooShort { .. } => BackendErrorKind::InvalidBuffer,
             Self::TooLarge { .. } => BackendErrorKind::InvalidBuffer,
             Self::Kernel { .. } => BackendErrorKind::Launch,

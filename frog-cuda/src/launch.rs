@@ -128,6 +128,22 @@ pub fn per_warp(rows: usize) -> Grid {
     Grid::x(rows.div_ceil(warps_per_block).min(MAX_BLOCKS) as u32)
 }
 
+/// A per-channel reduction over `n` entries per channel in two stages
+/// (BatchNorm's): a grid of (parts, channels) blocks, each summing a part of
+/// `part_len` entries, enough parts for about four blocks per SM however few
+/// the channels, each part at least 4 entries per thread. Returns the grid
+/// and `part_len`; no part is empty.
+pub fn channel_parts(channels: usize, n: usize, sms: u32) -> Result<(Grid, usize), Error> {
+    if channels > MAX_BLOCKS {
+        return Err(Error::TooLarge { what: "channels", value: channels });
+    }
+    let min_part = 4 * BLOCK as usize;
+    let parts = (4 * sms.max(1) as usize).div_ceil(channels.max(1)).clamp(1, n.div_ceil(min_part).max(1));
+    let part_len = n.div_ceil(parts).max(1);
+    let parts = n.div_ceil(part_len).max(1);
+    Ok((Grid { x: parts as u32, y: channels as u32, z: 1 }, part_len))
+}
+
 /// The output tile of one GEMM block: the kernels come in two sides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tile {
@@ -268,6 +284,20 @@ mod tests {
         assert_eq!(elementwise(1 << 30).x, 65_535);
         assert_eq!(per_warp(8).x, 1);
         assert_eq!(per_warp(9).x, 2);
+    }
+
+    #[test]
+    fn channel_parts_fill_the_device_and_cover_every_entry() {
+        // ResNet-18 stage 1 at batch 512 on 132 SMs: 64 channels of 512*32*32.
+        let (g, _) = channel_parts(64, 512 * 1024, 132).unwrap();
+        assert_eq!((g.x, g.y), (9, 64));
+        assert!(g.x as usize * g.y as usize >= 4 * 132);
+        for (c, n, sms) in [(64, 512 * 1024, 132), (512, 512 * 16, 108), (3, 7, 4), (1, 1, 132), (10, 100_000, 1)] {
+            let (g, len) = channel_parts(c, n, sms).unwrap();
+            assert_eq!(g.y as usize, c);
+            assert!(g.x as usize * len >= n && (g.x as usize - 1) * len < n, "parts cover n = {n} without an empty one");
+        }
+        assert!(matches!(channel_parts(65_536, 4, 4), Err(Error::TooLarge { what: "channels", .. })));
     }
 
     #[test]

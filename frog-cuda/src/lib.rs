@@ -2,8 +2,9 @@
 //!
 //! [`Cuda`] implements frog-core's [`frog_core::Backend`] in `f32` on one
 //! device: kernels written in CUDA C (`kernels/*.cu`), compiled to PTX ISA
-//! 8.4 by a pinned NVRTC (`scripts/gen-ptx.py`), committed, embedded, loaded
-//! once per backend through `cust` and launched on one stream. A whole
+//! 7.8 by a pinned NVRTC 11.8 (`scripts/gen-ptx.py`; drivers for CUDA 11.8
+//! and newer load it, on compute capability 8.0 and newer), committed,
+//! embedded, loaded once per backend and launched on one stream. A whole
 //! optimizer step is launches only. The two patch products of the Fisher
 //! matvec run as tiled GEMMs over an im2col copy of the sampled inputs with
 //! the Fisher weights fused into the first product's epilogue, in f32
@@ -15,8 +16,10 @@
 //! GEMM, BatchNorm with fused residual and ReLU, pooling, linear layers,
 //! cross-entropy) as plain functions over the same buffers.
 //!
-//! Every failure is an [`Error`] value: no device, out of memory, a launch
-//! failure, a buffer of another backend, a size beyond 32-bit indexing.
+//! Every failure is an [`Error`] value: no device (or a driver or GPU older
+//! than the PTX needs), a module the driver would not load (with the JIT
+//! log), out of memory, a launch failure, a buffer of another backend, a
+//! size beyond 32-bit indexing.
 #![warn(missing_docs)]
 
 mod backend;

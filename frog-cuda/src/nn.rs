@@ -229,9 +229,18 @@ pub fn bn_train(
     let (rm, rv) = (cuda.ptr("running_mean", running.0, c)?, cuda.ptr("running_var", running.1, c)?);
     let (mean, invstd) = (cuda.ptr("mean", saved.0, c)?, cuda.ptr("invstd", saved.1, c)?);
     let dims = [i("batch", s.batch)?, i("channels", c)?, i("hw", s.hw)?];
+    // Two-pass statistics, each pass a two-stage reduction: the channel
+    // sums into `mean`, the squared deviations from their mean into
+    // `invstd`, then both turned into the statistics.
+    let (grid, part_len) = launch::channel_parts(c, s.batch.saturating_mul(s.hw), cuda.sm_count())?;
+    let part = i("part length", part_len)?;
+    cuda.fill_zero("mean", mean, c)?;
+    cuda.fill_zero("invstd", invstd, c)?;
+    cuda.launch(K::BnChannelSums, grid, &[dims[0], dims[1], dims[2], part, xa, Arg::P(0), mean])?;
+    cuda.launch(K::BnChannelSums, grid, &[dims[0], dims[1], dims[2], part, xa, mean, invstd])?;
     let mut args = dims.to_vec();
-    args.extend([xa, mean, invstd, rm, rv, Arg::F(momentum), Arg::F(p.eps)]);
-    cuda.launch(K::BnStats, launch::per_row(c)?, &args)?;
+    args.extend([mean, invstd, rm, rv, Arg::F(momentum), Arg::F(p.eps)]);
+    cuda.launch(K::BnStats, launch::elementwise(c), &args)?;
     apply(cuda, s, xa, mean, invstd, false, p, residual, relu, y)
 }
 
@@ -290,9 +299,12 @@ pub fn bn_backward(
     let dxa = cuda.ptr("dx", dx, s.len())?;
     let (dwa, dba) = (cuda.ptr("dweight", dweight, c)?, cuda.ptr("dbias", dbias, c)?);
     let dims = [i("batch", s.batch)?, i("channels", c)?, i("hw", s.hw)?];
+    let (grid, part_len) = launch::channel_parts(c, s.batch.saturating_mul(s.hw), cuda.sm_count())?;
+    cuda.fill_zero("dweight", dwa, c)?;
+    cuda.fill_zero("dbias", dba, c)?;
     let mut args = dims.to_vec();
-    args.extend([xa, mean, invstd, ra, dya, dwa, dba]);
-    cuda.launch(K::BnBackwardReduce, launch::per_row(c)?, &args)?;
+    args.extend([i("part length", part_len)?, xa, mean, invstd, ra, dya, dwa, dba]);
+    cuda.launch(K::BnBackwardReduce, grid, &args)?;
     let mut args = dims.to_vec();
     args.extend([xa, mean, invstd, ga, dya, dwa, dba, dxa]);
     cuda.launch(K::BnBackwardDx, launch::elementwise(s.len()), &args)

@@ -329,3 +329,34 @@ fn gpu_out_of_memory() {
     }
     panic!("no allocation failed after 64 x 8 GiB");
 }
+
+/// Memory the host can still give, from /proc/meminfo (0 where unknown).
+fn host_available_bytes() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A buffer of 2^31 - 1024 entries (8 GiB), about the most the kernels'
+/// `int` sizes allow, is zeroed whole by the grid-stride fill: its index
+/// must not wrap past 2^31 on the last step. On the emulator a wrapped
+/// index faults in the inaccessible 8 GiB below the buffer.
+#[test]
+fn gpu_fill_of_2_31_entries() {
+    let Some(cuda) = device(Precision::Exact, "gpu_fill_of_2_31_entries") else { return };
+    let need = 16u64 << 30;
+    if cuda.device_name().contains("emulator") && host_available_bytes() < need {
+        let gib = host_available_bytes() >> 30;
+        println!("SKIPPED gpu_fill_of_2_31_entries: the host has {gib} GiB of memory available, the emulated 8 GiB buffer needs 16");
+        return;
+    }
+    let n = (i32::MAX as usize) & !1023;
+    let b = cuda.zeros(n).unwrap();
+    let mut ends = [f32::NAN; 8];
+    cuda.read(&b, 0, &mut ends[..4]).unwrap();
+    cuda.read(&b, n - 4, &mut ends[4..]).unwrap();
+    assert_eq!(ends, [0.0; 8], "first and last entries of a zeroed buffer of {n} entries");
+    println!("gpu_fill_of_2_31_entries: {n} entries zeroed on {}", cuda.device_name());
+}

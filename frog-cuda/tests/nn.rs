@@ -89,54 +89,57 @@ fn convolutions_on_tile(c: &Cuda, tile: &str) {
 fn gpu_nn_batchnorm_pool_linear_loss() {
     let Some(c) = device(Precision::Exact, "gpu_nn_batchnorm_pool_linear_loss") else { return };
     let pool = ThreadPool::new(1);
-    let s = BnShape { batch: 3, channels: 5, hw: 12 };
-    let n = s.len();
-    let x: Vec<f64> = values(n, 1).iter().map(|v| v * 3.0 + 0.5).collect();
-    let res = values(n, 2);
-    let gamma: Vec<f64> = values(5, 3).iter().map(|v| 1.0 + 0.5 * v).collect();
-    let beta = values(5, 4);
-    let (rm0, rv0): (Vec<f64>, Vec<f64>) = (values(5, 5), values(5, 6).iter().map(|v| 1.0 + v.abs()).collect());
-    let eps = 1e-5;
-    for (residual, relu) in [(false, false), (true, true), (false, true)] {
-        let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
-        let (mut mean, mut invstd) = (vec![0.0; 5], vec![0.0; 5]);
-        let mut y = vec![0.0; n];
-        let params = cpu::BnParams { weight: &gamma, bias: &beta, eps };
-        let epi = cpu::Epilogue { residual: residual.then_some(&res[..]), relu };
-        cpu::batch_norm_train(&pool, s, &x, &params, 0.1, (&mut rm, &mut rv), (&mut mean, &mut invstd), epi, &mut y);
-        let (xb, gb, bb, resb) = (up(&c, &x), up(&c, &gamma), up(&c, &beta), up(&c, &res));
-        let (mut rmb, mut rvb) = (up(&c, &rm0), up(&c, &rv0));
-        let (mut meanb, mut invb) = (c.zeros(5).unwrap(), c.zeros(5).unwrap());
-        let mut yb = c.zeros(n).unwrap();
-        let p = BnParams { weight: &gb, bias: &bb, eps: eps as f32 };
-        nn::bn_train(&c, s, &xb, p, (&mut rmb, &mut rvb), 0.1, (&mut meanb, &mut invb), residual.then_some(&resb), relu, &mut yb).unwrap();
-        let tag = format!("bn r{} relu{}", u8::from(residual), u8::from(relu));
-        check(&c, &format!("{tag} train y"), &yb, &y);
-        check(&c, &format!("{tag} running mean"), &rmb, &rm);
-        check(&c, &format!("{tag} running var"), &rvb, &rv);
-        check(&c, &format!("{tag} saved mean"), &meanb, &mean);
-        check(&c, &format!("{tag} saved invstd"), &invb, &invstd);
+    // A tiny shape (one part per channel), and one whose channels are
+    // reduced in several parts (the two-stage reductions' atomics).
+    for s in [BnShape { batch: 3, channels: 5, hw: 12 }, BnShape { batch: 8, channels: 3, hw: 1000 }] {
+        let n = s.len();
+        let x: Vec<f64> = values(n, 1).iter().map(|v| v * 3.0 + 0.5).collect();
+        let res = values(n, 2);
+        let gamma: Vec<f64> = values(s.channels, 3).iter().map(|v| 1.0 + 0.5 * v).collect();
+        let beta = values(s.channels, 4);
+        let (rm0, rv0): (Vec<f64>, Vec<f64>) = (values(s.channels, 5), values(s.channels, 6).iter().map(|v| 1.0 + v.abs()).collect());
+        let eps = 1e-5;
+        for (residual, relu) in [(false, false), (true, true), (false, true)] {
+            let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
+            let (mut mean, mut invstd) = (vec![0.0; s.channels], vec![0.0; s.channels]);
+            let mut y = vec![0.0; n];
+            let params = cpu::BnParams { weight: &gamma, bias: &beta, eps };
+            let epi = cpu::Epilogue { residual: residual.then_some(&res[..]), relu };
+            cpu::batch_norm_train(&pool, s, &x, &params, 0.1, (&mut rm, &mut rv), (&mut mean, &mut invstd), epi, &mut y);
+            let (xb, gb, bb, resb) = (up(&c, &x), up(&c, &gamma), up(&c, &beta), up(&c, &res));
+            let (mut rmb, mut rvb) = (up(&c, &rm0), up(&c, &rv0));
+            let (mut meanb, mut invb) = (c.zeros(s.channels).unwrap(), c.zeros(s.channels).unwrap());
+            let mut yb = c.zeros(n).unwrap();
+            let p = BnParams { weight: &gb, bias: &bb, eps: eps as f32 };
+            nn::bn_train(&c, s, &xb, p, (&mut rmb, &mut rvb), 0.1, (&mut meanb, &mut invb), residual.then_some(&resb), relu, &mut yb).unwrap();
+            let tag = format!("bn {}x{}x{} r{} relu{}", s.batch, s.channels, s.hw, u8::from(residual), u8::from(relu));
+            check(&c, &format!("{tag} train y"), &yb, &y);
+            check(&c, &format!("{tag} running mean"), &rmb, &rm);
+            check(&c, &format!("{tag} running var"), &rvb, &rv);
+            check(&c, &format!("{tag} saved mean"), &meanb, &mean);
+            check(&c, &format!("{tag} saved invstd"), &invb, &invstd);
 
-        let mut ye = vec![0.0; n];
-        let epi = cpu::Epilogue { residual: residual.then_some(&res[..]), relu };
-        cpu::batch_norm_eval(&pool, s, &x, &params, (&rm, &rv), epi, &mut ye);
-        let mut yeb = c.zeros(n).unwrap();
-        let p = BnParams { weight: &gb, bias: &bb, eps: eps as f32 };
-        nn::bn_eval(&c, s, &xb, p, (&rmb, &rvb), residual.then_some(&resb), relu, &mut yeb).unwrap();
-        check(&c, &format!("{tag} eval y"), &yeb, &ye);
+            let mut ye = vec![0.0; n];
+            let epi = cpu::Epilogue { residual: residual.then_some(&res[..]), relu };
+            cpu::batch_norm_eval(&pool, s, &x, &params, (&rm, &rv), epi, &mut ye);
+            let mut yeb = c.zeros(n).unwrap();
+            let p = BnParams { weight: &gb, bias: &bb, eps: eps as f32 };
+            nn::bn_eval(&c, s, &xb, p, (&rmb, &rvb), residual.then_some(&resb), relu, &mut yeb).unwrap();
+            check(&c, &format!("{tag} eval y"), &yeb, &ye);
 
-        let dy0 = values(n, 7);
-        let mut dy = dy0.clone();
-        let (mut dx, mut dg, mut db) = (vec![0.0; n], vec![0.0; 5], vec![0.0; 5]);
-        let grads = cpu::BnGrads { dx: &mut dx, dweight: &mut dg, dbias: &mut db };
-        cpu::batch_norm_backward(&pool, s, &x, (&mean, &invstd), &gamma, relu.then_some(&y[..]), &mut dy, grads);
-        let mut dyb = up(&c, &dy0);
-        let (mut dxb, mut dgb, mut dbb) = (c.zeros(n).unwrap(), c.zeros(5).unwrap(), c.zeros(5).unwrap());
-        nn::bn_backward(&c, s, &xb, (&meanb, &invb), &gb, relu.then_some(&yb), &mut dyb, &mut dxb, &mut dgb, &mut dbb).unwrap();
-        check(&c, &format!("{tag} backward dy masked"), &dyb, &dy);
-        check(&c, &format!("{tag} backward dx"), &dxb, &dx);
-        check(&c, &format!("{tag} backward dweight"), &dgb, &dg);
-        check(&c, &format!("{tag} backward dbias"), &dbb, &db);
+            let dy0 = values(n, 7);
+            let mut dy = dy0.clone();
+            let (mut dx, mut dg, mut db) = (vec![0.0; n], vec![0.0; s.channels], vec![0.0; s.channels]);
+            let grads = cpu::BnGrads { dx: &mut dx, dweight: &mut dg, dbias: &mut db };
+            cpu::batch_norm_backward(&pool, s, &x, (&mean, &invstd), &gamma, relu.then_some(&y[..]), &mut dy, grads);
+            let mut dyb = up(&c, &dy0);
+            let (mut dxb, mut dgb, mut dbb) = (c.zeros(n).unwrap(), c.zeros(s.channels).unwrap(), c.zeros(s.channels).unwrap());
+            nn::bn_backward(&c, s, &xb, (&meanb, &invb), &gb, relu.then_some(&yb), &mut dyb, &mut dxb, &mut dgb, &mut dbb).unwrap();
+            check(&c, &format!("{tag} backward dy masked"), &dyb, &dy);
+            check(&c, &format!("{tag} backward dx"), &dxb, &dx);
+            check(&c, &format!("{tag} backward dweight"), &dgb, &dg);
+            check(&c, &format!("{tag} backward dbias"), &dbb, &db);
+        }
     }
 
     // Pooling.

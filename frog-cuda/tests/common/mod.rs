@@ -1,15 +1,21 @@
 //! Helpers shared by the GPU test files.
 
 use frog_core::{BackendError, BackendErrorKind};
-use frog_cuda::{Cuda, Precision, Tile};
+use frog_cuda::{Cuda, Error, Precision, Tile};
 
 /// The backend on device 0, or `None` after printing that `test` was
-/// skipped for lack of a device (no driver, or the libcuda stub).
+/// skipped and why: no usable device (no driver, the libcuda stub, a driver
+/// or GPU older than the PTX needs), or a module the driver would not load
+/// (with its JIT log). Any other failure to start fails the test.
 pub fn device(precision: Precision, test: &str) -> Option<Cuda> {
     match Cuda::new(precision) {
         Ok(c) => Some(c),
         Err(e) if e.kind() == BackendErrorKind::NoDevice => {
             println!("SKIPPED {test}: no CUDA device ({e})");
+            None
+        }
+        Err(e @ Error::ModuleLoad { .. }) => {
+            println!("SKIPPED {test}: the driver cannot load the kernels ({e})");
             None
         }
         Err(e) => panic!("{test}: the backend failed to start: {e}"),
