@@ -183,7 +183,7 @@ fn frog_setup(cuda: &Cuda, cfg: &Config, layers: impl Iterator<Item = Layer>) ->
     let (mut req, mut runs) = (WorkspaceReq::default(), Vec::new());
     for (k, layer) in layers.enumerate() {
         let k = k as u64;
-        req = req.union(WorkspaceReq::new(cuda, &layer, r));
+        req = req.union(WorkspaceReq::new(cuda, &layer, r).map_err(|e| Error::new(e.to_string()))?);
         let n = layer.rows() * layer.weight_cols();
         runs.push(LayerRun {
             layer,

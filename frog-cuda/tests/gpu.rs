@@ -276,7 +276,7 @@ fn gpu_graph_capture() {
     for graph in [false, true] {
         let mut w = cuda.upload(&w0).unwrap();
         let mut state = ParamState::for_layer(&cuda, &layer, &cfg).unwrap();
-        let mut ws = Workspace::new(&cuda, WorkspaceReq::new(&cuda, &layer, r)).unwrap();
+        let mut ws = Workspace::new(&cuda, WorkspaceReq::new(&cuda, &layer, r).unwrap()).unwrap();
         let mut step = || {
             let params = Params { weight: &mut w, grad_weight: &g, bias: None };
             let b = Batch { x: &x, y: &y, sample: r, batch_size: batch };

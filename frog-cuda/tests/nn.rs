@@ -40,7 +40,7 @@ fn gpu_nn_convolutions() {
 
 /// `gpu_nn_convolutions` with the backend's GEMM tile as it is set.
 fn convolutions_on_tile(c: &Cuda, tile: &str) {
-    let pool = ThreadPool::new(1);
+    let pool = ThreadPool::new(1).unwrap();
     let convs = [
         Conv2d::new(3, 5, 3, 1, 1, [6, 6]),
         Conv2d::new(4, 6, 1, 2, 0, [7, 7]),
@@ -88,7 +88,7 @@ fn convolutions_on_tile(c: &Cuda, tile: &str) {
 #[test]
 fn gpu_nn_batchnorm_pool_linear_loss() {
     let Some(c) = device(Precision::Exact, "gpu_nn_batchnorm_pool_linear_loss") else { return };
-    let pool = ThreadPool::new(1);
+    let pool = ThreadPool::new(1).unwrap();
     // A tiny shape (one part per channel), and one whose channels are
     // reduced in several parts (the two-stage reductions' atomics).
     for s in [BnShape { batch: 3, channels: 5, hw: 12 }, BnShape { batch: 8, channels: 3, hw: 1000 }] {
