@@ -208,9 +208,27 @@ extern "C" __global__ void patch_sq_norms(int n_rows, int cols, const float* __r
     }
 }
 
+// Rows whose largest |value| is at most this take the unscaled path: their
+// squares, sums over long rows, the Fisher scale and the CG's products stay
+// far from overflow in f32 (frog-cpu uses the same bound).
+#define SQUARE_SAFE_MAX 65536.0f
+
+// The gain of a row whose largest |value| is `max_abs`: 1 up to
+// SQUARE_SAFE_MAX (and for a non-finite maximum), else the power of two
+// that brings it into [0.5, 1). Multiplying by it is exact, and FROG's
+// direction does not depend on it except through eps.
+__device__ __forceinline__ float pow2_gain(float max_abs) {
+    if (!(max_abs > SQUARE_SAFE_MAX) || isinf(max_abs)) return 1.0f;
+    int e;
+    frexpf(max_abs, &e);
+    return ldexpf(1.0f, -e);
+}
+
 // One block per row j, y in PyTorch layout: Y[i, j, l] = y[i*R*L + j*sj + l*sl]
 // ((sj, sl) = (L, 1) for a conv's [R, Ho, Wo], (1, R) for tokens [T, R]):
-//   Q = scale*y^2; trace[j] = sum_n Q*norms[n] / D'; lambda[j*N + n] = Q/(trace[j]+eps).
+//   Q = scale*(g*y)^2; trace[j] = sum_n Q*norms[n] / D'; lambda[j*N + n] = Q/(trace[j]+eps),
+// with g the row's pow2_gain (1, so exactly the original's formula, unless
+// the row's squares could overflow).
 extern "C" __global__ void fisher_weights(int r, int rows, int l_per, int sj, int sl, float d_cols,
                                           const float* __restrict__ y,
                                           const float* __restrict__ norms, float scale, float eps,
@@ -219,10 +237,16 @@ extern "C" __global__ void fisher_weights(int r, int rows, int l_per, int sj, in
     int j = blockIdx.x;
     if (j >= rows) return;
     int n_pos = r * l_per;
+    float max_abs = 0.0f;
+    for (unsigned n = threadIdx.x; n < (unsigned)n_pos; n += BLOCK) {
+        int i = n / l_per, l = n - i * l_per;
+        max_abs = fmaxf(max_abs, fabsf(y[i * rows * l_per + j * sj + l * sl]));
+    }
+    float gain = pow2_gain(block_max(max_abs, scratch));
     float acc = 0.0f;
     for (unsigned n = threadIdx.x; n < (unsigned)n_pos; n += BLOCK) {
         int i = n / l_per, l = n - i * l_per;
-        float v = y[i * rows * l_per + j * sj + l * sl];
+        float v = y[i * rows * l_per + j * sj + l * sl] * gain;
         acc = fmaf(scale * (v * v), norms[n], acc);
     }
     float t = block_sum(acc, scratch) / d_cols;
@@ -231,9 +255,63 @@ extern "C" __global__ void fisher_weights(int r, int rows, int l_per, int sj, in
     float* lj = lambda + j * n_pos;
     for (unsigned n = threadIdx.x; n < (unsigned)n_pos; n += BLOCK) {
         int i = n / l_per, l = n - i * l_per;
-        float v = y[i * rows * l_per + j * sj + l * sl];
+        float v = y[i * rows * l_per + j * sj + l * sl] * gain;
         lj[n] = (scale * (v * v)) / den;
     }
+}
+
+// One block per row of the rows x cols right-hand side v: a row whose
+// largest |v| exceeds SQUARE_SAFE_MAX is multiplied by its pow2_gain.
+extern "C" __global__ void row_rescale(int rows, int cols, float* __restrict__ v) {
+    __shared__ float scratch[BLOCK / 32 + 1];
+    int j = blockIdx.x;
+    if (j >= rows) return;
+    float* vj = v + (long long)j * cols;
+    float max_abs = 0.0f;
+    for (unsigned c = threadIdx.x; c < (unsigned)cols; c += BLOCK) max_abs = fmaxf(max_abs, fabsf(vj[c]));
+    float gain = pow2_gain(block_max(max_abs, scratch));
+    if (gain != 1.0f) {
+        for (unsigned c = threadIdx.x; c < (unsigned)cols; c += BLOCK) vj[c] *= gain;
+    }
+}
+
+// The opt-in guard, one block per row (see frog_core::GuardBackend):
+// flags[j] = 1 (z_j or row_scale[j] not finite) + 2 (trace[j] == 0) + 4
+// (replaced). A replaced row takes z_j = m_j, row_scale[j] = 1/||m_j||
+// (the norm scaled by the row's largest |m|, so it cannot overflow), or
+// z_j = 0, row_scale[j] = 0 when m_j is zero or not finite.
+extern "C" __global__ void row_guard(int rows, int cols, int fix_nonfinite, int fix_dead,
+                                     const float* __restrict__ m, const float* __restrict__ trace,
+                                     float* __restrict__ z, float* __restrict__ row_scale, float* __restrict__ flags) {
+    __shared__ float scratch[BLOCK / 32 + 1];
+    int j = blockIdx.x;
+    if (j >= rows) return;
+    const float* mj = m + (long long)j * cols;
+    float* zj = z + (long long)j * cols;
+    float bad_z = 0.0f, bad_m = 0.0f, max_m = 0.0f;
+    for (unsigned c = threadIdx.x; c < (unsigned)cols; c += BLOCK) {
+        bad_z += isfinite(zj[c]) ? 0.0f : 1.0f;
+        bad_m += isfinite(mj[c]) ? 0.0f : 1.0f;
+        max_m = fmaxf(max_m, fabsf(mj[c]));
+    }
+    bad_z = block_sum(bad_z, scratch);
+    bad_m = block_sum(bad_m, scratch);
+    max_m = block_max(max_m, scratch);
+    int nonfinite = bad_z > 0.0f || !isfinite(row_scale[j]);
+    int dead = trace[j] == 0.0f;
+    int replace = (nonfinite && fix_nonfinite) || (dead && fix_dead);
+    if (replace) {
+        int usable = bad_m == 0.0f && max_m > 0.0f;
+        float ss = 0.0f;
+        for (unsigned c = threadIdx.x; c < (unsigned)cols; c += BLOCK) {
+            float t = usable ? mj[c] / max_m : 0.0f;
+            ss = fmaf(t, t, ss);
+            zj[c] = usable ? mj[c] : 0.0f;
+        }
+        ss = block_sum(ss, scratch);
+        if (threadIdx.x == 0) row_scale[j] = usable ? (1.0f / max_m) / sqrtf(ss) : 0.0f;
+    }
+    if (threadIdx.x == 0) flags[j] = (float)(nonfinite * 1 + dead * 2 + replace * 4);
 }
 
 // ---------------------------------------------------------------------------

@@ -11,20 +11,33 @@
 __device__ __forceinline__ long long grid_first() { return (long long)blockIdx.x * BLOCK + threadIdx.x; }
 __device__ __forceinline__ long long grid_stride() { return (long long)gridDim.x * BLOCK; }
 
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+struct Sum {
+    __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
+};
+// The larger of two values; NaN loses (fmaxf), so a NaN entry does not hide the row's maximum.
+struct Max {
+    __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+template <typename Op>
+__device__ __forceinline__ float warp_reduce(float v, Op op) {
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 
-// Sum over a block of BLOCK threads; every thread gets the result.
-__device__ float block_sum(float v, float* scratch /* [BLOCK/32 + 1] */) {
+__device__ __forceinline__ float warp_sum(float v) { return warp_reduce(v, Sum()); }
+
+// `op` over a block of BLOCK threads (0 is its identity for the callers:
+// sums, and maxima of absolute values); every thread gets the result.
+template <typename Op>
+__device__ float block_reduce(float v, float* scratch /* [BLOCK/32 + 1] */, Op op) {
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    v = warp_sum(v);
+    v = warp_reduce(v, op);
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
     if (warp == 0) {
         float t = lane < (BLOCK / 32) ? scratch[lane] : 0.0f;
-        t = warp_sum(t);
+        t = warp_reduce(t, op);
         if (lane == 0) scratch[BLOCK / 32] = t;
     }
     __syncthreads();
@@ -32,3 +45,6 @@ __device__ float block_sum(float v, float* scratch /* [BLOCK/32 + 1] */) {
     __syncthreads();
     return r;
 }
+
+__device__ float block_sum(float v, float* scratch) { return block_reduce(v, scratch, Sum()); }
+__device__ float block_max(float v, float* scratch) { return block_reduce(v, scratch, Max()); }
