@@ -343,7 +343,10 @@ extern "C" __global__ void row_guard(int rows, int cols, int fix_nonfinite, int 
 // T + 8 the bank is 8*kk + ii (mod 32) unswizzled, 8 banks for 32 stores (4
 // ways), and 32 distinct banks swizzled. A warp storing an I-contiguous
 // operand (one kk, 32 consecutive ii) and the readers (one kk / 4 per
-// instruction) keep 32 distinct banks or broadcasts.
+// instruction) keep 32 distinct banks or broadcasts. As the XOR stays within
+// bits 0-2 (0-3 for the FMA tile's 16), swz(kk, base + ii) = base + swz(kk, ii)
+// for a base that is a multiple of 8 (16) and ii below it: the readers
+// swizzle their lane's offset once and keep constant offsets for the rest.
 __device__ __forceinline__ int swz(int kk, int ii) { return ii ^ ((kk >> 1) & 6); }
 
 // Arithmetic of the products.
@@ -458,9 +461,9 @@ struct FmaTile {
         for (int kk = 0; kk < BK; kk++) {
             float av[P], bv[P];
 #pragma unroll
-            for (int i = 0; i < P; i++) av[i] = as[kk][swz(kk, ty + 16 * i)];
+            for (int i = 0; i < P; i++) av[i] = as[kk][swz(kk, ty) + 16 * i];
 #pragma unroll
-            for (int q = 0; q < P; q++) bv[q] = bs[kk][swz(kk, tx + 16 * q)];
+            for (int q = 0; q < P; q++) bv[q] = bs[kk][swz(kk, tx) + 16 * q];
 #pragma unroll
             for (int i = 0; i < P; i++)
 #pragma unroll
@@ -507,19 +510,19 @@ struct MmaTile {
             unsigned af[MI][4], bf[NI][2];
 #pragma unroll
             for (int i = 0; i < MI; i++) {
-                int mm = wm + i * 16 + g;
-                av[i][0] = as[ks + t][swz(ks + t, mm)];
-                av[i][1] = as[ks + t][swz(ks + t, mm + 8)];
-                av[i][2] = as[ks + t + 4][swz(ks + t + 4, mm)];
-                av[i][3] = as[ks + t + 4][swz(ks + t + 4, mm + 8)];
+                int mm = wm + i * 16;
+                av[i][0] = as[ks + t][mm + swz(ks + t, g)];
+                av[i][1] = as[ks + t][mm + 8 + swz(ks + t, g)];
+                av[i][2] = as[ks + t + 4][mm + swz(ks + t + 4, g)];
+                av[i][3] = as[ks + t + 4][mm + 8 + swz(ks + t + 4, g)];
 #pragma unroll
                 for (int e = 0; e < 4; e++) af[i][e] = to_tf32(av[i][e]);
             }
 #pragma unroll
             for (int q = 0; q < NI; q++) {
-                int nn = wn + q * 8 + g;
-                bv[q][0] = bs[ks + t][swz(ks + t, nn)];
-                bv[q][1] = bs[ks + t + 4][swz(ks + t + 4, nn)];
+                int nn = wn + q * 8;
+                bv[q][0] = bs[ks + t][nn + swz(ks + t, g)];
+                bv[q][1] = bs[ks + t + 4][nn + swz(ks + t + 4, g)];
 #pragma unroll
                 for (int e = 0; e < 2; e++) bf[q][e] = to_tf32(bv[q][e]);
             }
