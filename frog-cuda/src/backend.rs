@@ -9,7 +9,7 @@ use cust::device::{Device, DeviceAttribute};
 use cust::memory::DeviceBuffer;
 use cust::stream::{Stream, StreamFlags};
 use cust::sys as cu;
-use frog_core::{Backend, CgBuffers, Layer, LayerKind, Patches, Strided};
+use frog_core::{Backend, CgBuffers, Guard, GuardBackend, Layer, LayerKind, Patches, Strided};
 
 use crate::error::Error;
 use crate::kernels::{Ptx, K};
@@ -697,6 +697,12 @@ impl Backend for Cuda {
         self.launch(K::RowDots, launch::per_row(rows)?, &[r, c, aa, ba, oa])
     }
 
+    fn row_rescale(&self, rows: usize, cols: usize, v: &mut Buffer) -> Result<(), Error> {
+        let (r, c, n) = self.rows_cols(rows, cols)?;
+        let va = self.ptr("v", v, n)?;
+        self.launch(K::RowRescale, launch::per_row(rows)?, &[r, c, va])
+    }
+
     fn row_div(&self, rows: usize, num: &Buffer, den: &Buffer, eps: f32, out: &mut Buffer) -> Result<(), Error> {
         let (na, da, oa) = (self.ptr("num", num, rows)?, self.ptr("den", den, rows)?, self.ptr("out", out, rows)?);
         self.launch(K::RowDiv, launch::elementwise(rows), &[Arg::I(int("rows", rows)?), na, da, Arg::F(eps), oa])
@@ -761,6 +767,16 @@ impl Backend for Cuda {
         let z = self.ptr("z", cg.z, n)?;
         let rs = self.ptr("rs", cg.rs, n)?;
         self.launch(K::CgUpdate, launch::per_row(rows)?, &[r, c, Arg::F(eps), rho, ap, pd, z, rs])
+    }
+}
+
+impl GuardBackend for Cuda {
+    fn row_guard(&self, rows: usize, cols: usize, guard: Guard, m: &Buffer, trace: &Buffer, z: &mut Buffer, row_scale: &mut Buffer, flags: &mut Buffer) -> Result<(), Error> {
+        let (r, c, n) = self.rows_cols(rows, cols)?;
+        let (ma, za) = (self.ptr("m", m, n)?, self.ptr("z", z, n)?);
+        let (ta, sa, fa) = (self.ptr("trace", trace, rows)?, self.ptr("row_scale", row_scale, rows)?, self.ptr("flags", flags, rows)?);
+        let fix = |on: bool| Arg::I(i32::from(on));
+        self.launch(K::RowGuard, launch::per_row(rows)?, &[r, c, fix(guard.nonfinite), fix(guard.dead_rows), ma, ta, za, sa, fa])
     }
 }
 

@@ -114,6 +114,8 @@ kernels! {
     PackRows = "pack_rows" in Frog: [I, I, I, P, P];
     PatchSqNorms = "patch_sq_norms" in Frog: [I, I, P, P];
     FisherWeights = "fisher_weights" in Frog: [I, I, I, I, I, F, P, P, F, F, P, P];
+    RowRescale = "row_rescale" in Frog: [I, I, P];
+    RowGuard = "row_guard" in Frog: [I, I, I, I, P, P, P, P, P];
     GemmF32x64 = "gemm_f32_64" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
     GemmF32x128 = "gemm_f32_128" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
     GemmTf32x64 = "gemm_tf32_64" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];

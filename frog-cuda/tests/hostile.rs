@@ -1,0 +1,92 @@
+//! Hostile input on the GPU backend (run on the host emulator in CI): the
+//! f32 squares of huge gradients and output gradients, and the opt-in
+//! guard, against frog-cpu's f32 backend on the same data.
+
+mod common;
+
+use common::{device, values};
+use frog_core::{guarded_step, precondition_step, Backend, Batch, Config, Conv2d, Guard, GuardBackend, Layer, ParamState, Params, Workspace, WorkspaceReq};
+use frog_cpu::Cpu;
+use frog_cuda::Precision;
+
+/// Two steps (momentum 0.9) of `layer` on `backend` with the output
+/// gradients scaled by `gy` and the gradients by `gg`, guarded when asked;
+/// the weights after, and the diagnostics' (dead, non-finite, replaced).
+fn run<B: GuardBackend<Scalar = f32>>(backend: &B, layer: &Layer, gy: f32, gg: f32, dead_row: bool, guard: Option<Guard>) -> (Vec<f32>, (usize, usize, usize))
+where
+    B::Error: std::fmt::Debug,
+{
+    let cfg = Config { lr: 0.01, momentum: 0.9, sample_size: None, denom_eps: 1e-30, ..Config::default() };
+    let (r, batch) = (3, 3);
+    let n = layer.rows() * layer.weight_cols();
+    let up = |v: &[f32]| {
+        let mut b = backend.zeros(v.len()).unwrap();
+        backend.write(v, &mut b, 0).unwrap();
+        b
+    };
+    let scaled = |len, seed, s: f32| values(len, seed).into_iter().map(|v| v * s).collect::<Vec<_>>();
+    let mut y_host = scaled(r * layer.output_len(), 4, gy);
+    if dead_row {
+        // Row 1's output gradients are zero in every sample: a dead row.
+        let l = layer.positions();
+        for i in 0..r {
+            y_host[(i * layer.rows() + 1) * l..(i * layer.rows() + 2) * l].fill(0.0);
+        }
+    }
+    let (g, x, y) = (up(&scaled(n, 2, gg)), up(&values(r * layer.input_len(), 3)), up(&y_host));
+    let mut w = up(&values(n, 1));
+    let mut state = ParamState::with_diagnostics(backend, layer, &cfg).unwrap();
+    let mut ws = Workspace::new(backend, WorkspaceReq::new(backend, layer, r).unwrap()).unwrap();
+    for _ in 0..2 {
+        let params = Params { weight: &mut w, grad_weight: &g, bias: None };
+        let b = Batch { x: &x, y: &y, sample: r, batch_size: batch };
+        match guard {
+            None => precondition_step(backend, &cfg, layer, &mut state, &mut ws, params, b).unwrap(),
+            Some(gd) => guarded_step(backend, &cfg, gd, layer, &mut state, &mut ws, params, b).unwrap(),
+        }
+    }
+    let mut out = vec![0.0; n];
+    backend.read(&w, 0, &mut out).unwrap();
+    let counts = state.diagnostics(backend).unwrap().map_or((0, 0, 0), |d| (d.dead_rows, d.nonfinite_rows, d.replaced_rows));
+    (out, counts)
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Output gradients and gradients near f32's maximum give the step of
+/// ordinary ones (FROG's update is scale-free), as on the CPU.
+#[test]
+fn gpu_huge_gradients_give_the_scale_free_step() {
+    let Some(cuda) = device(Precision::Exact, "gpu_huge_gradients_give_the_scale_free_step") else { return };
+    let cpu = Cpu::<f32>::with_threads(1).unwrap();
+    let layer = Layer::conv2d(Conv2d::new(3, 5, 3, 1, 1, [6, 6]), false);
+    let (base, _) = run(&cuda, &layer, 1.0, 1.0, false, None);
+    let (on_cpu, _) = run(&cpu, &layer, 1.0, 1.0, false, None);
+    assert!(max_diff(&base, &on_cpu) < 1e-5);
+    for (gy, gg) in [(1e20, 1.0), (1.0, 1e20), (3e37, 3e37)] {
+        let (w, _) = run(&cuda, &layer, gy, gg, false, None);
+        assert!(w.iter().all(|v| v.is_finite()), "non-finite step at y x{gy:e}, g x{gg:e}");
+        let d = max_diff(&w, &base);
+        println!("gpu_huge_gradients: y x{gy:e}, g x{gg:e}: max difference {d:.2e}");
+        assert!(d < 2e-4, "y x{gy:e}, g x{gg:e}: {d:e}");
+    }
+}
+
+/// The guard counts the dead row and replaces it as the CPU's does.
+#[test]
+fn gpu_guard_matches_the_cpu() {
+    let Some(cuda) = device(Precision::Exact, "gpu_guard_matches_the_cpu") else { return };
+    let cpu = Cpu::<f32>::with_threads(1).unwrap();
+    let layer = Layer::conv2d(Conv2d::new(2, 4, 3, 1, 1, [5, 5]), false);
+    for guard in [Guard::default(), Guard { nonfinite: true, dead_rows: true }] {
+        let (gw, gcounts) = run(&cuda, &layer, 1.0, 1.0, true, Some(guard));
+        let (cw, ccounts) = run(&cpu, &layer, 1.0, 1.0, true, Some(guard));
+        assert_eq!(gcounts, ccounts, "{guard:?}");
+        assert_eq!(gcounts.0, 1);
+        assert_eq!(gcounts.2, usize::from(guard.dead_rows));
+        let d = max_diff(&gw, &cw);
+        assert!(d < 1e-5, "{guard:?}: GPU and CPU differ by {d:e}");
+    }
+}
