@@ -232,6 +232,9 @@ mod tests {
 
     #[test]
     fn study_is_the_default_and_takes_the_same_flags() {
+        // (`data` is `$FROG_DATA` when the environment sets it.)
+        let Command::Study(none) = parse(&[]).unwrap() else { panic!("the study") };
+        assert_eq!(StudyArgs { data: None, ..*none }, StudyArgs::default());
         let bare = parse(&["--epochs", "2", "--milestones", "1,2", "--optimizer=sgd", "--nesterov"]).unwrap();
         let named = parse(&["study", "--epochs", "2", "--milestones", "1,2", "--optimizer=sgd", "--nesterov"]).unwrap();
         assert_eq!(bare, named);

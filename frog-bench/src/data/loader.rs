@@ -62,9 +62,7 @@ impl Batches {
     pub fn total(&self) -> usize {
         self.count
     }
-}
 
-impl Batches {
     /// Why the worker stopped early: its panic message, when it panicked.
     /// Ends the pass.
     fn failure(&mut self) -> Error {
