@@ -10,20 +10,26 @@
 
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+
 use frog_core::{precondition_step, Batch, Config, Conv2d, Layer, ParamState, Params, Workspace, WorkspaceReq};
 use frog_cpu::gemm::matmul_dense;
 use frog_cpu::Cpu;
 
 /// Options of the `layers` subcommand.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, clap::Args)]
 pub struct LayersArgs {
-    /// Sampled rows `r`.
+    /// Sampled rows r
+    #[arg(long, value_name = "N", default_value_t = 64)]
     pub sample: usize,
-    /// CG iterations `K`.
+    /// CG iterations K
+    #[arg(long, value_name = "N", default_value_t = 4)]
     pub iters: usize,
-    /// Threads (0: all CPUs).
+    /// CPU threads (0: all)
+    #[arg(long, value_name = "N", default_value_t = 0)]
     pub threads: usize,
-    /// JSON lines instead of a table.
+    /// JSON lines instead of a table
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -31,6 +37,36 @@ impl Default for LayersArgs {
     fn default() -> Self {
         Self { sample: 64, iters: 4, threads: 0, json: false }
     }
+}
+
+/// One layer's line of `--json`.
+#[derive(Serialize)]
+struct LayerLine<'a> {
+    name: &'a str,
+    c_in: usize,
+    c_out: usize,
+    hw: usize,
+    stride: usize,
+    kernel: usize,
+    count: usize,
+    sample: usize,
+    median_ms: f64,
+    gflops: f64,
+}
+
+/// The last line of `--json`.
+#[derive(Serialize)]
+struct TotalLine {
+    total_ms: f64,
+    total_gflop: f64,
+    gflops: f64,
+    gemm_2048_gflops: f64,
+}
+
+/// One JSON line on stdout.
+fn print_json(value: &impl Serialize) -> Result<(), String> {
+    println!("{}", serde_json::to_string(value).map_err(|e| e.to_string())?);
+    Ok(())
 }
 
 /// One distinct conv layer of ResNet-18 and how often it occurs.
@@ -159,9 +195,7 @@ fn gemm_reference(backend: &Cpu<f32>) -> Result<f64, String> {
 /// Runs the benchmark and prints a table (or JSON lines), ending with
 /// `TOTAL_MS <sum over all 20 conv layers>`.
 pub fn run(args: &LayersArgs) -> Result<(), String> {
-    if args.sample == 0 || args.iters == 0 {
-        return Err("--sample and --iters must be at least 1".into());
-    }
+    args.validate().map_err(|e| e.to_string())?;
     let backend = Cpu::<f32>::with_threads(args.threads).map_err(|e| e.to_string())?;
     let threads = backend.pool().threads();
     if !args.json {
@@ -180,10 +214,9 @@ pub fn run(args: &LayersArgs) -> Result<(), String> {
         total_flop += flop * rc.count as f64;
         let (c, hw) = (&rc.conv, rc.conv.input_hw[0]);
         if args.json {
-            println!(
-                "{{\"name\":\"{}\",\"c_in\":{},\"c_out\":{},\"hw\":{hw},\"stride\":{},\"kernel\":{},\"count\":{},\"sample\":{},\"median_ms\":{ms:.3},\"gflops\":{gflops:.1}}}",
-                rc.name, c.c_in, c.c_out, c.stride[0], c.kernel[0], rc.count, args.sample
-            );
+            let (stride, kernel) = (c.stride[0], c.kernel[0]);
+            let (c_in, c_out, count, sample) = (c.c_in, c.c_out, rc.count, args.sample);
+            print_json(&LayerLine { name: rc.name, c_in, c_out, hw, stride, kernel, count, sample, median_ms: ms, gflops })?;
         } else {
             println!("{:<9} {:>5} {:>5} {:>3} {:>3} {:>3} {:>6} {:>10.2} {:>8.1} {:>9.1}", rc.name, c.c_in, c.c_out, hw, c.kernel[0], c.stride[0], rc.count, ms, gflops, ms * rc.count as f64);
         }
@@ -191,7 +224,7 @@ pub fn run(args: &LayersArgs) -> Result<(), String> {
     let rate = total_flop / total_ms / 1e6;
     let gemm = gemm_reference(&backend)?;
     if args.json {
-        println!("{{\"total_ms\":{total_ms:.1},\"total_gflop\":{:.1},\"gflops\":{rate:.1},\"gemm_2048_gflops\":{gemm:.1}}}", total_flop / 1e9);
+        print_json(&TotalLine { total_ms, total_gflop: total_flop / 1e9, gflops: rate, gemm_2048_gflops: gemm })?;
     } else {
         println!("{:.1} GFLOP in all, {rate:.1} GFLOP/s overall; f32 GEMM 2048^3 on the same pool now: {gemm:.1} GFLOP/s ({:.0} %)", total_flop / 1e9, 100.0 * rate / gemm);
     }

@@ -1,44 +1,61 @@
 //! `frog-bench`: the study (default), `throughput`, `layers` and, in a
 //! `cuda` build, `gpu-check`. A `cuda` build trains on the GPU and defaults
 //! to the original study's ResNet-18; a CPU build to the scaled-down study.
+//!
+//! Exit status: 0 on success; 2 for a bad command line, whether clap
+//! refuses it or a value is out of range (both are reported in clap's
+//! format before any work starts); 1 when the run itself fails.
 
-use frog_bench::cli::{self, Command};
-use frog_bench::error::{Error, Result};
-use frog_bench::layers::{self, LayersArgs};
-use frog_bench::{study, throughput};
+use std::process::ExitCode;
+
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
+use frog_bench::cli::{Cli, Command, GpuPrecision};
+use frog_bench::error::Error;
+use frog_bench::{layers, study, throughput};
 
 #[cfg(not(feature = "cuda"))]
 mod devices {
-    use frog_bench::cli::GpuPrecision;
+    use frog_bench::cli::{GpuCheckArgs, GpuPrecision};
     use frog_bench::device::cpu::CpuDevice;
     use frog_bench::error::{Error, Result};
 
     /// The study's default model on this device.
     pub const DEFAULT_MODEL: &str = "resnet-small";
 
-    /// The training device: the CPU, on `threads` threads.
-    pub fn training(threads: usize, precision: Option<GpuPrecision>) -> Result<CpuDevice<f32>> {
+    /// Refuses settings this build cannot honour.
+    pub fn check(precision: Option<GpuPrecision>) -> Result<()> {
         match precision {
-            None => CpuDevice::new(threads).map_err(|e| Error::new(format!("--threads {threads}: {e}"))),
+            None => Ok(()),
             Some(_) => Err(Error::new("--precision sets the GPU's GEMMs; this build trains on the CPU (build with --features cuda)")),
         }
     }
 
-    pub fn gpu_check(_: frog_bench::cli::Command) -> Result<()> {
-        Err(frog_bench::error::Error::new("gpu-check needs a build with --features cuda"))
+    /// The training device: the CPU, on `threads` threads.
+    pub fn training(threads: usize, _: Option<GpuPrecision>) -> Result<CpuDevice<f32>> {
+        CpuDevice::new(threads).map_err(|e| Error::new(format!("--threads {threads}: {e}")))
+    }
+
+    pub fn gpu_check(_: &GpuCheckArgs) -> Result<()> {
+        Err(Error::new("gpu-check needs a build with --features cuda"))
     }
 }
 
 #[cfg(feature = "cuda")]
 mod devices {
-    use frog_bench::cli::{Command, GpuPrecision};
+    use frog_bench::cli::{GpuCheckArgs, GpuPrecision};
     use frog_bench::device::cuda::CudaDevice;
     use frog_bench::error::{Error, Result};
-    use frog_bench::gpu_check::{self, GpuCheckArgs};
+    use frog_bench::gpu_check;
     use frog_cuda::Precision;
 
     /// The study's default model on this device: the original's.
     pub const DEFAULT_MODEL: &str = "resnet18";
+
+    /// Every setting is honoured on the GPU.
+    pub fn check(_: Option<GpuPrecision>) -> Result<()> {
+        Ok(())
+    }
 
     /// The training device: GPU 0, by default with split 3xTF32 GEMMs
     /// (f32 accuracy on tensor cores; plain TF32 misses the golden
@@ -52,9 +69,9 @@ mod devices {
         })
     }
 
-    pub fn gpu_check(cmd: Command) -> Result<()> {
-        let Command::GpuCheck { steps, sample, golden, torch_script } = cmd else { unreachable!("only gpu-check comes here") };
-        if gpu_check::run(&GpuCheckArgs { steps, sample, golden, torch_script })? {
+    pub fn gpu_check(a: &GpuCheckArgs) -> Result<()> {
+        let args = gpu_check::GpuCheckArgs { steps: a.steps, sample: a.sample, golden: !a.no_golden, torch_script: a.torch_script.clone() };
+        if gpu_check::run(&args)? {
             Ok(())
         } else {
             Err(Error::new("gpu-check: a required check failed (see the table)"))
@@ -62,29 +79,64 @@ mod devices {
     }
 }
 
-fn run() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let l = LayersArgs::default();
-    match cli::parse(&args, (l.sample, l.iters, l.threads, l.json))? {
-        Command::Help => print!("{}", cli::HELP),
+/// Why the command failed: its settings, or the run.
+enum Failure {
+    /// A value out of range or a setting this build refuses (exit 2).
+    Usage(Error),
+    /// The run failed (exit 1).
+    Run(Error),
+}
+
+/// Checks everything the command line says, then runs it.
+fn run(cmd: Command, data_from_env: bool) -> Result<(), Failure> {
+    let check = |precision: Option<GpuPrecision>| devices::check(precision).map_err(Failure::Usage);
+    match cmd {
         Command::Study(a) => {
-            let env_data = std::env::var_os("FROG_DATA").filter(|v| !v.is_empty()).map(Into::into);
-            let plan = study::plan(&a, env_data, devices::DEFAULT_MODEL)?;
-            study::run(&devices::training(a.threads, a.precision)?, &plan)?;
+            let plan = study::plan(&a, data_from_env, devices::DEFAULT_MODEL).map_err(Failure::Usage)?;
+            check(a.precision)?;
+            let dev = devices::training(a.threads, a.precision).map_err(Failure::Run)?;
+            study::run(&dev, &plan).map_err(Failure::Run)?;
         }
         Command::Throughput(t) => {
-            let args = throughput::ThroughputArgs { model: t.model, batch: t.batch_size, sample: t.sample, steps: t.steps };
-            throughput::run(&devices::training(t.threads, t.precision)?, &args)?;
+            t.validate().map_err(Failure::Usage)?;
+            check(t.precision)?;
+            let dev = devices::training(t.threads, t.precision).map_err(Failure::Run)?;
+            throughput::run(&dev, &t).map_err(Failure::Run)?;
         }
-        Command::Layers { sample, iters, threads, json } => layers::run(&LayersArgs { sample, iters, threads, json }).map_err(Error::new)?,
-        cmd @ Command::GpuCheck { .. } => devices::gpu_check(cmd)?,
+        Command::Layers(l) => {
+            l.validate().map_err(Failure::Usage)?;
+            layers::run(&l).map_err(|e| Failure::Run(Error::new(e)))?;
+        }
+        Command::GpuCheck(g) => {
+            g.validate().map_err(Failure::Usage)?;
+            devices::gpu_check(&g).map_err(Failure::Run)?;
+        }
     }
     Ok(())
 }
 
-fn main() {
-    if let Err(e) = run() {
-        eprintln!("error: {e}");
-        std::process::exit(2);
+/// Reports `e` in clap's format, with the usage of subcommand `sub` (or
+/// of the program), and exits with status 2 as clap's own errors do.
+fn usage_error(sub: Option<&str>, e: Error) -> ! {
+    let mut cli = Cli::command();
+    cli.build();
+    let mut cmd = sub.and_then(|s| cli.find_subcommand(s)).cloned().unwrap_or(cli);
+    cmd.error(clap::error::ErrorKind::ValueValidation, e).exit()
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let sub = matches.subcommand_name();
+    // `--data` and `$FROG_DATA` are one setting, but an error names the one used.
+    let study = matches.subcommand_matches("study").unwrap_or(&matches);
+    let data_from_env = study.value_source("data") == Some(ValueSource::EnvVariable);
+    match run(cli.into_command(), data_from_env) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(e)) => usage_error(sub, e),
+        Err(Failure::Run(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -111,25 +111,18 @@ fn per_optimizer_flags(a: &StudyArgs) -> Vec<&'static str> {
     given.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect()
 }
 
-/// Builds the plan from the flags; `env_data` is `$FROG_DATA`, and
-/// `default_model` the model of the device's default study
-/// (`resnet-small` on the CPU, the original's `resnet18` on a GPU).
-pub fn plan(a: &StudyArgs, env_data: Option<PathBuf>, default_model: &str) -> Result<Plan> {
+/// Builds the plan from the flags, checking them all before anything runs;
+/// `data_from_env` says `a.data` came from `$FROG_DATA` rather than
+/// `--data`, and `default_model` is the model of the device's default
+/// study (`resnet-small` on the CPU, the original's `resnet18` on a GPU).
+pub fn plan(a: &StudyArgs, data_from_env: bool, default_model: &str) -> Result<Plan> {
+    a.validate()?;
     let model = a.model.clone().unwrap_or_else(|| default_model.into());
     let arch = Arch::by_name(&model)?;
     let d = defaults(&model);
     let epochs = a.epochs.unwrap_or(d.epochs);
-    if epochs == 0 {
-        return Err(Error::new("--epochs must be at least 1"));
-    }
     let gamma = a.gamma.unwrap_or(0.1);
-    if gamma <= 0.0 {
-        return Err(Error::new(format!("--gamma must be above 0, got {gamma}")));
-    }
     let run = |label: String, method: Method, batch: usize| -> Result<RunConfig> {
-        if batch == 0 {
-            return Err(Error::new("--batch-size must be at least 1"));
-        }
         method.validate()?;
         let milestones = a.milestones.clone().unwrap_or_else(|| d.milestones.clone());
         Ok(RunConfig { label, arch: arch.clone(), method, batch, epochs, milestones, gamma, seed: a.seed.unwrap_or(0) })
@@ -137,8 +130,8 @@ pub fn plan(a: &StudyArgs, env_data: Option<PathBuf>, default_model: &str) -> Re
     let configs = match a.optimizer {
         Some(OptName::Frog) => {
             let (batch, sample) = (a.batch_size.unwrap_or(d.frog_batch), a.sample.unwrap_or(d.frog_sample));
-            if sample == 0 {
-                return Err(Error::new("--sample must be at least 1"));
+            if sample > batch {
+                return Err(Error::new(format!("--sample {sample} is more than the batch of {batch}")));
             }
             vec![run(format!("FROG bs {batch}, s {sample}"), frog_method(a, sample), batch)?]
         }
@@ -162,8 +155,8 @@ pub fn plan(a: &StudyArgs, env_data: Option<PathBuf>, default_model: &str) -> Re
         }
     };
     let data = DataOptions {
-        dir: a.data.clone(),
-        env_dir: env_data,
+        dir: a.data.clone().filter(|_| !data_from_env),
+        env_dir: a.data.clone().filter(|_| data_from_env),
         cache: data::default_cache(),
         download: !a.no_download,
         synthetic: a.synthetic,
@@ -178,6 +171,7 @@ pub fn plan(a: &StudyArgs, env_data: Option<PathBuf>, default_model: &str) -> Re
 /// with a line per epoch, and writes the table, CSV/JSON and plots to
 /// `plan.out` after each configuration.
 pub fn run<D: Device>(dev: &D, plan: &Plan) -> Result<Vec<RunResult>> {
+    report::prepare_out(&plan.out)?;
     let data = data::load(&plan.data)?;
     let source = data.source.clone();
     println!(
@@ -211,7 +205,7 @@ mod tests {
     #[test]
     fn resnet18_defaults_are_the_original_study() {
         let a = StudyArgs { model: Some("resnet18".into()), ..StudyArgs::default() };
-        let p = plan(&a, None, "resnet-small").unwrap();
+        let p = plan(&a, false, "resnet-small").unwrap();
         assert_eq!(p.targets, vec![88.0, 90.0, 92.0, 94.0]);
         let labels: Vec<&str> = p.configs.iter().map(|c| c.label.as_str()).collect();
         assert_eq!(labels, ["FROG bs 512, s 64", "SGD bs 128", "SGD bs 512"]);
@@ -237,17 +231,23 @@ mod tests {
             tau_final: Some(1e-5),
             tau_steps: Some(100),
             epochs: Some(2),
+            data: Some("/data".into()),
             ..StudyArgs::default()
         };
-        let p = plan(&a, Some("/data".into()), "resnet-small").unwrap();
+        let p = plan(&a, true, "resnet-small").unwrap();
         assert_eq!(p.configs.len(), 1);
         let c = &p.configs[0];
         assert_eq!((c.label.as_str(), c.batch, c.epochs), ("FROG bs 64, s 8", 64, 2));
         let Method::Frog(f) = c.method else { panic!("FROG") };
         assert_eq!((f.lr, f.sample_size, f.tau, f.tau_final, f.tau_steps), (0.02, Some(8), 1e-3, Some(1e-5), Some(100)));
-        assert_eq!(p.data.env_dir, Some("/data".into()));
+        assert_eq!((p.data.dir.as_ref(), p.data.env_dir), (None, Some("/data".into())));
         // An incomplete damping schedule is refused before anything runs.
-        let bad = StudyArgs { tau_steps: None, ..a };
-        assert!(plan(&bad, None, "resnet-small").unwrap_err().to_string().contains("tau_final and tau_steps"));
+        let bad = StudyArgs { tau_steps: None, ..a.clone() };
+        assert!(plan(&bad, false, "resnet-small").unwrap_err().to_string().contains("tau_final and tau_steps"));
+        // So is a sample larger than the batch, and a flag out of range.
+        let big = StudyArgs { sample: Some(65), tau_steps: None, tau_final: None, ..a.clone() };
+        assert!(plan(&big, false, "resnet-small").unwrap_err().to_string().contains("--sample 65 is more than the batch of 64"));
+        let many = StudyArgs { epochs: Some(1 << 40), ..a };
+        assert!(plan(&many, false, "resnet-small").unwrap_err().to_string().contains("--epochs"));
     }
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use frog_core::{Config, SgdConfig};
 
 use crate::arch::Arch;
+pub use crate::cli::ThroughputArgs;
 use crate::data::loader::eval_batches;
 use crate::data::synthetic;
 use crate::device::Device;
@@ -16,23 +17,10 @@ use crate::model::Net;
 use crate::optim::{Method, Optimizer};
 use crate::train::{train_step, Staging};
 
-/// What to measure.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ThroughputArgs {
-    /// `--model`.
-    pub model: String,
-    /// `--batch-size`.
-    pub batch: usize,
-    /// FROG's `--sample`.
-    pub sample: usize,
-    /// Timed steps per optimizer (after one warm-up step).
-    pub steps: usize,
-}
-
 /// Seconds per step of one optimizer.
 pub fn time_steps<D: Device>(dev: &D, arch: &Arch, method: Method, batch: usize, steps: usize) -> Result<f64> {
     let images = Arc::new(synthetic::generate(0, 0, batch));
-    let host = eval_batches(images, batch).next().ok_or_else(|| Error::new("no batch generated"))?;
+    let host = eval_batches(images, batch)?.next().ok_or_else(|| Error::new("no batch generated"))??;
     let mut net = Net::new(dev, arch, batch, 0)?;
     let mut opt = Optimizer::new(dev, method, &mut net, batch, 0)?;
     let mut st = Staging::new(dev, arch, batch)?;
@@ -47,9 +35,7 @@ pub fn time_steps<D: Device>(dev: &D, arch: &Arch, method: Method, batch: usize,
 
 /// Measures and prints SGD's and FROG's training throughput.
 pub fn run<D: Device>(dev: &D, args: &ThroughputArgs) -> Result<()> {
-    if args.steps == 0 || args.batch == 0 || args.sample == 0 {
-        return Err(Error::new("throughput: --steps, --batch-size and --sample must be at least 1"));
-    }
+    args.validate()?;
     let arch = Arch::by_name(&args.model)?;
     let macs = Net::new(dev, &arch, 1, 0)?.forward_macs();
     let sgd = Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: false });
@@ -61,16 +47,16 @@ pub fn run<D: Device>(dev: &D, args: &ThroughputArgs) -> Result<()> {
         sample_size: Some(args.sample),
         ..Config::default()
     });
-    println!("{} on {}, batch {}, {} timed steps each", args.model, dev.describe(), args.batch, args.steps);
-    let t_sgd = time_steps(dev, &arch, sgd, args.batch, args.steps)?;
+    println!("{} on {}, batch {}, {} timed steps each", args.model, dev.describe(), args.batch_size, args.steps);
+    let t_sgd = time_steps(dev, &arch, sgd, args.batch_size, args.steps)?;
     // Forward, input and weight gradients: 3 products of 2 FLOP per MAC.
-    let gflops = 6.0 * macs * args.batch as f64 / t_sgd / 1e9;
-    println!("  SGD:            {:8.1} samples/s  {:8.1} ms/step  ({gflops:.0} GFLOP/s in fwd+bwd)", args.batch as f64 / t_sgd, t_sgd * 1e3);
-    let t_frog = time_steps(dev, &arch, frog, args.batch, args.steps)?;
+    let gflops = 6.0 * macs * args.batch_size as f64 / t_sgd / 1e9;
+    println!("  SGD:            {:8.1} samples/s  {:8.1} ms/step  ({gflops:.0} GFLOP/s in fwd+bwd)", args.batch_size as f64 / t_sgd, t_sgd * 1e3);
+    let t_frog = time_steps(dev, &arch, frog, args.batch_size, args.steps)?;
     println!(
         "  FROG (s {:3}):   {:8.1} samples/s  {:8.1} ms/step  FROG/SGD step time {:.2}x",
-        args.sample.min(args.batch),
-        args.batch as f64 / t_frog,
+        args.sample.min(args.batch_size),
+        args.batch_size as f64 / t_frog,
         t_frog * 1e3,
         t_frog / t_sgd
     );

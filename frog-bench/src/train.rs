@@ -2,7 +2,6 @@
 //! and a record per epoch. Time counts training only (batches, forward,
 //! backward, optimizer), not evaluation, as the original study does.
 
-use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 use frog_core::Scalar;
@@ -14,6 +13,7 @@ use crate::device::{Device, LossStats};
 use crate::error::{Error, Result};
 use crate::model::Net;
 use crate::optim::{Method, Optimizer};
+use crate::progress;
 
 /// One training run.
 #[derive(Clone, Debug)]
@@ -45,7 +45,7 @@ impl RunConfig {
 }
 
 /// What one epoch did.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct EpochRecord {
     /// 1-based epoch.
     pub epoch: usize,
@@ -63,34 +63,6 @@ pub struct EpochRecord {
     pub epoch_seconds: f64,
     /// Training seconds so far.
     pub train_seconds: f64,
-}
-
-/// A per-epoch progress bar on stderr, drawn only on a terminal.
-struct Progress {
-    on: bool,
-    total: usize,
-}
-
-impl Progress {
-    fn new(total: usize) -> Self {
-        Self { on: std::io::stderr().is_terminal(), total }
-    }
-
-    fn draw(&self, epoch: usize, done: usize, loss: f64) {
-        if self.on {
-            let width = 30;
-            let filled = done * width / self.total.max(1);
-            let bar: String = (0..width).map(|i| if i < filled { '#' } else { '.' }).collect();
-            eprint!("\r  epoch {epoch} [{bar}] {done}/{} loss {loss:.4} ", self.total);
-            let _ = std::io::stderr().flush();
-        }
-    }
-
-    fn clear(&self) {
-        if self.on {
-            eprint!("\r{:70}\r", "");
-        }
-    }
 }
 
 /// Device buffers for one batch.
@@ -130,7 +102,8 @@ pub fn train_step<D: Device>(dev: &D, net: &mut Net<D>, opt: &mut Optimizer<D>, 
 pub fn evaluate<D: Device>(dev: &D, net: &mut Net<D>, data: &Data, staging_batch: usize) -> Result<(f64, f64)> {
     let mut st = Staging::new(dev, &net.arch, staging_batch)?;
     let (mut loss, mut correct, mut n) = (0.0, 0, 0);
-    for b in eval_batches(data.test.clone(), staging_batch) {
+    for b in eval_batches(data.test.clone(), staging_batch)? {
+        let b = b?;
         st.upload(dev, &b)?;
         net.forward(dev, &st.x, b.len(), false)?;
         let s = net.loss(dev, b.len(), &st.labels)?;
@@ -156,10 +129,11 @@ pub fn train<D: Device>(dev: &D, data: &Data, cfg: &RunConfig, mut on_epoch: imp
         let lr = cfg.lr_at(epoch);
         opt.set_lr(lr);
         let start = Instant::now();
-        let batches = train_batches(data.train.clone(), cfg.batch, cfg.seed, epoch as u64);
-        let progress = Progress::new(batches.total());
+        let batches = train_batches(data.train.clone(), cfg.batch, cfg.seed, epoch as u64)?;
+        let progress = progress::bar((batches.total() * cfg.batch) as u64, progress::EPOCH).with_prefix((epoch + 1).to_string());
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0, 0);
         for (i, b) in batches.enumerate() {
+            let b = b?;
             st.upload(dev, &b)?;
             let s = train_step(dev, &mut net, &mut opt, &st, cfg.batch)?;
             if !s.loss.is_finite() {
@@ -168,11 +142,12 @@ pub fn train<D: Device>(dev: &D, data: &Data, cfg: &RunConfig, mut on_epoch: imp
             loss_sum += s.loss * cfg.batch as f64;
             correct += s.correct;
             seen += cfg.batch;
-            progress.draw(epoch + 1, i + 1, loss_sum / seen as f64);
+            progress.inc(cfg.batch as u64);
+            progress.set_message(format!("{:.4}", loss_sum / seen as f64));
         }
         let seconds = start.elapsed().as_secs_f64();
         total += seconds;
-        progress.clear();
+        progress.finish_and_clear();
         let (test_loss, test_acc) = evaluate(dev, &mut net, data, cfg.batch)?;
         let rec = EpochRecord {
             epoch: epoch + 1,

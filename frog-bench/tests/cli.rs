@@ -1,5 +1,6 @@
-//! The command line: errors for bad flags and missing data (exit status
-//! 2, one clear line), and the synthetic fallback end to end.
+//! The command line: errors for bad flags (exit status 2, clap's format,
+//! before any work), for a failing run (exit status 1, one line), `--help`
+//! as the README shows it, and the synthetic fallback end to end.
 
 mod common;
 
@@ -14,38 +15,101 @@ fn bench(args: &[&str], cache: &std::path::Path) -> Output {
         .expect("running frog-bench")
 }
 
-fn error_of(args: &[&str]) -> String {
+/// The first line of stderr of a run that must exit with `code`.
+fn failure(args: &[&str], code: i32) -> String {
     let cache = common::temp_dir("cli-errors");
     let out = bench(args, &cache);
-    assert_eq!(out.status.code(), Some(2), "{args:?} should fail");
     let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
     assert!(err.starts_with("error: "), "{err}");
-    err
+    assert!(out.stdout.is_empty(), "{args:?} did work before failing");
+    err.lines().next().unwrap().to_string()
+}
+
+fn usage_error(args: &[&str]) -> String {
+    failure(args, 2)
 }
 
 #[test]
 fn bad_flags_are_clear_errors() {
-    assert!(error_of(&["--bogus"]).contains("unknown flag --bogus"));
-    assert!(error_of(&["--epochs", "many"]).contains("--epochs: expected a whole number, got `many`"));
-    assert!(error_of(&["--epochs"]).contains("--epochs needs a value"));
-    assert!(error_of(&["--optimizer", "adam"]).contains("expected frog or sgd"));
-    assert!(error_of(&["--model", "vgg"]).contains("unknown model `vgg`"));
-    assert!(error_of(&["--lr", "0.1"]).contains("add --optimizer"));
-    assert!(error_of(&["--optimizer", "sgd", "--sample", "8"]).contains("FROG settings"));
-    assert!(error_of(&["--optimizer", "frog", "--tau", "-1"]).contains("tau"));
-    assert!(error_of(&["--optimizer=frog", "--lr=nan"]).contains("finite"));
-    assert!(error_of(&["--nesterov=yes"]).contains("takes no value"));
-    assert!(error_of(&["frobnicate"]).contains("unknown command"));
-    assert!(error_of(&["throughput", "--epochs", "3"]).contains("unknown flag --epochs for throughput"));
-    assert!(error_of(&["--precision", "bf16"]).contains("--precision: expected exact, split or fast, got `bf16`"));
+    assert!(usage_error(&["--bogus"]).contains("unexpected argument '--bogus'"));
+    assert!(usage_error(&["--epochs", "many"]).contains("invalid value 'many' for '--epochs <N>'"));
+    assert!(usage_error(&["--epochs"]).contains("a value is required for '--epochs <N>'"));
+    assert!(usage_error(&["--optimizer", "adam"]).contains("invalid value 'adam' for '--optimizer <NAME>'"));
+    assert!(usage_error(&["--model", "vgg"]).contains("unknown model `vgg`"));
+    assert!(usage_error(&["--lr", "0.1"]).contains("add --optimizer"));
+    assert!(usage_error(&["--optimizer", "sgd", "--sample", "8"]).contains("FROG settings"));
+    assert!(usage_error(&["--optimizer", "frog", "--tau", "-1"]).contains("tau"));
+    assert!(usage_error(&["--optimizer=frog", "--lr=nan"]).contains("--lr must be a finite number"));
+    assert!(usage_error(&["--nesterov=yes"]).contains("unexpected value 'yes' for '--nesterov'"));
+    assert!(usage_error(&["frobnicate"]).contains("unrecognized subcommand 'frobnicate'"));
+    assert!(usage_error(&["throughput", "--epochs", "3"]).contains("unexpected argument '--epochs'"));
+    assert!(usage_error(&["--precision", "bf16"]).contains("invalid value 'bf16' for '--precision <P>'"));
     #[cfg(not(feature = "cuda"))]
-    assert!(error_of(&["throughput", "--precision", "fast"]).contains("this build trains on the CPU"));
+    assert!(usage_error(&["throughput", "--precision", "fast"]).contains("this build trains on the CPU"));
+}
+
+#[test]
+fn out_of_range_values_are_refused_before_any_work() {
+    assert!(usage_error(&["--epochs", "18446744073709551615"]).contains("--epochs must be between 1 and 100000"));
+    assert!(usage_error(&["--epochs", "1099511627776"]).contains("--epochs must be between 1 and 100000"));
+    assert!(usage_error(&["--epochs", "0"]).contains("--epochs"));
+    assert!(usage_error(&["--targets", "nan"]).contains("--targets are test accuracies in percent"));
+    assert!(usage_error(&["--threads", "100000"]).contains("--threads must be at most 1024"));
+    assert!(usage_error(&["--optimizer", "frog", "--batch-size", "16", "--sample", "17"]).contains("more than the batch"));
+    assert!(usage_error(&["throughput", "--steps", "0"]).contains("--steps must be between 1"));
+    assert!(usage_error(&["throughput", "--threads", "100000"]).contains("--threads"));
+    assert!(usage_error(&["layers", "--iters", "0"]).contains("--iters must be between 1"));
+    assert!(usage_error(&["layers", "--sample", "18014398509481984"]).contains("--sample"));
+    assert!(usage_error(&["gpu-check", "--steps", "0"]).contains("--steps"));
+}
+
+#[test]
+fn a_bad_out_fails_before_training() {
+    let cache = common::temp_dir("cli-out");
+    let file = cache.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let under_file = file.join("results");
+    let e = failure(&["--synthetic", "--epochs", "1", "--out", under_file.to_str().unwrap()], 1);
+    assert!(e.contains("--out") && e.contains("cannot create"), "{e}");
+    std::fs::remove_dir_all(cache).unwrap();
 }
 
 #[test]
 fn missing_data_is_an_error_when_named() {
-    let err = error_of(&["--data", "/nonexistent/cifar", "--epochs", "1"]);
+    let err = failure(&["--data", "/nonexistent/cifar", "--epochs", "1"], 1);
     assert!(err.contains("--data: /nonexistent/cifar: not a directory"), "{err}");
+    let cache = common::temp_dir("cli-env");
+    let out = Command::new(env!("CARGO_BIN_EXE_frog-bench"))
+        .args(["--epochs", "1"])
+        .env("FROG_DATA", "/nonexistent/env")
+        .env("XDG_CACHE_HOME", &cache)
+        .output()
+        .expect("running frog-bench");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stderr).unwrap().starts_with("error: FROG_DATA: /nonexistent/env: not a directory"));
+}
+
+#[test]
+fn version_is_the_crate_version() {
+    let out = bench(&["--version"], &common::temp_dir("cli-version"));
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("frog-bench {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+/// The README's command-line section: the text between its `--help`
+/// fence and the closing one.
+fn readme_help() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme.find("```text\n$ frog-bench --help\n").expect("the README shows --help") + "```text\n$ frog-bench --help\n".len();
+    let len = readme[start..].find("```").unwrap();
+    readme[start..start + len].to_string()
+}
+
+#[test]
+fn the_readme_shows_help_as_it_is() {
+    let out = bench(&["--help"], &common::temp_dir("cli-readme"));
+    assert_eq!(readme_help(), String::from_utf8(out.stdout).unwrap());
 }
 
 #[test]

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use frog_bench::data::cifar::{load_test, load_train, PIXELS, RECORD};
 use frog_bench::data::loader::{eval_batches, train_batches, MEAN, STD};
-use frog_bench::data::{load, synthetic, DataOptions};
+use approx::assert_abs_diff_eq;
+use frog_bench::data::{load, synthetic, DataOptions, Images};
 
 #[test]
 fn loads_the_shared_cifar10_batches() {
@@ -92,18 +93,37 @@ fn without_data_falls_back_to_the_labelled_synthetic_set() {
 }
 
 #[test]
+fn limits_above_the_set_keep_all_of_it() {
+    // 2^54 images times 3072 bytes once wrapped to 0 bytes of pixels for every label.
+    let opts = DataOptions { synthetic: true, train_limit: Some(1 << 54), test_limit: Some(usize::MAX), ..DataOptions::default() };
+    let data = load(&opts).unwrap();
+    assert_eq!((data.train.len(), data.test.len()), (10_000, 2_000));
+    assert_eq!((data.train.pixels.len(), data.test.pixels.len()), (10_000 * PIXELS, 2_000 * PIXELS));
+}
+
+#[test]
 fn loader_augments_reproducibly_and_normalizes() {
     let images = Arc::new(synthetic::generate(1, 0, 300));
-    let first: Vec<_> = train_batches(images.clone(), 64, 5, 0).collect();
-    let again: Vec<_> = train_batches(images.clone(), 64, 5, 0).collect();
-    let other: Vec<_> = train_batches(images.clone(), 64, 5, 1).collect();
+    let pass = |epoch| train_batches(images.clone(), 64, 5, epoch).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    let (first, again, other) = (pass(0), pass(0), pass(1));
     assert_eq!(first.len(), 4, "drop_last keeps 4 full batches of 64 from 300");
     assert!(first.iter().zip(&again).all(|(a, b)| a.x == b.x && a.labels == b.labels));
     assert!(first[0].x != other[0].x);
     // Evaluation batches are the images in order, normalized, unaugmented.
-    let eval: Vec<_> = eval_batches(images.clone(), 128).collect();
+    let eval: Vec<_> = eval_batches(images.clone(), 128).unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(eval.iter().map(|b| b.len()).collect::<Vec<_>>(), vec![128, 128, 44]);
     let want = (f32::from(images.pixels[1024 + 5]) / 255.0 - MEAN[1]) / STD[1];
-    assert!((eval[0].x[1024 + 5] - want).abs() < 1e-6);
+    assert_abs_diff_eq!(eval[0].x[1024 + 5], want, epsilon = 1e-6);
     assert_eq!(eval[2].labels[..], images.labels[256..]);
+}
+
+#[test]
+fn a_failing_loader_thread_is_an_error_of_the_pass() {
+    // Fewer pixels than the labels say: the worker fails on the second image.
+    let broken = Arc::new(Images { pixels: vec![0; PIXELS], labels: vec![1, 2, 3, 4] });
+    let results: Vec<_> = eval_batches(broken, 1).unwrap().collect();
+    assert_eq!(results.len(), 2, "one batch, then the error, then the end");
+    assert!(results[0].is_ok());
+    let e = results[1].as_ref().err().expect("the worker's failure").to_string();
+    assert!(e.contains("batch loader thread failed after 1 of 4 batches") && e.contains("out of range"), "{e}");
 }

@@ -3,6 +3,7 @@
 //! convolution): analytic gradients of a tiny ResNet against central
 //! differences of the loss, in f64.
 
+use approx::relative_eq;
 use frog_bench::arch::{Arch, StageSpec};
 use frog_bench::device::cpu::CpuDevice;
 use frog_bench::device::Device;
@@ -59,8 +60,8 @@ fn resnet_gradients_match_finite_differences() {
             net.params[i].value[k] = orig;
             let numeric = (up - down) / (2.0 * h);
             let analytic = grad[k];
-            let err = (numeric - analytic).abs();
-            assert!(err <= 1e-8 + 1e-6 * analytic.abs(), "{}[{k}]: analytic {analytic:e}, numeric {numeric:e}", net.params[i].name);
+            let close = relative_eq!(numeric, analytic, epsilon = 1e-8, max_relative = 1e-6);
+            assert!(close, "{}[{k}]: analytic {analytic:e}, numeric {numeric:e}", net.params[i].name);
             checked += 1;
         }
     }

@@ -1,5 +1,6 @@
 //! Batches for training and evaluation, made on a worker thread so the
-//! device never waits for them.
+//! device never waits for them. A worker that fails (fails to start, or
+//! stops before its last batch) is an error of the pass, never a short one.
 //!
 //! Training batches are shuffled and augmented as the original study does
 //! (random 32x32 crop of the image padded by 4 zero pixels, random
@@ -15,6 +16,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::cifar::PIXELS;
 use super::Images;
+use crate::error::{Error, Result};
 use crate::rand::below;
 
 /// Per-channel mean of CIFAR-10's training pixels (in [0, 1]).
@@ -46,11 +48,13 @@ impl HostBatch {
     }
 }
 
-/// The batches of one pass over a set, made on a worker thread.
+/// The batches of one pass over a set, made on a worker thread: `total()`
+/// batches, or an error in their place when the worker failed.
 pub struct Batches {
     rx: Receiver<HostBatch>,
     worker: Option<JoinHandle<()>>,
     count: usize,
+    received: usize,
 }
 
 impl Batches {
@@ -58,13 +62,37 @@ impl Batches {
     pub fn total(&self) -> usize {
         self.count
     }
+
+    /// Why the worker stopped early: its panic message, when it panicked.
+    /// Ends the pass.
+    fn failure(&mut self) -> Error {
+        let done = std::mem::replace(&mut self.received, self.count);
+        let why = match self.worker.take().map(JoinHandle::join) {
+            Some(Err(panic)) => panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "it panicked".into()),
+            _ => "it stopped early".into(),
+        };
+        Error::new(format!("the batch loader thread failed after {done} of {} batches: {why}", self.count))
+    }
 }
 
 impl Iterator for Batches {
-    type Item = HostBatch;
+    type Item = Result<HostBatch>;
 
-    fn next(&mut self) -> Option<HostBatch> {
-        self.rx.recv().ok()
+    fn next(&mut self) -> Option<Result<HostBatch>> {
+        if self.received == self.count {
+            return None;
+        }
+        match self.rx.recv() {
+            Ok(b) => {
+                self.received += 1;
+                Some(Ok(b))
+            }
+            Err(_) => Some(Err(self.failure())),
+        }
     }
 }
 
@@ -97,7 +125,7 @@ fn write_image(src: &[u8], dy: usize, dx: usize, flip: bool, dst: &mut [f32]) {
     }
 }
 
-fn spawn(images: Arc<Images>, order: Vec<usize>, batch: usize, augment: Option<Xoshiro256PlusPlus>) -> Batches {
+fn spawn(images: Arc<Images>, order: Vec<usize>, batch: usize, augment: Option<Xoshiro256PlusPlus>) -> Result<Batches> {
     let count = order.len().div_ceil(batch);
     let (tx, rx) = sync_channel(AHEAD);
     let worker = std::thread::Builder::new()
@@ -119,13 +147,13 @@ fn spawn(images: Arc<Images>, order: Vec<usize>, batch: usize, augment: Option<X
                 }
             }
         })
-        .expect("spawning the loader thread");
-    Batches { rx, worker: Some(worker), count }
+        .map_err(|e| Error::new(format!("cannot start the batch loader thread: {e}")))?;
+    Ok(Batches { rx, worker: Some(worker), count, received: 0 })
 }
 
 /// One training epoch: a seeded shuffle, full batches only (the last
 /// partial batch is dropped, as the original's `drop_last`), augmented.
-pub fn train_batches(images: Arc<Images>, batch: usize, seed: u64, epoch: u64) -> Batches {
+pub fn train_batches(images: Arc<Images>, batch: usize, seed: u64, epoch: u64) -> Result<Batches> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ epoch);
     let n = images.len();
     let mut order: Vec<usize> = (0..n).collect();
@@ -137,7 +165,7 @@ pub fn train_batches(images: Arc<Images>, batch: usize, seed: u64, epoch: u64) -
 }
 
 /// The whole set in order, unaugmented, the last batch possibly partial.
-pub fn eval_batches(images: Arc<Images>, batch: usize) -> Batches {
+pub fn eval_batches(images: Arc<Images>, batch: usize) -> Result<Batches> {
     let order = (0..images.len()).collect();
     spawn(images, order, batch, None)
 }

@@ -31,8 +31,9 @@ impl Images {
         self.labels.is_empty()
     }
 
-    /// Keeps the first `n` images.
+    /// Keeps the first `n` images (all of them when `n` is larger).
     fn truncate(&mut self, n: usize) {
+        let n = n.min(self.len());
         self.labels.truncate(n);
         self.pixels.truncate(n * cifar::PIXELS);
     }

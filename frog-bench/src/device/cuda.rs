@@ -254,7 +254,7 @@ mod tests {
             return;
         }
         drop(dev);
-        let args = crate::throughput::ThroughputArgs { model: "resnet18".into(), batch: 512, sample: 64, steps: 5 };
+        let args = crate::throughput::ThroughputArgs { model: "resnet18".into(), batch_size: 512, sample: 64, steps: 5, threads: 0, precision: None };
         for precision in [Precision::Fast, Precision::Split, Precision::Exact] {
             let dev = CudaDevice::new(precision).unwrap();
             crate::throughput::run(&dev, &args).unwrap();
@@ -300,7 +300,7 @@ mod tests {
             use frog_core::Scalar;
             let (batch, sample) = (4, 2);
             let arch = Arch::by_name("resnet-small").unwrap();
-            let host = eval_batches(Arc::new(synthetic::generate(0, 0, batch)), batch).next().unwrap();
+            let host = eval_batches(Arc::new(synthetic::generate(0, 0, batch)), batch).unwrap().next().unwrap().unwrap();
             let cfg = Config { lr: 0.01, lr_other_ratio: 1.0, momentum: 0.9, weight_decay: 1e-5, tau: 1e-2, sample_size: Some(sample), ..Config::default() };
             let mut net = Net::new(dev, &arch, batch, 5).unwrap();
             for (p, v) in net.params.iter_mut().zip(init) {

@@ -1,0 +1,202 @@
+//! The range of every flag, checked before any work starts.
+//!
+//! These checks are plain methods on the settings, independent of the
+//! parser (which only checks that a value has its type), so they hold for
+//! any caller and are tested without the command line. Limits are far
+//! above any real use and keep every size product, allocation and thread
+//! count the run derives from a flag in range; what one optimizer accepts
+//! (lr, momentum, damping) is frog-core's `validate`, run by the study's
+//! plan.
+
+use std::path::Path;
+
+use crate::arch::Arch;
+use crate::cli::{GpuCheckArgs, StudyArgs, ThroughputArgs};
+use crate::error::{Error, Result};
+use crate::layers::LayersArgs;
+
+/// Most epochs of a run (the original study runs 160).
+pub const MAX_EPOCHS: usize = 100_000;
+/// Largest batch, and largest FROG sample: 16 times the original's 512.
+pub const MAX_BATCH: usize = 8_192;
+/// Most CG iterations per FROG step (the original uses 4).
+pub const MAX_CG_ITERS: usize = 1_000;
+/// Most CPU threads (`--threads`); 0 means one per CPU.
+pub const MAX_THREADS: usize = 1_024;
+/// Most timed steps of `throughput` and `gpu-check`.
+pub const MAX_STEPS: usize = 1_000_000;
+
+fn at_least_one(flag: &str, v: usize, max: usize) -> Result<()> {
+    if (1..=max).contains(&v) {
+        Ok(())
+    } else {
+        Err(Error::new(format!("{flag} must be between 1 and {max}, got {v}")))
+    }
+}
+
+fn threads(v: usize) -> Result<()> {
+    if v <= MAX_THREADS {
+        Ok(())
+    } else {
+        Err(Error::new(format!("--threads must be at most {MAX_THREADS} (0: one per CPU), got {v}")))
+    }
+}
+
+fn finite(flag: &str, v: Option<f64>) -> Result<()> {
+    match v {
+        Some(x) if !x.is_finite() => Err(Error::new(format!("{flag} must be a finite number, got {x}"))),
+        _ => Ok(()),
+    }
+}
+
+impl StudyArgs {
+    /// Checks every flag's own range; the study's plan then checks how
+    /// they combine with each other and with the model's defaults.
+    pub fn validate(&self) -> Result<()> {
+        let counts = [
+            ("--batch-size", self.batch_size, MAX_BATCH),
+            ("--sample", self.sample, MAX_BATCH),
+            ("--cg-iters", self.cg_iters, MAX_CG_ITERS),
+            ("--epochs", self.epochs, MAX_EPOCHS),
+            // Any limit at or above the set's size keeps the whole set.
+            ("--train-limit", self.train_limit, usize::MAX),
+            ("--test-limit", self.test_limit, usize::MAX),
+        ];
+        for (flag, v, max) in counts {
+            v.map_or(Ok(()), |v| at_least_one(flag, v, max))?;
+        }
+        let numbers = [
+            ("--lr", self.lr),
+            ("--lr-other-ratio", self.lr_other_ratio),
+            ("--momentum", self.momentum),
+            ("--weight-decay", self.weight_decay),
+            ("--tau", self.tau),
+            ("--tau-final", self.tau_final),
+            ("--gamma", self.gamma),
+        ];
+        for (flag, v) in numbers {
+            finite(flag, v)?;
+        }
+        if let Some(g) = self.gamma.filter(|g| *g <= 0.0) {
+            return Err(Error::new(format!("--gamma must be above 0, got {g}")));
+        }
+        if let Some(m) = self.milestones.iter().flatten().find(|&&m| m > MAX_EPOCHS) {
+            return Err(Error::new(format!("--milestones: {m} is above the most epochs, {MAX_EPOCHS}")));
+        }
+        if let Some(t) = self.targets.iter().flatten().find(|t| !(0.0..=100.0).contains(*t)) {
+            return Err(Error::new(format!("--targets are test accuracies in percent, from 0 to 100, got {t}")));
+        }
+        if self.targets.as_ref().is_some_and(Vec::is_empty) {
+            return Err(Error::new("--targets needs at least one accuracy"));
+        }
+        if let Some(name) = &self.model {
+            Arch::by_name(name)?;
+        }
+        if self.out.as_deref() == Some(Path::new("")) {
+            return Err(Error::new("--out must name a directory"));
+        }
+        threads(self.threads)
+    }
+}
+
+impl ThroughputArgs {
+    /// Checks every flag's range.
+    pub fn validate(&self) -> Result<()> {
+        Arch::by_name(&self.model)?;
+        at_least_one("--batch-size", self.batch_size, MAX_BATCH)?;
+        at_least_one("--sample", self.sample, MAX_BATCH)?;
+        at_least_one("--steps", self.steps, MAX_STEPS)?;
+        threads(self.threads)
+    }
+}
+
+impl LayersArgs {
+    /// Checks every flag's range.
+    pub fn validate(&self) -> Result<()> {
+        at_least_one("--sample", self.sample, MAX_BATCH)?;
+        at_least_one("--iters", self.iters, MAX_CG_ITERS)?;
+        threads(self.threads)
+    }
+}
+
+impl GpuCheckArgs {
+    /// Checks every flag's range.
+    pub fn validate(&self) -> Result<()> {
+        at_least_one("--steps", self.steps, MAX_STEPS)?;
+        at_least_one("--sample", self.sample, MAX_BATCH)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn study_error(a: StudyArgs) -> String {
+        a.validate().expect_err("out of range").to_string()
+    }
+
+    #[test]
+    fn study_defaults_and_edges_are_accepted() {
+        StudyArgs::default().validate().unwrap();
+        let edges = StudyArgs {
+            epochs: Some(MAX_EPOCHS),
+            batch_size: Some(MAX_BATCH),
+            threads: MAX_THREADS,
+            train_limit: Some(usize::MAX),
+            targets: Some(vec![0.0, 100.0]),
+            milestones: Some(vec![0, MAX_EPOCHS]),
+            ..StudyArgs::default()
+        };
+        edges.validate().unwrap();
+    }
+
+    #[test]
+    fn study_counts_out_of_range_are_refused() {
+        let e = study_error(StudyArgs { epochs: Some(usize::MAX), ..StudyArgs::default() });
+        assert!(e.contains("--epochs must be between 1 and 100000, got 18446744073709551615"), "{e}");
+        assert!(study_error(StudyArgs { epochs: Some(1 << 40), ..StudyArgs::default() }).contains("--epochs"));
+        assert!(study_error(StudyArgs { epochs: Some(0), ..StudyArgs::default() }).contains("--epochs"));
+        assert!(study_error(StudyArgs { batch_size: Some(0), ..StudyArgs::default() }).contains("--batch-size"));
+        assert!(study_error(StudyArgs { sample: Some(MAX_BATCH + 1), ..StudyArgs::default() }).contains("--sample"));
+        assert!(study_error(StudyArgs { cg_iters: Some(0), ..StudyArgs::default() }).contains("--cg-iters"));
+        assert!(study_error(StudyArgs { train_limit: Some(0), ..StudyArgs::default() }).contains("--train-limit"));
+        assert!(study_error(StudyArgs { test_limit: Some(0), ..StudyArgs::default() }).contains("--test-limit"));
+        let e = study_error(StudyArgs { threads: 100_000, ..StudyArgs::default() });
+        assert!(e.contains("--threads must be at most 1024"), "{e}");
+        assert!(study_error(StudyArgs { milestones: Some(vec![3, MAX_EPOCHS + 1]), ..StudyArgs::default() }).contains("--milestones"));
+    }
+
+    #[test]
+    fn study_numbers_must_be_finite_and_in_range() {
+        assert!(study_error(StudyArgs { lr: Some(f64::NAN), ..StudyArgs::default() }).contains("--lr must be a finite number"));
+        assert!(study_error(StudyArgs { tau_final: Some(f64::INFINITY), ..StudyArgs::default() }).contains("--tau-final"));
+        assert!(study_error(StudyArgs { gamma: Some(0.0), ..StudyArgs::default() }).contains("--gamma must be above 0"));
+        assert!(study_error(StudyArgs { gamma: Some(f64::NAN), ..StudyArgs::default() }).contains("--gamma"));
+        for bad in [f64::NAN, -1.0, 100.5] {
+            let e = study_error(StudyArgs { targets: Some(vec![50.0, bad]), ..StudyArgs::default() });
+            assert!(e.contains("--targets"), "{e}");
+        }
+        assert!(study_error(StudyArgs { targets: Some(vec![]), ..StudyArgs::default() }).contains("--targets"));
+    }
+
+    #[test]
+    fn study_names_are_checked() {
+        assert!(study_error(StudyArgs { model: Some("vgg".into()), ..StudyArgs::default() }).contains("unknown model `vgg`"));
+        assert!(study_error(StudyArgs { out: Some("".into()), ..StudyArgs::default() }).contains("--out"));
+    }
+
+    #[test]
+    fn subcommand_ranges_are_checked() {
+        let t = ThroughputArgs { model: "resnet-small".into(), batch_size: 128, sample: 16, steps: 3, threads: 0, precision: None };
+        t.validate().unwrap();
+        assert!(ThroughputArgs { steps: 0, ..t.clone() }.validate().unwrap_err().to_string().contains("--steps"));
+        assert!(ThroughputArgs { threads: MAX_THREADS + 1, ..t.clone() }.validate().unwrap_err().to_string().contains("--threads"));
+        assert!(ThroughputArgs { model: "x".into(), ..t }.validate().is_err());
+        LayersArgs::default().validate().unwrap();
+        assert!(LayersArgs { iters: 0, ..LayersArgs::default() }.validate().unwrap_err().to_string().contains("--iters"));
+        assert!(LayersArgs { sample: 1 << 54, ..LayersArgs::default() }.validate().unwrap_err().to_string().contains("--sample"));
+        let g = GpuCheckArgs { steps: 5, sample: 64, no_golden: false, torch_script: "x".into() };
+        g.validate().unwrap();
+        assert!(GpuCheckArgs { sample: 0, ..g }.validate().unwrap_err().to_string().contains("--sample"));
+    }
+}
