@@ -274,21 +274,30 @@ impl<T: Real> Backend for Cpu<T> {
         // Y[i, j, l] at position k = i*L + l, walked without divisions.
         let y_row = |i: usize, j: usize| &y[i * rows * l + j * row_stride..];
         let row_gain = |j: usize| pow2_gain((0..r).flat_map(|i| (0..l).map(move |pos| y_row(i, j)[pos * pos_stride])));
+        // sum_{i,l} scale*(g*Y)^2*norm over row j, and the row's largest |Y|.
+        let row_trace = |j: usize, gain: T| {
+            let (mut acc, mut max) = (T::ZERO, T::ZERO);
+            for i in 0..r {
+                let (yi, ni) = (y_row(i, j), &norms[i * l..(i + 1) * l]);
+                for (pos, &norm) in ni.iter().enumerate() {
+                    let y = yi[pos * pos_stride];
+                    max = if abs(y) > max { abs(y) } else { max };
+                    let v = y * gain;
+                    acc += scale * v * v * norm;
+                }
+            }
+            (acc, max)
+        };
         let rescaled = AtomicBool::new(false);
         self.par_row_blocks(trace, rows, 1, n, |js, tr| {
             for (t, j) in tr.iter_mut().zip(js) {
-                // 1 (exactly today's arithmetic) unless the row's squares could overflow.
-                let gain = row_gain(j);
+                // Exactly today's arithmetic (gain 1), unless the row's
+                // squares could overflow: then again with the row's gain.
+                let (mut acc, max) = row_trace(j, T::ONE);
+                let gain = pow2_gain(std::iter::once(max));
                 if gain != T::ONE {
                     rescaled.store(true, Ordering::Relaxed);
-                }
-                let mut acc = T::ZERO;
-                for i in 0..r {
-                    let (yi, ni) = (y_row(i, j), &norms[i * l..(i + 1) * l]);
-                    for (pos, &norm) in ni.iter().enumerate() {
-                        let v = yi[pos * pos_stride] * gain;
-                        acc += scale * v * v * norm;
-                    }
+                    acc = row_trace(j, gain).0;
                 }
                 *t = acc / d_prime;
             }
