@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{device, values};
-use frog_core::{guarded_step, precondition_step, Backend, Batch, Config, Conv2d, Guard, GuardBackend, Layer, ParamState, Params, Workspace, WorkspaceReq};
+use common::{device, values, TILES};
+use frog_core::{guarded_step, precondition_step, Batch, Config, Conv2d, Guard, GuardBackend, Layer, ParamState, Params, Workspace, WorkspaceReq};
 use frog_cpu::Cpu;
 use frog_cuda::Precision;
 
@@ -56,21 +56,25 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Output gradients and gradients near f32's maximum give the step of
-/// ordinary ones (FROG's update is scale-free), as on the CPU.
+/// ordinary ones (FROG's update is scale-free), as on the CPU, on every
+/// GEMM tile.
 #[test]
 fn gpu_huge_gradients_give_the_scale_free_step() {
-    let Some(cuda) = device(Precision::Exact, "gpu_huge_gradients_give_the_scale_free_step") else { return };
+    let Some(mut cuda) = device(Precision::Exact, "gpu_huge_gradients_give_the_scale_free_step") else { return };
     let cpu = Cpu::<f32>::with_threads(1).unwrap();
     let layer = Layer::conv2d(Conv2d::new(3, 5, 3, 1, 1, [6, 6]), false);
-    let (base, _) = run(&cuda, &layer, 1.0, 1.0, false, None);
     let (on_cpu, _) = run(&cpu, &layer, 1.0, 1.0, false, None);
-    assert!(max_diff(&base, &on_cpu) < 1e-5);
-    for (gy, gg) in [(1e20, 1.0), (1.0, 1e20), (3e37, 3e37)] {
-        let (w, _) = run(&cuda, &layer, gy, gg, false, None);
-        assert!(w.iter().all(|v| v.is_finite()), "non-finite step at y x{gy:e}, g x{gg:e}");
-        let d = max_diff(&w, &base);
-        println!("gpu_huge_gradients: y x{gy:e}, g x{gg:e}: max difference {d:.2e}");
-        assert!(d < 2e-4, "y x{gy:e}, g x{gg:e}: {d:e}");
+    for tile in TILES {
+        cuda.set_gemm_tile(tile);
+        let (base, _) = run(&cuda, &layer, 1.0, 1.0, false, None);
+        assert!(max_diff(&base, &on_cpu) < 1e-5);
+        for (gy, gg) in [(1e20, 1.0), (1.0, 1e20), (3e37, 3e37)] {
+            let (w, _) = run(&cuda, &layer, gy, gg, false, None);
+            assert!(w.iter().all(|v| v.is_finite()), "non-finite step at y x{gy:e}, g x{gg:e}");
+            let d = max_diff(&w, &base);
+            println!("gpu_huge_gradients ({tile:?}): y x{gy:e}, g x{gg:e}: max difference {d:.2e}");
+            assert!(d < 2e-4, "y x{gy:e}, g x{gg:e}: {d:e}");
+        }
     }
 }
 
