@@ -346,7 +346,7 @@ mod tests {
         println!("gpu_check_sections_run: {}", table[0]);
 
         let cfg = study_frog(2);
-        let layers = [Conv2d::new(4, 8, 3, 1, 1, [6, 6]), Conv2d::new(8, 16, 1, 2, 0, [6, 6])].map(|c| Layer::conv2d(c, false));
+        let layers = [Conv2d::new(4, 8, 3, [6, 6]).padding(1), Conv2d::new(8, 16, 1, [6, 6]).stride(2)].map(|c| Layer::conv2d(c, false));
         let (mut runs, mut ws) = frog_setup(&cuda, &cfg, layers.into_iter()).unwrap();
         let before = cuda.download(&runs[1].w, 16 * 8).unwrap();
         let ms = time_ms(&cuda, 1, || frog_step(&cuda, &cfg, &mut runs, &mut ws)).unwrap();

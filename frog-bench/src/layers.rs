@@ -85,7 +85,7 @@ pub struct ResnetConv {
 pub fn resnet18_convs() -> Vec<ResnetConv> {
     let c = |name, c_in, c_out, k, stride, hw: usize, count| ResnetConv {
         name,
-        conv: Conv2d::new(c_in, c_out, k, stride, k / 2, [hw, hw]),
+        conv: Conv2d::new(c_in, c_out, k, [hw, hw]).stride(stride).padding(k / 2),
         count,
     };
     vec![

@@ -246,7 +246,7 @@ impl<D: Device> Builder<'_, D> {
         (0..n)
             .map(|_| {
                 let u = crate::rand::uniform(&mut self.rng);
-                D::Scalar::from_f64((2.0 * u - 1.0) * bound)
+                D::Scalar::of_f64((2.0 * u - 1.0) * bound)
             })
             .collect()
     }
@@ -267,9 +267,9 @@ impl<D: Device> Builder<'_, D> {
         let w_init = self.uniform(c * fan_in, init_bound(fan_in));
         let shape = vec![c, conv.c_in, conv.kernel[0], conv.kernel[1]];
         let w = self.param(format!("{conv_name}.weight"), shape, &w_init, Some(conv))?;
-        let one = D::Scalar::from_f64(1.0);
+        let one = D::Scalar::of_f64(1.0);
         let gamma = self.param(format!("{bn_name}.weight"), vec![c], &vec![one; c], None)?;
-        self.param(format!("{bn_name}.bias"), vec![c], &vec![D::Scalar::from_f64(0.0); c], None)?;
+        self.param(format!("{bn_name}.bias"), vec![c], &vec![D::Scalar::of_f64(0.0); c], None)?;
         let [ho, wo] = conv.output_hw().expect("checked above");
         let act = self.capacity * c * ho * wo;
         self.max_act = self.max_act.max(act);
@@ -303,7 +303,7 @@ impl<D: Device> Net<D> {
         let (mut c_in, mut hw) = (arch.in_channels, arch.input_hw);
         let mut stages = Vec::new();
         for spec in &arch.stages {
-            let conv3 = |c_in, c_out, stride, hw| Conv2d::new(c_in, c_out, 3, stride, 1, hw);
+            let conv3 = |c_in, c_out, stride, hw| Conv2d::new(c_in, c_out, 3, hw).stride(stride).padding(1);
             let stage = match spec {
                 StageSpec::Plain { conv, bn, c_out, stride } => {
                     Stage::Plain(b.conv_bn(conv3(c_in, *c_out, *stride, hw), true, conv.clone(), bn.clone())?)
@@ -313,7 +313,7 @@ impl<D: Device> Net<D> {
                     let mid = c1.conv.output_hw().expect("checked");
                     let c2 = b.conv_bn(conv3(*c_out, *c_out, 1, mid), true, format!("{prefix}.conv2"), format!("{prefix}.bn2"))?;
                     let shortcut = if *stride != 1 || c_in != *c_out {
-                        let conv = Conv2d::new(c_in, *c_out, 1, *stride, 0, hw);
+                        let conv = Conv2d::new(c_in, *c_out, 1, hw).stride(*stride);
                         Some(b.conv_bn(conv, false, format!("{prefix}.shortcut.0"), format!("{prefix}.shortcut.1"))?)
                     } else {
                         None

@@ -81,7 +81,7 @@ impl<D: Device> Staging<D> {
     /// Copies a host batch to the device.
     pub fn upload(&mut self, dev: &D, b: &HostBatch) -> Result<()> {
         self.host.clear();
-        self.host.extend(b.x.iter().map(|&v| D::Scalar::from_f64(f64::from(v))));
+        self.host.extend(b.x.iter().map(|&v| D::Scalar::of_f64(f64::from(v))));
         dev.upload(&self.host, &mut self.x)?;
         dev.upload_labels(&b.labels, &mut self.labels)
     }

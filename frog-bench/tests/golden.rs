@@ -36,9 +36,9 @@ fn check(what: &str, got: &[f64], want: &[f64], rtol: f64) {
 }
 
 fn download<T: Real>(dev: &CpuDevice<T>, buf: &Vec<T>, n: usize) -> Vec<f64> {
-    let mut host = vec![T::from_f64(0.0); n];
+    let mut host = vec![T::of_f64(0.0); n];
     dev.download(buf, &mut host).unwrap();
-    host.iter().map(|v| v.to_f64()).collect()
+    host.iter().map(|v| v.as_f64()).collect()
 }
 
 fn run<T: Real>(run: &str, rtol: f64) {
@@ -46,11 +46,11 @@ fn run<T: Real>(run: &str, rtol: f64) {
     let dev = CpuDevice::<T>::new(2).unwrap();
     let mut net = Net::new(&dev, &Arch::tiny_cnn(), 8, 0).unwrap();
     for p in &mut net.params {
-        let init: Vec<T> = floats(&g["initial"]["params"][&p.name]).into_iter().map(T::from_f64).collect();
+        let init: Vec<T> = floats(&g["initial"]["params"][&p.name]).into_iter().map(T::of_f64).collect();
         dev.upload(&init, &mut p.value).unwrap();
     }
     for (name, buf) in net.buffers_mut() {
-        let init: Vec<T> = floats(&g["initial"]["buffers"][&name]).into_iter().map(T::from_f64).collect();
+        let init: Vec<T> = floats(&g["initial"]["buffers"][&name]).into_iter().map(T::of_f64).collect();
         dev.upload(&init, buf).unwrap();
     }
     let o = &g["runs"][run]["optimizer"];
@@ -76,7 +76,7 @@ fn run<T: Real>(run: &str, rtol: f64) {
     let mut x = dev.zeros(8 * 3 * 64).unwrap();
     let mut labels = dev.labels(8).unwrap();
     for (step, (batch, want)) in g["batches"].as_array().unwrap().iter().zip(g["runs"][run]["steps"].as_array().unwrap()).enumerate() {
-        let host: Vec<T> = floats(&batch["x"]).into_iter().map(T::from_f64).collect();
+        let host: Vec<T> = floats(&batch["x"]).into_iter().map(T::of_f64).collect();
         dev.upload(&host, &mut x).unwrap();
         let l: Vec<u8> = batch["labels"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u8).collect();
         dev.upload_labels(&l, &mut labels).unwrap();

@@ -30,6 +30,10 @@ pub enum BackendErrorKind {
     /// The backend lacks an optional capability, or cannot create a
     /// resource it needs (such as threads).
     Unsupported,
+    /// A buffer lives on another device than the backend's.
+    DeviceMismatch,
+    /// A buffer holds another element type than the operation needs.
+    DtypeMismatch,
     /// Anything else.
     Other,
 }

@@ -163,7 +163,7 @@ pub(crate) fn decay_ok(lr: f64, weight_decay: f64) -> Result<(), ConfigError> {
 /// Checks that `value` stays finite, and nonzero when it is nonzero, once
 /// rounded to `S`.
 pub(crate) fn representable<S: Scalar>(what: &'static str, value: f64) -> Result<(), ConfigError> {
-    let rounded = S::from_f64(value).to_f64();
+    let rounded = S::of_f64(value).as_f64();
     if rounded.is_finite() && (rounded != 0.0 || value == 0.0) {
         Ok(())
     } else {

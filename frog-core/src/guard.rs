@@ -120,7 +120,7 @@ impl Diagnostics {
             for (k, part) in parts.iter_mut().enumerate() {
                 backend.read(buf, k * rows + start, &mut part[..n]).map_err(Error::Backend)?;
             }
-            let at = |part: usize, j: usize| parts[part][j].to_f64();
+            let at = |part: usize, j: usize| parts[part][j].as_f64();
             for j in 0..n {
                 let (rho0, rhok) = (at(DIAG_RHO0, j), at(DIAG_RHOK, j));
                 let residual = if rho0 > 0.0 { libm::sqrt(rhok / rho0) } else { 0.0 };

@@ -23,10 +23,58 @@ pub struct Conv2d {
     pub input_hw: [usize; 2],
 }
 
+/// A per-axis setting `[height, width]`; a single `usize` sets both axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Axes(pub [usize; 2]);
+
+impl From<usize> for Axes {
+    fn from(v: usize) -> Self {
+        Self([v, v])
+    }
+}
+
+impl From<[usize; 2]> for Axes {
+    fn from(v: [usize; 2]) -> Self {
+        Self(v)
+    }
+}
+
 impl Conv2d {
-    /// A square-kernel convolution with dilation 1.
-    pub fn new(c_in: usize, c_out: usize, k: usize, stride: usize, padding: usize, hw: [usize; 2]) -> Self {
-        Self { c_in, c_out, kernel: [k, k], stride: [stride, stride], padding: [padding, padding], dilation: [1, 1], input_hw: hw }
+    /// A convolution of `c_in` to `c_out` channels with kernel `kernel`
+    /// (`3` or `[kh, kw]`), stride 1, no padding and dilation 1, on an input
+    /// of `input_hw = [H, W]`: the layer's own input (the output of the
+    /// layer before it), not the network's. The other settings have named
+    /// setters, so that no two of them can be swapped by position:
+    ///
+    /// ```
+    /// # use frog_core::Conv2d;
+    /// let conv = Conv2d::new(64, 128, 3, [32, 32]).stride(2).padding(1);
+    /// assert_eq!(conv.output_hw(), Some([16, 16]));
+    /// ```
+    pub fn new(c_in: usize, c_out: usize, kernel: impl Into<Axes>, input_hw: [usize; 2]) -> Self {
+        let one = [1, 1];
+        Self { c_in, c_out, kernel: kernel.into().0, stride: one, padding: [0, 0], dilation: one, input_hw }
+    }
+
+    /// With stride `s` (`2` or `[sh, sw]`).
+    #[must_use]
+    pub fn stride(mut self, s: impl Into<Axes>) -> Self {
+        self.stride = s.into().0;
+        self
+    }
+
+    /// With zero padding `p` on both sides (`1` or `[ph, pw]`).
+    #[must_use]
+    pub fn padding(mut self, p: impl Into<Axes>) -> Self {
+        self.padding = p.into().0;
+        self
+    }
+
+    /// With dilation `d` (`2` or `[dh, dw]`).
+    #[must_use]
+    pub fn dilation(mut self, d: impl Into<Axes>) -> Self {
+        self.dilation = d.into().0;
+        self
     }
 
     /// Output size `[Ho, Wo]`, PyTorch's formula; `None` when the kernel does

@@ -31,7 +31,7 @@ pub use backend::{Backend, BackendError, BackendErrorKind, CgBuffers, Patches, S
 pub use config::{Config, ConfigError, MAX_NUM_ITERS};
 pub use error::{Error, ErrorKind, ShapeError};
 pub use guard::{Diagnostics, Guard, GuardBackend, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};
-pub use layer::{BnShape, Conv2d, Layer, LayerKind};
+pub use layer::{Axes, BnShape, Conv2d, Layer, LayerKind};
 pub use sampler::Sampler;
 pub use scalar::Scalar;
 pub use sgd::{plain_sgd_step, sgd_step, SgdConfig};

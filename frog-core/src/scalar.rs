@@ -6,7 +6,7 @@ use core::ops::{Add, Div, Mul, Neg, Sub};
 /// A real floating-point scalar (`f32` or `f64`).
 ///
 /// Hyperparameters are kept in `f64` and converted once per step with
-/// [`Scalar::from_f64`]; state export uses the little-endian byte form.
+/// [`Scalar::of_f64`]; state export uses the little-endian byte form.
 pub trait Scalar:
     Copy
     + Debug
@@ -27,9 +27,9 @@ pub trait Scalar:
     /// Multiplicative identity.
     const ONE: Self;
     /// Rounds an `f64` to this type.
-    fn from_f64(v: f64) -> Self;
-    /// Widens to `f64`.
-    fn to_f64(self) -> f64;
+    fn of_f64(v: f64) -> Self;
+    /// Widens to `f64` (named so as not to clash with `num-traits`, `half` or candle's `WithDType` in generic code).
+    fn as_f64(self) -> f64;
     /// Square root.
     fn sqrt(self) -> Self;
     /// Writes `Self::BYTES` little-endian bytes to the front of `out`.
@@ -45,11 +45,11 @@ macro_rules! impl_scalar {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             #[inline]
-            fn from_f64(v: f64) -> Self {
+            fn of_f64(v: f64) -> Self {
                 v as $t
             }
             #[inline]
-            fn to_f64(self) -> f64 {
+            fn as_f64(self) -> f64 {
                 self as f64
             }
             #[inline]

@@ -71,7 +71,7 @@ fn coupled_sgd<B: Backend>(
     }
     state.check_momentum(cfg.momentum)?;
     state.steps = state.next_step()?;
-    let s = B::Scalar::from_f64;
+    let s = B::Scalar::of_f64;
     let (lr, beta, wd) = (s(cfg.lr), s(cfg.momentum), s(cfg.weight_decay));
     let one = B::Scalar::ONE;
     let decayed = s(1.0 - cfg.lr * cfg.weight_decay);

@@ -259,7 +259,7 @@ impl<B: Backend> ParamState<B> {
             return Err(StateError::Truncated { needed, actual: bytes.len() }.into());
         }
         let entries = bytes[HEADER..needed].chunks_exact(B::Scalar::BYTES);
-        if let Some(index) = entries.map(B::Scalar::read_le).position(|v| !v.to_f64().is_finite()) {
+        if let Some(index) = entries.map(B::Scalar::read_le).position(|v| !v.as_f64().is_finite()) {
             return Err(StateError::NonFinite { index: index as u64 }.into());
         }
         if let Some(buf) = &mut self.momentum {

@@ -104,9 +104,9 @@ fn plan<B: Backend>(
     check_shapes(backend, layer, state, ws, params, batch)?;
     state.check_momentum(cfg.momentum)?;
     let step = state.next_step()?;
-    let s = B::Scalar::from_f64;
+    let s = B::Scalar::of_f64;
     let scale = s(cfg.fisher_scale(batch.batch_size, batch.sample));
-    if !scale.to_f64().is_finite() {
+    if !scale.as_f64().is_finite() {
         return Err(ShapeError::TooLarge { what: "the Fisher scale batch_size^2 / sample in this scalar type" }.into());
     }
     Ok(Plan { step, tau: s(cfg.tau_at(step)), eps: s(cfg.denom_eps), scale })
@@ -195,7 +195,7 @@ fn run_step<B: Backend>(
     plan: &Plan<B::Scalar>,
     check: Option<RowCheck<'_, B>>,
 ) -> Result<(), B::Error> {
-    let s = B::Scalar::from_f64;
+    let s = B::Scalar::of_f64;
     let (rows, d, cols) = (layer.rows(), layer.weight_cols(), layer.cols());
     let n = rows * cols;
     let (eps, tau) = (plan.eps, plan.tau);

@@ -265,7 +265,7 @@ impl<T: Real> Backend for Cpu<T> {
     ) -> Result<(), CpuError> {
         let (rows, l, r) = (p.layer.rows(), p.layer.positions(), p.r);
         let n = r * l;
-        let d_prime = T::from_f64(p.layer.cols() as f64);
+        let d_prime = T::of_f64(p.layer.cols() as f64);
         need("fisher_weights: y", y, n.saturating_mul(rows))?;
         need("fisher_weights: norms", norms, n)?;
         need("fisher_weights: trace", trace, rows)?;
@@ -532,21 +532,21 @@ impl<T: Real> GuardBackend for Cpu<T> {
         }
         for j in 0..rows {
             let (mj, zj) = (&m[j * cols..(j + 1) * cols], &mut z[j * cols..(j + 1) * cols]);
-            let nonfinite = !row_scale[j].to_f64().is_finite() || zj.iter().any(|v| !v.to_f64().is_finite());
+            let nonfinite = !row_scale[j].as_f64().is_finite() || zj.iter().any(|v| !v.as_f64().is_finite());
             let dead = trace[j] == T::ZERO;
             let replace = (nonfinite && guard.nonfinite) || (dead && guard.dead_rows);
             if replace {
                 let norm = norm2(mj);
                 if norm.is_finite() && norm > 0.0 {
                     zj.copy_from_slice(mj);
-                    row_scale[j] = T::from_f64(1.0 / norm);
+                    row_scale[j] = T::of_f64(1.0 / norm);
                 } else {
                     zj.fill(T::ZERO);
                     row_scale[j] = T::ZERO;
                 }
             }
             let bits = u8::from(nonfinite) * ROW_NONFINITE + u8::from(dead) * ROW_DEAD + u8::from(replace) * ROW_REPLACED;
-            flags[j] = T::from_f64(f64::from(bits));
+            flags[j] = T::of_f64(f64::from(bits));
         }
         Ok(())
     }
@@ -555,14 +555,14 @@ impl<T: Real> GuardBackend for Cpu<T> {
 /// The Euclidean norm in f64, scaled by the largest entry so that it
 /// cannot overflow for finite entries (NaN or infinity when one is).
 fn norm2<T: Real>(v: &[T]) -> f64 {
-    if v.iter().any(|x| !x.to_f64().is_finite()) {
+    if v.iter().any(|x| !x.as_f64().is_finite()) {
         return f64::NAN;
     }
-    let max = v.iter().map(|&x| abs(x).to_f64()).fold(0.0, f64::max);
+    let max = v.iter().map(|&x| abs(x).as_f64()).fold(0.0, f64::max);
     if max == 0.0 {
         return 0.0;
     }
-    max * v.iter().map(|&x| (x.to_f64() / max).powi(2)).sum::<f64>().sqrt()
+    max * v.iter().map(|&x| (x.as_f64() / max).powi(2)).sum::<f64>().sqrt()
 }
 
 impl<T: Real> Cpu<T> {
@@ -632,7 +632,7 @@ fn abs<T: Real>(v: T) -> T {
 /// most [`square_safe_max`] (or not finite), else the power of two `2^-e`
 /// that brings it into `[0.5, 1)`; multiplying by it is exact.
 fn pow2_gain<T: Real>(vals: impl Iterator<Item = T>) -> T {
-    let max = vals.map(abs).fold(T::ZERO, |m, v| if v > m { v } else { m }).to_f64();
+    let max = vals.map(abs).fold(T::ZERO, |m, v| if v > m { v } else { m }).as_f64();
     if !(max.is_finite() && max > square_safe_max::<T>()) {
         return T::ONE;
     }
@@ -641,7 +641,7 @@ fn pow2_gain<T: Real>(vals: impl Iterator<Item = T>) -> T {
     // subnormal (2^-1024 for f64::MAX), where `powi` would round to 0.
     let e = ((max.to_bits() >> 52) & 0x7ff) as i64 - 1022;
     let gain = if e <= 1022 { f64::from_bits(((1023 - e) as u64) << 52) } else { f64::from_bits(1 << (52 - (e - 1022))) };
-    T::from_f64(gain)
+    T::of_f64(gain)
 }
 
 /// One past the last entry of a `rows x cols` block at `at` (`rows > 0`),

@@ -269,7 +269,7 @@ impl Checker {
 }
 
 fn upload<B: Backend>(b: &B, data: &[f64]) -> Result<B::Buffer, String> {
-    let host: Vec<B::Scalar> = data.iter().map(|&v| B::Scalar::from_f64(v)).collect();
+    let host: Vec<B::Scalar> = data.iter().map(|&v| B::Scalar::of_f64(v)).collect();
     let mut buf = b.zeros(host.len()).map_err(|e| e.to_string())?;
     b.write(&host, &mut buf, 0).map_err(|e| e.to_string())?;
     Ok(buf)
@@ -278,7 +278,7 @@ fn upload<B: Backend>(b: &B, data: &[f64]) -> Result<B::Buffer, String> {
 fn download<B: Backend>(b: &B, buf: &B::Buffer, offset: usize, len: usize) -> Result<Vec<f64>, String> {
     let mut host = vec![B::Scalar::ZERO; len];
     b.read(buf, offset, &mut host).map_err(|e| e.to_string())?;
-    Ok(host.into_iter().map(Scalar::to_f64).collect())
+    Ok(host.into_iter().map(Scalar::as_f64).collect())
 }
 
 /// Column `c0..c1` of every row of a row-major `rows x cols` host matrix.

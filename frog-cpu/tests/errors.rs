@@ -7,7 +7,7 @@ use frog_core::{Config, ConfigError, Conv2d, Error, ErrorKind, Layer, ParamState
 use frog_cpu::{Cpu, Frog};
 
 fn conv() -> Layer {
-    Layer::conv2d(Conv2d::new(3, 4, 3, 1, 1, [5, 5]), true)
+    Layer::conv2d(Conv2d::new(3, 4, 3, [5, 5]).padding(1), true)
 }
 
 #[test]
@@ -83,9 +83,9 @@ fn each_shape_mismatch_has_its_error() {
     d.y.clear();
     assert_eq!(shape_err(&layer, &d), ShapeError::EmptySample);
 
-    let zero = Layer::conv2d(Conv2d::new(3, 0, 3, 1, 1, [5, 5]), false);
+    let zero = Layer::conv2d(Conv2d::new(3, 0, 3, [5, 5]).padding(1), false);
     assert_eq!(shape_err(&zero, &good), ShapeError::ZeroDimension);
-    let empty = Layer::conv2d(Conv2d::new(3, 4, 7, 1, 0, [5, 5]), false);
+    let empty = Layer::conv2d(Conv2d::new(3, 4, 7, [5, 5]), false);
     assert_eq!(shape_err(&empty, &good), ShapeError::EmptyOutput);
 }
 

@@ -23,11 +23,11 @@ fn runner(cases: u32) -> Runner {
 }
 
 fn cast<T: Real>(v: &[f64], gain: f64) -> Vec<T> {
-    v.iter().map(|&x| T::from_f64(x * gain)).collect()
+    v.iter().map(|&x| T::of_f64(x * gain)).collect()
 }
 
 fn finite<T: Real>(v: &[T]) -> bool {
-    v.iter().all(|x| x.to_f64().is_finite())
+    v.iter().all(|x| x.as_f64().is_finite())
 }
 
 /// Magnitudes of the data of one step: `x`, `y` and the gradients are
@@ -263,7 +263,7 @@ fn scale_free<T: Real>(gains: Gains, momentum: f64, tol: f64) {
         let cfg = Config { weight_decay: 0.0, momentum, denom_eps: 1e-30, ..base() };
         let want = step::<T>(&cfg, layer, &d, UNIT, None).unwrap();
         let got = step::<T>(&cfg, layer, &d, gains, None).unwrap();
-        let err = want.iter().zip(&got).map(|(a, b)| (a.to_f64() - b.to_f64()).abs()).fold(0.0, f64::max);
+        let err = want.iter().zip(&got).map(|(a, b)| (a.as_f64() - b.as_f64()).abs()).fold(0.0, f64::max);
         assert!(err <= tol, "{gains:?} on {layer:?}: max difference {err}");
     }
 }

@@ -38,9 +38,9 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn steady_state_steps_allocate_nothing() {
     let layers = [
-        Layer::conv2d(Conv2d::new(3, 8, 3, 1, 1, [16, 16]), true),
-        Layer::conv2d(Conv2d::new(8, 16, 3, 2, 1, [16, 16]), false),
-        Layer::conv2d(Conv2d::new(8, 16, 1, 2, 0, [16, 16]), false),
+        Layer::conv2d(Conv2d::new(3, 8, 3, [16, 16]).padding(1), true),
+        Layer::conv2d(Conv2d::new(8, 16, 3, [16, 16]).stride(2).padding(1), false),
+        Layer::conv2d(Conv2d::new(8, 16, 1, [16, 16]).stride(2), false),
         Layer::linear_tokens(16, 12, 5, true),
         Layer::linear(64, 10, false),
     ];

@@ -857,7 +857,7 @@ mod tests {
 
     #[test]
     fn patch_scratch_is_im2col_sized() {
-        let conv = Layer::conv2d(Conv2d::new(64, 64, 3, 1, 1, [32, 32]), false);
+        let conv = Layer::conv2d(Conv2d::new(64, 64, 3, [32, 32]).padding(1), false);
         assert_eq!(patch_scratch_entries(&conv, 64), 64 * 1024 * 576);
         let lin = Layer::linear_tokens(9, 5, 4, true);
         assert_eq!(patch_scratch_entries(&lin, 4), 4 * 4 * 10);
@@ -869,11 +869,11 @@ mod tests {
     fn resnet18_layers_fit_32_bit_indexing() {
         // The largest ResNet-18 (CIFAR) conv layers at r = 64 and r = 512.
         for (c_in, c_out, hw) in [(64, 64, 32), (128, 128, 16), (256, 256, 8), (512, 512, 4), (3, 64, 32)] {
-            let layer = Layer::conv2d(Conv2d::new(c_in, c_out, 3, 1, 1, [hw, hw]), false);
+            let layer = Layer::conv2d(Conv2d::new(c_in, c_out, 3, [hw, hw]).padding(1), false);
             Geom::new(&layer, 64).unwrap();
             Geom::new(&layer, 512).unwrap();
         }
-        let huge = Layer::conv2d(Conv2d::new(512, 512, 3, 1, 1, [256, 256]), false);
+        let huge = Layer::conv2d(Conv2d::new(512, 512, 3, [256, 256]).padding(1), false);
         let e = Geom::new(&huge, 64).unwrap_err();
         assert!(matches!(e, Error::TooLarge { .. }));
         assert_eq!(e.kind(), BackendErrorKind::InvalidBuffer);
@@ -895,7 +895,7 @@ mod tests {
         assert_eq!(d(719).kind(), BackendErrorKind::Launch);
         assert_eq!(d(700).kind(), BackendErrorKind::Launch);
         assert_eq!(d(201).kind(), BackendErrorKind::InvalidBuffer);
-        assert_eq!(Error::ForeignBuffer { what: "x" }.kind(), BackendErrorKind::InvalidBuffer);
+        assert_eq!(Error::ForeignBuffer { what: "x" }.kind(), BackendErrorKind::DeviceMismatch);
         assert!(d(100).to_string().contains("CUDA_ERROR_NO_DEVICE"));
         // Codes of newer drivers, named after the driver API (35 is only
         // the runtime API's "insufficient driver").

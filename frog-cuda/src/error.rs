@@ -188,7 +188,8 @@ impl BackendError for Error {
                 _ => BackendErrorKind::Other,
             },
             Self::Unsupported { .. } => BackendErrorKind::NoDevice,
-            Self::ForeignBuffer { .. } | Self::BufferTooShort { .. } => BackendErrorKind::InvalidBuffer,
+            Self::ForeignBuffer { .. } => BackendErrorKind::DeviceMismatch,
+            Self::BufferTooShort { .. } => BackendErrorKind::InvalidBuffer,
             Self::TooLarge { .. } => BackendErrorKind::InvalidBuffer,
             Self::Kernel { .. } => BackendErrorKind::Launch,
         }

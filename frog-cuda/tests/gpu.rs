@@ -137,10 +137,10 @@ fn check_products(precision: Precision, rtol: f64, test: &str) {
 fn products_on_tile(cuda: &Cuda, rtol: f64, test: &str) {
     // Shapes chosen to cut GEMM tiles unevenly and to trigger split-K.
     let convs = [
-        (Conv2d::new(3, 5, 3, 1, 1, [8, 8]), true, 3),
+        (Conv2d::new(3, 5, 3, [8, 8]).padding(1), true, 3),
         (Conv2d { c_in: 4, c_out: 7, kernel: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [1, 1], input_hw: [7, 10] }, false, 2),
         (Conv2d { c_in: 3, c_out: 70, kernel: [3, 3], stride: [1, 1], padding: [2, 2], dilation: [2, 2], input_hw: [9, 9] }, false, 5),
-        (Conv2d::new(64, 64, 3, 1, 1, [32, 32]), false, 8),
+        (Conv2d::new(64, 64, 3, [32, 32]).padding(1), false, 8),
     ];
     // The host emulator runs a block as 256 fibers: keep its largest case small.
     let emulated = cuda.device_name().contains("emulator");
@@ -264,7 +264,7 @@ impl CloneZeroed for frog_cuda::Buffer {
 fn gpu_graph_capture() {
     use frog_core::{precondition_step, Batch, Config, ParamState, Params, Workspace, WorkspaceReq};
     let Some(cuda) = device(Precision::Exact, "gpu_graph_capture") else { return };
-    let layer = Layer::conv2d(Conv2d::new(16, 32, 3, 1, 1, [8, 8]), false);
+    let layer = Layer::conv2d(Conv2d::new(16, 32, 3, [8, 8]).padding(1), false);
     let cfg = Config { lr: 0.01, momentum: 0.9, weight_decay: 1e-4, num_iters: 4, tau: 1e-3, ..Config::default() };
     let (r, batch) = (4, 16);
     let n = layer.rows() * layer.weight_cols();

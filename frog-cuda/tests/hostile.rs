@@ -62,7 +62,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 fn gpu_huge_gradients_give_the_scale_free_step() {
     let Some(mut cuda) = device(Precision::Exact, "gpu_huge_gradients_give_the_scale_free_step") else { return };
     let cpu = Cpu::<f32>::with_threads(1).unwrap();
-    let layer = Layer::conv2d(Conv2d::new(3, 5, 3, 1, 1, [6, 6]), false);
+    let layer = Layer::conv2d(Conv2d::new(3, 5, 3, [6, 6]).padding(1), false);
     let (on_cpu, _) = run(&cpu, &layer, 1.0, 1.0, false, None);
     for tile in TILES {
         cuda.set_gemm_tile(tile);
@@ -83,7 +83,7 @@ fn gpu_huge_gradients_give_the_scale_free_step() {
 fn gpu_guard_matches_the_cpu() {
     let Some(cuda) = device(Precision::Exact, "gpu_guard_matches_the_cpu") else { return };
     let cpu = Cpu::<f32>::with_threads(1).unwrap();
-    let layer = Layer::conv2d(Conv2d::new(2, 4, 3, 1, 1, [5, 5]), false);
+    let layer = Layer::conv2d(Conv2d::new(2, 4, 3, [5, 5]).padding(1), false);
     for guard in [Guard::default(), Guard { nonfinite: true, dead_rows: true }] {
         let (gw, gcounts) = run(&cuda, &layer, 1.0, 1.0, true, Some(guard));
         let (cw, ccounts) = run(&cpu, &layer, 1.0, 1.0, true, Some(guard));

@@ -42,11 +42,11 @@ fn gpu_nn_convolutions() {
 fn convolutions_on_tile(c: &Cuda, tile: &str) {
     let pool = ThreadPool::new(1).unwrap();
     let convs = [
-        Conv2d::new(3, 5, 3, 1, 1, [6, 6]),
-        Conv2d::new(4, 6, 1, 2, 0, [7, 7]),
+        Conv2d::new(3, 5, 3, [6, 6]).padding(1),
+        Conv2d::new(4, 6, 1, [7, 7]).stride(2),
         Conv2d { c_in: 2, c_out: 3, kernel: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [2, 1], input_hw: [7, 8] },
         // Big enough for the 128 tile and a split-K weight gradient.
-        Conv2d::new(8, 130, 3, 1, 1, [12, 12]),
+        Conv2d::new(8, 130, 3, [12, 12]).padding(1),
     ];
     let batch = 3;
     for (k, conv) in convs.iter().enumerate() {

@@ -269,7 +269,7 @@ mod tests {
             .map(|p| {
                 let mut h = vec![D::Scalar::ZERO; p.len()];
                 dev.download(&p.value, &mut h).unwrap();
-                h.into_iter().map(Scalar::to_f64).collect()
+                h.into_iter().map(Scalar::as_f64).collect()
             })
             .collect()
     }
@@ -304,7 +304,7 @@ mod tests {
             let cfg = Config { lr: 0.01, lr_other_ratio: 1.0, momentum: 0.9, weight_decay: 1e-5, tau: 1e-2, sample_size: Some(sample), ..Config::default() };
             let mut net = Net::new(dev, &arch, batch, 5).unwrap();
             for (p, v) in net.params.iter_mut().zip(init) {
-                let h: Vec<D::Scalar> = v.iter().map(|&x| D::Scalar::from_f64(x)).collect();
+                let h: Vec<D::Scalar> = v.iter().map(|&x| D::Scalar::of_f64(x)).collect();
                 dev.upload(&h, &mut p.value).unwrap();
             }
             let mut opt = Optimizer::new(dev, Method::Frog(cfg), &mut net, batch, 9).unwrap();

@@ -87,7 +87,7 @@ pub trait Device {
     }
     /// `y = a*x + b*y` over `n` entries.
     fn axpby(&self, n: usize, a: f64, x: &Self::Buffer, b: f64, y: &mut Self::Buffer) -> Result<()> {
-        let s = Self::Scalar::from_f64;
+        let s = Self::Scalar::of_f64;
         self.backend().axpby(n, s(a), x, s(b), y).map_err(backend_err)
     }
 

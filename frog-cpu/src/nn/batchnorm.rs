@@ -113,15 +113,15 @@ pub fn batch_norm_train<T: Real>(
         for b in 0..shape.batch {
             sum += x[shape.plane(b, ch)].iter().fold(T::zero(), |a, &v| a + v);
         }
-        let mu = sum / T::from_f64(n);
+        let mu = sum / T::of_f64(n);
         for b in 0..shape.batch {
             sq += x[shape.plane(b, ch)].iter().fold(T::zero(), |a, &v| a + (v - mu) * (v - mu));
         }
-        let var = sq / T::from_f64(n);
-        let unbiased = if n > 1.0 { var * T::from_f64(n / (n - 1.0)) } else { var };
-        let m = T::from_f64(momentum);
-        let keep = T::from_f64(1.0 - momentum);
-        let is = T::one() / frog_core::Scalar::sqrt(var + T::from_f64(params.eps));
+        let var = sq / T::of_f64(n);
+        let unbiased = if n > 1.0 { var * T::of_f64(n / (n - 1.0)) } else { var };
+        let m = T::of_f64(momentum);
+        let keep = T::of_f64(1.0 - momentum);
+        let is = T::one() / frog_core::Scalar::sqrt(var + T::of_f64(params.eps));
         // SAFETY: every channel is written by one thread only.
         unsafe {
             *ptrs[0].0.add(ch) = keep * *ptrs[0].0.add(ch) + m * mu;
@@ -146,7 +146,7 @@ pub fn batch_norm_eval<T: Real>(
 ) {
     let (rmean, rvar) = running;
     normalize(pool, shape, x, epi, y, &|ch| {
-        let scale = params.weight[ch] / frog_core::Scalar::sqrt(rvar[ch] + T::from_f64(params.eps));
+        let scale = params.weight[ch] / frog_core::Scalar::sqrt(rvar[ch] + T::of_f64(params.eps));
         (scale, params.bias[ch] - rmean[ch] * scale)
     });
 }
@@ -178,7 +178,7 @@ pub fn batch_norm_backward<T: Real>(
     let (mean, invstd) = saved;
     assert!(x.len() >= shape.len() && dy.len() >= shape.len() && grads.dx.len() >= shape.len());
     assert!(relu_out.is_none_or(|r| r.len() >= shape.len()));
-    let n = T::from_f64((shape.batch * shape.hw) as f64);
+    let n = T::of_f64((shape.batch * shape.hw) as f64);
     let dyp = SendPtr(dy.as_mut_ptr());
     let dxp = SendPtr(grads.dx.as_mut_ptr());
     let dwp = SendPtr(grads.dweight.as_mut_ptr());

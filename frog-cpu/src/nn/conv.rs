@@ -287,9 +287,9 @@ mod tests {
     fn grouped_products_match_a_direct_convolution() {
         let pool = ThreadPool::new(2).unwrap();
         let convs = [
-            Conv2d::new(3, 5, 3, 1, 1, [24, 24]), // 576 positions: one sample per product
-            Conv2d::new(4, 6, 3, 2, 1, [9, 9]),   // 25 positions: groups of samples
-            Conv2d::new(4, 3, 1, 2, 0, [8, 8]),
+            Conv2d::new(3, 5, 3, [24, 24]).padding(1), // 576 positions: one sample per product
+            Conv2d::new(4, 6, 3, [9, 9]).stride(2).padding(1),   // 25 positions: groups of samples
+            Conv2d::new(4, 3, 1, [8, 8]).stride(2),
             Conv2d { c_in: 2, c_out: 3, kernel: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [1, 2], input_hw: [7, 10] },
         ];
         for conv in convs {

@@ -24,20 +24,20 @@ pub fn softmax_cross_entropy<T: Real>(classes: usize, logits: &[T], labels: &[u8
         let label = usize::from(label);
         assert!(label < classes, "label {label} out of range for {classes} classes");
         let z = &logits[i * classes..][..classes];
-        let (mut best, mut max) = (0, z[0].to_f64());
+        let (mut best, mut max) = (0, z[0].as_f64());
         for (k, v) in z.iter().enumerate().skip(1) {
-            if v.to_f64() > max {
-                (best, max) = (k, v.to_f64());
+            if v.as_f64() > max {
+                (best, max) = (k, v.as_f64());
             }
         }
         correct += usize::from(best == label);
-        let sum: f64 = z.iter().map(|v| (v.to_f64() - max).exp()).sum();
-        total += sum.ln() + max - z[label].to_f64();
+        let sum: f64 = z.iter().map(|v| (v.as_f64() - max).exp()).sum();
+        total += sum.ln() + max - z[label].as_f64();
         let g = &mut dlogits[i * classes..][..classes];
         for (k, (g, v)) in g.iter_mut().zip(z).enumerate() {
-            let p = (v.to_f64() - max).exp() / sum;
+            let p = (v.as_f64() - max).exp() / sum;
             let onehot = if k == label { 1.0 } else { 0.0 };
-            *g = T::from_f64((p - onehot) * inv_b);
+            *g = T::of_f64((p - onehot) * inv_b);
         }
     }
     LossStats { loss: total * inv_b, correct }

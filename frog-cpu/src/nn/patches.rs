@@ -103,9 +103,9 @@ mod tests {
     #[test]
     fn transposed_packing_matches_im2col_and_its_adjoint() {
         let convs = [
-            Conv2d::new(3, 4, 3, 1, 1, [6, 7]),
-            Conv2d::new(2, 4, 3, 2, 1, [9, 8]),
-            Conv2d::new(5, 2, 1, 2, 0, [8, 8]),
+            Conv2d::new(3, 4, 3, [6, 7]).padding(1),
+            Conv2d::new(2, 4, 3, [9, 8]).stride(2).padding(1),
+            Conv2d::new(5, 2, 1, [8, 8]).stride(2),
             Conv2d { c_in: 2, c_out: 1, kernel: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [1, 2], input_hw: [5, 7] },
             Conv2d { c_in: 1, c_out: 1, kernel: [3, 3], stride: [1, 3], padding: [2, 2], dilation: [2, 1], input_hw: [4, 4] },
         ];
