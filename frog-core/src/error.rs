@@ -65,6 +65,11 @@ pub enum ShapeError {
         /// Entries registered.
         len: usize,
     },
+    /// A layer FROG cannot precondition.
+    Unsupported {
+        /// What is not supported, and what to do instead.
+        what: &'static str,
+    },
     /// A batch larger than the optimizer was built for.
     BatchExceedsMax {
         /// Samples in the batch.
@@ -95,6 +100,7 @@ impl fmt::Display for ShapeError {
             }
             Self::TooLarge { what } => write!(f, "layer too large to index: {what} overflows usize"),
             Self::IndexOutOfRange { what, index, len } => write!(f, "{what} {index} is out of range ({len} registered)"),
+            Self::Unsupported { what } => write!(f, "not supported: {what}"),
             Self::BatchExceedsMax { batch, max } => {
                 write!(f, "batch of {batch} samples exceeds the {max} the optimizer was built for")
             }

@@ -19,7 +19,12 @@ pub struct Conv2d {
     pub padding: [usize; 2],
     /// Dilation `[dh, dw]`.
     pub dilation: [usize; 2],
-    /// Input size `[H, W]`.
+    /// Channel groups; FROG preconditions only `groups = 1`, and
+    /// [`Layer::validate`] rejects any other value. A grouped or depthwise
+    /// convolution's weight takes the plain-SGD path instead (register it
+    /// as a plain parameter).
+    pub groups: usize,
+    /// Input size `[H, W]`: the layer's own input.
     pub input_hw: [usize; 2],
 }
 
@@ -53,7 +58,7 @@ impl Conv2d {
     /// ```
     pub fn new(c_in: usize, c_out: usize, kernel: impl Into<Axes>, input_hw: [usize; 2]) -> Self {
         let one = [1, 1];
-        Self { c_in, c_out, kernel: kernel.into().0, stride: one, padding: [0, 0], dilation: one, input_hw }
+        Self { c_in, c_out, kernel: kernel.into().0, stride: one, padding: [0, 0], dilation: one, groups: 1, input_hw }
     }
 
     /// With stride `s` (`2` or `[sh, sw]`).
@@ -67,6 +72,13 @@ impl Conv2d {
     #[must_use]
     pub fn padding(mut self, p: impl Into<Axes>) -> Self {
         self.padding = p.into().0;
+        self
+    }
+
+    /// With `g` channel groups (which [`Layer::validate`] rejects unless 1).
+    #[must_use]
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
         self
     }
 
@@ -152,8 +164,11 @@ impl Layer {
             }
             LayerKind::Conv2d(c) => {
                 let dims = [c.c_in, c.c_out, c.kernel[0], c.kernel[1], c.stride[0], c.stride[1], c.dilation[0], c.dilation[1], c.input_hw[0], c.input_hw[1]];
-                if dims.contains(&0) {
+                if dims.contains(&0) || c.groups == 0 {
                     return Err(ShapeError::ZeroDimension);
+                }
+                if c.groups != 1 {
+                    return Err(ShapeError::Unsupported { what: "a grouped or depthwise convolution (groups > 1); step its weight on the plain-SGD path" });
                 }
                 for a in 0..2 {
                     let span = c.kernel[a].checked_sub(1).and_then(|k| k.checked_mul(c.dilation[a]));

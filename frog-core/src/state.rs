@@ -63,6 +63,16 @@ pub enum StateError {
     /// A guarded step needs a state made with
     /// [`ParamState::with_diagnostics`].
     NoDiagnostics,
+    /// A checkpoint's sampler state is all zeros (no seed gives it).
+    SamplerState,
+    /// A checkpoint was written for other registrations: another count,
+    /// name, kind or size of parameter, or another number of groups.
+    Registrations {
+        /// The first registration that differs (its index), or the count.
+        what: &'static str,
+        /// Its index.
+        index: usize,
+    },
 }
 
 impl fmt::Display for StateError {
@@ -80,6 +90,10 @@ impl fmt::Display for StateError {
             Self::MomentumSetting { state_has_buffer: true } => write!(f, "the state has a momentum buffer but momentum = 0"),
             Self::MomentumSetting { state_has_buffer: false } => write!(f, "the state has no momentum buffer but momentum > 0"),
             Self::NoDiagnostics => write!(f, "a guarded step needs a state with diagnostics (ParamState::with_diagnostics)"),
+            Self::SamplerState => write!(f, "the checkpoint's sampler state is all zeros"),
+            Self::Registrations { what, index } => {
+                write!(f, "the checkpoint was written for other registrations: {what} differs at {index}")
+            }
         }
     }
 }
@@ -225,23 +239,30 @@ impl<B: Backend> ParamState<B> {
     /// a bad magic, version, scalar size, length or flag byte, and any NaN
     /// or infinite momentum entry are errors that leave the state as it was.
     pub fn restore(&mut self, backend: &B, bytes: &[u8]) -> Result<(), Error<B::Error>> {
+        let steps = self.check_bytes(bytes)?;
+        self.apply_bytes(backend, bytes, steps).map_err(Error::Backend)
+    }
+
+    /// Checks bytes [`ParamState::restore`] would take, changing nothing,
+    /// and returns their step count.
+    pub(crate) fn check_bytes(&self, bytes: &[u8]) -> Result<u64, StateError> {
         if bytes.len() < HEADER {
-            return Err(StateError::Truncated { needed: HEADER, actual: bytes.len() }.into());
+            return Err(StateError::Truncated { needed: HEADER, actual: bytes.len() });
         }
         if bytes[..4] != MAGIC {
-            return Err(StateError::BadMagic.into());
+            return Err(StateError::BadMagic);
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
         if version != STATE_VERSION {
-            return Err(StateError::Version(version).into());
+            return Err(StateError::Version(version));
         }
         if usize::from(bytes[6]) != B::Scalar::BYTES {
-            return Err(StateError::ScalarSize(bytes[6]).into());
+            return Err(StateError::ScalarSize(bytes[6]));
         }
         let has_momentum = match bytes[7] {
             0 => false,
             1 => true,
-            b => return Err(StateError::MomentumFlag(b).into()),
+            b => return Err(StateError::MomentumFlag(b)),
         };
         let mut word = [0u8; 8];
         word.copy_from_slice(&bytes[8..16]);
@@ -249,19 +270,24 @@ impl<B: Backend> ParamState<B> {
         word.copy_from_slice(&bytes[16..24]);
         let steps = u64::from_le_bytes(word);
         if len != self.len as u64 {
-            return Err(StateError::Length { expected: self.len as u64, actual: len }.into());
+            return Err(StateError::Length { expected: self.len as u64, actual: len });
         }
         if has_momentum != self.momentum.is_some() {
-            return Err(StateError::Momentum.into());
+            return Err(StateError::Momentum);
         }
         let needed = self.export_len();
         if bytes.len() < needed {
-            return Err(StateError::Truncated { needed, actual: bytes.len() }.into());
+            return Err(StateError::Truncated { needed, actual: bytes.len() });
         }
         let entries = bytes[HEADER..needed].chunks_exact(B::Scalar::BYTES);
         if let Some(index) = entries.map(B::Scalar::read_le).position(|v| !v.as_f64().is_finite()) {
-            return Err(StateError::NonFinite { index: index as u64 }.into());
+            return Err(StateError::NonFinite { index: index as u64 });
         }
+        Ok(steps)
+    }
+
+    /// Writes checked bytes into the state.
+    pub(crate) fn apply_bytes(&mut self, backend: &B, bytes: &[u8], steps: u64) -> Result<(), B::Error> {
         if let Some(buf) = &mut self.momentum {
             let mut chunk = [B::Scalar::ZERO; CHUNK];
             let mut pos = HEADER;
@@ -271,7 +297,7 @@ impl<B: Backend> ParamState<B> {
                     *v = B::Scalar::read_le(&bytes[pos..]);
                     pos += B::Scalar::BYTES;
                 }
-                backend.write(&chunk[..n], buf, start).map_err(Error::Backend)?;
+                backend.write(&chunk[..n], buf, start)?;
             }
         }
         self.steps = steps;

@@ -128,6 +128,7 @@ fn parse_target(l: &Value) -> Result<Target, String> {
                 stride: pair(l, "stride")?,
                 padding: pair(l, "padding")?,
                 dilation: pair(l, "dilation")?,
+                groups: 1,
                 input_hw: pair(l, "input_hw")?,
             };
             if conv.output_hw() != Some(pair(l, "output_hw")?) {

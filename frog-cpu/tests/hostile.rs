@@ -79,7 +79,7 @@ fn export<T: Real>(backend: &Cpu<T>, state: &ParamState<Cpu<T>>) -> Vec<u8> {
 }
 
 fn conv(c_in: usize, c_out: usize, k: usize, hw: usize) -> Layer {
-    Layer::conv2d(Conv2d { c_in, c_out, kernel: [k, k], stride: [1, 1], padding: [1, 1], dilation: [1, 1], input_hw: [hw, hw] }, true)
+    Layer::conv2d(Conv2d { c_in, c_out, kernel: [k, k], stride: [1, 1], padding: [1, 1], dilation: [1, 1], groups: 1, input_hw: [hw, hw] }, true)
 }
 
 fn data(layer: &Layer, seed: u64) -> StepData {
@@ -94,7 +94,7 @@ fn base() -> Config {
 
 #[test]
 fn layers_too_large_to_index_are_shape_errors() {
-    let huge = Layer::conv2d(Conv2d { c_in: 1 << 40, c_out: 4, kernel: [4096, 4096], stride: [1, 1], padding: [0, 0], dilation: [1, 1], input_hw: [4096, 4096] }, false);
+    let huge = Layer::conv2d(Conv2d { c_in: 1 << 40, c_out: 4, kernel: [4096, 4096], stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1, input_hw: [4096, 4096] }, false);
     assert!(matches!(huge.validate(), Err(ShapeError::TooLarge { what }) if what.contains("c_in")));
     let backend = Cpu::<f32>::with_threads(1).unwrap();
     assert!(matches!(WorkspaceReq::new(&backend, &huge, 4), Err(ShapeError::TooLarge { .. })));
@@ -104,7 +104,7 @@ fn layers_too_large_to_index_are_shape_errors() {
     let big = Layer::linear_tokens(1 << 20, 4, 1 << 20, false);
     assert!(big.validate().is_ok());
     assert!(matches!(WorkspaceReq::new(&backend, &big, 1 << 44), Err(ShapeError::TooLarge { .. })));
-    let pad = Layer::conv2d(Conv2d { c_in: 1, c_out: 1, kernel: [1, 1], stride: [1, 1], padding: [usize::MAX / 2, 0], dilation: [1, 1], input_hw: [2, 2] }, false);
+    let pad = Layer::conv2d(Conv2d { c_in: 1, c_out: 1, kernel: [1, 1], stride: [1, 1], padding: [usize::MAX / 2, 0], dilation: [1, 1], groups: 1, input_hw: [2, 2] }, false);
     assert!(matches!(pad.validate(), Err(ShapeError::TooLarge { .. })));
 }
 
@@ -423,7 +423,7 @@ proptest! {
         r in prop::sample::select(vec![1usize, 2, 1 << 20, usize::MAX]),
         bias in any::<bool>(),
     ) {
-        let c = Conv2d { c_in: dims[0], c_out: dims[1], kernel: [dims[2], dims[3]], stride: [dims[4], dims[5]], padding: [dims[6], dims[7]], dilation: [dims[8], 1], input_hw: [dims[9], dims[10]] };
+        let c = Conv2d { c_in: dims[0], c_out: dims[1], kernel: [dims[2], dims[3]], stride: [dims[4], dims[5]], padding: [dims[6], dims[7]], dilation: [dims[8], 1], groups: 1, input_hw: [dims[9], dims[10]] };
         let backend = Cpu::<f32>::with_threads(1).unwrap();
         for layer in [Layer::conv2d(c, bias), Layer::linear_tokens(dims[0], dims[1], dims[2], bias)] {
             let Ok(req) = WorkspaceReq::new(&backend, &layer, r) else { continue };

@@ -38,7 +38,7 @@ fn random_layer(rng: &mut Rng) -> Layer {
         _ => {
             let kernel = [rng.int(1, 3), rng.int(1, 3)];
             let hw = [rng.int(kernel[0], 7), rng.int(kernel[1], 7)];
-            let conv = Conv2d { c_in: rng.int(1, 3), c_out: rng.int(1, 5), kernel, stride: [rng.int(1, 2), 1], padding: [rng.int(0, 1), rng.int(0, 1)], dilation: [1, 1], input_hw: hw };
+            let conv = Conv2d { c_in: rng.int(1, 3), c_out: rng.int(1, 5), kernel, stride: [rng.int(1, 2), 1], padding: [rng.int(0, 1), rng.int(0, 1)], dilation: [1, 1], groups: 1, input_hw: hw };
             Layer::conv2d(conv, bias)
         }
     }

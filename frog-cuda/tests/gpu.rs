@@ -138,8 +138,8 @@ fn products_on_tile(cuda: &Cuda, rtol: f64, test: &str) {
     // Shapes chosen to cut GEMM tiles unevenly and to trigger split-K.
     let convs = [
         (Conv2d::new(3, 5, 3, [8, 8]).padding(1), true, 3),
-        (Conv2d { c_in: 4, c_out: 7, kernel: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [1, 1], input_hw: [7, 10] }, false, 2),
-        (Conv2d { c_in: 3, c_out: 70, kernel: [3, 3], stride: [1, 1], padding: [2, 2], dilation: [2, 2], input_hw: [9, 9] }, false, 5),
+        (Conv2d { c_in: 4, c_out: 7, kernel: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [1, 1], groups: 1, input_hw: [7, 10] }, false, 2),
+        (Conv2d { c_in: 3, c_out: 70, kernel: [3, 3], stride: [1, 1], padding: [2, 2], dilation: [2, 2], groups: 1, input_hw: [9, 9] }, false, 5),
         (Conv2d::new(64, 64, 3, [32, 32]).padding(1), false, 8),
     ];
     // The host emulator runs a block as 256 fibers: keep its largest case small.

@@ -44,7 +44,7 @@ fn convolutions_on_tile(c: &Cuda, tile: &str) {
     let convs = [
         Conv2d::new(3, 5, 3, [6, 6]).padding(1),
         Conv2d::new(4, 6, 1, [7, 7]).stride(2),
-        Conv2d { c_in: 2, c_out: 3, kernel: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [2, 1], input_hw: [7, 8] },
+        Conv2d { c_in: 2, c_out: 3, kernel: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [2, 1], groups: 1, input_hw: [7, 8] },
         // Big enough for the 128 tile and a split-K weight gradient.
         Conv2d::new(8, 130, 3, [12, 12]).padding(1),
     ];

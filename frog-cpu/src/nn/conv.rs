@@ -290,7 +290,7 @@ mod tests {
             Conv2d::new(3, 5, 3, [24, 24]).padding(1), // 576 positions: one sample per product
             Conv2d::new(4, 6, 3, [9, 9]).stride(2).padding(1),   // 25 positions: groups of samples
             Conv2d::new(4, 3, 1, [8, 8]).stride(2),
-            Conv2d { c_in: 2, c_out: 3, kernel: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [1, 2], input_hw: [7, 10] },
+            Conv2d { c_in: 2, c_out: 3, kernel: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [1, 2], groups: 1, input_hw: [7, 10] },
         ];
         for conv in convs {
             for batch in [1, 3, 5] {

@@ -106,8 +106,8 @@ mod tests {
             Conv2d::new(3, 4, 3, [6, 7]).padding(1),
             Conv2d::new(2, 4, 3, [9, 8]).stride(2).padding(1),
             Conv2d::new(5, 2, 1, [8, 8]).stride(2),
-            Conv2d { c_in: 2, c_out: 1, kernel: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [1, 2], input_hw: [5, 7] },
-            Conv2d { c_in: 1, c_out: 1, kernel: [3, 3], stride: [1, 3], padding: [2, 2], dilation: [2, 1], input_hw: [4, 4] },
+            Conv2d { c_in: 2, c_out: 1, kernel: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [1, 2], groups: 1, input_hw: [5, 7] },
+            Conv2d { c_in: 1, c_out: 1, kernel: [3, 3], stride: [1, 3], padding: [2, 2], dilation: [2, 1], groups: 1, input_hw: [4, 4] },
         ];
         for conv in convs {
             let [ho, wo] = conv.output_hw().unwrap();
