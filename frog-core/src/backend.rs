@@ -266,6 +266,16 @@ pub trait Backend {
         Ok(())
     }
 
+    /// Row `k` of `dst` becomes row `rows[k]` of `src`, rows of `row_len`
+    /// entries: the step's sampled rows of a full-batch input or output
+    /// gradient, taken on the device. Call it through
+    /// [`crate::gather_rows`], which checks every index and length first.
+    /// The default copies row by row; override it to gather in one kernel.
+    fn copy_rows(&self, rows: &[usize], row_len: usize, src: &Self::Buffer, dst: &mut Self::Buffer) -> Result<(), Self::Error> {
+        let at = |row: usize| Strided { stride: row_len, offset: row * row_len };
+        rows.iter().enumerate().try_for_each(|(k, &row)| self.copy_strided(1, row_len, src, at(row), dst, at(k)))
+    }
+
     /// Copies the first `n` entries of `src` to `dst`.
     fn copy(&self, n: usize, src: &Self::Buffer, dst: &mut Self::Buffer) -> Result<(), Self::Error> {
         self.copy_strided(1, n, src, Strided::dense(n), dst, Strided::dense(n))

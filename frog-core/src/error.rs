@@ -4,6 +4,7 @@ use core::fmt;
 
 use crate::backend::{BackendError, BackendErrorKind};
 use crate::config::ConfigError;
+use crate::optimizer::RegistryError;
 use crate::state::StateError;
 
 /// Mismatched shapes and lengths between layer, buffers, workspace and state.
@@ -117,12 +118,15 @@ pub enum ErrorKind {
     Shape,
     /// A corrupt, truncated or mismatched state buffer.
     State,
+    /// A registration or handle the optimizer object cannot take.
+    Registry,
     /// The backend failed.
     Backend(BackendErrorKind),
 }
 
 /// Every error a FROG call can return.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Error<E> {
     /// An invalid hyperparameter.
     Config(ConfigError),
@@ -130,6 +134,8 @@ pub enum Error<E> {
     Shape(ShapeError),
     /// A corrupt, truncated or mismatched state buffer.
     State(StateError),
+    /// A registration or handle the optimizer object cannot take.
+    Registry(RegistryError),
     /// The backend failed.
     Backend(E),
 }
@@ -141,6 +147,7 @@ impl<E: BackendError> Error<E> {
             Self::Config(_) => ErrorKind::Config,
             Self::Shape(_) => ErrorKind::Shape,
             Self::State(_) => ErrorKind::State,
+            Self::Registry(_) => ErrorKind::Registry,
             Self::Backend(e) => ErrorKind::Backend(e.kind()),
         }
     }
@@ -152,6 +159,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             Self::Config(e) => write!(f, "invalid FROG config: {e}"),
             Self::Shape(e) => write!(f, "shape mismatch: {e}"),
             Self::State(e) => write!(f, "invalid optimizer state: {e}"),
+            Self::Registry(e) => write!(f, "optimizer registry: {e}"),
             Self::Backend(e) => write!(f, "backend error: {e}"),
         }
     }
@@ -176,5 +184,11 @@ impl<E> From<ShapeError> for Error<E> {
 impl<E> From<StateError> for Error<E> {
     fn from(e: StateError) -> Self {
         Self::State(e)
+    }
+}
+
+impl<E> From<RegistryError> for Error<E> {
+    fn from(e: RegistryError) -> Self {
+        Self::Registry(e)
     }
 }

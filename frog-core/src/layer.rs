@@ -104,6 +104,10 @@ impl Conv2d {
     }
 }
 
+/// The [`Layer::patch_indices`] entry of a patch column that reads the
+/// zero padding.
+pub const PATCH_PADDING: usize = usize::MAX;
+
 /// The kind of a preconditioned layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LayerKind {
@@ -241,6 +245,49 @@ impl Layer {
     /// Output-gradient entries per sample (`R*L`).
     pub fn output_len(&self) -> usize {
         self.rows().saturating_mul(self.positions())
+    }
+
+    /// The patch geometry as indices, for backends that build `X` with one
+    /// gather: `out[(i*L + l)*D + c]` is the entry of the sampled input `x`
+    /// (`r` samples in PyTorch layout, [`Layer::input_len`] each) that is
+    /// column `c` of patch `P[i,l]` (a conv's columns in the weight's
+    /// `[c_in, kh, kw]` order), or [`PATCH_PADDING`] where the patch reads
+    /// the zero padding. The bias's constant-1 column is not included.
+    /// `out` must hold exactly `r * L * D` entries.
+    pub fn patch_indices(&self, r: usize, out: &mut [usize]) -> Result<(), ShapeError> {
+        self.validate()?;
+        let (l, d) = (self.positions(), self.weight_cols());
+        let expected = mul(mul(r, l, "patch indices (sample * positions * D)")?, d, "patch indices (sample * positions * D)")?;
+        if out.len() != expected {
+            return Err(ShapeError::BufferLength { what: "patch indices", expected, actual: out.len() });
+        }
+        let per_sample = self.input_len();
+        match &self.kind {
+            LayerKind::Linear { d_in, .. } => {
+                for (p, row) in out.chunks_exact_mut(d).enumerate() {
+                    for (c, o) in row.iter_mut().enumerate() {
+                        *o = p * d_in + c;
+                    }
+                }
+            }
+            LayerKind::Conv2d(conv) => {
+                let ([h, w], [_, wo]) = (conv.input_hw, conv.output_hw().unwrap_or([0, 0]));
+                let [kh, kw] = conv.kernel;
+                for (p, row) in out.chunks_exact_mut(d).enumerate() {
+                    let (i, pos) = (p / l, p % l);
+                    let (oy, ox) = (pos / wo, pos % wo);
+                    for (c, o) in row.iter_mut().enumerate() {
+                        let (ci, k) = (c / (kh * kw), c % (kh * kw));
+                        // Input coordinates, shifted by the padding so they stay unsigned.
+                        let y = oy * conv.stride[0] + (k / kw) * conv.dilation[0];
+                        let x = ox * conv.stride[1] + (k % kw) * conv.dilation[1];
+                        let inside = y >= conv.padding[0] && y - conv.padding[0] < h && x >= conv.padding[1] && x - conv.padding[1] < w;
+                        *o = if inside { i * per_sample + (ci * h + y - conv.padding[0]) * w + x - conv.padding[1] } else { PATCH_PADDING };
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Analytic FLOP count of one step's CG products at sample size `r` and

@@ -16,10 +16,13 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod checkpoint;
 mod config;
 mod error;
 mod guard;
 mod layer;
+mod method;
+mod optimizer;
 mod sampler;
 mod scalar;
 mod sgd;
@@ -28,13 +31,16 @@ mod step;
 mod workspace;
 
 pub use backend::{Backend, BackendError, BackendErrorKind, CgBuffers, Patches, Strided};
+pub use checkpoint::CHECKPOINT_VERSION;
 pub use config::{Config, ConfigError, MAX_NUM_ITERS};
 pub use error::{Error, ErrorKind, ShapeError};
 pub use guard::{Diagnostics, Guard, GuardBackend, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};
-pub use layer::{Axes, BnShape, Conv2d, Layer, LayerKind};
+pub use layer::{Axes, BnShape, Conv2d, Layer, LayerKind, PATCH_PADDING};
+pub use method::Method;
+pub use optimizer::{GroupId, Optimizer, ParamId, ParamKind, RegistryError, MAX_GROUPS, NAME_LEN};
 pub use sampler::Sampler;
 pub use scalar::Scalar;
 pub use sgd::{plain_sgd_step, sgd_step, SgdConfig};
 pub use state::{ParamState, StateError, STATE_VERSION};
-pub use step::{guarded_step, precondition_step, Batch, Params};
+pub use step::{gather_rows, guarded_step, precondition_step, Batch, Params};
 pub use workspace::{Workspace, WorkspaceReq};

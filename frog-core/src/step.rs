@@ -269,3 +269,23 @@ fn run_step<B: Backend>(
     }
     Ok(())
 }
+
+/// Gathers the sampled rows of a full-batch buffer on the backend: row `k`
+/// of `dst` becomes row `rows[k]` of `src` (rows of `row_len` entries, such
+/// as a layer's [`Layer::input_len`] or [`Layer::output_len`]). One sample
+/// serves every layer of a FROG step: gather each layer's input and output
+/// gradient with the same [`crate::Optimizer::sample`].
+///
+/// Rejects, before copying anything, an index past the rows of `src`, a
+/// `dst` shorter than the rows gathered, and sizes that overflow `usize`.
+pub fn gather_rows<B: Backend>(backend: &B, rows: &[usize], row_len: usize, src: &B::Buffer, dst: &mut B::Buffer) -> Result<(), Error<B::Error>> {
+    let src_rows = backend.len(src) / row_len.max(1);
+    if let Some(&index) = rows.iter().find(|&&i| i >= src_rows) {
+        return Err(ShapeError::IndexOutOfRange { what: "gathered row", index, len: src_rows }.into());
+    }
+    let needed = mul(rows.len(), row_len, "gathered entries (rows * row length)")?;
+    if backend.len(dst) < needed {
+        return Err(ShapeError::BufferLength { what: "gather destination", expected: needed, actual: backend.len(dst) }.into());
+    }
+    backend.copy_rows(rows, row_len, src, dst).map_err(Error::Backend)
+}

@@ -16,7 +16,7 @@ pub mod pool;
 pub use backend::{try_zeros, Cpu, CpuError};
 pub use gemm::Real;
 pub use pool::{PoolFailure, MAX_THREADS};
-pub use optimizer::{Frog, FrogError};
+pub use optimizer::{Frog, FrogError, FROG_CAPACITY};
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]

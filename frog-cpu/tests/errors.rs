@@ -2,9 +2,9 @@
 
 mod common;
 
-use common::{step_once, Rng, StepData};
+use common::{frog_with, step_once, Rng, StepData};
 use frog_core::{Config, ConfigError, Conv2d, Error, ErrorKind, Layer, ParamState, Sampler, ShapeError, StateError};
-use frog_cpu::{Cpu, Frog};
+use frog_cpu::Cpu;
 
 fn conv() -> Layer {
     Layer::conv2d(Conv2d::new(3, 4, 3, [5, 5]).padding(1), true)
@@ -95,10 +95,11 @@ fn workspace_and_state_must_fit_the_layer() {
     let small = Layer::linear(4, 3, false);
     let big = Layer::linear(8, 3, false);
     let cfg = Config::default();
-    let mut frog = Frog::new(backend.clone(), cfg, &[small], &[], 4, 0).unwrap();
+    let (mut frog, _, _) = frog_with(backend.clone(), cfg, &[small], &[], 4, 0).unwrap();
     // Sampling more rows than the optimizer was built for is an error.
-    assert_eq!(frog.sample(5).unwrap_err(), Error::Shape(ShapeError::BatchExceedsMax { batch: 5, max: 4 }));
-    assert_eq!(frog.sample(4).unwrap(), &[0, 1, 2, 3]);
+    let mut idx = [0; 4];
+    assert_eq!(frog.sample(5, &mut idx).unwrap_err(), Error::Shape(ShapeError::BatchExceedsMax { batch: 5, max: 4 }));
+    assert_eq!(frog.sample(4, &mut idx).unwrap(), &[0, 1, 2, 3]);
 
     let mut state = ParamState::for_layer(&backend, &big, &cfg).unwrap();
     let req = frog_core::WorkspaceReq::new(&backend, &small, 2).unwrap();
@@ -146,12 +147,12 @@ fn state_round_trips_and_rejects_bad_buffers() {
     let layer = Layer::linear(3, 2, true);
     let cfg = Config { momentum: 0.9, ..Config::default() };
     let mut state = ParamState::for_layer(&backend, &layer, &cfg).unwrap();
-    let mut frog = Frog::new(backend.clone(), cfg, &[layer], &[], 2, 0).unwrap();
+    let (mut frog, ids, _) = frog_with(backend.clone(), cfg, &[layer], &[], 2, 0).unwrap();
     let data = StepData::random(&mut Rng(4), &layer, 2, 2);
     let (mut w, mut b) = (data.weight.clone(), data.bias.clone().unwrap());
     let params = frog_core::Params { weight: &mut w, grad_weight: &data.grad_weight, bias: Some((&mut b, data.grad_bias.as_ref().unwrap())) };
-    frog.step_layer(0, params, frog_core::Batch { x: &data.x, y: &data.y, sample: 2, batch_size: 2 }).unwrap();
-    let stepped = frog.layer_state_mut(0).unwrap();
+    frog.step_layer(ids[0], params, Some(frog_core::Batch { x: &data.x, y: &data.y, sample: 2, batch_size: 2 })).unwrap();
+    let stepped = frog.state(ids[0]).unwrap();
     let mut bytes = vec![0u8; stepped.export_len()];
     assert_eq!(stepped.export(&backend, &mut bytes).unwrap(), bytes.len());
     state.restore(&backend, &bytes).unwrap();

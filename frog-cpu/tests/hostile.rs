@@ -7,13 +7,13 @@
 
 mod common;
 
-use common::{Rng, StepData};
+use common::{frog_with, Rng, StepData};
 use frog_core::{
     guarded_step, plain_sgd_step, precondition_step, Batch, Config, ConfigError, Conv2d, Error, Guard, Layer, ParamState, Params, SgdConfig, ShapeError, StateError, Workspace,
     WorkspaceReq, MAX_NUM_ITERS,
 };
 use frog_cpu::gemm::matmul_dense;
-use frog_cpu::{Cpu, CpuError, Frog, Real};
+use frog_cpu::{Cpu, CpuError, Real};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as Runner, RngSeed};
 
@@ -118,13 +118,14 @@ fn impossible_allocations_are_errors() {
     assert_eq!(backend.zeros(1 << 46).unwrap_err(), CpuError::OutOfMemory { entries: 1 << 46 });
     assert_eq!(backend.zeros(usize::MAX).unwrap_err(), CpuError::OutOfMemory { entries: usize::MAX });
     let layer = Layer::linear_tokens(1 << 24, 1 << 12, 1, false);
-    let err = Frog::<f32>::new(backend.clone(), Config::default(), &[layer], &[], 8, 0).err().unwrap();
+    let err = frog_with::<f32>(backend.clone(), Config::default(), &[layer], &[], 8, 0).err().unwrap();
     assert_eq!(err.kind(), frog_core::ErrorKind::Backend(frog_core::BackendErrorKind::OutOfMemory));
     // A huge maximum batch with a small sample needs only the sample's indices.
     let small = Layer::linear(3, 2, false);
     let cfg = Config { sample_size: Some(4), ..Config::default() };
-    let mut frog = Frog::<f32>::new(backend, cfg, &[small], &[], 1 << 40, 0).unwrap();
-    assert_eq!(frog.sample(10).unwrap().len(), 4);
+    let (mut frog, _, _) = frog_with::<f32>(backend, cfg, &[small], &[], 1 << 40, 0).unwrap();
+    assert_eq!(frog.sample_rows(10), 4);
+    assert_eq!(frog.sample(10, &mut [0; 4]).unwrap().len(), 4);
 }
 
 // ---- 3. exhausted and corrupt states ----
@@ -225,10 +226,10 @@ fn settings_outside_their_range_or_the_scalar_are_rejected() {
     assert!(matches!(SgdConfig { lr: 100.0, weight_decay: 0.1, ..sgd }.validate(), Err(ConfigError::DecayTooLarge { .. })));
     assert!(matches!(SgdConfig { lr: 1e39, weight_decay: 0.0, ..sgd }.validate_for::<f32>(), Err(ConfigError::OutOfScalarRange { .. })));
     // set_lr: a rejected rate changes nothing.
-    let mut frog = Frog::<f32>::new(Cpu::with_threads(1).unwrap(), b, &[Layer::linear(2, 2, false)], &[], 4, 0).unwrap();
+    let (mut frog, _, _) = frog_with::<f32>(Cpu::with_threads(1).unwrap(), b, &[Layer::linear(2, 2, false)], &[], 4, 0).unwrap();
     assert!(frog.set_lr(1e39).is_err());
     assert!(frog.set_lr(f64::INFINITY).is_err());
-    assert_eq!(frog.config().lr, b.lr);
+    assert_eq!(frog.group(frog_core::GroupId::DEFAULT).unwrap().lr(), b.lr);
     // The default of 4 iterations works on layers with D' < 4, as in the original.
     let tiny = Layer::linear(2, 3, false);
     assert!(step::<f64>(&Config { sample_size: None, ..Config::default() }, &tiny, &StepData::random(&mut Rng(3), &tiny, 2, 2), UNIT, None).is_ok());
@@ -297,13 +298,22 @@ fn mismatched_momentum_states_and_indices_name_the_problem() {
     assert_eq!(err, Error::State(StateError::MomentumSetting { state_has_buffer: false }));
     assert_eq!((state.steps(), &w), (0, &d.weight));
 
-    let mut frog = Frog::<f64>::new(backend, base(), &[layer, layer], &[2], 4, 0).unwrap();
+    let (mut frog, layers, others) = frog_with::<f64>(backend.clone(), base(), &[layer, layer], &[2], 4, 0).unwrap();
+    // A handle of another optimizer with more registrations names nothing here.
+    let (_, foreign, _) = frog_with::<f64>(backend, base(), &[layer; 4], &[], 4, 0).unwrap();
     let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
-    let err = frog.step_layer(2, params, Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 }).unwrap_err();
-    assert_eq!(err.to_string(), "shape mismatch: layer index 2 is out of range (2 registered)");
-    let err = frog.step_other(1, &mut vec![0.0; 2], &vec![0.0; 2]).unwrap_err();
-    assert_eq!(err.to_string(), "shape mismatch: parameter index 1 is out of range (1 registered)");
-    assert_eq!(frog.sample(5).unwrap_err().to_string(), "shape mismatch: batch of 5 samples exceeds the 4 the optimizer was built for");
+    let err = frog.step_layer(foreign[3], params, Some(Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 })).unwrap_err();
+    assert_eq!(err.to_string(), "optimizer registry: parameter 3 was not registered with this optimizer");
+    let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
+    let err = frog.step_layer(others[0], params, None).unwrap_err();
+    assert_eq!(err.to_string(), "optimizer registry: parameter 2 is of the other kind (step layers with step_layer, plain parameters with step_param)");
+    let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
+    assert_eq!(frog.step_layer(layers[0], params, None).unwrap_err().to_string(), "optimizer registry: layer 0 is preconditioned and needs its sampled batch");
+    let err = frog.step_param(layers[1], &mut vec![0.0; 2], &vec![0.0; 2]).unwrap_err();
+    assert!(matches!(err, Error::Registry(frog_core::RegistryError::WrongKind(1))));
+    assert_eq!(frog.sample(5, &mut [0; 5]).unwrap_err().to_string(), "shape mismatch: batch of 5 samples exceeds the 4 the optimizer was built for");
+    assert_eq!(frog.add_param("param0", 3, frog_core::GroupId::DEFAULT).unwrap_err(), Error::Registry(frog_core::RegistryError::DuplicateName));
+    assert_eq!(frog.params().count(), 3, "a failed registration registers nothing");
 }
 
 // ---- the opt-in guard ----

@@ -6,7 +6,7 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{Rng, StepData};
+use common::{frog_with, Rng, StepData};
 use frog_core::{Batch, Config, Conv2d, Guard, Layer, Params};
 use frog_cpu::{Cpu, Frog};
 
@@ -47,7 +47,8 @@ fn steady_state_steps_allocate_nothing() {
     let others = [8, 8, 10];
     let (batch, sample) = (16, 8);
     let cfg = Config { lr: 1e-2, momentum: 0.9, nesterov: true, weight_decay: 1e-4, sample_size: Some(sample), ..Config::default() };
-    let mut frog = Frog::<f32>::new(Cpu::with_threads(2).unwrap(), cfg, &layers, &others, batch, 7).unwrap();
+    let (mut frog, layer_ids, other_ids) = frog_with::<f32>(Cpu::with_threads(2).unwrap(), cfg, &layers, &others, batch, 7).unwrap();
+    let mut idx = vec![0; frog.sample_rows(batch)];
 
     let mut rng = Rng(11);
     let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
@@ -61,13 +62,13 @@ fn steady_state_steps_allocate_nothing() {
     let mut other: Vec<(Vec<f32>, Vec<f32>)> = others.iter().map(|&n| (to32(&rng.vec(n)), to32(&rng.vec(n)))).collect();
 
     let mut step = |frog: &mut Frog<f32>| {
-        assert_eq!(frog.sample(batch).unwrap().len(), sample);
-        for (i, (w, b, gw, gb, x, y)) in data.iter_mut().enumerate() {
+        assert_eq!(frog.sample(batch, &mut idx).unwrap().len(), sample);
+        for (&id, (w, b, gw, gb, x, y)) in layer_ids.iter().zip(&mut data) {
             let params = Params { weight: w, grad_weight: gw, bias: b.as_mut().zip(gb.as_ref()) };
-            frog.step_layer(i, params, Batch { x, y, sample, batch_size: batch }).unwrap();
+            frog.step_layer(id, params, Some(Batch { x, y, sample, batch_size: batch })).unwrap();
         }
-        for (i, (p, g)) in other.iter_mut().enumerate() {
-            frog.step_other(i, p, g).unwrap();
+        for (&id, (p, g)) in other_ids.iter().zip(&mut other) {
+            frog.step_param(id, p, g).unwrap();
         }
     };
     // The guard off (the original's step), then on (diagnostics and
@@ -87,5 +88,5 @@ fn steady_state_steps_allocate_nothing() {
         assert_eq!(allocations, 0, "100 steady-state steps (guard {guard:?}) allocated {allocations} times");
     }
     assert!(data.iter().all(|d| d.0.iter().all(|v| v.is_finite())));
-    assert!(frog.diagnostics(0).unwrap().is_some_and(|d| d.nonfinite_rows == 0));
+    assert!(frog.diagnostics(layer_ids[0]).unwrap().is_some_and(|d| d.nonfinite_rows == 0));
 }

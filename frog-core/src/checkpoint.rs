@@ -1,0 +1,190 @@
+//! The whole optimizer object to and from one versioned byte buffer.
+//!
+//! Layout (little-endian): magic `FROGCKPT`, version `u16`, scalar bytes
+//! `u8`, a zero byte, the group count `u32`, the parameter count `u32`,
+//! the sampler's state (4 `u64`), each group's learning rate (`f64`, the
+//! one setting a schedule changes), then per parameter: its kind (`u8`: 0
+//! plain, 1 layer), its name (`u8` length, bytes), and its states, each as
+//! a `u64` length and [`ParamState::export`]'s bytes (a layer outside FROG
+//! groups has a second state for its bias). The registrations themselves
+//! (names, kinds, sizes, methods) are the program's: a checkpoint restores
+//! into an optimizer built the same way, and says so when it does not.
+
+use crate::backend::Backend;
+use crate::error::{Error, ShapeError};
+use crate::optimizer::{Optimizer, ParamKind, Slot};
+use crate::sampler::Sampler;
+use crate::scalar::Scalar;
+use crate::state::{ParamState, StateError};
+
+const MAGIC: [u8; 8] = *b"FROGCKPT";
+/// Version of the layout [`Optimizer::checkpoint`] writes.
+pub const CHECKPOINT_VERSION: u16 = 1;
+const HEADER: usize = 8 + 2 + 1 + 1 + 4 + 4 + 32;
+
+/// A cursor over checkpoint bytes that reports truncation as an error.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StateError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or(StateError::Truncated { needed: self.pos.saturating_add(n), actual: self.bytes.len() })?;
+        let out = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn u64(&mut self) -> Result<u64, StateError> {
+        let mut w = [0; 8];
+        w.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(w))
+    }
+
+    fn u32(&mut self) -> Result<u32, StateError> {
+        let mut w = [0; 4];
+        w.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(w))
+    }
+
+    fn u8(&mut self) -> Result<u8, StateError> {
+        Ok(self.take(1)?[0])
+    }
+
+    /// A length-prefixed state's bytes.
+    fn state(&mut self) -> Result<&'a [u8], StateError> {
+        let len = self.u64()?;
+        self.take(usize::try_from(len).unwrap_or(usize::MAX))
+    }
+}
+
+/// A cursor writing into a buffer already checked to be long enough.
+struct Writer<'a> {
+    out: &'a mut [u8],
+    pos: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.out[self.pos..self.pos + bytes.len()].copy_from_slice(bytes);
+        self.pos += bytes.len();
+    }
+}
+
+fn kind_tag(kind: &ParamKind) -> u8 {
+    match kind {
+        ParamKind::Plain { .. } => 0,
+        ParamKind::Layer(_) => 1,
+    }
+}
+
+fn states<B: Backend>(slot: &Slot<B>) -> impl Iterator<Item = &ParamState<B>> {
+    core::iter::once(&slot.state).chain(slot.bias.as_ref())
+}
+
+impl<B: Backend, const N: usize> Optimizer<B, N> {
+    /// Bytes [`Optimizer::checkpoint`] writes.
+    pub fn checkpoint_len(&self) -> usize {
+        let slots = self.slots.iter().map(|s| 2 + s.name.len() + states(s).map(|st| 8 + st.export_len()).sum::<usize>());
+        HEADER + 8 * self.groups.len() + slots.sum::<usize>()
+    }
+
+    /// Writes every state, step count, group learning rate and the
+    /// sampler's position to `out` (at least [`Optimizer::checkpoint_len`]
+    /// bytes) and returns the bytes written. Restored into an optimizer
+    /// registered the same way, the next steps are bit-identical to an
+    /// uninterrupted run.
+    pub fn checkpoint(&self, out: &mut [u8]) -> Result<usize, Error<B::Error>> {
+        let needed = self.checkpoint_len();
+        if out.len() < needed {
+            return Err(ShapeError::BufferLength { what: "checkpoint bytes", expected: needed, actual: out.len() }.into());
+        }
+        let mut w = Writer { out, pos: 0 };
+        w.put(&MAGIC);
+        w.put(&CHECKPOINT_VERSION.to_le_bytes());
+        w.put(&[B::Scalar::BYTES as u8, 0]);
+        w.put(&(self.groups.len() as u32).to_le_bytes());
+        w.put(&(self.slots.len() as u32).to_le_bytes());
+        for s in self.sampler.state() {
+            w.put(&s.to_le_bytes());
+        }
+        for g in &self.groups {
+            w.put(&g.lr().to_le_bytes());
+        }
+        for slot in &self.slots {
+            w.put(&[kind_tag(&slot.kind), slot.name.len() as u8]);
+            w.put(slot.name.as_bytes());
+            for st in states(slot) {
+                let len = st.export_len();
+                w.put(&(len as u64).to_le_bytes());
+                let at = w.pos;
+                st.export(&self.backend, &mut w.out[at..at + len])?;
+                w.pos += len;
+            }
+        }
+        Ok(w.pos)
+    }
+
+    /// Restores what [`Optimizer::checkpoint`] wrote. Every byte is
+    /// checked first (the layout, that the registrations match this
+    /// optimizer's, each state as [`ParamState::restore`] checks it, and
+    /// each learning rate against its group's settings), so a rejected
+    /// checkpoint changes nothing; a backend error while the states are
+    /// written leaves them partly restored (restore again, or rebuild).
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), Error<B::Error>> {
+        let mut r = Reader { bytes, pos: 0 };
+        if r.take(8)? != MAGIC {
+            return Err(StateError::BadMagic.into());
+        }
+        let version = u16::from_le_bytes([r.u8()?, r.u8()?]);
+        if version != CHECKPOINT_VERSION {
+            return Err(StateError::Version(version).into());
+        }
+        let scalar = r.u8()?;
+        if usize::from(scalar) != B::Scalar::BYTES {
+            return Err(StateError::ScalarSize(scalar).into());
+        }
+        r.u8()?;
+        let mismatch = |what, index| StateError::Registrations { what, index };
+        if r.u32()? as usize != self.groups.len() {
+            return Err(mismatch("the number of groups", self.groups.len()).into());
+        }
+        if r.u32()? as usize != self.slots.len() {
+            return Err(mismatch("the number of parameters", self.slots.len()).into());
+        }
+        let sampler = Sampler::from_state([r.u64()?, r.u64()?, r.u64()?, r.u64()?])?;
+        for g in &self.groups {
+            g.with_lr(f64::from_bits(r.u64()?)).validate_for::<B::Scalar>()?;
+        }
+        for (i, slot) in self.slots.iter().enumerate() {
+            if r.u8()? != kind_tag(&slot.kind) {
+                return Err(mismatch("a parameter's kind", i).into());
+            }
+            let len = usize::from(r.u8()?);
+            if r.take(len)? != slot.name.as_bytes() {
+                return Err(mismatch("a parameter's name", i).into());
+            }
+            for st in states(slot) {
+                st.check_bytes(r.state()?)?;
+            }
+        }
+        // Everything checked: apply, reading the same bytes again.
+        let mut r = Reader { bytes, pos: HEADER };
+        for g in self.groups.iter_mut() {
+            *g = g.with_lr(f64::from_bits(r.u64()?));
+        }
+        for slot in self.slots.iter_mut() {
+            let len = usize::from(r.take(2)?[1]);
+            r.take(len)?;
+            for st in core::iter::once(&mut slot.state).chain(slot.bias.as_mut()) {
+                let bytes = r.state()?;
+                let steps = st.check_bytes(bytes)?;
+                st.apply_bytes(&self.backend, bytes, steps).map_err(Error::Backend)?;
+            }
+        }
+        self.sampler = sampler;
+        Ok(())
+    }
+}
