@@ -1,64 +1,27 @@
-//! SGD and FROG over a [`Net`], through frog-core's generic steps.
+//! SGD and FROG over a [`Net`], through frog-core's optimizer object.
 //!
-//! FROG: every convolution weight takes `precondition_step` with the
-//! sampled rows the backward pass gathered; every other parameter
+//! FROG: every convolution weight is a preconditioned layer, stepped with
+//! the sampled rows the backward pass gathered; every other parameter
 //! (BatchNorm, classifier) takes FROG's plain-SGD path. SGD: every
 //! parameter takes `torch.optim.SGD`'s step.
 
-use frog_core::{plain_sgd_step, precondition_step, sgd_step, Batch, Config, Layer, ParamState, Params, Sampler, SgdConfig, Workspace, WorkspaceReq};
+pub use frog_core::Method;
+use frog_core::{Batch, GroupId, Layer, ParamId, Params};
 
-use crate::device::{backend_err, Device};
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::model::Net;
 
-/// Which optimizer, with its settings.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Method {
-    /// `torch.optim.SGD` (dampening 0, coupled weight decay).
-    Sgd(SgdConfig),
-    /// FROG on every convolution, its plain-SGD path elsewhere.
-    Frog(Config),
-}
-
-impl Method {
-    /// The learning rate.
-    pub fn lr(&self) -> f64 {
-        match self {
-            Self::Sgd(c) => c.lr,
-            Self::Frog(c) => c.lr,
-        }
-    }
-
-    fn momentum(&self) -> f64 {
-        match self {
-            Self::Sgd(c) => c.momentum,
-            Self::Frog(c) => c.momentum,
-        }
-    }
-
-    /// Checks the settings.
-    pub fn validate(&self) -> Result<()> {
-        match self {
-            Self::Sgd(c) => c.validate(),
-            Self::Frog(c) => c.validate(),
-        }
-        .map_err(|e| Error::new(format!("invalid optimizer settings: {e}")))
-    }
-}
-
-struct FrogParts<D: Device> {
-    ws: Workspace<D::Backend>,
-    sampler: Sampler,
-    indices: Vec<usize>,
-    /// Sampled rows per step (fixed by the training batch size).
-    r: usize,
-}
+/// Parameters a network may have (ResNet-18 has 62).
+const CAPACITY: usize = 256;
 
 /// An optimizer bound to one network and one training batch size.
 pub struct Optimizer<D: Device> {
-    method: Method,
-    states: Vec<ParamState<D::Backend>>,
-    frog: Option<FrogParts<D>>,
+    inner: frog_core::Optimizer<D::Backend, CAPACITY>,
+    /// Each parameter's handle, in the network's parameter order.
+    ids: Vec<ParamId>,
+    /// The step's sample (FROG only), filled by [`Optimizer::draw_sample`].
+    sample: Vec<usize>,
     batch: usize,
 }
 
@@ -67,66 +30,55 @@ impl<D: Device> Optimizer<D> {
     /// `batch`; for FROG also the workspace, the sampled-row buffers and
     /// the sampler (seeded with `seed`).
     pub fn new(dev: &D, method: Method, net: &mut Net<D>, batch: usize, seed: u64) -> Result<Self> {
-        method.validate()?;
+        method.validate_for::<D::Scalar>().map_err(|e| Error::new(format!("invalid optimizer settings: {e}")))?;
         if batch == 0 || batch > net.capacity {
             return Err(Error::new(format!("training batch {batch} must be between 1 and {}", net.capacity)));
         }
         let backend = dev.backend();
-        let momentum = method.momentum() > 0.0;
-        let mut states = Vec::with_capacity(net.params.len());
+        let mut inner = frog_core::Optimizer::new(method, batch, seed)?;
+        let frog = method.frog().is_some();
+        let mut ids = Vec::with_capacity(net.params.len());
         for p in &net.params {
-            states.push(ParamState::new(backend, p.len(), momentum).map_err(backend_err)?);
+            let id = match p.conv {
+                Some(conv) => inner.add_layer(backend, &p.name, Layer::conv2d(conv, false), GroupId::DEFAULT)?,
+                None => inner.add_param(backend, &p.name, p.len(), GroupId::DEFAULT)?,
+            };
+            ids.push(id);
         }
-        let frog = match &method {
-            Method::Sgd(_) => None,
-            Method::Frog(cfg) => {
-                let r = cfg.sample_rows(batch);
-                let mut req = WorkspaceReq::default();
-                for p in &net.params {
-                    if let Some(conv) = p.conv {
-                        let layer_req = WorkspaceReq::new(backend, &Layer::conv2d(conv, false), r).map_err(|e| Error::new(e.to_string()))?;
-                        req = req.union(layer_req);
-                    }
-                }
-                net.enable_sampling(dev, r)?;
-                let ws = Workspace::new(backend, req).map_err(backend_err)?;
-                Some(FrogParts { ws, sampler: Sampler::new(seed), indices: vec![0; r], r })
-            }
-        };
-        Ok(Self { method, states, frog, batch })
+        let r = if frog { inner.sample_rows(batch) } else { 0 };
+        if frog {
+            net.enable_sampling(dev, r)?;
+        }
+        Ok(Self { inner, ids, sample: vec![0; r], batch })
     }
 
     /// Sets the learning rate (a schedule's step).
-    pub fn set_lr(&mut self, lr: f64) {
-        match &mut self.method {
-            Method::Sgd(c) => c.lr = lr,
-            Method::Frog(c) => c.lr = lr,
-        }
+    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
+        Ok(self.inner.set_lr(lr)?)
     }
 
     /// FROG's sampled batch indices for the next step (sorted), drawn
     /// before the backward pass that gathers them; `None` for SGD.
     pub fn draw_sample(&mut self) -> Result<Option<&[usize]>> {
-        let Method::Frog(cfg) = &self.method else { return Ok(None) };
-        let f = self.frog.as_mut().expect("FROG has its parts");
-        let idx = f.sampler.sample(self.batch, cfg.sample_size, &mut f.indices).map_err(|e| Error::new(e.to_string()))?;
-        Ok(Some(idx))
+        if self.sample.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.inner.sample(self.batch, &mut self.sample)?))
     }
 
     /// Updates every parameter of `net` from its gradient (and, for FROG,
     /// the sampled rows of the last backward pass).
     pub fn step(&mut self, dev: &D, net: &mut Net<D>) -> Result<()> {
         let backend = dev.backend();
-        for (p, state) in net.params.iter_mut().zip(&mut self.states) {
-            match (&self.method, &mut self.frog, p.conv) {
-                (Method::Frog(cfg), Some(f), Some(conv)) => {
-                    let s = p.sampled.as_ref().expect("sampling enabled with FROG");
+        let r = self.sample.len();
+        for (p, &id) in net.params.iter_mut().zip(&self.ids) {
+            match p.conv {
+                Some(_) => {
+                    let batch = p.sampled.as_ref().map(|s| Batch { x: &s.x, y: &s.y, sample: r, batch_size: self.batch });
                     let params = Params { weight: &mut p.value, grad_weight: &p.grad, bias: None };
-                    let batch = Batch { x: &s.x, y: &s.y, sample: f.r, batch_size: self.batch };
-                    precondition_step(backend, cfg, &Layer::conv2d(conv, false), state, &mut f.ws, params, batch)?;
+                    self.inner.step_layer(backend, id, params, batch)?;
                 }
-                (Method::Frog(cfg), _, _) => plain_sgd_step(backend, cfg, state, &mut p.value, &p.grad)?,
-                (Method::Sgd(cfg), _, _) => sgd_step(backend, cfg, state, &mut p.value, &p.grad)?,
+                None => self.inner.step_param(backend, id, &mut p.value, &p.grad)?,
             }
         }
         Ok(())

@@ -123,7 +123,7 @@ pub fn plan(a: &StudyArgs, data_from_env: bool, default_model: &str) -> Result<P
     let epochs = a.epochs.unwrap_or(d.epochs);
     let gamma = a.gamma.unwrap_or(0.1);
     let run = |label: String, method: Method, batch: usize| -> Result<RunConfig> {
-        method.validate()?;
+        method.validate().map_err(|e| Error::new(format!("invalid optimizer settings: {e}")))?;
         let milestones = a.milestones.clone().unwrap_or_else(|| d.milestones.clone());
         Ok(RunConfig { label, arch: arch.clone(), method, batch, epochs, milestones, gamma, seed: a.seed.unwrap_or(0) })
     };

@@ -127,7 +127,7 @@ pub fn train<D: Device>(dev: &D, data: &Data, cfg: &RunConfig, mut on_epoch: imp
     let mut total = 0.0;
     for epoch in 0..cfg.epochs {
         let lr = cfg.lr_at(epoch);
-        opt.set_lr(lr);
+        opt.set_lr(lr)?;
         let start = Instant::now();
         let batches = train_batches(data.train.clone(), cfg.batch, cfg.seed, epoch as u64)?;
         let progress = progress::bar((batches.total() * cfg.batch) as u64, progress::EPOCH).with_prefix((epoch + 1).to_string());

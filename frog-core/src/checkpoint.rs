@@ -96,7 +96,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// bytes) and returns the bytes written. Restored into an optimizer
     /// registered the same way, the next steps are bit-identical to an
     /// uninterrupted run.
-    pub fn checkpoint(&self, out: &mut [u8]) -> Result<usize, Error<B::Error>> {
+    pub fn checkpoint(&self, backend: &B, out: &mut [u8]) -> Result<usize, Error<B::Error>> {
         let needed = self.checkpoint_len();
         if out.len() < needed {
             return Err(ShapeError::BufferLength { what: "checkpoint bytes", expected: needed, actual: out.len() }.into());
@@ -120,7 +120,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                 let len = st.export_len();
                 w.put(&(len as u64).to_le_bytes());
                 let at = w.pos;
-                st.export(&self.backend, &mut w.out[at..at + len])?;
+                st.export(backend, &mut w.out[at..at + len])?;
                 w.pos += len;
             }
         }
@@ -133,7 +133,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// each learning rate against its group's settings), so a rejected
     /// checkpoint changes nothing; a backend error while the states are
     /// written leaves them partly restored (restore again, or rebuild).
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), Error<B::Error>> {
+    pub fn restore(&mut self, backend: &B, bytes: &[u8]) -> Result<(), Error<B::Error>> {
         let mut r = Reader { bytes, pos: 0 };
         if r.take(8)? != MAGIC {
             return Err(StateError::BadMagic.into());
@@ -181,7 +181,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             for st in core::iter::once(&mut slot.state).chain(slot.bias.as_mut()) {
                 let bytes = r.state()?;
                 let steps = st.check_bytes(bytes)?;
-                st.apply_bytes(&self.backend, bytes, steps).map_err(Error::Backend)?;
+                st.apply_bytes(backend, bytes, steps).map_err(Error::Backend)?;
             }
         }
         self.sampler = sampler;

@@ -53,6 +53,14 @@ impl Method {
         }
     }
 
+    /// Checks the settings ([`Config::validate`], [`SgdConfig::validate`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            Self::Frog(c) => c.validate(),
+            Self::Sgd(c) => c.validate(),
+        }
+    }
+
     /// Checks the settings in the scalar type `S` the steps run in
     /// ([`Config::validate_for`], [`SgdConfig::validate_for`]).
     pub fn validate_for<S: Scalar>(&self) -> Result<(), ConfigError> {

@@ -121,6 +121,12 @@ pub(crate) struct Slot<B: Backend> {
 /// The optimizer object: FROG, SGD (and later optimizers) over registered
 /// parameters in groups, on backend `B`, for at most `N` parameters.
 ///
+/// It holds buffers of a backend but not the backend itself: every call
+/// that touches buffers takes it, as frog-core's free functions do, so a
+/// backend that cannot be cloned (a device context) serves the optimizer
+/// and the rest of the training loop alike. Pass the backend that made
+/// the buffers.
+///
 /// A training step draws the sample with [`Optimizer::sample`] (one sample
 /// serves every layer of the step), keeps those samples' inputs and output
 /// gradients in the forward and backward pass ([`Backend::gather_rows`]
@@ -133,7 +139,6 @@ pub(crate) struct Slot<B: Backend> {
 /// To leave a layer out of preconditioning, register its weight and bias
 /// with [`Optimizer::add_param`]: they take the group's plain path.
 pub struct Optimizer<B: Backend, const N: usize> {
-    pub(crate) backend: B,
     pub(crate) groups: Vec<Method, MAX_GROUPS>,
     pub(crate) slots: Vec<Slot<B>, N>,
     workspace: Option<Workspace<B>>,
@@ -153,17 +158,17 @@ type Res<T, B> = Result<T, Error<<B as Backend>::Error>>;
 type GuardedStep<B> = for<'a> fn(&B, &Config, Guard, &Layer, &mut ParamState<B>, &mut Workspace<B>, Params<'a, B>, Batch<'a, B>) -> Res<(), B>;
 
 impl<B: Backend, const N: usize> Optimizer<B, N> {
-    /// An optimizer on `backend` whose default group runs `method`, for
-    /// batches of at most `max_batch` samples; `seed` fixes the sampling.
+    /// An optimizer whose default group runs `method`, for batches of at
+    /// most `max_batch` samples; `seed` fixes the sampling. It allocates
+    /// nothing until parameters are registered.
     ///
     /// Errors: settings [`Method::validate_for`] rejects in the backend's
     /// scalar type, and `max_batch = 0`.
-    pub fn new(backend: B, method: Method, max_batch: usize, seed: u64) -> Res<Self, B> {
+    pub fn new(method: Method, max_batch: usize, seed: u64) -> Res<Self, B> {
         if max_batch == 0 {
             return Err(ShapeError::EmptySample.into());
         }
         let mut opt = Self {
-            backend,
             groups: Vec::new(),
             slots: Vec::new(),
             workspace: None,
@@ -198,25 +203,25 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// among them), an unknown group, a name too long or taken, a full
     /// registry, and memory the backend cannot allocate. A failed call
     /// registers nothing.
-    pub fn add_layer(&mut self, name: &str, layer: Layer, group: GroupId) -> Res<ParamId, B> {
+    pub fn add_layer(&mut self, backend: &B, name: &str, layer: Layer, group: GroupId) -> Res<ParamId, B> {
         layer.validate()?;
         let method = *self.method(group)?;
         let name = self.check_name(name)?;
         let rows = layer.rows();
         let (state, bias) = match method {
             Method::Frog(cfg) => {
-                let need = WorkspaceReq::new(&self.backend, &layer, cfg.sample_rows(self.max_batch))?;
-                self.grow_workspace(need)?;
-                let mut state = ParamState::for_layer(&self.backend, &layer, &cfg).map_err(Error::Backend)?;
+                let need = WorkspaceReq::new(backend, &layer, cfg.sample_rows(self.max_batch))?;
+                self.grow_workspace(backend, need)?;
+                let mut state = ParamState::for_layer(backend, &layer, &cfg).map_err(Error::Backend)?;
                 if self.guard.is_some() {
-                    state.enable_diagnostics(&self.backend, &layer)?;
+                    state.enable_diagnostics(backend, &layer)?;
                 }
                 (state, None)
             }
             Method::Sgd(cfg) => {
                 let has = cfg.momentum > 0.0;
-                let weight = ParamState::new(&self.backend, rows * layer.weight_cols(), has).map_err(Error::Backend)?;
-                let bias = if layer.bias { Some(ParamState::new(&self.backend, rows, has).map_err(Error::Backend)?) } else { None };
+                let weight = ParamState::new(backend, rows * layer.weight_cols(), has).map_err(Error::Backend)?;
+                let bias = if layer.bias { Some(ParamState::new(backend, rows, has).map_err(Error::Backend)?) } else { None };
                 (weight, bias)
             }
         };
@@ -226,10 +231,10 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// Registers a plain parameter of `len` entries named `name` in
     /// `group` (FROG's plain-SGD path in a FROG group). Errors as
     /// [`Optimizer::add_layer`].
-    pub fn add_param(&mut self, name: &str, len: usize, group: GroupId) -> Res<ParamId, B> {
+    pub fn add_param(&mut self, backend: &B, name: &str, len: usize, group: GroupId) -> Res<ParamId, B> {
         let method = *self.method(group)?;
         let name = self.check_name(name)?;
-        let state = ParamState::new(&self.backend, len, method.momentum() > 0.0).map_err(Error::Backend)?;
+        let state = ParamState::new(backend, len, method.momentum() > 0.0).map_err(Error::Backend)?;
         self.push(Slot { name, group, kind: ParamKind::Plain { len }, state, bias: None })
     }
 
@@ -248,12 +253,12 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
 
     /// Reallocates the workspace when `need` is more than it covers (only
     /// while registering).
-    fn grow_workspace(&mut self, need: WorkspaceReq) -> Res<(), B> {
+    fn grow_workspace(&mut self, backend: &B, need: WorkspaceReq) -> Res<(), B> {
         let have = self.workspace.as_ref().map_or_else(WorkspaceReq::default, |ws| ws.req);
         let want = have.union(need);
         if self.workspace.is_none() || want != have {
             self.workspace = None;
-            self.workspace = Some(Workspace::new(&self.backend, want).map_err(Error::Backend)?);
+            self.workspace = Some(Workspace::new(backend, want).map_err(Error::Backend)?);
         }
         Ok(())
     }
@@ -316,7 +321,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// FROG group (`batch` required; guarded when [`Optimizer::set_guard`]
     /// turned the guard on), the group's plain step of weight and bias
     /// otherwise (`batch` unused).
-    pub fn step_layer(&mut self, id: ParamId, params: Params<'_, B>, batch: Option<Batch<'_, B>>) -> Res<(), B> {
+    pub fn step_layer(&mut self, backend: &B, id: ParamId, params: Params<'_, B>, batch: Option<Batch<'_, B>>) -> Res<(), B> {
         let slot = self.slot(id)?;
         let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.0).into()) };
         let method = self.groups[usize::from(slot.group.0)];
@@ -326,8 +331,8 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                 let batch = batch.ok_or(RegistryError::NoBatch(id.0))?;
                 let ws = self.workspace.as_mut().ok_or(RegistryError::NoBatch(id.0))?;
                 match self.guard {
-                    None => precondition_step(&self.backend, &cfg, &layer, &mut slot.state, ws, params, batch),
-                    Some((g, step)) => step(&self.backend, &cfg, g, &layer, &mut slot.state, ws, params, batch),
+                    None => precondition_step(backend, &cfg, &layer, &mut slot.state, ws, params, batch),
+                    Some((g, step)) => step(backend, &cfg, g, &layer, &mut slot.state, ws, params, batch),
                 }
             }
             Method::Sgd(cfg) => {
@@ -335,7 +340,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                 match (&params.bias, &mut slot.bias) {
                     (Some((b, gb)), Some(state)) => {
                         for (what, buf) in [("bias", &**b), ("grad_bias", &**gb)] {
-                            let actual = self.backend.len(buf);
+                            let actual = backend.len(buf);
                             if actual != state.len() {
                                 return Err(ShapeError::BufferLength { what, expected: state.len(), actual }.into());
                             }
@@ -344,9 +349,9 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                     (None, None) => {}
                     _ => return Err(ShapeError::BiasMismatch.into()),
                 }
-                sgd_step(&self.backend, &cfg, &mut slot.state, params.weight, params.grad_weight)?;
+                sgd_step(backend, &cfg, &mut slot.state, params.weight, params.grad_weight)?;
                 match (params.bias, &mut slot.bias) {
-                    (Some((b, gb)), Some(state)) => sgd_step(&self.backend, &cfg, state, b, gb),
+                    (Some((b, gb)), Some(state)) => sgd_step(backend, &cfg, state, b, gb),
                     _ => Ok(()),
                 }
             }
@@ -355,7 +360,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
 
     /// One step of plain parameter `id`: FROG's plain-SGD path in a FROG
     /// group (at `lr * lr_other_ratio`), the group's step otherwise.
-    pub fn step_param(&mut self, id: ParamId, param: &mut B::Buffer, grad: &B::Buffer) -> Res<(), B> {
+    pub fn step_param(&mut self, backend: &B, id: ParamId, param: &mut B::Buffer, grad: &B::Buffer) -> Res<(), B> {
         let slot = self.slot(id)?;
         if !matches!(slot.kind, ParamKind::Plain { .. }) {
             return Err(RegistryError::WrongKind(id.0).into());
@@ -363,8 +368,8 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         let method = self.groups[usize::from(slot.group.0)];
         let state = &mut self.slots[id.0 as usize].state;
         match method {
-            Method::Frog(cfg) => plain_sgd_step(&self.backend, &cfg, state, param, grad),
-            Method::Sgd(cfg) => sgd_step(&self.backend, &cfg, state, param, grad),
+            Method::Frog(cfg) => plain_sgd_step(backend, &cfg, state, param, grad),
+            Method::Sgd(cfg) => sgd_step(backend, &cfg, state, param, grad),
         }
     }
 
@@ -372,14 +377,14 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// preconditioned step then records its diagnostics, read with
     /// [`Optimizer::diagnostics`], and replaces the rows `guard` names.
     /// `None` turns it off (steps are then exactly the original's).
-    pub fn set_guard(&mut self, guard: Option<Guard>) -> Res<(), B>
+    pub fn set_guard(&mut self, backend: &B, guard: Option<Guard>) -> Res<(), B>
     where
         B: GuardBackend,
     {
         if guard.is_some() {
             for slot in &mut self.slots {
                 if let (ParamKind::Layer(layer), Method::Frog(_)) = (slot.kind, self.groups[usize::from(slot.group.0)]) {
-                    slot.state.enable_diagnostics(&self.backend, &layer)?;
+                    slot.state.enable_diagnostics(backend, &layer)?;
                 }
             }
         }
@@ -389,8 +394,8 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
 
     /// The diagnostics of layer `id`'s last guarded step (`None` before
     /// one, or for a parameter FROG does not precondition).
-    pub fn diagnostics(&self, id: ParamId) -> Res<Option<Diagnostics>, B> {
-        self.slot(id)?.state.diagnostics(&self.backend)
+    pub fn diagnostics(&self, backend: &B, id: ParamId) -> Res<Option<Diagnostics>, B> {
+        self.slot(id)?.state.diagnostics(backend)
     }
 
     /// The state of `id` (for a layer outside FROG groups, its weight's).
@@ -417,11 +422,6 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// row scale); `None` before a layer joins a FROG group.
     pub fn workspace(&self) -> Option<&Workspace<B>> {
         self.workspace.as_ref()
-    }
-
-    /// The backend.
-    pub fn backend(&self) -> &B {
-        &self.backend
     }
 
     /// The largest batch the optimizer takes.

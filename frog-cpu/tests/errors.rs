@@ -95,7 +95,7 @@ fn workspace_and_state_must_fit_the_layer() {
     let small = Layer::linear(4, 3, false);
     let big = Layer::linear(8, 3, false);
     let cfg = Config::default();
-    let (mut frog, _, _) = frog_with(backend.clone(), cfg, &[small], &[], 4, 0).unwrap();
+    let (mut frog, _, _) = frog_with(&backend, cfg, &[small], &[], 4, 0).unwrap();
     // Sampling more rows than the optimizer was built for is an error.
     let mut idx = [0; 4];
     assert_eq!(frog.sample(5, &mut idx).unwrap_err(), Error::Shape(ShapeError::BatchExceedsMax { batch: 5, max: 4 }));
@@ -147,11 +147,11 @@ fn state_round_trips_and_rejects_bad_buffers() {
     let layer = Layer::linear(3, 2, true);
     let cfg = Config { momentum: 0.9, ..Config::default() };
     let mut state = ParamState::for_layer(&backend, &layer, &cfg).unwrap();
-    let (mut frog, ids, _) = frog_with(backend.clone(), cfg, &[layer], &[], 2, 0).unwrap();
+    let (mut frog, ids, _) = frog_with(&backend, cfg, &[layer], &[], 2, 0).unwrap();
     let data = StepData::random(&mut Rng(4), &layer, 2, 2);
     let (mut w, mut b) = (data.weight.clone(), data.bias.clone().unwrap());
     let params = frog_core::Params { weight: &mut w, grad_weight: &data.grad_weight, bias: Some((&mut b, data.grad_bias.as_ref().unwrap())) };
-    frog.step_layer(ids[0], params, Some(frog_core::Batch { x: &data.x, y: &data.y, sample: 2, batch_size: 2 })).unwrap();
+    frog.step_layer(&backend, ids[0], params, Some(frog_core::Batch { x: &data.x, y: &data.y, sample: 2, batch_size: 2 })).unwrap();
     let stepped = frog.state(ids[0]).unwrap();
     let mut bytes = vec![0u8; stepped.export_len()];
     assert_eq!(stepped.export(&backend, &mut bytes).unwrap(), bytes.len());

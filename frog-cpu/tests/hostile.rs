@@ -118,12 +118,12 @@ fn impossible_allocations_are_errors() {
     assert_eq!(backend.zeros(1 << 46).unwrap_err(), CpuError::OutOfMemory { entries: 1 << 46 });
     assert_eq!(backend.zeros(usize::MAX).unwrap_err(), CpuError::OutOfMemory { entries: usize::MAX });
     let layer = Layer::linear_tokens(1 << 24, 1 << 12, 1, false);
-    let err = frog_with::<f32>(backend.clone(), Config::default(), &[layer], &[], 8, 0).err().unwrap();
+    let err = frog_with::<f32>(&backend, Config::default(), &[layer], &[], 8, 0).err().unwrap();
     assert_eq!(err.kind(), frog_core::ErrorKind::Backend(frog_core::BackendErrorKind::OutOfMemory));
     // A huge maximum batch with a small sample needs only the sample's indices.
     let small = Layer::linear(3, 2, false);
     let cfg = Config { sample_size: Some(4), ..Config::default() };
-    let (mut frog, _, _) = frog_with::<f32>(backend, cfg, &[small], &[], 1 << 40, 0).unwrap();
+    let (mut frog, _, _) = frog_with::<f32>(&backend, cfg, &[small], &[], 1 << 40, 0).unwrap();
     assert_eq!(frog.sample_rows(10), 4);
     assert_eq!(frog.sample(10, &mut [0; 4]).unwrap().len(), 4);
 }
@@ -226,7 +226,7 @@ fn settings_outside_their_range_or_the_scalar_are_rejected() {
     assert!(matches!(SgdConfig { lr: 100.0, weight_decay: 0.1, ..sgd }.validate(), Err(ConfigError::DecayTooLarge { .. })));
     assert!(matches!(SgdConfig { lr: 1e39, weight_decay: 0.0, ..sgd }.validate_for::<f32>(), Err(ConfigError::OutOfScalarRange { .. })));
     // set_lr: a rejected rate changes nothing.
-    let (mut frog, _, _) = frog_with::<f32>(Cpu::with_threads(1).unwrap(), b, &[Layer::linear(2, 2, false)], &[], 4, 0).unwrap();
+    let (mut frog, _, _) = frog_with::<f32>(&Cpu::with_threads(1).unwrap(), b, &[Layer::linear(2, 2, false)], &[], 4, 0).unwrap();
     assert!(frog.set_lr(1e39).is_err());
     assert!(frog.set_lr(f64::INFINITY).is_err());
     assert_eq!(frog.group(frog_core::GroupId::DEFAULT).unwrap().lr(), b.lr);
@@ -298,21 +298,21 @@ fn mismatched_momentum_states_and_indices_name_the_problem() {
     assert_eq!(err, Error::State(StateError::MomentumSetting { state_has_buffer: false }));
     assert_eq!((state.steps(), &w), (0, &d.weight));
 
-    let (mut frog, layers, others) = frog_with::<f64>(backend.clone(), base(), &[layer, layer], &[2], 4, 0).unwrap();
+    let (mut frog, layers, others) = frog_with::<f64>(&backend, base(), &[layer, layer], &[2], 4, 0).unwrap();
     // A handle of another optimizer with more registrations names nothing here.
-    let (_, foreign, _) = frog_with::<f64>(backend, base(), &[layer; 4], &[], 4, 0).unwrap();
+    let (_, foreign, _) = frog_with::<f64>(&backend, base(), &[layer; 4], &[], 4, 0).unwrap();
     let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
-    let err = frog.step_layer(foreign[3], params, Some(Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 })).unwrap_err();
+    let err = frog.step_layer(&backend, foreign[3], params, Some(Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 })).unwrap_err();
     assert_eq!(err.to_string(), "optimizer registry: parameter 3 was not registered with this optimizer");
     let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
-    let err = frog.step_layer(others[0], params, None).unwrap_err();
+    let err = frog.step_layer(&backend, others[0], params, None).unwrap_err();
     assert_eq!(err.to_string(), "optimizer registry: parameter 2 is of the other kind (step layers with step_layer, plain parameters with step_param)");
     let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
-    assert_eq!(frog.step_layer(layers[0], params, None).unwrap_err().to_string(), "optimizer registry: layer 0 is preconditioned and needs its sampled batch");
-    let err = frog.step_param(layers[1], &mut vec![0.0; 2], &vec![0.0; 2]).unwrap_err();
+    assert_eq!(frog.step_layer(&backend, layers[0], params, None).unwrap_err().to_string(), "optimizer registry: layer 0 is preconditioned and needs its sampled batch");
+    let err = frog.step_param(&backend, layers[1], &mut vec![0.0; 2], &vec![0.0; 2]).unwrap_err();
     assert!(matches!(err, Error::Registry(frog_core::RegistryError::WrongKind(1))));
     assert_eq!(frog.sample(5, &mut [0; 5]).unwrap_err().to_string(), "shape mismatch: batch of 5 samples exceeds the 4 the optimizer was built for");
-    assert_eq!(frog.add_param("param0", 3, frog_core::GroupId::DEFAULT).unwrap_err(), Error::Registry(frog_core::RegistryError::DuplicateName));
+    assert_eq!(frog.add_param(&backend, "param0", 3, frog_core::GroupId::DEFAULT).unwrap_err(), Error::Registry(frog_core::RegistryError::DuplicateName));
     assert_eq!(frog.params().count(), 3, "a failed registration registers nothing");
 }
 

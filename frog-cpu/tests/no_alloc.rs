@@ -47,7 +47,8 @@ fn steady_state_steps_allocate_nothing() {
     let others = [8, 8, 10];
     let (batch, sample) = (16, 8);
     let cfg = Config { lr: 1e-2, momentum: 0.9, nesterov: true, weight_decay: 1e-4, sample_size: Some(sample), ..Config::default() };
-    let (mut frog, layer_ids, other_ids) = frog_with::<f32>(Cpu::with_threads(2).unwrap(), cfg, &layers, &others, batch, 7).unwrap();
+    let cpu = Cpu::with_threads(2).unwrap();
+    let (mut frog, layer_ids, other_ids) = frog_with::<f32>(&cpu, cfg, &layers, &others, batch, 7).unwrap();
     let mut idx = vec![0; frog.sample_rows(batch)];
 
     let mut rng = Rng(11);
@@ -65,16 +66,16 @@ fn steady_state_steps_allocate_nothing() {
         assert_eq!(frog.sample(batch, &mut idx).unwrap().len(), sample);
         for (&id, (w, b, gw, gb, x, y)) in layer_ids.iter().zip(&mut data) {
             let params = Params { weight: w, grad_weight: gw, bias: b.as_mut().zip(gb.as_ref()) };
-            frog.step_layer(id, params, Some(Batch { x, y, sample, batch_size: batch })).unwrap();
+            frog.step_layer(&cpu, id, params, Some(Batch { x, y, sample, batch_size: batch })).unwrap();
         }
         for (&id, (p, g)) in other_ids.iter().zip(&mut other) {
-            frog.step_param(id, p, g).unwrap();
+            frog.step_param(&cpu, id, p, g).unwrap();
         }
     };
     // The guard off (the original's step), then on (diagnostics and
     // replaced rows): after a warm-up step, neither allocates.
     for guard in [None, Some(Guard { nonfinite: true, dead_rows: true })] {
-        frog.set_guard(guard).unwrap();
+        frog.set_guard(&cpu, guard).unwrap();
         step(&mut frog);
         // The counter sees allocations at all (so a zero below means something).
         let probe = ALLOCATIONS.load(Ordering::SeqCst);
@@ -88,5 +89,5 @@ fn steady_state_steps_allocate_nothing() {
         assert_eq!(allocations, 0, "100 steady-state steps (guard {guard:?}) allocated {allocations} times");
     }
     assert!(data.iter().all(|d| d.0.iter().all(|v| v.is_finite())));
-    assert!(frog.diagnostics(layer_ids[0]).unwrap().is_some_and(|d| d.nonfinite_rows == 0));
+    assert!(frog.diagnostics(&cpu, layer_ids[0]).unwrap().is_some_and(|d| d.nonfinite_rows == 0));
 }

@@ -28,16 +28,16 @@ struct Model {
 /// An optimizer with three groups: FROG (both layers), FROG without decay
 /// (a plain parameter), SGD (the linear layer again, stepped as weight
 /// and bias).
-fn build() -> (Frog<f64>, [ParamId; 4]) {
+fn build(cpu: &Cpu<f64>) -> (Frog<f64>, [ParamId; 4]) {
     let [conv, lin] = layers();
-    let mut frog = Frog::<f64>::new(Cpu::with_threads(2).unwrap(), Method::Frog(frog_cfg()), BATCH, 9).unwrap();
+    let mut frog = Frog::<f64>::new(Method::Frog(frog_cfg()), BATCH, 9).unwrap();
     let no_decay = frog.add_group(Method::Frog(Config { weight_decay: 0.0, ..frog_cfg() })).unwrap();
     let sgd = frog.add_group(Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: true })).unwrap();
     let ids = [
-        frog.add_layer("conv", conv, GroupId::DEFAULT).unwrap(),
-        frog.add_layer("fc", lin, GroupId::DEFAULT).unwrap(),
-        frog.add_param("bn", 5, no_decay).unwrap(),
-        frog.add_layer("fc_sgd", lin, sgd).unwrap(),
+        frog.add_layer(cpu, "conv", conv, GroupId::DEFAULT).unwrap(),
+        frog.add_layer(cpu, "fc", lin, GroupId::DEFAULT).unwrap(),
+        frog.add_param(cpu, "bn", 5, no_decay).unwrap(),
+        frog.add_layer(cpu, "fc_sgd", lin, sgd).unwrap(),
     ];
     (frog, ids)
 }
@@ -51,7 +51,7 @@ fn model() -> Model {
 
 /// One training step at step number `t`: gradients and full-batch inputs
 /// from `t`, the sampled rows gathered on the backend.
-fn train_step(frog: &mut Frog<f64>, ids: &[ParamId; 4], m: &mut Model, t: u64) -> Vec<usize> {
+fn train_step(cpu: &Cpu<f64>, frog: &mut Frog<f64>, ids: &[ParamId; 4], m: &mut Model, t: u64) -> Vec<usize> {
     let mut rng = Rng(100 + t);
     let [conv, lin] = layers();
     let mut idx = vec![0; frog.sample_rows(BATCH)];
@@ -60,14 +60,14 @@ fn train_step(frog: &mut Frog<f64>, ids: &[ParamId; 4], m: &mut Model, t: u64) -
     for (k, layer) in [conv, lin, lin].iter().enumerate() {
         let full = StepData::random(&mut rng, layer, BATCH, BATCH);
         let (mut x, mut y) = (vec![0.0; r * layer.input_len()], vec![0.0; r * layer.output_len()]);
-        gather_rows(frog.backend(), &sample, layer.input_len(), &full.x, &mut x).unwrap();
-        gather_rows(frog.backend(), &sample, layer.output_len(), &full.y, &mut y).unwrap();
+        gather_rows(cpu, &sample, layer.input_len(), &full.x, &mut x).unwrap();
+        gather_rows(cpu, &sample, layer.output_len(), &full.y, &mut y).unwrap();
         let (w, b) = &mut m.weights[k];
         let params = Params { weight: w, grad_weight: &full.grad_weight, bias: Some((b, full.grad_bias.as_ref().unwrap())) };
         let batch = Batch { x: &x, y: &y, sample: r, batch_size: BATCH };
-        frog.step_layer(ids[if k == 2 { 3 } else { k }], params, Some(batch)).unwrap();
+        frog.step_layer(cpu, ids[if k == 2 { 3 } else { k }], params, Some(batch)).unwrap();
     }
-    frog.step_param(ids[2], &mut m.plain, &rng.vec(5)).unwrap();
+    frog.step_param(cpu, ids[2], &mut m.plain, &rng.vec(5)).unwrap();
     sample
 }
 
@@ -77,107 +77,111 @@ fn bits(m: &Model) -> Vec<u64> {
 
 #[test]
 fn a_restored_checkpoint_continues_bit_for_bit() {
-    let (mut frog, ids) = build();
+    let cpu = &Cpu::<f64>::with_threads(2).unwrap();
+    let (mut frog, ids) = build(&cpu);
     let mut m = model();
     for t in 0..3 {
-        train_step(&mut frog, &ids, &mut m, t);
+        train_step(&cpu, &mut frog, &ids, &mut m, t);
     }
     frog.set_lr(0.015).unwrap();
     let mut bytes = vec![0; frog.checkpoint_len()];
-    assert_eq!(frog.checkpoint(&mut bytes).unwrap(), bytes.len());
+    assert_eq!(frog.checkpoint(cpu, &mut bytes).unwrap(), bytes.len());
     let mut resumed = Model { weights: m.weights.clone(), plain: m.plain.clone() };
     let (mut uninterrupted, mut samples) = (Vec::new(), Vec::new());
     for t in 3..6 {
-        samples.push(train_step(&mut frog, &ids, &mut m, t));
+        samples.push(train_step(&cpu, &mut frog, &ids, &mut m, t));
         uninterrupted.push(bits(&m));
     }
 
-    let (mut fresh, fresh_ids) = build();
-    fresh.restore(&bytes).unwrap();
+    let (mut fresh, fresh_ids) = build(&cpu);
+    fresh.restore(cpu, &bytes).unwrap();
     assert_eq!(fresh.group(GroupId::DEFAULT).unwrap().lr(), 0.015);
     assert_eq!(fresh.state(fresh_ids[0]).unwrap().steps(), 3);
     for (i, t) in (3..6).enumerate() {
-        assert_eq!(train_step(&mut fresh, &fresh_ids, &mut resumed, t), samples[i], "the sampler resumes where it was");
+        assert_eq!(train_step(&cpu, &mut fresh, &fresh_ids, &mut resumed, t), samples[i], "the sampler resumes where it was");
         assert_eq!(bits(&resumed), uninterrupted[i], "step {t} differs after the restore");
     }
 }
 
 #[test]
 fn corrupt_or_foreign_checkpoints_change_nothing() {
-    let (mut frog, ids) = build();
+    let cpu = &Cpu::<f64>::with_threads(2).unwrap();
+    let (mut frog, ids) = build(&cpu);
     let mut m = model();
-    train_step(&mut frog, &ids, &mut m, 0);
+    train_step(&cpu, &mut frog, &ids, &mut m, 0);
     let mut good = vec![0; frog.checkpoint_len()];
-    frog.checkpoint(&mut good).unwrap();
-    let (mut target, _) = build();
+    frog.checkpoint(cpu, &mut good).unwrap();
+    let (mut target, _) = build(&cpu);
     let mut before = vec![0; target.checkpoint_len()];
-    target.checkpoint(&mut before).unwrap();
+    target.checkpoint(cpu, &mut before).unwrap();
     let unchanged = |t: &Frog<f64>| {
         let mut now = vec![0; t.checkpoint_len()];
-        t.checkpoint(&mut now).unwrap();
+        t.checkpoint(cpu, &mut now).unwrap();
         now == before
     };
     // Every truncation is an error.
     for n in 0..good.len() {
-        assert!(matches!(target.restore(&good[..n]), Err(Error::State(StateError::Truncated { .. }))), "prefix of {n} bytes");
+        assert!(matches!(target.restore(cpu, &good[..n]), Err(Error::State(StateError::Truncated { .. }))), "prefix of {n} bytes");
     }
     let corrupt = |at: usize, byte: u8| {
         let mut b = good.clone();
         b[at] = byte;
         b
     };
-    assert_eq!(target.restore(&corrupt(0, b'X')).unwrap_err(), Error::State(StateError::BadMagic));
-    assert_eq!(target.restore(&corrupt(8, 9)).unwrap_err(), Error::State(StateError::Version(9)));
-    assert_eq!(target.restore(&corrupt(10, 4)).unwrap_err(), Error::State(StateError::ScalarSize(4)));
+    assert_eq!(target.restore(cpu, &corrupt(0, b'X')).unwrap_err(), Error::State(StateError::BadMagic));
+    assert_eq!(target.restore(cpu, &corrupt(8, 9)).unwrap_err(), Error::State(StateError::Version(9)));
+    assert_eq!(target.restore(cpu, &corrupt(10, 4)).unwrap_err(), Error::State(StateError::ScalarSize(4)));
     let mut zero_sampler = good.clone();
     zero_sampler[20..52].fill(0);
-    assert_eq!(target.restore(&zero_sampler).unwrap_err(), Error::State(StateError::SamplerState));
+    assert_eq!(target.restore(cpu, &zero_sampler).unwrap_err(), Error::State(StateError::SamplerState));
     let mut nan_lr = good.clone();
     nan_lr[52..60].copy_from_slice(&f64::NAN.to_le_bytes());
-    assert!(matches!(target.restore(&nan_lr), Err(Error::Config(_))));
+    assert!(matches!(target.restore(cpu, &nan_lr), Err(Error::Config(_))));
     // The first name's first byte ("conv" -> "xonv").
     let name_at = 52 + 3 * 8 + 2;
-    assert_eq!(target.restore(&corrupt(name_at, b'x')).unwrap_err(), Error::State(StateError::Registrations { what: "a parameter's name", index: 0 }));
+    assert_eq!(target.restore(cpu, &corrupt(name_at, b'x')).unwrap_err(), Error::State(StateError::Registrations { what: "a parameter's name", index: 0 }));
     // A NaN in the last state's momentum (the SGD bias) is caught before
     // any earlier state is written.
     let mut nan_momentum = good.clone();
     let end = nan_momentum.len();
     nan_momentum[end - 8..].copy_from_slice(&f64::NAN.to_le_bytes());
-    assert!(matches!(target.restore(&nan_momentum), Err(Error::State(StateError::NonFinite { .. }))));
+    assert!(matches!(target.restore(cpu, &nan_momentum), Err(Error::State(StateError::NonFinite { .. }))));
     // Another optimizer's registrations.
-    let mut other = Frog::<f64>::new(Cpu::with_threads(1).unwrap(), Method::Frog(frog_cfg()), BATCH, 9).unwrap();
-    other.add_layer("conv", layers()[0], GroupId::DEFAULT).unwrap();
-    assert!(matches!(other.restore(&good), Err(Error::State(StateError::Registrations { .. }))));
+    let mut other = Frog::<f64>::new(Method::Frog(frog_cfg()), BATCH, 9).unwrap();
+    other.add_layer(cpu, "conv", layers()[0], GroupId::DEFAULT).unwrap();
+    assert!(matches!(other.restore(cpu, &good), Err(Error::State(StateError::Registrations { .. }))));
     assert!(unchanged(&target), "no rejected checkpoint changed anything");
-    target.restore(&good).unwrap();
+    target.restore(cpu, &good).unwrap();
     assert!(!unchanged(&target));
 }
 
 #[test]
 fn the_object_steps_exactly_as_the_bare_step() {
+    let cpu = &Cpu::<f64>::with_threads(2).unwrap();
     let layer = layers()[0];
     let cfg = Config { sample_size: None, ..frog_cfg() };
     let data = StepData::random(&mut Rng(8), &layer, 4, 4);
     let bare = step_once(&cfg, &layer, &data).unwrap();
-    let mut frog = Frog::<f64>::new(Cpu::with_threads(2).unwrap(), Method::Frog(cfg), 4, 1).unwrap();
-    let id = frog.add_layer("conv", layer, GroupId::DEFAULT).unwrap();
+    let mut frog = Frog::<f64>::new(Method::Frog(cfg), 4, 1).unwrap();
+    let id = frog.add_layer(cpu, "conv", layer, GroupId::DEFAULT).unwrap();
     let (mut w, mut b) = (data.weight.clone(), data.bias.clone().unwrap());
     let params = Params { weight: &mut w, grad_weight: &data.grad_weight, bias: Some((&mut b, data.grad_bias.as_ref().unwrap())) };
-    frog.step_layer(id, params, Some(Batch { x: &data.x, y: &data.y, sample: 4, batch_size: 4 })).unwrap();
+    frog.step_layer(cpu, id, params, Some(Batch { x: &data.x, y: &data.y, sample: 4, batch_size: 4 })).unwrap();
     assert_eq!(w, bare.weight);
     assert_eq!(Some(b), bare.bias);
 }
 
 #[test]
 fn groups_carry_their_own_settings() {
+    let cpu = &Cpu::<f64>::with_threads(2).unwrap();
     let cfg = frog_cfg();
-    let mut frog = Frog::<f64>::new(Cpu::with_threads(1).unwrap(), Method::Frog(cfg), 4, 1).unwrap();
+    let mut frog = Frog::<f64>::new(Method::Frog(cfg), 4, 1).unwrap();
     let no_decay = frog.add_group(Method::Frog(Config { weight_decay: 0.0, lr: 0.04, ..cfg })).unwrap();
-    let a = frog.add_param("a", 3, GroupId::DEFAULT).unwrap();
-    let b = frog.add_param("b", 3, no_decay).unwrap();
+    let a = frog.add_param(cpu, "a", 3, GroupId::DEFAULT).unwrap();
+    let b = frog.add_param(cpu, "b", 3, no_decay).unwrap();
     let (mut pa, mut pb, g) = (vec![1.0; 3], vec![1.0; 3], vec![0.0; 3]);
-    frog.step_param(a, &mut pa, &g).unwrap();
-    frog.step_param(b, &mut pb, &g).unwrap();
+    frog.step_param(cpu, a, &mut pa, &g).unwrap();
+    frog.step_param(cpu, b, &mut pb, &g).unwrap();
     // Zero gradient: only the decay moves a (at lr * lr_other_ratio); b has none.
     assert_eq!(pa, vec![1.0 - 0.02 * 0.25 * 1e-3; 3]);
     assert_eq!(pb, vec![1.0; 3]);
@@ -189,17 +193,18 @@ fn groups_carry_their_own_settings() {
     assert_eq!(err, Error::Registry(RegistryError::SampleSizeMismatch));
     assert_eq!(frog.find("b"), Some(b));
     assert_eq!(frog.name(b).unwrap(), "b");
-    assert_eq!(frog.add_param(&"n".repeat(65), 1, GroupId::DEFAULT).unwrap_err(), Error::Registry(RegistryError::NameTooLong { len: 65 }));
+    assert_eq!(frog.add_param(cpu, &"n".repeat(65), 1, GroupId::DEFAULT).unwrap_err(), Error::Registry(RegistryError::NameTooLong { len: 65 }));
     let grouped = Layer::conv2d(Conv2d::new(4, 4, 3, [6, 6]).groups(2), false);
-    assert!(matches!(frog.add_layer("dw", grouped, GroupId::DEFAULT), Err(Error::Shape(ShapeError::Unsupported { .. }))));
+    assert!(matches!(frog.add_layer(cpu, "dw", grouped, GroupId::DEFAULT), Err(Error::Shape(ShapeError::Unsupported { .. }))));
 }
 
 #[test]
 fn a_full_registry_is_an_error() {
-    let mut opt = frog_core::Optimizer::<Cpu<f32>, 2>::new(Cpu::with_threads(1).unwrap(), Method::Frog(frog_cfg()), 4, 0).unwrap();
-    opt.add_param("a", 1, GroupId::DEFAULT).unwrap();
-    opt.add_param("b", 1, GroupId::DEFAULT).unwrap();
-    assert_eq!(opt.add_param("c", 1, GroupId::DEFAULT).unwrap_err(), Error::Registry(RegistryError::Full { capacity: 2 }));
+    let cpu = &Cpu::<f32>::with_threads(1).unwrap();
+    let mut opt = frog_core::Optimizer::<Cpu<f32>, 2>::new(Method::Frog(frog_cfg()), 4, 0).unwrap();
+    opt.add_param(cpu, "a", 1, GroupId::DEFAULT).unwrap();
+    opt.add_param(cpu, "b", 1, GroupId::DEFAULT).unwrap();
+    assert_eq!(opt.add_param(cpu, "c", 1, GroupId::DEFAULT).unwrap_err(), Error::Registry(RegistryError::Full { capacity: 2 }));
     for _ in 1..frog_core::MAX_GROUPS {
         opt.add_group(Method::Frog(frog_cfg())).unwrap();
     }

@@ -90,16 +90,16 @@ pub fn step_once(cfg: &Config, layer: &Layer, data: &StepData) -> Result<Stepped
 /// parameters of `others` entries, all in the default group, with their
 /// handles in registration order.
 pub fn frog_with<T: frog_cpu::Real>(
-    backend: frog_cpu::Cpu<T>,
+    backend: &frog_cpu::Cpu<T>,
     cfg: Config,
     layers: &[Layer],
     others: &[usize],
     max_batch: usize,
     seed: u64,
 ) -> Result<(frog_cpu::Frog<T>, Vec<frog_core::ParamId>, Vec<frog_core::ParamId>), Error<CpuError>> {
-    let mut frog = frog_cpu::Frog::new(backend, frog_core::Method::Frog(cfg), max_batch, seed)?;
+    let mut frog = frog_cpu::Frog::new(frog_core::Method::Frog(cfg), max_batch, seed)?;
     let g = frog_core::GroupId::DEFAULT;
-    let layer_ids = layers.iter().enumerate().map(|(i, l)| frog.add_layer(&format!("layer{i}"), *l, g)).collect::<Result<_, _>>()?;
-    let other_ids = others.iter().enumerate().map(|(i, &n)| frog.add_param(&format!("param{i}"), n, g)).collect::<Result<_, _>>()?;
+    let layer_ids = layers.iter().enumerate().map(|(i, l)| frog.add_layer(backend, &format!("layer{i}"), *l, g)).collect::<Result<_, _>>()?;
+    let other_ids = others.iter().enumerate().map(|(i, &n)| frog.add_param(backend, &format!("param{i}"), n, g)).collect::<Result<_, _>>()?;
     Ok((frog, layer_ids, other_ids))
 }
