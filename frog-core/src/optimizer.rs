@@ -129,7 +129,7 @@ pub(crate) struct Slot<B: Backend> {
 ///
 /// A training step draws the sample with [`Optimizer::sample`] (one sample
 /// serves every layer of the step), keeps those samples' inputs and output
-/// gradients in the forward and backward pass ([`Backend::gather_rows`]
+/// gradients in the forward and backward pass ([`crate::gather_rows`]
 /// takes them from full-batch buffers on the device), then calls
 /// [`Optimizer::step_layer`] for every layer and [`Optimizer::step_param`]
 /// for every other parameter. Steps never allocate.

@@ -78,10 +78,10 @@ fn bits(m: &Model) -> Vec<u64> {
 #[test]
 fn a_restored_checkpoint_continues_bit_for_bit() {
     let cpu = &Cpu::<f64>::with_threads(2).unwrap();
-    let (mut frog, ids) = build(&cpu);
+    let (mut frog, ids) = build(cpu);
     let mut m = model();
     for t in 0..3 {
-        train_step(&cpu, &mut frog, &ids, &mut m, t);
+        train_step(cpu, &mut frog, &ids, &mut m, t);
     }
     frog.set_lr(0.015).unwrap();
     let mut bytes = vec![0; frog.checkpoint_len()];
@@ -89,16 +89,16 @@ fn a_restored_checkpoint_continues_bit_for_bit() {
     let mut resumed = Model { weights: m.weights.clone(), plain: m.plain.clone() };
     let (mut uninterrupted, mut samples) = (Vec::new(), Vec::new());
     for t in 3..6 {
-        samples.push(train_step(&cpu, &mut frog, &ids, &mut m, t));
+        samples.push(train_step(cpu, &mut frog, &ids, &mut m, t));
         uninterrupted.push(bits(&m));
     }
 
-    let (mut fresh, fresh_ids) = build(&cpu);
+    let (mut fresh, fresh_ids) = build(cpu);
     fresh.restore(cpu, &bytes).unwrap();
     assert_eq!(fresh.group(GroupId::DEFAULT).unwrap().lr(), 0.015);
     assert_eq!(fresh.state(fresh_ids[0]).unwrap().steps(), 3);
     for (i, t) in (3..6).enumerate() {
-        assert_eq!(train_step(&cpu, &mut fresh, &fresh_ids, &mut resumed, t), samples[i], "the sampler resumes where it was");
+        assert_eq!(train_step(cpu, &mut fresh, &fresh_ids, &mut resumed, t), samples[i], "the sampler resumes where it was");
         assert_eq!(bits(&resumed), uninterrupted[i], "step {t} differs after the restore");
     }
 }
@@ -106,12 +106,12 @@ fn a_restored_checkpoint_continues_bit_for_bit() {
 #[test]
 fn corrupt_or_foreign_checkpoints_change_nothing() {
     let cpu = &Cpu::<f64>::with_threads(2).unwrap();
-    let (mut frog, ids) = build(&cpu);
+    let (mut frog, ids) = build(cpu);
     let mut m = model();
-    train_step(&cpu, &mut frog, &ids, &mut m, 0);
+    train_step(cpu, &mut frog, &ids, &mut m, 0);
     let mut good = vec![0; frog.checkpoint_len()];
     frog.checkpoint(cpu, &mut good).unwrap();
-    let (mut target, _) = build(&cpu);
+    let (mut target, _) = build(cpu);
     let mut before = vec![0; target.checkpoint_len()];
     target.checkpoint(cpu, &mut before).unwrap();
     let unchanged = |t: &Frog<f64>| {

@@ -86,6 +86,9 @@ pub fn step_once(cfg: &Config, layer: &Layer, data: &StepData) -> Result<Stepped
     Ok(Stepped { weight, bias, direction, row_scale })
 }
 
+/// An optimizer with the handles of its layers and of its plain parameters.
+pub type Registered<T> = (frog_cpu::Frog<T>, Vec<frog_core::ParamId>, Vec<frog_core::ParamId>);
+
 /// A [`frog_cpu::Frog`] running FROG with `layers` preconditioned and plain
 /// parameters of `others` entries, all in the default group, with their
 /// handles in registration order.
@@ -96,7 +99,7 @@ pub fn frog_with<T: frog_cpu::Real>(
     others: &[usize],
     max_batch: usize,
     seed: u64,
-) -> Result<(frog_cpu::Frog<T>, Vec<frog_core::ParamId>, Vec<frog_core::ParamId>), Error<CpuError>> {
+) -> Result<Registered<T>, Error<CpuError>> {
     let mut frog = frog_cpu::Frog::new(frog_core::Method::Frog(cfg), max_batch, seed)?;
     let g = frog_core::GroupId::DEFAULT;
     let layer_ids = layers.iter().enumerate().map(|(i, l)| frog.add_layer(backend, &format!("layer{i}"), *l, g)).collect::<Result<_, _>>()?;
