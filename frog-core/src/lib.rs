@@ -15,6 +15,7 @@
 #![no_std]
 #![warn(missing_docs)]
 
+mod adamw;
 mod backend;
 mod checkpoint;
 mod config;
@@ -30,6 +31,7 @@ mod state;
 mod step;
 mod workspace;
 
+pub use adamw::{adamw_step, AdamBackend, AdamCoefs, AdamState, AdamWConfig};
 pub use backend::{Backend, BackendError, BackendErrorKind, CgBuffers, Patches, Strided};
 pub use checkpoint::CHECKPOINT_VERSION;
 pub use config::{Config, ConfigError, MAX_NUM_ITERS};

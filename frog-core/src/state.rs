@@ -65,6 +65,16 @@ pub enum StateError {
     NoDiagnostics,
     /// A checkpoint's sampler state is all zeros (no seed gives it).
     SamplerState,
+    /// An AdamW state's amsgrad buffer does not match the setting.
+    AmsgradSetting {
+        /// Whether the state has the buffer.
+        state_has_buffer: bool,
+    },
+    /// An AdamW second moment is negative (it is a running mean of squares).
+    Negative {
+        /// The entry.
+        index: u64,
+    },
     /// A checkpoint was written for other registrations: another count,
     /// name, kind or size of parameter, or another number of groups.
     Registrations {
@@ -91,6 +101,9 @@ impl fmt::Display for StateError {
             Self::MomentumSetting { state_has_buffer: false } => write!(f, "the state has no momentum buffer but momentum > 0"),
             Self::NoDiagnostics => write!(f, "a guarded step needs a state with diagnostics (ParamState::with_diagnostics)"),
             Self::SamplerState => write!(f, "the checkpoint's sampler state is all zeros"),
+            Self::AmsgradSetting { state_has_buffer: true } => write!(f, "the AdamW state has an amsgrad buffer but amsgrad is off"),
+            Self::AmsgradSetting { state_has_buffer: false } => write!(f, "the AdamW state has no amsgrad buffer but amsgrad is on"),
+            Self::Negative { index } => write!(f, "AdamW second-moment entry {index} is negative"),
             Self::Registrations { what, index } => {
                 write!(f, "the checkpoint was written for other registrations: {what} differs at {index}")
             }
@@ -218,16 +231,7 @@ impl<B: Backend> ParamState<B> {
         out[8..16].copy_from_slice(&(self.len as u64).to_le_bytes());
         out[16..24].copy_from_slice(&self.steps.to_le_bytes());
         if let Some(buf) = &self.momentum {
-            let mut chunk = [B::Scalar::ZERO; CHUNK];
-            let mut pos = HEADER;
-            for start in (0..self.len).step_by(CHUNK) {
-                let n = CHUNK.min(self.len - start);
-                backend.read(buf, start, &mut chunk[..n]).map_err(Error::Backend)?;
-                for v in &chunk[..n] {
-                    v.write_le(&mut out[pos..]);
-                    pos += B::Scalar::BYTES;
-                }
-            }
+            export_scalars(backend, buf, self.len, &mut out[HEADER..needed]).map_err(Error::Backend)?;
         }
         Ok(needed)
     }
@@ -279,28 +283,56 @@ impl<B: Backend> ParamState<B> {
         if bytes.len() < needed {
             return Err(StateError::Truncated { needed, actual: bytes.len() });
         }
-        let entries = bytes[HEADER..needed].chunks_exact(B::Scalar::BYTES);
-        if let Some(index) = entries.map(B::Scalar::read_le).position(|v| !v.as_f64().is_finite()) {
-            return Err(StateError::NonFinite { index: index as u64 });
-        }
+        check_finite::<B::Scalar>(&bytes[HEADER..needed])?;
         Ok(steps)
     }
 
     /// Writes checked bytes into the state.
     pub(crate) fn apply_bytes(&mut self, backend: &B, bytes: &[u8], steps: u64) -> Result<(), B::Error> {
         if let Some(buf) = &mut self.momentum {
-            let mut chunk = [B::Scalar::ZERO; CHUNK];
-            let mut pos = HEADER;
-            for start in (0..self.len).step_by(CHUNK) {
-                let n = CHUNK.min(self.len - start);
-                for v in &mut chunk[..n] {
-                    *v = B::Scalar::read_le(&bytes[pos..]);
-                    pos += B::Scalar::BYTES;
-                }
-                backend.write(&chunk[..n], buf, start)?;
-            }
+            import_scalars(backend, &bytes[HEADER..], buf, self.len)?;
         }
         self.steps = steps;
         Ok(())
+    }
+}
+
+/// Writes the first `len` entries of `buf` to `out` as little-endian bytes
+/// (`out` holds at least `len` scalars), a chunk per host round trip.
+pub(crate) fn export_scalars<B: Backend>(backend: &B, buf: &B::Buffer, len: usize, out: &mut [u8]) -> Result<(), B::Error> {
+    let mut chunk = [B::Scalar::ZERO; CHUNK];
+    let mut pos = 0;
+    for start in (0..len).step_by(CHUNK) {
+        let n = CHUNK.min(len - start);
+        backend.read(buf, start, &mut chunk[..n])?;
+        for v in &chunk[..n] {
+            v.write_le(&mut out[pos..]);
+            pos += B::Scalar::BYTES;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `len` little-endian scalars from the front of `bytes` (checked
+/// to hold them) into `buf`.
+pub(crate) fn import_scalars<B: Backend>(backend: &B, bytes: &[u8], buf: &mut B::Buffer, len: usize) -> Result<(), B::Error> {
+    let mut chunk = [B::Scalar::ZERO; CHUNK];
+    let mut pos = 0;
+    for start in (0..len).step_by(CHUNK) {
+        let n = CHUNK.min(len - start);
+        for v in &mut chunk[..n] {
+            *v = B::Scalar::read_le(&bytes[pos..]);
+            pos += B::Scalar::BYTES;
+        }
+        backend.write(&chunk[..n], buf, start)?;
+    }
+    Ok(())
+}
+
+/// Rejects a NaN or infinite scalar among little-endian `bytes`.
+pub(crate) fn check_finite<S: Scalar>(bytes: &[u8]) -> Result<(), StateError> {
+    match bytes.chunks_exact(S::BYTES).map(S::read_le).position(|v| !v.as_f64().is_finite()) {
+        Some(index) => Err(StateError::NonFinite { index: index as u64 }),
+        None => Ok(()),
     }
 }

@@ -74,7 +74,7 @@ impl BackendError for CpuError {
     }
 }
 
-fn need<T>(op: &'static str, buf: &[T], needed: usize) -> Result<(), CpuError> {
+pub(crate) fn need<T>(op: &'static str, buf: &[T], needed: usize) -> Result<(), CpuError> {
     if buf.len() >= needed {
         Ok(())
     } else {
@@ -151,7 +151,7 @@ impl<T: Real> Cpu<T> {
 
     /// Runs `f(range)` over `0..len` split into one range per thread, or on
     /// the calling thread when `work` is too small to be worth splitting.
-    fn par_ranges(&self, len: usize, work: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    pub(crate) fn par_ranges(&self, len: usize, work: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
         let threads = self.pool.threads();
         if threads == 1 || work < PAR_MIN {
             f(0..len);

@@ -4,7 +4,10 @@
 //! `f64`, multi-threaded on a persistent [`pool::ThreadPool`], with faer's
 //! GEMM kernels; [`Frog`] is a convenience optimizer over a list of layers.
 
+mod adamw;
 mod backend;
+#[cfg(feature = "golden")]
+pub mod baselines;
 #[cfg(feature = "golden")]
 pub mod golden;
 pub mod gemm;
