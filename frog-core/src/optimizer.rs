@@ -11,6 +11,7 @@ use core::fmt;
 
 use heapless::{String, Vec};
 
+use crate::adamw::{adamw_step, AdamBackend, AdamState, AdamWConfig};
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::error::{Error, ShapeError};
@@ -86,6 +87,10 @@ pub enum RegistryError {
     WrongKind(u32),
     /// A preconditioned layer stepped without its sampled batch.
     NoBatch(u32),
+    /// An AdamW group made through `new` or `add_group`: AdamW needs a
+    /// backend with [`AdamBackend`], so its groups come from
+    /// [`Optimizer::new_adamw`] and [`Optimizer::add_adamw_group`].
+    AdamNeedsItsEntryPoint,
 }
 
 impl fmt::Display for RegistryError {
@@ -100,11 +105,63 @@ impl fmt::Display for RegistryError {
             Self::SampleSizeMismatch => write!(f, "every FROG group must have the same sample_size: one sample serves every layer of a step"),
             Self::WrongKind(p) => write!(f, "parameter {p} is of the other kind (step layers with step_layer, plain parameters with step_param)"),
             Self::NoBatch(p) => write!(f, "layer {p} is preconditioned and needs its sampled batch"),
+            Self::AdamNeedsItsEntryPoint => write!(f, "AdamW groups are made with new_adamw or add_adamw_group (the backend must implement AdamBackend)"),
         }
     }
 }
 
 impl core::error::Error for RegistryError {}
+
+/// A parameter's state: FROG's and SGD's momentum state, or AdamW's
+/// moments, as its group's method needs.
+pub(crate) enum SlotState<B: Backend> {
+    Momentum(ParamState<B>),
+    Adam(AdamState<B>),
+}
+
+impl<B: Backend> SlotState<B> {
+    fn new(backend: &B, method: &Method, len: usize) -> Result<Self, B::Error> {
+        Ok(match method {
+            Method::AdamW(c) => Self::Adam(AdamState::new(backend, len, c.amsgrad)?),
+            m => Self::Momentum(ParamState::new(backend, len, m.momentum() > 0.0)?),
+        })
+    }
+
+    pub(crate) fn export_len(&self) -> usize {
+        match self {
+            Self::Momentum(s) => s.export_len(),
+            Self::Adam(s) => s.export_len(),
+        }
+    }
+
+    pub(crate) fn export(&self, backend: &B, out: &mut [u8]) -> Res<usize, B> {
+        match self {
+            Self::Momentum(s) => s.export(backend, out),
+            Self::Adam(s) => s.export(backend, out),
+        }
+    }
+
+    pub(crate) fn check_bytes(&self, bytes: &[u8]) -> Result<u64, crate::state::StateError> {
+        match self {
+            Self::Momentum(s) => s.check_bytes(bytes),
+            Self::Adam(s) => s.check_bytes(bytes),
+        }
+    }
+
+    pub(crate) fn apply_bytes(&mut self, backend: &B, bytes: &[u8], steps: u64) -> Result<(), B::Error> {
+        match self {
+            Self::Momentum(s) => s.apply_bytes(backend, bytes, steps),
+            Self::Adam(s) => s.apply_bytes(backend, bytes, steps),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Momentum(s) => s.len(),
+            Self::Adam(s) => s.len(),
+        }
+    }
+}
 
 /// One registered entry.
 pub(crate) struct Slot<B: Backend> {
@@ -113,9 +170,9 @@ pub(crate) struct Slot<B: Backend> {
     pub(crate) kind: ParamKind,
     /// A FROG layer's joint `R x D'` state; otherwise the weight's (or the
     /// plain parameter's).
-    pub(crate) state: ParamState<B>,
+    pub(crate) state: SlotState<B>,
     /// A layer's bias state outside FROG groups.
-    pub(crate) bias: Option<ParamState<B>>,
+    pub(crate) bias: Option<SlotState<B>>,
 }
 
 /// The optimizer object: FROG, SGD (and later optimizers) over registered
@@ -150,9 +207,14 @@ pub struct Optimizer<B: Backend, const N: usize> {
     /// the guard is set, so that only [`Optimizer::set_guard`] needs
     /// [`GuardBackend`]).
     guard: Option<(Guard, GuardedStep<B>)>,
+    /// [`adamw_step`] of this backend, once an AdamW group exists.
+    adam: Option<AdamStep<B>>,
 }
 
 type Res<T, B> = Result<T, Error<<B as Backend>::Error>>;
+
+/// [`adamw_step`] for one backend.
+type AdamStep<B> = fn(&B, &AdamWConfig, &mut AdamState<B>, &mut <B as Backend>::Buffer, &<B as Backend>::Buffer) -> Res<(), B>;
 
 /// [`guarded_step`] for one backend.
 type GuardedStep<B> = for<'a> fn(&B, &Config, Guard, &Layer, &mut ParamState<B>, &mut Workspace<B>, Params<'a, B>, Batch<'a, B>) -> Res<(), B>;
@@ -165,10 +227,16 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// Errors: settings [`Method::validate_for`] rejects in the backend's
     /// scalar type, and `max_batch = 0`.
     pub fn new(method: Method, max_batch: usize, seed: u64) -> Res<Self, B> {
+        let mut opt = Self::empty(max_batch, seed)?;
+        opt.add_group(method)?;
+        Ok(opt)
+    }
+
+    fn empty(max_batch: usize, seed: u64) -> Res<Self, B> {
         if max_batch == 0 {
             return Err(ShapeError::EmptySample.into());
         }
-        let mut opt = Self {
+        Ok(Self {
             groups: Vec::new(),
             slots: Vec::new(),
             workspace: None,
@@ -176,13 +244,39 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             max_batch,
             sample_size: None,
             guard: None,
-        };
-        opt.add_group(method)?;
+            adam: None,
+        })
+    }
+
+    /// [`Optimizer::new`] with a default group running AdamW.
+    pub fn new_adamw(cfg: AdamWConfig, max_batch: usize, seed: u64) -> Res<Self, B>
+    where
+        B: AdamBackend,
+    {
+        let mut opt = Self::empty(max_batch, seed)?;
+        opt.add_adamw_group(cfg)?;
         Ok(opt)
     }
 
-    /// A new parameter group running `method`.
+    /// A new parameter group running AdamW.
+    pub fn add_adamw_group(&mut self, cfg: AdamWConfig) -> Res<GroupId, B>
+    where
+        B: AdamBackend,
+    {
+        self.adam = Some(adamw_step::<B>);
+        self.push_group(Method::AdamW(cfg))
+    }
+
+    /// A new parameter group running `method` (FROG or SGD; AdamW groups
+    /// come from [`Optimizer::add_adamw_group`]).
     pub fn add_group(&mut self, method: Method) -> Res<GroupId, B> {
+        if let Method::AdamW(_) = method {
+            return Err(RegistryError::AdamNeedsItsEntryPoint.into());
+        }
+        self.push_group(method)
+    }
+
+    fn push_group(&mut self, method: Method) -> Res<GroupId, B> {
         method.validate_for::<B::Scalar>()?;
         if let Some(cfg) = method.frog() {
             match self.sample_size {
@@ -216,12 +310,11 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                 if self.guard.is_some() {
                     state.enable_diagnostics(backend, &layer)?;
                 }
-                (state, None)
+                (SlotState::Momentum(state), None)
             }
-            Method::Sgd(cfg) => {
-                let has = cfg.momentum > 0.0;
-                let weight = ParamState::new(backend, rows * layer.weight_cols(), has).map_err(Error::Backend)?;
-                let bias = if layer.bias { Some(ParamState::new(backend, rows, has).map_err(Error::Backend)?) } else { None };
+            m => {
+                let weight = SlotState::new(backend, &m, rows * layer.weight_cols()).map_err(Error::Backend)?;
+                let bias = if layer.bias { Some(SlotState::new(backend, &m, rows).map_err(Error::Backend)?) } else { None };
                 (weight, bias)
             }
         };
@@ -234,7 +327,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     pub fn add_param(&mut self, backend: &B, name: &str, len: usize, group: GroupId) -> Res<ParamId, B> {
         let method = *self.method(group)?;
         let name = self.check_name(name)?;
-        let state = ParamState::new(backend, len, method.momentum() > 0.0).map_err(Error::Backend)?;
+        let state = SlotState::new(backend, &method, len).map_err(Error::Backend)?;
         self.push(Slot { name, group, kind: ParamKind::Plain { len }, state, bias: None })
     }
 
@@ -326,16 +419,16 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.0).into()) };
         let method = self.groups[usize::from(slot.group.0)];
         let slot = &mut self.slots[id.0 as usize];
-        match method {
-            Method::Frog(cfg) => {
+        match (method, &mut slot.state) {
+            (Method::Frog(cfg), SlotState::Momentum(state)) => {
                 let batch = batch.ok_or(RegistryError::NoBatch(id.0))?;
                 let ws = self.workspace.as_mut().ok_or(RegistryError::NoBatch(id.0))?;
                 match self.guard {
-                    None => precondition_step(backend, &cfg, &layer, &mut slot.state, ws, params, batch),
-                    Some((g, step)) => step(backend, &cfg, g, &layer, &mut slot.state, ws, params, batch),
+                    None => precondition_step(backend, &cfg, &layer, state, ws, params, batch),
+                    Some((g, step)) => step(backend, &cfg, g, &layer, state, ws, params, batch),
                 }
             }
-            Method::Sgd(cfg) => {
+            (method, state) => {
                 // Check the bias pairing before the weight moves.
                 match (&params.bias, &mut slot.bias) {
                     (Some((b, gb)), Some(state)) => {
@@ -349,9 +442,9 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                     (None, None) => {}
                     _ => return Err(ShapeError::BiasMismatch.into()),
                 }
-                sgd_step(backend, &cfg, &mut slot.state, params.weight, params.grad_weight)?;
+                plain_step(backend, &method, self.adam, id, state, params.weight, params.grad_weight)?;
                 match (params.bias, &mut slot.bias) {
-                    (Some((b, gb)), Some(state)) => sgd_step(backend, &cfg, state, b, gb),
+                    (Some((b, gb)), Some(state)) => plain_step(backend, &method, self.adam, id, state, b, gb),
                     _ => Ok(()),
                 }
             }
@@ -366,11 +459,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             return Err(RegistryError::WrongKind(id.0).into());
         }
         let method = self.groups[usize::from(slot.group.0)];
-        let state = &mut self.slots[id.0 as usize].state;
-        match method {
-            Method::Frog(cfg) => plain_sgd_step(backend, &cfg, state, param, grad),
-            Method::Sgd(cfg) => sgd_step(backend, &cfg, state, param, grad),
-        }
+        plain_step(backend, &method, self.adam, id, &mut self.slots[id.0 as usize].state, param, grad)
     }
 
     /// Turns the opt-in guard on (see [`crate::guarded_step`]): every
@@ -383,8 +472,10 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     {
         if guard.is_some() {
             for slot in &mut self.slots {
-                if let (ParamKind::Layer(layer), Method::Frog(_)) = (slot.kind, self.groups[usize::from(slot.group.0)]) {
-                    slot.state.enable_diagnostics(backend, &layer)?;
+                if let (ParamKind::Layer(layer), SlotState::Momentum(state)) = (slot.kind, &mut slot.state) {
+                    if self.groups[usize::from(slot.group.0)].frog().is_some() {
+                        state.enable_diagnostics(backend, &layer)?;
+                    }
                 }
             }
         }
@@ -395,12 +486,27 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// The diagnostics of layer `id`'s last guarded step (`None` before
     /// one, or for a parameter FROG does not precondition).
     pub fn diagnostics(&self, backend: &B, id: ParamId) -> Res<Option<Diagnostics>, B> {
-        self.slot(id)?.state.diagnostics(backend)
+        match &self.slot(id)?.state {
+            SlotState::Momentum(s) => s.diagnostics(backend),
+            SlotState::Adam(_) => Ok(None),
+        }
     }
 
-    /// The state of `id` (for a layer outside FROG groups, its weight's).
+    /// The FROG or SGD state of `id` (for a layer outside FROG groups, its
+    /// weight's); an AdamW parameter's is [`Optimizer::adam_state`].
     pub fn state(&self, id: ParamId) -> Res<&ParamState<B>, B> {
-        Ok(&self.slot(id)?.state)
+        match &self.slot(id)?.state {
+            SlotState::Momentum(s) => Ok(s),
+            SlotState::Adam(_) => Err(RegistryError::WrongKind(id.0).into()),
+        }
+    }
+
+    /// The AdamW state of `id` (for a layer, its weight's).
+    pub fn adam_state(&self, id: ParamId) -> Res<&AdamState<B>, B> {
+        match &self.slot(id)?.state {
+            SlotState::Adam(s) => Ok(s),
+            SlotState::Momentum(_) => Err(RegistryError::WrongKind(id.0).into()),
+        }
     }
 
     /// What `id` is.
@@ -427,5 +533,25 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// The largest batch the optimizer takes.
     pub fn max_batch(&self) -> usize {
         self.max_batch
+    }
+}
+
+/// The step of a parameter FROG does not precondition, by its group's
+/// method: FROG's plain-SGD path, SGD, or AdamW.
+fn plain_step<B: Backend>(
+    backend: &B,
+    method: &Method,
+    adam: Option<AdamStep<B>>,
+    id: ParamId,
+    state: &mut SlotState<B>,
+    param: &mut B::Buffer,
+    grad: &B::Buffer,
+) -> Res<(), B> {
+    match (method, state, adam) {
+        (Method::Frog(cfg), SlotState::Momentum(s), _) => plain_sgd_step(backend, cfg, s, param, grad),
+        (Method::Sgd(cfg), SlotState::Momentum(s), _) => sgd_step(backend, cfg, s, param, grad),
+        (Method::AdamW(cfg), SlotState::Adam(s), Some(step)) => step(backend, cfg, s, param, grad),
+        // States are made for their group's method, which never changes.
+        _ => Err(RegistryError::WrongKind(id.0).into()),
     }
 }

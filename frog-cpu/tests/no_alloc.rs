@@ -50,6 +50,9 @@ fn steady_state_steps_allocate_nothing() {
     let cpu = Cpu::with_threads(2).unwrap();
     let (mut frog, layer_ids, other_ids) = frog_with::<f32>(&cpu, cfg, &layers, &others, batch, 7).unwrap();
     let mut idx = vec![0; frog.sample_rows(batch)];
+    // An AdamW group (amsgrad on: every buffer it has).
+    let adam = frog.add_adamw_group(frog_core::AdamWConfig { amsgrad: true, ..Default::default() }).unwrap();
+    let adam_id = frog.add_param(&cpu, "adam", 64, adam).unwrap();
 
     let mut rng = Rng(11);
     let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
@@ -61,6 +64,7 @@ fn steady_state_steps_allocate_nothing() {
         })
         .collect();
     let mut other: Vec<(Vec<f32>, Vec<f32>)> = others.iter().map(|&n| (to32(&rng.vec(n)), to32(&rng.vec(n)))).collect();
+    let (mut adam_p, adam_g) = (to32(&rng.vec(64)), to32(&rng.vec(64)));
 
     let mut step = |frog: &mut Frog<f32>| {
         assert_eq!(frog.sample(batch, &mut idx).unwrap().len(), sample);
@@ -71,6 +75,7 @@ fn steady_state_steps_allocate_nothing() {
         for (&id, (p, g)) in other_ids.iter().zip(&mut other) {
             frog.step_param(&cpu, id, p, g).unwrap();
         }
+        frog.step_param(&cpu, adam_id, &mut adam_p, &adam_g).unwrap();
     };
     // The guard off (the original's step), then on (diagnostics and
     // replaced rows): after a warm-up step, neither allocates.
