@@ -44,6 +44,29 @@ extern "C" __global__ void mul_assign(int n, float* __restrict__ a, const float*
     }
 }
 
+// One AdamW update of n entries in PyTorch's order (frog-core's
+// AdamBackend): decoupled decay, both moments, amsgrad's running maximum
+// (vmax may be null: amsgrad off), the bias-corrected step.
+extern "C" __global__ void adamw_update(int n, float decay, float one_minus_beta1, float beta2, float one_minus_beta2,
+                                        float step_size, float bias_correction2_sqrt, float eps, float* __restrict__ p,
+                                        const float* __restrict__ g, float* __restrict__ m, float* __restrict__ v,
+                                        float* __restrict__ vmax) {
+    for (long long e64 = grid_first(); e64 < n; e64 += grid_stride()) {
+        int e = (int)e64;
+        float ge = g[e];
+        float me = m[e] + one_minus_beta1 * (ge - m[e]);
+        float ve = beta2 * v[e] + one_minus_beta2 * ge * ge;
+        m[e] = me;
+        v[e] = ve;
+        float second = ve;
+        if (vmax != nullptr) {
+            second = fmaxf(vmax[e], ve);
+            vmax[e] = second;
+        }
+        p[e] = p[e] * decay - step_size * me / (sqrtf(second) / bias_correction2_sqrt + eps);
+    }
+}
+
 // dst[d_off + j*d_stride + c] = src[s_off + j*s_stride + c].
 extern "C" __global__ void copy_strided(int rows, int cols, const float* __restrict__ src, int s_stride, int s_off,
                                         float* __restrict__ dst, int d_stride, int d_off) {

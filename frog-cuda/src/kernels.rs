@@ -102,6 +102,7 @@ kernels! {
     Axpby = "axpby" in Frog: [I, F, P, F, P];
     Fill = "fill" in Frog: [I, F, P];
     MulAssign = "mul_assign" in Frog: [I, P, P];
+    AdamwUpdate = "adamw_update" in Frog: [I, F, F, F, F, F, F, F, P, P, P, P, P];
     CopyStrided = "copy_strided" in Frog: [I, I, P, I, I, P, I, I];
     RowDots = "row_dots" in Frog: [I, I, P, P, P];
     RowDiv = "row_div" in Frog: [I, P, P, F, P];

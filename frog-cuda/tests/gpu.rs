@@ -360,3 +360,16 @@ fn gpu_fill_of_2_31_entries() {
     assert_eq!(ends, [0.0; 8], "first and last entries of a zeroed buffer of {n} entries");
     println!("gpu_fill_of_2_31_entries: {n} entries zeroed on {}", cuda.device_name());
 }
+
+/// The AdamW golden cases (`golden/baselines/`, from `torch.optim.AdamW`)
+/// through the GPU's `adamw_update`, f32 at 1e-4.
+#[test]
+fn gpu_adamw_golden() {
+    let Some(cuda) = device(Precision::Exact, "gpu_adamw_golden") else { return };
+    let cases = frog_cpu::baselines::load_adamw_cases(&golden_dir().join("baselines")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cases.len(), 2);
+    for case in &cases {
+        let r = frog_cpu::baselines::run_adamw_case(&cuda, case, 1e-4).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        println!("gpu_adamw_golden {:<24} ok  worst {:.2e} at {} ({} arrays)", case.name, r.worst, r.worst_at, r.compared);
+    }
+}
