@@ -21,6 +21,7 @@ mod checkpoint;
 mod config;
 mod error;
 mod guard;
+mod kfrog;
 mod layer;
 mod method;
 mod optimizer;
@@ -36,6 +37,7 @@ pub use backend::{Backend, BackendError, BackendErrorKind, CgBuffers, Patches, S
 pub use checkpoint::CHECKPOINT_VERSION;
 pub use config::{Config, ConfigError, MAX_NUM_ITERS};
 pub use error::{Error, ErrorKind, ShapeError};
+pub use kfrog::{kfrog_step, KfrogBackend, KfrogBatch, KfrogConfig, KfrogOutputs, KfrogState, KFROG_CG_DENOM_EPS};
 pub use guard::{Diagnostics, Guard, GuardBackend, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};
 pub use layer::{Axes, BnShape, Conv2d, Layer, LayerKind, PATCH_PADDING};
 pub use method::Method;

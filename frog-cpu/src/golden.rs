@@ -117,7 +117,7 @@ pub(crate) fn opt_array(v: &Value, key: &str) -> Result<Option<Vec<f64>>, String
     }
 }
 
-fn parse_target(l: &Value) -> Result<Target, String> {
+pub(crate) fn parse_target(l: &Value) -> Result<Target, String> {
     let bias = l.get("bias").and_then(Value::as_bool).unwrap_or(false);
     match field(l, "kind")?.as_str() {
         Some("conv2d") => {

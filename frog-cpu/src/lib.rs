@@ -12,6 +12,7 @@ pub mod baselines;
 pub mod golden;
 pub mod gemm;
 pub mod im2col;
+mod kfrog;
 pub mod nn;
 mod optimizer;
 pub mod pool;

@@ -30,3 +30,28 @@ fn adamw_f64() {
 fn adamw_f32() {
     adamw::<f32>(1e-4);
 }
+
+fn kfrog<T: frog_cpu::Real>(rtol: f64) {
+    let dir = golden_dir().join("baselines");
+    let cases = frog_cpu::baselines::load_kfrog_cases(&dir).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cases.len(), 6, "the K-FROG cases of {}", dir.display());
+    let backend = Cpu::<T>::with_threads(2).unwrap();
+    let mut failures = Vec::new();
+    for case in &cases {
+        match frog_cpu::baselines::run_kfrog_case(&backend, case, rtol) {
+            Ok(r) => println!("{:<32} ok  worst {:.2e} at {} ({} arrays)", case.name, r.worst, r.worst_at, r.compared),
+            Err(e) => failures.push(format!("{}: {e}", case.name)),
+        }
+    }
+    assert!(failures.is_empty(), "K-FROG golden failures ({}):\n{}", std::any::type_name::<T>(), failures.join("\n"));
+}
+
+#[test]
+fn kfrog_f64() {
+    kfrog::<f64>(1e-9);
+}
+
+#[test]
+fn kfrog_f32() {
+    kfrog::<f32>(1e-4);
+}
