@@ -95,6 +95,41 @@ extern "C" __global__ void row_dots(int rows, int cols, const float* __restrict_
     if (threadIdx.x == 0) out[j] = acc;
 }
 
+// K-FROG: out[j] = scale * sum_{i,l} Y[i,j,l]^2 over r samples of `per`
+// entries each (PyTorch layout: row j, position l at j*row_stride +
+// l*pos_stride); one block per row.
+extern "C" __global__ void y_sq_sums(int rows, int r, int positions, int per, int row_stride, int pos_stride, float scale,
+                                     const float* __restrict__ y, float* __restrict__ out) {
+    __shared__ float scratch[BLOCK / 32 + 1];
+    int j = blockIdx.x;
+    if (j >= rows) return;
+    long long total = (long long)r * positions;
+    float acc = 0.0f;
+    for (long long e = threadIdx.x; e < total; e += BLOCK) {
+        long long i = e / positions, l = e - i * positions;
+        float v = y[i * per + (long long)j * row_stride + l * pos_stride];
+        acc = fmaf(v, v, acc);
+    }
+    acc = block_sum(acc, scratch);
+    if (threadIdx.x == 0) out[j] = scale * acc;
+}
+
+// K-FROG: out[c] = sqrt(scale * sum_n X[n][c]^2) over the packed [n, cols]
+// patch matrix; one block per column.
+extern "C" __global__ void patch_col_norms(int n, int cols, float scale, const float* __restrict__ packed,
+                                           float* __restrict__ out) {
+    __shared__ float scratch[BLOCK / 32 + 1];
+    int c = blockIdx.x;
+    if (c >= cols) return;
+    float acc = 0.0f;
+    for (long long k = threadIdx.x; k < n; k += BLOCK) {
+        float v = packed[k * cols + c];
+        acc = fmaf(v, v, acc);
+    }
+    acc = block_sum(acc, scratch);
+    if (threadIdx.x == 0) out[c] = sqrtf(scale * acc);
+}
+
 // out[j] = num[j] / (den[j] + eps)
 extern "C" __global__ void row_div(int rows, const float* __restrict__ num, const float* __restrict__ den, float eps,
                                    float* __restrict__ out) {

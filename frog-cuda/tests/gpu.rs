@@ -373,3 +373,16 @@ fn gpu_adamw_golden() {
         println!("gpu_adamw_golden {:<24} ok  worst {:.2e} at {} ({} arrays)", case.name, r.worst, r.worst_at, r.compared);
     }
 }
+
+/// The K-FROG golden cases (`golden/baselines/`, from the original's
+/// `kfrog.py`) on the GPU, f32 at 1e-4.
+#[test]
+fn gpu_kfrog_golden() {
+    let Some(cuda) = device(Precision::Exact, "gpu_kfrog_golden") else { return };
+    let cases = frog_cpu::baselines::load_kfrog_cases(&golden_dir().join("baselines")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cases.len(), 6);
+    for case in &cases {
+        let r = frog_cpu::baselines::run_kfrog_case(&cuda, case, 1e-4).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        println!("gpu_kfrog_golden {:<28} ok  worst {:.2e} at {} ({} arrays)", case.name, r.worst, r.worst_at, r.compared);
+    }
+}
