@@ -216,6 +216,7 @@ impl<B: Backend> Workspace<B> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check<B: Backend>(
     backend: &B,
     cfg: &KfrogConfig,

@@ -2,6 +2,7 @@
 
 use crate::adamw::AdamWConfig;
 use crate::config::{Config, ConfigError};
+use crate::kfrog::KfrogConfig;
 use crate::scalar::Scalar;
 use crate::sgd::SgdConfig;
 
@@ -20,6 +21,9 @@ pub enum Method {
     Sgd(SgdConfig),
     /// `torch.optim.AdamW` (needs a backend with [`crate::AdamBackend`]).
     AdamW(AdamWConfig),
+    /// K-FROG on the group's layers, momentum SGD at the same rate on its
+    /// plain parameters (needs a backend with [`crate::KfrogBackend`]).
+    Kfrog(KfrogConfig),
 }
 
 impl Method {
@@ -29,6 +33,7 @@ impl Method {
             Self::Frog(c) => c.lr,
             Self::Sgd(c) => c.lr,
             Self::AdamW(c) => c.lr,
+            Self::Kfrog(c) => c.lr,
         }
     }
 
@@ -39,6 +44,7 @@ impl Method {
             Self::Frog(c) => c.lr = lr,
             Self::Sgd(c) => c.lr = lr,
             Self::AdamW(c) => c.lr = lr,
+            Self::Kfrog(c) => c.lr = lr,
         }
         self
     }
@@ -50,6 +56,7 @@ impl Method {
             Self::Frog(c) => c.momentum,
             Self::Sgd(c) => c.momentum,
             Self::AdamW(_) => 0.0,
+            Self::Kfrog(c) => c.momentum,
         }
     }
 
@@ -67,6 +74,7 @@ impl Method {
             Self::Frog(c) => c.validate(),
             Self::Sgd(c) => c.validate(),
             Self::AdamW(c) => c.validate(),
+            Self::Kfrog(c) => c.validate(),
         }
     }
 
@@ -77,6 +85,7 @@ impl Method {
             Self::Frog(c) => c.validate_for::<S>(),
             Self::Sgd(c) => c.validate_for::<S>(),
             Self::AdamW(c) => c.validate_for::<S>(),
+            Self::Kfrog(c) => c.validate_for::<S>(),
         }
     }
 }

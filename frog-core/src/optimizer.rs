@@ -16,6 +16,7 @@ use crate::backend::Backend;
 use crate::config::Config;
 use crate::error::{Error, ShapeError};
 use crate::guard::{Diagnostics, Guard, GuardBackend};
+use crate::kfrog::{kfrog_step, KfrogBackend, KfrogBatch, KfrogConfig, KfrogState};
 use crate::layer::Layer;
 use crate::method::Method;
 use crate::sampler::Sampler;
@@ -87,10 +88,14 @@ pub enum RegistryError {
     WrongKind(u32),
     /// A preconditioned layer stepped without its sampled batch.
     NoBatch(u32),
-    /// An AdamW group made through `new` or `add_group`: AdamW needs a
-    /// backend with [`AdamBackend`], so its groups come from
-    /// [`Optimizer::new_adamw`] and [`Optimizer::add_adamw_group`].
-    AdamNeedsItsEntryPoint,
+    /// An AdamW or K-FROG group made through `new` or `add_group`: they
+    /// need a backend with [`AdamBackend`] or [`KfrogBackend`], so their
+    /// groups come from their own entry points
+    /// ([`Optimizer::add_adamw_group`], [`Optimizer::add_kfrog_group`]).
+    NeedsItsEntryPoint(&'static str),
+    /// A K-FROG layer stepped with `step_layer` or a FROG layer with
+    /// `step_layer_kfrog`.
+    WrongMethod(u32),
 }
 
 impl fmt::Display for RegistryError {
@@ -105,7 +110,8 @@ impl fmt::Display for RegistryError {
             Self::SampleSizeMismatch => write!(f, "every FROG group must have the same sample_size: one sample serves every layer of a step"),
             Self::WrongKind(p) => write!(f, "parameter {p} is of the other kind (step layers with step_layer, plain parameters with step_param)"),
             Self::NoBatch(p) => write!(f, "layer {p} is preconditioned and needs its sampled batch"),
-            Self::AdamNeedsItsEntryPoint => write!(f, "AdamW groups are made with new_adamw or add_adamw_group (the backend must implement AdamBackend)"),
+            Self::NeedsItsEntryPoint(m) => write!(f, "{m} groups are made with their own entry point (new_adamw / add_adamw_group, new_kfrog / add_kfrog_group), which need the backend's extension trait"),
+            Self::WrongMethod(p) => write!(f, "layer {p} runs another method (K-FROG layers step with step_layer_kfrog, the others with step_layer)"),
         }
     }
 }
@@ -117,9 +123,12 @@ impl core::error::Error for RegistryError {}
 pub(crate) enum SlotState<B: Backend> {
     Momentum(ParamState<B>),
     Adam(AdamState<B>),
+    Kfrog(KfrogState<B>),
 }
 
 impl<B: Backend> SlotState<B> {
+    /// The state of a plain parameter (or of a layer's weight or bias
+    /// outside FROG and K-FROG groups).
     fn new(backend: &B, method: &Method, len: usize) -> Result<Self, B::Error> {
         Ok(match method {
             Method::AdamW(c) => Self::Adam(AdamState::new(backend, len, c.amsgrad)?),
@@ -131,6 +140,7 @@ impl<B: Backend> SlotState<B> {
         match self {
             Self::Momentum(s) => s.export_len(),
             Self::Adam(s) => s.export_len(),
+            Self::Kfrog(s) => s.export_len(),
         }
     }
 
@@ -138,6 +148,7 @@ impl<B: Backend> SlotState<B> {
         match self {
             Self::Momentum(s) => s.export(backend, out),
             Self::Adam(s) => s.export(backend, out),
+            Self::Kfrog(s) => s.export(backend, out),
         }
     }
 
@@ -145,6 +156,7 @@ impl<B: Backend> SlotState<B> {
         match self {
             Self::Momentum(s) => s.check_bytes(bytes),
             Self::Adam(s) => s.check_bytes(bytes),
+            Self::Kfrog(s) => s.check_bytes(bytes),
         }
     }
 
@@ -152,6 +164,7 @@ impl<B: Backend> SlotState<B> {
         match self {
             Self::Momentum(s) => s.apply_bytes(backend, bytes, steps),
             Self::Adam(s) => s.apply_bytes(backend, bytes, steps),
+            Self::Kfrog(s) => s.apply_bytes(backend, bytes, steps),
         }
     }
 
@@ -159,6 +172,7 @@ impl<B: Backend> SlotState<B> {
         match self {
             Self::Momentum(s) => s.len(),
             Self::Adam(s) => s.len(),
+            Self::Kfrog(s) => s.weight.len(),
         }
     }
 }
@@ -209,12 +223,17 @@ pub struct Optimizer<B: Backend, const N: usize> {
     guard: Option<(Guard, GuardedStep<B>)>,
     /// [`adamw_step`] of this backend, once an AdamW group exists.
     adam: Option<AdamStep<B>>,
+    /// [`kfrog_step`] of this backend, once a K-FROG group exists.
+    kfrog: Option<KfrogStep<B>>,
 }
 
 type Res<T, B> = Result<T, Error<<B as Backend>::Error>>;
 
 /// [`adamw_step`] for one backend.
 type AdamStep<B> = fn(&B, &AdamWConfig, &mut AdamState<B>, &mut <B as Backend>::Buffer, &<B as Backend>::Buffer) -> Res<(), B>;
+
+/// [`kfrog_step`] for one backend.
+type KfrogStep<B> = for<'a> fn(&B, &KfrogConfig, &Layer, &mut KfrogState<B>, &mut Workspace<B>, &mut <B as Backend>::Buffer, &<B as Backend>::Buffer, KfrogBatch<'a, B>) -> Res<(), B>;
 
 /// [`guarded_step`] for one backend.
 type GuardedStep<B> = for<'a> fn(&B, &Config, Guard, &Layer, &mut ParamState<B>, &mut Workspace<B>, Params<'a, B>, Batch<'a, B>) -> Res<(), B>;
@@ -245,7 +264,30 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             sample_size: None,
             guard: None,
             adam: None,
+            kfrog: None,
         })
+    }
+
+    /// [`Optimizer::new`] with a default group running K-FROG.
+    pub fn new_kfrog(cfg: KfrogConfig, max_batch: usize, seed: u64) -> Res<Self, B>
+    where
+        B: KfrogBackend,
+    {
+        let mut opt = Self::empty(max_batch, seed)?;
+        opt.add_kfrog_group(cfg)?;
+        Ok(opt)
+    }
+
+    /// A new parameter group running K-FROG. Its layers step with
+    /// [`Optimizer::step_layer_kfrog`] on samples from
+    /// [`Optimizer::sample_kfrog`]; its plain parameters take momentum SGD
+    /// at the same rate, without decay, as in the original.
+    pub fn add_kfrog_group(&mut self, cfg: KfrogConfig) -> Res<GroupId, B>
+    where
+        B: KfrogBackend,
+    {
+        self.kfrog = Some(kfrog_step::<B>);
+        self.push_group(Method::Kfrog(cfg))
     }
 
     /// [`Optimizer::new`] with a default group running AdamW.
@@ -270,8 +312,10 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// A new parameter group running `method` (FROG or SGD; AdamW groups
     /// come from [`Optimizer::add_adamw_group`]).
     pub fn add_group(&mut self, method: Method) -> Res<GroupId, B> {
-        if let Method::AdamW(_) = method {
-            return Err(RegistryError::AdamNeedsItsEntryPoint.into());
+        match method {
+            Method::AdamW(_) => return Err(RegistryError::NeedsItsEntryPoint("AdamW").into()),
+            Method::Kfrog(_) => return Err(RegistryError::NeedsItsEntryPoint("K-FROG").into()),
+            _ => {}
         }
         self.push_group(method)
     }
@@ -311,6 +355,14 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                     state.enable_diagnostics(backend, &layer)?;
                 }
                 (SlotState::Momentum(state), None)
+            }
+            Method::Kfrog(cfg) => {
+                if layer.bias {
+                    return Err(ShapeError::Unsupported { what: "a bias on a K-FROG layer (the original has none): register the bias as a plain parameter" }.into());
+                }
+                let need = WorkspaceReq::new(backend, &layer, cfg.sample_size.map_or(self.max_batch, |s| s.min(self.max_batch)))?;
+                self.grow_workspace(backend, need)?;
+                (SlotState::Kfrog(KfrogState::new(backend, &layer, &cfg).map_err(Error::Backend)?), None)
             }
             m => {
                 let weight = SlotState::new(backend, &m, rows * layer.weight_cols()).map_err(Error::Backend)?;
@@ -420,6 +472,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         let method = self.groups[usize::from(slot.group.0)];
         let slot = &mut self.slots[id.0 as usize];
         match (method, &mut slot.state) {
+            (Method::Kfrog(_), _) => Err(RegistryError::WrongMethod(id.0).into()),
             (Method::Frog(cfg), SlotState::Momentum(state)) => {
                 let batch = batch.ok_or(RegistryError::NoBatch(id.0))?;
                 let ws = self.workspace.as_mut().ok_or(RegistryError::NoBatch(id.0))?;
@@ -462,6 +515,31 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         plain_step(backend, &method, self.adam, id, &mut self.slots[id.0 as usize].state, param, grad)
     }
 
+    /// Draws a K-FROG step's samples for `group`'s layers from the
+    /// optimizer's sampler: `sample_size` input rows into `x_out`, then,
+    /// independently as in the original, `y_sample_size` output-gradient
+    /// rows into `y_out` (each at least its count, or the batch).
+    pub fn sample_kfrog<'a, 'b>(&mut self, group: GroupId, batch: usize, x_out: &'a mut [usize], y_out: &'b mut [usize]) -> Res<(&'a [usize], &'b [usize]), B> {
+        let Method::Kfrog(cfg) = *self.method(group)? else { return Err(RegistryError::UnknownGroup(group.0).into()) };
+        if batch > self.max_batch {
+            return Err(ShapeError::BatchExceedsMax { batch, max: self.max_batch }.into());
+        }
+        let x = self.sampler.sample(batch, cfg.sample_size, x_out)?;
+        let y = self.sampler.sample(batch, cfg.y_sample_size, y_out)?;
+        Ok((x, y))
+    }
+
+    /// One K-FROG step of layer `id` (registered in a K-FROG group).
+    pub fn step_layer_kfrog(&mut self, backend: &B, id: ParamId, weight: &mut B::Buffer, grad: &B::Buffer, batch: KfrogBatch<'_, B>) -> Res<(), B> {
+        let slot = self.slot(id)?;
+        let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.0).into()) };
+        let method = self.groups[usize::from(slot.group.0)];
+        match (method, &mut self.slots[id.0 as usize].state, self.kfrog, self.workspace.as_mut()) {
+            (Method::Kfrog(cfg), SlotState::Kfrog(state), Some(step), Some(ws)) => step(backend, &cfg, &layer, state, ws, weight, grad, batch),
+            _ => Err(RegistryError::WrongMethod(id.0).into()),
+        }
+    }
+
     /// Turns the opt-in guard on (see [`crate::guarded_step`]): every
     /// preconditioned step then records its diagnostics, read with
     /// [`Optimizer::diagnostics`], and replaces the rows `guard` names.
@@ -488,7 +566,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     pub fn diagnostics(&self, backend: &B, id: ParamId) -> Res<Option<Diagnostics>, B> {
         match &self.slot(id)?.state {
             SlotState::Momentum(s) => s.diagnostics(backend),
-            SlotState::Adam(_) => Ok(None),
+            _ => Ok(None),
         }
     }
 
@@ -497,7 +575,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     pub fn state(&self, id: ParamId) -> Res<&ParamState<B>, B> {
         match &self.slot(id)?.state {
             SlotState::Momentum(s) => Ok(s),
-            SlotState::Adam(_) => Err(RegistryError::WrongKind(id.0).into()),
+            _ => Err(RegistryError::WrongKind(id.0).into()),
         }
     }
 
@@ -505,8 +583,21 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     pub fn adam_state(&self, id: ParamId) -> Res<&AdamState<B>, B> {
         match &self.slot(id)?.state {
             SlotState::Adam(s) => Ok(s),
-            SlotState::Momentum(_) => Err(RegistryError::WrongKind(id.0).into()),
+            _ => Err(RegistryError::WrongKind(id.0).into()),
         }
+    }
+
+    /// The K-FROG state of layer `id`.
+    pub fn kfrog_state(&self, id: ParamId) -> Res<&KfrogState<B>, B> {
+        match &self.slot(id)?.state {
+            SlotState::Kfrog(s) => Ok(s),
+            _ => Err(RegistryError::WrongKind(id.0).into()),
+        }
+    }
+
+    /// The group `id` was registered in.
+    pub fn group_of(&self, id: ParamId) -> Res<GroupId, B> {
+        Ok(self.slot(id)?.group)
     }
 
     /// What `id` is.
@@ -551,6 +642,10 @@ fn plain_step<B: Backend>(
         (Method::Frog(cfg), SlotState::Momentum(s), _) => plain_sgd_step(backend, cfg, s, param, grad),
         (Method::Sgd(cfg), SlotState::Momentum(s), _) => sgd_step(backend, cfg, s, param, grad),
         (Method::AdamW(cfg), SlotState::Adam(s), Some(step)) => step(backend, cfg, s, param, grad),
+        (Method::Kfrog(cfg), SlotState::Momentum(s), _) => {
+            let sgd = crate::sgd::SgdConfig { lr: cfg.lr, momentum: cfg.momentum, weight_decay: 0.0, nesterov: cfg.nesterov };
+            sgd_step(backend, &sgd, s, param, grad)
+        }
         // States are made for their group's method, which never changes.
         _ => Err(RegistryError::WrongKind(id.0).into()),
     }

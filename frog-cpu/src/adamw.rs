@@ -9,7 +9,7 @@ use crate::pool::SendPtr;
 /// The update of one entry, in PyTorch's order of operations.
 #[inline]
 fn update<T: Real>(c: &AdamCoefs<T>, p: &mut T, g: T, m: &mut T, v: &mut T, vmax: Option<&mut T>) {
-    *p = *p * c.decay;
+    *p *= c.decay;
     *m = *m + c.one_minus_beta1 * (g - *m);
     *v = c.beta2 * *v + c.one_minus_beta2 * g * g;
     let second = match vmax {
@@ -21,7 +21,7 @@ fn update<T: Real>(c: &AdamCoefs<T>, p: &mut T, g: T, m: &mut T, v: &mut T, vmax
         }
         None => *v,
     };
-    *p = *p - c.step_size * *m / (second.sqrt() / c.bias_correction2_sqrt + c.eps);
+    *p -= c.step_size * *m / (second.sqrt() / c.bias_correction2_sqrt + c.eps);
 }
 
 impl<T: Real> AdamBackend for Cpu<T> {

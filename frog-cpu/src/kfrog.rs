@@ -20,7 +20,7 @@ impl<T: Real> KfrogBackend for Cpu<T> {
             for i in 0..r {
                 for pos in 0..l {
                     let v = y[i * per + j * row_stride + pos * pos_stride];
-                    sum = sum + v * v;
+                    sum += v * v;
                 }
             }
             *o = scale * sum;
@@ -40,7 +40,7 @@ impl<T: Real> KfrogBackend for Cpu<T> {
             match &layer.kind {
                 LayerKind::Linear { d_in, .. } => {
                     for token in xi.chunks_exact(*d_in) {
-                        sums.iter_mut().zip(token).for_each(|(s, &v)| *s = *s + v * v);
+                        sums.iter_mut().zip(token).for_each(|(s, &v)| *s += v * v);
                     }
                 }
                 LayerKind::Conv2d(c) => {
@@ -54,7 +54,7 @@ impl<T: Real> KfrogBackend for Cpu<T> {
                             for ox in 0..wo {
                                 if let Some(ix) = (ox * c.stride[1] + kx * c.dilation[1]).checked_sub(c.padding[1]).filter(|&v| v < w) {
                                     let v = plane[iy * w + ix];
-                                    *s = *s + v * v;
+                                    *s += v * v;
                                 }
                             }
                         }

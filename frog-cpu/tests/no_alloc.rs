@@ -53,6 +53,12 @@ fn steady_state_steps_allocate_nothing() {
     // An AdamW group (amsgrad on: every buffer it has).
     let adam = frog.add_adamw_group(frog_core::AdamWConfig { amsgrad: true, ..Default::default() }).unwrap();
     let adam_id = frog.add_param(&cpu, "adam", 64, adam).unwrap();
+    // A K-FROG group: a bias-free conv with every buffer (momentum, y average).
+    let kcfg = frog_core::KfrogConfig { momentum: 0.9, y_momentum: 0.9, sample_size: Some(sample), y_sample_size: Some(4), ..Default::default() };
+    let kf = frog.add_kfrog_group(kcfg).unwrap();
+    let klayer = Layer::conv2d(Conv2d::new(3, 8, 3, [16, 16]).padding(1), false);
+    let kfrog_id = frog.add_layer(&cpu, "kfrog", klayer, kf).unwrap();
+    let (mut kx_idx, mut ky_idx) = (vec![0; batch], vec![0; batch]);
 
     let mut rng = Rng(11);
     let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
@@ -65,6 +71,9 @@ fn steady_state_steps_allocate_nothing() {
         .collect();
     let mut other: Vec<(Vec<f32>, Vec<f32>)> = others.iter().map(|&n| (to32(&rng.vec(n)), to32(&rng.vec(n)))).collect();
     let (mut adam_p, adam_g) = (to32(&rng.vec(64)), to32(&rng.vec(64)));
+    let kd = StepData::random(&mut rng, &klayer, batch, batch);
+    let (mut kw, kg, kx_full, ky_full) = (to32(&kd.weight), to32(&kd.grad_weight), to32(&kd.x), to32(&kd.y));
+    let (mut kx, mut ky) = (vec![0.0f32; sample * klayer.input_len()], vec![0.0f32; 4 * klayer.output_len()]);
 
     let mut step = |frog: &mut Frog<f32>| {
         assert_eq!(frog.sample(batch, &mut idx).unwrap().len(), sample);
@@ -76,6 +85,11 @@ fn steady_state_steps_allocate_nothing() {
             frog.step_param(&cpu, id, p, g).unwrap();
         }
         frog.step_param(&cpu, adam_id, &mut adam_p, &adam_g).unwrap();
+        let (xs, ys) = frog.sample_kfrog(kf, batch, &mut kx_idx, &mut ky_idx).unwrap();
+        frog_core::gather_rows(&cpu, xs, klayer.input_len(), &kx_full, &mut kx).unwrap();
+        frog_core::gather_rows(&cpu, ys, klayer.output_len(), &ky_full, &mut ky).unwrap();
+        let kbatch = frog_core::KfrogBatch { x: &kx, x_sample: sample, y: &ky, y_sample: 4, batch_size: batch };
+        frog.step_layer_kfrog(&cpu, kfrog_id, &mut kw, &kg, kbatch).unwrap();
     };
     // The guard off (the original's step), then on (diagnostics and
     // replaced rows): after a warm-up step, neither allocates.
