@@ -7,8 +7,9 @@ use core::fmt;
 use crate::backend::Backend;
 use crate::config::{decay_ok, representable, ConfigError};
 use crate::error::{Error, ShapeError};
+use crate::step::check_len;
 use crate::scalar::Scalar;
-use crate::state::{check_finite, export_scalars, import_scalars, StateError, STATE_VERSION};
+use crate::state::{check_finite, export_scalars, import_scalars, Header, StateError};
 
 /// `torch.optim.AdamW` settings; the defaults are PyTorch's.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -141,8 +142,8 @@ pub struct AdamState<B: Backend> {
 }
 
 const MAGIC: [u8; 4] = *b"FRAW";
-/// magic, version u16, scalar bytes u8, amsgrad u8, len u64, steps u64.
-const HEADER: usize = 4 + 2 + 1 + 1 + 8 + 8;
+/// The per-parameter state header; its flag says amsgrad.
+const HEADER: usize = Header::BYTES;
 
 impl<B: Backend> fmt::Debug for AdamState<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -194,12 +195,7 @@ impl<B: Backend> AdamState<B> {
         if out.len() < needed {
             return Err(ShapeError::BufferLength { what: "state bytes", expected: needed, actual: out.len() }.into());
         }
-        out[..4].copy_from_slice(&MAGIC);
-        out[4..6].copy_from_slice(&STATE_VERSION.to_le_bytes());
-        out[6] = B::Scalar::BYTES as u8;
-        out[7] = u8::from(self.vmax.is_some());
-        out[8..16].copy_from_slice(&(self.len as u64).to_le_bytes());
-        out[16..24].copy_from_slice(&self.steps.to_le_bytes());
+        Header { magic: MAGIC, flag: self.vmax.is_some(), len: self.len, steps: self.steps }.write::<B::Scalar>(out);
         let part = self.len * B::Scalar::BYTES;
         for (k, buf) in [Some(&self.m), Some(&self.v), self.vmax.as_ref()].into_iter().flatten().enumerate() {
             export_scalars(backend, buf, self.len, &mut out[HEADER + k * part..]).map_err(Error::Backend)?;
@@ -217,36 +213,7 @@ impl<B: Backend> AdamState<B> {
     }
 
     pub(crate) fn check_bytes(&self, bytes: &[u8]) -> Result<u64, StateError> {
-        if bytes.len() < HEADER {
-            return Err(StateError::Truncated { needed: HEADER, actual: bytes.len() });
-        }
-        if bytes[..4] != MAGIC {
-            return Err(StateError::BadMagic);
-        }
-        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-        if version != STATE_VERSION {
-            return Err(StateError::Version(version));
-        }
-        if usize::from(bytes[6]) != B::Scalar::BYTES {
-            return Err(StateError::ScalarSize(bytes[6]));
-        }
-        let amsgrad = match bytes[7] {
-            0 => false,
-            1 => true,
-            b => return Err(StateError::MomentumFlag(b)),
-        };
-        let word = |at: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&bytes[at..at + 8]);
-            u64::from_le_bytes(w)
-        };
-        let (len, steps) = (word(8), word(16));
-        if len != self.len as u64 {
-            return Err(StateError::Length { expected: self.len as u64, actual: len });
-        }
-        if amsgrad != self.vmax.is_some() {
-            return Err(StateError::Momentum);
-        }
+        let steps = Header::check::<B::Scalar>(bytes, MAGIC, self.len, self.vmax.is_some())?;
         let needed = self.export_len();
         if bytes.len() < needed {
             return Err(StateError::Truncated { needed, actual: bytes.len() });
@@ -280,12 +247,8 @@ impl<B: Backend> AdamState<B> {
 pub fn adamw_step<B: AdamBackend>(backend: &B, cfg: &AdamWConfig, state: &mut AdamState<B>, param: &mut B::Buffer, grad: &B::Buffer) -> Result<(), Error<B::Error>> {
     cfg.validate_for::<B::Scalar>()?;
     let n = state.len;
-    for (what, buf) in [("param", &*param), ("grad", grad)] {
-        let actual = backend.len(buf);
-        if actual != n {
-            return Err(ShapeError::BufferLength { what, expected: n, actual }.into());
-        }
-    }
+    check_len(backend, param, "param", n)?;
+    check_len(backend, grad, "grad", n)?;
     if cfg.amsgrad != state.vmax.is_some() {
         return Err(StateError::AmsgradSetting { state_has_buffer: state.vmax.is_some() }.into());
     }

@@ -8,13 +8,13 @@
 //! Unlike FROG, the output side is not invariant to the scale of `y`: hand
 //! K-FROG unscaled output gradients (divide a loss scale out first).
 
-use crate::backend::{Backend, CgBuffers, Patches, Strided};
+use crate::backend::{Backend, Patches, Strided};
 use crate::config::{representable, ConfigError, MAX_NUM_ITERS};
 use crate::error::{Error, ShapeError};
 use crate::layer::Layer;
 use crate::scalar::Scalar;
 use crate::state::{ParamState, StateError};
-use crate::step::mul;
+use crate::step::{cg_iterate, cg_start, mul};
 use crate::workspace::{Workspace, WorkspaceReq};
 
 /// The CG's denominator epsilon, a constant of the original (not one of
@@ -342,29 +342,13 @@ fn run<B: KfrogBackend>(
     // 5. CG from zero with the one shared matrix X^T X / Bx + eps I: the
     // Fisher product with constant weights 1/Bx.
     backend.pack_patches(layer, batch.x_sample, batch.x, &mut ws.packed)?;
-    let p = Patches { layer, r: batch.x_sample, x: batch.x, packed: &ws.packed };
     backend.fill(batch.x_sample * layer.output_len(), s(1.0 / bx), &mut ws.lambda)?;
-    backend.axpby(n, zero, &ws.m, zero, &mut ws.z)?;
-    backend.copy(n, &ws.m, &mut ws.rs)?;
-    backend.copy(n, &ws.m, &mut ws.pd)?;
-    backend.row_dots(rows, d, &ws.m, &ws.m, &mut ws.rho)?;
-    let mut cg = CgBuffers {
-        z: &mut ws.z,
-        rs: &mut ws.rs,
-        pd: &mut ws.pd,
-        ap: &mut ws.ap,
-        u: &mut ws.u,
-        rho: &mut ws.rho,
-        rho_next: &mut ws.rho_next,
-        pap: &mut ws.pap,
-        coef: &mut ws.coef,
-    };
-    for _ in 0..cfg.num_iters {
-        backend.cg_iteration(&p, &ws.lambda, eps, s(KFROG_CG_DENOM_EPS), &mut cg)?;
-    }
+    cg_start(backend, rows, d, ws)?;
+    cg_iterate(backend, layer, batch.x_sample, batch.x, eps, s(KFROG_CG_DENOM_EPS), cfg.num_iters, ws)?;
 
     // 6-8. The patches' column RMS (in ws.rs), broadcast over the rows
     // (ws.pd), times the solution: the direction; then the step.
+    let p = Patches { layer, r: batch.x_sample, x: batch.x, packed: &ws.packed };
     backend.patch_col_norms(&p, s(1.0 / bx), &mut ws.rs)?;
     backend.copy_strided(rows, d, &ws.rs, Strided { stride: 0, offset: 0 }, &mut ws.pd, Strided::dense(d))?;
     backend.mul_assign(n, &mut ws.pd, &ws.z)?;

@@ -224,12 +224,7 @@ impl<B: Backend> ParamState<B> {
         if out.len() < needed {
             return Err(ShapeError::BufferLength { what: "state bytes", expected: needed, actual: out.len() }.into());
         }
-        out[..4].copy_from_slice(&MAGIC);
-        out[4..6].copy_from_slice(&STATE_VERSION.to_le_bytes());
-        out[6] = B::Scalar::BYTES as u8;
-        out[7] = u8::from(self.momentum.is_some());
-        out[8..16].copy_from_slice(&(self.len as u64).to_le_bytes());
-        out[16..24].copy_from_slice(&self.steps.to_le_bytes());
+        Header { magic: MAGIC, flag: self.momentum.is_some(), len: self.len, steps: self.steps }.write::<B::Scalar>(out);
         if let Some(buf) = &self.momentum {
             export_scalars(backend, buf, self.len, &mut out[HEADER..needed]).map_err(Error::Backend)?;
         }
@@ -250,35 +245,7 @@ impl<B: Backend> ParamState<B> {
     /// Checks bytes [`ParamState::restore`] would take, changing nothing,
     /// and returns their step count.
     pub(crate) fn check_bytes(&self, bytes: &[u8]) -> Result<u64, StateError> {
-        if bytes.len() < HEADER {
-            return Err(StateError::Truncated { needed: HEADER, actual: bytes.len() });
-        }
-        if bytes[..4] != MAGIC {
-            return Err(StateError::BadMagic);
-        }
-        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-        if version != STATE_VERSION {
-            return Err(StateError::Version(version));
-        }
-        if usize::from(bytes[6]) != B::Scalar::BYTES {
-            return Err(StateError::ScalarSize(bytes[6]));
-        }
-        let has_momentum = match bytes[7] {
-            0 => false,
-            1 => true,
-            b => return Err(StateError::MomentumFlag(b)),
-        };
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&bytes[8..16]);
-        let len = u64::from_le_bytes(word);
-        word.copy_from_slice(&bytes[16..24]);
-        let steps = u64::from_le_bytes(word);
-        if len != self.len as u64 {
-            return Err(StateError::Length { expected: self.len as u64, actual: len });
-        }
-        if has_momentum != self.momentum.is_some() {
-            return Err(StateError::Momentum);
-        }
+        let steps = Header::check::<B::Scalar>(bytes, MAGIC, self.len, self.momentum.is_some())?;
         let needed = self.export_len();
         if bytes.len() < needed {
             return Err(StateError::Truncated { needed, actual: bytes.len() });
@@ -334,5 +301,65 @@ pub(crate) fn check_finite<S: Scalar>(bytes: &[u8]) -> Result<(), StateError> {
     match bytes.chunks_exact(S::BYTES).map(S::read_le).position(|v| !v.as_f64().is_finite()) {
         Some(index) => Err(StateError::NonFinite { index: index as u64 }),
         None => Ok(()),
+    }
+}
+
+/// The header every per-parameter state's byte form starts with: magic,
+/// version `u16`, scalar bytes `u8`, a flag byte (whether the optional
+/// buffer is there), entries `u64`, steps `u64`.
+pub(crate) struct Header {
+    pub(crate) magic: [u8; 4],
+    pub(crate) flag: bool,
+    pub(crate) len: usize,
+    pub(crate) steps: u64,
+}
+
+impl Header {
+    /// Bytes of the header.
+    pub(crate) const BYTES: usize = HEADER;
+
+    /// Writes the header to the front of `out` (checked to hold it).
+    pub(crate) fn write<S: Scalar>(&self, out: &mut [u8]) {
+        out[..4].copy_from_slice(&self.magic);
+        out[4..6].copy_from_slice(&STATE_VERSION.to_le_bytes());
+        out[6] = S::BYTES as u8;
+        out[7] = u8::from(self.flag);
+        out[8..16].copy_from_slice(&(self.len as u64).to_le_bytes());
+        out[16..24].copy_from_slice(&self.steps.to_le_bytes());
+    }
+
+    /// Checks a header against a state of `len` entries whose optional
+    /// buffer is there when `flag`, and returns its step count.
+    pub(crate) fn check<S: Scalar>(bytes: &[u8], magic: [u8; 4], len: usize, flag: bool) -> Result<u64, StateError> {
+        if bytes.len() < HEADER {
+            return Err(StateError::Truncated { needed: HEADER, actual: bytes.len() });
+        }
+        if bytes[..4] != magic {
+            return Err(StateError::BadMagic);
+        }
+        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+        if version != STATE_VERSION {
+            return Err(StateError::Version(version));
+        }
+        if usize::from(bytes[6]) != S::BYTES {
+            return Err(StateError::ScalarSize(bytes[6]));
+        }
+        let has = match bytes[7] {
+            0 => false,
+            1 => true,
+            b => return Err(StateError::MomentumFlag(b)),
+        };
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
+        if word(8) != len as u64 {
+            return Err(StateError::Length { expected: len as u64, actual: word(8) });
+        }
+        if has != flag {
+            return Err(StateError::Momentum);
+        }
+        Ok(word(16))
     }
 }

@@ -34,7 +34,7 @@ pub struct Batch<'a, B: Backend> {
     pub batch_size: usize,
 }
 
-fn check_len<B: Backend>(backend: &B, buf: &B::Buffer, what: &'static str, expected: usize) -> Result<(), ShapeError> {
+pub(crate) fn check_len<B: Backend>(backend: &B, buf: &B::Buffer, what: &'static str, expected: usize) -> Result<(), ShapeError> {
     let actual = backend.len(buf);
     if actual == expected {
         Ok(())
@@ -226,29 +226,13 @@ fn run_step<B: Backend>(
     backend.fisher_weights(&p, batch.y, &ws.norms, plan.scale, eps, &mut ws.trace, &mut ws.lambda)?;
 
     // 5-6. Batched CG from zero, exactly num_iters iterations.
-    backend.axpby(n, B::Scalar::ZERO, &ws.m, B::Scalar::ZERO, &mut ws.z)?;
-    backend.copy(n, &ws.m, &mut ws.rs)?;
-    backend.copy(n, &ws.m, &mut ws.pd)?;
-    backend.row_dots(rows, cols, &ws.m, &ws.m, &mut ws.rho)?;
+    cg_start(backend, rows, cols, ws)?;
     if let (Some(_), Some(diag)) = (check, &mut state.diag) {
         record(backend, rows, &ws.rho, diag, DIAG_RHO0)?;
     }
-    let mut cg = CgBuffers {
-        z: &mut ws.z,
-        rs: &mut ws.rs,
-        pd: &mut ws.pd,
-        ap: &mut ws.ap,
-        u: &mut ws.u,
-        rho: &mut ws.rho,
-        rho_next: &mut ws.rho_next,
-        pap: &mut ws.pap,
-        coef: &mut ws.coef,
-    };
-    for _ in 0..cfg.num_iters {
-        backend.cg_iteration(&p, &ws.lambda, tau, eps, &mut cg)?;
-    }
+    let rho = cg_iterate(backend, layer, batch.sample, batch.x, tau, eps, cfg.num_iters, ws)?;
     if let (Some(_), Some(diag)) = (check, &mut state.diag) {
-        record(backend, rows, cg.rho, diag, DIAG_RHOK)?;
+        record(backend, rows, rho, diag, DIAG_RHOK)?;
     }
 
     // 7-8. Row scale (and the guard's check of it), decoupled decay, the step.
@@ -288,4 +272,46 @@ pub fn gather_rows<B: Backend>(backend: &B, rows: &[usize], row_len: usize, src:
         return Err(ShapeError::BufferLength { what: "gather destination", expected: needed, actual: backend.len(dst) }.into());
     }
     backend.copy_rows(rows, row_len, src, dst).map_err(Error::Backend)
+}
+
+/// Starts batched CG from zero on the right-hand side in `ws.m`: `Z = 0`,
+/// `Rs = Pd = M`, `rho = <M, M>` per row (FROG's and K-FROG's solves).
+pub(crate) fn cg_start<B: Backend>(backend: &B, rows: usize, cols: usize, ws: &mut Workspace<B>) -> Result<(), B::Error> {
+    let n = rows * cols;
+    backend.axpby(n, B::Scalar::ZERO, &ws.m, B::Scalar::ZERO, &mut ws.z)?;
+    backend.copy(n, &ws.m, &mut ws.rs)?;
+    backend.copy(n, &ws.m, &mut ws.pd)?;
+    backend.row_dots(rows, cols, &ws.m, &ws.m, &mut ws.rho)
+}
+
+/// `iters` CG iterations against the Fisher weights in `ws.lambda` over the
+/// patches `pack_patches` left in `ws.packed`; returns the final `<Rs,Rs>`
+/// per row (in `ws.rho` or `ws.rho_next`, as the iterations swapped them).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cg_iterate<'w, B: Backend>(
+    backend: &B,
+    layer: &Layer,
+    r: usize,
+    x: &B::Buffer,
+    tau: B::Scalar,
+    eps: B::Scalar,
+    iters: usize,
+    ws: &'w mut Workspace<B>,
+) -> Result<&'w B::Buffer, B::Error> {
+    let p = Patches { layer, r, x, packed: &ws.packed };
+    let mut cg = CgBuffers {
+        z: &mut ws.z,
+        rs: &mut ws.rs,
+        pd: &mut ws.pd,
+        ap: &mut ws.ap,
+        u: &mut ws.u,
+        rho: &mut ws.rho,
+        rho_next: &mut ws.rho_next,
+        pap: &mut ws.pap,
+        coef: &mut ws.coef,
+    };
+    for _ in 0..iters {
+        backend.cg_iteration(&p, &ws.lambda, tau, eps, &mut cg)?;
+    }
+    Ok(cg.rho)
 }
