@@ -238,7 +238,7 @@ fn gpu_buffer_errors() {
     let mut y = b.zeros(8).unwrap();
     let e = b.axpby(8, 1.0, &x, 0.0, &mut y).unwrap_err();
     assert!(matches!(e, Error::ForeignBuffer { what: "x" }), "{e}");
-    assert_eq!(e.kind(), BackendErrorKind::InvalidBuffer);
+    assert_eq!(e.kind(), BackendErrorKind::DeviceMismatch);
     let e = b.axpby(9, 1.0, &y.clone_zeroed(&b), 0.0, &mut y).unwrap_err();
     assert!(matches!(e, Error::BufferTooShort { .. }), "{e}");
     let mut host = [1.0f32; 8];
