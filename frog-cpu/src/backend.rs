@@ -180,7 +180,7 @@ impl<T: Real> Cpu<T> {
     fn tiles(&self, layer: &Layer, r: usize) -> Result<Option<Tiles>, CpuError> {
         Ok(match self.algorithm(layer)? {
             Algorithm::Direct => None,
-            Algorithm::Winograd => Tiles::new(layer, r),
+            Algorithm::Winograd => Tiles::new(layer, r, self.pool.threads()),
         })
     }
 

@@ -91,11 +91,12 @@ impl Algorithm {
 }
 
 /// Transformed points per tile (4x4).
-const POINTS: usize = 16;
+pub(crate) const POINTS: usize = 16;
 
-/// Entries of the per-thread tile block a product works in: about 256 KiB
-/// of f32 for every row count, so a block of `M` (or `Ut`) stays in L2.
-const BLOCK_ENTRIES: usize = 1 << 16;
+/// Tiles per block of a product: the inner dimension of the weight-gradient
+/// GEMMs and the row count of the forward ones, long enough that the GEMM
+/// kernels amortize packing their other operand (`R x c_in`) per call.
+const BLOCK_TILES: usize = 256;
 
 /// The tiling of one step of a Winograd layer: sizes only, all exact for a
 /// validated layer (products saturate so an unvalidated one asks for an
@@ -110,31 +111,53 @@ pub(crate) struct Tiles {
     /// `D'` (row length of `v` and `g`) and whether the bias column is there.
     cols: usize,
     bias: bool,
-    /// Tiles per block of a product.
+    /// Tiles per block: the transformed inputs are stored block by block
+    /// (`[block][xi][c][tile]`), so a product's operands are contiguous.
     block: usize,
+    /// Entries between two channels of a block: `block` padded off powers
+    /// of two, which would map every channel's run onto the same cache sets.
+    stride: usize,
+    /// Blocks of the step.
+    blocks: usize,
 }
 
 impl Tiles {
     /// The tiling of `layer` at `r` samples; `None` unless it is a
     /// convolution Winograd supports.
-    pub(crate) fn new(layer: &Layer, r: usize) -> Option<Self> {
+    /// on a pool of `threads` threads (blocks are split across them).
+    pub(crate) fn new(layer: &Layer, r: usize, threads: usize) -> Option<Self> {
         let LayerKind::Conv2d(conv) = &layer.kind else { return None };
         Algorithm::Winograd.supports(layer).ok()?;
         let grid = Grid::new(conv.c_in, conv.input_hw, conv.padding)?;
-        let rows = conv.c_out;
+        let total = r.saturating_mul(grid.per_sample());
+        // At least one block per thread, each at most BLOCK_TILES long.
+        let block = BLOCK_TILES.min(total.div_ceil(threads.max(1))).max(1);
         Some(Self {
             grid,
-            rows,
-            total: r.saturating_mul(grid.per_sample()),
+            rows: conv.c_out,
+            total,
             cols: layer.cols(),
             bias: layer.bias,
-            block: (BLOCK_ENTRIES / (POINTS * rows.max(1))).clamp(8, 512),
+            block,
+            stride: block.next_multiple_of(8) + 8,
+            blocks: total.div_ceil(block),
         })
     }
 
     /// Entries of the transformed inputs `Xt` (the patch scratch).
     pub(crate) fn packed_len(&self) -> usize {
-        POINTS.saturating_mul(self.total).saturating_mul(self.grid.c)
+        self.blocks.saturating_mul(POINTS).saturating_mul(self.grid.c).saturating_mul(self.stride)
+    }
+
+    /// Where point `xi` of block `b` starts in `Xt`: a `c_in x block`
+    /// row-major matrix with row stride `stride`.
+    fn xt(&self, b: usize, xi: usize) -> usize {
+        (b * POINTS + xi) * self.grid.c * self.stride
+    }
+
+    /// Tiles `b*block..` of block `b`.
+    fn block_tiles(&self, b: usize) -> Range<usize> {
+        b * self.block..((b + 1) * self.block).min(self.total)
     }
 
     /// Entries of the transformed directions or gradient (`16 x R x c_in`).
@@ -142,9 +165,10 @@ impl Tiles {
         POINTS * self.rows * self.grid.c
     }
 
-    /// Entries of one thread's tile block.
+    /// Entries of one thread's scratch: a tile block of `M` or `Ut`, and
+    /// 12 rows for the output transform's stages (or zeros).
     fn block_len(&self) -> usize {
-        POINTS * self.block * self.rows
+        (POINTS * self.block + 12) * self.rows
     }
 
     /// Entries of arena the products need on `threads` threads: the
@@ -160,11 +184,6 @@ impl Tiles {
     /// Rows of `u` (`r * L`).
     fn n(&self) -> usize {
         self.total / self.grid.per_sample() * self.positions()
-    }
-
-    /// Entries of `Xt` per transformed point (`c_in x tiles`).
-    fn plane(&self) -> usize {
-        self.grid.c * self.total
     }
 
     /// The rows of `u` of tile `t`'s four outputs (`None` past the edge),
@@ -213,36 +232,43 @@ fn input_2d<T: Real>(d: &[[T; 4]; 4]) -> [T; POINTS] {
     out
 }
 
-/// `A^T m A`: the 2x2 outputs `(0,0), (0,1), (1,0), (1,1)` of a tile's 16
-/// products.
+/// `out[j] = f(a[j], b[j], c[j])` (over the shortest).
 #[inline(always)]
-pub(crate) fn output_2d<T: Real>(m: &[T; POINTS]) -> [T; 4] {
-    let s = |p: usize| {
-        let (a, b, c, d) = (m[p * 4], m[p * 4 + 1], m[p * 4 + 2], m[p * 4 + 3]);
-        (a + b + c, b - c - d)
-    };
-    let (s0, s1, s2, s3) = (s(0), s(1), s(2), s(3));
-    [s0.0 + s1.0 + s2.0, s0.1 + s1.1 + s2.1, s1.0 - s2.0 - s3.0, s1.1 - s2.1 - s3.1]
+fn zip3<T: Copy>(out: &mut [T], a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T) {
+    out.iter_mut().zip(a).zip(b).zip(c).for_each(|(((o, &a), &b), &c)| *o = f(a, b, c));
 }
 
-/// `A y A^T`, the adjoint of [`output_2d`], with `A = [1 0; 1 1; 1 -1; 0 -1]`.
+/// `A^T m A` row-wise: from the 16 rows `m[xi]` of one tile's products
+/// (a value per row `j` of `u` each), its 2x2 outputs `(0,0), (0,1),
+/// (1,0), (1,1)` in four rows of `tmp` (12 rows long), one stage per axis,
+/// so every loop runs along `j` and vectorizes.
 #[inline(always)]
-fn output_2d_t<T: Real>(y: [T; 4]) -> [T; POINTS] {
-    let z = |a: usize| {
-        let (y0, y1) = (y[2 * a], y[2 * a + 1]);
-        [y0, y0 + y1, y0 - y1, -y1]
-    };
-    let (z0, z1) = (z(0), z(1));
-    std::array::from_fn(|xi| {
-        let q = xi % 4;
-        match xi / 4 {
-            0 => z0[q],
-            1 => z0[q] + z1[q],
-            2 => z0[q] - z1[q],
-            _ => -z1[q],
+pub(crate) fn output_rows<'a, T: Real>(m: &[&[T]; POINTS], tmp: &'a mut [T]) -> [&'a [T]; 4] {
+    let rows = m[0].len();
+    let (s, y) = tmp[..12 * rows].split_at_mut(8 * rows);
+    // Along the columns: s[p][0] = m[p,0] + m[p,1] + m[p,2], s[p][1] = m[p,1] - m[p,2] - m[p,3].
+    for (p, sp) in s.chunks_exact_mut(2 * rows).enumerate() {
+        let (s0, s1) = sp.split_at_mut(rows);
+        zip3(s0, m[p * 4], m[p * 4 + 1], m[p * 4 + 2], |a, b, c| a + b + c);
+        zip3(s1, m[p * 4 + 1], m[p * 4 + 2], m[p * 4 + 3], |a, b, c| a - b - c);
+    }
+    let sr = |p: usize, b: usize| &s[(2 * p + b) * rows..][..rows];
+    // Along the rows: y[0][b] = s[0][b] + s[1][b] + s[2][b], y[1][b] = s[1][b] - s[2][b] - s[3][b].
+    for (k, yk) in y.chunks_exact_mut(rows).enumerate() {
+        let b = k % 2;
+        if k < 2 {
+            zip3(yk, sr(0, b), sr(1, b), sr(2, b), |a, b, c| a + b + c);
+        } else {
+            zip3(yk, sr(1, b), sr(2, b), sr(3, b), |a, b, c| a - b - c);
         }
-    })
+    }
+    let y = &*y;
+    std::array::from_fn(|k| &y[k * rows..(k + 1) * rows])
 }
+
+/// `A = (A^T)^T`, whose outer products give the adjoint of the output
+/// transform: `Ut[p,q] = sum_{a,b} A[p][a] A[q][b] u[a,b]`.
+const A: [[f64; 2]; 4] = [[1.0, 0.0], [1.0, 1.0], [1.0, -1.0], [0.0, -1.0]];
 
 /// `G g G^T` of a row-major 3x3 filter.
 #[inline(always)]
@@ -302,12 +328,12 @@ impl Grid {
     }
 
     /// Writes `(B^T d B)[xi]` of channel `c`, tile `k` of the sample `xs`
-    /// (`[c, H, W]`) to `out[xi * point_stride + c * chan_stride + tile0 + k]`.
+    /// (`[c, H, W]`) to `out[at(k) + xi * point_stride + c * chan_stride]`.
     ///
     /// # Safety
     /// Every such index must be inside `out`'s allocation and written by
     /// no other thread during the call.
-    pub(crate) unsafe fn transform_input<T: Real>(&self, xs: &[T], out: *mut T, point_stride: usize, chan_stride: usize, tile0: usize) {
+    pub(crate) unsafe fn transform_input<T: Real>(&self, xs: &[T], out: *mut T, point_stride: usize, chan_stride: usize, at: impl Fn(usize) -> usize) {
         let [h, w] = self.hw;
         for c in 0..self.c {
             let ch = &xs[c * h * w..(c + 1) * h * w];
@@ -329,9 +355,9 @@ impl Grid {
                             }
                         }
                     }
-                    let at = c * chan_stride + tile0 + ty * self.tiles[1] + tx;
+                    let base = at(ty * self.tiles[1] + tx) + c * chan_stride;
                     for (xi, v) in input_2d(&d).into_iter().enumerate() {
-                        *out.add(xi * point_stride + at) = v;
+                        *out.add(base + xi * point_stride) = v;
                     }
                 }
             }
@@ -367,10 +393,10 @@ pub(crate) fn transform_filters<T: Real>(pool: &ThreadPool, src: &[T], [rows, in
     });
 }
 
-/// The input transform of one step: `packed[xi][c][t] = (B^T d_{t,c} B)[xi]`
-/// for every tile `t` of the `r` samples in `x` (`[r, c_in, H, W]`), zeros
-/// for the padding. Each point's plane is a `tiles x c_in` matrix with
-/// unit row stride, which the GEMMs read directly.
+/// The input transform of one step: `(B^T d_{t,c} B)[xi]` for every tile
+/// `t` of the `r` samples in `x` (`[r, c_in, H, W]`), zeros for the
+/// padding, block by block (see [`Tiles::xt`]): each point of a block is a
+/// `c_in x block` matrix the GEMMs read directly.
 pub(crate) fn pack<T: Real>(pool: &ThreadPool, t: &Tiles, r: usize, x: &[T], packed: &mut [T]) {
     let g = t.grid;
     let input = g.c * g.hw[0] * g.hw[1];
@@ -381,7 +407,11 @@ pub(crate) fn pack<T: Real>(pool: &ThreadPool, t: &Tiles, r: usize, x: &[T], pac
         for i in split_range(r, pool.threads(), tid) {
             // SAFETY: sample i's tiles belong to this thread alone, and every
             // index is below 16 * c_in * tiles (checked above).
-            unsafe { g.transform_input(&x[i * input..(i + 1) * input], out.get(), t.plane(), t.total, i * g.per_sample()) };
+            let at = |k: usize| {
+                let tile = i * g.per_sample() + k;
+                t.xt(tile / t.block, 0) + tile % t.block
+            };
+            unsafe { g.transform_input(&x[i * input..(i + 1) * input], out.get(), g.c * t.stride, t.stride, at) };
         }
     });
 }
@@ -450,37 +480,29 @@ pub(crate) fn project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], v: &[
         let (blocks, up) = (blocks, up);
         // SAFETY: each thread has its own block.
         let m = unsafe { std::slice::from_raw_parts_mut(blocks.get().add(tid * t.block_len()), t.block_len()) };
-        let mine = split_range(t.total, threads, tid);
-        let mut start = mine.start;
-        while start < mine.end {
-            let len = t.block.min(mine.end - start);
+        for b in split_range(t.blocks, threads, tid) {
+            let tiles = t.block_tiles(b);
+            let (start, len) = (tiles.start, tiles.len());
             for xi in 0..POINTS {
-                let xt = View::strided(&packed[xi * t.plane() + start..], len, c, 1, t.total);
+                let xt = View::strided(&packed[t.xt(b, xi)..], len, c, 1, t.stride);
                 let vt = View::row_major(&filters[xi * rows * c..(xi + 1) * rows * c], rows, c).t();
                 matmul_seq(&mut m[xi * t.block * rows..], rows, false, xt, vt);
             }
+            let (m, tmp) = m.split_at_mut(POINTS * t.block * rows);
             for k in 0..len {
-                let outs = t.outputs(start + k);
-                // SAFETY: the four rows of u of a tile belong to no other
-                // tile, and this thread owns its tiles.
-                let mut dst = outs.map(|o| o.map(|n| unsafe { std::slice::from_raw_parts_mut(up.get().add(n * rows), rows) }));
-                for j in 0..rows {
-                    let y = output_2d(&std::array::from_fn(|xi| m[(xi * t.block + k) * rows + j]));
-                    for (row, y) in dst.iter_mut().zip(y) {
-                        if let Some(row) = row {
-                            row[j] = y + bias[j];
-                        }
-                    }
-                }
-                if let Some(l) = lambda {
-                    for (row, n) in dst.iter_mut().zip(outs) {
-                        if let (Some(row), Some(n)) = (row, n) {
-                            row.iter_mut().zip(&l[n * rows..(n + 1) * rows]).for_each(|(u, &s)| *u *= s);
-                        }
+                let ms: [&[T]; POINTS] = std::array::from_fn(|xi| &m[(xi * t.block + k) * rows..][..rows]);
+                let y = output_rows(&ms, tmp);
+                for (o, y) in t.outputs(start + k).into_iter().zip(y) {
+                    let Some(n) = o else { continue };
+                    // SAFETY: the rows of u of a tile belong to no other tile,
+                    // and this thread owns its tiles.
+                    let row = unsafe { std::slice::from_raw_parts_mut(up.get().add(n * rows), rows) };
+                    match lambda {
+                        Some(l) => zip3(row, y, bias, &l[n * rows..(n + 1) * rows], |y, b, l| (y + b) * l),
+                        None => row.iter_mut().zip(y).zip(bias).for_each(|((u, &y), &b)| *u = y + b),
                     }
                 }
             }
-            start += len;
         }
     });
 }
@@ -510,19 +532,20 @@ pub(crate) fn back_project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], 
         let js = split_range(rows, row_parts, tid / xi_parts);
         let rb = js.len();
         // SAFETY: each thread has its own block.
-        let ut = unsafe { std::slice::from_raw_parts_mut(blocks.get().add(tid * t.block_len()), t.block_len()) };
-        let mut start = 0;
-        while start < t.total {
-            let len = t.block.min(t.total - start);
-            transform_outputs(t, u, start..start + len, &js, &points, ut);
+        let block = unsafe { std::slice::from_raw_parts_mut(blocks.get().add(tid * t.block_len()), t.block_len()) };
+        let (ut, zeros) = block.split_at_mut(POINTS * t.block * rows);
+        zeros.fill(T::ZERO);
+        for b in 0..t.blocks {
+            let tiles = t.block_tiles(b);
+            let len = tiles.len();
+            transform_outputs(t, u, tiles, &js, &points, ut, zeros);
             for (k, xi) in points.clone().enumerate() {
                 let a = View::row_major(&ut[k * t.block * rb..][..len * rb], len, rb).t();
-                let xt = View::strided(&packed[xi * t.plane() + start..], len, c, 1, t.total);
+                let xt = View::strided(&packed[t.xt(b, xi)..], len, c, 1, t.stride);
                 // SAFETY: rows js of point xi's Gt belong to this thread.
                 let gt = unsafe { std::slice::from_raw_parts_mut(fp.get().add((xi * rows + js.start) * c), rb * c) };
-                matmul_seq(gt, c, start > 0, a, xt);
+                matmul_seq(gt, c, b > 0, a, xt);
             }
-            start += len;
         }
     });
     let filters = &*filters;
@@ -552,15 +575,16 @@ pub(crate) fn back_project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], 
 /// `ut[k][b][j - js.start] = (A u_b A^T)[points.start + k]` for the tiles
 /// `b` of `tiles` and the rows `js`: the transposed output transform, zeros
 /// for outputs past the edge.
-fn transform_outputs<T: Real>(t: &Tiles, u: &[T], tiles: Range<usize>, js: &Range<usize>, points: &Range<usize>, ut: &mut [T]) {
+fn transform_outputs<T: Real>(t: &Tiles, u: &[T], tiles: Range<usize>, js: &Range<usize>, points: &Range<usize>, ut: &mut [T], zeros: &[T]) {
     let (rows, rb) = (t.rows, js.len());
+    let coef: [[T; 4]; POINTS] = std::array::from_fn(|xi| std::array::from_fn(|ab| T::of_f64(A[xi / 4][ab / 2] * A[xi % 4][ab % 2])));
     for (b, tile) in tiles.enumerate() {
-        let outs = t.outputs(tile).map(|o| o.map(|n| &u[n * rows + js.start..n * rows + js.end]));
-        for jl in 0..rb {
-            let vals = output_2d_t(outs.map(|o| o.map_or(T::ZERO, |row| row[jl])));
-            for xi in points.clone() {
-                ut[((xi - points.start) * t.block + b) * rb + jl] = vals[xi];
-            }
+        let y = t.outputs(tile).map(|o| o.map_or(&zeros[..rb], |n| &u[n * rows + js.start..n * rows + js.end]));
+        for xi in points.clone() {
+            let c = coef[xi];
+            let out = &mut ut[((xi - points.start) * t.block + b) * rb..][..rb];
+            // Coefficients are 0 and +-1: every product is exact.
+            out.iter_mut().zip(y[0]).zip(y[1]).zip(y[2]).zip(y[3]).for_each(|((((o, &a), &b), &cc), &d)| *o = c[0] * a + c[1] * b + c[2] * cc + c[3] * d);
         }
     }
 }
