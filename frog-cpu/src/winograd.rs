@@ -373,7 +373,6 @@ pub(crate) fn transform_filters<T: Real>(pool: &ThreadPool, src: &[T], [rows, in
     assert!(out.len() >= POINTS * rows * inner, "winograd filters: output too short");
     let op = SendPtr(out.as_mut_ptr());
     pool.run(&|tid| {
-        let op = op;
         for r in split_range(rows, pool.threads(), tid) {
             for i in 0..inner {
                 let f: [T; 9] = if flip {
@@ -403,7 +402,6 @@ pub(crate) fn pack<T: Real>(pool: &ThreadPool, t: &Tiles, r: usize, x: &[T], pac
     assert!(x.len() >= r * input && packed.len() >= t.packed_len(), "winograd pack: buffers too short");
     let out = SendPtr(packed.as_mut_ptr());
     pool.run(&|tid| {
-        let out = out;
         for i in split_range(r, pool.threads(), tid) {
             // SAFETY: sample i's tiles belong to this thread alone, and every
             // index is below 16 * c_in * tiles (checked above).
@@ -428,7 +426,6 @@ pub(crate) fn sq_norms<T: Real>(pool: &ThreadPool, t: &Tiles, r: usize, x: &[T],
     let base = SendPtr(norms.as_mut_ptr());
     let start = if t.bias { T::ONE } else { T::ZERO };
     pool.run(&|tid| {
-        let base = base;
         for i in split_range(r, pool.threads(), tid) {
             // SAFETY: sample i's norms belong to this thread alone.
             let out = unsafe { std::slice::from_raw_parts_mut(base.get().add(i * l), l) };
@@ -477,7 +474,6 @@ pub(crate) fn project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], v: &[
     let (filters, bias) = (&*filters, &*bias);
     let (blocks, up) = (SendPtr(blocks.as_mut_ptr()), SendPtr(u.as_mut_ptr()));
     pool.run(&|tid| {
-        let (blocks, up) = (blocks, up);
         // SAFETY: each thread has its own block.
         let m = unsafe { std::slice::from_raw_parts_mut(blocks.get().add(tid * t.block_len()), t.block_len()) };
         for b in split_range(t.blocks, threads, tid) {
@@ -524,7 +520,6 @@ pub(crate) fn back_project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], 
     let (xi_parts, row_parts) = gradient_parts(threads, rows);
     let (fp, blocks) = (SendPtr(filters.as_mut_ptr()), SendPtr(blocks.as_mut_ptr()));
     pool.run(&|tid| {
-        let (fp, blocks) = (fp, blocks);
         if tid >= xi_parts * row_parts {
             return;
         }
@@ -554,7 +549,6 @@ pub(crate) fn back_project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], 
     }
     let (bias, gp) = (&*bias, SendPtr(g.as_mut_ptr()));
     pool.run(&|tid| {
-        let gp = gp;
         for j in split_range(rows, threads, tid) {
             // SAFETY: row j of g belongs to this thread.
             let gj = unsafe { std::slice::from_raw_parts_mut(gp.get().add(j * t.cols), t.cols) };
@@ -593,7 +587,6 @@ fn transform_outputs<T: Real>(t: &Tiles, u: &[T], tiles: Range<usize>, js: &Rang
 fn column_sums<T: Real>(pool: &ThreadPool, u: &[T], n: usize, rows: usize, sums: &mut [T]) {
     let base = SendPtr(sums.as_mut_ptr());
     pool.run(&|tid| {
-        let base = base;
         let js = split_range(rows, pool.threads(), tid);
         // SAFETY: the column ranges are disjoint.
         let acc = unsafe { std::slice::from_raw_parts_mut(base.get().add(js.start), js.len()) };

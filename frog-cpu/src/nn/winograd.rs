@@ -106,7 +106,6 @@ fn run<T: Real>(pool: &ThreadPool, plan: &Plan, batch: usize, input: &[T], w: &[
     let filters = &*filters;
     let (sp, op) = (SendPtr(rest.as_mut_ptr()), SendPtr(out.as_mut_ptr()));
     pool.run(&|tid| {
-        let (sp, op) = (sp, op);
         // SAFETY: each thread uses its own scratch.
         let mine = unsafe { std::slice::from_raw_parts_mut(sp.get().add(tid * plan.per_thread()), plan.per_thread()) };
         let tiles = plan.tiles();
