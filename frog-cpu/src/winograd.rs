@@ -270,6 +270,13 @@ pub(crate) fn output_rows<'a, T: Real>(m: &[&[T]; POINTS], tmp: &'a mut [T]) -> 
 /// transform: `Ut[p,q] = sum_{a,b} A[p][a] A[q][b] u[a,b]`.
 const A: [[f64; 2]; 4] = [[1.0, 0.0], [1.0, 1.0], [1.0, -1.0], [0.0, -1.0]];
 
+/// `coef[xi][ab] = A[p][a] A[q][b]` for `xi = (p, q)`, `ab = (a, b)`: the
+/// adjoint output transform as a 16 x 4 matrix of 0 and +-1 (so every
+/// product with it is exact).
+pub(crate) fn output_t_coef<T: Real>() -> [[T; 4]; POINTS] {
+    std::array::from_fn(|xi| std::array::from_fn(|ab| T::of_f64(A[xi / 4][ab / 2] * A[xi % 4][ab % 2])))
+}
+
 /// `G g G^T` of a row-major 3x3 filter.
 #[inline(always)]
 fn filter_2d<T: Real>(g: [T; 9]) -> [T; POINTS] {
@@ -287,7 +294,7 @@ fn filter_2d<T: Real>(g: [T; 9]) -> [T; POINTS] {
 
 /// `G^T s G`, the adjoint of [`filter_2d`]: a row-major 3x3 filter.
 #[inline(always)]
-fn filter_2d_t<T: Real>(s: &[T; POINTS]) -> [T; 9] {
+pub(crate) fn filter_2d_t<T: Real>(s: &[T; POINTS]) -> [T; 9] {
     let half = T::of_f64(0.5);
     let e: [[T; 3]; 4] = std::array::from_fn(|p| filter_1d_t([s[p * 4], s[p * 4 + 1], s[p * 4 + 2], s[p * 4 + 3]], half));
     let mut out = [T::ZERO; 9];
@@ -571,7 +578,7 @@ pub(crate) fn back_project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], 
 /// for outputs past the edge.
 fn transform_outputs<T: Real>(t: &Tiles, u: &[T], tiles: Range<usize>, js: &Range<usize>, points: &Range<usize>, ut: &mut [T], zeros: &[T]) {
     let (rows, rb) = (t.rows, js.len());
-    let coef: [[T; 4]; POINTS] = std::array::from_fn(|xi| std::array::from_fn(|ab| T::of_f64(A[xi / 4][ab / 2] * A[xi % 4][ab % 2])));
+    let coef = output_t_coef::<T>();
     for (b, tile) in tiles.enumerate() {
         let y = t.outputs(tile).map(|o| o.map_or(&zeros[..rb], |n| &u[n * rows + js.start..n * rows + js.end]));
         for xi in points.clone() {

@@ -10,8 +10,8 @@
 //! from the PyTorch layout `[B, c_out, L]` is a row copy, not a transpose.
 //!
 //! 3x3 stride-1 convolutions with enough channels run the forward pass
-//! and the data gradient through Winograd F(2x2, 3x3) instead (see
-//! `winograd`); the weight gradient stays a GEMM over packed patches.
+//! the data gradient and the weight gradient through Winograd F(2x2, 3x3)
+//! instead (see `winograd`).
 
 use frog_core::Conv2d;
 
@@ -218,6 +218,9 @@ pub fn conv2d_backward_weight<T: Real>(
     dw: &mut [T],
     scratch: &mut [T],
 ) {
+    if winograd::applies(conv) {
+        return winograd::backward_weight(pool, conv, batch, x, dy, dw, scratch);
+    }
     let plan = Plan::new(conv, batch, pool.threads());
     let wlen = plan.c_out * plan.d;
     assert!(x.len() >= batch * plan.in_len && dy.len() >= batch * plan.out_len && dw.len() >= wlen);

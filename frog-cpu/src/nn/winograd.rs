@@ -9,13 +9,15 @@
 //! each thread takes groups of consecutive samples, transforms their
 //! input tiles into its scratch, runs one GEMM per transformed point
 //! (`M_xi = Wt_xi Xt_xi`, `rows x tiles`) and writes the output transform
-//! straight into the PyTorch-layout output.
+//! straight into the PyTorch-layout output. The weight gradient is the
+//! adjoint in the filter: per group, `Gt_xi += (A dy A^T)_xi Xt_xi^T` into a
+//! per-thread partial, then the partials' sum goes back through `G^T . G`.
 
 use frog_core::{Conv2d, Layer};
 
 use crate::gemm::{matmul_seq, Real, View};
 use crate::pool::{SendPtr, ThreadPool};
-use crate::winograd::{output_rows, transform_filters, Algorithm, Grid, POINTS};
+use crate::winograd::{filter_2d_t, output_rows, output_t_coef, transform_filters, Algorithm, Grid, POINTS};
 
 /// Tiles a group aims for: long enough GEMMs, small enough that a group's
 /// transformed inputs and products stay in the last-level cache.
@@ -68,12 +70,73 @@ fn plans(conv: &Conv2d, batch: usize, threads: usize) -> Option<(Plan, Plan)> {
     Some((Plan::new(forward, conv.c_out, batch, threads), Plan::new(data, conv.c_in, batch, threads)))
 }
 
-/// Scratch entries the Winograd kernels need (0 when `conv` is not one).
+/// Scratch entries the Winograd kernels need (0 when `conv` is not one):
+/// the weight gradient adds a `16 x c_out x c_in` partial per thread to the
+/// forward plan.
 pub(super) fn scratch_len(conv: &Conv2d, batch: usize, threads: usize) -> usize {
     match plans(conv, batch, threads) {
-        Some((f, d)) if applies(conv) => f.len().max(d.len()),
+        Some((f, d)) if applies(conv) => f.len().max(d.len()).max(f.len() + threads * POINTS * conv.c_in * conv.c_out),
         _ => 0,
     }
+}
+
+/// `dw = sum over the batch of dY X` (see `conv::conv2d_backward_weight`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward_weight<T: Real>(pool: &ThreadPool, conv: &Conv2d, batch: usize, x: &[T], dy: &[T], dw: &mut [T], scratch: &mut [T]) {
+    let (plan, _) = plans(conv, batch, pool.threads()).expect("a valid convolution geometry");
+    let (g, rows) = (plan.grid, plan.rows);
+    let (c, [ho, wo], per, tiles) = (g.c, g.out, g.per_sample(), plan.tiles());
+    let (in_len, out_len, part_len) = (c * g.hw[0] * g.hw[1], rows * ho * wo, POINTS * rows * c);
+    assert!(x.len() >= batch * in_len && dy.len() >= batch * out_len && dw.len() >= rows * c * 9, "winograd conv: buffers too short");
+    assert!(scratch.len() >= plan.len() + plan.threads * part_len, "convolution scratch too small");
+    let (work, partials) = scratch[POINTS * rows * c..].split_at_mut(plan.threads * plan.per_thread());
+    let (wp, pp) = (SendPtr(work.as_mut_ptr()), SendPtr(partials.as_mut_ptr()));
+    let coef = output_t_coef::<T>();
+    pool.run(&|tid| {
+        // SAFETY: each thread uses its own scratch and partial.
+        let mine = unsafe { std::slice::from_raw_parts_mut(wp.get().add(tid * plan.per_thread()), plan.per_thread()) };
+        let part = unsafe { std::slice::from_raw_parts_mut(pp.get().add(tid * part_len), part_len) };
+        part.fill(T::ZERO);
+        let (xt, rest) = mine.split_at_mut(POINTS * tiles * c);
+        let dt = &mut rest[..POINTS * tiles * rows];
+        for grp in (tid..plan.groups).step_by(plan.threads) {
+            let s0 = grp * plan.group;
+            let n = plan.group.min(batch - s0);
+            let nt = n * per;
+            for i in 0..n {
+                // SAFETY: the group's tiles lie in this thread's scratch.
+                unsafe { g.transform_input(&x[(s0 + i) * in_len..][..in_len], xt.as_mut_ptr(), c * tiles, tiles, |k| i * per + k) };
+                for o in 0..rows {
+                    let plane = &dy[(s0 + i) * out_len + o * ho * wo..][..ho * wo];
+                    for k in 0..per {
+                        let (oy, ox) = (2 * (k / g.tiles[1]), 2 * (k % g.tiles[1]));
+                        let at = |a: usize, b: usize| if oy + a < ho && ox + b < wo { plane[(oy + a) * wo + ox + b] } else { T::ZERO };
+                        let y = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
+                        for (xi, cf) in coef.iter().enumerate() {
+                            dt[(xi * rows + o) * tiles + i * per + k] = cf[0] * y[0] + cf[1] * y[1] + cf[2] * y[2] + cf[3] * y[3];
+                        }
+                    }
+                }
+            }
+            for xi in 0..POINTS {
+                let a = View::strided(&dt[xi * rows * tiles..], rows, nt, tiles, 1);
+                let b = View::strided(&xt[xi * c * tiles..], nt, c, 1, tiles);
+                matmul_seq(&mut part[xi * rows * c..], c, true, a, b);
+            }
+        }
+    });
+    let partials = &*partials;
+    let dwp = SendPtr(dw.as_mut_ptr());
+    pool.run(&|tid| {
+        for o in crate::pool::split_range(rows, plan.threads, tid) {
+            // SAFETY: row o of dw belongs to this thread.
+            let out = unsafe { std::slice::from_raw_parts_mut(dwp.get().add(o * c * 9), c * 9) };
+            for (ch, f) in out.chunks_exact_mut(9).enumerate() {
+                let s: [T; POINTS] = std::array::from_fn(|xi| (0..plan.threads).fold(T::ZERO, |acc, t| acc + partials[t * part_len + (xi * rows + o) * c + ch]));
+                f.copy_from_slice(&filter_2d_t(&s));
+            }
+        }
+    });
 }
 
 /// `y = conv(x, w)` (see `conv::conv2d_forward`), `conv` one that [`applies`].
