@@ -10,15 +10,15 @@
 //! on the first product and matched it on the second.
 
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use frog_core::{Backend, BackendError, BackendErrorKind, CgBuffers, Guard, GuardBackend, Layer, LayerKind, Patches, ShapeError, Strided, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};
 
 use crate::gemm::{matmul, matmul_seq, Real, View};
 use crate::im2col::im2col_valid;
 use crate::pool::{split_range, PoolFailure, SendPtr, ThreadPool};
+use crate::winograd::{self, Algorithm, Tiles};
 
 /// What failed on the CPU backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +49,14 @@ pub enum CpuError {
         /// reason for refusing a thread.
         reason: PoolFailure,
     },
+    /// An algorithm was forced on a layer it cannot run (see
+    /// [`Cpu::with_algorithm`]).
+    Algorithm {
+        /// The algorithm.
+        algorithm: Algorithm,
+        /// Why it does not apply.
+        reason: &'static str,
+    },
 }
 
 impl fmt::Display for CpuError {
@@ -58,6 +66,7 @@ impl fmt::Display for CpuError {
             Self::InvalidLayer(e) => write!(f, "invalid layer: {e}"),
             Self::OutOfMemory { entries } => write!(f, "out of memory allocating a buffer of {entries} entries"),
             Self::Threads { requested, reason } => write!(f, "cannot start a pool of {requested} threads: {reason}"),
+            Self::Algorithm { algorithm, reason } => write!(f, "cannot run this layer with {algorithm:?}: {reason}"),
         }
     }
 }
@@ -69,7 +78,7 @@ impl BackendError for CpuError {
         match self {
             Self::Length { .. } | Self::InvalidLayer(_) => BackendErrorKind::InvalidBuffer,
             Self::OutOfMemory { .. } => BackendErrorKind::OutOfMemory,
-            Self::Threads { .. } => BackendErrorKind::Unsupported,
+            Self::Threads { .. } | Self::Algorithm { .. } => BackendErrorKind::Unsupported,
         }
     }
 }
@@ -121,21 +130,70 @@ const PAR_MIN: usize = 1 << 15;
 
 /// FROG's CPU backend: host `Vec<T>` buffers, work split over a persistent
 /// [`ThreadPool`].
+///
+/// Each layer's patch products run [`Algorithm::auto`]'s choice for its
+/// shape unless [`Cpu::with_algorithm`] forces one.
 pub struct Cpu<T> {
     pool: Arc<ThreadPool>,
-    _scalar: PhantomData<T>,
+    /// The forced algorithm, if any.
+    pub(crate) algorithm: Option<Algorithm>,
+    /// Scratch the Winograd products write while the patch scratch is
+    /// read-only (see `winograd`): grown by a layer's first step, then
+    /// reused, so steady-state steps allocate nothing. Clones share it,
+    /// as they share the pool whose `run` already serializes them.
+    pub(crate) arena: Arc<Mutex<Vec<T>>>,
 }
 
 impl<T> Clone for Cpu<T> {
     fn clone(&self) -> Self {
-        Self { pool: Arc::clone(&self.pool), _scalar: PhantomData }
+        Self { pool: Arc::clone(&self.pool), algorithm: self.algorithm, arena: Arc::clone(&self.arena) }
     }
 }
 
 impl<T: Real> Cpu<T> {
     /// A backend running on `pool`.
     pub fn new(pool: Arc<ThreadPool>) -> Self {
-        Self { pool, _scalar: PhantomData }
+        Self { pool, algorithm: None, arena: Arc::new(Mutex::new(Vec::new())) }
+    }
+
+    /// This backend with every layer's products forced to `algorithm`
+    /// (`None`: each layer's [`Algorithm::auto`]), for benchmarks and
+    /// tests. A layer the forced algorithm cannot run fails its steps with
+    /// [`CpuError::Algorithm`].
+    #[must_use]
+    pub fn with_algorithm(mut self, algorithm: Option<Algorithm>) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+
+    /// The algorithm `layer`'s products run with, or the error a forced
+    /// algorithm that cannot run it gives.
+    pub fn algorithm(&self, layer: &Layer) -> Result<Algorithm, CpuError> {
+        match self.algorithm {
+            None => Ok(Algorithm::auto(layer)),
+            Some(algorithm) => algorithm.supports(layer).map(|()| algorithm).map_err(|reason| CpuError::Algorithm { algorithm, reason }),
+        }
+    }
+
+    /// The Winograd tiling of `layer` at `r` samples when its products run
+    /// with Winograd, `None` when direct.
+    fn tiles(&self, layer: &Layer, r: usize) -> Result<Option<Tiles>, CpuError> {
+        Ok(match self.algorithm(layer)? {
+            Algorithm::Direct => None,
+            Algorithm::Winograd => Tiles::new(layer, r, self.pool.threads()),
+        })
+    }
+
+    /// Runs `f` on the arena, grown to `len` entries first (the only
+    /// allocation, on a layer's first step; an error if it cannot be had).
+    fn with_arena<R>(&self, len: usize, f: impl FnOnce(&mut [T]) -> R) -> Result<R, CpuError> {
+        let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
+        if arena.len() < len {
+            let extra = len - arena.len();
+            arena.try_reserve_exact(extra).map_err(|_| CpuError::OutOfMemory { entries: len })?;
+            arena.resize(len, T::ZERO);
+        }
+        Ok(f(&mut arena[..len]))
     }
 
     /// A backend with its own pool of `threads` threads (0: all CPUs); an
@@ -224,14 +282,26 @@ impl<T: Real> Backend for Cpu<T> {
     }
 
     fn patch_scratch_len(&self, layer: &Layer, r: usize) -> usize {
-        // Saturates: a size past usize fails to allocate with an error.
-        r.saturating_mul(layer.positions()).saturating_mul(layer.cols())
+        // Saturates: a size past usize fails to allocate with an error. A
+        // forced algorithm that cannot run the layer fails its steps, so
+        // the direct size stands in for it.
+        match self.tiles(layer, r) {
+            Ok(Some(tiles)) => tiles.packed_len(),
+            _ => r.saturating_mul(layer.positions()).saturating_mul(layer.cols()),
+        }
     }
 
     fn pack_patches(&self, layer: &Layer, r: usize, x: &Vec<T>, packed: &mut Vec<T>) -> Result<(), CpuError> {
         layer.validate().map_err(CpuError::InvalidLayer)?;
         let (inp, per) = (layer.input_len(), layer.positions() * layer.cols());
         need("pack_patches: x", x, r.saturating_mul(inp))?;
+        if let Some(tiles) = self.tiles(layer, r)? {
+            need("pack_patches: scratch", packed, tiles.packed_len())?;
+            // The products' arena, grown here so that they cannot fail on it.
+            self.with_arena(tiles.arena_len(self.pool.threads()), |_| ())?;
+            winograd::pack(&self.pool, &tiles, r, x, packed);
+            return Ok(());
+        }
         need("pack_patches: scratch", packed, r.saturating_mul(per))?;
         self.par_row_blocks(packed, r, per, per, |samples, block| {
             for (k, i) in samples.enumerate() {
@@ -243,6 +313,12 @@ impl<T: Real> Backend for Cpu<T> {
 
     fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Vec<T>) -> Result<(), CpuError> {
         let (n, cols) = Self::patch_dims(p);
+        if let Some(tiles) = self.tiles(p.layer, p.r)? {
+            need("patch_sq_norms: x", p.x, p.r.saturating_mul(p.layer.input_len()))?;
+            need("patch_sq_norms: norms", norms, n)?;
+            winograd::sq_norms(&self.pool, &tiles, p.r, p.x, norms);
+            return Ok(());
+        }
         need("patch_sq_norms: scratch", p.packed, n.saturating_mul(cols))?;
         need("patch_sq_norms: norms", norms, n)?;
         self.par_row_blocks(norms, n, 1, cols, |rows, out| {
@@ -572,12 +648,17 @@ impl<T: Real> Cpu<T> {
     fn project_scaled(&self, p: &Patches<'_, Self>, v: &[T], lambda: Option<&Vec<T>>, u: &mut [T]) -> Result<(), CpuError> {
         let (n, cols) = Self::patch_dims(p);
         let rows = p.layer.rows();
-        need("project: scratch", p.packed, n.saturating_mul(cols))?;
         need("project: v", v, rows.saturating_mul(cols))?;
         need("project: u", u, rows.saturating_mul(n))?;
         if let Some(l) = lambda {
             need("project: lambda", l, rows.saturating_mul(n))?;
         }
+        if let Some(tiles) = self.tiles(p.layer, p.r)? {
+            need("project: scratch", p.packed, tiles.packed_len())?;
+            let lambda = lambda.map(|l| &l[..]);
+            return self.with_arena(tiles.arena_len(self.pool.threads()), |arena| winograd::project(&self.pool, &tiles, p.packed, v, lambda, u, arena));
+        }
+        need("project: scratch", p.packed, n.saturating_mul(cols))?;
         let vt = View::row_major(&v[..rows * cols], rows, cols).t();
         let x = View::row_major(&p.packed[..n * cols], n, cols);
         self.par_row_blocks(u, n, rows, rows * cols, |range, block| {
@@ -597,9 +678,13 @@ impl<T: Real> Cpu<T> {
     fn back_project_into(&self, p: &Patches<'_, Self>, u: &[T], accumulate: bool, g: &mut [T]) -> Result<(), CpuError> {
         let (n, cols) = Self::patch_dims(p);
         let rows = p.layer.rows();
-        need("back_project: scratch", p.packed, n.saturating_mul(cols))?;
         need("back_project: u", u, rows.saturating_mul(n))?;
         need("back_project: g", g, rows.saturating_mul(cols))?;
+        if let Some(tiles) = self.tiles(p.layer, p.r)? {
+            need("back_project: scratch", p.packed, tiles.packed_len())?;
+            return self.with_arena(tiles.arena_len(self.pool.threads()), |arena| winograd::back_project(&self.pool, &tiles, p.packed, u, accumulate, g, arena));
+        }
+        need("back_project: scratch", p.packed, n.saturating_mul(cols))?;
         let ut = View::row_major(&u[..rows * n], n, rows).t();
         let x = View::row_major(&p.packed[..n * cols], n, cols);
         matmul(&self.pool, &mut g[..rows * cols], accumulate, ut, x);

@@ -16,10 +16,12 @@ mod kfrog;
 pub mod nn;
 mod optimizer;
 pub mod pool;
+mod winograd;
 
 pub use backend::{try_zeros, Cpu, CpuError};
 pub use gemm::Real;
 pub use pool::{PoolFailure, MAX_THREADS};
+pub use winograd::Algorithm;
 pub use optimizer::{Frog, FrogError, FROG_CAPACITY};
 
 /// The README's example, compiled and run as a doctest.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{frog_with, Rng, StepData};
 use frog_core::{Batch, Config, Conv2d, Guard, Layer, Params};
-use frog_cpu::{Cpu, Frog};
+use frog_cpu::{Algorithm, Cpu, Frog};
 
 struct Counting;
 
@@ -43,7 +43,11 @@ fn steady_state_steps_allocate_nothing() {
         Layer::conv2d(Conv2d::new(8, 16, 1, [16, 16]).stride(2), false),
         Layer::linear_tokens(16, 12, 5, true),
         Layer::linear(64, 10, false),
+        // Winograd products (the automatic choice for it, checked below),
+        // odd output size and a bias.
+        Layer::conv2d(Conv2d::new(16, 12, 3, [9, 9]).padding(1), true),
     ];
+    assert_eq!(Cpu::<f32>::with_threads(1).unwrap().algorithm(&layers[5]).unwrap(), Algorithm::Winograd);
     let others = [8, 8, 10];
     let (batch, sample) = (16, 8);
     let cfg = Config { lr: 1e-2, momentum: 0.9, nesterov: true, weight_decay: 1e-4, sample_size: Some(sample), ..Config::default() };
