@@ -8,6 +8,11 @@
 //! both, and scales each tile by `Lambda` while it is in cache. Measured on
 //! the ResNet-18 shapes this beat the transposed `R x N` layout by 10-75 %
 //! on the first product and matched it on the second.
+//!
+//! Layers whose products run through Winograd (see [`Algorithm`] and
+//! `winograd`) keep the same `u` layout; only their patch scratch differs
+//! (the transformed input tiles instead of `X`), and their patch norms are
+//! taken from the inputs.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +23,7 @@ use frog_core::{Backend, BackendError, BackendErrorKind, CgBuffers, Guard, Guard
 use crate::gemm::{matmul, matmul_seq, Real, View};
 use crate::im2col::im2col_valid;
 use crate::pool::{split_range, PoolFailure, SendPtr, ThreadPool};
-use crate::winograd::{self, Algorithm, Tiles};
+use crate::winograd::{self, Algorithm};
 
 /// What failed on the CPU backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,46 +159,6 @@ impl<T: Real> Cpu<T> {
     /// A backend running on `pool`.
     pub fn new(pool: Arc<ThreadPool>) -> Self {
         Self { pool, algorithm: None, arena: Arc::new(Mutex::new(Vec::new())) }
-    }
-
-    /// This backend with every layer's products forced to `algorithm`
-    /// (`None`: each layer's [`Algorithm::auto`]), for benchmarks and
-    /// tests. A layer the forced algorithm cannot run fails its steps with
-    /// [`CpuError::Algorithm`].
-    #[must_use]
-    pub fn with_algorithm(mut self, algorithm: Option<Algorithm>) -> Self {
-        self.algorithm = algorithm;
-        self
-    }
-
-    /// The algorithm `layer`'s products run with, or the error a forced
-    /// algorithm that cannot run it gives.
-    pub fn algorithm(&self, layer: &Layer) -> Result<Algorithm, CpuError> {
-        match self.algorithm {
-            None => Ok(Algorithm::auto(layer)),
-            Some(algorithm) => algorithm.supports(layer).map(|()| algorithm).map_err(|reason| CpuError::Algorithm { algorithm, reason }),
-        }
-    }
-
-    /// The Winograd tiling of `layer` at `r` samples when its products run
-    /// with Winograd, `None` when direct.
-    fn tiles(&self, layer: &Layer, r: usize) -> Result<Option<Tiles>, CpuError> {
-        Ok(match self.algorithm(layer)? {
-            Algorithm::Direct => None,
-            Algorithm::Winograd => Tiles::new(layer, r, self.pool.threads()),
-        })
-    }
-
-    /// Runs `f` on the arena, grown to `len` entries first (the only
-    /// allocation, on a layer's first step; an error if it cannot be had).
-    fn with_arena<R>(&self, len: usize, f: impl FnOnce(&mut [T]) -> R) -> Result<R, CpuError> {
-        let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
-        if arena.len() < len {
-            let extra = len - arena.len();
-            arena.try_reserve_exact(extra).map_err(|_| CpuError::OutOfMemory { entries: len })?;
-            arena.resize(len, T::ZERO);
-        }
-        Ok(f(&mut arena[..len]))
     }
 
     /// A backend with its own pool of `threads` threads (0: all CPUs); an

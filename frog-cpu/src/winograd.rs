@@ -41,6 +41,8 @@ use std::ops::Range;
 
 use frog_core::{Layer, LayerKind};
 
+use crate::backend::{Cpu, CpuError};
+
 use crate::gemm::{matmul_seq, Real, View};
 use crate::pool::{split_range, SendPtr, ThreadPool};
 
@@ -87,6 +89,49 @@ impl Algorithm {
                 }
             }
         }
+    }
+}
+
+/// The algorithm choice and the Winograd arena of [`Cpu`].
+impl<T: Real> Cpu<T> {
+    /// This backend with every layer's products forced to `algorithm`
+    /// (`None`: each layer's [`Algorithm::auto`]), for benchmarks and
+    /// tests. A layer the forced algorithm cannot run fails its steps with
+    /// [`CpuError::Algorithm`].
+    #[must_use]
+    pub fn with_algorithm(mut self, algorithm: Option<Algorithm>) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+
+    /// The algorithm `layer`'s products run with, or the error a forced
+    /// algorithm that cannot run it gives.
+    pub fn algorithm(&self, layer: &Layer) -> Result<Algorithm, CpuError> {
+        match self.algorithm {
+            None => Ok(Algorithm::auto(layer)),
+            Some(algorithm) => algorithm.supports(layer).map(|()| algorithm).map_err(|reason| CpuError::Algorithm { algorithm, reason }),
+        }
+    }
+
+    /// The Winograd tiling of `layer` at `r` samples when its products run
+    /// with Winograd, `None` when direct.
+    pub(crate) fn tiles(&self, layer: &Layer, r: usize) -> Result<Option<Tiles>, CpuError> {
+        Ok(match self.algorithm(layer)? {
+            Algorithm::Direct => None,
+            Algorithm::Winograd => Tiles::new(layer, r, self.pool().threads()),
+        })
+    }
+
+    /// Runs `f` on the arena, grown to `len` entries first (the only
+    /// allocation, on a layer's first step; an error if it cannot be had).
+    pub(crate) fn with_arena<R>(&self, len: usize, f: impl FnOnce(&mut [T]) -> R) -> Result<R, CpuError> {
+        let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
+        if arena.len() < len {
+            let extra = len - arena.len();
+            arena.try_reserve_exact(extra).map_err(|_| CpuError::OutOfMemory { entries: len })?;
+            arena.resize(len, T::ZERO);
+        }
+        Ok(f(&mut arena[..len]))
     }
 }
 
