@@ -351,6 +351,8 @@ const std::vector<Entry>& table() {
         KERNEL(row_rescale), KERNEL(row_guard),
         KERNEL(gemm_f32_64), KERNEL(gemm_f32_128), KERNEL(gemm_tf32_64), KERNEL(gemm_tf32_128),
         KERNEL(gemm_3xtf32_64), KERNEL(gemm_3xtf32_128), KERNEL(mma_probe_m16n8k8_tf32),
+        KERNEL(im2col_bf16), KERNEL(im2col_f16), KERNEL(pack_rows_bf16), KERNEL(pack_rows_f16),
+        KERNEL(fisher_weights_bf16), KERNEL(fisher_weights_f16), KERNEL(count_nonfinite_bf16), KERNEL(count_nonfinite_f16),
         NN(col2im),       NN(swap_leading),       NN(bn_channel_sums), NN(bn_stats),        NN(bn_apply),       NN(bn_backward_reduce), NN(bn_backward_dx),
         NN(avg_pool),     NN(avg_pool_backward), NN(add_bias),     NN(col_sums),           NN(cross_entropy),
         NN(gather_blocks),

@@ -18,6 +18,52 @@
 #include "reduce.cuh"
 
 // ---------------------------------------------------------------------------
+// Element types of the inputs and of the packed patches. bf16 and f16 travel
+// as their bits in an unsigned short (no cuda_bf16.h / cuda_fp16.h: the
+// kernels need no headers). Each type's load widens exactly to f32 (every
+// bf16 and f16 value is an f32); its store rounds to nearest even.
+
+#ifndef FROG_HOST_EMULATION
+__device__ __forceinline__ float f16_to_f32(unsigned short h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+__device__ __forceinline__ unsigned short f32_to_f16(float f) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+__device__ __forceinline__ unsigned short f32_to_bf16(float f) {
+    unsigned short h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+#else
+// The host emulator's conversions (cuda_shim.h).
+inline float f16_to_f32(unsigned short h) { return emu_f16_to_f32(h); }
+inline unsigned short f32_to_f16(float f) { return emu_f32_to_f16(f); }
+inline unsigned short f32_to_bf16(float f) { return emu_f32_to_bf16(f); }
+#endif
+__device__ __forceinline__ float bf16_to_f32(unsigned short h) { return __int_as_float((int)((unsigned)h << 16)); }
+
+struct F32 {
+    typedef float T;
+    static __device__ __forceinline__ float load(const float* p, int i) { return p[i]; }
+    static __device__ __forceinline__ void store(float* p, int i, float v) { p[i] = v; }
+};
+struct Bf16 {
+    typedef unsigned short T;
+    static __device__ __forceinline__ float load(const unsigned short* p, int i) { return bf16_to_f32(p[i]); }
+    static __device__ __forceinline__ void store(unsigned short* p, int i, float v) { p[i] = f32_to_bf16(v); }
+};
+struct F16 {
+    typedef unsigned short T;
+    static __device__ __forceinline__ float load(const unsigned short* p, int i) { return f16_to_f32(p[i]); }
+    static __device__ __forceinline__ void store(unsigned short* p, int i, float v) { p[i] = f32_to_f16(v); }
+};
+
+// ---------------------------------------------------------------------------
 // Elementwise
 
 // y = a*x + b*y over n entries; with b == 0, y is not read.
@@ -156,10 +202,12 @@ extern "C" __global__ void cg_update(int rows, int cols, float eps, float* __res
 // Patches
 
 // im2col: packed[n*cols + c] for n = i*L + l (l = oy*Wo + ox) and
-// c = (ci*kh + ky)*kw + kx, zeros under padding, and 1 at c == D with a bias.
-extern "C" __global__ void im2col(int r, int c_in, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
-                                  int dh, int dw, int ho, int wo, int cols, const float* __restrict__ x,
-                                  float* __restrict__ packed) {
+// c = (ci*kh + ky)*kw + kx, zeros under padding, and 1 at c == D with a bias;
+// x of type In, packed of type Out (a 16-bit product mode packs 16-bit).
+template <typename In, typename Out>
+__device__ __forceinline__ void im2col_t(int r, int c_in, int h, int w, int kh, int kw, int sh, int sw, int ph,
+                                         int pw, int dh, int dw, int ho, int wo, int cols,
+                                         const typename In::T* __restrict__ x, typename Out::T* __restrict__ packed) {
     int l_per = ho * wo;
     int d = c_in * kh * kw;
     int total = r * l_per * cols;
@@ -175,22 +223,39 @@ extern "C" __global__ void im2col(int r, int c_in, int h, int w, int kh, int kw,
             int ci = c / (kh * kw), rem = c - ci * (kh * kw);
             int ky = rem / kw, kx = rem - ky * kw;
             int iy = oy * sh - ph + ky * dh, ix = ox * sw - pw + kx * dw;
-            v = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[((i * c_in + ci) * h + iy) * w + ix] : 0.0f;
+            v = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? In::load(x, ((i * c_in + ci) * h + iy) * w + ix) : 0.0f;
         }
-        packed[e] = v;
+        Out::store(packed, e, v);
     }
 }
 
 // Linear layers: packed[n*cols + c] = x[n*d + c], 1 in the bias column.
-extern "C" __global__ void pack_rows(int n_rows, int d, int cols, const float* __restrict__ x,
-                                     float* __restrict__ packed) {
+template <typename In, typename Out>
+__device__ __forceinline__ void pack_rows_t(int n_rows, int d, int cols, const typename In::T* __restrict__ x,
+                                            typename Out::T* __restrict__ packed) {
     int total = n_rows * cols;
     for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
         int e = (int)e64;
         int n = e / cols, c = e - n * cols;
-        packed[e] = c < d ? x[n * d + c] : 1.0f;
+        Out::store(packed, e, c < d ? In::load(x, n * d + c) : 1.0f);
     }
 }
+
+// One entry per (input type, packed type).
+#define PACK_ENTRIES(suffix, In, Out)                                                                              \
+    extern "C" __global__ void im2col##suffix(int r, int c_in, int h, int w, int kh, int kw, int sh, int sw, int ph, \
+                                              int pw, int dh, int dw, int ho, int wo, int cols,                      \
+                                              const In::T* __restrict__ x, Out::T* __restrict__ packed) {          \
+        im2col_t<In, Out>(r, c_in, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, cols, x, packed);                 \
+    }                                                                                                              \
+    extern "C" __global__ void pack_rows##suffix(int n_rows, int d, int cols, const In::T* __restrict__ x,          \
+                                                 Out::T* __restrict__ packed) {                                    \
+        pack_rows_t<In, Out>(n_rows, d, cols, x, packed);                                                          \
+    }
+
+PACK_ENTRIES(, F32, F32)
+PACK_ENTRIES(_bf16, Bf16, F32)
+PACK_ENTRIES(_f16, F16, F32)
 
 // norms[n] = ||packed[n, :]||^2; one warp per row.
 extern "C" __global__ void patch_sq_norms(int n_rows, int cols, const float* __restrict__ packed,
@@ -229,10 +294,12 @@ __device__ __forceinline__ float pow2_gain(float max_abs) {
 //   Q = scale*(g*y)^2; trace[j] = sum_n Q*norms[n] / D'; lambda[j*N + n] = Q/(trace[j]+eps),
 // with g the row's pow2_gain (1, so exactly the original's formula, unless
 // the row's squares could overflow).
-extern "C" __global__ void fisher_weights(int r, int rows, int l_per, int sj, int sl, float d_cols,
-                                          const float* __restrict__ y,
-                                          const float* __restrict__ norms, float scale, float eps,
-                                          float* __restrict__ trace, float* __restrict__ lambda) {
+// y of type In (bf16 reaches 3.4e38, so its rows need the gain in f32 too).
+template <typename In>
+__device__ __forceinline__ void fisher_weights_t(int r, int rows, int l_per, int sj, int sl, float d_cols,
+                                                 const typename In::T* __restrict__ y,
+                                                 const float* __restrict__ norms, float scale, float eps,
+                                                 float* __restrict__ trace, float* __restrict__ lambda) {
     __shared__ float scratch[BLOCK / 32 + 1];
     int j = blockIdx.x;
     if (j >= rows) return;
@@ -240,13 +307,13 @@ extern "C" __global__ void fisher_weights(int r, int rows, int l_per, int sj, in
     float max_abs = 0.0f;
     for (unsigned n = threadIdx.x; n < (unsigned)n_pos; n += BLOCK) {
         int i = n / l_per, l = n - i * l_per;
-        max_abs = fmaxf(max_abs, fabsf(y[i * rows * l_per + j * sj + l * sl]));
+        max_abs = fmaxf(max_abs, fabsf(In::load(y, i * rows * l_per + j * sj + l * sl)));
     }
     float gain = pow2_gain(block_max(max_abs, scratch));
     float acc = 0.0f;
     for (unsigned n = threadIdx.x; n < (unsigned)n_pos; n += BLOCK) {
         int i = n / l_per, l = n - i * l_per;
-        float v = y[i * rows * l_per + j * sj + l * sl] * gain;
+        float v = In::load(y, i * rows * l_per + j * sj + l * sl) * gain;
         acc = fmaf(scale * (v * v), norms[n], acc);
     }
     float t = block_sum(acc, scratch) / d_cols;
@@ -255,9 +322,40 @@ extern "C" __global__ void fisher_weights(int r, int rows, int l_per, int sj, in
     float* lj = lambda + j * n_pos;
     for (unsigned n = threadIdx.x; n < (unsigned)n_pos; n += BLOCK) {
         int i = n / l_per, l = n - i * l_per;
-        float v = y[i * rows * l_per + j * sj + l * sl] * gain;
+        float v = In::load(y, i * rows * l_per + j * sj + l * sl) * gain;
         lj[n] = (scale * (v * v)) / den;
     }
+}
+
+#define FISHER_ENTRY(suffix, In)                                                                             \
+    extern "C" __global__ void fisher_weights##suffix(int r, int rows, int l_per, int sj, int sl, float d_cols,  \
+                                                      const In::T* __restrict__ y,                               \
+                                                      const float* __restrict__ norms, float scale, float eps,   \
+                                                      float* __restrict__ trace, float* __restrict__ lambda) {   \
+        fisher_weights_t<In>(r, rows, l_per, sj, sl, d_cols, y, norms, scale, eps, trace, lambda);               \
+    }
+
+FISHER_ENTRY(, F32)
+FISHER_ENTRY(_bf16, Bf16)
+FISHER_ENTRY(_f16, F16)
+
+// out[0] += the number of infinite or NaN entries of v[0..n) (out[0] zeroed
+// first by the host): the opt-in overflow check of 16-bit output gradients.
+// Exact up to 2^24 entries per block's count; the sum of counts is a float.
+template <typename In>
+__device__ __forceinline__ void count_nonfinite_t(int n, const typename In::T* __restrict__ v, float* __restrict__ out) {
+    __shared__ float scratch[BLOCK / 32 + 1];
+    float bad = 0.0f;
+    for (long long e64 = grid_first(); e64 < n; e64 += grid_stride()) bad += isfinite(In::load(v, (int)e64)) ? 0.0f : 1.0f;
+    bad = block_sum(bad, scratch);
+    if (threadIdx.x == 0 && bad > 0.0f) atomicAdd(out, bad);
+}
+
+extern "C" __global__ void count_nonfinite_bf16(int n, const unsigned short* __restrict__ v, float* __restrict__ out) {
+    count_nonfinite_t<Bf16>(n, v, out);
+}
+extern "C" __global__ void count_nonfinite_f16(int n, const unsigned short* __restrict__ v, float* __restrict__ out) {
+    count_nonfinite_t<F16>(n, v, out);
 }
 
 // One block per row of the rows x cols right-hand side v: a row whose

@@ -45,7 +45,7 @@ pub(crate) enum Epilogue {
 }
 
 /// Keeps the context alive while any buffer of it lives, and identifies it.
-struct Owner {
+pub(crate) struct Owner {
     _ctx: Context,
 }
 
@@ -90,7 +90,7 @@ pub struct Cuda {
     funcs: Vec<cu::CUfunction>,
     stream: Stream,
     _modules: Vec<Module>,
-    owner: Arc<Owner>,
+    pub(crate) owner: Arc<Owner>,
     precision: Precision,
     tile: Option<Tile>,
     sms: u32,
@@ -469,6 +469,57 @@ impl Cuda {
         self.gemm((g.rows, g.cols, g.n), (ua, g.n, 1), (xa, g.cols, 1), (ga, g.cols), epilogue, true)
     }
 
+    /// Packs the patches of `x` (checked by the caller) with the kernels
+    /// `(conv, linear)` of its element type and the packed one.
+    pub(crate) fn pack_with(&self, layer: &Layer, r: usize, xa: Arg, (conv_k, rows_k): (K, K), packed: &mut Buffer) -> Result<(), Error> {
+        let g = Geom::new(layer, r)?;
+        let pa = self.ptr("packed", packed, g.n * g.cols)?;
+        let grid = launch::elementwise(g.n * g.cols);
+        let i = |what, v| int(what, v).map(Arg::I);
+        match layer.kind {
+            LayerKind::Conv2d(c) => crate::nn::im2col_with(self, conv_k, &c, xa, r, g.cols, pa),
+            LayerKind::Linear { d_in, .. } => self.launch(rows_k, grid, &[i("positions", g.n)?, i("d_in", d_in)?, i("cols", g.cols)?, xa, pa]),
+        }
+    }
+
+    /// The Fisher weights from `y` (checked by the caller) with the kernel
+    /// `k` of its element type.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn fisher_with(
+        &self,
+        p: &Patches<'_, Self>,
+        k: K,
+        ya: Arg,
+        norms: &Buffer,
+        (scale, eps): (f32, f32),
+        trace: &mut Buffer,
+        lambda: &mut Buffer,
+    ) -> Result<(), Error> {
+        let g = Geom::of(p)?;
+        let na = self.ptr("norms", norms, g.n)?;
+        let ta = self.ptr("trace", trace, g.rows)?;
+        let la = self.ptr("lambda", lambda, g.n * g.rows)?;
+        let (sj, sl) = p.layer.output_strides();
+        self.launch(
+            k,
+            launch::per_row(g.rows)?,
+            &[
+                Arg::I(int("r", p.r)?),
+                Arg::I(int("rows", g.rows)?),
+                Arg::I(int("positions", g.l)?),
+                Arg::I(int("row stride", sj)?),
+                Arg::I(int("position stride", sl)?),
+                Arg::F(g.cols as f32),
+                ya,
+                na,
+                Arg::F(scale),
+                Arg::F(eps),
+                ta,
+                la,
+            ],
+        )
+    }
+
     fn rows_cols(&self, rows: usize, cols: usize) -> Result<(Arg, Arg, usize), Error> {
         let n = rows.checked_mul(cols).ok_or(Error::TooLarge { what: "rows*cols", value: usize::MAX })?;
         int("rows*cols", n)?;
@@ -528,7 +579,7 @@ impl Geom {
         Ok(g)
     }
 
-    fn of(p: &Patches<'_, Cuda>) -> Result<Self, Error> {
+    pub(crate) fn of(p: &Patches<'_, Cuda>) -> Result<Self, Error> {
         Self::new(p.layer, p.r)
     }
 }
@@ -603,17 +654,8 @@ impl Backend for Cuda {
     }
 
     fn pack_patches(&self, layer: &Layer, r: usize, x: &Buffer, packed: &mut Buffer) -> Result<(), Error> {
-        let g = Geom::new(layer, r)?;
-        let xa = self.ptr("x", x, r * layer.input_len())?;
-        let pa = self.ptr("packed", packed, g.n * g.cols)?;
-        let grid = launch::elementwise(g.n * g.cols);
-        let i = |what, v| int(what, v).map(Arg::I);
-        match layer.kind {
-            LayerKind::Conv2d(c) => crate::nn::im2col(self, &c, xa, r, g.cols, pa),
-            LayerKind::Linear { d_in, .. } => {
-                self.launch(K::PackRows, grid, &[i("positions", g.n)?, i("d_in", d_in)?, i("cols", g.cols)?, xa, pa])
-            }
-        }
+        let xa = self.ptr("x", x, r.saturating_mul(layer.input_len()))?;
+        self.pack_with(layer, r, xa, (K::Im2col, K::PackRows), packed)
     }
 
     fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Buffer) -> Result<(), Error> {
@@ -635,28 +677,7 @@ impl Backend for Cuda {
     ) -> Result<(), Error> {
         let g = Geom::of(p)?;
         let ya = self.ptr("y", y, g.n * g.rows)?;
-        let na = self.ptr("norms", norms, g.n)?;
-        let ta = self.ptr("trace", trace, g.rows)?;
-        let la = self.ptr("lambda", lambda, g.n * g.rows)?;
-        let (sj, sl) = p.layer.output_strides();
-        self.launch(
-            K::FisherWeights,
-            launch::per_row(g.rows)?,
-            &[
-                Arg::I(int("r", p.r)?),
-                Arg::I(int("rows", g.rows)?),
-                Arg::I(int("positions", g.l)?),
-                Arg::I(int("row stride", sj)?),
-                Arg::I(int("position stride", sl)?),
-                Arg::F(g.cols as f32),
-                ya,
-                na,
-                Arg::F(scale),
-                Arg::F(eps),
-                ta,
-                la,
-            ],
-        )
+        self.fisher_with(p, K::FisherWeights, ya, norms, (scale, eps), trace, lambda)
     }
 
     fn project(&self, p: &Patches<'_, Self>, v: &Buffer, u: &mut Buffer) -> Result<(), Error> {

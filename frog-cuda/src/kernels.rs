@@ -123,6 +123,14 @@ kernels! {
     Gemm3xTf32x64 = "gemm_3xtf32_64" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
     Gemm3xTf32x128 = "gemm_3xtf32_128" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
     MmaProbeTf32 = "mma_probe_m16n8k8_tf32" in Frog: [P, P, P];
+    Im2colBf16 = "im2col_bf16" in Frog: [I, I, I, I, I, I, I, I, I, I, I, I, I, I, I, P, P];
+    Im2colF16 = "im2col_f16" in Frog: [I, I, I, I, I, I, I, I, I, I, I, I, I, I, I, P, P];
+    PackRowsBf16 = "pack_rows_bf16" in Frog: [I, I, I, P, P];
+    PackRowsF16 = "pack_rows_f16" in Frog: [I, I, I, P, P];
+    FisherWeightsBf16 = "fisher_weights_bf16" in Frog: [I, I, I, I, I, F, P, P, F, F, P, P];
+    FisherWeightsF16 = "fisher_weights_f16" in Frog: [I, I, I, I, I, F, P, P, F, F, P, P];
+    CountNonfiniteBf16 = "count_nonfinite_bf16" in Frog: [I, P, P];
+    CountNonfiniteF16 = "count_nonfinite_f16" in Frog: [I, P, P];
     Col2im = "col2im" in Nn: [I, I, I, I, I, I, I, I, I, I, I, I, I, I, P, P, I];
     SwapLeading = "swap_leading" in Nn: [I, I, I, P, P];
     BnChannelSums = "bn_channel_sums" in Nn: [I, I, I, I, P, P, P];
