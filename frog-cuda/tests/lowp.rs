@@ -11,12 +11,15 @@ mod common;
 
 use common::device;
 use frog_core::half::{bf16, f16};
-use frog_core::{precondition_step_lowp, Backend, Config, Conv2d, Error as FrogError, Layer, LowpBackend, LowpBatch, ParamState, Params, Workspace, WorkspaceReq};
+use frog_core::{precondition_step_lowp, Config, Conv2d, Error as FrogError, Layer, LowpBackend, LowpBatch, ParamState, Params, Workspace, WorkspaceReq};
 use frog_cpu::golden::{golden_dir, load_cases, run_case_lowp};
 use frog_cuda::{Cuda, Precision};
 
 /// f32 products from the exactly converted inputs: the f32 tolerance.
 const EXACT_RTOL: f64 = 1e-4;
+/// TF32 products (as `tests/gpu.rs`'s fast mode; every `lowp` case has a
+/// full-rank sampled Fisher).
+const FAST_RTOL: f64 = 3e-2;
 
 /// Runs every mixed-precision case in `precision`; each must meet `rtol`.
 fn golden_lowp(precision: Precision, rtol: f64, test: &str) {
@@ -49,6 +52,11 @@ fn gpu_lowp_golden_exact() {
 #[test]
 fn gpu_lowp_golden_split() {
     golden_lowp(Precision::Split, EXACT_RTOL, "gpu_lowp_golden_split");
+}
+
+#[test]
+fn gpu_lowp_golden_fast() {
+    golden_lowp(Precision::Fast, FAST_RTOL, "gpu_lowp_golden_fast");
 }
 
 /// A step of a small conv layer from 16-bit `y` holding `bad` non-finite
