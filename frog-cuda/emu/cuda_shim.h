@@ -19,6 +19,7 @@ extern dim3 threadIdx, blockIdx, blockDim, gridDim;
 void emu_syncthreads();
 float emu_shfl_xor(float v, int lane_mask);
 void emu_mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]);
+void emu_mma_k16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], bool bf16);
 void emu_shared_store(float* p, float v);
 
 #define __global__

@@ -256,22 +256,40 @@ __device__ __forceinline__ void pack_rows_t(int n_rows, int d, int cols, const t
 PACK_ENTRIES(, F32, F32)
 PACK_ENTRIES(_bf16, Bf16, F32)
 PACK_ENTRIES(_f16, F16, F32)
+// The 16-bit product modes' patches: f32 inputs rounded, 16-bit ones copied.
+PACK_ENTRIES(_f32_bf16, F32, Bf16)
+PACK_ENTRIES(_f32_f16, F32, F16)
+PACK_ENTRIES(_bf16_bf16, Bf16, Bf16)
+PACK_ENTRIES(_f16_f16, F16, F16)
 
-// norms[n] = ||packed[n, :]||^2; one warp per row.
-extern "C" __global__ void patch_sq_norms(int n_rows, int cols, const float* __restrict__ packed,
-                                          float* __restrict__ norms) {
+// norms[n] = ||packed[n, :]||^2; one warp per row; packed of type P.
+template <typename P>
+__device__ __forceinline__ void patch_sq_norms_t(int n_rows, int cols, const typename P::T* __restrict__ packed,
+                                                 float* __restrict__ norms) {
     const int warps = BLOCK / 32;
     int lane = threadIdx.x & 31;
     for (long long n64 = (long long)blockIdx.x * warps + (threadIdx.x >> 5); n64 < n_rows;
          n64 += (long long)gridDim.x * warps) {
         int n = (int)n64;
-        const float* p = packed + n * cols;
         float acc = 0.0f;
-        for (unsigned c = lane; c < (unsigned)cols; c += 32) acc = fmaf(p[c], p[c], acc);
+        for (unsigned c = lane; c < (unsigned)cols; c += 32) {
+            float v = P::load(packed, n * cols + (int)c);
+            acc = fmaf(v, v, acc);
+        }
         acc = warp_sum(acc);
         if (lane == 0) norms[n] = acc;
     }
 }
+
+#define NORMS_ENTRY(suffix, P)                                                                             \
+    extern "C" __global__ void patch_sq_norms##suffix(int n_rows, int cols, const P::T* __restrict__ packed, \
+                                                      float* __restrict__ norms) {                         \
+        patch_sq_norms_t<P>(n_rows, cols, packed, norms);                                                  \
+    }
+
+NORMS_ENTRY(, F32)
+NORMS_ENTRY(_bf16, Bf16)
+NORMS_ENTRY(_f16, F16)
 
 // Rows whose largest |value| is at most this take the unscaled path: their
 // squares, sums over long rows, the Fisher scale and the CG's products stay
@@ -451,6 +469,11 @@ __device__ __forceinline__ int swz(int kk, int ii) { return ii ^ ((kk >> 1) & 6)
 #define ARITH_F32 0    // f32 FMA
 #define ARITH_TF32 1   // TF32 mma.sync, f32 accumulation
 #define ARITH_3XTF32 2 // 3xTF32 mma.sync: close to f32 accuracy
+// The 16-bit modes: B (the packed patches) is bf16 or f16, exact; A (the
+// direction, or the scaled projections) is f32 and converted per product.
+#define ARITH_BF16X2 3 // A = hi + lo, both bf16: two m16n8k16 mma, ~16-bit A
+#define ARITH_BF16 4   // A rounded once to bf16: one mma, 8-bit A
+#define ARITH_F16 5    // A's rows scaled by a power of two, rounded once to f16: 11-bit A
 
 // One operand's T x BK slice in flight: LOADS entries per thread. With
 // s_k == 1 consecutive threads read consecutive k (rows of BK contiguous
@@ -470,14 +493,16 @@ struct Slice {
         }
     }
 
-    __device__ __forceinline__ void fetch(const float* __restrict__ src, int extent, int i0, int k0, int kend, int s_i,
-                                          int s_k) {
+    // Operand entries of type El, widened to f32 (exactly, for 16-bit ones).
+    template <typename El>
+    __device__ __forceinline__ void fetch(const typename El::T* __restrict__ src, int extent, int i0, int k0, int kend,
+                                          int s_i, int s_k) {
 #pragma unroll
         for (int p = 0; p < LOADS; p++) {
             int ii, kk;
             place(threadIdx.x + p * BLOCK, s_k, ii, kk);
             int i = i0 + ii, k = k0 + kk;
-            v[p] = (i < extent && k < kend) ? src[i * s_i + k * s_k] : 0.0f;
+            v[p] = (i < extent && k < kend) ? El::load(src, i * s_i + k * s_k) : 0.0f;
         }
     }
 
@@ -541,8 +566,14 @@ __device__ __forceinline__ unsigned tf32_rest(float v, unsigned hi) {
 // f32 FMA on a T x T tile: thread (ty, tx) of a 16 x 16 grid owns the
 // outputs (ty + 16i, tx + 16q), so a warp's shared reads are broadcasts (A)
 // or 16 consecutive words (B).
+// Each tile's prepare() runs once per block before the main loop (only the
+// f16 tile has work there: its rows' scales).
+struct NoPrepare {
+    __device__ __forceinline__ void prepare(const float*, int, int, int, int, int, int) {}
+};
+
 template <int T>
-struct FmaTile {
+struct FmaTile : NoPrepare {
     static constexpr int P = T / 16;
     float acc[P][P];
 
@@ -585,7 +616,7 @@ struct FmaTile {
 // parts TF32, a*b ~ a_hi*b_hi + a_hi*b_lo + a_lo*b_hi: close to f32 accuracy
 // at three times the tensor-core work.
 template <int T, bool SPLIT>
-struct MmaTile {
+struct MmaTile : NoPrepare {
     static constexpr int MI = T / 32, NI = T / 32;
     float acc[MI][NI][4];
 
@@ -667,6 +698,161 @@ struct MmaTile {
     }
 };
 
+#ifndef FROG_HOST_EMULATION
+// d += a * b on one m16n8k16 tile, bf16 or f16 inputs, f32 accumulation
+// (fragments as the PTX ISA lays them out, two 16-bit values a register,
+// the lower k in the lower half).
+template <bool BF16>
+__device__ __forceinline__ void mma_k16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+    if (BF16) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+            "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    } else {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+            "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+}
+#else
+template <bool BF16>
+inline void mma_k16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) { emu_mma_k16(d, a, b, BF16); }
+#endif
+
+// Two 16-bit values in one register, `lo` in the lower half.
+__device__ __forceinline__ unsigned pack2(unsigned short lo, unsigned short hi) { return (unsigned)lo | ((unsigned)hi << 16); }
+
+// The f16 mode's scale of a row whose largest |A| is `max_abs`: the power of
+// two that brings it into [2^13, 2^14) (f16 reaches 65504; directions of
+// 1e-5..1e-9 would be f16 subnormals or zero unscaled), 1 for a zero or
+// non-finite maximum. Exact, and undone on the f32 result.
+__device__ __forceinline__ float f16_row_scale(float max_abs) {
+    if (!(max_abs > 0.0f) || isinf(max_abs)) return 1.0f;
+    int e;
+    frexpf(max_abs, &e);
+    return ldexpf(1.0f, max(-126, min(127, 14 - e)));
+}
+
+// Tensor cores with 16-bit inputs (mma.sync m16n8k16, f32 accumulation) on a
+// T x T tile, warps placed as in MmaTile. The B operand (the patches) is
+// exact in its type; A is f32 and converted here, for every product: split
+// into hi + lo bf16 (ARITH_BF16X2), rounded to bf16 (ARITH_BF16), or scaled
+// per row by f16_row_scale and rounded to f16 (ARITH_F16).
+template <int T, int ARITH>
+struct HalfMmaTile {
+    static constexpr int MI = T / 32, NI = T / 32;
+    static constexpr bool BF16 = ARITH != ARITH_F16;
+    float acc[MI][NI][4];
+    float sc[MI][2];  // the scale of this thread's rows g and g + 8 of each mma tile
+
+    __device__ __forceinline__ static unsigned short round16(float v) { return BF16 ? f32_to_bf16(v) : f32_to_f16(v); }
+    __device__ __forceinline__ static float widen16(unsigned short h) { return BF16 ? bf16_to_f32(h) : f16_to_f32(h); }
+
+    __device__ __forceinline__ void zero() {
+#pragma unroll
+        for (int i = 0; i < MI; i++) {
+            sc[i][0] = sc[i][1] = 1.0f;
+#pragma unroll
+            for (int q = 0; q < NI; q++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) acc[i][q][e] = 0.0f;
+        }
+    }
+
+    // ARITH_F16: the largest |A| of each of the block's rows over its K
+    // chunk, then this thread's rows' scales (products are linear in each row
+    // of A, so a block may scale its own partial sums as it likes).
+    __device__ __forceinline__ void prepare(const float* __restrict__ a, int M, int m0, int kbeg, int kend, int sam,
+                                            int sak) {
+        if (ARITH != ARITH_F16) return;
+        __shared__ float part[BLOCK];
+        const int parts = BLOCK / T;
+        int row = threadIdx.x % T, p = threadIdx.x / T, m = m0 + row;
+        float mx = 0.0f;
+        if (m < M)
+            for (int k = kbeg + p; k < kend; k += parts) mx = fmaxf(mx, fabsf(a[m * sam + k * sak]));
+        part[threadIdx.x] = mx;
+        __syncthreads();
+        int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2;
+        int wm = (warp & 1) * (T / 2);
+#pragma unroll
+        for (int i = 0; i < MI; i++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int r = wm + i * 16 + g + 8 * h;
+                float v = 0.0f;
+                for (int q = 0; q < parts; q++) v = fmaxf(v, part[q * T + r]);
+                sc[i][h] = f16_row_scale(v);
+            }
+    }
+
+    __device__ __forceinline__ void slice(const float (*as)[T + PAD], const float (*bs)[T + PAD]) {
+        int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+        int g = lane >> 2, t = lane & 3;
+        int wm = (warp & 1) * (T / 2), wn = (warp >> 1) * (T / 4);
+        int k0 = 2 * t, k1 = 2 * t + 8;  // this lane's k pairs (k0, k0+1) and (k1, k1+1)
+        unsigned bf[NI][2];
+#pragma unroll
+        for (int q = 0; q < NI; q++) {
+            int nn = wn + q * 8;
+            bf[q][0] = pack2(round16(bs[k0][nn + swz(k0, g)]), round16(bs[k0 + 1][nn + swz(k0 + 1, g)]));
+            bf[q][1] = pack2(round16(bs[k1][nn + swz(k1, g)]), round16(bs[k1 + 1][nn + swz(k1 + 1, g)]));
+        }
+#pragma unroll
+        for (int i = 0; i < MI; i++) {
+            int mm = wm + i * 16;
+            // a0 (g, k0..), a1 (g+8, k0..), a2 (g, k1..), a3 (g+8, k1..)
+            float av[4][2];
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int kk = (e & 2) ? k1 : k0, rr = (e & 1) ? 8 : 0;
+                float s = sc[i][e & 1];
+                av[e][0] = as[kk][mm + rr + swz(kk, g)] * s;
+                av[e][1] = as[kk + 1][mm + rr + swz(kk + 1, g)] * s;
+            }
+            unsigned ah[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) ah[e] = pack2(round16(av[e][0]), round16(av[e][1]));
+            if (ARITH == ARITH_BF16X2) {
+                unsigned al[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float r0 = av[e][0] - widen16((unsigned short)(ah[e] & 0xffffu));
+                    float r1 = av[e][1] - widen16((unsigned short)(ah[e] >> 16));
+                    al[e] = pack2(round16(r0), round16(r1));
+                }
+#pragma unroll
+                for (int q = 0; q < NI; q++) mma_k16<BF16>(acc[i][q], al, bf[q]);
+            }
+#pragma unroll
+            for (int q = 0; q < NI; q++) mma_k16<BF16>(acc[i][q], ah, bf[q]);
+        }
+    }
+
+    __device__ __forceinline__ void finish(int m0, int n0, int M, int N, float* __restrict__ c, int ldc,
+                                           const float* __restrict__ s, int mode) const {
+        int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+        int g = lane >> 2, t = lane & 3;
+        int wm = (warp & 1) * (T / 2), wn = (warp >> 1) * (T / 4);
+#pragma unroll
+        for (int i = 0; i < MI; i++) {
+            float u0 = 1.0f / sc[i][0], u1 = 1.0f / sc[i][1];  // powers of two: exact
+#pragma unroll
+            for (int q = 0; q < NI; q++) {
+                int mm = m0 + wm + i * 16 + g, nn = n0 + wn + q * 8 + 2 * t;
+                epilogue(mm, nn, M, N, acc[i][q][0] * u0, c, ldc, s, mode);
+                epilogue(mm, nn + 1, M, N, acc[i][q][1] * u0, c, ldc, s, mode);
+                epilogue(mm + 8, nn, M, N, acc[i][q][2] * u1, c, ldc, s, mode);
+                epilogue(mm + 8, nn + 1, M, N, acc[i][q][3] * u1, c, ldc, s, mode);
+            }
+        }
+    }
+};
+
 // The arithmetic of each ARITH_* on a T x T tile.
 template <int T, int ARITH>
 struct TileOf {
@@ -676,11 +862,23 @@ template <int T>
 struct TileOf<T, ARITH_F32> {
     typedef FmaTile<T> type;
 };
+template <int T>
+struct TileOf<T, ARITH_BF16X2> {
+    typedef HalfMmaTile<T, ARITH_BF16X2> type;
+};
+template <int T>
+struct TileOf<T, ARITH_BF16> {
+    typedef HalfMmaTile<T, ARITH_BF16> type;
+};
+template <int T>
+struct TileOf<T, ARITH_F16> {
+    typedef HalfMmaTile<T, ARITH_F16> type;
+};
 
-template <int T, int ARITH>
+template <int T, int ARITH, typename BEl>
 __device__ __forceinline__ void gemm(int M, int N, int K, const float* __restrict__ a, int sam, int sak,
-                                     const float* __restrict__ b, int sbk, int sbn, float* __restrict__ c, int ldc,
-                                     const float* __restrict__ s, int mode, int kchunk) {
+                                     const typename BEl::T* __restrict__ b, int sbk, int sbn, float* __restrict__ c,
+                                     int ldc, const float* __restrict__ s, int mode, int kchunk) {
     __shared__ float as[2][BK][T + PAD];
     __shared__ float bs[2][BK][T + PAD];
     int m0 = blockIdx.y * T, n0 = blockIdx.x * T;
@@ -688,9 +886,10 @@ __device__ __forceinline__ void gemm(int M, int N, int K, const float* __restric
     int kend = kbeg + min(kchunk, K - kbeg);  // no kbeg + kchunk: it may pass 2^31
     typename TileOf<T, ARITH>::type tile;
     tile.zero();
+    tile.prepare(a, M, m0, kbeg, kend, sam, sak);
     Slice<T> sa, sb;
-    sa.fetch(a, M, m0, kbeg, kend, sam, sak);
-    sb.fetch(b, N, n0, kbeg, kend, sbn, sbk);
+    sa.template fetch<F32>(a, M, m0, kbeg, kend, sam, sak);
+    sb.template fetch<BEl>(b, N, n0, kbeg, kend, sbn, sbk);
     int buf = 0;
     // The slices step by BK while one is left: k0 + BK could pass 2^31 for a K
     // near it, kend - k0 cannot.
@@ -699,8 +898,8 @@ __device__ __forceinline__ void gemm(int M, int N, int K, const float* __restric
         sb.store(bs[buf], sbk);
         __syncthreads();
         if (kend - k0 > BK) {
-            sa.fetch(a, M, m0, k0 + BK, kend, sam, sak);
-            sb.fetch(b, N, n0, k0 + BK, kend, sbn, sbk);
+            sa.template fetch<F32>(a, M, m0, k0 + BK, kend, sam, sak);
+            sb.template fetch<BEl>(b, N, n0, k0 + BK, kend, sbn, sbk);
         }
         tile.slice(as[buf], bs[buf]);
         buf ^= 1;
@@ -714,7 +913,7 @@ __device__ __forceinline__ void gemm(int M, int N, int K, const float* __restric
         name(int M, int N, int K, const float* __restrict__ a, int sam, int sak, const float* __restrict__ b, \
              int sbk, int sbn, float* __restrict__ c, int ldc, const float* __restrict__ s, int mode,         \
              int kchunk) {                                                                                    \
-        gemm<t, arith>(M, N, K, a, sam, sak, b, sbk, sbn, c, ldc, s, mode, kchunk);                           \
+        gemm<t, arith, F32>(M, N, K, a, sam, sak, b, sbk, sbn, c, ldc, s, mode, kchunk);                      \
     }
 
 GEMM_ENTRY(gemm_f32_64, 64, ARITH_F32)
@@ -723,6 +922,22 @@ GEMM_ENTRY(gemm_tf32_64, 64, ARITH_TF32)
 GEMM_ENTRY(gemm_tf32_128, 128, ARITH_TF32)
 GEMM_ENTRY(gemm_3xtf32_64, 64, ARITH_3XTF32)
 GEMM_ENTRY(gemm_3xtf32_128, 128, ARITH_3XTF32)
+
+// The 16-bit modes: B is the packed patches in bf16 or f16.
+#define GEMM_HALF_ENTRY(name, t, arith, BEl)                                                                     \
+    extern "C" __global__ void __launch_bounds__(BLOCK)                                                         \
+        name(int M, int N, int K, const float* __restrict__ a, int sam, int sak, const BEl::T* __restrict__ b,  \
+             int sbk, int sbn, float* __restrict__ c, int ldc, const float* __restrict__ s, int mode,           \
+             int kchunk) {                                                                                      \
+        gemm<t, arith, BEl>(M, N, K, a, sam, sak, b, sbk, sbn, c, ldc, s, mode, kchunk);                         \
+    }
+
+GEMM_HALF_ENTRY(gemm_bf16x2_64, 64, ARITH_BF16X2, Bf16)
+GEMM_HALF_ENTRY(gemm_bf16x2_128, 128, ARITH_BF16X2, Bf16)
+GEMM_HALF_ENTRY(gemm_bf16_64, 64, ARITH_BF16, Bf16)
+GEMM_HALF_ENTRY(gemm_bf16_128, 128, ARITH_BF16, Bf16)
+GEMM_HALF_ENTRY(gemm_f16_64, 64, ARITH_F16, F16)
+GEMM_HALF_ENTRY(gemm_f16_128, 128, ARITH_F16, F16)
 
 // A probe of the mma.sync variant the GEMMs use (m16n8k8, TF32 inputs, f32
 // accumulation) for a test to compare with the host's product: one warp
@@ -745,4 +960,41 @@ extern "C" __global__ void mma_probe_m16n8k8_tf32(const float* __restrict__ a, c
     c[g * 8 + 2 * t + 1] = d[1];
     c[(g + 8) * 8 + 2 * t] = d[2];
     c[(g + 8) * 8 + 2 * t + 1] = d[3];
+}
+
+// Probes of the m16n8k16 variants (bf16 and f16 inputs, f32 accumulation)
+// for a test to compare with the host's product: one warp places every
+// lane's fragments by the PTX ISA's formulas, written out here independently
+// of HalfMmaTile (g = lane / 4, t = lane % 4; each register holds two values,
+// the first in the lower half):
+//   A a0 (g, 2t..2t+1), a1 (g+8, 2t..2t+1), a2 (g, 2t+8..2t+9), a3 (g+8, 2t+8..2t+9);
+//   B b0 (k = 2t..2t+1, n = g), b1 (k = 2t+8..2t+9, n = g);
+//   C c0 (g, 2t), c1 (g, 2t+1), c2 (g+8, 2t), c3 (g+8, 2t+1).
+// c [16, 8] = a [16, 16] b [16, 8], all row-major f32, entries exact in the type.
+template <bool BF16>
+__device__ __forceinline__ void mma_probe_k16(const float* __restrict__ a, const float* __restrict__ b,
+                                              float* __restrict__ c) {
+    if (threadIdx.x >= 32) return;  // one warp
+    int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
+    auto h = [](float v) { return BF16 ? f32_to_bf16(v) : f32_to_f16(v); };
+    auto two = [&](float lo, float hi) { return (unsigned)h(lo) | ((unsigned)h(hi) << 16); };
+    unsigned af[4] = {two(a[g * 16 + 2 * t], a[g * 16 + 2 * t + 1]), two(a[(g + 8) * 16 + 2 * t], a[(g + 8) * 16 + 2 * t + 1]),
+                      two(a[g * 16 + 2 * t + 8], a[g * 16 + 2 * t + 9]),
+                      two(a[(g + 8) * 16 + 2 * t + 8], a[(g + 8) * 16 + 2 * t + 9])};
+    unsigned bf[2] = {two(b[(2 * t) * 8 + g], b[(2 * t + 1) * 8 + g]), two(b[(2 * t + 8) * 8 + g], b[(2 * t + 9) * 8 + g])};
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    mma_k16<BF16>(d, af, bf);
+    c[g * 8 + 2 * t] = d[0];
+    c[g * 8 + 2 * t + 1] = d[1];
+    c[(g + 8) * 8 + 2 * t] = d[2];
+    c[(g + 8) * 8 + 2 * t + 1] = d[3];
+}
+
+extern "C" __global__ void mma_probe_m16n8k16_bf16(const float* __restrict__ a, const float* __restrict__ b,
+                                                   float* __restrict__ c) {
+    mma_probe_k16<true>(a, b, c);
+}
+extern "C" __global__ void mma_probe_m16n8k16_f16(const float* __restrict__ a, const float* __restrict__ b,
+                                                  float* __restrict__ c) {
+    mma_probe_k16<false>(a, b, c);
 }

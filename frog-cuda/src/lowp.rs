@@ -5,6 +5,9 @@
 //! patches converts `x` (exactly) into the packed scratch in the element
 //! type the products of the backend's [`crate::Precision`] read, and the
 //! Fisher weights widen `y` as they read it. Everything else is the f32 step.
+//! The 16-bit modes ([`crate::Precision::Bf16Split`], [`crate::Precision::Bf16`],
+//! [`crate::Precision::F16`]) take inputs of their own type (or f32 ones,
+//! which they round while packing).
 
 use std::ffi::c_void;
 use std::marker::PhantomData;
@@ -15,7 +18,7 @@ use cust::sys as cu;
 use frog_core::half::{bf16, f16};
 use frog_core::{Half, Layer, LowpBackend, Patches};
 
-use crate::backend::{Buffer, Cuda, Geom, Owner};
+use crate::backend::{Buffer, Cuda, Geom, Owner, Packed};
 use crate::error::Error;
 use crate::kernels::K;
 use crate::launch::{self, int, Arg};
@@ -54,8 +57,12 @@ impl<H: Half> std::fmt::Debug for HalfBuffer<H> {
 
 /// The kernels of one 16-bit input type.
 pub(crate) trait HalfKernels: Half {
+    /// The packed element type that holds it exactly.
+    const PACKED: Packed;
     /// `(im2col, pack_rows)` into f32 patches.
     const PACK: (K, K);
+    /// `(im2col, pack_rows)` into patches of its own type.
+    const PACK_SAME: (K, K);
     /// The Fisher weights.
     const FISHER: K;
     /// The count of non-finite entries.
@@ -63,13 +70,17 @@ pub(crate) trait HalfKernels: Half {
 }
 
 impl HalfKernels for bf16 {
+    const PACKED: Packed = Packed::Bf16;
     const PACK: (K, K) = (K::Im2colBf16, K::PackRowsBf16);
+    const PACK_SAME: (K, K) = (K::Im2colBf16Bf16, K::PackRowsBf16Bf16);
     const FISHER: K = K::FisherWeightsBf16;
     const COUNT: K = K::CountNonfiniteBf16;
 }
 
 impl HalfKernels for f16 {
+    const PACKED: Packed = Packed::F16;
     const PACK: (K, K) = (K::Im2colF16, K::PackRowsF16);
+    const PACK_SAME: (K, K) = (K::Im2colF16F16, K::PackRowsF16F16);
     const FISHER: K = K::FisherWeightsF16;
     const COUNT: K = K::CountNonfiniteF16;
 }
@@ -132,7 +143,15 @@ impl<H: HalfKernels> LowpBackend<H> for Cuda {
 
     fn pack_patches_lowp(&self, layer: &Layer, r: usize, x: &HalfBuffer<H>, packed: &mut Buffer) -> Result<(), Error> {
         let xa = self.half_ptr("x", x, r.saturating_mul(layer.input_len()))?;
-        self.pack_with(layer, r, xa, H::PACK, packed)
+        // The f32 modes widen x; a 16-bit mode copies x of its own type and
+        // refuses the other (converting would round, and bf16's range
+        // overflows f16).
+        let kernels = match self.precision().packed() {
+            Packed::F32 => H::PACK,
+            p if p == H::PACKED => H::PACK_SAME,
+            _ => return Err(Error::InputType { input: H::NAME, precision: self.precision() }),
+        };
+        self.pack_with(layer, r, xa, kernels, packed)
     }
 
     fn fisher_weights_lowp(
