@@ -264,6 +264,7 @@ impl<T: Real> Backend for Cpu<T> {
     ) -> Result<(), CpuError> {
         self.fisher_weights_from(p, y, norms, scale, eps, trace, lambda)
     }
+
     fn row_rescale(&self, rows: usize, cols: usize, v: &mut Vec<T>) -> Result<(), CpuError> {
         need("row_rescale: v", v, rows.saturating_mul(cols))?;
         self.par_row_blocks(v, rows, cols, cols, |_, block| {
