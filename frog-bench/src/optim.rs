@@ -2,8 +2,8 @@
 //!
 //! FROG: every convolution weight is a preconditioned layer, stepped with
 //! the sampled rows the backward pass gathered; every other parameter
-//! (BatchNorm, classifier) takes FROG's plain-SGD path. SGD: every
-//! parameter takes `torch.optim.SGD`'s step.
+//! (BatchNorm, classifier) takes FROG's plain-SGD path. SGD and AdamW:
+//! every parameter takes `torch.optim.SGD`'s or `torch.optim.AdamW`'s step.
 
 pub use frog_core::Method;
 use frog_core::{Batch, GroupId, Layer, ParamId, Params};
@@ -35,7 +35,10 @@ impl<D: Device> Optimizer<D> {
             return Err(Error::new(format!("training batch {batch} must be between 1 and {}", net.capacity)));
         }
         let backend = dev.backend();
-        let mut inner = frog_core::Optimizer::new(method, batch, seed)?;
+        let mut inner = match method {
+            Method::AdamW(cfg) => frog_core::Optimizer::new_adamw(cfg, batch, seed)?,
+            m => frog_core::Optimizer::new(m, batch, seed)?,
+        };
         let frog = method.frog().is_some();
         let mut ids = Vec::with_capacity(net.params.len());
         for p in &net.params {

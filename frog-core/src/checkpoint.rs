@@ -5,17 +5,18 @@
 //! the sampler's state (4 `u64`), each group's learning rate (`f64`, the
 //! one setting a schedule changes), then per parameter: its kind (`u8`: 0
 //! plain, 1 layer), its name (`u8` length, bytes), and its states, each as
-//! a `u64` length and [`ParamState::export`]'s bytes (a layer outside FROG
-//! groups has a second state for its bias). The registrations themselves
+//! a `u64` length and the bytes of [`crate::ParamState::export`] (FROG, SGD)
+//! or [`crate::AdamState::export`] (AdamW); a layer outside FROG groups has
+//! a second state for its bias. The registrations themselves
 //! (names, kinds, sizes, methods) are the program's: a checkpoint restores
 //! into an optimizer built the same way, and says so when it does not.
 
 use crate::backend::Backend;
 use crate::error::{Error, ShapeError};
-use crate::optimizer::{Optimizer, ParamKind, Slot};
+use crate::optimizer::{Optimizer, ParamKind, Slot, SlotState};
 use crate::sampler::Sampler;
 use crate::scalar::Scalar;
-use crate::state::{ParamState, StateError};
+use crate::state::StateError;
 
 const MAGIC: [u8; 8] = *b"FROGCKPT";
 /// Version of the layout [`Optimizer::checkpoint`] writes.
@@ -80,7 +81,7 @@ fn kind_tag(kind: &ParamKind) -> u8 {
     }
 }
 
-fn states<B: Backend>(slot: &Slot<B>) -> impl Iterator<Item = &ParamState<B>> {
+fn states<B: Backend>(slot: &Slot<B>) -> impl Iterator<Item = &SlotState<B>> {
     core::iter::once(&slot.state).chain(slot.bias.as_ref())
 }
 
@@ -129,7 +130,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
 
     /// Restores what [`Optimizer::checkpoint`] wrote. Every byte is
     /// checked first (the layout, that the registrations match this
-    /// optimizer's, each state as [`ParamState::restore`] checks it, and
+    /// optimizer's, each state as its own `restore` checks it, and
     /// each learning rate against its group's settings), so a rejected
     /// checkpoint changes nothing; a backend error while the states are
     /// written leaves them partly restored (restore again, or rebuild).

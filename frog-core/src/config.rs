@@ -114,6 +114,15 @@ pub enum ConfigError {
     TauStepsZero,
     /// Only one of `tau_final` and `tau_steps` is set.
     ScheduleIncomplete,
+    /// An AdamW beta outside `[0, 1)`.
+    Beta {
+        /// `beta1` or `beta2`.
+        which: &'static str,
+        /// Its value.
+        value: f64,
+    },
+    /// An `eps` that is not finite and positive.
+    Eps(f64),
 }
 
 impl fmt::Display for ConfigError {
@@ -141,6 +150,8 @@ impl fmt::Display for ConfigError {
             Self::TauFinal(v) => write!(f, "tau_final must be a finite value > 0, got {v}"),
             Self::TauStepsZero => write!(f, "tau_steps must be at least 1"),
             Self::ScheduleIncomplete => write!(f, "tau_final and tau_steps must be given together"),
+            Self::Beta { which, value } => write!(f, "{which} must be a finite value in [0, 1), got {value}"),
+            Self::Eps(v) => write!(f, "eps must be a finite value > 0, got {v}"),
         }
     }
 }

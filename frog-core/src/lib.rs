@@ -15,11 +15,13 @@
 #![no_std]
 #![warn(missing_docs)]
 
+mod adamw;
 mod backend;
 mod checkpoint;
 mod config;
 mod error;
 mod guard;
+mod kfrog;
 mod layer;
 mod lowp;
 mod method;
@@ -31,10 +33,12 @@ mod state;
 mod step;
 mod workspace;
 
+pub use adamw::{adamw_step, AdamBackend, AdamCoefs, AdamState, AdamWConfig};
 pub use backend::{Backend, BackendError, BackendErrorKind, CgBuffers, Patches, Strided};
 pub use checkpoint::CHECKPOINT_VERSION;
 pub use config::{Config, ConfigError, MAX_NUM_ITERS};
 pub use error::{Error, ErrorKind, ShapeError};
+pub use kfrog::{kfrog_step, KfrogBackend, KfrogBatch, KfrogConfig, KfrogOutputs, KfrogState, KFROG_CG_DENOM_EPS};
 pub use guard::{Diagnostics, Guard, GuardBackend, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};
 pub use layer::{Axes, BnShape, Conv2d, Layer, LayerKind, PATCH_PADDING};
 pub use lowp::{Half, LowpBackend};

@@ -8,11 +8,11 @@
 //! [`crate::guarded_step_lowp`]) require: a [`Backend`] without it keeps
 //! compiling and working unchanged (an associated type on `Backend` itself
 //! would break every implementor, as associated-type defaults are not
-//! stable Rust). Only the three calls of a step that read `x` or `y` have
-//! low-precision twins: packing the patches, the Fisher weights, and the
-//! opt-in overflow check. Everything after packing (the patch norms, the two
-//! patch products, the CG updates) runs on the backend's own scratch, so
-//! the step logic is the one of [`crate::precondition_step`].
+//! stable Rust). Only the calls of a step that read `x` or `y` have
+//! low-precision twins: packing the patches, the patch norms, the Fisher
+//! weights, and the opt-in overflow check. Everything else (the two patch
+//! products, the CG updates) runs on the backend's own scratch, so the step
+//! logic is the one of [`crate::precondition_step`].
 //!
 //! ## Loss scaling
 //!
@@ -80,9 +80,9 @@ mod sealed {
 /// A [`Backend`] that also takes sampled inputs and output gradients in the
 /// 16-bit type `H`.
 ///
-/// A low-precision step calls [`LowpBackend::pack_patches_lowp`] instead of
-/// [`Backend::pack_patches`] and [`LowpBackend::fisher_weights_lowp`]
-/// instead of [`Backend::fisher_weights`]; every other call is the same as
+/// A low-precision step calls [`LowpBackend::pack_patches_lowp`],
+/// [`LowpBackend::patch_sq_norms_lowp`] and [`LowpBackend::fisher_weights_lowp`]
+/// instead of their [`Backend`] namesakes; every other call is the same as
 /// in a step on the scalar type. The products of such a step see
 /// [`Patches::x`] set to the patch scratch (there is no `x` of the scalar
 /// type): whatever they read must be in the scratch, which
@@ -104,6 +104,15 @@ pub trait LowpBackend<H: Half>: Backend {
     /// holding what the backend's products and patch norms read, the
     /// values of `x` converted exactly (every `H` value is an `f32`).
     fn pack_patches_lowp(&self, layer: &Layer, r: usize, x: &Self::LowpBuffer, packed: &mut Self::Buffer) -> Result<(), Self::Error>;
+
+    /// [`Backend::patch_sq_norms`] in a step on inputs `x` in `H`. The
+    /// default reads the patch scratch through `patch_sq_norms`; a backend
+    /// whose norms read `x` itself (because its scratch holds something
+    /// else, such as Winograd's transformed tiles) overrides it.
+    fn patch_sq_norms_lowp(&self, p: &Patches<'_, Self>, x: &Self::LowpBuffer, norms: &mut Self::Buffer) -> Result<(), Self::Error> {
+        let _ = x;
+        self.patch_sq_norms(p, norms)
+    }
 
     /// [`Backend::fisher_weights`] from output gradients in `H` (same
     /// layout, same contract: a row whose squares could overflow is scaled

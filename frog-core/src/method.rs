@@ -1,6 +1,8 @@
 //! The optimizer a parameter group runs, with its settings.
 
+use crate::adamw::AdamWConfig;
 use crate::config::{Config, ConfigError};
+use crate::kfrog::KfrogConfig;
 use crate::scalar::Scalar;
 use crate::sgd::SgdConfig;
 
@@ -8,7 +10,8 @@ use crate::sgd::SgdConfig;
 ///
 /// FROG preconditions the group's registered layers and steps its plain
 /// parameters (BatchNorm, the classifier) on its plain-SGD path at
-/// `lr * lr_other_ratio`; `torch.optim.SGD` steps every parameter alike.
+/// `lr * lr_other_ratio`; `torch.optim.SGD` and `torch.optim.AdamW` step
+/// every parameter alike.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Method {
@@ -16,6 +19,11 @@ pub enum Method {
     Frog(Config),
     /// `torch.optim.SGD` (dampening 0, coupled weight decay).
     Sgd(SgdConfig),
+    /// `torch.optim.AdamW` (needs a backend with [`crate::AdamBackend`]).
+    AdamW(AdamWConfig),
+    /// K-FROG on the group's layers, momentum SGD at the same rate on its
+    /// plain parameters (needs a backend with [`crate::KfrogBackend`]).
+    Kfrog(KfrogConfig),
 }
 
 impl Method {
@@ -24,6 +32,8 @@ impl Method {
         match self {
             Self::Frog(c) => c.lr,
             Self::Sgd(c) => c.lr,
+            Self::AdamW(c) => c.lr,
+            Self::Kfrog(c) => c.lr,
         }
     }
 
@@ -33,15 +43,20 @@ impl Method {
         match &mut self {
             Self::Frog(c) => c.lr = lr,
             Self::Sgd(c) => c.lr = lr,
+            Self::AdamW(c) => c.lr = lr,
+            Self::Kfrog(c) => c.lr = lr,
         }
         self
     }
 
-    /// The momentum (0 for none).
+    /// The momentum of FROG and SGD (0 for none, and for AdamW, whose
+    /// moments are its own).
     pub fn momentum(&self) -> f64 {
         match self {
             Self::Frog(c) => c.momentum,
             Self::Sgd(c) => c.momentum,
+            Self::AdamW(_) => 0.0,
+            Self::Kfrog(c) => c.momentum,
         }
     }
 
@@ -49,7 +64,7 @@ impl Method {
     pub fn frog(&self) -> Option<&Config> {
         match self {
             Self::Frog(c) => Some(c),
-            Self::Sgd(_) => None,
+            _ => None,
         }
     }
 
@@ -58,6 +73,8 @@ impl Method {
         match self {
             Self::Frog(c) => c.validate(),
             Self::Sgd(c) => c.validate(),
+            Self::AdamW(c) => c.validate(),
+            Self::Kfrog(c) => c.validate(),
         }
     }
 
@@ -67,6 +84,8 @@ impl Method {
         match self {
             Self::Frog(c) => c.validate_for::<S>(),
             Self::Sgd(c) => c.validate_for::<S>(),
+            Self::AdamW(c) => c.validate_for::<S>(),
+            Self::Kfrog(c) => c.validate_for::<S>(),
         }
     }
 }

@@ -11,15 +11,17 @@ use core::fmt;
 
 use heapless::{String, Vec};
 
+use crate::adamw::{adamw_step, AdamBackend, AdamState, AdamWConfig};
 use crate::backend::Backend;
 use crate::error::{Error, ShapeError};
 use crate::guard::{Diagnostics, Guard, GuardBackend};
+use crate::kfrog::{kfrog_step, KfrogBackend, KfrogBatch, KfrogConfig, KfrogState};
 use crate::layer::Layer;
+use crate::lowp::{Half, LowpBackend};
 use crate::method::Method;
 use crate::sampler::Sampler;
 use crate::sgd::{plain_sgd_step, sgd_step};
 use crate::state::ParamState;
-use crate::lowp::{Half, LowpBackend};
 use crate::step::{frog_step, Batch, Inputs, LowpBatch, Params, RowGuard};
 use crate::workspace::{Workspace, WorkspaceReq};
 
@@ -86,6 +88,14 @@ pub enum RegistryError {
     WrongKind(u32),
     /// A preconditioned layer stepped without its sampled batch.
     NoBatch(u32),
+    /// An AdamW or K-FROG group made through `new` or `add_group`: they
+    /// need a backend with [`AdamBackend`] or [`KfrogBackend`], so their
+    /// groups come from their own entry points
+    /// ([`Optimizer::add_adamw_group`], [`Optimizer::add_kfrog_group`]).
+    NeedsItsEntryPoint(&'static str),
+    /// A K-FROG layer stepped with `step_layer` or a FROG layer with
+    /// `step_layer_kfrog`.
+    WrongMethod(u32),
 }
 
 impl fmt::Display for RegistryError {
@@ -100,11 +110,72 @@ impl fmt::Display for RegistryError {
             Self::SampleSizeMismatch => write!(f, "every FROG group must have the same sample_size: one sample serves every layer of a step"),
             Self::WrongKind(p) => write!(f, "parameter {p} is of the other kind (step layers with step_layer, plain parameters with step_param)"),
             Self::NoBatch(p) => write!(f, "layer {p} is preconditioned and needs its sampled batch"),
+            Self::NeedsItsEntryPoint(m) => write!(f, "{m} groups are made with their own entry point (new_adamw / add_adamw_group, new_kfrog / add_kfrog_group), which need the backend's extension trait"),
+            Self::WrongMethod(p) => write!(f, "layer {p} runs another method (K-FROG layers step with step_layer_kfrog, the others with step_layer)"),
         }
     }
 }
 
 impl core::error::Error for RegistryError {}
+
+/// A parameter's state: FROG's and SGD's momentum state, or AdamW's
+/// moments, as its group's method needs.
+pub(crate) enum SlotState<B: Backend> {
+    Momentum(ParamState<B>),
+    Adam(AdamState<B>),
+    Kfrog(KfrogState<B>),
+}
+
+impl<B: Backend> SlotState<B> {
+    /// The state of a plain parameter (or of a layer's weight or bias
+    /// outside FROG and K-FROG groups).
+    fn new(backend: &B, method: &Method, len: usize) -> Result<Self, B::Error> {
+        Ok(match method {
+            Method::AdamW(c) => Self::Adam(AdamState::new(backend, len, c.amsgrad)?),
+            m => Self::Momentum(ParamState::new(backend, len, m.momentum() > 0.0)?),
+        })
+    }
+
+    pub(crate) fn export_len(&self) -> usize {
+        match self {
+            Self::Momentum(s) => s.export_len(),
+            Self::Adam(s) => s.export_len(),
+            Self::Kfrog(s) => s.export_len(),
+        }
+    }
+
+    pub(crate) fn export(&self, backend: &B, out: &mut [u8]) -> Res<usize, B> {
+        match self {
+            Self::Momentum(s) => s.export(backend, out),
+            Self::Adam(s) => s.export(backend, out),
+            Self::Kfrog(s) => s.export(backend, out),
+        }
+    }
+
+    pub(crate) fn check_bytes(&self, bytes: &[u8]) -> Result<u64, crate::state::StateError> {
+        match self {
+            Self::Momentum(s) => s.check_bytes(bytes),
+            Self::Adam(s) => s.check_bytes(bytes),
+            Self::Kfrog(s) => s.check_bytes(bytes),
+        }
+    }
+
+    pub(crate) fn apply_bytes(&mut self, backend: &B, bytes: &[u8], steps: u64) -> Result<(), B::Error> {
+        match self {
+            Self::Momentum(s) => s.apply_bytes(backend, bytes, steps),
+            Self::Adam(s) => s.apply_bytes(backend, bytes, steps),
+            Self::Kfrog(s) => s.apply_bytes(backend, bytes, steps),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Momentum(s) => s.len(),
+            Self::Adam(s) => s.len(),
+            Self::Kfrog(s) => s.weight.len(),
+        }
+    }
+}
 
 /// One registered entry.
 pub(crate) struct Slot<B: Backend> {
@@ -113,9 +184,9 @@ pub(crate) struct Slot<B: Backend> {
     pub(crate) kind: ParamKind,
     /// A FROG layer's joint `R x D'` state; otherwise the weight's (or the
     /// plain parameter's).
-    pub(crate) state: ParamState<B>,
+    pub(crate) state: SlotState<B>,
     /// A layer's bias state outside FROG groups.
-    pub(crate) bias: Option<ParamState<B>>,
+    pub(crate) bias: Option<SlotState<B>>,
 }
 
 /// The optimizer object: FROG, SGD (and later optimizers) over registered
@@ -150,9 +221,19 @@ pub struct Optimizer<B: Backend, const N: usize> {
     /// when the guard is set, so that only [`Optimizer::set_guard`] needs
     /// [`GuardBackend`]).
     guard: Option<(Guard, RowGuard<B>)>,
+    /// [`adamw_step`] of this backend, once an AdamW group exists.
+    adam: Option<AdamStep<B>>,
+    /// [`kfrog_step`] of this backend, once a K-FROG group exists.
+    kfrog: Option<KfrogStep<B>>,
 }
 
 type Res<T, B> = Result<T, Error<<B as Backend>::Error>>;
+
+/// [`adamw_step`] for one backend.
+type AdamStep<B> = fn(&B, &AdamWConfig, &mut AdamState<B>, &mut <B as Backend>::Buffer, &<B as Backend>::Buffer) -> Res<(), B>;
+
+/// [`kfrog_step`] for one backend.
+type KfrogStep<B> = for<'a> fn(&B, &KfrogConfig, &Layer, &mut KfrogState<B>, &mut Workspace<B>, &mut <B as Backend>::Buffer, &<B as Backend>::Buffer, KfrogBatch<'a, B>) -> Res<(), B>;
 
 impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// An optimizer whose default group runs `method`, for batches of at
@@ -162,10 +243,16 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// Errors: settings [`Method::validate_for`] rejects in the backend's
     /// scalar type, and `max_batch = 0`.
     pub fn new(method: Method, max_batch: usize, seed: u64) -> Res<Self, B> {
+        let mut opt = Self::empty(max_batch, seed)?;
+        opt.add_group(method)?;
+        Ok(opt)
+    }
+
+    fn empty(max_batch: usize, seed: u64) -> Res<Self, B> {
         if max_batch == 0 {
             return Err(ShapeError::EmptySample.into());
         }
-        let mut opt = Self {
+        Ok(Self {
             groups: Vec::new(),
             slots: Vec::new(),
             workspace: None,
@@ -173,13 +260,64 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             max_batch,
             sample_size: None,
             guard: None,
-        };
-        opt.add_group(method)?;
+            adam: None,
+            kfrog: None,
+        })
+    }
+
+    /// [`Optimizer::new`] with a default group running K-FROG.
+    pub fn new_kfrog(cfg: KfrogConfig, max_batch: usize, seed: u64) -> Res<Self, B>
+    where
+        B: KfrogBackend,
+    {
+        let mut opt = Self::empty(max_batch, seed)?;
+        opt.add_kfrog_group(cfg)?;
         Ok(opt)
     }
 
-    /// A new parameter group running `method`.
+    /// A new parameter group running K-FROG. Its layers step with
+    /// [`Optimizer::step_layer_kfrog`] on samples from
+    /// [`Optimizer::sample_kfrog`]; its plain parameters take momentum SGD
+    /// at the same rate, without decay, as in the original.
+    pub fn add_kfrog_group(&mut self, cfg: KfrogConfig) -> Res<GroupId, B>
+    where
+        B: KfrogBackend,
+    {
+        self.kfrog = Some(kfrog_step::<B>);
+        self.push_group(Method::Kfrog(cfg))
+    }
+
+    /// [`Optimizer::new`] with a default group running AdamW.
+    pub fn new_adamw(cfg: AdamWConfig, max_batch: usize, seed: u64) -> Res<Self, B>
+    where
+        B: AdamBackend,
+    {
+        let mut opt = Self::empty(max_batch, seed)?;
+        opt.add_adamw_group(cfg)?;
+        Ok(opt)
+    }
+
+    /// A new parameter group running AdamW.
+    pub fn add_adamw_group(&mut self, cfg: AdamWConfig) -> Res<GroupId, B>
+    where
+        B: AdamBackend,
+    {
+        self.adam = Some(adamw_step::<B>);
+        self.push_group(Method::AdamW(cfg))
+    }
+
+    /// A new parameter group running `method` (FROG or SGD; AdamW groups
+    /// come from [`Optimizer::add_adamw_group`]).
     pub fn add_group(&mut self, method: Method) -> Res<GroupId, B> {
+        match method {
+            Method::AdamW(_) => return Err(RegistryError::NeedsItsEntryPoint("AdamW").into()),
+            Method::Kfrog(_) => return Err(RegistryError::NeedsItsEntryPoint("K-FROG").into()),
+            _ => {}
+        }
+        self.push_group(method)
+    }
+
+    fn push_group(&mut self, method: Method) -> Res<GroupId, B> {
         method.validate_for::<B::Scalar>()?;
         if let Some(cfg) = method.frog() {
             match self.sample_size {
@@ -213,12 +351,19 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                 if self.guard.is_some() {
                     state.enable_diagnostics(backend, &layer)?;
                 }
-                (state, None)
+                (SlotState::Momentum(state), None)
             }
-            Method::Sgd(cfg) => {
-                let has = cfg.momentum > 0.0;
-                let weight = ParamState::new(backend, rows * layer.weight_cols(), has).map_err(Error::Backend)?;
-                let bias = if layer.bias { Some(ParamState::new(backend, rows, has).map_err(Error::Backend)?) } else { None };
+            Method::Kfrog(cfg) => {
+                if layer.bias {
+                    return Err(ShapeError::Unsupported { what: "a bias on a K-FROG layer (the original has none): register the bias as a plain parameter" }.into());
+                }
+                let need = WorkspaceReq::new(backend, &layer, cfg.sample_size.map_or(self.max_batch, |s| s.min(self.max_batch)))?;
+                self.grow_workspace(backend, need)?;
+                (SlotState::Kfrog(KfrogState::new(backend, &layer, &cfg).map_err(Error::Backend)?), None)
+            }
+            m => {
+                let weight = SlotState::new(backend, &m, rows * layer.weight_cols()).map_err(Error::Backend)?;
+                let bias = if layer.bias { Some(SlotState::new(backend, &m, rows).map_err(Error::Backend)?) } else { None };
                 (weight, bias)
             }
         };
@@ -231,7 +376,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     pub fn add_param(&mut self, backend: &B, name: &str, len: usize, group: GroupId) -> Res<ParamId, B> {
         let method = *self.method(group)?;
         let name = self.check_name(name)?;
-        let state = ParamState::new(backend, len, method.momentum() > 0.0).map_err(Error::Backend)?;
+        let state = SlotState::new(backend, &method, len).map_err(Error::Backend)?;
         self.push(Slot { name, group, kind: ParamKind::Plain { len }, state, bias: None })
     }
 
@@ -337,13 +482,14 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.0).into()) };
         let method = self.groups[usize::from(slot.group.0)];
         let slot = &mut self.slots[id.0 as usize];
-        match method {
-            Method::Frog(cfg) => {
+        match (method, &mut slot.state) {
+            (Method::Kfrog(_), _) => Err(RegistryError::WrongMethod(id.0).into()),
+            (Method::Frog(cfg), SlotState::Momentum(state)) => {
                 let batch = batch.ok_or(RegistryError::NoBatch(id.0))?;
                 let ws = self.workspace.as_mut().ok_or(RegistryError::NoBatch(id.0))?;
-                frog_step(backend, &cfg, &layer, &mut slot.state, ws, params, batch, self.guard)
+                frog_step(backend, &cfg, &layer, state, ws, params, batch, self.guard)
             }
-            Method::Sgd(cfg) => {
+            (method, state) => {
                 // Check the bias pairing before the weight moves.
                 match (&params.bias, &mut slot.bias) {
                     (Some((b, gb)), Some(state)) => {
@@ -357,9 +503,9 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                     (None, None) => {}
                     _ => return Err(ShapeError::BiasMismatch.into()),
                 }
-                sgd_step(backend, &cfg, &mut slot.state, params.weight, params.grad_weight)?;
+                plain_step(backend, &method, self.adam, id, state, params.weight, params.grad_weight)?;
                 match (params.bias, &mut slot.bias) {
-                    (Some((b, gb)), Some(state)) => sgd_step(backend, &cfg, state, b, gb),
+                    (Some((b, gb)), Some(state)) => plain_step(backend, &method, self.adam, id, state, b, gb),
                     _ => Ok(()),
                 }
             }
@@ -374,10 +520,31 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             return Err(RegistryError::WrongKind(id.0).into());
         }
         let method = self.groups[usize::from(slot.group.0)];
-        let state = &mut self.slots[id.0 as usize].state;
-        match method {
-            Method::Frog(cfg) => plain_sgd_step(backend, &cfg, state, param, grad),
-            Method::Sgd(cfg) => sgd_step(backend, &cfg, state, param, grad),
+        plain_step(backend, &method, self.adam, id, &mut self.slots[id.0 as usize].state, param, grad)
+    }
+
+    /// Draws a K-FROG step's samples for `group`'s layers from the
+    /// optimizer's sampler: `sample_size` input rows into `x_out`, then,
+    /// independently as in the original, `y_sample_size` output-gradient
+    /// rows into `y_out` (each at least its count, or the batch).
+    pub fn sample_kfrog<'a, 'b>(&mut self, group: GroupId, batch: usize, x_out: &'a mut [usize], y_out: &'b mut [usize]) -> Res<(&'a [usize], &'b [usize]), B> {
+        let Method::Kfrog(cfg) = *self.method(group)? else { return Err(RegistryError::UnknownGroup(group.0).into()) };
+        if batch > self.max_batch {
+            return Err(ShapeError::BatchExceedsMax { batch, max: self.max_batch }.into());
+        }
+        let x = self.sampler.sample(batch, cfg.sample_size, x_out)?;
+        let y = self.sampler.sample(batch, cfg.y_sample_size, y_out)?;
+        Ok((x, y))
+    }
+
+    /// One K-FROG step of layer `id` (registered in a K-FROG group).
+    pub fn step_layer_kfrog(&mut self, backend: &B, id: ParamId, weight: &mut B::Buffer, grad: &B::Buffer, batch: KfrogBatch<'_, B>) -> Res<(), B> {
+        let slot = self.slot(id)?;
+        let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.0).into()) };
+        let method = self.groups[usize::from(slot.group.0)];
+        match (method, &mut self.slots[id.0 as usize].state, self.kfrog, self.workspace.as_mut()) {
+            (Method::Kfrog(cfg), SlotState::Kfrog(state), Some(step), Some(ws)) => step(backend, &cfg, &layer, state, ws, weight, grad, batch),
+            _ => Err(RegistryError::WrongMethod(id.0).into()),
         }
     }
 
@@ -391,8 +558,10 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     {
         if guard.is_some() {
             for slot in &mut self.slots {
-                if let (ParamKind::Layer(layer), Method::Frog(_)) = (slot.kind, self.groups[usize::from(slot.group.0)]) {
-                    slot.state.enable_diagnostics(backend, &layer)?;
+                if let (ParamKind::Layer(layer), SlotState::Momentum(state)) = (slot.kind, &mut slot.state) {
+                    if self.groups[usize::from(slot.group.0)].frog().is_some() {
+                        state.enable_diagnostics(backend, &layer)?;
+                    }
                 }
             }
         }
@@ -403,12 +572,40 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// The diagnostics of layer `id`'s last guarded step (`None` before
     /// one, or for a parameter FROG does not precondition).
     pub fn diagnostics(&self, backend: &B, id: ParamId) -> Res<Option<Diagnostics>, B> {
-        self.slot(id)?.state.diagnostics(backend)
+        match &self.slot(id)?.state {
+            SlotState::Momentum(s) => s.diagnostics(backend),
+            _ => Ok(None),
+        }
     }
 
-    /// The state of `id` (for a layer outside FROG groups, its weight's).
+    /// The FROG or SGD state of `id` (for a layer outside FROG groups, its
+    /// weight's); an AdamW parameter's is [`Optimizer::adam_state`].
     pub fn state(&self, id: ParamId) -> Res<&ParamState<B>, B> {
-        Ok(&self.slot(id)?.state)
+        match &self.slot(id)?.state {
+            SlotState::Momentum(s) => Ok(s),
+            _ => Err(RegistryError::WrongKind(id.0).into()),
+        }
+    }
+
+    /// The AdamW state of `id` (for a layer, its weight's).
+    pub fn adam_state(&self, id: ParamId) -> Res<&AdamState<B>, B> {
+        match &self.slot(id)?.state {
+            SlotState::Adam(s) => Ok(s),
+            _ => Err(RegistryError::WrongKind(id.0).into()),
+        }
+    }
+
+    /// The K-FROG state of layer `id`.
+    pub fn kfrog_state(&self, id: ParamId) -> Res<&KfrogState<B>, B> {
+        match &self.slot(id)?.state {
+            SlotState::Kfrog(s) => Ok(s),
+            _ => Err(RegistryError::WrongKind(id.0).into()),
+        }
+    }
+
+    /// The group `id` was registered in.
+    pub fn group_of(&self, id: ParamId) -> Res<GroupId, B> {
+        Ok(self.slot(id)?.group)
     }
 
     /// What `id` is.
@@ -435,5 +632,29 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// The largest batch the optimizer takes.
     pub fn max_batch(&self) -> usize {
         self.max_batch
+    }
+}
+
+/// The step of a parameter FROG does not precondition, by its group's
+/// method: FROG's plain-SGD path, SGD, or AdamW.
+fn plain_step<B: Backend>(
+    backend: &B,
+    method: &Method,
+    adam: Option<AdamStep<B>>,
+    id: ParamId,
+    state: &mut SlotState<B>,
+    param: &mut B::Buffer,
+    grad: &B::Buffer,
+) -> Res<(), B> {
+    match (method, state, adam) {
+        (Method::Frog(cfg), SlotState::Momentum(s), _) => plain_sgd_step(backend, cfg, s, param, grad),
+        (Method::Sgd(cfg), SlotState::Momentum(s), _) => sgd_step(backend, cfg, s, param, grad),
+        (Method::AdamW(cfg), SlotState::Adam(s), Some(step)) => step(backend, cfg, s, param, grad),
+        (Method::Kfrog(cfg), SlotState::Momentum(s), _) => {
+            let sgd = crate::sgd::SgdConfig { lr: cfg.lr, momentum: cfg.momentum, weight_decay: 0.0, nesterov: cfg.nesterov };
+            sgd_step(backend, &sgd, s, param, grad)
+        }
+        // States are made for their group's method, which never changes.
+        _ => Err(RegistryError::WrongKind(id.0).into()),
     }
 }

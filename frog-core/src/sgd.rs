@@ -3,9 +3,10 @@
 
 use crate::backend::Backend;
 use crate::config::{decay_ok, representable, Config, ConfigError};
-use crate::error::{Error, ShapeError};
+use crate::error::Error;
 use crate::scalar::Scalar;
 use crate::state::ParamState;
+use crate::step::check_len;
 
 /// `torch.optim.SGD` settings (dampening 0).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -63,12 +64,8 @@ fn coupled_sgd<B: Backend>(
 ) -> Result<(), Error<B::Error>> {
     cfg.validate_for::<B::Scalar>()?;
     let n = state.len;
-    for (what, buf) in [("param", &*param), ("grad", grad)] {
-        let actual = backend.len(buf);
-        if actual != n {
-            return Err(ShapeError::BufferLength { what, expected: n, actual }.into());
-        }
-    }
+    check_len(backend, param, "param", n)?;
+    check_len(backend, grad, "grad", n)?;
     state.check_momentum(cfg.momentum)?;
     state.steps = state.next_step()?;
     let s = B::Scalar::of_f64;

@@ -65,6 +65,16 @@ pub enum StateError {
     NoDiagnostics,
     /// A checkpoint's sampler state is all zeros (no seed gives it).
     SamplerState,
+    /// An AdamW state's amsgrad buffer does not match the setting.
+    AmsgradSetting {
+        /// Whether the state has the buffer.
+        state_has_buffer: bool,
+    },
+    /// An AdamW second moment is negative (it is a running mean of squares).
+    Negative {
+        /// The entry.
+        index: u64,
+    },
     /// A checkpoint was written for other registrations: another count,
     /// name, kind or size of parameter, or another number of groups.
     Registrations {
@@ -91,6 +101,9 @@ impl fmt::Display for StateError {
             Self::MomentumSetting { state_has_buffer: false } => write!(f, "the state has no momentum buffer but momentum > 0"),
             Self::NoDiagnostics => write!(f, "a guarded step needs a state with diagnostics (ParamState::with_diagnostics)"),
             Self::SamplerState => write!(f, "the checkpoint's sampler state is all zeros"),
+            Self::AmsgradSetting { state_has_buffer: true } => write!(f, "the AdamW state has an amsgrad buffer but amsgrad is off"),
+            Self::AmsgradSetting { state_has_buffer: false } => write!(f, "the AdamW state has no amsgrad buffer but amsgrad is on"),
+            Self::Negative { index } => write!(f, "AdamW second-moment entry {index} is negative"),
             Self::Registrations { what, index } => {
                 write!(f, "the checkpoint was written for other registrations: {what} differs at {index}")
             }
@@ -211,23 +224,9 @@ impl<B: Backend> ParamState<B> {
         if out.len() < needed {
             return Err(ShapeError::BufferLength { what: "state bytes", expected: needed, actual: out.len() }.into());
         }
-        out[..4].copy_from_slice(&MAGIC);
-        out[4..6].copy_from_slice(&STATE_VERSION.to_le_bytes());
-        out[6] = B::Scalar::BYTES as u8;
-        out[7] = u8::from(self.momentum.is_some());
-        out[8..16].copy_from_slice(&(self.len as u64).to_le_bytes());
-        out[16..24].copy_from_slice(&self.steps.to_le_bytes());
+        Header { magic: MAGIC, flag: self.momentum.is_some(), len: self.len, steps: self.steps }.write::<B::Scalar>(out);
         if let Some(buf) = &self.momentum {
-            let mut chunk = [B::Scalar::ZERO; CHUNK];
-            let mut pos = HEADER;
-            for start in (0..self.len).step_by(CHUNK) {
-                let n = CHUNK.min(self.len - start);
-                backend.read(buf, start, &mut chunk[..n]).map_err(Error::Backend)?;
-                for v in &chunk[..n] {
-                    v.write_le(&mut out[pos..]);
-                    pos += B::Scalar::BYTES;
-                }
-            }
+            export_scalars(backend, buf, self.len, &mut out[HEADER..needed]).map_err(Error::Backend)?;
         }
         Ok(needed)
     }
@@ -246,61 +245,121 @@ impl<B: Backend> ParamState<B> {
     /// Checks bytes [`ParamState::restore`] would take, changing nothing,
     /// and returns their step count.
     pub(crate) fn check_bytes(&self, bytes: &[u8]) -> Result<u64, StateError> {
-        if bytes.len() < HEADER {
-            return Err(StateError::Truncated { needed: HEADER, actual: bytes.len() });
-        }
-        if bytes[..4] != MAGIC {
-            return Err(StateError::BadMagic);
-        }
-        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-        if version != STATE_VERSION {
-            return Err(StateError::Version(version));
-        }
-        if usize::from(bytes[6]) != B::Scalar::BYTES {
-            return Err(StateError::ScalarSize(bytes[6]));
-        }
-        let has_momentum = match bytes[7] {
-            0 => false,
-            1 => true,
-            b => return Err(StateError::MomentumFlag(b)),
-        };
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&bytes[8..16]);
-        let len = u64::from_le_bytes(word);
-        word.copy_from_slice(&bytes[16..24]);
-        let steps = u64::from_le_bytes(word);
-        if len != self.len as u64 {
-            return Err(StateError::Length { expected: self.len as u64, actual: len });
-        }
-        if has_momentum != self.momentum.is_some() {
-            return Err(StateError::Momentum);
-        }
+        let steps = Header::check::<B::Scalar>(bytes, MAGIC, self.len, self.momentum.is_some())?;
         let needed = self.export_len();
         if bytes.len() < needed {
             return Err(StateError::Truncated { needed, actual: bytes.len() });
         }
-        let entries = bytes[HEADER..needed].chunks_exact(B::Scalar::BYTES);
-        if let Some(index) = entries.map(B::Scalar::read_le).position(|v| !v.as_f64().is_finite()) {
-            return Err(StateError::NonFinite { index: index as u64 });
-        }
+        check_finite::<B::Scalar>(&bytes[HEADER..needed])?;
         Ok(steps)
     }
 
     /// Writes checked bytes into the state.
     pub(crate) fn apply_bytes(&mut self, backend: &B, bytes: &[u8], steps: u64) -> Result<(), B::Error> {
         if let Some(buf) = &mut self.momentum {
-            let mut chunk = [B::Scalar::ZERO; CHUNK];
-            let mut pos = HEADER;
-            for start in (0..self.len).step_by(CHUNK) {
-                let n = CHUNK.min(self.len - start);
-                for v in &mut chunk[..n] {
-                    *v = B::Scalar::read_le(&bytes[pos..]);
-                    pos += B::Scalar::BYTES;
-                }
-                backend.write(&chunk[..n], buf, start)?;
-            }
+            import_scalars(backend, &bytes[HEADER..], buf, self.len)?;
         }
         self.steps = steps;
         Ok(())
+    }
+}
+
+/// Writes the first `len` entries of `buf` to `out` as little-endian bytes
+/// (`out` holds at least `len` scalars), a chunk per host round trip.
+pub(crate) fn export_scalars<B: Backend>(backend: &B, buf: &B::Buffer, len: usize, out: &mut [u8]) -> Result<(), B::Error> {
+    let mut chunk = [B::Scalar::ZERO; CHUNK];
+    let mut pos = 0;
+    for start in (0..len).step_by(CHUNK) {
+        let n = CHUNK.min(len - start);
+        backend.read(buf, start, &mut chunk[..n])?;
+        for v in &chunk[..n] {
+            v.write_le(&mut out[pos..]);
+            pos += B::Scalar::BYTES;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `len` little-endian scalars from the front of `bytes` (checked
+/// to hold them) into `buf`.
+pub(crate) fn import_scalars<B: Backend>(backend: &B, bytes: &[u8], buf: &mut B::Buffer, len: usize) -> Result<(), B::Error> {
+    let mut chunk = [B::Scalar::ZERO; CHUNK];
+    let mut pos = 0;
+    for start in (0..len).step_by(CHUNK) {
+        let n = CHUNK.min(len - start);
+        for v in &mut chunk[..n] {
+            *v = B::Scalar::read_le(&bytes[pos..]);
+            pos += B::Scalar::BYTES;
+        }
+        backend.write(&chunk[..n], buf, start)?;
+    }
+    Ok(())
+}
+
+/// Rejects a NaN or infinite scalar among little-endian `bytes`.
+pub(crate) fn check_finite<S: Scalar>(bytes: &[u8]) -> Result<(), StateError> {
+    match bytes.chunks_exact(S::BYTES).map(S::read_le).position(|v| !v.as_f64().is_finite()) {
+        Some(index) => Err(StateError::NonFinite { index: index as u64 }),
+        None => Ok(()),
+    }
+}
+
+/// The header every per-parameter state's byte form starts with: magic,
+/// version `u16`, scalar bytes `u8`, a flag byte (whether the optional
+/// buffer is there), entries `u64`, steps `u64`.
+pub(crate) struct Header {
+    pub(crate) magic: [u8; 4],
+    pub(crate) flag: bool,
+    pub(crate) len: usize,
+    pub(crate) steps: u64,
+}
+
+impl Header {
+    /// Bytes of the header.
+    pub(crate) const BYTES: usize = HEADER;
+
+    /// Writes the header to the front of `out` (checked to hold it).
+    pub(crate) fn write<S: Scalar>(&self, out: &mut [u8]) {
+        out[..4].copy_from_slice(&self.magic);
+        out[4..6].copy_from_slice(&STATE_VERSION.to_le_bytes());
+        out[6] = S::BYTES as u8;
+        out[7] = u8::from(self.flag);
+        out[8..16].copy_from_slice(&(self.len as u64).to_le_bytes());
+        out[16..24].copy_from_slice(&self.steps.to_le_bytes());
+    }
+
+    /// Checks a header against a state of `len` entries whose optional
+    /// buffer is there when `flag`, and returns its step count.
+    pub(crate) fn check<S: Scalar>(bytes: &[u8], magic: [u8; 4], len: usize, flag: bool) -> Result<u64, StateError> {
+        if bytes.len() < HEADER {
+            return Err(StateError::Truncated { needed: HEADER, actual: bytes.len() });
+        }
+        if bytes[..4] != magic {
+            return Err(StateError::BadMagic);
+        }
+        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+        if version != STATE_VERSION {
+            return Err(StateError::Version(version));
+        }
+        if usize::from(bytes[6]) != S::BYTES {
+            return Err(StateError::ScalarSize(bytes[6]));
+        }
+        let has = match bytes[7] {
+            0 => false,
+            1 => true,
+            b => return Err(StateError::MomentumFlag(b)),
+        };
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
+        if word(8) != len as u64 {
+            return Err(StateError::Length { expected: len as u64, actual: word(8) });
+        }
+        if has != flag {
+            return Err(StateError::Momentum);
+        }
+        Ok(word(16))
     }
 }

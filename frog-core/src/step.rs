@@ -67,8 +67,10 @@ pub(crate) trait Inputs<B: Backend> {
     fn check(&self, backend: &B, scratch: &mut B::Buffer) -> Result<(), Error<B::Error>>;
     /// Fills the patch scratch.
     fn pack(&self, backend: &B, layer: &Layer, packed: &mut B::Buffer) -> Result<(), B::Error>;
-    /// The `x` the products see: the inputs, or the scratch.
-    fn x<'s>(&'s self, packed: &'s B::Buffer) -> &'s B::Buffer;
+    /// The `x` the products see: the inputs, or `None` for the scratch.
+    fn x(&self) -> Option<&B::Buffer>;
+    /// The patch norms.
+    fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error>;
     /// Traces and Fisher weights from `y`.
     #[allow(clippy::too_many_arguments)]
     fn fisher_weights(
@@ -96,8 +98,11 @@ impl<B: Backend> Inputs<B> for Batch<'_, B> {
     fn pack(&self, backend: &B, layer: &Layer, packed: &mut B::Buffer) -> Result<(), B::Error> {
         backend.pack_patches(layer, self.sample, self.x, packed)
     }
-    fn x<'s>(&'s self, _: &'s B::Buffer) -> &'s B::Buffer {
-        self.x
+    fn x(&self) -> Option<&B::Buffer> {
+        Some(self.x)
+    }
+    fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error> {
+        backend.patch_sq_norms(p, norms)
     }
     fn fisher_weights(
         &self,
@@ -135,8 +140,11 @@ impl<B: LowpBackend<H>, H: Half> Inputs<B> for LowpBatch<'_, B, H> {
     fn pack(&self, backend: &B, layer: &Layer, packed: &mut B::Buffer) -> Result<(), B::Error> {
         backend.pack_patches_lowp(layer, self.sample, self.x, packed)
     }
-    fn x<'s>(&'s self, packed: &'s B::Buffer) -> &'s B::Buffer {
-        packed
+    fn x(&self) -> Option<&B::Buffer> {
+        None
+    }
+    fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error> {
+        backend.patch_sq_norms_lowp(p, self.x, norms)
     }
     fn fisher_weights(
         &self,
@@ -152,7 +160,12 @@ impl<B: LowpBackend<H>, H: Half> Inputs<B> for LowpBatch<'_, B, H> {
     }
 }
 
-fn check_len(actual: usize, what: &'static str, expected: usize) -> Result<(), ShapeError> {
+pub(crate) fn check_len<B: Backend>(backend: &B, buf: &B::Buffer, what: &'static str, expected: usize) -> Result<(), ShapeError> {
+    check_count(backend.len(buf), what, expected)
+}
+
+/// `actual == expected`, or an error naming the buffer.
+fn check_count(actual: usize, what: &'static str, expected: usize) -> Result<(), ShapeError> {
     if actual == expected {
         Ok(())
     } else {
@@ -183,19 +196,19 @@ fn check_shapes<B: Backend>(
         return Err(ShapeError::SampleExceedsBatch { sample, batch: batch_size });
     }
     let (rows, d) = (layer.rows(), layer.weight_cols());
-    check_len(backend.len(params.weight), "weight", rows * d)?;
-    check_len(backend.len(params.grad_weight), "grad_weight", rows * d)?;
+    check_len(backend, params.weight, "weight", rows * d)?;
+    check_len(backend, params.grad_weight, "grad_weight", rows * d)?;
     match (&params.bias, layer.bias) {
         (Some((b, gb)), true) => {
-            check_len(backend.len(b), "bias", rows)?;
-            check_len(backend.len(gb), "grad_bias", rows)?;
+            check_len(backend, b, "bias", rows)?;
+            check_len(backend, gb, "grad_bias", rows)?;
         }
         (None, false) => {}
         _ => return Err(ShapeError::BiasMismatch),
     }
     let (x_len, y_len) = batch.lens(backend);
-    check_len(x_len, "x", mul(sample, layer.input_len(), "x (sample * input entries)")?)?;
-    check_len(y_len, "y", mul(sample, layer.output_len(), "y (sample * output entries)")?)?;
+    check_count(x_len, "x", mul(sample, layer.input_len(), "x (sample * input entries)")?)?;
+    check_count(y_len, "y", mul(sample, layer.output_len(), "y (sample * output entries)")?)?;
     state.check_len(rows * layer.cols())?;
     ws.req.covers(&WorkspaceReq::new(backend, layer, sample)?)
 }
@@ -439,34 +452,18 @@ fn run_step<B: Backend>(
 
     // 2-4. Patches, traces and Fisher weights.
     batch.pack(backend, layer, &mut ws.packed)?;
-    let p = Patches { layer, r: batch.rows().0, x: batch.x(&ws.packed), packed: &ws.packed };
-    backend.patch_sq_norms(&p, &mut ws.norms)?;
+    let p = Patches { layer, r: batch.rows().0, x: batch.x().unwrap_or(&ws.packed), packed: &ws.packed };
+    batch.norms(backend, &p, &mut ws.norms)?;
     batch.fisher_weights(backend, &p, &ws.norms, plan.scale, eps, &mut ws.trace, &mut ws.lambda)?;
 
     // 5-6. Batched CG from zero, exactly num_iters iterations.
-    backend.axpby(n, B::Scalar::ZERO, &ws.m, B::Scalar::ZERO, &mut ws.z)?;
-    backend.copy(n, &ws.m, &mut ws.rs)?;
-    backend.copy(n, &ws.m, &mut ws.pd)?;
-    backend.row_dots(rows, cols, &ws.m, &ws.m, &mut ws.rho)?;
+    cg_start(backend, rows, cols, ws)?;
     if let (Some(_), Some(diag)) = (check, &mut state.diag) {
         record(backend, rows, &ws.rho, diag, DIAG_RHO0)?;
     }
-    let mut cg = CgBuffers {
-        z: &mut ws.z,
-        rs: &mut ws.rs,
-        pd: &mut ws.pd,
-        ap: &mut ws.ap,
-        u: &mut ws.u,
-        rho: &mut ws.rho,
-        rho_next: &mut ws.rho_next,
-        pap: &mut ws.pap,
-        coef: &mut ws.coef,
-    };
-    for _ in 0..cfg.num_iters {
-        backend.cg_iteration(&p, &ws.lambda, tau, eps, &mut cg)?;
-    }
+    let rho = cg_iterate(backend, layer, batch.rows().0, batch.x(), tau, eps, cfg.num_iters, ws)?;
     if let (Some(_), Some(diag)) = (check, &mut state.diag) {
-        record(backend, rows, cg.rho, diag, DIAG_RHOK)?;
+        record(backend, rows, rho, diag, DIAG_RHOK)?;
     }
 
     // 7-8. Row scale (and the guard's check of it), decoupled decay, the step.
@@ -506,4 +503,47 @@ pub fn gather_rows<B: Backend>(backend: &B, rows: &[usize], row_len: usize, src:
         return Err(ShapeError::BufferLength { what: "gather destination", expected: needed, actual: backend.len(dst) }.into());
     }
     backend.copy_rows(rows, row_len, src, dst).map_err(Error::Backend)
+}
+
+/// Starts batched CG from zero on the right-hand side in `ws.m`: `Z = 0`,
+/// `Rs = Pd = M`, `rho = <M, M>` per row (FROG's and K-FROG's solves).
+pub(crate) fn cg_start<B: Backend>(backend: &B, rows: usize, cols: usize, ws: &mut Workspace<B>) -> Result<(), B::Error> {
+    let n = rows * cols;
+    backend.axpby(n, B::Scalar::ZERO, &ws.m, B::Scalar::ZERO, &mut ws.z)?;
+    backend.copy(n, &ws.m, &mut ws.rs)?;
+    backend.copy(n, &ws.m, &mut ws.pd)?;
+    backend.row_dots(rows, cols, &ws.m, &ws.m, &mut ws.rho)
+}
+
+/// `iters` CG iterations against the Fisher weights in `ws.lambda` over the
+/// patches `pack_patches` left in `ws.packed`; returns the final `<Rs,Rs>`
+/// per row (in `ws.rho` or `ws.rho_next`, as the iterations swapped them).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cg_iterate<'w, B: Backend>(
+    backend: &B,
+    layer: &Layer,
+    r: usize,
+    x: Option<&B::Buffer>,
+    tau: B::Scalar,
+    eps: B::Scalar,
+    iters: usize,
+    ws: &'w mut Workspace<B>,
+) -> Result<&'w B::Buffer, B::Error> {
+    // `None`: a step on 16-bit inputs, whose products read only the scratch.
+    let p = Patches { layer, r, x: x.unwrap_or(&ws.packed), packed: &ws.packed };
+    let mut cg = CgBuffers {
+        z: &mut ws.z,
+        rs: &mut ws.rs,
+        pd: &mut ws.pd,
+        ap: &mut ws.ap,
+        u: &mut ws.u,
+        rho: &mut ws.rho,
+        rho_next: &mut ws.rho_next,
+        pap: &mut ws.pap,
+        coef: &mut ws.coef,
+    };
+    for _ in 0..iters {
+        backend.cg_iteration(&p, &ws.lambda, tau, eps, &mut cg)?;
+    }
+    Ok(cg.rho)
 }

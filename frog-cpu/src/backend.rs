@@ -8,17 +8,22 @@
 //! both, and scales each tile by `Lambda` while it is in cache. Measured on
 //! the ResNet-18 shapes this beat the transposed `R x N` layout by 10-75 %
 //! on the first product and matched it on the second.
+//!
+//! Layers whose products run through Winograd (see [`Algorithm`] and
+//! `winograd`) keep the same `u` layout; only their patch scratch differs
+//! (the transformed input tiles instead of `X`), and their patch norms are
+//! taken from the inputs.
 
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use frog_core::{Backend, BackendError, BackendErrorKind, CgBuffers, Guard, GuardBackend, Half, Layer, LayerKind, LowpBackend, Patches, ShapeError, Strided, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};
 
 use crate::gemm::{matmul, matmul_seq, Real, View};
 use crate::im2col::im2col_valid;
 use crate::pool::{split_range, PoolFailure, SendPtr, ThreadPool};
+use crate::winograd::{self, Algorithm};
 
 /// What failed on the CPU backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +54,14 @@ pub enum CpuError {
         /// reason for refusing a thread.
         reason: PoolFailure,
     },
+    /// An algorithm was forced on a layer it cannot run (see
+    /// [`Cpu::with_algorithm`]).
+    Algorithm {
+        /// The algorithm.
+        algorithm: Algorithm,
+        /// Why it does not apply.
+        reason: &'static str,
+    },
 }
 
 impl fmt::Display for CpuError {
@@ -58,6 +71,7 @@ impl fmt::Display for CpuError {
             Self::InvalidLayer(e) => write!(f, "invalid layer: {e}"),
             Self::OutOfMemory { entries } => write!(f, "out of memory allocating a buffer of {entries} entries"),
             Self::Threads { requested, reason } => write!(f, "cannot start a pool of {requested} threads: {reason}"),
+            Self::Algorithm { algorithm, reason } => write!(f, "cannot run this layer with {algorithm:?}: {reason}"),
         }
     }
 }
@@ -69,12 +83,12 @@ impl BackendError for CpuError {
         match self {
             Self::Length { .. } | Self::InvalidLayer(_) => BackendErrorKind::InvalidBuffer,
             Self::OutOfMemory { .. } => BackendErrorKind::OutOfMemory,
-            Self::Threads { .. } => BackendErrorKind::Unsupported,
+            Self::Threads { .. } | Self::Algorithm { .. } => BackendErrorKind::Unsupported,
         }
     }
 }
 
-fn need<T>(op: &'static str, buf: &[T], needed: usize) -> Result<(), CpuError> {
+pub(crate) fn need<T>(op: &'static str, buf: &[T], needed: usize) -> Result<(), CpuError> {
     if buf.len() >= needed {
         Ok(())
     } else {
@@ -121,21 +135,30 @@ const PAR_MIN: usize = 1 << 15;
 
 /// FROG's CPU backend: host `Vec<T>` buffers, work split over a persistent
 /// [`ThreadPool`].
+///
+/// Each layer's patch products run [`Algorithm::auto`]'s choice for its
+/// shape unless [`Cpu::with_algorithm`] forces one.
 pub struct Cpu<T> {
     pool: Arc<ThreadPool>,
-    _scalar: PhantomData<T>,
+    /// The forced algorithm, if any.
+    pub(crate) algorithm: Option<Algorithm>,
+    /// Scratch the Winograd products write while the patch scratch is
+    /// read-only (see `winograd`): grown by a layer's first step, then
+    /// reused, so steady-state steps allocate nothing. Clones share it,
+    /// as they share the pool whose `run` already serializes them.
+    pub(crate) arena: Arc<Mutex<Vec<T>>>,
 }
 
 impl<T> Clone for Cpu<T> {
     fn clone(&self) -> Self {
-        Self { pool: Arc::clone(&self.pool), _scalar: PhantomData }
+        Self { pool: Arc::clone(&self.pool), algorithm: self.algorithm, arena: Arc::clone(&self.arena) }
     }
 }
 
 impl<T: Real> Cpu<T> {
     /// A backend running on `pool`.
     pub fn new(pool: Arc<ThreadPool>) -> Self {
-        Self { pool, _scalar: PhantomData }
+        Self { pool, algorithm: None, arena: Arc::new(Mutex::new(Vec::new())) }
     }
 
     /// A backend with its own pool of `threads` threads (0: all CPUs); an
@@ -151,7 +174,7 @@ impl<T: Real> Cpu<T> {
 
     /// Runs `f(range)` over `0..len` split into one range per thread, or on
     /// the calling thread when `work` is too small to be worth splitting.
-    fn par_ranges(&self, len: usize, work: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    pub(crate) fn par_ranges(&self, len: usize, work: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
         let threads = self.pool.threads();
         if threads == 1 || work < PAR_MIN {
             f(0..len);
@@ -232,8 +255,13 @@ impl<T: Real> Backend for Cpu<T> {
     }
 
     fn patch_scratch_len(&self, layer: &Layer, r: usize) -> usize {
-        // Saturates: a size past usize fails to allocate with an error.
-        r.saturating_mul(layer.positions()).saturating_mul(layer.cols())
+        // Saturates: a size past usize fails to allocate with an error. A
+        // forced algorithm that cannot run the layer fails its steps, so
+        // the direct size stands in for it.
+        match self.tiles(layer, r) {
+            Ok(Some(tiles)) => tiles.packed_len(),
+            _ => r.saturating_mul(layer.positions()).saturating_mul(layer.cols()),
+        }
     }
 
     fn pack_patches(&self, layer: &Layer, r: usize, x: &Vec<T>, packed: &mut Vec<T>) -> Result<(), CpuError> {
@@ -241,15 +269,7 @@ impl<T: Real> Backend for Cpu<T> {
     }
 
     fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Vec<T>) -> Result<(), CpuError> {
-        let (n, cols) = Self::patch_dims(p);
-        need("patch_sq_norms: scratch", p.packed, n.saturating_mul(cols))?;
-        need("patch_sq_norms: norms", norms, n)?;
-        self.par_row_blocks(norms, n, 1, cols, |rows, out| {
-            for (o, row) in out.iter_mut().zip(rows) {
-                *o = dot(&p.packed[row * cols..(row + 1) * cols], &p.packed[row * cols..(row + 1) * cols]);
-            }
-        });
-        Ok(())
+        self.sq_norms_from(p, p.x, norms)
     }
 
     fn fisher_weights(
@@ -465,10 +485,41 @@ impl<T: Real> Cpu<T> {
         layer.validate().map_err(CpuError::InvalidLayer)?;
         let (inp, per) = (layer.input_len(), layer.positions() * layer.cols());
         need("pack_patches: x", x, r.saturating_mul(inp))?;
+        if let Some(tiles) = self.tiles(layer, r)? {
+            need("pack_patches: scratch", packed, tiles.packed_len())?;
+            // The products' arena, grown here so that they cannot fail on it.
+            self.with_arena(tiles.arena_len(self.pool.threads()), |_| ())?;
+            winograd::pack(&self.pool, &tiles, r, x, packed);
+            return Ok(());
+        }
         need("pack_patches: scratch", packed, r.saturating_mul(per))?;
         self.par_row_blocks(packed, r, per, per, |samples, block| {
             for (k, i) in samples.enumerate() {
                 pack_sample(layer, &x[i * inp..(i + 1) * inp], &mut block[k * per..(k + 1) * per]);
+            }
+        });
+        Ok(())
+    }
+
+    /// [`Backend::patch_sq_norms`] with the step's inputs `x` in `T` or in
+    /// a 16-bit type: Winograd's scratch holds transformed tiles, so its
+    /// norms come from `x`; the direct algorithm's from the patches.
+    fn sq_norms_from<S: Copy + Sync>(&self, p: &Patches<'_, Self>, x: &[S], norms: &mut [T]) -> Result<(), CpuError>
+    where
+        T: From<S>,
+    {
+        let (n, cols) = Self::patch_dims(p);
+        if let Some(tiles) = self.tiles(p.layer, p.r)? {
+            need("patch_sq_norms: x", x, p.r.saturating_mul(p.layer.input_len()))?;
+            need("patch_sq_norms: norms", norms, n)?;
+            winograd::sq_norms(&self.pool, &tiles, p.r, x, norms);
+            return Ok(());
+        }
+        need("patch_sq_norms: scratch", p.packed, n.saturating_mul(cols))?;
+        need("patch_sq_norms: norms", norms, n)?;
+        self.par_row_blocks(norms, n, 1, cols, |rows, out| {
+            for (o, row) in out.iter_mut().zip(rows) {
+                *o = dot(&p.packed[row * cols..(row + 1) * cols], &p.packed[row * cols..(row + 1) * cols]);
             }
         });
         Ok(())
@@ -583,6 +634,10 @@ impl<T: Real + From<H>, H: Half> LowpBackend<H> for Cpu<T> {
         self.pack_from(layer, r, x, packed)
     }
 
+    fn patch_sq_norms_lowp(&self, p: &Patches<'_, Self>, x: &Vec<H>, norms: &mut Vec<T>) -> Result<(), CpuError> {
+        self.sq_norms_from(p, x, norms)
+    }
+
     fn fisher_weights_lowp(
         &self,
         p: &Patches<'_, Self>,
@@ -653,12 +708,17 @@ impl<T: Real> Cpu<T> {
     fn project_scaled(&self, p: &Patches<'_, Self>, v: &[T], lambda: Option<&Vec<T>>, u: &mut [T]) -> Result<(), CpuError> {
         let (n, cols) = Self::patch_dims(p);
         let rows = p.layer.rows();
-        need("project: scratch", p.packed, n.saturating_mul(cols))?;
         need("project: v", v, rows.saturating_mul(cols))?;
         need("project: u", u, rows.saturating_mul(n))?;
         if let Some(l) = lambda {
             need("project: lambda", l, rows.saturating_mul(n))?;
         }
+        if let Some(tiles) = self.tiles(p.layer, p.r)? {
+            need("project: scratch", p.packed, tiles.packed_len())?;
+            let lambda = lambda.map(|l| &l[..]);
+            return self.with_arena(tiles.arena_len(self.pool.threads()), |arena| winograd::project(&self.pool, &tiles, p.packed, v, lambda, u, arena));
+        }
+        need("project: scratch", p.packed, n.saturating_mul(cols))?;
         let vt = View::row_major(&v[..rows * cols], rows, cols).t();
         let x = View::row_major(&p.packed[..n * cols], n, cols);
         self.par_row_blocks(u, n, rows, rows * cols, |range, block| {
@@ -678,9 +738,13 @@ impl<T: Real> Cpu<T> {
     fn back_project_into(&self, p: &Patches<'_, Self>, u: &[T], accumulate: bool, g: &mut [T]) -> Result<(), CpuError> {
         let (n, cols) = Self::patch_dims(p);
         let rows = p.layer.rows();
-        need("back_project: scratch", p.packed, n.saturating_mul(cols))?;
         need("back_project: u", u, rows.saturating_mul(n))?;
         need("back_project: g", g, rows.saturating_mul(cols))?;
+        if let Some(tiles) = self.tiles(p.layer, p.r)? {
+            need("back_project: scratch", p.packed, tiles.packed_len())?;
+            return self.with_arena(tiles.arena_len(self.pool.threads()), |arena| winograd::back_project(&self.pool, &tiles, p.packed, u, accumulate, g, arena));
+        }
+        need("back_project: scratch", p.packed, n.saturating_mul(cols))?;
         let ut = View::row_major(&u[..rows * n], n, rows).t();
         let x = View::row_major(&p.packed[..n * cols], n, cols);
         matmul(&self.pool, &mut g[..rows * cols], accumulate, ut, x);

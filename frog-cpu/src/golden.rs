@@ -104,11 +104,11 @@ pub struct Case {
     pub steps: Vec<Step>,
 }
 
-fn field<'a>(v: &'a Value, key: &str) -> Result<&'a Value, String> {
+pub(crate) fn field<'a>(v: &'a Value, key: &str) -> Result<&'a Value, String> {
     v.get(key).ok_or_else(|| format!("missing field `{key}`"))
 }
 
-fn num(v: &Value, key: &str) -> Result<f64, String> {
+pub(crate) fn num(v: &Value, key: &str) -> Result<f64, String> {
     field(v, key)?.as_f64().ok_or_else(|| format!("`{key}` is not a number"))
 }
 
@@ -122,7 +122,7 @@ fn pair(v: &Value, key: &str) -> Result<[usize; 2], String> {
     Ok([get(0)?, get(1)?])
 }
 
-fn array(v: &Value, key: &str) -> Result<Vec<f64>, String> {
+pub(crate) fn array(v: &Value, key: &str) -> Result<Vec<f64>, String> {
     field(v, key)?
         .as_array()
         .ok_or_else(|| format!("`{key}` is not an array"))?
@@ -131,14 +131,14 @@ fn array(v: &Value, key: &str) -> Result<Vec<f64>, String> {
         .collect()
 }
 
-fn opt_array(v: &Value, key: &str) -> Result<Option<Vec<f64>>, String> {
+pub(crate) fn opt_array(v: &Value, key: &str) -> Result<Option<Vec<f64>>, String> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(_) => array(v, key).map(Some),
     }
 }
 
-fn parse_target(l: &Value) -> Result<Target, String> {
+pub(crate) fn parse_target(l: &Value) -> Result<Target, String> {
     let bias = l.get("bias").and_then(Value::as_bool).unwrap_or(false);
     match field(l, "kind")?.as_str() {
         Some("conv2d") => {
@@ -282,14 +282,14 @@ pub struct Report {
     pub compared: usize,
 }
 
-struct Checker {
-    rtol: f64,
-    report: Report,
-    failures: Vec<String>,
+pub(crate) struct Checker {
+    pub(crate) rtol: f64,
+    pub(crate) report: Report,
+    pub(crate) failures: Vec<String>,
 }
 
 impl Checker {
-    fn check(&mut self, at: String, actual: &[f64], expected: &[f64]) {
+    pub(crate) fn check(&mut self, at: String, actual: &[f64], expected: &[f64]) {
         let err = rel_error(actual, expected);
         self.report.compared += 1;
         if err > self.report.worst || self.report.compared == 1 {
@@ -302,14 +302,14 @@ impl Checker {
     }
 }
 
-fn upload<B: Backend>(b: &B, data: &[f64]) -> Result<B::Buffer, String> {
+pub(crate) fn upload<B: Backend>(b: &B, data: &[f64]) -> Result<B::Buffer, String> {
     let host: Vec<B::Scalar> = data.iter().map(|&v| B::Scalar::of_f64(v)).collect();
     let mut buf = b.zeros(host.len()).map_err(|e| e.to_string())?;
     b.write(&host, &mut buf, 0).map_err(|e| e.to_string())?;
     Ok(buf)
 }
 
-fn download<B: Backend>(b: &B, buf: &B::Buffer, offset: usize, len: usize) -> Result<Vec<f64>, String> {
+pub(crate) fn download<B: Backend>(b: &B, buf: &B::Buffer, offset: usize, len: usize) -> Result<Vec<f64>, String> {
     let mut host = vec![B::Scalar::ZERO; len];
     b.read(buf, offset, &mut host).map_err(|e| e.to_string())?;
     Ok(host.into_iter().map(Scalar::as_f64).collect())

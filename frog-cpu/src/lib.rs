@@ -4,18 +4,24 @@
 //! `f64`, multi-threaded on a persistent [`pool::ThreadPool`], with faer's
 //! GEMM kernels; [`Frog`] is a convenience optimizer over a list of layers.
 
+mod adamw;
 mod backend;
+#[cfg(feature = "golden")]
+pub mod baselines;
 #[cfg(feature = "golden")]
 pub mod golden;
 pub mod gemm;
 pub mod im2col;
+mod kfrog;
 pub mod nn;
 mod optimizer;
 pub mod pool;
+mod winograd;
 
 pub use backend::{try_zeros, Cpu, CpuError};
 pub use gemm::Real;
 pub use pool::{PoolFailure, MAX_THREADS};
+pub use winograd::Algorithm;
 pub use optimizer::{Frog, FrogError, FROG_CAPACITY};
 
 /// The README's example, compiled and run as a doctest.

@@ -59,3 +59,33 @@ fn golden_lowp_f64() {
 fn golden_lowp_f32() {
     run_lowp::<f32>(1e-4);
 }
+
+/// Every 3x3 stride-1 dilation-1 case with each algorithm forced, in f64
+/// and f32 at the same tolerances (the automatic choice keeps these small
+/// layers direct, so this is where Winograd meets the original's numbers).
+#[test]
+fn golden_3x3_cases_with_each_algorithm() {
+    use frog_core::LayerKind;
+    use frog_cpu::golden::Target;
+    use frog_cpu::Algorithm;
+    let cases = load_cases(&golden_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let winograd_cases: Vec<_> = cases
+        .iter()
+        .filter(|c| matches!(&c.target, Target::Layer(l) if matches!(l.kind, LayerKind::Conv2d(_)) && Algorithm::Winograd.supports(l).is_ok()))
+        .collect();
+    assert!(winograd_cases.len() >= 10, "only {} 3x3 stride-1 golden cases", winograd_cases.len());
+    let mut failures = Vec::new();
+    for algorithm in [Algorithm::Direct, Algorithm::Winograd] {
+        let f64s = Cpu::<f64>::with_threads(2).unwrap().with_algorithm(Some(algorithm));
+        let f32s = Cpu::<f32>::with_threads(2).unwrap().with_algorithm(Some(algorithm));
+        for case in &winograd_cases {
+            for (what, result) in [("f64", run_case(&f64s, case, 1e-9)), ("f32", run_case(&f32s, case, 1e-4))] {
+                match result {
+                    Ok(r) => println!("{algorithm:?} {what} {:<28} ok  worst {:.2e} at {}", case.name, r.worst, r.worst_at),
+                    Err(e) => failures.push(format!("{algorithm:?} {what} {}: {e}", case.name)),
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "golden failures:\n{}", failures.join("\n"));
+}

@@ -10,7 +10,7 @@ use frog_core::{
     precondition_step, precondition_step_lowp, Backend, Batch, Config, Conv2d, Error, ErrorKind, Half, Layer, LowpBackend, LowpBatch, Method, ParamState, Params, ShapeError,
     Workspace, WorkspaceReq,
 };
-use frog_cpu::{Cpu, CpuError, Frog};
+use frog_cpu::{Algorithm, Cpu, CpuError, Frog};
 
 fn layers() -> [Layer; 3] {
     [Layer::conv2d(Conv2d::new(3, 5, 3, [6, 6]).padding(1), true), Layer::linear_tokens(7, 4, 3, true), Layer::linear(9, 6, false)]
@@ -37,7 +37,15 @@ fn run<H: Half>(layer: &Layer, d: &StepData, x: &[H], y: &[H], lowp: bool, cfg: 
 where
     Cpu<f32>: LowpBackend<H, LowpBuffer = Vec<H>>,
 {
-    let cpu = Cpu::<f32>::with_threads(2).unwrap();
+    run_on(None, layer, d, x, y, lowp, cfg)
+}
+
+/// [`run`] with the convolution algorithm forced.
+fn run_on<H: Half>(algorithm: Option<Algorithm>, layer: &Layer, d: &StepData, x: &[H], y: &[H], lowp: bool, cfg: &Config) -> Result<Run, Error<CpuError>>
+where
+    Cpu<f32>: LowpBackend<H, LowpBuffer = Vec<H>>,
+{
+    let cpu = Cpu::<f32>::with_threads(2).unwrap().with_algorithm(algorithm);
     let mut state = ParamState::for_layer(&cpu, layer, cfg).unwrap();
     let mut ws = Workspace::new(&cpu, WorkspaceReq::new(&cpu, layer, d.sample).unwrap()).unwrap();
     let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
@@ -79,6 +87,24 @@ where
 fn bf16_and_f16_inputs_step_exactly_as_their_f32_values() {
     same_as_f32::<bf16>();
     same_as_f32::<f16>();
+}
+
+#[test]
+fn winograd_layers_step_on_16_bit_inputs_exactly_as_on_their_f32_values() {
+    // Winograd's scratch holds transformed tiles and its norms read x: the
+    // 16-bit inputs go through the same transforms, widened as they are read.
+    let layer = Layer::conv2d(Conv2d::new(4, 6, 3, [8, 8]).padding(1), false);
+    Algorithm::Winograd.supports(&layer).unwrap();
+    let d = StepData::random(&mut Rng(17), &layer, 3, 8);
+    let (x, y) = (halves::<bf16>(&d.x, 1.0), halves::<bf16>(&d.y, 1.0));
+    let lowp = run_on(Some(Algorithm::Winograd), &layer, &d, &x, &y, true, &cfg()).unwrap();
+    let full = run_on(Some(Algorithm::Winograd), &layer, &d, &x, &y, false, &cfg()).unwrap();
+    assert_eq!(lowp.weight, full.weight);
+    assert_eq!(lowp.direction, full.direction);
+    let direct = run_on(Some(Algorithm::Direct), &layer, &d, &x, &y, true, &cfg()).unwrap();
+    let scale = direct.weight.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let err = direct.weight.iter().zip(&lowp.weight).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max) / scale;
+    assert!(err < 1e-4, "Winograd and direct differ by {err:e} on bf16 inputs");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use common::{frog_with, Rng, StepData};
 use frog_core::half::bf16;
 use frog_core::{Batch, Config, Conv2d, Guard, Layer, LowpBatch, Params};
-use frog_cpu::{Cpu, Frog};
+use frog_cpu::{Algorithm, Cpu, Frog};
 
 struct Counting;
 
@@ -45,13 +45,26 @@ fn steady_state_steps_allocate_nothing() {
         Layer::conv2d(Conv2d::new(8, 16, 1, [16, 16]).stride(2), false),
         Layer::linear_tokens(16, 12, 5, true),
         Layer::linear(64, 10, false),
+        // Winograd products (the automatic choice for it, checked below),
+        // odd output size and a bias.
+        Layer::conv2d(Conv2d::new(16, 12, 3, [9, 9]).padding(1), true),
     ];
+    assert_eq!(Cpu::<f32>::with_threads(1).unwrap().algorithm(&layers[5]).unwrap(), Algorithm::Winograd);
     let others = [8, 8, 10];
     let (batch, sample) = (16, 8);
     let cfg = Config { lr: 1e-2, momentum: 0.9, nesterov: true, weight_decay: 1e-4, sample_size: Some(sample), ..Config::default() };
     let cpu = Cpu::with_threads(2).unwrap();
     let (mut frog, layer_ids, other_ids) = frog_with::<f32>(&cpu, cfg, &layers, &others, batch, 7).unwrap();
     let mut idx = vec![0; frog.sample_rows(batch)];
+    // An AdamW group (amsgrad on: every buffer it has).
+    let adam = frog.add_adamw_group(frog_core::AdamWConfig { amsgrad: true, ..Default::default() }).unwrap();
+    let adam_id = frog.add_param(&cpu, "adam", 64, adam).unwrap();
+    // A K-FROG group: a bias-free conv with every buffer (momentum, y average).
+    let kcfg = frog_core::KfrogConfig { momentum: 0.9, y_momentum: 0.9, sample_size: Some(sample), y_sample_size: Some(4), ..Default::default() };
+    let kf = frog.add_kfrog_group(kcfg).unwrap();
+    let klayer = Layer::conv2d(Conv2d::new(3, 8, 3, [16, 16]).padding(1), false);
+    let kfrog_id = frog.add_layer(&cpu, "kfrog", klayer, kf).unwrap();
+    let (mut kx_idx, mut ky_idx) = (vec![0; batch], vec![0; batch]);
 
     let mut rng = Rng(11);
     let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
@@ -63,6 +76,10 @@ fn steady_state_steps_allocate_nothing() {
         })
         .collect();
     let mut other: Vec<(Vec<f32>, Vec<f32>)> = others.iter().map(|&n| (to32(&rng.vec(n)), to32(&rng.vec(n)))).collect();
+    let (mut adam_p, adam_g) = (to32(&rng.vec(64)), to32(&rng.vec(64)));
+    let kd = StepData::random(&mut rng, &klayer, batch, batch);
+    let (mut kw, kg, kx_full, ky_full) = (to32(&kd.weight), to32(&kd.grad_weight), to32(&kd.x), to32(&kd.y));
+    let (mut kx, mut ky) = (vec![0.0f32; sample * klayer.input_len()], vec![0.0f32; 4 * klayer.output_len()]);
 
     let mut step = |frog: &mut Frog<f32>| {
         assert_eq!(frog.sample(batch, &mut idx).unwrap().len(), sample);
@@ -73,6 +90,12 @@ fn steady_state_steps_allocate_nothing() {
         for (&id, (p, g)) in other_ids.iter().zip(&mut other) {
             frog.step_param(&cpu, id, p, g).unwrap();
         }
+        frog.step_param(&cpu, adam_id, &mut adam_p, &adam_g).unwrap();
+        let (xs, ys) = frog.sample_kfrog(kf, batch, &mut kx_idx, &mut ky_idx).unwrap();
+        frog_core::gather_rows(&cpu, xs, klayer.input_len(), &kx_full, &mut kx).unwrap();
+        frog_core::gather_rows(&cpu, ys, klayer.output_len(), &ky_full, &mut ky).unwrap();
+        let kbatch = frog_core::KfrogBatch { x: &kx, x_sample: sample, y: &ky, y_sample: 4, batch_size: batch };
+        frog.step_layer_kfrog(&cpu, kfrog_id, &mut kw, &kg, kbatch).unwrap();
     };
     // The guard off (the original's step), then on (diagnostics and
     // replaced rows): after a warm-up step, neither allocates.

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{step_once, Rng, StepData};
-use frog_core::{gather_rows, Batch, Config, Conv2d, Error, GroupId, Layer, Method, ParamId, Params, RegistryError, SgdConfig, ShapeError, StateError, PATCH_PADDING};
+use frog_core::{gather_rows, AdamWConfig, Batch, KfrogBatch, KfrogConfig, Config, Conv2d, Error, GroupId, Layer, Method, ParamId, Params, RegistryError, SgdConfig, ShapeError, StateError, PATCH_PADDING};
 use frog_cpu::im2col::im2col;
 use frog_cpu::{Cpu, Frog};
 
@@ -23,21 +23,31 @@ fn frog_cfg() -> Config {
 struct Model {
     weights: Vec<(Vec<f64>, Vec<f64>)>,
     plain: Vec<f64>,
+    kfrog: Vec<f64>,
 }
 
-/// An optimizer with three groups: FROG (both layers), FROG without decay
-/// (a plain parameter), SGD (the linear layer again, stepped as weight
-/// and bias).
-fn build(cpu: &Cpu<f64>) -> (Frog<f64>, [ParamId; 4]) {
+/// The K-FROG group's layer (K-FROG layers have no bias).
+fn kfrog_layer() -> Layer {
+    Layer::conv2d(Conv2d::new(2, 3, 3, [5, 5]).padding(1), false)
+}
+
+/// An optimizer with five groups: FROG (both layers), FROG without decay
+/// (a plain parameter), SGD and AdamW (the linear layer again in each,
+/// stepped as weight and bias), K-FROG (a bias-free conv).
+fn build(cpu: &Cpu<f64>) -> (Frog<f64>, [ParamId; 6]) {
     let [conv, lin] = layers();
     let mut frog = Frog::<f64>::new(Method::Frog(frog_cfg()), BATCH, 9).unwrap();
     let no_decay = frog.add_group(Method::Frog(Config { weight_decay: 0.0, ..frog_cfg() })).unwrap();
     let sgd = frog.add_group(Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: true })).unwrap();
+    let adam = frog.add_adamw_group(AdamWConfig { amsgrad: true, ..AdamWConfig::default() }).unwrap();
+    let kf = frog.add_kfrog_group(KfrogConfig { lr: 0.01, momentum: 0.9, y_momentum: 0.5, sample_size: Some(4), y_sample_size: Some(2), ..KfrogConfig::default() }).unwrap();
     let ids = [
         frog.add_layer(cpu, "conv", conv, GroupId::DEFAULT).unwrap(),
         frog.add_layer(cpu, "fc", lin, GroupId::DEFAULT).unwrap(),
         frog.add_param(cpu, "bn", 5, no_decay).unwrap(),
         frog.add_layer(cpu, "fc_sgd", lin, sgd).unwrap(),
+        frog.add_layer(cpu, "fc_adam", lin, adam).unwrap(),
+        frog.add_layer(cpu, "conv_kfrog", kfrog_layer(), kf).unwrap(),
     ];
     (frog, ids)
 }
@@ -46,18 +56,21 @@ fn model() -> Model {
     let mut rng = Rng(5);
     let [conv, lin] = layers();
     let w = |rng: &mut Rng, l: &Layer| (rng.vec(l.rows() * l.weight_cols()), rng.vec(l.rows()));
-    Model { weights: vec![w(&mut rng, &conv), w(&mut rng, &lin), w(&mut rng, &lin)], plain: rng.vec(5) }
+    let k = kfrog_layer();
+    Model { weights: vec![w(&mut rng, &conv), w(&mut rng, &lin), w(&mut rng, &lin), w(&mut rng, &lin)], plain: rng.vec(5), kfrog: rng.vec(k.rows() * k.weight_cols()) }
 }
 
 /// One training step at step number `t`: gradients and full-batch inputs
 /// from `t`, the sampled rows gathered on the backend.
-fn train_step(cpu: &Cpu<f64>, frog: &mut Frog<f64>, ids: &[ParamId; 4], m: &mut Model, t: u64) -> Vec<usize> {
+fn train_step(cpu: &Cpu<f64>, frog: &mut Frog<f64>, ids: &[ParamId; 6], m: &mut Model, t: u64) -> Vec<usize> {
     let mut rng = Rng(100 + t);
     let [conv, lin] = layers();
     let mut idx = vec![0; frog.sample_rows(BATCH)];
     let sample = frog.sample(BATCH, &mut idx).unwrap().to_vec();
     let r = sample.len();
-    for (k, layer) in [conv, lin, lin].iter().enumerate() {
+    // The handles of the layers, in the order of `m.weights`.
+    let layer_ids = [ids[0], ids[1], ids[3], ids[4]];
+    for (k, layer) in [conv, lin, lin, lin].iter().enumerate() {
         let full = StepData::random(&mut rng, layer, BATCH, BATCH);
         let (mut x, mut y) = (vec![0.0; r * layer.input_len()], vec![0.0; r * layer.output_len()]);
         gather_rows(cpu, &sample, layer.input_len(), &full.x, &mut x).unwrap();
@@ -65,14 +78,25 @@ fn train_step(cpu: &Cpu<f64>, frog: &mut Frog<f64>, ids: &[ParamId; 4], m: &mut 
         let (w, b) = &mut m.weights[k];
         let params = Params { weight: w, grad_weight: &full.grad_weight, bias: Some((b, full.grad_bias.as_ref().unwrap())) };
         let batch = Batch { x: &x, y: &y, sample: r, batch_size: BATCH };
-        frog.step_layer(cpu, ids[if k == 2 { 3 } else { k }], params, Some(batch)).unwrap();
+        frog.step_layer(cpu, layer_ids[k], params, Some(batch)).unwrap();
     }
     frog.step_param(cpu, ids[2], &mut m.plain, &rng.vec(5)).unwrap();
+    // K-FROG: inputs and output gradients sampled independently.
+    let k = kfrog_layer();
+    let full = StepData::random(&mut rng, &k, BATCH, BATCH);
+    let (mut xi, mut yi) = ([0; BATCH], [0; BATCH]);
+    let (xs, ys) = frog.sample_kfrog(frog.group_of(ids[5]).unwrap(), BATCH, &mut xi, &mut yi).unwrap();
+    let (xs, ys) = (xs.to_vec(), ys.to_vec());
+    let (mut x, mut y) = (vec![0.0; xs.len() * k.input_len()], vec![0.0; ys.len() * k.output_len()]);
+    gather_rows(cpu, &xs, k.input_len(), &full.x, &mut x).unwrap();
+    gather_rows(cpu, &ys, k.output_len(), &full.y, &mut y).unwrap();
+    let batch = KfrogBatch { x: &x, x_sample: xs.len(), y: &y, y_sample: ys.len(), batch_size: BATCH };
+    frog.step_layer_kfrog(cpu, ids[5], &mut m.kfrog, &full.grad_weight, batch).unwrap();
     sample
 }
 
 fn bits(m: &Model) -> Vec<u64> {
-    m.weights.iter().flat_map(|(w, b)| w.iter().chain(b)).chain(&m.plain).map(|v| v.to_bits()).collect()
+    m.weights.iter().flat_map(|(w, b)| w.iter().chain(b)).chain(&m.plain).chain(&m.kfrog).map(|v| v.to_bits()).collect()
 }
 
 #[test]
@@ -86,7 +110,7 @@ fn a_restored_checkpoint_continues_bit_for_bit() {
     frog.set_lr(0.015).unwrap();
     let mut bytes = vec![0; frog.checkpoint_len()];
     assert_eq!(frog.checkpoint(cpu, &mut bytes).unwrap(), bytes.len());
-    let mut resumed = Model { weights: m.weights.clone(), plain: m.plain.clone() };
+    let mut resumed = Model { weights: m.weights.clone(), plain: m.plain.clone(), kfrog: m.kfrog.clone() };
     let (mut uninterrupted, mut samples) = (Vec::new(), Vec::new());
     for t in 3..6 {
         samples.push(train_step(cpu, &mut frog, &ids, &mut m, t));
@@ -97,6 +121,8 @@ fn a_restored_checkpoint_continues_bit_for_bit() {
     fresh.restore(cpu, &bytes).unwrap();
     assert_eq!(fresh.group(GroupId::DEFAULT).unwrap().lr(), 0.015);
     assert_eq!(fresh.state(fresh_ids[0]).unwrap().steps(), 3);
+    assert_eq!(fresh.adam_state(fresh_ids[4]).unwrap().steps(), 3);
+    assert_eq!(fresh.kfrog_state(fresh_ids[5]).unwrap().steps(), 3);
     for (i, t) in (3..6).enumerate() {
         assert_eq!(train_step(cpu, &mut fresh, &fresh_ids, &mut resumed, t), samples[i], "the sampler resumes where it was");
         assert_eq!(bits(&resumed), uninterrupted[i], "step {t} differs after the restore");
@@ -137,11 +163,11 @@ fn corrupt_or_foreign_checkpoints_change_nothing() {
     let mut nan_lr = good.clone();
     nan_lr[52..60].copy_from_slice(&f64::NAN.to_le_bytes());
     assert!(matches!(target.restore(cpu, &nan_lr), Err(Error::Config(_))));
-    // The first name's first byte ("conv" -> "xonv").
-    let name_at = 52 + 3 * 8 + 2;
+    // The first name's first byte ("conv" -> "xonv"), after 5 groups' rates.
+    let name_at = 52 + 5 * 8 + 2;
     assert_eq!(target.restore(cpu, &corrupt(name_at, b'x')).unwrap_err(), Error::State(StateError::Registrations { what: "a parameter's name", index: 0 }));
-    // A NaN in the last state's momentum (the SGD bias) is caught before
-    // any earlier state is written.
+    // A NaN in the last state (the K-FROG layer's running average of
+    // diag(Y^T Y)) is caught before any earlier state is written.
     let mut nan_momentum = good.clone();
     let end = nan_momentum.len();
     nan_momentum[end - 8..].copy_from_slice(&f64::NAN.to_le_bytes());
@@ -188,6 +214,15 @@ fn groups_carry_their_own_settings() {
     frog.set_group_lr(no_decay, 0.5).unwrap();
     assert_eq!((frog.group(GroupId::DEFAULT).unwrap().lr(), frog.group(no_decay).unwrap().lr()), (0.02, 0.5));
     assert!(frog.set_group_lr(no_decay, -1.0).is_err());
+    // AdamW groups need the backend's AdamBackend, so their own entry point.
+    let err = frog.add_group(Method::AdamW(AdamWConfig::default())).unwrap_err();
+    assert_eq!(err, Error::Registry(RegistryError::NeedsItsEntryPoint("AdamW")));
+    let err = frog.add_group(Method::Kfrog(KfrogConfig::default())).unwrap_err();
+    assert_eq!(err, Error::Registry(RegistryError::NeedsItsEntryPoint("K-FROG")));
+    let kf = frog.add_kfrog_group(KfrogConfig::default()).unwrap();
+    let with_bias = Layer::conv2d(Conv2d::new(2, 2, 3, [4, 4]), true);
+    assert!(matches!(frog.add_layer(cpu, "kb", with_bias, kf), Err(Error::Shape(ShapeError::Unsupported { .. }))));
+    assert!(frog.add_adamw_group(AdamWConfig { beta1: 1.0, ..AdamWConfig::default() }).is_err());
     // One sample serves every layer: FROG groups share the sample size.
     let err = frog.add_group(Method::Frog(Config { sample_size: Some(2), ..cfg })).unwrap_err();
     assert_eq!(err, Error::Registry(RegistryError::SampleSizeMismatch));

@@ -90,6 +90,29 @@ extern "C" __global__ void mul_assign(int n, float* __restrict__ a, const float*
     }
 }
 
+// One AdamW update of n entries in PyTorch's order (frog-core's
+// AdamBackend): decoupled decay, both moments, amsgrad's running maximum
+// (vmax may be null: amsgrad off), the bias-corrected step.
+extern "C" __global__ void adamw_update(int n, float decay, float one_minus_beta1, float beta2, float one_minus_beta2,
+                                        float step_size, float bias_correction2_sqrt, float eps, float* __restrict__ p,
+                                        const float* __restrict__ g, float* __restrict__ m, float* __restrict__ v,
+                                        float* __restrict__ vmax) {
+    for (long long e64 = grid_first(); e64 < n; e64 += grid_stride()) {
+        int e = (int)e64;
+        float ge = g[e];
+        float me = m[e] + one_minus_beta1 * (ge - m[e]);
+        float ve = beta2 * v[e] + one_minus_beta2 * ge * ge;
+        m[e] = me;
+        v[e] = ve;
+        float second = ve;
+        if (vmax != nullptr) {
+            second = fmaxf(vmax[e], ve);
+            vmax[e] = second;
+        }
+        p[e] = p[e] * decay - step_size * me / (sqrtf(second) / bias_correction2_sqrt + eps);
+    }
+}
+
 // dst[d_off + j*d_stride + c] = src[s_off + j*s_stride + c].
 extern "C" __global__ void copy_strided(int rows, int cols, const float* __restrict__ src, int s_stride, int s_off,
                                         float* __restrict__ dst, int d_stride, int d_off) {
@@ -116,6 +139,41 @@ extern "C" __global__ void row_dots(int rows, int cols, const float* __restrict_
     for (unsigned c = threadIdx.x; c < (unsigned)cols; c += BLOCK) acc = fmaf(aj[c], bj[c], acc);
     acc = block_sum(acc, scratch);
     if (threadIdx.x == 0) out[j] = acc;
+}
+
+// K-FROG: out[j] = scale * sum_{i,l} Y[i,j,l]^2 over r samples of `per`
+// entries each (PyTorch layout: row j, position l at j*row_stride +
+// l*pos_stride); one block per row.
+extern "C" __global__ void y_sq_sums(int rows, int r, int positions, int per, int row_stride, int pos_stride, float scale,
+                                     const float* __restrict__ y, float* __restrict__ out) {
+    __shared__ float scratch[BLOCK / 32 + 1];
+    int j = blockIdx.x;
+    if (j >= rows) return;
+    long long total = (long long)r * positions;
+    float acc = 0.0f;
+    for (long long e = threadIdx.x; e < total; e += BLOCK) {
+        long long i = e / positions, l = e - i * positions;
+        float v = y[i * per + (long long)j * row_stride + l * pos_stride];
+        acc = fmaf(v, v, acc);
+    }
+    acc = block_sum(acc, scratch);
+    if (threadIdx.x == 0) out[j] = scale * acc;
+}
+
+// K-FROG: out[c] = sqrt(scale * sum_n X[n][c]^2) over the packed [n, cols]
+// patch matrix; one block per column.
+extern "C" __global__ void patch_col_norms(int n, int cols, float scale, const float* __restrict__ packed,
+                                           float* __restrict__ out) {
+    __shared__ float scratch[BLOCK / 32 + 1];
+    int c = blockIdx.x;
+    if (c >= cols) return;
+    float acc = 0.0f;
+    for (long long k = threadIdx.x; k < n; k += BLOCK) {
+        float v = packed[k * cols + c];
+        acc = fmaf(v, v, acc);
+    }
+    acc = block_sum(acc, scratch);
+    if (threadIdx.x == 0) out[c] = sqrtf(scale * acc);
 }
 
 // out[j] = num[j] / (den[j] + eps)

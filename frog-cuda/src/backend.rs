@@ -9,7 +9,7 @@ use cust::device::{Device, DeviceAttribute};
 use cust::memory::DeviceBuffer;
 use cust::stream::{Stream, StreamFlags};
 use cust::sys as cu;
-use frog_core::{Backend, CgBuffers, Guard, GuardBackend, Layer, LayerKind, Patches, Strided};
+use frog_core::{AdamBackend, AdamCoefs, Backend, CgBuffers, Guard, GuardBackend, KfrogBackend, Layer, LayerKind, Patches, Strided};
 
 use crate::error::Error;
 use crate::kernels::{Ptx, K};
@@ -872,6 +872,43 @@ impl GuardBackend for Cuda {
         let (ta, sa, fa) = (self.ptr("trace", trace, rows)?, self.ptr("row_scale", row_scale, rows)?, self.ptr("flags", flags, rows)?);
         let fix = |on: bool| Arg::I(i32::from(on));
         self.launch(K::RowGuard, launch::per_row(rows)?, &[r, c, fix(guard.nonfinite), fix(guard.dead_rows), ma, ta, za, sa, fa])
+    }
+}
+
+impl AdamBackend for Cuda {
+    fn adamw_update(&self, n: usize, c: &AdamCoefs<f32>, param: &mut Buffer, grad: &Buffer, m: &mut Buffer, v: &mut Buffer, vmax: Option<&mut Buffer>) -> Result<(), Error> {
+        let (pa, ga, ma, va) = (self.ptr("param", param, n)?, self.ptr("grad", grad, n)?, self.ptr("m", m, n)?, self.ptr("v", v, n)?);
+        let vmaxa = match vmax {
+            Some(b) => self.ptr("vmax", b, n)?,
+            None => Arg::P(0),
+        };
+        let f = Arg::F;
+        let args = [Arg::I(int("n", n)?), f(c.decay), f(c.one_minus_beta1), f(c.beta2), f(c.one_minus_beta2), f(c.step_size), f(c.bias_correction2_sqrt), f(c.eps), pa, ga, ma, va, vmaxa];
+        self.launch(K::AdamwUpdate, launch::elementwise(n), &args)
+    }
+}
+
+impl KfrogBackend for Cuda {
+    fn y_sq_sums(&self, layer: &Layer, r: usize, y: &Buffer, scale: f32, out: &mut Buffer) -> Result<(), Error> {
+        let (rows, per) = (layer.rows(), layer.output_len());
+        let ya = self.ptr("y", y, r.saturating_mul(per))?;
+        let oa = self.ptr("out", out, rows)?;
+        let (row_stride, pos_stride) = layer.output_strides();
+        let i = |what, v| int(what, v).map(Arg::I);
+        let args = [i("rows", rows)?, i("r", r)?, i("positions", layer.positions())?, i("per", per)?, i("row stride", row_stride)?, i("position stride", pos_stride)?, Arg::F(scale), ya, oa];
+        self.launch(K::YSqSums, launch::per_row(rows)?, &args)
+    }
+
+    fn patch_col_norms(&self, p: &Patches<'_, Self>, scale: f32, out: &mut Buffer) -> Result<(), Error> {
+        let g = Geom::of(p)?;
+        let xa = self.ptr("packed", p.packed, g.n * g.cols)?;
+        let oa = self.ptr("out", out, g.cols)?;
+        self.launch(K::PatchColNorms, launch::per_row(g.cols)?, &[Arg::I(int("positions", g.n)?), Arg::I(int("cols", g.cols)?), Arg::F(scale), xa, oa])
+    }
+
+    fn fill(&self, n: usize, value: f32, buf: &mut Buffer) -> Result<(), Error> {
+        let ba = self.ptr("buf", buf, n)?;
+        self.launch(K::Fill, launch::elementwise(n), &[Arg::I(int("n", n)?), Arg::F(value), ba])
     }
 }
 

@@ -102,9 +102,12 @@ kernels! {
     Axpby = "axpby" in Frog: [I, F, P, F, P];
     Fill = "fill" in Frog: [I, F, P];
     MulAssign = "mul_assign" in Frog: [I, P, P];
+    AdamwUpdate = "adamw_update" in Frog: [I, F, F, F, F, F, F, F, P, P, P, P, P];
     CopyStrided = "copy_strided" in Frog: [I, I, P, I, I, P, I, I];
     RowDots = "row_dots" in Frog: [I, I, P, P, P];
     RowDiv = "row_div" in Frog: [I, P, P, F, P];
+    YSqSums = "y_sq_sums" in Frog: [I, I, I, I, I, I, F, P, P];
+    PatchColNorms = "patch_col_norms" in Frog: [I, I, F, P, P];
     RowRsqrt = "row_rsqrt" in Frog: [I, P, F, P];
     RowAxpy = "row_axpy" in Frog: [I, I, F, P, P, P];
     RowXpby = "row_xpby" in Frog: [I, I, P, P, P];

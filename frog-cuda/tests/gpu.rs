@@ -238,7 +238,7 @@ fn gpu_buffer_errors() {
     let mut y = b.zeros(8).unwrap();
     let e = b.axpby(8, 1.0, &x, 0.0, &mut y).unwrap_err();
     assert!(matches!(e, Error::ForeignBuffer { what: "x" }), "{e}");
-    assert_eq!(e.kind(), BackendErrorKind::InvalidBuffer);
+    assert_eq!(e.kind(), BackendErrorKind::DeviceMismatch);
     let e = b.axpby(9, 1.0, &y.clone_zeroed(&b), 0.0, &mut y).unwrap_err();
     assert!(matches!(e, Error::BufferTooShort { .. }), "{e}");
     let mut host = [1.0f32; 8];
@@ -359,4 +359,30 @@ fn gpu_fill_of_2_31_entries() {
     cuda.read(&b, n - 4, &mut ends[4..]).unwrap();
     assert_eq!(ends, [0.0; 8], "first and last entries of a zeroed buffer of {n} entries");
     println!("gpu_fill_of_2_31_entries: {n} entries zeroed on {}", cuda.device_name());
+}
+
+/// The AdamW golden cases (`golden/baselines/`, from `torch.optim.AdamW`)
+/// through the GPU's `adamw_update`, f32 at 1e-4.
+#[test]
+fn gpu_adamw_golden() {
+    let Some(cuda) = device(Precision::Exact, "gpu_adamw_golden") else { return };
+    let cases = frog_cpu::baselines::load_adamw_cases(&golden_dir().join("baselines")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cases.len(), 2);
+    for case in &cases {
+        let r = frog_cpu::baselines::run_adamw_case(&cuda, case, 1e-4).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        println!("gpu_adamw_golden {:<24} ok  worst {:.2e} at {} ({} arrays)", case.name, r.worst, r.worst_at, r.compared);
+    }
+}
+
+/// The K-FROG golden cases (`golden/baselines/`, from the original's
+/// `kfrog.py`) on the GPU, f32 at 1e-4.
+#[test]
+fn gpu_kfrog_golden() {
+    let Some(cuda) = device(Precision::Exact, "gpu_kfrog_golden") else { return };
+    let cases = frog_cpu::baselines::load_kfrog_cases(&golden_dir().join("baselines")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cases.len(), 6);
+    for case in &cases {
+        let r = frog_cpu::baselines::run_kfrog_case(&cuda, case, 1e-4).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        println!("gpu_kfrog_golden {:<28} ok  worst {:.2e} at {} ({} arrays)", case.name, r.worst, r.worst_at, r.compared);
+    }
 }

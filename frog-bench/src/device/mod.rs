@@ -57,7 +57,7 @@ pub trait Device {
     /// Class labels of a batch on the device.
     type Labels;
     /// The frog-core backend over the same buffers (FROG and SGD steps).
-    type Backend: Backend<Scalar = Self::Scalar, Buffer = Self::Buffer>;
+    type Backend: Backend<Scalar = Self::Scalar, Buffer = Self::Buffer> + frog_core::AdamBackend;
 
     /// The FROG backend.
     fn backend(&self) -> &Self::Backend;

@@ -8,6 +8,10 @@
 //! all) and runs one product per group. Outputs are `[c_out, P]` blocks
 //! whose rows are contiguous runs of `L` per sample, so moving them to and
 //! from the PyTorch layout `[B, c_out, L]` is a row copy, not a transpose.
+//!
+//! 3x3 stride-1 convolutions with enough channels run the forward pass
+//! the data gradient and the weight gradient through Winograd F(2x2, 3x3)
+//! instead (see `winograd`).
 
 use frog_core::Conv2d;
 
@@ -15,6 +19,7 @@ use crate::gemm::{matmul_seq, Real, View};
 use crate::pool::{SendPtr, ThreadPool};
 
 use super::patches::{pack_t, unpack_add_t};
+use super::winograd;
 
 /// Positions a group aims for: enough for near-peak GEMMs, small enough
 /// that the patch block stays in the last-level cache on early layers.
@@ -78,7 +83,7 @@ impl Plan {
 /// pool of `threads` threads.
 pub fn conv_scratch_len(conv: &Conv2d, batch: usize, threads: usize) -> usize {
     let plan = Plan::new(conv, batch, threads);
-    plan.threads * plan.per_thread()
+    (plan.threads * plan.per_thread()).max(winograd::scratch_len(conv, batch, threads))
 }
 
 /// Splits the scratch of thread `tid` into patch block, output block and
@@ -128,6 +133,9 @@ pub fn conv2d_forward<T: Real>(
     y: &mut [T],
     scratch: &mut [T],
 ) {
+    if winograd::applies(conv) {
+        return winograd::forward(pool, conv, batch, x, w, y, scratch);
+    }
     let plan = Plan::new(conv, batch, pool.threads());
     assert!(x.len() >= batch * plan.in_len && w.len() >= plan.c_out * plan.d && y.len() >= batch * plan.out_len);
     assert!(scratch.len() >= plan.threads * plan.per_thread(), "convolution scratch too small");
@@ -171,6 +179,9 @@ pub fn conv2d_backward_data<T: Real>(
     accumulate: bool,
     scratch: &mut [T],
 ) {
+    if winograd::applies(conv) {
+        return winograd::backward_data(pool, conv, batch, dy, w, dx, accumulate, scratch);
+    }
     let plan = Plan::new(conv, batch, pool.threads());
     assert!(dy.len() >= batch * plan.out_len && w.len() >= plan.c_out * plan.d && dx.len() >= batch * plan.in_len);
     assert!(scratch.len() >= plan.threads * plan.per_thread(), "convolution scratch too small");
@@ -207,6 +218,9 @@ pub fn conv2d_backward_weight<T: Real>(
     dw: &mut [T],
     scratch: &mut [T],
 ) {
+    if winograd::applies(conv) {
+        return winograd::backward_weight(pool, conv, batch, x, dy, dw, scratch);
+    }
     let plan = Plan::new(conv, batch, pool.threads());
     let wlen = plan.c_out * plan.d;
     assert!(x.len() >= batch * plan.in_len && dy.len() >= batch * plan.out_len && dw.len() >= wlen);
@@ -291,6 +305,11 @@ mod tests {
             Conv2d::new(4, 6, 3, [9, 9]).stride(2).padding(1),   // 25 positions: groups of samples
             Conv2d::new(4, 3, 1, [8, 8]).stride(2),
             Conv2d { c_in: 2, c_out: 3, kernel: [2, 3], stride: [2, 1], padding: [1, 0], dilation: [1, 2], groups: 1, input_hw: [7, 10] },
+            // Winograd: odd and even sizes, padding 0 to 2, one group or several.
+            Conv2d::new(16, 20, 3, [9, 7]).padding(1),
+            Conv2d::new(17, 16, 3, [8, 6]),
+            Conv2d::new(16, 18, 3, [5, 6]).padding([2, 1]),
+            Conv2d::new(24, 16, 3, [34, 33]).padding(1),
         ];
         for conv in convs {
             for batch in [1, 3, 5] {

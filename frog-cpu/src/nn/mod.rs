@@ -13,6 +13,7 @@ mod conv;
 mod linear;
 mod loss;
 mod patches;
+mod winograd;
 
 pub use avgpool::{global_avg_pool, global_avg_pool_backward};
 pub use batchnorm::{batch_norm_backward, batch_norm_eval, batch_norm_train, BnGrads, BnParams, BnShape, Epilogue};

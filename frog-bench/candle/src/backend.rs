@@ -1,0 +1,482 @@
+//! `CandleBackend<T>`: frog-core's `Backend` over candle tensors, so that a
+//! candle model can run FROG's whole step on candle's own device.
+//!
+//! Layouts: the patch scratch holds `X`, the `N x D'` im2col matrix of the
+//! sampled inputs (`N = r*L` rows ordered `(i, l)`, a trailing column of
+//! ones with a bias), built by one `index_select` over each sample's input
+//! with precomputed source indices. The Fisher weights and `U` are `N x R`
+//! (row `i*L + l`, column `j`), so both CG products are one plain matmul.
+//!
+//! `X` is not built with candle's `conv2d` (or a convolution-shaped product
+//! trick) because candle's convolutions take one stride, one padding and
+//! one dilation for both axes: they cannot express the asymmetric
+//! geometries FROG supports (`conv2x3_asym_stride_pad` in the golden set).
+//!
+//! Candle tensors are values, and frog-core's contract lets a buffer be
+//! longer than an operation names (one workspace serves every layer), so a
+//! write of a prefix rebuilds the whole tensor: the new prefix and a copy of
+//! the untouched tail ([`Tensor::slice_scatter0`], a `narrow` + `cat`). Only
+//! a write that covers the whole buffer avoids that copy.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use candle_core::{DType, Device, Tensor, WithDType};
+use frog_core::{Backend, BackendError, BackendErrorKind, Layer, LayerKind, Patches, Scalar, ShapeError, Strided};
+
+/// A FROG buffer: a 1-D candle tensor, replaced by every write.
+///
+/// Never part of an autograd graph: every tensor stored in it is detached,
+/// so a buffer that lives across steps cannot keep a step's graph alive.
+#[derive(Clone, Debug)]
+pub struct TensorBuf(Tensor);
+
+impl TensorBuf {
+    /// The buffer's current tensor (1-D; reshape it to the parameter's shape).
+    pub fn tensor(&self) -> &Tensor {
+        &self.0
+    }
+}
+
+/// What failed on the candle backend.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CandleError {
+    /// A buffer (or a block in it) is shorter than an operation needs.
+    Length {
+        /// The operation.
+        op: &'static str,
+        /// Entries needed.
+        needed: usize,
+        /// Entries available.
+        len: usize,
+    },
+    /// The layer geometry is invalid (see `Layer::validate`).
+    InvalidLayer(ShapeError),
+    /// A gather index does not fit candle's `u32` indices.
+    IndexRange {
+        /// The operation.
+        op: &'static str,
+    },
+    /// A host index table of `entries` could not be allocated.
+    OutOfMemory {
+        /// Entries asked for.
+        entries: usize,
+    },
+    /// A tensor given to [`CandleBackend::buffer`] holds another dtype.
+    Dtype {
+        /// The backend's dtype.
+        expected: DType,
+        /// The tensor's.
+        actual: DType,
+    },
+    /// A tensor given to [`CandleBackend::buffer`] lives on another device.
+    Device,
+    /// Candle refused or failed an operation.
+    Candle(candle_core::Error),
+}
+
+impl fmt::Display for CandleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Length { op, needed, len } => write!(f, "{op}: buffer of {len} entries, {needed} needed"),
+            Self::InvalidLayer(e) => write!(f, "invalid layer: {e}"),
+            Self::IndexRange { op } => write!(f, "{op}: an index does not fit in u32"),
+            Self::OutOfMemory { entries } => write!(f, "out of memory allocating an index table of {entries} entries"),
+            Self::Dtype { expected, actual } => write!(f, "tensor of dtype {actual:?}, the backend computes in {expected:?}"),
+            Self::Device => write!(f, "tensor on another device than the backend's"),
+            Self::Candle(e) => write!(f, "candle: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CandleError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Candle(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<candle_core::Error> for CandleError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Candle(e)
+    }
+}
+
+/// The kind of a candle error, looking through its context and backtrace
+/// wrappers.
+fn candle_kind(e: &candle_core::Error) -> BackendErrorKind {
+    use candle_core::Error as E;
+    match e {
+        E::WithBacktrace { inner, .. } | E::Context { inner, .. } | E::WithPath { inner, .. } => candle_kind(inner),
+        E::UnexpectedDType { .. } | E::DTypeMismatchBinaryOp { .. } => BackendErrorKind::DtypeMismatch,
+        E::DeviceMismatchBinaryOp { .. } => BackendErrorKind::DeviceMismatch,
+        E::UnsupportedDTypeForOp(..) => BackendErrorKind::Unsupported,
+        E::NotCompiledWithCudaSupport | E::NotCompiledWithMetalSupport => BackendErrorKind::NoDevice,
+        E::Cuda(_) | E::Metal(_) => BackendErrorKind::Launch,
+        E::ShapeMismatch { .. } | E::UnexpectedShape { .. } | E::ShapeMismatchBinaryOp { .. } | E::NarrowInvalidArgs { .. } | E::InvalidIndex { .. } => {
+            BackendErrorKind::InvalidBuffer
+        }
+        _ => BackendErrorKind::Other,
+    }
+}
+
+impl BackendError for CandleError {
+    fn kind(&self) -> BackendErrorKind {
+        match self {
+            Self::Length { .. } | Self::InvalidLayer(_) | Self::IndexRange { .. } => BackendErrorKind::InvalidBuffer,
+            Self::OutOfMemory { .. } => BackendErrorKind::OutOfMemory,
+            Self::Dtype { .. } => BackendErrorKind::DtypeMismatch,
+            Self::Device => BackendErrorKind::DeviceMismatch,
+            Self::Candle(e) => candle_kind(e),
+        }
+    }
+}
+
+type Res<V = ()> = Result<V, CandleError>;
+
+fn need(op: &'static str, buf: &TensorBuf, needed: usize) -> Res {
+    let len = buf.0.elem_count();
+    if len >= needed {
+        Ok(())
+    } else {
+        Err(CandleError::Length { op, needed, len })
+    }
+}
+
+/// One past the last entry of a `rows x cols` block at `at` (`rows > 0`),
+/// saturating so that a block past `usize` fails the length check.
+fn block_end(rows: usize, cols: usize, at: Strided) -> usize {
+    (rows - 1).saturating_mul(at.stride).saturating_add(at.offset).saturating_add(cols)
+}
+
+fn index(op: &'static str, v: usize) -> Res<u32> {
+    u32::try_from(v).map_err(|_| CandleError::IndexRange { op })
+}
+
+/// FROG's backend over candle tensors of scalar `T` (`f32` or `f64`) on one
+/// candle [`Device`].
+///
+/// Keeps frog-core's default `row_rescale` (huge finite gradients are not
+/// rescaled); `fisher_weights` applies the power-of-two row rule. It does
+/// not implement `GuardBackend`, so guarded steps are not available on it.
+pub struct CandleBackend<T> {
+    device: Device,
+    _scalar: PhantomData<T>,
+}
+
+impl<T: Scalar + WithDType> CandleBackend<T> {
+    /// A backend whose buffers live on `device`.
+    pub fn new(device: Device) -> Self {
+        Self { device, _scalar: PhantomData }
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A buffer holding the entries of a framework tensor `t` (any shape,
+    /// row-major), detached from its graph: how a candle model hands its
+    /// parameters, gradients, inputs and output gradients to FROG. A
+    /// tensor of another dtype or device is an error.
+    pub fn buffer(&self, t: &Tensor) -> Res<TensorBuf> {
+        if t.dtype() != T::DTYPE {
+            return Err(CandleError::Dtype { expected: T::DTYPE, actual: t.dtype() });
+        }
+        if !t.device().same_device(&self.device) {
+            return Err(CandleError::Device);
+        }
+        Ok(TensorBuf(t.flatten_all()?.detach()))
+    }
+
+    /// The first `n` entries of `buf`.
+    fn prefix(&self, op: &'static str, buf: &TensorBuf, n: usize) -> Res<Tensor> {
+        need(op, buf, n)?;
+        Ok(buf.0.narrow(0, 0, n)?)
+    }
+
+    /// The first `rows * cols` entries of `buf` as a `rows x cols` matrix.
+    fn matrix(&self, op: &'static str, buf: &TensorBuf, rows: usize, cols: usize) -> Res<Tensor> {
+        Ok(self.prefix(op, buf, rows.saturating_mul(cols))?.reshape((rows, cols))?)
+    }
+
+    /// Writes `v`'s entries to `buf[offset..]`: the candle form of writing
+    /// into a buffer, which builds the buffer's next tensor.
+    fn store(&self, op: &'static str, buf: &mut TensorBuf, offset: usize, v: &Tensor) -> Res {
+        let v = v.flatten_all()?.detach();
+        need(op, buf, offset.saturating_add(v.elem_count()))?;
+        buf.0 = if offset == 0 && v.elem_count() == buf.0.elem_count() { v } else { buf.0.slice_scatter0(&v, offset)? };
+        Ok(())
+    }
+
+    /// The flat indices of a `rows x cols` block at `at`, as a `u32` tensor.
+    fn block_indices(&self, op: &'static str, rows: usize, cols: usize, at: Strided) -> Res<Tensor> {
+        let idx: Vec<u32> = (0..rows).flat_map(|j| (0..cols).map(move |c| at.offset + j * at.stride + c)).map(|i| index(op, i)).collect::<Res<_>>()?;
+        Ok(Tensor::from_vec(idx, rows * cols, &self.device)?)
+    }
+
+    /// The `rows x cols` block of `buf` at `at`, flat (`rows > 0`).
+    fn read_block(&self, op: &'static str, buf: &TensorBuf, rows: usize, cols: usize, at: Strided) -> Res<Tensor> {
+        need(op, buf, block_end(rows, cols, at))?;
+        if at.stride == cols {
+            return Ok(buf.0.narrow(0, at.offset, rows * cols)?);
+        }
+        Ok(buf.0.index_select(&self.block_indices(op, rows, cols, at)?, 0)?)
+    }
+
+    /// The scalar `v` as a 0-d tensor of `T`, for exact divisions (candle's
+    /// `Tensor / f64` multiplies by the rounded reciprocal).
+    fn scalar(&self, v: T) -> Res<Tensor> {
+        Ok(Tensor::new(v, &self.device)?)
+    }
+
+    /// Multiplies each column `j` of the `N x R` matrix `y` by a power of
+    /// two that brings its largest `|y|` into `[0.5, 1)` when that is above
+    /// [`square_safe_max`]; every other column is returned untouched. Only
+    /// the maximum of all columns is read to the host on the common path.
+    fn rescale_columns(&self, y: Tensor) -> Res<Tensor> {
+        let col_max = y.abs()?.max(0)?;
+        let peak = col_max.max(0)?.to_scalar::<T>()?.as_f64();
+        if peak <= square_safe_max::<T>() {
+            return Ok(y);
+        }
+        let gains: Vec<T> = col_max.to_vec1::<T>()?.into_iter().map(|m| T::of_f64(pow2_gain::<T>(m.as_f64()))).collect();
+        if gains.iter().all(|&g| g == T::ONE) {
+            return Ok(y);
+        }
+        let rows = gains.len();
+        Ok(y.broadcast_mul(&Tensor::from_vec(gains, (1, rows), &self.device)?)?)
+    }
+
+    /// For each entry of one sample's `L x D'` patch matrix, its source in
+    /// that sample's input followed by `[0, 1]`: an input entry, the zero
+    /// (padding), or the one (the bias feature).
+    fn patch_indices(&self, layer: &Layer) -> Res<Tensor> {
+        const OP: &str = "pack_patches";
+        let (d, cols, l, inp) = (layer.weight_cols(), layer.cols(), layer.positions(), layer.input_len());
+        let (zero, one) = (index(OP, inp)?, index(OP, inp.saturating_add(1))?);
+        let entries = l.saturating_mul(cols);
+        let mut idx = Vec::new();
+        idx.try_reserve_exact(entries).map_err(|_| CandleError::OutOfMemory { entries })?;
+        match &layer.kind {
+            LayerKind::Linear { .. } => {
+                for t in 0..l {
+                    idx.extend((0..d).map(|k| (t * d + k) as u32));
+                    if layer.bias {
+                        idx.push(one);
+                    }
+                }
+            }
+            LayerKind::Conv2d(c) => {
+                let ([h, w], [ho, wo]) = (c.input_hw, c.output_hw().ok_or(CandleError::InvalidLayer(ShapeError::EmptyOutput))?);
+                // Input coordinate of output coordinate `o`, kernel tap `k`
+                // on axis `a`, or None over padding.
+                let src = |a: usize, o: usize, k: usize, size: usize| (o * c.stride[a] + k * c.dilation[a]).checked_sub(c.padding[a]).filter(|&v| v < size);
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        for ch in 0..c.c_in {
+                            for ky in 0..c.kernel[0] {
+                                for kx in 0..c.kernel[1] {
+                                    idx.push(match (src(0, oy, ky, h), src(1, ox, kx, w)) {
+                                        (Some(y), Some(x)) => ((ch * h + y) * w + x) as u32,
+                                        _ => zero,
+                                    });
+                                }
+                            }
+                        }
+                        if layer.bias {
+                            idx.push(one);
+                        }
+                    }
+                }
+            }
+        }
+        let n = idx.len();
+        Ok(Tensor::from_vec(idx, n, &self.device)?)
+    }
+}
+
+/// The largest `|y|` of a row that takes the plain formula: its squares,
+/// their sums and the Fisher scale stay far from overflow below it (2^16
+/// in f32, 2^128 in f64, frog-cpu's bounds), and real gradients lie far
+/// below it.
+fn square_safe_max<T: Scalar>() -> f64 {
+    if T::BYTES == 4 {
+        65536.0
+    } else {
+        2f64.powi(128)
+    }
+}
+
+/// 1 for a row maximum `max` at most [`square_safe_max`] (or not finite),
+/// else the power of two `2^-e` with `max * 2^-e` in `[0.5, 1)`: exact to
+/// multiply by, so the row's direction is unchanged.
+fn pow2_gain<T: Scalar>(max: f64) -> f64 {
+    if !(max.is_finite() && max > square_safe_max::<T>()) {
+        return 1.0;
+    }
+    // max = f * 2^e, f in [0.5, 1); max is normal, so e = biased exponent - 1022.
+    let e = ((max.to_bits() >> 52) & 0x7ff) as i32 - 1022;
+    // 2^-e built from bits: normal down to 2^-1022, subnormal below
+    // (2^-1024 for f64::MAX), where powi would round to zero.
+    if e <= 1022 {
+        f64::from_bits(((1023 - e) as u64) << 52)
+    } else {
+        f64::from_bits(1 << (52 - (e - 1022)))
+    }
+}
+
+impl<T: Scalar + WithDType> Backend for CandleBackend<T> {
+    type Scalar = T;
+    type Buffer = TensorBuf;
+    type Error = CandleError;
+
+    fn zeros(&self, len: usize) -> Res<TensorBuf> {
+        Ok(TensorBuf(Tensor::zeros(len, T::DTYPE, &self.device)?))
+    }
+
+    fn len(&self, buf: &TensorBuf) -> usize {
+        buf.0.elem_count()
+    }
+
+    fn read(&self, src: &TensorBuf, offset: usize, dst: &mut [T]) -> Res {
+        need("read", src, offset.saturating_add(dst.len()))?;
+        dst.copy_from_slice(&src.0.narrow(0, offset, dst.len())?.to_vec1::<T>()?);
+        Ok(())
+    }
+
+    fn write(&self, src: &[T], dst: &mut TensorBuf, offset: usize) -> Res {
+        self.store("write", dst, offset, &Tensor::from_slice(src, src.len(), &self.device)?)
+    }
+
+    fn patch_scratch_len(&self, layer: &Layer, r: usize) -> usize {
+        r.saturating_mul(layer.positions()).saturating_mul(layer.cols())
+    }
+
+    fn pack_patches(&self, layer: &Layer, r: usize, x: &TensorBuf, packed: &mut TensorBuf) -> Res {
+        layer.validate().map_err(CandleError::InvalidLayer)?;
+        let inp = layer.input_len();
+        let xs = self.matrix("pack_patches: x", x, r, inp)?;
+        let pad = Tensor::new(&[T::ZERO, T::ONE], &self.device)?.reshape((1, 2))?.broadcast_as((r, 2))?;
+        let patches = Tensor::cat(&[&xs, &pad], 1)?.index_select(&self.patch_indices(layer)?, 1)?;
+        self.store("pack_patches: scratch", packed, 0, &patches)
+    }
+
+    fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut TensorBuf) -> Res {
+        let n = p.r.saturating_mul(p.layer.positions());
+        let x = self.matrix("patch_sq_norms: scratch", p.packed, n, p.layer.cols())?;
+        self.store("patch_sq_norms: norms", norms, 0, &x.sqr()?.sum(1)?)
+    }
+
+    fn fisher_weights(&self, p: &Patches<'_, Self>, y: &TensorBuf, norms: &TensorBuf, scale: T, eps: T, trace: &mut TensorBuf, lambda: &mut TensorBuf) -> Res {
+        let (rows, l) = (p.layer.rows(), p.layer.positions());
+        let n = p.r.saturating_mul(l);
+        let y = self.prefix("fisher_weights: y", y, n.saturating_mul(rows))?;
+        // Y as N x R: a conv's [r, R, L] is transposed, a linear layer's
+        // [r, T, R] already is.
+        let y = if p.layer.output_strides().0 == 1 { y.reshape((n, rows))? } else { y.reshape((p.r, rows, l))?.transpose(1, 2)?.reshape((n, rows))? };
+        let q = self.rescale_columns(y)?.sqr()?.affine(scale.as_f64(), 0.0)?;
+        let norms = self.matrix("fisher_weights: norms", norms, n, 1)?;
+        let tr = q.broadcast_mul(&norms)?.sum(0)?.broadcast_div(&self.scalar(T::of_f64(p.layer.cols() as f64))?)?;
+        need("fisher_weights: lambda", lambda, n.saturating_mul(rows))?;
+        let lam = q.broadcast_div(&tr.affine(1.0, eps.as_f64())?.reshape((1, rows))?)?;
+        self.store("fisher_weights: trace", trace, 0, &tr)?;
+        self.store("fisher_weights: lambda", lambda, 0, &lam)
+    }
+
+    fn project(&self, p: &Patches<'_, Self>, v: &TensorBuf, u: &mut TensorBuf) -> Res {
+        let (n, cols, rows) = (p.r.saturating_mul(p.layer.positions()), p.layer.cols(), p.layer.rows());
+        let x = self.matrix("project: scratch", p.packed, n, cols)?;
+        let v = self.matrix("project: v", v, rows, cols)?;
+        self.store("project: u", u, 0, &x.matmul(&v.t()?)?)
+    }
+
+    fn back_project(&self, p: &Patches<'_, Self>, u: &TensorBuf, g: &mut TensorBuf) -> Res {
+        let (n, cols, rows) = (p.r.saturating_mul(p.layer.positions()), p.layer.cols(), p.layer.rows());
+        let x = self.matrix("back_project: scratch", p.packed, n, cols)?;
+        let u = self.matrix("back_project: u", u, n, rows)?;
+        self.store("back_project: g", g, 0, &u.t()?.matmul(&x)?)
+    }
+
+    fn fisher_matvec(&self, p: &Patches<'_, Self>, lambda: &TensorBuf, tau: T, v: &TensorBuf, u: &mut TensorBuf, out: &mut TensorBuf) -> Res {
+        // `U` stays a candle temporary instead of going through the scratch
+        // `u`: with a workspace sized for a larger layer, each store of `u`
+        // would copy the scratch's whole tail, twice per CG iteration.
+        let _ = u;
+        let (n, cols, rows) = (p.r.saturating_mul(p.layer.positions()), p.layer.cols(), p.layer.rows());
+        let x = self.matrix("fisher_matvec: scratch", p.packed, n, cols)?;
+        let v = self.matrix("fisher_matvec: v", v, rows, cols)?;
+        let scaled = (x.matmul(&v.t()?)? * self.matrix("fisher_matvec: lambda", lambda, n, rows)?)?;
+        self.store("fisher_matvec: out", out, 0, &(scaled.t()?.matmul(&x)? + v.affine(tau.as_f64(), 0.0)?)?)
+    }
+
+    fn axpby(&self, n: usize, a: T, x: &TensorBuf, b: T, y: &mut TensorBuf) -> Res {
+        let ax = self.prefix("axpby: x", x, n)?.affine(a.as_f64(), 0.0)?;
+        let out = if b == T::ZERO {
+            need("axpby: y", y, n)?;
+            ax
+        } else {
+            (ax + self.prefix("axpby: y", y, n)?.affine(b.as_f64(), 0.0)?)?
+        };
+        self.store("axpby: y", y, 0, &out)
+    }
+
+    fn mul_assign(&self, n: usize, a: &mut TensorBuf, b: &TensorBuf) -> Res {
+        let out = (self.prefix("mul_assign: a", a, n)? * self.prefix("mul_assign: b", b, n)?)?;
+        self.store("mul_assign: a", a, 0, &out)
+    }
+
+    fn copy_strided(&self, rows: usize, cols: usize, src: &TensorBuf, src_at: Strided, dst: &mut TensorBuf, dst_at: Strided) -> Res {
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let block = self.read_block("copy_strided: src", src, rows, cols, src_at)?;
+        need("copy_strided: dst", dst, block_end(rows, cols, dst_at))?;
+        if dst_at.stride == cols {
+            return self.store("copy_strided: dst", dst, dst_at.offset, &block);
+        }
+        let idx = self.block_indices("copy_strided: dst", rows, cols, dst_at)?;
+        dst.0 = dst.0.scatter(&idx, &block.contiguous()?, 0)?.detach();
+        Ok(())
+    }
+
+    fn row_dots(&self, rows: usize, cols: usize, a: &TensorBuf, b: &TensorBuf, out: &mut TensorBuf) -> Res {
+        let prod = (self.matrix("row_dots: a", a, rows, cols)? * self.matrix("row_dots: b", b, rows, cols)?)?;
+        self.store("row_dots: out", out, 0, &prod.sum(1)?)
+    }
+
+    fn row_div(&self, rows: usize, num: &TensorBuf, den: &TensorBuf, eps: T, out: &mut TensorBuf) -> Res {
+        let q = self.prefix("row_div: num", num, rows)?.div(&self.prefix("row_div: den", den, rows)?.affine(1.0, eps.as_f64())?)?;
+        self.store("row_div: out", out, 0, &q)
+    }
+
+    fn row_rsqrt(&self, rows: usize, x: &TensorBuf, eps: T, out: &mut TensorBuf) -> Res {
+        let r = self.prefix("row_rsqrt: x", x, rows)?.affine(1.0, eps.as_f64())?.sqrt()?.recip()?;
+        self.store("row_rsqrt: out", out, 0, &r)
+    }
+
+    fn row_axpy(&self, rows: usize, cols: usize, a: T, coef: &TensorBuf, x: &TensorBuf, y: &mut TensorBuf) -> Res {
+        let c = self.matrix("row_axpy: coef", coef, rows, 1)?.affine(a.as_f64(), 0.0)?;
+        let out = (self.matrix("row_axpy: y", y, rows, cols)? + self.matrix("row_axpy: x", x, rows, cols)?.broadcast_mul(&c)?)?;
+        self.store("row_axpy: y", y, 0, &out)
+    }
+
+    fn row_xpby(&self, rows: usize, cols: usize, x: &TensorBuf, coef: &TensorBuf, y: &mut TensorBuf) -> Res {
+        let c = self.matrix("row_xpby: coef", coef, rows, 1)?;
+        let out = (self.matrix("row_xpby: x", x, rows, cols)? + self.matrix("row_xpby: y", y, rows, cols)?.broadcast_mul(&c)?)?;
+        self.store("row_xpby: y", y, 0, &out)
+    }
+
+    fn row_step(&self, rows: usize, cols: usize, w: &mut TensorBuf, decay: T, lr: T, scale: &TensorBuf, z: &TensorBuf, z_at: Strided) -> Res {
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let c = self.matrix("row_step: scale", scale, rows, 1)?.affine(lr.as_f64(), 0.0)?;
+        let z = self.read_block("row_step: z", z, rows, cols, z_at)?.reshape((rows, cols))?;
+        let out = (self.matrix("row_step: w", w, rows, cols)?.affine(decay.as_f64(), 0.0)? - z.broadcast_mul(&c)?)?;
+        self.store("row_step: w", w, 0, &out)
+    }
+}

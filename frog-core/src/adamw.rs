@@ -1,0 +1,259 @@
+//! AdamW with `torch.optim.AdamW`'s semantics: decoupled weight decay,
+//! bias correction, optional amsgrad. The baseline most training code
+//! defaults to, beside FROG in the study.
+
+use core::fmt;
+
+use crate::backend::Backend;
+use crate::config::{decay_ok, representable, ConfigError};
+use crate::error::{Error, ShapeError};
+use crate::step::check_len;
+use crate::scalar::Scalar;
+use crate::state::{check_finite, export_scalars, import_scalars, Header, StateError};
+
+/// `torch.optim.AdamW` settings; the defaults are PyTorch's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWConfig {
+    /// Learning rate.
+    pub lr: f64,
+    /// Decay of the first moment (`betas[0]`).
+    pub beta1: f64,
+    /// Decay of the second moment (`betas[1]`).
+    pub beta2: f64,
+    /// Added to the denominator.
+    pub eps: f64,
+    /// Decoupled weight decay: `p *= 1 - lr * weight_decay` every step.
+    pub weight_decay: f64,
+    /// Divides by the running maximum of the second moment.
+    pub amsgrad: bool,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2, amsgrad: false }
+    }
+}
+
+impl AdamWConfig {
+    /// Checks the values as PyTorch does (`lr >= 0`, `eps >= 0`, betas in
+    /// `[0, 1)`, `weight_decay >= 0`), and rejects what it accepts but
+    /// cannot run: `eps = 0` (a zero gradient divides 0 by 0) and
+    /// `lr * weight_decay > 1` (the decay flips the weights' sign).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        if !ok(self.lr) {
+            return Err(ConfigError::Lr(self.lr));
+        }
+        for (which, v) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(ok(v) && v < 1.0) {
+                return Err(ConfigError::Beta { which, value: v });
+            }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(ConfigError::Eps(self.eps));
+        }
+        if !ok(self.weight_decay) {
+            return Err(ConfigError::WeightDecay(self.weight_decay));
+        }
+        decay_ok(self.lr, self.weight_decay)
+    }
+
+    /// [`AdamWConfig::validate`], and that every setting stays finite (and
+    /// nonzero where it is nonzero) in the scalar type `S` the step runs in.
+    pub fn validate_for<S: Scalar>(&self) -> Result<(), ConfigError> {
+        self.validate()?;
+        let settings = [("lr", self.lr), ("beta1", self.beta1), ("beta2", self.beta2), ("eps", self.eps), ("weight_decay", self.weight_decay)];
+        settings.iter().try_for_each(|&(what, v)| representable::<S>(what, v))
+    }
+}
+
+/// The scalars of one AdamW step at step count `t`, computed on the host
+/// in `f64` as PyTorch computes them in Python floats.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamCoefs<S> {
+    /// `1 - lr * weight_decay`.
+    pub decay: S,
+    /// `1 - beta1`, the weight of the gradient in the first moment.
+    pub one_minus_beta1: S,
+    /// `beta2`.
+    pub beta2: S,
+    /// `1 - beta2`.
+    pub one_minus_beta2: S,
+    /// `lr / (1 - beta1^t)`.
+    pub step_size: S,
+    /// `sqrt(1 - beta2^t)`.
+    pub bias_correction2_sqrt: S,
+    /// `eps`.
+    pub eps: S,
+}
+
+impl<S: Scalar> AdamCoefs<S> {
+    fn new(cfg: &AdamWConfig, t: u64) -> Self {
+        let s = S::of_f64;
+        // t beyond i32 leaves beta^t at its limit of 0 (beta < 1).
+        let pow = |b: f64| libm::pow(b, t.min(i32::MAX as u64) as f64);
+        Self {
+            decay: s(1.0 - cfg.lr * cfg.weight_decay),
+            one_minus_beta1: s(1.0 - cfg.beta1),
+            beta2: s(cfg.beta2),
+            one_minus_beta2: s(1.0 - cfg.beta2),
+            step_size: s(cfg.lr / (1.0 - pow(cfg.beta1))),
+            bias_correction2_sqrt: s(libm::sqrt(1.0 - pow(cfg.beta2))),
+            eps: s(cfg.eps),
+        }
+    }
+}
+
+/// Backends that run AdamW: its update needs an elementwise square root,
+/// division and maximum, which [`Backend`] does not have. An extension
+/// trait, so that backends without it keep compiling; [`adamw_step`]
+/// requires it.
+pub trait AdamBackend: Backend {
+    /// One AdamW update of the first `n` entries, in PyTorch's order:
+    ///
+    /// ```text
+    /// p  = decay * p
+    /// m  = m + one_minus_beta1 * (g - m)
+    /// v  = beta2 * v + one_minus_beta2 * g * g
+    /// vmax = max(vmax, v)                          (amsgrad: vmax given)
+    /// p  = p - step_size * m / (sqrt(vmax or v) / bias_correction2_sqrt + eps)
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    fn adamw_update(
+        &self,
+        n: usize,
+        c: &AdamCoefs<Self::Scalar>,
+        param: &mut Self::Buffer,
+        grad: &Self::Buffer,
+        m: &mut Self::Buffer,
+        v: &mut Self::Buffer,
+        vmax: Option<&mut Self::Buffer>,
+    ) -> Result<(), Self::Error>;
+}
+
+/// The state of one AdamW parameter: both moments, the amsgrad maximum
+/// and the step count.
+pub struct AdamState<B: Backend> {
+    m: B::Buffer,
+    v: B::Buffer,
+    vmax: Option<B::Buffer>,
+    len: usize,
+    steps: u64,
+}
+
+const MAGIC: [u8; 4] = *b"FRAW";
+/// The per-parameter state header; its flag says amsgrad.
+const HEADER: usize = Header::BYTES;
+
+impl<B: Backend> fmt::Debug for AdamState<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdamState").field("len", &self.len).field("steps", &self.steps).field("amsgrad", &self.vmax.is_some()).finish()
+    }
+}
+
+impl<B: Backend> AdamState<B> {
+    /// Zero moments for a parameter of `len` entries.
+    pub fn new(backend: &B, len: usize, amsgrad: bool) -> Result<Self, B::Error> {
+        let vmax = if amsgrad { Some(backend.zeros(len)?) } else { None };
+        Ok(Self { m: backend.zeros(len)?, v: backend.zeros(len)?, vmax, len, steps: 0 })
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Entries of the parameter.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the parameter has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first moment (`exp_avg`), the second (`exp_avg_sq`) and, with
+    /// amsgrad, its running maximum (`max_exp_avg_sq`).
+    pub fn moments(&self) -> (&B::Buffer, &B::Buffer, Option<&B::Buffer>) {
+        (&self.m, &self.v, self.vmax.as_ref())
+    }
+
+    fn buffers(&self) -> usize {
+        2 + usize::from(self.vmax.is_some())
+    }
+
+    /// Bytes [`AdamState::export`] writes.
+    pub fn export_len(&self) -> usize {
+        HEADER + self.buffers() * self.len * B::Scalar::BYTES
+    }
+
+    /// Writes the state to `out` (at least [`AdamState::export_len`] bytes)
+    /// and returns the bytes written.
+    pub fn export(&self, backend: &B, out: &mut [u8]) -> Result<usize, Error<B::Error>> {
+        let needed = self.export_len();
+        if out.len() < needed {
+            return Err(ShapeError::BufferLength { what: "state bytes", expected: needed, actual: out.len() }.into());
+        }
+        Header { magic: MAGIC, flag: self.vmax.is_some(), len: self.len, steps: self.steps }.write::<B::Scalar>(out);
+        let part = self.len * B::Scalar::BYTES;
+        for (k, buf) in [Some(&self.m), Some(&self.v), self.vmax.as_ref()].into_iter().flatten().enumerate() {
+            export_scalars(backend, buf, self.len, &mut out[HEADER + k * part..]).map_err(Error::Backend)?;
+        }
+        Ok(needed)
+    }
+
+    /// Restores bytes [`AdamState::export`] wrote for a parameter of the
+    /// same size, scalar type and amsgrad setting; every byte is checked
+    /// first (a NaN or infinite moment, or a negative second moment, is an
+    /// error), so a rejected buffer changes nothing.
+    pub fn restore(&mut self, backend: &B, bytes: &[u8]) -> Result<(), Error<B::Error>> {
+        let steps = self.check_bytes(bytes)?;
+        self.apply_bytes(backend, bytes, steps).map_err(Error::Backend)
+    }
+
+    pub(crate) fn check_bytes(&self, bytes: &[u8]) -> Result<u64, StateError> {
+        let steps = Header::check::<B::Scalar>(bytes, MAGIC, self.len, self.vmax.is_some())?;
+        let needed = self.export_len();
+        if bytes.len() < needed {
+            return Err(StateError::Truncated { needed, actual: bytes.len() });
+        }
+        check_finite::<B::Scalar>(&bytes[HEADER..needed])?;
+        let part = self.len * B::Scalar::BYTES;
+        let mut squares = bytes[HEADER + part..needed].chunks_exact(B::Scalar::BYTES).map(B::Scalar::read_le);
+        if let Some(index) = squares.position(|v| v < B::Scalar::ZERO) {
+            return Err(StateError::Negative { index: (self.len + index) as u64 });
+        }
+        Ok(steps)
+    }
+
+    pub(crate) fn apply_bytes(&mut self, backend: &B, bytes: &[u8], steps: u64) -> Result<(), B::Error> {
+        let part = self.len * B::Scalar::BYTES;
+        let len = self.len;
+        for (k, buf) in [Some(&mut self.m), Some(&mut self.v), self.vmax.as_mut()].into_iter().flatten().enumerate() {
+            import_scalars(backend, &bytes[HEADER + k * part..], buf, len)?;
+        }
+        self.steps = steps;
+        Ok(())
+    }
+}
+
+/// One `torch.optim.AdamW` step of a parameter.
+///
+/// Rejects, changing nothing: settings [`AdamWConfig::validate_for`]
+/// rejects in the backend's scalar type, a parameter or gradient of
+/// another length than the state's, a state whose amsgrad buffer does not
+/// match the setting, and an exhausted step count.
+pub fn adamw_step<B: AdamBackend>(backend: &B, cfg: &AdamWConfig, state: &mut AdamState<B>, param: &mut B::Buffer, grad: &B::Buffer) -> Result<(), Error<B::Error>> {
+    cfg.validate_for::<B::Scalar>()?;
+    let n = state.len;
+    check_len(backend, param, "param", n)?;
+    check_len(backend, grad, "grad", n)?;
+    if cfg.amsgrad != state.vmax.is_some() {
+        return Err(StateError::AmsgradSetting { state_has_buffer: state.vmax.is_some() }.into());
+    }
+    let t = state.steps.checked_add(1).ok_or(StateError::StepsExhausted)?;
+    state.steps = t;
+    let c = AdamCoefs::new(cfg, t);
+    backend.adamw_update(n, &c, param, grad, &mut state.m, &mut state.v, state.vmax.as_mut()).map_err(Error::Backend)
+}

@@ -1,0 +1,356 @@
+//! K-FROG, the original author's Kronecker-factored variant of FROG (the
+//! original's `kfrog.py`): the output side scaled by `1/sqrt(diag(Y^T Y) +
+//! eps)`, a CG solve against the activation covariance `X^T X / Bx + eps I`
+//! shared by every row, and the input side scaled back by the patches' RMS.
+//! The exact rule, the original's quirks included, is written out in
+//! `shared/golden/BASELINES.md`.
+//!
+//! Unlike FROG, the output side is not invariant to the scale of `y`: hand
+//! K-FROG unscaled output gradients (divide a loss scale out first).
+
+use crate::backend::{Backend, Patches, Strided};
+use crate::config::{representable, ConfigError, MAX_NUM_ITERS};
+use crate::error::{Error, ShapeError};
+use crate::layer::Layer;
+use crate::scalar::Scalar;
+use crate::state::{ParamState, StateError};
+use crate::step::{cg_iterate, cg_start, mul};
+use crate::workspace::{Workspace, WorkspaceReq};
+
+/// The CG's denominator epsilon, a constant of the original (not one of
+/// its settings).
+pub const KFROG_CG_DENOM_EPS: f64 = 1e-10;
+
+/// K-FROG's settings; the defaults are the original's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KfrogConfig {
+    /// Learning rate (every parameter; there is no separate rate).
+    pub lr: f64,
+    /// Momentum of the gradient (and of the plain parameters' SGD).
+    pub momentum: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// Running-average decay of `diag(Y^T Y)`, bias-corrected (0: none).
+    pub y_momentum: f64,
+    /// Damping of both sides.
+    pub eps: f64,
+    /// CG iterations.
+    pub num_iters: usize,
+    /// Sampled inputs `Bx` (`None`: the whole batch).
+    pub sample_size: Option<usize>,
+    /// Sampled output gradients, drawn independently of the inputs
+    /// (`None`: the whole batch).
+    pub y_sample_size: Option<usize>,
+    /// The loss is a mean over the batch.
+    pub batch_averaged: bool,
+}
+
+impl Default for KfrogConfig {
+    fn default() -> Self {
+        Self { lr: 1e-3, momentum: 0.0, nesterov: false, y_momentum: 0.0, eps: 1e-6, num_iters: 4, sample_size: Some(256), y_sample_size: None, batch_averaged: true }
+    }
+}
+
+impl KfrogConfig {
+    /// Checks every setting: `lr >= 0`, `momentum` in `[0, 1]`, Nesterov
+    /// only with momentum, `y_momentum` in `[0, 1)` (its bias correction
+    /// divides by `1 - y_momentum^t`), `eps > 0` (it keeps both sides'
+    /// square roots and the CG away from 0), `num_iters` in
+    /// `1..=MAX_NUM_ITERS`, and sample sizes of at least 1.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        if !ok(self.lr) {
+            return Err(ConfigError::Lr(self.lr));
+        }
+        if !(ok(self.momentum) && self.momentum <= 1.0) {
+            return Err(ConfigError::Momentum(self.momentum));
+        }
+        if self.nesterov && self.momentum == 0.0 {
+            return Err(ConfigError::NesterovWithoutMomentum);
+        }
+        if !(ok(self.y_momentum) && self.y_momentum < 1.0) {
+            return Err(ConfigError::Beta { which: "y_momentum", value: self.y_momentum });
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(ConfigError::Eps(self.eps));
+        }
+        if self.num_iters == 0 {
+            return Err(ConfigError::NumItersZero);
+        }
+        if self.num_iters > MAX_NUM_ITERS {
+            return Err(ConfigError::NumItersTooLarge(self.num_iters));
+        }
+        if self.sample_size == Some(0) || self.y_sample_size == Some(0) {
+            return Err(ConfigError::SampleSizeZero);
+        }
+        Ok(())
+    }
+
+    /// [`KfrogConfig::validate`], and that every setting stays finite (and
+    /// nonzero where it is nonzero) in the scalar type `S`.
+    pub fn validate_for<S: Scalar>(&self) -> Result<(), ConfigError> {
+        self.validate()?;
+        let settings = [("lr", self.lr), ("momentum", self.momentum), ("y_momentum", self.y_momentum), ("eps", self.eps), ("cg_denom_eps", KFROG_CG_DENOM_EPS)];
+        settings.iter().try_for_each(|&(what, v)| representable::<S>(what, v))
+    }
+}
+
+/// The products K-FROG needs beside FROG's: sums of squares of the output
+/// gradients per row and of the patches per column, and a fill. An
+/// extension trait, so that backends without it keep compiling;
+/// [`kfrog_step`] requires it.
+pub trait KfrogBackend: Backend {
+    /// `out[j] = scale * sum_{i,l} Y[i,j,l]^2` over the `r` samples of `y`
+    /// (PyTorch layout, as in [`Backend::fisher_weights`]).
+    fn y_sq_sums(&self, layer: &Layer, r: usize, y: &Self::Buffer, scale: Self::Scalar, out: &mut Self::Buffer) -> Result<(), Self::Error>;
+    /// `out[c] = sqrt(scale * sum_{i,l} P[i,l][c]^2)` for the `D'` columns
+    /// of the patches (packed as [`Backend::pack_patches`] left them).
+    fn patch_col_norms(&self, p: &Patches<'_, Self>, scale: Self::Scalar, out: &mut Self::Buffer) -> Result<(), Self::Error>;
+    /// `buf[..n] = value`.
+    fn fill(&self, n: usize, value: Self::Scalar, buf: &mut Self::Buffer) -> Result<(), Self::Error>;
+}
+
+/// A K-FROG layer's state: the gradient's momentum buffer and step count,
+/// and the running average of `diag(Y^T Y)` (kept in a second
+/// [`ParamState`] of `R` entries whose momentum buffer holds it).
+pub struct KfrogState<B: Backend> {
+    pub(crate) weight: ParamState<B>,
+    pub(crate) y: ParamState<B>,
+}
+
+impl<B: Backend> KfrogState<B> {
+    /// Zero state for `layer` under `cfg`.
+    pub fn new(backend: &B, layer: &Layer, cfg: &KfrogConfig) -> Result<Self, B::Error> {
+        let weight = ParamState::new(backend, layer.rows().saturating_mul(layer.weight_cols()), cfg.momentum > 0.0)?;
+        Ok(Self { weight, y: ParamState::new(backend, layer.rows(), cfg.y_momentum > 0.0)? })
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u64 {
+        self.weight.steps()
+    }
+
+    /// The gradient's momentum buffer (`R x D`), if any.
+    pub fn momentum(&self) -> Option<&B::Buffer> {
+        self.weight.momentum()
+    }
+
+    /// The running average of `diag(Y^T Y)` (`R`), with `y_momentum > 0`.
+    pub fn y_average(&self) -> Option<&B::Buffer> {
+        self.y.momentum()
+    }
+
+    /// Bytes [`KfrogState::export`] writes.
+    pub fn export_len(&self) -> usize {
+        self.weight.export_len() + self.y.export_len()
+    }
+
+    /// Writes both parts to `out` (at least [`KfrogState::export_len`]
+    /// bytes) and returns the bytes written.
+    pub fn export(&self, backend: &B, out: &mut [u8]) -> Result<usize, Error<B::Error>> {
+        let needed = self.export_len();
+        if out.len() < needed {
+            return Err(ShapeError::BufferLength { what: "state bytes", expected: needed, actual: out.len() }.into());
+        }
+        let w = self.weight.export(backend, out)?;
+        Ok(w + self.y.export(backend, &mut out[w..])?)
+    }
+
+    /// Restores bytes [`KfrogState::export`] wrote; every byte is checked
+    /// first, so a rejected buffer changes nothing.
+    pub fn restore(&mut self, backend: &B, bytes: &[u8]) -> Result<(), Error<B::Error>> {
+        let steps = self.check_bytes(bytes)?;
+        self.apply_bytes(backend, bytes, steps).map_err(Error::Backend)
+    }
+
+    pub(crate) fn check_bytes(&self, bytes: &[u8]) -> Result<u64, StateError> {
+        let w = self.weight.export_len();
+        let steps = self.weight.check_bytes(bytes)?;
+        let tail = bytes.get(w..).ok_or(StateError::Truncated { needed: self.export_len(), actual: bytes.len() })?;
+        if self.y.check_bytes(tail)? != steps {
+            return Err(StateError::Registrations { what: "the step counts of a K-FROG state's two parts", index: 0 });
+        }
+        Ok(steps)
+    }
+
+    pub(crate) fn apply_bytes(&mut self, backend: &B, bytes: &[u8], steps: u64) -> Result<(), B::Error> {
+        let w = self.weight.export_len();
+        self.weight.apply_bytes(backend, bytes, steps)?;
+        self.y.apply_bytes(backend, &bytes[w..], steps)
+    }
+}
+
+/// The sampled rows of a K-FROG step: inputs and output gradients drawn
+/// independently, possibly of different counts.
+pub struct KfrogBatch<'a, B: Backend> {
+    /// Sampled inputs, `x_sample * layer.input_len()` entries.
+    pub x: &'a B::Buffer,
+    /// Sampled inputs `Bx`.
+    pub x_sample: usize,
+    /// Sampled output gradients, `y_sample * layer.output_len()` entries.
+    pub y: &'a B::Buffer,
+    /// Sampled output gradients.
+    pub y_sample: usize,
+    /// Samples in the full batch.
+    pub batch_size: usize,
+}
+
+/// The last K-FROG step's intermediate results, in the workspace.
+pub struct KfrogOutputs<'a, B: Backend> {
+    /// `diag(Y^T Y)` scaled by `Bx` or `1/Bx` (`R`).
+    pub y_diag: &'a B::Buffer,
+    /// `M_j / sqrt(y_eff[j] + eps)` (`R x D`).
+    pub left_scaled: &'a B::Buffer,
+    /// The CG solution (`R x D`).
+    pub cg_solution: &'a B::Buffer,
+    /// The patches' column RMS (`D`).
+    pub x_scaling: &'a B::Buffer,
+    /// The direction, `cg_solution * x_scaling` (`R x D`).
+    pub direction: &'a B::Buffer,
+}
+
+impl<B: Backend> Workspace<B> {
+    /// Where the last [`kfrog_step`] left its intermediate results.
+    pub fn kfrog_outputs(&self) -> KfrogOutputs<'_, B> {
+        KfrogOutputs { y_diag: &self.zm, left_scaled: &self.m, cg_solution: &self.z, x_scaling: &self.rs, direction: &self.pd }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check<B: Backend>(
+    backend: &B,
+    cfg: &KfrogConfig,
+    layer: &Layer,
+    state: &KfrogState<B>,
+    ws: &Workspace<B>,
+    weight: &B::Buffer,
+    grad: &B::Buffer,
+    batch: &KfrogBatch<'_, B>,
+) -> Result<u64, Error<B::Error>> {
+    cfg.validate_for::<B::Scalar>()?;
+    layer.validate()?;
+    if layer.bias {
+        return Err(ShapeError::Unsupported { what: "a bias on a K-FROG layer (the original has none): step the bias as a plain parameter" }.into());
+    }
+    for (sample, what) in [(batch.x_sample, "x"), (batch.y_sample, "y")] {
+        if sample == 0 || batch.batch_size == 0 {
+            return Err(ShapeError::EmptySample.into());
+        }
+        if sample > batch.batch_size {
+            return Err(ShapeError::SampleExceedsBatch { sample, batch: batch.batch_size }.into());
+        }
+        let per = if what == "x" { layer.input_len() } else { layer.output_len() };
+        let expected = mul(sample, per, what)?;
+        let actual = backend.len(if what == "x" { batch.x } else { batch.y });
+        if actual != expected {
+            return Err(ShapeError::BufferLength { what, expected, actual }.into());
+        }
+    }
+    let n = layer.rows() * layer.weight_cols();
+    for (what, buf) in [("weight", weight), ("grad_weight", grad)] {
+        let actual = backend.len(buf);
+        if actual != n {
+            return Err(ShapeError::BufferLength { what, expected: n, actual }.into());
+        }
+    }
+    state.weight.check_len(n)?;
+    state.y.check_len(layer.rows())?;
+    state.weight.check_momentum(cfg.momentum)?;
+    if state.y.momentum().is_some() != (cfg.y_momentum > 0.0) {
+        return Err(StateError::MomentumSetting { state_has_buffer: state.y.momentum().is_some() }.into());
+    }
+    ws.req.covers(&WorkspaceReq::new(backend, layer, batch.x_sample)?)?;
+    Ok(state.weight.next_step()?)
+}
+
+/// One K-FROG step of a bias-free preconditioned layer (BASELINES.md's
+/// steps 1 to 8), in the FROG workspace of `layer` at `x_sample` rows;
+/// the intermediate results stay there ([`Workspace::kfrog_outputs`]).
+///
+/// Rejects, before any kernel runs and so changing nothing: settings
+/// [`KfrogConfig::validate_for`] rejects, a layer [`Layer::validate`]
+/// rejects or one with a bias, empty or too large samples, buffers of the
+/// wrong length, a workspace too small, a state of another size or
+/// momentum setting, an exhausted step count.
+#[allow(clippy::too_many_arguments)]
+pub fn kfrog_step<B: KfrogBackend>(
+    backend: &B,
+    cfg: &KfrogConfig,
+    layer: &Layer,
+    state: &mut KfrogState<B>,
+    ws: &mut Workspace<B>,
+    weight: &mut B::Buffer,
+    grad: &B::Buffer,
+    batch: KfrogBatch<'_, B>,
+) -> Result<(), Error<B::Error>> {
+    let t = check(backend, cfg, layer, state, ws, weight, grad, &batch)?;
+    run(backend, cfg, layer, state, ws, weight, grad, batch, t).map_err(Error::Backend)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run<B: KfrogBackend>(
+    backend: &B,
+    cfg: &KfrogConfig,
+    layer: &Layer,
+    state: &mut KfrogState<B>,
+    ws: &mut Workspace<B>,
+    weight: &mut B::Buffer,
+    grad: &B::Buffer,
+    batch: KfrogBatch<'_, B>,
+    t: u64,
+) -> Result<(), B::Error> {
+    let s = B::Scalar::of_f64;
+    let (one, zero) = (B::Scalar::ONE, B::Scalar::ZERO);
+    let (rows, d) = (layer.rows(), layer.weight_cols());
+    let n = rows * d;
+    let bx = batch.x_sample as f64;
+    state.weight.steps = t;
+    state.y.steps = t;
+
+    // 1. Momentum, as FROG's: M in ws.m.
+    backend.copy(n, grad, &mut ws.m)?;
+    if let Some(buf) = &mut state.weight.momentum {
+        let beta = s(cfg.momentum);
+        backend.axpby(n, one, &ws.m, beta, buf)?;
+        if cfg.nesterov {
+            backend.axpby(n, beta, buf, one, &mut ws.m)?;
+        } else {
+            backend.copy(n, buf, &mut ws.m)?;
+        }
+    }
+    // 2-3. diag(Y^T Y) (scaled by the X sample count, as the original),
+    // then its bias-corrected running average: y_eff in ws.trace.
+    let y_scale = if cfg.batch_averaged { bx } else { 1.0 / bx };
+    backend.y_sq_sums(layer, batch.y_sample, batch.y, s(y_scale), &mut ws.zm)?;
+    match &mut state.y.momentum {
+        Some(avg) => {
+            let gamma = cfg.y_momentum;
+            backend.axpby(rows, s(1.0 - gamma), &ws.zm, s(gamma), avg)?;
+            let correction = 1.0 - libm::pow(gamma, t.min(i32::MAX as u64) as f64);
+            backend.axpby(rows, s(1.0 / correction), avg, zero, &mut ws.trace)?;
+        }
+        None => backend.copy(rows, &ws.zm, &mut ws.trace)?,
+    }
+    // 4. The left-scaled right-hand side P1 = M_j / sqrt(y_eff[j] + eps),
+    // built in ws.z and kept in ws.m.
+    let eps = s(cfg.eps);
+    backend.row_rsqrt(rows, &ws.trace, eps, &mut ws.row_scale)?;
+    backend.axpby(n, zero, &ws.m, zero, &mut ws.z)?;
+    backend.row_axpy(rows, d, one, &ws.row_scale, &ws.m, &mut ws.z)?;
+    backend.copy(n, &ws.z, &mut ws.m)?;
+
+    // 5. CG from zero with the one shared matrix X^T X / Bx + eps I: the
+    // Fisher product with constant weights 1/Bx.
+    backend.pack_patches(layer, batch.x_sample, batch.x, &mut ws.packed)?;
+    backend.fill(batch.x_sample * layer.output_len(), s(1.0 / bx), &mut ws.lambda)?;
+    cg_start(backend, rows, d, ws)?;
+    cg_iterate(backend, layer, batch.x_sample, Some(batch.x), eps, s(KFROG_CG_DENOM_EPS), cfg.num_iters, ws)?;
+
+    // 6-8. The patches' column RMS (in ws.rs), broadcast over the rows
+    // (ws.pd), times the solution: the direction; then the step.
+    let p = Patches { layer, r: batch.x_sample, x: batch.x, packed: &ws.packed };
+    backend.patch_col_norms(&p, s(1.0 / bx), &mut ws.rs)?;
+    backend.copy_strided(rows, d, &ws.rs, Strided { stride: 0, offset: 0 }, &mut ws.pd, Strided::dense(d))?;
+    backend.mul_assign(n, &mut ws.pd, &ws.z)?;
+    backend.axpby(n, -s(cfg.lr), &ws.pd, one, weight)
+}

@@ -1,0 +1,59 @@
+//! AdamW's elementwise update on the CPU (frog-core's `AdamBackend`).
+
+use frog_core::{AdamBackend, AdamCoefs};
+
+use crate::backend::{need, Cpu, CpuError};
+use crate::gemm::Real;
+use crate::pool::SendPtr;
+
+/// The update of one entry, in PyTorch's order of operations.
+#[inline]
+fn update<T: Real>(c: &AdamCoefs<T>, p: &mut T, g: T, m: &mut T, v: &mut T, vmax: Option<&mut T>) {
+    *p *= c.decay;
+    *m = *m + c.one_minus_beta1 * (g - *m);
+    *v = c.beta2 * *v + c.one_minus_beta2 * g * g;
+    let second = match vmax {
+        Some(vm) => {
+            if *v > *vm {
+                *vm = *v;
+            }
+            *vm
+        }
+        None => *v,
+    };
+    *p -= c.step_size * *m / (second.sqrt() / c.bias_correction2_sqrt + c.eps);
+}
+
+impl<T: Real> AdamBackend for Cpu<T> {
+    fn adamw_update(
+        &self,
+        n: usize,
+        c: &AdamCoefs<T>,
+        param: &mut Vec<T>,
+        grad: &Vec<T>,
+        m: &mut Vec<T>,
+        v: &mut Vec<T>,
+        vmax: Option<&mut Vec<T>>,
+    ) -> Result<(), CpuError> {
+        need("adamw_update: param", param, n)?;
+        need("adamw_update: grad", grad, n)?;
+        need("adamw_update: m", m, n)?;
+        need("adamw_update: v", v, n)?;
+        if let Some(vm) = &vmax {
+            need("adamw_update: vmax", vm, n)?;
+        }
+        let (pp, mp, vp) = (SendPtr(param.as_mut_ptr()), SendPtr(m.as_mut_ptr()), SendPtr(v.as_mut_ptr()));
+        let vmp = vmax.map(|vm| SendPtr(vm.as_mut_ptr()));
+        self.par_ranges(n, n.saturating_mul(8), |r| {
+            // SAFETY: every buffer holds at least `n` entries (checked
+            // above), and the pool's ranges are disjoint parts of `0..n`.
+            let part = |ptr: SendPtr<T>| unsafe { std::slice::from_raw_parts_mut(ptr.get().add(r.start), r.len()) };
+            let (ps, ms, vs) = (part(pp), part(mp), part(vp));
+            let mut vms = vmp.map(part);
+            for (k, ((p, m), v)) in ps.iter_mut().zip(ms.iter_mut()).zip(vs.iter_mut()).enumerate() {
+                update(c, p, grad[r.start + k], m, v, vms.as_mut().map(|s| &mut s[k]));
+            }
+        });
+        Ok(())
+    }
+}

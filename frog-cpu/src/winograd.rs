@@ -1,0 +1,676 @@
+//! FROG's patch products for 3x3 stride-1 dilation-1 convolutions through
+//! Winograd minimal filtering F(2x2, 3x3).
+//!
+//! Why: the products `U = X V^T` and `G = U^T X` over the im2col matrix
+//! cost 36 multiplications per 2x2 block of outputs and channel; F(2x2,
+//! 3x3) needs 16, so the GEMM work drops 2.25x, which no GEMM tuning can
+//! match. The transforms (1-D, the 2-D ones are their outer products):
+//!
+//! ```text
+//! B^T = [1  0 -1  0]   G = [1    0    0 ]   A^T = [1 1  1  0]
+//!       [0  1  1  0]       [1/2  1/2 1/2]         [0 1 -1 -1]
+//!       [0 -1  1  0]       [1/2 -1/2 1/2]
+//!       [0  1  0 -1]       [0    0    1 ]
+//! ```
+//!
+//! A 4x4 input tile `d` and a 3x3 filter `g` give the 2x2 correlation
+//! `A^T [(G g G^T) . (B^T d B)] A` (`.` entrywise). Over channels that is,
+//! for each of the 16 points `xi`, one GEMM `M_xi = Xt_xi Vt_xi^T`
+//! (tiles x channels times channels x rows) followed by the output
+//! transform: the forward product. The weight-gradient product is its
+//! adjoint in the filter: `g = G^T [sum_tiles (A u A^T) . (B^T d B)] G`,
+//! so it reuses the same transformed inputs `Xt` (computed once per step
+//! in `pack_patches`, replacing the im2col copy), transforms `u` per
+//! iteration with `A . A^T`, runs `Gt_xi = Ut_xi^T Xt_xi`, and brings the
+//! result back with `G^T . G`. The bias column is handled directly (a sum
+//! over `u`, or a constant added to it).
+//!
+//! `u` keeps the backend's product layout (`N x R`, row `i*L + l`), the
+//! one `fisher_weights` writes and `lambda` is multiplied into, so only the
+//! products and the patch scratch change. Output sizes need not be even:
+//! tiles past the last output row or column read zeros and write nothing.
+//!
+//! Scratch: the transformed inputs live in the step's patch scratch
+//! (`16 * tiles * c_in` entries against im2col's `9 * positions * c_in`, so
+//! less). The products also need the transformed directions (or gradient,
+//! `16 * R * c_in`) and one tile block per thread; those are written
+//! during the products, where the patch scratch is read-only, so they live
+//! in the backend's arena (see `Cpu`), grown on a layer's first step.
+
+use std::ops::Range;
+
+use frog_core::{Layer, LayerKind};
+
+use crate::backend::{Cpu, CpuError};
+
+use crate::gemm::{matmul_seq, Real, View};
+use crate::pool::{split_range, SendPtr, ThreadPool};
+
+/// Which algorithm runs a layer's patch products on [`crate::Cpu`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// GEMMs over the im2col patch matrix: any layer.
+    Direct,
+    /// Winograd F(2x2, 3x3): 3x3 convolutions of stride 1 and dilation 1.
+    Winograd,
+}
+
+/// Input channels below which the automatic choice stays direct: with so
+/// few, the transformed GEMMs' inner dimension (`c_in`) is too short for
+/// the GEMM kernels, while im2col's is `9 c_in` (the ResNet stem, `c_in = 3`).
+const MIN_AUTO_CHANNELS: usize = 16;
+
+impl Algorithm {
+    /// The algorithm `layer` gets without an override: Winograd for every
+    /// 3x3 stride-1 dilation-1 convolution with at least 16 input
+    /// channels, else direct. A pure function of the shape, so a workspace
+    /// sized for a layer fits its steps.
+    pub fn auto(layer: &Layer) -> Self {
+        match &layer.kind {
+            LayerKind::Conv2d(c) if Self::Winograd.supports(layer).is_ok() && c.c_in >= MIN_AUTO_CHANNELS => Self::Winograd,
+            _ => Self::Direct,
+        }
+    }
+
+    /// Whether this algorithm can run `layer`'s products, or why not.
+    pub fn supports(self, layer: &Layer) -> Result<(), &'static str> {
+        match (self, &layer.kind) {
+            (Self::Direct, _) => Ok(()),
+            (Self::Winograd, LayerKind::Linear { .. }) => Err("Winograd runs convolutions only"),
+            (Self::Winograd, LayerKind::Conv2d(c)) => {
+                if c.kernel != [3, 3] {
+                    Err("Winograd F(2x2, 3x3) needs a 3x3 kernel")
+                } else if c.stride != [1, 1] {
+                    Err("Winograd F(2x2, 3x3) needs stride 1")
+                } else if c.dilation != [1, 1] {
+                    Err("Winograd F(2x2, 3x3) needs dilation 1")
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// The algorithm choice and the Winograd arena of [`Cpu`].
+impl<T: Real> Cpu<T> {
+    /// This backend with every layer's products forced to `algorithm`
+    /// (`None`: each layer's [`Algorithm::auto`]), for benchmarks and
+    /// tests. A layer the forced algorithm cannot run fails its steps with
+    /// [`CpuError::Algorithm`].
+    #[must_use]
+    pub fn with_algorithm(mut self, algorithm: Option<Algorithm>) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+
+    /// The algorithm `layer`'s products run with, or the error a forced
+    /// algorithm that cannot run it gives.
+    pub fn algorithm(&self, layer: &Layer) -> Result<Algorithm, CpuError> {
+        match self.algorithm {
+            None => Ok(Algorithm::auto(layer)),
+            Some(algorithm) => algorithm.supports(layer).map(|()| algorithm).map_err(|reason| CpuError::Algorithm { algorithm, reason }),
+        }
+    }
+
+    /// The Winograd tiling of `layer` at `r` samples when its products run
+    /// with Winograd, `None` when direct.
+    pub(crate) fn tiles(&self, layer: &Layer, r: usize) -> Result<Option<Tiles>, CpuError> {
+        Ok(match self.algorithm(layer)? {
+            Algorithm::Direct => None,
+            Algorithm::Winograd => Tiles::new(layer, r, self.pool().threads()),
+        })
+    }
+
+    /// Runs `f` on the arena, grown to `len` entries first (the only
+    /// allocation, on a layer's first step; an error if it cannot be had).
+    pub(crate) fn with_arena<R>(&self, len: usize, f: impl FnOnce(&mut [T]) -> R) -> Result<R, CpuError> {
+        let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
+        if arena.len() < len {
+            let extra = len - arena.len();
+            arena.try_reserve_exact(extra).map_err(|_| CpuError::OutOfMemory { entries: len })?;
+            arena.resize(len, T::ZERO);
+        }
+        Ok(f(&mut arena[..len]))
+    }
+}
+
+/// Transformed points per tile (4x4).
+pub(crate) const POINTS: usize = 16;
+
+/// Tiles per block of a product: the inner dimension of the weight-gradient
+/// GEMMs and the row count of the forward ones, long enough that the GEMM
+/// kernels amortize packing their other operand (`R x c_in`) per call.
+const BLOCK_TILES: usize = 256;
+
+/// The tiling of one step of a Winograd layer: sizes only, all exact for a
+/// validated layer (products saturate so an unvalidated one asks for an
+/// impossible buffer instead of wrapping).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tiles {
+    grid: Grid,
+    /// Rows `R` (output channels).
+    rows: usize,
+    /// Tiles of the whole step (`r * grid.per_sample()`).
+    total: usize,
+    /// `D'` (row length of `v` and `g`) and whether the bias column is there.
+    cols: usize,
+    bias: bool,
+    /// Tiles per block: the transformed inputs are stored block by block
+    /// (`[block][xi][c][tile]`), so a product's operands are contiguous.
+    block: usize,
+    /// Entries between two channels of a block: `block` padded off powers
+    /// of two, which would map every channel's run onto the same cache sets.
+    stride: usize,
+    /// Blocks of the step.
+    blocks: usize,
+}
+
+impl Tiles {
+    /// The tiling of `layer` at `r` samples; `None` unless it is a
+    /// convolution Winograd supports.
+    /// on a pool of `threads` threads (blocks are split across them).
+    pub(crate) fn new(layer: &Layer, r: usize, threads: usize) -> Option<Self> {
+        let LayerKind::Conv2d(conv) = &layer.kind else { return None };
+        Algorithm::Winograd.supports(layer).ok()?;
+        let grid = Grid::new(conv.c_in, conv.input_hw, conv.padding)?;
+        let total = r.saturating_mul(grid.per_sample());
+        // At least one block per thread, each at most BLOCK_TILES long.
+        let block = BLOCK_TILES.min(total.div_ceil(threads.max(1))).max(1);
+        Some(Self {
+            grid,
+            rows: conv.c_out,
+            total,
+            cols: layer.cols(),
+            bias: layer.bias,
+            block,
+            stride: block.next_multiple_of(8) + 8,
+            blocks: total.div_ceil(block),
+        })
+    }
+
+    /// Entries of the transformed inputs `Xt` (the patch scratch).
+    pub(crate) fn packed_len(&self) -> usize {
+        self.blocks.saturating_mul(POINTS).saturating_mul(self.grid.c).saturating_mul(self.stride)
+    }
+
+    /// Where point `xi` of block `b` starts in `Xt`: a `c_in x block`
+    /// row-major matrix with row stride `stride`.
+    fn xt(&self, b: usize, xi: usize) -> usize {
+        (b * POINTS + xi) * self.grid.c * self.stride
+    }
+
+    /// Tiles `b*block..` of block `b`.
+    fn block_tiles(&self, b: usize) -> Range<usize> {
+        b * self.block..((b + 1) * self.block).min(self.total)
+    }
+
+    /// Entries of the transformed directions or gradient (`16 x R x c_in`).
+    fn filters_len(&self) -> usize {
+        POINTS * self.rows * self.grid.c
+    }
+
+    /// Entries of one thread's scratch: a tile block of `M` or `Ut`, and
+    /// 12 rows for the output transform's stages (or zeros).
+    fn block_len(&self) -> usize {
+        (POINTS * self.block + 12) * self.rows
+    }
+
+    /// Entries of arena the products need on `threads` threads: the
+    /// transformed filters, `R` entries for the bias, and a block per thread.
+    pub(crate) fn arena_len(&self, threads: usize) -> usize {
+        self.filters_len().saturating_add(self.rows).saturating_add(threads.saturating_mul(self.block_len()))
+    }
+
+    fn positions(&self) -> usize {
+        self.grid.out[0] * self.grid.out[1]
+    }
+
+    /// Rows of `u` (`r * L`).
+    fn n(&self) -> usize {
+        self.total / self.grid.per_sample() * self.positions()
+    }
+
+    /// The rows of `u` of tile `t`'s four outputs (`None` past the edge),
+    /// in the order `(0,0), (0,1), (1,0), (1,1)`.
+    fn outputs(&self, t: usize) -> [Option<usize>; 4] {
+        let (per, [ho, wo]) = (self.grid.per_sample(), self.grid.out);
+        let (i, k) = (t / per, t % per);
+        let (oy, ox) = (2 * (k / self.grid.tiles[1]), 2 * (k % self.grid.tiles[1]));
+        let base = i * self.positions();
+        let at = |a: usize, b: usize| (oy + a < ho && ox + b < wo).then(|| base + (oy + a) * wo + ox + b);
+        [at(0, 0), at(0, 1), at(1, 0), at(1, 1)]
+    }
+}
+
+/// `B^T d` for one axis of an input tile.
+#[inline(always)]
+fn input_1d<T: Real>(d: [T; 4]) -> [T; 4] {
+    [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
+}
+
+/// `G g` for one axis of a filter.
+#[inline(always)]
+fn filter_1d<T: Real>(g: [T; 3], half: T) -> [T; 4] {
+    let (even, odd) = (g[0] + g[2], g[1]);
+    [g[0], half * (even + odd), half * (even - odd), g[2]]
+}
+
+/// `G^T s` for one axis: the adjoint of [`filter_1d`].
+#[inline(always)]
+fn filter_1d_t<T: Real>(s: [T; 4], half: T) -> [T; 3] {
+    let (sum, diff) = (half * (s[1] + s[2]), half * (s[1] - s[2]));
+    [s[0] + sum, diff, sum + s[3]]
+}
+
+/// `B^T d B` of a 4x4 tile, row-major.
+#[inline(always)]
+fn input_2d<T: Real>(d: &[[T; 4]; 4]) -> [T; POINTS] {
+    let e = [input_1d(d[0]), input_1d(d[1]), input_1d(d[2]), input_1d(d[3])];
+    let mut out = [T::ZERO; POINTS];
+    for q in 0..4 {
+        let col = input_1d([e[0][q], e[1][q], e[2][q], e[3][q]]);
+        for p in 0..4 {
+            out[p * 4 + q] = col[p];
+        }
+    }
+    out
+}
+
+/// `out[j] = f(a[j], b[j], c[j])` (over the shortest).
+#[inline(always)]
+fn zip3<T: Copy>(out: &mut [T], a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T) {
+    out.iter_mut().zip(a).zip(b).zip(c).for_each(|(((o, &a), &b), &c)| *o = f(a, b, c));
+}
+
+/// `A^T m A` row-wise: from the 16 rows `m[xi]` of one tile's products
+/// (a value per row `j` of `u` each), its 2x2 outputs `(0,0), (0,1),
+/// (1,0), (1,1)` in four rows of `tmp` (12 rows long), one stage per axis,
+/// so every loop runs along `j` and vectorizes.
+#[inline(always)]
+pub(crate) fn output_rows<'a, T: Real>(m: &[&[T]; POINTS], tmp: &'a mut [T]) -> [&'a [T]; 4] {
+    let rows = m[0].len();
+    let (s, y) = tmp[..12 * rows].split_at_mut(8 * rows);
+    // Along the columns: s[p][0] = m[p,0] + m[p,1] + m[p,2], s[p][1] = m[p,1] - m[p,2] - m[p,3].
+    for (p, sp) in s.chunks_exact_mut(2 * rows).enumerate() {
+        let (s0, s1) = sp.split_at_mut(rows);
+        zip3(s0, m[p * 4], m[p * 4 + 1], m[p * 4 + 2], |a, b, c| a + b + c);
+        zip3(s1, m[p * 4 + 1], m[p * 4 + 2], m[p * 4 + 3], |a, b, c| a - b - c);
+    }
+    let sr = |p: usize, b: usize| &s[(2 * p + b) * rows..][..rows];
+    // Along the rows: y[0][b] = s[0][b] + s[1][b] + s[2][b], y[1][b] = s[1][b] - s[2][b] - s[3][b].
+    for (k, yk) in y.chunks_exact_mut(rows).enumerate() {
+        let b = k % 2;
+        if k < 2 {
+            zip3(yk, sr(0, b), sr(1, b), sr(2, b), |a, b, c| a + b + c);
+        } else {
+            zip3(yk, sr(1, b), sr(2, b), sr(3, b), |a, b, c| a - b - c);
+        }
+    }
+    let y = &*y;
+    std::array::from_fn(|k| &y[k * rows..(k + 1) * rows])
+}
+
+/// `A = (A^T)^T`, whose outer products give the adjoint of the output
+/// transform: `Ut[p,q] = sum_{a,b} A[p][a] A[q][b] u[a,b]`.
+const A: [[f64; 2]; 4] = [[1.0, 0.0], [1.0, 1.0], [1.0, -1.0], [0.0, -1.0]];
+
+/// `coef[xi][ab] = A[p][a] A[q][b]` for `xi = (p, q)`, `ab = (a, b)`: the
+/// adjoint output transform as a 16 x 4 matrix of 0 and +-1 (so every
+/// product with it is exact).
+pub(crate) fn output_t_coef<T: Real>() -> [[T; 4]; POINTS] {
+    std::array::from_fn(|xi| std::array::from_fn(|ab| T::of_f64(A[xi / 4][ab / 2] * A[xi % 4][ab % 2])))
+}
+
+/// `G g G^T` of a row-major 3x3 filter.
+#[inline(always)]
+fn filter_2d<T: Real>(g: [T; 9]) -> [T; POINTS] {
+    let half = T::of_f64(0.5);
+    let e = [filter_1d([g[0], g[1], g[2]], half), filter_1d([g[3], g[4], g[5]], half), filter_1d([g[6], g[7], g[8]], half)];
+    let mut out = [T::ZERO; POINTS];
+    for q in 0..4 {
+        let col = filter_1d([e[0][q], e[1][q], e[2][q]], half);
+        for p in 0..4 {
+            out[p * 4 + q] = col[p];
+        }
+    }
+    out
+}
+
+/// `G^T s G`, the adjoint of [`filter_2d`]: a row-major 3x3 filter.
+#[inline(always)]
+pub(crate) fn filter_2d_t<T: Real>(s: &[T; POINTS]) -> [T; 9] {
+    let half = T::of_f64(0.5);
+    let e: [[T; 3]; 4] = std::array::from_fn(|p| filter_1d_t([s[p * 4], s[p * 4 + 1], s[p * 4 + 2], s[p * 4 + 3]], half));
+    let mut out = [T::ZERO; 9];
+    for kx in 0..3 {
+        let col = filter_1d_t([e[0][kx], e[1][kx], e[2][kx], e[3][kx]], half);
+        for ky in 0..3 {
+            out[ky * 3 + kx] = col[ky];
+        }
+    }
+    out
+}
+
+/// Where a layer's tiles sit: the sizes of one sample's input transform.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Grid {
+    /// Input channels.
+    pub(crate) c: usize,
+    /// Input `[H, W]`, padding `[ph, pw]`, output `[Ho, Wo]`.
+    pub(crate) hw: [usize; 2],
+    pub(crate) pad: [usize; 2],
+    pub(crate) out: [usize; 2],
+    /// Tiles per axis (`ceil(Ho/2)`, `ceil(Wo/2)`).
+    pub(crate) tiles: [usize; 2],
+}
+
+impl Grid {
+    /// The grid of a 3x3 stride-1 correlation of a `[c, H, W]` input with
+    /// padding `pad`; `None` when the output is empty.
+    pub(crate) fn new(c: usize, hw: [usize; 2], pad: [usize; 2]) -> Option<Self> {
+        let axis = |a: usize| (hw[a] + 2 * pad[a]).checked_sub(2).filter(|&o| o > 0);
+        let out = [axis(0)?, axis(1)?];
+        Some(Self { c, hw, pad, out, tiles: [out[0].div_ceil(2), out[1].div_ceil(2)] })
+    }
+
+    /// Tiles of one sample.
+    pub(crate) fn per_sample(&self) -> usize {
+        self.tiles[0] * self.tiles[1]
+    }
+
+    /// Writes `(B^T d B)[xi]` of channel `c`, tile `k` of the sample `xs`
+    /// (`[c, H, W]`) to `out[at(k) + xi * point_stride + c * chan_stride]`.
+    ///
+    /// # Safety
+    /// Every such index must be inside `out`'s allocation and written by
+    /// no other thread during the call.
+    pub(crate) unsafe fn transform_input<S: Copy, T: Real + From<S>>(&self, xs: &[S], out: *mut T, point_stride: usize, chan_stride: usize, at: impl Fn(usize) -> usize) {
+        let [h, w] = self.hw;
+        for c in 0..self.c {
+            let ch = &xs[c * h * w..(c + 1) * h * w];
+            for ty in 0..self.tiles[0] {
+                let iy0 = (2 * ty) as isize - self.pad[0] as isize;
+                for tx in 0..self.tiles[1] {
+                    let ix0 = (2 * tx) as isize - self.pad[1] as isize;
+                    let mut d = [[T::ZERO; 4]; 4];
+                    for (dy, row) in d.iter_mut().enumerate() {
+                        let iy = iy0 + dy as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        let line = &ch[iy as usize * w..(iy as usize + 1) * w];
+                        for (dx, v) in row.iter_mut().enumerate() {
+                            let ix = ix0 + dx as isize;
+                            if ix >= 0 && ix < w as isize {
+                                *v = T::from(line[ix as usize]);
+                            }
+                        }
+                    }
+                    let base = at(ty * self.tiles[1] + tx) + c * chan_stride;
+                    for (xi, v) in input_2d(&d).into_iter().enumerate() {
+                        *out.add(base + xi * point_stride) = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `out[xi][r][i] = (G f_{r,i} G^T)[xi]` for the `rows x inner` 3x3 filters
+/// of `src`, filter `(r, i)` at `src[r * row_stride + i * 9..]`; with
+/// `flip`, filter `(r, i)` is instead `src[i * row_stride + r * 9..]`
+/// rotated by 180 degrees (the data gradient's filters). Split over rows.
+pub(crate) fn transform_filters<T: Real>(pool: &ThreadPool, src: &[T], [rows, inner]: [usize; 2], row_stride: usize, flip: bool, out: &mut [T]) {
+    assert!(out.len() >= POINTS * rows * inner, "winograd filters: output too short");
+    let op = SendPtr(out.as_mut_ptr());
+    pool.run(&|tid| {
+        for r in split_range(rows, pool.threads(), tid) {
+            for i in 0..inner {
+                let f: [T; 9] = if flip {
+                    let g = &src[i * row_stride + r * 9..][..9];
+                    std::array::from_fn(|k| g[8 - k])
+                } else {
+                    let g = &src[r * row_stride + i * 9..][..9];
+                    std::array::from_fn(|k| g[k])
+                };
+                for (xi, v) in filter_2d(f).into_iter().enumerate() {
+                    // SAFETY: row r belongs to this thread; the index is
+                    // below 16 * rows * inner (checked above).
+                    unsafe { *op.get().add((xi * rows + r) * inner + i) = v };
+                }
+            }
+        }
+    });
+}
+
+/// The input transform of one step: `(B^T d_{t,c} B)[xi]` for every tile
+/// `t` of the `r` samples in `x` (`[r, c_in, H, W]`), zeros for the
+/// padding, block by block (see [`Tiles::xt`]): each point of a block is a
+/// `c_in x block` matrix the GEMMs read directly.
+/// `x` in `T` or in a 16-bit type that widens to it exactly.
+pub(crate) fn pack<S: Copy + Sync, T: Real + From<S>>(pool: &ThreadPool, t: &Tiles, r: usize, x: &[S], packed: &mut [T]) {
+    let g = t.grid;
+    let input = g.c * g.hw[0] * g.hw[1];
+    assert!(x.len() >= r * input && packed.len() >= t.packed_len(), "winograd pack: buffers too short");
+    let out = SendPtr(packed.as_mut_ptr());
+    pool.run(&|tid| {
+        for i in split_range(r, pool.threads(), tid) {
+            // SAFETY: sample i's tiles belong to this thread alone, and every
+            // index is below 16 * c_in * tiles (checked above).
+            let at = |k: usize| {
+                let tile = i * g.per_sample() + k;
+                t.xt(tile / t.block, 0) + tile % t.block
+            };
+            unsafe { g.transform_input(&x[i * input..(i + 1) * input], out.get(), g.c * t.stride, t.stride, at) };
+        }
+    });
+}
+
+/// `norms[i*L + l] = ||P[i,l]||^2` from the inputs, since the patch scratch
+/// holds the transformed tiles instead of the patches: for each channel and
+/// kernel offset, the squares of the input rows the windows see, added to
+/// the output rows (contiguous runs), plus 1 for the bias feature.
+/// `x` in `T` or in a 16-bit type that widens to it exactly.
+pub(crate) fn sq_norms<S: Copy + Sync, T: Real + From<S>>(pool: &ThreadPool, t: &Tiles, r: usize, x: &[S], norms: &mut [T]) {
+    let (g, l) = (t.grid, t.positions());
+    let [h, w] = g.hw;
+    let input = g.c * h * w;
+    assert!(x.len() >= r * input && norms.len() >= r * l, "winograd norms: buffers too short");
+    let base = SendPtr(norms.as_mut_ptr());
+    let start = if t.bias { T::ONE } else { T::ZERO };
+    pool.run(&|tid| {
+        for i in split_range(r, pool.threads(), tid) {
+            // SAFETY: sample i's norms belong to this thread alone.
+            let out = unsafe { std::slice::from_raw_parts_mut(base.get().add(i * l), l) };
+            out.fill(start);
+            let xs = &x[i * input..(i + 1) * input];
+            for c in 0..g.c {
+                let ch = &xs[c * h * w..(c + 1) * h * w];
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        // Output columns whose input column ox + kx - pw is inside.
+                        let lo = g.pad[1].saturating_sub(kx).min(g.out[1]);
+                        let hi = (w + g.pad[1]).saturating_sub(kx).min(g.out[1]).max(lo);
+                        for oy in 0..g.out[0] {
+                            let Some(iy) = (oy + ky).checked_sub(g.pad[0]).filter(|&v| v < h) else { continue };
+                            let src = &ch[iy * w + lo + kx - g.pad[1]..][..hi - lo];
+                            let dst = &mut out[oy * g.out[1] + lo..oy * g.out[1] + hi];
+                            dst.iter_mut().zip(src).for_each(|(o, &v)| *o += T::from(v) * T::from(v));
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Splits the arena into the transformed filters, the bias entries, and
+/// the tile blocks.
+fn split_arena<'a, T>(t: &Tiles, arena: &'a mut [T]) -> (&'a mut [T], &'a mut [T], &'a mut [T]) {
+    let (filters, rest) = arena.split_at_mut(t.filters_len());
+    let (bias, blocks) = rest.split_at_mut(t.rows);
+    (filters, bias, blocks)
+}
+
+/// `u = X v^T` (times `lambda` entrywise when given), `u` in the product
+/// layout `N x R`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], v: &[T], lambda: Option<&[T]>, u: &mut [T], arena: &mut [T]) {
+    let (rows, c, n, threads) = (t.rows, t.grid.c, t.n(), pool.threads());
+    assert!(packed.len() >= t.packed_len() && v.len() >= rows * t.cols && u.len() >= n * rows, "winograd project: buffers too short");
+    assert!(lambda.is_none_or(|l| l.len() >= n * rows) && arena.len() >= t.arena_len(threads), "winograd project: buffers too short");
+    let (filters, bias, blocks) = split_arena(t, arena);
+    transform_filters(pool, v, [rows, c], t.cols, false, filters);
+    for (j, b) in bias.iter_mut().enumerate() {
+        *b = if t.bias { v[j * t.cols + 9 * c] } else { T::ZERO };
+    }
+    let (filters, bias) = (&*filters, &*bias);
+    let (blocks, up) = (SendPtr(blocks.as_mut_ptr()), SendPtr(u.as_mut_ptr()));
+    pool.run(&|tid| {
+        // SAFETY: each thread has its own block.
+        let m = unsafe { std::slice::from_raw_parts_mut(blocks.get().add(tid * t.block_len()), t.block_len()) };
+        for b in split_range(t.blocks, threads, tid) {
+            let tiles = t.block_tiles(b);
+            let (start, len) = (tiles.start, tiles.len());
+            for xi in 0..POINTS {
+                let xt = View::strided(&packed[t.xt(b, xi)..], len, c, 1, t.stride);
+                let vt = View::row_major(&filters[xi * rows * c..(xi + 1) * rows * c], rows, c).t();
+                matmul_seq(&mut m[xi * t.block * rows..], rows, false, xt, vt);
+            }
+            let (m, tmp) = m.split_at_mut(POINTS * t.block * rows);
+            for k in 0..len {
+                let ms: [&[T]; POINTS] = std::array::from_fn(|xi| &m[(xi * t.block + k) * rows..][..rows]);
+                let y = output_rows(&ms, tmp);
+                for (o, y) in t.outputs(start + k).into_iter().zip(y) {
+                    let Some(n) = o else { continue };
+                    // SAFETY: the rows of u of a tile belong to no other tile,
+                    // and this thread owns its tiles.
+                    let row = unsafe { std::slice::from_raw_parts_mut(up.get().add(n * rows), rows) };
+                    match lambda {
+                        Some(l) => zip3(row, y, bias, &l[n * rows..(n + 1) * rows], |y, b, l| (y + b) * l),
+                        None => row.iter_mut().zip(y).zip(bias).for_each(|((u, &y), &b)| *u = y + b),
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// How the weight-gradient product splits across threads: by transformed
+/// points (each thread transforms `u` once for its points and owns their
+/// `Gt` outright, so nothing is reduced), and by rows too past 16 threads.
+fn gradient_parts(threads: usize, rows: usize) -> (usize, usize) {
+    let row_parts = threads.div_ceil(POINTS).min(rows.max(1));
+    ((threads / row_parts).min(POINTS), row_parts)
+}
+
+/// `g = u^T X` (added to `g` when `accumulate`), `g` row-major `R x D'`.
+pub(crate) fn back_project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], u: &[T], accumulate: bool, g: &mut [T], arena: &mut [T]) {
+    let (rows, c, n, threads) = (t.rows, t.grid.c, t.n(), pool.threads());
+    assert!(packed.len() >= t.packed_len() && u.len() >= n * rows && g.len() >= rows * t.cols, "winograd back_project: buffers too short");
+    assert!(arena.len() >= t.arena_len(threads), "winograd back_project: arena too short");
+    let (filters, bias, blocks) = split_arena(t, arena);
+    let (xi_parts, row_parts) = gradient_parts(threads, rows);
+    let (fp, blocks) = (SendPtr(filters.as_mut_ptr()), SendPtr(blocks.as_mut_ptr()));
+    pool.run(&|tid| {
+        if tid >= xi_parts * row_parts {
+            return;
+        }
+        let points = split_range(POINTS, xi_parts, tid % xi_parts);
+        let js = split_range(rows, row_parts, tid / xi_parts);
+        let rb = js.len();
+        // SAFETY: each thread has its own block.
+        let block = unsafe { std::slice::from_raw_parts_mut(blocks.get().add(tid * t.block_len()), t.block_len()) };
+        let (ut, zeros) = block.split_at_mut(POINTS * t.block * rows);
+        zeros.fill(T::ZERO);
+        for b in 0..t.blocks {
+            let tiles = t.block_tiles(b);
+            let len = tiles.len();
+            transform_outputs(t, u, tiles, &js, &points, ut, zeros);
+            for (k, xi) in points.clone().enumerate() {
+                let a = View::row_major(&ut[k * t.block * rb..][..len * rb], len, rb).t();
+                let xt = View::strided(&packed[t.xt(b, xi)..], len, c, 1, t.stride);
+                // SAFETY: rows js of point xi's Gt belong to this thread.
+                let gt = unsafe { std::slice::from_raw_parts_mut(fp.get().add((xi * rows + js.start) * c), rb * c) };
+                matmul_seq(gt, c, b > 0, a, xt);
+            }
+        }
+    });
+    let filters = &*filters;
+    if t.bias {
+        column_sums(pool, u, n, rows, bias);
+    }
+    let (bias, gp) = (&*bias, SendPtr(g.as_mut_ptr()));
+    pool.run(&|tid| {
+        for j in split_range(rows, threads, tid) {
+            // SAFETY: row j of g belongs to this thread.
+            let gj = unsafe { std::slice::from_raw_parts_mut(gp.get().add(j * t.cols), t.cols) };
+            let (weights, b) = gj.split_at_mut(9 * c);
+            for (ch, out) in weights.chunks_exact_mut(9).enumerate() {
+                let f = filter_2d_t(&std::array::from_fn(|xi| filters[(xi * rows + j) * c + ch]));
+                for (o, v) in out.iter_mut().zip(f) {
+                    *o = if accumulate { *o + v } else { v };
+                }
+            }
+            if let Some(b) = b.first_mut().filter(|_| t.bias) {
+                *b = if accumulate { *b + bias[j] } else { bias[j] };
+            }
+        }
+    });
+}
+
+/// `ut[k][b][j - js.start] = (A u_b A^T)[points.start + k]` for the tiles
+/// `b` of `tiles` and the rows `js`: the transposed output transform, zeros
+/// for outputs past the edge.
+fn transform_outputs<T: Real>(t: &Tiles, u: &[T], tiles: Range<usize>, js: &Range<usize>, points: &Range<usize>, ut: &mut [T], zeros: &[T]) {
+    let (rows, rb) = (t.rows, js.len());
+    let coef = output_t_coef::<T>();
+    for (b, tile) in tiles.enumerate() {
+        let y = t.outputs(tile).map(|o| o.map_or(&zeros[..rb], |n| &u[n * rows + js.start..n * rows + js.end]));
+        for xi in points.clone() {
+            let c = coef[xi];
+            let out = &mut ut[((xi - points.start) * t.block + b) * rb..][..rb];
+            // Coefficients are 0 and +-1: every product is exact.
+            out.iter_mut().zip(y[0]).zip(y[1]).zip(y[2]).zip(y[3]).for_each(|((((o, &a), &b), &cc), &d)| *o = c[0] * a + c[1] * b + c[2] * cc + c[3] * d);
+        }
+    }
+}
+
+/// `sums[j] = sum_n u[n][j]`: the bias column of `G`, split over columns.
+fn column_sums<T: Real>(pool: &ThreadPool, u: &[T], n: usize, rows: usize, sums: &mut [T]) {
+    let base = SendPtr(sums.as_mut_ptr());
+    pool.run(&|tid| {
+        let js = split_range(rows, pool.threads(), tid);
+        // SAFETY: the column ranges are disjoint.
+        let acc = unsafe { std::slice::from_raw_parts_mut(base.get().add(js.start), js.len()) };
+        acc.fill(T::ZERO);
+        for row in u[..n * rows].chunks_exact(rows) {
+            acc.iter_mut().zip(&row[js.clone()]).for_each(|(a, &v)| *a += v);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 1-D algorithm computes the correlation, and the adjoint pair
+    /// is one: <G g, s> = <g, G^T s>.
+    #[test]
+    fn one_dimensional_transforms() {
+        let (d, g) = ([0.3, -1.2, 2.5, 0.7], [1.5, -0.25, 0.5]);
+        let (bd, gg) = (input_1d(d), filter_1d(g, 0.5));
+        let m: Vec<f64> = (0..4).map(|k| bd[k] * gg[k]).collect();
+        let y = [m[0] + m[1] + m[2], m[1] - m[2] - m[3]];
+        for a in 0..2 {
+            let want: f64 = (0..3).map(|k| g[k] * d[a + k]).sum();
+            assert!((y[a] - want).abs() < 1e-14);
+        }
+        let s = [0.9, -0.4, 1.1, 0.2];
+        let lhs: f64 = gg.iter().zip(&s).map(|(a, b)| a * b).sum();
+        let gt = filter_1d_t(s, 0.5);
+        let rhs: f64 = g.iter().zip(&gt).map(|(a, b)| a * b).sum();
+        assert!((lhs - rhs).abs() < 1e-14);
+    }
+}
