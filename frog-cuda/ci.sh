@@ -107,7 +107,7 @@ say "GPU tests on the libcuda host emulator at 4, 108 and 132 SMs"
 emu=$(bash frog-cuda/emu/build.sh "$root/target/cuda-emu")
 # frog-cuda's GPU tests (its unit tests' gpu_ ones included) at every SM
 # count; the 8 GiB fill once; the bench's CUDA device tests at 4 SMs.
-cuda_bins=$(awk '($1 == "gpu" || $1 == "nn" || $1 == "hostile" || $1 == "optimizer" || ($1 == "frog_cuda" && $2 == "lib")) { print $3 }' <<< "$artifacts" | sort -u)
+cuda_bins=$(awk '($1 == "gpu" || $1 == "nn" || $1 == "hostile" || $1 == "optimizer" || $1 == "lowp" || ($1 == "frog_cuda" && $2 == "lib")) { print $3 }' <<< "$artifacts" | sort -u)
 bench_bins=$(awk '$1 == "frog_bench" && $2 != "bin" { print $3 }' <<< "$artifacts" | sort -u)
 log=$root/target/frog-cuda-emu.log
 : > "$log"

@@ -6,15 +6,21 @@
 //! precision and tile, one FROG optimizer step over all 20 ResNet-18 conv
 //! layers at sample `r` per precision and tile, one ResNet-18 training step
 //! at batch 512 for SGD and FROG, PyTorch's ResNet-18 step on the same GPU
-//! when `python3` has torch, and a short table last.
+//! when `python3` has torch, and a short table last. The 16-bit modes
+//! (bf16/f16 tensor cores) run the mixed-precision golden cases of their
+//! type and time the FROG step from bf16/f16 inputs: the bench's f32
+//! activations and output gradients converted once, up front.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use frog_core::{precondition_step, BackendError, BackendErrorKind, Batch, Config, Layer, ParamState, Params, SgdConfig, Workspace, WorkspaceReq};
-use frog_cpu::golden::{golden_dir, load_cases, run_case, Target};
-use frog_cuda::{Buffer, Cuda, Precision, Tile};
+use frog_core::half::{bf16, f16};
+use frog_core::{
+    precondition_step, precondition_step_lowp, BackendError, BackendErrorKind, Batch, Config, Half, Layer, LowpBatch, ParamState, Params, SgdConfig, Workspace, WorkspaceReq,
+};
+use frog_cpu::golden::{golden_dir, load_cases, run_case, run_case_lowp, Lowp, Target};
+use frog_cuda::{Buffer, Cuda, HalfBuffer, Precision, Tile};
 
 use crate::arch::Arch;
 use crate::device::cuda::CudaDevice;
@@ -38,6 +44,22 @@ pub struct GpuCheckArgs {
 
 const PRECISIONS: [(Precision, &str, f64); 3] =
     [(Precision::Exact, "exact f32", 1e-4), (Precision::Split, "split 3xTF32", 1e-4), (Precision::Fast, "fast TF32", 3e-2)];
+
+/// The 16-bit tensor-core modes, the input type each takes, and their
+/// tolerance on the mixed-precision golden cases (as frog-cuda's tests).
+const HALF_PRECISIONS: [(Precision, &str, f64, Feed); 3] = [
+    (Precision::Bf16Split, "bf16 split", 1e-4, Feed::Bf16),
+    (Precision::Bf16, "bf16", 3e-2, Feed::Bf16),
+    (Precision::F16, "f16", 5e-3, Feed::F16),
+];
+
+/// The inputs a FROG step is fed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Feed {
+    F32,
+    Bf16,
+    F16,
+}
 
 const BATCH: usize = 512;
 
@@ -80,6 +102,45 @@ fn golden_lines(cuda: &mut Cuda, table: &mut Vec<String>) -> bool {
         }
         let rest = if outside.is_empty() { String::new() } else { format!("; outside: {}", outside.join(", ")) };
         table.push(format!("golden {name:<13} {pass:>2}/{} within {rtol:.0e} (worst {worst:.1e}){rest}", cases.len()));
+    }
+    ok & lowp_golden_lines(cuda, table)
+}
+
+/// The mixed-precision golden cases (`lowp/`, bf16/f16 inputs) in every
+/// f32 mode and in each 16-bit mode (the cases of its type): every miss fails.
+fn lowp_golden_lines(cuda: &mut Cuda, table: &mut Vec<String>) -> bool {
+    let dir = golden_dir().join("lowp");
+    let cases = match load_cases(&dir) {
+        Ok(c) => c,
+        Err(e) => {
+            table.push(format!("golden lowp: cannot load {}: {e}", dir.display()));
+            return false;
+        }
+    };
+    let f32_modes = PRECISIONS.map(|(p, name, rtol)| (p, name, rtol, Feed::F32));
+    let mut ok = true;
+    for (precision, name, rtol, feed) in f32_modes.into_iter().chain(HALF_PRECISIONS) {
+        cuda.set_precision(precision);
+        let takes = |l: Lowp| match feed {
+            Feed::F32 => true,
+            Feed::Bf16 => l == Lowp::Bf16,
+            Feed::F16 => l == Lowp::F16,
+        };
+        let (mut pass, mut worst, mut run) = (0, 0.0f64, 0);
+        for case in cases.iter().filter(|c| c.lowp.is_some_and(takes)) {
+            run += 1;
+            match run_case_lowp(&*cuda, case, rtol) {
+                Ok(r) => {
+                    pass += 1;
+                    worst = worst.max(r.worst);
+                }
+                Err(e) => {
+                    println!("golden lowp {name} {}: {e}", case.name);
+                    ok = false;
+                }
+            }
+        }
+        table.push(format!("golden lowp {name:<13} {pass:>2}/{run} within {rtol:.0e} (worst {worst:.1e}; bf16/f16 inputs)"));
     }
     ok
 }
@@ -146,15 +207,29 @@ struct LayerRun {
     g: Buffer,
     x: Buffer,
     y: Buffer,
+    /// `x` and `y` converted once, up front, for the 16-bit modes.
+    bf16: (HalfBuffer<bf16>, HalfBuffer<bf16>),
+    f16: (HalfBuffer<f16>, HalfBuffer<f16>),
 }
 
-/// One FROG optimizer step over all of `runs` (launches only).
-fn frog_step(cuda: &Cuda, cfg: &Config, runs: &mut [LayerRun], ws: &mut Workspace<Cuda>) -> Result<()> {
+/// One FROG optimizer step over all of `runs` (launches only), fed `feed`.
+fn frog_step(cuda: &Cuda, cfg: &Config, runs: &mut [LayerRun], ws: &mut Workspace<Cuda>, feed: Feed) -> Result<()> {
     let r = cfg.sample_rows(BATCH);
     for lr in runs.iter_mut() {
         let params = Params { weight: &mut lr.w, grad_weight: &lr.g, bias: None };
-        let batch = Batch { x: &lr.x, y: &lr.y, sample: r, batch_size: BATCH };
-        precondition_step(cuda, cfg, &lr.layer, &mut lr.state, ws, params, batch).map_err(err)?;
+        let (layer, state) = (&lr.layer, &mut lr.state);
+        match feed {
+            Feed::F32 => precondition_step(cuda, cfg, layer, state, ws, params, Batch { x: &lr.x, y: &lr.y, sample: r, batch_size: BATCH }),
+            Feed::Bf16 => {
+                let batch = LowpBatch { x: &lr.bf16.0, y: &lr.bf16.1, sample: r, batch_size: BATCH, check_y: false };
+                precondition_step_lowp(cuda, cfg, layer, state, ws, params, batch)
+            }
+            Feed::F16 => {
+                let batch = LowpBatch { x: &lr.f16.0, y: &lr.f16.1, sample: r, batch_size: BATCH, check_y: false };
+                precondition_step_lowp(cuda, cfg, layer, state, ws, params, batch)
+            }
+        }
+        .map_err(err)?;
     }
     Ok(())
 }
@@ -166,7 +241,7 @@ fn time_frog_graph(cuda: &Cuda, cfg: &Config, runs: &mut [LayerRun], ws: &mut Wo
     let mut failed = None;
     let graph = cuda
         .capture(|| {
-            failed = frog_step(cuda, cfg, runs, ws).err();
+            failed = frog_step(cuda, cfg, runs, ws, Feed::F32).err();
             Ok(())
         })
         .map_err(|e| Error::new(format!("capture: {e}")))?;
@@ -185,17 +260,28 @@ fn frog_setup(cuda: &Cuda, cfg: &Config, layers: impl Iterator<Item = Layer>) ->
         let k = k as u64;
         req = req.union(WorkspaceReq::new(cuda, &layer, r).map_err(|e| Error::new(e.to_string()))?);
         let n = layer.rows() * layer.weight_cols();
+        let (x, y) = (filled(r * layer.input_len(), 90 + k), scaled(r * layer.output_len(), 130 + k, 1e-4));
         runs.push(LayerRun {
             layer,
             state: ParamState::for_layer(cuda, &layer, cfg).map_err(err)?,
             w: cuda.upload(&scaled(n, 10 + k, 0.05)).map_err(err)?,
             g: cuda.upload(&scaled(n, 50 + k, 1e-3)).map_err(err)?,
-            x: cuda.upload(&filled(r * layer.input_len(), 90 + k)).map_err(err)?,
-            y: cuda.upload(&scaled(r * layer.output_len(), 130 + k, 1e-4)).map_err(err)?,
+            x: cuda.upload(&x).map_err(err)?,
+            y: cuda.upload(&y).map_err(err)?,
+            bf16: (halves(cuda, &x)?, halves(cuda, &y)?),
+            f16: (halves(cuda, &x)?, halves(cuda, &y)?),
         });
     }
     let ws = Workspace::new(cuda, req).map_err(err)?;
     Ok((runs, ws))
+}
+
+/// `v` rounded to `H` once and uploaded.
+fn halves<H: Half>(cuda: &Cuda, v: &[f32]) -> Result<HalfBuffer<H>>
+where
+    Cuda: frog_core::LowpBackend<H, LowpBuffer = HalfBuffer<H>, Error = frog_cuda::Error>,
+{
+    cuda.upload_half(&v.iter().map(|&e| H::from_f32(e)).collect::<Vec<H>>()).map_err(err)
 }
 
 /// PyTorch's one-line result, if its script runs here.
@@ -243,12 +329,18 @@ pub fn run(args: &GpuCheckArgs) -> Result<bool> {
         }
         Ok((mut runs, mut ws)) => {
             let flops: f64 = runs.iter().map(|r| r.layer.cg_flops(args.sample, cfg.num_iters)).sum();
-            for (precision, name, _) in PRECISIONS {
+            let f32_modes = PRECISIONS.map(|(p, name, rtol)| (p, name, rtol, Feed::F32));
+            for (precision, name, _, feed) in f32_modes.into_iter().chain(HALF_PRECISIONS) {
                 cuda.set_precision(precision);
-                let mut line = format!("FROG step {name:<13} (20 conv layers, r {}) ms:", args.sample);
+                let from = match feed {
+                    Feed::F32 => "",
+                    Feed::Bf16 => ", bf16 x/y converted once up front",
+                    Feed::F16 => ", f16 x/y converted once up front",
+                };
+                let mut line = format!("FROG step {name:<13} (20 conv layers, r {}{from}) ms:", args.sample);
                 for (tile, tname) in TILES {
                     cuda.set_gemm_tile(tile);
-                    match time_ms(&cuda, args.steps, || frog_step(&cuda, &cfg, &mut runs, &mut ws)) {
+                    match time_ms(&cuda, args.steps, || frog_step(&cuda, &cfg, &mut runs, &mut ws, feed)) {
                         Ok(ms) => {
                             if precision == Precision::Fast && tile.is_none() {
                                 frog_ms = ms;
@@ -349,9 +441,18 @@ mod tests {
         let layers = [Conv2d::new(4, 8, 3, [6, 6]).padding(1), Conv2d::new(8, 16, 1, [6, 6]).stride(2)].map(|c| Layer::conv2d(c, false));
         let (mut runs, mut ws) = frog_setup(&cuda, &cfg, layers.into_iter()).unwrap();
         let before = cuda.download(&runs[1].w, 16 * 8).unwrap();
-        let ms = time_ms(&cuda, 1, || frog_step(&cuda, &cfg, &mut runs, &mut ws)).unwrap();
+        let ms = time_ms(&cuda, 1, || frog_step(&cuda, &cfg, &mut runs, &mut ws, Feed::F32)).unwrap();
         let after = cuda.download(&runs[1].w, 16 * 8).unwrap();
         assert!(ms > 0.0 && after.iter().all(|v| v.is_finite()) && after != before);
+        // Each 16-bit mode from its inputs, converted once up front.
+        for (precision, _, _, feed) in HALF_PRECISIONS {
+            cuda.set_precision(precision);
+            let before = cuda.download(&runs[0].w, 8 * 36).unwrap();
+            time_ms(&cuda, 1, || frog_step(&cuda, &cfg, &mut runs, &mut ws, feed)).unwrap();
+            let after = cuda.download(&runs[0].w, 8 * 36).unwrap();
+            assert!(after.iter().all(|v| v.is_finite()) && after != before, "{precision:?}");
+        }
+        cuda.set_precision(Precision::Exact);
         let ms = time_frog_graph(&cuda, &cfg, &mut runs, &mut ws, 1).unwrap();
         assert!(ms > 0.0 && cuda.download(&runs[1].w, 16 * 8).unwrap().iter().all(|v| v.is_finite()));
     }

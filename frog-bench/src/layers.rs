@@ -1,5 +1,8 @@
 //! The `layers` benchmark: one FROG preconditioning step of each conv layer
-//! of the CIFAR-10 ResNet-18 on frog-cpu, in f32.
+//! of the CIFAR-10 ResNet-18 on frog-cpu, in f32, from f32 inputs and, beside
+//! them, from bf16 inputs (the f32 activations and output gradients
+//! converted to bf16 once, up front, as autocast would hand them over; the
+//! step converts them while packing and computes in f32).
 //!
 //! Each step starts from sampled inputs, output gradients and the gradient
 //! already in memory and runs the whole rule (momentum, patch packing,
@@ -15,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use frog_core::{precondition_step, Batch, Config, Conv2d, Layer, ParamState, Params, Workspace, WorkspaceReq};
+use frog_core::half::bf16;
+use frog_core::{precondition_step, precondition_step_lowp, Batch, Config, Conv2d, Layer, LowpBatch, ParamState, Params, Workspace, WorkspaceReq};
 use frog_cpu::gemm::matmul_dense;
 use frog_cpu::{Algorithm, Cpu};
 
@@ -60,12 +64,15 @@ struct LayerLine<'a> {
     gflops: f64,
     algorithm: &'a str,
     gemm_fraction: f64,
+    /// The same step from bf16 inputs.
+    bf16_median_ms: f64,
 }
 
 /// The last line of `--json`.
 #[derive(Serialize)]
 struct TotalLine {
     total_ms: f64,
+    total_bf16_ms: f64,
     total_gflop: f64,
     gflops: f64,
     gemm_2048_gflops: f64,
@@ -135,6 +142,9 @@ pub struct LayerStep {
     sample: usize,
     x: Vec<f32>,
     y: Vec<f32>,
+    /// `x` and `y` rounded to bf16 once, for [`LayerStep::step_bf16`].
+    x_bf16: Vec<bf16>,
+    y_bf16: Vec<bf16>,
     weight: Vec<f32>,
     grad: Vec<f32>,
     state: ParamState<Cpu<f32>>,
@@ -149,13 +159,17 @@ impl LayerStep {
         let state = ParamState::for_layer(backend, &layer, &cfg).map_err(|e| e.to_string())?;
         let req = WorkspaceReq::new(backend, &layer, sample).map_err(|e| e.to_string())?;
         let ws = Workspace::new(backend, req).map_err(|e| e.to_string())?;
+        let (x, y) = (filled(sample * layer.input_len(), 1), filled(sample * layer.output_len(), 2));
+        let half = |v: &[f32]| v.iter().map(|&e| bf16::from_f32(e)).collect();
         Ok(Self {
             backend: backend.clone(),
             cfg,
             layer,
             sample,
-            x: filled(sample * layer.input_len(), 1),
-            y: filled(sample * layer.output_len(), 2),
+            x_bf16: half(&x),
+            y_bf16: half(&y),
+            x,
+            y,
             weight: filled(n, 3),
             grad: filled(n, 4),
             state,
@@ -168,6 +182,13 @@ impl LayerStep {
         let params = Params { weight: &mut self.weight, grad_weight: &self.grad, bias: None };
         let batch = Batch { x: &self.x, y: &self.y, sample: self.sample, batch_size: 512.max(self.sample) };
         precondition_step(&self.backend, &self.cfg, &self.layer, &mut self.state, &mut self.ws, params, batch).map_err(|e| e.to_string())
+    }
+
+    /// One FROG step from the bf16 copies of the inputs.
+    pub fn step_bf16(&mut self) -> Result<(), String> {
+        let params = Params { weight: &mut self.weight, grad_weight: &self.grad, bias: None };
+        let batch = LowpBatch { x: &self.x_bf16, y: &self.y_bf16, sample: self.sample, batch_size: 512.max(self.sample), check_y: false };
+        precondition_step_lowp(&self.backend, &self.cfg, &self.layer, &mut self.state, &mut self.ws, params, batch).map_err(|e| e.to_string())
     }
 }
 
@@ -212,15 +233,21 @@ pub fn run(args: &LayersArgs) -> Result<(), String> {
     if !args.json {
         println!("FROG step per ResNet-18 conv layer, f32, frog-cpu, {threads} threads, sample {}, {} CG iterations", args.sample, args.iters);
         println!("f32 GEMM 2048^3 on the same pool: {gemm:.1} GFLOP/s; GFLOP/s below counts the direct algorithm's FLOP");
-        println!("{:<9} {:>5} {:>5} {:>3} {:>3} {:>3} {:>6} {:>9} {:>10} {:>8} {:>6} {:>9}", "layer", "c_in", "c_out", "hw", "k", "s", "count", "algorithm", "median_ms", "GFLOP/s", "%GEMM", "total_ms");
+        println!("bf16_ms: the same step from bf16 x and y (the f32 values converted once, up front), f32 math");
+        println!(
+            "{:<9} {:>5} {:>5} {:>3} {:>3} {:>3} {:>6} {:>9} {:>10} {:>8} {:>6} {:>9} {:>8}",
+            "layer", "c_in", "c_out", "hw", "k", "s", "count", "algorithm", "median_ms", "GFLOP/s", "%GEMM", "total_ms", "bf16_ms"
+        );
     }
-    let (mut total_ms, mut total_flop) = (0.0, 0.0);
+    let (mut total_ms, mut total_flop, mut total_bf16_ms) = (0.0, 0.0, 0.0);
     for rc in resnet18_convs() {
         let layer = Layer::conv2d(rc.conv, false);
         let algorithm = format!("{:?}", backend.algorithm(&layer).map_err(|e| e.to_string())?).to_lowercase();
         let mut step = LayerStep::new(&backend, layer, args.sample, args.iters)?;
         let median = median_time(|| step.step())?;
         let ms = median.as_secs_f64() * 1e3;
+        let bf16_ms = median_time(|| step.step_bf16())?.as_secs_f64() * 1e3;
+        total_bf16_ms += bf16_ms * rc.count as f64;
         let flop = layer.cg_flops(args.sample, args.iters);
         let gflops = flop / median.as_secs_f64() / 1e9;
         total_ms += ms * rc.count as f64;
@@ -229,19 +256,37 @@ pub fn run(args: &LayersArgs) -> Result<(), String> {
         if args.json {
             let (stride, kernel) = (c.stride[0], c.kernel[0]);
             let (c_in, c_out, count, sample) = (c.c_in, c.c_out, rc.count, args.sample);
-            let line = LayerLine { name: rc.name, c_in, c_out, hw, stride, kernel, count, sample, median_ms: ms, gflops, algorithm: &algorithm, gemm_fraction: gflops / gemm };
+            let line = LayerLine {
+                name: rc.name,
+                c_in,
+                c_out,
+                hw,
+                stride,
+                kernel,
+                count,
+                sample,
+                median_ms: ms,
+                gflops,
+                algorithm: &algorithm,
+                gemm_fraction: gflops / gemm,
+                bf16_median_ms: bf16_ms,
+            };
             print_json(&line)?;
         } else {
             let (name, pct, total) = (rc.name, 100.0 * gflops / gemm, ms * rc.count as f64);
-            println!("{name:<9} {:>5} {:>5} {hw:>3} {:>3} {:>3} {:>6} {algorithm:>9} {ms:>10.2} {gflops:>8.1} {pct:>6.0} {total:>9.1}", c.c_in, c.c_out, c.kernel[0], c.stride[0], rc.count);
+            println!(
+                "{name:<9} {:>5} {:>5} {hw:>3} {:>3} {:>3} {:>6} {algorithm:>9} {ms:>10.2} {gflops:>8.1} {pct:>6.0} {total:>9.1} {bf16_ms:>8.2}",
+                c.c_in, c.c_out, c.kernel[0], c.stride[0], rc.count
+            );
         }
     }
     let rate = total_flop / total_ms / 1e6;
     if args.json {
-        print_json(&TotalLine { total_ms, total_gflop: total_flop / 1e9, gflops: rate, gemm_2048_gflops: gemm })?;
+        print_json(&TotalLine { total_ms, total_bf16_ms, total_gflop: total_flop / 1e9, gflops: rate, gemm_2048_gflops: gemm })?;
     } else {
         println!("{:.1} GFLOP in all, {rate:.1} GFLOP/s overall ({:.0} % of the GEMM rate)", total_flop / 1e9, 100.0 * rate / gemm);
     }
     println!("TOTAL_MS {total_ms:.1}");
+    println!("TOTAL_MS_BF16_INPUTS {total_bf16_ms:.1}");
     Ok(())
 }

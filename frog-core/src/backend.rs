@@ -69,7 +69,10 @@ pub struct Patches<'a, B: Backend + ?Sized> {
     pub layer: &'a Layer,
     /// Sampled rows.
     pub r: usize,
-    /// The sampled inputs, `r * layer.input_len()` entries.
+    /// The sampled inputs, `r * layer.input_len()` entries; in a step on
+    /// 16-bit inputs ([`crate::precondition_step_lowp`]), which have no
+    /// copy in the scalar type, the patch scratch (the same buffer as
+    /// `packed`).
     pub x: &'a B::Buffer,
     /// The backend's patch scratch.
     pub packed: &'a B::Buffer,

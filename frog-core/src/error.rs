@@ -120,6 +120,8 @@ pub enum ErrorKind {
     State,
     /// A registration or handle the optimizer object cannot take.
     Registry,
+    /// A checked input holds infinities or NaNs (a loss scaler's overflow).
+    NonFinite,
     /// The backend failed.
     Backend(BackendErrorKind),
 }
@@ -136,6 +138,16 @@ pub enum Error<E> {
     State(StateError),
     /// A registration or handle the optimizer object cannot take.
     Registry(RegistryError),
+    /// The opt-in check of a low-precision step found non-finite entries
+    /// in an input: with a dynamic loss scale, the scaled backward pass
+    /// overflowed, and the caller should skip the step (nothing was
+    /// touched) and lower the scale.
+    NonFiniteInput {
+        /// Which input.
+        what: &'static str,
+        /// How many of its entries are infinite or NaN.
+        entries: usize,
+    },
     /// The backend failed.
     Backend(E),
 }
@@ -148,6 +160,7 @@ impl<E: BackendError> Error<E> {
             Self::Shape(_) => ErrorKind::Shape,
             Self::State(_) => ErrorKind::State,
             Self::Registry(_) => ErrorKind::Registry,
+            Self::NonFiniteInput { .. } => ErrorKind::NonFinite,
             Self::Backend(e) => ErrorKind::Backend(e.kind()),
         }
     }
@@ -160,6 +173,9 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             Self::Shape(e) => write!(f, "shape mismatch: {e}"),
             Self::State(e) => write!(f, "invalid optimizer state: {e}"),
             Self::Registry(e) => write!(f, "optimizer registry: {e}"),
+            Self::NonFiniteInput { what, entries } => {
+                write!(f, "`{what}` holds {entries} infinite or NaN entries (a loss-scale overflow: skip the step)")
+            }
             Self::Backend(e) => write!(f, "backend error: {e}"),
         }
     }

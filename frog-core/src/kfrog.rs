@@ -344,7 +344,7 @@ fn run<B: KfrogBackend>(
     backend.pack_patches(layer, batch.x_sample, batch.x, &mut ws.packed)?;
     backend.fill(batch.x_sample * layer.output_len(), s(1.0 / bx), &mut ws.lambda)?;
     cg_start(backend, rows, d, ws)?;
-    cg_iterate(backend, layer, batch.x_sample, batch.x, eps, s(KFROG_CG_DENOM_EPS), cfg.num_iters, ws)?;
+    cg_iterate(backend, layer, batch.x_sample, Some(batch.x), eps, s(KFROG_CG_DENOM_EPS), cfg.num_iters, ws)?;
 
     // 6-8. The patches' column RMS (in ws.rs), broadcast over the rows
     // (ws.pd), times the solution: the direction; then the step.

@@ -13,16 +13,16 @@ use heapless::{String, Vec};
 
 use crate::adamw::{adamw_step, AdamBackend, AdamState, AdamWConfig};
 use crate::backend::Backend;
-use crate::config::Config;
 use crate::error::{Error, ShapeError};
 use crate::guard::{Diagnostics, Guard, GuardBackend};
 use crate::kfrog::{kfrog_step, KfrogBackend, KfrogBatch, KfrogConfig, KfrogState};
 use crate::layer::Layer;
+use crate::lowp::{Half, LowpBackend};
 use crate::method::Method;
 use crate::sampler::Sampler;
 use crate::sgd::{plain_sgd_step, sgd_step};
 use crate::state::ParamState;
-use crate::step::{guarded_step, precondition_step, Batch, Params};
+use crate::step::{frog_step, Batch, Inputs, LowpBatch, Params, RowGuard};
 use crate::workspace::{Workspace, WorkspaceReq};
 
 /// Parameter groups an optimizer holds at most.
@@ -217,10 +217,10 @@ pub struct Optimizer<B: Backend, const N: usize> {
     max_batch: usize,
     /// The FROG groups' shared sample size (`None` until a FROG group exists).
     sample_size: Option<Option<usize>>,
-    /// The opt-in guard, with the guarded step of this backend (taken when
-    /// the guard is set, so that only [`Optimizer::set_guard`] needs
+    /// The opt-in guard, with the guard's row check of this backend (taken
+    /// when the guard is set, so that only [`Optimizer::set_guard`] needs
     /// [`GuardBackend`]).
-    guard: Option<(Guard, GuardedStep<B>)>,
+    guard: Option<(Guard, RowGuard<B>)>,
     /// [`adamw_step`] of this backend, once an AdamW group exists.
     adam: Option<AdamStep<B>>,
     /// [`kfrog_step`] of this backend, once a K-FROG group exists.
@@ -234,9 +234,6 @@ type AdamStep<B> = fn(&B, &AdamWConfig, &mut AdamState<B>, &mut <B as Backend>::
 
 /// [`kfrog_step`] for one backend.
 type KfrogStep<B> = for<'a> fn(&B, &KfrogConfig, &Layer, &mut KfrogState<B>, &mut Workspace<B>, &mut <B as Backend>::Buffer, &<B as Backend>::Buffer, KfrogBatch<'a, B>) -> Res<(), B>;
-
-/// [`guarded_step`] for one backend.
-type GuardedStep<B> = for<'a> fn(&B, &Config, Guard, &Layer, &mut ParamState<B>, &mut Workspace<B>, Params<'a, B>, Batch<'a, B>) -> Res<(), B>;
 
 impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// An optimizer whose default group runs `method`, for batches of at
@@ -467,6 +464,20 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// turned the guard on), the group's plain step of weight and bias
     /// otherwise (`batch` unused).
     pub fn step_layer(&mut self, backend: &B, id: ParamId, params: Params<'_, B>, batch: Option<Batch<'_, B>>) -> Res<(), B> {
+        self.step_layer_with(backend, id, params, batch.as_ref())
+    }
+
+    /// [`Optimizer::step_layer`] on sampled inputs and output gradients in
+    /// the 16-bit type `H` (see [`crate::precondition_step_lowp`]; guarded
+    /// as well when the guard is on).
+    pub fn step_layer_lowp<H: Half>(&mut self, backend: &B, id: ParamId, params: Params<'_, B>, batch: Option<LowpBatch<'_, B, H>>) -> Res<(), B>
+    where
+        B: LowpBackend<H>,
+    {
+        self.step_layer_with(backend, id, params, batch.as_ref())
+    }
+
+    fn step_layer_with(&mut self, backend: &B, id: ParamId, params: Params<'_, B>, batch: Option<&impl Inputs<B>>) -> Res<(), B> {
         let slot = self.slot(id)?;
         let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.0).into()) };
         let method = self.groups[usize::from(slot.group.0)];
@@ -476,10 +487,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             (Method::Frog(cfg), SlotState::Momentum(state)) => {
                 let batch = batch.ok_or(RegistryError::NoBatch(id.0))?;
                 let ws = self.workspace.as_mut().ok_or(RegistryError::NoBatch(id.0))?;
-                match self.guard {
-                    None => precondition_step(backend, &cfg, &layer, state, ws, params, batch),
-                    Some((g, step)) => step(backend, &cfg, g, &layer, state, ws, params, batch),
-                }
+                frog_step(backend, &cfg, &layer, state, ws, params, batch, self.guard)
             }
             (method, state) => {
                 // Check the bias pairing before the weight moves.
@@ -557,7 +565,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                 }
             }
         }
-        self.guard = guard.map(|g| (g, guarded_step::<B> as GuardedStep<B>));
+        self.guard = guard.map(|g| (g, B::row_guard as RowGuard<B>));
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::error::{Error, ShapeError};
 use crate::guard::{Guard, GuardBackend, DIAG_FLAGS, DIAG_RHO0, DIAG_RHOK, DIAG_ROW_SCALE, DIAG_TRACE};
 use crate::layer::Layer;
+use crate::lowp::{Half, LowpBackend};
 use crate::scalar::Scalar;
 use crate::state::{ParamState, StateError};
 use crate::workspace::{Workspace, WorkspaceReq};
@@ -34,8 +35,137 @@ pub struct Batch<'a, B: Backend> {
     pub batch_size: usize,
 }
 
+/// The sampled rows of a batch in the 16-bit type `H`, as autocast hands
+/// them over: inputs and output gradients of the same `sample` samples.
+/// See [`crate::LowpBackend`] for what may carry a loss scale.
+pub struct LowpBatch<'a, B: LowpBackend<H>, H: Half> {
+    /// Sampled inputs, `sample * layer.input_len()` entries.
+    pub x: &'a B::LowpBuffer,
+    /// Their output gradients, `sample * layer.output_len()` entries; may
+    /// stay multiplied by a loss scale (the step's direction is invariant
+    /// to it up to `denom_eps`).
+    pub y: &'a B::LowpBuffer,
+    /// Sampled rows `r`.
+    pub sample: usize,
+    /// Samples in the full batch `B`.
+    pub batch_size: usize,
+    /// Counts the infinite and NaN entries of `y` first (one read back to
+    /// the host) and returns [`Error::NonFiniteInput`] when there are any,
+    /// before any state changes: a dynamic loss scaler's overflow check.
+    pub check_y: bool,
+}
+
+/// How a step reads its sampled rows: the only calls of a step that differ
+/// between inputs in the scalar type and in a 16-bit type.
+pub(crate) trait Inputs<B: Backend> {
+    /// `(sample, batch_size)`.
+    fn rows(&self) -> (usize, usize);
+    /// Entries of `x` and of `y`.
+    fn lens(&self, backend: &B) -> (usize, usize);
+    /// The opt-in check of `y`, with `scratch` (at least one entry) to
+    /// count in; nothing by default.
+    fn check(&self, backend: &B, scratch: &mut B::Buffer) -> Result<(), Error<B::Error>>;
+    /// Fills the patch scratch.
+    fn pack(&self, backend: &B, layer: &Layer, packed: &mut B::Buffer) -> Result<(), B::Error>;
+    /// The `x` the products see: the inputs, or `None` for the scratch.
+    fn x(&self) -> Option<&B::Buffer>;
+    /// The patch norms.
+    fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error>;
+    /// Traces and Fisher weights from `y`.
+    #[allow(clippy::too_many_arguments)]
+    fn fisher_weights(
+        &self,
+        backend: &B,
+        p: &Patches<'_, B>,
+        norms: &B::Buffer,
+        scale: B::Scalar,
+        eps: B::Scalar,
+        trace: &mut B::Buffer,
+        lambda: &mut B::Buffer,
+    ) -> Result<(), B::Error>;
+}
+
+impl<B: Backend> Inputs<B> for Batch<'_, B> {
+    fn rows(&self) -> (usize, usize) {
+        (self.sample, self.batch_size)
+    }
+    fn lens(&self, backend: &B) -> (usize, usize) {
+        (backend.len(self.x), backend.len(self.y))
+    }
+    fn check(&self, _: &B, _: &mut B::Buffer) -> Result<(), Error<B::Error>> {
+        Ok(())
+    }
+    fn pack(&self, backend: &B, layer: &Layer, packed: &mut B::Buffer) -> Result<(), B::Error> {
+        backend.pack_patches(layer, self.sample, self.x, packed)
+    }
+    fn x(&self) -> Option<&B::Buffer> {
+        Some(self.x)
+    }
+    fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error> {
+        backend.patch_sq_norms(p, norms)
+    }
+    fn fisher_weights(
+        &self,
+        backend: &B,
+        p: &Patches<'_, B>,
+        norms: &B::Buffer,
+        scale: B::Scalar,
+        eps: B::Scalar,
+        trace: &mut B::Buffer,
+        lambda: &mut B::Buffer,
+    ) -> Result<(), B::Error> {
+        backend.fisher_weights(p, self.y, norms, scale, eps, trace, lambda)
+    }
+}
+
+impl<B: LowpBackend<H>, H: Half> Inputs<B> for LowpBatch<'_, B, H> {
+    fn rows(&self) -> (usize, usize) {
+        (self.sample, self.batch_size)
+    }
+    fn lens(&self, backend: &B) -> (usize, usize) {
+        (backend.lowp_len(self.x), backend.lowp_len(self.y))
+    }
+    fn check(&self, backend: &B, scratch: &mut B::Buffer) -> Result<(), Error<B::Error>> {
+        if !self.check_y {
+            return Ok(());
+        }
+        let mut count = [B::Scalar::ZERO];
+        backend.count_nonfinite_lowp(backend.lowp_len(self.y), self.y, scratch).map_err(Error::Backend)?;
+        backend.read(scratch, 0, &mut count).map_err(Error::Backend)?;
+        match count[0].as_f64() {
+            0.0 => Ok(()),
+            n => Err(Error::NonFiniteInput { what: "y", entries: n as usize }),
+        }
+    }
+    fn pack(&self, backend: &B, layer: &Layer, packed: &mut B::Buffer) -> Result<(), B::Error> {
+        backend.pack_patches_lowp(layer, self.sample, self.x, packed)
+    }
+    fn x(&self) -> Option<&B::Buffer> {
+        None
+    }
+    fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error> {
+        backend.patch_sq_norms_lowp(p, self.x, norms)
+    }
+    fn fisher_weights(
+        &self,
+        backend: &B,
+        p: &Patches<'_, B>,
+        norms: &B::Buffer,
+        scale: B::Scalar,
+        eps: B::Scalar,
+        trace: &mut B::Buffer,
+        lambda: &mut B::Buffer,
+    ) -> Result<(), B::Error> {
+        backend.fisher_weights_lowp(p, self.y, norms, scale, eps, trace, lambda)
+    }
+}
+
 pub(crate) fn check_len<B: Backend>(backend: &B, buf: &B::Buffer, what: &'static str, expected: usize) -> Result<(), ShapeError> {
-    let actual = backend.len(buf);
+    check_count(backend.len(buf), what, expected)
+}
+
+/// `actual == expected`, or an error naming the buffer.
+fn check_count(actual: usize, what: &'static str, expected: usize) -> Result<(), ShapeError> {
     if actual == expected {
         Ok(())
     } else {
@@ -55,14 +185,15 @@ fn check_shapes<B: Backend>(
     state: &ParamState<B>,
     ws: &Workspace<B>,
     params: &Params<'_, B>,
-    batch: &Batch<'_, B>,
+    batch: &impl Inputs<B>,
 ) -> Result<(), ShapeError> {
     layer.validate()?;
-    if batch.sample == 0 || batch.batch_size == 0 {
+    let (sample, batch_size) = batch.rows();
+    if sample == 0 || batch_size == 0 {
         return Err(ShapeError::EmptySample);
     }
-    if batch.sample > batch.batch_size {
-        return Err(ShapeError::SampleExceedsBatch { sample: batch.sample, batch: batch.batch_size });
+    if sample > batch_size {
+        return Err(ShapeError::SampleExceedsBatch { sample, batch: batch_size });
     }
     let (rows, d) = (layer.rows(), layer.weight_cols());
     check_len(backend, params.weight, "weight", rows * d)?;
@@ -75,10 +206,11 @@ fn check_shapes<B: Backend>(
         (None, false) => {}
         _ => return Err(ShapeError::BiasMismatch),
     }
-    check_len(backend, batch.x, "x", mul(batch.sample, layer.input_len(), "x (sample * input entries)")?)?;
-    check_len(backend, batch.y, "y", mul(batch.sample, layer.output_len(), "y (sample * output entries)")?)?;
+    let (x_len, y_len) = batch.lens(backend);
+    check_count(x_len, "x", mul(sample, layer.input_len(), "x (sample * input entries)")?)?;
+    check_count(y_len, "y", mul(sample, layer.output_len(), "y (sample * output entries)")?)?;
     state.check_len(rows * layer.cols())?;
-    ws.req.covers(&WorkspaceReq::new(backend, layer, batch.sample)?)
+    ws.req.covers(&WorkspaceReq::new(backend, layer, sample)?)
 }
 
 /// What a step needs besides its buffers, computed and checked up front.
@@ -98,14 +230,15 @@ fn plan<B: Backend>(
     state: &ParamState<B>,
     ws: &Workspace<B>,
     params: &Params<'_, B>,
-    batch: &Batch<'_, B>,
+    batch: &impl Inputs<B>,
 ) -> Result<Plan<B::Scalar>, Error<B::Error>> {
     cfg.validate_for::<B::Scalar>()?;
     check_shapes(backend, layer, state, ws, params, batch)?;
     state.check_momentum(cfg.momentum)?;
     let step = state.next_step()?;
     let s = B::Scalar::of_f64;
-    let scale = s(cfg.fisher_scale(batch.batch_size, batch.sample));
+    let (sample, batch_size) = batch.rows();
+    let scale = s(cfg.fisher_scale(batch_size, sample));
     if !scale.as_f64().is_finite() {
         return Err(ShapeError::TooLarge { what: "the Fisher scale batch_size^2 / sample in this scalar type" }.into());
     }
@@ -145,8 +278,7 @@ pub fn precondition_step<B: Backend>(
     params: Params<'_, B>,
     batch: Batch<'_, B>,
 ) -> Result<(), Error<B::Error>> {
-    let plan = plan(backend, cfg, layer, state, ws, &params, &batch)?;
-    run_step(backend, cfg, layer, state, ws, params, batch, &plan, None).map_err(Error::Backend)
+    step_with(backend, cfg, layer, state, ws, params, &batch, None)
 }
 
 /// [`precondition_step`] with the opt-in guard: records the step's
@@ -165,13 +297,112 @@ pub fn guarded_step<B: GuardBackend>(
     params: Params<'_, B>,
     batch: Batch<'_, B>,
 ) -> Result<(), Error<B::Error>> {
-    let plan = plan(backend, cfg, layer, state, ws, &params, &batch)?;
-    if state.diag.is_none() {
+    guarded_with(backend, cfg, guard, layer, state, ws, params, &batch)
+}
+
+/// [`precondition_step`] on sampled inputs and output gradients in the
+/// 16-bit type `H` (bf16 or f16, as autocast produces them): the same step,
+/// in the backend's scalar type from the patches on, with the same checks,
+/// plus the opt-in overflow check of `y` ([`LowpBatch::check_y`]), which
+/// runs after them and before anything changes.
+///
+/// `y` may stay multiplied by a loss scale (the direction is invariant to
+/// it up to `denom_eps`); the gradients in `params` must be unscaled (see
+/// [`crate::LowpBackend`]).
+pub fn precondition_step_lowp<B: LowpBackend<H>, H: Half>(
+    backend: &B,
+    cfg: &Config,
+    layer: &Layer,
+    state: &mut ParamState<B>,
+    ws: &mut Workspace<B>,
+    params: Params<'_, B>,
+    batch: LowpBatch<'_, B, H>,
+) -> Result<(), Error<B::Error>> {
+    step_with(backend, cfg, layer, state, ws, params, &batch, None)
+}
+
+/// [`guarded_step`] on inputs in the 16-bit type `H` (see
+/// [`precondition_step_lowp`]).
+#[allow(clippy::too_many_arguments)]
+pub fn guarded_step_lowp<B: LowpBackend<H> + GuardBackend, H: Half>(
+    backend: &B,
+    cfg: &Config,
+    guard: Guard,
+    layer: &Layer,
+    state: &mut ParamState<B>,
+    ws: &mut Workspace<B>,
+    params: Params<'_, B>,
+    batch: LowpBatch<'_, B, H>,
+) -> Result<(), Error<B::Error>> {
+    guarded_with(backend, cfg, guard, layer, state, ws, params, &batch)
+}
+
+/// Every check, then the step: the one path of every public step.
+#[allow(clippy::too_many_arguments)]
+fn step_with<B: Backend>(
+    backend: &B,
+    cfg: &Config,
+    layer: &Layer,
+    state: &mut ParamState<B>,
+    ws: &mut Workspace<B>,
+    params: Params<'_, B>,
+    batch: &impl Inputs<B>,
+    check: Option<RowCheck<'_, B>>,
+) -> Result<(), Error<B::Error>> {
+    let plan = plan(backend, cfg, layer, state, ws, &params, batch)?;
+    if check.is_some() && state.diag.is_none() {
         return Err(StateError::NoDiagnostics.into());
     }
-    let rows = layer.rows();
-    let check = |ws: &mut Workspace<B>| backend.row_guard(rows, layer.cols(), guard, &ws.m, &ws.trace, &mut ws.z, &mut ws.row_scale, &mut ws.flags);
-    run_step(backend, cfg, layer, state, ws, params, batch, &plan, Some(&check)).map_err(Error::Backend)
+    batch.check(backend, &mut ws.coef)?;
+    run_step(backend, cfg, layer, state, ws, params, batch, &plan, check).map_err(Error::Backend)
+}
+
+/// [`step_with`] with the guard's row check.
+#[allow(clippy::too_many_arguments)]
+fn guarded_with<B: GuardBackend>(
+    backend: &B,
+    cfg: &Config,
+    guard: Guard,
+    layer: &Layer,
+    state: &mut ParamState<B>,
+    ws: &mut Workspace<B>,
+    params: Params<'_, B>,
+    batch: &impl Inputs<B>,
+) -> Result<(), Error<B::Error>> {
+    frog_step(backend, cfg, layer, state, ws, params, batch, Some((guard, B::row_guard)))
+}
+
+/// A backend's [`GuardBackend::row_guard`], kept where the bound is not.
+pub(crate) type RowGuard<B> = fn(
+    &B,
+    usize,
+    usize,
+    Guard,
+    &<B as Backend>::Buffer,
+    &<B as Backend>::Buffer,
+    &mut <B as Backend>::Buffer,
+    &mut <B as Backend>::Buffer,
+    &mut <B as Backend>::Buffer,
+) -> Result<(), <B as Backend>::Error>;
+
+/// A step, guarded when `guard` is given: what the optimizer object runs,
+/// which holds the guard's row check once [`crate::Optimizer::set_guard`]
+/// saw the [`GuardBackend`] bound.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn frog_step<B: Backend>(
+    backend: &B,
+    cfg: &Config,
+    layer: &Layer,
+    state: &mut ParamState<B>,
+    ws: &mut Workspace<B>,
+    params: Params<'_, B>,
+    batch: &impl Inputs<B>,
+    guard: Option<(Guard, RowGuard<B>)>,
+) -> Result<(), Error<B::Error>> {
+    let Some((guard, row_guard)) = guard else { return step_with(backend, cfg, layer, state, ws, params, batch, None) };
+    let (rows, cols) = (layer.rows(), layer.cols());
+    let check = |ws: &mut Workspace<B>| row_guard(backend, rows, cols, guard, &ws.m, &ws.trace, &mut ws.z, &mut ws.row_scale, &mut ws.flags);
+    step_with(backend, cfg, layer, state, ws, params, batch, Some(&check))
 }
 
 /// The guard's check of a step's rows, run after the row scale.
@@ -191,7 +422,7 @@ fn run_step<B: Backend>(
     state: &mut ParamState<B>,
     ws: &mut Workspace<B>,
     params: Params<'_, B>,
-    batch: Batch<'_, B>,
+    batch: &impl Inputs<B>,
     plan: &Plan<B::Scalar>,
     check: Option<RowCheck<'_, B>>,
 ) -> Result<(), B::Error> {
@@ -220,17 +451,17 @@ fn run_step<B: Backend>(
     backend.row_rescale(rows, cols, &mut ws.m)?;
 
     // 2-4. Patches, traces and Fisher weights.
-    backend.pack_patches(layer, batch.sample, batch.x, &mut ws.packed)?;
-    let p = Patches { layer, r: batch.sample, x: batch.x, packed: &ws.packed };
-    backend.patch_sq_norms(&p, &mut ws.norms)?;
-    backend.fisher_weights(&p, batch.y, &ws.norms, plan.scale, eps, &mut ws.trace, &mut ws.lambda)?;
+    batch.pack(backend, layer, &mut ws.packed)?;
+    let p = Patches { layer, r: batch.rows().0, x: batch.x().unwrap_or(&ws.packed), packed: &ws.packed };
+    batch.norms(backend, &p, &mut ws.norms)?;
+    batch.fisher_weights(backend, &p, &ws.norms, plan.scale, eps, &mut ws.trace, &mut ws.lambda)?;
 
     // 5-6. Batched CG from zero, exactly num_iters iterations.
     cg_start(backend, rows, cols, ws)?;
     if let (Some(_), Some(diag)) = (check, &mut state.diag) {
         record(backend, rows, &ws.rho, diag, DIAG_RHO0)?;
     }
-    let rho = cg_iterate(backend, layer, batch.sample, batch.x, tau, eps, cfg.num_iters, ws)?;
+    let rho = cg_iterate(backend, layer, batch.rows().0, batch.x(), tau, eps, cfg.num_iters, ws)?;
     if let (Some(_), Some(diag)) = (check, &mut state.diag) {
         record(backend, rows, rho, diag, DIAG_RHOK)?;
     }
@@ -292,13 +523,14 @@ pub(crate) fn cg_iterate<'w, B: Backend>(
     backend: &B,
     layer: &Layer,
     r: usize,
-    x: &B::Buffer,
+    x: Option<&B::Buffer>,
     tau: B::Scalar,
     eps: B::Scalar,
     iters: usize,
     ws: &'w mut Workspace<B>,
 ) -> Result<&'w B::Buffer, B::Error> {
-    let p = Patches { layer, r, x, packed: &ws.packed };
+    // `None`: a step on 16-bit inputs, whose products read only the scratch.
+    let p = Patches { layer, r, x: x.unwrap_or(&ws.packed), packed: &ws.packed };
     let mut cg = CgBuffers {
         z: &mut ws.z,
         rs: &mut ws.rs,

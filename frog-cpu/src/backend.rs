@@ -18,7 +18,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use frog_core::{Backend, BackendError, BackendErrorKind, CgBuffers, Guard, GuardBackend, Layer, LayerKind, Patches, ShapeError, Strided, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};
+use frog_core::{Backend, BackendError, BackendErrorKind, CgBuffers, Guard, GuardBackend, Half, Layer, LayerKind, LowpBackend, Patches, ShapeError, Strided, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};
 
 use crate::gemm::{matmul, matmul_seq, Real, View};
 use crate::im2col::im2col_valid;
@@ -203,14 +203,17 @@ impl<T: Real> Cpu<T> {
     }
 }
 
-/// Packs one sample's patches: `L` rows of `D'` entries starting at `out`.
-fn pack_sample<T: Real>(layer: &Layer, x: &[T], out: &mut [T]) {
+/// Packs one sample's patches: `L` rows of `D'` entries starting at `out`,
+/// from inputs in `T` or in a type that widens to it exactly (bf16 and f16
+/// inputs are converted here, as they are read, so the products that
+/// follow run on `T` at full speed).
+fn pack_sample<S: Copy, T: Real + From<S>>(layer: &Layer, x: &[S], out: &mut [T]) {
     let (d, cols, l) = (layer.weight_cols(), layer.cols(), layer.positions());
     match &layer.kind {
         LayerKind::Conv2d(conv) => im2col_valid(conv, x, out, cols),
         LayerKind::Linear { .. } => {
             for t in 0..l {
-                out[t * cols..t * cols + d].copy_from_slice(&x[t * d..(t + 1) * d]);
+                widen(&x[t * d..(t + 1) * d], &mut out[t * cols..t * cols + d]);
             }
         }
     }
@@ -219,6 +222,11 @@ fn pack_sample<T: Real>(layer: &Layer, x: &[T], out: &mut [T]) {
             out[t * cols + d] = T::ONE;
         }
     }
+}
+
+/// `dst = src`, each entry converted to `T` (a plain copy for `S = T`).
+fn widen<S: Copy, T: From<S>>(src: &[S], dst: &mut [T]) {
+    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = T::from(s));
 }
 
 impl<T: Real> Backend for Cpu<T> {
@@ -257,41 +265,11 @@ impl<T: Real> Backend for Cpu<T> {
     }
 
     fn pack_patches(&self, layer: &Layer, r: usize, x: &Vec<T>, packed: &mut Vec<T>) -> Result<(), CpuError> {
-        layer.validate().map_err(CpuError::InvalidLayer)?;
-        let (inp, per) = (layer.input_len(), layer.positions() * layer.cols());
-        need("pack_patches: x", x, r.saturating_mul(inp))?;
-        if let Some(tiles) = self.tiles(layer, r)? {
-            need("pack_patches: scratch", packed, tiles.packed_len())?;
-            // The products' arena, grown here so that they cannot fail on it.
-            self.with_arena(tiles.arena_len(self.pool.threads()), |_| ())?;
-            winograd::pack(&self.pool, &tiles, r, x, packed);
-            return Ok(());
-        }
-        need("pack_patches: scratch", packed, r.saturating_mul(per))?;
-        self.par_row_blocks(packed, r, per, per, |samples, block| {
-            for (k, i) in samples.enumerate() {
-                pack_sample(layer, &x[i * inp..(i + 1) * inp], &mut block[k * per..(k + 1) * per]);
-            }
-        });
-        Ok(())
+        self.pack_from(layer, r, x, packed)
     }
 
     fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Vec<T>) -> Result<(), CpuError> {
-        let (n, cols) = Self::patch_dims(p);
-        if let Some(tiles) = self.tiles(p.layer, p.r)? {
-            need("patch_sq_norms: x", p.x, p.r.saturating_mul(p.layer.input_len()))?;
-            need("patch_sq_norms: norms", norms, n)?;
-            winograd::sq_norms(&self.pool, &tiles, p.r, p.x, norms);
-            return Ok(());
-        }
-        need("patch_sq_norms: scratch", p.packed, n.saturating_mul(cols))?;
-        need("patch_sq_norms: norms", norms, n)?;
-        self.par_row_blocks(norms, n, 1, cols, |rows, out| {
-            for (o, row) in out.iter_mut().zip(rows) {
-                *o = dot(&p.packed[row * cols..(row + 1) * cols], &p.packed[row * cols..(row + 1) * cols]);
-            }
-        });
-        Ok(())
+        self.sq_norms_from(p, p.x, norms)
     }
 
     fn fisher_weights(
@@ -304,73 +282,7 @@ impl<T: Real> Backend for Cpu<T> {
         trace: &mut Vec<T>,
         lambda: &mut Vec<T>,
     ) -> Result<(), CpuError> {
-        let (rows, l, r) = (p.layer.rows(), p.layer.positions(), p.r);
-        let n = r * l;
-        let d_prime = T::of_f64(p.layer.cols() as f64);
-        need("fisher_weights: y", y, n.saturating_mul(rows))?;
-        need("fisher_weights: norms", norms, n)?;
-        need("fisher_weights: trace", trace, rows)?;
-        need("fisher_weights: lambda", lambda, n.saturating_mul(rows))?;
-        let (row_stride, pos_stride) = p.layer.output_strides();
-        // Y[i, j, l] at position k = i*L + l, walked without divisions.
-        let y_row = |i: usize, j: usize| &y[i * rows * l + j * row_stride..];
-        let row_gain = |j: usize| pow2_gain((0..r).flat_map(|i| (0..l).map(move |pos| y_row(i, j)[pos * pos_stride])));
-        // sum_{i,l} scale*(g*Y)^2*norm over row j, and the row's largest |Y|.
-        let row_trace = |j: usize, gain: T| {
-            let (mut acc, mut max) = (T::ZERO, T::ZERO);
-            for i in 0..r {
-                let (yi, ni) = (y_row(i, j), &norms[i * l..(i + 1) * l]);
-                for (pos, &norm) in ni.iter().enumerate() {
-                    let y = yi[pos * pos_stride];
-                    max = if abs(y) > max { abs(y) } else { max };
-                    let v = y * gain;
-                    acc += scale * v * v * norm;
-                }
-            }
-            (acc, max)
-        };
-        let rescaled = AtomicBool::new(false);
-        self.par_row_blocks(trace, rows, 1, n, |js, tr| {
-            for (t, j) in tr.iter_mut().zip(js) {
-                // Exactly today's arithmetic (gain 1), unless the row's
-                // squares could overflow: then again with the row's gain.
-                let (mut acc, max) = row_trace(j, T::ONE);
-                let gain = pow2_gain(std::iter::once(max));
-                if gain != T::ONE {
-                    rescaled.store(true, Ordering::Relaxed);
-                    acc = row_trace(j, gain).0;
-                }
-                *t = acc / d_prime;
-            }
-        });
-        let trace = &trace[..rows];
-        if rescaled.into_inner() {
-            // Some row was scaled: the rare path, row by row, each with its gain.
-            for (j, &tr) in trace.iter().enumerate() {
-                let (gain, den) = (row_gain(j), tr + eps);
-                for i in 0..r {
-                    for pos in 0..l {
-                        let v = y_row(i, j)[pos * pos_stride] * gain;
-                        lambda[(i * l + pos) * rows + j] = scale * v * v / den;
-                    }
-                }
-            }
-            return Ok(());
-        }
-        // One sample's L x R block of lambda at a time (it fits in L2), walked
-        // in Y's order so the reads of Y are sequential.
-        self.par_row_blocks(lambda, r, l * rows, l * rows, |is, block| {
-            for (i, out) in is.zip(block.chunks_exact_mut(l * rows)) {
-                for (j, &tr) in trace.iter().enumerate() {
-                    let (yi, den) = (y_row(i, j), tr + eps);
-                    for pos in 0..l {
-                        let v = yi[pos * pos_stride];
-                        out[pos * rows + j] = scale * v * v / den;
-                    }
-                }
-            }
-        });
-        Ok(())
+        self.fisher_weights_from(p, y, norms, scale, eps, trace, lambda)
     }
 
     fn row_rescale(&self, rows: usize, cols: usize, v: &mut Vec<T>) -> Result<(), CpuError> {
@@ -560,6 +472,189 @@ impl<T: Real> Backend for Cpu<T> {
                 wr.iter_mut().zip(zr).for_each(|(w, &z)| *w = decay * *w - c * z);
             }
         });
+        Ok(())
+    }
+}
+
+impl<T: Real> Cpu<T> {
+    /// [`Backend::pack_patches`] from inputs in `T` or in a 16-bit type.
+    fn pack_from<S: Copy + Sync>(&self, layer: &Layer, r: usize, x: &[S], packed: &mut [T]) -> Result<(), CpuError>
+    where
+        T: From<S>,
+    {
+        layer.validate().map_err(CpuError::InvalidLayer)?;
+        let (inp, per) = (layer.input_len(), layer.positions() * layer.cols());
+        need("pack_patches: x", x, r.saturating_mul(inp))?;
+        if let Some(tiles) = self.tiles(layer, r)? {
+            need("pack_patches: scratch", packed, tiles.packed_len())?;
+            // The products' arena, grown here so that they cannot fail on it.
+            self.with_arena(tiles.arena_len(self.pool.threads()), |_| ())?;
+            winograd::pack(&self.pool, &tiles, r, x, packed);
+            return Ok(());
+        }
+        need("pack_patches: scratch", packed, r.saturating_mul(per))?;
+        self.par_row_blocks(packed, r, per, per, |samples, block| {
+            for (k, i) in samples.enumerate() {
+                pack_sample(layer, &x[i * inp..(i + 1) * inp], &mut block[k * per..(k + 1) * per]);
+            }
+        });
+        Ok(())
+    }
+
+    /// [`Backend::patch_sq_norms`] with the step's inputs `x` in `T` or in
+    /// a 16-bit type: Winograd's scratch holds transformed tiles, so its
+    /// norms come from `x`; the direct algorithm's from the patches.
+    fn sq_norms_from<S: Copy + Sync>(&self, p: &Patches<'_, Self>, x: &[S], norms: &mut [T]) -> Result<(), CpuError>
+    where
+        T: From<S>,
+    {
+        let (n, cols) = Self::patch_dims(p);
+        if let Some(tiles) = self.tiles(p.layer, p.r)? {
+            need("patch_sq_norms: x", x, p.r.saturating_mul(p.layer.input_len()))?;
+            need("patch_sq_norms: norms", norms, n)?;
+            winograd::sq_norms(&self.pool, &tiles, p.r, x, norms);
+            return Ok(());
+        }
+        need("patch_sq_norms: scratch", p.packed, n.saturating_mul(cols))?;
+        need("patch_sq_norms: norms", norms, n)?;
+        self.par_row_blocks(norms, n, 1, cols, |rows, out| {
+            for (o, row) in out.iter_mut().zip(rows) {
+                *o = dot(&p.packed[row * cols..(row + 1) * cols], &p.packed[row * cols..(row + 1) * cols]);
+            }
+        });
+        Ok(())
+    }
+
+    /// [`Backend::fisher_weights`] from output gradients in `T` or in a
+    /// 16-bit type (converted as they are read).
+    #[allow(clippy::too_many_arguments)]
+    fn fisher_weights_from<S: Copy + Sync>(
+        &self,
+        p: &Patches<'_, Self>,
+        y: &[S],
+        norms: &[T],
+        scale: T,
+        eps: T,
+        trace: &mut [T],
+        lambda: &mut [T],
+    ) -> Result<(), CpuError>
+    where
+        T: From<S>,
+    {
+        let (rows, l, r) = (p.layer.rows(), p.layer.positions(), p.r);
+        let n = r * l;
+        let d_prime = T::of_f64(p.layer.cols() as f64);
+        need("fisher_weights: y", y, n.saturating_mul(rows))?;
+        need("fisher_weights: norms", norms, n)?;
+        need("fisher_weights: trace", trace, rows)?;
+        need("fisher_weights: lambda", lambda, n.saturating_mul(rows))?;
+        let (row_stride, pos_stride) = p.layer.output_strides();
+        // Y[i, j, l] at position k = i*L + l, walked without divisions.
+        let y_row = |i: usize, j: usize| &y[i * rows * l + j * row_stride..];
+        let row_gain = |j: usize| pow2_gain((0..r).flat_map(|i| (0..l).map(move |pos| T::from(y_row(i, j)[pos * pos_stride]))));
+        // sum_{i,l} scale*(g*Y)^2*norm over row j, and the row's largest |Y|.
+        let row_trace = |j: usize, gain: T| {
+            let (mut acc, mut max) = (T::ZERO, T::ZERO);
+            for i in 0..r {
+                let (yi, ni) = (y_row(i, j), &norms[i * l..(i + 1) * l]);
+                for (pos, &norm) in ni.iter().enumerate() {
+                    let y = T::from(yi[pos * pos_stride]);
+                    max = if abs(y) > max { abs(y) } else { max };
+                    let v = y * gain;
+                    acc += scale * v * v * norm;
+                }
+            }
+            (acc, max)
+        };
+        let rescaled = AtomicBool::new(false);
+        self.par_row_blocks(trace, rows, 1, n, |js, tr| {
+            for (t, j) in tr.iter_mut().zip(js) {
+                // Exactly today's arithmetic (gain 1), unless the row's
+                // squares could overflow: then again with the row's gain.
+                let (mut acc, max) = row_trace(j, T::ONE);
+                let gain = pow2_gain(std::iter::once(max));
+                if gain != T::ONE {
+                    rescaled.store(true, Ordering::Relaxed);
+                    acc = row_trace(j, gain).0;
+                }
+                *t = acc / d_prime;
+            }
+        });
+        let trace = &trace[..rows];
+        if rescaled.into_inner() {
+            // Some row was scaled: the rare path, row by row, each with its gain.
+            for (j, &tr) in trace.iter().enumerate() {
+                let (gain, den) = (row_gain(j), tr + eps);
+                for i in 0..r {
+                    for pos in 0..l {
+                        let v = T::from(y_row(i, j)[pos * pos_stride]) * gain;
+                        lambda[(i * l + pos) * rows + j] = scale * v * v / den;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        // One sample's L x R block of lambda at a time (it fits in L2), walked
+        // in Y's order so the reads of Y are sequential.
+        self.par_row_blocks(lambda, r, l * rows, l * rows, |is, block| {
+            for (i, out) in is.zip(block.chunks_exact_mut(l * rows)) {
+                for (j, &tr) in trace.iter().enumerate() {
+                    let (yi, den) = (y_row(i, j), tr + eps);
+                    for pos in 0..l {
+                        let v = T::from(yi[pos * pos_stride]);
+                        out[pos * rows + j] = scale * v * v / den;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+impl<T: Real + From<H>, H: Half> LowpBackend<H> for Cpu<T> {
+    type LowpBuffer = Vec<H>;
+
+    fn zeros_lowp(&self, len: usize) -> Result<Vec<H>, CpuError> {
+        // SAFETY: all-zero bytes are the value +0.0 of bf16 and f16, neither
+        // zero-sized.
+        unsafe { zeroed_vec(len) }
+    }
+
+    fn lowp_len(&self, buf: &Vec<H>) -> usize {
+        buf.len()
+    }
+
+    fn write_lowp(&self, src: &[H], dst: &mut Vec<H>, offset: usize) -> Result<(), CpuError> {
+        need("write_lowp", dst, offset.saturating_add(src.len()))?;
+        dst[offset..offset + src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn pack_patches_lowp(&self, layer: &Layer, r: usize, x: &Vec<H>, packed: &mut Vec<T>) -> Result<(), CpuError> {
+        self.pack_from(layer, r, x, packed)
+    }
+
+    fn patch_sq_norms_lowp(&self, p: &Patches<'_, Self>, x: &Vec<H>, norms: &mut Vec<T>) -> Result<(), CpuError> {
+        self.sq_norms_from(p, x, norms)
+    }
+
+    fn fisher_weights_lowp(
+        &self,
+        p: &Patches<'_, Self>,
+        y: &Vec<H>,
+        norms: &Vec<T>,
+        scale: T,
+        eps: T,
+        trace: &mut Vec<T>,
+        lambda: &mut Vec<T>,
+    ) -> Result<(), CpuError> {
+        self.fisher_weights_from(p, y, norms, scale, eps, trace, lambda)
+    }
+
+    fn count_nonfinite_lowp(&self, n: usize, v: &Vec<H>, out: &mut Vec<T>) -> Result<(), CpuError> {
+        need("count_nonfinite_lowp: v", v, n)?;
+        need("count_nonfinite_lowp: out", out, 1)?;
+        out[0] = T::of_f64(v[..n].iter().filter(|h| !h.to_f32().is_finite()).count() as f64);
         Ok(())
     }
 }

@@ -2,11 +2,18 @@
 //! cases the original PyTorch implementation produced (see
 //! `shared/golden/FORMAT.md`) and replays them through any
 //! `frog_core::Backend`, chaining the 3 steps from the backend's own state
-//! and comparing every array after every step.
+//! and comparing every array after every step. The mixed-precision cases of
+//! `lowp/` (same schema, plus `x_dtype`, `y_dtype` and `y_loss_scale`) run
+//! through [`run_case_lowp`], which hands the backend `x` and `y` in their
+//! 16-bit type.
 
 use std::path::{Path, PathBuf};
 
-use frog_core::{plain_sgd_step, precondition_step, Backend, Batch, Config, Conv2d, Layer, ParamState, Params, Scalar, Workspace, WorkspaceReq};
+use frog_core::half::{bf16, f16};
+use frog_core::{
+    plain_sgd_step, precondition_step, precondition_step_lowp, Backend, Batch, Config, Conv2d, Half, Layer, LowpBackend, LowpBatch, ParamState, Params, Scalar, Workspace,
+    WorkspaceReq,
+};
 use serde_json::Value;
 
 /// The golden directory: `$FROG_GOLDEN_DIR`, else `../shared/golden` beside
@@ -62,9 +69,23 @@ pub struct Step {
     pub expected: Expected,
 }
 
+/// The 16-bit type of a mixed-precision case's `x` and `y`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lowp {
+    /// bfloat16.
+    Bf16,
+    /// IEEE half precision.
+    F16,
+}
+
 /// One golden case.
 #[derive(Clone, Debug)]
 pub struct Case {
+    /// The type of `x` and `y` in a mixed-precision case (`lowp/`), `None`
+    /// for the full-precision cases.
+    pub lowp: Option<Lowp>,
+    /// The loss scale `y` carries (`y_loss_scale`; 1 when absent).
+    pub y_loss_scale: f64,
     /// The file's `name`.
     pub name: String,
     /// What is updated.
@@ -193,7 +214,19 @@ pub fn parse_case(text: &str) -> Result<Option<Case>, String> {
     let Some(layer) = v.get("layer") else { return Ok(None) };
     let initial = field(&v, "initial")?;
     let steps = field(&v, "steps")?.as_array().ok_or("`steps` is not an array")?;
+    let dtype = |key: &str| match v.get(key).map(|d| d.as_str()) {
+        None => Ok(None),
+        Some(Some("bf16")) => Ok(Some(Lowp::Bf16)),
+        Some(Some("f16")) => Ok(Some(Lowp::F16)),
+        Some(other) => Err(format!("`{key}` is {other:?}, not \"bf16\" or \"f16\"")),
+    };
+    let lowp = dtype("x_dtype")?;
+    if dtype("y_dtype")? != lowp {
+        return Err("`x_dtype` and `y_dtype` differ (a step takes both in one type)".into());
+    }
     Ok(Some(Case {
+        lowp,
+        y_loss_scale: v.get("y_loss_scale").and_then(Value::as_f64).unwrap_or(1.0),
         name: field(&v, "name")?.as_str().unwrap_or_default().to_string(),
         target: parse_target(layer)?,
         config: parse_config(field(&v, "hyper")?)?,
@@ -290,6 +323,46 @@ fn columns(m: &[f64], cols: usize, c0: usize, c1: usize) -> Vec<f64> {
 /// Replays `case` on `backend`, chaining its steps, and compares every
 /// expected array at relative tolerance `rtol`. Errors list every failure.
 pub fn run_case<B: Backend>(backend: &B, case: &Case, rtol: f64) -> Result<Report, String> {
+    run_with(backend, case, rtol, |cfg, layer, state, ws, params, step| {
+        let (x, y) = (upload(backend, &step.x)?, upload(backend, &step.y)?);
+        let batch = Batch { x: &x, y: &y, sample: case.sample_size, batch_size: case.batch_size };
+        precondition_step(backend, cfg, layer, state, ws, params, batch).map_err(|e| e.to_string())
+    })
+}
+
+/// [`run_case`] for a mixed-precision case: `x` and `y` go to the backend
+/// in the case's 16-bit type (each value checked to be exact in it), with
+/// the opt-in overflow check of `y` on. An error for a case without one.
+pub fn run_case_lowp<B: LowpBackend<bf16> + LowpBackend<f16>>(backend: &B, case: &Case, rtol: f64) -> Result<Report, String> {
+    match case.lowp {
+        Some(Lowp::Bf16) => run_lowp::<B, bf16>(backend, case, rtol),
+        Some(Lowp::F16) => run_lowp::<B, f16>(backend, case, rtol),
+        None => Err(format!("{} is not a mixed-precision case", case.name)),
+    }
+}
+
+fn run_lowp<B: LowpBackend<H>, H: Half>(backend: &B, case: &Case, rtol: f64) -> Result<Report, String> {
+    let upload_lowp = |what: &str, data: &[f64]| {
+        let host = data
+            .iter()
+            .map(|&v| Some(H::from_f32(v as f32)).filter(|h| f64::from(h.to_f32()) == v))
+            .collect::<Option<Vec<H>>>()
+            .ok_or_else(|| format!("`{what}` holds a value that is not exactly a {}", H::NAME))?;
+        let mut buf = backend.zeros_lowp(host.len()).map_err(|e| e.to_string())?;
+        backend.write_lowp(&host, &mut buf, 0).map_err(|e| e.to_string())?;
+        Ok::<_, String>(buf)
+    };
+    run_with(backend, case, rtol, |cfg, layer, state, ws, params, step| {
+        let (x, y) = (upload_lowp("x", &step.x)?, upload_lowp("y", &step.y)?);
+        let batch = LowpBatch { x: &x, y: &y, sample: case.sample_size, batch_size: case.batch_size, check_y: true };
+        precondition_step_lowp(backend, cfg, layer, state, ws, params, batch).map_err(|e| e.to_string())
+    })
+}
+
+/// [`run_case`] with the preconditioned step given: `precondition(config,
+/// layer, state, workspace, params, step)` uploads the step's `x` and `y`
+/// its way and runs it.
+fn run_with<B: Backend>(backend: &B, case: &Case, rtol: f64, mut precondition: impl FnMut(&Config, &Layer, &mut ParamState<B>, &mut Workspace<B>, Params<'_, B>, &Step) -> Result<(), String>) -> Result<Report, String> {
     let err = |e: frog_core::Error<B::Error>| e.to_string();
     let mut ck = Checker { rtol, report: Report::default(), failures: Vec::new() };
     let cfg = &case.config;
@@ -319,10 +392,8 @@ pub fn run_case<B: Backend>(backend: &B, case: &Case, rtol: f64) -> Result<Repor
                 }
                 let gw = upload(backend, &step.grad_weight)?;
                 let gb = step.grad_bias.as_deref().map(|g| upload(backend, g)).transpose()?;
-                let (x, y) = (upload(backend, &step.x)?, upload(backend, &step.y)?);
                 let params = Params { weight: &mut weight, grad_weight: &gw, bias: bias.as_mut().zip(gb.as_ref()) };
-                let batch = Batch { x: &x, y: &y, sample: case.sample_size, batch_size: case.batch_size };
-                precondition_step(backend, cfg, layer, &mut state, &mut ws, params, batch).map_err(err)?;
+                precondition(cfg, layer, &mut state, &mut ws, params, step)?;
                 let e = &step.expected;
                 if let Some(m) = state.momentum() {
                     let m = download(backend, m, 0, rows * cols)?;

@@ -37,8 +37,10 @@ pub fn im2col<T: Copy + Default>(conv: &Conv2d, x: &[T], out: &mut [T], ld: usiz
     Ok(())
 }
 
-/// [`im2col`] for a geometry and buffers the caller has checked.
-pub(crate) fn im2col_valid<T: Copy + Default>(conv: &Conv2d, x: &[T], out: &mut [T], ld: usize) {
+/// [`im2col`] for a geometry and buffers the caller has checked, from an
+/// `x` of any type that converts to `T` without loss (the same type, or
+/// bf16/f16 inputs packed into f32/f64 patches).
+pub(crate) fn im2col_valid<S: Copy, T: Copy + Default + From<S>>(conv: &Conv2d, x: &[S], out: &mut [T], ld: usize) {
     let Some([ho, wo]) = conv.output_hw() else { return };
     let [h, w] = conv.input_hw;
     let [kh, kw] = conv.kernel;
@@ -53,7 +55,7 @@ pub(crate) fn im2col_valid<T: Copy + Default>(conv: &Conv2d, x: &[T], out: &mut 
                     for kx in 0..kw {
                         let ix = src_coord(ox, kx, conv.stride[1], conv.padding[1], conv.dilation[1], w);
                         row[d] = match (iy, ix) {
-                            (Some(iy), Some(ix)) => plane[iy * w + ix],
+                            (Some(iy), Some(ix)) => T::from(plane[iy * w + ix]),
                             _ => T::default(),
                         };
                         d += 1;

@@ -385,7 +385,7 @@ impl Grid {
     /// # Safety
     /// Every such index must be inside `out`'s allocation and written by
     /// no other thread during the call.
-    pub(crate) unsafe fn transform_input<T: Real>(&self, xs: &[T], out: *mut T, point_stride: usize, chan_stride: usize, at: impl Fn(usize) -> usize) {
+    pub(crate) unsafe fn transform_input<S: Copy, T: Real + From<S>>(&self, xs: &[S], out: *mut T, point_stride: usize, chan_stride: usize, at: impl Fn(usize) -> usize) {
         let [h, w] = self.hw;
         for c in 0..self.c {
             let ch = &xs[c * h * w..(c + 1) * h * w];
@@ -403,7 +403,7 @@ impl Grid {
                         for (dx, v) in row.iter_mut().enumerate() {
                             let ix = ix0 + dx as isize;
                             if ix >= 0 && ix < w as isize {
-                                *v = line[ix as usize];
+                                *v = T::from(line[ix as usize]);
                             }
                         }
                     }
@@ -448,7 +448,8 @@ pub(crate) fn transform_filters<T: Real>(pool: &ThreadPool, src: &[T], [rows, in
 /// `t` of the `r` samples in `x` (`[r, c_in, H, W]`), zeros for the
 /// padding, block by block (see [`Tiles::xt`]): each point of a block is a
 /// `c_in x block` matrix the GEMMs read directly.
-pub(crate) fn pack<T: Real>(pool: &ThreadPool, t: &Tiles, r: usize, x: &[T], packed: &mut [T]) {
+/// `x` in `T` or in a 16-bit type that widens to it exactly.
+pub(crate) fn pack<S: Copy + Sync, T: Real + From<S>>(pool: &ThreadPool, t: &Tiles, r: usize, x: &[S], packed: &mut [T]) {
     let g = t.grid;
     let input = g.c * g.hw[0] * g.hw[1];
     assert!(x.len() >= r * input && packed.len() >= t.packed_len(), "winograd pack: buffers too short");
@@ -470,7 +471,8 @@ pub(crate) fn pack<T: Real>(pool: &ThreadPool, t: &Tiles, r: usize, x: &[T], pac
 /// holds the transformed tiles instead of the patches: for each channel and
 /// kernel offset, the squares of the input rows the windows see, added to
 /// the output rows (contiguous runs), plus 1 for the bias feature.
-pub(crate) fn sq_norms<T: Real>(pool: &ThreadPool, t: &Tiles, r: usize, x: &[T], norms: &mut [T]) {
+/// `x` in `T` or in a 16-bit type that widens to it exactly.
+pub(crate) fn sq_norms<S: Copy + Sync, T: Real + From<S>>(pool: &ThreadPool, t: &Tiles, r: usize, x: &[S], norms: &mut [T]) {
     let (g, l) = (t.grid, t.positions());
     let [h, w] = g.hw;
     let input = g.c * h * w;
@@ -494,7 +496,7 @@ pub(crate) fn sq_norms<T: Real>(pool: &ThreadPool, t: &Tiles, r: usize, x: &[T],
                             let Some(iy) = (oy + ky).checked_sub(g.pad[0]).filter(|&v| v < h) else { continue };
                             let src = &ch[iy * w + lo + kx - g.pad[1]..][..hi - lo];
                             let dst = &mut out[oy * g.out[1] + lo..oy * g.out[1] + hi];
-                            dst.iter_mut().zip(src).for_each(|(o, &v)| *o += v * v);
+                            dst.iter_mut().zip(src).for_each(|(o, &v)| *o += T::from(v) * T::from(v));
                         }
                     }
                 }

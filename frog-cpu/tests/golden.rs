@@ -1,7 +1,10 @@
 //! Every layer case of the golden directory through frog-cpu, in f64
-//! (max-norm relative error 1e-9) and f32 (1e-4).
+//! (max-norm relative error 1e-9) and f32 (1e-4); the mixed-precision
+//! cases of `lowp/` from bf16 and f16 inputs, to the same tolerances (the
+//! inputs are exact in their type, and frog-cpu converts them exactly).
 
-use frog_cpu::golden::{golden_dir, load_cases, run_case};
+use frog_core::half::{bf16, f16};
+use frog_cpu::golden::{golden_dir, load_cases, run_case, run_case_lowp};
 use frog_cpu::Cpu;
 
 fn run_all<T: frog_cpu::gemm::Real>(rtol: f64) {
@@ -28,6 +31,33 @@ fn golden_f64() {
 #[test]
 fn golden_f32() {
     run_all::<f32>(1e-4);
+}
+
+fn run_lowp<T: frog_cpu::gemm::Real + From<bf16> + From<f16>>(rtol: f64) {
+    let dir = golden_dir().join("lowp");
+    let cases = load_cases(&dir).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cases.len() >= 15, "too few mixed-precision cases in {}", dir.display());
+    let backend = Cpu::<T>::with_threads(2).unwrap();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let lowp = case.lowp.unwrap_or_else(|| panic!("{}: no x_dtype", case.name));
+        match run_case_lowp(&backend, case, rtol) {
+            Ok(r) => println!("{:<32} {lowp:?} ok  worst {:.2e} at {}", case.name, r.worst, r.worst_at),
+            Err(e) => failures.push(format!("{}: {e}", case.name)),
+        }
+    }
+    println!("{} mixed-precision cases run in {} from {}", cases.len(), std::any::type_name::<T>(), dir.display());
+    assert!(failures.is_empty(), "golden failures:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn golden_lowp_f64() {
+    run_lowp::<f64>(1e-9);
+}
+
+#[test]
+fn golden_lowp_f32() {
+    run_lowp::<f32>(1e-4);
 }
 
 /// Every 3x3 stride-1 dilation-1 case with each algorithm forced, in f64

@@ -1,5 +1,6 @@
 //! After one warm-up step, 100 steps of a multi-layer model allocate
-//! nothing, on any thread (the counting allocator sees every thread).
+//! nothing, on any thread (the counting allocator sees every thread): on
+//! f32 inputs, guarded, and on bf16 inputs with the overflow check of `y`.
 
 mod common;
 
@@ -7,7 +8,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{frog_with, Rng, StepData};
-use frog_core::{Batch, Config, Conv2d, Guard, Layer, Params};
+use frog_core::half::bf16;
+use frog_core::{Batch, Config, Conv2d, Guard, Layer, LowpBatch, Params};
 use frog_cpu::{Algorithm, Cpu, Frog};
 
 struct Counting;
@@ -111,6 +113,24 @@ fn steady_state_steps_allocate_nothing() {
         let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
         assert_eq!(allocations, 0, "100 steady-state steps (guard {guard:?}) allocated {allocations} times");
     }
+    // The same model on bf16 inputs (converted while packed), guarded and
+    // with the overflow check of y (one read of a count): no allocation.
+    let halves = |v: &[f32]| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<bf16>>();
+    let lowp: Vec<(Vec<bf16>, Vec<bf16>)> = data.iter().map(|d| (halves(&d.4), halves(&d.5))).collect();
+    let mut lowp_step = |frog: &mut Frog<f32>| {
+        assert_eq!(frog.sample(batch, &mut idx).unwrap().len(), sample);
+        for ((&id, (w, b, gw, gb, _, _)), (x, y)) in layer_ids.iter().zip(&mut data).zip(&lowp) {
+            let params = Params { weight: w, grad_weight: gw, bias: b.as_mut().zip(gb.as_ref()) };
+            frog.step_layer_lowp(&cpu, id, params, Some(LowpBatch { x, y, sample, batch_size: batch, check_y: true })).unwrap();
+        }
+    };
+    lowp_step(&mut frog);
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        lowp_step(&mut frog);
+    }
+    let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
+    assert_eq!(allocations, 0, "100 steady-state bf16 steps allocated {allocations} times");
     assert!(data.iter().all(|d| d.0.iter().all(|v| v.is_finite())));
     assert!(frog.diagnostics(&cpu, layer_ids[0]).unwrap().is_some_and(|d| d.nonfinite_rows == 0));
 }

@@ -304,6 +304,40 @@ void emu_mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2])
     for (int e = 0; e < 4; e++) d[e] = out[e];
 }
 
+// m16n8k16 with bf16 or f16 inputs and the fragment layout of the PTX ISA:
+// groupID g = lane/4, t = lane%4, two values a register (the lower k in the
+// lower half); a0 (g, 2t..2t+1), a1 (g+8, 2t..2t+1), a2 (g, 2t+8..2t+9),
+// a3 (g+8, 2t+8..2t+9); b0 (k = 2t..2t+1, n = g), b1 (k = 2t+8..2t+9, n = g);
+// c as for m16n8k8. Products of two 16-bit values are exact in f32; they are
+// accumulated in k order with f32 FMAs.
+void emu_mma_k16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], bool bf16) {
+    Sched* p = &sched();
+    int t = p->cur, w = t >> 5, lane = t & 31;
+    for (int i = 0; i < 4; i++) p->mma_a[w][lane][i] = a[i];
+    for (int i = 0; i < 2; i++) p->mma_b[w][lane][i] = b[i];
+    warp_barrier();
+    auto half = [&](unsigned reg, int k) {
+        unsigned short h = (unsigned short)((k & 1) ? reg >> 16 : reg & 0xffffu);
+        return bf16 ? tf32_value((unsigned)h << 16) : emu_f16_to_f32(h);
+    };
+    auto A = [&](int row, int k) {
+        int reg = (row >> 3) + ((k >> 3) << 1);
+        return half(p->mma_a[w][(row & 7) * 4 + ((k & 7) >> 1)][reg], k);
+    };
+    auto B = [&](int k, int col) { return half(p->mma_b[w][col * 4 + ((k & 7) >> 1)][k >> 3], k); };
+    int g = lane >> 2, tq = lane & 3;
+    int rows[4] = {g, g, g + 8, g + 8};
+    int cols[4] = {2 * tq, 2 * tq + 1, 2 * tq, 2 * tq + 1};
+    float out[4];
+    for (int e = 0; e < 4; e++) {
+        float acc = d[e];
+        for (int k = 0; k < 16; k++) acc = std::fmaf(A(rows[e], k), B(k, cols[e]), acc);
+        out[e] = acc;
+    }
+    warp_barrier();
+    for (int e = 0; e < 4; e++) d[e] = out[e];
+}
+
 // ---------------------------------------------------------------------------
 // Kernel table: name -> a thunk that unpacks the launch's parameter array.
 
@@ -351,6 +385,13 @@ const std::vector<Entry>& table() {
         KERNEL(row_rescale), KERNEL(row_guard), KERNEL(adamw_update), KERNEL(y_sq_sums), KERNEL(patch_col_norms),
         KERNEL(gemm_f32_64), KERNEL(gemm_f32_128), KERNEL(gemm_tf32_64), KERNEL(gemm_tf32_128),
         KERNEL(gemm_3xtf32_64), KERNEL(gemm_3xtf32_128), KERNEL(mma_probe_m16n8k8_tf32),
+        KERNEL(im2col_bf16), KERNEL(im2col_f16), KERNEL(pack_rows_bf16), KERNEL(pack_rows_f16),
+        KERNEL(fisher_weights_bf16), KERNEL(fisher_weights_f16), KERNEL(count_nonfinite_bf16), KERNEL(count_nonfinite_f16),
+        KERNEL(im2col_f32_bf16), KERNEL(im2col_f32_f16), KERNEL(im2col_bf16_bf16), KERNEL(im2col_f16_f16),
+        KERNEL(pack_rows_f32_bf16), KERNEL(pack_rows_f32_f16), KERNEL(pack_rows_bf16_bf16), KERNEL(pack_rows_f16_f16),
+        KERNEL(patch_sq_norms_bf16), KERNEL(patch_sq_norms_f16),
+        KERNEL(gemm_bf16x2_64), KERNEL(gemm_bf16x2_128), KERNEL(gemm_bf16_64), KERNEL(gemm_bf16_128),
+        KERNEL(gemm_f16_64), KERNEL(gemm_f16_128), KERNEL(mma_probe_m16n8k16_bf16), KERNEL(mma_probe_m16n8k16_f16),
         NN(col2im),       NN(swap_leading),       NN(bn_channel_sums), NN(bn_stats),        NN(bn_apply),       NN(bn_backward_reduce), NN(bn_backward_dx),
         NN(avg_pool),     NN(avg_pool_backward), NN(add_bias),     NN(col_sums),           NN(cross_entropy),
         NN(gather_blocks),

@@ -18,6 +18,52 @@
 #include "reduce.cuh"
 
 // ---------------------------------------------------------------------------
+// Element types of the inputs and of the packed patches. bf16 and f16 travel
+// as their bits in an unsigned short (no cuda_bf16.h / cuda_fp16.h: the
+// kernels need no headers). Each type's load widens exactly to f32 (every
+// bf16 and f16 value is an f32); its store rounds to nearest even.
+
+#ifndef FROG_HOST_EMULATION
+__device__ __forceinline__ float f16_to_f32(unsigned short h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+__device__ __forceinline__ unsigned short f32_to_f16(float f) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+__device__ __forceinline__ unsigned short f32_to_bf16(float f) {
+    unsigned short h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+#else
+// The host emulator's conversions (cuda_shim.h).
+inline float f16_to_f32(unsigned short h) { return emu_f16_to_f32(h); }
+inline unsigned short f32_to_f16(float f) { return emu_f32_to_f16(f); }
+inline unsigned short f32_to_bf16(float f) { return emu_f32_to_bf16(f); }
+#endif
+__device__ __forceinline__ float bf16_to_f32(unsigned short h) { return __int_as_float((int)((unsigned)h << 16)); }
+
+struct F32 {
+    typedef float T;
+    static __device__ __forceinline__ float load(const float* p, int i) { return p[i]; }
+    static __device__ __forceinline__ void store(float* p, int i, float v) { p[i] = v; }
+};
+struct Bf16 {
+    typedef unsigned short T;
+    static __device__ __forceinline__ float load(const unsigned short* p, int i) { return bf16_to_f32(p[i]); }
+    static __device__ __forceinline__ void store(unsigned short* p, int i, float v) { p[i] = f32_to_bf16(v); }
+};
+struct F16 {
+    typedef unsigned short T;
+    static __device__ __forceinline__ float load(const unsigned short* p, int i) { return f16_to_f32(p[i]); }
+    static __device__ __forceinline__ void store(unsigned short* p, int i, float v) { p[i] = f32_to_f16(v); }
+};
+
+// ---------------------------------------------------------------------------
 // Elementwise
 
 // y = a*x + b*y over n entries; with b == 0, y is not read.
@@ -214,10 +260,12 @@ extern "C" __global__ void cg_update(int rows, int cols, float eps, float* __res
 // Patches
 
 // im2col: packed[n*cols + c] for n = i*L + l (l = oy*Wo + ox) and
-// c = (ci*kh + ky)*kw + kx, zeros under padding, and 1 at c == D with a bias.
-extern "C" __global__ void im2col(int r, int c_in, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
-                                  int dh, int dw, int ho, int wo, int cols, const float* __restrict__ x,
-                                  float* __restrict__ packed) {
+// c = (ci*kh + ky)*kw + kx, zeros under padding, and 1 at c == D with a bias;
+// x of type In, packed of type Out (a 16-bit product mode packs 16-bit).
+template <typename In, typename Out>
+__device__ __forceinline__ void im2col_t(int r, int c_in, int h, int w, int kh, int kw, int sh, int sw, int ph,
+                                         int pw, int dh, int dw, int ho, int wo, int cols,
+                                         const typename In::T* __restrict__ x, typename Out::T* __restrict__ packed) {
     int l_per = ho * wo;
     int d = c_in * kh * kw;
     int total = r * l_per * cols;
@@ -233,38 +281,73 @@ extern "C" __global__ void im2col(int r, int c_in, int h, int w, int kh, int kw,
             int ci = c / (kh * kw), rem = c - ci * (kh * kw);
             int ky = rem / kw, kx = rem - ky * kw;
             int iy = oy * sh - ph + ky * dh, ix = ox * sw - pw + kx * dw;
-            v = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[((i * c_in + ci) * h + iy) * w + ix] : 0.0f;
+            v = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? In::load(x, ((i * c_in + ci) * h + iy) * w + ix) : 0.0f;
         }
-        packed[e] = v;
+        Out::store(packed, e, v);
     }
 }
 
 // Linear layers: packed[n*cols + c] = x[n*d + c], 1 in the bias column.
-extern "C" __global__ void pack_rows(int n_rows, int d, int cols, const float* __restrict__ x,
-                                     float* __restrict__ packed) {
+template <typename In, typename Out>
+__device__ __forceinline__ void pack_rows_t(int n_rows, int d, int cols, const typename In::T* __restrict__ x,
+                                            typename Out::T* __restrict__ packed) {
     int total = n_rows * cols;
     for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
         int e = (int)e64;
         int n = e / cols, c = e - n * cols;
-        packed[e] = c < d ? x[n * d + c] : 1.0f;
+        Out::store(packed, e, c < d ? In::load(x, n * d + c) : 1.0f);
     }
 }
 
-// norms[n] = ||packed[n, :]||^2; one warp per row.
-extern "C" __global__ void patch_sq_norms(int n_rows, int cols, const float* __restrict__ packed,
-                                          float* __restrict__ norms) {
+// One entry per (input type, packed type).
+#define PACK_ENTRIES(suffix, In, Out)                                                                              \
+    extern "C" __global__ void im2col##suffix(int r, int c_in, int h, int w, int kh, int kw, int sh, int sw, int ph, \
+                                              int pw, int dh, int dw, int ho, int wo, int cols,                      \
+                                              const In::T* __restrict__ x, Out::T* __restrict__ packed) {          \
+        im2col_t<In, Out>(r, c_in, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, cols, x, packed);                 \
+    }                                                                                                              \
+    extern "C" __global__ void pack_rows##suffix(int n_rows, int d, int cols, const In::T* __restrict__ x,          \
+                                                 Out::T* __restrict__ packed) {                                    \
+        pack_rows_t<In, Out>(n_rows, d, cols, x, packed);                                                          \
+    }
+
+PACK_ENTRIES(, F32, F32)
+PACK_ENTRIES(_bf16, Bf16, F32)
+PACK_ENTRIES(_f16, F16, F32)
+// The 16-bit product modes' patches: f32 inputs rounded, 16-bit ones copied.
+PACK_ENTRIES(_f32_bf16, F32, Bf16)
+PACK_ENTRIES(_f32_f16, F32, F16)
+PACK_ENTRIES(_bf16_bf16, Bf16, Bf16)
+PACK_ENTRIES(_f16_f16, F16, F16)
+
+// norms[n] = ||packed[n, :]||^2; one warp per row; packed of type P.
+template <typename P>
+__device__ __forceinline__ void patch_sq_norms_t(int n_rows, int cols, const typename P::T* __restrict__ packed,
+                                                 float* __restrict__ norms) {
     const int warps = BLOCK / 32;
     int lane = threadIdx.x & 31;
     for (long long n64 = (long long)blockIdx.x * warps + (threadIdx.x >> 5); n64 < n_rows;
          n64 += (long long)gridDim.x * warps) {
         int n = (int)n64;
-        const float* p = packed + n * cols;
         float acc = 0.0f;
-        for (unsigned c = lane; c < (unsigned)cols; c += 32) acc = fmaf(p[c], p[c], acc);
+        for (unsigned c = lane; c < (unsigned)cols; c += 32) {
+            float v = P::load(packed, n * cols + (int)c);
+            acc = fmaf(v, v, acc);
+        }
         acc = warp_sum(acc);
         if (lane == 0) norms[n] = acc;
     }
 }
+
+#define NORMS_ENTRY(suffix, P)                                                                             \
+    extern "C" __global__ void patch_sq_norms##suffix(int n_rows, int cols, const P::T* __restrict__ packed, \
+                                                      float* __restrict__ norms) {                         \
+        patch_sq_norms_t<P>(n_rows, cols, packed, norms);                                                  \
+    }
+
+NORMS_ENTRY(, F32)
+NORMS_ENTRY(_bf16, Bf16)
+NORMS_ENTRY(_f16, F16)
 
 // Rows whose largest |value| is at most this take the unscaled path: their
 // squares, sums over long rows, the Fisher scale and the CG's products stay
@@ -287,10 +370,12 @@ __device__ __forceinline__ float pow2_gain(float max_abs) {
 //   Q = scale*(g*y)^2; trace[j] = sum_n Q*norms[n] / D'; lambda[j*N + n] = Q/(trace[j]+eps),
 // with g the row's pow2_gain (1, so exactly the original's formula, unless
 // the row's squares could overflow).
-extern "C" __global__ void fisher_weights(int r, int rows, int l_per, int sj, int sl, float d_cols,
-                                          const float* __restrict__ y,
-                                          const float* __restrict__ norms, float scale, float eps,
-                                          float* __restrict__ trace, float* __restrict__ lambda) {
+// y of type In (bf16 reaches 3.4e38, so its rows need the gain in f32 too).
+template <typename In>
+__device__ __forceinline__ void fisher_weights_t(int r, int rows, int l_per, int sj, int sl, float d_cols,
+                                                 const typename In::T* __restrict__ y,
+                                                 const float* __restrict__ norms, float scale, float eps,
+                                                 float* __restrict__ trace, float* __restrict__ lambda) {
     __shared__ float scratch[BLOCK / 32 + 1];
     int j = blockIdx.x;
     if (j >= rows) return;
@@ -298,13 +383,13 @@ extern "C" __global__ void fisher_weights(int r, int rows, int l_per, int sj, in
     float max_abs = 0.0f;
     for (unsigned n = threadIdx.x; n < (unsigned)n_pos; n += BLOCK) {
         int i = n / l_per, l = n - i * l_per;
-        max_abs = fmaxf(max_abs, fabsf(y[i * rows * l_per + j * sj + l * sl]));
+        max_abs = fmaxf(max_abs, fabsf(In::load(y, i * rows * l_per + j * sj + l * sl)));
     }
     float gain = pow2_gain(block_max(max_abs, scratch));
     float acc = 0.0f;
     for (unsigned n = threadIdx.x; n < (unsigned)n_pos; n += BLOCK) {
         int i = n / l_per, l = n - i * l_per;
-        float v = y[i * rows * l_per + j * sj + l * sl] * gain;
+        float v = In::load(y, i * rows * l_per + j * sj + l * sl) * gain;
         acc = fmaf(scale * (v * v), norms[n], acc);
     }
     float t = block_sum(acc, scratch) / d_cols;
@@ -313,9 +398,40 @@ extern "C" __global__ void fisher_weights(int r, int rows, int l_per, int sj, in
     float* lj = lambda + j * n_pos;
     for (unsigned n = threadIdx.x; n < (unsigned)n_pos; n += BLOCK) {
         int i = n / l_per, l = n - i * l_per;
-        float v = y[i * rows * l_per + j * sj + l * sl] * gain;
+        float v = In::load(y, i * rows * l_per + j * sj + l * sl) * gain;
         lj[n] = (scale * (v * v)) / den;
     }
+}
+
+#define FISHER_ENTRY(suffix, In)                                                                             \
+    extern "C" __global__ void fisher_weights##suffix(int r, int rows, int l_per, int sj, int sl, float d_cols,  \
+                                                      const In::T* __restrict__ y,                               \
+                                                      const float* __restrict__ norms, float scale, float eps,   \
+                                                      float* __restrict__ trace, float* __restrict__ lambda) {   \
+        fisher_weights_t<In>(r, rows, l_per, sj, sl, d_cols, y, norms, scale, eps, trace, lambda);               \
+    }
+
+FISHER_ENTRY(, F32)
+FISHER_ENTRY(_bf16, Bf16)
+FISHER_ENTRY(_f16, F16)
+
+// out[0] += the number of infinite or NaN entries of v[0..n) (out[0] zeroed
+// first by the host): the opt-in overflow check of 16-bit output gradients.
+// Exact up to 2^24 entries per block's count; the sum of counts is a float.
+template <typename In>
+__device__ __forceinline__ void count_nonfinite_t(int n, const typename In::T* __restrict__ v, float* __restrict__ out) {
+    __shared__ float scratch[BLOCK / 32 + 1];
+    float bad = 0.0f;
+    for (long long e64 = grid_first(); e64 < n; e64 += grid_stride()) bad += isfinite(In::load(v, (int)e64)) ? 0.0f : 1.0f;
+    bad = block_sum(bad, scratch);
+    if (threadIdx.x == 0 && bad > 0.0f) atomicAdd(out, bad);
+}
+
+extern "C" __global__ void count_nonfinite_bf16(int n, const unsigned short* __restrict__ v, float* __restrict__ out) {
+    count_nonfinite_t<Bf16>(n, v, out);
+}
+extern "C" __global__ void count_nonfinite_f16(int n, const unsigned short* __restrict__ v, float* __restrict__ out) {
+    count_nonfinite_t<F16>(n, v, out);
 }
 
 // One block per row of the rows x cols right-hand side v: a row whose
@@ -411,6 +527,11 @@ __device__ __forceinline__ int swz(int kk, int ii) { return ii ^ ((kk >> 1) & 6)
 #define ARITH_F32 0    // f32 FMA
 #define ARITH_TF32 1   // TF32 mma.sync, f32 accumulation
 #define ARITH_3XTF32 2 // 3xTF32 mma.sync: close to f32 accuracy
+// The 16-bit modes: B (the packed patches) is bf16 or f16, exact; A (the
+// direction, or the scaled projections) is f32 and converted per product.
+#define ARITH_BF16X2 3 // A = hi + lo, both bf16: two m16n8k16 mma, ~16-bit A
+#define ARITH_BF16 4   // A rounded once to bf16: one mma, 8-bit A
+#define ARITH_F16 5    // A's rows scaled by a power of two, rounded once to f16: 11-bit A
 
 // One operand's T x BK slice in flight: LOADS entries per thread. With
 // s_k == 1 consecutive threads read consecutive k (rows of BK contiguous
@@ -430,14 +551,16 @@ struct Slice {
         }
     }
 
-    __device__ __forceinline__ void fetch(const float* __restrict__ src, int extent, int i0, int k0, int kend, int s_i,
-                                          int s_k) {
+    // Operand entries of type El, widened to f32 (exactly, for 16-bit ones).
+    template <typename El>
+    __device__ __forceinline__ void fetch(const typename El::T* __restrict__ src, int extent, int i0, int k0, int kend,
+                                          int s_i, int s_k) {
 #pragma unroll
         for (int p = 0; p < LOADS; p++) {
             int ii, kk;
             place(threadIdx.x + p * BLOCK, s_k, ii, kk);
             int i = i0 + ii, k = k0 + kk;
-            v[p] = (i < extent && k < kend) ? src[i * s_i + k * s_k] : 0.0f;
+            v[p] = (i < extent && k < kend) ? El::load(src, i * s_i + k * s_k) : 0.0f;
         }
     }
 
@@ -501,8 +624,14 @@ __device__ __forceinline__ unsigned tf32_rest(float v, unsigned hi) {
 // f32 FMA on a T x T tile: thread (ty, tx) of a 16 x 16 grid owns the
 // outputs (ty + 16i, tx + 16q), so a warp's shared reads are broadcasts (A)
 // or 16 consecutive words (B).
+// Each tile's prepare() runs once per block before the main loop (only the
+// f16 tile has work there: its rows' scales).
+struct NoPrepare {
+    __device__ __forceinline__ void prepare(const float*, int, int, int, int, int, int) {}
+};
+
 template <int T>
-struct FmaTile {
+struct FmaTile : NoPrepare {
     static constexpr int P = T / 16;
     float acc[P][P];
 
@@ -545,7 +674,7 @@ struct FmaTile {
 // parts TF32, a*b ~ a_hi*b_hi + a_hi*b_lo + a_lo*b_hi: close to f32 accuracy
 // at three times the tensor-core work.
 template <int T, bool SPLIT>
-struct MmaTile {
+struct MmaTile : NoPrepare {
     static constexpr int MI = T / 32, NI = T / 32;
     float acc[MI][NI][4];
 
@@ -627,6 +756,161 @@ struct MmaTile {
     }
 };
 
+#ifndef FROG_HOST_EMULATION
+// d += a * b on one m16n8k16 tile, bf16 or f16 inputs, f32 accumulation
+// (fragments as the PTX ISA lays them out, two 16-bit values a register,
+// the lower k in the lower half).
+template <bool BF16>
+__device__ __forceinline__ void mma_k16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+    if (BF16) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+            "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    } else {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+            "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+}
+#else
+template <bool BF16>
+inline void mma_k16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) { emu_mma_k16(d, a, b, BF16); }
+#endif
+
+// Two 16-bit values in one register, `lo` in the lower half.
+__device__ __forceinline__ unsigned pack2(unsigned short lo, unsigned short hi) { return (unsigned)lo | ((unsigned)hi << 16); }
+
+// The f16 mode's scale of a row whose largest |A| is `max_abs`: the power of
+// two that brings it into [2^13, 2^14) (f16 reaches 65504; directions of
+// 1e-5..1e-9 would be f16 subnormals or zero unscaled), 1 for a zero or
+// non-finite maximum. Exact, and undone on the f32 result.
+__device__ __forceinline__ float f16_row_scale(float max_abs) {
+    if (!(max_abs > 0.0f) || isinf(max_abs)) return 1.0f;
+    int e;
+    frexpf(max_abs, &e);
+    return ldexpf(1.0f, max(-126, min(127, 14 - e)));
+}
+
+// Tensor cores with 16-bit inputs (mma.sync m16n8k16, f32 accumulation) on a
+// T x T tile, warps placed as in MmaTile. The B operand (the patches) is
+// exact in its type; A is f32 and converted here, for every product: split
+// into hi + lo bf16 (ARITH_BF16X2), rounded to bf16 (ARITH_BF16), or scaled
+// per row by f16_row_scale and rounded to f16 (ARITH_F16).
+template <int T, int ARITH>
+struct HalfMmaTile {
+    static constexpr int MI = T / 32, NI = T / 32;
+    static constexpr bool BF16 = ARITH != ARITH_F16;
+    float acc[MI][NI][4];
+    float sc[MI][2];  // the scale of this thread's rows g and g + 8 of each mma tile
+
+    __device__ __forceinline__ static unsigned short round16(float v) { return BF16 ? f32_to_bf16(v) : f32_to_f16(v); }
+    __device__ __forceinline__ static float widen16(unsigned short h) { return BF16 ? bf16_to_f32(h) : f16_to_f32(h); }
+
+    __device__ __forceinline__ void zero() {
+#pragma unroll
+        for (int i = 0; i < MI; i++) {
+            sc[i][0] = sc[i][1] = 1.0f;
+#pragma unroll
+            for (int q = 0; q < NI; q++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) acc[i][q][e] = 0.0f;
+        }
+    }
+
+    // ARITH_F16: the largest |A| of each of the block's rows over its K
+    // chunk, then this thread's rows' scales (products are linear in each row
+    // of A, so a block may scale its own partial sums as it likes).
+    __device__ __forceinline__ void prepare(const float* __restrict__ a, int M, int m0, int kbeg, int kend, int sam,
+                                            int sak) {
+        if (ARITH != ARITH_F16) return;
+        __shared__ float part[BLOCK];
+        const int parts = BLOCK / T;
+        int row = threadIdx.x % T, p = threadIdx.x / T, m = m0 + row;
+        float mx = 0.0f;
+        if (m < M)
+            for (int k = kbeg + p; k < kend; k += parts) mx = fmaxf(mx, fabsf(a[m * sam + k * sak]));
+        part[threadIdx.x] = mx;
+        __syncthreads();
+        int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2;
+        int wm = (warp & 1) * (T / 2);
+#pragma unroll
+        for (int i = 0; i < MI; i++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int r = wm + i * 16 + g + 8 * h;
+                float v = 0.0f;
+                for (int q = 0; q < parts; q++) v = fmaxf(v, part[q * T + r]);
+                sc[i][h] = f16_row_scale(v);
+            }
+    }
+
+    __device__ __forceinline__ void slice(const float (*as)[T + PAD], const float (*bs)[T + PAD]) {
+        int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+        int g = lane >> 2, t = lane & 3;
+        int wm = (warp & 1) * (T / 2), wn = (warp >> 1) * (T / 4);
+        int k0 = 2 * t, k1 = 2 * t + 8;  // this lane's k pairs (k0, k0+1) and (k1, k1+1)
+        unsigned bf[NI][2];
+#pragma unroll
+        for (int q = 0; q < NI; q++) {
+            int nn = wn + q * 8;
+            bf[q][0] = pack2(round16(bs[k0][nn + swz(k0, g)]), round16(bs[k0 + 1][nn + swz(k0 + 1, g)]));
+            bf[q][1] = pack2(round16(bs[k1][nn + swz(k1, g)]), round16(bs[k1 + 1][nn + swz(k1 + 1, g)]));
+        }
+#pragma unroll
+        for (int i = 0; i < MI; i++) {
+            int mm = wm + i * 16;
+            // a0 (g, k0..), a1 (g+8, k0..), a2 (g, k1..), a3 (g+8, k1..)
+            float av[4][2];
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int kk = (e & 2) ? k1 : k0, rr = (e & 1) ? 8 : 0;
+                float s = sc[i][e & 1];
+                av[e][0] = as[kk][mm + rr + swz(kk, g)] * s;
+                av[e][1] = as[kk + 1][mm + rr + swz(kk + 1, g)] * s;
+            }
+            unsigned ah[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) ah[e] = pack2(round16(av[e][0]), round16(av[e][1]));
+            if (ARITH == ARITH_BF16X2) {
+                unsigned al[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float r0 = av[e][0] - widen16((unsigned short)(ah[e] & 0xffffu));
+                    float r1 = av[e][1] - widen16((unsigned short)(ah[e] >> 16));
+                    al[e] = pack2(round16(r0), round16(r1));
+                }
+#pragma unroll
+                for (int q = 0; q < NI; q++) mma_k16<BF16>(acc[i][q], al, bf[q]);
+            }
+#pragma unroll
+            for (int q = 0; q < NI; q++) mma_k16<BF16>(acc[i][q], ah, bf[q]);
+        }
+    }
+
+    __device__ __forceinline__ void finish(int m0, int n0, int M, int N, float* __restrict__ c, int ldc,
+                                           const float* __restrict__ s, int mode) const {
+        int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+        int g = lane >> 2, t = lane & 3;
+        int wm = (warp & 1) * (T / 2), wn = (warp >> 1) * (T / 4);
+#pragma unroll
+        for (int i = 0; i < MI; i++) {
+            float u0 = 1.0f / sc[i][0], u1 = 1.0f / sc[i][1];  // powers of two: exact
+#pragma unroll
+            for (int q = 0; q < NI; q++) {
+                int mm = m0 + wm + i * 16 + g, nn = n0 + wn + q * 8 + 2 * t;
+                epilogue(mm, nn, M, N, acc[i][q][0] * u0, c, ldc, s, mode);
+                epilogue(mm, nn + 1, M, N, acc[i][q][1] * u0, c, ldc, s, mode);
+                epilogue(mm + 8, nn, M, N, acc[i][q][2] * u1, c, ldc, s, mode);
+                epilogue(mm + 8, nn + 1, M, N, acc[i][q][3] * u1, c, ldc, s, mode);
+            }
+        }
+    }
+};
+
 // The arithmetic of each ARITH_* on a T x T tile.
 template <int T, int ARITH>
 struct TileOf {
@@ -636,11 +920,23 @@ template <int T>
 struct TileOf<T, ARITH_F32> {
     typedef FmaTile<T> type;
 };
+template <int T>
+struct TileOf<T, ARITH_BF16X2> {
+    typedef HalfMmaTile<T, ARITH_BF16X2> type;
+};
+template <int T>
+struct TileOf<T, ARITH_BF16> {
+    typedef HalfMmaTile<T, ARITH_BF16> type;
+};
+template <int T>
+struct TileOf<T, ARITH_F16> {
+    typedef HalfMmaTile<T, ARITH_F16> type;
+};
 
-template <int T, int ARITH>
+template <int T, int ARITH, typename BEl>
 __device__ __forceinline__ void gemm(int M, int N, int K, const float* __restrict__ a, int sam, int sak,
-                                     const float* __restrict__ b, int sbk, int sbn, float* __restrict__ c, int ldc,
-                                     const float* __restrict__ s, int mode, int kchunk) {
+                                     const typename BEl::T* __restrict__ b, int sbk, int sbn, float* __restrict__ c,
+                                     int ldc, const float* __restrict__ s, int mode, int kchunk) {
     __shared__ float as[2][BK][T + PAD];
     __shared__ float bs[2][BK][T + PAD];
     int m0 = blockIdx.y * T, n0 = blockIdx.x * T;
@@ -648,9 +944,10 @@ __device__ __forceinline__ void gemm(int M, int N, int K, const float* __restric
     int kend = kbeg + min(kchunk, K - kbeg);  // no kbeg + kchunk: it may pass 2^31
     typename TileOf<T, ARITH>::type tile;
     tile.zero();
+    tile.prepare(a, M, m0, kbeg, kend, sam, sak);
     Slice<T> sa, sb;
-    sa.fetch(a, M, m0, kbeg, kend, sam, sak);
-    sb.fetch(b, N, n0, kbeg, kend, sbn, sbk);
+    sa.template fetch<F32>(a, M, m0, kbeg, kend, sam, sak);
+    sb.template fetch<BEl>(b, N, n0, kbeg, kend, sbn, sbk);
     int buf = 0;
     // The slices step by BK while one is left: k0 + BK could pass 2^31 for a K
     // near it, kend - k0 cannot.
@@ -659,8 +956,8 @@ __device__ __forceinline__ void gemm(int M, int N, int K, const float* __restric
         sb.store(bs[buf], sbk);
         __syncthreads();
         if (kend - k0 > BK) {
-            sa.fetch(a, M, m0, k0 + BK, kend, sam, sak);
-            sb.fetch(b, N, n0, k0 + BK, kend, sbn, sbk);
+            sa.template fetch<F32>(a, M, m0, k0 + BK, kend, sam, sak);
+            sb.template fetch<BEl>(b, N, n0, k0 + BK, kend, sbn, sbk);
         }
         tile.slice(as[buf], bs[buf]);
         buf ^= 1;
@@ -674,7 +971,7 @@ __device__ __forceinline__ void gemm(int M, int N, int K, const float* __restric
         name(int M, int N, int K, const float* __restrict__ a, int sam, int sak, const float* __restrict__ b, \
              int sbk, int sbn, float* __restrict__ c, int ldc, const float* __restrict__ s, int mode,         \
              int kchunk) {                                                                                    \
-        gemm<t, arith>(M, N, K, a, sam, sak, b, sbk, sbn, c, ldc, s, mode, kchunk);                           \
+        gemm<t, arith, F32>(M, N, K, a, sam, sak, b, sbk, sbn, c, ldc, s, mode, kchunk);                      \
     }
 
 GEMM_ENTRY(gemm_f32_64, 64, ARITH_F32)
@@ -683,6 +980,22 @@ GEMM_ENTRY(gemm_tf32_64, 64, ARITH_TF32)
 GEMM_ENTRY(gemm_tf32_128, 128, ARITH_TF32)
 GEMM_ENTRY(gemm_3xtf32_64, 64, ARITH_3XTF32)
 GEMM_ENTRY(gemm_3xtf32_128, 128, ARITH_3XTF32)
+
+// The 16-bit modes: B is the packed patches in bf16 or f16.
+#define GEMM_HALF_ENTRY(name, t, arith, BEl)                                                                     \
+    extern "C" __global__ void __launch_bounds__(BLOCK)                                                         \
+        name(int M, int N, int K, const float* __restrict__ a, int sam, int sak, const BEl::T* __restrict__ b,  \
+             int sbk, int sbn, float* __restrict__ c, int ldc, const float* __restrict__ s, int mode,           \
+             int kchunk) {                                                                                      \
+        gemm<t, arith, BEl>(M, N, K, a, sam, sak, b, sbk, sbn, c, ldc, s, mode, kchunk);                         \
+    }
+
+GEMM_HALF_ENTRY(gemm_bf16x2_64, 64, ARITH_BF16X2, Bf16)
+GEMM_HALF_ENTRY(gemm_bf16x2_128, 128, ARITH_BF16X2, Bf16)
+GEMM_HALF_ENTRY(gemm_bf16_64, 64, ARITH_BF16, Bf16)
+GEMM_HALF_ENTRY(gemm_bf16_128, 128, ARITH_BF16, Bf16)
+GEMM_HALF_ENTRY(gemm_f16_64, 64, ARITH_F16, F16)
+GEMM_HALF_ENTRY(gemm_f16_128, 128, ARITH_F16, F16)
 
 // A probe of the mma.sync variant the GEMMs use (m16n8k8, TF32 inputs, f32
 // accumulation) for a test to compare with the host's product: one warp
@@ -705,4 +1018,41 @@ extern "C" __global__ void mma_probe_m16n8k8_tf32(const float* __restrict__ a, c
     c[g * 8 + 2 * t + 1] = d[1];
     c[(g + 8) * 8 + 2 * t] = d[2];
     c[(g + 8) * 8 + 2 * t + 1] = d[3];
+}
+
+// Probes of the m16n8k16 variants (bf16 and f16 inputs, f32 accumulation)
+// for a test to compare with the host's product: one warp places every
+// lane's fragments by the PTX ISA's formulas, written out here independently
+// of HalfMmaTile (g = lane / 4, t = lane % 4; each register holds two values,
+// the first in the lower half):
+//   A a0 (g, 2t..2t+1), a1 (g+8, 2t..2t+1), a2 (g, 2t+8..2t+9), a3 (g+8, 2t+8..2t+9);
+//   B b0 (k = 2t..2t+1, n = g), b1 (k = 2t+8..2t+9, n = g);
+//   C c0 (g, 2t), c1 (g, 2t+1), c2 (g+8, 2t), c3 (g+8, 2t+1).
+// c [16, 8] = a [16, 16] b [16, 8], all row-major f32, entries exact in the type.
+template <bool BF16>
+__device__ __forceinline__ void mma_probe_k16(const float* __restrict__ a, const float* __restrict__ b,
+                                              float* __restrict__ c) {
+    if (threadIdx.x >= 32) return;  // one warp
+    int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
+    auto h = [](float v) { return BF16 ? f32_to_bf16(v) : f32_to_f16(v); };
+    auto two = [&](float lo, float hi) { return (unsigned)h(lo) | ((unsigned)h(hi) << 16); };
+    unsigned af[4] = {two(a[g * 16 + 2 * t], a[g * 16 + 2 * t + 1]), two(a[(g + 8) * 16 + 2 * t], a[(g + 8) * 16 + 2 * t + 1]),
+                      two(a[g * 16 + 2 * t + 8], a[g * 16 + 2 * t + 9]),
+                      two(a[(g + 8) * 16 + 2 * t + 8], a[(g + 8) * 16 + 2 * t + 9])};
+    unsigned bf[2] = {two(b[(2 * t) * 8 + g], b[(2 * t + 1) * 8 + g]), two(b[(2 * t + 8) * 8 + g], b[(2 * t + 9) * 8 + g])};
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    mma_k16<BF16>(d, af, bf);
+    c[g * 8 + 2 * t] = d[0];
+    c[g * 8 + 2 * t + 1] = d[1];
+    c[(g + 8) * 8 + 2 * t] = d[2];
+    c[(g + 8) * 8 + 2 * t + 1] = d[3];
+}
+
+extern "C" __global__ void mma_probe_m16n8k16_bf16(const float* __restrict__ a, const float* __restrict__ b,
+                                                   float* __restrict__ c) {
+    mma_probe_k16<true>(a, b, c);
+}
+extern "C" __global__ void mma_probe_m16n8k16_f16(const float* __restrict__ a, const float* __restrict__ b,
+                                                  float* __restrict__ c) {
+    mma_probe_k16<false>(a, b, c);
 }

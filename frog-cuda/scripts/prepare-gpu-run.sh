@@ -20,13 +20,14 @@ for l in sys.stdin:
         print(m["target"]["name"], m["executable"])')
 out=$root/.gpu-run
 rm -rf "$out"
-mkdir -p "$out/bin" "$out/golden"
+mkdir -p "$out/bin" "$out/golden/lowp"
 cp ../shared/golden/*.json ../shared/golden/FORMAT.md "$out/golden/"
+cp ../shared/golden/lowp/*.json "$out/golden/lowp/"
 cp frog-cuda/scripts/torch_resnet18_step.py "$out/"
 strip -o "$out/bin/frog-bench" "${CARGO_TARGET_DIR:-$root/target}/release/frog-bench"
 while read -r name path; do
   case "$name" in
-    gpu|nn|frog_cuda|frog_bench) strip -o "$out/bin/test-$name" "$path" ;;
+    gpu|nn|lowp|frog_cuda|frog_bench) strip -o "$out/bin/test-$name" "$path" ;;
   esac
 done <<< "$tests"
 cat > "$out/run.sh" <<'RUN'
@@ -59,6 +60,7 @@ run_tests() {  # name, timeout, filter...
 run_tests frog_cuda 60
 run_tests gpu 120
 run_tests nn 60
+run_tests lowp 60
 run_tests frog_bench 150 gpu_
 echo
 sed -n '/^==== frog-bench gpu-check ====/,$p' "$logs/gpu-check.log"

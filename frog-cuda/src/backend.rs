@@ -30,6 +30,40 @@ pub enum Precision {
     /// About 5e-4 relative per product, amplified by CG where the sampled
     /// Fisher is ill-conditioned (`r*L < D'` with a small `tau`).
     Fast,
+    /// bf16 tensor cores (`mma.sync` m16n8k16, f32 accumulation, twice
+    /// TF32's rate): the patches packed in bf16 (exact for bf16 inputs), the
+    /// f32 operand (the CG direction, then the scaled projections) split
+    /// into a high and a low bf16 part, two products: about 16-bit accuracy
+    /// in that operand (a few 1e-6 relative per product), at about TF32's cost.
+    Bf16Split,
+    /// bf16 tensor cores with the f32 operand rounded once to bf16 (8-bit
+    /// mantissa): one product, about 2e-3 relative per product.
+    Bf16,
+    /// f16 tensor cores: the patches packed in f16 (exact for f16 inputs),
+    /// each row of the f32 operand scaled by a power of two into f16's
+    /// range (directions of 1e-5..1e-9 sit below f16's smallest normal,
+    /// 6.1e-5; exact, undone on the f32 result), then rounded once to f16
+    /// (11-bit mantissa): one product, about 3e-4 relative per product.
+    F16,
+}
+
+/// The element type of the packed patches a [`Precision`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Packed {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    /// What the patch products read: f32 patches, or 16-bit ones.
+    pub(crate) fn packed(self) -> Packed {
+        match self {
+            Precision::Exact | Precision::Split | Precision::Fast => Packed::F32,
+            Precision::Bf16Split | Precision::Bf16 => Packed::Bf16,
+            Precision::F16 => Packed::F16,
+        }
+    }
 }
 
 /// What a GEMM does with its result `C(i, j)`.
@@ -45,7 +79,7 @@ pub(crate) enum Epilogue {
 }
 
 /// Keeps the context alive while any buffer of it lives, and identifies it.
-struct Owner {
+pub(crate) struct Owner {
     _ctx: Context,
 }
 
@@ -90,7 +124,7 @@ pub struct Cuda {
     funcs: Vec<cu::CUfunction>,
     stream: Stream,
     _modules: Vec<Module>,
-    owner: Arc<Owner>,
+    pub(crate) owner: Arc<Owner>,
     precision: Precision,
     tile: Option<Tile>,
     sms: u32,
@@ -388,14 +422,28 @@ impl Cuda {
         self.launch(K::Fill, launch::elementwise(len), &[Arg::I(int(what, len)?), Arg::F(0.0), at])
     }
 
-    fn gemm_kernel(&self, tile: Tile) -> K {
-        match (self.precision, tile) {
+    /// The GEMM of the precision on `tile`. `patches`: the B operand is the
+    /// packed patches (16-bit in the 16-bit modes); every other product
+    /// (the `nn` convolutions, [`Cuda::matmul`]) has f32 operands, which the
+    /// 16-bit modes multiply as [`Precision::Split`] does.
+    fn gemm_kernel(&self, tile: Tile, patches: bool) -> K {
+        let precision = match self.precision {
+            Precision::Bf16Split | Precision::Bf16 | Precision::F16 if !patches => Precision::Split,
+            p => p,
+        };
+        match (precision, tile) {
             (Precision::Exact, Tile::T64) => K::GemmF32x64,
             (Precision::Exact, Tile::T128) => K::GemmF32x128,
             (Precision::Split, Tile::T64) => K::Gemm3xTf32x64,
             (Precision::Split, Tile::T128) => K::Gemm3xTf32x128,
             (Precision::Fast, Tile::T64) => K::GemmTf32x64,
             (Precision::Fast, Tile::T128) => K::GemmTf32x128,
+            (Precision::Bf16Split, Tile::T64) => K::GemmBf16x2x64,
+            (Precision::Bf16Split, Tile::T128) => K::GemmBf16x2x128,
+            (Precision::Bf16, Tile::T64) => K::GemmBf16x64,
+            (Precision::Bf16, Tile::T128) => K::GemmBf16x128,
+            (Precision::F16, Tile::T64) => K::GemmF16x64,
+            (Precision::F16, Tile::T128) => K::GemmF16x128,
         }
     }
 
@@ -403,9 +451,24 @@ impl Cuda {
     /// `A(i, k) = a[i*sam + k*sak]`, `B(k, j) = b[k*sbk + j*sbn]`, `C(i, j) =
     /// c[i*ldc + j]`. `allow_split` lets a long K be cut into chunks summed
     /// with atomic adds (then a [`Epilogue::Store`] zeroes C first).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn gemm(
         &self,
+        dims: (usize, usize, usize),
+        a: (Arg, usize, usize),
+        b: (Arg, usize, usize),
+        c: (Arg, usize),
+        epilogue: Epilogue,
+        allow_split: bool,
+    ) -> Result<(), Error> {
+        self.gemm_on(false, dims, a, b, c, epilogue, allow_split)
+    }
+
+    /// [`Cuda::gemm`] whose B operand is the packed patches when
+    /// `patches` (then in the precision's element type).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_on(
+        &self,
+        patches: bool,
         (m, n, k): (usize, usize, usize),
         (a, sam, sak): (Arg, usize, usize),
         (b, sbk, sbn): (Arg, usize, usize),
@@ -425,7 +488,7 @@ impl Cuda {
         };
         let i = |what, v| int(what, v).map(Arg::I);
         self.launch(
-            self.gemm_kernel(plan.tile),
+            self.gemm_kernel(plan.tile, patches),
             plan.grid,
             &[
                 i("m", m)?,
@@ -456,7 +519,7 @@ impl Cuda {
             Some(l) => Epilogue::Scale(self.ptr("lambda", l, g.rows * g.n)?),
             None => Epilogue::Store,
         };
-        self.gemm((g.rows, g.n, g.cols), (va, g.cols, 1), (xa, 1, g.cols), (ua, g.n), epilogue, false)
+        self.gemm_on(true, (g.rows, g.n, g.cols), (va, g.cols, 1), (xa, 1, g.cols), (ua, g.n), epilogue, false)
     }
 
     /// `G (+)= U X` for `U` in layout `[R, N]`; `accumulate` adds onto `g`.
@@ -466,7 +529,58 @@ impl Cuda {
         let xa = self.ptr("packed", p.packed, g.n * g.cols)?;
         let ga = self.ptr("g", g_out, g.rows * g.cols)?;
         let epilogue = if accumulate { Epilogue::Add } else { Epilogue::Store };
-        self.gemm((g.rows, g.cols, g.n), (ua, g.n, 1), (xa, g.cols, 1), (ga, g.cols), epilogue, true)
+        self.gemm_on(true, (g.rows, g.cols, g.n), (ua, g.n, 1), (xa, g.cols, 1), (ga, g.cols), epilogue, true)
+    }
+
+    /// Packs the patches of `x` (checked by the caller) with the kernels
+    /// `(conv, linear)` of its element type and the packed one.
+    pub(crate) fn pack_with(&self, layer: &Layer, r: usize, xa: Arg, (conv_k, rows_k): (K, K), packed: &mut Buffer) -> Result<(), Error> {
+        let g = Geom::new(layer, r)?;
+        let pa = self.ptr("packed", packed, g.n * g.cols)?;
+        let grid = launch::elementwise(g.n * g.cols);
+        let i = |what, v| int(what, v).map(Arg::I);
+        match layer.kind {
+            LayerKind::Conv2d(c) => crate::nn::im2col_with(self, conv_k, &c, xa, r, g.cols, pa),
+            LayerKind::Linear { d_in, .. } => self.launch(rows_k, grid, &[i("positions", g.n)?, i("d_in", d_in)?, i("cols", g.cols)?, xa, pa]),
+        }
+    }
+
+    /// The Fisher weights from `y` (checked by the caller) with the kernel
+    /// `k` of its element type.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn fisher_with(
+        &self,
+        p: &Patches<'_, Self>,
+        k: K,
+        ya: Arg,
+        norms: &Buffer,
+        (scale, eps): (f32, f32),
+        trace: &mut Buffer,
+        lambda: &mut Buffer,
+    ) -> Result<(), Error> {
+        let g = Geom::of(p)?;
+        let na = self.ptr("norms", norms, g.n)?;
+        let ta = self.ptr("trace", trace, g.rows)?;
+        let la = self.ptr("lambda", lambda, g.n * g.rows)?;
+        let (sj, sl) = p.layer.output_strides();
+        self.launch(
+            k,
+            launch::per_row(g.rows)?,
+            &[
+                Arg::I(int("r", p.r)?),
+                Arg::I(int("rows", g.rows)?),
+                Arg::I(int("positions", g.l)?),
+                Arg::I(int("row stride", sj)?),
+                Arg::I(int("position stride", sl)?),
+                Arg::F(g.cols as f32),
+                ya,
+                na,
+                Arg::F(scale),
+                Arg::F(eps),
+                ta,
+                la,
+            ],
+        )
     }
 
     fn rows_cols(&self, rows: usize, cols: usize) -> Result<(Arg, Arg, usize), Error> {
@@ -528,7 +642,7 @@ impl Geom {
         Ok(g)
     }
 
-    fn of(p: &Patches<'_, Cuda>) -> Result<Self, Error> {
+    pub(crate) fn of(p: &Patches<'_, Cuda>) -> Result<Self, Error> {
         Self::new(p.layer, p.r)
     }
 }
@@ -603,24 +717,26 @@ impl Backend for Cuda {
     }
 
     fn pack_patches(&self, layer: &Layer, r: usize, x: &Buffer, packed: &mut Buffer) -> Result<(), Error> {
-        let g = Geom::new(layer, r)?;
-        let xa = self.ptr("x", x, r * layer.input_len())?;
-        let pa = self.ptr("packed", packed, g.n * g.cols)?;
-        let grid = launch::elementwise(g.n * g.cols);
-        let i = |what, v| int(what, v).map(Arg::I);
-        match layer.kind {
-            LayerKind::Conv2d(c) => crate::nn::im2col(self, &c, xa, r, g.cols, pa),
-            LayerKind::Linear { d_in, .. } => {
-                self.launch(K::PackRows, grid, &[i("positions", g.n)?, i("d_in", d_in)?, i("cols", g.cols)?, xa, pa])
-            }
-        }
+        let xa = self.ptr("x", x, r.saturating_mul(layer.input_len()))?;
+        // A 16-bit mode packs (rounds) the f32 inputs in its element type.
+        let kernels = match self.precision.packed() {
+            Packed::F32 => (K::Im2col, K::PackRows),
+            Packed::Bf16 => (K::Im2colF32Bf16, K::PackRowsF32Bf16),
+            Packed::F16 => (K::Im2colF32F16, K::PackRowsF32F16),
+        };
+        self.pack_with(layer, r, xa, kernels, packed)
     }
 
     fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Buffer) -> Result<(), Error> {
         let g = Geom::of(p)?;
         let xa = self.ptr("packed", p.packed, g.n * g.cols)?;
         let na = self.ptr("norms", norms, g.n)?;
-        self.launch(K::PatchSqNorms, launch::per_warp(g.n), &[Arg::I(int("positions", g.n)?), Arg::I(int("cols", g.cols)?), xa, na])
+        let k = match self.precision.packed() {
+            Packed::F32 => K::PatchSqNorms,
+            Packed::Bf16 => K::PatchSqNormsBf16,
+            Packed::F16 => K::PatchSqNormsF16,
+        };
+        self.launch(k, launch::per_warp(g.n), &[Arg::I(int("positions", g.n)?), Arg::I(int("cols", g.cols)?), xa, na])
     }
 
     fn fisher_weights(
@@ -635,28 +751,7 @@ impl Backend for Cuda {
     ) -> Result<(), Error> {
         let g = Geom::of(p)?;
         let ya = self.ptr("y", y, g.n * g.rows)?;
-        let na = self.ptr("norms", norms, g.n)?;
-        let ta = self.ptr("trace", trace, g.rows)?;
-        let la = self.ptr("lambda", lambda, g.n * g.rows)?;
-        let (sj, sl) = p.layer.output_strides();
-        self.launch(
-            K::FisherWeights,
-            launch::per_row(g.rows)?,
-            &[
-                Arg::I(int("r", p.r)?),
-                Arg::I(int("rows", g.rows)?),
-                Arg::I(int("positions", g.l)?),
-                Arg::I(int("row stride", sj)?),
-                Arg::I(int("position stride", sl)?),
-                Arg::F(g.cols as f32),
-                ya,
-                na,
-                Arg::F(scale),
-                Arg::F(eps),
-                ta,
-                la,
-            ],
-        )
+        self.fisher_with(p, K::FisherWeights, ya, norms, (scale, eps), trace, lambda)
     }
 
     fn project(&self, p: &Patches<'_, Self>, v: &Buffer, u: &mut Buffer) -> Result<(), Error> {
@@ -890,6 +985,35 @@ mod tests {
             }
         }
         println!("gpu_mma_fragments_follow_the_ptx_isa: all 32 lanes' A, B and C fragments agree on {}", cuda.device_name());
+    }
+
+    /// On a device (or the emulator): the m16n8k16 bf16 and f16 mma, with
+    /// every lane's fragments placed by the PTX ISA's formulas (the probe
+    /// kernels, written independently of the GEMM tile), give the product
+    /// the host computes, entry for entry.
+    #[test]
+    fn gpu_mma_k16_fragments_follow_the_ptx_isa() {
+        let cuda = match Cuda::new(Precision::Exact) {
+            Ok(c) => c,
+            Err(e) => return println!("SKIPPED gpu_mma_k16_fragments_follow_the_ptx_isa: no CUDA device ({e})"),
+        };
+        // Small distinct integers, exact in bf16 and f16 and in every sum.
+        let ints = |n: usize, seed: usize| (0..n).map(|i| ((i * 7 + seed) * 2_654_435_761usize % 17) as f32 - 8.0).collect::<Vec<_>>();
+        let (a, b) = (ints(16 * 16, 5), ints(16 * 8, 13));
+        let (ab, bb) = (cuda.upload(&a).unwrap(), cuda.upload(&b).unwrap());
+        for k in [K::MmaProbeBf16, K::MmaProbeF16] {
+            let cb = cuda.zeros(16 * 8).unwrap();
+            let args = [cuda.ptr("a", &ab, 256).unwrap(), cuda.ptr("b", &bb, 128).unwrap(), cuda.ptr("c", &cb, 128).unwrap()];
+            cuda.launch(k, Grid::x(1), &args).unwrap();
+            let got = cuda.download(&cb, 128).unwrap();
+            for m in 0..16 {
+                for n in 0..8 {
+                    let want: f32 = (0..16).map(|k| a[m * 16 + k] * b[k * 8 + n]).sum();
+                    assert_eq!(got[m * 8 + n], want, "{}: C({m}, {n}), held by lane {}", k.name(), (m % 8) * 4 + n / 2);
+                }
+            }
+        }
+        println!("gpu_mma_k16_fragments_follow_the_ptx_isa: bf16 and f16, all 32 lanes' A, B and C fragments agree on {}", cuda.device_name());
     }
 
     #[test]

@@ -58,6 +58,13 @@ pub enum Error {
         /// The JIT compiler's error log.
         log: String,
     },
+    /// A 16-bit product mode was given 16-bit inputs of the other type.
+    InputType {
+        /// The inputs' type (`"bf16"` or `"f16"`).
+        input: &'static str,
+        /// The backend's precision.
+        precision: crate::Precision,
+    },
     /// The embedded PTX lacks a kernel, or a launch's arguments do not match
     /// the kernel's signature.
     Kernel {
@@ -168,6 +175,9 @@ impl fmt::Display for Error {
                 if log.trim().is_empty() { Ok(()) } else { write!(f, "; JIT log: {}", log.trim()) }
             }
             Self::Kernel { name, problem } => write!(f, "kernel `{name}`: {problem}"),
+            Self::InputType { input, precision } => {
+                write!(f, "{precision:?} products read patches of their own 16-bit type: {input} inputs need an f32 mode or that type's")
+            }
         }
     }
 }
@@ -192,6 +202,7 @@ impl BackendError for Error {
             Self::BufferTooShort { .. } => BackendErrorKind::InvalidBuffer,
             Self::TooLarge { .. } => BackendErrorKind::InvalidBuffer,
             Self::Kernel { .. } => BackendErrorKind::Launch,
+            Self::InputType { .. } => BackendErrorKind::DtypeMismatch,
         }
     }
 }

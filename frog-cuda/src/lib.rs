@@ -27,8 +27,10 @@ mod driver;
 mod error;
 pub mod kernels;
 pub mod launch;
+mod lowp;
 pub mod nn;
 
 pub use backend::{Buffer, Cuda, Graph, Precision};
 pub use error::{code_name, Error};
 pub use launch::Tile;
+pub use lowp::HalfBuffer;

@@ -1,0 +1,193 @@
+//! GPU tests of bf16 and f16 sampled inputs (each prints that it was
+//! skipped and passes without a device):
+//!
+//! - `gpu_lowp_golden_<mode>`: every mixed-precision golden case (`lowp/`)
+//!   from its bf16 or f16 inputs in each precision mode, against the f64
+//!   values, at the mode's tolerance (the constants below; the README's
+//!   table states the same).
+//! - the opt-in overflow check of `y` on the device.
+
+mod common;
+
+use common::device;
+use frog_core::half::{bf16, f16};
+use frog_core::{precondition_step_lowp, Backend, Config, Conv2d, Error as FrogError, Layer, LowpBackend, LowpBatch, ParamState, Params, Patches, Workspace, WorkspaceReq};
+use frog_cpu::golden::{golden_dir, load_cases, run_case_lowp, Lowp};
+use frog_cuda::{Cuda, Precision};
+
+/// f32 products from the exactly converted inputs: the f32 tolerance.
+const EXACT_RTOL: f64 = 1e-4;
+/// TF32 products (as `tests/gpu.rs`'s fast mode; every `lowp` case has a
+/// full-rank sampled Fisher).
+const FAST_RTOL: f64 = 3e-2;
+
+/// Runs every mixed-precision case in `precision`; each must meet `rtol`.
+/// A 16-bit mode takes the cases of its own type and refuses the others
+/// with [`frog_cuda::Error::InputType`].
+fn golden_lowp(precision: Precision, rtol: f64, test: &str) {
+    let Some(cuda) = device(precision, test) else { return };
+    let dir = golden_dir().join("lowp");
+    let cases = load_cases(&dir).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cases.len() >= 15, "too few mixed-precision cases in {}", dir.display());
+    let takes = |l: Lowp| match precision {
+        Precision::Bf16Split | Precision::Bf16 => l == Lowp::Bf16,
+        Precision::F16 => l == Lowp::F16,
+        _ => true,
+    };
+    let (mut failures, mut worst, mut run) = (Vec::new(), 0.0f64, 0);
+    for case in &cases {
+        if !takes(case.lowp.expect("x_dtype")) {
+            let e = run_case_lowp(&cuda, case, rtol).unwrap_err();
+            assert!(e.contains("16-bit type"), "{test} {}: {e}", case.name);
+            continue;
+        }
+        run += 1;
+        match run_case_lowp(&cuda, case, rtol) {
+            Ok(r) => {
+                worst = worst.max(r.worst);
+                println!("{test} {:<28} ok  worst {:.2e} at {}", case.name, r.worst, r.worst_at);
+            }
+            Err(e) => {
+                println!("{test} {:<28} FAILED {e}", case.name);
+                failures.push(format!("{}: {e}", case.name));
+            }
+        }
+    }
+    println!("{test}: {} of {run} mixed-precision cases within rtol {rtol:.0e} on {}; worst error: {worst:.2e}", run - failures.len(), cuda.device_name());
+    assert!(failures.is_empty(), "golden failures:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn gpu_lowp_golden_exact() {
+    golden_lowp(Precision::Exact, EXACT_RTOL, "gpu_lowp_golden_exact");
+}
+
+#[test]
+fn gpu_lowp_golden_split() {
+    golden_lowp(Precision::Split, EXACT_RTOL, "gpu_lowp_golden_split");
+}
+
+#[test]
+fn gpu_lowp_golden_fast() {
+    golden_lowp(Precision::Fast, FAST_RTOL, "gpu_lowp_golden_fast");
+}
+
+/// The 16-bit modes: bf16 with the direction split in two parts.
+const BF16_SPLIT_RTOL: f64 = 1e-4;
+/// bf16 with the direction rounded once.
+const BF16_RTOL: f64 = 3e-2;
+/// f16 with the direction's rows scaled and rounded once.
+const F16_RTOL: f64 = 5e-3;
+
+#[test]
+fn gpu_lowp_golden_bf16_split() {
+    golden_lowp(Precision::Bf16Split, BF16_SPLIT_RTOL, "gpu_lowp_golden_bf16_split");
+}
+
+#[test]
+fn gpu_lowp_golden_bf16() {
+    golden_lowp(Precision::Bf16, BF16_RTOL, "gpu_lowp_golden_bf16");
+}
+
+#[test]
+fn gpu_lowp_golden_f16() {
+    golden_lowp(Precision::F16, F16_RTOL, "gpu_lowp_golden_f16");
+}
+
+/// A step of a small conv layer from 16-bit `y` holding `bad` non-finite
+/// entries, with the check on: the error, and nothing changed.
+fn refused<H: frog_core::Half>(cuda: &Cuda, bad: H, test: &str)
+where
+    Cuda: LowpBackend<H, LowpBuffer = frog_cuda::HalfBuffer<H>, Error = frog_cuda::Error>,
+{
+    let layer = Layer::conv2d(Conv2d::new(3, 4, 3, [6, 6]).padding(1), false);
+    let (r, batch) = (2, 4);
+    let cfg = Config { lr: 0.1, momentum: 0.9, ..Config::default() };
+    let mut state = ParamState::for_layer(cuda, &layer, &cfg).unwrap();
+    let mut ws = Workspace::new(cuda, WorkspaceReq::new(cuda, &layer, r).unwrap()).unwrap();
+    let w0 = common::values(layer.rows() * layer.weight_cols(), 1);
+    let mut weight = cuda.upload(&w0).unwrap();
+    let grad = cuda.upload(&common::values(w0.len(), 2)).unwrap();
+    let x: Vec<H> = common::values(r * layer.input_len(), 3).iter().map(|&v| H::from_f32(v)).collect();
+    let mut y: Vec<H> = common::values(r * layer.output_len(), 4).iter().map(|&v| H::from_f32(v * 1e-3)).collect();
+    y[5] = bad;
+    let (x, y) = (cuda.upload_half(&x).unwrap(), cuda.upload_half(&y).unwrap());
+    let params = Params { weight: &mut weight, grad_weight: &grad, bias: None };
+    let batch = LowpBatch { x: &x, y: &y, sample: r, batch_size: batch, check_y: true };
+    let e = precondition_step_lowp(cuda, &cfg, &layer, &mut state, &mut ws, params, batch).unwrap_err();
+    assert_eq!(e, FrogError::NonFiniteInput { what: "y", entries: 1 }, "{test}");
+    assert_eq!(state.steps(), 0);
+    assert_eq!(cuda.download(&weight, w0.len()).unwrap(), w0);
+}
+
+#[test]
+fn gpu_lowp_overflow_check_refuses_the_step() {
+    let Some(cuda) = device(Precision::Exact, "gpu_lowp_overflow_check_refuses_the_step") else { return };
+    refused(&cuda, bf16::INFINITY, "bf16 inf");
+    refused(&cuda, f16::NAN, "f16 NaN");
+    println!("gpu_lowp_overflow_check_refuses_the_step: bf16 inf and f16 NaN in y refused before any change on {}", cuda.device_name());
+}
+
+/// Max-norm relative error of `a` against `b`.
+fn rel(a: &[f32], b: &[f64]) -> f64 {
+    let diff = a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - y).abs()).fold(0.0, f64::max);
+    diff / b.iter().fold(0.0f64, |m, v| m.max(v.abs()))
+}
+
+/// The two patch products of a 16-bit mode on every tile, from inputs of
+/// its type, against f64 host products of the same values; the direction
+/// as small as real ones (1e-7), so f16's row scaling is needed.
+fn half_products<H: frog_core::Half>(precision: Precision, rtol: f64, test: &str)
+where
+    Cuda: LowpBackend<H, LowpBuffer = frog_cuda::HalfBuffer<H>, Error = frog_cuda::Error>,
+{
+    let Some(mut cuda) = device(precision, test) else { return };
+    let conv = Conv2d::new(5, 7, 3, [9, 9]).padding(1);
+    let layer = Layer::conv2d(conv, true);
+    let r = 3;
+    let (rows, cols, l) = (layer.rows(), layer.cols(), layer.positions());
+    let n = r * l;
+    let x: Vec<H> = common::values(r * layer.input_len(), 7).iter().map(|&v| H::from_f32(v)).collect();
+    let xf: Vec<f32> = x.iter().map(|h| h.to_f32()).collect();
+    let mut host = vec![0.0f32; n * cols];
+    for i in 0..r {
+        let block = &mut host[i * l * cols..(i + 1) * l * cols];
+        frog_cpu::im2col::im2col(&conv, &xf[i * layer.input_len()..(i + 1) * layer.input_len()], block, cols).unwrap();
+        block.chunks_mut(cols).for_each(|row| row[cols - 1] = 1.0);
+    }
+    let v: Vec<f32> = common::values(rows * cols, 8).iter().map(|&e| e * 1e-7).collect();
+    let u: Vec<f32> = common::values(rows * n, 9).iter().map(|&e| e * 1e-6).collect();
+    let want_u: Vec<f64> = (0..rows).flat_map(|j| (0..n).map(move |p| (j, p))).map(|(j, p)| (0..cols).map(|c| f64::from(v[j * cols + c]) * f64::from(host[p * cols + c])).sum()).collect();
+    let want_g: Vec<f64> = (0..rows).flat_map(|j| (0..cols).map(move |c| (j, c))).map(|(j, c)| (0..n).map(|p| f64::from(u[j * n + p]) * f64::from(host[p * cols + c])).sum()).collect();
+    let xb = cuda.upload_half(&x).unwrap();
+    let (vb, ub0) = (cuda.upload(&v).unwrap(), cuda.upload(&u).unwrap());
+    for tile in common::TILES {
+        cuda.set_gemm_tile(tile);
+        let mut packed = cuda.zeros(cuda.patch_scratch_len(&layer, r)).unwrap();
+        cuda.pack_patches_lowp(&layer, r, &xb, &mut packed).unwrap();
+        let p = Patches { layer: &layer, r, x: &packed, packed: &packed };
+        let mut ub = cuda.zeros(rows * n).unwrap();
+        cuda.project(&p, &vb, &mut ub).unwrap();
+        let eu = rel(&cuda.download(&ub, rows * n).unwrap(), &want_u);
+        let mut gb = cuda.zeros(rows * cols).unwrap();
+        cuda.back_project(&p, &ub0, &mut gb).unwrap();
+        let eg = rel(&cuda.download(&gb, rows * cols).unwrap(), &want_g);
+        println!("{test} tile {tile:?}: project {eu:.2e}, back_project {eg:.2e} (rtol {rtol:.0e})");
+        assert!(eu < rtol && eg < rtol, "{test} tile {tile:?}: project {eu:.2e}, back_project {eg:.2e}");
+    }
+}
+
+#[test]
+fn gpu_lowp_products_bf16_split() {
+    half_products::<bf16>(Precision::Bf16Split, 2e-5, "gpu_lowp_products_bf16_split");
+}
+
+#[test]
+fn gpu_lowp_products_bf16() {
+    half_products::<bf16>(Precision::Bf16, 5e-3, "gpu_lowp_products_bf16");
+}
+
+#[test]
+fn gpu_lowp_products_f16() {
+    half_products::<f16>(Precision::F16, 1e-3, "gpu_lowp_products_f16");
+}
