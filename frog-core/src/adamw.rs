@@ -5,11 +5,11 @@
 use core::fmt;
 
 use crate::backend::Backend;
-use crate::config::{decay_ok, representable, ConfigError};
-use crate::error::{Error, ShapeError};
+use crate::config::{decay_ok, non_negative, representable, ConfigError};
+use crate::error::Error;
 use crate::step::check_len;
 use crate::scalar::Scalar;
-use crate::state::{check_finite, export_scalars, import_scalars, Header, StateError};
+use crate::state::{check_stored, export_stored, import_stored, stored_len, Header, StateError};
 
 /// `torch.optim.AdamW` settings; the defaults are PyTorch's.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -40,19 +40,18 @@ impl AdamWConfig {
     /// cannot run: `eps = 0` (a zero gradient divides 0 by 0) and
     /// `lr * weight_decay > 1` (the decay flips the weights' sign).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let ok = |v: f64| v.is_finite() && v >= 0.0;
-        if !ok(self.lr) {
+        if !non_negative(self.lr) {
             return Err(ConfigError::Lr(self.lr));
         }
         for (which, v) in [("beta1", self.beta1), ("beta2", self.beta2)] {
-            if !(ok(v) && v < 1.0) {
+            if !(non_negative(v) && v < 1.0) {
                 return Err(ConfigError::Beta { which, value: v });
             }
         }
         if !(self.eps.is_finite() && self.eps > 0.0) {
             return Err(ConfigError::Eps(self.eps));
         }
-        if !ok(self.weight_decay) {
+        if !non_negative(self.weight_decay) {
             return Err(ConfigError::WeightDecay(self.weight_decay));
         }
         decay_ok(self.lr, self.weight_decay)
@@ -185,22 +184,17 @@ impl<B: Backend> AdamState<B> {
 
     /// Bytes [`AdamState::export`] writes.
     pub fn export_len(&self) -> usize {
-        HEADER + self.buffers() * self.len * B::Scalar::BYTES
+        stored_len::<B::Scalar>(self.len, self.buffers())
     }
 
     /// Writes the state to `out` (at least [`AdamState::export_len`] bytes)
     /// and returns the bytes written.
     pub fn export(&self, backend: &B, out: &mut [u8]) -> Result<usize, Error<B::Error>> {
-        let needed = self.export_len();
-        if out.len() < needed {
-            return Err(ShapeError::BufferLength { what: "state bytes", expected: needed, actual: out.len() }.into());
+        let header = Header { magic: MAGIC, flag: self.vmax.is_some(), len: self.len, steps: self.steps };
+        match &self.vmax {
+            Some(vmax) => export_stored(backend, &header, &[&self.m, &self.v, vmax], out),
+            None => export_stored(backend, &header, &[&self.m, &self.v], out),
         }
-        Header { magic: MAGIC, flag: self.vmax.is_some(), len: self.len, steps: self.steps }.write::<B::Scalar>(out);
-        let part = self.len * B::Scalar::BYTES;
-        for (k, buf) in [Some(&self.m), Some(&self.v), self.vmax.as_ref()].into_iter().flatten().enumerate() {
-            export_scalars(backend, buf, self.len, &mut out[HEADER + k * part..]).map_err(Error::Backend)?;
-        }
-        Ok(needed)
     }
 
     /// Restores bytes [`AdamState::export`] wrote for a parameter of the
@@ -213,12 +207,8 @@ impl<B: Backend> AdamState<B> {
     }
 
     pub(crate) fn check_bytes(&self, bytes: &[u8]) -> Result<u64, StateError> {
-        let steps = Header::check::<B::Scalar>(bytes, MAGIC, self.len, self.vmax.is_some())?;
+        let steps = check_stored::<B::Scalar>(bytes, MAGIC, self.len, self.vmax.is_some(), self.buffers())?;
         let needed = self.export_len();
-        if bytes.len() < needed {
-            return Err(StateError::Truncated { needed, actual: bytes.len() });
-        }
-        check_finite::<B::Scalar>(&bytes[HEADER..needed])?;
         let part = self.len * B::Scalar::BYTES;
         let mut squares = bytes[HEADER + part..needed].chunks_exact(B::Scalar::BYTES).map(B::Scalar::read_le);
         if let Some(index) = squares.position(|v| v < B::Scalar::ZERO) {
@@ -228,11 +218,7 @@ impl<B: Backend> AdamState<B> {
     }
 
     pub(crate) fn apply_bytes(&mut self, backend: &B, bytes: &[u8], steps: u64) -> Result<(), B::Error> {
-        let part = self.len * B::Scalar::BYTES;
-        let len = self.len;
-        for (k, buf) in [Some(&mut self.m), Some(&mut self.v), self.vmax.as_mut()].into_iter().flatten().enumerate() {
-            import_scalars(backend, &bytes[HEADER + k * part..], buf, len)?;
-        }
+        import_stored(backend, bytes, self.len, [&mut self.m, &mut self.v].into_iter().chain(self.vmax.as_mut()))?;
         self.steps = steps;
         Ok(())
     }

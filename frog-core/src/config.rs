@@ -158,8 +158,33 @@ impl fmt::Display for ConfigError {
 
 impl core::error::Error for ConfigError {}
 
-fn non_negative(v: f64) -> bool {
+/// Finite and at least 0: what every rate, momentum and decay must be.
+pub(crate) fn non_negative(v: f64) -> bool {
     v.is_finite() && v >= 0.0
+}
+
+/// The checks every momentum method shares (FROG, SGD, K-FROG): `lr >= 0`,
+/// `momentum` in `[0, 1]`, and Nesterov only with momentum.
+pub(crate) fn momentum_ok(lr: f64, momentum: f64, nesterov: bool) -> Result<(), ConfigError> {
+    if !non_negative(lr) {
+        return Err(ConfigError::Lr(lr));
+    }
+    if !(non_negative(momentum) && momentum <= 1.0) {
+        return Err(ConfigError::Momentum(momentum));
+    }
+    if nesterov && momentum == 0.0 {
+        return Err(ConfigError::NesterovWithoutMomentum);
+    }
+    Ok(())
+}
+
+/// `num_iters` in `1..=MAX_NUM_ITERS` (FROG's and K-FROG's CG).
+pub(crate) fn num_iters_ok(num_iters: usize) -> Result<(), ConfigError> {
+    match num_iters {
+        0 => Err(ConfigError::NumItersZero),
+        n if n > MAX_NUM_ITERS => Err(ConfigError::NumItersTooLarge(n)),
+        _ => Ok(()),
+    }
 }
 
 /// Rejects `lr * weight_decay > 1` (shared with [`crate::SgdConfig`]).
@@ -185,17 +210,9 @@ pub(crate) fn representable<S: Scalar>(what: &'static str, value: f64) -> Result
 impl Config {
     /// Checks every hyperparameter.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !non_negative(self.lr) {
-            return Err(ConfigError::Lr(self.lr));
-        }
+        momentum_ok(self.lr, self.momentum, self.nesterov)?;
         if !non_negative(self.lr_other_ratio) {
             return Err(ConfigError::LrOtherRatio(self.lr_other_ratio));
-        }
-        if !(non_negative(self.momentum) && self.momentum <= 1.0) {
-            return Err(ConfigError::Momentum(self.momentum));
-        }
-        if self.nesterov && self.momentum == 0.0 {
-            return Err(ConfigError::NesterovWithoutMomentum);
         }
         if !non_negative(self.weight_decay) {
             return Err(ConfigError::WeightDecay(self.weight_decay));
@@ -203,12 +220,7 @@ impl Config {
         if self.sample_size == Some(0) {
             return Err(ConfigError::SampleSizeZero);
         }
-        if self.num_iters == 0 {
-            return Err(ConfigError::NumItersZero);
-        }
-        if self.num_iters > MAX_NUM_ITERS {
-            return Err(ConfigError::NumItersTooLarge(self.num_iters));
-        }
+        num_iters_ok(self.num_iters)?;
         representable::<f64>("lr * lr_other_ratio", self.lr * self.lr_other_ratio)?;
         decay_ok(self.lr, self.weight_decay)?;
         decay_ok(self.lr * self.lr_other_ratio, self.weight_decay)?;

@@ -9,7 +9,7 @@
 //! K-FROG unscaled output gradients (divide a loss scale out first).
 
 use crate::backend::{Backend, Patches, Strided};
-use crate::config::{representable, ConfigError, MAX_NUM_ITERS};
+use crate::config::{momentum_ok, non_negative, num_iters_ok, representable, ConfigError};
 use crate::error::{Error, ShapeError};
 use crate::layer::Layer;
 use crate::scalar::Scalar;
@@ -56,30 +56,16 @@ impl KfrogConfig {
     /// only with momentum, `y_momentum` in `[0, 1)` (its bias correction
     /// divides by `1 - y_momentum^t`), `eps > 0` (it keeps both sides'
     /// square roots and the CG away from 0), `num_iters` in
-    /// `1..=MAX_NUM_ITERS`, and sample sizes of at least 1.
+    /// `1..=`[`crate::MAX_NUM_ITERS`], and sample sizes of at least 1.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let ok = |v: f64| v.is_finite() && v >= 0.0;
-        if !ok(self.lr) {
-            return Err(ConfigError::Lr(self.lr));
-        }
-        if !(ok(self.momentum) && self.momentum <= 1.0) {
-            return Err(ConfigError::Momentum(self.momentum));
-        }
-        if self.nesterov && self.momentum == 0.0 {
-            return Err(ConfigError::NesterovWithoutMomentum);
-        }
-        if !(ok(self.y_momentum) && self.y_momentum < 1.0) {
+        momentum_ok(self.lr, self.momentum, self.nesterov)?;
+        if !(non_negative(self.y_momentum) && self.y_momentum < 1.0) {
             return Err(ConfigError::Beta { which: "y_momentum", value: self.y_momentum });
         }
         if !(self.eps.is_finite() && self.eps > 0.0) {
             return Err(ConfigError::Eps(self.eps));
         }
-        if self.num_iters == 0 {
-            return Err(ConfigError::NumItersZero);
-        }
-        if self.num_iters > MAX_NUM_ITERS {
-            return Err(ConfigError::NumItersTooLarge(self.num_iters));
-        }
+        num_iters_ok(self.num_iters)?;
         if self.sample_size == Some(0) || self.y_sample_size == Some(0) {
             return Err(ConfigError::SampleSizeZero);
         }
@@ -167,8 +153,9 @@ impl<B: Backend> KfrogState<B> {
         let w = self.weight.export_len();
         let steps = self.weight.check_bytes(bytes)?;
         let tail = bytes.get(w..).ok_or(StateError::Truncated { needed: self.export_len(), actual: bytes.len() })?;
-        if self.y.check_bytes(tail)? != steps {
-            return Err(StateError::Registrations { what: "the step counts of a K-FROG state's two parts", index: 0 });
+        let output = self.y.check_bytes(tail)?;
+        if output != steps {
+            return Err(StateError::StepCounts { weight: steps, output });
         }
         Ok(steps)
     }

@@ -22,7 +22,7 @@ use crate::method::Method;
 use crate::sampler::Sampler;
 use crate::sgd::{plain_sgd_step, sgd_step};
 use crate::state::ParamState;
-use crate::step::{frog_step, Batch, Inputs, LowpBatch, Params, RowGuard};
+use crate::step::{check_len, frog_step, Batch, Inputs, LowpBatch, Params, RowGuard};
 use crate::workspace::{Workspace, WorkspaceReq};
 
 /// Parameter groups an optimizer holds at most.
@@ -493,12 +493,8 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                 // Check the bias pairing before the weight moves.
                 match (&params.bias, &mut slot.bias) {
                     (Some((b, gb)), Some(state)) => {
-                        for (what, buf) in [("bias", &**b), ("grad_bias", &**gb)] {
-                            let actual = backend.len(buf);
-                            if actual != state.len() {
-                                return Err(ShapeError::BufferLength { what, expected: state.len(), actual }.into());
-                            }
-                        }
+                        check_len(backend, b, "bias", state.len())?;
+                        check_len(backend, gb, "grad_bias", state.len())?;
                     }
                     (None, None) => {}
                     _ => return Err(ShapeError::BiasMismatch.into()),

@@ -2,7 +2,7 @@
 //! precondition, and `torch.optim.SGD` for the baseline.
 
 use crate::backend::Backend;
-use crate::config::{decay_ok, representable, Config, ConfigError};
+use crate::config::{decay_ok, momentum_ok, non_negative, representable, Config, ConfigError};
 use crate::error::Error;
 use crate::scalar::Scalar;
 use crate::state::ParamState;
@@ -26,18 +26,9 @@ impl SgdConfig {
     /// accepts but diverges on every input: `momentum > 1` and
     /// `lr * weight_decay > 1`.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let ok = |v: f64| v.is_finite() && v >= 0.0;
-        if !ok(self.lr) {
-            return Err(ConfigError::Lr(self.lr));
-        }
-        if !(ok(self.momentum) && self.momentum <= 1.0) {
-            return Err(ConfigError::Momentum(self.momentum));
-        }
-        if !ok(self.weight_decay) {
+        momentum_ok(self.lr, self.momentum, self.nesterov)?;
+        if !non_negative(self.weight_decay) {
             return Err(ConfigError::WeightDecay(self.weight_decay));
-        }
-        if self.nesterov && self.momentum == 0.0 {
-            return Err(ConfigError::NesterovWithoutMomentum);
         }
         decay_ok(self.lr, self.weight_decay)
     }

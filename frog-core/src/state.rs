@@ -75,6 +75,14 @@ pub enum StateError {
         /// The entry.
         index: u64,
     },
+    /// The two parts of a K-FROG state (weight side and output side) record
+    /// different step counts: they are always stepped together.
+    StepCounts {
+        /// The weight side's count.
+        weight: u64,
+        /// The output side's count.
+        output: u64,
+    },
     /// A checkpoint was written for other registrations: another count,
     /// name, kind or size of parameter, or another number of groups.
     Registrations {
@@ -104,6 +112,9 @@ impl fmt::Display for StateError {
             Self::AmsgradSetting { state_has_buffer: true } => write!(f, "the AdamW state has an amsgrad buffer but amsgrad is off"),
             Self::AmsgradSetting { state_has_buffer: false } => write!(f, "the AdamW state has no amsgrad buffer but amsgrad is on"),
             Self::Negative { index } => write!(f, "AdamW second-moment entry {index} is negative"),
+            Self::StepCounts { weight, output } => {
+                write!(f, "the K-FROG state's weight side records {weight} steps and its output side {output}")
+            }
             Self::Registrations { what, index } => {
                 write!(f, "the checkpoint was written for other registrations: {what} differs at {index}")
             }
@@ -214,21 +225,14 @@ impl<B: Backend> ParamState<B> {
 
     /// Bytes [`ParamState::export`] writes.
     pub fn export_len(&self) -> usize {
-        HEADER + self.momentum.as_ref().map_or(0, |_| self.len * B::Scalar::BYTES)
+        stored_len::<B::Scalar>(self.len, self.momentum.iter().len())
     }
 
     /// Writes the state to `out` (at least [`ParamState::export_len`] bytes)
     /// and returns the bytes written.
     pub fn export(&self, backend: &B, out: &mut [u8]) -> Result<usize, Error<B::Error>> {
-        let needed = self.export_len();
-        if out.len() < needed {
-            return Err(ShapeError::BufferLength { what: "state bytes", expected: needed, actual: out.len() }.into());
-        }
-        Header { magic: MAGIC, flag: self.momentum.is_some(), len: self.len, steps: self.steps }.write::<B::Scalar>(out);
-        if let Some(buf) = &self.momentum {
-            export_scalars(backend, buf, self.len, &mut out[HEADER..needed]).map_err(Error::Backend)?;
-        }
-        Ok(needed)
+        let header = Header { magic: MAGIC, flag: self.momentum.is_some(), len: self.len, steps: self.steps };
+        export_stored(backend, &header, self.momentum.as_ref().as_slice(), out)
     }
 
     /// Restores the state from bytes written by [`ParamState::export`] for
@@ -245,28 +249,66 @@ impl<B: Backend> ParamState<B> {
     /// Checks bytes [`ParamState::restore`] would take, changing nothing,
     /// and returns their step count.
     pub(crate) fn check_bytes(&self, bytes: &[u8]) -> Result<u64, StateError> {
-        let steps = Header::check::<B::Scalar>(bytes, MAGIC, self.len, self.momentum.is_some())?;
-        let needed = self.export_len();
-        if bytes.len() < needed {
-            return Err(StateError::Truncated { needed, actual: bytes.len() });
-        }
-        check_finite::<B::Scalar>(&bytes[HEADER..needed])?;
-        Ok(steps)
+        check_stored::<B::Scalar>(bytes, MAGIC, self.len, self.momentum.is_some(), self.momentum.iter().len())
     }
 
     /// Writes checked bytes into the state.
     pub(crate) fn apply_bytes(&mut self, backend: &B, bytes: &[u8], steps: u64) -> Result<(), B::Error> {
-        if let Some(buf) = &mut self.momentum {
-            import_scalars(backend, &bytes[HEADER..], buf, self.len)?;
-        }
+        import_stored(backend, bytes, self.len, self.momentum.iter_mut())?;
         self.steps = steps;
         Ok(())
     }
 }
 
+/// Bytes of a state's byte form: the header, then `buffers` whole buffers
+/// of `len` scalars (the layout every per-parameter state shares).
+pub(crate) fn stored_len<S: Scalar>(len: usize, buffers: usize) -> usize {
+    HEADER + buffers * len * S::BYTES
+}
+
+/// Writes `header`, then `header.len` entries of each of `buffers`, to
+/// `out` (checked to hold them); returns the bytes written.
+pub(crate) fn export_stored<B: Backend>(backend: &B, header: &Header, buffers: &[&B::Buffer], out: &mut [u8]) -> Result<usize, Error<B::Error>> {
+    let needed = stored_len::<B::Scalar>(header.len, buffers.len());
+    if out.len() < needed {
+        return Err(ShapeError::BufferLength { what: "state bytes", expected: needed, actual: out.len() }.into());
+    }
+    header.write::<B::Scalar>(out);
+    let part = header.len * B::Scalar::BYTES;
+    for (k, buf) in buffers.iter().enumerate() {
+        export_scalars(backend, buf, header.len, &mut out[HEADER + k * part..]).map_err(Error::Backend)?;
+    }
+    Ok(needed)
+}
+
+/// Checks a byte form [`export_stored`] wrote for a state of `len` entries
+/// with `buffers` buffers (its flag `flag`): the header, the length, and
+/// that every stored scalar is finite. Returns the step count.
+pub(crate) fn check_stored<S: Scalar>(bytes: &[u8], magic: [u8; 4], len: usize, flag: bool, buffers: usize) -> Result<u64, StateError> {
+    let steps = Header::check::<S>(bytes, magic, len, flag)?;
+    let needed = stored_len::<S>(len, buffers);
+    if bytes.len() < needed {
+        return Err(StateError::Truncated { needed, actual: bytes.len() });
+    }
+    check_finite::<S>(&bytes[HEADER..needed])?;
+    Ok(steps)
+}
+
+/// Writes checked bytes of [`export_stored`]'s form into `buffers`.
+pub(crate) fn import_stored<'a, B: Backend>(backend: &B, bytes: &[u8], len: usize, buffers: impl Iterator<Item = &'a mut B::Buffer>) -> Result<(), B::Error>
+where
+    B::Buffer: 'a,
+{
+    let part = len * B::Scalar::BYTES;
+    for (k, buf) in buffers.enumerate() {
+        import_scalars(backend, &bytes[HEADER + k * part..], buf, len)?;
+    }
+    Ok(())
+}
+
 /// Writes the first `len` entries of `buf` to `out` as little-endian bytes
 /// (`out` holds at least `len` scalars), a chunk per host round trip.
-pub(crate) fn export_scalars<B: Backend>(backend: &B, buf: &B::Buffer, len: usize, out: &mut [u8]) -> Result<(), B::Error> {
+fn export_scalars<B: Backend>(backend: &B, buf: &B::Buffer, len: usize, out: &mut [u8]) -> Result<(), B::Error> {
     let mut chunk = [B::Scalar::ZERO; CHUNK];
     let mut pos = 0;
     for start in (0..len).step_by(CHUNK) {
@@ -282,7 +324,7 @@ pub(crate) fn export_scalars<B: Backend>(backend: &B, buf: &B::Buffer, len: usiz
 
 /// Writes `len` little-endian scalars from the front of `bytes` (checked
 /// to hold them) into `buf`.
-pub(crate) fn import_scalars<B: Backend>(backend: &B, bytes: &[u8], buf: &mut B::Buffer, len: usize) -> Result<(), B::Error> {
+fn import_scalars<B: Backend>(backend: &B, bytes: &[u8], buf: &mut B::Buffer, len: usize) -> Result<(), B::Error> {
     let mut chunk = [B::Scalar::ZERO; CHUNK];
     let mut pos = 0;
     for start in (0..len).step_by(CHUNK) {
@@ -297,7 +339,7 @@ pub(crate) fn import_scalars<B: Backend>(backend: &B, bytes: &[u8], buf: &mut B:
 }
 
 /// Rejects a NaN or infinite scalar among little-endian `bytes`.
-pub(crate) fn check_finite<S: Scalar>(bytes: &[u8]) -> Result<(), StateError> {
+fn check_finite<S: Scalar>(bytes: &[u8]) -> Result<(), StateError> {
     match bytes.chunks_exact(S::BYTES).map(S::read_le).position(|v| !v.as_f64().is_finite()) {
         Some(index) => Err(StateError::NonFinite { index: index as u64 }),
         None => Ok(()),

@@ -282,6 +282,64 @@ pub struct Report {
     pub compared: usize,
 }
 
+/// The results of a suite of cases: every backend's golden test records
+/// each case's outcome here and ends with [`Tally::finish`], so that all of
+/// them print and fail the same way.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Cases within tolerance.
+    pub passed: usize,
+    /// Largest error over the passed cases.
+    pub worst: f64,
+    /// `case step.field` of that error.
+    pub worst_at: String,
+    /// `case: message` of each failed case.
+    pub failures: Vec<String>,
+}
+
+impl Tally {
+    /// Prints a line for the case `name` (after `prefix`, such as the
+    /// test's name) and counts its outcome.
+    pub fn record(&mut self, prefix: &str, name: &str, outcome: Result<Report, String>) {
+        match outcome {
+            Ok(r) => {
+                println!("{prefix}{name:<32} ok  worst {:.2e} at {} ({} arrays)", r.worst, r.worst_at, r.compared);
+                self.passed += 1;
+                if r.worst >= self.worst {
+                    self.worst = r.worst;
+                    self.worst_at = format!("{name} {}", r.worst_at);
+                }
+            }
+            Err(e) => {
+                println!("{prefix}{name:<32} FAILED {e}");
+                self.failures.push(format!("{name}: {e}"));
+            }
+        }
+    }
+
+    /// Prints `summary` with the pass count and the worst error, then
+    /// returns every failure in one message.
+    pub fn finish(self, summary: &str) -> Result<(), String> {
+        let total = self.passed + self.failures.len();
+        println!("{summary}: {} of {total} cases pass; worst {:.2e} ({})", self.passed, self.worst, self.worst_at);
+        if self.failures.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{summary}: {} failures:\n{}", self.failures.len(), self.failures.join("\n")))
+        }
+    }
+}
+
+/// Runs every case of a suite through `run` into a [`Tally`] and finishes
+/// it: the whole driver of a golden test whose cases all must pass.
+pub fn run_suite<C>(summary: &str, cases: &[C], name: impl Fn(&C) -> &str, mut run: impl FnMut(&C) -> Result<Report, String>) -> Result<(), String> {
+    let mut tally = Tally::default();
+    for case in cases {
+        tally.record("", name(case), run(case));
+    }
+    tally.finish(summary)
+}
+
 pub(crate) struct Checker {
     pub(crate) rtol: f64,
     pub(crate) report: Report,

@@ -4,7 +4,7 @@
 //! inputs are exact in their type, and frog-cpu converts them exactly).
 
 use frog_core::half::{bf16, f16};
-use frog_cpu::golden::{golden_dir, load_cases, run_case, run_case_lowp};
+use frog_cpu::golden::{golden_dir, load_cases, run_case, run_case_lowp, run_suite};
 use frog_cpu::Cpu;
 
 fn run_all<T: frog_cpu::gemm::Real>(rtol: f64) {
@@ -12,15 +12,8 @@ fn run_all<T: frog_cpu::gemm::Real>(rtol: f64) {
     let cases = load_cases(&dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(!cases.is_empty(), "no golden layer cases in {}", dir.display());
     let backend = Cpu::<T>::with_threads(2).unwrap();
-    let mut failures = Vec::new();
-    for case in &cases {
-        match run_case(&backend, case, rtol) {
-            Ok(r) => println!("{:<28} ok  worst {:.2e} at {}", case.name, r.worst, r.worst_at),
-            Err(e) => failures.push(format!("{}: {e}", case.name)),
-        }
-    }
-    println!("{} golden cases run in {} from {}", cases.len(), std::any::type_name::<T>(), dir.display());
-    assert!(failures.is_empty(), "golden failures:\n{}", failures.join("\n"));
+    let summary = format!("golden cases in {} from {}", std::any::type_name::<T>(), dir.display());
+    run_suite(&summary, &cases, |c| &c.name, |c| run_case(&backend, c, rtol)).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -37,17 +30,10 @@ fn run_lowp<T: frog_cpu::gemm::Real + From<bf16> + From<f16>>(rtol: f64) {
     let dir = golden_dir().join("lowp");
     let cases = load_cases(&dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(cases.len() >= 15, "too few mixed-precision cases in {}", dir.display());
+    assert!(cases.iter().all(|c| c.lowp.is_some()), "a case of {} has no x_dtype", dir.display());
     let backend = Cpu::<T>::with_threads(2).unwrap();
-    let mut failures = Vec::new();
-    for case in &cases {
-        let lowp = case.lowp.unwrap_or_else(|| panic!("{}: no x_dtype", case.name));
-        match run_case_lowp(&backend, case, rtol) {
-            Ok(r) => println!("{:<32} {lowp:?} ok  worst {:.2e} at {}", case.name, r.worst, r.worst_at),
-            Err(e) => failures.push(format!("{}: {e}", case.name)),
-        }
-    }
-    println!("{} mixed-precision cases run in {} from {}", cases.len(), std::any::type_name::<T>(), dir.display());
-    assert!(failures.is_empty(), "golden failures:\n{}", failures.join("\n"));
+    let summary = format!("mixed-precision cases in {} from {}", std::any::type_name::<T>(), dir.display());
+    run_suite(&summary, &cases, |c| &c.name, |c| run_case_lowp(&backend, c, rtol)).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -66,7 +52,7 @@ fn golden_lowp_f32() {
 #[test]
 fn golden_3x3_cases_with_each_algorithm() {
     use frog_core::LayerKind;
-    use frog_cpu::golden::Target;
+    use frog_cpu::golden::{Tally, Target};
     use frog_cpu::Algorithm;
     let cases = load_cases(&golden_dir()).unwrap_or_else(|e| panic!("{e}"));
     let winograd_cases: Vec<_> = cases
@@ -74,18 +60,14 @@ fn golden_3x3_cases_with_each_algorithm() {
         .filter(|c| matches!(&c.target, Target::Layer(l) if matches!(l.kind, LayerKind::Conv2d(_)) && Algorithm::Winograd.supports(l).is_ok()))
         .collect();
     assert!(winograd_cases.len() >= 10, "only {} 3x3 stride-1 golden cases", winograd_cases.len());
-    let mut failures = Vec::new();
+    let mut tally = Tally::default();
     for algorithm in [Algorithm::Direct, Algorithm::Winograd] {
         let f64s = Cpu::<f64>::with_threads(2).unwrap().with_algorithm(Some(algorithm));
         let f32s = Cpu::<f32>::with_threads(2).unwrap().with_algorithm(Some(algorithm));
         for case in &winograd_cases {
-            for (what, result) in [("f64", run_case(&f64s, case, 1e-9)), ("f32", run_case(&f32s, case, 1e-4))] {
-                match result {
-                    Ok(r) => println!("{algorithm:?} {what} {:<28} ok  worst {:.2e} at {}", case.name, r.worst, r.worst_at),
-                    Err(e) => failures.push(format!("{algorithm:?} {what} {}: {e}", case.name)),
-                }
-            }
+            tally.record(&format!("{algorithm:?} f64 "), &case.name, run_case(&f64s, case, 1e-9));
+            tally.record(&format!("{algorithm:?} f32 "), &case.name, run_case(&f32s, case, 1e-4));
         }
     }
-    assert!(failures.is_empty(), "golden failures:\n{}", failures.join("\n"));
+    tally.finish("3x3 stride-1 cases, each algorithm, f64 and f32").unwrap_or_else(|e| panic!("{e}"));
 }

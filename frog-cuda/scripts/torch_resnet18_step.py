@@ -1,7 +1,15 @@
 #!/usr/bin/env python3
-"""PyTorch's CIFAR ResNet-18 training step at batch 512 on the GPU, for the
-ratio against frog-bench's CUDA engine (gpu_resnet18_throughput). Prints one
-line; exits quietly when torch or a GPU is missing."""
+"""PyTorch's CIFAR ResNet-18 SGD training step, for the ratio against
+frog-bench's engine: on the GPU at batch 512 (against gpu_resnet18_throughput)
+or on the CPU at batch 32 (against `frog-bench throughput --model resnet18
+--batch-size 32`). Prints one line; exits quietly when torch, or the GPU
+asked for, is missing.
+
+Examples:
+  python3 frog-cuda/scripts/torch_resnet18_step.py                  # GPU, batch 512
+  python3 frog-cuda/scripts/torch_resnet18_step.py --device cpu --threads 2
+"""
+import argparse
 import sys
 import time
 
@@ -11,9 +19,6 @@ try:
     import torch.nn.functional as F
 except ImportError:
     print("torch: not installed, no PyTorch comparison")
-    sys.exit(0)
-if not torch.cuda.is_available():
-    print("torch: no CUDA device")
     sys.exit(0)
 
 
@@ -53,11 +58,23 @@ class ResNet18(nn.Module):
 
 
 def main():
-    dev = torch.device("cuda")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    ap.add_argument("--batch-size", type=int, help="default 512 on the GPU, 32 on the CPU (the bench's throughput default)")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps, after 3 warm-up steps")
+    a = ap.parse_args()
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("torch: no CUDA device")
+        return
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    batch = a.batch_size or (512 if a.device == "cuda" else 32)
+    dev = torch.device(a.device)
     model = ResNet18().to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    x = torch.randn(512, 3, 32, 32, device=dev)
-    y = torch.randint(0, 10, (512,), device=dev)
+    x = torch.randn(batch, 3, 32, 32, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -66,17 +83,27 @@ def main():
         opt.step()
         return loss
 
+    def sync():
+        if a.device == "cuda":
+            torch.cuda.synchronize()
+
     for _ in range(3):
         step()
-    torch.cuda.synchronize()
-    n = 10
-    t = time.perf_counter()
-    for _ in range(n):
+    sync()
+    times = []
+    for _ in range(a.steps):
+        t = time.perf_counter()
         step()
-    torch.cuda.synchronize()
-    ms = (time.perf_counter() - t) / n * 1e3
-    print(f"torch {torch.__version__} ResNet-18 SGD step, batch 512, fp32 (cudnn tf32 {torch.backends.cudnn.allow_tf32}): "
-          f"{ms:.1f} ms/step, {512 / ms * 1e3:.0f} samples/s on {torch.cuda.get_device_name()}")
+        sync()
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    ms = times[len(times) // 2]
+    if a.device == "cuda":
+        where = f"fp32 (cudnn tf32 {torch.backends.cudnn.allow_tf32}) on {torch.cuda.get_device_name()}"
+    else:
+        where = f"fp32 on the CPU, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__} ResNet-18 SGD step, batch {batch}, {where}: "
+          f"median {ms:.1f} ms/step (min {times[0]:.1f}), {batch / ms * 1e3:.0f} samples/s")
 
 
 main()

@@ -13,7 +13,7 @@ mod common;
 
 use common::{device, values, TILES};
 use frog_core::{Backend, BackendError, BackendErrorKind, Conv2d, Layer, Patches};
-use frog_cpu::golden::{golden_dir, load_cases, run_case, Case, Target};
+use frog_cpu::golden::{golden_dir, load_cases, run_case, run_suite, Case, Tally, Target};
 use frog_cuda::{Cuda, Error, Precision};
 
 /// Tolerance of fast mode against the f64 reference (max-norm relative per
@@ -38,34 +38,18 @@ fn golden(precision: Precision, rtol: f64, must_pass: fn(&Case) -> bool, test: &
     let dir = golden_dir();
     let cases = load_cases(&dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(!cases.is_empty(), "no golden layer cases in {}", dir.display());
-    let mut failures = Vec::new();
-    let mut worst: f64 = 0.0;
-    let mut reported = 0;
+    let (mut tally, mut excused) = (Tally::default(), 0);
     for case in &cases {
-        let required = must_pass(case);
         match run_case(&cuda, case, rtol) {
-            Ok(r) => {
-                worst = worst.max(r.worst);
-                println!("{test} {:<28} ok  worst {:.2e} at {}", case.name, r.worst, r.worst_at);
-            }
-            Err(e) if required => {
-                println!("{test} {:<28} FAILED {e}", case.name);
-                failures.push(format!("{}: {e}", case.name));
-            }
-            Err(e) => {
-                reported += 1;
+            Err(e) if !must_pass(case) => {
+                excused += 1;
                 println!("{test} {:<28} (not required: r*L < D') {e}", case.name);
             }
+            outcome => tally.record(&format!("{test} "), &case.name, outcome),
         }
     }
-    println!(
-        "{test}: {} of {} golden cases within rtol {rtol:.0e} on {} ({} rank-deficient cases outside it, not required); worst error within: {worst:.2e}",
-        cases.len() - failures.len() - reported,
-        cases.len(),
-        cuda.device_name(),
-        reported,
-    );
-    assert!(failures.is_empty(), "golden failures:\n{}", failures.join("\n"));
+    let summary = format!("{test}: on {}, {excused} rank-deficient cases outside rtol {rtol:.0e} (not required); the others within it", cuda.device_name());
+    tally.finish(&summary).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -368,10 +352,7 @@ fn gpu_adamw_golden() {
     let Some(cuda) = device(Precision::Exact, "gpu_adamw_golden") else { return };
     let cases = frog_cpu::baselines::load_adamw_cases(&golden_dir().join("baselines")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cases.len(), 2);
-    for case in &cases {
-        let r = frog_cpu::baselines::run_adamw_case(&cuda, case, 1e-4).unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        println!("gpu_adamw_golden {:<24} ok  worst {:.2e} at {} ({} arrays)", case.name, r.worst, r.worst_at, r.compared);
-    }
+    run_suite("gpu_adamw_golden", &cases, |c| &c.name, |c| frog_cpu::baselines::run_adamw_case(&cuda, c, 1e-4)).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The K-FROG golden cases (`golden/baselines/`, from the original's
@@ -381,8 +362,5 @@ fn gpu_kfrog_golden() {
     let Some(cuda) = device(Precision::Exact, "gpu_kfrog_golden") else { return };
     let cases = frog_cpu::baselines::load_kfrog_cases(&golden_dir().join("baselines")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cases.len(), 6);
-    for case in &cases {
-        let r = frog_cpu::baselines::run_kfrog_case(&cuda, case, 1e-4).unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        println!("gpu_kfrog_golden {:<28} ok  worst {:.2e} at {} ({} arrays)", case.name, r.worst, r.worst_at, r.compared);
-    }
+    run_suite("gpu_kfrog_golden", &cases, |c| &c.name, |c| frog_cpu::baselines::run_kfrog_case(&cuda, c, 1e-4)).unwrap_or_else(|e| panic!("{e}"));
 }

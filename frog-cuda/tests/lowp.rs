@@ -12,7 +12,7 @@ mod common;
 use common::device;
 use frog_core::half::{bf16, f16};
 use frog_core::{precondition_step_lowp, Backend, Config, Conv2d, Error as FrogError, Layer, LowpBackend, LowpBatch, ParamState, Params, Patches, Workspace, WorkspaceReq};
-use frog_cpu::golden::{golden_dir, load_cases, run_case_lowp, Lowp};
+use frog_cpu::golden::{golden_dir, load_cases, run_case_lowp, Lowp, Tally};
 use frog_cuda::{Cuda, Precision};
 
 /// f32 products from the exactly converted inputs: the f32 tolerance.
@@ -34,27 +34,17 @@ fn golden_lowp(precision: Precision, rtol: f64, test: &str) {
         Precision::F16 => l == Lowp::F16,
         _ => true,
     };
-    let (mut failures, mut worst, mut run) = (Vec::new(), 0.0f64, 0);
+    let mut tally = Tally::default();
     for case in &cases {
-        if !takes(case.lowp.expect("x_dtype")) {
+        if takes(case.lowp.expect("x_dtype")) {
+            tally.record(&format!("{test} "), &case.name, run_case_lowp(&cuda, case, rtol));
+        } else {
             let e = run_case_lowp(&cuda, case, rtol).unwrap_err();
             assert!(e.contains("16-bit type"), "{test} {}: {e}", case.name);
-            continue;
-        }
-        run += 1;
-        match run_case_lowp(&cuda, case, rtol) {
-            Ok(r) => {
-                worst = worst.max(r.worst);
-                println!("{test} {:<28} ok  worst {:.2e} at {}", case.name, r.worst, r.worst_at);
-            }
-            Err(e) => {
-                println!("{test} {:<28} FAILED {e}", case.name);
-                failures.push(format!("{}: {e}", case.name));
-            }
         }
     }
-    println!("{test}: {} of {run} mixed-precision cases within rtol {rtol:.0e} on {}; worst error: {worst:.2e}", run - failures.len(), cuda.device_name());
-    assert!(failures.is_empty(), "golden failures:\n{}", failures.join("\n"));
+    let summary = format!("{test}: mixed-precision cases within rtol {rtol:.0e} on {}", cuda.device_name());
+    tally.finish(&summary).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]

@@ -6,28 +6,15 @@
 use candle_core::{Device, WithDType};
 use frog_candle::backend::CandleBackend;
 use frog_core::Scalar;
-use frog_cpu::golden::{golden_dir, load_cases, run_case};
+use frog_cpu::golden::{golden_dir, load_cases, run_case, run_suite};
 
 fn run_all<T: Scalar + WithDType>(rtol: f64) {
     let dir = golden_dir();
     let cases = load_cases(&dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(!cases.is_empty(), "no golden layer cases in {}", dir.display());
     let backend = CandleBackend::<T>::new(Device::Cpu);
-    let (mut failures, mut worst) = (Vec::new(), (0.0f64, String::new()));
-    for case in &cases {
-        match run_case(&backend, case, rtol) {
-            Ok(r) => {
-                println!("{:<28} ok  worst {:.2e} at {}", case.name, r.worst, r.worst_at);
-                if r.worst >= worst.0 {
-                    worst = (r.worst, format!("{} {}", case.name, r.worst_at));
-                }
-            }
-            Err(e) => failures.push(format!("{}: {e}", case.name)),
-        }
-    }
-    let dtype = std::any::type_name::<T>();
-    println!("{} of {} golden cases pass in {dtype}; worst {:.2e} ({})", cases.len() - failures.len(), cases.len(), worst.0, worst.1);
-    assert!(failures.is_empty(), "golden failures:\n{}", failures.join("\n"));
+    let summary = format!("golden cases through candle in {}", std::any::type_name::<T>());
+    run_suite(&summary, &cases, |c| &c.name, |c| run_case(&backend, c, rtol)).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
