@@ -202,6 +202,40 @@ pub fn run<D: Device>(dev: &D, plan: &Plan) -> Result<Vec<RunResult>> {
 mod tests {
     use super::*;
 
+    /// The default CPU study's plan, written out as the flag defaults of
+    /// `study.rs` produced it before the run files replaced them: the
+    /// embedded `cpu` run file must give exactly this (same three
+    /// configurations, same settings, so the same time).
+    fn cpu_study_before_run_files() -> (Vec<RunConfig>, Vec<f64>, Option<usize>) {
+        let arch = Arch::by_name("resnet-small").unwrap();
+        let run = |label: &str, method: Method, batch: usize| RunConfig { label: label.into(), arch: arch.clone(), method, batch, epochs: 6, milestones: vec![3, 5], gamma: 0.1, seed: 0 };
+        let frog = Config {
+            lr: 0.01,
+            lr_other_ratio: 1.0,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 1e-5,
+            sample_size: Some(16),
+            num_iters: 4,
+            tau: 1e-6,
+            tau_final: None,
+            tau_steps: None,
+            batch_averaged: true,
+            denom_eps: 1e-10,
+        };
+        let sgd = SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: false };
+        let configs = vec![run("FROG bs 128, s 16", Method::Frog(frog), 128), run("SGD bs 128", Method::Sgd(sgd), 128), run("SGD bs 512", Method::Sgd(sgd), 512)];
+        (configs, vec![40.0, 50.0, 55.0, 60.0], Some(2000))
+    }
+
+    #[test]
+    fn the_default_cpu_study_is_unchanged() {
+        let p = plan(&StudyArgs::default(), false, "resnet-small").unwrap();
+        let (configs, targets, test_limit) = cpu_study_before_run_files();
+        assert_eq!(p.configs, configs);
+        assert_eq!((p.targets, p.data.test_limit, p.data.train_limit), (targets, test_limit, None));
+    }
+
     #[test]
     fn resnet18_defaults_are_the_original_study() {
         let a = StudyArgs { model: Some("resnet18".into()), ..StudyArgs::default() };

@@ -16,7 +16,7 @@ use crate::optim::{Method, Optimizer};
 use crate::progress;
 
 /// One training run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RunConfig {
     /// Label in tables and plots ("FROG bs 512, s 64").
     pub label: String,
