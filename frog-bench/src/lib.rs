@@ -25,6 +25,7 @@ mod plot;
 mod progress;
 mod rand;
 pub mod report;
+pub mod runfile;
 pub mod settings;
 pub mod study;
 pub mod throughput;
