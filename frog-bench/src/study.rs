@@ -189,6 +189,46 @@ mod tests {
     }
 
     #[test]
+    fn run_files_are_chosen_by_name_or_path_and_flags_override_them() {
+        let compare = plan(&StudyArgs { run: Some("compare".into()), ..StudyArgs::default() }, false, "resnet-small").unwrap();
+        let labels: Vec<&str> = compare.configs.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(labels, ["FROG bs 128, s 16", "SGD bs 128", "SGD bs 512", "AdamW bs 128", "K-FROG bs 128, s 64"]);
+        assert_eq!((compare.data.train_limit, compare.data.test_limit, compare.configs[4].epochs), (Some(18432), Some(2000), 4));
+        let Method::AdamW(w) = compare.configs[3].method else { panic!("AdamW fourth") };
+        assert_eq!((w.lr, w.weight_decay, w.beta1, w.beta2, w.eps), (1e-3, 5e-2, 0.9, 0.999, 1e-8));
+        let Method::Kfrog(k) = compare.configs[4].method else { panic!("K-FROG last") };
+        assert_eq!((k.lr, k.momentum, k.sample_size, k.y_sample_size, k.eps, k.num_iters), (1e-3, 0.0, Some(64), None, 1e-6, 4));
+        // Study-wide flags apply to every configuration.
+        let short = StudyArgs { run: Some("compare".into()), epochs: Some(1), train_limit: Some(512), ..StudyArgs::default() };
+        let p = plan(&short, false, "resnet-small").unwrap();
+        assert!(p.configs.iter().all(|c| c.epochs == 1 && c.milestones == [2, 3]));
+        assert_eq!(p.data.train_limit, Some(512));
+        // --optimizer takes the run's first configuration of it, with the flags.
+        let one = StudyArgs { run: Some("compare".into()), optimizer: Some(OptName::Kfrog), y_sample: Some(32), ..StudyArgs::default() };
+        let p = plan(&one, false, "resnet-small").unwrap();
+        assert_eq!(p.configs.len(), 1);
+        assert_eq!(p.configs[0].label, "K-FROG bs 128, s 64, y 32");
+        let adamw = StudyArgs { optimizer: Some(OptName::AdamW), ..StudyArgs::default() };
+        assert!(plan(&adamw, false, "resnet-small").unwrap_err().to_string().contains("run `cpu` has no adamw configuration"));
+        let foreign = StudyArgs { optimizer: Some(OptName::Sgd), sample: Some(8), ..StudyArgs::default() };
+        assert!(plan(&foreign, false, "resnet-small").unwrap_err().to_string().contains("--sample is not a setting of sgd"));
+        let big = StudyArgs { y_sample: Some(129), ..one };
+        assert!(plan(&big, false, "resnet-small").unwrap_err().to_string().contains("--y-sample 129 is more than the batch of 128"));
+        // A path: the file's own configurations and labels.
+        let path = std::env::temp_dir().join(format!("frog-bench-run-{}.toml", std::process::id()));
+        let text = "model = \"resnet-small\"\nepochs = 2\ntargets = [30.0]\n\n[[config]]\nlabel = \"mine\"\noptimizer = \"sgd\"\nbatch_size = 64\nlr = 0.05\n\n[[config]]\noptimizer = \"kfrog\"\nbatch_size = 64\nlr = 0.002\nsample = 128\n";
+        std::fs::write(&path, text).unwrap();
+        let file = StudyArgs { run: Some(path.to_str().unwrap().into()), ..StudyArgs::default() };
+        let e = plan(&file, false, "resnet-small").unwrap_err().to_string();
+        assert!(e.contains("configuration 2: `sample` 128 is more than the batch of 64") && e.starts_with(path.to_str().unwrap()), "{e}");
+        std::fs::write(&path, text.replace("sample = 128", "sample = 16")).unwrap();
+        let p = plan(&file, false, "resnet-small").unwrap();
+        let labels: Vec<&str> = p.configs.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!((labels, p.configs[0].batch, p.data.test_limit), (vec!["mine", "K-FROG bs 64, s 16"], 64, None));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn one_configuration_takes_the_optimizer_flags() {
         let a = StudyArgs {
             optimizer: Some(OptName::Frog),
