@@ -20,9 +20,9 @@ widths 32/64/128, one block each; FROG bs 128, s 16, lr 0.01 against SGD bs 128 
 6 epochs, lr x0.1 after epochs 3 and 5; 2000 test images; about 20 minutes on 2 cores). \
 --model resnet18 gives `original`, the original study (160 epochs, x0.1 after 80 and 120, FROG \
 bs 512, s 64 against SGD bs 128 and 512, targets 88/90/92/94). `compare` and `original-compare` \
-add AdamW and K-FROG. --model, --epochs, --milestones, --gamma, --targets, the limits, --seed \
-and the data flags apply to every configuration; the optimizer flags need --optimizer, which runs \
-the run's first configuration of that optimizer with them.
+add AdamW and K-FROG. --model, --epochs, --milestones, --gamma, --targets, the limits, --seed, \
+--out and the data and device flags apply to every configuration; the optimizer flags need \
+--optimizer, which runs the run's first configuration of that optimizer with them.
 
 A build with --features cuda runs the study and throughput on the GPU, and the study defaults to \
 --model resnet18. Its GEMMs run in split 3xTF32 (f32 accuracy on tensor cores) unless --precision \

@@ -3,8 +3,9 @@
 //! Every buffer is allocated once for the largest batch (`capacity`), so a
 //! training step allocates nothing. The forward pass keeps what the
 //! backward pass needs (each convolution's output and each stage's output);
-//! the backward pass writes every parameter's gradient and, for FROG, the
-//! sampled inputs and output gradients of every convolution.
+//! the backward pass writes every parameter's gradient and, for FROG and
+//! K-FROG, the sampled inputs and output gradients of every convolution
+//! (K-FROG's two sides from independent samples).
 
 use frog_core::{Conv2d, Scalar};
 use rand_xoshiro::rand_core::SeedableRng;

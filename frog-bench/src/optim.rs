@@ -72,7 +72,9 @@ impl<D: Device> Optimizer<D> {
         if rx > 0 {
             net.enable_sampling(dev, rx, ry)?;
         }
-        Ok(Self { inner, method, ids, sample: vec![0; rx], y_sample: vec![0; if matches!(method, Method::Kfrog(_)) { ry } else { 0 }], batch })
+        // FROG's one sample serves both sides; only K-FROG keeps a second.
+        let y_len = if matches!(method, Method::Kfrog(_)) { ry } else { 0 };
+        Ok(Self { inner, method, ids, sample: vec![0; rx], y_sample: vec![0; y_len], batch })
     }
 
     /// Sets the learning rate (a schedule's step).
