@@ -341,6 +341,15 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_is_a_run_file() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\n").expect("README shows a run file") + "```toml\n".len();
+        let text = &readme[start..start + readme[start..].find("```").unwrap()];
+        let f = RunFile::parse("README.md", text).unwrap();
+        assert_eq!(f.configs.iter().map(|c| c.optimizer.unwrap()).collect::<Vec<_>>(), [OptName::Frog, OptName::Kfrog]);
+    }
+
+    #[test]
     fn malformed_run_files_are_errors_naming_file_configuration_and_key() {
         let cases: &[(&str, &str)] = &[
             ("", "missing field `model`"),
