@@ -8,15 +8,21 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::layers::LayersArgs;
+use crate::runfile::Settings;
+use crate::settings::Schedule;
 
 /// The study's description, after the flags in `--help`.
 const STUDY_AFTER_HELP: &str = "\
-With no flags, the study for the device built in: on the CPU the scaled-down study (resnet-small: \
+A study is a run file (TOML): the model, the schedule and a list of configurations, each an \
+optimizer with its settings and batch size. --run names a shipped one or a path; with no flags \
+the study for the device built in: on the CPU `cpu`, the scaled-down study (resnet-small: \
 widths 32/64/128, one block each; FROG bs 128, s 16, lr 0.01 against SGD bs 128 and 512, lr 0.1; \
 6 epochs, lr x0.1 after epochs 3 and 5; 2000 test images; about 20 minutes on 2 cores). \
---model resnet18 gives the original study (160 epochs, x0.1 after 80 and 120, FROG bs 512, s 64 \
-against SGD bs 128 and 512, targets 88/90/92/94). With --optimizer, one configuration with the \
-flags above; without it, flags that set one optimizer's settings are refused.
+--model resnet18 gives `original`, the original study (160 epochs, x0.1 after 80 and 120, FROG \
+bs 512, s 64 against SGD bs 128 and 512, targets 88/90/92/94). `compare` and `original-compare` \
+add AdamW and K-FROG. --model, --epochs, --milestones, --gamma, --targets, the limits, --seed, \
+--out and the data and device flags apply to every configuration; the optimizer flags need \
+--optimizer, which runs the run's first configuration of that optimizer with them.
 
 A build with --features cuda runs the study and throughput on the GPU, and the study defaults to \
 --model resnet18. Its GEMMs run in split 3xTF32 (f32 accuracy on tensor cores) unless --precision \
@@ -30,7 +36,7 @@ range), 1 when the run itself fails (data, device, training).";
 #[command(
     name = "frog-bench",
     version,
-    about = "FROG vs SGD time-to-accuracy on CIFAR-10",
+    about = "FROG vs SGD, AdamW and K-FROG time-to-accuracy on CIFAR-10",
     after_help = STUDY_AFTER_HELP,
     args_conflicts_with_subcommands = true,
     allow_negative_numbers = true,
@@ -58,7 +64,7 @@ pub enum Command {
     /// Run the study, or one configuration of it (the default)
     #[command(after_help = STUDY_AFTER_HELP, allow_negative_numbers = true)]
     Study(Box<StudyArgs>),
-    /// Training samples/s of SGD and FROG steps on generated batches
+    /// Training samples/s of SGD, AdamW, FROG and K-FROG steps on generated batches
     Throughput(ThroughputArgs),
     /// FROG step time per ResNet-18 conv layer on frog-cpu
     Layers(LayersArgs),
@@ -72,13 +78,19 @@ pub enum Command {
     GpuCheck(GpuCheckArgs),
 }
 
-/// `--optimizer`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+/// `--optimizer`, and a run file's `optimizer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OptName {
     // FROG.
     Frog,
     // torch SGD.
     Sgd,
+    // torch AdamW.
+    #[value(name = "adamw")]
+    AdamW,
+    // K-FROG, the original's Kronecker-factored variant.
+    Kfrog,
 }
 
 /// `--precision`: the arithmetic of a GPU build's GEMMs.
@@ -98,15 +110,22 @@ pub struct StudyArgs {
     /// resnet-small (the CPU study) or resnet18 (the original's)
     #[arg(long, value_name = "NAME")]
     pub model: Option<String>,
-    /// Run only this configuration
+    /// The study's run file: cpu, original, compare, original-compare, or a path [default: cpu;
+    /// original with --model resnet18]
+    #[arg(long, value_name = "NAME|PATH")]
+    pub run: Option<String>,
+    /// Run only the run's first configuration of this optimizer, with the flags below
     #[arg(long, value_name = "NAME")]
     pub optimizer: Option<OptName>,
     /// Training batch size
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
-    /// FROG: samples per batch for the Fisher estimate
+    /// FROG: samples per batch for the Fisher estimate; K-FROG: input samples
     #[arg(long, value_name = "N")]
     pub sample: Option<usize>,
+    /// K-FROG: output-gradient samples, drawn independently
+    #[arg(long, value_name = "N")]
+    pub y_sample: Option<usize>,
     /// Learning rate (FROG: of the preconditioned layers)
     #[arg(long, value_name = "X")]
     pub lr: Option<f64>,
@@ -119,10 +138,22 @@ pub struct StudyArgs {
     /// Nesterov momentum
     #[arg(long)]
     pub nesterov: bool,
-    /// Weight decay (FROG: decoupled; SGD: coupled)
+    /// Weight decay (FROG, AdamW: decoupled; SGD: coupled)
     #[arg(long, value_name = "X")]
     pub weight_decay: Option<f64>,
-    /// FROG: CG iterations per step
+    /// AdamW: beta1
+    #[arg(long, value_name = "X")]
+    pub beta1: Option<f64>,
+    /// AdamW: beta2
+    #[arg(long, value_name = "X")]
+    pub beta2: Option<f64>,
+    /// AdamW: eps; K-FROG: damping
+    #[arg(long, value_name = "X")]
+    pub eps: Option<f64>,
+    /// K-FROG: running-average decay of diag(Y^T Y)
+    #[arg(long, value_name = "X")]
+    pub y_momentum: Option<f64>,
+    /// FROG, K-FROG: CG iterations per step
     #[arg(long, value_name = "N")]
     pub cg_iters: Option<usize>,
     /// FROG: damping
@@ -176,6 +207,46 @@ pub struct StudyArgs {
     pub no_download: bool,
 }
 
+impl StudyArgs {
+    /// The flags that set one configuration's settings, as a run file's
+    /// keys.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            label: None,
+            optimizer: self.optimizer,
+            batch_size: self.batch_size,
+            sample: self.sample,
+            y_sample: self.y_sample,
+            lr: self.lr,
+            lr_other_ratio: self.lr_other_ratio,
+            momentum: self.momentum,
+            nesterov: self.nesterov.then_some(true),
+            weight_decay: self.weight_decay,
+            cg_iters: self.cg_iters,
+            tau: self.tau,
+            tau_final: self.tau_final,
+            tau_steps: self.tau_steps,
+            y_momentum: self.y_momentum,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+        }
+    }
+
+    /// The flags that set study-wide values (every configuration's).
+    pub fn schedule(&self) -> Schedule<'_> {
+        Schedule {
+            model: self.model.as_deref(),
+            epochs: self.epochs,
+            milestones: self.milestones.as_deref(),
+            gamma: self.gamma,
+            targets: self.targets.as_deref(),
+            train_limit: self.train_limit,
+            test_limit: self.test_limit,
+        }
+    }
+}
+
 /// `throughput`'s flags.
 #[derive(Clone, Debug, PartialEq, Args)]
 pub struct ThroughputArgs {
@@ -188,6 +259,9 @@ pub struct ThroughputArgs {
     /// FROG: samples per batch for the Fisher estimate
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub sample: usize,
+    /// K-FROG: input samples per batch (the compare study's 64 of 128)
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub kfrog_sample: usize,
     /// Timed steps per optimizer (after one warm-up step)
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub steps: usize,
@@ -249,7 +323,7 @@ mod tests {
     #[test]
     fn subcommands_have_their_defaults() {
         let Command::Throughput(t) = parse(&["throughput"]).unwrap() else { panic!("throughput") };
-        assert_eq!((t.model.as_str(), t.batch_size, t.sample, t.steps, t.threads), ("resnet-small", 128, 16, 3, 0));
+        assert_eq!((t.model.as_str(), t.batch_size, t.sample, t.kfrog_sample, t.steps, t.threads), ("resnet-small", 128, 16, 64, 3, 0));
         assert_eq!(parse(&["layers"]).unwrap(), Command::Layers(LayersArgs::default()));
         let Command::GpuCheck(g) = parse(&["gpu-check", "--no-golden"]).unwrap() else { panic!("gpu-check") };
         assert_eq!((g.steps, g.sample, g.no_golden), (5, 64, true));

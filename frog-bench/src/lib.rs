@@ -1,9 +1,10 @@
-//! frog-bench: a small CNN training engine and the FROG-vs-SGD
-//! time-to-accuracy study on CIFAR-10.
+//! frog-bench: a small CNN training engine and the time-to-accuracy study
+//! of FROG against SGD, AdamW and K-FROG on CIFAR-10.
 //!
 //! The engine's [`device::Device`] trait carries buffers and training
 //! kernels; [`model::Net`] builds a network from an [`arch::Arch`] on any
-//! device; [`optim::Optimizer`] steps it with SGD or FROG through frog-core.
+//! device; [`optim::Optimizer`] steps it with SGD, AdamW, FROG or K-FROG
+//! through frog-core; a study is a [`runfile::RunFile`] of configurations.
 //!
 //! `cargo run -p frog-bench --release` runs the study (see `--help`): on
 //! the CPU the scaled-down one, on CIFAR-10 from `--data`, `$FROG_DATA`,
@@ -25,6 +26,7 @@ mod plot;
 mod progress;
 mod rand;
 pub mod report;
+pub mod runfile;
 pub mod settings;
 pub mod study;
 pub mod throughput;

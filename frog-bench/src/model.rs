@@ -3,8 +3,9 @@
 //! Every buffer is allocated once for the largest batch (`capacity`), so a
 //! training step allocates nothing. The forward pass keeps what the
 //! backward pass needs (each convolution's output and each stage's output);
-//! the backward pass writes every parameter's gradient and, for FROG, the
-//! sampled inputs and output gradients of every convolution.
+//! the backward pass writes every parameter's gradient and, for FROG and
+//! K-FROG, the sampled inputs and output gradients of every convolution
+//! (K-FROG's two sides from independent samples).
 
 use frog_core::{Conv2d, Scalar};
 use rand_xoshiro::rand_core::SeedableRng;
@@ -14,12 +15,23 @@ use crate::arch::{Arch, StageSpec};
 use crate::device::{BnAffine, BnSaved, BnShape, Device, LinearShape, LossStats};
 use crate::error::{Error, Result};
 
-/// The sampled rows FROG needs from a convolution: its inputs and its raw
-/// output gradients for the same samples.
+/// The batch rows a backward pass gathers for the optimizer: FROG's one
+/// sample serves both sides (`x` and `y` are the same slice), K-FROG draws
+/// the inputs and the output gradients independently, of different counts.
+#[derive(Clone, Copy, Debug)]
+pub struct SampledRows<'a> {
+    /// Batch indices whose inputs are gathered.
+    pub x: &'a [usize],
+    /// Batch indices whose output gradients are gathered.
+    pub y: &'a [usize],
+}
+
+/// The sampled rows the optimizer needs from a convolution: its inputs and
+/// its raw output gradients, for the samples [`SampledRows`] names.
 pub struct Sampled<B> {
-    /// Inputs `[r, c_in, H, W]`.
+    /// Inputs `[rx, c_in, H, W]`.
     pub x: B,
-    /// Output gradients `[r, c_out, Ho, Wo]`.
+    /// Output gradients `[ry, c_out, Ho, Wo]`.
     pub y: B,
 }
 
@@ -35,7 +47,7 @@ pub struct Param<D: Device> {
     pub grad: D::Buffer,
     /// The convolution this is the weight of; FROG preconditions these.
     pub conv: Option<Conv2d>,
-    /// FROG's sampled rows, when sampling is on.
+    /// The optimizer's sampled rows (FROG, K-FROG), when sampling is on.
     pub sampled: Option<Sampled<D::Buffer>>,
 }
 
@@ -90,7 +102,7 @@ impl<D: Device> ConvBn<D> {
     }
 
     /// Backward from `self.grad` (masked in place by the ReLU) to the
-    /// parameters, FROG's sampled rows, and `dx` (written, or added to when
+    /// parameters, the sampled rows, and `dx` (written, or added to when
     /// its flag is set). `dz` is scratch of the convolution output's size.
     #[allow(clippy::too_many_arguments)]
     fn backward(
@@ -100,7 +112,7 @@ impl<D: Device> ConvBn<D> {
         x: &D::Buffer,
         batch: usize,
         dx: Option<(&mut D::Buffer, bool)>,
-        sample: Option<&[usize]>,
+        sample: Option<SampledRows<'_>>,
         dz: &mut D::Buffer,
     ) -> Result<()> {
         let shape = self.shape(batch);
@@ -112,8 +124,8 @@ impl<D: Device> ConvBn<D> {
         dev.conv_backward_weight(&self.conv, batch, x, dz, &mut w.grad)?;
         if let (Some(idx), Some(s)) = (sample, w.sampled.as_mut()) {
             let [h, wd] = self.conv.input_hw;
-            dev.gather(self.conv.c_in * h * wd, idx, x, &mut s.x)?;
-            dev.gather(shape.channels * shape.hw, idx, dz, &mut s.y)?;
+            dev.gather(self.conv.c_in * h * wd, idx.x, x, &mut s.x)?;
+            dev.gather(shape.channels * shape.hw, idx.y, dz, &mut s.y)?;
         }
         if let Some((dx, accumulate)) = dx {
             dev.conv_backward_data(&self.conv, batch, dz, &w.value, dx, accumulate)?;
@@ -184,7 +196,7 @@ impl<D: Device> Stage<D> {
         x: &D::Buffer,
         batch: usize,
         mut dx: Option<&mut D::Buffer>,
-        sample: Option<&[usize]>,
+        sample: Option<SampledRows<'_>>,
         dz: &mut D::Buffer,
     ) -> Result<()> {
         let b = match self {
@@ -345,12 +357,13 @@ impl<D: Device> Net<D> {
         })
     }
 
-    /// Allocates FROG's sampled rows (`r` samples) for every convolution.
-    pub fn enable_sampling(&mut self, dev: &D, r: usize) -> Result<()> {
+    /// Allocates the sampled rows of every convolution: `rx` samples' inputs
+    /// and `ry` samples' output gradients (FROG: `rx = ry`).
+    pub fn enable_sampling(&mut self, dev: &D, rx: usize, ry: usize) -> Result<()> {
         for p in &mut self.params {
             if let Some(conv) = p.conv {
                 let layer = frog_core::Layer::conv2d(conv, false);
-                p.sampled = Some(Sampled { x: dev.zeros(r * layer.input_len())?, y: dev.zeros(r * layer.output_len())? });
+                p.sampled = Some(Sampled { x: dev.zeros(rx * layer.input_len())?, y: dev.zeros(ry * layer.output_len())? });
             }
         }
         Ok(())
@@ -400,8 +413,9 @@ impl<D: Device> Net<D> {
     }
 
     /// Backward pass after [`Net::forward`] (train mode) and [`Net::loss`]:
-    /// every parameter's gradient, and with `sample` FROG's sampled rows.
-    pub fn backward(&mut self, dev: &D, x: &D::Buffer, batch: usize, sample: Option<&[usize]>) -> Result<()> {
+    /// every parameter's gradient, and with `sample` the optimizer's
+    /// sampled rows of every convolution.
+    pub fn backward(&mut self, dev: &D, x: &D::Buffer, batch: usize, sample: Option<SampledRows<'_>>) -> Result<()> {
         self.check_batch(batch)?;
         let (s, hw) = self.head_shape(batch);
         let (head, tail) = self.params.split_at_mut(self.fc + 1);

@@ -13,8 +13,22 @@ pub type Series = (String, Vec<(f64, f64)>);
 /// Figure width and least height, pixels.
 const WIDTH: u32 = 960;
 const HEIGHT: u32 = 480;
-/// Width of the legend column right of the plot.
+/// Least width of the legend column right of the plot; longer labels
+/// widen it (see [`legend_width`]).
 const LEGEND_WIDTH: u32 = 250;
+/// Legend text: its size, where it starts in the column, and a width per
+/// character that no sans-serif face's average exceeds at that size.
+const LEGEND_FONT: u32 = 17;
+const LEGEND_TEXT_X: i32 = 46;
+pub(crate) const LEGEND_CHAR_WIDTH: f64 = 0.62 * LEGEND_FONT as f64;
+
+/// The legend column's width: room for the longest label (and its
+/// margin), at least [`LEGEND_WIDTH`], at most half the figure.
+fn legend_width(series: &[Series]) -> u32 {
+    let chars = series.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);
+    let need = f64::from(LEGEND_TEXT_X) + chars as f64 * LEGEND_CHAR_WIDTH + 24.0;
+    (need.ceil().min(f64::from(WIDTH / 2)) as u32).max(LEGEND_WIDTH)
+}
 /// Top of the legend box (level with the plotting area's top) and the
 /// height of one entry.
 const LEGEND_TOP: i32 = 44;
@@ -48,6 +62,23 @@ fn color(i: usize, n: usize) -> RGBColor {
     }
 }
 
+/// Draws marker `$i`'s shape at `$p` in colour `$c` on `$area`: a filled
+/// circle, triangle or square, or a cross, in turn, so that lines of close
+/// colours (or in grey print) still tell apart, in the plot and its legend.
+macro_rules! draw_marker {
+    ($area:expr, $i:expr, $p:expr, $c:expr) => {
+        match $i % MARKERS {
+            0 => $area.draw(&Circle::new($p, 4, $c.filled())),
+            1 => $area.draw(&TriangleMarker::new($p, 6, $c.filled())),
+            2 => $area.draw(&(EmptyElement::at($p) + Rectangle::new([(-4, -4), (4, 4)], $c.filled()))),
+            _ => $area.draw(&Cross::new($p, 5, $c.stroke_width(2))),
+        }
+    };
+}
+
+/// Marker shapes [`draw_marker`] cycles through.
+const MARKERS: usize = 4;
+
 fn fail(title: &str) -> impl Fn(&dyn std::fmt::Display) -> Error + '_ {
     move |e| Error::new(format!("drawing `{title}`: {e}"))
 }
@@ -79,7 +110,8 @@ pub fn line_chart(title: &str, y_label: &str, series: &[Series]) -> Result<Strin
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| fail(&e))?;
-        let (plot, legend) = root.split_horizontally(WIDTH - LEGEND_WIDTH);
+        let legend_w = legend_width(series);
+        let (plot, legend) = root.split_horizontally(WIDTH - legend_w);
         let mut chart = ChartBuilder::on(&plot)
             .caption(title, ("sans-serif", 22))
             .margin(12)
@@ -98,17 +130,20 @@ pub fn line_chart(title: &str, y_label: &str, series: &[Series]) -> Result<Strin
             .draw()
             .map_err(|e| fail(&e))?;
         for (i, (_, points)) in series.iter().enumerate() {
-            let line = LineSeries::new(points.iter().copied(), color(i, n).stroke_width(LINE_WIDTH)).point_size(3);
-            chart.draw_series(line).map_err(|e| fail(&e))?;
+            chart.draw_series(LineSeries::new(points.iter().copied(), color(i, n).stroke_width(LINE_WIDTH))).map_err(|e| fail(&e))?;
+            for &p in points {
+                draw_marker!(chart.plotting_area(), i, p, color(i, n)).map_err(|e| fail(&e))?;
+            }
         }
-        let right = i32::try_from(LEGEND_WIDTH).map_err(|e| fail(&e))? - 12;
+        let right = i32::try_from(legend_w).map_err(|e| fail(&e))? - 12;
         let bottom = LEGEND_TOP + LEGEND_ROW * rows + 12;
         legend.draw(&Rectangle::new([(4, LEGEND_TOP), (right, bottom)], LEGEND_FILL.filled())).map_err(|e| fail(&e))?;
         legend.draw(&Rectangle::new([(4, LEGEND_TOP), (right, bottom)], RGBColor(120, 120, 120).stroke_width(1))).map_err(|e| fail(&e))?;
         for (i, (label, _)) in series.iter().enumerate() {
             let y = LEGEND_TOP + 16 + LEGEND_ROW * i as i32;
             legend.draw(&PathElement::new(vec![(14, y), (38, y)], color(i, n).stroke_width(3))).map_err(|e| fail(&e))?;
-            legend.draw(&Text::new(label.as_str(), (46, y - 8), ("sans-serif", 17))).map_err(|e| fail(&e))?;
+            draw_marker!(legend, i, (26, y), color(i, n)).map_err(|e| fail(&e))?;
+            legend.draw(&Text::new(label.as_str(), (LEGEND_TEXT_X, y - 8), ("sans-serif", LEGEND_FONT))).map_err(|e| fail(&e))?;
         }
         root.present().map_err(|e| fail(&e))?;
     }
@@ -223,6 +258,12 @@ mod tests {
                 for w in l.points.windows(2) {
                     assert!(!svg::crosses(chart.legend_box, w[0], w[1]), "{:?} crosses the legend {:?}", w, chart.legend_box);
                 }
+            }
+            // Every line's points carry its marker, and the legend shows it.
+            let shapes = [("<circle", 0), ("<polygon", 1), ("<rect", 2), ("<line", 3)];
+            for (tag, k) in shapes {
+                let lines = (0..n).filter(|i| i % MARKERS == k).count();
+                assert!(text.matches(tag).count() >= lines * 9, "{n} lines: {tag} markers");
             }
             assert!(chart.texts.iter().any(|t| t == "Test accuracy vs time (SYNTHETIC)"));
             assert!(chart.texts.iter().any(|t| t == "training time (minutes)"));

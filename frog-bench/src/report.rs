@@ -249,6 +249,46 @@ mod tests {
     }
 
     #[test]
+    fn the_five_configurations_of_the_comparison_all_show_and_fit() {
+        let a = crate::cli::StudyArgs { run: Some("original-compare".into()), ..crate::cli::StudyArgs::default() };
+        let plan = crate::study::plan(&a, false, "resnet-small").unwrap();
+        let results: Vec<RunResult> = plan
+            .configs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| RunResult { config: c.clone(), records: result("x", &[80.0 + i as f64, 89.0 + i as f64, 95.0]).records })
+            .collect();
+        let labels: Vec<&str> = plan.configs.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(labels.len(), 5);
+        // The table: one row per configuration, every row as wide as the header.
+        let t = table(&results, &plan.targets, "CIFAR-10");
+        let lines: Vec<&str> = t.lines().skip(1).collect();
+        assert_eq!(lines.len(), 6);
+        assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{t}");
+        for (l, label) in lines[1..].iter().zip(&labels) {
+            assert!(l.starts_with(label), "{l}");
+        }
+        let out = std::env::temp_dir().join(format!("frog-bench-report-five-{}", std::process::id()));
+        write_all(&out, &results, &plan.targets, "CIFAR-10", "cpu").unwrap();
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+        let optimizers: Vec<String> = json["runs"].as_array().unwrap().iter().map(|r| r["optimizer"].as_str().unwrap().split('(').next().unwrap().to_string()).collect();
+        assert_eq!(optimizers, ["Frog", "Sgd", "Sgd", "AdamW", "Kfrog"]);
+        let rows: Vec<csv::StringRecord> = csv::Reader::from_path(out.join("results.csv")).unwrap().records().map(|r| r.unwrap()).collect();
+        assert_eq!(rows.iter().map(|r| r[1].to_string()).collect::<Vec<_>>(), labels);
+        for svg in ["loss_vs_time.svg", "accuracy_vs_time.svg"] {
+            let chart = crate::plot::svg::parse(&std::fs::read_to_string(out.join(svg)).unwrap());
+            assert_eq!(chart.legend_texts, labels);
+            let colors: std::collections::BTreeSet<&str> = chart.data_lines.iter().map(|l| l.stroke.as_str()).collect();
+            assert_eq!((chart.data_lines.len(), colors.len()), (5, 5), "five lines in five colours");
+            // Every label fits the legend box at a generous width per character.
+            let (x0, _, x1, _) = chart.legend_box;
+            let longest = labels.iter().map(|l| l.chars().count()).max().unwrap() as f64;
+            assert!(46.0 + longest * crate::plot::LEGEND_CHAR_WIDTH <= x1 - x0 + 4.0, "{longest} characters in {}", x1 - x0);
+        }
+        std::fs::remove_dir_all(out).unwrap();
+    }
+
+    #[test]
     fn a_bad_out_is_found_before_any_work() {
         let base = std::env::temp_dir().join(format!("frog-bench-report-out-{}", std::process::id()));
         std::fs::create_dir_all(&base).unwrap();

@@ -14,6 +14,7 @@ use crate::arch::Arch;
 use crate::cli::{GpuCheckArgs, StudyArgs, ThroughputArgs};
 use crate::error::{Error, Result};
 use crate::layers::LayersArgs;
+use crate::runfile::Settings;
 
 /// Most epochs of a run (the original study runs 160).
 pub const MAX_EPOCHS: usize = 100_000;
@@ -49,49 +50,94 @@ fn finite(flag: &str, v: Option<f64>) -> Result<()> {
     }
 }
 
-impl StudyArgs {
-    /// Checks every flag's own range; the study's plan then checks how
-    /// they combine with each other and with the model's defaults.
-    pub fn validate(&self) -> Result<()> {
+/// The study-wide settings of a run file or of the flags, `None` where not
+/// given, so that both are checked by one set of rules.
+pub struct Schedule<'a> {
+    /// The model's name.
+    pub model: Option<&'a str>,
+    /// Epochs.
+    pub epochs: Option<usize>,
+    /// The schedule's milestones.
+    pub milestones: Option<&'a [usize]>,
+    /// The schedule's factor.
+    pub gamma: Option<f64>,
+    /// The table's accuracies.
+    pub targets: Option<&'a [f64]>,
+    /// Training images kept.
+    pub train_limit: Option<usize>,
+    /// Test images kept.
+    pub test_limit: Option<usize>,
+}
+
+impl Schedule<'_> {
+    /// Checks every value's range; `name` spells a key (`epochs`) as its
+    /// source does (`--epochs`, or a run file's key).
+    pub fn validate(&self, name: &dyn Fn(&str) -> String) -> Result<()> {
         let counts = [
-            ("--batch-size", self.batch_size, MAX_BATCH),
-            ("--sample", self.sample, MAX_BATCH),
-            ("--cg-iters", self.cg_iters, MAX_CG_ITERS),
-            ("--epochs", self.epochs, MAX_EPOCHS),
+            ("epochs", self.epochs, MAX_EPOCHS),
             // Any limit at or above the set's size keeps the whole set.
-            ("--train-limit", self.train_limit, usize::MAX),
-            ("--test-limit", self.test_limit, usize::MAX),
+            ("train_limit", self.train_limit, usize::MAX),
+            ("test_limit", self.test_limit, usize::MAX),
         ];
-        for (flag, v, max) in counts {
-            v.map_or(Ok(()), |v| at_least_one(flag, v, max))?;
+        for (key, v, max) in counts {
+            v.map_or(Ok(()), |v| at_least_one(&name(key), v, max))?;
+        }
+        finite(&name("gamma"), self.gamma)?;
+        if let Some(g) = self.gamma.filter(|g| *g <= 0.0) {
+            return Err(Error::new(format!("{} must be above 0, got {g}", name("gamma"))));
+        }
+        if let Some(m) = self.milestones.iter().copied().flatten().find(|&&m| m > MAX_EPOCHS) {
+            return Err(Error::new(format!("{}: {m} is above the most epochs, {MAX_EPOCHS}", name("milestones"))));
+        }
+        if let Some(t) = self.targets.iter().copied().flatten().find(|t| !(0.0..=100.0).contains(*t)) {
+            return Err(Error::new(format!("{} are test accuracies in percent, from 0 to 100, got {t}", name("targets"))));
+        }
+        if self.targets.is_some_and(<[f64]>::is_empty) {
+            return Err(Error::new(format!("{} needs at least one accuracy", name("targets"))));
+        }
+        match self.model {
+            Some(m) => Arch::by_name(m).map(drop).map_err(|e| Error::new(format!("{}: {e}", name("model")))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Settings {
+    /// Checks every setting's own range (what one optimizer accepts is
+    /// frog-core's `validate`, run by the plan); `name` spells a key as
+    /// its source does.
+    pub fn validate(&self, name: &dyn Fn(&str) -> String) -> Result<()> {
+        let counts = [("batch_size", self.batch_size, MAX_BATCH), ("sample", self.sample, MAX_BATCH), ("y_sample", self.y_sample, MAX_BATCH), ("cg_iters", self.cg_iters, MAX_CG_ITERS)];
+        for (key, v, max) in counts {
+            v.map_or(Ok(()), |v| at_least_one(&name(key), v, max))?;
         }
         let numbers = [
-            ("--lr", self.lr),
-            ("--lr-other-ratio", self.lr_other_ratio),
-            ("--momentum", self.momentum),
-            ("--weight-decay", self.weight_decay),
-            ("--tau", self.tau),
-            ("--tau-final", self.tau_final),
-            ("--gamma", self.gamma),
+            ("lr", self.lr),
+            ("lr_other_ratio", self.lr_other_ratio),
+            ("momentum", self.momentum),
+            ("weight_decay", self.weight_decay),
+            ("tau", self.tau),
+            ("tau_final", self.tau_final),
+            ("y_momentum", self.y_momentum),
+            ("beta1", self.beta1),
+            ("beta2", self.beta2),
+            ("eps", self.eps),
         ];
-        for (flag, v) in numbers {
-            finite(flag, v)?;
-        }
-        if let Some(g) = self.gamma.filter(|g| *g <= 0.0) {
-            return Err(Error::new(format!("--gamma must be above 0, got {g}")));
-        }
-        if let Some(m) = self.milestones.iter().flatten().find(|&&m| m > MAX_EPOCHS) {
-            return Err(Error::new(format!("--milestones: {m} is above the most epochs, {MAX_EPOCHS}")));
-        }
-        if let Some(t) = self.targets.iter().flatten().find(|t| !(0.0..=100.0).contains(*t)) {
-            return Err(Error::new(format!("--targets are test accuracies in percent, from 0 to 100, got {t}")));
-        }
-        if self.targets.as_ref().is_some_and(Vec::is_empty) {
-            return Err(Error::new("--targets needs at least one accuracy"));
-        }
-        if let Some(name) = &self.model {
-            Arch::by_name(name)?;
-        }
+        numbers.iter().try_for_each(|&(key, v)| finite(&name(key), v))
+    }
+}
+
+/// A key's flag: `--batch-size` for `batch_size`.
+pub fn flag(key: &str) -> String {
+    format!("--{}", key.replace('_', "-"))
+}
+
+impl StudyArgs {
+    /// Checks every flag's own range; the study's plan then checks how
+    /// they combine with each other and with the run's configurations.
+    pub fn validate(&self) -> Result<()> {
+        self.settings().validate(&flag)?;
+        self.schedule().validate(&flag)?;
         if self.out.as_deref() == Some(Path::new("")) {
             return Err(Error::new("--out must name a directory"));
         }
@@ -106,6 +152,7 @@ impl ThroughputArgs {
         at_least_one("--batch-size", self.batch_size, MAX_BATCH)?;
         at_least_one("--sample", self.sample, MAX_BATCH)?;
         at_least_one("--steps", self.steps, MAX_STEPS)?;
+        at_least_one("--kfrog-sample", self.kfrog_sample, MAX_BATCH)?;
         threads(self.threads)
     }
 }
@@ -187,7 +234,7 @@ mod tests {
 
     #[test]
     fn subcommand_ranges_are_checked() {
-        let t = ThroughputArgs { model: "resnet-small".into(), batch_size: 128, sample: 16, steps: 3, threads: 0, precision: None };
+        let t = ThroughputArgs { model: "resnet-small".into(), batch_size: 128, sample: 16, kfrog_sample: 64, steps: 3, threads: 0, precision: None };
         t.validate().unwrap();
         assert!(ThroughputArgs { steps: 0, ..t.clone() }.validate().unwrap_err().to_string().contains("--steps"));
         assert!(ThroughputArgs { threads: MAX_THREADS + 1, ..t.clone() }.validate().unwrap_err().to_string().contains("--threads"));

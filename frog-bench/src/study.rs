@@ -1,18 +1,17 @@
-//! The study: configurations from the flags (or the defaults of the
-//! original study and of its CPU-sized version), the data, the runs, and
-//! the reports.
+//! The study: configurations from a run file (a shipped one, by default
+//! the original study or its CPU-sized version) and the flags, the data,
+//! the runs, and the reports.
 
 use std::path::PathBuf;
 
-use frog_core::{Config, SgdConfig};
-
 use crate::arch::Arch;
-use crate::cli::{OptName, StudyArgs};
+use crate::cli::StudyArgs;
 use crate::data::{self, DataOptions};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::optim::Method;
 use crate::report::{self, RunResult};
+use crate::runfile::{self, RunFile, Settings};
+use crate::settings::flag;
 use crate::train::{train, RunConfig};
 
 /// Everything the study will do.
@@ -28,132 +27,64 @@ pub struct Plan {
     pub data: DataOptions,
 }
 
-/// A model's study defaults.
-struct Defaults {
-    epochs: usize,
-    milestones: Vec<usize>,
-    targets: Vec<f64>,
-    frog_batch: usize,
-    frog_sample: usize,
-    sgd_batches: [usize; 2],
-    test_limit: Option<usize>,
-}
-
-fn defaults(model: &str) -> Defaults {
-    if model == "resnet18" {
-        // The original study (DESIGN.md's table): 160 epochs, x0.1 at 80 and 120.
-        Defaults {
-            epochs: 160,
-            milestones: vec![80, 120],
-            targets: vec![88.0, 90.0, 92.0, 94.0],
-            frog_batch: 512,
-            frog_sample: 64,
-            sgd_batches: [128, 512],
-            test_limit: None,
-        }
-    } else {
-        // The CPU study: the same schedule shape (drops at 1/2 and 3/4 of
-        // the budget) over 6 epochs, FROG's sample at the original's 1/8 of
-        // the batch, and 2000 test images so evaluation stays cheap.
-        Defaults {
-            epochs: 6,
-            milestones: vec![3, 5],
-            targets: vec![40.0, 50.0, 55.0, 60.0],
-            frog_batch: 128,
-            frog_sample: 16,
-            sgd_batches: [128, 512],
-            test_limit: Some(2000),
-        }
-    }
-}
-
-fn frog_method(a: &StudyArgs, sample: usize) -> Method {
-    Method::Frog(Config {
-        lr: a.lr.unwrap_or(0.01),
-        lr_other_ratio: a.lr_other_ratio.unwrap_or(1.0),
-        momentum: a.momentum.unwrap_or(0.9),
-        nesterov: a.nesterov,
-        weight_decay: a.weight_decay.unwrap_or(1e-5),
-        sample_size: Some(sample),
-        num_iters: a.cg_iters.unwrap_or(4),
-        tau: a.tau.unwrap_or(1e-6),
-        tau_final: a.tau_final,
-        tau_steps: a.tau_steps,
-        batch_averaged: true,
-        denom_eps: 1e-10,
-    })
-}
-
-fn sgd_method(a: &StudyArgs) -> Method {
-    Method::Sgd(SgdConfig {
-        lr: a.lr.unwrap_or(0.1),
-        momentum: a.momentum.unwrap_or(0.9),
-        weight_decay: a.weight_decay.unwrap_or(1e-4),
-        nesterov: a.nesterov,
-    })
-}
-
-/// The flags that set one optimizer's settings, as given.
-fn per_optimizer_flags(a: &StudyArgs) -> Vec<&'static str> {
-    let given = [
-        ("--batch-size", a.batch_size.is_some()),
-        ("--sample", a.sample.is_some()),
-        ("--lr", a.lr.is_some()),
-        ("--lr-other-ratio", a.lr_other_ratio.is_some()),
-        ("--momentum", a.momentum.is_some()),
-        ("--nesterov", a.nesterov),
-        ("--weight-decay", a.weight_decay.is_some()),
-        ("--cg-iters", a.cg_iters.is_some()),
-        ("--tau", a.tau.is_some()),
-        ("--tau-final", a.tau_final.is_some()),
-        ("--tau-steps", a.tau_steps.is_some()),
-    ];
-    given.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect()
-}
-
-/// Builds the plan from the flags, checking them all before anything runs;
-/// `data_from_env` says `a.data` came from `$FROG_DATA` rather than
-/// `--data`, and `default_model` is the model of the device's default
-/// study (`resnet-small` on the CPU, the original's `resnet18` on a GPU).
+/// Builds the plan from the run file and the flags, checking them all
+/// before anything runs; `data_from_env` says `a.data` came from
+/// `$FROG_DATA` rather than `--data`, and `default_model` is the model of
+/// the device's default study (`resnet-small` on the CPU, the original's
+/// `resnet18` on a GPU), whose run ([`runfile::default_run`]) applies
+/// when `--run` names none.
 pub fn plan(a: &StudyArgs, data_from_env: bool, default_model: &str) -> Result<Plan> {
     a.validate()?;
-    let model = a.model.clone().unwrap_or_else(|| default_model.into());
-    let arch = Arch::by_name(&model)?;
-    let d = defaults(&model);
-    let epochs = a.epochs.unwrap_or(d.epochs);
-    let gamma = a.gamma.unwrap_or(0.1);
-    let run = |label: String, method: Method, batch: usize| -> Result<RunConfig> {
-        method.validate().map_err(|e| Error::new(format!("invalid optimizer settings: {e}")))?;
-        let milestones = a.milestones.clone().unwrap_or_else(|| d.milestones.clone());
-        Ok(RunConfig { label, arch: arch.clone(), method, batch, epochs, milestones, gamma, seed: a.seed.unwrap_or(0) })
+    let run = a.run.clone().unwrap_or_else(|| runfile::default_run(a.model.as_deref().unwrap_or(default_model)).into());
+    let (name, file) = RunFile::load(&run)?;
+    let arch = Arch::by_name(a.model.as_deref().unwrap_or(&file.model))?;
+    let flags = a.settings();
+    let given = flags.given();
+    let chosen: Vec<(usize, Settings)> = match a.optimizer {
+        Some(opt) => {
+            let (i, c) = file
+                .configs
+                .iter()
+                .enumerate()
+                .find(|(_, c)| c.optimizer == Some(opt))
+                .ok_or_else(|| Error::new(format!("{name} has no {} configuration for --optimizer {}", opt.name(), opt.name())))?;
+            if let Some(k) = flags.foreign(opt).first() {
+                return Err(Error::new(format!("{} is not a setting of {}; drop it for --optimizer {}", flag(k), opt.name(), opt.name())));
+            }
+            // A label the file gave names its own settings, not the flags'.
+            let label = if given.is_empty() { c.label.clone() } else { None };
+            vec![(i, Settings { label, ..c.overridden_by(&flags) })]
+        }
+        None if !given.is_empty() => {
+            let flags: Vec<String> = given.iter().map(|k| flag(k)).collect();
+            return Err(Error::new(format!("{} set one configuration's settings; add --optimizer NAME to run the run's first configuration of that optimizer with them", flags.join(", "))));
+        }
+        None => file.configs.iter().cloned().enumerate().collect(),
     };
-    let configs = match a.optimizer {
-        Some(OptName::Frog) => {
-            let (batch, sample) = (a.batch_size.unwrap_or(d.frog_batch), a.sample.unwrap_or(d.frog_sample));
-            if sample > batch {
-                return Err(Error::new(format!("--sample {sample} is more than the batch of {batch}")));
+    let mut configs = Vec::with_capacity(chosen.len());
+    for (i, c) in chosen {
+        // Where a value came from: the flag, else the file's configuration.
+        let at = |k: &str| if given.contains(&k) { flag(k) } else { format!("{name}: configuration {}: `{k}`", i + 1) };
+        let opt = c.optimizer.ok_or_else(|| Error::new(format!("{name}: configuration {} has no `optimizer`", i + 1)))?;
+        let (Some(batch), Some(lr)) = (c.batch_size, c.lr) else { return Err(Error::new(format!("{name}: configuration {} needs `batch_size` and `lr`", i + 1))) };
+        for (k, s) in [("sample", c.sample), ("y_sample", c.y_sample)] {
+            if let Some(s) = s.filter(|&s| s > batch) {
+                return Err(Error::new(format!("{} {s} is more than the batch of {batch}", at(k))));
             }
-            vec![run(format!("FROG bs {batch}, s {sample}"), frog_method(a, sample), batch)?]
         }
-        Some(OptName::Sgd) => {
-            if a.sample.is_some() || a.cg_iters.is_some() || a.tau.is_some() || a.tau_final.is_some() || a.tau_steps.is_some() || a.lr_other_ratio.is_some() {
-                return Err(Error::new("--sample, --cg-iters, --tau, --tau-final, --tau-steps and --lr-other-ratio are FROG settings; drop them for --optimizer sgd"));
-            }
-            let batch = a.batch_size.unwrap_or(d.sgd_batches[0]);
-            vec![run(format!("SGD bs {batch}"), sgd_method(a), batch)?]
-        }
-        None => {
-            let given = per_optimizer_flags(a);
-            if !given.is_empty() {
-                return Err(Error::new(format!("{} set one optimizer's settings; add --optimizer frog or --optimizer sgd", given.join(", "))));
-            }
-            let mut c = vec![run(format!("FROG bs {}, s {}", d.frog_batch, d.frog_sample), frog_method(a, d.frog_sample), d.frog_batch)?];
-            for b in d.sgd_batches {
-                c.push(run(format!("SGD bs {b}"), sgd_method(a), b)?);
-            }
-            c
-        }
-    };
+        let method = c.method(opt, lr);
+        method.validate().map_err(|e| Error::new(format!("{name}: configuration {}: invalid optimizer settings: {e}", i + 1)))?;
+        configs.push(RunConfig {
+            label: c.label.clone().unwrap_or_else(|| runfile::default_label(&method, batch)),
+            arch: arch.clone(),
+            method,
+            batch,
+            epochs: a.epochs.unwrap_or(file.epochs),
+            milestones: a.milestones.clone().unwrap_or_else(|| file.milestones.clone()),
+            gamma: a.gamma.unwrap_or(file.gamma),
+            seed: a.seed.unwrap_or(0),
+        });
+    }
     let data = DataOptions {
         dir: a.data.clone().filter(|_| !data_from_env),
         env_dir: a.data.clone().filter(|_| data_from_env),
@@ -161,10 +92,10 @@ pub fn plan(a: &StudyArgs, data_from_env: bool, default_model: &str) -> Result<P
         download: !a.no_download,
         synthetic: a.synthetic,
         seed: a.seed.unwrap_or(0),
-        train_limit: a.train_limit,
-        test_limit: a.test_limit.or(d.test_limit),
+        train_limit: a.train_limit.or(file.train_limit),
+        test_limit: a.test_limit.or(file.test_limit),
     };
-    Ok(Plan { configs, targets: a.targets.clone().unwrap_or(d.targets), out: a.out.clone().unwrap_or_else(|| "frog-results".into()), data })
+    Ok(Plan { configs, targets: a.targets.clone().unwrap_or(file.targets), out: a.out.clone().unwrap_or_else(|| "frog-results".into()), data })
 }
 
 /// Runs the plan on `dev`: loads the data, trains every configuration
@@ -201,6 +132,43 @@ pub fn run<D: Device>(dev: &D, plan: &Plan) -> Result<Vec<RunResult>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::OptName;
+    use crate::optim::Method;
+    use frog_core::{Config, SgdConfig};
+
+    /// The default CPU study's plan, written out as the flag defaults of
+    /// `study.rs` produced it before the run files replaced them: the
+    /// embedded `cpu` run file must give exactly this (same three
+    /// configurations, same settings, so the same time).
+    fn cpu_study_before_run_files() -> (Vec<RunConfig>, Vec<f64>, Option<usize>) {
+        let arch = Arch::by_name("resnet-small").unwrap();
+        let run = |label: &str, method: Method, batch: usize| RunConfig { label: label.into(), arch: arch.clone(), method, batch, epochs: 6, milestones: vec![3, 5], gamma: 0.1, seed: 0 };
+        let frog = Config {
+            lr: 0.01,
+            lr_other_ratio: 1.0,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 1e-5,
+            sample_size: Some(16),
+            num_iters: 4,
+            tau: 1e-6,
+            tau_final: None,
+            tau_steps: None,
+            batch_averaged: true,
+            denom_eps: 1e-10,
+        };
+        let sgd = SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: false };
+        let configs = vec![run("FROG bs 128, s 16", Method::Frog(frog), 128), run("SGD bs 128", Method::Sgd(sgd), 128), run("SGD bs 512", Method::Sgd(sgd), 512)];
+        (configs, vec![40.0, 50.0, 55.0, 60.0], Some(2000))
+    }
+
+    #[test]
+    fn the_default_cpu_study_is_unchanged() {
+        let p = plan(&StudyArgs::default(), false, "resnet-small").unwrap();
+        let (configs, targets, test_limit) = cpu_study_before_run_files();
+        assert_eq!(p.configs, configs);
+        assert_eq!((p.targets, p.data.test_limit, p.data.train_limit), (targets, test_limit, None));
+    }
 
     #[test]
     fn resnet18_defaults_are_the_original_study() {
@@ -218,6 +186,46 @@ mod tests {
         let Method::Sgd(s) = p.configs[2].method else { panic!("SGD last") };
         assert_eq!((s.lr, s.momentum, s.weight_decay, s.nesterov), (0.1, 0.9, 1e-4, false));
         assert_eq!(p.data.test_limit, None);
+    }
+
+    #[test]
+    fn run_files_are_chosen_by_name_or_path_and_flags_override_them() {
+        let compare = plan(&StudyArgs { run: Some("compare".into()), ..StudyArgs::default() }, false, "resnet-small").unwrap();
+        let labels: Vec<&str> = compare.configs.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(labels, ["FROG bs 128, s 16", "SGD bs 128", "SGD bs 512", "AdamW bs 128", "K-FROG bs 128, s 64"]);
+        assert_eq!((compare.data.train_limit, compare.data.test_limit, compare.configs[4].epochs), (Some(16384), Some(2000), 4));
+        let Method::AdamW(w) = compare.configs[3].method else { panic!("AdamW fourth") };
+        assert_eq!((w.lr, w.weight_decay, w.beta1, w.beta2, w.eps), (1e-3, 5e-2, 0.9, 0.999, 1e-8));
+        let Method::Kfrog(k) = compare.configs[4].method else { panic!("K-FROG last") };
+        assert_eq!((k.lr, k.momentum, k.sample_size, k.y_sample_size, k.eps, k.num_iters), (1e-3, 0.0, Some(64), None, 1e-6, 4));
+        // Study-wide flags apply to every configuration.
+        let short = StudyArgs { run: Some("compare".into()), epochs: Some(1), train_limit: Some(512), ..StudyArgs::default() };
+        let p = plan(&short, false, "resnet-small").unwrap();
+        assert!(p.configs.iter().all(|c| c.epochs == 1 && c.milestones == [2, 3]));
+        assert_eq!(p.data.train_limit, Some(512));
+        // --optimizer takes the run's first configuration of it, with the flags.
+        let one = StudyArgs { run: Some("compare".into()), optimizer: Some(OptName::Kfrog), y_sample: Some(32), ..StudyArgs::default() };
+        let p = plan(&one, false, "resnet-small").unwrap();
+        assert_eq!(p.configs.len(), 1);
+        assert_eq!(p.configs[0].label, "K-FROG bs 128, s 64, y 32");
+        let adamw = StudyArgs { optimizer: Some(OptName::AdamW), ..StudyArgs::default() };
+        assert!(plan(&adamw, false, "resnet-small").unwrap_err().to_string().contains("run `cpu` has no adamw configuration"));
+        let foreign = StudyArgs { optimizer: Some(OptName::Sgd), sample: Some(8), ..StudyArgs::default() };
+        assert!(plan(&foreign, false, "resnet-small").unwrap_err().to_string().contains("--sample is not a setting of sgd"));
+        let big = StudyArgs { y_sample: Some(129), ..one };
+        assert!(plan(&big, false, "resnet-small").unwrap_err().to_string().contains("--y-sample 129 is more than the batch of 128"));
+        // A path: the file's own configurations and labels.
+        let path = std::env::temp_dir().join(format!("frog-bench-run-{}.toml", std::process::id()));
+        let text = "model = \"resnet-small\"\nepochs = 2\ntargets = [30.0]\n\n[[config]]\nlabel = \"mine\"\noptimizer = \"sgd\"\nbatch_size = 64\nlr = 0.05\n\n[[config]]\noptimizer = \"kfrog\"\nbatch_size = 64\nlr = 0.002\nsample = 128\n";
+        std::fs::write(&path, text).unwrap();
+        let file = StudyArgs { run: Some(path.to_str().unwrap().into()), ..StudyArgs::default() };
+        let e = plan(&file, false, "resnet-small").unwrap_err().to_string();
+        assert!(e.contains("configuration 2: `sample` 128 is more than the batch of 64") && e.starts_with(path.to_str().unwrap()), "{e}");
+        std::fs::write(&path, text.replace("sample = 128", "sample = 16")).unwrap();
+        let p = plan(&file, false, "resnet-small").unwrap();
+        let labels: Vec<&str> = p.configs.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!((labels, p.configs[0].batch, p.data.test_limit), (vec!["mine", "K-FROG bs 64, s 16"], 64, None));
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

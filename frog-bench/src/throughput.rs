@@ -1,11 +1,11 @@
-//! `frog-bench throughput`: training samples per second of SGD, AdamW and
-//! FROG steps on one model, from a few timed steps on generated batches
+//! `frog-bench throughput`: training samples per second of SGD, AdamW,
+//! FROG and K-FROG steps on one model, from a few timed steps on generated batches
 //! (no loader, no evaluation), and each one's step time against SGD's.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use frog_core::{AdamWConfig, Config, SgdConfig};
+use frog_core::{AdamWConfig, Config, KfrogConfig, SgdConfig};
 
 use crate::arch::Arch;
 pub use crate::cli::ThroughputArgs;
@@ -33,7 +33,8 @@ pub fn time_steps<D: Device>(dev: &D, arch: &Arch, method: Method, batch: usize,
     Ok(start.elapsed().as_secs_f64() / steps as f64)
 }
 
-/// Measures and prints SGD's, AdamW's and FROG's training throughput.
+/// Measures and prints SGD's, AdamW's, FROG's and K-FROG's training
+/// throughput (K-FROG with the original's defaults at `--kfrog-sample`).
 pub fn run<D: Device>(dev: &D, args: &ThroughputArgs) -> Result<()> {
     args.validate()?;
     let arch = Arch::by_name(&args.model)?;
@@ -52,7 +53,7 @@ pub fn run<D: Device>(dev: &D, args: &ThroughputArgs) -> Result<()> {
     // Forward, input and weight gradients: 3 products of 2 FLOP per MAC.
     let gflops = 6.0 * macs * args.batch_size as f64 / t_sgd / 1e9;
     println!("  SGD:            {:8.1} samples/s  {:8.1} ms/step  ({gflops:.0} GFLOP/s in fwd+bwd)", args.batch_size as f64 / t_sgd, t_sgd * 1e3);
-    let adamw = Method::AdamW(AdamWConfig { weight_decay: 5e-4, ..AdamWConfig::default() });
+    let adamw = Method::AdamW(AdamWConfig { weight_decay: 5e-2, ..AdamWConfig::default() });
     let t_adamw = time_steps(dev, &arch, adamw, args.batch_size, args.steps)?;
     println!("  AdamW:          {:8.1} samples/s  {:8.1} ms/step  AdamW/SGD step time {:.2}x", args.batch_size as f64 / t_adamw, t_adamw * 1e3, t_adamw / t_sgd);
     let t_frog = time_steps(dev, &arch, frog, args.batch_size, args.steps)?;
@@ -62,6 +63,15 @@ pub fn run<D: Device>(dev: &D, args: &ThroughputArgs) -> Result<()> {
         args.batch_size as f64 / t_frog,
         t_frog * 1e3,
         t_frog / t_sgd
+    );
+    let kfrog = Method::Kfrog(KfrogConfig { sample_size: Some(args.kfrog_sample), ..KfrogConfig::default() });
+    let t_kfrog = time_steps(dev, &arch, kfrog, args.batch_size, args.steps)?;
+    println!(
+        "  K-FROG (s {:3}): {:8.1} samples/s  {:8.1} ms/step  K-FROG/SGD step time {:.2}x",
+        args.kfrog_sample.min(args.batch_size),
+        args.batch_size as f64 / t_kfrog,
+        t_kfrog * 1e3,
+        t_kfrog / t_sgd
     );
     Ok(())
 }

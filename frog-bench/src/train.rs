@@ -16,7 +16,7 @@ use crate::optim::{Method, Optimizer};
 use crate::progress;
 
 /// One training run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RunConfig {
     /// Label in tables and plots ("FROG bs 512, s 64").
     pub label: String,
@@ -68,8 +68,8 @@ pub struct EpochRecord {
 /// Device buffers for one batch.
 pub struct Staging<D: Device> {
     host: Vec<D::Scalar>,
-    x: D::Buffer,
-    labels: D::Labels,
+    pub(crate) x: D::Buffer,
+    pub(crate) labels: D::Labels,
 }
 
 impl<D: Device> Staging<D> {
@@ -88,12 +88,12 @@ impl<D: Device> Staging<D> {
 }
 
 /// One training step on the staged batch of `batch` samples: forward,
-/// loss, backward (gathering FROG's sampled rows), optimizer step.
+/// loss, backward (gathering the optimizer's sampled rows), optimizer step.
 pub fn train_step<D: Device>(dev: &D, net: &mut Net<D>, opt: &mut Optimizer<D>, st: &Staging<D>, batch: usize) -> Result<LossStats> {
-    let sample = opt.draw_sample()?.map(<[usize]>::to_vec);
+    let sample = opt.draw_sample()?;
     net.forward(dev, &st.x, batch, true)?;
     let s = net.loss(dev, batch, &st.labels)?;
-    net.backward(dev, &st.x, batch, sample.as_deref())?;
+    net.backward(dev, &st.x, batch, sample)?;
     opt.step(dev, net)?;
     Ok(s)
 }

@@ -38,7 +38,9 @@ fn bad_flags_are_clear_errors() {
     assert!(usage_error(&["--optimizer", "adam"]).contains("invalid value 'adam' for '--optimizer <NAME>'"));
     assert!(usage_error(&["--model", "vgg"]).contains("unknown model `vgg`"));
     assert!(usage_error(&["--lr", "0.1"]).contains("add --optimizer"));
-    assert!(usage_error(&["--optimizer", "sgd", "--sample", "8"]).contains("FROG settings"));
+    assert!(usage_error(&["--optimizer", "sgd", "--sample", "8"]).contains("--sample is not a setting of sgd"));
+    assert!(usage_error(&["--run", "nope"]).contains("not a shipped run"));
+    assert!(usage_error(&["--optimizer", "adamw"]).contains("run `cpu` has no adamw configuration"));
     assert!(usage_error(&["--optimizer", "frog", "--tau", "-1"]).contains("tau"));
     assert!(usage_error(&["--optimizer=frog", "--lr=nan"]).contains("--lr must be a finite number"));
     assert!(usage_error(&["--nesterov=yes"]).contains("unexpected value 'yes' for '--nesterov'"));
@@ -121,7 +123,8 @@ fn help_lists_every_study_flag() {
     for flag in [
         "--model", "--optimizer", "--batch-size", "--sample", "--lr", "--lr-other-ratio", "--epochs", "--milestones", "--gamma",
         "--weight-decay", "--momentum", "--nesterov", "--cg-iters", "--tau", "--tau-final", "--tau-steps", "--train-limit",
-        "--test-limit", "--seed", "--threads", "--precision", "--out", "--data",
+        "--test-limit", "--seed", "--threads", "--precision", "--out", "--data", "--run", "--y-sample", "--y-momentum", "--beta1",
+        "--beta2", "--eps",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

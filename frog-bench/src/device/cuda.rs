@@ -254,7 +254,7 @@ mod tests {
             return;
         }
         drop(dev);
-        let args = crate::throughput::ThroughputArgs { model: "resnet18".into(), batch_size: 512, sample: 64, steps: 5, threads: 0, precision: None };
+        let args = crate::throughput::ThroughputArgs { model: "resnet18".into(), batch_size: 512, sample: 64, kfrog_sample: 256, steps: 5, threads: 0, precision: None };
         for precision in [Precision::Fast, Precision::Split, Precision::Exact] {
             let dev = CudaDevice::new(precision).unwrap();
             crate::throughput::run(&dev, &args).unwrap();

@@ -56,8 +56,8 @@ pub trait Device {
     type Buffer;
     /// Class labels of a batch on the device.
     type Labels;
-    /// The frog-core backend over the same buffers (FROG and SGD steps).
-    type Backend: Backend<Scalar = Self::Scalar, Buffer = Self::Buffer> + frog_core::AdamBackend;
+    /// The frog-core backend over the same buffers (every optimizer's steps).
+    type Backend: Backend<Scalar = Self::Scalar, Buffer = Self::Buffer> + frog_core::AdamBackend + frog_core::KfrogBackend;
 
     /// The FROG backend.
     fn backend(&self) -> &Self::Backend;
