@@ -72,21 +72,35 @@ say "clippy -p frog-cuda, and frog-bench with its cuda feature"
 cargo clippy --release -p frog-cuda --all-targets -- -D warnings
 cargo clippy --release -p frog-bench --features cuda --no-deps --all-targets -- -D warnings
 
-say "tests -p frog-cuda (GPU tests report SKIPPED without a device)"
-cargo test --release -p frog-cuda -- --nocapture 2>&1 | tee "$root/target/frog-cuda-tests.log" | grep -E '^(test |SKIPPED|test result|running)' || true
-grep -q 'test result: FAILED' "$root/target/frog-cuda-tests.log" && { echo "frog-cuda tests failed" >&2; exit 1; }
-grep -q 'test result: ok' "$root/target/frog-cuda-tests.log" || { cat "$root/target/frog-cuda-tests.log" >&2; exit 1; }
-skipped=$(grep -c '^SKIPPED' "$root/target/frog-cuda-tests.log" || true)
-echo "$skipped GPU tests skipped for lack of a device"
-
-# Every executable of the cuda builds, a line each: target name, kind, path.
+say "build: frog-bench with its cuda feature, frog-cuda's tests and frog-bench's unit tests"
+# One test build for every binary the steps below run: frog-cuda's unit and
+# integration tests (tests/*.rs) and frog-bench's unit tests, whose GPU device
+# tests run on the emulator; frog-bench's other tests ran in the CPU steps.
+# Every executable, a line each: target name, kind, path.
+cuda_tests=$(for f in frog-cuda/tests/*.rs; do printf -- '--test %s ' "$(basename "$f" .rs)"; done)
+# shellcheck disable=SC2086 # one word per flag
 artifacts=$({ cargo build --release -p frog-bench --features cuda --message-format=json
-  cargo test --release -p frog-cuda -p frog-bench --features frog-bench/cuda --no-run --message-format=json; } 2>/dev/null \
+  cargo test --release -p frog-cuda -p frog-bench --features frog-bench/cuda --lib $cuda_tests --no-run --message-format=json; } 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable"):
         print(m["target"]["name"], m["target"]["kind"][0], m["executable"])')
+cuda_bins=$(awk '$1 == "frog_cuda" || $2 == "test" { print $3 }' <<< "$artifacts" | sort -u)
+bench_bins=$(awk '$1 == "frog_bench" && $2 == "lib" { print $3 }' <<< "$artifacts" | sort -u)
+[ "$(wc -w <<< "$cuda_bins")" -gt "$(wc -w <<< "$cuda_tests")" ] && [ -n "$bench_bins" ] \
+  || { echo "the cuda test build is missing binaries: $artifacts" >&2; exit 1; }
+
+say "tests of frog-cuda (GPU tests report SKIPPED without a device)"
+: > "$root/target/frog-cuda-tests.log"
+for bin in $cuda_bins; do
+  "$bin" --nocapture 2>&1 | tee -a "$root/target/frog-cuda-tests.log" | grep -E '^(test |SKIPPED|test result|running)' || true
+done
+grep -q 'test result: FAILED' "$root/target/frog-cuda-tests.log" && { echo "frog-cuda tests failed" >&2; exit 1; }
+[ "$(grep -c 'test result: ok' "$root/target/frog-cuda-tests.log")" = "$(wc -w <<< "$cuda_bins")" ] \
+  || { cat "$root/target/frog-cuda-tests.log" >&2; exit 1; }
+skipped=$(grep -c '^SKIPPED' "$root/target/frog-cuda-tests.log" || true)
+echo "$skipped GPU tests skipped for lack of a device"
 
 say "the binaries open the driver at run time: none needs libcuda.so.1 to start"
 bench=$(awk '$3 ~ /\/frog-bench$/ { print $3; exit }' <<< "$artifacts")
@@ -107,8 +121,6 @@ say "GPU tests on the libcuda host emulator at 4, 108 and 132 SMs"
 emu=$(bash frog-cuda/emu/build.sh "$root/target/cuda-emu")
 # frog-cuda's GPU tests (its unit tests' gpu_ ones included) at every SM
 # count; the 8 GiB fill once; the bench's CUDA device tests at 4 SMs.
-cuda_bins=$(awk '($1 == "gpu" || $1 == "nn" || $1 == "hostile" || $1 == "optimizer" || $1 == "lowp" || ($1 == "frog_cuda" && $2 == "lib")) { print $3 }' <<< "$artifacts" | sort -u)
-bench_bins=$(awk '$1 == "frog_bench" && $2 != "bin" { print $3 }' <<< "$artifacts" | sort -u)
 log=$root/target/frog-cuda-emu.log
 : > "$log"
 emu_run() {  # sms, binary, arguments...
