@@ -193,7 +193,7 @@ mod tests {
         let compare = plan(&StudyArgs { run: Some("compare".into()), ..StudyArgs::default() }, false, "resnet-small").unwrap();
         let labels: Vec<&str> = compare.configs.iter().map(|c| c.label.as_str()).collect();
         assert_eq!(labels, ["FROG bs 128, s 16", "SGD bs 128", "SGD bs 512", "AdamW bs 128", "K-FROG bs 128, s 64"]);
-        assert_eq!((compare.data.train_limit, compare.data.test_limit, compare.configs[4].epochs), (Some(16384), Some(2000), 4));
+        assert_eq!((compare.data.train_limit, compare.data.test_limit, compare.configs[4].epochs), (Some(10000), Some(2000), 4));
         let Method::AdamW(w) = compare.configs[3].method else { panic!("AdamW fourth") };
         assert_eq!((w.lr, w.weight_decay, w.beta1, w.beta2, w.eps), (1e-3, 5e-2, 0.9, 0.999, 1e-8));
         let Method::Kfrog(k) = compare.configs[4].method else { panic!("K-FROG last") };
