@@ -88,7 +88,9 @@ for l in sys.stdin:
         print(m["target"]["name"], m["target"]["kind"][0], m["executable"])')
 cuda_bins=$(awk '$1 == "frog_cuda" || $2 == "test" { print $3 }' <<< "$artifacts" | sort -u)
 bench_bins=$(awk '$1 == "frog_bench" && $2 == "lib" { print $3 }' <<< "$artifacts" | sort -u)
-[ "$(wc -w <<< "$cuda_bins")" -gt "$(wc -w <<< "$cuda_tests")" ] && [ -n "$bench_bins" ] \
+# frog-cuda's unit tests and one binary per tests/*.rs, and frog-bench's.
+tests_files=$(find frog-cuda/tests -maxdepth 1 -name '*.rs' | wc -l)
+[ "$(wc -w <<< "$cuda_bins")" = "$((tests_files + 1))" ] && [ -n "$bench_bins" ] \
   || { echo "the cuda test build is missing binaries: $artifacts" >&2; exit 1; }
 
 say "tests of frog-cuda (GPU tests report SKIPPED without a device)"

@@ -9,7 +9,7 @@
 //! slice except [`Device::upload`], [`Device::download`] and the labels, so
 //! a GPU device (device buffers, kernels launched on a stream) fits it.
 
-use frog_core::{Backend, Conv2d, Scalar, Strided};
+use frog_core::{Backend, Conv2d, Scalar};
 pub use frog_cpu::nn::{BnShape, LinearShape, LossStats};
 
 use crate::error::{Error, Result};
@@ -77,13 +77,10 @@ pub trait Device {
         self.backend().read(src, 0, dst).map_err(backend_err)
     }
     /// Copies the blocks `indices[k]` (of `block` entries each) of `src` to
-    /// block `k` of `dst`: FROG's sampled rows of a batch.
+    /// block `k` of `dst`: the optimizer's sampled rows of a batch
+    /// (frog-core's checked `gather_rows`, unless a device has a faster way).
     fn gather(&self, block: usize, indices: &[usize], src: &Self::Buffer, dst: &mut Self::Buffer) -> Result<()> {
-        let at = |row: usize| Strided { stride: block, offset: row * block };
-        for (k, &i) in indices.iter().enumerate() {
-            self.backend().copy_strided(1, block, src, at(i), dst, at(k)).map_err(backend_err)?;
-        }
-        Ok(())
+        Ok(frog_core::gather_rows(self.backend(), indices, block, src, dst)?)
     }
     /// `y = a*x + b*y` over `n` entries.
     fn axpby(&self, n: usize, a: f64, x: &Self::Buffer, b: f64, y: &mut Self::Buffer) -> Result<()> {
