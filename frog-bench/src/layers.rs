@@ -242,7 +242,7 @@ pub fn run(args: &LayersArgs) -> Result<(), String> {
     let (mut total_ms, mut total_flop, mut total_bf16_ms) = (0.0, 0.0, 0.0);
     for rc in resnet18_convs() {
         let layer = Layer::conv2d(rc.conv, false);
-        let algorithm = format!("{:?}", backend.algorithm(&layer).map_err(|e| e.to_string())?).to_lowercase();
+        let algorithm = format!("{:?}", backend.algorithm(&layer, args.sample).map_err(|e| e.to_string())?).to_lowercase();
         let mut step = LayerStep::new(&backend, layer, args.sample, args.iters)?;
         let median = median_time(|| step.step())?;
         let ms = median.as_secs_f64() * 1e3;

@@ -4,8 +4,8 @@
 //! `read`, `write`), products over the sampled patch matrix `X` (whose rows
 //! are the patches `P[i,l]`), and elementwise/row-wise updates of row-major
 //! `R x D'` buffers with per-row scalars held in backend buffers. Provided
-//! methods (`fisher_matvec`, `cg_iteration`) are built from those and may be
-//! overridden to fuse work.
+//! methods (`fisher_matvec`, `cg_iteration`, `cg_solve`) are built from those
+//! and may be overridden to fuse work.
 //!
 //! Buffers may be longer than an operation needs: every operation reads and
 //! writes only the prefix its sizes name.
@@ -255,6 +255,18 @@ pub trait Backend {
         self.row_xpby(rows, cols, cg.rs, cg.coef, cg.pd)?;
         core::mem::swap(&mut cg.rho, &mut cg.rho_next);
         Ok(())
+    }
+
+    /// `iters` iterations of batched CG from the state the step starts it
+    /// in (`z = 0`, `rs = pd = M`, `rho = <M, M>`), leaving the solution in
+    /// `cg.z` and the final `<Rs, Rs>` per row in `cg.rho`. The default
+    /// runs [`Backend::cg_iteration`] `iters` times. Override to solve in
+    /// another space with the same iterates (frog-cpu solves in the span of
+    /// the sampled patches where they are few); an override may leave
+    /// `rs`, `pd`, `ap` and `u` holding anything.
+    #[allow(clippy::too_many_arguments)]
+    fn cg_solve(&self, p: &Patches<'_, Self>, lambda: &Self::Buffer, tau: Self::Scalar, eps: Self::Scalar, iters: usize, cg: &mut CgBuffers<'_, Self>) -> Result<(), Self::Error> {
+        (0..iters).try_for_each(|_| self.cg_iteration(p, lambda, tau, eps, cg))
     }
 
     /// Scales every row of the `rows x cols` right-hand side `v` whose

@@ -542,8 +542,6 @@ pub(crate) fn cg_iterate<'w, B: Backend>(
         pap: &mut ws.pap,
         coef: &mut ws.coef,
     };
-    for _ in 0..iters {
-        backend.cg_iteration(&p, &ws.lambda, tau, eps, &mut cg)?;
-    }
+    backend.cg_solve(&p, &ws.lambda, tau, eps, iters, &mut cg)?;
     Ok(cg.rho)
 }

@@ -23,6 +23,7 @@ use frog_core::{Backend, BackendError, BackendErrorKind, CgBuffers, Guard, Guard
 use crate::gemm::{matmul, matmul_seq, Real, View};
 use crate::im2col::im2col_valid;
 use crate::pool::{split_range, PoolFailure, SendPtr, ThreadPool};
+use crate::gram;
 use crate::winograd::{self, Algorithm};
 
 /// What failed on the CPU backend.
@@ -136,8 +137,8 @@ const PAR_MIN: usize = 1 << 15;
 /// FROG's CPU backend: host `Vec<T>` buffers, work split over a persistent
 /// [`ThreadPool`].
 ///
-/// Each layer's patch products run [`Algorithm::auto`]'s choice for its
-/// shape unless [`Cpu::with_algorithm`] forces one.
+/// Each layer runs [`Algorithm::auto`]'s choice for its shape and sample
+/// count unless [`Cpu::with_algorithm`] forces one.
 pub struct Cpu<T> {
     pool: Arc<ThreadPool>,
     /// The forced algorithm, if any.
@@ -258,9 +259,10 @@ impl<T: Real> Backend for Cpu<T> {
         // Saturates: a size past usize fails to allocate with an error. A
         // forced algorithm that cannot run the layer fails its steps, so
         // the direct size stands in for it.
+        let im2col = |r: usize| r.saturating_mul(layer.positions()).saturating_mul(layer.cols());
         match self.tiles(layer, r) {
-            Ok(Some(tiles)) => tiles.packed_len(),
-            _ => r.saturating_mul(layer.positions()).saturating_mul(layer.cols()),
+            Ok(Some(tiles)) => tiles.packed_len().max(im2col(self.im2col_samples(layer, r))),
+            _ => im2col(r),
         }
     }
 
@@ -362,6 +364,15 @@ impl<T: Real> Backend for Cpu<T> {
         });
         std::mem::swap(&mut cg.rho, &mut cg.rho_next);
         Ok(())
+    }
+
+    fn cg_solve(&self, p: &Patches<'_, Self>, lambda: &Vec<T>, tau: T, eps: T, iters: usize, cg: &mut CgBuffers<'_, Self>) -> Result<(), CpuError> {
+        // One iteration costs the Gram path more than the direct one: K and
+        // the solution's product besides the iteration's.
+        if iters >= 2 && self.algorithm(p.layer, p.r)? == Algorithm::Gram {
+            return gram::solve(self, p, lambda, tau, eps, iters, cg);
+        }
+        (0..iters).try_for_each(|_| self.cg_iteration(p, lambda, tau, eps, cg))
     }
 
     fn axpby(&self, n: usize, a: T, x: &Vec<T>, b: T, y: &mut Vec<T>) -> Result<(), CpuError> {
@@ -493,6 +504,10 @@ impl<T: Real> Cpu<T> {
             return Ok(());
         }
         need("pack_patches: scratch", packed, r.saturating_mul(per))?;
+        if self.algorithm(layer, r)? == Algorithm::Gram {
+            // The Gram CG's arena, grown here so that the solve cannot fail on it.
+            self.with_arena(gram::arena_len(layer, r), |_| ())?;
+        }
         self.par_row_blocks(packed, r, per, per, |samples, block| {
             for (k, i) in samples.enumerate() {
                 pack_sample(layer, &x[i * inp..(i + 1) * inp], &mut block[k * per..(k + 1) * per]);

@@ -11,6 +11,7 @@ pub mod baselines;
 #[cfg(feature = "golden")]
 pub mod golden;
 pub mod gemm;
+mod gram;
 pub mod im2col;
 mod kfrog;
 pub mod nn;

@@ -37,22 +37,29 @@
 //! during the products, where the patch scratch is read-only, so they live
 //! in the backend's arena (see `Cpu`), grown on a layer's first step.
 
-use std::ops::Range;
+use std::ops::{Add, Range, Sub};
 
 use frog_core::{Layer, LayerKind};
 
 use crate::backend::{Cpu, CpuError};
+use crate::gram;
 
 use crate::gemm::{matmul_seq, Real, View};
 use crate::pool::{split_range, SendPtr, ThreadPool};
 
-/// Which algorithm runs a layer's patch products on [`crate::Cpu`].
+/// How [`crate::Cpu`] runs a layer's CG: which patch scratch and which
+/// products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Algorithm {
     /// GEMMs over the im2col patch matrix: any layer.
     Direct,
     /// Winograd F(2x2, 3x3): 3x3 convolutions of stride 1 and dilation 1.
     Winograd,
+    /// The im2col patch matrix, and the CG in the span of its `N = r*L`
+    /// rows through their Gram matrix (see `gram`): any layer, worth it
+    /// where `N` is small against `D'`. Steps of a single CG iteration run
+    /// direct.
+    Gram,
 }
 
 /// Input channels below which the automatic choice stays direct: with so
@@ -60,22 +67,40 @@ pub enum Algorithm {
 /// the GEMM kernels, while im2col's is `9 c_in` (the ResNet stem, `c_in = 3`).
 const MIN_AUTO_CHANNELS: usize = 16;
 
+/// The Gram CG's multiply-adds over the direct CG's below which it is
+/// chosen: against direct products, and against Winograd's (2.25x fewer
+/// multiplications, measured 1.2-1.9x faster per layer).
+const GRAM_VS_DIRECT: f64 = 0.85;
+const GRAM_VS_WINOGRAD: f64 = 0.55;
+
 impl Algorithm {
-    /// The algorithm `layer` gets without an override: Winograd for every
-    /// 3x3 stride-1 dilation-1 convolution with at least 16 input
-    /// channels, else direct. A pure function of the shape, so a workspace
-    /// sized for a layer fits its steps.
-    pub fn auto(layer: &Layer) -> Self {
-        match &layer.kind {
-            LayerKind::Conv2d(c) if Self::Winograd.supports(layer).is_ok() && c.c_in >= MIN_AUTO_CHANNELS => Self::Winograd,
-            _ => Self::Direct,
+    /// The algorithm `layer` gets at `r` samples without an override: the
+    /// Gram CG where its cost model (`gram::cost_ratio`) beats the others
+    /// by a margin, else Winograd for every 3x3 stride-1 dilation-1
+    /// convolution with at least 16 input channels, else direct. A pure
+    /// function of the shape and `r`.
+    pub fn auto(layer: &Layer, r: usize) -> Self {
+        let winograd = Self::winograd_pays(layer);
+        let ratio = gram::cost_ratio(layer, r);
+        if ratio < if winograd { GRAM_VS_WINOGRAD } else { GRAM_VS_DIRECT } {
+            Self::Gram
+        } else if winograd {
+            Self::Winograd
+        } else {
+            Self::Direct
         }
+    }
+
+    /// Whether Winograd's products beat im2col's on `layer`'s shape: it
+    /// applies and the layer has at least 16 input channels.
+    pub(crate) fn winograd_pays(layer: &Layer) -> bool {
+        matches!(&layer.kind, LayerKind::Conv2d(c) if c.c_in >= MIN_AUTO_CHANNELS) && Self::Winograd.supports(layer).is_ok()
     }
 
     /// Whether this algorithm can run `layer`'s products, or why not.
     pub fn supports(self, layer: &Layer) -> Result<(), &'static str> {
         match (self, &layer.kind) {
-            (Self::Direct, _) => Ok(()),
+            (Self::Direct | Self::Gram, _) => Ok(()),
             (Self::Winograd, LayerKind::Linear { .. }) => Err("Winograd runs convolutions only"),
             (Self::Winograd, LayerKind::Conv2d(c)) => {
                 if c.kernel != [3, 3] {
@@ -92,11 +117,11 @@ impl Algorithm {
     }
 }
 
-/// The algorithm choice and the Winograd arena of [`Cpu`].
+/// The algorithm choice and the arena of [`Cpu`].
 impl<T: Real> Cpu<T> {
-    /// This backend with every layer's products forced to `algorithm`
-    /// (`None`: each layer's [`Algorithm::auto`]), for benchmarks and
-    /// tests. A layer the forced algorithm cannot run fails its steps with
+    /// This backend with every layer forced to `algorithm` (`None`: each
+    /// layer's [`Algorithm::auto`]), for benchmarks and tests. A layer the
+    /// forced algorithm cannot run fails its steps with
     /// [`CpuError::Algorithm`].
     #[must_use]
     pub fn with_algorithm(mut self, algorithm: Option<Algorithm>) -> Self {
@@ -104,22 +129,44 @@ impl<T: Real> Cpu<T> {
         self
     }
 
-    /// The algorithm `layer`'s products run with, or the error a forced
-    /// algorithm that cannot run it gives.
-    pub fn algorithm(&self, layer: &Layer) -> Result<Algorithm, CpuError> {
+    /// The algorithm `layer` runs with at `r` samples, or the error a
+    /// forced algorithm that cannot run it gives.
+    pub fn algorithm(&self, layer: &Layer, r: usize) -> Result<Algorithm, CpuError> {
         match self.algorithm {
-            None => Ok(Algorithm::auto(layer)),
+            None => Ok(Algorithm::auto(layer, r)),
             Some(algorithm) => algorithm.supports(layer).map(|()| algorithm).map_err(|reason| CpuError::Algorithm { algorithm, reason }),
         }
     }
 
     /// The Winograd tiling of `layer` at `r` samples when its products run
-    /// with Winograd, `None` when direct.
+    /// with Winograd, `None` when they run on im2col patches.
     pub(crate) fn tiles(&self, layer: &Layer, r: usize) -> Result<Option<Tiles>, CpuError> {
-        Ok(match self.algorithm(layer)? {
-            Algorithm::Direct => None,
+        Ok(match self.algorithm(layer, r)? {
+            Algorithm::Direct | Algorithm::Gram => None,
             Algorithm::Winograd => Tiles::new(layer, r, self.pool().threads()),
         })
+    }
+
+    /// The most samples up to `r` whose steps pack im2col patches: a
+    /// workspace sized at `r` must fit them too, when `r` itself packs
+    /// Winograd's (smaller) scratch. The automatic choice packs im2col
+    /// below some sample count (the Gram cost grows with `r`) and Winograd
+    /// from there, so a bisection finds it.
+    pub(crate) fn im2col_samples(&self, layer: &Layer, r: usize) -> usize {
+        let im2col = |r: usize| !matches!(self.tiles(layer, r), Ok(Some(_)));
+        if im2col(r) {
+            return r;
+        }
+        let (mut lo, mut hi) = (0, r);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if im2col(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
     /// Runs `f` on the arena, grown to `len` entries first (the only
@@ -243,6 +290,95 @@ impl Tiles {
     }
 }
 
+/// What the transforms compute on: one value, or [`Lanes`] of values in
+/// lockstep. The transforms are additions, subtractions and scalings only,
+/// so one generic body serves both.
+pub(crate) trait Value<T>: Copy + Add<Output = Self> + Sub<Output = Self> {
+    fn scale(self, k: T) -> Self;
+}
+
+impl<T: Real> Value<T> for T {
+    #[inline(always)]
+    fn scale(self, k: T) -> T {
+        self * k
+    }
+}
+
+/// Values transformed together, one per filter or channel.
+///
+/// Why: one filter's transform is a few dozen additions on nine values, with
+/// sixteen scattered stores; on the largest layers (`512 x 512` filters per
+/// CG product) the scalar loop took a quarter of the product's time. Eight
+/// filters in lockstep vectorize, and their sixteen results are stored as
+/// eight contiguous entries each.
+#[derive(Clone, Copy)]
+pub(crate) struct Lanes<T>([T; LANES]);
+
+/// Width of [`Lanes`]: one AVX2 register of `f32`.
+pub(crate) const LANES: usize = 8;
+
+// Plain loops over the lanes below, not `array::from_fn`: its closures
+// are not always inlined, and then nothing vectorizes.
+impl<T: Real> Lanes<T> {
+    /// `src` (at most [`LANES`] long) in the first lanes, zeros after.
+    #[inline(always)]
+    fn load(src: &[T]) -> Self {
+        match <&[T; LANES]>::try_from(src) {
+            Ok(all) => Self(*all),
+            Err(_) => {
+                let mut v = [T::ZERO; LANES];
+                v.iter_mut().zip(src).for_each(|(v, &s)| *v = s);
+                Self(v)
+            }
+        }
+    }
+
+    /// The first `dst.len()` (at most [`LANES`]) lanes into `dst`.
+    #[inline(always)]
+    fn store(&self, dst: &mut [T]) {
+        match <&mut [T; LANES]>::try_from(&mut *dst) {
+            Ok(all) => *all = self.0,
+            Err(_) => dst.iter_mut().zip(&self.0).for_each(|(d, &v)| *d = v),
+        }
+    }
+
+    #[inline(always)]
+    fn zip(self, o: Self, f: impl Fn(T, T) -> T) -> Self {
+        let mut v = self.0;
+        for (a, &b) in v.iter_mut().zip(&o.0) {
+            *a = f(*a, b);
+        }
+        Self(v)
+    }
+}
+
+impl<T: Real> Add for Lanes<T> {
+    type Output = Self;
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        self.zip(o, |a, b| a + b)
+    }
+}
+
+impl<T: Real> Sub for Lanes<T> {
+    type Output = Self;
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        self.zip(o, |a, b| a - b)
+    }
+}
+
+impl<T: Real> Value<T> for Lanes<T> {
+    #[inline(always)]
+    fn scale(self, k: T) -> Self {
+        let mut v = self.0;
+        for a in &mut v {
+            *a *= k;
+        }
+        Self(v)
+    }
+}
+
 /// `B^T d` for one axis of an input tile.
 #[inline(always)]
 fn input_1d<T: Real>(d: [T; 4]) -> [T; 4] {
@@ -251,15 +387,15 @@ fn input_1d<T: Real>(d: [T; 4]) -> [T; 4] {
 
 /// `G g` for one axis of a filter.
 #[inline(always)]
-fn filter_1d<T: Real>(g: [T; 3], half: T) -> [T; 4] {
+fn filter_1d<T: Copy, V: Value<T>>(g: [V; 3], half: T) -> [V; 4] {
     let (even, odd) = (g[0] + g[2], g[1]);
-    [g[0], half * (even + odd), half * (even - odd), g[2]]
+    [g[0], (even + odd).scale(half), (even - odd).scale(half), g[2]]
 }
 
 /// `G^T s` for one axis: the adjoint of [`filter_1d`].
 #[inline(always)]
-fn filter_1d_t<T: Real>(s: [T; 4], half: T) -> [T; 3] {
-    let (sum, diff) = (half * (s[1] + s[2]), half * (s[1] - s[2]));
+fn filter_1d_t<T: Copy, V: Value<T>>(s: [V; 4], half: T) -> [V; 3] {
+    let (sum, diff) = ((s[1] + s[2]).scale(half), (s[1] - s[2]).scale(half));
     [s[0] + sum, diff, sum + s[3]]
 }
 
@@ -324,10 +460,10 @@ pub(crate) fn output_t_coef<T: Real>() -> [[T; 4]; POINTS] {
 
 /// `G g G^T` of a row-major 3x3 filter.
 #[inline(always)]
-fn filter_2d<T: Real>(g: [T; 9]) -> [T; POINTS] {
+fn filter_2d<T: Real, V: Value<T>>(g: &[V; 9]) -> [V; POINTS] {
     let half = T::of_f64(0.5);
     let e = [filter_1d([g[0], g[1], g[2]], half), filter_1d([g[3], g[4], g[5]], half), filter_1d([g[6], g[7], g[8]], half)];
-    let mut out = [T::ZERO; POINTS];
+    let mut out = [g[0]; POINTS];
     for q in 0..4 {
         let col = filter_1d([e[0][q], e[1][q], e[2][q]], half);
         for p in 0..4 {
@@ -339,10 +475,13 @@ fn filter_2d<T: Real>(g: [T; 9]) -> [T; POINTS] {
 
 /// `G^T s G`, the adjoint of [`filter_2d`]: a row-major 3x3 filter.
 #[inline(always)]
-pub(crate) fn filter_2d_t<T: Real>(s: &[T; POINTS]) -> [T; 9] {
+fn filter_2d_t<T: Real, V: Value<T>>(s: &[V; POINTS]) -> [V; 9] {
     let half = T::of_f64(0.5);
-    let e: [[T; 3]; 4] = std::array::from_fn(|p| filter_1d_t([s[p * 4], s[p * 4 + 1], s[p * 4 + 2], s[p * 4 + 3]], half));
-    let mut out = [T::ZERO; 9];
+    let mut e = [[s[0]; 3]; 4];
+    for (p, e) in e.iter_mut().enumerate() {
+        *e = filter_1d_t([s[p * 4], s[p * 4 + 1], s[p * 4 + 2], s[p * 4 + 3]], half);
+    }
+    let mut out = [s[0]; 9];
     for kx in 0..3 {
         let col = filter_1d_t([e[0][kx], e[1][kx], e[2][kx], e[3][kx]], half);
         for ky in 0..3 {
@@ -420,24 +559,67 @@ impl Grid {
 /// `out[xi][r][i] = (G f_{r,i} G^T)[xi]` for the `rows x inner` 3x3 filters
 /// of `src`, filter `(r, i)` at `src[r * row_stride + i * 9..]`; with
 /// `flip`, filter `(r, i)` is instead `src[i * row_stride + r * 9..]`
-/// rotated by 180 degrees (the data gradient's filters). Split over rows.
+/// rotated by 180 degrees (the data gradient's filters). Split over rows,
+/// [`LANES`] filters of a row at a time.
 pub(crate) fn transform_filters<T: Real>(pool: &ThreadPool, src: &[T], [rows, inner]: [usize; 2], row_stride: usize, flip: bool, out: &mut [T]) {
     assert!(out.len() >= POINTS * rows * inner, "winograd filters: output too short");
+    let filter = |r: usize, i: usize| -> &[T; 9] {
+        let at = if flip { i * row_stride + r * 9 } else { r * row_stride + i * 9 };
+        src[at..at + 9].try_into().expect("nine taps")
+    };
     let op = SendPtr(out.as_mut_ptr());
     pool.run(&|tid| {
         for r in split_range(rows, pool.threads(), tid) {
-            for i in 0..inner {
-                let f: [T; 9] = if flip {
-                    let g = &src[i * row_stride + r * 9..][..9];
-                    std::array::from_fn(|k| g[8 - k])
-                } else {
-                    let g = &src[r * row_stride + i * 9..][..9];
-                    std::array::from_fn(|k| g[k])
-                };
-                for (xi, v) in filter_2d(f).into_iter().enumerate() {
-                    // SAFETY: row r belongs to this thread; the index is
+            for i0 in (0..inner).step_by(LANES) {
+                let n = LANES.min(inner - i0);
+                let mut f = [Lanes([T::ZERO; LANES]); 9];
+                for l in 0..n {
+                    for (f, &tap) in f.iter_mut().zip(filter(r, i0 + l)) {
+                        f.0[l] = tap;
+                    }
+                }
+                if flip {
+                    f.reverse();
+                }
+                for (xi, v) in filter_2d(&f).iter().enumerate() {
+                    // SAFETY: row r belongs to this thread; the entries are
                     // below 16 * rows * inner (checked above).
-                    unsafe { *op.get().add((xi * rows + r) * inner + i) = v };
+                    v.store(unsafe { std::slice::from_raw_parts_mut(op.get().add((xi * rows + r) * inner + i0), n) });
+                }
+            }
+        }
+    });
+}
+
+/// The adjoint of [`transform_filters`] (without `flip`): the 3x3 filter
+/// `G^T s_{r,i} G` of the point-major `src` (`[xi][r][i]`, `rows x inner`
+/// filters) written to `dst[r * row_stride + i * 9..]`, or added to it
+/// when `accumulate`. Split over rows, [`LANES`] filters at a time.
+pub(crate) fn untransform_filters<T: Real>(pool: &ThreadPool, src: &[T], [rows, inner]: [usize; 2], dst: &mut [T], row_stride: usize, accumulate: bool) {
+    assert!(src.len() >= POINTS * rows * inner, "winograd filters: input too short");
+    assert!(rows == 0 || (rows - 1).checked_mul(row_stride).and_then(|v| v.checked_add(9 * inner)).is_some_and(|end| end <= dst.len()), "winograd filters: output too short");
+    let dp = SendPtr(dst.as_mut_ptr());
+    pool.run(&|tid| {
+        for r in split_range(rows, pool.threads(), tid) {
+            // SAFETY: row r of dst belongs to this thread, inside dst (checked above).
+            let row = unsafe { std::slice::from_raw_parts_mut(dp.get().add(r * row_stride), 9 * inner) };
+            for i0 in (0..inner).step_by(LANES) {
+                let n = LANES.min(inner - i0);
+                let mut s = [Lanes([T::ZERO; LANES]); POINTS];
+                for (xi, s) in s.iter_mut().enumerate() {
+                    *s = Lanes::load(&src[(xi * rows + r) * inner + i0..][..n]);
+                }
+                let f = filter_2d_t(&s);
+                // The lanes' filters side by side, as `dst` holds them.
+                let mut taps = [T::ZERO; 9 * LANES];
+                for (l, tap) in taps.chunks_exact_mut(9).enumerate() {
+                    tap.iter_mut().zip(&f).for_each(|(t, v)| *t = v.0[l]);
+                }
+                let out = &mut row[i0 * 9..(i0 + n) * 9];
+                if accumulate {
+                    out.iter_mut().zip(taps).for_each(|(o, t)| *o += t);
+                } else {
+                    out.iter_mut().zip(taps).for_each(|(o, t)| *o = t);
                 }
             }
         }
@@ -601,23 +783,12 @@ pub(crate) fn back_project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], 
     if t.bias {
         column_sums(pool, u, n, rows, bias);
     }
-    let (bias, gp) = (&*bias, SendPtr(g.as_mut_ptr()));
-    pool.run(&|tid| {
-        for j in split_range(rows, threads, tid) {
-            // SAFETY: row j of g belongs to this thread.
-            let gj = unsafe { std::slice::from_raw_parts_mut(gp.get().add(j * t.cols), t.cols) };
-            let (weights, b) = gj.split_at_mut(9 * c);
-            for (ch, out) in weights.chunks_exact_mut(9).enumerate() {
-                let f = filter_2d_t(&std::array::from_fn(|xi| filters[(xi * rows + j) * c + ch]));
-                for (o, v) in out.iter_mut().zip(f) {
-                    *o = if accumulate { *o + v } else { v };
-                }
-            }
-            if let Some(b) = b.first_mut().filter(|_| t.bias) {
-                *b = if accumulate { *b + bias[j] } else { bias[j] };
-            }
+    untransform_filters(pool, filters, [rows, c], g, t.cols, accumulate);
+    if t.bias {
+        for (gb, &b) in g.chunks_exact_mut(t.cols).zip(&*bias) {
+            gb[9 * c] = if accumulate { gb[9 * c] + b } else { b };
         }
-    });
+    }
 }
 
 /// `ut[k][b][j - js.start] = (A u_b A^T)[points.start + k]` for the tiles

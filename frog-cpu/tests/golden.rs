@@ -71,3 +71,17 @@ fn golden_3x3_cases_with_each_algorithm() {
     }
     tally.finish("3x3 stride-1 cases, each algorithm, f64 and f32").unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Every layer case with the Gram CG forced, in f64 and f32 at the same
+/// tolerances (the automatic choice takes it only where patch rows are few).
+#[test]
+fn golden_cases_with_the_gram_cg() {
+    use frog_cpu::golden::Target;
+    use frog_cpu::Algorithm;
+    let cases = load_cases(&golden_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let layer_cases: Vec<_> = cases.iter().filter(|c| matches!(c.target, Target::Layer(_))).cloned().collect();
+    let f64s = Cpu::<f64>::with_threads(2).unwrap().with_algorithm(Some(Algorithm::Gram));
+    let f32s = Cpu::<f32>::with_threads(2).unwrap().with_algorithm(Some(Algorithm::Gram));
+    run_suite("golden layer cases, Gram CG, f64", &layer_cases, |c| &c.name, |c| run_case(&f64s, c, 1e-9)).unwrap_or_else(|e| panic!("{e}"));
+    run_suite("golden layer cases, Gram CG, f32", &layer_cases, |c| &c.name, |c| run_case(&f32s, c, 1e-4)).unwrap_or_else(|e| panic!("{e}"));
+}

@@ -49,9 +49,12 @@ fn steady_state_steps_allocate_nothing() {
         // odd output size and a bias.
         Layer::conv2d(Conv2d::new(16, 12, 3, [9, 9]).padding(1), true),
     ];
-    assert_eq!(Cpu::<f32>::with_threads(1).unwrap().algorithm(&layers[5]).unwrap(), Algorithm::Winograd);
-    let others = [8, 8, 10];
     let (batch, sample) = (16, 8);
+    let auto = Cpu::<f32>::with_threads(1).unwrap();
+    assert_eq!(auto.algorithm(&layers[5], sample).unwrap(), Algorithm::Winograd);
+    // The Gram CG (the automatic choice for the linear layers at 8 samples).
+    assert_eq!(auto.algorithm(&layers[4], sample).unwrap(), Algorithm::Gram);
+    let others = [8, 8, 10];
     let cfg = Config { lr: 1e-2, momentum: 0.9, nesterov: true, weight_decay: 1e-4, sample_size: Some(sample), ..Config::default() };
     let cpu = Cpu::with_threads(2).unwrap();
     let (mut frog, layer_ids, other_ids) = frog_with::<f32>(&cpu, cfg, &layers, &others, batch, 7).unwrap();

@@ -17,17 +17,17 @@ use frog_core::{Conv2d, Layer};
 
 use crate::gemm::{matmul_seq, Real, View};
 use crate::pool::{SendPtr, ThreadPool};
-use crate::winograd::{filter_2d_t, output_rows, output_t_coef, transform_filters, Algorithm, Grid, POINTS};
+use crate::winograd::{output_rows, output_t_coef, transform_filters, untransform_filters, Algorithm, Grid, POINTS};
 
 /// Tiles a group aims for: long enough GEMMs, small enough that a group's
 /// transformed inputs and products stay in the last-level cache.
 const TARGET_TILES: usize = 256;
 
-/// Whether `conv` runs through Winograd here: the layer's automatic choice
-/// (3x3, stride 1, dilation 1, enough channels), and padding at most 2 so
+/// Whether `conv` runs through Winograd here: where Winograd pays for the
+/// shape (3x3, stride 1, dilation 1, enough channels), and padding at most 2 so
 /// the data gradient is a forward convolution with padding `2 - p`.
 pub(super) fn applies(conv: &Conv2d) -> bool {
-    Algorithm::auto(&Layer::conv2d(*conv, false)) == Algorithm::Winograd && conv.padding.iter().all(|&p| p <= 2)
+    Algorithm::winograd_pays(&Layer::conv2d(*conv, false)) && conv.padding.iter().all(|&p| p <= 2)
 }
 
 /// One Winograd convolution of a call: the input grid, the output rows,
@@ -125,18 +125,12 @@ pub(super) fn backward_weight<T: Real>(pool: &ThreadPool, conv: &Conv2d, batch: 
             }
         }
     });
-    let partials = &*partials;
-    let dwp = SendPtr(dw.as_mut_ptr());
-    pool.run(&|tid| {
-        for o in crate::pool::split_range(rows, plan.threads, tid) {
-            // SAFETY: row o of dw belongs to this thread.
-            let out = unsafe { std::slice::from_raw_parts_mut(dwp.get().add(o * c * 9), c * 9) };
-            for (ch, f) in out.chunks_exact_mut(9).enumerate() {
-                let s: [T; POINTS] = std::array::from_fn(|xi| (0..plan.threads).fold(T::ZERO, |acc, t| acc + partials[t * part_len + (xi * rows + o) * c + ch]));
-                f.copy_from_slice(&filter_2d_t(&s));
-            }
-        }
-    });
+    // The partials' sum into the first, then back through `G^T . G`.
+    let (first, others) = partials[..plan.threads * part_len].split_at_mut(part_len);
+    for other in others.chunks_exact(part_len) {
+        first.iter_mut().zip(other).for_each(|(a, &b)| *a += b);
+    }
+    untransform_filters(pool, first, [rows, c], dw, c * 9, false);
 }
 
 /// `y = conv(x, w)` (see `conv::conv2d_forward`), `conv` one that [`applies`].

@@ -1,7 +1,9 @@
-//! The Winograd F(2x2, 3x3) patch products against the direct (im2col)
-//! ones, through the `Backend` API: random shapes with odd sizes, padding
-//! 0 to 2 and several channel counts, in f64 and f32; the f32 accuracy on
-//! a ResNet-18-sized layer; forcing Winograd where it does not apply.
+//! frog-cpu's algorithms against the direct one, through the `Backend`
+//! API. The Winograd F(2x2, 3x3) patch products: random shapes with odd
+//! sizes, padding 0 to 2 and several channel counts, in f64 and f32; the
+//! f32 accuracy on a ResNet-18-sized layer; forcing Winograd where it does
+//! not apply. The Gram CG: whole steps on random layers, in f64 and f32,
+//! and its f32 accuracy on a ResNet-18-sized layer. The automatic choice.
 
 mod common;
 
@@ -127,11 +129,28 @@ fn winograd_f32_error_on_a_resnet_layer_is_within_twice_direct() {
 fn the_automatic_choice_is_winograd_for_wide_3x3_stride_1_layers_only() {
     let cpu = Cpu::<f32>::with_threads(1).unwrap();
     let wide = Conv2d::new(64, 64, 3, [32, 32]).padding(1);
-    assert_eq!(cpu.algorithm(&Layer::conv2d(wide, false)).unwrap(), Algorithm::Winograd);
+    assert_eq!(cpu.algorithm(&Layer::conv2d(wide, false), 64).unwrap(), Algorithm::Winograd);
     for other in [wide.stride(2), wide.dilation(2), Conv2d::new(64, 64, 1, [32, 32]), Conv2d::new(3, 64, 3, [32, 32]).padding(1)] {
-        assert_eq!(cpu.algorithm(&Layer::conv2d(other, false)).unwrap(), Algorithm::Direct, "{other:?}");
+        assert_eq!(cpu.algorithm(&Layer::conv2d(other, false), 64).unwrap(), Algorithm::Direct, "{other:?}");
     }
-    assert_eq!(cpu.algorithm(&Layer::linear(64, 10, true)).unwrap(), Algorithm::Direct);
+    assert_eq!(cpu.algorithm(&Layer::linear(64, 10, true), 64).unwrap(), Algorithm::Direct);
+}
+
+/// The Gram CG where few patch rows face many columns: ResNet-18's
+/// 512-channel 3x3 layer at the bench's 64 samples and the study's 16, its
+/// 256-channel one at 8 but not at 16, and no layer at enough samples.
+#[test]
+fn the_automatic_choice_is_gram_where_patch_rows_are_few() {
+    let cpu = Cpu::<f32>::with_threads(1).unwrap();
+    let l4 = Layer::conv2d(Conv2d::new(512, 512, 3, [4, 4]).padding(1), false);
+    let l3 = Layer::conv2d(Conv2d::new(256, 256, 3, [8, 8]).padding(1), false);
+    assert_eq!(cpu.algorithm(&l4, 64).unwrap(), Algorithm::Gram);
+    assert_eq!(cpu.algorithm(&l4, 16).unwrap(), Algorithm::Gram);
+    assert_eq!(cpu.algorithm(&l4, 1024).unwrap(), Algorithm::Winograd);
+    assert_eq!(cpu.algorithm(&l3, 8).unwrap(), Algorithm::Gram);
+    assert_eq!(cpu.algorithm(&l3, 16).unwrap(), Algorithm::Winograd);
+    assert_eq!(cpu.algorithm(&Layer::linear(512, 10, true), 16).unwrap(), Algorithm::Gram);
+    assert_eq!(cpu.algorithm(&Layer::linear(512, 10, true), 4096).unwrap(), Algorithm::Direct);
 }
 
 /// Forcing Winograd on a layer it cannot run is an error value from the
@@ -150,7 +169,7 @@ fn forcing_winograd_where_it_does_not_apply_is_an_error() {
     let cfg = Config { sample_size: Some(2), ..Config::default() };
     let mut rng = Rng(3);
     for layer in layers {
-        let err = cpu.algorithm(&layer).unwrap_err();
+        let err = cpu.algorithm(&layer, 2).unwrap_err();
         assert!(matches!(err, CpuError::Algorithm { algorithm: Algorithm::Winograd, .. }), "{err:?}");
         assert_eq!(err.kind(), BackendErrorKind::Unsupported);
         assert!(err.to_string().contains("Winograd"), "{err}");
@@ -164,4 +183,65 @@ fn forcing_winograd_where_it_does_not_apply_is_an_error() {
         assert!(matches!(got, Err(frog_core::Error::Backend(CpuError::Algorithm { .. }))), "{layer:?}: {:?}", got.err());
         assert_eq!(weight, data.weight, "a failed step leaves the weight alone");
     }
+}
+
+/// One FROG step of `layer` from fresh state on `cpu` (the data in f64,
+/// converted), with `iters` CG iterations: the direction `z`, in f64.
+fn direction<T: Real>(cpu: &Cpu<T>, layer: &Layer, d: &StepData, iters: usize) -> Vec<f64> {
+    let cfg = Config { num_iters: iters, tau: 0.05, sample_size: Some(d.sample), ..Config::default() };
+    let mut state = ParamState::for_layer(cpu, layer, &cfg).unwrap();
+    let mut ws = Workspace::new(cpu, WorkspaceReq::new(cpu, layer, d.sample).unwrap()).unwrap();
+    let (mut w, gw, x, y) = (upload(cpu, &d.weight), upload(cpu, &d.grad_weight), upload(cpu, &d.x), upload(cpu, &d.y));
+    let mut bias = d.bias.as_ref().map(|b| upload(cpu, b)).zip(d.grad_bias.as_ref().map(|g| upload(cpu, g)));
+    let params = Params { weight: &mut w, grad_weight: &gw, bias: bias.as_mut().map(|(b, g)| (b, &*g)) };
+    precondition_step(cpu, &cfg, layer, &mut state, &mut ws, params, Batch { x: &x, y: &y, sample: d.sample, batch_size: d.batch }).unwrap();
+    host(&ws.direction()[..layer.rows() * layer.cols()])
+}
+
+fn forced<T: Real>(algorithm: Algorithm) -> Cpu<T> {
+    Cpu::<T>::with_threads(2).unwrap().with_algorithm(Some(algorithm))
+}
+
+/// The Gram CG's direction equals the direct CG's on random convolutions
+/// and linear layers (with and without bias, tokens, several iteration
+/// counts, one iteration taking the direct path), in f64 and f32.
+#[test]
+fn gram_steps_match_direct_on_random_layers() {
+    let mut rng = Rng(11);
+    let mut layers = vec![
+        (Layer::linear(40, 7, true), 3),
+        (Layer::linear_tokens(9, 5, 4, false), 2),
+        (Layer::conv2d(Conv2d::new(6, 5, 3, [5, 4]).padding(1), true), 2),
+        (Layer::conv2d(Conv2d::new(24, 9, 3, [4, 4]).stride(2).padding(1), false), 5),
+        (Layer::conv2d(Conv2d::new(64, 48, 3, [4, 4]).padding(1), false), 16),
+    ];
+    for _ in 0..6 {
+        layers.push((Layer::linear(rng.int(1, 60), rng.int(1, 12), rng.int(0, 1) == 1), rng.int(1, 8)));
+    }
+    for (layer, r) in layers {
+        let d = StepData::random(&mut rng, &layer, r, 2 * r);
+        for iters in [1, 2, 5] {
+            let (f64_direct, f64_gram) = (direction(&forced::<f64>(Algorithm::Direct), &layer, &d, iters), direction(&forced::<f64>(Algorithm::Gram), &layer, &d, iters));
+            let e = rel(&f64_gram, &f64_direct);
+            assert!(e < 1e-10, "f64: Gram direction off by {e:.2e} (r {r}, {iters} iterations, {layer:?})");
+            let f32_gram = direction(&forced::<f32>(Algorithm::Gram), &layer, &d, iters);
+            let e = rel(&f32_gram, &f64_direct);
+            assert!(e < 1e-4, "f32: Gram direction off by {e:.2e} (r {r}, {iters} iterations, {layer:?})");
+        }
+    }
+}
+
+/// The f32 directions of both CGs against an f64 reference on the
+/// ResNet-18 `l4.conv` shape at the study's 16 samples, where the automatic
+/// choice is the Gram CG: its error stays within 2x the direct CG's.
+#[test]
+fn gram_f32_error_on_a_resnet_layer_is_within_twice_direct() {
+    let (layer, r) = (Layer::conv2d(Conv2d::new(512, 512, 3, [4, 4]).padding(1), false), 16);
+    assert_eq!(Cpu::<f32>::with_threads(1).unwrap().algorithm(&layer, r).unwrap(), Algorithm::Gram);
+    let d = StepData::random(&mut Rng(13), &layer, r, 128);
+    let reference = direction(&forced::<f64>(Algorithm::Direct), &layer, &d, 4);
+    let direct = rel(&direction(&forced::<f32>(Algorithm::Direct), &layer, &d, 4), &reference);
+    let gram = rel(&direction(&forced::<f32>(Algorithm::Gram), &layer, &d, 4), &reference);
+    println!("l4.conv r 16: f32 Gram error {gram:.3e}, f32 direct {direct:.3e}, ratio {:.2}", gram / direct);
+    assert!(gram <= 2.0 * direct, "f32 Gram error {gram:.3e} > 2x direct {direct:.3e}");
 }
