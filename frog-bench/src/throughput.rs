@@ -53,25 +53,16 @@ pub fn run<D: Device>(dev: &D, args: &ThroughputArgs) -> Result<()> {
     // Forward, input and weight gradients: 3 products of 2 FLOP per MAC.
     let gflops = 6.0 * macs * args.batch_size as f64 / t_sgd / 1e9;
     println!("  SGD:            {:8.1} samples/s  {:8.1} ms/step  ({gflops:.0} GFLOP/s in fwd+bwd)", args.batch_size as f64 / t_sgd, t_sgd * 1e3);
+    // Every other optimizer's line (with its sample, if it takes one): its
+    // step time beside SGD's.
+    let report = |name: &str, sample: Option<usize>, t: f64| {
+        let label = sample.map_or(format!("{name}:"), |s| format!("{name} (s {:3}):", s.min(args.batch_size)));
+        println!("  {label:<15} {:8.1} samples/s  {:8.1} ms/step  {name}/SGD step time {:.2}x", args.batch_size as f64 / t, t * 1e3, t / t_sgd);
+    };
     let adamw = Method::AdamW(AdamWConfig { weight_decay: 5e-2, ..AdamWConfig::default() });
-    let t_adamw = time_steps(dev, &arch, adamw, args.batch_size, args.steps)?;
-    println!("  AdamW:          {:8.1} samples/s  {:8.1} ms/step  AdamW/SGD step time {:.2}x", args.batch_size as f64 / t_adamw, t_adamw * 1e3, t_adamw / t_sgd);
-    let t_frog = time_steps(dev, &arch, frog, args.batch_size, args.steps)?;
-    println!(
-        "  FROG (s {:3}):   {:8.1} samples/s  {:8.1} ms/step  FROG/SGD step time {:.2}x",
-        args.sample.min(args.batch_size),
-        args.batch_size as f64 / t_frog,
-        t_frog * 1e3,
-        t_frog / t_sgd
-    );
+    report("AdamW", None, time_steps(dev, &arch, adamw, args.batch_size, args.steps)?);
+    report("FROG", Some(args.sample), time_steps(dev, &arch, frog, args.batch_size, args.steps)?);
     let kfrog = Method::Kfrog(KfrogConfig { sample_size: Some(args.kfrog_sample), ..KfrogConfig::default() });
-    let t_kfrog = time_steps(dev, &arch, kfrog, args.batch_size, args.steps)?;
-    println!(
-        "  K-FROG (s {:3}): {:8.1} samples/s  {:8.1} ms/step  K-FROG/SGD step time {:.2}x",
-        args.kfrog_sample.min(args.batch_size),
-        args.batch_size as f64 / t_kfrog,
-        t_kfrog * 1e3,
-        t_kfrog / t_sgd
-    );
+    report("K-FROG", Some(args.kfrog_sample), time_steps(dev, &arch, kfrog, args.batch_size, args.steps)?);
     Ok(())
 }
