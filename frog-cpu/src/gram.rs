@@ -108,8 +108,11 @@ pub(crate) fn solve<T: Real>(cpu: &Cpu<T>, p: &Patches<'_, Cpu<T>>, lambda: &[T]
         let (mats, scalars) = rest.split_at_mut(MATRICES * rows * n);
         let (mats, scalars) = (SendPtr(mats.as_mut_ptr()), SendPtr(scalars.as_mut_ptr()));
         pool.run(&|tid| {
-            let js = split_range(rows, parts, tid.min(parts));
-            if tid >= parts || js.is_empty() {
+            if tid >= parts {
+                return;
+            }
+            let js = split_range(rows, parts, tid);
+            if js.is_empty() {
                 return;
             }
             // SAFETY: rows `js` of every matrix and scalar, of `z` and of
@@ -165,18 +168,21 @@ pub(crate) fn solve<T: Real>(cpu: &Cpu<T>, p: &Patches<'_, Cpu<T>>, lambda: &[T]
 /// `K = X X^T` (`n x n`): each thread computes a band of rows of the lower
 /// triangle (bands of equal area), then the upper triangle is mirrored.
 fn gram_matrix<T: Real>(pool: &ThreadPool, parts: usize, x: View<'_, T>, n: usize, k: &mut [T]) {
-    let band = |t: usize| ((n as f64 * (t.min(parts) as f64 / parts as f64).sqrt()).round() as usize).min(n);
+    let band = |t: usize| ((n as f64 * (t as f64 / parts as f64).sqrt()).round() as usize).min(n);
     let kp = SendPtr(k.as_mut_ptr());
     pool.run(&|tid| {
         let (lo, hi) = (band(tid), band(tid + 1));
-        if lo < hi {
+        if tid < parts && lo < hi {
             // SAFETY: rows lo..hi of K belong to this thread.
             let rows = unsafe { std::slice::from_raw_parts_mut(kp.get().add(lo * n), (hi - lo) * n) };
             matmul_seq(rows, n, false, x.rows(lo..hi), x.rows(0..hi).t());
         }
     });
     pool.run(&|tid| {
-        for i in split_range(n, parts, tid.min(parts)).filter(|_| tid < parts) {
+        if tid >= parts {
+            return;
+        }
+        for i in split_range(n, parts, tid) {
             for j in i + 1..n {
                 // SAFETY: this pass writes only entries above the diagonal,
                 // of this thread's rows, and reads only entries below it.

@@ -31,8 +31,9 @@
 //! tiles past the last output row or column read zeros and write nothing.
 //!
 //! Scratch: the transformed inputs live in the step's patch scratch
-//! (`16 * tiles * c_in` entries against im2col's `9 * positions * c_in`, so
-//! less). The products also need the transformed directions (or gradient,
+//! (`16 * tiles` rows of `c_in` entries plus 8 to 15 of padding, against
+//! im2col's `9 * positions * c_in`: less from 16 channels, where the
+//! automatic choice takes Winograd). The products also need the transformed directions (or gradient,
 //! `16 * R * c_in`) and one tile block per thread; those are written
 //! during the products, where the patch scratch is read-only, so they live
 //! in the backend's arena (see `Cpu`), grown on a layer's first step.
@@ -785,12 +786,9 @@ pub(crate) fn back_project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], 
             }
         }
     });
-    let filters = &*filters;
-    if t.bias {
-        column_sums(pool, u, n, rows, bias);
-    }
     untransform_filters(pool, filters, [rows, c], g, t.cols, accumulate);
     if t.bias {
+        column_sums(pool, u, n, rows, bias);
         for (gb, &b) in g.chunks_exact_mut(t.cols).zip(&*bias) {
             gb[9 * c] = if accumulate { gb[9 * c] + b } else { b };
         }
