@@ -73,20 +73,21 @@ cargo clippy --release -p frog-cuda --all-targets -- -D warnings
 cargo clippy --release -p frog-bench --features cuda --no-deps --all-targets -- -D warnings
 
 say "build: frog-bench with its cuda feature, frog-cuda's tests and frog-bench's unit tests"
-# One test build for every binary the steps below run: frog-cuda's unit and
-# integration tests (tests/*.rs) and frog-bench's unit tests, whose GPU device
-# tests run on the emulator; frog-bench's other tests ran in the CPU steps.
+# One test build, in one cargo call (one feature resolution, so that the
+# dependencies are built once), for every binary the steps below run:
+# frog-cuda's unit and integration tests (tests/*.rs), frog-bench's unit
+# tests, whose GPU device tests run on the emulator, and the frog-bench
+# binary (built for frog-bench's `cli` test, which runs in the CPU steps).
 # Every executable, a line each: target name, kind, path.
 cuda_tests=$(for f in frog-cuda/tests/*.rs; do printf -- '--test %s ' "$(basename "$f" .rs)"; done)
 # shellcheck disable=SC2086 # one word per flag
-artifacts=$({ cargo build --release -p frog-bench --features cuda --message-format=json
-  cargo test --release -p frog-cuda -p frog-bench --features frog-bench/cuda --lib $cuda_tests --no-run --message-format=json; } 2>/dev/null \
+artifacts=$(cargo test --release -p frog-cuda -p frog-bench --features frog-bench/cuda --lib --test cli $cuda_tests --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable"):
         print(m["target"]["name"], m["target"]["kind"][0], m["executable"])')
-cuda_bins=$(awk '$1 == "frog_cuda" || $2 == "test" { print $3 }' <<< "$artifacts" | sort -u)
+cuda_bins=$(awk '$1 == "frog_cuda" || ($2 == "test" && $1 != "cli") { print $3 }' <<< "$artifacts" | sort -u)
 bench_bins=$(awk '$1 == "frog_bench" && $2 == "lib" { print $3 }' <<< "$artifacts" | sort -u)
 # frog-cuda's unit tests and one binary per tests/*.rs, and frog-bench's.
 tests_files=$(find frog-cuda/tests -maxdepth 1 -name '*.rs' | wc -l)
@@ -124,28 +125,39 @@ emu=$(bash frog-cuda/emu/build.sh "$root/target/cuda-emu")
 # frog-cuda's GPU tests (its unit tests' gpu_ ones included) at every SM
 # count; the 8 GiB fill once; the bench's CUDA device tests at 4 SMs.
 log=$root/target/frog-cuda-emu.log
-: > "$log"
 emu_run() {  # sms, binary, arguments...
   local sms=$1 bin=$2; shift 2
   FROG_EMU_SMS=$sms FROG_EMU_SEED=$sms FROG_EMU_STATS="$root/target/emu-stats-$sms.txt" LD_LIBRARY_PATH="$emu" \
-    "$bin" "$@" --test-threads 1 --nocapture 2>&1 | tee -a "$log" \
-    | grep -E '^(test |gpu_[a-z_]+: |test result|SKIPPED)|runtime error|panicked' || true
+    "$bin" "$@" --test-threads 1 --nocapture >> "$log.$sms" 2>&1 || true
+}
+# Every binary at one SM count, into its own log.
+emu_runs() {  # sms
+  local sms=$1
+  rm -f "$root/target/emu-stats-$sms.txt"
+  : > "$log.$sms"
+  for bin in $cuda_bins; do
+    if [ "$sms" = 4 ]; then emu_run "$sms" "$bin" gpu_; else emu_run "$sms" "$bin" gpu_ --skip gpu_fill_of_2_31_entries; fi
+  done
+  if [ "$sms" = 4 ]; then
+    for bin in $bench_bins; do emu_run "$sms" "$bin" gpu_; done
+  fi
 }
 # The plans of a stats file, one "tile xsplit" a line.
 plans() { awk '$1 == "gemm" { n = split($2, p, "_"); print p[n] " x" $4 }' "$1" | sort -u; }
-runs=0
+# The emulator runs a launch on one thread: the 4-SM runs (the longest, with
+# the 8 GiB fill) go alongside the 108- and 132-SM ones, one per core.
+emu_runs 4 &
+emu_runs 108
+emu_runs 132
+wait
+: > "$log"
 for sms in 4 108 132; do
-  rm -f "$root/target/emu-stats-$sms.txt"
   echo "== $sms SMs"
-  for bin in $cuda_bins; do
-    if [ "$sms" = 4 ]; then emu_run "$sms" "$bin" gpu_; else emu_run "$sms" "$bin" gpu_ --skip gpu_fill_of_2_31_entries; fi
-    runs=$((runs + 1))
-  done
-  if [ "$sms" = 4 ]; then
-    for bin in $bench_bins; do emu_run "$sms" "$bin" gpu_; runs=$((runs + 1)); done
-  fi
+  grep -E '^(test |gpu_[a-z_]+: |test result|SKIPPED)|runtime error|panicked' "$log.$sms" || true
+  cat "$log.$sms" >> "$log"
   echo "GEMM plans (tile x split-K) at $sms SMs: $(plans "$root/target/emu-stats-$sms.txt" | tr '\n' ' ')"
 done
+runs=$(( 3 * $(wc -w <<< "$cuda_bins") + $(wc -w <<< "$bench_bins") ))
 if grep -q 'test result: FAILED' "$log" || [ "$(grep -c 'test result: ok' "$log")" != "$runs" ]; then
   echo "GPU tests failed on the emulator" >&2
   exit 1

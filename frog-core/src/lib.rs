@@ -31,6 +31,7 @@ mod scalar;
 mod sgd;
 mod state;
 mod step;
+mod view;
 mod workspace;
 
 pub use adamw::{adamw_step, AdamBackend, AdamCoefs, AdamState, AdamWConfig};
@@ -46,9 +47,12 @@ pub use method::Method;
 pub use optimizer::{GroupId, Optimizer, ParamId, ParamKind, RegistryError, MAX_GROUPS, NAME_LEN};
 pub use sampler::Sampler;
 pub use scalar::Scalar;
-pub use sgd::{plain_sgd_step, sgd_step, SgdConfig};
+pub use sgd::{plain_sgd_step, plain_sgd_step_view, sgd_step, sgd_step_view, SgdConfig};
 pub use state::{ParamState, StateError, STATE_VERSION};
-pub use step::{gather_rows, guarded_step, guarded_step_lowp, precondition_step, precondition_step_lowp, Batch, LowpBatch, Params};
+pub use step::{
+    gather_rows, gather_rows_view, guarded_step, guarded_step_lowp, guarded_step_view, precondition_step, precondition_step_lowp, precondition_step_view, Batch, LowpBatch, Params,
+};
+pub use view::{ViewBackend, ViewBatch, ViewParams};
 /// The `half` crate whose [`half::bf16`] and [`half::f16`] the low-precision steps take.
 pub use half;
 pub use workspace::{Workspace, WorkspaceReq};

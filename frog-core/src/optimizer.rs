@@ -20,9 +20,10 @@ use crate::layer::Layer;
 use crate::lowp::{Half, LowpBackend};
 use crate::method::Method;
 use crate::sampler::Sampler;
-use crate::sgd::{plain_sgd_step, sgd_step};
+use crate::sgd::{coupled_sgd, frog_plain, Buffers, Operands, Views};
 use crate::state::ParamState;
-use crate::step::{check_len, frog_step, Batch, Inputs, LowpBatch, Params, RowGuard};
+use crate::step::{check_count, frog_step, Batch, Inputs, LowpBatch, Params, RowGuard, Weights};
+use crate::view::{ViewBackend, ViewBatch, ViewParams};
 use crate::workspace::{Workspace, WorkspaceReq};
 
 /// Parameter groups an optimizer holds at most.
@@ -96,6 +97,9 @@ pub enum RegistryError {
     /// A K-FROG layer stepped with `step_layer` or a FROG layer with
     /// `step_layer_kfrog`.
     WrongMethod(u32),
+    /// A parameter of an AdamW group stepped on views: AdamW's kernel
+    /// takes backend buffers.
+    NeedsBuffers(u32),
 }
 
 impl fmt::Display for RegistryError {
@@ -112,6 +116,7 @@ impl fmt::Display for RegistryError {
             Self::NoBatch(p) => write!(f, "layer {p} is preconditioned and needs its sampled batch"),
             Self::NeedsItsEntryPoint(m) => write!(f, "{m} groups are made with their own entry point (new_adamw / add_adamw_group, new_kfrog / add_kfrog_group), which need the backend's extension trait"),
             Self::WrongMethod(p) => write!(f, "layer {p} runs another method (K-FROG layers step with step_layer_kfrog, the others with step_layer)"),
+            Self::NeedsBuffers(p) => write!(f, "parameter {p} is in an AdamW group, whose steps take backend buffers (step_layer, step_param), not views"),
         }
     }
 }
@@ -477,7 +482,17 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         self.step_layer_with(backend, id, params, batch.as_ref())
     }
 
-    fn step_layer_with(&mut self, backend: &B, id: ParamId, params: Params<'_, B>, batch: Option<&impl Inputs<B>>) -> Res<(), B> {
+    /// [`Optimizer::step_layer`] on views of the caller's parameters,
+    /// gradients and sampled rows (see [`crate::precondition_step_view`]).
+    /// AdamW groups step on buffers only.
+    pub fn step_layer_view(&mut self, backend: &B, id: ParamId, params: ViewParams<'_, B>, batch: Option<ViewBatch<'_, B>>) -> Res<(), B>
+    where
+        B: ViewBackend,
+    {
+        self.step_layer_with(backend, id, params, batch.as_ref())
+    }
+
+    fn step_layer_with(&mut self, backend: &B, id: ParamId, params: impl Weights<B>, batch: Option<&impl Inputs<B>>) -> Res<(), B> {
         let slot = self.slot(id)?;
         let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.0).into()) };
         let method = self.groups[usize::from(slot.group.0)];
@@ -491,17 +506,18 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             }
             (method, state) => {
                 // Check the bias pairing before the weight moves.
-                match (&params.bias, &mut slot.bias) {
+                match (params.lens(backend).1, &mut slot.bias) {
                     (Some((b, gb)), Some(state)) => {
-                        check_len(backend, b, "bias", state.len())?;
-                        check_len(backend, gb, "grad_bias", state.len())?;
+                        check_count(b, "bias", state.len())?;
+                        check_count(gb, "grad_bias", state.len())?;
                     }
                     (None, None) => {}
                     _ => return Err(ShapeError::BiasMismatch.into()),
                 }
-                plain_step(backend, &method, self.adam, id, state, params.weight, params.grad_weight)?;
-                match (params.bias, &mut slot.bias) {
-                    (Some((b, gb)), Some(state)) => plain_step(backend, &method, self.adam, id, state, b, gb),
+                let (weight, bias) = params.split();
+                plain_step(backend, &method, self.adam, id, state, weight)?;
+                match (bias, &mut slot.bias) {
+                    (Some(bias), Some(state)) => plain_step(backend, &method, self.adam, id, state, bias),
                     _ => Ok(()),
                 }
             }
@@ -516,7 +532,21 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             return Err(RegistryError::WrongKind(id.0).into());
         }
         let method = self.groups[usize::from(slot.group.0)];
-        plain_step(backend, &method, self.adam, id, &mut self.slots[id.0 as usize].state, param, grad)
+        plain_step(backend, &method, self.adam, id, &mut self.slots[id.0 as usize].state, Buffers { param, grad })
+    }
+
+    /// [`Optimizer::step_param`] on views of the parameter and its
+    /// gradient. AdamW groups step on buffers only.
+    pub fn step_param_view<'a>(&mut self, backend: &B, id: ParamId, param: B::ViewMut<'a>, grad: B::View<'a>) -> Res<(), B>
+    where
+        B: ViewBackend,
+    {
+        let slot = self.slot(id)?;
+        if !matches!(slot.kind, ParamKind::Plain { .. }) {
+            return Err(RegistryError::WrongKind(id.0).into());
+        }
+        let method = self.groups[usize::from(slot.group.0)];
+        plain_step(backend, &method, self.adam, id, &mut self.slots[id.0 as usize].state, Views { param, grad })
     }
 
     /// Draws a K-FROG step's samples for `group`'s layers from the
@@ -633,22 +663,17 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
 
 /// The step of a parameter FROG does not precondition, by its group's
 /// method: FROG's plain-SGD path, SGD, or AdamW.
-fn plain_step<B: Backend>(
-    backend: &B,
-    method: &Method,
-    adam: Option<AdamStep<B>>,
-    id: ParamId,
-    state: &mut SlotState<B>,
-    param: &mut B::Buffer,
-    grad: &B::Buffer,
-) -> Res<(), B> {
+fn plain_step<B: Backend>(backend: &B, method: &Method, adam: Option<AdamStep<B>>, id: ParamId, state: &mut SlotState<B>, mut ops: impl Operands<B>) -> Res<(), B> {
     match (method, state, adam) {
-        (Method::Frog(cfg), SlotState::Momentum(s), _) => plain_sgd_step(backend, cfg, s, param, grad),
-        (Method::Sgd(cfg), SlotState::Momentum(s), _) => sgd_step(backend, cfg, s, param, grad),
-        (Method::AdamW(cfg), SlotState::Adam(s), Some(step)) => step(backend, cfg, s, param, grad),
+        (Method::Frog(cfg), SlotState::Momentum(s), _) => frog_plain(backend, cfg, s, ops),
+        (Method::Sgd(cfg), SlotState::Momentum(s), _) => coupled_sgd(backend, cfg, true, s, ops),
+        (Method::AdamW(cfg), SlotState::Adam(s), Some(step)) => match ops.buffers() {
+            Some((param, grad)) => step(backend, cfg, s, param, grad),
+            None => Err(RegistryError::NeedsBuffers(id.0).into()),
+        },
         (Method::Kfrog(cfg), SlotState::Momentum(s), _) => {
             let sgd = crate::sgd::SgdConfig { lr: cfg.lr, momentum: cfg.momentum, weight_decay: 0.0, nesterov: cfg.nesterov };
-            sgd_step(backend, &sgd, s, param, grad)
+            coupled_sgd(backend, &sgd, true, s, ops)
         }
         // States are made for their group's method, which never changes.
         _ => Err(RegistryError::WrongKind(id.0).into()),

@@ -3,10 +3,11 @@
 
 use crate::backend::Backend;
 use crate::config::{decay_ok, momentum_ok, non_negative, representable, Config, ConfigError};
-use crate::error::Error;
+use crate::error::{Error, ShapeError};
+use crate::step::check_count;
 use crate::scalar::Scalar;
 use crate::state::ParamState;
-use crate::step::check_len;
+use crate::view::ViewBackend;
 
 /// `torch.optim.SGD` settings (dampening 0).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -45,18 +46,16 @@ impl SgdConfig {
 /// Coupled-decay SGD with momentum. The two callers differ only in
 /// whether a Nesterov buffer also accumulates `wd*W` (torch's does, FROG's
 /// plain path does not); without Nesterov both store `g + wd*W` in it.
-fn coupled_sgd<B: Backend>(
+pub(crate) fn coupled_sgd<B: Backend>(
     backend: &B,
     cfg: &SgdConfig,
     nesterov_buffer_has_decay: bool,
     state: &mut ParamState<B>,
-    param: &mut B::Buffer,
-    grad: &B::Buffer,
+    mut ops: impl Operands<B>,
 ) -> Result<(), Error<B::Error>> {
     cfg.validate_for::<B::Scalar>()?;
     let n = state.len;
-    check_len(backend, param, "param", n)?;
-    check_len(backend, grad, "grad", n)?;
+    ops.check(backend, n)?;
     state.check_momentum(cfg.momentum)?;
     state.steps = state.next_step()?;
     let s = B::Scalar::of_f64;
@@ -67,24 +66,24 @@ fn coupled_sgd<B: Backend>(
     match &mut state.momentum {
         None => {
             // W = W - lr*(g + wd*W)
-            go(backend.axpby(n, -lr, grad, decayed, param))?;
+            go(ops.grad_to_param(backend, n, -lr, decayed))?;
         }
         Some(buf) if !cfg.nesterov => {
             // buf = beta*buf + g + wd*W;  W = W - lr*buf
-            go(backend.axpby(n, one, grad, beta, buf))?;
+            go(ops.grad_to_buf(backend, n, one, beta, buf))?;
             if cfg.weight_decay > 0.0 {
-                go(backend.axpby(n, wd, param, one, buf))?;
+                go(ops.param_to_buf(backend, n, wd, one, buf))?;
             }
-            go(backend.axpby(n, -lr, buf, one, param))?;
+            go(ops.buf_to_param(backend, n, -lr, buf, one))?;
         }
         Some(buf) => {
             // buf = beta*buf + g (+ wd*W);  W = W - lr*(g + wd*W + beta*buf)
-            go(backend.axpby(n, one, grad, beta, buf))?;
+            go(ops.grad_to_buf(backend, n, one, beta, buf))?;
             if nesterov_buffer_has_decay && cfg.weight_decay > 0.0 {
-                go(backend.axpby(n, wd, param, one, buf))?;
+                go(ops.param_to_buf(backend, n, wd, one, buf))?;
             }
-            go(backend.axpby(n, -lr, grad, decayed, param))?;
-            go(backend.axpby(n, -lr * beta, buf, one, param))?;
+            go(ops.grad_to_param(backend, n, -lr, decayed))?;
+            go(ops.buf_to_param(backend, n, -lr * beta, buf, one))?;
         }
     }
     Ok(())
@@ -107,14 +106,24 @@ pub fn plain_sgd_step<B: Backend>(
     param: &mut B::Buffer,
     grad: &B::Buffer,
 ) -> Result<(), Error<B::Error>> {
+    frog_plain(backend, cfg, state, Buffers { param, grad })
+}
+
+/// FROG's plain path on either kind of operands.
+pub(crate) fn frog_plain<B: Backend>(backend: &B, cfg: &Config, state: &mut ParamState<B>, ops: impl Operands<B>) -> Result<(), Error<B::Error>> {
     cfg.validate_for::<B::Scalar>()?;
-    let sgd = SgdConfig {
+    coupled_sgd(backend, &other_sgd(cfg), false, state, ops)
+}
+
+/// The SGD settings of FROG's plain path: `lr * lr_other_ratio`, FROG's
+/// momentum and decay.
+fn other_sgd(cfg: &Config) -> SgdConfig {
+    SgdConfig {
         lr: cfg.lr * cfg.lr_other_ratio,
         momentum: cfg.momentum,
         weight_decay: cfg.weight_decay,
         nesterov: cfg.nesterov,
-    };
-    coupled_sgd(backend, &sgd, false, state, param, grad)
+    }
 }
 
 /// One `torch.optim.SGD` step (dampening 0), the baseline of the study.
@@ -125,5 +134,101 @@ pub fn sgd_step<B: Backend>(
     param: &mut B::Buffer,
     grad: &B::Buffer,
 ) -> Result<(), Error<B::Error>> {
-    coupled_sgd(backend, cfg, true, state, param, grad)
+    coupled_sgd(backend, cfg, true, state, Buffers { param, grad })
+}
+
+/// [`plain_sgd_step`] on views of the parameter and its gradient.
+pub fn plain_sgd_step_view<'a, B: ViewBackend>(
+    backend: &B,
+    cfg: &Config,
+    state: &mut ParamState<B>,
+    param: B::ViewMut<'a>,
+    grad: B::View<'a>,
+) -> Result<(), Error<B::Error>> {
+    frog_plain(backend, cfg, state, Views { param, grad })
+}
+
+/// [`sgd_step`] on views of the parameter and its gradient.
+pub fn sgd_step_view<'a, B: ViewBackend>(
+    backend: &B,
+    cfg: &SgdConfig,
+    state: &mut ParamState<B>,
+    param: B::ViewMut<'a>,
+    grad: B::View<'a>,
+) -> Result<(), Error<B::Error>> {
+    coupled_sgd(backend, cfg, true, state, Views { param, grad })
+}
+
+/// A plain step's parameter and gradient, as buffers or as views: the
+/// updates of the SGD rule, each named for its operands.
+pub(crate) trait Operands<B: Backend> {
+    /// Both of `n` entries, or an error naming the one that is not.
+    fn check(&self, backend: &B, n: usize) -> Result<(), ShapeError>;
+    /// `buf = a * grad + b * buf`.
+    fn grad_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error>;
+    /// `buf = a * param + b * buf`.
+    fn param_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error>;
+    /// `param = a * grad + b * param`.
+    fn grad_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar) -> Result<(), B::Error>;
+    /// `param = a * buf + b * param`.
+    fn buf_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, buf: &B::Buffer, b: B::Scalar) -> Result<(), B::Error>;
+    /// The operands as buffers, for steps that take only buffers (AdamW's
+    /// kernel); `None` for views.
+    fn buffers(&mut self) -> Option<(&mut B::Buffer, &B::Buffer)>;
+}
+
+/// A parameter and its gradient in backend buffers.
+pub(crate) struct Buffers<'a, B: Backend> {
+    pub(crate) param: &'a mut B::Buffer,
+    pub(crate) grad: &'a B::Buffer,
+}
+
+impl<B: Backend> Operands<B> for Buffers<'_, B> {
+    fn check(&self, backend: &B, n: usize) -> Result<(), ShapeError> {
+        check_count(backend.len(self.param), "param", n)?;
+        check_count(backend.len(self.grad), "grad", n)
+    }
+    fn grad_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error> {
+        backend.axpby(n, a, self.grad, b, buf)
+    }
+    fn param_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error> {
+        backend.axpby(n, a, self.param, b, buf)
+    }
+    fn grad_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar) -> Result<(), B::Error> {
+        backend.axpby(n, a, self.grad, b, self.param)
+    }
+    fn buf_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, buf: &B::Buffer, b: B::Scalar) -> Result<(), B::Error> {
+        backend.axpby(n, a, buf, b, self.param)
+    }
+    fn buffers(&mut self) -> Option<(&mut B::Buffer, &B::Buffer)> {
+        Some((self.param, self.grad))
+    }
+}
+
+/// A parameter and its gradient as views.
+pub(crate) struct Views<'a, B: ViewBackend + 'a> {
+    pub(crate) param: B::ViewMut<'a>,
+    pub(crate) grad: B::View<'a>,
+}
+
+impl<B: ViewBackend> Operands<B> for Views<'_, B> {
+    fn check(&self, backend: &B, n: usize) -> Result<(), ShapeError> {
+        check_count(backend.view_mut_len(&self.param), "param", n)?;
+        check_count(backend.view_len(&self.grad), "grad", n)
+    }
+    fn grad_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error> {
+        backend.axpby_view(n, a, &self.grad, b, &mut backend.view_mut(buf, 0, n)?)
+    }
+    fn param_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error> {
+        backend.axpby_view(n, a, &backend.reborrow(&self.param), b, &mut backend.view_mut(buf, 0, n)?)
+    }
+    fn grad_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar) -> Result<(), B::Error> {
+        backend.axpby_view(n, a, &self.grad, b, &mut self.param)
+    }
+    fn buf_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, buf: &B::Buffer, b: B::Scalar) -> Result<(), B::Error> {
+        backend.axpby_view(n, a, &backend.view(buf, 0, n)?, b, &mut self.param)
+    }
+    fn buffers(&mut self) -> Option<(&mut B::Buffer, &B::Buffer)> {
+        None
+    }
 }

@@ -8,7 +8,9 @@ use crate::guard::{Guard, GuardBackend, DIAG_FLAGS, DIAG_RHO0, DIAG_RHOK, DIAG_R
 use crate::layer::Layer;
 use crate::lowp::{Half, LowpBackend};
 use crate::scalar::Scalar;
+use crate::sgd::{Buffers, Operands, Views};
 use crate::state::{ParamState, StateError};
+use crate::view::{ViewBackend, ViewBatch, ViewParams};
 use crate::workspace::{Workspace, WorkspaceReq};
 
 /// A layer's parameters and their gradients (means over the batch).
@@ -53,6 +55,80 @@ pub struct LowpBatch<'a, B: LowpBackend<H>, H: Half> {
     /// the host) and returns [`Error::NonFiniteInput`] when there are any,
     /// before any state changes: a dynamic loss scaler's overflow check.
     pub check_y: bool,
+}
+
+/// How a step reads a layer's gradients and writes its parameters: the
+/// only calls of a step that differ between buffers and views.
+pub(crate) trait Weights<B: Backend> {
+    /// The weight's (and the bias's) operands in a plain step.
+    type Plain: Operands<B>;
+    /// Weight and bias as two plain parameters (a layer outside FROG groups).
+    fn split(self) -> (Self::Plain, Option<Self::Plain>);
+    /// Entries of the weight and its gradient, and of the bias and its
+    /// gradient when given.
+    fn lens(&self, backend: &B) -> ((usize, usize), Option<(usize, usize)>);
+    /// Copies the gradients into the joint `rows x cols` buffer `m`
+    /// (weight columns `0..d`, the bias in column `d`).
+    fn load_grad(&self, backend: &B, rows: usize, d: usize, cols: usize, m: &mut B::Buffer) -> Result<(), B::Error>;
+    /// `w_j = decay * w_j - lr * scale[j] * z_j` for the weight and the
+    /// bias, `z` the joint `rows x cols` direction.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(self, backend: &B, rows: usize, d: usize, cols: usize, decay: B::Scalar, lr: B::Scalar, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error>;
+}
+
+/// The bias column of the joint `rows x cols` block, after the `d` weight columns.
+fn bias_at(d: usize, cols: usize) -> Strided {
+    Strided { stride: cols, offset: d }
+}
+
+impl<'a, B: Backend> Weights<B> for Params<'a, B> {
+    type Plain = Buffers<'a, B>;
+    fn split(self) -> (Self::Plain, Option<Self::Plain>) {
+        (Buffers { param: self.weight, grad: self.grad_weight }, self.bias.map(|(param, grad)| Buffers { param, grad }))
+    }
+    fn lens(&self, backend: &B) -> ((usize, usize), Option<(usize, usize)>) {
+        let w = (backend.len(self.weight), backend.len(self.grad_weight));
+        (w, self.bias.as_ref().map(|(b, gb)| (backend.len(b), backend.len(gb))))
+    }
+    fn load_grad(&self, backend: &B, rows: usize, d: usize, cols: usize, m: &mut B::Buffer) -> Result<(), B::Error> {
+        backend.copy_strided(rows, d, self.grad_weight, Strided::dense(d), m, Strided::dense(cols))?;
+        match &self.bias {
+            Some((_, gb)) => backend.copy_strided(rows, 1, gb, Strided::dense(1), m, bias_at(d, cols)),
+            None => Ok(()),
+        }
+    }
+    fn apply(self, backend: &B, rows: usize, d: usize, cols: usize, decay: B::Scalar, lr: B::Scalar, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error> {
+        backend.row_step(rows, d, self.weight, decay, lr, scale, z, Strided::dense(cols))?;
+        match self.bias {
+            Some((b, _)) => backend.row_step(rows, 1, b, decay, lr, scale, z, bias_at(d, cols)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<'a, B: ViewBackend> Weights<B> for ViewParams<'a, B> {
+    type Plain = Views<'a, B>;
+    fn split(self) -> (Self::Plain, Option<Self::Plain>) {
+        (Views { param: self.weight, grad: self.grad_weight }, self.bias.map(|(param, grad)| Views { param, grad }))
+    }
+    fn lens(&self, backend: &B) -> ((usize, usize), Option<(usize, usize)>) {
+        let w = (backend.view_mut_len(&self.weight), backend.view_len(&self.grad_weight));
+        (w, self.bias.as_ref().map(|(b, gb)| (backend.view_mut_len(b), backend.view_len(gb))))
+    }
+    fn load_grad(&self, backend: &B, rows: usize, d: usize, cols: usize, m: &mut B::Buffer) -> Result<(), B::Error> {
+        backend.copy_from_view(rows, d, &self.grad_weight, Strided::dense(d), m, Strided::dense(cols))?;
+        match &self.bias {
+            Some((_, gb)) => backend.copy_from_view(rows, 1, gb, Strided::dense(1), m, bias_at(d, cols)),
+            None => Ok(()),
+        }
+    }
+    fn apply(mut self, backend: &B, rows: usize, d: usize, cols: usize, decay: B::Scalar, lr: B::Scalar, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error> {
+        backend.row_step_view(rows, d, &mut self.weight, decay, lr, scale, z, Strided::dense(cols))?;
+        match &mut self.bias {
+            Some((b, _)) => backend.row_step_view(rows, 1, b, decay, lr, scale, z, bias_at(d, cols)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// How a step reads its sampled rows: the only calls of a step that differ
@@ -160,12 +236,45 @@ impl<B: LowpBackend<H>, H: Half> Inputs<B> for LowpBatch<'_, B, H> {
     }
 }
 
+impl<B: ViewBackend> Inputs<B> for ViewBatch<'_, B> {
+    fn rows(&self) -> (usize, usize) {
+        (self.sample, self.batch_size)
+    }
+    fn lens(&self, backend: &B) -> (usize, usize) {
+        (backend.view_len(&self.x), backend.view_len(&self.y))
+    }
+    fn check(&self, _: &B, _: &mut B::Buffer) -> Result<(), Error<B::Error>> {
+        Ok(())
+    }
+    fn pack(&self, backend: &B, layer: &Layer, packed: &mut B::Buffer) -> Result<(), B::Error> {
+        backend.pack_patches_view(layer, self.sample, &self.x, packed)
+    }
+    fn x(&self) -> Option<&B::Buffer> {
+        None
+    }
+    fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error> {
+        backend.patch_sq_norms_view(p, &self.x, norms)
+    }
+    fn fisher_weights(
+        &self,
+        backend: &B,
+        p: &Patches<'_, B>,
+        norms: &B::Buffer,
+        scale: B::Scalar,
+        eps: B::Scalar,
+        trace: &mut B::Buffer,
+        lambda: &mut B::Buffer,
+    ) -> Result<(), B::Error> {
+        backend.fisher_weights_view(p, &self.y, norms, scale, eps, trace, lambda)
+    }
+}
+
 pub(crate) fn check_len<B: Backend>(backend: &B, buf: &B::Buffer, what: &'static str, expected: usize) -> Result<(), ShapeError> {
     check_count(backend.len(buf), what, expected)
 }
 
 /// `actual == expected`, or an error naming the buffer.
-fn check_count(actual: usize, what: &'static str, expected: usize) -> Result<(), ShapeError> {
+pub(crate) fn check_count(actual: usize, what: &'static str, expected: usize) -> Result<(), ShapeError> {
     if actual == expected {
         Ok(())
     } else {
@@ -184,7 +293,7 @@ fn check_shapes<B: Backend>(
     layer: &Layer,
     state: &ParamState<B>,
     ws: &Workspace<B>,
-    params: &Params<'_, B>,
+    params: &impl Weights<B>,
     batch: &impl Inputs<B>,
 ) -> Result<(), ShapeError> {
     layer.validate()?;
@@ -196,12 +305,13 @@ fn check_shapes<B: Backend>(
         return Err(ShapeError::SampleExceedsBatch { sample, batch: batch_size });
     }
     let (rows, d) = (layer.rows(), layer.weight_cols());
-    check_len(backend, params.weight, "weight", rows * d)?;
-    check_len(backend, params.grad_weight, "grad_weight", rows * d)?;
-    match (&params.bias, layer.bias) {
+    let ((w, gw), bias) = params.lens(backend);
+    check_count(w, "weight", rows * d)?;
+    check_count(gw, "grad_weight", rows * d)?;
+    match (bias, layer.bias) {
         (Some((b, gb)), true) => {
-            check_len(backend, b, "bias", rows)?;
-            check_len(backend, gb, "grad_bias", rows)?;
+            check_count(b, "bias", rows)?;
+            check_count(gb, "grad_bias", rows)?;
         }
         (None, false) => {}
         _ => return Err(ShapeError::BiasMismatch),
@@ -229,7 +339,7 @@ fn plan<B: Backend>(
     layer: &Layer,
     state: &ParamState<B>,
     ws: &Workspace<B>,
-    params: &Params<'_, B>,
+    params: &impl Weights<B>,
     batch: &impl Inputs<B>,
 ) -> Result<Plan<B::Scalar>, Error<B::Error>> {
     cfg.validate_for::<B::Scalar>()?;
@@ -337,6 +447,36 @@ pub fn guarded_step_lowp<B: LowpBackend<H> + GuardBackend, H: Half>(
     guarded_with(backend, cfg, guard, layer, state, ws, params, &batch)
 }
 
+/// [`precondition_step`] on views of the caller's parameters, gradients,
+/// sampled inputs and output gradients (see [`ViewBackend`]): the same
+/// checks, the same arithmetic, no copy of them into backend buffers.
+pub fn precondition_step_view<B: ViewBackend>(
+    backend: &B,
+    cfg: &Config,
+    layer: &Layer,
+    state: &mut ParamState<B>,
+    ws: &mut Workspace<B>,
+    params: ViewParams<'_, B>,
+    batch: ViewBatch<'_, B>,
+) -> Result<(), Error<B::Error>> {
+    step_with(backend, cfg, layer, state, ws, params, &batch, None)
+}
+
+/// [`guarded_step`] on views (see [`precondition_step_view`]).
+#[allow(clippy::too_many_arguments)]
+pub fn guarded_step_view<B: ViewBackend + GuardBackend>(
+    backend: &B,
+    cfg: &Config,
+    guard: Guard,
+    layer: &Layer,
+    state: &mut ParamState<B>,
+    ws: &mut Workspace<B>,
+    params: ViewParams<'_, B>,
+    batch: ViewBatch<'_, B>,
+) -> Result<(), Error<B::Error>> {
+    guarded_with(backend, cfg, guard, layer, state, ws, params, &batch)
+}
+
 /// Every check, then the step: the one path of every public step.
 #[allow(clippy::too_many_arguments)]
 fn step_with<B: Backend>(
@@ -345,7 +485,7 @@ fn step_with<B: Backend>(
     layer: &Layer,
     state: &mut ParamState<B>,
     ws: &mut Workspace<B>,
-    params: Params<'_, B>,
+    params: impl Weights<B>,
     batch: &impl Inputs<B>,
     check: Option<RowCheck<'_, B>>,
 ) -> Result<(), Error<B::Error>> {
@@ -366,7 +506,7 @@ fn guarded_with<B: GuardBackend>(
     layer: &Layer,
     state: &mut ParamState<B>,
     ws: &mut Workspace<B>,
-    params: Params<'_, B>,
+    params: impl Weights<B>,
     batch: &impl Inputs<B>,
 ) -> Result<(), Error<B::Error>> {
     frog_step(backend, cfg, layer, state, ws, params, batch, Some((guard, B::row_guard)))
@@ -395,7 +535,7 @@ pub(crate) fn frog_step<B: Backend>(
     layer: &Layer,
     state: &mut ParamState<B>,
     ws: &mut Workspace<B>,
-    params: Params<'_, B>,
+    params: impl Weights<B>,
     batch: &impl Inputs<B>,
     guard: Option<(Guard, RowGuard<B>)>,
 ) -> Result<(), Error<B::Error>> {
@@ -421,7 +561,7 @@ fn run_step<B: Backend>(
     layer: &Layer,
     state: &mut ParamState<B>,
     ws: &mut Workspace<B>,
-    params: Params<'_, B>,
+    params: impl Weights<B>,
     batch: &impl Inputs<B>,
     plan: &Plan<B::Scalar>,
     check: Option<RowCheck<'_, B>>,
@@ -433,10 +573,7 @@ fn run_step<B: Backend>(
     state.steps = plan.step;
 
     // 1. Momentum on the joint [W | b] gradient M.
-    backend.copy_strided(rows, d, params.grad_weight, Strided::dense(d), &mut ws.m, Strided::dense(cols))?;
-    if let Some((_, gb)) = &params.bias {
-        backend.copy_strided(rows, 1, gb, Strided::dense(1), &mut ws.m, Strided { stride: cols, offset: d })?;
-    }
+    params.load_grad(backend, rows, d, cols, &mut ws.m)?;
     if let Some(buf) = &mut state.momentum {
         let beta = s(cfg.momentum);
         backend.axpby(n, B::Scalar::ONE, &ws.m, beta, buf)?;
@@ -478,11 +615,7 @@ fn run_step<B: Backend>(
     state.diag_written = check.is_some();
     let decay = if cfg.weight_decay > 0.0 { s(1.0 - cfg.lr * cfg.weight_decay) } else { B::Scalar::ONE };
     let lr = s(cfg.lr);
-    backend.row_step(rows, d, params.weight, decay, lr, &ws.row_scale, &ws.z, Strided::dense(cols))?;
-    if let Some((b, _)) = params.bias {
-        backend.row_step(rows, 1, b, decay, lr, &ws.row_scale, &ws.z, Strided { stride: cols, offset: d })?;
-    }
-    Ok(())
+    params.apply(backend, rows, d, cols, decay, lr, &ws.row_scale, &ws.z)
 }
 
 /// Gathers the sampled rows of a full-batch buffer on the backend: row `k`
@@ -494,15 +627,29 @@ fn run_step<B: Backend>(
 /// Rejects, before copying anything, an index past the rows of `src`, a
 /// `dst` shorter than the rows gathered, and sizes that overflow `usize`.
 pub fn gather_rows<B: Backend>(backend: &B, rows: &[usize], row_len: usize, src: &B::Buffer, dst: &mut B::Buffer) -> Result<(), Error<B::Error>> {
-    let src_rows = backend.len(src) / row_len.max(1);
+    check_gather(backend, rows, row_len, backend.len(src), dst)?;
+    backend.copy_rows(rows, row_len, src, dst).map_err(Error::Backend)
+}
+
+/// [`gather_rows`] from a view of the full batch, such as a framework's
+/// activation tensor: the same checks, then [`ViewBackend::copy_rows_from_view`].
+pub fn gather_rows_view<B: ViewBackend>(backend: &B, rows: &[usize], row_len: usize, src: &B::View<'_>, dst: &mut B::Buffer) -> Result<(), Error<B::Error>> {
+    check_gather(backend, rows, row_len, backend.view_len(src), dst)?;
+    backend.copy_rows_from_view(rows, row_len, src, dst).map_err(Error::Backend)
+}
+
+/// A gather's checks: every index within the `src_len / row_len` rows of
+/// its source, and room in `dst` for the rows gathered.
+fn check_gather<B: Backend>(backend: &B, rows: &[usize], row_len: usize, src_len: usize, dst: &B::Buffer) -> Result<(), ShapeError> {
+    let src_rows = src_len / row_len.max(1);
     if let Some(&index) = rows.iter().find(|&&i| i >= src_rows) {
-        return Err(ShapeError::IndexOutOfRange { what: "gathered row", index, len: src_rows }.into());
+        return Err(ShapeError::IndexOutOfRange { what: "gathered row", index, len: src_rows });
     }
     let needed = mul(rows.len(), row_len, "gathered entries (rows * row length)")?;
     if backend.len(dst) < needed {
-        return Err(ShapeError::BufferLength { what: "gather destination", expected: needed, actual: backend.len(dst) }.into());
+        return Err(ShapeError::BufferLength { what: "gather destination", expected: needed, actual: backend.len(dst) });
     }
-    backend.copy_rows(rows, row_len, src, dst).map_err(Error::Backend)
+    Ok(())
 }
 
 /// Starts batched CG from zero on the right-hand side in `ws.m`: `Z = 0`,

@@ -376,17 +376,7 @@ impl<T: Real> Backend for Cpu<T> {
     }
 
     fn axpby(&self, n: usize, a: T, x: &Vec<T>, b: T, y: &mut Vec<T>) -> Result<(), CpuError> {
-        need("axpby: x", x, n)?;
-        need("axpby: y", y, n)?;
-        self.par_row_blocks(y, n, 1, 1, |r, ys| {
-            let xs = &x[r];
-            if b == T::ZERO {
-                ys.iter_mut().zip(xs).for_each(|(y, &x)| *y = a * x);
-            } else {
-                ys.iter_mut().zip(xs).for_each(|(y, &x)| *y = a * x + b * *y);
-            }
-        });
-        Ok(())
+        self.axpby_slices(n, a, x, b, y)
     }
 
     fn mul_assign(&self, n: usize, a: &mut Vec<T>, b: &Vec<T>) -> Result<(), CpuError> {
@@ -397,17 +387,7 @@ impl<T: Real> Backend for Cpu<T> {
     }
 
     fn copy_strided(&self, rows: usize, cols: usize, src: &Vec<T>, src_at: Strided, dst: &mut Vec<T>, dst_at: Strided) -> Result<(), CpuError> {
-        if rows == 0 || cols == 0 {
-            return Ok(());
-        }
-        need("copy_strided: src", src, block_end(rows, cols, src_at))?;
-        need("copy_strided: dst", dst, block_end(rows, cols, dst_at))?;
-        for j in 0..rows {
-            let s = src_at.offset + j * src_at.stride;
-            let d = dst_at.offset + j * dst_at.stride;
-            dst[d..d + cols].copy_from_slice(&src[s..s + cols]);
-        }
-        Ok(())
+        self.copy_strided_slices(rows, cols, src, src_at, dst, dst_at)
     }
 
     fn row_dots(&self, rows: usize, cols: usize, a: &Vec<T>, b: &Vec<T>, out: &mut Vec<T>) -> Result<(), CpuError> {
@@ -470,6 +450,44 @@ impl<T: Real> Backend for Cpu<T> {
     }
 
     fn row_step(&self, rows: usize, cols: usize, w: &mut Vec<T>, decay: T, lr: T, scale: &Vec<T>, z: &Vec<T>, z_at: Strided) -> Result<(), CpuError> {
+        self.row_step_slice(rows, cols, w, decay, lr, scale, z, z_at)
+    }
+}
+
+impl<T: Real> Cpu<T> {
+    /// [`Backend::axpby`] on slices (buffers and views alike).
+    pub(crate) fn axpby_slices(&self, n: usize, a: T, x: &[T], b: T, y: &mut [T]) -> Result<(), CpuError> {
+        need("axpby: x", x, n)?;
+        need("axpby: y", y, n)?;
+        self.par_row_blocks(y, n, 1, 1, |r, ys| {
+            let xs = &x[r];
+            if b == T::ZERO {
+                ys.iter_mut().zip(xs).for_each(|(y, &x)| *y = a * x);
+            } else {
+                ys.iter_mut().zip(xs).for_each(|(y, &x)| *y = a * x + b * *y);
+            }
+        });
+        Ok(())
+    }
+
+    /// [`Backend::copy_strided`] on slices.
+    pub(crate) fn copy_strided_slices(&self, rows: usize, cols: usize, src: &[T], src_at: Strided, dst: &mut [T], dst_at: Strided) -> Result<(), CpuError> {
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        need("copy_strided: src", src, block_end(rows, cols, src_at))?;
+        need("copy_strided: dst", dst, block_end(rows, cols, dst_at))?;
+        for j in 0..rows {
+            let s = src_at.offset + j * src_at.stride;
+            let d = dst_at.offset + j * dst_at.stride;
+            dst[d..d + cols].copy_from_slice(&src[s..s + cols]);
+        }
+        Ok(())
+    }
+
+    /// [`Backend::row_step`] on slices.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn row_step_slice(&self, rows: usize, cols: usize, w: &mut [T], decay: T, lr: T, scale: &[T], z: &[T], z_at: Strided) -> Result<(), CpuError> {
         need("row_step: w", w, rows.saturating_mul(cols))?;
         need("row_step: scale", scale, rows)?;
         if rows > 0 {
@@ -485,11 +503,9 @@ impl<T: Real> Backend for Cpu<T> {
         });
         Ok(())
     }
-}
 
-impl<T: Real> Cpu<T> {
     /// [`Backend::pack_patches`] from inputs in `T` or in a 16-bit type.
-    fn pack_from<S: Copy + Sync>(&self, layer: &Layer, r: usize, x: &[S], packed: &mut [T]) -> Result<(), CpuError>
+    pub(crate) fn pack_from<S: Copy + Sync>(&self, layer: &Layer, r: usize, x: &[S], packed: &mut [T]) -> Result<(), CpuError>
     where
         T: From<S>,
     {
@@ -519,7 +535,7 @@ impl<T: Real> Cpu<T> {
     /// [`Backend::patch_sq_norms`] with the step's inputs `x` in `T` or in
     /// a 16-bit type: Winograd's scratch holds transformed tiles, so its
     /// norms come from `x`; the direct algorithm's from the patches.
-    fn sq_norms_from<S: Copy + Sync>(&self, p: &Patches<'_, Self>, x: &[S], norms: &mut [T]) -> Result<(), CpuError>
+    pub(crate) fn sq_norms_from<S: Copy + Sync>(&self, p: &Patches<'_, Self>, x: &[S], norms: &mut [T]) -> Result<(), CpuError>
     where
         T: From<S>,
     {
@@ -543,7 +559,7 @@ impl<T: Real> Cpu<T> {
     /// [`Backend::fisher_weights`] from output gradients in `T` or in a
     /// 16-bit type (converted as they are read).
     #[allow(clippy::too_many_arguments)]
-    fn fisher_weights_from<S: Copy + Sync>(
+    pub(crate) fn fisher_weights_from<S: Copy + Sync>(
         &self,
         p: &Patches<'_, Self>,
         y: &[S],

@@ -17,6 +17,7 @@ mod kfrog;
 pub mod nn;
 mod optimizer;
 pub mod pool;
+mod view;
 mod winograd;
 
 pub use backend::{try_zeros, Cpu, CpuError};
