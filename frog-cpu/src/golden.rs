@@ -7,12 +7,13 @@
 //! through [`run_case_lowp`], which hands the backend `x` and `y` in their
 //! 16-bit type.
 
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use frog_core::half::{bf16, f16};
 use frog_core::{
-    plain_sgd_step, precondition_step, precondition_step_lowp, Backend, Batch, Config, Conv2d, Half, Layer, LowpBackend, LowpBatch, ParamState, Params, Scalar, Workspace,
-    WorkspaceReq,
+    plain_sgd_step, plain_sgd_step_view, precondition_step, precondition_step_lowp, precondition_step_view, Backend, Batch, Config, Conv2d, Half, Layer, LowpBackend, LowpBatch,
+    ParamState, Params, Scalar, ViewBackend, ViewBatch, ViewParams, Workspace, WorkspaceReq,
 };
 use serde_json::Value;
 
@@ -381,11 +382,15 @@ fn columns(m: &[f64], cols: usize, c0: usize, c1: usize) -> Vec<f64> {
 /// Replays `case` on `backend`, chaining its steps, and compares every
 /// expected array at relative tolerance `rtol`. Errors list every failure.
 pub fn run_case<B: Backend>(backend: &B, case: &Case, rtol: f64) -> Result<Report, String> {
-    run_with(backend, case, rtol, |cfg, layer, state, ws, params, step| {
-        let (x, y) = (upload(backend, &step.x)?, upload(backend, &step.y)?);
-        let batch = Batch { x: &x, y: &y, sample: case.sample_size, batch_size: case.batch_size };
-        precondition_step(backend, cfg, layer, state, ws, params, batch).map_err(|e| e.to_string())
-    })
+    run_with(backend, case, rtol, &OnBuffers)
+}
+
+/// [`run_case`] through the steps on views ([`precondition_step_view`],
+/// [`plain_sgd_step_view`]): every array of the case is a view of the
+/// middle of a larger buffer, and the entries around it must come out of
+/// every step unchanged.
+pub fn run_case_view<B: ViewBackend>(backend: &B, case: &Case, rtol: f64) -> Result<Report, String> {
+    run_with(backend, case, rtol, &OnViews)
 }
 
 /// [`run_case`] for a mixed-precision case: `x` and `y` go to the backend
@@ -393,49 +398,120 @@ pub fn run_case<B: Backend>(backend: &B, case: &Case, rtol: f64) -> Result<Repor
 /// the opt-in overflow check of `y` on. An error for a case without one.
 pub fn run_case_lowp<B: LowpBackend<bf16> + LowpBackend<f16>>(backend: &B, case: &Case, rtol: f64) -> Result<Report, String> {
     match case.lowp {
-        Some(Lowp::Bf16) => run_lowp::<B, bf16>(backend, case, rtol),
-        Some(Lowp::F16) => run_lowp::<B, f16>(backend, case, rtol),
+        Some(Lowp::Bf16) => run_with(backend, case, rtol, &OnLowp::<bf16>(PhantomData)),
+        Some(Lowp::F16) => run_with(backend, case, rtol, &OnLowp::<f16>(PhantomData)),
         None => Err(format!("{} is not a mixed-precision case", case.name)),
     }
 }
 
-fn run_lowp<B: LowpBackend<H>, H: Half>(backend: &B, case: &Case, rtol: f64) -> Result<Report, String> {
-    let upload_lowp = |what: &str, data: &[f64]| {
-        let host = data
-            .iter()
-            .map(|&v| Some(H::from_f32(v as f32)).filter(|h| f64::from(h.to_f32()) == v))
-            .collect::<Option<Vec<H>>>()
-            .ok_or_else(|| format!("`{what}` holds a value that is not exactly a {}", H::NAME))?;
-        let mut buf = backend.zeros_lowp(host.len()).map_err(|e| e.to_string())?;
-        backend.write_lowp(&host, &mut buf, 0).map_err(|e| e.to_string())?;
-        Ok::<_, String>(buf)
-    };
-    run_with(backend, case, rtol, |cfg, layer, state, ws, params, step| {
-        let (x, y) = (upload_lowp("x", &step.x)?, upload_lowp("y", &step.y)?);
-        let batch = LowpBatch { x: &x, y: &y, sample: case.sample_size, batch_size: case.batch_size, check_y: true };
-        precondition_step_lowp(backend, cfg, layer, state, ws, params, batch).map_err(|e| e.to_string())
-    })
+/// How a replay hands a case's arrays to the steps. The arrays are
+/// uploaded into buffers with [`Run::PAD`] guard entries on each side.
+trait Run<B: Backend> {
+    /// Guard entries before and after every uploaded array.
+    const PAD: usize;
+    /// One plain-SGD step of the `len` entries of `param`.
+    fn plain(&self, backend: &B, cfg: &Config, state: &mut ParamState<B>, param: &mut B::Buffer, grad: &B::Buffer, len: usize) -> Result<(), String>;
+    /// One preconditioned step, uploading the step's `x` and `y` its way.
+    #[allow(clippy::too_many_arguments)]
+    fn precondition(&self, backend: &B, case: &Case, layer: &Layer, state: &mut ParamState<B>, ws: &mut Workspace<B>, params: Params<'_, B>, step: &Step) -> Result<(), String>;
 }
 
-/// [`run_case`] with the preconditioned step given: `precondition(config,
-/// layer, state, workspace, params, step)` uploads the step's `x` and `y`
-/// its way and runs it.
-fn run_with<B: Backend>(backend: &B, case: &Case, rtol: f64, mut precondition: impl FnMut(&Config, &Layer, &mut ParamState<B>, &mut Workspace<B>, Params<'_, B>, &Step) -> Result<(), String>) -> Result<Report, String> {
-    let err = |e: frog_core::Error<B::Error>| e.to_string();
+/// Backend buffers of exactly each array's length.
+struct OnBuffers;
+
+impl<B: Backend> Run<B> for OnBuffers {
+    const PAD: usize = 0;
+    fn plain(&self, backend: &B, cfg: &Config, state: &mut ParamState<B>, param: &mut B::Buffer, grad: &B::Buffer, _: usize) -> Result<(), String> {
+        plain_sgd_step(backend, cfg, state, param, grad).map_err(|e| e.to_string())
+    }
+    fn precondition(&self, backend: &B, case: &Case, layer: &Layer, state: &mut ParamState<B>, ws: &mut Workspace<B>, params: Params<'_, B>, step: &Step) -> Result<(), String> {
+        let (x, y) = (upload(backend, &step.x)?, upload(backend, &step.y)?);
+        let batch = Batch { x: &x, y: &y, sample: case.sample_size, batch_size: case.batch_size };
+        precondition_step(backend, &case.config, layer, state, ws, params, batch).map_err(|e| e.to_string())
+    }
+}
+
+/// Views of the middle of padded buffers.
+struct OnViews;
+
+/// [`OnViews`]' guard entries on each side.
+const VIEW_PAD: usize = 3;
+
+impl<B: ViewBackend> Run<B> for OnViews {
+    const PAD: usize = VIEW_PAD;
+    fn plain(&self, backend: &B, cfg: &Config, state: &mut ParamState<B>, param: &mut B::Buffer, grad: &B::Buffer, len: usize) -> Result<(), String> {
+        let err = |e: B::Error| e.to_string();
+        let (param, grad) = (backend.view_mut(param, VIEW_PAD, len).map_err(err)?, backend.view(grad, VIEW_PAD, len).map_err(err)?);
+        plain_sgd_step_view(backend, cfg, state, param, grad).map_err(|e| e.to_string())
+    }
+    fn precondition(&self, backend: &B, case: &Case, layer: &Layer, state: &mut ParamState<B>, ws: &mut Workspace<B>, params: Params<'_, B>, step: &Step) -> Result<(), String> {
+        let err = |e: B::Error| e.to_string();
+        let (x, y) = (upload_padded(backend, &step.x, VIEW_PAD)?, upload_padded(backend, &step.y, VIEW_PAD)?);
+        let view = |buf, len| backend.view(buf, VIEW_PAD, len).map_err(err);
+        let (rows, d) = (layer.rows(), layer.weight_cols());
+        let bias = match params.bias {
+            Some((b, gb)) => Some((backend.view_mut(b, VIEW_PAD, rows).map_err(err)?, view(gb, rows)?)),
+            None => None,
+        };
+        let params = ViewParams { weight: backend.view_mut(params.weight, VIEW_PAD, rows * d).map_err(err)?, grad_weight: view(params.grad_weight, rows * d)?, bias };
+        let batch = ViewBatch { x: view(&x, step.x.len())?, y: view(&y, step.y.len())?, sample: case.sample_size, batch_size: case.batch_size };
+        precondition_step_view(backend, &case.config, layer, state, ws, params, batch).map_err(|e| e.to_string())
+    }
+}
+
+/// `x` and `y` in the 16-bit type `H`.
+struct OnLowp<H>(PhantomData<H>);
+
+impl<B: LowpBackend<H>, H: Half> Run<B> for OnLowp<H> {
+    const PAD: usize = 0;
+    fn plain(&self, backend: &B, cfg: &Config, state: &mut ParamState<B>, param: &mut B::Buffer, grad: &B::Buffer, len: usize) -> Result<(), String> {
+        OnBuffers.plain(backend, cfg, state, param, grad, len)
+    }
+    fn precondition(&self, backend: &B, case: &Case, layer: &Layer, state: &mut ParamState<B>, ws: &mut Workspace<B>, params: Params<'_, B>, step: &Step) -> Result<(), String> {
+        let upload_lowp = |what: &str, data: &[f64]| {
+            let host = data
+                .iter()
+                .map(|&v| Some(H::from_f32(v as f32)).filter(|h| f64::from(h.to_f32()) == v))
+                .collect::<Option<Vec<H>>>()
+                .ok_or_else(|| format!("`{what}` holds a value that is not exactly a {}", H::NAME))?;
+            let mut buf = backend.zeros_lowp(host.len()).map_err(|e| e.to_string())?;
+            backend.write_lowp(&host, &mut buf, 0).map_err(|e| e.to_string())?;
+            Ok::<_, String>(buf)
+        };
+        let (x, y) = (upload_lowp("x", &step.x)?, upload_lowp("y", &step.y)?);
+        let batch = LowpBatch { x: &x, y: &y, sample: case.sample_size, batch_size: case.batch_size, check_y: true };
+        precondition_step_lowp(backend, &case.config, layer, state, ws, params, batch).map_err(|e| e.to_string())
+    }
+}
+
+/// What the guard entries of a padded upload hold.
+const GUARD: f64 = -7.25;
+
+/// `data` in a backend buffer after `pad` guard entries, with `pad` more
+/// after it.
+fn upload_padded<B: Backend>(b: &B, data: &[f64], pad: usize) -> Result<B::Buffer, String> {
+    let guard = vec![GUARD; pad];
+    upload(b, &[&guard[..], data, &guard[..]].concat())
+}
+
+/// Replays `case` the way `run` hands arrays to the steps.
+fn run_with<B: Backend, R: Run<B>>(backend: &B, case: &Case, rtol: f64, run: &R) -> Result<Report, String> {
+    let pad = R::PAD;
     let mut ck = Checker { rtol, report: Report::default(), failures: Vec::new() };
     let cfg = &case.config;
-    let mut weight = upload(backend, &case.weight)?;
-    let mut bias = case.bias.as_deref().map(|b| upload(backend, b)).transpose()?;
+    let up = |data: &[f64]| upload_padded(backend, data, pad);
+    let mut weight = up(&case.weight)?;
+    let mut bias = case.bias.as_deref().map(up).transpose()?;
     match &case.target {
         Target::Other(len) => {
             let mut state = ParamState::new(backend, *len, cfg.momentum > 0.0).map_err(|e| e.to_string())?;
             for (k, step) in case.steps.iter().enumerate() {
-                let g = upload(backend, &step.grad_weight)?;
-                plain_sgd_step(backend, cfg, &mut state, &mut weight, &g).map_err(err)?;
+                let g = up(&step.grad_weight)?;
+                run.plain(backend, cfg, &mut state, &mut weight, &g, *len)?;
                 if let (Some(want), Some(m)) = (&step.expected.momentum_weight, state.momentum()) {
                     ck.check(format!("step{}.momentum_weight", k + 1), &download(backend, m, 0, *len)?, want);
                 }
-                ck.check(format!("step{}.weight", k + 1), &download(backend, &weight, 0, *len)?, &step.expected.weight);
+                ck.check(format!("step{}.weight", k + 1), &download(backend, &weight, pad, *len)?, &step.expected.weight);
             }
         }
         Target::Layer(layer) => {
@@ -448,10 +524,10 @@ fn run_with<B: Backend>(backend: &B, case: &Case, rtol: f64, mut precondition: i
                 if let Some(tau) = step.expected.tau {
                     ck.check(at("tau"), &[cfg.tau_at(k as u64 + 1)], &[tau]);
                 }
-                let gw = upload(backend, &step.grad_weight)?;
-                let gb = step.grad_bias.as_deref().map(|g| upload(backend, g)).transpose()?;
+                let gw = up(&step.grad_weight)?;
+                let gb = step.grad_bias.as_deref().map(up).transpose()?;
                 let params = Params { weight: &mut weight, grad_weight: &gw, bias: bias.as_mut().zip(gb.as_ref()) };
-                precondition(cfg, layer, &mut state, &mut ws, params, step)?;
+                run.precondition(backend, case, layer, &mut state, &mut ws, params, step)?;
                 let e = &step.expected;
                 if let Some(m) = state.momentum() {
                     let m = download(backend, m, 0, rows * cols)?;
@@ -468,11 +544,20 @@ fn run_with<B: Backend>(backend: &B, case: &Case, rtol: f64, mut precondition: i
                         ck.check(at(name), &download(backend, buf, 0, len)?, want);
                     }
                 }
-                ck.check(at("weight"), &download(backend, &weight, 0, rows * d)?, &e.weight);
+                ck.check(at("weight"), &download(backend, &weight, pad, rows * d)?, &e.weight);
                 if let (Some(b), Some(want)) = (&bias, &e.bias) {
-                    ck.check(at("bias"), &download(backend, b, 0, rows)?, want);
+                    ck.check(at("bias"), &download(backend, b, pad, rows)?, want);
                 }
             }
+        }
+    }
+    // The guard entries around the parameters: a view step writes inside its view only.
+    for (name, buf) in [("weight", Some(&weight)), ("bias", bias.as_ref())] {
+        let Some(buf) = buf else { continue };
+        let len = backend.len(buf);
+        let guards = [download(backend, buf, 0, pad)?, download(backend, buf, len - pad, pad)?].concat();
+        if guards.iter().any(|&g| g != GUARD) {
+            ck.failures.push(format!("{name}: an entry outside the view changed"));
         }
     }
     if ck.failures.is_empty() {

@@ -4,7 +4,7 @@
 //! inputs are exact in their type, and frog-cpu converts them exactly).
 
 use frog_core::half::{bf16, f16};
-use frog_cpu::golden::{golden_dir, load_cases, run_case, run_case_lowp, run_suite};
+use frog_cpu::golden::{golden_dir, load_cases, run_case, run_case_lowp, run_case_view, run_suite};
 use frog_cpu::Cpu;
 
 fn run_all<T: frog_cpu::gemm::Real>(rtol: f64) {
@@ -24,6 +24,21 @@ fn golden_f64() {
 #[test]
 fn golden_f32() {
     run_all::<f32>(1e-4);
+}
+
+/// Every case again through the steps on views (slices of the middle of
+/// larger buffers), at the same tolerances; the entries around each view
+/// must come out unchanged.
+#[test]
+fn golden_cases_through_views() {
+    fn on<T: frog_cpu::gemm::Real>(rtol: f64) {
+        let cases = load_cases(&golden_dir()).unwrap_or_else(|e| panic!("{e}"));
+        let backend = Cpu::<T>::with_threads(2).unwrap();
+        let summary = format!("golden cases through views in {}", std::any::type_name::<T>());
+        run_suite(&summary, &cases, |c| &c.name, |c| run_case_view(&backend, c, rtol)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    on::<f64>(1e-9);
+    on::<f32>(1e-4);
 }
 
 fn run_lowp<T: frog_cpu::gemm::Real + From<bf16> + From<f16>>(rtol: f64) {

@@ -1,6 +1,7 @@
 //! After one warm-up step, 100 steps of a multi-layer model allocate
 //! nothing, on any thread (the counting allocator sees every thread): on
-//! f32 inputs, guarded, and on bf16 inputs with the overflow check of `y`.
+//! f32 inputs, guarded, on bf16 inputs with the overflow check of `y`, and
+//! on views (slices of the caller's arrays).
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{frog_with, Rng, StepData};
 use frog_core::half::bf16;
-use frog_core::{Batch, Config, Conv2d, Guard, Layer, LowpBatch, Params};
+use frog_core::{Batch, Config, Conv2d, Guard, Layer, LowpBatch, Params, ViewBatch, ViewParams};
 use frog_cpu::{Algorithm, Cpu, Frog};
 
 struct Counting;
@@ -134,6 +135,25 @@ fn steady_state_steps_allocate_nothing() {
     }
     let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
     assert_eq!(allocations, 0, "100 steady-state bf16 steps allocated {allocations} times");
+    // The same model on views: slices of the caller's arrays.
+    let mut view_step = |frog: &mut Frog<f32>| {
+        assert_eq!(frog.sample(batch, &mut idx).unwrap().len(), sample);
+        for (&id, (w, b, gw, gb, x, y)) in layer_ids.iter().zip(&mut data) {
+            let bias = b.as_deref_mut().zip(gb.as_deref());
+            let params = ViewParams { weight: &mut w[..], grad_weight: &gw[..], bias };
+            frog.step_layer_view(&cpu, id, params, Some(ViewBatch { x: &x[..], y: &y[..], sample, batch_size: batch })).unwrap();
+        }
+        for (&id, (p, g)) in other_ids.iter().zip(&mut other) {
+            frog.step_param_view(&cpu, id, &mut p[..], &g[..]).unwrap();
+        }
+    };
+    view_step(&mut frog);
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        view_step(&mut frog);
+    }
+    let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
+    assert_eq!(allocations, 0, "100 steady-state steps on views allocated {allocations} times");
     assert!(data.iter().all(|d| d.0.iter().all(|v| v.is_finite())));
     assert!(frog.diagnostics(&cpu, layer_ids[0]).unwrap().is_some_and(|d| d.nonfinite_rows == 0));
 }
