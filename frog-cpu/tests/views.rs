@@ -6,8 +6,8 @@ mod common;
 
 use common::{frog_with, Rng, StepData};
 use frog_core::{
-    gather_rows, gather_rows_view, precondition_step_view, AdamWConfig, Batch, Config, Conv2d, Error, GroupId, Layer, Method, ParamState, Params, RegistryError, SgdConfig,
-    ShapeError, ViewBackend, ViewBatch, ViewParams, Workspace, WorkspaceReq,
+    gather_rows, gather_rows_view, guarded_step, guarded_step_view, precondition_step_view, AdamWConfig, Batch, Config, Conv2d, Error, GroupId, Guard, Layer, Method, ParamState,
+    Params, RegistryError, SgdConfig, ShapeError, ViewBackend, ViewBatch, ViewParams, Workspace, WorkspaceReq,
 };
 use frog_cpu::{Cpu, CpuError};
 use proptest::prelude::*;
@@ -111,6 +111,43 @@ fn optimizer_steps_on_views_match_steps_on_buffers() {
         flat.params.drain(at..at + len);
     }
     assert_eq!(flat.params, fresh.params, "an entry between the views changed");
+}
+
+/// The guarded step on views (a dead row replaced, diagnostics recorded)
+/// is bitwise the guarded step on buffers.
+#[test]
+fn guarded_steps_on_views_match_guarded_steps_on_buffers() {
+    let layer = layers()[0];
+    let (sample, batch) = (3, 6);
+    let cfg = Config { momentum: 0.9, sample_size: Some(sample), ..Config::default() };
+    let guard = Guard { nonfinite: true, dead_rows: true };
+    let cpu = Cpu::<f64>::with_threads(2).unwrap();
+    let mut d = StepData::random(&mut Rng(9), &layer, sample, batch);
+    // Channel 1's output gradients are zero: a dead row (trace 0).
+    let l = layer.positions();
+    d.y.chunks_mut(layer.rows() * l).for_each(|yi| yi[l..2 * l].iter_mut().for_each(|v| *v = 0.0));
+    let run = |views: bool| {
+        let mut state = ParamState::with_diagnostics(&cpu, &layer, &cfg).unwrap();
+        let mut ws = Workspace::new(&cpu, WorkspaceReq::new(&cpu, &layer, sample).unwrap()).unwrap();
+        let (mut w, mut b) = (d.weight.clone(), d.bias.clone().unwrap());
+        let gb = d.grad_bias.as_ref().unwrap();
+        for _ in 0..2 {
+            if views {
+                let params = ViewParams { weight: &mut w[..], grad_weight: &d.grad_weight[..], bias: Some((&mut b[..], &gb[..])) };
+                let batch = ViewBatch { x: &d.x[..], y: &d.y[..], sample, batch_size: batch };
+                guarded_step_view(&cpu, &cfg, guard, &layer, &mut state, &mut ws, params, batch).unwrap();
+            } else {
+                let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: Some((&mut b, gb)) };
+                let batch = Batch { x: &d.x, y: &d.y, sample, batch_size: batch };
+                guarded_step(&cpu, &cfg, guard, &layer, &mut state, &mut ws, params, batch).unwrap();
+            }
+        }
+        let diag = state.diagnostics(&cpu).unwrap().unwrap();
+        (w, b, diag.replaced_rows, ws.row_scale()[..layer.rows()].to_vec())
+    };
+    let (on_views, on_buffers) = (run(true), run(false));
+    assert!(on_buffers.2 >= 1, "no row was replaced");
+    assert_eq!(on_views, on_buffers);
 }
 
 /// An AdamW group's kernel takes buffers: a step on views is refused, and
