@@ -86,7 +86,7 @@ pub(crate) struct Owner {
 /// A device buffer of `f32` owned by one [`Cuda`] backend.
 pub struct Buffer {
     mem: DeviceBuffer<f32>,
-    owner: Arc<Owner>,
+    pub(crate) owner: Arc<Owner>,
 }
 
 impl Buffer {
@@ -386,7 +386,8 @@ impl Cuda {
         // SAFETY: the signature check above makes every parameter's slot
         // hold a value of the kernel's parameter type; every pointer
         // argument was checked to belong to this context and to cover the
-        // entries the kernel touches.
+        // entries the kernel touches (for a view from `from_raw`, its
+        // caller guarantees that the address holds the view's entries).
         let res = unsafe {
             cu::cuLaunchKernel(
                 self.funcs[k as usize],
@@ -408,13 +409,20 @@ impl Cuda {
     /// The device address of `b` after checking that it is this backend's
     /// and holds at least `needed` entries.
     pub(crate) fn ptr(&self, what: &'static str, b: &Buffer, needed: usize) -> Result<Arg, Error> {
-        if !Arc::ptr_eq(&b.owner, &self.owner) {
+        self.checked(what, &b.owner, b.device_ptr(), b.len(), needed).map(Arg::P)
+    }
+
+    /// `addr`, the start of `len` entries of `owner`'s memory, after
+    /// checking that `owner` is this backend and `len` at least `needed`:
+    /// the one check of every buffer, 16-bit buffer and view.
+    pub(crate) fn checked(&self, what: &'static str, owner: &Owner, addr: u64, len: usize, needed: usize) -> Result<u64, Error> {
+        if !ptr::eq(owner, &*self.owner) {
             return Err(Error::ForeignBuffer { what });
         }
-        if b.len() < needed {
-            return Err(Error::BufferTooShort { what, needed, len: b.len() });
+        if len < needed {
+            return Err(Error::BufferTooShort { what, needed, len });
         }
-        Ok(Arg::P(b.device_ptr()))
+        Ok(addr)
     }
 
     /// Zeroes `len` entries at `at` (a launch; nothing for `len = 0`).
@@ -588,8 +596,95 @@ impl Cuda {
         int("rows*cols", n)?;
         Ok((Arg::I(int("rows", rows)?), Arg::I(int("cols", cols)?), n))
     }
+
+    // The kernels of the caller's data, on buffers and views alike (the
+    // `Backend` and `ViewBackend` methods of the same names call these).
+
+    /// [`Backend::pack_patches`].
+    pub(crate) fn pack_patches_on(&self, layer: &Layer, r: usize, x: &impl Operand, packed: &mut Buffer) -> Result<(), Error> {
+        let xa = x.arg(self, "x", r.saturating_mul(layer.input_len()))?;
+        // A 16-bit mode packs (rounds) the f32 inputs in its element type.
+        let kernels = match self.precision.packed() {
+            Packed::F32 => (K::Im2col, K::PackRows),
+            Packed::Bf16 => (K::Im2colF32Bf16, K::PackRowsF32Bf16),
+            Packed::F16 => (K::Im2colF32F16, K::PackRowsF32F16),
+        };
+        self.pack_with(layer, r, xa, kernels, packed)
+    }
+
+    /// [`Backend::fisher_weights`].
+    pub(crate) fn fisher_weights_on(
+        &self,
+        p: &Patches<'_, Self>,
+        y: &impl Operand,
+        norms: &Buffer,
+        scale_eps: (f32, f32),
+        trace: &mut Buffer,
+        lambda: &mut Buffer,
+    ) -> Result<(), Error> {
+        let g = Geom::of(p)?;
+        let ya = y.arg(self, "y", g.n * g.rows)?;
+        self.fisher_with(p, K::FisherWeights, ya, norms, scale_eps, trace, lambda)
+    }
+
+    /// [`Backend::axpby`].
+    pub(crate) fn axpby_on(&self, n: usize, a: f32, x: &impl Operand, b: f32, y: &mut impl Operand) -> Result<(), Error> {
+        let xa = x.arg(self, "x", n)?;
+        let ya = y.arg(self, "y", n)?;
+        self.launch(K::Axpby, launch::elementwise(n), &[Arg::I(int("n", n)?), Arg::F(a), xa, Arg::F(b), ya])
+    }
+
+    /// [`Backend::copy_strided`].
+    pub(crate) fn copy_strided_on(&self, rows: usize, cols: usize, src: &impl Operand, src_at: Strided, dst: &mut Buffer, dst_at: Strided) -> Result<(), Error> {
+        let (r, c, n) = self.rows_cols(rows, cols)?;
+        let sa = src.arg(self, "src", strided_extent(rows, cols, src_at))?;
+        let da = self.ptr("dst", dst, strided_extent(rows, cols, dst_at))?;
+        let i = |what, v| int(what, v).map(Arg::I);
+        self.launch(
+            K::CopyStrided,
+            launch::elementwise(n),
+            &[r, c, sa, i("src stride", src_at.stride)?, i("src offset", src_at.offset)?, da, i("dst stride", dst_at.stride)?, i("dst offset", dst_at.offset)?],
+        )
+    }
+
+    /// [`Backend::row_step`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn row_step_on(
+        &self,
+        rows: usize,
+        cols: usize,
+        w: &mut impl Operand,
+        decay: f32,
+        lr: f32,
+        scale: &Buffer,
+        z: &Buffer,
+        z_at: Strided,
+    ) -> Result<(), Error> {
+        let (r, c, n) = self.rows_cols(rows, cols)?;
+        let wa = w.arg(self, "w", n)?;
+        let sa = self.ptr("scale", scale, rows)?;
+        let za = self.ptr("z", z, strided_extent(rows, cols, z_at))?;
+        self.launch(
+            K::RowStep,
+            launch::elementwise(n),
+            &[r, c, wa, Arg::F(decay), Arg::F(lr), sa, za, Arg::I(int("z stride", z_at.stride)?), Arg::I(int("z offset", z_at.offset)?)],
+        )
+    }
 }
 
+/// Device memory of the caller's data that a kernel reads or writes: a
+/// [`Buffer`] or a view (`crate::view`), resolved through one check.
+pub(crate) trait Operand {
+    /// The device address, after checking that the memory is `cuda`'s and
+    /// holds at least `needed` entries (`what` names it in the error).
+    fn arg(&self, cuda: &Cuda, what: &'static str, needed: usize) -> Result<Arg, Error>;
+}
+
+impl Operand for Buffer {
+    fn arg(&self, cuda: &Cuda, what: &'static str, needed: usize) -> Result<Arg, Error> {
+        cuda.ptr(what, self, needed)
+    }
+}
 
 /// A CUDA graph recorded by [`Cuda::capture`].
 pub struct Graph {
@@ -717,14 +812,7 @@ impl Backend for Cuda {
     }
 
     fn pack_patches(&self, layer: &Layer, r: usize, x: &Buffer, packed: &mut Buffer) -> Result<(), Error> {
-        let xa = self.ptr("x", x, r.saturating_mul(layer.input_len()))?;
-        // A 16-bit mode packs (rounds) the f32 inputs in its element type.
-        let kernels = match self.precision.packed() {
-            Packed::F32 => (K::Im2col, K::PackRows),
-            Packed::Bf16 => (K::Im2colF32Bf16, K::PackRowsF32Bf16),
-            Packed::F16 => (K::Im2colF32F16, K::PackRowsF32F16),
-        };
-        self.pack_with(layer, r, xa, kernels, packed)
+        self.pack_patches_on(layer, r, x, packed)
     }
 
     fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Buffer) -> Result<(), Error> {
@@ -749,9 +837,7 @@ impl Backend for Cuda {
         trace: &mut Buffer,
         lambda: &mut Buffer,
     ) -> Result<(), Error> {
-        let g = Geom::of(p)?;
-        let ya = self.ptr("y", y, g.n * g.rows)?;
-        self.fisher_with(p, K::FisherWeights, ya, norms, (scale, eps), trace, lambda)
+        self.fisher_weights_on(p, y, norms, (scale, eps), trace, lambda)
     }
 
     fn project(&self, p: &Patches<'_, Self>, v: &Buffer, u: &mut Buffer) -> Result<(), Error> {
@@ -763,9 +849,7 @@ impl Backend for Cuda {
     }
 
     fn axpby(&self, n: usize, a: f32, x: &Buffer, b: f32, y: &mut Buffer) -> Result<(), Error> {
-        let xa = self.ptr("x", x, n)?;
-        let ya = self.ptr("y", y, n)?;
-        self.launch(K::Axpby, launch::elementwise(n), &[Arg::I(int("n", n)?), Arg::F(a), xa, Arg::F(b), ya])
+        self.axpby_on(n, a, x, b, y)
     }
 
     fn mul_assign(&self, n: usize, a: &mut Buffer, b: &Buffer) -> Result<(), Error> {
@@ -775,15 +859,7 @@ impl Backend for Cuda {
     }
 
     fn copy_strided(&self, rows: usize, cols: usize, src: &Buffer, src_at: Strided, dst: &mut Buffer, dst_at: Strided) -> Result<(), Error> {
-        let (r, c, n) = self.rows_cols(rows, cols)?;
-        let sa = self.ptr("src", src, strided_extent(rows, cols, src_at))?;
-        let da = self.ptr("dst", dst, strided_extent(rows, cols, dst_at))?;
-        let i = |what, v| int(what, v).map(Arg::I);
-        self.launch(
-            K::CopyStrided,
-            launch::elementwise(n),
-            &[r, c, sa, i("src stride", src_at.stride)?, i("src offset", src_at.offset)?, da, i("dst stride", dst_at.stride)?, i("dst offset", dst_at.offset)?],
-        )
+        self.copy_strided_on(rows, cols, src, src_at, dst, dst_at)
     }
 
     fn row_dots(&self, rows: usize, cols: usize, a: &Buffer, b: &Buffer, out: &mut Buffer) -> Result<(), Error> {
@@ -831,15 +907,7 @@ impl Backend for Cuda {
         z: &Buffer,
         z_at: Strided,
     ) -> Result<(), Error> {
-        let (r, c, n) = self.rows_cols(rows, cols)?;
-        let wa = self.ptr("w", w, n)?;
-        let sa = self.ptr("scale", scale, rows)?;
-        let za = self.ptr("z", z, strided_extent(rows, cols, z_at))?;
-        self.launch(
-            K::RowStep,
-            launch::elementwise(n),
-            &[r, c, wa, Arg::F(decay), Arg::F(lr), sa, za, Arg::I(int("z stride", z_at.stride)?), Arg::I(int("z offset", z_at.offset)?)],
-        )
+        self.row_step_on(rows, cols, w, decay, lr, scale, z, z_at)
     }
 
     /// Three launches: `out = tau*v`, `U = lambda .* (X V^T)` (the scaling

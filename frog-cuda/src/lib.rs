@@ -12,6 +12,10 @@
 //! ([`Precision::Split`]) or in TF32 ([`Precision::Fast`]), on 64 or 128
 //! square tiles ([`Tile`]) picked per problem.
 //!
+//! Steps also take borrowed views ([`CudaView`], [`CudaViewMut`]: parts of
+//! buffers, or a framework's device memory in the same context) through
+//! frog-core's [`frog_core::ViewBackend`], with the kernels of buffers.
+//!
 //! [`nn`] holds the training engine's kernels (convolutions as im2col +
 //! GEMM, BatchNorm with fused residual and ReLU, pooling, linear layers,
 //! cross-entropy) as plain functions over the same buffers.
@@ -29,8 +33,10 @@ pub mod kernels;
 pub mod launch;
 mod lowp;
 pub mod nn;
+mod view;
 
 pub use backend::{Buffer, Cuda, Graph, Precision};
 pub use error::{code_name, Error};
 pub use launch::Tile;
 pub use lowp::HalfBuffer;
+pub use view::{CudaView, CudaViewMut};

@@ -89,13 +89,7 @@ impl Cuda {
     /// The device address of `b` after checking that it is this backend's
     /// and holds at least `needed` entries.
     pub(crate) fn half_ptr<H>(&self, what: &'static str, b: &HalfBuffer<H>, needed: usize) -> Result<Arg, Error> {
-        if !Arc::ptr_eq(&b.owner, &self.owner) {
-            return Err(Error::ForeignBuffer { what });
-        }
-        if b.len < needed {
-            return Err(Error::BufferTooShort { what, needed, len: b.len });
-        }
-        Ok(Arg::P(b.device_ptr()))
+        self.checked(what, &b.owner, b.device_ptr(), b.len, needed).map(Arg::P)
     }
 
     /// A buffer holding `data`.

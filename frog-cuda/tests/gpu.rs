@@ -13,7 +13,7 @@ mod common;
 
 use common::{device, values, TILES};
 use frog_core::{Backend, BackendError, BackendErrorKind, Conv2d, Layer, Patches};
-use frog_cpu::golden::{golden_dir, load_cases, run_case, run_suite, Case, Tally, Target};
+use frog_cpu::golden::{golden_dir, load_cases, run_case, run_case_view, run_suite, Case, Tally, Target};
 use frog_cuda::{Cuda, Error, Precision};
 
 /// Tolerance of fast mode against the f64 reference (max-norm relative per
@@ -60,6 +60,17 @@ fn gpu_golden_exact() {
 #[test]
 fn gpu_golden_split() {
     golden(Precision::Split, 1e-4, |_| true, "gpu_golden_split");
+}
+
+/// Every golden case through the steps on views (the middles of padded
+/// buffers), exact precision: the same tolerance, nothing outside a view
+/// written.
+#[test]
+fn gpu_golden_through_views() {
+    let Some(cuda) = device(Precision::Exact, "gpu_golden_through_views") else { return };
+    let cases = load_cases(&golden_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let summary = format!("gpu_golden_through_views: every case through views on {}", cuda.device_name());
+    run_suite(&summary, &cases, |c| &c.name, |c| run_case_view(&cuda, c, 1e-4)).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
