@@ -17,6 +17,19 @@
 //! write of a prefix rebuilds the whole tensor: the new prefix and a copy of
 //! the untouched tail ([`Tensor::slice_scatter0`], a `narrow` + `cat`). Only
 //! a write that covers the whole buffer avoids that copy.
+//!
+//! A step on views ([`crate::view`]) hands each operation on the caller's
+//! data (parameters, gradients, sampled inputs and output gradients) a
+//! tensor of exactly the length it names, so none of them writes a prefix
+//! with a tail to copy: a parameter's write replaces the caller's tensor,
+//! or sets its `Var`, whole, and the new values need no copy out of a
+//! buffer. Only the step's own scratch, the workspace and the states,
+//! keeps the prefix rule above.
+//!
+//! The kernels that touch the caller's data (`pack_patches`,
+//! `fisher_weights`, `copy_strided`, `axpby`, `row_step`) are written once,
+//! on tensors and [`TensorViewMut`]s, and called by both the buffer and the
+//! view forms.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -24,12 +37,14 @@ use std::marker::PhantomData;
 use candle_core::{DType, Device, Tensor, WithDType};
 use frog_core::{Backend, BackendError, BackendErrorKind, Layer, LayerKind, Patches, Scalar, ShapeError, Strided};
 
+use crate::view::TensorViewMut;
+
 /// A FROG buffer: a 1-D candle tensor, replaced by every write.
 ///
 /// Never part of an autograd graph: every tensor stored in it is detached,
 /// so a buffer that lives across steps cannot keep a step's graph alive.
 #[derive(Clone, Debug)]
-pub struct TensorBuf(Tensor);
+pub struct TensorBuf(pub(crate) Tensor);
 
 impl TensorBuf {
     /// The buffer's current tensor (1-D; reshape it to the parameter's shape).
@@ -63,14 +78,16 @@ pub enum CandleError {
         /// Entries asked for.
         entries: usize,
     },
-    /// A tensor given to [`CandleBackend::buffer`] holds another dtype.
+    /// A tensor given to [`CandleBackend::buffer`] (or made a view) holds
+    /// another dtype.
     Dtype {
         /// The backend's dtype.
         expected: DType,
         /// The tensor's.
         actual: DType,
     },
-    /// A tensor given to [`CandleBackend::buffer`] lives on another device.
+    /// A tensor given to [`CandleBackend::buffer`] (or made a view) lives on
+    /// another device.
     Device,
     /// Candle refused or failed an operation.
     Candle(candle_core::Error),
@@ -135,10 +152,11 @@ impl BackendError for CandleError {
     }
 }
 
-type Res<V = ()> = Result<V, CandleError>;
+pub(crate) type Res<V = ()> = Result<V, CandleError>;
 
-fn need(op: &'static str, buf: &TensorBuf, needed: usize) -> Res {
-    let len = buf.0.elem_count();
+/// `t` has at least `needed` entries.
+fn need(op: &'static str, t: &Tensor, needed: usize) -> Res {
+    let len = t.elem_count();
     if len >= needed {
         Ok(())
     } else {
@@ -183,31 +201,42 @@ impl<T: Scalar + WithDType> CandleBackend<T> {
     /// parameters, gradients, inputs and output gradients to FROG. A
     /// tensor of another dtype or device is an error.
     pub fn buffer(&self, t: &Tensor) -> Res<TensorBuf> {
+        Ok(TensorBuf(self.flat(t)?))
+    }
+
+    /// The entries of a framework tensor `t`, 1-D and detached (no copy
+    /// when `t` is contiguous), or an error for another dtype or device.
+    pub(crate) fn flat(&self, t: &Tensor) -> Res<Tensor> {
         if t.dtype() != T::DTYPE {
             return Err(CandleError::Dtype { expected: T::DTYPE, actual: t.dtype() });
         }
         if !t.device().same_device(&self.device) {
             return Err(CandleError::Device);
         }
-        Ok(TensorBuf(t.flatten_all()?.detach()))
+        Ok(t.flatten_all()?.detach())
     }
 
-    /// The first `n` entries of `buf`.
-    fn prefix(&self, op: &'static str, buf: &TensorBuf, n: usize) -> Res<Tensor> {
-        need(op, buf, n)?;
-        Ok(buf.0.narrow(0, 0, n)?)
+    /// Entries `offset..offset + n` of the 1-D `t`.
+    pub(crate) fn part(&self, op: &'static str, t: &Tensor, offset: usize, n: usize) -> Res<Tensor> {
+        need(op, t, offset.saturating_add(n))?;
+        Ok(t.narrow(0, offset, n)?)
     }
 
-    /// The first `rows * cols` entries of `buf` as a `rows x cols` matrix.
-    fn matrix(&self, op: &'static str, buf: &TensorBuf, rows: usize, cols: usize) -> Res<Tensor> {
-        Ok(self.prefix(op, buf, rows.saturating_mul(cols))?.reshape((rows, cols))?)
+    /// The first `n` entries of the 1-D `t`.
+    fn prefix(&self, op: &'static str, t: &Tensor, n: usize) -> Res<Tensor> {
+        self.part(op, t, 0, n)
+    }
+
+    /// The first `rows * cols` entries of the 1-D `t` as a `rows x cols` matrix.
+    fn matrix(&self, op: &'static str, t: &Tensor, rows: usize, cols: usize) -> Res<Tensor> {
+        Ok(self.prefix(op, t, rows.saturating_mul(cols))?.reshape((rows, cols))?)
     }
 
     /// Writes `v`'s entries to `buf[offset..]`: the candle form of writing
     /// into a buffer, which builds the buffer's next tensor.
-    fn store(&self, op: &'static str, buf: &mut TensorBuf, offset: usize, v: &Tensor) -> Res {
+    pub(crate) fn store(&self, op: &'static str, buf: &mut TensorBuf, offset: usize, v: &Tensor) -> Res {
         let v = v.flatten_all()?.detach();
-        need(op, buf, offset.saturating_add(v.elem_count()))?;
+        need(op, &buf.0, offset.saturating_add(v.elem_count()))?;
         buf.0 = if offset == 0 && v.elem_count() == buf.0.elem_count() { v } else { buf.0.slice_scatter0(&v, offset)? };
         Ok(())
     }
@@ -218,13 +247,13 @@ impl<T: Scalar + WithDType> CandleBackend<T> {
         Ok(Tensor::from_vec(idx, rows * cols, &self.device)?)
     }
 
-    /// The `rows x cols` block of `buf` at `at`, flat (`rows > 0`).
-    fn read_block(&self, op: &'static str, buf: &TensorBuf, rows: usize, cols: usize, at: Strided) -> Res<Tensor> {
-        need(op, buf, block_end(rows, cols, at))?;
+    /// The `rows x cols` block of the 1-D `t` at `at`, flat (`rows > 0`).
+    fn read_block(&self, op: &'static str, t: &Tensor, rows: usize, cols: usize, at: Strided) -> Res<Tensor> {
+        need(op, t, block_end(rows, cols, at))?;
         if at.stride == cols {
-            return Ok(buf.0.narrow(0, at.offset, rows * cols)?);
+            return Ok(t.narrow(0, at.offset, rows * cols)?);
         }
-        Ok(buf.0.index_select(&self.block_indices(op, rows, cols, at)?, 0)?)
+        Ok(t.index_select(&self.block_indices(op, rows, cols, at)?, 0)?)
     }
 
     /// The scalar `v` as a 0-d tensor of `T`, for exact divisions (candle's
@@ -297,6 +326,75 @@ impl<T: Scalar + WithDType> CandleBackend<T> {
         let n = idx.len();
         Ok(Tensor::from_vec(idx, n, &self.device)?)
     }
+
+    /// [`Backend::pack_patches`] from the sampled inputs `x` (1-D, at least
+    /// `r * layer.input_len()` entries): a buffer's tensor or a view's.
+    pub(crate) fn pack_from(&self, layer: &Layer, r: usize, x: &Tensor, packed: &mut TensorBuf) -> Res {
+        layer.validate().map_err(CandleError::InvalidLayer)?;
+        let inp = layer.input_len();
+        let xs = self.matrix("pack_patches: x", x, r, inp)?;
+        let pad = Tensor::new(&[T::ZERO, T::ONE], &self.device)?.reshape((1, 2))?.broadcast_as((r, 2))?;
+        let patches = Tensor::cat(&[&xs, &pad], 1)?.index_select(&self.patch_indices(layer)?, 1)?;
+        self.store("pack_patches: scratch", packed, 0, &patches)
+    }
+
+    /// [`Backend::fisher_weights`] from the output gradients `y` (1-D): a
+    /// buffer's tensor or a view's.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn fisher_weights_from(&self, p: &Patches<'_, Self>, y: &Tensor, norms: &TensorBuf, scale: T, eps: T, trace: &mut TensorBuf, lambda: &mut TensorBuf) -> Res {
+        let (rows, l) = (p.layer.rows(), p.layer.positions());
+        let n = p.r.saturating_mul(l);
+        let y = self.prefix("fisher_weights: y", y, n.saturating_mul(rows))?;
+        // Y as N x R: a conv's [r, R, L] is transposed, a linear layer's
+        // [r, T, R] already is.
+        let y = if p.layer.output_strides().0 == 1 { y.reshape((n, rows))? } else { y.reshape((p.r, rows, l))?.transpose(1, 2)?.reshape((n, rows))? };
+        let q = self.rescale_columns(y)?.sqr()?.affine(scale.as_f64(), 0.0)?;
+        let norms = self.matrix("fisher_weights: norms", &norms.0, n, 1)?;
+        let tr = q.broadcast_mul(&norms)?.sum(0)?.broadcast_div(&self.scalar(T::of_f64(p.layer.cols() as f64))?)?;
+        need("fisher_weights: lambda", &lambda.0, n.saturating_mul(rows))?;
+        let lam = q.broadcast_div(&tr.affine(1.0, eps.as_f64())?.reshape((1, rows))?)?;
+        self.store("fisher_weights: trace", trace, 0, &tr)?;
+        self.store("fisher_weights: lambda", lambda, 0, &lam)
+    }
+
+    /// [`Backend::copy_strided`] from `src` (1-D): a buffer's tensor or a view's.
+    pub(crate) fn copy_from(&self, rows: usize, cols: usize, src: &Tensor, src_at: Strided, dst: &mut TensorBuf, dst_at: Strided) -> Res {
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let block = self.read_block("copy_strided: src", src, rows, cols, src_at)?;
+        need("copy_strided: dst", &dst.0, block_end(rows, cols, dst_at))?;
+        if dst_at.stride == cols {
+            return self.store("copy_strided: dst", dst, dst_at.offset, &block);
+        }
+        let idx = self.block_indices("copy_strided: dst", rows, cols, dst_at)?;
+        dst.0 = dst.0.scatter(&idx, &block.contiguous()?, 0)?.detach();
+        Ok(())
+    }
+
+    /// [`Backend::axpby`] from `x` (1-D) into `y`: a whole buffer or a view.
+    pub(crate) fn axpby_into(&self, n: usize, a: T, x: &Tensor, b: T, y: &mut TensorViewMut<'_>) -> Res {
+        let ax = self.prefix("axpby: x", x, n)?.affine(a.as_f64(), 0.0)?;
+        let out = if b == T::ZERO {
+            need("axpby: y", y.tensor(), n)?;
+            ax
+        } else {
+            (ax + self.prefix("axpby: y", y.tensor(), n)?.affine(b.as_f64(), 0.0)?)?
+        };
+        y.write(self, "axpby: y", &out)
+    }
+
+    /// [`Backend::row_step`] on `w`: a whole buffer or a view.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn row_step_into(&self, rows: usize, cols: usize, w: &mut TensorViewMut<'_>, decay: T, lr: T, scale: &TensorBuf, z: &TensorBuf, z_at: Strided) -> Res {
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let c = self.matrix("row_step: scale", &scale.0, rows, 1)?.affine(lr.as_f64(), 0.0)?;
+        let z = self.read_block("row_step: z", &z.0, rows, cols, z_at)?.reshape((rows, cols))?;
+        let out = (self.matrix("row_step: w", w.tensor(), rows, cols)?.affine(decay.as_f64(), 0.0)? - z.broadcast_mul(&c)?)?;
+        w.write(self, "row_step: w", &out)
+    }
 }
 
 /// The largest `|y|` of a row that takes the plain formula: its squares,
@@ -343,8 +441,7 @@ impl<T: Scalar + WithDType> Backend for CandleBackend<T> {
     }
 
     fn read(&self, src: &TensorBuf, offset: usize, dst: &mut [T]) -> Res {
-        need("read", src, offset.saturating_add(dst.len()))?;
-        dst.copy_from_slice(&src.0.narrow(0, offset, dst.len())?.to_vec1::<T>()?);
+        dst.copy_from_slice(&self.part("read", &src.0, offset, dst.len())?.to_vec1::<T>()?);
         Ok(())
     }
 
@@ -357,47 +454,30 @@ impl<T: Scalar + WithDType> Backend for CandleBackend<T> {
     }
 
     fn pack_patches(&self, layer: &Layer, r: usize, x: &TensorBuf, packed: &mut TensorBuf) -> Res {
-        layer.validate().map_err(CandleError::InvalidLayer)?;
-        let inp = layer.input_len();
-        let xs = self.matrix("pack_patches: x", x, r, inp)?;
-        let pad = Tensor::new(&[T::ZERO, T::ONE], &self.device)?.reshape((1, 2))?.broadcast_as((r, 2))?;
-        let patches = Tensor::cat(&[&xs, &pad], 1)?.index_select(&self.patch_indices(layer)?, 1)?;
-        self.store("pack_patches: scratch", packed, 0, &patches)
+        self.pack_from(layer, r, &x.0, packed)
     }
 
     fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut TensorBuf) -> Res {
         let n = p.r.saturating_mul(p.layer.positions());
-        let x = self.matrix("patch_sq_norms: scratch", p.packed, n, p.layer.cols())?;
+        let x = self.matrix("patch_sq_norms: scratch", &p.packed.0, n, p.layer.cols())?;
         self.store("patch_sq_norms: norms", norms, 0, &x.sqr()?.sum(1)?)
     }
 
     fn fisher_weights(&self, p: &Patches<'_, Self>, y: &TensorBuf, norms: &TensorBuf, scale: T, eps: T, trace: &mut TensorBuf, lambda: &mut TensorBuf) -> Res {
-        let (rows, l) = (p.layer.rows(), p.layer.positions());
-        let n = p.r.saturating_mul(l);
-        let y = self.prefix("fisher_weights: y", y, n.saturating_mul(rows))?;
-        // Y as N x R: a conv's [r, R, L] is transposed, a linear layer's
-        // [r, T, R] already is.
-        let y = if p.layer.output_strides().0 == 1 { y.reshape((n, rows))? } else { y.reshape((p.r, rows, l))?.transpose(1, 2)?.reshape((n, rows))? };
-        let q = self.rescale_columns(y)?.sqr()?.affine(scale.as_f64(), 0.0)?;
-        let norms = self.matrix("fisher_weights: norms", norms, n, 1)?;
-        let tr = q.broadcast_mul(&norms)?.sum(0)?.broadcast_div(&self.scalar(T::of_f64(p.layer.cols() as f64))?)?;
-        need("fisher_weights: lambda", lambda, n.saturating_mul(rows))?;
-        let lam = q.broadcast_div(&tr.affine(1.0, eps.as_f64())?.reshape((1, rows))?)?;
-        self.store("fisher_weights: trace", trace, 0, &tr)?;
-        self.store("fisher_weights: lambda", lambda, 0, &lam)
+        self.fisher_weights_from(p, &y.0, norms, scale, eps, trace, lambda)
     }
 
     fn project(&self, p: &Patches<'_, Self>, v: &TensorBuf, u: &mut TensorBuf) -> Res {
         let (n, cols, rows) = (p.r.saturating_mul(p.layer.positions()), p.layer.cols(), p.layer.rows());
-        let x = self.matrix("project: scratch", p.packed, n, cols)?;
-        let v = self.matrix("project: v", v, rows, cols)?;
+        let x = self.matrix("project: scratch", &p.packed.0, n, cols)?;
+        let v = self.matrix("project: v", &v.0, rows, cols)?;
         self.store("project: u", u, 0, &x.matmul(&v.t()?)?)
     }
 
     fn back_project(&self, p: &Patches<'_, Self>, u: &TensorBuf, g: &mut TensorBuf) -> Res {
         let (n, cols, rows) = (p.r.saturating_mul(p.layer.positions()), p.layer.cols(), p.layer.rows());
-        let x = self.matrix("back_project: scratch", p.packed, n, cols)?;
-        let u = self.matrix("back_project: u", u, n, rows)?;
+        let x = self.matrix("back_project: scratch", &p.packed.0, n, cols)?;
+        let u = self.matrix("back_project: u", &u.0, n, rows)?;
         self.store("back_project: g", g, 0, &u.t()?.matmul(&x)?)
     }
 
@@ -407,76 +487,53 @@ impl<T: Scalar + WithDType> Backend for CandleBackend<T> {
         // would copy the scratch's whole tail, twice per CG iteration.
         let _ = u;
         let (n, cols, rows) = (p.r.saturating_mul(p.layer.positions()), p.layer.cols(), p.layer.rows());
-        let x = self.matrix("fisher_matvec: scratch", p.packed, n, cols)?;
-        let v = self.matrix("fisher_matvec: v", v, rows, cols)?;
-        let scaled = (x.matmul(&v.t()?)? * self.matrix("fisher_matvec: lambda", lambda, n, rows)?)?;
+        let x = self.matrix("fisher_matvec: scratch", &p.packed.0, n, cols)?;
+        let v = self.matrix("fisher_matvec: v", &v.0, rows, cols)?;
+        let scaled = (x.matmul(&v.t()?)? * self.matrix("fisher_matvec: lambda", &lambda.0, n, rows)?)?;
         self.store("fisher_matvec: out", out, 0, &(scaled.t()?.matmul(&x)? + v.affine(tau.as_f64(), 0.0)?)?)
     }
 
     fn axpby(&self, n: usize, a: T, x: &TensorBuf, b: T, y: &mut TensorBuf) -> Res {
-        let ax = self.prefix("axpby: x", x, n)?.affine(a.as_f64(), 0.0)?;
-        let out = if b == T::ZERO {
-            need("axpby: y", y, n)?;
-            ax
-        } else {
-            (ax + self.prefix("axpby: y", y, n)?.affine(b.as_f64(), 0.0)?)?
-        };
-        self.store("axpby: y", y, 0, &out)
+        self.axpby_into(n, a, &x.0, b, &mut TensorViewMut::whole(y))
     }
 
     fn mul_assign(&self, n: usize, a: &mut TensorBuf, b: &TensorBuf) -> Res {
-        let out = (self.prefix("mul_assign: a", a, n)? * self.prefix("mul_assign: b", b, n)?)?;
+        let out = (self.prefix("mul_assign: a", &a.0, n)? * self.prefix("mul_assign: b", &b.0, n)?)?;
         self.store("mul_assign: a", a, 0, &out)
     }
 
     fn copy_strided(&self, rows: usize, cols: usize, src: &TensorBuf, src_at: Strided, dst: &mut TensorBuf, dst_at: Strided) -> Res {
-        if rows == 0 || cols == 0 {
-            return Ok(());
-        }
-        let block = self.read_block("copy_strided: src", src, rows, cols, src_at)?;
-        need("copy_strided: dst", dst, block_end(rows, cols, dst_at))?;
-        if dst_at.stride == cols {
-            return self.store("copy_strided: dst", dst, dst_at.offset, &block);
-        }
-        let idx = self.block_indices("copy_strided: dst", rows, cols, dst_at)?;
-        dst.0 = dst.0.scatter(&idx, &block.contiguous()?, 0)?.detach();
-        Ok(())
+        self.copy_from(rows, cols, &src.0, src_at, dst, dst_at)
     }
 
     fn row_dots(&self, rows: usize, cols: usize, a: &TensorBuf, b: &TensorBuf, out: &mut TensorBuf) -> Res {
-        let prod = (self.matrix("row_dots: a", a, rows, cols)? * self.matrix("row_dots: b", b, rows, cols)?)?;
+        let prod = (self.matrix("row_dots: a", &a.0, rows, cols)? * self.matrix("row_dots: b", &b.0, rows, cols)?)?;
         self.store("row_dots: out", out, 0, &prod.sum(1)?)
     }
 
     fn row_div(&self, rows: usize, num: &TensorBuf, den: &TensorBuf, eps: T, out: &mut TensorBuf) -> Res {
-        let q = self.prefix("row_div: num", num, rows)?.div(&self.prefix("row_div: den", den, rows)?.affine(1.0, eps.as_f64())?)?;
+        let q = self.prefix("row_div: num", &num.0, rows)?.div(&self.prefix("row_div: den", &den.0, rows)?.affine(1.0, eps.as_f64())?)?;
         self.store("row_div: out", out, 0, &q)
     }
 
     fn row_rsqrt(&self, rows: usize, x: &TensorBuf, eps: T, out: &mut TensorBuf) -> Res {
-        let r = self.prefix("row_rsqrt: x", x, rows)?.affine(1.0, eps.as_f64())?.sqrt()?.recip()?;
+        let r = self.prefix("row_rsqrt: x", &x.0, rows)?.affine(1.0, eps.as_f64())?.sqrt()?.recip()?;
         self.store("row_rsqrt: out", out, 0, &r)
     }
 
     fn row_axpy(&self, rows: usize, cols: usize, a: T, coef: &TensorBuf, x: &TensorBuf, y: &mut TensorBuf) -> Res {
-        let c = self.matrix("row_axpy: coef", coef, rows, 1)?.affine(a.as_f64(), 0.0)?;
-        let out = (self.matrix("row_axpy: y", y, rows, cols)? + self.matrix("row_axpy: x", x, rows, cols)?.broadcast_mul(&c)?)?;
+        let c = self.matrix("row_axpy: coef", &coef.0, rows, 1)?.affine(a.as_f64(), 0.0)?;
+        let out = (self.matrix("row_axpy: y", &y.0, rows, cols)? + self.matrix("row_axpy: x", &x.0, rows, cols)?.broadcast_mul(&c)?)?;
         self.store("row_axpy: y", y, 0, &out)
     }
 
     fn row_xpby(&self, rows: usize, cols: usize, x: &TensorBuf, coef: &TensorBuf, y: &mut TensorBuf) -> Res {
-        let c = self.matrix("row_xpby: coef", coef, rows, 1)?;
-        let out = (self.matrix("row_xpby: x", x, rows, cols)? + self.matrix("row_xpby: y", y, rows, cols)?.broadcast_mul(&c)?)?;
+        let c = self.matrix("row_xpby: coef", &coef.0, rows, 1)?;
+        let out = (self.matrix("row_xpby: x", &x.0, rows, cols)? + self.matrix("row_xpby: y", &y.0, rows, cols)?.broadcast_mul(&c)?)?;
         self.store("row_xpby: y", y, 0, &out)
     }
 
     fn row_step(&self, rows: usize, cols: usize, w: &mut TensorBuf, decay: T, lr: T, scale: &TensorBuf, z: &TensorBuf, z_at: Strided) -> Res {
-        if rows == 0 || cols == 0 {
-            return Ok(());
-        }
-        let c = self.matrix("row_step: scale", scale, rows, 1)?.affine(lr.as_f64(), 0.0)?;
-        let z = self.read_block("row_step: z", z, rows, cols, z_at)?.reshape((rows, cols))?;
-        let out = (self.matrix("row_step: w", w, rows, cols)?.affine(decay.as_f64(), 0.0)? - z.broadcast_mul(&c)?)?;
-        self.store("row_step: w", w, 0, &out)
+        self.row_step_into(rows, cols, &mut TensorViewMut::whole(w), decay, lr, scale, z, z_at)
     }
 }

@@ -3,8 +3,12 @@
 //! - [`backend::CandleBackend`] implements frog-core's `Backend` over candle
 //!   tensors, so FROG's whole step runs on candle's device; the golden
 //!   tests replay every layer case through it.
+//! - [`view`] lets that step take the model's own tensors: views of its
+//!   parameters (a `Var` is set in place), gradients, sampled inputs and
+//!   output gradients, each a tensor of exactly the length the step names,
+//!   so none of them is made a buffer first or copied back out of one.
 //! - [`host::HostFrog`] is the host route: a candle model trained with
-//!   candle's autograd ([`model::Cnn`], [`train::train`]) and FROG on
+//!   candle's autograd ([`model::Cnn`], [`train::Trainer`]) and FROG on
 //!   frog-cpu, fed the sampled rows of each convolution's input and output
 //!   gradient.
 //!
@@ -16,5 +20,6 @@ pub mod error;
 pub mod host;
 pub mod model;
 pub mod train;
+pub mod view;
 
 pub use error::{Error, Result};
