@@ -2,8 +2,7 @@
 //!
 //! It owns what a training loop would otherwise rebuild by hand: every
 //! parameter's state, the one workspace sized for the largest registered
-//! layer (or one per layer, [`Optimizer::set_workspace_per_layer`]), the
-//! sampler, and the parameter groups. It lives in `no_std`
+//! layer, the sampler, and the parameter groups. It lives in `no_std`
 //! without `alloc`: its registries have fixed capacities (`N` parameters,
 //! [`MAX_GROUPS`] groups) and every buffer is a backend buffer, allocated
 //! while parameters are registered and never during a step.
@@ -193,10 +192,6 @@ pub(crate) struct Slot<B: Backend> {
     pub(crate) state: SlotState<B>,
     /// A layer's bias state outside FROG groups.
     pub(crate) bias: Option<SlotState<B>>,
-    /// The layer's own workspace, with [`Optimizer::set_workspace_per_layer`].
-    workspace: Option<Workspace<B>>,
-    /// What the layer's steps need of a workspace (preconditioned layers).
-    need: Option<WorkspaceReq>,
 }
 
 /// The optimizer object: FROG, SGD (and later optimizers) over registered
@@ -227,8 +222,6 @@ pub struct Optimizer<B: Backend, const N: usize> {
     max_batch: usize,
     /// The FROG groups' shared sample size (`None` until a FROG group exists).
     sample_size: Option<Option<usize>>,
-    /// Each preconditioned layer steps in a workspace of its own size.
-    per_layer: bool,
     /// The opt-in guard, with the guard's row check of this backend (taken
     /// when the guard is set, so that only [`Optimizer::set_guard`] needs
     /// [`GuardBackend`]).
@@ -271,7 +264,6 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             sampler: Sampler::new(seed),
             max_batch,
             sample_size: None,
-            per_layer: false,
             guard: None,
             adam: None,
             kfrog: None,
@@ -356,38 +348,31 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         let method = *self.method(group)?;
         let name = self.check_name(name)?;
         let rows = layer.rows();
-        let state_bias_need = match method {
+        let (state, bias) = match method {
             Method::Frog(cfg) => {
                 let need = WorkspaceReq::new(backend, &layer, cfg.sample_rows(self.max_batch))?;
+                self.grow_workspace(backend, need)?;
                 let mut state = ParamState::for_layer(backend, &layer, &cfg).map_err(Error::Backend)?;
                 if self.guard.is_some() {
                     state.enable_diagnostics(backend, &layer)?;
                 }
-                (SlotState::Momentum(state), None, Some(need))
+                (SlotState::Momentum(state), None)
             }
             Method::Kfrog(cfg) => {
                 if layer.bias {
                     return Err(ShapeError::Unsupported { what: "a bias on a K-FROG layer (the original has none): register the bias as a plain parameter" }.into());
                 }
                 let need = WorkspaceReq::new(backend, &layer, cfg.sample_size.map_or(self.max_batch, |s| s.min(self.max_batch)))?;
-                (SlotState::Kfrog(KfrogState::new(backend, &layer, &cfg).map_err(Error::Backend)?), None, Some(need))
+                self.grow_workspace(backend, need)?;
+                (SlotState::Kfrog(KfrogState::new(backend, &layer, &cfg).map_err(Error::Backend)?), None)
             }
             m => {
                 let weight = SlotState::new(backend, &m, rows * layer.weight_cols()).map_err(Error::Backend)?;
                 let bias = if layer.bias { Some(SlotState::new(backend, &m, rows).map_err(Error::Backend)?) } else { None };
-                (weight, bias, None)
+                (weight, bias)
             }
         };
-        let (state, bias, need) = state_bias_need;
-        let workspace = match need {
-            Some(need) if self.per_layer => Some(Workspace::new(backend, need).map_err(Error::Backend)?),
-            Some(need) => {
-                self.grow_workspace(backend, need)?;
-                None
-            }
-            None => None,
-        };
-        self.push(Slot { name, group, kind: ParamKind::Layer(layer), state, bias, workspace, need })
+        self.push(Slot { name, group, kind: ParamKind::Layer(layer), state, bias })
     }
 
     /// Registers a plain parameter of `len` entries named `name` in
@@ -397,7 +382,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         let method = *self.method(group)?;
         let name = self.check_name(name)?;
         let state = SlotState::new(backend, &method, len).map_err(Error::Backend)?;
-        self.push(Slot { name, group, kind: ParamKind::Plain { len }, state, bias: None, workspace: None, need: None })
+        self.push(Slot { name, group, kind: ParamKind::Plain { len }, state, bias: None })
     }
 
     fn push(&mut self, slot: Slot<B>) -> Res<ParamId, B> {
@@ -422,35 +407,6 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             self.workspace = None;
             self.workspace = Some(Workspace::new(backend, want).map_err(Error::Backend)?);
         }
-        Ok(())
-    }
-
-    /// With `on`, every preconditioned layer steps in a workspace of exactly
-    /// its own size instead of in the one shared workspace sized for the
-    /// largest layer. That costs the sum of the layers' workspaces in
-    /// memory instead of the largest, and gives a backend whose tensors are
-    /// values (where a write of part of a buffer rebuilds the rest) buffers
-    /// of exactly the lengths its operations name. Allocates the new
-    /// workspaces before dropping the old ones: a failed call changes
-    /// nothing.
-    pub fn set_workspace_per_layer(&mut self, backend: &B, on: bool) -> Res<(), B> {
-        let needs = || self.slots.iter().filter_map(|s| s.need);
-        let mut own: Vec<Option<Workspace<B>>, N> = Vec::new();
-        let mut shared = None;
-        if on {
-            for slot in &self.slots {
-                let ws = slot.need.map(|need| Workspace::new(backend, need)).transpose().map_err(Error::Backend)?;
-                // Never fails: `own` holds as many entries as there are slots.
-                let _ = own.push(ws);
-            }
-        } else if let Some(need) = needs().reduce(WorkspaceReq::union) {
-            shared = Some(Workspace::new(backend, need).map_err(Error::Backend)?);
-        }
-        for (k, slot) in self.slots.iter_mut().enumerate() {
-            slot.workspace = own.get_mut(k).and_then(Option::take);
-        }
-        self.workspace = shared;
-        self.per_layer = on;
         Ok(())
     }
 
@@ -545,7 +501,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             (Method::Kfrog(_), _) => Err(RegistryError::WrongMethod(id.0).into()),
             (Method::Frog(cfg), SlotState::Momentum(state)) => {
                 let batch = batch.ok_or(RegistryError::NoBatch(id.0))?;
-                let ws = slot.workspace.as_mut().or(self.workspace.as_mut()).ok_or(RegistryError::NoBatch(id.0))?;
+                let ws = self.workspace.as_mut().ok_or(RegistryError::NoBatch(id.0))?;
                 frog_step(backend, &cfg, &layer, state, ws, params, batch, self.guard)
             }
             (method, state) => {
@@ -612,8 +568,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         let slot = self.slot(id)?;
         let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.0).into()) };
         let method = self.groups[usize::from(slot.group.0)];
-        let slot = &mut self.slots[id.0 as usize];
-        match (method, &mut slot.state, self.kfrog, slot.workspace.as_mut().or(self.workspace.as_mut())) {
+        match (method, &mut self.slots[id.0 as usize].state, self.kfrog, self.workspace.as_mut()) {
             (Method::Kfrog(cfg), SlotState::Kfrog(state), Some(step), Some(ws)) => step(backend, &cfg, &layer, state, ws, weight, grad, batch),
             _ => Err(RegistryError::WrongMethod(id.0).into()),
         }
@@ -694,21 +649,10 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         (0..self.slots.len() as u32).map(ParamId)
     }
 
-    /// The shared workspace (the last preconditioned step's trace,
-    /// direction and row scale); `None` before a layer joins a FROG group,
-    /// and with [`Optimizer::set_workspace_per_layer`] (see
-    /// [`Optimizer::layer_workspace`]).
+    /// The workspace (the last preconditioned step's trace, direction and
+    /// row scale); `None` before a layer joins a FROG group.
     pub fn workspace(&self) -> Option<&Workspace<B>> {
         self.workspace.as_ref()
-    }
-
-    /// The workspace layer `id` steps in (its last preconditioned step's
-    /// trace, direction and row scale): the shared one, or the layer's own
-    /// with [`Optimizer::set_workspace_per_layer`]; `None` for a parameter
-    /// that is not preconditioned.
-    pub fn layer_workspace(&self, id: ParamId) -> Res<Option<&Workspace<B>>, B> {
-        let slot = self.slot(id)?;
-        Ok(slot.need.and(slot.workspace.as_ref().or(self.workspace.as_ref())))
     }
 
     /// The largest batch the optimizer takes.

@@ -287,34 +287,3 @@ fn patch_indices_build_the_im2col_patches() {
     lin.patch_indices(2, &mut idx).unwrap();
     assert_eq!(idx, (0..12).collect::<Vec<_>>());
 }
-
-/// Per-layer workspaces (switched on after registration, then off again)
-/// step bit for bit as the shared one, and each is exactly its layer's
-/// size where the shared one is the largest layer's.
-#[test]
-fn per_layer_workspaces_step_as_the_shared_one() {
-    let cpu = &Cpu::<f64>::with_threads(2).unwrap();
-    let (mut shared, ids) = build(cpu);
-    let (mut own, _) = build(cpu);
-    own.set_workspace_per_layer(cpu, true).unwrap();
-    assert!(own.workspace().is_none());
-    let (mut a, mut b) = (model(), model());
-    for t in 0..4 {
-        if t == 2 {
-            own.set_workspace_per_layer(cpu, false).unwrap();
-            assert!(own.workspace().is_some());
-            own.set_workspace_per_layer(cpu, true).unwrap();
-        }
-        train_step(cpu, &mut shared, &ids, &mut a, t);
-        train_step(cpu, &mut own, &ids, &mut b, t);
-        assert_eq!(bits(&a), bits(&b), "step {t}");
-    }
-    let [conv, lin] = layers();
-    let direction_len = |opt: &Frog<f64>, id| opt.layer_workspace(id).unwrap().unwrap().direction().len();
-    assert_eq!(direction_len(&own, ids[0]), conv.rows() * conv.cols());
-    assert_eq!(direction_len(&own, ids[1]), lin.rows() * lin.cols());
-    assert_eq!(Some(direction_len(&shared, ids[1])), [conv, lin, kfrog_layer()].iter().map(|l| l.rows() * l.cols()).max());
-    // Plain parameters and layers outside FROG and K-FROG groups have none.
-    assert!(own.layer_workspace(ids[2]).unwrap().is_none());
-    assert!(own.layer_workspace(ids[3]).unwrap().is_none());
-}
