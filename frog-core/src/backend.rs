@@ -70,9 +70,9 @@ pub struct Patches<'a, B: Backend + ?Sized> {
     /// Sampled rows.
     pub r: usize,
     /// The sampled inputs, `r * layer.input_len()` entries; in a step on
-    /// 16-bit inputs ([`crate::precondition_step_lowp`]), which have no
-    /// copy in the scalar type, the patch scratch (the same buffer as
-    /// `packed`).
+    /// 16-bit inputs ([`crate::precondition_step_lowp`]) or on views
+    /// ([`crate::precondition_step_view`]), which have no buffer of them in
+    /// the scalar type, the patch scratch (the same buffer as `packed`).
     pub x: &'a B::Buffer,
     /// The backend's patch scratch.
     pub packed: &'a B::Buffer,

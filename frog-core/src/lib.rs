@@ -7,6 +7,8 @@
 //! the Fisher weights, batched CG, the row scale, decoupled decay, the
 //! damping schedule, and the plain-SGD path for every other parameter),
 //! generic over a [`Backend`] that supplies buffers and a few kernels.
+//! With a [`ViewBackend`], every step also takes views of the caller's own
+//! arrays (parts of a framework's storage) instead of backend buffers.
 //!
 //! The crate is `#![no_std]` and never allocates: every buffer a step needs
 //! is sized up front by [`WorkspaceReq`] and allocated once, by the caller, on
