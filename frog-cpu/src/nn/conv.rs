@@ -310,6 +310,8 @@ mod tests {
             Conv2d::new(17, 16, 3, [8, 6]),
             Conv2d::new(16, 18, 3, [5, 6]).padding([2, 1]),
             Conv2d::new(24, 16, 3, [34, 33]).padding(1),
+            // Tile rows longer than one run of the input transform (35 tiles).
+            Conv2d::new(16, 16, 3, [6, 70]).padding(1),
         ];
         for conv in convs {
             for batch in [1, 3, 5] {
