@@ -522,14 +522,13 @@ impl Grid {
     }
 
     /// Writes `(B^T d B)[xi]` of channel `c`, tile `k` of the sample `xs`
-    /// (`[c, H, W]`) to `out[at(k) + xi * point_stride + c * chan_stride]`.
-    /// Channel by channel, or tile by tile where `chan_stride` is 1, so
-    /// that consecutive stores are neighbours.
+    /// (`[c, H, W]`) to `out[at(k) + xi * point_stride + c]`: tile by tile,
+    /// a tile's channels side by side (FROG's products, once per step).
     ///
     /// # Safety
     /// Every such index must be inside `out`'s allocation and written by
     /// no other thread during the call.
-    pub(crate) unsafe fn transform_input<S: Copy, T: Real + From<S>>(&self, xs: &[S], out: *mut T, point_stride: usize, chan_stride: usize, at: impl Fn(usize) -> usize) {
+    pub(crate) unsafe fn transform_input<S: Copy, T: Real + From<S>>(&self, xs: &[S], out: *mut T, point_stride: usize, at: impl Fn(usize) -> usize) {
         let [h, w] = self.hw;
         let one = |c: usize, k: usize| {
             let ch = &xs[c * h * w..(c + 1) * h * w];
@@ -549,24 +548,29 @@ impl Grid {
                     }
                 }
             }
-            let base = at(k) + c * chan_stride;
+            let base = at(k) + c;
             for (xi, v) in input_2d(&d).into_iter().enumerate() {
                 *out.add(base + xi * point_stride) = v;
             }
         };
-        if chan_stride == 1 {
-            (0..self.per_sample()).for_each(|k| (0..self.c).for_each(|c| one(c, k)));
-            return;
-        }
+        (0..self.per_sample()).for_each(|k| (0..self.c).for_each(|c| one(c, k)));
+    }
+
+    /// Writes `(B^T d B)[xi]` of channel `c`, tile `k` of the sample `xs`
+    /// (`[c, H, W]`) to `out[xi * point_stride + c * chan_stride + k]`:
+    /// each point of each channel one contiguous row of the sample's tiles,
+    /// as the training convolutions' GEMMs read them.
+    pub(crate) fn transform_planes<T: Real>(&self, xs: &[T], out: &mut [T], point_stride: usize, chan_stride: usize) {
+        let [h, w] = self.hw;
         // Channel by channel, a run of up to ROW_TILES tiles of a tile row at
         // a time: transformed along y across the whole run straight from the
-        // four input rows it reads (a loop that vectorizes), into `f`, then
-        // along x tile by tile. The run's entries outside the input are
-        // zeros in `f`, written only when the run's inside range changes:
-        // per run, copying the rows into a zero-padded buffer first made a
-        // dozen small memcpy and memset calls, a twentieth of a ResNet-18
-        // training step. (Splitting the run into even and odd columns, to
-        // vectorize along x too, measured slower: the stores dominate.)
+        // four input rows it reads, into `f`, then along x one point at a
+        // time across the run, so both stages are loops that vectorize and
+        // every store is a contiguous row. The run's entries outside the
+        // input are zeros in `f`, written only when the run's inside range
+        // changes: per run, copying the rows into a zero-padded buffer first
+        // made a dozen small memcpy and memset calls, a twentieth of a
+        // ResNet-18 training step.
         const ROW_TILES: usize = 32;
         let pad = [self.pad[0] as isize, self.pad[1] as isize];
         let mut f = [[T::ZERO; 2 * ROW_TILES + 2]; 4];
@@ -597,21 +601,24 @@ impl Grid {
                     match [line(0), line(1), line(2), line(3)] {
                         [Some(l0), Some(l1), Some(l2), Some(l3)] => {
                             let src = l0.iter().zip(l1).zip(l2).zip(l3);
-                            rows.zip(src).for_each(|(fs, (((&v0, &v1), &v2), &v3))| put(fs, [v0, v1, v2, v3].map(T::from)));
+                            rows.zip(src).for_each(|(fs, (((&v0, &v1), &v2), &v3))| put(fs, [v0, v1, v2, v3]));
                         }
                         // A tile row at the top or bottom edge.
                         ls => {
-                            let get = |l: Option<&[S]>, x: usize| l.map_or(T::ZERO, |l| T::from(l[x]));
+                            let get = |l: Option<&[T]>, x: usize| l.map_or(T::ZERO, |l| l[x]);
                             rows.enumerate().for_each(|(x, fs)| put(fs, ls.map(|l| get(l, x))));
                         }
                     }
-                    for t in 0..n {
-                        let base = at(ty * self.tiles[1] + tx0 + t) + c * chan_stride;
-                        for (p, fp) in f.iter().enumerate() {
-                            for (q, v) in input_1d([fp[2 * t], fp[2 * t + 1], fp[2 * t + 2], fp[2 * t + 3]]).into_iter().enumerate() {
-                                *out.add(base + (p * 4 + q) * point_stride) = v;
-                            }
-                        }
+                    // Along x, point by point over the run: tile t reads
+                    // columns 2t..2t+4 of `f`, its even and odd pairs.
+                    let k0 = c * chan_stride + ty * self.tiles[1] + tx0;
+                    for (p, fp) in f.iter().enumerate() {
+                        let (pairs, next) = (fp[..2 * n].chunks_exact(2), fp[2..2 * n + 2].chunks_exact(2));
+                        let at = |q: usize| (p * 4 + q) * point_stride + k0;
+                        out[at(0)..at(0) + n].iter_mut().zip(pairs.clone().zip(next.clone())).for_each(|(o, (a, b))| *o = a[0] - b[0]);
+                        out[at(1)..at(1) + n].iter_mut().zip(pairs.clone().zip(next.clone())).for_each(|(o, (a, b))| *o = a[1] + b[0]);
+                        out[at(2)..at(2) + n].iter_mut().zip(pairs.clone().zip(next.clone())).for_each(|(o, (a, b))| *o = b[0] - a[1]);
+                        out[at(3)..at(3) + n].iter_mut().zip(pairs.zip(next)).for_each(|(o, (a, b))| *o = a[1] - b[1]);
                     }
                 }
             }
@@ -707,7 +714,7 @@ pub(crate) fn pack<S: Copy + Sync, T: Real + From<S>>(pool: &ThreadPool, t: &Til
                 let tile = i * g.per_sample() + k;
                 t.xt(tile / t.block, 0) + tile % t.block * t.stride
             };
-            unsafe { g.transform_input(&x[i * input..(i + 1) * input], out.get(), t.block * t.stride, 1, at) };
+            unsafe { g.transform_input(&x[i * input..(i + 1) * input], out.get(), t.block * t.stride, at) };
         }
     });
 }

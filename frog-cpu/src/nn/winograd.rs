@@ -105,8 +105,7 @@ pub(super) fn backward_weight<T: Real>(pool: &ThreadPool, conv: &Conv2d, batch: 
             let n = plan.group.min(batch - s0);
             let nt = n * per;
             for i in 0..n {
-                // SAFETY: the group's tiles lie in this thread's scratch.
-                unsafe { g.transform_input(&x[(s0 + i) * in_len..][..in_len], xt.as_mut_ptr(), c * tiles, tiles, |k| i * per + k) };
+                g.transform_planes(&x[(s0 + i) * in_len..][..in_len], &mut xt[i * per..], c * tiles, tiles);
                 for o in 0..rows {
                     let plane = &dy[(s0 + i) * out_len + o * ho * wo..][..ho * wo];
                     transform_grad(&g, plane, &coef, &mut dt[o * tiles + i * per..], rows * tiles, &mut y);
@@ -200,8 +199,7 @@ fn run<T: Real>(pool: &ThreadPool, plan: &Plan, batch: usize, input: &[T], w: &[
             let n = plan.group.min(batch - s0);
             let nt = n * per;
             for i in 0..n {
-                // SAFETY: the group's tiles lie in this thread's scratch.
-                unsafe { g.transform_input(&input[(s0 + i) * in_len..][..in_len], xt.as_mut_ptr(), c * tiles, tiles, |k| i * per + k) };
+                g.transform_planes(&input[(s0 + i) * in_len..][..in_len], &mut xt[i * per..], c * tiles, tiles);
             }
             for xi in 0..POINTS {
                 let a = View::row_major(&filters[xi * rows * c..(xi + 1) * rows * c], rows, c);
