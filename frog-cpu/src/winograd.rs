@@ -461,6 +461,23 @@ pub(crate) fn output_t_coef<T: Real>() -> [[T; 4]; POINTS] {
     std::array::from_fn(|xi| std::array::from_fn(|ab| T::of_f64(A[xi / 4][ab / 2] * A[xi % 4][ab % 2])))
 }
 
+/// `ROTATED[xi]`: the point of a filter's transform that holds point `xi`
+/// of the transform of the filter rotated by 180 degrees. Rotating
+/// reverses both axes, and `G` of a reversed `g` is `G g` with its first
+/// and last entries swapped (the middle two are symmetric in `g0, g2`), so
+/// the rotated filter's transform is a permutation of the filter's, equal
+/// to the last bit.
+pub(crate) const ROTATED: [usize; POINTS] = {
+    const AXIS: [usize; 4] = [3, 1, 2, 0];
+    let mut r = [0; POINTS];
+    let mut xi = 0;
+    while xi < POINTS {
+        r[xi] = AXIS[xi / 4] * 4 + AXIS[xi % 4];
+        xi += 1;
+    }
+    r
+};
+
 /// `G g G^T` of a row-major 3x3 filter.
 #[inline(always)]
 fn filter_2d<T: Real, V: Value<T>>(g: &[V; 9]) -> [V; POINTS] {
@@ -627,14 +644,12 @@ impl Grid {
 }
 
 /// `out[xi][r][i] = (G f_{r,i} G^T)[xi]` for the `rows x inner` 3x3 filters
-/// of `src`, filter `(r, i)` at `src[r * row_stride + i * 9..]`; with
-/// `flip`, filter `(r, i)` is instead `src[i * row_stride + r * 9..]`
-/// rotated by 180 degrees (the data gradient's filters). Split over rows,
-/// [`LANES`] filters of a row at a time.
-pub(crate) fn transform_filters<T: Real>(pool: &ThreadPool, src: &[T], [rows, inner]: [usize; 2], row_stride: usize, flip: bool, out: &mut [T]) {
+/// of `src`, filter `(r, i)` at `src[r * row_stride + i * 9..]`. Split over
+/// rows, [`LANES`] filters of a row at a time.
+pub(crate) fn transform_filters<T: Real>(pool: &ThreadPool, src: &[T], [rows, inner]: [usize; 2], row_stride: usize, out: &mut [T]) {
     assert!(out.len() >= POINTS * rows * inner, "winograd filters: output too short");
     let filter = |r: usize, i: usize| -> &[T; 9] {
-        let at = if flip { i * row_stride + r * 9 } else { r * row_stride + i * 9 };
+        let at = r * row_stride + i * 9;
         src[at..at + 9].try_into().expect("nine taps")
     };
     let op = SendPtr(out.as_mut_ptr());
@@ -648,9 +663,6 @@ pub(crate) fn transform_filters<T: Real>(pool: &ThreadPool, src: &[T], [rows, in
                         f.0[l] = tap;
                     }
                 }
-                if flip {
-                    f.reverse();
-                }
                 for (xi, v) in filter_2d(&f).iter().enumerate() {
                     // SAFETY: row r belongs to this thread; the entries are
                     // below 16 * rows * inner (checked above).
@@ -661,7 +673,7 @@ pub(crate) fn transform_filters<T: Real>(pool: &ThreadPool, src: &[T], [rows, in
     });
 }
 
-/// The adjoint of [`transform_filters`] (without `flip`): the 3x3 filter
+/// The adjoint of [`transform_filters`]: the 3x3 filter
 /// `G^T s_{r,i} G` of the point-major `src` (`[xi][r][i]`, `rows x inner`
 /// filters) written to `dst[r * row_stride + i * 9..]`, or added to it
 /// when `accumulate`. Split over rows, [`LANES`] filters at a time.
@@ -773,7 +785,7 @@ pub(crate) fn project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], v: &[
     assert!(packed.len() >= t.packed_len() && v.len() >= rows * t.cols && u.len() >= n * rows, "winograd project: buffers too short");
     assert!(lambda.is_none_or(|l| l.len() >= n * rows) && arena.len() >= t.arena_len(threads), "winograd project: buffers too short");
     let (filters, bias, blocks) = split_arena(t, arena);
-    transform_filters(pool, v, [rows, c], t.cols, false, filters);
+    transform_filters(pool, v, [rows, c], t.cols, filters);
     for (j, b) in bias.iter_mut().enumerate() {
         *b = if t.bias { v[j * t.cols + 9 * c] } else { T::ZERO };
     }
@@ -892,6 +904,19 @@ fn column_sums<T: Real>(pool: &ThreadPool, u: &[T], n: usize, rows: usize, sums:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The transform of a filter rotated by 180 degrees is the filter's
+    /// transform with its points permuted by `ROTATED`, to the last bit.
+    #[test]
+    fn rotated_filters_permute_the_points() {
+        let g: [f32; 9] = std::array::from_fn(|k| (k as f32 * 0.77).sin() * 3.1);
+        let mut rotated = g;
+        rotated.reverse();
+        let (t, tr) = (filter_2d::<f32, f32>(&g), filter_2d::<f32, f32>(&rotated));
+        for xi in 0..POINTS {
+            assert_eq!(tr[xi].to_bits(), t[ROTATED[xi]].to_bits(), "point {xi}");
+        }
+    }
 
     /// The 1-D algorithm computes the correlation, and the adjoint pair
     /// is one: <G g, s> = <g, G^T s>.

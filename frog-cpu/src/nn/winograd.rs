@@ -17,7 +17,7 @@ use frog_core::{Conv2d, Layer};
 
 use crate::gemm::{matmul_seq, Real, View};
 use crate::pool::{SendPtr, ThreadPool};
-use crate::winograd::{output_rows, output_t_coef, transform_filters, untransform_filters, Algorithm, Grid, POINTS};
+use crate::winograd::{output_rows, output_t_coef, transform_filters, untransform_filters, Algorithm, Grid, POINTS, ROTATED};
 
 /// Tiles a group aims for: long enough GEMMs, small enough that a group's
 /// transformed inputs and products stay in the last-level cache.
@@ -184,8 +184,11 @@ fn run<T: Real>(pool: &ThreadPool, plan: &Plan, batch: usize, input: &[T], w: &[
     assert!(input.len() >= batch * in_len && out.len() >= batch * out_len && w.len() >= rows * c * 9, "winograd conv: buffers too short");
     assert!(scratch.len() >= plan.len(), "convolution scratch too small");
     let (filters, rest) = scratch.split_at_mut(POINTS * rows * c);
-    let row_stride = if flip { rows * 9 } else { c * 9 };
-    transform_filters(pool, w, [rows, c], row_stride, flip, filters);
+    // With `flip`, each point's `rows x c` filters are the transposed
+    // `c x rows` ones of the transform of `w` as it is, at the rotated
+    // point (see `ROTATED`): read in place, not gathered across `w`'s rows.
+    let [fr, fc] = if flip { [c, rows] } else { [rows, c] };
+    transform_filters(pool, w, [fr, fc], fc * 9, filters);
     let filters = &*filters;
     let (sp, op) = (SendPtr(rest.as_mut_ptr()), SendPtr(out.as_mut_ptr()));
     pool.run(&|tid| {
@@ -202,7 +205,10 @@ fn run<T: Real>(pool: &ThreadPool, plan: &Plan, batch: usize, input: &[T], w: &[
                 g.transform_planes(&input[(s0 + i) * in_len..][..in_len], &mut xt[i * per..], c * tiles, tiles);
             }
             for xi in 0..POINTS {
-                let a = View::row_major(&filters[xi * rows * c..(xi + 1) * rows * c], rows, c);
+                let a = match flip {
+                    false => View::row_major(&filters[xi * rows * c..(xi + 1) * rows * c], rows, c),
+                    true => View::row_major(&filters[ROTATED[xi] * rows * c..(ROTATED[xi] + 1) * rows * c], c, rows).t(),
+                };
                 let b = View::strided(&xt[xi * c * tiles..], c, nt, tiles, 1);
                 matmul_seq(&mut m[xi * rows * tiles..], tiles, false, a, b);
             }
