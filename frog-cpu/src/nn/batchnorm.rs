@@ -259,6 +259,41 @@ pub fn batch_norm_backward<T: Real>(
 mod tests {
     use super::*;
 
+    /// Train mode and its backward pass against the formulas in f64, on
+    /// planes long enough for the partial sums and with a remainder.
+    #[test]
+    fn train_mode_and_backward_match_the_formulas() {
+        let pool = ThreadPool::new(2).unwrap();
+        let shape = BnShape { batch: 3, channels: 2, hw: 37 };
+        let x: Vec<f64> = (0..shape.len()).map(|i| (i as f64 * 0.37).sin() * 2.0 + 0.5).collect();
+        let dy0: Vec<f64> = (0..shape.len()).map(|i| (i as f64 * 0.61).cos()).collect();
+        let (weight, bias) = ([1.5, -0.5], [0.1, 0.2]);
+        let params = BnParams { weight: &weight, bias: &bias, eps: 1e-5 };
+        let (mut rmean, mut rvar, mut mean, mut invstd) = ([0.0; 2], [1.0; 2], [0.0; 2], [0.0; 2]);
+        let mut y = vec![0.0; shape.len()];
+        let epi = Epilogue { residual: None, relu: false };
+        batch_norm_train(&pool, shape, &x, &params, 0.1, (&mut rmean, &mut rvar), (&mut mean, &mut invstd), epi, &mut y);
+        let (mut dy, mut dx, mut dw, mut db) = (dy0.clone(), vec![0.0; shape.len()], [0.0; 2], [0.0; 2]);
+        batch_norm_backward(&pool, shape, &x, (&mean, &invstd), &weight, None, &mut dy, BnGrads { dx: &mut dx, dweight: &mut dw, dbias: &mut db });
+        let n = (shape.batch * shape.hw) as f64;
+        for c in 0..shape.channels {
+            let idx: Vec<usize> = (0..shape.batch).flat_map(|b| shape.plane(b, c)).collect();
+            let mu = idx.iter().map(|&i| x[i]).sum::<f64>() / n;
+            let var = idx.iter().map(|&i| (x[i] - mu).powi(2)).sum::<f64>() / n;
+            let is = 1.0 / (var + 1e-5).sqrt();
+            assert!((mean[c] - mu).abs() < 1e-12 && (invstd[c] - is).abs() < 1e-9 * is, "channel {c}: statistics");
+            assert!((rmean[c] - 0.1 * mu).abs() < 1e-12 && (rvar[c] - (0.9 + 0.1 * var * n / (n - 1.0))).abs() < 1e-12, "channel {c}: running");
+            let (sdy, sdyx) = idx.iter().fold((0.0, 0.0), |(a, b), &i| (a + dy0[i], b + dy0[i] * (x[i] - mu) * is));
+            assert!((db[c] - sdy).abs() < 1e-12 && (dw[c] - sdyx).abs() < 1e-12, "channel {c}: dgamma, dbeta");
+            for &i in &idx {
+                let xhat = (x[i] - mu) * is;
+                assert!((y[i] - (xhat * weight[c] + bias[c])).abs() < 1e-12, "entry {i}: y");
+                let want = weight[c] * is * (dy0[i] - sdy / n - xhat * sdyx / n);
+                assert!((dx[i] - want).abs() < 1e-12, "entry {i}: dx");
+            }
+        }
+    }
+
     #[test]
     fn eval_mode_uses_the_running_statistics_then_residual_and_relu() {
         let pool = ThreadPool::new(2).unwrap();
