@@ -478,6 +478,15 @@ pub(crate) const ROTATED: [usize; POINTS] = {
     r
 };
 
+/// `out[j] = sum_ab cf[ab] y[ab][j]`: one point of the adjoint output
+/// transform (`cf` a row of [`output_t_coef`]) along `j`, over the shortest
+/// of `out` and the four `y` rows. Coefficients are 0 and +-1: every
+/// product is exact.
+#[inline(always)]
+pub(crate) fn adjoint_point<T: Real>(out: &mut [T], cf: &[T; 4], [y0, y1, y2, y3]: [&[T]; 4]) {
+    out.iter_mut().zip(y0).zip(y1).zip(y2).zip(y3).for_each(|((((o, &a), &b), &c), &d)| *o = cf[0] * a + cf[1] * b + cf[2] * c + cf[3] * d);
+}
+
 /// `G g G^T` of a row-major 3x3 filter.
 #[inline(always)]
 fn filter_2d<T: Real, V: Value<T>>(g: &[V; 9]) -> [V; POINTS] {
@@ -903,10 +912,7 @@ fn transform_outputs<T: Real>(t: &Tiles, u: &[T], tiles: Range<usize>, js: &Rang
     for (b, tile) in tiles.enumerate() {
         let y = t.outputs(tile).map(|o| o.map_or(&zeros[..rb], |n| &u[n * rows + js.start..n * rows + js.end]));
         for xi in points.clone() {
-            let c = coef[xi];
-            let out = &mut ut[((xi - points.start) * t.block + b) * rb..][..rb];
-            // Coefficients are 0 and +-1: every product is exact.
-            out.iter_mut().zip(y[0]).zip(y[1]).zip(y[2]).zip(y[3]).for_each(|((((o, &a), &b), &cc), &d)| *o = c[0] * a + c[1] * b + c[2] * cc + c[3] * d);
+            adjoint_point(&mut ut[((xi - points.start) * t.block + b) * rb..][..rb], &coef[xi], y);
         }
     }
 }

@@ -17,7 +17,7 @@ use frog_core::{Conv2d, Layer};
 
 use crate::gemm::{matmul_seq, Real, View};
 use crate::pool::{SendPtr, ThreadPool};
-use crate::winograd::{output_rows, output_t_coef, transform_filters, untransform_filters, Algorithm, Grid, POINTS, ROTATED};
+use crate::winograd::{adjoint_point, output_rows, output_t_coef, transform_filters, untransform_filters, Algorithm, Grid, POINTS, ROTATED};
 
 /// Tiles a group aims for: long enough GEMMs, small enough that a group's
 /// transformed inputs and products stay in the last-level cache.
@@ -99,7 +99,6 @@ pub(super) fn backward_weight<T: Real>(pool: &ThreadPool, conv: &Conv2d, batch: 
         part.fill(T::ZERO);
         let (xt, rest) = mine.split_at_mut(POINTS * tiles * c);
         let dt = &mut rest[..POINTS * tiles * rows];
-        let mut y = [[T::ZERO; RUN]; 4];
         for grp in (tid..plan.groups).step_by(plan.threads) {
             let s0 = grp * plan.group;
             let n = plan.group.min(batch - s0);
@@ -108,7 +107,7 @@ pub(super) fn backward_weight<T: Real>(pool: &ThreadPool, conv: &Conv2d, batch: 
                 g.transform_planes(&x[(s0 + i) * in_len..][..in_len], &mut xt[i * per..], c * tiles, tiles);
                 for o in 0..rows {
                     let plane = &dy[(s0 + i) * out_len + o * ho * wo..][..ho * wo];
-                    transform_grad(&g, plane, &coef, &mut dt[o * tiles + i * per..], rows * tiles, &mut y);
+                    transform_grad(&g, plane, &coef, &mut dt[o * tiles + i * per..], rows * tiles);
                 }
             }
             for xi in 0..POINTS {
@@ -135,8 +134,9 @@ const RUN: usize = 32;
 /// bounds test per entry took an eighth of a ResNet-18 training step; a
 /// run of a tile row's tiles gathered into `y` (four rows, one per tile
 /// entry) makes each point one contiguous store that vectorizes.
-fn transform_grad<T: Real>(g: &Grid, plane: &[T], coef: &[[T; 4]; POINTS], dt: &mut [T], point_stride: usize, y: &mut [[T; RUN]; 4]) {
+fn transform_grad<T: Real>(g: &Grid, plane: &[T], coef: &[[T; 4]; POINTS], dt: &mut [T], point_stride: usize) {
     let ([ho, wo], tw) = (g.out, g.tiles[1]);
+    let mut y = [[T::ZERO; RUN]; 4];
     for ty in 0..g.tiles[0] {
         let oy = 2 * ty;
         let top = &plane[oy * wo..][..wo];
@@ -149,11 +149,8 @@ fn transform_grad<T: Real>(g: &Grid, plane: &[T], coef: &[[T; 4]; POINTS], dt: &
                 [y[0][t], y[1][t], y[2][t], y[3][t]] = [top[x], at(Some(top), x + 1), at(bottom, x), at(bottom, x + 1)];
             });
             let k0 = ty * tw + tx0;
-            let [y0, y1, y2, y3] = y.each_ref().map(|r| &r[..n]);
             for (xi, cf) in coef.iter().enumerate() {
-                let dst = &mut dt[xi * point_stride + k0..][..n];
-                // Coefficients are 0 and +-1: every product is exact.
-                dst.iter_mut().zip(y0).zip(y1).zip(y2).zip(y3).for_each(|((((d, &a), &b), &c), &e)| *d = cf[0] * a + cf[1] * b + cf[2] * c + cf[3] * e);
+                adjoint_point(&mut dt[xi * point_stride + k0..][..n], cf, y.each_ref().map(|r| &r[..n]));
             }
         }
     }
