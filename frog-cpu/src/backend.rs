@@ -320,8 +320,18 @@ impl<T: Real> Backend for Cpu<T> {
         // out = tau*v, then out += X^T (lambda .* X v^T): the scaling runs on
         // each thread's tile of U while it is in cache, and the damping
         // term is folded into the accumulating product.
+        let (rows, cols) = (p.layer.rows(), p.layer.cols());
+        if let Some(tiles) = self.tiles(p.layer, p.r)?.filter(|t| t.fuses(self.pool.threads())) {
+            // Winograd: both products in one pass over the transformed inputs.
+            let n = Self::patch_dims(p).0;
+            need("fisher_matvec: scratch", p.packed, tiles.packed_len())?;
+            need("fisher_matvec: v", v, rows.saturating_mul(cols))?;
+            need("fisher_matvec: lambda", lambda, rows.saturating_mul(n))?;
+            self.axpby(rows * cols, tau, v, T::ZERO, out)?;
+            return self.with_arena(tiles.matvec_arena_len(self.pool.threads()), |arena| winograd::matvec(&self.pool, &tiles, p.packed, v, lambda, out, arena));
+        }
         self.project_scaled(p, v, Some(lambda), u)?;
-        self.axpby(p.layer.rows() * p.layer.cols(), tau, v, T::ZERO, out)?;
+        self.axpby(rows * cols, tau, v, T::ZERO, out)?;
         self.back_project_into(p, u, true, out)
     }
 
@@ -515,7 +525,7 @@ impl<T: Real> Cpu<T> {
         if let Some(tiles) = self.tiles(layer, r)? {
             need("pack_patches: scratch", packed, tiles.packed_len())?;
             // The products' arena, grown here so that they cannot fail on it.
-            self.with_arena(tiles.arena_len(self.pool.threads()), |_| ())?;
+            self.with_arena(tiles.step_arena_len(self.pool.threads()), |_| ())?;
             winograd::pack(&self.pool, &tiles, r, x, packed);
             return Ok(());
         }

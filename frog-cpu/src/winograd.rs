@@ -427,7 +427,7 @@ fn zip3<T: Copy>(out: &mut [T], a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -
 /// (1,0), (1,1)` in four rows of `tmp` (12 rows long), one stage per axis,
 /// so every loop runs along `j` and vectorizes.
 #[inline(always)]
-pub(crate) fn output_rows<'a, T: Real>(m: &[&[T]; POINTS], tmp: &'a mut [T]) -> [&'a [T]; 4] {
+pub(crate) fn output_rows<'a, T: Real>(m: &[&[T]; POINTS], tmp: &'a mut [T]) -> [&'a mut [T]; 4] {
     let rows = m[0].len();
     let (s, y) = tmp[..12 * rows].split_at_mut(8 * rows);
     // Along the columns: s[p][0] = m[p,0] + m[p,1] + m[p,2], s[p][1] = m[p,1] - m[p,2] - m[p,3].
@@ -446,8 +446,9 @@ pub(crate) fn output_rows<'a, T: Real>(m: &[&[T]; POINTS], tmp: &'a mut [T]) -> 
             zip3(yk, sr(1, b), sr(2, b), sr(3, b), |a, b, c| a - b - c);
         }
     }
-    let y = &*y;
-    std::array::from_fn(|k| &y[k * rows..(k + 1) * rows])
+    let (y01, y23) = y.split_at_mut(2 * rows);
+    let ((y0, y1), (y2, y3)) = (y01.split_at_mut(rows), y23.split_at_mut(rows));
+    [y0, y1, y2, y3]
 }
 
 /// `A = (A^T)^T`, whose outer products give the adjoint of the output
@@ -810,18 +811,35 @@ fn split_arena<'a, T>(t: &Tiles, arena: &'a mut [T]) -> (&'a mut [T], &'a mut [T
     (filters, bias, blocks)
 }
 
+/// The transformed filters of `v` into `filters`, and its bias column (or
+/// zeros) into `bias`: the forward product's operands.
+fn forward_filters<T: Real>(pool: &ThreadPool, t: &Tiles, v: &[T], filters: &mut [T], bias: &mut [T]) {
+    transform_filters(pool, v, [t.rows, t.grid.c], t.cols, filters);
+    for (j, b) in bias.iter_mut().enumerate() {
+        *b = if t.bias { v[j * t.cols + 9 * t.grid.c] } else { T::ZERO };
+    }
+}
+
+/// `M_xi = Xt_xi Vt_xi^T` for the 16 points of block `b` (`len` tiles):
+/// each `len x R`, at `m[xi * block * R..]`.
+fn forward_block<T: Real>(t: &Tiles, packed: &[T], filters: &[T], b: usize, len: usize, m: &mut [T]) {
+    let (rows, c) = (t.rows, t.grid.c);
+    for xi in 0..POINTS {
+        let xt = View::strided(&packed[t.xt(b, xi)..], len, c, t.stride, 1);
+        let vt = View::row_major(&filters[xi * rows * c..(xi + 1) * rows * c], rows, c).t();
+        matmul_seq(&mut m[xi * t.block * rows..], rows, false, xt, vt);
+    }
+}
+
 /// `u = X v^T` (times `lambda` entrywise when given), `u` in the product
 /// layout `N x R`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], v: &[T], lambda: Option<&[T]>, u: &mut [T], arena: &mut [T]) {
-    let (rows, c, n, threads) = (t.rows, t.grid.c, t.n(), pool.threads());
+    let (rows, n, threads) = (t.rows, t.n(), pool.threads());
     assert!(packed.len() >= t.packed_len() && v.len() >= rows * t.cols && u.len() >= n * rows, "winograd project: buffers too short");
     assert!(lambda.is_none_or(|l| l.len() >= n * rows) && arena.len() >= t.arena_len(threads), "winograd project: buffers too short");
     let (filters, bias, blocks) = split_arena(t, arena);
-    transform_filters(pool, v, [rows, c], t.cols, filters);
-    for (j, b) in bias.iter_mut().enumerate() {
-        *b = if t.bias { v[j * t.cols + 9 * c] } else { T::ZERO };
-    }
+    forward_filters(pool, t, v, filters, bias);
     let (filters, bias) = (&*filters, &*bias);
     let (blocks, up) = (SendPtr(blocks.as_mut_ptr()), SendPtr(u.as_mut_ptr()));
     pool.run(&|tid| {
@@ -830,11 +848,7 @@ pub(crate) fn project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], v: &[
         for b in split_range(t.blocks, threads, tid) {
             let tiles = t.block_tiles(b);
             let (start, len) = (tiles.start, tiles.len());
-            for xi in 0..POINTS {
-                let xt = View::strided(&packed[t.xt(b, xi)..], len, c, t.stride, 1);
-                let vt = View::row_major(&filters[xi * rows * c..(xi + 1) * rows * c], rows, c).t();
-                matmul_seq(&mut m[xi * t.block * rows..], rows, false, xt, vt);
-            }
+            forward_block(t, packed, filters, b, len, m);
             let (m, tmp) = m.split_at_mut(POINTS * t.block * rows);
             for k in 0..len {
                 let ms: [&[T]; POINTS] = std::array::from_fn(|xi| &m[(xi * t.block + k) * rows..][..rows]);
@@ -846,10 +860,153 @@ pub(crate) fn project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], v: &[
                     let row = unsafe { std::slice::from_raw_parts_mut(up.get().add(n * rows), rows) };
                     match lambda {
                         Some(l) => zip3(row, y, bias, &l[n * rows..(n + 1) * rows], |y, b, l| (y + b) * l),
-                        None => row.iter_mut().zip(y).zip(bias).for_each(|((u, &y), &b)| *u = y + b),
+                        None => row.iter_mut().zip(&*y).zip(bias).for_each(|((u, &y), &b)| *u = y + b),
                     }
                 }
             }
+        }
+    });
+}
+
+impl Tiles {
+    /// Entries of one thread's partial sums in [`matvec`]: its `Gt`
+    /// (`16 x R x c_in`) and its bias column.
+    fn partial_len(&self) -> usize {
+        self.filters_len() + self.rows
+    }
+
+    /// Whether [`matvec`] runs on `threads` threads: while the threads'
+    /// partial sums take no more memory than the transformed inputs (many
+    /// threads on a wide layer run the two products instead).
+    pub(crate) fn fuses(&self, threads: usize) -> bool {
+        threads.saturating_mul(self.partial_len()) <= self.packed_len()
+    }
+
+    /// Entries of arena [`matvec`] needs on `threads` threads: the products'
+    /// and the partial sums.
+    pub(crate) fn matvec_arena_len(&self, threads: usize) -> usize {
+        self.arena_len(threads).saturating_add(threads.saturating_mul(self.partial_len()))
+    }
+
+    /// Entries of arena a step's products need on `threads` threads.
+    pub(crate) fn step_arena_len(&self, threads: usize) -> usize {
+        if self.fuses(threads) {
+            self.matvec_arena_len(threads)
+        } else {
+            self.arena_len(threads)
+        }
+    }
+}
+
+/// `out += X^T (lambda .* X v^T)` in one pass over `Xt`: each thread
+/// projects a block of tiles, scales its outputs and transforms them back
+/// (the adjoint output transform) in place, and multiplies them with the
+/// same block's `Xt` while it is still in cache, into its own partial
+/// `Gt` and bias sums, added up at the end. Against [`project`] then
+/// [`back_project`] it reads `Xt` once instead of twice, and `u` never
+/// leaves the thread's block.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matvec<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], v: &[T], lambda: &[T], out: &mut [T], arena: &mut [T]) {
+    let (rows, c, n, threads) = (t.rows, t.grid.c, t.n(), pool.threads());
+    assert!(packed.len() >= t.packed_len() && v.len() >= rows * t.cols && lambda.len() >= n * rows, "winograd matvec: buffers too short");
+    assert!(out.len() >= rows * t.cols && arena.len() >= t.matvec_arena_len(threads), "winograd matvec: buffers too short");
+    let (arena, partials) = arena.split_at_mut(t.arena_len(threads));
+    let (filters, bias, blocks) = split_arena(t, arena);
+    forward_filters(pool, t, v, filters, bias);
+    let (filters, bias) = (&*filters, &*bias);
+    let (blocks, pp) = (SendPtr(blocks.as_mut_ptr()), SendPtr(partials.as_mut_ptr()));
+    pool.run(&|tid| {
+        // SAFETY: each thread has its own block and partial sums.
+        let m = unsafe { std::slice::from_raw_parts_mut(blocks.get().add(tid * t.block_len()), t.block_len()) };
+        let partial = unsafe { std::slice::from_raw_parts_mut(pp.get().add(tid * t.partial_len()), t.partial_len()) };
+        partial.fill(T::ZERO);
+        let (gt, gb) = partial.split_at_mut(t.filters_len());
+        for b in split_range(t.blocks, threads, tid) {
+            let tiles = t.block_tiles(b);
+            let (start, len) = (tiles.start, tiles.len());
+            forward_block(t, packed, filters, b, len, m);
+            let (m, tmp) = m.split_at_mut(POINTS * t.block * rows);
+            for k in 0..len {
+                let ms: [&[T]; POINTS] = std::array::from_fn(|xi| &m[(xi * t.block + k) * rows..][..rows]);
+                let mut y = output_rows(&ms, tmp);
+                for (o, y) in t.outputs(start + k).into_iter().zip(y.iter_mut()) {
+                    match o {
+                        Some(n) => {
+                            y.iter_mut().zip(bias).zip(&lambda[n * rows..(n + 1) * rows]).for_each(|((y, &b), &l)| *y = (*y + b) * l);
+                            gb.iter_mut().zip(&**y).for_each(|(s, &y)| *s += y);
+                        }
+                        // Outputs past the edge take no part in the product.
+                        None => y.fill(T::ZERO),
+                    }
+                }
+                adjoint_tile(y.map(|y| &*y), m, |xi| (xi * t.block + k) * rows);
+            }
+            for xi in 0..POINTS {
+                let ut = View::row_major(&m[xi * t.block * rows..][..len * rows], len, rows).t();
+                let xt = View::strided(&packed[t.xt(b, xi)..], len, c, t.stride, 1);
+                matmul_seq(&mut gt[xi * rows * c..][..rows * c], c, true, ut, xt);
+            }
+        }
+    });
+    let (total, others) = partials.split_at_mut(t.partial_len());
+    add_partials(pool, total, others);
+    let (gt, gb) = total.split_at(t.filters_len());
+    untransform_filters(pool, gt, [rows, c], out, t.cols, true);
+    if t.bias {
+        for (o, &s) in out.chunks_exact_mut(t.cols).zip(gb) {
+            o[9 * c] += s;
+        }
+    }
+}
+
+/// All 16 points of one tile's adjoint output transform `A y A^T`, into
+/// the rows of `m` at `at(xi)` (each `y` row long): `A`'s entries are 0
+/// and +-1, so it is two stages of additions, along `b` then along `a`
+/// (12 additions per entry, where [`adjoint_point`], which serves a
+/// thread's subset of the points, multiplies out 64 terms).
+#[inline(always)]
+fn adjoint_tile<T: Real>(y: [&[T]; 4], m: &mut [T], at: impl Fn(usize) -> usize) {
+    adjoint_column::<T, 0>(y, m, &at);
+    adjoint_column::<T, 1>(y, m, &at);
+    adjoint_column::<T, 2>(y, m, &at);
+    adjoint_column::<T, 3>(y, m, &at);
+}
+
+/// The points `(p, Q)` of [`adjoint_tile`]: `s_a = sum_b A[Q][b] y[a][b]`,
+/// then `Ut[p][Q] = sum_a A[p][a] s_a` for the four `p`.
+#[inline(always)]
+fn adjoint_column<T: Real, const Q: usize>([y00, y01, y10, y11]: [&[T]; 4], m: &mut [T], at: impl Fn(usize) -> usize) {
+    let s = |a: T, b: T| match Q {
+        0 => a,
+        1 => a + b,
+        2 => a - b,
+        _ => -b,
+    };
+    let len = y00.len();
+    let (p0, rest) = m[at(Q)..].split_at_mut(at(4 + Q) - at(Q));
+    let (p1, rest) = rest.split_at_mut(at(8 + Q) - at(4 + Q));
+    let (p2, p3) = rest.split_at_mut(at(12 + Q) - at(8 + Q));
+    let rows = p0[..len].iter_mut().zip(&mut p1[..len]).zip(&mut p2[..len]).zip(&mut p3[..len]);
+    for ((((((r0, r1), r2), r3), &a0), &a1), (&b0, &b1)) in rows.zip(y00).zip(y01).zip(y10.iter().zip(y11)) {
+        let (s0, s1) = (s(a0, a1), s(b0, b1));
+        *r0 = s0;
+        *r1 = s0 + s1;
+        *r2 = s0 - s1;
+        *r3 = -s1;
+    }
+}
+
+/// `total += sum of the partials in others` (each `total.len()` long),
+/// split over entries.
+fn add_partials<T: Real>(pool: &ThreadPool, total: &mut [T], others: &[T]) {
+    let len = total.len();
+    let tp = SendPtr(total.as_mut_ptr());
+    pool.run(&|tid| {
+        let range = split_range(len, pool.threads(), tid);
+        // SAFETY: the entry ranges are disjoint.
+        let dst = unsafe { std::slice::from_raw_parts_mut(tp.get().add(range.start), range.len()) };
+        for other in others.chunks_exact(len) {
+            dst.iter_mut().zip(&other[range.clone()]).for_each(|(d, &o)| *d += o);
         }
     });
 }
@@ -946,6 +1103,49 @@ mod tests {
         for xi in 0..POINTS {
             assert_eq!(tr[xi].to_bits(), t[ROTATED[xi]].to_bits(), "point {xi}");
         }
+    }
+
+    /// The structured adjoint of a tile gives every point `adjoint_point`
+    /// gives, up to the order of the additions.
+    #[test]
+    fn adjoint_tile_matches_adjoint_point() {
+        let rows = 5;
+        let y: Vec<f64> = (0..4 * rows).map(|k| (k as f64 * 0.61).cos() * 2.3).collect();
+        let ys: [&[f64]; 4] = std::array::from_fn(|a| &y[a * rows..(a + 1) * rows]);
+        let mut m = vec![0.0; POINTS * rows * 3];
+        adjoint_tile(ys, &mut m, |xi| (xi * 3 + 1) * rows);
+        for (xi, cf) in output_t_coef::<f64>().iter().enumerate() {
+            let mut want = vec![0.0; rows];
+            adjoint_point(&mut want, cf, ys);
+            let got = &m[(xi * 3 + 1) * rows..][..rows];
+            assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-14), "point {xi}");
+        }
+    }
+
+    /// The fused matvec equals `project` with `lambda` then `back_project`,
+    /// on a layer with a bias, odd sizes and blocks on both threads.
+    #[test]
+    fn fused_matvec_matches_the_two_products() {
+        use frog_core::Conv2d;
+        let (layer, r) = (Layer::conv2d(Conv2d::new(6, 7, 3, [9, 7]).padding([1, 2]), true), 3);
+        let pool = ThreadPool::new(2).unwrap();
+        let t = Tiles::new(&layer, r, 2).unwrap();
+        assert!(t.fuses(2));
+        let val = |k: usize, a: f64| (k as f64 * a).sin();
+        let x: Vec<f64> = (0..r * layer.input_len()).map(|k| val(k, 0.37)).collect();
+        let n = r * layer.positions();
+        let (v, lambda): (Vec<f64>, Vec<f64>) = ((0..7 * t.cols).map(|k| val(k, 0.53)).collect(), (0..n * 7).map(|k| 1.0 + val(k, 0.29)).collect());
+        let mut packed = vec![0.0; t.packed_len()];
+        pack(&pool, &t, r, &x, &mut packed);
+        let mut arena = vec![0.0; t.matvec_arena_len(2)];
+        let mut fused = vec![0.25; 7 * t.cols];
+        matvec(&pool, &t, &packed, &v, &lambda, &mut fused, &mut arena);
+        let mut u = vec![0.0; n * 7];
+        let mut two = vec![0.25; 7 * t.cols];
+        project(&pool, &t, &packed, &v, Some(&lambda), &mut u, &mut arena);
+        back_project(&pool, &t, &packed, &u, true, &mut two, &mut arena);
+        let scale = two.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(fused.iter().zip(&two).all(|(a, b)| (a - b).abs() <= 1e-13 * scale));
     }
 
     /// The 1-D algorithm computes the correlation, and the adjoint pair
