@@ -22,7 +22,7 @@
 //! thread runs all iterations of its own rows, its GEMMs included; the
 //! `N`-vectors are `R x N` matrices, a row per CG row.
 
-use frog_core::{CgBuffers, Layer, Patches};
+use frog_core::{CgBuffers, Conv2d, Layer, LayerKind, Patches};
 
 use crate::backend::{need, Cpu, CpuError};
 use crate::gemm::{matmul_seq, Real, View};
@@ -36,9 +36,15 @@ const MODEL_ITERS: f64 = 4.0;
 /// the direct one at [`MODEL_ITERS`] iterations: the lower half of `K`
 /// (`N^2 D' / 2`), `X m` and the solution (`2 N D' R`) and one `N x N x R`
 /// GEMM per iteration, against two `N D' R` products per iteration.
+/// With a [`Same`] convolution `K` costs `N^2 c_in / 2` and one addition
+/// per tap and entry instead.
 pub(crate) fn cost_ratio(layer: &Layer, r: usize) -> f64 {
     let (n, d, rows) = (r as f64 * layer.positions() as f64, layer.cols() as f64, layer.rows() as f64);
-    let gram = n * n * d / 2.0 + 2.0 * n * d * rows + MODEL_ITERS * n * n * rows;
+    let k = match Same::of(layer) {
+        Some(same) => n * n * (same.conv.c_in as f64 / 2.0 + same.taps() as f64),
+        None => n * n * d / 2.0,
+    };
+    let gram = k + 2.0 * n * d * rows + MODEL_ITERS * n * n * rows;
     gram / (2.0 * MODEL_ITERS * n * d * rows)
 }
 
@@ -60,11 +66,89 @@ const A_R: usize = 3;
 const A_Z: usize = 4;
 const PAP: usize = 5;
 
-/// Arena entries the solve needs at `r` samples: `K`, the matrices and the
-/// scalars.
+/// Arena entries the solve needs at `r` samples: `K` (and `S` for a
+/// [`Same`] convolution), the matrices and the scalars.
 pub(crate) fn arena_len(layer: &Layer, r: usize) -> usize {
     let (n, rows) = (r.saturating_mul(layer.positions()), layer.rows());
-    n.saturating_mul(n).saturating_add(rows.saturating_mul(n.saturating_mul(MATRICES).saturating_add(SCALARS)))
+    let grams = if Same::of(layer).is_some() { 2 } else { 1 };
+    n.saturating_mul(n).saturating_mul(grams).saturating_add(rows.saturating_mul(n.saturating_mul(MATRICES).saturating_add(SCALARS)))
+}
+
+/// A convolution whose `K` comes from its input's own Gram matrix: stride
+/// 1, an odd kernel larger than 1x1, and the padding that keeps the size
+/// (`dilation * (kernel - 1) / 2` per axis), like ResNet's 3x3 layers.
+/// The centre tap then sees input position `l` at output position `l`, so
+/// the centre tap's columns of `X` are the input, a row per position, and
+/// every other tap's columns are those rows shifted by the tap's offset
+/// (zeros past the edge). Hence `K = sum_taps S shifted` (plus 1 with a
+/// bias) with `S = Xc Xc^T` over `c_in` columns instead of `D'`: `kh*kw`
+/// times fewer multiply-adds, and one addition per tap and entry.
+#[derive(Clone, Copy)]
+struct Same {
+    conv: Conv2d,
+}
+
+impl Same {
+    fn of(layer: &Layer) -> Option<Self> {
+        let LayerKind::Conv2d(conv) = &layer.kind else { return None };
+        let axis = |a: usize| conv.stride[a] == 1 && conv.kernel[a] % 2 == 1 && conv.padding[a] == conv.dilation[a] * (conv.kernel[a] / 2);
+        (axis(0) && axis(1) && conv.kernel != [1, 1]).then_some(Self { conv: *conv })
+    }
+
+    fn taps(&self) -> usize {
+        self.conv.kernel[0] * self.conv.kernel[1]
+    }
+
+    /// The centre tap's columns (`n x c_in`) of the row-major `n x cols`
+    /// patch matrix `x`.
+    fn centre<'a, T>(&self, x: &'a [T], n: usize, cols: usize) -> View<'a, T> {
+        let [kh, kw] = self.conv.kernel;
+        View::strided(&x[(kh / 2) * kw + kw / 2..], n, self.conv.c_in, cols, self.taps())
+    }
+
+    /// `K` from `S` (both `n x n`, `n = r H W`), rows split over `parts`
+    /// threads.
+    fn shift_sum<T: Real>(&self, pool: &ThreadPool, parts: usize, n: usize, bias: bool, s: &[T], k: &mut [T]) {
+        let (Conv2d { input_hw: [h, w], kernel: [kh, kw], dilation: [dh, dw], .. }, start) = (self.conv, if bias { T::ONE } else { T::ZERO });
+        let l = h * w;
+        // A tap's offset along an axis, and the output range it keeps inside.
+        let shift = |k: usize, half: usize, d: usize, size: usize| {
+            let off = k as isize * d as isize - (half * d) as isize;
+            (off, (-off).max(0) as usize..(size as isize - off).clamp(0, size as isize) as usize)
+        };
+        let kp = SendPtr(k.as_mut_ptr());
+        pool.run(&|tid| {
+            if tid >= parts {
+                return;
+            }
+            for a in split_range(n, parts, tid) {
+                // SAFETY: row a of K belongs to this thread.
+                let row = unsafe { std::slice::from_raw_parts_mut(kp.get().add(a * n), n) };
+                row.fill(start);
+                let (i, oy, ox) = (a / l, a % l / w, a % w);
+                for ky in 0..kh {
+                    let (dy, ys) = shift(ky, kh / 2, dh, h);
+                    if !ys.contains(&oy) {
+                        continue;
+                    }
+                    for kx in 0..kw {
+                        let (dx, xs) = shift(kx, kw / 2, dw, w);
+                        if !xs.contains(&ox) {
+                            continue;
+                        }
+                        let at = |y: usize, x: usize| ((y as isize + dy) as usize) * w + (x as isize + dx) as usize;
+                        let srow = &s[(i * l + at(oy, ox)) * n..][..n];
+                        for sample in 0..n / l {
+                            for y in ys.clone() {
+                                let (kb, sb) = (sample * l + y * w, sample * l + at(y, xs.start));
+                                row[kb + xs.start..kb + xs.end].iter_mut().zip(&srow[sb..sb + xs.len()]).for_each(|(k, &s)| *k += s);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// One thread's rows of every matrix and scalar.
@@ -103,7 +187,18 @@ pub(crate) fn solve<T: Real>(cpu: &Cpu<T>, p: &Patches<'_, Cpu<T>>, lambda: &[T]
     let parts = if work < PAR_WORK { 1 } else { pool.threads() };
     cpu.with_arena(arena_len(p.layer, p.r), |arena| {
         let (k, rest) = arena.split_at_mut(n * n);
-        gram_matrix(pool, parts, x, n, k);
+        let rest = match Same::of(p.layer) {
+            Some(same) => {
+                let (s, rest) = rest.split_at_mut(n * n);
+                gram_matrix(pool, parts, same.centre(p.packed, n, cols), n, s);
+                same.shift_sum(pool, parts, n, p.layer.bias, s, k);
+                rest
+            }
+            None => {
+                gram_matrix(pool, parts, x, n, k);
+                rest
+            }
+        };
         let k = View::row_major(&*k, n, n);
         let (mats, scalars) = rest.split_at_mut(MATRICES * rows * n);
         let (mats, scalars) = (SendPtr(mats.as_mut_ptr()), SendPtr(scalars.as_mut_ptr()));
