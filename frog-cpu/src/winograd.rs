@@ -70,9 +70,13 @@ const MIN_AUTO_CHANNELS: usize = 16;
 
 /// The Gram CG's multiply-adds over the direct CG's below which it is
 /// chosen: against direct products, and against Winograd's (2.25x fewer
-/// multiplications, measured 1.2-1.9x faster per layer).
+/// multiplications, measured 1.2-1.9x faster per layer) with a wider
+/// margin: at ratio 0.50 (ResNet-18's
+/// `l3.conv` at 16 samples, `K` from the input's Gram matrix) the Gram CG
+/// ran 1.33x slower than Winograd; at 0.38 (`l4.conv` at 64, `l3.conv` at
+/// 8) it runs faster.
 const GRAM_VS_DIRECT: f64 = 0.85;
-const GRAM_VS_WINOGRAD: f64 = 0.55;
+const GRAM_VS_WINOGRAD: f64 = 0.45;
 
 impl Algorithm {
     /// The algorithm `layer` gets at `r` samples without an override: the

@@ -214,6 +214,8 @@ fn gram_steps_match_direct_on_random_layers() {
         (Layer::conv2d(Conv2d::new(6, 5, 3, [5, 4]).padding(1), true), 2),
         (Layer::conv2d(Conv2d::new(24, 9, 3, [4, 4]).stride(2).padding(1), false), 5),
         (Layer::conv2d(Conv2d::new(64, 48, 3, [4, 4]).padding(1), false), 16),
+        (Layer::conv2d(Conv2d::new(5, 4, [5, 3], [6, 5]).padding([4, 1]).dilation([2, 1]), true), 3),
+        (Layer::conv2d(Conv2d::new(7, 3, 3, [5, 6]).padding([1, 0]), false), 2),
     ];
     for _ in 0..6 {
         layers.push((Layer::linear(rng.int(1, 60), rng.int(1, 12), rng.int(0, 1) == 1), rng.int(1, 8)));
