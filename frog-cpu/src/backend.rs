@@ -593,32 +593,58 @@ impl<T: Real> Cpu<T> {
         // Y[i, j, l] at position k = i*L + l, walked without divisions.
         let y_row = |i: usize, j: usize| &y[i * rows * l + j * row_stride..];
         let row_gain = |j: usize| pow2_gain((0..r).flat_map(|i| (0..l).map(move |pos| T::from(y_row(i, j)[pos * pos_stride]))));
-        // sum_{i,l} scale*(g*Y)^2*norm over row j, and the row's largest |Y|.
-        let row_trace = |j: usize, gain: T| {
-            let (mut acc, mut max) = (T::ZERO, T::ZERO);
-            for i in 0..r {
-                let (yi, ni) = (y_row(i, j), &norms[i * l..(i + 1) * l]);
-                for (pos, &norm) in ni.iter().enumerate() {
-                    let y = T::from(yi[pos * pos_stride]);
-                    max = if abs(y) > max { abs(y) } else { max };
-                    let v = y * gain;
-                    acc += scale * v * v * norm;
+        // sum_l scale*(g*Y)^2*norm over sample i's part of row j, and its
+        // largest |Y|, in SUMS interleaved partial sums (one dependent chain
+        // of additions per entry would bound the pass by the adder's latency).
+        let part_trace = |i: usize, j: usize, gain: T| {
+            let (yi, ni) = (y_row(i, j), &norms[i * l..(i + 1) * l]);
+            let (mut acc, mut max) = ([T::ZERO; SUMS], [T::ZERO; SUMS]);
+            let mut term = |k: usize, y: S, norm: T| {
+                let y = T::from(y);
+                max[k] = if abs(y) > max[k] { abs(y) } else { max[k] };
+                let v = y * gain;
+                acc[k] += scale * v * v * norm;
+            };
+            let whole = l / SUMS * SUMS;
+            for p0 in (0..whole).step_by(SUMS) {
+                // Convolutions' Y rows are contiguous: one load of SUMS.
+                let ys: [S; SUMS] = match yi[p0..].first_chunk() {
+                    Some(ys) if pos_stride == 1 => *ys,
+                    _ => std::array::from_fn(|k| yi[(p0 + k) * pos_stride]),
+                };
+                for (k, y) in ys.into_iter().enumerate() {
+                    term(k, y, ni[p0 + k]);
                 }
             }
-            (acc, max)
+            for pos in whole..l {
+                term(pos - whole, yi[pos * pos_stride], ni[pos]);
+            }
+            (acc.iter().fold(T::ZERO, |s, &a| s + a), max.iter().fold(T::ZERO, |m, &v| if v > m { v } else { m }))
         };
         let rescaled = AtomicBool::new(false);
         self.par_row_blocks(trace, rows, 1, n, |js, tr| {
-            for (t, j) in tr.iter_mut().zip(js) {
-                // Exactly today's arithmetic (gain 1), unless the row's
-                // squares could overflow: then again with the row's gain.
-                let (mut acc, max) = row_trace(j, T::ONE);
-                let gain = pow2_gain(std::iter::once(max));
-                if gain != T::ONE {
-                    rescaled.store(true, Ordering::Relaxed);
-                    acc = row_trace(j, gain).0;
+            // TRACE_GROUP rows at a time, sample by sample: for a convolution
+            // their parts of Y_i are one contiguous run, read in order.
+            for (g, tr) in js.step_by(TRACE_GROUP).zip(tr.chunks_mut(TRACE_GROUP)) {
+                let mut max = [T::ZERO; TRACE_GROUP];
+                tr.fill(T::ZERO);
+                for i in 0..r {
+                    for (k, (t, m)) in tr.iter_mut().zip(&mut max).enumerate() {
+                        let (acc, part_max) = part_trace(i, g + k, T::ONE);
+                        *t += acc;
+                        *m = if part_max > *m { part_max } else { *m };
+                    }
                 }
-                *t = acc / d_prime;
+                for (k, (t, &m)) in tr.iter_mut().zip(&max).enumerate() {
+                    // Gain 1, unless the row's squares could overflow: then
+                    // again with the row's gain.
+                    let gain = pow2_gain(std::iter::once(m));
+                    if gain != T::ONE {
+                        rescaled.store(true, Ordering::Relaxed);
+                        *t = (0..r).fold(T::ZERO, |s, i| s + part_trace(i, g + k, gain).0);
+                    }
+                    *t = *t / d_prime;
+                }
             }
         });
         let trace = &trace[..rows];
@@ -635,15 +661,28 @@ impl<T: Real> Cpu<T> {
             }
             return Ok(());
         }
-        // One sample's L x R block of lambda at a time (it fits in L2), walked
-        // in Y's order so the reads of Y are sequential.
+        // One sample's L x R block of lambda at a time (it fits in L2), in
+        // tiles of LAMBDA_TILE rows by LAMBDA_TILE positions: each tile's
+        // entries are computed along Y's rows (divisions that vectorize),
+        // then stored transposed, along lambda's rows.
+        const TILE: usize = LAMBDA_TILE;
         self.par_row_blocks(lambda, r, l * rows, l * rows, |is, block| {
+            let mut tmp = [T::ZERO; TILE * TILE];
             for (i, out) in is.zip(block.chunks_exact_mut(l * rows)) {
-                for (j, &tr) in trace.iter().enumerate() {
-                    let (yi, den) = (y_row(i, j), tr + eps);
-                    for pos in 0..l {
-                        let v = T::from(yi[pos * pos_stride]);
-                        out[pos * rows + j] = scale * v * v / den;
+                for j0 in (0..rows).step_by(TILE) {
+                    let jn = TILE.min(rows - j0);
+                    for p0 in (0..l).step_by(TILE) {
+                        let pn = TILE.min(l - p0);
+                        for (jj, t) in tmp.chunks_exact_mut(TILE).take(jn).enumerate() {
+                            let (yj, den) = (y_row(i, j0 + jj), trace[j0 + jj] + eps);
+                            let t = &mut t[..pn];
+                            t.iter_mut().enumerate().for_each(|(pp, t)| *t = T::from(yj[(p0 + pp) * pos_stride]));
+                            t.iter_mut().for_each(|v| *v = scale * *v * *v / den);
+                        }
+                        for pp in 0..pn {
+                            let o = &mut out[(p0 + pp) * rows + j0..][..jn];
+                            o.iter_mut().enumerate().for_each(|(jj, o)| *o = tmp[jj * TILE + pp]);
+                        }
                     }
                 }
             }
@@ -804,6 +843,15 @@ fn square_safe_max<T: Real>() -> f64 {
         2f64.powi(128)
     }
 }
+
+/// Interleaved partial sums of the Fisher traces.
+const SUMS: usize = 8;
+
+/// Rows of the Fisher traces summed together, sample by sample.
+const TRACE_GROUP: usize = 32;
+
+/// Rows and positions per tile of the Fisher weights' transposing pass.
+const LAMBDA_TILE: usize = 16;
 
 /// `|v|` (NaN stays NaN).
 fn abs<T: Real>(v: T) -> T {
