@@ -643,7 +643,7 @@ impl<T: Real> Cpu<T> {
                         rescaled.store(true, Ordering::Relaxed);
                         *t = (0..r).fold(T::ZERO, |s, i| s + part_trace(i, g + k, gain).0);
                     }
-                    *t = *t / d_prime;
+                    *t /= d_prime;
                 }
             }
         });
