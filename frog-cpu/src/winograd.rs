@@ -770,9 +770,12 @@ pub(crate) fn pack<S: Copy + Sync, T: Real + From<S>>(pool: &ThreadPool, t: &Til
 }
 
 /// `norms[i*L + l] = ||P[i,l]||^2` from the inputs, since the patch scratch
-/// holds the transformed tiles instead of the patches: for each channel and
-/// kernel offset, the squares of the input rows the windows see, added to
-/// the output rows (contiguous runs), plus 1 for the bias feature.
+/// holds the transformed tiles instead of the patches: a patch's squares
+/// are its window's squares over all channels, so each input row's squares
+/// are first summed over the channels (`q`, [`NORM_RUN`] columns at a
+/// time), then added to the output rows whose windows cover it, once per
+/// kernel offset (contiguous runs): `c_in + 9` additions per input entry
+/// instead of `9 c_in`. Plus 1 for the bias feature.
 /// `x` in `T` or in a 16-bit type that widens to it exactly.
 pub(crate) fn sq_norms<S: Copy + Sync, T: Real + From<S>>(pool: &ThreadPool, t: &Tiles, r: usize, x: &[S], norms: &mut [T]) {
     let (g, l) = (t.grid, t.positions());
@@ -782,23 +785,33 @@ pub(crate) fn sq_norms<S: Copy + Sync, T: Real + From<S>>(pool: &ThreadPool, t: 
     let base = SendPtr(norms.as_mut_ptr());
     let start = if t.bias { T::ONE } else { T::ZERO };
     pool.run(&|tid| {
+        let mut q = [T::ZERO; NORM_RUN];
         for i in split_range(r, pool.threads(), tid) {
             // SAFETY: sample i's norms belong to this thread alone.
             let out = unsafe { std::slice::from_raw_parts_mut(base.get().add(i * l), l) };
             out.fill(start);
             let xs = &x[i * input..(i + 1) * input];
-            for c in 0..g.c {
-                let ch = &xs[c * h * w..(c + 1) * h * w];
-                for ky in 0..3 {
-                    for kx in 0..3 {
-                        // Output columns whose input column ox + kx - pw is inside.
-                        let lo = g.pad[1].saturating_sub(kx).min(g.out[1]);
-                        let hi = (w + g.pad[1]).saturating_sub(kx).min(g.out[1]).max(lo);
-                        for oy in 0..g.out[0] {
-                            let Some(iy) = (oy + ky).checked_sub(g.pad[0]).filter(|&v| v < h) else { continue };
-                            let src = &ch[iy * w + lo + kx - g.pad[1]..][..hi - lo];
-                            let dst = &mut out[oy * g.out[1] + lo..oy * g.out[1] + hi];
-                            dst.iter_mut().zip(src).for_each(|(o, &v)| *o += T::from(v) * T::from(v));
+            for iy in 0..h {
+                for x0 in (0..w).step_by(NORM_RUN) {
+                    let q = &mut q[..NORM_RUN.min(w - x0)];
+                    q.fill(T::ZERO);
+                    for c in 0..g.c {
+                        let row = &xs[(c * h + iy) * w + x0..][..q.len()];
+                        q.iter_mut().zip(row).for_each(|(q, &v)| *q += T::from(v) * T::from(v));
+                    }
+                    for ky in 0..3 {
+                        // The output row whose window's row ky is input row iy.
+                        let Some(oy) = (iy + g.pad[0]).checked_sub(ky).filter(|&oy| oy < g.out[0]) else { continue };
+                        for kx in 0..3 {
+                            // Output columns ox = ix + pw - kx for the run's input columns ix.
+                            let shift = g.pad[1] as isize - kx as isize;
+                            let lo = (x0 as isize + shift).max(0) as usize;
+                            let hi = ((x0 + q.len()) as isize + shift).clamp(0, g.out[1] as isize) as usize;
+                            if lo >= hi {
+                                continue;
+                            }
+                            let src = &q[(lo as isize - shift) as usize - x0..][..hi - lo];
+                            out[oy * g.out[1] + lo..oy * g.out[1] + hi].iter_mut().zip(src).for_each(|(o, &v)| *o += v);
                         }
                     }
                 }
@@ -806,6 +819,9 @@ pub(crate) fn sq_norms<S: Copy + Sync, T: Real + From<S>>(pool: &ThreadPool, t: 
         }
     });
 }
+
+/// Input columns per run of [`sq_norms`]' channel sums.
+const NORM_RUN: usize = 64;
 
 /// Splits the arena into the transformed filters, the bias entries, and
 /// the tile blocks.

@@ -94,6 +94,8 @@ fn winograd_products_match_direct_on_random_shapes() {
         (Conv2d::new(16, 8, 3, [8, 8]).padding(1), true, 2),
         (Conv2d::new(4, 17, 3, [5, 11]).padding([0, 2]), false, 1),
         (Conv2d::new(2, 3, 3, [3, 4]).padding([2, 1]), true, 4),
+        // Rows wider than one run of the squared norms' channel sums.
+        (Conv2d::new(2, 3, 3, [4, 131]).padding([1, 2]), true, 1),
     ];
     for _ in 0..8 {
         let conv = Conv2d::new(rng.int(1, 12), rng.int(1, 12), 3, [rng.int(3, 13), rng.int(3, 13)]).padding([rng.int(0, 2), rng.int(0, 2)]);
