@@ -25,6 +25,10 @@
 //! result back with `G^T . G`. The bias column is handled directly (a sum
 //! over `u`, or a constant added to it).
 //!
+//! Inside the CG both products run fused, block by block ([`matvec`]):
+//! the scaled outputs of a block of tiles are transformed back and
+//! multiplied with the same block's `Xt` while it is in cache.
+//!
 //! `u` keeps the backend's product layout (`N x R`, row `i*L + l`), the
 //! one `fisher_weights` writes and `lambda` is multiplied into, so only the
 //! products and the patch scratch change. Output sizes need not be even:
