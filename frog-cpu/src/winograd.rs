@@ -855,6 +855,36 @@ fn forward_block<T: Real>(t: &Tiles, packed: &[T], filters: &[T], b: usize, len:
     }
 }
 
+/// The forward product's common part: `v` transformed into the arena's
+/// filters, then on every thread, for each of its blocks `b` (tiles
+/// `tiles`), the block's 16 GEMMs into `m`, and `f(tid, b, tiles, m, tmp,
+/// bias)` with the 12 rows of `tmp` for [`tile_outputs`] and `v`'s bias
+/// column.
+fn forward_blocks<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], v: &[T], arena: &mut [T], f: impl Fn(usize, usize, Range<usize>, &mut [T], &mut [T], &[T]) + Sync) {
+    let (filters, bias, blocks) = split_arena(t, arena);
+    forward_filters(pool, t, v, filters, bias);
+    let (filters, bias) = (&*filters, &*bias);
+    let blocks = SendPtr(blocks.as_mut_ptr());
+    pool.run(&|tid| {
+        // SAFETY: each thread has its own block.
+        let m = unsafe { std::slice::from_raw_parts_mut(blocks.get().add(tid * t.block_len()), t.block_len()) };
+        for b in split_range(t.blocks, pool.threads(), tid) {
+            let tiles = t.block_tiles(b);
+            forward_block(t, packed, filters, b, tiles.len(), m);
+            let (m, tmp) = m.split_at_mut(POINTS * t.block * t.rows);
+            f(tid, b, tiles, m, tmp, bias);
+        }
+    });
+}
+
+/// The four output rows of tile `k` of a block's products `m`, in `tmp`.
+#[inline(always)]
+fn tile_outputs<'a, T: Real>(t: &Tiles, m: &[T], tmp: &'a mut [T], k: usize) -> [&'a mut [T]; 4] {
+    let rows = t.rows;
+    let ms: [&[T]; POINTS] = std::array::from_fn(|xi| &m[(xi * t.block + k) * rows..][..rows]);
+    output_rows(&ms, tmp)
+}
+
 /// `u = X v^T` (times `lambda` entrywise when given), `u` in the product
 /// layout `N x R`.
 #[allow(clippy::too_many_arguments)]
@@ -862,30 +892,17 @@ pub(crate) fn project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], v: &[
     let (rows, n, threads) = (t.rows, t.n(), pool.threads());
     assert!(packed.len() >= t.packed_len() && v.len() >= rows * t.cols && u.len() >= n * rows, "winograd project: buffers too short");
     assert!(lambda.is_none_or(|l| l.len() >= n * rows) && arena.len() >= t.arena_len(threads), "winograd project: buffers too short");
-    let (filters, bias, blocks) = split_arena(t, arena);
-    forward_filters(pool, t, v, filters, bias);
-    let (filters, bias) = (&*filters, &*bias);
-    let (blocks, up) = (SendPtr(blocks.as_mut_ptr()), SendPtr(u.as_mut_ptr()));
-    pool.run(&|tid| {
-        // SAFETY: each thread has its own block.
-        let m = unsafe { std::slice::from_raw_parts_mut(blocks.get().add(tid * t.block_len()), t.block_len()) };
-        for b in split_range(t.blocks, threads, tid) {
-            let tiles = t.block_tiles(b);
-            let (start, len) = (tiles.start, tiles.len());
-            forward_block(t, packed, filters, b, len, m);
-            let (m, tmp) = m.split_at_mut(POINTS * t.block * rows);
-            for k in 0..len {
-                let ms: [&[T]; POINTS] = std::array::from_fn(|xi| &m[(xi * t.block + k) * rows..][..rows]);
-                let y = output_rows(&ms, tmp);
-                for (o, y) in t.outputs(start + k).into_iter().zip(y) {
-                    let Some(n) = o else { continue };
-                    // SAFETY: the rows of u of a tile belong to no other tile,
-                    // and this thread owns its tiles.
-                    let row = unsafe { std::slice::from_raw_parts_mut(up.get().add(n * rows), rows) };
-                    match lambda {
-                        Some(l) => zip3(row, y, bias, &l[n * rows..(n + 1) * rows], |y, b, l| (y + b) * l),
-                        None => row.iter_mut().zip(&*y).zip(bias).for_each(|((u, &y), &b)| *u = y + b),
-                    }
+    let up = SendPtr(u.as_mut_ptr());
+    forward_blocks(pool, t, packed, v, arena, |_, _, tiles, m, tmp, bias| {
+        for (k, tile) in tiles.enumerate() {
+            for (o, y) in t.outputs(tile).into_iter().zip(tile_outputs(t, m, tmp, k)) {
+                let Some(n) = o else { continue };
+                // SAFETY: the rows of u of a tile belong to no other tile,
+                // and this thread owns its tiles.
+                let row = unsafe { std::slice::from_raw_parts_mut(up.get().add(n * rows), rows) };
+                match lambda {
+                    Some(l) => zip3(row, y, bias, &l[n * rows..(n + 1) * rows], |y, b, l| (y + b) * l),
+                    None => row.iter_mut().zip(&*y).zip(bias).for_each(|((u, &y), &b)| *u = y + b),
                 }
             }
         }
@@ -935,41 +952,31 @@ pub(crate) fn matvec<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], v: &[T
     assert!(packed.len() >= t.packed_len() && v.len() >= rows * t.cols && lambda.len() >= n * rows, "winograd matvec: buffers too short");
     assert!(out.len() >= rows * t.cols && arena.len() >= t.matvec_arena_len(threads), "winograd matvec: buffers too short");
     let (arena, partials) = arena.split_at_mut(t.arena_len(threads));
-    let (filters, bias, blocks) = split_arena(t, arena);
-    forward_filters(pool, t, v, filters, bias);
-    let (filters, bias) = (&*filters, &*bias);
-    let (blocks, pp) = (SendPtr(blocks.as_mut_ptr()), SendPtr(partials.as_mut_ptr()));
-    pool.run(&|tid| {
-        // SAFETY: each thread has its own block and partial sums.
-        let m = unsafe { std::slice::from_raw_parts_mut(blocks.get().add(tid * t.block_len()), t.block_len()) };
-        let partial = unsafe { std::slice::from_raw_parts_mut(pp.get().add(tid * t.partial_len()), t.partial_len()) };
-        partial.fill(T::ZERO);
-        let (gt, gb) = partial.split_at_mut(t.filters_len());
-        for b in split_range(t.blocks, threads, tid) {
-            let tiles = t.block_tiles(b);
-            let (start, len) = (tiles.start, tiles.len());
-            forward_block(t, packed, filters, b, len, m);
-            let (m, tmp) = m.split_at_mut(POINTS * t.block * rows);
-            for k in 0..len {
-                let ms: [&[T]; POINTS] = std::array::from_fn(|xi| &m[(xi * t.block + k) * rows..][..rows]);
-                let mut y = output_rows(&ms, tmp);
-                for (o, y) in t.outputs(start + k).into_iter().zip(y.iter_mut()) {
-                    match o {
-                        Some(n) => {
-                            y.iter_mut().zip(bias).zip(&lambda[n * rows..(n + 1) * rows]).for_each(|((y, &b), &l)| *y = (*y + b) * l);
-                            gb.iter_mut().zip(&**y).for_each(|(s, &y)| *s += y);
-                        }
-                        // Outputs past the edge take no part in the product.
-                        None => y.fill(T::ZERO),
+    let pp = SendPtr(partials.as_mut_ptr());
+    // SAFETY (both): each thread has its own partial sums.
+    let partial = |tid: usize| unsafe { std::slice::from_raw_parts_mut(pp.get().add(tid * t.partial_len()), t.partial_len()) };
+    pool.run(&|tid| partial(tid).fill(T::ZERO));
+    forward_blocks(pool, t, packed, v, arena, |tid, b, tiles, m, tmp, bias| {
+        let (gt, gb) = partial(tid).split_at_mut(t.filters_len());
+        let len = tiles.len();
+        for (k, tile) in tiles.enumerate() {
+            let mut y = tile_outputs(t, m, tmp, k);
+            for (o, y) in t.outputs(tile).into_iter().zip(y.iter_mut()) {
+                match o {
+                    Some(n) => {
+                        y.iter_mut().zip(bias).zip(&lambda[n * rows..(n + 1) * rows]).for_each(|((y, &b), &l)| *y = (*y + b) * l);
+                        gb.iter_mut().zip(&**y).for_each(|(s, &y)| *s += y);
                     }
+                    // Outputs past the edge take no part in the product.
+                    None => y.fill(T::ZERO),
                 }
-                adjoint_tile(y.map(|y| &*y), m, |xi| (xi * t.block + k) * rows);
             }
-            for xi in 0..POINTS {
-                let ut = View::row_major(&m[xi * t.block * rows..][..len * rows], len, rows).t();
-                let xt = View::strided(&packed[t.xt(b, xi)..], len, c, t.stride, 1);
-                matmul_seq(&mut gt[xi * rows * c..][..rows * c], c, true, ut, xt);
-            }
+            adjoint_tile(y.map(|y| &*y), m, |xi| (xi * t.block + k) * rows);
+        }
+        for xi in 0..POINTS {
+            let ut = View::row_major(&m[xi * t.block * rows..][..len * rows], len, rows).t();
+            let xt = View::strided(&packed[t.xt(b, xi)..], len, c, t.stride, 1);
+            matmul_seq(&mut gt[xi * rows * c..][..rows * c], c, true, ut, xt);
         }
     });
     let (total, others) = partials.split_at_mut(t.partial_len());
