@@ -665,15 +665,14 @@ impl<T: Real> Cpu<T> {
         // tiles of LAMBDA_TILE rows by LAMBDA_TILE positions: each tile's
         // entries are computed along Y's rows (divisions that vectorize),
         // then stored transposed, along lambda's rows.
-        const TILE: usize = LAMBDA_TILE;
         self.par_row_blocks(lambda, r, l * rows, l * rows, |is, block| {
-            let mut tmp = [T::ZERO; TILE * TILE];
+            let mut tmp = [T::ZERO; LAMBDA_TILE * LAMBDA_TILE];
             for (i, out) in is.zip(block.chunks_exact_mut(l * rows)) {
-                for j0 in (0..rows).step_by(TILE) {
-                    let jn = TILE.min(rows - j0);
-                    for p0 in (0..l).step_by(TILE) {
-                        let pn = TILE.min(l - p0);
-                        for (jj, t) in tmp.chunks_exact_mut(TILE).take(jn).enumerate() {
+                for j0 in (0..rows).step_by(LAMBDA_TILE) {
+                    let jn = LAMBDA_TILE.min(rows - j0);
+                    for p0 in (0..l).step_by(LAMBDA_TILE) {
+                        let pn = LAMBDA_TILE.min(l - p0);
+                        for (jj, t) in tmp.chunks_exact_mut(LAMBDA_TILE).take(jn).enumerate() {
                             let (yj, den) = (y_row(i, j0 + jj), trace[j0 + jj] + eps);
                             let t = &mut t[..pn];
                             t.iter_mut().enumerate().for_each(|(pp, t)| *t = T::from(yj[(p0 + pp) * pos_stride]));
@@ -681,7 +680,7 @@ impl<T: Real> Cpu<T> {
                         }
                         for pp in 0..pn {
                             let o = &mut out[(p0 + pp) * rows + j0..][..jn];
-                            o.iter_mut().enumerate().for_each(|(jj, o)| *o = tmp[jj * TILE + pp]);
+                            o.iter_mut().enumerate().for_each(|(jj, o)| *o = tmp[jj * LAMBDA_TILE + pp]);
                         }
                     }
                 }

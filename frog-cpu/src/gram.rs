@@ -109,8 +109,8 @@ impl Same {
     /// `K` from `S` (both `n x n`, `n = r H W`), rows split over `parts`
     /// threads.
     fn shift_sum<T: Real>(&self, pool: &ThreadPool, parts: usize, n: usize, bias: bool, s: &[T], k: &mut [T]) {
-        let (Conv2d { input_hw: [h, w], kernel: [kh, kw], dilation: [dh, dw], .. }, start) = (self.conv, if bias { T::ONE } else { T::ZERO });
-        let l = h * w;
+        let Conv2d { input_hw: [h, w], kernel: [kh, kw], dilation: [dh, dw], .. } = self.conv;
+        let (l, start) = (h * w, if bias { T::ONE } else { T::ZERO });
         // A tap's offset along an axis, and the output range it keeps inside.
         let shift = |k: usize, half: usize, d: usize, size: usize| {
             let off = k as isize * d as isize - (half * d) as isize;

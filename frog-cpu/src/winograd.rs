@@ -75,10 +75,9 @@ const MIN_AUTO_CHANNELS: usize = 16;
 /// The Gram CG's multiply-adds over the direct CG's below which it is
 /// chosen: against direct products, and against Winograd's (2.25x fewer
 /// multiplications, measured 1.2-1.9x faster per layer) with a wider
-/// margin: at ratio 0.50 (ResNet-18's
-/// `l3.conv` at 16 samples, `K` from the input's Gram matrix) the Gram CG
-/// ran 1.33x slower than Winograd; at 0.38 (`l4.conv` at 64, `l3.conv` at
-/// 8) it runs faster.
+/// margin: at ratio 0.50 (ResNet-18's `l3.conv` at 16 samples, `K` from the
+/// input's Gram matrix) the Gram CG ran 1.33x slower than Winograd; at
+/// 0.38 (`l4.conv` at 64, `l3.conv` at 8) it runs faster.
 const GRAM_VS_DIRECT: f64 = 0.85;
 const GRAM_VS_WINOGRAD: f64 = 0.45;
 
@@ -946,7 +945,6 @@ impl Tiles {
 /// `Gt` and bias sums, added up at the end. Against [`project`] then
 /// [`back_project`] it reads `Xt` once instead of twice, and `u` never
 /// leaves the thread's block.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn matvec<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], v: &[T], lambda: &[T], out: &mut [T], arena: &mut [T]) {
     let (rows, c, n, threads) = (t.rows, t.grid.c, t.n(), pool.threads());
     assert!(packed.len() >= t.packed_len() && v.len() >= rows * t.cols && lambda.len() >= n * rows, "winograd matvec: buffers too short");
