@@ -2,8 +2,6 @@
 //! logits, gradients, BatchNorm running statistics and parameters after
 //! each of 4 steps, for torch SGD and for FROG, in f64 (1e-9) and f32 (1e-4).
 
-use std::path::PathBuf;
-
 use frog_bench::arch::Arch;
 use frog_bench::device::cpu::CpuDevice;
 use frog_bench::device::Device;
@@ -14,10 +12,7 @@ use frog_cpu::gemm::Real;
 use serde_json::Value;
 
 fn golden() -> Value {
-    let dir = std::env::var_os("FROG_GOLDEN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden"));
-    let path = dir.join("tiny_cnn_sgd_frog.json");
+    let path = frog_cpu::golden::golden_dir().join("tiny_cnn_sgd_frog.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).expect("valid JSON")
 }

@@ -1,6 +1,6 @@
 //! The golden-case harness every backend runs (feature `golden`): reads the
 //! cases the original PyTorch implementation produced (see
-//! `shared/golden/FORMAT.md`) and replays them through any
+//! `frog-cpu/golden/README.md`) and replays them through any
 //! `frog_core::Backend`, chaining the 3 steps from the backend's own state
 //! and comparing every array after every step. The mixed-precision cases of
 //! `lowp/` (same schema, plus `x_dtype`, `y_dtype` and `y_loss_scale`) run
@@ -17,12 +17,10 @@ use frog_core::{
 };
 use serde_json::Value;
 
-/// The golden directory: `$FROG_GOLDEN_DIR`, else `../shared/golden` beside
-/// the workspace root.
+/// The golden directory: `$FROG_GOLDEN_DIR` (same layout), else the
+/// repository's own `frog-cpu/golden`.
 pub fn golden_dir() -> PathBuf {
-    std::env::var_os("FROG_GOLDEN_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden")
-    })
+    std::env::var_os("FROG_GOLDEN_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("golden"))
 }
 
 /// What a case updates: a preconditioned layer, or a plain-SGD parameter.
