@@ -118,18 +118,38 @@ pub fn resnet18_convs() -> Vec<ResnetConv> {
     ]
 }
 
-/// Deterministic pseudo-random values in `[-1, 1)` (the data's values do
-/// not change the work done).
-pub(crate) fn filled(n: usize, seed: u64) -> Vec<f32> {
+/// `n` values from `value`, or an error naming `what` when the memory for
+/// them cannot be had (at the largest samples the inputs alone take
+/// gigabytes: a refused allocation is a message, not an abort).
+fn try_collect<T>(what: &str, n: usize, value: impl FnMut() -> T) -> Result<Vec<T>, String> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| format!("out of memory for {what} ({n} entries of {} bytes)", std::mem::size_of::<T>()))?;
+    v.extend(std::iter::repeat_with(value).take(n));
+    Ok(v)
+}
+
+/// Deterministic pseudo-random values in `[-1, 1)`, one a call (the data's
+/// values do not change the work done).
+fn values(seed: u64) -> impl FnMut() -> f32 {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// `n` of [`values`] of `seed` (gpu-check's operands).
+#[cfg(feature = "cuda")]
+pub(crate) fn filled(n: usize, seed: u64) -> Vec<f32> {
+    std::iter::repeat_with(values(seed)).take(n).collect()
+}
+
+/// `n` of [`values`] of `seed`, or an error naming `what` when they do not
+/// fit in memory.
+fn try_filled(what: &str, n: usize, seed: u64) -> Result<Vec<f32>, String> {
+    try_collect(what, n, values(seed))
 }
 
 /// One layer's FROG step with its data, state and workspace in memory,
@@ -152,29 +172,23 @@ pub struct LayerStep {
 }
 
 impl LayerStep {
-    /// Allocates everything a step of `layer` at sample `r` needs.
+    /// Allocates everything a step of `layer` at sample `r` needs; memory
+    /// that cannot be had is an error naming what it was for.
     pub fn new(backend: &Cpu<f32>, layer: Layer, sample: usize, iters: usize) -> Result<Self, String> {
         let cfg = Config { lr: 0.01, momentum: 0.9, weight_decay: 1e-5, sample_size: Some(sample), num_iters: iters, lr_other_ratio: 1.0, ..Config::default() };
         let n = layer.rows() * layer.weight_cols();
+        let len = |per_row: usize| sample.checked_mul(per_row).ok_or_else(|| format!("sample {sample} overflows the input size"));
+        let (x, y) = (try_filled("the sampled inputs", len(layer.input_len())?, 1)?, try_filled("the output gradients", len(layer.output_len())?, 2)?);
+        let half = |what, v: &[f32]| {
+            let mut it = v.iter();
+            try_collect(what, v.len(), || it.next().map_or(bf16::ZERO, |&e| bf16::from_f32(e)))
+        };
+        let (x_bf16, y_bf16) = (half("the bf16 inputs", &x)?, half("the bf16 output gradients", &y)?);
+        let (weight, grad) = (try_filled("the weight", n, 3)?, try_filled("the gradient", n, 4)?);
         let state = ParamState::for_layer(backend, &layer, &cfg).map_err(|e| e.to_string())?;
         let req = WorkspaceReq::new(backend, &layer, sample).map_err(|e| e.to_string())?;
         let ws = Workspace::new(backend, req).map_err(|e| e.to_string())?;
-        let (x, y) = (filled(sample * layer.input_len(), 1), filled(sample * layer.output_len(), 2));
-        let half = |v: &[f32]| v.iter().map(|&e| bf16::from_f32(e)).collect();
-        Ok(Self {
-            backend: backend.clone(),
-            cfg,
-            layer,
-            sample,
-            x_bf16: half(&x),
-            y_bf16: half(&y),
-            x,
-            y,
-            weight: filled(n, 3),
-            grad: filled(n, 4),
-            state,
-            ws,
-        })
+        Ok(Self { backend: backend.clone(), cfg, layer, sample, x_bf16, y_bf16, x, y, weight, grad, state, ws })
     }
 
     /// One FROG step.
@@ -212,8 +226,8 @@ fn median_time(mut f: impl FnMut() -> Result<(), String>) -> Result<Duration, St
 /// at that moment (these machines are shared and noisy).
 fn gemm_reference(backend: &Cpu<f32>) -> Result<f64, String> {
     let n = 2048;
-    let (a, b) = (filled(n * n, 5), filled(n * n, 6));
-    let mut c = vec![0.0f32; n * n];
+    let (a, b) = (try_filled("the GEMM's operands", n * n, 5)?, try_filled("the GEMM's operands", n * n, 6)?);
+    let mut c = try_collect("the GEMM's product", n * n, || 0.0f32)?;
     let t = median_time(|| {
         matmul_dense(backend.pool(), &mut c, &a, &b, [n, n, n]).map_err(|e| e.to_string())?;
         Ok(())

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
 use frog_bench::cli::{Cli, Command, GpuPrecision};
+use frog_bench::device::Device;
 use frog_bench::error::Error;
 use frog_bench::{layers, study, throughput};
 
@@ -31,8 +32,11 @@ mod devices {
         }
     }
 
+    /// The device the study and `throughput` train on.
+    pub type Training = CpuDevice<f32>;
+
     /// The training device: the CPU, on `threads` threads.
-    pub fn training(threads: usize, _: Option<GpuPrecision>) -> Result<CpuDevice<f32>> {
+    pub fn training(threads: usize, _: Option<GpuPrecision>) -> Result<Training> {
         CpuDevice::new(threads).map_err(|e| Error::new(format!("--threads {threads}: {e}")))
     }
 
@@ -57,11 +61,14 @@ mod devices {
         Ok(())
     }
 
+    /// The device the study and `throughput` train on.
+    pub type Training = CudaDevice;
+
     /// The training device: GPU 0, by default with split 3xTF32 GEMMs
     /// (f32 accuracy on tensor cores; plain TF32 misses the golden
     /// tolerance on rank-deficient rows such as ResNet-18's last stage at
     /// r = 64).
-    pub fn training(_threads: usize, precision: Option<GpuPrecision>) -> Result<CudaDevice> {
+    pub fn training(_threads: usize, precision: Option<GpuPrecision>) -> Result<Training> {
         CudaDevice::new(match precision.unwrap_or(GpuPrecision::Split) {
             GpuPrecision::Exact => Precision::Exact,
             GpuPrecision::Split => Precision::Split,
@@ -92,7 +99,7 @@ fn run(cmd: Command, data_from_env: bool) -> Result<(), Failure> {
     let check = |precision: Option<GpuPrecision>| devices::check(precision).map_err(Failure::Usage);
     match cmd {
         Command::Study(a) => {
-            let plan = study::plan(&a, data_from_env, devices::DEFAULT_MODEL).map_err(Failure::Usage)?;
+            let plan = study::plan::<<devices::Training as Device>::Scalar>(&a, data_from_env, devices::DEFAULT_MODEL).map_err(Failure::Usage)?;
             check(a.precision)?;
             let dev = devices::training(a.threads, a.precision).map_err(Failure::Run)?;
             study::run(&dev, &plan).map_err(Failure::Run)?;

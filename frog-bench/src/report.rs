@@ -251,7 +251,7 @@ mod tests {
     #[test]
     fn the_five_configurations_of_the_comparison_all_show_and_fit() {
         let a = crate::cli::StudyArgs { run: Some("original-compare".into()), ..crate::cli::StudyArgs::default() };
-        let plan = crate::study::plan(&a, false, "resnet-small").unwrap();
+        let plan = crate::study::plan::<f32>(&a, false, "resnet-small").unwrap();
         let results: Vec<RunResult> = plan
             .configs
             .iter()

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use frog_core::Scalar;
+
 use crate::arch::Arch;
 use crate::cli::StudyArgs;
 use crate::data::{self, DataOptions};
@@ -32,8 +34,11 @@ pub struct Plan {
 /// `$FROG_DATA` rather than `--data`, and `default_model` is the model of
 /// the device's default study (`resnet-small` on the CPU, the original's
 /// `resnet18` on a GPU), whose run ([`runfile::default_run`]) applies
-/// when `--run` names none.
-pub fn plan(a: &StudyArgs, data_from_env: bool, default_model: &str) -> Result<Plan> {
+/// when `--run` names none. Every optimizer's settings are checked in
+/// `S`, the scalar type the training device computes in, so that a value
+/// only `f64` holds (`--tau 1e-46`, `lr = 1e39` in f32) is refused here,
+/// before the output folder or the data are touched.
+pub fn plan<S: Scalar>(a: &StudyArgs, data_from_env: bool, default_model: &str) -> Result<Plan> {
     a.validate()?;
     let run = a.run.clone().unwrap_or_else(|| runfile::default_run(a.model.as_deref().unwrap_or(default_model)).into());
     let (name, file) = RunFile::load(&run)?;
@@ -73,7 +78,7 @@ pub fn plan(a: &StudyArgs, data_from_env: bool, default_model: &str) -> Result<P
             }
         }
         let method = c.method(opt, lr);
-        method.validate().map_err(|e| Error::new(format!("{name}: configuration {}: invalid optimizer settings: {e}", i + 1)))?;
+        method.validate_for::<S>().map_err(|e| Error::new(format!("{name}: configuration {}: invalid optimizer settings: {e}", i + 1)))?;
         configs.push(RunConfig {
             label: c.label.clone().unwrap_or_else(|| runfile::default_label(&method, batch)),
             arch: arch.clone(),
@@ -164,7 +169,7 @@ mod tests {
 
     #[test]
     fn the_default_cpu_study_is_unchanged() {
-        let p = plan(&StudyArgs::default(), false, "resnet-small").unwrap();
+        let p = plan::<f32>(&StudyArgs::default(), false, "resnet-small").unwrap();
         let (configs, targets, test_limit) = cpu_study_before_run_files();
         assert_eq!(p.configs, configs);
         assert_eq!((p.targets, p.data.test_limit, p.data.train_limit), (targets, test_limit, None));
@@ -173,7 +178,7 @@ mod tests {
     #[test]
     fn resnet18_defaults_are_the_original_study() {
         let a = StudyArgs { model: Some("resnet18".into()), ..StudyArgs::default() };
-        let p = plan(&a, false, "resnet-small").unwrap();
+        let p = plan::<f32>(&a, false, "resnet-small").unwrap();
         assert_eq!(p.targets, vec![88.0, 90.0, 92.0, 94.0]);
         let labels: Vec<&str> = p.configs.iter().map(|c| c.label.as_str()).collect();
         assert_eq!(labels, ["FROG bs 512, s 64", "SGD bs 128", "SGD bs 512"]);
@@ -190,7 +195,7 @@ mod tests {
 
     #[test]
     fn run_files_are_chosen_by_name_or_path_and_flags_override_them() {
-        let compare = plan(&StudyArgs { run: Some("compare".into()), ..StudyArgs::default() }, false, "resnet-small").unwrap();
+        let compare = plan::<f32>(&StudyArgs { run: Some("compare".into()), ..StudyArgs::default() }, false, "resnet-small").unwrap();
         let labels: Vec<&str> = compare.configs.iter().map(|c| c.label.as_str()).collect();
         assert_eq!(labels, ["FROG bs 128, s 16", "SGD bs 128", "SGD bs 512", "AdamW bs 128", "K-FROG bs 128, s 64"]);
         assert_eq!((compare.data.train_limit, compare.data.test_limit, compare.configs[4].epochs), (Some(10000), Some(2000), 4));
@@ -200,29 +205,29 @@ mod tests {
         assert_eq!((k.lr, k.momentum, k.sample_size, k.y_sample_size, k.eps, k.num_iters), (1e-3, 0.0, Some(64), None, 1e-6, 4));
         // Study-wide flags apply to every configuration.
         let short = StudyArgs { run: Some("compare".into()), epochs: Some(1), train_limit: Some(512), ..StudyArgs::default() };
-        let p = plan(&short, false, "resnet-small").unwrap();
+        let p = plan::<f32>(&short, false, "resnet-small").unwrap();
         assert!(p.configs.iter().all(|c| c.epochs == 1 && c.milestones == [2, 3]));
         assert_eq!(p.data.train_limit, Some(512));
         // --optimizer takes the run's first configuration of it, with the flags.
         let one = StudyArgs { run: Some("compare".into()), optimizer: Some(OptName::Kfrog), y_sample: Some(32), ..StudyArgs::default() };
-        let p = plan(&one, false, "resnet-small").unwrap();
+        let p = plan::<f32>(&one, false, "resnet-small").unwrap();
         assert_eq!(p.configs.len(), 1);
         assert_eq!(p.configs[0].label, "K-FROG bs 128, s 64, y 32");
         let adamw = StudyArgs { optimizer: Some(OptName::AdamW), ..StudyArgs::default() };
-        assert!(plan(&adamw, false, "resnet-small").unwrap_err().to_string().contains("run `cpu` has no adamw configuration"));
+        assert!(plan::<f32>(&adamw, false, "resnet-small").unwrap_err().to_string().contains("run `cpu` has no adamw configuration"));
         let foreign = StudyArgs { optimizer: Some(OptName::Sgd), sample: Some(8), ..StudyArgs::default() };
-        assert!(plan(&foreign, false, "resnet-small").unwrap_err().to_string().contains("--sample is not a setting of sgd"));
+        assert!(plan::<f32>(&foreign, false, "resnet-small").unwrap_err().to_string().contains("--sample is not a setting of sgd"));
         let big = StudyArgs { y_sample: Some(129), ..one };
-        assert!(plan(&big, false, "resnet-small").unwrap_err().to_string().contains("--y-sample 129 is more than the batch of 128"));
+        assert!(plan::<f32>(&big, false, "resnet-small").unwrap_err().to_string().contains("--y-sample 129 is more than the batch of 128"));
         // A path: the file's own configurations and labels.
         let path = std::env::temp_dir().join(format!("frog-bench-run-{}.toml", std::process::id()));
         let text = "model = \"resnet-small\"\nepochs = 2\ntargets = [30.0]\n\n[[config]]\nlabel = \"mine\"\noptimizer = \"sgd\"\nbatch_size = 64\nlr = 0.05\n\n[[config]]\noptimizer = \"kfrog\"\nbatch_size = 64\nlr = 0.002\nsample = 128\n";
         std::fs::write(&path, text).unwrap();
         let file = StudyArgs { run: Some(path.to_str().unwrap().into()), ..StudyArgs::default() };
-        let e = plan(&file, false, "resnet-small").unwrap_err().to_string();
+        let e = plan::<f32>(&file, false, "resnet-small").unwrap_err().to_string();
         assert!(e.contains("configuration 2: `sample` 128 is more than the batch of 64") && e.starts_with(path.to_str().unwrap()), "{e}");
         std::fs::write(&path, text.replace("sample = 128", "sample = 16")).unwrap();
-        let p = plan(&file, false, "resnet-small").unwrap();
+        let p = plan::<f32>(&file, false, "resnet-small").unwrap();
         let labels: Vec<&str> = p.configs.iter().map(|c| c.label.as_str()).collect();
         assert_eq!((labels, p.configs[0].batch, p.data.test_limit), (vec!["mine", "K-FROG bs 64, s 16"], 64, None));
         std::fs::remove_file(&path).unwrap();
@@ -242,7 +247,7 @@ mod tests {
             data: Some("/data".into()),
             ..StudyArgs::default()
         };
-        let p = plan(&a, true, "resnet-small").unwrap();
+        let p = plan::<f32>(&a, true, "resnet-small").unwrap();
         assert_eq!(p.configs.len(), 1);
         let c = &p.configs[0];
         assert_eq!((c.label.as_str(), c.batch, c.epochs), ("FROG bs 64, s 8", 64, 2));
@@ -251,11 +256,11 @@ mod tests {
         assert_eq!((p.data.dir.as_ref(), p.data.env_dir), (None, Some("/data".into())));
         // An incomplete damping schedule is refused before anything runs.
         let bad = StudyArgs { tau_steps: None, ..a.clone() };
-        assert!(plan(&bad, false, "resnet-small").unwrap_err().to_string().contains("tau_final and tau_steps"));
+        assert!(plan::<f32>(&bad, false, "resnet-small").unwrap_err().to_string().contains("tau_final and tau_steps"));
         // So is a sample larger than the batch, and a flag out of range.
         let big = StudyArgs { sample: Some(65), tau_steps: None, tau_final: None, ..a.clone() };
-        assert!(plan(&big, false, "resnet-small").unwrap_err().to_string().contains("--sample 65 is more than the batch of 64"));
+        assert!(plan::<f32>(&big, false, "resnet-small").unwrap_err().to_string().contains("--sample 65 is more than the batch of 64"));
         let many = StudyArgs { epochs: Some(1 << 40), ..a };
-        assert!(plan(&many, false, "resnet-small").unwrap_err().to_string().contains("--epochs"));
+        assert!(plan::<f32>(&many, false, "resnet-small").unwrap_err().to_string().contains("--epochs"));
     }
 }

@@ -66,6 +66,44 @@ fn out_of_range_values_are_refused_before_any_work() {
     assert!(usage_error(&["gpu-check", "--steps", "0"]).contains("--steps"));
 }
 
+/// Settings that only `f64` holds are refused in the scalar type the run
+/// computes in (f32), with exit status 2, before `--out` is made or any
+/// data is read.
+#[test]
+fn settings_the_run_cannot_hold_are_usage_errors_before_any_work() {
+    let cache = common::temp_dir("cli-f32");
+    let out = cache.join("out");
+    let out_arg = out.to_str().unwrap();
+    let e = usage_error(&["--synthetic", "--optimizer", "frog", "--tau", "1e-46", "--out", out_arg]);
+    assert!(e.contains("tau"), "{e}");
+    let schedule = ["--synthetic", "--optimizer", "frog", "--tau", "5e-324", "--tau-final", "1e-3", "--tau-steps", "5", "--out", out_arg];
+    assert!(usage_error(&schedule).contains("tau"));
+    let run = cache.join("huge-lr.toml");
+    std::fs::write(&run, "model = \"resnet-small\"\nepochs = 1\n\n[[config]]\noptimizer = \"sgd\"\nbatch_size = 32\nlr = 1e39\n").unwrap();
+    let e = usage_error(&["--synthetic", "--run", run.to_str().unwrap(), "--out", out_arg]);
+    assert!(e.contains("lr"), "{e}");
+    assert!(!out.exists(), "--out was created before the settings were refused");
+    std::fs::remove_dir_all(cache).unwrap();
+}
+
+/// `layers` at its largest sample under an 8 GB address-space limit: its
+/// inputs and workspace do not fit together, which is a one-line error and
+/// exit status 1, not an abort.
+#[cfg(target_os = "linux")]
+#[test]
+fn layers_out_of_memory_is_an_error() {
+    let cache = common::temp_dir("cli-layers-oom");
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -v 8000000 && exec \"$0\" layers --sample 8192 --threads 1", env!("CARGO_BIN_EXE_frog-bench")])
+        .env("XDG_CACHE_HOME", &cache)
+        .output()
+        .expect("running frog-bench under sh");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error: ") && err.contains("out of memory"), "{err}");
+    std::fs::remove_dir_all(cache).unwrap();
+}
+
 #[test]
 fn a_bad_out_fails_before_training() {
     let cache = common::temp_dir("cli-out");

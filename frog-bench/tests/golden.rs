@@ -21,7 +21,7 @@ fn floats(v: &Value) -> Vec<f64> {
     v.as_array().expect("an array").iter().map(|x| x.as_f64().expect("a number")).collect()
 }
 
-/// Max-norm relative check, FORMAT.md's rule, with an absolute floor for
+/// Max-norm relative check, the golden cases' rule, with an absolute floor for
 /// all-zero references.
 fn check(what: &str, got: &[f64], want: &[f64], rtol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");

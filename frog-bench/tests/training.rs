@@ -1,10 +1,9 @@
-//! A short FROG training run of the small ResNet on the shared CIFAR-10
-//! data: 150 steps must beat chance (10 %) by a clear margin.
-
-mod common;
+//! A short FROG training run of the small ResNet on CIFAR-10 from
+//! `$FROG_DATA`, else on the synthetic set: 150 steps must beat chance
+//! (10 %) by a clear margin.
 
 use frog_bench::arch::Arch;
-use frog_bench::data::{load, DataOptions};
+use frog_bench::data::from_env;
 use frog_bench::device::cpu::CpuDevice;
 use frog_bench::optim::Method;
 use frog_bench::train::{train, RunConfig};
@@ -12,8 +11,8 @@ use frog_core::Config;
 
 #[test]
 fn frog_trains_the_small_resnet_well_above_chance() {
-    let opts = DataOptions { dir: Some(common::cifar_dir()), train_limit: Some(150 * 32), test_limit: Some(1000), ..DataOptions::default() };
-    let data = load(&opts).unwrap_or_else(|e| panic!("{e} (set FROG_DATA to cifar-10-batches-bin)"));
+    let data = from_env(1, Some(150 * 32), Some(1000)).unwrap_or_else(|e| panic!("{e}"));
+    println!("training on {}", data.source);
     let cfg = RunConfig {
         label: "FROG test".into(),
         arch: Arch::by_name("resnet-small").unwrap(),

@@ -2,8 +2,8 @@
 //! original's `kfrog.py`): the output side scaled by `1/sqrt(diag(Y^T Y) +
 //! eps)`, a CG solve against the activation covariance `X^T X / Bx + eps I`
 //! shared by every row, and the input side scaled back by the patches' RMS.
-//! The exact rule, the original's quirks included, is written out in
-//! `shared/golden/BASELINES.md`.
+//! The exact rule, the original's quirks included, is the one the golden
+//! cases in `frog-cpu/golden/baselines/` pin down, step by step below.
 //!
 //! Unlike FROG, the output side is not invariant to the scale of `y`: hand
 //! K-FROG unscaled output gradients (divide a loss scale out first).
@@ -250,7 +250,7 @@ fn check<B: Backend>(
     Ok(state.weight.next_step()?)
 }
 
-/// One K-FROG step of a bias-free preconditioned layer (BASELINES.md's
+/// One K-FROG step of a bias-free preconditioned layer (the original's
 /// steps 1 to 8), in the FROG workspace of `layer` at `x_sample` rows;
 /// the intermediate results stay there ([`Workspace::kfrog_outputs`]).
 ///

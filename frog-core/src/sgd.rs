@@ -92,7 +92,8 @@ pub(crate) fn coupled_sgd<B: Backend>(
 /// FROG's plain-SGD path for a parameter it does not precondition
 /// (BatchNorm, the classifier): it steps at `lr * lr_other_ratio` (default
 /// 0.25, so the classifier moves at a quarter of FROG's rate), with coupled
-/// decay and the original's in-place quirks (see `golden/FORMAT.md`).
+/// decay and the original's in-place quirks (pinned by the golden cases'
+/// `other_*` files).
 ///
 /// Rejects what [`Config::validate_for`] rejects (so also
 /// `lr * lr_other_ratio * weight_decay > 1`), a gradient or parameter

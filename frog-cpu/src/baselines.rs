@@ -1,6 +1,6 @@
 //! The baseline optimizers' golden cases (feature `golden`): AdamW cases
 //! from `torch.optim.AdamW` and K-FROG cases from the original's
-//! `kfrog.py`, in the schema of `shared/golden/BASELINES.md`, replayed
+//! `kfrog.py`, in `golden/baselines/` (see `golden/README.md`), replayed
 //! through any backend with frog-core's AdamW and K-FROG.
 
 use std::path::Path;
@@ -130,7 +130,7 @@ pub struct KfrogStepCase {
     pub y_sample: usize,
     /// The plain parameters' gradients.
     pub grad_other: Vec<Vec<f64>>,
-    /// Expected arrays after the step, by BASELINES.md's names.
+    /// Expected arrays after the step, by the case file's names.
     pub expected: Value,
 }
 

@@ -4,8 +4,9 @@
 //! pointers to faer, so they stay inside the crate, and still check every
 //! bound with overflow-free arithmetic.
 //!
-//! Why faer with `Par::Seq` (see `shared/notes/cpu-gemm.md`): on this kind of
-//! machine it reaches 75-100 % of the fastest Rust GEMM when two pool
+//! Why faer with `Par::Seq`: measured on a 2-core AVX2 machine against gemm
+//! 0.19 and matrixmultiply 0.3 on FROG's products of ResNet-18 layers, it
+//! reaches 75-100 % of the fastest Rust GEMM when two pool
 //! threads each run half of a product, and it allocates nothing after each
 //! thread's first call (its packing buffer is per thread), which the
 //! allocation-free step requires. `gemm` and `matrixmultiply` allocate on

@@ -256,7 +256,7 @@ pub fn load_cases(dir: &Path) -> Result<Vec<Case>, String> {
     Ok(cases)
 }
 
-/// Max-norm relative error `max|a - b| / max|b|` (FORMAT.md's measure; an
+/// Max-norm relative error `max|a - b| / max|b|` (the golden cases' measure; an
 /// all-zero reference compares absolutely).
 pub fn rel_error(actual: &[f64], expected: &[f64]) -> f64 {
     let diff = actual.iter().zip(expected).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
@@ -316,11 +316,15 @@ impl Tally {
         }
     }
 
-    /// Prints `summary` with the pass count and the worst error, then
-    /// returns every failure in one message.
+    /// Prints `summary` with the pass count and the worst error (also when
+    /// the harness captures output), then returns every failure in one
+    /// message.
     pub fn finish(self, summary: &str) -> Result<(), String> {
         let total = self.passed + self.failures.len();
-        println!("{summary}: {} of {total} cases pass; worst {:.2e} ({})", self.passed, self.worst, self.worst_at);
+        // Straight to stderr, past the test harness's capture: every test
+        // log shows how many cases each suite really ran.
+        let line = format!("{summary}: {} of {total} cases pass; worst {:.2e} ({})\n", self.passed, self.worst, self.worst_at);
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
         if self.failures.is_empty() {
             Ok(())
         } else {

@@ -1,4 +1,4 @@
-//! The baseline optimizers' golden cases (`shared/golden/baselines/`)
+//! The baseline optimizers' golden cases (`baselines/` of the golden folder)
 //! through frog-cpu: AdamW against `torch.optim.AdamW`, f64 at 1e-9 and
 //! f32 at 1e-4 (max-norm relative, every array after every step).
 
@@ -9,7 +9,7 @@ use frog_cpu::Cpu;
 fn adamw<T: frog_cpu::Real>(rtol: f64) {
     let dir = golden_dir().join("baselines");
     let cases = load_adamw_cases(&dir).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cases.len(), 2, "the AdamW cases of {}", dir.display());
+    assert!(cases.len() >= 2, "too few AdamW cases in {}", dir.display());
     let backend = Cpu::<T>::with_threads(2).unwrap();
     let summary = format!("AdamW cases in {}", std::any::type_name::<T>());
     run_suite(&summary, &cases, |c| &c.name, |c| run_adamw_case(&backend, c, rtol)).unwrap_or_else(|e| panic!("{e}"));
@@ -28,7 +28,7 @@ fn adamw_f32() {
 fn kfrog<T: frog_cpu::Real>(rtol: f64) {
     let dir = golden_dir().join("baselines");
     let cases = load_kfrog_cases(&dir).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cases.len(), 6, "the K-FROG cases of {}", dir.display());
+    assert!(cases.len() >= 6, "too few K-FROG cases in {}", dir.display());
     let backend = Cpu::<T>::with_threads(2).unwrap();
     let summary = format!("K-FROG cases in {}", std::any::type_name::<T>());
     run_suite(&summary, &cases, |c| &c.name, |c| run_kfrog_case(&backend, c, rtol)).unwrap_or_else(|e| panic!("{e}"));

@@ -3,14 +3,14 @@
 //!
 //! `cargo run --release -p frog-candle --example cifar_cnn -- [--epochs N]
 //! [--steps N] [--batch N] [--lr X] [--seed N] [--test-limit N]`; the data
-//! comes from `$FROG_DATA` or the repository's shared directory.
+//! is found as `frog-bench` finds it: `$FROG_DATA`, else its cache, else a
+//! download, else (said on stderr) the synthetic set.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use frog_bench::data::cifar::{load_test, load_train, PIXELS};
-use frog_bench::data::Images;
-use frog_candle::train::{data_dir, frog_config, TrainConfig, Trainer};
+use frog_bench::data::{default_cache, load, DataOptions};
+use frog_candle::train::{frog_config, TrainConfig, Trainer};
 
 /// What the command line asks for.
 struct Args {
@@ -41,14 +41,11 @@ fn parse(args: &[String]) -> Result<Args, String> {
 
 fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let a = parse(args)?;
-    let dir = data_dir();
-    let train_set = Arc::new(load_train(&dir)?);
-    let mut test = load_test(&dir)?;
-    if let Some(n) = a.test_limit.filter(|&n| n < test.len()) {
-        test = Images { pixels: test.pixels[..n * PIXELS].to_vec(), labels: test.labels[..n].to_vec() };
-    }
-    let test = Arc::new(test);
-    println!("CIFAR-10 from {}: {} training, {} test images; FROG lr {}, batch {}", dir.display(), train_set.len(), test.len(), a.cfg.frog.lr, a.cfg.batch);
+    let env_dir = std::env::var_os("FROG_DATA").filter(|v| !v.is_empty()).map(Into::into);
+    let opts = DataOptions { env_dir, cache: default_cache(), download: true, seed: a.cfg.seed, test_limit: a.test_limit, ..DataOptions::default() };
+    let data = load(&opts)?;
+    let (train_set, test) = (data.train, data.test);
+    println!("{}: {} training, {} test images; FROG lr {}, batch {}", data.source, train_set.len(), test.len(), a.cfg.frog.lr, a.cfg.batch);
     let mut trainer = Trainer::new(a.cfg)?;
     let mut left = a.steps;
     for epoch in 0..a.epochs {

@@ -13,7 +13,7 @@
 //!   gradient.
 //!
 //! `cargo run --release -p frog-candle --example cifar_cnn -- --epochs 1`
-//! trains the example network on CIFAR-10 (`$FROG_DATA`, or the shared data).
+//! trains the example network on CIFAR-10 (found as `frog-bench` finds it).
 
 pub mod backend;
 pub mod error;

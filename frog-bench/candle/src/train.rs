@@ -1,7 +1,6 @@
 //! Training and evaluation of [`Cnn`] on CIFAR-10 with FROG on the host:
 //! a plain candle training loop with one call to [`HostFrog::step`].
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,15 +12,6 @@ use frog_core::Config;
 use crate::error::{Error, Result};
 use crate::host::HostFrog;
 use crate::model::Cnn;
-
-/// `$FROG_DATA` when set, else the repository's shared
-/// `../shared/data/cifar-10-batches-bin` (the layout frog-bench's tests use).
-pub fn data_dir() -> PathBuf {
-    std::env::var_os("FROG_DATA")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/cifar-10-batches-bin"))
-}
 
 /// FROG's settings for this net: lr 0.01 trains it, 0.03 diverges (the
 /// step is scale-free, so SGD's learning rates do not carry over); the

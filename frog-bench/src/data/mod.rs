@@ -110,6 +110,17 @@ fn synthetic(opts: &DataOptions) -> Result<Data> {
     finish(train, test, source, true, opts)
 }
 
+/// What tests and examples train on: CIFAR-10 from `$FROG_DATA` when it
+/// is set (any subset of the training files, and the test file; a
+/// directory without them is an error), else the synthetic set of `seed`.
+/// Never the cache or a download, so a run depends on `FROG_DATA` alone;
+/// the result's `source` says which set it is.
+pub fn from_env(seed: u64, train_limit: Option<usize>, test_limit: Option<usize>) -> Result<Data> {
+    let env_dir = std::env::var_os("FROG_DATA").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let synthetic = env_dir.is_none();
+    load(&DataOptions { env_dir, synthetic, seed, train_limit, test_limit, ..DataOptions::default() })
+}
+
 /// Finds the data: `--data`, then `$FROG_DATA` (either, when given, must
 /// hold CIFAR-10: a bad one is an error), then the cache, then a
 /// download into the cache; when none works, says so on stderr in one line
