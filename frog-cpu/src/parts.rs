@@ -10,13 +10,13 @@
 //! reason its parts are disjoint.
 //!
 //! [`ThreadPool::split`] consumes the splitting and hands out each part
-//! once, so no two references to an entry exist, as with
-//! `split_at_mut`. Nesting keeps that: a primitive started inside a
-//! job runs its threads' closures one after another on the current thread
-//! (see [`ThreadPool::run`]), still once per part, on buffers the outer
-//! part borrowed exclusively. Kernels should not nest them (the pool's
-//! threads are all busy, so the inner call gains nothing), but doing so
-//! is slow, never unsound.
+//! once, so no two references to an entry exist, as with `split_at_mut`.
+//! Nesting keeps that: a primitive started inside a job runs its threads'
+//! closures one after another on the current thread (see
+//! [`ThreadPool::run`]), still once per part, on buffers the outer part
+//! borrowed exclusively. Kernels do not nest them (the pool's threads are
+//! all busy, so the inner call gains nothing), but doing so would be slow,
+//! never unsound.
 
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -59,7 +59,6 @@ impl<'a, T> Raw<'a, T> {
     ///
     /// # Safety
     /// No other reference to these entries may be live while the result is.
-    #[allow(clippy::mut_from_ref)]
     unsafe fn slice(&self, range: Range<usize>) -> &'a mut [T] {
         assert!(range.start <= range.end && range.end <= self.len, "part outside its buffer");
         // SAFETY: the range lies inside the buffer (asserted), which `Raw`
@@ -390,8 +389,15 @@ impl TileGeometry {
 impl<'a, T> TileRows<'a, T> {
     /// The rows (`row_len` entries each) of `buf` in `geometry`, split
     /// `parts` ways.
+    ///
+    /// Panics unless every index the geometry computes fits `usize`, so no
+    /// two tiles' rows can meet through a wrapped product.
     pub(crate) fn new(buf: &'a mut [T], geometry: TileGeometry, row_len: usize, parts: usize) -> Self {
-        assert!(geometry.per_sample > 0 && geometry.tile_cols > 0, "an empty tile geometry");
+        let g = geometry;
+        assert!(g.per_sample > 0 && g.tile_cols > 0, "an empty tile geometry");
+        let samples = g.blocks.checked_mul(g.block).map(|tiles| tiles.div_ceil(g.per_sample));
+        let entries = [g.out[0], g.out[1], row_len].into_iter().fold(samples, |acc, d| acc.and_then(|a| a.checked_mul(d)));
+        assert!(entries.is_some() && g.per_sample.checked_mul(2).is_some(), "tile geometry overflows usize");
         Self { raw: Raw::new(buf), geometry, row_len, parts }
     }
 }
@@ -565,6 +571,18 @@ mod tests {
         });
         assert_eq!(seen.load(Ordering::SeqCst), 15);
         assert_eq!(buf, [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2]);
+    }
+
+    /// A splitting inside a job runs its parts one after another on that
+    /// job's thread, each once.
+    #[test]
+    fn nested_splits_take_each_part_once() {
+        let pool = ThreadPool::new(2).unwrap();
+        let mut buf = vec![0usize; 8];
+        pool.split(Blocks::new(&mut buf, 4, 2), |_, block| {
+            pool.split(Rows::new(block, 4, 1, 2), |tid, (_, rows)| rows.iter_mut().for_each(|v| *v += tid + 1));
+        });
+        assert_eq!(buf, [1, 1, 2, 2, 1, 1, 2, 2]);
     }
 
     #[test]

@@ -1165,6 +1165,23 @@ mod tests {
         assert!(fused.iter().zip(&two).all(|(a, b)| (a - b).abs() <= 1e-13 * scale));
     }
 
+    /// Packing split over blocks writes what one thread writes alone, to
+    /// the bit, where blocks straddle samples (3 samples of 20 tiles, in
+    /// blocks of 15 tiles on 4 threads, of 7 on 9).
+    #[test]
+    fn packing_split_over_blocks_matches_one_thread() {
+        use frog_core::Conv2d;
+        let (layer, r) = (Layer::conv2d(Conv2d::new(5, 4, 3, [9, 7]).padding(1), false), 3);
+        let x: Vec<f64> = (0..r * layer.input_len()).map(|k| (k as f64 * 0.37).sin()).collect();
+        for threads in [4, 9] {
+            let t = Tiles::new(&layer, r, threads).unwrap();
+            let (mut one, mut split) = (vec![f64::NAN; t.packed_len()], vec![f64::NAN; t.packed_len()]);
+            pack(&ThreadPool::new(1).unwrap(), &t, r, &x, &mut one);
+            pack(&ThreadPool::new(threads).unwrap(), &t, r, &x, &mut split);
+            assert!(one.iter().zip(&split).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads");
+        }
+    }
+
     /// The 1-D algorithm computes the correlation, and the adjoint pair
     /// is one: <G g, s> = <g, G^T s>.
     #[test]

@@ -6,8 +6,8 @@
 //! those sizes (only the prefix is used), so the engine can size its
 //! buffers once for the largest batch. Lengths that are too short are the
 //! caller's bug and panic, and so do sizes whose product overflows `usize`
-//! (no slice can hold them): sizes are multiplied with [`entries`], never
-//! with wrapping arithmetic, so a huge shape cannot pass a length check.
+//! (no slice can hold them): sizes are multiplied with checked arithmetic,
+//! so a huge shape cannot pass a length check by wrapping around.
 
 mod avgpool;
 mod batchnorm;
