@@ -103,7 +103,8 @@ pub(crate) fn need<T>(op: &'static str, buf: &[T], needed: usize) -> Result<(), 
 /// untouched pages lazily, so a size the system refuses fails here rather
 /// than under Linux's overcommit when first touched.
 pub fn try_zeros<T: Real>(len: usize) -> Result<Vec<T>, CpuError> {
-    // SAFETY: all-zero bytes are the value 0.0 of f32 and f64.
+    // SAFETY: `Real` is sealed to f32 and f64, whose all-zero bytes are
+    // the value 0.0 and which are not zero-sized.
     unsafe { zeroed_vec(len) }
 }
 
