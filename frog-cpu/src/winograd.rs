@@ -765,7 +765,8 @@ pub(crate) fn pack<S: Copy + Sync, T: Real + From<S>>(pool: &ThreadPool, t: &Til
     let blocks = Rows::new(&mut packed[..t.packed_len()], t.blocks, block_stride, pool.threads());
     pool.split(blocks, |_, (blocks, out)| {
         // The tiles of this thread's blocks, sample by sample.
-        let tiles = blocks.start * t.block..(blocks.end * t.block).min(t.total);
+        let first = (blocks.start * t.block).min(t.total);
+        let tiles = first..(blocks.end * t.block).min(t.total);
         let origin = blocks.start * block_stride;
         let at = |tile: usize| t.xt(tile / t.block, 0) + tile % t.block * t.stride - origin;
         for i in tiles.start / per..tiles.end.div_ceil(per) {
