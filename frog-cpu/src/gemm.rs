@@ -102,7 +102,8 @@ pub(crate) fn matmul_seq<T: Real>(c: &mut [T], ldc: usize, accumulate: bool, a: 
     assert!(n <= ldc || m == 1, "output rows overlap");
     let end = (m - 1).checked_mul(ldc).and_then(|v| v.checked_add(n));
     assert!(end.is_some_and(|end| end <= c.len()), "output out of bounds");
-    let ldc = if m == 1 { n } else { ldc };
+    // One row has no stride to speak of; faer's view wants one of at least `n`.
+    let ldc = ldc.max(n);
     // The transpose of a column-major view: faer 0.24's row-major
     // constructor with a stride swaps the strides.
     let dst = MatMut::from_column_major_slice_with_stride_mut(&mut c[..end.unwrap_or(0)], n, m, ldc).transpose_mut();
