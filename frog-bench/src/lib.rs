@@ -11,6 +11,7 @@
 //! the cache or a download, else on a labelled synthetic set. Results go to
 //! `frog-results/` (table as `results.csv`/`results.json`, per-epoch
 //! `curves.csv`, `loss_vs_time.svg`, `accuracy_vs_time.svg`).
+#![forbid(unsafe_code)]
 
 pub mod arch;
 pub mod cli;

@@ -5,6 +5,7 @@
 //! Exit status: 0 on success; 2 for a bad command line, whether clap
 //! refuses it or a value is out of range (both are reported in clap's
 //! format before any work starts); 1 when the run itself fails.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

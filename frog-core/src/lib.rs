@@ -15,6 +15,7 @@
 //! its backend; steps only launch backend kernels, so per-row scalars
 //! (traces, CG `alpha`/`beta`, row scales) never leave the device.
 #![no_std]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod adamw;

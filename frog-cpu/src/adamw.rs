@@ -4,7 +4,7 @@ use frog_core::{AdamBackend, AdamCoefs};
 
 use crate::backend::{need, Cpu, CpuError};
 use crate::gemm::Real;
-use crate::pool::SendPtr;
+use crate::parts::Rows;
 
 /// The update of one entry, in PyTorch's order of operations.
 #[inline]
@@ -42,16 +42,14 @@ impl<T: Real> AdamBackend for Cpu<T> {
         if let Some(vm) = &vmax {
             need("adamw_update: vmax", vm, n)?;
         }
-        let (pp, mp, vp) = (SendPtr(param.as_mut_ptr()), SendPtr(m.as_mut_ptr()), SendPtr(v.as_mut_ptr()));
-        let vmp = vmax.map(|vm| SendPtr(vm.as_mut_ptr()));
-        self.par_ranges(n, n.saturating_mul(8), |r| {
-            // SAFETY: every buffer holds at least `n` entries (checked
-            // above), and the pool's ranges are disjoint parts of `0..n`.
-            let part = |ptr: SendPtr<T>| unsafe { std::slice::from_raw_parts_mut(ptr.get().add(r.start), r.len()) };
-            let (ps, ms, vs) = (part(pp), part(mp), part(vp));
-            let mut vms = vmp.map(part);
+        let (param, m, v, vmax) = (&mut param[..n], &mut m[..n], &mut v[..n], vmax.map(|vm| &mut vm[..n]));
+        let buffers = move |parts| {
+            let [ps, ms, vs] = [param, m, v].map(|b| Rows::new(b, n, 1, parts));
+            (ps, ms, vs, vmax.map(|vm| Rows::new(vm, n, 1, parts)))
+        };
+        self.par(n.saturating_mul(8), buffers, |_, ((r, ps), (_, ms), (_, vs), mut vms)| {
             for (k, ((p, m), v)) in ps.iter_mut().zip(ms.iter_mut()).zip(vs.iter_mut()).enumerate() {
-                update(c, p, grad[r.start + k], m, v, vms.as_mut().map(|s| &mut s[k]));
+                update(c, p, grad[r.start + k], m, v, vms.as_mut().map(|(_, s)| &mut s[k]));
             }
         });
         Ok(())

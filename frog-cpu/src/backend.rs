@@ -22,7 +22,8 @@ use frog_core::{Backend, BackendError, BackendErrorKind, CgBuffers, Guard, Guard
 
 use crate::gemm::{matmul, matmul_seq, Real, View};
 use crate::im2col::im2col_valid;
-use crate::pool::{split_range, PoolFailure, SendPtr, ThreadPool};
+use crate::parts::{Rows, Split};
+use crate::pool::{PoolFailure, ThreadPool};
 use crate::gram;
 use crate::winograd::{self, Algorithm};
 
@@ -102,7 +103,8 @@ pub(crate) fn need<T>(op: &'static str, buf: &[T], needed: usize) -> Result<(), 
 /// untouched pages lazily, so a size the system refuses fails here rather
 /// than under Linux's overcommit when first touched.
 pub fn try_zeros<T: Real>(len: usize) -> Result<Vec<T>, CpuError> {
-    // SAFETY: all-zero bytes are the value 0.0 of f32 and f64.
+    // SAFETY: `Real` is sealed to f32 and f64, whose all-zero bytes are
+    // the value 0.0 and which are not zero-sized.
     unsafe { zeroed_vec(len) }
 }
 
@@ -116,14 +118,15 @@ pub(crate) unsafe fn zeroed_vec<T>(len: usize) -> Result<Vec<T>, CpuError> {
     }
     let oom = CpuError::OutOfMemory { entries: len };
     let layout = std::alloc::Layout::array::<T>(len).map_err(|_| oom.clone())?;
-    // SAFETY: the layout's size is nonzero (len > 0, T not zero-sized); the
-    // vector takes the allocation with the layout `Vec<T>` uses for a
-    // capacity of `len`, and the caller vouches for the zero value.
-    let ptr = std::alloc::alloc_zeroed(layout).cast::<T>();
+    // SAFETY: the layout's size is nonzero (len > 0, T not zero-sized).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
     if ptr.is_null() {
         return Err(oom);
     }
-    Ok(Vec::from_raw_parts(ptr, len, len))
+    // SAFETY: the vector takes the allocation with the layout `Vec<T>` uses
+    // for a capacity of `len`, all `len` entries initialized to zero bytes,
+    // which the caller vouches are a value of `T`.
+    Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
 }
 
 /// Rows of `X` per tile of the first product (a multiple of the GEMM
@@ -173,29 +176,20 @@ impl<T: Real> Cpu<T> {
         &self.pool
     }
 
-    /// Runs `f(range)` over `0..len` split into one range per thread, or on
-    /// the calling thread when `work` is too small to be worth splitting.
-    pub(crate) fn par_ranges(&self, len: usize, work: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
-        let threads = self.pool.threads();
-        if threads == 1 || work < PAR_MIN {
-            f(0..len);
-        } else {
-            self.pool.run(&|tid| f(split_range(len, threads, tid)));
-        }
+    /// Runs `f(tid, part)` on the parts of the splitting `make(parts)`
+    /// makes: split across the pool, or one part on the calling thread when
+    /// `work` is too small to be worth a wake-up of the pool.
+    pub(crate) fn par<S: Split>(&self, work: usize, make: impl FnOnce(usize) -> S, f: impl Fn(usize, S::Part) + Sync) {
+        let parts = if work < PAR_MIN { 1 } else { self.pool.threads() };
+        self.pool.split(make(parts), f);
     }
 
     /// Runs `f(rows, block)` on disjoint row blocks of the `rows x cols`
     /// prefix of `out`, split across the pool when `rows * work_per_row`
     /// is worth it.
     fn par_row_blocks(&self, out: &mut [T], rows: usize, cols: usize, work_per_row: usize, f: impl Fn(std::ops::Range<usize>, &mut [T]) + Sync) {
-        assert!(rows.saturating_mul(cols) <= out.len(), "row blocks out of bounds");
-        let base = SendPtr(out.as_mut_ptr());
-        self.par_ranges(rows, rows.saturating_mul(work_per_row), |r| {
-            // SAFETY: the row ranges are disjoint and inside `out`'s prefix,
-            // which the callers have checked.
-            let block = unsafe { std::slice::from_raw_parts_mut(base.get().add(r.start * cols), r.len() * cols) };
-            f(r, block);
-        });
+        let len = rows.checked_mul(cols).filter(|&len| len <= out.len()).expect("row blocks out of bounds");
+        self.par(rows.saturating_mul(work_per_row), |parts| Rows::new(&mut out[..len], rows, cols, parts), |_, (r, block)| f(r, block));
     }
 
     /// `N` and `D'` of the packed patch matrix.
@@ -347,20 +341,17 @@ impl<T: Real> Backend for Cpu<T> {
         for (what, v) in [("cg: rho", &*cg.rho), ("cg: rho_next", &*cg.rho_next)] {
             need(what, v, rows)?;
         }
-        let (z, rs, pd) = (SendPtr(cg.z.as_mut_ptr()), SendPtr(cg.rs.as_mut_ptr()), SendPtr(cg.pd.as_mut_ptr()));
         let (ap, rho) = (&cg.ap[..rows * cols], &cg.rho[..rows]);
-        self.par_row_blocks(cg.rho_next, rows, 1, 6 * cols, |js, rho_next| {
+        let (z, rs, pd, rho_next) = (&mut cg.z[..rows * cols], &mut cg.rs[..rows * cols], &mut cg.pd[..rows * cols], &mut cg.rho_next[..rows]);
+        let vectors = move |parts| {
+            let [z, rs, pd] = [z, rs, pd].map(|v| Rows::new(v, rows, cols, parts));
+            (Rows::new(rho_next, rows, 1, parts), z, rs, pd)
+        };
+        self.par(rows.saturating_mul(6 * cols), vectors, |_, ((js, rho_next), (_, z), (_, rs), (_, pd))| {
+            let start = js.start;
             for (next, j) in rho_next.iter_mut().zip(js) {
-                let at = j * cols;
-                // SAFETY: row j of z, rs and pd belongs to this thread alone,
-                // inside the lengths checked above.
-                let (z, rs, pd) = unsafe {
-                    (
-                        std::slice::from_raw_parts_mut(z.get().add(at), cols),
-                        std::slice::from_raw_parts_mut(rs.get().add(at), cols),
-                        std::slice::from_raw_parts_mut(pd.get().add(at), cols),
-                    )
-                };
+                let (at, mine) = (j * cols, (j - start) * cols..(j - start + 1) * cols);
+                let (z, rs, pd) = (&mut z[mine.clone()], &mut rs[mine.clone()], &mut pd[mine]);
                 let ap = &ap[at..at + cols];
                 let alpha = rho[j] / (dot(pd, ap) + eps);
                 for k in 0..cols {

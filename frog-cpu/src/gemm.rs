@@ -17,12 +17,24 @@ use faer::linalg::matmul::matmul as faer_matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
 use crate::backend::CpuError;
-use crate::pool::{split_range, SendPtr, ThreadPool};
+use crate::parts::{Grid, Rows};
+use crate::pool::ThreadPool;
 
-/// The scalar types frog-cpu computes in: `f32` and `f64`.
-pub trait Real: frog_core::Scalar + faer::traits::RealField + Default {}
+/// The scalar types frog-cpu computes in: `f32` and `f64`, and no others.
+///
+/// Sealed, because unsafe code relies on the list being closed:
+/// [`try_zeros`](crate::try_zeros) hands out zeroed memory as values of
+/// `T`, which is sound only for types whose all-zero bytes are a value.
+pub trait Real: sealed::Sealed + frog_core::Scalar + faer::traits::RealField + Default {}
 impl Real for f32 {}
 impl Real for f64 {}
+
+mod sealed {
+    /// Implemented only here, so no other crate can implement `Real`.
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
 
 /// A read-only strided matrix view: entry `(i, j)` is at `i*rs + j*cs`.
 #[derive(Clone, Copy, Debug)]
@@ -91,27 +103,26 @@ pub(crate) fn matmul_seq<T: Real>(c: &mut [T], ldc: usize, accumulate: bool, a: 
     assert!(n <= ldc || m == 1, "output rows overlap");
     let end = (m - 1).checked_mul(ldc).and_then(|v| v.checked_add(n));
     assert!(end.is_some_and(|end| end <= c.len()), "output out of bounds");
-    // SAFETY: the assert above keeps every entry inside `c`.
-    unsafe { matmul_raw(c.as_mut_ptr(), ldc, accumulate, a, b) }
+    // One row has no stride to speak of; faer's view wants one of at least `n`.
+    let ldc = ldc.max(n);
+    // The transpose of a column-major view: faer 0.24's row-major
+    // constructor with a stride swaps the strides.
+    let dst = MatMut::from_column_major_slice_with_stride_mut(&mut c[..end.unwrap_or(0)], n, m, ldc).transpose_mut();
+    matmul_into(dst, accumulate, a, b);
 }
 
-/// # Safety
-/// `c` must point at an `a.rows x b.cols` row-major block with row stride
-/// `ldc` that nothing else touches during the call.
-unsafe fn matmul_raw<T: Real>(c: *mut T, ldc: usize, accumulate: bool, a: View<'_, T>, b: View<'_, T>) {
-    if a.rows == 0 || b.cols == 0 {
+/// `dst = A B` (or `dst += A B` when `accumulate`) on the calling thread.
+fn matmul_into<T: Real>(mut dst: MatMut<'_, T>, accumulate: bool, a: View<'_, T>, b: View<'_, T>) {
+    if dst.nrows() == 0 || dst.ncols() == 0 {
         return;
     }
-    let dst = MatMut::from_raw_parts_mut(c, a.rows, b.cols, ldc as isize, 1);
-    let beta = if accumulate { Accum::Add } else { Accum::Replace };
     if a.cols == 0 {
         if !accumulate {
-            for i in 0..a.rows {
-                std::slice::from_raw_parts_mut(c.add(i * ldc), b.cols).fill(T::ZERO);
-            }
+            dst.fill(T::ZERO);
         }
         return;
     }
+    let beta = if accumulate { Accum::Add } else { Accum::Replace };
     faer_matmul(dst, beta, a.faer(), b.faer(), T::ONE, Par::Seq);
 }
 
@@ -142,20 +153,14 @@ pub(crate) fn matmul<T: Real>(pool: &ThreadPool, c: &mut [T], accumulate: bool, 
     if threads == 1 || work < 1 << 16 {
         return matmul_seq(c, n, accumulate, a, b);
     }
-    let base = SendPtr(c.as_mut_ptr());
-    let by_rows = m >= n;
-    pool.run(&|tid| {
-        // SAFETY: each thread writes a disjoint block of rows or columns of C.
-        unsafe {
-            if by_rows {
-                let r = split_range(m, threads, tid);
-                matmul_raw(base.get().add(r.start * n), n, accumulate, a.rows(r), b);
-            } else {
-                let r = split_range(n, threads, tid);
-                matmul_raw(base.get().add(r.start), n, accumulate, a, b.cols(r));
-            }
-        }
-    });
+    if m >= n {
+        pool.split(Rows::new(&mut c[..m * n], m, n, threads), |_, (r, block)| matmul_seq(block, n, accumulate, a.rows(r), b));
+    } else {
+        pool.split(Grid::new(&mut c[..m * n], [m, n, 1], [1, threads]), |_, mut part| {
+            let r = part.rows();
+            matmul_into(part.matrix(), accumulate, a, b.cols(r));
+        });
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,8 @@ use frog_core::{CgBuffers, Conv2d, Layer, LayerKind, Patches};
 
 use crate::backend::{need, Cpu, CpuError};
 use crate::gemm::{matmul_seq, Real, View};
-use crate::pool::{split_range, SendPtr, ThreadPool};
+use crate::parts::{mirror_lower, Rows as RowSplit};
+use crate::pool::ThreadPool;
 
 /// CG iterations the choice assumes (FROG's default `num_iters`): `K` is
 /// paid once per step, against every iteration's products.
@@ -116,14 +117,10 @@ impl Same {
             let off = k as isize * d as isize - (half * d) as isize;
             (off, (-off).max(0) as usize..(size as isize - off).clamp(0, size as isize) as usize)
         };
-        let kp = SendPtr(k.as_mut_ptr());
-        pool.run(&|tid| {
-            if tid >= parts {
-                return;
-            }
-            for a in split_range(n, parts, tid) {
-                // SAFETY: row a of K belongs to this thread.
-                let row = unsafe { std::slice::from_raw_parts_mut(kp.get().add(a * n), n) };
+        pool.split(RowSplit::new(&mut k[..n * n], n, n, parts), |_, (rows, block)| {
+            let first = rows.start;
+            for a in rows {
+                let row = &mut block[(a - first) * n..][..n];
                 row.fill(start);
                 let (i, oy, ox) = (a / l, a % l / w, a % w);
                 for ky in 0..kh {
@@ -180,7 +177,7 @@ pub(crate) fn solve<T: Real>(cpu: &Cpu<T>, p: &Patches<'_, Cpu<T>>, lambda: &[T]
     need("gram: rho", cg.rho, rows)?;
     let pool = cpu.pool();
     let x = View::row_major(&p.packed[..n * cols], n, cols);
-    let (m, z, rho) = (&cg.rs[..rows * cols], SendPtr(cg.z.as_mut_ptr()), SendPtr(cg.rho.as_mut_ptr()));
+    let (m, z, rho) = (&cg.rs[..rows * cols], &mut cg.z[..rows * cols], &mut cg.rho[..rows]);
     // Small solves stay on one thread: a wake-up of the pool would cost
     // more than it saves (and their results then match any pool's).
     let work = n.saturating_mul(n.saturating_add(cols)).saturating_mul(rows);
@@ -201,35 +198,15 @@ pub(crate) fn solve<T: Real>(cpu: &Cpu<T>, p: &Patches<'_, Cpu<T>>, lambda: &[T]
         };
         let k = View::row_major(&*k, n, n);
         let (mats, scalars) = rest.split_at_mut(MATRICES * rows * n);
-        let (mats, scalars) = (SendPtr(mats.as_mut_ptr()), SendPtr(scalars.as_mut_ptr()));
-        pool.run(&|tid| {
-            if tid >= parts {
-                return;
-            }
-            let js = split_range(rows, parts, tid);
+        let mut mats = mats.chunks_exact_mut(rows * n);
+        let mats: [_; MATRICES] = std::array::from_fn(|_| RowSplit::new(mats.next().expect("MATRICES matrices"), rows, n, parts));
+        let vectors = (RowSplit::new(&mut scalars[..rows * SCALARS], rows, SCALARS, parts), RowSplit::new(z, rows, cols, parts), RowSplit::new(rho, rows, 1, parts));
+        pool.split((mats, vectors), |_, (mats, ((js, scalars), (_, z), (_, rho)))| {
             if js.is_empty() {
                 return;
             }
-            // SAFETY: rows `js` of every matrix and scalar, of `z` and of
-            // `rho` belong to this thread alone, inside the lengths checked
-            // and split above.
-            let (mut part, z, rho) = unsafe {
-                let mat = |i: usize| std::slice::from_raw_parts_mut(mats.get().add((i * rows + js.start) * n), js.len() * n);
-                let part = Rows {
-                    xm: mat(0),
-                    lam: mat(1),
-                    cp: mat(2),
-                    cr: mat(3),
-                    cz: mat(4),
-                    kp: mat(5),
-                    kr: mat(6),
-                    w: mat(7),
-                    kw: mat(8),
-                    scalars: std::slice::from_raw_parts_mut(scalars.get().add(js.start * SCALARS), js.len() * SCALARS),
-                };
-                let z = std::slice::from_raw_parts_mut(z.get().add(js.start * cols), js.len() * cols);
-                (part, z, std::slice::from_raw_parts_mut(rho.get().add(js.start), js.len()))
-            };
+            let [xm, lam, cp, cr, cz, kp, kr, w, kw] = mats.map(|(_, m)| m);
+            let mut part = Rows { xm, lam, cp, cr, cz, kp, kr, w, kw, scalars };
             let m = &m[js.start * cols..js.end * cols];
             // X m of these rows (one product), lambda transposed, and the
             // representation of z = 0, rs = pd = m.
@@ -263,28 +240,12 @@ pub(crate) fn solve<T: Real>(cpu: &Cpu<T>, p: &Patches<'_, Cpu<T>>, lambda: &[T]
 /// `K = X X^T` (`n x n`): each thread computes a band of rows of the lower
 /// triangle (bands of equal area), then the upper triangle is mirrored.
 fn gram_matrix<T: Real>(pool: &ThreadPool, parts: usize, x: View<'_, T>, n: usize, k: &mut [T]) {
-    let band = |t: usize| ((n as f64 * (t as f64 / parts as f64).sqrt()).round() as usize).min(n);
-    let kp = SendPtr(k.as_mut_ptr());
-    pool.run(&|tid| {
-        let (lo, hi) = (band(tid), band(tid + 1));
-        if tid < parts && lo < hi {
-            // SAFETY: rows lo..hi of K belong to this thread.
-            let rows = unsafe { std::slice::from_raw_parts_mut(kp.get().add(lo * n), (hi - lo) * n) };
-            matmul_seq(rows, n, false, x.rows(lo..hi), x.rows(0..hi).t());
+    pool.split(RowSplit::triangle(&mut k[..n * n], n, n, parts), |_, (band, rows)| {
+        if !band.is_empty() {
+            matmul_seq(rows, n, false, x.rows(band.clone()), x.rows(0..band.end).t());
         }
     });
-    pool.run(&|tid| {
-        if tid >= parts {
-            return;
-        }
-        for i in split_range(n, parts, tid) {
-            for j in i + 1..n {
-                // SAFETY: this pass writes only entries above the diagonal,
-                // of this thread's rows, and reads only entries below it.
-                unsafe { *kp.get().add(i * n + j) = *kp.get().add(j * n + i) };
-            }
-        }
-    });
+    mirror_lower(pool, parts, n, k);
 }
 
 /// One CG iteration of every row of `part`, with the direct CG's updates

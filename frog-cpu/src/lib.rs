@@ -3,6 +3,8 @@
 //! [`Cpu`] implements frog-core's `Backend` for host memory in `f32` and
 //! `f64`, multi-threaded on a persistent [`pool::ThreadPool`], with faer's
 //! GEMM kernels; [`Frog`] is a convenience optimizer over a list of layers.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod adamw;
 mod backend;
@@ -16,6 +18,7 @@ pub mod im2col;
 mod kfrog;
 pub mod nn;
 mod optimizer;
+mod parts;
 pub mod pool;
 mod view;
 mod winograd;

@@ -24,7 +24,8 @@ struct State {
     shutdown: bool,
 }
 
-// The job pointer is only dereferenced while `run` keeps its closure alive.
+// SAFETY: the job pointer is only dereferenced while `run` keeps its
+// closure alive, and the closure is `Sync`, so any thread may call it.
 unsafe impl Send for State {}
 
 struct Shared {
@@ -111,6 +112,12 @@ impl ThreadPool {
     /// Calls `f(tid)` once for every `tid` in `0..threads()`, concurrently,
     /// and returns when all calls have. A call made from inside a job runs
     /// the `tid`s one after another on the current thread instead.
+    ///
+    /// Either way each `tid` is called exactly once per `run`, which is
+    /// what the crate's splitting primitives rely on to hand each thread
+    /// its own part of a buffer. Kernels do not start a parallel
+    /// primitive inside a job (the nested one would gain nothing), but one
+    /// that does stays sound, only sequential.
     pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
         let n = self.threads();
         if n == 1 || IN_POOL.with(Cell::get) {
@@ -151,8 +158,12 @@ impl ThreadPool {
     }
 }
 
-/// The `part`-th of `parts` near-equal contiguous pieces of `0..len`.
+/// The `part`-th of `parts` near-equal contiguous pieces of `0..len`
+/// (empty when `parts` is 0 or `part >= parts`).
 pub fn split_range(len: usize, parts: usize, part: usize) -> std::ops::Range<usize> {
+    if part >= parts {
+        return len..len;
+    }
     let base = len / parts;
     let extra = len % parts;
     let start = part * base + part.min(extra);
@@ -192,20 +203,6 @@ impl Drop for ThreadPool {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
-    }
-}
-
-/// A raw pointer that may cross into pool jobs; each job must touch a
-/// disjoint part of what it points to.
-#[derive(Clone, Copy)]
-pub(crate) struct SendPtr<T>(pub *mut T);
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
-
-impl<T> SendPtr<T> {
-    /// The pointer (a method, so closures capture the whole `SendPtr`).
-    pub(crate) fn get(self) -> *mut T {
-        self.0
     }
 }
 

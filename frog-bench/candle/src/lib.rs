@@ -14,6 +14,7 @@
 //!
 //! `cargo run --release -p frog-candle --example cifar_cnn -- --epochs 1`
 //! trains the example network on CIFAR-10 (found as `frog-bench` finds it).
+#![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod error;

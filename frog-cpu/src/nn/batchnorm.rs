@@ -6,8 +6,10 @@
 
 pub use frog_core::BnShape;
 
+use super::entries;
 use crate::gemm::Real;
-use crate::pool::{SendPtr, ThreadPool};
+use crate::parts::{Grid, Rows, Split};
+use crate::pool::ThreadPool;
 
 /// What follows the normalization: an optional residual input added to
 /// it, then an optional ReLU.
@@ -56,11 +58,6 @@ fn sums<T: Real, const K: usize>(a: &[T], b: &[T], f: impl Fn(T, T) -> [T; K]) -
     out
 }
 
-/// Runs `f(c)` for every channel, the channels split across the pool.
-fn for_channels(pool: &ThreadPool, channels: usize, f: &(dyn Fn(usize) + Sync)) {
-    pool.run(&|tid| pool.chunk(tid, channels).for_each(f));
-}
-
 /// `y = x*scale + shift (+ residual)`, then ReLU, over one plane.
 #[inline]
 fn apply<T: Real>(x: &[T], scale: T, shift: T, residual: Option<&[T]>, relu: bool, y: &mut [T]) {
@@ -81,29 +78,40 @@ fn apply<T: Real>(x: &[T], scale: T, shift: T, residual: Option<&[T]>, relu: boo
     }
 }
 
-/// Normalizes `x` into `y` channel by channel with `scale[c]`, `shift[c]`
-/// computed per channel by `coef`.
-fn normalize<T: Real>(
+/// `buf`'s `[B, C, HW]` planes, the channels split across the pool.
+fn planes<'a, T>(pool: &ThreadPool, shape: BnShape, buf: &'a mut [T]) -> Grid<'a, T> {
+    Grid::new(buf, [shape.batch, shape.channels, shape.hw], [1, pool.threads()])
+}
+
+/// `buf`'s per-channel entries, split as [`planes`] splits the channels.
+fn per_channel<'a, T>(pool: &ThreadPool, shape: BnShape, buf: &'a mut [T]) -> Rows<'a, T> {
+    Rows::new(&mut buf[..shape.channels], shape.channels, 1, pool.threads())
+}
+
+/// Normalizes `x` into `y` channel by channel with the `(scale, shift)`
+/// that `coef(c, k, stats)` computes for channel `c`, the `k`-th of its
+/// thread, which owns part `stats` of the per-channel outputs.
+fn normalize<T: Real, S: Split>(
     pool: &ThreadPool,
     shape: BnShape,
     x: &[T],
     epi: Epilogue<'_, T>,
     y: &mut [T],
-    coef: &(dyn Fn(usize) -> (T, T) + Sync),
+    stats: S,
+    coef: impl Fn(usize, usize, &mut S::Part) -> (T, T) + Sync,
 ) {
-    assert!(x.len() >= shape.len() && y.len() >= shape.len());
-    assert!(epi.residual.is_none_or(|r| r.len() >= shape.len()));
-    let yp = SendPtr(y.as_mut_ptr());
-    for_channels(pool, shape.channels, &|c| {
-        // Capture the whole Send wrapper, not its raw-pointer field.
-        #[allow(clippy::redundant_locals)]
-        let yp = yp;
-        let (scale, shift) = coef(c);
-        for b in 0..shape.batch {
-            let p = shape.plane(b, c);
-            // SAFETY: channels are disjoint between threads, so are their planes.
-            let y = unsafe { std::slice::from_raw_parts_mut(yp.0.add(p.start), shape.hw) };
-            apply(&x[p.clone()], scale, shift, epi.residual.map(|r| &r[p]), epi.relu, y);
+    let len = entries("batch norm", &[shape.batch, shape.channels, shape.hw]);
+    assert!(x.len() >= len && y.len() >= len, "batch norm: x or y too short");
+    assert!(epi.residual.is_none_or(|r| r.len() >= len), "batch norm: residual too short");
+    let hw = shape.hw;
+    pool.split((planes(pool, shape, y), stats), |_, (mut y, mut stats)| {
+        for (k, c) in y.rows().enumerate() {
+            let (scale, shift) = coef(c, k, &mut stats);
+            for b in 0..shape.batch {
+                let p = shape.plane(b, c);
+                let y = &mut y.plane(b)[k * hw..][..hw];
+                apply(&x[p.clone()], scale, shift, epi.residual.map(|r| &r[p]), epi.relu, y);
+            }
         }
     });
 }
@@ -127,15 +135,12 @@ pub fn batch_norm_train<T: Real>(
     let c = shape.channels;
     let (rmean, rvar) = running;
     let (mean, invstd) = saved;
-    assert!(rmean.len() >= c && rvar.len() >= c && mean.len() >= c && invstd.len() >= c);
-    let n = (shape.batch * shape.hw) as f64;
-    let ptrs = [rmean, rvar, mean, invstd].map(|s| SendPtr(s.as_mut_ptr()));
+    assert!(rmean.len() >= c && rvar.len() >= c && mean.len() >= c && invstd.len() >= c, "batch norm: statistics too short");
+    let n = shape.batch.saturating_mul(shape.hw) as f64;
+    let stats = [rmean, rvar, mean, invstd].map(|s| per_channel(pool, shape, s));
     // Statistics and normalization of a channel run back to back on one
     // thread, so the second pass over its planes mostly hits the cache.
-    normalize(pool, shape, x, epi, y, &|ch| {
-        // Capture the whole Send wrapper, not its raw-pointer field.
-        #[allow(clippy::redundant_locals)]
-        let ptrs = ptrs;
+    normalize(pool, shape, x, epi, y, stats, |ch, k, [(_, rmean), (_, rvar), (_, mean), (_, invstd)]| {
         let (mut sum, mut sq) = (T::zero(), T::zero());
         for b in 0..shape.batch {
             let p = &x[shape.plane(b, ch)];
@@ -151,13 +156,10 @@ pub fn batch_norm_train<T: Real>(
         let m = T::of_f64(momentum);
         let keep = T::of_f64(1.0 - momentum);
         let is = T::one() / frog_core::Scalar::sqrt(var + T::of_f64(params.eps));
-        // SAFETY: every channel is written by one thread only.
-        unsafe {
-            *ptrs[0].0.add(ch) = keep * *ptrs[0].0.add(ch) + m * mu;
-            *ptrs[1].0.add(ch) = keep * *ptrs[1].0.add(ch) + m * unbiased;
-            *ptrs[2].0.add(ch) = mu;
-            *ptrs[3].0.add(ch) = is;
-        }
+        rmean[k] = keep * rmean[k] + m * mu;
+        rvar[k] = keep * rvar[k] + m * unbiased;
+        mean[k] = mu;
+        invstd[k] = is;
         let scale = params.weight[ch] * is;
         (scale, params.bias[ch] - mu * scale)
     });
@@ -174,7 +176,7 @@ pub fn batch_norm_eval<T: Real>(
     y: &mut [T],
 ) {
     let (rmean, rvar) = running;
-    normalize(pool, shape, x, epi, y, &|ch| {
+    normalize(pool, shape, x, epi, y, None::<Rows<'_, T>>, |ch, _, _| {
         let scale = params.weight[ch] / frog_core::Scalar::sqrt(rvar[ch] + T::of_f64(params.eps));
         (scale, params.bias[ch] - rmean[ch] * scale)
     });
@@ -205,52 +207,44 @@ pub fn batch_norm_backward<T: Real>(
     grads: BnGrads<'_, T>,
 ) {
     let (mean, invstd) = saved;
-    assert!(x.len() >= shape.len() && dy.len() >= shape.len() && grads.dx.len() >= shape.len());
-    assert!(relu_out.is_none_or(|r| r.len() >= shape.len()));
-    let n = T::of_f64((shape.batch * shape.hw) as f64);
-    let dyp = SendPtr(dy.as_mut_ptr());
-    let dxp = SendPtr(grads.dx.as_mut_ptr());
-    let dwp = SendPtr(grads.dweight.as_mut_ptr());
-    let dbp = SendPtr(grads.dbias.as_mut_ptr());
-    for_channels(pool, shape.channels, &|ch| {
-        let (dyp, dxp, dwp, dbp) = (dyp, dxp, dwp, dbp);
-        let (mu, is) = (mean[ch], invstd[ch]);
-        let zero = T::zero();
-        let (mut sum_dy, mut sum_dy_xmu) = (zero, zero);
-        for b in 0..shape.batch {
-            let p = shape.plane(b, ch);
-            // SAFETY: channels, and so planes, are disjoint between threads.
-            let dy = unsafe { std::slice::from_raw_parts_mut(dyp.0.add(p.start), shape.hw) };
-            if let Some(out) = relu_out {
-                for (g, &o) in dy.iter_mut().zip(&out[p.clone()]) {
-                    *g = if o <= zero { zero } else { *g };
+    let len = entries("batch norm backward", &[shape.batch, shape.channels, shape.hw]);
+    assert!(x.len() >= len && dy.len() >= len && grads.dx.len() >= len, "batch norm backward: x, dy or dx too short");
+    assert!(relu_out.is_none_or(|r| r.len() >= len), "batch norm backward: relu_out too short");
+    let c = shape.channels;
+    assert!(grads.dweight.len() >= c && grads.dbias.len() >= c, "batch norm backward: dweight or dbias too short");
+    let n = T::of_f64(shape.batch.saturating_mul(shape.hw) as f64);
+    let parts = (planes(pool, shape, dy), planes(pool, shape, grads.dx), per_channel(pool, shape, grads.dweight), per_channel(pool, shape, grads.dbias));
+    let hw = shape.hw;
+    pool.split(parts, |_, (mut dy, mut dx, (_, dw), (_, db))| {
+        for (k, ch) in dy.rows().enumerate() {
+            let (mu, is) = (mean[ch], invstd[ch]);
+            let zero = T::zero();
+            let (mut sum_dy, mut sum_dy_xmu) = (zero, zero);
+            for b in 0..shape.batch {
+                let p = shape.plane(b, ch);
+                let dy = &mut dy.plane(b)[k * hw..][..hw];
+                if let Some(out) = relu_out {
+                    for (g, &o) in dy.iter_mut().zip(&out[p.clone()]) {
+                        *g = if o <= zero { zero } else { *g };
+                    }
+                }
+                let [s, sx] = sums(dy, &x[p], |g, v| [g, g * (v - mu)]);
+                sum_dy += s;
+                sum_dy_xmu += sx;
+            }
+            let dgamma = sum_dy_xmu * is;
+            let kw = weight[ch] * is;
+            let a = sum_dy / n;
+            let c = is * dgamma / n;
+            for b in 0..shape.batch {
+                let p = shape.plane(b, ch);
+                let (dy, dx) = (&dy.plane(b)[k * hw..][..hw], &mut dx.plane(b)[k * hw..][..hw]);
+                for ((d, &g), &v) in dx.iter_mut().zip(dy).zip(&x[p]) {
+                    *d = kw * (g - a - (v - mu) * c);
                 }
             }
-            let [s, sx] = sums(dy, &x[p], |g, v| [g, g * (v - mu)]);
-            sum_dy += s;
-            sum_dy_xmu += sx;
-        }
-        let dgamma = sum_dy_xmu * is;
-        let k = weight[ch] * is;
-        let a = sum_dy / n;
-        let c = is * dgamma / n;
-        for b in 0..shape.batch {
-            let p = shape.plane(b, ch);
-            // SAFETY: as above.
-            let (dy, dx) = unsafe {
-                (
-                    std::slice::from_raw_parts(dyp.0.add(p.start), shape.hw),
-                    std::slice::from_raw_parts_mut(dxp.0.add(p.start), shape.hw),
-                )
-            };
-            for ((d, &g), &v) in dx.iter_mut().zip(dy).zip(&x[p]) {
-                *d = k * (g - a - (v - mu) * c);
-            }
-        }
-        // SAFETY: one thread per channel.
-        unsafe {
-            *dwp.0.add(ch) = dgamma;
-            *dbp.0.add(ch) = sum_dy;
+            dw[k] = dgamma;
+            db[k] = sum_dy;
         }
     });
 }

@@ -15,8 +15,10 @@
 
 use frog_core::Conv2d;
 
+use super::entries;
 use crate::gemm::{matmul_seq, Real, View};
-use crate::pool::{SendPtr, ThreadPool};
+use crate::parts::{Blocks, RoundRobin, Rows};
+use crate::pool::ThreadPool;
 
 use super::patches::{pack_t, unpack_add_t};
 use super::winograd;
@@ -42,34 +44,41 @@ struct Plan {
 }
 
 impl Plan {
+    /// The plan of `batch` samples on `threads` threads; panics when the
+    /// geometry is invalid or its sizes overflow `usize`.
     fn new(conv: &Conv2d, batch: usize, threads: usize) -> Self {
         let [ho, wo] = conv.output_hw().expect("a valid convolution geometry");
-        let l = ho * wo;
-        let d = conv.c_in * conv.kernel[0] * conv.kernel[1];
+        let l = entries("convolution", &[ho, wo]);
+        let d = entries("convolution", &[conv.c_in, conv.kernel[0], conv.kernel[1]]);
         // Enough groups to keep every thread busy, each as large as useful.
         let group = TARGET_POSITIONS.div_ceil(l).min(batch.div_ceil(threads)).max(1);
-        Self {
+        let plan = Self {
             d,
             l,
             c_out: conv.c_out,
-            in_len: conv.c_in * conv.input_hw[0] * conv.input_hw[1],
-            out_len: conv.c_out * l,
+            in_len: entries("convolution", &[conv.c_in, conv.input_hw[0], conv.input_hw[1]]),
+            out_len: entries("convolution", &[conv.c_out, l]),
             group,
             groups: batch.div_ceil(group),
             threads,
-        }
+        };
+        entries("convolution scratch", &[plan.threads, plan.per_thread()]);
+        plan
     }
 
     fn cols_len(&self) -> usize {
-        self.group * self.l * self.d
+        entries("convolution scratch", &[self.group, self.l, self.d])
     }
 
     fn ybuf_len(&self) -> usize {
-        self.c_out * self.group * self.l
+        entries("convolution scratch", &[self.c_out, self.group, self.l])
     }
 
     fn per_thread(&self) -> usize {
-        self.cols_len() + self.ybuf_len() + self.c_out * self.d
+        [self.cols_len(), self.ybuf_len(), entries("convolution scratch", &[self.c_out, self.d])]
+            .into_iter()
+            .try_fold(0usize, usize::checked_add)
+            .expect("convolution scratch: sizes overflow usize")
     }
 
     /// Samples `s0..s0+n` of group `g`.
@@ -86,14 +95,15 @@ pub fn conv_scratch_len(conv: &Conv2d, batch: usize, threads: usize) -> usize {
     (plan.threads * plan.per_thread()).max(winograd::scratch_len(conv, batch, threads))
 }
 
-/// Splits the scratch of thread `tid` into patch block, output block and
+/// The per-thread blocks of `scratch`, one per thread of the plan.
+fn thread_blocks<'a, T>(plan: &Plan, scratch: &'a mut [T]) -> Blocks<'a, T> {
+    Blocks::new(scratch, plan.per_thread(), plan.threads)
+}
+
+/// Splits a thread's scratch block into patch block, output block and
 /// weight-gradient partial.
-///
-/// # Safety
-/// Each `tid` must be used by one thread at a time.
-unsafe fn thread_scratch<'a, T>(base: SendPtr<T>, plan: &Plan, tid: usize) -> (&'a mut [T], &'a mut [T], &'a mut [T]) {
-    let all = std::slice::from_raw_parts_mut(base.0.add(tid * plan.per_thread()), plan.per_thread());
-    let (cols, rest) = all.split_at_mut(plan.cols_len());
+fn thread_scratch<'a, T>(plan: &Plan, block: &'a mut [T]) -> (&'a mut [T], &'a mut [T], &'a mut [T]) {
+    let (cols, rest) = block.split_at_mut(plan.cols_len());
     let (ybuf, partial) = rest.split_at_mut(plan.ybuf_len());
     (cols, ybuf, partial)
 }
@@ -137,20 +147,17 @@ pub fn conv2d_forward<T: Real>(
         return winograd::forward(pool, conv, batch, x, w, y, scratch);
     }
     let plan = Plan::new(conv, batch, pool.threads());
-    assert!(x.len() >= batch * plan.in_len && w.len() >= plan.c_out * plan.d && y.len() >= batch * plan.out_len);
+    let (in_len, w_len, out_len) = (entries("convolution", &[batch, plan.in_len]), plan.c_out * plan.d, entries("convolution", &[batch, plan.out_len]));
+    assert!(x.len() >= in_len && w.len() >= w_len && y.len() >= out_len, "convolution: x, w or y too short");
     assert!(scratch.len() >= plan.threads * plan.per_thread(), "convolution scratch too small");
-    let (sp, yp) = (SendPtr(scratch.as_mut_ptr()), SendPtr(y.as_mut_ptr()));
     let wv = View::row_major(&w[..plan.c_out * plan.d], plan.c_out, plan.d);
-    pool.run(&|tid| {
-        let (sp, yp) = (sp, yp);
-        // SAFETY: each thread uses its own scratch and writes the outputs
-        // of its own groups only.
-        let (cols, ybuf, _) = unsafe { thread_scratch(sp, &plan, tid) };
-        for g in (tid..plan.groups).step_by(plan.threads) {
+    let groups = RoundRobin::new(&mut y[..out_len], plan.group * plan.out_len, plan.threads);
+    pool.split((thread_blocks(&plan, scratch), groups), |_, (block, groups)| {
+        let (cols, ybuf, _) = thread_scratch(&plan, block);
+        for (g, y) in groups {
             let (s0, n) = plan.samples(g, batch);
             let p = n * plan.l;
             pack(conv, &plan, x, s0, n, cols);
-            let y = unsafe { std::slice::from_raw_parts_mut(yp.0.add(s0 * plan.out_len), n * plan.out_len) };
             let patches = View::row_major(&cols[..p * plan.d], plan.d, p);
             if n == 1 {
                 matmul_seq(y, p, false, wv, patches);
@@ -183,21 +190,19 @@ pub fn conv2d_backward_data<T: Real>(
         return winograd::backward_data(pool, conv, batch, dy, w, dx, accumulate, scratch);
     }
     let plan = Plan::new(conv, batch, pool.threads());
-    assert!(dy.len() >= batch * plan.out_len && w.len() >= plan.c_out * plan.d && dx.len() >= batch * plan.in_len);
+    let (in_len, w_len, out_len) = (entries("convolution", &[batch, plan.in_len]), plan.c_out * plan.d, entries("convolution", &[batch, plan.out_len]));
+    assert!(dy.len() >= out_len && w.len() >= w_len && dx.len() >= in_len, "convolution: dy, w or dx too short");
     assert!(scratch.len() >= plan.threads * plan.per_thread(), "convolution scratch too small");
-    let (sp, dxp) = (SendPtr(scratch.as_mut_ptr()), SendPtr(dx.as_mut_ptr()));
     let wv = View::row_major(&w[..plan.c_out * plan.d], plan.c_out, plan.d);
-    pool.run(&|tid| {
-        let (sp, dxp) = (sp, dxp);
-        // SAFETY: as in the forward pass, groups own disjoint samples.
-        let (cols, ybuf, _) = unsafe { thread_scratch(sp, &plan, tid) };
-        for g in (tid..plan.groups).step_by(plan.threads) {
+    let groups = RoundRobin::new(&mut dx[..in_len], plan.group * plan.in_len, plan.threads);
+    pool.split((thread_blocks(&plan, scratch), groups), |_, (block, groups)| {
+        let (cols, ybuf, _) = thread_scratch(&plan, block);
+        for (g, dx) in groups {
             let (s0, n) = plan.samples(g, batch);
             let p = n * plan.l;
             // dcols[D, P] = W^T[D, c_out] dY[c_out, P]
             let dyv = View::row_major(out_block(&plan, dy, s0, n, ybuf), plan.c_out, p);
             matmul_seq(cols, p, false, wv.t(), dyv);
-            let dx = unsafe { std::slice::from_raw_parts_mut(dxp.0.add(s0 * plan.in_len), n * plan.in_len) };
             if !accumulate {
                 dx.fill(T::zero());
             }
@@ -223,12 +228,11 @@ pub fn conv2d_backward_weight<T: Real>(
     }
     let plan = Plan::new(conv, batch, pool.threads());
     let wlen = plan.c_out * plan.d;
-    assert!(x.len() >= batch * plan.in_len && dy.len() >= batch * plan.out_len && dw.len() >= wlen);
+    let (in_len, out_len) = (entries("convolution", &[batch, plan.in_len]), entries("convolution", &[batch, plan.out_len]));
+    assert!(x.len() >= in_len && dy.len() >= out_len && dw.len() >= wlen, "convolution: x, dy or dw too short");
     assert!(scratch.len() >= plan.threads * plan.per_thread(), "convolution scratch too small");
-    let sp = SendPtr(scratch.as_mut_ptr());
-    pool.run(&|tid| {
-        // SAFETY: every thread accumulates into its own partial.
-        let (cols, ybuf, partial) = unsafe { thread_scratch(sp, &plan, tid) };
+    pool.split(thread_blocks(&plan, scratch), |tid, block| {
+        let (cols, ybuf, partial) = thread_scratch(&plan, block);
         partial.fill(T::zero());
         for g in (tid..plan.groups).step_by(plan.threads) {
             let (s0, n) = plan.samples(g, batch);
@@ -240,14 +244,7 @@ pub fn conv2d_backward_weight<T: Real>(
     });
     // Sum the per-thread partials, each thread over its own range of dw.
     let scratch = &*scratch;
-    let dwp = SendPtr(dw.as_mut_ptr());
-    pool.run(&|tid| {
-        // Capture the whole Send wrapper, not its raw-pointer field.
-        #[allow(clippy::redundant_locals)]
-        let dwp = dwp;
-        let range = pool.chunk(tid, wlen);
-        // SAFETY: the ranges of dw are disjoint.
-        let out = unsafe { std::slice::from_raw_parts_mut(dwp.0.add(range.start), range.len()) };
+    pool.split(Rows::new(&mut dw[..wlen], wlen, 1, pool.threads()), |_, (range, out)| {
         let partial = |t: usize| &scratch[t * plan.per_thread() + plan.cols_len() + plan.ybuf_len()..][range.clone()];
         out.copy_from_slice(partial(0));
         for t in 1..plan.threads {

@@ -5,7 +5,9 @@
 //! and takes the sizes it works on explicitly; slices may be longer than
 //! those sizes (only the prefix is used), so the engine can size its
 //! buffers once for the largest batch. Lengths that are too short are the
-//! caller's bug and panic.
+//! caller's bug and panic, and so do sizes whose product overflows `usize`
+//! (no slice can hold them): sizes are multiplied with checked arithmetic,
+//! so a huge shape cannot pass a length check by wrapping around.
 
 mod avgpool;
 mod batchnorm;
@@ -20,3 +22,15 @@ pub use batchnorm::{batch_norm_backward, batch_norm_eval, batch_norm_train, BnGr
 pub use conv::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward, conv_scratch_len};
 pub use linear::{linear_backward, linear_forward, LinearShape};
 pub use loss::{softmax_cross_entropy, LossStats};
+
+/// The product of `dims`, the entries of a tensor of that shape.
+///
+/// # Panics
+/// When the product overflows `usize`, naming `what`.
+pub(crate) fn entries(what: &str, dims: &[usize]) -> usize {
+    if dims.contains(&0) {
+        return 0;
+    }
+    let product = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    product.unwrap_or_else(|| panic!("{what}: sizes {dims:?} overflow usize"))
+}

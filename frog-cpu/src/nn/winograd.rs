@@ -15,8 +15,10 @@
 
 use frog_core::{Conv2d, Layer};
 
+use super::entries;
 use crate::gemm::{matmul_seq, Real, View};
-use crate::pool::{SendPtr, ThreadPool};
+use crate::parts::{Blocks, RoundRobin};
+use crate::pool::ThreadPool;
 use crate::winograd::{adjoint_point, output_rows, output_t_coef, transform_filters, untransform_filters, Algorithm, Grid, POINTS, ROTATED};
 
 /// Tiles a group aims for: long enough GEMMs, small enough that a group's
@@ -48,17 +50,20 @@ impl Plan {
     }
 
     fn tiles(&self) -> usize {
-        self.group * self.grid.per_sample()
+        entries("winograd convolution", &[self.group, self.grid.per_sample()])
     }
 
     /// Per thread: the group's transformed inputs, its products, and the
     /// output transform's 12 rows of one sample's tiles.
     fn per_thread(&self) -> usize {
-        POINTS * self.tiles() * (self.grid.c + self.rows) + 12 * self.grid.per_sample()
+        let channels = self.grid.c.checked_add(self.rows).expect("winograd convolution: sizes overflow usize");
+        let products = entries("winograd convolution", &[POINTS, self.tiles(), channels]);
+        products.checked_add(12 * self.grid.per_sample()).expect("winograd convolution: sizes overflow usize")
     }
 
     fn len(&self) -> usize {
-        POINTS * self.rows * self.grid.c + self.threads * self.per_thread()
+        let filters = entries("winograd convolution", &[POINTS, self.rows, self.grid.c]);
+        filters.checked_add(entries("winograd convolution", &[self.threads, self.per_thread()])).expect("winograd convolution: sizes overflow usize")
     }
 }
 
@@ -75,7 +80,10 @@ fn plans(conv: &Conv2d, batch: usize, threads: usize) -> Option<(Plan, Plan)> {
 /// forward plan.
 pub(super) fn scratch_len(conv: &Conv2d, batch: usize, threads: usize) -> usize {
     match plans(conv, batch, threads) {
-        Some((f, d)) if applies(conv) => f.len().max(d.len()).max(f.len() + threads * POINTS * conv.c_in * conv.c_out),
+        Some((f, d)) if applies(conv) => {
+            let partials = entries("winograd convolution", &[threads, POINTS, conv.c_in, conv.c_out]);
+            f.len().max(d.len()).max(f.len().checked_add(partials).expect("winograd convolution: sizes overflow usize"))
+        }
         _ => 0,
     }
 }
@@ -86,16 +94,15 @@ pub(super) fn backward_weight<T: Real>(pool: &ThreadPool, conv: &Conv2d, batch: 
     let (plan, _) = plans(conv, batch, pool.threads()).expect("a valid convolution geometry");
     let (g, rows) = (plan.grid, plan.rows);
     let (c, [ho, wo], per, tiles) = (g.c, g.out, g.per_sample(), plan.tiles());
-    let (in_len, out_len, part_len) = (c * g.hw[0] * g.hw[1], rows * ho * wo, POINTS * rows * c);
-    assert!(x.len() >= batch * in_len && dy.len() >= batch * out_len && dw.len() >= rows * c * 9, "winograd conv: buffers too short");
-    assert!(scratch.len() >= plan.len() + plan.threads * part_len, "convolution scratch too small");
+    let (in_len, out_len, part_len) = (entries("winograd convolution", &[c, g.hw[0], g.hw[1]]), entries("winograd convolution", &[rows, ho, wo]), POINTS * rows * c);
+    let (x_len, dy_len) = (entries("winograd convolution", &[batch, in_len]), entries("winograd convolution", &[batch, out_len]));
+    assert!(x.len() >= x_len && dy.len() >= dy_len && dw.len() >= rows * c * 9, "winograd conv: buffers too short");
+    let needed = plan.len().checked_add(entries("winograd convolution", &[plan.threads, part_len]));
+    assert!(needed.is_some_and(|needed| scratch.len() >= needed), "convolution scratch too small");
     let (work, partials) = scratch[POINTS * rows * c..].split_at_mut(plan.threads * plan.per_thread());
-    let (wp, pp) = (SendPtr(work.as_mut_ptr()), SendPtr(partials.as_mut_ptr()));
     let coef = output_t_coef::<T>();
-    pool.run(&|tid| {
-        // SAFETY: each thread uses its own scratch and partial.
-        let mine = unsafe { std::slice::from_raw_parts_mut(wp.get().add(tid * plan.per_thread()), plan.per_thread()) };
-        let part = unsafe { std::slice::from_raw_parts_mut(pp.get().add(tid * part_len), part_len) };
+    let blocks = (Blocks::new(work, plan.per_thread(), plan.threads), Blocks::new(&mut *partials, part_len, plan.threads));
+    pool.split(blocks, |tid, (mine, part)| {
         part.fill(T::ZERO);
         let (xt, rest) = mine.split_at_mut(POINTS * tiles * c);
         let dt = &mut rest[..POINTS * tiles * rows];
@@ -177,8 +184,9 @@ pub(super) fn backward_data<T: Real>(pool: &ThreadPool, conv: &Conv2d, batch: us
 fn run<T: Real>(pool: &ThreadPool, plan: &Plan, batch: usize, input: &[T], w: &[T], flip: bool, out: &mut [T], accumulate: bool, scratch: &mut [T]) {
     let (g, rows) = (plan.grid, plan.rows);
     let (c, [ho, wo], per) = (g.c, g.out, g.per_sample());
-    let (in_len, out_len) = (c * g.hw[0] * g.hw[1], rows * ho * wo);
-    assert!(input.len() >= batch * in_len && out.len() >= batch * out_len && w.len() >= rows * c * 9, "winograd conv: buffers too short");
+    let (in_len, out_len) = (entries("winograd convolution", &[c, g.hw[0], g.hw[1]]), entries("winograd convolution", &[rows, ho, wo]));
+    let (input_len, output_len) = (entries("winograd convolution", &[batch, in_len]), entries("winograd convolution", &[batch, out_len]));
+    assert!(input.len() >= input_len && out.len() >= output_len && w.len() >= rows * c * 9, "winograd conv: buffers too short");
     assert!(scratch.len() >= plan.len(), "convolution scratch too small");
     let (filters, rest) = scratch.split_at_mut(POINTS * rows * c);
     // With `flip`, each point's `rows x c` filters are the transposed
@@ -187,14 +195,12 @@ fn run<T: Real>(pool: &ThreadPool, plan: &Plan, batch: usize, input: &[T], w: &[
     let [fr, fc] = if flip { [c, rows] } else { [rows, c] };
     transform_filters(pool, w, [fr, fc], fc * 9, filters);
     let filters = &*filters;
-    let (sp, op) = (SendPtr(rest.as_mut_ptr()), SendPtr(out.as_mut_ptr()));
-    pool.run(&|tid| {
-        // SAFETY: each thread uses its own scratch.
-        let mine = unsafe { std::slice::from_raw_parts_mut(sp.get().add(tid * plan.per_thread()), plan.per_thread()) };
+    let groups = RoundRobin::new(&mut out[..output_len], plan.group * out_len, plan.threads);
+    pool.split((Blocks::new(rest, plan.per_thread(), plan.threads), groups), |_, (mine, groups)| {
         let tiles = plan.tiles();
         let (xt, rest) = mine.split_at_mut(POINTS * tiles * c);
         let (m, tmp) = rest.split_at_mut(POINTS * tiles * rows);
-        for grp in (tid..plan.groups).step_by(plan.threads) {
+        for (grp, y) in groups {
             let s0 = grp * plan.group;
             let n = plan.group.min(batch - s0);
             let nt = n * per;
@@ -209,8 +215,6 @@ fn run<T: Real>(pool: &ThreadPool, plan: &Plan, batch: usize, input: &[T], w: &[
                 let b = View::strided(&xt[xi * c * tiles..], c, nt, tiles, 1);
                 matmul_seq(&mut m[xi * rows * tiles..], tiles, false, a, b);
             }
-            // SAFETY: the group's samples of `out` belong to this thread.
-            let y = unsafe { std::slice::from_raw_parts_mut(op.get().add(s0 * out_len), n * out_len) };
             for i in 0..n {
                 for o in 0..rows {
                     let plane = &mut y[i * out_len + o * ho * wo..][..ho * wo];
