@@ -369,6 +369,11 @@ fn the_guard_counts_and_replaces_bad_rows() {
 
 // ---- 13. the optimizer object: refused calls change nothing ----
 
+/// An SGD group's method, without decay.
+fn sgd(momentum: f64) -> Method {
+    Method::Sgd(SgdConfig { lr: 0.1, momentum, weight_decay: 0.0, nesterov: false })
+}
+
 /// What a refused call could change on an optimizer over [`RequiredOnly`]:
 /// its checkpoint (states, step counts, rates, sampler), its registrations,
 /// and its workspace's size and last results.
@@ -418,7 +423,7 @@ fn fail_at_every_allocation<const N: usize>(
 fn registrations_failing_at_any_allocation_change_nothing() {
     let b = RequiredOnly::new(1);
     let mut opt = Optimizer::<RequiredOnly, 16>::new(Method::Frog(base()), 8, 0).unwrap();
-    let sgd = opt.add_group(Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.0, nesterov: false })).unwrap();
+    let sgd = opt.add_group(sgd(0.9)).unwrap();
     let kfrog = opt.add_kfrog_group(KfrogConfig { momentum: 0.9, y_momentum: 0.9, sample_size: Some(3), ..KfrogConfig::default() }).unwrap();
     let adam = opt.add_adamw_group(AdamWConfig { amsgrad: true, ..AdamWConfig::default() }).unwrap();
     // With the guard on, a FROG layer also allocates its diagnostics.
@@ -441,7 +446,7 @@ fn registrations_failing_at_any_allocation_change_nothing() {
 #[test]
 fn a_full_registry_refuses_before_allocating() {
     let b = RequiredOnly::new(1);
-    let mut opt = Optimizer::<RequiredOnly, 1>::new(Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.0, weight_decay: 0.0, nesterov: false }), 8, 0).unwrap();
+    let mut opt = Optimizer::<RequiredOnly, 1>::new(sgd(0.0), 8, 0).unwrap();
     opt.add_param(&b, "a", 1, GroupId::DEFAULT).unwrap();
     let frog = opt.add_group(Method::Frog(base())).unwrap();
     // Every allocation would fail: the full registry is found first.
@@ -449,22 +454,20 @@ fn a_full_registry_refuses_before_allocating() {
     let err = opt.add_layer(&b, "big", Layer::linear(1000, 1000, true), frog).unwrap_err();
     assert_eq!(err.to_string(), "optimizer registry: the optimizer holds at most 1 parameters");
     assert!(opt.workspace().is_none(), "no workspace grew for a refused layer");
-    // A group refused for want of room leaves the shared sample size alone.
-    for _ in 2..frog_core::MAX_GROUPS {
-        opt.add_group(Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.0, weight_decay: 0.0, nesterov: false })).unwrap();
-    }
-    let mut other = Optimizer::<RequiredOnly, 1>::new(Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.0, weight_decay: 0.0, nesterov: false }), 8, 0).unwrap();
+    // A FROG group refused for want of room sets no shared sample size.
+    let mut sgd_only = Optimizer::<RequiredOnly, 1>::new(sgd(0.0), 8, 0).unwrap();
     for _ in 1..frog_core::MAX_GROUPS {
-        other.add_group(Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.0, weight_decay: 0.0, nesterov: false })).unwrap();
+        sgd_only.add_group(sgd(0.0)).unwrap();
     }
-    assert!(other.add_group(Method::Frog(Config { sample_size: Some(2), ..base() })).is_err());
-    assert_eq!(other.sample_rows(8), 8, "the refused FROG group set no sample size");
+    let err = sgd_only.add_group(Method::Frog(Config { sample_size: Some(2), ..base() })).unwrap_err();
+    assert_eq!(err.to_string(), "optimizer registry: the optimizer holds at most 16 parameter groups");
+    assert_eq!(sgd_only.sample_rows(8), 8, "the refused FROG group set the sample size");
 }
 
 #[test]
 fn a_layer_whose_bias_state_is_exhausted_refuses_before_the_weight_moves() {
     let cpu = Cpu::<f64>::with_threads(1).unwrap();
-    let mut frog = Frog::<f64>::new(Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.0, nesterov: false }), 4, 0).unwrap();
+    let mut frog = Frog::<f64>::new(sgd(0.9), 4, 0).unwrap();
     let layer = Layer::linear(3, 2, true);
     let id = frog.add_layer(&cpu, "l", layer, GroupId::DEFAULT).unwrap();
     let mut bytes = vec![0; frog.checkpoint_len()];
@@ -560,7 +563,7 @@ fn foreign_handles_oversized_batches_and_mismatched_checkpoints_are_refused() {
     step(&mut a, &mut w, 4).unwrap();
     // A FROG checkpoint into an SGD group of the same registrations and sizes.
     let good = checkpoint(&a);
-    let mut sgd = Frog::<f64>::new(Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.0, nesterov: false }), 4, 0).unwrap();
+    let mut sgd = Frog::<f64>::new(sgd(0.9), 4, 0).unwrap();
     sgd.add_layer(&cpu, "layer0", layer, GroupId::DEFAULT).unwrap();
     let err = sgd.restore(&cpu, &good).unwrap_err();
     assert_eq!(err.to_string(), "invalid optimizer state: the checkpoint was written for other registrations: a group's method differs at 0");
