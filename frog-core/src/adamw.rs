@@ -207,7 +207,7 @@ impl<B: Backend> AdamState<B> {
     }
 
     pub(crate) fn check_bytes(&self, bytes: &[u8]) -> Result<u64, StateError> {
-        let steps = check_stored::<B::Scalar>(bytes, MAGIC, self.len, self.vmax.is_some(), self.buffers())?;
+        let steps = check_stored::<B::Scalar>(bytes, MAGIC, self.len, (self.vmax.is_some(), "amsgrad"), self.buffers())?;
         let needed = self.export_len();
         let part = self.len * B::Scalar::BYTES;
         let mut squares = bytes[HEADER + part..needed].chunks_exact(B::Scalar::BYTES).map(B::Scalar::read_le);

@@ -1,18 +1,22 @@
 //! The whole optimizer object to and from one versioned byte buffer.
 //!
 //! Layout (little-endian): magic `FROGCKPT`, version `u16`, scalar bytes
-//! `u8`, a zero byte, the group count `u32`, the parameter count `u32`,
-//! the sampler's state (4 `u64`), each group's learning rate (`f64`, the
-//! one setting a schedule changes), then per parameter: its kind (`u8`: 0
-//! plain, 1 layer), its name (`u8` length, bytes), and its states, each as
-//! a `u64` length and the bytes of [`crate::ParamState::export`] (FROG, SGD)
-//! or [`crate::AdamState::export`] (AdamW); a layer outside FROG groups has
-//! a second state for its bias. The registrations themselves
-//! (names, kinds, sizes, methods) are the program's: a checkpoint restores
-//! into an optimizer built the same way, and says so when it does not.
+//! `u8`, a reserved zero byte, the group count `u32`, the parameter count
+//! `u32`, the sampler's state (4 `u64`), per group its method (`u8`: 0
+//! FROG, 1 SGD, 2 AdamW, 3 K-FROG) and its learning rate (`f64`, the one
+//! setting a schedule changes), then per parameter: its kind (`u8`: 0
+//! plain, 1 layer), its group (`u8`), its name (`u8` length, bytes), and
+//! its states, each as a `u64` length and the bytes of
+//! [`crate::ParamState::export`] (FROG, SGD), [`crate::AdamState::export`]
+//! (AdamW) or [`crate::KfrogState::export`] (K-FROG); a layer outside FROG
+//! and K-FROG groups has a second state for its bias. The registrations
+//! themselves (names, kinds, groups, sizes, methods) are the program's: a
+//! checkpoint restores into an optimizer built the same way, and says so
+//! when it does not.
 
 use crate::backend::Backend;
 use crate::error::{Error, ShapeError};
+use crate::method::Method;
 use crate::optimizer::{Optimizer, ParamKind, Slot, SlotState};
 use crate::sampler::Sampler;
 use crate::scalar::Scalar;
@@ -20,7 +24,7 @@ use crate::state::StateError;
 
 const MAGIC: [u8; 8] = *b"FROGCKPT";
 /// Version of the layout [`Optimizer::checkpoint`] writes.
-pub const CHECKPOINT_VERSION: u16 = 1;
+pub const CHECKPOINT_VERSION: u16 = 2;
 const HEADER: usize = 8 + 2 + 1 + 1 + 4 + 4 + 32;
 
 /// A cursor over checkpoint bytes that reports truncation as an error.
@@ -81,6 +85,20 @@ fn kind_tag(kind: &ParamKind) -> u8 {
     }
 }
 
+fn method_tag(method: &Method) -> u8 {
+    match method {
+        Method::Frog(_) => 0,
+        Method::Sgd(_) => 1,
+        Method::AdamW(_) => 2,
+        Method::Kfrog(_) => 3,
+    }
+}
+
+/// Bytes of a group's entry: its method tag and learning rate.
+const GROUP: usize = 1 + 8;
+/// Bytes of a parameter's entry before its name: kind, group, name length.
+const PARAM: usize = 3;
+
 fn states<B: Backend>(slot: &Slot<B>) -> impl Iterator<Item = &SlotState<B>> {
     core::iter::once(&slot.state).chain(slot.bias.as_ref())
 }
@@ -88,8 +106,8 @@ fn states<B: Backend>(slot: &Slot<B>) -> impl Iterator<Item = &SlotState<B>> {
 impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// Bytes [`Optimizer::checkpoint`] writes.
     pub fn checkpoint_len(&self) -> usize {
-        let slots = self.slots.iter().map(|s| 2 + s.name.len() + states(s).map(|st| 8 + st.export_len()).sum::<usize>());
-        HEADER + 8 * self.groups.len() + slots.sum::<usize>()
+        let slots = self.slots.iter().map(|s| PARAM + s.name.len() + states(s).map(|st| 8 + st.export_len()).sum::<usize>());
+        HEADER + GROUP * self.groups.len() + slots.sum::<usize>()
     }
 
     /// Writes every state, step count, group learning rate and the
@@ -112,10 +130,11 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             w.put(&s.to_le_bytes());
         }
         for g in &self.groups {
+            w.put(&[method_tag(g)]);
             w.put(&g.lr().to_le_bytes());
         }
         for slot in &self.slots {
-            w.put(&[kind_tag(&slot.kind), slot.name.len() as u8]);
+            w.put(&[kind_tag(&slot.kind), slot.group.0, slot.name.len() as u8]);
             w.put(slot.name.as_bytes());
             for st in states(slot) {
                 let len = st.export_len();
@@ -147,7 +166,10 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         if usize::from(scalar) != B::Scalar::BYTES {
             return Err(StateError::ScalarSize(scalar).into());
         }
-        r.u8()?;
+        match r.u8()? {
+            0 => {}
+            b => return Err(StateError::Reserved(b).into()),
+        }
         let mismatch = |what, index| StateError::Registrations { what, index };
         if r.u32()? as usize != self.groups.len() {
             return Err(mismatch("the number of groups", self.groups.len()).into());
@@ -156,12 +178,18 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             return Err(mismatch("the number of parameters", self.slots.len()).into());
         }
         let sampler = Sampler::from_state([r.u64()?, r.u64()?, r.u64()?, r.u64()?])?;
-        for g in &self.groups {
+        for (i, g) in self.groups.iter().enumerate() {
+            if r.u8()? != method_tag(g) {
+                return Err(mismatch("a group's method", i).into());
+            }
             g.with_lr(f64::from_bits(r.u64()?)).validate_for::<B::Scalar>()?;
         }
         for (i, slot) in self.slots.iter().enumerate() {
             if r.u8()? != kind_tag(&slot.kind) {
                 return Err(mismatch("a parameter's kind", i).into());
+            }
+            if r.u8()? != slot.group.0 {
+                return Err(mismatch("a parameter's group", i).into());
             }
             let len = usize::from(r.u8()?);
             if r.take(len)? != slot.name.as_bytes() {
@@ -174,10 +202,11 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         // Everything checked: apply, reading the same bytes again.
         let mut r = Reader { bytes, pos: HEADER };
         for g in self.groups.iter_mut() {
+            r.u8()?;
             *g = g.with_lr(f64::from_bits(r.u64()?));
         }
         for slot in self.slots.iter_mut() {
-            let len = usize::from(r.take(2)?[1]);
+            let len = usize::from(r.take(PARAM)?[PARAM - 1]);
             r.take(len)?;
             for st in core::iter::once(&mut slot.state).chain(slot.bias.as_mut()) {
                 let bytes = r.state()?;

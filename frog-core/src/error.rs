@@ -71,6 +71,13 @@ pub enum ShapeError {
         /// What is not supported, and what to do instead.
         what: &'static str,
     },
+    /// A batch (or an optimizer's largest batch) above
+    /// [`crate::MAX_BATCH`]: a draw of the sample takes time linear in the
+    /// batch.
+    BatchAboveLimit {
+        /// Samples in the batch.
+        batch: usize,
+    },
     /// A batch larger than the optimizer was built for.
     BatchExceedsMax {
         /// Samples in the batch.
@@ -102,6 +109,9 @@ impl fmt::Display for ShapeError {
             Self::TooLarge { what } => write!(f, "layer too large to index: {what} overflows usize"),
             Self::IndexOutOfRange { what, index, len } => write!(f, "{what} {index} is out of range ({len} registered)"),
             Self::Unsupported { what } => write!(f, "not supported: {what}"),
+            Self::BatchAboveLimit { batch } => {
+                write!(f, "batch of {batch} samples is above the limit of {} (2^24): sampling takes time linear in the batch", crate::sampler::MAX_BATCH)
+            }
             Self::BatchExceedsMax { batch, max } => {
                 write!(f, "batch of {batch} samples exceeds the {max} the optimizer was built for")
             }

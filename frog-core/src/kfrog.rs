@@ -153,7 +153,7 @@ impl<B: Backend> KfrogState<B> {
         let w = self.weight.export_len();
         let steps = self.weight.check_bytes(bytes)?;
         let tail = bytes.get(w..).ok_or(StateError::Truncated { needed: self.export_len(), actual: bytes.len() })?;
-        let output = self.y.check_bytes(tail)?;
+        let output = self.y.check_bytes_as(tail, "y_momentum")?;
         if output != steps {
             return Err(StateError::StepCounts { weight: steps, output });
         }
@@ -242,10 +242,8 @@ fn check<B: Backend>(
     }
     state.weight.check_len(n)?;
     state.y.check_len(layer.rows())?;
-    state.weight.check_momentum(cfg.momentum)?;
-    if state.y.momentum().is_some() != (cfg.y_momentum > 0.0) {
-        return Err(StateError::MomentumSetting { state_has_buffer: state.y.momentum().is_some() }.into());
-    }
+    state.weight.check_momentum("momentum", cfg.momentum)?;
+    state.y.check_momentum("y_momentum", cfg.y_momentum)?;
     ws.req.covers(&WorkspaceReq::new(backend, layer, batch.x_sample)?)?;
     Ok(state.weight.next_step()?)
 }

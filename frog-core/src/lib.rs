@@ -48,7 +48,7 @@ pub use layer::{Axes, BnShape, Conv2d, Layer, LayerKind, PATCH_PADDING};
 pub use lowp::{Half, LowpBackend};
 pub use method::Method;
 pub use optimizer::{GroupId, Optimizer, ParamId, ParamKind, RegistryError, MAX_GROUPS, NAME_LEN};
-pub use sampler::Sampler;
+pub use sampler::{Sampler, MAX_BATCH};
 pub use scalar::Scalar;
 pub use sgd::{plain_sgd_step, plain_sgd_step_view, sgd_step, sgd_step_view, SgdConfig};
 pub use state::{ParamState, StateError, STATE_VERSION};

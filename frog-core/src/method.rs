@@ -60,6 +60,16 @@ impl Method {
         }
     }
 
+    /// The method's name, for messages.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Frog(_) => "FROG",
+            Self::Sgd(_) => "SGD",
+            Self::AdamW(_) => "AdamW",
+            Self::Kfrog(_) => "K-FROG",
+        }
+    }
+
     /// The FROG settings, for a FROG group.
     pub fn frog(&self) -> Option<&Config> {
         match self {

@@ -8,6 +8,7 @@
 //! while parameters are registered and never during a step.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use heapless::{String, Vec};
 
@@ -19,9 +20,9 @@ use crate::kfrog::{kfrog_step, KfrogBackend, KfrogBatch, KfrogConfig, KfrogState
 use crate::layer::Layer;
 use crate::lowp::{Half, LowpBackend};
 use crate::method::Method;
-use crate::sampler::Sampler;
+use crate::sampler::{Sampler, MAX_BATCH};
 use crate::sgd::{coupled_sgd, frog_plain, Buffers, Operands, Views};
-use crate::state::ParamState;
+use crate::state::{ParamState, StateError};
 use crate::step::{check_count, frog_step, Batch, Inputs, LowpBatch, Params, RowGuard, Weights};
 use crate::view::{ViewBackend, ViewBatch, ViewParams};
 use crate::workspace::{Workspace, WorkspaceReq};
@@ -32,9 +33,28 @@ pub const MAX_GROUPS: usize = 16;
 pub const NAME_LEN: usize = 64;
 
 /// A registered parameter (or layer), returned by registration; steps and
-/// queries name parameters by it, never by position.
+/// queries name parameters by it, never by position. It belongs to the
+/// optimizer that returned it: any other refuses it, rather than step
+/// whatever it registered at the same position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ParamId(pub(crate) u32);
+pub struct ParamId {
+    /// The [`Optimizer`] that returned it (its `id`).
+    owner: u32,
+    /// Its position in that optimizer's registry.
+    index: u32,
+}
+
+/// The id of the next optimizer made. Each optimizer takes its own, so
+/// that it can tell its handles from another's; 0 is never given out.
+/// A 32-bit counter, as `no_std` targets such as `thumbv7em` have no
+/// 64-bit atomics.
+static NEXT_OPTIMIZER: AtomicU32 = AtomicU32::new(1);
+
+/// A new optimizer id, or an error once every id is taken (ids are never
+/// reused, so that no two optimizers share one).
+fn next_optimizer_id() -> Result<u32, RegistryError> {
+    NEXT_OPTIMIZER.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| id.checked_add(1)).map_err(|_| RegistryError::OptimizerIdsExhausted)
+}
 
 /// A parameter group, returned by [`Optimizer::add_group`];
 /// [`GroupId::DEFAULT`] is the group the optimizer was made with.
@@ -72,8 +92,23 @@ pub enum RegistryError {
     TooManyGroups,
     /// A group id this optimizer did not return.
     UnknownGroup(u8),
-    /// A parameter id this optimizer did not return.
+    /// A parameter id this optimizer did not return (another optimizer
+    /// did; its position there).
     UnknownParam(u32),
+    /// Every optimizer id has been given out in this process (all but two
+    /// of the `u32` values): a new optimizer could not tell its handles
+    /// from another's.
+    OptimizerIdsExhausted,
+    /// A call for one method on a group running another: `sample_kfrog`
+    /// on a group that does not run K-FROG.
+    GroupMethod {
+        /// The group.
+        group: u8,
+        /// The method it runs.
+        runs: &'static str,
+        /// The method the call needs.
+        needs: &'static str,
+    },
     /// A name longer than [`NAME_LEN`] bytes.
     NameTooLong {
         /// Its length in bytes.
@@ -108,7 +143,9 @@ impl fmt::Display for RegistryError {
             Self::Full { capacity } => write!(f, "the optimizer holds at most {capacity} parameters"),
             Self::TooManyGroups => write!(f, "the optimizer holds at most {MAX_GROUPS} parameter groups"),
             Self::UnknownGroup(g) => write!(f, "group {g} was not made by this optimizer"),
-            Self::UnknownParam(p) => write!(f, "parameter {p} was not registered with this optimizer"),
+            Self::UnknownParam(p) => write!(f, "parameter {p} was not registered with this optimizer (its handle comes from another)"),
+            Self::OptimizerIdsExhausted => write!(f, "every optimizer id has been given out in this process ({} optimizers made)", u32::MAX - 1),
+            Self::GroupMethod { group, runs, needs } => write!(f, "group {group} runs {runs}, not {needs}"),
             Self::NameTooLong { len } => write!(f, "parameter name of {len} bytes; at most {NAME_LEN}"),
             Self::DuplicateName => write!(f, "a parameter of this name is already registered"),
             Self::SampleSizeMismatch => write!(f, "every FROG group must have the same sample_size: one sample serves every layer of a step"),
@@ -180,6 +217,17 @@ impl<B: Backend> SlotState<B> {
             Self::Kfrog(s) => s.weight.len(),
         }
     }
+
+    /// Checks that the state can take one more step, before a call that
+    /// steps several states writes any of them.
+    fn check_steps(&self) -> Result<(), StateError> {
+        let steps = match self {
+            Self::Momentum(s) => s.steps(),
+            Self::Adam(s) => s.steps(),
+            Self::Kfrog(s) => s.steps(),
+        };
+        steps.checked_add(1).map(drop).ok_or(StateError::StepsExhausted)
+    }
 }
 
 /// One registered entry.
@@ -215,6 +263,8 @@ pub(crate) struct Slot<B: Backend> {
 /// To leave a layer out of preconditioning, register its weight and bias
 /// with [`Optimizer::add_param`]: they take the group's plain path.
 pub struct Optimizer<B: Backend, const N: usize> {
+    /// The id its [`ParamId`]s carry.
+    id: u32,
     pub(crate) groups: Vec<Method, MAX_GROUPS>,
     pub(crate) slots: Vec<Slot<B>, N>,
     workspace: Option<Workspace<B>>,
@@ -246,7 +296,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// nothing until parameters are registered.
     ///
     /// Errors: settings [`Method::validate_for`] rejects in the backend's
-    /// scalar type, and `max_batch = 0`.
+    /// scalar type, and `max_batch` of 0 or above [`MAX_BATCH`].
     pub fn new(method: Method, max_batch: usize, seed: u64) -> Res<Self, B> {
         let mut opt = Self::empty(max_batch, seed)?;
         opt.add_group(method)?;
@@ -257,7 +307,11 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         if max_batch == 0 {
             return Err(ShapeError::EmptySample.into());
         }
+        if max_batch > MAX_BATCH {
+            return Err(ShapeError::BatchAboveLimit { batch: max_batch }.into());
+        }
         Ok(Self {
+            id: next_optimizer_id()?,
             groups: Vec::new(),
             slots: Vec::new(),
             workspace: None,
@@ -288,8 +342,9 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     where
         B: KfrogBackend,
     {
+        let id = self.push_group(Method::Kfrog(cfg))?;
         self.kfrog = Some(kfrog_step::<B>);
-        self.push_group(Method::Kfrog(cfg))
+        Ok(id)
     }
 
     /// [`Optimizer::new`] with a default group running AdamW.
@@ -307,31 +362,32 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     where
         B: AdamBackend,
     {
+        let id = self.push_group(Method::AdamW(cfg))?;
         self.adam = Some(adamw_step::<B>);
-        self.push_group(Method::AdamW(cfg))
+        Ok(id)
     }
 
     /// A new parameter group running `method` (FROG or SGD; AdamW groups
     /// come from [`Optimizer::add_adamw_group`]).
     pub fn add_group(&mut self, method: Method) -> Res<GroupId, B> {
-        match method {
-            Method::AdamW(_) => return Err(RegistryError::NeedsItsEntryPoint("AdamW").into()),
-            Method::Kfrog(_) => return Err(RegistryError::NeedsItsEntryPoint("K-FROG").into()),
-            _ => {}
+        if let Method::AdamW(_) | Method::Kfrog(_) = method {
+            return Err(RegistryError::NeedsItsEntryPoint(method.name()).into());
         }
         self.push_group(method)
     }
 
+    /// Adds a group; a refused one changes nothing (the shared sample size
+    /// is set only once the group is in).
     fn push_group(&mut self, method: Method) -> Res<GroupId, B> {
         method.validate_for::<B::Scalar>()?;
-        if let Some(cfg) = method.frog() {
-            match self.sample_size {
-                Some(s) if s != cfg.sample_size => return Err(RegistryError::SampleSizeMismatch.into()),
-                _ => self.sample_size = Some(cfg.sample_size),
-            }
-        }
+        let sample_size = match (method.frog(), self.sample_size) {
+            (Some(cfg), Some(s)) if s != cfg.sample_size => return Err(RegistryError::SampleSizeMismatch.into()),
+            (Some(cfg), _) => Some(cfg.sample_size),
+            (None, s) => s,
+        };
         let id = GroupId(self.groups.len() as u8);
         self.groups.push(method).map_err(|_| RegistryError::TooManyGroups)?;
+        self.sample_size = sample_size;
         Ok(id)
     }
 
@@ -342,77 +398,92 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// Errors: a layer [`Layer::validate`] rejects (grouped convolutions
     /// among them), an unknown group, a name too long or taken, a full
     /// registry, and memory the backend cannot allocate. A failed call
-    /// registers nothing.
+    /// changes nothing: everything is checked, then the grown workspace
+    /// and the new state are allocated beside the old, and only then
+    /// committed.
     pub fn add_layer(&mut self, backend: &B, name: &str, layer: Layer, group: GroupId) -> Res<ParamId, B> {
         layer.validate()?;
-        let method = *self.method(group)?;
-        let name = self.check_name(name)?;
+        let (method, name) = self.check_registration(name, group)?;
         let rows = layer.rows();
-        let (state, bias) = match method {
+        let (workspace, state, bias) = match method {
             Method::Frog(cfg) => {
-                let need = WorkspaceReq::new(backend, &layer, cfg.sample_rows(self.max_batch))?;
-                self.grow_workspace(backend, need)?;
+                let workspace = self.grown_workspace(backend, WorkspaceReq::new(backend, &layer, cfg.sample_rows(self.max_batch))?)?;
                 let mut state = ParamState::for_layer(backend, &layer, &cfg).map_err(Error::Backend)?;
                 if self.guard.is_some() {
                     state.enable_diagnostics(backend, &layer)?;
                 }
-                (SlotState::Momentum(state), None)
+                (workspace, SlotState::Momentum(state), None)
             }
             Method::Kfrog(cfg) => {
                 if layer.bias {
                     return Err(ShapeError::Unsupported { what: "a bias on a K-FROG layer (the original has none): register the bias as a plain parameter" }.into());
                 }
                 let need = WorkspaceReq::new(backend, &layer, cfg.sample_size.map_or(self.max_batch, |s| s.min(self.max_batch)))?;
-                self.grow_workspace(backend, need)?;
-                (SlotState::Kfrog(KfrogState::new(backend, &layer, &cfg).map_err(Error::Backend)?), None)
+                let workspace = self.grown_workspace(backend, need)?;
+                (workspace, SlotState::Kfrog(KfrogState::new(backend, &layer, &cfg).map_err(Error::Backend)?), None)
             }
             m => {
                 let weight = SlotState::new(backend, &m, rows * layer.weight_cols()).map_err(Error::Backend)?;
                 let bias = if layer.bias { Some(SlotState::new(backend, &m, rows).map_err(Error::Backend)?) } else { None };
-                (weight, bias)
+                (None, weight, bias)
             }
         };
-        self.push(Slot { name, group, kind: ParamKind::Layer(layer), state, bias })
+        let id = self.push(Slot { name, group, kind: ParamKind::Layer(layer), state, bias })?;
+        if workspace.is_some() {
+            self.workspace = workspace;
+        }
+        Ok(id)
     }
 
     /// Registers a plain parameter of `len` entries named `name` in
     /// `group` (FROG's plain-SGD path in a FROG group). Errors as
     /// [`Optimizer::add_layer`].
     pub fn add_param(&mut self, backend: &B, name: &str, len: usize, group: GroupId) -> Res<ParamId, B> {
-        let method = *self.method(group)?;
-        let name = self.check_name(name)?;
+        let (method, name) = self.check_registration(name, group)?;
         let state = SlotState::new(backend, &method, len).map_err(Error::Backend)?;
         self.push(Slot { name, group, kind: ParamKind::Plain { len }, state, bias: None })
     }
 
+    /// The checks of a registration that need no allocation: the group
+    /// (its method returned), the name (returned as stored), a free slot.
+    fn check_registration(&self, name: &str, group: GroupId) -> Result<(Method, String<NAME_LEN>), RegistryError> {
+        let method = *self.method(group)?;
+        if self.find(name).is_some() {
+            return Err(RegistryError::DuplicateName);
+        }
+        let name = String::try_from(name).map_err(|_| RegistryError::NameTooLong { len: name.len() })?;
+        if self.slots.is_full() {
+            return Err(RegistryError::Full { capacity: N });
+        }
+        Ok((method, name))
+    }
+
     fn push(&mut self, slot: Slot<B>) -> Res<ParamId, B> {
-        let id = ParamId(self.slots.len() as u32);
+        let id = self.param_id(self.slots.len());
         self.slots.push(slot).map_err(|_| RegistryError::Full { capacity: N })?;
         Ok(id)
     }
 
-    fn check_name(&self, name: &str) -> Result<String<NAME_LEN>, RegistryError> {
-        if self.find(name).is_some() {
-            return Err(RegistryError::DuplicateName);
+    /// A workspace covering the current one and `need`, allocated beside
+    /// the current one (committed by the caller once nothing else can
+    /// fail); `None` when the current one covers `need`.
+    fn grown_workspace(&self, backend: &B, need: WorkspaceReq) -> Res<Option<Workspace<B>>, B> {
+        let have = self.workspace.as_ref().map(|ws| ws.req);
+        let want = have.unwrap_or_default().union(need);
+        if have == Some(want) {
+            return Ok(None);
         }
-        String::try_from(name).map_err(|_| RegistryError::NameTooLong { len: name.len() })
-    }
-
-    /// Reallocates the workspace when `need` is more than it covers (only
-    /// while registering).
-    fn grow_workspace(&mut self, backend: &B, need: WorkspaceReq) -> Res<(), B> {
-        let have = self.workspace.as_ref().map_or_else(WorkspaceReq::default, |ws| ws.req);
-        let want = have.union(need);
-        if self.workspace.is_none() || want != have {
-            self.workspace = None;
-            self.workspace = Some(Workspace::new(backend, want).map_err(Error::Backend)?);
-        }
-        Ok(())
+        Ok(Some(Workspace::new(backend, want).map_err(Error::Backend)?))
     }
 
     /// The registered parameter named `name`.
     pub fn find(&self, name: &str) -> Option<ParamId> {
-        self.slots.iter().position(|s| s.name == name).map(|i| ParamId(i as u32))
+        self.slots.iter().position(|s| s.name == name).map(|i| self.param_id(i))
+    }
+
+    /// The handle of registry position `index` (below `N`, so it fits `u32`).
+    fn param_id(&self, index: usize) -> ParamId {
+        ParamId { owner: self.id, index: index as u32 }
     }
 
     fn method(&self, group: GroupId) -> Result<&Method, RegistryError> {
@@ -420,7 +491,8 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     }
 
     fn slot(&self, id: ParamId) -> Result<&Slot<B>, RegistryError> {
-        self.slots.get(id.0 as usize).ok_or(RegistryError::UnknownParam(id.0))
+        let slot = if id.owner == self.id { self.slots.get(id.index as usize) } else { None };
+        slot.ok_or(RegistryError::UnknownParam(id.index))
     }
 
     /// The settings of `group`.
@@ -458,10 +530,16 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// front of `out` (at least [`Optimizer::sample_rows`] entries):
     /// increasing indices, all of them when the sample covers the batch.
     pub fn sample<'a>(&mut self, batch: usize, out: &'a mut [usize]) -> Res<&'a [usize], B> {
-        if batch > self.max_batch {
-            return Err(ShapeError::BatchExceedsMax { batch, max: self.max_batch }.into());
-        }
+        self.check_batch(batch)?;
         Ok(self.sampler.sample(batch, self.sample_size.flatten(), out)?)
+    }
+
+    /// Refuses a batch larger than the optimizer was built for.
+    fn check_batch(&self, batch: usize) -> Result<(), ShapeError> {
+        if batch > self.max_batch {
+            return Err(ShapeError::BatchExceedsMax { batch, max: self.max_batch });
+        }
+        Ok(())
     }
 
     /// One step of registered layer `id`: FROG's preconditioned step in a
@@ -494,22 +572,26 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
 
     fn step_layer_with(&mut self, backend: &B, id: ParamId, params: impl Weights<B>, batch: Option<&impl Inputs<B>>) -> Res<(), B> {
         let slot = self.slot(id)?;
-        let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.0).into()) };
+        let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.index).into()) };
+        if let Some(b) = batch {
+            self.check_batch(b.rows().1)?;
+        }
         let method = self.groups[usize::from(slot.group.0)];
-        let slot = &mut self.slots[id.0 as usize];
+        let slot = &mut self.slots[id.index as usize];
         match (method, &mut slot.state) {
-            (Method::Kfrog(_), _) => Err(RegistryError::WrongMethod(id.0).into()),
+            (Method::Kfrog(_), _) => Err(RegistryError::WrongMethod(id.index).into()),
             (Method::Frog(cfg), SlotState::Momentum(state)) => {
-                let batch = batch.ok_or(RegistryError::NoBatch(id.0))?;
-                let ws = self.workspace.as_mut().ok_or(RegistryError::NoBatch(id.0))?;
+                let batch = batch.ok_or(RegistryError::NoBatch(id.index))?;
+                let ws = self.workspace.as_mut().ok_or(RegistryError::NoBatch(id.index))?;
                 frog_step(backend, &cfg, &layer, state, ws, params, batch, self.guard)
             }
             (method, state) => {
-                // Check the bias pairing before the weight moves.
+                // Check the bias pairing and its state before the weight moves.
                 match (params.lens(backend).1, &mut slot.bias) {
                     (Some((b, gb)), Some(state)) => {
                         check_count(b, "bias", state.len())?;
                         check_count(gb, "grad_bias", state.len())?;
+                        state.check_steps()?;
                     }
                     (None, None) => {}
                     _ => return Err(ShapeError::BiasMismatch.into()),
@@ -529,10 +611,10 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     pub fn step_param(&mut self, backend: &B, id: ParamId, param: &mut B::Buffer, grad: &B::Buffer) -> Res<(), B> {
         let slot = self.slot(id)?;
         if !matches!(slot.kind, ParamKind::Plain { .. }) {
-            return Err(RegistryError::WrongKind(id.0).into());
+            return Err(RegistryError::WrongKind(id.index).into());
         }
         let method = self.groups[usize::from(slot.group.0)];
-        plain_step(backend, &method, self.adam, id, &mut self.slots[id.0 as usize].state, Buffers { param, grad })
+        plain_step(backend, &method, self.adam, id, &mut self.slots[id.index as usize].state, Buffers { param, grad })
     }
 
     /// [`Optimizer::step_param`] on views of the parameter and its
@@ -543,21 +625,27 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     {
         let slot = self.slot(id)?;
         if !matches!(slot.kind, ParamKind::Plain { .. }) {
-            return Err(RegistryError::WrongKind(id.0).into());
+            return Err(RegistryError::WrongKind(id.index).into());
         }
         let method = self.groups[usize::from(slot.group.0)];
-        plain_step(backend, &method, self.adam, id, &mut self.slots[id.0 as usize].state, Views { param, grad })
+        plain_step(backend, &method, self.adam, id, &mut self.slots[id.index as usize].state, Views { param, grad })
     }
 
     /// Draws a K-FROG step's samples for `group`'s layers from the
     /// optimizer's sampler: `sample_size` input rows into `x_out`, then,
     /// independently as in the original, `y_sample_size` output-gradient
     /// rows into `y_out` (each at least its count, or the batch).
+    ///
+    /// Both outputs are checked before either draw, so a refused call
+    /// leaves the sampler where it was.
     pub fn sample_kfrog<'a, 'b>(&mut self, group: GroupId, batch: usize, x_out: &'a mut [usize], y_out: &'b mut [usize]) -> Res<(&'a [usize], &'b [usize]), B> {
-        let Method::Kfrog(cfg) = *self.method(group)? else { return Err(RegistryError::UnknownGroup(group.0).into()) };
-        if batch > self.max_batch {
-            return Err(ShapeError::BatchExceedsMax { batch, max: self.max_batch }.into());
-        }
+        let cfg = match *self.method(group)? {
+            Method::Kfrog(cfg) => cfg,
+            m => return Err(RegistryError::GroupMethod { group: group.0, runs: m.name(), needs: "K-FROG" }.into()),
+        };
+        self.check_batch(batch)?;
+        Sampler::check(batch, cfg.sample_size, x_out.len())?;
+        Sampler::check(batch, cfg.y_sample_size, y_out.len())?;
         let x = self.sampler.sample(batch, cfg.sample_size, x_out)?;
         let y = self.sampler.sample(batch, cfg.y_sample_size, y_out)?;
         Ok((x, y))
@@ -566,11 +654,12 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// One K-FROG step of layer `id` (registered in a K-FROG group).
     pub fn step_layer_kfrog(&mut self, backend: &B, id: ParamId, weight: &mut B::Buffer, grad: &B::Buffer, batch: KfrogBatch<'_, B>) -> Res<(), B> {
         let slot = self.slot(id)?;
-        let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.0).into()) };
+        let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.index).into()) };
+        self.check_batch(batch.batch_size)?;
         let method = self.groups[usize::from(slot.group.0)];
-        match (method, &mut self.slots[id.0 as usize].state, self.kfrog, self.workspace.as_mut()) {
+        match (method, &mut self.slots[id.index as usize].state, self.kfrog, self.workspace.as_mut()) {
             (Method::Kfrog(cfg), SlotState::Kfrog(state), Some(step), Some(ws)) => step(backend, &cfg, &layer, state, ws, weight, grad, batch),
-            _ => Err(RegistryError::WrongMethod(id.0).into()),
+            _ => Err(RegistryError::WrongMethod(id.index).into()),
         }
     }
 
@@ -609,7 +698,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     pub fn state(&self, id: ParamId) -> Res<&ParamState<B>, B> {
         match &self.slot(id)?.state {
             SlotState::Momentum(s) => Ok(s),
-            _ => Err(RegistryError::WrongKind(id.0).into()),
+            _ => Err(RegistryError::WrongKind(id.index).into()),
         }
     }
 
@@ -617,7 +706,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     pub fn adam_state(&self, id: ParamId) -> Res<&AdamState<B>, B> {
         match &self.slot(id)?.state {
             SlotState::Adam(s) => Ok(s),
-            _ => Err(RegistryError::WrongKind(id.0).into()),
+            _ => Err(RegistryError::WrongKind(id.index).into()),
         }
     }
 
@@ -625,7 +714,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     pub fn kfrog_state(&self, id: ParamId) -> Res<&KfrogState<B>, B> {
         match &self.slot(id)?.state {
             SlotState::Kfrog(s) => Ok(s),
-            _ => Err(RegistryError::WrongKind(id.0).into()),
+            _ => Err(RegistryError::WrongKind(id.index).into()),
         }
     }
 
@@ -646,7 +735,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
 
     /// The registered parameters, in registration order.
     pub fn params(&self) -> impl Iterator<Item = ParamId> + '_ {
-        (0..self.slots.len() as u32).map(ParamId)
+        (0..self.slots.len()).map(|i| self.param_id(i))
     }
 
     /// The workspace (the last preconditioned step's trace, direction and
@@ -669,13 +758,13 @@ fn plain_step<B: Backend>(backend: &B, method: &Method, adam: Option<AdamStep<B>
         (Method::Sgd(cfg), SlotState::Momentum(s), _) => coupled_sgd(backend, cfg, true, s, ops),
         (Method::AdamW(cfg), SlotState::Adam(s), Some(step)) => match ops.buffers() {
             Some((param, grad)) => step(backend, cfg, s, param, grad),
-            None => Err(RegistryError::NeedsBuffers(id.0).into()),
+            None => Err(RegistryError::NeedsBuffers(id.index).into()),
         },
         (Method::Kfrog(cfg), SlotState::Momentum(s), _) => {
             let sgd = crate::sgd::SgdConfig { lr: cfg.lr, momentum: cfg.momentum, weight_decay: 0.0, nesterov: cfg.nesterov };
             coupled_sgd(backend, &sgd, true, s, ops)
         }
         // States are made for their group's method, which never changes.
-        _ => Err(RegistryError::WrongKind(id.0).into()),
+        _ => Err(RegistryError::WrongKind(id.index).into()),
     }
 }

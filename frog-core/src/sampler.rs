@@ -41,6 +41,11 @@ impl Xoshiro256pp {
     }
 }
 
+/// The largest batch a [`Sampler`] (and so an optimizer) takes: a draw
+/// takes time linear in the batch, and `2^24` samples is far beyond any
+/// batch a step sees.
+pub const MAX_BATCH: usize = 1 << 24;
+
 /// Chooses `r` of `B` batch indices without replacement.
 ///
 /// Uses selection sampling (Knuth's Algorithm S) on a `Xoshiro256++`
@@ -82,14 +87,11 @@ impl Sampler {
     /// Draws `min(sample_size, batch)` indices of `0..batch` (all of them
     /// when `sample_size` is `None`) into the front of `out`, and returns
     /// them. When the whole batch is used, no randomness is consumed.
+    ///
+    /// Errors, drawing nothing: an empty batch or sample, a batch above
+    /// [`MAX_BATCH`], and an `out` shorter than the sample.
     pub fn sample<'a>(&mut self, batch: usize, sample_size: Option<usize>, out: &'a mut [usize]) -> Result<&'a [usize], ShapeError> {
-        let r = sample_size.map_or(batch, |s| s.min(batch));
-        if r == 0 {
-            return Err(ShapeError::EmptySample);
-        }
-        if out.len() < r {
-            return Err(ShapeError::BufferLength { what: "sample indices", expected: r, actual: out.len() });
-        }
+        let r = Self::check(batch, sample_size, out.len())?;
         if r == batch {
             for (i, o) in out[..r].iter_mut().enumerate() {
                 *o = i;
@@ -108,6 +110,22 @@ impl Sampler {
             }
         }
         Ok(&out[..r])
+    }
+
+    /// The checks of [`Sampler::sample`] into an output of `out_len`
+    /// entries, drawing nothing; returns the sample's size.
+    pub(crate) fn check(batch: usize, sample_size: Option<usize>, out_len: usize) -> Result<usize, ShapeError> {
+        if batch > MAX_BATCH {
+            return Err(ShapeError::BatchAboveLimit { batch });
+        }
+        let r = sample_size.map_or(batch, |s| s.min(batch));
+        if r == 0 {
+            return Err(ShapeError::EmptySample);
+        }
+        if out_len < r {
+            return Err(ShapeError::BufferLength { what: "sample indices", expected: r, actual: out_len });
+        }
+        Ok(r)
     }
 }
 

@@ -56,7 +56,7 @@ pub(crate) fn coupled_sgd<B: Backend>(
     cfg.validate_for::<B::Scalar>()?;
     let n = state.len;
     ops.check(backend, n)?;
-    state.check_momentum(cfg.momentum)?;
+    state.check_momentum("momentum", cfg.momentum)?;
     state.steps = state.next_step()?;
     let s = B::Scalar::of_f64;
     let (lr, beta, wd) = (s(cfg.lr), s(cfg.momentum), s(cfg.weight_decay));

@@ -42,8 +42,15 @@ pub enum StateError {
         /// Entries in the buffer.
         actual: u64,
     },
-    /// The buffer has a momentum buffer and this state none, or the reverse.
-    Momentum,
+    /// The bytes hold an optional buffer (the momentum buffer, AdamW's
+    /// amsgrad maximum, K-FROG's running y average) that this state does
+    /// not keep, or the reverse: they were written under another setting.
+    OptionalBuffer {
+        /// The setting that asks for the buffer.
+        setting: &'static str,
+        /// Whether this state keeps the buffer.
+        state_has_buffer: bool,
+    },
     /// The has-momentum flag byte is neither 0 nor 1.
     MomentumFlag(u8),
     /// The buffer holds a NaN or infinite momentum entry (it would poison
@@ -54,12 +61,16 @@ pub enum StateError {
     },
     /// The step count cannot grow (`u64::MAX` steps taken).
     StepsExhausted,
-    /// The state's momentum buffer does not match the setting: `momentum >
-    /// 0` needs one and `momentum = 0` has none.
+    /// The state's momentum buffer (or K-FROG's running y average) does
+    /// not match the setting: a setting above 0 needs one and 0 has none.
     MomentumSetting {
-        /// Whether the state has a momentum buffer.
+        /// The setting: `momentum` or `y_momentum`.
+        setting: &'static str,
+        /// Whether the state has the buffer.
         state_has_buffer: bool,
     },
+    /// A checkpoint's reserved byte (after its scalar size) is not zero.
+    Reserved(u8),
     /// A guarded step needs a state made with
     /// [`ParamState::with_diagnostics`].
     NoDiagnostics,
@@ -101,12 +112,18 @@ impl fmt::Display for StateError {
             Self::Version(v) => write!(f, "unknown state version {v} (this build reads {STATE_VERSION})"),
             Self::ScalarSize(b) => write!(f, "state written with {b}-byte scalars"),
             Self::Length { expected, actual } => write!(f, "state for {actual} entries, this parameter has {expected}"),
-            Self::Momentum => write!(f, "momentum buffer present in only one of the state and the buffer"),
+            Self::OptionalBuffer { setting, state_has_buffer: true } => {
+                write!(f, "the state keeps the {setting} buffer but the bytes have none (written under another {setting} setting)")
+            }
+            Self::OptionalBuffer { setting, state_has_buffer: false } => {
+                write!(f, "the bytes hold the {setting} buffer, which the state does not keep (written under another {setting} setting)")
+            }
             Self::MomentumFlag(b) => write!(f, "has-momentum flag byte is {b}, expected 0 or 1"),
             Self::NonFinite { index } => write!(f, "momentum entry {index} is not finite"),
             Self::StepsExhausted => write!(f, "the step count is exhausted ({} steps taken)", u64::MAX),
-            Self::MomentumSetting { state_has_buffer: true } => write!(f, "the state has a momentum buffer but momentum = 0"),
-            Self::MomentumSetting { state_has_buffer: false } => write!(f, "the state has no momentum buffer but momentum > 0"),
+            Self::MomentumSetting { setting, state_has_buffer: true } => write!(f, "the state has a {setting} buffer but {setting} = 0"),
+            Self::MomentumSetting { setting, state_has_buffer: false } => write!(f, "the state has no {setting} buffer but {setting} > 0"),
+            Self::Reserved(b) => write!(f, "the checkpoint's reserved byte is {b}, expected 0"),
             Self::NoDiagnostics => write!(f, "a guarded step needs a state with diagnostics (ParamState::with_diagnostics)"),
             Self::SamplerState => write!(f, "the checkpoint's sampler state is all zeros"),
             Self::AmsgradSetting { state_has_buffer: true } => write!(f, "the AdamW state has an amsgrad buffer but amsgrad is off"),
@@ -205,13 +222,14 @@ impl<B: Backend> ParamState<B> {
         self.steps.checked_add(1).ok_or(StateError::StepsExhausted)
     }
 
-    /// Checks that the momentum buffer matches the setting.
-    pub(crate) fn check_momentum(&self, momentum: f64) -> Result<(), StateError> {
+    /// Checks that the momentum buffer matches `setting` (named in the
+    /// error), whose value is `momentum`.
+    pub(crate) fn check_momentum(&self, setting: &'static str, momentum: f64) -> Result<(), StateError> {
         let state_has_buffer = self.momentum.is_some();
         if state_has_buffer == (momentum > 0.0) {
             Ok(())
         } else {
-            Err(StateError::MomentumSetting { state_has_buffer })
+            Err(StateError::MomentumSetting { setting, state_has_buffer })
         }
     }
 
@@ -249,7 +267,13 @@ impl<B: Backend> ParamState<B> {
     /// Checks bytes [`ParamState::restore`] would take, changing nothing,
     /// and returns their step count.
     pub(crate) fn check_bytes(&self, bytes: &[u8]) -> Result<u64, StateError> {
-        check_stored::<B::Scalar>(bytes, MAGIC, self.len, self.momentum.is_some(), self.momentum.iter().len())
+        self.check_bytes_as(bytes, "momentum")
+    }
+
+    /// [`ParamState::check_bytes`] of a state whose buffer `setting` asks
+    /// for (K-FROG keeps its running y average in one).
+    pub(crate) fn check_bytes_as(&self, bytes: &[u8], setting: &'static str) -> Result<u64, StateError> {
+        check_stored::<B::Scalar>(bytes, MAGIC, self.len, (self.momentum.is_some(), setting), self.momentum.iter().len())
     }
 
     /// Writes checked bytes into the state.
@@ -284,7 +308,7 @@ pub(crate) fn export_stored<B: Backend>(backend: &B, header: &Header, buffers: &
 /// Checks a byte form [`export_stored`] wrote for a state of `len` entries
 /// with `buffers` buffers (its flag `flag`): the header, the length, and
 /// that every stored scalar is finite. Returns the step count.
-pub(crate) fn check_stored<S: Scalar>(bytes: &[u8], magic: [u8; 4], len: usize, flag: bool, buffers: usize) -> Result<u64, StateError> {
+pub(crate) fn check_stored<S: Scalar>(bytes: &[u8], magic: [u8; 4], len: usize, flag: Flag, buffers: usize) -> Result<u64, StateError> {
     let steps = Header::check::<S>(bytes, magic, len, flag)?;
     let needed = stored_len::<S>(len, buffers);
     if bytes.len() < needed {
@@ -346,6 +370,10 @@ fn check_finite<S: Scalar>(bytes: &[u8]) -> Result<(), StateError> {
     }
 }
 
+/// Whether a state keeps its optional buffer, and the setting that asks
+/// for it (named when the bytes disagree).
+pub(crate) type Flag = (bool, &'static str);
+
 /// The header every per-parameter state's byte form starts with: magic,
 /// version `u16`, scalar bytes `u8`, a flag byte (whether the optional
 /// buffer is there), entries `u64`, steps `u64`.
@@ -371,8 +399,8 @@ impl Header {
     }
 
     /// Checks a header against a state of `len` entries whose optional
-    /// buffer is there when `flag`, and returns its step count.
-    pub(crate) fn check<S: Scalar>(bytes: &[u8], magic: [u8; 4], len: usize, flag: bool) -> Result<u64, StateError> {
+    /// buffer is there as `flag` says, and returns its step count.
+    pub(crate) fn check<S: Scalar>(bytes: &[u8], magic: [u8; 4], len: usize, (flag, setting): Flag) -> Result<u64, StateError> {
         if bytes.len() < HEADER {
             return Err(StateError::Truncated { needed: HEADER, actual: bytes.len() });
         }
@@ -400,7 +428,7 @@ impl Header {
             return Err(StateError::Length { expected: len as u64, actual: word(8) });
         }
         if has != flag {
-            return Err(StateError::Momentum);
+            return Err(StateError::OptionalBuffer { setting, state_has_buffer: flag });
         }
         Ok(word(16))
     }

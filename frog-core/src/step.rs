@@ -344,7 +344,7 @@ fn plan<B: Backend>(
 ) -> Result<Plan<B::Scalar>, Error<B::Error>> {
     cfg.validate_for::<B::Scalar>()?;
     check_shapes(backend, layer, state, ws, params, batch)?;
-    state.check_momentum(cfg.momentum)?;
+    state.check_momentum("momentum", cfg.momentum)?;
     let step = state.next_step()?;
     let s = B::Scalar::of_f64;
     let (sample, batch_size) = batch.rows();

@@ -174,7 +174,7 @@ fn state_round_trips_and_rejects_bad_buffers() {
     let mut other = ParamState::for_layer(&backend, &Layer::linear(4, 2, true), &cfg).unwrap();
     assert_eq!(other.restore(&backend, &bytes).unwrap_err(), Error::State(StateError::Length { expected: 10, actual: 8 }));
     let mut no_momentum = ParamState::for_layer(&backend, &layer, &Config::default()).unwrap();
-    assert_eq!(no_momentum.restore(&backend, &bytes).unwrap_err(), Error::State(StateError::Momentum));
+    assert_eq!(no_momentum.restore(&backend, &bytes).unwrap_err(), Error::State(StateError::OptionalBuffer { setting: "momentum", state_has_buffer: false }));
     let mut small = vec![0u8; 5];
     assert!(matches!(state.export(&backend, &mut small), Err(Error::Shape(ShapeError::BufferLength { .. }))));
 }

@@ -7,13 +7,15 @@
 
 mod common;
 
+use common::forward::RequiredOnly;
 use common::{frog_with, Rng, StepData};
 use frog_core::{
-    guarded_step, plain_sgd_step, precondition_step, Batch, Config, ConfigError, Conv2d, Error, Guard, Layer, ParamState, Params, SgdConfig, ShapeError, StateError, Workspace,
-    WorkspaceReq, MAX_NUM_ITERS,
+    guarded_step, kfrog_step, plain_sgd_step, precondition_step, AdamState, AdamWConfig, BackendErrorKind, Batch, Config, ConfigError, Conv2d, Error, ErrorKind, GroupId, Guard,
+    KfrogBatch, KfrogConfig, KfrogState, Layer, Method, Optimizer, ParamId, ParamState, Params, Sampler, SgdConfig, ShapeError, StateError, Workspace, WorkspaceReq, MAX_BATCH,
+    MAX_NUM_ITERS,
 };
 use frog_cpu::gemm::matmul_dense;
-use frog_cpu::{Cpu, CpuError, Real};
+use frog_cpu::{Cpu, CpuError, Frog, Real};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as Runner, RngSeed};
 
@@ -120,10 +122,10 @@ fn impossible_allocations_are_errors() {
     let layer = Layer::linear_tokens(1 << 24, 1 << 12, 1, false);
     let err = frog_with::<f32>(&backend, Config::default(), &[layer], &[], 8, 0).err().unwrap();
     assert_eq!(err.kind(), frog_core::ErrorKind::Backend(frog_core::BackendErrorKind::OutOfMemory));
-    // A huge maximum batch with a small sample needs only the sample's indices.
+    // The largest maximum batch with a small sample needs only the sample's indices.
     let small = Layer::linear(3, 2, false);
     let cfg = Config { sample_size: Some(4), ..Config::default() };
-    let (mut frog, _, _) = frog_with::<f32>(&backend, cfg, &[small], &[], 1 << 40, 0).unwrap();
+    let (mut frog, _, _) = frog_with::<f32>(&backend, cfg, &[small], &[], MAX_BATCH, 0).unwrap();
     assert_eq!(frog.sample_rows(10), 4);
     assert_eq!(frog.sample(10, &mut [0; 4]).unwrap().len(), 4);
 }
@@ -295,7 +297,7 @@ fn mismatched_momentum_states_and_indices_name_the_problem() {
     let mut w = d.weight.clone();
     let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
     let err = precondition_step(&backend, &base(), &layer, &mut state, &mut ws, params, Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 }).unwrap_err();
-    assert_eq!(err, Error::State(StateError::MomentumSetting { state_has_buffer: false }));
+    assert_eq!(err, Error::State(StateError::MomentumSetting { setting: "momentum", state_has_buffer: false }));
     assert_eq!((state.steps(), &w), (0, &d.weight));
 
     let (mut frog, layers, others) = frog_with::<f64>(&backend, base(), &[layer, layer], &[2], 4, 0).unwrap();
@@ -303,7 +305,7 @@ fn mismatched_momentum_states_and_indices_name_the_problem() {
     let (_, foreign, _) = frog_with::<f64>(&backend, base(), &[layer; 4], &[], 4, 0).unwrap();
     let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
     let err = frog.step_layer(&backend, foreign[3], params, Some(Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 })).unwrap_err();
-    assert_eq!(err.to_string(), "optimizer registry: parameter 3 was not registered with this optimizer");
+    assert_eq!(err.to_string(), "optimizer registry: parameter 3 was not registered with this optimizer (its handle comes from another)");
     let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
     let err = frog.step_layer(&backend, others[0], params, None).unwrap_err();
     assert_eq!(err.to_string(), "optimizer registry: parameter 2 is of the other kind (step layers with step_layer, plain parameters with step_param)");
@@ -363,6 +365,237 @@ fn the_guard_counts_and_replaces_bad_rows() {
     let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
     let err = guarded_step(&backend, &cfg, Guard::default(), &layer, &mut plain_state, &mut ws, params, Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 }).unwrap_err();
     assert_eq!(err, Error::State(StateError::NoDiagnostics));
+}
+
+// ---- 13. the optimizer object: refused calls change nothing ----
+
+/// An SGD group's method, without decay.
+fn sgd(momentum: f64) -> Method {
+    Method::Sgd(SgdConfig { lr: 0.1, momentum, weight_decay: 0.0, nesterov: false })
+}
+
+/// What a refused call could change on an optimizer over [`RequiredOnly`]:
+/// its checkpoint (states, step counts, rates, sampler), its registrations,
+/// and its workspace's size and last results.
+type Snapshot = (Vec<u8>, Vec<String>, Option<(WorkspaceReq, [Vec<f64>; 3])>);
+
+fn snapshot<const N: usize>(b: &RequiredOnly, opt: &Optimizer<RequiredOnly, N>) -> Snapshot {
+    let mut bytes = vec![0; opt.checkpoint_len()];
+    opt.checkpoint(b, &mut bytes).unwrap();
+    let names = opt.params().map(|id| opt.name(id).unwrap().to_string()).collect();
+    let ws = opt.workspace().map(|ws| (ws.req(), [ws.trace().clone(), ws.direction().clone(), ws.row_scale().clone()]));
+    (bytes, names, ws)
+}
+
+/// One guarded FROG step of `layer` (registered as `id`) with data of `seed`.
+fn frog_step_of<const N: usize>(b: &RequiredOnly, opt: &mut Optimizer<RequiredOnly, N>, id: ParamId, layer: &Layer, seed: u64) -> Result<(), Error<CpuError>> {
+    let d = StepData::random(&mut Rng(seed), layer, 3, 8);
+    let (mut w, mut bias) = (d.weight.clone(), d.bias.clone());
+    let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: bias.as_mut().zip(d.grad_bias.as_ref()) };
+    opt.step_layer(b, id, params, Some(Batch { x: &d.x, y: &d.y, sample: 3, batch_size: 8 }))
+}
+
+/// Runs `register` with its first allocation failing, then its second,
+/// and so on until it succeeds: every failure must be the backend's
+/// `OutOfMemory` and leave the optimizer as it was.
+fn fail_at_every_allocation<const N: usize>(
+    b: &RequiredOnly,
+    opt: &mut Optimizer<RequiredOnly, N>,
+    what: &str,
+    mut register: impl FnMut(&mut Optimizer<RequiredOnly, N>) -> Result<ParamId, Error<CpuError>>,
+) {
+    for k in 0.. {
+        let before = snapshot(b, opt);
+        b.allow(Some(k));
+        let result = register(opt);
+        b.allow(None);
+        match result {
+            Ok(_) => return assert!(k > 0, "{what} allocates"),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Backend(BackendErrorKind::OutOfMemory), "{what}: {e}");
+                assert_eq!(snapshot(b, opt), before, "{what}: failing at allocation {k} changed the optimizer");
+            }
+        }
+    }
+}
+
+#[test]
+fn registrations_failing_at_any_allocation_change_nothing() {
+    let b = RequiredOnly::new(1);
+    let mut opt = Optimizer::<RequiredOnly, 16>::new(Method::Frog(base()), 8, 0).unwrap();
+    let sgd = opt.add_group(sgd(0.9)).unwrap();
+    let kfrog = opt.add_kfrog_group(KfrogConfig { momentum: 0.9, y_momentum: 0.9, sample_size: Some(3), ..KfrogConfig::default() }).unwrap();
+    let adam = opt.add_adamw_group(AdamWConfig { amsgrad: true, ..AdamWConfig::default() }).unwrap();
+    // With the guard on, a FROG layer also allocates its diagnostics.
+    opt.set_guard(&b, Some(Guard::default())).unwrap();
+    let first = Layer::linear(3, 2, true);
+    let id = opt.add_layer(&b, "first", first, GroupId::DEFAULT).unwrap();
+    frog_step_of(&b, &mut opt, id, &first, 1).unwrap();
+    let g = GroupId::DEFAULT;
+    let layers = [("frog", conv(2, 4, 3, 5), g), ("kfrog", Layer::conv2d(Conv2d::new(3, 5, 3, [6, 6]).padding(1), false), kfrog), ("sgd", Layer::linear(5, 4, true), sgd), ("adam", Layer::linear(5, 4, true), adam)];
+    for (name, layer, group) in layers {
+        fail_at_every_allocation(&b, &mut opt, name, |opt| opt.add_layer(&b, name, layer, group));
+    }
+    for (name, group) in [("p_frog", g), ("p_sgd", sgd), ("p_kfrog", kfrog), ("p_adam", adam)] {
+        fail_at_every_allocation(&b, &mut opt, name, |opt| opt.add_param(&b, name, 7, group));
+    }
+    // The layer registered first still steps.
+    frog_step_of(&b, &mut opt, id, &first, 2).unwrap();
+}
+
+#[test]
+fn a_full_registry_refuses_before_allocating() {
+    let b = RequiredOnly::new(1);
+    let mut opt = Optimizer::<RequiredOnly, 1>::new(sgd(0.0), 8, 0).unwrap();
+    opt.add_param(&b, "a", 1, GroupId::DEFAULT).unwrap();
+    let frog = opt.add_group(Method::Frog(base())).unwrap();
+    // Every allocation would fail: the full registry is found first.
+    b.allow(Some(0));
+    let err = opt.add_layer(&b, "big", Layer::linear(1000, 1000, true), frog).unwrap_err();
+    assert_eq!(err.to_string(), "optimizer registry: the optimizer holds at most 1 parameters");
+    assert!(opt.workspace().is_none(), "no workspace grew for a refused layer");
+    // A FROG group refused for want of room sets no shared sample size.
+    let mut sgd_only = Optimizer::<RequiredOnly, 1>::new(sgd(0.0), 8, 0).unwrap();
+    for _ in 1..frog_core::MAX_GROUPS {
+        sgd_only.add_group(sgd(0.0)).unwrap();
+    }
+    let err = sgd_only.add_group(Method::Frog(Config { sample_size: Some(2), ..base() })).unwrap_err();
+    assert_eq!(err.to_string(), "optimizer registry: the optimizer holds at most 16 parameter groups");
+    assert_eq!(sgd_only.sample_rows(8), 8, "the refused FROG group set the sample size");
+}
+
+#[test]
+fn a_layer_whose_bias_state_is_exhausted_refuses_before_the_weight_moves() {
+    let cpu = Cpu::<f64>::with_threads(1).unwrap();
+    let mut frog = Frog::<f64>::new(sgd(0.9), 4, 0).unwrap();
+    let layer = Layer::linear(3, 2, true);
+    let id = frog.add_layer(&cpu, "l", layer, GroupId::DEFAULT).unwrap();
+    let mut bytes = vec![0; frog.checkpoint_len()];
+    frog.checkpoint(&cpu, &mut bytes).unwrap();
+    // The bias state comes last: its step count, then its 2 momentum entries.
+    let at = bytes.len() - 8 - 2 * 8;
+    bytes[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    frog.restore(&cpu, &bytes).unwrap();
+    let d = StepData::random(&mut Rng(3), &layer, 2, 4);
+    let (mut w, mut bias) = (d.weight.clone(), d.bias.clone().unwrap());
+    let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: Some((&mut bias, d.grad_bias.as_ref().unwrap())) };
+    let err = frog.step_layer(&cpu, id, params, None).unwrap_err();
+    assert_eq!(err, Error::State(StateError::StepsExhausted));
+    assert_eq!((&w, Some(&bias)), (&d.weight, d.bias.as_ref()), "the weight moved before the bias was refused");
+    assert_eq!(frog.state(id).unwrap().steps(), 0);
+}
+
+#[test]
+fn k_frog_sampling_and_steps_check_everything_first() {
+    let cfg = KfrogConfig { sample_size: Some(2), y_sample_size: Some(3), ..KfrogConfig::default() };
+    let (mut a, mut b) = (Frog::<f64>::new_kfrog(cfg, 8, 5).unwrap(), Frog::<f64>::new_kfrog(cfg, 8, 5).unwrap());
+    let g = GroupId::DEFAULT;
+    let err = a.sample_kfrog(g, 8, &mut [0; 2], &mut [0; 1]).unwrap_err();
+    assert_eq!(err, Error::Shape(ShapeError::BufferLength { what: "sample indices", expected: 3, actual: 1 }));
+    let (mut xa, mut ya, mut xb, mut yb) = ([0; 2], [0; 3], [0; 2], [0; 3]);
+    assert_eq!(a.sample_kfrog(g, 8, &mut xa, &mut ya).unwrap(), b.sample_kfrog(g, 8, &mut xb, &mut yb).unwrap(), "the refused call moved the sampler");
+    // A batch above the optimizer's largest.
+    let cpu = Cpu::<f64>::with_threads(1).unwrap();
+    let layer = Layer::linear(3, 2, false);
+    let id = a.add_layer(&cpu, "l", layer, g).unwrap();
+    let d = StepData::random(&mut Rng(4), &layer, 2, 9);
+    let mut w = d.weight.clone();
+    let batch = KfrogBatch { x: &d.x, x_sample: 2, y: &d.y, y_sample: 2, batch_size: 9 };
+    let err = a.step_layer_kfrog(&cpu, id, &mut w, &d.grad_weight, batch).unwrap_err();
+    assert_eq!(err.to_string(), "shape mismatch: batch of 9 samples exceeds the 8 the optimizer was built for");
+    assert_eq!(w, d.weight);
+}
+
+#[test]
+fn optimizer_errors_name_the_method_and_the_setting() {
+    let cpu = Cpu::<f64>::with_threads(1).unwrap();
+    let mut frog = Frog::<f64>::new(Method::Frog(base()), 8, 0).unwrap();
+    let err = frog.sample_kfrog(GroupId::DEFAULT, 8, &mut [0; 8], &mut [0; 8]).unwrap_err();
+    assert_eq!(err.to_string(), "optimizer registry: group 0 runs FROG, not K-FROG");
+    // State bytes of another amsgrad or y_momentum setting.
+    let mut bytes = vec![0; 1024];
+    let n = AdamState::new(&cpu, 4, true).unwrap().export(&cpu, &mut bytes).unwrap();
+    let err = AdamState::new(&cpu, 4, false).unwrap().restore(&cpu, &bytes[..n]).unwrap_err();
+    assert_eq!(err.to_string(), "invalid optimizer state: the bytes hold the amsgrad buffer, which the state does not keep (written under another amsgrad setting)");
+    let layer = Layer::linear(3, 2, false);
+    let averaged = KfrogConfig { momentum: 0.9, y_momentum: 0.9, ..KfrogConfig::default() };
+    let plain = KfrogConfig { y_momentum: 0.0, ..averaged };
+    let n = KfrogState::new(&cpu, &layer, &plain).unwrap().export(&cpu, &mut bytes).unwrap();
+    let mut state = KfrogState::new(&cpu, &layer, &averaged).unwrap();
+    let err = state.restore(&cpu, &bytes[..n]).unwrap_err();
+    assert_eq!(err.to_string(), "invalid optimizer state: the state keeps the y_momentum buffer but the bytes have none (written under another y_momentum setting)");
+    // A K-FROG state with a running y average stepped without one.
+    let d = StepData::random(&mut Rng(5), &layer, 2, 2);
+    let mut ws = Workspace::new(&cpu, WorkspaceReq::new(&cpu, &layer, 2).unwrap()).unwrap();
+    let mut w = d.weight.clone();
+    let batch = KfrogBatch { x: &d.x, x_sample: 2, y: &d.y, y_sample: 2, batch_size: 2 };
+    let err = kfrog_step(&cpu, &plain, &layer, &mut state, &mut ws, &mut w, &d.grad_weight, batch).unwrap_err();
+    assert_eq!(err.to_string(), "invalid optimizer state: the state has a y_momentum buffer but y_momentum = 0");
+}
+
+#[test]
+fn foreign_handles_oversized_batches_and_mismatched_checkpoints_are_refused() {
+    let cpu = Cpu::<f64>::with_threads(1).unwrap();
+    let layer = Layer::linear(3, 2, false);
+    let (mut a, ids, _) = frog_with::<f64>(&cpu, base(), &[layer], &[], 4, 0).unwrap();
+    let (mut b, _, _) = frog_with::<f64>(&cpu, base(), &[layer], &[], 4, 0).unwrap();
+    let checkpoint = |opt: &Frog<f64>| {
+        let mut bytes = vec![0; opt.checkpoint_len()];
+        opt.checkpoint(&cpu, &mut bytes).unwrap();
+        bytes
+    };
+    let d = StepData::random(&mut Rng(6), &layer, 3, 4);
+    let mut w = d.weight.clone();
+    let step = |opt: &mut Frog<f64>, w: &mut Vec<f64>, batch_size| {
+        let params = Params { weight: w, grad_weight: &d.grad_weight, bias: None };
+        opt.step_layer(&cpu, ids[0], params, Some(Batch { x: &d.x, y: &d.y, sample: 3, batch_size }))
+    };
+    // A handle of another optimizer, registered there at the same position.
+    let before = checkpoint(&b);
+    let err = step(&mut b, &mut w, 4).unwrap_err();
+    assert_eq!(err.to_string(), "optimizer registry: parameter 0 was not registered with this optimizer (its handle comes from another)");
+    assert!(b.name(ids[0]).is_err() && b.state(ids[0]).is_err());
+    assert_eq!((&checkpoint(&b), &w), (&before, &d.weight));
+    // A batch above the optimizer's largest.
+    let err = step(&mut a, &mut w, 5).unwrap_err();
+    assert_eq!(err.to_string(), "shape mismatch: batch of 5 samples exceeds the 4 the optimizer was built for");
+    assert_eq!(w, d.weight);
+    step(&mut a, &mut w, 4).unwrap();
+    // A FROG checkpoint into an SGD group of the same registrations and sizes.
+    let good = checkpoint(&a);
+    let mut sgd = Frog::<f64>::new(sgd(0.9), 4, 0).unwrap();
+    sgd.add_layer(&cpu, "layer0", layer, GroupId::DEFAULT).unwrap();
+    let err = sgd.restore(&cpu, &good).unwrap_err();
+    assert_eq!(err.to_string(), "invalid optimizer state: the checkpoint was written for other registrations: a group's method differs at 0");
+    assert_eq!(sgd.state(sgd.find("layer0").unwrap()).unwrap().steps(), 0);
+    // The same layer registered in another FROG group.
+    let mut regrouped = Frog::<f64>::new(Method::Frog(base()), 4, 0).unwrap();
+    let second = regrouped.add_group(Method::Frog(base())).unwrap();
+    regrouped.add_layer(&cpu, "layer0", layer, second).unwrap();
+    let mut two_groups = Frog::<f64>::new(Method::Frog(base()), 4, 0).unwrap();
+    two_groups.add_group(Method::Frog(base())).unwrap();
+    two_groups.add_layer(&cpu, "layer0", layer, GroupId::DEFAULT).unwrap();
+    let err = regrouped.restore(&cpu, &checkpoint(&two_groups)).unwrap_err();
+    assert_eq!(err.to_string(), "invalid optimizer state: the checkpoint was written for other registrations: a parameter's group differs at 0");
+    // The reserved byte after the scalar size.
+    let mut reserved = good.clone();
+    reserved[11] = 1;
+    let err = b.restore(&cpu, &reserved).unwrap_err();
+    assert_eq!(err.to_string(), "invalid optimizer state: the checkpoint's reserved byte is 1, expected 0");
+    assert_eq!(checkpoint(&b), before);
+    b.restore(&cpu, &good).unwrap();
+}
+
+#[test]
+fn batches_above_the_sampling_limit_are_refused_at_once() {
+    assert_eq!(MAX_BATCH, 1 << 24);
+    let err = Frog::<f32>::new(Method::Frog(base()), MAX_BATCH + 1, 0).err().unwrap();
+    assert_eq!(err.to_string(), "shape mismatch: batch of 16777217 samples is above the limit of 16777216 (2^24): sampling takes time linear in the batch");
+    assert!(Frog::<f32>::new_kfrog(KfrogConfig::default(), usize::MAX, 0).is_err());
+    let mut frog = Frog::<f32>::new(Method::Frog(base()), MAX_BATCH, 0).unwrap();
+    assert_eq!(frog.sample(MAX_BATCH, &mut [0; 3]).unwrap().len(), 3);
+    // The sampler on its own: 2^40 samples took about half an hour.
+    assert_eq!(Sampler::new(0).sample(1 << 40, Some(3), &mut [0; 3]).unwrap_err(), ShapeError::BatchAboveLimit { batch: 1 << 40 });
 }
 
 // ---- property tests ----

@@ -161,10 +161,12 @@ fn corrupt_or_foreign_checkpoints_change_nothing() {
     zero_sampler[20..52].fill(0);
     assert_eq!(target.restore(cpu, &zero_sampler).unwrap_err(), Error::State(StateError::SamplerState));
     let mut nan_lr = good.clone();
-    nan_lr[52..60].copy_from_slice(&f64::NAN.to_le_bytes());
+    // The first group's rate, after its method tag.
+    nan_lr[53..61].copy_from_slice(&f64::NAN.to_le_bytes());
     assert!(matches!(target.restore(cpu, &nan_lr), Err(Error::Config(_))));
-    // The first name's first byte ("conv" -> "xonv"), after 5 groups' rates.
-    let name_at = 52 + 5 * 8 + 2;
+    // The first name's first byte ("conv" -> "xonv"), after 5 groups'
+    // methods and rates and the parameter's kind, group and name length.
+    let name_at = 52 + 5 * 9 + 3;
     assert_eq!(target.restore(cpu, &corrupt(name_at, b'x')).unwrap_err(), Error::State(StateError::Registrations { what: "a parameter's name", index: 0 }));
     // A NaN in the last state (the K-FROG layer's running average of
     // diag(Y^T Y)) is caught before any earlier state is written.

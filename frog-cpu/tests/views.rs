@@ -69,7 +69,7 @@ fn optimizer_steps_on_views_match_steps_on_buffers() {
     let mut arrays: Vec<Vec<f64>> = (0..lens.len()).map(|k| part(&flat.params, k)).collect();
     let grads: Vec<Vec<f64>> = (0..lens.len()).map(|k| part(&flat.grads, k)).collect();
     let (mut a, ids, others) = build();
-    let (mut b, _, _) = build();
+    let (mut b, view_ids, view_others) = build();
     let mut idx = vec![0; batch];
     for _ in 0..3 {
         a.sample(batch, &mut idx).unwrap();
@@ -94,13 +94,13 @@ fn optimizer_steps_on_views_match_steps_on_buffers() {
         }
         let g = |k: usize| &flat.grads[flat.parts[k].0..][..flat.parts[k].1];
         let mut views = views.into_iter();
-        for (i, (&id, d)) in ids.iter().zip(&inputs).enumerate() {
+        for (i, (&id, d)) in view_ids.iter().zip(&inputs).enumerate() {
             let (w, bv) = (views.next().unwrap(), views.next().unwrap());
             let bias = layers[i].bias.then(|| (bv, g(2 * i + 1)));
             let params = ViewParams { weight: w, grad_weight: g(2 * i), bias };
             b.step_layer_view(&cpu, id, params, Some(ViewBatch { x: &d.x[..], y: &d.y[..], sample, batch_size: batch })).unwrap();
         }
-        b.step_param_view(&cpu, others[0], views.next().unwrap(), g(6)).unwrap();
+        b.step_param_view(&cpu, view_others[0], views.next().unwrap(), g(6)).unwrap();
     }
     for (k, array) in arrays.iter().enumerate() {
         assert_eq!(&part(&flat.params, k), array, "array {k}");

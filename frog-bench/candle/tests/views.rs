@@ -172,7 +172,7 @@ fn optimizer_view_steps_equal_buffer_steps() {
         ];
         (opt, ids)
     };
-    let ((mut ob, ids), (mut ov, _)) = (new_opt(), new_opt());
+    let ((mut ob, ids), (mut ov, view_ids)) = (new_opt(), new_opt());
     // (weight shape, per-sample input and output shapes) of the two layers.
     let layers = [(conv, vec![4, 3, 3, 2], vec![3, 6, 5], vec![4, 3, 4]), (linear, vec![5, 7], vec![7], vec![5])];
     let init = |seed| (tensor::<f64>(seed, &layers[0].1), tensor::<f64>(seed + 1, &[4]), tensor::<f64>(seed + 2, &layers[1].1), tensor::<f64>(seed + 3, &[5]));
@@ -212,11 +212,11 @@ fn optimizer_view_steps_equal_buffer_steps() {
         let view = |t| b.tensor_view(t).unwrap();
         let frog_batch = ViewBatch { x: view(&xs), y: view(&ys), sample: rows.len(), batch_size: batch };
         let params = ViewParams { weight: b.var_view(&vw0).unwrap(), grad_weight: view(&gw0), bias: Some((b.tensor_view_mut(&mut vb0).unwrap(), view(&gb0))) };
-        ov.step_layer_view(&b, ids[0], params, Some(frog_batch)).unwrap();
-        ov.step_param_view(&b, ids[1], b.var_view(&vp0).unwrap(), view(&gp0)).unwrap();
+        ov.step_layer_view(&b, view_ids[0], params, Some(frog_batch)).unwrap();
+        ov.step_param_view(&b, view_ids[1], b.var_view(&vp0).unwrap(), view(&gp0)).unwrap();
         let params = ViewParams { weight: b.var_view(&vw1).unwrap(), grad_weight: view(&gw1), bias: Some((b.tensor_view_mut(&mut vb1).unwrap(), view(&gb1))) };
-        ov.step_layer_view(&b, ids[2], params, None).unwrap();
-        ov.step_param_view(&b, ids[3], b.tensor_view_mut(&mut vp1).unwrap(), view(&gp1)).unwrap();
+        ov.step_layer_view(&b, view_ids[2], params, None).unwrap();
+        ov.step_param_view(&b, view_ids[3], b.tensor_view_mut(&mut vp1).unwrap(), view(&gp1)).unwrap();
 
         let views = [vw0.as_tensor(), &vb0, vw1.as_tensor(), &vb1, vp0.as_tensor(), &vp1];
         for (k, (v, buf)) in views.iter().zip(&bufs).enumerate() {

@@ -1,9 +1,12 @@
-//! Helpers shared by the integration tests: a seeded generator and a
-//! one-call FROG step on host vectors.
+//! Helpers shared by the integration tests: a seeded generator, a
+//! one-call FROG step on host vectors, and (in [`forward`]) frog-cpu behind
+//! a backend with only the required methods and failing allocations.
 #![allow(dead_code)]
 
 use frog_core::{precondition_step, Batch, Config, Error, Layer, ParamState, Params, Workspace, WorkspaceReq};
 use frog_cpu::{Cpu, CpuError};
+
+pub mod forward;
 
 /// A small deterministic generator (SplitMix64), enough for test data.
 pub struct Rng(pub u64);

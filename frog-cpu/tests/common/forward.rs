@@ -1,0 +1,127 @@
+//! frog-cpu behind a backend that forwards only the required methods of
+//! frog-core's traits: what a new backend gets before it fuses anything
+//! (provided_methods.rs), and a backend whose allocations can be made to
+//! fail at any point (hostile.rs), which frog-cpu's cannot.
+
+use std::cell::Cell;
+
+use frog_core::{AdamBackend, AdamCoefs, Backend, Guard, GuardBackend, KfrogBackend, Layer, Patches, Strided};
+use frog_cpu::{Cpu, CpuError};
+
+/// frog-cpu in f64 without its fused overrides.
+pub struct RequiredOnly {
+    inner: Cpu<f64>,
+    /// Allocations left before they fail (`None`: no limit).
+    allocations: Cell<Option<usize>>,
+}
+
+impl RequiredOnly {
+    pub fn new(threads: usize) -> Self {
+        Self { inner: Cpu::with_threads(threads).unwrap(), allocations: Cell::new(None) }
+    }
+
+    /// Lets the next `n` allocations succeed and fails every later one
+    /// with `OutOfMemory` (`None`: every one succeeds).
+    pub fn allow(&self, n: Option<usize>) {
+        self.allocations.set(n);
+    }
+}
+
+impl Backend for RequiredOnly {
+    type Scalar = f64;
+    type Buffer = Vec<f64>;
+    type Error = CpuError;
+
+    fn zeros(&self, len: usize) -> Result<Vec<f64>, CpuError> {
+        match self.allocations.get() {
+            Some(0) => Err(CpuError::OutOfMemory { entries: len }),
+            left => {
+                self.allocations.set(left.map(|n| n - 1));
+                self.inner.zeros(len)
+            }
+        }
+    }
+    fn len(&self, buf: &Vec<f64>) -> usize {
+        self.inner.len(buf)
+    }
+    fn read(&self, src: &Vec<f64>, offset: usize, dst: &mut [f64]) -> Result<(), CpuError> {
+        self.inner.read(src, offset, dst)
+    }
+    fn write(&self, src: &[f64], dst: &mut Vec<f64>, offset: usize) -> Result<(), CpuError> {
+        self.inner.write(src, dst, offset)
+    }
+    fn patch_scratch_len(&self, layer: &Layer, r: usize) -> usize {
+        self.inner.patch_scratch_len(layer, r)
+    }
+    fn pack_patches(&self, layer: &Layer, r: usize, x: &Vec<f64>, packed: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.pack_patches(layer, r, x, packed)
+    }
+    fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.patch_sq_norms(&inner(p), norms)
+    }
+    fn fisher_weights(&self, p: &Patches<'_, Self>, y: &Vec<f64>, norms: &Vec<f64>, scale: f64, eps: f64, trace: &mut Vec<f64>, lambda: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.fisher_weights(&inner(p), y, norms, scale, eps, trace, lambda)
+    }
+    fn project(&self, p: &Patches<'_, Self>, v: &Vec<f64>, u: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.project(&inner(p), v, u)
+    }
+    fn back_project(&self, p: &Patches<'_, Self>, u: &Vec<f64>, g: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.back_project(&inner(p), u, g)
+    }
+    fn axpby(&self, n: usize, a: f64, x: &Vec<f64>, b: f64, y: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.axpby(n, a, x, b, y)
+    }
+    fn mul_assign(&self, n: usize, a: &mut Vec<f64>, b: &Vec<f64>) -> Result<(), CpuError> {
+        self.inner.mul_assign(n, a, b)
+    }
+    fn copy_strided(&self, rows: usize, cols: usize, src: &Vec<f64>, src_at: Strided, dst: &mut Vec<f64>, dst_at: Strided) -> Result<(), CpuError> {
+        self.inner.copy_strided(rows, cols, src, src_at, dst, dst_at)
+    }
+    fn row_dots(&self, rows: usize, cols: usize, a: &Vec<f64>, b: &Vec<f64>, out: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.row_dots(rows, cols, a, b, out)
+    }
+    fn row_div(&self, rows: usize, num: &Vec<f64>, den: &Vec<f64>, eps: f64, out: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.row_div(rows, num, den, eps, out)
+    }
+    fn row_rsqrt(&self, rows: usize, x: &Vec<f64>, eps: f64, out: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.row_rsqrt(rows, x, eps, out)
+    }
+    fn row_axpy(&self, rows: usize, cols: usize, a: f64, coef: &Vec<f64>, x: &Vec<f64>, y: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.row_axpy(rows, cols, a, coef, x, y)
+    }
+    fn row_xpby(&self, rows: usize, cols: usize, x: &Vec<f64>, coef: &Vec<f64>, y: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.row_xpby(rows, cols, x, coef, y)
+    }
+    fn row_step(&self, rows: usize, cols: usize, w: &mut Vec<f64>, decay: f64, lr: f64, scale: &Vec<f64>, z: &Vec<f64>, z_at: Strided) -> Result<(), CpuError> {
+        self.inner.row_step(rows, cols, w, decay, lr, scale, z, z_at)
+    }
+}
+
+impl GuardBackend for RequiredOnly {
+    fn row_guard(&self, rows: usize, cols: usize, guard: Guard, m: &Vec<f64>, trace: &Vec<f64>, z: &mut Vec<f64>, row_scale: &mut Vec<f64>, flags: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.row_guard(rows, cols, guard, m, trace, z, row_scale, flags)
+    }
+}
+
+impl KfrogBackend for RequiredOnly {
+    fn y_sq_sums(&self, layer: &Layer, r: usize, y: &Vec<f64>, scale: f64, out: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.y_sq_sums(layer, r, y, scale, out)
+    }
+    fn patch_col_norms(&self, p: &Patches<'_, Self>, scale: f64, out: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.patch_col_norms(&inner(p), scale, out)
+    }
+    fn fill(&self, n: usize, value: f64, buf: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.fill(n, value, buf)
+    }
+}
+
+impl AdamBackend for RequiredOnly {
+    fn adamw_update(&self, n: usize, c: &AdamCoefs<f64>, param: &mut Vec<f64>, grad: &Vec<f64>, m: &mut Vec<f64>, v: &mut Vec<f64>, vmax: Option<&mut Vec<f64>>) -> Result<(), CpuError> {
+        self.inner.adamw_update(n, c, param, grad, m, v, vmax)
+    }
+}
+
+fn inner<'a>(p: &Patches<'a, RequiredOnly>) -> Patches<'a, Cpu<f64>> {
+    Patches { layer: p.layer, r: p.r, x: p.x, packed: p.packed }
+}
+
