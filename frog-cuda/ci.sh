@@ -8,7 +8,7 @@
 #    the committed ptx/*.ptx;
 # 3. assembles the PTX with ptxas for sm_80 and sm_90 and prints registers,
 #    shared memory and spills per kernel (fails on any spill);
-# 4. builds the libcuda stub (../shared/cuda/libcuda-stub.sh) and runs clippy
+# 4. builds the libcuda stub (scripts/libcuda-stub.sh) and runs clippy
 #    and the tests of frog-cuda; GPU tests print that they were skipped;
 # 5. checks that no binary needs libcuda.so.1 to start (src/driver.rs opens
 #    it at run time) and that frog-bench reports a missing driver;
@@ -66,7 +66,7 @@ done
 [ "$spills" = 0 ] || { echo "a kernel spills registers" >&2; exit 1; }
 
 say "libcuda stub"
-eval "$(bash ../shared/cuda/libcuda-stub.sh "$root/target/cuda-stub")"
+eval "$(bash frog-cuda/scripts/libcuda-stub.sh "$root/target/cuda-stub")"
 
 say "clippy -p frog-cuda, and frog-bench with its cuda feature"
 cargo clippy --release -p frog-cuda --all-targets -- -D warnings
