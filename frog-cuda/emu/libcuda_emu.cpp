@@ -389,7 +389,7 @@ const std::vector<Entry>& table() {
         KERNEL(fisher_weights_bf16), KERNEL(fisher_weights_f16), KERNEL(count_nonfinite_bf16), KERNEL(count_nonfinite_f16),
         KERNEL(im2col_f32_bf16), KERNEL(im2col_f32_f16), KERNEL(im2col_bf16_bf16), KERNEL(im2col_f16_f16),
         KERNEL(pack_rows_f32_bf16), KERNEL(pack_rows_f32_f16), KERNEL(pack_rows_bf16_bf16), KERNEL(pack_rows_f16_f16),
-        KERNEL(patch_sq_norms_bf16), KERNEL(patch_sq_norms_f16),
+        KERNEL(patch_sq_norms_bf16), KERNEL(patch_sq_norms_f16), KERNEL(patch_col_norms_bf16), KERNEL(patch_col_norms_f16),
         KERNEL(gemm_bf16x2_64), KERNEL(gemm_bf16x2_128), KERNEL(gemm_bf16_64), KERNEL(gemm_bf16_128),
         KERNEL(gemm_f16_64), KERNEL(gemm_f16_128), KERNEL(mma_probe_m16n8k16_bf16), KERNEL(mma_probe_m16n8k16_f16),
         NN(col2im),       NN(swap_leading),       NN(bn_channel_sums), NN(bn_stats),        NN(bn_apply),       NN(bn_backward_reduce), NN(bn_backward_dx),

@@ -971,7 +971,12 @@ impl KfrogBackend for Cuda {
         let g = Geom::of(p)?;
         let xa = self.ptr("packed", p.packed, g.n * g.cols)?;
         let oa = self.ptr("out", out, g.cols)?;
-        self.launch(K::PatchColNorms, launch::per_row(g.cols)?, &[Arg::I(int("positions", g.n)?), Arg::I(int("cols", g.cols)?), Arg::F(scale), xa, oa])
+        let k = match self.precision.packed() {
+            Packed::F32 => K::PatchColNorms,
+            Packed::Bf16 => K::PatchColNormsBf16,
+            Packed::F16 => K::PatchColNormsF16,
+        };
+        self.launch(k, launch::per_row(g.cols)?, &[Arg::I(int("positions", g.n)?), Arg::I(int("cols", g.cols)?), Arg::F(scale), xa, oa])
     }
 
     fn fill(&self, n: usize, value: f32, buf: &mut Buffer) -> Result<(), Error> {
