@@ -1,5 +1,6 @@
 //! [`Cuda`]: frog-core's [`Backend`] on one CUDA device, f32.
 
+use std::cell::RefCell;
 use std::ffi::c_void;
 use std::ptr;
 use std::sync::Arc;
@@ -131,6 +132,19 @@ pub struct Cuda {
     name: String,
     driver: (u32, u32),
     capability: (u32, u32),
+    /// The host values of [`Cuda::write_async`] copies that may still be
+    /// running: freed only once a synchronize has waited for them.
+    staged: RefCell<Vec<Vec<f32>>>,
+}
+
+impl Drop for Cuda {
+    /// Waits for the stream before the staged values go: destroying a
+    /// stream does not wait for its copies.
+    fn drop(&mut self) {
+        // A failure here (a kernel's earlier error) cannot be reported; the
+        // wait is what matters.
+        let _ = self.synchronize();
+    }
 }
 
 /// Whether a driver of CUDA version `driver` loads the embedded PTX and a
@@ -244,6 +258,7 @@ impl Cuda {
             name,
             driver,
             capability,
+            staged: RefCell::new(Vec::new()),
         })
     }
 
@@ -289,8 +304,11 @@ impl Cuda {
     }
 
     /// Waits for every launched operation; reports a kernel's failure.
+    /// Frees the values of the [`Cuda::write_async`] copies it waited for.
     pub fn synchronize(&self) -> Result<(), Error> {
-        self.stream.synchronize().map_err(Error::driver("cuStreamSynchronize"))
+        self.stream.synchronize().map_err(Error::driver("cuStreamSynchronize"))?;
+        self.staged.borrow_mut().clear();
+        Ok(())
     }
 
     /// Makes the backend's context current on the calling thread.
@@ -298,20 +316,28 @@ impl Cuda {
         cust::context::CurrentContext::set_current(&self.owner._ctx).map_err(Error::driver("cuCtxSetCurrent"))
     }
 
-    /// Copies host values to `dst[offset..]` on the stream without waiting:
-    /// the values are staged before this returns (pageable memory), and
-    /// the copy runs in stream order.
-    pub fn write_async(&self, src: &[f32], dst: &mut Buffer, offset: usize) -> Result<(), Error> {
+    /// Copies `src` to `dst[offset..]` on the stream without waiting: the
+    /// copy runs in stream order, after this returns. The backend owns
+    /// the values until the next [`Cuda::synchronize`] (which [`Backend::read`],
+    /// [`Backend::write`] and [`Cuda::download`] make) has waited for the
+    /// copy, so nothing can free or change them while the device reads them
+    /// (a borrowed slice could be page-locked memory, which the device
+    /// reads directly, late).
+    pub fn write_async(&self, src: Vec<f32>, dst: &mut Buffer, offset: usize) -> Result<(), Error> {
         let Arg::P(base) = self.ptr("dst", dst, offset.saturating_add(src.len()))? else { unreachable!() };
         if src.is_empty() {
             return Ok(());
         }
-        // SAFETY: the range was checked above; a copy from pageable host
-        // memory is staged before the call returns.
+        // SAFETY: the range was checked above; `src`'s heap block, which
+        // the copy reads, moves into `staged` unchanged (moving a Vec does
+        // not move its entries) and stays there until a synchronize (or the
+        // backend's drop, which synchronizes first) has waited for the copy.
         let res = unsafe {
-            cu::cuMemcpyHtoDAsync_v2(base + (offset * 4) as u64, src.as_ptr() as *const c_void, std::mem::size_of_val(src), self.stream.as_inner())
+            cu::cuMemcpyHtoDAsync_v2(base + (offset * 4) as u64, src.as_ptr() as *const c_void, std::mem::size_of_val(&src[..]), self.stream.as_inner())
         };
-        Error::check("cuMemcpyHtoDAsync", res)
+        Error::check("cuMemcpyHtoDAsync", res)?;
+        self.staged.borrow_mut().push(src);
+        Ok(())
     }
 
     /// A buffer holding `data`.

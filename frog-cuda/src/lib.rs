@@ -25,6 +25,10 @@
 //! log), out of memory, a launch failure, a buffer of another backend, a
 //! size beyond 32-bit indexing.
 #![warn(missing_docs)]
+// Every unsafe operation sits in its own block with the proof that it is
+// sound, also inside `unsafe fn` bodies.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod backend;
 mod driver;

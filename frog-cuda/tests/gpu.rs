@@ -9,6 +9,8 @@
 //! - kernels against host arithmetic (GEMM shapes on each tile, split-K,
 //!   im2col, `matmul`), errors.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod common;
 
 use common::{device, values, TILES};

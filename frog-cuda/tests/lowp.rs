@@ -9,6 +9,8 @@
 //! - `gpu_kfrog_<mode>_matches_the_cpu`: K-FROG in each 16-bit mode from
 //!   inputs of its type against frog-cpu's f32 K-FROG on the same values.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod common;
 
 use common::device;
