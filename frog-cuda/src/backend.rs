@@ -67,6 +67,26 @@ impl Precision {
     }
 }
 
+/// How an operand of [`Cuda::matmul_as`] is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Row-major: entry `(i, j)` of an `[r, c]` operand at `i*c + j`.
+    RowMajor,
+    /// Its transpose row-major: entry `(i, j)` at `j*r + i`.
+    Transposed,
+}
+
+impl Order {
+    /// The strides (row, column) of an operand of `cols` columns and
+    /// `rows` rows.
+    fn strides(self, cols: usize, rows: usize) -> (usize, usize) {
+        match self {
+            Order::RowMajor => (cols, 1),
+            Order::Transposed => (1, rows),
+        }
+    }
+}
+
 /// What a GEMM does with its result `C(i, j)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Epilogue {
@@ -358,12 +378,23 @@ impl Cuda {
     /// in the backend's precision on its GEMM tile (split along a long K),
     /// launched on the stream: the kernel of the patch products, for
     /// measuring it and for users' own products.
-    pub fn matmul(&self, (m, n, k): (usize, usize, usize), a: &Buffer, b: &Buffer, c: &mut Buffer) -> Result<(), Error> {
+    pub fn matmul(&self, dims: (usize, usize, usize), a: &Buffer, b: &Buffer, c: &mut Buffer) -> Result<(), Error> {
+        self.matmul_as(dims, (a, Order::RowMajor), (b, Order::RowMajor), c, true)
+    }
+
+    /// [`Cuda::matmul`] with each operand stored as `order` says, split
+    /// along a long K only when `split_k` allows it: the layouts and plans
+    /// of FROG's products (`V X^T`, not split; `U X`, split) and of the
+    /// convolutions (`W col^T`; `T^T W`; `T col`, split), for measuring
+    /// them.
+    pub fn matmul_as(&self, (m, n, k): (usize, usize, usize), (a, a_order): (&Buffer, Order), (b, b_order): (&Buffer, Order), c: &mut Buffer, split_k: bool) -> Result<(), Error> {
         let size = |what, x: usize, y: usize| x.checked_mul(y).ok_or(Error::TooLarge { what, value: usize::MAX });
         let aa = self.ptr("a", a, size("a", m, k)?)?;
         let ba = self.ptr("b", b, size("b", k, n)?)?;
         let ca = self.ptr("c", c, size("c", m, n)?)?;
-        self.gemm((m, n, k), (aa, k, 1), (ba, n, 1), (ca, n), Epilogue::Store, true)
+        let (sam, sak) = a_order.strides(k, m);
+        let (sbk, sbn) = b_order.strides(n, k);
+        self.gemm((m, n, k), (aa, sam, sak), (ba, sbk, sbn), (ca, n), Epilogue::Store, split_k)
     }
 
     /// Records the launches `f` makes on the stream into a CUDA graph
@@ -1016,6 +1047,12 @@ mod tests {
     use super::*;
     use frog_core::{BackendError, BackendErrorKind, Conv2d};
 
+    /// The exact backend for `test`, or `None` where it is skipped
+    /// ([`Cuda::for_check`]).
+    fn device(test: &str) -> Option<Cuda> {
+        Cuda::for_check(Precision::Exact, test).unwrap_or_else(|e| panic!("{test}: {e}"))
+    }
+
     #[test]
     fn no_device_is_an_error_value() {
         match Cuda::new(Precision::Exact) {
@@ -1045,10 +1082,7 @@ mod tests {
     /// that carries the JIT compiler's log.
     #[test]
     fn gpu_module_load_failure_carries_the_jit_log() {
-        let cuda = match Cuda::new(Precision::Exact) {
-            Ok(c) => c,
-            Err(e) => return println!("SKIPPED gpu_module_load_failure_carries_the_jit_log: no CUDA device ({e})"),
-        };
+        let Some(cuda) = device("gpu_module_load_failure_carries_the_jit_log") else { return };
         cuda.make_current().unwrap();
         let e = Module::load("too_new", ".version 99.0\n.target sm_80\n.address_size 64\n").err().expect("ISA 99.0 must not load");
         println!("gpu_module_load_failure_carries_the_jit_log: {e}");
@@ -1063,10 +1097,7 @@ mod tests {
     /// kernel), give the product the host computes, entry for entry.
     #[test]
     fn gpu_mma_fragments_follow_the_ptx_isa() {
-        let cuda = match Cuda::new(Precision::Exact) {
-            Ok(c) => c,
-            Err(e) => return println!("SKIPPED gpu_mma_fragments_follow_the_ptx_isa: no CUDA device ({e})"),
-        };
+        let Some(cuda) = device("gpu_mma_fragments_follow_the_ptx_isa") else { return };
         // Small distinct integers: exact in TF32 and in every sum, so any
         // misplaced fragment changes some output.
         let ints = |n: usize, seed: usize| (0..n).map(|i| ((i * 7 + seed) * 2_654_435_761usize % 17) as f32 - 8.0).collect::<Vec<_>>();
@@ -1092,10 +1123,7 @@ mod tests {
     /// the host computes, entry for entry.
     #[test]
     fn gpu_mma_k16_fragments_follow_the_ptx_isa() {
-        let cuda = match Cuda::new(Precision::Exact) {
-            Ok(c) => c,
-            Err(e) => return println!("SKIPPED gpu_mma_k16_fragments_follow_the_ptx_isa: no CUDA device ({e})"),
-        };
+        let Some(cuda) = device("gpu_mma_k16_fragments_follow_the_ptx_isa") else { return };
         // Small distinct integers, exact in bf16 and f16 and in every sum.
         let ints = |n: usize, seed: usize| (0..n).map(|i| ((i * 7 + seed) * 2_654_435_761usize % 17) as f32 - 8.0).collect::<Vec<_>>();
         let (a, b) = (ints(16 * 16, 5), ints(16 * 8, 13));
