@@ -317,6 +317,7 @@ pub fn run(args: &GpuCheckArgs) -> Result<bool> {
     let mut cuda = match Cuda::for_check(Precision::Exact, "gpu-check") {
         Ok(Some(c)) => c,
         Ok(None) => return Ok(true),
+        Err(e @ frog_cuda::Error::Skipped { .. }) => return Err(Error::new(e.to_string())),
         Err(e) => return Err(Error::new(format!("gpu-check: the CUDA backend failed to start: {e}"))),
     };
     let ((cc_major, cc_minor), (drv_major, drv_minor)) = (cuda.compute_capability(), cuda.driver_version());
@@ -434,7 +435,7 @@ mod tests {
     #[test]
     fn gpu_check_sections_run() {
         let test = "gpu_check_sections_run";
-        let Some(mut cuda) = Cuda::for_check(Precision::Exact, test).unwrap_or_else(|e| panic!("{test}: {e}")) else { return };
+        let Some(mut cuda) = Cuda::for_check(Precision::Exact, test).unwrap_or_else(|e| panic!("{e}")) else { return };
         let mut table = Vec::new();
         let small = [("small", (70, 130, 40), N, T, false), ("small split", (70, 130, 400), T, N, true)];
         gemm_lines(&mut cuda, &small, 1, &mut table).unwrap();

@@ -1050,7 +1050,7 @@ mod tests {
     /// The exact backend for `test`, or `None` where it is skipped
     /// ([`Cuda::for_check`]).
     fn device(test: &str) -> Option<Cuda> {
-        Cuda::for_check(Precision::Exact, test).unwrap_or_else(|e| panic!("{test}: {e}"))
+        Cuda::for_check(Precision::Exact, test).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]

@@ -182,7 +182,7 @@ mod tests {
     /// `test` was skipped ([`Cuda::for_check`]; a panic where skips are
     /// errors).
     fn has_device(test: &str) -> bool {
-        Cuda::for_check(Precision::Exact, test).unwrap_or_else(|e| panic!("{test}: {e}")).is_some()
+        Cuda::for_check(Precision::Exact, test).unwrap_or_else(|e| panic!("{e}")).is_some()
     }
 
     /// The tiny CNN's forward, loss and backward on the GPU against the f64

@@ -8,7 +8,7 @@ use frog_cuda::{Cuda, Precision, Tile};
 /// (with its JIT log). Any other failure to start fails the test, and so
 /// does a skip under `FROG_REQUIRE_GPU=1` ([`Cuda::for_check`]).
 pub fn device(precision: Precision, test: &str) -> Option<Cuda> {
-    Cuda::for_check(precision, test).unwrap_or_else(|e| panic!("{test}: {e}"))
+    Cuda::for_check(precision, test).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Skips `test` because of `why` ([`frog_cuda::skip`]); panics where skips
