@@ -66,7 +66,7 @@ pub enum Error {
         precision: crate::Precision,
     },
     /// A GPU test or check could not run on this machine, and
-    /// `FROG_REQUIRE_GPU=1` makes that an error ([`crate::skip`]).
+    /// `FROG_REQUIRE_GPU=1` makes that an error ([`crate::skip()`]).
     Skipped {
         /// The test or check.
         what: String,
