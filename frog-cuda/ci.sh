@@ -8,10 +8,12 @@
 #    the committed ptx/*.ptx;
 # 3. assembles the PTX with ptxas for sm_80 and sm_90 and prints registers,
 #    shared memory and spills per kernel (fails on any spill);
-# 4. builds the libcuda stub (../shared/cuda/libcuda-stub.sh) and runs clippy
+# 4. builds the libcuda stub (scripts/libcuda-stub.sh) and runs clippy
 #    and the tests of frog-cuda; GPU tests print that they were skipped;
 # 5. checks that no binary needs libcuda.so.1 to start (src/driver.rs opens
-#    it at run time) and that frog-bench reports a missing driver;
+#    it at run time), that frog-bench reports a missing driver, and that
+#    with FROG_REQUIRE_GPU=1 (the prepared GPU run) gpu-check and a GPU test
+#    fail instead, naming why;
 # 6. runs the GPU tests again on the libcuda host emulator (emu/: the CUDA C
 #    kernels compiled for the host, signed overflow trapping), which checks
 #    the kernels' sources and the Rust side, not the PTX, the driver or the
@@ -20,7 +22,8 @@
 #    (tile, split-K) the 4-SM run does not, split-K > 1 on both tiles, and no
 #    bank conflict in the GEMMs' shared-memory staging; the bench's CUDA
 #    device at 4 SMs; and that a too-old driver or GPU makes every GPU test
-#    report SKIPPED with both versions.
+#    report SKIPPED with both versions (and gpu-check fail under
+#    FROG_REQUIRE_GPU=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -66,7 +69,7 @@ done
 [ "$spills" = 0 ] || { echo "a kernel spills registers" >&2; exit 1; }
 
 say "libcuda stub"
-eval "$(bash ../shared/cuda/libcuda-stub.sh "$root/target/cuda-stub")"
+eval "$(bash frog-cuda/scripts/libcuda-stub.sh "$root/target/cuda-stub")"
 
 say "clippy -p frog-cuda, and frog-bench with its cuda feature"
 cargo clippy --release -p frog-cuda --all-targets -- -D warnings
@@ -116,9 +119,23 @@ done
 nodriver=$(env -u LD_LIBRARY_PATH "$bench" gpu-check 2>&1 || true)
 echo "without a driver: $nodriver"
 case "$nodriver" in
-  *"SKIPPED, no CUDA device (loading libcuda.so.1"*) ;;
+  *"SKIPPED gpu-check: no CUDA device (loading libcuda.so.1"*) ;;
   *) echo "a cuda build of frog-bench should report the missing driver" >&2; exit 1 ;;
 esac
+
+say "FROG_REQUIRE_GPU=1 (the prepared GPU run): a skip is a failure naming why"
+gpu_bin=$(awk '$1 == "gpu" { print $3; exit }' <<< "$artifacts")
+if required=$(env -u LD_LIBRARY_PATH FROG_REQUIRE_GPU=1 "$bench" gpu-check 2>&1); then
+  echo "gpu-check passed without a driver under FROG_REQUIRE_GPU=1: $required" >&2; exit 1
+fi
+echo "gpu-check without a driver: $required"
+grep -q 'no CUDA device (loading libcuda.so.1' <<< "$required" || { echo "gpu-check does not say why it failed" >&2; exit 1; }
+if required=$(env -u LD_LIBRARY_PATH FROG_REQUIRE_GPU=1 "$gpu_bin" gpu_golden_exact 2>&1); then
+  echo "a GPU test passed without a driver under FROG_REQUIRE_GPU=1" >&2; exit 1
+fi
+grep -q 'gpu_golden_exact cannot run here: no CUDA device' <<< "$required" \
+  || { printf '%s\n' "$required" >&2; echo "a GPU test does not say why it failed" >&2; exit 1; }
+echo "a GPU test without a driver: $(grep -m1 'cannot run here' <<< "$required")"
 
 say "GPU tests on the libcuda host emulator at 4, 108 and 132 SMs"
 emu=$(bash frog-cuda/emu/build.sh "$root/target/cuda-emu")
@@ -176,7 +193,6 @@ cat "$root"/target/emu-stats-*.txt | awk '$1 == "shared-stores" { s += $3; w += 
   exit !(s > 0 && w == s) }' || { echo "bank conflicts in the GEMM staging stores" >&2; exit 1; }
 
 say "a too-old driver or GPU: every GPU test reports SKIPPED with both versions"
-gpu_bin=$(awk '$1 == "gpu" { print $3; exit }' <<< "$artifacts")
 for setting in FROG_EMU_DRIVER_VERSION=11040 FROG_EMU_CC=7.5; do
   out=$(env "$setting" LD_LIBRARY_PATH="$emu" "$gpu_bin" --test-threads 1 --nocapture 2>&1 || true)
   printf '%s\n' "$out" | grep -m1 -o 'SKIPPED.*' | sed "s/^/$setting: /"
@@ -187,5 +203,9 @@ for setting in FROG_EMU_DRIVER_VERSION=11040 FROG_EMU_CC=7.5; do
     echo "with $setting, $skipped of $tests GPU tests reported SKIPPED with both versions" >&2
     exit 1
   fi
+  if out=$(env "$setting" FROG_REQUIRE_GPU=1 LD_LIBRARY_PATH="$emu" "$bench" gpu-check 2>&1); then
+    echo "gpu-check passed under FROG_REQUIRE_GPU=1 with $setting" >&2; exit 1
+  fi
+  echo "$setting FROG_REQUIRE_GPU=1: $out"
 done
 say "done"

@@ -2,25 +2,26 @@
 //!
 //! Every golden case on the GPU in each precision (exact and split must
 //! meet 1e-4; fast is reported against its measured tolerance), the GEMM
-//! kernel's rate on the shapes of FROG and of the convolutions in each
-//! precision and tile, one FROG optimizer step over all 20 ResNet-18 conv
+//! kernel's rate on the shapes, operand layouts and split-K settings of
+//! FROG's products and of the convolutions in each precision and tile, one FROG optimizer step over all 20 ResNet-18 conv
 //! layers at sample `r` per precision and tile, one ResNet-18 training step
 //! at batch 512 for SGD and FROG, PyTorch's ResNet-18 step on the same GPU
 //! when `python3` has torch, and a short table last. The 16-bit modes
 //! (bf16/f16 tensor cores) run the mixed-precision golden cases of their
 //! type and time the FROG step from bf16/f16 inputs: the bench's f32
 //! activations and output gradients converted once, up front.
+//!
+//! Without a usable device it prints that it was skipped and succeeds;
+//! with `FROG_REQUIRE_GPU=1` (the prepared GPU run) that is an error.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
 use frog_core::half::{bf16, f16};
-use frog_core::{
-    precondition_step, precondition_step_lowp, BackendError, BackendErrorKind, Batch, Config, Half, Layer, LowpBatch, ParamState, Params, SgdConfig, Workspace, WorkspaceReq,
-};
+use frog_core::{precondition_step, precondition_step_lowp, Batch, Config, Half, Layer, LowpBatch, ParamState, Params, SgdConfig, Workspace, WorkspaceReq};
 use frog_cpu::golden::{golden_dir, load_cases, run_case, run_case_lowp, Lowp, Target};
-use frog_cuda::{Buffer, Cuda, HalfBuffer, Precision, Tile};
+use frog_cuda::{Buffer, Cuda, HalfBuffer, Order, Precision, Tile};
 
 use crate::arch::Arch;
 use crate::device::cuda::CudaDevice;
@@ -145,16 +146,26 @@ fn lowp_golden_lines(cuda: &mut Cuda, table: &mut Vec<String>) -> bool {
     ok
 }
 
-/// GEMM shapes `(m, n, k)` of one FROG step and one training step of
-/// ResNet-18 at batch 512 (r = 64; convolutions in chunks of 512 MiB of
-/// scratch), and a square one for the device's peak.
-const GEMMS: [(&str, (usize, usize, usize)); 6] = [
-    ("square 4096", (4096, 4096, 4096)),
-    ("FROG project layer1", (64, 65_536, 577)),
-    ("FROG back-project layer1", (64, 577, 65_536)),
-    ("FROG project layer4", (512, 1024, 4609)),
-    ("conv forward layer1", (64, 208_896, 576)),
-    ("conv weight grad layer3", (256, 2304, 32_768)),
+/// One timed product: its name, `(m, n, k)`, how `A` and `B` are stored,
+/// and whether a long K may be split.
+type Gemm = (&'static str, (usize, usize, usize), Order, Order, bool);
+
+use Order::{RowMajor as N, Transposed as T};
+
+/// The GEMMs of one FROG step and one training step of ResNet-18 at batch
+/// 512 (r = 64; convolutions in chunks of 512 MiB of scratch) as the
+/// backend launches them: FROG's projection `V X^T` (X the `[r*L, D']`
+/// patches, not split) and back-projection `U X` (split); a convolution's
+/// forward `W col^T`, data gradient `T^T W` (neither split) and weight
+/// gradient `T col` (split); and a square one for the device's peak.
+const GEMMS: [Gemm; 7] = [
+    ("square 4096", (4096, 4096, 4096), N, N, true),
+    ("FROG project layer1", (64, 65_536, 577), N, T, false),
+    ("FROG back-project layer1", (64, 577, 65_536), N, N, true),
+    ("FROG project layer4", (512, 1024, 4609), N, T, false),
+    ("conv forward layer1", (64, 208_896, 576), N, T, false),
+    ("conv data grad layer3", (32_768, 2304, 256), T, N, false),
+    ("conv weight grad layer3", (256, 2304, 32_768), N, N, true),
 ];
 
 const TILES: [(Option<Tile>, &str); 3] = [(None, "auto"), (Some(Tile::T64), "64"), (Some(Tile::T128), "128")];
@@ -177,20 +188,21 @@ fn time_ms(cuda: &Cuda, steps: usize, mut f: impl FnMut() -> Result<()>) -> Resu
     Ok(t.elapsed().as_secs_f64() * 1e3 / steps as f64)
 }
 
-/// TFLOP/s of `Cuda::matmul` on each of `shapes`, per precision and
+/// TFLOP/s of `Cuda::matmul_as` on each of `shapes`, per precision and
 /// forced tile: one table line per shape.
-fn gemm_lines(cuda: &mut Cuda, shapes: &[(&str, (usize, usize, usize))], steps: usize, table: &mut Vec<String>) -> Result<()> {
-    for &(name, (m, n, k)) in shapes {
+fn gemm_lines(cuda: &mut Cuda, shapes: &[Gemm], steps: usize, table: &mut Vec<String>) -> Result<()> {
+    for &(name, (m, n, k), a_order, b_order, split) in shapes {
         let a = cuda.upload(&filled(m * k, 1)).map_err(err)?;
         let b = cuda.upload(&filled(k * n, 2)).map_err(err)?;
         let mut c = cuda.upload(&vec![0.0; m * n]).map_err(err)?;
-        let mut line = format!("GEMM {name:<25} {m}x{n}x{k} TFLOP/s:");
+        let layout = |o| if o == N { "N" } else { "T" };
+        let mut line = format!("GEMM {name:<25} {m}x{n}x{k} {}{}{} TFLOP/s:", layout(a_order), layout(b_order), if split { " split-K" } else { "" });
         for (precision, pname, _) in PRECISIONS {
             cuda.set_precision(precision);
             line.push_str(&format!(" {}", pname.split(' ').next().unwrap_or(pname)));
             for (tile, tname) in &TILES[1..] {
                 cuda.set_gemm_tile(*tile);
-                let ms = time_ms(cuda, steps, || cuda.matmul((m, n, k), &a, &b, &mut c).map_err(err))?;
+                let ms = time_ms(cuda, steps, || cuda.matmul_as((m, n, k), (&a, a_order), (&b, b_order), &mut c, split).map_err(err))?;
                 line.push_str(&format!(" {tname}:{:.1}", 2.0 * (m * n * k) as f64 / ms / 1e9));
             }
         }
@@ -296,17 +308,16 @@ fn torch_line(script: &PathBuf) -> String {
 }
 
 /// Runs the check; `Ok(false)` when a required check failed. Without a
-/// device it says so and succeeds.
+/// usable device it says so and succeeds, or, with `FROG_REQUIRE_GPU=1`,
+/// fails naming why.
 pub fn run(args: &GpuCheckArgs) -> Result<bool> {
     if args.steps == 0 || args.sample == 0 {
         return Err(Error::new("gpu-check: --steps and --sample must be at least 1"));
     }
-    let mut cuda = match Cuda::new(Precision::Exact) {
-        Ok(c) => c,
-        Err(e) if e.kind() == BackendErrorKind::NoDevice => {
-            println!("gpu-check: SKIPPED, no CUDA device ({e})");
-            return Ok(true);
-        }
+    let mut cuda = match Cuda::for_check(Precision::Exact, "gpu-check") {
+        Ok(Some(c)) => c,
+        Ok(None) => return Ok(true),
+        Err(e @ frog_cuda::Error::Skipped { .. }) => return Err(Error::new(e.to_string())),
         Err(e) => return Err(Error::new(format!("gpu-check: the CUDA backend failed to start: {e}"))),
     };
     let ((cc_major, cc_minor), (drv_major, drv_minor)) = (cuda.compute_capability(), cuda.driver_version());
@@ -423,19 +434,16 @@ mod tests {
     /// on the host emulator; without a device it prints SKIPPED.
     #[test]
     fn gpu_check_sections_run() {
-        let mut cuda = match Cuda::new(Precision::Exact) {
-            Ok(c) => c,
-            Err(e) if e.kind() == BackendErrorKind::NoDevice => {
-                println!("SKIPPED gpu_check_sections_run: no CUDA device ({e})");
-                return;
-            }
-            Err(e) => panic!("{e}"),
-        };
+        let test = "gpu_check_sections_run";
+        let Some(mut cuda) = Cuda::for_check(Precision::Exact, test).unwrap_or_else(|e| panic!("{e}")) else { return };
         let mut table = Vec::new();
-        gemm_lines(&mut cuda, &[("small", (70, 130, 40))], 1, &mut table).unwrap();
-        assert_eq!(table.len(), 1);
-        assert_eq!(table[0].matches(':').count(), 1 + PRECISIONS.len() * 2, "{}", table[0]);
-        println!("gpu_check_sections_run: {}", table[0]);
+        let small = [("small", (70, 130, 40), N, T, false), ("small split", (70, 130, 400), T, N, true)];
+        gemm_lines(&mut cuda, &small, 1, &mut table).unwrap();
+        assert_eq!(table.len(), 2);
+        for line in &table {
+            assert_eq!(line.matches(':').count(), 1 + PRECISIONS.len() * 2, "{line}");
+            println!("gpu_check_sections_run: {line}");
+        }
 
         let cfg = study_frog(2);
         let layers = [Conv2d::new(4, 8, 3, [6, 6]).padding(1), Conv2d::new(8, 16, 1, [6, 6]).stride(2)].map(|c| Layer::conv2d(c, false));

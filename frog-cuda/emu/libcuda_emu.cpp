@@ -389,7 +389,7 @@ const std::vector<Entry>& table() {
         KERNEL(fisher_weights_bf16), KERNEL(fisher_weights_f16), KERNEL(count_nonfinite_bf16), KERNEL(count_nonfinite_f16),
         KERNEL(im2col_f32_bf16), KERNEL(im2col_f32_f16), KERNEL(im2col_bf16_bf16), KERNEL(im2col_f16_f16),
         KERNEL(pack_rows_f32_bf16), KERNEL(pack_rows_f32_f16), KERNEL(pack_rows_bf16_bf16), KERNEL(pack_rows_f16_f16),
-        KERNEL(patch_sq_norms_bf16), KERNEL(patch_sq_norms_f16),
+        KERNEL(patch_sq_norms_bf16), KERNEL(patch_sq_norms_f16), KERNEL(patch_col_norms_bf16), KERNEL(patch_col_norms_f16),
         KERNEL(gemm_bf16x2_64), KERNEL(gemm_bf16x2_128), KERNEL(gemm_bf16_64), KERNEL(gemm_bf16_128),
         KERNEL(gemm_f16_64), KERNEL(gemm_f16_128), KERNEL(mma_probe_m16n8k16_bf16), KERNEL(mma_probe_m16n8k16_f16),
         NN(col2im),       NN(swap_leading),       NN(bn_channel_sums), NN(bn_stats),        NN(bn_apply),       NN(bn_backward_reduce), NN(bn_backward_dx),
@@ -508,8 +508,27 @@ void run_launch(const Entry* e, unsigned gx, unsigned gy, unsigned gz, void** pa
 // ---------------------------------------------------------------------------
 // The driver API subset.
 
-extern "C" {
 typedef unsigned long long CUdeviceptr;
+
+// The stream's host-to-device copies not yet run (cuMemcpyHtoDAsync), run
+// in order before the stream's next operation.
+struct Copy {
+    CUdeviceptr dst;
+    const void* src;
+    size_t n;
+};
+static std::mutex copies_mutex;
+static std::vector<Copy>& copies() {
+    static std::vector<Copy> v;
+    return v;
+}
+static void flush_copies() {
+    std::lock_guard<std::mutex> g(copies_mutex);
+    for (const Copy& c : copies()) std::memcpy(reinterpret_cast<void*>(c.dst), c.src, c.n);
+    copies().clear();
+}
+
+extern "C" {
 
 int cuInit(unsigned) { return 0; }
 int cuDriverGetVersion(int* v) {
@@ -546,7 +565,10 @@ int cuDevicePrimaryCtxRetain(void** ctx, int) {
 int cuDevicePrimaryCtxRelease_v2(int) { return 0; }
 int cuDevicePrimaryCtxSetFlags_v2(int, unsigned) { return 0; }
 int cuCtxSetCurrent(void*) { return 0; }
-int cuCtxSynchronize() { return capture_guard(); }
+int cuCtxSynchronize() {
+    flush_copies();
+    return capture_guard();
+}
 // The newest PTX ISA a driver of CUDA version v (1000 * major + 10 * minor)
 // loads: 7.x for 11.x, 8.0-8.5 for 12.0-12.6, 8.7 for 12.8, 8.8 for 12.9,
 // 9.0 for 13.0 (the PTX ISA's release notes).
@@ -616,8 +638,14 @@ int cuStreamCreate(void** s, unsigned) {
     return 0;
 }
 int cuStreamCreateWithPriority(void** s, unsigned, int) { return cuStreamCreate(s, 0); }
-int cuStreamDestroy_v2(void*) { return 0; }
-int cuStreamSynchronize(void*) { return capture_guard(); }
+int cuStreamDestroy_v2(void*) {
+    flush_copies();
+    return 0;
+}
+int cuStreamSynchronize(void*) {
+    flush_copies();
+    return capture_guard();
+}
 
 int cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
     if (capture_guard()) return kCaptureUnsupported;
@@ -633,6 +661,7 @@ int cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
     return 0;
 }
 int cuMemFree_v2(CUdeviceptr p) {
+    flush_copies();
     std::lock_guard<std::mutex> g(alloc_mutex);
     auto& v = allocs();
     for (size_t i = 0; i < v.size(); i++) {
@@ -661,24 +690,37 @@ static int check_range(CUdeviceptr p, size_t bytes) {
 int cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) {
     if (capture_guard()) return kCaptureUnsupported;
     if (check_range(dst, n)) return 1;
+    flush_copies();
     std::memcpy(reinterpret_cast<void*>(dst), src, n);
     return 0;
 }
 int cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) {
     if (capture_guard()) return kCaptureUnsupported;
+    flush_copies();
     if (check_range(src, n)) return 1;
     std::memcpy(dst, reinterpret_cast<void*>(src), n);
     return 0;
 }
-int cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, void*) { return cuMemcpyHtoD_v2(dst, src, n); }
+// Runs when the stream next does anything, as a copy from page-locked host
+// memory on a device may: the source must stay valid and unchanged until the
+// stream has done it.
+int cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, void*) {
+    if (capture_guard()) return kCaptureUnsupported;
+    if (check_range(dst, n)) return 1;
+    std::lock_guard<std::mutex> g(copies_mutex);
+    copies().push_back({dst, src, n});
+    return 0;
+}
 int cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, void*) { return cuMemcpyDtoH_v2(dst, src, n); }
 int cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) {
     if (capture_guard()) return kCaptureUnsupported;
+    flush_copies();
     std::memmove(reinterpret_cast<void*>(dst), reinterpret_cast<void*>(src), n);
     return 0;
 }
 int cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
     if (capture_guard()) return kCaptureUnsupported;
+    flush_copies();
     std::memset(reinterpret_cast<void*>(dst), v, n);
     return 0;
 }
@@ -688,6 +730,7 @@ int cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, 
     if (bx != unsigned(kThreads) || by != 1 || bz != 1) return 1;
     if (gx == 0 || gy == 0 || gz == 0 || gy > 65535 || gz > 65535) return 1;
     auto* e = static_cast<const Entry*>(f);
+    flush_copies();
     Capture& c = capture();
     if (c.open) {
         c.graph->launches.push_back(Launch{e, gx, gy, gz, e->copy(params)});
@@ -698,6 +741,7 @@ int cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, 
 }
 
 int cuStreamBeginCapture_v2(void*, int) {
+    flush_copies();
     Capture& c = capture();
     if (c.open) return kCaptureUnsupported;
     c = Capture{true, false, new Graph()};
@@ -727,6 +771,7 @@ int cuGraphInstantiateWithFlags(void** exec, void* graph, unsigned long long) {
 
 int cuGraphLaunch(void* exec, void*) {
     if (capture_guard()) return kCaptureUnsupported;
+    flush_copies();
     for (Launch& l : static_cast<Graph*>(exec)->launches) {
         std::vector<void*> params(l.args.size());
         for (size_t i = 0; i < params.size(); i++) params[i] = &l.args[i];

@@ -161,20 +161,32 @@ extern "C" __global__ void y_sq_sums(int rows, int r, int positions, int per, in
 }
 
 // K-FROG: out[c] = sqrt(scale * sum_n X[n][c]^2) over the packed [n, cols]
-// patch matrix; one block per column.
-extern "C" __global__ void patch_col_norms(int n, int cols, float scale, const float* __restrict__ packed,
-                                           float* __restrict__ out) {
+// patch matrix of type P (16-bit in the 16-bit product modes); one block per
+// column.
+template <typename P>
+__device__ __forceinline__ void patch_col_norms_t(int n, int cols, float scale, const typename P::T* __restrict__ packed,
+                                                  float* __restrict__ out) {
     __shared__ float scratch[BLOCK / 32 + 1];
     int c = blockIdx.x;
     if (c >= cols) return;
     float acc = 0.0f;
     for (long long k = threadIdx.x; k < n; k += BLOCK) {
-        float v = packed[k * cols + c];
+        float v = P::load(packed, (int)(k * cols + c));  // n * cols fits an int (checked on the host)
         acc = fmaf(v, v, acc);
     }
     acc = block_sum(acc, scratch);
     if (threadIdx.x == 0) out[c] = sqrtf(scale * acc);
 }
+
+#define COL_NORMS_ENTRY(suffix, P)                                                                              \
+    extern "C" __global__ void patch_col_norms##suffix(int n, int cols, float scale, const P::T* __restrict__ packed, \
+                                                       float* __restrict__ out) {                               \
+        patch_col_norms_t<P>(n, cols, scale, packed, out);                                                      \
+    }
+
+COL_NORMS_ENTRY(, F32)
+COL_NORMS_ENTRY(_bf16, Bf16)
+COL_NORMS_ENTRY(_f16, F16)
 
 // out[j] = num[j] / (den[j] + eps)
 extern "C" __global__ void row_div(int rows, const float* __restrict__ num, const float* __restrict__ den, float eps,

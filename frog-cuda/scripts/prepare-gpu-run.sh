@@ -1,74 +1,142 @@
 #!/usr/bin/env bash
-# Prepares the GPU run on a machine without a GPU: builds the GPU test
-# binaries and `frog-bench` (feature cuda) against the libcuda stub (they open
-# the real libcuda.so.1 at run time on the GPU machine), copies them and the golden files
-# into .gpu-run/ (ignored by git; ../shared is not sent along), writes
-# .gpu-run/run.sh and prints the one command to run there.
+# Prepares the GPU run on a machine without a GPU: builds `frog-bench`
+# (feature cuda) and every GPU test binary (frog-cuda's unit tests, one per
+# frog-cuda/tests/*.rs, frog-bench's unit tests) against the libcuda stub
+# (they open the real libcuda.so.1 at run time on the GPU machine), packs
+# them gzipped with the golden vectors (frog-cpu/golden, every subfolder)
+# into .gpu-run/ (ignored by git; at most 60 MiB), writes .gpu-run/run.sh
+# and prints how to run it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target/cuda}
-eval "$(bash ../shared/cuda/libcuda-stub.sh "$root/target/cuda-stub")"
+eval "$(bash frog-cuda/scripts/libcuda-stub.sh "$root/target/cuda-stub")"
 export CARGO_TERM_COLOR=never
 cargo build --release -p frog-bench --features cuda
-cargo test --release -p frog-cuda -p frog-bench --features frog-bench/cuda --no-run
-tests=$(cargo test --release -p frog-cuda -p frog-bench --features frog-bench/cuda --no-run --message-format=json 2>/dev/null \
+cuda_tests=$(for f in frog-cuda/tests/*.rs; do printf -- '--test %s ' "$(basename "$f" .rs)"; done)
+# Every test executable, a line each: target name, path.
+# shellcheck disable=SC2086 # one word per flag
+tests=$(cargo test --release -p frog-cuda -p frog-bench --features frog-bench/cuda --lib $cuda_tests --no-run --message-format=json \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] != ["bin"]:
-        print(m["target"]["name"], m["executable"])')
+        print(m["target"]["name"], m["executable"])' | sort -u)
+want=$(($(find frog-cuda/tests -maxdepth 1 -name '*.rs' | wc -l) + 2))
+[ "$(wc -l <<< "$tests")" = "$want" ] || { printf 'expected %s test binaries, got:\n%s\n' "$want" "$tests" >&2; exit 1; }
+
 out=$root/.gpu-run
 rm -rf "$out"
-mkdir -p "$out/bin" "$out/golden/lowp"
-cp ../shared/golden/*.json ../shared/golden/FORMAT.md "$out/golden/"
-cp ../shared/golden/lowp/*.json "$out/golden/lowp/"
+mkdir -p "$out/bin"
+cp -r frog-cpu/golden "$out/golden"
 cp frog-cuda/scripts/torch_resnet18_step.py "$out/"
-strip -o "$out/bin/frog-bench" "${CARGO_TARGET_DIR:-$root/target}/release/frog-bench"
-while read -r name path; do
-  case "$name" in
-    gpu|nn|lowp|frog_cuda|frog_bench) strip -o "$out/bin/test-$name" "$path" ;;
-  esac
-done <<< "$tests"
+pack() {  # name, path
+  strip -o "$out/bin/$1" "$2"
+  gzip -9 "$out/bin/$1"
+}
+pack frog-bench "$CARGO_TARGET_DIR/release/frog-bench"
+while read -r name path; do pack "test-$name" "$path"; done <<< "$tests"
+
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
-# Prints the GPU, its driver and compute capability (nvidia-smi), then runs
-# `frog-bench gpu-check` (at most 4 minutes; its first line: the SM count,
+# The GPU run: prints the GPU, its driver and compute capability
+# (nvidia-smi), runs `frog-bench gpu-check` (its first line: the SM count,
 # compute capability and the driver's CUDA version as the backend sees
-# them), then every GPU test with a summary line each, then prints the
-# check's short table again, last.
-# Full logs go to $OUT (the device tool's returned folder) when it is set,
-# else to .gpu-run/logs.
+# them), then every GPU test binary in bin/, and last a table of the steps
+# and the check's own table. FROG_REQUIRE_GPU=1 makes every skip a failure:
+# no device, a driver that rejects the PTX, or a too-old driver or GPU fail
+# the run, naming why. The steps share a budget of 520 s (each step's
+# timeout is at most what is left of it, so the timeouts sum to under that);
+# a step that runs out of time is reported as timed out and the table still
+# printed. Logs go to .gpu-run/logs, and into the archive
+# $OUT/gpu-run-logs.tar.gz when OUT names a folder. Exits non-zero when
+# anything failed.
 cd "$(dirname "$0")"
 set -o pipefail
-export FROG_GOLDEN_DIR=$PWD/golden
-logs=${OUT:-$PWD/logs}
+export FROG_GOLDEN_DIR=$PWD/golden FROG_REQUIRE_GPU=1
+logs=$PWD/logs
+rm -rf "$logs"
 mkdir -p "$logs"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$logs/nvidia-smi.txt"
-# compute_cap is a newer query field: asked alone, so an older nvidia-smi
-# refusing it loses nothing else.
-echo "compute capability: $(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>&1 | head -1)" | tee -a "$logs/nvidia-smi.txt"
+start=$(date +%s)
+budget=520
 status=0
-echo "== bin/frog-bench gpu-check"
-timeout 240 bin/frog-bench gpu-check --torch-script torch_resnet18_step.py "$@" 2>&1 | tee "$logs/gpu-check.log" || status=1
-run_tests() {  # name, timeout, filter...
-  local name=$1 limit=$2; shift 2
-  timeout "$limit" "bin/test-$name" "$@" --test-threads 1 --nocapture > "$logs/test-$name.log" 2>&1 || status=1
-  echo "== test-$name: $(grep -E '^test result' "$logs/test-$name.log" | tail -1)"
-  grep -E 'FAILED|panicked|SKIPPED|^gpu_[a-z_]+: ' "$logs/test-$name.log" | head -20
+table=()
+archive() {
+  if [ -n "${OUT:-}" ]; then
+    mkdir -p "$OUT" && tar -czf "$OUT/gpu-run-logs.tar.gz" -C "$PWD" logs && echo "logs: $OUT/gpu-run-logs.tar.gz"
+  else
+    echo "logs: $logs"
+  fi
 }
-run_tests frog_cuda 60
-run_tests gpu 120
-run_tests nn 60
-run_tests lowp 60
-run_tests frog_bench 150 gpu_
+trap archive EXIT
+# Runs a step with a timeout of at most `cap` seconds and at most what is
+# left of the budget, its output in logs/NAME.log; one table line.
+step() {  # name, cap, command...
+  local name=$1 cap=$2; shift 2
+  local left=$((budget - ($(date +%s) - start)))
+  local limit=$((cap < left ? cap : left))
+  if [ "$limit" -le 0 ]; then
+    table+=("$(printf '%-22s NOT RUN (the %s s budget is spent)' "$name" "$budget")")
+    status=1
+    return
+  fi
+  local t0 rc
+  t0=$(date +%s)
+  timeout "$limit" "$@" > "$logs/$name.log" 2>&1
+  rc=$?
+  local took=$(($(date +%s) - t0)) what
+  case $rc in
+    0) what=ok ;;
+    124) what="TIMED OUT after $limit s"; status=1 ;;
+    *) what="FAILED (exit $rc)"; status=1 ;;
+  esac
+  local summary
+  summary=$(grep -E '^test result' "$logs/$name.log" | tail -1)
+  table+=("$(printf '%-22s %-24s %4s s  %s' "$name" "$what" "$took" "$summary")")
+  if [ "$rc" != 0 ]; then
+    # Why, in its own words: the first panic or error messages of the log,
+    # else its last lines.
+    local why
+    why=$(grep -E -A1 'panicked at|^error' "$logs/$name.log" | grep -vE '^--$| panicked at ' | head -3)
+    [ -n "$why" ] || why=$(tail -2 "$logs/$name.log")
+    while IFS= read -r line; do table+=("    $line"); done <<< "$why"
+  fi
+  echo "== $name: $what ($took s) $summary"
+}
+
+for f in bin/*.gz; do
+  gzip -dc "$f" > "${f%.gz}" && chmod +x "${f%.gz}" || { echo "cannot unpack $f" >&2; exit 1; }
+done
+# compute_cap is a newer query field: asked alone, so that an older
+# nvidia-smi refusing it loses nothing else.
+step nvidia-smi 10 bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader &&
+  echo "compute capability: $(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>&1 | head -1)"'
+cat "$logs/nvidia-smi.log"
+step gpu-check 240 bin/frog-bench gpu-check --torch-script torch_resnet18_step.py "$@"
+head -1 "$logs/gpu-check.log"
+for bin in bin/test-*; do
+  case $bin in *.gz) continue ;; esac
+  name=${bin#bin/}
+  case $name in
+    test-frog_bench) step "$name" 90 "$bin" gpu_ --test-threads 1 --nocapture ;;
+    *) step "$name" 60 "$bin" --test-threads 1 --nocapture ;;
+  esac
+done
 echo
-sed -n '/^==== frog-bench gpu-check ====/,$p' "$logs/gpu-check.log"
+echo "==== GPU run ($(($(date +%s) - start)) s of $budget) ===="
+printf '%s\n' "${table[@]}"
+if grep -q '^==== frog-bench gpu-check ====' "$logs/gpu-check.log"; then
+  sed -n '/^==== frog-bench gpu-check ====/,$p' "$logs/gpu-check.log"
+else
+  echo "gpu-check printed no table (see above)"
+fi
 exit $status
 RUN
 chmod +x "$out/run.sh"
-du -sh "$out"
+size=$(du -sm "$out" | cut -f1)
+echo ".gpu-run: $size MiB ($(du -sb "$out" | cut -f1) bytes)"
+[ "$size" -le 60 ] || { echo ".gpu-run is over 60 MiB" >&2; exit 1; }
 echo
-echo "On the GPU machine, from the repository root (send .gpu-run along; about"
-echo "10 minutes at most, the check itself at most 4):"
+echo "Copy .gpu-run/ into the checkout on the GPU machine and run, from the"
+echo "repository root (about 9 minutes at most):"
 echo "  bash .gpu-run/run.sh"

@@ -1,5 +1,6 @@
 //! [`Cuda`]: frog-core's [`Backend`] on one CUDA device, f32.
 
+use std::cell::RefCell;
 use std::ffi::c_void;
 use std::ptr;
 use std::sync::Arc;
@@ -62,6 +63,26 @@ impl Precision {
             Precision::Exact | Precision::Split | Precision::Fast => Packed::F32,
             Precision::Bf16Split | Precision::Bf16 => Packed::Bf16,
             Precision::F16 => Packed::F16,
+        }
+    }
+}
+
+/// How an operand of [`Cuda::matmul_as`] is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Row-major: entry `(i, j)` of an `[r, c]` operand at `i*c + j`.
+    RowMajor,
+    /// Its transpose row-major: entry `(i, j)` at `j*r + i`.
+    Transposed,
+}
+
+impl Order {
+    /// The strides (row, column) of an operand of `cols` columns and
+    /// `rows` rows.
+    fn strides(self, cols: usize, rows: usize) -> (usize, usize) {
+        match self {
+            Order::RowMajor => (cols, 1),
+            Order::Transposed => (1, rows),
         }
     }
 }
@@ -131,6 +152,19 @@ pub struct Cuda {
     name: String,
     driver: (u32, u32),
     capability: (u32, u32),
+    /// The host values of [`Cuda::write_async`] copies that may still be
+    /// running: freed only once a synchronize has waited for them.
+    staged: RefCell<Vec<Vec<f32>>>,
+}
+
+impl Drop for Cuda {
+    /// Waits for the stream before the staged values go: destroying a
+    /// stream does not wait for its copies.
+    fn drop(&mut self) {
+        // A failure here (a kernel's earlier error) cannot be reported; the
+        // wait is what matters.
+        let _ = self.synchronize();
+    }
 }
 
 /// Whether a driver of CUDA version `driver` loads the embedded PTX and a
@@ -244,6 +278,7 @@ impl Cuda {
             name,
             driver,
             capability,
+            staged: RefCell::new(Vec::new()),
         })
     }
 
@@ -289,8 +324,11 @@ impl Cuda {
     }
 
     /// Waits for every launched operation; reports a kernel's failure.
+    /// Frees the values of the [`Cuda::write_async`] copies it waited for.
     pub fn synchronize(&self) -> Result<(), Error> {
-        self.stream.synchronize().map_err(Error::driver("cuStreamSynchronize"))
+        self.stream.synchronize().map_err(Error::driver("cuStreamSynchronize"))?;
+        self.staged.borrow_mut().clear();
+        Ok(())
     }
 
     /// Makes the backend's context current on the calling thread.
@@ -298,20 +336,28 @@ impl Cuda {
         cust::context::CurrentContext::set_current(&self.owner._ctx).map_err(Error::driver("cuCtxSetCurrent"))
     }
 
-    /// Copies host values to `dst[offset..]` on the stream without waiting:
-    /// the values are staged before this returns (pageable memory), and
-    /// the copy runs in stream order.
-    pub fn write_async(&self, src: &[f32], dst: &mut Buffer, offset: usize) -> Result<(), Error> {
+    /// Copies `src` to `dst[offset..]` on the stream without waiting: the
+    /// copy runs in stream order, after this returns. The backend owns
+    /// the values until the next [`Cuda::synchronize`] (which [`Backend::read`],
+    /// [`Backend::write`] and [`Cuda::download`] make) has waited for the
+    /// copy, so nothing can free or change them while the device reads them
+    /// (a borrowed slice could be page-locked memory, which the device
+    /// reads directly, late).
+    pub fn write_async(&self, src: Vec<f32>, dst: &mut Buffer, offset: usize) -> Result<(), Error> {
         let Arg::P(base) = self.ptr("dst", dst, offset.saturating_add(src.len()))? else { unreachable!() };
         if src.is_empty() {
             return Ok(());
         }
-        // SAFETY: the range was checked above; a copy from pageable host
-        // memory is staged before the call returns.
+        // SAFETY: the range was checked above; `src`'s heap block, which
+        // the copy reads, moves into `staged` unchanged (moving a Vec does
+        // not move its entries) and stays there until a synchronize (or the
+        // backend's drop, which synchronizes first) has waited for the copy.
         let res = unsafe {
-            cu::cuMemcpyHtoDAsync_v2(base + (offset * 4) as u64, src.as_ptr() as *const c_void, std::mem::size_of_val(src), self.stream.as_inner())
+            cu::cuMemcpyHtoDAsync_v2(base + (offset * 4) as u64, src.as_ptr() as *const c_void, std::mem::size_of_val(&src[..]), self.stream.as_inner())
         };
-        Error::check("cuMemcpyHtoDAsync", res)
+        Error::check("cuMemcpyHtoDAsync", res)?;
+        self.staged.borrow_mut().push(src);
+        Ok(())
     }
 
     /// A buffer holding `data`.
@@ -332,12 +378,23 @@ impl Cuda {
     /// in the backend's precision on its GEMM tile (split along a long K),
     /// launched on the stream: the kernel of the patch products, for
     /// measuring it and for users' own products.
-    pub fn matmul(&self, (m, n, k): (usize, usize, usize), a: &Buffer, b: &Buffer, c: &mut Buffer) -> Result<(), Error> {
+    pub fn matmul(&self, dims: (usize, usize, usize), a: &Buffer, b: &Buffer, c: &mut Buffer) -> Result<(), Error> {
+        self.matmul_as(dims, (a, Order::RowMajor), (b, Order::RowMajor), c, true)
+    }
+
+    /// [`Cuda::matmul`] with each operand stored as `order` says, split
+    /// along a long K only when `split_k` allows it: the layouts and plans
+    /// of FROG's products (`V X^T`, not split; `U X`, split) and of the
+    /// convolutions (`W col^T`; `T^T W`; `T col`, split), for measuring
+    /// them.
+    pub fn matmul_as(&self, (m, n, k): (usize, usize, usize), (a, a_order): (&Buffer, Order), (b, b_order): (&Buffer, Order), c: &mut Buffer, split_k: bool) -> Result<(), Error> {
         let size = |what, x: usize, y: usize| x.checked_mul(y).ok_or(Error::TooLarge { what, value: usize::MAX });
         let aa = self.ptr("a", a, size("a", m, k)?)?;
         let ba = self.ptr("b", b, size("b", k, n)?)?;
         let ca = self.ptr("c", c, size("c", m, n)?)?;
-        self.gemm((m, n, k), (aa, k, 1), (ba, n, 1), (ca, n), Epilogue::Store, true)
+        let (sam, sak) = a_order.strides(k, m);
+        let (sbk, sbn) = b_order.strides(n, k);
+        self.gemm((m, n, k), (aa, sam, sak), (ba, sbk, sbn), (ca, n), Epilogue::Store, split_k)
     }
 
     /// Records the launches `f` makes on the stream into a CUDA graph
@@ -971,7 +1028,12 @@ impl KfrogBackend for Cuda {
         let g = Geom::of(p)?;
         let xa = self.ptr("packed", p.packed, g.n * g.cols)?;
         let oa = self.ptr("out", out, g.cols)?;
-        self.launch(K::PatchColNorms, launch::per_row(g.cols)?, &[Arg::I(int("positions", g.n)?), Arg::I(int("cols", g.cols)?), Arg::F(scale), xa, oa])
+        let k = match self.precision.packed() {
+            Packed::F32 => K::PatchColNorms,
+            Packed::Bf16 => K::PatchColNormsBf16,
+            Packed::F16 => K::PatchColNormsF16,
+        };
+        self.launch(k, launch::per_row(g.cols)?, &[Arg::I(int("positions", g.n)?), Arg::I(int("cols", g.cols)?), Arg::F(scale), xa, oa])
     }
 
     fn fill(&self, n: usize, value: f32, buf: &mut Buffer) -> Result<(), Error> {
@@ -984,6 +1046,12 @@ impl KfrogBackend for Cuda {
 mod tests {
     use super::*;
     use frog_core::{BackendError, BackendErrorKind, Conv2d};
+
+    /// The exact backend for `test`, or `None` where it is skipped
+    /// ([`Cuda::for_check`]).
+    fn device(test: &str) -> Option<Cuda> {
+        Cuda::for_check(Precision::Exact, test).unwrap_or_else(|e| panic!("{e}"))
+    }
 
     #[test]
     fn no_device_is_an_error_value() {
@@ -1014,10 +1082,7 @@ mod tests {
     /// that carries the JIT compiler's log.
     #[test]
     fn gpu_module_load_failure_carries_the_jit_log() {
-        let cuda = match Cuda::new(Precision::Exact) {
-            Ok(c) => c,
-            Err(e) => return println!("SKIPPED gpu_module_load_failure_carries_the_jit_log: no CUDA device ({e})"),
-        };
+        let Some(cuda) = device("gpu_module_load_failure_carries_the_jit_log") else { return };
         cuda.make_current().unwrap();
         let e = Module::load("too_new", ".version 99.0\n.target sm_80\n.address_size 64\n").err().expect("ISA 99.0 must not load");
         println!("gpu_module_load_failure_carries_the_jit_log: {e}");
@@ -1032,10 +1097,7 @@ mod tests {
     /// kernel), give the product the host computes, entry for entry.
     #[test]
     fn gpu_mma_fragments_follow_the_ptx_isa() {
-        let cuda = match Cuda::new(Precision::Exact) {
-            Ok(c) => c,
-            Err(e) => return println!("SKIPPED gpu_mma_fragments_follow_the_ptx_isa: no CUDA device ({e})"),
-        };
+        let Some(cuda) = device("gpu_mma_fragments_follow_the_ptx_isa") else { return };
         // Small distinct integers: exact in TF32 and in every sum, so any
         // misplaced fragment changes some output.
         let ints = |n: usize, seed: usize| (0..n).map(|i| ((i * 7 + seed) * 2_654_435_761usize % 17) as f32 - 8.0).collect::<Vec<_>>();
@@ -1061,10 +1123,7 @@ mod tests {
     /// the host computes, entry for entry.
     #[test]
     fn gpu_mma_k16_fragments_follow_the_ptx_isa() {
-        let cuda = match Cuda::new(Precision::Exact) {
-            Ok(c) => c,
-            Err(e) => return println!("SKIPPED gpu_mma_k16_fragments_follow_the_ptx_isa: no CUDA device ({e})"),
-        };
+        let Some(cuda) = device("gpu_mma_k16_fragments_follow_the_ptx_isa") else { return };
         // Small distinct integers, exact in bf16 and f16 and in every sum.
         let ints = |n: usize, seed: usize| (0..n).map(|i| ((i * 7 + seed) * 2_654_435_761usize % 17) as f32 - 8.0).collect::<Vec<_>>();
         let (a, b) = (ints(16 * 16, 5), ints(16 * 8, 13));

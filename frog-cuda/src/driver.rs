@@ -37,8 +37,11 @@ const RTLD_NOW_LOCAL: c_int = 2;
 /// The driver library's handle, or null when it could not be opened.
 struct Library(*mut c_void);
 
-// SAFETY: a dlopen handle may be used from any thread.
+// SAFETY: a dlopen handle may be moved to any thread (it is a plain
+// address that `dlsym` accepts from every thread).
 unsafe impl Send for Library {}
+// SAFETY: the handle is never changed after `dlopen`, and `dlsym` is
+// thread-safe, so shared references may be used from any thread.
 unsafe impl Sync for Library {}
 
 thread_local! {

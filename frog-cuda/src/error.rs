@@ -65,6 +65,14 @@ pub enum Error {
         /// The backend's precision.
         precision: crate::Precision,
     },
+    /// A GPU test or check could not run on this machine, and
+    /// `FROG_REQUIRE_GPU=1` makes that an error ([`crate::skip()`]).
+    Skipped {
+        /// The test or check.
+        what: String,
+        /// Why it could not run.
+        why: String,
+    },
     /// The embedded PTX lacks a kernel, or a launch's arguments do not match
     /// the kernel's signature.
     Kernel {
@@ -174,6 +182,7 @@ impl fmt::Display for Error {
                 write!(f, "loading the PTX module `{module}` failed: {} ({code})", code_name(*code))?;
                 if log.trim().is_empty() { Ok(()) } else { write!(f, "; JIT log: {}", log.trim()) }
             }
+            Self::Skipped { what, why } => write!(f, "{what} cannot run here: {why}; FROG_REQUIRE_GPU=1 makes that a failure, not a skip"),
             Self::Kernel { name, problem } => write!(f, "kernel `{name}`: {problem}"),
             Self::InputType { input, precision } => {
                 write!(f, "{precision:?} products read patches of their own 16-bit type: {input} inputs need an f32 mode or that type's")
@@ -197,7 +206,7 @@ impl BackendError for Error {
                 INVALID_CONTEXT | CONTEXT_IS_DESTROYED => BackendErrorKind::InvalidBuffer,
                 _ => BackendErrorKind::Other,
             },
-            Self::Unsupported { .. } => BackendErrorKind::NoDevice,
+            Self::Unsupported { .. } | Self::Skipped { .. } => BackendErrorKind::NoDevice,
             Self::ForeignBuffer { .. } => BackendErrorKind::DeviceMismatch,
             Self::BufferTooShort { .. } => BackendErrorKind::InvalidBuffer,
             Self::TooLarge { .. } => BackendErrorKind::InvalidBuffer,

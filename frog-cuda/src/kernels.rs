@@ -144,6 +144,8 @@ kernels! {
     PackRowsF16F16 = "pack_rows_f16_f16" in Frog: [I, I, I, P, P];
     PatchSqNormsBf16 = "patch_sq_norms_bf16" in Frog: [I, I, P, P];
     PatchSqNormsF16 = "patch_sq_norms_f16" in Frog: [I, I, P, P];
+    PatchColNormsBf16 = "patch_col_norms_bf16" in Frog: [I, I, F, P, P];
+    PatchColNormsF16 = "patch_col_norms_f16" in Frog: [I, I, F, P, P];
     GemmBf16x2x64 = "gemm_bf16x2_64" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
     GemmBf16x2x128 = "gemm_bf16x2_128" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
     GemmBf16x64 = "gemm_bf16_64" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];

@@ -24,7 +24,15 @@
 //! than the PTX needs), a module the driver would not load (with the JIT
 //! log), out of memory, a launch failure, a buffer of another backend, a
 //! size beyond 32-bit indexing.
+//!
+//! GPU tests and checks start the backend with [`Cuda::for_check`]: on a
+//! machine that cannot run the kernels they print that they were skipped,
+//! unless `FROG_REQUIRE_GPU=1` ([`gpu_required`]) makes that an error.
 #![warn(missing_docs)]
+// Every unsafe operation sits in its own block with the proof that it is
+// sound, also inside `unsafe fn` bodies.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod backend;
 mod driver;
@@ -33,10 +41,12 @@ pub mod kernels;
 pub mod launch;
 mod lowp;
 pub mod nn;
+mod skip;
 mod view;
 
-pub use backend::{Buffer, Cuda, Graph, Precision};
+pub use backend::{Buffer, Cuda, Graph, Order, Precision};
 pub use error::{code_name, Error};
 pub use launch::Tile;
 pub use lowp::HalfBuffer;
+pub use skip::{gpu_required, skip, REQUIRE_GPU};
 pub use view::{CudaView, CudaViewMut};

@@ -406,7 +406,7 @@ pub fn gather(cuda: &Cuda, block: usize, indices: &[usize], idx: &mut Buffer, sr
     let host: Vec<f32> = indices.iter().map(|&i| i as f32).collect();
     let sa = cuda.ptr("src", src, max * block)?;
     let da = cuda.ptr("dst", dst, count * block)?;
-    cuda.write_async(&host, idx, 0)?;
+    cuda.write_async(host, idx, 0)?;
     let ia = cuda.ptr("idx", idx, count)?;
     cuda.launch(K::GatherBlocks, launch::elementwise(count * block), &[i("count", count)?, i("block", block)?, ia, sa, da])
 }

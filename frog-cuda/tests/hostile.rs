@@ -1,11 +1,14 @@
 //! Hostile input on the GPU backend (run on the host emulator in CI): the
 //! f32 squares of huge gradients and output gradients, and the opt-in
-//! guard, against frog-cpu's f32 backend on the same data.
+//! guard, against frog-cpu's f32 backend on the same data; `write_async`
+//! keeping its values until the copy ran.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod common;
 
 use common::{device, values, TILES};
-use frog_core::{guarded_step, precondition_step, Batch, Config, Conv2d, Guard, GuardBackend, Layer, ParamState, Params, Workspace, WorkspaceReq};
+use frog_core::{guarded_step, precondition_step, Backend, Batch, Config, Conv2d, Guard, GuardBackend, Layer, ParamState, Params, Workspace, WorkspaceReq};
 use frog_cpu::Cpu;
 use frog_cuda::Precision;
 
@@ -93,4 +96,28 @@ fn gpu_guard_matches_the_cpu() {
         let d = max_diff(&gw, &cw);
         assert!(d < 1e-5, "{guard:?}: GPU and CPU differ by {d:e}");
     }
+}
+
+/// `write_async` owns the values it copies until a synchronize has waited
+/// for the copy: the host emulator runs such a copy only at the stream's
+/// next operation (as a device may, from page-locked memory), after the
+/// caller has given the values away and the allocator has handed their
+/// memory out again; the values that land are the ones given, in several
+/// copies queued back to back and through the backend's drop.
+#[test]
+fn gpu_write_async_owns_its_values_until_the_copy_ran() {
+    let Some(cuda) = device(Precision::Exact, "gpu_write_async_owns_its_values_until_the_copy_ran") else { return };
+    let want = values(1024, 5);
+    let mut buf = cuda.zeros(2048).unwrap();
+    cuda.write_async(want.clone(), &mut buf, 0).unwrap();
+    cuda.write_async(want[..512].to_vec(), &mut buf, 1024).unwrap();
+    let noise: Vec<Vec<f32>> = (0..8).map(|_| vec![f32::NAN; 1024]).collect();
+    let got = cuda.download(&buf, 2048).unwrap();
+    drop(noise);
+    assert_eq!(got[..1024], want[..]);
+    assert_eq!(got[1024..1536], want[..512]);
+    // Dropped with a copy queued: the drop waits for it before freeing.
+    cuda.write_async(want.clone(), &mut buf, 0).unwrap();
+    drop(cuda);
+    println!("gpu_write_async_owns_its_values_until_the_copy_ran: 3 queued copies landed as given");
 }

@@ -6,12 +6,19 @@
 //!   values, at the mode's tolerance (the constants below; the README's
 //!   table states the same).
 //! - the opt-in overflow check of `y` on the device.
+//! - `gpu_kfrog_<mode>_matches_the_cpu`: K-FROG in each 16-bit mode from
+//!   inputs of its type against frog-cpu's f32 K-FROG on the same values.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod common;
 
 use common::device;
 use frog_core::half::{bf16, f16};
-use frog_core::{precondition_step_lowp, Backend, Config, Conv2d, Error as FrogError, Layer, LowpBackend, LowpBatch, ParamState, Params, Patches, Workspace, WorkspaceReq};
+use frog_core::{
+    kfrog_step, precondition_step_lowp, Backend, Config, Conv2d, Error as FrogError, KfrogBackend, KfrogBatch, KfrogConfig, KfrogState, Layer, LowpBackend, LowpBatch, ParamState, Params, Patches, Workspace,
+    WorkspaceReq,
+};
 use frog_cpu::golden::{golden_dir, load_cases, run_case_lowp, Lowp, Tally};
 use frog_cuda::{Cuda, Precision};
 
@@ -180,4 +187,73 @@ fn gpu_lowp_products_bf16() {
 #[test]
 fn gpu_lowp_products_f16() {
     half_products::<f16>(Precision::F16, 1e-3, "gpu_lowp_products_f16");
+}
+
+/// Two K-FROG steps of a conv layer in a 16-bit mode, from inputs holding
+/// values of its type, against frog-cpu's f32 K-FROG on the same values:
+/// the patches' column norms (`x_scaling`, read from the 16-bit packed
+/// patches) within 1e-5, the direction within `rtol` (the mode's products).
+fn kfrog_16bit<H: frog_core::Half>(precision: Precision, rtol: f64, test: &str) {
+    let Some(cuda) = device(precision, test) else { return };
+    let cpu = frog_cpu::Cpu::<f32>::with_threads(1).unwrap();
+    let layer = Layer::conv2d(Conv2d::new(5, 7, 3, [6, 6]).padding(1), false);
+    let cfg = KfrogConfig { lr: 0.1, momentum: 0.9, y_momentum: 0.5, eps: 1e-3, num_iters: 6, sample_size: Some(3), ..KfrogConfig::default() };
+    let (bx, by, batch) = (3, 4, 8);
+    let halves = |n: usize, seed: u64, s: f32| common::values(n, seed).iter().map(|&v| H::from_f32(v * s).to_f32()).collect::<Vec<f32>>();
+    let n = layer.rows() * layer.weight_cols();
+    let w0 = common::values(n, 1);
+    let steps: Vec<[Vec<f32>; 3]> = (0..2).map(|k| [common::values(n, 10 + k), halves(bx * layer.input_len(), 20 + k, 1.0), halves(by * layer.output_len(), 30 + k, 1e-2)]).collect();
+    let (gpu_out, cpu_out) = (kfrog_run(&cuda, &layer, &cfg, &w0, &steps, batch), kfrog_run(&cpu, &layer, &cfg, &w0, &steps, batch));
+    for (k, ((gs, gd), (cs, cd))) in gpu_out.iter().zip(&cpu_out).enumerate() {
+        let wide = |v: &[f32]| v.iter().map(|&e| f64::from(e)).collect::<Vec<f64>>();
+        let (es, ed) = (rel(gs, &wide(cs)), rel(gd, &wide(cd)));
+        println!("{test} step {}: x_scaling {es:.2e} (rtol 1e-5), direction {ed:.2e} (rtol {rtol:.0e}) from frog-cpu's f32", k + 1);
+        assert!(es <= 1e-5 && ed <= rtol, "{test} step {}: x_scaling {es:.2e}, direction {ed:.2e}", k + 1);
+    }
+}
+
+/// `steps` (gradient, x, y) of K-FROG on `backend`: each step's
+/// `x_scaling` and direction.
+fn kfrog_run<B: KfrogBackend<Scalar = f32>>(backend: &B, layer: &Layer, cfg: &KfrogConfig, w0: &[f32], steps: &[[Vec<f32>; 3]], batch: usize) -> Vec<(Vec<f32>, Vec<f32>)>
+where
+    B::Error: std::fmt::Debug,
+{
+    let up = |v: &[f32]| {
+        let mut b = backend.zeros(v.len()).unwrap();
+        backend.write(v, &mut b, 0).unwrap();
+        b
+    };
+    let down = |b: &B::Buffer, len: usize| {
+        let mut v = vec![0.0; len];
+        backend.read(b, 0, &mut v).unwrap();
+        v
+    };
+    let (x_sample, y_sample) = (steps[0][1].len() / layer.input_len(), steps[0][2].len() / layer.output_len());
+    let mut ws = Workspace::new(backend, WorkspaceReq::new(backend, layer, x_sample).unwrap()).unwrap();
+    let mut state = KfrogState::new(backend, layer, cfg).unwrap();
+    let mut weight = up(w0);
+    let mut out = Vec::new();
+    for [g, x, y] in steps {
+        let (g, x, y) = (up(g), up(x), up(y));
+        let b = KfrogBatch { x: &x, x_sample, y: &y, y_sample, batch_size: batch };
+        kfrog_step(backend, cfg, layer, &mut state, &mut ws, &mut weight, &g, b).unwrap();
+        let o = ws.kfrog_outputs();
+        out.push((down(o.x_scaling, layer.weight_cols()), down(o.direction, w0.len())));
+    }
+    out
+}
+
+#[test]
+fn gpu_kfrog_bf16_split_matches_the_cpu() {
+    kfrog_16bit::<bf16>(Precision::Bf16Split, BF16_SPLIT_RTOL, "gpu_kfrog_bf16_split_matches_the_cpu");
+}
+
+#[test]
+fn gpu_kfrog_bf16_matches_the_cpu() {
+    kfrog_16bit::<bf16>(Precision::Bf16, BF16_RTOL, "gpu_kfrog_bf16_matches_the_cpu");
+}
+
+#[test]
+fn gpu_kfrog_f16_matches_the_cpu() {
+    kfrog_16bit::<f16>(Precision::F16, F16_RTOL, "gpu_kfrog_f16_matches_the_cpu");
 }

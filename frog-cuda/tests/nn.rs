@@ -1,6 +1,8 @@
 //! frog_cuda::nn against frog_cpu::nn in f64, in exact mode (rtol 1e-5
 //! max-norm relative). Prints SKIPPED and passes without a device.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod common;
 
 use common::{device, TILES};

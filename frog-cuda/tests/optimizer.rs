@@ -3,6 +3,8 @@
 //! the device, agrees with frog-cpu, and a checkpoint restored into a fresh
 //! object continues bit for bit. Prints SKIPPED without a device.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 #[allow(dead_code)] // the GEMM tiles are for the product tests
 mod common;
 

@@ -14,6 +14,8 @@
 //! The layers keep `r*L` at most 128, one GEMM K chunk: no split-K, whose
 //! atomic sums could differ in the last bit from run to run on a GPU.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 #[allow(dead_code)] // the GEMM tiles are for the product tests
 mod common;
 

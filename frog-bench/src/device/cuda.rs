@@ -173,25 +173,26 @@ impl Device for CudaDevice {
 
 #[cfg(test)]
 mod tests {
-    use frog_core::{BackendError, BackendErrorKind};
-
     use super::*;
     use crate::arch::Arch;
     use crate::device::cpu::CpuDevice;
     use crate::model::Net;
 
+    /// Whether the GPU tests can run here: `false` after printing that
+    /// `test` was skipped ([`Cuda::for_check`]; a panic where skips are
+    /// errors).
+    fn has_device(test: &str) -> bool {
+        Cuda::for_check(Precision::Exact, test).unwrap_or_else(|e| panic!("{e}")).is_some()
+    }
+
     /// The tiny CNN's forward, loss and backward on the GPU against the f64
     /// CPU device (rtol 1e-4). Skips without a device.
     #[test]
     fn gpu_tiny_cnn_matches_the_cpu() {
-        let gpu = match Cuda::new(Precision::Exact) {
-            Ok(_) => CudaDevice::new(Precision::Exact).unwrap(),
-            Err(e) if e.kind() == BackendErrorKind::NoDevice => {
-                println!("SKIPPED gpu_tiny_cnn_matches_the_cpu: no CUDA device ({e})");
-                return;
-            }
-            Err(e) => panic!("{e}"),
-        };
+        if !has_device("gpu_tiny_cnn_matches_the_cpu") {
+            return;
+        }
+        let gpu = CudaDevice::new(Precision::Exact).unwrap();
         let cpu = CpuDevice::<f64>::new(1).unwrap();
         let batch = 8;
         let arch = Arch::tiny_cnn();
@@ -242,18 +243,12 @@ mod tests {
     /// without a device and on the host emulator (far too slow there).
     #[test]
     fn gpu_resnet18_throughput() {
-        let dev = match CudaDevice::new(Precision::Exact) {
-            Ok(d) => d,
-            Err(e) => {
-                println!("SKIPPED gpu_resnet18_throughput: no CUDA device ({e})");
-                return;
-            }
-        };
-        if dev.cuda().device_name().contains("emulator") {
-            println!("SKIPPED gpu_resnet18_throughput: host emulator");
+        if !has_device("gpu_resnet18_throughput") {
             return;
         }
-        drop(dev);
+        if CudaDevice::new(Precision::Exact).unwrap().cuda().device_name().contains("emulator") {
+            return frog_cuda::skip("gpu_resnet18_throughput", "host emulator").unwrap_or_else(|e| panic!("{e}"));
+        }
         let args = crate::throughput::ThroughputArgs { model: "resnet18".into(), batch_size: 512, sample: 64, kfrog_sample: 256, steps: 5, threads: 0, precision: None };
         for precision in [Precision::Fast, Precision::Split, Precision::Exact] {
             let dev = CudaDevice::new(precision).unwrap();
@@ -325,13 +320,10 @@ mod tests {
             (losses, params_f64(dev, &net))
         }
 
-        let gpu = match CudaDevice::new(Precision::Exact) {
-            Ok(d) => d,
-            Err(e) => {
-                println!("SKIPPED gpu_frog_steps_match_the_cpu: no CUDA device ({e})");
-                return;
-            }
-        };
+        if !has_device("gpu_frog_steps_match_the_cpu") {
+            return;
+        }
+        let gpu = CudaDevice::new(Precision::Exact).unwrap();
         let init = params_f64(&gpu, &Net::new(&gpu, &Arch::by_name("resnet-small").unwrap(), 4, 5).unwrap());
         let (gl, gp) = run(&gpu, &init);
         let (fl, fp) = run(&CpuDevice::<f32>::new(1).unwrap(), &init);

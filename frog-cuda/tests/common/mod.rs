@@ -1,25 +1,21 @@
 //! Helpers shared by the GPU test files.
 
-use frog_core::{BackendError, BackendErrorKind};
-use frog_cuda::{Cuda, Error, Precision, Tile};
+use frog_cuda::{Cuda, Precision, Tile};
 
 /// The backend on device 0, or `None` after printing that `test` was
 /// skipped and why: no usable device (no driver, the libcuda stub, a driver
 /// or GPU older than the PTX needs), or a module the driver would not load
-/// (with its JIT log). Any other failure to start fails the test.
+/// (with its JIT log). Any other failure to start fails the test, and so
+/// does a skip under `FROG_REQUIRE_GPU=1` ([`Cuda::for_check`]).
 pub fn device(precision: Precision, test: &str) -> Option<Cuda> {
-    match Cuda::new(precision) {
-        Ok(c) => Some(c),
-        Err(e) if e.kind() == BackendErrorKind::NoDevice => {
-            println!("SKIPPED {test}: no CUDA device ({e})");
-            None
-        }
-        Err(e @ Error::ModuleLoad { .. }) => {
-            println!("SKIPPED {test}: the driver cannot load the kernels ({e})");
-            None
-        }
-        Err(e) => panic!("{test}: the backend failed to start: {e}"),
-    }
+    Cuda::for_check(precision, test).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Skips `test` because of `why` ([`frog_cuda::skip`]); panics where skips
+/// are errors.
+#[allow(dead_code)] // not every test file skips for reasons of its own
+pub fn skip(test: &str, why: &str) {
+    frog_cuda::skip(test, why).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Every GEMM tile setting: chosen per problem, then each forced.
