@@ -2,7 +2,7 @@
 
 use frog_core::{AdamBackend, AdamCoefs};
 
-use crate::backend::{need, Cpu, CpuError};
+use crate::backend::{need, saturate, Cpu, CpuError};
 use crate::gemm::Real;
 use crate::pool::SendPtr;
 
@@ -11,7 +11,10 @@ use crate::pool::SendPtr;
 fn update<T: Real>(c: &AdamCoefs<T>, p: &mut T, g: T, m: &mut T, v: &mut T, vmax: Option<&mut T>) {
     *p *= c.decay;
     *m = *m + c.one_minus_beta1 * (g - *m);
-    *v = c.beta2 * *v + c.one_minus_beta2 * g * g;
+    // Saturates at the largest finite value: a gradient whose square
+    // overflows (1e21 in f32) leaves a finite state that restores, and a
+    // finite step.
+    *v = saturate(c.beta2 * *v + c.one_minus_beta2 * g * g);
     let second = match vmax {
         Some(vm) => {
             if *v > *vm {

@@ -107,6 +107,7 @@ kernels! {
     RowDots = "row_dots" in Frog: [I, I, P, P, P];
     RowDiv = "row_div" in Frog: [I, P, P, F, P];
     YSqSums = "y_sq_sums" in Frog: [I, I, I, I, I, I, F, P, P];
+    YAverage = "y_average" in Frog: [I, F, P, F, P];
     PatchColNorms = "patch_col_norms" in Frog: [I, I, F, P, P];
     RowRsqrt = "row_rsqrt" in Frog: [I, P, F, P];
     RowAxpy = "row_axpy" in Frog: [I, I, F, P, P, P];
