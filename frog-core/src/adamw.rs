@@ -128,7 +128,7 @@ pub trait AdamBackend: Backend {
     ///
     /// ```text
     /// p  = decay * p
-    /// m  = m + one_minus_beta1 * (g - m)
+    /// m  = m + one_minus_beta1 * (g - m)           (see below where g - m overflows)
     /// v  = min(beta2 * v + one_minus_beta2 * g * g, MAX)
     /// vmax = max(vmax, v)                          (amsgrad: vmax given)
     /// p  = p - step_size * m / (sqrt(vmax or v) / bias_correction2_sqrt + eps)
@@ -136,7 +136,9 @@ pub trait AdamBackend: Backend {
     ///
     /// `v` saturates at the scalar's largest finite value (`MAX`), so that a
     /// gradient whose square overflows keeps every state finite (and
-    /// restorable) and the parameter moving.
+    /// restorable) and the parameter moving; where `g - m` overflows
+    /// (opposite signs near `MAX`), `m` is the same convex combination
+    /// `m - one_minus_beta1 * m + one_minus_beta1 * g`, clamped to `[-MAX, MAX]`.
     #[allow(clippy::too_many_arguments)]
     fn adamw_update(
         &self,

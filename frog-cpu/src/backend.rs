@@ -852,20 +852,22 @@ const TRACE_GROUP: usize = 32;
 /// Rows and positions per tile of the Fisher weights' transposing pass.
 const LAMBDA_TILE: usize = 16;
 
-/// `v`, or the largest finite value where `v` is above it: running means
-/// of squares (AdamW's second moment, K-FROG's y average) saturate there,
-/// so that their state stays finite.
+/// `v` clamped to the finite range `[-MAX, MAX]`: running means (AdamW's
+/// moments, K-FROG's y average) saturate there, so that their state stays
+/// finite.
 pub(crate) fn saturate<T: Real>(v: T) -> T {
     let max = <T as frog_core::Scalar>::MAX;
     if v > max {
         max
+    } else if v < -max {
+        -max
     } else {
         v
     }
 }
 
 /// `|v|` (NaN stays NaN).
-fn abs<T: Real>(v: T) -> T {
+pub(crate) fn abs<T: Real>(v: T) -> T {
     if v < T::ZERO {
         -v
     } else {

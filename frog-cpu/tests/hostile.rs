@@ -352,6 +352,16 @@ fn adamw_state_saturates_and_its_checkpoint_restores() {
         fresh.restore(&cpu, &bytes).unwrap();
         assert_eq!(fresh.moments().1, state.moments().1);
     }
+    // Gradients of opposite signs at the maximum: `g - m` overflows, the
+    // first moment stays finite (and between them).
+    let cfg = AdamWConfig { beta1: 0.5, weight_decay: 0.0, ..AdamWConfig::default() };
+    let mut state = AdamState::new(&cpu, 1, false).unwrap();
+    let mut param = vec![0.0f32];
+    for g in [f32::MAX, -f32::MAX, f32::MAX] {
+        adamw_step(&cpu, &cfg, &mut state, &mut param, &vec![g]).unwrap();
+        let (m, v, _) = state.moments();
+        assert!(finite(m) && finite(v) && finite(&param) && m[0].abs() < f32::MAX / 1.5, "{m:?} {v:?} {param:?}");
+    }
 }
 
 /// A K-FROG layer, its fresh state (with a y average) and workspace.

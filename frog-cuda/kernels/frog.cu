@@ -104,7 +104,11 @@ extern "C" __global__ void adamw_update(int n, float decay, float one_minus_beta
     for (long long e64 = grid_first(); e64 < n; e64 += grid_stride()) {
         int e = (int)e64;
         float ge = g[e];
-        float me = m[e] + one_minus_beta1 * (ge - m[e]);
+        // PyTorch's lerp, unless ge - m overflows (opposite signs near the
+        // maximum): then the same convex combination, clamped to finite.
+        float d = ge - m[e];
+        float me = fabsf(d) <= F32_MAX ? m[e] + one_minus_beta1 * d
+                                       : fminf(fmaxf(m[e] - one_minus_beta1 * m[e] + one_minus_beta1 * ge, -F32_MAX), F32_MAX);
         // Saturates at F32_MAX (frog-core's AdamBackend contract): a gradient
         // whose square overflows keeps a finite state and a moving parameter.
         float ve = fminf(beta2 * v[e] + one_minus_beta2 * ge * ge, F32_MAX);
