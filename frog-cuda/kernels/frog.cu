@@ -371,7 +371,8 @@ NORMS_ENTRY(_f16, F16)
 
 // Rows whose largest |value| is at most this take the unscaled path: their
 // squares, sums over long rows, the Fisher scale and the CG's products stay
-// far from overflow in f32 (frog-cpu uses the same bound).
+// far from overflow in f32 (frog-core's square_safe_max::<f32>(), which a
+// test of src/kernels.rs holds this to).
 #define SQUARE_SAFE_MAX 65536.0f
 
 // The gain of a row whose largest |value| is `max_abs`: 1 up to

@@ -185,6 +185,15 @@ mod tests {
         assert_eq!(driver_for_isa((8, 6)), None);
     }
 
+    /// The kernels' rescale threshold is frog-core's, the one definition.
+    #[test]
+    fn kernels_rescale_at_frog_cores_threshold() {
+        let src = include_str!("../kernels/frog.cu");
+        let value = src.lines().find_map(|l| l.strip_prefix("#define SQUARE_SAFE_MAX ")).expect("frog.cu defines SQUARE_SAFE_MAX");
+        let value: f64 = value.trim().trim_end_matches('f').parse().expect("a float literal");
+        assert_eq!(value, frog_core::square_safe_max::<f32>());
+    }
+
     #[test]
     fn signature_table_matches_the_ptx() {
         for m in Ptx::ALL {
