@@ -62,7 +62,7 @@ impl AdamWConfig {
     /// and that the bound on one update entry, times
     /// [`crate::UPDATE_MARGIN`], does not overflow `S`.
     ///
-    /// The bound: with `rho = beta1^2 / beta2 < 1`, Cauchy-Schwarz over
+    /// The bound: with `rho = beta1^2 / beta2 < 1` (0 when `beta1 = 0`), Cauchy-Schwarz over
     /// `m_t = (1-beta1) sum_k beta1^(t-k) g_k` gives `|m_t| <= (1-beta1) /
     /// sqrt((1-beta2)(1-rho)) * sqrt(v_t)`, and the bias corrections only
     /// lower it (`(1-beta1)/(1-beta1^t) <= 1`, `1-beta2^t <= 1`): no entry of
@@ -73,7 +73,8 @@ impl AdamWConfig {
         self.validate()?;
         let settings = [("lr", self.lr), ("beta1", self.beta1), ("beta2", self.beta2), ("eps", self.eps), ("weight_decay", self.weight_decay)];
         settings.iter().try_for_each(|&(what, v)| representable::<S>(what, v))?;
-        let rho = self.beta1 * self.beta1 / self.beta2;
+        // beta1 = 0 (m = g) has rho = 0 whatever beta2, 0 included.
+        let rho = if self.beta1 == 0.0 { 0.0 } else { self.beta1 * self.beta1 / self.beta2 };
         if rho < 1.0 {
             update_bound_ok::<S>("lr / sqrt((1 - beta2) (1 - beta1^2/beta2))", self.lr / libm::sqrt((1.0 - self.beta2) * (1.0 - rho)))
         } else {

@@ -318,6 +318,7 @@ fn settings_whose_update_bound_overflows_the_scalar_are_refused() {
     assert!(bound_refused(adam.validate_for::<f32>()) && adam.validate_for::<f64>().is_ok());
     assert!(AdamWConfig { lr: 1e35, ..adam }.validate_for::<f32>().is_ok());
     assert!(bound_refused(AdamWConfig { lr: 1e29, beta1: 0.99, beta2: 0.9, ..adam }.validate_for::<f32>()));
+    assert!(AdamWConfig { lr: 1e37, beta1: 0.0, beta2: 0.0, ..adam }.validate_for::<f32>().is_ok());
     // K-FROG: lr / eps^1.5 per unit of |M| * |x|.
     let kfrog = KfrogConfig { lr: 1e30, ..KfrogConfig::default() };
     assert!(bound_refused(kfrog.validate_for::<f32>()) && kfrog.validate_for::<f64>().is_ok());
