@@ -5,11 +5,11 @@
 use core::fmt;
 
 use crate::backend::Backend;
-use crate::config::{decay_ok, non_negative, representable, ConfigError};
+use crate::config::{decay_ok, non_negative, representable, update_bound_ok, ConfigError};
 use crate::error::Error;
 use crate::step::check_len;
 use crate::scalar::Scalar;
-use crate::state::{check_stored, export_stored, import_stored, stored_len, Header, StateError};
+use crate::state::{check_non_negative, check_stored, export_stored, import_stored, stored_len, Header, StateError};
 
 /// `torch.optim.AdamW` settings; the defaults are PyTorch's.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -57,12 +57,29 @@ impl AdamWConfig {
         decay_ok(self.lr, self.weight_decay)
     }
 
-    /// [`AdamWConfig::validate`], and that every setting stays finite (and
-    /// nonzero where it is nonzero) in the scalar type `S` the step runs in.
+    /// [`AdamWConfig::validate`], that every setting stays finite (and
+    /// nonzero where it is nonzero) in the scalar type `S` the step runs in,
+    /// and that the bound on one update entry, times
+    /// [`crate::UPDATE_MARGIN`], does not overflow `S`.
+    ///
+    /// The bound: with `rho = beta1^2 / beta2 < 1` (0 when `beta1 = 0`), Cauchy-Schwarz over
+    /// `m_t = (1-beta1) sum_k beta1^(t-k) g_k` gives `|m_t| <= (1-beta1) /
+    /// sqrt((1-beta2)(1-rho)) * sqrt(v_t)`, and the bias corrections only
+    /// lower it (`(1-beta1)/(1-beta1^t) <= 1`, `1-beta2^t <= 1`): no entry of
+    /// the step exceeds `lr / sqrt((1-beta2)(1-rho))`. Otherwise only `eps`
+    /// bounds the denominator: `lr / ((1-beta1) eps)` per unit of the
+    /// largest `|g|`. The decoupled decay only shrinks the weights.
     pub fn validate_for<S: Scalar>(&self) -> Result<(), ConfigError> {
         self.validate()?;
         let settings = [("lr", self.lr), ("beta1", self.beta1), ("beta2", self.beta2), ("eps", self.eps), ("weight_decay", self.weight_decay)];
-        settings.iter().try_for_each(|&(what, v)| representable::<S>(what, v))
+        settings.iter().try_for_each(|&(what, v)| representable::<S>(what, v))?;
+        // beta1 = 0 (m = g) has rho = 0 whatever beta2, 0 included.
+        let rho = if self.beta1 == 0.0 { 0.0 } else { self.beta1 * self.beta1 / self.beta2 };
+        if rho < 1.0 {
+            update_bound_ok::<S>("lr / sqrt((1 - beta2) (1 - beta1^2/beta2))", self.lr / libm::sqrt((1.0 - self.beta2) * (1.0 - rho)))
+        } else {
+            update_bound_ok::<S>("lr / ((1 - beta1) eps)", self.lr / ((1.0 - self.beta1) * self.eps))
+        }
     }
 }
 
@@ -112,11 +129,17 @@ pub trait AdamBackend: Backend {
     ///
     /// ```text
     /// p  = decay * p
-    /// m  = m + one_minus_beta1 * (g - m)
-    /// v  = beta2 * v + one_minus_beta2 * g * g
+    /// m  = m + one_minus_beta1 * (g - m)           (see below where g - m overflows)
+    /// v  = min(beta2 * v + one_minus_beta2 * g * g, MAX)
     /// vmax = max(vmax, v)                          (amsgrad: vmax given)
     /// p  = p - step_size * m / (sqrt(vmax or v) / bias_correction2_sqrt + eps)
     /// ```
+    ///
+    /// `v` saturates at the scalar's largest finite value (`MAX`), so that a
+    /// gradient whose square overflows keeps every state finite (and
+    /// restorable) and the parameter moving; where `g - m` overflows
+    /// (opposite signs near `MAX`), `m` is the same convex combination
+    /// `m - one_minus_beta1 * m + one_minus_beta1 * g`, clamped to `[-MAX, MAX]`.
     #[allow(clippy::too_many_arguments)]
     fn adamw_update(
         &self,
@@ -210,10 +233,7 @@ impl<B: Backend> AdamState<B> {
         let steps = check_stored::<B::Scalar>(bytes, MAGIC, self.len, (self.vmax.is_some(), "amsgrad"), self.buffers())?;
         let needed = self.export_len();
         let part = self.len * B::Scalar::BYTES;
-        let mut squares = bytes[HEADER + part..needed].chunks_exact(B::Scalar::BYTES).map(B::Scalar::read_le);
-        if let Some(index) = squares.position(|v| v < B::Scalar::ZERO) {
-            return Err(StateError::Negative { index: (self.len + index) as u64 });
-        }
+        check_non_negative::<B::Scalar>(&bytes[HEADER + part..needed], "AdamW second-moment", self.len)?;
         Ok(steps)
     }
 

@@ -123,6 +123,17 @@ pub enum ConfigError {
     },
     /// An `eps` that is not finite and positive.
     Eps(f64),
+    /// The method's bound on one update entry (see each method's
+    /// `validate_for`), times [`UPDATE_MARGIN`], overflows the scalar type
+    /// the step runs in: a finite input could give infinite weights.
+    UpdateBound {
+        /// The bound's formula.
+        what: &'static str,
+        /// Its value for these settings.
+        bound: f64,
+        /// Bytes of the scalar type (4 for `f32`).
+        scalar_bytes: usize,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -152,6 +163,11 @@ impl fmt::Display for ConfigError {
             Self::ScheduleIncomplete => write!(f, "tau_final and tau_steps must be given together"),
             Self::Beta { which, value } => write!(f, "{which} must be a finite value in [0, 1), got {value}"),
             Self::Eps(v) => write!(f, "eps must be a finite value > 0, got {v}"),
+            Self::UpdateBound { what, bound, scalar_bytes } => write!(
+                f,
+                "the bound on one update entry, {what} = {bound:e}, exceeds 1/{UPDATE_MARGIN} of the largest {}-bit scalar the step runs in: lower lr",
+                8 * scalar_bytes
+            ),
         }
     }
 }
@@ -193,6 +209,35 @@ pub(crate) fn decay_ok(lr: f64, weight_decay: f64) -> Result<(), ConfigError> {
         Err(ConfigError::DecayTooLarge { lr, weight_decay })
     } else {
         Ok(())
+    }
+}
+
+/// The headroom a method's bound on one update entry must leave below the
+/// largest value of the scalar type the step runs in.
+pub const UPDATE_MARGIN: f64 = 4.0;
+
+/// Refuses settings whose bound on one update entry (`bound`, named by the
+/// formula `what`) times [`UPDATE_MARGIN`] is not below `S::MAX`.
+pub(crate) fn update_bound_ok<S: Scalar>(what: &'static str, bound: f64) -> Result<(), ConfigError> {
+    if bound * UPDATE_MARGIN <= S::MAX.as_f64() {
+        Ok(())
+    } else {
+        Err(ConfigError::UpdateBound { what, bound, scalar_bytes: S::BYTES })
+    }
+}
+
+/// The bound on one entry of a coupled-decay momentum-SGD update at rate
+/// `lr`, per unit of the largest `|g + wd*W|` (the gradient with its
+/// decay term): the buffer `buf = beta*buf + g + wd*W` stays below
+/// `1/(1 - beta)` of it, and so does Nesterov's `g + wd*W + beta*buf`; at
+/// `beta = 1` the buffer grows with the step count, and the bound is per
+/// unit of the buffer. The decay's own part, `lr*wd*|W|`, is at most `|W|`
+/// ([`ConfigError::DecayTooLarge`]).
+pub(crate) fn sgd_bound(lr: f64, momentum: f64) -> f64 {
+    if momentum < 1.0 {
+        lr / (1.0 - momentum)
+    } else {
+        lr
     }
 }
 
@@ -251,6 +296,17 @@ impl Config {
     /// meaning in the scalar type `S` it runs in: `denom_eps = 1e-46`
     /// rounds to 0 in `f32` (the 0/0 validation exists to prevent), `lr` or
     /// `tau` above `f32::MAX` become infinite.
+    ///
+    /// It also refuses settings whose bound on one update entry, times
+    /// [`UPDATE_MARGIN`], overflows `S`. A preconditioned row's direction
+    /// `z / sqrt(<z, M> + eps)` has unit `A`-norm (CG's iterates from zero
+    /// satisfy `<z, M> = <z, A z>`) and `A >= tau I`, so no entry of `lr`
+    /// times it exceeds `lr / sqrt(tau_min)`, `tau_min` the smallest damping
+    /// of the schedule; the decoupled decay only shrinks the weights (`lr *
+    /// weight_decay <= 1`). With `tau = 0` the direction's size depends on
+    /// the data, and `lr` is checked per unit of it. The plain-SGD path's
+    /// bound is that of `torch.optim.SGD` at `lr * lr_other_ratio` (see
+    /// [`crate::SgdConfig::validate_for`]).
     pub fn validate_for<S: Scalar>(&self) -> Result<(), ConfigError> {
         self.validate()?;
         let settings = [
@@ -263,7 +319,11 @@ impl Config {
             ("tau_final", self.tau_final.unwrap_or(0.0)),
             ("denom_eps", self.denom_eps),
         ];
-        settings.iter().try_for_each(|&(what, v)| representable::<S>(what, v))
+        settings.iter().try_for_each(|&(what, v)| representable::<S>(what, v))?;
+        let tau_min = self.tau_final.map_or(self.tau, |tf| tf.min(self.tau));
+        let (what, bound) = if tau_min > 0.0 { ("lr / sqrt(tau_min)", self.lr / libm::sqrt(tau_min)) } else { ("lr (tau = 0)", self.lr) };
+        update_bound_ok::<S>(what, bound)?;
+        update_bound_ok::<S>("lr * lr_other_ratio / (1 - momentum)", sgd_bound(self.lr * self.lr_other_ratio, self.momentum))
     }
 
     /// The damping at the 1-based step `n` of a parameter: `tau`, or with a

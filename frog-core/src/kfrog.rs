@@ -9,11 +9,11 @@
 //! K-FROG unscaled output gradients (divide a loss scale out first).
 
 use crate::backend::{Backend, Patches, Strided};
-use crate::config::{momentum_ok, non_negative, num_iters_ok, representable, ConfigError};
+use crate::config::{momentum_ok, non_negative, num_iters_ok, representable, sgd_bound, update_bound_ok, ConfigError};
 use crate::error::{Error, ShapeError};
 use crate::layer::Layer;
 use crate::scalar::Scalar;
-use crate::state::{ParamState, StateError};
+use crate::state::{check_non_negative, Header, ParamState, StateError};
 use crate::step::{cg_iterate, cg_start, mul};
 use crate::workspace::{Workspace, WorkspaceReq};
 
@@ -72,12 +72,24 @@ impl KfrogConfig {
         Ok(())
     }
 
-    /// [`KfrogConfig::validate`], and that every setting stays finite (and
-    /// nonzero where it is nonzero) in the scalar type `S`.
+    /// [`KfrogConfig::validate`], that every setting stays finite (and
+    /// nonzero where it is nonzero) in the scalar type `S`, and that the
+    /// bound on one update entry, times [`crate::UPDATE_MARGIN`], does not
+    /// overflow `S`.
+    ///
+    /// The bound: the left scaling `1/sqrt(y_eff + eps)` is at most
+    /// `1/sqrt(eps)`; CG's iterates from zero never outgrow the solution of
+    /// `(X^T X / Bx + eps I) z = P1`, whose norm is at most `|P1| / eps`;
+    /// the column RMS is at most the largest `|x|`. So no entry of the step
+    /// exceeds `lr / eps^1.5` per unit of the largest `|M|` times the
+    /// largest `|x|`. The plain parameters' SGD has `torch.optim.SGD`'s
+    /// bound ([`crate::SgdConfig::validate_for`]).
     pub fn validate_for<S: Scalar>(&self) -> Result<(), ConfigError> {
         self.validate()?;
         let settings = [("lr", self.lr), ("momentum", self.momentum), ("y_momentum", self.y_momentum), ("eps", self.eps), ("cg_denom_eps", KFROG_CG_DENOM_EPS)];
-        settings.iter().try_for_each(|&(what, v)| representable::<S>(what, v))
+        settings.iter().try_for_each(|&(what, v)| representable::<S>(what, v))?;
+        update_bound_ok::<S>("lr / eps^1.5", self.lr / (self.eps * libm::sqrt(self.eps)))?;
+        update_bound_ok::<S>("lr / (1 - momentum)", sgd_bound(self.lr, self.momentum))
     }
 }
 
@@ -86,9 +98,15 @@ impl KfrogConfig {
 /// extension trait, so that backends without it keep compiling;
 /// [`kfrog_step`] requires it.
 pub trait KfrogBackend: Backend {
-    /// `out[j] = scale * sum_{i,l} Y[i,j,l]^2` over the `r` samples of `y`
-    /// (PyTorch layout, as in [`Backend::fisher_weights`]).
+    /// `out[j] = min(scale * sum_{i,l} Y[i,j,l]^2, MAX)` over the `r`
+    /// samples of `y` (PyTorch layout, as in [`Backend::fisher_weights`]),
+    /// saturating at the scalar's largest finite value.
     fn y_sq_sums(&self, layer: &Layer, r: usize, y: &Self::Buffer, scale: Self::Scalar, out: &mut Self::Buffer) -> Result<(), Self::Error>;
+    /// The running average of `diag(Y^T Y)` over `rows` entries:
+    /// `avg[j] = min(fresh * y_diag[j] + keep * avg[j], MAX)` (in that
+    /// order of operations, as [`Backend::axpby`]), saturating so that the
+    /// state stays finite and restorable.
+    fn y_average(&self, rows: usize, fresh: Self::Scalar, y_diag: &Self::Buffer, keep: Self::Scalar, avg: &mut Self::Buffer) -> Result<(), Self::Error>;
     /// `out[c] = sqrt(scale * sum_{i,l} P[i,l][c]^2)` for the `D'` columns
     /// of the patches (packed as [`Backend::pack_patches`] left them).
     fn patch_col_norms(&self, p: &Patches<'_, Self>, scale: Self::Scalar, out: &mut Self::Buffer) -> Result<(), Self::Error>;
@@ -143,7 +161,8 @@ impl<B: Backend> KfrogState<B> {
     }
 
     /// Restores bytes [`KfrogState::export`] wrote; every byte is checked
-    /// first, so a rejected buffer changes nothing.
+    /// first (a NaN or infinite entry, a negative y average, two step
+    /// counts), so a rejected buffer changes nothing.
     pub fn restore(&mut self, backend: &B, bytes: &[u8]) -> Result<(), Error<B::Error>> {
         let steps = self.check_bytes(bytes)?;
         self.apply_bytes(backend, bytes, steps).map_err(Error::Backend)
@@ -154,6 +173,9 @@ impl<B: Backend> KfrogState<B> {
         let steps = self.weight.check_bytes(bytes)?;
         let tail = bytes.get(w..).ok_or(StateError::Truncated { needed: self.export_len(), actual: bytes.len() })?;
         let output = self.y.check_bytes_as(tail, "y_momentum")?;
+        // The y average is a running mean of squares: a negative one has a
+        // NaN square root in the next step.
+        check_non_negative::<B::Scalar>(&tail[Header::BYTES..self.y.export_len()], "K-FROG y average", 0)?;
         if output != steps {
             return Err(StateError::StepCounts { weight: steps, output });
         }
@@ -310,7 +332,7 @@ fn run<B: KfrogBackend>(
     match &mut state.y.momentum {
         Some(avg) => {
             let gamma = cfg.y_momentum;
-            backend.axpby(rows, s(1.0 - gamma), &ws.zm, s(gamma), avg)?;
+            backend.y_average(rows, s(1.0 - gamma), &ws.zm, s(gamma), avg)?;
             let correction = 1.0 - libm::pow(gamma, t.min(i32::MAX as u64) as f64);
             backend.axpby(rows, s(1.0 / correction), avg, zero, &mut ws.trace)?;
         }

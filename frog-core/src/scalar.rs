@@ -26,6 +26,9 @@ pub trait Scalar:
     const ZERO: Self;
     /// Multiplicative identity.
     const ONE: Self;
+    /// The largest finite value (where saturating state stops, and what
+    /// settings' update bounds are checked against).
+    const MAX: Self;
     /// Rounds an `f64` to this type.
     fn of_f64(v: f64) -> Self;
     /// Widens to `f64` (named so as not to clash with `num-traits`, `half` or candle's `WithDType` in generic code).
@@ -44,6 +47,7 @@ macro_rules! impl_scalar {
             const BYTES: usize = core::mem::size_of::<$t>();
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
+            const MAX: Self = <$t>::MAX;
             #[inline]
             fn of_f64(v: f64) -> Self {
                 v as $t

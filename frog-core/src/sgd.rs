@@ -2,7 +2,7 @@
 //! precondition, and `torch.optim.SGD` for the baseline.
 
 use crate::backend::Backend;
-use crate::config::{decay_ok, momentum_ok, non_negative, representable, Config, ConfigError};
+use crate::config::{decay_ok, momentum_ok, non_negative, representable, sgd_bound, update_bound_ok, Config, ConfigError};
 use crate::error::{Error, ShapeError};
 use crate::step::check_count;
 use crate::scalar::Scalar;
@@ -34,12 +34,19 @@ impl SgdConfig {
         decay_ok(self.lr, self.weight_decay)
     }
 
-    /// [`SgdConfig::validate`], and that every setting stays finite (and
-    /// nonzero where it is nonzero) in the scalar type `S` the step runs in.
+    /// [`SgdConfig::validate`], that every setting stays finite (and
+    /// nonzero where it is nonzero) in the scalar type `S` the step runs in,
+    /// and that the bound on one update entry, times
+    /// [`crate::UPDATE_MARGIN`], does not overflow `S`: `lr / (1 - momentum)`
+    /// per unit of the largest `|g + wd*W|` (the momentum buffer stays below
+    /// `1/(1 - momentum)` of it, Nesterov's step too), or `lr` per unit of
+    /// the buffer at `momentum = 1`; the decay's own part `lr*wd*|W|` is at
+    /// most `|W|`.
     pub fn validate_for<S: Scalar>(&self) -> Result<(), ConfigError> {
         self.validate()?;
         let settings = [("lr", self.lr), ("momentum", self.momentum), ("weight_decay", self.weight_decay), ("lr * weight_decay", self.lr * self.weight_decay)];
-        settings.iter().try_for_each(|&(what, v)| representable::<S>(what, v))
+        settings.iter().try_for_each(|&(what, v)| representable::<S>(what, v))?;
+        update_bound_ok::<S>("lr / (1 - momentum)", sgd_bound(self.lr, self.momentum))
     }
 }
 

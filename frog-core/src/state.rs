@@ -81,8 +81,12 @@ pub enum StateError {
         /// Whether the state has the buffer.
         state_has_buffer: bool,
     },
-    /// An AdamW second moment is negative (it is a running mean of squares).
+    /// A stored running mean of squares (AdamW's second moment, K-FROG's
+    /// y average) is negative: no step writes one, and a step on it gives
+    /// NaN.
     Negative {
+        /// Which running mean.
+        what: &'static str,
         /// The entry.
         index: u64,
     },
@@ -128,7 +132,7 @@ impl fmt::Display for StateError {
             Self::SamplerState => write!(f, "the checkpoint's sampler state is all zeros"),
             Self::AmsgradSetting { state_has_buffer: true } => write!(f, "the AdamW state has an amsgrad buffer but amsgrad is off"),
             Self::AmsgradSetting { state_has_buffer: false } => write!(f, "the AdamW state has no amsgrad buffer but amsgrad is on"),
-            Self::Negative { index } => write!(f, "AdamW second-moment entry {index} is negative"),
+            Self::Negative { what, index } => write!(f, "{what} entry {index} is negative (a running mean of squares)"),
             Self::StepCounts { weight, output } => {
                 write!(f, "the K-FROG state's weight side records {weight} steps and its output side {output}")
             }
@@ -316,6 +320,16 @@ pub(crate) fn check_stored<S: Scalar>(bytes: &[u8], magic: [u8; 4], len: usize, 
     }
     check_finite::<S>(&bytes[HEADER..needed])?;
     Ok(steps)
+}
+
+/// Refuses a negative entry among the scalars of `bytes` (a running mean
+/// of squares, named `what`); `first` is the index of the first of them
+/// in the state.
+pub(crate) fn check_non_negative<S: Scalar>(bytes: &[u8], what: &'static str, first: usize) -> Result<(), StateError> {
+    match bytes.chunks_exact(S::BYTES).map(S::read_le).position(|v| v < S::ZERO) {
+        Some(index) => Err(StateError::Negative { what, index: (first + index) as u64 }),
+        None => Ok(()),
+    }
 }
 
 /// Writes checked bytes of [`export_stored`]'s form into `buffers`.

@@ -2,7 +2,7 @@
 
 use frog_core::{AdamBackend, AdamCoefs};
 
-use crate::backend::{need, Cpu, CpuError};
+use crate::backend::{abs, need, saturate, Cpu, CpuError};
 use crate::gemm::Real;
 use crate::parts::Rows;
 
@@ -10,8 +10,14 @@ use crate::parts::Rows;
 #[inline]
 fn update<T: Real>(c: &AdamCoefs<T>, p: &mut T, g: T, m: &mut T, v: &mut T, vmax: Option<&mut T>) {
     *p *= c.decay;
-    *m = *m + c.one_minus_beta1 * (g - *m);
-    *v = c.beta2 * *v + c.one_minus_beta2 * g * g;
+    // PyTorch's lerp, unless `g - m` overflows (opposite signs near the
+    // maximum): then the same convex combination, clamped to finite.
+    let d = g - *m;
+    *m = if abs(d) <= <T as frog_core::Scalar>::MAX { *m + c.one_minus_beta1 * d } else { saturate(*m - c.one_minus_beta1 * *m + c.one_minus_beta1 * g) };
+    // Saturates at the largest finite value: a gradient whose square
+    // overflows (1e21 in f32) leaves a finite state that restores, and a
+    // finite step.
+    *v = saturate(c.beta2 * *v + c.one_minus_beta2 * g * g);
     let second = match vmax {
         Some(vm) => {
             if *v > *vm {

@@ -822,18 +822,6 @@ impl<T: Real> Cpu<T> {
     }
 }
 
-/// The largest `|v|` of a row that takes the unscaled path: its squares,
-/// their sums over long rows, the Fisher scale and the CG's products stay
-/// far from overflow below it (2^16 in f32, 2^128 in f64), and real
-/// gradients lie far below it.
-fn square_safe_max<T: Real>() -> f64 {
-    if T::BYTES == 4 {
-        65536.0
-    } else {
-        2f64.powi(128)
-    }
-}
-
 /// Interleaved partial sums of the Fisher traces.
 const SUMS: usize = 8;
 
@@ -843,8 +831,22 @@ const TRACE_GROUP: usize = 32;
 /// Rows and positions per tile of the Fisher weights' transposing pass.
 const LAMBDA_TILE: usize = 16;
 
+/// `v` clamped to the finite range `[-MAX, MAX]`: running means (AdamW's
+/// moments, K-FROG's y average) saturate there, so that their state stays
+/// finite.
+pub(crate) fn saturate<T: Real>(v: T) -> T {
+    let max = <T as frog_core::Scalar>::MAX;
+    if v > max {
+        max
+    } else if v < -max {
+        -max
+    } else {
+        v
+    }
+}
+
 /// `|v|` (NaN stays NaN).
-fn abs<T: Real>(v: T) -> T {
+pub(crate) fn abs<T: Real>(v: T) -> T {
     if v < T::ZERO {
         -v
     } else {
@@ -852,20 +854,11 @@ fn abs<T: Real>(v: T) -> T {
     }
 }
 
-/// The gain of a row with entries `vals`: 1 when its largest `|v|` is at
-/// most [`square_safe_max`] (or not finite), else the power of two `2^-e`
-/// that brings it into `[0.5, 1)`; multiplying by it is exact.
+/// The gain of a row with entries `vals` ([`frog_core::pow2_gain`] of its
+/// largest `|v|`).
 fn pow2_gain<T: Real>(vals: impl Iterator<Item = T>) -> T {
-    let max = vals.map(abs).fold(T::ZERO, |m, v| if v > m { v } else { m }).as_f64();
-    if !(max.is_finite() && max > square_safe_max::<T>()) {
-        return T::ONE;
-    }
-    // max = f * 2^e with f in [0.5, 1): e from the f64 exponent bits (max is
-    // normal, e in 17..=1024); 2^-e is built from its bits, since it may be
-    // subnormal (2^-1024 for f64::MAX), where `powi` would round to 0.
-    let e = ((max.to_bits() >> 52) & 0x7ff) as i64 - 1022;
-    let gain = if e <= 1022 { f64::from_bits(((1023 - e) as u64) << 52) } else { f64::from_bits(1 << (52 - (e - 1022))) };
-    T::of_f64(gain)
+    let max = vals.map(abs).fold(T::ZERO, |m, v| if v > m { v } else { m });
+    T::of_f64(frog_core::pow2_gain::<T>(max.as_f64()))
 }
 
 /// One past the last entry of a `rows x cols` block at `at` (`rows > 0`),

@@ -5,7 +5,7 @@
 
 use frog_core::{KfrogBackend, Layer, LayerKind, Patches};
 
-use crate::backend::{need, Cpu, CpuError};
+use crate::backend::{need, saturate, Cpu, CpuError};
 use crate::gemm::Real;
 
 impl<T: Real> KfrogBackend for Cpu<T> {
@@ -23,8 +23,15 @@ impl<T: Real> KfrogBackend for Cpu<T> {
                     sum += v * v;
                 }
             }
-            *o = scale * sum;
+            *o = saturate(scale * sum);
         }
+        Ok(())
+    }
+
+    fn y_average(&self, rows: usize, fresh: T, y_diag: &Vec<T>, keep: T, avg: &mut Vec<T>) -> Result<(), CpuError> {
+        need("y_average: y_diag", y_diag, rows)?;
+        need("y_average: avg", avg, rows)?;
+        avg[..rows].iter_mut().zip(y_diag).for_each(|(a, &y)| *a = saturate(fresh * y + keep * *a));
         Ok(())
     }
 
@@ -76,3 +83,4 @@ impl<T: Real> KfrogBackend for Cpu<T> {
         Ok(())
     }
 }
+

@@ -10,9 +10,9 @@ mod common;
 use common::forward::RequiredOnly;
 use common::{frog_with, Rng, StepData};
 use frog_core::{
-    guarded_step, kfrog_step, plain_sgd_step, precondition_step, AdamState, AdamWConfig, BackendErrorKind, Batch, Config, ConfigError, Conv2d, Error, ErrorKind, GroupId, Guard,
-    KfrogBatch, KfrogConfig, KfrogState, Layer, Method, Optimizer, ParamId, ParamState, Params, Sampler, SgdConfig, ShapeError, StateError, Workspace, WorkspaceReq, MAX_BATCH,
-    MAX_NUM_ITERS,
+    adamw_step, guarded_step, kfrog_step, plain_sgd_step, precondition_step, AdamState, AdamWConfig, BackendErrorKind, Batch, Config, ConfigError, Conv2d, Error, ErrorKind,
+    GroupId, Guard, KfrogBatch, KfrogConfig, KfrogState, Layer, MAX_BATCH, MAX_NUM_ITERS, Method, Optimizer, ParamId, ParamState, Params, Sampler, SgdConfig, ShapeError,
+    StateError, Workspace, WorkspaceReq,
 };
 use frog_cpu::gemm::matmul_dense;
 use frog_cpu::{Cpu, CpuError, Frog, Real};
@@ -283,6 +283,139 @@ fn huge_gradients_give_the_scale_free_step() {
     for (g, momentum) in [(1e158, 0.9), (1e300, 0.9), (1.7e308, 0.0)] {
         scale_free::<f64>(Gains { x: 1.0, y: g, g }, momentum, 1e-9);
     }
+}
+
+// ---- 9. settings whose update bound overflows the scalar ----
+
+/// Whether `result` is the update-bound refusal.
+fn bound_refused(result: Result<(), ConfigError>) -> bool {
+    matches!(result, Err(ConfigError::UpdateBound { .. }))
+}
+
+#[test]
+fn settings_whose_update_bound_overflows_the_scalar_are_refused() {
+    let b = Config { weight_decay: 0.0, ..base() };
+    // FROG: no entry exceeds lr / sqrt(tau_min); f32 lr = 3e38 would give
+    // infinite weights after one step.
+    let huge = Config { lr: 3e38, ..b };
+    assert!(bound_refused(huge.validate_for::<f32>()) && huge.validate_for::<f64>().is_ok());
+    let layer = Layer::linear(5, 3, true);
+    let d = StepData::random(&mut Rng(9), &layer, 3, 3);
+    assert!(matches!(step::<f32>(&huge, &layer, &d, UNIT, None), Err(Error::Config(ConfigError::UpdateBound { .. }))));
+    // The schedule's smallest damping counts, and a bound just inside the
+    // margin steps finitely.
+    let edge = f64::from(f32::MAX) / frog_core::UPDATE_MARGIN * 1e-3 * 0.99;
+    assert!(Config { lr: edge * 1.1, tau: 1.0, ..b }.validate_for::<f32>().is_ok());
+    assert!(bound_refused(Config { lr: edge * 1.1, tau: 1.0, tau_final: Some(1e-6), tau_steps: Some(3), ..b }.validate_for::<f32>()));
+    step::<f32>(&Config { lr: edge, ..b }, &layer, &d, UNIT, None).unwrap();
+    assert!(bound_refused(Config { lr: edge * 1.1, ..b }.validate_for::<f32>()));
+    // The plain-SGD path: lr * lr_other_ratio / (1 - momentum).
+    assert!(bound_refused(Config { lr: 1e36, tau: 1e6, lr_other_ratio: 100.0, ..b }.validate_for::<f32>()));
+    // SGD: lr / (1 - momentum) per unit of the gradient.
+    let sgd = SgdConfig { lr: 1e37, momentum: 0.9, weight_decay: 0.0, nesterov: false };
+    assert!(bound_refused(sgd.validate_for::<f32>()) && sgd.validate_for::<f64>().is_ok());
+    assert!(SgdConfig { momentum: 0.0, ..sgd }.validate_for::<f32>().is_ok());
+    // AdamW: lr / sqrt((1 - beta2)(1 - beta1^2/beta2)), or lr / ((1 - beta1) eps).
+    let adam = AdamWConfig { lr: 2e36, weight_decay: 0.0, ..AdamWConfig::default() };
+    assert!(bound_refused(adam.validate_for::<f32>()) && adam.validate_for::<f64>().is_ok());
+    assert!(AdamWConfig { lr: 1e35, ..adam }.validate_for::<f32>().is_ok());
+    assert!(bound_refused(AdamWConfig { lr: 1e29, beta1: 0.99, beta2: 0.9, ..adam }.validate_for::<f32>()));
+    assert!(AdamWConfig { lr: 1e37, beta1: 0.0, beta2: 0.0, ..adam }.validate_for::<f32>().is_ok());
+    // K-FROG: lr / eps^1.5 per unit of |M| * |x|.
+    let kfrog = KfrogConfig { lr: 1e30, ..KfrogConfig::default() };
+    assert!(bound_refused(kfrog.validate_for::<f32>()) && kfrog.validate_for::<f64>().is_ok());
+    assert!(KfrogConfig { lr: 1e27, ..kfrog }.validate_for::<f32>().is_ok());
+    let err = huge.validate_for::<f32>().unwrap_err().to_string();
+    assert!(err.contains("lr / sqrt(tau_min)") && err.contains("32-bit"), "{err}");
+}
+
+// ---- 10. running means of squares stay finite and restorable ----
+
+#[test]
+fn adamw_state_saturates_and_its_checkpoint_restores() {
+    let cpu = Cpu::<f32>::with_threads(1).unwrap();
+    for amsgrad in [false, true] {
+        let cfg = AdamWConfig { amsgrad, ..AdamWConfig::default() };
+        let mut state = AdamState::new(&cpu, 3, amsgrad).unwrap();
+        let mut param = vec![1.0f32, -1.0, 0.5];
+        let grad = vec![1e21f32, -3e38, 1.0];
+        let mut previous = param.clone();
+        for _ in 0..3 {
+            adamw_step(&cpu, &cfg, &mut state, &mut param, &grad).unwrap();
+            let (_, v, vmax) = state.moments();
+            assert!(finite(&param) && finite(v) && vmax.is_none_or(|b| finite(b)), "{param:?} {v:?}");
+            assert_eq!(v[0], f32::MAX);
+            // The huge entries keep moving against their gradient.
+            assert!(param[0] < previous[0] - 1e-4 && param[1] > previous[1] + 1e-4, "{previous:?} -> {param:?}");
+            previous = param.clone();
+        }
+        let mut bytes = vec![0; state.export_len()];
+        state.export(&cpu, &mut bytes).unwrap();
+        let mut fresh = AdamState::new(&cpu, 3, amsgrad).unwrap();
+        fresh.restore(&cpu, &bytes).unwrap();
+        assert_eq!(fresh.moments().1, state.moments().1);
+    }
+    // Gradients of opposite signs at the maximum: `g - m` overflows, the
+    // first moment stays finite (and between them).
+    let cfg = AdamWConfig { beta1: 0.5, weight_decay: 0.0, ..AdamWConfig::default() };
+    let mut state = AdamState::new(&cpu, 1, false).unwrap();
+    let mut param = vec![0.0f32];
+    for g in [f32::MAX, -f32::MAX, f32::MAX] {
+        adamw_step(&cpu, &cfg, &mut state, &mut param, &vec![g]).unwrap();
+        let (m, v, _) = state.moments();
+        assert!(finite(m) && finite(v) && finite(&param) && m[0].abs() < f32::MAX / 1.5, "{m:?} {v:?} {param:?}");
+    }
+}
+
+/// A K-FROG layer, its fresh state (with a y average) and workspace.
+fn kfrog_setup(cpu: &Cpu<f32>, layer: &Layer, cfg: &KfrogConfig) -> (KfrogState<Cpu<f32>>, Workspace<Cpu<f32>>) {
+    let state = KfrogState::new(cpu, layer, cfg).unwrap();
+    (state, Workspace::new(cpu, WorkspaceReq::new(cpu, layer, 2).unwrap()).unwrap())
+}
+
+fn kfrog_export(cpu: &Cpu<f32>, state: &KfrogState<Cpu<f32>>) -> Vec<u8> {
+    let mut out = vec![0; state.export_len()];
+    state.export(cpu, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn kfrog_y_average_saturates_and_its_checkpoint_restores() {
+    let cpu = Cpu::<f32>::with_threads(1).unwrap();
+    let layer = Layer::linear(5, 3, false);
+    let cfg = KfrogConfig { y_momentum: 0.9, momentum: 0.9, sample_size: Some(2), ..KfrogConfig::default() };
+    let (mut state, mut ws) = kfrog_setup(&cpu, &layer, &cfg);
+    let d = StepData::random(&mut Rng(11), &layer, 2, 2);
+    let (x, y) = (cast::<f32>(&d.x, 1.0), cast::<f32>(&d.y, 1e20));
+    let (mut weight, grad) = (cast::<f32>(&d.weight, 1.0), cast::<f32>(&d.grad_weight, 1.0));
+    for _ in 0..3 {
+        kfrog_step(&cpu, &cfg, &layer, &mut state, &mut ws, &mut weight, &grad, KfrogBatch { x: &x, x_sample: 2, y: &y, y_sample: 2, batch_size: 2 }).unwrap();
+        let avg = state.y_average().unwrap();
+        assert!(finite(&weight) && finite(avg), "{weight:?} {avg:?}");
+    }
+    let bytes = kfrog_export(&cpu, &state);
+    let (mut fresh, _) = kfrog_setup(&cpu, &layer, &cfg);
+    fresh.restore(&cpu, &bytes).unwrap();
+    assert_eq!(fresh.y_average(), state.y_average());
+}
+
+#[test]
+fn kfrog_negative_y_average_is_refused() {
+    let cpu = Cpu::<f32>::with_threads(1).unwrap();
+    let layer = Layer::linear(5, 3, false);
+    let cfg = KfrogConfig { y_momentum: 0.9, ..KfrogConfig::default() };
+    let (state, _) = kfrog_setup(&cpu, &layer, &cfg);
+    // A negative y average (the last R entries) is refused, naming it, and
+    // changes nothing; the step on it would take the square root of it.
+    let mut bad = kfrog_export(&cpu, &state);
+    let at = bad.len() - 4 * layer.rows();
+    bad[at..at + 4].copy_from_slice(&(-1.0f32).to_le_bytes());
+    let (mut target, _) = kfrog_setup(&cpu, &layer, &cfg);
+    let before = kfrog_export(&cpu, &target);
+    let err = target.restore(&cpu, &bad).unwrap_err();
+    assert_eq!(err, Error::State(StateError::Negative { what: "K-FROG y average", index: 0 }), "{err}");
+    assert!(err.to_string().contains("K-FROG y average entry 0 is negative"), "{err}");
+    assert_eq!(kfrog_export(&cpu, &target), before);
 }
 
 // ---- 11, 12. state and index mismatches ----

@@ -382,7 +382,7 @@ const std::vector<Entry>& table() {
         KERNEL(axpby),    KERNEL(fill),        KERNEL(mul_assign), KERNEL(copy_strided),   KERNEL(row_dots),
         KERNEL(row_div),  KERNEL(row_rsqrt),   KERNEL(row_axpy),   KERNEL(row_xpby),       KERNEL(row_step),
         KERNEL(cg_update), KERNEL(im2col),     KERNEL(pack_rows),  KERNEL(patch_sq_norms), KERNEL(fisher_weights),
-        KERNEL(row_rescale), KERNEL(row_guard), KERNEL(adamw_update), KERNEL(y_sq_sums), KERNEL(patch_col_norms),
+        KERNEL(row_rescale), KERNEL(row_guard), KERNEL(adamw_update), KERNEL(y_sq_sums), KERNEL(y_average), KERNEL(patch_col_norms),
         KERNEL(gemm_f32_64), KERNEL(gemm_f32_128), KERNEL(gemm_tf32_64), KERNEL(gemm_tf32_128),
         KERNEL(gemm_3xtf32_64), KERNEL(gemm_3xtf32_128), KERNEL(mma_probe_m16n8k8_tf32),
         KERNEL(im2col_bf16), KERNEL(im2col_f16), KERNEL(pack_rows_bf16), KERNEL(pack_rows_f16),

@@ -17,6 +17,10 @@
 
 #include "reduce.cuh"
 
+// The largest finite f32 (no float.h: the kernels need no headers), where
+// running means of squares saturate.
+#define F32_MAX 3.40282347e+38f
+
 // ---------------------------------------------------------------------------
 // Element types of the inputs and of the packed patches. bf16 and f16 travel
 // as their bits in an unsigned short (no cuda_bf16.h / cuda_fp16.h: the
@@ -91,7 +95,7 @@ extern "C" __global__ void mul_assign(int n, float* __restrict__ a, const float*
 }
 
 // One AdamW update of n entries in PyTorch's order (frog-core's
-// AdamBackend): decoupled decay, both moments, amsgrad's running maximum
+// AdamBackend): decoupled decay, both moments (v saturating), amsgrad's running maximum
 // (vmax may be null: amsgrad off), the bias-corrected step.
 extern "C" __global__ void adamw_update(int n, float decay, float one_minus_beta1, float beta2, float one_minus_beta2,
                                         float step_size, float bias_correction2_sqrt, float eps, float* __restrict__ p,
@@ -100,8 +104,14 @@ extern "C" __global__ void adamw_update(int n, float decay, float one_minus_beta
     for (long long e64 = grid_first(); e64 < n; e64 += grid_stride()) {
         int e = (int)e64;
         float ge = g[e];
-        float me = m[e] + one_minus_beta1 * (ge - m[e]);
-        float ve = beta2 * v[e] + one_minus_beta2 * ge * ge;
+        // PyTorch's lerp, unless ge - m overflows (opposite signs near the
+        // maximum): then the same convex combination, clamped to finite.
+        float d = ge - m[e];
+        float me = fabsf(d) <= F32_MAX ? m[e] + one_minus_beta1 * d
+                                       : fminf(fmaxf(m[e] - one_minus_beta1 * m[e] + one_minus_beta1 * ge, -F32_MAX), F32_MAX);
+        // Saturates at F32_MAX (frog-core's AdamBackend contract): a gradient
+        // whose square overflows keeps a finite state and a moving parameter.
+        float ve = fminf(beta2 * v[e] + one_minus_beta2 * ge * ge, F32_MAX);
         m[e] = me;
         v[e] = ve;
         float second = ve;
@@ -141,9 +151,9 @@ extern "C" __global__ void row_dots(int rows, int cols, const float* __restrict_
     if (threadIdx.x == 0) out[j] = acc;
 }
 
-// K-FROG: out[j] = scale * sum_{i,l} Y[i,j,l]^2 over r samples of `per`
-// entries each (PyTorch layout: row j, position l at j*row_stride +
-// l*pos_stride); one block per row.
+// K-FROG: out[j] = min(scale * sum_{i,l} Y[i,j,l]^2, F32_MAX) over r
+// samples of `per` entries each (PyTorch layout: row j, position l at
+// j*row_stride + l*pos_stride); one block per row.
 extern "C" __global__ void y_sq_sums(int rows, int r, int positions, int per, int row_stride, int pos_stride, float scale,
                                      const float* __restrict__ y, float* __restrict__ out) {
     __shared__ float scratch[BLOCK / 32 + 1];
@@ -157,7 +167,17 @@ extern "C" __global__ void y_sq_sums(int rows, int r, int positions, int per, in
         acc = fmaf(v, v, acc);
     }
     acc = block_sum(acc, scratch);
-    if (threadIdx.x == 0) out[j] = scale * acc;
+    if (threadIdx.x == 0) out[j] = fminf(scale * acc, F32_MAX);
+}
+
+// K-FROG's running average of diag(Y^T Y): avg = min(fresh*y + keep*avg,
+// F32_MAX) over n entries (axpby's order of operations), saturating so
+// that the state stays finite.
+extern "C" __global__ void y_average(int n, float fresh, const float* __restrict__ y, float keep, float* __restrict__ avg) {
+    for (long long e64 = grid_first(); e64 < n; e64 += grid_stride()) {
+        int e = (int)e64;
+        avg[e] = fminf(fmaf(fresh, y[e], keep * avg[e]), F32_MAX);
+    }
 }
 
 // K-FROG: out[c] = sqrt(scale * sum_n X[n][c]^2) over the packed [n, cols]
@@ -363,7 +383,8 @@ NORMS_ENTRY(_f16, F16)
 
 // Rows whose largest |value| is at most this take the unscaled path: their
 // squares, sums over long rows, the Fisher scale and the CG's products stay
-// far from overflow in f32 (frog-cpu uses the same bound).
+// far from overflow in f32 (frog-core's square_safe_max::<f32>(), which a
+// test of src/kernels.rs holds this to).
 #define SQUARE_SAFE_MAX 65536.0f
 
 // The gain of a row whose largest |value| is `max_abs`: 1 up to

@@ -1024,6 +1024,11 @@ impl KfrogBackend for Cuda {
         self.launch(K::YSqSums, launch::per_row(rows)?, &args)
     }
 
+    fn y_average(&self, rows: usize, fresh: f32, y_diag: &Buffer, keep: f32, avg: &mut Buffer) -> Result<(), Error> {
+        let (ya, aa) = (self.ptr("y_diag", y_diag, rows)?, self.ptr("avg", avg, rows)?);
+        self.launch(K::YAverage, launch::elementwise(rows), &[Arg::I(int("rows", rows)?), Arg::F(fresh), ya, Arg::F(keep), aa])
+    }
+
     fn patch_col_norms(&self, p: &Patches<'_, Self>, scale: f32, out: &mut Buffer) -> Result<(), Error> {
         let g = Geom::of(p)?;
         let xa = self.ptr("packed", p.packed, g.n * g.cols)?;

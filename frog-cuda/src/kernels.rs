@@ -107,6 +107,7 @@ kernels! {
     RowDots = "row_dots" in Frog: [I, I, P, P, P];
     RowDiv = "row_div" in Frog: [I, P, P, F, P];
     YSqSums = "y_sq_sums" in Frog: [I, I, I, I, I, I, F, P, P];
+    YAverage = "y_average" in Frog: [I, F, P, F, P];
     PatchColNorms = "patch_col_norms" in Frog: [I, I, F, P, P];
     RowRsqrt = "row_rsqrt" in Frog: [I, P, F, P];
     RowAxpy = "row_axpy" in Frog: [I, I, F, P, P, P];
@@ -184,6 +185,15 @@ mod tests {
         assert_eq!(driver_for_isa((8, 4)), Some((12, 4)));
         assert_eq!(driver_for_isa((9, 0)), Some((13, 0)));
         assert_eq!(driver_for_isa((8, 6)), None);
+    }
+
+    /// The kernels' rescale threshold is frog-core's, the one definition.
+    #[test]
+    fn kernels_rescale_at_frog_cores_threshold() {
+        let src = include_str!("../kernels/frog.cu");
+        let value = src.lines().find_map(|l| l.strip_prefix("#define SQUARE_SAFE_MAX ")).expect("frog.cu defines SQUARE_SAFE_MAX");
+        let value: f64 = value.trim().trim_end_matches('f').parse().expect("a float literal");
+        assert_eq!(value, frog_core::square_safe_max::<f32>());
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! Hostile input on the GPU backend (run on the host emulator in CI): the
-//! f32 squares of huge gradients and output gradients, and the opt-in
-//! guard, against frog-cpu's f32 backend on the same data; `write_async`
-//! keeping its values until the copy ran.
+//! f32 squares of huge gradients and output gradients, the running means
+//! of squares of AdamW and K-FROG, and the opt-in guard, against frog-cpu's
+//! f32 backend on the same data; `write_async` keeping its values until
+//! the copy ran.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod common;
 
 use common::{device, values, TILES};
-use frog_core::{guarded_step, precondition_step, Backend, Batch, Config, Conv2d, Guard, GuardBackend, Layer, ParamState, Params, Workspace, WorkspaceReq};
+use frog_core::{
+    adamw_step, guarded_step, kfrog_step, precondition_step, AdamBackend, AdamState, AdamWConfig, Backend, Batch, Config, Conv2d, Guard, GuardBackend, KfrogBackend, KfrogBatch,
+    KfrogConfig, KfrogState, Layer, ParamState, Params, Workspace, WorkspaceReq,
+};
 use frog_cpu::Cpu;
 use frog_cuda::Precision;
 
@@ -120,4 +124,82 @@ fn gpu_write_async_owns_its_values_until_the_copy_ran() {
     cuda.write_async(want.clone(), &mut buf, 0).unwrap();
     drop(cuda);
     println!("gpu_write_async_owns_its_values_until_the_copy_ran: 3 queued copies landed as given");
+}
+
+/// Uploads `v` to a new buffer of `backend`.
+fn upload<B: Backend<Scalar = f32>>(backend: &B, v: &[f32]) -> B::Buffer
+where
+    B::Error: std::fmt::Debug,
+{
+    let mut b = backend.zeros(v.len()).unwrap();
+    backend.write(v, &mut b, 0).unwrap();
+    b
+}
+
+fn download<B: Backend<Scalar = f32>>(backend: &B, b: &B::Buffer) -> Vec<f32>
+where
+    B::Error: std::fmt::Debug,
+{
+    let mut out = vec![0.0; backend.len(b)];
+    backend.read(b, 0, &mut out).unwrap();
+    out
+}
+
+/// Three AdamW steps (amsgrad) on gradients whose squares overflow f32:
+/// the parameter and the second moments, and whether the state's own
+/// checkpoint restores.
+fn adamw_huge<B: AdamBackend<Scalar = f32>>(backend: &B) -> (Vec<f32>, Vec<f32>, bool)
+where
+    B::Error: std::fmt::Debug,
+{
+    let cfg = AdamWConfig { amsgrad: true, ..AdamWConfig::default() };
+    let mut state = AdamState::new(backend, 3, true).unwrap();
+    let (mut p, g) = (upload(backend, &[1.0, -1.0, 0.5]), upload(backend, &[1e21, -3e38, 1.0]));
+    for _ in 0..3 {
+        adamw_step(backend, &cfg, &mut state, &mut p, &g).unwrap();
+    }
+    let mut bytes = vec![0; state.export_len()];
+    state.export(backend, &mut bytes).unwrap();
+    let restores = AdamState::new(backend, 3, true).unwrap().restore(backend, &bytes).is_ok();
+    (download(backend, &p), download(backend, state.moments().1), restores)
+}
+
+/// Three K-FROG steps with output gradients whose squares overflow f32:
+/// the weights and the y average, and whether the state restores.
+fn kfrog_huge_y<B: KfrogBackend<Scalar = f32>>(backend: &B) -> (Vec<f32>, Vec<f32>, bool)
+where
+    B::Error: std::fmt::Debug,
+{
+    let layer = Layer::linear(5, 3, false);
+    let cfg = KfrogConfig { y_momentum: 0.9, momentum: 0.9, sample_size: Some(2), ..KfrogConfig::default() };
+    let mut state = KfrogState::new(backend, &layer, &cfg).unwrap();
+    let mut ws = Workspace::new(backend, WorkspaceReq::new(backend, &layer, 2).unwrap()).unwrap();
+    let y: Vec<f32> = values(2 * 3, 6).into_iter().map(|v| v * 1e20).collect();
+    let (x, y, g) = (upload(backend, &values(2 * 5, 5)), upload(backend, &y), upload(backend, &values(15, 7)));
+    let mut w = upload(backend, &values(15, 8));
+    for _ in 0..3 {
+        kfrog_step(backend, &cfg, &layer, &mut state, &mut ws, &mut w, &g, KfrogBatch { x: &x, x_sample: 2, y: &y, y_sample: 2, batch_size: 2 }).unwrap();
+    }
+    let mut bytes = vec![0; state.export_len()];
+    state.export(backend, &mut bytes).unwrap();
+    let restores = KfrogState::new(backend, &layer, &cfg).unwrap().restore(backend, &bytes).is_ok();
+    (download(backend, &w), download(backend, state.y_average().unwrap()), restores)
+}
+
+/// AdamW's second moment and K-FROG's y average saturate at f32's maximum
+/// on the GPU as on the CPU: finite states that restore, moving weights.
+#[test]
+fn gpu_running_means_of_squares_saturate() {
+    let Some(cuda) = device(Precision::Exact, "gpu_running_means_of_squares_saturate") else { return };
+    let cpu = Cpu::<f32>::with_threads(1).unwrap();
+    let rel = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| ((x - y) / x.abs().max(1.0)).abs()).fold(0.0, f32::max);
+    let (p, v, restores) = adamw_huge(&cuda);
+    let (p_cpu, v_cpu, _) = adamw_huge(&cpu);
+    assert!(restores && v.iter().all(|e| e.is_finite()) && v[0] == f32::MAX, "{v:?}");
+    assert!(rel(&p, &p_cpu) < 1e-5 && rel(&v, &v_cpu) < 1e-6, "{p:?} vs {p_cpu:?}, {v:?} vs {v_cpu:?}");
+    assert!(p[0] < 1.0 - 1e-3 && p[1] > -1.0 + 1e-3, "the huge entries stopped moving: {p:?}");
+    let (w, avg, restores) = kfrog_huge_y(&cuda);
+    let (w_cpu, avg_cpu, _) = kfrog_huge_y(&cpu);
+    assert!(restores && w.iter().chain(&avg).all(|e| e.is_finite()), "{w:?} {avg:?}");
+    assert!(rel(&w, &w_cpu) < 1e-5 && rel(&avg, &avg_cpu) < 1e-6, "{w:?} vs {w_cpu:?}, {avg:?} vs {avg_cpu:?}");
 }

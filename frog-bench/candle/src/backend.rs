@@ -35,7 +35,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use candle_core::{DType, Device, Tensor, WithDType};
-use frog_core::{Backend, BackendError, BackendErrorKind, Layer, LayerKind, Patches, Scalar, ShapeError, Strided};
+use frog_core::{pow2_gain, square_safe_max, Backend, BackendError, BackendErrorKind, Layer, LayerKind, Patches, Scalar, ShapeError, Strided};
 
 use crate::view::TensorViewMut;
 
@@ -394,36 +394,6 @@ impl<T: Scalar + WithDType> CandleBackend<T> {
         let z = self.read_block("row_step: z", &z.0, rows, cols, z_at)?.reshape((rows, cols))?;
         let out = (self.matrix("row_step: w", w.tensor(), rows, cols)?.affine(decay.as_f64(), 0.0)? - z.broadcast_mul(&c)?)?;
         w.write(self, "row_step: w", &out)
-    }
-}
-
-/// The largest `|y|` of a row that takes the plain formula: its squares,
-/// their sums and the Fisher scale stay far from overflow below it (2^16
-/// in f32, 2^128 in f64, frog-cpu's bounds), and real gradients lie far
-/// below it.
-fn square_safe_max<T: Scalar>() -> f64 {
-    if T::BYTES == 4 {
-        65536.0
-    } else {
-        2f64.powi(128)
-    }
-}
-
-/// 1 for a row maximum `max` at most [`square_safe_max`] (or not finite),
-/// else the power of two `2^-e` with `max * 2^-e` in `[0.5, 1)`: exact to
-/// multiply by, so the row's direction is unchanged.
-fn pow2_gain<T: Scalar>(max: f64) -> f64 {
-    if !(max.is_finite() && max > square_safe_max::<T>()) {
-        return 1.0;
-    }
-    // max = f * 2^e, f in [0.5, 1); max is normal, so e = biased exponent - 1022.
-    let e = ((max.to_bits() >> 52) & 0x7ff) as i32 - 1022;
-    // 2^-e built from bits: normal down to 2^-1022, subnormal below
-    // (2^-1024 for f64::MAX), where powi would round to zero.
-    if e <= 1022 {
-        f64::from_bits(((1023 - e) as u64) << 52)
-    } else {
-        f64::from_bits(1 << (52 - (e - 1022)))
     }
 }
 
