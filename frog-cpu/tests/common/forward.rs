@@ -107,6 +107,9 @@ impl KfrogBackend for RequiredOnly {
     fn y_sq_sums(&self, layer: &Layer, r: usize, y: &Vec<f64>, scale: f64, out: &mut Vec<f64>) -> Result<(), CpuError> {
         self.inner.y_sq_sums(layer, r, y, scale, out)
     }
+    fn y_average(&self, rows: usize, fresh: f64, y_diag: &Vec<f64>, keep: f64, avg: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.y_average(rows, fresh, y_diag, keep, avg)
+    }
     fn patch_col_norms(&self, p: &Patches<'_, Self>, scale: f64, out: &mut Vec<f64>) -> Result<(), CpuError> {
         self.inner.patch_col_norms(&inner(p), scale, out)
     }
