@@ -151,11 +151,6 @@ impl ThreadPool {
         }
         assert!(!panicked, "a frog-cpu worker thread panicked");
     }
-
-    /// Splits `0..len` into one contiguous range per thread, in order.
-    pub fn chunk(&self, tid: usize, len: usize) -> std::ops::Range<usize> {
-        split_range(len, self.threads(), tid)
-    }
 }
 
 /// The `part`-th of `parts` near-equal contiguous pieces of `0..len`

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::device;
+use common::{device, upload};
 use frog_core::half::{bf16, f16};
 use frog_core::{
     kfrog_step, precondition_step_lowp, Backend, Config, Conv2d, Error as FrogError, KfrogBackend, KfrogBatch, KfrogConfig, KfrogState, Layer, LowpBackend, LowpBatch, ParamState, Params, Patches, Workspace,
@@ -214,15 +214,8 @@ fn kfrog_16bit<H: frog_core::Half>(precision: Precision, rtol: f64, test: &str) 
 
 /// `steps` (gradient, x, y) of K-FROG on `backend`: each step's
 /// `x_scaling` and direction.
-fn kfrog_run<B: KfrogBackend<Scalar = f32>>(backend: &B, layer: &Layer, cfg: &KfrogConfig, w0: &[f32], steps: &[[Vec<f32>; 3]], batch: usize) -> Vec<(Vec<f32>, Vec<f32>)>
-where
-    B::Error: std::fmt::Debug,
-{
-    let up = |v: &[f32]| {
-        let mut b = backend.zeros(v.len()).unwrap();
-        backend.write(v, &mut b, 0).unwrap();
-        b
-    };
+fn kfrog_run<B: KfrogBackend<Scalar = f32>>(backend: &B, layer: &Layer, cfg: &KfrogConfig, w0: &[f32], steps: &[[Vec<f32>; 3]], batch: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
+    let up = |v: &[f32]| upload(backend, v);
     let down = |b: &B::Buffer, len: usize| {
         let mut v = vec![0.0; len];
         backend.read(b, 0, &mut v).unwrap();

@@ -8,7 +8,7 @@
 #[allow(dead_code)] // the GEMM tiles are for the product tests
 mod common;
 
-use common::{device, values};
+use common::{device, download, upload, values};
 use frog_core::{gather_rows, Backend, Batch, Config, Conv2d, GroupId, Layer, Method, Optimizer, ParamId, Params};
 use frog_cpu::Cpu;
 use frog_cuda::Precision;
@@ -17,18 +17,6 @@ const BATCH: usize = 8;
 
 fn conv() -> Layer {
     Layer::conv2d(Conv2d::new(3, 6, 3, [6, 6]).padding(1), true)
-}
-
-fn upload<B: Backend<Scalar = f32>>(b: &B, v: &[f32]) -> B::Buffer {
-    let mut buf = b.zeros(v.len()).unwrap();
-    b.write(v, &mut buf, 0).unwrap();
-    buf
-}
-
-fn download<B: Backend<Scalar = f32>>(b: &B, buf: &B::Buffer) -> Vec<f32> {
-    let mut v = vec![0.0; b.len(buf)];
-    b.read(buf, 0, &mut v).unwrap();
-    v
 }
 
 /// A FROG group with the conv layer and a plain parameter in a group

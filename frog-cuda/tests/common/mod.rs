@@ -1,5 +1,6 @@
 //! Helpers shared by the GPU test files.
 
+use frog_core::Backend;
 use frog_cuda::{Cuda, Precision, Tile};
 
 /// The backend on device 0, or `None` after printing that `test` was
@@ -32,4 +33,21 @@ pub fn values(n: usize, seed: u64) -> Vec<f32> {
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
+}
+
+/// A new buffer of `backend` holding `v` (on the CPU or the GPU, so that
+/// a test runs the same steps on both).
+#[allow(dead_code)] // not every test file compares backends
+pub fn upload<B: Backend<Scalar = f32>>(backend: &B, v: &[f32]) -> B::Buffer {
+    let mut buf = backend.zeros(v.len()).unwrap();
+    backend.write(v, &mut buf, 0).unwrap();
+    buf
+}
+
+/// Every entry of `buf`.
+#[allow(dead_code)] // not every test file compares backends
+pub fn download<B: Backend<Scalar = f32>>(backend: &B, buf: &B::Buffer) -> Vec<f32> {
+    let mut out = vec![0.0; backend.len(buf)];
+    backend.read(buf, 0, &mut out).unwrap();
+    out
 }
