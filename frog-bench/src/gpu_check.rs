@@ -3,8 +3,9 @@
 //! Every golden case on the GPU in each precision (exact and split must
 //! meet 1e-4; fast is reported against its measured tolerance), the GEMM
 //! kernel's rate on the shapes, operand layouts and split-K settings of
-//! FROG's products and of the convolutions in each precision and tile, one FROG optimizer step over all 20 ResNet-18 conv
-//! layers at sample `r` per precision and tile, one ResNet-18 training step
+//! FROG's products and of the convolutions in each precision and tile, one
+//! FROG optimizer step over all 20 ResNet-18 conv layers at sample `r` per
+//! precision and tile, one ResNet-18 training step
 //! at batch 512 for SGD and FROG, PyTorch's ResNet-18 step on the same GPU
 //! when `python3` has torch, and a short table last. The 16-bit modes
 //! (bf16/f16 tensor cores) run the mixed-precision golden cases of their

@@ -118,13 +118,13 @@ pub fn resnet18_convs() -> Vec<ResnetConv> {
     ]
 }
 
-/// `n` values from `value`, or an error naming `what` when the memory for
-/// them cannot be had (at the largest samples the inputs alone take
+/// The first `n` of `values`, or an error naming `what` when the memory
+/// for them cannot be had (at the largest samples the inputs alone take
 /// gigabytes: a refused allocation is a message, not an abort).
-fn try_collect<T>(what: &str, n: usize, value: impl FnMut() -> T) -> Result<Vec<T>, String> {
+fn try_collect<T>(what: &str, n: usize, values: impl Iterator<Item = T>) -> Result<Vec<T>, String> {
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| format!("out of memory for {what} ({n} entries of {} bytes)", std::mem::size_of::<T>()))?;
-    v.extend(std::iter::repeat_with(value).take(n));
+    v.extend(values.take(n));
     Ok(v)
 }
 
@@ -149,7 +149,7 @@ pub(crate) fn filled(n: usize, seed: u64) -> Vec<f32> {
 /// `n` of [`values`] of `seed`, or an error naming `what` when they do not
 /// fit in memory.
 fn try_filled(what: &str, n: usize, seed: u64) -> Result<Vec<f32>, String> {
-    try_collect(what, n, values(seed))
+    try_collect(what, n, std::iter::repeat_with(values(seed)))
 }
 
 /// One layer's FROG step with its data, state and workspace in memory,
@@ -179,10 +179,7 @@ impl LayerStep {
         let n = layer.rows() * layer.weight_cols();
         let len = |per_row: usize| sample.checked_mul(per_row).ok_or_else(|| format!("sample {sample} overflows the input size"));
         let (x, y) = (try_filled("the sampled inputs", len(layer.input_len())?, 1)?, try_filled("the output gradients", len(layer.output_len())?, 2)?);
-        let half = |what, v: &[f32]| {
-            let mut it = v.iter();
-            try_collect(what, v.len(), || it.next().map_or(bf16::ZERO, |&e| bf16::from_f32(e)))
-        };
+        let half = |what, v: &[f32]| try_collect(what, v.len(), v.iter().map(|&e| bf16::from_f32(e)));
         let (x_bf16, y_bf16) = (half("the bf16 inputs", &x)?, half("the bf16 output gradients", &y)?);
         let (weight, grad) = (try_filled("the weight", n, 3)?, try_filled("the gradient", n, 4)?);
         let state = ParamState::for_layer(backend, &layer, &cfg).map_err(|e| e.to_string())?;
@@ -227,7 +224,7 @@ fn median_time(mut f: impl FnMut() -> Result<(), String>) -> Result<Duration, St
 fn gemm_reference(backend: &Cpu<f32>) -> Result<f64, String> {
     let n = 2048;
     let (a, b) = (try_filled("the GEMM's operands", n * n, 5)?, try_filled("the GEMM's operands", n * n, 6)?);
-    let mut c = try_collect("the GEMM's product", n * n, || 0.0f32)?;
+    let mut c = try_collect("the GEMM's product", n * n, std::iter::repeat(0.0f32))?;
     let t = median_time(|| {
         matmul_dense(backend.pool(), &mut c, &a, &b, [n, n, n]).map_err(|e| e.to_string())?;
         Ok(())

@@ -83,4 +83,3 @@ impl<T: Real> KfrogBackend for Cpu<T> {
         Ok(())
     }
 }
-
