@@ -108,8 +108,12 @@ pub trait KfrogBackend: Backend {
     /// state stays finite and restorable.
     fn y_average(&self, rows: usize, fresh: Self::Scalar, y_diag: &Self::Buffer, keep: Self::Scalar, avg: &mut Self::Buffer) -> Result<(), Self::Error>;
     /// `out[c] = sqrt(scale * sum_{i,l} P[i,l][c]^2)` for the `D'` columns
-    /// of the patches (packed as [`Backend::pack_patches`] left them).
+    /// of the patches (packed as [`Backend::pack_patches`] left them, its
+    /// gain included).
     fn patch_col_norms(&self, p: &Patches<'_, Self>, scale: Self::Scalar, out: &mut Self::Buffer) -> Result<(), Self::Error>;
+    /// `out[0] = c`, the power of two [`Backend::pack_patches`] scaled the
+    /// step's patches by (1 when it did not scale them).
+    fn patch_gain(&self, p: &Patches<'_, Self>, out: &mut Self::Buffer) -> Result<(), Self::Error>;
     /// `buf[..n] = value`.
     fn fill(&self, n: usize, value: Self::Scalar, buf: &mut Self::Buffer) -> Result<(), Self::Error>;
 }
@@ -274,11 +278,20 @@ fn check<B: Backend>(
 /// steps 1 to 8), in the FROG workspace of `layer` at `x_sample` rows;
 /// the intermediate results stay there ([`Workspace::kfrog_outputs`]).
 ///
+/// Unlike FROG's step it reads one scalar back from the backend, the gain
+/// of its patches ([`KfrogBackend::patch_gain`]): sampled inputs so large
+/// that `X^T X` could overflow are scaled by a power of two, and the damping
+/// and Fisher weights follow it, so that the step stays the original's.
+/// K-FROG's update grows with the inputs (see [`KfrogConfig::validate_for`]):
+/// inputs for which its bound overflows the scalar are refused
+/// ([`ConfigError::UpdateBound`]).
+///
 /// Rejects, before any kernel runs and so changing nothing: settings
 /// [`KfrogConfig::validate_for`] rejects, a layer [`Layer::validate`]
 /// rejects or one with a bias, empty or too large samples, buffers of the
 /// wrong length, a workspace too small, a state of another size or
-/// momentum setting, an exhausted step count.
+/// momentum setting, an exhausted step count, inputs too large for the
+/// update bound (only the workspace's patch scratch has changed then).
 #[allow(clippy::too_many_arguments)]
 pub fn kfrog_step<B: KfrogBackend>(
     backend: &B,
@@ -291,7 +304,26 @@ pub fn kfrog_step<B: KfrogBackend>(
     batch: KfrogBatch<'_, B>,
 ) -> Result<(), Error<B::Error>> {
     let t = check(backend, cfg, layer, state, ws, weight, grad, &batch)?;
-    run(backend, cfg, layer, state, ws, weight, grad, batch, t).map_err(Error::Backend)
+    let gain = pack(backend, cfg, layer, ws, &batch)?;
+    run(backend, cfg, layer, state, ws, weight, grad, batch, t, gain).map_err(Error::Backend)
+}
+
+/// Packs the sampled inputs and reads back the gain the backend scaled
+/// them by ([`Backend::pack_patches`]); refuses, before anything but the
+/// scratch changed, inputs so large that the step's bound (see
+/// [`KfrogConfig::validate_for`]) with their largest `|x|`, below `1/c`,
+/// overflows the scalar.
+fn pack<B: KfrogBackend>(backend: &B, cfg: &KfrogConfig, layer: &Layer, ws: &mut Workspace<B>, batch: &KfrogBatch<'_, B>) -> Result<f64, Error<B::Error>> {
+    backend.pack_patches(layer, batch.x_sample, batch.x, &mut ws.packed).map_err(Error::Backend)?;
+    let p = Patches { layer, r: batch.x_sample, x: batch.x, packed: &ws.packed };
+    backend.patch_gain(&p, &mut ws.coef).map_err(Error::Backend)?;
+    let mut gain = [B::Scalar::ONE];
+    backend.read(&ws.coef, 0, &mut gain).map_err(Error::Backend)?;
+    let c = gain[0].as_f64();
+    if c < 1.0 {
+        update_bound_ok::<B::Scalar>("lr / eps^1.5 * the sampled inputs' largest |x|", cfg.lr / (cfg.eps * libm::sqrt(cfg.eps)) / c)?;
+    }
+    Ok(c)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -305,6 +337,7 @@ fn run<B: KfrogBackend>(
     grad: &B::Buffer,
     batch: KfrogBatch<'_, B>,
     t: u64,
+    c: f64,
 ) -> Result<(), B::Error> {
     let s = B::Scalar::of_f64;
     let (one, zero) = (B::Scalar::ONE, B::Scalar::ZERO);
@@ -347,11 +380,15 @@ fn run<B: KfrogBackend>(
     backend.copy(n, &ws.z, &mut ws.m)?;
 
     // 5. CG from zero with the one shared matrix X^T X / Bx + eps I: the
-    // Fisher product with constant weights 1/Bx.
-    backend.pack_patches(layer, batch.x_sample, batch.x, &mut ws.packed)?;
-    backend.fill(batch.x_sample * layer.output_len(), s(1.0 / bx), &mut ws.lambda)?;
+    // Fisher product with constant weights 1/Bx, over the patches `pack`
+    // left. On patches the backend scaled by c (inputs so large that X^T X
+    // could overflow), the system solved is c times it, (c^2 X^T X / (c Bx)
+    // + c eps I) z' = P1, whose solution z' = z / c times the scaled
+    // patches' RMS (c times the original's) is the original's direction:
+    // exact, but for the CG's denominator eps.
+    backend.fill(batch.x_sample * layer.output_len(), s(1.0 / (bx * c)), &mut ws.lambda)?;
     cg_start(backend, rows, d, ws)?;
-    cg_iterate(backend, layer, batch.x_sample, Some(batch.x), eps, s(KFROG_CG_DENOM_EPS), cfg.num_iters, ws)?;
+    cg_iterate(backend, layer, batch.x_sample, Some(batch.x), s(cfg.eps * c), s(KFROG_CG_DENOM_EPS), cfg.num_iters, ws)?;
 
     // 6-8. The patches' column RMS (in ws.rs), broadcast over the rows
     // (ws.pd), times the solution: the direction; then the step.

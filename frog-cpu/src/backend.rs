@@ -13,6 +13,11 @@
 //! `winograd`) keep the same `u` layout; only their patch scratch differs
 //! (the transformed input tiles instead of `X`), and their patch norms are
 //! taken from the inputs.
+//!
+//! The scratch's last entry holds the gain of the step's patches
+//! ([`frog_core::Backend::pack_patches`]: 1, or the power of two that
+//! brings inputs too large for their squares near 1), which every product
+//! applies to the inputs it reads and to the bias feature.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -201,8 +206,9 @@ impl<T: Real> Cpu<T> {
 /// Packs one sample's patches: `L` rows of `D'` entries starting at `out`,
 /// from inputs in `T` or in a type that widens to it exactly (bf16 and f16
 /// inputs are converted here, as they are read, so the products that
-/// follow run on `T` at full speed).
-fn pack_sample<S: Copy, T: Real + From<S>>(layer: &Layer, x: &[S], out: &mut [T]) {
+/// follow run on `T` at full speed), times `gain` (see the module docs;
+/// the patches are copies of inputs, so scaling them afterwards is exact).
+fn pack_sample<S: Copy, T: Real + From<S>>(layer: &Layer, x: &[S], gain: T, out: &mut [T]) {
     let (d, cols, l) = (layer.weight_cols(), layer.cols(), layer.positions());
     match &layer.kind {
         LayerKind::Conv2d(conv) => im2col_valid(conv, x, out, cols),
@@ -212,9 +218,12 @@ fn pack_sample<S: Copy, T: Real + From<S>>(layer: &Layer, x: &[S], out: &mut [T]
             }
         }
     }
+    if gain != T::ONE {
+        out[..l * cols].iter_mut().for_each(|v| *v *= gain);
+    }
     if layer.bias {
         for t in 0..l {
-            out[t * cols + d] = T::ONE;
+            out[t * cols + d] = gain;
         }
     }
 }
@@ -252,12 +261,13 @@ impl<T: Real> Backend for Cpu<T> {
     fn patch_scratch_len(&self, layer: &Layer, r: usize) -> usize {
         // Saturates: a size past usize fails to allocate with an error. A
         // forced algorithm that cannot run the layer fails its steps, so
-        // the direct size stands in for it.
+        // the direct size stands in for it. Plus the gain's entry.
         let im2col = |r: usize| r.saturating_mul(layer.positions()).saturating_mul(layer.cols());
-        match self.tiles(layer, r) {
+        let patches = match self.tiles(layer, r) {
             Ok(Some(tiles)) => tiles.packed_len().max(im2col(self.im2col_samples(layer, r))),
             _ => im2col(r),
-        }
+        };
+        patches.saturating_add(1)
     }
 
     fn pack_patches(&self, layer: &Layer, r: usize, x: &Vec<T>, packed: &mut Vec<T>) -> Result<(), CpuError> {
@@ -322,7 +332,7 @@ impl<T: Real> Backend for Cpu<T> {
             need("fisher_matvec: v", v, rows.saturating_mul(cols))?;
             need("fisher_matvec: lambda", lambda, rows.saturating_mul(n))?;
             self.axpby(rows * cols, tau, v, T::ZERO, out)?;
-            return self.with_arena(tiles.matvec_arena_len(self.pool.threads()), |arena| winograd::matvec(&self.pool, &tiles, p.packed, v, lambda, out, arena));
+            return self.with_arena(tiles.matvec_arena_len(self.pool.threads()), |arena| winograd::matvec(&self.pool, &tiles, p.packed, gain(p), v, lambda, out, arena));
         }
         self.project_scaled(p, v, Some(lambda), u)?;
         self.axpby(rows * cols, tau, v, T::ZERO, out)?;
@@ -513,24 +523,46 @@ impl<T: Real> Cpu<T> {
         layer.validate().map_err(CpuError::InvalidLayer)?;
         let (inp, per) = (layer.input_len(), layer.positions() * layer.cols());
         need("pack_patches: x", x, r.saturating_mul(inp))?;
+        let x = &x[..r * inp];
         if let Some(tiles) = self.tiles(layer, r)? {
-            need("pack_patches: scratch", packed, tiles.packed_len())?;
+            need("pack_patches: scratch", packed, tiles.packed_len().saturating_add(1))?;
             // The products' arena, grown here so that they cannot fail on it.
             self.with_arena(tiles.step_arena_len(self.pool.threads()), |_| ())?;
-            winograd::pack(&self.pool, &tiles, r, x, packed);
+            let gain = self.input_gain(x);
+            winograd::pack(&self.pool, &tiles, r, x, gain, packed);
+            set_gain(packed, gain);
             return Ok(());
         }
-        need("pack_patches: scratch", packed, r.saturating_mul(per))?;
+        need("pack_patches: scratch", packed, r.saturating_mul(per).saturating_add(1))?;
         if self.algorithm(layer, r)? == Algorithm::Gram {
             // The Gram CG's arena, grown here so that the solve cannot fail on it.
             self.with_arena(gram::arena_len(layer, r), |_| ())?;
         }
+        let gain = self.input_gain(x);
         self.par_row_blocks(packed, r, per, per, |samples, block| {
             for (k, i) in samples.enumerate() {
-                pack_sample(layer, &x[i * inp..(i + 1) * inp], &mut block[k * per..(k + 1) * per]);
+                pack_sample(layer, &x[i * inp..(i + 1) * inp], gain, &mut block[k * per..(k + 1) * per]);
             }
         });
+        set_gain(packed, gain);
         Ok(())
+    }
+
+    /// The gain of a step's patches: frog-core's `pow2_gain` of the largest
+    /// `|x|` of the sampled inputs, found over [`GAIN_CHUNKS`] chunks split
+    /// over the pool (one read of the inputs, a small part of a pack).
+    fn input_gain<S: Copy + Sync>(&self, x: &[S]) -> T
+    where
+        T: From<S>,
+    {
+        let mut maxima = [T::ZERO; GAIN_CHUNKS];
+        let chunk = x.len().div_ceil(GAIN_CHUNKS).max(1);
+        self.par(x.len(), |parts| Rows::new(&mut maxima[..], GAIN_CHUNKS, 1, parts), |_, (ks, out)| {
+            for (k, m) in ks.zip(out) {
+                *m = x.chunks(chunk).nth(k).map_or(T::ZERO, |c| largest(c.iter().map(|&v| T::from(v))));
+            }
+        });
+        pow2_gain(maxima.into_iter())
     }
 
     /// [`Backend::patch_sq_norms`] with the step's inputs `x` in `T` or in
@@ -544,7 +576,7 @@ impl<T: Real> Cpu<T> {
         if let Some(tiles) = self.tiles(p.layer, p.r)? {
             need("patch_sq_norms: x", x, p.r.saturating_mul(p.layer.input_len()))?;
             need("patch_sq_norms: norms", norms, n)?;
-            winograd::sq_norms(&self.pool, &tiles, p.r, x, norms);
+            winograd::sq_norms(&self.pool, &tiles, p.r, x, gain(p), norms);
             return Ok(());
         }
         need("patch_sq_norms: scratch", p.packed, n.saturating_mul(cols))?;
@@ -786,7 +818,7 @@ impl<T: Real> Cpu<T> {
         if let Some(tiles) = self.tiles(p.layer, p.r)? {
             need("project: scratch", p.packed, tiles.packed_len())?;
             let lambda = lambda.map(|l| &l[..]);
-            return self.with_arena(tiles.arena_len(self.pool.threads()), |arena| winograd::project(&self.pool, &tiles, p.packed, v, lambda, u, arena));
+            return self.with_arena(tiles.arena_len(self.pool.threads()), |arena| winograd::project(&self.pool, &tiles, p.packed, gain(p), v, lambda, u, arena));
         }
         need("project: scratch", p.packed, n.saturating_mul(cols))?;
         let vt = View::row_major(&v[..rows * cols], rows, cols).t();
@@ -812,7 +844,7 @@ impl<T: Real> Cpu<T> {
         need("back_project: g", g, rows.saturating_mul(cols))?;
         if let Some(tiles) = self.tiles(p.layer, p.r)? {
             need("back_project: scratch", p.packed, tiles.packed_len())?;
-            return self.with_arena(tiles.arena_len(self.pool.threads()), |arena| winograd::back_project(&self.pool, &tiles, p.packed, u, accumulate, g, arena));
+            return self.with_arena(tiles.arena_len(self.pool.threads()), |arena| winograd::back_project(&self.pool, &tiles, p.packed, gain(p), u, accumulate, g, arena));
         }
         need("back_project: scratch", p.packed, n.saturating_mul(cols))?;
         let ut = View::row_major(&u[..rows * n], n, rows).t();
@@ -854,11 +886,32 @@ pub(crate) fn abs<T: Real>(v: T) -> T {
     }
 }
 
+/// The largest `|v|` of `vals` (0 for none; NaNs are passed over).
+fn largest<T: Real>(vals: impl Iterator<Item = T>) -> T {
+    vals.map(abs).fold(T::ZERO, |m, v| if v > m { v } else { m })
+}
+
 /// The gain of a row with entries `vals` ([`frog_core::pow2_gain`] of its
 /// largest `|v|`).
 fn pow2_gain<T: Real>(vals: impl Iterator<Item = T>) -> T {
-    let max = vals.map(abs).fold(T::ZERO, |m, v| if v > m { v } else { m });
-    T::of_f64(frog_core::pow2_gain::<T>(max.as_f64()))
+    T::of_f64(frog_core::pow2_gain::<T>(largest(vals).as_f64()))
+}
+
+/// Chunks of the sampled inputs whose largest `|x|` are found apart (and
+/// on the pool's threads) for a step's gain.
+const GAIN_CHUNKS: usize = 16;
+
+/// Stores a step's gain in the patch scratch's last entry (the scratch is
+/// at least one entry longer than its patches).
+fn set_gain<T: Real>(packed: &mut [T], gain: T) {
+    if let Some(last) = packed.last_mut() {
+        *last = gain;
+    }
+}
+
+/// The gain of the patches `p` ([`set_gain`]; 1 for an empty scratch).
+pub(crate) fn gain<T: Real>(p: &Patches<'_, Cpu<T>>) -> T {
+    p.packed.last().copied().unwrap_or(T::ONE)
 }
 
 /// One past the last entry of a `rows x cols` block at `at` (`rows > 0`),

@@ -24,7 +24,7 @@
 
 use frog_core::{CgBuffers, Conv2d, Layer, LayerKind, Patches};
 
-use crate::backend::{need, Cpu, CpuError};
+use crate::backend::{gain, need, Cpu, CpuError};
 use crate::gemm::{matmul_seq, Real, View};
 use crate::parts::{mirror_lower, Rows as RowSplit};
 use crate::pool::ThreadPool;
@@ -108,10 +108,10 @@ impl Same {
     }
 
     /// `K` from `S` (both `n x n`, `n = r H W`), rows split over `parts`
-    /// threads.
-    fn shift_sum<T: Real>(&self, pool: &ThreadPool, parts: usize, n: usize, bias: bool, s: &[T], k: &mut [T]) {
+    /// threads; `bias` is the bias feature (the step's gain) or `None`.
+    fn shift_sum<T: Real>(&self, pool: &ThreadPool, parts: usize, n: usize, bias: Option<T>, s: &[T], k: &mut [T]) {
         let Conv2d { input_hw: [h, w], kernel: [kh, kw], dilation: [dh, dw], .. } = self.conv;
-        let (l, start) = (h * w, if bias { T::ONE } else { T::ZERO });
+        let (l, start) = (h * w, bias.map_or(T::ZERO, |b| b * b));
         // A tap's offset along an axis, and the output range it keeps inside.
         let shift = |k: usize, half: usize, d: usize, size: usize| {
             let off = k as isize * d as isize - (half * d) as isize;
@@ -188,7 +188,7 @@ pub(crate) fn solve<T: Real>(cpu: &Cpu<T>, p: &Patches<'_, Cpu<T>>, lambda: &[T]
             Some(same) => {
                 let (s, rest) = rest.split_at_mut(n * n);
                 gram_matrix(pool, parts, same.centre(p.packed, n, cols), n, s);
-                same.shift_sum(pool, parts, n, p.layer.bias, s, k);
+                same.shift_sum(pool, parts, n, p.layer.bias.then(|| gain(p)), s, k);
                 rest
             }
             None => {

@@ -1,11 +1,12 @@
 //! K-FROG's extra products on the CPU (frog-core's `KfrogBackend`).
 //!
 //! The column norms read the sampled inputs directly, not the packed
-//! patches, so they hold whatever layout `pack_patches` chose.
+//! patches, so they hold whatever layout `pack_patches` chose; they apply
+//! the gain it left in the scratch, as every product does.
 
 use frog_core::{KfrogBackend, Layer, LayerKind, Patches};
 
-use crate::backend::{need, saturate, Cpu, CpuError};
+use crate::backend::{gain, need, saturate, Cpu, CpuError};
 use crate::gemm::Real;
 
 impl<T: Real> KfrogBackend for Cpu<T> {
@@ -41,13 +42,14 @@ impl<T: Real> KfrogBackend for Cpu<T> {
         let (d, inp) = (layer.weight_cols(), layer.input_len());
         need("patch_col_norms: x", p.x, p.r.saturating_mul(inp))?;
         need("patch_col_norms: out", out, layer.cols())?;
+        let gain = gain(p);
         let sums = &mut out[..layer.cols()];
         sums.iter_mut().for_each(|s| *s = T::ZERO);
         for xi in p.x[..p.r * inp].chunks_exact(inp) {
             match &layer.kind {
                 LayerKind::Linear { d_in, .. } => {
                     for token in xi.chunks_exact(*d_in) {
-                        sums.iter_mut().zip(token).for_each(|(s, &v)| *s += v * v);
+                        sums.iter_mut().zip(token).for_each(|(s, &v)| *s += (gain * v) * (gain * v));
                     }
                 }
                 LayerKind::Conv2d(c) => {
@@ -60,7 +62,7 @@ impl<T: Real> KfrogBackend for Cpu<T> {
                             let Some(iy) = (oy * c.stride[0] + ky * c.dilation[0]).checked_sub(c.padding[0]).filter(|&v| v < h) else { continue };
                             for ox in 0..wo {
                                 if let Some(ix) = (ox * c.stride[1] + kx * c.dilation[1]).checked_sub(c.padding[1]).filter(|&v| v < w) {
-                                    let v = plane[iy * w + ix];
+                                    let v = gain * plane[iy * w + ix];
                                     *s += v * v;
                                 }
                             }
@@ -70,10 +72,16 @@ impl<T: Real> KfrogBackend for Cpu<T> {
             }
         }
         if layer.bias {
-            // The constant-1 feature: one per position.
-            sums[d] = T::of_f64((p.r * layer.positions()) as f64);
+            // The constant feature, the gain: its square per position.
+            sums[d] = T::of_f64((p.r * layer.positions()) as f64) * gain * gain;
         }
         sums.iter_mut().for_each(|s| *s = (scale * *s).sqrt());
+        Ok(())
+    }
+
+    fn patch_gain(&self, p: &Patches<'_, Self>, out: &mut Vec<T>) -> Result<(), CpuError> {
+        need("patch_gain: out", out, 1)?;
+        out[0] = gain(p);
         Ok(())
     }
 

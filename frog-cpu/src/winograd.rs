@@ -566,9 +566,10 @@ impl Grid {
     /// test per entry. (One channel at a time, with a test per entry, this
     /// was a sixth of `l1.conv`'s step.)
     ///
-    /// Only the tiles `tiles` of the sample; panics if an index is
-    /// outside `out`.
-    pub(crate) fn transform_input<S: Copy, T: Real + From<S>>(&self, xs: &[S], tiles: Range<usize>, out: &mut [T], point_stride: usize, at: impl Fn(usize) -> usize) {
+    /// Only the tiles `tiles` of the sample, each input read through
+    /// `widen` (a conversion to `T`, and the step's gain); panics if an
+    /// index is outside `out`.
+    pub(crate) fn transform_input<S: Copy, T: Real>(&self, xs: &[S], widen: impl Fn(S) -> T, tiles: Range<usize>, out: &mut [T], point_stride: usize, at: impl Fn(usize) -> usize) {
         let [h, w] = self.hw;
         let zero = [[Lanes([T::ZERO; LANES]); 4]; 4];
         let mut d = zero;
@@ -590,7 +591,7 @@ impl Grid {
                         let (y0, x0) = (iy0 as usize, ix0 as usize);
                         for (dy, row) in d.iter_mut().enumerate() {
                             let line = &ch[(y0 + dy) * w + x0..][..4];
-                            row.iter_mut().zip(line).for_each(|(v, &x)| v.0[l] = T::from(x));
+                            row.iter_mut().zip(line).for_each(|(v, &x)| v.0[l] = widen(x));
                         }
                         continue;
                     }
@@ -603,7 +604,7 @@ impl Grid {
                         for (dx, v) in row.iter_mut().enumerate() {
                             let ix = ix0 + dx as isize;
                             if ix >= 0 && ix < w as isize {
-                                v.0[l] = T::from(line[ix as usize]);
+                                v.0[l] = widen(line[ix as usize]);
                             }
                         }
                     }
@@ -755,8 +756,9 @@ pub(crate) fn untransform_filters<T: Real>(pool: &ThreadPool, src: &[T], [rows, 
 /// padding, block by block (see [`Tiles::xt`]): each point of a block is a
 /// `block x c_in` matrix the GEMMs read directly. Split over blocks, so
 /// each thread writes one contiguous run of the packed tiles.
-/// `x` in `T` or in a 16-bit type that widens to it exactly.
-pub(crate) fn pack<S: Copy + Sync, T: Real + From<S>>(pool: &ThreadPool, t: &Tiles, r: usize, x: &[S], packed: &mut [T]) {
+/// `x` in `T` or in a 16-bit type that widens to it exactly, times the
+/// step's `gain` as it is read (transforming first could overflow).
+pub(crate) fn pack<S: Copy + Sync, T: Real + From<S>>(pool: &ThreadPool, t: &Tiles, r: usize, x: &[S], gain: T, packed: &mut [T]) {
     let g = t.grid;
     let input = g.c * g.hw[0] * g.hw[1];
     assert!(x.len() >= r * input && packed.len() >= t.packed_len(), "winograd pack: buffers too short");
@@ -771,7 +773,7 @@ pub(crate) fn pack<S: Copy + Sync, T: Real + From<S>>(pool: &ThreadPool, t: &Til
         let at = |tile: usize| t.xt(tile / t.block, 0) + tile % t.block * t.stride - origin;
         for i in tiles.start / per..tiles.end.div_ceil(per) {
             let mine = tiles.start.max(i * per) - i * per..tiles.end.min((i + 1) * per) - i * per;
-            g.transform_input(&x[i * input..(i + 1) * input], mine, out, t.block * t.stride, |k| at(i * per + k));
+            g.transform_input(&x[i * input..(i + 1) * input], |v| T::from(v) * gain, mine, out, t.block * t.stride, |k| at(i * per + k));
         }
     });
 }
@@ -782,14 +784,15 @@ pub(crate) fn pack<S: Copy + Sync, T: Real + From<S>>(pool: &ThreadPool, t: &Til
 /// are first summed over the channels (`q`, [`NORM_RUN`] columns at a
 /// time), then added to the output rows whose windows cover it, once per
 /// kernel offset (contiguous runs): `c_in + 9` additions per input entry
-/// instead of `9 c_in`. Plus 1 for the bias feature.
-/// `x` in `T` or in a 16-bit type that widens to it exactly.
-pub(crate) fn sq_norms<S: Copy + Sync, T: Real + From<S>>(pool: &ThreadPool, t: &Tiles, r: usize, x: &[S], norms: &mut [T]) {
+/// instead of `9 c_in`. Plus the bias feature's square. The patches are
+/// those of `gain * x` (see `pack`), `x` in `T` or in a 16-bit type that
+/// widens to it exactly.
+pub(crate) fn sq_norms<S: Copy + Sync, T: Real + From<S>>(pool: &ThreadPool, t: &Tiles, r: usize, x: &[S], gain: T, norms: &mut [T]) {
     let (g, l) = (t.grid, t.positions());
     let [h, w] = g.hw;
     let input = g.c * h * w;
     assert!(x.len() >= r * input && norms.len() >= r * l, "winograd norms: buffers too short");
-    let start = if t.bias { T::ONE } else { T::ZERO };
+    let start = if t.bias { gain * gain } else { T::ZERO };
     pool.split(Rows::new(&mut norms[..r * l], r, l, pool.threads()), |_, (samples, block)| {
         let mut q = [T::ZERO; NORM_RUN];
         let first = samples.start;
@@ -803,7 +806,10 @@ pub(crate) fn sq_norms<S: Copy + Sync, T: Real + From<S>>(pool: &ThreadPool, t: 
                     q.fill(T::ZERO);
                     for c in 0..g.c {
                         let row = &xs[(c * h + iy) * w + x0..][..q.len()];
-                        q.iter_mut().zip(row).for_each(|(q, &v)| *q += T::from(v) * T::from(v));
+                        q.iter_mut().zip(row).for_each(|(q, &v)| {
+                            let v = T::from(v) * gain;
+                            *q += v * v;
+                        });
                     }
                     for ky in 0..3 {
                         // The output row whose window's row ky is input row iy.
@@ -837,12 +843,13 @@ fn split_arena<'a, T>(t: &Tiles, arena: &'a mut [T]) -> (&'a mut [T], &'a mut [T
     (filters, bias, blocks)
 }
 
-/// The transformed filters of `v` into `filters`, and its bias column (or
-/// zeros) into `bias`: the forward product's operands.
-fn forward_filters<T: Real>(pool: &ThreadPool, t: &Tiles, v: &[T], filters: &mut [T], bias: &mut [T]) {
+/// The transformed filters of `v` into `filters`, and its bias column
+/// times the bias feature `gain` (or zeros) into `bias`: the forward
+/// product's operands.
+fn forward_filters<T: Real>(pool: &ThreadPool, t: &Tiles, v: &[T], gain: T, filters: &mut [T], bias: &mut [T]) {
     transform_filters(pool, v, [t.rows, t.grid.c], t.cols, filters);
     for (j, b) in bias.iter_mut().enumerate() {
-        *b = if t.bias { v[j * t.cols + 9 * t.grid.c] } else { T::ZERO };
+        *b = if t.bias { v[j * t.cols + 9 * t.grid.c] * gain } else { T::ZERO };
     }
 }
 
@@ -862,12 +869,13 @@ fn forward_block<T: Real>(t: &Tiles, packed: &[T], filters: &[T], b: usize, len:
 /// `tiles`), the block's 16 GEMMs into `m`, and `f(out, b, tiles, m, tmp,
 /// bias)` with the thread's part `out` of `outputs` (split like the
 /// blocks), the 12 rows of `tmp` for [`tile_outputs`] and `v`'s bias
-/// column.
+/// column times the bias feature `gain`.
 #[allow(clippy::too_many_arguments)]
 fn forward_blocks<T: Real, S: Split>(
     pool: &ThreadPool,
     t: &Tiles,
     packed: &[T],
+    gain: T,
     v: &[T],
     arena: &mut [T],
     outputs: S,
@@ -875,7 +883,7 @@ fn forward_blocks<T: Real, S: Split>(
 ) {
     let threads = pool.threads();
     let (filters, bias, blocks) = split_arena(t, arena);
-    forward_filters(pool, t, v, filters, bias);
+    forward_filters(pool, t, v, gain, filters, bias);
     let (filters, bias) = (&*filters, &*bias);
     pool.split((Blocks::new(blocks, t.block_len(), threads), outputs), |tid, (m, mut out)| {
         for b in split_range(t.blocks, threads, tid) {
@@ -896,14 +904,14 @@ fn tile_outputs<'a, T: Real>(t: &Tiles, m: &[T], tmp: &'a mut [T], k: usize) -> 
 }
 
 /// `u = X v^T` (times `lambda` entrywise when given), `u` in the product
-/// layout `N x R`.
+/// layout `N x R`, over the patches `pack` left with its `gain`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], v: &[T], lambda: Option<&[T]>, u: &mut [T], arena: &mut [T]) {
+pub(crate) fn project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], gain: T, v: &[T], lambda: Option<&[T]>, u: &mut [T], arena: &mut [T]) {
     let (rows, n, threads) = (t.rows, t.n(), pool.threads());
     assert!(packed.len() >= t.packed_len() && v.len() >= rows * t.cols && u.len() >= n * rows, "winograd project: buffers too short");
     assert!(lambda.is_none_or(|l| l.len() >= n * rows) && arena.len() >= t.arena_len(threads), "winograd project: buffers too short");
     let u = TileRows::new(&mut u[..n * rows], t.geometry(), rows, threads);
-    forward_blocks(pool, t, packed, v, arena, u, |u, _, tiles, m, tmp, bias| {
+    forward_blocks(pool, t, packed, gain, v, arena, u, |u, _, tiles, m, tmp, bias| {
         for (k, tile) in tiles.enumerate() {
             for (o, y) in u.outputs(tile).into_iter().zip(tile_outputs(t, m, tmp, k)) {
                 let Some((n, row)) = o else { continue };
@@ -952,14 +960,15 @@ impl Tiles {
 /// same block's `Xt` while it is still in cache, into its own partial
 /// `Gt` and bias sums, added up at the end. Against [`project`] then
 /// [`back_project`] it reads `Xt` once instead of twice, and `u` never
-/// leaves the thread's block.
-pub(crate) fn matvec<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], v: &[T], lambda: &[T], out: &mut [T], arena: &mut [T]) {
+/// leaves the thread's block. Over the patches `pack` left with its `gain`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matvec<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], gain: T, v: &[T], lambda: &[T], out: &mut [T], arena: &mut [T]) {
     let (rows, c, n, threads) = (t.rows, t.grid.c, t.n(), pool.threads());
     assert!(packed.len() >= t.packed_len() && v.len() >= rows * t.cols && lambda.len() >= n * rows, "winograd matvec: buffers too short");
     assert!(out.len() >= rows * t.cols && arena.len() >= t.matvec_arena_len(threads), "winograd matvec: buffers too short");
     let (arena, partials) = arena.split_at_mut(t.arena_len(threads));
     pool.split(Blocks::new(partials, t.partial_len(), threads), |_, partial| partial.fill(T::ZERO));
-    forward_blocks(pool, t, packed, v, arena, Blocks::new(partials, t.partial_len(), threads), |partial, b, tiles, m, tmp, bias| {
+    forward_blocks(pool, t, packed, gain, v, arena, Blocks::new(partials, t.partial_len(), threads), |partial, b, tiles, m, tmp, bias| {
         let (gt, gb) = partial.split_at_mut(t.filters_len());
         let len = tiles.len();
         for (k, tile) in tiles.enumerate() {
@@ -988,7 +997,7 @@ pub(crate) fn matvec<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], v: &[T
     untransform_filters(pool, gt, [rows, c], out, t.cols, true);
     if t.bias {
         for (o, &s) in out.chunks_exact_mut(t.cols).zip(gb) {
-            o[9 * c] += s;
+            o[9 * c] += s * gain;
         }
     }
 }
@@ -1050,7 +1059,8 @@ fn gradient_parts(threads: usize, rows: usize) -> (usize, usize) {
 }
 
 /// `g = u^T X` (added to `g` when `accumulate`), `g` row-major `R x D'`.
-pub(crate) fn back_project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], u: &[T], accumulate: bool, g: &mut [T], arena: &mut [T]) {
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn back_project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], gain: T, u: &[T], accumulate: bool, g: &mut [T], arena: &mut [T]) {
     let (rows, c, n, threads) = (t.rows, t.grid.c, t.n(), pool.threads());
     assert!(packed.len() >= t.packed_len() && u.len() >= n * rows && g.len() >= rows * t.cols, "winograd back_project: buffers too short");
     assert!(arena.len() >= t.arena_len(threads), "winograd back_project: arena too short");
@@ -1077,7 +1087,7 @@ pub(crate) fn back_project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], 
     if t.bias {
         column_sums(pool, u, n, rows, bias);
         for (gb, &b) in g.chunks_exact_mut(t.cols).zip(&*bias) {
-            gb[9 * c] = if accumulate { gb[9 * c] + b } else { b };
+            gb[9 * c] = if accumulate { gb[9 * c] + b * gain } else { b * gain };
         }
     }
 }
@@ -1141,7 +1151,8 @@ mod tests {
     }
 
     /// The fused matvec equals `project` with `lambda` then `back_project`,
-    /// on a layer with a bias, odd sizes and blocks on both threads.
+    /// on a layer with a bias, odd sizes and blocks on both threads, with a
+    /// gain other than 1 (which both apply to the bias feature).
     #[test]
     fn fused_matvec_matches_the_two_products() {
         use frog_core::Conv2d;
@@ -1154,14 +1165,15 @@ mod tests {
         let n = r * layer.positions();
         let (v, lambda): (Vec<f64>, Vec<f64>) = ((0..7 * t.cols).map(|k| val(k, 0.53)).collect(), (0..n * 7).map(|k| 1.0 + val(k, 0.29)).collect());
         let mut packed = vec![0.0; t.packed_len()];
-        pack(&pool, &t, r, &x, &mut packed);
+        let gain = 0.25;
+        pack(&pool, &t, r, &x, gain, &mut packed);
         let mut arena = vec![0.0; t.matvec_arena_len(2)];
         let mut fused = vec![0.25; 7 * t.cols];
-        matvec(&pool, &t, &packed, &v, &lambda, &mut fused, &mut arena);
+        matvec(&pool, &t, &packed, gain, &v, &lambda, &mut fused, &mut arena);
         let mut u = vec![0.0; n * 7];
         let mut two = vec![0.25; 7 * t.cols];
-        project(&pool, &t, &packed, &v, Some(&lambda), &mut u, &mut arena);
-        back_project(&pool, &t, &packed, &u, true, &mut two, &mut arena);
+        project(&pool, &t, &packed, gain, &v, Some(&lambda), &mut u, &mut arena);
+        back_project(&pool, &t, &packed, gain, &u, true, &mut two, &mut arena);
         let scale = two.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         assert!(fused.iter().zip(&two).all(|(a, b)| (a - b).abs() <= 1e-13 * scale));
     }
@@ -1177,8 +1189,8 @@ mod tests {
         for threads in [4, 9] {
             let t = Tiles::new(&layer, r, threads).unwrap();
             let (mut one, mut split) = (vec![f64::NAN; t.packed_len()], vec![f64::NAN; t.packed_len()]);
-            pack(&ThreadPool::new(1).unwrap(), &t, r, &x, &mut one);
-            pack(&ThreadPool::new(threads).unwrap(), &t, r, &x, &mut split);
+            pack(&ThreadPool::new(1).unwrap(), &t, r, &x, 1.0, &mut one);
+            pack(&ThreadPool::new(threads).unwrap(), &t, r, &x, 1.0, &mut split);
             assert!(one.iter().zip(&split).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads");
         }
     }

@@ -11,11 +11,11 @@ use common::forward::RequiredOnly;
 use common::{frog_with, Rng, StepData};
 use frog_core::{
     adamw_step, guarded_step, kfrog_step, plain_sgd_step, precondition_step, AdamState, AdamWConfig, BackendErrorKind, Batch, Config, ConfigError, Conv2d, Error, ErrorKind,
-    GroupId, Guard, KfrogBatch, KfrogConfig, KfrogState, Layer, MAX_BATCH, MAX_NUM_ITERS, Method, Optimizer, ParamId, ParamState, Params, Sampler, SgdConfig, ShapeError,
+    GroupId, Guard, KfrogBatch, KfrogConfig, KfrogState, Layer, LayerKind, MAX_BATCH, MAX_NUM_ITERS, Method, Optimizer, ParamId, ParamState, Params, Sampler, SgdConfig, ShapeError,
     StateError, Workspace, WorkspaceReq,
 };
 use frog_cpu::gemm::matmul_dense;
-use frog_cpu::{Cpu, CpuError, Frog, Real};
+use frog_cpu::{Algorithm, Cpu, CpuError, Frog, Real};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as Runner, RngSeed};
 
@@ -47,7 +47,11 @@ const UNIT: Gains = Gains { x: 1.0, y: 1.0, g: 1.0 };
 /// state `restore` holds); a failing call must leave the weights and the
 /// state as they were, an accepted one must give finite weights.
 fn step<T: Real>(cfg: &Config, layer: &Layer, d: &StepData, gains: Gains, guard: Option<Guard>) -> Result<Vec<T>, Error<CpuError>> {
-    let backend = Cpu::<T>::with_threads(2).unwrap();
+    step_on(Cpu::<T>::with_threads(2).unwrap(), cfg, layer, d, gains, guard)
+}
+
+/// [`step`] on `backend`.
+fn step_on<T: Real>(backend: Cpu<T>, cfg: &Config, layer: &Layer, d: &StepData, gains: Gains, guard: Option<Guard>) -> Result<Vec<T>, Error<CpuError>> {
     let momentum_cfg = Config { momentum: cfg.momentum.clamp(0.0, 1.0), ..Config::default() };
     let mut state = ParamState::with_diagnostics(&backend, layer, &momentum_cfg).unwrap();
     let r = d.sample;
@@ -283,6 +287,96 @@ fn huge_gradients_give_the_scale_free_step() {
     for (g, momentum) in [(1e158, 0.9), (1e300, 0.9), (1.7e308, 0.0)] {
         scale_free::<f64>(Gains { x: 1.0, y: g, g }, momentum, 1e-9);
     }
+}
+
+/// The largest difference of `got` from `want`, relative to `want`'s
+/// largest entry.
+fn rel_err<T: Real>(want: &[f64], got: &[T]) -> f64 {
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    want.iter().zip(got).map(|(a, b)| (a - b.as_f64()).abs()).fold(0.0, f64::max) / scale
+}
+
+#[test]
+fn huge_inputs_give_the_step_of_the_unscaled_arithmetic() {
+    // |x| far past the square-safe size of f32: the patches are scaled by a
+    // power of two, the bias feature with them, which changes FROG's step
+    // only through denom_eps (tiny here). f64 takes the same inputs on its
+    // unscaled path (its threshold is 2^128), so the two agree to f32's
+    // precision, on every algorithm and with a bias.
+    let cfg = Config { weight_decay: 0.0, denom_eps: 1e-30, ..base() };
+    let layers = [(Layer::linear(5, 3, true), 1), (Layer::linear_tokens(5, 4, 3, true), 3), (conv(2, 3, 3, 5), 3), (Layer::linear(6, 2, false), 3)];
+    for (seed, (layer, sample)) in layers.iter().enumerate() {
+        let d = StepData::random(&mut Rng(60 + seed as u64), layer, *sample, 8);
+        for x in [1.0, 1e19, 1e30, 3e37] {
+            let gains = Gains { x, y: 1.0, g: 1.0 };
+            let want = step::<f64>(&cfg, layer, &d, gains, None).unwrap();
+            let algorithms: &[Option<Algorithm>] = if matches!(layer.kind, LayerKind::Conv2d(_)) {
+                &[None, Some(Algorithm::Direct), Some(Algorithm::Gram), Some(Algorithm::Winograd)]
+            } else {
+                &[None, Some(Algorithm::Gram)]
+            };
+            for &algorithm in algorithms {
+                let cpu = Cpu::<f32>::with_threads(2).unwrap().with_algorithm(algorithm);
+                let got = step_on(cpu, &cfg, layer, &d, gains, None).unwrap();
+                let err = rel_err(&want, &got);
+                // f32's own error on the rank-deficient linear case at x = 1 is 1.6e-4.
+                assert!(err < 3e-4, "x {x:e}, {algorithm:?} on {layer:?}: {err:e} from f64");
+            }
+        }
+    }
+    // Inputs below the threshold keep the unscaled arithmetic to the bit:
+    // a gain of 1 multiplies nothing that changes.
+    let layer = conv(2, 3, 3, 5);
+    let d = data(&layer, 7);
+    let at = Gains { x: 60000.0, y: 1.0, g: 1.0 };
+    assert_eq!(step::<f32>(&cfg, &layer, &d, at, None).unwrap(), step::<f32>(&cfg, &layer, &d, at, None).unwrap());
+}
+
+#[test]
+fn kfrog_on_huge_inputs_gives_the_unscaled_step() {
+    // x about 1e19 in f32: X^T X would overflow. The patches are scaled,
+    // the damping and Fisher weights follow, and the direction matches
+    // f64's unscaled one (its X^T X about 1e38 is fine in f64) where the
+    // sample spans the inputs (8 samples of 5 features: with fewer, eps is
+    // the only curvature of the other directions, and at 1e-44 of X^T X it
+    // is below the rounding of either type). Rank-deficient samples stay
+    // finite, up to inputs whose update bound overflows f32: those are
+    // refused, and the step changes nothing.
+    let layer = Layer::linear(5, 3, false);
+    let cfg = KfrogConfig { momentum: 0.9, sample_size: None, ..KfrogConfig::default() };
+    fn run<T: Real>(layer: &Layer, cfg: &KfrogConfig, d: &StepData, x_gain: f64) -> Result<Vec<T>, Error<CpuError>> {
+        let cpu = Cpu::<T>::with_threads(1).unwrap();
+        let r = d.sample;
+        let mut state = KfrogState::new(&cpu, layer, cfg).unwrap();
+        let mut ws = Workspace::new(&cpu, WorkspaceReq::new(&cpu, layer, r).unwrap()).unwrap();
+        let (x, y) = (cast::<T>(&d.x, x_gain), cast::<T>(&d.y, 1.0));
+        let (mut weight, grad) = (cast::<T>(&d.weight, 1.0), cast::<T>(&d.grad_weight, 1.0));
+        for _ in 0..2 {
+            let before = (weight.clone(), state.steps());
+            let batch = KfrogBatch { x: &x, x_sample: r, y: &y, y_sample: r, batch_size: r };
+            if let Err(e) = kfrog_step(&cpu, cfg, layer, &mut state, &mut ws, &mut weight, &grad, batch) {
+                assert_eq!((weight, state.steps()), before, "the refused step {e} changed something");
+                return Err(e);
+            }
+            assert!(finite(&weight), "non-finite K-FROG weights at |x| {x_gain:e}, {r} samples");
+        }
+        let mut direction = vec![T::ZERO; weight.len()];
+        frog_core::Backend::read(&cpu, ws.kfrog_outputs().direction, 0, &mut direction).unwrap();
+        Ok(direction)
+    }
+    let full = StepData::random(&mut Rng(12), &layer, 8, 8);
+    for x in [1.0, 1e19, 1e30] {
+        let want = run::<f64>(&layer, &cfg, &full, x).unwrap();
+        let got = run::<f32>(&layer, &cfg, &full, x).unwrap();
+        let err = rel_err(&want, &got);
+        assert!(err < 1e-4, "x {x:e}: {err:e} from f64");
+    }
+    let few = StepData::random(&mut Rng(13), &layer, 2, 2);
+    for x in [1e19, 1e30] {
+        run::<f32>(&layer, &cfg, &few, x).unwrap();
+    }
+    let err = run::<f32>(&layer, &cfg, &few, 3e37).unwrap_err();
+    assert!(matches!(err, Error::Config(ConfigError::UpdateBound { .. })) && err.to_string().contains("largest |x|"), "{err}");
 }
 
 // ---- 9. settings whose update bound overflows the scalar ----

@@ -108,6 +108,27 @@ fn winograd_layers_step_on_16_bit_inputs_exactly_as_on_their_f32_values() {
 }
 
 #[test]
+fn bf16_inputs_far_past_the_square_safe_size_give_finite_steps() {
+    // |x| about 1e20 in bf16: their squares overflow f32 unless the patches
+    // are rescaled (a power of two, the bias feature with them). The
+    // 16-bit step stays the f32 step on the same values, bit for bit, on
+    // every algorithm, and it is finite.
+    for (seed, layer) in layers().iter().enumerate() {
+        let d = StepData::random(&mut Rng(50 + seed as u64), layer, 3, 8);
+        let (x, y) = (halves::<bf16>(&d.x, 2f32.powi(66)), halves::<bf16>(&d.y, 1.0));
+        let top = x.iter().fold(0.0f32, |m, v| m.max(v.to_f32().abs()));
+        assert!(top > 1e19 && top.is_finite(), "largest |x| {top:e}");
+        for algorithm in [None, Some(Algorithm::Direct), Some(Algorithm::Gram)].into_iter().chain(Algorithm::Winograd.supports(layer).is_ok().then_some(Some(Algorithm::Winograd))) {
+            let lowp = run_on(algorithm, layer, &d, &x, &y, true, &cfg()).unwrap();
+            let full = run_on(algorithm, layer, &d, &x, &y, false, &cfg()).unwrap();
+            assert!(lowp.weight.iter().chain(&lowp.direction).all(|v| v.is_finite()), "non-finite step from finite bf16 x on {layer:?}, {algorithm:?}");
+            assert_eq!(lowp.weight, full.weight, "{algorithm:?} on {layer:?}");
+            assert_eq!(lowp.direction, full.direction);
+        }
+    }
+}
+
+#[test]
 fn bf16_output_gradients_near_the_top_of_their_range_give_the_same_step() {
     // |y| up to about 3e38: their squares overflow f32 unless the Fisher
     // weights rescale the row, which leaves the direction unchanged (a tiny

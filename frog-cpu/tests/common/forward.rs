@@ -113,6 +113,9 @@ impl KfrogBackend for RequiredOnly {
     fn patch_col_norms(&self, p: &Patches<'_, Self>, scale: f64, out: &mut Vec<f64>) -> Result<(), CpuError> {
         self.inner.patch_col_norms(&inner(p), scale, out)
     }
+    fn patch_gain(&self, p: &Patches<'_, Self>, out: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.patch_gain(&inner(p), out)
+    }
     fn fill(&self, n: usize, value: f64, buf: &mut Vec<f64>) -> Result<(), CpuError> {
         self.inner.fill(n, value, buf)
     }
