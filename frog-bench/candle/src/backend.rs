@@ -177,9 +177,10 @@ fn index(op: &'static str, v: usize) -> Res<u32> {
 /// FROG's backend over candle tensors of scalar `T` (`f32` or `f64`) on one
 /// candle [`Device`].
 ///
-/// Keeps frog-core's default `row_rescale` (huge finite gradients are not
-/// rescaled); `fisher_weights` applies the power-of-two row rule. It does
-/// not implement `GuardBackend`, so guarded steps are not available on it.
+/// Applies frog-core's power-of-two rescale to huge gradient rows
+/// (`row_rescale`), output-gradient rows (`fisher_weights`) and inputs
+/// (`pack_patches`). It does not implement `GuardBackend`, so guarded steps
+/// are not available on it.
 pub struct CandleBackend<T> {
     device: Device,
     _scalar: PhantomData<T>,
@@ -262,22 +263,20 @@ impl<T: Scalar + WithDType> CandleBackend<T> {
         Ok(Tensor::new(v, &self.device)?)
     }
 
-    /// Multiplies each column `j` of the `N x R` matrix `y` by a power of
-    /// two that brings its largest `|y|` into `[0.5, 1)` when that is above
-    /// [`square_safe_max`]; every other column is returned untouched. Only
-    /// the maximum of all columns is read to the host on the common path.
-    fn rescale_columns(&self, y: Tensor) -> Res<Tensor> {
-        let col_max = y.abs()?.max(0)?;
-        let peak = col_max.max(0)?.to_scalar::<T>()?.as_f64();
+    /// Multiplies each line of the matrix `m` (its columns for `dim` 0,
+    /// its rows for 1) by a power of two that brings its largest `|v|` into
+    /// `[0.5, 1)` when that is above [`square_safe_max`] (frog-core's
+    /// [`pow2_gain`]); every other line is returned untouched. Only the
+    /// maximum of all lines is read to the host on the common path.
+    fn rescale_lines(&self, m: Tensor, dim: usize) -> Res<Tensor> {
+        let line_max = m.abs()?.max_keepdim(dim)?;
+        let peak = line_max.flatten_all()?.max(0)?.to_scalar::<T>()?.as_f64();
         if peak <= square_safe_max::<T>() {
-            return Ok(y);
+            return Ok(m);
         }
-        let gains: Vec<T> = col_max.to_vec1::<T>()?.into_iter().map(|m| T::of_f64(pow2_gain::<T>(m.as_f64()))).collect();
-        if gains.iter().all(|&g| g == T::ONE) {
-            return Ok(y);
-        }
-        let rows = gains.len();
-        Ok(y.broadcast_mul(&Tensor::from_vec(gains, (1, rows), &self.device)?)?)
+        let shape = line_max.shape().clone();
+        let gains: Vec<T> = line_max.flatten_all()?.to_vec1::<T>()?.into_iter().map(|v| T::of_f64(pow2_gain::<T>(v.as_f64()))).collect();
+        Ok(m.broadcast_mul(&Tensor::from_vec(gains, shape, &self.device)?)?)
     }
 
     /// For each entry of one sample's `L x D'` patch matrix, its source in
@@ -333,7 +332,12 @@ impl<T: Scalar + WithDType> CandleBackend<T> {
         layer.validate().map_err(CandleError::InvalidLayer)?;
         let inp = layer.input_len();
         let xs = self.matrix("pack_patches: x", x, r, inp)?;
-        let pad = Tensor::new(&[T::ZERO, T::ONE], &self.device)?.reshape((1, 2))?.broadcast_as((r, 2))?;
+        // Inputs whose squares could overflow: the patches of `c x`, the bias
+        // feature `c` (see `Backend::pack_patches`); one scalar read back.
+        let peak = xs.abs()?.flatten_all()?.max(0)?.to_scalar::<T>()?.as_f64();
+        let gain = T::of_f64(pow2_gain::<T>(peak));
+        let xs = if gain == T::ONE { xs } else { xs.broadcast_mul(&self.scalar(gain)?)? };
+        let pad = Tensor::new(&[T::ZERO, gain], &self.device)?.reshape((1, 2))?.broadcast_as((r, 2))?;
         let patches = Tensor::cat(&[&xs, &pad], 1)?.index_select(&self.patch_indices(layer)?, 1)?;
         self.store("pack_patches: scratch", packed, 0, &patches)
     }
@@ -348,7 +352,7 @@ impl<T: Scalar + WithDType> CandleBackend<T> {
         // Y as N x R: a conv's [r, R, L] is transposed, a linear layer's
         // [r, T, R] already is.
         let y = if p.layer.output_strides().0 == 1 { y.reshape((n, rows))? } else { y.reshape((p.r, rows, l))?.transpose(1, 2)?.reshape((n, rows))? };
-        let q = self.rescale_columns(y)?.sqr()?.affine(scale.as_f64(), 0.0)?;
+        let q = self.rescale_lines(y, 0)?.sqr()?.affine(scale.as_f64(), 0.0)?;
         let norms = self.matrix("fisher_weights: norms", &norms.0, n, 1)?;
         let tr = q.broadcast_mul(&norms)?.sum(0)?.broadcast_div(&self.scalar(T::of_f64(p.layer.cols() as f64))?)?;
         need("fisher_weights: lambda", &lambda.0, n.saturating_mul(rows))?;
@@ -465,6 +469,12 @@ impl<T: Scalar + WithDType> Backend for CandleBackend<T> {
 
     fn axpby(&self, n: usize, a: T, x: &TensorBuf, b: T, y: &mut TensorBuf) -> Res {
         self.axpby_into(n, a, &x.0, b, &mut TensorViewMut::whole(y))
+    }
+
+    fn row_rescale(&self, rows: usize, cols: usize, v: &mut TensorBuf) -> Res {
+        let m = self.matrix("row_rescale: v", &v.0, rows, cols)?;
+        let scaled = self.rescale_lines(m, 1)?;
+        self.store("row_rescale: v", v, 0, &scaled)
     }
 
     fn mul_assign(&self, n: usize, a: &mut TensorBuf, b: &TensorBuf) -> Res {
