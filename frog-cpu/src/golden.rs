@@ -279,7 +279,21 @@ pub struct Report {
     pub worst_at: String,
     /// Arrays compared.
     pub compared: usize,
+    /// A digest of every value the backend produced, in the order compared
+    /// ([`digest`]): equal digests mean bitwise equal results, so a change
+    /// meant to keep the arithmetic can be checked against the digests
+    /// printed before it.
+    pub digest: u64,
 }
+
+/// FNV-1a over the bits of `values`, continuing from `seed` (start from
+/// [`DIGEST_START`]).
+pub fn digest(seed: u64, values: &[f64]) -> u64 {
+    values.iter().flat_map(|v| v.to_bits().to_le_bytes()).fold(seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The FNV-1a offset basis, where every [`digest`] starts.
+pub const DIGEST_START: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// The results of a suite of cases: every backend's golden test records
 /// each case's outcome here and ends with [`Tally::finish`], so that all of
@@ -294,6 +308,8 @@ pub struct Tally {
     pub worst_at: String,
     /// `case: message` of each failed case.
     pub failures: Vec<String>,
+    /// The digests of the passed cases, in order, digested again.
+    pub digest: u64,
 }
 
 impl Tally {
@@ -304,6 +320,7 @@ impl Tally {
             Ok(r) => {
                 println!("{prefix}{name:<32} ok  worst {:.2e} at {} ({} arrays)", r.worst, r.worst_at, r.compared);
                 self.passed += 1;
+                self.digest = digest(if self.passed == 1 { DIGEST_START } else { self.digest }, &[f64::from_bits(r.digest)]);
                 if r.worst >= self.worst {
                     self.worst = r.worst;
                     self.worst_at = format!("{name} {}", r.worst_at);
@@ -323,7 +340,7 @@ impl Tally {
         let total = self.passed + self.failures.len();
         // Straight to stderr, past the test harness's capture: every test
         // log shows how many cases each suite really ran.
-        let line = format!("{summary}: {} of {total} cases pass; worst {:.2e} ({})\n", self.passed, self.worst, self.worst_at);
+        let line = format!("{summary}: {} of {total} cases pass; worst {:.2e} ({}); digest {:016x}\n", self.passed, self.worst, self.worst_at, self.digest);
         let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
         if self.failures.is_empty() {
             Ok(())
@@ -352,6 +369,7 @@ pub(crate) struct Checker {
 impl Checker {
     pub(crate) fn check(&mut self, at: String, actual: &[f64], expected: &[f64]) {
         let err = rel_error(actual, expected);
+        self.report.digest = digest(if self.report.compared == 0 { DIGEST_START } else { self.report.digest }, actual);
         self.report.compared += 1;
         if err > self.report.worst || self.report.compared == 1 {
             self.report.worst = err;
