@@ -135,6 +135,18 @@ pub trait Backend {
     }
     /// Prepares `packed` from `x` once per step (for example an im2col
     /// copy), so every product of the step can reuse it.
+    ///
+    /// For finite `x` the products must stay finite: when the largest `|x|`
+    /// of the `r` sampled inputs exceeds [`crate::square_safe_max`], the
+    /// step's patches are those of `c * x` with `c` the power of two
+    /// [`crate::pow2_gain`] of it, every entry scaled, the bias feature's 1
+    /// included (it becomes `c`), in every product and norm of the step
+    /// (the backend keeps `c` beside its scratch, so it is found once per
+    /// step). This is exact: FROG's Fisher weights are inversely
+    /// proportional to `|P|^2`, so its direction does not depend on `c`
+    /// except through `eps` (the step is that of `eps / c^2` in the Fisher
+    /// weights). Inputs below that size take exactly the unscaled patches.
+    /// The default, without scratch, does not rescale.
     fn pack_patches(&self, layer: &Layer, r: usize, x: &Self::Buffer, packed: &mut Self::Buffer) -> Result<(), Self::Error> {
         let _ = (layer, r, x, packed);
         Ok(())

@@ -108,8 +108,12 @@ pub trait KfrogBackend: Backend {
     /// state stays finite and restorable.
     fn y_average(&self, rows: usize, fresh: Self::Scalar, y_diag: &Self::Buffer, keep: Self::Scalar, avg: &mut Self::Buffer) -> Result<(), Self::Error>;
     /// `out[c] = sqrt(scale * sum_{i,l} P[i,l][c]^2)` for the `D'` columns
-    /// of the patches (packed as [`Backend::pack_patches`] left them).
+    /// of the patches (packed as [`Backend::pack_patches`] left them, its
+    /// gain included).
     fn patch_col_norms(&self, p: &Patches<'_, Self>, scale: Self::Scalar, out: &mut Self::Buffer) -> Result<(), Self::Error>;
+    /// `out[0] = c`, the power of two [`Backend::pack_patches`] scaled the
+    /// step's patches by (1 when it did not scale them).
+    fn patch_gain(&self, p: &Patches<'_, Self>, out: &mut Self::Buffer) -> Result<(), Self::Error>;
     /// `buf[..n] = value`.
     fn fill(&self, n: usize, value: Self::Scalar, buf: &mut Self::Buffer) -> Result<(), Self::Error>;
 }
@@ -274,6 +278,11 @@ fn check<B: Backend>(
 /// steps 1 to 8), in the FROG workspace of `layer` at `x_sample` rows;
 /// the intermediate results stay there ([`Workspace::kfrog_outputs`]).
 ///
+/// Unlike FROG's step it reads one scalar back from the backend, the gain
+/// of its patches ([`KfrogBackend::patch_gain`]): sampled inputs so large
+/// that `X^T X` could overflow are scaled by a power of two, and the damping
+/// and Fisher weights follow it, so that the step stays the original's.
+///
 /// Rejects, before any kernel runs and so changing nothing: settings
 /// [`KfrogConfig::validate_for`] rejects, a layer [`Layer::validate`]
 /// rejects or one with a bias, empty or too large samples, buffers of the
@@ -347,11 +356,21 @@ fn run<B: KfrogBackend>(
     backend.copy(n, &ws.z, &mut ws.m)?;
 
     // 5. CG from zero with the one shared matrix X^T X / Bx + eps I: the
-    // Fisher product with constant weights 1/Bx.
+    // Fisher product with constant weights 1/Bx. On patches the backend
+    // scaled by c (inputs so large that X^T X could overflow), the system
+    // solved is c times it, (c^2 X^T X / (c Bx) + c eps I) z' = P1, whose
+    // solution z' = z / c times the scaled patches' RMS (c times the
+    // original's) is the original's direction: exact, but for the CG's
+    // denominator eps. The gain is the one scalar the step reads back.
     backend.pack_patches(layer, batch.x_sample, batch.x, &mut ws.packed)?;
-    backend.fill(batch.x_sample * layer.output_len(), s(1.0 / bx), &mut ws.lambda)?;
+    let p = Patches { layer, r: batch.x_sample, x: batch.x, packed: &ws.packed };
+    backend.patch_gain(&p, &mut ws.coef)?;
+    let mut gain = [one];
+    backend.read(&ws.coef, 0, &mut gain)?;
+    let c = gain[0].as_f64();
+    backend.fill(batch.x_sample * layer.output_len(), s(1.0 / (bx * c)), &mut ws.lambda)?;
     cg_start(backend, rows, d, ws)?;
-    cg_iterate(backend, layer, batch.x_sample, Some(batch.x), eps, s(KFROG_CG_DENOM_EPS), cfg.num_iters, ws)?;
+    cg_iterate(backend, layer, batch.x_sample, Some(batch.x), s(cfg.eps * c), s(KFROG_CG_DENOM_EPS), cfg.num_iters, ws)?;
 
     // 6-8. The patches' column RMS (in ws.rs), broadcast over the rows
     // (ws.pd), times the solution: the direction; then the step.
