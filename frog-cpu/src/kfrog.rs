@@ -77,6 +77,13 @@ impl<T: Real> KfrogBackend for Cpu<T> {
         Ok(())
     }
 
+    /// 1: this backend's `pack_patches` does not rescale the patches yet.
+    fn patch_gain(&self, _p: &Patches<'_, Self>, out: &mut Vec<T>) -> Result<(), CpuError> {
+        need("patch_gain: out", out, 1)?;
+        out[0] = T::ONE;
+        Ok(())
+    }
+
     fn fill(&self, n: usize, value: T, buf: &mut Vec<T>) -> Result<(), CpuError> {
         need("fill: buf", buf, n)?;
         buf[..n].iter_mut().for_each(|v| *v = value);
