@@ -214,9 +214,11 @@ pub struct KfrogOutputs<'a, B: Backend> {
     pub y_diag: &'a B::Buffer,
     /// `M_j / sqrt(y_eff[j] + eps)` (`R x D`).
     pub left_scaled: &'a B::Buffer,
-    /// The CG solution (`R x D`).
+    /// The CG solution (`R x D`); `1/c` times the original's on inputs the
+    /// backend scaled by `c` ([`KfrogBackend::patch_gain`]).
     pub cg_solution: &'a B::Buffer,
-    /// The patches' column RMS (`D`).
+    /// The patches' column RMS (`D`); `c` times the original's on scaled
+    /// inputs, so that the direction is the original's.
     pub x_scaling: &'a B::Buffer,
     /// The direction, `cg_solution * x_scaling` (`R x D`).
     pub direction: &'a B::Buffer,
@@ -322,6 +324,7 @@ fn pack<B: KfrogBackend>(backend: &B, cfg: &KfrogConfig, layer: &Layer, ws: &mut
     let c = gain[0].as_f64();
     if c < 1.0 {
         update_bound_ok::<B::Scalar>("lr / eps^1.5 * the sampled inputs' largest |x|", cfg.lr / (cfg.eps * libm::sqrt(cfg.eps)) / c)?;
+        representable::<B::Scalar>("the Fisher weight 1 / (Bx * c) of these inputs", 1.0 / (batch.x_sample as f64 * c))?;
     }
     Ok(c)
 }

@@ -33,6 +33,13 @@ void emu_shared_store(float* p, float v);
 
 inline float __shfl_xor_sync(unsigned, float v, int o) { return emu_shfl_xor(v, o); }
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
+inline unsigned atomicMax(unsigned* p, unsigned v) {
+    std::atomic_ref<unsigned> a(*p);
+    unsigned old = a.load();
+    while (old < v && !a.compare_exchange_weak(old, v)) {
+    }
+    return old;
+}
 using std::fmaf;  // sqrtf comes from <math.h> (global)
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }

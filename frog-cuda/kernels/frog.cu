@@ -12,7 +12,9 @@
 // whole optimizer step is launches only.
 //
 // Layouts chosen by this backend:
-//   packed X : [N, D'] with N = r*L, row n = i*L + l, trailing 1 with a bias
+//   packed X : [N, D'] with N = r*L, row n = i*L + l, times the step's gain c
+//              (1 unless the inputs are too large, see pow2_gain), trailing c
+//              with a bias; then two f32 words, the gain slot (input_abs_max)
 //   lambda, U: [R, N]  (row j of the weight, then the position n)
 
 #include "reduce.cuh"
@@ -20,6 +22,30 @@
 // The largest finite f32 (no float.h: the kernels need no headers), where
 // running means of squares saturate.
 #define F32_MAX 3.40282347e+38f
+
+// Rows whose largest |value| is at most this take the unscaled path: their
+// squares, sums over long rows, the Fisher scale and the CG's products stay
+// far from overflow in f32 (frog-core's square_safe_max::<f32>(), which a
+// test of src/kernels.rs holds this to).
+#define SQUARE_SAFE_MAX 65536.0f
+// The largest finite f16.
+#define F16_MAX 65504.0f
+
+// frog-core's pow2_gain with threshold `safe_max`: the gain of values whose
+// largest |value| is `max_abs`: 1 up to `safe_max` (and for a non-finite
+// maximum), else 2^-e for max_abs = f * 2^e, f in [0.5, 1), which brings it
+// into [0.5, 1). For e > 126 (max_abs >= 2^126) 2^-e is subnormal, down to
+// 2^-128 for F32_MAX: ldexpf builds it exactly, and the kernels are
+// compiled without flush-to-zero (scripts/gen-ptx.py), so it stays that
+// value and a product by it is correctly rounded: exact wherever the
+// product is normal (the largest values land in [0.5, 1)). FROG's
+// direction does not depend on it except through eps.
+__device__ __forceinline__ float pow2_gain(float max_abs, float safe_max) {
+    if (!(max_abs > safe_max) || isinf(max_abs)) return 1.0f;
+    int e;
+    frexpf(max_abs, &e);
+    return ldexpf(1.0f, -e);
+}
 
 // ---------------------------------------------------------------------------
 // Element types of the inputs and of the packed patches. bf16 and f16 travel
@@ -55,16 +81,24 @@ struct F32 {
     typedef float T;
     static __device__ __forceinline__ float load(const float* p, int i) { return p[i]; }
     static __device__ __forceinline__ void store(float* p, int i, float v) { p[i] = v; }
+    // Patches packed in this type take frog-core's threshold.
+    static __device__ __forceinline__ float safe_max() { return SQUARE_SAFE_MAX; }
 };
 struct Bf16 {
     typedef unsigned short T;
     static __device__ __forceinline__ float load(const unsigned short* p, int i) { return bf16_to_f32(p[i]); }
     static __device__ __forceinline__ void store(unsigned short* p, int i, float v) { p[i] = f32_to_bf16(v); }
+    static __device__ __forceinline__ float safe_max() { return SQUARE_SAFE_MAX; }
 };
 struct F16 {
     typedef unsigned short T;
     static __device__ __forceinline__ float load(const unsigned short* p, int i) { return f16_to_f32(p[i]); }
     static __device__ __forceinline__ void store(unsigned short* p, int i, float v) { p[i] = f32_to_f16(v); }
+    // Patches packed in f16 are scaled above f16's largest finite value:
+    // f32 inputs in (65504, 65536], within frog-core's threshold, would
+    // round to 65504 or (from 65520) to infinity. f16 inputs never exceed
+    // it, so they take the patches of every other precision.
+    static __device__ __forceinline__ float safe_max() { return F16_MAX; }
 };
 
 // ---------------------------------------------------------------------------
@@ -290,14 +324,56 @@ extern "C" __global__ void cg_update(int rows, int cols, float eps, float* __res
 
 // ---------------------------------------------------------------------------
 // Patches
+//
+// The step's patches are those of c * x, c the pow2_gain of the largest |x|
+// of the sampled inputs (frog-core's Backend::pack_patches): 1, so exactly
+// x's, unless their products could overflow. The gain slot, two f32 words
+// after the packed patches, holds [0] that largest |x| (input_abs_max),
+// [1] the gain the pack kernels applied (read back by K-FROG).
+
+// slot_max = max(slot_max, largest |x[e]| for e < n), NaN entries skipped
+// (as block_max and frog-cpu skip them); the host zeroes it first. The
+// maximum is non-negative, and non-negative floats order as their bits do
+// as unsigned integers, so atomicMax on the bits finds it.
+template <typename In>
+__device__ __forceinline__ void input_abs_max_t(int n, const typename In::T* __restrict__ x, unsigned* __restrict__ slot_max) {
+    __shared__ float scratch[BLOCK / 32 + 1];
+    float m = 0.0f;
+    for (long long e64 = grid_first(); e64 < n; e64 += grid_stride()) m = fmaxf(m, fabsf(In::load(x, (int)e64)));
+    m = block_max(m, scratch);
+    if (threadIdx.x == 0) atomicMax(slot_max, (unsigned)__float_as_int(m));
+}
+
+#define ABS_MAX_ENTRY(suffix, In)                                                                                \
+    extern "C" __global__ void input_abs_max##suffix(int n, const In::T* __restrict__ x, unsigned* __restrict__ slot_max) { \
+        input_abs_max_t<In>(n, x, slot_max);                                                                     \
+    }
+
+ABS_MAX_ENTRY(, F32)
+ABS_MAX_ENTRY(_bf16, Bf16)
+ABS_MAX_ENTRY(_f16, F16)
+
+// The gain of patches packed in Out from the gain slot after input_abs_max,
+// written to its second word by one thread; 1 without a slot (null: the
+// convolutions of nn.cu's callers, which pack plain im2col rows).
+template <typename Out>
+__device__ __forceinline__ float slot_gain(float* __restrict__ slot) {
+    if (slot == nullptr) return 1.0f;
+    float g = pow2_gain(slot[0], Out::safe_max());
+    if (grid_first() == 0) slot[1] = g;
+    return g;
+}
 
 // im2col: packed[n*cols + c] for n = i*L + l (l = oy*Wo + ox) and
-// c = (ci*kh + ky)*kw + kx, zeros under padding, and 1 at c == D with a bias;
-// x of type In, packed of type Out (a 16-bit product mode packs 16-bit).
+// c = (ci*kh + ky)*kw + kx, zeros under padding, and 1 at c == D with a bias,
+// every entry times the slot's gain; x of type In, packed of type Out (a
+// 16-bit product mode packs 16-bit).
 template <typename In, typename Out>
 __device__ __forceinline__ void im2col_t(int r, int c_in, int h, int w, int kh, int kw, int sh, int sw, int ph,
                                          int pw, int dh, int dw, int ho, int wo, int cols,
-                                         const typename In::T* __restrict__ x, typename Out::T* __restrict__ packed) {
+                                         const typename In::T* __restrict__ x, typename Out::T* __restrict__ packed,
+                                         float* __restrict__ slot) {
+    float g = slot_gain<Out>(slot);
     int l_per = ho * wo;
     int d = c_in * kh * kw;
     int total = r * l_per * cols;
@@ -306,41 +382,44 @@ __device__ __forceinline__ void im2col_t(int r, int c_in, int h, int w, int kh, 
         int n = e / cols, c = e - n * cols;
         float v;
         if (c >= d) {
-            v = 1.0f;
+            v = g;
         } else {
             int i = n / l_per, l = n - i * l_per;
             int oy = l / wo, ox = l - oy * wo;
             int ci = c / (kh * kw), rem = c - ci * (kh * kw);
             int ky = rem / kw, kx = rem - ky * kw;
             int iy = oy * sh - ph + ky * dh, ix = ox * sw - pw + kx * dw;
-            v = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? In::load(x, ((i * c_in + ci) * h + iy) * w + ix) : 0.0f;
+            v = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? In::load(x, ((i * c_in + ci) * h + iy) * w + ix) * g : 0.0f;
         }
         Out::store(packed, e, v);
     }
 }
 
-// Linear layers: packed[n*cols + c] = x[n*d + c], 1 in the bias column.
+// Linear layers: packed[n*cols + c] = x[n*d + c], 1 in the bias column,
+// every entry times the slot's gain.
 template <typename In, typename Out>
 __device__ __forceinline__ void pack_rows_t(int n_rows, int d, int cols, const typename In::T* __restrict__ x,
-                                            typename Out::T* __restrict__ packed) {
+                                            typename Out::T* __restrict__ packed, float* __restrict__ slot) {
+    float g = slot_gain<Out>(slot);
     int total = n_rows * cols;
     for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
         int e = (int)e64;
         int n = e / cols, c = e - n * cols;
-        Out::store(packed, e, c < d ? In::load(x, n * d + c) : 1.0f);
+        Out::store(packed, e, c < d ? In::load(x, n * d + c) * g : g);
     }
 }
 
-// One entry per (input type, packed type).
+// One entry per (input type, packed type); `slot` is the gain slot, or null.
 #define PACK_ENTRIES(suffix, In, Out)                                                                              \
     extern "C" __global__ void im2col##suffix(int r, int c_in, int h, int w, int kh, int kw, int sh, int sw, int ph, \
                                               int pw, int dh, int dw, int ho, int wo, int cols,                      \
-                                              const In::T* __restrict__ x, Out::T* __restrict__ packed) {          \
-        im2col_t<In, Out>(r, c_in, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, cols, x, packed);                 \
+                                              const In::T* __restrict__ x, Out::T* __restrict__ packed,            \
+                                              float* __restrict__ slot) {                                          \
+        im2col_t<In, Out>(r, c_in, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, cols, x, packed, slot);           \
     }                                                                                                              \
     extern "C" __global__ void pack_rows##suffix(int n_rows, int d, int cols, const In::T* __restrict__ x,          \
-                                                 Out::T* __restrict__ packed) {                                    \
-        pack_rows_t<In, Out>(n_rows, d, cols, x, packed);                                                          \
+                                                 Out::T* __restrict__ packed, float* __restrict__ slot) {          \
+        pack_rows_t<In, Out>(n_rows, d, cols, x, packed, slot);                                                    \
     }
 
 PACK_ENTRIES(, F32, F32)
@@ -381,23 +460,6 @@ NORMS_ENTRY(, F32)
 NORMS_ENTRY(_bf16, Bf16)
 NORMS_ENTRY(_f16, F16)
 
-// Rows whose largest |value| is at most this take the unscaled path: their
-// squares, sums over long rows, the Fisher scale and the CG's products stay
-// far from overflow in f32 (frog-core's square_safe_max::<f32>(), which a
-// test of src/kernels.rs holds this to).
-#define SQUARE_SAFE_MAX 65536.0f
-
-// The gain of a row whose largest |value| is `max_abs`: 1 up to
-// SQUARE_SAFE_MAX (and for a non-finite maximum), else the power of two
-// that brings it into [0.5, 1). Multiplying by it is exact, and FROG's
-// direction does not depend on it except through eps.
-__device__ __forceinline__ float pow2_gain(float max_abs) {
-    if (!(max_abs > SQUARE_SAFE_MAX) || isinf(max_abs)) return 1.0f;
-    int e;
-    frexpf(max_abs, &e);
-    return ldexpf(1.0f, -e);
-}
-
 // One block per row j, y in PyTorch layout: Y[i, j, l] = y[i*R*L + j*sj + l*sl]
 // ((sj, sl) = (L, 1) for a conv's [R, Ho, Wo], (1, R) for tokens [T, R]):
 //   Q = scale*(g*y)^2; trace[j] = sum_n Q*norms[n] / D'; lambda[j*N + n] = Q/(trace[j]+eps),
@@ -418,7 +480,7 @@ __device__ __forceinline__ void fisher_weights_t(int r, int rows, int l_per, int
         int i = n / l_per, l = n - i * l_per;
         max_abs = fmaxf(max_abs, fabsf(In::load(y, i * rows * l_per + j * sj + l * sl)));
     }
-    float gain = pow2_gain(block_max(max_abs, scratch));
+    float gain = pow2_gain(block_max(max_abs, scratch), SQUARE_SAFE_MAX);
     float acc = 0.0f;
     for (unsigned n = threadIdx.x; n < (unsigned)n_pos; n += BLOCK) {
         int i = n / l_per, l = n - i * l_per;
@@ -476,7 +538,7 @@ extern "C" __global__ void row_rescale(int rows, int cols, float* __restrict__ v
     float* vj = v + (long long)j * cols;
     float max_abs = 0.0f;
     for (unsigned c = threadIdx.x; c < (unsigned)cols; c += BLOCK) max_abs = fmaxf(max_abs, fabsf(vj[c]));
-    float gain = pow2_gain(block_max(max_abs, scratch));
+    float gain = pow2_gain(block_max(max_abs, scratch), SQUARE_SAFE_MAX);
     if (gain != 1.0f) {
         for (unsigned c = threadIdx.x; c < (unsigned)cols; c += BLOCK) vj[c] *= gain;
     }

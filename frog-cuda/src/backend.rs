@@ -598,15 +598,22 @@ impl Cuda {
     }
 
     /// Packs the patches of `x` (checked by the caller) with the kernels
-    /// `(conv, linear)` of its element type and the packed one.
-    pub(crate) fn pack_with(&self, layer: &Layer, r: usize, xa: Arg, (conv_k, rows_k): (K, K), packed: &mut Buffer) -> Result<(), Error> {
+    /// `(abs_max, conv, linear)` of its element type and the packed one:
+    /// the largest `|x|` into the gain slot (zeroed first), then the
+    /// patches times its gain (frog-core's rescale of huge inputs), which
+    /// the pack kernel also leaves in the slot for [`KfrogBackend::patch_gain`].
+    pub(crate) fn pack_with(&self, layer: &Layer, r: usize, xa: Arg, (max_k, conv_k, rows_k): (K, K, K), packed: &mut Buffer) -> Result<(), Error> {
         let g = Geom::new(layer, r)?;
-        let pa = self.ptr("packed", packed, g.n * g.cols)?;
-        let grid = launch::elementwise(g.n * g.cols);
+        let pa = self.ptr("packed", packed, patch_scratch_entries(layer, r))?;
+        let slot = pa.offset(g.n * g.cols);
         let i = |what, v| int(what, v).map(Arg::I);
+        let x_len = r.saturating_mul(layer.input_len());
+        self.fill_zero("patch gain slot", slot, 1)?;
+        self.launch(max_k, launch::elementwise(x_len), &[i("x entries", x_len)?, xa, slot])?;
+        let grid = launch::elementwise(g.n * g.cols);
         match layer.kind {
-            LayerKind::Conv2d(c) => crate::nn::im2col_with(self, conv_k, &c, xa, r, g.cols, pa),
-            LayerKind::Linear { d_in, .. } => self.launch(rows_k, grid, &[i("positions", g.n)?, i("d_in", d_in)?, i("cols", g.cols)?, xa, pa]),
+            LayerKind::Conv2d(c) => crate::nn::im2col_with(self, conv_k, &c, xa, r, g.cols, pa, slot),
+            LayerKind::Linear { d_in, .. } => self.launch(rows_k, grid, &[i("positions", g.n)?, i("d_in", d_in)?, i("cols", g.cols)?, xa, pa, slot]),
         }
     }
 
@@ -661,12 +668,12 @@ impl Cuda {
     pub(crate) fn pack_patches_on(&self, layer: &Layer, r: usize, x: &impl Operand, packed: &mut Buffer) -> Result<(), Error> {
         let xa = x.arg(self, "x", r.saturating_mul(layer.input_len()))?;
         // A 16-bit mode packs (rounds) the f32 inputs in its element type.
-        let kernels = match self.precision.packed() {
+        let (conv, rows) = match self.precision.packed() {
             Packed::F32 => (K::Im2col, K::PackRows),
             Packed::Bf16 => (K::Im2colF32Bf16, K::PackRowsF32Bf16),
             Packed::F16 => (K::Im2colF32F16, K::PackRowsF32F16),
         };
-        self.pack_with(layer, r, xa, kernels, packed)
+        self.pack_with(layer, r, xa, (K::InputAbsMax, conv, rows), packed)
     }
 
     /// [`Backend::fisher_weights`].
@@ -799,9 +806,15 @@ impl Geom {
     }
 }
 
-/// Entries of the patch scratch: the im2col matrix `[r*L, D']`.
+/// f32 words of the patch gain slot: the largest `|x|` of the sampled
+/// inputs, then the gain `c` the patches were packed with (`kernels/frog.cu`).
+const GAIN_SLOT: usize = 2;
+
+/// Entries of the patch scratch: the im2col matrix `[r*L, D']` (f32 words
+/// enough for it in every packed type), then the gain slot at word
+/// `r*L*D'` (kept in f32 whatever the packed type).
 pub(crate) fn patch_scratch_entries(layer: &Layer, r: usize) -> usize {
-    r.saturating_mul(layer.positions()).saturating_mul(layer.cols())
+    r.saturating_mul(layer.positions()).saturating_mul(layer.cols()).saturating_add(GAIN_SLOT)
 }
 
 fn strided_extent(rows: usize, cols: usize, at: Strided) -> usize {
@@ -1041,6 +1054,15 @@ impl KfrogBackend for Cuda {
         self.launch(k, launch::per_row(g.cols)?, &[Arg::I(int("positions", g.n)?), Arg::I(int("cols", g.cols)?), Arg::F(scale), xa, oa])
     }
 
+    /// Copies the gain the pack kernel left in the scratch's gain slot.
+    fn patch_gain(&self, p: &Patches<'_, Self>, out: &mut Buffer) -> Result<(), Error> {
+        let g = Geom::of(p)?;
+        let gain = self.ptr("packed", p.packed, patch_scratch_entries(p.layer, p.r))?.offset(g.n * g.cols + 1);
+        let oa = self.ptr("out", out, 1)?;
+        let one = Arg::I(1);
+        self.launch(K::CopyStrided, launch::elementwise(1), &[one, one, gain, one, Arg::I(0), oa, one, Arg::I(0)])
+    }
+
     fn fill(&self, n: usize, value: f32, buf: &mut Buffer) -> Result<(), Error> {
         let ba = self.ptr("buf", buf, n)?;
         self.launch(K::Fill, launch::elementwise(n), &[Arg::I(int("n", n)?), Arg::F(value), ba])
@@ -1151,9 +1173,9 @@ mod tests {
     #[test]
     fn patch_scratch_is_im2col_sized() {
         let conv = Layer::conv2d(Conv2d::new(64, 64, 3, [32, 32]).padding(1), false);
-        assert_eq!(patch_scratch_entries(&conv, 64), 64 * 1024 * 576);
+        assert_eq!(patch_scratch_entries(&conv, 64), 64 * 1024 * 576 + GAIN_SLOT);
         let lin = Layer::linear_tokens(9, 5, 4, true);
-        assert_eq!(patch_scratch_entries(&lin, 4), 4 * 4 * 10);
+        assert_eq!(patch_scratch_entries(&lin, 4), 4 * 4 * 10 + GAIN_SLOT);
         let g = Geom::new(&conv, 64).unwrap();
         assert_eq!((g.rows, g.cols, g.n, g.l), (64, 576, 65_536, 1024));
     }

@@ -2,8 +2,9 @@
 //! [`LowpBackend`] for [`Cuda`].
 //!
 //! The 16-bit inputs are read where a step reads `x` and `y`: packing the
-//! patches converts `x` (exactly) into the packed scratch in the element
-//! type the products of the backend's [`crate::Precision`] read, and the
+//! patches converts `x` (exactly, times the step's power-of-two gain when
+//! `x` is huge) into the packed scratch in the element type the products
+//! of the backend's [`crate::Precision`] read, and the
 //! Fisher weights widen `y` as they read it. Everything else is the f32 step.
 //! The 16-bit modes ([`crate::Precision::Bf16Split`], [`crate::Precision::Bf16`],
 //! [`crate::Precision::F16`]) take inputs of their own type (or f32 ones,
@@ -59,6 +60,8 @@ impl<H: Half> std::fmt::Debug for HalfBuffer<H> {
 pub(crate) trait HalfKernels: Half {
     /// The packed element type that holds it exactly.
     const PACKED: Packed;
+    /// The largest `|x|` (the patches' gain).
+    const ABS_MAX: K;
     /// `(im2col, pack_rows)` into f32 patches.
     const PACK: (K, K);
     /// `(im2col, pack_rows)` into patches of its own type.
@@ -71,6 +74,7 @@ pub(crate) trait HalfKernels: Half {
 
 impl HalfKernels for bf16 {
     const PACKED: Packed = Packed::Bf16;
+    const ABS_MAX: K = K::InputAbsMaxBf16;
     const PACK: (K, K) = (K::Im2colBf16, K::PackRowsBf16);
     const PACK_SAME: (K, K) = (K::Im2colBf16Bf16, K::PackRowsBf16Bf16);
     const FISHER: K = K::FisherWeightsBf16;
@@ -79,6 +83,7 @@ impl HalfKernels for bf16 {
 
 impl HalfKernels for f16 {
     const PACKED: Packed = Packed::F16;
+    const ABS_MAX: K = K::InputAbsMaxF16;
     const PACK: (K, K) = (K::Im2colF16, K::PackRowsF16);
     const PACK_SAME: (K, K) = (K::Im2colF16F16, K::PackRowsF16F16);
     const FISHER: K = K::FisherWeightsF16;
@@ -140,12 +145,12 @@ impl<H: HalfKernels> LowpBackend<H> for Cuda {
         // The f32 modes widen x; a 16-bit mode copies x of its own type and
         // refuses the other (converting would round, and bf16's range
         // overflows f16).
-        let kernels = match self.precision().packed() {
+        let (conv, rows) = match self.precision().packed() {
             Packed::F32 => H::PACK,
             p if p == H::PACKED => H::PACK_SAME,
             _ => return Err(Error::InputType { input: H::NAME, precision: self.precision() }),
         };
-        self.pack_with(layer, r, xa, kernels, packed)
+        self.pack_with(layer, r, xa, (H::ABS_MAX, conv, rows), packed)
     }
 
     fn fisher_weights_lowp(

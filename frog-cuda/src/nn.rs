@@ -122,16 +122,18 @@ fn conv_args(samples: usize, c: &Conv2d) -> Result<[Arg; 14], Error> {
 /// im2col of the `nb` samples at `x` into `col` (`[nb*L, cols]`, `cols >= D`;
 /// FROG's packing passes `D' = D + 1` for a bias column).
 pub(crate) fn im2col(cuda: &Cuda, conv: &Conv2d, x: Arg, nb: usize, cols: usize, col: Arg) -> Result<(), Error> {
-    im2col_with(cuda, K::Im2col, conv, x, nb, cols, col)
+    im2col_with(cuda, K::Im2col, conv, x, nb, cols, col, Arg::P(0))
 }
 
 /// [`im2col`] with one of its kernels (`Im2col*`: the input and patch
-/// element types).
-pub(crate) fn im2col_with(cuda: &Cuda, k: K, conv: &Conv2d, x: Arg, nb: usize, cols: usize, col: Arg) -> Result<(), Error> {
+/// element types), every entry times the gain of the patch gain slot at
+/// `gain_slot` (a null pointer: none, the plain rows).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn im2col_with(cuda: &Cuda, k: K, conv: &Conv2d, x: Arg, nb: usize, cols: usize, col: Arg, gain_slot: Arg) -> Result<(), Error> {
     let l = ConvSizes::of(conv)?.l;
-    let mut args = [Arg::I(0); 17];
+    let mut args = [Arg::I(0); 18];
     args[..14].copy_from_slice(&conv_args(nb, conv)?);
-    args[14..].copy_from_slice(&[i("cols", cols)?, x, col]);
+    args[14..].copy_from_slice(&[i("cols", cols)?, x, col, gain_slot]);
     cuda.launch(k, launch::elementwise(nb * l * cols), &args)
 }
 

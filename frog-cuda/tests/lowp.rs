@@ -8,12 +8,15 @@
 //! - the opt-in overflow check of `y` on the device.
 //! - `gpu_kfrog_<mode>_matches_the_cpu`: K-FROG in each 16-bit mode from
 //!   inputs of its type against frog-cpu's f32 K-FROG on the same values.
+//! - sampled inputs whose squares overflow f32, or (packed in f16) beyond
+//!   f16's range: the patches' power-of-two gain, against frog-cpu's f64
+//!   backend on the values unscaled.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod common;
 
-use common::{device, upload};
+use common::{device, frog_f32, frog_update, rel_diff, upload, values};
 use frog_core::half::{bf16, f16};
 use frog_core::{
     kfrog_step, precondition_step_lowp, Backend, Config, Conv2d, Error as FrogError, KfrogBackend, KfrogBatch, KfrogConfig, KfrogState, Layer, LowpBackend, LowpBatch, ParamState, Params, Patches, Workspace,
@@ -249,4 +252,55 @@ fn gpu_kfrog_bf16_matches_the_cpu() {
 #[test]
 fn gpu_kfrog_f16_matches_the_cpu() {
     kfrog_16bit::<f16>(Precision::F16, F16_RTOL, "gpu_kfrog_f16_matches_the_cpu");
+}
+
+/// Sampled bf16 inputs whose squares overflow f32 (1e20) in one sample
+/// beside ordinary ones give, widened (the f32 mode) or packed in bf16 (the
+/// bf16-split mode), the FROG step frog-cpu's f64 backend takes on the same
+/// values unscaled.
+#[test]
+fn gpu_lowp_huge_bf16_inputs_give_the_unscaled_step() {
+    let test = "gpu_lowp_huge_bf16_inputs_give_the_unscaled_step";
+    let cpu = frog_cpu::Cpu::<f64>::with_threads(1).unwrap();
+    let bf16s = |n: usize, seed: u64, scale: f32, from: usize| values(n, seed).iter().enumerate().map(|(e, &v)| bf16::from_f32(if e < from { v } else { v * scale })).collect::<Vec<bf16>>();
+    let wide = |v: &[bf16]| v.iter().map(|h| h.to_f32()).collect::<Vec<f32>>();
+    for (precision, rtol) in [(Precision::Exact, EXACT_RTOL), (Precision::Bf16Split, BF16_SPLIT_RTOL)] {
+        let Some(cuda) = device(precision, test) else { return };
+        for layer in [Layer::linear(5, 3, true), Layer::conv2d(Conv2d::new(2, 3, 3, [5, 5]).padding(1), true)] {
+            let r = 2;
+            let (x, y) = (bf16s(r * layer.input_len(), 3, 1e20, layer.input_len()), bf16s(r * layer.output_len(), 4, 1.0, 0));
+            let want = frog_f32(&cpu, &layer, &wide(&x), &wide(&y));
+            let (xb, yb) = (cuda.upload_half(&x).unwrap(), cuda.upload_half(&y).unwrap());
+            let batch = LowpBatch { x: &xb, y: &yb, sample: r, batch_size: r, check_y: false };
+            let got = frog_update(&cuda, &layer, r, |cfg, state, ws, params| precondition_step_lowp(&cuda, cfg, &layer, state, ws, params, batch));
+            let e = rel_diff(&got, &want);
+            println!("{test} ({precision:?}, bias {}): the step within {e:.2e} of f64's (rtol {rtol:.0e})", layer.bias);
+            assert!(got.iter().all(|v| v.is_finite()) && e < rtol, "{precision:?}: {e:e} from {want:?}: {got:?}");
+        }
+    }
+}
+
+/// f32 inputs above f16's largest finite value (65520 rounds to infinity
+/// in f16) are scaled before the f16 mode packs them: the step is the one
+/// frog-cpu's f64 backend takes on the values the patches hold, unscaled,
+/// within the mode's tolerance.
+#[test]
+fn gpu_f16_mode_scales_f32_inputs_beyond_f16s_range() {
+    let test = "gpu_f16_mode_scales_f32_inputs_beyond_f16s_range";
+    let Some(cuda) = device(Precision::F16, test) else { return };
+    let cpu = frog_cpu::Cpu::<f64>::with_threads(1).unwrap();
+    let layer = Layer::conv2d(Conv2d::new(2, 3, 3, [5, 5]).padding(1), true);
+    let r = 2;
+    let mut x: Vec<f32> = values(r * layer.input_len(), 3).iter().map(|v| v * 6e4).collect();
+    x[7] = 65520.0;
+    let y = values(r * layer.output_len(), 4);
+    // The gain 2^-16 brings 65520 into [0.5, 1); the patches hold each
+    // value so scaled, rounded to f16.
+    let c = 2f32.powi(-16);
+    let held: Vec<f32> = x.iter().map(|&v| f16::from_f32(v * c).to_f32() / c).collect();
+    let want = frog_f32(&cpu, &layer, &held, &y);
+    let got = frog_f32(&cuda, &layer, &x, &y);
+    let e = rel_diff(&got, &want);
+    println!("{test}: the step within {e:.2e} of f64's on the packed values (rtol {F16_RTOL:.0e})");
+    assert!(got.iter().all(|v| v.is_finite()) && e < F16_RTOL, "{e:e} from {want:?}: {got:?}");
 }
