@@ -59,6 +59,16 @@ impl Strided {
     pub fn dense(cols: usize) -> Self {
         Self { stride: cols, offset: 0 }
     }
+
+    /// One past the last entry of a `rows x cols` block placed here: the
+    /// length a buffer needs to hold it, 0 for an empty block. Saturates,
+    /// so that a block past `usize` fails every length check.
+    pub fn end(&self, rows: usize, cols: usize) -> usize {
+        if rows == 0 || cols == 0 {
+            return 0;
+        }
+        (rows - 1).saturating_mul(self.stride).saturating_add(self.offset).saturating_add(cols)
+    }
 }
 
 /// The sampled inputs of one step: `r` samples of `layer`'s input in
@@ -306,5 +316,21 @@ pub trait Backend {
     /// Copies the first `n` entries of `src` to `dst`.
     fn copy(&self, n: usize, src: &Self::Buffer, dst: &mut Self::Buffer) -> Result<(), Self::Error> {
         self.copy_strided(1, n, src, Strided::dense(n), dst, Strided::dense(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Strided;
+
+    #[test]
+    fn block_ends_saturate() {
+        assert_eq!(Strided::dense(5).end(0, 5), 0);
+        assert_eq!(Strided::dense(4).end(3, 0), 0);
+        assert_eq!(Strided::dense(4).end(3, 4), 12);
+        assert_eq!(Strided { stride: 10, offset: 9 }.end(3, 1), 30);
+        // Past usize: saturates, so that no buffer is long enough.
+        assert_eq!(Strided { stride: usize::MAX / 2, offset: 7 }.end(4, 1), usize::MAX);
+        assert_eq!(Strided { stride: 0, offset: usize::MAX }.end(1, 2), usize::MAX);
     }
 }

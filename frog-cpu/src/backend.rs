@@ -486,8 +486,8 @@ impl<T: Real> Cpu<T> {
         if rows == 0 || cols == 0 {
             return Ok(());
         }
-        need("copy_strided: src", src, block_end(rows, cols, src_at))?;
-        need("copy_strided: dst", dst, block_end(rows, cols, dst_at))?;
+        need("copy_strided: src", src, src_at.end(rows, cols))?;
+        need("copy_strided: dst", dst, dst_at.end(rows, cols))?;
         for j in 0..rows {
             let s = src_at.offset + j * src_at.stride;
             let d = dst_at.offset + j * dst_at.stride;
@@ -501,9 +501,7 @@ impl<T: Real> Cpu<T> {
     pub(crate) fn row_step_slice(&self, rows: usize, cols: usize, w: &mut [T], decay: T, lr: T, scale: &[T], z: &[T], z_at: Strided) -> Result<(), CpuError> {
         need("row_step: w", w, rows.saturating_mul(cols))?;
         need("row_step: scale", scale, rows)?;
-        if rows > 0 {
-            need("row_step: z", z, block_end(rows, cols, z_at))?;
-        }
+        need("row_step: z", z, z_at.end(rows, cols))?;
         self.par_row_blocks(w, rows, cols, cols, |js, ws| {
             for (k, j) in js.enumerate() {
                 let c = lr * scale[j];
@@ -912,12 +910,6 @@ fn set_gain<T: Real>(packed: &mut [T], gain: T) {
 /// The gain of the patches `p` ([`set_gain`]; 1 for an empty scratch).
 pub(crate) fn gain<T: Real>(p: &Patches<'_, Cpu<T>>) -> T {
     p.packed.last().copied().unwrap_or(T::ONE)
-}
-
-/// One past the last entry of a `rows x cols` block at `at` (`rows > 0`),
-/// saturating so that a block past `usize` fails the length check.
-fn block_end(rows: usize, cols: usize, at: Strided) -> usize {
-    (rows - 1).saturating_mul(at.stride).saturating_add(at.offset).saturating_add(cols)
 }
 
 /// A dot product in four independent lanes, so the compiler can keep it in

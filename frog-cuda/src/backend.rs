@@ -701,8 +701,8 @@ impl Cuda {
     /// [`Backend::copy_strided`].
     pub(crate) fn copy_strided_on(&self, rows: usize, cols: usize, src: &impl Operand, src_at: Strided, dst: &mut Buffer, dst_at: Strided) -> Result<(), Error> {
         let (r, c, n) = self.rows_cols(rows, cols)?;
-        let sa = src.arg(self, "src", strided_extent(rows, cols, src_at))?;
-        let da = self.ptr("dst", dst, strided_extent(rows, cols, dst_at))?;
+        let sa = src.arg(self, "src", src_at.end(rows, cols))?;
+        let da = self.ptr("dst", dst, dst_at.end(rows, cols))?;
         let i = |what, v| int(what, v).map(Arg::I);
         self.launch(
             K::CopyStrided,
@@ -727,7 +727,7 @@ impl Cuda {
         let (r, c, n) = self.rows_cols(rows, cols)?;
         let wa = w.arg(self, "w", n)?;
         let sa = self.ptr("scale", scale, rows)?;
-        let za = self.ptr("z", z, strided_extent(rows, cols, z_at))?;
+        let za = self.ptr("z", z, z_at.end(rows, cols))?;
         self.launch(
             K::RowStep,
             launch::elementwise(n),
@@ -815,14 +815,6 @@ const GAIN_SLOT: usize = 2;
 /// `r*L*D'` (kept in f32 whatever the packed type).
 pub(crate) fn patch_scratch_entries(layer: &Layer, r: usize) -> usize {
     r.saturating_mul(layer.positions()).saturating_mul(layer.cols()).saturating_add(GAIN_SLOT)
-}
-
-fn strided_extent(rows: usize, cols: usize, at: Strided) -> usize {
-    if rows == 0 || cols == 0 {
-        0
-    } else {
-        at.offset + (rows - 1) * at.stride + cols
-    }
 }
 
 impl Backend for Cuda {
@@ -1192,13 +1184,6 @@ mod tests {
         let e = Geom::new(&huge, 64).unwrap_err();
         assert!(matches!(e, Error::TooLarge { .. }));
         assert_eq!(e.kind(), BackendErrorKind::InvalidBuffer);
-    }
-
-    #[test]
-    fn strided_extents() {
-        assert_eq!(strided_extent(0, 5, Strided::dense(5)), 0);
-        assert_eq!(strided_extent(3, 4, Strided::dense(4)), 12);
-        assert_eq!(strided_extent(3, 1, Strided { stride: 10, offset: 9 }), 30);
     }
 
     #[test]

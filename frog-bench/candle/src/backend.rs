@@ -164,11 +164,6 @@ fn need(op: &'static str, t: &Tensor, needed: usize) -> Res {
     }
 }
 
-/// One past the last entry of a `rows x cols` block at `at` (`rows > 0`),
-/// saturating so that a block past `usize` fails the length check.
-fn block_end(rows: usize, cols: usize, at: Strided) -> usize {
-    (rows - 1).saturating_mul(at.stride).saturating_add(at.offset).saturating_add(cols)
-}
 
 fn index(op: &'static str, v: usize) -> Res<u32> {
     u32::try_from(v).map_err(|_| CandleError::IndexRange { op })
@@ -250,7 +245,7 @@ impl<T: Scalar + WithDType> CandleBackend<T> {
 
     /// The `rows x cols` block of the 1-D `t` at `at`, flat (`rows > 0`).
     fn read_block(&self, op: &'static str, t: &Tensor, rows: usize, cols: usize, at: Strided) -> Res<Tensor> {
-        need(op, t, block_end(rows, cols, at))?;
+        need(op, t, at.end(rows, cols))?;
         if at.stride == cols {
             return Ok(t.narrow(0, at.offset, rows * cols)?);
         }
@@ -367,7 +362,7 @@ impl<T: Scalar + WithDType> CandleBackend<T> {
             return Ok(());
         }
         let block = self.read_block("copy_strided: src", src, rows, cols, src_at)?;
-        need("copy_strided: dst", &dst.0, block_end(rows, cols, dst_at))?;
+        need("copy_strided: dst", &dst.0, dst_at.end(rows, cols))?;
         if dst_at.stride == cols {
             return self.store("copy_strided: dst", dst, dst_at.offset, &block);
         }
