@@ -2,7 +2,8 @@
 //!
 //! [`Cpu`] implements frog-core's `Backend` for host memory in `f32` and
 //! `f64`, multi-threaded on a persistent [`pool::ThreadPool`], with faer's
-//! GEMM kernels; [`Frog`] is a convenience optimizer over a list of layers.
+//! GEMM kernels; [`Frog`] is a convenience optimizer over a list of layers,
+//! and [`host::HostFrog`] steps it on host slices, for any framework's glue.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -14,6 +15,7 @@ pub mod baselines;
 pub mod golden;
 pub mod gemm;
 mod gram;
+pub mod host;
 pub mod im2col;
 mod kfrog;
 pub mod nn;

@@ -1,7 +1,8 @@
 //! After one warm-up step, 100 steps of a multi-layer model allocate
 //! nothing, on any thread (the counting allocator sees every thread): on
 //! f32 inputs, guarded, on bf16 inputs with the overflow check of `y`, and
-//! on views (slices of the caller's arrays).
+//! on views (slices of the caller's arrays), and through the host route
+//! (`frog_cpu::host`) from whole-batch rows.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -13,7 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{frog_with, Rng, StepData};
 use frog_core::half::bf16;
-use frog_core::{Batch, Config, Conv2d, Guard, Layer, LowpBatch, Params, ViewBatch, ViewParams};
+use frog_core::{Batch, Config, Conv2d, GroupId, Guard, Layer, LowpBatch, Method, Params, ViewBatch, ViewParams};
+use frog_cpu::host::{HostFrog, LayerSlices, ParamSlices, Rows};
 use frog_cpu::{Algorithm, Cpu, Frog};
 
 struct Counting;
@@ -165,6 +167,35 @@ fn steady_state_steps_allocate_nothing() {
     }
     let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
     assert_eq!(allocations, 0, "100 steady-state steps on views allocated {allocations} times");
+    // The host route: its gathers of the whole batch's rows go to buffers
+    // allocated at registration, and its checks allocate nothing.
+    let mut host = HostFrog::new(cpu.clone(), Method::Frog(cfg), batch, 5).unwrap();
+    host.add_layer("conv", layers[0], GroupId::DEFAULT).unwrap();
+    host.add_layer("fc", layers[4], GroupId::DEFAULT).unwrap();
+    host.add_param("plain", 8, GroupId::DEFAULT).unwrap();
+    let whole = |l: &Layer, rng: &mut Rng| {
+        let d = StepData::random(rng, l, batch, batch);
+        (to32(&d.weight), d.bias.as_deref().map(to32).unwrap_or_default(), to32(&d.grad_weight), d.grad_bias.as_deref().map(to32).unwrap_or_default(), to32(&d.x), to32(&d.y))
+    };
+    let (mut conv, mut fc) = (whole(&layers[0], &mut rng), whole(&layers[4], &mut rng));
+    let (mut plain, plain_grad) = (to32(&rng.vec(8)), to32(&rng.vec(8)));
+    let mut host_step = |host: &mut HostFrog<f32>| {
+        let (w, b, gw, gb, x, y) = &mut conv;
+        let (w1, _, gw1, _, x1, y1) = &mut fc;
+        let mut ls = [
+            LayerSlices { weight: w, grad_weight: gw, bias: Some((b, gb)), x: Rows::Batch(x), y: Rows::Batch(y) },
+            LayerSlices { weight: w1, grad_weight: gw1, bias: None, x: Rows::Batch(x1), y: Rows::Batch(y1) },
+        ];
+        host.step(batch, &mut ls, &mut [ParamSlices { param: &mut plain, grad: &plain_grad }]).unwrap();
+    };
+    host_step(&mut host);
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        host_step(&mut host);
+    }
+    let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
+    assert_eq!(allocations, 0, "100 steady-state steps through the host route allocated {allocations} times");
+    assert!(conv.0.iter().chain(&fc.0).all(|v| v.is_finite()));
     assert!(data.iter().all(|d| d.0.iter().all(|v| v.is_finite())));
     assert!(frog.diagnostics(&cpu, layer_ids[0]).unwrap().is_some_and(|d| d.nonfinite_rows == 0));
 }

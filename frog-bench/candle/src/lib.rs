@@ -1,5 +1,9 @@
-//! frog-candle: FROG in a candle program, both ways the issue asks for.
+//! frog-candle: FROG in a candle program, both ways.
 //!
+//! - [`FrogOptimizer`] is FROG as a candle-nn `Optimizer`, stepping on
+//!   frog-cpu through its host route ([`frog_cpu::host`]): run each
+//!   preconditioned layer through a [`Tap`] in the forward pass, register
+//!   the taps, and train with `opt.backward_step(&loss)?` (see [`optim`]).
 //! - [`backend::CandleBackend`] implements frog-core's `Backend` over candle
 //!   tensors, so FROG's whole step runs on candle's device; the golden
 //!   tests replay every layer case through it.
@@ -7,20 +11,17 @@
 //!   parameters (a `Var` is set in place), gradients, sampled inputs and
 //!   output gradients, each a tensor of exactly the length the step names,
 //!   so none of them is made a buffer first or copied back out of one.
-//! - [`host::HostFrog`] is the host route: a candle model trained with
-//!   candle's autograd ([`model::Cnn`], [`train::Trainer`]) and FROG on
-//!   frog-cpu, fed the sampled rows of each convolution's input and output
-//!   gradient.
 //!
-//! `cargo run --release -p frog-candle --example cifar_cnn -- --epochs 1`
-//! trains the example network on CIFAR-10 (found as `frog-bench` finds it).
+//! [`model::Cnn`] is the example network; `cargo run --release -p
+//! frog-candle --example cifar_cnn -- --epochs 1` trains it on CIFAR-10
+//! (found as `frog-bench` finds it).
 #![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod error;
-pub mod host;
 pub mod model;
-pub mod train;
+pub mod optim;
 pub mod view;
 
 pub use error::{Error, Result};
+pub use optim::{FrogOptimizer, ParamsFrog, Tap};

@@ -1,15 +1,18 @@
 //! The example network: three 3x3 convolutions (3→16, 16→32 stride 2,
 //! 32→64 stride 2, each with padding 1, a bias and a ReLU), global average
 //! pooling and a linear 64→10 classifier, on 32x32 RGB images. No
-//! BatchNorm, so FROG's learning rate alone sets the step size.
+//! BatchNorm, so FROG's learning rate alone sets the step size. The
+//! convolutions run through [`Tap`]s, so FROG preconditions them; the
+//! classifier takes the plain-SGD path.
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
+use candle_nn::ModuleT;
 use frog_core::{Conv2d, Layer};
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::Result;
-use crate::host::Tap;
+use crate::optim::Tap;
 
 /// `(c_in, c_out, stride)` of each convolution.
 const CONVS: [(usize, usize, usize); 3] = [(3, 16, 1), (16, 32, 2), (32, 64, 2)];
@@ -22,7 +25,7 @@ struct Conv {
     weight: Var,
     bias: Var,
     stride: usize,
-    layer: Layer,
+    tap: Tap,
 }
 
 /// The network's parameters (f32), each a candle `Var`.
@@ -30,16 +33,6 @@ pub struct Cnn {
     convs: Vec<Conv>,
     fc_weight: Var,
     fc_bias: Var,
-}
-
-/// What a training forward pass keeps for FROG.
-pub struct Forward {
-    /// `[n, 10]` logits.
-    pub logits: Tensor,
-    /// Each convolution's input, detached (FROG only reads it).
-    pub inputs: Vec<Tensor>,
-    /// The zero `Var` added to each convolution's output (see [`Tap::output`]).
-    pub outputs: Vec<Var>,
 }
 
 /// PyTorch's default initialization, from a seeded generator (candle's CPU
@@ -63,7 +56,8 @@ impl Cnn {
             let bias = uniform(&mut rng, &[c_out], fan_in, dev)?;
             let layer = Layer::conv2d(Conv2d::new(c_in, c_out, 3, [side, side]).stride(stride).padding(1), true);
             side = side.div_ceil(stride);
-            convs.push(Conv { weight, bias, stride, layer });
+            let tap = Tap::new(&weight, Some(&bias), layer)?;
+            convs.push(Conv { weight, bias, stride, tap });
         }
         let feat = CONVS[2].1;
         Ok(Self { convs, fc_weight: uniform(&mut rng, &[CLASSES, feat], feat, dev)?, fc_bias: uniform(&mut rng, &[CLASSES], feat, dev)? })
@@ -71,45 +65,30 @@ impl Cnn {
 
     /// FROG's geometry of the preconditioned layers (the convolutions).
     pub fn layers(&self) -> Vec<Layer> {
-        self.convs.iter().map(|c| c.layer).collect()
+        self.convs.iter().map(|c| c.tap.layer()).collect()
     }
 
-    /// The parameters on FROG's plain-SGD path: the classifier.
-    pub fn others(&self) -> [&Var; 2] {
-        [&self.fc_weight, &self.fc_bias]
+    /// The taps of the convolutions, to register with the optimizer.
+    pub fn taps(&self) -> impl Iterator<Item = &Tap> {
+        self.convs.iter().map(|c| &c.tap)
     }
 
-    /// The logits of `x` (`[n, 3, 32, 32]`); with `keep`, also what FROG
-    /// needs of each convolution.
-    fn run(&self, x: &Tensor, keep: bool) -> Result<(Tensor, Vec<Tensor>, Vec<Var>)> {
-        let (mut h, mut inputs, mut outputs) = (x.clone(), Vec::new(), Vec::new());
+    /// Every parameter, for the optimizer's `new`.
+    pub fn vars(&self) -> Vec<Var> {
+        let convs = self.convs.iter().flat_map(|c| [c.weight.clone(), c.bias.clone()]);
+        convs.chain([self.fc_weight.clone(), self.fc_bias.clone()]).collect()
+    }
+}
+
+impl ModuleT for Cnn {
+    /// The `[n, 10]` logits of `x` (`[n, 3, 32, 32]`); a training pass runs
+    /// the convolutions through their taps.
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let mut h = x.clone();
         for c in &self.convs {
-            let mut z = h.conv2d(&c.weight, 1, c.stride, 1, 1)?.broadcast_add(&c.bias.reshape((1, (), 1, 1))?)?;
-            if keep {
-                inputs.push(h.detach());
-                let tap = Var::zeros(z.shape(), DType::F32, z.device())?;
-                z = (z + tap.as_tensor())?;
-                outputs.push(tap);
-            }
-            h = z.relu()?;
+            let conv = |h: &Tensor| h.conv2d(&c.weight, 1, c.stride, 1, 1)?.broadcast_add(&c.bias.reshape((1, (), 1, 1))?);
+            h = if train { c.tap.apply(&h, conv)? } else { conv(&h)? }.relu()?;
         }
-        let logits = h.mean((2, 3))?.matmul(&self.fc_weight.t()?)?.broadcast_add(&self.fc_bias)?;
-        Ok((logits, inputs, outputs))
-    }
-
-    /// The logits of `x` (`[n, 3, 32, 32]`) for evaluation.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.run(x, false)?.0)
-    }
-
-    /// A training forward pass of `x`.
-    pub fn forward_train(&self, x: &Tensor) -> Result<Forward> {
-        let (logits, inputs, outputs) = self.run(x, true)?;
-        Ok(Forward { logits, inputs, outputs })
-    }
-
-    /// The taps of a training pass, in the order of [`Cnn::layers`].
-    pub fn taps<'a>(&'a self, f: &'a Forward) -> Vec<Tap<'a>> {
-        self.convs.iter().zip(&f.inputs).zip(&f.outputs).map(|((c, input), output)| Tap { weight: &c.weight, bias: Some(&c.bias), input, output }).collect()
+        h.mean((2, 3))?.matmul(&self.fc_weight.t()?)?.broadcast_add(&self.fc_bias)
     }
 }

@@ -1,0 +1,417 @@
+//! The host route: FROG for any training framework, on plain slices.
+//!
+//! A framework (candle, burn, a hand-written loop) that keeps its tensors
+//! anywhere can run FROG on frog-cpu by copying the tensors to host slices
+//! and the parameters back. Everything between those copies is the same
+//! for every framework, so it lives here rather than in each framework's
+//! glue: register the preconditioned layers and the plain parameters once,
+//! then each step hand [`HostFrog::step`] every layer's parameters,
+//! gradients, input and output gradient, and every plain parameter with
+//! its gradient. The step draws FROG's sample once (one sample serves every
+//! layer), takes the sampled rows of each layer's full-batch input and
+//! output gradient, steps every layer and parameter on frog-core's
+//! optimizer object and writes the parameters back in place.
+//!
+//! The steps run on views (slices) of the caller's memory, so nothing is
+//! copied into optimizer buffers and back; the gather buffers of the
+//! sampled rows are allocated when a layer is registered, so a step
+//! allocates nothing (except an error's message). Every length is checked
+//! before anything moves: a refused step names the layer or parameter and
+//! leaves the parameters, the optimizer's state and the sampler as they
+//! were.
+//!
+//! ```
+//! use frog_core::{Config, GroupId, Layer, Method};
+//! use frog_cpu::host::{HostFrog, LayerSlices, ParamSlices, Rows};
+//! use frog_cpu::Cpu;
+//!
+//! let cfg = Config { lr: 0.01, sample_size: Some(2), ..Config::default() };
+//! let mut frog = HostFrog::new(Cpu::<f32>::with_threads(1)?, Method::Frog(cfg), 4, 0)?;
+//! let layer = Layer::linear(3, 2, true);
+//! frog.add_layer("fc", layer, GroupId::DEFAULT)?;
+//! frog.add_param("scale", 1, GroupId::DEFAULT)?;
+//!
+//! let (mut w, mut b, mut s) = (vec![0.5f32; 6], vec![0.0f32; 2], vec![1.0f32]);
+//! let (gw, gb, gs) = (vec![0.1f32; 6], vec![0.2f32; 2], vec![0.3f32]);
+//! // The whole batch of 4 samples: inputs and output gradients.
+//! let (x, y) = ([1.0f32, 2.0, 3.0].repeat(4), [0.5f32, -0.5].repeat(4));
+//! let mut layers = [LayerSlices { weight: &mut w, grad_weight: &gw, bias: Some((&mut b, &gb)), x: Rows::Batch(&x), y: Rows::Batch(&y) }];
+//! let mut params = [ParamSlices { param: &mut s, grad: &gs }];
+//! frog.step(4, &mut layers, &mut params)?;
+//! assert!(w.iter().all(|&v| v != 0.5));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+
+use frog_core::{gather_rows_view, GroupId, Layer, Method, ParamId, ShapeError, ViewBatch, ViewParams};
+
+use crate::backend::Cpu;
+use crate::gemm::Real;
+use crate::optimizer::{Frog, FrogError};
+
+/// Rows of a layer's inputs or output gradients, `[n, len]` row-major.
+#[derive(Clone, Copy, Debug)]
+pub enum Rows<'a, T> {
+    /// The whole batch (`batch` rows): the step takes the sampled ones.
+    Batch(&'a [T]),
+    /// Only the sampled rows, in the order of the indices
+    /// [`HostFrog::sample`] returned for this step: for a framework that
+    /// gathers on its device and copies only those rows to the host.
+    Sampled(&'a [T]),
+}
+
+impl<T> Rows<'_, T> {
+    fn len(&self) -> usize {
+        match self {
+            Self::Batch(s) | Self::Sampled(s) => s.len(),
+        }
+    }
+}
+
+/// One registered layer's data for a step, as host slices.
+pub struct LayerSlices<'a, T> {
+    /// The weight (`[c_out, c_in, kh, kw]` or `[d_out, d_in]`), updated in place.
+    pub weight: &'a mut [T],
+    /// Its gradient.
+    pub grad_weight: &'a [T],
+    /// The bias and its gradient, exactly when the layer was registered with one.
+    pub bias: Option<(&'a mut [T], &'a [T])>,
+    /// The layer's inputs (`input_len` entries a row). Unread for a layer
+    /// in a group that does not run FROG (empty slices do).
+    pub x: Rows<'a, T>,
+    /// The gradients of the layer's output, raw as autograd gives them
+    /// (`output_len` entries a row). Unread as `x` is.
+    pub y: Rows<'a, T>,
+}
+
+/// One registered plain parameter's data for a step.
+pub struct ParamSlices<'a, T> {
+    /// The parameter, updated in place.
+    pub param: &'a mut [T],
+    /// Its gradient.
+    pub grad: &'a [T],
+}
+
+/// A step or registration the host route refused, or FROG's error.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum HostError {
+    /// A slice of another length than the registered layer or parameter
+    /// `name` needs.
+    Length {
+        /// The layer or parameter, as registered.
+        name: String,
+        /// Which slice.
+        what: &'static str,
+        /// Entries it needs.
+        expected: usize,
+        /// Entries given.
+        actual: usize,
+    },
+    /// A bias given for a layer registered without one, or none for a
+    /// layer registered with one.
+    Bias {
+        /// The layer.
+        name: String,
+        /// Whether it was registered with a bias.
+        registered: bool,
+    },
+    /// Another number of layers (or plain parameters) than registered.
+    Count {
+        /// `"layers"` or `"plain parameters"`.
+        what: &'static str,
+        /// Given.
+        given: usize,
+        /// Registered.
+        registered: usize,
+    },
+    /// [`Rows::Sampled`] given without a sample drawn for this step's
+    /// batch by [`HostFrog::sample`].
+    NoSample {
+        /// The step's batch.
+        batch: usize,
+        /// The batch of the sample drawn, if any.
+        drawn: Option<usize>,
+    },
+    /// FROG refused the call or its backend failed; `name` is the layer or
+    /// parameter whose step or registration it was, if one.
+    Frog {
+        /// The layer or parameter.
+        name: Option<String>,
+        /// FROG's error.
+        source: FrogError,
+    },
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Length { name, what, expected, actual } => write!(f, "{name}: {what} has {actual} entries, {expected} expected"),
+            Self::Bias { name, registered: true } => write!(f, "{name}: registered with a bias, none given"),
+            Self::Bias { name, registered: false } => write!(f, "{name}: registered without a bias, one given"),
+            Self::Count { what, given, registered } => write!(f, "{given} {what} given, {registered} registered"),
+            Self::NoSample { batch, drawn: None } => write!(f, "sampled rows given for a batch of {batch}, but no sample was drawn (call sample first)"),
+            Self::NoSample { batch, drawn: Some(d) } => write!(f, "sampled rows given for a batch of {batch}, but the sample drawn is of a batch of {d}"),
+            Self::Frog { name: Some(name), source } => write!(f, "{name}: FROG: {source}"),
+            Self::Frog { name: None, source } => write!(f, "FROG: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for HostError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Frog { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<FrogError> for HostError {
+    fn from(source: FrogError) -> Self {
+        Self::Frog { name: None, source }
+    }
+}
+
+impl From<crate::CpuError> for HostError {
+    fn from(e: crate::CpuError) -> Self {
+        Self::Frog { name: None, source: frog_core::Error::Backend(e) }
+    }
+}
+
+/// A registered layer: its handle, geometry and gather buffers.
+struct HostLayer<T> {
+    id: ParamId,
+    name: String,
+    layer: Layer,
+    /// Its group runs FROG: it needs the sampled rows.
+    preconditioned: bool,
+    /// The sampled inputs and output gradients of a [`Rows::Batch`] step,
+    /// sized for the largest sample at registration.
+    x: Vec<T>,
+    y: Vec<T>,
+}
+
+/// A registered plain parameter.
+struct HostParam {
+    id: ParamId,
+    name: String,
+    len: usize,
+}
+
+/// FROG on frog-cpu over a framework's layers and parameters, stepped on
+/// host slices: see the [module](self) documentation.
+pub struct HostFrog<T: Real> {
+    cpu: Cpu<T>,
+    frog: Frog<T>,
+    layers: Vec<HostLayer<T>>,
+    params: Vec<HostParam>,
+    /// The sample's indices; the first `drawn.1` are this step's.
+    sample: Vec<usize>,
+    /// The batch and rows of a sample drawn by [`HostFrog::sample`] and not
+    /// yet stepped.
+    drawn: Option<(usize, usize)>,
+}
+
+impl<T: Real> HostFrog<T> {
+    /// An optimizer whose default group runs `method` (FROG or SGD) on
+    /// `cpu`, for batches of at most `max_batch` samples, its sampling
+    /// fixed by `seed`.
+    pub fn new(cpu: Cpu<T>, method: Method, max_batch: usize, seed: u64) -> Result<Self, HostError> {
+        let frog = Frog::new(method, max_batch, seed)?;
+        Ok(Self { cpu, frog, layers: Vec::new(), params: Vec::new(), sample: Vec::new(), drawn: None })
+    }
+
+    /// A new parameter group running `method` (FROG or SGD).
+    pub fn add_group(&mut self, method: Method) -> Result<GroupId, HostError> {
+        Ok(self.frog.add_group(method)?)
+    }
+
+    /// Registers layer `name` in `group`, after the layers registered
+    /// before it: [`HostFrog::step`] takes the layers in this order. Its
+    /// gather buffers are allocated here, so that steps allocate nothing.
+    pub fn add_layer(&mut self, name: &str, layer: Layer, group: GroupId) -> Result<ParamId, HostError> {
+        let named = |source| HostError::Frog { name: Some(name.to_owned()), source };
+        let preconditioned = self.frog.group(group).map_err(named)?.frog().is_some();
+        let rows = if preconditioned { self.frog.sample_rows(self.frog.max_batch()) } else { 0 };
+        let x = crate::try_zeros(rows.saturating_mul(layer.input_len())).map_err(|e| named(frog_core::Error::Backend(e)))?;
+        let y = crate::try_zeros(rows.saturating_mul(layer.output_len())).map_err(|e| named(frog_core::Error::Backend(e)))?;
+        let sample = self.frog.sample_rows(self.frog.max_batch());
+        if self.sample.len() < sample {
+            self.sample.resize(sample, 0);
+        }
+        let id = self.frog.add_layer(&self.cpu, name, layer, group).map_err(named)?;
+        self.layers.push(HostLayer { id, name: name.to_owned(), layer, preconditioned, x, y });
+        Ok(id)
+    }
+
+    /// Registers plain parameter `name` of `len` entries in `group` (FROG's
+    /// plain-SGD path in a FROG group), after those registered before it.
+    pub fn add_param(&mut self, name: &str, len: usize, group: GroupId) -> Result<ParamId, HostError> {
+        let id = self.frog.add_param(&self.cpu, name, len, group).map_err(|source| HostError::Frog { name: Some(name.to_owned()), source })?;
+        self.params.push(HostParam { id, name: name.to_owned(), len });
+        Ok(id)
+    }
+
+    /// Draws this step's sample of a batch of `batch` samples ahead of
+    /// [`HostFrog::step`], for a framework that gathers the sampled rows
+    /// itself ([`Rows::Sampled`]): increasing indices into the batch, the
+    /// same for every layer. Without it, the step draws its own.
+    pub fn sample(&mut self, batch: usize) -> Result<&[usize], HostError> {
+        self.ensure_sample_room();
+        let r = self.frog.sample(batch, &mut self.sample)?.len();
+        self.drawn = Some((batch, r));
+        Ok(&self.sample[..r])
+    }
+
+    /// A layer registered before any FROG group existed leaves the sample
+    /// buffer short: make room (registration time, not a step's).
+    fn ensure_sample_room(&mut self) {
+        let need = self.frog.sample_rows(self.frog.max_batch());
+        if self.sample.len() < need {
+            self.sample.resize(need, 0);
+        }
+    }
+
+    /// One optimizer step from a batch of `batch` samples: `layers[i]` is
+    /// the `i`-th registered layer, `params[i]` the `i`-th registered plain
+    /// parameter; each is updated in place.
+    ///
+    /// Every slice's length is checked first; a refused step changes
+    /// nothing (no parameter, no state, not the sampler).
+    pub fn step(&mut self, batch: usize, layers: &mut [LayerSlices<'_, T>], params: &mut [ParamSlices<'_, T>]) -> Result<(), HostError> {
+        self.check(batch, layers, params)?;
+        let r = match self.drawn {
+            Some((b, r)) if b == batch => r,
+            _ => {
+                self.ensure_sample_room();
+                self.frog.sample(batch, &mut self.sample)?.len()
+            }
+        };
+        self.drawn = None;
+        let sample = &self.sample[..r];
+        for (l, s) in self.layers.iter_mut().zip(layers.iter_mut()) {
+            let named = |source| HostError::Frog { name: Some(l.name.clone()), source };
+            let params = ViewParams { weight: &mut *s.weight, grad_weight: s.grad_weight, bias: s.bias.as_mut().map(|(b, gb)| (&mut **b, *gb)) };
+            if !l.preconditioned {
+                self.frog.step_layer_view(&self.cpu, l.id, params, None).map_err(named)?;
+                continue;
+            }
+            let (xn, yn) = (r * l.layer.input_len(), r * l.layer.output_len());
+            let x = match s.x {
+                Rows::Batch(x) => {
+                    gather_rows_view(&self.cpu, sample, l.layer.input_len(), &x, &mut l.x).map_err(named)?;
+                    &l.x[..xn]
+                }
+                Rows::Sampled(x) => x,
+            };
+            let y = match s.y {
+                Rows::Batch(y) => {
+                    gather_rows_view(&self.cpu, sample, l.layer.output_len(), &y, &mut l.y).map_err(named)?;
+                    &l.y[..yn]
+                }
+                Rows::Sampled(y) => y,
+            };
+            let rows = ViewBatch { x, y, sample: r, batch_size: batch };
+            self.frog.step_layer_view(&self.cpu, l.id, params, Some(rows)).map_err(named)?;
+        }
+        for (p, s) in self.params.iter().zip(params.iter_mut()) {
+            self.frog.step_param_view(&self.cpu, p.id, &mut *s.param, s.grad).map_err(|source| HostError::Frog { name: Some(p.name.clone()), source })?;
+        }
+        Ok(())
+    }
+
+    /// Every check of a step that can be made before anything moves.
+    fn check(&self, batch: usize, layers: &[LayerSlices<'_, T>], params: &[ParamSlices<'_, T>]) -> Result<(), HostError> {
+        if layers.len() != self.layers.len() {
+            return Err(HostError::Count { what: "layers", given: layers.len(), registered: self.layers.len() });
+        }
+        if params.len() != self.params.len() {
+            return Err(HostError::Count { what: "plain parameters", given: params.len(), registered: self.params.len() });
+        }
+        if batch == 0 {
+            return Err(frog_core::Error::from(ShapeError::EmptySample).into());
+        }
+        if batch > self.frog.max_batch() {
+            return Err(frog_core::Error::from(ShapeError::BatchExceedsMax { batch, max: self.frog.max_batch() }).into());
+        }
+        let len = |name: &str, what, expected: usize, actual: usize| match expected == actual {
+            true => Ok(()),
+            false => Err(HostError::Length { name: name.to_owned(), what, expected, actual }),
+        };
+        for (l, s) in self.layers.iter().zip(layers) {
+            let (n, w) = (&l.name, l.layer.rows().saturating_mul(l.layer.weight_cols()));
+            len(n, "weight", w, s.weight.len())?;
+            len(n, "grad_weight", w, s.grad_weight.len())?;
+            match (&s.bias, l.layer.bias) {
+                (Some((b, gb)), true) => {
+                    len(n, "bias", l.layer.rows(), b.len())?;
+                    len(n, "grad_bias", l.layer.rows(), gb.len())?;
+                }
+                (None, false) => {}
+                (_, registered) => return Err(HostError::Bias { name: n.clone(), registered }),
+            }
+            if !l.preconditioned {
+                continue;
+            }
+            for (rows, what, row_len) in [(&s.x, "x", l.layer.input_len()), (&s.y, "y", l.layer.output_len())] {
+                let n_rows = match rows {
+                    Rows::Batch(_) => batch,
+                    Rows::Sampled(_) => match self.drawn {
+                        Some((b, r)) if b == batch => r,
+                        drawn => return Err(HostError::NoSample { batch, drawn: drawn.map(|d| d.0) }),
+                    },
+                };
+                len(n, what, n_rows.saturating_mul(row_len), rows.len())?;
+            }
+        }
+        for (p, s) in self.params.iter().zip(params) {
+            len(&p.name, "param", p.len, s.param.len())?;
+            len(&p.name, "grad", p.len, s.grad.len())?;
+        }
+        Ok(())
+    }
+
+    /// Sets every group's learning rate; a rate FROG rejects changes nothing.
+    pub fn set_lr(&mut self, lr: f64) -> Result<(), HostError> {
+        Ok(self.frog.set_lr(lr)?)
+    }
+
+    /// Sets `group`'s learning rate; a rejected rate changes nothing.
+    pub fn set_group_lr(&mut self, group: GroupId, lr: f64) -> Result<(), HostError> {
+        Ok(self.frog.set_group_lr(group, lr)?)
+    }
+
+    /// The learning rate of `group`.
+    pub fn lr(&self, group: GroupId) -> Result<f64, HostError> {
+        Ok(self.frog.group(group)?.lr())
+    }
+
+    /// The optimizer object underneath, for what the host route does not
+    /// wrap (the guard, diagnostics, checkpoints).
+    pub fn frog(&self) -> &Frog<T> {
+        &self.frog
+    }
+
+    /// [`HostFrog::frog`], writable. Register layers and parameters through
+    /// the host route only: [`HostFrog::step`] steps only those.
+    pub fn frog_mut(&mut self) -> &mut Frog<T> {
+        &mut self.frog
+    }
+
+    /// The backend the steps run on.
+    pub fn cpu(&self) -> &Cpu<T> {
+        &self.cpu
+    }
+
+    /// Layers registered.
+    pub fn layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Plain parameters registered.
+    pub fn params(&self) -> usize {
+        self.params.len()
+    }
+}

@@ -1,0 +1,173 @@
+//! The host route (`frog_cpu::host`): one step of every golden layer case
+//! through it equals frog-core's direct `precondition_step` in f32, from
+//! the whole batch's rows and from rows gathered by the caller; and slices
+//! of the wrong length are errors that name the layer or parameter and
+//! change nothing.
+
+use frog_core::{precondition_step, Batch, Config, GroupId, Layer, Method, ParamState, Params, Workspace, WorkspaceReq};
+use frog_cpu::golden::{golden_dir, load_cases, Case, Target};
+use frog_cpu::host::{HostError, HostFrog, LayerSlices, ParamSlices, Rows};
+use frog_cpu::Cpu;
+
+fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// Weight and bias after the case's first step through frog-core's
+/// `precondition_step` on buffers.
+fn direct(cpu: &Cpu<f32>, case: &Case, layer: &Layer) -> (Vec<f32>, Option<Vec<f32>>) {
+    let step = &case.steps[0];
+    let mut state = ParamState::for_layer(cpu, layer, &case.config).unwrap();
+    let mut ws = Workspace::new(cpu, WorkspaceReq::new(cpu, layer, case.sample_size).unwrap()).unwrap();
+    let (mut w, mut b) = (f32s(&case.weight), case.bias.as_deref().map(f32s));
+    let (gw, gb) = (f32s(&step.grad_weight), step.grad_bias.as_deref().map(f32s));
+    let (x, y) = (f32s(&step.x), f32s(&step.y));
+    let params = Params { weight: &mut w, grad_weight: &gw, bias: b.as_mut().zip(gb.as_ref()) };
+    let batch = Batch { x: &x, y: &y, sample: case.sample_size, batch_size: case.batch_size };
+    precondition_step(cpu, &case.config, layer, &mut state, &mut ws, params, batch).unwrap();
+    (w, b)
+}
+
+/// The case's first step through the host route: with `whole_batch`, the
+/// case's sampled rows are placed at the drawn sample's positions of a
+/// whole batch whose other rows are garbage, and the route gathers them.
+fn hosted(cpu: &Cpu<f32>, case: &Case, layer: &Layer, whole_batch: bool) -> (Vec<f32>, Option<Vec<f32>>) {
+    let step = &case.steps[0];
+    // The cases give their sample size beside the settings, which leave it unset.
+    let cfg = Config { sample_size: Some(case.sample_size), ..case.config };
+    let mut frog = HostFrog::new(cpu.clone(), Method::Frog(cfg), case.batch_size, 7).unwrap();
+    frog.add_layer(&case.name, *layer, GroupId::DEFAULT).unwrap();
+    let sample = frog.sample(case.batch_size).unwrap().to_vec();
+    assert_eq!(sample.len(), case.sample_size, "{}", case.name);
+    let (mut w, mut b) = (f32s(&case.weight), case.bias.as_deref().map(f32s));
+    let (gw, gb) = (f32s(&step.grad_weight), step.grad_bias.as_deref().map(f32s));
+    let (x, y) = (f32s(&step.x), f32s(&step.y));
+    let spread = |rows: &[f32], len: usize| {
+        let mut full = vec![1e30f32; case.batch_size * len];
+        for (k, &i) in sample.iter().enumerate() {
+            full[i * len..(i + 1) * len].copy_from_slice(&rows[k * len..(k + 1) * len]);
+        }
+        full
+    };
+    let (fx, fy) = (spread(&x, layer.input_len()), spread(&y, layer.output_len()));
+    let (rx, ry) = if whole_batch { (Rows::Batch(&fx[..]), Rows::Batch(&fy[..])) } else { (Rows::Sampled(&x[..]), Rows::Sampled(&y[..])) };
+    let bias = b.as_deref_mut().zip(gb.as_deref());
+    let mut layers = [LayerSlices { weight: &mut w, grad_weight: &gw, bias, x: rx, y: ry }];
+    frog.step(case.batch_size, &mut layers, &mut []).unwrap();
+    (w, b)
+}
+
+fn max_rel(got: &[f32], want: &[f32]) -> f64 {
+    let scale = want.iter().fold(0f64, |m, &v| m.max(f64::from(v).abs())).max(1e-30);
+    got.iter().zip(want).fold(0f64, |m, (&g, &w)| m.max(f64::from(g - w).abs() / scale))
+}
+
+#[test]
+fn a_step_through_the_host_route_is_the_direct_step() {
+    let cpu = Cpu::<f32>::with_threads(1).unwrap();
+    let cases = load_cases(&golden_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let (mut checked, mut worst) = (0, 0f64);
+    for case in cases.iter().filter(|c| c.lowp.is_none()) {
+        let Target::Layer(layer) = &case.target else { continue };
+        let (w, b) = direct(&cpu, case, layer);
+        for whole_batch in [true, false] {
+            let (hw, hb) = hosted(&cpu, case, layer, whole_batch);
+            let err = max_rel(&hw, &w).max(b.as_ref().map_or(0.0, |b| max_rel(hb.as_ref().unwrap(), b)));
+            assert!(err <= 1e-4, "{} (whole batch: {whole_batch}): max-norm relative error {err:e}", case.name);
+            (checked, worst) = (checked + 1, worst.max(err));
+        }
+    }
+    println!("{checked} host-route steps of golden layer cases, worst max-norm relative error {worst:e}");
+    assert!(checked >= 2, "no golden layer case checked");
+}
+
+/// A step whose every slice but one is right: the error names the entry,
+/// and the parameters, the optimizer's state and the sampler are as before
+/// (the next good step is the one a fresh optimizer takes).
+#[test]
+fn wrong_lengths_name_the_layer_and_change_nothing() {
+    let cpu = Cpu::<f32>::with_threads(1).unwrap();
+    let cfg = Config { lr: 0.05, momentum: 0.9, sample_size: Some(2), ..Config::default() };
+    let layer = Layer::linear(3, 2, true);
+    let make = || {
+        let mut f = HostFrog::new(cpu.clone(), Method::Frog(cfg), 4, 3).unwrap();
+        f.add_layer("stem", layer, GroupId::DEFAULT).unwrap();
+        f.add_layer("head", Layer::linear(2, 1, false), GroupId::DEFAULT).unwrap();
+        f.add_param("gain", 2, GroupId::DEFAULT).unwrap();
+        f
+    };
+    let x: Vec<f32> = (0..12).map(|i| i as f32 * 0.3 - 1.0).collect();
+    let y: Vec<f32> = (0..8).map(|i| (i as f32 * 0.7).sin()).collect();
+    let (x2, y2) = (vec![0.5f32; 8], vec![0.25f32; 4]);
+    let (gw, gb, gw2, gg) = (vec![0.1f32; 6], vec![0.2f32; 2], vec![-0.1f32; 2], vec![0.3f32; 2]);
+    let init = || (vec![0.5f32; 6], vec![0.1f32; 2], vec![1.0f32; 2], vec![2.0f32; 2]);
+
+    // What the bad step may change, and the step afterwards, which must be
+    // a fresh optimizer's first.
+    #[allow(clippy::type_complexity)]
+    let good_step = |f: &mut HostFrog<f32>, p: &mut (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)| -> Result<(), HostError> {
+        let (w, b, w2, g) = p;
+        let mut layers = [
+            LayerSlices { weight: w, grad_weight: &gw, bias: Some((b, &gb)), x: Rows::Batch(&x), y: Rows::Batch(&y) },
+            LayerSlices { weight: w2, grad_weight: &gw2, bias: None, x: Rows::Batch(&x2), y: Rows::Batch(&y2) },
+        ];
+        f.step(4, &mut layers, &mut [ParamSlices { param: g, grad: &gg }])
+    };
+    let mut fresh = make();
+    let mut want = init();
+    good_step(&mut fresh, &mut want).unwrap();
+    good_step(&mut fresh, &mut want).unwrap();
+
+    // (layer or parameter, slice, what the error must name): each breaks
+    // one slice of an otherwise good step.
+    let bads = [("head", "x"), ("stem", "y"), ("head", "grad_weight"), ("stem", "grad_bias"), ("gain", "grad"), ("stem", "sampled y")];
+    let short = [0.0f32; 1];
+    for (name, slice) in bads {
+        let mut f = make();
+        let mut p = init();
+        let err = {
+            let (w, b, w2, g) = &mut p;
+            let mut layers = [
+                LayerSlices { weight: w, grad_weight: &gw, bias: Some((b, &gb)), x: Rows::Batch(&x), y: Rows::Batch(&y) },
+                LayerSlices { weight: w2, grad_weight: &gw2, bias: None, x: Rows::Batch(&x2), y: Rows::Batch(&y2) },
+            ];
+            let mut params = [ParamSlices { param: g, grad: &gg }];
+            match (name, slice) {
+                ("head", "x") => layers[1].x = Rows::Batch(&x2[..7]),
+                ("stem", "y") => layers[0].y = Rows::Batch(&y[..7]),
+                ("head", "grad_weight") => layers[1].grad_weight = &short,
+                ("stem", "grad_bias") => layers[0].bias.as_mut().unwrap().1 = &short,
+                ("gain", "grad") => params[0].grad = &short,
+                // The right length for the sample, but no sample was drawn.
+                _ => layers[0].y = Rows::Sampled(&y[..4]),
+            }
+            f.step(4, &mut layers, &mut params).unwrap_err()
+        };
+        let msg = err.to_string();
+        match &err {
+            HostError::Length { name: n, what, .. } => assert_eq!((n.as_str(), *what), (name, slice), "{msg}"),
+            HostError::NoSample { batch: 4, drawn: None } => assert_eq!(slice, "sampled y", "{msg}"),
+            e => panic!("{name} {slice}: unexpected error {e}"),
+        }
+        assert!(msg.contains(name) || slice == "sampled y", "the message does not name {name}: {msg}");
+        assert_eq!(p, init(), "{name} {slice}: the refused step moved a parameter");
+        // The good steps after the refused one are a fresh optimizer's.
+        good_step(&mut f, &mut p).unwrap();
+        good_step(&mut f, &mut p).unwrap();
+        assert_eq!(p, want, "{name} {slice}: the refused step changed the optimizer's state or its sampler");
+    }
+
+    // Too few layers, or a bias where none was registered: refused as well.
+    let mut f = make();
+    assert!(matches!(f.step(4, &mut [], &mut []), Err(HostError::Count { what: "layers", given: 0, registered: 2 })));
+    let mut p = init();
+    let (w, b, w2, g) = &mut p;
+    let mut extra = [0.0f32; 1];
+    let mut layers = [
+        LayerSlices { weight: w, grad_weight: &gw, bias: Some((b, &gb)), x: Rows::Batch(&x), y: Rows::Batch(&y) },
+        LayerSlices { weight: w2, grad_weight: &gw2, bias: Some((&mut extra, &short)), x: Rows::Batch(&x2), y: Rows::Batch(&y2) },
+    ];
+    let err = f.step(4, &mut layers, &mut [ParamSlices { param: g, grad: &gg }]).unwrap_err();
+    assert!(matches!(&err, HostError::Bias { name, registered: false } if name == "head"), "{err}");
+    assert_eq!(p, init());
+}
