@@ -35,7 +35,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use candle_core::{DType, Device, Tensor, WithDType};
-use frog_core::{pow2_gain, square_safe_max, Backend, BackendError, BackendErrorKind, Layer, LayerKind, Patches, Scalar, ShapeError, Strided};
+use frog_core::{pow2_gain, square_safe_max, Backend, BackendError, BackendErrorKind, Layer, Patches, Scalar, ShapeError, Strided, PATCH_PADDING};
 
 use crate::view::TensorViewMut;
 
@@ -276,45 +276,26 @@ impl<T: Scalar + WithDType> CandleBackend<T> {
 
     /// For each entry of one sample's `L x D'` patch matrix, its source in
     /// that sample's input followed by `[0, 1]`: an input entry, the zero
-    /// (padding), or the one (the bias feature).
+    /// (padding), or the one (the bias feature). The geometry is frog-core's
+    /// [`Layer::patch_indices`].
     fn patch_indices(&self, layer: &Layer) -> Res<Tensor> {
         const OP: &str = "pack_patches";
-        let (d, cols, l, inp) = (layer.weight_cols(), layer.cols(), layer.positions(), layer.input_len());
+        let (d, l, inp) = (layer.weight_cols(), layer.positions(), layer.input_len());
         let (zero, one) = (index(OP, inp)?, index(OP, inp.saturating_add(1))?);
-        let entries = l.saturating_mul(cols);
+        let entries = l.saturating_mul(d);
+        let mut sources = Vec::new();
+        sources.try_reserve_exact(entries).map_err(|_| CandleError::OutOfMemory { entries })?;
+        sources.resize(entries, 0);
+        layer.patch_indices(1, &mut sources).map_err(CandleError::InvalidLayer)?;
         let mut idx = Vec::new();
+        let entries = l.saturating_mul(layer.cols());
         idx.try_reserve_exact(entries).map_err(|_| CandleError::OutOfMemory { entries })?;
-        match &layer.kind {
-            LayerKind::Linear { .. } => {
-                for t in 0..l {
-                    idx.extend((0..d).map(|k| (t * d + k) as u32));
-                    if layer.bias {
-                        idx.push(one);
-                    }
-                }
+        for patch in sources.chunks_exact(d.max(1)).take(l) {
+            for &src in patch {
+                idx.push(if src == PATCH_PADDING { zero } else { index(OP, src)? });
             }
-            LayerKind::Conv2d(c) => {
-                let ([h, w], [ho, wo]) = (c.input_hw, c.output_hw().ok_or(CandleError::InvalidLayer(ShapeError::EmptyOutput))?);
-                // Input coordinate of output coordinate `o`, kernel tap `k`
-                // on axis `a`, or None over padding.
-                let src = |a: usize, o: usize, k: usize, size: usize| (o * c.stride[a] + k * c.dilation[a]).checked_sub(c.padding[a]).filter(|&v| v < size);
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        for ch in 0..c.c_in {
-                            for ky in 0..c.kernel[0] {
-                                for kx in 0..c.kernel[1] {
-                                    idx.push(match (src(0, oy, ky, h), src(1, ox, kx, w)) {
-                                        (Some(y), Some(x)) => ((ch * h + y) * w + x) as u32,
-                                        _ => zero,
-                                    });
-                                }
-                            }
-                        }
-                        if layer.bias {
-                            idx.push(one);
-                        }
-                    }
-                }
+            if layer.bias {
+                idx.push(one);
             }
         }
         let n = idx.len();
