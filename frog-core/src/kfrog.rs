@@ -9,7 +9,7 @@
 //! K-FROG unscaled output gradients (divide a loss scale out first).
 
 use crate::backend::{Backend, Patches, Strided};
-use crate::config::{momentum_ok, non_negative, num_iters_ok, representable, sgd_bound, update_bound_ok, ConfigError};
+use crate::config::{momentum_ok, non_negative, num_iters_ok, representable, sgd_bound, update_bound_ok, ConfigError, NonExhaustive};
 use crate::error::{Error, ShapeError};
 use crate::layer::Layer;
 use crate::scalar::Scalar;
@@ -21,7 +21,8 @@ use crate::workspace::{Workspace, WorkspaceReq};
 /// its settings).
 pub const KFROG_CG_DENOM_EPS: f64 = 1e-10;
 
-/// K-FROG's settings; the defaults are the original's.
+/// K-FROG's settings; the defaults are the original's. Write them as
+/// `KfrogConfig { lr: 0.1, ..Default::default() }` (see [`NonExhaustive`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KfrogConfig {
     /// Learning rate (every parameter; there is no separate rate).
@@ -43,11 +44,13 @@ pub struct KfrogConfig {
     pub y_sample_size: Option<usize>,
     /// The loss is a mean over the batch.
     pub batch_averaged: bool,
+    /// Keeps settings addable (see [`NonExhaustive`]).
+    pub non_exhaustive: NonExhaustive,
 }
 
 impl Default for KfrogConfig {
     fn default() -> Self {
-        Self { lr: 1e-3, momentum: 0.0, nesterov: false, y_momentum: 0.0, eps: 1e-6, num_iters: 4, sample_size: Some(256), y_sample_size: None, batch_averaged: true }
+        Self { lr: 1e-3, momentum: 0.0, nesterov: false, y_momentum: 0.0, eps: 1e-6, num_iters: 4, sample_size: Some(256), y_sample_size: None, batch_averaged: true, non_exhaustive: NonExhaustive(()) }
     }
 }
 

@@ -41,7 +41,7 @@ mod workspace;
 pub use adamw::{adamw_step, AdamBackend, AdamCoefs, AdamState, AdamWConfig};
 pub use backend::{Backend, BackendError, BackendErrorKind, CgBuffers, Patches, Strided};
 pub use checkpoint::CHECKPOINT_VERSION;
-pub use config::{Config, ConfigError, MAX_NUM_ITERS, UPDATE_MARGIN};
+pub use config::{Config, ConfigError, NonExhaustive, MAX_NUM_ITERS, UPDATE_MARGIN};
 pub use error::{Error, ErrorKind, ShapeError};
 pub use kfrog::{kfrog_step, KfrogBackend, KfrogBatch, KfrogConfig, KfrogOutputs, KfrogState, KFROG_CG_DENOM_EPS};
 pub use guard::{Diagnostics, Guard, GuardBackend, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};

@@ -14,6 +14,7 @@ use heapless::{String, Vec};
 
 use crate::adamw::{adamw_step, AdamBackend, AdamState, AdamWConfig};
 use crate::backend::Backend;
+use crate::config::NonExhaustive;
 use crate::error::{Error, ShapeError};
 use crate::guard::{Diagnostics, Guard, GuardBackend};
 use crate::kfrog::{kfrog_step, KfrogBackend, KfrogBatch, KfrogConfig, KfrogState};
@@ -761,7 +762,7 @@ fn plain_step<B: Backend>(backend: &B, method: &Method, adam: Option<AdamStep<B>
             None => Err(RegistryError::NeedsBuffers(id.index).into()),
         },
         (Method::Kfrog(cfg), SlotState::Momentum(s), _) => {
-            let sgd = crate::sgd::SgdConfig { lr: cfg.lr, momentum: cfg.momentum, weight_decay: 0.0, nesterov: cfg.nesterov };
+            let sgd = crate::sgd::SgdConfig { lr: cfg.lr, momentum: cfg.momentum, weight_decay: 0.0, nesterov: cfg.nesterov, non_exhaustive: NonExhaustive(()) };
             coupled_sgd(backend, &sgd, true, s, ops)
         }
         // States are made for their group's method, which never changes.
