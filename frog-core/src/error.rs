@@ -119,8 +119,20 @@ impl fmt::Display for ShapeError {
     }
 }
 
-/// What went wrong, coarsely, for callers that branch on it.
+/// What went wrong, coarsely, for callers that branch on it (kinds may
+/// be added, so a `match` needs a wildcard arm).
+///
+/// ```compile_fail,E0004
+/// fn retry(kind: frog_core::ErrorKind) -> bool {
+///     use frog_core::ErrorKind::*;
+///     match kind {
+///         Config | Shape | State | Registry | NonFinite => false,
+///         Backend(_) => true,
+///     }
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// An invalid hyperparameter.
     Config,

@@ -8,6 +8,8 @@
 //! Unlike FROG, the output side is not invariant to the scale of `y`: hand
 //! K-FROG unscaled output gradients (divide a loss scale out first).
 
+use core::fmt;
+
 use crate::backend::{Backend, Patches, Strided};
 use crate::config::{momentum_ok, non_negative, num_iters_ok, representable, sgd_bound, update_bound_ok, ConfigError, NonExhaustive};
 use crate::error::{Error, ShapeError};
@@ -129,6 +131,12 @@ pub struct KfrogState<B: Backend> {
     pub(crate) y: ParamState<B>,
 }
 
+impl<B: Backend> fmt::Debug for KfrogState<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KfrogState").field("weight", &self.weight).field("y", &self.y).finish()
+    }
+}
+
 impl<B: Backend> KfrogState<B> {
     /// Zero state for `layer` under `cfg`.
     pub fn new(backend: &B, layer: &Layer, cfg: &KfrogConfig) -> Result<Self, B::Error> {
@@ -211,6 +219,14 @@ pub struct KfrogBatch<'a, B: Backend> {
     pub batch_size: usize,
 }
 
+/// The counts, not the buffers (they need not be `Debug`).
+impl<B: Backend> fmt::Debug for KfrogBatch<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &mut f.debug_struct("KfrogBatch");
+        s.field("x_sample", &self.x_sample).field("y_sample", &self.y_sample).field("batch_size", &self.batch_size).finish_non_exhaustive()
+    }
+}
+
 /// The last K-FROG step's intermediate results, in the workspace.
 pub struct KfrogOutputs<'a, B: Backend> {
     /// `diag(Y^T Y)` scaled by `Bx` or `1/Bx` (`R`).
@@ -223,6 +239,13 @@ pub struct KfrogOutputs<'a, B: Backend> {
     pub x_scaling: &'a B::Buffer,
     /// The direction, `cg_solution * x_scaling` (`R x D`).
     pub direction: &'a B::Buffer,
+}
+
+/// Buffers only, which print as nothing (they need not be `Debug`).
+impl<B: Backend> fmt::Debug for KfrogOutputs<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KfrogOutputs").finish_non_exhaustive()
+    }
 }
 
 impl<B: Backend> Workspace<B> {

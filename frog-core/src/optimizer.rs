@@ -67,8 +67,19 @@ impl GroupId {
     pub const DEFAULT: Self = Self(0);
 }
 
-/// What a registered entry is.
+/// What a registered entry is (kinds may be added, so a `match` needs a
+/// wildcard arm).
+///
+/// ```compile_fail,E0004
+/// fn is_layer(kind: frog_core::ParamKind) -> bool {
+///     match kind {
+///         frog_core::ParamKind::Layer(_) => true,
+///         frog_core::ParamKind::Plain { .. } => false,
+///     }
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ParamKind {
     /// A layer: preconditioned in a FROG group, stepped as two plain
     /// parameters (weight, bias) in any other.
@@ -231,6 +242,16 @@ impl<B: Backend> SlotState<B> {
     }
 }
 
+impl<B: Backend> fmt::Debug for SlotState<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Momentum(s) => s.fmt(f),
+            Self::Adam(s) => s.fmt(f),
+            Self::Kfrog(s) => s.fmt(f),
+        }
+    }
+}
+
 /// One registered entry.
 pub(crate) struct Slot<B: Backend> {
     pub(crate) name: String<NAME_LEN>,
@@ -241,6 +262,13 @@ pub(crate) struct Slot<B: Backend> {
     pub(crate) state: SlotState<B>,
     /// A layer's bias state outside FROG groups.
     pub(crate) bias: Option<SlotState<B>>,
+}
+
+impl<B: Backend> fmt::Debug for Slot<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &mut f.debug_struct("Param");
+        s.field("name", &self.name.as_str()).field("group", &self.group).field("kind", &self.kind).field("state", &self.state).field("bias", &self.bias).finish()
+    }
 }
 
 /// The optimizer object: FROG, SGD (and later optimizers) over registered
@@ -281,6 +309,21 @@ pub struct Optimizer<B: Backend, const N: usize> {
     adam: Option<AdamStep<B>>,
     /// [`kfrog_step`] of this backend, once a K-FROG group exists.
     kfrog: Option<KfrogStep<B>>,
+}
+
+/// The groups, the registered parameters with their states' sizes and
+/// step counts, the guard and the workspace's sizes; no buffer (a
+/// backend's buffers need not be `Debug`).
+impl<B: Backend, const N: usize> fmt::Debug for Optimizer<B, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Optimizer")
+            .field("groups", &self.groups)
+            .field("params", &self.slots)
+            .field("max_batch", &self.max_batch)
+            .field("guard", &self.guard.as_ref().map(|(g, _)| g))
+            .field("workspace", &self.workspace)
+            .finish_non_exhaustive()
+    }
 }
 
 type Res<T, B> = Result<T, Error<<B as Backend>::Error>>;
