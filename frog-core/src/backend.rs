@@ -38,8 +38,10 @@ pub enum BackendErrorKind {
     Other,
 }
 
-/// A backend's error type, classified by [`BackendError::kind`].
-pub trait BackendError: fmt::Debug + fmt::Display {
+/// A backend's error type, classified by [`BackendError::kind`]. It is a
+/// `core::error::Error` (and `'static`) so that [`crate::Error`] is one on
+/// every backend and its `source()` reaches the backend's error.
+pub trait BackendError: core::error::Error + 'static {
     /// The coarse kind of this error.
     fn kind(&self) -> BackendErrorKind;
 }

@@ -203,7 +203,16 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
     }
 }
 
-impl<E: fmt::Debug + fmt::Display> core::error::Error for Error<E> {}
+/// The source of a backend failure is the backend's error, so that error
+/// reports (`anyhow`'s chain, `tracing`) reach its own causes.
+impl<E: BackendError> core::error::Error for Error<E> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Self::Backend(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl core::error::Error for ShapeError {}
 

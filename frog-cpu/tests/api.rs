@@ -1,12 +1,15 @@
 //! The public API's conveniences on frog-cpu: every public type of
-//! frog-core prints with `Debug`.
+//! frog-core prints with `Debug`, errors reach their source, settings
+//! convert into their method.
+
+use std::error::Error as _;
 
 use frog_core::half::bf16;
 use frog_core::{
-    AdamState, Batch, CgBuffers, Config, Conv2d, GroupId, KfrogBatch, KfrogConfig, KfrogState, Layer, LowpBatch, Method, ParamState, Params, Patches, ViewBatch,
-    ViewParams, Workspace, WorkspaceReq,
+    AdamState, AdamWConfig, Batch, CgBuffers, Config, Conv2d, Error, GroupId, KfrogBatch, KfrogConfig, KfrogState, Layer, LowpBatch, Method, ParamState, Params, Patches,
+    SgdConfig, ViewBatch, ViewParams, Workspace, WorkspaceReq,
 };
-use frog_cpu::{Cpu, Frog};
+use frog_cpu::{Cpu, CpuError, Frog};
 
 /// Every public type of frog-core prints, generic ones without their
 /// buffers: sizes and counts instead.
@@ -64,4 +67,34 @@ fn every_public_type_prints_with_debug() {
     for (p, e) in printed.iter().zip(expected) {
         assert!(p.starts_with(e), "{p} does not start with {e}");
     }
+}
+
+/// A backend failure's `source()` is the backend's own error; other
+/// errors have none.
+#[test]
+fn a_backend_error_is_the_source() {
+    let cpu = &Cpu::<f32>::with_threads(1).unwrap();
+    // With momentum a parameter's state is a buffer of its size.
+    let mut frog = Frog::<f32>::new(Method::Frog(Config { momentum: 0.9, ..Default::default() }), 4, 1).unwrap();
+    let err = frog.add_param(cpu, "huge", usize::MAX, GroupId::DEFAULT).unwrap_err();
+    assert!(matches!(err, Error::Backend(_)), "{err}");
+    let source = err.source().expect("a backend error has a source");
+    assert_eq!(source.downcast_ref::<CpuError>(), Some(&CpuError::OutOfMemory { entries: usize::MAX }));
+    frog.add_param(cpu, "bn", 3, GroupId::DEFAULT).unwrap();
+    let err = frog.add_param(cpu, "bn", 3, GroupId::DEFAULT).unwrap_err();
+    assert!(err.source().is_none(), "{err}");
+}
+
+/// Every settings struct converts into its method.
+#[test]
+fn settings_convert_into_their_method() {
+    let frog = Config { lr: 0.1, ..Default::default() };
+    let sgd = SgdConfig { lr: 0.2, ..Default::default() };
+    let adamw = AdamWConfig { lr: 0.3, ..Default::default() };
+    let kfrog = KfrogConfig { lr: 0.4, ..Default::default() };
+    assert_eq!(Method::from(frog), Method::Frog(frog));
+    assert_eq!(Method::from(sgd), Method::Sgd(sgd));
+    assert_eq!(Method::from(adamw), Method::AdamW(adamw));
+    let method: Method = kfrog.into();
+    assert_eq!(method, Method::Kfrog(kfrog));
 }
