@@ -295,6 +295,10 @@ pub struct Optimizer<B: Backend, const N: usize> {
     /// The id its [`ParamId`]s carry.
     id: u32,
     pub(crate) groups: Vec<Method, MAX_GROUPS>,
+    /// Each group's rate as made ([`Optimizer::set_lr`] keeps their
+    /// ratios); the program's, as registrations are, so no checkpoint
+    /// holds them.
+    base_lr: [f64; MAX_GROUPS],
     pub(crate) slots: Vec<Slot<B>, N>,
     workspace: Option<Workspace<B>>,
     pub(crate) sampler: Sampler,
@@ -357,6 +361,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         Ok(Self {
             id: next_optimizer_id()?,
             groups: Vec::new(),
+            base_lr: [0.0; MAX_GROUPS],
             slots: Vec::new(),
             workspace: None,
             sampler: Sampler::new(seed),
@@ -431,6 +436,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         };
         let id = GroupId(self.groups.len() as u8);
         self.groups.push(method).map_err(|_| RegistryError::TooManyGroups)?;
+        self.base_lr[usize::from(id.0)] = method.lr();
         self.sample_size = sample_size;
         Ok(id)
     }
@@ -544,19 +550,36 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         Ok(self.method(group)?)
     }
 
-    /// Sets every group's learning rate (a schedule's step); a rate some
-    /// group's settings reject changes nothing.
+    /// Sets the base learning rate (a schedule's step), as a PyTorch
+    /// scheduler does: the default group's rate becomes `lr`, and every
+    /// group keeps its ratio to it as made (at [`Optimizer::new`] and
+    /// `add_*group`). Groups made at `0.1` and `0.01` run at `0.05` and
+    /// `0.005` after `set_lr(0.05)`; a group made at the default group's
+    /// rate runs at `lr` exactly. When the default group was made at rate
+    /// 0 there is no ratio to keep, and every group runs at `lr`. A rate
+    /// some group's settings reject changes nothing.
     pub fn set_lr(&mut self, lr: f64) -> Res<(), B> {
-        for m in &self.groups {
-            m.with_lr(lr).validate_for::<B::Scalar>()?;
+        let base = self.base_lr[0];
+        let rate = |g: usize| {
+            let made = self.base_lr[g];
+            if made == base || base == 0.0 {
+                lr
+            } else {
+                made * (lr / base)
+            }
+        };
+        for (g, m) in self.groups.iter().enumerate() {
+            m.with_lr(rate(g)).validate_for::<B::Scalar>()?;
         }
-        for m in &mut self.groups {
-            *m = m.with_lr(lr);
+        for (g, m) in self.groups.iter_mut().enumerate() {
+            *m = m.with_lr(rate(g));
         }
         Ok(())
     }
 
-    /// Sets `group`'s learning rate; a rejected rate changes nothing.
+    /// Sets `group`'s learning rate, until the next [`Optimizer::set_lr`]
+    /// (which rates groups by their rates as made); a rejected rate
+    /// changes nothing.
     pub fn set_group_lr(&mut self, group: GroupId, lr: f64) -> Res<(), B> {
         let m = self.method(group)?.with_lr(lr);
         m.validate_for::<B::Scalar>()?;

@@ -98,3 +98,21 @@ fn settings_convert_into_their_method() {
     let method: Method = kfrog.into();
     assert_eq!(method, Method::Kfrog(kfrog));
 }
+
+/// `set_lr` sets the base rate and keeps every group's ratio to the
+/// default group's, as made; `set_group_lr` holds until the next `set_lr`.
+#[test]
+fn set_lr_keeps_the_groups_ratios() {
+    let mut frog = Frog::<f64>::new(Method::Frog(Config { lr: 0.1, ..Default::default() }), 4, 1).unwrap();
+    let small = frog.add_group(Config { lr: 0.01, ..Default::default() }.into()).unwrap();
+    let same = frog.add_group(SgdConfig { lr: 0.1, ..Default::default() }.into()).unwrap();
+    let lrs = |f: &Frog<f64>| [GroupId::DEFAULT, small, same].map(|g| f.group(g).unwrap().lr());
+    frog.set_lr(0.05).unwrap();
+    assert_eq!(lrs(&frog), [0.05, 0.005, 0.05]);
+    frog.set_group_lr(small, 0.3).unwrap();
+    frog.set_lr(0.2).unwrap();
+    assert_eq!(lrs(&frog), [0.2, 0.02, 0.2]);
+    // A rate one group rejects changes none.
+    assert!(frog.set_lr(-1.0).is_err());
+    assert_eq!(lrs(&frog), [0.2, 0.02, 0.2]);
+}
