@@ -4,7 +4,7 @@ use core::fmt;
 
 use crate::backend::{BackendError, BackendErrorKind};
 use crate::config::ConfigError;
-use crate::optimizer::RegistryError;
+use crate::optimizer::{ParamName, RegistryError};
 use crate::state::StateError;
 
 /// Mismatched shapes and lengths between layer, buffers, workspace and state.
@@ -156,6 +156,14 @@ pub enum Error<E> {
     Config(ConfigError),
     /// Mismatched shapes or buffer lengths.
     Shape(ShapeError),
+    /// Mismatched shapes or buffer lengths in a step of the optimizer
+    /// object, named by the parameter (or layer) it steps.
+    Param {
+        /// The parameter's registered name.
+        name: ParamName,
+        /// The mismatch.
+        error: ShapeError,
+    },
     /// A corrupt, truncated or mismatched state buffer.
     State(StateError),
     /// A registration or handle the optimizer object cannot take.
@@ -179,7 +187,7 @@ impl<E: BackendError> Error<E> {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Config(_) => ErrorKind::Config,
-            Self::Shape(_) => ErrorKind::Shape,
+            Self::Shape(_) | Self::Param { .. } => ErrorKind::Shape,
             Self::State(_) => ErrorKind::State,
             Self::Registry(_) => ErrorKind::Registry,
             Self::NonFiniteInput { .. } => ErrorKind::NonFinite,
@@ -193,6 +201,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
         match self {
             Self::Config(e) => write!(f, "invalid FROG config: {e}"),
             Self::Shape(e) => write!(f, "shape mismatch: {e}"),
+            Self::Param { name, error } => write!(f, "parameter `{name}`: shape mismatch: {error}"),
             Self::State(e) => write!(f, "invalid optimizer state: {e}"),
             Self::Registry(e) => write!(f, "optimizer registry: {e}"),
             Self::NonFiniteInput { what, entries } => {

@@ -57,6 +57,30 @@ fn next_optimizer_id() -> Result<u32, RegistryError> {
     NEXT_OPTIMIZER.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| id.checked_add(1)).map_err(|_| RegistryError::OptimizerIdsExhausted)
 }
 
+/// A registered parameter's name, as [`Error::Param`] carries it: a copy
+/// of at most [`NAME_LEN`] bytes, so that errors stay allocation-free.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ParamName(String<NAME_LEN>);
+
+impl ParamName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ParamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for ParamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A parameter group, returned by [`Optimizer::add_group`];
 /// [`GroupId::DEFAULT`] is the group the optimizer was made with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -613,8 +637,12 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// FROG group (`batch` required; guarded when [`Optimizer::set_guard`]
     /// turned the guard on), the group's plain step of weight and bias
     /// otherwise (`batch` unused).
+    ///
+    /// A shape error names the layer: [`Error::Param`] (as do those of
+    /// every step of the optimizer object).
     pub fn step_layer(&mut self, backend: &B, id: ParamId, params: Params<'_, B>, batch: Option<Batch<'_, B>>) -> Res<(), B> {
-        self.step_layer_with(backend, id, params, batch.as_ref())
+        let res = self.step_layer_with(backend, id, params, batch.as_ref());
+        self.named(id, res)
     }
 
     /// [`Optimizer::step_layer`] on sampled inputs and output gradients in
@@ -624,7 +652,8 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     where
         B: LowpBackend<H>,
     {
-        self.step_layer_with(backend, id, params, batch.as_ref())
+        let res = self.step_layer_with(backend, id, params, batch.as_ref());
+        self.named(id, res)
     }
 
     /// [`Optimizer::step_layer`] on views of the caller's parameters,
@@ -634,7 +663,17 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     where
         B: ViewBackend,
     {
-        self.step_layer_with(backend, id, params, batch.as_ref())
+        let res = self.step_layer_with(backend, id, params, batch.as_ref());
+        self.named(id, res)
+    }
+
+    /// `res` with a shape error named by parameter `id`'s registered name
+    /// ([`Error::Param`]), so that a mismatch says which parameter.
+    fn named<T>(&self, id: ParamId, res: Res<T, B>) -> Res<T, B> {
+        res.map_err(|e| match (e, self.slot(id)) {
+            (Error::Shape(error), Ok(slot)) => Error::Param { name: ParamName(slot.name.clone()), error },
+            (e, _) => e,
+        })
     }
 
     fn step_layer_with(&mut self, backend: &B, id: ParamId, params: impl Weights<B>, batch: Option<&impl Inputs<B>>) -> Res<(), B> {
@@ -681,7 +720,8 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             return Err(RegistryError::WrongKind(id.index).into());
         }
         let method = self.groups[usize::from(slot.group.0)];
-        plain_step(backend, &method, self.adam, id, &mut self.slots[id.index as usize].state, Buffers { param, grad })
+        let res = plain_step(backend, &method, self.adam, id, &mut self.slots[id.index as usize].state, Buffers { param, grad });
+        self.named(id, res)
     }
 
     /// [`Optimizer::step_param`] on views of the parameter and its
@@ -695,7 +735,8 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             return Err(RegistryError::WrongKind(id.index).into());
         }
         let method = self.groups[usize::from(slot.group.0)];
-        plain_step(backend, &method, self.adam, id, &mut self.slots[id.index as usize].state, Views { param, grad })
+        let res = plain_step(backend, &method, self.adam, id, &mut self.slots[id.index as usize].state, Views { param, grad });
+        self.named(id, res)
     }
 
     /// Draws a K-FROG step's samples for `group`'s layers from the
@@ -720,6 +761,11 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
 
     /// One K-FROG step of layer `id` (registered in a K-FROG group).
     pub fn step_layer_kfrog(&mut self, backend: &B, id: ParamId, weight: &mut B::Buffer, grad: &B::Buffer, batch: KfrogBatch<'_, B>) -> Res<(), B> {
+        let res = self.step_kfrog_with(backend, id, weight, grad, batch);
+        self.named(id, res)
+    }
+
+    fn step_kfrog_with(&mut self, backend: &B, id: ParamId, weight: &mut B::Buffer, grad: &B::Buffer, batch: KfrogBatch<'_, B>) -> Res<(), B> {
         let slot = self.slot(id)?;
         let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.index).into()) };
         self.check_batch(batch.batch_size)?;

@@ -116,3 +116,18 @@ fn set_lr_keeps_the_groups_ratios() {
     assert!(frog.set_lr(-1.0).is_err());
     assert_eq!(lrs(&frog), [0.2, 0.02, 0.2]);
 }
+
+/// A shape error of the optimizer object's step names the registered
+/// parameter.
+#[test]
+fn a_step_shape_error_names_the_layer() {
+    let cpu = &Cpu::<f64>::with_threads(1).unwrap();
+    let layer = Layer::linear(3, 2, false);
+    let mut frog = Frog::<f64>::new(SgdConfig { lr: 0.1, ..Default::default() }.into(), 4, 1).unwrap();
+    let id = frog.add_layer(cpu, "conv1", layer, GroupId::DEFAULT).unwrap();
+    let (mut w, short) = (vec![0.0; 6], vec![0.0; 5]);
+    let err = frog.step_layer(cpu, id, Params { weight: &mut w, grad_weight: &short, bias: None }, None).unwrap_err();
+    assert_eq!(err.kind(), frog_core::ErrorKind::Shape);
+    assert!(err.to_string().contains("conv1"), "{err}");
+    assert!(matches!(&err, Error::Param { name, .. } if name.as_str() == "conv1"), "{err:?}");
+}

@@ -729,7 +729,7 @@ fn k_frog_sampling_and_steps_check_everything_first() {
     let mut w = d.weight.clone();
     let batch = KfrogBatch { x: &d.x, x_sample: 2, y: &d.y, y_sample: 2, batch_size: 9 };
     let err = a.step_layer_kfrog(&cpu, id, &mut w, &d.grad_weight, batch).unwrap_err();
-    assert_eq!(err.to_string(), "shape mismatch: batch of 9 samples exceeds the 8 the optimizer was built for");
+    assert_eq!(err.to_string(), "parameter `l`: shape mismatch: batch of 9 samples exceeds the 8 the optimizer was built for");
     assert_eq!(w, d.weight);
 }
 
@@ -785,7 +785,7 @@ fn foreign_handles_oversized_batches_and_mismatched_checkpoints_are_refused() {
     assert_eq!((&checkpoint(&b), &w), (&before, &d.weight));
     // A batch above the optimizer's largest.
     let err = step(&mut a, &mut w, 5).unwrap_err();
-    assert_eq!(err.to_string(), "shape mismatch: batch of 5 samples exceeds the 4 the optimizer was built for");
+    assert_eq!(err.to_string(), "parameter `layer0`: shape mismatch: batch of 5 samples exceeds the 4 the optimizer was built for");
     assert_eq!(w, d.weight);
     step(&mut a, &mut w, 4).unwrap();
     // A FROG checkpoint into an SGD group of the same registrations and sizes.

@@ -280,7 +280,7 @@ fn view_kernels_reject_short_views_and_change_nothing() {
 
 fn shape(r: Result<(), Error<CandleError>>) -> ShapeError {
     match r {
-        Err(Error::Shape(e)) => e,
+        Err(Error::Shape(e) | Error::Param { error: e, .. }) => e,
         other => panic!("expected a shape error, got {other:?}"),
     }
 }
