@@ -184,7 +184,7 @@ mod tests {
         let config = RunConfig {
             label: label.into(),
             arch: Arch::tiny_cnn(),
-            method: Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.0, nesterov: false }),
+            method: Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.0, nesterov: false, ..SgdConfig::default() }),
             batch: 8,
             epochs: accs.len(),
             milestones: vec![],

@@ -193,12 +193,16 @@ impl Settings {
                     ..d
                 })
             }
-            OptName::Sgd => Method::Sgd(SgdConfig {
-                lr,
-                momentum: self.momentum.unwrap_or(0.0),
-                weight_decay: self.weight_decay.unwrap_or(0.0),
-                nesterov: self.nesterov.unwrap_or(false),
-            }),
+            OptName::Sgd => {
+                let d = SgdConfig::default();
+                Method::Sgd(SgdConfig {
+                    lr,
+                    momentum: self.momentum.unwrap_or(d.momentum),
+                    weight_decay: self.weight_decay.unwrap_or(d.weight_decay),
+                    nesterov: self.nesterov.unwrap_or(d.nesterov),
+                    ..d
+                })
+            }
             OptName::AdamW => {
                 let d = AdamWConfig::default();
                 Method::AdamW(AdamWConfig {

@@ -161,8 +161,9 @@ mod tests {
             tau_steps: None,
             batch_averaged: true,
             denom_eps: 1e-10,
+            ..Config::default()
         };
-        let sgd = SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: false };
+        let sgd = SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: false, ..SgdConfig::default() };
         let configs = vec![run("FROG bs 128, s 16", Method::Frog(frog), 128), run("SGD bs 128", Method::Sgd(sgd), 128), run("SGD bs 512", Method::Sgd(sgd), 512)];
         (configs, vec![40.0, 50.0, 55.0, 60.0], Some(2000))
     }

@@ -39,7 +39,7 @@ pub fn run<D: Device>(dev: &D, args: &ThroughputArgs) -> Result<()> {
     args.validate()?;
     let arch = Arch::by_name(&args.model)?;
     let macs = Net::new(dev, &arch, 1, 0)?.forward_macs();
-    let sgd = Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: false });
+    let sgd = Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: false, ..SgdConfig::default() });
     let frog = Method::Frog(Config {
         lr: 0.01,
         lr_other_ratio: 1.0,

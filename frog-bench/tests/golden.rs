@@ -51,7 +51,7 @@ fn run<T: Real>(run: &str, rtol: f64) {
     let o = &g["runs"][run]["optimizer"];
     let f = |k: &str| o[k].as_f64().unwrap();
     let method = match run {
-        "sgd" => Method::Sgd(SgdConfig { lr: f("lr"), momentum: f("momentum"), weight_decay: f("weight_decay"), nesterov: false }),
+        "sgd" => Method::Sgd(SgdConfig { lr: f("lr"), momentum: f("momentum"), weight_decay: f("weight_decay"), nesterov: false, ..SgdConfig::default() }),
         _ => Method::Frog(Config {
             lr: f("lr"),
             lr_other_ratio: f("lr_other_ratio"),
@@ -65,6 +65,7 @@ fn run<T: Real>(run: &str, rtol: f64) {
             tau_steps: None,
             batch_averaged: o["batch_averaged"].as_bool().unwrap(),
             denom_eps: f("denom_eps"),
+            ..Config::default()
         }),
     };
     let mut opt = Optimizer::new(&dev, method, &mut net, 8, 0).unwrap();

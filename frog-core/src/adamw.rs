@@ -5,13 +5,15 @@
 use core::fmt;
 
 use crate::backend::Backend;
-use crate::config::{decay_ok, non_negative, representable, update_bound_ok, ConfigError};
+use crate::config::{decay_ok, non_negative, representable, update_bound_ok, ConfigError, NonExhaustive};
 use crate::error::Error;
 use crate::step::check_len;
 use crate::scalar::Scalar;
 use crate::state::{check_non_negative, check_stored, export_stored, import_stored, stored_len, Header, StateError};
 
-/// `torch.optim.AdamW` settings; the defaults are PyTorch's.
+/// `torch.optim.AdamW` settings; the defaults are PyTorch's. Write them
+/// as `AdamWConfig { lr: 0.1, ..Default::default() }` (see
+/// [`NonExhaustive`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWConfig {
     /// Learning rate.
@@ -26,11 +28,13 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
     /// Divides by the running maximum of the second moment.
     pub amsgrad: bool,
+    /// Keeps settings addable (see [`NonExhaustive`]).
+    pub non_exhaustive: NonExhaustive,
 }
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2, amsgrad: false }
+        Self { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2, amsgrad: false, non_exhaustive: NonExhaustive(()) }
     }
 }
 

@@ -38,8 +38,10 @@ pub enum BackendErrorKind {
     Other,
 }
 
-/// A backend's error type, classified by [`BackendError::kind`].
-pub trait BackendError: fmt::Debug + fmt::Display {
+/// A backend's error type, classified by [`BackendError::kind`]. It is a
+/// `core::error::Error` (and `'static`) so that [`crate::Error`] is one on
+/// every backend and its `source()` reaches the backend's error.
+pub trait BackendError: core::error::Error + 'static {
     /// The coarse kind of this error.
     fn kind(&self) -> BackendErrorKind;
 }
@@ -88,6 +90,14 @@ pub struct Patches<'a, B: Backend + ?Sized> {
     pub packed: &'a B::Buffer,
 }
 
+/// Buffers print as nothing (a backend's buffers need not be `Debug`): the
+/// layer and the sample count.
+impl<B: Backend + ?Sized> fmt::Debug for Patches<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Patches").field("layer", self.layer).field("r", &self.r).finish_non_exhaustive()
+    }
+}
+
 /// The vectors of a batched CG solve: `R x D'` row-major blocks, the
 /// product scratch `u` (layout of the Fisher weights), and per-row scalars.
 pub struct CgBuffers<'a, B: Backend + ?Sized> {
@@ -109,6 +119,13 @@ pub struct CgBuffers<'a, B: Backend + ?Sized> {
     pub pap: &'a mut B::Buffer,
     /// `alpha`, then `beta`, per row.
     pub coef: &'a mut B::Buffer,
+}
+
+/// Buffers only, which print as nothing (they need not be `Debug`).
+impl<B: Backend + ?Sized> fmt::Debug for CgBuffers<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CgBuffers").finish_non_exhaustive()
+    }
 }
 
 /// A compute backend for FROG.

@@ -9,8 +9,48 @@ use crate::scalar::Scalar;
 /// (`usize::MAX`) would never return.
 pub const MAX_NUM_ITERS: usize = 10_000;
 
+/// The last field of every settings struct ([`Config`],
+/// [`crate::SgdConfig`], [`crate::AdamWConfig`], [`crate::KfrogConfig`]).
+///
+/// Its field is private, so code outside frog-core cannot write a settings
+/// struct out field by field: it names the settings it changes and takes
+/// the rest from the defaults. A setting added later then breaks no
+/// caller (faer's parameter structs do the same).
+///
+/// ```
+/// use frog_core::Config;
+///
+/// let cfg = Config { lr: 0.1, momentum: 0.9, ..Default::default() };
+/// assert_eq!((cfg.lr, cfg.momentum, cfg.num_iters), (0.1, 0.9, Config::default().num_iters));
+/// ```
+///
+/// Every field written out, the literal does not compile outside frog-core:
+///
+/// ```compile_fail,E0423
+/// use frog_core::{Config, NonExhaustive};
+///
+/// let cfg = Config {
+///     lr: 1e-3,
+///     lr_other_ratio: 0.25,
+///     momentum: 0.0,
+///     nesterov: false,
+///     weight_decay: 0.0,
+///     sample_size: Some(24),
+///     num_iters: 4,
+///     tau: 1e-6,
+///     tau_final: None,
+///     tau_steps: None,
+///     batch_averaged: true,
+///     denom_eps: 1e-10,
+///     non_exhaustive: NonExhaustive(()),
+/// };
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NonExhaustive(pub(crate) ());
+
 /// FROG's hyperparameters, named and defaulted as the original `Frog`
-/// optimizer (and `torch.optim`) names them.
+/// optimizer (and `torch.optim`) names them. Write them as
+/// `Config { lr: 0.1, ..Default::default() }` (see [`NonExhaustive`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Config {
     /// Learning rate of the preconditioned layers (default 1e-3).
@@ -39,6 +79,8 @@ pub struct Config {
     pub batch_averaged: bool,
     /// The `eps` of every FROG denominator (default 1e-10).
     pub denom_eps: f64,
+    /// Keeps settings addable (see [`NonExhaustive`]).
+    pub non_exhaustive: NonExhaustive,
 }
 
 impl Default for Config {
@@ -56,6 +98,7 @@ impl Default for Config {
             tau_steps: None,
             batch_averaged: true,
             denom_eps: 1e-10,
+            non_exhaustive: NonExhaustive(()),
         }
     }
 }

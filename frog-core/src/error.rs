@@ -4,7 +4,7 @@ use core::fmt;
 
 use crate::backend::{BackendError, BackendErrorKind};
 use crate::config::ConfigError;
-use crate::optimizer::RegistryError;
+use crate::optimizer::{ParamName, RegistryError};
 use crate::state::StateError;
 
 /// Mismatched shapes and lengths between layer, buffers, workspace and state.
@@ -119,8 +119,20 @@ impl fmt::Display for ShapeError {
     }
 }
 
-/// What went wrong, coarsely, for callers that branch on it.
+/// What went wrong, coarsely, for callers that branch on it (kinds may
+/// be added, so a `match` needs a wildcard arm).
+///
+/// ```compile_fail,E0004
+/// fn retry(kind: frog_core::ErrorKind) -> bool {
+///     use frog_core::ErrorKind::*;
+///     match kind {
+///         Config | Shape | State | Registry | NonFinite => false,
+///         Backend(_) => true,
+///     }
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// An invalid hyperparameter.
     Config,
@@ -144,6 +156,14 @@ pub enum Error<E> {
     Config(ConfigError),
     /// Mismatched shapes or buffer lengths.
     Shape(ShapeError),
+    /// Mismatched shapes or buffer lengths in a step of the optimizer
+    /// object, named by the parameter (or layer) it steps.
+    Param {
+        /// The parameter's registered name.
+        name: ParamName,
+        /// The mismatch.
+        error: ShapeError,
+    },
     /// A corrupt, truncated or mismatched state buffer.
     State(StateError),
     /// A registration or handle the optimizer object cannot take.
@@ -167,7 +187,7 @@ impl<E: BackendError> Error<E> {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Config(_) => ErrorKind::Config,
-            Self::Shape(_) => ErrorKind::Shape,
+            Self::Shape(_) | Self::Param { .. } => ErrorKind::Shape,
             Self::State(_) => ErrorKind::State,
             Self::Registry(_) => ErrorKind::Registry,
             Self::NonFiniteInput { .. } => ErrorKind::NonFinite,
@@ -181,6 +201,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
         match self {
             Self::Config(e) => write!(f, "invalid FROG config: {e}"),
             Self::Shape(e) => write!(f, "shape mismatch: {e}"),
+            Self::Param { name, error } => write!(f, "parameter `{name}`: shape mismatch: {error}"),
             Self::State(e) => write!(f, "invalid optimizer state: {e}"),
             Self::Registry(e) => write!(f, "optimizer registry: {e}"),
             Self::NonFiniteInput { what, entries } => {
@@ -191,7 +212,16 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
     }
 }
 
-impl<E: fmt::Debug + fmt::Display> core::error::Error for Error<E> {}
+/// The source of a backend failure is the backend's error, so that error
+/// reports (`anyhow`'s chain, `tracing`) reach its own causes.
+impl<E: BackendError> core::error::Error for Error<E> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Self::Backend(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl core::error::Error for ShapeError {}
 

@@ -8,8 +8,10 @@
 //! Unlike FROG, the output side is not invariant to the scale of `y`: hand
 //! K-FROG unscaled output gradients (divide a loss scale out first).
 
+use core::fmt;
+
 use crate::backend::{Backend, Patches, Strided};
-use crate::config::{momentum_ok, non_negative, num_iters_ok, representable, sgd_bound, update_bound_ok, ConfigError};
+use crate::config::{momentum_ok, non_negative, num_iters_ok, representable, sgd_bound, update_bound_ok, ConfigError, NonExhaustive};
 use crate::error::{Error, ShapeError};
 use crate::layer::Layer;
 use crate::scalar::Scalar;
@@ -21,7 +23,8 @@ use crate::workspace::{Workspace, WorkspaceReq};
 /// its settings).
 pub const KFROG_CG_DENOM_EPS: f64 = 1e-10;
 
-/// K-FROG's settings; the defaults are the original's.
+/// K-FROG's settings; the defaults are the original's. Write them as
+/// `KfrogConfig { lr: 0.1, ..Default::default() }` (see [`NonExhaustive`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KfrogConfig {
     /// Learning rate (every parameter; there is no separate rate).
@@ -43,11 +46,13 @@ pub struct KfrogConfig {
     pub y_sample_size: Option<usize>,
     /// The loss is a mean over the batch.
     pub batch_averaged: bool,
+    /// Keeps settings addable (see [`NonExhaustive`]).
+    pub non_exhaustive: NonExhaustive,
 }
 
 impl Default for KfrogConfig {
     fn default() -> Self {
-        Self { lr: 1e-3, momentum: 0.0, nesterov: false, y_momentum: 0.0, eps: 1e-6, num_iters: 4, sample_size: Some(256), y_sample_size: None, batch_averaged: true }
+        Self { lr: 1e-3, momentum: 0.0, nesterov: false, y_momentum: 0.0, eps: 1e-6, num_iters: 4, sample_size: Some(256), y_sample_size: None, batch_averaged: true, non_exhaustive: NonExhaustive(()) }
     }
 }
 
@@ -124,6 +129,12 @@ pub trait KfrogBackend: Backend {
 pub struct KfrogState<B: Backend> {
     pub(crate) weight: ParamState<B>,
     pub(crate) y: ParamState<B>,
+}
+
+impl<B: Backend> fmt::Debug for KfrogState<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KfrogState").field("weight", &self.weight).field("y", &self.y).finish()
+    }
 }
 
 impl<B: Backend> KfrogState<B> {
@@ -208,6 +219,14 @@ pub struct KfrogBatch<'a, B: Backend> {
     pub batch_size: usize,
 }
 
+/// The counts, not the buffers (they need not be `Debug`).
+impl<B: Backend> fmt::Debug for KfrogBatch<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &mut f.debug_struct("KfrogBatch");
+        s.field("x_sample", &self.x_sample).field("y_sample", &self.y_sample).field("batch_size", &self.batch_size).finish_non_exhaustive()
+    }
+}
+
 /// The last K-FROG step's intermediate results, in the workspace.
 pub struct KfrogOutputs<'a, B: Backend> {
     /// `diag(Y^T Y)` scaled by `Bx` or `1/Bx` (`R`).
@@ -222,6 +241,13 @@ pub struct KfrogOutputs<'a, B: Backend> {
     pub x_scaling: &'a B::Buffer,
     /// The direction, `cg_solution * x_scaling` (`R x D`).
     pub direction: &'a B::Buffer,
+}
+
+/// Buffers only, which print as nothing (they need not be `Debug`).
+impl<B: Backend> fmt::Debug for KfrogOutputs<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KfrogOutputs").finish_non_exhaustive()
+    }
 }
 
 impl<B: Backend> Workspace<B> {

@@ -108,8 +108,19 @@ impl Conv2d {
 /// zero padding.
 pub const PATCH_PADDING: usize = usize::MAX;
 
-/// The kind of a preconditioned layer.
+/// The kind of a preconditioned layer. Kinds may be added: a backend
+/// refuses one it does not know (with an error, in its wildcard arm).
+///
+/// ```compile_fail,E0004
+/// fn rows(kind: frog_core::LayerKind) -> usize {
+///     match kind {
+///         frog_core::LayerKind::Linear { d_out, .. } => d_out,
+///         frog_core::LayerKind::Conv2d(c) => c.c_out,
+///     }
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LayerKind {
     /// A linear layer `[d_out, d_in]`; with `tokens = T > 1` its input is
     /// `[r, T, d_in]` and every token is one Fisher position.

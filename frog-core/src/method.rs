@@ -11,7 +11,8 @@ use crate::sgd::SgdConfig;
 /// FROG preconditions the group's registered layers and steps its plain
 /// parameters (BatchNorm, the classifier) on its plain-SGD path at
 /// `lr * lr_other_ratio`; `torch.optim.SGD` and `torch.optim.AdamW` step
-/// every parameter alike.
+/// every parameter alike. Each settings struct converts into its method
+/// (`Method::from(cfg)`, `cfg.into()`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Method {
@@ -24,6 +25,30 @@ pub enum Method {
     /// K-FROG on the group's layers, momentum SGD at the same rate on its
     /// plain parameters (needs a backend with [`crate::KfrogBackend`]).
     Kfrog(KfrogConfig),
+}
+
+impl From<Config> for Method {
+    fn from(c: Config) -> Self {
+        Self::Frog(c)
+    }
+}
+
+impl From<SgdConfig> for Method {
+    fn from(c: SgdConfig) -> Self {
+        Self::Sgd(c)
+    }
+}
+
+impl From<AdamWConfig> for Method {
+    fn from(c: AdamWConfig) -> Self {
+        Self::AdamW(c)
+    }
+}
+
+impl From<KfrogConfig> for Method {
+    fn from(c: KfrogConfig) -> Self {
+        Self::Kfrog(c)
+    }
 }
 
 impl Method {

@@ -14,6 +14,7 @@ use heapless::{String, Vec};
 
 use crate::adamw::{adamw_step, AdamBackend, AdamState, AdamWConfig};
 use crate::backend::Backend;
+use crate::config::NonExhaustive;
 use crate::error::{Error, ShapeError};
 use crate::guard::{Diagnostics, Guard, GuardBackend};
 use crate::kfrog::{kfrog_step, KfrogBackend, KfrogBatch, KfrogConfig, KfrogState};
@@ -56,6 +57,30 @@ fn next_optimizer_id() -> Result<u32, RegistryError> {
     NEXT_OPTIMIZER.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| id.checked_add(1)).map_err(|_| RegistryError::OptimizerIdsExhausted)
 }
 
+/// A registered parameter's name, as [`Error::Param`] carries it: a copy
+/// of at most [`NAME_LEN`] bytes, so that errors stay allocation-free.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ParamName(String<NAME_LEN>);
+
+impl ParamName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ParamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for ParamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A parameter group, returned by [`Optimizer::add_group`];
 /// [`GroupId::DEFAULT`] is the group the optimizer was made with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -66,8 +91,19 @@ impl GroupId {
     pub const DEFAULT: Self = Self(0);
 }
 
-/// What a registered entry is.
+/// What a registered entry is (kinds may be added, so a `match` needs a
+/// wildcard arm).
+///
+/// ```compile_fail,E0004
+/// fn is_layer(kind: frog_core::ParamKind) -> bool {
+///     match kind {
+///         frog_core::ParamKind::Layer(_) => true,
+///         frog_core::ParamKind::Plain { .. } => false,
+///     }
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ParamKind {
     /// A layer: preconditioned in a FROG group, stepped as two plain
     /// parameters (weight, bias) in any other.
@@ -230,6 +266,16 @@ impl<B: Backend> SlotState<B> {
     }
 }
 
+impl<B: Backend> fmt::Debug for SlotState<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Momentum(s) => s.fmt(f),
+            Self::Adam(s) => s.fmt(f),
+            Self::Kfrog(s) => s.fmt(f),
+        }
+    }
+}
+
 /// One registered entry.
 pub(crate) struct Slot<B: Backend> {
     pub(crate) name: String<NAME_LEN>,
@@ -240,6 +286,13 @@ pub(crate) struct Slot<B: Backend> {
     pub(crate) state: SlotState<B>,
     /// A layer's bias state outside FROG groups.
     pub(crate) bias: Option<SlotState<B>>,
+}
+
+impl<B: Backend> fmt::Debug for Slot<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &mut f.debug_struct("Param");
+        s.field("name", &self.name.as_str()).field("group", &self.group).field("kind", &self.kind).field("state", &self.state).field("bias", &self.bias).finish()
+    }
 }
 
 /// The optimizer object: FROG, SGD (and later optimizers) over registered
@@ -266,6 +319,10 @@ pub struct Optimizer<B: Backend, const N: usize> {
     /// The id its [`ParamId`]s carry.
     id: u32,
     pub(crate) groups: Vec<Method, MAX_GROUPS>,
+    /// Each group's rate as made ([`Optimizer::set_lr`] keeps their
+    /// ratios); the program's, as registrations are, so no checkpoint
+    /// holds them.
+    base_lr: [f64; MAX_GROUPS],
     pub(crate) slots: Vec<Slot<B>, N>,
     workspace: Option<Workspace<B>>,
     pub(crate) sampler: Sampler,
@@ -280,6 +337,21 @@ pub struct Optimizer<B: Backend, const N: usize> {
     adam: Option<AdamStep<B>>,
     /// [`kfrog_step`] of this backend, once a K-FROG group exists.
     kfrog: Option<KfrogStep<B>>,
+}
+
+/// The groups, the registered parameters with their states' sizes and
+/// step counts, the guard and the workspace's sizes; no buffer (a
+/// backend's buffers need not be `Debug`).
+impl<B: Backend, const N: usize> fmt::Debug for Optimizer<B, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Optimizer")
+            .field("groups", &self.groups)
+            .field("params", &self.slots)
+            .field("max_batch", &self.max_batch)
+            .field("guard", &self.guard.as_ref().map(|(g, _)| g))
+            .field("workspace", &self.workspace)
+            .finish_non_exhaustive()
+    }
 }
 
 type Res<T, B> = Result<T, Error<<B as Backend>::Error>>;
@@ -313,6 +385,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         Ok(Self {
             id: next_optimizer_id()?,
             groups: Vec::new(),
+            base_lr: [0.0; MAX_GROUPS],
             slots: Vec::new(),
             workspace: None,
             sampler: Sampler::new(seed),
@@ -387,6 +460,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         };
         let id = GroupId(self.groups.len() as u8);
         self.groups.push(method).map_err(|_| RegistryError::TooManyGroups)?;
+        self.base_lr[usize::from(id.0)] = method.lr();
         self.sample_size = sample_size;
         Ok(id)
     }
@@ -500,19 +574,36 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         Ok(self.method(group)?)
     }
 
-    /// Sets every group's learning rate (a schedule's step); a rate some
-    /// group's settings reject changes nothing.
+    /// Sets the base learning rate (a schedule's step), as a PyTorch
+    /// scheduler does: the default group's rate becomes `lr`, and every
+    /// group keeps its ratio to it as made (at [`Optimizer::new`] and
+    /// `add_*group`). Groups made at `0.1` and `0.01` run at `0.05` and
+    /// `0.005` after `set_lr(0.05)`; a group made at the default group's
+    /// rate runs at `lr` exactly. When the default group was made at rate
+    /// 0 there is no ratio to keep, and every group runs at `lr`. A rate
+    /// some group's settings reject changes nothing.
     pub fn set_lr(&mut self, lr: f64) -> Res<(), B> {
-        for m in &self.groups {
-            m.with_lr(lr).validate_for::<B::Scalar>()?;
+        let base = self.base_lr[0];
+        let rate = |g: usize| {
+            let made = self.base_lr[g];
+            if made == base || base == 0.0 {
+                lr
+            } else {
+                made * (lr / base)
+            }
+        };
+        for (g, m) in self.groups.iter().enumerate() {
+            m.with_lr(rate(g)).validate_for::<B::Scalar>()?;
         }
-        for m in &mut self.groups {
-            *m = m.with_lr(lr);
+        for (g, m) in self.groups.iter_mut().enumerate() {
+            *m = m.with_lr(rate(g));
         }
         Ok(())
     }
 
-    /// Sets `group`'s learning rate; a rejected rate changes nothing.
+    /// Sets `group`'s learning rate, until the next [`Optimizer::set_lr`]
+    /// (which rates groups by their rates as made); a rejected rate
+    /// changes nothing.
     pub fn set_group_lr(&mut self, group: GroupId, lr: f64) -> Res<(), B> {
         let m = self.method(group)?.with_lr(lr);
         m.validate_for::<B::Scalar>()?;
@@ -546,8 +637,12 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// FROG group (`batch` required; guarded when [`Optimizer::set_guard`]
     /// turned the guard on), the group's plain step of weight and bias
     /// otherwise (`batch` unused).
+    ///
+    /// A shape error names the layer: [`Error::Param`] (as do those of
+    /// every step of the optimizer object).
     pub fn step_layer(&mut self, backend: &B, id: ParamId, params: Params<'_, B>, batch: Option<Batch<'_, B>>) -> Res<(), B> {
-        self.step_layer_with(backend, id, params, batch.as_ref())
+        let res = self.step_layer_with(backend, id, params, batch.as_ref());
+        self.named(id, res)
     }
 
     /// [`Optimizer::step_layer`] on sampled inputs and output gradients in
@@ -557,7 +652,8 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     where
         B: LowpBackend<H>,
     {
-        self.step_layer_with(backend, id, params, batch.as_ref())
+        let res = self.step_layer_with(backend, id, params, batch.as_ref());
+        self.named(id, res)
     }
 
     /// [`Optimizer::step_layer`] on views of the caller's parameters,
@@ -567,7 +663,17 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     where
         B: ViewBackend,
     {
-        self.step_layer_with(backend, id, params, batch.as_ref())
+        let res = self.step_layer_with(backend, id, params, batch.as_ref());
+        self.named(id, res)
+    }
+
+    /// `res` with a shape error named by parameter `id`'s registered name
+    /// ([`Error::Param`]), so that a mismatch says which parameter.
+    fn named<T>(&self, id: ParamId, res: Res<T, B>) -> Res<T, B> {
+        res.map_err(|e| match (e, self.slot(id)) {
+            (Error::Shape(error), Ok(slot)) => Error::Param { name: ParamName(slot.name.clone()), error },
+            (e, _) => e,
+        })
     }
 
     fn step_layer_with(&mut self, backend: &B, id: ParamId, params: impl Weights<B>, batch: Option<&impl Inputs<B>>) -> Res<(), B> {
@@ -614,7 +720,8 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             return Err(RegistryError::WrongKind(id.index).into());
         }
         let method = self.groups[usize::from(slot.group.0)];
-        plain_step(backend, &method, self.adam, id, &mut self.slots[id.index as usize].state, Buffers { param, grad })
+        let res = plain_step(backend, &method, self.adam, id, &mut self.slots[id.index as usize].state, Buffers { param, grad });
+        self.named(id, res)
     }
 
     /// [`Optimizer::step_param`] on views of the parameter and its
@@ -628,7 +735,8 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             return Err(RegistryError::WrongKind(id.index).into());
         }
         let method = self.groups[usize::from(slot.group.0)];
-        plain_step(backend, &method, self.adam, id, &mut self.slots[id.index as usize].state, Views { param, grad })
+        let res = plain_step(backend, &method, self.adam, id, &mut self.slots[id.index as usize].state, Views { param, grad });
+        self.named(id, res)
     }
 
     /// Draws a K-FROG step's samples for `group`'s layers from the
@@ -653,6 +761,11 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
 
     /// One K-FROG step of layer `id` (registered in a K-FROG group).
     pub fn step_layer_kfrog(&mut self, backend: &B, id: ParamId, weight: &mut B::Buffer, grad: &B::Buffer, batch: KfrogBatch<'_, B>) -> Res<(), B> {
+        let res = self.step_kfrog_with(backend, id, weight, grad, batch);
+        self.named(id, res)
+    }
+
+    fn step_kfrog_with(&mut self, backend: &B, id: ParamId, weight: &mut B::Buffer, grad: &B::Buffer, batch: KfrogBatch<'_, B>) -> Res<(), B> {
         let slot = self.slot(id)?;
         let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.index).into()) };
         self.check_batch(batch.batch_size)?;
@@ -761,7 +874,7 @@ fn plain_step<B: Backend>(backend: &B, method: &Method, adam: Option<AdamStep<B>
             None => Err(RegistryError::NeedsBuffers(id.index).into()),
         },
         (Method::Kfrog(cfg), SlotState::Momentum(s), _) => {
-            let sgd = crate::sgd::SgdConfig { lr: cfg.lr, momentum: cfg.momentum, weight_decay: 0.0, nesterov: cfg.nesterov };
+            let sgd = crate::sgd::SgdConfig { lr: cfg.lr, momentum: cfg.momentum, weight_decay: 0.0, nesterov: cfg.nesterov, non_exhaustive: NonExhaustive(()) };
             coupled_sgd(backend, &sgd, true, s, ops)
         }
         // States are made for their group's method, which never changes.

@@ -2,14 +2,16 @@
 //! precondition, and `torch.optim.SGD` for the baseline.
 
 use crate::backend::Backend;
-use crate::config::{decay_ok, momentum_ok, non_negative, representable, sgd_bound, update_bound_ok, Config, ConfigError};
+use crate::config::{decay_ok, momentum_ok, non_negative, representable, sgd_bound, update_bound_ok, Config, ConfigError, NonExhaustive};
 use crate::error::{Error, ShapeError};
 use crate::step::check_count;
 use crate::scalar::Scalar;
 use crate::state::ParamState;
 use crate::view::ViewBackend;
 
-/// `torch.optim.SGD` settings (dampening 0).
+/// `torch.optim.SGD` settings (dampening 0); the defaults are PyTorch's.
+/// Write them as `SgdConfig { lr: 0.1, ..Default::default() }` (see
+/// [`NonExhaustive`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdConfig {
     /// Learning rate.
@@ -20,6 +22,14 @@ pub struct SgdConfig {
     pub weight_decay: f64,
     /// Nesterov momentum.
     pub nesterov: bool,
+    /// Keeps settings addable (see [`NonExhaustive`]).
+    pub non_exhaustive: NonExhaustive,
+}
+
+impl Default for SgdConfig {
+    fn default() -> Self {
+        Self { lr: 1e-3, momentum: 0.0, weight_decay: 0.0, nesterov: false, non_exhaustive: NonExhaustive(()) }
+    }
 }
 
 impl SgdConfig {
@@ -131,6 +141,7 @@ fn other_sgd(cfg: &Config) -> SgdConfig {
         momentum: cfg.momentum,
         weight_decay: cfg.weight_decay,
         nesterov: cfg.nesterov,
+        non_exhaustive: NonExhaustive(()),
     }
 }
 

@@ -158,6 +158,14 @@ pub struct ParamState<B: Backend> {
     pub(crate) diag_written: bool,
 }
 
+/// Sizes and counts, not the buffers (they need not be `Debug`).
+impl<B: Backend> fmt::Debug for ParamState<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &mut f.debug_struct("ParamState");
+        s.field("len", &self.len).field("steps", &self.steps).field("momentum", &self.momentum.is_some()).field("diagnostics", &self.diag.is_some()).finish()
+    }
+}
+
 impl<B: Backend> ParamState<B> {
     /// State for a parameter of `len` entries under `cfg`.
     pub fn new(backend: &B, len: usize, momentum: bool) -> Result<Self, B::Error> {

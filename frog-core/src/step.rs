@@ -1,6 +1,8 @@
 //! One FROG step of a preconditioned layer, exactly as the original:
 //! momentum, Fisher weights, batched CG, row scale, decoupled decay.
 
+use core::fmt;
+
 use crate::backend::{Backend, CgBuffers, Patches, Strided};
 use crate::config::Config;
 use crate::error::{Error, ShapeError};
@@ -55,6 +57,27 @@ pub struct LowpBatch<'a, B: LowpBackend<H>, H: Half> {
     /// the host) and returns [`Error::NonFiniteInput`] when there are any,
     /// before any state changes: a dynamic loss scaler's overflow check.
     pub check_y: bool,
+}
+
+// The step's inputs print their counts, not their buffers (a backend's
+// buffers need not be `Debug`).
+
+impl<B: Backend> fmt::Debug for Params<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Params").field("bias", &self.bias.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> fmt::Debug for Batch<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch").field("sample", &self.sample).field("batch_size", &self.batch_size).finish_non_exhaustive()
+    }
+}
+
+impl<B: LowpBackend<H>, H: Half> fmt::Debug for LowpBatch<'_, B, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LowpBatch").field("sample", &self.sample).field("batch_size", &self.batch_size).field("check_y", &self.check_y).finish_non_exhaustive()
+    }
 }
 
 /// How a step reads a layer's gradients and writes its parameters: the

@@ -7,6 +7,8 @@
 //! the step names, without a copy into a backend buffer first. The step's
 //! own scratch (the workspace and the states) stays in backend buffers.
 
+use core::fmt;
+
 use crate::backend::{Backend, Patches, Strided};
 use crate::layer::Layer;
 
@@ -115,4 +117,18 @@ pub struct ViewBatch<'a, B: ViewBackend + 'a> {
     pub sample: usize,
     /// Samples in the full batch `B`.
     pub batch_size: usize,
+}
+
+// Views print their counts, not their entries (views need not be `Debug`).
+
+impl<'a, B: ViewBackend + 'a> fmt::Debug for ViewParams<'a, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ViewParams").field("bias", &self.bias.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl<'a, B: ViewBackend + 'a> fmt::Debug for ViewBatch<'a, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ViewBatch").field("sample", &self.sample).field("batch_size", &self.batch_size).finish_non_exhaustive()
+    }
 }

@@ -3,6 +3,8 @@
 //! size, the caller allocates it once with [`Workspace::new`], and every
 //! step takes it instead of allocating.
 
+use core::fmt;
+
 use crate::backend::Backend;
 use crate::error::ShapeError;
 use crate::layer::Layer;
@@ -100,6 +102,13 @@ pub struct Workspace<B: Backend> {
     pub(crate) u: B::Buffer,
     pub(crate) norms: B::Buffer,
     pub(crate) packed: B::Buffer,
+}
+
+/// What it was sized for, not its buffers (they need not be `Debug`).
+impl<B: Backend> fmt::Debug for Workspace<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Workspace").field("req", &self.req).finish_non_exhaustive()
+    }
 }
 
 impl<B: Backend> Workspace<B> {

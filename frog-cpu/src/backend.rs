@@ -103,6 +103,12 @@ pub(crate) fn need<T>(op: &'static str, buf: &[T], needed: usize) -> Result<(), 
     }
 }
 
+/// The error for a layer kind frog-core added after this backend, which
+/// has no packing for it.
+pub(crate) fn unknown_kind() -> CpuError {
+    CpuError::InvalidLayer(ShapeError::Unsupported { what: "a layer kind frog-cpu does not pack" })
+}
+
 /// A zero-filled vector of `len` entries, or an error instead of an abort
 /// when it cannot be had. The memory comes from `alloc_zeroed`, which maps
 /// untouched pages lazily, so a size the system refuses fails here rather
@@ -217,6 +223,8 @@ fn pack_sample<S: Copy, T: Real + From<S>>(layer: &Layer, x: &[S], gain: T, out:
                 widen(&x[t * d..(t + 1) * d], &mut out[t * cols..t * cols + d]);
             }
         }
+        // Refused by `pack_from`, which calls this.
+        _ => {}
     }
     if gain != T::ONE {
         out[..l * cols].iter_mut().for_each(|v| *v *= gain);
@@ -519,6 +527,9 @@ impl<T: Real> Cpu<T> {
         T: From<S>,
     {
         layer.validate().map_err(CpuError::InvalidLayer)?;
+        if !matches!(layer.kind, LayerKind::Linear { .. } | LayerKind::Conv2d(_)) {
+            return Err(unknown_kind());
+        }
         let (inp, per) = (layer.input_len(), layer.positions() * layer.cols());
         need("pack_patches: x", x, r.saturating_mul(inp))?;
         let x = &x[..r * inp];

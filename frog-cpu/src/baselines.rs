@@ -51,7 +51,7 @@ pub struct AdamCase {
 fn parse_adamw(v: &Value) -> Result<AdamCase, String> {
     let h = field(v, "hyper")?;
     let amsgrad = field(h, "amsgrad")?.as_bool().ok_or("`amsgrad` is not a bool")?;
-    let config = AdamWConfig { lr: num(h, "lr")?, beta1: num(h, "beta1")?, beta2: num(h, "beta2")?, eps: num(h, "eps")?, weight_decay: num(h, "weight_decay")?, amsgrad };
+    let config = AdamWConfig { lr: num(h, "lr")?, beta1: num(h, "beta1")?, beta2: num(h, "beta2")?, eps: num(h, "eps")?, weight_decay: num(h, "weight_decay")?, amsgrad, ..AdamWConfig::default() };
     let steps = field(v, "steps")?.as_array().ok_or("`steps` is not an array")?;
     let params = field(v, "params")?.as_array().ok_or("`params` is not an array")?;
     let params = params
@@ -179,6 +179,7 @@ fn parse_kfrog(v: &Value) -> Result<KfrogCase, String> {
         sample_size: opt_size(h, "sample_size")?,
         y_sample_size: opt_size(h, "y_sample_size")?,
         batch_averaged: flag("batch_averaged")?,
+        ..frog_core::KfrogConfig::default()
     };
     if num(h, "cg_denom_eps")? != frog_core::KFROG_CG_DENOM_EPS {
         return Err("cg_denom_eps differs from the original's constant".into());
@@ -241,7 +242,7 @@ pub fn run_kfrog_case<B: frog_core::KfrogBackend>(backend: &B, case: &KfrogCase,
     let mut ws = Workspace::new(backend, WorkspaceReq::new(backend, layer, bx).map_err(|e| e.to_string())?).map_err(berr)?;
     let mut state = KfrogState::new(backend, layer, cfg).map_err(berr)?;
     let mut weight = upload(backend, &case.weight)?;
-    let sgd = SgdConfig { lr: cfg.lr, momentum: cfg.momentum, weight_decay: 0.0, nesterov: cfg.nesterov };
+    let sgd = SgdConfig { lr: cfg.lr, momentum: cfg.momentum, weight_decay: 0.0, nesterov: cfg.nesterov, ..SgdConfig::default() };
     let mut others = Vec::new();
     for (_, v) in &case.other {
         others.push((upload(backend, v)?, ParamState::new(backend, v.len(), cfg.momentum > 0.0).map_err(berr)?));

@@ -183,6 +183,7 @@ fn parse_config(h: &Value) -> Result<Config, String> {
         tau_steps: h.get("tau_steps").and_then(Value::as_u64),
         batch_averaged: field(h, "batch_averaged")?.as_bool().ok_or("`batch_averaged` is not a bool")?,
         denom_eps: num(h, "denom_eps")?,
+        ..Config::default()
     })
 }
 

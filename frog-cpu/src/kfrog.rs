@@ -6,7 +6,7 @@
 
 use frog_core::{KfrogBackend, Layer, LayerKind, Patches};
 
-use crate::backend::{gain, need, saturate, Cpu, CpuError};
+use crate::backend::{gain, need, saturate, unknown_kind, Cpu, CpuError};
 use crate::gemm::Real;
 
 impl<T: Real> KfrogBackend for Cpu<T> {
@@ -69,6 +69,7 @@ impl<T: Real> KfrogBackend for Cpu<T> {
                         }
                     }
                 }
+                _ => return Err(unknown_kind()),
             }
         }
         if layer.bias {

@@ -110,7 +110,6 @@ impl Algorithm {
     pub fn supports(self, layer: &Layer) -> Result<(), &'static str> {
         match (self, &layer.kind) {
             (Self::Direct | Self::Gram, _) => Ok(()),
-            (Self::Winograd, LayerKind::Linear { .. }) => Err("Winograd runs convolutions only"),
             (Self::Winograd, LayerKind::Conv2d(c)) => {
                 if c.kernel != [3, 3] {
                     Err("Winograd F(2x2, 3x3) needs a 3x3 kernel")
@@ -122,6 +121,7 @@ impl Algorithm {
                     Ok(())
                 }
             }
+            (Self::Winograd, _) => Err("Winograd runs convolutions only"),
         }
     }
 }

@@ -227,7 +227,7 @@ fn settings_outside_their_range_or_the_scalar_are_rejected() {
     assert!(matches!(Config { lr: 1e300, lr_other_ratio: 1e300, weight_decay: 0.0, ..b }.validate(), Err(ConfigError::OutOfScalarRange { .. })));
     assert_eq!(Config { num_iters: usize::MAX, ..b }.validate(), Err(ConfigError::NumItersTooLarge(usize::MAX)));
     assert!(Config { num_iters: MAX_NUM_ITERS, ..b }.validate().is_ok());
-    let sgd = SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: false };
+    let sgd = SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: false, ..SgdConfig::default() };
     assert!(matches!(SgdConfig { momentum: 1.1, ..sgd }.validate(), Err(ConfigError::Momentum(_))));
     assert!(matches!(SgdConfig { lr: 100.0, weight_decay: 0.1, ..sgd }.validate(), Err(ConfigError::DecayTooLarge { .. })));
     assert!(matches!(SgdConfig { lr: 1e39, weight_decay: 0.0, ..sgd }.validate_for::<f32>(), Err(ConfigError::OutOfScalarRange { .. })));
@@ -406,7 +406,7 @@ fn settings_whose_update_bound_overflows_the_scalar_are_refused() {
     // The plain-SGD path: lr * lr_other_ratio / (1 - momentum).
     assert!(bound_refused(Config { lr: 1e36, tau: 1e6, lr_other_ratio: 100.0, ..b }.validate_for::<f32>()));
     // SGD: lr / (1 - momentum) per unit of the gradient.
-    let sgd = SgdConfig { lr: 1e37, momentum: 0.9, weight_decay: 0.0, nesterov: false };
+    let sgd = SgdConfig { lr: 1e37, momentum: 0.9, weight_decay: 0.0, nesterov: false, ..SgdConfig::default() };
     assert!(bound_refused(sgd.validate_for::<f32>()) && sgd.validate_for::<f64>().is_ok());
     assert!(SgdConfig { momentum: 0.0, ..sgd }.validate_for::<f32>().is_ok());
     // AdamW: lr / sqrt((1 - beta2)(1 - beta1^2/beta2)), or lr / ((1 - beta1) eps).
@@ -598,7 +598,7 @@ fn the_guard_counts_and_replaces_bad_rows() {
 
 /// An SGD group's method, without decay.
 fn sgd(momentum: f64) -> Method {
-    Method::Sgd(SgdConfig { lr: 0.1, momentum, weight_decay: 0.0, nesterov: false })
+    Method::Sgd(SgdConfig { lr: 0.1, momentum, weight_decay: 0.0, nesterov: false, ..SgdConfig::default() })
 }
 
 /// What a refused call could change on an optimizer over [`RequiredOnly`]:
@@ -729,7 +729,7 @@ fn k_frog_sampling_and_steps_check_everything_first() {
     let mut w = d.weight.clone();
     let batch = KfrogBatch { x: &d.x, x_sample: 2, y: &d.y, y_sample: 2, batch_size: 9 };
     let err = a.step_layer_kfrog(&cpu, id, &mut w, &d.grad_weight, batch).unwrap_err();
-    assert_eq!(err.to_string(), "shape mismatch: batch of 9 samples exceeds the 8 the optimizer was built for");
+    assert_eq!(err.to_string(), "parameter `l`: shape mismatch: batch of 9 samples exceeds the 8 the optimizer was built for");
     assert_eq!(w, d.weight);
 }
 
@@ -785,7 +785,7 @@ fn foreign_handles_oversized_batches_and_mismatched_checkpoints_are_refused() {
     assert_eq!((&checkpoint(&b), &w), (&before, &d.weight));
     // A batch above the optimizer's largest.
     let err = step(&mut a, &mut w, 5).unwrap_err();
-    assert_eq!(err.to_string(), "shape mismatch: batch of 5 samples exceeds the 4 the optimizer was built for");
+    assert_eq!(err.to_string(), "parameter `layer0`: shape mismatch: batch of 5 samples exceeds the 4 the optimizer was built for");
     assert_eq!(w, d.weight);
     step(&mut a, &mut w, 4).unwrap();
     // A FROG checkpoint into an SGD group of the same registrations and sizes.
@@ -855,6 +855,7 @@ fn hostile_config() -> impl Strategy<Value = Config> {
             tau_steps: schedule.map(|s| s.1),
             batch_averaged,
             denom_eps,
+            ..Config::default()
         })
 }
 

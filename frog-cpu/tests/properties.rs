@@ -18,6 +18,7 @@ fn patches(layer: &Layer, x: &[f64], r: usize) -> Vec<Vec<f64>> {
         match &layer.kind {
             LayerKind::Conv2d(c) => im2col(c, xi, &mut block, d).unwrap(),
             LayerKind::Linear { .. } => block.copy_from_slice(xi),
+            other => panic!("no patches of {other:?}"),
         }
         for p in block.chunks(d) {
             let mut p = p.to_vec();

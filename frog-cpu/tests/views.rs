@@ -51,7 +51,7 @@ fn optimizer_steps_on_views_match_steps_on_buffers() {
     let cpu = Cpu::<f64>::with_threads(2).unwrap();
     let build = || {
         let (mut frog, mut layer_ids, other_ids) = frog_with(&cpu, cfg, &layers[..2], &[7], batch, 3).unwrap();
-        let sgd = frog.add_group(Method::Sgd(SgdConfig { lr: 0.05, momentum: 0.8, weight_decay: 1e-2, nesterov: true })).unwrap();
+        let sgd = frog.add_group(Method::Sgd(SgdConfig { lr: 0.05, momentum: 0.8, weight_decay: 1e-2, nesterov: true, ..SgdConfig::default() })).unwrap();
         layer_ids.push(frog.add_layer(&cpu, "sgd layer", layers[2], sgd).unwrap());
         (frog, layer_ids, other_ids)
     };

@@ -16,8 +16,20 @@ use crate::error::Error;
 use crate::kernels::{Ptx, K};
 use crate::launch::{self, int, Arg, Grid, Tile, BLOCK, MAX_ARGS};
 
-/// Arithmetic of the two patch products (the Fisher matvec's cost).
+/// Arithmetic of the two patch products (the Fisher matvec's cost); modes
+/// may be added, so a `match` needs a wildcard arm.
+///
+/// ```compile_fail,E0004
+/// fn tensor_cores(p: frog_cuda::Precision) -> bool {
+///     use frog_cuda::Precision::*;
+///     match p {
+///         Exact => false,
+///         Split | Fast | Bf16Split | Bf16 | F16 => true,
+///     }
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Precision {
     /// Plain f32 FMA arithmetic everywhere: meets the golden f32 tolerance.
     #[default]
@@ -614,6 +626,8 @@ impl Cuda {
         match layer.kind {
             LayerKind::Conv2d(c) => crate::nn::im2col_with(self, conv_k, &c, xa, r, g.cols, pa, slot),
             LayerKind::Linear { d_in, .. } => self.launch(rows_k, grid, &[i("positions", g.n)?, i("d_in", d_in)?, i("cols", g.cols)?, xa, pa, slot]),
+            // A kind added to frog-core after these kernels.
+            _ => Err(Error::Kernel { name: "pack_patches", problem: "no kernel packs this layer kind" }),
         }
     }
 

@@ -5,8 +5,10 @@ use core::fmt;
 
 use frog_core::{BackendError, BackendErrorKind};
 
-/// A failure of the CUDA backend.
+/// A failure of the CUDA backend (failures may be added, so a `match`
+/// needs a wildcard arm).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Error {
     /// A CUDA driver call failed with a `CUresult` code.
     Driver {

@@ -159,7 +159,7 @@ fn optimizer_view_steps_equal_buffer_steps() {
     type B = CandleBackend<f64>;
     let b = B::new(Device::Cpu);
     let batch = 5;
-    let sgd = Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.01, nesterov: true });
+    let sgd = Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.01, nesterov: true, ..SgdConfig::default() });
     let (conv, linear) = (conv(), Layer::linear(7, 5, true));
     let new_opt = || {
         let mut opt = Optimizer::<B, 8>::new(Method::Frog(cfg()), batch, 3).unwrap();
@@ -280,7 +280,7 @@ fn view_kernels_reject_short_views_and_change_nothing() {
 
 fn shape(r: Result<(), Error<CandleError>>) -> ShapeError {
     match r {
-        Err(Error::Shape(e)) => e,
+        Err(Error::Shape(e) | Error::Param { error: e, .. }) => e,
         other => panic!("expected a shape error, got {other:?}"),
     }
 }
