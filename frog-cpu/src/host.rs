@@ -139,8 +139,9 @@ pub enum HostError {
     Frog {
         /// The layer or parameter.
         name: Option<String>,
-        /// FROG's error.
-        source: FrogError,
+        /// FROG's error (boxed: with its parameter name it is large, and
+        /// every `Result` of the route carries it).
+        source: Box<FrogError>,
     },
 }
 
@@ -162,7 +163,7 @@ impl fmt::Display for HostError {
 impl std::error::Error for HostError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Frog { source, .. } => Some(source),
+            Self::Frog { source, .. } => Some(&**source),
             _ => None,
         }
     }
@@ -170,13 +171,13 @@ impl std::error::Error for HostError {
 
 impl From<FrogError> for HostError {
     fn from(source: FrogError) -> Self {
-        Self::Frog { name: None, source }
+        Self::Frog { name: None, source: Box::new(source) }
     }
 }
 
 impl From<crate::CpuError> for HostError {
     fn from(e: crate::CpuError) -> Self {
-        Self::Frog { name: None, source: frog_core::Error::Backend(e) }
+        Self::Frog { name: None, source: Box::new(frog_core::Error::Backend(e)) }
     }
 }
 
@@ -232,7 +233,7 @@ impl<T: Real> HostFrog<T> {
     /// before it: [`HostFrog::step`] takes the layers in this order. Its
     /// gather buffers are allocated here, so that steps allocate nothing.
     pub fn add_layer(&mut self, name: &str, layer: Layer, group: GroupId) -> Result<ParamId, HostError> {
-        let named = |source| HostError::Frog { name: Some(name.to_owned()), source };
+        let named = |source| HostError::Frog { name: Some(name.to_owned()), source: Box::new(source) };
         let preconditioned = self.frog.group(group).map_err(named)?.frog().is_some();
         let rows = if preconditioned { self.frog.sample_rows(self.frog.max_batch()) } else { 0 };
         let x = crate::try_zeros(rows.saturating_mul(layer.input_len())).map_err(|e| named(frog_core::Error::Backend(e)))?;
@@ -249,7 +250,7 @@ impl<T: Real> HostFrog<T> {
     /// Registers plain parameter `name` of `len` entries in `group` (FROG's
     /// plain-SGD path in a FROG group), after those registered before it.
     pub fn add_param(&mut self, name: &str, len: usize, group: GroupId) -> Result<ParamId, HostError> {
-        let id = self.frog.add_param(&self.cpu, name, len, group).map_err(|source| HostError::Frog { name: Some(name.to_owned()), source })?;
+        let id = self.frog.add_param(&self.cpu, name, len, group).map_err(|source| HostError::Frog { name: Some(name.to_owned()), source: Box::new(source) })?;
         self.params.push(HostParam { id, name: name.to_owned(), len });
         Ok(id)
     }
@@ -292,7 +293,7 @@ impl<T: Real> HostFrog<T> {
         self.drawn = None;
         let sample = &self.sample[..r];
         for (l, s) in self.layers.iter_mut().zip(layers.iter_mut()) {
-            let named = |source| HostError::Frog { name: Some(l.name.clone()), source };
+            let named = |source| HostError::Frog { name: Some(l.name.clone()), source: Box::new(source) };
             let params = ViewParams { weight: &mut *s.weight, grad_weight: s.grad_weight, bias: s.bias.as_mut().map(|(b, gb)| (&mut **b, *gb)) };
             if !l.preconditioned {
                 self.frog.step_layer_view(&self.cpu, l.id, params, None).map_err(named)?;
@@ -317,7 +318,7 @@ impl<T: Real> HostFrog<T> {
             self.frog.step_layer_view(&self.cpu, l.id, params, Some(rows)).map_err(named)?;
         }
         for (p, s) in self.params.iter().zip(params.iter_mut()) {
-            self.frog.step_param_view(&self.cpu, p.id, &mut *s.param, s.grad).map_err(|source| HostError::Frog { name: Some(p.name.clone()), source })?;
+            self.frog.step_param_view(&self.cpu, p.id, &mut *s.param, s.grad).map_err(|source| HostError::Frog { name: Some(p.name.clone()), source: Box::new(source) })?;
         }
         Ok(())
     }

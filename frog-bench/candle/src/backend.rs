@@ -297,8 +297,6 @@ impl<T: Scalar + WithDType> CandleBackend<T> {
             if layer.bias {
                 idx.push(one);
             }
-            // A kind frog-core added after this backend.
-            _ => return Err(CandleError::InvalidLayer(ShapeError::Unsupported { what: "a layer kind frog-candle does not pack" })),
         }
         let n = idx.len();
         Ok(Tensor::from_vec(idx, n, &self.device)?)
