@@ -114,8 +114,35 @@ pub fn evaluate<D: Device>(dev: &D, net: &mut Net<D>, data: &Data, staging_batch
     Ok((loss / n as f64, 100.0 * correct as f64 / n as f64))
 }
 
+/// A training loss this many times the run's first one is reported as a
+/// divergence: a scale-free optimizer at too high a rate (FROG's `lr` is a
+/// per-row relative step) can climb to 1e4 while staying finite.
+pub const DIVERGENCE_FACTOR: f64 = 100.0;
+
+/// Watches a run's training losses for a divergence: the first loss, and
+/// whether a divergence was already reported (once per run).
+#[derive(Debug, Default)]
+struct Divergence {
+    first: Option<f64>,
+    reported: bool,
+}
+
+impl Divergence {
+    /// The warning for `loss`, the first time it exceeds
+    /// [`DIVERGENCE_FACTOR`] times the first loss.
+    fn check(&mut self, loss: f64) -> Option<String> {
+        let first = *self.first.get_or_insert(loss);
+        if self.reported || !(loss > DIVERGENCE_FACTOR * first) {
+            return None;
+        }
+        self.reported = true;
+        Some(format!("the training loss went from {first:.4} to {loss:.4e}: the run is diverging; lower lr (FROG's lr is a per-row relative step, not SGD's: see the README's learning rates)"))
+    }
+}
+
 /// Trains `cfg` on `data`, calling `on_epoch` after every epoch, and
-/// returns the records. A non-finite loss stops the run with an error.
+/// returns the records. A non-finite loss stops the run with an error; a
+/// finite loss [`DIVERGENCE_FACTOR`] times the first prints a warning.
 pub fn train<D: Device>(dev: &D, data: &Data, cfg: &RunConfig, mut on_epoch: impl FnMut(&EpochRecord)) -> Result<Vec<EpochRecord>> {
     if data.train.len() < cfg.batch {
         return Err(Error::new(format!("{}: {} training images, fewer than one batch of {}", cfg.label, data.train.len(), cfg.batch)));
@@ -125,6 +152,7 @@ pub fn train<D: Device>(dev: &D, data: &Data, cfg: &RunConfig, mut on_epoch: imp
     let mut st = Staging::new(dev, &cfg.arch, cfg.batch)?;
     let mut records = Vec::with_capacity(cfg.epochs);
     let mut total = 0.0;
+    let mut divergence = Divergence::default();
     for epoch in 0..cfg.epochs {
         let lr = cfg.lr_at(epoch);
         opt.set_lr(lr)?;
@@ -138,6 +166,9 @@ pub fn train<D: Device>(dev: &D, data: &Data, cfg: &RunConfig, mut on_epoch: imp
             let s = train_step(dev, &mut net, &mut opt, &st, cfg.batch)?;
             if !s.loss.is_finite() {
                 return Err(Error::new(format!("{}: training diverged (loss {} at epoch {}, step {})", cfg.label, s.loss, epoch + 1, i + 1)));
+            }
+            if let Some(warning) = divergence.check(s.loss) {
+                progress.suspend(|| eprintln!("warning: {}: epoch {}, step {}: {warning}", cfg.label, epoch + 1, i + 1));
             }
             loss_sum += s.loss * cfg.batch as f64;
             correct += s.correct;
@@ -163,4 +194,19 @@ pub fn train<D: Device>(dev: &D, data: &Data, cfg: &RunConfig, mut on_epoch: imp
         records.push(rec);
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exploding_loss_is_reported_once() {
+        let mut d = Divergence::default();
+        assert_eq!(d.check(2.3), None);
+        assert_eq!(d.check(50.0), None);
+        let warning = d.check(2.7e4).unwrap();
+        assert!(warning.contains("2.3000") && warning.contains("lower lr"), "{warning}");
+        assert_eq!(d.check(3e4), None, "reported once per run");
+    }
 }
