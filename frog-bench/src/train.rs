@@ -132,7 +132,7 @@ impl Divergence {
     /// [`DIVERGENCE_FACTOR`] times the first loss.
     fn check(&mut self, loss: f64) -> Option<String> {
         let first = *self.first.get_or_insert(loss);
-        if self.reported || !(loss > DIVERGENCE_FACTOR * first) {
+        if self.reported || loss <= DIVERGENCE_FACTOR * first {
             return None;
         }
         self.reported = true;
