@@ -12,6 +12,15 @@
 //! output gradient, steps every layer and parameter on frog-core's
 //! optimizer object and writes the parameters back in place.
 //!
+//! A linear layer whose weight the framework stores `[d_in, d_out]` (burn's
+//! layout) is declared so at registration ([`WeightLayout::InOut`]); its
+//! weight and gradient are then transposed into FROG's rows and back,
+//! rather than preconditioning the wrong rows. An opt-in check
+//! ([`HostFrog::check_gradients`]) compares every layer's weight gradient
+//! with the one its whole-batch inputs and output gradients imply, and
+//! names the layer when they disagree: it catches a transposed weight, a
+//! wrong tap and rows of another batch.
+//!
 //! The steps run on views (slices) of the caller's memory, so nothing is
 //! copied into optimizer buffers and back; the gather buffers of the
 //! sampled rows are allocated when a layer is registered, so a step
@@ -48,7 +57,19 @@ use frog_core::{gather_rows_view, GroupId, Layer, Method, ParamId, ShapeError, V
 
 use crate::backend::Cpu;
 use crate::gemm::Real;
+use crate::implied::{implied_gradients, implied_scratch_len};
 use crate::optimizer::{Frog, FrogError};
+
+/// How a layer's weight is stored in the caller's memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// One row per output (`[c_out, c_in, kh, kw]` or `[d_out, d_in]`):
+    /// PyTorch's layout and FROG's rows.
+    #[default]
+    OutIn,
+    /// A linear layer's `[d_in, d_out]` (`y = x W`, as burn stores it).
+    InOut,
+}
 
 /// Rows of a layer's inputs or output gradients, `[n, len]` row-major.
 #[derive(Clone, Copy, Debug)]
@@ -134,6 +155,25 @@ pub enum HostError {
         /// The batch of the sample drawn, if any.
         drawn: Option<usize>,
     },
+    /// A linear layer declared [`WeightLayout::InOut`] is a convolution.
+    Layout {
+        /// The layer.
+        name: String,
+    },
+    /// The gradient `what` of layer `name` differs from the one its
+    /// whole-batch inputs and output gradients imply by `error` (largest
+    /// difference relative to the implied gradient's largest entry), more
+    /// than the check's `tolerance` ([`HostFrog::check_gradients`]).
+    Gradient {
+        /// The layer.
+        name: String,
+        /// `"grad_weight"` or `"grad_bias"`.
+        what: &'static str,
+        /// The relative difference.
+        error: f64,
+        /// The check's tolerance.
+        tolerance: f64,
+    },
     /// FROG refused the call or its backend failed; `name` is the layer or
     /// parameter whose step or registration it was, if one.
     Frog {
@@ -154,6 +194,11 @@ impl fmt::Display for HostError {
             Self::Count { what, given, registered } => write!(f, "{given} {what} given, {registered} registered"),
             Self::NoSample { batch, drawn: None } => write!(f, "sampled rows given for a batch of {batch}, but no sample was drawn (call sample first)"),
             Self::NoSample { batch, drawn: Some(d) } => write!(f, "sampled rows given for a batch of {batch}, but the sample drawn is of a batch of {d}"),
+            Self::Layout { name } => write!(f, "{name}: only a linear layer's weight can be stored [d_in, d_out]"),
+            Self::Gradient { name, what, error, tolerance } => write!(
+                f,
+                "{name}: {what} differs from the gradient its inputs and output gradients imply by {error:.2e} (relative; tolerance {tolerance:.0e}): a transposed weight, a wrong tap, or rows of another batch?"
+            ),
             Self::Frog { name: Some(name), source } => write!(f, "{name}: FROG: {source}"),
             Self::Frog { name: None, source } => write!(f, "FROG: {source}"),
         }
@@ -192,6 +237,14 @@ struct HostLayer<T> {
     /// sized for the largest sample at registration.
     x: Vec<T>,
     y: Vec<T>,
+    layout: WeightLayout,
+    /// The weight and its gradient in FROG's rows, for a layer stored
+    /// [`WeightLayout::InOut`] (empty otherwise).
+    weight_t: Vec<T>,
+    grad_t: Vec<T>,
+    /// The implied weight gradient, bias gradient and patch scratch of the
+    /// gradient check (empty while it is off).
+    implied: Vec<T>,
 }
 
 /// A registered plain parameter.
@@ -213,6 +266,8 @@ pub struct HostFrog<T: Real> {
     /// The batch and rows of a sample drawn by [`HostFrog::sample`] and not
     /// yet stepped.
     drawn: Option<(usize, usize)>,
+    /// The gradient check's tolerance, when it is on.
+    check_tolerance: Option<f64>,
 }
 
 impl<T: Real> HostFrog<T> {
@@ -221,7 +276,7 @@ impl<T: Real> HostFrog<T> {
     /// fixed by `seed`.
     pub fn new(cpu: Cpu<T>, method: Method, max_batch: usize, seed: u64) -> Result<Self, HostError> {
         let frog = Frog::new(method, max_batch, seed)?;
-        Ok(Self { cpu, frog, layers: Vec::new(), params: Vec::new(), sample: Vec::new(), drawn: None })
+        Ok(Self { cpu, frog, layers: Vec::new(), params: Vec::new(), sample: Vec::new(), drawn: None, check_tolerance: None })
     }
 
     /// A new parameter group running `method` (FROG or SGD).
@@ -233,7 +288,19 @@ impl<T: Real> HostFrog<T> {
     /// before it: [`HostFrog::step`] takes the layers in this order. Its
     /// gather buffers are allocated here, so that steps allocate nothing.
     pub fn add_layer(&mut self, name: &str, layer: Layer, group: GroupId) -> Result<ParamId, HostError> {
+        self.add_layer_as(name, layer, group, WeightLayout::OutIn)
+    }
+
+    /// [`HostFrog::add_layer`] for a weight stored in `layout`.
+    pub fn add_layer_as(&mut self, name: &str, layer: Layer, group: GroupId, layout: WeightLayout) -> Result<ParamId, HostError> {
         let named = |source| HostError::Frog { name: Some(name.to_owned()), source: Box::new(source) };
+        if layout == WeightLayout::InOut && !matches!(layer.kind, frog_core::LayerKind::Linear { .. }) {
+            return Err(HostError::Layout { name: name.to_owned() });
+        }
+        let alloc = |len: usize| crate::try_zeros(len).map_err(|e| named(frog_core::Error::Backend(e)));
+        let weight_len = if layout == WeightLayout::InOut { layer.rows().saturating_mul(layer.weight_cols()) } else { 0 };
+        let (weight_t, grad_t) = (alloc(weight_len)?, alloc(weight_len)?);
+        let implied = alloc(if self.check_tolerance.is_some() { implied_len(&layer) } else { 0 })?;
         let preconditioned = self.frog.group(group).map_err(named)?.frog().is_some();
         let rows = if preconditioned { self.frog.sample_rows(self.frog.max_batch()) } else { 0 };
         let x = crate::try_zeros(rows.saturating_mul(layer.input_len())).map_err(|e| named(frog_core::Error::Backend(e)))?;
@@ -243,7 +310,7 @@ impl<T: Real> HostFrog<T> {
             self.sample.resize(sample, 0);
         }
         let id = self.frog.add_layer(&self.cpu, name, layer, group).map_err(named)?;
-        self.layers.push(HostLayer { id, name: name.to_owned(), layer, preconditioned, x, y });
+        self.layers.push(HostLayer { id, name: name.to_owned(), layer, preconditioned, x, y, layout, weight_t, grad_t, implied });
         Ok(id)
     }
 
@@ -283,6 +350,9 @@ impl<T: Real> HostFrog<T> {
     /// nothing (no parameter, no state, not the sampler).
     pub fn step(&mut self, batch: usize, layers: &mut [LayerSlices<'_, T>], params: &mut [ParamSlices<'_, T>]) -> Result<(), HostError> {
         self.check(batch, layers, params)?;
+        if let Some(tolerance) = self.check_tolerance {
+            self.check_implied(batch, layers, tolerance)?;
+        }
         let r = match self.drawn {
             Some((b, r)) if b == batch => r,
             _ => {
@@ -294,9 +364,21 @@ impl<T: Real> HostFrog<T> {
         let sample = &self.sample[..r];
         for (l, s) in self.layers.iter_mut().zip(layers.iter_mut()) {
             let named = |source| HostError::Frog { name: Some(l.name.clone()), source: Box::new(source) };
-            let params = ViewParams { weight: &mut *s.weight, grad_weight: s.grad_weight, bias: s.bias.as_mut().map(|(b, gb)| (&mut **b, *gb)) };
+            let (rows, d) = (l.layer.rows(), l.layer.weight_cols());
+            let (weight, grad_weight): (&mut [T], &[T]) = match l.layout {
+                WeightLayout::OutIn => (&mut *s.weight, s.grad_weight),
+                WeightLayout::InOut => {
+                    transpose(s.weight, d, rows, &mut l.weight_t);
+                    transpose(s.grad_weight, d, rows, &mut l.grad_t);
+                    (&mut l.weight_t, &l.grad_t)
+                }
+            };
+            let params = ViewParams { weight, grad_weight, bias: s.bias.as_mut().map(|(b, gb)| (&mut **b, *gb)) };
             if !l.preconditioned {
                 self.frog.step_layer_view(&self.cpu, l.id, params, None).map_err(named)?;
+                if l.layout == WeightLayout::InOut {
+                    transpose(&l.weight_t, rows, d, s.weight);
+                }
                 continue;
             }
             let (xn, yn) = (r * l.layer.input_len(), r * l.layer.output_len());
@@ -314,8 +396,11 @@ impl<T: Real> HostFrog<T> {
                 }
                 Rows::Sampled(y) => y,
             };
-            let rows = ViewBatch { x, y, sample: r, batch_size: batch };
-            self.frog.step_layer_view(&self.cpu, l.id, params, Some(rows)).map_err(named)?;
+            let sampled = ViewBatch { x, y, sample: r, batch_size: batch };
+            self.frog.step_layer_view(&self.cpu, l.id, params, Some(sampled)).map_err(named)?;
+            if l.layout == WeightLayout::InOut {
+                transpose(&l.weight_t, rows, d, s.weight);
+            }
         }
         for (p, s) in self.params.iter().zip(params.iter_mut()) {
             self.frog.step_param_view(&self.cpu, p.id, &mut *s.param, s.grad).map_err(|source| HostError::Frog { name: Some(p.name.clone()), source: Box::new(source) })?;
@@ -374,6 +459,51 @@ impl<T: Real> HostFrog<T> {
         Ok(())
     }
 
+    /// Turns on (`Some(tolerance)`) or off the gradient check: before a step
+    /// moves anything, every layer whose inputs and output gradients are
+    /// given for the whole batch ([`Rows::Batch`]) has its weight (and
+    /// bias) gradient compared with the one they imply (what autograd
+    /// computes); a relative difference above `tolerance` refuses the step
+    /// with [`HostError::Gradient`] naming the layer. About `1e-3` suits
+    /// f32 gradients. It costs a weight-gradient product per layer and
+    /// step, and allocates its scratch here.
+    pub fn check_gradients(&mut self, tolerance: Option<f64>) -> Result<(), HostError> {
+        for l in &mut self.layers {
+            let len = if tolerance.is_some() { implied_len(&l.layer) } else { 0 };
+            if l.implied.len() != len {
+                l.implied = crate::try_zeros(len).map_err(|e| HostError::Frog { name: Some(l.name.clone()), source: Box::new(frog_core::Error::Backend(e)) })?;
+            }
+        }
+        self.check_tolerance = tolerance;
+        Ok(())
+    }
+
+    /// The gradient check of a step (see [`HostFrog::check_gradients`]).
+    fn check_implied(&mut self, batch: usize, layers: &[LayerSlices<'_, T>], tolerance: f64) -> Result<(), HostError> {
+        for (l, s) in self.layers.iter_mut().zip(layers) {
+            let (Rows::Batch(x), Rows::Batch(y)) = (s.x, s.y) else { continue };
+            let (rows, d) = (l.layer.rows(), l.layer.weight_cols());
+            let (weight, rest) = l.implied.split_at_mut(rows * d);
+            let (bias, scratch) = rest.split_at_mut(rows);
+            let bias = l.layer.bias.then_some(bias);
+            implied_gradients(self.cpu.pool(), &l.layer, batch, x, y, scratch, weight, bias)
+                .map_err(|e| HostError::Frog { name: Some(l.name.clone()), source: Box::new(e.into()) })?;
+            // The given gradient in FROG's rows, entry (j, c).
+            let given = |j: usize, c: usize| match l.layout {
+                WeightLayout::OutIn => s.grad_weight[j * d + c],
+                WeightLayout::InOut => s.grad_weight[c * rows + j],
+            };
+            let weight = rel_diff((0..rows * d).map(|k| (given(k / d, k % d), l.implied[k])));
+            let bias = s.bias.as_ref().map_or(0.0, |(_, gb)| rel_diff(gb.iter().copied().zip(l.implied[rows * d..].iter().copied())));
+            for (what, error) in [("grad_weight", weight), ("grad_bias", bias)] {
+                if error.is_nan() || error > tolerance {
+                    return Err(HostError::Gradient { name: l.name.clone(), what, error, tolerance });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Sets every group's learning rate; a rate FROG rejects changes nothing.
     pub fn set_lr(&mut self, lr: f64) -> Result<(), HostError> {
         Ok(self.frog.set_lr(lr)?)
@@ -415,4 +545,31 @@ impl<T: Real> HostFrog<T> {
     pub fn params(&self) -> usize {
         self.params.len()
     }
+}
+
+/// Entries of a layer's gradient-check buffer: the implied weight and
+/// bias gradients and the patch scratch.
+fn implied_len(layer: &Layer) -> usize {
+    let (rows, d) = (layer.rows(), layer.weight_cols());
+    rows.saturating_mul(d).saturating_add(rows).saturating_add(implied_scratch_len(layer))
+}
+
+/// `dst[c][r] = src[r][c]` for a row-major `rows x cols` `src`.
+fn transpose<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    for (r, row) in src.chunks_exact(cols).take(rows).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            dst[c * rows + r] = v;
+        }
+    }
+}
+
+/// The largest `|given - implied|` of `pairs` relative to their largest
+/// entry (0 when all are 0; NaN, which every check refuses, when one is).
+fn rel_diff<T: Real>(pairs: impl Iterator<Item = (T, T)> + Clone) -> f64 {
+    let scale = pairs.clone().fold(0.0f64, |m, (a, b)| m.max(a.as_f64().abs()).max(b.as_f64().abs()));
+    let diff = pairs.fold(0.0f64, |m, (a, b)| {
+        let d = (a.as_f64() - b.as_f64()).abs();
+        if d.is_nan() || m.is_nan() { f64::NAN } else { m.max(d) }
+    });
+    if scale == 0.0 && diff == 0.0 { 0.0 } else { diff / scale }
 }

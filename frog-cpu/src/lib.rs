@@ -17,6 +17,7 @@ pub mod gemm;
 mod gram;
 pub mod host;
 pub mod im2col;
+pub mod implied;
 mod kfrog;
 pub mod nn;
 mod optimizer;

@@ -6,7 +6,7 @@
 
 use frog_core::{precondition_step, Batch, Config, GroupId, Layer, Method, ParamState, Params, Workspace, WorkspaceReq};
 use frog_cpu::golden::{golden_dir, load_cases, Case, Target};
-use frog_cpu::host::{HostError, HostFrog, LayerSlices, ParamSlices, Rows};
+use frog_cpu::host::{HostError, HostFrog, LayerSlices, ParamSlices, Rows, WeightLayout};
 use frog_cpu::Cpu;
 
 fn f32s(v: &[f64]) -> Vec<f32> {
@@ -170,4 +170,98 @@ fn wrong_lengths_name_the_layer_and_change_nothing() {
     let err = f.step(4, &mut layers, &mut [ParamSlices { param: g, grad: &gg }]).unwrap_err();
     assert!(matches!(&err, HostError::Bias { name, registered: false } if name == "head"), "{err}");
     assert_eq!(p, init());
+}
+
+/// A seeded value in [-1, 1).
+fn vals(seed: u64, n: usize) -> Vec<f32> {
+    (0..n).map(|k| ((k as f64 + 0.5) * (0.37 + seed as f64 * 0.11)).sin() as f32).collect()
+}
+
+/// A linear layer with a bias, its whole-batch inputs and output gradients,
+/// and the weight and bias gradients they imply (autograd's), `[d_out, d_in]`.
+struct Linear {
+    layer: Layer,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    gw: Vec<f32>,
+    gb: Vec<f32>,
+}
+
+fn linear(batch: usize) -> Linear {
+    let layer = Layer::linear(5, 3, true);
+    let (x, y) = (vals(1, batch * 5), vals(2, batch * 3));
+    let (mut gw, mut gb) = (vec![0.0f32; 15], vec![0.0f32; 3]);
+    for i in 0..batch {
+        for j in 0..3 {
+            gb[j] += y[i * 3 + j];
+            for c in 0..5 {
+                gw[j * 5 + c] += y[i * 3 + j] * x[i * 5 + c];
+            }
+        }
+    }
+    Linear { layer, x, y, gw, gb }
+}
+
+fn transposed(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..rows * cols).map(|k| v[(k % rows) * cols + k / rows]).collect()
+}
+
+fn host(batch: usize) -> HostFrog<f32> {
+    let cfg = Config { lr: 0.01, momentum: 0.9, sample_size: Some(2), ..Config::default() };
+    HostFrog::new(Cpu::with_threads(1).unwrap(), Method::Frog(cfg), batch, 3).unwrap()
+}
+
+#[test]
+fn a_weight_stored_in_out_is_stepped_in_frogs_rows_and_written_back() {
+    let (batch, l) = (4, linear(4));
+    let w0 = vals(3, 15);
+    // PyTorch's layout.
+    let mut a = host(batch);
+    a.add_layer("fc", l.layer, GroupId::DEFAULT).unwrap();
+    let (mut w, mut b) = (w0.clone(), vec![0.0f32; 3]);
+    let mut layers = [LayerSlices { weight: &mut w, grad_weight: &l.gw, bias: Some((&mut b, &l.gb)), x: Rows::Batch(&l.x), y: Rows::Batch(&l.y) }];
+    a.step(batch, &mut layers, &mut []).unwrap();
+    // The same weight and gradient stored [d_in, d_out], declared so.
+    let mut t = host(batch);
+    t.add_layer_as("fc", l.layer, GroupId::DEFAULT, WeightLayout::InOut).unwrap();
+    let (mut wt, mut bt, gwt) = (transposed(&w0, 3, 5), vec![0.0f32; 3], transposed(&l.gw, 3, 5));
+    let mut layers = [LayerSlices { weight: &mut wt, grad_weight: &gwt, bias: Some((&mut bt, &l.gb)), x: Rows::Batch(&l.x), y: Rows::Batch(&l.y) }];
+    t.step(batch, &mut layers, &mut []).unwrap();
+    assert_ne!(w, w0);
+    assert_eq!(wt, transposed(&w, 3, 5), "the InOut step is the OutIn step, transposed");
+    assert_eq!(bt, b);
+    // A convolution has no [d_in, d_out] layout.
+    let conv = Layer::conv2d(frog_core::Conv2d::new(2, 3, 3, [4, 4]), false);
+    let e = host(batch).add_layer_as("conv", conv, GroupId::DEFAULT, WeightLayout::InOut).unwrap_err();
+    assert!(matches!(&e, HostError::Layout { name } if name == "conv"), "{e}");
+}
+
+#[test]
+fn the_gradient_check_names_a_layer_whose_tensors_disagree() {
+    let (batch, l) = (4, linear(4));
+    let mut frog = host(batch);
+    frog.add_layer("fc", l.layer, GroupId::DEFAULT).unwrap();
+    frog.check_gradients(Some(1e-4)).unwrap();
+    let w0 = vals(3, 15);
+    let step = |frog: &mut HostFrog<f32>, gw: &[f32], x: &[f32], y: &[f32]| {
+        let (mut w, mut b) = (w0.clone(), vec![0.0f32; 3]);
+        let mut layers = [LayerSlices { weight: &mut w, grad_weight: gw, bias: Some((&mut b, &l.gb)), x: Rows::Batch(x), y: Rows::Batch(y) }];
+        let result = frog.step(batch, &mut layers, &mut []);
+        (result, w)
+    };
+    // A transposed gradient has the right length: only the check sees it.
+    let (e, w) = step(&mut frog, &transposed(&l.gw, 3, 5), &l.x, &l.y);
+    let e = e.unwrap_err();
+    assert!(matches!(&e, HostError::Gradient { name, what: "grad_weight", .. } if name == "fc"), "{e}");
+    assert!(e.to_string().contains("fc: grad_weight differs"), "{e}");
+    assert_eq!(w, w0, "a refused step changes nothing");
+    // Output gradients of another batch (rows shuffled).
+    let shuffled: Vec<f32> = l.y.chunks(3).rev().flatten().copied().collect();
+    assert!(matches!(step(&mut frog, &l.gw, &l.x, &shuffled).0, Err(HostError::Gradient { .. })));
+    // Matching tensors step; with the check off, anything goes.
+    let (ok, w) = step(&mut frog, &l.gw, &l.x, &l.y);
+    ok.unwrap();
+    assert_ne!(w, w0);
+    frog.check_gradients(None).unwrap();
+    step(&mut frog, &transposed(&l.gw, 3, 5), &l.x, &l.y).0.unwrap();
 }
