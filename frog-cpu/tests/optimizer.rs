@@ -39,8 +39,8 @@ fn build(cpu: &Cpu<f64>) -> (Frog<f64>, [ParamId; 6]) {
     let mut frog = Frog::<f64>::new(Method::Frog(frog_cfg()), BATCH, 9).unwrap();
     let no_decay = frog.add_group(Method::Frog(Config { weight_decay: 0.0, ..frog_cfg() })).unwrap();
     let sgd = frog.add_group(Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: true, ..SgdConfig::default() })).unwrap();
-    let adam = frog.add_adamw_group(AdamWConfig { amsgrad: true, ..AdamWConfig::default() }).unwrap();
-    let kf = frog.add_kfrog_group(KfrogConfig { lr: 0.01, momentum: 0.9, y_momentum: 0.5, sample_size: Some(4), y_sample_size: Some(2), ..KfrogConfig::default() }).unwrap();
+    let adam = frog.add_group(AdamWConfig { amsgrad: true, ..AdamWConfig::default() }).unwrap();
+    let kf = frog.add_group(KfrogConfig { lr: 0.01, momentum: 0.9, y_momentum: 0.5, sample_size: Some(4), y_sample_size: Some(2), ..KfrogConfig::default() }).unwrap();
     let ids = [
         frog.add_layer(cpu, "conv", conv, GroupId::DEFAULT).unwrap(),
         frog.add_layer(cpu, "fc", lin, GroupId::DEFAULT).unwrap(),
@@ -216,15 +216,19 @@ fn groups_carry_their_own_settings() {
     frog.set_group_lr(no_decay, 0.5).unwrap();
     assert_eq!((frog.group(GroupId::DEFAULT).unwrap().lr(), frog.group(no_decay).unwrap().lr()), (0.02, 0.5));
     assert!(frog.set_group_lr(no_decay, -1.0).is_err());
-    // AdamW groups need the backend's AdamBackend, so their own entry point.
-    let err = frog.add_group(Method::AdamW(AdamWConfig::default())).unwrap_err();
-    assert_eq!(err, Error::Registry(RegistryError::NeedsItsEntryPoint("AdamW")));
-    let err = frog.add_group(Method::Kfrog(KfrogConfig::default())).unwrap_err();
-    assert_eq!(err, Error::Registry(RegistryError::NeedsItsEntryPoint("K-FROG")));
-    let kf = frog.add_kfrog_group(KfrogConfig::default()).unwrap();
+    // On a backend with AdamBackend and KfrogBackend (Cpu) a `Method` makes
+    // any group, and its AdamW group steps as AdamW: decay 1 - lr*wd, then
+    // the bias-corrected first step lr * g / (|g| + eps).
+    let adam = frog.add_group(Method::AdamW(AdamWConfig::default())).unwrap();
+    let pa = frog.add_param(cpu, "adam", 3, adam).unwrap();
+    let mut p = vec![1.0; 3];
+    frog.step_param(cpu, pa, &mut p, &[1.0; 3].to_vec()).unwrap();
+    assert_eq!(frog.adam_state(pa).unwrap().steps(), 1);
+    assert!(p.iter().all(|&v| (v - (1.0 - 1e-5 - 1e-3 / (1.0 + 1e-8))).abs() < 1e-12), "{p:?}");
+    let kf = frog.add_group(Method::Kfrog(KfrogConfig::default())).unwrap();
     let with_bias = Layer::conv2d(Conv2d::new(2, 2, 3, [4, 4]), true);
     assert!(matches!(frog.add_layer(cpu, "kb", with_bias, kf), Err(Error::Shape(ShapeError::Unsupported { .. }))));
-    assert!(frog.add_adamw_group(AdamWConfig { beta1: 1.0, ..AdamWConfig::default() }).is_err());
+    assert!(frog.add_group(AdamWConfig { beta1: 1.0, ..AdamWConfig::default() }).is_err());
     // One sample serves every layer: FROG groups share the sample size.
     let err = frog.add_group(Method::Frog(Config { sample_size: Some(2), ..cfg })).unwrap_err();
     assert_eq!(err, Error::Registry(RegistryError::SampleSizeMismatch));

@@ -9,7 +9,7 @@
 mod common;
 
 use common::{device, download, upload, values};
-use frog_core::{gather_rows, Backend, Batch, Config, Conv2d, GroupId, Layer, Method, Optimizer, ParamId, Params};
+use frog_core::{gather_rows, Backend, Batch, Config, Conv2d, GroupId, Layer, Optimizer, ParamId, Params};
 use frog_cpu::Cpu;
 use frog_cuda::Precision;
 
@@ -23,8 +23,8 @@ fn conv() -> Layer {
 /// without decay.
 fn build<B: Backend<Scalar = f32>>(b: &B) -> (Optimizer<B, 4>, [ParamId; 2]) {
     let cfg = Config { lr: 0.01, momentum: 0.9, weight_decay: 1e-3, sample_size: Some(3), ..Config::default() };
-    let mut opt = Optimizer::new(Method::Frog(cfg), BATCH, 5).unwrap();
-    let no_decay = opt.add_group(Method::Frog(Config { weight_decay: 0.0, ..cfg })).unwrap();
+    let mut opt = Optimizer::new(cfg, BATCH, 5).unwrap();
+    let no_decay = opt.add_group(Config { weight_decay: 0.0, ..cfg }).unwrap();
     let ids = [opt.add_layer(b, "conv", conv(), GroupId::DEFAULT).unwrap(), opt.add_param(b, "bn", 6, no_decay).unwrap()];
     (opt, ids)
 }
