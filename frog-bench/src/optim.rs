@@ -85,7 +85,7 @@ impl<D: Device> Optimizer<D> {
     pub fn draw_sample(&mut self) -> Result<Option<SampledRows<'_>>> {
         match self.method {
             Method::Frog(_) => {
-                let x = self.inner.sample(self.batch, &mut self.sample)?;
+                let x = self.inner.sample(self.batch, &mut self.sample)?.indices();
                 Ok(Some(SampledRows { x, y: x }))
             }
             Method::Kfrog(_) => {

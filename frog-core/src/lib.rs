@@ -48,7 +48,7 @@ pub use guard::{Diagnostics, Guard, GuardBackend, ROW_DEAD, ROW_NONFINITE, ROW_R
 pub use layer::{Axes, BnShape, Conv2d, Layer, LayerKind, PATCH_PADDING};
 pub use lowp::{Half, LowpBackend};
 pub use method::Method;
-pub use optimizer::{GroupId, IntoMethod, Optimizer, ParamId, ParamKind, ParamName, RegistryError, MAX_GROUPS, NAME_LEN};
+pub use optimizer::{GroupId, IntoMethod, Optimizer, ParamId, ParamKind, ParamName, RegistryError, Sample, MAX_GROUPS, NAME_LEN};
 pub use rescale::{pow2_gain, square_safe_max};
 pub use sampler::{Sampler, MAX_BATCH};
 pub use scalar::Scalar;

@@ -161,6 +161,18 @@ pub enum RegistryError {
     WrongKind(u32),
     /// A preconditioned layer stepped without its sampled batch.
     NoBatch(u32),
+    /// A FROG step whose batch's counts are not those of the last
+    /// [`Optimizer::sample`]: its rows cannot be the drawn ones.
+    NotTheSample {
+        /// Rows drawn.
+        drawn: usize,
+        /// The batch they were drawn from.
+        drawn_batch: usize,
+        /// The step batch's `sample`.
+        sample: usize,
+        /// The step batch's `batch_size`.
+        batch: usize,
+    },
     /// A K-FROG layer stepped with `step_layer` or a FROG layer with
     /// `step_layer_kfrog`.
     WrongMethod(u32),
@@ -183,6 +195,9 @@ impl fmt::Display for RegistryError {
             Self::SampleSizeMismatch => write!(f, "every FROG group must have the same sample_size: one sample serves every layer of a step"),
             Self::WrongKind(p) => write!(f, "parameter {p} is of the other kind (step layers with step_layer, plain parameters with step_param)"),
             Self::NoBatch(p) => write!(f, "layer {p} is preconditioned and needs its sampled batch"),
+            Self::NotTheSample { drawn, drawn_batch, sample, batch } => {
+                write!(f, "a batch of {sample} sampled rows of {batch}, but the last sample drew {drawn} of {drawn_batch}: build the step's batch from its Sample")
+            }
             Self::WrongMethod(p) => write!(f, "layer {p} runs another method (K-FROG layers step with step_layer_kfrog, the others with step_layer)"),
             Self::NeedsBuffers(p) => write!(f, "parameter {p} is in an AdamW group, whose steps take backend buffers (step_layer, step_param), not views"),
         }
@@ -288,6 +303,53 @@ pub(crate) mod sealed {
                 m => (m, ExtensionSteps::NONE),
             }
         }
+    }
+}
+
+/// One step's sample, as [`Optimizer::sample`] drew it: the increasing
+/// indices of the rows to gather from the full batch (it derefs to them),
+/// and the size of that batch. It builds every layer's batch
+/// ([`Sample::batch`], [`Sample::lowp_batch`], [`Sample::view_batch`]), so
+/// that the counts a step sees are the draw's rather than restated by
+/// hand; the optimizer refuses a FROG step whose counts are not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample<'a> {
+    indices: &'a [usize],
+    batch_size: usize,
+}
+
+impl<'a> Sample<'a> {
+    /// The drawn row indices, increasing.
+    pub fn indices(&self) -> &'a [usize] {
+        self.indices
+    }
+
+    /// Samples in the full batch the rows were drawn from.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// A layer's [`Batch`] of this sample: `x` and `y` hold the drawn rows,
+    /// in this order.
+    pub fn batch<'b, B: Backend>(&self, x: &'b B::Buffer, y: &'b B::Buffer) -> Batch<'b, B> {
+        Batch { x, y, sample: self.indices.len(), batch_size: self.batch_size }
+    }
+
+    /// [`Sample::batch`] in the 16-bit type `H` (see [`LowpBatch::check_y`]).
+    pub fn lowp_batch<'b, B: LowpBackend<H>, H: Half>(&self, x: &'b B::LowpBuffer, y: &'b B::LowpBuffer, check_y: bool) -> LowpBatch<'b, B, H> {
+        LowpBatch { x, y, sample: self.indices.len(), batch_size: self.batch_size, check_y }
+    }
+
+    /// [`Sample::batch`] as views.
+    pub fn view_batch<'b, B: ViewBackend>(&self, x: B::View<'b>, y: B::View<'b>) -> ViewBatch<'b, B> {
+        ViewBatch { x, y, sample: self.indices.len(), batch_size: self.batch_size }
+    }
+}
+
+impl core::ops::Deref for Sample<'_> {
+    type Target = [usize];
+    fn deref(&self) -> &[usize] {
+        self.indices
     }
 }
 
@@ -424,6 +486,9 @@ pub struct Optimizer<B: Backend, const N: usize> {
     max_batch: usize,
     /// The FROG groups' shared sample size (`None` until a FROG group exists).
     sample_size: Option<Option<usize>>,
+    /// The last [`Optimizer::sample`]'s `(rows, batch)`: a FROG step's
+    /// batch must have these counts (`None` before the first draw).
+    drawn: Option<(usize, usize)>,
     /// The opt-in guard, with the guard's row check of this backend (taken
     /// when the guard is set, so that only [`Optimizer::set_guard`] needs
     /// [`GuardBackend`]).
@@ -487,6 +552,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             sampler: Sampler::new(seed),
             max_batch,
             sample_size: None,
+            drawn: None,
             guard: None,
             adam: None,
             kfrog: None,
@@ -679,9 +745,18 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// Draws this step's sample of a batch of `batch` samples into the
     /// front of `out` (at least [`Optimizer::sample_rows`] entries):
     /// increasing indices, all of them when the sample covers the batch.
-    pub fn sample<'a>(&mut self, batch: usize, out: &'a mut [usize]) -> Res<&'a [usize], B> {
+    ///
+    /// The [`Sample`] fixes the step's counts: gather its rows
+    /// ([`crate::gather_rows`] takes it as the indices) and build every
+    /// layer's batch from it ([`Sample::batch`] and its twins). Once a
+    /// sample is drawn, a FROG step whose batch has other counts (another
+    /// batch size, another sample size) is refused as
+    /// [`RegistryError::NotTheSample`], before anything changes.
+    pub fn sample<'a>(&mut self, batch: usize, out: &'a mut [usize]) -> Res<Sample<'a>, B> {
         self.check_batch(batch)?;
-        Ok(self.sampler.sample(batch, self.sample_size.flatten(), out)?)
+        let indices = self.sampler.sample(batch, self.sample_size.flatten(), out)?;
+        self.drawn = Some((indices.len(), batch));
+        Ok(Sample { indices, batch_size: batch })
     }
 
     /// Refuses a batch larger than the optimizer was built for.
@@ -747,6 +822,10 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             (Method::Kfrog(_), _) => Err(RegistryError::WrongMethod(id.index).into()),
             (Method::Frog(cfg), SlotState::Momentum(state)) => {
                 let batch = batch.ok_or(RegistryError::NoBatch(id.index))?;
+                if let Some((drawn, drawn_batch)) = self.drawn.filter(|&d| d != batch.rows()) {
+                    let (sample, batch) = batch.rows();
+                    return Err(RegistryError::NotTheSample { drawn, drawn_batch, sample, batch }.into());
+                }
                 let ws = self.workspace.as_mut().ok_or(RegistryError::NoBatch(id.index))?;
                 step_guarded(backend, &cfg, &layer, state, ws, params, batch, self.guard)
             }

@@ -99,7 +99,7 @@ fn workspace_and_state_must_fit_the_layer() {
     // Sampling more rows than the optimizer was built for is an error.
     let mut idx = [0; 4];
     assert_eq!(frog.sample(5, &mut idx).unwrap_err(), Error::Shape(ShapeError::BatchExceedsMax { batch: 5, max: 4 }));
-    assert_eq!(frog.sample(4, &mut idx).unwrap(), &[0, 1, 2, 3]);
+    assert_eq!(frog.sample(4, &mut idx).unwrap().indices(), &[0, 1, 2, 3]);
 
     let mut state = ParamState::for_layer(&backend, &big, &cfg).unwrap();
     let req = frog_core::WorkspaceReq::new(&backend, &small, 2).unwrap();

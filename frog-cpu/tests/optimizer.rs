@@ -66,7 +66,7 @@ fn train_step(cpu: &Cpu<f64>, frog: &mut Frog<f64>, ids: &[ParamId; 6], m: &mut 
     let mut rng = Rng(100 + t);
     let [conv, lin] = layers();
     let mut idx = vec![0; frog.sample_rows(BATCH)];
-    let sample = frog.sample(BATCH, &mut idx).unwrap().to_vec();
+    let sample = frog.sample(BATCH, &mut idx).unwrap();
     let r = sample.len();
     // The handles of the layers, in the order of `m.weights`.
     let layer_ids = [ids[0], ids[1], ids[3], ids[4]];
@@ -77,8 +77,7 @@ fn train_step(cpu: &Cpu<f64>, frog: &mut Frog<f64>, ids: &[ParamId; 6], m: &mut 
         gather_rows(cpu, &sample, layer.output_len(), &full.y, &mut y).unwrap();
         let (w, b) = &mut m.weights[k];
         let params = Params { weight: w, grad_weight: &full.grad_weight, bias: Some((b, full.grad_bias.as_ref().unwrap())) };
-        let batch = Batch { x: &x, y: &y, sample: r, batch_size: BATCH };
-        frog.step_layer(cpu, layer_ids[k], params, Some(batch)).unwrap();
+        frog.step_layer(cpu, layer_ids[k], params, Some(sample.batch(&x, &y))).unwrap();
     }
     frog.step_param(cpu, ids[2], &mut m.plain, &rng.vec(5)).unwrap();
     // K-FROG: inputs and output gradients sampled independently.
@@ -92,7 +91,33 @@ fn train_step(cpu: &Cpu<f64>, frog: &mut Frog<f64>, ids: &[ParamId; 6], m: &mut 
     gather_rows(cpu, &ys, k.output_len(), &full.y, &mut y).unwrap();
     let batch = KfrogBatch { x: &x, x_sample: xs.len(), y: &y, y_sample: ys.len(), batch_size: BATCH };
     frog.step_layer_kfrog(cpu, ids[5], &mut m.kfrog, &full.grad_weight, batch).unwrap();
-    sample
+    sample.to_vec()
+}
+
+/// A FROG step takes its counts from the drawn sample: a batch restated
+/// with other counts cannot hold the drawn rows, and is refused before
+/// anything moves; the batch the sample builds steps.
+#[test]
+fn a_frog_step_takes_its_counts_from_the_drawn_sample() {
+    let cpu = &Cpu::<f64>::with_threads(1).unwrap();
+    let layer = Layer::linear(3, 2, true);
+    let mut frog = Frog::<f64>::new(frog_cfg(), 4, 1).unwrap();
+    let id = frog.add_layer(cpu, "fc", layer, GroupId::DEFAULT).unwrap();
+    let mut idx = [0; 3];
+    let sample = frog.sample(4, &mut idx).unwrap();
+    assert_eq!((sample.len(), sample.batch_size()), (3, 4));
+    let d = StepData::random(&mut Rng(3), &layer, 3, 4);
+    let (mut w, mut b) = (d.weight.clone(), d.bias.clone().unwrap());
+    let gb = d.grad_bias.as_ref().unwrap();
+    // The sampled rows restated as a whole batch of 3.
+    let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: Some((&mut b, gb)) };
+    let err = frog.step_layer(cpu, id, params, Some(Batch { x: &d.x, y: &d.y, sample: 3, batch_size: 3 })).unwrap_err();
+    assert_eq!(err, Error::Registry(RegistryError::NotTheSample { drawn: 3, drawn_batch: 4, sample: 3, batch: 3 }));
+    assert_eq!((frog.state(id).unwrap().steps(), &w, &b), (0, &d.weight, d.bias.as_ref().unwrap()));
+    let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: Some((&mut b, gb)) };
+    frog.step_layer(cpu, id, params, Some(sample.batch(&d.x, &d.y))).unwrap();
+    assert_eq!(frog.state(id).unwrap().steps(), 1);
+    assert_ne!(w, d.weight);
 }
 
 fn bits(m: &Model) -> Vec<u64> {

@@ -149,11 +149,11 @@ fn gpu_view_optimizer_matches_buffers() {
         let sample = opt.sample(BATCH, &mut idx).unwrap();
         let r = sample.len();
         let (mut x, mut y) = (cuda.zeros(r * ni).unwrap(), cuda.zeros(r * no).unwrap());
-        gather_rows(&cuda, sample, ni, &cuda.upload(&full_x).unwrap(), &mut x).unwrap();
-        gather_rows(&cuda, sample, no, &cuda.upload(&full_y).unwrap(), &mut y).unwrap();
+        gather_rows(&cuda, &sample, ni, &cuda.upload(&full_x).unwrap(), &mut x).unwrap();
+        gather_rows(&cuda, &sample, no, &cuda.upload(&full_y).unwrap(), &mut y).unwrap();
         let (gwb, gbb, gpb) = (cuda.upload(&gw).unwrap(), cuda.upload(&gb).unwrap(), cuda.upload(&gp).unwrap());
         let params = Params { weight: &mut w, grad_weight: &gwb, bias: Some((&mut b, &gbb)) };
-        opt.step_layer(&cuda, ids[0], params, Some(Batch { x: &x, y: &y, sample: r, batch_size: BATCH })).unwrap();
+        opt.step_layer(&cuda, ids[0], params, Some(sample.batch(&x, &y))).unwrap();
         opt.step_param(&cuda, ids[1], &mut p, &gpb).unwrap();
 
         let mut vidx = vec![0; vopt.sample_rows(BATCH)];
@@ -161,12 +161,12 @@ fn gpu_view_optimizer_matches_buffers() {
         assert_eq!(vsample, sample);
         let (full_xv, full_yv) = (padded(&cuda, &full_x), padded(&cuda, &full_y));
         let (mut xv, mut yv) = (cuda.zeros(r * ni).unwrap(), cuda.zeros(r * no).unwrap());
-        gather_rows(&cuda, vsample, ni, ViewSource(cuda.view(&full_xv, PAD, BATCH * ni).unwrap()), &mut xv).unwrap();
-        gather_rows(&cuda, vsample, no, ViewSource(cuda.view(&full_yv, PAD, BATCH * no).unwrap()), &mut yv).unwrap();
+        gather_rows(&cuda, &vsample, ni, ViewSource(cuda.view(&full_xv, PAD, BATCH * ni).unwrap()), &mut xv).unwrap();
+        gather_rows(&cuda, &vsample, no, ViewSource(cuda.view(&full_yv, PAD, BATCH * no).unwrap()), &mut yv).unwrap();
         let (gwv, gbv, gpv) = (padded(&cuda, &gw), padded(&cuda, &gb), padded(&cuda, &gp));
         let bias = Some((cuda.view_mut(&mut vb, PAD, rows).unwrap(), cuda.view(&gbv, PAD, rows).unwrap()));
         let params = ViewParams { weight: cuda.view_mut(&mut vw, PAD, rows * d).unwrap(), grad_weight: cuda.view(&gwv, PAD, rows * d).unwrap(), bias };
-        let batch = ViewBatch { x: cuda.view(&xv, 0, r * ni).unwrap(), y: cuda.view(&yv, 0, r * no).unwrap(), sample: r, batch_size: BATCH };
+        let batch = vsample.view_batch(cuda.view(&xv, 0, r * ni).unwrap(), cuda.view(&yv, 0, r * no).unwrap());
         vopt.step_layer_view(&cuda, vids[0], params, Some(batch)).unwrap();
         vopt.step_param_view(&cuda, vids[1], cuda.view_mut(&mut vp, PAD, 6).unwrap(), cuda.view(&gpv, PAD, 6).unwrap()).unwrap();
 
