@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use frog_core::half::bf16;
-use frog_core::{frog_step, Batch, Config, Conv2d, Layer, LowpBatch, ParamState, Params, Workspace, WorkspaceReq, Unguarded};
+use frog_core::{frog_step, Batch, Config, Conv2d, Layer, LowpBatch, ParamState, Params, Unguarded, Workspace, WorkspaceReq};
 use frog_cpu::gemm::matmul_dense;
 use frog_cpu::{Algorithm, Cpu};
 

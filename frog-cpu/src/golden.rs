@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use frog_core::half::{bf16, f16};
 use frog_core::{
-    plain_sgd_step, frog_step, Backend, Batch, Config, Conv2d, Half, Layer, LowpBackend, LowpBatch, ParamState, Params, Scalar, ViewBackend, ViewBatch, ViewParams, Workspace,
-    WorkspaceReq, Unguarded, ParamGrad, ViewParamGrad,
+    frog_step, plain_sgd_step, Backend, Batch, Config, Conv2d, Half, Layer, LowpBackend, LowpBatch, ParamGrad, ParamState, Params, Scalar, Unguarded, ViewBackend, ViewBatch,
+    ViewParamGrad, ViewParams, Workspace, WorkspaceReq,
 };
 use serde_json::Value;
 

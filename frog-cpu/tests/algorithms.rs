@@ -8,7 +8,7 @@
 mod common;
 
 use common::{Rng, StepData};
-use frog_core::{frog_step, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Layer, ParamState, Params, Patches, Workspace, WorkspaceReq, Unguarded};
+use frog_core::{frog_step, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Layer, ParamState, Params, Patches, Unguarded, Workspace, WorkspaceReq};
 use frog_cpu::{Algorithm, Cpu, CpuError, Real};
 
 /// The outputs of every product of one layer on one backend, in f64.

@@ -4,7 +4,7 @@
 //! of the wrong length are errors that name the layer or parameter and
 //! change nothing.
 
-use frog_core::{frog_step, Batch, Config, GroupId, Layer, Method, ParamState, Params, Workspace, WorkspaceReq, Unguarded};
+use frog_core::{frog_step, Batch, Config, GroupId, Layer, Method, ParamState, Params, Unguarded, Workspace, WorkspaceReq};
 use frog_cpu::golden::{golden_dir, load_cases, Case, Target};
 use frog_cpu::host::{HostError, HostFrog, LayerSlices, ParamSlices, Rows};
 use frog_cpu::Cpu;

@@ -11,8 +11,8 @@ use common::forward::RequiredOnly;
 use common::{frog_with, Rng, StepData};
 use frog_core::{
     adamw_step, frog_step, kfrog_step, plain_sgd_step, AdamState, AdamWConfig, BackendErrorKind, Batch, Config, ConfigError, Conv2d, Error, ErrorKind, GroupId, Guard, KfrogBatch,
-    KfrogConfig, KfrogState, Layer, LayerKind, MAX_BATCH, MAX_NUM_ITERS, Method, Optimizer, ParamId, ParamState, Params, Sampler, SgdConfig, ShapeError, StateError, Workspace,
-    WorkspaceReq, Unguarded, ParamGrad,
+    KfrogConfig, KfrogState, Layer, LayerKind, MAX_BATCH, MAX_NUM_ITERS, Method, Optimizer, ParamGrad, ParamId, ParamState, Params, Sampler, SgdConfig, ShapeError, StateError,
+    Unguarded, Workspace, WorkspaceReq,
 };
 use frog_cpu::gemm::matmul_dense;
 use frog_cpu::{Algorithm, Cpu, CpuError, Frog, Real};

@@ -7,7 +7,7 @@ mod common;
 use common::{Rng, StepData};
 use frog_core::half::{bf16, f16};
 use frog_core::{
-    frog_step, Backend, Batch, Config, Conv2d, Error, ErrorKind, Half, Layer, LowpBackend, LowpBatch, Method, ParamState, Params, ShapeError, Workspace, WorkspaceReq, Unguarded,
+    frog_step, Backend, Batch, Config, Conv2d, Error, ErrorKind, Half, Layer, LowpBackend, LowpBatch, Method, ParamState, Params, ShapeError, Unguarded, Workspace, WorkspaceReq,
 };
 use frog_cpu::{Algorithm, Cpu, CpuError, Frog};
 

@@ -6,8 +6,8 @@ mod common;
 
 use common::{frog_with, Rng, StepData};
 use frog_core::{
-    gather_rows, frog_step, AdamWConfig, Batch, Config, Conv2d, Error, GroupId, Guard, Layer, Method, ParamState, Params, RegistryError, SgdConfig, ShapeError, ViewBackend,
-    ViewBatch, ViewParams, Workspace, WorkspaceReq, Unguarded, ViewSource,
+    frog_step, gather_rows, AdamWConfig, Batch, Config, Conv2d, Error, GroupId, Guard, Layer, Method, ParamState, Params, RegistryError, SgdConfig, ShapeError, Unguarded,
+    ViewBackend, ViewBatch, ViewParams, ViewSource, Workspace, WorkspaceReq,
 };
 use frog_cpu::{Cpu, CpuError};
 use proptest::prelude::*;

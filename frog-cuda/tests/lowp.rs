@@ -19,8 +19,8 @@ mod common;
 use common::{device, frog_f32, frog_update, rel_diff, upload, values};
 use frog_core::half::{bf16, f16};
 use frog_core::{
-    kfrog_step, frog_step, Backend, Config, Conv2d, Error as FrogError, KfrogBackend, KfrogBatch, KfrogConfig, KfrogState, Layer, LowpBackend, LowpBatch, ParamState, Params,
-    Patches, Workspace, WorkspaceReq, Unguarded,
+    frog_step, kfrog_step, Backend, Config, Conv2d, Error as FrogError, KfrogBackend, KfrogBatch, KfrogConfig, KfrogState, Layer, LowpBackend, LowpBatch, ParamState, Params,
+    Patches, Unguarded, Workspace, WorkspaceReq,
 };
 use frog_cpu::golden::{golden_dir, load_cases, run_case_lowp, Lowp, Tally};
 use frog_cuda::{Cuda, Precision};

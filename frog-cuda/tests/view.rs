@@ -21,8 +21,8 @@ mod common;
 
 use common::{device, values};
 use frog_core::{
-    gather_rows, frog_step, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Error as FrogError, GroupId, Layer, Method, Optimizer, ParamId, ParamState, Params,
-    ShapeError, Strided, ViewBackend, ViewBatch, ViewParams, Workspace, WorkspaceReq, Unguarded, ViewSource,
+    frog_step, gather_rows, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Error as FrogError, GroupId, Layer, Method, Optimizer, ParamId, ParamState, Params,
+    ShapeError, Strided, Unguarded, ViewBackend, ViewBatch, ViewParams, ViewSource, Workspace, WorkspaceReq,
 };
 use frog_cuda::{Buffer, Cuda, CudaView, CudaViewMut, Error, Precision};
 

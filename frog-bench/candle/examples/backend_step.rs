@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use frog_candle::backend::CandleBackend;
 use frog_candle::model::Cnn;
-use frog_core::{frog_step, Backend, Batch, Config, Layer, ParamState, Params, Workspace, WorkspaceReq, Unguarded};
+use frog_core::{frog_step, Backend, Batch, Config, Layer, ParamState, Params, Unguarded, Workspace, WorkspaceReq};
 use frog_cpu::Cpu;
 
 const BATCH: usize = 64;

@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Optimizer;
 use frog_candle::{Error, FrogOptimizer, ParamsFrog, Tap};
-use frog_core::{frog_step, Batch, Config, Layer, LayerKind, Params, ParamState, Sampler, Workspace, WorkspaceReq, Unguarded};
+use frog_core::{frog_step, Batch, Config, Layer, LayerKind, ParamState, Params, Sampler, Unguarded, Workspace, WorkspaceReq};
 use frog_cpu::golden::{golden_dir, load_cases, Case, Target};
 use frog_cpu::Cpu;
 

@@ -6,7 +6,7 @@
 
 use candle_core::Device;
 use frog_candle::backend::CandleBackend;
-use frog_core::{frog_step, Backend, Batch, Config, Conv2d, Layer, ParamState, Params, Scalar, Workspace, WorkspaceReq, Unguarded};
+use frog_core::{frog_step, Backend, Batch, Config, Conv2d, Layer, ParamState, Params, Scalar, Unguarded, Workspace, WorkspaceReq};
 use frog_cpu::Cpu;
 
 /// A value in [-1, 1) from a seeded sequence.

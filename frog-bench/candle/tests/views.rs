@@ -7,8 +7,8 @@ use candle_core::{DType, Device, Tensor, Var, WithDType};
 use frog_candle::backend::{CandleBackend, CandleError, TensorBuf};
 use frog_candle::view::TensorViewMut;
 use frog_core::{
-    gather_rows, frog_step, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Error, GroupId, Layer, Optimizer, ParamState, Params, Patches, Scalar,
-    SgdConfig, ShapeError, Strided, ViewBackend, ViewBatch, ViewParams, Workspace, WorkspaceReq, Unguarded,
+    frog_step, gather_rows, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Error, GroupId, Layer, Optimizer, ParamState, Params, Patches, Scalar, SgdConfig,
+    ShapeError, Strided, Unguarded, ViewBackend, ViewBatch, ViewParams, Workspace, WorkspaceReq,
 };
 
 /// `n` seeded values in `[-1, 1)` (a 64-bit LCG's top bits).

@@ -3,7 +3,7 @@
 //! a backend with only the required methods and failing allocations.
 #![allow(dead_code)]
 
-use frog_core::{frog_step, Batch, Config, Error, Layer, ParamState, Params, Workspace, WorkspaceReq, Unguarded};
+use frog_core::{frog_step, Batch, Config, Error, Layer, ParamState, Params, Unguarded, Workspace, WorkspaceReq};
 use frog_cpu::{Cpu, CpuError};
 
 pub mod forward;

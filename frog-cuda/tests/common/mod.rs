@@ -1,6 +1,6 @@
 //! Helpers shared by the GPU test files.
 
-use frog_core::{frog_step, Backend, Batch, Config, Error, Layer, ParamState, Params, Scalar, Workspace, WorkspaceReq, Unguarded};
+use frog_core::{frog_step, Backend, Batch, Config, Error, Layer, ParamState, Params, Scalar, Unguarded, Workspace, WorkspaceReq};
 use frog_cuda::{Cuda, Precision, Tile};
 
 /// The backend on device 0, or `None` after printing that `test` was
