@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use frog_core::half::{bf16, f16};
-use frog_core::{precondition_step, precondition_step_lowp, Batch, Config, Half, Layer, LowpBatch, ParamState, Params, SgdConfig, Workspace, WorkspaceReq};
+use frog_core::{Batch, Config, Half, Layer, LowpBatch, ParamState, Params, SgdConfig, Unguarded, Workspace, WorkspaceReq};
 use frog_cpu::golden::{golden_dir, load_cases, run_case, run_case_lowp, Lowp, Target};
 use frog_cuda::{Buffer, Cuda, HalfBuffer, Order, Precision, Tile};
 
@@ -232,14 +232,14 @@ fn frog_step(cuda: &Cuda, cfg: &Config, runs: &mut [LayerRun], ws: &mut Workspac
         let params = Params { weight: &mut lr.w, grad_weight: &lr.g, bias: None };
         let (layer, state) = (&lr.layer, &mut lr.state);
         match feed {
-            Feed::F32 => precondition_step(cuda, cfg, layer, state, ws, params, Batch { x: &lr.x, y: &lr.y, sample: r, batch_size: BATCH }),
+            Feed::F32 => frog_core::frog_step(cuda, cfg, layer, state, ws, params, Batch { x: &lr.x, y: &lr.y, sample: r, batch_size: BATCH }, Unguarded),
             Feed::Bf16 => {
                 let batch = LowpBatch { x: &lr.bf16.0, y: &lr.bf16.1, sample: r, batch_size: BATCH, check_y: false };
-                precondition_step_lowp(cuda, cfg, layer, state, ws, params, batch)
+                frog_core::frog_step(cuda, cfg, layer, state, ws, params, batch, Unguarded)
             }
             Feed::F16 => {
                 let batch = LowpBatch { x: &lr.f16.0, y: &lr.f16.1, sample: r, batch_size: BATCH, check_y: false };
-                precondition_step_lowp(cuda, cfg, layer, state, ws, params, batch)
+                frog_core::frog_step(cuda, cfg, layer, state, ws, params, batch, Unguarded)
             }
         }
         .map_err(err)?;

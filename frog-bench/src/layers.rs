@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use frog_core::half::bf16;
-use frog_core::{precondition_step, precondition_step_lowp, Batch, Config, Conv2d, Layer, LowpBatch, ParamState, Params, Workspace, WorkspaceReq};
+use frog_core::{frog_step, Batch, Config, Conv2d, Layer, LowpBatch, ParamState, Params, Unguarded, Workspace, WorkspaceReq};
 use frog_cpu::gemm::matmul_dense;
 use frog_cpu::{Algorithm, Cpu};
 
@@ -192,14 +192,14 @@ impl LayerStep {
     pub fn step(&mut self) -> Result<(), String> {
         let params = Params { weight: &mut self.weight, grad_weight: &self.grad, bias: None };
         let batch = Batch { x: &self.x, y: &self.y, sample: self.sample, batch_size: 512.max(self.sample) };
-        precondition_step(&self.backend, &self.cfg, &self.layer, &mut self.state, &mut self.ws, params, batch).map_err(|e| e.to_string())
+        frog_step(&self.backend, &self.cfg, &self.layer, &mut self.state, &mut self.ws, params, batch, Unguarded).map_err(|e| e.to_string())
     }
 
     /// One FROG step from the bf16 copies of the inputs.
     pub fn step_bf16(&mut self) -> Result<(), String> {
         let params = Params { weight: &mut self.weight, grad_weight: &self.grad, bias: None };
         let batch = LowpBatch { x: &self.x_bf16, y: &self.y_bf16, sample: self.sample, batch_size: 512.max(self.sample), check_y: false };
-        precondition_step_lowp(&self.backend, &self.cfg, &self.layer, &mut self.state, &mut self.ws, params, batch).map_err(|e| e.to_string())
+        frog_step(&self.backend, &self.cfg, &self.layer, &mut self.state, &mut self.ws, params, batch, Unguarded).map_err(|e| e.to_string())
     }
 }
 

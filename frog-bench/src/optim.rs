@@ -48,11 +48,8 @@ impl<D: Device> Optimizer<D> {
             return Err(Error::new(format!("training batch {batch} must be between 1 and {}", net.capacity)));
         }
         let backend = dev.backend();
-        let mut inner = match method {
-            Method::AdamW(cfg) => frog_core::Optimizer::new_adamw(cfg, batch, seed)?,
-            Method::Kfrog(cfg) => frog_core::Optimizer::new_kfrog(cfg, batch, seed)?,
-            m => frog_core::Optimizer::new(m, batch, seed)?,
-        };
+        // Every device's backend runs AdamW and K-FROG, so any method makes the group.
+        let mut inner = frog_core::Optimizer::new(method, batch, seed)?;
         let mut ids = Vec::with_capacity(net.params.len());
         for p in &net.params {
             let id = match p.conv {
@@ -88,7 +85,7 @@ impl<D: Device> Optimizer<D> {
     pub fn draw_sample(&mut self) -> Result<Option<SampledRows<'_>>> {
         match self.method {
             Method::Frog(_) => {
-                let x = self.inner.sample(self.batch, &mut self.sample)?;
+                let x = self.inner.sample(self.batch, &mut self.sample)?.indices();
                 Ok(Some(SampledRows { x, y: x }))
             }
             Method::Kfrog(_) => {
@@ -181,7 +178,7 @@ mod tests {
         full.loss(&dev, B, &st.labels).unwrap();
         full.backward(&dev, &st.x, B, Some(SampledRows { x: &all, y: &all })).unwrap();
         let cpu = dev.backend();
-        let mut reference = frog_core::Optimizer::<_, CAPACITY>::new_kfrog(kfrog(), B, 7).unwrap();
+        let mut reference = frog_core::Optimizer::<_, CAPACITY>::new(kfrog(), B, 7).unwrap();
         let mut convs = 0;
         for (p, e) in full.params.iter_mut().zip(&net.params) {
             match (p.conv, p.sampled.as_ref(), e.sampled.as_ref()) {

@@ -82,8 +82,8 @@ pub struct Patches<'a, B: Backend + ?Sized> {
     /// Sampled rows.
     pub r: usize,
     /// The sampled inputs, `r * layer.input_len()` entries; in a step on
-    /// 16-bit inputs ([`crate::precondition_step_lowp`]) or on views
-    /// ([`crate::precondition_step_view`]), which have no buffer of them in
+    /// 16-bit inputs ([`crate::LowpBatch`]) or on views
+    /// ([`crate::ViewBatch`]), which have no buffer of them in
     /// the scalar type, the patch scratch (the same buffer as `packed`).
     pub x: &'a B::Buffer,
     /// The backend's patch scratch.
@@ -131,7 +131,7 @@ impl<B: Backend + ?Sized> fmt::Debug for CgBuffers<'_, B> {
 /// A compute backend for FROG.
 ///
 /// Implement the required methods for your framework's tensors; FROG's
-/// whole step is then [`crate::precondition_step`] over them.
+/// whole step is then [`crate::frog_step`] over them.
 #[allow(clippy::too_many_arguments)]
 pub trait Backend {
     /// Scalar type of every buffer.

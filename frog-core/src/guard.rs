@@ -1,8 +1,8 @@
 //! The opt-in guard and the per-row diagnostics of a FROG step.
 //!
-//! The default step ([`crate::precondition_step`]) is exactly the
+//! The default step ([`crate::frog_step`] with [`crate::Unguarded`]) is exactly the
 //! original's and never reads back to the host. Like K-FAC
-//! implementations, [`crate::guarded_step`] adds, on request, a check of
+//! implementations, [`crate::frog_step`] with a [`Guard`] adds, on request, a check of
 //! every row's direction, kept in backend buffers of the layer's state and
 //! read only when asked ([`crate::ParamState::diagnostics`]): the CG
 //! relative residual, the row scales' range, the rows with a zero trace
@@ -22,7 +22,7 @@ pub const ROW_DEAD: u8 = 2;
 /// step.
 pub const ROW_REPLACED: u8 = 4;
 
-/// What [`crate::guarded_step`] replaces. With both off it only records
+/// What a guarded [`crate::frog_step`] replaces. With both off it only records
 /// the diagnostics; the step is then the original's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Guard {

@@ -48,15 +48,13 @@ pub use guard::{Diagnostics, Guard, GuardBackend, ROW_DEAD, ROW_NONFINITE, ROW_R
 pub use layer::{Axes, BnShape, Conv2d, Layer, LayerKind, PATCH_PADDING};
 pub use lowp::{Half, LowpBackend};
 pub use method::Method;
-pub use optimizer::{GroupId, Optimizer, ParamId, ParamKind, ParamName, RegistryError, MAX_GROUPS, NAME_LEN};
+pub use optimizer::{GroupId, IntoMethod, Optimizer, ParamId, ParamKind, ParamName, RegistryError, Sample, MAX_GROUPS, NAME_LEN};
 pub use rescale::{pow2_gain, square_safe_max};
 pub use sampler::{Sampler, MAX_BATCH};
 pub use scalar::Scalar;
-pub use sgd::{plain_sgd_step, plain_sgd_step_view, sgd_step, sgd_step_view, SgdConfig};
+pub use sgd::{plain_sgd_step, sgd_step, Operands, ParamGrad, SgdConfig, ViewParamGrad};
 pub use state::{ParamState, StateError, STATE_VERSION};
-pub use step::{
-    gather_rows, gather_rows_view, guarded_step, guarded_step_lowp, guarded_step_view, precondition_step, precondition_step_lowp, precondition_step_view, Batch, LowpBatch, Params,
-};
+pub use step::{frog_step, gather_rows, Batch, GatherSource, Inputs, LowpBatch, Params, StepGuard, Unguarded, ViewSource, Weights};
 pub use view::{ViewBackend, ViewBatch, ViewParams};
 /// The `half` crate whose [`half::bf16`] and [`half::f16`] the low-precision steps take.
 pub use half;

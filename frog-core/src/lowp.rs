@@ -4,15 +4,15 @@
 //! the backend's scalar type.
 //!
 //! The inputs come through an extension trait, [`LowpBackend`], that only
-//! the low-precision entry points ([`crate::precondition_step_lowp`],
-//! [`crate::guarded_step_lowp`]) require: a [`Backend`] without it keeps
+//! the low-precision inputs ([`crate::LowpBatch`] in [`crate::frog_step`])
+//! require: a [`Backend`] without it keeps
 //! compiling and working unchanged (an associated type on `Backend` itself
 //! would break every implementor, as associated-type defaults are not
 //! stable Rust). Only the calls of a step that read `x` or `y` have
 //! low-precision twins: packing the patches, the patch norms, the Fisher
 //! weights, and the opt-in overflow check. Everything else (the two patch
 //! products, the CG updates) runs on the backend's own scratch, so the step
-//! logic is the one of [`crate::precondition_step`].
+//! logic is the one of [`crate::frog_step`] on a [`crate::Batch`].
 //!
 //! ## Loss scaling
 //!

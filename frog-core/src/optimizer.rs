@@ -14,7 +14,7 @@ use heapless::{String, Vec};
 
 use crate::adamw::{adamw_step, AdamBackend, AdamState, AdamWConfig};
 use crate::backend::Backend;
-use crate::config::NonExhaustive;
+use crate::config::{Config, NonExhaustive};
 use crate::error::{Error, ShapeError};
 use crate::guard::{Diagnostics, Guard, GuardBackend};
 use crate::kfrog::{kfrog_step, KfrogBackend, KfrogBatch, KfrogConfig, KfrogState};
@@ -22,9 +22,10 @@ use crate::layer::Layer;
 use crate::lowp::{Half, LowpBackend};
 use crate::method::Method;
 use crate::sampler::{Sampler, MAX_BATCH};
-use crate::sgd::{coupled_sgd, frog_plain, Buffers, Operands, Views};
+use crate::sgd::{coupled_sgd, frog_plain, sealed::Operands, ParamGrad, SgdConfig, ViewParamGrad};
 use crate::state::{ParamState, StateError};
-use crate::step::{check_count, frog_step, Batch, Inputs, LowpBatch, Params, RowGuard, Weights};
+use crate::step::sealed::{Inputs, Weights};
+use crate::step::{check_count, step_guarded, Batch, LowpBatch, Params, RowGuard};
 use crate::view::{ViewBackend, ViewBatch, ViewParams};
 use crate::workspace::{Workspace, WorkspaceReq};
 
@@ -160,11 +161,18 @@ pub enum RegistryError {
     WrongKind(u32),
     /// A preconditioned layer stepped without its sampled batch.
     NoBatch(u32),
-    /// An AdamW or K-FROG group made through `new` or `add_group`: they
-    /// need a backend with [`AdamBackend`] or [`KfrogBackend`], so their
-    /// groups come from their own entry points
-    /// ([`Optimizer::add_adamw_group`], [`Optimizer::add_kfrog_group`]).
-    NeedsItsEntryPoint(&'static str),
+    /// A FROG step whose batch's counts are not those of the last
+    /// [`Optimizer::sample`]: its rows cannot be the drawn ones.
+    NotTheSample {
+        /// Rows drawn.
+        drawn: usize,
+        /// The batch they were drawn from.
+        drawn_batch: usize,
+        /// The step batch's `sample`.
+        sample: usize,
+        /// The step batch's `batch_size`.
+        batch: usize,
+    },
     /// A K-FROG layer stepped with `step_layer` or a FROG layer with
     /// `step_layer_kfrog`.
     WrongMethod(u32),
@@ -187,7 +195,9 @@ impl fmt::Display for RegistryError {
             Self::SampleSizeMismatch => write!(f, "every FROG group must have the same sample_size: one sample serves every layer of a step"),
             Self::WrongKind(p) => write!(f, "parameter {p} is of the other kind (step layers with step_layer, plain parameters with step_param)"),
             Self::NoBatch(p) => write!(f, "layer {p} is preconditioned and needs its sampled batch"),
-            Self::NeedsItsEntryPoint(m) => write!(f, "{m} groups are made with their own entry point (new_adamw / add_adamw_group, new_kfrog / add_kfrog_group), which need the backend's extension trait"),
+            Self::NotTheSample { drawn, drawn_batch, sample, batch } => {
+                write!(f, "a batch of {sample} sampled rows of {batch}, but the last sample drew {drawn} of {drawn_batch}: build the step's batch from its Sample")
+            }
             Self::WrongMethod(p) => write!(f, "layer {p} runs another method (K-FROG layers step with step_layer_kfrog, the others with step_layer)"),
             Self::NeedsBuffers(p) => write!(f, "parameter {p} is in an AdamW group, whose steps take backend buffers (step_layer, step_param), not views"),
         }
@@ -195,6 +205,153 @@ impl fmt::Display for RegistryError {
 }
 
 impl core::error::Error for RegistryError {}
+
+/// Settings a parameter group on backend `B` can run: what
+/// [`Optimizer::new`] and [`Optimizer::add_group`] take. Implemented by
+/// [`Config`] (FROG) and [`SgdConfig`] on every backend, by [`AdamWConfig`]
+/// on an [`AdamBackend`], by [`KfrogConfig`] on a [`KfrogBackend`], and by
+/// [`Method`] on a backend with both, so that a group a backend cannot run
+/// does not compile (rather than fail when made). Sealed.
+///
+/// Any backend makes FROG and SGD groups:
+///
+/// ```
+/// fn groups<B: frog_core::Backend>(opt: &mut frog_core::Optimizer<B, 4>) {
+///     let _ = opt.add_group(frog_core::Config::default());
+///     let _ = opt.add_group(frog_core::SgdConfig::default());
+/// }
+/// ```
+///
+/// ```compile_fail,E0277
+/// // A backend without `AdamBackend` cannot make an AdamW group.
+/// fn adamw_group<B: frog_core::Backend>(opt: &mut frog_core::Optimizer<B, 4>) {
+///     let _ = opt.add_group(frog_core::AdamWConfig::default());
+/// }
+/// ```
+pub trait IntoMethod<B: Backend>: sealed::IntoMethod<B> {}
+
+impl<B: Backend> IntoMethod<B> for Config {}
+impl<B: Backend> IntoMethod<B> for SgdConfig {}
+impl<B: AdamBackend> IntoMethod<B> for AdamWConfig {}
+impl<B: KfrogBackend> IntoMethod<B> for KfrogConfig {}
+impl<B: AdamBackend + KfrogBackend> IntoMethod<B> for Method {}
+
+/// The steps of the extension-trait methods on one backend, as
+/// [`IntoMethod`] hands them over.
+#[derive(Clone, Copy)]
+pub struct ExtensionSteps<B: Backend> {
+    adam: Option<AdamStep<B>>,
+    kfrog: Option<KfrogStep<B>>,
+}
+
+impl<B: Backend> ExtensionSteps<B> {
+    const NONE: Self = Self { adam: None, kfrog: None };
+    fn adam() -> Self
+    where
+        B: AdamBackend,
+    {
+        Self { adam: Some(adamw_step::<B>), kfrog: None }
+    }
+    fn kfrog() -> Self
+    where
+        B: KfrogBackend,
+    {
+        Self { adam: None, kfrog: Some(kfrog_step::<B>) }
+    }
+}
+
+/// The call behind [`IntoMethod`] (public in a private module: callers
+/// can name the trait, not implement it).
+pub(crate) mod sealed {
+    use super::*;
+
+    /// The method, with the steps of this backend it needs.
+    pub trait IntoMethod<B: Backend> {
+        /// The group's method and its extension steps.
+        fn into_method(self) -> (Method, ExtensionSteps<B>);
+    }
+
+    impl<B: Backend> IntoMethod<B> for Config {
+        fn into_method(self) -> (Method, ExtensionSteps<B>) {
+            (Method::Frog(self), ExtensionSteps::NONE)
+        }
+    }
+
+    impl<B: Backend> IntoMethod<B> for SgdConfig {
+        fn into_method(self) -> (Method, ExtensionSteps<B>) {
+            (Method::Sgd(self), ExtensionSteps::NONE)
+        }
+    }
+
+    impl<B: AdamBackend> IntoMethod<B> for AdamWConfig {
+        fn into_method(self) -> (Method, ExtensionSteps<B>) {
+            (Method::AdamW(self), ExtensionSteps::adam())
+        }
+    }
+
+    impl<B: KfrogBackend> IntoMethod<B> for KfrogConfig {
+        fn into_method(self) -> (Method, ExtensionSteps<B>) {
+            (Method::Kfrog(self), ExtensionSteps::kfrog())
+        }
+    }
+
+    impl<B: AdamBackend + KfrogBackend> IntoMethod<B> for Method {
+        fn into_method(self) -> (Method, ExtensionSteps<B>) {
+            match self {
+                Method::AdamW(c) => <AdamWConfig as IntoMethod<B>>::into_method(c),
+                Method::Kfrog(c) => <KfrogConfig as IntoMethod<B>>::into_method(c),
+                m => (m, ExtensionSteps::NONE),
+            }
+        }
+    }
+}
+
+/// One step's sample, as [`Optimizer::sample`] drew it: the increasing
+/// indices of the rows to gather from the full batch (it derefs to them),
+/// and the size of that batch. It builds every layer's batch
+/// ([`Sample::batch`], [`Sample::lowp_batch`], [`Sample::view_batch`]), so
+/// that the counts a step sees are the draw's rather than restated by
+/// hand; the optimizer refuses a FROG step whose counts are not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample<'a> {
+    indices: &'a [usize],
+    batch_size: usize,
+}
+
+impl<'a> Sample<'a> {
+    /// The drawn row indices, increasing.
+    pub fn indices(&self) -> &'a [usize] {
+        self.indices
+    }
+
+    /// Samples in the full batch the rows were drawn from.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// A layer's [`Batch`] of this sample: `x` and `y` hold the drawn rows,
+    /// in this order.
+    pub fn batch<'b, B: Backend>(&self, x: &'b B::Buffer, y: &'b B::Buffer) -> Batch<'b, B> {
+        Batch { x, y, sample: self.indices.len(), batch_size: self.batch_size }
+    }
+
+    /// [`Sample::batch`] in the 16-bit type `H` (see [`LowpBatch::check_y`]).
+    pub fn lowp_batch<'b, B: LowpBackend<H>, H: Half>(&self, x: &'b B::LowpBuffer, y: &'b B::LowpBuffer, check_y: bool) -> LowpBatch<'b, B, H> {
+        LowpBatch { x, y, sample: self.indices.len(), batch_size: self.batch_size, check_y }
+    }
+
+    /// [`Sample::batch`] as views.
+    pub fn view_batch<'b, B: ViewBackend>(&self, x: B::View<'b>, y: B::View<'b>) -> ViewBatch<'b, B> {
+        ViewBatch { x, y, sample: self.indices.len(), batch_size: self.batch_size }
+    }
+}
+
+impl core::ops::Deref for Sample<'_> {
+    type Target = [usize];
+    fn deref(&self) -> &[usize] {
+        self.indices
+    }
+}
 
 /// A parameter's state: FROG's and SGD's momentum state, or AdamW's
 /// moments, as its group's method needs.
@@ -329,6 +486,9 @@ pub struct Optimizer<B: Backend, const N: usize> {
     max_batch: usize,
     /// The FROG groups' shared sample size (`None` until a FROG group exists).
     sample_size: Option<Option<usize>>,
+    /// The last [`Optimizer::sample`]'s `(rows, batch)`: a FROG step's
+    /// batch must have these counts (`None` before the first draw).
+    drawn: Option<(usize, usize)>,
     /// The opt-in guard, with the guard's row check of this backend (taken
     /// when the guard is set, so that only [`Optimizer::set_guard`] needs
     /// [`GuardBackend`]).
@@ -363,13 +523,14 @@ type AdamStep<B> = fn(&B, &AdamWConfig, &mut AdamState<B>, &mut <B as Backend>::
 type KfrogStep<B> = for<'a> fn(&B, &KfrogConfig, &Layer, &mut KfrogState<B>, &mut Workspace<B>, &mut <B as Backend>::Buffer, &<B as Backend>::Buffer, KfrogBatch<'a, B>) -> Res<(), B>;
 
 impl<B: Backend, const N: usize> Optimizer<B, N> {
-    /// An optimizer whose default group runs `method`, for batches of at
-    /// most `max_batch` samples; `seed` fixes the sampling. It allocates
-    /// nothing until parameters are registered.
+    /// An optimizer whose default group runs `method` (any settings struct,
+    /// or a [`Method`]; see [`IntoMethod`]), for batches of at most
+    /// `max_batch` samples; `seed` fixes the sampling. It allocates nothing
+    /// until parameters are registered.
     ///
     /// Errors: settings [`Method::validate_for`] rejects in the backend's
     /// scalar type, and `max_batch` of 0 or above [`MAX_BATCH`].
-    pub fn new(method: Method, max_batch: usize, seed: u64) -> Res<Self, B> {
+    pub fn new(method: impl IntoMethod<B>, max_batch: usize, seed: u64) -> Res<Self, B> {
         let mut opt = Self::empty(max_batch, seed)?;
         opt.add_group(method)?;
         Ok(opt)
@@ -391,62 +552,26 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             sampler: Sampler::new(seed),
             max_batch,
             sample_size: None,
+            drawn: None,
             guard: None,
             adam: None,
             kfrog: None,
         })
     }
 
-    /// [`Optimizer::new`] with a default group running K-FROG.
-    pub fn new_kfrog(cfg: KfrogConfig, max_batch: usize, seed: u64) -> Res<Self, B>
-    where
-        B: KfrogBackend,
-    {
-        let mut opt = Self::empty(max_batch, seed)?;
-        opt.add_kfrog_group(cfg)?;
-        Ok(opt)
-    }
-
-    /// A new parameter group running K-FROG. Its layers step with
+    /// A new parameter group running `method` (any settings struct, or a
+    /// [`Method`]; see [`IntoMethod`]). A K-FROG group's layers step with
     /// [`Optimizer::step_layer_kfrog`] on samples from
     /// [`Optimizer::sample_kfrog`]; its plain parameters take momentum SGD
     /// at the same rate, without decay, as in the original.
-    pub fn add_kfrog_group(&mut self, cfg: KfrogConfig) -> Res<GroupId, B>
-    where
-        B: KfrogBackend,
-    {
-        let id = self.push_group(Method::Kfrog(cfg))?;
-        self.kfrog = Some(kfrog_step::<B>);
+    pub fn add_group(&mut self, method: impl IntoMethod<B>) -> Res<GroupId, B> {
+        let (method, steps) = method.into_method();
+        let id = self.push_group(method)?;
+        // A step of this backend for each extension-trait method, kept
+        // where the bound was seen (every later step needs only `Backend`).
+        self.adam = self.adam.or(steps.adam);
+        self.kfrog = self.kfrog.or(steps.kfrog);
         Ok(id)
-    }
-
-    /// [`Optimizer::new`] with a default group running AdamW.
-    pub fn new_adamw(cfg: AdamWConfig, max_batch: usize, seed: u64) -> Res<Self, B>
-    where
-        B: AdamBackend,
-    {
-        let mut opt = Self::empty(max_batch, seed)?;
-        opt.add_adamw_group(cfg)?;
-        Ok(opt)
-    }
-
-    /// A new parameter group running AdamW.
-    pub fn add_adamw_group(&mut self, cfg: AdamWConfig) -> Res<GroupId, B>
-    where
-        B: AdamBackend,
-    {
-        let id = self.push_group(Method::AdamW(cfg))?;
-        self.adam = Some(adamw_step::<B>);
-        Ok(id)
-    }
-
-    /// A new parameter group running `method` (FROG or SGD; AdamW groups
-    /// come from [`Optimizer::add_adamw_group`]).
-    pub fn add_group(&mut self, method: Method) -> Res<GroupId, B> {
-        if let Method::AdamW(_) | Method::Kfrog(_) = method {
-            return Err(RegistryError::NeedsItsEntryPoint(method.name()).into());
-        }
-        self.push_group(method)
     }
 
     /// Adds a group; a refused one changes nothing (the shared sample size
@@ -577,7 +702,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// Sets the base learning rate (a schedule's step), as a PyTorch
     /// scheduler does: the default group's rate becomes `lr`, and every
     /// group keeps its ratio to it as made (at [`Optimizer::new`] and
-    /// `add_*group`). Groups made at `0.1` and `0.01` run at `0.05` and
+    /// `add_group`). Groups made at `0.1` and `0.01` run at `0.05` and
     /// `0.005` after `set_lr(0.05)`; a group made at the default group's
     /// rate runs at `lr` exactly. When the default group was made at rate
     /// 0 there is no ratio to keep, and every group runs at `lr`. A rate
@@ -620,9 +745,18 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// Draws this step's sample of a batch of `batch` samples into the
     /// front of `out` (at least [`Optimizer::sample_rows`] entries):
     /// increasing indices, all of them when the sample covers the batch.
-    pub fn sample<'a>(&mut self, batch: usize, out: &'a mut [usize]) -> Res<&'a [usize], B> {
+    ///
+    /// The [`Sample`] fixes the step's counts: gather its rows
+    /// ([`crate::gather_rows`] takes it as the indices) and build every
+    /// layer's batch from it ([`Sample::batch`] and its twins). Once a
+    /// sample is drawn, a FROG step whose batch has other counts (another
+    /// batch size, another sample size) is refused as
+    /// [`RegistryError::NotTheSample`], before anything changes.
+    pub fn sample<'a>(&mut self, batch: usize, out: &'a mut [usize]) -> Res<Sample<'a>, B> {
         self.check_batch(batch)?;
-        Ok(self.sampler.sample(batch, self.sample_size.flatten(), out)?)
+        let indices = self.sampler.sample(batch, self.sample_size.flatten(), out)?;
+        self.drawn = Some((indices.len(), batch));
+        Ok(Sample { indices, batch_size: batch })
     }
 
     /// Refuses a batch larger than the optimizer was built for.
@@ -646,7 +780,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     }
 
     /// [`Optimizer::step_layer`] on sampled inputs and output gradients in
-    /// the 16-bit type `H` (see [`crate::precondition_step_lowp`]; guarded
+    /// the 16-bit type `H` (a [`LowpBatch`] in [`crate::frog_step`]; guarded
     /// as well when the guard is on).
     pub fn step_layer_lowp<H: Half>(&mut self, backend: &B, id: ParamId, params: Params<'_, B>, batch: Option<LowpBatch<'_, B, H>>) -> Res<(), B>
     where
@@ -657,7 +791,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     }
 
     /// [`Optimizer::step_layer`] on views of the caller's parameters,
-    /// gradients and sampled rows (see [`crate::precondition_step_view`]).
+    /// gradients and sampled rows (see [`crate::ViewParams`], [`crate::ViewBatch`]).
     /// AdamW groups step on buffers only.
     pub fn step_layer_view(&mut self, backend: &B, id: ParamId, params: ViewParams<'_, B>, batch: Option<ViewBatch<'_, B>>) -> Res<(), B>
     where
@@ -688,8 +822,12 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             (Method::Kfrog(_), _) => Err(RegistryError::WrongMethod(id.index).into()),
             (Method::Frog(cfg), SlotState::Momentum(state)) => {
                 let batch = batch.ok_or(RegistryError::NoBatch(id.index))?;
+                if let Some((drawn, drawn_batch)) = self.drawn.filter(|&d| d != batch.rows()) {
+                    let (sample, batch) = batch.rows();
+                    return Err(RegistryError::NotTheSample { drawn, drawn_batch, sample, batch }.into());
+                }
                 let ws = self.workspace.as_mut().ok_or(RegistryError::NoBatch(id.index))?;
-                frog_step(backend, &cfg, &layer, state, ws, params, batch, self.guard)
+                step_guarded(backend, &cfg, &layer, state, ws, params, batch, self.guard)
             }
             (method, state) => {
                 // Check the bias pairing and its state before the weight moves.
@@ -720,7 +858,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             return Err(RegistryError::WrongKind(id.index).into());
         }
         let method = self.groups[usize::from(slot.group.0)];
-        let res = plain_step(backend, &method, self.adam, id, &mut self.slots[id.index as usize].state, Buffers { param, grad });
+        let res = plain_step(backend, &method, self.adam, id, &mut self.slots[id.index as usize].state, ParamGrad { param, grad });
         self.named(id, res)
     }
 
@@ -735,7 +873,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             return Err(RegistryError::WrongKind(id.index).into());
         }
         let method = self.groups[usize::from(slot.group.0)];
-        let res = plain_step(backend, &method, self.adam, id, &mut self.slots[id.index as usize].state, Views { param, grad });
+        let res = plain_step(backend, &method, self.adam, id, &mut self.slots[id.index as usize].state, ViewParamGrad { param, grad });
         self.named(id, res)
     }
 
@@ -776,7 +914,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         }
     }
 
-    /// Turns the opt-in guard on (see [`crate::guarded_step`]): every
+    /// Turns the opt-in guard on (see [`crate::frog_step`] with a [`Guard`]): every
     /// preconditioned step then records its diagnostics, read with
     /// [`Optimizer::diagnostics`], and replaces the rows `guard` names.
     /// `None` turns it off (steps are then exactly the original's).

@@ -1,6 +1,8 @@
 //! The plain-SGD paths: FROG's path for every parameter it does not
 //! precondition, and `torch.optim.SGD` for the baseline.
 
+use core::fmt;
+
 use crate::backend::Backend;
 use crate::config::{decay_ok, momentum_ok, non_negative, representable, sgd_bound, update_bound_ok, Config, ConfigError, NonExhaustive};
 use crate::error::{Error, ShapeError};
@@ -68,7 +70,7 @@ pub(crate) fn coupled_sgd<B: Backend>(
     cfg: &SgdConfig,
     nesterov_buffer_has_decay: bool,
     state: &mut ParamState<B>,
-    mut ops: impl Operands<B>,
+    mut ops: impl sealed::Operands<B>,
 ) -> Result<(), Error<B::Error>> {
     cfg.validate_for::<B::Scalar>()?;
     let n = state.len;
@@ -110,25 +112,20 @@ pub(crate) fn coupled_sgd<B: Backend>(
 /// (BatchNorm, the classifier): it steps at `lr * lr_other_ratio` (default
 /// 0.25, so the classifier moves at a quarter of FROG's rate), with coupled
 /// decay and the original's in-place quirks (pinned by the golden cases'
-/// `other_*` files).
+/// `other_*` files). `param` is a [`ParamGrad`] of buffers or, on a
+/// [`ViewBackend`], a [`ViewParamGrad`] of views.
 ///
 /// Rejects what [`Config::validate_for`] rejects (so also
 /// `lr * lr_other_ratio * weight_decay > 1`), a gradient or parameter
 /// whose length differs from the state's, a state whose momentum buffer
 /// does not match `momentum > 0`, and a state whose step count is
 /// exhausted; a rejected call changes nothing.
-pub fn plain_sgd_step<B: Backend>(
-    backend: &B,
-    cfg: &Config,
-    state: &mut ParamState<B>,
-    param: &mut B::Buffer,
-    grad: &B::Buffer,
-) -> Result<(), Error<B::Error>> {
-    frog_plain(backend, cfg, state, Buffers { param, grad })
+pub fn plain_sgd_step<B: Backend>(backend: &B, cfg: &Config, state: &mut ParamState<B>, param: impl Operands<B>) -> Result<(), Error<B::Error>> {
+    frog_plain(backend, cfg, state, param)
 }
 
 /// FROG's plain path on either kind of operands.
-pub(crate) fn frog_plain<B: Backend>(backend: &B, cfg: &Config, state: &mut ParamState<B>, ops: impl Operands<B>) -> Result<(), Error<B::Error>> {
+pub(crate) fn frog_plain<B: Backend>(backend: &B, cfg: &Config, state: &mut ParamState<B>, ops: impl sealed::Operands<B>) -> Result<(), Error<B::Error>> {
     cfg.validate_for::<B::Scalar>()?;
     coupled_sgd(backend, &other_sgd(cfg), false, state, ops)
 }
@@ -145,109 +142,114 @@ fn other_sgd(cfg: &Config) -> SgdConfig {
     }
 }
 
-/// One `torch.optim.SGD` step (dampening 0), the baseline of the study.
-pub fn sgd_step<B: Backend>(
-    backend: &B,
-    cfg: &SgdConfig,
-    state: &mut ParamState<B>,
-    param: &mut B::Buffer,
-    grad: &B::Buffer,
-) -> Result<(), Error<B::Error>> {
-    coupled_sgd(backend, cfg, true, state, Buffers { param, grad })
+/// One `torch.optim.SGD` step (dampening 0), the baseline of the study, on
+/// a [`ParamGrad`] of buffers or a [`ViewParamGrad`] of views.
+pub fn sgd_step<B: Backend>(backend: &B, cfg: &SgdConfig, state: &mut ParamState<B>, param: impl Operands<B>) -> Result<(), Error<B::Error>> {
+    coupled_sgd(backend, cfg, true, state, param)
 }
 
-/// [`plain_sgd_step`] on views of the parameter and its gradient.
-pub fn plain_sgd_step_view<'a, B: ViewBackend>(
-    backend: &B,
-    cfg: &Config,
-    state: &mut ParamState<B>,
-    param: B::ViewMut<'a>,
-    grad: B::View<'a>,
-) -> Result<(), Error<B::Error>> {
-    frog_plain(backend, cfg, state, Views { param, grad })
-}
+/// A parameter and its gradient as the plain steps take them: a
+/// [`ParamGrad`] of buffers or a [`ViewParamGrad`] of views. Sealed: the
+/// SGD rule's updates are the same for both.
+pub trait Operands<B: Backend>: sealed::Operands<B> {}
 
-/// [`sgd_step`] on views of the parameter and its gradient.
-pub fn sgd_step_view<'a, B: ViewBackend>(
-    backend: &B,
-    cfg: &SgdConfig,
-    state: &mut ParamState<B>,
-    param: B::ViewMut<'a>,
-    grad: B::View<'a>,
-) -> Result<(), Error<B::Error>> {
-    coupled_sgd(backend, cfg, true, state, Views { param, grad })
-}
-
-/// A plain step's parameter and gradient, as buffers or as views: the
-/// updates of the SGD rule, each named for its operands.
-pub(crate) trait Operands<B: Backend> {
-    /// Both of `n` entries, or an error naming the one that is not.
-    fn check(&self, backend: &B, n: usize) -> Result<(), ShapeError>;
-    /// `buf = a * grad + b * buf`.
-    fn grad_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error>;
-    /// `buf = a * param + b * buf`.
-    fn param_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error>;
-    /// `param = a * grad + b * param`.
-    fn grad_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar) -> Result<(), B::Error>;
-    /// `param = a * buf + b * param`.
-    fn buf_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, buf: &B::Buffer, b: B::Scalar) -> Result<(), B::Error>;
-    /// The operands as buffers, for steps that take only buffers (AdamW's
-    /// kernel); `None` for views.
-    fn buffers(&mut self) -> Option<(&mut B::Buffer, &B::Buffer)>;
-}
+impl<B: Backend> Operands<B> for ParamGrad<'_, B> {}
+impl<B: ViewBackend> Operands<B> for ViewParamGrad<'_, B> {}
 
 /// A parameter and its gradient in backend buffers.
-pub(crate) struct Buffers<'a, B: Backend> {
-    pub(crate) param: &'a mut B::Buffer,
-    pub(crate) grad: &'a B::Buffer,
+pub struct ParamGrad<'a, B: Backend> {
+    /// The parameter, updated in place.
+    pub param: &'a mut B::Buffer,
+    /// Its gradient.
+    pub grad: &'a B::Buffer,
 }
 
-impl<B: Backend> Operands<B> for Buffers<'_, B> {
-    fn check(&self, backend: &B, n: usize) -> Result<(), ShapeError> {
-        check_count(backend.len(self.param), "param", n)?;
-        check_count(backend.len(self.grad), "grad", n)
-    }
-    fn grad_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error> {
-        backend.axpby(n, a, self.grad, b, buf)
-    }
-    fn param_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error> {
-        backend.axpby(n, a, self.param, b, buf)
-    }
-    fn grad_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar) -> Result<(), B::Error> {
-        backend.axpby(n, a, self.grad, b, self.param)
-    }
-    fn buf_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, buf: &B::Buffer, b: B::Scalar) -> Result<(), B::Error> {
-        backend.axpby(n, a, buf, b, self.param)
-    }
-    fn buffers(&mut self) -> Option<(&mut B::Buffer, &B::Buffer)> {
-        Some((self.param, self.grad))
+/// A parameter and its gradient as views of the caller's storage (see
+/// [`ViewBackend`]).
+pub struct ViewParamGrad<'a, B: ViewBackend + 'a> {
+    /// The parameter, updated in place.
+    pub param: B::ViewMut<'a>,
+    /// Its gradient.
+    pub grad: B::View<'a>,
+}
+
+// Operands print nothing of their buffers (a backend's need not be `Debug`).
+
+impl<B: Backend> fmt::Debug for ParamGrad<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParamGrad").finish_non_exhaustive()
     }
 }
 
-/// A parameter and its gradient as views.
-pub(crate) struct Views<'a, B: ViewBackend + 'a> {
-    pub(crate) param: B::ViewMut<'a>,
-    pub(crate) grad: B::View<'a>,
+impl<'a, B: ViewBackend + 'a> fmt::Debug for ViewParamGrad<'a, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ViewParamGrad").finish_non_exhaustive()
+    }
 }
 
-impl<B: ViewBackend> Operands<B> for Views<'_, B> {
-    fn check(&self, backend: &B, n: usize) -> Result<(), ShapeError> {
-        check_count(backend.view_mut_len(&self.param), "param", n)?;
-        check_count(backend.view_len(&self.grad), "grad", n)
+/// The calls behind [`Operands`]. Public in a private module: callers can
+/// name [`Operands`] but neither implement it nor call these.
+pub(crate) mod sealed {
+    use super::*;
+
+    /// The updates of the SGD rule, each named for its operands.
+    pub trait Operands<B: Backend> {
+        /// Both of `n` entries, or an error naming the one that is not.
+        fn check(&self, backend: &B, n: usize) -> Result<(), ShapeError>;
+        /// `buf = a * grad + b * buf`.
+        fn grad_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error>;
+        /// `buf = a * param + b * buf`.
+        fn param_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error>;
+        /// `param = a * grad + b * param`.
+        fn grad_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar) -> Result<(), B::Error>;
+        /// `param = a * buf + b * param`.
+        fn buf_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, buf: &B::Buffer, b: B::Scalar) -> Result<(), B::Error>;
+        /// The operands as buffers, for steps that take only buffers (AdamW's
+        /// kernel); `None` for views.
+        fn buffers(&mut self) -> Option<(&mut B::Buffer, &B::Buffer)>;
     }
-    fn grad_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error> {
-        backend.axpby_view(n, a, &self.grad, b, &mut backend.view_mut(buf, 0, n)?)
+
+    impl<B: Backend> Operands<B> for ParamGrad<'_, B> {
+        fn check(&self, backend: &B, n: usize) -> Result<(), ShapeError> {
+            check_count(backend.len(self.param), "param", n)?;
+            check_count(backend.len(self.grad), "grad", n)
+        }
+        fn grad_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error> {
+            backend.axpby(n, a, self.grad, b, buf)
+        }
+        fn param_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error> {
+            backend.axpby(n, a, self.param, b, buf)
+        }
+        fn grad_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar) -> Result<(), B::Error> {
+            backend.axpby(n, a, self.grad, b, self.param)
+        }
+        fn buf_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, buf: &B::Buffer, b: B::Scalar) -> Result<(), B::Error> {
+            backend.axpby(n, a, buf, b, self.param)
+        }
+        fn buffers(&mut self) -> Option<(&mut B::Buffer, &B::Buffer)> {
+            Some((self.param, self.grad))
+        }
     }
-    fn param_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error> {
-        backend.axpby_view(n, a, &backend.reborrow(&self.param), b, &mut backend.view_mut(buf, 0, n)?)
-    }
-    fn grad_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar) -> Result<(), B::Error> {
-        backend.axpby_view(n, a, &self.grad, b, &mut self.param)
-    }
-    fn buf_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, buf: &B::Buffer, b: B::Scalar) -> Result<(), B::Error> {
-        backend.axpby_view(n, a, &backend.view(buf, 0, n)?, b, &mut self.param)
-    }
-    fn buffers(&mut self) -> Option<(&mut B::Buffer, &B::Buffer)> {
-        None
+
+    impl<B: ViewBackend> Operands<B> for ViewParamGrad<'_, B> {
+        fn check(&self, backend: &B, n: usize) -> Result<(), ShapeError> {
+            check_count(backend.view_mut_len(&self.param), "param", n)?;
+            check_count(backend.view_len(&self.grad), "grad", n)
+        }
+        fn grad_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error> {
+            backend.axpby_view(n, a, &self.grad, b, &mut backend.view_mut(buf, 0, n)?)
+        }
+        fn param_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error> {
+            backend.axpby_view(n, a, &backend.reborrow(&self.param), b, &mut backend.view_mut(buf, 0, n)?)
+        }
+        fn grad_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar) -> Result<(), B::Error> {
+            backend.axpby_view(n, a, &self.grad, b, &mut self.param)
+        }
+        fn buf_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, buf: &B::Buffer, b: B::Scalar) -> Result<(), B::Error> {
+            backend.axpby_view(n, a, &backend.view(buf, 0, n)?, b, &mut self.param)
+        }
+        fn buffers(&mut self) -> Option<(&mut B::Buffer, &B::Buffer)> {
+            None
+        }
     }
 }

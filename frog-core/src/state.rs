@@ -179,7 +179,7 @@ impl<B: Backend> ParamState<B> {
     }
 
     /// State for a preconditioned layer that also keeps the per-row
-    /// diagnostics of its last guarded step ([`crate::guarded_step`]), read
+    /// diagnostics of its last guarded step ([`crate::frog_step`] with a [`crate::Guard`]), read
     /// on request with [`ParamState::diagnostics`].
     pub fn with_diagnostics(backend: &B, layer: &Layer, cfg: &Config) -> Result<Self, Error<B::Error>> {
         let mut state = Self::for_layer(backend, layer, cfg).map_err(Error::Backend)?;

@@ -10,7 +10,7 @@ use crate::guard::{Guard, GuardBackend, DIAG_FLAGS, DIAG_RHO0, DIAG_RHOK, DIAG_R
 use crate::layer::Layer;
 use crate::lowp::{Half, LowpBackend};
 use crate::scalar::Scalar;
-use crate::sgd::{Buffers, Operands, Views};
+use crate::sgd::{ParamGrad, ViewParamGrad};
 use crate::state::{ParamState, StateError};
 use crate::view::{ViewBackend, ViewBatch, ViewParams};
 use crate::workspace::{Workspace, WorkspaceReq};
@@ -80,23 +80,138 @@ impl<B: LowpBackend<H>, H: Half> fmt::Debug for LowpBatch<'_, B, H> {
     }
 }
 
-/// How a step reads a layer's gradients and writes its parameters: the
-/// only calls of a step that differ between buffers and views.
-pub(crate) trait Weights<B: Backend> {
-    /// The weight's (and the bias's) operands in a plain step.
-    type Plain: Operands<B>;
-    /// Weight and bias as two plain parameters (a layer outside FROG groups).
-    fn split(self) -> (Self::Plain, Option<Self::Plain>);
-    /// Entries of the weight and its gradient, and of the bias and its
-    /// gradient when given.
-    fn lens(&self, backend: &B) -> ((usize, usize), Option<(usize, usize)>);
-    /// Copies the gradients into the joint `rows x cols` buffer `m`
-    /// (weight columns `0..d`, the bias in column `d`).
-    fn load_grad(&self, backend: &B, rows: usize, d: usize, cols: usize, m: &mut B::Buffer) -> Result<(), B::Error>;
-    /// `w_j = decay * w_j - lr * scale[j] * z_j` for the weight and the
-    /// bias, `z` the joint `rows x cols` direction.
-    #[allow(clippy::too_many_arguments)]
-    fn apply(self, backend: &B, rows: usize, d: usize, cols: usize, decay: B::Scalar, lr: B::Scalar, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error>;
+/// A layer's parameters and gradients as a step takes them: [`Params`]
+/// (backend buffers) or [`ViewParams`] (views of the caller's storage, on
+/// a [`ViewBackend`]). Sealed: the step's arithmetic is the same for both,
+/// and only these two read and write the way it needs.
+pub trait Weights<B: Backend>: sealed::Weights<B> {}
+
+impl<B: Backend> Weights<B> for Params<'_, B> {}
+impl<B: ViewBackend> Weights<B> for ViewParams<'_, B> {}
+
+/// The sampled rows of a batch as a step takes them: [`Batch`] (buffers in
+/// the backend's scalar type), [`LowpBatch`] (16-bit buffers, on a
+/// [`LowpBackend`]) or [`ViewBatch`] (views, on a [`ViewBackend`]).
+/// Sealed, like [`Weights`].
+pub trait Inputs<B: Backend>: sealed::Inputs<B> {}
+
+impl<B: Backend> Inputs<B> for Batch<'_, B> {}
+impl<B: LowpBackend<H>, H: Half> Inputs<B> for LowpBatch<'_, B, H> {}
+impl<B: ViewBackend> Inputs<B> for ViewBatch<'_, B> {}
+
+/// Whether a FROG step runs the opt-in guard: [`Unguarded`] on any
+/// backend, or a [`Guard`] on a [`GuardBackend`] (the guard's row check is
+/// a kernel only those have, so a guarded step on another backend does not
+/// compile rather than fail at run time). Sealed.
+///
+/// Any backend takes an unguarded step:
+///
+/// ```
+/// use frog_core::{frog_step, Backend, Batch, Config, Error, Layer, ParamState, Params, Unguarded, Workspace};
+/// fn step<B: Backend>(b: &B, cfg: &Config, layer: &Layer, state: &mut ParamState<B>, ws: &mut Workspace<B>, params: Params<'_, B>, batch: Batch<'_, B>) -> Result<(), Error<B::Error>> {
+///     frog_step(b, cfg, layer, state, ws, params, batch, Unguarded)
+/// }
+/// ```
+///
+/// but only a [`GuardBackend`] a guarded one:
+///
+/// ```compile_fail,E0277
+/// use frog_core::{frog_step, Backend, Batch, Config, Error, Guard, Layer, ParamState, Params, Workspace};
+/// fn step<B: Backend>(b: &B, cfg: &Config, layer: &Layer, state: &mut ParamState<B>, ws: &mut Workspace<B>, params: Params<'_, B>, batch: Batch<'_, B>) -> Result<(), Error<B::Error>> {
+///     frog_step(b, cfg, layer, state, ws, params, batch, Guard::default())
+/// }
+/// ```
+pub trait StepGuard<B: Backend>: sealed::StepGuard<B> {}
+
+/// The step without the guard: exactly the original's arithmetic, no
+/// diagnostics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unguarded;
+
+impl<B: Backend> StepGuard<B> for Unguarded {}
+impl<B: GuardBackend> StepGuard<B> for Guard {}
+/// Guarded when `Some`: a run's guard setting, as
+/// [`crate::Optimizer::set_guard`] takes it.
+impl<B: GuardBackend> StepGuard<B> for Option<Guard> {}
+
+/// The calls behind the public input traits. Public in a private module:
+/// callers can name the public traits but neither implement them nor call
+/// these (the kernels' contracts are the backends', not the caller's).
+pub(crate) mod sealed {
+    use super::*;
+
+    /// How a step reads a layer's gradients and writes its parameters: the
+    /// only calls of a step that differ between buffers and views.
+    pub trait Weights<B: Backend> {
+        /// The weight's (and the bias's) operands in a plain step.
+        type Plain: crate::sgd::Operands<B>;
+        /// Weight and bias as two plain parameters (a layer outside FROG groups).
+        fn split(self) -> (Self::Plain, Option<Self::Plain>);
+        /// Entries of the weight and its gradient, and of the bias and its
+        /// gradient when given.
+        fn lens(&self, backend: &B) -> ((usize, usize), Option<(usize, usize)>);
+        /// Copies the gradients into the joint `rows x cols` buffer `m`
+        /// (weight columns `0..d`, the bias in column `d`).
+        fn load_grad(&self, backend: &B, rows: usize, d: usize, cols: usize, m: &mut B::Buffer) -> Result<(), B::Error>;
+        /// `w_j = decay * w_j - lr * scale[j] * z_j` for the weight and the
+        /// bias, `z` the joint `rows x cols` direction.
+        #[allow(clippy::too_many_arguments)]
+        fn apply(self, backend: &B, rows: usize, d: usize, cols: usize, decay: B::Scalar, lr: B::Scalar, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error>;
+    }
+
+    /// How a step reads its sampled rows: the only calls of a step that
+    /// differ between inputs in the scalar type, in a 16-bit type and views.
+    pub trait Inputs<B: Backend> {
+        /// `(sample, batch_size)`.
+        fn rows(&self) -> (usize, usize);
+        /// Entries of `x` and of `y`.
+        fn lens(&self, backend: &B) -> (usize, usize);
+        /// The opt-in check of `y`, with `scratch` (at least one entry) to
+        /// count in; nothing by default.
+        fn check(&self, backend: &B, scratch: &mut B::Buffer) -> Result<(), Error<B::Error>>;
+        /// Fills the patch scratch.
+        fn pack(&self, backend: &B, layer: &Layer, packed: &mut B::Buffer) -> Result<(), B::Error>;
+        /// The `x` the products see: the inputs, or `None` for the scratch.
+        fn x(&self) -> Option<&B::Buffer>;
+        /// The patch norms.
+        fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error>;
+        /// Traces and Fisher weights from `y`.
+        #[allow(clippy::too_many_arguments)]
+        fn fisher_weights(
+            &self,
+            backend: &B,
+            p: &Patches<'_, B>,
+            norms: &B::Buffer,
+            scale: B::Scalar,
+            eps: B::Scalar,
+            trace: &mut B::Buffer,
+            lambda: &mut B::Buffer,
+        ) -> Result<(), B::Error>;
+    }
+
+    /// The guard of a step, with this backend's row check.
+    pub trait StepGuard<B: Backend> {
+        /// `None` for an unguarded step.
+        fn row_guard(self) -> Option<(Guard, RowGuard<B>)>;
+    }
+
+    impl<B: Backend> StepGuard<B> for Unguarded {
+        fn row_guard(self) -> Option<(Guard, RowGuard<B>)> {
+            None
+        }
+    }
+
+    impl<B: GuardBackend> StepGuard<B> for Guard {
+        fn row_guard(self) -> Option<(Guard, RowGuard<B>)> {
+            Some((self, B::row_guard))
+        }
+    }
+
+    impl<B: GuardBackend> StepGuard<B> for Option<Guard> {
+        fn row_guard(self) -> Option<(Guard, RowGuard<B>)> {
+            self.and_then(<Guard as StepGuard<B>>::row_guard)
+        }
+    }
 }
 
 /// The bias column of the joint `rows x cols` block, after the `d` weight columns.
@@ -104,10 +219,10 @@ fn bias_at(d: usize, cols: usize) -> Strided {
     Strided { stride: cols, offset: d }
 }
 
-impl<'a, B: Backend> Weights<B> for Params<'a, B> {
-    type Plain = Buffers<'a, B>;
+impl<'a, B: Backend> sealed::Weights<B> for Params<'a, B> {
+    type Plain = ParamGrad<'a, B>;
     fn split(self) -> (Self::Plain, Option<Self::Plain>) {
-        (Buffers { param: self.weight, grad: self.grad_weight }, self.bias.map(|(param, grad)| Buffers { param, grad }))
+        (ParamGrad { param: self.weight, grad: self.grad_weight }, self.bias.map(|(param, grad)| ParamGrad { param, grad }))
     }
     fn lens(&self, backend: &B) -> ((usize, usize), Option<(usize, usize)>) {
         let w = (backend.len(self.weight), backend.len(self.grad_weight));
@@ -129,10 +244,10 @@ impl<'a, B: Backend> Weights<B> for Params<'a, B> {
     }
 }
 
-impl<'a, B: ViewBackend> Weights<B> for ViewParams<'a, B> {
-    type Plain = Views<'a, B>;
+impl<'a, B: ViewBackend> sealed::Weights<B> for ViewParams<'a, B> {
+    type Plain = ViewParamGrad<'a, B>;
     fn split(self) -> (Self::Plain, Option<Self::Plain>) {
-        (Views { param: self.weight, grad: self.grad_weight }, self.bias.map(|(param, grad)| Views { param, grad }))
+        (ViewParamGrad { param: self.weight, grad: self.grad_weight }, self.bias.map(|(param, grad)| ViewParamGrad { param, grad }))
     }
     fn lens(&self, backend: &B) -> ((usize, usize), Option<(usize, usize)>) {
         let w = (backend.view_mut_len(&self.weight), backend.view_len(&self.grad_weight));
@@ -154,37 +269,7 @@ impl<'a, B: ViewBackend> Weights<B> for ViewParams<'a, B> {
     }
 }
 
-/// How a step reads its sampled rows: the only calls of a step that differ
-/// between inputs in the scalar type and in a 16-bit type.
-pub(crate) trait Inputs<B: Backend> {
-    /// `(sample, batch_size)`.
-    fn rows(&self) -> (usize, usize);
-    /// Entries of `x` and of `y`.
-    fn lens(&self, backend: &B) -> (usize, usize);
-    /// The opt-in check of `y`, with `scratch` (at least one entry) to
-    /// count in; nothing by default.
-    fn check(&self, backend: &B, scratch: &mut B::Buffer) -> Result<(), Error<B::Error>>;
-    /// Fills the patch scratch.
-    fn pack(&self, backend: &B, layer: &Layer, packed: &mut B::Buffer) -> Result<(), B::Error>;
-    /// The `x` the products see: the inputs, or `None` for the scratch.
-    fn x(&self) -> Option<&B::Buffer>;
-    /// The patch norms.
-    fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error>;
-    /// Traces and Fisher weights from `y`.
-    #[allow(clippy::too_many_arguments)]
-    fn fisher_weights(
-        &self,
-        backend: &B,
-        p: &Patches<'_, B>,
-        norms: &B::Buffer,
-        scale: B::Scalar,
-        eps: B::Scalar,
-        trace: &mut B::Buffer,
-        lambda: &mut B::Buffer,
-    ) -> Result<(), B::Error>;
-}
-
-impl<B: Backend> Inputs<B> for Batch<'_, B> {
+impl<B: Backend> sealed::Inputs<B> for Batch<'_, B> {
     fn rows(&self) -> (usize, usize) {
         (self.sample, self.batch_size)
     }
@@ -217,7 +302,7 @@ impl<B: Backend> Inputs<B> for Batch<'_, B> {
     }
 }
 
-impl<B: LowpBackend<H>, H: Half> Inputs<B> for LowpBatch<'_, B, H> {
+impl<B: LowpBackend<H>, H: Half> sealed::Inputs<B> for LowpBatch<'_, B, H> {
     fn rows(&self) -> (usize, usize) {
         (self.sample, self.batch_size)
     }
@@ -259,7 +344,7 @@ impl<B: LowpBackend<H>, H: Half> Inputs<B> for LowpBatch<'_, B, H> {
     }
 }
 
-impl<B: ViewBackend> Inputs<B> for ViewBatch<'_, B> {
+impl<B: ViewBackend> sealed::Inputs<B> for ViewBatch<'_, B> {
     fn rows(&self) -> (usize, usize) {
         (self.sample, self.batch_size)
     }
@@ -316,8 +401,8 @@ fn check_shapes<B: Backend>(
     layer: &Layer,
     state: &ParamState<B>,
     ws: &Workspace<B>,
-    params: &impl Weights<B>,
-    batch: &impl Inputs<B>,
+    params: &impl sealed::Weights<B>,
+    batch: &impl sealed::Inputs<B>,
 ) -> Result<(), ShapeError> {
     layer.validate()?;
     let (sample, batch_size) = batch.rows();
@@ -362,8 +447,8 @@ fn plan<B: Backend>(
     layer: &Layer,
     state: &ParamState<B>,
     ws: &Workspace<B>,
-    params: &impl Weights<B>,
-    batch: &impl Inputs<B>,
+    params: &impl sealed::Weights<B>,
+    batch: &impl sealed::Inputs<B>,
 ) -> Result<Plan<B::Scalar>, Error<B::Error>> {
     cfg.validate_for::<B::Scalar>()?;
     check_shapes(backend, layer, state, ws, params, batch)?;
@@ -379,7 +464,12 @@ fn plan<B: Backend>(
 }
 
 /// One FROG step of a preconditioned layer: updates `params` in place and
-/// leaves the trace, direction and row scale in `ws`.
+/// leaves the trace, direction and row scale in `ws`. The one entry point
+/// of every FROG step: `params` are [`Params`] or [`ViewParams`], `batch`
+/// is a [`Batch`], [`LowpBatch`] or [`ViewBatch`], and `guard` is
+/// [`Unguarded`], a [`Guard`] or an `Option<Guard>`; each combination
+/// needs only the extension traits its parts need, and the arithmetic is
+/// the same for all.
 ///
 /// Never allocates and never reads back to the host: every per-row scalar
 /// stays in a backend buffer.
@@ -390,10 +480,11 @@ fn plan<B: Backend>(
 /// sample, or one larger than the batch; a buffer of the wrong length (or
 /// whose length overflows `usize`); a workspace too small for the layer; a
 /// state of another size, whose momentum buffer does not match `momentum >
-/// 0`, or whose step count is exhausted. A backend error in the middle of a
-/// step leaves the step count advanced, and the momentum buffer and
-/// parameters possibly updated: restore a checkpoint (or treat the layer's
-/// state as lost) after one.
+/// 0`, or whose step count is exhausted; with a [`Guard`], a state made
+/// without diagnostics. A backend error in the middle of a step leaves the
+/// step count advanced, and the momentum buffer and parameters possibly
+/// updated: restore a checkpoint (or treat the layer's state as lost)
+/// after one.
 ///
 /// Finite inputs give finite results: a row of the gradient whose largest
 /// entry is so large that its squares could overflow is first scaled by a
@@ -402,102 +493,43 @@ fn plan<B: Backend>(
 /// FROG's direction does not depend on them, except through `denom_eps`: on
 /// a row scaled by `c`, the step is that of `eps / c^2` in the row scale.
 /// Rows below that size take exactly the original's arithmetic.
-pub fn precondition_step<B: Backend>(
-    backend: &B,
-    cfg: &Config,
-    layer: &Layer,
-    state: &mut ParamState<B>,
-    ws: &mut Workspace<B>,
-    params: Params<'_, B>,
-    batch: Batch<'_, B>,
-) -> Result<(), Error<B::Error>> {
-    step_with(backend, cfg, layer, state, ws, params, &batch, None)
-}
-
-/// [`precondition_step`] with the opt-in guard: records the step's
-/// per-row diagnostics in `state` (made with
-/// [`ParamState::with_diagnostics`], read with [`ParamState::diagnostics`])
-/// and replaces the rows `guard` names by the normalized momentum step.
-/// With both of `guard`'s options off the update is the original's.
-#[allow(clippy::too_many_arguments)]
-pub fn guarded_step<B: GuardBackend>(
-    backend: &B,
-    cfg: &Config,
-    guard: Guard,
-    layer: &Layer,
-    state: &mut ParamState<B>,
-    ws: &mut Workspace<B>,
-    params: Params<'_, B>,
-    batch: Batch<'_, B>,
-) -> Result<(), Error<B::Error>> {
-    guarded_with(backend, cfg, guard, layer, state, ws, params, &batch)
-}
-
-/// [`precondition_step`] on sampled inputs and output gradients in the
+///
+/// ## The guard
+///
+/// With a [`Guard`] the step records its per-row diagnostics in `state`
+/// (made with [`ParamState::with_diagnostics`], read with
+/// [`ParamState::diagnostics`]) and replaces the rows `guard` names by the
+/// normalized momentum step. With both of `guard`'s options off the update
+/// is the original's.
+///
+/// ## 16-bit inputs
+///
+/// A [`LowpBatch`] holds the sampled inputs and output gradients in the
 /// 16-bit type `H` (bf16 or f16, as autocast produces them): the same step,
 /// in the backend's scalar type from the patches on, with the same checks,
 /// plus the opt-in overflow check of `y` ([`LowpBatch::check_y`]), which
-/// runs after them and before anything changes.
+/// runs after them and before anything changes. `y` may stay multiplied by
+/// a loss scale (the direction is invariant to it up to `denom_eps`); the
+/// gradients in `params` must be unscaled (see [`crate::LowpBackend`]).
 ///
-/// `y` may stay multiplied by a loss scale (the direction is invariant to
-/// it up to `denom_eps`); the gradients in `params` must be unscaled (see
-/// [`crate::LowpBackend`]).
-pub fn precondition_step_lowp<B: LowpBackend<H>, H: Half>(
-    backend: &B,
-    cfg: &Config,
-    layer: &Layer,
-    state: &mut ParamState<B>,
-    ws: &mut Workspace<B>,
-    params: Params<'_, B>,
-    batch: LowpBatch<'_, B, H>,
-) -> Result<(), Error<B::Error>> {
-    step_with(backend, cfg, layer, state, ws, params, &batch, None)
-}
-
-/// [`guarded_step`] on inputs in the 16-bit type `H` (see
-/// [`precondition_step_lowp`]).
+/// ## Views
+///
+/// [`ViewParams`] and [`ViewBatch`] are views of the caller's parameters,
+/// gradients, sampled inputs and output gradients (see [`ViewBackend`]):
+/// the same checks, the same arithmetic, no copy of them into backend
+/// buffers.
 #[allow(clippy::too_many_arguments)]
-pub fn guarded_step_lowp<B: LowpBackend<H> + GuardBackend, H: Half>(
-    backend: &B,
-    cfg: &Config,
-    guard: Guard,
-    layer: &Layer,
-    state: &mut ParamState<B>,
-    ws: &mut Workspace<B>,
-    params: Params<'_, B>,
-    batch: LowpBatch<'_, B, H>,
-) -> Result<(), Error<B::Error>> {
-    guarded_with(backend, cfg, guard, layer, state, ws, params, &batch)
-}
-
-/// [`precondition_step`] on views of the caller's parameters, gradients,
-/// sampled inputs and output gradients (see [`ViewBackend`]): the same
-/// checks, the same arithmetic, no copy of them into backend buffers.
-pub fn precondition_step_view<B: ViewBackend>(
+pub fn frog_step<B: Backend>(
     backend: &B,
     cfg: &Config,
     layer: &Layer,
     state: &mut ParamState<B>,
     ws: &mut Workspace<B>,
-    params: ViewParams<'_, B>,
-    batch: ViewBatch<'_, B>,
+    params: impl Weights<B>,
+    batch: impl Inputs<B>,
+    guard: impl StepGuard<B>,
 ) -> Result<(), Error<B::Error>> {
-    step_with(backend, cfg, layer, state, ws, params, &batch, None)
-}
-
-/// [`guarded_step`] on views (see [`precondition_step_view`]).
-#[allow(clippy::too_many_arguments)]
-pub fn guarded_step_view<B: ViewBackend + GuardBackend>(
-    backend: &B,
-    cfg: &Config,
-    guard: Guard,
-    layer: &Layer,
-    state: &mut ParamState<B>,
-    ws: &mut Workspace<B>,
-    params: ViewParams<'_, B>,
-    batch: ViewBatch<'_, B>,
-) -> Result<(), Error<B::Error>> {
-    guarded_with(backend, cfg, guard, layer, state, ws, params, &batch)
+    step_guarded(backend, cfg, layer, state, ws, params, &batch, guard.row_guard())
 }
 
 /// Every check, then the step: the one path of every public step.
@@ -508,8 +540,8 @@ fn step_with<B: Backend>(
     layer: &Layer,
     state: &mut ParamState<B>,
     ws: &mut Workspace<B>,
-    params: impl Weights<B>,
-    batch: &impl Inputs<B>,
+    params: impl sealed::Weights<B>,
+    batch: &impl sealed::Inputs<B>,
     check: Option<RowCheck<'_, B>>,
 ) -> Result<(), Error<B::Error>> {
     let plan = plan(backend, cfg, layer, state, ws, &params, batch)?;
@@ -518,21 +550,6 @@ fn step_with<B: Backend>(
     }
     batch.check(backend, &mut ws.coef)?;
     run_step(backend, cfg, layer, state, ws, params, batch, &plan, check).map_err(Error::Backend)
-}
-
-/// [`step_with`] with the guard's row check.
-#[allow(clippy::too_many_arguments)]
-fn guarded_with<B: GuardBackend>(
-    backend: &B,
-    cfg: &Config,
-    guard: Guard,
-    layer: &Layer,
-    state: &mut ParamState<B>,
-    ws: &mut Workspace<B>,
-    params: impl Weights<B>,
-    batch: &impl Inputs<B>,
-) -> Result<(), Error<B::Error>> {
-    frog_step(backend, cfg, layer, state, ws, params, batch, Some((guard, B::row_guard)))
 }
 
 /// A backend's [`GuardBackend::row_guard`], kept where the bound is not.
@@ -548,18 +565,18 @@ pub(crate) type RowGuard<B> = fn(
     &mut <B as Backend>::Buffer,
 ) -> Result<(), <B as Backend>::Error>;
 
-/// A step, guarded when `guard` is given: what the optimizer object runs,
-/// which holds the guard's row check once [`crate::Optimizer::set_guard`]
-/// saw the [`GuardBackend`] bound.
+/// A step, guarded when `guard` is given: what [`frog_step`] and the
+/// optimizer object run (the latter holds the guard's row check once
+/// [`crate::Optimizer::set_guard`] saw the [`GuardBackend`] bound).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn frog_step<B: Backend>(
+pub(crate) fn step_guarded<B: Backend>(
     backend: &B,
     cfg: &Config,
     layer: &Layer,
     state: &mut ParamState<B>,
     ws: &mut Workspace<B>,
-    params: impl Weights<B>,
-    batch: &impl Inputs<B>,
+    params: impl sealed::Weights<B>,
+    batch: &impl sealed::Inputs<B>,
     guard: Option<(Guard, RowGuard<B>)>,
 ) -> Result<(), Error<B::Error>> {
     let Some((guard, row_guard)) = guard else { return step_with(backend, cfg, layer, state, ws, params, batch, None) };
@@ -584,8 +601,8 @@ fn run_step<B: Backend>(
     layer: &Layer,
     state: &mut ParamState<B>,
     ws: &mut Workspace<B>,
-    params: impl Weights<B>,
-    batch: &impl Inputs<B>,
+    params: impl sealed::Weights<B>,
+    batch: &impl sealed::Inputs<B>,
     plan: &Plan<B::Scalar>,
     check: Option<RowCheck<'_, B>>,
 ) -> Result<(), B::Error> {
@@ -641,24 +658,70 @@ fn run_step<B: Backend>(
     params.apply(backend, rows, d, cols, decay, lr, &ws.row_scale, &ws.z)
 }
 
-/// Gathers the sampled rows of a full-batch buffer on the backend: row `k`
-/// of `dst` becomes row `rows[k]` of `src` (rows of `row_len` entries, such
-/// as a layer's [`Layer::input_len`] or [`Layer::output_len`]). One sample
+/// Gathers the sampled rows of a full batch on the backend: row `k` of
+/// `dst` becomes row `rows[k]` of `src` (rows of `row_len` entries, such as
+/// a layer's [`Layer::input_len`] or [`Layer::output_len`]). One sample
 /// serves every layer of a FROG step: gather each layer's input and output
 /// gradient with the same [`crate::Optimizer::sample`].
 ///
+/// `src` is a buffer (`&B::Buffer`) or, on a [`ViewBackend`], a view of
+/// the caller's storage such as a framework's activation tensor
+/// ([`ViewSource`]).
+///
 /// Rejects, before copying anything, an index past the rows of `src`, a
 /// `dst` shorter than the rows gathered, and sizes that overflow `usize`.
-pub fn gather_rows<B: Backend>(backend: &B, rows: &[usize], row_len: usize, src: &B::Buffer, dst: &mut B::Buffer) -> Result<(), Error<B::Error>> {
-    check_gather(backend, rows, row_len, backend.len(src), dst)?;
-    backend.copy_rows(rows, row_len, src, dst).map_err(Error::Backend)
+pub fn gather_rows<B: Backend>(backend: &B, rows: &[usize], row_len: usize, src: impl GatherSource<B>, dst: &mut B::Buffer) -> Result<(), Error<B::Error>> {
+    check_gather(backend, rows, row_len, src.len(backend), dst)?;
+    src.copy_rows(backend, rows, row_len, dst).map_err(Error::Backend)
 }
 
-/// [`gather_rows`] from a view of the full batch, such as a framework's
-/// activation tensor: the same checks, then [`ViewBackend::copy_rows_from_view`].
-pub fn gather_rows_view<B: ViewBackend>(backend: &B, rows: &[usize], row_len: usize, src: &B::View<'_>, dst: &mut B::Buffer) -> Result<(), Error<B::Error>> {
-    check_gather(backend, rows, row_len, backend.view_len(src), dst)?;
-    backend.copy_rows_from_view(rows, row_len, src, dst).map_err(Error::Backend)
+/// What [`gather_rows`] takes rows from: a buffer (`&B::Buffer`) or a
+/// [`ViewSource`]. Sealed.
+pub trait GatherSource<B: Backend>: sealed_gather::GatherSource<B> {}
+
+impl<B: Backend> GatherSource<B> for &B::Buffer {}
+impl<B: ViewBackend> GatherSource<B> for ViewSource<'_, B> {}
+
+/// A view of a full batch to gather rows from (see [`gather_rows`]): a
+/// wrapper, as a view type and a buffer type of the same backend cannot be
+/// told apart by the trait system.
+pub struct ViewSource<'a, B: ViewBackend + 'a>(pub B::View<'a>);
+
+impl<'a, B: ViewBackend + 'a> fmt::Debug for ViewSource<'a, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ViewSource").finish_non_exhaustive()
+    }
+}
+
+/// The calls behind [`GatherSource`] (see [`sealed`]).
+pub(crate) mod sealed_gather {
+    use super::*;
+
+    /// A gather's source.
+    pub trait GatherSource<B: Backend> {
+        /// Entries of the source.
+        fn len(&self, backend: &B) -> usize;
+        /// The copy, once the indices are checked.
+        fn copy_rows(&self, backend: &B, rows: &[usize], row_len: usize, dst: &mut B::Buffer) -> Result<(), B::Error>;
+    }
+
+    impl<B: Backend> GatherSource<B> for &B::Buffer {
+        fn len(&self, backend: &B) -> usize {
+            backend.len(self)
+        }
+        fn copy_rows(&self, backend: &B, rows: &[usize], row_len: usize, dst: &mut B::Buffer) -> Result<(), B::Error> {
+            backend.copy_rows(rows, row_len, self, dst)
+        }
+    }
+
+    impl<B: ViewBackend> GatherSource<B> for ViewSource<'_, B> {
+        fn len(&self, backend: &B) -> usize {
+            backend.view_len(&self.0)
+        }
+        fn copy_rows(&self, backend: &B, rows: &[usize], row_len: usize, dst: &mut B::Buffer) -> Result<(), B::Error> {
+            backend.copy_rows_from_view(rows, row_len, &self.0, dst)
+        }
+    }
 }
 
 /// A gather's checks: every index within the `src_len / row_len` rows of

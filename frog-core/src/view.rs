@@ -88,7 +88,7 @@ pub trait ViewBackend: Backend {
     ) -> Result<(), Self::Error>;
 
     /// [`Backend::copy_rows`] from a view: row `k` of `dst` becomes row
-    /// `rows[k]` of `src`. Call it through [`crate::gather_rows_view`],
+    /// `rows[k]` of `src`. Call it through [`crate::gather_rows`] (with a [`crate::ViewSource`]),
     /// which checks every index and length first. The default copies row by
     /// row; override it to gather in one kernel.
     fn copy_rows_from_view(&self, rows: &[usize], row_len: usize, src: &Self::View<'_>, dst: &mut Self::Buffer) -> Result<(), Self::Error> {

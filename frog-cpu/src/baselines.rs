@@ -232,7 +232,7 @@ pub fn load_kfrog_cases(dir: &Path) -> Result<Vec<KfrogCase>, String> {
 /// compares every recorded array after every step at relative tolerance
 /// `rtol`. Errors list every failure.
 pub fn run_kfrog_case<B: frog_core::KfrogBackend>(backend: &B, case: &KfrogCase, rtol: f64) -> Result<Report, String> {
-    use frog_core::{kfrog_step, sgd_step, KfrogBatch, KfrogState, ParamState, SgdConfig, Workspace, WorkspaceReq};
+    use frog_core::{kfrog_step, sgd_step, KfrogBatch, KfrogState, ParamGrad, ParamState, SgdConfig, Workspace, WorkspaceReq};
     let err = |e: frog_core::Error<B::Error>| e.to_string();
     let berr = |e: B::Error| e.to_string();
     let mut ck = Checker { rtol, report: Report::default(), failures: Vec::new() };
@@ -274,7 +274,7 @@ pub fn run_kfrog_case<B: frog_core::KfrogBackend>(backend: &B, case: &KfrogCase,
         let want_other = nested(e, "other")?;
         for (j, ((p, st), gw)) in others.iter_mut().zip(&s.grad_other).enumerate() {
             let g = upload(backend, gw)?;
-            sgd_step(backend, &sgd, st, p, &g).map_err(err)?;
+            sgd_step(backend, &sgd, st, ParamGrad { param: p, grad: &g }).map_err(err)?;
             ck.check(at(&format!("other[{j}]")), &download(backend, p, 0, gw.len())?, &want_other[j]);
         }
     }

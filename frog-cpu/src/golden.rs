@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use frog_core::half::{bf16, f16};
 use frog_core::{
-    plain_sgd_step, plain_sgd_step_view, precondition_step, precondition_step_lowp, precondition_step_view, Backend, Batch, Config, Conv2d, Half, Layer, LowpBackend, LowpBatch,
-    ParamState, Params, Scalar, ViewBackend, ViewBatch, ViewParams, Workspace, WorkspaceReq,
+    frog_step, plain_sgd_step, Backend, Batch, Config, Conv2d, Half, Layer, LowpBackend, LowpBatch, ParamGrad, ParamState, Params, Scalar, Unguarded, ViewBackend, ViewBatch,
+    ViewParamGrad, ViewParams, Workspace, WorkspaceReq,
 };
 use serde_json::Value;
 
@@ -406,8 +406,8 @@ pub fn run_case<B: Backend>(backend: &B, case: &Case, rtol: f64) -> Result<Repor
     run_with(backend, case, rtol, &OnBuffers)
 }
 
-/// [`run_case`] through the steps on views ([`precondition_step_view`],
-/// [`plain_sgd_step_view`]): every array of the case is a view of the
+/// [`run_case`] through the steps on views ([`frog_step`] on [`ViewParams`],
+/// [`plain_sgd_step`] on [`ViewParamGrad`]): every array of the case is a view of the
 /// middle of a larger buffer, and the entries around it must come out of
 /// every step unchanged.
 pub fn run_case_view<B: ViewBackend>(backend: &B, case: &Case, rtol: f64) -> Result<Report, String> {
@@ -443,12 +443,12 @@ struct OnBuffers;
 impl<B: Backend> Run<B> for OnBuffers {
     const PAD: usize = 0;
     fn plain(&self, backend: &B, cfg: &Config, state: &mut ParamState<B>, param: &mut B::Buffer, grad: &B::Buffer, _: usize) -> Result<(), String> {
-        plain_sgd_step(backend, cfg, state, param, grad).map_err(|e| e.to_string())
+        plain_sgd_step(backend, cfg, state, ParamGrad { param, grad }).map_err(|e| e.to_string())
     }
     fn precondition(&self, backend: &B, case: &Case, layer: &Layer, state: &mut ParamState<B>, ws: &mut Workspace<B>, params: Params<'_, B>, step: &Step) -> Result<(), String> {
         let (x, y) = (upload(backend, &step.x)?, upload(backend, &step.y)?);
         let batch = Batch { x: &x, y: &y, sample: case.sample_size, batch_size: case.batch_size };
-        precondition_step(backend, &case.config, layer, state, ws, params, batch).map_err(|e| e.to_string())
+        frog_step(backend, &case.config, layer, state, ws, params, batch, Unguarded).map_err(|e| e.to_string())
     }
 }
 
@@ -463,7 +463,7 @@ impl<B: ViewBackend> Run<B> for OnViews {
     fn plain(&self, backend: &B, cfg: &Config, state: &mut ParamState<B>, param: &mut B::Buffer, grad: &B::Buffer, len: usize) -> Result<(), String> {
         let err = |e: B::Error| e.to_string();
         let (param, grad) = (backend.view_mut(param, VIEW_PAD, len).map_err(err)?, backend.view(grad, VIEW_PAD, len).map_err(err)?);
-        plain_sgd_step_view(backend, cfg, state, param, grad).map_err(|e| e.to_string())
+        plain_sgd_step(backend, cfg, state, ViewParamGrad { param, grad }).map_err(|e| e.to_string())
     }
     fn precondition(&self, backend: &B, case: &Case, layer: &Layer, state: &mut ParamState<B>, ws: &mut Workspace<B>, params: Params<'_, B>, step: &Step) -> Result<(), String> {
         let err = |e: B::Error| e.to_string();
@@ -476,7 +476,7 @@ impl<B: ViewBackend> Run<B> for OnViews {
         };
         let params = ViewParams { weight: backend.view_mut(params.weight, VIEW_PAD, rows * d).map_err(err)?, grad_weight: view(params.grad_weight, rows * d)?, bias };
         let batch = ViewBatch { x: view(&x, step.x.len())?, y: view(&y, step.y.len())?, sample: case.sample_size, batch_size: case.batch_size };
-        precondition_step_view(backend, &case.config, layer, state, ws, params, batch).map_err(|e| e.to_string())
+        frog_step(backend, &case.config, layer, state, ws, params, batch, Unguarded).map_err(|e| e.to_string())
     }
 }
 
@@ -501,7 +501,7 @@ impl<B: LowpBackend<H>, H: Half> Run<B> for OnLowp<H> {
         };
         let (x, y) = (upload_lowp("x", &step.x)?, upload_lowp("y", &step.y)?);
         let batch = LowpBatch { x: &x, y: &y, sample: case.sample_size, batch_size: case.batch_size, check_y: true };
-        precondition_step_lowp(backend, &case.config, layer, state, ws, params, batch).map_err(|e| e.to_string())
+        frog_step(backend, &case.config, layer, state, ws, params, batch, Unguarded).map_err(|e| e.to_string())
     }
 }
 

@@ -53,7 +53,7 @@
 
 use std::fmt;
 
-use frog_core::{gather_rows_view, GroupId, Layer, Method, ParamId, ShapeError, ViewBatch, ViewParams};
+use frog_core::{gather_rows, GroupId, Layer, Method, ParamId, ShapeError, ViewBatch, ViewParams, ViewSource};
 
 use crate::backend::Cpu;
 use crate::gemm::Real;
@@ -384,14 +384,14 @@ impl<T: Real> HostFrog<T> {
             let (xn, yn) = (r * l.layer.input_len(), r * l.layer.output_len());
             let x = match s.x {
                 Rows::Batch(x) => {
-                    gather_rows_view(&self.cpu, sample, l.layer.input_len(), &x, &mut l.x).map_err(named)?;
+                    gather_rows(&self.cpu, sample, l.layer.input_len(), ViewSource(x), &mut l.x).map_err(named)?;
                     &l.x[..xn]
                 }
                 Rows::Sampled(x) => x,
             };
             let y = match s.y {
                 Rows::Batch(y) => {
-                    gather_rows_view(&self.cpu, sample, l.layer.output_len(), &y, &mut l.y).map_err(named)?;
+                    gather_rows(&self.cpu, sample, l.layer.output_len(), ViewSource(y), &mut l.y).map_err(named)?;
                     &l.y[..yn]
                 }
                 Rows::Sampled(y) => y,

@@ -1,5 +1,5 @@
 //! Views on the host are slices: every step that takes views
-//! ([`frog_core::precondition_step_view`], the optimizer's `_view` steps)
+//! ([`frog_core::frog_step`] on [`frog_core::ViewParams`], the optimizer's `_view` steps)
 //! takes `&[T]` and `&mut [T]`, parts of any allocation the caller owns.
 
 use frog_core::{Layer, Patches, Strided, ViewBackend};

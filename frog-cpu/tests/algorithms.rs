@@ -8,7 +8,7 @@
 mod common;
 
 use common::{Rng, StepData};
-use frog_core::{precondition_step, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Layer, ParamState, Params, Patches, Workspace, WorkspaceReq};
+use frog_core::{frog_step, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Layer, ParamState, Params, Patches, Unguarded, Workspace, WorkspaceReq};
 use frog_cpu::{Algorithm, Cpu, CpuError, Real};
 
 /// The outputs of every product of one layer on one backend, in f64.
@@ -181,7 +181,7 @@ fn forcing_winograd_where_it_does_not_apply_is_an_error() {
         let (mut weight, mut bias) = (data.weight.clone(), data.bias.clone());
         let params = Params { weight: &mut weight, grad_weight: &data.grad_weight, bias: bias.as_mut().zip(data.grad_bias.as_ref()) };
         let batch = Batch { x: &data.x, y: &data.y, sample: 2, batch_size: 4 };
-        let got = precondition_step(&cpu, &cfg, &layer, &mut state, &mut ws, params, batch);
+        let got = frog_step(&cpu, &cfg, &layer, &mut state, &mut ws, params, batch, Unguarded);
         assert!(matches!(got, Err(frog_core::Error::Backend(CpuError::Algorithm { .. }))), "{layer:?}: {:?}", got.err());
         assert_eq!(weight, data.weight, "a failed step leaves the weight alone");
     }
@@ -196,7 +196,7 @@ fn direction<T: Real>(cpu: &Cpu<T>, layer: &Layer, d: &StepData, iters: usize) -
     let (mut w, gw, x, y) = (upload(cpu, &d.weight), upload(cpu, &d.grad_weight), upload(cpu, &d.x), upload(cpu, &d.y));
     let mut bias = d.bias.as_ref().map(|b| upload(cpu, b)).zip(d.grad_bias.as_ref().map(|g| upload(cpu, g)));
     let params = Params { weight: &mut w, grad_weight: &gw, bias: bias.as_mut().map(|(b, g)| (b, &*g)) };
-    precondition_step(cpu, &cfg, layer, &mut state, &mut ws, params, Batch { x: &x, y: &y, sample: d.sample, batch_size: d.batch }).unwrap();
+    frog_step(cpu, &cfg, layer, &mut state, &mut ws, params, Batch { x: &x, y: &y, sample: d.sample, batch_size: d.batch }, Unguarded).unwrap();
     host(&ws.direction()[..layer.rows() * layer.cols()])
 }
 

@@ -104,8 +104,8 @@ fn settings_convert_into_their_method() {
 #[test]
 fn set_lr_keeps_the_groups_ratios() {
     let mut frog = Frog::<f64>::new(Method::Frog(Config { lr: 0.1, ..Default::default() }), 4, 1).unwrap();
-    let small = frog.add_group(Config { lr: 0.01, ..Default::default() }.into()).unwrap();
-    let same = frog.add_group(SgdConfig { lr: 0.1, ..Default::default() }.into()).unwrap();
+    let small = frog.add_group(Config { lr: 0.01, ..Default::default() }).unwrap();
+    let same = frog.add_group(SgdConfig { lr: 0.1, ..Default::default() }).unwrap();
     let lrs = |f: &Frog<f64>| [GroupId::DEFAULT, small, same].map(|g| f.group(g).unwrap().lr());
     frog.set_lr(0.05).unwrap();
     assert_eq!(lrs(&frog), [0.05, 0.005, 0.05]);
@@ -123,7 +123,7 @@ fn set_lr_keeps_the_groups_ratios() {
 fn a_step_shape_error_names_the_layer() {
     let cpu = &Cpu::<f64>::with_threads(1).unwrap();
     let layer = Layer::linear(3, 2, false);
-    let mut frog = Frog::<f64>::new(SgdConfig { lr: 0.1, ..Default::default() }.into(), 4, 1).unwrap();
+    let mut frog = Frog::<f64>::new(SgdConfig { lr: 0.1, ..Default::default() }, 4, 1).unwrap();
     let id = frog.add_layer(cpu, "conv1", layer, GroupId::DEFAULT).unwrap();
     let (mut w, short) = (vec![0.0; 6], vec![0.0; 5]);
     let err = frog.step_layer(cpu, id, Params { weight: &mut w, grad_weight: &short, bias: None }, None).unwrap_err();

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{frog_with, step_once, Rng, StepData};
-use frog_core::{Config, ConfigError, Conv2d, Error, ErrorKind, Layer, ParamState, Sampler, ShapeError, StateError};
+use frog_core::{Config, ConfigError, Conv2d, Error, ErrorKind, Layer, ParamState, Sampler, ShapeError, StateError, Unguarded};
 use frog_cpu::Cpu;
 
 fn conv() -> Layer {
@@ -99,7 +99,7 @@ fn workspace_and_state_must_fit_the_layer() {
     // Sampling more rows than the optimizer was built for is an error.
     let mut idx = [0; 4];
     assert_eq!(frog.sample(5, &mut idx).unwrap_err(), Error::Shape(ShapeError::BatchExceedsMax { batch: 5, max: 4 }));
-    assert_eq!(frog.sample(4, &mut idx).unwrap(), &[0, 1, 2, 3]);
+    assert_eq!(frog.sample(4, &mut idx).unwrap().indices(), &[0, 1, 2, 3]);
 
     let mut state = ParamState::for_layer(&backend, &big, &cfg).unwrap();
     let req = frog_core::WorkspaceReq::new(&backend, &small, 2).unwrap();
@@ -108,7 +108,7 @@ fn workspace_and_state_must_fit_the_layer() {
     let mut w = data.weight.clone();
     let params = frog_core::Params { weight: &mut w, grad_weight: &data.grad_weight, bias: None };
     let batch = frog_core::Batch { x: &data.x, y: &data.y, sample: 2, batch_size: 2 };
-    let err = frog_core::precondition_step(&backend, &cfg, &big, &mut state, &mut ws, params, batch).unwrap_err();
+    let err = frog_core::frog_step(&backend, &cfg, &big, &mut state, &mut ws, params, batch, Unguarded).unwrap_err();
     assert_eq!(err, Error::Shape(ShapeError::WorkspaceTooSmall { what: "vector", required: 24, available: 12 }));
     assert_eq!(w, data.weight, "a failed step changes nothing");
 
@@ -116,7 +116,7 @@ fn workspace_and_state_must_fit_the_layer() {
     let mut ws = frog_core::Workspace::new(&backend, frog_core::WorkspaceReq::new(&backend, &big, 2).unwrap()).unwrap();
     let params = frog_core::Params { weight: &mut w, grad_weight: &data.grad_weight, bias: None };
     let batch = frog_core::Batch { x: &data.x, y: &data.y, sample: 2, batch_size: 2 };
-    let err = frog_core::precondition_step(&backend, &cfg, &big, &mut small_state, &mut ws, params, batch).unwrap_err();
+    let err = frog_core::frog_step(&backend, &cfg, &big, &mut small_state, &mut ws, params, batch, Unguarded).unwrap_err();
     assert_eq!(err, Error::Shape(ShapeError::StateMismatch { expected: 24, actual: 12 }));
 }
 

@@ -1,10 +1,10 @@
 //! The host route (`frog_cpu::host`): one step of every golden layer case
-//! through it equals frog-core's direct `precondition_step` in f32, from
+//! through it equals frog-core's direct `frog_step` in f32, from
 //! the whole batch's rows and from rows gathered by the caller; and slices
 //! of the wrong length are errors that name the layer or parameter and
 //! change nothing.
 
-use frog_core::{precondition_step, Batch, Config, GroupId, Layer, Method, ParamState, Params, Workspace, WorkspaceReq};
+use frog_core::{frog_step, Batch, Config, GroupId, Layer, Method, ParamState, Params, Unguarded, Workspace, WorkspaceReq};
 use frog_cpu::golden::{golden_dir, load_cases, Case, Target};
 use frog_cpu::host::{HostError, HostFrog, LayerSlices, ParamSlices, Rows, WeightLayout};
 use frog_cpu::Cpu;
@@ -14,7 +14,7 @@ fn f32s(v: &[f64]) -> Vec<f32> {
 }
 
 /// Weight and bias after the case's first step through frog-core's
-/// `precondition_step` on buffers.
+/// `frog_step` on buffers.
 fn direct(cpu: &Cpu<f32>, case: &Case, layer: &Layer) -> (Vec<f32>, Option<Vec<f32>>) {
     let step = &case.steps[0];
     let mut state = ParamState::for_layer(cpu, layer, &case.config).unwrap();
@@ -24,7 +24,7 @@ fn direct(cpu: &Cpu<f32>, case: &Case, layer: &Layer) -> (Vec<f32>, Option<Vec<f
     let (x, y) = (f32s(&step.x), f32s(&step.y));
     let params = Params { weight: &mut w, grad_weight: &gw, bias: b.as_mut().zip(gb.as_ref()) };
     let batch = Batch { x: &x, y: &y, sample: case.sample_size, batch_size: case.batch_size };
-    precondition_step(cpu, &case.config, layer, &mut state, &mut ws, params, batch).unwrap();
+    frog_step(cpu, &case.config, layer, &mut state, &mut ws, params, batch, Unguarded).unwrap();
     (w, b)
 }
 

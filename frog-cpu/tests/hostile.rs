@@ -10,9 +10,9 @@ mod common;
 use common::forward::RequiredOnly;
 use common::{frog_with, Rng, StepData};
 use frog_core::{
-    adamw_step, guarded_step, kfrog_step, plain_sgd_step, precondition_step, AdamState, AdamWConfig, BackendErrorKind, Batch, Config, ConfigError, Conv2d, Error, ErrorKind,
-    GroupId, Guard, KfrogBatch, KfrogConfig, KfrogState, Layer, LayerKind, MAX_BATCH, MAX_NUM_ITERS, Method, Optimizer, ParamId, ParamState, Params, Sampler, SgdConfig, ShapeError,
-    StateError, Workspace, WorkspaceReq,
+    adamw_step, frog_step, kfrog_step, plain_sgd_step, AdamState, AdamWConfig, BackendErrorKind, Batch, Config, ConfigError, Conv2d, Error, ErrorKind, GroupId, Guard, KfrogBatch,
+    KfrogConfig, KfrogState, Layer, LayerKind, MAX_BATCH, MAX_NUM_ITERS, Method, Optimizer, ParamGrad, ParamId, ParamState, Params, Sampler, SgdConfig, ShapeError, StateError,
+    Unguarded, Workspace, WorkspaceReq,
 };
 use frog_cpu::gemm::matmul_dense;
 use frog_cpu::{Algorithm, Cpu, CpuError, Frog, Real};
@@ -64,10 +64,7 @@ fn step_on<T: Real>(backend: Cpu<T>, cfg: &Config, layer: &Layer, d: &StepData, 
         let before = (weight.clone(), bias.clone(), export(&backend, &state));
         let params = Params { weight: &mut weight, grad_weight: &gw, bias: bias.as_mut().zip(gb.as_ref()) };
         let batch = Batch { x: &x, y: &y, sample: r, batch_size: d.batch };
-        let result = match guard {
-            None => precondition_step(&backend, cfg, layer, &mut state, &mut ws, params, batch),
-            Some(g) => guarded_step(&backend, cfg, g, layer, &mut state, &mut ws, params, batch),
-        };
+        let result = frog_step(&backend, cfg, layer, &mut state, &mut ws, params, batch, guard);
         if let Err(e) = result {
             assert!(!e.to_string().is_empty());
             assert_eq!((weight, bias, export(&backend, &state)), before, "the failing call {e} changed something");
@@ -150,7 +147,7 @@ fn corrupt_or_exhausted_states_are_refused() {
     let mut ws = Workspace::new(&backend, WorkspaceReq::new(&backend, &layer, 2).unwrap()).unwrap();
     let mut w = d.weight.clone();
     let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
-    let err = precondition_step(&backend, &cfg, &layer, &mut state, &mut ws, params, Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 }).unwrap_err();
+    let err = frog_step(&backend, &cfg, &layer, &mut state, &mut ws, params, Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 }, Unguarded).unwrap_err();
     assert_eq!(err, Error::State(StateError::StepsExhausted));
     assert_eq!((w, state.steps()), (d.weight.clone(), u64::MAX));
     let mut sgd_state = ParamState::new(&backend, 2, true).unwrap();
@@ -161,7 +158,7 @@ fn corrupt_or_exhausted_states_are_refused() {
     })
     .unwrap();
     let (mut p, g) = (vec![1.0; 2], vec![0.5; 2]);
-    assert_eq!(plain_sgd_step(&backend, &cfg, &mut sgd_state, &mut p, &g).unwrap_err(), Error::State(StateError::StepsExhausted));
+    assert_eq!(plain_sgd_step(&backend, &cfg, &mut sgd_state, ParamGrad { param: &mut p, grad: &g }).unwrap_err(), Error::State(StateError::StepsExhausted));
     assert_eq!(p, vec![1.0; 2]);
 
     let fresh = ParamState::for_layer(&backend, &layer, &cfg).unwrap();
@@ -523,7 +520,7 @@ fn mismatched_momentum_states_and_indices_name_the_problem() {
     let mut ws = Workspace::new(&backend, WorkspaceReq::new(&backend, &layer, 2).unwrap()).unwrap();
     let mut w = d.weight.clone();
     let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
-    let err = precondition_step(&backend, &base(), &layer, &mut state, &mut ws, params, Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 }).unwrap_err();
+    let err = frog_step(&backend, &base(), &layer, &mut state, &mut ws, params, Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 }, Unguarded).unwrap_err();
     assert_eq!(err, Error::State(StateError::MomentumSetting { setting: "momentum", state_has_buffer: false }));
     assert_eq!((state.steps(), &w), (0, &d.weight));
 
@@ -562,7 +559,7 @@ fn the_guard_counts_and_replaces_bad_rows() {
         let mut ws = Workspace::new(&backend, WorkspaceReq::new(&backend, &layer, 2).unwrap()).unwrap();
         let mut w = d.weight.clone();
         let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
-        guarded_step(&backend, &cfg, guard, &layer, &mut state, &mut ws, params, Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 }).unwrap();
+        frog_step(&backend, &cfg, &layer, &mut state, &mut ws, params, Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 }, guard).unwrap();
         (w, state.diagnostics(&backend).unwrap().unwrap())
     };
     let (plain, diag) = run(Guard::default());
@@ -583,14 +580,14 @@ fn the_guard_counts_and_replaces_bad_rows() {
     let mut ws = Workspace::new(&backend, WorkspaceReq::new(&backend, &layer, 2).unwrap()).unwrap();
     let mut w = bad.weight.clone();
     let params = Params { weight: &mut w, grad_weight: &bad.grad_weight, bias: None };
-    guarded_step(&backend, &cfg, Guard { nonfinite: true, dead_rows: false }, &layer, &mut state, &mut ws, params, Batch { x: &bad.x, y: &bad.y, sample: 2, batch_size: 2 }).unwrap();
+    frog_step(&backend, &cfg, &layer, &mut state, &mut ws, params, Batch { x: &bad.x, y: &bad.y, sample: 2, batch_size: 2 }, Guard { nonfinite: true, dead_rows: false }).unwrap();
     let diag = state.diagnostics(&backend).unwrap().unwrap();
     assert!(diag.nonfinite_rows >= 1 && diag.replaced_rows >= 1, "{diag:?}");
     assert!(finite(&w));
     // A guarded step needs the diagnostics buffers.
     let mut plain_state = ParamState::for_layer(&backend, &layer, &cfg).unwrap();
     let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
-    let err = guarded_step(&backend, &cfg, Guard::default(), &layer, &mut plain_state, &mut ws, params, Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 }).unwrap_err();
+    let err = frog_step(&backend, &cfg, &layer, &mut plain_state, &mut ws, params, Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 }, Guard::default()).unwrap_err();
     assert_eq!(err, Error::State(StateError::NoDiagnostics));
 }
 
@@ -651,8 +648,8 @@ fn registrations_failing_at_any_allocation_change_nothing() {
     let b = RequiredOnly::new(1);
     let mut opt = Optimizer::<RequiredOnly, 16>::new(Method::Frog(base()), 8, 0).unwrap();
     let sgd = opt.add_group(sgd(0.9)).unwrap();
-    let kfrog = opt.add_kfrog_group(KfrogConfig { momentum: 0.9, y_momentum: 0.9, sample_size: Some(3), ..KfrogConfig::default() }).unwrap();
-    let adam = opt.add_adamw_group(AdamWConfig { amsgrad: true, ..AdamWConfig::default() }).unwrap();
+    let kfrog = opt.add_group(KfrogConfig { momentum: 0.9, y_momentum: 0.9, sample_size: Some(3), ..KfrogConfig::default() }).unwrap();
+    let adam = opt.add_group(AdamWConfig { amsgrad: true, ..AdamWConfig::default() }).unwrap();
     // With the guard on, a FROG layer also allocates its diagnostics.
     opt.set_guard(&b, Some(Guard::default())).unwrap();
     let first = Layer::linear(3, 2, true);
@@ -715,7 +712,7 @@ fn a_layer_whose_bias_state_is_exhausted_refuses_before_the_weight_moves() {
 #[test]
 fn k_frog_sampling_and_steps_check_everything_first() {
     let cfg = KfrogConfig { sample_size: Some(2), y_sample_size: Some(3), ..KfrogConfig::default() };
-    let (mut a, mut b) = (Frog::<f64>::new_kfrog(cfg, 8, 5).unwrap(), Frog::<f64>::new_kfrog(cfg, 8, 5).unwrap());
+    let (mut a, mut b) = (Frog::<f64>::new(cfg, 8, 5).unwrap(), Frog::<f64>::new(cfg, 8, 5).unwrap());
     let g = GroupId::DEFAULT;
     let err = a.sample_kfrog(g, 8, &mut [0; 2], &mut [0; 1]).unwrap_err();
     assert_eq!(err, Error::Shape(ShapeError::BufferLength { what: "sample indices", expected: 3, actual: 1 }));
@@ -818,7 +815,7 @@ fn batches_above_the_sampling_limit_are_refused_at_once() {
     assert_eq!(MAX_BATCH, 1 << 24);
     let err = Frog::<f32>::new(Method::Frog(base()), MAX_BATCH + 1, 0).err().unwrap();
     assert_eq!(err.to_string(), "shape mismatch: batch of 16777217 samples is above the limit of 16777216 (2^24): sampling takes time linear in the batch");
-    assert!(Frog::<f32>::new_kfrog(KfrogConfig::default(), usize::MAX, 0).is_err());
+    assert!(Frog::<f32>::new(KfrogConfig::default(), usize::MAX, 0).is_err());
     let mut frog = Frog::<f32>::new(Method::Frog(base()), MAX_BATCH, 0).unwrap();
     assert_eq!(frog.sample(MAX_BATCH, &mut [0; 3]).unwrap().len(), 3);
     // The sampler on its own: 2^40 samples took about half an hour.
@@ -951,7 +948,7 @@ proptest! {
                 let mut ws = Workspace::new(&backend, WorkspaceReq::new(&backend, &layer, 3).unwrap()).unwrap();
                 let mut w = d.weight.clone();
                 let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
-                let res = precondition_step(&backend, &cfg, &layer, &mut state, &mut ws, params, Batch { x: &d.x, y: &d.y, sample: 3, batch_size: 3 });
+                let res = frog_step(&backend, &cfg, &layer, &mut state, &mut ws, params, Batch { x: &d.x, y: &d.y, sample: 3, batch_size: 3 }, Unguarded);
                 prop_assert!(res.is_err() || finite(&w));
             }
         }

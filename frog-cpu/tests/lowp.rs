@@ -7,8 +7,7 @@ mod common;
 use common::{Rng, StepData};
 use frog_core::half::{bf16, f16};
 use frog_core::{
-    precondition_step, precondition_step_lowp, Backend, Batch, Config, Conv2d, Error, ErrorKind, Half, Layer, LowpBackend, LowpBatch, Method, ParamState, Params, ShapeError,
-    Workspace, WorkspaceReq,
+    frog_step, Backend, Batch, Config, Conv2d, Error, ErrorKind, Half, Layer, LowpBackend, LowpBatch, Method, ParamState, Params, ShapeError, Unguarded, Workspace, WorkspaceReq,
 };
 use frog_cpu::{Algorithm, Cpu, CpuError, Frog};
 
@@ -56,10 +55,10 @@ where
         let params = Params { weight: &mut weight, grad_weight: &gw, bias: bias.as_mut().zip(gb.as_ref()) };
         if lowp {
             let batch = LowpBatch { x: &x, y: &y, sample: d.sample, batch_size: d.batch, check_y: true };
-            precondition_step_lowp(&cpu, cfg, layer, &mut state, &mut ws, params, batch)?;
+            frog_step(&cpu, cfg, layer, &mut state, &mut ws, params, batch, Unguarded)?;
         } else {
             let batch = Batch { x: &xf, y: &yf, sample: d.sample, batch_size: d.batch };
-            precondition_step(&cpu, cfg, layer, &mut state, &mut ws, params, batch)?;
+            frog_step(&cpu, cfg, layer, &mut state, &mut ws, params, batch, Unguarded)?;
         }
     }
     let mut direction = vec![0.0; layer.rows() * layer.cols()];
@@ -183,7 +182,7 @@ fn overflowed_output_gradients_are_refused_before_anything_changes() {
     let before = (weight.clone(), bias.clone(), state.steps());
     let params = Params { weight: &mut weight, grad_weight: &gw, bias: Some((&mut bias, &gb)) };
     let batch = LowpBatch { x: &x, y: &y, sample: d.sample, batch_size: d.batch, check_y: true };
-    let e = precondition_step_lowp(&cpu, &cfg, layer, &mut state, &mut ws, params, batch).unwrap_err();
+    let e = frog_step(&cpu, &cfg, layer, &mut state, &mut ws, params, batch, Unguarded).unwrap_err();
     assert_eq!(e, Error::NonFiniteInput { what: "y", entries: 2 });
     assert_eq!(e.kind(), ErrorKind::NonFinite);
     assert!(e.to_string().contains("skip the step"), "{e}");
@@ -191,13 +190,13 @@ fn overflowed_output_gradients_are_refused_before_anything_changes() {
     // Unchecked, the step runs (and the non-finite rows show in the weights).
     let params = Params { weight: &mut weight, grad_weight: &gw, bias: Some((&mut bias, &gb)) };
     let batch = LowpBatch { x: &x, y: &y, sample: d.sample, batch_size: d.batch, check_y: false };
-    precondition_step_lowp(&cpu, &cfg, layer, &mut state, &mut ws, params, batch).unwrap();
+    frog_step(&cpu, &cfg, layer, &mut state, &mut ws, params, batch, Unguarded).unwrap();
     assert_eq!(state.steps(), 1);
     // Wrong lengths of the 16-bit buffers are shape errors too.
     let params = Params { weight: &mut weight, grad_weight: &gw, bias: Some((&mut bias, &gb)) };
     let short = x[1..].to_vec();
     let batch = LowpBatch { x: &short, y: &y, sample: d.sample, batch_size: d.batch, check_y: true };
-    let e = precondition_step_lowp(&cpu, &cfg, layer, &mut state, &mut ws, params, batch).unwrap_err();
+    let e = frog_step(&cpu, &cfg, layer, &mut state, &mut ws, params, batch, Unguarded).unwrap_err();
     assert!(matches!(e, Error::Shape(ShapeError::BufferLength { what: "x", .. })), "{e}");
 }
 

@@ -74,11 +74,11 @@ fn steady_state_steps_allocate_nothing() {
     let (mut frog, layer_ids, other_ids) = frog_with::<f32>(&cpu, cfg, &layers, &others, batch, 7).unwrap();
     let mut idx = vec![0; frog.sample_rows(batch)];
     // An AdamW group (amsgrad on: every buffer it has).
-    let adam = frog.add_adamw_group(frog_core::AdamWConfig { amsgrad: true, ..Default::default() }).unwrap();
+    let adam = frog.add_group(frog_core::AdamWConfig { amsgrad: true, ..Default::default() }).unwrap();
     let adam_id = frog.add_param(&cpu, "adam", 64, adam).unwrap();
     // A K-FROG group: a bias-free conv with every buffer (momentum, y average).
     let kcfg = frog_core::KfrogConfig { momentum: 0.9, y_momentum: 0.9, sample_size: Some(sample), y_sample_size: Some(4), ..Default::default() };
-    let kf = frog.add_kfrog_group(kcfg).unwrap();
+    let kf = frog.add_group(kcfg).unwrap();
     let klayer = Layer::conv2d(Conv2d::new(3, 8, 3, [16, 16]).padding(1), false);
     let kfrog_id = frog.add_layer(&cpu, "kfrog", klayer, kf).unwrap();
     let (mut kx_idx, mut ky_idx) = (vec![0; batch], vec![0; batch]);

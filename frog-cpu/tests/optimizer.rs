@@ -39,8 +39,8 @@ fn build(cpu: &Cpu<f64>) -> (Frog<f64>, [ParamId; 6]) {
     let mut frog = Frog::<f64>::new(Method::Frog(frog_cfg()), BATCH, 9).unwrap();
     let no_decay = frog.add_group(Method::Frog(Config { weight_decay: 0.0, ..frog_cfg() })).unwrap();
     let sgd = frog.add_group(Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: true, ..SgdConfig::default() })).unwrap();
-    let adam = frog.add_adamw_group(AdamWConfig { amsgrad: true, ..AdamWConfig::default() }).unwrap();
-    let kf = frog.add_kfrog_group(KfrogConfig { lr: 0.01, momentum: 0.9, y_momentum: 0.5, sample_size: Some(4), y_sample_size: Some(2), ..KfrogConfig::default() }).unwrap();
+    let adam = frog.add_group(AdamWConfig { amsgrad: true, ..AdamWConfig::default() }).unwrap();
+    let kf = frog.add_group(KfrogConfig { lr: 0.01, momentum: 0.9, y_momentum: 0.5, sample_size: Some(4), y_sample_size: Some(2), ..KfrogConfig::default() }).unwrap();
     let ids = [
         frog.add_layer(cpu, "conv", conv, GroupId::DEFAULT).unwrap(),
         frog.add_layer(cpu, "fc", lin, GroupId::DEFAULT).unwrap(),
@@ -66,7 +66,7 @@ fn train_step(cpu: &Cpu<f64>, frog: &mut Frog<f64>, ids: &[ParamId; 6], m: &mut 
     let mut rng = Rng(100 + t);
     let [conv, lin] = layers();
     let mut idx = vec![0; frog.sample_rows(BATCH)];
-    let sample = frog.sample(BATCH, &mut idx).unwrap().to_vec();
+    let sample = frog.sample(BATCH, &mut idx).unwrap();
     let r = sample.len();
     // The handles of the layers, in the order of `m.weights`.
     let layer_ids = [ids[0], ids[1], ids[3], ids[4]];
@@ -77,8 +77,7 @@ fn train_step(cpu: &Cpu<f64>, frog: &mut Frog<f64>, ids: &[ParamId; 6], m: &mut 
         gather_rows(cpu, &sample, layer.output_len(), &full.y, &mut y).unwrap();
         let (w, b) = &mut m.weights[k];
         let params = Params { weight: w, grad_weight: &full.grad_weight, bias: Some((b, full.grad_bias.as_ref().unwrap())) };
-        let batch = Batch { x: &x, y: &y, sample: r, batch_size: BATCH };
-        frog.step_layer(cpu, layer_ids[k], params, Some(batch)).unwrap();
+        frog.step_layer(cpu, layer_ids[k], params, Some(sample.batch(&x, &y))).unwrap();
     }
     frog.step_param(cpu, ids[2], &mut m.plain, &rng.vec(5)).unwrap();
     // K-FROG: inputs and output gradients sampled independently.
@@ -92,7 +91,33 @@ fn train_step(cpu: &Cpu<f64>, frog: &mut Frog<f64>, ids: &[ParamId; 6], m: &mut 
     gather_rows(cpu, &ys, k.output_len(), &full.y, &mut y).unwrap();
     let batch = KfrogBatch { x: &x, x_sample: xs.len(), y: &y, y_sample: ys.len(), batch_size: BATCH };
     frog.step_layer_kfrog(cpu, ids[5], &mut m.kfrog, &full.grad_weight, batch).unwrap();
-    sample
+    sample.to_vec()
+}
+
+/// A FROG step takes its counts from the drawn sample: a batch restated
+/// with other counts cannot hold the drawn rows, and is refused before
+/// anything moves; the batch the sample builds steps.
+#[test]
+fn a_frog_step_takes_its_counts_from_the_drawn_sample() {
+    let cpu = &Cpu::<f64>::with_threads(1).unwrap();
+    let layer = Layer::linear(3, 2, true);
+    let mut frog = Frog::<f64>::new(frog_cfg(), 4, 1).unwrap();
+    let id = frog.add_layer(cpu, "fc", layer, GroupId::DEFAULT).unwrap();
+    let mut idx = [0; 3];
+    let sample = frog.sample(4, &mut idx).unwrap();
+    assert_eq!((sample.len(), sample.batch_size()), (3, 4));
+    let d = StepData::random(&mut Rng(3), &layer, 3, 4);
+    let (mut w, mut b) = (d.weight.clone(), d.bias.clone().unwrap());
+    let gb = d.grad_bias.as_ref().unwrap();
+    // The sampled rows restated as a whole batch of 3.
+    let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: Some((&mut b, gb)) };
+    let err = frog.step_layer(cpu, id, params, Some(Batch { x: &d.x, y: &d.y, sample: 3, batch_size: 3 })).unwrap_err();
+    assert_eq!(err, Error::Registry(RegistryError::NotTheSample { drawn: 3, drawn_batch: 4, sample: 3, batch: 3 }));
+    assert_eq!((frog.state(id).unwrap().steps(), &w, &b), (0, &d.weight, d.bias.as_ref().unwrap()));
+    let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: Some((&mut b, gb)) };
+    frog.step_layer(cpu, id, params, Some(sample.batch(&d.x, &d.y))).unwrap();
+    assert_eq!(frog.state(id).unwrap().steps(), 1);
+    assert_ne!(w, d.weight);
 }
 
 fn bits(m: &Model) -> Vec<u64> {
@@ -216,15 +241,19 @@ fn groups_carry_their_own_settings() {
     frog.set_group_lr(no_decay, 0.5).unwrap();
     assert_eq!((frog.group(GroupId::DEFAULT).unwrap().lr(), frog.group(no_decay).unwrap().lr()), (0.02, 0.5));
     assert!(frog.set_group_lr(no_decay, -1.0).is_err());
-    // AdamW groups need the backend's AdamBackend, so their own entry point.
-    let err = frog.add_group(Method::AdamW(AdamWConfig::default())).unwrap_err();
-    assert_eq!(err, Error::Registry(RegistryError::NeedsItsEntryPoint("AdamW")));
-    let err = frog.add_group(Method::Kfrog(KfrogConfig::default())).unwrap_err();
-    assert_eq!(err, Error::Registry(RegistryError::NeedsItsEntryPoint("K-FROG")));
-    let kf = frog.add_kfrog_group(KfrogConfig::default()).unwrap();
+    // On a backend with AdamBackend and KfrogBackend (Cpu) a `Method` makes
+    // any group, and its AdamW group steps as AdamW: decay 1 - lr*wd, then
+    // the bias-corrected first step lr * g / (|g| + eps).
+    let adam = frog.add_group(Method::AdamW(AdamWConfig::default())).unwrap();
+    let pa = frog.add_param(cpu, "adam", 3, adam).unwrap();
+    let mut p = vec![1.0; 3];
+    frog.step_param(cpu, pa, &mut p, &[1.0; 3].to_vec()).unwrap();
+    assert_eq!(frog.adam_state(pa).unwrap().steps(), 1);
+    assert!(p.iter().all(|&v| (v - (1.0 - 1e-5 - 1e-3 / (1.0 + 1e-8))).abs() < 1e-12), "{p:?}");
+    let kf = frog.add_group(Method::Kfrog(KfrogConfig::default())).unwrap();
     let with_bias = Layer::conv2d(Conv2d::new(2, 2, 3, [4, 4]), true);
     assert!(matches!(frog.add_layer(cpu, "kb", with_bias, kf), Err(Error::Shape(ShapeError::Unsupported { .. }))));
-    assert!(frog.add_adamw_group(AdamWConfig { beta1: 1.0, ..AdamWConfig::default() }).is_err());
+    assert!(frog.add_group(AdamWConfig { beta1: 1.0, ..AdamWConfig::default() }).is_err());
     // One sample serves every layer: FROG groups share the sample size.
     let err = frog.add_group(Method::Frog(Config { sample_size: Some(2), ..cfg })).unwrap_err();
     assert_eq!(err, Error::Registry(RegistryError::SampleSizeMismatch));

@@ -6,8 +6,8 @@ mod common;
 
 use common::{frog_with, Rng, StepData};
 use frog_core::{
-    gather_rows, gather_rows_view, guarded_step, guarded_step_view, precondition_step_view, AdamWConfig, Batch, Config, Conv2d, Error, GroupId, Guard, Layer, Method, ParamState,
-    Params, RegistryError, SgdConfig, ShapeError, ViewBackend, ViewBatch, ViewParams, Workspace, WorkspaceReq,
+    frog_step, gather_rows, AdamWConfig, Batch, Config, Conv2d, Error, GroupId, Guard, Layer, Method, ParamState, Params, RegistryError, SgdConfig, ShapeError, Unguarded,
+    ViewBackend, ViewBatch, ViewParams, ViewSource, Workspace, WorkspaceReq,
 };
 use frog_cpu::{Cpu, CpuError};
 use proptest::prelude::*;
@@ -135,11 +135,11 @@ fn guarded_steps_on_views_match_guarded_steps_on_buffers() {
             if views {
                 let params = ViewParams { weight: &mut w[..], grad_weight: &d.grad_weight[..], bias: Some((&mut b[..], &gb[..])) };
                 let batch = ViewBatch { x: &d.x[..], y: &d.y[..], sample, batch_size: batch };
-                guarded_step_view(&cpu, &cfg, guard, &layer, &mut state, &mut ws, params, batch).unwrap();
+                frog_step(&cpu, &cfg, &layer, &mut state, &mut ws, params, batch, guard).unwrap();
             } else {
                 let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: Some((&mut b, gb)) };
                 let batch = Batch { x: &d.x, y: &d.y, sample, batch_size: batch };
-                guarded_step(&cpu, &cfg, guard, &layer, &mut state, &mut ws, params, batch).unwrap();
+                frog_step(&cpu, &cfg, &layer, &mut state, &mut ws, params, batch, guard).unwrap();
             }
         }
         let diag = state.diagnostics(&cpu).unwrap().unwrap();
@@ -155,7 +155,7 @@ fn guarded_steps_on_views_match_guarded_steps_on_buffers() {
 #[test]
 fn adamw_groups_refuse_views() {
     let cpu = Cpu::<f32>::with_threads(1).unwrap();
-    let mut opt = frog_cpu::Frog::<f32>::new_adamw(AdamWConfig::default(), 4, 1).unwrap();
+    let mut opt = frog_cpu::Frog::<f32>::new(AdamWConfig::default(), 4, 1).unwrap();
     let id = opt.add_param(&cpu, "p", 3, GroupId::DEFAULT).unwrap();
     let (mut p, g) = ([1.0f32, 2.0, 3.0], [0.5f32; 3]);
     let err = opt.step_param_view(&cpu, id, &mut p[..], &g[..]).unwrap_err();
@@ -187,10 +187,10 @@ fn gathering_from_a_view_matches_gathering_from_a_buffer() {
     let full: Vec<f32> = (0..40).map(|v| v as f32).collect();
     let (mut a, mut b) = (vec![0.0f32; 12], vec![0.0f32; 12]);
     gather_rows(&cpu, &[4, 0, 2], 4, &full[8..28].to_vec(), &mut a).unwrap();
-    gather_rows_view(&cpu, &[4, 0, 2], 4, &&full[8..28], &mut b).unwrap();
+    gather_rows(&cpu, &[4, 0, 2], 4, ViewSource(&full[8..28]), &mut b).unwrap();
     assert_eq!(a, b);
     assert_eq!(&b[..4], &full[24..28]);
-    let err = gather_rows_view(&cpu, &[5], 4, &&full[8..28], &mut b).unwrap_err();
+    let err = gather_rows(&cpu, &[5], 4, ViewSource(&full[8..28]), &mut b).unwrap_err();
     assert!(matches!(err, Error::Shape(ShapeError::IndexOutOfRange { index: 5, len: 5, .. })), "{err}");
 }
 
@@ -230,7 +230,7 @@ proptest! {
         let bias = b.as_deref_mut().zip(gb.as_deref());
         let params = ViewParams { weight: &mut w[..], grad_weight: &gw[..], bias };
         let batch_views = ViewBatch { x: &x[..], y: &y[..], sample, batch_size: batch };
-        let res = precondition_step_view(&cpu, &cfg, &layer, &mut state, &mut ws, params, batch_views);
+        let res = frog_step(&cpu, &cfg, &layer, &mut state, &mut ws, params, batch_views, Unguarded);
         if (which == 2 || which == 3) && !layer.bias {
             prop_assert!(res.is_ok(), "{res:?}");
         } else {

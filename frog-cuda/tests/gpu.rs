@@ -268,7 +268,7 @@ impl CloneZeroed for frog_cuda::Buffer {
 /// replayed gives the step's result; a capture of anything else fails.
 #[test]
 fn gpu_graph_capture() {
-    use frog_core::{precondition_step, Batch, Config, ParamState, Params, Workspace, WorkspaceReq};
+    use frog_core::{frog_step, Batch, Config, ParamState, Params, Unguarded, Workspace, WorkspaceReq};
     let Some(cuda) = device(Precision::Exact, "gpu_graph_capture") else { return };
     let layer = Layer::conv2d(Conv2d::new(16, 32, 3, [8, 8]).padding(1), false);
     let cfg = Config { lr: 0.01, momentum: 0.9, weight_decay: 1e-4, num_iters: 4, tau: 1e-3, ..Config::default() };
@@ -286,7 +286,7 @@ fn gpu_graph_capture() {
         let mut step = || {
             let params = Params { weight: &mut w, grad_weight: &g, bias: None };
             let b = Batch { x: &x, y: &y, sample: r, batch_size: batch };
-            precondition_step(&cuda, &cfg, &layer, &mut state, &mut ws, params, b).map_err(|e| match e {
+            frog_step(&cuda, &cfg, &layer, &mut state, &mut ws, params, b, Unguarded).map_err(|e| match e {
                 frog_core::Error::Backend(e) => e,
                 other => panic!("{other}"),
             })

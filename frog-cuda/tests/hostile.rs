@@ -12,8 +12,8 @@ mod common;
 use common::{device, download, frog_f32, get, put, rel_diff, upload, values, TILES};
 use frog_core::half::f16;
 use frog_core::{
-    adamw_step, guarded_step, kfrog_step, precondition_step, AdamBackend, AdamState, AdamWConfig, Backend, Batch, Config, Conv2d, Guard, GuardBackend, KfrogBackend, KfrogBatch,
-    KfrogConfig, KfrogState, Layer, ParamState, Params, Patches, Workspace, WorkspaceReq,
+    adamw_step, frog_step, kfrog_step, AdamBackend, AdamState, AdamWConfig, Backend, Batch, Config, Conv2d, Guard, GuardBackend, KfrogBackend, KfrogBatch, KfrogConfig,
+    KfrogState, Layer, ParamState, Params, Patches, Workspace, WorkspaceReq,
 };
 use frog_cpu::Cpu;
 use frog_cuda::{Cuda, Precision};
@@ -49,10 +49,7 @@ where
     for _ in 0..2 {
         let params = Params { weight: &mut w, grad_weight: &g, bias: None };
         let b = Batch { x: &x, y: &y, sample: r, batch_size: batch };
-        match guard {
-            None => precondition_step(backend, &cfg, layer, &mut state, &mut ws, params, b).unwrap(),
-            Some(gd) => guarded_step(backend, &cfg, gd, layer, &mut state, &mut ws, params, b).unwrap(),
-        }
+        frog_step(backend, &cfg, layer, &mut state, &mut ws, params, b, guard).unwrap();
     }
     let mut out = vec![0.0; n];
     backend.read(&w, 0, &mut out).unwrap();

@@ -19,8 +19,8 @@ mod common;
 use common::{device, frog_f32, frog_update, rel_diff, upload, values};
 use frog_core::half::{bf16, f16};
 use frog_core::{
-    kfrog_step, precondition_step_lowp, Backend, Config, Conv2d, Error as FrogError, KfrogBackend, KfrogBatch, KfrogConfig, KfrogState, Layer, LowpBackend, LowpBatch, ParamState, Params, Patches, Workspace,
-    WorkspaceReq,
+    frog_step, kfrog_step, Backend, Config, Conv2d, Error as FrogError, KfrogBackend, KfrogBatch, KfrogConfig, KfrogState, Layer, LowpBackend, LowpBatch, ParamState, Params,
+    Patches, Unguarded, Workspace, WorkspaceReq,
 };
 use frog_cpu::golden::{golden_dir, load_cases, run_case_lowp, Lowp, Tally};
 use frog_cuda::{Cuda, Precision};
@@ -114,7 +114,7 @@ where
     let (x, y) = (cuda.upload_half(&x).unwrap(), cuda.upload_half(&y).unwrap());
     let params = Params { weight: &mut weight, grad_weight: &grad, bias: None };
     let batch = LowpBatch { x: &x, y: &y, sample: r, batch_size: batch, check_y: true };
-    let e = precondition_step_lowp(cuda, &cfg, &layer, &mut state, &mut ws, params, batch).unwrap_err();
+    let e = frog_step(cuda, &cfg, &layer, &mut state, &mut ws, params, batch, Unguarded).unwrap_err();
     assert_eq!(e, FrogError::NonFiniteInput { what: "y", entries: 1 }, "{test}");
     assert_eq!(state.steps(), 0);
     assert_eq!(cuda.download(&weight, w0.len()).unwrap(), w0);
@@ -272,7 +272,7 @@ fn gpu_lowp_huge_bf16_inputs_give_the_unscaled_step() {
             let want = frog_f32(&cpu, &layer, &wide(&x), &wide(&y));
             let (xb, yb) = (cuda.upload_half(&x).unwrap(), cuda.upload_half(&y).unwrap());
             let batch = LowpBatch { x: &xb, y: &yb, sample: r, batch_size: r, check_y: false };
-            let got = frog_update(&cuda, &layer, r, |cfg, state, ws, params| precondition_step_lowp(&cuda, cfg, &layer, state, ws, params, batch));
+            let got = frog_update(&cuda, &layer, r, |cfg, state, ws, params| frog_step(&cuda, cfg, &layer, state, ws, params, batch, Unguarded));
             let e = rel_diff(&got, &want);
             println!("{test} ({precision:?}, bias {}): the step within {e:.2e} of f64's (rtol {rtol:.0e})", layer.bias);
             assert!(got.iter().all(|v| v.is_finite()) && e < rtol, "{precision:?}: {e:e} from {want:?}: {got:?}");

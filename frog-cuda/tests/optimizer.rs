@@ -9,7 +9,7 @@
 mod common;
 
 use common::{device, download, upload, values};
-use frog_core::{gather_rows, Backend, Batch, Config, Conv2d, GroupId, Layer, Method, Optimizer, ParamId, Params};
+use frog_core::{gather_rows, Backend, Config, Conv2d, GroupId, Layer, Optimizer, ParamId, Params};
 use frog_cpu::Cpu;
 use frog_cuda::Precision;
 
@@ -23,8 +23,8 @@ fn conv() -> Layer {
 /// without decay.
 fn build<B: Backend<Scalar = f32>>(b: &B) -> (Optimizer<B, 4>, [ParamId; 2]) {
     let cfg = Config { lr: 0.01, momentum: 0.9, weight_decay: 1e-3, sample_size: Some(3), ..Config::default() };
-    let mut opt = Optimizer::new(Method::Frog(cfg), BATCH, 5).unwrap();
-    let no_decay = opt.add_group(Method::Frog(Config { weight_decay: 0.0, ..cfg })).unwrap();
+    let mut opt = Optimizer::new(cfg, BATCH, 5).unwrap();
+    let no_decay = opt.add_group(Config { weight_decay: 0.0, ..cfg }).unwrap();
     let ids = [opt.add_layer(b, "conv", conv(), GroupId::DEFAULT).unwrap(), opt.add_param(b, "bn", 6, no_decay).unwrap()];
     (opt, ids)
 }
@@ -52,11 +52,11 @@ fn train<B: Backend<Scalar = f32>>(b: &B, opt: &mut Optimizer<B, 4>, ids: &[Para
         let full_x = upload(b, &values(BATCH * l.input_len(), 10 + t));
         let full_y = upload(b, &values(BATCH * l.output_len(), 20 + t));
         let (mut x, mut y) = (b.zeros(r * l.input_len()).unwrap(), b.zeros(r * l.output_len()).unwrap());
-        gather_rows(b, sample, l.input_len(), &full_x, &mut x).unwrap();
-        gather_rows(b, sample, l.output_len(), &full_y, &mut y).unwrap();
+        gather_rows(b, &sample, l.input_len(), &full_x, &mut x).unwrap();
+        gather_rows(b, &sample, l.output_len(), &full_y, &mut y).unwrap();
         let (gw, gb, gp) = (upload(b, &values(l.rows() * l.weight_cols(), 30 + t)), upload(b, &values(l.rows(), 40 + t)), upload(b, &values(6, 50 + t)));
         let params = Params { weight: &mut m.w, grad_weight: &gw, bias: Some((&mut m.b, &gb)) };
-        opt.step_layer(b, ids[0], params, Some(Batch { x: &x, y: &y, sample: r, batch_size: BATCH })).unwrap();
+        opt.step_layer(b, ids[0], params, Some(sample.batch(&x, &y))).unwrap();
         opt.step_param(b, ids[1], &mut m.p, &gp).unwrap();
     }
 }

@@ -21,8 +21,8 @@ mod common;
 
 use common::{device, values};
 use frog_core::{
-    gather_rows, gather_rows_view, precondition_step, precondition_step_view, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Error as FrogError, GroupId, Layer,
-    Method, Optimizer, ParamId, ParamState, Params, ShapeError, Strided, ViewBackend, ViewBatch, ViewParams, Workspace, WorkspaceReq,
+    frog_step, gather_rows, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Error as FrogError, GroupId, Layer, Method, Optimizer, ParamId, ParamState, Params,
+    ShapeError, Strided, Unguarded, ViewBackend, ViewBatch, ViewParams, ViewSource, Workspace, WorkspaceReq,
 };
 use frog_cuda::{Buffer, Cuda, CudaView, CudaViewMut, Error, Precision};
 
@@ -78,7 +78,7 @@ fn steps_agree(cuda: &Cuda, layer: &Layer, r: usize) {
         let (gwb, gbb, xb, yb) = (cuda.upload(&gw).unwrap(), cuda.upload(&gb).unwrap(), cuda.upload(&x).unwrap(), cuda.upload(&y).unwrap());
         let m = &mut on_buffers;
         let params = Params { weight: &mut m.w, grad_weight: &gwb, bias: m.b.as_mut().map(|b| (b, &gbb)) };
-        precondition_step(cuda, &cfg, layer, &mut state, &mut ws, params, Batch { x: &xb, y: &yb, sample: r, batch_size }).unwrap();
+        frog_step(cuda, &cfg, layer, &mut state, &mut ws, params, Batch { x: &xb, y: &yb, sample: r, batch_size }, Unguarded).unwrap();
 
         let (gwv, gbv, xv, yv) = (padded(cuda, &gw), padded(cuda, &gb), padded(cuda, &x), padded(cuda, &y));
         let m = &mut on_views;
@@ -89,7 +89,7 @@ fn steps_agree(cuda: &Cuda, layer: &Layer, r: usize) {
         // and outlives the step, whose launches the downloads below wait for.
         let x = unsafe { CudaView::from_raw(cuda, xv.device_ptr() + 4 * PAD as u64, nx) };
         let batch = ViewBatch { x, y: cuda.view(&yv, PAD, ny).unwrap(), sample: r, batch_size };
-        precondition_step_view(cuda, &cfg, layer, &mut vstate, &mut vws, params, batch).unwrap();
+        frog_step(cuda, &cfg, layer, &mut vstate, &mut vws, params, batch, Unguarded).unwrap();
 
         let what = format!("{:?}, step {t}", cuda.precision());
         assert_eq!(bits(&middle(cuda, &on_views.w)), bits(&cuda.download(&on_buffers.w, rows * d).unwrap()), "{what}: weight");
@@ -131,7 +131,7 @@ fn build(cuda: &Cuda) -> (Optimizer<Cuda, 4>, [ParamId; 2]) {
 
 /// Two optimizer steps through `step_layer`/`step_param` on exact buffers
 /// and through their `_view` twins on views of padded buffers, the sample
-/// gathered by `gather_rows` and by `gather_rows_view`: the parameters and
+/// gathered by `gather_rows` from a buffer and from a `ViewSource`: the parameters and
 /// the checkpoints agree bit for bit.
 #[test]
 fn gpu_view_optimizer_matches_buffers() {
@@ -149,11 +149,11 @@ fn gpu_view_optimizer_matches_buffers() {
         let sample = opt.sample(BATCH, &mut idx).unwrap();
         let r = sample.len();
         let (mut x, mut y) = (cuda.zeros(r * ni).unwrap(), cuda.zeros(r * no).unwrap());
-        gather_rows(&cuda, sample, ni, &cuda.upload(&full_x).unwrap(), &mut x).unwrap();
-        gather_rows(&cuda, sample, no, &cuda.upload(&full_y).unwrap(), &mut y).unwrap();
+        gather_rows(&cuda, &sample, ni, &cuda.upload(&full_x).unwrap(), &mut x).unwrap();
+        gather_rows(&cuda, &sample, no, &cuda.upload(&full_y).unwrap(), &mut y).unwrap();
         let (gwb, gbb, gpb) = (cuda.upload(&gw).unwrap(), cuda.upload(&gb).unwrap(), cuda.upload(&gp).unwrap());
         let params = Params { weight: &mut w, grad_weight: &gwb, bias: Some((&mut b, &gbb)) };
-        opt.step_layer(&cuda, ids[0], params, Some(Batch { x: &x, y: &y, sample: r, batch_size: BATCH })).unwrap();
+        opt.step_layer(&cuda, ids[0], params, Some(sample.batch(&x, &y))).unwrap();
         opt.step_param(&cuda, ids[1], &mut p, &gpb).unwrap();
 
         let mut vidx = vec![0; vopt.sample_rows(BATCH)];
@@ -161,12 +161,12 @@ fn gpu_view_optimizer_matches_buffers() {
         assert_eq!(vsample, sample);
         let (full_xv, full_yv) = (padded(&cuda, &full_x), padded(&cuda, &full_y));
         let (mut xv, mut yv) = (cuda.zeros(r * ni).unwrap(), cuda.zeros(r * no).unwrap());
-        gather_rows_view(&cuda, vsample, ni, &cuda.view(&full_xv, PAD, BATCH * ni).unwrap(), &mut xv).unwrap();
-        gather_rows_view(&cuda, vsample, no, &cuda.view(&full_yv, PAD, BATCH * no).unwrap(), &mut yv).unwrap();
+        gather_rows(&cuda, &vsample, ni, ViewSource(cuda.view(&full_xv, PAD, BATCH * ni).unwrap()), &mut xv).unwrap();
+        gather_rows(&cuda, &vsample, no, ViewSource(cuda.view(&full_yv, PAD, BATCH * no).unwrap()), &mut yv).unwrap();
         let (gwv, gbv, gpv) = (padded(&cuda, &gw), padded(&cuda, &gb), padded(&cuda, &gp));
         let bias = Some((cuda.view_mut(&mut vb, PAD, rows).unwrap(), cuda.view(&gbv, PAD, rows).unwrap()));
         let params = ViewParams { weight: cuda.view_mut(&mut vw, PAD, rows * d).unwrap(), grad_weight: cuda.view(&gwv, PAD, rows * d).unwrap(), bias };
-        let batch = ViewBatch { x: cuda.view(&xv, 0, r * ni).unwrap(), y: cuda.view(&yv, 0, r * no).unwrap(), sample: r, batch_size: BATCH };
+        let batch = vsample.view_batch(cuda.view(&xv, 0, r * ni).unwrap(), cuda.view(&yv, 0, r * no).unwrap());
         vopt.step_layer_view(&cuda, vids[0], params, Some(batch)).unwrap();
         vopt.step_param_view(&cuda, vids[1], cuda.view_mut(&mut vp, PAD, 6).unwrap(), cuda.view(&gpv, PAD, 6).unwrap()).unwrap();
 
@@ -234,7 +234,7 @@ fn gpu_view_errors() {
     for (what, wn, xn) in [("weight", n - 1, r * layer.input_len()), ("x", n, r * layer.input_len() + 1)] {
         let params = ViewParams { weight: cuda.view_mut(&mut w, PAD, wn).unwrap(), grad_weight: cuda.view(&g, PAD, n).unwrap(), bias: None };
         let batch = ViewBatch { x: cuda.view(&x, PAD, xn).unwrap(), y: cuda.view(&y, PAD, r * layer.output_len()).unwrap(), sample: r, batch_size: 4 };
-        let e = precondition_step_view(&cuda, &cfg, &layer, &mut state, &mut ws, params, batch).unwrap_err();
+        let e = frog_step(&cuda, &cfg, &layer, &mut state, &mut ws, params, batch, Unguarded).unwrap_err();
         let (expected, actual) = if what == "weight" { (n, wn) } else { (xn - 1, xn) };
         assert_eq!(e, FrogError::Shape(ShapeError::BufferLength { what, expected, actual }));
     }

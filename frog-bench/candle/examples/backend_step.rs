@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use frog_candle::backend::CandleBackend;
 use frog_candle::model::Cnn;
-use frog_core::{precondition_step, Backend, Batch, Config, Layer, ParamState, Params, Workspace, WorkspaceReq};
+use frog_core::{frog_step, Backend, Batch, Config, Layer, ParamState, Params, Unguarded, Workspace, WorkspaceReq};
 use frog_cpu::Cpu;
 
 const BATCH: usize = 64;
@@ -35,7 +35,7 @@ fn time_step<B: Backend<Scalar = f32>>(b: &B, layer: &Layer, req: WorkspaceReq, 
     let (x, y) = (buf(SAMPLE * layer.input_len(), 5, 1.0)?, buf(SAMPLE * layer.output_len(), 6, 1e-4)?);
     let mut step = || {
         let params = Params { weight: &mut w, grad_weight: &gw, bias: Some((&mut bias, &gb)) };
-        precondition_step(b, &cfg, layer, &mut state, &mut ws, params, Batch { x: &x, y: &y, sample: SAMPLE, batch_size: BATCH })
+        frog_step(b, &cfg, layer, &mut state, &mut ws, params, Batch { x: &x, y: &y, sample: SAMPLE, batch_size: BATCH }, Unguarded)
     };
     step()?;
     let start = Instant::now();

@@ -6,7 +6,7 @@
 
 use candle_core::Device;
 use frog_candle::backend::CandleBackend;
-use frog_core::{precondition_step, Backend, Batch, Config, Conv2d, Layer, ParamState, Params, Scalar, Workspace, WorkspaceReq};
+use frog_core::{frog_step, Backend, Batch, Config, Conv2d, Layer, ParamState, Params, Scalar, Unguarded, Workspace, WorkspaceReq};
 use frog_cpu::Cpu;
 
 /// A value in [-1, 1) from a seeded sequence.
@@ -41,7 +41,7 @@ fn steps<B: Backend>(backend: &B, layer: &Layer, seed: u64, [gx, gy, gg]: [f64; 
     let mut ws = Workspace::new(backend, WorkspaceReq::new(backend, layer, r).unwrap()).unwrap();
     for _ in 0..2 {
         let params = Params { weight: &mut weight, grad_weight: &gw, bias: Some((&mut bias, &gb)) };
-        precondition_step(backend, &cfg, layer, &mut state, &mut ws, params, Batch { x: &x, y: &y, sample: r, batch_size: batch }).unwrap();
+        frog_step(backend, &cfg, layer, &mut state, &mut ws, params, Batch { x: &x, y: &y, sample: r, batch_size: batch }, Unguarded).unwrap();
     }
     let mut out = vec![B::Scalar::ZERO; rows * d];
     backend.read(&weight, 0, &mut out).unwrap();

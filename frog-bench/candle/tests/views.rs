@@ -7,8 +7,8 @@ use candle_core::{DType, Device, Tensor, Var, WithDType};
 use frog_candle::backend::{CandleBackend, CandleError, TensorBuf};
 use frog_candle::view::TensorViewMut;
 use frog_core::{
-    gather_rows, precondition_step, precondition_step_view, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Error, GroupId, Layer, Method, Optimizer, ParamState,
-    Params, Patches, Scalar, SgdConfig, ShapeError, Strided, ViewBackend, ViewBatch, ViewParams, Workspace, WorkspaceReq,
+    frog_step, gather_rows, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Error, GroupId, Layer, Optimizer, ParamState, Params, Patches, Scalar, SgdConfig,
+    ShapeError, Strided, Unguarded, ViewBackend, ViewBatch, ViewParams, Workspace, WorkspaceReq,
 };
 
 /// `n` seeded values in `[-1, 1)` (a 64-bit LCG's top bits).
@@ -110,11 +110,11 @@ fn views_match_buffers<T: Scalar + WithDType>(layer: Layer, shape: &[usize], x_s
         let (gwb, gbb, xb, yb) = (b.buffer(&gw).unwrap(), b.buffer(&gb).unwrap(), b.buffer(&x).unwrap(), b.buffer(&y).unwrap());
         let params = Params { weight: &mut wb, grad_weight: &gwb, bias: Some((&mut bb, &gbb)) };
         let batch_b = Batch { x: &xb, y: &yb, sample: r, batch_size: batch };
-        precondition_step(&b, &cfg, &layer, &mut state_b, &mut ws_b, params, batch_b).unwrap();
+        frog_step(&b, &cfg, &layer, &mut state_b, &mut ws_b, params, batch_b, Unguarded).unwrap();
 
         let params = ViewParams { weight: wv.view(&b), grad_weight: b.tensor_view(&gw).unwrap(), bias: Some((bv.view(&b), b.tensor_view(&gb).unwrap())) };
         let batch_v = ViewBatch { x: b.tensor_view(&x).unwrap(), y: b.tensor_view(&y).unwrap(), sample: r, batch_size: batch };
-        precondition_step_view(&b, &cfg, &layer, &mut state_v, &mut ws_v, params, batch_v).unwrap();
+        frog_step(&b, &cfg, &layer, &mut state_v, &mut ws_v, params, batch_v, Unguarded).unwrap();
 
         let at = |what: &str| format!("{what} after step {} in {}", step + 1, std::any::type_name::<T>());
         assert!(wv.entries::<T>() == entries::<T>(wb.tensor()), "{}", at("weight"));
@@ -159,10 +159,10 @@ fn optimizer_view_steps_equal_buffer_steps() {
     type B = CandleBackend<f64>;
     let b = B::new(Device::Cpu);
     let batch = 5;
-    let sgd = Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.01, nesterov: true, ..SgdConfig::default() });
+    let sgd = SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.01, nesterov: true, ..SgdConfig::default() };
     let (conv, linear) = (conv(), Layer::linear(7, 5, true));
     let new_opt = || {
-        let mut opt = Optimizer::<B, 8>::new(Method::Frog(cfg()), batch, 3).unwrap();
+        let mut opt = Optimizer::<B, 8>::new(cfg(), batch, 3).unwrap();
         let g = opt.add_group(sgd).unwrap();
         let ids = [
             opt.add_layer(&b, "conv", conv, GroupId::DEFAULT).unwrap(),
@@ -188,7 +188,7 @@ fn optimizer_view_steps_equal_buffer_steps() {
         let full = |seed, per: &[usize]| tensor::<f64>(seed, &[&[batch][..], per].concat());
         let (x, y) = (full(10 * step + 17, &layers[0].2), full(10 * step + 18, &layers[0].3));
         let rows = ob.sample(batch, &mut sample).unwrap().to_vec();
-        assert_eq!(ov.sample(batch, &mut sample).unwrap(), rows, "both optimizers draw the same sample");
+        assert_eq!(ov.sample(batch, &mut sample).unwrap().indices(), rows, "both optimizers draw the same sample");
         assert!(rows.len() < batch, "the sample is a strict subset of the batch");
 
         // Buffers: copies of everything, the sampled rows gathered by FROG.
@@ -297,7 +297,7 @@ fn steps_on_views_of_the_wrong_length_are_errors() {
     let (x, y) = (tensor::<f64>(4, &[2, 3]), tensor::<f64>(5, &[2, 2]));
     let step = |grad: &Tensor, x: &Tensor, state: &mut ParamState<_>, ws: &mut Workspace<_>| {
         let params = ViewParams { weight: b.var_view(&w).unwrap(), grad_weight: b.tensor_view(grad).unwrap(), bias: None };
-        precondition_step_view(&b, &cfg, &layer, state, ws, params, ViewBatch { x: b.tensor_view(x).unwrap(), y: b.tensor_view(&y).unwrap(), sample: 2, batch_size: 4 })
+        frog_step(&b, &cfg, &layer, state, ws, params, ViewBatch { x: b.tensor_view(x).unwrap(), y: b.tensor_view(&y).unwrap(), sample: 2, batch_size: 4 }, Unguarded)
     };
     let before = entries::<f64>(w.as_tensor());
     assert_eq!(shape(step(&short, &x, &mut state, &mut ws)), ShapeError::BufferLength { what: "grad_weight", expected: 6, actual: 5 });
@@ -306,7 +306,7 @@ fn steps_on_views_of_the_wrong_length_are_errors() {
     step(&g, &x, &mut state, &mut ws).unwrap();
     assert_eq!(state.steps(), 1);
 
-    let mut opt = Optimizer::<CandleBackend<f64>, 2>::new(Method::Frog(cfg), 4, 1).unwrap();
+    let mut opt = Optimizer::<CandleBackend<f64>, 2>::new(cfg, 4, 1).unwrap();
     let id = opt.add_param(&b, "p", 6, GroupId::DEFAULT).unwrap();
     let r = opt.step_param_view(&b, id, b.var_view(&w).unwrap(), b.tensor_view(&short).unwrap());
     assert_eq!(shape(r), ShapeError::BufferLength { what: "grad", expected: 6, actual: 5 });

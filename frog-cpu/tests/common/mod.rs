@@ -3,7 +3,7 @@
 //! a backend with only the required methods and failing allocations.
 #![allow(dead_code)]
 
-use frog_core::{precondition_step, Batch, Config, Error, Layer, ParamState, Params, Workspace, WorkspaceReq};
+use frog_core::{frog_step, Batch, Config, Error, Layer, ParamState, Params, Unguarded, Workspace, WorkspaceReq};
 use frog_cpu::{Cpu, CpuError};
 
 pub mod forward;
@@ -83,7 +83,7 @@ pub fn step_once(cfg: &Config, layer: &Layer, data: &StepData) -> Result<Stepped
     let mut bias = data.bias.clone();
     let params = Params { weight: &mut weight, grad_weight: &data.grad_weight, bias: bias.as_mut().zip(data.grad_bias.as_ref()) };
     let batch = Batch { x: &data.x, y: &data.y, sample: data.sample, batch_size: data.batch };
-    precondition_step(&backend, cfg, layer, &mut state, &mut ws, params, batch)?;
+    frog_step(&backend, cfg, layer, &mut state, &mut ws, params, batch, Unguarded)?;
     let direction = ws.direction()[..layer.rows() * layer.cols()].to_vec();
     let row_scale = ws.row_scale()[..layer.rows()].to_vec();
     Ok(Stepped { weight, bias, direction, row_scale })

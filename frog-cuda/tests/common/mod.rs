@@ -1,6 +1,6 @@
 //! Helpers shared by the GPU test files.
 
-use frog_core::{precondition_step, Backend, Batch, Config, Error, Layer, ParamState, Params, Scalar, Workspace, WorkspaceReq};
+use frog_core::{frog_step, Backend, Batch, Config, Error, Layer, ParamState, Params, Scalar, Unguarded, Workspace, WorkspaceReq};
 use frog_cuda::{Cuda, Precision, Tile};
 
 /// The backend on device 0, or `None` after printing that `test` was
@@ -109,5 +109,5 @@ pub fn frog_update<B: Backend>(
 pub fn frog_f32<B: Backend>(backend: &B, layer: &Layer, x: &[f32], y: &[f32]) -> Vec<f64> {
     let r = x.len() / layer.input_len();
     let (x, y) = (put(backend, x), put(backend, y));
-    frog_update(backend, layer, r, |cfg, state, ws, params| precondition_step(backend, cfg, layer, state, ws, params, Batch { x: &x, y: &y, sample: r, batch_size: r }))
+    frog_update(backend, layer, r, |cfg, state, ws, params| frog_step(backend, cfg, layer, state, ws, params, Batch { x: &x, y: &y, sample: r, batch_size: r }, Unguarded))
 }
