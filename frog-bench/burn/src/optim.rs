@@ -204,10 +204,10 @@ impl FrogOptimizer {
     /// its backward pass and steps `model` from the gradients. A refused
     /// step leaves `model` as it was.
     pub fn step<M: Module, const D: usize>(&mut self, model: &mut M, loss: &Tensor<D>) -> Result<()> {
-        self.check_loss(loss)?;
         if !loss.is_tracked() {
             return Err(Error::NotTracked);
         }
+        self.check_loss(loss)?;
         let grads = loss.backward();
         let result = self.step_grads(model, &grads);
         // A record is of one forward pass: the next step needs a new one.
