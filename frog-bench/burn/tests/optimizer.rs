@@ -11,7 +11,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use frog_burn::{Error, FrogOptimizer, ParamsFrog, Taps};
-use frog_core::{precondition_step, Batch, Config, Layer, LayerKind, ParamState, Params, Sampler, Workspace, WorkspaceReq};
+use frog_core::{frog_step, Batch, Config, Layer, LayerKind, ParamState, Params, Sampler, Unguarded, Workspace, WorkspaceReq};
 use frog_cpu::golden::{golden_dir, load_cases, Case, Target};
 use frog_cpu::Cpu;
 
@@ -34,7 +34,7 @@ fn flat<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 /// Weight and bias after the case's first step through frog-cpu's
-/// `precondition_step` in f32.
+/// `frog_step` in f32.
 fn frog_cpu_step(case: &Case, layer: &Layer) -> (Vec<f32>, Vec<f32>) {
     let cpu = Cpu::<f32>::with_threads(1).unwrap();
     let step = &case.steps[0];
@@ -43,7 +43,7 @@ fn frog_cpu_step(case: &Case, layer: &Layer) -> (Vec<f32>, Vec<f32>) {
     let (mut w, mut b) = (f32s(&case.weight), f32s(case.bias.as_deref().unwrap()));
     let (gw, gb, x, y) = (f32s(&step.grad_weight), f32s(step.grad_bias.as_deref().unwrap()), f32s(&step.x), f32s(&step.y));
     let params = Params { weight: &mut w, grad_weight: &gw, bias: Some((&mut b, &gb)) };
-    precondition_step(&cpu, &case.config, layer, &mut state, &mut ws, params, Batch { x: &x, y: &y, sample: case.sample_size, batch_size: case.batch_size }).unwrap();
+    frog_step(&cpu, &case.config, layer, &mut state, &mut ws, params, Batch { x: &x, y: &y, sample: case.sample_size, batch_size: case.batch_size }, Unguarded).unwrap();
     (w, b)
 }
 
