@@ -64,9 +64,9 @@ impl Taps {
     }
 
     /// Runs `f` on `x` tapped as the layer whose weight is `weight`: for a
-    /// layer type of one's own whose geometry matches a registration
-    /// ([`crate::FrogOptimizer::add_layer`]). The last call before a step
-    /// is the one the step uses.
+    /// registered [`Linear`] or [`Conv2d`] whose forward pass is computed
+    /// by other code than its own `forward` (the same geometry, on other
+    /// tensors). The last call before a step is the one the step uses.
     pub fn apply<const D: usize, const E: usize>(&self, weight: ParamId, x: Tensor<D>, f: impl FnOnce(Tensor<D>) -> Tensor<E>) -> Tensor<E> {
         let input_dims = x.dims().to_vec();
         let input = x.clone().without_autodiff();
