@@ -547,6 +547,41 @@ impl<T: Real> HostFrog<T> {
     }
 }
 
+/// A run's losses, watched for a divergence: the check the framework
+/// optimizers built on the host route (frog-candle's and frog-burn's) make
+/// before each step, since a scale-free step at too high a rate can climb
+/// to 1e4 while staying finite.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LossWatch {
+    /// The first finite loss seen.
+    first: Option<f64>,
+}
+
+/// A loss [`LossWatch::check`] refused, and the run's first loss.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Diverged {
+    /// The loss refused.
+    pub loss: f64,
+    /// The run's first finite loss (the refused one, if none came before).
+    pub first: f64,
+}
+
+impl LossWatch {
+    /// Refuses `loss` if it is not finite, or if its magnitude is above
+    /// `factor` times the first finite loss's (which the first call
+    /// records; a first loss of 0 disables the comparison).
+    pub fn check(&mut self, loss: f64, factor: f64) -> Result<(), Diverged> {
+        if !loss.is_finite() {
+            return Err(Diverged { loss, first: self.first.unwrap_or(loss) });
+        }
+        let first = *self.first.get_or_insert(loss);
+        if first != 0.0 && loss.abs() > factor * first.abs() {
+            return Err(Diverged { loss, first });
+        }
+        Ok(())
+    }
+}
+
 /// Entries of a layer's gradient-check buffer: the implied weight and
 /// bias gradients and the patch scratch.
 fn implied_len(layer: &Layer) -> usize {

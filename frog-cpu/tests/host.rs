@@ -265,3 +265,17 @@ fn the_gradient_check_names_a_layer_whose_tensors_disagree() {
     frog.check_gradients(None).unwrap();
     step(&mut frog, &transposed(&l.gw, 3, 5), &l.x, &l.y).0.unwrap();
 }
+
+#[test]
+fn the_loss_watch_refuses_non_finite_and_exploding_losses() {
+    use frog_cpu::host::{Diverged, LossWatch};
+    let mut watch = LossWatch::default();
+    assert_eq!(watch.check(f64::NAN, 100.0).map_err(|d| d.first.is_nan()), Err(true), "no first loss yet: the refused one stands in");
+    watch.check(2.3, 100.0).unwrap();
+    watch.check(200.0, 100.0).unwrap();
+    assert_eq!(watch.check(2.7e4, 100.0), Err(Diverged { loss: 2.7e4, first: 2.3 }));
+    assert_eq!(watch.check(f64::INFINITY, 100.0), Err(Diverged { loss: f64::INFINITY, first: 2.3 }));
+    let mut zero = LossWatch::default();
+    zero.check(0.0, 100.0).unwrap();
+    zero.check(1e9, 100.0).unwrap();
+}

@@ -56,7 +56,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::{Gradients, Tensor, TensorData};
 use frog_core::{Config, GroupId, Layer, Method};
-use frog_cpu::host::{HostFrog, LayerSlices, ParamSlices, Rows, WeightLayout};
+use frog_cpu::host::{HostFrog, LayerSlices, LossWatch, ParamSlices, Rows, WeightLayout};
 use frog_cpu::Cpu;
 
 use crate::error::{Error, Result};
@@ -125,14 +125,14 @@ pub struct FrogOptimizer {
     plain: Vec<ParamId>,
     sealed: bool,
     divergence: Option<f64>,
-    first_loss: Option<f64>,
+    losses: LossWatch,
 }
 
 impl FrogOptimizer {
     /// FROG with `params`, reading the forward passes `taps` records.
     pub fn new(params: ParamsFrog, taps: &Taps) -> Result<Self> {
         let host = HostFrog::new(Cpu::with_threads(params.threads)?, Method::Frog(params.frog), params.max_batch, params.seed)?;
-        Ok(Self { host, taps: taps.clone(), layers: Vec::new(), plain: Vec::new(), sealed: false, divergence: params.divergence, first_loss: None })
+        Ok(Self { host, taps: taps.clone(), layers: Vec::new(), plain: Vec::new(), sealed: false, divergence: params.divergence, losses: LossWatch::default() })
     }
 
     /// The taps this optimizer reads.
@@ -219,14 +219,7 @@ impl FrogOptimizer {
     fn check_loss<const D: usize>(&mut self, loss: &Tensor<D>) -> Result<()> {
         let Some(factor) = self.divergence else { return Ok(()) };
         let v = host(&loss.clone().sum())?.iter().map(|&v| f64::from(v)).sum::<f64>();
-        if !v.is_finite() {
-            return Err(Error::Diverged { loss: v, first: self.first_loss.unwrap_or(v) });
-        }
-        let first = *self.first_loss.get_or_insert(v);
-        if first != 0.0 && v.abs() > factor * first.abs() {
-            return Err(Error::Diverged { loss: v, first });
-        }
-        Ok(())
+        self.losses.check(v, factor).map_err(|d| Error::Diverged { loss: d.loss, first: d.first })
     }
 
     /// The step from `grads`, computed by the loss of a forward pass that

@@ -52,7 +52,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Optimizer;
 use frog_core::{Config, GroupId, Layer, Method};
-use frog_cpu::host::{HostFrog, LayerSlices, ParamSlices, Rows};
+use frog_cpu::host::{HostFrog, LayerSlices, LossWatch, ParamSlices, Rows};
 use frog_cpu::Cpu;
 
 use crate::error::{Error, Result};
@@ -158,7 +158,7 @@ pub struct FrogOptimizer {
     plain: Vec<Var>,
     sealed: bool,
     divergence: Option<f64>,
-    first_loss: Option<f64>,
+    losses: LossWatch,
     /// A learning rate FROG rejected in `set_learning_rate`, which cannot
     /// return it: the next step does.
     rejected: Option<Error>,
@@ -219,14 +219,7 @@ impl FrogOptimizer {
     fn check_loss(&mut self, loss: &Tensor) -> Result<()> {
         let Some(factor) = self.divergence else { return Ok(()) };
         let v = loss.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
-        if !v.is_finite() {
-            return Err(Error::Diverged { loss: v, first: self.first_loss.unwrap_or(v) });
-        }
-        let first = *self.first_loss.get_or_insert(v);
-        if first != 0.0 && v.abs() > factor * first.abs() {
-            return Err(Error::Diverged { loss: v, first });
-        }
-        Ok(())
+        self.losses.check(v, factor).map_err(|d| Error::Diverged { loss: d.loss, first: d.first })
     }
 
     /// Registers the plain parameters, after every tap.
@@ -314,7 +307,7 @@ impl Optimizer for FrogOptimizer {
         let make = || -> Result<Self> {
             let host = HostFrog::new(Cpu::with_threads(config.threads)?, Method::Frog(config.frog), config.max_batch, config.seed)?;
             let plain = vars.into_iter().filter(|v| v.dtype().is_float()).collect();
-            Ok(Self { host, taps: Vec::new(), plain, sealed: false, divergence: config.divergence, first_loss: None, rejected: None })
+            Ok(Self { host, taps: Vec::new(), plain, sealed: false, divergence: config.divergence, losses: LossWatch::default(), rejected: None })
         };
         Ok(make()?)
     }
