@@ -3,12 +3,23 @@
 use core::fmt::Debug;
 use core::ops::{Add, Div, Mul, Neg, Sub};
 
-/// A real floating-point scalar (`f32` or `f64`).
+/// A real floating-point scalar: `f32` or `f64`, and nothing else.
 ///
 /// Hyperparameters are kept in `f64` and converted once per step with
 /// [`Scalar::of_f64`]; state export uses the little-endian byte form.
+///
+/// Sealed. What frog-core promises about a step is stated for IEEE
+/// binary32 and binary64: the overflow thresholds
+/// ([`crate::square_safe_max`], [`crate::pow2_gain`]), the settings'
+/// update bounds against [`Scalar::MAX`], the checkpoint byte forms and the
+/// golden tolerances. A third type (a 16-bit compute type, a fixed-point
+/// one) would compile and silently lose those guarantees; 16-bit data
+/// enters through [`crate::LowpBackend`] instead, with every vector of the
+/// step in `f32` or `f64`. Sealing also lets methods be added here later
+/// without breaking anyone.
 pub trait Scalar:
-    Copy
+    sealed::Sealed
+    + Copy
     + Debug
     + PartialOrd
     + Send
@@ -70,6 +81,13 @@ macro_rules! impl_scalar {
             }
         }
     };
+}
+
+mod sealed {
+    /// Implemented for `f32` and `f64` only (see [`super::Scalar`]).
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
 }
 
 impl_scalar!(f32, libm::sqrtf);
