@@ -19,6 +19,7 @@ pub mod host;
 pub mod im2col;
 pub mod implied;
 mod kfrog;
+#[cfg(feature = "nn")]
 pub mod nn;
 mod optimizer;
 mod parts;
