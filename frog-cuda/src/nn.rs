@@ -18,7 +18,7 @@ pub use frog_cpu::nn::{BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainSt
 
 use crate::backend::{Buffer, Cuda, Epilogue as GemmOut};
 use crate::error::Error;
-use crate::im2col::{i, output_hw, PatchRows};
+use crate::im2col::{conv_args, i, output_hw, PatchRows};
 use crate::kernels::K;
 use crate::launch::{self, Arg};
 
@@ -28,23 +28,21 @@ use crate::launch::{self, Arg};
 pub const CONV_SCRATCH_TARGET: usize = 128 << 20;
 
 /// Sizes of a convolution: positions per sample `L`, patch length
-/// `d = c_in*kh*kw`, output size, and entries per sample of input and
-/// output.
+/// `d = c_in*kh*kw`, and entries per sample of input and output.
 struct ConvSizes {
     l: usize,
     d: usize,
     c_out: usize,
-    out_hw: [usize; 2],
     in_len: usize,
     out_len: usize,
 }
 
 impl ConvSizes {
     fn of(conv: &Conv2d) -> Result<Self, Error> {
-        let out_hw = output_hw(conv)?;
-        let l = out_hw[0] * out_hw[1];
+        let [ho, wo] = output_hw(conv)?;
+        let l = ho * wo;
         let in_len = conv.c_in * conv.input_hw[0] * conv.input_hw[1];
-        Ok(Self { l, d: conv.c_in * conv.kernel[0] * conv.kernel[1], c_out: conv.c_out, out_hw, in_len, out_len: conv.c_out * l })
+        Ok(Self { l, d: conv.c_in * conv.kernel[0] * conv.kernel[1], c_out: conv.c_out, in_len, out_len: conv.c_out * l })
     }
 
     /// Scratch entries per sample: its im2col rows `[L, d]` and its output
