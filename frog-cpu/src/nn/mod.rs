@@ -1,5 +1,8 @@
-//! Neural-network kernels for the training engine of frog-bench: plain
-//! functions over host slices, built on the same GEMM and im2col as FROG.
+//! Neural-network kernels for the training engine of frog-bench (feature
+//! `nn`): plain functions over host slices, built on the same GEMM and
+//! im2col as FROG. Their shapes and operand groups ([`BnShape`],
+//! [`ConvShape`], [`BnParams`], ...) are generic over the buffer type, and
+//! frog-cuda's `nn` kernels take the same ones over device buffers.
 //!
 //! Every kernel is generic over [`Real`](crate::gemm::Real) (f32 and f64)
 //! and takes the sizes it works on explicitly; slices may be longer than
