@@ -12,7 +12,7 @@ use rand_xoshiro::rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::arch::{Arch, StageSpec};
-use crate::device::{BnAffine, BnSaved, BnShape, Device, LinearShape, LossStats};
+use crate::device::{BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, Device, Epilogue, LinearGrads, LinearShape, LossStats, BN_EPS, BN_MOMENTUM};
 use crate::error::{Error, Result};
 
 /// The batch rows a backward pass gathers for the optimizer: FROG's one
@@ -63,6 +63,14 @@ impl<D: Device> Param<D> {
     }
 }
 
+/// What every unit's backward pass of one batch shares.
+struct Pass<'a, D> {
+    dev: &'a D,
+    batch: usize,
+    /// The optimizer's sampled rows, gathered when given.
+    sample: Option<SampledRows<'a>>,
+}
+
 /// A convolution, its BatchNorm, and an optional ReLU after the BatchNorm
 /// (and after the residual add, in a block's second unit).
 struct ConvBn<D: Device> {
@@ -72,8 +80,7 @@ struct ConvBn<D: Device> {
     /// Parameter indices: conv weight, BN weight, BN bias (= gamma + 1).
     w: usize,
     gamma: usize,
-    running_mean: D::Buffer,
-    running_var: D::Buffer,
+    running: BnRunning<D::Buffer>,
     saved: BnSaved<D::Buffer>,
     /// Convolution output (BatchNorm input).
     z: D::Buffer,
@@ -90,45 +97,41 @@ impl<D: Device> ConvBn<D> {
     }
 
     fn forward(&mut self, dev: &D, params: &[Param<D>], x: &D::Buffer, batch: usize, residual: Option<&D::Buffer>, train: bool) -> Result<()> {
-        dev.conv_forward(&self.conv, batch, x, &params[self.w].value, &mut self.z)?;
+        dev.conv_forward(ConvShape { conv: self.conv, batch }, x, &params[self.w].value, &mut self.z)?;
         let shape = self.shape(batch);
-        let affine = BnAffine { weight: &params[self.gamma].value, bias: &params[self.gamma + 1].value };
+        let bn = BnParams { weight: &params[self.gamma].value, bias: &params[self.gamma + 1].value, eps: BN_EPS };
+        let epi = Epilogue { residual, relu: self.relu };
         if train {
-            let running = (&mut self.running_mean, &mut self.running_var);
-            dev.bn_train(shape, &self.z, affine, running, &mut self.saved, residual, self.relu, &mut self.out)
+            let running = BnRunning { mean: &mut self.running.mean, var: &mut self.running.var };
+            let saved = BnSaved { mean: &mut self.saved.mean, invstd: &mut self.saved.invstd };
+            dev.bn_train(shape, &self.z, bn, BnTrainStats { running, momentum: BN_MOMENTUM, saved }, epi, &mut self.out)
         } else {
-            dev.bn_eval(shape, &self.z, affine, (&self.running_mean, &self.running_var), residual, self.relu, &mut self.out)
+            dev.bn_eval(shape, &self.z, bn, BnRunning { mean: &self.running.mean, var: &self.running.var }, epi, &mut self.out)
         }
     }
 
     /// Backward from `self.grad` (masked in place by the ReLU) to the
     /// parameters, the sampled rows, and `dx` (written, or added to when
     /// its flag is set). `dz` is scratch of the convolution output's size.
-    #[allow(clippy::too_many_arguments)]
-    fn backward(
-        &mut self,
-        dev: &D,
-        params: &mut [Param<D>],
-        x: &D::Buffer,
-        batch: usize,
-        dx: Option<(&mut D::Buffer, bool)>,
-        sample: Option<SampledRows<'_>>,
-        dz: &mut D::Buffer,
-    ) -> Result<()> {
+    fn backward(&mut self, pass: &Pass<'_, D>, params: &mut [Param<D>], x: &D::Buffer, dx: Option<(&mut D::Buffer, bool)>, dz: &mut D::Buffer) -> Result<()> {
+        let (dev, batch) = (pass.dev, pass.batch);
         let shape = self.shape(batch);
         let (head, tail) = params.split_at_mut(self.gamma + 1);
         let gamma = &mut head[self.gamma];
         let relu_out = self.relu.then_some(&self.out);
-        dev.bn_backward(shape, &self.z, &self.saved, &gamma.value, relu_out, &mut self.grad, dz, &mut gamma.grad, &mut tail[0].grad)?;
+        let saved = BnSaved { mean: &self.saved.mean, invstd: &self.saved.invstd };
+        let grads = BnGrads { dy: &mut self.grad, dx: &mut *dz, dweight: &mut gamma.grad, dbias: &mut tail[0].grad };
+        dev.bn_backward(shape, &self.z, saved, &gamma.value, relu_out, grads)?;
         let w = &mut params[self.w];
-        dev.conv_backward_weight(&self.conv, batch, x, dz, &mut w.grad)?;
-        if let (Some(idx), Some(s)) = (sample, w.sampled.as_mut()) {
+        let conv = ConvShape { conv: self.conv, batch };
+        dev.conv_backward_weight(conv, x, dz, &mut w.grad)?;
+        if let (Some(idx), Some(s)) = (pass.sample, w.sampled.as_mut()) {
             let [h, wd] = self.conv.input_hw;
             dev.gather(self.conv.c_in * h * wd, idx.x, x, &mut s.x)?;
             dev.gather(shape.channels * shape.hw, idx.y, dz, &mut s.y)?;
         }
         if let Some((dx, accumulate)) = dx {
-            dev.conv_backward_data(&self.conv, batch, dz, &w.value, dx, accumulate)?;
+            dev.conv_backward_data(conv, dz, &w.value, dx, accumulate)?;
         }
         Ok(())
     }
@@ -188,33 +191,23 @@ impl<D: Device> Stage<D> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn backward(
-        &mut self,
-        dev: &D,
-        params: &mut [Param<D>],
-        x: &D::Buffer,
-        batch: usize,
-        mut dx: Option<&mut D::Buffer>,
-        sample: Option<SampledRows<'_>>,
-        dz: &mut D::Buffer,
-    ) -> Result<()> {
+    fn backward(&mut self, pass: &Pass<'_, D>, params: &mut [Param<D>], x: &D::Buffer, mut dx: Option<&mut D::Buffer>, dz: &mut D::Buffer) -> Result<()> {
         let b = match self {
-            Self::Plain(u) => return u.backward(dev, params, x, batch, dx.map(|d| (d, false)), sample, dz),
+            Self::Plain(u) => return u.backward(pass, params, x, dx.map(|d| (d, false)), dz),
             Self::Block(b) => b,
         };
-        b.c2.backward(dev, params, &b.c1.out, batch, Some((&mut b.c1.grad, false)), sample, dz)?;
+        b.c2.backward(pass, params, &b.c1.out, Some((&mut b.c1.grad, false)), dz)?;
         // b.c2.grad is now the masked gradient of the block output, which
         // is also the gradient of the shortcut's output.
-        let n = b.c2.shape(batch).len();
+        let n = b.c2.shape(pass.batch).len();
         if let Some(sc) = &mut b.shortcut {
-            dev.axpby(n, 1.0, &b.c2.grad, 0.0, &mut sc.grad)?;
-            sc.backward(dev, params, x, batch, dx.as_deref_mut().map(|d| (d, false)), sample, dz)?;
+            pass.dev.axpby(n, 1.0, &b.c2.grad, 0.0, &mut sc.grad)?;
+            sc.backward(pass, params, x, dx.as_deref_mut().map(|d| (d, false)), dz)?;
         } else if let Some(d) = dx.as_deref_mut() {
-            dev.axpby(n, 1.0, &b.c2.grad, 0.0, d)?;
+            pass.dev.axpby(n, 1.0, &b.c2.grad, 0.0, d)?;
         }
         // dx now holds the shortcut branch's gradient; add the main branch's.
-        b.c1.backward(dev, params, x, batch, dx.map(|d| (d, true)), sample, dz)
+        b.c1.backward(pass, params, x, dx.map(|d| (d, true)), dz)
     }
 }
 
@@ -294,8 +287,7 @@ impl<D: Device> Builder<'_, D> {
             bn_name,
             w,
             gamma,
-            running_mean: dev.zeros(c)?,
-            running_var,
+            running: BnRunning { mean: dev.zeros(c)?, var: running_var },
             saved: BnSaved { mean: dev.zeros(c)?, invstd: dev.zeros(c)? },
             z: dev.zeros(act)?,
             out: dev.zeros(act)?,
@@ -420,9 +412,11 @@ impl<D: Device> Net<D> {
         let (s, hw) = self.head_shape(batch);
         let (head, tail) = self.params.split_at_mut(self.fc + 1);
         let fcw = &mut head[self.fc];
-        dev.linear_backward(s, &self.pooled, &fcw.value, &self.dlogits, &mut self.dpooled, &mut fcw.grad, &mut tail[0].grad)?;
+        let grads = LinearGrads { dx: &mut self.dpooled, dw: &mut fcw.grad, db: &mut tail[0].grad };
+        dev.linear_backward(s, &self.pooled, &fcw.value, &self.dlogits, grads)?;
         let (_, last_grad) = self.stages.last_mut().expect("a network has stages").out_and_grad();
         dev.avg_pool_backward(batch * s.d_in, hw, &self.dpooled, last_grad)?;
+        let pass = Pass { dev, batch, sample };
         for i in (0..self.stages.len()).rev() {
             let (before, rest) = self.stages.split_at_mut(i);
             let (input, dx) = match before.last_mut() {
@@ -432,7 +426,7 @@ impl<D: Device> Net<D> {
                 }
                 None => (x, None),
             };
-            rest[0].backward(dev, &mut self.params, input, batch, dx, sample, &mut self.dz)?;
+            rest[0].backward(&pass, &mut self.params, input, dx, &mut self.dz)?;
         }
         Ok(())
     }
@@ -443,8 +437,8 @@ impl<D: Device> Net<D> {
         let mut out = Vec::new();
         for s in &mut self.stages {
             for u in s.units() {
-                out.push((format!("{}.running_mean", u.bn_name), &mut u.running_mean));
-                out.push((format!("{}.running_var", u.bn_name), &mut u.running_var));
+                out.push((format!("{}.running_mean", u.bn_name), &mut u.running.mean));
+                out.push((format!("{}.running_var", u.bn_name), &mut u.running.var));
             }
         }
         out

@@ -308,37 +308,3 @@ impl Layer {
         4.0 * k as f64 * (r * self.positions()) as f64 * self.cols() as f64 * self.rows() as f64
     }
 }
-
-/// The layout of a BatchNorm2d input `[batch, channels, hw]` (PyTorch's
-/// `[B, C, H, W]` with `hw = H*W`).
-///
-/// FROG does not precondition BatchNorm (its parameters take the plain-SGD
-/// path); the shape lives here so that every backend's training kernels
-/// share one definition of it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BnShape {
-    /// Samples.
-    pub batch: usize,
-    /// Channels.
-    pub channels: usize,
-    /// Positions per channel plane (`H*W`).
-    pub hw: usize,
-}
-
-impl BnShape {
-    /// Entries of the whole input.
-    pub fn len(&self) -> usize {
-        self.batch * self.channels * self.hw
-    }
-
-    /// Whether the input is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The entries of the plane of sample `b`, channel `c`.
-    pub fn plane(&self, b: usize, c: usize) -> core::ops::Range<usize> {
-        let start = (b * self.channels + c) * self.hw;
-        start..start + self.hw
-    }
-}

@@ -45,7 +45,7 @@ pub use config::{Config, ConfigError, NonExhaustive, MAX_NUM_ITERS, UPDATE_MARGI
 pub use error::{Error, ErrorKind, ShapeError};
 pub use kfrog::{kfrog_step, KfrogBackend, KfrogBatch, KfrogConfig, KfrogOutputs, KfrogState, KFROG_CG_DENOM_EPS};
 pub use guard::{Diagnostics, Guard, GuardBackend, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};
-pub use layer::{Axes, BnShape, Conv2d, Layer, LayerKind, PATCH_PADDING};
+pub use layer::{Axes, Conv2d, Layer, LayerKind, PATCH_PADDING};
 pub use lowp::{Half, LowpBackend};
 pub use method::Method;
 pub use optimizer::{GroupId, IntoMethod, Optimizer, ParamId, ParamKind, ParamName, RegistryError, Sample, MAX_GROUPS, NAME_LEN};

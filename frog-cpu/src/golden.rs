@@ -425,6 +425,14 @@ pub fn run_case_lowp<B: LowpBackend<bf16> + LowpBackend<f16>>(backend: &B, case:
     }
 }
 
+/// The step of a layer case that [`Run::precondition`] replays.
+#[derive(Clone, Copy)]
+struct Replayed<'a> {
+    case: &'a Case,
+    layer: &'a Layer,
+    step: &'a Step,
+}
+
 /// How a replay hands a case's arrays to the steps. The arrays are
 /// uploaded into buffers with [`Run::PAD`] guard entries on each side.
 trait Run<B: Backend> {
@@ -433,8 +441,7 @@ trait Run<B: Backend> {
     /// One plain-SGD step of the `len` entries of `param`.
     fn plain(&self, backend: &B, cfg: &Config, state: &mut ParamState<B>, param: &mut B::Buffer, grad: &B::Buffer, len: usize) -> Result<(), String>;
     /// One preconditioned step, uploading the step's `x` and `y` its way.
-    #[allow(clippy::too_many_arguments)]
-    fn precondition(&self, backend: &B, case: &Case, layer: &Layer, state: &mut ParamState<B>, ws: &mut Workspace<B>, params: Params<'_, B>, step: &Step) -> Result<(), String>;
+    fn precondition(&self, backend: &B, at: Replayed<'_>, state: &mut ParamState<B>, ws: &mut Workspace<B>, params: Params<'_, B>) -> Result<(), String>;
 }
 
 /// Backend buffers of exactly each array's length.
@@ -445,7 +452,8 @@ impl<B: Backend> Run<B> for OnBuffers {
     fn plain(&self, backend: &B, cfg: &Config, state: &mut ParamState<B>, param: &mut B::Buffer, grad: &B::Buffer, _: usize) -> Result<(), String> {
         plain_sgd_step(backend, cfg, state, ParamGrad { param, grad }).map_err(|e| e.to_string())
     }
-    fn precondition(&self, backend: &B, case: &Case, layer: &Layer, state: &mut ParamState<B>, ws: &mut Workspace<B>, params: Params<'_, B>, step: &Step) -> Result<(), String> {
+    fn precondition(&self, backend: &B, at: Replayed<'_>, state: &mut ParamState<B>, ws: &mut Workspace<B>, params: Params<'_, B>) -> Result<(), String> {
+        let Replayed { case, layer, step } = at;
         let (x, y) = (upload(backend, &step.x)?, upload(backend, &step.y)?);
         let batch = Batch { x: &x, y: &y, sample: case.sample_size, batch_size: case.batch_size };
         frog_step(backend, &case.config, layer, state, ws, params, batch, Unguarded).map_err(|e| e.to_string())
@@ -465,7 +473,8 @@ impl<B: ViewBackend> Run<B> for OnViews {
         let (param, grad) = (backend.view_mut(param, VIEW_PAD, len).map_err(err)?, backend.view(grad, VIEW_PAD, len).map_err(err)?);
         plain_sgd_step(backend, cfg, state, ViewParamGrad { param, grad }).map_err(|e| e.to_string())
     }
-    fn precondition(&self, backend: &B, case: &Case, layer: &Layer, state: &mut ParamState<B>, ws: &mut Workspace<B>, params: Params<'_, B>, step: &Step) -> Result<(), String> {
+    fn precondition(&self, backend: &B, at: Replayed<'_>, state: &mut ParamState<B>, ws: &mut Workspace<B>, params: Params<'_, B>) -> Result<(), String> {
+        let Replayed { case, layer, step } = at;
         let err = |e: B::Error| e.to_string();
         let (x, y) = (upload_padded(backend, &step.x, VIEW_PAD)?, upload_padded(backend, &step.y, VIEW_PAD)?);
         let view = |buf, len| backend.view(buf, VIEW_PAD, len).map_err(err);
@@ -488,7 +497,8 @@ impl<B: LowpBackend<H>, H: Half> Run<B> for OnLowp<H> {
     fn plain(&self, backend: &B, cfg: &Config, state: &mut ParamState<B>, param: &mut B::Buffer, grad: &B::Buffer, len: usize) -> Result<(), String> {
         OnBuffers.plain(backend, cfg, state, param, grad, len)
     }
-    fn precondition(&self, backend: &B, case: &Case, layer: &Layer, state: &mut ParamState<B>, ws: &mut Workspace<B>, params: Params<'_, B>, step: &Step) -> Result<(), String> {
+    fn precondition(&self, backend: &B, at: Replayed<'_>, state: &mut ParamState<B>, ws: &mut Workspace<B>, params: Params<'_, B>) -> Result<(), String> {
+        let Replayed { case, layer, step } = at;
         let upload_lowp = |what: &str, data: &[f64]| {
             let host = data
                 .iter()
@@ -548,7 +558,7 @@ fn run_with<B: Backend, R: Run<B>>(backend: &B, case: &Case, rtol: f64, run: &R)
                 let gw = up(&step.grad_weight)?;
                 let gb = step.grad_bias.as_deref().map(up).transpose()?;
                 let params = Params { weight: &mut weight, grad_weight: &gw, bias: bias.as_mut().zip(gb.as_ref()) };
-                run.precondition(backend, case, layer, &mut state, &mut ws, params, step)?;
+                run.precondition(backend, Replayed { case, layer, step }, &mut state, &mut ws, params)?;
                 let e = &step.expected;
                 if let Some(m) = state.momentum() {
                     let m = download(backend, m, 0, rows * cols)?;

@@ -57,7 +57,7 @@ use frog_core::{gather_rows, GroupId, Layer, Method, ParamId, ShapeError, ViewBa
 
 use crate::backend::Cpu;
 use crate::gemm::Real;
-use crate::implied::{implied_gradients, implied_scratch_len};
+use crate::implied::{implied_gradients, implied_scratch_len, ImpliedGrads, LayerIo};
 use crate::optimizer::{Frog, FrogError};
 
 /// How a layer's weight is stored in the caller's memory.
@@ -486,7 +486,7 @@ impl<T: Real> HostFrog<T> {
             let (weight, rest) = l.implied.split_at_mut(rows * d);
             let (bias, scratch) = rest.split_at_mut(rows);
             let bias = l.layer.bias.then_some(bias);
-            implied_gradients(self.cpu.pool(), &l.layer, batch, x, y, scratch, weight, bias)
+            implied_gradients(self.cpu.pool(), &l.layer, batch, LayerIo { x, y }, scratch, ImpliedGrads { weight, bias })
                 .map_err(|e| HostError::Frog { name: Some(l.name.clone()), source: Box::new(e.into()) })?;
             // The given gradient in FROG's rows, entry (j, c).
             let given = |j: usize, c: usize| match l.layout {

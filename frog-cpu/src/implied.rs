@@ -15,14 +15,32 @@ pub fn implied_scratch_len(layer: &Layer) -> usize {
     layer.positions().saturating_mul(layer.weight_cols())
 }
 
+/// A layer's batch as autograd saw it, in PyTorch layouts.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerIo<'a, T> {
+    /// The inputs, [`Layer::input_len`] entries a sample.
+    pub x: &'a [T],
+    /// The output gradients, [`Layer::output_len`] entries a sample.
+    pub y: &'a [T],
+}
+
+/// The gradients [`implied_gradients`] writes.
+#[derive(Debug)]
+pub struct ImpliedGrads<'a, T> {
+    /// The weight's, `R x D`.
+    pub weight: &'a mut [T],
+    /// The bias's, `R`, for a layer with a bias.
+    pub bias: Option<&'a mut [T]>,
+}
+
 /// `weight = sum_{i,l} Y[i,:,l] P[i,l]^T` (`R x D`, the weight's layout)
-/// and `bias[j] = sum_{i,l} Y[i,j,l]` over the `batch` samples of `x` and
-/// `y` (PyTorch layouts): the gradients autograd computes from the same
-/// inputs and output gradients. `scratch` holds one sample's patches
+/// and `bias[j] = sum_{i,l} Y[i,j,l]` over the `batch` samples of `io`:
+/// the gradients autograd computes from the same inputs and output
+/// gradients. `scratch` holds one sample's patches
 /// ([`implied_scratch_len`]). Wrong lengths are an error that writes
 /// nothing.
-#[allow(clippy::too_many_arguments)]
-pub fn implied_gradients<T: Real>(pool: &ThreadPool, layer: &Layer, batch: usize, x: &[T], y: &[T], scratch: &mut [T], weight: &mut [T], bias: Option<&mut [T]>) -> Result<(), ShapeError> {
+pub fn implied_gradients<T: Real>(pool: &ThreadPool, layer: &Layer, batch: usize, io: LayerIo<'_, T>, scratch: &mut [T], out: ImpliedGrads<'_, T>) -> Result<(), ShapeError> {
+    let (LayerIo { x, y }, ImpliedGrads { weight, bias }) = (io, out);
     layer.validate()?;
     let (rows, d, l) = (layer.rows(), layer.weight_cols(), layer.positions());
     let (inp, out) = (layer.input_len(), layer.output_len());
@@ -109,9 +127,9 @@ mod tests {
                 }
             }
             let (mut got, mut got_b, mut scratch) = (vec![9.0; rows * d], vec![9.0; rows], vec![0.0; implied_scratch_len(&layer)]);
-            implied_gradients(&pool, &layer, batch, &x, &y, &mut scratch, &mut got, Some(&mut got_b)).unwrap();
+            implied_gradients(&pool, &layer, batch, LayerIo { x: &x, y: &y }, &mut scratch, ImpliedGrads { weight: &mut got, bias: Some(&mut got_b) }).unwrap();
             assert!(got.iter().zip(&want).chain(got_b.iter().zip(&want_b)).all(|(a, b)| (a - b).abs() < 1e-12), "{layer:?}");
-            let e = implied_gradients(&pool, &layer, batch, &x[1..], &y, &mut scratch, &mut got, None).unwrap_err();
+            let e = implied_gradients(&pool, &layer, batch, LayerIo { x: &x[1..], y: &y }, &mut scratch, ImpliedGrads { weight: &mut got, bias: None }).unwrap_err();
             assert!(matches!(e, ShapeError::BufferLength { what: "x", .. }), "{e}");
         }
     }

@@ -30,6 +30,19 @@
 //! assert!(weight.iter().all(|w| w.is_finite()));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Features
+//!
+//! The backend is the crate; two optional features add what other crates
+//! of the workspace build on, off by default:
+//!
+//! - `nn`: `frog_cpu::nn`, the CPU training kernels of frog-bench's engine
+//!   (convolutions, BatchNorm, pooling, linear layers, cross-entropy) and
+//!   the shapes and operand groups (`BnShape`, `ConvShape`, `BnParams`, ...)
+//!   that frog-cuda's `nn` kernels take too.
+//! - `golden`: `frog_cpu::golden`, the harness that replays the golden
+//!   cases on any backend (and `frog_cpu::baselines`, the reference SGD
+//!   and AdamW steps), for other backends' tests.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -45,6 +58,7 @@ pub mod host;
 pub mod im2col;
 pub mod implied;
 mod kfrog;
+#[cfg(feature = "nn")]
 pub mod nn;
 mod optimizer;
 mod parts;

@@ -293,6 +293,7 @@ impl<'a, T: Send + Sync> Split for Grid<'a, T> {
     }
 }
 
+#[cfg(feature = "nn")] // the training convolutions' batches only
 /// Chunks of `chunk` entries (the last one possibly shorter) dealt out in
 /// turn: part `p` holds chunks `p`, `p + parts`, `p + 2 parts`, ...
 pub(crate) struct RoundRobin<'a, T> {
@@ -301,6 +302,7 @@ pub(crate) struct RoundRobin<'a, T> {
     parts: usize,
 }
 
+#[cfg(feature = "nn")]
 impl<'a, T> RoundRobin<'a, T> {
     /// The chunks of `buf` dealt to `parts` parts.
     pub(crate) fn new(buf: &'a mut [T], chunk: usize, parts: usize) -> Self {
@@ -309,6 +311,7 @@ impl<'a, T> RoundRobin<'a, T> {
     }
 }
 
+#[cfg(feature = "nn")]
 /// One part's chunks of a [`RoundRobin`], with their indices.
 pub(crate) struct RoundRobinPart<'a, T> {
     raw: Raw<'a, T>,
@@ -317,6 +320,7 @@ pub(crate) struct RoundRobinPart<'a, T> {
     step: usize,
 }
 
+#[cfg(feature = "nn")]
 impl<'a, T> Iterator for RoundRobinPart<'a, T> {
     type Item = (usize, &'a mut [T]);
 
@@ -332,6 +336,7 @@ impl<'a, T> Iterator for RoundRobinPart<'a, T> {
     }
 }
 
+#[cfg(feature = "nn")]
 impl<'a, T: Send + Sync> Split for RoundRobin<'a, T> {
     type Part = RoundRobinPart<'a, T>;
 

@@ -962,15 +962,15 @@ proptest! {
 /// `y` is the empty front of `guard`, so a write past it lands in `guard`.
 #[test]
 fn batch_norm_shape_that_overflows_writes_nothing() {
-    use frog_cpu::nn::{batch_norm_eval, BnParams, BnShape, Epilogue};
+    use frog_cpu::nn::{batch_norm_eval, BnParams, BnRunning, BnShape, Epilogue};
     let pool = frog_cpu::pool::ThreadPool::new(1).unwrap();
     let shape = BnShape { batch: 1 << 32, channels: 1 << 32, hw: 1 };
     let (x, weight, bias, rmean, rvar) = ([1.0f32], [1.0f32], [0.0f32], [0.0f32], [1.0f32]);
-    let params = BnParams { weight: &weight, bias: &bias, eps: 1e-5 };
+    let params = BnParams { weight: &weight[..], bias: &bias[..], eps: 1e-5 };
     let mut guard = [7.0f32; 4];
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let (y, _) = guard.split_at_mut(0);
-        batch_norm_eval(&pool, shape, &x, &params, (&rmean, &rvar), Epilogue { residual: None, relu: false }, y);
+        batch_norm_eval(&pool, shape, &x, params, BnRunning { mean: &rmean, var: &rvar }, Epilogue { residual: None, relu: false }, y);
     }));
     let message = outcome.expect_err("an overflowing shape must panic");
     let message = message.downcast_ref::<String>().map_or("", String::as_str);
@@ -982,7 +982,7 @@ fn batch_norm_shape_that_overflows_writes_nothing() {
 /// short `dweight` is a panic, not a write past it (into `guard`).
 #[test]
 fn batch_norm_backward_with_short_gradients_writes_nothing() {
-    use frog_cpu::nn::{batch_norm_backward, BnGrads, BnShape};
+    use frog_cpu::nn::{batch_norm_backward, BnGrads, BnSaved, BnShape};
     let pool = frog_cpu::pool::ThreadPool::new(1).unwrap();
     let shape = BnShape { batch: 1, channels: 2, hw: 3 };
     let (x, (mean, invstd), weight) = ([0.5f32, 1.0, 2.0, -1.0, 0.0, 3.0], ([0.0f32; 2], [1.0f32; 2]), [1.0f32; 2]);
@@ -990,7 +990,8 @@ fn batch_norm_backward_with_short_gradients_writes_nothing() {
     let mut guard = [7.0f32; 3];
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let (dweight, _) = guard.split_at_mut(1);
-        batch_norm_backward(&pool, shape, &x, (&mean, &invstd), &weight, None, &mut dy, BnGrads { dx: &mut dx, dweight, dbias: &mut db });
+        let grads = BnGrads { dy: &mut dy[..], dx: &mut dx[..], dweight, dbias: &mut db[..] };
+        batch_norm_backward(&pool, shape, &x, BnSaved { mean: &mean, invstd: &invstd }, &weight, None, grads);
     }));
     let message = outcome.expect_err("a short dweight must panic");
     let message = message.downcast_ref::<&str>().copied().unwrap_or("");
@@ -1003,7 +1004,7 @@ fn batch_norm_backward_with_short_gradients_writes_nothing() {
 /// not a length check passed by a wrapped size.
 #[test]
 fn convolution_sizes_that_overflow_panic_naming_it() {
-    use frog_cpu::nn::{conv2d_backward_data, conv2d_forward};
+    use frog_cpu::nn::{conv2d_backward_data, conv2d_forward, ConvShape};
     let pool = frog_cpu::pool::ThreadPool::new(1).unwrap();
     let message = |f: &dyn Fn()| {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).expect_err("an overflowing size must panic");
@@ -1012,12 +1013,12 @@ fn convolution_sizes_that_overflow_panic_naming_it() {
     // 1x1 kernel on a 1x2 input: 2 entries per sample, in and out.
     let conv = Conv2d::new(1, 1, 1, [1, 2]);
     let (w, scratch) = ([1.0f32], vec![0.0f32; 4096]);
-    let got = message(&|| conv2d_forward(&pool, &conv, 1 << 63, &[], &w, &mut [], &mut scratch.clone()));
+    let got = message(&|| conv2d_forward(&pool, ConvShape { conv, batch: 1 << 63 }, &[], &w, &mut [], &mut scratch.clone()));
     assert!(got.contains("convolution") && got.contains("overflow usize"), "{got}");
     // 3x3 on 16 channels of 16x16, padding 1 (Winograd): 2^12 entries a sample.
     let conv = Conv2d::new(16, 16, 3, [16, 16]).padding(1);
     let w = vec![0.5f32; 16 * 16 * 9];
-    let got = message(&|| conv2d_backward_data(&pool, &conv, 1 << 52, &[], &w, &mut [], false, &mut scratch.clone()));
+    let got = message(&|| conv2d_backward_data(&pool, ConvShape { conv, batch: 1 << 52 }, &[], &w, &mut [], false, &mut scratch.clone()));
     assert!(got.contains("winograd convolution") && got.contains("overflow usize"), "{got}");
 }
 

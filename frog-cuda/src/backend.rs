@@ -624,7 +624,7 @@ impl Cuda {
         self.launch(max_k, launch::elementwise(x_len), &[i("x entries", x_len)?, xa, slot])?;
         let grid = launch::elementwise(g.n * g.cols);
         match layer.kind {
-            LayerKind::Conv2d(c) => crate::nn::im2col_with(self, conv_k, &c, xa, r, g.cols, pa, slot),
+            LayerKind::Conv2d(c) => crate::im2col::im2col(self, conv_k, crate::im2col::PatchRows { conv: &c, samples: r, cols: g.cols }, xa, pa, slot),
             LayerKind::Linear { d_in, .. } => self.launch(rows_k, grid, &[i("positions", g.n)?, i("d_in", d_in)?, i("cols", g.cols)?, xa, pa, slot]),
             // A kind added to frog-core after these kernels.
             _ => Err(Error::Kernel { name: "pack_patches", problem: "no kernel packs this layer kind" }),

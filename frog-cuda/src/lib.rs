@@ -16,9 +16,13 @@
 //! buffers, or a framework's device memory in the same context) through
 //! frog-core's [`frog_core::ViewBackend`], with the kernels of buffers.
 //!
-//! [`nn`] holds the training engine's kernels (convolutions as im2col +
-//! GEMM, BatchNorm with fused residual and ReLU, pooling, linear layers,
-//! cross-entropy) as plain functions over the same buffers.
+//! `nn` (feature `nn`, off by default) holds the training engine's kernels
+//! (convolutions as im2col + GEMM, BatchNorm with fused residual and ReLU,
+//! pooling, linear layers, cross-entropy) as plain functions over the same
+//! buffers. They take frog-cpu's shapes and operand groups
+//! (`frog_cpu::nn::BnShape` and the rest, re-exported), so the feature adds
+//! a dependency on frog-cpu with its own `nn` feature; the backend alone
+//! needs neither.
 //!
 //! Every failure is an [`Error`] value: no device (or a driver or GPU older
 //! than the PTX needs), a module the driver would not load (with the JIT
@@ -37,9 +41,11 @@
 mod backend;
 mod driver;
 mod error;
+mod im2col;
 pub mod kernels;
 pub mod launch;
 mod lowp;
+#[cfg(feature = "nn")]
 pub mod nn;
 mod skip;
 mod view;

@@ -7,14 +7,20 @@
 //! im2col + one GEMM per chunk of samples that fits the caller's scratch
 //! ([`conv_scratch_len`]), with the chunk's samples side by side in the
 //! GEMM's long dimension; the GEMMs use the backend's [`crate::Precision`].
+//!
+//! The kernels take the shapes and operand groups of frog-cpu's `nn`
+//! (re-exported here) over device buffers, so that the engine drives both
+//! backends' kernels with the same values. Behind the `nn` feature, like
+//! frog-cpu's.
 
-pub use frog_core::BnShape;
 use frog_core::Conv2d;
+pub use frog_cpu::nn::{BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, Epilogue, LinearGrads, LinearShape, LossStats};
 
-use crate::backend::{Buffer, Cuda, Epilogue};
+use crate::backend::{Buffer, Cuda, Epilogue as GemmOut};
 use crate::error::Error;
+use crate::im2col::{conv_args, i, output_hw, PatchRows};
 use crate::kernels::K;
-use crate::launch::{self, int, Arg};
+use crate::launch::{self, Arg};
 
 /// Entries of convolution scratch [`conv_scratch_len`] aims for (512 MiB):
 /// ResNet-18's first stage at batch 512 in three chunks, the others in one
@@ -22,23 +28,21 @@ use crate::launch::{self, int, Arg};
 pub const CONV_SCRATCH_TARGET: usize = 128 << 20;
 
 /// Sizes of a convolution: positions per sample `L`, patch length
-/// `d = c_in*kh*kw`, output size, and entries per sample of input and
-/// output.
+/// `d = c_in*kh*kw`, and entries per sample of input and output.
 struct ConvSizes {
     l: usize,
     d: usize,
     c_out: usize,
-    out_hw: [usize; 2],
     in_len: usize,
     out_len: usize,
 }
 
 impl ConvSizes {
     fn of(conv: &Conv2d) -> Result<Self, Error> {
-        let out_hw = conv.output_hw().ok_or(Error::Kernel { name: "conv", problem: "the kernel does not fit the padded input" })?;
-        let l = out_hw[0] * out_hw[1];
+        let [ho, wo] = output_hw(conv)?;
+        let l = ho * wo;
         let in_len = conv.c_in * conv.input_hw[0] * conv.input_hw[1];
-        Ok(Self { l, d: conv.c_in * conv.kernel[0] * conv.kernel[1], c_out: conv.c_out, out_hw, in_len, out_len: conv.c_out * l })
+        Ok(Self { l, d: conv.c_in * conv.kernel[0] * conv.kernel[1], c_out: conv.c_out, in_len, out_len: conv.c_out * l })
     }
 
     /// Scratch entries per sample: its im2col rows `[L, d]` and its output
@@ -84,57 +88,18 @@ struct Chunk {
     t: Arg,
 }
 
-/// Scratch entries for the convolutions of `conv` on `batch` samples: as
-/// many samples as fit [`CONV_SCRATCH_TARGET`] (at least one), each with
-/// its im2col rows and its output in GEMM layout.
-pub fn conv_scratch_len(conv: &Conv2d, batch: usize) -> usize {
-    let Ok(s) = ConvSizes::of(conv) else { return 0 };
+/// Scratch entries for the convolutions of `shape`: as many samples as
+/// fit [`CONV_SCRATCH_TARGET`] (at least one), each with its im2col rows
+/// and its output in GEMM layout.
+pub fn conv_scratch_len(shape: ConvShape) -> usize {
+    let Ok(s) = ConvSizes::of(&shape.conv) else { return 0 };
     let per = s.per_sample();
-    (CONV_SCRATCH_TARGET / per).clamp(1, batch.max(1)) * per
+    (CONV_SCRATCH_TARGET / per).clamp(1, shape.batch.max(1)) * per
 }
 
-fn i(what: &'static str, v: usize) -> Result<Arg, Error> {
-    int(what, v).map(Arg::I)
-}
-
-/// The geometry arguments the im2col and col2im kernels take first:
-/// samples, c_in, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo.
-fn conv_args(samples: usize, c: &Conv2d) -> Result<[Arg; 14], Error> {
-    let [ho, wo] = ConvSizes::of(c)?.out_hw;
-    Ok([
-        i("samples", samples)?,
-        i("c_in", c.c_in)?,
-        i("h", c.input_hw[0])?,
-        i("w", c.input_hw[1])?,
-        i("kh", c.kernel[0])?,
-        i("kw", c.kernel[1])?,
-        i("sh", c.stride[0])?,
-        i("sw", c.stride[1])?,
-        i("ph", c.padding[0])?,
-        i("pw", c.padding[1])?,
-        i("dh", c.dilation[0])?,
-        i("dw", c.dilation[1])?,
-        i("ho", ho)?,
-        i("wo", wo)?,
-    ])
-}
-
-/// im2col of the `nb` samples at `x` into `col` (`[nb*L, cols]`, `cols >= D`;
-/// FROG's packing passes `D' = D + 1` for a bias column).
-pub(crate) fn im2col(cuda: &Cuda, conv: &Conv2d, x: Arg, nb: usize, cols: usize, col: Arg) -> Result<(), Error> {
-    im2col_with(cuda, K::Im2col, conv, x, nb, cols, col, Arg::P(0))
-}
-
-/// [`im2col`] with one of its kernels (`Im2col*`: the input and patch
-/// element types), every entry times the gain of the patch gain slot at
-/// `gain_slot` (a null pointer: none, the plain rows).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn im2col_with(cuda: &Cuda, k: K, conv: &Conv2d, x: Arg, nb: usize, cols: usize, col: Arg, gain_slot: Arg) -> Result<(), Error> {
-    let l = ConvSizes::of(conv)?.l;
-    let mut args = [Arg::I(0); 18];
-    args[..14].copy_from_slice(&conv_args(nb, conv)?);
-    args[14..].copy_from_slice(&[i("cols", cols)?, x, col, gain_slot]);
-    cuda.launch(k, launch::elementwise(nb * l * cols), &args)
+/// im2col of the `nb` samples at `x` into `col` (`[nb*L, D]`), plain rows.
+fn im2col(cuda: &Cuda, s: &ConvSizes, conv: &Conv2d, x: Arg, nb: usize, col: Arg) -> Result<(), Error> {
+    crate::im2col::im2col(cuda, K::Im2col, PatchRows { conv, samples: nb, cols: s.d }, x, col, Arg::P(0))
 }
 
 /// `dst[j, i, e] = src[i, j, e]` for `src` of shape `[a, b, e]`: between
@@ -143,17 +108,18 @@ fn swap_leading(cuda: &Cuda, (a, b, e): (usize, usize, usize), src: Arg, dst: Ar
     cuda.launch(K::SwapLeading, launch::elementwise(a * b * e), &[i("a", a)?, i("b", b)?, i("e", e)?, src, dst])
 }
 
-/// `y = conv(x, w)` without bias, for `batch` samples: per chunk of
+/// `y = conv(x, w)` without bias, for `shape.batch` samples: per chunk of
 /// samples, one GEMM `[c_out, d] x [d, nb*L]` over their im2col rows.
-pub fn conv_forward(cuda: &Cuda, conv: &Conv2d, batch: usize, x: &Buffer, w: &Buffer, y: &mut Buffer, scratch: &mut Buffer) -> Result<(), Error> {
+pub fn conv_forward(cuda: &Cuda, shape: ConvShape, x: &Buffer, w: &Buffer, y: &mut Buffer, scratch: &mut Buffer) -> Result<(), Error> {
+    let (conv, batch) = (&shape.conv, shape.batch);
     let s = ConvSizes::of(conv)?;
     let xa = cuda.ptr("x", x, batch * s.in_len)?;
     let wa = cuda.ptr("w", w, s.c_out * s.d)?;
     let ya = cuda.ptr("y", y, batch * s.out_len)?;
     s.for_chunks(cuda, batch, scratch, |c| {
-        im2col(cuda, conv, xa.offset(c.start * s.in_len), c.nb, s.d, c.col)?;
+        im2col(cuda, &s, conv, xa.offset(c.start * s.in_len), c.nb, c.col)?;
         // t[co, (i, l)] = sum_k w[co, k] col[(i, l), k]
-        cuda.gemm((s.c_out, c.n, s.d), (wa, s.d, 1), (c.col, 1, s.d), (c.t, c.n), Epilogue::Store, false)?;
+        cuda.gemm((s.c_out, c.n, s.d), (wa, s.d, 1), (c.col, 1, s.d), (c.t, c.n), GemmOut::Store, false)?;
         swap_leading(cuda, (s.c_out, c.nb, s.l), c.t, ya.offset(c.start * s.out_len))
     })
 }
@@ -161,17 +127,8 @@ pub fn conv_forward(cuda: &Cuda, conv: &Conv2d, batch: usize, x: &Buffer, w: &Bu
 /// The input gradient of a convolution, written (or added, with
 /// `accumulate`) to `dx`: per chunk, one GEMM `[nb*L, c_out] x [c_out, d]`
 /// into im2col rows, then col2im.
-#[allow(clippy::too_many_arguments)]
-pub fn conv_backward_data(
-    cuda: &Cuda,
-    conv: &Conv2d,
-    batch: usize,
-    dy: &Buffer,
-    w: &Buffer,
-    dx: &mut Buffer,
-    accumulate: bool,
-    scratch: &mut Buffer,
-) -> Result<(), Error> {
+pub fn conv_backward_data(cuda: &Cuda, shape: ConvShape, dy: &Buffer, w: &Buffer, dx: &mut Buffer, accumulate: bool, scratch: &mut Buffer) -> Result<(), Error> {
+    let (conv, batch) = (&shape.conv, shape.batch);
     let s = ConvSizes::of(conv)?;
     let dya = cuda.ptr("dy", dy, batch * s.out_len)?;
     let wa = cuda.ptr("w", w, s.c_out * s.d)?;
@@ -179,7 +136,7 @@ pub fn conv_backward_data(
     s.for_chunks(cuda, batch, scratch, |c| {
         swap_leading(cuda, (c.nb, s.c_out, s.l), dya.offset(c.start * s.out_len), c.t)?;
         // col[(i, l), k] = sum_co t[co, (i, l)] w[co, k]
-        cuda.gemm((c.n, s.d, s.c_out), (c.t, 1, c.n), (wa, s.d, 1), (c.col, s.d), Epilogue::Store, false)?;
+        cuda.gemm((c.n, s.d, s.c_out), (c.t, 1, c.n), (wa, s.d, 1), (c.col, s.d), GemmOut::Store, false)?;
         let mut args = [Arg::I(0); 17];
         args[..14].copy_from_slice(&conv_args(c.nb, conv)?);
         args[14..].copy_from_slice(&[c.col, dxa.offset(c.start * s.in_len), Arg::I(i32::from(accumulate))]);
@@ -189,7 +146,8 @@ pub fn conv_backward_data(
 
 /// The weight gradient of a convolution (overwritten): per chunk, one GEMM
 /// `[c_out, nb*L] x [nb*L, d]` added onto `dw`, split along its long K.
-pub fn conv_backward_weight(cuda: &Cuda, conv: &Conv2d, batch: usize, x: &Buffer, dy: &Buffer, dw: &mut Buffer, scratch: &mut Buffer) -> Result<(), Error> {
+pub fn conv_backward_weight(cuda: &Cuda, shape: ConvShape, x: &Buffer, dy: &Buffer, dw: &mut Buffer, scratch: &mut Buffer) -> Result<(), Error> {
+    let (conv, batch) = (&shape.conv, shape.batch);
     let s = ConvSizes::of(conv)?;
     let xa = cuda.ptr("x", x, batch * s.in_len)?;
     let dya = cuda.ptr("dy", dy, batch * s.out_len)?;
@@ -198,44 +156,23 @@ pub fn conv_backward_weight(cuda: &Cuda, conv: &Conv2d, batch: usize, x: &Buffer
         return cuda.fill_zero("dw", dwa, s.c_out * s.d);
     }
     s.for_chunks(cuda, batch, scratch, |c| {
-        im2col(cuda, conv, xa.offset(c.start * s.in_len), c.nb, s.d, c.col)?;
+        im2col(cuda, &s, conv, xa.offset(c.start * s.in_len), c.nb, c.col)?;
         swap_leading(cuda, (c.nb, s.c_out, s.l), dya.offset(c.start * s.out_len), c.t)?;
         // dw[co, k] (+)= sum_(i, l) t[co, (i, l)] col[(i, l), k]
-        let epilogue = if c.start == 0 { Epilogue::Store } else { Epilogue::Add };
+        let epilogue = if c.start == 0 { GemmOut::Store } else { GemmOut::Add };
         cuda.gemm((s.c_out, s.d, c.n), (c.t, c.n, 1), (c.col, s.d, 1), (dwa, s.d), epilogue, true)
     })
 }
 
-/// BatchNorm parameters and running statistics on the device.
-pub struct BnParams<'a> {
-    /// `gamma` `[C]`.
-    pub weight: &'a Buffer,
-    /// `beta` `[C]`.
-    pub bias: &'a Buffer,
-    /// `eps` of the variance.
-    pub eps: f32,
-}
-
-/// Train-mode BatchNorm: batch statistics into `mean`/`invstd`, running
-/// statistics updated with `momentum` (PyTorch's rule), `y` normalized,
-/// then `+ residual`, then ReLU if `relu`.
-#[allow(clippy::too_many_arguments)]
-pub fn bn_train(
-    cuda: &Cuda,
-    s: BnShape,
-    x: &Buffer,
-    p: BnParams<'_>,
-    running: (&mut Buffer, &mut Buffer),
-    momentum: f32,
-    saved: (&mut Buffer, &mut Buffer),
-    residual: Option<&Buffer>,
-    relu: bool,
-    y: &mut Buffer,
-) -> Result<(), Error> {
+/// Train-mode BatchNorm: batch statistics into `stats.saved`, running
+/// statistics updated with `stats.momentum` (PyTorch's rule), `y`
+/// normalized, then the epilogue (`+ residual`, then ReLU).
+pub fn bn_train(cuda: &Cuda, s: BnShape, x: &Buffer, p: BnParams<'_, Buffer>, stats: BnTrainStats<'_, Buffer>, epi: Epilogue<'_, Buffer>, y: &mut Buffer) -> Result<(), Error> {
     let c = s.channels;
     let xa = cuda.ptr("x", x, s.len())?;
-    let (rm, rv) = (cuda.ptr("running_mean", running.0, c)?, cuda.ptr("running_var", running.1, c)?);
-    let (mean, invstd) = (cuda.ptr("mean", saved.0, c)?, cuda.ptr("invstd", saved.1, c)?);
+    let BnTrainStats { running, momentum, saved } = stats;
+    let (rm, rv) = (cuda.ptr("running_mean", running.mean, c)?, cuda.ptr("running_var", running.var, c)?);
+    let (mean, invstd) = (cuda.ptr("mean", saved.mean, c)?, cuda.ptr("invstd", saved.invstd, c)?);
     let dims = [i("batch", s.batch)?, i("channels", c)?, i("hw", s.hw)?];
     // Two-pass statistics, each pass a two-stage reduction: the channel
     // sums into `mean`, the squared deviations from their mean into
@@ -247,65 +184,61 @@ pub fn bn_train(
     cuda.launch(K::BnChannelSums, grid, &[dims[0], dims[1], dims[2], part, xa, Arg::P(0), mean])?;
     cuda.launch(K::BnChannelSums, grid, &[dims[0], dims[1], dims[2], part, xa, mean, invstd])?;
     let mut args = dims.to_vec();
-    args.extend([mean, invstd, rm, rv, Arg::F(momentum), Arg::F(p.eps)]);
+    // The kernels compute in f32.
+    args.extend([mean, invstd, rm, rv, Arg::F(momentum as f32), Arg::F(p.eps as f32)]);
     cuda.launch(K::BnStats, launch::elementwise(c), &args)?;
-    apply(cuda, s, xa, mean, invstd, false, p, residual, relu, y)
+    apply(cuda, s, xa, Stats { mean, scale: invstd, is_var: false }, p, epi, y)
 }
 
 /// Eval-mode BatchNorm with the running statistics, same epilogue.
-#[allow(clippy::too_many_arguments)]
-pub fn bn_eval(cuda: &Cuda, s: BnShape, x: &Buffer, p: BnParams<'_>, running: (&Buffer, &Buffer), residual: Option<&Buffer>, relu: bool, y: &mut Buffer) -> Result<(), Error> {
+pub fn bn_eval(cuda: &Cuda, s: BnShape, x: &Buffer, p: BnParams<'_, Buffer>, running: BnRunning<&Buffer>, epi: Epilogue<'_, Buffer>, y: &mut Buffer) -> Result<(), Error> {
     let c = s.channels;
     let xa = cuda.ptr("x", x, s.len())?;
-    let (rm, rv) = (cuda.ptr("running_mean", running.0, c)?, cuda.ptr("running_var", running.1, c)?);
-    apply(cuda, s, xa, rm, rv, true, p, residual, relu, y)
+    let (rm, rv) = (cuda.ptr("running_mean", running.mean, c)?, cuda.ptr("running_var", running.var, c)?);
+    apply(cuda, s, xa, Stats { mean: rm, scale: rv, is_var: true }, p, epi, y)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn apply(cuda: &Cuda, s: BnShape, xa: Arg, mean: Arg, scale: Arg, is_var: bool, p: BnParams<'_>, residual: Option<&Buffer>, relu: bool, y: &mut Buffer) -> Result<(), Error> {
+/// The per-channel statistics [`apply`] normalizes with.
+struct Stats {
+    mean: Arg,
+    /// `1/sqrt(var + eps)`, or with `is_var` the variance itself.
+    scale: Arg,
+    is_var: bool,
+}
+
+fn apply(cuda: &Cuda, s: BnShape, xa: Arg, stats: Stats, p: BnParams<'_, Buffer>, epi: Epilogue<'_, Buffer>, y: &mut Buffer) -> Result<(), Error> {
     let c = s.channels;
     let ga = cuda.ptr("weight", p.weight, c)?;
     let ba = cuda.ptr("bias", p.bias, c)?;
-    let ra = match residual {
+    let ra = match epi.residual {
         Some(r) => cuda.ptr("residual", r, s.len())?,
         None => Arg::P(0),
     };
     let ya = cuda.ptr("y", y, s.len())?;
+    let Stats { mean, scale, is_var } = stats;
     cuda.launch(
         K::BnApply,
         launch::elementwise(s.len()),
-        &[i("batch", s.batch)?, i("channels", c)?, i("hw", s.hw)?, xa, mean, scale, Arg::I(i32::from(is_var)), Arg::F(p.eps), ga, ba, ra, Arg::I(i32::from(relu)), ya],
+        &[i("batch", s.batch)?, i("channels", c)?, i("hw", s.hw)?, xa, mean, scale, Arg::I(i32::from(is_var)), Arg::F(p.eps as f32), ga, ba, ra, Arg::I(i32::from(epi.relu)), ya],
     )
 }
 
 /// Backward of [`bn_train`]. With `relu_out` (the forward's output after
-/// its ReLU) the ReLU's mask is applied to `dy` in place first, so `dy` is
-/// then also the residual's gradient. `dx`, `dweight`, `dbias` are
+/// its ReLU) the ReLU's mask is applied to `grads.dy` in place first, so it
+/// is then also the residual's gradient. `dx`, `dweight`, `dbias` are
 /// overwritten.
-#[allow(clippy::too_many_arguments)]
-pub fn bn_backward(
-    cuda: &Cuda,
-    s: BnShape,
-    x: &Buffer,
-    saved: (&Buffer, &Buffer),
-    weight: &Buffer,
-    relu_out: Option<&Buffer>,
-    dy: &mut Buffer,
-    dx: &mut Buffer,
-    dweight: &mut Buffer,
-    dbias: &mut Buffer,
-) -> Result<(), Error> {
+pub fn bn_backward(cuda: &Cuda, s: BnShape, x: &Buffer, saved: BnSaved<&Buffer>, weight: &Buffer, relu_out: Option<&Buffer>, grads: BnGrads<'_, Buffer>) -> Result<(), Error> {
     let c = s.channels;
     let xa = cuda.ptr("x", x, s.len())?;
-    let (mean, invstd) = (cuda.ptr("mean", saved.0, c)?, cuda.ptr("invstd", saved.1, c)?);
+    let (mean, invstd) = (cuda.ptr("mean", saved.mean, c)?, cuda.ptr("invstd", saved.invstd, c)?);
     let ga = cuda.ptr("weight", weight, c)?;
     let ra = match relu_out {
         Some(r) => cuda.ptr("relu_out", r, s.len())?,
         None => Arg::P(0),
     };
-    let dya = cuda.ptr("dy", dy, s.len())?;
-    let dxa = cuda.ptr("dx", dx, s.len())?;
-    let (dwa, dba) = (cuda.ptr("dweight", dweight, c)?, cuda.ptr("dbias", dbias, c)?);
+    let dya = cuda.ptr("dy", grads.dy, s.len())?;
+    let dxa = cuda.ptr("dx", grads.dx, s.len())?;
+    let (dwa, dba) = (cuda.ptr("dweight", grads.dweight, c)?, cuda.ptr("dbias", grads.dbias, c)?);
     let dims = [i("batch", s.batch)?, i("channels", c)?, i("hw", s.hw)?];
     let (grid, part_len) = launch::channel_parts(c, s.batch.saturating_mul(s.hw), cuda.sm_count())?;
     cuda.fill_zero("dweight", dwa, c)?;
@@ -331,38 +264,27 @@ pub fn avg_pool_backward(cuda: &Cuda, planes: usize, hw: usize, dy: &Buffer, dx:
 }
 
 /// `y[batch, d_out] = x[batch, d_in] W^T + b`.
-#[allow(clippy::too_many_arguments)]
-pub fn linear_forward(cuda: &Cuda, batch: usize, d_in: usize, d_out: usize, x: &Buffer, w: &Buffer, b: &Buffer, y: &mut Buffer) -> Result<(), Error> {
+pub fn linear_forward(cuda: &Cuda, s: LinearShape, x: &Buffer, w: &Buffer, b: &Buffer, y: &mut Buffer) -> Result<(), Error> {
+    let LinearShape { batch, d_in, d_out } = s;
     let xa = cuda.ptr("x", x, batch * d_in)?;
     let wa = cuda.ptr("w", w, d_out * d_in)?;
     let ba = cuda.ptr("b", b, d_out)?;
     let ya = cuda.ptr("y", y, batch * d_out)?;
-    cuda.gemm((batch, d_out, d_in), (xa, d_in, 1), (wa, 1, d_in), (ya, d_out), Epilogue::Store, false)?;
+    cuda.gemm((batch, d_out, d_in), (xa, d_in, 1), (wa, 1, d_in), (ya, d_out), GemmOut::Store, false)?;
     cuda.launch(K::AddBias, launch::elementwise(batch * d_out), &[i("batch", batch)?, i("d_out", d_out)?, ba, ya])
 }
 
 /// Gradients of [`linear_forward`], all overwritten.
-#[allow(clippy::too_many_arguments)]
-pub fn linear_backward(
-    cuda: &Cuda,
-    batch: usize,
-    d_in: usize,
-    d_out: usize,
-    x: &Buffer,
-    w: &Buffer,
-    dy: &Buffer,
-    dx: &mut Buffer,
-    dw: &mut Buffer,
-    db: &mut Buffer,
-) -> Result<(), Error> {
+pub fn linear_backward(cuda: &Cuda, s: LinearShape, x: &Buffer, w: &Buffer, dy: &Buffer, grads: LinearGrads<'_, Buffer>) -> Result<(), Error> {
+    let LinearShape { batch, d_in, d_out } = s;
     let xa = cuda.ptr("x", x, batch * d_in)?;
     let wa = cuda.ptr("w", w, d_out * d_in)?;
     let dya = cuda.ptr("dy", dy, batch * d_out)?;
-    let dxa = cuda.ptr("dx", dx, batch * d_in)?;
-    let dwa = cuda.ptr("dw", dw, d_out * d_in)?;
-    let dba = cuda.ptr("db", db, d_out)?;
-    cuda.gemm((batch, d_in, d_out), (dya, d_out, 1), (wa, d_in, 1), (dxa, d_in), Epilogue::Store, false)?;
-    cuda.gemm((d_out, d_in, batch), (dya, 1, d_out), (xa, d_in, 1), (dwa, d_in), Epilogue::Store, true)?;
+    let dxa = cuda.ptr("dx", grads.dx, batch * d_in)?;
+    let dwa = cuda.ptr("dw", grads.dw, d_out * d_in)?;
+    let dba = cuda.ptr("db", grads.db, d_out)?;
+    cuda.gemm((batch, d_in, d_out), (dya, d_out, 1), (wa, d_in, 1), (dxa, d_in), GemmOut::Store, false)?;
+    cuda.gemm((d_out, d_in, batch), (dya, 1, d_out), (xa, d_in, 1), (dwa, d_in), GemmOut::Store, true)?;
     cuda.launch(K::ColSums, launch::elementwise(d_out), &[i("batch", batch)?, i("d_out", d_out)?, dya, dba])
 }
 
@@ -375,7 +297,6 @@ pub fn cross_entropy_scratch_len(batch: usize) -> usize {
 /// `labels` (class indices stored as `f32`), its gradient
 /// `(softmax - onehot)/batch` in `dlogits`, and the number of rows whose
 /// first largest logit is the label's. Waits for the device.
-#[allow(clippy::too_many_arguments)]
 pub fn cross_entropy(
     cuda: &Cuda,
     batch: usize,
@@ -384,7 +305,7 @@ pub fn cross_entropy(
     labels: &Buffer,
     dlogits: &mut Buffer,
     scratch: &mut Buffer,
-) -> Result<(f64, usize), Error> {
+) -> Result<LossStats, Error> {
     let la = cuda.ptr("logits", logits, batch * classes)?;
     let lb = cuda.ptr("labels", labels, batch)?;
     let da = cuda.ptr("dlogits", dlogits, batch * classes)?;
@@ -393,7 +314,7 @@ pub fn cross_entropy(
     let host = cuda.download(scratch, 2 * batch)?;
     let loss = host[..batch].iter().map(|&v| f64::from(v)).sum::<f64>() / batch.max(1) as f64;
     let correct = host[batch..].iter().filter(|&&v| v > 0.5).count();
-    Ok((loss, correct))
+    Ok(LossStats { loss, correct })
 }
 
 /// `dst[k] = src[indices[k]]` for blocks of `block` entries, in one launch;

@@ -9,7 +9,7 @@ use common::{device, TILES};
 use frog_core::{Backend, Conv2d};
 use frog_cpu::nn as cpu;
 use frog_cpu::pool::ThreadPool;
-use frog_cuda::nn::{self, BnParams, BnShape};
+use frog_cuda::nn::{self, BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, Epilogue, LinearGrads};
 use frog_cuda::{Buffer, Cuda, Precision};
 
 const RTOL: f64 = 1e-5;
@@ -59,30 +59,31 @@ fn convolutions_on_tile(c: &Cuda, tile: &str) {
         let w = values(conv.c_out * d, 20 + k as u64);
         let dy = values(batch * out_len, 40 + k as u64);
         let dx0 = values(batch * in_len, 60 + k as u64);
-        let mut cs = vec![0.0; cpu::conv_scratch_len(conv, batch, 1)];
+        let shape = ConvShape { conv: *conv, batch };
+        let mut cs = vec![0.0; cpu::conv_scratch_len(shape, 1)];
         // Scratch for 2 samples: the batch of 3 runs in two chunks.
         let mut scratch = c.zeros(2 * ho * wo * (d + conv.c_out)).unwrap();
-        assert_eq!(nn::conv_scratch_len(conv, 2), scratch.len());
+        assert_eq!(nn::conv_scratch_len(ConvShape { conv: *conv, batch: 2 }), scratch.len());
         let (xb, wb, dyb) = (up(c, &x), up(c, &w), up(c, &dy));
 
         let mut y = vec![0.0; batch * out_len];
-        cpu::conv2d_forward(&pool, conv, batch, &x, &w, &mut y, &mut cs);
+        cpu::conv2d_forward(&pool, shape, &x, &w, &mut y, &mut cs);
         let mut yb = c.zeros(batch * out_len).unwrap();
-        nn::conv_forward(c, conv, batch, &xb, &wb, &mut yb, &mut scratch).unwrap();
+        nn::conv_forward(c, shape, &xb, &wb, &mut yb, &mut scratch).unwrap();
         check(c, &format!("conv {k} {tile} forward"), &yb, &y);
 
         for accumulate in [false, true] {
             let mut dx = dx0.clone();
-            cpu::conv2d_backward_data(&pool, conv, batch, &dy, &w, &mut dx, accumulate, &mut cs);
+            cpu::conv2d_backward_data(&pool, shape, &dy, &w, &mut dx, accumulate, &mut cs);
             let mut dxb = up(c, &dx0);
-            nn::conv_backward_data(c, conv, batch, &dyb, &wb, &mut dxb, accumulate, &mut scratch).unwrap();
+            nn::conv_backward_data(c, shape, &dyb, &wb, &mut dxb, accumulate, &mut scratch).unwrap();
             check(c, &format!("conv {k} {tile} backward data {accumulate}"), &dxb, &dx);
         }
 
         let mut dw = vec![0.0; conv.c_out * d];
-        cpu::conv2d_backward_weight(&pool, conv, batch, &x, &dy, &mut dw, &mut cs);
+        cpu::conv2d_backward_weight(&pool, shape, &x, &dy, &mut dw, &mut cs);
         let mut dwb = c.zeros(conv.c_out * d).unwrap();
-        nn::conv_backward_weight(c, conv, batch, &xb, &dyb, &mut dwb, &mut scratch).unwrap();
+        nn::conv_backward_weight(c, shape, &xb, &dyb, &mut dwb, &mut scratch).unwrap();
         check(c, &format!("conv {k} {tile} backward weight"), &dwb, &dw);
     }
 }
@@ -105,15 +106,17 @@ fn gpu_nn_batchnorm_pool_linear_loss() {
             let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
             let (mut mean, mut invstd) = (vec![0.0; s.channels], vec![0.0; s.channels]);
             let mut y = vec![0.0; n];
-            let params = cpu::BnParams { weight: &gamma, bias: &beta, eps };
-            let epi = cpu::Epilogue { residual: residual.then_some(&res[..]), relu };
-            cpu::batch_norm_train(&pool, s, &x, &params, 0.1, (&mut rm, &mut rv), (&mut mean, &mut invstd), epi, &mut y);
+            let params = BnParams { weight: &gamma[..], bias: &beta[..], eps };
+            let epi = Epilogue { residual: residual.then_some(&res[..]), relu };
+            let stats = BnTrainStats { running: BnRunning { mean: &mut rm[..], var: &mut rv[..] }, momentum: 0.1, saved: BnSaved { mean: &mut mean[..], invstd: &mut invstd[..] } };
+            cpu::batch_norm_train(&pool, s, &x, params, stats, epi, &mut y);
             let (xb, gb, bb, resb) = (up(&c, &x), up(&c, &gamma), up(&c, &beta), up(&c, &res));
             let (mut rmb, mut rvb) = (up(&c, &rm0), up(&c, &rv0));
             let (mut meanb, mut invb) = (c.zeros(s.channels).unwrap(), c.zeros(s.channels).unwrap());
             let mut yb = c.zeros(n).unwrap();
-            let p = BnParams { weight: &gb, bias: &bb, eps: eps as f32 };
-            nn::bn_train(&c, s, &xb, p, (&mut rmb, &mut rvb), 0.1, (&mut meanb, &mut invb), residual.then_some(&resb), relu, &mut yb).unwrap();
+            let p = BnParams { weight: &gb, bias: &bb, eps };
+            let stats = BnTrainStats { running: BnRunning { mean: &mut rmb, var: &mut rvb }, momentum: 0.1, saved: BnSaved { mean: &mut meanb, invstd: &mut invb } };
+            nn::bn_train(&c, s, &xb, p, stats, Epilogue { residual: residual.then_some(&resb), relu }, &mut yb).unwrap();
             let tag = format!("bn {}x{}x{} r{} relu{}", s.batch, s.channels, s.hw, u8::from(residual), u8::from(relu));
             check(&c, &format!("{tag} train y"), &yb, &y);
             check(&c, &format!("{tag} running mean"), &rmb, &rm);
@@ -122,21 +125,20 @@ fn gpu_nn_batchnorm_pool_linear_loss() {
             check(&c, &format!("{tag} saved invstd"), &invb, &invstd);
 
             let mut ye = vec![0.0; n];
-            let epi = cpu::Epilogue { residual: residual.then_some(&res[..]), relu };
-            cpu::batch_norm_eval(&pool, s, &x, &params, (&rm, &rv), epi, &mut ye);
+            cpu::batch_norm_eval(&pool, s, &x, params, BnRunning { mean: &rm, var: &rv }, epi, &mut ye);
             let mut yeb = c.zeros(n).unwrap();
-            let p = BnParams { weight: &gb, bias: &bb, eps: eps as f32 };
-            nn::bn_eval(&c, s, &xb, p, (&rmb, &rvb), residual.then_some(&resb), relu, &mut yeb).unwrap();
+            nn::bn_eval(&c, s, &xb, p, BnRunning { mean: &rmb, var: &rvb }, Epilogue { residual: residual.then_some(&resb), relu }, &mut yeb).unwrap();
             check(&c, &format!("{tag} eval y"), &yeb, &ye);
 
             let dy0 = values(n, 7);
             let mut dy = dy0.clone();
             let (mut dx, mut dg, mut db) = (vec![0.0; n], vec![0.0; s.channels], vec![0.0; s.channels]);
-            let grads = cpu::BnGrads { dx: &mut dx, dweight: &mut dg, dbias: &mut db };
-            cpu::batch_norm_backward(&pool, s, &x, (&mean, &invstd), &gamma, relu.then_some(&y[..]), &mut dy, grads);
+            let grads = BnGrads { dy: &mut dy[..], dx: &mut dx[..], dweight: &mut dg[..], dbias: &mut db[..] };
+            cpu::batch_norm_backward(&pool, s, &x, BnSaved { mean: &mean, invstd: &invstd }, &gamma, relu.then_some(&y[..]), grads);
             let mut dyb = up(&c, &dy0);
             let (mut dxb, mut dgb, mut dbb) = (c.zeros(n).unwrap(), c.zeros(s.channels).unwrap(), c.zeros(s.channels).unwrap());
-            nn::bn_backward(&c, s, &xb, (&meanb, &invb), &gb, relu.then_some(&yb), &mut dyb, &mut dxb, &mut dgb, &mut dbb).unwrap();
+            let grads = BnGrads { dy: &mut dyb, dx: &mut dxb, dweight: &mut dgb, dbias: &mut dbb };
+            nn::bn_backward(&c, s, &xb, BnSaved { mean: &meanb, invstd: &invb }, &gb, relu.then_some(&yb), grads).unwrap();
             check(&c, &format!("{tag} backward dy masked"), &dyb, &dy);
             check(&c, &format!("{tag} backward dx"), &dxb, &dx);
             check(&c, &format!("{tag} backward dweight"), &dgb, &dg);
@@ -159,18 +161,18 @@ fn gpu_nn_batchnorm_pool_linear_loss() {
     check(&c, "avg pool backward", &dxb, &dx);
 
     // Linear.
-    let ls = cpu::LinearShape { batch: 9, d_in: 70, d_out: 10 };
+    let ls = nn::LinearShape { batch: 9, d_in: 70, d_out: 10 };
     let (x, w, b, dy) = (values(9 * 70, 9), values(10 * 70, 10), values(10, 11), values(9 * 10, 12));
     let mut y = vec![0.0; 90];
     cpu::linear_forward(&pool, ls, &x, &w, &b, &mut y);
     let (xb, wb, bb, dyb) = (up(&c, &x), up(&c, &w), up(&c, &b), up(&c, &dy));
     let mut yb = c.zeros(90).unwrap();
-    nn::linear_forward(&c, 9, 70, 10, &xb, &wb, &bb, &mut yb).unwrap();
+    nn::linear_forward(&c, ls, &xb, &wb, &bb, &mut yb).unwrap();
     check(&c, "linear forward", &yb, &y);
     let (mut dx, mut dw, mut db) = (vec![0.0; 9 * 70], vec![0.0; 700], vec![0.0; 10]);
-    cpu::linear_backward(&pool, ls, &x, &w, &dy, &mut dx, &mut dw, &mut db);
+    cpu::linear_backward(&pool, ls, &x, &w, &dy, LinearGrads { dx: &mut dx[..], dw: &mut dw[..], db: &mut db[..] });
     let (mut dxb, mut dwb, mut dbb) = (c.zeros(9 * 70).unwrap(), c.zeros(700).unwrap(), c.zeros(10).unwrap());
-    nn::linear_backward(&c, 9, 70, 10, &xb, &wb, &dyb, &mut dxb, &mut dwb, &mut dbb).unwrap();
+    nn::linear_backward(&c, ls, &xb, &wb, &dyb, LinearGrads { dx: &mut dxb, dw: &mut dwb, db: &mut dbb }).unwrap();
     check(&c, "linear backward dx", &dxb, &dx);
     check(&c, "linear backward dw", &dwb, &dw);
     check(&c, "linear backward db", &dbb, &db);
@@ -184,10 +186,10 @@ fn gpu_nn_batchnorm_pool_linear_loss() {
     let lb = c.upload(&labels.iter().map(|&l| f32::from(l)).collect::<Vec<_>>()).unwrap();
     let mut dlb = c.zeros(batch * classes).unwrap();
     let mut sc = c.zeros(nn::cross_entropy_scratch_len(batch)).unwrap();
-    let (loss, correct) = nn::cross_entropy(&c, batch, classes, &up(&c, &logits), &lb, &mut dlb, &mut sc).unwrap();
-    println!("cross entropy loss {loss} (cpu {}), correct {correct} (cpu {})", stats.loss, stats.correct);
-    assert!((loss - stats.loss).abs() <= 1e-6 * stats.loss.abs());
-    assert_eq!(correct, stats.correct);
+    let got = nn::cross_entropy(&c, batch, classes, &up(&c, &logits), &lb, &mut dlb, &mut sc).unwrap();
+    println!("cross entropy loss {} (cpu {}), correct {} (cpu {})", got.loss, stats.loss, got.correct, stats.correct);
+    assert!((got.loss - stats.loss).abs() <= 1e-6 * stats.loss.abs());
+    assert_eq!(got.correct, stats.correct);
     check(&c, "cross entropy dlogits", &dlb, &dl);
 }
 

@@ -4,13 +4,12 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use frog_core::Conv2d;
 use frog_cpu::gemm::Real;
 use frog_cpu::nn;
 use frog_cpu::pool::ThreadPool;
 use frog_cpu::Cpu;
 
-use super::{BnAffine, BnSaved, BnShape, Device, LinearShape, LossStats, BN_EPS, BN_MOMENTUM};
+use super::{BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, Device, Epilogue, LinearGrads, LinearShape, LossStats};
 use crate::error::Result;
 
 /// Training on the host, in `f32` or `f64`.
@@ -69,73 +68,41 @@ impl<T: Real> Device for CpuDevice<T> {
         Ok(())
     }
 
-    fn conv_forward(&self, conv: &Conv2d, batch: usize, x: &Vec<T>, w: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
-        let len = nn::conv_scratch_len(conv, batch, self.threads());
-        self.with_scratch(len, |s| nn::conv2d_forward(&self.pool, conv, batch, x, w, y, s));
+    fn conv_forward(&self, shape: ConvShape, x: &Vec<T>, w: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
+        let len = nn::conv_scratch_len(shape, self.threads());
+        self.with_scratch(len, |s| nn::conv2d_forward(&self.pool, shape, x, w, y, s));
         Ok(())
     }
 
-    fn conv_backward_data(&self, conv: &Conv2d, batch: usize, dy: &Vec<T>, w: &Vec<T>, dx: &mut Vec<T>, accumulate: bool) -> Result<()> {
-        let len = nn::conv_scratch_len(conv, batch, self.threads());
-        self.with_scratch(len, |s| nn::conv2d_backward_data(&self.pool, conv, batch, dy, w, dx, accumulate, s));
+    fn conv_backward_data(&self, shape: ConvShape, dy: &Vec<T>, w: &Vec<T>, dx: &mut Vec<T>, accumulate: bool) -> Result<()> {
+        let len = nn::conv_scratch_len(shape, self.threads());
+        self.with_scratch(len, |s| nn::conv2d_backward_data(&self.pool, shape, dy, w, dx, accumulate, s));
         Ok(())
     }
 
-    fn conv_backward_weight(&self, conv: &Conv2d, batch: usize, x: &Vec<T>, dy: &Vec<T>, dw: &mut Vec<T>) -> Result<()> {
-        let len = nn::conv_scratch_len(conv, batch, self.threads());
-        self.with_scratch(len, |s| nn::conv2d_backward_weight(&self.pool, conv, batch, x, dy, dw, s));
+    fn conv_backward_weight(&self, shape: ConvShape, x: &Vec<T>, dy: &Vec<T>, dw: &mut Vec<T>) -> Result<()> {
+        let len = nn::conv_scratch_len(shape, self.threads());
+        self.with_scratch(len, |s| nn::conv2d_backward_weight(&self.pool, shape, x, dy, dw, s));
         Ok(())
     }
 
-    fn bn_train(
-        &self,
-        shape: BnShape,
-        x: &Vec<T>,
-        affine: BnAffine<'_, Vec<T>>,
-        running: (&mut Vec<T>, &mut Vec<T>),
-        saved: &mut BnSaved<Vec<T>>,
-        residual: Option<&Vec<T>>,
-        relu: bool,
-        y: &mut Vec<T>,
-    ) -> Result<()> {
-        let params = nn::BnParams { weight: affine.weight, bias: affine.bias, eps: BN_EPS };
-        let epi = nn::Epilogue { residual: residual.map(|r| r.as_slice()), relu };
-        let saved = (saved.mean.as_mut_slice(), saved.invstd.as_mut_slice());
-        nn::batch_norm_train(&self.pool, shape, x, &params, BN_MOMENTUM, (running.0, running.1), saved, epi, y);
+    fn bn_train(&self, shape: BnShape, x: &Vec<T>, params: BnParams<'_, Vec<T>>, stats: BnTrainStats<'_, Vec<T>>, epi: Epilogue<'_, Vec<T>>, y: &mut Vec<T>) -> Result<()> {
+        let BnTrainStats { running, momentum, saved } = stats;
+        let stats = BnTrainStats { running: BnRunning { mean: &mut running.mean[..], var: &mut running.var[..] }, momentum, saved: BnSaved { mean: &mut saved.mean[..], invstd: &mut saved.invstd[..] } };
+        nn::batch_norm_train(&self.pool, shape, x, slices(params), stats, slice_epi(epi), y);
         Ok(())
     }
 
-    fn bn_eval(
-        &self,
-        shape: BnShape,
-        x: &Vec<T>,
-        affine: BnAffine<'_, Vec<T>>,
-        running: (&Vec<T>, &Vec<T>),
-        residual: Option<&Vec<T>>,
-        relu: bool,
-        y: &mut Vec<T>,
-    ) -> Result<()> {
-        let params = nn::BnParams { weight: affine.weight, bias: affine.bias, eps: BN_EPS };
-        let epi = nn::Epilogue { residual: residual.map(|r| r.as_slice()), relu };
-        nn::batch_norm_eval(&self.pool, shape, x, &params, (running.0, running.1), epi, y);
+    fn bn_eval(&self, shape: BnShape, x: &Vec<T>, params: BnParams<'_, Vec<T>>, running: BnRunning<&Vec<T>>, epi: Epilogue<'_, Vec<T>>, y: &mut Vec<T>) -> Result<()> {
+        let running = BnRunning { mean: &running.mean[..], var: &running.var[..] };
+        nn::batch_norm_eval(&self.pool, shape, x, slices(params), running, slice_epi(epi), y);
         Ok(())
     }
 
-    fn bn_backward(
-        &self,
-        shape: BnShape,
-        x: &Vec<T>,
-        saved: &BnSaved<Vec<T>>,
-        weight: &Vec<T>,
-        relu_out: Option<&Vec<T>>,
-        dy: &mut Vec<T>,
-        dx: &mut Vec<T>,
-        dweight: &mut Vec<T>,
-        dbias: &mut Vec<T>,
-    ) -> Result<()> {
-        let grads = nn::BnGrads { dx, dweight, dbias };
-        let relu_out = relu_out.map(|r| r.as_slice());
-        nn::batch_norm_backward(&self.pool, shape, x, (&saved.mean, &saved.invstd), weight, relu_out, dy, grads);
+    fn bn_backward(&self, shape: BnShape, x: &Vec<T>, saved: BnSaved<&Vec<T>>, weight: &Vec<T>, relu_out: Option<&Vec<T>>, grads: BnGrads<'_, Vec<T>>) -> Result<()> {
+        let saved = BnSaved { mean: &saved.mean[..], invstd: &saved.invstd[..] };
+        let grads = BnGrads { dy: &mut grads.dy[..], dx: &mut grads.dx[..], dweight: &mut grads.dweight[..], dbias: &mut grads.dbias[..] };
+        nn::batch_norm_backward(&self.pool, shape, x, saved, weight, relu_out.map(Vec::as_slice), grads);
         Ok(())
     }
 
@@ -154,21 +121,22 @@ impl<T: Real> Device for CpuDevice<T> {
         Ok(())
     }
 
-    fn linear_backward(
-        &self,
-        s: LinearShape,
-        x: &Vec<T>,
-        w: &Vec<T>,
-        dy: &Vec<T>,
-        dx: &mut Vec<T>,
-        dw: &mut Vec<T>,
-        db: &mut Vec<T>,
-    ) -> Result<()> {
-        nn::linear_backward(&self.pool, s, x, w, dy, dx, dw, db);
+    fn linear_backward(&self, s: LinearShape, x: &Vec<T>, w: &Vec<T>, dy: &Vec<T>, grads: LinearGrads<'_, Vec<T>>) -> Result<()> {
+        nn::linear_backward(&self.pool, s, x, w, dy, LinearGrads { dx: &mut grads.dx[..], dw: &mut grads.dw[..], db: &mut grads.db[..] });
         Ok(())
     }
 
     fn cross_entropy(&self, batch: usize, classes: usize, logits: &Vec<T>, labels: &Vec<u8>, dlogits: &mut Vec<T>) -> Result<LossStats> {
         Ok(nn::softmax_cross_entropy(classes, logits, &labels[..batch], dlogits))
     }
+}
+
+/// The parameters of `Vec`s as the kernels' slices.
+fn slices<T>(p: BnParams<'_, Vec<T>>) -> BnParams<'_, [T]> {
+    BnParams { weight: p.weight, bias: p.bias, eps: p.eps }
+}
+
+/// The epilogue of `Vec`s as the kernels' slices.
+fn slice_epi<T>(e: Epilogue<'_, Vec<T>>) -> Epilogue<'_, [T]> {
+    Epilogue { residual: e.residual.map(Vec::as_slice), relu: e.relu }
 }

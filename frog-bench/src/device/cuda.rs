@@ -5,11 +5,11 @@
 
 use std::cell::RefCell;
 
-use frog_core::{Backend, Conv2d};
-use frog_cuda::nn::{self, BnParams};
+use frog_core::Backend;
+use frog_cuda::nn;
 use frog_cuda::{Buffer, Cuda, Precision};
 
-use super::{backend_err, BnAffine, BnSaved, BnShape, Device, LinearShape, LossStats, BN_EPS, BN_MOMENTUM};
+use super::{backend_err, BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, Device, Epilogue, LinearGrads, LinearShape, LossStats};
 use crate::error::Result;
 
 /// Training on one GPU, in `f32`.
@@ -88,63 +88,28 @@ impl Device for CudaDevice {
         self.cuda.write(&host, dst, 0).map_err(backend_err)
     }
 
-    fn conv_forward(&self, conv: &Conv2d, batch: usize, x: &Buffer, w: &Buffer, y: &mut Buffer) -> Result<()> {
-        self.with_buffer(&self.scratch, nn::conv_scratch_len(conv, batch), |s| nn::conv_forward(&self.cuda, conv, batch, x, w, y, s))
+    fn conv_forward(&self, shape: ConvShape, x: &Buffer, w: &Buffer, y: &mut Buffer) -> Result<()> {
+        self.with_buffer(&self.scratch, nn::conv_scratch_len(shape), |s| nn::conv_forward(&self.cuda, shape, x, w, y, s))
     }
 
-    fn conv_backward_data(&self, conv: &Conv2d, batch: usize, dy: &Buffer, w: &Buffer, dx: &mut Buffer, accumulate: bool) -> Result<()> {
-        self.with_buffer(&self.scratch, nn::conv_scratch_len(conv, batch), |s| {
-            nn::conv_backward_data(&self.cuda, conv, batch, dy, w, dx, accumulate, s)
-        })
+    fn conv_backward_data(&self, shape: ConvShape, dy: &Buffer, w: &Buffer, dx: &mut Buffer, accumulate: bool) -> Result<()> {
+        self.with_buffer(&self.scratch, nn::conv_scratch_len(shape), |s| nn::conv_backward_data(&self.cuda, shape, dy, w, dx, accumulate, s))
     }
 
-    fn conv_backward_weight(&self, conv: &Conv2d, batch: usize, x: &Buffer, dy: &Buffer, dw: &mut Buffer) -> Result<()> {
-        self.with_buffer(&self.scratch, nn::conv_scratch_len(conv, batch), |s| nn::conv_backward_weight(&self.cuda, conv, batch, x, dy, dw, s))
+    fn conv_backward_weight(&self, shape: ConvShape, x: &Buffer, dy: &Buffer, dw: &mut Buffer) -> Result<()> {
+        self.with_buffer(&self.scratch, nn::conv_scratch_len(shape), |s| nn::conv_backward_weight(&self.cuda, shape, x, dy, dw, s))
     }
 
-    fn bn_train(
-        &self,
-        shape: BnShape,
-        x: &Buffer,
-        affine: BnAffine<'_, Buffer>,
-        running: (&mut Buffer, &mut Buffer),
-        saved: &mut BnSaved<Buffer>,
-        residual: Option<&Buffer>,
-        relu: bool,
-        y: &mut Buffer,
-    ) -> Result<()> {
-        let p = BnParams { weight: affine.weight, bias: affine.bias, eps: BN_EPS as f32 };
-        let saved = (&mut saved.mean, &mut saved.invstd);
-        nn::bn_train(&self.cuda, shape, x, p, running, BN_MOMENTUM as f32, saved, residual, relu, y).map_err(backend_err)
+    fn bn_train(&self, shape: BnShape, x: &Buffer, params: BnParams<'_, Buffer>, stats: BnTrainStats<'_, Buffer>, epi: Epilogue<'_, Buffer>, y: &mut Buffer) -> Result<()> {
+        nn::bn_train(&self.cuda, shape, x, params, stats, epi, y).map_err(backend_err)
     }
 
-    fn bn_eval(
-        &self,
-        shape: BnShape,
-        x: &Buffer,
-        affine: BnAffine<'_, Buffer>,
-        running: (&Buffer, &Buffer),
-        residual: Option<&Buffer>,
-        relu: bool,
-        y: &mut Buffer,
-    ) -> Result<()> {
-        let p = BnParams { weight: affine.weight, bias: affine.bias, eps: BN_EPS as f32 };
-        nn::bn_eval(&self.cuda, shape, x, p, running, residual, relu, y).map_err(backend_err)
+    fn bn_eval(&self, shape: BnShape, x: &Buffer, params: BnParams<'_, Buffer>, running: BnRunning<&Buffer>, epi: Epilogue<'_, Buffer>, y: &mut Buffer) -> Result<()> {
+        nn::bn_eval(&self.cuda, shape, x, params, running, epi, y).map_err(backend_err)
     }
 
-    fn bn_backward(
-        &self,
-        shape: BnShape,
-        x: &Buffer,
-        saved: &BnSaved<Buffer>,
-        weight: &Buffer,
-        relu_out: Option<&Buffer>,
-        dy: &mut Buffer,
-        dx: &mut Buffer,
-        dweight: &mut Buffer,
-        dbias: &mut Buffer,
-    ) -> Result<()> {
-        nn::bn_backward(&self.cuda, shape, x, (&saved.mean, &saved.invstd), weight, relu_out, dy, dx, dweight, dbias).map_err(backend_err)
+    fn bn_backward(&self, shape: BnShape, x: &Buffer, saved: BnSaved<&Buffer>, weight: &Buffer, relu_out: Option<&Buffer>, grads: BnGrads<'_, Buffer>) -> Result<()> {
+        nn::bn_backward(&self.cuda, shape, x, saved, weight, relu_out, grads).map_err(backend_err)
     }
 
     fn avg_pool(&self, planes: usize, hw: usize, x: &Buffer, y: &mut Buffer) -> Result<()> {
@@ -156,18 +121,15 @@ impl Device for CudaDevice {
     }
 
     fn linear_forward(&self, s: LinearShape, x: &Buffer, w: &Buffer, b: &Buffer, y: &mut Buffer) -> Result<()> {
-        nn::linear_forward(&self.cuda, s.batch, s.d_in, s.d_out, x, w, b, y).map_err(backend_err)
+        nn::linear_forward(&self.cuda, s, x, w, b, y).map_err(backend_err)
     }
 
-    fn linear_backward(&self, s: LinearShape, x: &Buffer, w: &Buffer, dy: &Buffer, dx: &mut Buffer, dw: &mut Buffer, db: &mut Buffer) -> Result<()> {
-        nn::linear_backward(&self.cuda, s.batch, s.d_in, s.d_out, x, w, dy, dx, dw, db).map_err(backend_err)
+    fn linear_backward(&self, s: LinearShape, x: &Buffer, w: &Buffer, dy: &Buffer, grads: LinearGrads<'_, Buffer>) -> Result<()> {
+        nn::linear_backward(&self.cuda, s, x, w, dy, grads).map_err(backend_err)
     }
 
     fn cross_entropy(&self, batch: usize, classes: usize, logits: &Buffer, labels: &Buffer, dlogits: &mut Buffer) -> Result<LossStats> {
-        let (loss, correct) = self.with_buffer(&self.loss, nn::cross_entropy_scratch_len(batch), |s| {
-            nn::cross_entropy(&self.cuda, batch, classes, logits, labels, dlogits, s)
-        })?;
-        Ok(LossStats { loss, correct })
+        self.with_buffer(&self.loss, nn::cross_entropy_scratch_len(batch), |s| nn::cross_entropy(&self.cuda, batch, classes, logits, labels, dlogits, s))
     }
 }
 

@@ -9,8 +9,8 @@
 //! slice except [`Device::upload`], [`Device::download`] and the labels, so
 //! a GPU device (device buffers, kernels launched on a stream) fits it.
 
-use frog_core::{Backend, Conv2d, Scalar};
-pub use frog_cpu::nn::{BnShape, LinearShape, LossStats};
+use frog_core::{Backend, Scalar};
+pub use frog_cpu::nn::{BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, Epilogue, LinearGrads, LinearShape, LossStats};
 
 use crate::error::{Error, Result};
 
@@ -28,27 +28,10 @@ pub const BN_EPS: f64 = 1e-5;
 /// BatchNorm's running-statistics momentum, PyTorch's default.
 pub const BN_MOMENTUM: f64 = 0.1;
 
-/// BatchNorm affine parameters on the device.
-pub struct BnAffine<'a, B> {
-    /// `gamma` `[C]`.
-    pub weight: &'a B,
-    /// `beta` `[C]`.
-    pub bias: &'a B,
-}
-
-/// The batch statistics a train-mode BatchNorm saves for its backward:
-/// mean and `1/sqrt(var + eps)` per channel.
-pub struct BnSaved<B> {
-    /// Batch mean `[C]`.
-    pub mean: B,
-    /// `1/sqrt(var + eps)` `[C]`.
-    pub invstd: B,
-}
-
 /// A compute device for training: memory, and the forward and backward
 /// kernels of the layers the models use. Every kernel works on the prefix
-/// of its buffers that its sizes name.
-#[allow(clippy::too_many_arguments)]
+/// of its buffers that its sizes name; the kernels take frog-cpu's shapes
+/// and operand groups (`frog_cpu::nn`) over [`Device::Buffer`].
 pub trait Device {
     /// Scalar of every buffer.
     type Scalar: Scalar;
@@ -94,31 +77,21 @@ pub trait Device {
     fn upload_labels(&self, labels: &[u8], dst: &mut Self::Labels) -> Result<()>;
 
     /// `y = conv(x, w)`, PyTorch layouts, no bias.
-    fn conv_forward(&self, conv: &Conv2d, batch: usize, x: &Self::Buffer, w: &Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
+    fn conv_forward(&self, shape: ConvShape, x: &Self::Buffer, w: &Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
     /// The input gradient of a convolution, written or added to `dx`.
-    fn conv_backward_data(
-        &self,
-        conv: &Conv2d,
-        batch: usize,
-        dy: &Self::Buffer,
-        w: &Self::Buffer,
-        dx: &mut Self::Buffer,
-        accumulate: bool,
-    ) -> Result<()>;
+    fn conv_backward_data(&self, shape: ConvShape, dy: &Self::Buffer, w: &Self::Buffer, dx: &mut Self::Buffer, accumulate: bool) -> Result<()>;
     /// The weight gradient of a convolution (overwritten).
-    fn conv_backward_weight(&self, conv: &Conv2d, batch: usize, x: &Self::Buffer, dy: &Self::Buffer, dw: &mut Self::Buffer) -> Result<()>;
+    fn conv_backward_weight(&self, shape: ConvShape, x: &Self::Buffer, dy: &Self::Buffer, dw: &mut Self::Buffer) -> Result<()>;
 
     /// Train-mode BatchNorm (batch statistics saved, running statistics
-    /// updated with [`BN_MOMENTUM`], [`BN_EPS`] in the variance), then `+ residual`, then ReLU if `relu`.
+    /// updated), then the epilogue (`+ residual`, then ReLU).
     fn bn_train(
         &self,
         shape: BnShape,
         x: &Self::Buffer,
-        affine: BnAffine<'_, Self::Buffer>,
-        running: (&mut Self::Buffer, &mut Self::Buffer),
-        saved: &mut BnSaved<Self::Buffer>,
-        residual: Option<&Self::Buffer>,
-        relu: bool,
+        params: BnParams<'_, Self::Buffer>,
+        stats: BnTrainStats<'_, Self::Buffer>,
+        epi: Epilogue<'_, Self::Buffer>,
         y: &mut Self::Buffer,
     ) -> Result<()>;
     /// Eval-mode BatchNorm with the running statistics, same epilogue.
@@ -126,26 +99,22 @@ pub trait Device {
         &self,
         shape: BnShape,
         x: &Self::Buffer,
-        affine: BnAffine<'_, Self::Buffer>,
-        running: (&Self::Buffer, &Self::Buffer),
-        residual: Option<&Self::Buffer>,
-        relu: bool,
+        params: BnParams<'_, Self::Buffer>,
+        running: BnRunning<&Self::Buffer>,
+        epi: Epilogue<'_, Self::Buffer>,
         y: &mut Self::Buffer,
     ) -> Result<()>;
     /// Backward of [`Device::bn_train`]. With `relu_out` the ReLU's mask is
-    /// applied to `dy` in place first, so `dy` then is also the residual's
-    /// gradient. `dx`, `dweight`, `dbias` are overwritten.
+    /// applied to `grads.dy` in place first, so it then is also the
+    /// residual's gradient. `dx`, `dweight`, `dbias` are overwritten.
     fn bn_backward(
         &self,
         shape: BnShape,
         x: &Self::Buffer,
-        saved: &BnSaved<Self::Buffer>,
+        saved: BnSaved<&Self::Buffer>,
         weight: &Self::Buffer,
         relu_out: Option<&Self::Buffer>,
-        dy: &mut Self::Buffer,
-        dx: &mut Self::Buffer,
-        dweight: &mut Self::Buffer,
-        dbias: &mut Self::Buffer,
+        grads: BnGrads<'_, Self::Buffer>,
     ) -> Result<()>;
 
     /// Global average pooling of `planes` planes of `hw` entries.
@@ -156,16 +125,7 @@ pub trait Device {
     /// `y = x W^T + b`.
     fn linear_forward(&self, s: LinearShape, x: &Self::Buffer, w: &Self::Buffer, b: &Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
     /// Gradients of [`Device::linear_forward`], all overwritten.
-    fn linear_backward(
-        &self,
-        s: LinearShape,
-        x: &Self::Buffer,
-        w: &Self::Buffer,
-        dy: &Self::Buffer,
-        dx: &mut Self::Buffer,
-        dw: &mut Self::Buffer,
-        db: &mut Self::Buffer,
-    ) -> Result<()>;
+    fn linear_backward(&self, s: LinearShape, x: &Self::Buffer, w: &Self::Buffer, dy: &Self::Buffer, grads: LinearGrads<'_, Self::Buffer>) -> Result<()>;
 
     /// Mean softmax cross-entropy of `batch` rows of `classes` logits, its
     /// gradient in `dlogits`, and the number of correct predictions.

@@ -4,32 +4,11 @@
 //! Work is split by channel, so every thread owns whole statistics and no
 //! reduction crosses threads.
 
-pub use frog_core::BnShape;
-
 use super::entries;
+use super::operands::{BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, Epilogue};
 use crate::gemm::Real;
 use crate::parts::{Grid, Rows, Split};
 use crate::pool::ThreadPool;
-
-/// What follows the normalization: an optional residual input added to
-/// it, then an optional ReLU.
-#[derive(Clone, Copy)]
-pub struct Epilogue<'a, T> {
-    /// Added after the affine transform (a ResNet shortcut).
-    pub residual: Option<&'a [T]>,
-    /// Apply `max(0, .)` last.
-    pub relu: bool,
-}
-
-/// The affine BatchNorm parameters and running statistics.
-pub struct BnParams<'a, T> {
-    /// `gamma` `[C]`.
-    pub weight: &'a [T],
-    /// `beta` `[C]`.
-    pub bias: &'a [T],
-    /// `eps` of the variance.
-    pub eps: f64,
-}
 
 /// Partial sums a plane's reductions keep apart. Why: one running sum is
 /// a chain of dependent additions, one per entry, that cannot vectorize;
@@ -95,7 +74,7 @@ fn normalize<T: Real, S: Split>(
     pool: &ThreadPool,
     shape: BnShape,
     x: &[T],
-    epi: Epilogue<'_, T>,
+    epi: Epilogue<'_, [T]>,
     y: &mut [T],
     stats: S,
     coef: impl Fn(usize, usize, &mut S::Part) -> (T, T) + Sync,
@@ -120,21 +99,17 @@ fn normalize<T: Real, S: Split>(
 /// over `(B, H, W)`, stores the mean and `1/sqrt(var + eps)` per channel for
 /// the backward pass, and updates the running statistics as PyTorch does
 /// (`running = (1-m)*running + m*stat`, the variance unbiased by `n/(n-1)`).
-#[allow(clippy::too_many_arguments)]
 pub fn batch_norm_train<T: Real>(
     pool: &ThreadPool,
     shape: BnShape,
     x: &[T],
-    params: &BnParams<'_, T>,
-    momentum: f64,
-    running: (&mut [T], &mut [T]),
-    saved: (&mut [T], &mut [T]),
-    epi: Epilogue<'_, T>,
+    params: BnParams<'_, [T]>,
+    stats: BnTrainStats<'_, [T]>,
+    epi: Epilogue<'_, [T]>,
     y: &mut [T],
 ) {
     let c = shape.channels;
-    let (rmean, rvar) = running;
-    let (mean, invstd) = saved;
+    let BnTrainStats { running: BnRunning { mean: rmean, var: rvar }, momentum, saved: BnSaved { mean, invstd } } = stats;
     assert!(rmean.len() >= c && rvar.len() >= c && mean.len() >= c && invstd.len() >= c, "batch norm: statistics too short");
     let n = shape.batch.saturating_mul(shape.hw) as f64;
     let stats = [rmean, rvar, mean, invstd].map(|s| per_channel(pool, shape, s));
@@ -170,50 +145,31 @@ pub fn batch_norm_eval<T: Real>(
     pool: &ThreadPool,
     shape: BnShape,
     x: &[T],
-    params: &BnParams<'_, T>,
-    running: (&[T], &[T]),
-    epi: Epilogue<'_, T>,
+    params: BnParams<'_, [T]>,
+    running: BnRunning<&[T]>,
+    epi: Epilogue<'_, [T]>,
     y: &mut [T],
 ) {
-    let (rmean, rvar) = running;
+    let BnRunning { mean: rmean, var: rvar } = running;
     normalize(pool, shape, x, epi, y, None::<Rows<'_, T>>, |ch, _, _| {
         let scale = params.weight[ch] / frog_core::Scalar::sqrt(rvar[ch] + T::of_f64(params.eps));
         (scale, params.bias[ch] - rmean[ch] * scale)
     });
 }
 
-/// The gradients of a train-mode BatchNorm.
-pub struct BnGrads<'a, T> {
-    /// `dL/dx`, overwritten.
-    pub dx: &'a mut [T],
-    /// `dL/dgamma`, overwritten.
-    pub dweight: &'a mut [T],
-    /// `dL/dbeta`, overwritten.
-    pub dbias: &'a mut [T],
-}
-
 /// Backward of [`batch_norm_train`]. With `relu_out` (the forward's output
-/// after its ReLU) the ReLU's mask is applied to `dy` first, in place, so
-/// afterwards `dy` is also the gradient of the residual input.
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm_backward<T: Real>(
-    pool: &ThreadPool,
-    shape: BnShape,
-    x: &[T],
-    saved: (&[T], &[T]),
-    weight: &[T],
-    relu_out: Option<&[T]>,
-    dy: &mut [T],
-    grads: BnGrads<'_, T>,
-) {
-    let (mean, invstd) = saved;
+/// after its ReLU) the ReLU's mask is applied to `grads.dy` first, in
+/// place, so afterwards it is also the gradient of the residual input.
+pub fn batch_norm_backward<T: Real>(pool: &ThreadPool, shape: BnShape, x: &[T], saved: BnSaved<&[T]>, weight: &[T], relu_out: Option<&[T]>, grads: BnGrads<'_, [T]>) {
+    let BnSaved { mean, invstd } = saved;
+    let BnGrads { dy, dx, dweight, dbias } = grads;
     let len = entries("batch norm backward", &[shape.batch, shape.channels, shape.hw]);
-    assert!(x.len() >= len && dy.len() >= len && grads.dx.len() >= len, "batch norm backward: x, dy or dx too short");
+    assert!(x.len() >= len && dy.len() >= len && dx.len() >= len, "batch norm backward: x, dy or dx too short");
     assert!(relu_out.is_none_or(|r| r.len() >= len), "batch norm backward: relu_out too short");
     let c = shape.channels;
-    assert!(grads.dweight.len() >= c && grads.dbias.len() >= c, "batch norm backward: dweight or dbias too short");
+    assert!(dweight.len() >= c && dbias.len() >= c, "batch norm backward: dweight or dbias too short");
     let n = T::of_f64(shape.batch.saturating_mul(shape.hw) as f64);
-    let parts = (planes(pool, shape, dy), planes(pool, shape, grads.dx), per_channel(pool, shape, grads.dweight), per_channel(pool, shape, grads.dbias));
+    let parts = (planes(pool, shape, dy), planes(pool, shape, dx), per_channel(pool, shape, dweight), per_channel(pool, shape, dbias));
     let hw = shape.hw;
     pool.split(parts, |_, (mut dy, mut dx, (_, dw), (_, db))| {
         for (k, ch) in dy.rows().enumerate() {
@@ -262,13 +218,15 @@ mod tests {
         let x: Vec<f64> = (0..shape.len()).map(|i| (i as f64 * 0.37).sin() * 2.0 + 0.5).collect();
         let dy0: Vec<f64> = (0..shape.len()).map(|i| (i as f64 * 0.61).cos()).collect();
         let (weight, bias) = ([1.5, -0.5], [0.1, 0.2]);
-        let params = BnParams { weight: &weight, bias: &bias, eps: 1e-5 };
+        let params = BnParams { weight: &weight[..], bias: &bias[..], eps: 1e-5 };
         let (mut rmean, mut rvar, mut mean, mut invstd) = ([0.0; 2], [1.0; 2], [0.0; 2], [0.0; 2]);
         let mut y = vec![0.0; shape.len()];
         let epi = Epilogue { residual: None, relu: false };
-        batch_norm_train(&pool, shape, &x, &params, 0.1, (&mut rmean, &mut rvar), (&mut mean, &mut invstd), epi, &mut y);
+        let stats = BnTrainStats { running: BnRunning { mean: &mut rmean[..], var: &mut rvar[..] }, momentum: 0.1, saved: BnSaved { mean: &mut mean[..], invstd: &mut invstd[..] } };
+        batch_norm_train(&pool, shape, &x, params, stats, epi, &mut y);
         let (mut dy, mut dx, mut dw, mut db) = (dy0.clone(), vec![0.0; shape.len()], [0.0; 2], [0.0; 2]);
-        batch_norm_backward(&pool, shape, &x, (&mean, &invstd), &weight, None, &mut dy, BnGrads { dx: &mut dx, dweight: &mut dw, dbias: &mut db });
+        let grads = BnGrads { dy: &mut dy[..], dx: &mut dx[..], dweight: &mut dw[..], dbias: &mut db[..] };
+        batch_norm_backward(&pool, shape, &x, BnSaved { mean: &mean, invstd: &invstd }, &weight, None, grads);
         let n = (shape.batch * shape.hw) as f64;
         for c in 0..shape.channels {
             let idx: Vec<usize> = (0..shape.batch).flat_map(|b| shape.plane(b, c)).collect();
@@ -296,9 +254,9 @@ mod tests {
         let res: Vec<f64> = (0..shape.len()).map(|i| (i as f64 * 0.3).cos()).collect();
         let (weight, bias) = ([1.5, -0.5, 2.0], [0.1, 0.2, -0.3]);
         let (rmean, rvar) = ([0.2, -0.1, 0.05], [1.3, 0.7, 2.1]);
-        let params = BnParams { weight: &weight, bias: &bias, eps: 1e-5 };
+        let params = BnParams { weight: &weight[..], bias: &bias[..], eps: 1e-5 };
         let mut y = vec![0.0; shape.len()];
-        batch_norm_eval(&pool, shape, &x, &params, (&rmean, &rvar), Epilogue { residual: Some(&res), relu: true }, &mut y);
+        batch_norm_eval(&pool, shape, &x, params, BnRunning { mean: &rmean, var: &rvar }, Epilogue { residual: Some(&res[..]), relu: true }, &mut y);
         for (i, &got) in y.iter().enumerate() {
             let c = (i / shape.hw) % shape.channels;
             let v = (x[i] - rmean[c]) / (rvar[c] + 1e-5f64).sqrt() * weight[c] + bias[c] + res[i];

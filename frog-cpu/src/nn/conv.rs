@@ -16,6 +16,7 @@
 use frog_core::Conv2d;
 
 use super::entries;
+use super::operands::ConvShape;
 use crate::gemm::{matmul_seq, Real, View};
 use crate::parts::{Blocks, RoundRobin, Rows};
 use crate::pool::ThreadPool;
@@ -88,11 +89,11 @@ impl Plan {
     }
 }
 
-/// Scratch entries the convolution kernels need for `batch` samples on a
-/// pool of `threads` threads.
-pub fn conv_scratch_len(conv: &Conv2d, batch: usize, threads: usize) -> usize {
-    let plan = Plan::new(conv, batch, threads);
-    (plan.threads * plan.per_thread()).max(winograd::scratch_len(conv, batch, threads))
+/// Scratch entries the convolution kernels need for `shape` on a pool of
+/// `threads` threads.
+pub fn conv_scratch_len(shape: ConvShape, threads: usize) -> usize {
+    let plan = Plan::new(&shape.conv, shape.batch, threads);
+    (plan.threads * plan.per_thread()).max(winograd::scratch_len(&shape.conv, shape.batch, threads))
 }
 
 /// The per-thread blocks of `scratch`, one per thread of the plan.
@@ -132,20 +133,13 @@ fn out_block<'a, T: Copy>(plan: &Plan, dy: &'a [T], s0: usize, n: usize, ybuf: &
     &ybuf[..plan.c_out * p]
 }
 
-/// `y = conv(x, w)` for `batch` samples: `x` is `[B, c_in, H, W]`, `w` is
-/// `[c_out, c_in, kh, kw]`, `y` is `[B, c_out, Ho, Wo]`.
-pub fn conv2d_forward<T: Real>(
-    pool: &ThreadPool,
-    conv: &Conv2d,
-    batch: usize,
-    x: &[T],
-    w: &[T],
-    y: &mut [T],
-    scratch: &mut [T],
-) {
-    if winograd::applies(conv) {
-        return winograd::forward(pool, conv, batch, x, w, y, scratch);
+/// `y = conv(x, w)` for `shape.batch` samples: `x` is `[B, c_in, H, W]`,
+/// `w` is `[c_out, c_in, kh, kw]`, `y` is `[B, c_out, Ho, Wo]`.
+pub fn conv2d_forward<T: Real>(pool: &ThreadPool, shape: ConvShape, x: &[T], w: &[T], y: &mut [T], scratch: &mut [T]) {
+    if winograd::applies(&shape.conv) {
+        return winograd::forward(pool, shape, x, w, y, scratch);
     }
+    let (conv, batch) = (&shape.conv, shape.batch);
     let plan = Plan::new(conv, batch, pool.threads());
     let (in_len, w_len, out_len) = (entries("convolution", &[batch, plan.in_len]), plan.c_out * plan.d, entries("convolution", &[batch, plan.out_len]));
     assert!(x.len() >= in_len && w.len() >= w_len && y.len() >= out_len, "convolution: x, w or y too short");
@@ -175,20 +169,11 @@ pub fn conv2d_forward<T: Real>(
 
 /// `dx = d(conv)/dx^T dy`: the input gradient, written to `dx`, or added
 /// to it when `accumulate` (a residual block's two branches).
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_backward_data<T: Real>(
-    pool: &ThreadPool,
-    conv: &Conv2d,
-    batch: usize,
-    dy: &[T],
-    w: &[T],
-    dx: &mut [T],
-    accumulate: bool,
-    scratch: &mut [T],
-) {
-    if winograd::applies(conv) {
-        return winograd::backward_data(pool, conv, batch, dy, w, dx, accumulate, scratch);
+pub fn conv2d_backward_data<T: Real>(pool: &ThreadPool, shape: ConvShape, dy: &[T], w: &[T], dx: &mut [T], accumulate: bool, scratch: &mut [T]) {
+    if winograd::applies(&shape.conv) {
+        return winograd::backward_data(pool, shape, dy, w, dx, accumulate, scratch);
     }
+    let (conv, batch) = (&shape.conv, shape.batch);
     let plan = Plan::new(conv, batch, pool.threads());
     let (in_len, w_len, out_len) = (entries("convolution", &[batch, plan.in_len]), plan.c_out * plan.d, entries("convolution", &[batch, plan.out_len]));
     assert!(dy.len() >= out_len && w.len() >= w_len && dx.len() >= in_len, "convolution: dy, w or dx too short");
@@ -214,18 +199,11 @@ pub fn conv2d_backward_data<T: Real>(
 }
 
 /// `dw = sum over the batch of dY X`, the weight gradient (overwritten).
-pub fn conv2d_backward_weight<T: Real>(
-    pool: &ThreadPool,
-    conv: &Conv2d,
-    batch: usize,
-    x: &[T],
-    dy: &[T],
-    dw: &mut [T],
-    scratch: &mut [T],
-) {
-    if winograd::applies(conv) {
-        return winograd::backward_weight(pool, conv, batch, x, dy, dw, scratch);
+pub fn conv2d_backward_weight<T: Real>(pool: &ThreadPool, shape: ConvShape, x: &[T], dy: &[T], dw: &mut [T], scratch: &mut [T]) {
+    if winograd::applies(&shape.conv) {
+        return winograd::backward_weight(pool, shape, x, dy, dw, scratch);
     }
+    let (conv, batch) = (&shape.conv, shape.batch);
     let plan = Plan::new(conv, batch, pool.threads());
     let wlen = plan.c_out * plan.d;
     let (in_len, out_len) = (entries("convolution", &[batch, plan.in_len]), entries("convolution", &[batch, plan.out_len]));
@@ -319,10 +297,11 @@ mod tests {
                 let x: Vec<f64> = (0..n_in).map(|i| (i as f64 * 0.37).sin()).collect();
                 let w: Vec<f64> = (0..n_w).map(|i| (i as f64 * 0.73).cos()).collect();
                 let dy: Vec<f64> = (0..n_out).map(|i| (i as f64 * 0.19).sin()).collect();
-                let mut scratch = vec![0.0; conv_scratch_len(&conv, batch, 2)];
+                let shape = ConvShape { conv, batch };
+                let mut scratch = vec![0.0; conv_scratch_len(shape, 2)];
 
                 let mut y = vec![0.0; n_out];
-                conv2d_forward(&pool, &conv, batch, &x, &w, &mut y, &mut scratch);
+                conv2d_forward(&pool, shape, &x, &w, &mut y, &mut scratch);
                 let want = naive_forward(&conv, batch, &x, &w);
                 assert!(y.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12), "{conv:?} batch {batch}: forward");
 
@@ -330,13 +309,13 @@ mod tests {
                 // <dy, conv(x, w)> = <dx, x> = <dw, w>.
                 let lhs = dot(&dy, &want);
                 let mut dx = vec![1.0; n_in];
-                conv2d_backward_data(&pool, &conv, batch, &dy, &w, &mut dx, false, &mut scratch);
+                conv2d_backward_data(&pool, shape, &dy, &w, &mut dx, false, &mut scratch);
                 assert!((dot(&dx, &x) - lhs).abs() < 1e-9, "{conv:?} batch {batch}: input gradient");
                 let before = dx.clone();
-                conv2d_backward_data(&pool, &conv, batch, &dy, &w, &mut dx, true, &mut scratch);
+                conv2d_backward_data(&pool, shape, &dy, &w, &mut dx, true, &mut scratch);
                 assert!(dx.iter().zip(&before).all(|(a, b)| (a - 2.0 * b).abs() < 1e-12), "accumulate adds");
                 let mut dw = vec![1.0; n_w];
-                conv2d_backward_weight(&pool, &conv, batch, &x, &dy, &mut dw, &mut scratch);
+                conv2d_backward_weight(&pool, shape, &x, &dy, &mut dw, &mut scratch);
                 assert!((dot(&dw, &w) - lhs).abs() < 1e-9, "{conv:?} batch {batch}: weight gradient");
             }
         }

@@ -1,18 +1,8 @@
 //! A fully connected layer with bias, `y = x W^T + b`, as GEMMs.
 
+use super::operands::{LinearGrads, LinearShape};
 use crate::gemm::{matmul, Real, View};
 use crate::pool::ThreadPool;
-
-/// The sizes of a linear layer applied to a batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LinearShape {
-    /// Samples.
-    pub batch: usize,
-    /// Input features.
-    pub d_in: usize,
-    /// Output features.
-    pub d_out: usize,
-}
 
 /// `y[B, d_out] = x[B, d_in] W^T + b`, `W` being `[d_out, d_in]`.
 pub fn linear_forward<T: Real>(pool: &ThreadPool, s: LinearShape, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
@@ -28,17 +18,8 @@ pub fn linear_forward<T: Real>(pool: &ThreadPool, s: LinearShape, x: &[T], w: &[
 
 /// Gradients of [`linear_forward`]: `dW = dy^T x`, `db` = column sums of
 /// `dy`, and, when asked for, `dx = dy W`.
-#[allow(clippy::too_many_arguments)]
-pub fn linear_backward<T: Real>(
-    pool: &ThreadPool,
-    s: LinearShape,
-    x: &[T],
-    w: &[T],
-    dy: &[T],
-    dx: &mut [T],
-    dw: &mut [T],
-    db: &mut [T],
-) {
+pub fn linear_backward<T: Real>(pool: &ThreadPool, s: LinearShape, x: &[T], w: &[T], dy: &[T], grads: LinearGrads<'_, [T]>) {
+    let LinearGrads { dx, dw, db } = grads;
     let dyv = View::row_major(&dy[..s.batch * s.d_out], s.batch, s.d_out);
     let xv = View::row_major(&x[..s.batch * s.d_in], s.batch, s.d_in);
     matmul(pool, dw, false, dyv.t(), xv);

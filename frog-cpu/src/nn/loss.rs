@@ -1,15 +1,7 @@
 //! Softmax cross-entropy with mean reduction, PyTorch's `cross_entropy`.
 
+use super::operands::LossStats;
 use crate::gemm::Real;
-
-/// The loss of a batch and how many predictions were right.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct LossStats {
-    /// Mean cross-entropy over the batch.
-    pub loss: f64,
-    /// Samples whose largest logit is their label's.
-    pub correct: usize,
-}
 
 /// Mean cross-entropy of `logits` (`[B, K]`) against `labels` (`B`
 /// entries, each below `K`), and its gradient `(softmax - onehot) / B`

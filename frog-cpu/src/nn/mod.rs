@@ -1,5 +1,8 @@
-//! Neural-network kernels for the training engine of frog-bench: plain
-//! functions over host slices, built on the same GEMM and im2col as FROG.
+//! Neural-network kernels for the training engine of frog-bench (feature
+//! `nn`): plain functions over host slices, built on the same GEMM and
+//! im2col as FROG. Their shapes and operand groups ([`BnShape`],
+//! [`ConvShape`], [`BnParams`], ...) are generic over the buffer type, and
+//! frog-cuda's `nn` kernels take the same ones over device buffers.
 //!
 //! Every kernel is generic over [`Real`](crate::gemm::Real) (f32 and f64)
 //! and takes the sizes it works on explicitly; slices may be longer than
@@ -14,14 +17,16 @@ mod batchnorm;
 mod conv;
 mod linear;
 mod loss;
+mod operands;
 mod patches;
 mod winograd;
 
 pub use avgpool::{global_avg_pool, global_avg_pool_backward};
-pub use batchnorm::{batch_norm_backward, batch_norm_eval, batch_norm_train, BnGrads, BnParams, BnShape, Epilogue};
+pub use batchnorm::{batch_norm_backward, batch_norm_eval, batch_norm_train};
 pub use conv::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward, conv_scratch_len};
-pub use linear::{linear_backward, linear_forward, LinearShape};
-pub use loss::{softmax_cross_entropy, LossStats};
+pub use linear::{linear_backward, linear_forward};
+pub use loss::softmax_cross_entropy;
+pub use operands::{BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, Epilogue, LinearGrads, LinearShape, LossStats};
 
 /// The product of `dims`, the entries of a tensor of that shape.
 ///

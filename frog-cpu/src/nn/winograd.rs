@@ -16,6 +16,7 @@
 use frog_core::{Conv2d, Layer};
 
 use super::entries;
+use super::operands::ConvShape;
 use crate::gemm::{matmul_seq, Real, View};
 use crate::parts::{Blocks, RoundRobin};
 use crate::pool::ThreadPool;
@@ -37,16 +38,20 @@ pub(super) fn applies(conv: &Conv2d) -> bool {
 struct Plan {
     grid: Grid,
     rows: usize,
-    /// Samples per group, groups, threads.
+    /// Samples, samples per group, groups, threads.
+    batch: usize,
     group: usize,
     groups: usize,
     threads: usize,
+    /// Whether the filters are the transposed rotated ones (the data
+    /// gradient's, see [`run`]).
+    flip: bool,
 }
 
 impl Plan {
-    fn new(grid: Grid, rows: usize, batch: usize, threads: usize) -> Self {
+    fn new(grid: Grid, rows: usize, batch: usize, threads: usize, flip: bool) -> Self {
         let group = TARGET_TILES.div_ceil(grid.per_sample()).min(batch.div_ceil(threads)).max(1);
-        Self { grid, rows, group, groups: batch.div_ceil(group), threads }
+        Self { grid, rows, batch, group, groups: batch.div_ceil(group), threads, flip }
     }
 
     fn tiles(&self) -> usize {
@@ -72,7 +77,7 @@ fn plans(conv: &Conv2d, batch: usize, threads: usize) -> Option<(Plan, Plan)> {
     let [ho, wo] = conv.output_hw()?;
     let forward = Grid::new(conv.c_in, conv.input_hw, conv.padding)?;
     let data = Grid::new(conv.c_out, [ho, wo], [2 - conv.padding[0], 2 - conv.padding[1]])?;
-    Some((Plan::new(forward, conv.c_out, batch, threads), Plan::new(data, conv.c_in, batch, threads)))
+    Some((Plan::new(forward, conv.c_out, batch, threads, false), Plan::new(data, conv.c_in, batch, threads, true)))
 }
 
 /// Scratch entries the Winograd kernels need (0 when `conv` is not one):
@@ -89,9 +94,9 @@ pub(super) fn scratch_len(conv: &Conv2d, batch: usize, threads: usize) -> usize 
 }
 
 /// `dw = sum over the batch of dY X` (see `conv::conv2d_backward_weight`).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn backward_weight<T: Real>(pool: &ThreadPool, conv: &Conv2d, batch: usize, x: &[T], dy: &[T], dw: &mut [T], scratch: &mut [T]) {
-    let (plan, _) = plans(conv, batch, pool.threads()).expect("a valid convolution geometry");
+pub(super) fn backward_weight<T: Real>(pool: &ThreadPool, shape: ConvShape, x: &[T], dy: &[T], dw: &mut [T], scratch: &mut [T]) {
+    let (plan, _) = plans(&shape.conv, shape.batch, pool.threads()).expect("a valid convolution geometry");
+    let batch = plan.batch;
     let (g, rows) = (plan.grid, plan.rows);
     let (c, [ho, wo], per, tiles) = (g.c, g.out, g.per_sample(), plan.tiles());
     let (in_len, out_len, part_len) = (entries("winograd convolution", &[c, g.hw[0], g.hw[1]]), entries("winograd convolution", &[rows, ho, wo]), POINTS * rows * c);
@@ -164,25 +169,23 @@ fn transform_grad<T: Real>(g: &Grid, plane: &[T], coef: &[[T; 4]; POINTS], dt: &
 }
 
 /// `y = conv(x, w)` (see `conv::conv2d_forward`), `conv` one that [`applies`].
-pub(super) fn forward<T: Real>(pool: &ThreadPool, conv: &Conv2d, batch: usize, x: &[T], w: &[T], y: &mut [T], scratch: &mut [T]) {
-    let (plan, _) = plans(conv, batch, pool.threads()).expect("a valid convolution geometry");
-    run(pool, &plan, batch, x, w, false, y, false, scratch);
+pub(super) fn forward<T: Real>(pool: &ThreadPool, shape: ConvShape, x: &[T], w: &[T], y: &mut [T], scratch: &mut [T]) {
+    let (plan, _) = plans(&shape.conv, shape.batch, pool.threads()).expect("a valid convolution geometry");
+    run(pool, &plan, x, w, y, false, scratch);
 }
 
 /// `dx (+)= d(conv)/dx^T dy` (see `conv::conv2d_backward_data`).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn backward_data<T: Real>(pool: &ThreadPool, conv: &Conv2d, batch: usize, dy: &[T], w: &[T], dx: &mut [T], accumulate: bool, scratch: &mut [T]) {
-    let (_, plan) = plans(conv, batch, pool.threads()).expect("a valid convolution geometry");
-    run(pool, &plan, batch, dy, w, true, dx, accumulate, scratch);
+pub(super) fn backward_data<T: Real>(pool: &ThreadPool, shape: ConvShape, dy: &[T], w: &[T], dx: &mut [T], accumulate: bool, scratch: &mut [T]) {
+    let (_, plan) = plans(&shape.conv, shape.batch, pool.threads()).expect("a valid convolution geometry");
+    run(pool, &plan, dy, w, dx, accumulate, scratch);
 }
 
 /// The convolution of `input` (`[batch, grid.c, H, W]`) with the filters
-/// in `w` (`[rows, c, 3, 3]`, or with `flip` the transposed rotated
-/// `[c, rows, 3, 3]`) into `out` (`[batch, rows, Ho, Wo]`, added to it
-/// when `accumulate`).
-#[allow(clippy::too_many_arguments)]
-fn run<T: Real>(pool: &ThreadPool, plan: &Plan, batch: usize, input: &[T], w: &[T], flip: bool, out: &mut [T], accumulate: bool, scratch: &mut [T]) {
-    let (g, rows) = (plan.grid, plan.rows);
+/// in `w` (`[rows, c, 3, 3]`, or with the plan's `flip` the transposed
+/// rotated `[c, rows, 3, 3]`) into `out` (`[batch, rows, Ho, Wo]`, added to
+/// it when `accumulate`).
+fn run<T: Real>(pool: &ThreadPool, plan: &Plan, input: &[T], w: &[T], out: &mut [T], accumulate: bool, scratch: &mut [T]) {
+    let (g, rows, batch, flip) = (plan.grid, plan.rows, plan.batch, plan.flip);
     let (c, [ho, wo], per) = (g.c, g.out, g.per_sample());
     let (in_len, out_len) = (entries("winograd convolution", &[c, g.hw[0], g.hw[1]]), entries("winograd convolution", &[rows, ho, wo]));
     let (input_len, output_len) = (entries("winograd convolution", &[batch, in_len]), entries("winograd convolution", &[batch, out_len]));

@@ -184,6 +184,7 @@ pub(crate) fn output_t_coef<T: Real>() -> [[T; 4]; POINTS] {
 /// and last entries swapped (the middle two are symmetric in `g0, g2`), so
 /// the rotated filter's transform is a permutation of the filter's, equal
 /// to the last bit.
+#[cfg(feature = "nn")] // the training convolutions' data gradient only
 pub(crate) const ROTATED: [usize; POINTS] = {
     const AXIS: [usize; 4] = [3, 1, 2, 0];
     let mut r = [0; POINTS];
@@ -327,6 +328,7 @@ impl Grid {
     /// (`[c, H, W]`) to `out[xi * point_stride + c * chan_stride + k]`:
     /// each point of each channel one contiguous row of the sample's tiles,
     /// as the training convolutions' GEMMs read them.
+    #[cfg(feature = "nn")]
     pub(crate) fn transform_planes<T: Real>(&self, xs: &[T], out: &mut [T], point_stride: usize, chan_stride: usize) {
         let [h, w] = self.hw;
         // Channel by channel, a run of up to ROW_TILES tiles of a tile row at
