@@ -165,6 +165,8 @@ pub struct Cpu<T> {
     pool: Arc<ThreadPool>,
     /// The forced algorithm, if any.
     pub(crate) algorithm: Option<Algorithm>,
+    /// The scalar type: the backend holds no buffer of it (a step's
+    /// scratch is its workspace's).
     _scalar: PhantomData<fn() -> T>,
 }
 
