@@ -74,8 +74,11 @@ impl Strided {
 }
 
 /// The sampled inputs of one step: `r` samples of `layer`'s input in
-/// PyTorch layout, and the backend's scratch as filled by
-/// [`Backend::pack_patches`] (for example an im2col copy of `X`).
+/// PyTorch layout, the backend's scratch as filled by
+/// [`Backend::pack_patches`] (for example an im2col copy of `X`), and the
+/// product scratch the products write while the patch scratch is
+/// read-only ([`Backend::product_scratch_len`]). The products take it by
+/// `&mut`, for that scratch; the other calls by `&`.
 pub struct Patches<'a, B: Backend + ?Sized> {
     /// The layer.
     pub layer: &'a Layer,
@@ -88,6 +91,11 @@ pub struct Patches<'a, B: Backend + ?Sized> {
     pub x: &'a B::Buffer,
     /// The backend's patch scratch.
     pub packed: &'a B::Buffer,
+    /// The backend's product scratch, at least
+    /// [`Backend::product_scratch_len`] entries (a workspace's, sized with
+    /// the rest of it): what a product writes besides its output. Its
+    /// contents between calls mean nothing.
+    pub scratch: &'a mut B::Buffer,
 }
 
 /// Buffers print as nothing (a backend's buffers need not be `Debug`): the
@@ -160,6 +168,20 @@ pub trait Backend {
         let _ = (layer, r);
         0
     }
+    /// Entries of product scratch ([`Patches::scratch`]) the products of a
+    /// step of `layer` with `r` samples need ([`Backend::project`],
+    /// [`Backend::back_project`], [`Backend::fisher_matvec`],
+    /// [`Backend::cg_iteration`], [`Backend::cg_solve`]), in the style of
+    /// rustfft's `get_inplace_scratch_len`: [`crate::WorkspaceReq`] sizes
+    /// it and [`crate::Workspace`] allocates it with every other buffer,
+    /// so that no step allocates, its first included. It must cover every
+    /// sample count up to `r` (a workspace sized at `r` serves smaller
+    /// samples). The default, for backends whose products need nothing
+    /// besides their outputs and `u`, is 0.
+    fn product_scratch_len(&self, layer: &Layer, r: usize) -> usize {
+        let _ = (layer, r);
+        0
+    }
     /// Prepares `packed` from `x` once per step (for example an im2col
     /// copy), so every product of the step can reuse it.
     ///
@@ -202,10 +224,10 @@ pub trait Backend {
     ) -> Result<(), Self::Error>;
     /// `U = X V^T` for the `R x D'` rows `v`: `u[(i,j,l)] = <P[i,l], v_j>`,
     /// in the same backend layout as the Fisher weights.
-    fn project(&self, p: &Patches<'_, Self>, v: &Self::Buffer, u: &mut Self::Buffer) -> Result<(), Self::Error>;
+    fn project(&self, p: &mut Patches<'_, Self>, v: &Self::Buffer, u: &mut Self::Buffer) -> Result<(), Self::Error>;
     /// `G = U^T X`: `g_j = sum_{i,l} u[(i,j,l)] P[i,l]`, overwriting the
     /// `R x D'` buffer `g`.
-    fn back_project(&self, p: &Patches<'_, Self>, u: &Self::Buffer, g: &mut Self::Buffer) -> Result<(), Self::Error>;
+    fn back_project(&self, p: &mut Patches<'_, Self>, u: &Self::Buffer, g: &mut Self::Buffer) -> Result<(), Self::Error>;
 
     // ---- elementwise ----
 
@@ -258,7 +280,7 @@ pub trait Backend {
     /// product scratch. Override to fuse the `lambda` scaling into a product.
     fn fisher_matvec(
         &self,
-        p: &Patches<'_, Self>,
+        p: &mut Patches<'_, Self>,
         lambda: &Self::Buffer,
         tau: Self::Scalar,
         v: &Self::Buffer,
@@ -277,7 +299,7 @@ pub trait Backend {
     /// fuse the vector updates.
     fn cg_iteration(
         &self,
-        p: &Patches<'_, Self>,
+        p: &mut Patches<'_, Self>,
         lambda: &Self::Buffer,
         tau: Self::Scalar,
         eps: Self::Scalar,
@@ -302,9 +324,9 @@ pub trait Backend {
     /// runs [`Backend::cg_iteration`] `iters` times. Override to solve in
     /// another space with the same iterates (frog-cpu solves in the span of
     /// the sampled patches where they are few); an override may leave
-    /// `rs`, `pd`, `ap` and `u` holding anything.
+    /// `rs`, `pd`, `ap`, `u` and the product scratch holding anything.
     #[allow(clippy::too_many_arguments)]
-    fn cg_solve(&self, p: &Patches<'_, Self>, lambda: &Self::Buffer, tau: Self::Scalar, eps: Self::Scalar, iters: usize, cg: &mut CgBuffers<'_, Self>) -> Result<(), Self::Error> {
+    fn cg_solve(&self, p: &mut Patches<'_, Self>, lambda: &Self::Buffer, tau: Self::Scalar, eps: Self::Scalar, iters: usize, cg: &mut CgBuffers<'_, Self>) -> Result<(), Self::Error> {
         (0..iters).try_for_each(|_| self.cg_iteration(p, lambda, tau, eps, cg))
     }
 

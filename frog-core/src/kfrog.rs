@@ -343,7 +343,7 @@ pub fn kfrog_step<B: KfrogBackend>(
 /// overflows the scalar.
 fn pack<B: KfrogBackend>(backend: &B, cfg: &KfrogConfig, layer: &Layer, ws: &mut Workspace<B>, batch: &KfrogBatch<'_, B>) -> Result<f64, Error<B::Error>> {
     backend.pack_patches(layer, batch.x_sample, batch.x, &mut ws.packed).map_err(Error::Backend)?;
-    let p = Patches { layer, r: batch.x_sample, x: batch.x, packed: &ws.packed };
+    let p = Patches { layer, r: batch.x_sample, x: batch.x, packed: &ws.packed, scratch: &mut ws.scratch };
     backend.patch_gain(&p, &mut ws.coef).map_err(Error::Backend)?;
     let mut gain = [B::Scalar::ONE];
     backend.read(&ws.coef, 0, &mut gain).map_err(Error::Backend)?;
@@ -421,7 +421,7 @@ fn run<B: KfrogBackend>(
 
     // 6-8. The patches' column RMS (in ws.rs), broadcast over the rows
     // (ws.pd), times the solution: the direction; then the step.
-    let p = Patches { layer, r: batch.x_sample, x: batch.x, packed: &ws.packed };
+    let p = Patches { layer, r: batch.x_sample, x: batch.x, packed: &ws.packed, scratch: &mut ws.scratch };
     backend.patch_col_norms(&p, s(1.0 / bx), &mut ws.rs)?;
     backend.copy_strided(rows, d, &ws.rs, Strided { stride: 0, offset: 0 }, &mut ws.pd, Strided::dense(d))?;
     backend.mul_assign(n, &mut ws.pd, &ws.z)?;

@@ -10,9 +10,10 @@
 //! With a [`ViewBackend`], every step also takes views of the caller's own
 //! arrays (parts of a framework's storage) instead of backend buffers.
 //!
-//! The crate is `#![no_std]` and never allocates: every buffer a step needs
-//! is sized up front by [`WorkspaceReq`] and allocated once, by the caller, on
-//! its backend; steps only launch backend kernels, so per-row scalars
+//! The crate is `#![no_std]` and never allocates: every buffer a step needs,
+//! the backend's patch and product scratch included, is sized up front by
+//! [`WorkspaceReq`] and allocated once, by the caller, on its backend;
+//! steps only launch backend kernels, so per-row scalars
 //! (traces, CG `alpha`/`beta`, row scales) never leave the device.
 #![no_std]
 #![forbid(unsafe_code)]

@@ -629,7 +629,7 @@ fn run_step<B: Backend>(
 
     // 2-4. Patches, traces and Fisher weights.
     batch.pack(backend, layer, &mut ws.packed)?;
-    let p = Patches { layer, r: batch.rows().0, x: batch.x().unwrap_or(&ws.packed), packed: &ws.packed };
+    let p = Patches { layer, r: batch.rows().0, x: batch.x().unwrap_or(&ws.packed), packed: &ws.packed, scratch: &mut ws.scratch };
     batch.norms(backend, &p, &mut ws.norms)?;
     batch.fisher_weights(backend, &p, &ws.norms, plan.scale, eps, &mut ws.trace, &mut ws.lambda)?;
 
@@ -763,7 +763,7 @@ pub(crate) fn cg_iterate<'w, B: Backend>(
     ws: &'w mut Workspace<B>,
 ) -> Result<&'w B::Buffer, B::Error> {
     // `None`: a step on 16-bit inputs, whose products read only the scratch.
-    let p = Patches { layer, r, x: x.unwrap_or(&ws.packed), packed: &ws.packed };
+    let mut p = Patches { layer, r, x: x.unwrap_or(&ws.packed), packed: &ws.packed, scratch: &mut ws.scratch };
     let mut cg = CgBuffers {
         z: &mut ws.z,
         rs: &mut ws.rs,
@@ -775,6 +775,6 @@ pub(crate) fn cg_iterate<'w, B: Backend>(
         pap: &mut ws.pap,
         coef: &mut ws.coef,
     };
-    backend.cg_solve(&p, &ws.lambda, tau, eps, iters, &mut cg)?;
+    backend.cg_solve(&mut p, &ws.lambda, tau, eps, iters, &mut cg)?;
     Ok(cg.rho)
 }

@@ -1,7 +1,8 @@
 //! Workspace sizing and the workspace itself, in the faer/rustfft style:
 //! [`WorkspaceReq::new`] reports what a layer's step needs at a given sample
-//! size, the caller allocates it once with [`Workspace::new`], and every
-//! step takes it instead of allocating.
+//! size, the backend's patch and product scratch included, the caller
+//! allocates it once with [`Workspace::new`], and every step takes it
+//! instead of allocating (a backend keeps no hidden scratch of its own).
 
 use core::fmt;
 
@@ -10,8 +11,14 @@ use crate::error::ShapeError;
 use crate::layer::Layer;
 use crate::step::mul;
 
-/// Entries each part of a workspace needs. Requirements of several layers
-/// combine with [`WorkspaceReq::union`], so one workspace can serve them all.
+/// Entries each part of a workspace needs: every buffer a step writes,
+/// FROG's vectors and the backend's scratch ([`Backend::patch_scratch_len`],
+/// [`Backend::product_scratch_len`]) alike, so a step (its first included)
+/// allocates nothing and cannot run out of memory. Requirements of several
+/// layers combine with [`WorkspaceReq::union`], so one workspace can serve
+/// them all; one made at `r` samples serves steps of fewer. The backend's
+/// parts depend on the backend as made (frog-cpu's on its thread count):
+/// a workspace serves the backend it was sized on, and its clones.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkspaceReq {
     /// Each `R x D'` vector (gradient, direction, residual, search direction, `A p`).
@@ -24,6 +31,8 @@ pub struct WorkspaceReq {
     pub norms: usize,
     /// The backend's patch scratch.
     pub packed: usize,
+    /// The backend's product scratch.
+    pub scratch: usize,
 }
 
 impl WorkspaceReq {
@@ -40,6 +49,7 @@ impl WorkspaceReq {
             fisher: mul(norms, rows, "Fisher weights (sample * positions * rows)")?,
             norms,
             packed: backend.patch_scratch_len(layer, r),
+            scratch: backend.product_scratch_len(layer, r),
         })
     }
 
@@ -51,12 +61,13 @@ impl WorkspaceReq {
             fisher: self.fisher.max(other.fisher),
             norms: self.norms.max(other.norms),
             packed: self.packed.max(other.packed),
+            scratch: self.scratch.max(other.scratch),
         }
     }
 
     /// Total entries, over all buffers (`usize::MAX` if that overflows).
     pub fn total(&self) -> usize {
-        let parts = [(VECTORS, self.vector), (ROWS, self.row), (2, self.fisher), (1, self.norms), (1, self.packed)];
+        let parts = [(VECTORS, self.vector), (ROWS, self.row), (2, self.fisher), (1, self.norms), (1, self.packed), (1, self.scratch)];
         parts.iter().fold(0usize, |sum, &(k, v)| sum.saturating_add(v.saturating_mul(k)))
     }
 
@@ -68,6 +79,7 @@ impl WorkspaceReq {
             ("fisher", need.fisher, self.fisher),
             ("norms", need.norms, self.norms),
             ("packed", need.packed, self.packed),
+            ("scratch", need.scratch, self.scratch),
         ];
         for (what, required, available) in parts {
             if required > available {
@@ -102,6 +114,8 @@ pub struct Workspace<B: Backend> {
     pub(crate) u: B::Buffer,
     pub(crate) norms: B::Buffer,
     pub(crate) packed: B::Buffer,
+    /// The backend's product scratch ([`crate::Patches::scratch`]).
+    pub(crate) scratch: B::Buffer,
 }
 
 /// What it was sized for, not its buffers (they need not be `Debug`).
@@ -135,6 +149,7 @@ impl<B: Backend> Workspace<B> {
             u: backend.zeros(req.fisher)?,
             norms: backend.zeros(req.norms)?,
             packed: backend.zeros(req.packed)?,
+            scratch: backend.zeros(req.scratch)?,
         })
     }
 

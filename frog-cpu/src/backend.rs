@@ -14,14 +14,22 @@
 //! (the transformed input tiles instead of `X`), and their patch norms are
 //! taken from the inputs.
 //!
-//! The scratch's last entry holds the gain of the step's patches
+//! The patch scratch's last entry holds the gain of the step's patches
 //! ([`frog_core::Backend::pack_patches`]: 1, or the power of two that
 //! brings inputs too large for their squares near 1), which every product
 //! applies to the inputs it reads and to the bias feature.
+//!
+//! What the Winograd products and the Gram CG write besides their outputs
+//! lives in the step's product scratch ([`Patches`]' `scratch`), sized by
+//! [`Backend::product_scratch_len`] for the backend's pool and allocated
+//! with the workspace: the backend holds no scratch of its own, so steps
+//! on a shared backend (clones share the pool) need no lock, and no step
+//! allocates, its first included.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use frog_core::{Backend, BackendError, BackendErrorKind, CgBuffers, Guard, GuardBackend, Half, Layer, LayerKind, LowpBackend, Patches, ShapeError, Strided, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};
 
@@ -157,23 +165,23 @@ pub struct Cpu<T> {
     pool: Arc<ThreadPool>,
     /// The forced algorithm, if any.
     pub(crate) algorithm: Option<Algorithm>,
-    /// Scratch the Winograd products write while the patch scratch is
-    /// read-only (see `winograd`): grown by a layer's first step, then
-    /// reused, so steady-state steps allocate nothing. Clones share it,
-    /// as they share the pool whose `run` already serializes them.
-    pub(crate) arena: Arc<Mutex<Vec<T>>>,
+    /// The scalar type: the backend holds no buffer of it (a step's
+    /// scratch is its workspace's).
+    _scalar: PhantomData<fn() -> T>,
 }
 
+/// A clone shares the pool, so a workspace sized on one serves the other
+/// (the product scratch depends on the thread count).
 impl<T> Clone for Cpu<T> {
     fn clone(&self) -> Self {
-        Self { pool: Arc::clone(&self.pool), algorithm: self.algorithm, arena: Arc::clone(&self.arena) }
+        Self { pool: Arc::clone(&self.pool), algorithm: self.algorithm, _scalar: PhantomData }
     }
 }
 
 impl<T: Real> Cpu<T> {
     /// A backend running on `pool`.
     pub fn new(pool: Arc<ThreadPool>) -> Self {
-        Self { pool, algorithm: None, arena: Arc::new(Mutex::new(Vec::new())) }
+        Self { pool, algorithm: None, _scalar: PhantomData }
     }
 
     /// A backend with its own pool of `threads` threads (0: all CPUs); an
@@ -278,6 +286,23 @@ impl<T: Real> Backend for Cpu<T> {
         patches.saturating_add(1)
     }
 
+    fn product_scratch_len(&self, layer: &Layer, r: usize) -> usize {
+        // Winograd's products at `r` (which cover its smaller samples),
+        // and the Gram CG's at the most samples up to `r` that run it: the
+        // automatic choice runs it below some sample count, and its scratch
+        // can outgrow Winograd's. The direct products need none.
+        let threads = self.pool.threads();
+        let winograd = match self.tiles(layer, r) {
+            Ok(Some(tiles)) => tiles.step_scratch_len(threads),
+            _ => 0,
+        };
+        let gram = match self.gram_samples(layer, r) {
+            0 => 0,
+            r => gram::scratch_len(layer, r),
+        };
+        winograd.max(gram)
+    }
+
     fn pack_patches(&self, layer: &Layer, r: usize, x: &Vec<T>, packed: &mut Vec<T>) -> Result<(), CpuError> {
         self.pack_from(layer, r, x, packed)
     }
@@ -312,17 +337,17 @@ impl<T: Real> Backend for Cpu<T> {
         Ok(())
     }
 
-    fn project(&self, p: &Patches<'_, Self>, v: &Vec<T>, u: &mut Vec<T>) -> Result<(), CpuError> {
+    fn project(&self, p: &mut Patches<'_, Self>, v: &Vec<T>, u: &mut Vec<T>) -> Result<(), CpuError> {
         self.project_scaled(p, v, None, u)
     }
 
-    fn back_project(&self, p: &Patches<'_, Self>, u: &Vec<T>, g: &mut Vec<T>) -> Result<(), CpuError> {
+    fn back_project(&self, p: &mut Patches<'_, Self>, u: &Vec<T>, g: &mut Vec<T>) -> Result<(), CpuError> {
         self.back_project_into(p, u, false, g)
     }
 
     fn fisher_matvec(
         &self,
-        p: &Patches<'_, Self>,
+        p: &mut Patches<'_, Self>,
         lambda: &Vec<T>,
         tau: T,
         v: &Vec<T>,
@@ -336,18 +361,22 @@ impl<T: Real> Backend for Cpu<T> {
         if let Some(tiles) = self.tiles(p.layer, p.r)?.filter(|t| t.fuses(self.pool.threads())) {
             // Winograd: both products in one pass over the transformed inputs.
             let n = Self::patch_dims(p).0;
+            let len = tiles.matvec_scratch_len(self.pool.threads());
             need("fisher_matvec: scratch", p.packed, tiles.packed_len())?;
+            need("fisher_matvec: product scratch", p.scratch, len)?;
             need("fisher_matvec: v", v, rows.saturating_mul(cols))?;
             need("fisher_matvec: lambda", lambda, rows.saturating_mul(n))?;
             self.axpby(rows * cols, tau, v, T::ZERO, out)?;
-            return self.with_arena(tiles.matvec_arena_len(self.pool.threads()), |arena| winograd::matvec(&self.pool, &tiles, p.packed, gain(p), v, lambda, out, arena));
+            let xt = winograd::Packed { pool: &self.pool, t: &tiles, packed: p.packed, gain: gain(p) };
+            winograd::matvec(xt, v, lambda, out, &mut p.scratch[..len]);
+            return Ok(());
         }
         self.project_scaled(p, v, Some(lambda), u)?;
         self.axpby(rows * cols, tau, v, T::ZERO, out)?;
         self.back_project_into(p, u, true, out)
     }
 
-    fn cg_iteration(&self, p: &Patches<'_, Self>, lambda: &Vec<T>, tau: T, eps: T, cg: &mut CgBuffers<'_, Self>) -> Result<(), CpuError> {
+    fn cg_iteration(&self, p: &mut Patches<'_, Self>, lambda: &Vec<T>, tau: T, eps: T, cg: &mut CgBuffers<'_, Self>) -> Result<(), CpuError> {
         // After the matvec, one pass per row does every vector update of the
         // iteration while the row's four vectors sit in cache, with the same
         // arithmetic (and the same dot products) as the provided method.
@@ -385,7 +414,7 @@ impl<T: Real> Backend for Cpu<T> {
         Ok(())
     }
 
-    fn cg_solve(&self, p: &Patches<'_, Self>, lambda: &Vec<T>, tau: T, eps: T, iters: usize, cg: &mut CgBuffers<'_, Self>) -> Result<(), CpuError> {
+    fn cg_solve(&self, p: &mut Patches<'_, Self>, lambda: &Vec<T>, tau: T, eps: T, iters: usize, cg: &mut CgBuffers<'_, Self>) -> Result<(), CpuError> {
         // One iteration costs the Gram path more than the direct one: K and
         // the solution's product besides the iteration's.
         if iters >= 2 && self.algorithm(p.layer, p.r)? == Algorithm::Gram {
@@ -535,18 +564,12 @@ impl<T: Real> Cpu<T> {
         let x = &x[..r * inp];
         if let Some(tiles) = self.tiles(layer, r)? {
             need("pack_patches: scratch", packed, tiles.packed_len().saturating_add(1))?;
-            // The products' arena, grown here so that they cannot fail on it.
-            self.with_arena(tiles.step_arena_len(self.pool.threads()), |_| ())?;
             let gain = self.input_gain(x);
             winograd::pack(&self.pool, &tiles, r, x, gain, packed);
             set_gain(packed, gain);
             return Ok(());
         }
         need("pack_patches: scratch", packed, r.saturating_mul(per).saturating_add(1))?;
-        if self.algorithm(layer, r)? == Algorithm::Gram {
-            // The Gram CG's arena, grown here so that the solve cannot fail on it.
-            self.with_arena(gram::arena_len(layer, r), |_| ())?;
-        }
         let gain = self.input_gain(x);
         self.par_row_blocks(packed, r, per, per, |samples, block| {
             for (k, i) in samples.enumerate() {
@@ -816,7 +839,7 @@ impl<T: Real> Cpu<T> {
     /// `U = X V^T` (`N x R`), times `lambda` entrywise when given,
     /// computed in row tiles per thread so the scaling finds its tile in
     /// cache.
-    fn project_scaled(&self, p: &Patches<'_, Self>, v: &[T], lambda: Option<&Vec<T>>, u: &mut [T]) -> Result<(), CpuError> {
+    fn project_scaled(&self, p: &mut Patches<'_, Self>, v: &[T], lambda: Option<&Vec<T>>, u: &mut [T]) -> Result<(), CpuError> {
         let (n, cols) = Self::patch_dims(p);
         let rows = p.layer.rows();
         need("project: v", v, rows.saturating_mul(cols))?;
@@ -825,9 +848,12 @@ impl<T: Real> Cpu<T> {
             need("project: lambda", l, rows.saturating_mul(n))?;
         }
         if let Some(tiles) = self.tiles(p.layer, p.r)? {
+            let len = tiles.scratch_len(self.pool.threads());
             need("project: scratch", p.packed, tiles.packed_len())?;
-            let lambda = lambda.map(|l| &l[..]);
-            return self.with_arena(tiles.arena_len(self.pool.threads()), |arena| winograd::project(&self.pool, &tiles, p.packed, gain(p), v, lambda, u, arena));
+            need("project: product scratch", p.scratch, len)?;
+            let xt = winograd::Packed { pool: &self.pool, t: &tiles, packed: p.packed, gain: gain(p) };
+            winograd::project(xt, v, lambda.map(|l| &l[..]), u, &mut p.scratch[..len]);
+            return Ok(());
         }
         need("project: scratch", p.packed, n.saturating_mul(cols))?;
         let vt = View::row_major(&v[..rows * cols], rows, cols).t();
@@ -846,14 +872,18 @@ impl<T: Real> Cpu<T> {
     }
 
     /// `G = U^T X` (`R x D'`), added to `g` when `accumulate`.
-    fn back_project_into(&self, p: &Patches<'_, Self>, u: &[T], accumulate: bool, g: &mut [T]) -> Result<(), CpuError> {
+    fn back_project_into(&self, p: &mut Patches<'_, Self>, u: &[T], accumulate: bool, g: &mut [T]) -> Result<(), CpuError> {
         let (n, cols) = Self::patch_dims(p);
         let rows = p.layer.rows();
         need("back_project: u", u, rows.saturating_mul(n))?;
         need("back_project: g", g, rows.saturating_mul(cols))?;
         if let Some(tiles) = self.tiles(p.layer, p.r)? {
+            let len = tiles.scratch_len(self.pool.threads());
             need("back_project: scratch", p.packed, tiles.packed_len())?;
-            return self.with_arena(tiles.arena_len(self.pool.threads()), |arena| winograd::back_project(&self.pool, &tiles, p.packed, gain(p), u, accumulate, g, arena));
+            need("back_project: product scratch", p.scratch, len)?;
+            let xt = winograd::Packed { pool: &self.pool, t: &tiles, packed: p.packed, gain: gain(p) };
+            winograd::back_project(xt, u, accumulate, g, &mut p.scratch[..len]);
+            return Ok(());
         }
         need("back_project: scratch", p.packed, n.saturating_mul(cols))?;
         let ut = View::row_major(&u[..rows * n], n, rows).t();

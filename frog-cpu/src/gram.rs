@@ -67,9 +67,10 @@ const A_R: usize = 3;
 const A_Z: usize = 4;
 const PAP: usize = 5;
 
-/// Arena entries the solve needs at `r` samples: `K` (and `S` for a
-/// [`Same`] convolution), the matrices and the scalars.
-pub(crate) fn arena_len(layer: &Layer, r: usize) -> usize {
+/// Entries of product scratch the solve needs at `r` samples: `K` (and
+/// `S` for a [`Same`] convolution), the matrices and the scalars. It grows
+/// with `r`.
+pub(crate) fn scratch_len(layer: &Layer, r: usize) -> usize {
     let (n, rows) = (r.saturating_mul(layer.positions()), layer.rows());
     let grams = if Same::of(layer).is_some() { 2 } else { 1 };
     n.saturating_mul(n).saturating_mul(grams).saturating_add(rows.saturating_mul(n.saturating_mul(MATRICES).saturating_add(SCALARS)))
@@ -165,76 +166,79 @@ struct Rows<'a, T> {
 /// The solve (see the module docs), from the state `cg_start` leaves: `z =
 /// 0`, `rs = pd = m`, `rho = <m, m>`. Leaves the solution in `cg.z` and the
 /// final `<Rs, Rs>` in `cg.rho`; `rs` still holds `m`, and `pd`, `ap` and
-/// `u` are untouched.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn solve<T: Real>(cpu: &Cpu<T>, p: &Patches<'_, Cpu<T>>, lambda: &[T], tau: T, eps: T, iters: usize, cg: &mut CgBuffers<'_, Cpu<T>>) -> Result<(), CpuError> {
+/// `u` are untouched. `K`, the matrices and the scalars live in the
+/// product scratch ([`scratch_len`]).
+pub(crate) fn solve<T: Real>(cpu: &Cpu<T>, p: &mut Patches<'_, Cpu<T>>, lambda: &[T], tau: T, eps: T, iters: usize, cg: &mut CgBuffers<'_, Cpu<T>>) -> Result<(), CpuError> {
     let (n, cols, rows) = (p.r.saturating_mul(p.layer.positions()), p.layer.cols(), p.layer.rows());
+    let len = scratch_len(p.layer, p.r);
     need("gram: scratch", p.packed, n.saturating_mul(cols))?;
+    need("gram: product scratch", p.scratch, len)?;
     need("gram: lambda", lambda, n.saturating_mul(rows))?;
     for (what, v) in [("gram: z", &*cg.z), ("gram: rs", &*cg.rs)] {
         need(what, v, rows.saturating_mul(cols))?;
     }
     need("gram: rho", cg.rho, rows)?;
     let pool = cpu.pool();
-    let x = View::row_major(&p.packed[..n * cols], n, cols);
+    let (layer, packed, bias) = (p.layer, p.packed, p.layer.bias.then(|| gain(p)));
+    let x = View::row_major(&packed[..n * cols], n, cols);
     let (m, z, rho) = (&cg.rs[..rows * cols], &mut cg.z[..rows * cols], &mut cg.rho[..rows]);
     // Small solves stay on one thread: a wake-up of the pool would cost
     // more than it saves (and their results then match any pool's).
     let work = n.saturating_mul(n.saturating_add(cols)).saturating_mul(rows);
     let parts = if work < PAR_WORK { 1 } else { pool.threads() };
-    cpu.with_arena(arena_len(p.layer, p.r), |arena| {
-        let (k, rest) = arena.split_at_mut(n * n);
-        let rest = match Same::of(p.layer) {
-            Some(same) => {
-                let (s, rest) = rest.split_at_mut(n * n);
-                gram_matrix(pool, parts, same.centre(p.packed, n, cols), n, s);
-                same.shift_sum(pool, parts, n, p.layer.bias.then(|| gain(p)), s, k);
-                rest
+    let scratch = &mut p.scratch[..len];
+    let (k, rest) = scratch.split_at_mut(n * n);
+    let rest = match Same::of(layer) {
+        Some(same) => {
+            let (s, rest) = rest.split_at_mut(n * n);
+            gram_matrix(pool, parts, same.centre(packed, n, cols), n, s);
+            same.shift_sum(pool, parts, n, bias, s, k);
+            rest
+        }
+        None => {
+            gram_matrix(pool, parts, x, n, k);
+            rest
+        }
+    };
+    let k = View::row_major(&*k, n, n);
+    let (mats, scalars) = rest.split_at_mut(MATRICES * rows * n);
+    let mut mats = mats.chunks_exact_mut(rows * n);
+    let mats: [_; MATRICES] = std::array::from_fn(|_| RowSplit::new(mats.next().expect("MATRICES matrices"), rows, n, parts));
+    let vectors = (RowSplit::new(&mut scalars[..rows * SCALARS], rows, SCALARS, parts), RowSplit::new(z, rows, cols, parts), RowSplit::new(rho, rows, 1, parts));
+    pool.split((mats, vectors), |_, (mats, ((js, scalars), (_, z), (_, rho)))| {
+        if js.is_empty() {
+            return;
+        }
+        let [xm, lam, cp, cr, cz, kp, kr, w, kw] = mats.map(|(_, m)| m);
+        let mut part = Rows { xm, lam, cp, cr, cz, kp, kr, w, kw, scalars };
+        let m = &m[js.start * cols..js.end * cols];
+        // X m of these rows (one product), lambda transposed, and the
+        // representation of z = 0, rs = pd = m.
+        matmul_seq(part.xm, n, false, View::row_major(m, js.len(), cols), x.t());
+        for (k, j) in js.clone().enumerate() {
+            for (i, l) in part.lam[k * n..(k + 1) * n].iter_mut().enumerate() {
+                *l = lambda[i * rows + j];
             }
-            None => {
-                gram_matrix(pool, parts, x, n, k);
-                rest
-            }
-        };
-        let k = View::row_major(&*k, n, n);
-        let (mats, scalars) = rest.split_at_mut(MATRICES * rows * n);
-        let mut mats = mats.chunks_exact_mut(rows * n);
-        let mats: [_; MATRICES] = std::array::from_fn(|_| RowSplit::new(mats.next().expect("MATRICES matrices"), rows, n, parts));
-        let vectors = (RowSplit::new(&mut scalars[..rows * SCALARS], rows, SCALARS, parts), RowSplit::new(z, rows, cols, parts), RowSplit::new(rho, rows, 1, parts));
-        pool.split((mats, vectors), |_, (mats, ((js, scalars), (_, z), (_, rho)))| {
-            if js.is_empty() {
-                return;
-            }
-            let [xm, lam, cp, cr, cz, kp, kr, w, kw] = mats.map(|(_, m)| m);
-            let mut part = Rows { xm, lam, cp, cr, cz, kp, kr, w, kw, scalars };
-            let m = &m[js.start * cols..js.end * cols];
-            // X m of these rows (one product), lambda transposed, and the
-            // representation of z = 0, rs = pd = m.
-            matmul_seq(part.xm, n, false, View::row_major(m, js.len(), cols), x.t());
-            for (k, j) in js.clone().enumerate() {
-                for (i, l) in part.lam[k * n..(k + 1) * n].iter_mut().enumerate() {
-                    *l = lambda[i * rows + j];
-                }
-            }
-            for v in [&mut *part.cp, &mut *part.cr, &mut *part.cz, &mut *part.kp, &mut *part.kr] {
-                v.fill(T::ZERO);
-            }
-            for (s, &rho) in part.scalars.chunks_exact_mut(SCALARS).zip(&*rho) {
-                s.copy_from_slice(&[rho, rho, T::ONE, T::ONE, T::ZERO, T::ZERO]);
-            }
-            for _ in 0..iters {
-                iterate(&mut part, n, k, tau, eps);
-            }
-            // z = a_z m + X^T c_z.
-            matmul_seq(z, cols, false, View::row_major(part.cz, js.len(), n), x);
-            for ((z, m), s) in z.chunks_exact_mut(cols).zip(m.chunks_exact(cols)).zip(part.scalars.chunks_exact(SCALARS)) {
-                z.iter_mut().zip(m).for_each(|(z, &m)| *z += s[A_Z] * m);
-            }
-            for (rho, s) in rho.iter_mut().zip(part.scalars.chunks_exact(SCALARS)) {
-                *rho = s[RHO];
-            }
-        });
-    })
+        }
+        for v in [&mut *part.cp, &mut *part.cr, &mut *part.cz, &mut *part.kp, &mut *part.kr] {
+            v.fill(T::ZERO);
+        }
+        for (s, &rho) in part.scalars.chunks_exact_mut(SCALARS).zip(&*rho) {
+            s.copy_from_slice(&[rho, rho, T::ONE, T::ONE, T::ZERO, T::ZERO]);
+        }
+        for _ in 0..iters {
+            iterate(&mut part, n, k, tau, eps);
+        }
+        // z = a_z m + X^T c_z.
+        matmul_seq(z, cols, false, View::row_major(part.cz, js.len(), n), x);
+        for ((z, m), s) in z.chunks_exact_mut(cols).zip(m.chunks_exact(cols)).zip(part.scalars.chunks_exact(SCALARS)) {
+            z.iter_mut().zip(m).for_each(|(z, &m)| *z += s[A_Z] * m);
+        }
+        for (rho, s) in rho.iter_mut().zip(part.scalars.chunks_exact(SCALARS)) {
+            *rho = s[RHO];
+        }
+    });
+    Ok(())
 }
 
 /// `K = X X^T` (`n x n`): each thread computes a band of rows of the lower

@@ -55,16 +55,17 @@ fn products<T: Real>(cpu: &Cpu<T>, layer: &Layer, r: usize, inp: &Inputs) -> Pro
     let x = upload(cpu, &inp.x);
     let mut packed = cpu.zeros(cpu.patch_scratch_len(layer, r)).unwrap();
     cpu.pack_patches(layer, r, &x, &mut packed).unwrap();
-    let p = Patches { layer, r, x: &x, packed: &packed };
+    let mut scratch = cpu.zeros(cpu.product_scratch_len(layer, r)).unwrap();
+    let mut p = Patches { layer, r, x: &x, packed: &packed, scratch: &mut scratch };
     let mut norms = cpu.zeros(n).unwrap();
     cpu.patch_sq_norms(&p, &mut norms).unwrap();
     let (v, u_in, lambda) = (upload(cpu, &inp.v), upload(cpu, &inp.u), upload(cpu, &inp.lambda));
     let mut u = cpu.zeros(n * rows).unwrap();
-    cpu.project(&p, &v, &mut u).unwrap();
+    cpu.project(&mut p, &v, &mut u).unwrap();
     let mut g = cpu.zeros(rows * cols).unwrap();
-    cpu.back_project(&p, &u_in, &mut g).unwrap();
-    let (mut scratch, mut matvec) = (cpu.zeros(n * rows).unwrap(), cpu.zeros(rows * cols).unwrap());
-    cpu.fisher_matvec(&p, &lambda, T::of_f64(0.25), &v, &mut scratch, &mut matvec).unwrap();
+    cpu.back_project(&mut p, &u_in, &mut g).unwrap();
+    let (mut u_scratch, mut matvec) = (cpu.zeros(n * rows).unwrap(), cpu.zeros(rows * cols).unwrap());
+    cpu.fisher_matvec(&mut p, &lambda, T::of_f64(0.25), &v, &mut u_scratch, &mut matvec).unwrap();
     Products { norms: host(&norms), u: host(&u), g: host(&g), matvec: host(&matvec) }
 }
 

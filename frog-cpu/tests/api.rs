@@ -28,8 +28,8 @@ fn every_public_type_prints_with_debug() {
 
     let (mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h, mut i) = (vec![0.0; 4], vec![0.0; 4], vec![0.0; 4], vec![0.0; 4], vec![0.0; 4], vec![0.0; 4], vec![0.0; 4], vec![0.0; 4], vec![0.0; 4]);
     let cg = CgBuffers::<Cpu<f64>> { z: &mut a, rs: &mut b, pd: &mut c, ap: &mut d, u: &mut e, rho: &mut f, rho_next: &mut g, pap: &mut h, coef: &mut i };
-    let (x, y, mut w) = (vec![0.0; 4], vec![0.0; 4], vec![0.0; 4]);
-    let patches = Patches::<Cpu<f64>> { layer: &layer, r: 2, x: &x, packed: &y };
+    let (x, y, mut w, mut s) = (vec![0.0; 4], vec![0.0; 4], vec![0.0; 4], vec![0.0; 4]);
+    let patches = Patches::<Cpu<f64>> { layer: &layer, r: 2, x: &x, packed: &y, scratch: &mut s };
     let ws = Workspace::new(cpu, WorkspaceReq::new(cpu, &layer, 2).unwrap()).unwrap();
     let kfrog = KfrogConfig::default();
     let (xh, yh) = (vec![bf16::ZERO; 4], vec![bf16::ZERO; 4]);

@@ -3,8 +3,8 @@
 mod common;
 
 use common::{frog_with, step_once, Rng, StepData};
-use frog_core::{Config, ConfigError, Conv2d, Error, ErrorKind, Layer, ParamState, Sampler, ShapeError, StateError, Unguarded};
-use frog_cpu::Cpu;
+use frog_core::{Backend, CgBuffers, Config, ConfigError, Conv2d, Error, ErrorKind, Layer, ParamState, Patches, Sampler, ShapeError, StateError, Unguarded, Workspace, WorkspaceReq};
+use frog_cpu::{Algorithm, Cpu, CpuError};
 
 fn conv() -> Layer {
     Layer::conv2d(Conv2d::new(3, 4, 3, [5, 5]).padding(1), true)
@@ -118,6 +118,83 @@ fn workspace_and_state_must_fit_the_layer() {
     let batch = frog_core::Batch { x: &data.x, y: &data.y, sample: 2, batch_size: 2 };
     let err = frog_core::frog_step(&backend, &cfg, &big, &mut small_state, &mut ws, params, batch, Unguarded).unwrap_err();
     assert_eq!(err, Error::Shape(ShapeError::StateMismatch { expected: 24, actual: 12 }));
+}
+
+/// A product scratch one entry short of what the products need: refused
+/// with an error naming it, before anything changes. Through a step (the
+/// workspace's check, also what a workspace sized for a smaller pool gets:
+/// Winograd's scratch grows with the threads), and through each product of
+/// the backend (its own check, for callers that hand it a scratch).
+#[test]
+fn a_short_product_scratch_is_refused_and_changes_nothing() {
+    let (sample, cfg) = (8, Config::default());
+    let cpu = Cpu::<f64>::with_threads(2).unwrap();
+    let winograd = Layer::conv2d(Conv2d::new(16, 12, 3, [9, 9]).padding(1), true);
+    let gram = Layer::linear(64, 10, false);
+    assert_eq!(cpu.algorithm(&winograd, sample).unwrap(), Algorithm::Winograd);
+    assert_eq!(cpu.algorithm(&gram, sample).unwrap(), Algorithm::Gram);
+    let one_thread = Cpu::<f64>::with_threads(1).unwrap();
+    assert!(one_thread.product_scratch_len(&winograd, sample) < cpu.product_scratch_len(&winograd, sample));
+    for layer in [winograd, gram] {
+        let data = StepData::random(&mut Rng(5), &layer, sample, 16);
+        let need = WorkspaceReq::new(&cpu, &layer, sample).unwrap();
+        assert!(need.scratch > 0);
+        let short = WorkspaceReq { scratch: need.scratch - 1, ..need };
+        // One thread's is short for Winograd (checked above), not for Gram.
+        let others = [WorkspaceReq::new(&one_thread, &layer, sample).unwrap()];
+        for req in [short].into_iter().chain(others.into_iter().filter(|r| r.scratch < need.scratch)) {
+            let mut state = ParamState::for_layer(&cpu, &layer, &cfg).unwrap();
+            let mut ws = Workspace::new(&cpu, req).unwrap();
+            let (mut w, mut b) = (data.weight.clone(), data.bias.clone());
+            let params = frog_core::Params { weight: &mut w, grad_weight: &data.grad_weight, bias: b.as_mut().zip(data.grad_bias.as_ref()) };
+            let batch = frog_core::Batch { x: &data.x, y: &data.y, sample, batch_size: 16 };
+            let err = frog_core::frog_step(&cpu, &cfg, &layer, &mut state, &mut ws, params, batch, Unguarded).unwrap_err();
+            assert_eq!(err, Error::Shape(ShapeError::WorkspaceTooSmall { what: "scratch", required: need.scratch, available: req.scratch }));
+            assert_eq!((w, b, state.steps()), (data.weight.clone(), data.bias.clone(), 0), "a refused step changes nothing");
+        }
+    }
+
+    // The backend's own checks, on the products of a Winograd layer, and
+    // on the Gram CG's solve.
+    let short = |cpu: &Cpu<f64>, layer: &Layer| vec![0.5; cpu.product_scratch_len(layer, sample) - 1];
+    let refused = |op: &'static str, scratch: &[f64], err: CpuError| {
+        assert!(matches!(err, CpuError::Length { op: o, len, .. } if o == op && len == scratch.len()), "{op}: {err}");
+        assert!(err.to_string().starts_with(&format!("{op}: buffer of {} entries", scratch.len())), "{err}");
+        assert!(scratch.iter().all(|&v| v == 0.5), "{op} wrote its scratch");
+    };
+    let (rows, cols, n) = (winograd.rows(), winograd.cols(), sample * winograd.positions());
+    let x = Rng(6).vec(sample * winograd.input_len());
+    let mut packed = cpu.zeros(cpu.patch_scratch_len(&winograd, sample)).unwrap();
+    cpu.pack_patches(&winograd, sample, &x, &mut packed).unwrap();
+    let (v, lambda) = (vec![1.0; rows * cols], vec![1.0; n * rows]);
+    let (mut u, mut g) = (vec![0.5; n * rows], vec![0.5; rows * cols]);
+    // The fused matvec needs all of it; each product alone needs less
+    // (no partial sums), and refuses a scratch of one entry.
+    let mut scratch = short(&cpu, &winograd);
+    let mut p = Patches { layer: &winograd, r: sample, x: &x, packed: &packed, scratch: &mut scratch };
+    let err = cpu.fisher_matvec(&mut p, &lambda, 0.1, &v, &mut u, &mut g).unwrap_err();
+    refused("fisher_matvec: product scratch", p.scratch, err);
+    let mut scratch = vec![0.5];
+    let mut p = Patches { layer: &winograd, r: sample, x: &x, packed: &packed, scratch: &mut scratch };
+    let err = cpu.project(&mut p, &v, &mut u).unwrap_err();
+    refused("project: product scratch", p.scratch, err);
+    let err = cpu.back_project(&mut p, &lambda, &mut g).unwrap_err();
+    refused("back_project: product scratch", p.scratch, err);
+    assert!(u.iter().chain(&g).all(|&v| v == 0.5), "a refused product wrote its output");
+
+    let (rows, cols, n) = (gram.rows(), gram.cols(), sample);
+    let x = Rng(7).vec(sample * gram.input_len());
+    let mut packed = cpu.zeros(cpu.patch_scratch_len(&gram, sample)).unwrap();
+    cpu.pack_patches(&gram, sample, &x, &mut packed).unwrap();
+    let mut scratch = short(&cpu, &gram);
+    let mut p = Patches { layer: &gram, r: sample, x: &x, packed: &packed, scratch: &mut scratch };
+    let [mut z, mut rs, mut pd, mut ap] = [(); 4].map(|_| vec![0.5; rows * cols]);
+    let [mut rho, mut rho_next, mut pap, mut coef] = [(); 4].map(|_| vec![0.5; rows]);
+    let mut u = vec![0.5; n * rows];
+    let mut cg = CgBuffers { z: &mut z, rs: &mut rs, pd: &mut pd, ap: &mut ap, u: &mut u, rho: &mut rho, rho_next: &mut rho_next, pap: &mut pap, coef: &mut coef };
+    let err = cpu.cg_solve(&mut p, &vec![1.0; n * rows], 0.1, 1e-8, 4, &mut cg).unwrap_err();
+    refused("gram: product scratch", p.scratch, err);
+    assert!(z.iter().chain(&rho).all(|&v| v == 0.5), "a refused solve wrote its solution");
 }
 
 #[test]

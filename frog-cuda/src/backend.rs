@@ -916,11 +916,11 @@ impl Backend for Cuda {
         self.fisher_weights_on(p, y, norms, (scale, eps), trace, lambda)
     }
 
-    fn project(&self, p: &Patches<'_, Self>, v: &Buffer, u: &mut Buffer) -> Result<(), Error> {
+    fn project(&self, p: &mut Patches<'_, Self>, v: &Buffer, u: &mut Buffer) -> Result<(), Error> {
         self.project_into(p, v, None, u)
     }
 
-    fn back_project(&self, p: &Patches<'_, Self>, u: &Buffer, g: &mut Buffer) -> Result<(), Error> {
+    fn back_project(&self, p: &mut Patches<'_, Self>, u: &Buffer, g: &mut Buffer) -> Result<(), Error> {
         self.back_project_into(p, u, g, false)
     }
 
@@ -988,7 +988,7 @@ impl Backend for Cuda {
 
     /// Three launches: `out = tau*v`, `U = lambda .* (X V^T)` (the scaling
     /// fused into the GEMM's epilogue), `out += U X` (split-K GEMM).
-    fn fisher_matvec(&self, p: &Patches<'_, Self>, lambda: &Buffer, tau: f32, v: &Buffer, u: &mut Buffer, out: &mut Buffer) -> Result<(), Error> {
+    fn fisher_matvec(&self, p: &mut Patches<'_, Self>, lambda: &Buffer, tau: f32, v: &Buffer, u: &mut Buffer, out: &mut Buffer) -> Result<(), Error> {
         let n = p.layer.rows() * p.layer.cols();
         self.axpby(n, tau, v, 0.0, out)?;
         self.project_into(p, v, Some(lambda), u)?;
@@ -996,7 +996,7 @@ impl Backend for Cuda {
     }
 
     /// The matvec, then one fused per-row kernel for every CG update.
-    fn cg_iteration(&self, p: &Patches<'_, Self>, lambda: &Buffer, tau: f32, eps: f32, cg: &mut CgBuffers<'_, Self>) -> Result<(), Error> {
+    fn cg_iteration(&self, p: &mut Patches<'_, Self>, lambda: &Buffer, tau: f32, eps: f32, cg: &mut CgBuffers<'_, Self>) -> Result<(), Error> {
         let (rows, cols) = (p.layer.rows(), p.layer.cols());
         self.fisher_matvec(p, lambda, tau, cg.pd, cg.u, cg.ap)?;
         let (r, c, n) = self.rows_cols(rows, cols)?;

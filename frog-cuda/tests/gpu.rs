@@ -154,13 +154,14 @@ fn products_on_tile(cuda: &Cuda, rtol: f64, test: &str) {
         let u_given = cuda.upload(&u_in).unwrap();
         let mut packed = cuda.zeros(cuda.patch_scratch_len(&layer, r)).unwrap();
         cuda.pack_patches(&layer, r, &x, &mut packed).unwrap();
-        let p = Patches { layer: &layer, r, x: &x, packed: &packed };
+        let mut scratch = cuda.zeros(cuda.product_scratch_len(&layer, r)).unwrap();
+        let mut p = Patches { layer: &layer, r, x: &x, packed: &packed, scratch: &mut scratch };
         let xm = host_im2col(&conv, bias, r, &x_host);
         let got = cuda.download(&packed, n * cols).unwrap();
         assert!(rel(&got, &xm) == 0.0, "{test}: im2col of case {k} differs");
         // U = X V^T in layout [R, N].
         let mut u = cuda.zeros(rows * n).unwrap();
-        cuda.project(&p, &v, &mut u).unwrap();
+        cuda.project(&mut p, &v, &mut u).unwrap();
         let mut want = vec![0.0; rows * n];
         for j in 0..rows {
             for q in 0..n {
@@ -172,7 +173,7 @@ fn products_on_tile(cuda: &Cuda, rtol: f64, test: &str) {
         assert!(e < rtol, "{test}: project of case {k}: {e:.2e}");
         // G = U X.
         let mut g = cuda.zeros(rows * cols).unwrap();
-        cuda.back_project(&p, &u_given, &mut g).unwrap();
+        cuda.back_project(&mut p, &u_given, &mut g).unwrap();
         let mut want = vec![0.0; rows * cols];
         for j in 0..rows {
             for c in 0..cols {

@@ -165,12 +165,13 @@ where
         cuda.set_gemm_tile(tile);
         let mut packed = cuda.zeros(cuda.patch_scratch_len(&layer, r)).unwrap();
         cuda.pack_patches_lowp(&layer, r, &xb, &mut packed).unwrap();
-        let p = Patches { layer: &layer, r, x: &packed, packed: &packed };
+        let mut scratch = cuda.zeros(cuda.product_scratch_len(&layer, r)).unwrap();
+        let mut p = Patches { layer: &layer, r, x: &packed, packed: &packed, scratch: &mut scratch };
         let mut ub = cuda.zeros(rows * n).unwrap();
-        cuda.project(&p, &vb, &mut ub).unwrap();
+        cuda.project(&mut p, &vb, &mut ub).unwrap();
         let eu = rel(&cuda.download(&ub, rows * n).unwrap(), &want_u);
         let mut gb = cuda.zeros(rows * cols).unwrap();
-        cuda.back_project(&p, &ub0, &mut gb).unwrap();
+        cuda.back_project(&mut p, &ub0, &mut gb).unwrap();
         let eg = rel(&cuda.download(&gb, rows * cols).unwrap(), &want_g);
         println!("{test} tile {tile:?}: project {eu:.2e}, back_project {eg:.2e} (rtol {rtol:.0e})");
         assert!(eu < rtol && eg < rtol, "{test} tile {tile:?}: project {eu:.2e}, back_project {eg:.2e}");

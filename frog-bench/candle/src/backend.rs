@@ -417,21 +417,21 @@ impl<T: Scalar + WithDType> Backend for CandleBackend<T> {
         self.fisher_weights_from(p, &y.0, norms, scale, eps, trace, lambda)
     }
 
-    fn project(&self, p: &Patches<'_, Self>, v: &TensorBuf, u: &mut TensorBuf) -> Res {
+    fn project(&self, p: &mut Patches<'_, Self>, v: &TensorBuf, u: &mut TensorBuf) -> Res {
         let (n, cols, rows) = (p.r.saturating_mul(p.layer.positions()), p.layer.cols(), p.layer.rows());
         let x = self.matrix("project: scratch", &p.packed.0, n, cols)?;
         let v = self.matrix("project: v", &v.0, rows, cols)?;
         self.store("project: u", u, 0, &x.matmul(&v.t()?)?)
     }
 
-    fn back_project(&self, p: &Patches<'_, Self>, u: &TensorBuf, g: &mut TensorBuf) -> Res {
+    fn back_project(&self, p: &mut Patches<'_, Self>, u: &TensorBuf, g: &mut TensorBuf) -> Res {
         let (n, cols, rows) = (p.r.saturating_mul(p.layer.positions()), p.layer.cols(), p.layer.rows());
         let x = self.matrix("back_project: scratch", &p.packed.0, n, cols)?;
         let u = self.matrix("back_project: u", &u.0, n, rows)?;
         self.store("back_project: g", g, 0, &u.t()?.matmul(&x)?)
     }
 
-    fn fisher_matvec(&self, p: &Patches<'_, Self>, lambda: &TensorBuf, tau: T, v: &TensorBuf, u: &mut TensorBuf, out: &mut TensorBuf) -> Res {
+    fn fisher_matvec(&self, p: &mut Patches<'_, Self>, lambda: &TensorBuf, tau: T, v: &TensorBuf, u: &mut TensorBuf, out: &mut TensorBuf) -> Res {
         // `U` stays a candle temporary instead of going through the scratch
         // `u`: with a workspace sized for a larger layer, each store of `u`
         // would copy the scratch's whole tail, twice per CG iteration.

@@ -273,7 +273,8 @@ fn view_kernels_reject_short_views_and_change_nothing() {
     let mut packed = b.zeros(b.patch_scratch_len(&layer, 3)).unwrap();
     assert_eq!(length(b.pack_patches_view(&layer, 3, &x4, &mut packed)), (6, 4));
     let (norms, mut trace, mut lambda) = (b.zeros(3).unwrap(), b.zeros(3).unwrap(), b.zeros(9).unwrap());
-    let p = Patches { layer: &layer, r: 3, x: &packed, packed: &packed };
+    let mut scratch = b.zeros(b.product_scratch_len(&layer, 3)).unwrap();
+    let p = Patches { layer: &layer, r: 3, x: &packed, packed: &packed, scratch: &mut scratch };
     assert_eq!(length(b.fisher_weights_view(&p, &x5, &norms, 1.0, 1e-10, &mut trace, &mut lambda)), (9, 5));
     assert!(entries::<f64>(var.as_tensor()) == entries::<f64>(&five) && entries::<f64>(&t) == entries::<f64>(&five), "a failed kernel changed its parameter");
 }

@@ -37,10 +37,15 @@
 //! Scratch: the transformed inputs live in the step's patch scratch
 //! (`16 * tiles` rows of `c_in` entries plus 8 to 15 of padding, against
 //! im2col's `9 * positions * c_in`: less from 16 channels, where the
-//! automatic choice takes Winograd). The products also need the transformed directions (or gradient,
-//! `16 * R * c_in`) and one tile block per thread; those are written
-//! during the products, where the patch scratch is read-only, so they live
-//! in the backend's arena (see `Cpu`), grown on a layer's first step.
+//! automatic choice takes Winograd). The products also need the
+//! transformed directions (or gradient, `16 * R * c_in`) and one tile
+//! block per thread, and the fused matvec a partial sum per thread; those
+//! are written during the products, where the patch scratch is read-only,
+//! so they live in the step's product scratch ([`frog_core::Patches`]'s
+//! `scratch`), which the workspace allocates with everything else
+//! (`Cpu`'s `product_scratch_len`: [`Tiles::step_scratch_len`] for the
+//! backend's thread count). A scratch too short for them is refused with
+//! [`CpuError::Length`] before any product runs.
 
 use frog_core::{Layer, LayerKind};
 
@@ -129,7 +134,7 @@ impl Algorithm {
     }
 }
 
-/// The algorithm choice and the arena of [`Cpu`].
+/// The algorithm choice of [`Cpu`], and the scratch it needs.
 impl<T: Real> Cpu<T> {
     /// This backend with every layer forced to `algorithm` (`None`: each
     /// layer's [`Algorithm::auto`]), for benchmarks and tests. A layer the
@@ -161,37 +166,38 @@ impl<T: Real> Cpu<T> {
 
     /// The most samples up to `r` whose steps pack im2col patches: a
     /// workspace sized at `r` must fit them too, when `r` itself packs
-    /// Winograd's (smaller) scratch. The automatic choice packs im2col
-    /// below some sample count (the Gram cost grows with `r`) and Winograd
-    /// from there, so a bisection finds it.
+    /// Winograd's (smaller) scratch.
     pub(crate) fn im2col_samples(&self, layer: &Layer, r: usize) -> usize {
-        let im2col = |r: usize| !matches!(self.tiles(layer, r), Ok(Some(_)));
-        if im2col(r) {
-            return r;
-        }
-        let (mut lo, mut hi) = (0, r);
-        while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
-            if im2col(mid) {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
+        last_samples(r, |r| !matches!(self.tiles(layer, r), Ok(Some(_))))
     }
 
-    /// Runs `f` on the arena, grown to `len` entries first (the only
-    /// allocation, on a layer's first step; an error if it cannot be had).
-    pub(crate) fn with_arena<R>(&self, len: usize, f: impl FnOnce(&mut [T]) -> R) -> Result<R, CpuError> {
-        let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
-        if arena.len() < len {
-            let extra = len - arena.len();
-            arena.try_reserve_exact(extra).map_err(|_| CpuError::OutOfMemory { entries: len })?;
-            arena.resize(len, T::ZERO);
-        }
-        Ok(f(&mut arena[..len]))
+    /// The most samples up to `r` whose steps run the Gram CG (0: none): a
+    /// workspace sized at `r` must fit its scratch too, when `r` itself
+    /// runs another algorithm.
+    pub(crate) fn gram_samples(&self, layer: &Layer, r: usize) -> usize {
+        last_samples(r, |r| r > 0 && matches!(self.algorithm(layer, r), Ok(Algorithm::Gram)))
     }
+}
+
+/// The most samples up to `r` for which `holds` (0 when it holds for none
+/// from 1), for a `holds` true below some sample count and false from
+/// there: the automatic choice runs the Gram CG (and packs im2col) below
+/// some sample count, since the Gram cost grows with `r`, and Winograd or
+/// the direct products from there, so a bisection finds it.
+fn last_samples(r: usize, holds: impl Fn(usize) -> bool) -> usize {
+    if holds(r) {
+        return r;
+    }
+    let (mut lo, mut hi) = (0, r);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if holds(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 #[cfg(test)]
@@ -246,13 +252,14 @@ mod tests {
         let mut packed = vec![0.0; t.packed_len()];
         let gain = 0.25;
         pack(&pool, &t, r, &x, gain, &mut packed);
-        let mut arena = vec![0.0; t.matvec_arena_len(2)];
+        let mut scratch = vec![0.0; t.matvec_scratch_len(2)];
         let mut fused = vec![0.25; 7 * t.cols];
-        matvec(&pool, &t, &packed, gain, &v, &lambda, &mut fused, &mut arena);
+        let xt = Packed { pool: &pool, t: &t, packed: &packed, gain };
+        matvec(xt, &v, &lambda, &mut fused, &mut scratch);
         let mut u = vec![0.0; n * 7];
         let mut two = vec![0.25; 7 * t.cols];
-        project(&pool, &t, &packed, gain, &v, Some(&lambda), &mut u, &mut arena);
-        back_project(&pool, &t, &packed, gain, &u, true, &mut two, &mut arena);
+        project(xt, &v, Some(&lambda), &mut u, &mut scratch);
+        back_project(xt, &u, true, &mut two, &mut scratch);
         let scale = two.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         assert!(fused.iter().zip(&two).all(|(a, b)| (a - b).abs() <= 1e-13 * scale));
     }

@@ -94,10 +94,21 @@ pub(crate) fn sq_norms<S: Copy + Sync, T: Real + From<S>>(pool: &ThreadPool, t: 
 /// Input columns per run of [`sq_norms`]' channel sums.
 pub(super) const NORM_RUN: usize = 64;
 
-/// Splits the arena into the transformed filters, the bias entries, and
-/// the tile blocks.
-pub(super) fn split_arena<'a, T>(t: &Tiles, arena: &'a mut [T]) -> (&'a mut [T], &'a mut [T], &'a mut [T]) {
-    let (filters, rest) = arena.split_at_mut(t.filters_len());
+/// What every product reads: the pool it runs on, the step's tiling, the
+/// transformed inputs [`pack`] left in the patch scratch, and the gain
+/// they were packed with (which the bias feature takes too).
+#[derive(Clone, Copy)]
+pub(crate) struct Packed<'a, T> {
+    pub(crate) pool: &'a ThreadPool,
+    pub(crate) t: &'a Tiles,
+    pub(crate) packed: &'a [T],
+    pub(crate) gain: T,
+}
+
+/// Splits the product scratch into the transformed filters, the bias
+/// entries, and the tile blocks.
+pub(super) fn split_scratch<'a, T>(t: &Tiles, scratch: &'a mut [T]) -> (&'a mut [T], &'a mut [T], &'a mut [T]) {
+    let (filters, rest) = scratch.split_at_mut(t.filters_len());
     let (bias, blocks) = rest.split_at_mut(t.rows);
     (filters, bias, blocks)
 }
@@ -123,25 +134,22 @@ pub(super) fn forward_block<T: Real>(t: &Tiles, packed: &[T], filters: &[T], b: 
     }
 }
 
-/// The forward product's common part: `v` transformed into the arena's
+/// The forward product's common part: `v` transformed into the scratch's
 /// filters, then on every thread, for each of its blocks `b` (tiles
 /// `tiles`), the block's 16 GEMMs into `m`, and `f(out, b, tiles, m, tmp,
 /// bias)` with the thread's part `out` of `outputs` (split like the
 /// blocks), the 12 rows of `tmp` for [`tile_outputs`] and `v`'s bias
 /// column times the bias feature `gain`.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn forward_blocks<T: Real, S: Split>(
-    pool: &ThreadPool,
-    t: &Tiles,
-    packed: &[T],
-    gain: T,
+    x: Packed<'_, T>,
     v: &[T],
-    arena: &mut [T],
+    scratch: &mut [T],
     outputs: S,
     f: impl Fn(&mut S::Part, usize, Range<usize>, &mut [T], &mut [T], &[T]) + Sync,
 ) {
+    let Packed { pool, t, packed, gain } = x;
     let threads = pool.threads();
-    let (filters, bias, blocks) = split_arena(t, arena);
+    let (filters, bias, blocks) = split_scratch(t, scratch);
     forward_filters(pool, t, v, gain, filters, bias);
     let (filters, bias) = (&*filters, &*bias);
     pool.split((Blocks::new(blocks, t.block_len(), threads), outputs), |tid, (m, mut out)| {
@@ -163,14 +171,14 @@ pub(super) fn tile_outputs<'a, T: Real>(t: &Tiles, m: &[T], tmp: &'a mut [T], k:
 }
 
 /// `u = X v^T` (times `lambda` entrywise when given), `u` in the product
-/// layout `N x R`, over the patches `pack` left with its `gain`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], gain: T, v: &[T], lambda: Option<&[T]>, u: &mut [T], arena: &mut [T]) {
+/// layout `N x R`, over the patches `pack` left.
+pub(crate) fn project<T: Real>(x: Packed<'_, T>, v: &[T], lambda: Option<&[T]>, u: &mut [T], scratch: &mut [T]) {
+    let Packed { pool, t, packed, .. } = x;
     let (rows, n, threads) = (t.rows, t.n(), pool.threads());
     assert!(packed.len() >= t.packed_len() && v.len() >= rows * t.cols && u.len() >= n * rows, "winograd project: buffers too short");
-    assert!(lambda.is_none_or(|l| l.len() >= n * rows) && arena.len() >= t.arena_len(threads), "winograd project: buffers too short");
+    assert!(lambda.is_none_or(|l| l.len() >= n * rows) && scratch.len() >= t.scratch_len(threads), "winograd project: buffers too short");
     let u = TileRows::new(&mut u[..n * rows], t.geometry(), rows, threads);
-    forward_blocks(pool, t, packed, gain, v, arena, u, |u, _, tiles, m, tmp, bias| {
+    forward_blocks(x, v, scratch, u, |u, _, tiles, m, tmp, bias| {
         for (k, tile) in tiles.enumerate() {
             for (o, y) in u.outputs(tile).into_iter().zip(tile_outputs(t, m, tmp, k)) {
                 let Some((n, row)) = o else { continue };
@@ -197,18 +205,21 @@ impl Tiles {
         threads.saturating_mul(self.partial_len()) <= self.packed_len()
     }
 
-    /// Entries of arena [`matvec`] needs on `threads` threads: the products'
-    /// and the partial sums.
-    pub(crate) fn matvec_arena_len(&self, threads: usize) -> usize {
-        self.arena_len(threads).saturating_add(threads.saturating_mul(self.partial_len()))
+    /// Entries of product scratch [`matvec`] needs on `threads` threads:
+    /// the products' and the partial sums.
+    pub(crate) fn matvec_scratch_len(&self, threads: usize) -> usize {
+        self.scratch_len(threads).saturating_add(threads.saturating_mul(self.partial_len()))
     }
 
-    /// Entries of arena a step's products need on `threads` threads.
-    pub(crate) fn step_arena_len(&self, threads: usize) -> usize {
+    /// Entries of product scratch a step's products need on `threads`
+    /// threads. It grows with the sample count (the tiles, the blocks and
+    /// the transformed inputs do), so the size at `r` samples covers every
+    /// smaller sample.
+    pub(crate) fn step_scratch_len(&self, threads: usize) -> usize {
         if self.fuses(threads) {
-            self.matvec_arena_len(threads)
+            self.matvec_scratch_len(threads)
         } else {
-            self.arena_len(threads)
+            self.scratch_len(threads)
         }
     }
 }
@@ -219,15 +230,15 @@ impl Tiles {
 /// same block's `Xt` while it is still in cache, into its own partial
 /// `Gt` and bias sums, added up at the end. Against [`project`] then
 /// [`back_project`] it reads `Xt` once instead of twice, and `u` never
-/// leaves the thread's block. Over the patches `pack` left with its `gain`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn matvec<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], gain: T, v: &[T], lambda: &[T], out: &mut [T], arena: &mut [T]) {
+/// leaves the thread's block. Over the patches `pack` left.
+pub(crate) fn matvec<T: Real>(x: Packed<'_, T>, v: &[T], lambda: &[T], out: &mut [T], scratch: &mut [T]) {
+    let Packed { pool, t, packed, gain } = x;
     let (rows, c, n, threads) = (t.rows, t.grid.c, t.n(), pool.threads());
     assert!(packed.len() >= t.packed_len() && v.len() >= rows * t.cols && lambda.len() >= n * rows, "winograd matvec: buffers too short");
-    assert!(out.len() >= rows * t.cols && arena.len() >= t.matvec_arena_len(threads), "winograd matvec: buffers too short");
-    let (arena, partials) = arena.split_at_mut(t.arena_len(threads));
+    assert!(out.len() >= rows * t.cols && scratch.len() >= t.matvec_scratch_len(threads), "winograd matvec: buffers too short");
+    let (scratch, partials) = scratch.split_at_mut(t.scratch_len(threads));
     pool.split(Blocks::new(partials, t.partial_len(), threads), |_, partial| partial.fill(T::ZERO));
-    forward_blocks(pool, t, packed, gain, v, arena, Blocks::new(partials, t.partial_len(), threads), |partial, b, tiles, m, tmp, bias| {
+    forward_blocks(x, v, scratch, Blocks::new(partials, t.partial_len(), threads), |partial, b, tiles, m, tmp, bias| {
         let (gt, gb) = partial.split_at_mut(t.filters_len());
         let len = tiles.len();
         for (k, tile) in tiles.enumerate() {
@@ -317,13 +328,14 @@ pub(super) fn gradient_parts(threads: usize, rows: usize) -> (usize, usize) {
     ((threads / row_parts).min(POINTS), row_parts)
 }
 
-/// `g = u^T X` (added to `g` when `accumulate`), `g` row-major `R x D'`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn back_project<T: Real>(pool: &ThreadPool, t: &Tiles, packed: &[T], gain: T, u: &[T], accumulate: bool, g: &mut [T], arena: &mut [T]) {
+/// `g = u^T X` (added to `g` when `accumulate`), `g` row-major `R x D'`,
+/// over the patches `pack` left.
+pub(crate) fn back_project<T: Real>(x: Packed<'_, T>, u: &[T], accumulate: bool, g: &mut [T], scratch: &mut [T]) {
+    let Packed { pool, t, packed, gain } = x;
     let (rows, c, n, threads) = (t.rows, t.grid.c, t.n(), pool.threads());
     assert!(packed.len() >= t.packed_len() && u.len() >= n * rows && g.len() >= rows * t.cols, "winograd back_project: buffers too short");
-    assert!(arena.len() >= t.arena_len(threads), "winograd back_project: arena too short");
-    let (filters, bias, blocks) = split_arena(t, arena);
+    assert!(scratch.len() >= t.scratch_len(threads), "winograd back_project: product scratch too short");
+    let (filters, bias, blocks) = split_scratch(t, scratch);
     let (xi_parts, row_parts) = gradient_parts(threads, rows);
     let gt = GridSplit::new(&mut filters[..], [POINTS, rows, c], [xi_parts, row_parts]);
     pool.split((gt, Blocks::new(blocks, t.block_len(), xi_parts * row_parts)), |_, (mut gt, block)| {

@@ -92,9 +92,10 @@ impl Tiles {
         (POINTS * self.block + 12) * self.rows
     }
 
-    /// Entries of arena the products need on `threads` threads: the
-    /// transformed filters, `R` entries for the bias, and a block per thread.
-    pub(crate) fn arena_len(&self, threads: usize) -> usize {
+    /// Entries of product scratch [`project`] and [`back_project`] need on
+    /// `threads` threads: the transformed filters, `R` entries for the
+    /// bias, and a block per thread.
+    pub(crate) fn scratch_len(&self, threads: usize) -> usize {
         self.filters_len().saturating_add(self.rows).saturating_add(threads.saturating_mul(self.block_len()))
     }
 

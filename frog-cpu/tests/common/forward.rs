@@ -53,20 +53,23 @@ impl Backend for RequiredOnly {
     fn patch_scratch_len(&self, layer: &Layer, r: usize) -> usize {
         self.inner.patch_scratch_len(layer, r)
     }
+    fn product_scratch_len(&self, layer: &Layer, r: usize) -> usize {
+        self.inner.product_scratch_len(layer, r)
+    }
     fn pack_patches(&self, layer: &Layer, r: usize, x: &Vec<f64>, packed: &mut Vec<f64>) -> Result<(), CpuError> {
         self.inner.pack_patches(layer, r, x, packed)
     }
     fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Vec<f64>) -> Result<(), CpuError> {
-        self.inner.patch_sq_norms(&inner(p), norms)
+        self.inner.patch_sq_norms(&inner(p, &mut Vec::new()), norms)
     }
     fn fisher_weights(&self, p: &Patches<'_, Self>, y: &Vec<f64>, norms: &Vec<f64>, scale: f64, eps: f64, trace: &mut Vec<f64>, lambda: &mut Vec<f64>) -> Result<(), CpuError> {
-        self.inner.fisher_weights(&inner(p), y, norms, scale, eps, trace, lambda)
+        self.inner.fisher_weights(&inner(p, &mut Vec::new()), y, norms, scale, eps, trace, lambda)
     }
-    fn project(&self, p: &Patches<'_, Self>, v: &Vec<f64>, u: &mut Vec<f64>) -> Result<(), CpuError> {
-        self.inner.project(&inner(p), v, u)
+    fn project(&self, p: &mut Patches<'_, Self>, v: &Vec<f64>, u: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.project(&mut products(p), v, u)
     }
-    fn back_project(&self, p: &Patches<'_, Self>, u: &Vec<f64>, g: &mut Vec<f64>) -> Result<(), CpuError> {
-        self.inner.back_project(&inner(p), u, g)
+    fn back_project(&self, p: &mut Patches<'_, Self>, u: &Vec<f64>, g: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.back_project(&mut products(p), u, g)
     }
     fn axpby(&self, n: usize, a: f64, x: &Vec<f64>, b: f64, y: &mut Vec<f64>) -> Result<(), CpuError> {
         self.inner.axpby(n, a, x, b, y)
@@ -111,10 +114,10 @@ impl KfrogBackend for RequiredOnly {
         self.inner.y_average(rows, fresh, y_diag, keep, avg)
     }
     fn patch_col_norms(&self, p: &Patches<'_, Self>, scale: f64, out: &mut Vec<f64>) -> Result<(), CpuError> {
-        self.inner.patch_col_norms(&inner(p), scale, out)
+        self.inner.patch_col_norms(&inner(p, &mut Vec::new()), scale, out)
     }
     fn patch_gain(&self, p: &Patches<'_, Self>, out: &mut Vec<f64>) -> Result<(), CpuError> {
-        self.inner.patch_gain(&inner(p), out)
+        self.inner.patch_gain(&inner(p, &mut Vec::new()), out)
     }
     fn fill(&self, n: usize, value: f64, buf: &mut Vec<f64>) -> Result<(), CpuError> {
         self.inner.fill(n, value, buf)
@@ -127,7 +130,14 @@ impl AdamBackend for RequiredOnly {
     }
 }
 
-fn inner<'a>(p: &Patches<'a, RequiredOnly>) -> Patches<'a, Cpu<f64>> {
-    Patches { layer: p.layer, r: p.r, x: p.x, packed: p.packed }
+/// `p` for the inner backend's calls that take `&Patches`, with the
+/// product scratch `scratch` (they write none, and cannot lend `p`'s).
+fn inner<'a>(p: &Patches<'a, RequiredOnly>, scratch: &'a mut Vec<f64>) -> Patches<'a, Cpu<f64>> {
+    Patches { layer: p.layer, r: p.r, x: p.x, packed: p.packed, scratch }
+}
+
+/// `p` for the inner backend's products, with `p`'s product scratch.
+fn products<'b>(p: &'b mut Patches<'_, RequiredOnly>) -> Patches<'b, Cpu<f64>> {
+    Patches { layer: p.layer, r: p.r, x: p.x, packed: p.packed, scratch: p.scratch }
 }
 
