@@ -76,25 +76,29 @@ impl Strided {
 /// The sampled inputs of one step: `r` samples of `layer`'s input in
 /// PyTorch layout, and the backend's scratch as filled by
 /// [`Backend::pack_patches`] (for example an im2col copy of `X`).
-pub struct Patches<'a, B: Backend + ?Sized> {
+pub struct Patches<'a, B: Backend + ?Sized + 'a> {
     /// The layer.
     pub layer: &'a Layer,
     /// Sampled rows.
     pub r: usize,
-    /// The sampled inputs, `r * layer.input_len()` entries; in a step on
-    /// 16-bit inputs ([`crate::LowpBatch`]) or on views
-    /// ([`crate::ViewBatch`]), which have no buffer of them in
-    /// the scalar type, the patch scratch (the same buffer as `packed`).
-    pub x: &'a B::Buffer,
+    /// The sampled inputs in the scalar type, `r * layer.input_len()`
+    /// entries, whether the caller gave buffers or views; `None` in a step
+    /// on 16-bit inputs ([`crate::LowpBatch`]), where only the patch
+    /// scratch holds them (converted). A kernel that reads the inputs
+    /// themselves rather than the scratch (patch norms taken from `x`, an
+    /// implicit GEMM) reads them here, and must make the 16-bit step's
+    /// [`crate::LowpBackend::pack_patches_lowp`] leave what it needs in the
+    /// scratch, or override the 16-bit twin.
+    pub x: Option<B::View<'a>>,
     /// The backend's patch scratch.
     pub packed: &'a B::Buffer,
 }
 
-/// Buffers print as nothing (a backend's buffers need not be `Debug`): the
-/// layer and the sample count.
-impl<B: Backend + ?Sized> fmt::Debug for Patches<'_, B> {
+/// Buffers and views print as nothing (a backend's need not be `Debug`):
+/// the layer, the sample count, and whether `x` is given.
+impl<'a, B: Backend + ?Sized + 'a> fmt::Debug for Patches<'a, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Patches").field("layer", self.layer).field("r", &self.r).finish_non_exhaustive()
+        f.debug_struct("Patches").field("layer", self.layer).field("r", &self.r).field("x", &self.x.is_some()).finish_non_exhaustive()
     }
 }
 
@@ -132,12 +136,38 @@ impl<B: Backend + ?Sized> fmt::Debug for CgBuffers<'_, B> {
 ///
 /// Implement the required methods for your framework's tensors; FROG's
 /// whole step is then [`crate::frog_step`] over them.
+///
+/// ## Buffers and views
+///
+/// A backend has two kinds of storage: buffers it allocates itself
+/// ([`Backend::Buffer`]: the states, the workspace), and views
+/// ([`Backend::View`], [`Backend::ViewMut`]): parts of a buffer, or of
+/// storage the backend's framework owns (a slice inside a larger
+/// allocation, a sub-range of a device allocation, a tensor value), of
+/// exactly the entries they were made with. On the host a view is a slice
+/// (`&[T]`, `&mut [T]`); on a device, an address and a length.
+///
+/// The kernels that touch the caller's data (parameters, gradients,
+/// sampled inputs and output gradients) take views, once: a step on the
+/// caller's buffers makes views of them first ([`Backend::view`], which
+/// also checks their lengths), so that each such kernel exists once
+/// whether the caller holds buffers or views. Every other kernel runs on
+/// the step's own buffers.
 #[allow(clippy::too_many_arguments)]
 pub trait Backend {
     /// Scalar type of every buffer.
     type Scalar: Scalar;
     /// A buffer of scalars on the device.
     type Buffer;
+    /// A read-only view of scalars: a part of a buffer or of the
+    /// framework's storage.
+    type View<'a>
+    where
+        Self: 'a;
+    /// A writable view.
+    type ViewMut<'a>
+    where
+        Self: 'a;
     /// The backend's error.
     type Error: BackendError;
 
@@ -152,6 +182,26 @@ pub trait Backend {
     fn read(&self, src: &Self::Buffer, offset: usize, dst: &mut [Self::Scalar]) -> Result<(), Self::Error>;
     /// Copies host entries to `dst[offset..]`.
     fn write(&self, src: &[Self::Scalar], dst: &mut Self::Buffer, offset: usize) -> Result<(), Self::Error>;
+
+    // ---- views ----
+
+    /// Entries `offset..offset + len` of `buf`, or an error when they are
+    /// not all in it.
+    fn view<'a>(&self, buf: &'a Self::Buffer, offset: usize, len: usize) -> Result<Self::View<'a>, Self::Error>;
+    /// Entries `offset..offset + len` of `buf`, writable.
+    fn view_mut<'a>(&self, buf: &'a mut Self::Buffer, offset: usize, len: usize) -> Result<Self::ViewMut<'a>, Self::Error>;
+    /// The whole of `v`, read-only, for as long as `v` is borrowed.
+    fn reborrow<'b>(&self, v: &'b Self::ViewMut<'_>) -> Self::View<'b>;
+    /// The whole of `v`, for as long as `v` is borrowed: a view of a
+    /// shorter life, which the trait system cannot make by itself (an
+    /// associated type's lifetime is invariant). On the host `*v`.
+    fn reborrow_view<'b>(&self, v: &'b Self::View<'_>) -> Self::View<'b>;
+    /// Entries of `v`.
+    fn view_len(&self, v: &Self::View<'_>) -> usize;
+    /// Entries of `v`.
+    fn view_mut_len(&self, v: &Self::ViewMut<'_>) -> usize {
+        self.view_len(&self.reborrow(v))
+    }
 
     // ---- products over the sampled patch matrix X ----
 
@@ -174,11 +224,13 @@ pub trait Backend {
     /// except through `eps` (the step is that of `eps / c^2` in the Fisher
     /// weights). Inputs below that size take exactly the unscaled patches.
     /// The default, without scratch, does not rescale.
-    fn pack_patches(&self, layer: &Layer, r: usize, x: &Self::Buffer, packed: &mut Self::Buffer) -> Result<(), Self::Error> {
+    fn pack_patches(&self, layer: &Layer, r: usize, x: &Self::View<'_>, packed: &mut Self::Buffer) -> Result<(), Self::Error> {
         let _ = (layer, r, x, packed);
         Ok(())
     }
-    /// `norms[i*L + l] = ||P[i,l]||^2`, the bias feature's 1 included.
+    /// `norms[i*L + l] = ||P[i,l]||^2`, the bias feature's 1 included
+    /// (times the step's gain). A backend whose norms read the inputs
+    /// rather than the scratch reads [`Patches::x`].
     fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Self::Buffer) -> Result<(), Self::Error>;
     /// With `Q = scale * Y^2` (`y` in PyTorch layout, `[r, R, Ho, Wo]` or
     /// `[r, T, R]`; see [`Layer::output_strides`]):
@@ -193,7 +245,7 @@ pub trait Backend {
     fn fisher_weights(
         &self,
         p: &Patches<'_, Self>,
-        y: &Self::Buffer,
+        y: &Self::View<'_>,
         norms: &Self::Buffer,
         scale: Self::Scalar,
         eps: Self::Scalar,
@@ -210,16 +262,18 @@ pub trait Backend {
     // ---- elementwise ----
 
     /// `y = a*x + b*y` over `n` entries; with `b = 0`, `y` is overwritten
-    /// without being read.
-    fn axpby(&self, n: usize, a: Self::Scalar, x: &Self::Buffer, b: Self::Scalar, y: &mut Self::Buffer) -> Result<(), Self::Error>;
+    /// without being read. On views, as it updates the caller's parameters
+    /// in the plain-SGD steps; a step's own buffers come as views of them.
+    fn axpby(&self, n: usize, a: Self::Scalar, x: &Self::View<'_>, b: Self::Scalar, y: &mut Self::ViewMut<'_>) -> Result<(), Self::Error>;
     /// `a *= b` over `n` entries.
     fn mul_assign(&self, n: usize, a: &mut Self::Buffer, b: &Self::Buffer) -> Result<(), Self::Error>;
-    /// Copies a `rows x cols` block between two strided places.
+    /// Copies a `rows x cols` block between two strided places, from a view
+    /// (the caller's gradients, or a view of a buffer).
     fn copy_strided(
         &self,
         rows: usize,
         cols: usize,
-        src: &Self::Buffer,
+        src: &Self::View<'_>,
         src_at: Strided,
         dst: &mut Self::Buffer,
         dst_at: Strided,
@@ -239,12 +293,13 @@ pub trait Backend {
     fn row_xpby(&self, rows: usize, cols: usize, x: &Self::Buffer, coef: &Self::Buffer, y: &mut Self::Buffer) -> Result<(), Self::Error>;
     /// The final step on a dense `rows x cols` parameter:
     /// `w_j = decay * w_j - lr * scale[j] * z_j`, with `z` strided (a
-    /// weight's columns, or a bias's one column, of the `R x D'` direction).
+    /// weight's columns, or a bias's one column, of the `R x D'` direction)
+    /// and `w` a view of the caller's parameter.
     fn row_step(
         &self,
         rows: usize,
         cols: usize,
-        w: &mut Self::Buffer,
+        w: &mut Self::ViewMut<'_>,
         decay: Self::Scalar,
         lr: Self::Scalar,
         scale: &Self::Buffer,
@@ -269,7 +324,7 @@ pub trait Backend {
         self.project(p, v, u)?;
         self.mul_assign(n, u, lambda)?;
         self.back_project(p, u, out)?;
-        self.axpby(p.layer.rows() * p.layer.cols(), tau, v, Self::Scalar::ONE, out)
+        axpby_buffers(self, p.layer.rows() * p.layer.cols(), tau, v, Self::Scalar::ONE, out)
     }
 
     /// One iteration of batched CG (every row on its own, `eps` in both
@@ -322,18 +377,44 @@ pub trait Backend {
 
     /// Row `k` of `dst` becomes row `rows[k]` of `src`, rows of `row_len`
     /// entries: the step's sampled rows of a full-batch input or output
-    /// gradient, taken on the device. Call it through
+    /// gradient (a view of a buffer, or of a framework's activation
+    /// tensor), taken on the device. Call it through
     /// [`crate::gather_rows`], which checks every index and length first.
     /// The default copies row by row; override it to gather in one kernel.
-    fn copy_rows(&self, rows: &[usize], row_len: usize, src: &Self::Buffer, dst: &mut Self::Buffer) -> Result<(), Self::Error> {
+    fn copy_rows(&self, rows: &[usize], row_len: usize, src: &Self::View<'_>, dst: &mut Self::Buffer) -> Result<(), Self::Error> {
         let at = |row: usize| Strided { stride: row_len, offset: row * row_len };
         rows.iter().enumerate().try_for_each(|(k, &row)| self.copy_strided(1, row_len, src, at(row), dst, at(k)))
     }
 
     /// Copies the first `n` entries of `src` to `dst`.
     fn copy(&self, n: usize, src: &Self::Buffer, dst: &mut Self::Buffer) -> Result<(), Self::Error> {
-        self.copy_strided(1, n, src, Strided::dense(n), dst, Strided::dense(n))
+        copy_buffers(self, 1, n, src, Strided::dense(n), dst, Strided::dense(n))
     }
+}
+
+// The view kernels on the step's own buffers: each lowers its buffers to
+// views of exactly the entries it touches (which also checks that they
+// hold them), so that every kernel exists once.
+
+/// [`Backend::axpby`] on two buffers.
+pub(crate) fn axpby_buffers<B: Backend + ?Sized>(backend: &B, n: usize, a: B::Scalar, x: &B::Buffer, b: B::Scalar, y: &mut B::Buffer) -> Result<(), B::Error> {
+    backend.axpby(n, a, &backend.view(x, 0, n)?, b, &mut backend.view_mut(y, 0, n)?)
+}
+
+/// [`Backend::copy_strided`] from a buffer.
+pub(crate) fn copy_buffers<B: Backend + ?Sized>(backend: &B, rows: usize, cols: usize, src: &B::Buffer, src_at: Strided, dst: &mut B::Buffer, dst_at: Strided) -> Result<(), B::Error> {
+    backend.copy_strided(rows, cols, &backend.view(src, 0, src_at.end(rows, cols))?, src_at, dst, dst_at)
+}
+
+/// All of `buf` as a view.
+pub(crate) fn whole<'a, B: Backend + ?Sized>(backend: &B, buf: &'a B::Buffer) -> Result<B::View<'a>, B::Error> {
+    backend.view(buf, 0, backend.len(buf))
+}
+
+/// All of `buf` as a writable view.
+pub(crate) fn whole_mut<'a, B: Backend + ?Sized>(backend: &B, buf: &'a mut B::Buffer) -> Result<B::ViewMut<'a>, B::Error> {
+    let len = backend.len(buf);
+    backend.view_mut(buf, 0, len)
 }
 
 #[cfg(test)]

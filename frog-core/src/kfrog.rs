@@ -10,7 +10,7 @@
 
 use core::fmt;
 
-use crate::backend::{Backend, Patches, Strided};
+use crate::backend::{axpby_buffers, copy_buffers, whole, Backend, Patches, Strided};
 use crate::config::{momentum_ok, non_negative, num_iters_ok, representable, sgd_bound, update_bound_ok, ConfigError, NonExhaustive};
 use crate::error::{Error, ShapeError};
 use crate::layer::Layer;
@@ -342,8 +342,9 @@ pub fn kfrog_step<B: KfrogBackend>(
 /// [`KfrogConfig::validate_for`]) with their largest `|x|`, below `1/c`,
 /// overflows the scalar.
 fn pack<B: KfrogBackend>(backend: &B, cfg: &KfrogConfig, layer: &Layer, ws: &mut Workspace<B>, batch: &KfrogBatch<'_, B>) -> Result<f64, Error<B::Error>> {
-    backend.pack_patches(layer, batch.x_sample, batch.x, &mut ws.packed).map_err(Error::Backend)?;
-    let p = Patches { layer, r: batch.x_sample, x: batch.x, packed: &ws.packed };
+    let x = whole(backend, batch.x).map_err(Error::Backend)?;
+    backend.pack_patches(layer, batch.x_sample, &x, &mut ws.packed).map_err(Error::Backend)?;
+    let p = Patches { layer, r: batch.x_sample, x: Some(x), packed: &ws.packed };
     backend.patch_gain(&p, &mut ws.coef).map_err(Error::Backend)?;
     let mut gain = [B::Scalar::ONE];
     backend.read(&ws.coef, 0, &mut gain).map_err(Error::Backend)?;
@@ -380,9 +381,9 @@ fn run<B: KfrogBackend>(
     backend.copy(n, grad, &mut ws.m)?;
     if let Some(buf) = &mut state.weight.momentum {
         let beta = s(cfg.momentum);
-        backend.axpby(n, one, &ws.m, beta, buf)?;
+        axpby_buffers(backend, n, one, &ws.m, beta, buf)?;
         if cfg.nesterov {
-            backend.axpby(n, beta, buf, one, &mut ws.m)?;
+            axpby_buffers(backend, n, beta, buf, one, &mut ws.m)?;
         } else {
             backend.copy(n, buf, &mut ws.m)?;
         }
@@ -396,7 +397,7 @@ fn run<B: KfrogBackend>(
             let gamma = cfg.y_momentum;
             backend.y_average(rows, s(1.0 - gamma), &ws.zm, s(gamma), avg)?;
             let correction = 1.0 - libm::pow(gamma, t.min(i32::MAX as u64) as f64);
-            backend.axpby(rows, s(1.0 / correction), avg, zero, &mut ws.trace)?;
+            axpby_buffers(backend, rows, s(1.0 / correction), avg, zero, &mut ws.trace)?;
         }
         None => backend.copy(rows, &ws.zm, &mut ws.trace)?,
     }
@@ -404,7 +405,7 @@ fn run<B: KfrogBackend>(
     // built in ws.z and kept in ws.m.
     let eps = s(cfg.eps);
     backend.row_rsqrt(rows, &ws.trace, eps, &mut ws.row_scale)?;
-    backend.axpby(n, zero, &ws.m, zero, &mut ws.z)?;
+    axpby_buffers(backend, n, zero, &ws.m, zero, &mut ws.z)?;
     backend.row_axpy(rows, d, one, &ws.row_scale, &ws.m, &mut ws.z)?;
     backend.copy(n, &ws.z, &mut ws.m)?;
 
@@ -417,13 +418,13 @@ fn run<B: KfrogBackend>(
     // exact, but for the CG's denominator eps.
     backend.fill(batch.x_sample * layer.output_len(), s(1.0 / (bx * c)), &mut ws.lambda)?;
     cg_start(backend, rows, d, ws)?;
-    cg_iterate(backend, layer, batch.x_sample, Some(batch.x), s(cfg.eps * c), s(KFROG_CG_DENOM_EPS), cfg.num_iters, ws)?;
+    cg_iterate(backend, layer, batch.x_sample, Some(whole(backend, batch.x)?), s(cfg.eps * c), s(KFROG_CG_DENOM_EPS), cfg.num_iters, ws)?;
 
     // 6-8. The patches' column RMS (in ws.rs), broadcast over the rows
     // (ws.pd), times the solution: the direction; then the step.
-    let p = Patches { layer, r: batch.x_sample, x: batch.x, packed: &ws.packed };
+    let p = Patches { layer, r: batch.x_sample, x: Some(whole(backend, batch.x)?), packed: &ws.packed };
     backend.patch_col_norms(&p, s(1.0 / bx), &mut ws.rs)?;
-    backend.copy_strided(rows, d, &ws.rs, Strided { stride: 0, offset: 0 }, &mut ws.pd, Strided::dense(d))?;
+    copy_buffers(backend, rows, d, &ws.rs, Strided { stride: 0, offset: 0 }, &mut ws.pd, Strided::dense(d))?;
     backend.mul_assign(n, &mut ws.pd, &ws.z)?;
-    backend.axpby(n, -s(cfg.lr), &ws.pd, one, weight)
+    axpby_buffers(backend, n, -s(cfg.lr), &ws.pd, one, weight)
 }

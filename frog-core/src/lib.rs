@@ -7,8 +7,8 @@
 //! the Fisher weights, batched CG, the row scale, decoupled decay, the
 //! damping schedule, and the plain-SGD path for every other parameter),
 //! generic over a [`Backend`] that supplies buffers and a few kernels.
-//! With a [`ViewBackend`], every step also takes views of the caller's own
-//! arrays (parts of a framework's storage) instead of backend buffers.
+//! Every step also takes views of the caller's own arrays (parts of a
+//! framework's storage, [`Backend::View`]) instead of backend buffers.
 //!
 //! The crate is `#![no_std]` and never allocates: every buffer a step needs
 //! is sized up front by [`WorkspaceReq`] and allocated once, by the caller, on
@@ -55,7 +55,7 @@ pub use scalar::Scalar;
 pub use sgd::{plain_sgd_step, sgd_step, Operands, ParamGrad, SgdConfig, ViewParamGrad};
 pub use state::{ParamState, StateError, STATE_VERSION};
 pub use step::{frog_step, gather_rows, Batch, GatherSource, Inputs, LowpBatch, Params, StepGuard, Unguarded, ViewSource, Weights};
-pub use view::{ViewBackend, ViewBatch, ViewParams};
+pub use view::{ViewBatch, ViewParams};
 /// The `half` crate whose [`half::bf16`] and [`half::f16`] the low-precision steps take.
 pub use half;
 pub use workspace::{Workspace, WorkspaceReq};

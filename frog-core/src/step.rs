@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::backend::{Backend, CgBuffers, Patches, Strided};
+use crate::backend::{axpby_buffers, copy_buffers, whole, whole_mut, Backend, CgBuffers, Patches, Strided};
 use crate::config::Config;
 use crate::error::{Error, ShapeError};
 use crate::guard::{Guard, GuardBackend, DIAG_FLAGS, DIAG_RHO0, DIAG_RHOK, DIAG_ROW_SCALE, DIAG_TRACE};
@@ -12,7 +12,7 @@ use crate::lowp::{Half, LowpBackend};
 use crate::scalar::Scalar;
 use crate::sgd::{ParamGrad, ViewParamGrad};
 use crate::state::{ParamState, StateError};
-use crate::view::{ViewBackend, ViewBatch, ViewParams};
+use crate::view::{ViewBatch, ViewParams};
 use crate::workspace::{Workspace, WorkspaceReq};
 
 /// A layer's parameters and their gradients (means over the batch).
@@ -81,23 +81,23 @@ impl<B: LowpBackend<H>, H: Half> fmt::Debug for LowpBatch<'_, B, H> {
 }
 
 /// A layer's parameters and gradients as a step takes them: [`Params`]
-/// (backend buffers) or [`ViewParams`] (views of the caller's storage, on
-/// a [`ViewBackend`]). Sealed: the step's arithmetic is the same for both,
-/// and only these two read and write the way it needs.
+/// (backend buffers) or [`ViewParams`] (views of the caller's storage).
+/// Sealed: a step makes views of buffers first, so that its arithmetic
+/// runs once, on views.
 pub trait Weights<B: Backend>: sealed::Weights<B> {}
 
 impl<B: Backend> Weights<B> for Params<'_, B> {}
-impl<B: ViewBackend> Weights<B> for ViewParams<'_, B> {}
+impl<B: Backend> Weights<B> for ViewParams<'_, B> {}
 
 /// The sampled rows of a batch as a step takes them: [`Batch`] (buffers in
-/// the backend's scalar type), [`LowpBatch`] (16-bit buffers, on a
-/// [`LowpBackend`]) or [`ViewBatch`] (views, on a [`ViewBackend`]).
-/// Sealed, like [`Weights`].
+/// the backend's scalar type), [`ViewBatch`] (views) or [`LowpBatch`]
+/// (16-bit buffers, on a [`LowpBackend`]). Sealed, like [`Weights`]: a
+/// [`Batch`] becomes a [`ViewBatch`] first.
 pub trait Inputs<B: Backend>: sealed::Inputs<B> {}
 
 impl<B: Backend> Inputs<B> for Batch<'_, B> {}
 impl<B: LowpBackend<H>, H: Half> Inputs<B> for LowpBatch<'_, B, H> {}
-impl<B: ViewBackend> Inputs<B> for ViewBatch<'_, B> {}
+impl<B: Backend> Inputs<B> for ViewBatch<'_, B> {}
 
 /// Whether a FROG step runs the opt-in guard: [`Unguarded`] on any
 /// backend, or a [`Guard`] on a [`GuardBackend`] (the guard's row check is
@@ -168,13 +168,18 @@ pub(crate) mod sealed {
         fn lens(&self, backend: &B) -> (usize, usize);
         /// The opt-in check of `y`, with `scratch` (at least one entry) to
         /// count in; nothing by default.
-        fn check(&self, backend: &B, scratch: &mut B::Buffer) -> Result<(), Error<B::Error>>;
+        fn check(&self, backend: &B, scratch: &mut B::Buffer) -> Result<(), Error<B::Error>> {
+            let _ = (backend, scratch);
+            Ok(())
+        }
         /// Fills the patch scratch.
         fn pack(&self, backend: &B, layer: &Layer, packed: &mut B::Buffer) -> Result<(), B::Error>;
-        /// The `x` the products see: the inputs, or `None` for the scratch.
-        fn x(&self) -> Option<&B::Buffer>;
+        /// [`Patches::x`]: the inputs in the scalar type, `None` for 16-bit ones.
+        fn x(&self, backend: &B) -> Result<Option<B::View<'_>>, B::Error>;
         /// The patch norms.
-        fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error>;
+        fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error> {
+            backend.patch_sq_norms(p, norms)
+        }
         /// Traces and Fisher weights from `y`.
         #[allow(clippy::too_many_arguments)]
         fn fisher_weights(
@@ -219,6 +224,27 @@ fn bias_at(d: usize, cols: usize) -> Strided {
     Strided { stride: cols, offset: d }
 }
 
+impl<'a, B: Backend> Params<'a, B> {
+    /// The parameters and gradients as views of the whole buffers.
+    fn views(self, backend: &B) -> Result<ViewParams<'a, B>, B::Error> {
+        let bias = match self.bias {
+            Some((b, gb)) => Some((whole_mut(backend, b)?, whole(backend, gb)?)),
+            None => None,
+        };
+        Ok(ViewParams { weight: whole_mut(backend, self.weight)?, grad_weight: whole(backend, self.grad_weight)?, bias })
+    }
+}
+
+/// Copies the gradients `gw` (and `gb`) into the joint `rows x cols`
+/// buffer `m`: weight columns `0..d`, the bias in column `d`.
+fn load_grad<B: Backend>(backend: &B, (rows, d, cols): (usize, usize, usize), gw: &B::View<'_>, gb: Option<&B::View<'_>>, m: &mut B::Buffer) -> Result<(), B::Error> {
+    backend.copy_strided(rows, d, gw, Strided::dense(d), m, Strided::dense(cols))?;
+    match gb {
+        Some(gb) => backend.copy_strided(rows, 1, gb, Strided::dense(1), m, bias_at(d, cols)),
+        None => Ok(()),
+    }
+}
+
 impl<'a, B: Backend> sealed::Weights<B> for Params<'a, B> {
     type Plain = ParamGrad<'a, B>;
     fn split(self) -> (Self::Plain, Option<Self::Plain>) {
@@ -229,22 +255,18 @@ impl<'a, B: Backend> sealed::Weights<B> for Params<'a, B> {
         (w, self.bias.as_ref().map(|(b, gb)| (backend.len(b), backend.len(gb))))
     }
     fn load_grad(&self, backend: &B, rows: usize, d: usize, cols: usize, m: &mut B::Buffer) -> Result<(), B::Error> {
-        backend.copy_strided(rows, d, self.grad_weight, Strided::dense(d), m, Strided::dense(cols))?;
-        match &self.bias {
-            Some((_, gb)) => backend.copy_strided(rows, 1, gb, Strided::dense(1), m, bias_at(d, cols)),
-            None => Ok(()),
-        }
+        let gb = match &self.bias {
+            Some((_, gb)) => Some(whole(backend, gb)?),
+            None => None,
+        };
+        load_grad(backend, (rows, d, cols), &whole(backend, self.grad_weight)?, gb.as_ref(), m)
     }
     fn apply(self, backend: &B, rows: usize, d: usize, cols: usize, decay: B::Scalar, lr: B::Scalar, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error> {
-        backend.row_step(rows, d, self.weight, decay, lr, scale, z, Strided::dense(cols))?;
-        match self.bias {
-            Some((b, _)) => backend.row_step(rows, 1, b, decay, lr, scale, z, bias_at(d, cols)),
-            None => Ok(()),
-        }
+        self.views(backend)?.apply(backend, rows, d, cols, decay, lr, scale, z)
     }
 }
 
-impl<'a, B: ViewBackend> sealed::Weights<B> for ViewParams<'a, B> {
+impl<'a, B: Backend> sealed::Weights<B> for ViewParams<'a, B> {
     type Plain = ViewParamGrad<'a, B>;
     fn split(self) -> (Self::Plain, Option<Self::Plain>) {
         (ViewParamGrad { param: self.weight, grad: self.grad_weight }, self.bias.map(|(param, grad)| ViewParamGrad { param, grad }))
@@ -254,18 +276,21 @@ impl<'a, B: ViewBackend> sealed::Weights<B> for ViewParams<'a, B> {
         (w, self.bias.as_ref().map(|(b, gb)| (backend.view_mut_len(b), backend.view_len(gb))))
     }
     fn load_grad(&self, backend: &B, rows: usize, d: usize, cols: usize, m: &mut B::Buffer) -> Result<(), B::Error> {
-        backend.copy_from_view(rows, d, &self.grad_weight, Strided::dense(d), m, Strided::dense(cols))?;
-        match &self.bias {
-            Some((_, gb)) => backend.copy_from_view(rows, 1, gb, Strided::dense(1), m, bias_at(d, cols)),
+        load_grad(backend, (rows, d, cols), &self.grad_weight, self.bias.as_ref().map(|(_, gb)| gb), m)
+    }
+    fn apply(mut self, backend: &B, rows: usize, d: usize, cols: usize, decay: B::Scalar, lr: B::Scalar, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error> {
+        backend.row_step(rows, d, &mut self.weight, decay, lr, scale, z, Strided::dense(cols))?;
+        match &mut self.bias {
+            Some((b, _)) => backend.row_step(rows, 1, b, decay, lr, scale, z, bias_at(d, cols)),
             None => Ok(()),
         }
     }
-    fn apply(mut self, backend: &B, rows: usize, d: usize, cols: usize, decay: B::Scalar, lr: B::Scalar, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error> {
-        backend.row_step_view(rows, d, &mut self.weight, decay, lr, scale, z, Strided::dense(cols))?;
-        match &mut self.bias {
-            Some((b, _)) => backend.row_step_view(rows, 1, b, decay, lr, scale, z, bias_at(d, cols)),
-            None => Ok(()),
-        }
+}
+
+impl<'a, B: Backend> Batch<'a, B> {
+    /// The inputs and output gradients as views of the whole buffers.
+    fn views(&self, backend: &B) -> Result<ViewBatch<'a, B>, B::Error> {
+        Ok(ViewBatch { x: whole(backend, self.x)?, y: whole(backend, self.y)?, sample: self.sample, batch_size: self.batch_size })
     }
 }
 
@@ -276,17 +301,11 @@ impl<B: Backend> sealed::Inputs<B> for Batch<'_, B> {
     fn lens(&self, backend: &B) -> (usize, usize) {
         (backend.len(self.x), backend.len(self.y))
     }
-    fn check(&self, _: &B, _: &mut B::Buffer) -> Result<(), Error<B::Error>> {
-        Ok(())
-    }
     fn pack(&self, backend: &B, layer: &Layer, packed: &mut B::Buffer) -> Result<(), B::Error> {
-        backend.pack_patches(layer, self.sample, self.x, packed)
+        self.views(backend)?.pack(backend, layer, packed)
     }
-    fn x(&self) -> Option<&B::Buffer> {
-        Some(self.x)
-    }
-    fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error> {
-        backend.patch_sq_norms(p, norms)
+    fn x(&self, backend: &B) -> Result<Option<B::View<'_>>, B::Error> {
+        whole(backend, self.x).map(Some)
     }
     fn fisher_weights(
         &self,
@@ -298,7 +317,7 @@ impl<B: Backend> sealed::Inputs<B> for Batch<'_, B> {
         trace: &mut B::Buffer,
         lambda: &mut B::Buffer,
     ) -> Result<(), B::Error> {
-        backend.fisher_weights(p, self.y, norms, scale, eps, trace, lambda)
+        self.views(backend)?.fisher_weights(backend, p, norms, scale, eps, trace, lambda)
     }
 }
 
@@ -324,8 +343,8 @@ impl<B: LowpBackend<H>, H: Half> sealed::Inputs<B> for LowpBatch<'_, B, H> {
     fn pack(&self, backend: &B, layer: &Layer, packed: &mut B::Buffer) -> Result<(), B::Error> {
         backend.pack_patches_lowp(layer, self.sample, self.x, packed)
     }
-    fn x(&self) -> Option<&B::Buffer> {
-        None
+    fn x(&self, _: &B) -> Result<Option<B::View<'_>>, B::Error> {
+        Ok(None)
     }
     fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error> {
         backend.patch_sq_norms_lowp(p, self.x, norms)
@@ -344,24 +363,18 @@ impl<B: LowpBackend<H>, H: Half> sealed::Inputs<B> for LowpBatch<'_, B, H> {
     }
 }
 
-impl<B: ViewBackend> sealed::Inputs<B> for ViewBatch<'_, B> {
+impl<B: Backend> sealed::Inputs<B> for ViewBatch<'_, B> {
     fn rows(&self) -> (usize, usize) {
         (self.sample, self.batch_size)
     }
     fn lens(&self, backend: &B) -> (usize, usize) {
         (backend.view_len(&self.x), backend.view_len(&self.y))
     }
-    fn check(&self, _: &B, _: &mut B::Buffer) -> Result<(), Error<B::Error>> {
-        Ok(())
-    }
     fn pack(&self, backend: &B, layer: &Layer, packed: &mut B::Buffer) -> Result<(), B::Error> {
-        backend.pack_patches_view(layer, self.sample, &self.x, packed)
+        backend.pack_patches(layer, self.sample, &self.x, packed)
     }
-    fn x(&self) -> Option<&B::Buffer> {
-        None
-    }
-    fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error> {
-        backend.patch_sq_norms_view(p, &self.x, norms)
+    fn x(&self, backend: &B) -> Result<Option<B::View<'_>>, B::Error> {
+        Ok(Some(backend.reborrow_view(&self.x)))
     }
     fn fisher_weights(
         &self,
@@ -373,7 +386,7 @@ impl<B: ViewBackend> sealed::Inputs<B> for ViewBatch<'_, B> {
         trace: &mut B::Buffer,
         lambda: &mut B::Buffer,
     ) -> Result<(), B::Error> {
-        backend.fisher_weights_view(p, &self.y, norms, scale, eps, trace, lambda)
+        backend.fisher_weights(p, &self.y, norms, scale, eps, trace, lambda)
     }
 }
 
@@ -515,9 +528,10 @@ fn plan<B: Backend>(
 /// ## Views
 ///
 /// [`ViewParams`] and [`ViewBatch`] are views of the caller's parameters,
-/// gradients, sampled inputs and output gradients (see [`ViewBackend`]):
+/// gradients, sampled inputs and output gradients (see [`Backend::View`]):
 /// the same checks, the same arithmetic, no copy of them into backend
-/// buffers.
+/// buffers. A step on [`Params`] and [`Batch`] makes views of their
+/// buffers first and runs the same kernels.
 #[allow(clippy::too_many_arguments)]
 pub fn frog_step<B: Backend>(
     backend: &B,
@@ -591,7 +605,7 @@ type RowCheck<'a, B> = &'a dyn Fn(&mut Workspace<B>) -> Result<(), <B as Backend
 /// Copies the first `rows` entries of `src` into part `part` of a state's
 /// diagnostics buffer.
 fn record<B: Backend>(backend: &B, rows: usize, src: &B::Buffer, diag: &mut B::Buffer, part: usize) -> Result<(), B::Error> {
-    backend.copy_strided(1, rows, src, Strided::dense(rows), diag, Strided { stride: rows, offset: part * rows })
+    copy_buffers(backend, 1, rows, src, Strided::dense(rows), diag, Strided { stride: rows, offset: part * rows })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -616,9 +630,9 @@ fn run_step<B: Backend>(
     params.load_grad(backend, rows, d, cols, &mut ws.m)?;
     if let Some(buf) = &mut state.momentum {
         let beta = s(cfg.momentum);
-        backend.axpby(n, B::Scalar::ONE, &ws.m, beta, buf)?;
+        axpby_buffers(backend, n, B::Scalar::ONE, &ws.m, beta, buf)?;
         if cfg.nesterov {
-            backend.axpby(n, beta, buf, B::Scalar::ONE, &mut ws.m)?;
+            axpby_buffers(backend, n, beta, buf, B::Scalar::ONE, &mut ws.m)?;
         } else {
             backend.copy(n, buf, &mut ws.m)?;
         }
@@ -629,16 +643,18 @@ fn run_step<B: Backend>(
 
     // 2-4. Patches, traces and Fisher weights.
     batch.pack(backend, layer, &mut ws.packed)?;
-    let p = Patches { layer, r: batch.rows().0, x: batch.x().unwrap_or(&ws.packed), packed: &ws.packed };
-    batch.norms(backend, &p, &mut ws.norms)?;
-    batch.fisher_weights(backend, &p, &ws.norms, plan.scale, eps, &mut ws.trace, &mut ws.lambda)?;
+    {
+        let p = Patches { layer, r: batch.rows().0, x: batch.x(backend)?, packed: &ws.packed };
+        batch.norms(backend, &p, &mut ws.norms)?;
+        batch.fisher_weights(backend, &p, &ws.norms, plan.scale, eps, &mut ws.trace, &mut ws.lambda)?;
+    }
 
     // 5-6. Batched CG from zero, exactly num_iters iterations.
     cg_start(backend, rows, cols, ws)?;
     if let (Some(_), Some(diag)) = (check, &mut state.diag) {
         record(backend, rows, &ws.rho, diag, DIAG_RHO0)?;
     }
-    let rho = cg_iterate(backend, layer, batch.rows().0, batch.x(), tau, eps, cfg.num_iters, ws)?;
+    let rho = cg_iterate(backend, layer, batch.rows().0, batch.x(backend)?, tau, eps, cfg.num_iters, ws)?;
     if let (Some(_), Some(diag)) = (check, &mut state.diag) {
         record(backend, rows, rho, diag, DIAG_RHOK)?;
     }
@@ -664,9 +680,8 @@ fn run_step<B: Backend>(
 /// serves every layer of a FROG step: gather each layer's input and output
 /// gradient with the same [`crate::Optimizer::sample`].
 ///
-/// `src` is a buffer (`&B::Buffer`) or, on a [`ViewBackend`], a view of
-/// the caller's storage such as a framework's activation tensor
-/// ([`ViewSource`]).
+/// `src` is a buffer (`&B::Buffer`) or a view of the caller's storage such
+/// as a framework's activation tensor ([`ViewSource`]).
 ///
 /// Rejects, before copying anything, an index past the rows of `src`, a
 /// `dst` shorter than the rows gathered, and sizes that overflow `usize`.
@@ -680,14 +695,14 @@ pub fn gather_rows<B: Backend>(backend: &B, rows: &[usize], row_len: usize, src:
 pub trait GatherSource<B: Backend>: sealed_gather::GatherSource<B> {}
 
 impl<B: Backend> GatherSource<B> for &B::Buffer {}
-impl<B: ViewBackend> GatherSource<B> for ViewSource<'_, B> {}
+impl<B: Backend> GatherSource<B> for ViewSource<'_, B> {}
 
 /// A view of a full batch to gather rows from (see [`gather_rows`]): a
 /// wrapper, as a view type and a buffer type of the same backend cannot be
 /// told apart by the trait system.
-pub struct ViewSource<'a, B: ViewBackend + 'a>(pub B::View<'a>);
+pub struct ViewSource<'a, B: Backend + 'a>(pub B::View<'a>);
 
-impl<'a, B: ViewBackend + 'a> fmt::Debug for ViewSource<'a, B> {
+impl<'a, B: Backend + 'a> fmt::Debug for ViewSource<'a, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("ViewSource").finish_non_exhaustive()
     }
@@ -710,16 +725,16 @@ pub(crate) mod sealed_gather {
             backend.len(self)
         }
         fn copy_rows(&self, backend: &B, rows: &[usize], row_len: usize, dst: &mut B::Buffer) -> Result<(), B::Error> {
-            backend.copy_rows(rows, row_len, self, dst)
+            ViewSource::<B>(whole(backend, self)?).copy_rows(backend, rows, row_len, dst)
         }
     }
 
-    impl<B: ViewBackend> GatherSource<B> for ViewSource<'_, B> {
+    impl<B: Backend> GatherSource<B> for ViewSource<'_, B> {
         fn len(&self, backend: &B) -> usize {
             backend.view_len(&self.0)
         }
         fn copy_rows(&self, backend: &B, rows: &[usize], row_len: usize, dst: &mut B::Buffer) -> Result<(), B::Error> {
-            backend.copy_rows_from_view(rows, row_len, &self.0, dst)
+            backend.copy_rows(rows, row_len, &self.0, dst)
         }
     }
 }
@@ -742,7 +757,7 @@ fn check_gather<B: Backend>(backend: &B, rows: &[usize], row_len: usize, src_len
 /// `Rs = Pd = M`, `rho = <M, M>` per row (FROG's and K-FROG's solves).
 pub(crate) fn cg_start<B: Backend>(backend: &B, rows: usize, cols: usize, ws: &mut Workspace<B>) -> Result<(), B::Error> {
     let n = rows * cols;
-    backend.axpby(n, B::Scalar::ZERO, &ws.m, B::Scalar::ZERO, &mut ws.z)?;
+    axpby_buffers(backend, n, B::Scalar::ZERO, &ws.m, B::Scalar::ZERO, &mut ws.z)?;
     backend.copy(n, &ws.m, &mut ws.rs)?;
     backend.copy(n, &ws.m, &mut ws.pd)?;
     backend.row_dots(rows, cols, &ws.m, &ws.m, &mut ws.rho)
@@ -754,16 +769,15 @@ pub(crate) fn cg_start<B: Backend>(backend: &B, rows: usize, cols: usize, ws: &m
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn cg_iterate<'w, B: Backend>(
     backend: &B,
-    layer: &Layer,
+    layer: &'w Layer,
     r: usize,
-    x: Option<&B::Buffer>,
+    x: Option<B::View<'w>>,
     tau: B::Scalar,
     eps: B::Scalar,
     iters: usize,
     ws: &'w mut Workspace<B>,
 ) -> Result<&'w B::Buffer, B::Error> {
-    // `None`: a step on 16-bit inputs, whose products read only the scratch.
-    let p = Patches { layer, r, x: x.unwrap_or(&ws.packed), packed: &ws.packed };
+    let p = Patches { layer, r, x, packed: &ws.packed };
     let mut cg = CgBuffers {
         z: &mut ws.z,
         rs: &mut ws.rs,

@@ -244,6 +244,8 @@ fn widen<S: Copy, T: From<S>>(src: &[S], dst: &mut [T]) {
 impl<T: Real> Backend for Cpu<T> {
     type Scalar = T;
     type Buffer = Vec<T>;
+    type View<'a> = &'a [T];
+    type ViewMut<'a> = &'a mut [T];
     type Error = CpuError;
 
     fn zeros(&self, len: usize) -> Result<Vec<T>, CpuError> {
@@ -266,6 +268,27 @@ impl<T: Real> Backend for Cpu<T> {
         Ok(())
     }
 
+    fn view<'a>(&self, buf: &'a Vec<T>, offset: usize, len: usize) -> Result<&'a [T], CpuError> {
+        Ok(&buf[Self::part("view", buf.len(), offset, len)?])
+    }
+
+    fn view_mut<'a>(&self, buf: &'a mut Vec<T>, offset: usize, len: usize) -> Result<&'a mut [T], CpuError> {
+        let range = Self::part("view_mut", buf.len(), offset, len)?;
+        Ok(&mut buf[range])
+    }
+
+    fn reborrow<'b>(&self, v: &'b &mut [T]) -> &'b [T] {
+        v
+    }
+
+    fn reborrow_view<'b>(&self, v: &'b &[T]) -> &'b [T] {
+        v
+    }
+
+    fn view_len(&self, v: &&[T]) -> usize {
+        v.len()
+    }
+
     fn patch_scratch_len(&self, layer: &Layer, r: usize) -> usize {
         // Saturates: a size past usize fails to allocate with an error. A
         // forced algorithm that cannot run the layer fails its steps, so
@@ -278,18 +301,21 @@ impl<T: Real> Backend for Cpu<T> {
         patches.saturating_add(1)
     }
 
-    fn pack_patches(&self, layer: &Layer, r: usize, x: &Vec<T>, packed: &mut Vec<T>) -> Result<(), CpuError> {
+    fn pack_patches(&self, layer: &Layer, r: usize, x: &&[T], packed: &mut Vec<T>) -> Result<(), CpuError> {
         self.pack_from(layer, r, x, packed)
     }
 
     fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Vec<T>) -> Result<(), CpuError> {
-        self.sq_norms_from(p, p.x, norms)
+        // Without inputs in `T` (a 16-bit step, which calls the 16-bit
+        // twin), only the direct algorithm's norms can be had: Winograd's
+        // then fail on the empty `x`.
+        self.sq_norms_from::<T>(p, p.x.unwrap_or_default(), norms)
     }
 
     fn fisher_weights(
         &self,
         p: &Patches<'_, Self>,
-        y: &Vec<T>,
+        y: &&[T],
         norms: &Vec<T>,
         scale: T,
         eps: T,
@@ -339,11 +365,11 @@ impl<T: Real> Backend for Cpu<T> {
             need("fisher_matvec: scratch", p.packed, tiles.packed_len())?;
             need("fisher_matvec: v", v, rows.saturating_mul(cols))?;
             need("fisher_matvec: lambda", lambda, rows.saturating_mul(n))?;
-            self.axpby(rows * cols, tau, v, T::ZERO, out)?;
+            self.axpby_slices(rows * cols, tau, v, T::ZERO, out)?;
             return self.with_arena(tiles.matvec_arena_len(self.pool.threads()), |arena| winograd::matvec(&self.pool, &tiles, p.packed, gain(p), v, lambda, out, arena));
         }
         self.project_scaled(p, v, Some(lambda), u)?;
-        self.axpby(rows * cols, tau, v, T::ZERO, out)?;
+        self.axpby_slices(rows * cols, tau, v, T::ZERO, out)?;
         self.back_project_into(p, u, true, out)
     }
 
@@ -394,7 +420,7 @@ impl<T: Real> Backend for Cpu<T> {
         (0..iters).try_for_each(|_| self.cg_iteration(p, lambda, tau, eps, cg))
     }
 
-    fn axpby(&self, n: usize, a: T, x: &Vec<T>, b: T, y: &mut Vec<T>) -> Result<(), CpuError> {
+    fn axpby(&self, n: usize, a: T, x: &&[T], b: T, y: &mut &mut [T]) -> Result<(), CpuError> {
         self.axpby_slices(n, a, x, b, y)
     }
 
@@ -405,8 +431,18 @@ impl<T: Real> Backend for Cpu<T> {
         Ok(())
     }
 
-    fn copy_strided(&self, rows: usize, cols: usize, src: &Vec<T>, src_at: Strided, dst: &mut Vec<T>, dst_at: Strided) -> Result<(), CpuError> {
-        self.copy_strided_slices(rows, cols, src, src_at, dst, dst_at)
+    fn copy_strided(&self, rows: usize, cols: usize, src: &&[T], src_at: Strided, dst: &mut Vec<T>, dst_at: Strided) -> Result<(), CpuError> {
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        need("copy_strided: src", src, src_at.end(rows, cols))?;
+        need("copy_strided: dst", dst, dst_at.end(rows, cols))?;
+        for j in 0..rows {
+            let s = src_at.offset + j * src_at.stride;
+            let d = dst_at.offset + j * dst_at.stride;
+            dst[d..d + cols].copy_from_slice(&src[s..s + cols]);
+        }
+        Ok(())
     }
 
     fn row_dots(&self, rows: usize, cols: usize, a: &Vec<T>, b: &Vec<T>, out: &mut Vec<T>) -> Result<(), CpuError> {
@@ -468,8 +504,19 @@ impl<T: Real> Backend for Cpu<T> {
         Ok(())
     }
 
-    fn row_step(&self, rows: usize, cols: usize, w: &mut Vec<T>, decay: T, lr: T, scale: &Vec<T>, z: &Vec<T>, z_at: Strided) -> Result<(), CpuError> {
-        self.row_step_slice(rows, cols, w, decay, lr, scale, z, z_at)
+    fn row_step(&self, rows: usize, cols: usize, w: &mut &mut [T], decay: T, lr: T, scale: &Vec<T>, z: &Vec<T>, z_at: Strided) -> Result<(), CpuError> {
+        need("row_step: w", w, rows.saturating_mul(cols))?;
+        need("row_step: scale", scale, rows)?;
+        need("row_step: z", z, z_at.end(rows, cols))?;
+        self.par_row_blocks(w, rows, cols, cols, |js, ws| {
+            for (k, j) in js.enumerate() {
+                let c = lr * scale[j];
+                let zr = &z[z_at.offset + j * z_at.stride..][..cols];
+                let wr = &mut ws[k * cols..(k + 1) * cols];
+                wr.iter_mut().zip(zr).for_each(|(w, &z)| *w = decay * *w - c * z);
+            }
+        });
+        Ok(())
     }
 }
 
@@ -489,37 +536,7 @@ impl<T: Real> Cpu<T> {
         Ok(())
     }
 
-    /// [`Backend::copy_strided`] on slices.
-    pub(crate) fn copy_strided_slices(&self, rows: usize, cols: usize, src: &[T], src_at: Strided, dst: &mut [T], dst_at: Strided) -> Result<(), CpuError> {
-        if rows == 0 || cols == 0 {
-            return Ok(());
-        }
-        need("copy_strided: src", src, src_at.end(rows, cols))?;
-        need("copy_strided: dst", dst, dst_at.end(rows, cols))?;
-        for j in 0..rows {
-            let s = src_at.offset + j * src_at.stride;
-            let d = dst_at.offset + j * dst_at.stride;
-            dst[d..d + cols].copy_from_slice(&src[s..s + cols]);
-        }
-        Ok(())
-    }
 
-    /// [`Backend::row_step`] on slices.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn row_step_slice(&self, rows: usize, cols: usize, w: &mut [T], decay: T, lr: T, scale: &[T], z: &[T], z_at: Strided) -> Result<(), CpuError> {
-        need("row_step: w", w, rows.saturating_mul(cols))?;
-        need("row_step: scale", scale, rows)?;
-        need("row_step: z", z, z_at.end(rows, cols))?;
-        self.par_row_blocks(w, rows, cols, cols, |js, ws| {
-            for (k, j) in js.enumerate() {
-                let c = lr * scale[j];
-                let zr = &z[z_at.offset + j * z_at.stride..][..cols];
-                let wr = &mut ws[k * cols..(k + 1) * cols];
-                wr.iter_mut().zip(zr).for_each(|(w, &z)| *w = decay * *w - c * z);
-            }
-        });
-        Ok(())
-    }
 
     /// [`Backend::pack_patches`] from inputs in `T` or in a 16-bit type.
     pub(crate) fn pack_from<S: Copy + Sync>(&self, layer: &Layer, r: usize, x: &[S], packed: &mut [T]) -> Result<(), CpuError>

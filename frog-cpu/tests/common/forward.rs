@@ -30,6 +30,8 @@ impl RequiredOnly {
 impl Backend for RequiredOnly {
     type Scalar = f64;
     type Buffer = Vec<f64>;
+    type View<'a> = &'a [f64];
+    type ViewMut<'a> = &'a mut [f64];
     type Error = CpuError;
 
     fn zeros(&self, len: usize) -> Result<Vec<f64>, CpuError> {
@@ -50,16 +52,31 @@ impl Backend for RequiredOnly {
     fn write(&self, src: &[f64], dst: &mut Vec<f64>, offset: usize) -> Result<(), CpuError> {
         self.inner.write(src, dst, offset)
     }
+    fn view<'a>(&self, buf: &'a Vec<f64>, offset: usize, len: usize) -> Result<&'a [f64], CpuError> {
+        self.inner.view(buf, offset, len)
+    }
+    fn view_mut<'a>(&self, buf: &'a mut Vec<f64>, offset: usize, len: usize) -> Result<&'a mut [f64], CpuError> {
+        self.inner.view_mut(buf, offset, len)
+    }
+    fn reborrow<'b>(&self, v: &'b &mut [f64]) -> &'b [f64] {
+        self.inner.reborrow(v)
+    }
+    fn reborrow_view<'b>(&self, v: &'b &[f64]) -> &'b [f64] {
+        self.inner.reborrow_view(v)
+    }
+    fn view_len(&self, v: &&[f64]) -> usize {
+        self.inner.view_len(v)
+    }
     fn patch_scratch_len(&self, layer: &Layer, r: usize) -> usize {
         self.inner.patch_scratch_len(layer, r)
     }
-    fn pack_patches(&self, layer: &Layer, r: usize, x: &Vec<f64>, packed: &mut Vec<f64>) -> Result<(), CpuError> {
+    fn pack_patches(&self, layer: &Layer, r: usize, x: &&[f64], packed: &mut Vec<f64>) -> Result<(), CpuError> {
         self.inner.pack_patches(layer, r, x, packed)
     }
     fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Vec<f64>) -> Result<(), CpuError> {
         self.inner.patch_sq_norms(&inner(p), norms)
     }
-    fn fisher_weights(&self, p: &Patches<'_, Self>, y: &Vec<f64>, norms: &Vec<f64>, scale: f64, eps: f64, trace: &mut Vec<f64>, lambda: &mut Vec<f64>) -> Result<(), CpuError> {
+    fn fisher_weights(&self, p: &Patches<'_, Self>, y: &&[f64], norms: &Vec<f64>, scale: f64, eps: f64, trace: &mut Vec<f64>, lambda: &mut Vec<f64>) -> Result<(), CpuError> {
         self.inner.fisher_weights(&inner(p), y, norms, scale, eps, trace, lambda)
     }
     fn project(&self, p: &Patches<'_, Self>, v: &Vec<f64>, u: &mut Vec<f64>) -> Result<(), CpuError> {
@@ -68,13 +85,13 @@ impl Backend for RequiredOnly {
     fn back_project(&self, p: &Patches<'_, Self>, u: &Vec<f64>, g: &mut Vec<f64>) -> Result<(), CpuError> {
         self.inner.back_project(&inner(p), u, g)
     }
-    fn axpby(&self, n: usize, a: f64, x: &Vec<f64>, b: f64, y: &mut Vec<f64>) -> Result<(), CpuError> {
+    fn axpby(&self, n: usize, a: f64, x: &&[f64], b: f64, y: &mut &mut [f64]) -> Result<(), CpuError> {
         self.inner.axpby(n, a, x, b, y)
     }
     fn mul_assign(&self, n: usize, a: &mut Vec<f64>, b: &Vec<f64>) -> Result<(), CpuError> {
         self.inner.mul_assign(n, a, b)
     }
-    fn copy_strided(&self, rows: usize, cols: usize, src: &Vec<f64>, src_at: Strided, dst: &mut Vec<f64>, dst_at: Strided) -> Result<(), CpuError> {
+    fn copy_strided(&self, rows: usize, cols: usize, src: &&[f64], src_at: Strided, dst: &mut Vec<f64>, dst_at: Strided) -> Result<(), CpuError> {
         self.inner.copy_strided(rows, cols, src, src_at, dst, dst_at)
     }
     fn row_dots(&self, rows: usize, cols: usize, a: &Vec<f64>, b: &Vec<f64>, out: &mut Vec<f64>) -> Result<(), CpuError> {
@@ -92,7 +109,7 @@ impl Backend for RequiredOnly {
     fn row_xpby(&self, rows: usize, cols: usize, x: &Vec<f64>, coef: &Vec<f64>, y: &mut Vec<f64>) -> Result<(), CpuError> {
         self.inner.row_xpby(rows, cols, x, coef, y)
     }
-    fn row_step(&self, rows: usize, cols: usize, w: &mut Vec<f64>, decay: f64, lr: f64, scale: &Vec<f64>, z: &Vec<f64>, z_at: Strided) -> Result<(), CpuError> {
+    fn row_step(&self, rows: usize, cols: usize, w: &mut &mut [f64], decay: f64, lr: f64, scale: &Vec<f64>, z: &Vec<f64>, z_at: Strided) -> Result<(), CpuError> {
         self.inner.row_step(rows, cols, w, decay, lr, scale, z, z_at)
     }
 }
