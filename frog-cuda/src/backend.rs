@@ -15,6 +15,7 @@ use frog_core::{AdamBackend, AdamCoefs, Backend, CgBuffers, Guard, GuardBackend,
 use crate::error::Error;
 use crate::kernels::{Ptx, K};
 use crate::launch::{self, int, Arg, Grid, Tile, BLOCK, MAX_ARGS};
+use crate::view::{CudaView, CudaViewMut};
 
 /// Arithmetic of the two patch products (the Fisher matvec's cost); modes
 /// may be added, so a `match` needs a wildcard arm.
@@ -674,95 +675,8 @@ impl Cuda {
         int("rows*cols", n)?;
         Ok((Arg::I(int("rows", rows)?), Arg::I(int("cols", cols)?), n))
     }
-
-    // The kernels of the caller's data, on buffers and views alike (the
-    // `Backend` and `ViewBackend` methods of the same names call these).
-
-    /// [`Backend::pack_patches`].
-    pub(crate) fn pack_patches_on(&self, layer: &Layer, r: usize, x: &impl Operand, packed: &mut Buffer) -> Result<(), Error> {
-        let xa = x.arg(self, "x", r.saturating_mul(layer.input_len()))?;
-        // A 16-bit mode packs (rounds) the f32 inputs in its element type.
-        let (conv, rows) = match self.precision.packed() {
-            Packed::F32 => (K::Im2col, K::PackRows),
-            Packed::Bf16 => (K::Im2colF32Bf16, K::PackRowsF32Bf16),
-            Packed::F16 => (K::Im2colF32F16, K::PackRowsF32F16),
-        };
-        self.pack_with(layer, r, xa, (K::InputAbsMax, conv, rows), packed)
-    }
-
-    /// [`Backend::fisher_weights`].
-    pub(crate) fn fisher_weights_on(
-        &self,
-        p: &Patches<'_, Self>,
-        y: &impl Operand,
-        norms: &Buffer,
-        scale_eps: (f32, f32),
-        trace: &mut Buffer,
-        lambda: &mut Buffer,
-    ) -> Result<(), Error> {
-        let g = Geom::of(p)?;
-        let ya = y.arg(self, "y", g.n * g.rows)?;
-        self.fisher_with(p, K::FisherWeights, ya, norms, scale_eps, trace, lambda)
-    }
-
-    /// [`Backend::axpby`].
-    pub(crate) fn axpby_on(&self, n: usize, a: f32, x: &impl Operand, b: f32, y: &mut impl Operand) -> Result<(), Error> {
-        let xa = x.arg(self, "x", n)?;
-        let ya = y.arg(self, "y", n)?;
-        self.launch(K::Axpby, launch::elementwise(n), &[Arg::I(int("n", n)?), Arg::F(a), xa, Arg::F(b), ya])
-    }
-
-    /// [`Backend::copy_strided`].
-    pub(crate) fn copy_strided_on(&self, rows: usize, cols: usize, src: &impl Operand, src_at: Strided, dst: &mut Buffer, dst_at: Strided) -> Result<(), Error> {
-        let (r, c, n) = self.rows_cols(rows, cols)?;
-        let sa = src.arg(self, "src", src_at.end(rows, cols))?;
-        let da = self.ptr("dst", dst, dst_at.end(rows, cols))?;
-        let i = |what, v| int(what, v).map(Arg::I);
-        self.launch(
-            K::CopyStrided,
-            launch::elementwise(n),
-            &[r, c, sa, i("src stride", src_at.stride)?, i("src offset", src_at.offset)?, da, i("dst stride", dst_at.stride)?, i("dst offset", dst_at.offset)?],
-        )
-    }
-
-    /// [`Backend::row_step`].
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn row_step_on(
-        &self,
-        rows: usize,
-        cols: usize,
-        w: &mut impl Operand,
-        decay: f32,
-        lr: f32,
-        scale: &Buffer,
-        z: &Buffer,
-        z_at: Strided,
-    ) -> Result<(), Error> {
-        let (r, c, n) = self.rows_cols(rows, cols)?;
-        let wa = w.arg(self, "w", n)?;
-        let sa = self.ptr("scale", scale, rows)?;
-        let za = self.ptr("z", z, z_at.end(rows, cols))?;
-        self.launch(
-            K::RowStep,
-            launch::elementwise(n),
-            &[r, c, wa, Arg::F(decay), Arg::F(lr), sa, za, Arg::I(int("z stride", z_at.stride)?), Arg::I(int("z offset", z_at.offset)?)],
-        )
-    }
 }
 
-/// Device memory of the caller's data that a kernel reads or writes: a
-/// [`Buffer`] or a view (`crate::view`), resolved through one check.
-pub(crate) trait Operand {
-    /// The device address, after checking that the memory is `cuda`'s and
-    /// holds at least `needed` entries (`what` names it in the error).
-    fn arg(&self, cuda: &Cuda, what: &'static str, needed: usize) -> Result<Arg, Error>;
-}
-
-impl Operand for Buffer {
-    fn arg(&self, cuda: &Cuda, what: &'static str, needed: usize) -> Result<Arg, Error> {
-        cuda.ptr(what, self, needed)
-    }
-}
 
 /// A CUDA graph recorded by [`Cuda::capture`].
 pub struct Graph {
@@ -834,6 +748,8 @@ pub(crate) fn patch_scratch_entries(layer: &Layer, r: usize) -> usize {
 impl Backend for Cuda {
     type Scalar = f32;
     type Buffer = Buffer;
+    type View<'a> = CudaView<'a>;
+    type ViewMut<'a> = CudaViewMut<'a>;
     type Error = Error;
 
     fn zeros(&self, len: usize) -> Result<Buffer, Error> {
@@ -887,8 +803,35 @@ impl Backend for Cuda {
         patch_scratch_entries(layer, r)
     }
 
-    fn pack_patches(&self, layer: &Layer, r: usize, x: &Buffer, packed: &mut Buffer) -> Result<(), Error> {
-        self.pack_patches_on(layer, r, x, packed)
+    fn view<'a>(&self, buf: &'a Buffer, offset: usize, len: usize) -> Result<CudaView<'a>, Error> {
+        self.part("view", buf, offset, len)
+    }
+
+    fn view_mut<'a>(&self, buf: &'a mut Buffer, offset: usize, len: usize) -> Result<CudaViewMut<'a>, Error> {
+        Ok(CudaViewMut::new(self.part("view_mut", buf, offset, len)?))
+    }
+
+    fn reborrow<'b>(&self, v: &'b CudaViewMut<'_>) -> CudaView<'b> {
+        v.view()
+    }
+
+    fn reborrow_view<'b>(&self, v: &'b CudaView<'_>) -> CudaView<'b> {
+        *v
+    }
+
+    fn view_len(&self, v: &CudaView<'_>) -> usize {
+        v.len()
+    }
+
+    fn pack_patches(&self, layer: &Layer, r: usize, x: &CudaView<'_>, packed: &mut Buffer) -> Result<(), Error> {
+        let xa = x.arg(self, "x", r.saturating_mul(layer.input_len()))?;
+        // A 16-bit mode packs (rounds) the f32 inputs in its element type.
+        let (conv, rows) = match self.precision.packed() {
+            Packed::F32 => (K::Im2col, K::PackRows),
+            Packed::Bf16 => (K::Im2colF32Bf16, K::PackRowsF32Bf16),
+            Packed::F16 => (K::Im2colF32F16, K::PackRowsF32F16),
+        };
+        self.pack_with(layer, r, xa, (K::InputAbsMax, conv, rows), packed)
     }
 
     fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Buffer) -> Result<(), Error> {
@@ -906,14 +849,16 @@ impl Backend for Cuda {
     fn fisher_weights(
         &self,
         p: &Patches<'_, Self>,
-        y: &Buffer,
+        y: &CudaView<'_>,
         norms: &Buffer,
         scale: f32,
         eps: f32,
         trace: &mut Buffer,
         lambda: &mut Buffer,
     ) -> Result<(), Error> {
-        self.fisher_weights_on(p, y, norms, (scale, eps), trace, lambda)
+        let g = Geom::of(p)?;
+        let ya = y.arg(self, "y", g.n * g.rows)?;
+        self.fisher_with(p, K::FisherWeights, ya, norms, (scale, eps), trace, lambda)
     }
 
     fn project(&self, p: &Patches<'_, Self>, v: &Buffer, u: &mut Buffer) -> Result<(), Error> {
@@ -924,8 +869,10 @@ impl Backend for Cuda {
         self.back_project_into(p, u, g, false)
     }
 
-    fn axpby(&self, n: usize, a: f32, x: &Buffer, b: f32, y: &mut Buffer) -> Result<(), Error> {
-        self.axpby_on(n, a, x, b, y)
+    fn axpby(&self, n: usize, a: f32, x: &CudaView<'_>, b: f32, y: &mut CudaViewMut<'_>) -> Result<(), Error> {
+        let xa = x.arg(self, "x", n)?;
+        let ya = y.arg(self, "y", n)?;
+        self.launch(K::Axpby, launch::elementwise(n), &[Arg::I(int("n", n)?), Arg::F(a), xa, Arg::F(b), ya])
     }
 
     fn mul_assign(&self, n: usize, a: &mut Buffer, b: &Buffer) -> Result<(), Error> {
@@ -934,8 +881,16 @@ impl Backend for Cuda {
         self.launch(K::MulAssign, launch::elementwise(n), &[Arg::I(int("n", n)?), aa, ba])
     }
 
-    fn copy_strided(&self, rows: usize, cols: usize, src: &Buffer, src_at: Strided, dst: &mut Buffer, dst_at: Strided) -> Result<(), Error> {
-        self.copy_strided_on(rows, cols, src, src_at, dst, dst_at)
+    fn copy_strided(&self, rows: usize, cols: usize, src: &CudaView<'_>, src_at: Strided, dst: &mut Buffer, dst_at: Strided) -> Result<(), Error> {
+        let (r, c, n) = self.rows_cols(rows, cols)?;
+        let sa = src.arg(self, "src", src_at.end(rows, cols))?;
+        let da = self.ptr("dst", dst, dst_at.end(rows, cols))?;
+        let i = |what, v| int(what, v).map(Arg::I);
+        self.launch(
+            K::CopyStrided,
+            launch::elementwise(n),
+            &[r, c, sa, i("src stride", src_at.stride)?, i("src offset", src_at.offset)?, da, i("dst stride", dst_at.stride)?, i("dst offset", dst_at.offset)?],
+        )
     }
 
     fn row_dots(&self, rows: usize, cols: usize, a: &Buffer, b: &Buffer, out: &mut Buffer) -> Result<(), Error> {
@@ -976,21 +931,29 @@ impl Backend for Cuda {
         &self,
         rows: usize,
         cols: usize,
-        w: &mut Buffer,
+        w: &mut CudaViewMut<'_>,
         decay: f32,
         lr: f32,
         scale: &Buffer,
         z: &Buffer,
         z_at: Strided,
     ) -> Result<(), Error> {
-        self.row_step_on(rows, cols, w, decay, lr, scale, z, z_at)
+        let (r, c, n) = self.rows_cols(rows, cols)?;
+        let wa = w.arg(self, "w", n)?;
+        let sa = self.ptr("scale", scale, rows)?;
+        let za = self.ptr("z", z, z_at.end(rows, cols))?;
+        self.launch(
+            K::RowStep,
+            launch::elementwise(n),
+            &[r, c, wa, Arg::F(decay), Arg::F(lr), sa, za, Arg::I(int("z stride", z_at.stride)?), Arg::I(int("z offset", z_at.offset)?)],
+        )
     }
 
     /// Three launches: `out = tau*v`, `U = lambda .* (X V^T)` (the scaling
     /// fused into the GEMM's epilogue), `out += U X` (split-K GEMM).
     fn fisher_matvec(&self, p: &Patches<'_, Self>, lambda: &Buffer, tau: f32, v: &Buffer, u: &mut Buffer, out: &mut Buffer) -> Result<(), Error> {
         let n = p.layer.rows() * p.layer.cols();
-        self.axpby(n, tau, v, 0.0, out)?;
+        self.axpby(n, tau, &self.view(v, 0, n)?, 0.0, &mut self.view_mut(out, 0, n)?)?;
         self.project_into(p, v, Some(lambda), u)?;
         self.back_project_into(p, u, out, true)
     }

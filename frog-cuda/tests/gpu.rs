@@ -153,8 +153,9 @@ fn products_on_tile(cuda: &Cuda, rtol: f64, test: &str) {
         let v = cuda.upload(&v_host).unwrap();
         let u_given = cuda.upload(&u_in).unwrap();
         let mut packed = cuda.zeros(cuda.patch_scratch_len(&layer, r)).unwrap();
-        cuda.pack_patches(&layer, r, &x, &mut packed).unwrap();
-        let p = Patches { layer: &layer, r, x: &x, packed: &packed };
+        let xv = cuda.view(&x, 0, x.len()).unwrap();
+        cuda.pack_patches(&layer, r, &xv, &mut packed).unwrap();
+        let p = Patches { layer: &layer, r, x: Some(xv), packed: &packed };
         let xm = host_im2col(&conv, bias, r, &x_host);
         let got = cuda.download(&packed, n * cols).unwrap();
         assert!(rel(&got, &xm) == 0.0, "{test}: im2col of case {k} differs");
@@ -242,10 +243,13 @@ fn gpu_buffer_errors() {
     let b = Cuda::new(Precision::Exact).unwrap();
     let x = a.zeros(8).unwrap();
     let mut y = b.zeros(8).unwrap();
-    let e = b.axpby(8, 1.0, &x, 0.0, &mut y).unwrap_err();
-    assert!(matches!(e, Error::ForeignBuffer { what: "x" }), "{e}");
+    let e = b.view(&x, 0, 8).unwrap_err();
+    assert!(matches!(e, Error::ForeignBuffer { what: "view" }), "{e}");
     assert_eq!(e.kind(), BackendErrorKind::DeviceMismatch);
-    let e = b.axpby(9, 1.0, &y.clone_zeroed(&b), 0.0, &mut y).unwrap_err();
+    let e = b.mul_assign(8, &mut y, &x).unwrap_err();
+    assert!(matches!(e, Error::ForeignBuffer { what: "b" }), "{e}");
+    let z = y.clone_zeroed(&b);
+    let e = b.axpby(9, 1.0, &b.view(&z, 0, 8).unwrap(), 0.0, &mut b.view_mut(&mut y, 0, 8).unwrap()).unwrap_err();
     assert!(matches!(e, Error::BufferTooShort { .. }), "{e}");
     let mut host = [1.0f32; 8];
     b.read(&y, 0, &mut host).unwrap();

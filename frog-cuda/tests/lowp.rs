@@ -165,7 +165,7 @@ where
         cuda.set_gemm_tile(tile);
         let mut packed = cuda.zeros(cuda.patch_scratch_len(&layer, r)).unwrap();
         cuda.pack_patches_lowp(&layer, r, &xb, &mut packed).unwrap();
-        let p = Patches { layer: &layer, r, x: &packed, packed: &packed };
+        let p = Patches { layer: &layer, r, x: None, packed: &packed };
         let mut ub = cuda.zeros(rows * n).unwrap();
         cuda.project(&p, &vb, &mut ub).unwrap();
         let eu = rel(&cuda.download(&ub, rows * n).unwrap(), &want_u);
