@@ -73,6 +73,65 @@ impl Strided {
     }
 }
 
+/// The shape of a row-wise kernel's operands: `rows x cols`, row-major. A
+/// struct, so that the two counts cannot be swapped by position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Rows.
+    pub rows: usize,
+    /// Entries per row.
+    pub cols: usize,
+}
+
+impl Shape {
+    /// `rows x cols`.
+    pub const fn new(rows: usize, cols: usize) -> Self {
+        Self { rows, cols }
+    }
+
+    /// `rows * cols`, saturating: a block past `usize` fails every length
+    /// check.
+    pub const fn entries(&self) -> usize {
+        self.rows.saturating_mul(self.cols)
+    }
+}
+
+/// The two scalars of [`Backend::fisher_weights`]: `Q = scale * Y^2` and
+/// `lambda = Q / (trace + eps)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FisherCoefs<S> {
+    /// The Fisher scale `batch_size^2 / sample`.
+    pub scale: S,
+    /// The denominator's `eps`.
+    pub eps: S,
+}
+
+/// What [`Backend::fisher_weights`] writes: the per-row traces and the
+/// Fisher weights.
+pub struct FisherOut<'a, B: Backend + ?Sized> {
+    /// `R` traces.
+    pub trace: &'a mut B::Buffer,
+    /// The Fisher weights, in the backend's product layout.
+    pub lambda: &'a mut B::Buffer,
+}
+
+/// Buffers only, which print as nothing (they need not be `Debug`).
+impl<B: Backend + ?Sized> fmt::Debug for FisherOut<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FisherOut").finish_non_exhaustive()
+    }
+}
+
+/// The two scalars of [`Backend::row_step`]:
+/// `w_j = decay * w_j - lr * scale[j] * z_j`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepCoefs<S> {
+    /// The decoupled decay factor `1 - lr * weight_decay` (1 without decay).
+    pub decay: S,
+    /// The learning rate.
+    pub lr: S,
+}
+
 /// The sampled inputs of one step: `r` samples of `layer`'s input in
 /// PyTorch layout, and the backend's scratch as filled by
 /// [`Backend::pack_patches`] (for example an im2col copy of `X`).
@@ -153,7 +212,6 @@ impl<B: Backend + ?Sized> fmt::Debug for CgBuffers<'_, B> {
 /// also checks their lengths), so that each such kernel exists once
 /// whether the caller holds buffers or views. Every other kernel runs on
 /// the step's own buffers.
-#[allow(clippy::too_many_arguments)]
 pub trait Backend {
     /// Scalar type of every buffer.
     type Scalar: Scalar;
@@ -242,16 +300,7 @@ pub trait Backend {
     /// scaled by a power of two first (exact; `lambda` does not depend on
     /// it except through `eps`), and `trace[j]` then holds the scaled row's
     /// trace. Rows below that size must take exactly the formula above.
-    fn fisher_weights(
-        &self,
-        p: &Patches<'_, Self>,
-        y: &Self::View<'_>,
-        norms: &Self::Buffer,
-        scale: Self::Scalar,
-        eps: Self::Scalar,
-        trace: &mut Self::Buffer,
-        lambda: &mut Self::Buffer,
-    ) -> Result<(), Self::Error>;
+    fn fisher_weights(&self, p: &Patches<'_, Self>, y: &Self::View<'_>, norms: &Self::Buffer, c: FisherCoefs<Self::Scalar>, out: FisherOut<'_, Self>) -> Result<(), Self::Error>;
     /// `U = X V^T` for the `R x D'` rows `v`: `u[(i,j,l)] = <P[i,l], v_j>`,
     /// in the same backend layout as the Fisher weights.
     fn project(&self, p: &Patches<'_, Self>, v: &Self::Buffer, u: &mut Self::Buffer) -> Result<(), Self::Error>;
@@ -269,43 +318,25 @@ pub trait Backend {
     fn mul_assign(&self, n: usize, a: &mut Self::Buffer, b: &Self::Buffer) -> Result<(), Self::Error>;
     /// Copies a `rows x cols` block between two strided places, from a view
     /// (the caller's gradients, or a view of a buffer).
-    fn copy_strided(
-        &self,
-        rows: usize,
-        cols: usize,
-        src: &Self::View<'_>,
-        src_at: Strided,
-        dst: &mut Self::Buffer,
-        dst_at: Strided,
-    ) -> Result<(), Self::Error>;
+    fn copy_strided(&self, shape: Shape, src: &Self::View<'_>, src_at: Strided, dst: &mut Self::Buffer, dst_at: Strided) -> Result<(), Self::Error>;
 
     // ---- row-wise, per-row scalars in buffers ----
 
     /// `out[j] = <a_j, b_j>` over `rows x cols` row-major blocks.
-    fn row_dots(&self, rows: usize, cols: usize, a: &Self::Buffer, b: &Self::Buffer, out: &mut Self::Buffer) -> Result<(), Self::Error>;
+    fn row_dots(&self, shape: Shape, a: &Self::Buffer, b: &Self::Buffer, out: &mut Self::Buffer) -> Result<(), Self::Error>;
     /// `out[j] = num[j] / (den[j] + eps)`.
     fn row_div(&self, rows: usize, num: &Self::Buffer, den: &Self::Buffer, eps: Self::Scalar, out: &mut Self::Buffer) -> Result<(), Self::Error>;
     /// `out[j] = 1 / sqrt(x[j] + eps)`.
     fn row_rsqrt(&self, rows: usize, x: &Self::Buffer, eps: Self::Scalar, out: &mut Self::Buffer) -> Result<(), Self::Error>;
     /// `y_j += a * coef[j] * x_j`.
-    fn row_axpy(&self, rows: usize, cols: usize, a: Self::Scalar, coef: &Self::Buffer, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<(), Self::Error>;
+    fn row_axpy(&self, shape: Shape, a: Self::Scalar, coef: &Self::Buffer, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<(), Self::Error>;
     /// `y_j = x_j + coef[j] * y_j`.
-    fn row_xpby(&self, rows: usize, cols: usize, x: &Self::Buffer, coef: &Self::Buffer, y: &mut Self::Buffer) -> Result<(), Self::Error>;
+    fn row_xpby(&self, shape: Shape, x: &Self::Buffer, coef: &Self::Buffer, y: &mut Self::Buffer) -> Result<(), Self::Error>;
     /// The final step on a dense `rows x cols` parameter:
     /// `w_j = decay * w_j - lr * scale[j] * z_j`, with `z` strided (a
     /// weight's columns, or a bias's one column, of the `R x D'` direction)
     /// and `w` a view of the caller's parameter.
-    fn row_step(
-        &self,
-        rows: usize,
-        cols: usize,
-        w: &mut Self::ViewMut<'_>,
-        decay: Self::Scalar,
-        lr: Self::Scalar,
-        scale: &Self::Buffer,
-        z: &Self::Buffer,
-        z_at: Strided,
-    ) -> Result<(), Self::Error>;
+    fn row_step(&self, shape: Shape, w: &mut Self::ViewMut<'_>, c: StepCoefs<Self::Scalar>, scale: &Self::Buffer, z: &Self::Buffer, z_at: Strided) -> Result<(), Self::Error>;
 
     // ---- provided ----
 
@@ -338,15 +369,15 @@ pub trait Backend {
         eps: Self::Scalar,
         cg: &mut CgBuffers<'_, Self>,
     ) -> Result<(), Self::Error> {
-        let (rows, cols) = (p.layer.rows(), p.layer.cols());
+        let (shape, rows) = (Shape::new(p.layer.rows(), p.layer.cols()), p.layer.rows());
         self.fisher_matvec(p, lambda, tau, cg.pd, cg.u, cg.ap)?;
-        self.row_dots(rows, cols, cg.pd, cg.ap, cg.pap)?;
+        self.row_dots(shape, cg.pd, cg.ap, cg.pap)?;
         self.row_div(rows, cg.rho, cg.pap, eps, cg.coef)?;
-        self.row_axpy(rows, cols, Self::Scalar::ONE, cg.coef, cg.pd, cg.z)?;
-        self.row_axpy(rows, cols, -Self::Scalar::ONE, cg.coef, cg.ap, cg.rs)?;
-        self.row_dots(rows, cols, cg.rs, cg.rs, cg.rho_next)?;
+        self.row_axpy(shape, Self::Scalar::ONE, cg.coef, cg.pd, cg.z)?;
+        self.row_axpy(shape, -Self::Scalar::ONE, cg.coef, cg.ap, cg.rs)?;
+        self.row_dots(shape, cg.rs, cg.rs, cg.rho_next)?;
         self.row_div(rows, cg.rho_next, cg.rho, eps, cg.coef)?;
-        self.row_xpby(rows, cols, cg.rs, cg.coef, cg.pd)?;
+        self.row_xpby(shape, cg.rs, cg.coef, cg.pd)?;
         core::mem::swap(&mut cg.rho, &mut cg.rho_next);
         Ok(())
     }
@@ -358,7 +389,6 @@ pub trait Backend {
     /// another space with the same iterates (frog-cpu solves in the span of
     /// the sampled patches where they are few); an override may leave
     /// `rs`, `pd`, `ap` and `u` holding anything.
-    #[allow(clippy::too_many_arguments)]
     fn cg_solve(&self, p: &Patches<'_, Self>, lambda: &Self::Buffer, tau: Self::Scalar, eps: Self::Scalar, iters: usize, cg: &mut CgBuffers<'_, Self>) -> Result<(), Self::Error> {
         (0..iters).try_for_each(|_| self.cg_iteration(p, lambda, tau, eps, cg))
     }
@@ -370,8 +400,8 @@ pub trait Backend {
     /// row untouched. The default does nothing, which keeps a backend's
     /// steps exactly as before; override it so that huge finite gradients
     /// give finite steps.
-    fn row_rescale(&self, rows: usize, cols: usize, v: &mut Self::Buffer) -> Result<(), Self::Error> {
-        let _ = (rows, cols, v);
+    fn row_rescale(&self, shape: Shape, v: &mut Self::Buffer) -> Result<(), Self::Error> {
+        let _ = (shape, v);
         Ok(())
     }
 
@@ -383,12 +413,12 @@ pub trait Backend {
     /// The default copies row by row; override it to gather in one kernel.
     fn copy_rows(&self, rows: &[usize], row_len: usize, src: &Self::View<'_>, dst: &mut Self::Buffer) -> Result<(), Self::Error> {
         let at = |row: usize| Strided { stride: row_len, offset: row * row_len };
-        rows.iter().enumerate().try_for_each(|(k, &row)| self.copy_strided(1, row_len, src, at(row), dst, at(k)))
+        rows.iter().enumerate().try_for_each(|(k, &row)| self.copy_strided(Shape::new(1, row_len), src, at(row), dst, at(k)))
     }
 
     /// Copies the first `n` entries of `src` to `dst`.
     fn copy(&self, n: usize, src: &Self::Buffer, dst: &mut Self::Buffer) -> Result<(), Self::Error> {
-        copy_buffers(self, 1, n, src, Strided::dense(n), dst, Strided::dense(n))
+        copy_buffers(self, Shape::new(1, n), src, Strided::dense(n), dst, Strided::dense(n))
     }
 }
 
@@ -402,8 +432,8 @@ pub(crate) fn axpby_buffers<B: Backend + ?Sized>(backend: &B, n: usize, a: B::Sc
 }
 
 /// [`Backend::copy_strided`] from a buffer.
-pub(crate) fn copy_buffers<B: Backend + ?Sized>(backend: &B, rows: usize, cols: usize, src: &B::Buffer, src_at: Strided, dst: &mut B::Buffer, dst_at: Strided) -> Result<(), B::Error> {
-    backend.copy_strided(rows, cols, &backend.view(src, 0, src_at.end(rows, cols))?, src_at, dst, dst_at)
+pub(crate) fn copy_buffers<B: Backend + ?Sized>(backend: &B, shape: Shape, src: &B::Buffer, src_at: Strided, dst: &mut B::Buffer, dst_at: Strided) -> Result<(), B::Error> {
+    backend.copy_strided(shape, &backend.view(src, 0, src_at.end(shape.rows, shape.cols))?, src_at, dst, dst_at)
 }
 
 /// All of `buf` as a view.

@@ -38,13 +38,13 @@ mod step;
 mod view;
 mod workspace;
 
-pub use adamw::{adamw_step, AdamBackend, AdamCoefs, AdamState, AdamWConfig};
-pub use backend::{Backend, BackendError, BackendErrorKind, CgBuffers, Patches, Strided};
+pub use adamw::{adamw_step, AdamBackend, AdamCoefs, AdamMoments, AdamState, AdamWConfig};
+pub use backend::{Backend, BackendError, BackendErrorKind, CgBuffers, FisherCoefs, FisherOut, Patches, Shape, StepCoefs, Strided};
 pub use checkpoint::CHECKPOINT_VERSION;
 pub use config::{Config, ConfigError, NonExhaustive, MAX_NUM_ITERS, UPDATE_MARGIN};
 pub use error::{Error, ErrorKind, ShapeError};
 pub use kfrog::{kfrog_step, KfrogBackend, KfrogBatch, KfrogConfig, KfrogOutputs, KfrogState, KFROG_CG_DENOM_EPS};
-pub use guard::{Diagnostics, Guard, GuardBackend, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};
+pub use guard::{Diagnostics, Guard, GuardBackend, RowGuardOut, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};
 pub use layer::{Axes, BnShape, Conv2d, Layer, LayerKind, PATCH_PADDING};
 pub use lowp::{Half, LowpBackend};
 pub use method::Method;

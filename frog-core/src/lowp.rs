@@ -37,7 +37,7 @@
 //! weights take the same power-of-two row rescale as the f32 path (see
 //! [`Backend::fisher_weights`]), so finite inputs give finite steps.
 
-use crate::backend::{Backend, Patches};
+use crate::backend::{Backend, FisherCoefs, FisherOut, Patches};
 use crate::layer::Layer;
 
 /// A 16-bit float type FROG takes sampled inputs and output gradients in:
@@ -93,7 +93,6 @@ mod sealed {
 /// they read must be in the scratch, which `pack_patches_lowp` fills. A
 /// backend whose products read `x` directly (an implicit GEMM) converts
 /// `x` into the scratch in `x`'s own layout.
-#[allow(clippy::too_many_arguments)]
 pub trait LowpBackend<H: Half>: Backend {
     /// A buffer of `H` on the device.
     type LowpBuffer;
@@ -125,16 +124,7 @@ pub trait LowpBackend<H: Half>: Backend {
     /// layout, same contract: a row whose squares could overflow is scaled
     /// by a power of two first, which bf16's range up to 3.4e38 needs even
     /// in f32).
-    fn fisher_weights_lowp(
-        &self,
-        p: &Patches<'_, Self>,
-        y: &Self::LowpBuffer,
-        norms: &Self::Buffer,
-        scale: Self::Scalar,
-        eps: Self::Scalar,
-        trace: &mut Self::Buffer,
-        lambda: &mut Self::Buffer,
-    ) -> Result<(), Self::Error>;
+    fn fisher_weights_lowp(&self, p: &Patches<'_, Self>, y: &Self::LowpBuffer, norms: &Self::Buffer, c: FisherCoefs<Self::Scalar>, out: FisherOut<'_, Self>) -> Result<(), Self::Error>;
 
     /// `out[0]` = the number of infinite or NaN entries among the first `n`
     /// of `v` (the opt-in overflow check, which FROG reads back to the host).

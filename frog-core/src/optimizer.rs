@@ -25,7 +25,7 @@ use crate::sampler::{Sampler, MAX_BATCH};
 use crate::sgd::{coupled_sgd, frog_plain, sealed::Operands, SgdConfig};
 use crate::state::{ParamState, StateError};
 use crate::step::sealed::{Inputs, Weights};
-use crate::step::{check_count, step_guarded, Batch, LowpBatch, RowGuard};
+use crate::step::{check_count, step_guarded, Batch, LayerStep, LowpBatch, RowGuard};
 use crate::view::ViewBatch;
 use crate::workspace::{Workspace, WorkspaceReq};
 
@@ -811,7 +811,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                     return Err(RegistryError::NotTheSample { drawn, drawn_batch, sample, batch }.into());
                 }
                 let ws = self.workspace.as_mut().ok_or(RegistryError::NoBatch(id.index))?;
-                step_guarded(backend, &cfg, &layer, state, ws, params, batch, self.guard)
+                step_guarded(backend, LayerStep { cfg: &cfg, layer: &layer, state, ws }, params, batch, self.guard)
             }
             (method, state) => {
                 // Check the bias pairing and its state before the weight moves.

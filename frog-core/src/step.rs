@@ -3,10 +3,10 @@
 
 use core::fmt;
 
-use crate::backend::{axpby_buffers, copy_buffers, whole, whole_mut, Backend, CgBuffers, Patches, Strided};
+use crate::backend::{axpby_buffers, copy_buffers, whole, whole_mut, Backend, CgBuffers, FisherCoefs, FisherOut, Patches, Shape, StepCoefs, Strided};
 use crate::config::Config;
 use crate::error::{Error, ShapeError};
-use crate::guard::{Guard, GuardBackend, DIAG_FLAGS, DIAG_RHO0, DIAG_RHOK, DIAG_ROW_SCALE, DIAG_TRACE};
+use crate::guard::{Guard, GuardBackend, RowGuardOut, DIAG_FLAGS, DIAG_RHO0, DIAG_RHOK, DIAG_ROW_SCALE, DIAG_TRACE};
 use crate::layer::Layer;
 use crate::lowp::{Half, LowpBackend};
 use crate::scalar::Scalar;
@@ -150,13 +150,12 @@ pub(crate) mod sealed {
         /// Entries of the weight and its gradient, and of the bias and its
         /// gradient when given.
         fn lens(&self, backend: &B) -> ((usize, usize), Option<(usize, usize)>);
-        /// Copies the gradients into the joint `rows x cols` buffer `m`
-        /// (weight columns `0..d`, the bias in column `d`).
-        fn load_grad(&self, backend: &B, rows: usize, d: usize, cols: usize, m: &mut B::Buffer) -> Result<(), B::Error>;
+        /// Copies the gradients into `layer`'s joint `rows x cols` buffer
+        /// `m` (weight columns `0..d`, the bias in column `d`).
+        fn load_grad(&self, backend: &B, layer: &Layer, m: &mut B::Buffer) -> Result<(), B::Error>;
         /// `w_j = decay * w_j - lr * scale[j] * z_j` for the weight and the
         /// bias, `z` the joint `rows x cols` direction.
-        #[allow(clippy::too_many_arguments)]
-        fn apply(self, backend: &B, rows: usize, d: usize, cols: usize, decay: B::Scalar, lr: B::Scalar, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error>;
+        fn apply(self, backend: &B, layer: &Layer, c: StepCoefs<B::Scalar>, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error>;
     }
 
     /// How a step reads its sampled rows: the only calls of a step that
@@ -181,17 +180,7 @@ pub(crate) mod sealed {
             backend.patch_sq_norms(p, norms)
         }
         /// Traces and Fisher weights from `y`.
-        #[allow(clippy::too_many_arguments)]
-        fn fisher_weights(
-            &self,
-            backend: &B,
-            p: &Patches<'_, B>,
-            norms: &B::Buffer,
-            scale: B::Scalar,
-            eps: B::Scalar,
-            trace: &mut B::Buffer,
-            lambda: &mut B::Buffer,
-        ) -> Result<(), B::Error>;
+        fn fisher_weights(&self, backend: &B, p: &Patches<'_, B>, norms: &B::Buffer, c: FisherCoefs<B::Scalar>, out: FisherOut<'_, B>) -> Result<(), B::Error>;
     }
 
     /// The guard of a step, with this backend's row check.
@@ -235,12 +224,13 @@ impl<'a, B: Backend> Params<'a, B> {
     }
 }
 
-/// Copies the gradients `gw` (and `gb`) into the joint `rows x cols`
+/// Copies the gradients `gw` (and `gb`) into `layer`'s joint `rows x cols`
 /// buffer `m`: weight columns `0..d`, the bias in column `d`.
-fn load_grad<B: Backend>(backend: &B, (rows, d, cols): (usize, usize, usize), gw: &B::View<'_>, gb: Option<&B::View<'_>>, m: &mut B::Buffer) -> Result<(), B::Error> {
-    backend.copy_strided(rows, d, gw, Strided::dense(d), m, Strided::dense(cols))?;
+fn load_grad<B: Backend>(backend: &B, layer: &Layer, gw: &B::View<'_>, gb: Option<&B::View<'_>>, m: &mut B::Buffer) -> Result<(), B::Error> {
+    let (rows, d, cols) = (layer.rows(), layer.weight_cols(), layer.cols());
+    backend.copy_strided(Shape::new(rows, d), gw, Strided::dense(d), m, Strided::dense(cols))?;
     match gb {
-        Some(gb) => backend.copy_strided(rows, 1, gb, Strided::dense(1), m, bias_at(d, cols)),
+        Some(gb) => backend.copy_strided(Shape::new(rows, 1), gb, Strided::dense(1), m, bias_at(d, cols)),
         None => Ok(()),
     }
 }
@@ -254,15 +244,15 @@ impl<'a, B: Backend> sealed::Weights<B> for Params<'a, B> {
         let w = (backend.len(self.weight), backend.len(self.grad_weight));
         (w, self.bias.as_ref().map(|(b, gb)| (backend.len(b), backend.len(gb))))
     }
-    fn load_grad(&self, backend: &B, rows: usize, d: usize, cols: usize, m: &mut B::Buffer) -> Result<(), B::Error> {
+    fn load_grad(&self, backend: &B, layer: &Layer, m: &mut B::Buffer) -> Result<(), B::Error> {
         let gb = match &self.bias {
             Some((_, gb)) => Some(whole(backend, gb)?),
             None => None,
         };
-        load_grad(backend, (rows, d, cols), &whole(backend, self.grad_weight)?, gb.as_ref(), m)
+        load_grad(backend, layer, &whole(backend, self.grad_weight)?, gb.as_ref(), m)
     }
-    fn apply(self, backend: &B, rows: usize, d: usize, cols: usize, decay: B::Scalar, lr: B::Scalar, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error> {
-        self.views(backend)?.apply(backend, rows, d, cols, decay, lr, scale, z)
+    fn apply(self, backend: &B, layer: &Layer, c: StepCoefs<B::Scalar>, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error> {
+        self.views(backend)?.apply(backend, layer, c, scale, z)
     }
 }
 
@@ -275,13 +265,14 @@ impl<'a, B: Backend> sealed::Weights<B> for ViewParams<'a, B> {
         let w = (backend.view_mut_len(&self.weight), backend.view_len(&self.grad_weight));
         (w, self.bias.as_ref().map(|(b, gb)| (backend.view_mut_len(b), backend.view_len(gb))))
     }
-    fn load_grad(&self, backend: &B, rows: usize, d: usize, cols: usize, m: &mut B::Buffer) -> Result<(), B::Error> {
-        load_grad(backend, (rows, d, cols), &self.grad_weight, self.bias.as_ref().map(|(_, gb)| gb), m)
+    fn load_grad(&self, backend: &B, layer: &Layer, m: &mut B::Buffer) -> Result<(), B::Error> {
+        load_grad(backend, layer, &self.grad_weight, self.bias.as_ref().map(|(_, gb)| gb), m)
     }
-    fn apply(mut self, backend: &B, rows: usize, d: usize, cols: usize, decay: B::Scalar, lr: B::Scalar, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error> {
-        backend.row_step(rows, d, &mut self.weight, decay, lr, scale, z, Strided::dense(cols))?;
+    fn apply(mut self, backend: &B, layer: &Layer, c: StepCoefs<B::Scalar>, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error> {
+        let (rows, d, cols) = (layer.rows(), layer.weight_cols(), layer.cols());
+        backend.row_step(Shape::new(rows, d), &mut self.weight, c, scale, z, Strided::dense(cols))?;
         match &mut self.bias {
-            Some((b, _)) => backend.row_step(rows, 1, b, decay, lr, scale, z, bias_at(d, cols)),
+            Some((b, _)) => backend.row_step(Shape::new(rows, 1), b, c, scale, z, bias_at(d, cols)),
             None => Ok(()),
         }
     }
@@ -307,17 +298,8 @@ impl<B: Backend> sealed::Inputs<B> for Batch<'_, B> {
     fn x(&self, backend: &B) -> Result<Option<B::View<'_>>, B::Error> {
         whole(backend, self.x).map(Some)
     }
-    fn fisher_weights(
-        &self,
-        backend: &B,
-        p: &Patches<'_, B>,
-        norms: &B::Buffer,
-        scale: B::Scalar,
-        eps: B::Scalar,
-        trace: &mut B::Buffer,
-        lambda: &mut B::Buffer,
-    ) -> Result<(), B::Error> {
-        self.views(backend)?.fisher_weights(backend, p, norms, scale, eps, trace, lambda)
+    fn fisher_weights(&self, backend: &B, p: &Patches<'_, B>, norms: &B::Buffer, c: FisherCoefs<B::Scalar>, out: FisherOut<'_, B>) -> Result<(), B::Error> {
+        self.views(backend)?.fisher_weights(backend, p, norms, c, out)
     }
 }
 
@@ -349,17 +331,8 @@ impl<B: LowpBackend<H>, H: Half> sealed::Inputs<B> for LowpBatch<'_, B, H> {
     fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error> {
         backend.patch_sq_norms_lowp(p, self.x, norms)
     }
-    fn fisher_weights(
-        &self,
-        backend: &B,
-        p: &Patches<'_, B>,
-        norms: &B::Buffer,
-        scale: B::Scalar,
-        eps: B::Scalar,
-        trace: &mut B::Buffer,
-        lambda: &mut B::Buffer,
-    ) -> Result<(), B::Error> {
-        backend.fisher_weights_lowp(p, self.y, norms, scale, eps, trace, lambda)
+    fn fisher_weights(&self, backend: &B, p: &Patches<'_, B>, norms: &B::Buffer, c: FisherCoefs<B::Scalar>, out: FisherOut<'_, B>) -> Result<(), B::Error> {
+        backend.fisher_weights_lowp(p, self.y, norms, c, out)
     }
 }
 
@@ -376,17 +349,8 @@ impl<B: Backend> sealed::Inputs<B> for ViewBatch<'_, B> {
     fn x(&self, backend: &B) -> Result<Option<B::View<'_>>, B::Error> {
         Ok(Some(backend.reborrow_view(&self.x)))
     }
-    fn fisher_weights(
-        &self,
-        backend: &B,
-        p: &Patches<'_, B>,
-        norms: &B::Buffer,
-        scale: B::Scalar,
-        eps: B::Scalar,
-        trace: &mut B::Buffer,
-        lambda: &mut B::Buffer,
-    ) -> Result<(), B::Error> {
-        backend.fisher_weights(p, &self.y, norms, scale, eps, trace, lambda)
+    fn fisher_weights(&self, backend: &B, p: &Patches<'_, B>, norms: &B::Buffer, c: FisherCoefs<B::Scalar>, out: FisherOut<'_, B>) -> Result<(), B::Error> {
+        backend.fisher_weights(p, &self.y, norms, c, out)
     }
 }
 
@@ -532,6 +496,8 @@ fn plan<B: Backend>(
 /// the same checks, the same arithmetic, no copy of them into backend
 /// buffers. A step on [`Params`] and [`Batch`] makes views of their
 /// buffers first and runs the same kernels.
+// The one public step: each of its parts is a distinct type (a swap does not
+// compile), and callers name all of them at every step.
 #[allow(clippy::too_many_arguments)]
 pub fn frog_step<B: Backend>(
     backend: &B,
@@ -543,60 +509,46 @@ pub fn frog_step<B: Backend>(
     batch: impl Inputs<B>,
     guard: impl StepGuard<B>,
 ) -> Result<(), Error<B::Error>> {
-    step_guarded(backend, cfg, layer, state, ws, params, &batch, guard.row_guard())
+    step_guarded(backend, LayerStep { cfg, layer, state, ws }, params, &batch, guard.row_guard())
+}
+
+/// What a preconditioned layer's step works on besides its inputs: the
+/// settings, the layer, its state and the workspace.
+pub(crate) struct LayerStep<'s, B: Backend> {
+    pub(crate) cfg: &'s Config,
+    pub(crate) layer: &'s Layer,
+    pub(crate) state: &'s mut ParamState<B>,
+    pub(crate) ws: &'s mut Workspace<B>,
 }
 
 /// Every check, then the step: the one path of every public step.
-#[allow(clippy::too_many_arguments)]
-fn step_with<B: Backend>(
-    backend: &B,
-    cfg: &Config,
-    layer: &Layer,
-    state: &mut ParamState<B>,
-    ws: &mut Workspace<B>,
-    params: impl sealed::Weights<B>,
-    batch: &impl sealed::Inputs<B>,
-    check: Option<RowCheck<'_, B>>,
-) -> Result<(), Error<B::Error>> {
+fn step_with<B: Backend>(backend: &B, step: LayerStep<'_, B>, params: impl sealed::Weights<B>, batch: &impl sealed::Inputs<B>, check: Option<RowCheck<'_, B>>) -> Result<(), Error<B::Error>> {
+    let LayerStep { cfg, layer, state, ws } = step;
     let plan = plan(backend, cfg, layer, state, ws, &params, batch)?;
     if check.is_some() && state.diag.is_none() {
         return Err(StateError::NoDiagnostics.into());
     }
     batch.check(backend, &mut ws.coef)?;
-    run_step(backend, cfg, layer, state, ws, params, batch, &plan, check).map_err(Error::Backend)
+    run_step(backend, LayerStep { cfg, layer, state, ws }, params, batch, &plan, check).map_err(Error::Backend)
 }
 
 /// A backend's [`GuardBackend::row_guard`], kept where the bound is not.
-pub(crate) type RowGuard<B> = fn(
-    &B,
-    usize,
-    usize,
-    Guard,
-    &<B as Backend>::Buffer,
-    &<B as Backend>::Buffer,
-    &mut <B as Backend>::Buffer,
-    &mut <B as Backend>::Buffer,
-    &mut <B as Backend>::Buffer,
-) -> Result<(), <B as Backend>::Error>;
+pub(crate) type RowGuard<B> = fn(&B, Shape, Guard, &<B as Backend>::Buffer, &<B as Backend>::Buffer, RowGuardOut<'_, B>) -> Result<(), <B as Backend>::Error>;
 
 /// A step, guarded when `guard` is given: what [`frog_step`] and the
 /// optimizer object run (the latter holds the guard's row check once
 /// [`crate::Optimizer::set_guard`] saw the [`GuardBackend`] bound).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn step_guarded<B: Backend>(
     backend: &B,
-    cfg: &Config,
-    layer: &Layer,
-    state: &mut ParamState<B>,
-    ws: &mut Workspace<B>,
+    step: LayerStep<'_, B>,
     params: impl sealed::Weights<B>,
     batch: &impl sealed::Inputs<B>,
     guard: Option<(Guard, RowGuard<B>)>,
 ) -> Result<(), Error<B::Error>> {
-    let Some((guard, row_guard)) = guard else { return step_with(backend, cfg, layer, state, ws, params, batch, None) };
-    let (rows, cols) = (layer.rows(), layer.cols());
-    let check = |ws: &mut Workspace<B>| row_guard(backend, rows, cols, guard, &ws.m, &ws.trace, &mut ws.z, &mut ws.row_scale, &mut ws.flags);
-    step_with(backend, cfg, layer, state, ws, params, batch, Some(&check))
+    let Some((guard, row_guard)) = guard else { return step_with(backend, step, params, batch, None) };
+    let shape = Shape::new(step.layer.rows(), step.layer.cols());
+    let check = |ws: &mut Workspace<B>| row_guard(backend, shape, guard, &ws.m, &ws.trace, RowGuardOut { z: &mut ws.z, row_scale: &mut ws.row_scale, flags: &mut ws.flags });
+    step_with(backend, step, params, batch, Some(&check))
 }
 
 /// The guard's check of a step's rows, run after the row scale.
@@ -605,29 +557,26 @@ type RowCheck<'a, B> = &'a dyn Fn(&mut Workspace<B>) -> Result<(), <B as Backend
 /// Copies the first `rows` entries of `src` into part `part` of a state's
 /// diagnostics buffer.
 fn record<B: Backend>(backend: &B, rows: usize, src: &B::Buffer, diag: &mut B::Buffer, part: usize) -> Result<(), B::Error> {
-    copy_buffers(backend, 1, rows, src, Strided::dense(rows), diag, Strided { stride: rows, offset: part * rows })
+    copy_buffers(backend, Shape::new(1, rows), src, Strided::dense(rows), diag, Strided { stride: rows, offset: part * rows })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_step<B: Backend>(
     backend: &B,
-    cfg: &Config,
-    layer: &Layer,
-    state: &mut ParamState<B>,
-    ws: &mut Workspace<B>,
+    step: LayerStep<'_, B>,
     params: impl sealed::Weights<B>,
     batch: &impl sealed::Inputs<B>,
     plan: &Plan<B::Scalar>,
     check: Option<RowCheck<'_, B>>,
 ) -> Result<(), B::Error> {
+    let LayerStep { cfg, layer, state, ws } = step;
     let s = B::Scalar::of_f64;
-    let (rows, d, cols) = (layer.rows(), layer.weight_cols(), layer.cols());
+    let (rows, cols) = (layer.rows(), layer.cols());
     let n = rows * cols;
     let (eps, tau) = (plan.eps, plan.tau);
     state.steps = plan.step;
 
     // 1. Momentum on the joint [W | b] gradient M.
-    params.load_grad(backend, rows, d, cols, &mut ws.m)?;
+    params.load_grad(backend, layer, &mut ws.m)?;
     if let Some(buf) = &mut state.momentum {
         let beta = s(cfg.momentum);
         axpby_buffers(backend, n, B::Scalar::ONE, &ws.m, beta, buf)?;
@@ -639,28 +588,29 @@ fn run_step<B: Backend>(
     }
     // Rows too large for their squares are scaled by a power of two; the
     // direction is invariant to it (up to eps).
-    backend.row_rescale(rows, cols, &mut ws.m)?;
+    backend.row_rescale(Shape::new(rows, cols), &mut ws.m)?;
 
     // 2-4. Patches, traces and Fisher weights.
     batch.pack(backend, layer, &mut ws.packed)?;
     {
         let p = Patches { layer, r: batch.rows().0, x: batch.x(backend)?, packed: &ws.packed };
         batch.norms(backend, &p, &mut ws.norms)?;
-        batch.fisher_weights(backend, &p, &ws.norms, plan.scale, eps, &mut ws.trace, &mut ws.lambda)?;
+        let out = FisherOut { trace: &mut ws.trace, lambda: &mut ws.lambda };
+        batch.fisher_weights(backend, &p, &ws.norms, FisherCoefs { scale: plan.scale, eps }, out)?;
     }
 
     // 5-6. Batched CG from zero, exactly num_iters iterations.
-    cg_start(backend, rows, cols, ws)?;
+    cg_start(backend, Shape::new(rows, cols), ws)?;
     if let (Some(_), Some(diag)) = (check, &mut state.diag) {
         record(backend, rows, &ws.rho, diag, DIAG_RHO0)?;
     }
-    let rho = cg_iterate(backend, layer, batch.rows().0, batch.x(backend)?, tau, eps, cfg.num_iters, ws)?;
+    let rho = cg_iterate(backend, (layer, batch.rows().0, batch.x(backend)?), CgRun { tau, eps, iters: cfg.num_iters }, ws)?;
     if let (Some(_), Some(diag)) = (check, &mut state.diag) {
         record(backend, rows, rho, diag, DIAG_RHOK)?;
     }
 
     // 7-8. Row scale (and the guard's check of it), decoupled decay, the step.
-    backend.row_dots(rows, cols, &ws.z, &ws.m, &mut ws.zm)?;
+    backend.row_dots(Shape::new(rows, cols), &ws.z, &ws.m, &mut ws.zm)?;
     backend.row_rsqrt(rows, &ws.zm, eps, &mut ws.row_scale)?;
     if let (Some(check), Some(diag)) = (check, &mut state.diag) {
         check(ws)?;
@@ -670,8 +620,7 @@ fn run_step<B: Backend>(
     }
     state.diag_written = check.is_some();
     let decay = if cfg.weight_decay > 0.0 { s(1.0 - cfg.lr * cfg.weight_decay) } else { B::Scalar::ONE };
-    let lr = s(cfg.lr);
-    params.apply(backend, rows, d, cols, decay, lr, &ws.row_scale, &ws.z)
+    params.apply(backend, layer, StepCoefs { decay, lr: s(cfg.lr) }, &ws.row_scale, &ws.z)
 }
 
 /// Gathers the sampled rows of a full batch on the backend: row `k` of
@@ -753,30 +702,27 @@ fn check_gather<B: Backend>(backend: &B, rows: &[usize], row_len: usize, src_len
     Ok(())
 }
 
+/// A batched CG solve's damping `tau`, denominators' `eps` and iterations.
+pub(crate) struct CgRun<S> {
+    pub(crate) tau: S,
+    pub(crate) eps: S,
+    pub(crate) iters: usize,
+}
+
 /// Starts batched CG from zero on the right-hand side in `ws.m`: `Z = 0`,
 /// `Rs = Pd = M`, `rho = <M, M>` per row (FROG's and K-FROG's solves).
-pub(crate) fn cg_start<B: Backend>(backend: &B, rows: usize, cols: usize, ws: &mut Workspace<B>) -> Result<(), B::Error> {
-    let n = rows * cols;
+pub(crate) fn cg_start<B: Backend>(backend: &B, shape: Shape, ws: &mut Workspace<B>) -> Result<(), B::Error> {
+    let n = shape.rows * shape.cols;
     axpby_buffers(backend, n, B::Scalar::ZERO, &ws.m, B::Scalar::ZERO, &mut ws.z)?;
     backend.copy(n, &ws.m, &mut ws.rs)?;
     backend.copy(n, &ws.m, &mut ws.pd)?;
-    backend.row_dots(rows, cols, &ws.m, &ws.m, &mut ws.rho)
+    backend.row_dots(shape, &ws.m, &ws.m, &mut ws.rho)
 }
 
 /// `iters` CG iterations against the Fisher weights in `ws.lambda` over the
 /// patches `pack_patches` left in `ws.packed`; returns the final `<Rs,Rs>`
 /// per row (in `ws.rho` or `ws.rho_next`, as the iterations swapped them).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn cg_iterate<'w, B: Backend>(
-    backend: &B,
-    layer: &'w Layer,
-    r: usize,
-    x: Option<B::View<'w>>,
-    tau: B::Scalar,
-    eps: B::Scalar,
-    iters: usize,
-    ws: &'w mut Workspace<B>,
-) -> Result<&'w B::Buffer, B::Error> {
+pub(crate) fn cg_iterate<'w, B: Backend>(backend: &B, (layer, r, x): (&'w Layer, usize, Option<B::View<'w>>), run: CgRun<B::Scalar>, ws: &'w mut Workspace<B>) -> Result<&'w B::Buffer, B::Error> {
     let p = Patches { layer, r, x, packed: &ws.packed };
     let mut cg = CgBuffers {
         z: &mut ws.z,
@@ -789,6 +735,6 @@ pub(crate) fn cg_iterate<'w, B: Backend>(
         pap: &mut ws.pap,
         coef: &mut ws.coef,
     };
-    backend.cg_solve(&p, &ws.lambda, tau, eps, iters, &mut cg)?;
+    backend.cg_solve(&p, &ws.lambda, run.tau, run.eps, run.iters, &mut cg)?;
     Ok(cg.rho)
 }

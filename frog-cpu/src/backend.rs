@@ -23,7 +23,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use frog_core::{Backend, BackendError, BackendErrorKind, CgBuffers, Guard, GuardBackend, Half, Layer, LayerKind, LowpBackend, Patches, ShapeError, Strided, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};
+use frog_core::{
+    Backend, BackendError, BackendErrorKind, CgBuffers, FisherCoefs, FisherOut, Guard, GuardBackend, Half, Layer, LayerKind, LowpBackend, Patches, RowGuardOut, Shape, ShapeError, StepCoefs,
+    Strided, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED,
+};
 
 use crate::gemm::{matmul, matmul_seq, Real, View};
 use crate::im2col::im2col_valid;
@@ -312,20 +315,12 @@ impl<T: Real> Backend for Cpu<T> {
         self.sq_norms_from::<T>(p, p.x.unwrap_or_default(), norms)
     }
 
-    fn fisher_weights(
-        &self,
-        p: &Patches<'_, Self>,
-        y: &&[T],
-        norms: &Vec<T>,
-        scale: T,
-        eps: T,
-        trace: &mut Vec<T>,
-        lambda: &mut Vec<T>,
-    ) -> Result<(), CpuError> {
-        self.fisher_weights_from(p, y, norms, scale, eps, trace, lambda)
+    fn fisher_weights(&self, p: &Patches<'_, Self>, y: &&[T], norms: &Vec<T>, c: FisherCoefs<T>, out: FisherOut<'_, Self>) -> Result<(), CpuError> {
+        self.fisher_weights_from(p, y, norms, c, out)
     }
 
-    fn row_rescale(&self, rows: usize, cols: usize, v: &mut Vec<T>) -> Result<(), CpuError> {
+    fn row_rescale(&self, shape: Shape, v: &mut Vec<T>) -> Result<(), CpuError> {
+        let Shape { rows, cols } = shape;
         need("row_rescale: v", v, rows.saturating_mul(cols))?;
         self.par_row_blocks(v, rows, cols, cols, |_, block| {
             for row in block.chunks_exact_mut(cols) {
@@ -431,7 +426,8 @@ impl<T: Real> Backend for Cpu<T> {
         Ok(())
     }
 
-    fn copy_strided(&self, rows: usize, cols: usize, src: &&[T], src_at: Strided, dst: &mut Vec<T>, dst_at: Strided) -> Result<(), CpuError> {
+    fn copy_strided(&self, shape: Shape, src: &&[T], src_at: Strided, dst: &mut Vec<T>, dst_at: Strided) -> Result<(), CpuError> {
+        let Shape { rows, cols } = shape;
         if rows == 0 || cols == 0 {
             return Ok(());
         }
@@ -445,7 +441,8 @@ impl<T: Real> Backend for Cpu<T> {
         Ok(())
     }
 
-    fn row_dots(&self, rows: usize, cols: usize, a: &Vec<T>, b: &Vec<T>, out: &mut Vec<T>) -> Result<(), CpuError> {
+    fn row_dots(&self, shape: Shape, a: &Vec<T>, b: &Vec<T>, out: &mut Vec<T>) -> Result<(), CpuError> {
+        let Shape { rows, cols } = shape;
         need("row_dots: a", a, rows.saturating_mul(cols))?;
         need("row_dots: b", b, rows.saturating_mul(cols))?;
         need("row_dots: out", out, rows)?;
@@ -476,7 +473,8 @@ impl<T: Real> Backend for Cpu<T> {
         Ok(())
     }
 
-    fn row_axpy(&self, rows: usize, cols: usize, a: T, coef: &Vec<T>, x: &Vec<T>, y: &mut Vec<T>) -> Result<(), CpuError> {
+    fn row_axpy(&self, shape: Shape, a: T, coef: &Vec<T>, x: &Vec<T>, y: &mut Vec<T>) -> Result<(), CpuError> {
+        let Shape { rows, cols } = shape;
         need("row_axpy: coef", coef, rows)?;
         need("row_axpy: x", x, rows.saturating_mul(cols))?;
         need("row_axpy: y", y, rows.saturating_mul(cols))?;
@@ -490,7 +488,8 @@ impl<T: Real> Backend for Cpu<T> {
         Ok(())
     }
 
-    fn row_xpby(&self, rows: usize, cols: usize, x: &Vec<T>, coef: &Vec<T>, y: &mut Vec<T>) -> Result<(), CpuError> {
+    fn row_xpby(&self, shape: Shape, x: &Vec<T>, coef: &Vec<T>, y: &mut Vec<T>) -> Result<(), CpuError> {
+        let Shape { rows, cols } = shape;
         need("row_xpby: coef", coef, rows)?;
         need("row_xpby: x", x, rows.saturating_mul(cols))?;
         need("row_xpby: y", y, rows.saturating_mul(cols))?;
@@ -504,7 +503,8 @@ impl<T: Real> Backend for Cpu<T> {
         Ok(())
     }
 
-    fn row_step(&self, rows: usize, cols: usize, w: &mut &mut [T], decay: T, lr: T, scale: &Vec<T>, z: &Vec<T>, z_at: Strided) -> Result<(), CpuError> {
+    fn row_step(&self, shape: Shape, w: &mut &mut [T], c: StepCoefs<T>, scale: &Vec<T>, z: &Vec<T>, z_at: Strided) -> Result<(), CpuError> {
+        let (Shape { rows, cols }, StepCoefs { decay, lr }) = (shape, c);
         need("row_step: w", w, rows.saturating_mul(cols))?;
         need("row_step: scale", scale, rows)?;
         need("row_step: z", z, z_at.end(rows, cols))?;
@@ -617,20 +617,11 @@ impl<T: Real> Cpu<T> {
 
     /// [`Backend::fisher_weights`] from output gradients in `T` or in a
     /// 16-bit type (converted as they are read).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn fisher_weights_from<S: Copy + Sync>(
-        &self,
-        p: &Patches<'_, Self>,
-        y: &[S],
-        norms: &[T],
-        scale: T,
-        eps: T,
-        trace: &mut [T],
-        lambda: &mut [T],
-    ) -> Result<(), CpuError>
+    pub(crate) fn fisher_weights_from<S: Copy + Sync>(&self, p: &Patches<'_, Self>, y: &[S], norms: &[T], c: FisherCoefs<T>, out: FisherOut<'_, Self>) -> Result<(), CpuError>
     where
         T: From<S>,
     {
+        let (FisherCoefs { scale, eps }, FisherOut { trace, lambda }) = (c, out);
         let (rows, l, r) = (p.layer.rows(), p.layer.positions(), p.r);
         let n = r * l;
         let d_prime = T::of_f64(p.layer.cols() as f64);
@@ -766,17 +757,8 @@ impl<T: Real + From<H>, H: Half> LowpBackend<H> for Cpu<T> {
         self.sq_norms_from(p, x, norms)
     }
 
-    fn fisher_weights_lowp(
-        &self,
-        p: &Patches<'_, Self>,
-        y: &Vec<H>,
-        norms: &Vec<T>,
-        scale: T,
-        eps: T,
-        trace: &mut Vec<T>,
-        lambda: &mut Vec<T>,
-    ) -> Result<(), CpuError> {
-        self.fisher_weights_from(p, y, norms, scale, eps, trace, lambda)
+    fn fisher_weights_lowp(&self, p: &Patches<'_, Self>, y: &Vec<H>, norms: &Vec<T>, c: FisherCoefs<T>, out: FisherOut<'_, Self>) -> Result<(), CpuError> {
+        self.fisher_weights_from(p, y, norms, c, out)
     }
 
     fn count_nonfinite_lowp(&self, n: usize, v: &Vec<H>, out: &mut Vec<T>) -> Result<(), CpuError> {
@@ -788,7 +770,8 @@ impl<T: Real + From<H>, H: Half> LowpBackend<H> for Cpu<T> {
 }
 
 impl<T: Real> GuardBackend for Cpu<T> {
-    fn row_guard(&self, rows: usize, cols: usize, guard: Guard, m: &Vec<T>, trace: &Vec<T>, z: &mut Vec<T>, row_scale: &mut Vec<T>, flags: &mut Vec<T>) -> Result<(), CpuError> {
+    fn row_guard(&self, shape: Shape, guard: Guard, m: &Vec<T>, trace: &Vec<T>, out: RowGuardOut<'_, Self>) -> Result<(), CpuError> {
+        let (Shape { rows, cols }, RowGuardOut { z, row_scale, flags }) = (shape, out);
         need("row_guard: m", m, rows.saturating_mul(cols))?;
         need("row_guard: z", z, rows.saturating_mul(cols))?;
         for (what, v) in [("row_guard: trace", trace), ("row_guard: row_scale", &*row_scale), ("row_guard: flags", &*flags)] {

@@ -10,7 +10,9 @@ use cust::device::{Device, DeviceAttribute};
 use cust::memory::DeviceBuffer;
 use cust::stream::{Stream, StreamFlags};
 use cust::sys as cu;
-use frog_core::{AdamBackend, AdamCoefs, Backend, CgBuffers, Guard, GuardBackend, KfrogBackend, Layer, LayerKind, Patches, Strided};
+use frog_core::{
+    AdamBackend, AdamCoefs, AdamMoments, Backend, CgBuffers, FisherCoefs, FisherOut, Guard, GuardBackend, KfrogBackend, Layer, LayerKind, Patches, RowGuardOut, Shape, StepCoefs, Strided,
+};
 
 use crate::error::Error;
 use crate::kernels::{Ptx, K};
@@ -634,17 +636,8 @@ impl Cuda {
 
     /// The Fisher weights from `y` (checked by the caller) with the kernel
     /// `k` of its element type.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn fisher_with(
-        &self,
-        p: &Patches<'_, Self>,
-        k: K,
-        ya: Arg,
-        norms: &Buffer,
-        (scale, eps): (f32, f32),
-        trace: &mut Buffer,
-        lambda: &mut Buffer,
-    ) -> Result<(), Error> {
+    pub(crate) fn fisher_with(&self, p: &Patches<'_, Self>, (k, ya): (K, Arg), norms: &Buffer, c: FisherCoefs<f32>, out: FisherOut<'_, Self>) -> Result<(), Error> {
+        let (FisherCoefs { scale, eps }, FisherOut { trace, lambda }) = (c, out);
         let g = Geom::of(p)?;
         let na = self.ptr("norms", norms, g.n)?;
         let ta = self.ptr("trace", trace, g.rows)?;
@@ -846,19 +839,10 @@ impl Backend for Cuda {
         self.launch(k, launch::per_warp(g.n), &[Arg::I(int("positions", g.n)?), Arg::I(int("cols", g.cols)?), xa, na])
     }
 
-    fn fisher_weights(
-        &self,
-        p: &Patches<'_, Self>,
-        y: &CudaView<'_>,
-        norms: &Buffer,
-        scale: f32,
-        eps: f32,
-        trace: &mut Buffer,
-        lambda: &mut Buffer,
-    ) -> Result<(), Error> {
+    fn fisher_weights(&self, p: &Patches<'_, Self>, y: &CudaView<'_>, norms: &Buffer, c: FisherCoefs<f32>, out: FisherOut<'_, Self>) -> Result<(), Error> {
         let g = Geom::of(p)?;
         let ya = y.arg(self, "y", g.n * g.rows)?;
-        self.fisher_with(p, K::FisherWeights, ya, norms, (scale, eps), trace, lambda)
+        self.fisher_with(p, (K::FisherWeights, ya), norms, c, out)
     }
 
     fn project(&self, p: &Patches<'_, Self>, v: &Buffer, u: &mut Buffer) -> Result<(), Error> {
@@ -881,7 +865,8 @@ impl Backend for Cuda {
         self.launch(K::MulAssign, launch::elementwise(n), &[Arg::I(int("n", n)?), aa, ba])
     }
 
-    fn copy_strided(&self, rows: usize, cols: usize, src: &CudaView<'_>, src_at: Strided, dst: &mut Buffer, dst_at: Strided) -> Result<(), Error> {
+    fn copy_strided(&self, shape: Shape, src: &CudaView<'_>, src_at: Strided, dst: &mut Buffer, dst_at: Strided) -> Result<(), Error> {
+        let Shape { rows, cols } = shape;
         let (r, c, n) = self.rows_cols(rows, cols)?;
         let sa = src.arg(self, "src", src_at.end(rows, cols))?;
         let da = self.ptr("dst", dst, dst_at.end(rows, cols))?;
@@ -893,13 +878,15 @@ impl Backend for Cuda {
         )
     }
 
-    fn row_dots(&self, rows: usize, cols: usize, a: &Buffer, b: &Buffer, out: &mut Buffer) -> Result<(), Error> {
+    fn row_dots(&self, shape: Shape, a: &Buffer, b: &Buffer, out: &mut Buffer) -> Result<(), Error> {
+        let Shape { rows, cols } = shape;
         let (r, c, n) = self.rows_cols(rows, cols)?;
         let (aa, ba, oa) = (self.ptr("a", a, n)?, self.ptr("b", b, n)?, self.ptr("out", out, rows)?);
         self.launch(K::RowDots, launch::per_row(rows)?, &[r, c, aa, ba, oa])
     }
 
-    fn row_rescale(&self, rows: usize, cols: usize, v: &mut Buffer) -> Result<(), Error> {
+    fn row_rescale(&self, shape: Shape, v: &mut Buffer) -> Result<(), Error> {
+        let Shape { rows, cols } = shape;
         let (r, c, n) = self.rows_cols(rows, cols)?;
         let va = self.ptr("v", v, n)?;
         self.launch(K::RowRescale, launch::per_row(rows)?, &[r, c, va])
@@ -915,29 +902,22 @@ impl Backend for Cuda {
         self.launch(K::RowRsqrt, launch::elementwise(rows), &[Arg::I(int("rows", rows)?), xa, Arg::F(eps), oa])
     }
 
-    fn row_axpy(&self, rows: usize, cols: usize, a: f32, coef: &Buffer, x: &Buffer, y: &mut Buffer) -> Result<(), Error> {
+    fn row_axpy(&self, shape: Shape, a: f32, coef: &Buffer, x: &Buffer, y: &mut Buffer) -> Result<(), Error> {
+        let Shape { rows, cols } = shape;
         let (r, c, n) = self.rows_cols(rows, cols)?;
         let (ca, xa, ya) = (self.ptr("coef", coef, rows)?, self.ptr("x", x, n)?, self.ptr("y", y, n)?);
         self.launch(K::RowAxpy, launch::elementwise(n), &[r, c, Arg::F(a), ca, xa, ya])
     }
 
-    fn row_xpby(&self, rows: usize, cols: usize, x: &Buffer, coef: &Buffer, y: &mut Buffer) -> Result<(), Error> {
+    fn row_xpby(&self, shape: Shape, x: &Buffer, coef: &Buffer, y: &mut Buffer) -> Result<(), Error> {
+        let Shape { rows, cols } = shape;
         let (r, c, n) = self.rows_cols(rows, cols)?;
         let (xa, ca, ya) = (self.ptr("x", x, n)?, self.ptr("coef", coef, rows)?, self.ptr("y", y, n)?);
         self.launch(K::RowXpby, launch::elementwise(n), &[r, c, xa, ca, ya])
     }
 
-    fn row_step(
-        &self,
-        rows: usize,
-        cols: usize,
-        w: &mut CudaViewMut<'_>,
-        decay: f32,
-        lr: f32,
-        scale: &Buffer,
-        z: &Buffer,
-        z_at: Strided,
-    ) -> Result<(), Error> {
+    fn row_step(&self, shape: Shape, w: &mut CudaViewMut<'_>, c: StepCoefs<f32>, scale: &Buffer, z: &Buffer, z_at: Strided) -> Result<(), Error> {
+        let (Shape { rows, cols }, StepCoefs { decay, lr }) = (shape, c);
         let (r, c, n) = self.rows_cols(rows, cols)?;
         let wa = w.arg(self, "w", n)?;
         let sa = self.ptr("scale", scale, rows)?;
@@ -973,7 +953,8 @@ impl Backend for Cuda {
 }
 
 impl GuardBackend for Cuda {
-    fn row_guard(&self, rows: usize, cols: usize, guard: Guard, m: &Buffer, trace: &Buffer, z: &mut Buffer, row_scale: &mut Buffer, flags: &mut Buffer) -> Result<(), Error> {
+    fn row_guard(&self, shape: Shape, guard: Guard, m: &Buffer, trace: &Buffer, out: RowGuardOut<'_, Self>) -> Result<(), Error> {
+        let (Shape { rows, cols }, RowGuardOut { z, row_scale, flags }) = (shape, out);
         let (r, c, n) = self.rows_cols(rows, cols)?;
         let (ma, za) = (self.ptr("m", m, n)?, self.ptr("z", z, n)?);
         let (ta, sa, fa) = (self.ptr("trace", trace, rows)?, self.ptr("row_scale", row_scale, rows)?, self.ptr("flags", flags, rows)?);
@@ -983,7 +964,8 @@ impl GuardBackend for Cuda {
 }
 
 impl AdamBackend for Cuda {
-    fn adamw_update(&self, n: usize, c: &AdamCoefs<f32>, param: &mut Buffer, grad: &Buffer, m: &mut Buffer, v: &mut Buffer, vmax: Option<&mut Buffer>) -> Result<(), Error> {
+    fn adamw_update(&self, n: usize, c: &AdamCoefs<f32>, param: &mut Buffer, grad: &Buffer, moments: AdamMoments<'_, Self>) -> Result<(), Error> {
+        let AdamMoments { m, v, vmax } = moments;
         let (pa, ga, ma, va) = (self.ptr("param", param, n)?, self.ptr("grad", grad, n)?, self.ptr("m", m, n)?, self.ptr("v", v, n)?);
         let vmaxa = match vmax {
             Some(b) => self.ptr("vmax", b, n)?,

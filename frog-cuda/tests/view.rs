@@ -22,7 +22,7 @@ mod common;
 use common::{device, values};
 use frog_core::{
     frog_step, gather_rows, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Error as FrogError, GroupId, Layer, Method, Optimizer, ParamGrad, ParamId, ParamState, Params,
-    ShapeError, Strided, Unguarded, ViewBatch, ViewParamGrad, ViewParams, ViewSource, Workspace, WorkspaceReq,
+    Shape, ShapeError, StepCoefs, Strided, Unguarded, ViewBatch, ViewParamGrad, ViewParams, ViewSource, Workspace, WorkspaceReq,
 };
 use frog_cuda::{Buffer, Cuda, CudaView, CudaViewMut, Error, Precision};
 
@@ -212,9 +212,9 @@ fn gpu_view_errors() {
     let x7 = cuda.view(&src, 1, 7).unwrap();
     too_short(cuda.axpby(7, 1.0, &x7, 0.0, &mut y), "y", 7, 6);
     let (scale, z) = (cuda.zeros(3).unwrap(), cuda.zeros(9).unwrap());
-    too_short(cuda.row_step(3, 3, &mut y, 1.0, 0.1, &scale, &z, Strided::dense(3)), "w", 9, 6);
+    too_short(cuda.row_step(Shape::new(3, 3), &mut y, StepCoefs { decay: 1.0, lr: 0.1 }, &scale, &z, Strided::dense(3)), "w", 9, 6);
     let mut out = cuda.zeros(8).unwrap();
-    too_short(cuda.copy_strided(2, 3, &x, Strided { stride: 4, offset: 0 }, &mut out, Strided::dense(3)), "src", 7, 6);
+    too_short(cuda.copy_strided(Shape::new(2, 3), &x, Strided { stride: 4, offset: 0 }, &mut out, Strided::dense(3)), "src", 7, 6);
     let layer = Layer::linear(3, 2, false);
     let mut packed = cuda.zeros(cuda.patch_scratch_len(&layer, 2)).unwrap();
     too_short(cuda.pack_patches(&layer, 3, &x, &mut packed), "x", 9, 6);
@@ -265,7 +265,7 @@ fn gpu_views_of_another_backend_are_refused() {
     foreign(cuda.view_mut(&mut theirs, 0, 8).unwrap_err(), "view_mut");
     let x = other.view(&theirs, 0, 8).unwrap();
     foreign(cuda.axpby(8, 1.0, &x, 0.0, &mut cuda.view_mut(&mut ours, 0, 8).unwrap()).unwrap_err(), "x");
-    foreign(cuda.copy_strided(1, 8, &x, Strided::dense(8), &mut ours, Strided::dense(8)).unwrap_err(), "src");
+    foreign(cuda.copy_strided(Shape::new(1, 8), &x, Strided::dense(8), &mut ours, Strided::dense(8)).unwrap_err(), "src");
     // SAFETY: `theirs` holds 8 entries in `other`'s context and outlives
     // the view; nothing is launched on it (the check refuses first).
     let mut raw = unsafe { CudaViewMut::from_raw(&other, theirs.device_ptr(), 8) };

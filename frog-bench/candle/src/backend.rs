@@ -35,7 +35,9 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use candle_core::{DType, Device, Tensor, WithDType};
-use frog_core::{pow2_gain, square_safe_max, Backend, BackendError, BackendErrorKind, Layer, Patches, Scalar, ShapeError, Strided, PATCH_PADDING};
+use frog_core::{
+    pow2_gain, square_safe_max, Backend, BackendError, BackendErrorKind, FisherCoefs, FisherOut, Layer, Patches, Scalar, Shape, ShapeError, StepCoefs, Strided, PATCH_PADDING,
+};
 
 use crate::view::{TensorView, TensorViewMut};
 
@@ -374,8 +376,8 @@ impl<T: Scalar + WithDType> Backend for CandleBackend<T> {
         self.store("patch_sq_norms: norms", norms, 0, &x.sqr()?.sum(1)?)
     }
 
-    fn fisher_weights(&self, p: &Patches<'_, Self>, y: &TensorView<'_>, norms: &TensorBuf, scale: T, eps: T, trace: &mut TensorBuf, lambda: &mut TensorBuf) -> Res {
-        let y = y.tensor();
+    fn fisher_weights(&self, p: &Patches<'_, Self>, y: &TensorView<'_>, norms: &TensorBuf, c: FisherCoefs<T>, out: FisherOut<'_, Self>) -> Res {
+        let (y, FisherCoefs { scale, eps }, FisherOut { trace, lambda }) = (y.tensor(), c, out);
         let (rows, l) = (p.layer.rows(), p.layer.positions());
         let n = p.r.saturating_mul(l);
         let y = self.prefix("fisher_weights: y", y, n.saturating_mul(rows))?;
@@ -429,7 +431,8 @@ impl<T: Scalar + WithDType> Backend for CandleBackend<T> {
         y.write(self, "axpby: y", &out)
     }
 
-    fn row_rescale(&self, rows: usize, cols: usize, v: &mut TensorBuf) -> Res {
+    fn row_rescale(&self, shape: Shape, v: &mut TensorBuf) -> Res {
+        let Shape { rows, cols } = shape;
         let m = self.matrix("row_rescale: v", &v.0, rows, cols)?;
         let scaled = self.rescale_lines(m, 1)?;
         self.store("row_rescale: v", v, 0, &scaled)
@@ -440,7 +443,8 @@ impl<T: Scalar + WithDType> Backend for CandleBackend<T> {
         self.store("mul_assign: a", a, 0, &out)
     }
 
-    fn copy_strided(&self, rows: usize, cols: usize, src: &TensorView<'_>, src_at: Strided, dst: &mut TensorBuf, dst_at: Strided) -> Res {
+    fn copy_strided(&self, shape: Shape, src: &TensorView<'_>, src_at: Strided, dst: &mut TensorBuf, dst_at: Strided) -> Res {
+        let Shape { rows, cols } = shape;
         let src = src.tensor();
         if rows == 0 || cols == 0 {
             return Ok(());
@@ -455,7 +459,8 @@ impl<T: Scalar + WithDType> Backend for CandleBackend<T> {
         Ok(())
     }
 
-    fn row_dots(&self, rows: usize, cols: usize, a: &TensorBuf, b: &TensorBuf, out: &mut TensorBuf) -> Res {
+    fn row_dots(&self, shape: Shape, a: &TensorBuf, b: &TensorBuf, out: &mut TensorBuf) -> Res {
+        let Shape { rows, cols } = shape;
         let prod = (self.matrix("row_dots: a", &a.0, rows, cols)? * self.matrix("row_dots: b", &b.0, rows, cols)?)?;
         self.store("row_dots: out", out, 0, &prod.sum(1)?)
     }
@@ -470,19 +475,22 @@ impl<T: Scalar + WithDType> Backend for CandleBackend<T> {
         self.store("row_rsqrt: out", out, 0, &r)
     }
 
-    fn row_axpy(&self, rows: usize, cols: usize, a: T, coef: &TensorBuf, x: &TensorBuf, y: &mut TensorBuf) -> Res {
+    fn row_axpy(&self, shape: Shape, a: T, coef: &TensorBuf, x: &TensorBuf, y: &mut TensorBuf) -> Res {
+        let Shape { rows, cols } = shape;
         let c = self.matrix("row_axpy: coef", &coef.0, rows, 1)?.affine(a.as_f64(), 0.0)?;
         let out = (self.matrix("row_axpy: y", &y.0, rows, cols)? + self.matrix("row_axpy: x", &x.0, rows, cols)?.broadcast_mul(&c)?)?;
         self.store("row_axpy: y", y, 0, &out)
     }
 
-    fn row_xpby(&self, rows: usize, cols: usize, x: &TensorBuf, coef: &TensorBuf, y: &mut TensorBuf) -> Res {
+    fn row_xpby(&self, shape: Shape, x: &TensorBuf, coef: &TensorBuf, y: &mut TensorBuf) -> Res {
+        let Shape { rows, cols } = shape;
         let c = self.matrix("row_xpby: coef", &coef.0, rows, 1)?;
         let out = (self.matrix("row_xpby: x", &x.0, rows, cols)? + self.matrix("row_xpby: y", &y.0, rows, cols)?.broadcast_mul(&c)?)?;
         self.store("row_xpby: y", y, 0, &out)
     }
 
-    fn row_step(&self, rows: usize, cols: usize, w: &mut TensorViewMut<'_>, decay: T, lr: T, scale: &TensorBuf, z: &TensorBuf, z_at: Strided) -> Res {
+    fn row_step(&self, shape: Shape, w: &mut TensorViewMut<'_>, c: StepCoefs<T>, scale: &TensorBuf, z: &TensorBuf, z_at: Strided) -> Res {
+        let (Shape { rows, cols }, StepCoefs { decay, lr }) = (shape, c);
         if rows == 0 || cols == 0 {
             return Ok(());
         }

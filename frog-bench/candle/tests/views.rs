@@ -7,8 +7,8 @@ use candle_core::{DType, Device, Tensor, Var, WithDType};
 use frog_candle::backend::{CandleBackend, CandleError, TensorBuf};
 use frog_candle::view::TensorViewMut;
 use frog_core::{
-    frog_step, gather_rows, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Error, GroupId, Layer, Optimizer, ParamGrad, ParamState, Params, Patches, Scalar, SgdConfig,
-    ShapeError, Strided, Unguarded, ViewBatch, ViewParamGrad, ViewParams, Workspace, WorkspaceReq,
+    frog_step, gather_rows, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Error, FisherCoefs, FisherOut, GroupId, Layer, Optimizer, ParamGrad, ParamState, Params, Patches, Scalar, SgdConfig,
+    Shape, ShapeError, StepCoefs, Strided, Unguarded, ViewBatch, ViewParamGrad, ViewParams, Workspace, WorkspaceReq,
 };
 
 /// `n` seeded values in `[-1, 1)` (a 64-bit LCG's top bits).
@@ -265,16 +265,16 @@ fn view_kernels_reject_short_views_and_change_nothing() {
     assert_eq!(length(b.axpby(5, 1.0, &x4, 0.5, &mut b.var_view(&var).unwrap())), (5, 4));
     assert_eq!(length(b.axpby(5, 1.0, &x5, 0.0, &mut b.tensor_view_mut(&mut t.narrow(0, 0, 4).unwrap()).unwrap())), (5, 4));
     let mut dst = b.zeros(8).unwrap();
-    assert_eq!(length(b.copy_strided(2, 2, &x4, Strided { stride: 3, offset: 0 }, &mut dst, Strided::dense(2))), (5, 4));
+    assert_eq!(length(b.copy_strided(Shape::new(2, 2), &x4, Strided { stride: 3, offset: 0 }, &mut dst, Strided::dense(2))), (5, 4));
     let (scale, z) = (b.zeros(2).unwrap(), b.zeros(6).unwrap());
-    assert_eq!(length(b.row_step(2, 3, &mut b.tensor_view_mut(&mut t).unwrap(), 1.0, 0.1, &scale, &z, Strided::dense(3))), (6, 5));
+    assert_eq!(length(b.row_step(Shape::new(2, 3), &mut b.tensor_view_mut(&mut t).unwrap(), StepCoefs { decay: 1.0, lr: 0.1 }, &scale, &z, Strided::dense(3))), (6, 5));
 
     let layer = Layer::linear(2, 3, false);
     let mut packed = b.zeros(b.patch_scratch_len(&layer, 3)).unwrap();
     assert_eq!(length(b.pack_patches(&layer, 3, &x4, &mut packed)), (6, 4));
     let (norms, mut trace, mut lambda) = (b.zeros(3).unwrap(), b.zeros(3).unwrap(), b.zeros(9).unwrap());
     let p = Patches { layer: &layer, r: 3, x: None, packed: &packed };
-    assert_eq!(length(b.fisher_weights(&p, &x5, &norms, 1.0, 1e-10, &mut trace, &mut lambda)), (9, 5));
+    assert_eq!(length(b.fisher_weights(&p, &x5, &norms, FisherCoefs { scale: 1.0, eps: 1e-10 }, FisherOut { trace: &mut trace, lambda: &mut lambda })), (9, 5));
     assert!(entries::<f64>(var.as_tensor()) == entries::<f64>(&five) && entries::<f64>(&t) == entries::<f64>(&five), "a failed kernel changed its parameter");
 }
 

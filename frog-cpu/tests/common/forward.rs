@@ -5,7 +5,7 @@
 
 use std::cell::Cell;
 
-use frog_core::{AdamBackend, AdamCoefs, Backend, Guard, GuardBackend, KfrogBackend, Layer, Patches, Strided};
+use frog_core::{AdamBackend, AdamCoefs, AdamMoments, Backend, FisherCoefs, FisherOut, Guard, GuardBackend, KfrogBackend, Layer, Patches, RowGuardOut, Shape, StepCoefs, Strided};
 use frog_cpu::{Cpu, CpuError};
 
 /// frog-cpu in f64 without its fused overrides.
@@ -76,8 +76,8 @@ impl Backend for RequiredOnly {
     fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Vec<f64>) -> Result<(), CpuError> {
         self.inner.patch_sq_norms(&inner(p), norms)
     }
-    fn fisher_weights(&self, p: &Patches<'_, Self>, y: &&[f64], norms: &Vec<f64>, scale: f64, eps: f64, trace: &mut Vec<f64>, lambda: &mut Vec<f64>) -> Result<(), CpuError> {
-        self.inner.fisher_weights(&inner(p), y, norms, scale, eps, trace, lambda)
+    fn fisher_weights(&self, p: &Patches<'_, Self>, y: &&[f64], norms: &Vec<f64>, c: FisherCoefs<f64>, out: FisherOut<'_, Self>) -> Result<(), CpuError> {
+        self.inner.fisher_weights(&inner(p), y, norms, c, FisherOut { trace: out.trace, lambda: out.lambda })
     }
     fn project(&self, p: &Patches<'_, Self>, v: &Vec<f64>, u: &mut Vec<f64>) -> Result<(), CpuError> {
         self.inner.project(&inner(p), v, u)
@@ -91,11 +91,11 @@ impl Backend for RequiredOnly {
     fn mul_assign(&self, n: usize, a: &mut Vec<f64>, b: &Vec<f64>) -> Result<(), CpuError> {
         self.inner.mul_assign(n, a, b)
     }
-    fn copy_strided(&self, rows: usize, cols: usize, src: &&[f64], src_at: Strided, dst: &mut Vec<f64>, dst_at: Strided) -> Result<(), CpuError> {
-        self.inner.copy_strided(rows, cols, src, src_at, dst, dst_at)
+    fn copy_strided(&self, shape: Shape, src: &&[f64], src_at: Strided, dst: &mut Vec<f64>, dst_at: Strided) -> Result<(), CpuError> {
+        self.inner.copy_strided(shape, src, src_at, dst, dst_at)
     }
-    fn row_dots(&self, rows: usize, cols: usize, a: &Vec<f64>, b: &Vec<f64>, out: &mut Vec<f64>) -> Result<(), CpuError> {
-        self.inner.row_dots(rows, cols, a, b, out)
+    fn row_dots(&self, shape: Shape, a: &Vec<f64>, b: &Vec<f64>, out: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.row_dots(shape, a, b, out)
     }
     fn row_div(&self, rows: usize, num: &Vec<f64>, den: &Vec<f64>, eps: f64, out: &mut Vec<f64>) -> Result<(), CpuError> {
         self.inner.row_div(rows, num, den, eps, out)
@@ -103,20 +103,20 @@ impl Backend for RequiredOnly {
     fn row_rsqrt(&self, rows: usize, x: &Vec<f64>, eps: f64, out: &mut Vec<f64>) -> Result<(), CpuError> {
         self.inner.row_rsqrt(rows, x, eps, out)
     }
-    fn row_axpy(&self, rows: usize, cols: usize, a: f64, coef: &Vec<f64>, x: &Vec<f64>, y: &mut Vec<f64>) -> Result<(), CpuError> {
-        self.inner.row_axpy(rows, cols, a, coef, x, y)
+    fn row_axpy(&self, shape: Shape, a: f64, coef: &Vec<f64>, x: &Vec<f64>, y: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.row_axpy(shape, a, coef, x, y)
     }
-    fn row_xpby(&self, rows: usize, cols: usize, x: &Vec<f64>, coef: &Vec<f64>, y: &mut Vec<f64>) -> Result<(), CpuError> {
-        self.inner.row_xpby(rows, cols, x, coef, y)
+    fn row_xpby(&self, shape: Shape, x: &Vec<f64>, coef: &Vec<f64>, y: &mut Vec<f64>) -> Result<(), CpuError> {
+        self.inner.row_xpby(shape, x, coef, y)
     }
-    fn row_step(&self, rows: usize, cols: usize, w: &mut &mut [f64], decay: f64, lr: f64, scale: &Vec<f64>, z: &Vec<f64>, z_at: Strided) -> Result<(), CpuError> {
-        self.inner.row_step(rows, cols, w, decay, lr, scale, z, z_at)
+    fn row_step(&self, shape: Shape, w: &mut &mut [f64], c: StepCoefs<f64>, scale: &Vec<f64>, z: &Vec<f64>, z_at: Strided) -> Result<(), CpuError> {
+        self.inner.row_step(shape, w, c, scale, z, z_at)
     }
 }
 
 impl GuardBackend for RequiredOnly {
-    fn row_guard(&self, rows: usize, cols: usize, guard: Guard, m: &Vec<f64>, trace: &Vec<f64>, z: &mut Vec<f64>, row_scale: &mut Vec<f64>, flags: &mut Vec<f64>) -> Result<(), CpuError> {
-        self.inner.row_guard(rows, cols, guard, m, trace, z, row_scale, flags)
+    fn row_guard(&self, shape: Shape, guard: Guard, m: &Vec<f64>, trace: &Vec<f64>, out: RowGuardOut<'_, Self>) -> Result<(), CpuError> {
+        self.inner.row_guard(shape, guard, m, trace, RowGuardOut { z: out.z, row_scale: out.row_scale, flags: out.flags })
     }
 }
 
@@ -139,8 +139,8 @@ impl KfrogBackend for RequiredOnly {
 }
 
 impl AdamBackend for RequiredOnly {
-    fn adamw_update(&self, n: usize, c: &AdamCoefs<f64>, param: &mut Vec<f64>, grad: &Vec<f64>, m: &mut Vec<f64>, v: &mut Vec<f64>, vmax: Option<&mut Vec<f64>>) -> Result<(), CpuError> {
-        self.inner.adamw_update(n, c, param, grad, m, v, vmax)
+    fn adamw_update(&self, n: usize, c: &AdamCoefs<f64>, param: &mut Vec<f64>, grad: &Vec<f64>, moments: AdamMoments<'_, Self>) -> Result<(), CpuError> {
+        self.inner.adamw_update(n, c, param, grad, AdamMoments { m: moments.m, v: moments.v, vmax: moments.vmax })
     }
 }
 
