@@ -545,6 +545,8 @@ impl Cuda {
 
     /// [`Cuda::gemm`] whose B operand is the packed patches when
     /// `patches` (then in the precision's element type).
+    // The GEMM's operands are grouped already (sizes, each matrix with its
+    // strides); what is left are two options, named at every call.
     #[allow(clippy::too_many_arguments)]
     fn gemm_on(
         &self,
