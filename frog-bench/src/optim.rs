@@ -14,7 +14,7 @@
 //! takes `torch.optim.SGD`'s or `torch.optim.AdamW`'s step.
 
 pub use frog_core::Method;
-use frog_core::{Batch, GroupId, KfrogBatch, Layer, ParamId, Params};
+use frog_core::{Batch, GroupId, KfrogBatch, Layer, ParamGrad, ParamId, Params};
 
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -113,7 +113,7 @@ impl<D: Device> Optimizer<D> {
                     let params = Params { weight: &mut p.value, grad_weight: &p.grad, bias: None };
                     self.inner.step_layer(backend, id, params, batch)?;
                 }
-                (None, _) => self.inner.step_param(backend, id, &mut p.value, &p.grad)?,
+                (None, _) => self.inner.step_param(backend, id, ParamGrad { param: &mut p.value, grad: &p.grad })?,
             }
         }
         Ok(())
@@ -195,7 +195,7 @@ mod tests {
                 }
                 _ => {
                     let id = reference.add_param(cpu, &p.name, p.len(), GroupId::DEFAULT).unwrap();
-                    reference.step_param(cpu, id, &mut p.value, &p.grad).unwrap();
+                    reference.step_param(cpu, id, ParamGrad { param: &mut p.value, grad: &p.grad }).unwrap();
                 }
             }
         }

@@ -144,17 +144,25 @@ pub trait AdamBackend: Backend {
     /// restorable) and the parameter moving; where `g - m` overflows
     /// (opposite signs near `MAX`), `m` is the same convex combination
     /// `m - one_minus_beta1 * m + one_minus_beta1 * g`, clamped to `[-MAX, MAX]`.
-    #[allow(clippy::too_many_arguments)]
-    fn adamw_update(
-        &self,
-        n: usize,
-        c: &AdamCoefs<Self::Scalar>,
-        param: &mut Self::Buffer,
-        grad: &Self::Buffer,
-        m: &mut Self::Buffer,
-        v: &mut Self::Buffer,
-        vmax: Option<&mut Self::Buffer>,
-    ) -> Result<(), Self::Error>;
+    fn adamw_update(&self, n: usize, c: &AdamCoefs<Self::Scalar>, param: &mut Self::Buffer, grad: &Self::Buffer, moments: AdamMoments<'_, Self>) -> Result<(), Self::Error>;
+}
+
+/// The moments [`AdamBackend::adamw_update`] updates: a struct, so that
+/// `m` and `v` cannot be swapped by position.
+pub struct AdamMoments<'a, B: Backend + ?Sized> {
+    /// The first moment.
+    pub m: &'a mut B::Buffer,
+    /// The second moment.
+    pub v: &'a mut B::Buffer,
+    /// The amsgrad maximum of `v`, when on.
+    pub vmax: Option<&'a mut B::Buffer>,
+}
+
+/// Buffers only, which print as nothing (they need not be `Debug`).
+impl<B: Backend + ?Sized> fmt::Debug for AdamMoments<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdamMoments").field("amsgrad", &self.vmax.is_some()).finish_non_exhaustive()
+    }
 }
 
 /// The state of one AdamW parameter: both moments, the amsgrad maximum
@@ -265,5 +273,6 @@ pub fn adamw_step<B: AdamBackend>(backend: &B, cfg: &AdamWConfig, state: &mut Ad
     let t = state.steps.checked_add(1).ok_or(StateError::StepsExhausted)?;
     state.steps = t;
     let c = AdamCoefs::new(cfg, t);
-    backend.adamw_update(n, &c, param, grad, &mut state.m, &mut state.v, state.vmax.as_mut()).map_err(Error::Backend)
+    let moments = AdamMoments { m: &mut state.m, v: &mut state.v, vmax: state.vmax.as_mut() };
+    backend.adamw_update(n, &c, param, grad, moments).map_err(Error::Backend)
 }

@@ -9,7 +9,7 @@
 //! (dead rows) and the rows whose direction is not finite. It can also
 //! replace such rows by the normalized momentum step.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Shape};
 use crate::error::Error;
 use crate::scalar::Scalar;
 
@@ -47,18 +47,25 @@ pub trait GuardBackend: Backend {
     /// `guard.dead_rows`: then `z_j = m_j` and `row_scale[j] = 1/||m_j||`,
     /// or `z_j = 0` and `row_scale[j] = 0` when `m_j` is zero or not
     /// finite. The norm must not overflow for finite `m_j`.
-    #[allow(clippy::too_many_arguments)]
-    fn row_guard(
-        &self,
-        rows: usize,
-        cols: usize,
-        guard: Guard,
-        m: &Self::Buffer,
-        trace: &Self::Buffer,
-        z: &mut Self::Buffer,
-        row_scale: &mut Self::Buffer,
-        flags: &mut Self::Buffer,
-    ) -> Result<(), Self::Error>;
+    fn row_guard(&self, shape: Shape, guard: Guard, m: &Self::Buffer, trace: &Self::Buffer, out: RowGuardOut<'_, Self>) -> Result<(), Self::Error>;
+}
+
+/// What [`GuardBackend::row_guard`] reads and rewrites per row: the
+/// direction, the row scale, and the flags it sets.
+pub struct RowGuardOut<'a, B: Backend + ?Sized> {
+    /// The `rows x cols` direction.
+    pub z: &'a mut B::Buffer,
+    /// The row scale, `rows` entries.
+    pub row_scale: &'a mut B::Buffer,
+    /// The flags, `rows` entries.
+    pub flags: &'a mut B::Buffer,
+}
+
+/// Buffers only, which print as nothing (they need not be `Debug`).
+impl<B: Backend + ?Sized> core::fmt::Debug for RowGuardOut<'_, B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RowGuardOut").finish_non_exhaustive()
+    }
 }
 
 /// Parts of a state's diagnostics buffer, `rows` entries each, in order:

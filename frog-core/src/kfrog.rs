@@ -10,13 +10,13 @@
 
 use core::fmt;
 
-use crate::backend::{Backend, Patches, Strided};
+use crate::backend::{axpby_buffers, copy_buffers, whole, Backend, Patches, Shape, Strided};
 use crate::config::{momentum_ok, non_negative, num_iters_ok, representable, sgd_bound, update_bound_ok, ConfigError, NonExhaustive};
 use crate::error::{Error, ShapeError};
 use crate::layer::Layer;
 use crate::scalar::Scalar;
 use crate::state::{check_non_negative, Header, ParamState, StateError};
-use crate::step::{cg_iterate, cg_start, mul};
+use crate::step::{cg_iterate, cg_start, mul, CgRun};
 use crate::workspace::{Workspace, WorkspaceReq};
 
 /// The CG's denominator epsilon, a constant of the original (not one of
@@ -257,15 +257,15 @@ impl<B: Backend> Workspace<B> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Every check of a K-FROG step (`(weight, grad)` its parameter and
+/// gradient); the step number it takes.
 fn check<B: Backend>(
     backend: &B,
     cfg: &KfrogConfig,
     layer: &Layer,
     state: &KfrogState<B>,
     ws: &Workspace<B>,
-    weight: &B::Buffer,
-    grad: &B::Buffer,
+    (weight, grad): (&B::Buffer, &B::Buffer),
     batch: &KfrogBatch<'_, B>,
 ) -> Result<u64, Error<B::Error>> {
     cfg.validate_for::<B::Scalar>()?;
@@ -320,6 +320,9 @@ fn check<B: Backend>(
 /// wrong length, a workspace too small, a state of another size or
 /// momentum setting, an exhausted step count, inputs too large for the
 /// update bound (only the workspace's patch scratch has changed then).
+// K-FROG's public entry point, as `frog_step`: each part a distinct type
+// but `weight` and `grad`, which differ in mutability (a swap does not
+// compile either).
 #[allow(clippy::too_many_arguments)]
 pub fn kfrog_step<B: KfrogBackend>(
     backend: &B,
@@ -331,9 +334,9 @@ pub fn kfrog_step<B: KfrogBackend>(
     grad: &B::Buffer,
     batch: KfrogBatch<'_, B>,
 ) -> Result<(), Error<B::Error>> {
-    let t = check(backend, cfg, layer, state, ws, weight, grad, &batch)?;
+    let t = check(backend, cfg, layer, state, ws, (weight, grad), &batch)?;
     let gain = pack(backend, cfg, layer, ws, &batch)?;
-    run(backend, cfg, layer, state, ws, weight, grad, batch, t, gain).map_err(Error::Backend)
+    run(backend, (cfg, layer), state, ws, (weight, grad), batch, (t, gain)).map_err(Error::Backend)
 }
 
 /// Packs the sampled inputs and reads back the gain the backend scaled
@@ -342,8 +345,9 @@ pub fn kfrog_step<B: KfrogBackend>(
 /// [`KfrogConfig::validate_for`]) with their largest `|x|`, below `1/c`,
 /// overflows the scalar.
 fn pack<B: KfrogBackend>(backend: &B, cfg: &KfrogConfig, layer: &Layer, ws: &mut Workspace<B>, batch: &KfrogBatch<'_, B>) -> Result<f64, Error<B::Error>> {
-    backend.pack_patches(layer, batch.x_sample, batch.x, &mut ws.packed).map_err(Error::Backend)?;
-    let p = Patches { layer, r: batch.x_sample, x: batch.x, packed: &ws.packed, scratch: &mut ws.scratch };
+    let x = whole(backend, batch.x).map_err(Error::Backend)?;
+    backend.pack_patches(layer, batch.x_sample, &x, &mut ws.packed).map_err(Error::Backend)?;
+    let p = Patches { layer, r: batch.x_sample, x: Some(x), packed: &ws.packed, scratch: &mut ws.scratch };
     backend.patch_gain(&p, &mut ws.coef).map_err(Error::Backend)?;
     let mut gain = [B::Scalar::ONE];
     backend.read(&ws.coef, 0, &mut gain).map_err(Error::Backend)?;
@@ -355,18 +359,15 @@ fn pack<B: KfrogBackend>(backend: &B, cfg: &KfrogConfig, layer: &Layer, ws: &mut
     Ok(c)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The checked step: `t` its number, `c` the gain of its patches.
 fn run<B: KfrogBackend>(
     backend: &B,
-    cfg: &KfrogConfig,
-    layer: &Layer,
+    (cfg, layer): (&KfrogConfig, &Layer),
     state: &mut KfrogState<B>,
     ws: &mut Workspace<B>,
-    weight: &mut B::Buffer,
-    grad: &B::Buffer,
+    (weight, grad): (&mut B::Buffer, &B::Buffer),
     batch: KfrogBatch<'_, B>,
-    t: u64,
-    c: f64,
+    (t, c): (u64, f64),
 ) -> Result<(), B::Error> {
     let s = B::Scalar::of_f64;
     let (one, zero) = (B::Scalar::ONE, B::Scalar::ZERO);
@@ -380,9 +381,9 @@ fn run<B: KfrogBackend>(
     backend.copy(n, grad, &mut ws.m)?;
     if let Some(buf) = &mut state.weight.momentum {
         let beta = s(cfg.momentum);
-        backend.axpby(n, one, &ws.m, beta, buf)?;
+        axpby_buffers(backend, n, one, &ws.m, beta, buf)?;
         if cfg.nesterov {
-            backend.axpby(n, beta, buf, one, &mut ws.m)?;
+            axpby_buffers(backend, n, beta, buf, one, &mut ws.m)?;
         } else {
             backend.copy(n, buf, &mut ws.m)?;
         }
@@ -396,7 +397,7 @@ fn run<B: KfrogBackend>(
             let gamma = cfg.y_momentum;
             backend.y_average(rows, s(1.0 - gamma), &ws.zm, s(gamma), avg)?;
             let correction = 1.0 - libm::pow(gamma, t.min(i32::MAX as u64) as f64);
-            backend.axpby(rows, s(1.0 / correction), avg, zero, &mut ws.trace)?;
+            axpby_buffers(backend, rows, s(1.0 / correction), avg, zero, &mut ws.trace)?;
         }
         None => backend.copy(rows, &ws.zm, &mut ws.trace)?,
     }
@@ -404,8 +405,8 @@ fn run<B: KfrogBackend>(
     // built in ws.z and kept in ws.m.
     let eps = s(cfg.eps);
     backend.row_rsqrt(rows, &ws.trace, eps, &mut ws.row_scale)?;
-    backend.axpby(n, zero, &ws.m, zero, &mut ws.z)?;
-    backend.row_axpy(rows, d, one, &ws.row_scale, &ws.m, &mut ws.z)?;
+    axpby_buffers(backend, n, zero, &ws.m, zero, &mut ws.z)?;
+    backend.row_axpy(Shape::new(rows, d), one, &ws.row_scale, &ws.m, &mut ws.z)?;
     backend.copy(n, &ws.z, &mut ws.m)?;
 
     // 5. CG from zero with the one shared matrix X^T X / Bx + eps I: the
@@ -416,14 +417,15 @@ fn run<B: KfrogBackend>(
     // patches' RMS (c times the original's) is the original's direction:
     // exact, but for the CG's denominator eps.
     backend.fill(batch.x_sample * layer.output_len(), s(1.0 / (bx * c)), &mut ws.lambda)?;
-    cg_start(backend, rows, d, ws)?;
-    cg_iterate(backend, layer, batch.x_sample, Some(batch.x), s(cfg.eps * c), s(KFROG_CG_DENOM_EPS), cfg.num_iters, ws)?;
+    cg_start(backend, Shape::new(rows, d), ws)?;
+    let run = CgRun { tau: s(cfg.eps * c), eps: s(KFROG_CG_DENOM_EPS), iters: cfg.num_iters };
+    cg_iterate(backend, (layer, batch.x_sample, Some(whole(backend, batch.x)?)), run, ws)?;
 
     // 6-8. The patches' column RMS (in ws.rs), broadcast over the rows
     // (ws.pd), times the solution: the direction; then the step.
-    let p = Patches { layer, r: batch.x_sample, x: batch.x, packed: &ws.packed, scratch: &mut ws.scratch };
+    let p = Patches { layer, r: batch.x_sample, x: Some(whole(backend, batch.x)?), packed: &ws.packed, scratch: &mut ws.scratch };
     backend.patch_col_norms(&p, s(1.0 / bx), &mut ws.rs)?;
-    backend.copy_strided(rows, d, &ws.rs, Strided { stride: 0, offset: 0 }, &mut ws.pd, Strided::dense(d))?;
+    copy_buffers(backend, Shape::new(rows, d), &ws.rs, Strided { stride: 0, offset: 0 }, &mut ws.pd, Strided::dense(d))?;
     backend.mul_assign(n, &mut ws.pd, &ws.z)?;
-    backend.axpby(n, -s(cfg.lr), &ws.pd, one, weight)
+    axpby_buffers(backend, n, -s(cfg.lr), &ws.pd, one, weight)
 }

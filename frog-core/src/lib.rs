@@ -7,8 +7,8 @@
 //! the Fisher weights, batched CG, the row scale, decoupled decay, the
 //! damping schedule, and the plain-SGD path for every other parameter),
 //! generic over a [`Backend`] that supplies buffers and a few kernels.
-//! With a [`ViewBackend`], every step also takes views of the caller's own
-//! arrays (parts of a framework's storage) instead of backend buffers.
+//! Every step also takes views of the caller's own arrays (parts of a
+//! framework's storage, [`Backend::View`]) instead of backend buffers.
 //!
 //! The crate is `#![no_std]` and never allocates: every buffer a step needs,
 //! the backend's patch and product scratch included, is sized up front by
@@ -39,13 +39,13 @@ mod step;
 mod view;
 mod workspace;
 
-pub use adamw::{adamw_step, AdamBackend, AdamCoefs, AdamState, AdamWConfig};
-pub use backend::{Backend, BackendError, BackendErrorKind, CgBuffers, Patches, Strided};
+pub use adamw::{adamw_step, AdamBackend, AdamCoefs, AdamMoments, AdamState, AdamWConfig};
+pub use backend::{Backend, BackendError, BackendErrorKind, CgBuffers, FisherCoefs, FisherOut, Patches, Shape, StepCoefs, Strided};
 pub use checkpoint::CHECKPOINT_VERSION;
 pub use config::{Config, ConfigError, NonExhaustive, MAX_NUM_ITERS, UPDATE_MARGIN};
 pub use error::{Error, ErrorKind, ShapeError};
 pub use kfrog::{kfrog_step, KfrogBackend, KfrogBatch, KfrogConfig, KfrogOutputs, KfrogState, KFROG_CG_DENOM_EPS};
-pub use guard::{Diagnostics, Guard, GuardBackend, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};
+pub use guard::{Diagnostics, Guard, GuardBackend, RowGuardOut, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};
 pub use layer::{Axes, Conv2d, Layer, LayerKind, PATCH_PADDING};
 pub use lowp::{Half, LowpBackend};
 pub use method::Method;
@@ -56,7 +56,7 @@ pub use scalar::Scalar;
 pub use sgd::{plain_sgd_step, sgd_step, Operands, ParamGrad, SgdConfig, ViewParamGrad};
 pub use state::{ParamState, StateError, STATE_VERSION};
 pub use step::{frog_step, gather_rows, Batch, GatherSource, Inputs, LowpBatch, Params, StepGuard, Unguarded, ViewSource, Weights};
-pub use view::{ViewBackend, ViewBatch, ViewParams};
+pub use view::{ViewBatch, ViewParams};
 /// The `half` crate whose [`half::bf16`] and [`half::f16`] the low-precision steps take.
 pub use half;
 pub use workspace::{Workspace, WorkspaceReq};

@@ -5,14 +5,19 @@
 //!
 //! The inputs come through an extension trait, [`LowpBackend`], that only
 //! the low-precision inputs ([`crate::LowpBatch`] in [`crate::frog_step`])
-//! require: a [`Backend`] without it keeps
-//! compiling and working unchanged (an associated type on `Backend` itself
-//! would break every implementor, as associated-type defaults are not
-//! stable Rust). Only the calls of a step that read `x` or `y` have
-//! low-precision twins: packing the patches, the patch norms, the Fisher
-//! weights, and the opt-in overflow check. Everything else (the two patch
-//! products, the CG updates) runs on the backend's own scratch, so the step
-//! logic is the one of [`crate::frog_step`] on a [`crate::Batch`].
+//! require: a [`Backend`] without it keeps compiling and working unchanged.
+//! Why not the one view type of [`Backend`] for them too: a view is of the
+//! backend's scalar type, and 16-bit views would need a second pair of view
+//! types on `Backend` itself, which every backend would then have to name
+//! (associated-type defaults are not stable Rust), 16-bit support or not;
+//! and converting 16-bit inputs into scalar views first would cost a
+//! buffer the size of the inputs and a pass over them, where the kernels
+//! below convert them as they read them. Only the calls of a step that
+//! read `x` or `y` have low-precision twins: packing the patches, the
+//! patch norms, the Fisher weights, and the opt-in overflow check.
+//! Everything else (the two patch products, the CG updates) runs on the
+//! backend's own scratch, so the step logic is the one of
+//! [`crate::frog_step`] on a [`crate::Batch`].
 //!
 //! ## Loss scaling
 //!
@@ -32,7 +37,7 @@
 //! weights take the same power-of-two row rescale as the f32 path (see
 //! [`Backend::fisher_weights`]), so finite inputs give finite steps.
 
-use crate::backend::{Backend, Patches};
+use crate::backend::{Backend, FisherCoefs, FisherOut, Patches};
 use crate::layer::Layer;
 
 /// A 16-bit float type FROG takes sampled inputs and output gradients in:
@@ -84,11 +89,10 @@ mod sealed {
 /// [`LowpBackend::patch_sq_norms_lowp`] and [`LowpBackend::fisher_weights_lowp`]
 /// instead of their [`Backend`] namesakes; every other call is the same as
 /// in a step on the scalar type. The products of such a step see
-/// [`Patches::x`] set to the patch scratch (there is no `x` of the scalar
-/// type): whatever they read must be in the scratch, which
-/// `pack_patches_lowp` fills. A backend whose products read `x` directly
-/// (an implicit GEMM) converts `x` into the scratch in `x`'s own layout.
-#[allow(clippy::too_many_arguments)]
+/// [`Patches::x`] as `None` (there is no `x` of the scalar type): whatever
+/// they read must be in the scratch, which `pack_patches_lowp` fills. A
+/// backend whose products read `x` directly (an implicit GEMM) converts
+/// `x` into the scratch in `x`'s own layout.
 pub trait LowpBackend<H: Half>: Backend {
     /// A buffer of `H` on the device.
     type LowpBuffer;
@@ -108,7 +112,9 @@ pub trait LowpBackend<H: Half>: Backend {
     /// [`Backend::patch_sq_norms`] in a step on inputs `x` in `H`. The
     /// default reads the patch scratch through `patch_sq_norms`; a backend
     /// whose norms read `x` itself (because its scratch holds something
-    /// else, such as Winograd's transformed tiles) overrides it.
+    /// else, such as Winograd's transformed tiles) overrides it: the one
+    /// twin left of a call that, in the scalar type, reads [`Patches::x`],
+    /// as the 16-bit `x` is no view of the scalar type.
     fn patch_sq_norms_lowp(&self, p: &Patches<'_, Self>, x: &Self::LowpBuffer, norms: &mut Self::Buffer) -> Result<(), Self::Error> {
         let _ = x;
         self.patch_sq_norms(p, norms)
@@ -118,16 +124,7 @@ pub trait LowpBackend<H: Half>: Backend {
     /// layout, same contract: a row whose squares could overflow is scaled
     /// by a power of two first, which bf16's range up to 3.4e38 needs even
     /// in f32).
-    fn fisher_weights_lowp(
-        &self,
-        p: &Patches<'_, Self>,
-        y: &Self::LowpBuffer,
-        norms: &Self::Buffer,
-        scale: Self::Scalar,
-        eps: Self::Scalar,
-        trace: &mut Self::Buffer,
-        lambda: &mut Self::Buffer,
-    ) -> Result<(), Self::Error>;
+    fn fisher_weights_lowp(&self, p: &Patches<'_, Self>, y: &Self::LowpBuffer, norms: &Self::Buffer, c: FisherCoefs<Self::Scalar>, out: FisherOut<'_, Self>) -> Result<(), Self::Error>;
 
     /// `out[0]` = the number of infinite or NaN entries among the first `n`
     /// of `v` (the opt-in overflow check, which FROG reads back to the host).

@@ -22,11 +22,11 @@ use crate::layer::Layer;
 use crate::lowp::{Half, LowpBackend};
 use crate::method::Method;
 use crate::sampler::{Sampler, MAX_BATCH};
-use crate::sgd::{coupled_sgd, frog_plain, sealed::Operands, ParamGrad, SgdConfig, ViewParamGrad};
+use crate::sgd::{coupled_sgd, frog_plain, sealed::Operands, SgdConfig};
 use crate::state::{ParamState, StateError};
 use crate::step::sealed::{Inputs, Weights};
-use crate::step::{check_count, step_guarded, Batch, LowpBatch, Params, RowGuard};
-use crate::view::{ViewBackend, ViewBatch, ViewParams};
+use crate::step::{check_count, step_guarded, Batch, LayerStep, LowpBatch, RowGuard};
+use crate::view::ViewBatch;
 use crate::workspace::{Workspace, WorkspaceReq};
 
 /// Parameter groups an optimizer holds at most.
@@ -341,7 +341,7 @@ impl<'a> Sample<'a> {
     }
 
     /// [`Sample::batch`] as views.
-    pub fn view_batch<'b, B: ViewBackend>(&self, x: B::View<'b>, y: B::View<'b>) -> ViewBatch<'b, B> {
+    pub fn view_batch<'b, B: Backend>(&self, x: B::View<'b>, y: B::View<'b>) -> ViewBatch<'b, B> {
         ViewBatch { x, y, sample: self.indices.len(), batch_size: self.batch_size }
     }
 }
@@ -770,33 +770,17 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// One step of registered layer `id`: FROG's preconditioned step in a
     /// FROG group (`batch` required; guarded when [`Optimizer::set_guard`]
     /// turned the guard on), the group's plain step of weight and bias
-    /// otherwise (`batch` unused).
+    /// otherwise (`batch` unused: `None::<Batch<B>>`).
+    ///
+    /// `params` are [`crate::Params`] (buffers) or [`crate::ViewParams`] (views of
+    /// the caller's storage), `batch` a [`Batch`], [`crate::ViewBatch`] or
+    /// [`crate::LowpBatch`] (16-bit inputs, on a [`crate::LowpBackend`]),
+    /// as [`crate::frog_step`] takes them. AdamW groups step on buffers
+    /// only ([`RegistryError::NeedsBuffers`]).
     ///
     /// A shape error names the layer: [`Error::Param`] (as do those of
     /// every step of the optimizer object).
-    pub fn step_layer(&mut self, backend: &B, id: ParamId, params: Params<'_, B>, batch: Option<Batch<'_, B>>) -> Res<(), B> {
-        let res = self.step_layer_with(backend, id, params, batch.as_ref());
-        self.named(id, res)
-    }
-
-    /// [`Optimizer::step_layer`] on sampled inputs and output gradients in
-    /// the 16-bit type `H` (a [`LowpBatch`] in [`crate::frog_step`]; guarded
-    /// as well when the guard is on).
-    pub fn step_layer_lowp<H: Half>(&mut self, backend: &B, id: ParamId, params: Params<'_, B>, batch: Option<LowpBatch<'_, B, H>>) -> Res<(), B>
-    where
-        B: LowpBackend<H>,
-    {
-        let res = self.step_layer_with(backend, id, params, batch.as_ref());
-        self.named(id, res)
-    }
-
-    /// [`Optimizer::step_layer`] on views of the caller's parameters,
-    /// gradients and sampled rows (see [`crate::ViewParams`], [`crate::ViewBatch`]).
-    /// AdamW groups step on buffers only.
-    pub fn step_layer_view(&mut self, backend: &B, id: ParamId, params: ViewParams<'_, B>, batch: Option<ViewBatch<'_, B>>) -> Res<(), B>
-    where
-        B: ViewBackend,
-    {
+    pub fn step_layer(&mut self, backend: &B, id: ParamId, params: impl crate::step::Weights<B>, batch: Option<impl crate::step::Inputs<B>>) -> Res<(), B> {
         let res = self.step_layer_with(backend, id, params, batch.as_ref());
         self.named(id, res)
     }
@@ -827,7 +811,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                     return Err(RegistryError::NotTheSample { drawn, drawn_batch, sample, batch }.into());
                 }
                 let ws = self.workspace.as_mut().ok_or(RegistryError::NoBatch(id.index))?;
-                step_guarded(backend, &cfg, &layer, state, ws, params, batch, self.guard)
+                step_guarded(backend, LayerStep { cfg: &cfg, layer: &layer, state, ws }, params, batch, self.guard)
             }
             (method, state) => {
                 // Check the bias pairing and its state before the weight moves.
@@ -852,28 +836,15 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
 
     /// One step of plain parameter `id`: FROG's plain-SGD path in a FROG
     /// group (at `lr * lr_other_ratio`), the group's step otherwise.
-    pub fn step_param(&mut self, backend: &B, id: ParamId, param: &mut B::Buffer, grad: &B::Buffer) -> Res<(), B> {
+    /// `param` is a [`crate::ParamGrad`] of buffers or a
+    /// [`crate::ViewParamGrad`] of views (AdamW groups step on buffers only).
+    pub fn step_param(&mut self, backend: &B, id: ParamId, param: impl crate::sgd::Operands<B>) -> Res<(), B> {
         let slot = self.slot(id)?;
         if !matches!(slot.kind, ParamKind::Plain { .. }) {
             return Err(RegistryError::WrongKind(id.index).into());
         }
         let method = self.groups[usize::from(slot.group.0)];
-        let res = plain_step(backend, &method, self.adam, id, &mut self.slots[id.index as usize].state, ParamGrad { param, grad });
-        self.named(id, res)
-    }
-
-    /// [`Optimizer::step_param`] on views of the parameter and its
-    /// gradient. AdamW groups step on buffers only.
-    pub fn step_param_view<'a>(&mut self, backend: &B, id: ParamId, param: B::ViewMut<'a>, grad: B::View<'a>) -> Res<(), B>
-    where
-        B: ViewBackend,
-    {
-        let slot = self.slot(id)?;
-        if !matches!(slot.kind, ParamKind::Plain { .. }) {
-            return Err(RegistryError::WrongKind(id.index).into());
-        }
-        let method = self.groups[usize::from(slot.group.0)];
-        let res = plain_step(backend, &method, self.adam, id, &mut self.slots[id.index as usize].state, ViewParamGrad { param, grad });
+        let res = plain_step(backend, &method, self.adam, id, &mut self.slots[id.index as usize].state, param);
         self.named(id, res)
     }
 

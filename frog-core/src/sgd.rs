@@ -3,13 +3,12 @@
 
 use core::fmt;
 
-use crate::backend::Backend;
+use crate::backend::{axpby_buffers, Backend};
 use crate::config::{decay_ok, momentum_ok, non_negative, representable, sgd_bound, update_bound_ok, Config, ConfigError, NonExhaustive};
 use crate::error::{Error, ShapeError};
 use crate::step::check_count;
 use crate::scalar::Scalar;
 use crate::state::ParamState;
-use crate::view::ViewBackend;
 
 /// `torch.optim.SGD` settings (dampening 0); the defaults are PyTorch's.
 /// Write them as `SgdConfig { lr: 0.1, ..Default::default() }` (see
@@ -112,8 +111,8 @@ pub(crate) fn coupled_sgd<B: Backend>(
 /// (BatchNorm, the classifier): it steps at `lr * lr_other_ratio` (default
 /// 0.25, so the classifier moves at a quarter of FROG's rate), with coupled
 /// decay and the original's in-place quirks (pinned by the golden cases'
-/// `other_*` files). `param` is a [`ParamGrad`] of buffers or, on a
-/// [`ViewBackend`], a [`ViewParamGrad`] of views.
+/// `other_*` files). `param` is a [`ParamGrad`] of buffers or a
+/// [`ViewParamGrad`] of views.
 ///
 /// Rejects what [`Config::validate_for`] rejects (so also
 /// `lr * lr_other_ratio * weight_decay > 1`), a gradient or parameter
@@ -150,11 +149,12 @@ pub fn sgd_step<B: Backend>(backend: &B, cfg: &SgdConfig, state: &mut ParamState
 
 /// A parameter and its gradient as the plain steps take them: a
 /// [`ParamGrad`] of buffers or a [`ViewParamGrad`] of views. Sealed: the
-/// SGD rule's updates are the same for both.
+/// SGD rule's updates are the same for both, each one [`Backend::axpby`]
+/// on views (of the buffers, for a [`ParamGrad`]).
 pub trait Operands<B: Backend>: sealed::Operands<B> {}
 
 impl<B: Backend> Operands<B> for ParamGrad<'_, B> {}
-impl<B: ViewBackend> Operands<B> for ViewParamGrad<'_, B> {}
+impl<B: Backend> Operands<B> for ViewParamGrad<'_, B> {}
 
 /// A parameter and its gradient in backend buffers.
 pub struct ParamGrad<'a, B: Backend> {
@@ -165,8 +165,8 @@ pub struct ParamGrad<'a, B: Backend> {
 }
 
 /// A parameter and its gradient as views of the caller's storage (see
-/// [`ViewBackend`]).
-pub struct ViewParamGrad<'a, B: ViewBackend + 'a> {
+/// [`Backend::View`]).
+pub struct ViewParamGrad<'a, B: Backend + 'a> {
     /// The parameter, updated in place.
     pub param: B::ViewMut<'a>,
     /// Its gradient.
@@ -181,7 +181,7 @@ impl<B: Backend> fmt::Debug for ParamGrad<'_, B> {
     }
 }
 
-impl<'a, B: ViewBackend + 'a> fmt::Debug for ViewParamGrad<'a, B> {
+impl<'a, B: Backend + 'a> fmt::Debug for ViewParamGrad<'a, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ViewParamGrad").finish_non_exhaustive()
     }
@@ -215,38 +215,38 @@ pub(crate) mod sealed {
             check_count(backend.len(self.grad), "grad", n)
         }
         fn grad_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error> {
-            backend.axpby(n, a, self.grad, b, buf)
+            axpby_buffers(backend, n, a, self.grad, b, buf)
         }
         fn param_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error> {
-            backend.axpby(n, a, self.param, b, buf)
+            axpby_buffers(backend, n, a, self.param, b, buf)
         }
         fn grad_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar) -> Result<(), B::Error> {
-            backend.axpby(n, a, self.grad, b, self.param)
+            axpby_buffers(backend, n, a, self.grad, b, self.param)
         }
         fn buf_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, buf: &B::Buffer, b: B::Scalar) -> Result<(), B::Error> {
-            backend.axpby(n, a, buf, b, self.param)
+            axpby_buffers(backend, n, a, buf, b, self.param)
         }
         fn buffers(&mut self) -> Option<(&mut B::Buffer, &B::Buffer)> {
             Some((self.param, self.grad))
         }
     }
 
-    impl<B: ViewBackend> Operands<B> for ViewParamGrad<'_, B> {
+    impl<B: Backend> Operands<B> for ViewParamGrad<'_, B> {
         fn check(&self, backend: &B, n: usize) -> Result<(), ShapeError> {
             check_count(backend.view_mut_len(&self.param), "param", n)?;
             check_count(backend.view_len(&self.grad), "grad", n)
         }
         fn grad_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error> {
-            backend.axpby_view(n, a, &self.grad, b, &mut backend.view_mut(buf, 0, n)?)
+            backend.axpby(n, a, &self.grad, b, &mut backend.view_mut(buf, 0, n)?)
         }
         fn param_to_buf(&self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar, buf: &mut B::Buffer) -> Result<(), B::Error> {
-            backend.axpby_view(n, a, &backend.reborrow(&self.param), b, &mut backend.view_mut(buf, 0, n)?)
+            backend.axpby(n, a, &backend.reborrow(&self.param), b, &mut backend.view_mut(buf, 0, n)?)
         }
         fn grad_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, b: B::Scalar) -> Result<(), B::Error> {
-            backend.axpby_view(n, a, &self.grad, b, &mut self.param)
+            backend.axpby(n, a, &self.grad, b, &mut self.param)
         }
         fn buf_to_param(&mut self, backend: &B, n: usize, a: B::Scalar, buf: &B::Buffer, b: B::Scalar) -> Result<(), B::Error> {
-            backend.axpby_view(n, a, &backend.view(buf, 0, n)?, b, &mut self.param)
+            backend.axpby(n, a, &backend.view(buf, 0, n)?, b, &mut self.param)
         }
         fn buffers(&mut self) -> Option<(&mut B::Buffer, &B::Buffer)> {
             None

@@ -3,16 +3,16 @@
 
 use core::fmt;
 
-use crate::backend::{Backend, CgBuffers, Patches, Strided};
+use crate::backend::{axpby_buffers, copy_buffers, whole, whole_mut, Backend, CgBuffers, FisherCoefs, FisherOut, Patches, Shape, StepCoefs, Strided};
 use crate::config::Config;
 use crate::error::{Error, ShapeError};
-use crate::guard::{Guard, GuardBackend, DIAG_FLAGS, DIAG_RHO0, DIAG_RHOK, DIAG_ROW_SCALE, DIAG_TRACE};
+use crate::guard::{Guard, GuardBackend, RowGuardOut, DIAG_FLAGS, DIAG_RHO0, DIAG_RHOK, DIAG_ROW_SCALE, DIAG_TRACE};
 use crate::layer::Layer;
 use crate::lowp::{Half, LowpBackend};
 use crate::scalar::Scalar;
 use crate::sgd::{ParamGrad, ViewParamGrad};
 use crate::state::{ParamState, StateError};
-use crate::view::{ViewBackend, ViewBatch, ViewParams};
+use crate::view::{ViewBatch, ViewParams};
 use crate::workspace::{Workspace, WorkspaceReq};
 
 /// A layer's parameters and their gradients (means over the batch).
@@ -81,23 +81,23 @@ impl<B: LowpBackend<H>, H: Half> fmt::Debug for LowpBatch<'_, B, H> {
 }
 
 /// A layer's parameters and gradients as a step takes them: [`Params`]
-/// (backend buffers) or [`ViewParams`] (views of the caller's storage, on
-/// a [`ViewBackend`]). Sealed: the step's arithmetic is the same for both,
-/// and only these two read and write the way it needs.
+/// (backend buffers) or [`ViewParams`] (views of the caller's storage).
+/// Sealed: a step makes views of buffers first, so that its arithmetic
+/// runs once, on views.
 pub trait Weights<B: Backend>: sealed::Weights<B> {}
 
 impl<B: Backend> Weights<B> for Params<'_, B> {}
-impl<B: ViewBackend> Weights<B> for ViewParams<'_, B> {}
+impl<B: Backend> Weights<B> for ViewParams<'_, B> {}
 
 /// The sampled rows of a batch as a step takes them: [`Batch`] (buffers in
-/// the backend's scalar type), [`LowpBatch`] (16-bit buffers, on a
-/// [`LowpBackend`]) or [`ViewBatch`] (views, on a [`ViewBackend`]).
-/// Sealed, like [`Weights`].
+/// the backend's scalar type), [`ViewBatch`] (views) or [`LowpBatch`]
+/// (16-bit buffers, on a [`LowpBackend`]). Sealed, like [`Weights`]: a
+/// [`Batch`] becomes a [`ViewBatch`] first.
 pub trait Inputs<B: Backend>: sealed::Inputs<B> {}
 
 impl<B: Backend> Inputs<B> for Batch<'_, B> {}
 impl<B: LowpBackend<H>, H: Half> Inputs<B> for LowpBatch<'_, B, H> {}
-impl<B: ViewBackend> Inputs<B> for ViewBatch<'_, B> {}
+impl<B: Backend> Inputs<B> for ViewBatch<'_, B> {}
 
 /// Whether a FROG step runs the opt-in guard: [`Unguarded`] on any
 /// backend, or a [`Guard`] on a [`GuardBackend`] (the guard's row check is
@@ -150,13 +150,12 @@ pub(crate) mod sealed {
         /// Entries of the weight and its gradient, and of the bias and its
         /// gradient when given.
         fn lens(&self, backend: &B) -> ((usize, usize), Option<(usize, usize)>);
-        /// Copies the gradients into the joint `rows x cols` buffer `m`
-        /// (weight columns `0..d`, the bias in column `d`).
-        fn load_grad(&self, backend: &B, rows: usize, d: usize, cols: usize, m: &mut B::Buffer) -> Result<(), B::Error>;
+        /// Copies the gradients into `layer`'s joint `rows x cols` buffer
+        /// `m` (weight columns `0..d`, the bias in column `d`).
+        fn load_grad(&self, backend: &B, layer: &Layer, m: &mut B::Buffer) -> Result<(), B::Error>;
         /// `w_j = decay * w_j - lr * scale[j] * z_j` for the weight and the
         /// bias, `z` the joint `rows x cols` direction.
-        #[allow(clippy::too_many_arguments)]
-        fn apply(self, backend: &B, rows: usize, d: usize, cols: usize, decay: B::Scalar, lr: B::Scalar, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error>;
+        fn apply(self, backend: &B, layer: &Layer, c: StepCoefs<B::Scalar>, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error>;
     }
 
     /// How a step reads its sampled rows: the only calls of a step that
@@ -168,25 +167,20 @@ pub(crate) mod sealed {
         fn lens(&self, backend: &B) -> (usize, usize);
         /// The opt-in check of `y`, with `scratch` (at least one entry) to
         /// count in; nothing by default.
-        fn check(&self, backend: &B, scratch: &mut B::Buffer) -> Result<(), Error<B::Error>>;
+        fn check(&self, backend: &B, scratch: &mut B::Buffer) -> Result<(), Error<B::Error>> {
+            let _ = (backend, scratch);
+            Ok(())
+        }
         /// Fills the patch scratch.
         fn pack(&self, backend: &B, layer: &Layer, packed: &mut B::Buffer) -> Result<(), B::Error>;
-        /// The `x` the products see: the inputs, or `None` for the scratch.
-        fn x(&self) -> Option<&B::Buffer>;
+        /// [`Patches::x`]: the inputs in the scalar type, `None` for 16-bit ones.
+        fn x(&self, backend: &B) -> Result<Option<B::View<'_>>, B::Error>;
         /// The patch norms.
-        fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error>;
+        fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error> {
+            backend.patch_sq_norms(p, norms)
+        }
         /// Traces and Fisher weights from `y`.
-        #[allow(clippy::too_many_arguments)]
-        fn fisher_weights(
-            &self,
-            backend: &B,
-            p: &Patches<'_, B>,
-            norms: &B::Buffer,
-            scale: B::Scalar,
-            eps: B::Scalar,
-            trace: &mut B::Buffer,
-            lambda: &mut B::Buffer,
-        ) -> Result<(), B::Error>;
+        fn fisher_weights(&self, backend: &B, p: &Patches<'_, B>, norms: &B::Buffer, c: FisherCoefs<B::Scalar>, out: FisherOut<'_, B>) -> Result<(), B::Error>;
     }
 
     /// The guard of a step, with this backend's row check.
@@ -219,6 +213,28 @@ fn bias_at(d: usize, cols: usize) -> Strided {
     Strided { stride: cols, offset: d }
 }
 
+impl<'a, B: Backend> Params<'a, B> {
+    /// The parameters and gradients as views of the whole buffers.
+    fn views(self, backend: &B) -> Result<ViewParams<'a, B>, B::Error> {
+        let bias = match self.bias {
+            Some((b, gb)) => Some((whole_mut(backend, b)?, whole(backend, gb)?)),
+            None => None,
+        };
+        Ok(ViewParams { weight: whole_mut(backend, self.weight)?, grad_weight: whole(backend, self.grad_weight)?, bias })
+    }
+}
+
+/// Copies the gradients `gw` (and `gb`) into `layer`'s joint `rows x cols`
+/// buffer `m`: weight columns `0..d`, the bias in column `d`.
+fn load_grad<B: Backend>(backend: &B, layer: &Layer, gw: &B::View<'_>, gb: Option<&B::View<'_>>, m: &mut B::Buffer) -> Result<(), B::Error> {
+    let (rows, d, cols) = (layer.rows(), layer.weight_cols(), layer.cols());
+    backend.copy_strided(Shape::new(rows, d), gw, Strided::dense(d), m, Strided::dense(cols))?;
+    match gb {
+        Some(gb) => backend.copy_strided(Shape::new(rows, 1), gb, Strided::dense(1), m, bias_at(d, cols)),
+        None => Ok(()),
+    }
+}
+
 impl<'a, B: Backend> sealed::Weights<B> for Params<'a, B> {
     type Plain = ParamGrad<'a, B>;
     fn split(self) -> (Self::Plain, Option<Self::Plain>) {
@@ -228,23 +244,19 @@ impl<'a, B: Backend> sealed::Weights<B> for Params<'a, B> {
         let w = (backend.len(self.weight), backend.len(self.grad_weight));
         (w, self.bias.as_ref().map(|(b, gb)| (backend.len(b), backend.len(gb))))
     }
-    fn load_grad(&self, backend: &B, rows: usize, d: usize, cols: usize, m: &mut B::Buffer) -> Result<(), B::Error> {
-        backend.copy_strided(rows, d, self.grad_weight, Strided::dense(d), m, Strided::dense(cols))?;
-        match &self.bias {
-            Some((_, gb)) => backend.copy_strided(rows, 1, gb, Strided::dense(1), m, bias_at(d, cols)),
-            None => Ok(()),
-        }
+    fn load_grad(&self, backend: &B, layer: &Layer, m: &mut B::Buffer) -> Result<(), B::Error> {
+        let gb = match &self.bias {
+            Some((_, gb)) => Some(whole(backend, gb)?),
+            None => None,
+        };
+        load_grad(backend, layer, &whole(backend, self.grad_weight)?, gb.as_ref(), m)
     }
-    fn apply(self, backend: &B, rows: usize, d: usize, cols: usize, decay: B::Scalar, lr: B::Scalar, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error> {
-        backend.row_step(rows, d, self.weight, decay, lr, scale, z, Strided::dense(cols))?;
-        match self.bias {
-            Some((b, _)) => backend.row_step(rows, 1, b, decay, lr, scale, z, bias_at(d, cols)),
-            None => Ok(()),
-        }
+    fn apply(self, backend: &B, layer: &Layer, c: StepCoefs<B::Scalar>, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error> {
+        self.views(backend)?.apply(backend, layer, c, scale, z)
     }
 }
 
-impl<'a, B: ViewBackend> sealed::Weights<B> for ViewParams<'a, B> {
+impl<'a, B: Backend> sealed::Weights<B> for ViewParams<'a, B> {
     type Plain = ViewParamGrad<'a, B>;
     fn split(self) -> (Self::Plain, Option<Self::Plain>) {
         (ViewParamGrad { param: self.weight, grad: self.grad_weight }, self.bias.map(|(param, grad)| ViewParamGrad { param, grad }))
@@ -253,19 +265,23 @@ impl<'a, B: ViewBackend> sealed::Weights<B> for ViewParams<'a, B> {
         let w = (backend.view_mut_len(&self.weight), backend.view_len(&self.grad_weight));
         (w, self.bias.as_ref().map(|(b, gb)| (backend.view_mut_len(b), backend.view_len(gb))))
     }
-    fn load_grad(&self, backend: &B, rows: usize, d: usize, cols: usize, m: &mut B::Buffer) -> Result<(), B::Error> {
-        backend.copy_from_view(rows, d, &self.grad_weight, Strided::dense(d), m, Strided::dense(cols))?;
-        match &self.bias {
-            Some((_, gb)) => backend.copy_from_view(rows, 1, gb, Strided::dense(1), m, bias_at(d, cols)),
+    fn load_grad(&self, backend: &B, layer: &Layer, m: &mut B::Buffer) -> Result<(), B::Error> {
+        load_grad(backend, layer, &self.grad_weight, self.bias.as_ref().map(|(_, gb)| gb), m)
+    }
+    fn apply(mut self, backend: &B, layer: &Layer, c: StepCoefs<B::Scalar>, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error> {
+        let (rows, d, cols) = (layer.rows(), layer.weight_cols(), layer.cols());
+        backend.row_step(Shape::new(rows, d), &mut self.weight, c, scale, z, Strided::dense(cols))?;
+        match &mut self.bias {
+            Some((b, _)) => backend.row_step(Shape::new(rows, 1), b, c, scale, z, bias_at(d, cols)),
             None => Ok(()),
         }
     }
-    fn apply(mut self, backend: &B, rows: usize, d: usize, cols: usize, decay: B::Scalar, lr: B::Scalar, scale: &B::Buffer, z: &B::Buffer) -> Result<(), B::Error> {
-        backend.row_step_view(rows, d, &mut self.weight, decay, lr, scale, z, Strided::dense(cols))?;
-        match &mut self.bias {
-            Some((b, _)) => backend.row_step_view(rows, 1, b, decay, lr, scale, z, bias_at(d, cols)),
-            None => Ok(()),
-        }
+}
+
+impl<'a, B: Backend> Batch<'a, B> {
+    /// The inputs and output gradients as views of the whole buffers.
+    fn views(&self, backend: &B) -> Result<ViewBatch<'a, B>, B::Error> {
+        Ok(ViewBatch { x: whole(backend, self.x)?, y: whole(backend, self.y)?, sample: self.sample, batch_size: self.batch_size })
     }
 }
 
@@ -276,29 +292,14 @@ impl<B: Backend> sealed::Inputs<B> for Batch<'_, B> {
     fn lens(&self, backend: &B) -> (usize, usize) {
         (backend.len(self.x), backend.len(self.y))
     }
-    fn check(&self, _: &B, _: &mut B::Buffer) -> Result<(), Error<B::Error>> {
-        Ok(())
-    }
     fn pack(&self, backend: &B, layer: &Layer, packed: &mut B::Buffer) -> Result<(), B::Error> {
-        backend.pack_patches(layer, self.sample, self.x, packed)
+        self.views(backend)?.pack(backend, layer, packed)
     }
-    fn x(&self) -> Option<&B::Buffer> {
-        Some(self.x)
+    fn x(&self, backend: &B) -> Result<Option<B::View<'_>>, B::Error> {
+        whole(backend, self.x).map(Some)
     }
-    fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error> {
-        backend.patch_sq_norms(p, norms)
-    }
-    fn fisher_weights(
-        &self,
-        backend: &B,
-        p: &Patches<'_, B>,
-        norms: &B::Buffer,
-        scale: B::Scalar,
-        eps: B::Scalar,
-        trace: &mut B::Buffer,
-        lambda: &mut B::Buffer,
-    ) -> Result<(), B::Error> {
-        backend.fisher_weights(p, self.y, norms, scale, eps, trace, lambda)
+    fn fisher_weights(&self, backend: &B, p: &Patches<'_, B>, norms: &B::Buffer, c: FisherCoefs<B::Scalar>, out: FisherOut<'_, B>) -> Result<(), B::Error> {
+        self.views(backend)?.fisher_weights(backend, p, norms, c, out)
     }
 }
 
@@ -324,56 +325,32 @@ impl<B: LowpBackend<H>, H: Half> sealed::Inputs<B> for LowpBatch<'_, B, H> {
     fn pack(&self, backend: &B, layer: &Layer, packed: &mut B::Buffer) -> Result<(), B::Error> {
         backend.pack_patches_lowp(layer, self.sample, self.x, packed)
     }
-    fn x(&self) -> Option<&B::Buffer> {
-        None
+    fn x(&self, _: &B) -> Result<Option<B::View<'_>>, B::Error> {
+        Ok(None)
     }
     fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error> {
         backend.patch_sq_norms_lowp(p, self.x, norms)
     }
-    fn fisher_weights(
-        &self,
-        backend: &B,
-        p: &Patches<'_, B>,
-        norms: &B::Buffer,
-        scale: B::Scalar,
-        eps: B::Scalar,
-        trace: &mut B::Buffer,
-        lambda: &mut B::Buffer,
-    ) -> Result<(), B::Error> {
-        backend.fisher_weights_lowp(p, self.y, norms, scale, eps, trace, lambda)
+    fn fisher_weights(&self, backend: &B, p: &Patches<'_, B>, norms: &B::Buffer, c: FisherCoefs<B::Scalar>, out: FisherOut<'_, B>) -> Result<(), B::Error> {
+        backend.fisher_weights_lowp(p, self.y, norms, c, out)
     }
 }
 
-impl<B: ViewBackend> sealed::Inputs<B> for ViewBatch<'_, B> {
+impl<B: Backend> sealed::Inputs<B> for ViewBatch<'_, B> {
     fn rows(&self) -> (usize, usize) {
         (self.sample, self.batch_size)
     }
     fn lens(&self, backend: &B) -> (usize, usize) {
         (backend.view_len(&self.x), backend.view_len(&self.y))
     }
-    fn check(&self, _: &B, _: &mut B::Buffer) -> Result<(), Error<B::Error>> {
-        Ok(())
-    }
     fn pack(&self, backend: &B, layer: &Layer, packed: &mut B::Buffer) -> Result<(), B::Error> {
-        backend.pack_patches_view(layer, self.sample, &self.x, packed)
+        backend.pack_patches(layer, self.sample, &self.x, packed)
     }
-    fn x(&self) -> Option<&B::Buffer> {
-        None
+    fn x(&self, backend: &B) -> Result<Option<B::View<'_>>, B::Error> {
+        Ok(Some(backend.reborrow_view(&self.x)))
     }
-    fn norms(&self, backend: &B, p: &Patches<'_, B>, norms: &mut B::Buffer) -> Result<(), B::Error> {
-        backend.patch_sq_norms_view(p, &self.x, norms)
-    }
-    fn fisher_weights(
-        &self,
-        backend: &B,
-        p: &Patches<'_, B>,
-        norms: &B::Buffer,
-        scale: B::Scalar,
-        eps: B::Scalar,
-        trace: &mut B::Buffer,
-        lambda: &mut B::Buffer,
-    ) -> Result<(), B::Error> {
-        backend.fisher_weights_view(p, &self.y, norms, scale, eps, trace, lambda)
+    fn fisher_weights(&self, backend: &B, p: &Patches<'_, B>, norms: &B::Buffer, c: FisherCoefs<B::Scalar>, out: FisherOut<'_, B>) -> Result<(), B::Error> {
+        backend.fisher_weights(p, &self.y, norms, c, out)
     }
 }
 
@@ -515,9 +492,12 @@ fn plan<B: Backend>(
 /// ## Views
 ///
 /// [`ViewParams`] and [`ViewBatch`] are views of the caller's parameters,
-/// gradients, sampled inputs and output gradients (see [`ViewBackend`]):
+/// gradients, sampled inputs and output gradients (see [`Backend::View`]):
 /// the same checks, the same arithmetic, no copy of them into backend
-/// buffers.
+/// buffers. A step on [`Params`] and [`Batch`] makes views of their
+/// buffers first and runs the same kernels.
+// The one public step: each of its parts is a distinct type (a swap does not
+// compile), and callers name all of them at every step.
 #[allow(clippy::too_many_arguments)]
 pub fn frog_step<B: Backend>(
     backend: &B,
@@ -529,60 +509,46 @@ pub fn frog_step<B: Backend>(
     batch: impl Inputs<B>,
     guard: impl StepGuard<B>,
 ) -> Result<(), Error<B::Error>> {
-    step_guarded(backend, cfg, layer, state, ws, params, &batch, guard.row_guard())
+    step_guarded(backend, LayerStep { cfg, layer, state, ws }, params, &batch, guard.row_guard())
+}
+
+/// What a preconditioned layer's step works on besides its inputs: the
+/// settings, the layer, its state and the workspace.
+pub(crate) struct LayerStep<'s, B: Backend> {
+    pub(crate) cfg: &'s Config,
+    pub(crate) layer: &'s Layer,
+    pub(crate) state: &'s mut ParamState<B>,
+    pub(crate) ws: &'s mut Workspace<B>,
 }
 
 /// Every check, then the step: the one path of every public step.
-#[allow(clippy::too_many_arguments)]
-fn step_with<B: Backend>(
-    backend: &B,
-    cfg: &Config,
-    layer: &Layer,
-    state: &mut ParamState<B>,
-    ws: &mut Workspace<B>,
-    params: impl sealed::Weights<B>,
-    batch: &impl sealed::Inputs<B>,
-    check: Option<RowCheck<'_, B>>,
-) -> Result<(), Error<B::Error>> {
+fn step_with<B: Backend>(backend: &B, step: LayerStep<'_, B>, params: impl sealed::Weights<B>, batch: &impl sealed::Inputs<B>, check: Option<RowCheck<'_, B>>) -> Result<(), Error<B::Error>> {
+    let LayerStep { cfg, layer, state, ws } = step;
     let plan = plan(backend, cfg, layer, state, ws, &params, batch)?;
     if check.is_some() && state.diag.is_none() {
         return Err(StateError::NoDiagnostics.into());
     }
     batch.check(backend, &mut ws.coef)?;
-    run_step(backend, cfg, layer, state, ws, params, batch, &plan, check).map_err(Error::Backend)
+    run_step(backend, LayerStep { cfg, layer, state, ws }, params, batch, &plan, check).map_err(Error::Backend)
 }
 
 /// A backend's [`GuardBackend::row_guard`], kept where the bound is not.
-pub(crate) type RowGuard<B> = fn(
-    &B,
-    usize,
-    usize,
-    Guard,
-    &<B as Backend>::Buffer,
-    &<B as Backend>::Buffer,
-    &mut <B as Backend>::Buffer,
-    &mut <B as Backend>::Buffer,
-    &mut <B as Backend>::Buffer,
-) -> Result<(), <B as Backend>::Error>;
+pub(crate) type RowGuard<B> = fn(&B, Shape, Guard, &<B as Backend>::Buffer, &<B as Backend>::Buffer, RowGuardOut<'_, B>) -> Result<(), <B as Backend>::Error>;
 
 /// A step, guarded when `guard` is given: what [`frog_step`] and the
 /// optimizer object run (the latter holds the guard's row check once
 /// [`crate::Optimizer::set_guard`] saw the [`GuardBackend`] bound).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn step_guarded<B: Backend>(
     backend: &B,
-    cfg: &Config,
-    layer: &Layer,
-    state: &mut ParamState<B>,
-    ws: &mut Workspace<B>,
+    step: LayerStep<'_, B>,
     params: impl sealed::Weights<B>,
     batch: &impl sealed::Inputs<B>,
     guard: Option<(Guard, RowGuard<B>)>,
 ) -> Result<(), Error<B::Error>> {
-    let Some((guard, row_guard)) = guard else { return step_with(backend, cfg, layer, state, ws, params, batch, None) };
-    let (rows, cols) = (layer.rows(), layer.cols());
-    let check = |ws: &mut Workspace<B>| row_guard(backend, rows, cols, guard, &ws.m, &ws.trace, &mut ws.z, &mut ws.row_scale, &mut ws.flags);
-    step_with(backend, cfg, layer, state, ws, params, batch, Some(&check))
+    let Some((guard, row_guard)) = guard else { return step_with(backend, step, params, batch, None) };
+    let shape = Shape::new(step.layer.rows(), step.layer.cols());
+    let check = |ws: &mut Workspace<B>| row_guard(backend, shape, guard, &ws.m, &ws.trace, RowGuardOut { z: &mut ws.z, row_scale: &mut ws.row_scale, flags: &mut ws.flags });
+    step_with(backend, step, params, batch, Some(&check))
 }
 
 /// The guard's check of a step's rows, run after the row scale.
@@ -591,60 +557,60 @@ type RowCheck<'a, B> = &'a dyn Fn(&mut Workspace<B>) -> Result<(), <B as Backend
 /// Copies the first `rows` entries of `src` into part `part` of a state's
 /// diagnostics buffer.
 fn record<B: Backend>(backend: &B, rows: usize, src: &B::Buffer, diag: &mut B::Buffer, part: usize) -> Result<(), B::Error> {
-    backend.copy_strided(1, rows, src, Strided::dense(rows), diag, Strided { stride: rows, offset: part * rows })
+    copy_buffers(backend, Shape::new(1, rows), src, Strided::dense(rows), diag, Strided { stride: rows, offset: part * rows })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_step<B: Backend>(
     backend: &B,
-    cfg: &Config,
-    layer: &Layer,
-    state: &mut ParamState<B>,
-    ws: &mut Workspace<B>,
+    step: LayerStep<'_, B>,
     params: impl sealed::Weights<B>,
     batch: &impl sealed::Inputs<B>,
     plan: &Plan<B::Scalar>,
     check: Option<RowCheck<'_, B>>,
 ) -> Result<(), B::Error> {
+    let LayerStep { cfg, layer, state, ws } = step;
     let s = B::Scalar::of_f64;
-    let (rows, d, cols) = (layer.rows(), layer.weight_cols(), layer.cols());
+    let (rows, cols) = (layer.rows(), layer.cols());
     let n = rows * cols;
     let (eps, tau) = (plan.eps, plan.tau);
     state.steps = plan.step;
 
     // 1. Momentum on the joint [W | b] gradient M.
-    params.load_grad(backend, rows, d, cols, &mut ws.m)?;
+    params.load_grad(backend, layer, &mut ws.m)?;
     if let Some(buf) = &mut state.momentum {
         let beta = s(cfg.momentum);
-        backend.axpby(n, B::Scalar::ONE, &ws.m, beta, buf)?;
+        axpby_buffers(backend, n, B::Scalar::ONE, &ws.m, beta, buf)?;
         if cfg.nesterov {
-            backend.axpby(n, beta, buf, B::Scalar::ONE, &mut ws.m)?;
+            axpby_buffers(backend, n, beta, buf, B::Scalar::ONE, &mut ws.m)?;
         } else {
             backend.copy(n, buf, &mut ws.m)?;
         }
     }
     // Rows too large for their squares are scaled by a power of two; the
     // direction is invariant to it (up to eps).
-    backend.row_rescale(rows, cols, &mut ws.m)?;
+    backend.row_rescale(Shape::new(rows, cols), &mut ws.m)?;
 
     // 2-4. Patches, traces and Fisher weights.
     batch.pack(backend, layer, &mut ws.packed)?;
-    let p = Patches { layer, r: batch.rows().0, x: batch.x().unwrap_or(&ws.packed), packed: &ws.packed, scratch: &mut ws.scratch };
-    batch.norms(backend, &p, &mut ws.norms)?;
-    batch.fisher_weights(backend, &p, &ws.norms, plan.scale, eps, &mut ws.trace, &mut ws.lambda)?;
+    {
+        let p = Patches { layer, r: batch.rows().0, x: batch.x(backend)?, packed: &ws.packed, scratch: &mut ws.scratch };
+        batch.norms(backend, &p, &mut ws.norms)?;
+        let out = FisherOut { trace: &mut ws.trace, lambda: &mut ws.lambda };
+        batch.fisher_weights(backend, &p, &ws.norms, FisherCoefs { scale: plan.scale, eps }, out)?;
+    }
 
     // 5-6. Batched CG from zero, exactly num_iters iterations.
-    cg_start(backend, rows, cols, ws)?;
+    cg_start(backend, Shape::new(rows, cols), ws)?;
     if let (Some(_), Some(diag)) = (check, &mut state.diag) {
         record(backend, rows, &ws.rho, diag, DIAG_RHO0)?;
     }
-    let rho = cg_iterate(backend, layer, batch.rows().0, batch.x(), tau, eps, cfg.num_iters, ws)?;
+    let rho = cg_iterate(backend, (layer, batch.rows().0, batch.x(backend)?), CgRun { tau, eps, iters: cfg.num_iters }, ws)?;
     if let (Some(_), Some(diag)) = (check, &mut state.diag) {
         record(backend, rows, rho, diag, DIAG_RHOK)?;
     }
 
     // 7-8. Row scale (and the guard's check of it), decoupled decay, the step.
-    backend.row_dots(rows, cols, &ws.z, &ws.m, &mut ws.zm)?;
+    backend.row_dots(Shape::new(rows, cols), &ws.z, &ws.m, &mut ws.zm)?;
     backend.row_rsqrt(rows, &ws.zm, eps, &mut ws.row_scale)?;
     if let (Some(check), Some(diag)) = (check, &mut state.diag) {
         check(ws)?;
@@ -654,8 +620,7 @@ fn run_step<B: Backend>(
     }
     state.diag_written = check.is_some();
     let decay = if cfg.weight_decay > 0.0 { s(1.0 - cfg.lr * cfg.weight_decay) } else { B::Scalar::ONE };
-    let lr = s(cfg.lr);
-    params.apply(backend, rows, d, cols, decay, lr, &ws.row_scale, &ws.z)
+    params.apply(backend, layer, StepCoefs { decay, lr: s(cfg.lr) }, &ws.row_scale, &ws.z)
 }
 
 /// Gathers the sampled rows of a full batch on the backend: row `k` of
@@ -664,9 +629,8 @@ fn run_step<B: Backend>(
 /// serves every layer of a FROG step: gather each layer's input and output
 /// gradient with the same [`crate::Optimizer::sample`].
 ///
-/// `src` is a buffer (`&B::Buffer`) or, on a [`ViewBackend`], a view of
-/// the caller's storage such as a framework's activation tensor
-/// ([`ViewSource`]).
+/// `src` is a buffer (`&B::Buffer`) or a view of the caller's storage such
+/// as a framework's activation tensor ([`ViewSource`]).
 ///
 /// Rejects, before copying anything, an index past the rows of `src`, a
 /// `dst` shorter than the rows gathered, and sizes that overflow `usize`.
@@ -680,14 +644,14 @@ pub fn gather_rows<B: Backend>(backend: &B, rows: &[usize], row_len: usize, src:
 pub trait GatherSource<B: Backend>: sealed_gather::GatherSource<B> {}
 
 impl<B: Backend> GatherSource<B> for &B::Buffer {}
-impl<B: ViewBackend> GatherSource<B> for ViewSource<'_, B> {}
+impl<B: Backend> GatherSource<B> for ViewSource<'_, B> {}
 
 /// A view of a full batch to gather rows from (see [`gather_rows`]): a
 /// wrapper, as a view type and a buffer type of the same backend cannot be
 /// told apart by the trait system.
-pub struct ViewSource<'a, B: ViewBackend + 'a>(pub B::View<'a>);
+pub struct ViewSource<'a, B: Backend + 'a>(pub B::View<'a>);
 
-impl<'a, B: ViewBackend + 'a> fmt::Debug for ViewSource<'a, B> {
+impl<'a, B: Backend + 'a> fmt::Debug for ViewSource<'a, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("ViewSource").finish_non_exhaustive()
     }
@@ -710,16 +674,16 @@ pub(crate) mod sealed_gather {
             backend.len(self)
         }
         fn copy_rows(&self, backend: &B, rows: &[usize], row_len: usize, dst: &mut B::Buffer) -> Result<(), B::Error> {
-            backend.copy_rows(rows, row_len, self, dst)
+            ViewSource::<B>(whole(backend, self)?).copy_rows(backend, rows, row_len, dst)
         }
     }
 
-    impl<B: ViewBackend> GatherSource<B> for ViewSource<'_, B> {
+    impl<B: Backend> GatherSource<B> for ViewSource<'_, B> {
         fn len(&self, backend: &B) -> usize {
             backend.view_len(&self.0)
         }
         fn copy_rows(&self, backend: &B, rows: &[usize], row_len: usize, dst: &mut B::Buffer) -> Result<(), B::Error> {
-            backend.copy_rows_from_view(rows, row_len, &self.0, dst)
+            backend.copy_rows(rows, row_len, &self.0, dst)
         }
     }
 }
@@ -738,32 +702,28 @@ fn check_gather<B: Backend>(backend: &B, rows: &[usize], row_len: usize, src_len
     Ok(())
 }
 
+/// A batched CG solve's damping `tau`, denominators' `eps` and iterations.
+pub(crate) struct CgRun<S> {
+    pub(crate) tau: S,
+    pub(crate) eps: S,
+    pub(crate) iters: usize,
+}
+
 /// Starts batched CG from zero on the right-hand side in `ws.m`: `Z = 0`,
 /// `Rs = Pd = M`, `rho = <M, M>` per row (FROG's and K-FROG's solves).
-pub(crate) fn cg_start<B: Backend>(backend: &B, rows: usize, cols: usize, ws: &mut Workspace<B>) -> Result<(), B::Error> {
-    let n = rows * cols;
-    backend.axpby(n, B::Scalar::ZERO, &ws.m, B::Scalar::ZERO, &mut ws.z)?;
+pub(crate) fn cg_start<B: Backend>(backend: &B, shape: Shape, ws: &mut Workspace<B>) -> Result<(), B::Error> {
+    let n = shape.rows * shape.cols;
+    axpby_buffers(backend, n, B::Scalar::ZERO, &ws.m, B::Scalar::ZERO, &mut ws.z)?;
     backend.copy(n, &ws.m, &mut ws.rs)?;
     backend.copy(n, &ws.m, &mut ws.pd)?;
-    backend.row_dots(rows, cols, &ws.m, &ws.m, &mut ws.rho)
+    backend.row_dots(shape, &ws.m, &ws.m, &mut ws.rho)
 }
 
 /// `iters` CG iterations against the Fisher weights in `ws.lambda` over the
 /// patches `pack_patches` left in `ws.packed`; returns the final `<Rs,Rs>`
 /// per row (in `ws.rho` or `ws.rho_next`, as the iterations swapped them).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn cg_iterate<'w, B: Backend>(
-    backend: &B,
-    layer: &Layer,
-    r: usize,
-    x: Option<&B::Buffer>,
-    tau: B::Scalar,
-    eps: B::Scalar,
-    iters: usize,
-    ws: &'w mut Workspace<B>,
-) -> Result<&'w B::Buffer, B::Error> {
-    // `None`: a step on 16-bit inputs, whose products read only the scratch.
-    let mut p = Patches { layer, r, x: x.unwrap_or(&ws.packed), packed: &ws.packed, scratch: &mut ws.scratch };
+pub(crate) fn cg_iterate<'w, B: Backend>(backend: &B, (layer, r, x): (&'w Layer, usize, Option<B::View<'w>>), run: CgRun<B::Scalar>, ws: &'w mut Workspace<B>) -> Result<&'w B::Buffer, B::Error> {
+    let mut p = Patches { layer, r, x, packed: &ws.packed, scratch: &mut ws.scratch };
     let mut cg = CgBuffers {
         z: &mut ws.z,
         rs: &mut ws.rs,
@@ -775,6 +735,6 @@ pub(crate) fn cg_iterate<'w, B: Backend>(
         pap: &mut ws.pap,
         coef: &mut ws.coef,
     };
-    backend.cg_solve(&mut p, &ws.lambda, tau, eps, iters, &mut cg)?;
+    backend.cg_solve(&mut p, &ws.lambda, run.tau, run.eps, run.iters, &mut cg)?;
     Ok(cg.rho)
 }

@@ -1,6 +1,6 @@
 //! AdamW's elementwise update on the CPU (frog-core's `AdamBackend`).
 
-use frog_core::{AdamBackend, AdamCoefs};
+use frog_core::{AdamBackend, AdamCoefs, AdamMoments};
 
 use crate::backend::{abs, need, saturate, Cpu, CpuError};
 use crate::gemm::Real;
@@ -31,16 +31,8 @@ fn update<T: Real>(c: &AdamCoefs<T>, p: &mut T, g: T, m: &mut T, v: &mut T, vmax
 }
 
 impl<T: Real> AdamBackend for Cpu<T> {
-    fn adamw_update(
-        &self,
-        n: usize,
-        c: &AdamCoefs<T>,
-        param: &mut Vec<T>,
-        grad: &Vec<T>,
-        m: &mut Vec<T>,
-        v: &mut Vec<T>,
-        vmax: Option<&mut Vec<T>>,
-    ) -> Result<(), CpuError> {
+    fn adamw_update(&self, n: usize, c: &AdamCoefs<T>, param: &mut Vec<T>, grad: &Vec<T>, moments: AdamMoments<'_, Self>) -> Result<(), CpuError> {
+        let AdamMoments { m, v, vmax } = moments;
         need("adamw_update: param", param, n)?;
         need("adamw_update: grad", grad, n)?;
         need("adamw_update: m", m, n)?;

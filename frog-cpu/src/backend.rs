@@ -31,7 +31,10 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use frog_core::{Backend, BackendError, BackendErrorKind, CgBuffers, Guard, GuardBackend, Half, Layer, LayerKind, LowpBackend, Patches, ShapeError, Strided, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED};
+use frog_core::{
+    Backend, BackendError, BackendErrorKind, CgBuffers, FisherCoefs, FisherOut, Guard, GuardBackend, Half, Layer, LayerKind, LowpBackend, Patches, RowGuardOut, Shape, ShapeError, StepCoefs,
+    Strided, ROW_DEAD, ROW_NONFINITE, ROW_REPLACED,
+};
 
 use crate::gemm::{matmul, matmul_seq, Real, View};
 use crate::im2col::im2col_valid;
@@ -252,6 +255,8 @@ fn widen<S: Copy, T: From<S>>(src: &[S], dst: &mut [T]) {
 impl<T: Real> Backend for Cpu<T> {
     type Scalar = T;
     type Buffer = Vec<T>;
+    type View<'a> = &'a [T];
+    type ViewMut<'a> = &'a mut [T];
     type Error = CpuError;
 
     fn zeros(&self, len: usize) -> Result<Vec<T>, CpuError> {
@@ -272,6 +277,27 @@ impl<T: Real> Backend for Cpu<T> {
         need("write", dst, offset.saturating_add(src.len()))?;
         dst[offset..offset + src.len()].copy_from_slice(src);
         Ok(())
+    }
+
+    fn view<'a>(&self, buf: &'a Vec<T>, offset: usize, len: usize) -> Result<&'a [T], CpuError> {
+        Ok(&buf[Self::part("view", buf.len(), offset, len)?])
+    }
+
+    fn view_mut<'a>(&self, buf: &'a mut Vec<T>, offset: usize, len: usize) -> Result<&'a mut [T], CpuError> {
+        let range = Self::part("view_mut", buf.len(), offset, len)?;
+        Ok(&mut buf[range])
+    }
+
+    fn reborrow<'b>(&self, v: &'b &mut [T]) -> &'b [T] {
+        v
+    }
+
+    fn reborrow_view<'b>(&self, v: &'b &[T]) -> &'b [T] {
+        v
+    }
+
+    fn view_len(&self, v: &&[T]) -> usize {
+        v.len()
     }
 
     fn patch_scratch_len(&self, layer: &Layer, r: usize) -> usize {
@@ -303,28 +329,23 @@ impl<T: Real> Backend for Cpu<T> {
         winograd.max(gram)
     }
 
-    fn pack_patches(&self, layer: &Layer, r: usize, x: &Vec<T>, packed: &mut Vec<T>) -> Result<(), CpuError> {
+    fn pack_patches(&self, layer: &Layer, r: usize, x: &&[T], packed: &mut Vec<T>) -> Result<(), CpuError> {
         self.pack_from(layer, r, x, packed)
     }
 
     fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Vec<T>) -> Result<(), CpuError> {
-        self.sq_norms_from(p, p.x, norms)
+        // Without inputs in `T` (a 16-bit step, which calls the 16-bit
+        // twin), only the direct algorithm's norms can be had: Winograd's
+        // then fail on the empty `x`.
+        self.sq_norms_from::<T>(p, p.x.unwrap_or_default(), norms)
     }
 
-    fn fisher_weights(
-        &self,
-        p: &Patches<'_, Self>,
-        y: &Vec<T>,
-        norms: &Vec<T>,
-        scale: T,
-        eps: T,
-        trace: &mut Vec<T>,
-        lambda: &mut Vec<T>,
-    ) -> Result<(), CpuError> {
-        self.fisher_weights_from(p, y, norms, scale, eps, trace, lambda)
+    fn fisher_weights(&self, p: &Patches<'_, Self>, y: &&[T], norms: &Vec<T>, c: FisherCoefs<T>, out: FisherOut<'_, Self>) -> Result<(), CpuError> {
+        self.fisher_weights_from(p, y, norms, c, out)
     }
 
-    fn row_rescale(&self, rows: usize, cols: usize, v: &mut Vec<T>) -> Result<(), CpuError> {
+    fn row_rescale(&self, shape: Shape, v: &mut Vec<T>) -> Result<(), CpuError> {
+        let Shape { rows, cols } = shape;
         need("row_rescale: v", v, rows.saturating_mul(cols))?;
         self.par_row_blocks(v, rows, cols, cols, |_, block| {
             for row in block.chunks_exact_mut(cols) {
@@ -366,13 +387,13 @@ impl<T: Real> Backend for Cpu<T> {
             need("fisher_matvec: product scratch", p.scratch, len)?;
             need("fisher_matvec: v", v, rows.saturating_mul(cols))?;
             need("fisher_matvec: lambda", lambda, rows.saturating_mul(n))?;
-            self.axpby(rows * cols, tau, v, T::ZERO, out)?;
+            self.axpby_slices(rows * cols, tau, v, T::ZERO, out)?;
             let xt = winograd::Packed { pool: &self.pool, t: &tiles, packed: p.packed, gain: gain(p) };
             winograd::matvec(xt, v, lambda, out, &mut p.scratch[..len]);
             return Ok(());
         }
         self.project_scaled(p, v, Some(lambda), u)?;
-        self.axpby(rows * cols, tau, v, T::ZERO, out)?;
+        self.axpby_slices(rows * cols, tau, v, T::ZERO, out)?;
         self.back_project_into(p, u, true, out)
     }
 
@@ -423,7 +444,7 @@ impl<T: Real> Backend for Cpu<T> {
         (0..iters).try_for_each(|_| self.cg_iteration(p, lambda, tau, eps, cg))
     }
 
-    fn axpby(&self, n: usize, a: T, x: &Vec<T>, b: T, y: &mut Vec<T>) -> Result<(), CpuError> {
+    fn axpby(&self, n: usize, a: T, x: &&[T], b: T, y: &mut &mut [T]) -> Result<(), CpuError> {
         self.axpby_slices(n, a, x, b, y)
     }
 
@@ -434,11 +455,23 @@ impl<T: Real> Backend for Cpu<T> {
         Ok(())
     }
 
-    fn copy_strided(&self, rows: usize, cols: usize, src: &Vec<T>, src_at: Strided, dst: &mut Vec<T>, dst_at: Strided) -> Result<(), CpuError> {
-        self.copy_strided_slices(rows, cols, src, src_at, dst, dst_at)
+    fn copy_strided(&self, shape: Shape, src: &&[T], src_at: Strided, dst: &mut Vec<T>, dst_at: Strided) -> Result<(), CpuError> {
+        let Shape { rows, cols } = shape;
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        need("copy_strided: src", src, src_at.end(rows, cols))?;
+        need("copy_strided: dst", dst, dst_at.end(rows, cols))?;
+        for j in 0..rows {
+            let s = src_at.offset + j * src_at.stride;
+            let d = dst_at.offset + j * dst_at.stride;
+            dst[d..d + cols].copy_from_slice(&src[s..s + cols]);
+        }
+        Ok(())
     }
 
-    fn row_dots(&self, rows: usize, cols: usize, a: &Vec<T>, b: &Vec<T>, out: &mut Vec<T>) -> Result<(), CpuError> {
+    fn row_dots(&self, shape: Shape, a: &Vec<T>, b: &Vec<T>, out: &mut Vec<T>) -> Result<(), CpuError> {
+        let Shape { rows, cols } = shape;
         need("row_dots: a", a, rows.saturating_mul(cols))?;
         need("row_dots: b", b, rows.saturating_mul(cols))?;
         need("row_dots: out", out, rows)?;
@@ -469,7 +502,8 @@ impl<T: Real> Backend for Cpu<T> {
         Ok(())
     }
 
-    fn row_axpy(&self, rows: usize, cols: usize, a: T, coef: &Vec<T>, x: &Vec<T>, y: &mut Vec<T>) -> Result<(), CpuError> {
+    fn row_axpy(&self, shape: Shape, a: T, coef: &Vec<T>, x: &Vec<T>, y: &mut Vec<T>) -> Result<(), CpuError> {
+        let Shape { rows, cols } = shape;
         need("row_axpy: coef", coef, rows)?;
         need("row_axpy: x", x, rows.saturating_mul(cols))?;
         need("row_axpy: y", y, rows.saturating_mul(cols))?;
@@ -483,7 +517,8 @@ impl<T: Real> Backend for Cpu<T> {
         Ok(())
     }
 
-    fn row_xpby(&self, rows: usize, cols: usize, x: &Vec<T>, coef: &Vec<T>, y: &mut Vec<T>) -> Result<(), CpuError> {
+    fn row_xpby(&self, shape: Shape, x: &Vec<T>, coef: &Vec<T>, y: &mut Vec<T>) -> Result<(), CpuError> {
+        let Shape { rows, cols } = shape;
         need("row_xpby: coef", coef, rows)?;
         need("row_xpby: x", x, rows.saturating_mul(cols))?;
         need("row_xpby: y", y, rows.saturating_mul(cols))?;
@@ -497,8 +532,20 @@ impl<T: Real> Backend for Cpu<T> {
         Ok(())
     }
 
-    fn row_step(&self, rows: usize, cols: usize, w: &mut Vec<T>, decay: T, lr: T, scale: &Vec<T>, z: &Vec<T>, z_at: Strided) -> Result<(), CpuError> {
-        self.row_step_slice(rows, cols, w, decay, lr, scale, z, z_at)
+    fn row_step(&self, shape: Shape, w: &mut &mut [T], c: StepCoefs<T>, scale: &Vec<T>, z: &Vec<T>, z_at: Strided) -> Result<(), CpuError> {
+        let (Shape { rows, cols }, StepCoefs { decay, lr }) = (shape, c);
+        need("row_step: w", w, rows.saturating_mul(cols))?;
+        need("row_step: scale", scale, rows)?;
+        need("row_step: z", z, z_at.end(rows, cols))?;
+        self.par_row_blocks(w, rows, cols, cols, |js, ws| {
+            for (k, j) in js.enumerate() {
+                let c = lr * scale[j];
+                let zr = &z[z_at.offset + j * z_at.stride..][..cols];
+                let wr = &mut ws[k * cols..(k + 1) * cols];
+                wr.iter_mut().zip(zr).for_each(|(w, &z)| *w = decay * *w - c * z);
+            }
+        });
+        Ok(())
     }
 }
 
@@ -518,37 +565,7 @@ impl<T: Real> Cpu<T> {
         Ok(())
     }
 
-    /// [`Backend::copy_strided`] on slices.
-    pub(crate) fn copy_strided_slices(&self, rows: usize, cols: usize, src: &[T], src_at: Strided, dst: &mut [T], dst_at: Strided) -> Result<(), CpuError> {
-        if rows == 0 || cols == 0 {
-            return Ok(());
-        }
-        need("copy_strided: src", src, src_at.end(rows, cols))?;
-        need("copy_strided: dst", dst, dst_at.end(rows, cols))?;
-        for j in 0..rows {
-            let s = src_at.offset + j * src_at.stride;
-            let d = dst_at.offset + j * dst_at.stride;
-            dst[d..d + cols].copy_from_slice(&src[s..s + cols]);
-        }
-        Ok(())
-    }
 
-    /// [`Backend::row_step`] on slices.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn row_step_slice(&self, rows: usize, cols: usize, w: &mut [T], decay: T, lr: T, scale: &[T], z: &[T], z_at: Strided) -> Result<(), CpuError> {
-        need("row_step: w", w, rows.saturating_mul(cols))?;
-        need("row_step: scale", scale, rows)?;
-        need("row_step: z", z, z_at.end(rows, cols))?;
-        self.par_row_blocks(w, rows, cols, cols, |js, ws| {
-            for (k, j) in js.enumerate() {
-                let c = lr * scale[j];
-                let zr = &z[z_at.offset + j * z_at.stride..][..cols];
-                let wr = &mut ws[k * cols..(k + 1) * cols];
-                wr.iter_mut().zip(zr).for_each(|(w, &z)| *w = decay * *w - c * z);
-            }
-        });
-        Ok(())
-    }
 
     /// [`Backend::pack_patches`] from inputs in `T` or in a 16-bit type.
     pub(crate) fn pack_from<S: Copy + Sync>(&self, layer: &Layer, r: usize, x: &[S], packed: &mut [T]) -> Result<(), CpuError>
@@ -623,20 +640,11 @@ impl<T: Real> Cpu<T> {
 
     /// [`Backend::fisher_weights`] from output gradients in `T` or in a
     /// 16-bit type (converted as they are read).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn fisher_weights_from<S: Copy + Sync>(
-        &self,
-        p: &Patches<'_, Self>,
-        y: &[S],
-        norms: &[T],
-        scale: T,
-        eps: T,
-        trace: &mut [T],
-        lambda: &mut [T],
-    ) -> Result<(), CpuError>
+    pub(crate) fn fisher_weights_from<S: Copy + Sync>(&self, p: &Patches<'_, Self>, y: &[S], norms: &[T], c: FisherCoefs<T>, out: FisherOut<'_, Self>) -> Result<(), CpuError>
     where
         T: From<S>,
     {
+        let (FisherCoefs { scale, eps }, FisherOut { trace, lambda }) = (c, out);
         let (rows, l, r) = (p.layer.rows(), p.layer.positions(), p.r);
         let n = r * l;
         let d_prime = T::of_f64(p.layer.cols() as f64);
@@ -772,17 +780,8 @@ impl<T: Real + From<H>, H: Half> LowpBackend<H> for Cpu<T> {
         self.sq_norms_from(p, x, norms)
     }
 
-    fn fisher_weights_lowp(
-        &self,
-        p: &Patches<'_, Self>,
-        y: &Vec<H>,
-        norms: &Vec<T>,
-        scale: T,
-        eps: T,
-        trace: &mut Vec<T>,
-        lambda: &mut Vec<T>,
-    ) -> Result<(), CpuError> {
-        self.fisher_weights_from(p, y, norms, scale, eps, trace, lambda)
+    fn fisher_weights_lowp(&self, p: &Patches<'_, Self>, y: &Vec<H>, norms: &Vec<T>, c: FisherCoefs<T>, out: FisherOut<'_, Self>) -> Result<(), CpuError> {
+        self.fisher_weights_from(p, y, norms, c, out)
     }
 
     fn count_nonfinite_lowp(&self, n: usize, v: &Vec<H>, out: &mut Vec<T>) -> Result<(), CpuError> {
@@ -794,7 +793,8 @@ impl<T: Real + From<H>, H: Half> LowpBackend<H> for Cpu<T> {
 }
 
 impl<T: Real> GuardBackend for Cpu<T> {
-    fn row_guard(&self, rows: usize, cols: usize, guard: Guard, m: &Vec<T>, trace: &Vec<T>, z: &mut Vec<T>, row_scale: &mut Vec<T>, flags: &mut Vec<T>) -> Result<(), CpuError> {
+    fn row_guard(&self, shape: Shape, guard: Guard, m: &Vec<T>, trace: &Vec<T>, out: RowGuardOut<'_, Self>) -> Result<(), CpuError> {
+        let (Shape { rows, cols }, RowGuardOut { z, row_scale, flags }) = (shape, out);
         need("row_guard: m", m, rows.saturating_mul(cols))?;
         need("row_guard: z", z, rows.saturating_mul(cols))?;
         for (what, v) in [("row_guard: trace", trace), ("row_guard: row_scale", &*row_scale), ("row_guard: flags", &*flags)] {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use frog_core::half::{bf16, f16};
 use frog_core::{
-    frog_step, plain_sgd_step, Backend, Batch, Config, Conv2d, Half, Layer, LowpBackend, LowpBatch, ParamGrad, ParamState, Params, Scalar, Unguarded, ViewBackend, ViewBatch,
+    frog_step, plain_sgd_step, Backend, Batch, Config, Conv2d, Half, Layer, LowpBackend, LowpBatch, ParamGrad, ParamState, Params, Scalar, Unguarded, ViewBatch,
     ViewParamGrad, ViewParams, Workspace, WorkspaceReq,
 };
 use serde_json::Value;
@@ -410,7 +410,7 @@ pub fn run_case<B: Backend>(backend: &B, case: &Case, rtol: f64) -> Result<Repor
 /// [`plain_sgd_step`] on [`ViewParamGrad`]): every array of the case is a view of the
 /// middle of a larger buffer, and the entries around it must come out of
 /// every step unchanged.
-pub fn run_case_view<B: ViewBackend>(backend: &B, case: &Case, rtol: f64) -> Result<Report, String> {
+pub fn run_case_view<B: Backend>(backend: &B, case: &Case, rtol: f64) -> Result<Report, String> {
     run_with(backend, case, rtol, &OnViews)
 }
 
@@ -466,7 +466,7 @@ struct OnViews;
 /// [`OnViews`]' guard entries on each side.
 const VIEW_PAD: usize = 3;
 
-impl<B: ViewBackend> Run<B> for OnViews {
+impl<B: Backend> Run<B> for OnViews {
     const PAD: usize = VIEW_PAD;
     fn plain(&self, backend: &B, cfg: &Config, state: &mut ParamState<B>, param: &mut B::Buffer, grad: &B::Buffer, len: usize) -> Result<(), String> {
         let err = |e: B::Error| e.to_string();

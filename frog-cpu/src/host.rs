@@ -53,7 +53,7 @@
 
 use std::fmt;
 
-use frog_core::{gather_rows, GroupId, Layer, Method, ParamId, ShapeError, ViewBatch, ViewParams, ViewSource};
+use frog_core::{gather_rows, GroupId, Layer, Method, ParamId, ShapeError, ViewBatch, ViewParamGrad, ViewParams, ViewSource};
 
 use crate::backend::Cpu;
 use crate::gemm::Real;
@@ -375,7 +375,7 @@ impl<T: Real> HostFrog<T> {
             };
             let params = ViewParams { weight, grad_weight, bias: s.bias.as_mut().map(|(b, gb)| (&mut **b, *gb)) };
             if !l.preconditioned {
-                self.frog.step_layer_view(&self.cpu, l.id, params, None).map_err(named)?;
+                self.frog.step_layer(&self.cpu, l.id, params, None::<ViewBatch<'_, Cpu<T>>>).map_err(named)?;
                 if l.layout == WeightLayout::InOut {
                     transpose(&l.weight_t, rows, d, s.weight);
                 }
@@ -397,13 +397,13 @@ impl<T: Real> HostFrog<T> {
                 Rows::Sampled(y) => y,
             };
             let sampled = ViewBatch { x, y, sample: r, batch_size: batch };
-            self.frog.step_layer_view(&self.cpu, l.id, params, Some(sampled)).map_err(named)?;
+            self.frog.step_layer(&self.cpu, l.id, params, Some(sampled)).map_err(named)?;
             if l.layout == WeightLayout::InOut {
                 transpose(&l.weight_t, rows, d, s.weight);
             }
         }
         for (p, s) in self.params.iter().zip(params.iter_mut()) {
-            self.frog.step_param_view(&self.cpu, p.id, &mut *s.param, s.grad).map_err(|source| HostError::Frog { name: Some(p.name.clone()), source: Box::new(source) })?;
+            self.frog.step_param(&self.cpu, p.id, ViewParamGrad { param: &mut *s.param, grad: s.grad }).map_err(|source| HostError::Frog { name: Some(p.name.clone()), source: Box::new(source) })?;
         }
         Ok(())
     }

@@ -40,12 +40,13 @@ impl<T: Real> KfrogBackend for Cpu<T> {
         let layer = p.layer;
         layer.validate().map_err(CpuError::InvalidLayer)?;
         let (d, inp) = (layer.weight_cols(), layer.input_len());
-        need("patch_col_norms: x", p.x, p.r.saturating_mul(inp))?;
+        let x = p.x.unwrap_or_default();
+        need("patch_col_norms: x", x, p.r.saturating_mul(inp))?;
         need("patch_col_norms: out", out, layer.cols())?;
         let gain = gain(p);
         let sums = &mut out[..layer.cols()];
         sums.iter_mut().for_each(|s| *s = T::ZERO);
-        for xi in p.x[..p.r * inp].chunks_exact(inp) {
+        for xi in x[..p.r * inp].chunks_exact(inp) {
             match &layer.kind {
                 LayerKind::Linear { d_in, .. } => {
                     for token in xi.chunks_exact(*d_in) {

@@ -54,9 +54,9 @@ fn products<T: Real>(cpu: &Cpu<T>, layer: &Layer, r: usize, inp: &Inputs) -> Pro
     let (rows, cols, n) = (layer.rows(), layer.cols(), r * layer.positions());
     let x = upload(cpu, &inp.x);
     let mut packed = cpu.zeros(cpu.patch_scratch_len(layer, r)).unwrap();
-    cpu.pack_patches(layer, r, &x, &mut packed).unwrap();
+    cpu.pack_patches(layer, r, &&x[..], &mut packed).unwrap();
     let mut scratch = cpu.zeros(cpu.product_scratch_len(layer, r)).unwrap();
-    let mut p = Patches { layer, r, x: &x, packed: &packed, scratch: &mut scratch };
+    let mut p = Patches { layer, r, x: Some(&x[..]), packed: &packed, scratch: &mut scratch };
     let mut norms = cpu.zeros(n).unwrap();
     cpu.patch_sq_norms(&p, &mut norms).unwrap();
     let (v, u_in, lambda) = (upload(cpu, &inp.v), upload(cpu, &inp.u), upload(cpu, &inp.lambda));

@@ -29,7 +29,7 @@ fn every_public_type_prints_with_debug() {
     let (mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h, mut i) = (vec![0.0; 4], vec![0.0; 4], vec![0.0; 4], vec![0.0; 4], vec![0.0; 4], vec![0.0; 4], vec![0.0; 4], vec![0.0; 4], vec![0.0; 4]);
     let cg = CgBuffers::<Cpu<f64>> { z: &mut a, rs: &mut b, pd: &mut c, ap: &mut d, u: &mut e, rho: &mut f, rho_next: &mut g, pap: &mut h, coef: &mut i };
     let (x, y, mut w, mut s) = (vec![0.0; 4], vec![0.0; 4], vec![0.0; 4], vec![0.0; 4]);
-    let patches = Patches::<Cpu<f64>> { layer: &layer, r: 2, x: &x, packed: &y, scratch: &mut s };
+    let patches = Patches::<Cpu<f64>> { layer: &layer, r: 2, x: Some(&x[..]), packed: &y, scratch: &mut s };
     let ws = Workspace::new(cpu, WorkspaceReq::new(cpu, &layer, 2).unwrap()).unwrap();
     let kfrog = KfrogConfig::default();
     let (xh, yh) = (vec![bf16::ZERO; 4], vec![bf16::ZERO; 4]);
@@ -126,7 +126,7 @@ fn a_step_shape_error_names_the_layer() {
     let mut frog = Frog::<f64>::new(SgdConfig { lr: 0.1, ..Default::default() }, 4, 1).unwrap();
     let id = frog.add_layer(cpu, "conv1", layer, GroupId::DEFAULT).unwrap();
     let (mut w, short) = (vec![0.0; 6], vec![0.0; 5]);
-    let err = frog.step_layer(cpu, id, Params { weight: &mut w, grad_weight: &short, bias: None }, None).unwrap_err();
+    let err = frog.step_layer(cpu, id, Params { weight: &mut w, grad_weight: &short, bias: None }, None::<Batch<_>>).unwrap_err();
     assert_eq!(err.kind(), frog_core::ErrorKind::Shape);
     assert!(err.to_string().contains("conv1"), "{err}");
     assert!(matches!(&err, Error::Param { name, .. } if name.as_str() == "conv1"), "{err:?}");

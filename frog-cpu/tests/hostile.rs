@@ -531,11 +531,11 @@ fn mismatched_momentum_states_and_indices_name_the_problem() {
     let err = frog.step_layer(&backend, foreign[3], params, Some(Batch { x: &d.x, y: &d.y, sample: 2, batch_size: 2 })).unwrap_err();
     assert_eq!(err.to_string(), "optimizer registry: parameter 3 was not registered with this optimizer (its handle comes from another)");
     let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
-    let err = frog.step_layer(&backend, others[0], params, None).unwrap_err();
+    let err = frog.step_layer(&backend, others[0], params, None::<Batch<_>>).unwrap_err();
     assert_eq!(err.to_string(), "optimizer registry: parameter 2 is of the other kind (step layers with step_layer, plain parameters with step_param)");
     let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: None };
-    assert_eq!(frog.step_layer(&backend, layers[0], params, None).unwrap_err().to_string(), "optimizer registry: layer 0 is preconditioned and needs its sampled batch");
-    let err = frog.step_param(&backend, layers[1], &mut vec![0.0; 2], &vec![0.0; 2]).unwrap_err();
+    assert_eq!(frog.step_layer(&backend, layers[0], params, None::<Batch<_>>).unwrap_err().to_string(), "optimizer registry: layer 0 is preconditioned and needs its sampled batch");
+    let err = frog.step_param(&backend, layers[1], ParamGrad { param: &mut vec![0.0; 2], grad: &vec![0.0; 2] }).unwrap_err();
     assert!(matches!(err, Error::Registry(frog_core::RegistryError::WrongKind(1))));
     assert_eq!(frog.sample(5, &mut [0; 5]).unwrap_err().to_string(), "shape mismatch: batch of 5 samples exceeds the 4 the optimizer was built for");
     assert_eq!(frog.add_param(&backend, "param0", 3, frog_core::GroupId::DEFAULT).unwrap_err(), Error::Registry(frog_core::RegistryError::DuplicateName));
@@ -703,7 +703,7 @@ fn a_layer_whose_bias_state_is_exhausted_refuses_before_the_weight_moves() {
     let d = StepData::random(&mut Rng(3), &layer, 2, 4);
     let (mut w, mut bias) = (d.weight.clone(), d.bias.clone().unwrap());
     let params = Params { weight: &mut w, grad_weight: &d.grad_weight, bias: Some((&mut bias, d.grad_bias.as_ref().unwrap())) };
-    let err = frog.step_layer(&cpu, id, params, None).unwrap_err();
+    let err = frog.step_layer(&cpu, id, params, None::<Batch<_>>).unwrap_err();
     assert_eq!(err, Error::State(StateError::StepsExhausted));
     assert_eq!((&w, Some(&bias)), (&d.weight, d.bias.as_ref()), "the weight moved before the bias was refused");
     assert_eq!(frog.state(id).unwrap().steps(), 0);

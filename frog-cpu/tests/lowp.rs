@@ -221,7 +221,7 @@ fn the_optimizer_object_steps_on_bf16_inputs_as_on_their_f32_values() {
             let params = Params { weight: &mut weight, grad_weight: &gw, bias: Some((&mut bias, &gb)) };
             if lowp {
                 let batch = LowpBatch { x: &x, y: &y, sample: 4, batch_size: 6, check_y: false };
-                frog.step_layer_lowp(&cpu, id, params, Some(batch)).unwrap();
+                frog.step_layer(&cpu, id, params, Some(batch)).unwrap();
             } else {
                 frog.step_layer(&cpu, id, params, Some(Batch { x: &xf, y: &yf, sample: 4, batch_size: 6 })).unwrap();
             }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use common::{frog_with, Rng, StepData};
 use frog_core::half::bf16;
-use frog_core::{Batch, Config, Conv2d, GroupId, Guard, Layer, LowpBatch, Method, Params, ViewBatch, ViewParams};
+use frog_core::{Batch, Config, Conv2d, GroupId, Guard, Layer, LowpBatch, Method, ParamGrad, Params, ViewBatch, ViewParamGrad, ViewParams};
 use frog_cpu::host::{HostFrog, LayerSlices, ParamSlices, Rows};
 use frog_cpu::{Algorithm, Cpu, Frog};
 
@@ -130,9 +130,9 @@ fn steps_allocate_nothing_from_the_first() {
             frog.step_layer(&cpu, id, params, Some(Batch { x, y, sample, batch_size: batch })).unwrap();
         }
         for (&id, (p, g)) in other_ids.iter().zip(&mut other) {
-            frog.step_param(&cpu, id, p, g).unwrap();
+            frog.step_param(&cpu, id, ParamGrad { param: p, grad: g }).unwrap();
         }
-        frog.step_param(&cpu, adam_id, &mut adam_p, &adam_g).unwrap();
+        frog.step_param(&cpu, adam_id, ParamGrad { param: &mut adam_p, grad: &adam_g }).unwrap();
         let (xs, ys) = frog.sample_kfrog(kf, batch, &mut kx_idx, &mut ky_idx).unwrap();
         frog_core::gather_rows(&cpu, xs, klayer.input_len(), &kx_full, &mut kx).unwrap();
         frog_core::gather_rows(&cpu, ys, klayer.output_len(), &ky_full, &mut ky).unwrap();
@@ -156,7 +156,7 @@ fn steps_allocate_nothing_from_the_first() {
         assert_eq!(frog.sample(batch, &mut idx).unwrap().len(), sample);
         for ((&id, (w, b, gw, gb, _, _)), (x, y)) in layer_ids.iter().zip(&mut data).zip(&lowp) {
             let params = Params { weight: w, grad_weight: gw, bias: b.as_mut().zip(gb.as_ref()) };
-            frog.step_layer_lowp(&cpu, id, params, Some(LowpBatch { x, y, sample, batch_size: batch, check_y: true })).unwrap();
+            frog.step_layer(&cpu, id, params, Some(LowpBatch { x, y, sample, batch_size: batch, check_y: true })).unwrap();
         }
     };
     let n = allocations(|| (0..100).for_each(|_| lowp_step(&mut frog)));
@@ -167,10 +167,10 @@ fn steps_allocate_nothing_from_the_first() {
         for (&id, (w, b, gw, gb, x, y)) in layer_ids.iter().zip(&mut data) {
             let bias = b.as_deref_mut().zip(gb.as_deref());
             let params = ViewParams { weight: &mut w[..], grad_weight: &gw[..], bias };
-            frog.step_layer_view(&cpu, id, params, Some(ViewBatch { x: &x[..], y: &y[..], sample, batch_size: batch })).unwrap();
+            frog.step_layer(&cpu, id, params, Some(ViewBatch { x: &x[..], y: &y[..], sample, batch_size: batch })).unwrap();
         }
         for (&id, (p, g)) in other_ids.iter().zip(&mut other) {
-            frog.step_param_view(&cpu, id, &mut p[..], &g[..]).unwrap();
+            frog.step_param(&cpu, id, ViewParamGrad { param: &mut p[..], grad: &g[..] }).unwrap();
         }
     };
     let n = allocations(|| (0..100).for_each(|_| view_step(&mut frog)));

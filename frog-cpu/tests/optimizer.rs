@@ -4,7 +4,7 @@
 mod common;
 
 use common::{step_once, Rng, StepData};
-use frog_core::{gather_rows, AdamWConfig, Batch, KfrogBatch, KfrogConfig, Config, Conv2d, Error, GroupId, Layer, Method, ParamId, Params, RegistryError, SgdConfig, ShapeError, StateError, PATCH_PADDING};
+use frog_core::{gather_rows, AdamWConfig, Batch, KfrogBatch, KfrogConfig, Config, Conv2d, Error, GroupId, Layer, Method, ParamGrad, ParamId, Params, RegistryError, SgdConfig, ShapeError, StateError, PATCH_PADDING};
 use frog_cpu::im2col::im2col;
 use frog_cpu::{Cpu, Frog};
 
@@ -79,7 +79,7 @@ fn train_step(cpu: &Cpu<f64>, frog: &mut Frog<f64>, ids: &[ParamId; 6], m: &mut 
         let params = Params { weight: w, grad_weight: &full.grad_weight, bias: Some((b, full.grad_bias.as_ref().unwrap())) };
         frog.step_layer(cpu, layer_ids[k], params, Some(sample.batch(&x, &y))).unwrap();
     }
-    frog.step_param(cpu, ids[2], &mut m.plain, &rng.vec(5)).unwrap();
+    frog.step_param(cpu, ids[2], ParamGrad { param: &mut m.plain, grad: &rng.vec(5) }).unwrap();
     // K-FROG: inputs and output gradients sampled independently.
     let k = kfrog_layer();
     let full = StepData::random(&mut rng, &k, BATCH, BATCH);
@@ -233,8 +233,8 @@ fn groups_carry_their_own_settings() {
     let a = frog.add_param(cpu, "a", 3, GroupId::DEFAULT).unwrap();
     let b = frog.add_param(cpu, "b", 3, no_decay).unwrap();
     let (mut pa, mut pb, g) = (vec![1.0; 3], vec![1.0; 3], vec![0.0; 3]);
-    frog.step_param(cpu, a, &mut pa, &g).unwrap();
-    frog.step_param(cpu, b, &mut pb, &g).unwrap();
+    frog.step_param(cpu, a, ParamGrad { param: &mut pa, grad: &g }).unwrap();
+    frog.step_param(cpu, b, ParamGrad { param: &mut pb, grad: &g }).unwrap();
     // Zero gradient: only the decay moves a (at lr * lr_other_ratio); b has none.
     assert_eq!(pa, vec![1.0 - 0.02 * 0.25 * 1e-3; 3]);
     assert_eq!(pb, vec![1.0; 3]);
@@ -247,7 +247,7 @@ fn groups_carry_their_own_settings() {
     let adam = frog.add_group(Method::AdamW(AdamWConfig::default())).unwrap();
     let pa = frog.add_param(cpu, "adam", 3, adam).unwrap();
     let mut p = vec![1.0; 3];
-    frog.step_param(cpu, pa, &mut p, &[1.0; 3].to_vec()).unwrap();
+    frog.step_param(cpu, pa, ParamGrad { param: &mut p, grad: &[1.0; 3].to_vec() }).unwrap();
     assert_eq!(frog.adam_state(pa).unwrap().steps(), 1);
     assert!(p.iter().all(|&v| (v - (1.0 - 1e-5 - 1e-3 / (1.0 + 1e-8))).abs() < 1e-12), "{p:?}");
     let kf = frog.add_group(Method::Kfrog(KfrogConfig::default())).unwrap();

@@ -7,7 +7,7 @@ mod common;
 use common::{frog_with, Rng, StepData};
 use frog_core::{
     frog_step, gather_rows, AdamWConfig, Batch, Config, Conv2d, Error, GroupId, Guard, Layer, Method, ParamState, Params, RegistryError, SgdConfig, ShapeError, Unguarded,
-    ViewBackend, ViewBatch, ViewParams, ViewSource, Workspace, WorkspaceReq,
+    Backend, ParamGrad, ViewBatch, ViewParamGrad, ViewParams, ViewSource, Workspace, WorkspaceReq,
 };
 use frog_cpu::{Cpu, CpuError};
 use proptest::prelude::*;
@@ -80,7 +80,7 @@ fn optimizer_steps_on_views_match_steps_on_buffers() {
             let params = Params { weight: w, grad_weight: &grads[2 * i], bias };
             a.step_layer(&cpu, id, params, Some(Batch { x: &d.x, y: &d.y, sample, batch_size: batch })).unwrap();
         }
-        a.step_param(&cpu, others[0], &mut arrays[6], &grads[6]).unwrap();
+        a.step_param(&cpu, others[0], ParamGrad { param: &mut arrays[6], grad: &grads[6] }).unwrap();
         // The view run: parts of the store.
         let mut rest = &mut flat.params[..];
         let mut taken = 0;
@@ -98,9 +98,9 @@ fn optimizer_steps_on_views_match_steps_on_buffers() {
             let (w, bv) = (views.next().unwrap(), views.next().unwrap());
             let bias = layers[i].bias.then(|| (bv, g(2 * i + 1)));
             let params = ViewParams { weight: w, grad_weight: g(2 * i), bias };
-            b.step_layer_view(&cpu, id, params, Some(ViewBatch { x: &d.x[..], y: &d.y[..], sample, batch_size: batch })).unwrap();
+            b.step_layer(&cpu, id, params, Some(ViewBatch { x: &d.x[..], y: &d.y[..], sample, batch_size: batch })).unwrap();
         }
-        b.step_param_view(&cpu, view_others[0], views.next().unwrap(), g(6)).unwrap();
+        b.step_param(&cpu, view_others[0], ViewParamGrad { param: views.next().unwrap(), grad: g(6) }).unwrap();
     }
     for (k, array) in arrays.iter().enumerate() {
         assert_eq!(&part(&flat.params, k), array, "array {k}");
@@ -158,7 +158,7 @@ fn adamw_groups_refuse_views() {
     let mut opt = frog_cpu::Frog::<f32>::new(AdamWConfig::default(), 4, 1).unwrap();
     let id = opt.add_param(&cpu, "p", 3, GroupId::DEFAULT).unwrap();
     let (mut p, g) = ([1.0f32, 2.0, 3.0], [0.5f32; 3]);
-    let err = opt.step_param_view(&cpu, id, &mut p[..], &g[..]).unwrap_err();
+    let err = opt.step_param(&cpu, id, ViewParamGrad { param: &mut p[..], grad: &g[..] }).unwrap_err();
     assert!(matches!(err, Error::Registry(RegistryError::NeedsBuffers(_))), "{err}");
     assert!(err.to_string().contains("AdamW"), "{err}");
     assert_eq!(p, [1.0, 2.0, 3.0]);

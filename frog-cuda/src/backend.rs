@@ -10,11 +10,14 @@ use cust::device::{Device, DeviceAttribute};
 use cust::memory::DeviceBuffer;
 use cust::stream::{Stream, StreamFlags};
 use cust::sys as cu;
-use frog_core::{AdamBackend, AdamCoefs, Backend, CgBuffers, Guard, GuardBackend, KfrogBackend, Layer, LayerKind, Patches, Strided};
+use frog_core::{
+    AdamBackend, AdamCoefs, AdamMoments, Backend, CgBuffers, FisherCoefs, FisherOut, Guard, GuardBackend, KfrogBackend, Layer, LayerKind, Patches, RowGuardOut, Shape, StepCoefs, Strided,
+};
 
 use crate::error::Error;
 use crate::kernels::{Ptx, K};
 use crate::launch::{self, int, Arg, Grid, Tile, BLOCK, MAX_ARGS};
+use crate::view::{CudaView, CudaViewMut};
 
 /// Arithmetic of the two patch products (the Fisher matvec's cost); modes
 /// may be added, so a `match` needs a wildcard arm.
@@ -542,6 +545,8 @@ impl Cuda {
 
     /// [`Cuda::gemm`] whose B operand is the packed patches when
     /// `patches` (then in the precision's element type).
+    // The GEMM's operands are grouped already (sizes, each matrix with its
+    // strides); what is left are two options, named at every call.
     #[allow(clippy::too_many_arguments)]
     fn gemm_on(
         &self,
@@ -633,17 +638,8 @@ impl Cuda {
 
     /// The Fisher weights from `y` (checked by the caller) with the kernel
     /// `k` of its element type.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn fisher_with(
-        &self,
-        p: &Patches<'_, Self>,
-        k: K,
-        ya: Arg,
-        norms: &Buffer,
-        (scale, eps): (f32, f32),
-        trace: &mut Buffer,
-        lambda: &mut Buffer,
-    ) -> Result<(), Error> {
+    pub(crate) fn fisher_with(&self, p: &Patches<'_, Self>, (k, ya): (K, Arg), norms: &Buffer, c: FisherCoefs<f32>, out: FisherOut<'_, Self>) -> Result<(), Error> {
+        let (FisherCoefs { scale, eps }, FisherOut { trace, lambda }) = (c, out);
         let g = Geom::of(p)?;
         let na = self.ptr("norms", norms, g.n)?;
         let ta = self.ptr("trace", trace, g.rows)?;
@@ -674,95 +670,8 @@ impl Cuda {
         int("rows*cols", n)?;
         Ok((Arg::I(int("rows", rows)?), Arg::I(int("cols", cols)?), n))
     }
-
-    // The kernels of the caller's data, on buffers and views alike (the
-    // `Backend` and `ViewBackend` methods of the same names call these).
-
-    /// [`Backend::pack_patches`].
-    pub(crate) fn pack_patches_on(&self, layer: &Layer, r: usize, x: &impl Operand, packed: &mut Buffer) -> Result<(), Error> {
-        let xa = x.arg(self, "x", r.saturating_mul(layer.input_len()))?;
-        // A 16-bit mode packs (rounds) the f32 inputs in its element type.
-        let (conv, rows) = match self.precision.packed() {
-            Packed::F32 => (K::Im2col, K::PackRows),
-            Packed::Bf16 => (K::Im2colF32Bf16, K::PackRowsF32Bf16),
-            Packed::F16 => (K::Im2colF32F16, K::PackRowsF32F16),
-        };
-        self.pack_with(layer, r, xa, (K::InputAbsMax, conv, rows), packed)
-    }
-
-    /// [`Backend::fisher_weights`].
-    pub(crate) fn fisher_weights_on(
-        &self,
-        p: &Patches<'_, Self>,
-        y: &impl Operand,
-        norms: &Buffer,
-        scale_eps: (f32, f32),
-        trace: &mut Buffer,
-        lambda: &mut Buffer,
-    ) -> Result<(), Error> {
-        let g = Geom::of(p)?;
-        let ya = y.arg(self, "y", g.n * g.rows)?;
-        self.fisher_with(p, K::FisherWeights, ya, norms, scale_eps, trace, lambda)
-    }
-
-    /// [`Backend::axpby`].
-    pub(crate) fn axpby_on(&self, n: usize, a: f32, x: &impl Operand, b: f32, y: &mut impl Operand) -> Result<(), Error> {
-        let xa = x.arg(self, "x", n)?;
-        let ya = y.arg(self, "y", n)?;
-        self.launch(K::Axpby, launch::elementwise(n), &[Arg::I(int("n", n)?), Arg::F(a), xa, Arg::F(b), ya])
-    }
-
-    /// [`Backend::copy_strided`].
-    pub(crate) fn copy_strided_on(&self, rows: usize, cols: usize, src: &impl Operand, src_at: Strided, dst: &mut Buffer, dst_at: Strided) -> Result<(), Error> {
-        let (r, c, n) = self.rows_cols(rows, cols)?;
-        let sa = src.arg(self, "src", src_at.end(rows, cols))?;
-        let da = self.ptr("dst", dst, dst_at.end(rows, cols))?;
-        let i = |what, v| int(what, v).map(Arg::I);
-        self.launch(
-            K::CopyStrided,
-            launch::elementwise(n),
-            &[r, c, sa, i("src stride", src_at.stride)?, i("src offset", src_at.offset)?, da, i("dst stride", dst_at.stride)?, i("dst offset", dst_at.offset)?],
-        )
-    }
-
-    /// [`Backend::row_step`].
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn row_step_on(
-        &self,
-        rows: usize,
-        cols: usize,
-        w: &mut impl Operand,
-        decay: f32,
-        lr: f32,
-        scale: &Buffer,
-        z: &Buffer,
-        z_at: Strided,
-    ) -> Result<(), Error> {
-        let (r, c, n) = self.rows_cols(rows, cols)?;
-        let wa = w.arg(self, "w", n)?;
-        let sa = self.ptr("scale", scale, rows)?;
-        let za = self.ptr("z", z, z_at.end(rows, cols))?;
-        self.launch(
-            K::RowStep,
-            launch::elementwise(n),
-            &[r, c, wa, Arg::F(decay), Arg::F(lr), sa, za, Arg::I(int("z stride", z_at.stride)?), Arg::I(int("z offset", z_at.offset)?)],
-        )
-    }
 }
 
-/// Device memory of the caller's data that a kernel reads or writes: a
-/// [`Buffer`] or a view (`crate::view`), resolved through one check.
-pub(crate) trait Operand {
-    /// The device address, after checking that the memory is `cuda`'s and
-    /// holds at least `needed` entries (`what` names it in the error).
-    fn arg(&self, cuda: &Cuda, what: &'static str, needed: usize) -> Result<Arg, Error>;
-}
-
-impl Operand for Buffer {
-    fn arg(&self, cuda: &Cuda, what: &'static str, needed: usize) -> Result<Arg, Error> {
-        cuda.ptr(what, self, needed)
-    }
-}
 
 /// A CUDA graph recorded by [`Cuda::capture`].
 pub struct Graph {
@@ -834,6 +743,8 @@ pub(crate) fn patch_scratch_entries(layer: &Layer, r: usize) -> usize {
 impl Backend for Cuda {
     type Scalar = f32;
     type Buffer = Buffer;
+    type View<'a> = CudaView<'a>;
+    type ViewMut<'a> = CudaViewMut<'a>;
     type Error = Error;
 
     fn zeros(&self, len: usize) -> Result<Buffer, Error> {
@@ -887,8 +798,35 @@ impl Backend for Cuda {
         patch_scratch_entries(layer, r)
     }
 
-    fn pack_patches(&self, layer: &Layer, r: usize, x: &Buffer, packed: &mut Buffer) -> Result<(), Error> {
-        self.pack_patches_on(layer, r, x, packed)
+    fn view<'a>(&self, buf: &'a Buffer, offset: usize, len: usize) -> Result<CudaView<'a>, Error> {
+        self.part("view", buf, offset, len)
+    }
+
+    fn view_mut<'a>(&self, buf: &'a mut Buffer, offset: usize, len: usize) -> Result<CudaViewMut<'a>, Error> {
+        Ok(CudaViewMut::new(self.part("view_mut", buf, offset, len)?))
+    }
+
+    fn reborrow<'b>(&self, v: &'b CudaViewMut<'_>) -> CudaView<'b> {
+        v.view()
+    }
+
+    fn reborrow_view<'b>(&self, v: &'b CudaView<'_>) -> CudaView<'b> {
+        *v
+    }
+
+    fn view_len(&self, v: &CudaView<'_>) -> usize {
+        v.len()
+    }
+
+    fn pack_patches(&self, layer: &Layer, r: usize, x: &CudaView<'_>, packed: &mut Buffer) -> Result<(), Error> {
+        let xa = x.arg(self, "x", r.saturating_mul(layer.input_len()))?;
+        // A 16-bit mode packs (rounds) the f32 inputs in its element type.
+        let (conv, rows) = match self.precision.packed() {
+            Packed::F32 => (K::Im2col, K::PackRows),
+            Packed::Bf16 => (K::Im2colF32Bf16, K::PackRowsF32Bf16),
+            Packed::F16 => (K::Im2colF32F16, K::PackRowsF32F16),
+        };
+        self.pack_with(layer, r, xa, (K::InputAbsMax, conv, rows), packed)
     }
 
     fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut Buffer) -> Result<(), Error> {
@@ -903,17 +841,10 @@ impl Backend for Cuda {
         self.launch(k, launch::per_warp(g.n), &[Arg::I(int("positions", g.n)?), Arg::I(int("cols", g.cols)?), xa, na])
     }
 
-    fn fisher_weights(
-        &self,
-        p: &Patches<'_, Self>,
-        y: &Buffer,
-        norms: &Buffer,
-        scale: f32,
-        eps: f32,
-        trace: &mut Buffer,
-        lambda: &mut Buffer,
-    ) -> Result<(), Error> {
-        self.fisher_weights_on(p, y, norms, (scale, eps), trace, lambda)
+    fn fisher_weights(&self, p: &Patches<'_, Self>, y: &CudaView<'_>, norms: &Buffer, c: FisherCoefs<f32>, out: FisherOut<'_, Self>) -> Result<(), Error> {
+        let g = Geom::of(p)?;
+        let ya = y.arg(self, "y", g.n * g.rows)?;
+        self.fisher_with(p, (K::FisherWeights, ya), norms, c, out)
     }
 
     fn project(&self, p: &mut Patches<'_, Self>, v: &Buffer, u: &mut Buffer) -> Result<(), Error> {
@@ -924,8 +855,10 @@ impl Backend for Cuda {
         self.back_project_into(p, u, g, false)
     }
 
-    fn axpby(&self, n: usize, a: f32, x: &Buffer, b: f32, y: &mut Buffer) -> Result<(), Error> {
-        self.axpby_on(n, a, x, b, y)
+    fn axpby(&self, n: usize, a: f32, x: &CudaView<'_>, b: f32, y: &mut CudaViewMut<'_>) -> Result<(), Error> {
+        let xa = x.arg(self, "x", n)?;
+        let ya = y.arg(self, "y", n)?;
+        self.launch(K::Axpby, launch::elementwise(n), &[Arg::I(int("n", n)?), Arg::F(a), xa, Arg::F(b), ya])
     }
 
     fn mul_assign(&self, n: usize, a: &mut Buffer, b: &Buffer) -> Result<(), Error> {
@@ -934,17 +867,28 @@ impl Backend for Cuda {
         self.launch(K::MulAssign, launch::elementwise(n), &[Arg::I(int("n", n)?), aa, ba])
     }
 
-    fn copy_strided(&self, rows: usize, cols: usize, src: &Buffer, src_at: Strided, dst: &mut Buffer, dst_at: Strided) -> Result<(), Error> {
-        self.copy_strided_on(rows, cols, src, src_at, dst, dst_at)
+    fn copy_strided(&self, shape: Shape, src: &CudaView<'_>, src_at: Strided, dst: &mut Buffer, dst_at: Strided) -> Result<(), Error> {
+        let Shape { rows, cols } = shape;
+        let (r, c, n) = self.rows_cols(rows, cols)?;
+        let sa = src.arg(self, "src", src_at.end(rows, cols))?;
+        let da = self.ptr("dst", dst, dst_at.end(rows, cols))?;
+        let i = |what, v| int(what, v).map(Arg::I);
+        self.launch(
+            K::CopyStrided,
+            launch::elementwise(n),
+            &[r, c, sa, i("src stride", src_at.stride)?, i("src offset", src_at.offset)?, da, i("dst stride", dst_at.stride)?, i("dst offset", dst_at.offset)?],
+        )
     }
 
-    fn row_dots(&self, rows: usize, cols: usize, a: &Buffer, b: &Buffer, out: &mut Buffer) -> Result<(), Error> {
+    fn row_dots(&self, shape: Shape, a: &Buffer, b: &Buffer, out: &mut Buffer) -> Result<(), Error> {
+        let Shape { rows, cols } = shape;
         let (r, c, n) = self.rows_cols(rows, cols)?;
         let (aa, ba, oa) = (self.ptr("a", a, n)?, self.ptr("b", b, n)?, self.ptr("out", out, rows)?);
         self.launch(K::RowDots, launch::per_row(rows)?, &[r, c, aa, ba, oa])
     }
 
-    fn row_rescale(&self, rows: usize, cols: usize, v: &mut Buffer) -> Result<(), Error> {
+    fn row_rescale(&self, shape: Shape, v: &mut Buffer) -> Result<(), Error> {
+        let Shape { rows, cols } = shape;
         let (r, c, n) = self.rows_cols(rows, cols)?;
         let va = self.ptr("v", v, n)?;
         self.launch(K::RowRescale, launch::per_row(rows)?, &[r, c, va])
@@ -960,37 +904,38 @@ impl Backend for Cuda {
         self.launch(K::RowRsqrt, launch::elementwise(rows), &[Arg::I(int("rows", rows)?), xa, Arg::F(eps), oa])
     }
 
-    fn row_axpy(&self, rows: usize, cols: usize, a: f32, coef: &Buffer, x: &Buffer, y: &mut Buffer) -> Result<(), Error> {
+    fn row_axpy(&self, shape: Shape, a: f32, coef: &Buffer, x: &Buffer, y: &mut Buffer) -> Result<(), Error> {
+        let Shape { rows, cols } = shape;
         let (r, c, n) = self.rows_cols(rows, cols)?;
         let (ca, xa, ya) = (self.ptr("coef", coef, rows)?, self.ptr("x", x, n)?, self.ptr("y", y, n)?);
         self.launch(K::RowAxpy, launch::elementwise(n), &[r, c, Arg::F(a), ca, xa, ya])
     }
 
-    fn row_xpby(&self, rows: usize, cols: usize, x: &Buffer, coef: &Buffer, y: &mut Buffer) -> Result<(), Error> {
+    fn row_xpby(&self, shape: Shape, x: &Buffer, coef: &Buffer, y: &mut Buffer) -> Result<(), Error> {
+        let Shape { rows, cols } = shape;
         let (r, c, n) = self.rows_cols(rows, cols)?;
         let (xa, ca, ya) = (self.ptr("x", x, n)?, self.ptr("coef", coef, rows)?, self.ptr("y", y, n)?);
         self.launch(K::RowXpby, launch::elementwise(n), &[r, c, xa, ca, ya])
     }
 
-    fn row_step(
-        &self,
-        rows: usize,
-        cols: usize,
-        w: &mut Buffer,
-        decay: f32,
-        lr: f32,
-        scale: &Buffer,
-        z: &Buffer,
-        z_at: Strided,
-    ) -> Result<(), Error> {
-        self.row_step_on(rows, cols, w, decay, lr, scale, z, z_at)
+    fn row_step(&self, shape: Shape, w: &mut CudaViewMut<'_>, c: StepCoefs<f32>, scale: &Buffer, z: &Buffer, z_at: Strided) -> Result<(), Error> {
+        let (Shape { rows, cols }, StepCoefs { decay, lr }) = (shape, c);
+        let (r, c, n) = self.rows_cols(rows, cols)?;
+        let wa = w.arg(self, "w", n)?;
+        let sa = self.ptr("scale", scale, rows)?;
+        let za = self.ptr("z", z, z_at.end(rows, cols))?;
+        self.launch(
+            K::RowStep,
+            launch::elementwise(n),
+            &[r, c, wa, Arg::F(decay), Arg::F(lr), sa, za, Arg::I(int("z stride", z_at.stride)?), Arg::I(int("z offset", z_at.offset)?)],
+        )
     }
 
     /// Three launches: `out = tau*v`, `U = lambda .* (X V^T)` (the scaling
     /// fused into the GEMM's epilogue), `out += U X` (split-K GEMM).
     fn fisher_matvec(&self, p: &mut Patches<'_, Self>, lambda: &Buffer, tau: f32, v: &Buffer, u: &mut Buffer, out: &mut Buffer) -> Result<(), Error> {
         let n = p.layer.rows() * p.layer.cols();
-        self.axpby(n, tau, v, 0.0, out)?;
+        self.axpby(n, tau, &self.view(v, 0, n)?, 0.0, &mut self.view_mut(out, 0, n)?)?;
         self.project_into(p, v, Some(lambda), u)?;
         self.back_project_into(p, u, out, true)
     }
@@ -1010,7 +955,8 @@ impl Backend for Cuda {
 }
 
 impl GuardBackend for Cuda {
-    fn row_guard(&self, rows: usize, cols: usize, guard: Guard, m: &Buffer, trace: &Buffer, z: &mut Buffer, row_scale: &mut Buffer, flags: &mut Buffer) -> Result<(), Error> {
+    fn row_guard(&self, shape: Shape, guard: Guard, m: &Buffer, trace: &Buffer, out: RowGuardOut<'_, Self>) -> Result<(), Error> {
+        let (Shape { rows, cols }, RowGuardOut { z, row_scale, flags }) = (shape, out);
         let (r, c, n) = self.rows_cols(rows, cols)?;
         let (ma, za) = (self.ptr("m", m, n)?, self.ptr("z", z, n)?);
         let (ta, sa, fa) = (self.ptr("trace", trace, rows)?, self.ptr("row_scale", row_scale, rows)?, self.ptr("flags", flags, rows)?);
@@ -1020,7 +966,8 @@ impl GuardBackend for Cuda {
 }
 
 impl AdamBackend for Cuda {
-    fn adamw_update(&self, n: usize, c: &AdamCoefs<f32>, param: &mut Buffer, grad: &Buffer, m: &mut Buffer, v: &mut Buffer, vmax: Option<&mut Buffer>) -> Result<(), Error> {
+    fn adamw_update(&self, n: usize, c: &AdamCoefs<f32>, param: &mut Buffer, grad: &Buffer, moments: AdamMoments<'_, Self>) -> Result<(), Error> {
+        let AdamMoments { m, v, vmax } = moments;
         let (pa, ga, ma, va) = (self.ptr("param", param, n)?, self.ptr("grad", grad, n)?, self.ptr("m", m, n)?, self.ptr("v", v, n)?);
         let vmaxa = match vmax {
             Some(b) => self.ptr("vmax", b, n)?,

@@ -13,8 +13,9 @@
 //! square tiles ([`Tile`]) picked per problem.
 //!
 //! Steps also take borrowed views ([`CudaView`], [`CudaViewMut`]: parts of
-//! buffers, or a framework's device memory in the same context) through
-//! frog-core's [`frog_core::ViewBackend`], with the kernels of buffers.
+//! buffers, or a framework's device memory in the same context), the
+//! backend's [`frog_core::Backend::View`]: the kernels of the caller's data
+//! take views only, and a step on buffers makes views of them first.
 //!
 //! `nn` (feature `nn`, off by default) holds the training engine's kernels
 //! (convolutions as im2col + GEMM, BatchNorm with fused residual and ReLU,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use cust::memory::DeviceBuffer;
 use cust::sys as cu;
 use frog_core::half::{bf16, f16};
-use frog_core::{Half, Layer, LowpBackend, Patches};
+use frog_core::{FisherCoefs, FisherOut, Half, Layer, LowpBackend, Patches};
 
 use crate::backend::{Buffer, Cuda, Geom, Owner, Packed};
 use crate::error::Error;
@@ -153,19 +153,10 @@ impl<H: HalfKernels> LowpBackend<H> for Cuda {
         self.pack_with(layer, r, xa, (H::ABS_MAX, conv, rows), packed)
     }
 
-    fn fisher_weights_lowp(
-        &self,
-        p: &Patches<'_, Self>,
-        y: &HalfBuffer<H>,
-        norms: &Buffer,
-        scale: f32,
-        eps: f32,
-        trace: &mut Buffer,
-        lambda: &mut Buffer,
-    ) -> Result<(), Error> {
+    fn fisher_weights_lowp(&self, p: &Patches<'_, Self>, y: &HalfBuffer<H>, norms: &Buffer, c: FisherCoefs<f32>, out: FisherOut<'_, Self>) -> Result<(), Error> {
         let g = Geom::of(p)?;
         let ya = self.half_ptr("y", y, g.n * g.rows)?;
-        self.fisher_with(p, H::FISHER, ya, norms, (scale, eps), trace, lambda)
+        self.fisher_with(p, (H::FISHER, ya), norms, c, out)
     }
 
     fn count_nonfinite_lowp(&self, n: usize, v: &HalfBuffer<H>, out: &mut Buffer) -> Result<(), Error> {

@@ -1,20 +1,20 @@
-//! Borrowed views on the device: frog-core's [`ViewBackend`] for [`Cuda`].
+//! Borrowed views on the device: frog-core's [`Backend::View`] for [`Cuda`].
 //!
 //! A view is a device address and a length in one backend's context: a
-//! part of a [`Buffer`] (through [`ViewBackend::view`] and
-//! [`ViewBackend::view_mut`], checked), or memory another library
-//! allocated in the same context, such as a framework's parameter,
-//! gradient or activation tensor ([`CudaView::from_raw`],
-//! [`CudaViewMut::from_raw`]). A step on views launches the kernels of a
-//! step on buffers with the views' addresses, after the same checks: the
-//! kernels and their checks exist once, over `backend::Operand`, which
-//! buffers and views both are.
+//! part of a [`Buffer`] (through [`Backend::view`] and
+//! [`Backend::view_mut`], checked), or memory another library allocated in
+//! the same context, such as a framework's parameter, gradient or
+//! activation tensor ([`CudaView::from_raw`], [`CudaViewMut::from_raw`]).
+//! The kernels of the caller's data take views only: a step on buffers
+//! makes views of them first (an address, a length and a check), so that
+//! each kernel and its checks exist once.
 
 use std::marker::PhantomData;
 
-use frog_core::{Layer, Patches, Strided, ViewBackend};
+#[cfg(doc)]
+use frog_core::Backend;
 
-use crate::backend::{Buffer, Cuda, Operand, Owner};
+use crate::backend::{Buffer, Cuda, Owner};
 use crate::error::Error;
 use crate::launch::Arg;
 
@@ -115,14 +115,29 @@ impl std::fmt::Debug for CudaViewMut<'_> {
     }
 }
 
-impl Operand for CudaView<'_> {
-    fn arg(&self, cuda: &Cuda, what: &'static str, needed: usize) -> Result<Arg, Error> {
+impl CudaView<'_> {
+    /// The device address for a kernel, after checking that the memory is
+    /// `cuda`'s and holds at least `needed` entries (`what` names it in
+    /// the error).
+    pub(crate) fn arg(&self, cuda: &Cuda, what: &'static str, needed: usize) -> Result<Arg, Error> {
         cuda.checked(what, self.owner, self.addr, self.len, needed).map(Arg::P)
     }
 }
 
-impl Operand for CudaViewMut<'_> {
-    fn arg(&self, cuda: &Cuda, what: &'static str, needed: usize) -> Result<Arg, Error> {
+impl<'a> CudaViewMut<'a> {
+    /// The unique view of `view`'s entries (made only from a `&mut`
+    /// borrow of them).
+    pub(crate) fn new(view: CudaView<'a>) -> Self {
+        Self { view, _unique: PhantomData }
+    }
+
+    /// Its entries, read-only, for as long as it is borrowed.
+    pub(crate) fn view(&self) -> CudaView<'_> {
+        self.view
+    }
+
+    /// [`CudaView::arg`].
+    pub(crate) fn arg(&self, cuda: &Cuda, what: &'static str, needed: usize) -> Result<Arg, Error> {
         self.view.arg(cuda, what, needed)
     }
 }
@@ -130,64 +145,8 @@ impl Operand for CudaViewMut<'_> {
 impl Cuda {
     /// Entries `offset..offset + len` of `buf`, after checking that `buf`
     /// is this backend's and holds them (`what` names the call in the error).
-    fn part<'a>(&self, what: &'static str, buf: &'a Buffer, offset: usize, len: usize) -> Result<CudaView<'a>, Error> {
+    pub(crate) fn part<'a>(&self, what: &'static str, buf: &'a Buffer, offset: usize, len: usize) -> Result<CudaView<'a>, Error> {
         let base = self.checked(what, &buf.owner, buf.device_ptr(), buf.len(), offset.saturating_add(len))?;
         Ok(CudaView { addr: base + 4 * offset as u64, len, owner: &buf.owner })
-    }
-}
-
-impl ViewBackend for Cuda {
-    type View<'a> = CudaView<'a>;
-    type ViewMut<'a> = CudaViewMut<'a>;
-
-    fn view<'a>(&self, buf: &'a Buffer, offset: usize, len: usize) -> Result<CudaView<'a>, Error> {
-        self.part("view", buf, offset, len)
-    }
-
-    fn view_mut<'a>(&self, buf: &'a mut Buffer, offset: usize, len: usize) -> Result<CudaViewMut<'a>, Error> {
-        Ok(CudaViewMut { view: self.part("view_mut", buf, offset, len)?, _unique: PhantomData })
-    }
-
-    fn reborrow<'b>(&self, v: &'b CudaViewMut<'_>) -> CudaView<'b> {
-        v.view
-    }
-
-    fn view_len(&self, v: &CudaView<'_>) -> usize {
-        v.len
-    }
-
-    fn view_mut_len(&self, v: &CudaViewMut<'_>) -> usize {
-        v.view.len
-    }
-
-    fn copy_from_view(&self, rows: usize, cols: usize, src: &CudaView<'_>, src_at: Strided, dst: &mut Buffer, dst_at: Strided) -> Result<(), Error> {
-        self.copy_strided_on(rows, cols, src, src_at, dst, dst_at)
-    }
-
-    fn axpby_view(&self, n: usize, a: f32, x: &CudaView<'_>, b: f32, y: &mut CudaViewMut<'_>) -> Result<(), Error> {
-        self.axpby_on(n, a, x, b, y)
-    }
-
-    fn row_step_view(&self, rows: usize, cols: usize, w: &mut CudaViewMut<'_>, decay: f32, lr: f32, scale: &Buffer, z: &Buffer, z_at: Strided) -> Result<(), Error> {
-        self.row_step_on(rows, cols, w, decay, lr, scale, z, z_at)
-    }
-
-    /// Packs the scratch exactly as [`frog_core::Backend::pack_patches`]
-    /// does: the products and the patch norms read only the scratch.
-    fn pack_patches_view(&self, layer: &Layer, r: usize, x: &CudaView<'_>, packed: &mut Buffer) -> Result<(), Error> {
-        self.pack_patches_on(layer, r, x, packed)
-    }
-
-    fn fisher_weights_view(
-        &self,
-        p: &Patches<'_, Self>,
-        y: &CudaView<'_>,
-        norms: &Buffer,
-        scale: f32,
-        eps: f32,
-        trace: &mut Buffer,
-        lambda: &mut Buffer,
-    ) -> Result<(), Error> {
-        self.fisher_weights_on(p, y, norms, (scale, eps), trace, lambda)
     }
 }

@@ -185,9 +185,10 @@ fn packed_and_gain(cuda: &Cuda, x: &[f32]) -> (Vec<f32>, f32) {
     let layer = Layer::linear(3, 2, true);
     let xb = upload(cuda, x);
     let mut packed = cuda.zeros(cuda.patch_scratch_len(&layer, 2)).unwrap();
-    cuda.pack_patches(&layer, 2, &xb, &mut packed).unwrap();
+    let xv = cuda.view(&xb, 0, xb.len()).unwrap();
+    cuda.pack_patches(&layer, 2, &xv, &mut packed).unwrap();
     let (mut gain, mut scratch) = (cuda.zeros(1).unwrap(), cuda.zeros(cuda.product_scratch_len(&layer, 2)).unwrap());
-    cuda.patch_gain(&Patches { layer: &layer, r: 2, x: &xb, packed: &packed, scratch: &mut scratch }, &mut gain).unwrap();
+    cuda.patch_gain(&Patches { layer: &layer, r: 2, x: Some(xv), packed: &packed, scratch: &mut scratch }, &mut gain).unwrap();
     (download(cuda, &packed), download(cuda, &gain)[0])
 }
 

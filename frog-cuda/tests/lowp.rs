@@ -166,7 +166,7 @@ where
         let mut packed = cuda.zeros(cuda.patch_scratch_len(&layer, r)).unwrap();
         cuda.pack_patches_lowp(&layer, r, &xb, &mut packed).unwrap();
         let mut scratch = cuda.zeros(cuda.product_scratch_len(&layer, r)).unwrap();
-        let mut p = Patches { layer: &layer, r, x: &packed, packed: &packed, scratch: &mut scratch };
+        let mut p = Patches { layer: &layer, r, x: None, packed: &packed, scratch: &mut scratch };
         let mut ub = cuda.zeros(rows * n).unwrap();
         cuda.project(&mut p, &vb, &mut ub).unwrap();
         let eu = rel(&cuda.download(&ub, rows * n).unwrap(), &want_u);

@@ -9,7 +9,7 @@
 mod common;
 
 use common::{device, download, upload, values};
-use frog_core::{gather_rows, Backend, Config, Conv2d, GroupId, Layer, Optimizer, ParamId, Params};
+use frog_core::{gather_rows, Backend, Config, Conv2d, GroupId, Layer, Optimizer, ParamGrad, ParamId, Params};
 use frog_cpu::Cpu;
 use frog_cuda::Precision;
 
@@ -57,7 +57,7 @@ fn train<B: Backend<Scalar = f32>>(b: &B, opt: &mut Optimizer<B, 4>, ids: &[Para
         let (gw, gb, gp) = (upload(b, &values(l.rows() * l.weight_cols(), 30 + t)), upload(b, &values(l.rows(), 40 + t)), upload(b, &values(6, 50 + t)));
         let params = Params { weight: &mut m.w, grad_weight: &gw, bias: Some((&mut m.b, &gb)) };
         opt.step_layer(b, ids[0], params, Some(sample.batch(&x, &y))).unwrap();
-        opt.step_param(b, ids[1], &mut m.p, &gp).unwrap();
+        opt.step_param(b, ids[1], ParamGrad { param: &mut m.p, grad: &gp }).unwrap();
     }
 }
 

@@ -5,7 +5,7 @@
 //!   middles of larger buffers give the weights, bias and momentum of steps
 //!   on exact buffers bit for bit, in each packed element type, and leave
 //!   the rest of the buffers alone.
-//! - `gpu_view_optimizer_matches_buffers`: the optimizer object's `_view`
+//! - `gpu_view_optimizer_matches_buffers`: the optimizer object's
 //!   steps, with the sample gathered from a view, match its buffer steps.
 //! - `gpu_view_errors`: out-of-range views, short views in the kernels and
 //!   wrong lengths in a step are errors, and the step changes nothing.
@@ -21,8 +21,8 @@ mod common;
 
 use common::{device, values};
 use frog_core::{
-    frog_step, gather_rows, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Error as FrogError, GroupId, Layer, Method, Optimizer, ParamId, ParamState, Params,
-    ShapeError, Strided, Unguarded, ViewBackend, ViewBatch, ViewParams, ViewSource, Workspace, WorkspaceReq,
+    frog_step, gather_rows, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Error as FrogError, GroupId, Layer, Method, Optimizer, ParamGrad, ParamId, ParamState, Params,
+    Shape, ShapeError, StepCoefs, Strided, Unguarded, ViewBatch, ViewParamGrad, ViewParams, ViewSource, Workspace, WorkspaceReq,
 };
 use frog_cuda::{Buffer, Cuda, CudaView, CudaViewMut, Error, Precision};
 
@@ -130,7 +130,7 @@ fn build(cuda: &Cuda) -> (Optimizer<Cuda, 4>, [ParamId; 2]) {
 }
 
 /// Two optimizer steps through `step_layer`/`step_param` on exact buffers
-/// and through their `_view` twins on views of padded buffers, the sample
+/// and through the same calls on views of padded buffers, the sample
 /// gathered by `gather_rows` from a buffer and from a `ViewSource`: the parameters and
 /// the checkpoints agree bit for bit.
 #[test]
@@ -154,7 +154,7 @@ fn gpu_view_optimizer_matches_buffers() {
         let (gwb, gbb, gpb) = (cuda.upload(&gw).unwrap(), cuda.upload(&gb).unwrap(), cuda.upload(&gp).unwrap());
         let params = Params { weight: &mut w, grad_weight: &gwb, bias: Some((&mut b, &gbb)) };
         opt.step_layer(&cuda, ids[0], params, Some(sample.batch(&x, &y))).unwrap();
-        opt.step_param(&cuda, ids[1], &mut p, &gpb).unwrap();
+        opt.step_param(&cuda, ids[1], ParamGrad { param: &mut p, grad: &gpb }).unwrap();
 
         let mut vidx = vec![0; vopt.sample_rows(BATCH)];
         let vsample = vopt.sample(BATCH, &mut vidx).unwrap();
@@ -167,8 +167,8 @@ fn gpu_view_optimizer_matches_buffers() {
         let bias = Some((cuda.view_mut(&mut vb, PAD, rows).unwrap(), cuda.view(&gbv, PAD, rows).unwrap()));
         let params = ViewParams { weight: cuda.view_mut(&mut vw, PAD, rows * d).unwrap(), grad_weight: cuda.view(&gwv, PAD, rows * d).unwrap(), bias };
         let batch = vsample.view_batch(cuda.view(&xv, 0, r * ni).unwrap(), cuda.view(&yv, 0, r * no).unwrap());
-        vopt.step_layer_view(&cuda, vids[0], params, Some(batch)).unwrap();
-        vopt.step_param_view(&cuda, vids[1], cuda.view_mut(&mut vp, PAD, 6).unwrap(), cuda.view(&gpv, PAD, 6).unwrap()).unwrap();
+        vopt.step_layer(&cuda, vids[0], params, Some(batch)).unwrap();
+        vopt.step_param(&cuda, vids[1], ViewParamGrad { param: cuda.view_mut(&mut vp, PAD, 6).unwrap(), grad: cuda.view(&gpv, PAD, 6).unwrap() }).unwrap();
 
         for (v, buf, what) in [(&vw, &w, "conv weight"), (&vb, &b, "conv bias"), (&vp, &p, "plain parameter")] {
             assert_eq!(bits(&middle(&cuda, v)), bits(&cuda.download(buf, buf.len()).unwrap()), "step {t}: {what}");
@@ -180,7 +180,7 @@ fn gpu_view_optimizer_matches_buffers() {
         bytes
     };
     assert_eq!(checkpoint(&vopt), checkpoint(&opt), "the optimizer states differ");
-    println!("gpu_view_optimizer_matches_buffers: step_layer_view and step_param_view match the buffer steps bit for bit on {}", cuda.device_name());
+    println!("gpu_view_optimizer_matches_buffers: step_layer and step_param on views match the buffer steps bit for bit on {}", cuda.device_name());
 }
 
 /// `r` is the short-buffer error naming `what`.
@@ -208,17 +208,17 @@ fn gpu_view_errors() {
     let x = cuda.view(&src, 2, 6).unwrap();
     let mut y = cuda.view_mut(&mut dst, 4, 6).unwrap();
     assert_eq!(cuda.view_len(&cuda.reborrow(&y)), 6);
-    too_short(cuda.axpby_view(7, 1.0, &x, 0.0, &mut y), "x", 7, 6);
+    too_short(cuda.axpby(7, 1.0, &x, 0.0, &mut y), "x", 7, 6);
     let x7 = cuda.view(&src, 1, 7).unwrap();
-    too_short(cuda.axpby_view(7, 1.0, &x7, 0.0, &mut y), "y", 7, 6);
+    too_short(cuda.axpby(7, 1.0, &x7, 0.0, &mut y), "y", 7, 6);
     let (scale, z) = (cuda.zeros(3).unwrap(), cuda.zeros(9).unwrap());
-    too_short(cuda.row_step_view(3, 3, &mut y, 1.0, 0.1, &scale, &z, Strided::dense(3)), "w", 9, 6);
+    too_short(cuda.row_step(Shape::new(3, 3), &mut y, StepCoefs { decay: 1.0, lr: 0.1 }, &scale, &z, Strided::dense(3)), "w", 9, 6);
     let mut out = cuda.zeros(8).unwrap();
-    too_short(cuda.copy_from_view(2, 3, &x, Strided { stride: 4, offset: 0 }, &mut out, Strided::dense(3)), "src", 7, 6);
+    too_short(cuda.copy_strided(Shape::new(2, 3), &x, Strided { stride: 4, offset: 0 }, &mut out, Strided::dense(3)), "src", 7, 6);
     let layer = Layer::linear(3, 2, false);
     let mut packed = cuda.zeros(cuda.patch_scratch_len(&layer, 2)).unwrap();
-    too_short(cuda.pack_patches_view(&layer, 3, &x, &mut packed), "x", 9, 6);
-    cuda.axpby_view(6, 2.0, &x, 0.0, &mut y).unwrap();
+    too_short(cuda.pack_patches(&layer, 3, &x, &mut packed), "x", 9, 6);
+    cuda.axpby(6, 2.0, &x, 0.0, &mut y).unwrap();
     let want: Vec<f32> = values(8, 2)[2..].iter().map(|v| 2.0 * v).collect();
     assert_eq!(cuda.download(&dst, 16).unwrap()[4..10], want[..]);
 
@@ -244,7 +244,7 @@ fn gpu_view_errors() {
     // The plain step as well.
     let (mut opt, ids) = build(&cuda);
     let (mut p, gp) = (cuda.zeros(6).unwrap(), cuda.zeros(6).unwrap());
-    let e = opt.step_param_view(&cuda, ids[1], cuda.view_mut(&mut p, 0, 6).unwrap(), cuda.view(&gp, 1, 5).unwrap()).unwrap_err();
+    let e = opt.step_param(&cuda, ids[1], ViewParamGrad { param: cuda.view_mut(&mut p, 0, 6).unwrap(), grad: cuda.view(&gp, 1, 5).unwrap() }).unwrap_err();
     assert!(matches!(e, FrogError::Param { error: ShapeError::BufferLength { what: "grad", expected: 6, actual: 5 }, .. }), "{e}");
     println!("gpu_view_errors: out-of-range views, short views and wrong lengths are errors on {}", cuda.device_name());
 }
@@ -264,12 +264,12 @@ fn gpu_views_of_another_backend_are_refused() {
     foreign(cuda.view(&theirs, 0, 8).unwrap_err(), "view");
     foreign(cuda.view_mut(&mut theirs, 0, 8).unwrap_err(), "view_mut");
     let x = other.view(&theirs, 0, 8).unwrap();
-    foreign(cuda.axpby_view(8, 1.0, &x, 0.0, &mut cuda.view_mut(&mut ours, 0, 8).unwrap()).unwrap_err(), "x");
-    foreign(cuda.copy_from_view(1, 8, &x, Strided::dense(8), &mut ours, Strided::dense(8)).unwrap_err(), "src");
+    foreign(cuda.axpby(8, 1.0, &x, 0.0, &mut cuda.view_mut(&mut ours, 0, 8).unwrap()).unwrap_err(), "x");
+    foreign(cuda.copy_strided(Shape::new(1, 8), &x, Strided::dense(8), &mut ours, Strided::dense(8)).unwrap_err(), "src");
     // SAFETY: `theirs` holds 8 entries in `other`'s context and outlives
     // the view; nothing is launched on it (the check refuses first).
     let mut raw = unsafe { CudaViewMut::from_raw(&other, theirs.device_ptr(), 8) };
     let ours_view = cuda.view(&ours, 0, 8).unwrap();
-    foreign(cuda.axpby_view(8, 1.0, &ours_view, 0.0, &mut raw).unwrap_err(), "y");
+    foreign(cuda.axpby(8, 1.0, &ours_view, 0.0, &mut raw).unwrap_err(), "y");
     println!("gpu_views_of_another_backend_are_refused: on {}", cuda.device_name());
 }

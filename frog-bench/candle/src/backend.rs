@@ -27,17 +27,19 @@
 //! keeps the prefix rule above.
 //!
 //! The kernels that touch the caller's data (`pack_patches`,
-//! `fisher_weights`, `copy_strided`, `axpby`, `row_step`) are written once,
-//! on tensors and [`TensorViewMut`]s, and called by both the buffer and the
-//! view forms.
+//! `fisher_weights`, `copy_strided`, `axpby`, `row_step`) take views only
+//! ([`TensorView`], [`TensorViewMut`]): a step on buffers makes views of
+//! them first (a `narrow`, no copy).
 
 use std::fmt;
 use std::marker::PhantomData;
 
 use candle_core::{DType, Device, Tensor, WithDType};
-use frog_core::{pow2_gain, square_safe_max, Backend, BackendError, BackendErrorKind, Layer, Patches, Scalar, ShapeError, Strided, PATCH_PADDING};
+use frog_core::{
+    pow2_gain, square_safe_max, Backend, BackendError, BackendErrorKind, FisherCoefs, FisherOut, Layer, Patches, Scalar, Shape, ShapeError, StepCoefs, Strided, PATCH_PADDING,
+};
 
-use crate::view::TensorViewMut;
+use crate::view::{TensorView, TensorViewMut};
 
 /// A FROG buffer: a 1-D candle tensor, replaced by every write.
 ///
@@ -302,84 +304,13 @@ impl<T: Scalar + WithDType> CandleBackend<T> {
         Ok(Tensor::from_vec(idx, n, &self.device)?)
     }
 
-    /// [`Backend::pack_patches`] from the sampled inputs `x` (1-D, at least
-    /// `r * layer.input_len()` entries): a buffer's tensor or a view's.
-    pub(crate) fn pack_from(&self, layer: &Layer, r: usize, x: &Tensor, packed: &mut TensorBuf) -> Res {
-        layer.validate().map_err(CandleError::InvalidLayer)?;
-        let inp = layer.input_len();
-        let xs = self.matrix("pack_patches: x", x, r, inp)?;
-        // Inputs whose squares could overflow: the patches of `c x`, the bias
-        // feature `c` (see `Backend::pack_patches`); one scalar read back.
-        let peak = xs.abs()?.flatten_all()?.max(0)?.to_scalar::<T>()?.as_f64();
-        let gain = T::of_f64(pow2_gain::<T>(peak));
-        let xs = if gain == T::ONE { xs } else { xs.broadcast_mul(&self.scalar(gain)?)? };
-        let pad = Tensor::new(&[T::ZERO, gain], &self.device)?.reshape((1, 2))?.broadcast_as((r, 2))?;
-        let patches = Tensor::cat(&[&xs, &pad], 1)?.index_select(&self.patch_indices(layer)?, 1)?;
-        self.store("pack_patches: scratch", packed, 0, &patches)
-    }
-
-    /// [`Backend::fisher_weights`] from the output gradients `y` (1-D): a
-    /// buffer's tensor or a view's.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn fisher_weights_from(&self, p: &Patches<'_, Self>, y: &Tensor, norms: &TensorBuf, scale: T, eps: T, trace: &mut TensorBuf, lambda: &mut TensorBuf) -> Res {
-        let (rows, l) = (p.layer.rows(), p.layer.positions());
-        let n = p.r.saturating_mul(l);
-        let y = self.prefix("fisher_weights: y", y, n.saturating_mul(rows))?;
-        // Y as N x R: a conv's [r, R, L] is transposed, a linear layer's
-        // [r, T, R] already is.
-        let y = if p.layer.output_strides().0 == 1 { y.reshape((n, rows))? } else { y.reshape((p.r, rows, l))?.transpose(1, 2)?.reshape((n, rows))? };
-        let q = self.rescale_lines(y, 0)?.sqr()?.affine(scale.as_f64(), 0.0)?;
-        let norms = self.matrix("fisher_weights: norms", &norms.0, n, 1)?;
-        let tr = q.broadcast_mul(&norms)?.sum(0)?.broadcast_div(&self.scalar(T::of_f64(p.layer.cols() as f64))?)?;
-        need("fisher_weights: lambda", &lambda.0, n.saturating_mul(rows))?;
-        let lam = q.broadcast_div(&tr.affine(1.0, eps.as_f64())?.reshape((1, rows))?)?;
-        self.store("fisher_weights: trace", trace, 0, &tr)?;
-        self.store("fisher_weights: lambda", lambda, 0, &lam)
-    }
-
-    /// [`Backend::copy_strided`] from `src` (1-D): a buffer's tensor or a view's.
-    pub(crate) fn copy_from(&self, rows: usize, cols: usize, src: &Tensor, src_at: Strided, dst: &mut TensorBuf, dst_at: Strided) -> Res {
-        if rows == 0 || cols == 0 {
-            return Ok(());
-        }
-        let block = self.read_block("copy_strided: src", src, rows, cols, src_at)?;
-        need("copy_strided: dst", &dst.0, dst_at.end(rows, cols))?;
-        if dst_at.stride == cols {
-            return self.store("copy_strided: dst", dst, dst_at.offset, &block);
-        }
-        let idx = self.block_indices("copy_strided: dst", rows, cols, dst_at)?;
-        dst.0 = dst.0.scatter(&idx, &block.contiguous()?, 0)?.detach();
-        Ok(())
-    }
-
-    /// [`Backend::axpby`] from `x` (1-D) into `y`: a whole buffer or a view.
-    pub(crate) fn axpby_into(&self, n: usize, a: T, x: &Tensor, b: T, y: &mut TensorViewMut<'_>) -> Res {
-        let ax = self.prefix("axpby: x", x, n)?.affine(a.as_f64(), 0.0)?;
-        let out = if b == T::ZERO {
-            need("axpby: y", y.tensor(), n)?;
-            ax
-        } else {
-            (ax + self.prefix("axpby: y", y.tensor(), n)?.affine(b.as_f64(), 0.0)?)?
-        };
-        y.write(self, "axpby: y", &out)
-    }
-
-    /// [`Backend::row_step`] on `w`: a whole buffer or a view.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn row_step_into(&self, rows: usize, cols: usize, w: &mut TensorViewMut<'_>, decay: T, lr: T, scale: &TensorBuf, z: &TensorBuf, z_at: Strided) -> Res {
-        if rows == 0 || cols == 0 {
-            return Ok(());
-        }
-        let c = self.matrix("row_step: scale", &scale.0, rows, 1)?.affine(lr.as_f64(), 0.0)?;
-        let z = self.read_block("row_step: z", &z.0, rows, cols, z_at)?.reshape((rows, cols))?;
-        let out = (self.matrix("row_step: w", w.tensor(), rows, cols)?.affine(decay.as_f64(), 0.0)? - z.broadcast_mul(&c)?)?;
-        w.write(self, "row_step: w", &out)
-    }
 }
 
 impl<T: Scalar + WithDType> Backend for CandleBackend<T> {
     type Scalar = T;
     type Buffer = TensorBuf;
+    type View<'a> = TensorView<'a>;
+    type ViewMut<'a> = TensorViewMut<'a>;
     type Error = CandleError;
 
     fn zeros(&self, len: usize) -> Res<TensorBuf> {
@@ -403,8 +334,40 @@ impl<T: Scalar + WithDType> Backend for CandleBackend<T> {
         r.saturating_mul(layer.positions()).saturating_mul(layer.cols())
     }
 
-    fn pack_patches(&self, layer: &Layer, r: usize, x: &TensorBuf, packed: &mut TensorBuf) -> Res {
-        self.pack_from(layer, r, &x.0, packed)
+    fn view<'a>(&self, buf: &'a TensorBuf, offset: usize, len: usize) -> Res<TensorView<'a>> {
+        Ok(TensorView::new(self.part("view", &buf.0, offset, len)?))
+    }
+
+    fn view_mut<'a>(&self, buf: &'a mut TensorBuf, offset: usize, len: usize) -> Res<TensorViewMut<'a>> {
+        let flat = self.part("view_mut", &buf.0, offset, len)?;
+        Ok(TensorViewMut::of_buffer(flat, buf, offset))
+    }
+
+    fn reborrow<'b>(&self, v: &'b TensorViewMut<'_>) -> TensorView<'b> {
+        TensorView::new(v.tensor().clone())
+    }
+
+    fn reborrow_view<'b>(&self, v: &'b TensorView<'_>) -> TensorView<'b> {
+        TensorView::new(v.tensor().clone())
+    }
+
+    fn view_len(&self, v: &TensorView<'_>) -> usize {
+        v.tensor().elem_count()
+    }
+
+    fn pack_patches(&self, layer: &Layer, r: usize, x: &TensorView<'_>, packed: &mut TensorBuf) -> Res {
+        let x = x.tensor();
+        layer.validate().map_err(CandleError::InvalidLayer)?;
+        let inp = layer.input_len();
+        let xs = self.matrix("pack_patches: x", x, r, inp)?;
+        // Inputs whose squares could overflow: the patches of `c x`, the bias
+        // feature `c` (see `Backend::pack_patches`); one scalar read back.
+        let peak = xs.abs()?.flatten_all()?.max(0)?.to_scalar::<T>()?.as_f64();
+        let gain = T::of_f64(pow2_gain::<T>(peak));
+        let xs = if gain == T::ONE { xs } else { xs.broadcast_mul(&self.scalar(gain)?)? };
+        let pad = Tensor::new(&[T::ZERO, gain], &self.device)?.reshape((1, 2))?.broadcast_as((r, 2))?;
+        let patches = Tensor::cat(&[&xs, &pad], 1)?.index_select(&self.patch_indices(layer)?, 1)?;
+        self.store("pack_patches: scratch", packed, 0, &patches)
     }
 
     fn patch_sq_norms(&self, p: &Patches<'_, Self>, norms: &mut TensorBuf) -> Res {
@@ -413,8 +376,21 @@ impl<T: Scalar + WithDType> Backend for CandleBackend<T> {
         self.store("patch_sq_norms: norms", norms, 0, &x.sqr()?.sum(1)?)
     }
 
-    fn fisher_weights(&self, p: &Patches<'_, Self>, y: &TensorBuf, norms: &TensorBuf, scale: T, eps: T, trace: &mut TensorBuf, lambda: &mut TensorBuf) -> Res {
-        self.fisher_weights_from(p, &y.0, norms, scale, eps, trace, lambda)
+    fn fisher_weights(&self, p: &Patches<'_, Self>, y: &TensorView<'_>, norms: &TensorBuf, c: FisherCoefs<T>, out: FisherOut<'_, Self>) -> Res {
+        let (y, FisherCoefs { scale, eps }, FisherOut { trace, lambda }) = (y.tensor(), c, out);
+        let (rows, l) = (p.layer.rows(), p.layer.positions());
+        let n = p.r.saturating_mul(l);
+        let y = self.prefix("fisher_weights: y", y, n.saturating_mul(rows))?;
+        // Y as N x R: a conv's [r, R, L] is transposed, a linear layer's
+        // [r, T, R] already is.
+        let y = if p.layer.output_strides().0 == 1 { y.reshape((n, rows))? } else { y.reshape((p.r, rows, l))?.transpose(1, 2)?.reshape((n, rows))? };
+        let q = self.rescale_lines(y, 0)?.sqr()?.affine(scale.as_f64(), 0.0)?;
+        let norms = self.matrix("fisher_weights: norms", &norms.0, n, 1)?;
+        let tr = q.broadcast_mul(&norms)?.sum(0)?.broadcast_div(&self.scalar(T::of_f64(p.layer.cols() as f64))?)?;
+        need("fisher_weights: lambda", &lambda.0, n.saturating_mul(rows))?;
+        let lam = q.broadcast_div(&tr.affine(1.0, eps.as_f64())?.reshape((1, rows))?)?;
+        self.store("fisher_weights: trace", trace, 0, &tr)?;
+        self.store("fisher_weights: lambda", lambda, 0, &lam)
     }
 
     fn project(&self, p: &mut Patches<'_, Self>, v: &TensorBuf, u: &mut TensorBuf) -> Res {
@@ -443,11 +419,20 @@ impl<T: Scalar + WithDType> Backend for CandleBackend<T> {
         self.store("fisher_matvec: out", out, 0, &(scaled.t()?.matmul(&x)? + v.affine(tau.as_f64(), 0.0)?)?)
     }
 
-    fn axpby(&self, n: usize, a: T, x: &TensorBuf, b: T, y: &mut TensorBuf) -> Res {
-        self.axpby_into(n, a, &x.0, b, &mut TensorViewMut::whole(y))
+    fn axpby(&self, n: usize, a: T, x: &TensorView<'_>, b: T, y: &mut TensorViewMut<'_>) -> Res {
+        let x = x.tensor();
+        let ax = self.prefix("axpby: x", x, n)?.affine(a.as_f64(), 0.0)?;
+        let out = if b == T::ZERO {
+            need("axpby: y", y.tensor(), n)?;
+            ax
+        } else {
+            (ax + self.prefix("axpby: y", y.tensor(), n)?.affine(b.as_f64(), 0.0)?)?
+        };
+        y.write(self, "axpby: y", &out)
     }
 
-    fn row_rescale(&self, rows: usize, cols: usize, v: &mut TensorBuf) -> Res {
+    fn row_rescale(&self, shape: Shape, v: &mut TensorBuf) -> Res {
+        let Shape { rows, cols } = shape;
         let m = self.matrix("row_rescale: v", &v.0, rows, cols)?;
         let scaled = self.rescale_lines(m, 1)?;
         self.store("row_rescale: v", v, 0, &scaled)
@@ -458,11 +443,24 @@ impl<T: Scalar + WithDType> Backend for CandleBackend<T> {
         self.store("mul_assign: a", a, 0, &out)
     }
 
-    fn copy_strided(&self, rows: usize, cols: usize, src: &TensorBuf, src_at: Strided, dst: &mut TensorBuf, dst_at: Strided) -> Res {
-        self.copy_from(rows, cols, &src.0, src_at, dst, dst_at)
+    fn copy_strided(&self, shape: Shape, src: &TensorView<'_>, src_at: Strided, dst: &mut TensorBuf, dst_at: Strided) -> Res {
+        let Shape { rows, cols } = shape;
+        let src = src.tensor();
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let block = self.read_block("copy_strided: src", src, rows, cols, src_at)?;
+        need("copy_strided: dst", &dst.0, dst_at.end(rows, cols))?;
+        if dst_at.stride == cols {
+            return self.store("copy_strided: dst", dst, dst_at.offset, &block);
+        }
+        let idx = self.block_indices("copy_strided: dst", rows, cols, dst_at)?;
+        dst.0 = dst.0.scatter(&idx, &block.contiguous()?, 0)?.detach();
+        Ok(())
     }
 
-    fn row_dots(&self, rows: usize, cols: usize, a: &TensorBuf, b: &TensorBuf, out: &mut TensorBuf) -> Res {
+    fn row_dots(&self, shape: Shape, a: &TensorBuf, b: &TensorBuf, out: &mut TensorBuf) -> Res {
+        let Shape { rows, cols } = shape;
         let prod = (self.matrix("row_dots: a", &a.0, rows, cols)? * self.matrix("row_dots: b", &b.0, rows, cols)?)?;
         self.store("row_dots: out", out, 0, &prod.sum(1)?)
     }
@@ -477,19 +475,28 @@ impl<T: Scalar + WithDType> Backend for CandleBackend<T> {
         self.store("row_rsqrt: out", out, 0, &r)
     }
 
-    fn row_axpy(&self, rows: usize, cols: usize, a: T, coef: &TensorBuf, x: &TensorBuf, y: &mut TensorBuf) -> Res {
+    fn row_axpy(&self, shape: Shape, a: T, coef: &TensorBuf, x: &TensorBuf, y: &mut TensorBuf) -> Res {
+        let Shape { rows, cols } = shape;
         let c = self.matrix("row_axpy: coef", &coef.0, rows, 1)?.affine(a.as_f64(), 0.0)?;
         let out = (self.matrix("row_axpy: y", &y.0, rows, cols)? + self.matrix("row_axpy: x", &x.0, rows, cols)?.broadcast_mul(&c)?)?;
         self.store("row_axpy: y", y, 0, &out)
     }
 
-    fn row_xpby(&self, rows: usize, cols: usize, x: &TensorBuf, coef: &TensorBuf, y: &mut TensorBuf) -> Res {
+    fn row_xpby(&self, shape: Shape, x: &TensorBuf, coef: &TensorBuf, y: &mut TensorBuf) -> Res {
+        let Shape { rows, cols } = shape;
         let c = self.matrix("row_xpby: coef", &coef.0, rows, 1)?;
         let out = (self.matrix("row_xpby: x", &x.0, rows, cols)? + self.matrix("row_xpby: y", &y.0, rows, cols)?.broadcast_mul(&c)?)?;
         self.store("row_xpby: y", y, 0, &out)
     }
 
-    fn row_step(&self, rows: usize, cols: usize, w: &mut TensorBuf, decay: T, lr: T, scale: &TensorBuf, z: &TensorBuf, z_at: Strided) -> Res {
-        self.row_step_into(rows, cols, &mut TensorViewMut::whole(w), decay, lr, scale, z, z_at)
+    fn row_step(&self, shape: Shape, w: &mut TensorViewMut<'_>, c: StepCoefs<T>, scale: &TensorBuf, z: &TensorBuf, z_at: Strided) -> Res {
+        let (Shape { rows, cols }, StepCoefs { decay, lr }) = (shape, c);
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let c = self.matrix("row_step: scale", &scale.0, rows, 1)?.affine(lr.as_f64(), 0.0)?;
+        let z = self.read_block("row_step: z", &z.0, rows, cols, z_at)?.reshape((rows, cols))?;
+        let out = (self.matrix("row_step: w", w.tensor(), rows, cols)?.affine(decay.as_f64(), 0.0)? - z.broadcast_mul(&c)?)?;
+        w.write(self, "row_step: w", &out)
     }
 }

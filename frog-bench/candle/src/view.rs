@@ -1,5 +1,5 @@
 //! Views on candle: a step's parameters, gradients, sampled inputs and
-//! output gradients as the caller's own tensors ([`frog_core::ViewBackend`]).
+//! output gradients as the caller's own tensors ([`frog_core::Backend::View`]).
 //!
 //! A read-only view is a 1-D tensor of exactly the entries it shows: a
 //! `narrow` of a buffer, or a candle user's tensor flattened (no copy when
@@ -13,7 +13,7 @@
 use std::marker::PhantomData;
 
 use candle_core::{Tensor, Var, WithDType};
-use frog_core::{Layer, Patches, Scalar, Strided, ViewBackend};
+use frog_core::Scalar;
 
 use crate::backend::{CandleBackend, Res, TensorBuf};
 
@@ -27,7 +27,8 @@ pub struct TensorView<'a> {
 }
 
 impl TensorView<'_> {
-    fn new(tensor: Tensor) -> Self {
+    /// A view of exactly `tensor`'s entries (1-D, detached).
+    pub(crate) fn new(tensor: Tensor) -> Self {
         Self { tensor, _borrow: PhantomData }
     }
 
@@ -41,7 +42,7 @@ impl TensorView<'_> {
 #[derive(Debug)]
 pub struct TensorViewMut<'a> {
     /// What the step reads: the entries as of the last write (kept here
-    /// because [`ViewBackend::reborrow`] cannot fail, and a user tensor's
+    /// because [`frog_core::Backend::reborrow`] cannot fail, and a user tensor's
     /// flattening can).
     flat: Tensor,
     dst: Dst<'a>,
@@ -59,9 +60,9 @@ enum Dst<'a> {
 }
 
 impl<'a> TensorViewMut<'a> {
-    /// All of `buf`: how the buffer kernels share the view kernels' code.
-    pub(crate) fn whole(buf: &'a mut TensorBuf) -> Self {
-        Self { flat: buf.0.clone(), dst: Dst::Buffer { buf, offset: 0 } }
+    /// Entries `offset..` of `buf`, which hold `flat` (checked by the caller).
+    pub(crate) fn of_buffer(flat: Tensor, buf: &'a mut TensorBuf, offset: usize) -> Self {
+        Self { flat, dst: Dst::Buffer { buf, offset } }
     }
 
     /// The entries, 1-D.
@@ -107,51 +108,5 @@ impl<T: Scalar + WithDType> CandleBackend<T> {
     /// and every clone of the `Var` see them.
     pub fn var_view<'a>(&self, var: &'a Var) -> Res<TensorViewMut<'a>> {
         Ok(TensorViewMut { flat: self.flat(var.as_tensor())?, dst: Dst::Var(var) })
-    }
-}
-
-impl<T: Scalar + WithDType> ViewBackend for CandleBackend<T> {
-    type View<'a> = TensorView<'a>;
-    type ViewMut<'a> = TensorViewMut<'a>;
-
-    fn view<'a>(&self, buf: &'a TensorBuf, offset: usize, len: usize) -> Res<TensorView<'a>> {
-        Ok(TensorView::new(self.part("view", &buf.0, offset, len)?))
-    }
-
-    fn view_mut<'a>(&self, buf: &'a mut TensorBuf, offset: usize, len: usize) -> Res<TensorViewMut<'a>> {
-        let flat = self.part("view_mut", &buf.0, offset, len)?;
-        Ok(TensorViewMut { flat, dst: Dst::Buffer { buf, offset } })
-    }
-
-    fn reborrow<'b>(&self, v: &'b TensorViewMut<'_>) -> TensorView<'b> {
-        TensorView::new(v.flat.clone())
-    }
-
-    fn view_len(&self, v: &TensorView<'_>) -> usize {
-        v.tensor.elem_count()
-    }
-
-    fn view_mut_len(&self, v: &TensorViewMut<'_>) -> usize {
-        v.flat.elem_count()
-    }
-
-    fn copy_from_view(&self, rows: usize, cols: usize, src: &TensorView<'_>, src_at: Strided, dst: &mut TensorBuf, dst_at: Strided) -> Res {
-        self.copy_from(rows, cols, &src.tensor, src_at, dst, dst_at)
-    }
-
-    fn axpby_view(&self, n: usize, a: T, x: &TensorView<'_>, b: T, y: &mut TensorViewMut<'_>) -> Res {
-        self.axpby_into(n, a, &x.tensor, b, y)
-    }
-
-    fn row_step_view(&self, rows: usize, cols: usize, w: &mut TensorViewMut<'_>, decay: T, lr: T, scale: &TensorBuf, z: &TensorBuf, z_at: Strided) -> Res {
-        self.row_step_into(rows, cols, w, decay, lr, scale, z, z_at)
-    }
-
-    fn pack_patches_view(&self, layer: &Layer, r: usize, x: &TensorView<'_>, packed: &mut TensorBuf) -> Res {
-        self.pack_from(layer, r, &x.tensor, packed)
-    }
-
-    fn fisher_weights_view(&self, p: &Patches<'_, Self>, y: &TensorView<'_>, norms: &TensorBuf, scale: T, eps: T, trace: &mut TensorBuf, lambda: &mut TensorBuf) -> Res {
-        self.fisher_weights_from(p, &y.tensor, norms, scale, eps, trace, lambda)
     }
 }

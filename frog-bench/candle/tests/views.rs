@@ -7,8 +7,8 @@ use candle_core::{DType, Device, Tensor, Var, WithDType};
 use frog_candle::backend::{CandleBackend, CandleError, TensorBuf};
 use frog_candle::view::TensorViewMut;
 use frog_core::{
-    frog_step, gather_rows, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Error, GroupId, Layer, Optimizer, ParamState, Params, Patches, Scalar, SgdConfig,
-    ShapeError, Strided, Unguarded, ViewBackend, ViewBatch, ViewParams, Workspace, WorkspaceReq,
+    frog_step, gather_rows, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Error, FisherCoefs, FisherOut, GroupId, Layer, Optimizer, ParamGrad, ParamState, Params, Patches, Scalar, SgdConfig,
+    Shape, ShapeError, StepCoefs, Strided, Unguarded, ViewBatch, ViewParamGrad, ViewParams, Workspace, WorkspaceReq,
 };
 
 /// `n` seeded values in `[-1, 1)` (a 64-bit LCG's top bits).
@@ -202,9 +202,9 @@ fn optimizer_view_steps_equal_buffer_steps() {
         let [w0b, b0b, w1b, b1b, p0b, p1b] = &mut bufs[..] else { unreachable!() };
         let frog_batch = Batch { x: &xs, y: &ys, sample: rows.len(), batch_size: batch };
         ob.step_layer(&b, ids[0], Params { weight: w0b, grad_weight: &g[0], bias: Some((b0b, &g[1])) }, Some(frog_batch)).unwrap();
-        ob.step_param(&b, ids[1], p0b, &g[4]).unwrap();
-        ob.step_layer(&b, ids[2], Params { weight: w1b, grad_weight: &g[2], bias: Some((b1b, &g[3])) }, None).unwrap();
-        ob.step_param(&b, ids[3], p1b, &g[5]).unwrap();
+        ob.step_param(&b, ids[1], ParamGrad { param: p0b, grad: &g[4] }).unwrap();
+        ob.step_layer(&b, ids[2], Params { weight: w1b, grad_weight: &g[2], bias: Some((b1b, &g[3])) }, None::<Batch<_>>).unwrap();
+        ob.step_param(&b, ids[3], ParamGrad { param: p1b, grad: &g[5] }).unwrap();
 
         // Views: the model's tensors, the sampled rows picked by candle.
         let idx = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), rows.len(), &Device::Cpu).unwrap();
@@ -212,11 +212,11 @@ fn optimizer_view_steps_equal_buffer_steps() {
         let view = |t| b.tensor_view(t).unwrap();
         let frog_batch = ViewBatch { x: view(&xs), y: view(&ys), sample: rows.len(), batch_size: batch };
         let params = ViewParams { weight: b.var_view(&vw0).unwrap(), grad_weight: view(&gw0), bias: Some((b.tensor_view_mut(&mut vb0).unwrap(), view(&gb0))) };
-        ov.step_layer_view(&b, view_ids[0], params, Some(frog_batch)).unwrap();
-        ov.step_param_view(&b, view_ids[1], b.var_view(&vp0).unwrap(), view(&gp0)).unwrap();
+        ov.step_layer(&b, view_ids[0], params, Some(frog_batch)).unwrap();
+        ov.step_param(&b, view_ids[1], ViewParamGrad { param: b.var_view(&vp0).unwrap(), grad: view(&gp0) }).unwrap();
         let params = ViewParams { weight: b.var_view(&vw1).unwrap(), grad_weight: view(&gw1), bias: Some((b.tensor_view_mut(&mut vb1).unwrap(), view(&gb1))) };
-        ov.step_layer_view(&b, view_ids[2], params, None).unwrap();
-        ov.step_param_view(&b, view_ids[3], b.tensor_view_mut(&mut vp1).unwrap(), view(&gp1)).unwrap();
+        ov.step_layer(&b, view_ids[2], params, None::<ViewBatch<_>>).unwrap();
+        ov.step_param(&b, view_ids[3], ViewParamGrad { param: b.tensor_view_mut(&mut vp1).unwrap(), grad: view(&gp1) }).unwrap();
 
         let views = [vw0.as_tensor(), &vb0, vw1.as_tensor(), &vb1, vp0.as_tensor(), &vp1];
         for (k, (v, buf)) in views.iter().zip(&bufs).enumerate() {
@@ -262,20 +262,20 @@ fn view_kernels_reject_short_views_and_change_nothing() {
     let var = Var::from_tensor(&five).unwrap();
     let mut t = five.clone();
     let (x4, x5) = (b.tensor_view(&four).unwrap(), b.tensor_view(&five).unwrap());
-    assert_eq!(length(b.axpby_view(5, 1.0, &x4, 0.5, &mut b.var_view(&var).unwrap())), (5, 4));
-    assert_eq!(length(b.axpby_view(5, 1.0, &x5, 0.0, &mut b.tensor_view_mut(&mut t.narrow(0, 0, 4).unwrap()).unwrap())), (5, 4));
+    assert_eq!(length(b.axpby(5, 1.0, &x4, 0.5, &mut b.var_view(&var).unwrap())), (5, 4));
+    assert_eq!(length(b.axpby(5, 1.0, &x5, 0.0, &mut b.tensor_view_mut(&mut t.narrow(0, 0, 4).unwrap()).unwrap())), (5, 4));
     let mut dst = b.zeros(8).unwrap();
-    assert_eq!(length(b.copy_from_view(2, 2, &x4, Strided { stride: 3, offset: 0 }, &mut dst, Strided::dense(2))), (5, 4));
+    assert_eq!(length(b.copy_strided(Shape::new(2, 2), &x4, Strided { stride: 3, offset: 0 }, &mut dst, Strided::dense(2))), (5, 4));
     let (scale, z) = (b.zeros(2).unwrap(), b.zeros(6).unwrap());
-    assert_eq!(length(b.row_step_view(2, 3, &mut b.tensor_view_mut(&mut t).unwrap(), 1.0, 0.1, &scale, &z, Strided::dense(3))), (6, 5));
+    assert_eq!(length(b.row_step(Shape::new(2, 3), &mut b.tensor_view_mut(&mut t).unwrap(), StepCoefs { decay: 1.0, lr: 0.1 }, &scale, &z, Strided::dense(3))), (6, 5));
 
     let layer = Layer::linear(2, 3, false);
     let mut packed = b.zeros(b.patch_scratch_len(&layer, 3)).unwrap();
-    assert_eq!(length(b.pack_patches_view(&layer, 3, &x4, &mut packed)), (6, 4));
+    assert_eq!(length(b.pack_patches(&layer, 3, &x4, &mut packed)), (6, 4));
     let (norms, mut trace, mut lambda) = (b.zeros(3).unwrap(), b.zeros(3).unwrap(), b.zeros(9).unwrap());
     let mut scratch = b.zeros(b.product_scratch_len(&layer, 3)).unwrap();
-    let p = Patches { layer: &layer, r: 3, x: &packed, packed: &packed, scratch: &mut scratch };
-    assert_eq!(length(b.fisher_weights_view(&p, &x5, &norms, 1.0, 1e-10, &mut trace, &mut lambda)), (9, 5));
+    let p = Patches { layer: &layer, r: 3, x: None, packed: &packed, scratch: &mut scratch };
+    assert_eq!(length(b.fisher_weights(&p, &x5, &norms, FisherCoefs { scale: 1.0, eps: 1e-10 }, FisherOut { trace: &mut trace, lambda: &mut lambda })), (9, 5));
     assert!(entries::<f64>(var.as_tensor()) == entries::<f64>(&five) && entries::<f64>(&t) == entries::<f64>(&five), "a failed kernel changed its parameter");
 }
 
@@ -309,6 +309,6 @@ fn steps_on_views_of_the_wrong_length_are_errors() {
 
     let mut opt = Optimizer::<CandleBackend<f64>, 2>::new(cfg, 4, 1).unwrap();
     let id = opt.add_param(&b, "p", 6, GroupId::DEFAULT).unwrap();
-    let r = opt.step_param_view(&b, id, b.var_view(&w).unwrap(), b.tensor_view(&short).unwrap());
+    let r = opt.step_param(&b, id, ViewParamGrad { param: b.var_view(&w).unwrap(), grad: b.tensor_view(&short).unwrap() });
     assert_eq!(shape(r), ShapeError::BufferLength { what: "grad", expected: 6, actual: 5 });
 }

@@ -67,8 +67,9 @@ pub trait Device {
     }
     /// `y = a*x + b*y` over `n` entries.
     fn axpby(&self, n: usize, a: f64, x: &Self::Buffer, b: f64, y: &mut Self::Buffer) -> Result<()> {
-        let s = Self::Scalar::of_f64;
-        self.backend().axpby(n, s(a), x, s(b), y).map_err(backend_err)
+        let (s, be) = (Self::Scalar::of_f64, self.backend());
+        let (x, mut y) = (be.view(x, 0, n).map_err(backend_err)?, be.view_mut(y, 0, n).map_err(backend_err)?);
+        be.axpby(n, s(a), &x, s(b), &mut y).map_err(backend_err)
     }
 
     /// Room for the labels of `batch` samples.
