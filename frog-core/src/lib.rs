@@ -15,6 +15,34 @@
 //! [`WorkspaceReq`] and allocated once, by the caller, on its backend;
 //! steps only launch backend kernels, so per-row scalars
 //! (traces, CG `alpha`/`beta`, row scales) never leave the device.
+//!
+//! # Example
+//!
+//! One FROG step of a linear layer on frog-cpu's backend, through the
+//! lowest level, [`frog_step`]: the state and the workspace are built once,
+//! then every step hands over the parameters, their gradients and the
+//! sampled rows of the layer's inputs and output gradients. (The
+//! [`Optimizer`] object draws the sample and keeps the states of many
+//! layers; frog-cpu's `host::HostFrog` does it all on host slices.)
+//!
+//! ```
+//! use frog_core::{frog_step, Batch, Config, Layer, ParamState, Params, Unguarded, Workspace, WorkspaceReq};
+//! use frog_cpu::Cpu;
+//!
+//! let cpu = Cpu::<f64>::with_threads(1)?;
+//! let layer = Layer::linear(4, 3, true); // 4 inputs -> 3 outputs, with a bias
+//! let cfg = Config { lr: 0.01, momentum: 0.9, ..Config::default() };
+//! let mut state = ParamState::new(&cpu, layer.rows() * layer.cols(), true)?;
+//! let mut ws = Workspace::new(&cpu, WorkspaceReq::new(&cpu, &layer, 2)?)?;
+//!
+//! let (mut w, grad_w, mut b, grad_b) = (vec![0.1; 12], vec![0.02; 12], vec![0.0; 3], vec![0.01; 3]);
+//! let (x, y) = (vec![0.5, -1.0, 2.0, 0.25, 1.0, 0.0, -0.5, 1.5], vec![0.1, -0.2, 0.3, 0.05, 0.0, -0.1]);
+//! let params = Params { weight: &mut w, grad_weight: &grad_w, bias: Some((&mut b, &grad_b)) };
+//! let batch = Batch { x: &x, y: &y, sample: 2, batch_size: 8 }; // 2 sampled rows of a batch of 8
+//! frog_step(&cpu, &cfg, &layer, &mut state, &mut ws, params, batch, Unguarded)?;
+//! assert!(w.iter().chain(&b).all(|v| v.is_finite()) && w != vec![0.1; 12]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

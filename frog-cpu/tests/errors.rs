@@ -165,17 +165,17 @@ fn a_short_product_scratch_is_refused_and_changes_nothing() {
     let (rows, cols, n) = (winograd.rows(), winograd.cols(), sample * winograd.positions());
     let x = Rng(6).vec(sample * winograd.input_len());
     let mut packed = cpu.zeros(cpu.patch_scratch_len(&winograd, sample)).unwrap();
-    cpu.pack_patches(&winograd, sample, &x, &mut packed).unwrap();
+    cpu.pack_patches(&winograd, sample, &&x[..], &mut packed).unwrap();
     let (v, lambda) = (vec![1.0; rows * cols], vec![1.0; n * rows]);
     let (mut u, mut g) = (vec![0.5; n * rows], vec![0.5; rows * cols]);
     // The fused matvec needs all of it; each product alone needs less
     // (no partial sums), and refuses a scratch of one entry.
     let mut scratch = short(&cpu, &winograd);
-    let mut p = Patches { layer: &winograd, r: sample, x: &x, packed: &packed, scratch: &mut scratch };
+    let mut p = Patches { layer: &winograd, r: sample, x: Some(&x[..]), packed: &packed, scratch: &mut scratch };
     let err = cpu.fisher_matvec(&mut p, &lambda, 0.1, &v, &mut u, &mut g).unwrap_err();
     refused("fisher_matvec: product scratch", p.scratch, err);
     let mut scratch = vec![0.5];
-    let mut p = Patches { layer: &winograd, r: sample, x: &x, packed: &packed, scratch: &mut scratch };
+    let mut p = Patches { layer: &winograd, r: sample, x: Some(&x[..]), packed: &packed, scratch: &mut scratch };
     let err = cpu.project(&mut p, &v, &mut u).unwrap_err();
     refused("project: product scratch", p.scratch, err);
     let err = cpu.back_project(&mut p, &lambda, &mut g).unwrap_err();
@@ -185,9 +185,9 @@ fn a_short_product_scratch_is_refused_and_changes_nothing() {
     let (rows, cols, n) = (gram.rows(), gram.cols(), sample);
     let x = Rng(7).vec(sample * gram.input_len());
     let mut packed = cpu.zeros(cpu.patch_scratch_len(&gram, sample)).unwrap();
-    cpu.pack_patches(&gram, sample, &x, &mut packed).unwrap();
+    cpu.pack_patches(&gram, sample, &&x[..], &mut packed).unwrap();
     let mut scratch = short(&cpu, &gram);
-    let mut p = Patches { layer: &gram, r: sample, x: &x, packed: &packed, scratch: &mut scratch };
+    let mut p = Patches { layer: &gram, r: sample, x: Some(&x[..]), packed: &packed, scratch: &mut scratch };
     let [mut z, mut rs, mut pd, mut ap] = [(); 4].map(|_| vec![0.5; rows * cols]);
     let [mut rho, mut rho_next, mut pap, mut coef] = [(); 4].map(|_| vec![0.5; rows]);
     let mut u = vec![0.5; n * rows];

@@ -149,7 +149,7 @@ impl AdamBackend for RequiredOnly {
 
 /// `p` for the inner backend's calls that take `&Patches`, with the
 /// product scratch `scratch` (they write none, and cannot lend `p`'s).
-fn inner<'a>(p: &Patches<'a, RequiredOnly>, scratch: &'a mut Vec<f64>) -> Patches<'a, Cpu<f64>> {
+fn inner<'b>(p: &'b Patches<'_, RequiredOnly>, scratch: &'b mut Vec<f64>) -> Patches<'b, Cpu<f64>> {
     Patches { layer: p.layer, r: p.r, x: p.x, packed: p.packed, scratch }
 }
 
