@@ -64,11 +64,5 @@ impl From<HostError> for Error {
     }
 }
 
-impl From<frog_cpu::CpuError> for Error {
-    fn from(e: frog_cpu::CpuError) -> Self {
-        Self::Frog(e.into())
-    }
-}
-
 /// The crate's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
