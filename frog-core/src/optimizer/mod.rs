@@ -81,9 +81,9 @@ pub struct Optimizer<B: Backend, const N: usize> {
     /// when the guard is set, so that only [`Optimizer::set_guard`] needs
     /// [`GuardBackend`]).
     guard: Option<(Guard, RowGuard<B>)>,
-    /// [`adamw_step`] of this backend, once an AdamW group exists.
+    /// [`adamw_step`](crate::adamw_step) of this backend, once an AdamW group exists.
     adam: Option<AdamStep<B>>,
-    /// [`kfrog_step`] of this backend, once a K-FROG group exists.
+    /// [`kfrog_step`](crate::kfrog_step) of this backend, once a K-FROG group exists.
     kfrog: Option<KfrogStep<B>>,
 }
 
@@ -104,10 +104,10 @@ impl<B: Backend, const N: usize> fmt::Debug for Optimizer<B, N> {
 
 type Res<T, B> = Result<T, Error<<B as Backend>::Error>>;
 
-/// [`adamw_step`] for one backend.
+/// [`adamw_step`](crate::adamw_step) for one backend.
 type AdamStep<B> = fn(&B, &AdamWConfig, &mut AdamState<B>, &mut <B as Backend>::Buffer, &<B as Backend>::Buffer) -> Res<(), B>;
 
-/// [`kfrog_step`] for one backend.
+/// [`kfrog_step`](crate::kfrog_step) for one backend.
 type KfrogStep<B> = for<'a> fn(&B, &KfrogConfig, &Layer, &mut KfrogState<B>, &mut Workspace<B>, &mut <B as Backend>::Buffer, &<B as Backend>::Buffer, KfrogBatch<'a, B>) -> Res<(), B>;
 
 impl<B: Backend, const N: usize> Optimizer<B, N> {
