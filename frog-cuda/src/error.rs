@@ -217,3 +217,31 @@ impl BackendError for Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds() {
+        let d = |code| Error::Driver { call: "x", code };
+        assert_eq!(d(100).kind(), BackendErrorKind::NoDevice);
+        assert_eq!(d(34).kind(), BackendErrorKind::NoDevice);
+        assert_eq!(d(2).kind(), BackendErrorKind::OutOfMemory);
+        assert_eq!(d(719).kind(), BackendErrorKind::Launch);
+        assert_eq!(d(700).kind(), BackendErrorKind::Launch);
+        assert_eq!(d(201).kind(), BackendErrorKind::InvalidBuffer);
+        assert_eq!(Error::ForeignBuffer { what: "x" }.kind(), BackendErrorKind::DeviceMismatch);
+        assert!(d(100).to_string().contains("CUDA_ERROR_NO_DEVICE"));
+        // Codes of newer drivers, named after the driver API (35 is only
+        // the runtime API's "insufficient driver").
+        assert_eq!(d(46).kind(), BackendErrorKind::NoDevice);
+        assert!(d(46).to_string().contains("CUDA_ERROR_DEVICE_UNAVAILABLE"));
+        assert_eq!(d(226).kind(), BackendErrorKind::Launch);
+        assert!(d(36).to_string().contains("CUDA_ERROR_CALL_REQUIRES_NEWER_DRIVER"));
+        assert!(!d(35).to_string().contains("INSUFFICIENT_DRIVER"));
+        let load = Error::ModuleLoad { module: "frog", code: 222, log: "ptxas fatal: Unsupported .version".into() };
+        assert_eq!(load.kind(), BackendErrorKind::NoDevice);
+        assert!(load.to_string().contains("JIT log: ptxas fatal"), "{load}");
+    }
+}

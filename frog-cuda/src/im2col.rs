@@ -4,7 +4,7 @@
 
 use frog_core::Conv2d;
 
-use crate::backend::Cuda;
+use crate::device::Cuda;
 use crate::error::Error;
 use crate::kernels::K;
 use crate::launch::{self, int, Arg};

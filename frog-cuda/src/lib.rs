@@ -40,18 +40,28 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod backend;
+mod buffer;
+mod device;
 mod driver;
 mod error;
+mod gemm;
+mod graph;
 mod im2col;
 pub mod kernels;
 pub mod launch;
 mod lowp;
+mod methods;
 #[cfg(feature = "nn")]
 pub mod nn;
+mod precision;
 mod skip;
 mod view;
 
-pub use backend::{Buffer, Cuda, Graph, Order, Precision};
+pub use buffer::Buffer;
+pub use device::Cuda;
+pub use gemm::Order;
+pub use graph::Graph;
+pub use precision::Precision;
 pub use error::{code_name, Error};
 pub use launch::Tile;
 pub use lowp::HalfBuffer;

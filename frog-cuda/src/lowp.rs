@@ -19,10 +19,13 @@ use cust::sys as cu;
 use frog_core::half::{bf16, f16};
 use frog_core::{FisherCoefs, FisherOut, Half, Layer, LowpBackend, Patches};
 
-use crate::backend::{Buffer, Cuda, Geom, Owner, Packed};
+use crate::backend::Geom;
+use crate::buffer::{Buffer, Owner};
+use crate::device::Cuda;
 use crate::error::Error;
 use crate::kernels::K;
 use crate::launch::{self, int, Arg};
+use crate::precision::Packed;
 
 /// A device buffer of `len` bf16 or f16 values owned by one [`Cuda`]
 /// backend (two to a 32-bit word of the allocation).

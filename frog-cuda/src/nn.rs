@@ -16,8 +16,10 @@
 use frog_core::Conv2d;
 pub use frog_cpu::nn::{BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, Epilogue, LinearGrads, LinearShape, LossStats};
 
-use crate::backend::{Buffer, Cuda, Epilogue as GemmOut};
+use crate::buffer::Buffer;
+use crate::device::Cuda;
 use crate::error::Error;
+use crate::gemm::Epilogue as GemmOut;
 use crate::im2col::{conv_args, i, output_hw, PatchRows};
 use crate::kernels::K;
 use crate::launch::{self, Arg};

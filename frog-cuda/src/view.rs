@@ -14,7 +14,8 @@ use std::marker::PhantomData;
 #[cfg(doc)]
 use frog_core::Backend;
 
-use crate::backend::{Buffer, Cuda, Owner};
+use crate::buffer::{Buffer, Owner};
+use crate::device::Cuda;
 use crate::error::Error;
 use crate::launch::Arg;
 
