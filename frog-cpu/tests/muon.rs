@@ -117,7 +117,7 @@ fn run<T: Real>(cpu: &Cpu<T>, case: &Case, rtol: f64, views: bool) -> Result<Rep
                 report.worst = err;
                 report.worst_at = format!("step{k}.{what}");
             }
-            if !(err <= rtol) {
+            if err > rtol || err.is_nan() {
                 failures.push(format!("step{k}.{what}: relative error {err:.3e} > {rtol:.0e}"));
             }
         }
