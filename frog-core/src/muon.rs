@@ -182,7 +182,7 @@ impl MuonShape {
 /// No `alpha`/`beta`: every combination the iteration needs is one
 /// [`Backend::axpby`] after the product, in the references' own order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Product {
+pub struct MatmulOp {
     /// Rows of `C`.
     pub m: usize,
     /// Columns of `C`.
@@ -198,7 +198,7 @@ pub struct Product {
     pub accumulate: bool,
 }
 
-/// How [`MatmulBackend::scale_by_norm`] scales: `x *= num / (sqrt(sq) + eps)`.
+/// How [`MatmulBackend::scale_by_norm`] scales: `x *= num / (norm + eps)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct NormScale<S> {
     /// The target norm (1 to normalize, `sqrt(rows)` for airbench's weight).
@@ -211,21 +211,24 @@ pub struct NormScale<S> {
 /// weight-sized matrices, and normalizes by a Frobenius norm, which
 /// [`Backend`] does not have. An extension trait, so that backends without
 /// it keep compiling; [`muon_step`] requires it. The norm stays on the
-/// device: [`MatmulBackend::sq_norm`] writes it to a one-entry buffer that
+/// device: [`MatmulBackend::frobenius_norm`] writes it to a one-entry buffer that
 /// [`MatmulBackend::scale_by_norm`] reads, so a step reads nothing back.
 pub trait MatmulBackend: Backend {
-    /// `C = op(A) op(B)`, or `C += op(A) op(B)` (see [`Product`]); the
+    /// `C = op(A) op(B)`, or `C += op(A) op(B)` (see [`MatmulOp`]); the
     /// buffers hold at least the entries their shapes name.
-    fn matmul(&self, p: Product, a: &Self::Buffer, b: &Self::Buffer, c: &mut Self::Buffer) -> Result<(), Self::Error>;
+    fn matmul(&self, p: MatmulOp, a: &Self::Buffer, b: &Self::Buffer, c: &mut Self::Buffer) -> Result<(), Self::Error>;
 
-    /// `out[0] = sum of x[i]^2` over the first `n` entries of `x` (a view,
-    /// so that a caller's weight needs no copy).
-    fn sq_norm(&self, n: usize, x: &Self::View<'_>, out: &mut Self::Buffer) -> Result<(), Self::Error>;
+    /// `out[0] = ||x||_F`, the Frobenius norm of the first `n` entries of
+    /// `x` (a view, so that a caller's weight needs no copy), finite
+    /// whenever the norm is: a sum of squares that overflows must be
+    /// rescaled, not returned as infinity (which would zero the update, or
+    /// airbench's weight).
+    fn frobenius_norm(&self, n: usize, x: &Self::View<'_>, out: &mut Self::Buffer) -> Result<(), Self::Error>;
 
-    /// `x[i] *= s.num / (sqrt(sq[0]) + s.eps)` for the first `n` entries of
+    /// `x[i] *= s.num / (norm[0] + s.eps)` for the first `n` entries of
     /// `x`, the factor formed once, as the references form it on the host
     /// (a zero norm with `eps = 0` gives what they give: NaN or infinity).
-    fn scale_by_norm(&self, n: usize, sq: &Self::Buffer, s: NormScale<Self::Scalar>, x: &mut Self::ViewMut<'_>) -> Result<(), Self::Error>;
+    fn scale_by_norm(&self, n: usize, norm: &Self::Buffer, s: NormScale<Self::Scalar>, x: &mut Self::ViewMut<'_>) -> Result<(), Self::Error>;
 }
 
 /// The scratch of one Muon step: the update and the iteration's next
@@ -396,7 +399,7 @@ fn muon_on<B: MatmulBackend>(backend: &B, cfg: &MuonConfig, shape: &MuonShape, s
             let target = NormScale { num: s(libm::sqrt(shape.rows as f64)), eps: B::Scalar::ZERO };
             let norm = &mut scratch.norm;
             go(ops.with_param_mut(backend, |p| {
-                backend.sq_norm(n, &backend.reborrow(p), norm)?;
+                backend.frobenius_norm(n, &backend.reborrow(p), norm)?;
                 backend.scale_by_norm(n, norm, target, p)
             }))?;
         }
@@ -418,15 +421,15 @@ fn newton_schulz<'s, B: MatmulBackend>(backend: &B, shape: &MuonShape, steps: us
     let n = shape.entries();
     let tall = rows > cols;
     let MuonScratch { x, next, gram, poly, norm } = scratch;
-    backend.sq_norm(n, &whole(backend, x)?, norm)?;
+    backend.frobenius_norm(n, &whole(backend, x)?, norm)?;
     let unit = NormScale { num: B::Scalar::ONE, eps: B::Scalar::of_f64(MUON_NS_EPS) };
     backend.scale_by_norm(n, norm, unit, &mut whole_mut(backend, x)?)?;
     let s = B::Scalar::of_f64;
     let (a, b, c) = MUON_NS_COEFS;
     let (mut cur, mut nxt) = (x, next);
     // A = X X^T (wide) or Y^T Y (tall): side x side.
-    let gram_p = Product { m: side, n: side, k: if tall { rows } else { cols }, trans_a: tall, trans_b: !tall, accumulate: false };
-    let square = Product { m: side, n: side, k: side, trans_a: false, trans_b: false, accumulate: false };
+    let gram_p = MatmulOp { m: side, n: side, k: if tall { rows } else { cols }, trans_a: tall, trans_b: !tall, accumulate: false };
+    let square = MatmulOp { m: side, n: side, k: side, trans_a: false, trans_b: false, accumulate: false };
     let ss = side * side;
     for _ in 0..steps {
         backend.matmul(gram_p, cur, cur, gram)?;
@@ -435,9 +438,9 @@ fn newton_schulz<'s, B: MatmulBackend>(backend: &B, shape: &MuonShape, steps: us
         axpby_buffers(backend, ss, s(b), gram, s(c), poly)?;
         // X = a X + Bm X (wide), Y = a Y + Y Bm^T (tall)
         if tall {
-            backend.matmul(Product { m: rows, n: cols, k: cols, trans_a: false, trans_b: true, accumulate: false }, cur, poly, nxt)?;
+            backend.matmul(MatmulOp { m: rows, n: cols, k: cols, trans_a: false, trans_b: true, accumulate: false }, cur, poly, nxt)?;
         } else {
-            backend.matmul(Product { m: rows, n: cols, k: rows, trans_a: false, trans_b: false, accumulate: false }, poly, cur, nxt)?;
+            backend.matmul(MatmulOp { m: rows, n: cols, k: rows, trans_a: false, trans_b: false, accumulate: false }, poly, cur, nxt)?;
         }
         axpby_buffers(backend, n, s(a), cur, B::Scalar::ONE, nxt)?;
         core::mem::swap(&mut cur, &mut nxt);

@@ -2,7 +2,7 @@
 //! Newton-Schulz products through faer on the pool, as FROG's own
 //! products run ([`crate::gemm`]).
 
-use frog_core::{MatmulBackend, NormScale, Product};
+use frog_core::{MatmulBackend, MatmulOp, NormScale};
 
 use crate::backend::{dot, need, Cpu, CpuError};
 use crate::gemm::{matmul, Real, View};
@@ -14,8 +14,8 @@ fn entries(op: &'static str, rows: usize, cols: usize) -> Result<usize, CpuError
 }
 
 impl<T: Real> MatmulBackend for Cpu<T> {
-    fn matmul(&self, p: Product, a: &Vec<T>, b: &Vec<T>, c: &mut Vec<T>) -> Result<(), CpuError> {
-        let Product { m, n, k, trans_a, trans_b, accumulate } = p;
+    fn matmul(&self, p: MatmulOp, a: &Vec<T>, b: &Vec<T>, c: &mut Vec<T>) -> Result<(), CpuError> {
+        let MatmulOp { m, n, k, trans_a, trans_b, accumulate } = p;
         need("matmul: a", a, entries("matmul: a", m, k)?)?;
         need("matmul: b", b, entries("matmul: b", k, n)?)?;
         need("matmul: c", c, entries("matmul: c", m, n)?)?;
@@ -26,17 +26,32 @@ impl<T: Real> MatmulBackend for Cpu<T> {
         Ok(())
     }
 
-    fn sq_norm(&self, n: usize, x: &&[T], out: &mut Vec<T>) -> Result<(), CpuError> {
-        need("sq_norm: x", x, n)?;
-        need("sq_norm: out", out, 1)?;
-        out[0] = dot(&x[..n], &x[..n]);
+    /// The plain sum of squares (the references' arithmetic); only where
+    /// it overflows (or underflows to zero with nonzero entries) a second
+    /// pass divides by the largest entry first.
+    fn frobenius_norm(&self, n: usize, x: &&[T], out: &mut Vec<T>) -> Result<(), CpuError> {
+        need("frobenius_norm: x", x, n)?;
+        need("frobenius_norm: out", out, 1)?;
+        let x = &x[..n];
+        let sq = dot(x, x);
+        let big = x.iter().fold(T::ZERO, |m, &v| {
+            let a = if v < T::ZERO { -v } else { v };
+            if a > m { a } else { m }
+        });
+        let finite = |v: T| v.as_f64().is_finite();
+        out[0] = if (finite(sq) && (sq > T::ZERO || big == T::ZERO)) || !finite(big) {
+            sq.sqrt()
+        } else {
+            let scaled: T = x.iter().map(|&v| (v / big) * (v / big)).fold(T::ZERO, |a, b| a + b);
+            big * scaled.sqrt()
+        };
         Ok(())
     }
 
-    fn scale_by_norm(&self, n: usize, sq: &Vec<T>, s: NormScale<T>, x: &mut &mut [T]) -> Result<(), CpuError> {
-        need("scale_by_norm: sq", sq, 1)?;
+    fn scale_by_norm(&self, n: usize, norm: &Vec<T>, s: NormScale<T>, x: &mut &mut [T]) -> Result<(), CpuError> {
+        need("scale_by_norm: norm", norm, 1)?;
         need("scale_by_norm: x", x, n)?;
-        let factor = s.num / (sq[0].sqrt() + s.eps);
+        let factor = s.num / (norm[0] + s.eps);
         x[..n].iter_mut().for_each(|v| *v *= factor);
         Ok(())
     }

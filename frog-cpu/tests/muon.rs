@@ -4,7 +4,7 @@
 //! each 3-step chain in f64 (max-norm relative error 1e-9) and f32 (1e-4),
 //! on buffers and through views; then the misuse a caller can make.
 
-use frog_core::{muon_step, ConfigError, Error, MuonConfig, MuonForm, MuonScratch, MuonShape, MuonState, ParamGrad, ShapeError, StateError, ViewParamGrad};
+use frog_core::{muon_step, ConfigError, MatmulBackend, Error, MuonConfig, MuonForm, MuonScratch, MuonShape, MuonState, ParamGrad, ShapeError, StateError, ViewParamGrad};
 use frog_cpu::gemm::Real;
 use frog_cpu::golden::{digest, golden_dir, rel_error, run_suite, Report, DIGEST_START};
 use frog_cpu::Cpu;
@@ -279,4 +279,25 @@ fn state_round_trip_and_corrupt_bytes() {
     assert!(matches!(MuonState::new(&f32_cpu, n).unwrap().restore(&f32_cpu, &bytes), Err(Error::State(StateError::ScalarSize(8)))));
     assert_eq!((fresh.steps(), fresh.momentum()), (0, &vec![0.0; n]));
     assert!(matches!(state.export(&cpu, &mut [0u8; 10]), Err(Error::Shape(ShapeError::BufferLength { .. }))));
+}
+
+/// A norm whose sum of squares overflows (or underflows) the scalar is
+/// still the norm: airbench's renormalization of a huge f32 weight gives
+/// the weight of norm `sqrt(rows)`, not zeros.
+#[test]
+fn norms_past_the_square_range() {
+    let cpu = Cpu::<f32>::with_threads(1).unwrap();
+    let mut out = vec![0.0f32];
+    for (x, want) in [([3e20f32, -4e20], 5e20f32), ([3e-25, 4e-25], 5e-25), ([0.0, 0.0], 0.0), ([3.0, 4.0], 5.0)] {
+        cpu.frobenius_norm(2, &&x[..], &mut out).unwrap();
+        assert!((out[0] - want).abs() <= 1e-6 * want, "{x:?}: {} != {want}", out[0]);
+    }
+    let shape = MuonShape::matrix(4, 3).unwrap();
+    let cfg = MuonConfig { lr: 0.0, ..MuonConfig::airbench() };
+    let mut w: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) * 1e19).collect();
+    let g = vec![0.1f32; 12];
+    let mut state = MuonState::new(&cpu, 12).unwrap();
+    muon_step(&cpu, &cfg, &shape, &mut state, &mut MuonScratch::for_shape(&cpu, &shape).unwrap(), ParamGrad { param: &mut w, grad: &g }).unwrap();
+    let norm = w.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+    assert!((norm - 2.0).abs() < 1e-5, "renormalized norm {norm}");
 }
