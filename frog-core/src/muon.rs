@@ -12,7 +12,7 @@ use crate::backend::{axpby_buffers, whole, whole_mut, Backend};
 use crate::config::{decay_ok, momentum_ok, non_negative, representable, update_bound_ok, ConfigError, NonExhaustive, MAX_NUM_ITERS};
 use crate::error::{Error, ShapeError};
 use crate::scalar::Scalar;
-use crate::sgd::{sealed, Operands};
+use crate::sgd::Operands;
 use crate::state::{check_stored, export_stored, import_stored, stored_len, Header, StateError};
 use crate::step::{check_count, mul};
 
@@ -362,11 +362,7 @@ impl<B: Backend> MuonState<B> {
 /// form's shape scale past the update bound), a parameter, gradient or
 /// state of another length than the shape's, a scratch too small for it,
 /// and an exhausted step count.
-pub fn muon_step<B: MatmulBackend>(backend: &B, cfg: &MuonConfig, shape: &MuonShape, state: &mut MuonState<B>, scratch: &mut MuonScratch<B>, param: impl Operands<B>) -> Result<(), Error<B::Error>> {
-    muon_on(backend, cfg, shape, state, scratch, param)
-}
-
-fn muon_on<B: MatmulBackend>(backend: &B, cfg: &MuonConfig, shape: &MuonShape, state: &mut MuonState<B>, scratch: &mut MuonScratch<B>, mut ops: impl sealed::Operands<B>) -> Result<(), Error<B::Error>> {
+pub fn muon_step<B: MatmulBackend>(backend: &B, cfg: &MuonConfig, shape: &MuonShape, state: &mut MuonState<B>, scratch: &mut MuonScratch<B>, mut ops: impl Operands<B>) -> Result<(), Error<B::Error>> {
     cfg.validate_for::<B::Scalar>()?;
     let scale = if cfg.form == MuonForm::Official { shape.official_scale() } else { 1.0 };
     update_bound_ok::<B::Scalar>("lr * 1.21 * sqrt(max(1, s1/s2))", cfg.lr * NS_BOUND * scale)?;
