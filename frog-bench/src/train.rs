@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use frog_core::Scalar;
+use frog_cpu::host::{Diverged, LossWatch, DIVERGENCE_FACTOR};
 
 use crate::arch::Arch;
 use crate::data::loader::{eval_batches, train_batches, HostBatch};
@@ -114,27 +115,25 @@ pub fn evaluate<D: Device>(dev: &D, net: &mut Net<D>, data: &Data, staging_batch
     Ok((loss / n as f64, 100.0 * correct as f64 / n as f64))
 }
 
-/// A training loss this many times the run's first one is reported as a
-/// divergence: a scale-free optimizer at too high a rate (FROG's `lr` is a
-/// per-row relative step) can climb to 1e4 while staying finite.
-pub const DIVERGENCE_FACTOR: f64 = 100.0;
-
-/// Watches a run's training losses for a divergence: the first loss, and
-/// whether a divergence was already reported (once per run).
+/// Watches a run's training losses for a divergence with frog-cpu's
+/// [`LossWatch`] (the rule FROG's framework optimizers refuse a step by: a
+/// loss above [`DIVERGENCE_FACTOR`] times the first's magnitude, since a
+/// scale-free optimizer at too high a rate, FROG's `lr` being a per-row
+/// relative step, can climb to 1e4 while staying finite), reporting it once
+/// per run.
 #[derive(Debug, Default)]
 struct Divergence {
-    first: Option<f64>,
+    watch: LossWatch,
     reported: bool,
 }
 
 impl Divergence {
-    /// The warning for `loss`, the first time it exceeds
-    /// [`DIVERGENCE_FACTOR`] times the first loss.
+    /// The warning for `loss`, the first time the watch refuses one.
     fn check(&mut self, loss: f64) -> Option<String> {
-        let first = *self.first.get_or_insert(loss);
-        if self.reported || loss <= DIVERGENCE_FACTOR * first {
+        if self.reported {
             return None;
         }
+        let Diverged { loss, first } = self.watch.check(loss, DIVERGENCE_FACTOR).err()?;
         self.reported = true;
         Some(format!("the training loss went from {first:.4} to {loss:.4e}: the run is diverging; lower lr (FROG's lr is a per-row relative step, not SGD's: see the README's learning rates)"))
     }

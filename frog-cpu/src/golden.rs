@@ -17,6 +17,8 @@ use frog_core::{
 };
 use serde_json::Value;
 
+pub mod framework;
+
 /// The golden directory: `$FROG_GOLDEN_DIR` (same layout), else the
 /// repository's own `frog-cpu/golden`.
 pub fn golden_dir() -> PathBuf {

@@ -53,7 +53,7 @@
 
 use std::fmt;
 
-use frog_core::{gather_rows, GroupId, Layer, Method, ParamId, ShapeError, ViewBatch, ViewParamGrad, ViewParams, ViewSource};
+use frog_core::{gather_rows, Config, GroupId, Layer, Method, ParamId, ShapeError, ViewBatch, ViewParamGrad, ViewParams, ViewSource};
 
 use crate::backend::Cpu;
 use crate::gemm::Real;
@@ -174,6 +174,40 @@ pub enum HostError {
         /// The check's tolerance.
         tolerance: f64,
     },
+    /// A registered layer whose input the framework did not record in the
+    /// loss's forward pass (it was not run through its tap), so that its
+    /// rows are unknown. This and the next three are a framework
+    /// optimizer's refusals before it calls the route (frog-candle's and
+    /// frog-burn's), shared so that they read the same.
+    NotApplied {
+        /// The layer.
+        name: String,
+    },
+    /// Autograd gave no gradient for a tensor FROG needs: it is not on the
+    /// loss's graph (a parameter the loss does not use, or a tap from
+    /// another forward pass than the loss's).
+    MissingGrad {
+        /// The tensor, and what to do about it.
+        what: String,
+    },
+    /// The layers' recorded inputs are of different batches ([`step_batch`]).
+    Batch {
+        /// The layer.
+        name: String,
+        /// Its input's batch (first dimension).
+        batch: usize,
+        /// The first layer's.
+        first: usize,
+    },
+    /// The loss is not finite, or has grown past the divergence factor
+    /// times the first loss ([`LossWatch`]): the learning rate is too high
+    /// for the model.
+    Diverged {
+        /// The loss.
+        loss: f64,
+        /// The run's first finite loss.
+        first: f64,
+    },
     /// FROG refused the call or its backend failed; `name` is the layer or
     /// parameter whose step or registration it was, if one.
     Frog {
@@ -199,6 +233,13 @@ impl fmt::Display for HostError {
                 f,
                 "{name}: {what} differs from the gradient its inputs and output gradients imply by {error:.2e} (relative; tolerance {tolerance:.0e}): a transposed weight, a wrong tap, or rows of another batch?"
             ),
+            Self::NotApplied { name } => write!(f, "{name} was not run through its tap in the loss's forward pass, so its input is unknown"),
+            Self::MissingGrad { what } => write!(f, "no gradient for {what}: it is not on the loss's graph"),
+            Self::Batch { name, batch, first } => write!(f, "{name}: input of a batch of {batch}, the first layer's is of {first}"),
+            Self::Diverged { loss, first } => write!(
+                f,
+                "FROG diverged: loss {loss} (first loss {first}); lower the learning rate (0.01 is a safe start), or turn the check off with ParamsFrog::divergence = None"
+            ),
             Self::Frog { name: Some(name), source } => write!(f, "{name}: FROG: {source}"),
             Self::Frog { name: None, source } => write!(f, "FROG: {source}"),
         }
@@ -217,6 +258,12 @@ impl std::error::Error for HostError {
 impl From<FrogError> for HostError {
     fn from(source: FrogError) -> Self {
         Self::Frog { name: None, source: Box::new(source) }
+    }
+}
+
+impl From<Diverged> for HostError {
+    fn from(d: Diverged) -> Self {
+        Self::Diverged { loss: d.loss, first: d.first }
     }
 }
 
@@ -277,6 +324,12 @@ impl<T: Real> HostFrog<T> {
     pub fn new(cpu: Cpu<T>, method: Method, max_batch: usize, seed: u64) -> Result<Self, HostError> {
         let frog = Frog::new(method, max_batch, seed)?;
         Ok(Self { cpu, frog, layers: Vec::new(), params: Vec::new(), sample: Vec::new(), drawn: None, check_tolerance: None })
+    }
+
+    /// An optimizer with a framework optimizer's settings: FROG with
+    /// `params.frog` on frog-cpu with `params.threads` threads.
+    pub fn with_params(params: &ParamsFrog) -> Result<Self, HostError> {
+        Self::new(Cpu::with_threads(params.threads)?, Method::Frog(params.frog), params.max_batch, params.seed)
     }
 
     /// A new parameter group running `method` (FROG or SGD).
@@ -547,10 +600,59 @@ impl<T: Real> HostFrog<T> {
     }
 }
 
+/// The factor past which a run's loss counts as diverging ([`LossWatch`]):
+/// [`ParamsFrog::new`]'s and frog-bench's.
+pub const DIVERGENCE_FACTOR: f64 = 100.0;
+
+/// The settings of a framework optimizer built on the host route
+/// (frog-candle's and frog-burn's `FrogOptimizer`, which re-export it).
+#[derive(Clone, Copy, Debug)]
+pub struct ParamsFrog {
+    /// FROG's hyperparameters; the plain parameters step at
+    /// `lr * lr_other_ratio`.
+    pub frog: Config,
+    /// The largest batch a step takes (the optimizer's buffers are sized
+    /// for its sample).
+    pub max_batch: usize,
+    /// Seed of FROG's sampling.
+    pub seed: u64,
+    /// Threads of frog-cpu (0: all CPUs).
+    pub threads: usize,
+    /// The optimizer refuses, before stepping, a loss above this many times
+    /// the first loss (and any non-finite loss) with
+    /// [`HostError::Diverged`]; `None` turns the check off (a loss that is
+    /// meant to grow, such as a negated objective).
+    pub divergence: Option<f64>,
+}
+
+impl ParamsFrog {
+    /// `frog` for batches of at most `max_batch`, seed 0, all CPUs, the
+    /// divergence check on at [`DIVERGENCE_FACTOR`] times the first loss.
+    pub fn new(frog: Config, max_batch: usize) -> Self {
+        Self { frog, max_batch, seed: 0, threads: 0, divergence: Some(DIVERGENCE_FACTOR) }
+    }
+}
+
+/// The batch of a step from the first dimensions of the layers' recorded
+/// inputs, which must agree (a layer recorded in another forward pass is
+/// [`HostError::Batch`], named by `name(index)`); 1 without layers, whose
+/// plain parameters do not read it.
+pub fn step_batch(batches: impl IntoIterator<Item = usize>, name: impl Fn(usize) -> String) -> Result<usize, HostError> {
+    let mut first = None;
+    for (i, batch) in batches.into_iter().enumerate() {
+        match first {
+            Some(first) if first != batch => return Err(HostError::Batch { name: name(i), batch, first }),
+            _ => first = Some(batch),
+        }
+    }
+    Ok(first.unwrap_or(1))
+}
+
 /// A run's losses, watched for a divergence: the check the framework
 /// optimizers built on the host route (frog-candle's and frog-burn's) make
-/// before each step, since a scale-free step at too high a rate can climb
-/// to 1e4 while staying finite.
+/// before each step, and frog-bench's training loop after each, since a
+/// scale-free step at too high a rate can climb to 1e4 while staying
+/// finite.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LossWatch {
     /// The first finite loss seen.

@@ -279,3 +279,23 @@ fn the_loss_watch_refuses_non_finite_and_exploding_losses() {
     zero.check(0.0, 100.0).unwrap();
     zero.check(1e9, 100.0).unwrap();
 }
+
+#[test]
+fn the_step_batch_is_the_layers_common_one() {
+    use frog_cpu::host::step_batch;
+    let name = |i: usize| format!("layer{i}");
+    assert_eq!(step_batch([], name).unwrap(), 1, "no layers: the plain path does not read it");
+    assert_eq!(step_batch([8, 8, 8], name).unwrap(), 8);
+    let e = step_batch([8, 8, 6, 5], name).unwrap_err();
+    assert!(matches!(&e, HostError::Batch { name, batch: 6, first: 8 } if name == "layer2"), "{e}");
+    assert!(e.to_string().contains("layer2: input of a batch of 6, the first layer's is of 8"), "{e}");
+}
+
+#[test]
+fn a_divergence_reads_the_same_in_every_framework() {
+    use frog_cpu::host::{Diverged, ParamsFrog, DIVERGENCE_FACTOR};
+    let e = HostError::from(Diverged { loss: 2.7e4, first: 2.3 });
+    assert!(matches!(e, HostError::Diverged { loss, first } if loss == 2.7e4 && first == 2.3));
+    assert!(e.to_string().contains("FROG diverged: loss 27000 (first loss 2.3); lower the learning rate"), "{e}");
+    assert_eq!(ParamsFrog::new(Config::default(), 8).divergence, Some(DIVERGENCE_FACTOR));
+}

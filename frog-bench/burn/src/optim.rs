@@ -55,39 +55,15 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::{Gradients, Tensor, TensorData};
-use frog_core::{Config, GroupId, Layer, Method};
-use frog_cpu::host::{HostFrog, LayerSlices, LossWatch, ParamSlices, Rows, WeightLayout};
-use frog_cpu::Cpu;
+use frog_core::{GroupId, Layer};
+use frog_cpu::host::{step_batch, HostError, HostFrog, LayerSlices, LossWatch, ParamSlices, Rows, WeightLayout};
 
 use crate::error::{Error, Result};
 use crate::tap::Taps;
 
-/// The settings of a [`FrogOptimizer`].
-#[derive(Clone, Copy, Debug)]
-pub struct ParamsFrog {
-    /// FROG's hyperparameters; the plain parameters step at
-    /// `lr * lr_other_ratio`.
-    pub frog: Config,
-    /// The largest batch a step takes (the optimizer's buffers are sized
-    /// for its sample).
-    pub max_batch: usize,
-    /// Seed of FROG's sampling.
-    pub seed: u64,
-    /// Threads of frog-cpu (0: all CPUs).
-    pub threads: usize,
-    /// [`FrogOptimizer::step`] refuses a loss above this many times the
-    /// first loss (and any non-finite loss) with [`Error::Diverged`];
-    /// `None` turns the check off. Default 100.
-    pub divergence: Option<f64>,
-}
-
-impl ParamsFrog {
-    /// `frog` for batches of at most `max_batch`, seed 0, all CPUs, the
-    /// divergence check on at 100x the first loss.
-    pub fn new(frog: Config, max_batch: usize) -> Self {
-        Self { frog, max_batch, seed: 0, threads: 0, divergence: Some(100.0) }
-    }
-}
+/// The settings of a [`FrogOptimizer`]: those of every framework optimizer
+/// on frog-cpu's host route.
+pub use frog_cpu::host::ParamsFrog;
 
 /// How a registered layer's FROG geometry follows from its recorded input.
 #[derive(Clone, Copy, Debug)]
@@ -131,7 +107,7 @@ pub struct FrogOptimizer {
 impl FrogOptimizer {
     /// FROG with `params`, reading the forward passes `taps` records.
     pub fn new(params: ParamsFrog, taps: &Taps) -> Result<Self> {
-        let host = HostFrog::new(Cpu::with_threads(params.threads)?, Method::Frog(params.frog), params.max_batch, params.seed)?;
+        let host = HostFrog::with_params(&params)?;
         Ok(Self { host, taps: taps.clone(), layers: Vec::new(), plain: Vec::new(), sealed: false, divergence: params.divergence, losses: LossWatch::default() })
     }
 
@@ -219,7 +195,7 @@ impl FrogOptimizer {
     fn check_loss<const D: usize>(&mut self, loss: &Tensor<D>) -> Result<()> {
         let Some(factor) = self.divergence else { return Ok(()) };
         let v = host(&loss.clone().sum())?.iter().map(|&v| f64::from(v)).sum::<f64>();
-        self.losses.check(v, factor).map_err(|d| Error::Diverged { loss: d.loss, first: d.first })
+        Ok(self.losses.check(v, factor).map_err(HostError::from)?)
     }
 
     /// The step from `grads`, computed by the loss of a forward pass that
@@ -232,25 +208,19 @@ impl FrogOptimizer {
         }
         let Collect { mut params, order, .. } = visit;
 
-        // Each layer's recorded input and output gradient, and its batch.
+        // Each layer's recorded input and output gradient, and the batch.
+        let records = self.layers.iter().map(|l| self.taps.get(l.weight).ok_or_else(|| HostError::NotApplied { name: l.name.clone() })).collect::<Result<Vec<_>, _>>()?;
+        let batch = step_batch(records.iter().map(|r| r.input_dims.first().copied().unwrap_or(1)), |i| self.layers[i].name.clone())?;
         let mut rows = Vec::with_capacity(self.layers.len());
-        let mut batch = None;
-        for l in &self.layers {
-            let rec = self.taps.get(l.weight).ok_or_else(|| Error::NotApplied(l.name.clone()))?;
-            let b = rec.input_dims.first().copied().unwrap_or(1);
-            match batch {
-                Some(first) if first != b => return Err(Error::Batch { name: l.name.clone(), batch: b, first }),
-                _ => batch = Some(b),
-            }
-            let y = rec.output.grad(grads).ok_or_else(|| Error::MissingGrad(format!("{}'s output (run the loss's forward pass through Taps)", l.name)))?;
+        for (l, rec) in self.layers.iter().zip(records) {
+            let y = rec.output.grad(grads).ok_or_else(|| HostError::MissingGrad { what: format!("{}'s output (run the loss's forward pass through Taps)", l.name) })?;
             rows.push((host(&rec.input)?, host(&y)?, rec.input_dims));
         }
-        let batch = batch.unwrap_or(1);
         self.seal(&order, &params, &rows)?;
 
         let mut take = |id: ParamId, what: &str| -> Result<(Vec<f32>, Vec<f32>)> {
-            let p = params.remove(&id).ok_or_else(|| Error::MissingGrad(format!("{what} (not a trainable parameter of the model)")))?;
-            Ok((p.value, p.grad.ok_or_else(|| Error::MissingGrad(what.to_owned()))?))
+            let p = params.remove(&id).ok_or_else(|| HostError::MissingGrad { what: format!("{what} (not a trainable parameter of the model)") })?;
+            Ok((p.value, p.grad.ok_or_else(|| HostError::MissingGrad { what: what.to_owned() })?))
         };
         let mut layer_data = Vec::with_capacity(self.layers.len());
         for l in &self.layers {

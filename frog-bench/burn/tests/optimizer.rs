@@ -11,18 +11,14 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use frog_burn::{Error, FrogOptimizer, ParamsFrog, Taps};
-use frog_core::{frog_step, Batch, Config, Layer, LayerKind, ParamState, Params, Sampler, Unguarded, Workspace, WorkspaceReq};
-use frog_cpu::golden::{golden_dir, load_cases, Case, Target};
-use frog_cpu::Cpu;
+use frog_core::{Config, LayerKind};
+use frog_cpu::golden::framework::{check_first_steps, FirstStep};
+use frog_cpu::host::HostError;
 
 const SEED: u64 = 11;
 
 fn dev() -> Device {
     Device::flex().autodiff()
-}
-
-fn f32s(v: &[f64]) -> Vec<f32> {
-    v.iter().map(|&x| x as f32).collect()
 }
 
 fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
@@ -33,71 +29,42 @@ fn flat<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_into_vec::<f32>().unwrap()
 }
 
-/// Weight and bias after the case's first step through frog-cpu's
-/// `frog_step` in f32.
-fn frog_cpu_step(case: &Case, layer: &Layer) -> (Vec<f32>, Vec<f32>) {
-    let cpu = Cpu::<f32>::with_threads(1).unwrap();
-    let step = &case.steps[0];
-    let mut state = ParamState::for_layer(&cpu, layer, &case.config).unwrap();
-    let mut ws = Workspace::new(&cpu, WorkspaceReq::new(&cpu, layer, case.sample_size).unwrap()).unwrap();
-    let (mut w, mut b) = (f32s(&case.weight), f32s(case.bias.as_deref().unwrap()));
-    let (gw, gb, x, y) = (f32s(&step.grad_weight), f32s(step.grad_bias.as_deref().unwrap()), f32s(&step.x), f32s(&step.y));
-    let params = Params { weight: &mut w, grad_weight: &gw, bias: Some((&mut b, &gb)) };
-    frog_step(&cpu, &case.config, layer, &mut state, &mut ws, params, Batch { x: &x, y: &y, sample: case.sample_size, batch_size: case.batch_size }, Unguarded).unwrap();
-    (w, b)
-}
-
 /// `[rows, cols]` row-major, transposed.
 fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     (0..cols).flat_map(|c| (0..rows).map(move |r| v[r * cols + c])).collect()
 }
 
 /// The case's first step through `FrogOptimizer::step`, the weight
-/// returned in FROG's rows. The optimizer draws its sample from its seed,
-/// so the case's sampled rows are placed where that sample will take them,
-/// in a whole batch whose other rows are arbitrary. The layer runs on the
-/// detached parameters and the loss is `sum(out * Y) + sum(W * GW) +
-/// sum(b * GB)`: the output's gradient is `Y`, the weight's `GW` and the
-/// bias's `GB`, the case's.
-fn burn_step(case: &Case, layer: &Layer) -> (Vec<f32>, Vec<f32>) {
-    let step = &case.steps[0];
-    let (bsz, r) = (case.batch_size, case.sample_size);
-    let mut sample = vec![0; r];
-    Sampler::new(SEED).sample(bsz, Some(r), &mut sample).unwrap();
-    let spread = |rows: &[f64], len: usize| {
-        let mut full: Vec<f32> = (0..bsz * len).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01).collect();
-        for (k, &i) in sample.iter().enumerate() {
-            full[i * len..(i + 1) * len].copy_from_slice(&f32s(&rows[k * len..(k + 1) * len]));
-        }
-        full
-    };
-    let (x, y) = (spread(&step.x, layer.input_len()), spread(&step.y, layer.output_len()));
+/// returned in FROG's rows. The layer runs on the detached parameters and
+/// the loss is `sum(out * Y) + sum(W * GW) + sum(b * GB)`: the output's
+/// gradient is `Y`, the weight's `GW` and the bias's `GB`, the case's.
+fn burn_step(case: &FirstStep) -> (Vec<f32>, Vec<f32>) {
+    let (layer, bsz) = (case.layer, case.batch);
     let rows = layer.rows();
     let taps = Taps::new();
-    let cfg = Config { sample_size: Some(r), ..case.config };
-    let mut opt = FrogOptimizer::new(ParamsFrog { seed: SEED, ..ParamsFrog::new(cfg, bsz) }, &taps).unwrap();
+    let mut opt = FrogOptimizer::new(ParamsFrog { seed: SEED, ..ParamsFrog::new(case.config, bsz) }, &taps).unwrap();
     // The loss is arbitrary here: only its gradients matter.
     opt.set_divergence(None);
-    let b = Param::from_tensor(tensor(f32s(case.bias.as_deref().unwrap()), [rows]));
-    let gb = tensor(f32s(step.grad_bias.as_deref().unwrap()), [rows]);
+    let b = Param::from_tensor(tensor(case.bias.clone(), [rows]));
+    let gb = tensor(case.grad_bias.clone(), [rows]);
     let bias_term = |b: &Param<Tensor<1>>| (b.val() * gb.clone()).sum();
     match layer.kind {
         LayerKind::Linear { d_in, d_out, tokens: 1 } => {
             // Burn's layout, [d_in, d_out].
-            let w = Param::from_tensor(tensor(transpose(&f32s(&case.weight), d_out, d_in), [d_in, d_out]));
+            let w = Param::from_tensor(tensor(transpose(&case.weight, d_out, d_in), [d_in, d_out]));
             let mut fc = Linear { weight: w, bias: Some(b) };
             opt.add_linear(&fc).unwrap();
             let (wd, bd) = (fc.weight.val().detach(), fc.bias.as_ref().unwrap().val().detach());
-            let out = taps.apply(fc.weight.id, tensor(x, [bsz, d_in]), |x| x.matmul(wd) + bd.unsqueeze::<2>());
-            let gw = tensor(transpose(&f32s(&step.grad_weight), d_out, d_in), [d_in, d_out]);
-            let loss = (out * tensor(y, [bsz, d_out])).sum() + (fc.weight.val() * gw).sum() + bias_term(fc.bias.as_ref().unwrap());
+            let out = taps.apply(fc.weight.id, tensor(case.x.clone(), [bsz, d_in]), |x| x.matmul(wd) + bd.unsqueeze::<2>());
+            let gw = tensor(transpose(&case.grad_weight, d_out, d_in), [d_in, d_out]);
+            let loss = (out * tensor(case.y.clone(), [bsz, d_out])).sum() + (fc.weight.val() * gw).sum() + bias_term(fc.bias.as_ref().unwrap());
             opt.step(&mut fc, &loss).unwrap();
             (transpose(&flat(fc.weight.val()), d_in, d_out), flat(fc.bias.unwrap().val()))
         }
         LayerKind::Conv2d(c) => {
             let shape = [c.c_out, c.c_in, c.kernel[0], c.kernel[1]];
             let mut conv = Conv2d {
-                weight: Param::from_tensor(tensor(f32s(&case.weight), shape)),
+                weight: Param::from_tensor(tensor(case.weight.clone(), shape)),
                 bias: Some(b),
                 stride: c.stride,
                 kernel_size: c.kernel,
@@ -109,9 +76,9 @@ fn burn_step(case: &Case, layer: &Layer) -> (Vec<f32>, Vec<f32>) {
             let (wd, bd) = (conv.weight.val().detach(), conv.bias.as_ref().unwrap().val().detach());
             let [h, wid] = c.input_hw;
             let options = ConvOptions::new(c.stride, c.padding, c.dilation, 1);
-            let out = taps.apply(conv.weight.id, tensor(x, [bsz, c.c_in, h, wid]), |x| conv2d(x, wd, Some(bd), options));
-            let y = tensor(y, out.dims());
-            let loss = (out * y).sum() + (conv.weight.val() * tensor(f32s(&step.grad_weight), shape)).sum() + bias_term(conv.bias.as_ref().unwrap());
+            let out = taps.apply(conv.weight.id, tensor(case.x.clone(), [bsz, c.c_in, h, wid]), |x| conv2d(x, wd, Some(bd), options));
+            let y = tensor(case.y.clone(), out.dims());
+            let loss = (out * y).sum() + (conv.weight.val() * tensor(case.grad_weight.clone(), shape)).sum() + bias_term(conv.bias.as_ref().unwrap());
             opt.step(&mut conv, &loss).unwrap();
             (flat(conv.weight.val()), flat(conv.bias.unwrap().val()))
         }
@@ -119,25 +86,9 @@ fn burn_step(case: &Case, layer: &Layer) -> (Vec<f32>, Vec<f32>) {
     }
 }
 
-fn max_rel(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0f64, |m, &v| m.max(f64::from(v).abs())).max(1e-30);
-    got.iter().zip(want).fold(0f64, |m, (&g, &w)| m.max(f64::from(g - w).abs() / scale))
-}
-
 #[test]
 fn a_step_through_the_burn_optimizer_is_frog_cpus() {
-    let cases = load_cases(&golden_dir()).unwrap_or_else(|e| panic!("{e}"));
-    for name in ["linear_20x7_bias", "conv3x3_bias"] {
-        let case = cases.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no golden case {name}"));
-        let Target::Layer(layer) = &case.target else { panic!("{name} is not a layer case") };
-        let (w, b) = frog_cpu_step(case, layer);
-        let (bw, bb) = burn_step(case, layer);
-        let err = max_rel(&bw, &w).max(max_rel(&bb, &b));
-        println!("{name}: max-norm relative error {err:e}");
-        assert!(err <= 1e-4, "{name}: the burn optimizer's step differs from frog-cpu's by {err:e}");
-        assert!(max_rel(&bw, &f32s(&case.weight)) > 1e-3, "{name}: the step did not move the weight");
-    }
+    check_first_steps(SEED, burn_step).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A linear model `y = x W` (no bias) on a fixed batch, registered.
@@ -197,7 +148,7 @@ fn a_diverging_loss_is_refused_unless_the_check_is_off() {
     let before = weights(&m);
     // 1000x the first loss: refused, and nothing moves.
     let err = step(&mut opt, &mut m, &x, 1000.0).unwrap_err();
-    let Error::Diverged { loss, first } = err else { panic!("not a divergence: {err}") };
+    let Error::Frog(HostError::Diverged { loss, first }) = err else { panic!("not a divergence: {err}") };
     assert!(loss > 100.0 * first, "{loss} {first}");
     assert_eq!(weights(&m), before);
     // A non-finite loss too; the message says what to do.
@@ -216,7 +167,7 @@ fn misuse_is_an_error_not_a_panic() {
     let (mut m, mut opt, x) = tiny(0.01);
     let loss = m.fc.forward(x.clone()).sum();
     let err = opt.step(&mut m, &loss).unwrap_err();
-    assert!(matches!(&err, Error::NotApplied(n) if n == "layer0"), "{err}");
+    assert!(matches!(&err, Error::Frog(HostError::NotApplied { name }) if name == "layer0"), "{err}");
 
     // A loss off the autodiff graph.
     let (mut m, mut opt, x) = tiny(0.01);

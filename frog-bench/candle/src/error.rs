@@ -11,26 +11,15 @@ use frog_cpu::host::HostError;
 pub enum Error {
     /// A candle operation failed.
     Candle(candle_core::Error),
-    /// FROG (frog-cpu's host route) refused a call or its backend failed;
-    /// a wrong length names the layer (`tap0`, ...) or plain parameter
-    /// (`param0`, ...).
+    /// FROG (frog-cpu's host route) refused the step or its backend
+    /// failed; a wrong length names the layer (`tap0`, ...) or plain
+    /// parameter (`param0`, ...). The refusals every framework optimizer
+    /// shares are the route's too: a tap not applied since the last step
+    /// ([`HostError::NotApplied`]), a missing gradient
+    /// ([`HostError::MissingGrad`]), taps of different batches
+    /// ([`HostError::Batch`]) and a diverging loss ([`HostError::Diverged`],
+    /// see [`crate::ParamsFrog::divergence`]).
     Frog(HostError),
-    /// Autograd gave no gradient for a tensor FROG needs: it is not on the
-    /// loss's graph (a plain parameter the loss does not use, or a tap's
-    /// output from another forward pass than the loss's).
-    MissingGrad(String),
-    /// A tap whose layer was not run through [`crate::Tap::apply`] since
-    /// the last step, so its input is unknown.
-    NotApplied(String),
-    /// The taps' recorded inputs are of different batches.
-    Batch {
-        /// The tap.
-        name: String,
-        /// Its input's batch (first dimension).
-        batch: usize,
-        /// The first tap's.
-        first: usize,
-    },
     /// A tap's weight or bias does not have the entries its layer needs.
     Shape {
         /// Which `Var`.
@@ -43,15 +32,6 @@ pub enum Error {
     /// A tap registered after the first step (the plain parameters are
     /// registered then, after every layer).
     Registered,
-    /// The loss `backward_step` was given is not finite, or has grown past
-    /// the divergence factor times the first loss: the learning rate is too
-    /// high for the model (see [`crate::ParamsFrog::divergence`]).
-    Diverged {
-        /// The loss.
-        loss: f64,
-        /// The first loss `backward_step` saw.
-        first: f64,
-    },
 }
 
 impl fmt::Display for Error {
@@ -59,15 +39,8 @@ impl fmt::Display for Error {
         match self {
             Self::Candle(e) => write!(f, "candle: {e}"),
             Self::Frog(e) => write!(f, "{e}"),
-            Self::MissingGrad(what) => write!(f, "no gradient for {what}: it is not on the loss's graph"),
-            Self::NotApplied(name) => write!(f, "{name} was not applied (Tap::apply) in a forward pass since the last step"),
-            Self::Batch { name, batch, first } => write!(f, "{name}: input of a batch of {batch}, the first tap's is of {first}"),
             Self::Shape { what, expected, actual } => write!(f, "{what} has {actual} entries, its layer needs {expected}"),
             Self::Registered => write!(f, "taps must be added before the first step"),
-            Self::Diverged { loss, first } => write!(
-                f,
-                "FROG diverged: loss {loss} (first loss {first}); lower the learning rate (0.01 is a safe start), or turn the check off with ParamsFrog::divergence = None"
-            ),
         }
     }
 }
@@ -119,4 +92,4 @@ impl From<Error> for candle_core::Error {
 }
 
 /// Shorthand for the crate's results.
-pub type Result<T> = std::result::Result<T, Error>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -51,38 +51,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Optimizer;
-use frog_core::{Config, GroupId, Layer, Method};
-use frog_cpu::host::{HostFrog, LayerSlices, LossWatch, ParamSlices, Rows};
-use frog_cpu::Cpu;
+use frog_core::{GroupId, Layer};
+use frog_cpu::host::{step_batch, HostError, HostFrog, LayerSlices, LossWatch, ParamSlices, Rows};
 
 use crate::error::{Error, Result};
 
-/// The settings of a [`FrogOptimizer`] (candle's `Optimizer::Config`).
-#[derive(Clone, Copy, Debug)]
-pub struct ParamsFrog {
-    /// FROG's hyperparameters; the plain parameters step at
-    /// `lr * lr_other_ratio`.
-    pub frog: Config,
-    /// The largest batch a step takes (the optimizer's buffers are sized
-    /// for its sample).
-    pub max_batch: usize,
-    /// Seed of FROG's sampling.
-    pub seed: u64,
-    /// Threads of frog-cpu (0: all CPUs).
-    pub threads: usize,
-    /// `backward_step` refuses a loss above this many times the first loss
-    /// (and any non-finite loss) with [`Error::Diverged`]; `None` turns the
-    /// check off. Default 100.
-    pub divergence: Option<f64>,
-}
-
-impl ParamsFrog {
-    /// `frog` for batches of at most `max_batch`, seed 0, all CPUs, the
-    /// divergence check on at 100x the first loss.
-    pub fn new(frog: Config, max_batch: usize) -> Self {
-        Self { frog, max_batch, seed: 0, threads: 0, divergence: Some(100.0) }
-    }
-}
+/// The settings of a [`FrogOptimizer`] (candle's `Optimizer::Config`):
+/// those of every framework optimizer on frog-cpu's host route.
+pub use frog_cpu::host::ParamsFrog;
 
 /// What a tap holds: its layer's parameters and geometry, and what the
 /// last forward pass recorded.
@@ -219,7 +195,7 @@ impl FrogOptimizer {
     fn check_loss(&mut self, loss: &Tensor) -> Result<()> {
         let Some(factor) = self.divergence else { return Ok(()) };
         let v = loss.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
-        self.losses.check(v, factor).map_err(|d| Error::Diverged { loss: d.loss, first: d.first })
+        Ok(self.losses.check(v, factor).map_err(HostError::from)?)
     }
 
     /// Registers the plain parameters, after every tap.
@@ -241,30 +217,26 @@ impl FrogOptimizer {
         }
         self.seal()?;
         let taps: Vec<MutexGuard<'_, TapState>> = self.taps.iter().map(Tap::lock).collect();
-        // The batch, from the recorded inputs; 1 without taps (the plain
-        // path does not read it).
-        let mut batch = None;
-        for (i, t) in taps.iter().enumerate() {
-            let input = t.input.as_ref().ok_or_else(|| Error::NotApplied(format!("tap{i}")))?;
-            let b = input.dims().first().copied().unwrap_or(1);
-            match batch {
-                Some(first) if first != b => return Err(Error::Batch { name: format!("tap{i}"), batch: b, first }),
-                _ => batch = Some(b),
-            }
-        }
-        let batch = batch.unwrap_or(1);
+        let recorded = taps
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match (&t.input, &t.output) {
+                (Some(input), Some(output)) => Ok((input, output)),
+                _ => Err(HostError::NotApplied { name: format!("tap{i}") }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = step_batch(recorded.iter().map(|(x, _)| x.dims().first().copied().unwrap_or(1)), |i| format!("tap{i}"))?;
         let mut rows = Vec::with_capacity(taps.len());
-        if let Some(first) = taps.first().and_then(|t| t.input.as_ref()) {
+        if let Some((first, _)) = recorded.first() {
             let sample: Vec<u32> = self.host.sample(batch)?.iter().map(|&i| i as u32).collect();
             let r = sample.len();
             let idx = Tensor::from_vec(sample, r, first.device())?;
-            for (i, t) in taps.iter().enumerate() {
-                let (Some(input), Some(output)) = (&t.input, &t.output) else { return Err(Error::NotApplied(format!("tap{i}"))) };
-                let y = grads.get(output).ok_or_else(|| Error::MissingGrad(format!("tap{i}'s output (run the loss's forward pass through Tap::apply)")))?;
+            for (i, (input, output)) in recorded.iter().enumerate() {
+                let y = grads.get(output).ok_or_else(|| HostError::MissingGrad { what: format!("tap{i}'s output (run the loss's forward pass through Tap::apply)") })?;
                 rows.push((host(&input.index_select(&idx, 0)?)?, host(&y.index_select(&idx, 0)?)?));
             }
         }
-        let grad = |v: &Var, what: String| grads.get(v).ok_or(Error::MissingGrad(what)).and_then(host);
+        let grad = |v: &Var, what: String| grads.get(v).ok_or(Error::Frog(HostError::MissingGrad { what })).and_then(host);
         let mut layer_data = Vec::with_capacity(taps.len());
         for (i, t) in taps.iter().enumerate() {
             let w = (host(&t.weight)?, grad(&t.weight, format!("tap{i}'s weight"))?);
@@ -305,7 +277,7 @@ impl Optimizer for FrogOptimizer {
     /// path unless a tap added later holds it.
     fn new(vars: Vec<Var>, config: ParamsFrog) -> candle_core::Result<Self> {
         let make = || -> Result<Self> {
-            let host = HostFrog::new(Cpu::with_threads(config.threads)?, Method::Frog(config.frog), config.max_batch, config.seed)?;
+            let host = HostFrog::with_params(&config)?;
             let plain = vars.into_iter().filter(|v| v.dtype().is_float()).collect();
             Ok(Self { host, taps: Vec::new(), plain, sealed: false, divergence: config.divergence, losses: LossWatch::default(), rejected: None })
         };
