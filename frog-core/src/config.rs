@@ -166,6 +166,11 @@ pub enum ConfigError {
     },
     /// An `eps` that is not finite and positive.
     Eps(f64),
+    /// Muon's `ns_steps = 0` (no orthogonalization at all).
+    NsStepsZero,
+    /// A weight decay in a Muon form that has none (airbench's): refused
+    /// rather than ignored.
+    DecayNotInForm(f64),
     /// The method's bound on one update entry (see each method's
     /// `validate_for`), times [`UPDATE_MARGIN`], overflows the scalar type
     /// the step runs in: a finite input could give infinite weights.
@@ -206,6 +211,8 @@ impl fmt::Display for ConfigError {
             Self::ScheduleIncomplete => write!(f, "tau_final and tau_steps must be given together"),
             Self::Beta { which, value } => write!(f, "{which} must be a finite value in [0, 1), got {value}"),
             Self::Eps(v) => write!(f, "eps must be a finite value > 0, got {v}"),
+            Self::NsStepsZero => write!(f, "ns_steps must be at least 1"),
+            Self::DecayNotInForm(v) => write!(f, "the airbench form of Muon has no weight decay: weight_decay must be 0, got {v}"),
             Self::UpdateBound { what, bound, scalar_bytes } => write!(
                 f,
                 "the bound on one update entry, {what} = {bound:e}, exceeds 1/{UPDATE_MARGIN} of the largest {}-bit scalar the step runs in: lower lr",

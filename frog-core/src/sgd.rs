@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::backend::{axpby_buffers, Backend};
+use crate::backend::{axpby_buffers, whole_mut, Backend};
 use crate::config::{decay_ok, momentum_ok, non_negative, representable, sgd_bound, update_bound_ok, Config, ConfigError, NonExhaustive};
 use crate::error::{Error, ShapeError};
 use crate::step::check_count;
@@ -207,6 +207,11 @@ pub(crate) mod sealed {
         /// The operands as buffers, for steps that take only buffers (AdamW's
         /// kernel); `None` for views.
         fn buffers(&mut self) -> Option<(&mut B::Buffer, &B::Buffer)>;
+        /// Runs `f` on the parameter as a writable view (Muon's in-place
+        /// renormalization and its norm).
+        fn with_param_mut<F>(&mut self, backend: &B, f: F) -> Result<(), B::Error>
+        where
+            F: FnOnce(&mut B::ViewMut<'_>) -> Result<(), B::Error>;
     }
 
     impl<B: Backend> Operands<B> for ParamGrad<'_, B> {
@@ -229,6 +234,12 @@ pub(crate) mod sealed {
         fn buffers(&mut self) -> Option<(&mut B::Buffer, &B::Buffer)> {
             Some((self.param, self.grad))
         }
+        fn with_param_mut<F>(&mut self, backend: &B, f: F) -> Result<(), B::Error>
+        where
+            F: FnOnce(&mut B::ViewMut<'_>) -> Result<(), B::Error>,
+        {
+            f(&mut whole_mut(backend, self.param)?)
+        }
     }
 
     impl<B: Backend> Operands<B> for ViewParamGrad<'_, B> {
@@ -250,6 +261,12 @@ pub(crate) mod sealed {
         }
         fn buffers(&mut self) -> Option<(&mut B::Buffer, &B::Buffer)> {
             None
+        }
+        fn with_param_mut<F>(&mut self, _backend: &B, f: F) -> Result<(), B::Error>
+        where
+            F: FnOnce(&mut B::ViewMut<'_>) -> Result<(), B::Error>,
+        {
+            f(&mut self.param)
         }
     }
 }

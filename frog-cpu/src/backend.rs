@@ -955,7 +955,7 @@ pub(crate) fn gain<T: Real>(p: &Patches<'_, Cpu<T>>) -> T {
 
 /// A dot product in four independent lanes, so the compiler can keep it in
 /// vector registers.
-fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+pub(crate) fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     let mut acc = [T::ZERO; 4];
     let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
     let (ra, rb) = (ca.remainder(), cb.remainder());

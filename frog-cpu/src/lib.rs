@@ -58,6 +58,7 @@ pub mod host;
 pub mod im2col;
 pub mod implied;
 mod kfrog;
+mod muon;
 #[cfg(feature = "nn")]
 pub mod nn;
 mod optimizer;

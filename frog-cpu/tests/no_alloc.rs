@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use common::{frog_with, Rng, StepData};
 use frog_core::half::bf16;
-use frog_core::{Batch, Config, Conv2d, GroupId, Guard, Layer, LowpBatch, Method, ParamGrad, Params, ViewBatch, ViewParamGrad, ViewParams};
+use frog_core::{muon_step, Batch, Config, MuonConfig, MuonScratch, MuonShape, MuonState, Conv2d, GroupId, Guard, Layer, LowpBatch, Method, ParamGrad, Params, ViewBatch, ViewParamGrad, ViewParams};
 use frog_cpu::host::{HostFrog, LayerSlices, ParamSlices, Rows};
 use frog_cpu::{Algorithm, Cpu, Frog};
 
@@ -201,4 +201,24 @@ fn steps_allocate_nothing_from_the_first() {
     assert!(conv.0.iter().chain(&fc.0).all(|v| v.is_finite()));
     assert!(data.iter().all(|d| d.0.iter().all(|v| v.is_finite())));
     assert!(frog.diagnostics(&cpu, layer_ids[0]).unwrap().is_some_and(|d| d.nonfinite_rows == 0));
+    // Muon, both forms, on buffers and views: its state and scratch are
+    // built up front, and its products run on the same pool.
+    let (conv_shape, tall) = (MuonShape::conv2d(16, 8, 3, 3).unwrap(), MuonShape::matrix(40, 12).unwrap());
+    let mut scratch = MuonScratch::new(&cpu, 16 * 72, 16).unwrap();
+    for (shape, cfg) in [(conv_shape, MuonConfig::default()), (tall, MuonConfig { lr: 0.1, momentum: 0.6, nesterov: true, ..MuonConfig::airbench() })] {
+        let n = shape.entries();
+        let mut state = MuonState::new(&cpu, n).unwrap();
+        let (mut w, g) = (to32(&rng.vec(n)), to32(&rng.vec(n)));
+        let allocated = allocations(|| {
+            for k in 0..50 {
+                if k % 2 == 0 {
+                    muon_step(&cpu, &cfg, &shape, &mut state, &mut scratch, ParamGrad { param: &mut w, grad: &g }).unwrap();
+                } else {
+                    muon_step(&cpu, &cfg, &shape, &mut state, &mut scratch, ViewParamGrad::<Cpu<f32>> { param: &mut w[..], grad: &g[..] }).unwrap();
+                }
+            }
+        });
+        assert_eq!(allocated, 0, "50 Muon steps ({:?}), the first included, allocated {allocated} times", cfg.form);
+        assert!(w.iter().all(|v| v.is_finite()));
+    }
 }

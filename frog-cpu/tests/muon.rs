@@ -1,0 +1,303 @@
+//! Muon on frog-cpu: every case of `muon/` in the golden directory
+//! (`FROG_GOLDEN_DIR` overrides it), whatever its file name, dispatched on
+//! its `optimizer` (`muon` the official form, `muon_airbench` airbench's),
+//! each 3-step chain in f64 (max-norm relative error 1e-9) and f32 (1e-4),
+//! on buffers and through views; then the misuse a caller can make.
+
+use frog_core::{muon_step, ConfigError, MatmulBackend, Error, MuonConfig, MuonForm, MuonScratch, MuonShape, MuonState, ParamGrad, ShapeError, StateError, ViewParamGrad};
+use frog_cpu::gemm::Real;
+use frog_cpu::golden::{digest, golden_dir, rel_error, run_suite, Report, DIGEST_START};
+use frog_cpu::Cpu;
+use serde_json::Value;
+
+/// One case of `muon/` (see `golden/MUON.md`).
+struct Case {
+    name: String,
+    cfg: MuonConfig,
+    shape: MuonShape,
+    weight: Vec<f64>,
+    /// Per step: the gradient, the expected weight and momentum buffer.
+    steps: Vec<[Vec<f64>; 3]>,
+}
+
+fn array(v: &Value, key: &str) -> Result<Vec<f64>, String> {
+    let a = v.get(key).and_then(Value::as_array).ok_or(format!("no array `{key}`"))?;
+    a.iter().map(|x| x.as_f64().ok_or(format!("`{key}` holds a non-number"))).collect()
+}
+
+fn parse(text: &str) -> Result<Case, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let hyper = v.get("hyper").ok_or("no `hyper`")?;
+    let num = |k: &str| hyper.get(k).and_then(Value::as_f64).ok_or(format!("no number `hyper.{k}`"));
+    let base = match v.get("optimizer").and_then(Value::as_str) {
+        Some("muon") => MuonConfig { weight_decay: num("weight_decay")?, ..MuonConfig::default() },
+        Some("muon_airbench") => MuonConfig::airbench(),
+        other => return Err(format!("`optimizer` is {other:?}, not \"muon\" or \"muon_airbench\"")),
+    };
+    let cfg = MuonConfig {
+        lr: num("lr")?,
+        momentum: num("momentum")?,
+        nesterov: hyper.get("nesterov").and_then(Value::as_bool).ok_or("no bool `hyper.nesterov`")?,
+        ns_steps: hyper.get("ns_steps").and_then(Value::as_u64).ok_or("no `hyper.ns_steps`")? as usize,
+        ..base
+    };
+    let dims: Vec<usize> = v.get("shape").and_then(Value::as_array).ok_or("no `shape`")?.iter().map(|d| d.as_u64().map(|d| d as usize)).collect::<Option<_>>().ok_or("bad `shape`")?;
+    let shape = match dims[..] {
+        [r, c] => MuonShape::matrix(r, c),
+        [o, i, h, w] => MuonShape::conv2d(o, i, h, w),
+        _ => return Err(format!("`shape` {dims:?} is neither 2-D nor 4-D")),
+    }
+    .map_err(|e| e.to_string())?;
+    let steps = v.get("steps").and_then(Value::as_array).ok_or("no `steps`")?;
+    let steps = steps
+        .iter()
+        .map(|s| {
+            let e = s.get("expected").ok_or("no `expected`")?;
+            Ok([array(s, "grad")?, array(e, "weight")?, array(e, "momentum")?])
+        })
+        .collect::<Result<_, String>>()?;
+    let weight = array(v.get("initial").ok_or("no `initial`")?, "weight")?;
+    Ok(Case { name: v.get("name").and_then(Value::as_str).unwrap_or_default().to_string(), cfg, shape, weight, steps })
+}
+
+/// Every `*.json` of `muon/`, sorted by file name.
+fn cases() -> Vec<Case> {
+    let dir = golden_dir().join("muon");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display())).map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
+    paths.sort();
+    let cases: Vec<Case> = paths.iter().map(|p| parse(&std::fs::read_to_string(p).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).collect();
+    assert!(cases.len() >= 8, "{} Muon cases in {}, expected at least the 8 committed ones", cases.len(), dir.display());
+    cases
+}
+
+fn to<T: Real>(v: &[f64]) -> Vec<T> {
+    v.iter().map(|&x| T::of_f64(x)).collect()
+}
+
+fn back<T: Real>(v: &[T]) -> Vec<f64> {
+    v.iter().map(|x| x.as_f64()).collect()
+}
+
+/// Entries around a case's arrays when it runs through views: they must
+/// come out of every step unchanged.
+const PAD: usize = 5;
+const SENTINEL: f64 = 7.25;
+
+/// Replays `case`'s three steps, comparing the weight and the momentum
+/// buffer after each at `rtol`; `views` runs them on views of the middle
+/// of larger buffers.
+fn run<T: Real>(cpu: &Cpu<T>, case: &Case, rtol: f64, views: bool) -> Result<Report, String> {
+    let n = case.shape.entries();
+    let mut state = MuonState::new(cpu, n).map_err(|e| e.to_string())?;
+    let mut scratch = MuonScratch::for_shape(cpu, &case.shape).map_err(|e| e.to_string())?;
+    let padded = |v: &[f64]| -> Vec<T> { to(&[vec![SENTINEL; PAD], v.to_vec(), vec![SENTINEL; PAD]].concat()) };
+    let mut w = padded(&case.weight);
+    let mut report = Report::default();
+    let mut failures = Vec::new();
+    for (k, [grad, want_w, want_m]) in case.steps.iter().enumerate() {
+        let g = padded(grad);
+        let r = if views {
+            let param = ViewParamGrad::<Cpu<T>> { param: &mut w[PAD..PAD + n], grad: &g[PAD..PAD + n] };
+            muon_step(cpu, &case.cfg, &case.shape, &mut state, &mut scratch, param)
+        } else {
+            let (mut wb, gb) = (w[PAD..PAD + n].to_vec(), g[PAD..PAD + n].to_vec());
+            let r = muon_step(cpu, &case.cfg, &case.shape, &mut state, &mut scratch, ParamGrad { param: &mut wb, grad: &gb });
+            w[PAD..PAD + n].copy_from_slice(&wb);
+            r
+        };
+        r.map_err(|e| format!("step {k}: {e}"))?;
+        if views && w[..PAD].iter().chain(&w[PAD + n..]).any(|&v| v.as_f64() != SENTINEL) {
+            failures.push(format!("step {k}: entries around the view changed"));
+        }
+        for (what, actual, expected) in [("weight", back(&w[PAD..PAD + n]), want_w), ("momentum", back(state.momentum()), want_m)] {
+            let err = rel_error(&actual, expected);
+            report.digest = digest(if report.compared == 0 { DIGEST_START } else { report.digest }, &actual);
+            report.compared += 1;
+            if err > report.worst || report.compared == 1 {
+                report.worst = err;
+                report.worst_at = format!("step{k}.{what}");
+            }
+            if err > rtol || err.is_nan() {
+                failures.push(format!("step{k}.{what}: relative error {err:.3e} > {rtol:.0e}"));
+            }
+        }
+    }
+    if failures.is_empty() {
+        Ok(report)
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+fn suite<T: Real>(rtol: f64, views: bool) {
+    let cases = cases();
+    let cpu = Cpu::<T>::with_threads(2).unwrap();
+    let how = if views { "through views" } else { "on buffers" };
+    let summary = format!("Muon cases {how} in {} from {}", std::any::type_name::<T>(), golden_dir().join("muon").display());
+    run_suite(&summary, &cases, |c| &c.name, |c| run(&cpu, c, rtol, views)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn muon_golden_f64() {
+    suite::<f64>(1e-9, false);
+}
+
+#[test]
+fn muon_golden_f32() {
+    suite::<f32>(1e-4, false);
+}
+
+#[test]
+fn muon_golden_through_views() {
+    suite::<f64>(1e-9, true);
+    suite::<f32>(1e-4, true);
+}
+
+/// Both forms run their cases' rules: a case with the other form's rule
+/// is far off (so the dispatch on `optimizer` is what the suite checks).
+#[test]
+fn the_forms_differ() {
+    let cpu = Cpu::<f64>::with_threads(1).unwrap();
+    for case in cases() {
+        let other = match case.cfg.form {
+            MuonForm::Official => MuonConfig { form: MuonForm::Airbench, weight_decay: 0.0, ..case.cfg },
+            _ => MuonConfig { form: MuonForm::Official, ..case.cfg },
+        };
+        let swapped = Case { cfg: other, steps: case.steps.clone(), weight: case.weight.clone(), name: case.name.clone(), shape: case.shape };
+        assert!(run(&cpu, &swapped, 1e-3, false).is_err(), "{} passes under the other form", case.name);
+    }
+}
+
+#[test]
+fn bad_settings_are_refused() {
+    let official = MuonConfig::default();
+    let bad = [
+        (MuonConfig { ns_steps: 0, ..official }, ConfigError::NsStepsZero),
+        (MuonConfig { ns_steps: 10_001, ..official }, ConfigError::NumItersTooLarge(10_001)),
+        (MuonConfig { lr: -1.0, ..official }, ConfigError::Lr(-1.0)),
+        (MuonConfig { momentum: 1.5, ..official }, ConfigError::Momentum(1.5)),
+        (MuonConfig { momentum: 0.0, ..official }, ConfigError::NesterovWithoutMomentum),
+        (MuonConfig { weight_decay: -0.1, ..official }, ConfigError::WeightDecay(-0.1)),
+        (MuonConfig { lr: 2.0, weight_decay: 1.0, ..official }, ConfigError::DecayTooLarge { lr: 2.0, weight_decay: 1.0 }),
+        (MuonConfig { weight_decay: 0.1, ..MuonConfig::airbench() }, ConfigError::DecayNotInForm(0.1)),
+    ];
+    for (cfg, want) in bad {
+        assert_eq!(cfg.validate(), Err(want), "{cfg:?}");
+        assert!(!want.to_string().is_empty());
+    }
+    assert_eq!(MuonConfig::default().validate(), Ok(()));
+    assert_eq!(MuonConfig::airbench().validate(), Ok(()));
+    // Past the update bound in f32, fine in f64.
+    let huge = MuonConfig { lr: 1e38, ..official };
+    assert!(matches!(huge.validate_for::<f32>(), Err(ConfigError::UpdateBound { .. })));
+    assert_eq!(huge.validate_for::<f64>(), Ok(()));
+    // A rejected step changes nothing.
+    let cpu = Cpu::<f32>::with_threads(1).unwrap();
+    let shape = MuonShape::matrix(3, 4).unwrap();
+    let mut state = MuonState::new(&cpu, 12).unwrap();
+    let mut scratch = MuonScratch::for_shape(&cpu, &shape).unwrap();
+    let (mut w, g) = (vec![0.5f32; 12], vec![0.25f32; 12]);
+    let r = muon_step(&cpu, &huge, &shape, &mut state, &mut scratch, ParamGrad { param: &mut w, grad: &g });
+    assert!(matches!(r, Err(Error::Config(ConfigError::UpdateBound { .. }))), "{r:?}");
+    assert_eq!((state.steps(), w, state.momentum().clone()), (0, vec![0.5; 12], vec![0.0; 12]));
+    // The shape scale counts too: a 3x1 kernel's sqrt(3).
+    let conv = MuonShape::conv2d(1, 1, 3, 1).unwrap();
+    let near = MuonConfig { lr: f32::MAX as f64 / 4.0 / 1.21 / 1.5, ..official };
+    assert_eq!(near.validate_for::<f32>(), Ok(()));
+    let mut state = MuonState::new(&cpu, 3).unwrap();
+    let (mut w, g) = (vec![0.5f32; 3], vec![0.25f32; 3]);
+    let r = muon_step(&cpu, &near, &conv, &mut state, &mut MuonScratch::for_shape(&cpu, &conv).unwrap(), ParamGrad { param: &mut w, grad: &g });
+    assert!(matches!(r, Err(Error::Config(ConfigError::UpdateBound { .. }))), "{r:?}");
+}
+
+#[test]
+fn wrong_lengths_change_nothing() {
+    let cpu = Cpu::<f64>::with_threads(1).unwrap();
+    let cfg = MuonConfig::default();
+    let shape = MuonShape::matrix(4, 6).unwrap();
+    let mut state = MuonState::new(&cpu, 24).unwrap();
+    let mut scratch = MuonScratch::for_shape(&cpu, &shape).unwrap();
+    let (mut w, g) = (vec![0.5; 24], vec![0.25; 24]);
+    let (short_w, short_g) = (vec![0.5; 23], vec![0.25; 23]);
+    let expect = |r: Result<(), Error<_>>, what: &str| match r {
+        Err(Error::Shape(ShapeError::BufferLength { what: w, expected: 24, actual: 23 })) => assert_eq!(w, what),
+        other => panic!("{what}: {other:?}"),
+    };
+    expect(muon_step(&cpu, &cfg, &shape, &mut state, &mut scratch, ParamGrad { param: &mut w, grad: &short_g }), "grad");
+    let mut sw = short_w.clone();
+    expect(muon_step(&cpu, &cfg, &shape, &mut state, &mut scratch, ViewParamGrad::<Cpu<f64>> { param: &mut sw[..], grad: &g[..] }), "param");
+    let mut small_state = MuonState::new(&cpu, 23).unwrap();
+    expect(muon_step(&cpu, &cfg, &shape, &mut small_state, &mut scratch, ParamGrad { param: &mut w, grad: &g }), "Muon state");
+    // A scratch sized for a smaller weight.
+    let mut small = MuonScratch::for_shape(&cpu, &MuonShape::matrix(4, 5).unwrap()).unwrap();
+    let r = muon_step(&cpu, &cfg, &shape, &mut state, &mut small, ParamGrad { param: &mut w, grad: &g });
+    assert!(matches!(r, Err(Error::Shape(ShapeError::WorkspaceTooSmall { .. }))), "{r:?}");
+    assert_eq!((state.steps(), &w, state.momentum()), (0, &vec![0.5; 24], &vec![0.0; 24]));
+    // One scratch serves every weight that fits: a bigger one takes a smaller weight.
+    let mut big = MuonScratch::new(&cpu, 100, 10).unwrap();
+    muon_step(&cpu, &cfg, &shape, &mut state, &mut big, ParamGrad { param: &mut w, grad: &g }).unwrap();
+    assert_eq!(state.steps(), 1);
+    assert_eq!(MuonScratch::<Cpu<f64>>::entries(&shape), Some(2 * 24 + 2 * 16 + 1));
+    assert!(matches!(MuonShape::conv2d(usize::MAX, 2, 1, 1), Err(ShapeError::TooLarge { .. })));
+}
+
+#[test]
+fn state_round_trip_and_corrupt_bytes() {
+    let cpu = Cpu::<f64>::with_threads(1).unwrap();
+    let cfg = MuonConfig { weight_decay: 0.1, ..MuonConfig::default() };
+    let shape = MuonShape::conv2d(4, 2, 3, 1).unwrap();
+    let n = shape.entries();
+    let mut scratch = MuonScratch::for_shape(&cpu, &shape).unwrap();
+    let grads: Vec<Vec<f64>> = (0..3).map(|s| (0..n).map(|i| ((i * 7 + s * 3) % 11) as f64 / 10.0 - 0.5).collect()).collect();
+    let mut state = MuonState::new(&cpu, n).unwrap();
+    let mut w: Vec<f64> = (0..n).map(|i| (i % 5) as f64 / 5.0 - 0.4).collect();
+    for g in &grads[..2] {
+        muon_step(&cpu, &cfg, &shape, &mut state, &mut scratch, ParamGrad { param: &mut w, grad: g }).unwrap();
+    }
+    let mut bytes = vec![0u8; state.export_len()];
+    assert_eq!(state.export(&cpu, &mut bytes).unwrap(), bytes.len());
+    let mut restored = MuonState::new(&cpu, n).unwrap();
+    restored.restore(&cpu, &bytes).unwrap();
+    assert_eq!((restored.steps(), restored.momentum()), (2, state.momentum()));
+    let mut w2 = w.clone();
+    muon_step(&cpu, &cfg, &shape, &mut state, &mut scratch, ParamGrad { param: &mut w, grad: &grads[2] }).unwrap();
+    muon_step(&cpu, &cfg, &shape, &mut restored, &mut scratch, ParamGrad { param: &mut w2, grad: &grads[2] }).unwrap();
+    assert_eq!((w, restored.momentum()), (w2, state.momentum()));
+
+    // Corrupt bytes are refused, and the state keeps what it had.
+    let mut fresh = MuonState::new(&cpu, n).unwrap();
+    let mut bad_magic = bytes.clone();
+    bad_magic[0] ^= 1;
+    assert!(matches!(fresh.restore(&cpu, &bad_magic), Err(Error::State(StateError::BadMagic))));
+    assert!(matches!(fresh.restore(&cpu, &bytes[..bytes.len() - 1]), Err(Error::State(StateError::Truncated { .. }))));
+    let mut nan = bytes.clone();
+    let at = nan.len() - 8;
+    nan[at..].copy_from_slice(&f64::NAN.to_le_bytes());
+    assert!(matches!(fresh.restore(&cpu, &nan), Err(Error::State(StateError::NonFinite { .. }))));
+    assert!(matches!(MuonState::new(&cpu, n + 1).unwrap().restore(&cpu, &bytes), Err(Error::State(StateError::Length { .. }))));
+    let f32_cpu = Cpu::<f32>::with_threads(1).unwrap();
+    assert!(matches!(MuonState::new(&f32_cpu, n).unwrap().restore(&f32_cpu, &bytes), Err(Error::State(StateError::ScalarSize(8)))));
+    assert_eq!((fresh.steps(), fresh.momentum()), (0, &vec![0.0; n]));
+    assert!(matches!(state.export(&cpu, &mut [0u8; 10]), Err(Error::Shape(ShapeError::BufferLength { .. }))));
+}
+
+/// A norm whose sum of squares overflows (or underflows) the scalar is
+/// still the norm: airbench's renormalization of a huge f32 weight gives
+/// the weight of norm `sqrt(rows)`, not zeros.
+#[test]
+fn norms_past_the_square_range() {
+    let cpu = Cpu::<f32>::with_threads(1).unwrap();
+    let mut out = vec![0.0f32];
+    for (x, want) in [([3e20f32, -4e20], 5e20f32), ([3e-25, 4e-25], 5e-25), ([0.0, 0.0], 0.0), ([3.0, 4.0], 5.0)] {
+        cpu.frobenius_norm(2, &&x[..], &mut out).unwrap();
+        assert!((out[0] - want).abs() <= 1e-6 * want, "{x:?}: {} != {want}", out[0]);
+    }
+    let shape = MuonShape::matrix(4, 3).unwrap();
+    let cfg = MuonConfig { lr: 0.0, ..MuonConfig::airbench() };
+    let mut w: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) * 1e19).collect();
+    let g = vec![0.1f32; 12];
+    let mut state = MuonState::new(&cpu, 12).unwrap();
+    muon_step(&cpu, &cfg, &shape, &mut state, &mut MuonScratch::for_shape(&cpu, &shape).unwrap(), ParamGrad { param: &mut w, grad: &g }).unwrap();
+    let norm = w.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+    assert!((norm - 2.0).abs() < 1e-5, "renormalized norm {norm}");
+}
