@@ -226,8 +226,11 @@ pub trait MatmulBackend: Backend {
     fn frobenius_norm(&self, n: usize, x: &Self::View<'_>, out: &mut Self::Buffer) -> Result<(), Self::Error>;
 
     /// `x[i] *= s.num / (norm[0] + s.eps)` for the first `n` entries of
-    /// `x`, the factor formed once, as the references form it on the host
-    /// (a zero norm with `eps = 0` gives what they give: NaN or infinity).
+    /// `x`, the factor formed once, as the references form it on the host.
+    /// A zero `norm[0] + s.eps` (the norm of an all-zero `x`, with
+    /// `eps = 0`: airbench renormalizing a zero weight) leaves `x`
+    /// unchanged, where the references give NaN: finite input keeps a
+    /// finite step.
     fn scale_by_norm(&self, n: usize, norm: &Self::Buffer, s: NormScale<Self::Scalar>, x: &mut Self::ViewMut<'_>) -> Result<(), Self::Error>;
 }
 

@@ -51,8 +51,13 @@ impl<T: Real> MatmulBackend for Cpu<T> {
     fn scale_by_norm(&self, n: usize, norm: &Vec<T>, s: NormScale<T>, x: &mut &mut [T]) -> Result<(), CpuError> {
         need("scale_by_norm: norm", norm, 1)?;
         need("scale_by_norm: x", x, n)?;
-        let factor = s.num / (norm[0] + s.eps);
-        x[..n].iter_mut().for_each(|v| *v *= factor);
+        let den = norm[0] + s.eps;
+        // A zero denominator is the norm of an all-zero `x` (eps = 0):
+        // unchanged, rather than the references' 0 * inf = NaN.
+        if den != T::ZERO {
+            let factor = s.num / den;
+            x[..n].iter_mut().for_each(|v| *v *= factor);
+        }
         Ok(())
     }
 }

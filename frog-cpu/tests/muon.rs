@@ -301,3 +301,18 @@ fn norms_past_the_square_range() {
     let norm = w.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
     assert!((norm - 2.0).abs() < 1e-5, "renormalized norm {norm}");
 }
+
+#[test]
+fn a_zero_weight_stays_finite() {
+    // airbench renormalizes the weight to norm sqrt(rows) first: an all-zero
+    // weight (norm 0) would give 0 * inf = NaN in the references; here it
+    // stays zero and takes the orthogonalized update, finite.
+    let cpu = Cpu::<f64>::with_threads(1).unwrap();
+    let shape = MuonShape::matrix(4, 3).unwrap();
+    let cfg = MuonConfig { lr: 0.1, momentum: 0.6, nesterov: true, ..MuonConfig::airbench() };
+    let (mut w, g) = (vec![0.0f64; 12], (0..12).map(|i| (i as f64 * 0.7).sin()).collect::<Vec<_>>());
+    let mut state = MuonState::new(&cpu, 12).unwrap();
+    let mut scratch = MuonScratch::for_shape(&cpu, &shape).unwrap();
+    muon_step(&cpu, &cfg, &shape, &mut state, &mut scratch, ParamGrad { param: &mut w, grad: &g }).unwrap();
+    assert!(w.iter().all(|v| v.is_finite()) && w.iter().any(|&v| v != 0.0), "{w:?}");
+}
