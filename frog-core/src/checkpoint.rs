@@ -3,16 +3,19 @@
 //! Layout (little-endian): magic `FROGCKPT`, version `u16`, scalar bytes
 //! `u8`, a reserved zero byte, the group count `u32`, the parameter count
 //! `u32`, the sampler's state (4 `u64`), per group its method (`u8`: 0
-//! FROG, 1 SGD, 2 AdamW, 3 K-FROG) and its learning rate (`f64`, the one
-//! setting a schedule changes), then per parameter: its kind (`u8`: 0
-//! plain, 1 layer), its group (`u8`), its name (`u8` length, bytes), and
-//! its states, each as a `u64` length and the bytes of
+//! FROG, 1 SGD, 2 AdamW, 3 K-FROG, 4 Muon) and its learning rate (`f64`,
+//! the one setting a schedule changes), then per parameter: its kind
+//! (`u8`: 0 plain, 1 layer), its group (`u8`), its name (`u8` length,
+//! bytes), and its states, each as a `u64` length and the bytes of
 //! [`crate::ParamState::export`] (FROG, SGD), [`crate::AdamState::export`]
-//! (AdamW) or [`crate::KfrogState::export`] (K-FROG); a layer outside FROG
-//! and K-FROG groups has a second state for its bias. The registrations
-//! themselves (names, kinds, groups, sizes, methods) are the program's: a
-//! checkpoint restores into an optimizer built the same way, and says so
-//! when it does not.
+//! (AdamW), [`crate::KfrogState::export`] (K-FROG) or
+//! [`crate::MuonState::export`] (Muon); a layer in an SGD or AdamW group
+//! has a second state for its bias. Muon's shared scratch holds no state
+//! (every step overwrites it), so no checkpoint holds it. A new method's
+//! tag changes no layout (a checkpoint without it reads as before), so it
+//! keeps the version. The registrations themselves (names, kinds, groups,
+//! sizes, methods) are the program's: a checkpoint restores into an
+//! optimizer built the same way, and says so when it does not.
 
 use crate::backend::Backend;
 use crate::error::{Error, ShapeError};
@@ -91,6 +94,7 @@ fn method_tag(method: &Method) -> u8 {
         Method::Sgd(_) => 1,
         Method::AdamW(_) => 2,
         Method::Kfrog(_) => 3,
+        Method::Muon(_) => 4,
     }
 }
 

@@ -3,6 +3,7 @@
 use crate::adamw::AdamWConfig;
 use crate::config::{Config, ConfigError};
 use crate::kfrog::KfrogConfig;
+use crate::muon::MuonConfig;
 use crate::scalar::Scalar;
 use crate::sgd::SgdConfig;
 
@@ -11,8 +12,9 @@ use crate::sgd::SgdConfig;
 /// FROG preconditions the group's registered layers and steps its plain
 /// parameters (BatchNorm, the classifier) on its plain-SGD path at
 /// `lr * lr_other_ratio`; `torch.optim.SGD` and `torch.optim.AdamW` step
-/// every parameter alike. Each settings struct converts into its method
-/// (`Method::from(cfg)`, `cfg.into()`).
+/// every parameter alike; Muon steps only matrix weights (layers without
+/// bias), as the official Muon refuses other parameters. Each settings
+/// struct converts into its method (`Method::from(cfg)`, `cfg.into()`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Method {
@@ -25,6 +27,10 @@ pub enum Method {
     /// K-FROG on the group's layers, momentum SGD at the same rate on its
     /// plain parameters (needs a backend with [`crate::KfrogBackend`]).
     Kfrog(KfrogConfig),
+    /// Muon on the group's layers, bias-free (needs a backend with
+    /// [`crate::MatmulBackend`], made from the [`MuonConfig`] itself: see
+    /// [`crate::IntoMethod`]).
+    Muon(MuonConfig),
 }
 
 impl From<Config> for Method {
@@ -51,6 +57,12 @@ impl From<KfrogConfig> for Method {
     }
 }
 
+impl From<MuonConfig> for Method {
+    fn from(c: MuonConfig) -> Self {
+        Self::Muon(c)
+    }
+}
+
 impl Method {
     /// The learning rate.
     pub fn lr(&self) -> f64 {
@@ -59,6 +71,7 @@ impl Method {
             Self::Sgd(c) => c.lr,
             Self::AdamW(c) => c.lr,
             Self::Kfrog(c) => c.lr,
+            Self::Muon(c) => c.lr,
         }
     }
 
@@ -70,18 +83,20 @@ impl Method {
             Self::Sgd(c) => c.lr = lr,
             Self::AdamW(c) => c.lr = lr,
             Self::Kfrog(c) => c.lr = lr,
+            Self::Muon(c) => c.lr = lr,
         }
         self
     }
 
-    /// The momentum of FROG and SGD (0 for none, and for AdamW, whose
-    /// moments are its own).
+    /// The momentum of FROG, SGD, K-FROG and Muon (0 for none, and for
+    /// AdamW, whose moments are its own).
     pub fn momentum(&self) -> f64 {
         match self {
             Self::Frog(c) => c.momentum,
             Self::Sgd(c) => c.momentum,
             Self::AdamW(_) => 0.0,
             Self::Kfrog(c) => c.momentum,
+            Self::Muon(c) => c.momentum,
         }
     }
 
@@ -92,6 +107,7 @@ impl Method {
             Self::Sgd(_) => "SGD",
             Self::AdamW(_) => "AdamW",
             Self::Kfrog(_) => "K-FROG",
+            Self::Muon(_) => "Muon",
         }
     }
 
@@ -110,6 +126,7 @@ impl Method {
             Self::Sgd(c) => c.validate(),
             Self::AdamW(c) => c.validate(),
             Self::Kfrog(c) => c.validate(),
+            Self::Muon(c) => c.validate(),
         }
     }
 
@@ -121,6 +138,7 @@ impl Method {
             Self::Sgd(c) => c.validate_for::<S>(),
             Self::AdamW(c) => c.validate_for::<S>(),
             Self::Kfrog(c) => c.validate_for::<S>(),
+            Self::Muon(c) => c.validate_for::<S>(),
         }
     }
 }

@@ -160,7 +160,7 @@ impl MuonShape {
     }
 
     /// The side of the Gram matrix the iteration forms: the smaller dimension.
-    fn side(&self) -> usize {
+    pub(crate) fn side(&self) -> usize {
         self.rows.min(self.cols)
     }
 
@@ -349,8 +349,19 @@ impl<B: Backend> MuonState<B> {
     /// same size and scalar type; every byte is checked first (a NaN or
     /// infinite entry is an error), so a rejected buffer changes nothing.
     pub fn restore(&mut self, backend: &B, bytes: &[u8]) -> Result<(), Error<B::Error>> {
-        let steps = check_stored::<B::Scalar>(bytes, MAGIC, self.len, FLAG, 1)?;
-        import_stored(backend, bytes, self.len, core::iter::once(&mut self.buf)).map_err(Error::Backend)?;
+        let steps = self.check_bytes(bytes)?;
+        self.apply_bytes(backend, bytes, steps).map_err(Error::Backend)
+    }
+
+    /// [`MuonState::restore`]'s checks (the step count read), for a
+    /// checkpoint that checks every state before it writes any.
+    pub(crate) fn check_bytes(&self, bytes: &[u8]) -> Result<u64, StateError> {
+        check_stored::<B::Scalar>(bytes, MAGIC, self.len, FLAG, 1)
+    }
+
+    /// Writes checked bytes into the state.
+    pub(crate) fn apply_bytes(&mut self, backend: &B, bytes: &[u8], steps: u64) -> Result<(), B::Error> {
+        import_stored(backend, bytes, self.len, core::iter::once(&mut self.buf))?;
         self.steps = steps;
         Ok(())
     }

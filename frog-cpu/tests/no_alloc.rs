@@ -221,4 +221,12 @@ fn steps_allocate_nothing_from_the_first() {
         assert_eq!(allocated, 0, "50 Muon steps ({:?}), the first included, allocated {allocated} times", cfg.form);
         assert!(w.iter().all(|v| v.is_finite()));
     }
+    // The same through the optimizer object's Muon group, whose scratch
+    // was grown when its layer was registered.
+    let muon = frog.add_group(MuonConfig::default()).unwrap();
+    let muon_id = frog.add_layer(&cpu, "muon", Layer::conv2d(Conv2d::new(8, 16, 3, [16, 16]).padding(1), false), muon).unwrap();
+    let (mut w, g) = (to32(&rng.vec(16 * 72)), to32(&rng.vec(16 * 72)));
+    let allocated = allocations(|| (0..20).for_each(|_| frog.step_layer(&cpu, muon_id, Params { weight: &mut w, grad_weight: &g, bias: None }, None::<Batch<Cpu<f32>>>).unwrap()));
+    assert_eq!(allocated, 0, "20 steps of a Muon group, the first included, allocated {allocated} times");
+    assert_eq!(frog.muon_state(muon_id).unwrap().steps(), 20);
 }

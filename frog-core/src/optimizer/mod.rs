@@ -32,8 +32,9 @@ use crate::backend::Backend;
 use crate::error::{Error, ShapeError};
 use crate::guard::{Diagnostics, Guard, GuardBackend};
 use crate::kfrog::{KfrogBatch, KfrogConfig, KfrogState};
-use crate::layer::Layer;
+use crate::layer::{Layer, LayerKind};
 use crate::method::Method;
+use crate::muon::{MuonConfig, MuonScratch, MuonShape, MuonState};
 use crate::sampler::{Sampler, MAX_BATCH};
 use crate::state::ParamState;
 use crate::step::RowGuard;
@@ -85,6 +86,12 @@ pub struct Optimizer<B: Backend, const N: usize> {
     adam: Option<AdamStep<B>>,
     /// [`kfrog_step`](crate::kfrog_step) of this backend, once a K-FROG group exists.
     kfrog: Option<KfrogStep<B>>,
+    /// [`muon_step`](crate::muon_step) of this backend, once a Muon group exists.
+    muon: Option<MuonStep<B>>,
+    /// The Muon groups' shared scratch, sized for the largest registered
+    /// Muon weight (its entries and smaller dimension, kept to tell when a
+    /// new weight needs a larger one); `None` before the first.
+    muon_scratch: Option<(MuonScratch<B>, (usize, usize))>,
 }
 
 /// The groups, the registered parameters with their states' sizes and
@@ -109,6 +116,9 @@ type AdamStep<B> = fn(&B, &AdamWConfig, &mut AdamState<B>, &mut <B as Backend>::
 
 /// [`kfrog_step`](crate::kfrog_step) for one backend.
 type KfrogStep<B> = for<'a> fn(&B, &KfrogConfig, &Layer, &mut KfrogState<B>, &mut Workspace<B>, &mut <B as Backend>::Buffer, &<B as Backend>::Buffer, KfrogBatch<'a, B>) -> Res<(), B>;
+
+/// [`muon_step`](crate::muon_step) for one backend, on buffers.
+type MuonStep<B> = fn(&B, &MuonConfig, &MuonShape, &mut MuonState<B>, &mut MuonScratch<B>, &mut <B as Backend>::Buffer, &<B as Backend>::Buffer) -> Res<(), B>;
 
 impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// An optimizer whose default group runs `method` (any settings struct,
@@ -144,6 +154,8 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             guard: None,
             adam: None,
             kfrog: None,
+            muon: None,
+            muon_scratch: None,
         })
     }
 
@@ -151,14 +163,21 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// [`Method`]; see [`IntoMethod`]). A K-FROG group's layers step with
     /// [`Optimizer::step_layer_kfrog`] on samples from
     /// [`Optimizer::sample_kfrog`]; its plain parameters take momentum SGD
-    /// at the same rate, without decay, as in the original.
+    /// at the same rate, without decay, as in the original. A Muon group
+    /// takes bias-free layers only ([`Optimizer::add_layer`]), and is made
+    /// from its [`MuonConfig`], not a [`Method`]
+    /// ([`RegistryError::MuonFromMethod`]; see [`IntoMethod`]).
     pub fn add_group(&mut self, method: impl IntoMethod<B>) -> Res<GroupId, B> {
         let (method, steps) = method.into_method();
+        if matches!(method, Method::Muon(_)) && steps.muon.is_none() {
+            return Err(RegistryError::MuonFromMethod.into());
+        }
         let id = self.push_group(method)?;
         // A step of this backend for each extension-trait method, kept
         // where the bound was seen (every later step needs only `Backend`).
         self.adam = self.adam.or(steps.adam);
         self.kfrog = self.kfrog.or(steps.kfrog);
+        self.muon = self.muon.or(steps.muon);
         Ok(id)
     }
 
@@ -179,19 +198,26 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     }
 
     /// Registers a layer named `name` in `group`: preconditioned when the
-    /// group runs FROG (the workspace grows to cover it), two plain
-    /// parameters otherwise.
+    /// group runs FROG (the workspace grows to cover it), orthogonalized
+    /// when it runs Muon (a conv's filter `[c_out, c_in, kh, kw]` as a
+    /// `c_out x c_in*kh*kw` matrix, a linear layer's weight as itself; the
+    /// Muon scratch grows to cover it), two plain parameters otherwise.
     ///
     /// Errors: a layer [`Layer::validate`] rejects (grouped convolutions
-    /// among them), an unknown group, a name too long or taken, a full
-    /// registry, and memory the backend cannot allocate. A failed call
-    /// changes nothing: everything is checked, then the grown workspace
-    /// and the new state are allocated beside the old, and only then
-    /// committed.
+    /// among them), a layer with a bias in a Muon group
+    /// ([`RegistryError::MuonMatrixOnly`]: as the official Muon, which
+    /// refuses parameters that are not matrices, Muon steps weights only;
+    /// register the bias with [`Optimizer::add_param`] in an SGD or AdamW
+    /// group, as airbench does), an unknown group, a name too long or
+    /// taken, a full registry, and memory the backend cannot allocate. A
+    /// failed call changes nothing: everything is checked, then the grown
+    /// workspace (or scratch) and the new state are allocated beside the
+    /// old, and only then committed.
     pub fn add_layer(&mut self, backend: &B, name: &str, layer: Layer, group: GroupId) -> Res<ParamId, B> {
         layer.validate()?;
         let (method, name) = self.check_registration(name, group)?;
         let rows = layer.rows();
+        let mut muon_scratch = None;
         let (workspace, state, bias) = match method {
             Method::Frog(cfg) => {
                 let workspace = self.grown_workspace(backend, WorkspaceReq::new(backend, &layer, cfg.sample_rows(self.max_batch))?)?;
@@ -209,6 +235,14 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                 let workspace = self.grown_workspace(backend, need)?;
                 (workspace, SlotState::Kfrog(KfrogState::new(backend, &layer, &cfg).map_err(Error::Backend)?), None)
             }
+            Method::Muon(_) => {
+                if layer.bias {
+                    return Err(RegistryError::MuonMatrixOnly { what: "a layer's bias" }.into());
+                }
+                let shape = muon_shape(&layer)?;
+                muon_scratch = self.grown_muon_scratch(backend, &shape)?;
+                (None, SlotState::Muon(MuonState::new(backend, shape.entries()).map_err(Error::Backend)?), None)
+            }
             m => {
                 let weight = SlotState::new(backend, &m, rows * layer.weight_cols()).map_err(Error::Backend)?;
                 let bias = if layer.bias { Some(SlotState::new(backend, &m, rows).map_err(Error::Backend)?) } else { None };
@@ -219,14 +253,22 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         if workspace.is_some() {
             self.workspace = workspace;
         }
+        if muon_scratch.is_some() {
+            self.muon_scratch = muon_scratch;
+        }
         Ok(id)
     }
 
     /// Registers a plain parameter of `len` entries named `name` in
     /// `group` (FROG's plain-SGD path in a FROG group). Errors as
-    /// [`Optimizer::add_layer`].
+    /// [`Optimizer::add_layer`]; a Muon group takes no plain parameter
+    /// ([`RegistryError::MuonMatrixOnly`]: Muon needs a weight's matrix
+    /// shape, which a layer gives).
     pub fn add_param(&mut self, backend: &B, name: &str, len: usize, group: GroupId) -> Res<ParamId, B> {
         let (method, name) = self.check_registration(name, group)?;
+        if let Method::Muon(_) = method {
+            return Err(RegistryError::MuonMatrixOnly { what: "a plain parameter" }.into());
+        }
         let state = SlotState::new(backend, &method, len).map_err(Error::Backend)?;
         self.push(Slot { name, group, kind: ParamKind::Plain { len }, state, bias: None })
     }
@@ -261,6 +303,19 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             return Ok(None);
         }
         Ok(Some(Workspace::new(backend, want).map_err(Error::Backend)?))
+    }
+
+    /// A Muon scratch covering the current one and `shape`, allocated
+    /// beside the current one (committed by the caller); `None` when the
+    /// current one covers it.
+    fn grown_muon_scratch(&self, backend: &B, shape: &MuonShape) -> Res<Option<(MuonScratch<B>, (usize, usize))>, B> {
+        let have = self.muon_scratch.as_ref().map(|(_, need)| *need);
+        let (entries, side) = have.unwrap_or_default();
+        let want = (entries.max(shape.entries()), side.max(shape.side()));
+        if have == Some(want) {
+            return Ok(None);
+        }
+        Ok(Some((MuonScratch::new(backend, want.0, want.1)?, want)))
     }
 
     /// The registered parameter named `name`.
@@ -371,6 +426,14 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         }
     }
 
+    /// The Muon state of layer `id`.
+    pub fn muon_state(&self, id: ParamId) -> Res<&MuonState<B>, B> {
+        match &self.slot(id)?.state {
+            SlotState::Muon(s) => Ok(s),
+            _ => Err(RegistryError::WrongKind(id.index).into()),
+        }
+    }
+
     /// The K-FROG state of layer `id`.
     pub fn kfrog_state(&self, id: ParamId) -> Res<&KfrogState<B>, B> {
         match &self.slot(id)?.state {
@@ -408,5 +471,13 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// The largest batch the optimizer takes.
     pub fn max_batch(&self) -> usize {
         self.max_batch
+    }
+}
+
+/// The matrix Muon sees `layer`'s weight as (validated, so not grouped).
+fn muon_shape(layer: &Layer) -> Result<MuonShape, ShapeError> {
+    match layer.kind {
+        LayerKind::Linear { d_in, d_out, .. } => MuonShape::matrix(d_out, d_in),
+        LayerKind::Conv2d(c) => MuonShape::conv2d(c.c_out, c.c_in, c.kernel[0], c.kernel[1]),
     }
 }

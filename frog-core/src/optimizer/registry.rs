@@ -85,8 +85,9 @@ impl GroupId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ParamKind {
-    /// A layer: preconditioned in a FROG group, stepped as two plain
-    /// parameters (weight, bias) in any other.
+    /// A layer: preconditioned in a FROG group, by its own step in a
+    /// K-FROG or Muon group, stepped as two plain parameters (weight,
+    /// bias) in any other.
     Layer(Layer),
     /// A plain parameter of `len` entries.
     Plain {
@@ -155,9 +156,21 @@ pub enum RegistryError {
     /// A K-FROG layer stepped with `step_layer` or a FROG layer with
     /// `step_layer_kfrog`.
     WrongMethod(u32),
-    /// A parameter of an AdamW group stepped on views: AdamW's kernel
-    /// takes backend buffers.
+    /// A parameter of an AdamW or Muon group stepped on views: their steps
+    /// reach the optimizer as functions of backend buffers.
     NeedsBuffers(u32),
+    /// What Muon does not step registered in a Muon group: a layer's bias
+    /// or a plain parameter (the official Muon refuses parameters that
+    /// are not matrices; register them in an SGD or AdamW group).
+    MuonMatrixOnly {
+        /// What was registered.
+        what: &'static str,
+    },
+    /// A Muon group made from a [`Method`](crate::Method): make it from
+    /// its [`MuonConfig`](crate::MuonConfig), whose
+    /// [`IntoMethod`](crate::IntoMethod) requires the backend's
+    /// [`MatmulBackend`](crate::MatmulBackend).
+    MuonFromMethod,
 }
 
 impl fmt::Display for RegistryError {
@@ -178,7 +191,9 @@ impl fmt::Display for RegistryError {
                 write!(f, "a batch of {sample} sampled rows of {batch}, but the last sample drew {drawn} of {drawn_batch}: build the step's batch from its Sample")
             }
             Self::WrongMethod(p) => write!(f, "layer {p} runs another method (K-FROG layers step with step_layer_kfrog, the others with step_layer)"),
-            Self::NeedsBuffers(p) => write!(f, "parameter {p} is in an AdamW group, whose steps take backend buffers (step_layer, step_param), not views"),
+            Self::NeedsBuffers(p) => write!(f, "parameter {p} is in an AdamW or Muon group, whose steps take backend buffers (step_layer, step_param), not views"),
+            Self::MuonMatrixOnly { what } => write!(f, "{what} in a Muon group: Muon steps matrix weights only (bias-free layers); register it in an SGD or AdamW group"),
+            Self::MuonFromMethod => write!(f, "a Muon group made from a Method: make it from its MuonConfig (which checks that the backend has MatmulBackend)"),
         }
     }
 }

@@ -10,14 +10,16 @@ use crate::adamw::AdamState;
 use crate::backend::Backend;
 use crate::kfrog::KfrogState;
 use crate::method::Method;
+use crate::muon::MuonState;
 use crate::state::{ParamState, StateError};
 
-/// A parameter's state: FROG's and SGD's momentum state, or AdamW's
-/// moments, as its group's method needs.
+/// A parameter's state: FROG's and SGD's momentum state, AdamW's
+/// moments, K-FROG's or Muon's state, as its group's method needs.
 pub(crate) enum SlotState<B: Backend> {
     Momentum(ParamState<B>),
     Adam(AdamState<B>),
     Kfrog(KfrogState<B>),
+    Muon(MuonState<B>),
 }
 
 impl<B: Backend> SlotState<B> {
@@ -35,6 +37,7 @@ impl<B: Backend> SlotState<B> {
             Self::Momentum(s) => s.export_len(),
             Self::Adam(s) => s.export_len(),
             Self::Kfrog(s) => s.export_len(),
+            Self::Muon(s) => s.export_len(),
         }
     }
 
@@ -43,6 +46,7 @@ impl<B: Backend> SlotState<B> {
             Self::Momentum(s) => s.export(backend, out),
             Self::Adam(s) => s.export(backend, out),
             Self::Kfrog(s) => s.export(backend, out),
+            Self::Muon(s) => s.export(backend, out),
         }
     }
 
@@ -51,6 +55,7 @@ impl<B: Backend> SlotState<B> {
             Self::Momentum(s) => s.check_bytes(bytes),
             Self::Adam(s) => s.check_bytes(bytes),
             Self::Kfrog(s) => s.check_bytes(bytes),
+            Self::Muon(s) => s.check_bytes(bytes),
         }
     }
 
@@ -59,6 +64,7 @@ impl<B: Backend> SlotState<B> {
             Self::Momentum(s) => s.apply_bytes(backend, bytes, steps),
             Self::Adam(s) => s.apply_bytes(backend, bytes, steps),
             Self::Kfrog(s) => s.apply_bytes(backend, bytes, steps),
+            Self::Muon(s) => s.apply_bytes(backend, bytes, steps),
         }
     }
 
@@ -67,6 +73,7 @@ impl<B: Backend> SlotState<B> {
             Self::Momentum(s) => s.len(),
             Self::Adam(s) => s.len(),
             Self::Kfrog(s) => s.weight.len(),
+            Self::Muon(s) => s.len(),
         }
     }
 
@@ -77,6 +84,7 @@ impl<B: Backend> SlotState<B> {
             Self::Momentum(s) => s.steps(),
             Self::Adam(s) => s.steps(),
             Self::Kfrog(s) => s.steps(),
+            Self::Muon(s) => s.steps(),
         };
         steps.checked_add(1).map(drop).ok_or(StateError::StepsExhausted)
     }
@@ -88,6 +96,7 @@ impl<B: Backend> fmt::Debug for SlotState<B> {
             Self::Momentum(s) => s.fmt(f),
             Self::Adam(s) => s.fmt(f),
             Self::Kfrog(s) => s.fmt(f),
+            Self::Muon(s) => s.fmt(f),
         }
     }
 }

@@ -48,14 +48,15 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
 
     /// One step of registered layer `id`: FROG's preconditioned step in a
     /// FROG group (`batch` required; guarded when [`Optimizer::set_guard`]
-    /// turned the guard on), the group's plain step of weight and bias
-    /// otherwise (`batch` unused: `None::<Batch<B>>`).
+    /// turned the guard on), Muon's step of the weight in a Muon group,
+    /// the group's plain step of weight and bias otherwise (`batch`
+    /// unused outside FROG groups: `None::<Batch<B>>`).
     ///
     /// `params` are [`crate::Params`] (buffers) or [`crate::ViewParams`] (views of
     /// the caller's storage), `batch` a [`Batch`](crate::Batch), [`crate::ViewBatch`] or
     /// [`crate::LowpBatch`] (16-bit inputs, on a [`crate::LowpBackend`]),
-    /// as [`crate::frog_step`] takes them. AdamW groups step on buffers
-    /// only ([`RegistryError::NeedsBuffers`]).
+    /// as [`crate::frog_step`] takes them. AdamW and Muon groups step on
+    /// buffers only ([`RegistryError::NeedsBuffers`]).
     ///
     /// A shape error names the layer: [`Error::Param`] (as do those of
     /// every step of the optimizer object).
@@ -91,6 +92,19 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                 }
                 let ws = self.workspace.as_mut().ok_or(RegistryError::NoBatch(id.index))?;
                 step_guarded(backend, LayerStep { cfg: &cfg, layer: &layer, state, ws }, params, batch, self.guard)
+            }
+            (Method::Muon(cfg), SlotState::Muon(state)) => {
+                if params.lens(backend).1.is_some() {
+                    return Err(ShapeError::BiasMismatch.into());
+                }
+                let shape = super::muon_shape(&layer)?;
+                let (mut weight, _) = params.split();
+                match (self.muon, self.muon_scratch.as_mut(), weight.buffers()) {
+                    (Some(step), Some((scratch, _)), Some((param, grad))) => step(backend, &cfg, &shape, state, scratch, param, grad),
+                    (Some(_), Some(_), None) => Err(RegistryError::NeedsBuffers(id.index).into()),
+                    // Registration in a Muon group made both.
+                    _ => Err(RegistryError::WrongMethod(id.index).into()),
+                }
             }
             (method, state) => {
                 // Check the bias pairing and its state before the weight moves.
