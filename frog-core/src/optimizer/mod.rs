@@ -89,9 +89,8 @@ pub struct Optimizer<B: Backend, const N: usize> {
     /// [`muon_step`](crate::muon_step) of this backend, once a Muon group exists.
     muon: Option<MuonStep<B>>,
     /// The Muon groups' shared scratch, sized for the largest registered
-    /// Muon weight (its entries and smaller dimension, kept to tell when a
-    /// new weight needs a larger one); `None` before the first.
-    muon_scratch: Option<(MuonScratch<B>, (usize, usize))>,
+    /// Muon weight; `None` before the first.
+    muon_scratch: Option<SizedScratch<B>>,
 }
 
 /// The groups, the registered parameters with their states' sizes and
@@ -116,6 +115,10 @@ type AdamStep<B> = fn(&B, &AdamWConfig, &mut AdamState<B>, &mut <B as Backend>::
 
 /// [`kfrog_step`](crate::kfrog_step) for one backend.
 type KfrogStep<B> = for<'a> fn(&B, &KfrogConfig, &Layer, &mut KfrogState<B>, &mut Workspace<B>, &mut <B as Backend>::Buffer, &<B as Backend>::Buffer, KfrogBatch<'a, B>) -> Res<(), B>;
+
+/// A Muon scratch with the entries and smaller dimension it was made for,
+/// kept to tell when a new weight needs a larger one.
+type SizedScratch<B> = (MuonScratch<B>, (usize, usize));
 
 /// [`muon_step`](crate::muon_step) for one backend, on buffers.
 type MuonStep<B> = fn(&B, &MuonConfig, &MuonShape, &mut MuonState<B>, &mut MuonScratch<B>, &mut <B as Backend>::Buffer, &<B as Backend>::Buffer) -> Res<(), B>;
@@ -308,7 +311,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// A Muon scratch covering the current one and `shape`, allocated
     /// beside the current one (committed by the caller); `None` when the
     /// current one covers it.
-    fn grown_muon_scratch(&self, backend: &B, shape: &MuonShape) -> Res<Option<(MuonScratch<B>, (usize, usize))>, B> {
+    fn grown_muon_scratch(&self, backend: &B, shape: &MuonShape) -> Res<Option<SizedScratch<B>>, B> {
         let have = self.muon_scratch.as_ref().map(|(_, need)| *need);
         let (entries, side) = have.unwrap_or_default();
         let want = (entries.max(shape.entries()), side.max(shape.side()));
