@@ -5,6 +5,7 @@
 //! kernels; [`model::Net`] builds a network from an [`arch::Arch`] on any
 //! device; [`optim::Optimizer`] steps it with SGD, AdamW, FROG or K-FROG
 //! through frog-core; a study is a [`runfile::RunFile`] of configurations.
+//! [`airbench`] holds the host side of the airbench94_muon record recipe.
 //!
 //! `cargo run -p frog-bench --release` runs the study (see `--help`): on
 //! the CPU the scaled-down one, on CIFAR-10 from `--data`, `$FROG_DATA`,
@@ -13,6 +14,7 @@
 //! `curves.csv`, `loss_vs_time.svg`, `accuracy_vs_time.svg`).
 #![forbid(unsafe_code)]
 
+pub mod airbench;
 pub mod arch;
 pub mod cli;
 pub mod data;
