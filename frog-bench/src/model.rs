@@ -52,6 +52,46 @@ pub struct Param<D: Device> {
 }
 
 impl<D: Device> Param<D> {
+    /// A parameter named `name` of PyTorch's `shape` on `dev`, holding
+    /// `init` (its entries), with a zero gradient and no sampled rows.
+    pub(crate) fn new(dev: &D, name: String, shape: Vec<usize>, init: &[D::Scalar], conv: Option<Conv2d>) -> Result<Self> {
+        let n = shape.iter().product();
+        let mut value = dev.zeros(n)?;
+        dev.upload(init, &mut value)?;
+        Ok(Self { name, shape, value, grad: dev.zeros(n)?, conv, sampled: None })
+    }
+
+    /// Allocates the optimizer's sampled rows when this is a convolution's
+    /// weight: `rx` samples' inputs and `ry` samples' output gradients.
+    pub(crate) fn enable_sampling(&mut self, dev: &D, rx: usize, ry: usize) -> Result<()> {
+        if let Some(conv) = self.conv {
+            let layer = frog_core::Layer::conv2d(conv, false);
+            self.sampled = Some(Sampled { x: dev.zeros(rx * layer.input_len())?, y: dev.zeros(ry * layer.output_len())? });
+        }
+        Ok(())
+    }
+
+    /// The backward pass of the convolution this is the weight of, from
+    /// its input `x` and its raw output gradient `dy` over `batch` samples:
+    /// the weight's gradient (overwritten); with `sample`, when sampling is
+    /// on, the sampled rows of `x` and `dy`; and with `dx` the input's
+    /// gradient (written, or added to when its flag is set). An error when
+    /// this is not a convolution's weight.
+    pub(crate) fn conv_backward(&mut self, dev: &D, batch: usize, sample: Option<SampledRows<'_>>, x: &D::Buffer, dy: &D::Buffer, dx: Option<(&mut D::Buffer, bool)>) -> Result<()> {
+        let conv = self.conv.ok_or_else(|| Error::new(format!("{}: not a convolution's weight", self.name)))?;
+        let shape = ConvShape { conv, batch };
+        dev.conv_backward_weight(shape, x, dy, &mut self.grad)?;
+        if let (Some(idx), Some(s)) = (sample, self.sampled.as_mut()) {
+            let layer = frog_core::Layer::conv2d(conv, false);
+            dev.gather(layer.input_len(), idx.x, x, &mut s.x)?;
+            dev.gather(layer.output_len(), idx.y, dy, &mut s.y)?;
+        }
+        if let Some((dx, accumulate)) = dx {
+            dev.conv_backward_data(shape, dy, &self.value, dx, accumulate)?;
+        }
+        Ok(())
+    }
+
     /// Entries.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
@@ -122,18 +162,7 @@ impl<D: Device> ConvBn<D> {
         let saved = BnSaved { mean: &self.saved.mean, invstd: &self.saved.invstd };
         let grads = BnGrads { dy: &mut self.grad, dx: &mut *dz, dweight: &mut gamma.grad, dbias: &mut tail[0].grad };
         dev.bn_backward(shape, &self.z, saved, &gamma.value, relu_out, grads)?;
-        let w = &mut params[self.w];
-        let conv = ConvShape { conv: self.conv, batch };
-        dev.conv_backward_weight(conv, x, dz, &mut w.grad)?;
-        if let (Some(idx), Some(s)) = (pass.sample, w.sampled.as_mut()) {
-            let [h, wd] = self.conv.input_hw;
-            dev.gather(self.conv.c_in * h * wd, idx.x, x, &mut s.x)?;
-            dev.gather(shape.channels * shape.hw, idx.y, dz, &mut s.y)?;
-        }
-        if let Some((dx, accumulate)) = dx {
-            dev.conv_backward_data(conv, dz, &w.value, dx, accumulate)?;
-        }
-        Ok(())
+        params[self.w].conv_backward(dev, batch, pass.sample, x, dz, dx)
     }
 }
 
@@ -234,8 +263,14 @@ pub struct Net<D: Device> {
 /// PyTorch's default initialization bound for a weight with `fan_in`
 /// inputs: `kaiming_uniform_(a=sqrt(5))` gives `1/sqrt(fan_in)`, as does
 /// the linear bias.
-fn init_bound(fan_in: usize) -> f64 {
+pub(crate) fn init_bound(fan_in: usize) -> f64 {
     1.0 / (fan_in as f64).sqrt()
+}
+
+/// `n` draws of `U(-bound, bound)` from `rng`, PyTorch's default
+/// initialization at [`init_bound`] (in `f64`, rounded by the caller).
+pub(crate) fn uniform_init(rng: &mut Xoshiro256PlusPlus, n: usize, bound: f64) -> Vec<f64> {
+    (0..n).map(|_| (2.0 * crate::rand::uniform(rng) - 1.0) * bound).collect()
 }
 
 struct Builder<'a, D: Device> {
@@ -248,20 +283,11 @@ struct Builder<'a, D: Device> {
 
 impl<D: Device> Builder<'_, D> {
     fn uniform(&mut self, n: usize, bound: f64) -> Vec<D::Scalar> {
-        (0..n)
-            .map(|_| {
-                let u = crate::rand::uniform(&mut self.rng);
-                D::Scalar::of_f64((2.0 * u - 1.0) * bound)
-            })
-            .collect()
+        uniform_init(&mut self.rng, n, bound).into_iter().map(D::Scalar::of_f64).collect()
     }
 
     fn param(&mut self, name: String, shape: Vec<usize>, init: &[D::Scalar], conv: Option<Conv2d>) -> Result<usize> {
-        let n = shape.iter().product();
-        let mut value = self.dev.zeros(n)?;
-        self.dev.upload(init, &mut value)?;
-        let grad = self.dev.zeros(n)?;
-        self.params.push(Param { name, shape, value, grad, conv, sampled: None });
+        self.params.push(Param::new(self.dev, name, shape, init, conv)?);
         Ok(self.params.len() - 1)
     }
 
@@ -352,13 +378,7 @@ impl<D: Device> Net<D> {
     /// Allocates the sampled rows of every convolution: `rx` samples' inputs
     /// and `ry` samples' output gradients (FROG: `rx = ry`).
     pub fn enable_sampling(&mut self, dev: &D, rx: usize, ry: usize) -> Result<()> {
-        for p in &mut self.params {
-            if let Some(conv) = p.conv {
-                let layer = frog_core::Layer::conv2d(conv, false);
-                p.sampled = Some(Sampled { x: dev.zeros(rx * layer.input_len())?, y: dev.zeros(ry * layer.output_len())? });
-            }
-        }
-        Ok(())
+        self.params.iter_mut().try_for_each(|p| p.enable_sampling(dev, rx, ry))
     }
 
     fn check_batch(&self, batch: usize) -> Result<()> {

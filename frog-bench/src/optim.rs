@@ -18,7 +18,7 @@ use frog_core::{Batch, GroupId, KfrogBatch, Layer, ParamGrad, ParamId, Params};
 
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::model::{Net, SampledRows};
+use crate::model::{Net, Param, SampledRows};
 
 /// Parameters a network may have (ResNet-18 has 62).
 const CAPACITY: usize = 256;
@@ -99,25 +99,43 @@ impl<D: Device> Optimizer<D> {
     /// Updates every parameter of `net` from its gradient (and, for FROG
     /// and K-FROG, the sampled rows of the last backward pass).
     pub fn step(&mut self, dev: &D, net: &mut Net<D>) -> Result<()> {
-        let backend = dev.backend();
         let kfrog = matches!(self.method, Method::Kfrog(_));
-        let (rx, ry) = (self.sample.len(), self.y_sample.len());
+        let rows = (self.sample.len(), self.y_sample.len());
         for (p, &id) in net.params.iter_mut().zip(&self.ids) {
-            match (p.conv, p.sampled.as_ref()) {
-                (Some(_), Some(s)) if kfrog => {
-                    let batch = KfrogBatch { x: &s.x, x_sample: rx, y: &s.y, y_sample: ry, batch_size: self.batch };
-                    self.inner.step_layer_kfrog(backend, id, &mut p.value, &p.grad, batch)?;
-                }
-                (Some(_), sampled) => {
-                    let batch = sampled.map(|s| Batch { x: &s.x, y: &s.y, sample: rx, batch_size: self.batch });
-                    let params = Params { weight: &mut p.value, grad_weight: &p.grad, bias: None };
-                    self.inner.step_layer(backend, id, params, batch)?;
-                }
-                (None, _) => self.inner.step_param(backend, id, ParamGrad { param: &mut p.value, grad: &p.grad })?,
-            }
+            step_one(&mut self.inner, dev.backend(), id, p, rows, self.batch, kfrog)?;
         }
         Ok(())
     }
+}
+
+/// The step of `p`, registered in `inner` as `id`, after a backward pass
+/// of `batch` samples: a convolution's weight with its sampled rows takes
+/// K-FROG's step on `rows` (input and output-gradient rows) when `kfrog`,
+/// else FROG's on `rows.0` rows; one without takes its group's step of a
+/// bias-free layer (Muon, SGD, AdamW); any other parameter its group's
+/// plain step.
+pub(crate) fn step_one<D: Device, const N: usize>(
+    inner: &mut frog_core::Optimizer<D::Backend, N>,
+    backend: &D::Backend,
+    id: ParamId,
+    p: &mut Param<D>,
+    (rx, ry): (usize, usize),
+    batch: usize,
+    kfrog: bool,
+) -> Result<()> {
+    match (p.conv, p.sampled.as_ref()) {
+        (Some(_), Some(s)) if kfrog => {
+            let batch = KfrogBatch { x: &s.x, x_sample: rx, y: &s.y, y_sample: ry, batch_size: batch };
+            inner.step_layer_kfrog(backend, id, &mut p.value, &p.grad, batch)?;
+        }
+        (Some(_), sampled) => {
+            let batch = sampled.map(|s| Batch { x: &s.x, y: &s.y, sample: rx, batch_size: batch });
+            let params = Params { weight: &mut p.value, grad_weight: &p.grad, bias: None };
+            inner.step_layer(backend, id, params, batch)?;
+        }
+        (None, _) => inner.step_param(backend, id, ParamGrad { param: &mut p.value, grad: &p.grad })?,
+    }
+    Ok(())
 }
 
 #[cfg(test)]
