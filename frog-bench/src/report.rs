@@ -136,6 +136,7 @@ pub fn write_all(out: &Path, results: &[RunResult], targets: &[f64], source: &st
     let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut header = owned(&["data", "config", "model", "batch_size", "lr", "epochs", "best_test_acc", "train_minutes"]);
     header.extend(targets.iter().map(|t| format!("minutes_to_{t}")));
+    header.push("tta_test_acc".into());
     let table: Vec<Vec<String>> = results
         .iter()
         .map(|r| {
@@ -144,6 +145,7 @@ pub fn write_all(out: &Path, results: &[RunResult], targets: &[f64], source: &st
             let mut row = vec![source.into(), c.label.clone(), c.arch.name.clone(), c.batch.to_string(), c.method.lr().to_string(), c.epochs.to_string()];
             row.extend([format!("{:.2}", r.best_acc()), format!("{total:.3}")]);
             row.extend(targets.iter().map(|&t| r.minutes_to(t).map_or(String::new(), |m| format!("{m:.3}"))));
+            row.push(r.records.last().and_then(|l| l.tta_test_acc).map_or(String::new(), |a| format!("{a:.2}")));
             row
         })
         .collect();
@@ -203,6 +205,7 @@ mod tests {
                 test_acc: a,
                 epoch_seconds: 30.0,
                 train_seconds: 30.0 * (i + 1) as f64,
+                tta_test_acc: None,
             })
             .collect();
         RunResult { config, records }
@@ -222,16 +225,18 @@ mod tests {
     fn outputs_quote_labels_and_draw_one_line_per_config() {
         let out = std::env::temp_dir().join(format!("frog-bench-report-{}", std::process::id()));
         let labels = ["FROG bs 8, s 2", "SGD bs 8", "SGD \"bs\" 32", "FROG bs 32, s 8", "SGD bs 128"];
-        let results: Vec<RunResult> = labels.iter().enumerate().map(|(i, l)| result(l, &[40.0 + i as f64, 52.0])).collect();
+        let mut results: Vec<RunResult> = labels.iter().enumerate().map(|(i, l)| result(l, &[40.0 + i as f64, 52.0])).collect();
+        results[1].records[1].tta_test_acc = Some(93.456);
         write_all(&out, &results, &[50.0, 99.0], "SYNTHETIC, seed 0", "cpu").unwrap();
         let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
         assert!(csv.lines().nth(1).unwrap().starts_with("\"SYNTHETIC, seed 0\",\"FROG bs 8, s 2\",tiny-cnn,8,"), "{csv}");
         // Read back by a CSV reader, every field is what was written.
         let mut rows = csv::Reader::from_path(out.join("results.csv")).unwrap();
-        assert_eq!(rows.headers().unwrap().iter().next_back(), Some("minutes_to_99"));
+        assert_eq!(rows.headers().unwrap().iter().skip(9).collect::<Vec<_>>(), ["minutes_to_99", "tta_test_acc"]);
         let rows: Vec<csv::StringRecord> = rows.records().map(|r| r.unwrap()).collect();
         assert_eq!(rows.iter().map(|r| r[1].to_string()).collect::<Vec<_>>(), labels);
-        assert_eq!((&rows[0][8], &rows[0][9]), ("1.000", ""));
+        assert_eq!((&rows[0][8], &rows[0][9], &rows[0][10]), ("1.000", "", ""), "no test-time augmentation measured: empty");
+        assert_eq!(&rows[1][10], "93.46");
         let curves: Vec<csv::StringRecord> = csv::Reader::from_path(out.join("curves.csv")).unwrap().records().map(|r| r.unwrap()).collect();
         assert_eq!(curves.len(), 10);
         assert_eq!((&curves[2][1], &curves[2][2], &curves[2][4]), ("SGD bs 8", "1", "2.00000"));

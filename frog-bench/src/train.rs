@@ -64,6 +64,9 @@ pub struct EpochRecord {
     pub epoch_seconds: f64,
     /// Training seconds so far.
     pub train_seconds: f64,
+    /// Test accuracy with test-time augmentation, percent, where measured
+    /// (the airbench recipe's last epoch); `None` elsewhere.
+    pub tta_test_acc: Option<f64>,
 }
 
 /// Device buffers for one batch.
@@ -122,14 +125,14 @@ pub fn evaluate<D: Device>(dev: &D, net: &mut Net<D>, data: &Data, staging_batch
 /// relative step, can climb to 1e4 while staying finite), reporting it once
 /// per run.
 #[derive(Debug, Default)]
-struct Divergence {
+pub(crate) struct Divergence {
     watch: LossWatch,
     reported: bool,
 }
 
 impl Divergence {
     /// The warning for `loss`, the first time the watch refuses one.
-    fn check(&mut self, loss: f64) -> Option<String> {
+    pub(crate) fn check(&mut self, loss: f64) -> Option<String> {
         if self.reported {
             return None;
         }
@@ -188,6 +191,7 @@ pub fn train<D: Device>(dev: &D, data: &Data, cfg: &RunConfig, mut on_epoch: imp
             test_acc,
             epoch_seconds: seconds,
             train_seconds: total,
+            tta_test_acc: None,
         };
         on_epoch(&rec);
         records.push(rec);
