@@ -12,7 +12,7 @@ use rand_xoshiro::rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::arch::{Arch, StageSpec};
-use crate::device::{BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, Device, Epilogue, LinearGrads, LinearShape, LossStats, BN_EPS, BN_MOMENTUM};
+use crate::device::{BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, CrossEntropyLoss, Device, Epilogue, LinearGrads, LinearShape, LossStats, BN_EPS, BN_MOMENTUM};
 use crate::error::{Error, Result};
 
 /// The batch rows a backward pass gathers for the optimizer: FROG's one
@@ -410,7 +410,7 @@ impl<D: Device> Net<D> {
         let last = &self.stages.last().expect("a network has stages").last().out;
         dev.avg_pool(batch * s.d_in, hw, last, &mut self.pooled)?;
         let (w, b) = (&self.params[self.fc].value, &self.params[self.fc + 1].value);
-        dev.linear_forward(s, &self.pooled, w, b, &mut self.logits)
+        dev.linear_forward(s, &self.pooled, w, Some(b), &mut self.logits)
     }
 
     /// The logits of the last forward pass.
@@ -421,7 +421,7 @@ impl<D: Device> Net<D> {
     /// Loss and accuracy of the last forward pass against `labels`; also
     /// leaves the loss gradient for [`Net::backward`].
     pub fn loss(&mut self, dev: &D, batch: usize, labels: &D::Labels) -> Result<LossStats> {
-        dev.cross_entropy(batch, self.arch.classes, &self.logits, labels, &mut self.dlogits)
+        dev.cross_entropy(batch, self.arch.classes, CrossEntropyLoss::default(), &self.logits, labels, &mut self.dlogits)
     }
 
     /// Backward pass after [`Net::forward`] (train mode) and [`Net::loss`]:
@@ -432,7 +432,7 @@ impl<D: Device> Net<D> {
         let (s, hw) = self.head_shape(batch);
         let (head, tail) = self.params.split_at_mut(self.fc + 1);
         let fcw = &mut head[self.fc];
-        let grads = LinearGrads { dx: &mut self.dpooled, dw: &mut fcw.grad, db: &mut tail[0].grad };
+        let grads = LinearGrads { dx: &mut self.dpooled, dw: &mut fcw.grad, db: Some(&mut tail[0].grad) };
         dev.linear_backward(s, &self.pooled, &fcw.value, &self.dlogits, grads)?;
         let (_, last_grad) = self.stages.last_mut().expect("a network has stages").out_and_grad();
         dev.avg_pool_backward(batch * s.d_in, hw, &self.dpooled, last_grad)?;

@@ -395,7 +395,7 @@ const std::vector<Entry>& table() {
         KERNEL(input_abs_max), KERNEL(input_abs_max_bf16), KERNEL(input_abs_max_f16),
         NN(col2im),       NN(swap_leading),       NN(bn_channel_sums), NN(bn_stats),        NN(bn_apply),       NN(bn_backward_reduce), NN(bn_backward_dx),
         NN(avg_pool),     NN(avg_pool_backward), NN(add_bias),     NN(col_sums),           NN(cross_entropy),
-        NN(gather_blocks),
+        NN(gather_blocks), NN(gelu),           NN(gelu_backward),  NN(max_pool),           NN(max_pool_backward),
     };
     return t;
 }

@@ -1,8 +1,9 @@
 // The training engine's kernels (frog_cuda::nn): col2im for the data
 // gradient of a convolution (im2col and the GEMMs live in frog.cu), the
 // swap between the GEMM and PyTorch layouts of a convolution's output,
-// BatchNorm with a fused residual and ReLU, global average pooling, bias
-// and column sums for linear layers, softmax cross-entropy.
+// BatchNorm with a fused residual and ReLU, global average pooling, max
+// pooling, the exact GELU, per-channel biases and column sums for
+// convolutions and linear layers, softmax cross-entropy with label smoothing.
 //
 // Compiled to PTX (ISA 7.8, compute_80: CUDA 11.8+ drivers load it) by the
 // pinned NVRTC in scripts/gen-ptx.py. Layouts are PyTorch's: [B, C, H, W] and [B, D].
@@ -194,12 +195,89 @@ extern "C" __global__ void avg_pool_backward(int planes, int hw, const float* __
     }
 }
 
-// y[b, o] += bias[o].
-extern "C" __global__ void add_bias(int batch, int d, const float* __restrict__ bias, float* __restrict__ y) {
-    int total = batch * d;
+// y[b, c, p] += bias[c] over [batch, d, hw]: a convolution's bias, and
+// with hw = 1 a linear layer's.
+extern "C" __global__ void add_bias(int batch, int d, int hw, const float* __restrict__ bias, float* __restrict__ y) {
+    int total = batch * d * hw;
     for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
         int e = (int)e64;
-        y[e] += bias[e % d];
+        y[e] += bias[(e / hw) % d];
+    }
+}
+
+// The exact GELU, PyTorch's default: y = x * Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2.
+#define GELU_SQRT1_2 0.70710678118654752f
+// 1 / sqrt(2 pi), the standard normal density at 0.
+#define GELU_INV_SQRT_2PI 0.39894228040143268f
+
+extern "C" __global__ void gelu(int n, const float* __restrict__ x, float* __restrict__ y) {
+    for (long long e64 = grid_first(); e64 < n; e64 += grid_stride()) {
+        int e = (int)e64;
+        float v = x[e];
+        y[e] = v * 0.5f * (1.0f + erff(v * GELU_SQRT1_2));
+    }
+}
+
+// dx = dy * (Phi(x) + x * phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+extern "C" __global__ void gelu_backward(int n, const float* __restrict__ x, const float* __restrict__ dy,
+                                         float* __restrict__ dx) {
+    for (long long e64 = grid_first(); e64 < n; e64 += grid_stride()) {
+        int e = (int)e64;
+        float v = x[e];
+        float cdf = 0.5f * (1.0f + erff(v * GELU_SQRT1_2));
+        float pdf = expf(-0.5f * v * v) * GELU_INV_SQRT_2PI;
+        dx[e] = dy[e] * (cdf + v * pdf);
+    }
+}
+
+// Max-pooling over k x k windows at stride k, no padding, floor (PyTorch's
+// MaxPool2d(k)): y[p, oy, ox] = the largest entry of the window at
+// (oy*k, ox*k) of plane p of x [planes, h, w], and argmax its offset r*k + c
+// in the window (as a float: exact, the host keeps k*k <= 2^24). PyTorch's
+// rule: the first maximum in row-major order, unless a NaN is there, which
+// then is the output (the last NaN, each taking over).
+extern "C" __global__ void max_pool(int planes, int h, int w, int k, int ho, int wo, const float* __restrict__ x,
+                                    float* __restrict__ y, float* __restrict__ argmax) {
+    int total = planes * ho * wo;
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
+        int ox = e % wo, t = e / wo;
+        int oy = t % ho, p = t / ho;
+        const float* win = x + (p * h + oy * k) * w + ox * k;
+        float best = __int_as_float((int)0xff800000u);  // -infinity
+        int at = 0;
+        for (int r = 0; r < k; r++) {
+            for (int c = 0; c < k; c++) {
+                float v = win[r * w + c];
+                if (v > best || v != v) {
+                    best = v;
+                    at = r * k + c;
+                }
+            }
+        }
+        y[e] = best;
+        argmax[e] = (float)at;
+    }
+}
+
+// Backward of max_pool, one thread per input entry (no atomics, every entry
+// written): dx = dy of its window's output where argmax names this entry,
+// else 0 (also in the rows and columns no window covers).
+extern "C" __global__ void max_pool_backward(int planes, int h, int w, int k, int ho, int wo,
+                                             const float* __restrict__ dy, const float* __restrict__ argmax,
+                                             float* __restrict__ dx) {
+    int total = planes * h * w;
+    for (long long e64 = grid_first(); e64 < total; e64 += grid_stride()) {
+        int e = (int)e64;
+        int ix = e % w, t = e / w;
+        int iy = t % h, p = t / h;
+        int oy = iy / k, ox = ix / k;
+        float g = 0.0f;
+        if (oy < ho && ox < wo) {
+            int o = (p * ho + oy) * wo + ox;
+            if (argmax[o] == (float)((iy - oy * k) * k + (ix - ox * k))) g = dy[o];
+        }
+        dx[e] = g;
     }
 }
 
@@ -214,11 +292,17 @@ extern "C" __global__ void col_sums(int batch, int d, const float* __restrict__ 
 }
 
 // One thread per row of `classes` logits (labels as floats): softmax in
-// double, loss[b] = log(sum exp(z - max)) + max - z[label],
-// correct[b] = (first arg max == label), dlogits = (p - onehot) / batch.
-extern "C" __global__ void cross_entropy(int batch, int classes, const float* __restrict__ logits,
-                                         const float* __restrict__ labels, float* __restrict__ dlogits,
-                                         float* __restrict__ loss, float* __restrict__ correct) {
+// double, against the target q = (1 - smoothing) onehot + smoothing/classes,
+// loss[b] = log(sum exp(z - max)) + max - sum_k q_k z_k (= -sum q log p),
+// correct[b] = (first arg max == label), dlogits = (p - q) * scale (1/batch
+// for the mean, 1 for the sum).
+extern "C" __global__ void cross_entropy(int batch, int classes, float smoothing, int mean,
+                                         const float* __restrict__ logits, const float* __restrict__ labels,
+                                         float* __restrict__ dlogits, float* __restrict__ loss,
+                                         float* __restrict__ correct) {
+    double q_other = (double)smoothing / (double)classes;
+    double q_label = 1.0 - (double)smoothing + q_other;
+    double scale = mean ? 1.0 / (double)batch : 1.0;
     for (long long b64 = grid_first(); b64 < batch; b64 += grid_stride()) {
         int b = (int)b64;
         const float* z = logits + b * classes;
@@ -233,13 +317,15 @@ extern "C" __global__ void cross_entropy(int batch, int classes, const float* __
         }
         double sum = 0.0;
         for (int k = 0; k < classes; k++) sum += exp((double)z[k] - mx);
-        loss[b] = (float)(log(sum) + mx - (double)z[label]);
         correct[b] = best == label ? 1.0f : 0.0f;
-        double inv_b = 1.0 / (double)batch;
+        double target = 0.0;
         for (int k = 0; k < classes; k++) {
+            double q = k == label ? q_label : q_other;
+            target += q * (double)z[k];
             double p = exp((double)z[k] - mx) / sum;
-            dlogits[b * classes + k] = (float)((p - (k == label ? 1.0 : 0.0)) * inv_b);
+            dlogits[b * classes + k] = (float)((p - q) * scale);
         }
+        loss[b] = (float)(log(sum) + mx - target);
     }
 }
 

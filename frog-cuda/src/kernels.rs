@@ -167,9 +167,13 @@ kernels! {
     BnBackwardDx = "bn_backward_dx" in Nn: [I, I, I, P, P, P, P, P, P, P, P];
     AvgPool = "avg_pool" in Nn: [I, I, P, P];
     AvgPoolBackward = "avg_pool_backward" in Nn: [I, I, P, P];
-    AddBias = "add_bias" in Nn: [I, I, P, P];
+    AddBias = "add_bias" in Nn: [I, I, I, P, P];
+    Gelu = "gelu" in Nn: [I, P, P];
+    GeluBackward = "gelu_backward" in Nn: [I, P, P, P];
+    MaxPool = "max_pool" in Nn: [I, I, I, I, I, I, P, P, P];
+    MaxPoolBackward = "max_pool_backward" in Nn: [I, I, I, I, I, I, P, P, P];
     ColSums = "col_sums" in Nn: [I, I, P, P];
-    CrossEntropy = "cross_entropy" in Nn: [I, I, P, P, P, P, P];
+    CrossEntropy = "cross_entropy" in Nn: [I, I, F, I, P, P, P, P, P];
     GatherBlocks = "gather_blocks" in Nn: [I, I, P, P, P];
 }
 

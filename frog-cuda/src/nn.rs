@@ -14,7 +14,9 @@
 //! frog-cpu's.
 
 use frog_core::Conv2d;
-pub use frog_cpu::nn::{BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, Epilogue, LinearGrads, LinearShape, LossStats};
+pub use frog_cpu::nn::{
+    BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, CrossEntropyLoss, Epilogue, LinearGrads, LinearShape, LossStats, PoolShape, Reduction,
+};
 
 use crate::buffer::Buffer;
 use crate::device::Cuda;
@@ -265,18 +267,21 @@ pub fn avg_pool_backward(cuda: &Cuda, planes: usize, hw: usize, dy: &Buffer, dx:
     cuda.launch(K::AvgPoolBackward, launch::elementwise(planes * hw), &[i("planes", planes)?, i("hw", hw)?, dya, dxa])
 }
 
-/// `y[batch, d_out] = x[batch, d_in] W^T + b`.
-pub fn linear_forward(cuda: &Cuda, s: LinearShape, x: &Buffer, w: &Buffer, b: &Buffer, y: &mut Buffer) -> Result<(), Error> {
+/// `y[batch, d_out] = x[batch, d_in] W^T (+ b)`.
+pub fn linear_forward(cuda: &Cuda, s: LinearShape, x: &Buffer, w: &Buffer, b: Option<&Buffer>, y: &mut Buffer) -> Result<(), Error> {
     let LinearShape { batch, d_in, d_out } = s;
     let xa = cuda.ptr("x", x, batch * d_in)?;
     let wa = cuda.ptr("w", w, d_out * d_in)?;
-    let ba = cuda.ptr("b", b, d_out)?;
     let ya = cuda.ptr("y", y, batch * d_out)?;
     cuda.gemm((batch, d_out, d_in), (xa, d_in, 1), (wa, 1, d_in), (ya, d_out), GemmOut::Store, false)?;
-    cuda.launch(K::AddBias, launch::elementwise(batch * d_out), &[i("batch", batch)?, i("d_out", d_out)?, ba, ya])
+    match b {
+        Some(b) => add_bias(cuda, BnShape { batch, channels: d_out, hw: 1 }, cuda.ptr("b", b, d_out)?, ya),
+        None => Ok(()),
+    }
 }
 
-/// Gradients of [`linear_forward`], all overwritten.
+/// Gradients of [`linear_forward`], all overwritten (`db` only when the
+/// layer has a bias).
 pub fn linear_backward(cuda: &Cuda, s: LinearShape, x: &Buffer, w: &Buffer, dy: &Buffer, grads: LinearGrads<'_, Buffer>) -> Result<(), Error> {
     let LinearShape { batch, d_in, d_out } = s;
     let xa = cuda.ptr("x", x, batch * d_in)?;
@@ -284,10 +289,94 @@ pub fn linear_backward(cuda: &Cuda, s: LinearShape, x: &Buffer, w: &Buffer, dy: 
     let dya = cuda.ptr("dy", dy, batch * d_out)?;
     let dxa = cuda.ptr("dx", grads.dx, batch * d_in)?;
     let dwa = cuda.ptr("dw", grads.dw, d_out * d_in)?;
-    let dba = cuda.ptr("db", grads.db, d_out)?;
+    let dba = grads.db.map(|db| cuda.ptr("db", db, d_out)).transpose()?;
     cuda.gemm((batch, d_in, d_out), (dya, d_out, 1), (wa, d_in, 1), (dxa, d_in), GemmOut::Store, false)?;
     cuda.gemm((d_out, d_in, batch), (dya, 1, d_out), (xa, d_in, 1), (dwa, d_in), GemmOut::Store, true)?;
-    cuda.launch(K::ColSums, launch::elementwise(d_out), &[i("batch", batch)?, i("d_out", d_out)?, dya, dba])
+    match dba {
+        Some(dba) => cuda.launch(K::ColSums, launch::elementwise(d_out), &[i("batch", batch)?, i("d_out", d_out)?, dya, dba]),
+        None => Ok(()),
+    }
+}
+
+/// The product of `dims`, or the error naming `what` when it exceeds the
+/// kernels' 32-bit indexing (an overflow of `usize` included).
+fn entries(what: &'static str, dims: &[usize]) -> Result<usize, Error> {
+    let n = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).unwrap_or(usize::MAX);
+    i(what, n)?;
+    Ok(n)
+}
+
+/// `y[b, c, :] += bias[c]` over `[s.batch, s.channels, s.hw]` at `ya`.
+fn add_bias(cuda: &Cuda, s: BnShape, bias: Arg, ya: Arg) -> Result<(), Error> {
+    let n = entries("bias entries", &[s.batch, s.channels, s.hw])?;
+    cuda.launch(K::AddBias, launch::elementwise(n), &[i("batch", s.batch)?, i("channels", s.channels)?, i("hw", s.hw)?, bias, ya])
+}
+
+/// A per-channel bias added to `y` `[batch, channels, hw]` in place: a
+/// convolution's bias (airbench's whitening convolution).
+pub fn add_channel_bias(cuda: &Cuda, s: BnShape, bias: &Buffer, y: &mut Buffer) -> Result<(), Error> {
+    let n = entries("bias entries", &[s.batch, s.channels, s.hw])?;
+    let (ba, ya) = (cuda.ptr("bias", bias, s.channels)?, cuda.ptr("y", y, n)?);
+    add_bias(cuda, s, ba, ya)
+}
+
+/// Backward of [`add_channel_bias`]: `db[c]` (overwritten) = the sum of
+/// `dy[b, c, :]` over the batch and the plane, BatchNorm's two-stage
+/// channel reduction.
+pub fn channel_bias_backward(cuda: &Cuda, s: BnShape, dy: &Buffer, db: &mut Buffer) -> Result<(), Error> {
+    let n = entries("bias entries", &[s.batch, s.channels, s.hw])?;
+    let (dya, dba) = (cuda.ptr("dy", dy, n)?, cuda.ptr("db", db, s.channels)?);
+    let (grid, part_len) = launch::channel_parts(s.channels, s.batch.saturating_mul(s.hw), cuda.sm_count())?;
+    cuda.fill_zero("db", dba, s.channels)?;
+    let args = [i("batch", s.batch)?, i("channels", s.channels)?, i("hw", s.hw)?, i("part length", part_len)?, dya, Arg::P(0), dba];
+    cuda.launch(K::BnChannelSums, grid, &args)
+}
+
+/// The exact GELU `y = x * Phi(x)` over `n` entries (PyTorch's default
+/// `nn.GELU()`, erf in f32).
+pub fn gelu(cuda: &Cuda, n: usize, x: &Buffer, y: &mut Buffer) -> Result<(), Error> {
+    let (xa, ya) = (cuda.ptr("x", x, n)?, cuda.ptr("y", y, n)?);
+    cuda.launch(K::Gelu, launch::elementwise(n), &[i("n", n)?, xa, ya])
+}
+
+/// Backward of [`gelu`]: `dx = dy * (Phi(x) + x * phi(x))` over `n` entries.
+pub fn gelu_backward(cuda: &Cuda, n: usize, x: &Buffer, dy: &Buffer, dx: &mut Buffer) -> Result<(), Error> {
+    let (xa, dya, dxa) = (cuda.ptr("x", x, n)?, cuda.ptr("dy", dy, n)?, cuda.ptr("dx", dx, n)?);
+    cuda.launch(K::GeluBackward, launch::elementwise(n), &[i("n", n)?, xa, dya, dxa])
+}
+
+/// The geometry arguments of the max-pool kernels (planes, h, w, k, ho,
+/// wo), and the entries of the input and the output; an error when no
+/// window fits ([`PoolShape::output_hw`]) or the input exceeds the
+/// kernels' 32-bit indexing.
+fn pool_args(s: PoolShape) -> Result<([Arg; 6], usize, usize), Error> {
+    let [ho, wo] = s.output_hw().ok_or(Error::Kernel { name: "max_pool", problem: "no window fits the input (k is 0, larger than a side, or above 4096)" })?;
+    let [h, w] = s.input_hw;
+    let in_len = entries("max pool input entries", &[s.planes, h, w])?;
+    let args = [i("planes", s.planes)?, i("h", h)?, i("w", w)?, i("k", s.kernel)?, i("ho", ho)?, i("wo", wo)?];
+    Ok((args, in_len, s.planes * ho * wo))
+}
+
+/// Max-pooling over `k x k` windows at stride `k` (PyTorch's
+/// `MaxPool2d(k)`, floor): `y` the windows' maxima, `argmax` the offset
+/// `r*k + c` in its window of the entry each output took (PyTorch's rule:
+/// the first maximum, or the last NaN), for [`max_pool_backward`].
+pub fn max_pool(cuda: &Cuda, s: PoolShape, x: &Buffer, y: &mut Buffer, argmax: &mut Buffer) -> Result<(), Error> {
+    let (geometry, in_len, out_len) = pool_args(s)?;
+    let (xa, ya, aa) = (cuda.ptr("x", x, in_len)?, cuda.ptr("y", y, out_len)?, cuda.ptr("argmax", argmax, out_len)?);
+    let mut args = geometry.to_vec();
+    args.extend([xa, ya, aa]);
+    cuda.launch(K::MaxPool, launch::elementwise(out_len), &args)
+}
+
+/// Backward of [`max_pool`]: `dx` (overwritten) is each output's gradient
+/// at the entry `argmax` names, 0 elsewhere.
+pub fn max_pool_backward(cuda: &Cuda, s: PoolShape, dy: &Buffer, argmax: &Buffer, dx: &mut Buffer) -> Result<(), Error> {
+    let (geometry, in_len, out_len) = pool_args(s)?;
+    let (dya, aa, dxa) = (cuda.ptr("dy", dy, out_len)?, cuda.ptr("argmax", argmax, out_len)?, cuda.ptr("dx", dx, in_len)?);
+    let mut args = geometry.to_vec();
+    args.extend([dya, aa, dxa]);
+    cuda.launch(K::MaxPoolBackward, launch::elementwise(in_len), &args)
 }
 
 /// Entries of the scratch [`cross_entropy`] needs.
@@ -295,26 +384,36 @@ pub fn cross_entropy_scratch_len(batch: usize) -> usize {
     2 * batch
 }
 
-/// Mean softmax cross-entropy of `batch` rows of `classes` logits against
-/// `labels` (class indices stored as `f32`), its gradient
-/// `(softmax - onehot)/batch` in `dlogits`, and the number of rows whose
-/// first largest logit is the label's. Waits for the device.
+/// Softmax cross-entropy of `batch` rows of `classes` logits against
+/// `labels` (class indices stored as `f32`), smoothed and reduced as
+/// `loss` says, its gradient `(softmax - q) * s` in `dlogits` (`q` the
+/// smoothed target, `s` `1/batch` for the mean, 1 for the sum), and the
+/// number of rows whose first largest logit is the label's. The smoothing
+/// reaches the kernel in f32. Waits for the device.
+#[allow(clippy::too_many_arguments)] // the cuda context, sizes, the loss, three buffers and the scratch
 pub fn cross_entropy(
     cuda: &Cuda,
     batch: usize,
     classes: usize,
+    loss: CrossEntropyLoss,
     logits: &Buffer,
     labels: &Buffer,
     dlogits: &mut Buffer,
     scratch: &mut Buffer,
 ) -> Result<LossStats, Error> {
+    if !loss.is_valid() {
+        return Err(Error::Kernel { name: "cross_entropy", problem: "label smoothing outside [0, 1]" });
+    }
     let la = cuda.ptr("logits", logits, batch * classes)?;
     let lb = cuda.ptr("labels", labels, batch)?;
     let da = cuda.ptr("dlogits", dlogits, batch * classes)?;
     let sa = cuda.ptr("scratch", scratch, cross_entropy_scratch_len(batch))?;
-    cuda.launch(K::CrossEntropy, launch::elementwise(batch), &[i("batch", batch)?, i("classes", classes)?, la, lb, da, sa, sa.offset(batch)])?;
+    let mean = loss.reduction == Reduction::Mean;
+    let args = [i("batch", batch)?, i("classes", classes)?, Arg::F(loss.label_smoothing as f32), Arg::I(i32::from(mean)), la, lb, da, sa, sa.offset(batch)];
+    cuda.launch(K::CrossEntropy, launch::elementwise(batch), &args)?;
     let host = cuda.download(scratch, 2 * batch)?;
-    let loss = host[..batch].iter().map(|&v| f64::from(v)).sum::<f64>() / batch.max(1) as f64;
+    let total = host[..batch].iter().map(|&v| f64::from(v)).sum::<f64>();
+    let loss = if mean { total / batch.max(1) as f64 } else { total };
     let correct = host[batch..].iter().filter(|&&v| v > 0.5).count();
     Ok(LossStats { loss, correct })
 }

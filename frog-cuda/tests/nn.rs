@@ -9,8 +9,8 @@ use common::{device, TILES};
 use frog_core::{Backend, Conv2d};
 use frog_cpu::nn as cpu;
 use frog_cpu::pool::ThreadPool;
-use frog_cuda::nn::{self, BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, Epilogue, LinearGrads};
-use frog_cuda::{Buffer, Cuda, Precision};
+use frog_cuda::nn::{self, BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, CrossEntropyLoss, Epilogue, LinearGrads, PoolShape, Reduction};
+use frog_cuda::{Buffer, Cuda, Error, Precision};
 
 const RTOL: f64 = 1e-5;
 
@@ -164,15 +164,15 @@ fn gpu_nn_batchnorm_pool_linear_loss() {
     let ls = nn::LinearShape { batch: 9, d_in: 70, d_out: 10 };
     let (x, w, b, dy) = (values(9 * 70, 9), values(10 * 70, 10), values(10, 11), values(9 * 10, 12));
     let mut y = vec![0.0; 90];
-    cpu::linear_forward(&pool, ls, &x, &w, &b, &mut y);
+    cpu::linear_forward(&pool, ls, &x, &w, Some(&b[..]), &mut y);
     let (xb, wb, bb, dyb) = (up(&c, &x), up(&c, &w), up(&c, &b), up(&c, &dy));
     let mut yb = c.zeros(90).unwrap();
-    nn::linear_forward(&c, ls, &xb, &wb, &bb, &mut yb).unwrap();
+    nn::linear_forward(&c, ls, &xb, &wb, Some(&bb), &mut yb).unwrap();
     check(&c, "linear forward", &yb, &y);
     let (mut dx, mut dw, mut db) = (vec![0.0; 9 * 70], vec![0.0; 700], vec![0.0; 10]);
-    cpu::linear_backward(&pool, ls, &x, &w, &dy, LinearGrads { dx: &mut dx[..], dw: &mut dw[..], db: &mut db[..] });
+    cpu::linear_backward(&pool, ls, &x, &w, &dy, LinearGrads { dx: &mut dx[..], dw: &mut dw[..], db: Some(&mut db[..]) });
     let (mut dxb, mut dwb, mut dbb) = (c.zeros(9 * 70).unwrap(), c.zeros(700).unwrap(), c.zeros(10).unwrap());
-    nn::linear_backward(&c, ls, &xb, &wb, &dyb, LinearGrads { dx: &mut dxb, dw: &mut dwb, db: &mut dbb }).unwrap();
+    nn::linear_backward(&c, ls, &xb, &wb, &dyb, LinearGrads { dx: &mut dxb, dw: &mut dwb, db: Some(&mut dbb) }).unwrap();
     check(&c, "linear backward dx", &dxb, &dx);
     check(&c, "linear backward dw", &dwb, &dw);
     check(&c, "linear backward db", &dbb, &db);
@@ -182,15 +182,135 @@ fn gpu_nn_batchnorm_pool_linear_loss() {
     let logits: Vec<f64> = values(batch * classes, 13).iter().map(|v| v * 4.0).collect();
     let labels: Vec<u8> = (0..batch).map(|i| (i * 7 % classes) as u8).collect();
     let mut dl = vec![0.0; batch * classes];
-    let stats = cpu::softmax_cross_entropy(classes, &logits, &labels, &mut dl);
+    let stats = cpu::softmax_cross_entropy(classes, CrossEntropyLoss::default(), &logits, &labels, &mut dl);
     let lb = c.upload(&labels.iter().map(|&l| f32::from(l)).collect::<Vec<_>>()).unwrap();
     let mut dlb = c.zeros(batch * classes).unwrap();
     let mut sc = c.zeros(nn::cross_entropy_scratch_len(batch)).unwrap();
-    let got = nn::cross_entropy(&c, batch, classes, &up(&c, &logits), &lb, &mut dlb, &mut sc).unwrap();
+    let got = nn::cross_entropy(&c, batch, classes, CrossEntropyLoss::default(), &up(&c, &logits), &lb, &mut dlb, &mut sc).unwrap();
     println!("cross entropy loss {} (cpu {}), correct {} (cpu {})", got.loss, stats.loss, got.correct, stats.correct);
     assert!((got.loss - stats.loss).abs() <= 1e-6 * stats.loss.abs());
     assert_eq!(got.correct, stats.correct);
     check(&c, "cross entropy dlogits", &dlb, &dl);
+}
+
+/// The layers of airbench94_muon against frog-cpu's in f64: the exact
+/// GELU, max-pooling (31 -> 15 at k = 2, 3 -> 1 at k = 3, ties, a NaN),
+/// the whitening convolution's channel bias, the bias-free head and the
+/// smoothed, summed loss; and the errors of bad arguments.
+#[test]
+fn gpu_nn_airbench_layers() {
+    let Some(c) = device(Precision::Exact, "gpu_nn_airbench_layers") else { return };
+    let pool = ThreadPool::new(1).unwrap();
+
+    // GELU over [-6, 6), its tails included.
+    let n = 3000;
+    let x: Vec<f64> = values(n, 31).iter().map(|v| v * 6.0).collect();
+    let dy = values(n, 32);
+    let (mut y, mut dx) = (vec![0.0; n], vec![0.0; n]);
+    cpu::gelu(&pool, n, &x, &mut y);
+    cpu::gelu_backward(&pool, n, &x, &dy, &mut dx);
+    let (xb, dyb) = (up(&c, &x), up(&c, &dy));
+    let (mut yb, mut dxb) = (c.zeros(n).unwrap(), c.zeros(n).unwrap());
+    nn::gelu(&c, n, &xb, &mut yb).unwrap();
+    nn::gelu_backward(&c, n, &xb, &dyb, &mut dxb).unwrap();
+    check(&c, "gelu", &yb, &y);
+    check(&c, "gelu backward", &dxb, &dx);
+
+    // Max-pooling: the maxima, the argmax and the routed gradient are
+    // exact. Values on a coarse grid, so windows hold ties.
+    for (planes, hw, k) in [(6, [31, 31], 2), (4, [3, 3], 3), (3, [8, 7], 3)] {
+        let s = PoolShape { planes, input_hw: hw, kernel: k };
+        let [ho, wo] = s.output_hw().unwrap();
+        let (in_len, out_len) = (planes * hw[0] * hw[1], planes * ho * wo);
+        let x: Vec<f64> = values(in_len, 33).iter().map(|v| (v * 4.0).round()).collect();
+        let dy = values(out_len, 34);
+        let (mut y, mut am, mut dx) = (vec![0.0; out_len], vec![0.0; out_len], vec![0.0; in_len]);
+        cpu::max_pool2d(&pool, s, &x, &mut y, &mut am);
+        cpu::max_pool2d_backward(&pool, s, &dy, &am, &mut dx);
+        let (mut yb, mut amb, mut dxb) = (c.zeros(out_len).unwrap(), c.zeros(out_len).unwrap(), up(&c, &vec![7.0; in_len]));
+        nn::max_pool(&c, s, &up(&c, &x), &mut yb, &mut amb).unwrap();
+        nn::max_pool_backward(&c, s, &up(&c, &dy), &amb, &mut dxb).unwrap();
+        let tag = format!("max pool {hw:?} k {k}");
+        let exact = |what: &str, buf: &Buffer, want: &[f64]| {
+            let got: Vec<f64> = c.download(buf, want.len()).unwrap().into_iter().map(f64::from).collect();
+            assert!(got == want, "{tag}: {what} differs from the CPU's");
+        };
+        exact("y", &yb, &y);
+        exact("argmax", &amb, &am);
+        exact("dx", &dxb, &dx);
+        println!("{tag}: y, argmax and dx exact");
+    }
+    // PyTorch's rule: a NaN wins, the last of several.
+    let s = PoolShape { planes: 1, input_hw: [3, 3], kernel: 3 };
+    let x = [1.0, f32::NAN, 9.0, 5.0, 2.0, f32::NAN, 9.0, 0.0, 1.0];
+    let (mut yb, mut amb) = (c.zeros(1).unwrap(), c.zeros(1).unwrap());
+    nn::max_pool(&c, s, &c.upload(&x).unwrap(), &mut yb, &mut amb).unwrap();
+    assert!(c.download(&yb, 1).unwrap()[0].is_nan() && c.download(&amb, 1).unwrap() == [5.0], "the last NaN takes the window");
+
+    // The whitening convolution's bias: 24 channels of 4 x 31 x 31, reduced
+    // in several parts per channel.
+    let s = BnShape { batch: 4, channels: 24, hw: 961 };
+    let (y0, bias, dy) = (values(s.len(), 35), values(s.channels, 36), values(s.len(), 37));
+    let (mut y, mut db) = (y0.clone(), vec![0.0; s.channels]);
+    cpu::add_channel_bias(&pool, s, &bias, &mut y);
+    cpu::channel_bias_backward(&pool, s, &dy, &mut db);
+    let (mut yb, mut dbb) = (up(&c, &y0), up(&c, &vec![3.0; s.channels]));
+    nn::add_channel_bias(&c, s, &up(&c, &bias), &mut yb).unwrap();
+    nn::channel_bias_backward(&c, s, &up(&c, &dy), &mut dbb).unwrap();
+    check(&c, "channel bias", &yb, &y);
+    check(&c, "channel bias backward", &dbb, &db);
+
+    // The head: Linear(256, 10, bias=False).
+    let ls = nn::LinearShape { batch: 9, d_in: 256, d_out: 10 };
+    let (x, w, dy) = (values(9 * 256, 38), values(10 * 256, 39), values(9 * 10, 40));
+    let mut y = vec![0.0; 90];
+    cpu::linear_forward(&pool, ls, &x, &w, None, &mut y);
+    let (xb, wb) = (up(&c, &x), up(&c, &w));
+    let mut yb = c.zeros(90).unwrap();
+    nn::linear_forward(&c, ls, &xb, &wb, None, &mut yb).unwrap();
+    check(&c, "linear without bias", &yb, &y);
+    let (mut dx, mut dw) = (vec![0.0; 9 * 256], vec![0.0; 10 * 256]);
+    cpu::linear_backward(&pool, ls, &x, &w, &dy, LinearGrads { dx: &mut dx[..], dw: &mut dw[..], db: None });
+    let (mut dxb, mut dwb) = (c.zeros(9 * 256).unwrap(), c.zeros(10 * 256).unwrap());
+    nn::linear_backward(&c, ls, &xb, &wb, &up(&c, &dy), LinearGrads { dx: &mut dxb, dw: &mut dwb, db: None }).unwrap();
+    check(&c, "linear without bias dx", &dxb, &dx);
+    check(&c, "linear without bias dw", &dwb, &dw);
+
+    // airbench's loss: smoothing 0.2, summed; and averaged.
+    let (batch, classes) = (9, 10);
+    let logits: Vec<f64> = values(batch * classes, 41).iter().map(|v| v * 4.0).collect();
+    let labels: Vec<u8> = (0..batch).map(|i| (i * 3 % classes) as u8).collect();
+    let lb = c.upload(&labels.iter().map(|&l| f32::from(l)).collect::<Vec<_>>()).unwrap();
+    let mut sc = c.zeros(nn::cross_entropy_scratch_len(batch)).unwrap();
+    for reduction in [Reduction::Sum, Reduction::Mean] {
+        let loss = CrossEntropyLoss { label_smoothing: 0.2, reduction };
+        let mut dl = vec![0.0; batch * classes];
+        let want = cpu::softmax_cross_entropy(classes, loss, &logits, &labels, &mut dl);
+        let mut dlb = c.zeros(batch * classes).unwrap();
+        let got = nn::cross_entropy(&c, batch, classes, loss, &up(&c, &logits), &lb, &mut dlb, &mut sc).unwrap();
+        println!("smoothed cross entropy {reduction:?}: loss {} (cpu {})", got.loss, want.loss);
+        assert!((got.loss - want.loss).abs() <= 1e-6 * want.loss.abs(), "{reduction:?}: loss {} vs {}", got.loss, want.loss);
+        assert_eq!(got.correct, want.correct);
+        check(&c, &format!("smoothed cross entropy {reduction:?} dlogits"), &dlb, &dl);
+    }
+
+    // Bad arguments are errors.
+    let mut dlb = c.zeros(batch * classes).unwrap();
+    let bad = CrossEntropyLoss { label_smoothing: 1.5, reduction: Reduction::Sum };
+    let e = nn::cross_entropy(&c, batch, classes, bad, &up(&c, &logits), &lb, &mut dlb, &mut sc).unwrap_err();
+    assert!(matches!(e, Error::Kernel { name: "cross_entropy", .. }), "{e}");
+    let (xb, mut yb, mut amb) = (c.zeros(10).unwrap(), c.zeros(5).unwrap(), c.zeros(5).unwrap());
+    for k in [0, 3] {
+        let e = nn::max_pool(&c, PoolShape { planes: 1, input_hw: [2, 5], kernel: k }, &xb, &mut yb, &mut amb).unwrap_err();
+        assert!(matches!(e, Error::Kernel { name: "max_pool", .. }), "k {k}: {e}");
+    }
+    let e = nn::max_pool(&c, PoolShape { planes: 2, input_hw: [2, 5], kernel: 2 }, &xb, &mut yb, &mut amb).unwrap_err();
+    assert!(matches!(e, Error::BufferTooShort { what: "x", needed: 20, len: 10 }), "{e}");
+    let e = nn::gelu(&c, 11, &xb, &mut yb).unwrap_err();
+    assert!(matches!(e, Error::BufferTooShort { what: "x", needed: 11, len: 10 }), "{e}");
+    let s = BnShape { batch: 1, channels: 6, hw: 1 };
+    let e = nn::channel_bias_backward(&c, s, &xb, &mut yb).unwrap_err();
+    assert!(matches!(e, Error::BufferTooShort { what: "db", needed: 6, len: 5 }), "{e}");
 }
 
 #[test]

@@ -9,8 +9,8 @@ use frog_cpu::nn;
 use frog_cpu::pool::ThreadPool;
 use frog_cpu::Cpu;
 
-use super::{BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, Device, Epilogue, LinearGrads, LinearShape, LossStats};
-use crate::error::Result;
+use super::{BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, CrossEntropyLoss, Device, Epilogue, LinearGrads, LinearShape, LossStats, PoolShape};
+use crate::error::{Error, Result};
 
 /// Training on the host, in `f32` or `f64`.
 pub struct CpuDevice<T: Real> {
@@ -116,18 +116,63 @@ impl<T: Real> Device for CpuDevice<T> {
         Ok(())
     }
 
-    fn linear_forward(&self, s: LinearShape, x: &Vec<T>, w: &Vec<T>, b: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
-        nn::linear_forward(&self.pool, s, x, w, b, y);
+    fn max_pool(&self, s: PoolShape, x: &Vec<T>, y: &mut Vec<T>, argmax: &mut Vec<T>) -> Result<()> {
+        check_pool(s)?;
+        nn::max_pool2d(&self.pool, s, x, y, argmax);
+        Ok(())
+    }
+
+    fn max_pool_backward(&self, s: PoolShape, dy: &Vec<T>, argmax: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
+        check_pool(s)?;
+        nn::max_pool2d_backward(&self.pool, s, dy, argmax, dx);
+        Ok(())
+    }
+
+    fn gelu(&self, n: usize, x: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
+        nn::gelu(&self.pool, n, x, y);
+        Ok(())
+    }
+
+    fn gelu_backward(&self, n: usize, x: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
+        nn::gelu_backward(&self.pool, n, x, dy, dx);
+        Ok(())
+    }
+
+    fn add_channel_bias(&self, s: BnShape, bias: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
+        nn::add_channel_bias(&self.pool, s, bias, y);
+        Ok(())
+    }
+
+    fn channel_bias_backward(&self, s: BnShape, dy: &Vec<T>, db: &mut Vec<T>) -> Result<()> {
+        nn::channel_bias_backward(&self.pool, s, dy, db);
+        Ok(())
+    }
+
+    fn linear_forward(&self, s: LinearShape, x: &Vec<T>, w: &Vec<T>, b: Option<&Vec<T>>, y: &mut Vec<T>) -> Result<()> {
+        nn::linear_forward(&self.pool, s, x, w, b.map(Vec::as_slice), y);
         Ok(())
     }
 
     fn linear_backward(&self, s: LinearShape, x: &Vec<T>, w: &Vec<T>, dy: &Vec<T>, grads: LinearGrads<'_, Vec<T>>) -> Result<()> {
-        nn::linear_backward(&self.pool, s, x, w, dy, LinearGrads { dx: &mut grads.dx[..], dw: &mut grads.dw[..], db: &mut grads.db[..] });
+        let grads = LinearGrads { dx: &mut grads.dx[..], dw: &mut grads.dw[..], db: grads.db.map(Vec::as_mut_slice) };
+        nn::linear_backward(&self.pool, s, x, w, dy, grads);
         Ok(())
     }
 
-    fn cross_entropy(&self, batch: usize, classes: usize, logits: &Vec<T>, labels: &Vec<u8>, dlogits: &mut Vec<T>) -> Result<LossStats> {
-        Ok(nn::softmax_cross_entropy(classes, logits, &labels[..batch], dlogits))
+    fn cross_entropy(&self, batch: usize, classes: usize, loss: CrossEntropyLoss, logits: &Vec<T>, labels: &Vec<u8>, dlogits: &mut Vec<T>) -> Result<LossStats> {
+        if !loss.is_valid() {
+            return Err(Error::new(format!("label smoothing {} is outside [0, 1]", loss.label_smoothing)));
+        }
+        Ok(nn::softmax_cross_entropy(classes, loss, logits, &labels[..batch], dlogits))
+    }
+}
+
+/// The error of a pooling whose window does not fit (the kernels would
+/// panic: they take it for the caller's bug).
+fn check_pool(s: PoolShape) -> Result<()> {
+    match s.output_hw() {
+        Some(_) => Ok(()),
+        None => Err(Error::new(format!("max pool: no {k}x{k} window fits {:?}", s.input_hw, k = s.kernel))),
     }
 }
 

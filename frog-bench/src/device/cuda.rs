@@ -9,7 +9,7 @@ use frog_core::Backend;
 use frog_cuda::nn;
 use frog_cuda::{Buffer, Cuda, Precision};
 
-use super::{backend_err, BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, Device, Epilogue, LinearGrads, LinearShape, LossStats};
+use super::{backend_err, BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, CrossEntropyLoss, Device, Epilogue, LinearGrads, LinearShape, LossStats, PoolShape};
 use crate::error::Result;
 
 /// Training on one GPU, in `f32`.
@@ -120,7 +120,31 @@ impl Device for CudaDevice {
         nn::avg_pool_backward(&self.cuda, planes, hw, dy, dx).map_err(backend_err)
     }
 
-    fn linear_forward(&self, s: LinearShape, x: &Buffer, w: &Buffer, b: &Buffer, y: &mut Buffer) -> Result<()> {
+    fn max_pool(&self, s: PoolShape, x: &Buffer, y: &mut Buffer, argmax: &mut Buffer) -> Result<()> {
+        nn::max_pool(&self.cuda, s, x, y, argmax).map_err(backend_err)
+    }
+
+    fn max_pool_backward(&self, s: PoolShape, dy: &Buffer, argmax: &Buffer, dx: &mut Buffer) -> Result<()> {
+        nn::max_pool_backward(&self.cuda, s, dy, argmax, dx).map_err(backend_err)
+    }
+
+    fn gelu(&self, n: usize, x: &Buffer, y: &mut Buffer) -> Result<()> {
+        nn::gelu(&self.cuda, n, x, y).map_err(backend_err)
+    }
+
+    fn gelu_backward(&self, n: usize, x: &Buffer, dy: &Buffer, dx: &mut Buffer) -> Result<()> {
+        nn::gelu_backward(&self.cuda, n, x, dy, dx).map_err(backend_err)
+    }
+
+    fn add_channel_bias(&self, s: BnShape, bias: &Buffer, y: &mut Buffer) -> Result<()> {
+        nn::add_channel_bias(&self.cuda, s, bias, y).map_err(backend_err)
+    }
+
+    fn channel_bias_backward(&self, s: BnShape, dy: &Buffer, db: &mut Buffer) -> Result<()> {
+        nn::channel_bias_backward(&self.cuda, s, dy, db).map_err(backend_err)
+    }
+
+    fn linear_forward(&self, s: LinearShape, x: &Buffer, w: &Buffer, b: Option<&Buffer>, y: &mut Buffer) -> Result<()> {
         nn::linear_forward(&self.cuda, s, x, w, b, y).map_err(backend_err)
     }
 
@@ -128,8 +152,9 @@ impl Device for CudaDevice {
         nn::linear_backward(&self.cuda, s, x, w, dy, grads).map_err(backend_err)
     }
 
-    fn cross_entropy(&self, batch: usize, classes: usize, logits: &Buffer, labels: &Buffer, dlogits: &mut Buffer) -> Result<LossStats> {
-        self.with_buffer(&self.loss, nn::cross_entropy_scratch_len(batch), |s| nn::cross_entropy(&self.cuda, batch, classes, logits, labels, dlogits, s))
+    fn cross_entropy(&self, batch: usize, classes: usize, loss: CrossEntropyLoss, logits: &Buffer, labels: &Buffer, dlogits: &mut Buffer) -> Result<LossStats> {
+        let scratch = nn::cross_entropy_scratch_len(batch);
+        self.with_buffer(&self.loss, scratch, |s| nn::cross_entropy(&self.cuda, batch, classes, loss, logits, labels, dlogits, s))
     }
 }
 

@@ -10,7 +10,9 @@
 //! a GPU device (device buffers, kernels launched on a stream) fits it.
 
 use frog_core::{Backend, Scalar};
-pub use frog_cpu::nn::{BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, Epilogue, LinearGrads, LinearShape, LossStats};
+pub use frog_cpu::nn::{
+    BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, CrossEntropyLoss, Epilogue, LinearGrads, LinearShape, LossStats, PoolShape, Reduction,
+};
 
 use crate::error::{Error, Result};
 
@@ -123,17 +125,48 @@ pub trait Device {
     /// Backward of [`Device::avg_pool`] (overwrites `dx`).
     fn avg_pool_backward(&self, planes: usize, hw: usize, dy: &Self::Buffer, dx: &mut Self::Buffer) -> Result<()>;
 
-    /// `y = x W^T + b`.
-    fn linear_forward(&self, s: LinearShape, x: &Self::Buffer, w: &Self::Buffer, b: &Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
-    /// Gradients of [`Device::linear_forward`], all overwritten.
+    /// Max-pooling over `k x k` windows at stride `k` (PyTorch's
+    /// `MaxPool2d(k)`, floor): `y` `[planes, H/k, W/k]` the windows' maxima,
+    /// `argmax` (the output's size) the offset `r*k + c` in its window of
+    /// the entry each output took, by PyTorch's rule (the first maximum in
+    /// row-major order; a NaN wins, the last of several). Why the argmax
+    /// rather than `x` for the backward pass: it is a quarter of the input
+    /// (at `k = 2`), so the pooled convolution's output need not be kept.
+    /// An error when no window fits ([`PoolShape::output_hw`]).
+    fn max_pool(&self, s: PoolShape, x: &Self::Buffer, y: &mut Self::Buffer, argmax: &mut Self::Buffer) -> Result<()>;
+    /// Backward of [`Device::max_pool`]: `dx` (overwritten) is each
+    /// output's gradient at the entry its `argmax` names, 0 elsewhere.
+    fn max_pool_backward(&self, s: PoolShape, dy: &Self::Buffer, argmax: &Self::Buffer, dx: &mut Self::Buffer) -> Result<()>;
+
+    /// The exact GELU `y = x * Phi(x)` over `n` entries (PyTorch's default
+    /// `nn.GELU()`, `Phi` the standard normal distribution function).
+    fn gelu(&self, n: usize, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
+    /// Backward of [`Device::gelu`], from its input `x`:
+    /// `dx = dy * (Phi(x) + x * phi(x))` over `n` entries.
+    fn gelu_backward(&self, n: usize, x: &Self::Buffer, dy: &Self::Buffer, dx: &mut Self::Buffer) -> Result<()>;
+
+    /// `y[b, c, :] += bias[c]` in place over `[batch, channels, hw]`: a
+    /// convolution's bias.
+    fn add_channel_bias(&self, s: BnShape, bias: &Self::Buffer, y: &mut Self::Buffer) -> Result<()>;
+    /// Backward of [`Device::add_channel_bias`]: `db[c]` (overwritten) =
+    /// the sum of `dy[b, c, :]` over the batch and the plane.
+    fn channel_bias_backward(&self, s: BnShape, dy: &Self::Buffer, db: &mut Self::Buffer) -> Result<()>;
+
+    /// `y = x W^T (+ b)`: `b` is `None` for a layer without bias.
+    fn linear_forward(&self, s: LinearShape, x: &Self::Buffer, w: &Self::Buffer, b: Option<&Self::Buffer>, y: &mut Self::Buffer) -> Result<()>;
+    /// Gradients of [`Device::linear_forward`], all overwritten (`db` given
+    /// when the layer has a bias).
     fn linear_backward(&self, s: LinearShape, x: &Self::Buffer, w: &Self::Buffer, dy: &Self::Buffer, grads: LinearGrads<'_, Self::Buffer>) -> Result<()>;
 
-    /// Mean softmax cross-entropy of `batch` rows of `classes` logits, its
-    /// gradient in `dlogits`, and the number of correct predictions.
+    /// Softmax cross-entropy of `batch` rows of `classes` logits, smoothed
+    /// and reduced as `loss` says (`CrossEntropyLoss::default()`: plain,
+    /// mean over the batch), its gradient in `dlogits`, and the number of
+    /// correct predictions. An error when the smoothing is outside `[0, 1]`.
     fn cross_entropy(
         &self,
         batch: usize,
         classes: usize,
+        loss: CrossEntropyLoss,
         logits: &Self::Buffer,
         labels: &Self::Labels,
         dlogits: &mut Self::Buffer,

@@ -19,7 +19,7 @@ const LANES: usize = 16;
 /// `sum_i f(a[i], b[i])` for each of the `K` values `f` returns, over the
 /// common length of `a` and `b`, in [`LANES`] interleaved partial sums.
 #[inline(always)]
-fn sums<T: Real, const K: usize>(a: &[T], b: &[T], f: impl Fn(T, T) -> [T; K]) -> [T; K] {
+pub(super) fn sums<T: Real, const K: usize>(a: &[T], b: &[T], f: impl Fn(T, T) -> [T; K]) -> [T; K] {
     let mut acc = [[T::zero(); LANES]; K];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (ra, rb) = (ca.remainder(), cb.remainder());

@@ -14,19 +14,27 @@
 
 mod avgpool;
 mod batchnorm;
+mod bias;
 mod conv;
+mod gelu;
 mod linear;
 mod loss;
+mod maxpool;
 mod operands;
 mod patches;
 mod winograd;
 
 pub use avgpool::{global_avg_pool, global_avg_pool_backward};
 pub use batchnorm::{batch_norm_backward, batch_norm_eval, batch_norm_train};
+pub use bias::{add_channel_bias, channel_bias_backward};
 pub use conv::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward, conv_scratch_len};
+pub use gelu::{gelu, gelu_backward};
 pub use linear::{linear_backward, linear_forward};
 pub use loss::softmax_cross_entropy;
-pub use operands::{BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, Epilogue, LinearGrads, LinearShape, LossStats};
+pub use maxpool::{max_pool2d, max_pool2d_backward};
+pub use operands::{
+    BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, CrossEntropyLoss, Epilogue, LinearGrads, LinearShape, LossStats, PoolShape, Reduction,
+};
 
 /// The product of `dims`, the entries of a tensor of that shape.
 ///

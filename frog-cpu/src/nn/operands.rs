@@ -32,8 +32,9 @@ pub struct LinearShape {
     pub d_out: usize,
 }
 
-/// The layout of a BatchNorm2d input `[batch, channels, hw]` (PyTorch's
-/// `[B, C, H, W]` with `hw = H*W`).
+/// The layout `[batch, channels, hw]` of a per-channel operation's input
+/// (PyTorch's `[B, C, H, W]` with `hw = H*W`): a BatchNorm2d, or a
+/// convolution's bias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BnShape {
     /// Samples.
@@ -147,14 +148,75 @@ pub struct LinearGrads<'a, B: ?Sized> {
     pub dx: &'a mut B,
     /// `dL/dW` `[d_out, d_in]`.
     pub dw: &'a mut B,
-    /// `dL/db` `[d_out]`.
-    pub db: &'a mut B,
+    /// `dL/db` `[d_out]`; `None` for a layer without bias (airbench's
+    /// `Linear(256, 10, bias=False)` head).
+    pub db: Option<&'a mut B>,
+}
+
+/// Max-pooling over `k x k` windows at stride `k`, without padding, the
+/// rows and columns past the last whole window dropped: PyTorch's
+/// `MaxPool2d(k)` (floor mode), e.g. 31 -> 15 at `k = 2`, 3 -> 1 at `k = 3`.
+/// Input `[planes, H, W]` (`planes = batch * channels`), output
+/// `[planes, H/k, W/k]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShape {
+    /// Planes pooled, `batch * channels`.
+    pub planes: usize,
+    /// The input plane `[H, W]`.
+    pub input_hw: [usize; 2],
+    /// The window's side `k`, also its stride.
+    pub kernel: usize,
+}
+
+impl PoolShape {
+    /// The output plane `[H/k, W/k]`; `None` when no window fits (`k` is 0
+    /// or larger than a side, PyTorch's error) or when a window has more
+    /// than 2^24 entries. Why that bound: the forward pass records which
+    /// entry of its window each output took as the offset `r*k + c` in a
+    /// buffer of the kernels' own scalar, exact in `f32` only up to 2^24.
+    pub fn output_hw(&self) -> Option<[usize; 2]> {
+        let [h, w] = self.input_hw;
+        let k = self.kernel;
+        let fits = k > 0 && k <= h && k <= w && k.checked_mul(k).is_some_and(|n| n <= 1 << 24);
+        fits.then(|| [h / k, w / k])
+    }
+}
+
+/// How a batch's per-sample losses are combined: PyTorch's `reduction`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reduction {
+    /// Their mean (PyTorch's default).
+    #[default]
+    Mean,
+    /// Their sum (airbench's loss).
+    Sum,
+}
+
+/// Softmax cross-entropy as PyTorch's `F.cross_entropy(logits, labels,
+/// label_smoothing, reduction)`: sample `i`'s loss is `-sum_k q_k log p_k`
+/// against the target `q = (1 - eps) onehot(label) + eps / C` over the `C`
+/// classes. The default is plain cross-entropy averaged over the batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CrossEntropyLoss {
+    /// `eps`, in `[0, 1]`: airbench's 0.2 targets 0.82 on the true class
+    /// and 0.02 on each of the other 9.
+    pub label_smoothing: f64,
+    /// Mean or sum over the batch.
+    pub reduction: Reduction,
+}
+
+impl CrossEntropyLoss {
+    /// Whether `label_smoothing` is in `[0, 1]` (PyTorch's check; NaN is not).
+    pub fn is_valid(&self) -> bool {
+        (0.0..=1.0).contains(&self.label_smoothing)
+    }
 }
 
 /// The loss of a batch and how many predictions were right.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LossStats {
-    /// Mean cross-entropy over the batch.
+    /// Cross-entropy over the batch, reduced as asked: the mean of the
+    /// samples' losses, or their sum.
     pub loss: f64,
     /// Samples whose largest logit is their label's.
     pub correct: usize,
