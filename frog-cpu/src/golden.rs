@@ -363,14 +363,41 @@ pub fn run_suite<C>(summary: &str, cases: &[C], name: impl Fn(&C) -> &str, mut r
     tally.finish(summary)
 }
 
-pub(crate) struct Checker {
+/// One case's comparisons: every array checked at relative tolerance
+/// `rtol` ([`rel_error`]), the worst error and the digest of every actual
+/// value kept in a [`Report`], the failures listed. The replays here use
+/// it, and so can another crate's replay of its own golden case, so that
+/// every suite reports and digests alike.
+#[derive(Debug)]
+pub struct Checker {
     pub(crate) rtol: f64,
     pub(crate) report: Report,
     pub(crate) failures: Vec<String>,
 }
 
 impl Checker {
-    pub(crate) fn check(&mut self, at: String, actual: &[f64], expected: &[f64]) {
+    /// A checker at relative tolerance `rtol`, nothing compared yet.
+    pub fn new(rtol: f64) -> Self {
+        Self { rtol, report: Report::default(), failures: Vec::new() }
+    }
+
+    /// Records a failure that is not an array's error (`what` says which).
+    pub fn fail(&mut self, what: String) {
+        self.failures.push(what);
+    }
+
+    /// The case's report, or every failure in one message.
+    pub fn finish(self) -> Result<Report, String> {
+        if self.failures.is_empty() {
+            Ok(self.report)
+        } else {
+            Err(self.failures.join("; "))
+        }
+    }
+
+    /// Compares `actual` with `expected` (the array at `at`, such as
+    /// `step0.weight`), adding it to the digest.
+    pub fn check(&mut self, at: String, actual: &[f64], expected: &[f64]) {
         let err = rel_error(actual, expected);
         self.report.digest = digest(if self.report.compared == 0 { DIGEST_START } else { self.report.digest }, actual);
         self.report.compared += 1;
@@ -530,7 +557,7 @@ fn upload_padded<B: Backend>(b: &B, data: &[f64], pad: usize) -> Result<B::Buffe
 /// Replays `case` the way `run` hands arrays to the steps.
 fn run_with<B: Backend, R: Run<B>>(backend: &B, case: &Case, rtol: f64, run: &R) -> Result<Report, String> {
     let pad = R::PAD;
-    let mut ck = Checker { rtol, report: Report::default(), failures: Vec::new() };
+    let mut ck = Checker::new(rtol);
     let cfg = &case.config;
     let up = |data: &[f64]| upload_padded(backend, data, pad);
     let mut weight = up(&case.weight)?;
@@ -590,12 +617,8 @@ fn run_with<B: Backend, R: Run<B>>(backend: &B, case: &Case, rtol: f64, run: &R)
         let len = backend.len(buf);
         let guards = [download(backend, buf, 0, pad)?, download(backend, buf, len - pad, pad)?].concat();
         if guards.iter().any(|&g| g != GUARD) {
-            ck.failures.push(format!("{name}: an entry outside the view changed"));
+            ck.fail(format!("{name}: an entry outside the view changed"));
         }
     }
-    if ck.failures.is_empty() {
-        Ok(ck.report)
-    } else {
-        Err(ck.failures.join("; "))
-    }
+    ck.finish()
 }

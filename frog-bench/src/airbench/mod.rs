@@ -1,9 +1,11 @@
-//! The host side of the airbench94_muon recipe (KellerJordan/cifar10-airbench,
-//! `airbench94_muon.py`, the CIFAR-10 speed record): the frozen whitening
-//! filters ([`whiten`]), the training data pipeline ([`loader`]), test-time
-//! augmentation ([`tta`]) and the learning-rate schedule ([`schedule`]).
-//! Each follows the reference's formulas; only its random draws differ
-//! (they come from the bench's seeded generator, not torch's).
+//! The airbench94_muon recipe (KellerJordan/cifar10-airbench,
+//! `airbench94_muon.py`, the CIFAR-10 speed record). The host side: the
+//! frozen whitening filters ([`whiten`]), the training data pipeline
+//! ([`loader`]), test-time augmentation ([`tta`]) and the learning-rate
+//! schedule ([`schedule`]); on a device: the network ([`model`]) and the
+//! training recipe with its optimizers and evaluation ([`recipe`]). Each
+//! follows the reference's formulas; only its random draws differ (they
+//! come from the bench's seeded generator, not torch's).
 //!
 //! Images here are normalized `[3, 32, 32]` planes, one after another, as
 //! the engine's batches are. The loader and the test-time views both read
@@ -11,6 +13,8 @@
 //! the indexing below is that window, shared by both.
 
 pub mod loader;
+pub mod model;
+pub mod recipe;
 pub mod schedule;
 pub mod tta;
 pub mod whiten;
