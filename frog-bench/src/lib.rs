@@ -5,7 +5,8 @@
 //! kernels; [`model::Net`] builds a network from an [`arch::Arch`] on any
 //! device; [`optim::Optimizer`] steps it with SGD, AdamW, FROG or K-FROG
 //! through frog-core; a study is a [`runfile::RunFile`] of configurations.
-//! [`airbench`] holds the host side of the airbench94_muon record recipe.
+//! [`airbench`] holds the airbench94_muon record recipe: its data, its
+//! network on a device, its training and evaluation.
 //!
 //! `cargo run -p frog-bench --release` runs the study (see `--help`): on
 //! the CPU the scaled-down one, on CIFAR-10 from `--data`, `$FROG_DATA`,

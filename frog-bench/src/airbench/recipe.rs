@@ -518,6 +518,24 @@ mod tests {
         assert_eq!(predicted(&[f64::NAN, 1.0]), 0, "a NaN in first place stays, as in torch");
     }
 
+    /// The record's widths on a batch of 2: every trained parameter
+    /// moves, the frozen ones do not.
+    #[test]
+    fn the_record_widths_take_a_step() {
+        let dev = CpuDevice::<f32>::new(2).unwrap();
+        let schedule = Schedule::new(1, 1.0, 1.0).unwrap();
+        let mut r = Recipe::new(&dev, WIDTHS, FilterMethod::record(), 2, schedule, 0).unwrap();
+        let xs: Vec<f32> = (0..2 * PIXELS).map(|i| ((i * 7919) % 255) as f32 / 64.0 - 2.0).collect();
+        let (mut x, mut labels) = (dev.zeros(2 * PIXELS).unwrap(), dev.labels(2).unwrap());
+        dev.upload(&xs, &mut x).unwrap();
+        dev.upload_labels(&[7, 2], &mut labels).unwrap();
+        let before: Vec<Vec<f32>> = r.net.params.iter().map(|p| p.value.clone()).collect();
+        assert!(r.train_step(&dev, &x, &labels).unwrap().loss.is_finite());
+        for ((p, &role), b) in r.net.params.iter().zip(r.net.roles()).zip(&before) {
+            assert_eq!(p.value == *b, role == Role::Frozen, "{}", p.name);
+        }
+    }
+
     /// Registration: every trained parameter in its group, none of the
     /// frozen ones; FROG allocates the filters' sampled rows and turns
     /// `batch_averaged` off.
