@@ -185,3 +185,27 @@ fn slices<T>(p: BnParams<'_, Vec<T>>) -> BnParams<'_, [T]> {
 fn slice_epi<T>(e: Epilogue<'_, Vec<T>>) -> Epilogue<'_, [T]> {
     Epilogue { residual: e.residual.map(Vec::as_slice), relu: e.relu }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Settings a run file could hold that the kernels take for the
+    /// caller's bug are the device's errors, not panics.
+    #[test]
+    fn bad_pooling_and_smoothing_are_errors() {
+        let dev = CpuDevice::<f32>::new(1).unwrap();
+        let (x, mut y, mut argmax) = (vec![0.0; 8], vec![0.0; 4], vec![0.0; 4]);
+        for kernel in [0, 3] {
+            let s = PoolShape { planes: 1, input_hw: [2, 4], kernel };
+            let e = dev.max_pool(s, &x, &mut y, &mut argmax).unwrap_err().to_string();
+            assert!(e.contains(&format!("no {kernel}x{kernel} window fits [2, 4]")), "{e}");
+            assert!(dev.max_pool_backward(s, &y, &argmax, &mut vec![0.0; 8]).is_err());
+        }
+        let loss = CrossEntropyLoss { label_smoothing: -0.1, ..Default::default() };
+        let e = dev.cross_entropy(1, 2, loss, &vec![0.0; 2], &vec![0], &mut vec![0.0; 2]).unwrap_err().to_string();
+        assert!(e.contains("label smoothing -0.1 is outside [0, 1]"), "{e}");
+        let nan = CrossEntropyLoss { label_smoothing: f64::NAN, ..Default::default() };
+        assert!(dev.cross_entropy(1, 2, nan, &vec![0.0; 2], &vec![0], &mut vec![0.0; 2]).is_err());
+    }
+}

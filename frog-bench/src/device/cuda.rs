@@ -243,6 +243,77 @@ mod tests {
         }
     }
 
+    /// The airbench layers through `Device` on the GPU and on the f64 CPU
+    /// device, forward and back: a whitening-style 2x2 convolution
+    /// (3 -> 6, no padding) with its channel bias, GELU, max-pooling 8 -> 4
+    /// and 4 -> 1, the bias-free head 6 -> 10, the loss smoothed by 0.2 and
+    /// summed; the loss and the gradients of the head and of the bias
+    /// agree (rtol 1e-4). Skips without a device.
+    #[test]
+    fn gpu_airbench_layers_match_the_cpu() {
+        use frog_core::{Conv2d, Scalar};
+
+        use crate::device::{CrossEntropyLoss, PoolShape, Reduction};
+
+        fn run<D: Device>(dev: &D, [x, w, bias, head]: &[Vec<f64>; 4], labels: &[u8]) -> (LossStats, Vec<f64>, Vec<f64>) {
+            let put = |v: &[f64]| {
+                let h: Vec<D::Scalar> = v.iter().map(|&e| D::Scalar::of_f64(e)).collect();
+                let mut b = dev.zeros(h.len()).unwrap();
+                dev.upload(&h, &mut b).unwrap();
+                b
+            };
+            let get = |b: &D::Buffer, n: usize| {
+                let mut h = vec![D::Scalar::ZERO; n];
+                dev.download(b, &mut h).unwrap();
+                h.into_iter().map(Scalar::as_f64).collect::<Vec<_>>()
+            };
+            let zeros = |n: usize| dev.zeros(n).unwrap();
+            let batch = labels.len();
+            let s = BnShape { batch, channels: 6, hw: 64 };
+            let (xb, wb, bb, hb) = (put(x), put(w), put(bias), put(head));
+            let mut z = zeros(s.len());
+            dev.conv_forward(ConvShape { conv: Conv2d::new(3, 6, 2, [9, 9]), batch }, &xb, &wb, &mut z).unwrap();
+            dev.add_channel_bias(s, &bb, &mut z).unwrap();
+            let mut a = zeros(s.len());
+            dev.gelu(s.len(), &z, &mut a).unwrap();
+            let p1 = PoolShape { planes: batch * 6, input_hw: [8, 8], kernel: 2 };
+            let p2 = PoolShape { planes: batch * 6, input_hw: [4, 4], kernel: 4 };
+            let (mut m1, mut am1, mut m2, mut am2) = (zeros(batch * 96), zeros(batch * 96), zeros(batch * 6), zeros(batch * 6));
+            dev.max_pool(p1, &a, &mut m1, &mut am1).unwrap();
+            dev.max_pool(p2, &m1, &mut m2, &mut am2).unwrap();
+            let ls = LinearShape { batch, d_in: 6, d_out: 10 };
+            let mut logits = zeros(batch * 10);
+            dev.linear_forward(ls, &m2, &hb, None, &mut logits).unwrap();
+            let mut lab = dev.labels(batch).unwrap();
+            dev.upload_labels(labels, &mut lab).unwrap();
+            let mut dl = zeros(batch * 10);
+            let loss = CrossEntropyLoss { label_smoothing: 0.2, reduction: Reduction::Sum };
+            let stats = dev.cross_entropy(batch, 10, loss, &logits, &lab, &mut dl).unwrap();
+            let (mut dm2, mut dhead) = (zeros(batch * 6), zeros(60));
+            dev.linear_backward(ls, &m2, &hb, &dl, LinearGrads { dx: &mut dm2, dw: &mut dhead, db: None }).unwrap();
+            let (mut dm1, mut da, mut dz, mut dbias) = (zeros(batch * 96), zeros(s.len()), zeros(s.len()), zeros(6));
+            dev.max_pool_backward(p2, &dm2, &am2, &mut dm1).unwrap();
+            dev.max_pool_backward(p1, &dm1, &am1, &mut da).unwrap();
+            dev.gelu_backward(s.len(), &z, &da, &mut dz).unwrap();
+            dev.channel_bias_backward(s, &dz, &mut dbias).unwrap();
+            (stats, get(&dhead, 60), get(&dbias, 6))
+        }
+
+        if !has_device("gpu_airbench_layers_match_the_cpu") {
+            return;
+        }
+        // Values exactly representable in f32, so both devices see the same.
+        let v = |n: usize, k: f64| (0..n).map(|i| f64::from(((i as f64 * k).sin() * 2.0) as f32)).collect::<Vec<f64>>();
+        let inputs = [v(4 * 3 * 81, 0.37), v(6 * 12, 0.73), v(6, 1.3), v(60, 0.91)];
+        let labels = [3u8, 0, 9, 5];
+        let (gs, gh, gb) = run(&CudaDevice::new(Precision::Exact).unwrap(), &inputs, &labels);
+        let (cs, ch, cb) = run(&CpuDevice::<f64>::new(1).unwrap(), &inputs, &labels);
+        println!("airbench layers: loss gpu {} cpu {}; head grad {:.2e}, bias grad {:.2e} from f64", gs.loss, cs.loss, rel(&gh, &ch), rel(&gb, &cb));
+        assert!((gs.loss - cs.loss).abs() <= 1e-5 * cs.loss.abs(), "loss {} vs {}", gs.loss, cs.loss);
+        assert_eq!(gs.correct, cs.correct);
+        assert!(rel(&gh, &ch) <= 1e-4 && rel(&gb, &cb) <= 1e-4);
+    }
+
     /// Params of `net` on the host, in f64.
     fn params_f64<D: Device>(dev: &D, net: &Net<D>) -> Vec<Vec<f64>> {
         use frog_core::Scalar;
