@@ -97,7 +97,8 @@ impl MatmulBackend for Cuda {
         self.launch(K::ScaleByNorm, launch::elementwise(n), &[Arg::I(int("n", n)?), na, Arg::F(s.num), Arg::F(s.eps), xa])
     }
 
-    /// frog-core's iteration in f32, or [`Cuda::newton_schulz_bf16`].
+    /// frog-core's iteration in f32, or in bf16 as torch runs it
+    /// ([`MuonPrecision::Bf16`]).
     fn newton_schulz<'s>(&self, shape: &MuonShape, steps: usize, scratch: NsScratch<'s, Self>) -> Result<&'s Buffer, Error> {
         match self.muon_precision {
             MuonPrecision::F32 => newton_schulz(self, shape, steps, scratch),
