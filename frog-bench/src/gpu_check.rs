@@ -10,7 +10,11 @@
 //! when `python3` has torch, and a short table last. The 16-bit modes
 //! (bf16/f16 tensor cores) run the mixed-precision golden cases of their
 //! type and time the FROG step from bf16/f16 inputs: the bench's f32
-//! activations and output gradients converted once, up front.
+//! activations and output gradients converted once, up front. Muon runs its
+//! golden cases as a group of the optimizer object in each `MuonPrecision`
+//! (f32 within 1e-4, bf16 within its measured bound and at least bf16's
+//! rounding off), and times its step on airbench94_muon's six filters in
+//! each.
 //!
 //! Without a usable device it prints that it was skipped and succeeds;
 //! with `FROG_REQUIRE_GPU=1` (the prepared GPU run) that is an error.
@@ -20,9 +24,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use frog_core::half::{bf16, f16};
-use frog_core::{Batch, Config, Half, Layer, LowpBatch, ParamState, Params, SgdConfig, Unguarded, Workspace, WorkspaceReq};
+use frog_core::{muon_step, Batch, Config, Half, Layer, LowpBatch, MuonConfig, MuonScratch, MuonShape, MuonState, ParamGrad, ParamState, Params, SgdConfig, Unguarded, Workspace, WorkspaceReq};
+use frog_cpu::golden::muon::{load_muon_cases, run_muon_case, MuonRoute};
 use frog_cpu::golden::{golden_dir, load_cases, run_case, run_case_lowp, Lowp, Target};
-use frog_cuda::{Buffer, Cuda, HalfBuffer, Order, Precision, Tile};
+use frog_cuda::{Buffer, Cuda, HalfBuffer, MuonPrecision, Order, Precision, Tile};
 
 use crate::arch::Arch;
 use crate::device::cuda::CudaDevice;
@@ -54,6 +59,15 @@ const HALF_PRECISIONS: [(Precision, &str, f64, Feed); 3] = [
     (Precision::Bf16, "bf16", 3e-2, Feed::Bf16),
     (Precision::F16, "f16", 5e-3, Feed::F16),
 ];
+
+/// Muon's precisions, their tolerance on the golden Muon cases and the
+/// least worst error each case must show (bf16's rounding; as frog-cuda's
+/// tests).
+const MUON_PRECISIONS: [(MuonPrecision, &str, f64, f64); 2] = [(MuonPrecision::F32, "f32", 1e-4, 0.0), (MuonPrecision::Bf16, "bf16", 3e-2, 5e-4)];
+
+/// airbench94_muon's six 3x3 filters as `(c_out, c_in)`: the weights its
+/// Muon steps.
+const AIRBENCH_FILTERS: [(usize, usize); 6] = [(64, 24), (64, 64), (256, 64), (256, 256), (256, 256), (256, 256)];
 
 /// The inputs a FROG step is fed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,6 +159,78 @@ fn lowp_golden_lines(cuda: &mut Cuda, table: &mut Vec<String>) -> bool {
         table.push(format!("golden lowp {name:<13} {pass:>2}/{run} within {rtol:.0e} (worst {worst:.1e}; bf16/f16 inputs)"));
     }
     ok
+}
+
+/// Muon's golden cases (`muon/`) as a Muon group in each Muon precision:
+/// one table line each; every miss fails.
+fn muon_golden_lines(cuda: &mut Cuda, table: &mut Vec<String>) -> bool {
+    let dir = golden_dir().join("muon");
+    let cases = match load_muon_cases(&dir) {
+        Ok(c) => c,
+        Err(e) => {
+            table.push(format!("golden muon: {e}"));
+            return false;
+        }
+    };
+    let mut ok = true;
+    for (precision, name, rtol, floor) in MUON_PRECISIONS {
+        cuda.set_muon_precision(precision);
+        let (mut pass, mut least, mut worst) = (0, f64::INFINITY, 0.0f64);
+        for case in &cases {
+            match run_muon_case(&*cuda, case, rtol, MuonRoute::Group) {
+                Ok(r) if r.worst >= floor => {
+                    pass += 1;
+                    least = least.min(r.worst);
+                    worst = worst.max(r.worst);
+                }
+                Ok(r) => {
+                    println!("golden muon {name} {}: worst error {:.2e} below {floor:.0e}", case.name, r.worst);
+                    ok = false;
+                }
+                Err(e) => {
+                    println!("golden muon {name} {}: {e}", case.name);
+                    ok = false;
+                }
+            }
+        }
+        table.push(format!("golden muon {name:<13} {pass:>2}/{} within {rtol:.0e} (worst per case {least:.1e}..{worst:.1e})", cases.len()));
+    }
+    cuda.set_muon_precision(MuonPrecision::F32);
+    ok
+}
+
+/// Milliseconds of one Muon step (airbench94_muon's settings: lr 0.24,
+/// momentum 0.6, Nesterov, 3 Newton-Schulz steps) over 3x3 filters of
+/// `(c_out, c_in)`, sharing one scratch, in each Muon precision: one line.
+fn muon_lines(cuda: &mut Cuda, filters: &[(usize, usize)], steps: usize, table: &mut Vec<String>) -> Result<()> {
+    let cfg = MuonConfig { lr: 0.24, momentum: 0.6, nesterov: true, ..MuonConfig::airbench() };
+    let shapes = filters.iter().map(|&(o, i)| MuonShape::conv2d(o, i, 3, 3)).collect::<std::result::Result<Vec<_>, _>>().map_err(err)?;
+    let most = |f: fn(&MuonShape) -> usize| shapes.iter().map(f).max().unwrap_or(0);
+    let mut scratch = MuonScratch::new(&*cuda, most(MuonShape::entries), most(MuonShape::side)).map_err(err)?;
+    let mut layers = Vec::new();
+    for (k, s) in shapes.iter().enumerate() {
+        let n = s.entries();
+        let state = MuonState::new(&*cuda, n).map_err(err)?;
+        layers.push((state, cuda.upload(&filled(n, 300 + k as u64)).map_err(err)?, cuda.upload(&filled(n, 400 + k as u64)).map_err(err)?));
+    }
+    // Per Newton-Schulz step: A (s x s over b), A A, and B X (s x b over s),
+    // s the smaller side and b the larger.
+    let flops: f64 = shapes.iter().map(|s| (s.side() * s.side()) as f64 * (4.0 * (s.entries() / s.side().max(1)) as f64 + 2.0 * s.side() as f64) * cfg.ns_steps as f64).sum();
+    let mut line = format!("Muon step airbench ({} 3x3 filters, {} Newton-Schulz steps) ms:", shapes.len(), cfg.ns_steps);
+    for (precision, name, ..) in MUON_PRECISIONS {
+        cuda.set_muon_precision(precision);
+        let c = &*cuda;
+        let ms = time_ms(c, steps, || {
+            for (shape, (state, w, g)) in shapes.iter().zip(layers.iter_mut()) {
+                muon_step(c, &cfg, shape, state, &mut scratch, ParamGrad { param: w, grad: g }).map_err(err)?;
+            }
+            Ok(())
+        })?;
+        line.push_str(&format!(" {name} {ms:.3} ({:.1} TFLOP/s)", flops / ms / 1e9));
+    }
+    cuda.set_muon_precision(MuonPrecision::F32);
+    table.push(line);
+    Ok(())
 }
 
 /// One timed product: its name, `(m, n, k)`, how `A` and `B` are stored,
@@ -330,6 +416,7 @@ pub fn run(args: &GpuCheckArgs) -> Result<bool> {
     println!("{head}");
     let mut table = vec![head];
     let mut ok = !args.golden || golden_lines(&mut cuda, &mut table);
+    ok &= !args.golden || muon_golden_lines(&mut cuda, &mut table);
 
     let cfg = study_frog(args.sample);
     let (mut frog_ms, mut graph_ms) = (f64::NAN, f64::NAN);
@@ -384,6 +471,10 @@ pub fn run(args: &GpuCheckArgs) -> Result<bool> {
     if let Err(e) = gemm_lines(&mut cuda, &GEMMS, args.steps, &mut table) {
         ok = false;
         table.push(format!("GEMM rates: {e}"));
+    }
+    if let Err(e) = muon_lines(&mut cuda, &AIRBENCH_FILTERS, args.steps, &mut table) {
+        ok = false;
+        table.push(format!("Muon step: {e}"));
     }
     drop(cuda);
 
@@ -464,5 +555,16 @@ mod tests {
         cuda.set_precision(Precision::Exact);
         let ms = time_frog_graph(&cuda, &cfg, &mut runs, &mut ws, 1).unwrap();
         assert!(ms > 0.0 && cuda.download(&runs[1].w, 16 * 8).unwrap().iter().all(|v| v.is_finite()));
+
+        // Muon: the golden cases in each precision, and the timed step on a
+        // wide and a tall filter.
+        let mut table = Vec::new();
+        assert!(muon_golden_lines(&mut cuda, &mut table), "{table:?}");
+        muon_lines(&mut cuda, &[(8, 4), (40, 2)], 1, &mut table).unwrap();
+        assert_eq!(table.len(), MUON_PRECISIONS.len() + 1);
+        assert_eq!(table[2].matches("TFLOP/s").count(), MUON_PRECISIONS.len(), "{}", table[2]);
+        for line in &table {
+            println!("gpu_check_sections_run: {line}");
+        }
     }
 }

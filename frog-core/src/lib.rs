@@ -78,7 +78,7 @@ pub use guard::{Diagnostics, Guard, GuardBackend, RowGuardOut, ROW_DEAD, ROW_NON
 pub use layer::{Axes, Conv2d, Layer, LayerKind, PATCH_PADDING};
 pub use lowp::{Half, LowpBackend};
 pub use method::Method;
-pub use muon::{muon_step, MatmulBackend, MatmulOp, MuonConfig, MuonForm, MuonScratch, MuonShape, MuonState, NormScale, MUON_NS_COEFS, MUON_NS_EPS};
+pub use muon::{muon_step, newton_schulz, MatmulBackend, MatmulOp, MuonConfig, MuonForm, MuonScratch, MuonShape, MuonState, NormScale, NsScratch, MUON_NS_COEFS, MUON_NS_EPS};
 pub use optimizer::{GroupId, IntoMethod, Optimizer, ParamId, ParamKind, ParamName, RegistryError, Sample, MAX_GROUPS, NAME_LEN};
 pub use rescale::{pow2_gain, square_safe_max};
 pub use sampler::{Sampler, MAX_BATCH};

@@ -160,7 +160,7 @@ impl MuonShape {
     }
 
     /// The side of the Gram matrix the iteration forms: the smaller dimension.
-    pub(crate) fn side(&self) -> usize {
+    pub fn side(&self) -> usize {
         self.rows.min(self.cols)
     }
 
@@ -232,6 +232,45 @@ pub trait MatmulBackend: Backend {
     /// unchanged, where the references give NaN: finite input keeps a
     /// finite step.
     fn scale_by_norm(&self, n: usize, norm: &Self::Buffer, s: NormScale<Self::Scalar>, x: &mut Self::ViewMut<'_>) -> Result<(), Self::Error>;
+
+    /// `NS(u, steps)` of `golden/MUON.md` on the update `u` in `scratch.x` (the
+    /// first `rows * cols` entries of `shape`), returning the buffer of
+    /// `scratch` that holds the result. Provided: [`newton_schulz`], the iteration
+    /// in the backend's scalar type through the methods above and
+    /// [`Backend::axpby`]. A backend overrides it to run the iteration in
+    /// another arithmetic (frog-cuda's bfloat16 mode, as the references run
+    /// it on a GPU, rounds where torch's bf16 tensors round, which these
+    /// methods cannot express) and calls [`newton_schulz`] otherwise.
+    fn newton_schulz<'s>(&self, shape: &MuonShape, steps: usize, scratch: NsScratch<'s, Self>) -> Result<&'s Self::Buffer, Self::Error>
+    where
+        Self: Sized,
+    {
+        newton_schulz(self, shape, steps, scratch)
+    }
+}
+
+/// The buffers of one Newton-Schulz run ([`MatmulBackend::newton_schulz`]):
+/// the parts of a [`MuonScratch`], checked by [`muon_step`] to hold at
+/// least the entries named here for the step's shape (`side` its smaller
+/// dimension).
+#[non_exhaustive]
+pub struct NsScratch<'s, B: Backend> {
+    /// The update on entry (`rows * cols`); an iterate after.
+    pub x: &'s mut B::Buffer,
+    /// The other iterate (`rows * cols`).
+    pub next: &'s mut B::Buffer,
+    /// The Gram matrix (`side * side`).
+    pub gram: &'s mut B::Buffer,
+    /// Its polynomial (`side * side`).
+    pub poly: &'s mut B::Buffer,
+    /// The update's norm (one entry).
+    pub norm: &'s mut B::Buffer,
+}
+
+impl<B: Backend> fmt::Debug for NsScratch<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NsScratch").finish_non_exhaustive()
+    }
 }
 
 /// The scratch of one Muon step: the update and the iteration's next
@@ -414,23 +453,25 @@ pub fn muon_step<B: MatmulBackend>(backend: &B, cfg: &MuonConfig, shape: &MuonSh
             }))?;
         }
     }
-    let u = newton_schulz(backend, shape, cfg.ns_steps, scratch).map_err(Error::Backend)?;
+    let MuonScratch { x, next, gram, poly, norm } = scratch;
+    let u = backend.newton_schulz(shape, cfg.ns_steps, NsScratch { x, next, gram, poly, norm }).map_err(Error::Backend)?;
     // W = W (1 - lr wd) - lr scale u
     go(ops.buf_to_param(backend, n, s(-cfg.lr * scale), u, s(1.0 - cfg.lr * cfg.weight_decay)))?;
     state.steps = steps;
     Ok(())
 }
 
-/// `NS(u, steps)` of `golden/MUON.md` on the update in `scratch.x`; returns
-/// the buffer holding the result. A tall matrix (`rows > cols`) is not
-/// transposed: its iterate is kept as `Y = X^T`, stored `rows x cols`, so
-/// `A = Y^T Y` and `X = a X + B X` becomes `Y = a Y + Y B^T`, the same
-/// arithmetic.
-fn newton_schulz<'s, B: MatmulBackend>(backend: &B, shape: &MuonShape, steps: usize, scratch: &'s mut MuonScratch<B>) -> Result<&'s B::Buffer, B::Error> {
+/// `NS(u, steps)` of `golden/MUON.md` on the update in `scratch.x`, in the
+/// backend's scalar type: what [`MatmulBackend::newton_schulz`] runs unless
+/// a backend overrides it. Returns the buffer holding the result. A tall
+/// matrix (`rows > cols`) is not transposed: its iterate is kept as
+/// `Y = X^T`, stored `rows x cols`, so `A = Y^T Y` and `X = a X + B X`
+/// becomes `Y = a Y + Y B^T`, the same arithmetic.
+pub fn newton_schulz<'s, B: MatmulBackend>(backend: &B, shape: &MuonShape, steps: usize, scratch: NsScratch<'s, B>) -> Result<&'s B::Buffer, B::Error> {
     let (rows, cols, side) = (shape.rows, shape.cols, shape.side());
     let n = shape.entries();
     let tall = rows > cols;
-    let MuonScratch { x, next, gram, poly, norm } = scratch;
+    let NsScratch { x, next, gram, poly, norm } = scratch;
     backend.frobenius_norm(n, &whole(backend, x)?, norm)?;
     let unit = NormScale { num: B::Scalar::ONE, eps: B::Scalar::of_f64(MUON_NS_EPS) };
     backend.scale_by_norm(n, norm, unit, &mut whole_mut(backend, x)?)?;

@@ -5,7 +5,8 @@
 //! and comparing every array after every step. The mixed-precision cases of
 //! `lowp/` (same schema, plus `x_dtype`, `y_dtype` and `y_loss_scale`) run
 //! through [`run_case_lowp`], which hands the backend `x` and `y` in their
-//! 16-bit type.
+//! 16-bit type. The Muon cases of `muon/` have their own schema and
+//! replay ([`muon`]).
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use frog_core::{
 use serde_json::Value;
 
 pub mod framework;
+pub mod muon;
 
 /// The golden directory: `$FROG_GOLDEN_DIR` (same layout), else the
 /// repository's own `frog-cpu/golden`.
@@ -240,18 +242,29 @@ pub fn parse_case(text: &str) -> Result<Option<Case>, String> {
     }))
 }
 
-/// Every layer case in `dir` (files `*.json` with a `layer` key), sorted by
-/// file name. Any unreadable or malformed file is an error.
-pub fn load_cases(dir: &Path) -> Result<Vec<Case>, String> {
+/// Every `*.json` file of `dir` with its text, sorted by file name; an
+/// unreadable directory or file is an error.
+fn json_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, String> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read golden directory {}: {e}", dir.display()))?;
     let mut paths: Vec<PathBuf> = entries
         .map(|e| e.map(|e| e.path()).map_err(|e| format!("{}: {e}", dir.display())))
         .collect::<Result<_, _>>()?;
     paths.retain(|p| p.extension().is_some_and(|x| x == "json"));
     paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            Ok((p, text))
+        })
+        .collect()
+}
+
+/// Every layer case in `dir` (files `*.json` with a `layer` key), sorted by
+/// file name. Any unreadable or malformed file is an error.
+pub fn load_cases(dir: &Path) -> Result<Vec<Case>, String> {
     let mut cases = Vec::new();
-    for p in paths {
-        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    for (p, text) in json_files(dir)? {
         if let Some(case) = parse_case(&text).map_err(|e| format!("{}: {e}", p.display()))? {
             cases.push(case);
         }

@@ -2,156 +2,54 @@
 //! (`FROG_GOLDEN_DIR` overrides it), whatever its file name, dispatched on
 //! its `optimizer` (`muon` the official form, `muon_airbench` airbench's),
 //! each 3-step chain in f64 (max-norm relative error 1e-9) and f32 (1e-4),
-//! on buffers and through views; then the misuse a caller can make, and
-//! Muon groups of the optimizer object beside FROG and SGD groups.
+//! on buffers, through views and as a Muon group of the optimizer object
+//! (frog-cpu's shared harness, `golden::muon`); then the misuse a caller
+//! can make, and Muon groups beside FROG and SGD groups.
 
 use frog_core::{muon_step, plain_sgd_step, sgd_step, Batch, Config, ConfigError, Conv2d, Error, GroupId, Layer, MatmulBackend, Method, MuonConfig, MuonForm, MuonScratch, MuonShape, MuonState, ParamGrad, ParamId, ParamState, Params, RegistryError, SgdConfig, ShapeError, StateError, ViewParamGrad, ViewParams};
 use frog_cpu::gemm::Real;
-use frog_cpu::golden::{digest, golden_dir, rel_error, run_suite, Report, DIGEST_START};
+use frog_cpu::golden::muon::{load_muon_cases, run_muon_case, MuonCase, MuonRoute};
+use frog_cpu::golden::{golden_dir, run_suite};
 use frog_cpu::{Cpu, Frog};
-use serde_json::Value;
 
-/// One case of `muon/` (see `golden/MUON.md`).
-struct Case {
-    name: String,
-    cfg: MuonConfig,
-    shape: MuonShape,
-    weight: Vec<f64>,
-    /// Per step: the gradient, the expected weight and momentum buffer.
-    steps: Vec<[Vec<f64>; 3]>,
+/// Every case of `muon/`, at least the committed ones.
+fn cases() -> Vec<MuonCase> {
+    load_muon_cases(&golden_dir().join("muon")).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn array(v: &Value, key: &str) -> Result<Vec<f64>, String> {
-    let a = v.get(key).and_then(Value::as_array).ok_or(format!("no array `{key}`"))?;
-    a.iter().map(|x| x.as_f64().ok_or(format!("`{key}` holds a non-number"))).collect()
-}
-
-fn parse(text: &str) -> Result<Case, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    let hyper = v.get("hyper").ok_or("no `hyper`")?;
-    let num = |k: &str| hyper.get(k).and_then(Value::as_f64).ok_or(format!("no number `hyper.{k}`"));
-    let base = match v.get("optimizer").and_then(Value::as_str) {
-        Some("muon") => MuonConfig { weight_decay: num("weight_decay")?, ..MuonConfig::default() },
-        Some("muon_airbench") => MuonConfig::airbench(),
-        other => return Err(format!("`optimizer` is {other:?}, not \"muon\" or \"muon_airbench\"")),
-    };
-    let cfg = MuonConfig {
-        lr: num("lr")?,
-        momentum: num("momentum")?,
-        nesterov: hyper.get("nesterov").and_then(Value::as_bool).ok_or("no bool `hyper.nesterov`")?,
-        ns_steps: hyper.get("ns_steps").and_then(Value::as_u64).ok_or("no `hyper.ns_steps`")? as usize,
-        ..base
-    };
-    let dims: Vec<usize> = v.get("shape").and_then(Value::as_array).ok_or("no `shape`")?.iter().map(|d| d.as_u64().map(|d| d as usize)).collect::<Option<_>>().ok_or("bad `shape`")?;
-    let shape = match dims[..] {
-        [r, c] => MuonShape::matrix(r, c),
-        [o, i, h, w] => MuonShape::conv2d(o, i, h, w),
-        _ => return Err(format!("`shape` {dims:?} is neither 2-D nor 4-D")),
-    }
-    .map_err(|e| e.to_string())?;
-    let steps = v.get("steps").and_then(Value::as_array).ok_or("no `steps`")?;
-    let steps = steps
-        .iter()
-        .map(|s| {
-            let e = s.get("expected").ok_or("no `expected`")?;
-            Ok([array(s, "grad")?, array(e, "weight")?, array(e, "momentum")?])
-        })
-        .collect::<Result<_, String>>()?;
-    let weight = array(v.get("initial").ok_or("no `initial`")?, "weight")?;
-    Ok(Case { name: v.get("name").and_then(Value::as_str).unwrap_or_default().to_string(), cfg, shape, weight, steps })
-}
-
-/// Every `*.json` of `muon/`, sorted by file name.
-fn cases() -> Vec<Case> {
-    let dir = golden_dir().join("muon");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display())).map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
-    paths.sort();
-    let cases: Vec<Case> = paths.iter().map(|p| parse(&std::fs::read_to_string(p).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).collect();
-    assert!(cases.len() >= 8, "{} Muon cases in {}, expected at least the 8 committed ones", cases.len(), dir.display());
-    cases
-}
-
-fn to<T: Real>(v: &[f64]) -> Vec<T> {
-    v.iter().map(|&x| T::of_f64(x)).collect()
-}
-
-fn back<T: Real>(v: &[T]) -> Vec<f64> {
-    v.iter().map(|x| x.as_f64()).collect()
-}
-
-/// Entries around a case's arrays when it runs through views: they must
-/// come out of every step unchanged.
-const PAD: usize = 5;
-const SENTINEL: f64 = 7.25;
-
-/// Replays `case`'s three steps, comparing the weight and the momentum
-/// buffer after each at `rtol`; `views` runs them on views of the middle
-/// of larger buffers.
-fn run<T: Real>(cpu: &Cpu<T>, case: &Case, rtol: f64, views: bool) -> Result<Report, String> {
-    let n = case.shape.entries();
-    let mut state = MuonState::new(cpu, n).map_err(|e| e.to_string())?;
-    let mut scratch = MuonScratch::for_shape(cpu, &case.shape).map_err(|e| e.to_string())?;
-    let padded = |v: &[f64]| -> Vec<T> { to(&[vec![SENTINEL; PAD], v.to_vec(), vec![SENTINEL; PAD]].concat()) };
-    let mut w = padded(&case.weight);
-    let mut report = Report::default();
-    let mut failures = Vec::new();
-    for (k, [grad, want_w, want_m]) in case.steps.iter().enumerate() {
-        let g = padded(grad);
-        let r = if views {
-            let param = ViewParamGrad::<Cpu<T>> { param: &mut w[PAD..PAD + n], grad: &g[PAD..PAD + n] };
-            muon_step(cpu, &case.cfg, &case.shape, &mut state, &mut scratch, param)
-        } else {
-            let (mut wb, gb) = (w[PAD..PAD + n].to_vec(), g[PAD..PAD + n].to_vec());
-            let r = muon_step(cpu, &case.cfg, &case.shape, &mut state, &mut scratch, ParamGrad { param: &mut wb, grad: &gb });
-            w[PAD..PAD + n].copy_from_slice(&wb);
-            r
-        };
-        r.map_err(|e| format!("step {k}: {e}"))?;
-        if views && w[..PAD].iter().chain(&w[PAD + n..]).any(|&v| v.as_f64() != SENTINEL) {
-            failures.push(format!("step {k}: entries around the view changed"));
-        }
-        for (what, actual, expected) in [("weight", back(&w[PAD..PAD + n]), want_w), ("momentum", back(state.momentum()), want_m)] {
-            let err = rel_error(&actual, expected);
-            report.digest = digest(if report.compared == 0 { DIGEST_START } else { report.digest }, &actual);
-            report.compared += 1;
-            if err > report.worst || report.compared == 1 {
-                report.worst = err;
-                report.worst_at = format!("step{k}.{what}");
-            }
-            if err > rtol || err.is_nan() {
-                failures.push(format!("step{k}.{what}: relative error {err:.3e} > {rtol:.0e}"));
-            }
-        }
-    }
-    if failures.is_empty() {
-        Ok(report)
-    } else {
-        Err(failures.join("; "))
-    }
-}
-
-fn suite<T: Real>(rtol: f64, views: bool) {
+fn suite<T: Real>(rtol: f64, route: MuonRoute) {
     let cases = cases();
     let cpu = Cpu::<T>::with_threads(2).unwrap();
-    let how = if views { "through views" } else { "on buffers" };
+    let how = match route {
+        MuonRoute::Buffers => "on buffers",
+        MuonRoute::Views => "through views",
+        MuonRoute::Group => "through a Muon group",
+    };
     let summary = format!("Muon cases {how} in {} from {}", std::any::type_name::<T>(), golden_dir().join("muon").display());
-    run_suite(&summary, &cases, |c| &c.name, |c| run(&cpu, c, rtol, views)).unwrap_or_else(|e| panic!("{e}"));
+    run_suite(&summary, &cases, |c| &c.name, |c| run_muon_case(&cpu, c, rtol, route)).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
 fn muon_golden_f64() {
-    suite::<f64>(1e-9, false);
+    suite::<f64>(1e-9, MuonRoute::Buffers);
 }
 
 #[test]
 fn muon_golden_f32() {
-    suite::<f32>(1e-4, false);
+    suite::<f32>(1e-4, MuonRoute::Buffers);
 }
 
 #[test]
 fn muon_golden_through_views() {
-    suite::<f64>(1e-9, true);
-    suite::<f32>(1e-4, true);
+    suite::<f64>(1e-9, MuonRoute::Views);
+    suite::<f32>(1e-4, MuonRoute::Views);
+}
+
+/// The optimizer object's Muon group gives the cases' values too.
+#[test]
+fn muon_golden_through_a_group() {
+    suite::<f64>(1e-9, MuonRoute::Group);
+    suite::<f32>(1e-4, MuonRoute::Group);
 }
 
 /// Both forms run their cases' rules: a case with the other form's rule
@@ -164,8 +62,8 @@ fn the_forms_differ() {
             MuonForm::Official => MuonConfig { form: MuonForm::Airbench, weight_decay: 0.0, ..case.cfg },
             _ => MuonConfig { form: MuonForm::Official, ..case.cfg },
         };
-        let swapped = Case { cfg: other, steps: case.steps.clone(), weight: case.weight.clone(), name: case.name.clone(), shape: case.shape };
-        assert!(run(&cpu, &swapped, 1e-3, false).is_err(), "{} passes under the other form", case.name);
+        let swapped = MuonCase { cfg: other, ..case.clone() };
+        assert!(run_muon_case(&cpu, &swapped, 1e-3, MuonRoute::Buffers).is_err(), "{} passes under the other form", case.name);
     }
 }
 

@@ -393,6 +393,8 @@ const std::vector<Entry>& table() {
         KERNEL(gemm_bf16x2_64), KERNEL(gemm_bf16x2_128), KERNEL(gemm_bf16_64), KERNEL(gemm_bf16_128),
         KERNEL(gemm_f16_64), KERNEL(gemm_f16_128), KERNEL(mma_probe_m16n8k16_bf16), KERNEL(mma_probe_m16n8k16_f16),
         KERNEL(input_abs_max), KERNEL(input_abs_max_bf16), KERNEL(input_abs_max_f16),
+        KERNEL(frobenius_norm), KERNEL(scale_by_norm), KERNEL(round_bf16), KERNEL(axpby_bf16), KERNEL(scale_by_norm_bf16),
+        KERNEL(gemm_bf16_f32_64), KERNEL(gemm_bf16_f32_128),
         NN(col2im),       NN(swap_leading),       NN(bn_channel_sums), NN(bn_stats),        NN(bn_apply),       NN(bn_backward_reduce), NN(bn_backward_dx),
         NN(avg_pool),     NN(avg_pool_backward), NN(add_bias),     NN(col_sums),           NN(cross_entropy),
         NN(gather_blocks), NN(gelu),           NN(gelu_backward),  NN(max_pool),           NN(max_pool_backward),

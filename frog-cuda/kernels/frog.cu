@@ -1,5 +1,6 @@
 // FROG's kernels: patches, Fisher weights, the two patch products (GEMM),
-// batched-CG updates and the row-wise elementwise operations.
+// batched-CG updates and the row-wise elementwise operations; Muon's norm,
+// scaling and bfloat16 steps.
 //
 // Compiled to PTX (ISA 7.8, compute_80; CUDA 11.8+ drivers) by the pinned NVRTC in
 // scripts/gen-ptx.py; the PTX is committed in ptx/ and embedded by the crate.
@@ -584,6 +585,90 @@ extern "C" __global__ void row_guard(int rows, int cols, int fix_nonfinite, int 
 }
 
 // ---------------------------------------------------------------------------
+// Muon (frog-core's MatmulBackend): the Frobenius norm and the scaling by it,
+// in f32, and the elementwise steps of the bfloat16 Newton-Schulz iteration
+// (torch's arithmetic on bf16 tensors, held widened in f32 buffers).
+
+// out[0] = ||x[0..n)||_F; one block, so the sum's order is fixed (no atomics).
+// The plain sum of squares (the references' arithmetic); only where it
+// overflows, or underflows to zero with a nonzero entry, a second pass sums
+// the squares of x / max|x| and multiplies back (frog-cpu's rule), so a
+// finite norm comes out finite.
+extern "C" __global__ void frobenius_norm(int n, const float* __restrict__ x, float* __restrict__ out) {
+    __shared__ float scratch[BLOCK / 32 + 1];
+    float sq = 0.0f, big = 0.0f;
+    for (unsigned e = threadIdx.x; e < (unsigned)n; e += BLOCK) {
+        float v = x[e];
+        sq = fmaf(v, v, sq);
+        big = fmaxf(big, fabsf(v));
+    }
+    sq = block_sum(sq, scratch);
+    big = block_max(big, scratch);  // every thread has both: the branch below is block-wide
+    float norm;
+    if ((isfinite(sq) && (sq > 0.0f || big == 0.0f)) || !isfinite(big)) {
+        norm = sqrtf(sq);
+    } else {
+        float acc = 0.0f;
+        for (unsigned e = threadIdx.x; e < (unsigned)n; e += BLOCK) {
+            float t = x[e] / big;
+            acc = fmaf(t, t, acc);
+        }
+        norm = big * sqrtf(block_sum(acc, scratch));
+    }
+    if (threadIdx.x == 0) out[0] = norm;
+}
+
+// x *= num / (norm[0] + eps) over n entries (the factor formed once per
+// thread, as the host forms it); a zero denominator (an all-zero x's norm
+// with eps = 0) leaves x unchanged, where the references would give NaN.
+extern "C" __global__ void scale_by_norm(int n, const float* __restrict__ norm, float num, float eps, float* __restrict__ x) {
+    float den = norm[0] + eps;
+    if (den == 0.0f) return;
+    float f = num / den;
+    for (long long e64 = grid_first(); e64 < n; e64 += grid_stride()) {
+        int e = (int)e64;
+        x[e] *= f;
+    }
+}
+
+// v rounded to bfloat16 (nearest even), widened back: torch's cast, and the
+// rounding of every bf16 tensor op's f32 result.
+__device__ __forceinline__ float bf16r(float v) { return bf16_to_f32(f32_to_bf16(v)); }
+
+// x = bf16(x) over n entries.
+extern "C" __global__ void round_bf16(int n, float* __restrict__ x) {
+    for (long long e64 = grid_first(); e64 < n; e64 += grid_stride()) {
+        int e = (int)e64;
+        x[e] = bf16r(x[e]);
+    }
+}
+
+// y = bf16(bf16(a*x) + bf16(b*y)) over n entries: torch's `a * x + b * y` on
+// bf16 tensors (each scalar product in f32, rounded, then the sum, rounded;
+// a factor 1 on a bf16 value is exact); with b == 0, y = bf16(a*x) and y is
+// not read.
+extern "C" __global__ void axpby_bf16(int n, float a, const float* __restrict__ x, float b, float* __restrict__ y) {
+    for (long long e64 = grid_first(); e64 < n; e64 += grid_stride()) {
+        int e = (int)e64;
+        float ax = bf16r(a * x[e]);
+        y[e] = (b == 0.0f) ? ax : bf16r(ax + bf16r(b * y[e]));
+    }
+}
+
+// x = bf16(x / bf16(bf16(norm[0]) + eps)) over n entries of a bf16-valued x
+// whose f32 norm is norm[0]: torch's `X / (X.norm() + eps)` on a bf16 X
+// (the norm accumulated in f32 and returned in bf16, the sum and the
+// quotient rounded); a zero denominator leaves x unchanged.
+extern "C" __global__ void scale_by_norm_bf16(int n, const float* __restrict__ norm, float eps, float* __restrict__ x) {
+    float den = bf16r(bf16r(norm[0]) + eps);
+    if (den == 0.0f) return;
+    for (long long e64 = grid_first(); e64 < n; e64 += grid_stride()) {
+        int e = (int)e64;
+        x[e] = bf16r(x[e] / den);
+    }
+}
+
+// ---------------------------------------------------------------------------
 // GEMM: C[m, n] (op)= sum_k A(m, k) * B(k, n), with A(m, k) = A[m*sam + k*sak]
 // and B(k, n) = B[k*sbk + n*sbn] (either operand transposed through its
 // strides). Grid: x over N tiles, y over M tiles, z over K chunks of
@@ -1091,6 +1176,13 @@ GEMM_HALF_ENTRY(gemm_bf16_64, 64, ARITH_BF16, Bf16)
 GEMM_HALF_ENTRY(gemm_bf16_128, 128, ARITH_BF16, Bf16)
 GEMM_HALF_ENTRY(gemm_f16_64, 64, ARITH_F16, F16)
 GEMM_HALF_ENTRY(gemm_f16_128, 128, ARITH_F16, F16)
+
+// Muon's bfloat16 mode (torch's bf16 matmul): f32 operands rounded to bf16
+// as they are read (exact for the bf16-valued buffers it multiplies), one
+// m16n8k16 mma per slice, f32 accumulation, also across split-K chunks; the
+// host rounds C to bf16 once the product is complete (round_bf16).
+GEMM_HALF_ENTRY(gemm_bf16_f32_64, 64, ARITH_BF16, F32)
+GEMM_HALF_ENTRY(gemm_bf16_f32_128, 128, ARITH_BF16, F32)
 
 // A probe of the mma.sync variant the GEMMs use (m16n8k8, TF32 inputs, f32
 // accumulation) for a test to compare with the host's product: one warp

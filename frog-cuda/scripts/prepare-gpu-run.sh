@@ -3,8 +3,9 @@
 # (feature cuda) and every GPU test binary (frog-cuda's unit tests, one per
 # frog-cuda/tests/*.rs, frog-bench's unit tests) against the libcuda stub
 # (they open the real libcuda.so.1 at run time on the GPU machine), packs
-# them gzipped with the golden vectors (frog-cpu/golden, every subfolder)
-# into .gpu-run/ (ignored by git; at most 60 MiB), writes .gpu-run/run.sh
+# them gzipped with the golden vectors (frog-cpu/golden, every subfolder:
+# the layer cases, lowp/ and muon/, which gpu-check and the `gpu` tests
+# run) into .gpu-run/ (ignored by git; at most 60 MiB), writes .gpu-run/run.sh
 # and prints how to run it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -16,7 +16,7 @@ use crate::buffer::{Buffer, Owner};
 use crate::error::Error;
 use crate::kernels::{Ptx, K};
 use crate::launch::{self, int, Arg, Grid, Tile, BLOCK, MAX_ARGS};
-use crate::precision::Precision;
+use crate::precision::{MuonPrecision, Precision};
 
 /// FROG's CUDA backend: one device, one context, one stream, the kernels of
 /// `kernels/frog.cu` loaded once from the embedded PTX.
@@ -32,6 +32,7 @@ pub struct Cuda {
     _modules: Vec<Module>,
     pub(crate) owner: Arc<Owner>,
     pub(crate) precision: Precision,
+    pub(crate) muon_precision: MuonPrecision,
     pub(crate) tile: Option<Tile>,
     pub(crate) sms: u32,
     name: String,
@@ -158,6 +159,7 @@ impl Cuda {
             _modules: modules,
             owner: Arc::new(Owner { _ctx: ctx }),
             precision,
+            muon_precision: MuonPrecision::default(),
             tile: None,
             sms: sms.max(1),
             name,
@@ -195,6 +197,16 @@ impl Cuda {
     /// Changes the precision of the patch products.
     pub fn set_precision(&mut self, precision: Precision) {
         self.precision = precision;
+    }
+
+    /// The arithmetic of Muon's Newton-Schulz iteration (f32 unless set).
+    pub fn muon_precision(&self) -> MuonPrecision {
+        self.muon_precision
+    }
+
+    /// Changes the arithmetic of Muon's Newton-Schulz iteration.
+    pub fn set_muon_precision(&mut self, precision: MuonPrecision) {
+        self.muon_precision = precision;
     }
 
     /// Forces every GEMM onto one tile (`None`: chosen per problem, see

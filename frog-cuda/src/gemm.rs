@@ -1,6 +1,6 @@
 //! The tiled GEMM: [`Cuda::matmul`] and [`Cuda::matmul_as`], the kernel
-//! of each precision and tile, its launch (plan, epilogue), and the two
-//! patch products of the Fisher matvec.
+//! of each precision and tile (and of each Muon precision), its launch
+//! (plan, epilogue), and the two patch products of the Fisher matvec.
 
 use frog_core::Patches;
 
@@ -10,7 +10,7 @@ use crate::device::Cuda;
 use crate::error::Error;
 use crate::kernels::K;
 use crate::launch::{self, int, Arg, Tile};
-use crate::precision::Precision;
+use crate::precision::{MuonPrecision, Precision};
 
 /// How an operand of [`Cuda::matmul_as`] is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +30,21 @@ impl Order {
             Order::Transposed => (1, rows),
         }
     }
+}
+
+/// What a GEMM multiplies, which picks its kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Operands {
+    /// FROG's patch products: B is the packed patches, in the element type
+    /// of the backend's precision (16-bit in the 16-bit modes).
+    Patches,
+    /// f32 operands in the backend's precision (the `nn` convolutions,
+    /// [`Cuda::matmul`]), which the 16-bit modes multiply as
+    /// [`Precision::Split`] does.
+    F32,
+    /// Muon's products (frog-core's `MatmulBackend`), in the backend's
+    /// [`MuonPrecision`].
+    Muon,
 }
 
 /// What a GEMM does with its result `C(i, j)`.
@@ -59,23 +74,32 @@ impl Cuda {
     /// convolutions (`W col^T`; `T^T W`; `T col`, split), for measuring
     /// them.
     pub fn matmul_as(&self, (m, n, k): (usize, usize, usize), (a, a_order): (&Buffer, Order), (b, b_order): (&Buffer, Order), c: &mut Buffer, split_k: bool) -> Result<(), Error> {
-        let size = |what, x: usize, y: usize| x.checked_mul(y).ok_or(Error::TooLarge { what, value: usize::MAX });
-        let aa = self.ptr("a", a, size("a", m, k)?)?;
-        let ba = self.ptr("b", b, size("b", k, n)?)?;
-        let ca = self.ptr("c", c, size("c", m, n)?)?;
-        let (sam, sak) = a_order.strides(k, m);
-        let (sbk, sbn) = b_order.strides(n, k);
-        self.gemm((m, n, k), (aa, sam, sak), (ba, sbk, sbn), (ca, n), Epilogue::Store, split_k)
+        let (a, b, c) = (self.operand("a", a, a_order, (m, k))?, self.operand("b", b, b_order, (k, n))?, self.operand("c", c, Order::RowMajor, (m, n))?);
+        self.gemm((m, n, k), a, b, (c.0, n), Epilogue::Store, split_k)
     }
 
-    /// The GEMM of the precision on `tile`. `patches`: the B operand is the
-    /// packed patches (16-bit in the 16-bit modes); every other product
-    /// (the `nn` convolutions, [`Cuda::matmul`]) has f32 operands, which the
-    /// 16-bit modes multiply as [`Precision::Split`] does.
-    fn gemm_kernel(&self, tile: Tile, patches: bool) -> K {
-        let precision = match self.precision {
-            Precision::Bf16Split | Precision::Bf16 | Precision::F16 if !patches => Precision::Split,
-            p => p,
+    /// The address of `x`, an `[rows, cols]` operand stored as `order`
+    /// says (checked to hold its entries), with its row and column strides.
+    pub(crate) fn operand(&self, what: &'static str, x: &Buffer, order: Order, (rows, cols): (usize, usize)) -> Result<(Arg, usize, usize), Error> {
+        let entries = rows.checked_mul(cols).ok_or(Error::TooLarge { what, value: usize::MAX })?;
+        let (row, col) = order.strides(cols, rows);
+        Ok((self.ptr(what, x, entries)?, row, col))
+    }
+
+    /// The GEMM of `operands` on `tile`: in the precision, or for Muon's
+    /// products in the Muon precision.
+    fn gemm_kernel(&self, tile: Tile, operands: Operands) -> K {
+        let precision = match (operands, self.precision) {
+            (Operands::Muon, _) => {
+                return match (self.muon_precision, tile) {
+                    (MuonPrecision::F32, Tile::T64) => K::GemmF32x64,
+                    (MuonPrecision::F32, Tile::T128) => K::GemmF32x128,
+                    (MuonPrecision::Bf16, Tile::T64) => K::GemmBf16F32x64,
+                    (MuonPrecision::Bf16, Tile::T128) => K::GemmBf16F32x128,
+                }
+            }
+            (Operands::F32, Precision::Bf16Split | Precision::Bf16 | Precision::F16) => Precision::Split,
+            (_, p) => p,
         };
         match (precision, tile) {
             (Precision::Exact, Tile::T64) => K::GemmF32x64,
@@ -106,17 +130,16 @@ impl Cuda {
         epilogue: Epilogue,
         allow_split: bool,
     ) -> Result<(), Error> {
-        self.gemm_on(false, dims, a, b, c, epilogue, allow_split)
+        self.gemm_on(Operands::F32, dims, a, b, c, epilogue, allow_split)
     }
 
-    /// [`Cuda::gemm`] whose B operand is the packed patches when
-    /// `patches` (then in the precision's element type).
+    /// [`Cuda::gemm`] on `operands`, which pick the kernel.
     // The GEMM's operands are grouped already (sizes, each matrix with its
-    // strides); what is left are two options, named at every call.
+    // strides); what is left are three options, named at every call.
     #[allow(clippy::too_many_arguments)]
-    fn gemm_on(
+    pub(crate) fn gemm_on(
         &self,
-        patches: bool,
+        operands: Operands,
         (m, n, k): (usize, usize, usize),
         (a, sam, sak): (Arg, usize, usize),
         (b, sbk, sbn): (Arg, usize, usize),
@@ -136,7 +159,7 @@ impl Cuda {
         };
         let i = |what, v| int(what, v).map(Arg::I);
         self.launch(
-            self.gemm_kernel(plan.tile, patches),
+            self.gemm_kernel(plan.tile, operands),
             plan.grid,
             &[
                 i("m", m)?,
@@ -167,7 +190,7 @@ impl Cuda {
             Some(l) => Epilogue::Scale(self.ptr("lambda", l, g.rows * g.n)?),
             None => Epilogue::Store,
         };
-        self.gemm_on(true, (g.rows, g.n, g.cols), (va, g.cols, 1), (xa, 1, g.cols), (ua, g.n), epilogue, false)
+        self.gemm_on(Operands::Patches, (g.rows, g.n, g.cols), (va, g.cols, 1), (xa, 1, g.cols), (ua, g.n), epilogue, false)
     }
 
     /// `G (+)= U X` for `U` in layout `[R, N]`; `accumulate` adds onto `g`.
@@ -177,7 +200,7 @@ impl Cuda {
         let xa = self.ptr("packed", p.packed, g.n * g.cols)?;
         let ga = self.ptr("g", g_out, g.rows * g.cols)?;
         let epilogue = if accumulate { Epilogue::Add } else { Epilogue::Store };
-        self.gemm_on(true, (g.rows, g.cols, g.n), (ua, g.n, 1), (xa, g.cols, 1), (ga, g.cols), epilogue, true)
+        self.gemm_on(Operands::Patches, (g.rows, g.cols, g.n), (ua, g.n, 1), (xa, g.cols, 1), (ga, g.cols), epilogue, true)
     }
 }
 

@@ -158,6 +158,13 @@ kernels! {
     InputAbsMax = "input_abs_max" in Frog: [I, P, P];
     InputAbsMaxBf16 = "input_abs_max_bf16" in Frog: [I, P, P];
     InputAbsMaxF16 = "input_abs_max_f16" in Frog: [I, P, P];
+    FrobeniusNorm = "frobenius_norm" in Frog: [I, P, P];
+    ScaleByNorm = "scale_by_norm" in Frog: [I, P, F, F, P];
+    RoundBf16 = "round_bf16" in Frog: [I, P];
+    AxpbyBf16 = "axpby_bf16" in Frog: [I, F, P, F, P];
+    ScaleByNormBf16 = "scale_by_norm_bf16" in Frog: [I, P, F, P];
+    GemmBf16F32x64 = "gemm_bf16_f32_64" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
+    GemmBf16F32x128 = "gemm_bf16_f32_128" in Frog: [I, I, I, P, I, I, P, I, I, P, I, P, I, I];
     Col2im = "col2im" in Nn: [I, I, I, I, I, I, I, I, I, I, I, I, I, I, P, P, I];
     SwapLeading = "swap_leading" in Nn: [I, I, I, P, P];
     BnChannelSums = "bn_channel_sums" in Nn: [I, I, I, I, P, P, P];

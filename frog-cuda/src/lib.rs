@@ -12,6 +12,10 @@
 //! ([`Precision::Split`]) or in TF32 ([`Precision::Fast`]), on 64 or 128
 //! square tiles ([`Tile`]) picked per problem.
 //!
+//! Muon (frog-core's `MatmulBackend`) runs its Newton-Schulz products on
+//! the same GEMM, in f32 or, as the references run it on a GPU, in
+//! bfloat16 ([`MuonPrecision`], chosen apart from the patch products').
+//!
 //! Steps also take borrowed views ([`CudaView`], [`CudaViewMut`]: parts of
 //! buffers, or a framework's device memory in the same context), the
 //! backend's [`frog_core::Backend::View`]: the kernels of the caller's data
@@ -51,6 +55,7 @@ pub mod kernels;
 pub mod launch;
 mod lowp;
 mod methods;
+mod muon;
 #[cfg(feature = "nn")]
 pub mod nn;
 mod precision;
@@ -61,7 +66,7 @@ pub use buffer::Buffer;
 pub use device::Cuda;
 pub use gemm::Order;
 pub use graph::Graph;
-pub use precision::Precision;
+pub use precision::{MuonPrecision, Precision};
 pub use error::{code_name, Error};
 pub use launch::Tile;
 pub use lowp::HalfBuffer;

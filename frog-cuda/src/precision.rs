@@ -1,5 +1,6 @@
 //! [`Precision`]: the arithmetic of the patch products, and the element
-//! type of the packed patches each mode reads.
+//! type of the packed patches each mode reads; [`MuonPrecision`]: the
+//! arithmetic of Muon's Newton-Schulz iteration.
 
 /// Arithmetic of the two patch products (the Fisher matvec's cost); modes
 /// may be added, so a `match` needs a wildcard arm.
@@ -43,6 +44,41 @@ pub enum Precision {
     /// 6.1e-5; exact, undone on the f32 result), then rounded once to f16
     /// (11-bit mantissa): one product, about 3e-4 relative per product.
     F16,
+}
+
+/// Arithmetic of Muon's Newton-Schulz iteration (frog-core's
+/// `MatmulBackend` on [`crate::Cuda`]: its products, and the iteration
+/// `muon_step` runs), chosen apart from [`Precision`], which is the patch
+/// products'. The norms of airbench's weight renormalization stay f32 in
+/// every mode, as the references keep the weights. Modes may be added, so
+/// a `match` needs a wildcard arm.
+///
+/// ```compile_fail,E0004
+/// fn half(p: frog_cuda::MuonPrecision) -> bool {
+///     use frog_cuda::MuonPrecision::*;
+///     match p {
+///         F32 => false,
+///         Bf16 => true,
+///     }
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum MuonPrecision {
+    /// f32 throughout: the products on the f32 FMA GEMM (the kernels of
+    /// [`Precision::Exact`], whatever the patch products' precision), the
+    /// iteration as frog-core states it. Meets the golden f32 tolerance.
+    #[default]
+    F32,
+    /// bfloat16, as the references run the iteration on a GPU (`muon.py`'s
+    /// torch arithmetic on bf16 tensors): the update cast to bf16, its norm
+    /// (accumulated in f32) and every product (bf16 operands, f32
+    /// accumulation on bf16 tensor cores, `mma.sync` m16n8k16) and every
+    /// intermediate (`b A`, `c A`, their sums, `a X`) rounded to bf16, in the
+    /// references' order (`(c A) A`, not `c (A A)`). The result, bf16
+    /// values, then steps the f32 weight in f32. About 1e-2 off the f64
+    /// cases (the README has the measured errors).
+    Bf16,
 }
 
 /// The element type of the packed patches a [`Precision`] reads.

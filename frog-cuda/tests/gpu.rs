@@ -6,6 +6,9 @@
 //! - `gpu_golden_fast`: the same cases in fast (TF32) mode, against the
 //!   reference's f64 values, at `FAST_RTOL` for every case whose sampled
 //!   Fisher has full rank; prints the errors of the others.
+//! - `gpu_muon_golden_f32`, `gpu_muon_golden_bf16`: Muon's golden cases in
+//!   each `MuonPrecision` (f32 within 1e-4; bf16 within its measured bound,
+//!   and at least the error bf16 rounding gives).
 //! - kernels against host arithmetic (GEMM shapes on each tile, split-K,
 //!   im2col, `matmul`), errors.
 
@@ -15,8 +18,9 @@ mod common;
 
 use common::{device, values, TILES};
 use frog_core::{Backend, BackendError, BackendErrorKind, Conv2d, Layer, Patches};
+use frog_cpu::golden::muon::{load_muon_cases, run_muon_case, MuonCase, MuonRoute};
 use frog_cpu::golden::{golden_dir, load_cases, run_case, run_case_view, run_suite, Case, Tally, Target};
-use frog_cuda::{Cuda, Error, Order, Precision};
+use frog_cuda::{Cuda, Error, MuonPrecision, Order, Precision};
 
 /// Tolerance of fast mode against the f64 reference (max-norm relative per
 /// array). TF32 rounds the products' inputs to 10 mantissa bits (about 5e-4
@@ -78,6 +82,66 @@ fn gpu_golden_through_views() {
 #[test]
 fn gpu_golden_fast() {
     golden(Precision::Fast, FAST_RTOL, well_conditioned, "gpu_golden_fast");
+}
+
+/// Every Muon case (`muon/` of the golden directory, at least the
+/// committed ones).
+fn muon_cases() -> Vec<MuonCase> {
+    load_muon_cases(&golden_dir().join("muon")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Muon's golden cases in [`MuonPrecision::F32`] within 1e-4 of the f64
+/// values, through `muon_step` on buffers and on views and as a Muon group
+/// of the optimizer object; the backend's patch products in TF32, which
+/// Muon's products do not follow.
+#[test]
+fn gpu_muon_golden_f32() {
+    let test = "gpu_muon_golden_f32";
+    let Some(cuda) = device(Precision::Fast, test) else { return };
+    let cases = muon_cases();
+    for (route, how) in [(MuonRoute::Buffers, "muon_step on buffers"), (MuonRoute::Views, "muon_step through views"), (MuonRoute::Group, "a Muon group")] {
+        let summary = format!("{test}: Muon cases, {how}, on {}", cuda.device_name());
+        run_suite(&summary, &cases, |c| &c.name, |c| run_muon_case(&cuda, c, 1e-4, route)).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// [`MuonPrecision::Bf16`]'s bound on the golden cases (max-norm relative
+/// error of the weight and the momentum after each step; the momentum
+/// stays f32). Measured on the emulator: each case's worst, always the
+/// weight's, is 1.5e-3..2.0e-2 (`muon_conv1x1_lowrank`, whose zero
+/// singular values the iteration's slope of 3.4 at zero per step
+/// amplifies bf16 rounding in).
+const MUON_BF16_RTOL: f64 = 3e-2;
+/// The least worst error of a case in [`MuonPrecision::Bf16`] (a third of
+/// the smallest measured): the f32 iteration's is below 1e-6 on every case,
+/// so a case at least this far off differs from the f32 result by the
+/// order bf16 rounding gives, and an iteration that is f32 after all fails.
+const MUON_BF16_FLOOR: f64 = 5e-4;
+
+/// Muon's golden cases in [`MuonPrecision::Bf16`], through `muon_step` and
+/// as a Muon group: each case's worst error between [`MUON_BF16_FLOOR`] and
+/// [`MUON_BF16_RTOL`].
+#[test]
+fn gpu_muon_golden_bf16() {
+    let test = "gpu_muon_golden_bf16";
+    let Some(mut cuda) = device(Precision::Exact, test) else { return };
+    cuda.set_muon_precision(MuonPrecision::Bf16);
+    let cases = muon_cases();
+    for (route, how) in [(MuonRoute::Buffers, "muon_step on buffers"), (MuonRoute::Group, "a Muon group")] {
+        let mut tally = Tally::default();
+        for case in &cases {
+            let outcome = run_muon_case(&cuda, case, MUON_BF16_RTOL, route).and_then(|r| {
+                if r.worst >= MUON_BF16_FLOOR {
+                    Ok(r)
+                } else {
+                    Err(format!("worst error {:.2e} below {MUON_BF16_FLOOR:.0e}: no bf16 iteration", r.worst))
+                }
+            });
+            tally.record(&format!("{test} "), &case.name, outcome);
+        }
+        let summary = format!("{test}: Muon cases in bf16, {how}, within [{MUON_BF16_FLOOR:.0e}, {MUON_BF16_RTOL:.0e}] on {}", cuda.device_name());
+        tally.finish(&summary).unwrap_or_else(|e| panic!("{e}"));
+    }
 }
 
 fn rel(a: &[f32], b: &[f64]) -> f64 {
