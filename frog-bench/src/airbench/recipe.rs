@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use frog_core::{Config, GroupId, Layer, MatmulBackend, MuonConfig, ParamId, Scalar, SgdConfig};
+use frog_core::{Config, GroupId, Layer, MuonConfig, ParamId, Scalar, SgdConfig};
 
 use super::loader::{self, Loader};
 use super::model::{AirbenchNet, Role, CLASSES, WIDTHS};
@@ -122,10 +122,7 @@ impl<D: Device> RecipeOptimizer<D> {
     /// `filters`; with FROG, the filters' sampled rows are allocated and
     /// its sampler seeded with `seed`. An error for settings frog-core
     /// rejects.
-    pub fn new(dev: &D, filters: FilterMethod, net: &mut AirbenchNet<D>, batch: usize, seed: u64) -> Result<Self>
-    where
-        D::Backend: MatmulBackend,
-    {
+    pub fn new(dev: &D, filters: FilterMethod, net: &mut AirbenchNet<D>, batch: usize, seed: u64) -> Result<Self> {
         if batch == 0 || batch > net.capacity {
             return Err(Error::new(format!("airbench: training batch {batch} must be between 1 and {}", net.capacity)));
         }
@@ -212,10 +209,7 @@ impl<D: Device> Recipe<D> {
     /// `batch`, initialized from `seed`, its filters stepped by `filters`
     /// on `schedule`. The whitening weight is still to be set
     /// ([`AirbenchNet::set_whitening`]).
-    pub fn new(dev: &D, widths: [usize; 3], filters: FilterMethod, batch: usize, schedule: Schedule, seed: u64) -> Result<Self>
-    where
-        D::Backend: MatmulBackend,
-    {
+    pub fn new(dev: &D, widths: [usize; 3], filters: FilterMethod, batch: usize, schedule: Schedule, seed: u64) -> Result<Self> {
         let mut net = AirbenchNet::new(dev, widths, batch, seed ^ INIT_STREAM)?;
         let opt = RecipeOptimizer::new(dev, filters, &mut net, batch, seed)?;
         Ok(Self { net, opt, schedule, batch, step: 0 })
@@ -419,10 +413,7 @@ pub struct AirbenchRun {
 /// batch size), and each record's `lr` is the filters' rate at the epoch's
 /// first step. A non-finite training loss stops the run with an error; a
 /// diverging finite one prints a warning.
-pub fn train<D: Device>(dev: &D, data: &Data, cfg: &AirbenchConfig, mut on_epoch: impl FnMut(&EpochRecord)) -> Result<AirbenchRun>
-where
-    D::Backend: MatmulBackend,
-{
+pub fn train<D: Device>(dev: &D, data: &Data, cfg: &AirbenchConfig, mut on_epoch: impl FnMut(&EpochRecord)) -> Result<AirbenchRun> {
     let mut loader = Loader::<D::Scalar>::new(Arc::clone(&data.train), cfg.batch, cfg.seed)?;
     let schedule = Schedule::new(loader.batches(), cfg.epochs, cfg.whiten_bias_epochs)?;
     let mut recipe = Recipe::new(dev, cfg.widths, cfg.filters, cfg.batch, schedule, cfg.seed)?;
