@@ -12,6 +12,8 @@
 //! a shifted, possibly mirrored window of an image padded by reflection;
 //! the indexing below is that window, shared by both.
 
+#[cfg(test)]
+pub(crate) mod golden;
 pub mod loader;
 pub mod model;
 pub mod recipe;

@@ -314,6 +314,20 @@ mod tests {
         assert!(rel(&gh, &ch) <= 1e-4 && rel(&gb, &cb) <= 1e-4);
     }
 
+    /// The airbench recipe's golden case (torch's float64 run) replayed on
+    /// the GPU in f32, Muon's products included: within 1e-4 relative, as
+    /// the f32 CPU device. Skips without a device.
+    #[test]
+    fn gpu_airbench_recipe_matches_torch() {
+        if !has_device("gpu_airbench_recipe_matches_torch") {
+            return;
+        }
+        let g = crate::airbench::golden::case();
+        let summary = "airbench recipe on the GPU";
+        frog_cpu::golden::run_suite(summary, &["airbench gpu f32"], |c| c, |_| crate::airbench::golden::replay(&CudaDevice::new(Precision::Exact).unwrap(), &g, 1e-4))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// Params of `net` on the host, in f64.
     fn params_f64<D: Device>(dev: &D, net: &Net<D>) -> Vec<Vec<f64>> {
         use frog_core::Scalar;
