@@ -40,7 +40,7 @@ pub trait Device {
     /// Class labels of a batch on the device.
     type Labels;
     /// The frog-core backend over the same buffers (every optimizer's steps).
-    type Backend: Backend<Scalar = Self::Scalar, Buffer = Self::Buffer> + frog_core::AdamBackend + frog_core::KfrogBackend;
+    type Backend: Backend<Scalar = Self::Scalar, Buffer = Self::Buffer> + frog_core::AdamBackend + frog_core::KfrogBackend + frog_core::MatmulBackend;
 
     /// The FROG backend.
     fn backend(&self) -> &Self::Backend;
