@@ -664,6 +664,13 @@ mod tests {
         assert!(out.join("runs/a-seed-0.json").exists());
         let existing = load_runs(&out).unwrap();
         assert_eq!(existing, vec![a0.clone(), a1.clone()]);
+        // A test loss that is not finite is written as JSON's null and read back as NaN.
+        let mut lost = record("L", 0, &[10.0], 1.0);
+        lost.epochs_run[0].test_loss = f64::INFINITY;
+        write_run(&out, &lost).unwrap();
+        let back = load_runs(&out).unwrap().pop().unwrap();
+        assert!(back.epochs_run[0].test_loss.is_nan() && back.epochs_run[0].test_acc == 10.0);
+        std::fs::remove_file(out.join("runs/l-seed-0.json")).unwrap();
         // Another seed or configuration joins them; other settings or data do not.
         check_fits(&out, &existing, &[record("A", 2, &[1.0, 2.0], 1.0), record("B", 0, &[1.0], 1.0)]).unwrap();
         let mut other = record("A", 2, &[1.0, 2.0], 1.0);

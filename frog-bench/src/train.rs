@@ -65,7 +65,10 @@ pub struct EpochRecord {
     pub train_loss: f64,
     /// Training accuracy (augmented batches, train mode), percent.
     pub train_acc: f64,
-    /// Test loss.
+    /// Test loss: the one value that may not be finite (a network whose
+    /// running statistics overflow), which JSON writes as `null`, read
+    /// back as NaN.
+    #[serde(deserialize_with = "nan_for_null")]
     pub test_loss: f64,
     /// Test accuracy, percent.
     pub test_acc: f64,
@@ -73,6 +76,12 @@ pub struct EpochRecord {
     pub epoch_seconds: f64,
     /// Training seconds so far.
     pub train_seconds: f64,
+}
+
+/// A number, or NaN for the `null` JSON writes for a value that is not
+/// finite.
+fn nan_for_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Device buffers for one batch.

@@ -13,12 +13,18 @@
 //!   10 classes), so no texture names a class alone: each appears in four
 //!   classes, and a network must find both.
 //! - Each image places its two textures as soft round patches of random
-//!   position, size, strength, phase and color on a background of random
-//!   smooth waves and pixel noise.
-//! - Some images get a third patch of a random texture: when it is a
-//!   texture the class lacks, the image shows three textures and three
+//!   position, size, strength (some faint), phase and color on a
+//!   background of random smooth waves and pixel noise.
+//! - 40 % of the images get a third patch of a random texture: when it is
+//!   a texture the class lacks, the image shows three textures and three
 //!   candidate classes, and nothing tells which pair is the label. That
-//!   caps the best test accuracy near 90 %.
+//!   alone caps the best test accuracy at 84 %.
+//!
+//! On the CPU study (resnet-small, 10,000 training and 2,000 test
+//! images) FROG bs 128 reached 64 % test accuracy after one epoch and 72 %
+//! after two, SGD bs 128 39 % and 58 %, SGD bs 512 20 % and 41 %; the old
+//! set (one smooth color pattern per class) was solved to 100 % by every
+//! optimizer in the first epoch.
 //!
 //! Results on it say nothing about CIFAR-10.
 
@@ -110,6 +116,14 @@ fn color(rng: &mut Xoshiro256PlusPlus) -> [f64; 3] {
     c.map(|v| v / norm * 3f64.sqrt())
 }
 
+/// Adds the intensity field `field` (`SIDE * SIDE`) to each channel of
+/// `image` (`[3, SIDE, SIDE]`), times that channel's entry of `color`.
+fn paint(image: &mut [f64], field: &[f64], color: [f64; 3]) {
+    for (plane, c) in image.chunks_exact_mut(SIDE * SIDE).zip(color) {
+        plane.iter_mut().zip(field).for_each(|(v, f)| *v += c * f);
+    }
+}
+
 /// `n` images; the same `seed` gives the same set everywhere. Textures
 /// depend on `seed` only, so a training and a test set drawn with the
 /// same `seed` and different `stream`s share their classes.
@@ -129,21 +143,16 @@ pub fn generate(seed: u64, stream: u64, n: usize) -> Images {
         for _ in 0..WAVES {
             let (fy, fx, phase) = ((uniform(&mut rng) - 0.5) * 0.16, (uniform(&mut rng) - 0.5) * 0.16, tau * uniform(&mut rng));
             let amp: [f64; 3] = std::array::from_fn(|_| 0.25 * (2.0 * uniform(&mut rng) - 1.0));
-            for (ch, plane) in image.chunks_exact_mut(SIDE * SIDE).enumerate() {
-                for (i, v) in plane.iter_mut().enumerate() {
-                    let (y, x) = ((i / SIDE) as f64, (i % SIDE) as f64);
-                    *v += amp[ch] * (tau * (fy * y + fx * x) + phase).sin();
-                }
+            for (i, f) in field.iter_mut().enumerate() {
+                *f = (tau * (fy * (i / SIDE) as f64 + fx * (i % SIDE) as f64) + phase).sin();
             }
+            paint(&mut image, &field, amp);
         }
         let third = (uniform(&mut rng) < DISTRACTOR).then(|| below(&mut rng, TEXTURES));
         for t in [Some(a), Some(b), third].into_iter().flatten() {
             field.fill(0.0);
             add_patch(&mut rng, textures[t], &mut field);
-            let color = color(&mut rng);
-            for (ch, plane) in image.chunks_exact_mut(SIDE * SIDE).enumerate() {
-                plane.iter_mut().zip(&field).for_each(|(v, f)| *v += color[ch] * f);
-            }
+            paint(&mut image, &field, color(&mut rng));
         }
         let noise = 0.15 + 0.3 * uniform(&mut rng);
         for v in &image {
@@ -183,7 +192,7 @@ mod tests {
         for (i, a) in angles.iter().enumerate() {
             assert!((a - i as f64 * step).abs() < 1e-12, "{angles:?}");
         }
-        assert!(t.iter().all(|t| (0.12..0.3).contains(&t.frequency)));
+        assert!(t.iter().all(|t| (0.16..0.26).contains(&t.frequency)));
     }
 
     #[test]
