@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use frog_core::{AdamWConfig, Config, KfrogConfig, SgdConfig};
+use frog_core::{AdamWConfig, Config, KfrogConfig, MuonConfig, SgdConfig};
 use serde::Deserialize;
 
 use crate::cli::OptName;
@@ -74,6 +74,9 @@ fn default_gamma() -> f64 {
 pub struct Settings {
     /// Label in tables and plots (default: optimizer, batch and sample).
     pub label: Option<String>,
+    /// Name for `--config` and the results files (default: the label,
+    /// lower case, `-` for every run of other characters).
+    pub name: Option<String>,
     /// The optimizer (required in a run file).
     pub optimizer: Option<OptName>,
     /// Training batch size.
@@ -90,8 +93,18 @@ pub struct Settings {
     pub momentum: Option<f64>,
     /// Nesterov momentum.
     pub nesterov: Option<bool>,
-    /// Weight decay (FROG and AdamW: decoupled; SGD: coupled).
+    /// Weight decay (FROG, AdamW and Muon: decoupled; SGD: coupled).
     pub weight_decay: Option<f64>,
+    /// Muon: Newton-Schulz steps.
+    pub ns_steps: Option<usize>,
+    /// Muon: the learning rate of the SGD beside it.
+    pub sgd_lr: Option<f64>,
+    /// Muon: that SGD's momentum.
+    pub sgd_momentum: Option<f64>,
+    /// Muon: that SGD's Nesterov momentum.
+    pub sgd_nesterov: Option<bool>,
+    /// Muon: that SGD's (coupled) weight decay.
+    pub sgd_weight_decay: Option<f64>,
     /// CG iterations (FROG, K-FROG).
     pub cg_iters: Option<usize>,
     /// FROG: damping.
@@ -111,7 +124,7 @@ pub struct Settings {
 }
 
 impl OptName {
-    /// The run-file keys this optimizer takes besides `label` and
+    /// The run-file keys this optimizer takes besides `label`, `name` and
     /// `optimizer`.
     fn keys(self) -> &'static [&'static str] {
         match self {
@@ -119,6 +132,16 @@ impl OptName {
             Self::Sgd => &["batch_size", "lr", "momentum", "nesterov", "weight_decay"],
             Self::AdamW => &["batch_size", "lr", "beta1", "beta2", "eps", "weight_decay"],
             Self::Kfrog => &["batch_size", "sample", "y_sample", "lr", "momentum", "nesterov", "y_momentum", "eps", "cg_iters"],
+            Self::Muon => &["batch_size", "lr", "momentum", "nesterov", "weight_decay", "ns_steps", "sgd_lr", "sgd_momentum", "sgd_nesterov", "sgd_weight_decay"],
+        }
+    }
+
+    /// The keys a configuration of this optimizer must give: the batch
+    /// and the rates, which have no default worth running.
+    fn required(self) -> &'static [&'static str] {
+        match self {
+            Self::Muon => &["batch_size", "lr", "sgd_lr"],
+            _ => &["batch_size", "lr"],
         }
     }
 
@@ -129,12 +152,13 @@ impl OptName {
             Self::Sgd => "sgd",
             Self::AdamW => "adamw",
             Self::Kfrog => "kfrog",
+            Self::Muon => "muon",
         }
     }
 }
 
 impl Settings {
-    /// The optimizer settings given (every key but `label` and
+    /// The optimizer settings given (every key but `label`, `name` and
     /// `optimizer`), in the order of the struct.
     pub fn given(&self) -> Vec<&'static str> {
         let set = [
@@ -146,6 +170,11 @@ impl Settings {
             ("momentum", self.momentum.is_some()),
             ("nesterov", self.nesterov.is_some()),
             ("weight_decay", self.weight_decay.is_some()),
+            ("ns_steps", self.ns_steps.is_some()),
+            ("sgd_lr", self.sgd_lr.is_some()),
+            ("sgd_momentum", self.sgd_momentum.is_some()),
+            ("sgd_nesterov", self.sgd_nesterov.is_some()),
+            ("sgd_weight_decay", self.sgd_weight_decay.is_some()),
             ("cg_iters", self.cg_iters.is_some()),
             ("tau", self.tau.is_some()),
             ("tau_final", self.tau_final.is_some()),
@@ -165,7 +194,7 @@ impl Settings {
         macro_rules! pick {
             ($($f:ident),*) => { Self { $($f: over.$f.clone().or_else(|| self.$f.clone())),* } };
         }
-        pick!(label, optimizer, batch_size, sample, y_sample, lr, lr_other_ratio, momentum, nesterov, weight_decay, cg_iters, tau, tau_final, tau_steps, y_momentum, beta1, beta2, eps)
+        pick!(label, name, optimizer, batch_size, sample, y_sample, lr, lr_other_ratio, momentum, nesterov, weight_decay, ns_steps, sgd_lr, sgd_momentum, sgd_nesterov, sgd_weight_decay, cg_iters, tau, tau_final, tau_steps, y_momentum, beta1, beta2, eps)
     }
 
     /// The keys given that `opt` does not take.
@@ -173,10 +202,21 @@ impl Settings {
         self.given().into_iter().filter(|k| !opt.keys().contains(k)).collect()
     }
 
-    /// The optimizer these settings describe at learning rate `lr`, every
-    /// key not given at frog-core's default (torch's for SGD).
-    pub fn method(&self, opt: OptName, lr: f64) -> Method {
-        match opt {
+    /// The first key `opt` requires that these settings lack.
+    pub fn missing(&self, opt: OptName) -> Option<&'static str> {
+        let given = self.given();
+        opt.required().iter().copied().find(|k| !given.contains(k))
+    }
+
+    /// The optimizer these settings describe, every key not given at
+    /// frog-core's default (torch's for SGD); `None` when a key `opt`
+    /// requires is missing ([`Settings::missing`]).
+    pub fn method(&self, opt: OptName) -> Option<Method> {
+        if self.missing(opt).is_some() {
+            return None;
+        }
+        let lr = self.lr?;
+        Some(match opt {
             OptName::Frog => {
                 let d = Config::default();
                 Method::Frog(Config {
@@ -228,7 +268,27 @@ impl Settings {
                     ..d
                 })
             }
-        }
+            OptName::Muon => {
+                let (m, d) = (MuonConfig::default(), SgdConfig::default());
+                Method::Muon {
+                    filters: MuonConfig {
+                        lr,
+                        momentum: self.momentum.unwrap_or(m.momentum),
+                        nesterov: self.nesterov.unwrap_or(m.nesterov),
+                        ns_steps: self.ns_steps.unwrap_or(m.ns_steps),
+                        weight_decay: self.weight_decay.unwrap_or(m.weight_decay),
+                        ..m
+                    },
+                    rest: SgdConfig {
+                        lr: self.sgd_lr?,
+                        momentum: self.sgd_momentum.unwrap_or(d.momentum),
+                        nesterov: self.sgd_nesterov.unwrap_or(d.nesterov),
+                        weight_decay: self.sgd_weight_decay.unwrap_or(d.weight_decay),
+                        ..d
+                    },
+                }
+            }
+        })
     }
 }
 
@@ -243,8 +303,41 @@ pub fn default_label(method: &Method, batch: usize) -> String {
             None => format!("K-FROG bs {batch}, s {}", s(c.sample_size)),
         },
         Method::AdamW(_) => format!("AdamW bs {batch}"),
-        _ => format!("SGD bs {batch}"),
+        Method::Sgd(_) => format!("SGD bs {batch}"),
+        Method::Muon { .. } => format!("Muon bs {batch}"),
     }
+}
+
+impl Settings {
+    /// The label and name of a configuration of `method` at `batch`: the
+    /// ones given, else [`default_label`] and [`default_name`] of that
+    /// label.
+    pub fn identity_of(&self, method: &Method, batch: usize) -> (String, String) {
+        let label = self.label.clone().unwrap_or_else(|| default_label(method, batch));
+        let name = self.name.clone().unwrap_or_else(|| default_name(&label));
+        (label, name)
+    }
+
+    /// [`Settings::identity_of`] its own method and batch; `None` when it
+    /// has no optimizer or lacks a key the optimizer requires.
+    pub fn identity(&self) -> Option<(String, String)> {
+        Some(self.identity_of(&self.method(self.optimizer?)?, self.batch_size?))
+    }
+}
+
+/// The name of a configuration that gives none: its label in lower case,
+/// each run of characters other than ASCII letters and digits one `-`
+/// ("FROG bs 128, s 16" is `frog-bs-128-s-16`).
+pub fn default_name(label: &str) -> String {
+    let lower = label.to_ascii_lowercase();
+    lower.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join("-")
+}
+
+/// Whether `name` can name a configuration's results files: ASCII
+/// letters, digits, `-`, `_` and `.`, not starting with `.`, at most 100
+/// characters.
+fn name_ok(name: &str) -> bool {
+    (1..=100).contains(&name.len()) && !name.starts_with('.') && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// The `[[config]]` table (1-based) that byte `at` of `text` lies in, if
@@ -298,16 +391,24 @@ impl RunFile {
         }
         for (i, c) in self.configs.iter().enumerate() {
             let at = format!("{name}: configuration {}{}", i + 1, c.label.as_ref().map_or(String::new(), |l| format!(" (`{l}`)")));
-            let Some(opt) = c.optimizer else { return Err(Error::new(format!("{at}: no `optimizer` (frog, sgd, adamw or kfrog)"))) };
+            let Some(opt) = c.optimizer else { return Err(Error::new(format!("{at}: no `optimizer` (frog, sgd, adamw, kfrog or muon)"))) };
             if let Some(k) = c.foreign(opt).first() {
                 return Err(Error::new(format!("{at}: `{k}` is not a setting of {}", opt.name())));
             }
-            for k in ["batch_size", "lr"] {
-                if !c.given().contains(&k) {
-                    return Err(Error::new(format!("{at}: no `{k}`")));
-                }
+            if let Some(k) = c.missing(opt) {
+                return Err(Error::new(format!("{at}: no `{k}`")));
+            }
+            if let Some(n) = c.name.as_deref().filter(|n| !name_ok(n)) {
+                return Err(Error::new(format!("{at}: `name` {n:?} must be 1 to 100 ASCII letters, digits, `-`, `_` or `.`, not starting with `.`")));
             }
             c.validate(&|k: &str| format!("{at}: `{k}`"))?;
+        }
+        let ids: Vec<(String, String)> = self.configs.iter().filter_map(Settings::identity).collect();
+        for (i, (label, id)) in ids.iter().enumerate() {
+            if let Some(j) = ids[..i].iter().position(|(l, n)| l == label || n == id) {
+                let what = if ids[j].0 == *label { format!("label `{label}`") } else { format!("name `{id}`") };
+                return Err(Error::new(format!("{name}: configurations {} and {} have the same {what} (their rows and results files would mix); give one a `label` or a `name`", j + 1, i + 1)));
+            }
         }
         Ok(())
     }
@@ -329,11 +430,11 @@ mod tests {
     fn every_shipped_run_parses_with_its_configurations() {
         let labels = |name: &str| {
             let (_, f) = RunFile::load(name).unwrap();
-            f.configs.iter().map(|c| c.method(c.optimizer.unwrap(), c.lr.unwrap())).zip(&f.configs).map(|(m, c)| default_label(&m, c.batch_size.unwrap())).collect::<Vec<_>>()
+            f.configs.iter().map(|c| c.identity().unwrap().0).collect::<Vec<_>>()
         };
         assert_eq!(labels("cpu"), ["FROG bs 128, s 16", "SGD bs 128", "SGD bs 512"]);
         assert_eq!(labels("original"), ["FROG bs 512, s 64", "SGD bs 128", "SGD bs 512"]);
-        assert_eq!(labels("compare"), ["FROG bs 128, s 16", "SGD bs 128", "SGD bs 512", "AdamW bs 128", "K-FROG bs 128, s 64"]);
+        assert_eq!(labels("compare"), ["FROG bs 128, s 16", "SGD bs 128", "SGD bs 512", "AdamW bs 128", "K-FROG bs 128, s 64", "Muon bs 128"]);
         assert_eq!(labels("original-compare"), ["FROG bs 512, s 64", "SGD bs 128", "SGD bs 512", "AdamW bs 128", "K-FROG bs 512, s 256"]);
         // The comparisons keep their study's three configurations as they are.
         for (study, compare) in [("cpu", "compare"), ("original", "original-compare")] {
@@ -345,12 +446,36 @@ mod tests {
     }
 
     #[test]
+    fn compare_runs_official_muon_beside_its_own_sgd_at_the_batch() {
+        let (_, f) = RunFile::load("compare").unwrap();
+        let muon = f.configs.iter().find(|c| c.optimizer == Some(OptName::Muon)).unwrap();
+        let Some(Method::Muon { filters, rest }) = muon.method(OptName::Muon) else { panic!("a Muon method") };
+        // The official form: MuonConfig::default() in all but nothing.
+        assert_eq!(filters, MuonConfig { lr: 0.02, ..MuonConfig::default() });
+        assert_eq!((filters.momentum, filters.nesterov, filters.ns_steps, filters.form), (0.95, true, 5, frog_core::MuonForm::Official));
+        // The SGD beside it is the run's SGD configuration of the same batch.
+        let sgd = f.configs.iter().find(|c| c.optimizer == Some(OptName::Sgd) && c.batch_size == muon.batch_size).unwrap();
+        assert_eq!(Some(Method::Sgd(rest)), sgd.method(OptName::Sgd));
+        assert_eq!(muon.identity().unwrap(), ("Muon bs 128".to_string(), "muon-bs-128".to_string()));
+    }
+
+    #[test]
+    fn names_default_to_the_label_in_lower_case_words() {
+        assert_eq!(default_name("FROG bs 128, s 16"), "frog-bs-128-s-16");
+        assert_eq!(default_name("K-FROG bs 128, s 64, y 32"), "k-frog-bs-128-s-64-y-32");
+        assert_eq!(default_name("  Ünïcode / 7 "), "n-code-7");
+        assert!(name_ok("sgd-128_b.2") && !name_ok("") && !name_ok(".hidden") && !name_ok("a/b") && !name_ok(&"x".repeat(101)));
+        let named = RunFile::parse("t.toml", &format!("{SGD}name = \"base\"\nlabel = \"Base SGD\"\n")).unwrap();
+        assert_eq!(named.configs[0].identity().unwrap(), ("Base SGD".to_string(), "base".to_string()));
+    }
+
+    #[test]
     fn the_readme_example_is_a_run_file() {
         let readme = include_str!("../../README.md");
         let start = readme.find("```toml\n").expect("README shows a run file") + "```toml\n".len();
         let text = &readme[start..start + readme[start..].find("```").unwrap()];
         let f = RunFile::parse("README.md", text).unwrap();
-        assert_eq!(f.configs.iter().map(|c| c.optimizer.unwrap()).collect::<Vec<_>>(), [OptName::Frog, OptName::Kfrog]);
+        assert_eq!(f.configs.iter().map(|c| c.optimizer.unwrap()).collect::<Vec<_>>(), [OptName::Frog, OptName::Kfrog, OptName::Muon]);
     }
 
     #[test]
@@ -378,6 +503,14 @@ mod tests {
             ("model = \"resnet-small\"\nepochs = 2\ntargets = [50.0]\nconfig = []\n", "no configuration"),
             (&format!("{SGD}\n[[config]]\noptimizer = \"kfrog\"\nbatch_size = 64\nlr = 0.001\ntau = 1e-3\n"), "configuration 2: `tau` is not a setting of kfrog"),
             (&format!("{SGD}label = 7\n"), "invalid type"),
+            (&format!("{SGD}name = \"../up\"\n"), "configuration 1: `name` \"../up\" must be 1 to 100 ASCII letters"),
+            (&format!("{SGD}\n[[config]]\noptimizer = \"sgd\"\nbatch_size = 128\nlr = 0.2\n"), "configurations 1 and 2 have the same label `SGD bs 128`"),
+            (&format!("{SGD}\n[[config]]\nlabel = \"sgd bs 128\"\noptimizer = \"sgd\"\nbatch_size = 64\nlr = 0.2\n"), "configurations 1 and 2 have the same name `sgd-bs-128`"),
+            (&SGD.replace("\"sgd\"", "\"muon\""), "configuration 1: no `sgd_lr`"),
+            (&format!("{}sample = 4\n", SGD.replace("\"sgd\"", "\"muon\""))  , "`sample` is not a setting of muon"),
+            (&format!("{SGD}sgd_lr = 0.1\n"), "`sgd_lr` is not a setting of sgd"),
+            (&format!("{}sgd_lr = inf\n", SGD.replace("\"sgd\"", "\"muon\"")), "configuration 1: `sgd_lr` must be a finite number"),
+            (&format!("{}sgd_lr = 0.1\nns_steps = 0\n", SGD.replace("\"sgd\"", "\"muon\"")), "configuration 1: `ns_steps` must be between 1 and 1000"),
         ];
         for (text, want) in cases {
             let e = error(text);

@@ -22,6 +22,10 @@ pub const MAX_EPOCHS: usize = 100_000;
 pub const MAX_BATCH: usize = 8_192;
 /// Most CG iterations per FROG step (the original uses 4).
 pub const MAX_CG_ITERS: usize = 1_000;
+/// Most Newton-Schulz steps per Muon step (the official Muon takes 5).
+pub const MAX_NS_STEPS: usize = 1_000;
+/// Most seeds of one study (`--seeds`).
+pub const MAX_SEEDS: usize = 10_000;
 /// Most CPU threads (`--threads`); 0 means one per CPU.
 pub const MAX_THREADS: usize = 1_024;
 /// Most timed steps of `throughput` and `gpu-check`.
@@ -107,7 +111,13 @@ impl Settings {
     /// frog-core's `validate`, run by the plan); `name` spells a key as
     /// its source does.
     pub fn validate(&self, name: &dyn Fn(&str) -> String) -> Result<()> {
-        let counts = [("batch_size", self.batch_size, MAX_BATCH), ("sample", self.sample, MAX_BATCH), ("y_sample", self.y_sample, MAX_BATCH), ("cg_iters", self.cg_iters, MAX_CG_ITERS)];
+        let counts = [
+            ("batch_size", self.batch_size, MAX_BATCH),
+            ("sample", self.sample, MAX_BATCH),
+            ("y_sample", self.y_sample, MAX_BATCH),
+            ("cg_iters", self.cg_iters, MAX_CG_ITERS),
+            ("ns_steps", self.ns_steps, MAX_NS_STEPS),
+        ];
         for (key, v, max) in counts {
             v.map_or(Ok(()), |v| at_least_one(&name(key), v, max))?;
         }
@@ -116,6 +126,9 @@ impl Settings {
             ("lr_other_ratio", self.lr_other_ratio),
             ("momentum", self.momentum),
             ("weight_decay", self.weight_decay),
+            ("sgd_lr", self.sgd_lr),
+            ("sgd_momentum", self.sgd_momentum),
+            ("sgd_weight_decay", self.sgd_weight_decay),
             ("tau", self.tau),
             ("tau_final", self.tau_final),
             ("y_momentum", self.y_momentum),
@@ -140,6 +153,13 @@ impl StudyArgs {
         self.schedule().validate(&flag)?;
         if self.out.as_deref() == Some(Path::new("")) {
             return Err(Error::new("--out must name a directory"));
+        }
+        if let Some(n) = self.seeds {
+            at_least_one("--seeds", n, MAX_SEEDS)?;
+            let first = self.seed.unwrap_or(0);
+            if first.checked_add(n as u64 - 1).is_none() {
+                return Err(Error::new(format!("--seed {first} with --seeds {n} runs past the largest seed, {}", u64::MAX)));
+            }
         }
         threads(self.threads)
     }

@@ -11,7 +11,7 @@ use crate::cli::StudyArgs;
 use crate::data::{self, DataOptions};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::report::{self, RunResult};
+use crate::report::{self, RunRecord};
 use crate::runfile::{self, RunFile, Settings};
 use crate::settings::flag;
 use crate::train::{train, RunConfig};
@@ -19,14 +19,28 @@ use crate::train::{train, RunConfig};
 /// Everything the study will do.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    /// The runs, in order.
+    /// The configurations, in order, each at the first seed.
     pub configs: Vec<RunConfig>,
+    /// The seeds every configuration runs with.
+    pub seeds: Vec<u64>,
+    /// The names of every configuration of the run file, in its order:
+    /// the table's order (with `--config`, the other configurations'
+    /// runs already in `out` keep their rows).
+    pub order: Vec<String>,
     /// Test accuracies (percent) of the table.
     pub targets: Vec<f64>,
     /// Output directory.
     pub out: PathBuf,
     /// Where the data comes from.
     pub data: DataOptions,
+}
+
+impl Plan {
+    /// Every run, seed by seed (the first seed of every configuration,
+    /// then the second, ...), so that a study cut short has whole seeds.
+    pub fn runs(&self) -> Vec<RunConfig> {
+        self.seeds.iter().flat_map(|&seed| self.configs.iter().map(move |c| RunConfig { seed, ..c.clone() })).collect()
+    }
 }
 
 /// Builds the plan from the run file and the flags, checking them all
@@ -45,49 +59,68 @@ pub fn plan<S: Scalar>(a: &StudyArgs, data_from_env: bool, default_model: &str) 
     let arch = Arch::by_name(a.model.as_deref().unwrap_or(&file.model))?;
     let flags = a.settings();
     let given = flags.given();
-    let chosen: Vec<(usize, Settings)> = match a.optimizer {
-        Some(opt) => {
-            let (i, c) = file
+    let ids: Vec<(String, String)> = file.configs.iter().filter_map(Settings::identity).collect();
+    // One configuration, picked by `--config` or `--optimizer`, with the flags over its settings.
+    let picked = match (&a.config, a.optimizer) {
+        (Some(want), _) => {
+            let i = ids.iter().position(|(label, id)| label == want || id == want).ok_or_else(|| {
+                let names: Vec<&str> = ids.iter().map(|(_, id)| id.as_str()).collect();
+                Error::new(format!("{name} has no configuration named or labelled `{want}` (its names: {})", names.join(", ")))
+            })?;
+            Some((i, format!("--config {want}")))
+        }
+        (None, Some(opt)) => {
+            let i = file
                 .configs
                 .iter()
-                .enumerate()
-                .find(|(_, c)| c.optimizer == Some(opt))
+                .position(|c| c.optimizer == Some(opt))
                 .ok_or_else(|| Error::new(format!("{name} has no {} configuration for --optimizer {}", opt.name(), opt.name())))?;
+            Some((i, format!("--optimizer {}", opt.name())))
+        }
+        (None, None) => None,
+    };
+    let chosen: Vec<(usize, Settings)> = match picked {
+        Some((i, by)) => {
+            let c = &file.configs[i];
+            let opt = c.optimizer.ok_or_else(|| Error::new(format!("{name}: configuration {} has no `optimizer`", i + 1)))?;
             if let Some(k) = flags.foreign(opt).first() {
-                return Err(Error::new(format!("{} is not a setting of {}; drop it for --optimizer {}", flag(k), opt.name(), opt.name())));
+                return Err(Error::new(format!("{} is not a setting of {}; drop it for {by}", flag(k), opt.name())));
             }
-            // A label the file gave names its own settings, not the flags'.
-            let label = if given.is_empty() { c.label.clone() } else { None };
-            vec![(i, Settings { label, ..c.overridden_by(&flags) })]
+            // A label or name the file gave names its own settings, not the flags'.
+            let (label, id) = if given.is_empty() { (c.label.clone(), c.name.clone()) } else { (None, None) };
+            vec![(i, Settings { label, name: id, ..c.overridden_by(&flags) })]
         }
         None if !given.is_empty() => {
             let flags: Vec<String> = given.iter().map(|k| flag(k)).collect();
-            return Err(Error::new(format!("{} set one configuration's settings; add --optimizer NAME to run the run's first configuration of that optimizer with them", flags.join(", "))));
+            return Err(Error::new(format!("{} set one configuration's settings; add --config NAME or --optimizer NAME to run that configuration with them", flags.join(", "))));
         }
         None => file.configs.iter().cloned().enumerate().collect(),
     };
     let mut configs = Vec::with_capacity(chosen.len());
+    let first_seed = a.seed.unwrap_or(0);
     for (i, c) in chosen {
         // Where a value came from: the flag, else the file's configuration.
         let at = |k: &str| if given.contains(&k) { flag(k) } else { format!("{name}: configuration {}: `{k}`", i + 1) };
         let opt = c.optimizer.ok_or_else(|| Error::new(format!("{name}: configuration {} has no `optimizer`", i + 1)))?;
-        let (Some(batch), Some(lr)) = (c.batch_size, c.lr) else { return Err(Error::new(format!("{name}: configuration {} needs `batch_size` and `lr`", i + 1))) };
+        let missing = |k: &str| Error::new(format!("{name}: configuration {}: no `{k}`", i + 1));
+        let (Some(batch), Some(method)) = (c.batch_size, c.method(opt)) else { return Err(missing(c.missing(opt).unwrap_or("batch_size"))) };
         for (k, s) in [("sample", c.sample), ("y_sample", c.y_sample)] {
             if let Some(s) = s.filter(|&s| s > batch) {
                 return Err(Error::new(format!("{} {s} is more than the batch of {batch}", at(k))));
             }
         }
-        let method = c.method(opt, lr);
         method.validate_for::<S>().map_err(|e| Error::new(format!("{name}: configuration {}: invalid optimizer settings: {e}", i + 1)))?;
+        let (label, id) = c.identity_of(&method, batch);
         configs.push(RunConfig {
-            label: c.label.clone().unwrap_or_else(|| runfile::default_label(&method, batch)),
+            label,
+            name: id,
             arch: arch.clone(),
             method,
             batch,
             epochs: a.epochs.unwrap_or(file.epochs),
             milestones: a.milestones.clone().unwrap_or_else(|| file.milestones.clone()),
             gamma: a.gamma.unwrap_or(file.gamma),
-            seed: a.seed.unwrap_or(0),
+            seed: first_seed,
         });
     }
     let data = DataOptions {
@@ -96,42 +129,58 @@ pub fn plan<S: Scalar>(a: &StudyArgs, data_from_env: bool, default_model: &str) 
         cache: data::default_cache(),
         download: !a.no_download,
         synthetic: a.synthetic,
-        seed: a.seed.unwrap_or(0),
+        // One synthetic set for every seed, so that seeds differ in
+        // training only and runs made apart share their data.
+        seed: 0,
         train_limit: a.train_limit.or(file.train_limit),
         test_limit: a.test_limit.or(file.test_limit),
     };
-    Ok(Plan { configs, targets: a.targets.clone().unwrap_or(file.targets), out: a.out.clone().unwrap_or_else(|| "frog-results".into()), data })
+    // (validate checked that the last seed fits in u64.)
+    let seeds = (0..a.seeds.unwrap_or(1) as u64).map(|k| first_seed + k).collect();
+    Ok(Plan {
+        configs,
+        seeds,
+        order: ids.into_iter().map(|(_, id)| id).collect(),
+        targets: a.targets.clone().unwrap_or(file.targets),
+        out: a.out.clone().unwrap_or_else(|| "frog-results".into()),
+        data,
+    })
 }
 
-/// Runs the plan on `dev`: loads the data, trains every configuration
-/// with a line per epoch, and writes the table, CSV/JSON and plots to
-/// `plan.out` after each configuration.
-pub fn run<D: Device>(dev: &D, plan: &Plan) -> Result<Vec<RunResult>> {
+/// Runs the plan on `dev`: loads the data, checks that its runs fit the
+/// results already in `plan.out`, trains every configuration at every
+/// seed with a line per epoch, and after each run writes its results
+/// file and remakes the table, CSV/JSON and plots from every results file
+/// in `plan.out`. Returns this invocation's runs.
+pub fn run<D: Device>(dev: &D, plan: &Plan) -> Result<Vec<RunRecord>> {
     report::prepare_out(&plan.out)?;
     let data = data::load(&plan.data)?;
     let source = data.source.clone();
-    println!(
-        "study on {source}: {} training / {} test images, {}, results in {}",
-        data.train.len(),
-        data.test.len(),
-        dev.describe(),
-        plan.out.display()
-    );
-    let mut results = Vec::new();
-    for cfg in &plan.configs {
-        println!("== {} ({}, {} epochs, lr {}, milestones {:?}) ==", cfg.label, cfg.arch.name, cfg.epochs, cfg.method.lr(), cfg.milestones);
+    let device = dev.describe();
+    let mut all = report::load_runs(&plan.out)?;
+    let runs = plan.runs();
+    let sizes = (data.train.len(), data.test.len());
+    let planned: Vec<RunRecord> = runs.iter().map(|cfg| RunRecord::new(cfg, &source, sizes, &device)).collect();
+    report::check_fits(&plan.out, &all, &planned)?;
+    println!("study on {source}: {} training / {} test images, {device}, results in {}", data.train.len(), data.test.len(), plan.out.display());
+    let mut done = Vec::with_capacity(runs.len());
+    for (cfg, mut record) in runs.iter().zip(planned) {
+        println!("== {}, seed {} ({}, {} epochs, lr {}, milestones {:?}) ==", cfg.label, cfg.seed, cfg.arch.name, cfg.epochs, cfg.method.lr(), cfg.milestones);
         let tag = if data.synthetic { " [SYNTHETIC]" } else { "" };
-        let records = train(dev, &data, cfg, |r| {
+        record.epochs_run = train(dev, &data, cfg, |r| {
             println!(
                 "epoch {:3}  lr {:.5}  train loss {:.4} acc {:6.2}%  test loss {:.4} acc {:6.2}%  epoch {:6.1}s  train {:7.1}s{tag}",
                 r.epoch, r.lr, r.train_loss, r.train_acc, r.test_loss, r.test_acc, r.epoch_seconds, r.train_seconds
             );
         })?;
-        results.push(RunResult { config: cfg.clone(), records });
-        report::write_all(&plan.out, &results, &plan.targets, &source, &dev.describe())?;
+        report::write_run(&plan.out, &record)?;
+        all.retain(|r| (&r.name, r.seed) != (&record.name, record.seed));
+        all.push(record.clone());
+        report::write_all(&plan.out, &all, &plan.order, &plan.targets, &source, &device)?;
+        done.push(record);
     }
-    print!("{}", report::table(&results, &plan.targets, &source));
-    Ok(results)
+    print!("{}", report::table(&report::summarize(&all, &plan.order), &plan.targets, &source));
+    Ok(done)
 }
 
 #[cfg(test)]
@@ -147,7 +196,17 @@ mod tests {
     /// configurations, same settings, so the same time).
     fn cpu_study_before_run_files() -> (Vec<RunConfig>, Vec<f64>, Option<usize>) {
         let arch = Arch::by_name("resnet-small").unwrap();
-        let run = |label: &str, method: Method, batch: usize| RunConfig { label: label.into(), arch: arch.clone(), method, batch, epochs: 6, milestones: vec![3, 5], gamma: 0.1, seed: 0 };
+        let run = |label: &str, method: Method, batch: usize| RunConfig {
+            label: label.into(),
+            name: runfile::default_name(label),
+            arch: arch.clone(),
+            method,
+            batch,
+            epochs: 6,
+            milestones: vec![3, 5],
+            gamma: 0.1,
+            seed: 0,
+        };
         let frog = Config {
             lr: 0.01,
             lr_other_ratio: 1.0,
@@ -174,6 +233,7 @@ mod tests {
         let (configs, targets, test_limit) = cpu_study_before_run_files();
         assert_eq!(p.configs, configs);
         assert_eq!((p.targets, p.data.test_limit, p.data.train_limit), (targets, test_limit, None));
+        assert_eq!((p.seeds, p.order), (vec![0], vec!["frog-bs-128-s-16".to_string(), "sgd-bs-128".into(), "sgd-bs-512".into()]));
     }
 
     #[test]
@@ -198,8 +258,10 @@ mod tests {
     fn run_files_are_chosen_by_name_or_path_and_flags_override_them() {
         let compare = plan::<f32>(&StudyArgs { run: Some("compare".into()), ..StudyArgs::default() }, false, "resnet-small").unwrap();
         let labels: Vec<&str> = compare.configs.iter().map(|c| c.label.as_str()).collect();
-        assert_eq!(labels, ["FROG bs 128, s 16", "SGD bs 128", "SGD bs 512", "AdamW bs 128", "K-FROG bs 128, s 64"]);
+        assert_eq!(labels, ["FROG bs 128, s 16", "SGD bs 128", "SGD bs 512", "AdamW bs 128", "K-FROG bs 128, s 64", "Muon bs 128"]);
         assert_eq!((compare.data.train_limit, compare.data.test_limit, compare.configs[4].epochs), (Some(10000), Some(2000), 4));
+        let Method::Muon { filters, rest } = compare.configs[5].method else { panic!("Muon last") };
+        assert_eq!((filters.lr, filters.momentum, rest.lr, rest.momentum, rest.weight_decay), (0.02, 0.95, 0.1, 0.9, 1e-4));
         let Method::AdamW(w) = compare.configs[3].method else { panic!("AdamW fourth") };
         assert_eq!((w.lr, w.weight_decay, w.beta1, w.beta2, w.eps), (1e-3, 5e-2, 0.9, 0.999, 1e-8));
         let Method::Kfrog(k) = compare.configs[4].method else { panic!("K-FROG last") };
@@ -232,6 +294,42 @@ mod tests {
         let labels: Vec<&str> = p.configs.iter().map(|c| c.label.as_str()).collect();
         assert_eq!((labels, p.configs[0].batch, p.data.test_limit), (vec!["mine", "K-FROG bs 64, s 16"], 64, None));
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_configuration_is_picked_by_name_or_label_and_seeds_follow_the_first() {
+        let pick = |config: &str| StudyArgs { run: Some("compare".into()), config: Some(config.into()), ..StudyArgs::default() };
+        for by in ["muon-bs-128", "Muon bs 128"] {
+            let p = plan::<f32>(&pick(by), false, "resnet-small").unwrap();
+            assert_eq!(p.configs.iter().map(|c| (c.label.as_str(), c.name.as_str())).collect::<Vec<_>>(), [("Muon bs 128", "muon-bs-128")]);
+            // The table keeps the run file's order for the runs already there.
+            assert_eq!(p.order.len(), 6);
+        }
+        let e = plan::<f32>(&pick("muon"), false, "resnet-small").unwrap_err().to_string();
+        assert!(e.contains("run `compare` has no configuration named or labelled `muon` (its names: frog-bs-128-s-16, sgd-bs-128,"), "{e}");
+        // The flags apply to it, the optimizer's own only.
+        let faster = StudyArgs { lr: Some(0.05), sgd_lr: Some(0.2), ns_steps: Some(3), seed: Some(4), seeds: Some(3), ..pick("muon-bs-128") };
+        let p = plan::<f32>(&faster, false, "resnet-small").unwrap();
+        let Method::Muon { filters, rest } = p.configs[0].method else { panic!("Muon") };
+        assert_eq!((filters.lr, filters.ns_steps, rest.lr, rest.momentum), (0.05, 3, 0.2, 0.9));
+        assert_eq!((&p.seeds[..], p.configs[0].seed), (&[4, 5, 6][..], 4));
+        let runs: Vec<u64> = p.runs().iter().map(|r| r.seed).collect();
+        assert_eq!(runs, [4, 5, 6]);
+        let e = plan::<f32>(&StudyArgs { tau: Some(1e-3), ..pick("sgd-bs-512") }, false, "resnet-small").unwrap_err().to_string();
+        assert!(e.contains("--tau is not a setting of sgd; drop it for --config sgd-bs-512"), "{e}");
+        // A Muon setting out of range is refused naming its part.
+        let e = plan::<f32>(&StudyArgs { sgd_momentum: Some(2.0), ..pick("muon-bs-128") }, false, "resnet-small").unwrap_err().to_string();
+        assert!(e.contains("configuration 6: invalid optimizer settings: the SGD beside Muon: momentum"), "{e}");
+        let e = plan::<f32>(&StudyArgs { lr: Some(-1.0), ..pick("muon-bs-128") }, false, "resnet-small").unwrap_err().to_string();
+        assert!(e.contains("invalid optimizer settings: Muon: lr"), "{e}");
+        // Seeds run seed by seed: every configuration's first, then the second.
+        let all = StudyArgs { run: Some("cpu".into()), seeds: Some(2), ..StudyArgs::default() };
+        let runs: Vec<(String, u64)> = plan::<f32>(&all, false, "resnet-small").unwrap().runs().into_iter().map(|r| (r.name, r.seed)).collect();
+        assert_eq!(runs.iter().map(|(_, s)| *s).collect::<Vec<_>>(), [0, 0, 0, 1, 1, 1]);
+        assert_eq!((runs[0].0.as_str(), runs[3].0.as_str()), ("frog-bs-128-s-16", "frog-bs-128-s-16"));
+        assert!(plan::<f32>(&StudyArgs { seeds: Some(0), ..all.clone() }, false, "resnet-small").unwrap_err().to_string().contains("--seeds must be between 1"));
+        let past = StudyArgs { seed: Some(u64::MAX), seeds: Some(2), ..all };
+        assert!(plan::<f32>(&past, false, "resnet-small").unwrap_err().to_string().contains("runs past the largest seed"));
     }
 
     #[test]

@@ -37,7 +37,11 @@ fn bad_flags_are_clear_errors() {
     assert!(usage_error(&["--epochs"]).contains("a value is required for '--epochs <N>'"));
     assert!(usage_error(&["--optimizer", "adam"]).contains("invalid value 'adam' for '--optimizer <NAME>'"));
     assert!(usage_error(&["--model", "vgg"]).contains("unknown model `vgg`"));
-    assert!(usage_error(&["--lr", "0.1"]).contains("add --optimizer"));
+    assert!(usage_error(&["--lr", "0.1"]).contains("add --config NAME or --optimizer NAME"));
+    assert!(usage_error(&["--config", "sgd-bs-128", "--optimizer", "sgd"]).contains("cannot be used with"));
+    assert!(usage_error(&["--config", "nope"]).contains("run `cpu` has no configuration named or labelled `nope`"));
+    assert!(usage_error(&["--seeds", "0"]).contains("--seeds must be between 1"));
+    assert!(usage_error(&["--run", "compare", "--config", "muon-bs-128", "--sgd-momentum", "1.5"]).contains("the SGD beside Muon: momentum"));
     assert!(usage_error(&["--optimizer", "sgd", "--sample", "8"]).contains("--sample is not a setting of sgd"));
     assert!(usage_error(&["--run", "nope"]).contains("not a shipped run"));
     assert!(usage_error(&["--optimizer", "adamw"]).contains("run `cpu` has no adamw configuration"));
@@ -187,5 +191,47 @@ fn without_data_the_study_runs_on_the_labelled_synthetic_set() {
         let text = std::fs::read_to_string(out_dir.join(file)).unwrap();
         assert!(text.contains("SYNTHETIC"), "{file} is not labelled synthetic");
     }
+    std::fs::remove_dir_all(cache).unwrap();
+}
+
+/// Runs of single configurations and seeds, made apart, add up to one
+/// table in `--out`; a run with other settings than its configuration's
+/// runs there is refused before it trains. Muon trains end to end.
+#[test]
+fn single_runs_add_up_to_one_study_with_means_over_seeds() {
+    let cache = common::temp_dir("cli-seeds");
+    let (out_dir, run) = (cache.join("out"), cache.join("two.toml"));
+    std::fs::write(
+        &run,
+        "model = \"resnet-small\"\nepochs = 1\ntargets = [5.0, 99.0]\ntrain_limit = 64\ntest_limit = 32\n\n\
+         [[config]]\nname = \"sgd\"\noptimizer = \"sgd\"\nbatch_size = 32\nlr = 0.05\n\n\
+         [[config]]\noptimizer = \"muon\"\nbatch_size = 32\nlr = 0.02\nsgd_lr = 0.05\n",
+    )
+    .unwrap();
+    let study = |extra: &[&str]| {
+        let mut args = vec!["--synthetic", "--run", run.to_str().unwrap(), "--out", out_dir.to_str().unwrap()];
+        args.extend(extra);
+        let out = bench(&args, &cache);
+        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (code, _, err) = study(&["--config", "sgd", "--seed", "1"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, stdout, err) = study(&["--config", "SGD bs 32", "--seed", "0"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.lines().any(|l| l.starts_with("SGD bs 32") && l.contains(" 2 | ") && l.contains('±')), "two seeds, one row:\n{stdout}");
+    let (code, stdout, err) = study(&["--config", "muon-bs-32"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("== Muon bs 32, seed 0"), "{stdout}");
+    let mut runs: Vec<String> = std::fs::read_dir(out_dir.join("runs")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    runs.sort();
+    assert_eq!(runs, ["muon-bs-32-seed-0.json", "sgd-seed-0.json", "sgd-seed-1.json"]);
+    let rows: Vec<csv::StringRecord> = csv::Reader::from_path(out_dir.join("summary.csv")).unwrap().records().map(|r| r.unwrap()).collect();
+    let rows: Vec<(&str, &str)> = rows.iter().map(|r| (&r[1], &r[3])).collect();
+    assert_eq!(rows, [("SGD bs 32", "2"), ("Muon bs 32", "1")], "the run file's order, seeds counted");
+    // Another epoch count for `sgd` would mix two settings in its row.
+    let (code, stdout, err) = study(&["--config", "sgd", "--seed", "2", "--epochs", "2"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("sgd-seed-0.json: a run of `sgd` with other settings (epochs)"), "{err}");
+    assert!(stdout.is_empty(), "refused before training: {stdout}");
     std::fs::remove_dir_all(cache).unwrap();
 }
