@@ -25,6 +25,13 @@ limits, --seed, --seeds, --out and the data and device flags apply to every conf
 optimizer flags need --config (the run's configuration of that name or label) or --optimizer (its \
 first configuration of that optimizer), which run that configuration alone, with them.
 
+--model airbench (or --run airbench) runs the CIFAR-10 speed record's recipe, airbench94_muon. Its \
+runs (airbench: the record's Muon on the six filters; airbench-frog: FROG in its place; \
+airbench-compare: Muon, FROG and Nesterov SGD) choose only what steps the filters, muon, frog or sgd \
+with its settings; the epochs, batch, schedule and the other parameters' SGD are the recipe's, and \
+--epochs, --milestones, --gamma and --batch-size are refused. Its table adds the final accuracy with \
+test-time augmentation (TTA acc), the record's measure.
+
 Every run, a configuration at one seed, writes its results file, OUT/runs/NAME-seed-S.json. The \
 table, results.csv (a row per run), summary.csv (per configuration the mean and standard deviation \
 over the seeds), results.json, curves.csv and the plots are made from every results file in --out, \
@@ -116,11 +123,12 @@ pub enum GpuPrecision {
 /// Every study flag as given; `None` where the study's default applies.
 #[derive(Clone, Debug, Default, PartialEq, Args)]
 pub struct StudyArgs {
-    /// resnet-small (the CPU study) or resnet18 (the original's)
+    /// resnet-small (the CPU study), resnet18 (the original's) or airbench (the CIFAR-10 record's recipe)
     #[arg(long, value_name = "NAME")]
     pub model: Option<String>,
-    /// The study's run file: cpu, original, compare, original-compare, or a path [default: cpu;
-    /// original with --model resnet18]
+    /// The study's run file: cpu, original, compare, original-compare, airbench, airbench-frog,
+    /// airbench-compare, or a path [default: cpu; original with --model resnet18, airbench with --model
+    /// airbench]
     #[arg(long, value_name = "NAME|PATH")]
     pub run: Option<String>,
     /// Run only the run's first configuration of this optimizer, with the flags below

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::plot::{self, Series};
-use crate::train::{EpochRecord, RunConfig};
+use crate::study::Job;
+use crate::train::EpochRecord;
 
 /// The folder of the results files, under the output folder.
 pub const RUNS_DIR: &str = "runs";
@@ -36,14 +37,15 @@ pub struct RunRecord {
     pub optimizer: String,
     /// Training batch size.
     pub batch_size: usize,
-    /// Initial learning rate.
+    /// Initial learning rate (airbench: the filters').
     pub lr: f64,
     /// Epochs.
     pub epochs: usize,
-    /// The schedule's milestones.
+    /// The step schedule's milestones (none for airbench).
     pub milestones: Vec<usize>,
-    /// The schedule's factor.
-    pub gamma: f64,
+    /// The step schedule's factor; `None` for airbench, whose rates fall
+    /// linearly.
+    pub gamma: Option<f64>,
     /// Where the data came from.
     pub data: String,
     /// Training images.
@@ -57,20 +59,24 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    /// The record of `cfg` on data `data` (`train` and `test` images) and
+    /// The record of `job` on data `data` (`train` and `test` images) and
     /// `device`, before any epoch.
-    pub fn new(cfg: &RunConfig, data: &str, (train, test): (usize, usize), device: &str) -> Self {
+    pub fn new(job: &Job, data: &str, (train, test): (usize, usize), device: &str) -> Self {
+        let (optimizer, batch_size, lr, epochs, milestones, gamma) = match job {
+            Job::Net(c) => (format!("{:?}", c.method), c.batch, c.method.lr(), c.epochs, c.milestones.clone(), Some(c.gamma)),
+            Job::Airbench { recipe, .. } => (format!("{:?}", recipe.filters), recipe.batch, recipe.filters.lr(), recipe.epochs.ceil() as usize, Vec::new(), None),
+        };
         Self {
-            config: cfg.label.clone(),
-            name: cfg.name.clone(),
-            seed: cfg.seed,
-            model: cfg.arch.name.clone(),
-            optimizer: format!("{:?}", cfg.method),
-            batch_size: cfg.batch,
-            lr: cfg.method.lr(),
-            epochs: cfg.epochs,
-            milestones: cfg.milestones.clone(),
-            gamma: cfg.gamma,
+            config: job.label().into(),
+            name: job.name().into(),
+            seed: job.seed(),
+            model: job.model(),
+            optimizer,
+            batch_size,
+            lr,
+            epochs,
+            milestones,
+            gamma,
             data: data.into(),
             train_images: train,
             test_images: test,
@@ -246,6 +252,12 @@ impl Summary<'_> {
         Stat::of(&self.runs.iter().map(|r| r.final_acc()).collect::<Vec<_>>())
     }
 
+    /// Final test accuracy with test-time augmentation over the seeds
+    /// that measured it (the airbench recipe's; `None` for the others).
+    pub fn tta_acc(&self) -> Option<Stat> {
+        Stat::of(&self.runs.iter().filter_map(|r| r.tta_acc()).collect::<Vec<_>>())
+    }
+
     /// Training minutes over the seeds (`None` without runs).
     pub fn minutes(&self) -> Option<Stat> {
         Stat::of(&self.runs.iter().map(|r| r.minutes()).collect::<Vec<_>>())
@@ -291,13 +303,19 @@ pub fn summarize<'a>(runs: &'a [RunRecord], order: &[String]) -> Vec<Summary<'a>
 }
 
 /// The table as text: one row per configuration, minutes to each target,
-/// final test accuracy and training minutes, each the mean ± standard
-/// deviation over the seeds (over those that reached a target, `(k/n)`
-/// when only k of n did).
+/// final test accuracy, with test-time augmentation where a configuration
+/// measured it (airbench's `TTA acc`, a column only when one did), and
+/// training minutes, each the mean ± standard deviation over the seeds
+/// (over those that reached a target, `(k/n)` when only k of n did).
 pub fn table(summaries: &[Summary<'_>], targets: &[f64], source: &str) -> String {
+    let tta = summaries.iter().any(|s| s.tta_acc().is_some());
     let mut header = vec!["config".to_string(), "seeds".into()];
     header.extend(targets.iter().map(|t| format!("{t}%")));
-    header.extend(["final acc".into(), "minutes".into()]);
+    header.push("final acc".into());
+    if tta {
+        header.push("TTA acc".into());
+    }
+    header.push("minutes".into());
     let rows: Vec<Vec<String>> = summaries
         .iter()
         .map(|s| {
@@ -308,7 +326,12 @@ pub fn table(summaries: &[Summary<'_>], targets: &[f64], source: &str) -> String
                 (Some(m), _) => m.text(2),
                 (None, _) => "-".into(),
             }));
-            row.extend([s.final_acc().map_or("-".into(), |a| format!("{}%", a.text(2))), s.minutes().map_or("-".into(), |m| m.text(2))]);
+            let percent = |a: Option<Stat>| a.map_or("-".into(), |a| format!("{}%", a.text(2)));
+            row.push(percent(s.final_acc()));
+            if tta {
+                row.push(percent(s.tta_acc()));
+            }
+            row.push(s.minutes().map_or("-".into(), |m| m.text(2)));
             row
         })
         .collect();
@@ -334,6 +357,7 @@ struct RunSummary<'a> {
     run: &'a RunRecord,
     best_test_acc: f64,
     final_test_acc: f64,
+    tta_test_acc: Option<f64>,
     minutes_to_target: Vec<TargetMinutes>,
 }
 
@@ -351,6 +375,7 @@ struct ConfigSummary<'a> {
     name: &'a str,
     seeds: Vec<u64>,
     final_test_acc: Option<Stat>,
+    tta_test_acc: Option<Stat>,
     train_minutes: Option<Stat>,
     minutes_to_target: Vec<TargetStat>,
 }
@@ -408,8 +433,10 @@ fn stat_cells(s: Option<Stat>, digits: usize) -> [String; 2] {
     }
 }
 
-/// Writes `results.csv` (a row per run), `summary.csv` (a row per
-/// configuration), `results.json`, `curves.csv`, `loss_vs_time.svg` and
+/// Writes `results.csv` (a row per run, `tta_test_acc` last), `summary.csv`
+/// (a row per configuration, `tta_test_acc_mean` and `_sd` last; the
+/// test-time-augmented columns are empty where a run measured none),
+/// `results.json`, `curves.csv`, `loss_vs_time.svg` and
 /// `accuracy_vs_time.svg` to `out`, from `runs` (every run in `out`, all on
 /// data `source`), the configurations in `order` (see [`summarize`]).
 pub fn write_all(out: &Path, runs: &[RunRecord], order: &[String], targets: &[f64], source: &str, device: &str) -> Result<()> {
@@ -437,6 +464,7 @@ pub fn write_all(out: &Path, runs: &[RunRecord], order: &[String], targets: &[f6
     for t in targets {
         header.extend([format!("minutes_to_{t}_mean"), format!("minutes_to_{t}_sd"), format!("reached_{t}")]);
     }
+    header.extend(owned(&["tta_test_acc_mean", "tta_test_acc_sd"]));
     let rows: Vec<Vec<String>> = summaries
         .iter()
         .map(|s| {
@@ -448,6 +476,7 @@ pub fn write_all(out: &Path, runs: &[RunRecord], order: &[String], targets: &[f6
                 row.extend(stat_cells(m, 3));
                 row.push(k.to_string());
             }
+            row.extend(stat_cells(s.tta_acc(), 2));
             row
         })
         .collect();
@@ -476,6 +505,7 @@ pub fn write_all(out: &Path, runs: &[RunRecord], order: &[String], targets: &[f6
                 run: r,
                 best_test_acc: r.best_acc(),
                 final_test_acc: r.final_acc(),
+                tta_test_acc: r.tta_acc(),
                 minutes_to_target: targets.iter().map(|&target| TargetMinutes { target, minutes: r.minutes_to(target) }).collect(),
             })
             .collect(),
@@ -486,6 +516,7 @@ pub fn write_all(out: &Path, runs: &[RunRecord], order: &[String], targets: &[f6
                 name: s.name,
                 seeds: s.runs.iter().map(|r| r.seed).collect(),
                 final_test_acc: s.final_acc(),
+                tta_test_acc: s.tta_acc(),
                 train_minutes: s.minutes(),
                 minutes_to_target: targets
                     .iter()
@@ -511,6 +542,7 @@ mod tests {
     use super::*;
     use crate::arch::Arch;
     use crate::optim::Method;
+    use crate::train::RunConfig;
     use frog_core::SgdConfig;
 
     /// A run of configuration `label` at `seed`: an epoch per accuracy,
@@ -527,7 +559,7 @@ mod tests {
             gamma: 0.1,
             seed,
         };
-        let mut r = RunRecord::new(&config, "SYNTHETIC, seed 0", (100, 50), "cpu");
+        let mut r = RunRecord::new(&Job::Net(config), "SYNTHETIC, seed 0", (100, 50), "cpu");
         r.epochs_run = accs
             .iter()
             .enumerate()
@@ -563,6 +595,7 @@ mod tests {
         let t = table(&summarize(&runs, &[]), &[50.0, 70.0], "test data");
         assert!(t.contains("test data") && t.contains("1.00") && t.contains(" - ") && t.contains("61.00%"), "{t}");
         assert!(!t.lines().nth(2).unwrap().contains('±'), "one seed has no deviation: {t}");
+        assert!(!t.contains("TTA"), "no column of test-time augmentation without it: {t}");
     }
 
     #[test]
@@ -578,13 +611,17 @@ mod tests {
     #[test]
     fn seeds_of_a_configuration_make_one_row_of_means_and_deviations() {
         // B is listed first in the run file's order; C is not in it.
-        let runs = vec![
+        let mut runs = vec![
             record("A x", 1, &[40.0, 52.0], 1.0),
             record("A x", 0, &[30.0, 56.0], 2.0),
             record("C", 0, &[10.0, 20.0], 1.0),
             record("B", 0, &[50.0, 60.0], 1.0),
             record("A x", 2, &[45.0, 48.0], 1.0),
         ];
+        // A x measured the final accuracy with test-time augmentation, as airbench does.
+        for (i, tta) in [(0, 94.0), (1, 93.0), (4, 95.0)] {
+            runs[i].epochs_run[1].tta_test_acc = Some(tta);
+        }
         let order = vec!["b".to_string(), "a-x".to_string()];
         let s = summarize(&runs, &order);
         assert_eq!(s.iter().map(|s| s.label).collect::<Vec<_>>(), ["B", "A x", "C"]);
@@ -598,9 +635,12 @@ mod tests {
         let (m, reached) = s[1].minutes_to(50.0);
         assert_eq!((m.unwrap().mean, reached), (1.5, 2));
         assert_eq!(s[1].minutes_to(70.0), (None, 0));
+        assert_eq!((s[1].tta_acc(), s[0].tta_acc()), (Some(Stat { mean: 94.0, sd: Some(1.0) }), None));
         let t = table(&s, &[50.0, 70.0], "data");
         let lines: Vec<&str> = t.lines().skip(1).collect();
-        assert!(lines[2].starts_with("A x") && lines[2].contains("1.50 ± 0.71 (2/3)") && lines[2].contains("52.00 ± 4.00%"), "{t}");
+        assert_eq!(lines[0].split('|').map(str::trim).skip(4).collect::<Vec<_>>(), ["final acc", "TTA acc", "minutes"], "{t}");
+        assert!(lines[2].starts_with("A x") && lines[2].contains("1.50 ± 0.71 (2/3)") && lines[2].contains("52.00 ± 4.00% | 94.00 ± 1.00%"), "{t}");
+        assert!(lines[1].contains("60.00% |             - |"), "{t}");
         assert!(lines.iter().all(|l| l.chars().count() == lines[0].chars().count()), "{t}");
         // The plots average the seeds epoch by epoch.
         assert_eq!(s[1].mean_curve(|e| e.test_acc), vec![(2.0 / 3.0, 115.0 / 3.0), (4.0 / 3.0, 52.0)]);
@@ -609,7 +649,8 @@ mod tests {
         write_all(&out, &runs, &order, &[50.0, 70.0], "data", "cpu").unwrap();
         let rows: Vec<csv::StringRecord> = csv::Reader::from_path(out.join("summary.csv")).unwrap().records().map(|r| r.unwrap()).collect();
         assert_eq!(rows.iter().map(|r| r[1].to_string()).collect::<Vec<_>>(), ["B", "A x", "C"]);
-        assert_eq!(&rows[1].iter().collect::<Vec<_>>()[3..], ["3", "52.00", "4.00", "1.333", "0.577", "1.500", "0.707", "2", "", "", "0"]);
+        assert_eq!(&rows[1].iter().collect::<Vec<_>>()[3..], ["3", "52.00", "4.00", "1.333", "0.577", "1.500", "0.707", "2", "", "", "0", "94.00", "1.00"]);
+        assert_eq!(&rows[0].iter().collect::<Vec<_>>()[14..], ["", ""]);
         assert_eq!(&rows[0].iter().collect::<Vec<_>>()[3..6], ["1", "60.00", ""]);
         let mut per_run = csv::Reader::from_path(out.join("results.csv")).unwrap();
         let header: Vec<String> = per_run.headers().unwrap().iter().map(String::from).collect();
@@ -623,6 +664,8 @@ mod tests {
         assert_eq!(json["summary"][1]["seeds"], serde_json::json!([0, 1, 2]));
         assert_eq!(json["summary"][1]["minutes_to_target"][0]["reached"], 2);
         assert_eq!(json["summary"][0]["final_test_acc"]["sd"], serde_json::Value::Null);
+        assert_eq!((&json["summary"][1]["tta_test_acc"]["mean"], &json["summary"][0]["tta_test_acc"]), (&serde_json::json!(94.0), &serde_json::Value::Null));
+        assert_eq!((&json["runs"][1]["tta_test_acc"], &json["runs"][0]["tta_test_acc"]), (&serde_json::json!(93.0), &serde_json::Value::Null));
         assert_eq!(json["runs"].as_array().unwrap().len(), 5);
         for svg in ["loss_vs_time.svg", "accuracy_vs_time.svg"] {
             let chart = crate::plot::svg::parse(&std::fs::read_to_string(out.join(svg)).unwrap());
@@ -712,7 +755,7 @@ mod tests {
             .enumerate()
             .map(|(i, c)| RunRecord { epochs_run: record("x", 0, &[80.0 + i as f64, 89.0 + i as f64, 95.0], 1.0).epochs_run, ..RunRecord::new(c, "CIFAR-10", (1, 1), "cpu") })
             .collect();
-        let labels: Vec<&str> = plan.configs.iter().map(|c| c.label.as_str()).collect();
+        let labels: Vec<&str> = plan.configs.iter().map(Job::label).collect();
         assert_eq!(labels.len(), 5);
         // The table: one row per configuration, every row as wide as the header.
         let t = table(&summarize(&results, &plan.order), &plan.targets, "CIFAR-10");

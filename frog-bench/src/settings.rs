@@ -14,7 +14,7 @@ use crate::arch::Arch;
 use crate::cli::{GpuCheckArgs, StudyArgs, ThroughputArgs};
 use crate::error::{Error, Result};
 use crate::layers::LayersArgs;
-use crate::runfile::Settings;
+use crate::runfile::{ModelKind, Settings};
 
 /// Most epochs of a run (the original study runs 160).
 pub const MAX_EPOCHS: usize = 100_000;
@@ -24,6 +24,9 @@ pub const MAX_BATCH: usize = 8_192;
 pub const MAX_CG_ITERS: usize = 1_000;
 /// Most Newton-Schulz steps per Muon step (the official Muon takes 5).
 pub const MAX_NS_STEPS: usize = 1_000;
+/// Widest block of an airbench run file's `widths` (the record's widest is
+/// 256).
+pub const MAX_WIDTH: usize = 4_096;
 /// Most seeds of one study (`--seeds`).
 pub const MAX_SEEDS: usize = 10_000;
 /// Most CPU threads (`--threads`); 0 means one per CPU.
@@ -31,7 +34,9 @@ pub const MAX_THREADS: usize = 1_024;
 /// Most timed steps of `throughput` and `gpu-check`.
 pub const MAX_STEPS: usize = 1_000_000;
 
-fn at_least_one(flag: &str, v: usize, max: usize) -> Result<()> {
+/// Checks that `v`, the value of `flag` (a flag or a run file's key), is
+/// between 1 and `max`.
+pub(crate) fn at_least_one(flag: &str, v: usize, max: usize) -> Result<()> {
     if (1..=max).contains(&v) {
         Ok(())
     } else {
@@ -100,7 +105,7 @@ impl Schedule<'_> {
             return Err(Error::new(format!("{} needs at least one accuracy", name("targets"))));
         }
         match self.model {
-            Some(m) => Arch::by_name(m).map(drop).map_err(|e| Error::new(format!("{}: {e}", name("model")))),
+            Some(m) => ModelKind::check(m).map(drop).map_err(|e| Error::new(format!("{}: {e}", name("model")))),
             None => Ok(()),
         }
     }
