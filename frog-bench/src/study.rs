@@ -137,7 +137,7 @@ pub fn plan<S: Scalar>(a: &StudyArgs, data_from_env: bool, default_model: &str) 
     let kind = file.kind();
     if ModelKind::of(model) != kind {
         return Err(Error::new(format!(
-            "--model {model} cannot run {name}, a run of {}: the airbench recipe's runs (airbench, airbench-frog, airbench-compare) and the networks' are not interchangeable",
+            "--model {model} does not fit {name} (model {}): the airbench recipe's runs (airbench, airbench-frog, airbench-compare) and the networks' are not interchangeable",
             file.model
         )));
     }
@@ -483,8 +483,8 @@ mod tests {
             (StudyArgs { tau: Some(-1.0), ..pick("frog") }, "configuration 2: invalid optimizer settings: "),
             (StudyArgs { momentum: Some(2.0), ..pick("sgd") }, "configuration 3: invalid optimizer settings: "),
             (StudyArgs { run: Some("airbench".into()), optimizer: Some(OptName::AdamW), ..StudyArgs::default() }, "run `airbench` has no adamw configuration"),
-            (StudyArgs { run: Some("airbench".into()), model: Some("resnet18".into()), ..StudyArgs::default() }, "--model resnet18 cannot run run `airbench`, a run of airbench"),
-            (StudyArgs { run: Some("compare".into()), model: Some("airbench".into()), ..StudyArgs::default() }, "--model airbench cannot run run `compare`, a run of resnet-small"),
+            (StudyArgs { run: Some("airbench".into()), model: Some("resnet18".into()), ..StudyArgs::default() }, "--model resnet18 does not fit run `airbench` (model airbench)"),
+            (StudyArgs { run: Some("compare".into()), model: Some("airbench".into()), ..StudyArgs::default() }, "--model airbench does not fit run `compare` (model resnet-small)"),
         ];
         for (a, want) in refused {
             let e = plan::<f32>(&a, false, "resnet-small").unwrap_err().to_string();

@@ -49,7 +49,7 @@ fn bad_flags_are_clear_errors() {
     assert!(usage_error(&["--run", "airbench", "--config", "muon", "--batch-size", "500"]).contains("--batch-size: the airbench recipe fixes"));
     assert!(usage_error(&["--run", "airbench", "--config", "muon", "--sgd-lr", "0.1"]).contains("--sgd-lr is not a setting of muon on the airbench filters"));
     assert!(usage_error(&["--run", "airbench-compare", "--optimizer", "kfrog"]).contains("run `airbench-compare` has no kfrog configuration"));
-    assert!(usage_error(&["--run", "airbench-compare", "--model", "resnet-small"]).contains("--model resnet-small cannot run run `airbench-compare`"));
+    assert!(usage_error(&["--run", "airbench-compare", "--model", "resnet-small"]).contains("--model resnet-small does not fit run `airbench-compare` (model airbench)"));
     assert!(usage_error(&["--optimizer", "frog", "--tau", "-1"]).contains("tau"));
     assert!(usage_error(&["--optimizer=frog", "--lr=nan"]).contains("--lr must be a finite number"));
     assert!(usage_error(&["--nesterov=yes"]).contains("unexpected value 'yes' for '--nesterov'"));
