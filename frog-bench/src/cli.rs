@@ -20,9 +20,23 @@ widths 32/64/128, one block each; FROG bs 128, s 16, lr 0.01 against SGD bs 128 
 6 epochs, lr x0.1 after epochs 3 and 5; 2000 test images; about 20 minutes on 2 cores). \
 --model resnet18 gives `original`, the original study (160 epochs, x0.1 after 80 and 120, FROG \
 bs 512, s 64 against SGD bs 128 and 512, targets 88/90/92/94). `compare` and `original-compare` \
-add AdamW and K-FROG. --model, --epochs, --milestones, --gamma, --targets, the limits, --seed, \
---out and the data and device flags apply to every configuration; the optimizer flags need \
---optimizer, which runs the run's first configuration of that optimizer with them.
+add AdamW and K-FROG, and `compare` Muon. --model, --epochs, --milestones, --gamma, --targets, the \
+limits, --seed, --seeds, --out and the data and device flags apply to every configuration; the \
+optimizer flags need --config (the run's configuration of that name or label) or --optimizer (its \
+first configuration of that optimizer), which run that configuration alone, with them.
+
+--model airbench (or --run airbench) runs the CIFAR-10 speed record's recipe, airbench94_muon. Its \
+runs (airbench: the record's Muon on the six filters; airbench-frog: FROG in its place; \
+airbench-compare: Muon, FROG and Nesterov SGD) choose only what steps the filters, muon, frog or sgd \
+with its settings; the epochs, batch, schedule and the other parameters' SGD are the recipe's, and \
+--epochs, --milestones, --gamma and --batch-size are refused. Its table adds the final accuracy with \
+test-time augmentation (TTA acc), the record's measure.
+
+Every run, a configuration at one seed, writes its results file, OUT/runs/NAME-seed-S.json. The \
+table, results.csv (a row per run), summary.csv (per configuration the mean and standard deviation \
+over the seeds), results.json, curves.csv and the plots are made from every results file in --out, \
+so runs made apart (--config NAME --seed S) add up to one study; a run whose configuration has \
+other settings, or other data, than the runs already there is refused before it trains.
 
 A build with --features cuda runs the study and throughput on the GPU, and the study defaults to \
 --model resnet18. Its GEMMs run in split 3xTF32 (f32 accuracy on tensor cores) unless --precision \
@@ -36,7 +50,7 @@ range), 1 when the run itself fails (data, device, training).";
 #[command(
     name = "frog-bench",
     version,
-    about = "FROG vs SGD, AdamW and K-FROG time-to-accuracy on CIFAR-10",
+    about = "FROG vs SGD, AdamW, K-FROG and Muon time-to-accuracy on CIFAR-10",
     after_help = STUDY_AFTER_HELP,
     args_conflicts_with_subcommands = true,
     allow_negative_numbers = true,
@@ -91,6 +105,8 @@ pub enum OptName {
     AdamW,
     // K-FROG, the original's Kronecker-factored variant.
     Kfrog,
+    // Muon (official form) on the convolution filters, SGD on the rest.
+    Muon,
 }
 
 /// `--precision`: the arithmetic of a GPU build's GEMMs.
@@ -107,16 +123,20 @@ pub enum GpuPrecision {
 /// Every study flag as given; `None` where the study's default applies.
 #[derive(Clone, Debug, Default, PartialEq, Args)]
 pub struct StudyArgs {
-    /// resnet-small (the CPU study) or resnet18 (the original's)
+    /// resnet-small (the CPU study), resnet18 (the original's) or airbench (the CIFAR-10 record's recipe)
     #[arg(long, value_name = "NAME")]
     pub model: Option<String>,
-    /// The study's run file: cpu, original, compare, original-compare, or a path [default: cpu;
-    /// original with --model resnet18]
+    /// The study's run file: cpu, original, compare, original-compare, airbench, airbench-frog,
+    /// airbench-compare, or a path [default: cpu; original with --model resnet18, airbench with --model
+    /// airbench]
     #[arg(long, value_name = "NAME|PATH")]
     pub run: Option<String>,
     /// Run only the run's first configuration of this optimizer, with the flags below
     #[arg(long, value_name = "NAME")]
     pub optimizer: Option<OptName>,
+    /// Run only the run's configuration of this name or label, with the flags below
+    #[arg(long, value_name = "NAME", conflicts_with = "optimizer")]
+    pub config: Option<String>,
     /// Training batch size
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
@@ -126,7 +146,7 @@ pub struct StudyArgs {
     /// K-FROG: output-gradient samples, drawn independently
     #[arg(long, value_name = "N")]
     pub y_sample: Option<usize>,
-    /// Learning rate (FROG: of the preconditioned layers)
+    /// Learning rate (FROG: of the preconditioned layers; Muon: of its filters)
     #[arg(long, value_name = "X")]
     pub lr: Option<f64>,
     /// FROG: the plain-SGD parameters use lr * X
@@ -138,9 +158,24 @@ pub struct StudyArgs {
     /// Nesterov momentum
     #[arg(long)]
     pub nesterov: bool,
-    /// Weight decay (FROG, AdamW: decoupled; SGD: coupled)
+    /// Weight decay (FROG, AdamW, Muon: decoupled; SGD: coupled)
     #[arg(long, value_name = "X")]
     pub weight_decay: Option<f64>,
+    /// Muon: Newton-Schulz steps
+    #[arg(long, value_name = "N")]
+    pub ns_steps: Option<usize>,
+    /// Muon: the learning rate of the SGD beside it (first conv, BatchNorm, classifier)
+    #[arg(long, value_name = "X")]
+    pub sgd_lr: Option<f64>,
+    /// Muon: that SGD's momentum
+    #[arg(long, value_name = "X")]
+    pub sgd_momentum: Option<f64>,
+    /// Muon: that SGD's Nesterov momentum
+    #[arg(long)]
+    pub sgd_nesterov: bool,
+    /// Muon: that SGD's (coupled) weight decay
+    #[arg(long, value_name = "X")]
+    pub sgd_weight_decay: Option<f64>,
     /// AdamW: beta1
     #[arg(long, value_name = "X")]
     pub beta1: Option<f64>,
@@ -183,9 +218,12 @@ pub struct StudyArgs {
     /// Use the first N test images
     #[arg(long, value_name = "N")]
     pub test_limit: Option<usize>,
-    /// Seed of init, shuffling, augmentation, sampling, synthetic data
+    /// Seed of init, shuffling, augmentation and sampling (the first, with --seeds)
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    /// Runs of every configuration, seeds --seed, --seed + 1, ... [default: 1]
+    #[arg(long, value_name = "N")]
+    pub seeds: Option<usize>,
     /// CPU threads (0: all)
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub threads: usize,
@@ -213,6 +251,7 @@ impl StudyArgs {
     pub fn settings(&self) -> Settings {
         Settings {
             label: None,
+            name: None,
             optimizer: self.optimizer,
             batch_size: self.batch_size,
             sample: self.sample,
@@ -222,6 +261,11 @@ impl StudyArgs {
             momentum: self.momentum,
             nesterov: self.nesterov.then_some(true),
             weight_decay: self.weight_decay,
+            ns_steps: self.ns_steps,
+            sgd_lr: self.sgd_lr,
+            sgd_momentum: self.sgd_momentum,
+            sgd_nesterov: self.sgd_nesterov.then_some(true),
+            sgd_weight_decay: self.sgd_weight_decay,
             cg_iters: self.cg_iters,
             tau: self.tau,
             tau_final: self.tau_final,

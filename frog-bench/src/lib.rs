@@ -6,7 +6,8 @@
 //! device; [`optim::Optimizer`] steps it with SGD, AdamW, FROG or K-FROG
 //! through frog-core; a study is a [`runfile::RunFile`] of configurations.
 //! [`airbench`] holds the airbench94_muon record recipe: its data, its
-//! network on a device, its training and evaluation.
+//! network on a device, its training and evaluation; the study runs it as
+//! the model `airbench`, whose configurations choose the filters' method.
 //!
 //! `cargo run -p frog-bench --release` runs the study (see `--help`): on
 //! the CPU the scaled-down one, on CIFAR-10 from `--data`, `$FROG_DATA`,

@@ -1,4 +1,4 @@
-//! SGD, AdamW, FROG and K-FROG over a [`Net`], through frog-core's
+//! SGD, AdamW, FROG, K-FROG and Muon over a [`Net`], through frog-core's
 //! optimizer object.
 //!
 //! FROG: every convolution weight is a preconditioned layer, stepped with
@@ -11,10 +11,13 @@
 //! momentum SGD at the same rate without decay (frog-core's K-FROG group,
 //! the original's treatment of what it does not precondition). The convs
 //! have no bias, which K-FROG rejects. SGD and AdamW: every parameter
-//! takes `torch.optim.SGD`'s or `torch.optim.AdamW`'s step.
+//! takes `torch.optim.SGD`'s or `torch.optim.AdamW`'s step. Muon, as its
+//! official usage says for a ConvNet (KellerJordan/Muon, README): every
+//! convolution filter but the first (the one that sees the pixels, an
+//! input layer like an embedding) in a Muon group, everything else in an
+//! SGD group, two groups of one frog-core optimizer.
 
-pub use frog_core::Method;
-use frog_core::{Batch, GroupId, KfrogBatch, Layer, ParamGrad, ParamId, Params};
+use frog_core::{AdamWConfig, Batch, Config, GroupId, KfrogBatch, KfrogConfig, Layer, MuonConfig, ParamGrad, ParamId, Params, SgdConfig};
 
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -23,14 +26,72 @@ use crate::model::{Net, Param, SampledRows};
 /// Parameters a network may have (ResNet-18 has 62).
 const CAPACITY: usize = 256;
 
+/// What a configuration trains with: one frog-core method for every
+/// parameter, or Muon beside SGD. frog-core's [`frog_core::Method`] names
+/// one group's method; a Muon configuration needs two groups, and its
+/// `Method::Muon` cannot make a group at all (`IntoMethod` refuses it, so
+/// that backends without Muon's products can run the other methods).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Method {
+    /// FROG.
+    Frog(Config),
+    /// `torch.optim.SGD`.
+    Sgd(SgdConfig),
+    /// `torch.optim.AdamW`.
+    AdamW(AdamWConfig),
+    /// K-FROG.
+    Kfrog(KfrogConfig),
+    /// Muon on the convolution filters but the first, SGD on the rest.
+    Muon {
+        /// The filters' Muon.
+        filters: MuonConfig,
+        /// The SGD of the first convolution, BatchNorm and the classifier.
+        rest: SgdConfig,
+    },
+}
+
+impl Method {
+    /// The learning rate (Muon's for a Muon configuration): the one the
+    /// schedule starts from and the tables show.
+    pub fn lr(&self) -> f64 {
+        match self {
+            Self::Frog(c) => c.lr,
+            Self::Sgd(c) => c.lr,
+            Self::AdamW(c) => c.lr,
+            Self::Kfrog(c) => c.lr,
+            Self::Muon { filters, .. } => filters.lr,
+        }
+    }
+
+    /// Checks the settings in the scalar type `S` the steps run in
+    /// (frog-core's `validate_for` of each group's method); a Muon
+    /// configuration's error says which of its two methods is wrong.
+    pub fn validate_for<S: frog_core::Scalar>(&self) -> Result<()> {
+        let check = |m: frog_core::Method, what: &str| m.validate_for::<S>().map_err(|e| Error::new(format!("{what}{e}")));
+        match *self {
+            Self::Muon { filters, rest } => {
+                check(filters.into(), "Muon: ")?;
+                check(rest.into(), "the SGD beside Muon: ")
+            }
+            Self::Frog(c) => check(c.into(), ""),
+            Self::Sgd(c) => check(c.into(), ""),
+            Self::AdamW(c) => check(c.into(), ""),
+            Self::Kfrog(c) => check(c.into(), ""),
+        }
+    }
+}
+
 /// An optimizer bound to one network and one training batch size.
 pub struct Optimizer<D: Device> {
     inner: frog_core::Optimizer<D::Backend, CAPACITY>,
     method: Method,
+    /// Each group and the learning rate it was made with, which the
+    /// schedule scales.
+    groups: Vec<(GroupId, f64)>,
     /// Each parameter's handle, in the network's parameter order.
     ids: Vec<ParamId>,
     /// The step's input sample (FROG's one sample; K-FROG's X sample),
-    /// filled by [`Optimizer::draw_sample`]; empty for SGD and AdamW.
+    /// filled by [`Optimizer::draw_sample`]; empty for the others.
     sample: Vec<usize>,
     /// K-FROG's output-gradient sample, drawn independently (empty
     /// otherwise).
@@ -48,12 +109,30 @@ impl<D: Device> Optimizer<D> {
             return Err(Error::new(format!("training batch {batch} must be between 1 and {}", net.capacity)));
         }
         let backend = dev.backend();
-        // Every device's backend runs AdamW and K-FROG, so any method makes the group.
-        let mut inner = frog_core::Optimizer::new(method, batch, seed)?;
+        // The default group runs the method (Muon's: its SGD); a Muon
+        // configuration adds the filters' group.
+        let (mut inner, muon) = match method {
+            Method::Frog(c) => (frog_core::Optimizer::new(c, batch, seed)?, None),
+            Method::Sgd(c) => (frog_core::Optimizer::new(c, batch, seed)?, None),
+            Method::AdamW(c) => (frog_core::Optimizer::new(c, batch, seed)?, None),
+            Method::Kfrog(c) => (frog_core::Optimizer::new(c, batch, seed)?, None),
+            Method::Muon { filters, rest } => {
+                let mut inner = frog_core::Optimizer::new(rest, batch, seed)?;
+                let group = inner.add_group(filters)?;
+                (inner, Some((group, filters.lr)))
+            }
+        };
+        let mut groups = vec![(GroupId::DEFAULT, inner.group(GroupId::DEFAULT)?.lr())];
+        groups.extend(muon);
+        let first_conv = net.params.iter().position(|p| p.conv.is_some());
         let mut ids = Vec::with_capacity(net.params.len());
-        for p in &net.params {
+        for (i, p) in net.params.iter().enumerate() {
+            let group = match muon {
+                Some((g, _)) if Some(i) != first_conv => g,
+                _ => GroupId::DEFAULT,
+            };
             let id = match p.conv {
-                Some(conv) => inner.add_layer(backend, &p.name, Layer::conv2d(conv, false), GroupId::DEFAULT)?,
+                Some(conv) => inner.add_layer(backend, &p.name, Layer::conv2d(conv, false), group)?,
                 None => inner.add_param(backend, &p.name, p.len(), GroupId::DEFAULT)?,
             };
             ids.push(id);
@@ -71,17 +150,21 @@ impl<D: Device> Optimizer<D> {
         }
         // FROG's one sample serves both sides; only K-FROG keeps a second.
         let y_len = if matches!(method, Method::Kfrog(_)) { ry } else { 0 };
-        Ok(Self { inner, method, ids, sample: vec![0; rx], y_sample: vec![0; y_len], batch })
+        Ok(Self { inner, method, groups, ids, sample: vec![0; rx], y_sample: vec![0; y_len], batch })
     }
 
-    /// Sets the learning rate (a schedule's step).
-    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
-        Ok(self.inner.set_lr(lr)?)
+    /// Scales every group's learning rate, as made, by `factor` (a
+    /// schedule's step): each group is set on its own, so that Muon's and
+    /// its SGD's rates follow the schedule alike.
+    pub fn set_lr_factor(&mut self, factor: f64) -> Result<()> {
+        for &(group, lr) in &self.groups {
+            self.inner.set_group_lr(group, lr * factor)?;
+        }
+        Ok(())
     }
-
     /// The batch rows the next backward pass gathers (sorted), drawn
     /// before it: FROG's one sample for both sides, K-FROG's two
-    /// independent ones; `None` for SGD and AdamW.
+    /// independent ones; `None` for the others.
     pub fn draw_sample(&mut self) -> Result<Option<SampledRows<'_>>> {
         match self.method {
             Method::Frog(_) => {
@@ -140,7 +223,6 @@ pub(crate) fn step_one<D: Device, const N: usize>(
 
 #[cfg(test)]
 mod tests {
-    use frog_core::KfrogConfig;
     use rand_xoshiro::rand_core::SeedableRng;
     use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -222,6 +304,60 @@ mod tests {
         opt.step(&dev, &mut net).unwrap();
         assert_ne!(values(&net), before, "the step moved the weights");
         assert_eq!(values(&net), values(&full), "the engine's step is frog-core's on the gathered rows");
+    }
+
+    #[test]
+    fn muon_steps_the_filters_but_the_first_and_sgd_the_rest_at_the_scheduled_rates() {
+        let dev = CpuDevice::<f64>::new(1).unwrap();
+        let arch = Arch::tiny_cnn();
+        let st = staged(&dev, &arch);
+        let filters = MuonConfig { lr: 0.05, ..MuonConfig::default() };
+        let rest = SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, ..SgdConfig::default() };
+        let mut net = Net::new(&dev, &arch, B, 0).unwrap();
+        let mut opt = Optimizer::new(&dev, Method::Muon { filters, rest }, &mut net, B, 7).unwrap();
+        assert!(opt.draw_sample().unwrap().is_none(), "Muon samples nothing");
+        opt.set_lr_factor(0.5).unwrap();
+        // Two steps, so that the momenta count.
+        let mut reference = Net::new(&dev, &arch, B, 0).unwrap();
+        let cpu = dev.backend();
+        let mut muon = frog_core::Optimizer::<_, CAPACITY>::new(MuonConfig { lr: 0.025, ..filters }, B, 0).unwrap();
+        let mut sgd = frog_core::Optimizer::<_, CAPACITY>::new(SgdConfig { lr: 0.05, ..rest }, B, 0).unwrap();
+        let mut ids = Vec::new();
+        let mut convs = 0;
+        for p in &reference.params {
+            ids.push(match p.conv {
+                Some(conv) if convs > 0 => (true, muon.add_layer(cpu, &p.name, Layer::conv2d(conv, false), GroupId::DEFAULT).unwrap()),
+                _ => (false, sgd.add_param(cpu, &p.name, p.len(), GroupId::DEFAULT).unwrap()),
+            });
+            convs += usize::from(p.conv.is_some());
+        }
+        assert_eq!(convs, 2);
+        for _ in 0..2 {
+            train_step(&dev, &mut net, &mut opt, &st, B).unwrap();
+            reference.forward(&dev, &st.x, B, true).unwrap();
+            reference.loss(&dev, B, &st.labels).unwrap();
+            reference.backward(&dev, &st.x, B, None).unwrap();
+            for (p, &(is_muon, id)) in reference.params.iter_mut().zip(&ids) {
+                if is_muon {
+                    let params = Params { weight: &mut p.value, grad_weight: &p.grad, bias: None };
+                    muon.step_layer(cpu, id, params, None::<Batch<'_, _>>).unwrap();
+                } else {
+                    sgd.step_param(cpu, id, ParamGrad { param: &mut p.value, grad: &p.grad }).unwrap();
+                }
+            }
+        }
+        assert_eq!(values(&net), values(&reference), "Muon on the second conv, SGD on the first conv and the rest, at half rate");
+        assert_ne!(values(&net), values(&Net::new(&dev, &arch, B, 0).unwrap()));
+    }
+
+    #[test]
+    fn a_muon_configuration_is_checked_part_by_part() {
+        let bad = |filters: MuonConfig, rest: SgdConfig| Method::Muon { filters, rest }.validate_for::<f32>().unwrap_err().to_string();
+        let (filters, rest) = (MuonConfig::default(), SgdConfig { lr: 0.1, ..SgdConfig::default() });
+        assert!(bad(MuonConfig { ns_steps: 0, ..filters }, rest).starts_with("Muon: "));
+        assert!(bad(filters, SgdConfig { lr: f64::NAN, ..rest }).starts_with("the SGD beside Muon: "));
+        Method::Muon { filters, rest }.validate_for::<f32>().unwrap();
+        assert_eq!(Method::Muon { filters, rest }.lr(), filters.lr);
     }
 
     /// Losses of `steps` K-FROG training steps on the fixed batch.

@@ -14,7 +14,7 @@ use crate::arch::Arch;
 use crate::cli::{GpuCheckArgs, StudyArgs, ThroughputArgs};
 use crate::error::{Error, Result};
 use crate::layers::LayersArgs;
-use crate::runfile::Settings;
+use crate::runfile::{ModelKind, Settings};
 
 /// Most epochs of a run (the original study runs 160).
 pub const MAX_EPOCHS: usize = 100_000;
@@ -22,12 +22,21 @@ pub const MAX_EPOCHS: usize = 100_000;
 pub const MAX_BATCH: usize = 8_192;
 /// Most CG iterations per FROG step (the original uses 4).
 pub const MAX_CG_ITERS: usize = 1_000;
+/// Most Newton-Schulz steps per Muon step (the official Muon takes 5).
+pub const MAX_NS_STEPS: usize = 1_000;
+/// Widest block of an airbench run file's `widths` (the record's widest is
+/// 256).
+pub const MAX_WIDTH: usize = 4_096;
+/// Most seeds of one study (`--seeds`).
+pub const MAX_SEEDS: usize = 10_000;
 /// Most CPU threads (`--threads`); 0 means one per CPU.
 pub const MAX_THREADS: usize = 1_024;
 /// Most timed steps of `throughput` and `gpu-check`.
 pub const MAX_STEPS: usize = 1_000_000;
 
-fn at_least_one(flag: &str, v: usize, max: usize) -> Result<()> {
+/// Checks that `v`, the value of `flag` (a flag or a run file's key), is
+/// between 1 and `max`.
+pub(crate) fn at_least_one(flag: &str, v: usize, max: usize) -> Result<()> {
     if (1..=max).contains(&v) {
         Ok(())
     } else {
@@ -96,7 +105,7 @@ impl Schedule<'_> {
             return Err(Error::new(format!("{} needs at least one accuracy", name("targets"))));
         }
         match self.model {
-            Some(m) => Arch::by_name(m).map(drop).map_err(|e| Error::new(format!("{}: {e}", name("model")))),
+            Some(m) => ModelKind::check(m).map(drop).map_err(|e| Error::new(format!("{}: {e}", name("model")))),
             None => Ok(()),
         }
     }
@@ -107,7 +116,13 @@ impl Settings {
     /// frog-core's `validate`, run by the plan); `name` spells a key as
     /// its source does.
     pub fn validate(&self, name: &dyn Fn(&str) -> String) -> Result<()> {
-        let counts = [("batch_size", self.batch_size, MAX_BATCH), ("sample", self.sample, MAX_BATCH), ("y_sample", self.y_sample, MAX_BATCH), ("cg_iters", self.cg_iters, MAX_CG_ITERS)];
+        let counts = [
+            ("batch_size", self.batch_size, MAX_BATCH),
+            ("sample", self.sample, MAX_BATCH),
+            ("y_sample", self.y_sample, MAX_BATCH),
+            ("cg_iters", self.cg_iters, MAX_CG_ITERS),
+            ("ns_steps", self.ns_steps, MAX_NS_STEPS),
+        ];
         for (key, v, max) in counts {
             v.map_or(Ok(()), |v| at_least_one(&name(key), v, max))?;
         }
@@ -116,6 +131,9 @@ impl Settings {
             ("lr_other_ratio", self.lr_other_ratio),
             ("momentum", self.momentum),
             ("weight_decay", self.weight_decay),
+            ("sgd_lr", self.sgd_lr),
+            ("sgd_momentum", self.sgd_momentum),
+            ("sgd_weight_decay", self.sgd_weight_decay),
             ("tau", self.tau),
             ("tau_final", self.tau_final),
             ("y_momentum", self.y_momentum),
@@ -140,6 +158,13 @@ impl StudyArgs {
         self.schedule().validate(&flag)?;
         if self.out.as_deref() == Some(Path::new("")) {
             return Err(Error::new("--out must name a directory"));
+        }
+        if let Some(n) = self.seeds {
+            at_least_one("--seeds", n, MAX_SEEDS)?;
+            let first = self.seed.unwrap_or(0);
+            if first.checked_add(n as u64 - 1).is_none() {
+                return Err(Error::new(format!("--seed {first} with --seeds {n} runs past the largest seed, {}", u64::MAX)));
+            }
         }
         threads(self.threads)
     }

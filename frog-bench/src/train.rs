@@ -1,4 +1,4 @@
-//! The training loop: epochs of SGD or FROG steps, evaluation after each,
+//! The training loop: epochs of optimizer steps, evaluation after each,
 //! and a record per epoch. Time counts training only (batches, forward,
 //! backward, optimizer), not evaluation, as the original study does.
 
@@ -21,6 +21,9 @@ use crate::progress;
 pub struct RunConfig {
     /// Label in tables and plots ("FROG bs 512, s 64").
     pub label: String,
+    /// The configuration's name: `--config` picks it, and its results
+    /// files are named after it (`runs/NAME-seed-S.json`).
+    pub name: String,
     /// The network.
     pub arch: Arch,
     /// Optimizer and its settings (the learning rate is the initial one).
@@ -38,15 +41,21 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// The learning rate of 0-based `epoch` (PyTorch's `MultiStepLR`).
-    pub fn lr_at(&self, epoch: usize) -> f64 {
+    /// The factor of every initial learning rate in 0-based `epoch`
+    /// (PyTorch's `MultiStepLR`).
+    pub fn lr_factor_at(&self, epoch: usize) -> f64 {
         let drops = self.milestones.iter().filter(|&&m| m <= epoch).count();
-        self.method.lr() * self.gamma.powi(drops as i32)
+        self.gamma.powi(drops as i32)
+    }
+
+    /// The learning rate of 0-based `epoch`.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        self.method.lr() * self.lr_factor_at(epoch)
     }
 }
 
 /// What one epoch did.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochRecord {
     /// 1-based epoch.
     pub epoch: usize,
@@ -56,7 +65,10 @@ pub struct EpochRecord {
     pub train_loss: f64,
     /// Training accuracy (augmented batches, train mode), percent.
     pub train_acc: f64,
-    /// Test loss.
+    /// Test loss: the one value that may not be finite (a network whose
+    /// running statistics overflow), which JSON writes as `null`, read
+    /// back as NaN.
+    #[serde(deserialize_with = "nan_for_null")]
     pub test_loss: f64,
     /// Test accuracy, percent.
     pub test_acc: f64,
@@ -67,6 +79,12 @@ pub struct EpochRecord {
     /// Test accuracy with test-time augmentation, percent, where measured
     /// (the airbench recipe's last epoch); `None` elsewhere.
     pub tta_test_acc: Option<f64>,
+}
+
+/// A number, or NaN for the `null` JSON writes for a value that is not
+/// finite.
+fn nan_for_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Device buffers for one batch.
@@ -157,7 +175,7 @@ pub fn train<D: Device>(dev: &D, data: &Data, cfg: &RunConfig, mut on_epoch: imp
     let mut divergence = Divergence::default();
     for epoch in 0..cfg.epochs {
         let lr = cfg.lr_at(epoch);
-        opt.set_lr(lr)?;
+        opt.set_lr_factor(cfg.lr_factor_at(epoch))?;
         let start = Instant::now();
         let batches = train_batches(data.train.clone(), cfg.batch, cfg.seed, epoch as u64)?;
         let progress = progress::bar((batches.total() * cfg.batch) as u64, progress::EPOCH).with_prefix((epoch + 1).to_string());

@@ -37,10 +37,19 @@ fn bad_flags_are_clear_errors() {
     assert!(usage_error(&["--epochs"]).contains("a value is required for '--epochs <N>'"));
     assert!(usage_error(&["--optimizer", "adam"]).contains("invalid value 'adam' for '--optimizer <NAME>'"));
     assert!(usage_error(&["--model", "vgg"]).contains("unknown model `vgg`"));
-    assert!(usage_error(&["--lr", "0.1"]).contains("add --optimizer"));
+    assert!(usage_error(&["--lr", "0.1"]).contains("add --config NAME or --optimizer NAME"));
+    assert!(usage_error(&["--config", "sgd-bs-128", "--optimizer", "sgd"]).contains("cannot be used with"));
+    assert!(usage_error(&["--config", "nope"]).contains("run `cpu` has no configuration named or labelled `nope`"));
+    assert!(usage_error(&["--seeds", "0"]).contains("--seeds must be between 1"));
+    assert!(usage_error(&["--run", "compare", "--config", "muon-bs-128", "--sgd-momentum", "1.5"]).contains("the SGD beside Muon: momentum"));
     assert!(usage_error(&["--optimizer", "sgd", "--sample", "8"]).contains("--sample is not a setting of sgd"));
     assert!(usage_error(&["--run", "nope"]).contains("not a shipped run"));
     assert!(usage_error(&["--optimizer", "adamw"]).contains("run `cpu` has no adamw configuration"));
+    assert!(usage_error(&["--model", "airbench", "--epochs", "2"]).contains("--epochs: the airbench recipe fixes its epochs (8), batch (2000)"));
+    assert!(usage_error(&["--run", "airbench", "--config", "muon", "--batch-size", "500"]).contains("--batch-size: the airbench recipe fixes"));
+    assert!(usage_error(&["--run", "airbench", "--config", "muon", "--sgd-lr", "0.1"]).contains("--sgd-lr is not a setting of muon on the airbench filters"));
+    assert!(usage_error(&["--run", "airbench-compare", "--optimizer", "kfrog"]).contains("run `airbench-compare` has no kfrog configuration"));
+    assert!(usage_error(&["--run", "airbench-compare", "--model", "resnet-small"]).contains("--model resnet-small does not fit run `airbench-compare` (model airbench)"));
     assert!(usage_error(&["--optimizer", "frog", "--tau", "-1"]).contains("tau"));
     assert!(usage_error(&["--optimizer=frog", "--lr=nan"]).contains("--lr must be a finite number"));
     assert!(usage_error(&["--nesterov=yes"]).contains("unexpected value 'yes' for '--nesterov'"));
@@ -186,6 +195,103 @@ fn without_data_the_study_runs_on_the_labelled_synthetic_set() {
     for file in ["results.csv", "results.json", "curves.csv", "loss_vs_time.svg", "accuracy_vs_time.svg"] {
         let text = std::fs::read_to_string(out_dir.join(file)).unwrap();
         assert!(text.contains("SYNTHETIC"), "{file} is not labelled synthetic");
+    }
+    std::fs::remove_dir_all(cache).unwrap();
+}
+
+/// Runs of single configurations and seeds, made apart, add up to one
+/// table in `--out`; a run with other settings than its configuration's
+/// runs there is refused before it trains. Muon trains end to end.
+#[test]
+fn single_runs_add_up_to_one_study_with_means_over_seeds() {
+    let cache = common::temp_dir("cli-seeds");
+    let (out_dir, run) = (cache.join("out"), cache.join("two.toml"));
+    std::fs::write(
+        &run,
+        "model = \"resnet-small\"\nepochs = 1\ntargets = [5.0, 99.0]\ntrain_limit = 64\ntest_limit = 32\n\n\
+         [[config]]\nname = \"sgd\"\noptimizer = \"sgd\"\nbatch_size = 32\nlr = 0.05\n\n\
+         [[config]]\noptimizer = \"muon\"\nbatch_size = 32\nlr = 0.02\nsgd_lr = 0.05\n",
+    )
+    .unwrap();
+    let study = |extra: &[&str]| {
+        let mut args = vec!["--synthetic", "--run", run.to_str().unwrap(), "--out", out_dir.to_str().unwrap()];
+        args.extend(extra);
+        let out = bench(&args, &cache);
+        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (code, _, err) = study(&["--config", "sgd", "--seed", "1"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, stdout, err) = study(&["--config", "SGD bs 32", "--seed", "0"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.lines().any(|l| l.starts_with("SGD bs 32") && l.contains(" 2 | ") && l.contains('±')), "two seeds, one row:\n{stdout}");
+    let (code, stdout, err) = study(&["--config", "muon-bs-32"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("== Muon bs 32, seed 0"), "{stdout}");
+    let mut runs: Vec<String> = std::fs::read_dir(out_dir.join("runs")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    runs.sort();
+    assert_eq!(runs, ["muon-bs-32-seed-0.json", "sgd-seed-0.json", "sgd-seed-1.json"]);
+    let rows: Vec<csv::StringRecord> = csv::Reader::from_path(out_dir.join("summary.csv")).unwrap().records().map(|r| r.unwrap()).collect();
+    let rows: Vec<(&str, &str)> = rows.iter().map(|r| (&r[1], &r[3])).collect();
+    assert_eq!(rows, [("SGD bs 32", "2"), ("Muon bs 32", "1")], "the run file's order, seeds counted");
+    // Another epoch count for `sgd` would mix two settings in its row.
+    let (code, stdout, err) = study(&["--config", "sgd", "--seed", "2", "--epochs", "2"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("sgd-seed-0.json: a run of `sgd` with other settings (epochs)"), "{err}");
+    assert!(stdout.is_empty(), "refused before training: {stdout}");
+    std::fs::remove_dir_all(cache).unwrap();
+}
+
+/// A run file of the airbench recipe, shrunk to a smoke by its
+/// `widths` and `batch_size` (4 steps of 50 of 200 synthetic images an
+/// epoch, the recipe's 8 epochs): the run of every configuration writes the
+/// outputs with the final test-time-augmented accuracy, and `--config`
+/// with `--seed` adds a seed to a configuration's row.
+#[test]
+fn an_airbench_run_file_trains_the_recipe() {
+    let cache = common::temp_dir("cli-airbench");
+    let (out_dir, run) = (cache.join("out"), cache.join("air.toml"));
+    std::fs::write(
+        &run,
+        "model = \"airbench\"\ntargets = [20.0, 99.0]\ntrain_limit = 200\ntest_limit = 100\nwidths = [8, 16, 16]\nbatch_size = 50\n\n\
+         [[config]]\nname = \"muon\"\noptimizer = \"muon\"\nlr = 0.24\n\n\
+         [[config]]\noptimizer = \"sgd\"\nlr = 0.053\n",
+    )
+    .unwrap();
+    let study = |extra: &[&str]| {
+        let mut args = vec!["--synthetic", "--run", run.to_str().unwrap(), "--out", out_dir.to_str().unwrap()];
+        args.extend(extra);
+        let out = bench(&args, &cache);
+        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (code, stdout, err) = study(&[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("== Muon, seed 0 (airbench widths 8/16/16, batch 50, 8 epochs, the filters' lr 0.24) =="), "{stdout}");
+    assert!(stdout.contains("== SGD, seed 0 (airbench widths 8/16/16, batch 50, 8 epochs, the filters' lr 0.053) =="), "{stdout}");
+    let epochs: Vec<&str> = stdout.lines().filter(|l| l.starts_with("epoch ")).collect();
+    assert_eq!(epochs.len(), 16, "{stdout}");
+    assert!(epochs.iter().all(|l| l.contains("tta acc") == l.starts_with("epoch   8")), "test-time augmentation after the last epoch:\n{stdout}");
+    let (code, stdout, err) = study(&["--config", "muon", "--seed", "1"]);
+    assert_eq!(code, Some(0), "{err}");
+    let row = stdout.lines().find(|l| l.starts_with("Muon ")).unwrap_or_else(|| panic!("no Muon row:\n{stdout}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!((cells[1], cells.len()), ("2", 7), "{stdout}");
+    assert!(cells[4].ends_with('%') && cells[5].contains('±') && cells[5].ends_with('%'), "final and TTA accuracy over two seeds:\n{stdout}");
+    let mut runs: Vec<String> = std::fs::read_dir(out_dir.join("runs")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    runs.sort();
+    assert_eq!(runs, ["muon-seed-0.json", "muon-seed-1.json", "sgd-seed-0.json"]);
+    let mut per_run = csv::Reader::from_path(out_dir.join("results.csv")).unwrap();
+    assert_eq!(per_run.headers().unwrap().iter().next_back(), Some("tta_test_acc"));
+    for r in per_run.records() {
+        let r = r.unwrap();
+        assert_eq!(&r[2], "airbench widths 8/16/16");
+        let tta: f64 = r[r.len() - 1].parse().unwrap();
+        assert!((0.0..=100.0).contains(&tta), "{r:?}");
+    }
+    let summary: Vec<csv::StringRecord> = csv::Reader::from_path(out_dir.join("summary.csv")).unwrap().records().map(|r| r.unwrap()).collect();
+    let tta: Vec<(&str, bool, bool)> = summary.iter().map(|r| (&r[2], !r[r.len() - 2].is_empty(), !r[r.len() - 1].is_empty())).collect();
+    assert_eq!(tta, [("muon", true, true), ("sgd", true, false)], "TTA mean of each, sd of two seeds");
+    for file in ["results.json", "curves.csv", "loss_vs_time.svg", "accuracy_vs_time.svg"] {
+        assert!(out_dir.join(file).exists(), "{file}");
     }
     std::fs::remove_dir_all(cache).unwrap();
 }

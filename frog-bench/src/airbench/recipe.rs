@@ -68,11 +68,16 @@ pub enum FilterMethod {
     Sgd(SgdConfig),
 }
 
+/// The record's Muon: airbench's form at lr 0.24, momentum 0.6, Nesterov,
+/// 3 Newton-Schulz steps.
+pub fn record_muon() -> MuonConfig {
+    MuonConfig { lr: 0.24, momentum: 0.6, nesterov: true, ..MuonConfig::airbench() }
+}
+
 impl FilterMethod {
-    /// The record's Muon: airbench's form at lr 0.24, momentum 0.6,
-    /// Nesterov, 3 Newton-Schulz steps.
+    /// The record's filters: Muon as [`record_muon`].
     pub fn record() -> Self {
-        Self::Muon(MuonConfig { lr: 0.24, momentum: 0.6, nesterov: true, ..MuonConfig::airbench() })
+        Self::Muon(record_muon())
     }
 
     /// Nesterov SGD on the filters at initial rate `lr`, with the other
@@ -88,6 +93,18 @@ impl FilterMethod {
             Self::Frog(c) => c.lr,
             Self::Sgd(c) => c.lr,
         }
+    }
+
+    /// Checks the settings in the scalar type `S` the steps run in
+    /// (frog-core's `validate_for`), so that a study refuses them before
+    /// any work.
+    pub fn validate_for<S: Scalar>(&self) -> Result<()> {
+        let method: frog_core::Method = match *self {
+            Self::Muon(c) => c.into(),
+            Self::Frog(c) => c.into(),
+            Self::Sgd(c) => c.into(),
+        };
+        method.validate_for::<S>().map_err(|e| Error::new(e.to_string()))
     }
 }
 
