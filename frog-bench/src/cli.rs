@@ -120,6 +120,16 @@ pub enum GpuPrecision {
     Fast,
 }
 
+/// `--muon-precision`: the arithmetic of Muon's Newton-Schulz iteration in
+/// a GPU build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GpuMuonPrecision {
+    // f32, as the golden cases.
+    F32,
+    // bfloat16 products accumulated in f32, as the references on a GPU.
+    Bf16,
+}
+
 /// Every study flag as given; `None` where the study's default applies.
 #[derive(Clone, Debug, Default, PartialEq, Args)]
 pub struct StudyArgs {
@@ -230,6 +240,10 @@ pub struct StudyArgs {
     /// GPU GEMMs (a cuda build): exact, split (default) or fast
     #[arg(long, value_name = "P")]
     pub precision: Option<GpuPrecision>,
+    /// Muon's Newton-Schulz iteration on the GPU (a cuda build): f32 (default) or bf16 (the
+    /// references' arithmetic)
+    #[arg(long, value_name = "P")]
+    pub muon_precision: Option<GpuMuonPrecision>,
     /// Where results go [default: frog-results]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,

@@ -479,10 +479,10 @@ pub fn run(args: &GpuCheckArgs) -> Result<bool> {
     drop(cuda);
 
     let arch = Arch::by_name("resnet18")?;
-    let sgd = Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: false, ..SgdConfig::default() });
+    let sgd = Method::from(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: false, ..SgdConfig::default() });
     for (precision, name) in [(Precision::Split, "split 3xTF32"), (Precision::Fast, "fast TF32")] {
         let dev = CudaDevice::new(precision)?;
-        let timed = time_steps(&dev, &arch, sgd, BATCH, args.steps).and_then(|s| Ok((s, time_steps(&dev, &arch, Method::Frog(cfg), BATCH, args.steps)?)));
+        let timed = time_steps(&dev, &arch, sgd, BATCH, args.steps).and_then(|s| Ok((s, time_steps(&dev, &arch, Method::from(cfg), BATCH, args.steps)?)));
         match timed {
             Ok((s, f)) => {
                 let share = if precision == Precision::Fast {

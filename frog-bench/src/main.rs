@@ -11,14 +11,14 @@ use std::process::ExitCode;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
-use frog_bench::cli::{Cli, Command, GpuPrecision};
+use frog_bench::cli::{Cli, Command, GpuMuonPrecision, GpuPrecision};
 use frog_bench::device::Device;
 use frog_bench::error::Error;
 use frog_bench::{layers, study, throughput};
 
 #[cfg(not(feature = "cuda"))]
 mod devices {
-    use frog_bench::cli::{GpuCheckArgs, GpuPrecision};
+    use frog_bench::cli::{GpuCheckArgs, GpuMuonPrecision, GpuPrecision};
     use frog_bench::device::cpu::CpuDevice;
     use frog_bench::error::{Error, Result};
 
@@ -26,10 +26,12 @@ mod devices {
     pub const DEFAULT_MODEL: &str = "resnet-small";
 
     /// Refuses settings this build cannot honour.
-    pub fn check(precision: Option<GpuPrecision>) -> Result<()> {
-        match precision {
-            None => Ok(()),
-            Some(_) => Err(Error::new("--precision sets the GPU's GEMMs; this build trains on the CPU (build with --features cuda)")),
+    pub fn check(precision: Option<GpuPrecision>, muon: Option<GpuMuonPrecision>) -> Result<()> {
+        let gpu_only = |flag: &str, what: &str| Err(Error::new(format!("{flag} sets {what}; this build trains on the CPU (build with --features cuda)")));
+        match (precision, muon) {
+            (Some(_), _) => gpu_only("--precision", "the GPU's GEMMs"),
+            (_, Some(_)) => gpu_only("--muon-precision", "Muon's arithmetic on the GPU"),
+            (None, None) => Ok(()),
         }
     }
 
@@ -37,7 +39,7 @@ mod devices {
     pub type Training = CpuDevice<f32>;
 
     /// The training device: the CPU, on `threads` threads.
-    pub fn training(threads: usize, _: Option<GpuPrecision>) -> Result<Training> {
+    pub fn training(threads: usize, _: Option<GpuPrecision>, _: Option<GpuMuonPrecision>) -> Result<Training> {
         CpuDevice::new(threads).map_err(|e| Error::new(format!("--threads {threads}: {e}")))
     }
 
@@ -48,17 +50,17 @@ mod devices {
 
 #[cfg(feature = "cuda")]
 mod devices {
-    use frog_bench::cli::{GpuCheckArgs, GpuPrecision};
+    use frog_bench::cli::{GpuCheckArgs, GpuMuonPrecision, GpuPrecision};
     use frog_bench::device::cuda::CudaDevice;
     use frog_bench::error::{Error, Result};
     use frog_bench::gpu_check;
-    use frog_cuda::Precision;
+    use frog_cuda::{MuonPrecision, Precision};
 
     /// The study's default model on this device: the original's.
     pub const DEFAULT_MODEL: &str = "resnet18";
 
     /// Every setting is honoured on the GPU.
-    pub fn check(_: Option<GpuPrecision>) -> Result<()> {
+    pub fn check(_: Option<GpuPrecision>, _: Option<GpuMuonPrecision>) -> Result<()> {
         Ok(())
     }
 
@@ -69,12 +71,18 @@ mod devices {
     /// (f32 accuracy on tensor cores; plain TF32 misses the golden
     /// tolerance on rank-deficient rows such as ResNet-18's last stage at
     /// r = 64).
-    pub fn training(_threads: usize, precision: Option<GpuPrecision>) -> Result<Training> {
-        CudaDevice::new(match precision.unwrap_or(GpuPrecision::Split) {
+    /// Muon's Newton-Schulz iteration runs in f32 unless `muon` says bf16.
+    pub fn training(_threads: usize, precision: Option<GpuPrecision>, muon: Option<GpuMuonPrecision>) -> Result<Training> {
+        let mut dev = CudaDevice::new(match precision.unwrap_or(GpuPrecision::Split) {
             GpuPrecision::Exact => Precision::Exact,
             GpuPrecision::Split => Precision::Split,
             GpuPrecision::Fast => Precision::Fast,
-        })
+        })?;
+        dev.set_muon_precision(match muon.unwrap_or(GpuMuonPrecision::F32) {
+            GpuMuonPrecision::F32 => MuonPrecision::F32,
+            GpuMuonPrecision::Bf16 => MuonPrecision::Bf16,
+        });
+        Ok(dev)
     }
 
     pub fn gpu_check(a: &GpuCheckArgs) -> Result<()> {
@@ -97,18 +105,18 @@ enum Failure {
 
 /// Checks everything the command line says, then runs it.
 fn run(cmd: Command, data_from_env: bool) -> Result<(), Failure> {
-    let check = |precision: Option<GpuPrecision>| devices::check(precision).map_err(Failure::Usage);
+    let check = |precision: Option<GpuPrecision>, muon: Option<GpuMuonPrecision>| devices::check(precision, muon).map_err(Failure::Usage);
     match cmd {
         Command::Study(a) => {
             let plan = study::plan::<<devices::Training as Device>::Scalar>(&a, data_from_env, devices::DEFAULT_MODEL).map_err(Failure::Usage)?;
-            check(a.precision)?;
-            let dev = devices::training(a.threads, a.precision).map_err(Failure::Run)?;
+            check(a.precision, a.muon_precision)?;
+            let dev = devices::training(a.threads, a.precision, a.muon_precision).map_err(Failure::Run)?;
             study::run(&dev, &plan).map_err(Failure::Run)?;
         }
         Command::Throughput(t) => {
             t.validate().map_err(Failure::Usage)?;
-            check(t.precision)?;
-            let dev = devices::training(t.threads, t.precision).map_err(Failure::Run)?;
+            check(t.precision, None)?;
+            let dev = devices::training(t.threads, t.precision, None).map_err(Failure::Run)?;
             throughput::run(&dev, &t).map_err(Failure::Run)?;
         }
         Command::Layers(l) => {

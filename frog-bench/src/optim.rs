@@ -17,7 +17,8 @@
 //! input layer like an embedding) in a Muon group, everything else in an
 //! SGD group, two groups of one frog-core optimizer.
 
-use frog_core::{AdamWConfig, Batch, Config, GroupId, KfrogBatch, KfrogConfig, Layer, MuonConfig, ParamGrad, ParamId, Params, SgdConfig};
+use frog_core::Method::{Frog, Kfrog};
+use frog_core::{Batch, GroupId, KfrogBatch, Layer, MuonConfig, ParamGrad, ParamId, Params, SgdConfig};
 
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -27,20 +28,13 @@ use crate::model::{Net, Param, SampledRows};
 const CAPACITY: usize = 256;
 
 /// What a configuration trains with: one frog-core method for every
-/// parameter, or Muon beside SGD. frog-core's [`frog_core::Method`] names
-/// one group's method; a Muon configuration needs two groups, and its
-/// `Method::Muon` cannot make a group at all (`IntoMethod` refuses it, so
-/// that backends without Muon's products can run the other methods).
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// parameter, or Muon beside SGD. A Muon configuration needs two groups
+/// (Muon steps only bias-free layers), so frog-core's `Method::Muon`
+/// alone is refused: it cannot step BatchNorm or the classifier.
+#[derive(Clone, Copy, PartialEq)]
 pub enum Method {
-    /// FROG.
-    Frog(Config),
-    /// `torch.optim.SGD`.
-    Sgd(SgdConfig),
-    /// `torch.optim.AdamW`.
-    AdamW(AdamWConfig),
-    /// K-FROG.
-    Kfrog(KfrogConfig),
+    /// FROG, SGD, AdamW or K-FROG on every parameter.
+    All(frog_core::Method),
     /// Muon on the convolution filters but the first, SGD on the rest.
     Muon {
         /// The filters' Muon.
@@ -50,15 +44,29 @@ pub enum Method {
     },
 }
 
+/// Shown as the method it runs (`Frog(Config { .. })`: results.json's
+/// `optimizer`), not as its wrapper.
+impl core::fmt::Debug for Method {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::All(m) => m.fmt(f),
+            Self::Muon { filters, rest } => f.debug_struct("Muon").field("filters", filters).field("rest", rest).finish(),
+        }
+    }
+}
+
+impl<M: Into<frog_core::Method>> From<M> for Method {
+    fn from(m: M) -> Self {
+        Self::All(m.into())
+    }
+}
+
 impl Method {
     /// The learning rate (Muon's for a Muon configuration): the one the
     /// schedule starts from and the tables show.
     pub fn lr(&self) -> f64 {
         match self {
-            Self::Frog(c) => c.lr,
-            Self::Sgd(c) => c.lr,
-            Self::AdamW(c) => c.lr,
-            Self::Kfrog(c) => c.lr,
+            Self::All(m) => m.lr(),
             Self::Muon { filters, .. } => filters.lr,
         }
     }
@@ -73,10 +81,8 @@ impl Method {
                 check(filters.into(), "Muon: ")?;
                 check(rest.into(), "the SGD beside Muon: ")
             }
-            Self::Frog(c) => check(c.into(), ""),
-            Self::Sgd(c) => check(c.into(), ""),
-            Self::AdamW(c) => check(c.into(), ""),
-            Self::Kfrog(c) => check(c.into(), ""),
+            Self::All(frog_core::Method::Muon(_)) => Err(Error::new("Muon needs an SGD for the parameters it cannot step (Method::Muon { filters, rest })")),
+            Self::All(m) => check(m, ""),
         }
     }
 }
@@ -112,10 +118,7 @@ impl<D: Device> Optimizer<D> {
         // The default group runs the method (Muon's: its SGD); a Muon
         // configuration adds the filters' group.
         let (mut inner, muon) = match method {
-            Method::Frog(c) => (frog_core::Optimizer::new(c, batch, seed)?, None),
-            Method::Sgd(c) => (frog_core::Optimizer::new(c, batch, seed)?, None),
-            Method::AdamW(c) => (frog_core::Optimizer::new(c, batch, seed)?, None),
-            Method::Kfrog(c) => (frog_core::Optimizer::new(c, batch, seed)?, None),
+            Method::All(m) => (frog_core::Optimizer::new(m, batch, seed)?, None),
             Method::Muon { filters, rest } => {
                 let mut inner = frog_core::Optimizer::new(rest, batch, seed)?;
                 let group = inner.add_group(filters)?;
@@ -141,15 +144,15 @@ impl<D: Device> Optimizer<D> {
         // takes the whole batch, as in frog-core's sampler.
         let rows = |s: Option<usize>| s.map_or(batch, |s| s.min(batch));
         let (rx, ry) = match method {
-            Method::Frog(_) => (inner.sample_rows(batch), inner.sample_rows(batch)),
-            Method::Kfrog(cfg) => (rows(cfg.sample_size), rows(cfg.y_sample_size)),
+            Method::All(Frog(_)) => (inner.sample_rows(batch), inner.sample_rows(batch)),
+            Method::All(Kfrog(cfg)) => (rows(cfg.sample_size), rows(cfg.y_sample_size)),
             _ => (0, 0),
         };
         if rx > 0 {
             net.enable_sampling(dev, rx, ry)?;
         }
         // FROG's one sample serves both sides; only K-FROG keeps a second.
-        let y_len = if matches!(method, Method::Kfrog(_)) { ry } else { 0 };
+        let y_len = if matches!(method, Method::All(Kfrog(_))) { ry } else { 0 };
         Ok(Self { inner, method, groups, ids, sample: vec![0; rx], y_sample: vec![0; y_len], batch })
     }
 
@@ -167,11 +170,11 @@ impl<D: Device> Optimizer<D> {
     /// independent ones; `None` for the others.
     pub fn draw_sample(&mut self) -> Result<Option<SampledRows<'_>>> {
         match self.method {
-            Method::Frog(_) => {
+            Method::All(Frog(_)) => {
                 let x = self.inner.sample(self.batch, &mut self.sample)?.indices();
                 Ok(Some(SampledRows { x, y: x }))
             }
-            Method::Kfrog(_) => {
+            Method::All(Kfrog(_)) => {
                 let (x, y) = self.inner.sample_kfrog(GroupId::DEFAULT, self.batch, &mut self.sample, &mut self.y_sample)?;
                 Ok(Some(SampledRows { x, y }))
             }
@@ -182,7 +185,7 @@ impl<D: Device> Optimizer<D> {
     /// Updates every parameter of `net` from its gradient (and, for FROG
     /// and K-FROG, the sampled rows of the last backward pass).
     pub fn step(&mut self, dev: &D, net: &mut Net<D>) -> Result<()> {
-        let kfrog = matches!(self.method, Method::Kfrog(_));
+        let kfrog = matches!(self.method, Method::All(Kfrog(_)));
         let rows = (self.sample.len(), self.y_sample.len());
         for (p, &id) in net.params.iter_mut().zip(&self.ids) {
             step_one(&mut self.inner, dev.backend(), id, p, rows, self.batch, kfrog)?;
@@ -226,6 +229,8 @@ mod tests {
     use rand_xoshiro::rand_core::SeedableRng;
     use rand_xoshiro::Xoshiro256PlusPlus;
 
+    use frog_core::KfrogConfig;
+
     use super::*;
     use crate::arch::Arch;
     use crate::data::loader::HostBatch;
@@ -262,7 +267,7 @@ mod tests {
         // The engine: the optimizer draws the two samples, the backward
         // pass gathers them, the optimizer steps.
         let mut net = Net::new(&dev, &arch, B, 0).unwrap();
-        let mut opt = Optimizer::new(&dev, Method::Kfrog(kfrog()), &mut net, B, 7).unwrap();
+        let mut opt = Optimizer::new(&dev, kfrog().into(), &mut net, B, 7).unwrap();
         let rows = opt.draw_sample().unwrap().expect("K-FROG samples");
         let (xi, yi) = (rows.x.to_vec(), rows.y.to_vec());
         assert_eq!((xi.len(), yi.len()), (5, 3));
@@ -358,6 +363,8 @@ mod tests {
         assert!(bad(filters, SgdConfig { lr: f64::NAN, ..rest }).starts_with("the SGD beside Muon: "));
         Method::Muon { filters, rest }.validate_for::<f32>().unwrap();
         assert_eq!(Method::Muon { filters, rest }.lr(), filters.lr);
+        let alone = Method::from(filters).validate_for::<f32>().unwrap_err().to_string();
+        assert!(alone.contains("Muon needs an SGD"), "{alone}");
     }
 
     /// Losses of `steps` K-FROG training steps on the fixed batch.
@@ -366,7 +373,7 @@ mod tests {
         let arch = Arch::tiny_cnn();
         let st = staged(&dev, &arch);
         let mut net = Net::new(&dev, &arch, B, seed).unwrap();
-        let mut opt = Optimizer::new(&dev, Method::Kfrog(kfrog()), &mut net, B, seed).unwrap();
+        let mut opt = Optimizer::new(&dev, kfrog().into(), &mut net, B, seed).unwrap();
         (0..steps).map(|_| train_step(&dev, &mut net, &mut opt, &st, B).unwrap().loss).collect()
     }
 

@@ -552,7 +552,7 @@ mod tests {
             label: label.into(),
             name: crate::runfile::default_name(label),
             arch: Arch::tiny_cnn(),
-            method: Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.0, nesterov: false, ..SgdConfig::default() }),
+            method: Method::from(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.0, nesterov: false, ..SgdConfig::default() }),
             batch: 8,
             epochs: accs.len(),
             milestones: vec![],

@@ -365,11 +365,11 @@ impl Settings {
         }
         let lr = self.lr?;
         Some(match opt {
-            OptName::Frog => Method::Frog(self.frog(lr)),
-            OptName::Sgd => Method::Sgd(self.sgd_over(SgdConfig { lr, ..SgdConfig::default() })),
+            OptName::Frog => Method::from(self.frog(lr)),
+            OptName::Sgd => Method::from(self.sgd_over(SgdConfig { lr, ..SgdConfig::default() })),
             OptName::AdamW => {
                 let d = AdamWConfig::default();
-                Method::AdamW(AdamWConfig {
+                Method::from(AdamWConfig {
                     lr,
                     beta1: self.beta1.unwrap_or(d.beta1),
                     beta2: self.beta2.unwrap_or(d.beta2),
@@ -380,7 +380,7 @@ impl Settings {
             }
             OptName::Kfrog => {
                 let d = KfrogConfig::default();
-                Method::Kfrog(KfrogConfig {
+                Method::from(KfrogConfig {
                     lr,
                     momentum: self.momentum.unwrap_or(d.momentum),
                     nesterov: self.nesterov.unwrap_or(d.nesterov),
@@ -414,14 +414,16 @@ impl Settings {
 pub fn default_label(method: &Method, batch: usize) -> String {
     let s = |n: Option<usize>| n.map_or(batch, |n| n.min(batch));
     match method {
-        Method::Frog(c) => format!("FROG bs {batch}, s {}", s(c.sample_size)),
-        Method::Kfrog(c) => match c.y_sample_size {
+        Method::All(frog_core::Method::Frog(c)) => format!("FROG bs {batch}, s {}", s(c.sample_size)),
+        Method::All(frog_core::Method::Kfrog(c)) => match c.y_sample_size {
             Some(y) => format!("K-FROG bs {batch}, s {}, y {}", s(c.sample_size), y.min(batch)),
             None => format!("K-FROG bs {batch}, s {}", s(c.sample_size)),
         },
-        Method::AdamW(_) => format!("AdamW bs {batch}"),
-        Method::Sgd(_) => format!("SGD bs {batch}"),
+        Method::All(frog_core::Method::AdamW(_)) => format!("AdamW bs {batch}"),
+        Method::All(frog_core::Method::Sgd(_)) => format!("SGD bs {batch}"),
         Method::Muon { .. } => format!("Muon bs {batch}"),
+        // A bare Muon (refused when checked) or a method frog-core adds.
+        Method::All(_) => format!("bs {batch}"),
     }
 }
 
@@ -640,7 +642,7 @@ mod tests {
         assert_eq!((filters.momentum, filters.nesterov, filters.ns_steps, filters.form), (0.95, true, 5, frog_core::MuonForm::Official));
         // The SGD beside it is the run's SGD configuration of the same batch.
         let sgd = f.configs.iter().find(|c| c.optimizer == Some(OptName::Sgd) && c.batch_size == muon.batch_size).unwrap();
-        assert_eq!(Some(Method::Sgd(rest)), sgd.method(OptName::Sgd));
+        assert_eq!(Some(Method::from(rest)), sgd.method(OptName::Sgd));
         assert_eq!(muon.identity(ModelKind::Net).unwrap(), ("Muon bs 128".to_string(), "muon-bs-128".to_string()));
     }
 

@@ -343,7 +343,7 @@ mod tests {
             ..Config::default()
         };
         let sgd = SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: false, ..SgdConfig::default() };
-        let configs = vec![run("FROG bs 128, s 16", Method::Frog(frog), 128), run("SGD bs 128", Method::Sgd(sgd), 128), run("SGD bs 512", Method::Sgd(sgd), 512)];
+        let configs = vec![run("FROG bs 128, s 16", Method::from(frog), 128), run("SGD bs 128", Method::from(sgd), 128), run("SGD bs 512", Method::from(sgd), 512)];
         (configs, vec![40.0, 50.0, 55.0, 60.0], Some(2000))
     }
 
@@ -366,10 +366,10 @@ mod tests {
         for c in nets(&p) {
             assert_eq!((c.epochs, c.milestones.as_slice(), c.gamma), (160, &[80, 120][..], 0.1));
         }
-        let Method::Frog(f) = nets(&p)[0].method else { panic!("FROG first") };
+        let Method::All(frog_core::Method::Frog(f)) = nets(&p)[0].method else { panic!("FROG first") };
         assert_eq!((f.lr, f.momentum, f.weight_decay, f.lr_other_ratio), (0.01, 0.9, 1e-5, 1.0));
         assert_eq!((f.sample_size, f.num_iters, f.tau, f.denom_eps, f.nesterov), (Some(64), 4, 1e-6, 1e-10, false));
-        let Method::Sgd(s) = nets(&p)[2].method else { panic!("SGD last") };
+        let Method::All(frog_core::Method::Sgd(s)) = nets(&p)[2].method else { panic!("SGD last") };
         assert_eq!((s.lr, s.momentum, s.weight_decay, s.nesterov), (0.1, 0.9, 1e-4, false));
         assert_eq!(p.data.test_limit, None);
     }
@@ -382,9 +382,9 @@ mod tests {
         assert_eq!((compare.data.train_limit, compare.data.test_limit, nets(&compare)[4].epochs), (Some(10000), Some(2000), 4));
         let Method::Muon { filters, rest } = nets(&compare)[5].method else { panic!("Muon last") };
         assert_eq!((filters.lr, filters.momentum, rest.lr, rest.momentum, rest.weight_decay), (0.02, 0.95, 0.1, 0.9, 1e-4));
-        let Method::AdamW(w) = nets(&compare)[3].method else { panic!("AdamW fourth") };
+        let Method::All(frog_core::Method::AdamW(w)) = nets(&compare)[3].method else { panic!("AdamW fourth") };
         assert_eq!((w.lr, w.weight_decay, w.beta1, w.beta2, w.eps), (1e-3, 5e-2, 0.9, 0.999, 1e-8));
-        let Method::Kfrog(k) = nets(&compare)[4].method else { panic!("K-FROG last") };
+        let Method::All(frog_core::Method::Kfrog(k)) = nets(&compare)[4].method else { panic!("K-FROG last") };
         assert_eq!((k.lr, k.momentum, k.sample_size, k.y_sample_size, k.eps, k.num_iters), (1e-3, 0.0, Some(64), None, 1e-6, 4));
         // Study-wide flags apply to every configuration.
         let short = StudyArgs { run: Some("compare".into()), epochs: Some(1), train_limit: Some(512), ..StudyArgs::default() };
@@ -510,7 +510,7 @@ mod tests {
         assert_eq!(p.configs.len(), 1);
         let c = nets(&p)[0];
         assert_eq!((c.label.as_str(), c.batch, c.epochs), ("FROG bs 64, s 8", 64, 2));
-        let Method::Frog(f) = c.method else { panic!("FROG") };
+        let Method::All(frog_core::Method::Frog(f)) = c.method else { panic!("FROG") };
         assert_eq!((f.lr, f.sample_size, f.tau, f.tau_final, f.tau_steps), (0.02, Some(8), 1e-3, Some(1e-5), Some(100)));
         assert_eq!((p.data.dir.as_ref(), p.data.env_dir), (None, Some("/data".into())));
         // An incomplete damping schedule is refused before anything runs.

@@ -39,8 +39,8 @@ pub fn run<D: Device>(dev: &D, args: &ThroughputArgs) -> Result<()> {
     args.validate()?;
     let arch = Arch::by_name(&args.model)?;
     let macs = Net::new(dev, &arch, 1, 0)?.forward_macs();
-    let sgd = Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: false, ..SgdConfig::default() });
-    let frog = Method::Frog(Config {
+    let sgd = Method::from(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: false, ..SgdConfig::default() });
+    let frog = Method::from(Config {
         lr: 0.01,
         lr_other_ratio: 1.0,
         momentum: 0.9,
@@ -59,10 +59,10 @@ pub fn run<D: Device>(dev: &D, args: &ThroughputArgs) -> Result<()> {
         let label = sample.map_or(format!("{name}:"), |s| format!("{name} (s {:3}):", s.min(args.batch_size)));
         println!("  {label:<15} {:8.1} samples/s  {:8.1} ms/step  {name}/SGD step time {:.2}x", args.batch_size as f64 / t, t * 1e3, t / t_sgd);
     };
-    let adamw = Method::AdamW(AdamWConfig { weight_decay: 5e-2, ..AdamWConfig::default() });
+    let adamw = Method::from(AdamWConfig { weight_decay: 5e-2, ..AdamWConfig::default() });
     report("AdamW", None, time_steps(dev, &arch, adamw, args.batch_size, args.steps)?);
     report("FROG", Some(args.sample), time_steps(dev, &arch, frog, args.batch_size, args.steps)?);
-    let kfrog = Method::Kfrog(KfrogConfig { sample_size: Some(args.kfrog_sample), ..KfrogConfig::default() });
+    let kfrog = Method::from(KfrogConfig { sample_size: Some(args.kfrog_sample), ..KfrogConfig::default() });
     report("K-FROG", Some(args.kfrog_sample), time_steps(dev, &arch, kfrog, args.batch_size, args.steps)?);
     Ok(())
 }

@@ -22,7 +22,7 @@ use rand_xoshiro::rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::{gather, view_index, SIDE};
-use crate::data::cifar::PIXELS;
+use crate::data::cifar::{MEAN, PIXELS, STD};
 use crate::data::Images;
 use crate::error::{Error, Result};
 use crate::rand::{below, uniform};
@@ -31,13 +31,6 @@ use crate::rand::{below, uniform};
 pub const BATCH: usize = 2000;
 /// The largest random translation, in pixels (the reflect padding).
 pub const TRANSLATE: usize = 2;
-
-/// CIFAR-10's channel means, the reference's `CIFAR_MEAN`. In `f64`
-/// (the engine's study keeps them in `f32`): the decimals as a float64 run
-/// of the reference takes them, which the golden case is.
-pub const MEAN: [f64; 3] = [0.4914, 0.4822, 0.4465];
-/// CIFAR-10's channel standard deviations, the reference's `CIFAR_STD`.
-pub const STD: [f64; 3] = [0.2470, 0.2435, 0.2616];
 
 /// Mixed into the seed so the loader's draws are not those of another
 /// generator seeded with the same run seed (the model's initialization).

@@ -86,25 +86,25 @@ impl FilterMethod {
         Self::Sgd(sgd(lr))
     }
 
+    /// The filters' frog-core method: FROG's with `batch_averaged` off.
+    pub fn method(&self) -> frog_core::Method {
+        match *self {
+            Self::Muon(c) => c.into(),
+            Self::Frog(c) => Config { batch_averaged: false, ..c }.into(),
+            Self::Sgd(c) => c.into(),
+        }
+    }
+
     /// The initial rate.
     pub fn lr(&self) -> f64 {
-        match self {
-            Self::Muon(c) => c.lr,
-            Self::Frog(c) => c.lr,
-            Self::Sgd(c) => c.lr,
-        }
+        self.method().lr()
     }
 
     /// Checks the settings in the scalar type `S` the steps run in
     /// (frog-core's `validate_for`), so that a study refuses them before
     /// any work.
     pub fn validate_for<S: Scalar>(&self) -> Result<()> {
-        let method: frog_core::Method = match *self {
-            Self::Muon(c) => c.into(),
-            Self::Frog(c) => c.into(),
-            Self::Sgd(c) => c.into(),
-        };
-        method.validate_for::<S>().map_err(|e| Error::new(e.to_string()))
+        self.method().validate_for::<S>().map_err(|e| Error::new(e.to_string()))
     }
 }
 
@@ -150,8 +150,7 @@ impl<D: Device> RecipeOptimizer<D> {
         // optimizer takes Muon only on a backend with its products.
         let filter = match filters {
             FilterMethod::Muon(c) => inner.add_group(c)?,
-            FilterMethod::Frog(c) => inner.add_group(Config { batch_averaged: false, ..c })?,
-            FilterMethod::Sgd(c) => inner.add_group(c)?,
+            _ => inner.add_group(filters.method())?,
         };
         let groups = [(GroupId::DEFAULT, BIAS_LR), (norm, BIAS_LR), (head, HEAD_LR), (filter, filters.lr())];
         let backend = dev.backend();

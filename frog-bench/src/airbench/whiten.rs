@@ -200,8 +200,8 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (the airbench golden case)", path.display()));
         let case: serde_json::Value = serde_json::from_str(&text).unwrap();
         let floats = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>();
-        assert_eq!(floats(&case["normalize"]["mean"]), crate::airbench::loader::MEAN);
-        assert_eq!(floats(&case["normalize"]["std"]), crate::airbench::loader::STD);
+        assert_eq!(floats(&case["normalize"]["mean"]), crate::data::cifar::MEAN);
+        assert_eq!(floats(&case["normalize"]["std"]), crate::data::cifar::STD);
         assert_eq!(case["architecture"]["whiten_eps"].as_f64(), Some(EPS));
         let hex = case["data"]["train_images"].as_str().unwrap().as_bytes();
         let pixels: Vec<u8> = hex.chunks(2).map(|h| u8::from_str_radix(std::str::from_utf8(h).unwrap(), 16).unwrap()).collect();

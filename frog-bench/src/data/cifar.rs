@@ -10,6 +10,14 @@ use crate::error::{Error, Result};
 pub const RECORD: usize = 1 + PIXELS;
 /// Pixel bytes of one image.
 pub const PIXELS: usize = 3 * 32 * 32;
+/// Per-channel mean of CIFAR-10's training pixels (in [0, 1]): the
+/// decimals the references normalize by (the original study's, airbench's
+/// `CIFAR_MEAN`). In `f64`, as a float64 run of the references takes them
+/// (the airbench golden case); the `f32` loaders round them once.
+pub const MEAN: [f64; 3] = [0.4914, 0.4822, 0.4465];
+/// Per-channel standard deviation of CIFAR-10's training pixels, as
+/// [`MEAN`] (airbench's `CIFAR_STD`).
+pub const STD: [f64; 3] = [0.2470, 0.2435, 0.2616];
 /// The training files, any subset of which makes a training set.
 pub const TRAIN_FILES: [&str; 5] = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
 /// The test file.

@@ -14,15 +14,11 @@ use std::thread::JoinHandle;
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use super::cifar::PIXELS;
+use super::cifar::{MEAN, PIXELS, STD};
 use super::Images;
 use crate::error::{Error, Result};
 use crate::rand::below;
 
-/// Per-channel mean of CIFAR-10's training pixels (in [0, 1]).
-pub const MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
-/// Per-channel standard deviation of CIFAR-10's training pixels.
-pub const STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
 /// Zero padding of the random crop.
 const PAD: usize = 4;
 /// Batches made ahead of the consumer.
@@ -111,7 +107,8 @@ impl Drop for Batches {
 /// `(dy, dx)` of the padded image and mirrored if `flip`.
 fn write_image(src: &[u8], dy: usize, dx: usize, flip: bool, dst: &mut [f32]) {
     for c in 0..3 {
-        let (scale, shift) = (1.0 / (255.0 * STD[c]), MEAN[c] / STD[c]);
+        let (mean, std) = (MEAN[c] as f32, STD[c] as f32);
+        let (scale, shift) = (1.0 / (255.0 * std), mean / std);
         let pad_value = -shift;
         for y in 0..32 {
             let sy = (y + dy).wrapping_sub(PAD);

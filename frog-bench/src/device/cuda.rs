@@ -7,7 +7,7 @@ use std::cell::RefCell;
 
 use frog_core::Backend;
 use frog_cuda::nn;
-use frog_cuda::{Buffer, Cuda, Precision};
+use frog_cuda::{Buffer, Cuda, MuonPrecision, Precision};
 
 use super::{backend_err, BnGrads, BnParams, BnRunning, BnSaved, BnShape, BnTrainStats, ConvShape, CrossEntropyLoss, Device, Epilogue, LinearGrads, LinearShape, LossStats, PoolShape};
 use crate::error::Result;
@@ -35,6 +35,12 @@ impl CudaDevice {
     /// The FROG backend (also `Device::backend`).
     pub fn cuda(&self) -> &Cuda {
         &self.cuda
+    }
+
+    /// Runs Muon's Newton-Schulz iteration in `precision` (f32 unless set;
+    /// bf16 is the references' arithmetic on a GPU, about 1e-2 from f32).
+    pub fn set_muon_precision(&mut self, precision: MuonPrecision) {
+        self.cuda.set_muon_precision(precision);
     }
 
     /// Waits for every launched kernel.
@@ -70,7 +76,8 @@ impl Device for CudaDevice {
     }
 
     fn describe(&self) -> String {
-        format!("cuda f32 ({:?} GEMMs) on {}", self.cuda.precision(), self.cuda.device_name())
+        let muon = if self.cuda.muon_precision() == MuonPrecision::Bf16 { ", Muon in bf16" } else { "" };
+        format!("cuda f32 ({:?} GEMMs{muon}) on {}", self.cuda.precision(), self.cuda.device_name())
     }
 
     /// One launch (and an asynchronous copy of the indices) instead of one
@@ -328,6 +335,26 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// The same replay with Muon's iteration in bf16 (`--muon-precision
+    /// bf16`): the mode is in effect (worse than f32's 1e-4). Its error of
+    /// about 1e-2 per Muon update (frog-cuda's Muon cases) feeds the next
+    /// steps' forward passes, so by the case's last step a small BatchNorm
+    /// bias is 3.1e-1 off torch's float64 run; the bound here only catches
+    /// a mode gone wrong. Skips without a device.
+    #[test]
+    fn gpu_airbench_recipe_with_bf16_muon() {
+        if !has_device("gpu_airbench_recipe_with_bf16_muon") {
+            return;
+        }
+        let g = crate::airbench::golden::case();
+        let mut dev = CudaDevice::new(Precision::Exact).unwrap();
+        dev.set_muon_precision(MuonPrecision::Bf16);
+        assert!(dev.describe().contains("Muon in bf16"), "{}", dev.describe());
+        let report = crate::airbench::golden::replay(&dev, &g, 0.5).unwrap_or_else(|e| panic!("bf16 Muon: {e}"));
+        println!("airbench recipe, Muon in bf16: worst {:.2e} at {}", report.worst, report.worst_at);
+        assert!(report.worst > 1e-4, "bf16 Newton-Schulz is not f32's: {:.2e}", report.worst);
+    }
+
     /// Params of `net` on the host, in f64.
     fn params_f64<D: Device>(dev: &D, net: &Net<D>) -> Vec<Vec<f64>> {
         use frog_core::Scalar;
@@ -385,7 +412,7 @@ mod tests {
                 let h: Vec<D::Scalar> = v.iter().map(|&x| D::Scalar::of_f64(x)).collect();
                 dev.upload(&h, &mut p.value).unwrap();
             }
-            let mut opt = Optimizer::new(dev, Method::Frog(cfg), &mut net, batch, 9).unwrap();
+            let mut opt = Optimizer::new(dev, Method::from(cfg), &mut net, batch, 9).unwrap();
             let mut st = Staging::new(dev, &arch, batch).unwrap();
             st.upload(dev, &host).unwrap();
             let losses = (0..2).map(|_| train_step(dev, &mut net, &mut opt, &st, batch).unwrap().loss).collect();

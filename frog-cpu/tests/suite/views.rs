@@ -2,9 +2,7 @@
 //! buffers, and hostile views: wrong lengths and out-of-range parts give
 //! errors that name them, and change nothing.
 
-mod common;
-
-use common::{frog_with, Rng, StepData};
+use crate::common::{frog_with, Rng, StepData};
 use frog_core::{
     frog_step, gather_rows, AdamWConfig, Batch, Config, Conv2d, Error, GroupId, Guard, Layer, Method, ParamState, Params, RegistryError, SgdConfig, ShapeError, Unguarded,
     Backend, ParamGrad, ViewBatch, ViewParamGrad, ViewParams, ViewSource, Workspace, WorkspaceReq,

@@ -2,9 +2,7 @@
 //! CG solves the damped system, the update is scale-free in Y and in the
 //! gradient, and degenerate data stays finite.
 
-mod common;
-
-use common::{step_once, Rng, StepData};
+use crate::common::{step_once, Rng, StepData};
 use frog_core::{Config, Conv2d, Layer, LayerKind};
 use frog_cpu::im2col::im2col;
 

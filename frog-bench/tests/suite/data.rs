@@ -2,13 +2,13 @@
 //! writes) and on malformed files, the synthetic set, and the augmenting
 //! loader.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use frog_bench::data::cifar::{load_test, load_train, PIXELS, RECORD, TEST_FILE, TRAIN_FILES};
-use frog_bench::data::loader::{eval_batches, train_batches, MEAN, STD};
+use frog_bench::data::cifar::{load_test, load_train, MEAN, PIXELS, RECORD, STD, TEST_FILE, TRAIN_FILES};
+use frog_bench::data::loader::{eval_batches, train_batches};
 use approx::assert_abs_diff_eq;
 use frog_bench::data::{load, synthetic, DataOptions, Images};
 
@@ -138,7 +138,7 @@ fn loader_augments_reproducibly_and_normalizes() {
     // Evaluation batches are the images in order, normalized, unaugmented.
     let eval: Vec<_> = eval_batches(images.clone(), 128).unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(eval.iter().map(|b| b.len()).collect::<Vec<_>>(), vec![128, 128, 44]);
-    let want = (f32::from(images.pixels[1024 + 5]) / 255.0 - MEAN[1]) / STD[1];
+    let want = (f32::from(images.pixels[1024 + 5]) / 255.0 - MEAN[1] as f32) / STD[1] as f32;
     assert_abs_diff_eq!(eval[0].x[1024 + 5], want, epsilon = 1e-6);
     assert_eq!(eval[2].labels[..], images.labels[256..]);
 }

@@ -5,9 +5,7 @@
 //! not apply. The Gram CG: whole steps on random layers, in f64 and f32,
 //! and its f32 accuracy on a ResNet-18-sized layer. The automatic choice.
 
-mod common;
-
-use common::{Rng, StepData};
+use crate::common::{Rng, StepData};
 use frog_core::{frog_step, Backend, BackendError, BackendErrorKind, Batch, Config, Conv2d, Layer, ParamState, Params, Patches, Unguarded, Workspace, WorkspaceReq};
 use frog_cpu::{Algorithm, Cpu, CpuError, Real};
 

@@ -2,9 +2,7 @@
 //! backend gets before it fuses anything) against the golden cases, on a
 //! backend that forwards only the required methods to frog-cpu.
 
-mod common;
-
-use common::forward::RequiredOnly;
+use crate::common::forward::RequiredOnly;
 use frog_cpu::golden::{golden_dir, load_cases, run_case};
 
 #[test]

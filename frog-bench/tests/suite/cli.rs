@@ -2,7 +2,7 @@
 //! before any work), for a failing run (exit status 1, one line), `--help`
 //! as the README shows it, and the synthetic fallback end to end.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 
@@ -28,6 +28,49 @@ fn failure(args: &[&str], code: i32) -> String {
 
 fn usage_error(args: &[&str]) -> String {
     failure(args, 2)
+}
+
+/// A study of one run file, in a fresh folder: every run of it writes to
+/// the same `--out`.
+struct Study {
+    cache: std::path::PathBuf,
+    run: std::path::PathBuf,
+    out: std::path::PathBuf,
+}
+
+impl Study {
+    /// The run file `text`, in a folder named after `name`.
+    fn new(name: &str, text: &str) -> Self {
+        let cache = common::temp_dir(name);
+        let (run, out) = (cache.join("run.toml"), cache.join("out"));
+        std::fs::write(&run, text).unwrap();
+        Self { cache, run, out }
+    }
+
+    /// The exit status, stdout and stderr of a run on the synthetic set
+    /// with the flags `extra`.
+    fn run(&self, extra: &[&str]) -> (Option<i32>, String, String) {
+        let mut args = vec!["--synthetic", "--run", self.run.to_str().unwrap(), "--out", self.out.to_str().unwrap()];
+        args.extend(extra);
+        let out = bench(&args, &self.cache);
+        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    }
+
+    /// The results files in `--out`'s `runs`, sorted.
+    fn results_files(&self) -> Vec<String> {
+        let mut runs: Vec<String> = std::fs::read_dir(self.out.join("runs")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        runs.sort();
+        runs
+    }
+
+    /// The rows of the CSV file `file` in `--out`.
+    fn csv(&self, file: &str) -> Vec<csv::StringRecord> {
+        csv::Reader::from_path(self.out.join(file)).unwrap().records().map(|r| r.unwrap()).collect()
+    }
+
+    fn remove(self) {
+        std::fs::remove_dir_all(self.cache).unwrap();
+    }
 }
 
 #[test]
@@ -56,8 +99,12 @@ fn bad_flags_are_clear_errors() {
     assert!(usage_error(&["frobnicate"]).contains("unrecognized subcommand 'frobnicate'"));
     assert!(usage_error(&["throughput", "--epochs", "3"]).contains("unexpected argument '--epochs'"));
     assert!(usage_error(&["--precision", "bf16"]).contains("invalid value 'bf16' for '--precision <P>'"));
+    assert!(usage_error(&["--muon-precision", "f16"]).contains("invalid value 'f16' for '--muon-precision <P>'"));
     #[cfg(not(feature = "cuda"))]
-    assert!(usage_error(&["throughput", "--precision", "fast"]).contains("this build trains on the CPU"));
+    {
+        assert!(usage_error(&["throughput", "--precision", "fast"]).contains("this build trains on the CPU"));
+        assert!(usage_error(&["--muon-precision", "bf16"]).contains("--muon-precision sets Muon's arithmetic on the GPU; this build trains on the CPU"));
+    }
 }
 
 #[test]
@@ -170,7 +217,7 @@ fn help_lists_every_study_flag() {
     for flag in [
         "--model", "--optimizer", "--batch-size", "--sample", "--lr", "--lr-other-ratio", "--epochs", "--milestones", "--gamma",
         "--weight-decay", "--momentum", "--nesterov", "--cg-iters", "--tau", "--tau-final", "--tau-steps", "--train-limit",
-        "--test-limit", "--seed", "--threads", "--precision", "--out", "--data", "--run", "--y-sample", "--y-momentum", "--beta1",
+        "--test-limit", "--seed", "--threads", "--precision", "--muon-precision", "--out", "--data", "--run", "--y-sample", "--y-momentum", "--beta1",
         "--beta2", "--eps",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
@@ -204,41 +251,30 @@ fn without_data_the_study_runs_on_the_labelled_synthetic_set() {
 /// runs there is refused before it trains. Muon trains end to end.
 #[test]
 fn single_runs_add_up_to_one_study_with_means_over_seeds() {
-    let cache = common::temp_dir("cli-seeds");
-    let (out_dir, run) = (cache.join("out"), cache.join("two.toml"));
-    std::fs::write(
-        &run,
+    let study = Study::new(
+        "cli-seeds",
         "model = \"resnet-small\"\nepochs = 1\ntargets = [5.0, 99.0]\ntrain_limit = 64\ntest_limit = 32\n\n\
          [[config]]\nname = \"sgd\"\noptimizer = \"sgd\"\nbatch_size = 32\nlr = 0.05\n\n\
          [[config]]\noptimizer = \"muon\"\nbatch_size = 32\nlr = 0.02\nsgd_lr = 0.05\n",
-    )
-    .unwrap();
-    let study = |extra: &[&str]| {
-        let mut args = vec!["--synthetic", "--run", run.to_str().unwrap(), "--out", out_dir.to_str().unwrap()];
-        args.extend(extra);
-        let out = bench(&args, &cache);
-        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
-    };
-    let (code, _, err) = study(&["--config", "sgd", "--seed", "1"]);
+    );
+    let (code, _, err) = study.run(&["--config", "sgd", "--seed", "1"]);
     assert_eq!(code, Some(0), "{err}");
-    let (code, stdout, err) = study(&["--config", "SGD bs 32", "--seed", "0"]);
+    let (code, stdout, err) = study.run(&["--config", "SGD bs 32", "--seed", "0"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(stdout.lines().any(|l| l.starts_with("SGD bs 32") && l.contains(" 2 | ") && l.contains('±')), "two seeds, one row:\n{stdout}");
-    let (code, stdout, err) = study(&["--config", "muon-bs-32"]);
+    let (code, stdout, err) = study.run(&["--config", "muon-bs-32"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(stdout.contains("== Muon bs 32, seed 0"), "{stdout}");
-    let mut runs: Vec<String> = std::fs::read_dir(out_dir.join("runs")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    runs.sort();
-    assert_eq!(runs, ["muon-bs-32-seed-0.json", "sgd-seed-0.json", "sgd-seed-1.json"]);
-    let rows: Vec<csv::StringRecord> = csv::Reader::from_path(out_dir.join("summary.csv")).unwrap().records().map(|r| r.unwrap()).collect();
+    assert_eq!(study.results_files(), ["muon-bs-32-seed-0.json", "sgd-seed-0.json", "sgd-seed-1.json"]);
+    let rows = study.csv("summary.csv");
     let rows: Vec<(&str, &str)> = rows.iter().map(|r| (&r[1], &r[3])).collect();
     assert_eq!(rows, [("SGD bs 32", "2"), ("Muon bs 32", "1")], "the run file's order, seeds counted");
     // Another epoch count for `sgd` would mix two settings in its row.
-    let (code, stdout, err) = study(&["--config", "sgd", "--seed", "2", "--epochs", "2"]);
+    let (code, stdout, err) = study.run(&["--config", "sgd", "--seed", "2", "--epochs", "2"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("sgd-seed-0.json: a run of `sgd` with other settings (epochs)"), "{err}");
     assert!(stdout.is_empty(), "refused before training: {stdout}");
-    std::fs::remove_dir_all(cache).unwrap();
+    study.remove();
 }
 
 /// A run file of the airbench recipe, shrunk to a smoke by its
@@ -248,38 +284,27 @@ fn single_runs_add_up_to_one_study_with_means_over_seeds() {
 /// with `--seed` adds a seed to a configuration's row.
 #[test]
 fn an_airbench_run_file_trains_the_recipe() {
-    let cache = common::temp_dir("cli-airbench");
-    let (out_dir, run) = (cache.join("out"), cache.join("air.toml"));
-    std::fs::write(
-        &run,
+    let study = Study::new(
+        "cli-airbench",
         "model = \"airbench\"\ntargets = [20.0, 99.0]\ntrain_limit = 200\ntest_limit = 100\nwidths = [8, 16, 16]\nbatch_size = 50\n\n\
          [[config]]\nname = \"muon\"\noptimizer = \"muon\"\nlr = 0.24\n\n\
          [[config]]\noptimizer = \"sgd\"\nlr = 0.053\n",
-    )
-    .unwrap();
-    let study = |extra: &[&str]| {
-        let mut args = vec!["--synthetic", "--run", run.to_str().unwrap(), "--out", out_dir.to_str().unwrap()];
-        args.extend(extra);
-        let out = bench(&args, &cache);
-        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
-    };
-    let (code, stdout, err) = study(&[]);
+    );
+    let (code, stdout, err) = study.run(&[]);
     assert_eq!(code, Some(0), "{err}");
     assert!(stdout.contains("== Muon, seed 0 (airbench widths 8/16/16, batch 50, 8 epochs, the filters' lr 0.24) =="), "{stdout}");
     assert!(stdout.contains("== SGD, seed 0 (airbench widths 8/16/16, batch 50, 8 epochs, the filters' lr 0.053) =="), "{stdout}");
     let epochs: Vec<&str> = stdout.lines().filter(|l| l.starts_with("epoch ")).collect();
     assert_eq!(epochs.len(), 16, "{stdout}");
     assert!(epochs.iter().all(|l| l.contains("tta acc") == l.starts_with("epoch   8")), "test-time augmentation after the last epoch:\n{stdout}");
-    let (code, stdout, err) = study(&["--config", "muon", "--seed", "1"]);
+    let (code, stdout, err) = study.run(&["--config", "muon", "--seed", "1"]);
     assert_eq!(code, Some(0), "{err}");
     let row = stdout.lines().find(|l| l.starts_with("Muon ")).unwrap_or_else(|| panic!("no Muon row:\n{stdout}"));
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
     assert_eq!((cells[1], cells.len()), ("2", 7), "{stdout}");
     assert!(cells[4].ends_with('%') && cells[5].contains('±') && cells[5].ends_with('%'), "final and TTA accuracy over two seeds:\n{stdout}");
-    let mut runs: Vec<String> = std::fs::read_dir(out_dir.join("runs")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    runs.sort();
-    assert_eq!(runs, ["muon-seed-0.json", "muon-seed-1.json", "sgd-seed-0.json"]);
-    let mut per_run = csv::Reader::from_path(out_dir.join("results.csv")).unwrap();
+    assert_eq!(study.results_files(), ["muon-seed-0.json", "muon-seed-1.json", "sgd-seed-0.json"]);
+    let mut per_run = csv::Reader::from_path(study.out.join("results.csv")).unwrap();
     assert_eq!(per_run.headers().unwrap().iter().next_back(), Some("tta_test_acc"));
     for r in per_run.records() {
         let r = r.unwrap();
@@ -287,11 +312,11 @@ fn an_airbench_run_file_trains_the_recipe() {
         let tta: f64 = r[r.len() - 1].parse().unwrap();
         assert!((0.0..=100.0).contains(&tta), "{r:?}");
     }
-    let summary: Vec<csv::StringRecord> = csv::Reader::from_path(out_dir.join("summary.csv")).unwrap().records().map(|r| r.unwrap()).collect();
+    let summary = study.csv("summary.csv");
     let tta: Vec<(&str, bool, bool)> = summary.iter().map(|r| (&r[2], !r[r.len() - 2].is_empty(), !r[r.len() - 1].is_empty())).collect();
     assert_eq!(tta, [("muon", true, true), ("sgd", true, false)], "TTA mean of each, sd of two seeds");
     for file in ["results.json", "curves.csv", "loss_vs_time.svg", "accuracy_vs_time.svg"] {
-        assert!(out_dir.join(file).exists(), "{file}");
+        assert!(study.out.join(file).exists(), "{file}");
     }
-    std::fs::remove_dir_all(cache).unwrap();
+    study.remove();
 }

@@ -17,7 +17,7 @@ fn frog_trains_the_small_resnet_well_above_chance() {
         label: "FROG test".into(),
         name: "frog-test".into(),
         arch: Arch::by_name("resnet-small").unwrap(),
-        method: Method::Frog(Config { lr: 0.01, lr_other_ratio: 1.0, momentum: 0.9, weight_decay: 1e-5, sample_size: Some(8), ..Config::default() }),
+        method: Method::from(Config { lr: 0.01, lr_other_ratio: 1.0, momentum: 0.9, weight_decay: 1e-5, sample_size: Some(8), ..Config::default() }),
         batch: 32,
         epochs: 1,
         milestones: vec![],

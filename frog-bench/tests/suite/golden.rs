@@ -51,8 +51,8 @@ fn run<T: Real>(run: &str, rtol: f64) {
     let o = &g["runs"][run]["optimizer"];
     let f = |k: &str| o[k].as_f64().unwrap();
     let method = match run {
-        "sgd" => Method::Sgd(SgdConfig { lr: f("lr"), momentum: f("momentum"), weight_decay: f("weight_decay"), nesterov: false, ..SgdConfig::default() }),
-        _ => Method::Frog(Config {
+        "sgd" => Method::from(SgdConfig { lr: f("lr"), momentum: f("momentum"), weight_decay: f("weight_decay"), nesterov: false, ..SgdConfig::default() }),
+        _ => Method::from(Config {
             lr: f("lr"),
             lr_other_ratio: f("lr_other_ratio"),
             momentum: f("momentum"),

@@ -5,10 +5,10 @@
 //! mixtures and assert that no call panics, a failing call names the
 //! problem and changes nothing, and an accepted call gives finite results.
 
-mod common;
+use crate::common;
 
-use common::forward::RequiredOnly;
-use common::{frog_with, Rng, StepData};
+use crate::common::forward::RequiredOnly;
+use crate::common::{frog_with, Rng, StepData};
 use frog_core::{
     adamw_step, frog_step, kfrog_step, plain_sgd_step, AdamState, AdamWConfig, BackendErrorKind, Batch, Config, ConfigError, Conv2d, Error, ErrorKind, GroupId, Guard, KfrogBatch,
     KfrogConfig, KfrogState, Layer, LayerKind, MAX_BATCH, MAX_NUM_ITERS, Method, Optimizer, ParamGrad, ParamId, ParamState, Params, Sampler, SgdConfig, ShapeError, StateError,

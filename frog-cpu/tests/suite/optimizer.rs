@@ -1,9 +1,7 @@
 //! frog-core's optimizer object on frog-cpu: groups, handles, the
 //! checkpoint of the whole object, row gathering and patch indices.
 
-mod common;
-
-use common::{step_once, Rng, StepData};
+use crate::common::{step_once, Rng, StepData};
 use frog_core::{gather_rows, AdamWConfig, Batch, KfrogBatch, KfrogConfig, Config, Conv2d, Error, GroupId, Layer, Method, ParamGrad, ParamId, Params, RegistryError, SgdConfig, ShapeError, StateError, PATCH_PADDING};
 use frog_cpu::im2col::im2col;
 use frog_cpu::{Cpu, Frog};

@@ -1,8 +1,6 @@
 //! Every invalid input gets its own error value: config, shapes, state.
 
-mod common;
-
-use common::{frog_with, step_once, Rng, StepData};
+use crate::common::{frog_with, step_once, Rng, StepData};
 use frog_core::{Backend, CgBuffers, Config, ConfigError, Conv2d, Error, ErrorKind, Layer, ParamState, Patches, Sampler, ShapeError, StateError, Unguarded, Workspace, WorkspaceReq};
 use frog_cpu::{Algorithm, Cpu, CpuError};
 

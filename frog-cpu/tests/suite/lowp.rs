@@ -2,9 +2,7 @@
 //! values, bf16's range up to 3.4e38 handled, the opt-in overflow check of
 //! `y`, and the optimizer object's low-precision twin.
 
-mod common;
-
-use common::{Rng, StepData};
+use crate::common::{Rng, StepData};
 use frog_core::half::{bf16, f16};
 use frog_core::{
     frog_step, Backend, Batch, Config, Conv2d, Error, ErrorKind, Half, Layer, LowpBackend, LowpBatch, Method, ParamState, Params, ShapeError, Unguarded, Workspace, WorkspaceReq,
