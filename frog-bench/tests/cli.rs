@@ -2,7 +2,8 @@
 //! before any work), for a failing run (exit status 1, one line), `--help`
 //! as the README shows it, and the synthetic fallback end to end.
 
-use crate::common;
+#[path = "suite/common/mod.rs"]
+mod common;
 
 use std::process::{Command, Output};
 
