@@ -661,7 +661,7 @@ mod tests {
         let filters: Vec<FilterMethod> = compare.configs.iter().map(|c| c.filter_method(c.optimizer.unwrap()).unwrap()).collect();
         assert_eq!(filters[0], FilterMethod::record());
         let FilterMethod::Frog(f) = filters[1] else { panic!("FROG second") };
-        assert_eq!((f.lr, f.momentum, f.nesterov, f.sample_size, f.tau, f.num_iters, f.weight_decay, f.batch_averaged), (0.05, 0.6, true, Some(64), 1e-6, 4, 0.0, false));
+        assert_eq!((f.lr, f.momentum, f.nesterov, f.sample_size, f.tau, f.num_iters, f.weight_decay, f.batch_averaged), (0.1, 0.6, true, Some(64), 1e-6, 4, 0.0, false));
         assert_eq!(filters[2], FilterMethod::sgd(recipe::BIAS_LR));
         // Keys left out take the recipe's values; a network's method has no meaning here.
         let muon = Settings { lr: Some(0.1), ..Settings::default() };

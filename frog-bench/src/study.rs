@@ -471,7 +471,7 @@ mod tests {
         let frog = plan::<f32>(&StudyArgs { sample: Some(128), tau: Some(1e-3), ..pick("frog") }, false, "resnet-small").unwrap();
         let Job::Airbench { recipe: r, .. } = &frog.configs[0] else { panic!("airbench") };
         let recipe::FilterMethod::Frog(f) = r.filters else { panic!("FROG") };
-        assert_eq!((f.lr, f.sample_size, f.tau, f.batch_averaged, r.label.as_str()), (0.05, Some(128), 1e-3, false, "FROG s 128"));
+        assert_eq!((f.lr, f.sample_size, f.tau, f.batch_averaged, r.label.as_str()), (0.1, Some(128), 1e-3, false, "FROG s 128"));
         let refused = [
             (StudyArgs { epochs: Some(2), ..pick("muon") }, "--epochs: the airbench recipe fixes its epochs (8)"),
             (StudyArgs { batch_size: Some(100), ..pick("muon") }, "--batch-size: the airbench recipe fixes"),
