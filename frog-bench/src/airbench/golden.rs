@@ -15,12 +15,11 @@ use super::loader::{self, normalize};
 use super::model::{BN_EPS, BN_MOMENTUM, LOSS};
 use super::recipe::{self, sgd, Evaluator, FilterMethod, Recipe};
 use super::schedule::Schedule;
+use crate::data::cifar::PIXELS;
 use crate::device::{Device, Reduction};
 
 /// The case's images per step, its batch.
 const BATCH: usize = 16;
-/// Values of one image.
-const PIXELS: usize = 3 * 32 * 32;
 
 /// The parsed case.
 pub(crate) fn case() -> Value {

@@ -9,13 +9,11 @@ use frog_bench::airbench::loader::normalize;
 use frog_bench::airbench::model::Role;
 use frog_bench::airbench::recipe::{self, AirbenchConfig, FilterMethod, Recipe};
 use frog_bench::airbench::schedule::Schedule;
+use frog_bench::data::cifar::PIXELS;
 use frog_bench::data::{Data, Images};
 use frog_bench::device::cpu::CpuDevice;
 use frog_bench::device::Device;
 use frog_core::Config;
-
-/// Values of one image.
-const PIXELS: usize = 3 * 32 * 32;
 
 /// `n` images whose class sets a colour and a bright square's place, with
 /// noise: a task the recipe learns within a few steps.
