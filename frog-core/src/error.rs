@@ -3,6 +3,7 @@
 use core::fmt;
 
 use crate::backend::{BackendError, BackendErrorKind};
+use crate::collective::CollectiveError;
 use crate::config::ConfigError;
 use crate::optimizer::{ParamName, RegistryError};
 use crate::state::StateError;
@@ -146,6 +147,8 @@ pub enum ErrorKind {
     NonFinite,
     /// The backend failed.
     Backend(BackendErrorKind),
+    /// A collective failed, or the ranks disagree.
+    Collective,
 }
 
 /// Every error a FROG call can return.
@@ -180,6 +183,8 @@ pub enum Error<E> {
     },
     /// The backend failed.
     Backend(E),
+    /// A collective of a distributed step failed, or the ranks disagree.
+    Collective(CollectiveError),
 }
 
 impl<E: BackendError> Error<E> {
@@ -192,6 +197,7 @@ impl<E: BackendError> Error<E> {
             Self::Registry(_) => ErrorKind::Registry,
             Self::NonFiniteInput { .. } => ErrorKind::NonFinite,
             Self::Backend(e) => ErrorKind::Backend(e.kind()),
+            Self::Collective(_) => ErrorKind::Collective,
         }
     }
 }
@@ -208,6 +214,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 write!(f, "`{what}` holds {entries} infinite or NaN entries (a loss-scale overflow: skip the step)")
             }
             Self::Backend(e) => write!(f, "backend error: {e}"),
+            Self::Collective(e) => write!(f, "collective: {e}"),
         }
     }
 }
@@ -218,6 +225,7 @@ impl<E: BackendError> core::error::Error for Error<E> {
     fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
         match self {
             Self::Backend(e) => Some(e),
+            Self::Collective(e) => Some(e),
             _ => None,
         }
     }
@@ -240,6 +248,12 @@ impl<E> From<ShapeError> for Error<E> {
 impl<E> From<StateError> for Error<E> {
     fn from(e: StateError) -> Self {
         Self::State(e)
+    }
+}
+
+impl<E> From<CollectiveError> for Error<E> {
+    fn from(e: CollectiveError) -> Self {
+        Self::Collective(e)
     }
 }
 

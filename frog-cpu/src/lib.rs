@@ -58,6 +58,8 @@ pub mod host;
 pub mod im2col;
 pub mod implied;
 mod kfrog;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 mod muon;
 #[cfg(feature = "nn")]
 pub mod nn;
