@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::layers::LayersArgs;
+use crate::scaling::ScalingArgs;
 use crate::runfile::Settings;
 use crate::settings::Schedule;
 
@@ -82,6 +83,8 @@ pub enum Command {
     Throughput(ThroughputArgs),
     /// FROG step time per ResNet-18 conv layer on frog-cpu
     Layers(LayersArgs),
+    /// The paper model of data-parallel FROG (layer-sharded) against SGD and KAISA, 1 to 1024 GPUs
+    Scaling(ScalingArgs),
     /// The prepared GPU run (a --features cuda build)
     #[command(
         long_about = "The prepared GPU run (a --features cuda build): every golden case on the GPU per \

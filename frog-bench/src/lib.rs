@@ -32,6 +32,7 @@ mod progress;
 mod rand;
 pub mod report;
 pub mod runfile;
+pub mod scaling;
 pub mod settings;
 pub mod study;
 pub mod throughput;

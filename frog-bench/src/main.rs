@@ -14,7 +14,7 @@ use clap::{CommandFactory, FromArgMatches};
 use frog_bench::cli::{Cli, Command, GpuMuonPrecision, GpuPrecision};
 use frog_bench::device::Device;
 use frog_bench::error::Error;
-use frog_bench::{layers, study, throughput};
+use frog_bench::{layers, scaling, study, throughput};
 
 #[cfg(not(feature = "cuda"))]
 mod devices {
@@ -123,6 +123,7 @@ fn run(cmd: Command, data_from_env: bool) -> Result<(), Failure> {
             l.validate().map_err(Failure::Usage)?;
             layers::run(&l).map_err(|e| Failure::Run(Error::new(e)))?;
         }
+        Command::Scaling(s) => scaling::run(&s),
         Command::GpuCheck(g) => {
             g.validate().map_err(Failure::Usage)?;
             devices::gpu_check(&g).map_err(Failure::Run)?;
