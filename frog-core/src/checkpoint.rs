@@ -110,17 +110,61 @@ fn states<B: Backend>(slot: &Slot<B>) -> impl Iterator<Item = &SlotState<B>> {
 impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// Bytes [`Optimizer::checkpoint`] writes.
     pub fn checkpoint_len(&self) -> usize {
-        let slots = self.slots.iter().map(|s| PARAM + s.name.len() + states(s).map(|st| 8 + st.export_len()).sum::<usize>());
+        self.checkpoint_len_with(|i| self.state_at(i).map_or(0, SlotState::export_len))
+    }
+
+    /// The checkpoint's bytes when the `i`-th state (in registration
+    /// order, a layer's bias state after its weight's) exports `lens(i)`.
+    pub(crate) fn checkpoint_len_with(&self, lens: impl Fn(usize) -> usize) -> usize {
+        let mut i = 0;
+        let slots = self.slots.iter().map(|s| {
+            PARAM + s.name.len() + states(s).map(|_| {
+                i += 1;
+                8 + lens(i - 1)
+            }).sum::<usize>()
+        });
         HEADER + GROUP * self.groups.len() + slots.sum::<usize>()
+    }
+
+    /// The `i`-th state in registration order.
+    pub(crate) fn state_at(&self, i: usize) -> Option<&SlotState<B>> {
+        self.slots.iter().flat_map(states).nth(i)
+    }
+
+    /// The registry position of the `i`-th state, and whether it is a
+    /// layer's bias state.
+    pub(crate) fn locate_state(&self, i: usize) -> (usize, bool) {
+        let mut at = 0;
+        for (k, s) in self.slots.iter().enumerate() {
+            let n = states(s).count();
+            if i < at + n {
+                return (k, i > at);
+            }
+            at += n;
+        }
+        (self.slots.len(), false)
     }
 
     /// Writes every state, step count, group learning rate and the
     /// sampler's position to `out` (at least [`Optimizer::checkpoint_len`]
     /// bytes) and returns the bytes written. Restored into an optimizer
     /// registered the same way, the next steps are bit-identical to an
-    /// uninterrupted run.
+    /// uninterrupted run. A sharded optimizer's states are on several
+    /// ranks: its checkpoint is [`crate::Distributed::checkpoint`].
     pub fn checkpoint(&self, backend: &B, out: &mut [u8]) -> Result<usize, Error<B::Error>> {
-        let needed = self.checkpoint_len();
+        if self.dist.is_some() {
+            return Err(StateError::Sharded.into());
+        }
+        self.write_checkpoint(out, |i| self.state_at(i).map_or(0, SlotState::export_len), |i, bytes| match self.state_at(i) {
+            Some(st) => st.export(backend, bytes).map(drop),
+            None => Ok(()),
+        })
+    }
+
+    /// Writes the checkpoint's layout to `out`, the `i`-th state's
+    /// `lens(i)` bytes by `state(i, bytes)`.
+    pub(crate) fn write_checkpoint(&self, out: &mut [u8], lens: impl Fn(usize) -> usize, mut state: impl FnMut(usize, &mut [u8]) -> Result<(), Error<B::Error>>) -> Result<usize, Error<B::Error>> {
+        let needed = self.checkpoint_len_with(&lens);
         if out.len() < needed {
             return Err(ShapeError::BufferLength { what: "checkpoint bytes", expected: needed, actual: out.len() }.into());
         }
@@ -137,15 +181,17 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             w.put(&[method_tag(g)]);
             w.put(&g.lr().to_le_bytes());
         }
+        let mut i = 0;
         for slot in &self.slots {
             w.put(&[kind_tag(&slot.kind), slot.group.0, slot.name.len() as u8]);
             w.put(slot.name.as_bytes());
-            for st in states(slot) {
-                let len = st.export_len();
+            for _ in states(slot) {
+                let len = lens(i);
                 w.put(&(len as u64).to_le_bytes());
                 let at = w.pos;
-                st.export(backend, &mut w.out[at..at + len])?;
+                state(i, &mut w.out[at..at + len])?;
                 w.pos += len;
+                i += 1;
             }
         }
         Ok(w.pos)
@@ -158,6 +204,9 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// checkpoint changes nothing; a backend error while the states are
     /// written leaves them partly restored (restore again, or rebuild).
     pub fn restore(&mut self, backend: &B, bytes: &[u8]) -> Result<(), Error<B::Error>> {
+        if self.dist.is_some() {
+            return Err(StateError::Sharded.into());
+        }
         let mut r = Reader { bytes, pos: 0 };
         if r.take(8)? != MAGIC {
             return Err(StateError::BadMagic.into());

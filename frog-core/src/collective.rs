@@ -161,28 +161,28 @@ pub trait Collective<B: Backend>: HostCollective {
     /// Rank `root`'s `data` to every rank.
     fn broadcast(&self, backend: &B, data: &mut B::ViewMut<'_>, root: usize) -> Result<(), CollectiveError>;
     /// Concatenates the ranks' `send` in rank order into `root`'s `recv`:
-    /// rank `k` sends `counts[k]` entries (its `send` has exactly that
+    /// rank `k` sends `counts(k)` entries (its `send` has exactly that
     /// many), and `recv` (on `root`; `None` elsewhere) holds their sum.
-    /// Every rank passes the same `counts`, one per rank.
-    fn gather(&self, backend: &B, send: &B::View<'_>, recv: Option<&mut B::ViewMut<'_>>, counts: &[usize], root: usize) -> Result<(), CollectiveError>;
+    /// Every rank passes the same `counts`; a function rather than a
+    /// slice, so that a sharded step finds them from its sample without
+    /// an array per rank.
+    fn gather(&self, backend: &B, send: &B::View<'_>, recv: Option<&mut B::ViewMut<'_>>, counts: &dyn Fn(usize) -> usize, root: usize) -> Result<(), CollectiveError>;
 
     /// The checks every [`Collective::gather`] makes before it moves
-    /// anything: `root` and `counts` fit the communicator, this rank's
-    /// `send` holds its count, and the root's `recv` their sum.
-    fn check_gather(&self, backend: &B, send: &B::View<'_>, recv: Option<&B::View<'_>>, counts: &[usize], root: usize) -> Result<(), CollectiveError> {
+    /// anything: `root` is in the communicator, the counts' sum is a
+    /// `usize`, this rank's `send` holds its count, and the root's `recv`
+    /// their sum. Returns the sum.
+    fn check_gather(&self, backend: &B, send: &B::View<'_>, recv: Option<&B::View<'_>>, counts: &dyn Fn(usize) -> usize, root: usize) -> Result<usize, CollectiveError> {
         self.check_rank(root)?;
-        if counts.len() != self.size() {
-            return Err(CollectiveError::Size { what: "counts (one per rank)", expected: self.size(), actual: counts.len() });
-        }
-        let mine = counts[self.rank()];
+        let mine = counts(self.rank());
         if backend.view_len(send) != mine {
             return Err(CollectiveError::Size { what: "this rank's send entries", expected: mine, actual: backend.view_len(send) });
         }
-        let total = counts.iter().try_fold(0usize, |a, &c| a.checked_add(c)).ok_or(CollectiveError::Size { what: "the gather's total", expected: usize::MAX, actual: usize::MAX })?;
+        let total = (0..self.size()).try_fold(0usize, |a, k| a.checked_add(counts(k))).ok_or(CollectiveError::Size { what: "the gather's total entries", expected: usize::MAX, actual: usize::MAX })?;
         match (self.rank() == root, recv) {
-            (true, Some(r)) if backend.view_len(r) == total => Ok(()),
+            (true, Some(r)) if backend.view_len(r) == total => Ok(total),
             (true, r) => Err(CollectiveError::Size { what: "the root's receive entries", expected: total, actual: r.map_or(0, |r| backend.view_len(r)) }),
-            (false, _) => Ok(()),
+            (false, _) => Ok(total),
         }
     }
 }

@@ -61,6 +61,11 @@ pub enum StateError {
     },
     /// The step count cannot grow (`u64::MAX` steps taken).
     StepsExhausted,
+    /// A single process's checkpoint of (or restore into) a sharded
+    /// optimizer, whose states are spread over the ranks: its checkpoint
+    /// is [`crate::Distributed::checkpoint`], and a checkpoint restores
+    /// into an optimizer before it is sharded.
+    Sharded,
     /// The state's momentum buffer (or K-FROG's running y average) does
     /// not match the setting: a setting above 0 needs one and 0 has none.
     MomentumSetting {
@@ -112,6 +117,7 @@ impl fmt::Display for StateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Truncated { needed, actual } => write!(f, "state buffer truncated: {actual} bytes, {needed} needed"),
+            Self::Sharded => write!(f, "the optimizer is sharded over ranks: take its checkpoint with Distributed::checkpoint, and restore before sharding"),
             Self::BadMagic => write!(f, "not a FROG state buffer (bad magic)"),
             Self::Version(v) => write!(f, "unknown state version {v} (this build reads {STATE_VERSION})"),
             Self::ScalarSize(b) => write!(f, "state written with {b}-byte scalars"),

@@ -115,8 +115,7 @@ impl<C: Communicator> Mpi<C> {
         Ok(())
     }
 
-    fn gather_into<T: Element>(&self, send: &[T], recv: Option<&mut [T]>, counts: &[usize], root: usize) -> Result<(), CollectiveError> {
-        let total = counts.iter().sum::<usize>();
+    fn gather_into<T: Equivalence>(&self, send: &[T], recv: Option<&mut [T]>, counts: &dyn Fn(usize) -> usize, total: usize, root: usize) -> Result<(), CollectiveError> {
         if total > Count::MAX as usize {
             return Err(CollectiveError::Size { what: "a gather's entries (MPI counts them in an i32)", expected: Count::MAX as usize, actual: total });
         }
@@ -124,12 +123,12 @@ impl<C: Communicator> Mpi<C> {
         match recv {
             Some(recv) if self.rank() == root => {
                 let mut scratch = self.counts.borrow_mut();
-                let (c, d) = scratch.split_at_mut(counts.len());
+                let (c, d) = scratch.split_at_mut(self.size());
                 let mut at = 0;
-                for (k, &n) in counts.iter().enumerate() {
+                for k in 0..c.len() {
                     // Both fit: their sum does.
-                    (c[k], d[k]) = (n as Count, at as Count);
-                    at += n;
+                    (c[k], d[k]) = (counts(k) as Count, at as Count);
+                    at += counts(k);
                 }
                 root_process.gather_varcount_into_root(send, &mut PartitionMut::new(recv, &c[..], &d[..]));
             }
@@ -177,10 +176,10 @@ macro_rules! collective_for {
                 self.broadcast_from(&mut **data, root)
             }
 
-            fn gather(&self, cpu: &Cpu<$t>, send: &&[$t], recv: Option<&mut &mut [$t]>, counts: &[usize], root: usize) -> Result<(), CollectiveError> {
+            fn gather(&self, cpu: &Cpu<$t>, send: &&[$t], recv: Option<&mut &mut [$t]>, counts: &dyn Fn(usize) -> usize, root: usize) -> Result<(), CollectiveError> {
                 let recv_view = recv.as_ref().map(|r| &***r);
-                self.check_gather(cpu, send, recv_view.as_ref(), counts, root)?;
-                self.gather_into(send, recv.map(|r| &mut **r), counts, root)
+                let total = self.check_gather(cpu, send, recv_view.as_ref(), counts, root)?;
+                self.gather_into(send, recv.map(|r| &mut **r), counts, total, root)
             }
         }
     };

@@ -12,12 +12,14 @@
 //! `sample`, a registered entry's state in `slot`, and the steps with their
 //! dispatch to each group's method in `steps`.
 
+mod distributed;
 mod into_method;
 mod registry;
 mod sample;
 mod slot;
 mod steps;
 
+pub use distributed::{Distributed, Shard, ShardRows};
 pub use into_method::IntoMethod;
 pub use registry::{GroupId, ParamId, ParamKind, ParamName, RegistryError, MAX_GROUPS, NAME_LEN};
 pub use sample::Sample;
@@ -91,6 +93,9 @@ pub struct Optimizer<B: Backend, const N: usize> {
     /// The Muon groups' shared scratch, sized for the largest registered
     /// Muon weight; `None` before the first.
     muon_scratch: Option<SizedScratch<B>>,
+    /// How a data-parallel run sharded it ([`Optimizer::distributed`]);
+    /// `None` in one process.
+    pub(crate) dist: Option<distributed::DistState<B>>,
 }
 
 /// The groups, the registered parameters with their states' sizes and
@@ -159,6 +164,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             kfrog: None,
             muon: None,
             muon_scratch: None,
+            dist: None,
         })
     }
 
@@ -252,7 +258,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                 (None, weight, bias)
             }
         };
-        let id = self.push(Slot { name, group, kind: ParamKind::Layer(layer), state, bias })?;
+        let id = self.push(Slot { name, group, kind: ParamKind::Layer(layer), state, bias, owner: 0 })?;
         if workspace.is_some() {
             self.workspace = workspace;
         }
@@ -273,7 +279,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             return Err(RegistryError::MuonMatrixOnly { what: "a plain parameter" }.into());
         }
         let state = SlotState::new(backend, &method, len).map_err(Error::Backend)?;
-        self.push(Slot { name, group, kind: ParamKind::Plain { len }, state, bias: None })
+        self.push(Slot { name, group, kind: ParamKind::Plain { len }, state, bias: None, owner: 0 })
     }
 
     /// The checks of a registration that need no allocation: the group

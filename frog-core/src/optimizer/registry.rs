@@ -171,6 +171,20 @@ pub enum RegistryError {
     /// [`IntoMethod`](crate::IntoMethod) requires the backend's
     /// [`MatmulBackend`](crate::MatmulBackend).
     MuonFromMethod,
+    /// A single-process step, state read or checkpoint of an entry whose
+    /// state another rank keeps (the optimizer is sharded: see
+    /// [`Optimizer::distributed`](crate::Optimizer::distributed)).
+    Elsewhere {
+        /// The entry's registry position.
+        index: u32,
+        /// The rank that owns it.
+        owner: usize,
+    },
+    /// [`Optimizer::distributed`](crate::Optimizer::distributed) again
+    /// after a registration, or on a communicator of another shape: the
+    /// states this rank freed cannot be had back (restore a checkpoint
+    /// into a new optimizer instead).
+    Resharded,
 }
 
 impl fmt::Display for RegistryError {
@@ -194,6 +208,8 @@ impl fmt::Display for RegistryError {
             Self::NeedsBuffers(p) => write!(f, "parameter {p} is in an AdamW or Muon group, whose steps take backend buffers (step_layer, step_param), not views"),
             Self::MuonMatrixOnly { what } => write!(f, "{what} in a Muon group: Muon steps matrix weights only (bias-free layers); register it in an SGD or AdamW group"),
             Self::MuonFromMethod => write!(f, "a Muon group made from a Method: make it from its MuonConfig (which checks that the backend has MatmulBackend)"),
+            Self::Elsewhere { index, owner } => write!(f, "parameter {index}'s state is on rank {owner} (the optimizer is sharded: step it through distributed())"),
+            Self::Resharded => write!(f, "the optimizer was sharded for another communicator or fewer registrations; its freed states cannot be had back"),
         }
     }
 }

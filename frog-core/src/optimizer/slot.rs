@@ -20,6 +20,8 @@ pub(crate) enum SlotState<B: Backend> {
     Adam(AdamState<B>),
     Kfrog(KfrogState<B>),
     Muon(MuonState<B>),
+    /// Kept by another rank (a sharded optimizer).
+    Elsewhere,
 }
 
 impl<B: Backend> SlotState<B> {
@@ -38,6 +40,7 @@ impl<B: Backend> SlotState<B> {
             Self::Adam(s) => s.export_len(),
             Self::Kfrog(s) => s.export_len(),
             Self::Muon(s) => s.export_len(),
+            Self::Elsewhere => 0,
         }
     }
 
@@ -47,6 +50,7 @@ impl<B: Backend> SlotState<B> {
             Self::Adam(s) => s.export(backend, out),
             Self::Kfrog(s) => s.export(backend, out),
             Self::Muon(s) => s.export(backend, out),
+            Self::Elsewhere => Ok(0),
         }
     }
 
@@ -56,6 +60,7 @@ impl<B: Backend> SlotState<B> {
             Self::Adam(s) => s.check_bytes(bytes),
             Self::Kfrog(s) => s.check_bytes(bytes),
             Self::Muon(s) => s.check_bytes(bytes),
+            Self::Elsewhere => Err(StateError::Sharded),
         }
     }
 
@@ -65,6 +70,7 @@ impl<B: Backend> SlotState<B> {
             Self::Adam(s) => s.apply_bytes(backend, bytes, steps),
             Self::Kfrog(s) => s.apply_bytes(backend, bytes, steps),
             Self::Muon(s) => s.apply_bytes(backend, bytes, steps),
+            Self::Elsewhere => Ok(()),
         }
     }
 
@@ -74,6 +80,7 @@ impl<B: Backend> SlotState<B> {
             Self::Adam(s) => s.len(),
             Self::Kfrog(s) => s.weight.len(),
             Self::Muon(s) => s.len(),
+            Self::Elsewhere => 0,
         }
     }
 
@@ -85,6 +92,7 @@ impl<B: Backend> SlotState<B> {
             Self::Adam(s) => s.steps(),
             Self::Kfrog(s) => s.steps(),
             Self::Muon(s) => s.steps(),
+            Self::Elsewhere => 0,
         };
         steps.checked_add(1).map(drop).ok_or(StateError::StepsExhausted)
     }
@@ -97,6 +105,7 @@ impl<B: Backend> fmt::Debug for SlotState<B> {
             Self::Adam(s) => s.fmt(f),
             Self::Kfrog(s) => s.fmt(f),
             Self::Muon(s) => s.fmt(f),
+            Self::Elsewhere => f.write_str("Elsewhere"),
         }
     }
 }
@@ -111,6 +120,19 @@ pub(crate) struct Slot<B: Backend> {
     pub(crate) state: SlotState<B>,
     /// A layer's bias state outside FROG groups.
     pub(crate) bias: Option<SlotState<B>>,
+    /// The rank that steps it and keeps its state (0 in one process).
+    pub(crate) owner: usize,
+}
+
+impl<B: Backend> Slot<B> {
+    /// Refuses a single-process use of an entry whose state another rank
+    /// keeps (`index` is its registry position).
+    pub(crate) fn here(&self, index: u32) -> Result<(), super::RegistryError> {
+        match self.state {
+            SlotState::Elsewhere => Err(super::RegistryError::Elsewhere { index, owner: self.owner }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl<B: Backend> fmt::Debug for Slot<B> {

@@ -76,6 +76,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
 
     fn step_layer_with(&mut self, backend: &B, id: ParamId, params: impl Weights<B>, batch: Option<&impl Inputs<B>>) -> Res<(), B> {
         let slot = self.slot(id)?;
+        slot.here(id.index)?;
         let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.index).into()) };
         if let Some(b) = batch {
             self.check_batch(b.rows().1)?;
@@ -133,6 +134,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// [`crate::ViewParamGrad`] of views (AdamW groups step on buffers only).
     pub fn step_param(&mut self, backend: &B, id: ParamId, param: impl crate::sgd::Operands<B>) -> Res<(), B> {
         let slot = self.slot(id)?;
+        slot.here(id.index)?;
         if !matches!(slot.kind, ParamKind::Plain { .. }) {
             return Err(RegistryError::WrongKind(id.index).into());
         }
@@ -169,6 +171,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
 
     fn step_kfrog_with(&mut self, backend: &B, id: ParamId, weight: &mut B::Buffer, grad: &B::Buffer, batch: KfrogBatch<'_, B>) -> Res<(), B> {
         let slot = self.slot(id)?;
+        slot.here(id.index)?;
         let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.index).into()) };
         self.check_batch(batch.batch_size)?;
         let method = self.groups[usize::from(slot.group.0)];

@@ -6,7 +6,7 @@
 //! `cg`, and [`gather_rows`] in `gather`.
 
 mod cg;
-mod check;
+pub(crate) mod check;
 mod gather;
 mod inputs;
 
