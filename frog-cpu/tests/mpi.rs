@@ -8,7 +8,7 @@
 //! starting the ranks.
 
 use frog_core::{
-    gather_rows, AdamWConfig, Batch, Collective, CollectiveError, Config, Conv2d, Error, GroupId, HostCollective, HostOp, Layer, Method, MuonConfig, ParamGrad, ParamId, Params, RegistryError, SgdConfig, Shard, ShardRows, StateError,
+    gather_rows, AdamWConfig, Batch, Collective, KfrogBatch, KfrogConfig, KfrogShardRows, CollectiveError, Config, Conv2d, Error, GroupId, HostCollective, HostOp, Layer, Method, MuonConfig, ParamGrad, ParamId, Params, RegistryError, SgdConfig, Shard, ShardRows, StateError,
 };
 use frog_cpu::mpi::Mpi;
 use frog_cpu::{Cpu, Frog};
@@ -36,7 +36,7 @@ fn main() {
         ("f32 and f64 sums, in place, beyond the scratch's chunk", sums),
         ("views broadcast from every root", broadcasts),
         ("gathers of uneven counts, an empty one included, and bad calls refused", gathers),
-        ("distributed steps (FROG, FROG's plain path, SGD, AdamW, Muon) equal one process's, bitwise; states sharded", distributed_steps),
+        ("distributed steps (FROG, FROG's plain path, SGD, AdamW, Muon, K-FROG) equal one process's, bitwise; states sharded", distributed_steps),
         ("ranks built differently are refused on every rank, naming the difference", distributed_mismatch),
         ("a rank's bad rows fail it and reach the others as a failed peer, nothing changed", distributed_failure),
         ("a sharded checkpoint restores on fewer and on more ranks, and in one process, bitwise", distributed_checkpoint),
@@ -206,19 +206,28 @@ fn muon_layer() -> Layer {
     Layer::conv2d(Conv2d::new(2, 4, 3, [5, 5]).padding(1), false)
 }
 
+/// K-FROG's layer (bias-free, as K-FROG's are).
+fn kfrog_layer() -> Layer {
+    Layer::conv2d(Conv2d::new(3, 2, 3, [4, 4]).padding(1), false)
+}
+
 /// Every registered entry, in registration order: (name, layer or plain
 /// length, group).
-const ENTRIES: usize = 6;
+const ENTRIES: usize = 7;
+/// The K-FROG layer's position.
+const KFROG: usize = 6;
 
-/// An optimizer with four groups: FROG (a conv, a linear layer and a plain
-/// parameter on its SGD path), SGD, AdamW (a linear layer each) and Muon
-/// (a bias-free conv); sample 3 of 7.
+/// An optimizer with five groups: FROG (a conv, a linear layer and a plain
+/// parameter on its SGD path), SGD, AdamW (a linear layer each), Muon (a
+/// bias-free conv) and K-FROG (a bias-free conv; samples of 4 inputs and
+/// 3 output gradients); FROG's sample 3 of 7.
 fn build(cpu: &Cpu<f64>, max_batch: usize) -> (Frog<f64>, [ParamId; ENTRIES]) {
     let cfg = Config { lr: 0.02, momentum: 0.9, weight_decay: 1e-3, sample_size: Some(3), ..Config::default() };
     let mut opt = Frog::<f64>::new(Method::Frog(cfg), max_batch, 9).unwrap();
     let sgd = opt.add_group(Method::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 1e-4, nesterov: true, ..SgdConfig::default() })).unwrap();
     let adam = opt.add_group(AdamWConfig { amsgrad: true, ..AdamWConfig::default() }).unwrap();
     let muon = opt.add_group(MuonConfig { lr: 0.02, ..MuonConfig::default() }).unwrap();
+    let kfrog = opt.add_group(KfrogConfig { lr: 0.01, momentum: 0.9, y_momentum: 0.5, sample_size: Some(4), y_sample_size: Some(3), ..KfrogConfig::default() }).unwrap();
     let ids = [
         opt.add_layer(cpu, "conv", conv(), GroupId::DEFAULT).unwrap(),
         opt.add_layer(cpu, "fc", fc(), GroupId::DEFAULT).unwrap(),
@@ -226,6 +235,7 @@ fn build(cpu: &Cpu<f64>, max_batch: usize) -> (Frog<f64>, [ParamId; ENTRIES]) {
         opt.add_layer(cpu, "fc_sgd", fc(), sgd).unwrap(),
         opt.add_layer(cpu, "fc_adam", fc(), adam).unwrap(),
         opt.add_layer(cpu, "conv_muon", muon_layer(), muon).unwrap(),
+        opt.add_layer(cpu, "conv_kfrog", kfrog_layer(), kfrog).unwrap(),
     ];
     (opt, ids)
 }
@@ -238,21 +248,24 @@ type Values = Vec<(Vec<f64>, Vec<f64>)>;
 fn initial() -> Values {
     let mut rng = Rng(5);
     let mut w = |l: &Layer| (rng.vec(l.rows() * l.weight_cols()), rng.vec(if l.bias { l.rows() } else { 0 }));
-    vec![w(&conv()), w(&fc()), (Rng(6).vec(5), vec![]), w(&fc()), w(&fc()), w(&muon_layer())]
+    vec![w(&conv()), w(&fc()), (Rng(6).vec(5), vec![]), w(&fc()), w(&fc()), w(&muon_layer()), w(&kfrog_layer())]
 }
 
 /// One step's data: per entry the (global, summed) gradients and, for the
 /// FROG layers, the whole batch's inputs and output gradients.
 struct StepData {
     grads: Values,
-    x: [Vec<f64>; 2],
-    y: [Vec<f64>; 2],
+    /// FROG's two layers' and K-FROG's.
+    x: [Vec<f64>; 3],
+    y: [Vec<f64>; 3],
 }
 
 fn step_data(t: u64, values: &Values) -> StepData {
     let mut rng = Rng(100 + t);
     let grads = values.iter().map(|(w, b)| (rng.vec(w.len()), rng.vec(b.len()))).collect();
-    let (x, y) = ([rng.vec(BATCH * conv().input_len()), rng.vec(BATCH * fc().input_len())], [rng.vec(BATCH * conv().output_len()), rng.vec(BATCH * fc().output_len())]);
+    let layers = [conv(), fc(), kfrog_layer()];
+    let x = layers.map(|l| rng.vec(BATCH * l.input_len()));
+    let y = layers.map(|l| rng.vec(BATCH * l.output_len()));
     StepData { grads, x, y }
 }
 
@@ -271,11 +284,19 @@ fn train_alone(cpu: &Cpu<f64>, opt: &mut Frog<f64>, ids: &[ParamId; ENTRIES], v:
             opt.step_layer(cpu, ids[k], params, Some(sample.batch(&x, &y))).unwrap();
         }
         opt.step_param(cpu, ids[2], ParamGrad { param: &mut v[2].0, grad: &d.grads[2].0 }).unwrap();
-        for k in 3..ENTRIES {
+        for k in 3..KFROG {
             let (w, b) = &mut v[k];
             let bias = if b.is_empty() { None } else { Some((b, &d.grads[k].1)) };
             opt.step_layer(cpu, ids[k], Params { weight: w, grad_weight: &d.grads[k].0, bias }, None::<Batch<'_, Cpu<f64>>>).unwrap();
         }
+        let l = kfrog_layer();
+        let (mut xi, mut yi) = ([0; BATCH], [0; BATCH]);
+        let (xs, ys) = opt.sample_kfrog(opt.group_of(ids[KFROG]).unwrap(), BATCH, &mut xi, &mut yi).unwrap();
+        let (mut x, mut y) = (vec![0.0; xs.len() * l.input_len()], vec![0.0; ys.len() * l.output_len()]);
+        gather_rows(cpu, xs, l.input_len(), &d.x[2], &mut x).unwrap();
+        gather_rows(cpu, ys, l.output_len(), &d.y[2], &mut y).unwrap();
+        let batch = KfrogBatch { x: &x, x_sample: xs.len(), y: &y, y_sample: ys.len(), batch_size: BATCH };
+        opt.step_layer_kfrog(cpu, ids[KFROG], &mut v[KFROG].0, &d.grads[KFROG].0, batch).unwrap();
     }
 }
 
@@ -297,11 +318,22 @@ fn train_distributed(cpu: &Cpu<f64>, c: &Mpi<impl Communicator>, opt: &mut Frog<
             d.step_layer(cpu, ids[k], params, Some(ShardRows { sample, x: &x, y: &y })).map_err(|e| e.to_string())?;
         }
         d.step_param(cpu, ids[2], ParamGrad { param: &mut v[2].0, grad: &data.grads[2].0 }).map_err(|e| e.to_string())?;
-        for k in 3..ENTRIES {
+        for k in 3..KFROG {
             let (w, b) = &mut v[k];
             let bias = if b.is_empty() { None } else { Some((b, &data.grads[k].1)) };
             d.step_layer(cpu, ids[k], Params { weight: w, grad_weight: &data.grads[k].0, bias }, None).map_err(|e| e.to_string())?;
         }
+        let l = kfrog_layer();
+        let (mut xi, mut yi) = ([0; BATCH], [0; BATCH]);
+        let group = d.group_of(ids[KFROG]).map_err(|e| e.to_string())?;
+        let (xs, ys) = d.sample_kfrog(group, BATCH, &mut xi, &mut yi).map_err(|e| e.to_string())?;
+        let shard = d.shard(BATCH);
+        let (xm, ym) = (shard.select(xs), shard.select(ys));
+        let (mut x, mut y) = (vec![0.0; xm.len() * l.input_len()], vec![0.0; ym.len() * l.output_len()]);
+        gather_rows(cpu, xm, l.input_len(), &data.x[2], &mut x).map_err(|e| e.to_string())?;
+        gather_rows(cpu, ym, l.output_len(), &data.y[2], &mut y).map_err(|e| e.to_string())?;
+        let rows = KfrogShardRows { x_rows: xs, y_rows: ys, batch_size: BATCH, x: &x, y: &y };
+        d.step_layer_kfrog(cpu, ids[KFROG], &mut v[KFROG].0, &data.grads[KFROG].0, rows).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

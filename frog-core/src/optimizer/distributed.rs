@@ -17,12 +17,13 @@
 
 use core::fmt::{self, Write};
 
-use super::registry::{ParamId, ParamKind, RegistryError};
+use super::registry::{GroupId, ParamId, ParamKind, RegistryError};
 use super::slot::SlotState;
 use super::{Optimizer, Res, Sample};
 use crate::backend::Backend;
 use crate::collective::{assign_owners, Collective, CollectiveError, HostOp};
 use crate::error::{Error, ShapeError};
+use crate::kfrog::KfrogBatch;
 use crate::layer::Layer;
 use crate::method::Method;
 use crate::sgd::ParamGrad;
@@ -55,15 +56,21 @@ impl Shard {
     pub fn end(&self) -> usize {
         self.offset + self.len
     }
+
+    /// Those of the increasing batch `indices` that fall in this shard
+    /// (a draw's rows that a rank holding it gathers).
+    pub fn select<'a>(&self, indices: &'a [usize]) -> &'a [usize] {
+        let lo = indices.partition_point(|&i| i < self.offset);
+        let hi = indices.partition_point(|&i| i < self.end());
+        &indices[lo..hi]
+    }
 }
 
 impl<'a> Sample<'a> {
     /// The drawn rows that fall in `shard` (indices into the global
     /// batch, increasing): the rows a rank holding that shard gathers.
     pub fn in_shard(&self, shard: Shard) -> &'a [usize] {
-        let lo = self.indices.partition_point(|&i| i < shard.offset);
-        let hi = self.indices.partition_point(|&i| i < shard.end());
-        &self.indices[lo..hi]
+        shard.select(self.indices)
     }
 }
 
@@ -82,6 +89,29 @@ pub struct ShardRows<'a, B: Backend> {
 impl<B: Backend> fmt::Debug for ShardRows<'_, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShardRows").field("sample", &self.sample).finish_non_exhaustive()
+    }
+}
+
+/// A K-FROG layer's sampled rows on this rank: the draw's input and
+/// output-gradient rows (independent samples, as
+/// [`Distributed::sample_kfrog`] returns them) and this rank's part of
+/// each, those in its shard, in order.
+pub struct KfrogShardRows<'a, B: Backend> {
+    /// The draw's input rows (indices into the global batch).
+    pub x_rows: &'a [usize],
+    /// The draw's output-gradient rows.
+    pub y_rows: &'a [usize],
+    /// Samples in the global batch.
+    pub batch_size: usize,
+    /// Inputs of this rank's input rows.
+    pub x: &'a B::Buffer,
+    /// Output gradients of this rank's output-gradient rows.
+    pub y: &'a B::Buffer,
+}
+
+impl<B: Backend> fmt::Debug for KfrogShardRows<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KfrogShardRows").field("x_rows", &self.x_rows).field("y_rows", &self.y_rows).field("batch_size", &self.batch_size).finish_non_exhaustive()
     }
 }
 
@@ -184,7 +214,16 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             }
         }
         let rows = if x_len > 0 { Some((backend.zeros(x_len).map_err(Error::Backend)?, backend.zeros(y_len).map_err(Error::Backend)?)) } else { None };
-        for (s, &o) in self.slots.iter_mut().zip(&owners) {
+        // Each owned K-FROG layer's, at exactly its step's lengths.
+        let mut gathered: [Option<(B::Buffer, B::Buffer)>; N] = [const { None }; N];
+        for ((s, &o), g) in self.slots.iter().zip(&owners).zip(gathered.iter_mut()) {
+            if let (ParamKind::Layer(l), Method::Kfrog(cfg), true) = (s.kind, self.groups[usize::from(s.group.0)], o == comm.rank()) {
+                let sampled = |n: Option<usize>| n.map_or(self.max_batch, |n| n.min(self.max_batch));
+                *g = Some((backend.zeros(sampled(cfg.sample_size) * l.input_len()).map_err(Error::Backend)?, backend.zeros(sampled(cfg.y_sample_size) * l.output_len()).map_err(Error::Backend)?));
+            }
+        }
+        for ((s, &o), g) in self.slots.iter_mut().zip(&owners).zip(gathered.iter_mut()) {
+            s.gathered = g.take();
             s.owner = o;
             if o != comm.rank() {
                 s.state = SlotState::Elsewhere;
@@ -227,6 +266,11 @@ impl<B: Backend, C: Collective<B>, const N: usize> Distributed<'_, B, C, N> {
     /// The rank that owns (steps, and keeps the state of) entry `id`.
     pub fn owner(&self, id: ParamId) -> Res<usize, B> {
         Ok(self.opt.slot(id)?.owner)
+    }
+
+    /// The group `id` was registered in.
+    pub fn group_of(&self, id: ParamId) -> Res<GroupId, B> {
+        self.opt.group_of(id)
     }
 
     /// This rank's shard of a global batch of `batch` samples.
@@ -273,6 +317,77 @@ impl<B: Backend, C: Collective<B>, const N: usize> Distributed<'_, B, C, N> {
             Some((b, _)) => self.broadcast(backend, b, owner),
             None => Ok(()),
         }
+    }
+
+    /// Draws a K-FROG step's two samples of the global batch, as
+    /// [`Optimizer::sample_kfrog`]: the same draws on every rank.
+    pub fn sample_kfrog<'a, 'b>(&mut self, group: GroupId, batch: usize, x_out: &'a mut [usize], y_out: &'b mut [usize]) -> Res<(&'a [usize], &'b [usize]), B> {
+        self.opt.sample_kfrog(group, batch, x_out, y_out)
+    }
+
+    /// One K-FROG step of layer `id` on every rank (its gradient summed
+    /// over the ranks): this rank's input and output-gradient rows go to
+    /// the owner, which steps as [`Optimizer::step_layer_kfrog`] would,
+    /// and the new weight reaches every rank. The owner's gathered rows
+    /// were sized at sharding for the largest batch's samples: a step of
+    /// a smaller batch whose samples are smaller is refused
+    /// ([`ShapeError::BufferLength`]), on every rank.
+    pub fn step_layer_kfrog(&mut self, backend: &B, id: ParamId, weight: &mut B::Buffer, grad: &B::Buffer, rows: KfrogShardRows<'_, B>) -> Res<(), B> {
+        let (owner, layer) = {
+            let slot = self.opt.slot(id)?;
+            let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.index).into()) };
+            (slot.owner, layer)
+        };
+        let (din, dout, ranks, batch) = (layer.input_len(), layer.output_len(), self.ranks(), rows.batch_size);
+        let mine = |idx: &[usize]| self.shard(batch).select(idx).len();
+        let local: Res<(), B> = (|| {
+            check_len(backend, rows.x, "x (this rank's input rows)", mine(rows.x_rows).saturating_mul(din))?;
+            check_len(backend, rows.y, "y (this rank's output-gradient rows)", mine(rows.y_rows).saturating_mul(dout))?;
+            // The owner's buffers hold exactly the largest batch's samples.
+            let slot = &self.opt.slots[id.index as usize];
+            match &slot.gathered {
+                Some((gx, gy)) => {
+                    check_len(backend, gx, "the owner's gathered input rows (sized for the largest batch's sample)", rows.x_rows.len().saturating_mul(din))?;
+                    check_len(backend, gy, "the owner's gathered output-gradient rows (sized for the largest batch's sample)", rows.y_rows.len().saturating_mul(dout))?;
+                    Ok(())
+                }
+                None if owner == self.rank() => Err(RegistryError::WrongMethod(id.index).into()),
+                None => Ok(()),
+            }
+        })();
+        self.comm.check_status(local.is_err())?;
+        local?;
+        let count = |idx: &[usize], k: usize, per: usize| Shard::of(batch, k, ranks).map_or(0, |s| s.select(idx).len() * per);
+        let x = backend.view(rows.x, 0, backend.len(rows.x)).map_err(Error::Backend)?;
+        let y = backend.view(rows.y, 0, backend.len(rows.y)).map_err(Error::Backend)?;
+        let mut gathered = self.opt.slots[id.index as usize].gathered.take();
+        let res = (|| {
+            match gathered.as_mut() {
+                Some((gx, gy)) => {
+                    {
+                        let n = backend.len(gx);
+                        let mut vx = backend.view_mut(gx, 0, n).map_err(Error::Backend)?;
+                        self.comm.gather(backend, &x, Some(&mut vx), &|k| count(rows.x_rows, k, din), owner)?;
+                    }
+                    {
+                        let n = backend.len(gy);
+                        let mut vy = backend.view_mut(gy, 0, n).map_err(Error::Backend)?;
+                        self.comm.gather(backend, &y, Some(&mut vy), &|k| count(rows.y_rows, k, dout), owner)?;
+                    }
+                    let batch = KfrogBatch { x: gx, x_sample: rows.x_rows.len(), y: gy, y_sample: rows.y_rows.len(), batch_size: batch };
+                    self.opt.step_layer_kfrog(backend, id, weight, grad, batch)
+                }
+                None => {
+                    self.comm.gather(backend, &x, None, &|k| count(rows.x_rows, k, din), owner)?;
+                    self.comm.gather(backend, &y, None, &|k| count(rows.y_rows, k, dout), owner)?;
+                    Ok(())
+                }
+            }
+        })();
+        self.opt.slots[id.index as usize].gathered = gathered;
+        self.comm.check_status(res.is_err())?;
+        res?;
+        self.broadcast(backend, weight, owner)
     }
 
     /// One step of plain parameter `id` on every rank (its gradient

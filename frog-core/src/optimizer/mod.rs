@@ -19,7 +19,7 @@ mod sample;
 mod slot;
 mod steps;
 
-pub use distributed::{Distributed, Shard, ShardRows};
+pub use distributed::{Distributed, KfrogShardRows, Shard, ShardRows};
 pub use into_method::IntoMethod;
 pub use registry::{GroupId, ParamId, ParamKind, ParamName, RegistryError, MAX_GROUPS, NAME_LEN};
 pub use sample::Sample;
@@ -258,7 +258,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                 (None, weight, bias)
             }
         };
-        let id = self.push(Slot { name, group, kind: ParamKind::Layer(layer), state, bias, owner: 0 })?;
+        let id = self.push(Slot { name, group, kind: ParamKind::Layer(layer), state, bias, owner: 0, gathered: None })?;
         if workspace.is_some() {
             self.workspace = workspace;
         }
@@ -279,7 +279,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
             return Err(RegistryError::MuonMatrixOnly { what: "a plain parameter" }.into());
         }
         let state = SlotState::new(backend, &method, len).map_err(Error::Backend)?;
-        self.push(Slot { name, group, kind: ParamKind::Plain { len }, state, bias: None, owner: 0 })
+        self.push(Slot { name, group, kind: ParamKind::Plain { len }, state, bias: None, owner: 0, gathered: None })
     }
 
     /// The checks of a registration that need no allocation: the group
