@@ -166,9 +166,7 @@ fn hash(f: impl FnOnce(&mut Fnv) -> fmt::Result) -> u64 {
 impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// The optimizer's steps on rank `comm.rank()` of `comm.size()`.
     ///
-    /// The first call (and the first after a registration, or on a
-    /// communicator of another size) checks that every rank built the
-    /// same optimizer (the registrations, the groups' settings, the
+    /// The first call checks that every rank built the same optimizer (the registrations, the groups' settings, the
     /// largest batch, the sampler's seed and position), refusing with
     /// [`CollectiveError::Mismatch`] naming the first difference on every
     /// rank; then assigns every registered entry its owner and frees the
@@ -176,7 +174,10 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// allocates the buffers for the rows of the FROG layers it owns.
     /// From then on the states it does not own are elsewhere: a
     /// single-process step or checkpoint of them is refused
-    /// ([`RegistryError::Elsewhere`]).
+    /// ([`RegistryError::Elsewhere`]), and so is a later call after a
+    /// registration or on a communicator of another shape
+    /// ([`RegistryError::Resharded`]). A rank that cannot allocate fails,
+    /// and the others return [`CollectiveError::PeerFailed`].
     pub fn distributed<'o, C: Collective<B>>(&'o mut self, backend: &B, comm: &'o C) -> Res<Distributed<'o, B, C, N>, B> {
         let fresh = self.dist.as_ref().is_some_and(|d| d.ranks == comm.size() && d.rank == comm.rank() && d.registered == self.slots.len());
         if !fresh {
@@ -213,15 +214,19 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                 y_len = y_len.max(r.saturating_mul(l.output_len()));
             }
         }
-        let rows = if x_len > 0 { Some((backend.zeros(x_len).map_err(Error::Backend)?, backend.zeros(y_len).map_err(Error::Backend)?)) } else { None };
-        // Each owned K-FROG layer's, at exactly its step's lengths.
         let mut gathered: [Option<(B::Buffer, B::Buffer)>; N] = [const { None }; N];
-        for ((s, &o), g) in self.slots.iter().zip(&owners).zip(gathered.iter_mut()) {
-            if let (ParamKind::Layer(l), Method::Kfrog(cfg), true) = (s.kind, self.groups[usize::from(s.group.0)], o == comm.rank()) {
-                let sampled = |n: Option<usize>| n.map_or(self.max_batch, |n| n.min(self.max_batch));
-                *g = Some((backend.zeros(sampled(cfg.sample_size) * l.input_len()).map_err(Error::Backend)?, backend.zeros(sampled(cfg.y_sample_size) * l.output_len()).map_err(Error::Backend)?));
+        let rows = (|| {
+            // Each owned K-FROG layer's, at exactly its step's lengths.
+            for ((s, &o), g) in self.slots.iter().zip(&owners).zip(gathered.iter_mut()) {
+                if let (ParamKind::Layer(l), Method::Kfrog(cfg), true) = (s.kind, self.groups[usize::from(s.group.0)], o == comm.rank()) {
+                    let sampled = |n: Option<usize>| n.map_or(self.max_batch, |n| n.min(self.max_batch));
+                    *g = Some((backend.zeros(sampled(cfg.sample_size).saturating_mul(l.input_len()))?, backend.zeros(sampled(cfg.y_sample_size).saturating_mul(l.output_len()))?));
+                }
             }
-        }
+            Ok(if x_len > 0 { Some((backend.zeros(x_len)?, backend.zeros(y_len)?)) } else { None })
+        })();
+        comm.check_status(rows.is_err())?;
+        let rows = rows.map_err(Error::Backend)?;
         for ((s, &o), g) in self.slots.iter_mut().zip(&owners).zip(gathered.iter_mut()) {
             s.gathered = g.take();
             s.owner = o;
@@ -232,6 +237,23 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         }
         self.dist = Some(DistState { rank: comm.rank(), ranks: comm.size(), registered: n, rows });
         Ok(())
+    }
+}
+
+/// A layer's parameters and gradients have its lengths (every rank checks
+/// before the first collective: a broadcast of another length would fail
+/// in the engine).
+fn check_params<B: Backend>(backend: &B, layer: &Layer, p: &Params<'_, B>) -> Res<(), B> {
+    let n = layer.rows() * layer.weight_cols();
+    check_len(backend, p.weight, "weight", n)?;
+    check_len(backend, p.grad_weight, "grad_weight", n)?;
+    match (&p.bias, layer.bias) {
+        (Some((b, g)), true) => {
+            check_len(backend, b, "bias", layer.rows())?;
+            Ok(check_len(backend, g, "grad_bias", layer.rows())?)
+        }
+        (None, false) => Ok(()),
+        _ => Err(ShapeError::BiasMismatch.into()),
     }
 }
 
@@ -299,7 +321,7 @@ impl<B: Backend, C: Collective<B>, const N: usize> Distributed<'_, B, C, N> {
         };
         let me = self.rank();
         // Local checks, then every rank learns whether one failed.
-        let local = self.check_rows(backend, id, &layer, frog, rows.as_ref());
+        let local = check_params(backend, &layer, &params).and_then(|()| self.check_rows(backend, id, &layer, frog, rows.as_ref()));
         self.comm.check_status(local.is_err())?;
         let counts = local?;
         let res = match (rows, counts) {
@@ -341,6 +363,8 @@ impl<B: Backend, C: Collective<B>, const N: usize> Distributed<'_, B, C, N> {
         let (din, dout, ranks, batch) = (layer.input_len(), layer.output_len(), self.ranks(), rows.batch_size);
         let mine = |idx: &[usize]| self.shard(batch).select(idx).len();
         let local: Res<(), B> = (|| {
+            check_len(backend, weight, "weight", layer.rows() * layer.weight_cols())?;
+            check_len(backend, grad, "grad_weight", layer.rows() * layer.weight_cols())?;
             check_len(backend, rows.x, "x (this rank's input rows)", mine(rows.x_rows).saturating_mul(din))?;
             check_len(backend, rows.y, "y (this rank's output-gradient rows)", mine(rows.y_rows).saturating_mul(dout))?;
             // The owner's buffers hold exactly the largest batch's samples.
@@ -394,7 +418,11 @@ impl<B: Backend, C: Collective<B>, const N: usize> Distributed<'_, B, C, N> {
     /// summed over the ranks): the owner steps, every rank gets the new
     /// values.
     pub fn step_param(&mut self, backend: &B, id: ParamId, param: ParamGrad<'_, B>) -> Res<(), B> {
-        let owner = self.opt.slot(id)?.owner;
+        let slot = self.opt.slot(id)?;
+        let (owner, ParamKind::Plain { len }) = (slot.owner, slot.kind) else { return Err(RegistryError::WrongKind(id.index).into()) };
+        let local = check_len(backend, param.param, "param", len).and_then(|()| check_len(backend, param.grad, "grad", len));
+        self.comm.check_status(local.is_err())?;
+        local?;
         let res = if self.rank() == owner { self.opt.step_param(backend, id, ParamGrad { param: &mut *param.param, grad: param.grad }) } else { Ok(()) };
         self.comm.check_status(res.is_err())?;
         res?;
