@@ -315,7 +315,7 @@ fn train_distributed(cpu: &Cpu<f64>, c: &Mpi<impl Communicator>, opt: &mut Frog<
             gather_rows(cpu, &mine, layer.output_len(), &data.y[k], &mut y).map_err(|e| e.to_string())?;
             let (w, b) = &mut v[k];
             let params = Params { weight: w, grad_weight: &data.grads[k].0, bias: Some((b, &data.grads[k].1)) };
-            d.step_layer(cpu, ids[k], params, Some(ShardRows { sample, x: &x, y: &y })).map_err(|e| e.to_string())?;
+            d.step_layer(cpu, ids[k], params, Some(ShardRows { sample, x: &x[..], y: &y[..] })).map_err(|e| e.to_string())?;
         }
         d.step_param(cpu, ids[2], ParamGrad { param: &mut v[2].0, grad: &data.grads[2].0 }).map_err(|e| e.to_string())?;
         for k in 3..KFROG {
@@ -332,7 +332,7 @@ fn train_distributed(cpu: &Cpu<f64>, c: &Mpi<impl Communicator>, opt: &mut Frog<
         let (mut x, mut y) = (vec![0.0; xm.len() * l.input_len()], vec![0.0; ym.len() * l.output_len()]);
         gather_rows(cpu, xm, l.input_len(), &data.x[2], &mut x).map_err(|e| e.to_string())?;
         gather_rows(cpu, ym, l.output_len(), &data.y[2], &mut y).map_err(|e| e.to_string())?;
-        let rows = KfrogShardRows { x_rows: xs, y_rows: ys, batch_size: BATCH, x: &x, y: &y };
+        let rows = KfrogShardRows { x_rows: xs, y_rows: ys, batch_size: BATCH, x: &x[..], y: &y[..] };
         d.step_layer_kfrog(cpu, ids[KFROG], &mut v[KFROG].0, &data.grads[KFROG].0, rows).map_err(|e| e.to_string())?;
     }
     Ok(())
@@ -400,7 +400,7 @@ fn distributed_failure(c: &Mpi) -> Result<(), String> {
     let v = initial();
     let (mut w, mut b) = v[1].clone();
     let g = step_data(0, &v).grads;
-    let got = d.step_layer(&cpu, ids[1], Params { weight: &mut w, grad_weight: &g[1].0, bias: Some((&mut b, &g[1].1)) }, Some(ShardRows { sample, x: &x, y: &y }));
+    let got = d.step_layer(&cpu, ids[1], Params { weight: &mut w, grad_weight: &g[1].0, bias: Some((&mut b, &g[1].1)) }, Some(ShardRows { sample, x: &x[..], y: &y[..] }));
     // On one rank, or when the last rank holds no sampled row, nothing is wrong.
     let bad_rows = Shard::of(BATCH, bad, c.size()).map(|s| sample.in_shard(s).len()).unwrap_or(0);
     let want_ok = bad_rows == 0;

@@ -27,7 +27,7 @@ use crate::kfrog::KfrogBatch;
 use crate::layer::Layer;
 use crate::method::Method;
 use crate::sgd::ParamGrad;
-use crate::step::check::check_len;
+use crate::step::check::{check_count, check_len};
 use crate::step::Params;
 use crate::view::ViewBatch;
 
@@ -77,16 +77,17 @@ impl<'a> Sample<'a> {
 /// A FROG layer's sampled rows on this rank: those of `sample` in the
 /// rank's shard, in order (`sample.in_shard(shard)`), their inputs `x`
 /// and output gradients `y` (of the global loss), exactly that many rows.
-pub struct ShardRows<'a, B: Backend> {
+pub struct ShardRows<'a, B: Backend + 'a> {
     /// The step's sample (the whole draw; every rank drew the same).
     pub sample: Sample<'a>,
-    /// Inputs of this rank's sampled rows.
-    pub x: &'a B::Buffer,
+    /// Inputs of this rank's sampled rows (a view: the prefix of a buffer
+    /// sized for the whole sample, say).
+    pub x: B::View<'a>,
     /// Their output gradients.
-    pub y: &'a B::Buffer,
+    pub y: B::View<'a>,
 }
 
-impl<B: Backend> fmt::Debug for ShardRows<'_, B> {
+impl<'a, B: Backend + 'a> fmt::Debug for ShardRows<'a, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShardRows").field("sample", &self.sample).finish_non_exhaustive()
     }
@@ -96,7 +97,7 @@ impl<B: Backend> fmt::Debug for ShardRows<'_, B> {
 /// output-gradient rows (independent samples, as
 /// [`Distributed::sample_kfrog`] returns them) and this rank's part of
 /// each, those in its shard, in order.
-pub struct KfrogShardRows<'a, B: Backend> {
+pub struct KfrogShardRows<'a, B: Backend + 'a> {
     /// The draw's input rows (indices into the global batch).
     pub x_rows: &'a [usize],
     /// The draw's output-gradient rows.
@@ -104,12 +105,12 @@ pub struct KfrogShardRows<'a, B: Backend> {
     /// Samples in the global batch.
     pub batch_size: usize,
     /// Inputs of this rank's input rows.
-    pub x: &'a B::Buffer,
+    pub x: B::View<'a>,
     /// Output gradients of this rank's output-gradient rows.
-    pub y: &'a B::Buffer,
+    pub y: B::View<'a>,
 }
 
-impl<B: Backend> fmt::Debug for KfrogShardRows<'_, B> {
+impl<'a, B: Backend + 'a> fmt::Debug for KfrogShardRows<'a, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KfrogShardRows").field("x_rows", &self.x_rows).field("y_rows", &self.y_rows).field("batch_size", &self.batch_size).finish_non_exhaustive()
     }
@@ -313,7 +314,10 @@ impl<B: Backend, C: Collective<B>, const N: usize> Distributed<'_, B, C, N> {
     /// rank's sampled rows, gathered to the owner; the owner steps as
     /// [`Optimizer::step_layer`] would, and the new weight (and bias)
     /// reach every rank's `params`.
-    pub fn step_layer(&mut self, backend: &B, id: ParamId, mut params: Params<'_, B>, rows: Option<ShardRows<'_, B>>) -> Res<(), B> {
+    pub fn step_layer<'r>(&mut self, backend: &B, id: ParamId, mut params: Params<'_, B>, rows: Option<ShardRows<'r, B>>) -> Res<(), B>
+    where
+        B: 'r,
+    {
         let (owner, layer, frog) = {
             let slot = self.opt.slot(id)?;
             let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.index).into()) };
@@ -354,7 +358,10 @@ impl<B: Backend, C: Collective<B>, const N: usize> Distributed<'_, B, C, N> {
     /// were sized at sharding for the largest batch's samples: a step of
     /// a smaller batch whose samples are smaller is refused
     /// ([`ShapeError::BufferLength`]), on every rank.
-    pub fn step_layer_kfrog(&mut self, backend: &B, id: ParamId, weight: &mut B::Buffer, grad: &B::Buffer, rows: KfrogShardRows<'_, B>) -> Res<(), B> {
+    pub fn step_layer_kfrog<'r>(&mut self, backend: &B, id: ParamId, weight: &mut B::Buffer, grad: &B::Buffer, rows: KfrogShardRows<'r, B>) -> Res<(), B>
+    where
+        B: 'r,
+    {
         let (owner, layer) = {
             let slot = self.opt.slot(id)?;
             let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.index).into()) };
@@ -365,8 +372,8 @@ impl<B: Backend, C: Collective<B>, const N: usize> Distributed<'_, B, C, N> {
         let local: Res<(), B> = (|| {
             check_len(backend, weight, "weight", layer.rows() * layer.weight_cols())?;
             check_len(backend, grad, "grad_weight", layer.rows() * layer.weight_cols())?;
-            check_len(backend, rows.x, "x (this rank's input rows)", mine(rows.x_rows).saturating_mul(din))?;
-            check_len(backend, rows.y, "y (this rank's output-gradient rows)", mine(rows.y_rows).saturating_mul(dout))?;
+            check_count(backend.view_len(&rows.x), "x (this rank's input rows)", mine(rows.x_rows).saturating_mul(din))?;
+            check_count(backend.view_len(&rows.y), "y (this rank's output-gradient rows)", mine(rows.y_rows).saturating_mul(dout))?;
             // The owner's buffers hold exactly the largest batch's samples.
             let slot = &self.opt.slots[id.index as usize];
             match &slot.gathered {
@@ -382,8 +389,7 @@ impl<B: Backend, C: Collective<B>, const N: usize> Distributed<'_, B, C, N> {
         self.comm.check_status(local.is_err())?;
         local?;
         let count = |idx: &[usize], k: usize, per: usize| Shard::of(batch, k, ranks).map_or(0, |s| s.select(idx).len() * per);
-        let x = backend.view(rows.x, 0, backend.len(rows.x)).map_err(Error::Backend)?;
-        let y = backend.view(rows.y, 0, backend.len(rows.y)).map_err(Error::Backend)?;
+        let (x, y) = (&rows.x, &rows.y);
         let mut gathered = self.opt.slots[id.index as usize].gathered.take();
         let res = (|| {
             match gathered.as_mut() {
@@ -391,19 +397,19 @@ impl<B: Backend, C: Collective<B>, const N: usize> Distributed<'_, B, C, N> {
                     {
                         let n = backend.len(gx);
                         let mut vx = backend.view_mut(gx, 0, n).map_err(Error::Backend)?;
-                        self.comm.gather(backend, &x, Some(&mut vx), &|k| count(rows.x_rows, k, din), owner)?;
+                        self.comm.gather(backend, x, Some(&mut vx), &|k| count(rows.x_rows, k, din), owner)?;
                     }
                     {
                         let n = backend.len(gy);
                         let mut vy = backend.view_mut(gy, 0, n).map_err(Error::Backend)?;
-                        self.comm.gather(backend, &y, Some(&mut vy), &|k| count(rows.y_rows, k, dout), owner)?;
+                        self.comm.gather(backend, y, Some(&mut vy), &|k| count(rows.y_rows, k, dout), owner)?;
                     }
                     let batch = KfrogBatch { x: gx, x_sample: rows.x_rows.len(), y: gy, y_sample: rows.y_rows.len(), batch_size: batch };
                     self.opt.step_layer_kfrog(backend, id, weight, grad, batch)
                 }
                 None => {
-                    self.comm.gather(backend, &x, None, &|k| count(rows.x_rows, k, din), owner)?;
-                    self.comm.gather(backend, &y, None, &|k| count(rows.y_rows, k, dout), owner)?;
+                    self.comm.gather(backend, x, None, &|k| count(rows.x_rows, k, din), owner)?;
+                    self.comm.gather(backend, y, None, &|k| count(rows.y_rows, k, dout), owner)?;
                     Ok(())
                 }
             }
@@ -436,8 +442,8 @@ impl<B: Backend, C: Collective<B>, const N: usize> Distributed<'_, B, C, N> {
             return if frog { Err(RegistryError::NoBatch(id.index).into()) } else { Ok(None) };
         };
         let mine = rows.sample.in_shard(self.shard(rows.sample.batch_size)).len();
-        check_len(backend, rows.x, "x (this rank's sampled rows)", mine.saturating_mul(layer.input_len()))?;
-        check_len(backend, rows.y, "y (this rank's sampled rows)", mine.saturating_mul(layer.output_len()))?;
+        check_count(backend.view_len(&rows.x), "x (this rank's sampled rows)", mine.saturating_mul(layer.input_len()))?;
+        check_count(backend.view_len(&rows.y), "y (this rank's sampled rows)", mine.saturating_mul(layer.output_len()))?;
         Ok(Some(rows.sample.len()))
     }
 
@@ -450,17 +456,16 @@ impl<B: Backend, C: Collective<B>, const N: usize> Distributed<'_, B, C, N> {
         let mine = self.rank() == owner;
         let mut bufs = if mine { self.opt.dist.as_mut().and_then(|d| d.rows.take()) } else { None };
         let res = (|| {
-            let x = backend.view(rows.x, 0, backend.len(rows.x)).map_err(Error::Backend)?;
-            let y = backend.view(rows.y, 0, backend.len(rows.y)).map_err(Error::Backend)?;
+            let (x, y) = (&rows.x, &rows.y);
             match bufs.as_mut() {
                 Some((gx, gy)) => {
                     {
                         let mut vx = backend.view_mut(gx, 0, r * din).map_err(Error::Backend)?;
-                        self.comm.gather(backend, &x, Some(&mut vx), &|k| count(k, din), owner)?;
+                        self.comm.gather(backend, x, Some(&mut vx), &|k| count(k, din), owner)?;
                     }
                     {
                         let mut vy = backend.view_mut(gy, 0, r * dout).map_err(Error::Backend)?;
-                        self.comm.gather(backend, &y, Some(&mut vy), &|k| count(k, dout), owner)?;
+                        self.comm.gather(backend, y, Some(&mut vy), &|k| count(k, dout), owner)?;
                     }
                     let batch = ViewBatch { x: backend.view(gx, 0, r * din).map_err(Error::Backend)?, y: backend.view(gy, 0, r * dout).map_err(Error::Backend)?, sample: r, batch_size: batch };
                     let p = Params { weight: &mut *params.weight, grad_weight: params.grad_weight, bias: params.bias.as_mut().map(|(b, g)| (&mut **b, *g)) };
@@ -468,8 +473,8 @@ impl<B: Backend, C: Collective<B>, const N: usize> Distributed<'_, B, C, N> {
                 }
                 None if mine => Err(RegistryError::WrongMethod(id.index).into()),
                 None => {
-                    self.comm.gather(backend, &x, None, &|k| count(k, din), owner)?;
-                    self.comm.gather(backend, &y, None, &|k| count(k, dout), owner)?;
+                    self.comm.gather(backend, x, None, &|k| count(k, din), owner)?;
+                    self.comm.gather(backend, y, None, &|k| count(k, dout), owner)?;
                     Ok(())
                 }
             }
