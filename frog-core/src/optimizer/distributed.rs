@@ -392,26 +392,16 @@ impl<B: Backend, C: Collective<B>, const N: usize> Distributed<'_, B, C, N> {
         let (x, y) = (&rows.x, &rows.y);
         let mut gathered = self.opt.slots[id.index as usize].gathered.take();
         let res = (|| {
-            match gathered.as_mut() {
-                Some((gx, gy)) => {
-                    {
-                        let n = backend.len(gx);
-                        let mut vx = backend.view_mut(gx, 0, n).map_err(Error::Backend)?;
-                        self.comm.gather(backend, x, Some(&mut vx), &|k| count(rows.x_rows, k, din), owner)?;
-                    }
-                    {
-                        let n = backend.len(gy);
-                        let mut vy = backend.view_mut(gy, 0, n).map_err(Error::Backend)?;
-                        self.comm.gather(backend, y, Some(&mut vy), &|k| count(rows.y_rows, k, dout), owner)?;
-                    }
+            let sizes = (rows.x_rows.len() * din, rows.y_rows.len() * dout);
+            let into = gathered.as_mut().map(|(gx, gy)| (gx, gy));
+            let owns = into.is_some();
+            self.gather_to(backend, (x, y), into, (&|k| count(rows.x_rows, k, din), &|k| count(rows.y_rows, k, dout)), sizes, owner)?;
+            match gathered.as_ref() {
+                Some((gx, gy)) if owns => {
                     let batch = KfrogBatch { x: gx, x_sample: rows.x_rows.len(), y: gy, y_sample: rows.y_rows.len(), batch_size: batch };
                     self.opt.step_layer_kfrog(backend, id, weight, grad, batch)
                 }
-                None => {
-                    self.comm.gather(backend, x, None, &|k| count(rows.x_rows, k, din), owner)?;
-                    self.comm.gather(backend, y, None, &|k| count(rows.y_rows, k, dout), owner)?;
-                    Ok(())
-                }
+                _ => Ok(()),
             }
         })();
         self.opt.slots[id.index as usize].gathered = gathered;
@@ -456,33 +446,51 @@ impl<B: Backend, C: Collective<B>, const N: usize> Distributed<'_, B, C, N> {
         let mine = self.rank() == owner;
         let mut bufs = if mine { self.opt.dist.as_mut().and_then(|d| d.rows.take()) } else { None };
         let res = (|| {
-            let (x, y) = (&rows.x, &rows.y);
-            match bufs.as_mut() {
+            if mine && bufs.is_none() {
+                return Err(RegistryError::WrongMethod(id.index).into());
+            }
+            let into = bufs.as_mut().map(|(gx, gy)| (gx, gy));
+            self.gather_to(backend, (&rows.x, &rows.y), into, (&|k| count(k, din), &|k| count(k, dout)), (r * din, r * dout), owner)?;
+            match bufs.as_ref() {
                 Some((gx, gy)) => {
-                    {
-                        let mut vx = backend.view_mut(gx, 0, r * din).map_err(Error::Backend)?;
-                        self.comm.gather(backend, x, Some(&mut vx), &|k| count(k, din), owner)?;
-                    }
-                    {
-                        let mut vy = backend.view_mut(gy, 0, r * dout).map_err(Error::Backend)?;
-                        self.comm.gather(backend, y, Some(&mut vy), &|k| count(k, dout), owner)?;
-                    }
                     let batch = ViewBatch { x: backend.view(gx, 0, r * din).map_err(Error::Backend)?, y: backend.view(gy, 0, r * dout).map_err(Error::Backend)?, sample: r, batch_size: batch };
                     let p = Params { weight: &mut *params.weight, grad_weight: params.grad_weight, bias: params.bias.as_mut().map(|(b, g)| (&mut **b, *g)) };
                     self.opt.step_layer(backend, id, p, Some(batch))
                 }
-                None if mine => Err(RegistryError::WrongMethod(id.index).into()),
-                None => {
-                    self.comm.gather(backend, x, None, &|k| count(k, din), owner)?;
-                    self.comm.gather(backend, y, None, &|k| count(k, dout), owner)?;
-                    Ok(())
-                }
+                None => Ok(()),
             }
         })();
         if let (Some(d), Some(b)) = (self.opt.dist.as_mut(), bufs) {
             d.rows = Some(b);
         }
         res
+    }
+
+    /// Gathers this rank's rows `x` and `y` to `owner`, rank `k` sending
+    /// `counts.0(k)` and `counts.1(k)` entries, into the first `sizes` of
+    /// the owner's buffers `into` (`None` on the other ranks).
+    #[allow(clippy::type_complexity)]
+    fn gather_to(
+        &self,
+        backend: &B,
+        (x, y): (&B::View<'_>, &B::View<'_>),
+        into: Option<(&mut B::Buffer, &mut B::Buffer)>,
+        counts: (&dyn Fn(usize) -> usize, &dyn Fn(usize) -> usize),
+        sizes: (usize, usize),
+        owner: usize,
+    ) -> Res<(), B> {
+        match into {
+            Some((gx, gy)) => {
+                let mut vx = backend.view_mut(gx, 0, sizes.0).map_err(Error::Backend)?;
+                self.comm.gather(backend, x, Some(&mut vx), counts.0, owner)?;
+                let mut vy = backend.view_mut(gy, 0, sizes.1).map_err(Error::Backend)?;
+                Ok(self.comm.gather(backend, y, Some(&mut vy), counts.1, owner)?)
+            }
+            None => {
+                self.comm.gather(backend, x, None, counts.0, owner)?;
+                Ok(self.comm.gather(backend, y, None, counts.1, owner)?)
+            }
+        }
     }
 
     /// Bytes [`Distributed::checkpoint`] writes (the same on every rank).
