@@ -260,21 +260,22 @@ struct StepData {
     y: [Vec<f64>; 3],
 }
 
-fn step_data(t: u64, values: &Values) -> StepData {
+fn step_data(t: u64, values: &Values, batch: usize) -> StepData {
     let mut rng = Rng(100 + t);
     let grads = values.iter().map(|(w, b)| (rng.vec(w.len()), rng.vec(b.len()))).collect();
     let layers = [conv(), fc(), kfrog_layer()];
-    let x = layers.map(|l| rng.vec(BATCH * l.input_len()));
-    let y = layers.map(|l| rng.vec(BATCH * l.output_len()));
+    let x = layers.map(|l| rng.vec(batch * l.input_len()));
+    let y = layers.map(|l| rng.vec(batch * l.output_len()));
     StepData { grads, x, y }
 }
 
 /// Steps `steps` in one process.
 fn train_alone(cpu: &Cpu<f64>, opt: &mut Frog<f64>, ids: &[ParamId; ENTRIES], v: &mut Values, steps: Range<u64>) {
+    let batch = opt.max_batch();
     for t in steps {
-        let d = step_data(t, v);
-        let mut idx = [0; BATCH];
-        let sample = opt.sample(BATCH, &mut idx).unwrap();
+        let d = step_data(t, v, batch);
+        let mut idx = vec![0; batch];
+        let sample = opt.sample(batch, &mut idx).unwrap();
         for (k, layer) in [conv(), fc()].iter().enumerate() {
             let (mut x, mut y) = (vec![0.0; sample.len() * layer.input_len()], vec![0.0; sample.len() * layer.output_len()]);
             gather_rows(cpu, &sample, layer.input_len(), &d.x[k], &mut x).unwrap();
@@ -290,12 +291,12 @@ fn train_alone(cpu: &Cpu<f64>, opt: &mut Frog<f64>, ids: &[ParamId; ENTRIES], v:
             opt.step_layer(cpu, ids[k], Params { weight: w, grad_weight: &d.grads[k].0, bias }, None::<Batch<'_, Cpu<f64>>>).unwrap();
         }
         let l = kfrog_layer();
-        let (mut xi, mut yi) = ([0; BATCH], [0; BATCH]);
-        let (xs, ys) = opt.sample_kfrog(opt.group_of(ids[KFROG]).unwrap(), BATCH, &mut xi, &mut yi).unwrap();
+        let (mut xi, mut yi) = (vec![0; batch], vec![0; batch]);
+        let (xs, ys) = opt.sample_kfrog(opt.group_of(ids[KFROG]).unwrap(), batch, &mut xi, &mut yi).unwrap();
         let (mut x, mut y) = (vec![0.0; xs.len() * l.input_len()], vec![0.0; ys.len() * l.output_len()]);
         gather_rows(cpu, xs, l.input_len(), &d.x[2], &mut x).unwrap();
         gather_rows(cpu, ys, l.output_len(), &d.y[2], &mut y).unwrap();
-        let batch = KfrogBatch { x: &x, x_sample: xs.len(), y: &y, y_sample: ys.len(), batch_size: BATCH };
+        let batch = KfrogBatch { x: &x, x_sample: xs.len(), y: &y, y_sample: ys.len(), batch_size: batch };
         opt.step_layer_kfrog(cpu, ids[KFROG], &mut v[KFROG].0, &d.grads[KFROG].0, batch).unwrap();
     }
 }
@@ -303,12 +304,13 @@ fn train_alone(cpu: &Cpu<f64>, opt: &mut Frog<f64>, ids: &[ParamId; ENTRIES], v:
 /// The same steps on every rank of `c`, each rank holding only its
 /// shard's sampled rows.
 fn train_distributed(cpu: &Cpu<f64>, c: &Mpi<impl Communicator>, opt: &mut Frog<f64>, ids: &[ParamId; ENTRIES], v: &mut Values, steps: Range<u64>) -> Result<(), String> {
+    let batch = opt.max_batch();
     let mut d = opt.distributed(cpu, c).map_err(|e| e.to_string())?;
     for t in steps {
-        let data = step_data(t, v);
-        let mut idx = [0; BATCH];
-        let sample = d.sample(BATCH, &mut idx).map_err(|e| e.to_string())?;
-        let mine: Vec<usize> = sample.in_shard(d.shard(BATCH)).to_vec();
+        let data = step_data(t, v, batch);
+        let mut idx = vec![0; batch];
+        let sample = d.sample(batch, &mut idx).map_err(|e| e.to_string())?;
+        let mine: Vec<usize> = sample.in_shard(d.shard(batch)).to_vec();
         for (k, layer) in [conv(), fc()].iter().enumerate() {
             let (mut x, mut y) = (vec![0.0; mine.len() * layer.input_len()], vec![0.0; mine.len() * layer.output_len()]);
             gather_rows(cpu, &mine, layer.input_len(), &data.x[k], &mut x).map_err(|e| e.to_string())?;
@@ -324,23 +326,23 @@ fn train_distributed(cpu: &Cpu<f64>, c: &Mpi<impl Communicator>, opt: &mut Frog<
             d.step_layer(cpu, ids[k], Params { weight: w, grad_weight: &data.grads[k].0, bias }, None).map_err(|e| e.to_string())?;
         }
         let l = kfrog_layer();
-        let (mut xi, mut yi) = ([0; BATCH], [0; BATCH]);
+        let (mut xi, mut yi) = (vec![0; batch], vec![0; batch]);
         let group = d.group_of(ids[KFROG]).map_err(|e| e.to_string())?;
-        let (xs, ys) = d.sample_kfrog(group, BATCH, &mut xi, &mut yi).map_err(|e| e.to_string())?;
-        let shard = d.shard(BATCH);
+        let (xs, ys) = d.sample_kfrog(group, batch, &mut xi, &mut yi).map_err(|e| e.to_string())?;
+        let shard = d.shard(batch);
         let (xm, ym) = (shard.select(xs), shard.select(ys));
         let (mut x, mut y) = (vec![0.0; xm.len() * l.input_len()], vec![0.0; ym.len() * l.output_len()]);
         gather_rows(cpu, xm, l.input_len(), &data.x[2], &mut x).map_err(|e| e.to_string())?;
         gather_rows(cpu, ym, l.output_len(), &data.y[2], &mut y).map_err(|e| e.to_string())?;
-        let rows = KfrogShardRows { x_rows: xs, y_rows: ys, batch_size: BATCH, x: &x[..], y: &y[..] };
+        let rows = KfrogShardRows { x_rows: xs, y_rows: ys, batch_size: batch, x: &x[..], y: &y[..] };
         d.step_layer_kfrog(cpu, ids[KFROG], &mut v[KFROG].0, &data.grads[KFROG].0, rows).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
 
-/// `steps` in one process from the start.
-fn alone(cpu: &Cpu<f64>, steps: Range<u64>) -> Values {
-    let (mut opt, ids) = build(cpu, BATCH);
+/// `steps` at batch `batch` in one process from the start.
+fn alone(cpu: &Cpu<f64>, batch: usize, steps: Range<u64>) -> Values {
+    let (mut opt, ids) = build(cpu, batch);
     let mut v = initial();
     train_alone(cpu, &mut opt, &ids, &mut v, steps);
     v
@@ -348,11 +350,11 @@ fn alone(cpu: &Cpu<f64>, steps: Range<u64>) -> Values {
 
 fn distributed_steps(c: &Mpi) -> Result<(), String> {
     let cpu = Cpu::<f64>::with_threads(1).map_err(|e| e.to_string())?;
-    let alone = alone(&cpu, 0..STEPS);
+    let one = alone(&cpu, BATCH, 0..STEPS);
     let (mut opt, ids) = build(&cpu, BATCH);
     let mut together = initial();
     train_distributed(&cpu, c, &mut opt, &ids, &mut together, 0..STEPS)?;
-    for (k, (a, b)) in alone.iter().zip(&together).enumerate() {
+    for (k, (a, b)) in one.iter().zip(&together).enumerate() {
         ensure(a == b, || format!("entry {k}: the distributed values differ from one process's"))?;
     }
     // Each entry's state is on its owner alone; elsewhere a
@@ -372,7 +374,13 @@ fn distributed_steps(c: &Mpi) -> Result<(), String> {
     ensure(got == Err(Error::State(StateError::Sharded)), || format!("a sharded checkpoint: {got:?}"))?;
     // The shards split the batch in rank order, the first ones larger.
     let shards: Vec<Shard> = (0..c.size()).map(|k| Shard::of(BATCH, k, c.size()).unwrap()).collect();
-    ensure(shards.windows(2).all(|w| w[0].end() == w[1].offset && w[0].len >= w[1].len) && shards.last().unwrap().end() == BATCH, || format!("{shards:?}"))
+    ensure(shards.windows(2).all(|w| w[0].end() == w[1].offset && w[0].len >= w[1].len) && shards.last().unwrap().end() == BATCH, || format!("{shards:?}"))?;
+    // A batch of 2: on 3 ranks one shard is empty, and every sample is
+    // the whole batch (K-FROG's too).
+    let (mut opt, ids) = build(&cpu, 2);
+    let mut small = initial();
+    train_distributed(&cpu, c, &mut opt, &ids, &mut small, 0..STEPS)?;
+    ensure(small == alone(&cpu, 2, 0..STEPS), || "batch 2: the distributed values differ from one process's".into())
 }
 
 fn distributed_mismatch(c: &Mpi) -> Result<(), String> {
@@ -399,7 +407,7 @@ fn distributed_failure(c: &Mpi) -> Result<(), String> {
     let y = vec![0.25; mine * fc().output_len()];
     let v = initial();
     let (mut w, mut b) = v[1].clone();
-    let g = step_data(0, &v).grads;
+    let g = step_data(0, &v, BATCH).grads;
     let got = d.step_layer(&cpu, ids[1], Params { weight: &mut w, grad_weight: &g[1].0, bias: Some((&mut b, &g[1].1)) }, Some(ShardRows { sample, x: &x[..], y: &y[..] }));
     // On one rank, or when the last rank holds no sampled row, nothing is wrong.
     let bad_rows = Shard::of(BATCH, bad, c.size()).map(|s| sample.in_shard(s).len()).unwrap_or(0);
@@ -419,7 +427,7 @@ fn distributed_failure(c: &Mpi) -> Result<(), String> {
 /// rank's values are bitwise one process's uninterrupted run's.
 fn distributed_checkpoint(c: &Mpi) -> Result<(), String> {
     let cpu = Cpu::<f64>::with_threads(1).map_err(|e| e.to_string())?;
-    let want = alone(&cpu, 0..2 * STEPS + 1);
+    let want = alone(&cpu, BATCH, 0..2 * STEPS + 1);
     // The first run's ranks: 2 of 3, or 1 of 2 (fewer than all, so the
     // restore lands on more ranks than made it).
     let a = c.size().saturating_sub(1).max(1);
