@@ -17,7 +17,8 @@
 
 use core::fmt;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendError};
+use crate::scalar::Scalar;
 
 /// A reduction of host words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,6 +188,49 @@ pub trait Collective<B: Backend>: HostCollective {
     }
 }
 
+/// One process as a communicator of one rank: reductions and broadcasts
+/// leave the data as it is, a gather copies. It lets code written for
+/// [`crate::Distributed`] run without an engine (and tests it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Solo;
+
+impl HostCollective for Solo {
+    fn rank(&self) -> usize {
+        0
+    }
+
+    fn size(&self) -> usize {
+        1
+    }
+
+    fn all_reduce_u64(&self, _: &mut [u64], _: HostOp) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+
+    fn broadcast_bytes(&self, _: &mut [u8], root: usize) -> Result<(), CollectiveError> {
+        self.check_rank(root)
+    }
+}
+
+impl<B: Backend> Collective<B> for Solo {
+    fn all_reduce_sum(&self, _: &B, _: &mut B::ViewMut<'_>) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+
+    fn broadcast(&self, _: &B, _: &mut B::ViewMut<'_>, root: usize) -> Result<(), CollectiveError> {
+        self.check_rank(root)
+    }
+
+    fn gather(&self, backend: &B, send: &B::View<'_>, recv: Option<&mut B::ViewMut<'_>>, counts: &dyn Fn(usize) -> usize, root: usize) -> Result<(), CollectiveError> {
+        let n = self.check_gather(backend, send, recv.as_deref().map(|r| backend.reborrow(r)).as_ref(), counts, root)?;
+        match recv {
+            // Checked: the root's receive holds `n`, the send as many.
+            Some(r) => backend.axpby(n, B::Scalar::ONE, send, B::Scalar::ZERO, r).map_err(|e| CollectiveError::Engine { engine: "the backend", code: e.kind() as i32 }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Assigns each of `costs.len()` entries an owner rank below `ranks`:
 /// greedily, the costliest first (ties by position), each to the rank
 /// with the least cost so far (ties by the lowest rank). Every rank that
@@ -247,24 +291,6 @@ mod tests {
         assign_owners(&[5.0, 5.0], 1, &mut owners[..2]).unwrap();
         assert_eq!(owners[..2], [0, 0]);
         assign_owners(&[], 3, &mut []).unwrap();
-    }
-
-    /// One process: every reduction and broadcast leaves the data as it is.
-    struct Solo;
-
-    impl HostCollective for Solo {
-        fn rank(&self) -> usize {
-            0
-        }
-        fn size(&self) -> usize {
-            1
-        }
-        fn all_reduce_u64(&self, _: &mut [u64], _: HostOp) -> Result<(), CollectiveError> {
-            Ok(())
-        }
-        fn broadcast_bytes(&self, _: &mut [u8], root: usize) -> Result<(), CollectiveError> {
-            self.check_rank(root)
-        }
     }
 
     #[test]

@@ -72,7 +72,7 @@ mod workspace;
 pub use adamw::{adamw_step, AdamBackend, AdamCoefs, AdamMoments, AdamState, AdamWConfig};
 pub use backend::{Backend, BackendError, BackendErrorKind, CgBuffers, FisherCoefs, FisherOut, Patches, Shape, StepCoefs, Strided};
 pub use checkpoint::CHECKPOINT_VERSION;
-pub use collective::{assign_owners, Collective, CollectiveError, HostCollective, HostOp, MAX_AGREE};
+pub use collective::{assign_owners, Collective, CollectiveError, HostCollective, HostOp, Solo, MAX_AGREE};
 pub use config::{Config, ConfigError, NonExhaustive, MAX_NUM_ITERS, UPDATE_MARGIN};
 pub use error::{Error, ErrorKind, ShapeError};
 pub use kfrog::{kfrog_step, KfrogBackend, KfrogBatch, KfrogConfig, KfrogOutputs, KfrogState, KFROG_CG_DENOM_EPS};

@@ -8,6 +8,7 @@ mod common;
 mod algorithms;
 mod api;
 mod baselines;
+mod distributed;
 mod errors;
 mod golden;
 mod host;

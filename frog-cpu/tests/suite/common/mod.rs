@@ -6,6 +6,7 @@
 use frog_core::{frog_step, Batch, Config, Error, Layer, ParamState, Params, Unguarded, Workspace, WorkspaceReq};
 use frog_cpu::{Cpu, CpuError};
 
+pub mod distributed;
 pub mod forward;
 
 /// A small deterministic generator (SplitMix64), enough for test data.
