@@ -165,7 +165,8 @@ fn hash(f: impl FnOnce(&mut Fnv) -> fmt::Result) -> u64 {
 }
 
 impl<B: Backend, const N: usize> Optimizer<B, N> {
-    /// The optimizer's steps on rank `comm.rank()` of `comm.size()`.
+    /// The optimizer's steps on rank `comm.rank()` of `comm.size()`. A
+    /// collective call, as every step of the result: every rank makes it.
     ///
     /// The first call checks that every rank built the same optimizer (the registrations, the groups' settings, the
     /// largest batch, the sampler's seed and position), refusing with
