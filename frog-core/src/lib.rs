@@ -10,6 +10,11 @@
 //! Every step also takes views of the caller's own arrays (parts of a
 //! framework's storage, [`Backend::View`]) instead of backend buffers.
 //!
+//! Past one device, [`Optimizer::distributed`] gives the same optimizer
+//! object's steps on one rank of a data-parallel run, its state sharded by
+//! owner, over a communicator that implements [`Collective`] (frog-cpu's
+//! MPI one, or [`Solo`] in one process).
+//!
 //! The crate is `#![no_std]` and never allocates: every buffer a step needs,
 //! the backend's patch and product scratch included, is sized up front by
 //! [`WorkspaceReq`] and allocated once, by the caller, on its backend;
