@@ -647,8 +647,8 @@ mod tests {
     }
 
     /// The airbench runs: the record's Muon, FROG with `batch_averaged`
-    /// off, Nesterov SGD at the BatchNorm biases' rate with the recipe's
-    /// decay rule; the comparison's Muon and FROG are the other files'.
+    /// off, Nesterov SGD at its swept rate with the recipe's decay rule;
+    /// the comparison's Muon and FROG are the other files'.
     #[test]
     fn the_airbench_runs_choose_the_filters_method() {
         let load = |name: &str| RunFile::load(name).unwrap().1;
@@ -662,7 +662,8 @@ mod tests {
         assert_eq!(filters[0], FilterMethod::record());
         let FilterMethod::Frog(f) = filters[1] else { panic!("FROG second") };
         assert_eq!((f.lr, f.momentum, f.nesterov, f.sample_size, f.tau, f.num_iters, f.weight_decay, f.batch_averaged), (0.1, 0.6, true, Some(64), 1e-6, 4, 0.0, false));
-        assert_eq!(filters[2], FilterMethod::sgd(recipe::BIAS_LR));
+        // SGD at its swept rate, with the recipe's momentum, Nesterov and decay rule.
+        assert_eq!(filters[2], FilterMethod::sgd(0.0015));
         // Keys left out take the recipe's values; a network's method has no meaning here.
         let muon = Settings { lr: Some(0.1), ..Settings::default() };
         assert_eq!(muon.filter_method(OptName::Muon), Some(FilterMethod::Muon(MuonConfig { lr: 0.1, ..recipe::record_muon() })));
