@@ -171,7 +171,7 @@ pub fn model(net: &Net, batch: usize, ranks: usize, iters: usize, sample: usize,
     // (all but its own shard's), the new weights from it; a status word
     // before each broadcast.
     let frog_costs: Vec<f64> = net.layers.iter().map(|l| l.cg_flops(sample, iters)).collect();
-    let frog_flops = busiest(&frog_costs, &frog_costs, ranks);
+    let frog_flops = busiest(&frog_costs, &frog_costs, ranks).0;
     let remote = if ranks > 1 { (p - 1.0) / p } else { 0.0 };
     let rows = remote * bytes(net.layers.iter().map(|l| (sample * (l.input_len() + l.output_len())) as f64).sum());
     let weights = remote * grads;
@@ -195,10 +195,10 @@ pub fn model(net: &Net, batch: usize, ranks: usize, iters: usize, sample: usize,
         .unzip();
     let owner_time: Vec<f64> = eigh.iter().zip(&precond).map(|(e, q)| e / a.eigh_rate + q / a.precond_rate).collect();
     let owner_flops: Vec<f64> = eigh.iter().zip(&precond).map(|(e, q)| e + q).collect();
-    let kaisa_flops = factor_flops / 10.0 + busiest(&owner_time, &owner_flops, ranks);
+    let (t_owner, owner_work) = busiest(&owner_time, &owner_flops, ranks);
+    let kaisa_flops = factor_flops / 10.0 + owner_work;
     let factor_entries: f64 = net.layers.iter().map(|l| (l.weight_cols().pow(2) + l.rows().pow(2)) as f64).sum();
     let factors = ring * bytes(factor_entries) / 10.0;
-    let t_owner = busiest(&owner_time, &owner_time, ranks);
     let t_kaisa = t_compute + t_allreduce + factor_flops / 10.0 / a.fwd_bwd_rate + t_owner + (factors + weights) / bw + if ranks > 1 { hops(net.layers.len() as f64 + 0.1) } else { 0.0 };
 
     Row {
@@ -215,11 +215,10 @@ pub fn model(net: &Net, batch: usize, ranks: usize, iters: usize, sample: usize,
     }
 }
 
-/// The work of the busiest rank when the entries of cost `costs` are
-/// owned as [`assign_owners`] assigns them: the largest sum of `work`
-/// (`costs` itself, or another measure of the same entries) over the
-/// entries a rank owns, the rank chosen by `costs`.
-fn busiest(costs: &[f64], work: &[f64], ranks: usize) -> f64 {
+/// The busiest rank when the entries of cost `costs` are owned as
+/// [`assign_owners`] assigns them: its sum of `costs` and its sum of
+/// `work` (another measure of the same entries), from one assignment.
+fn busiest(costs: &[f64], work: &[f64], ranks: usize) -> (f64, f64) {
     let mut owners = vec![0; costs.len()];
     assign_owners(costs, ranks, &mut owners).expect("finite costs and at least one rank");
     let mut load = vec![(0.0, 0.0); ranks.min(costs.len())];
@@ -227,7 +226,8 @@ fn busiest(costs: &[f64], work: &[f64], ranks: usize) -> f64 {
         load[o].0 += c;
         load[o].1 += w;
     }
-    load.iter().fold((f64::NEG_INFINITY, 0.0), |best, &l| if l.0 > best.0 { l } else { best }).1
+    let (cost, work) = load.iter().fold((f64::NEG_INFINITY, 0.0), |best, &l| if l.0 > best.0 { l } else { best });
+    (cost.max(0.0), work)
 }
 
 /// Prints the tables.
