@@ -237,9 +237,9 @@ pub struct StudyArgs {
     /// Runs of every configuration, seeds --seed, --seed + 1, ... [default: 1]
     #[arg(long, value_name = "N")]
     pub seeds: Option<usize>,
-    /// CPU threads (0: all)
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub threads: usize,
+    /// CPU threads (0: all) [default: 0; 1 per rank under mpirun]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// GPU GEMMs (a cuda build): exact, split (default) or fast
     #[arg(long, value_name = "P")]
     pub precision: Option<GpuPrecision>,

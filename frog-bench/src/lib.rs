@@ -21,6 +21,7 @@ pub mod arch;
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod error;
 #[cfg(feature = "cuda")]
 pub mod gpu_check;

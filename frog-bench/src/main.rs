@@ -95,6 +95,78 @@ mod devices {
     }
 }
 
+/// How this process takes part in a study: alone, or as one of the ranks
+/// `mpirun` started (a build with the `mpi` feature).
+#[cfg(not(feature = "mpi"))]
+mod ranks {
+    use frog_bench::device::Device;
+    use frog_bench::error::{Error, Result};
+    use frog_bench::study::{self, Plan};
+
+    /// This process, alone.
+    pub struct World;
+
+    impl World {
+        /// Refuses a start by `mpirun` with more than one rank: each would
+        /// run the whole study on its own and write the same folder.
+        pub fn start() -> Result<Self> {
+            let launched = ["PMI_SIZE", "OMPI_COMM_WORLD_SIZE"].iter().find_map(|k| std::env::var(k).ok()?.parse::<usize>().ok());
+            match launched {
+                Some(n) if n > 1 => Err(Error::new(format!("started as one of {n} MPI ranks, but this build has no MPI: build with --features mpi to train data-parallel"))),
+                _ => Ok(Self),
+            }
+        }
+
+        /// CPU threads when `--threads` is not given: all.
+        pub fn default_threads(&self) -> usize {
+            0
+        }
+
+        /// Runs the study in this process.
+        pub fn study<D: Device>(&self, dev: &D, plan: &Plan) -> Result<()> {
+            study::run(dev, plan).map(drop)
+        }
+    }
+}
+
+#[cfg(all(feature = "mpi", feature = "cuda"))]
+compile_error!("frog-bench trains data-parallel on the CPU only (NCCL for the GPU device is not wired into the engine yet): build with either `mpi` or `cuda`");
+
+#[cfg(all(feature = "mpi", not(feature = "cuda")))]
+mod ranks {
+    use frog_bench::device::cpu::CpuDevice;
+    use frog_bench::error::{Error, Result};
+    use frog_bench::study::{self, Plan};
+    use frog_core::HostCollective;
+    use frog_cpu::mpi::Mpi;
+
+    /// MPI's world: every rank `mpirun` started (one without `mpirun`).
+    pub struct World {
+        comm: Mpi,
+        /// Finalizes MPI when dropped, after `comm`.
+        _universe: mpi::environment::Universe,
+    }
+
+    impl World {
+        /// Initializes MPI.
+        pub fn start() -> Result<Self> {
+            let universe = mpi::initialize().ok_or_else(|| Error::new("MPI could not be initialized (or was already)"))?;
+            Ok(Self { comm: Mpi::new(universe.world()), _universe: universe })
+        }
+
+        /// CPU threads when `--threads` is not given: all in one process,
+        /// one per rank of a data-parallel run (the ranks share the cores).
+        pub fn default_threads(&self) -> usize {
+            usize::from(self.comm.size() > 1)
+        }
+
+        /// Runs the study as this rank.
+        pub fn study(&self, dev: &CpuDevice<f32>, plan: &Plan) -> Result<()> {
+            study::run_on(dev, &self.comm, plan).map(drop)
+        }
+    }
+}
+
 /// Why the command failed: its settings, or the run.
 enum Failure {
     /// A value out of range or a setting this build refuses (exit 2).
@@ -110,8 +182,10 @@ fn run(cmd: Command, data_from_env: bool) -> Result<(), Failure> {
         Command::Study(a) => {
             let plan = study::plan::<<devices::Training as Device>::Scalar>(&a, data_from_env, devices::DEFAULT_MODEL).map_err(Failure::Usage)?;
             check(a.precision, a.muon_precision)?;
-            let dev = devices::training(a.threads, a.precision, a.muon_precision).map_err(Failure::Run)?;
-            study::run(&dev, &plan).map_err(Failure::Run)?;
+            let world = ranks::World::start().map_err(Failure::Run)?;
+            let threads = a.threads.unwrap_or(world.default_threads());
+            let dev = devices::training(threads, a.precision, a.muon_precision).map_err(Failure::Run)?;
+            world.study(&dev, &plan).map_err(Failure::Run)?;
         }
         Command::Throughput(t) => {
             t.validate().map_err(Failure::Usage)?;

@@ -255,6 +255,8 @@ pub struct Net<D: Device> {
     dpooled: D::Buffer,
     logits: D::Buffer,
     dlogits: D::Buffer,
+    /// Scratch of [`Net::scale_loss_gradient`].
+    dlogits_scaled: D::Buffer,
     /// Scratch for a convolution output's gradient.
     dz: D::Buffer,
     fc: usize,
@@ -367,6 +369,7 @@ impl<D: Device> Net<D> {
             dpooled: dev.zeros(capacity * c_in)?,
             logits: dev.zeros(capacity * arch.classes)?,
             dlogits: dev.zeros(capacity * arch.classes)?,
+            dlogits_scaled: dev.zeros(capacity * arch.classes)?,
             dz: dev.zeros(b.max_act)?,
             params: b.params,
             stages,
@@ -422,6 +425,17 @@ impl<D: Device> Net<D> {
     /// leaves the loss gradient for [`Net::backward`].
     pub fn loss(&mut self, dev: &D, batch: usize, labels: &D::Labels) -> Result<LossStats> {
         dev.cross_entropy(batch, self.arch.classes, CrossEntropyLoss::default(), &self.logits, labels, &mut self.dlogits)
+    }
+
+    /// Multiplies the loss gradient [`Net::loss`] left by `factor` (a rank's
+    /// `b_k / B` in a data-parallel step, which turns the gradient of its
+    /// shard's mean loss into its part of the global batch's), so that the
+    /// backward pass's gradients and sampled output gradients come scaled.
+    pub fn scale_loss_gradient(&mut self, dev: &D, batch: usize, factor: f64) -> Result<()> {
+        self.check_batch(batch)?;
+        dev.axpby(batch * self.arch.classes, factor, &self.dlogits, 0.0, &mut self.dlogits_scaled)?;
+        std::mem::swap(&mut self.dlogits, &mut self.dlogits_scaled);
+        Ok(())
     }
 
     /// Backward pass after [`Net::forward`] (train mode) and [`Net::loss`]:

@@ -18,11 +18,11 @@
 //! SGD group, two groups of one frog-core optimizer.
 
 use frog_core::Method::{Frog, Kfrog};
-use frog_core::{Batch, GroupId, KfrogBatch, Layer, MuonConfig, ParamGrad, ParamId, Params, SgdConfig};
+use frog_core::{Backend, Batch, Collective, GroupId, KfrogBatch, KfrogShardRows, Layer, MuonConfig, ParamGrad, ParamId, Params, SgdConfig, Shard, ShardRows};
 
-use crate::device::Device;
+use crate::device::{backend_err, Device};
 use crate::error::{Error, Result};
-use crate::model::{Net, Param, SampledRows};
+use crate::model::{Net, Param, Sampled, SampledRows};
 
 /// Parameters a network may have (ResNet-18 has 62).
 const CAPACITY: usize = 256;
@@ -102,17 +102,22 @@ pub struct Optimizer<D: Device> {
     /// K-FROG's output-gradient sample, drawn independently (empty
     /// otherwise).
     y_sample: Vec<usize>,
+    /// A data-parallel step's sampled rows in this rank's shard, as
+    /// indices into the shard (the backward pass gathers these).
+    local: (Vec<usize>, Vec<usize>),
     batch: usize,
 }
 
 impl<D: Device> Optimizer<D> {
     /// Optimizer state for `net`'s parameters, for training batches of
     /// `batch`; for FROG and K-FROG also the workspace, the sampled-row
-    /// buffers and the sampler (seeded with `seed`).
+    /// buffers and the sampler (seeded with `seed`). In a data-parallel
+    /// run `batch` is the global batch, of which `net` holds one rank's
+    /// shard, and the sampled-row buffers hold a whole sample.
     pub fn new(dev: &D, method: Method, net: &mut Net<D>, batch: usize, seed: u64) -> Result<Self> {
         method.validate_for::<D::Scalar>().map_err(|e| Error::new(format!("invalid optimizer settings: {e}")))?;
-        if batch == 0 || batch > net.capacity {
-            return Err(Error::new(format!("training batch {batch} must be between 1 and {}", net.capacity)));
+        if batch == 0 {
+            return Err(Error::new("the training batch must hold at least 1 sample"));
         }
         let backend = dev.backend();
         // The default group runs the method (Muon's: its SGD); a Muon
@@ -153,7 +158,8 @@ impl<D: Device> Optimizer<D> {
         }
         // FROG's one sample serves both sides; only K-FROG keeps a second.
         let y_len = if matches!(method, Method::All(Kfrog(_))) { ry } else { 0 };
-        Ok(Self { inner, method, groups, ids, sample: vec![0; rx], y_sample: vec![0; y_len], batch })
+        let local = (Vec::with_capacity(rx), Vec::with_capacity(y_len.max(rx)));
+        Ok(Self { inner, method, groups, ids, sample: vec![0; rx], y_sample: vec![0; y_len], local, batch })
     }
 
     /// Scales every group's learning rate, as made, by `factor` (a
@@ -192,6 +198,74 @@ impl<D: Device> Optimizer<D> {
         }
         Ok(())
     }
+}
+
+impl<D: Device> Optimizer<D> {
+    /// One training step of a data-parallel run on `comm`'s ranks, this
+    /// rank holding `shard` of the global batch: draws the step's sample
+    /// of the global batch (the same on every rank), runs `grads` with this
+    /// rank's sampled rows as indices into its shard (its forward and
+    /// backward passes, which gather them, and the sum of the gradients
+    /// over the ranks), then steps every parameter: as
+    /// [`Optimizer::step`] on one rank, else through frog-core's
+    /// distributed step (each layer on its owner, the rows gathered to it,
+    /// the new values broadcast).
+    pub fn train_step<C: Collective<D::Backend>, R>(&mut self, dev: &D, net: &mut Net<D>, comm: &C, shard: Shard, grads: impl FnOnce(&mut Net<D>, Option<SampledRows<'_>>) -> Result<R>) -> Result<R> {
+        if comm.size() == 1 {
+            let rows = self.draw_sample()?;
+            let out = grads(net, rows)?;
+            self.step(dev, net)?;
+            return Ok(out);
+        }
+        let Self { inner, method, ids, sample, y_sample, local, batch, .. } = self;
+        let batch = *batch;
+        let (frog, kfrog) = match method {
+            Method::All(Frog(_)) => (Some(inner.sample(batch, sample)?), None),
+            Method::All(Kfrog(_)) => (None, Some(inner.sample_kfrog(GroupId::DEFAULT, batch, sample, y_sample)?)),
+            _ => (None, None),
+        };
+        let in_shard = |rows: &[usize], out: &mut Vec<usize>| {
+            out.clear();
+            out.extend(shard.select(rows).iter().map(|&i| i - shard.offset));
+        };
+        let drawn = frog.map(|s| (s.indices(), s.indices())).or(kfrog);
+        if let Some((x, y)) = drawn {
+            in_shard(x, &mut local.0);
+            in_shard(y, &mut local.1);
+        }
+        let out = grads(net, drawn.map(|_| SampledRows { x: &local.0, y: &local.1 }))?;
+        let be = dev.backend();
+        let mut dist = inner.distributed(be, comm)?;
+        let counts = (local.0.len(), local.1.len());
+        for (p, &id) in net.params.iter_mut().zip(ids.iter()) {
+            match (p.conv, p.sampled.as_ref(), kfrog) {
+                (Some(conv), Some(s), Some((x_rows, y_rows))) => {
+                    let (x, y) = rows_of::<D>(be, s, &Layer::conv2d(conv, false), counts)?;
+                    dist.step_layer_kfrog(be, id, &mut p.value, &p.grad, KfrogShardRows { x_rows, y_rows, batch_size: batch, x, y })?;
+                }
+                (Some(conv), sampled, _) => {
+                    let rows = match (sampled, frog) {
+                        (Some(s), Some(sample)) => {
+                            let (x, y) = rows_of::<D>(be, s, &Layer::conv2d(conv, false), counts)?;
+                            Some(ShardRows { sample, x, y })
+                        }
+                        _ => None,
+                    };
+                    dist.step_layer(be, id, Params { weight: &mut p.value, grad_weight: &p.grad, bias: None }, rows)?;
+                }
+                (None, ..) => dist.step_param(be, id, ParamGrad { param: &mut p.value, grad: &p.grad })?,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Views of the first `counts` sampled inputs and output gradients of
+/// `layer` in `s`: the rows a rank of a data-parallel step holds.
+#[allow(clippy::type_complexity)]
+fn rows_of<'a, D: Device>(be: &'a D::Backend, s: &'a Sampled<D::Buffer>, layer: &Layer, counts: (usize, usize)) -> Result<(<D::Backend as Backend>::View<'a>, <D::Backend as Backend>::View<'a>)> {
+    let x = be.view(&s.x, 0, counts.0 * layer.input_len()).map_err(backend_err)?;
+    Ok((x, be.view(&s.y, 0, counts.1 * layer.output_len()).map_err(backend_err)?))
 }
 
 /// The step of `p`, registered in `inner` as `id`, after a backward pass

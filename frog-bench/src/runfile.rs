@@ -637,8 +637,8 @@ mod tests {
         let (_, f) = RunFile::load("compare").unwrap();
         let muon = f.configs.iter().find(|c| c.optimizer == Some(OptName::Muon)).unwrap();
         let Some(Method::Muon { filters, rest }) = muon.method(OptName::Muon) else { panic!("a Muon method") };
-        // The official form: MuonConfig::default() in all but nothing.
-        assert_eq!(filters, MuonConfig { lr: 0.02, ..MuonConfig::default() });
+        // The official form: MuonConfig::default() in all but the swept lr.
+        assert_eq!(filters, MuonConfig { lr: 0.05, ..MuonConfig::default() });
         assert_eq!((filters.momentum, filters.nesterov, filters.ns_steps, filters.form), (0.95, true, 5, frog_core::MuonForm::Official));
         // The SGD beside it is the run's SGD configuration of the same batch.
         let sgd = f.configs.iter().find(|c| c.optimizer == Some(OptName::Sgd) && c.batch_size == muon.batch_size).unwrap();

@@ -166,7 +166,7 @@ impl StudyArgs {
                 return Err(Error::new(format!("--seed {first} with --seeds {n} runs past the largest seed, {}", u64::MAX)));
             }
         }
-        threads(self.threads)
+        threads(self.threads.unwrap_or(0))
     }
 }
 
@@ -213,7 +213,7 @@ mod tests {
         let edges = StudyArgs {
             epochs: Some(MAX_EPOCHS),
             batch_size: Some(MAX_BATCH),
-            threads: MAX_THREADS,
+            threads: Some(MAX_THREADS),
             train_limit: Some(usize::MAX),
             targets: Some(vec![0.0, 100.0]),
             milestones: Some(vec![0, MAX_EPOCHS]),
@@ -233,7 +233,7 @@ mod tests {
         assert!(study_error(StudyArgs { cg_iters: Some(0), ..StudyArgs::default() }).contains("--cg-iters"));
         assert!(study_error(StudyArgs { train_limit: Some(0), ..StudyArgs::default() }).contains("--train-limit"));
         assert!(study_error(StudyArgs { test_limit: Some(0), ..StudyArgs::default() }).contains("--test-limit"));
-        let e = study_error(StudyArgs { threads: 100_000, ..StudyArgs::default() });
+        let e = study_error(StudyArgs { threads: Some(100_000), ..StudyArgs::default() });
         assert!(e.contains("--threads must be at most 1024"), "{e}");
         assert!(study_error(StudyArgs { milestones: Some(vec![3, MAX_EPOCHS + 1]), ..StudyArgs::default() }).contains("--milestones"));
     }

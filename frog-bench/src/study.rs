@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use frog_core::Scalar;
+use frog_core::{Collective, Scalar, Solo};
 
 use crate::airbench::loader;
 use crate::airbench::model::WIDTHS;
@@ -15,16 +15,17 @@ use crate::arch::Arch;
 use crate::cli::StudyArgs;
 use crate::data::{self, DataOptions};
 use crate::device::Device;
+use crate::dist;
 use crate::error::{Error, Result};
 use crate::report::{self, RunRecord};
 use crate::runfile::{self, ModelKind, RunFile, Settings, AIRBENCH, AIRBENCH_FIXED, DEFAULT_GAMMA};
 use crate::settings::flag;
-use crate::train::{train, EpochRecord, RunConfig};
+use crate::train::{train_on, EpochRecord, RunConfig};
 
 /// One configuration of a study, at one seed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Job {
-    /// One of the engine's networks under an optimizer ([`train`]).
+    /// One of the engine's networks under an optimizer ([`crate::train::train`]).
     Net(RunConfig),
     /// The airbench recipe ([`recipe::train`]).
     Airbench {
@@ -259,19 +260,47 @@ pub fn plan<S: Scalar>(a: &StudyArgs, data_from_env: bool, default_model: &str) 
 /// file and remakes the table, CSV/JSON and plots from every results file
 /// in `plan.out`. Returns this invocation's runs.
 pub fn run<D: Device>(dev: &D, plan: &Plan) -> Result<Vec<RunRecord>> {
-    report::prepare_out(&plan.out)?;
+    run_on(dev, &Solo, plan)
+}
+
+/// [`run`] as rank `comm.rank()` of a data-parallel run (every rank calls
+/// it alike): every rank loads the data and trains its shard of every
+/// batch ([`train_on`]); rank 0 alone checks and writes `plan.out` and
+/// prints. The airbench recipe trains in one process only.
+pub fn run_on<D: Device, C: Collective<D::Backend>>(dev: &D, comm: &C, plan: &Plan) -> Result<Vec<RunRecord>> {
+    let (lead, ranks) = (comm.rank() == 0, comm.size());
+    if ranks > 1 && plan.configs.iter().any(|c| matches!(c, Job::Airbench { .. })) {
+        return Err(Error::new(format!("the airbench recipe trains in one process; its runs cannot be split over {ranks} ranks (run it without mpirun)")));
+    }
     let data = data::load(&plan.data)?;
     let source = data.source.clone();
-    let device = dev.describe();
-    let mut all = report::load_runs(&plan.out)?;
+    let device = if ranks > 1 { format!("{ranks} ranks x {}", dev.describe()) } else { dev.describe() };
     let runs = plan.runs();
     let sizes = (data.train.len(), data.test.len());
     let planned: Vec<RunRecord> = runs.iter().map(|job| RunRecord::new(job, &source, sizes, &device)).collect();
-    report::check_fits(&plan.out, &all, &planned)?;
-    println!("study on {source}: {} training / {} test images, {device}, results in {}", data.train.len(), data.test.len(), plan.out.display());
+    // Rank 0 checks the output folder; every rank learns whether it could.
+    let setup: Result<Vec<RunRecord>> = if lead {
+        (|| {
+            report::prepare_out(&plan.out)?;
+            let all = report::load_runs(&plan.out)?;
+            report::check_fits(&plan.out, &all, &planned)?;
+            Ok(all)
+        })()
+    } else {
+        Ok(Vec::new())
+    };
+    if ranks > 1 {
+        comm.check_status(setup.is_err()).map_err(dist::peer)?;
+    }
+    let mut all = setup?;
+    if lead {
+        println!("study on {source}: {} training / {} test images, {device}, results in {}", data.train.len(), data.test.len(), plan.out.display());
+    }
     let mut done = Vec::with_capacity(runs.len());
     for (job, mut record) in runs.iter().zip(planned) {
-        println!("{}", job.heading());
+        if lead {
+            println!("{}", job.heading());
+        }
         let tag = if data.synthetic { " [SYNTHETIC]" } else { "" };
         let print = |r: &EpochRecord| {
             let tta = r.tta_test_acc.map_or(String::new(), |a| format!("  tta acc {a:6.2}%"));
@@ -281,20 +310,24 @@ pub fn run<D: Device>(dev: &D, plan: &Plan) -> Result<Vec<RunRecord>> {
             );
         };
         record.epochs_run = match job {
-            Job::Net(cfg) => train(dev, &data, cfg, print)?,
+            Job::Net(cfg) => train_on(dev, comm, &data, cfg, print)?,
             Job::Airbench { recipe, .. } => {
                 let run = recipe::train(dev, &data, recipe, print)?;
                 println!("whitening {:.1} s (in the first epoch's time), test-time augmentation {:.1} s (in no epoch's)", run.whiten_seconds, run.tta_seconds);
                 run.records
             }
         };
-        report::write_run(&plan.out, &record)?;
-        all.retain(|r| (&r.name, r.seed) != (&record.name, record.seed));
-        all.push(record.clone());
-        report::write_all(&plan.out, &all, &plan.order, &plan.targets, &source, &device)?;
+        if lead {
+            report::write_run(&plan.out, &record)?;
+            all.retain(|r| (&r.name, r.seed) != (&record.name, record.seed));
+            all.push(record.clone());
+            report::write_all(&plan.out, &all, &plan.order, &plan.targets, &source, &device)?;
+        }
         done.push(record);
     }
-    print!("{}", report::table(&report::summarize(&all, &plan.order), &plan.targets, &source));
+    if lead {
+        print!("{}", report::table(&report::summarize(&all, &plan.order), &plan.targets, &source));
+    }
     Ok(done)
 }
 
@@ -381,7 +414,7 @@ mod tests {
         assert_eq!(labels, ["FROG bs 128, s 16", "SGD bs 128", "SGD bs 512", "AdamW bs 128", "K-FROG bs 128, s 64", "Muon bs 128"]);
         assert_eq!((compare.data.train_limit, compare.data.test_limit, nets(&compare)[4].epochs), (Some(10000), Some(2000), 4));
         let Method::Muon { filters, rest } = nets(&compare)[5].method else { panic!("Muon last") };
-        assert_eq!((filters.lr, filters.momentum, rest.lr, rest.momentum, rest.weight_decay), (0.02, 0.95, 0.1, 0.9, 1e-4));
+        assert_eq!((filters.lr, filters.momentum, rest.lr, rest.momentum, rest.weight_decay), (0.05, 0.95, 0.1, 0.9, 1e-4));
         let Method::All(frog_core::Method::AdamW(w)) = nets(&compare)[3].method else { panic!("AdamW fourth") };
         assert_eq!((w.lr, w.weight_decay, w.beta1, w.beta2, w.eps), (1e-3, 5e-2, 0.9, 0.999, 1e-8));
         let Method::All(frog_core::Method::Kfrog(k)) = nets(&compare)[4].method else { panic!("K-FROG last") };

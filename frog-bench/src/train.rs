@@ -4,13 +4,14 @@
 
 use std::time::Instant;
 
-use frog_core::Scalar;
+use frog_core::{Collective, Scalar, Shard, Solo};
 use frog_cpu::host::{Diverged, LossWatch, DIVERGENCE_FACTOR};
 
 use crate::arch::Arch;
 use crate::data::loader::{eval_batches, train_batches, HostBatch};
 use crate::data::Data;
 use crate::device::{Device, LossStats};
+use crate::dist::{self, DataParallel};
 use crate::error::{Error, Result};
 use crate::model::Net;
 use crate::optim::{Method, Optimizer};
@@ -100,24 +101,41 @@ impl<D: Device> Staging<D> {
         Ok(Self { host: Vec::with_capacity(capacity * arch.input_len()), x: dev.zeros(capacity * arch.input_len())?, labels: dev.labels(capacity)? })
     }
 
+    /// The staged inputs.
+    pub fn x(&self) -> &D::Buffer {
+        &self.x
+    }
+
+    /// The staged labels.
+    pub fn labels(&self) -> &D::Labels {
+        &self.labels
+    }
+
     /// Copies a host batch to the device.
     pub fn upload(&mut self, dev: &D, b: &HostBatch) -> Result<()> {
+        self.upload_shard(dev, b, Shard { offset: 0, len: b.len() })
+    }
+
+    /// Copies the samples of `shard` of a host batch to the device (a
+    /// rank's part of a global batch).
+    pub fn upload_shard(&mut self, dev: &D, b: &HostBatch, shard: Shard) -> Result<()> {
+        let per = b.x.len() / b.len().max(1);
+        let (x, labels) = (b.x.get(shard.offset * per..shard.end() * per), b.labels.get(shard.offset..shard.end()));
+        let (Some(x), Some(labels)) = (x, labels) else {
+            return Err(Error::new(format!("samples {}..{} of a batch of {}", shard.offset, shard.end(), b.len())));
+        };
         self.host.clear();
-        self.host.extend(b.x.iter().map(|&v| D::Scalar::of_f64(f64::from(v))));
+        self.host.extend(x.iter().map(|&v| D::Scalar::of_f64(f64::from(v))));
         dev.upload(&self.host, &mut self.x)?;
-        dev.upload_labels(&b.labels, &mut self.labels)
+        dev.upload_labels(labels, &mut self.labels)
     }
 }
 
-/// One training step on the staged batch of `batch` samples: forward,
-/// loss, backward (gathering the optimizer's sampled rows), optimizer step.
+/// One training step in one process on the staged batch of `batch`
+/// samples: forward, loss, backward (gathering the optimizer's sampled
+/// rows), optimizer step.
 pub fn train_step<D: Device>(dev: &D, net: &mut Net<D>, opt: &mut Optimizer<D>, st: &Staging<D>, batch: usize) -> Result<LossStats> {
-    let sample = opt.draw_sample()?;
-    net.forward(dev, &st.x, batch, true)?;
-    let s = net.loss(dev, batch, &st.labels)?;
-    net.backward(dev, &st.x, batch, sample)?;
-    opt.step(dev, net)?;
-    Ok(s)
+    DataParallel::new(dev, &Solo, batch, net)?.train_step(dev, net, opt, st)
 }
 
 /// Mean loss and accuracy (percent) of `net` on `data.test`, eval mode.
@@ -160,16 +178,30 @@ impl Divergence {
     }
 }
 
-/// Trains `cfg` on `data`, calling `on_epoch` after every epoch, and
-/// returns the records. A non-finite loss stops the run with an error; a
-/// finite loss [`DIVERGENCE_FACTOR`] times the first prints a warning.
-pub fn train<D: Device>(dev: &D, data: &Data, cfg: &RunConfig, mut on_epoch: impl FnMut(&EpochRecord)) -> Result<Vec<EpochRecord>> {
+/// Trains `cfg` on `data` in one process, calling `on_epoch` after every
+/// epoch, and returns the records. A non-finite loss stops the run with an
+/// error; a finite loss [`DIVERGENCE_FACTOR`] times the first prints a
+/// warning.
+pub fn train<D: Device>(dev: &D, data: &Data, cfg: &RunConfig, on_epoch: impl FnMut(&EpochRecord)) -> Result<Vec<EpochRecord>> {
+    train_on(dev, &Solo, data, cfg, on_epoch)
+}
+
+/// [`train`] as rank `comm.rank()` of a data-parallel run on `comm`'s
+/// ranks (every rank calls it alike; see [`crate::dist`]): each trains on
+/// its shard of every batch; rank 0 evaluates (with its BatchNorm running
+/// statistics), calls `on_epoch` and prints the time of each part of the
+/// steps; every rank returns rank 0's records but for the epoch times,
+/// which are its own.
+pub fn train_on<D: Device, C: Collective<D::Backend>>(dev: &D, comm: &C, data: &Data, cfg: &RunConfig, mut on_epoch: impl FnMut(&EpochRecord)) -> Result<Vec<EpochRecord>> {
     if data.train.len() < cfg.batch {
         return Err(Error::new(format!("{}: {} training images, fewer than one batch of {}", cfg.label, data.train.len(), cfg.batch)));
     }
-    let mut net = Net::new(dev, &cfg.arch, cfg.batch, cfg.seed)?;
+    let (lead, ranks) = (comm.rank() == 0, comm.size());
+    let shard = dist::shard_of(cfg.batch, comm.rank(), ranks)?;
+    let mut net = Net::new(dev, &cfg.arch, shard.len, cfg.seed)?;
     let mut opt = Optimizer::new(dev, cfg.method, &mut net, cfg.batch, cfg.seed)?;
-    let mut st = Staging::new(dev, &cfg.arch, cfg.batch)?;
+    let mut st = Staging::new(dev, &cfg.arch, shard.len)?;
+    let mut dp = DataParallel::new(dev, comm, cfg.batch, &net)?;
     let mut records = Vec::with_capacity(cfg.epochs);
     let mut total = 0.0;
     let mut divergence = Divergence::default();
@@ -178,16 +210,16 @@ pub fn train<D: Device>(dev: &D, data: &Data, cfg: &RunConfig, mut on_epoch: imp
         opt.set_lr_factor(cfg.lr_factor_at(epoch))?;
         let start = Instant::now();
         let batches = train_batches(data.train.clone(), cfg.batch, cfg.seed, epoch as u64)?;
-        let progress = progress::bar((batches.total() * cfg.batch) as u64, progress::EPOCH).with_prefix((epoch + 1).to_string());
+        let progress = progress::bar((batches.total() * cfg.batch) as u64, progress::EPOCH, lead).with_prefix((epoch + 1).to_string());
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0, 0);
         for (i, b) in batches.enumerate() {
             let b = b?;
-            st.upload(dev, &b)?;
-            let s = train_step(dev, &mut net, &mut opt, &st, cfg.batch)?;
+            st.upload_shard(dev, &b, shard)?;
+            let s = dp.train_step(dev, &mut net, &mut opt, &st)?;
             if !s.loss.is_finite() {
                 return Err(Error::new(format!("{}: training diverged (loss {} at epoch {}, step {})", cfg.label, s.loss, epoch + 1, i + 1)));
             }
-            if let Some(warning) = divergence.check(s.loss) {
+            if let Some(warning) = divergence.check(s.loss).filter(|_| lead) {
                 progress.suspend(|| eprintln!("warning: {}: epoch {}, step {}: {warning}", cfg.label, epoch + 1, i + 1));
             }
             loss_sum += s.loss * cfg.batch as f64;
@@ -199,7 +231,14 @@ pub fn train<D: Device>(dev: &D, data: &Data, cfg: &RunConfig, mut on_epoch: imp
         let seconds = start.elapsed().as_secs_f64();
         total += seconds;
         progress.finish_and_clear();
-        let (test_loss, test_acc) = evaluate(dev, &mut net, data, cfg.batch)?;
+        let parts = dp.take_parts();
+        let mut test = [0.0; 2];
+        let eval = if lead { evaluate(dev, &mut net, data, shard.len).map(|(l, a)| test = [l, a]) } else { Ok(()) };
+        if ranks > 1 {
+            dist::share_from_lead(comm, eval.is_err(), &mut test)?;
+        }
+        eval?;
+        let [test_loss, test_acc] = test;
         let rec = EpochRecord {
             epoch: epoch + 1,
             lr,
@@ -211,7 +250,10 @@ pub fn train<D: Device>(dev: &D, data: &Data, cfg: &RunConfig, mut on_epoch: imp
             train_seconds: total,
             tta_test_acc: None,
         };
-        on_epoch(&rec);
+        if lead {
+            on_epoch(&rec);
+            println!("{}", parts.line(ranks));
+        }
         records.push(rec);
     }
     Ok(records)

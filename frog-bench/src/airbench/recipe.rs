@@ -455,7 +455,7 @@ pub fn train<D: Device>(dev: &D, data: &Data, cfg: &AirbenchConfig, mut on_epoch
         let lr = cfg.filters.lr() * schedule.lr(recipe.steps_done()).unwrap_or(0.0);
         let batches = loader.epoch();
         let steps = batches.len().min(schedule.steps() - recipe.steps_done());
-        let progress = progress::bar((steps * cfg.batch) as u64, progress::EPOCH).with_prefix((epoch + 1).to_string());
+        let progress = progress::bar((steps * cfg.batch) as u64, progress::EPOCH, true).with_prefix((epoch + 1).to_string());
         let (mut loss_sum, mut correct) = (0.0, 0);
         for k in 0..steps {
             batches.write(k, &mut host_x, &mut host_labels)?;

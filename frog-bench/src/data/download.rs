@@ -51,7 +51,7 @@ fn download(url: &str, part: &Path) -> Result<()> {
     let fail = |e: &dyn std::fmt::Display| Error::new(format!("cannot fetch {url}: {}", e.to_string().replace('\n', "; ")));
     let mut response = agent.get(url).call().map_err(|e| fail(&e))?;
     let body = response.body_mut();
-    let bar = progress::bar(body.content_length().unwrap_or(0), progress::DOWNLOAD);
+    let bar = progress::bar(body.content_length().unwrap_or(0), progress::DOWNLOAD, true);
     let mut reader = bar.wrap_read(body.with_config().limit(MAX_BYTES).reader());
     let mut file = File::create(part).map_err(io_error(format!("creating {}", part.display())))?;
     std::io::copy(&mut reader, &mut file).map_err(|e| fail(&e))?;

@@ -55,7 +55,8 @@ impl<T: Real> Device for CpuDevice<T> {
     }
 
     fn describe(&self) -> String {
-        format!("cpu {}, {} threads", std::any::type_name::<T>(), self.threads())
+        let n = self.threads();
+        format!("cpu {}, {n} thread{}", std::any::type_name::<T>(), if n == 1 { "" } else { "s" })
     }
 
     fn labels(&self, batch: usize) -> Result<Vec<u8>> {
