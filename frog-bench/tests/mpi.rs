@@ -1,8 +1,6 @@
 //! The engine's data-parallel training on several ranks: run under
-//! `mpirun -n P` (P of 2 and 3 in CI), every rank this program. Without a
-//! harness: MPI is initialized once per process, and every rank must make
-//! the same collective calls in the same order, so the checks run in
-//! sequence. With `FROG_REQUIRE_MPI=1` a run on one rank is a failure.
+//! `mpirun -n P` (P of 2 and 3 in CI), every rank this program, with
+//! frog-cpu's multi-rank harness (`frog-cpu/tests/ranks`).
 //!
 //! The reference is one process that computes what the ranks compute
 //! together: per step, each shard's forward and backward passes in turn
@@ -10,6 +8,9 @@
 //! gradients scaled by its share of the batch and summed, its sampled
 //! rows placed after the previous shards', then one single-process
 //! optimizer step.
+
+#[path = "../../frog-cpu/tests/ranks/mod.rs"]
+mod ranks;
 
 use frog_bench::arch::Arch;
 use frog_bench::data::loader::HostBatch;
@@ -20,13 +21,13 @@ use frog_bench::dist::{shard_of, DataParallel, GradSum};
 use frog_bench::model::{Net, SampledRows};
 use frog_bench::optim::{Method, Optimizer};
 use frog_bench::train::{train_on, RunConfig, Staging};
-use frog_core::{AdamWConfig, Config, HostCollective, HostOp, KfrogConfig, MuonConfig, SgdConfig, Shard};
+use frog_core::{AdamWConfig, Config, HostCollective, KfrogConfig, MuonConfig, SgdConfig, Shard};
+use ranks::ensure;
 use frog_cpu::mpi::Mpi;
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 type Dev = CpuDevice<f64>;
-type Check = fn(&Mpi) -> Result<(), String>;
 
 /// The global batch: 7 samples, so that neither 2 nor 3 ranks divide it.
 const B: usize = 7;
@@ -34,45 +35,11 @@ const STEPS: usize = 3;
 const SEED: u64 = 5;
 
 fn main() {
-    let Some(universe) = mpi::initialize() else {
-        eprintln!("MPI was already initialized");
-        std::process::exit(1);
-    };
-    let comm = Mpi::new(universe.world());
-    let (rank, size) = (comm.rank(), comm.size());
-    if size < 2 && std::env::var_os("FROG_REQUIRE_MPI").is_some_and(|v| v == "1") {
-        eprintln!("FROG_REQUIRE_MPI=1 but this runs on one rank: start it with mpirun -n P");
-        std::process::exit(1);
-    }
-    let checks: [(&str, Check); 3] = [
+    ranks::run(&[
         ("data-parallel steps (FROG, K-FROG, SGD, AdamW, Muon) equal one process's over the same shards: losses and weights", steps_match_one_process),
         ("a rank's failed passes reach the others as a failed peer", failure_reaches_every_rank),
         ("a data-parallel study run gives every rank the same records; too many ranks are refused", runs_agree),
-    ];
-    let mut failed = 0;
-    for (name, check) in checks {
-        match check(&comm) {
-            Ok(()) => println!("rank {rank}/{size}: ok   {name}"),
-            Err(e) => {
-                failed += 1;
-                println!("rank {rank}/{size}: FAIL {name}: {e}");
-            }
-        }
-    }
-    let mut any = [failed as u64];
-    comm.all_reduce_u64(&mut any, HostOp::Sum).expect("status reduction");
-    drop(universe);
-    if any[0] > 0 {
-        std::process::exit(1);
-    }
-}
-
-fn ensure(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
-    if ok {
-        Ok(())
-    } else {
-        Err(what())
-    }
+    ])
 }
 
 /// The methods compared, each with sampling below the batch where it has

@@ -1,35 +1,20 @@
 //! frog-cpu's MPI collectives on several ranks: run under `mpirun -n P`
-//! (P of 2 and 3 in CI), every rank this program. Without a harness: MPI
-//! is initialized once per process, and every rank must make the same
-//! collective calls in the same order, so the checks run in sequence.
-//!
-//! On one rank (no `mpirun`) the checks still run, trivially; with
-//! `FROG_REQUIRE_MPI=1` that is a failure, so CI cannot pass by not
-//! starting the ranks.
+//! (P of 2 and 3 in CI), every rank this program, with the multi-rank
+//! harness of `tests/ranks` (checks in sequence, one verdict for all).
 
 #[path = "suite/common/mod.rs"]
 mod common;
+mod ranks;
 
 use common::distributed::{alone, build, fc, initial, step_data, train_alone, train_distributed, BATCH, ENTRIES, STEPS};
 use frog_core::{Collective, CollectiveError, Error, HostCollective, HostOp, ParamGrad, Params, RegistryError, Shard, ShardRows, StateError};
 use frog_cpu::mpi::Mpi;
 use frog_cpu::Cpu;
 use mpi::topology::{Color, Communicator};
-
-type Check = fn(&Mpi) -> Result<(), String>;
+use ranks::ensure;
 
 fn main() {
-    let Some(universe) = mpi::initialize() else {
-        eprintln!("MPI was already initialized");
-        std::process::exit(1);
-    };
-    let comm = Mpi::new(universe.world());
-    let (rank, size) = (comm.rank(), comm.size());
-    if size < 2 && std::env::var_os("FROG_REQUIRE_MPI").is_some_and(|v| v == "1") {
-        eprintln!("FROG_REQUIRE_MPI=1 but this runs on one rank: start it with mpirun -n P");
-        std::process::exit(1);
-    }
-    let checks: [(&str, Check); 11] = [
+    ranks::run(&[
         ("host words reduce by min, max and sum", host_words),
         ("bytes broadcast from every root", bytes_broadcast),
         ("agreement and disagreement are seen by every rank", agreement),
@@ -41,32 +26,7 @@ fn main() {
         ("ranks built differently are refused on every rank, naming the difference", distributed_mismatch),
         ("a rank's bad rows fail it and reach the others as a failed peer, nothing changed", distributed_failure),
         ("a sharded checkpoint restores on fewer and on more ranks, and in one process, bitwise", distributed_checkpoint),
-    ];
-    let mut failed = 0;
-    for (name, check) in checks {
-        match check(&comm) {
-            Ok(()) => println!("rank {rank}/{size}: ok   {name}"),
-            Err(e) => {
-                failed += 1;
-                println!("rank {rank}/{size}: FAIL {name}: {e}");
-            }
-        }
-    }
-    // Every rank's verdict, so that each exits with the same status.
-    let mut any = [failed as u64];
-    comm.all_reduce_u64(&mut any, HostOp::Sum).expect("status reduction");
-    drop(universe);
-    if any[0] > 0 {
-        std::process::exit(1);
-    }
-}
-
-fn ensure(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
-    if ok {
-        Ok(())
-    } else {
-        Err(what())
-    }
+    ])
 }
 
 fn host_words(c: &Mpi) -> Result<(), String> {
