@@ -10,8 +10,9 @@
 #    shared memory and spills per kernel (fails on any spill);
 # 4. builds the libcuda stub (scripts/libcuda-stub.sh) and runs clippy
 #    and the tests of frog-cuda; GPU tests print that they were skipped;
-# 5. checks that no binary needs libcuda.so.1 to start (src/driver.rs opens
-#    it at run time), that frog-bench reports a missing driver, and that
+# 5. checks that no binary needs libcuda.so.1 or libnccl to start
+#    (src/driver.rs and src/nccl.rs open them at run time), that frog-bench
+#    reports a missing driver, and that
 #    with FROG_REQUIRE_GPU=1 (the prepared GPU run) gpu-check and a GPU test
 #    fail instead, naming why;
 # 6. runs the GPU tests again on the libcuda host emulator (emu/: the CUDA C
@@ -20,7 +21,8 @@
 #    speed: frog-cuda's at 4, 108 (A100) and 132 (H100/H200) SMs, each with
 #    its own block order, checking that the 108 and 132 runs reach GEMM plans
 #    (tile, split-K) the 4-SM run does not, split-K > 1 on both tiles, and no
-#    bank conflict in the GEMMs' shared-memory staging; the bench's CUDA
+#    bank conflict in the GEMMs' shared-memory staging, and that the NCCL
+#    tests reached the one-rank NCCL stub (emu/libnccl_stub.c); the bench's CUDA
 #    device at 4 SMs; and that a too-old driver or GPU makes every GPU test
 #    report SKIPPED with both versions (and gpu-check fail under
 #    FROG_REQUIRE_GPU=1).
@@ -108,11 +110,16 @@ grep -q 'test result: FAILED' "$root/target/frog-cuda-tests.log" && { echo "frog
 skipped=$(grep -c '^SKIPPED' "$root/target/frog-cuda-tests.log" || true)
 echo "$skipped GPU tests skipped for lack of a device"
 
-say "the binaries open the driver at run time: none needs libcuda.so.1 to start"
+say "the binaries open the driver and NCCL at run time: none needs libcuda.so.1 or libnccl to start"
 bench=$(awk '$3 ~ /\/frog-bench$/ { print $3; exit }' <<< "$artifacts")
 for bin in $(awk '{ print $3 }' <<< "$artifacts" | sort -u); do
-  if readelf -d "$bin" | grep -q 'NEEDED.*libcuda'; then
+  needed=$(readelf -d "$bin")
+  if grep -q 'NEEDED.*libcuda' <<< "$needed"; then
     echo "$bin needs libcuda.so.1: a driver function cust calls is missing from src/driver.rs" >&2
+    exit 1
+  fi
+  if grep -q 'NEEDED.*libnccl' <<< "$needed"; then
+    echo "$bin needs libnccl: src/nccl.rs opens it at run time, nothing may link it" >&2
     exit 1
   fi
 done
@@ -145,6 +152,7 @@ log=$root/target/frog-cuda-emu.log
 emu_run() {  # sms, binary, arguments...
   local sms=$1 bin=$2; shift 2
   FROG_EMU_SMS=$sms FROG_EMU_SEED=$sms FROG_EMU_STATS="$root/target/emu-stats-$sms.txt" LD_LIBRARY_PATH="$emu" \
+    FROG_NCCL_LIB="$emu/libnccl-stub.so.2" \
     "$bin" "$@" --test-threads 1 --nocapture >> "$log.$sms" 2>&1 || true
 }
 # Every binary at one SM count, into its own log.
@@ -173,6 +181,10 @@ for sms in 4 108 132; do
   grep -E '^(test |gpu_[a-z_]+: |test result|SKIPPED)|runtime error|panicked' "$log.$sms" || true
   cat "$log.$sms" >> "$log"
   echo "GEMM plans (tile x split-K) at $sms SMs: $(plans "$root/target/emu-stats-$sms.txt" | tr '\n' ' ')"
+  # The NCCL tests (tests/nccl/) pass without an NCCL too: check that they
+  # reached the one-rank stub.
+  grep -q 'gpu_nccl_one_rank_collectives_return_their_input: NCCL 2\.99\.0 from .*libnccl-stub\.so\.2' "$log.$sms" \
+    || { echo "the NCCL tests did not reach the one-rank stub at $sms SMs" >&2; exit 1; }
 done
 runs=$(( 3 * $(wc -w <<< "$cuda_bins") + $(wc -w <<< "$bench_bins") ))
 if grep -q 'test result: FAILED' "$log" || [ "$(grep -c 'test result: ok' "$log")" != "$runs" ]; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libcuda host emulator: OUTDIR/lib64/libcuda.so.1 with the
 # kernels of kernels/*.cu compiled for the host, and every other driver
-# symbol cust links answering CUDA_ERROR_UNKNOWN.
+# symbol cust links answering CUDA_ERROR_UNKNOWN; and OUTDIR/lib64/libnccl-stub.so.2,
+# a one-rank NCCL on the emulator's memory.
 # Usage, from the workspace root: frog-cuda/emu/build.sh OUTDIR
 # Then run GPU test binaries with LD_LIBRARY_PATH=OUTDIR/lib64.
 set -euo pipefail
@@ -23,4 +24,9 @@ grep -o 'pub fn cu[A-Za-z0-9_]*' "$cr/src/cuda.rs" | sed 's/pub fn //' | sort -u
 g++ -fPIC -c -w "$out/rest.cpp" -o "$out/rest.o"
 g++ -shared $ubsan -Wl,-soname,libcuda.so.1 -o "$out/lib64/libcuda.so.1" "$out/emu.o" "$out/rest.o" -lpthread
 ln -sf libcuda.so.1 "$out/lib64/libcuda.so"
+# A one-rank NCCL on the emulator's memory (emu/libnccl_stub.c), for the tests
+# of src/nccl.rs: FROG_NCCL_LIB=OUTDIR/lib64/libnccl-stub.so.2 (not named
+# libnccl.so.2, so that nothing finds it by accident).
+cc -std=c11 -O2 -fPIC -shared -Wall -Wextra -Werror -o "$out/lib64/libnccl-stub.so.2" "$here/libnccl_stub.c" \
+  -L"$out/lib64" -l:libcuda.so.1 -Wl,-rpath,'$ORIGIN'
 echo "$out/lib64"

@@ -43,11 +43,17 @@ cat > "$out/run.sh" <<'RUN'
 # The GPU run: prints the GPU, its driver and compute capability
 # (nvidia-smi), runs `frog-bench gpu-check` (its first line: the SM count,
 # compute capability and the driver's CUDA version as the backend sees
-# them), then every GPU test binary in bin/, and last a table of the steps
-# and the check's own table. FROG_REQUIRE_GPU=1 makes every skip a failure:
-# no device, a driver that rejects the PTX, or a too-old driver or GPU fail
-# the run, naming why. Each step has its own timeout, and the timeouts sum
-# to under 540 s (checked before anything runs); a step that runs out of
+# them), then every GPU test binary in bin/, then the one-rank NCCL check,
+# and last a table of the steps and the check's own table.
+# FROG_REQUIRE_GPU=1 makes every skip a failure: no device, a driver that
+# rejects the PTX, or a too-old driver or GPU fail the run, naming why. NCCL
+# is optional and never fails the run: where FROG_NCCL_LIB, the loader or a
+# common place (the CUDA toolkit's, a pip wheel's) has a libnccl.so.2, the
+# view binary's gpu_nccl tests report its version and check init and every
+# collective on one rank (their own step, reported in the table but not
+# counted); elsewhere they print "NCCL: not found (...): skipped". Each step
+# has its own timeout, and the timeouts sum to under 540 s (checked before
+# anything runs); a step that runs out of
 # time is reported as timed out and the table still printed. Logs go to .gpu-run/logs, and into the archive
 # $OUT/gpu-run-logs.tar.gz when OUT names a folder. Exits non-zero when
 # anything failed.
@@ -97,10 +103,11 @@ step() {  # name, limit, command...
 }
 
 # The timeouts: nvidia-smi, gpu-check, frog-bench's GPU tests, the GPU
-# tests binary (the golden suites and the 8 GiB fill), every other one.
-smi=10 check=200 bench=60 gpu=60 other=30
+# tests binary (the golden suites and the 8 GiB fill), every other one, the
+# NCCL check (opening NCCL and a one-rank communicator take seconds).
+smi=10 check=200 bench=60 gpu=60 other=30 nccl=20
 tests=$(find bin -name 'test-*.gz' | wc -l)
-total=$((smi + check + bench + gpu + (tests - 2) * other))
+total=$((smi + check + bench + gpu + (tests - 2) * other + nccl))
 echo "timeouts sum to $total s"
 [ "$total" -lt 540 ] || { echo "the timeouts sum to $total s, not under 540" >&2; exit 1; }
 for f in bin/*.gz; do
@@ -119,9 +126,39 @@ for bin in bin/test-*; do
   case $name in
     test-frog_bench) step "$name" "$bench" "$bin" gpu_ --test-threads 1 --nocapture ;;
     test-gpu) step "$name" "$gpu" "$bin" --test-threads 1 --nocapture ;;
+    # Its NCCL tests run in their own step below.
+    test-view) step "$name" "$other" "$bin" --skip gpu_nccl --test-threads 1 --nocapture ;;
     *) step "$name" "$other" "$bin" --test-threads 1 --nocapture ;;
   esac
 done
+# NCCL, when this machine has one: FROG_NCCL_LIB as given, else a
+# libnccl.so.2 the loader knows, in the nvidia-nccl-cu12 wheel (which torch
+# installs), or in a common place.
+find_nccl() {
+  local p
+  p=$(ldconfig -p 2>/dev/null | awk '$1 == "libnccl.so.2" { print $NF; exit }')
+  [ -n "$p" ] && { echo "$p"; return; }
+  p=$(timeout 10 python3 -c 'import os, nvidia.nccl as m; print(os.path.join(list(m.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null)
+  [ -n "$p" ] && [ -e "$p" ] && { echo "$p"; return; }
+  for p in /usr/lib/x86_64-linux-gnu/libnccl.so.2 /usr/lib64/libnccl.so.2 /usr/local/cuda/lib64/libnccl.so.2 \
+    /usr/local/nccl/lib/libnccl.so.2 /opt/conda/lib/libnccl.so.2 /usr/local/lib/python3*/dist-packages/nvidia/nccl/lib/libnccl.so.2 \
+    /usr/lib/python3*/dist-packages/nvidia/nccl/lib/libnccl.so.2 /usr/local/lib/python3*/site-packages/nvidia/nccl/lib/libnccl.so.2 \
+    /opt/conda/lib/python3*/site-packages/nvidia/nccl/lib/libnccl.so.2 "$HOME"/.local/lib/python3*/site-packages/nvidia/nccl/lib/libnccl.so.2; do
+    [ -e "$p" ] && { echo "$p"; return; }
+  done
+}
+if [ -z "${FROG_NCCL_LIB:-}" ]; then
+  found=$(find_nccl)
+  if [ -n "$found" ]; then export FROG_NCCL_LIB=$found; fi
+fi
+echo "NCCL library: ${FROG_NCCL_LIB:-none found (FROG_NCCL_LIB unset; the tests try libnccl.so.2 on the loader path)}"
+# Never fails the run: its result is in the table, its status not counted.
+counted=$status
+step nccl "$nccl" bin/test-view gpu_nccl --test-threads 1 --nocapture
+status=$counted
+said=$(grep -m1 -oE 'NCCL: not found.*|gpu_nccl_one_rank[a-z_]*: NCCL [0-9].*' "$logs/nccl.log")
+table+=("    ${said:-no NCCL line in logs/nccl.log} (NCCL is optional: not counted)")
+echo "${said:-NCCL: no line in logs/nccl.log}"
 echo
 echo "==== GPU run ($(($(date +%s) - start)) s; timeouts sum to $total s) ===="
 printf '%s\n' "${table[@]}"

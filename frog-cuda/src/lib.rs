@@ -21,6 +21,11 @@
 //! backend's [`frog_core::Backend::View`]: the kernels of the caller's data
 //! take views only, and a step on buffers makes views of them first.
 //!
+//! [`Nccl`] runs frog-core's collectives (`Collective<Cuda>`) over NCCL,
+//! opened at run time as the driver is (`$FROG_NCCL_LIB`, else
+//! `libnccl.so.2`), bootstrapped over any host communicator (MPI's in a
+//! data-parallel program): the crate links neither NCCL nor MPI.
+//!
 //! `nn` (feature `nn`, off by default) holds the training engine's kernels
 //! (convolutions as im2col + GEMM, BatchNorm with fused residual and ReLU,
 //! pooling, linear layers, cross-entropy) as plain functions over the same
@@ -56,6 +61,7 @@ pub mod launch;
 mod lowp;
 mod methods;
 mod muon;
+mod nccl;
 #[cfg(feature = "nn")]
 pub mod nn;
 mod precision;
@@ -70,5 +76,6 @@ pub use precision::{MuonPrecision, Precision};
 pub use error::{code_name, Error};
 pub use launch::Tile;
 pub use lowp::HalfBuffer;
+pub use nccl::{nccl_library, nccl_version, Nccl, NcclError, NCCL_DEFAULT_LIB, NCCL_LIB_ENV};
 pub use skip::{gpu_required, skip, REQUIRE_GPU};
 pub use view::{CudaView, CudaViewMut};

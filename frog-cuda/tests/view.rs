@@ -10,6 +10,8 @@
 //! - `gpu_view_errors`: out-of-range views, short views in the kernels and
 //!   wrong lengths in a step are errors, and the step changes nothing.
 //! - `gpu_views_of_another_backend_are_refused`, as its buffers are.
+//! - `nccl::gpu_nccl_*` (`tests/nccl/`): frog-core's collectives over
+//!   NCCL on views, one rank.
 //!
 //! The layers keep `r*L` at most 128, one GEMM K chunk: no split-K, whose
 //! atomic sums could differ in the last bit from run to run on a GPU.
@@ -18,6 +20,7 @@
 
 #[allow(dead_code)] // the GEMM tiles are for the product tests
 mod common;
+mod nccl;
 
 use common::{device, values};
 use frog_core::{
