@@ -160,10 +160,11 @@ impl<D: Device> GradSum<D> {
 
     /// Sums every rank's gradients of `net` (each already its part of the
     /// global batch's mean) into every rank's, and returns the global
-    /// batch's loss and correct count from this rank's `stats` over its
-    /// `shard` of `batch` samples. Every rank first says whether `local`
-    /// (its forward and backward passes) failed, so that an error on one
-    /// rank is an error on all, not a wait.
+    /// batch's mean loss (summed in the device's scalar type) and correct
+    /// count, from `local`: this rank's forward and backward passes over
+    /// its `shard` of `batch` samples, whose loss is its shard's mean.
+    /// Every rank first says whether its `local` failed, so that an error
+    /// on one rank is an error on all, not a wait.
     pub fn all_reduce<C: Collective<D::Backend>>(&mut self, dev: &D, comm: &C, net: &mut Net<D>, local: Result<LossStats>, shard: Shard, batch: usize) -> Result<LossStats> {
         comm.check_status(local.is_err()).map_err(peer)?;
         let stats = local?;
