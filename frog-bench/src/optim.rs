@@ -18,7 +18,7 @@
 //! SGD group, two groups of one frog-core optimizer.
 
 use frog_core::Method::{Frog, Kfrog};
-use frog_core::{Backend, Batch, Collective, GroupId, KfrogBatch, KfrogShardRows, Layer, MuonConfig, ParamGrad, ParamId, Params, SgdConfig, Shard, ShardRows};
+use frog_core::{Backend, Batch, Collective, Entry, GroupId, KfrogBatch, KfrogShardRows, Layer, MuonConfig, ParamGrad, ParamId, Params, Sample, SgdConfig, Shard, ShardRows};
 
 use crate::device::{backend_err, Device};
 use crate::error::{Error, Result};
@@ -198,18 +198,16 @@ impl<D: Device> Optimizer<D> {
         }
         Ok(())
     }
-}
 
-impl<D: Device> Optimizer<D> {
     /// One training step of a data-parallel run on `comm`'s ranks, this
     /// rank holding `shard` of the global batch: draws the step's sample
     /// of the global batch (the same on every rank), runs `grads` with this
     /// rank's sampled rows as indices into its shard (its forward and
     /// backward passes, which gather them, and the sum of the gradients
     /// over the ranks), then steps every parameter: as
-    /// [`Optimizer::step`] on one rank, else through frog-core's
-    /// distributed step (each layer on its owner, the rows gathered to it,
-    /// the new values broadcast).
+    /// [`Optimizer::step`] on one rank, else in one frog-core
+    /// `Distributed::step_all` (every layer's rows gathered to its owner,
+    /// the owners' steps at once, the new values broadcast).
     pub fn train_step<C: Collective<D::Backend>, R>(&mut self, dev: &D, net: &mut Net<D>, comm: &C, shard: Shard, grads: impl FnOnce(&mut Net<D>, Option<SampledRows<'_>>) -> Result<R>) -> Result<R> {
         if comm.size() == 1 {
             let rows = self.draw_sample()?;
@@ -237,27 +235,40 @@ impl<D: Device> Optimizer<D> {
         let be = dev.backend();
         let mut dist = inner.distributed(be, comm)?;
         let counts = (local.0.len(), local.1.len());
+        let mut entries = Vec::with_capacity(net.params.len());
         for (p, &id) in net.params.iter_mut().zip(ids.iter()) {
-            match (p.conv, p.sampled.as_ref(), kfrog) {
-                (Some(conv), Some(s), Some((x_rows, y_rows))) => {
-                    let (x, y) = rows_of::<D>(be, s, &Layer::conv2d(conv, false), counts)?;
-                    dist.step_layer_kfrog(be, id, &mut p.value, &p.grad, KfrogShardRows { x_rows, y_rows, batch_size: batch, x, y })?;
-                }
-                (Some(conv), sampled, _) => {
-                    let rows = match (sampled, frog) {
-                        (Some(s), Some(sample)) => {
-                            let (x, y) = rows_of::<D>(be, s, &Layer::conv2d(conv, false), counts)?;
-                            Some(ShardRows { sample, x, y })
-                        }
-                        _ => None,
-                    };
-                    dist.step_layer(be, id, Params { weight: &mut p.value, grad_weight: &p.grad, bias: None }, rows)?;
-                }
-                (None, ..) => dist.step_param(be, id, ParamGrad { param: &mut p.value, grad: &p.grad })?,
-            }
+            entries.push(entry::<D>(be, id, p, frog, kfrog, batch, counts)?);
         }
+        dist.step_all(be, &mut entries)?;
         Ok(out)
     }
+}
+
+/// `p`'s part of a data-parallel step, registered as `id`, after a
+/// backward pass that kept this rank's `counts` sampled rows of `frog`'s
+/// draw (or `kfrog`'s) of the global `batch`: as [`step_one`] sorts them,
+/// a convolution with sampled rows a K-FROG layer or a FROG layer, one
+/// without a layer of its group's method, anything else a plain
+/// parameter.
+fn entry<'a, D: Device>(be: &'a D::Backend, id: ParamId, p: &'a mut Param<D>, frog: Option<Sample<'a>>, kfrog: Option<(&'a [usize], &'a [usize])>, batch: usize, counts: (usize, usize)) -> Result<Entry<'a, 'a, D::Backend>> {
+    let Param { value, grad, conv, sampled, .. } = p;
+    Ok(match (*conv, sampled.as_ref(), kfrog) {
+        (Some(conv), Some(s), Some((x_rows, y_rows))) => {
+            let (x, y) = rows_of::<D>(be, s, &Layer::conv2d(conv, false), counts)?;
+            Entry::Kfrog { id, weight: value, grad, rows: KfrogShardRows { x_rows, y_rows, batch_size: batch, x, y } }
+        }
+        (Some(conv), sampled, _) => {
+            let rows = match (sampled, frog) {
+                (Some(s), Some(sample)) => {
+                    let (x, y) = rows_of::<D>(be, s, &Layer::conv2d(conv, false), counts)?;
+                    Some(ShardRows { sample, x, y })
+                }
+                _ => None,
+            };
+            Entry::Layer { id, params: Params { weight: value, grad_weight: grad, bias: None }, rows }
+        }
+        (None, ..) => Entry::Param { id, param: ParamGrad { param: value, grad } },
+    })
 }
 
 /// Views of the first `counts` sampled inputs and output gradients of

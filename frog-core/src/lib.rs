@@ -86,7 +86,7 @@ pub use layer::{Axes, Conv2d, Layer, LayerKind, PATCH_PADDING};
 pub use lowp::{Half, LowpBackend};
 pub use method::Method;
 pub use muon::{muon_step, newton_schulz, MatmulBackend, MatmulOp, MuonConfig, MuonForm, MuonScratch, MuonShape, MuonState, NormScale, NsScratch, MUON_NS_COEFS, MUON_NS_EPS};
-pub use optimizer::{Distributed, GroupId, KfrogShardRows, IntoMethod, Optimizer, ParamId, ParamKind, ParamName, RegistryError, Sample, Shard, ShardRows, MAX_GROUPS, NAME_LEN};
+pub use optimizer::{Distributed, Entry, GroupId, KfrogShardRows, IntoMethod, Optimizer, ParamId, ParamKind, ParamName, RegistryError, Sample, Shard, ShardRows, MAX_GROUPS, NAME_LEN};
 pub use rescale::{pow2_gain, square_safe_max};
 pub use sampler::{Sampler, MAX_BATCH};
 pub use scalar::Scalar;

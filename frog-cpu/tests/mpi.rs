@@ -6,8 +6,8 @@
 mod common;
 mod ranks;
 
-use common::distributed::{alone, build, fc, initial, step_data, train_alone, train_distributed, BATCH, ENTRIES, STEPS};
-use frog_core::{Collective, CollectiveError, Error, HostCollective, HostOp, ParamGrad, Params, RegistryError, Shard, ShardRows, StateError};
+use common::distributed::{alone, build, fc, initial, step_data, train_alone, train_distributed, Stepping, BATCH, ENTRIES, STEPS};
+use frog_core::{Collective, CollectiveError, Entry, Error, HostCollective, HostOp, ParamGrad, Params, RegistryError, Shard, ShardRows, StateError};
 use frog_cpu::mpi::Mpi;
 use frog_cpu::Cpu;
 use mpi::topology::{Color, Communicator};
@@ -22,9 +22,10 @@ fn main() {
         ("f32 and f64 sums, in place, beyond the scratch's chunk", sums),
         ("views broadcast from every root", broadcasts),
         ("gathers of uneven counts, an empty one included, and bad calls refused", gathers),
-        ("distributed steps (FROG, FROG's plain path, SGD, AdamW, Muon, K-FROG) equal one process's, bitwise; states sharded", distributed_steps),
+        ("distributed steps (FROG, FROG's plain path, SGD, AdamW, Muon, K-FROG), all in one step_all or one call each, equal one process's, bitwise; states sharded", distributed_steps),
         ("ranks built differently are refused on every rank, naming the difference", distributed_mismatch),
         ("a rank's bad rows fail it and reach the others as a failed peer, nothing changed", distributed_failure),
+        ("step_all refuses entries that differ between ranks, and an entry given twice, on every rank, nothing changed", distributed_entries),
         ("a sharded checkpoint restores on fewer and on more ranks, and in one process, bitwise", distributed_checkpoint),
     ])
 }
@@ -140,10 +141,14 @@ fn distributed_steps(c: &Mpi) -> Result<(), String> {
     let one = alone(&cpu, BATCH, 0..STEPS);
     let (mut opt, ids) = build(&cpu, BATCH);
     let mut together = initial();
-    train_distributed(&cpu, c, &mut opt, &ids, &mut together, 0..STEPS)?;
+    train_distributed(&cpu, c, &mut opt, &ids, &mut together, 0..STEPS, Stepping::Together)?;
     for (k, (a, b)) in one.iter().zip(&together).enumerate() {
         ensure(a == b, || format!("entry {k}: the distributed values differ from one process's"))?;
     }
+    let (mut each_opt, each_ids) = build(&cpu, BATCH);
+    let mut each = initial();
+    train_distributed(&cpu, c, &mut each_opt, &each_ids, &mut each, 0..STEPS, Stepping::Each)?;
+    ensure(each == one, || "one call per entry: the values differ from one process's".into())?;
     // Each entry's state is on its owner alone; elsewhere a
     // single-process step is refused, and so is a checkpoint.
     let mut owned = 0;
@@ -166,7 +171,7 @@ fn distributed_steps(c: &Mpi) -> Result<(), String> {
     // the whole batch (K-FROG's too).
     let (mut opt, ids) = build(&cpu, 2);
     let mut small = initial();
-    train_distributed(&cpu, c, &mut opt, &ids, &mut small, 0..STEPS)?;
+    train_distributed(&cpu, c, &mut opt, &ids, &mut small, 0..STEPS, Stepping::Together)?;
     ensure(small == alone(&cpu, 2, 0..STEPS), || "batch 2: the distributed values differ from one process's".into())
 }
 
@@ -207,6 +212,33 @@ fn distributed_failure(c: &Mpi) -> Result<(), String> {
     ensure((w, b) == v[1], || "a refused step changed the weights".into())
 }
 
+fn distributed_entries(c: &Mpi) -> Result<(), String> {
+    let cpu = Cpu::<f64>::with_threads(1).map_err(|e| e.to_string())?;
+    let (mut opt, ids) = build(&cpu, BATCH);
+    let mut d = opt.distributed(&cpu, c).map_err(|e| e.to_string())?;
+    let v = initial();
+    let g = step_data(0, &v, BATCH).grads;
+    let (mut a, mut b) = (v[2].0.clone(), v[2].0.clone());
+    // The last rank leaves the second entry out.
+    let last = c.rank() + 1 == c.size();
+    let mut entries = vec![Entry::Param { id: ids[2], param: ParamGrad { param: &mut a, grad: &g[2].0 } }];
+    let (mut w, mut bias) = v[3].clone();
+    if !last {
+        entries.push(Entry::Layer { id: ids[3], params: Params { weight: &mut w, grad_weight: &g[3].0, bias: Some((&mut bias, &g[3].1)) }, rows: None });
+    }
+    let got = d.step_all(&cpu, &mut entries);
+    let want = if c.size() > 1 { Err(Error::Collective(CollectiveError::Mismatch { what: "the entries of a step (ids, kinds and samples)" })) } else { Ok(()) };
+    ensure(got == want, || format!("entries that differ: {got:?}, expected {want:?}"))?;
+    if c.size() > 1 {
+        ensure(a == v[2].0 && (w.clone(), bias.clone()) == v[3], || "a refused step changed the values".into())?;
+    }
+    // An entry twice, on every rank.
+    a.clone_from(&v[2].0);
+    let got = d.step_all(&cpu, &mut [Entry::Param { id: ids[2], param: ParamGrad { param: &mut a, grad: &g[2].0 } }, Entry::Param { id: ids[2], param: ParamGrad { param: &mut b, grad: &g[2].0 } }]);
+    ensure(got == Err(Error::Registry(RegistryError::SteppedTwice(2))), || format!("an entry twice: {got:?}"))?;
+    ensure(a == v[2].0 && b == v[2].0, || "a refused step changed the values".into())
+}
+
 /// Ranks `0..a` train `STEPS` steps sharded over themselves and take a
 /// checkpoint; every rank of `c` restores it and trains `STEPS` more
 /// sharded over all of them (`a` -> `P` ranks), checkpoints again, and
@@ -224,7 +256,7 @@ fn distributed_checkpoint(c: &Mpi) -> Result<(), String> {
     if let Some(sub) = first {
         let sub = Mpi::new(sub);
         let (mut opt, ids) = build(&cpu, BATCH);
-        train_distributed(&cpu, &sub, &mut opt, &ids, &mut v, 0..STEPS)?;
+        train_distributed(&cpu, &sub, &mut opt, &ids, &mut v, 0..STEPS, Stepping::Together)?;
         let d = opt.distributed(&cpu, &sub).map_err(|e| e.to_string())?;
         bytes = vec![0; d.checkpoint_len().map_err(|e| e.to_string())?];
         let n = d.checkpoint(&cpu, &mut bytes).map_err(|e| e.to_string())?;
@@ -241,7 +273,7 @@ fn distributed_checkpoint(c: &Mpi) -> Result<(), String> {
     }
     let (mut opt, ids) = build(&cpu, BATCH);
     opt.restore(&cpu, &bytes).map_err(|e| e.to_string())?;
-    train_distributed(&cpu, c, &mut opt, &ids, &mut v, STEPS..2 * STEPS)?;
+    train_distributed(&cpu, c, &mut opt, &ids, &mut v, STEPS..2 * STEPS, Stepping::Each)?;
     let d = opt.distributed(&cpu, c).map_err(|e| e.to_string())?;
     let mut bytes = vec![0; d.checkpoint_len().map_err(|e| e.to_string())?];
     let short = d.checkpoint(&cpu, &mut bytes[..1]);

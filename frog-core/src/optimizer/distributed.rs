@@ -6,19 +6,20 @@
 //! communicator: a gradient of the global loss on each rank's samples, so
 //! that the sum is the single process's gradient). Each registered entry
 //! has one owner rank ([`assign_owners`] by its step's cost, the same on
-//! every rank), which alone keeps its state: the owner gathers a FROG
-//! layer's sampled rows from the ranks that hold them, takes the step as
-//! one process would, and broadcasts the new weights. Between the local
-//! checks and the first collective, and between the owner's step and the
-//! broadcast, every rank learns whether another failed
-//! ([`HostCollective::check_status`]), so a rank's error reaches the
-//! others as [`CollectiveError::PeerFailed`] instead of leaving them
+//! every rank), which alone keeps its state. A step of the entries
+//! ([`Distributed::step_all`]) gathers every preconditioned layer's
+//! sampled rows to its owner, lets each owner step all its entries as one
+//! process would (the owners at once), and broadcasts the new weights.
+//! Between the local checks and the first collective, and between the
+//! owners' steps and the broadcasts, every rank learns whether another
+//! failed ([`HostCollective::check_status`]), so a rank's error reaches
+//! the others as [`CollectiveError::PeerFailed`] instead of leaving them
 //! waiting.
 
 use core::fmt::{self, Write};
 
 use super::registry::{GroupId, ParamId, ParamKind, RegistryError};
-use super::slot::SlotState;
+use super::slot::{Slot, SlotState};
 use super::{Optimizer, Res, Sample};
 use crate::backend::Backend;
 use crate::collective::{assign_owners, Collective, CollectiveError, HostOp};
@@ -116,16 +117,97 @@ impl<'a, B: Backend + 'a> fmt::Debug for KfrogShardRows<'a, B> {
     }
 }
 
+/// One registered entry's part of a [`Distributed::step_all`] on this
+/// rank: its parameters, their gradients already summed over the ranks,
+/// and this rank's rows of a preconditioned layer's sample.
+pub enum Entry<'p, 'r, B: Backend + 'r> {
+    /// A layer of any group but K-FROG's, as [`Distributed::step_layer`]
+    /// takes it.
+    Layer {
+        /// The layer.
+        id: ParamId,
+        /// Its weight (and bias) and their gradients.
+        params: Params<'p, B>,
+        /// This rank's sampled rows of a FROG layer (ignored in the other
+        /// methods' groups).
+        rows: Option<ShardRows<'r, B>>,
+    },
+    /// A K-FROG layer, as [`Distributed::step_layer_kfrog`] takes it.
+    Kfrog {
+        /// The layer.
+        id: ParamId,
+        /// Its weight, updated in place.
+        weight: &'p mut B::Buffer,
+        /// Its gradient.
+        grad: &'p B::Buffer,
+        /// This rank's input and output-gradient rows of the draw.
+        rows: KfrogShardRows<'r, B>,
+    },
+    /// A plain parameter, as [`Distributed::step_param`] takes it.
+    Param {
+        /// The parameter.
+        id: ParamId,
+        /// Its values and gradient.
+        param: ParamGrad<'p, B>,
+    },
+}
+
+impl<B: Backend> Entry<'_, '_, B> {
+    /// The registered entry stepped.
+    pub fn id(&self) -> ParamId {
+        match self {
+            Self::Layer { id, .. } | Self::Kfrog { id, .. } | Self::Param { id, .. } => *id,
+        }
+    }
+
+    /// Its registry position (checked against the registry before use).
+    fn index(&self) -> usize {
+        self.id().index as usize
+    }
+
+    /// What every rank must pass alike: the entry, its kind, the sample
+    /// its rows were drawn in.
+    fn describe(&self, h: &mut Fnv) {
+        match self {
+            Self::Layer { id, rows, .. } => {
+                h.words(&[0, u64::from(id.index)]);
+                if let Some(r) = rows {
+                    h.words(&[r.sample.batch_size as u64]);
+                    r.sample.indices.iter().for_each(|&i| h.words(&[i as u64]));
+                }
+            }
+            Self::Kfrog { id, rows, .. } => {
+                h.words(&[1, u64::from(id.index), rows.batch_size as u64, rows.x_rows.len() as u64]);
+                rows.x_rows.iter().chain(rows.y_rows).for_each(|&i| h.words(&[i as u64]));
+            }
+            Self::Param { id, .. } => h.words(&[2, u64::from(id.index)]),
+        }
+    }
+}
+
+impl<B: Backend> fmt::Debug for Entry<'_, '_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            Self::Layer { .. } => "Layer",
+            Self::Kfrog { .. } => "Kfrog",
+            Self::Param { .. } => "Param",
+        };
+        f.debug_struct(kind).field("id", &self.id()).finish_non_exhaustive()
+    }
+}
+
+/// `p` borrowed for one step.
+fn reborrow<'a, B: Backend>(p: &'a mut Params<'_, B>) -> Params<'a, B> {
+    Params { weight: &mut *p.weight, grad_weight: p.grad_weight, bias: p.bias.as_mut().map(|(b, g)| (&mut **b, *g)) }
+}
+
 /// What a sharded optimizer keeps: the communicator's shape it was
-/// sharded for and the owner's buffers for a FROG layer's gathered rows.
-pub(crate) struct DistState<B: Backend> {
+/// sharded for (the owners' gathered rows are in their slots).
+pub(crate) struct DistState {
     pub(crate) rank: usize,
     pub(crate) ranks: usize,
     /// Registrations when sharded: a later one needs a new sharding.
     registered: usize,
-    /// Gathered inputs and output gradients of the largest FROG layer this
-    /// rank owns (`None` when it owns none).
-    rows: Option<(B::Buffer, B::Buffer)>,
 }
 
 /// The optimizer object on rank [`Distributed::rank`] of a data-parallel
@@ -148,11 +230,21 @@ impl<B: Backend, C: Collective<B>, const N: usize> fmt::Debug for Distributed<'_
 /// settings that every rank computes alike, without allocating.
 struct Fnv(u64);
 
-impl Write for Fnv {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for b in s.bytes() {
+impl Fnv {
+    fn bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
             self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
+    }
+
+    fn words(&mut self, words: &[u64]) {
+        words.iter().for_each(|w| self.bytes(&w.to_le_bytes()));
+    }
+}
+
+impl Write for Fnv {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.bytes(s.as_bytes());
         Ok(())
     }
 }
@@ -206,29 +298,27 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
         let mut owners = [0usize; N];
         let n = self.slots.len();
         assign_owners(&costs[..n], comm.size(), &mut owners[..n])?;
-        // The owned FROG layers' largest gathered rows, allocated before
-        // anything is freed (a failed allocation changes nothing).
-        let (mut x_len, mut y_len) = (0, 0);
-        for (s, &o) in self.slots.iter().zip(&owners) {
-            if let (ParamKind::Layer(l), Some(cfg), true) = (s.kind, self.groups[usize::from(s.group.0)].frog(), o == comm.rank()) {
-                let r = cfg.sample_rows(self.max_batch);
-                x_len = x_len.max(r.saturating_mul(l.input_len()));
-                y_len = y_len.max(r.saturating_mul(l.output_len()));
-            }
-        }
+        // Each owned FROG and K-FROG layer's gathered rows, at its step's
+        // lengths for the largest batch (so that every owned layer's rows
+        // can arrive before any is stepped), allocated before anything is
+        // freed: a failed allocation changes nothing.
         let mut gathered: [Option<(B::Buffer, B::Buffer)>; N] = [const { None }; N];
         let rows = (|| {
-            // Each owned K-FROG layer's, at exactly its step's lengths.
             for ((s, &o), g) in self.slots.iter().zip(&owners).zip(gathered.iter_mut()) {
-                if let (ParamKind::Layer(l), Method::Kfrog(cfg), true) = (s.kind, self.groups[usize::from(s.group.0)], o == comm.rank()) {
-                    let sampled = |n: Option<usize>| n.map_or(self.max_batch, |n| n.min(self.max_batch));
-                    *g = Some((backend.zeros(sampled(cfg.sample_size).saturating_mul(l.input_len()))?, backend.zeros(sampled(cfg.y_sample_size).saturating_mul(l.output_len()))?));
+                let sampled = |n: Option<usize>| n.map_or(self.max_batch, |n| n.min(self.max_batch));
+                let rows = match self.groups[usize::from(s.group.0)] {
+                    Method::Frog(cfg) => (cfg.sample_size, cfg.sample_size),
+                    Method::Kfrog(cfg) => (cfg.sample_size, cfg.y_sample_size),
+                    _ => continue,
+                };
+                if let (ParamKind::Layer(l), true) = (s.kind, o == comm.rank()) {
+                    *g = Some((backend.zeros(sampled(rows.0).saturating_mul(l.input_len()))?, backend.zeros(sampled(rows.1).saturating_mul(l.output_len()))?));
                 }
             }
-            Ok(if x_len > 0 { Some((backend.zeros(x_len)?, backend.zeros(y_len)?)) } else { None })
+            Ok(())
         })();
         comm.check_status(rows.is_err())?;
-        let rows = rows.map_err(Error::Backend)?;
+        rows.map_err(Error::Backend)?;
         for ((s, &o), g) in self.slots.iter_mut().zip(&owners).zip(gathered.iter_mut()) {
             s.gathered = g.take();
             s.owner = o;
@@ -237,7 +327,7 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
                 s.bias = s.bias.take().map(|_| SlotState::Elsewhere);
             }
         }
-        self.dist = Some(DistState { rank: comm.rank(), ranks: comm.size(), registered: n, rows });
+        self.dist = Some(DistState { rank: comm.rank(), ranks: comm.size(), registered: n });
         Ok(())
     }
 }
@@ -257,6 +347,25 @@ fn check_params<B: Backend>(backend: &B, layer: &Layer, p: &Params<'_, B>) -> Re
         (None, false) => Ok(()),
         _ => Err(ShapeError::BiasMismatch.into()),
     }
+}
+
+/// This rank's rows of a preconditioned layer: `counts` rows of inputs
+/// and of output gradients.
+fn check_rows<B: Backend>(backend: &B, (x, y): (&B::View<'_>, &B::View<'_>), counts: (usize, usize), layer: &Layer) -> Res<(), B> {
+    check_count(backend.view_len(x), "x (this rank's sampled rows)", counts.0.saturating_mul(layer.input_len()))?;
+    Ok(check_count(backend.view_len(y), "y (this rank's sampled rows)", counts.1.saturating_mul(layer.output_len()))?)
+}
+
+/// The owner's gathered buffers of a FROG layer hold the whole sample of
+/// `r` rows (they were sized for the largest batch's).
+fn check_room<B: Backend>(backend: &B, slot: &Slot<B>, r: usize, layer: &Layer) -> Res<(), B> {
+    let Some((gx, gy)) = &slot.gathered else { return Err(ShapeError::BufferLength { what: "the owner's gathered rows (none)", expected: r, actual: 0 }.into()) };
+    for (buf, len) in [(gx, r.saturating_mul(layer.input_len())), (gy, r.saturating_mul(layer.output_len()))] {
+        if backend.len(buf) < len {
+            return Err(ShapeError::BufferLength { what: "the owner's gathered rows (sized for the largest batch's sample)", expected: len, actual: backend.len(buf) }.into());
+        }
+    }
+    Ok(())
 }
 
 /// The step cost an owner is chosen by: FROG's and K-FROG's CG products
@@ -310,161 +419,197 @@ impl<B: Backend, C: Collective<B>, const N: usize> Distributed<'_, B, C, N> {
         self.opt.sample(batch, out)
     }
 
-    /// One step of registered layer `id` on every rank: its gradients in
-    /// `params` already summed over the ranks, and for a FROG layer this
-    /// rank's sampled rows, gathered to the owner; the owner steps as
-    /// [`Optimizer::step_layer`] would, and the new weight (and bias)
-    /// reach every rank's `params`.
-    pub fn step_layer<'r>(&mut self, backend: &B, id: ParamId, mut params: Params<'_, B>, rows: Option<ShardRows<'r, B>>) -> Res<(), B>
-    where
-        B: 'r,
-    {
-        let (owner, layer, frog) = {
-            let slot = self.opt.slot(id)?;
-            let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.index).into()) };
-            (slot.owner, layer, self.opt.groups[usize::from(slot.group.0)].frog().is_some())
-        };
-        let me = self.rank();
-        // Local checks, then every rank learns whether one failed.
-        let local = check_params(backend, &layer, &params).and_then(|()| self.check_rows(backend, id, &layer, frog, rows.as_ref()));
-        self.comm.check_status(local.is_err())?;
-        let counts = local?;
-        let res = match (rows, counts) {
-            (Some(rows), Some(r)) => self.gather_and_step(backend, id, owner, &layer, &mut params, rows, r),
-            _ if me == owner => {
-                let p = Params { weight: &mut *params.weight, grad_weight: params.grad_weight, bias: params.bias.as_mut().map(|(b, g)| (&mut **b, *g)) };
-                self.opt.step_layer(backend, id, p, None::<ViewBatch<'_, B>>)
-            }
-            _ => Ok(()),
-        };
-        self.comm.check_status(res.is_err())?;
-        res?;
-        self.broadcast(backend, params.weight, owner)?;
-        match params.bias {
-            Some((b, _)) => self.broadcast(backend, b, owner),
-            None => Ok(()),
-        }
-    }
-
     /// Draws a K-FROG step's two samples of the global batch, as
     /// [`Optimizer::sample_kfrog`]: the same draws on every rank.
     pub fn sample_kfrog<'a, 'b>(&mut self, group: GroupId, batch: usize, x_out: &'a mut [usize], y_out: &'b mut [usize]) -> Res<(&'a [usize], &'b [usize]), B> {
         self.opt.sample_kfrog(group, batch, x_out, y_out)
     }
 
-    /// One K-FROG step of layer `id` on every rank (its gradient summed
-    /// over the ranks): this rank's input and output-gradient rows go to
-    /// the owner, which steps as [`Optimizer::step_layer_kfrog`] would,
-    /// and the new weight reaches every rank. The owner's gathered rows
-    /// were sized at sharding for the largest batch's samples: a step of
-    /// a smaller batch whose samples are smaller is refused
-    /// ([`ShapeError::BufferLength`]), on every rank.
+    /// One step of every entry of `entries` on every rank, each as its
+    /// single-process step would take it, in phases: every rank checks
+    /// its entries (and that every rank passes the same ones in the same
+    /// order, with the same samples), then the sampled rows of every
+    /// preconditioned layer reach its owner, then each rank steps the
+    /// entries it owns with no collective in between (so the owners'
+    /// steps run at once), then the new values reach every rank. Every
+    /// rank makes the call with the same entries; a step of many layers
+    /// belongs in one call, since stepping them one call each serializes
+    /// their owners.
+    ///
+    /// A refusal in the checks changes nothing on any rank (the others
+    /// get [`CollectiveError::PeerFailed`], or all
+    /// [`CollectiveError::Mismatch`] when the ranks' entries differ). A
+    /// step that fails on its owner (a backend error) makes every rank
+    /// return an error before any value is sent: the entries already
+    /// stepped then differ between their owners and the other ranks, so
+    /// restore a checkpoint.
+    pub fn step_all(&mut self, backend: &B, entries: &mut [Entry<'_, '_, B>]) -> Res<(), B> {
+        let words = [hash(|h| {
+            entries.iter().for_each(|e| e.describe(h));
+            Ok(())
+        })];
+        self.comm.check_agree(&words, &["the entries of a step (ids, kinds and samples)"])?;
+        let local = self.check_entries(backend, entries);
+        self.comm.check_status(local.is_err())?;
+        local?;
+        for e in entries.iter() {
+            self.gather(backend, e)?;
+        }
+        let me = self.rank();
+        let res = entries.iter_mut().try_for_each(|e| if self.opt.slots[e.index()].owner == me { self.step_owned(backend, e) } else { Ok(()) });
+        self.comm.check_status(res.is_err())?;
+        res?;
+        entries.iter_mut().try_for_each(|e| self.broadcast_entry(backend, e))
+    }
+
+    /// One step of registered layer `id` on every rank: [`Distributed::step_all`]
+    /// of this one entry ([`Entry::Layer`]).
+    pub fn step_layer<'r>(&mut self, backend: &B, id: ParamId, params: Params<'_, B>, rows: Option<ShardRows<'r, B>>) -> Res<(), B>
+    where
+        B: 'r,
+    {
+        self.step_all(backend, &mut [Entry::Layer { id, params, rows }])
+    }
+
+    /// One K-FROG step of layer `id` on every rank: [`Distributed::step_all`]
+    /// of this one entry ([`Entry::Kfrog`]).
     pub fn step_layer_kfrog<'r>(&mut self, backend: &B, id: ParamId, weight: &mut B::Buffer, grad: &B::Buffer, rows: KfrogShardRows<'r, B>) -> Res<(), B>
     where
         B: 'r,
     {
-        let (owner, layer) = {
-            let slot = self.opt.slot(id)?;
-            let ParamKind::Layer(layer) = slot.kind else { return Err(RegistryError::WrongKind(id.index).into()) };
-            (slot.owner, layer)
-        };
-        let (din, dout, ranks, batch) = (layer.input_len(), layer.output_len(), self.ranks(), rows.batch_size);
-        let mine = |idx: &[usize]| self.shard(batch).select(idx).len();
-        let local: Res<(), B> = (|| {
-            check_len(backend, weight, "weight", layer.rows() * layer.weight_cols())?;
-            check_len(backend, grad, "grad_weight", layer.rows() * layer.weight_cols())?;
-            check_count(backend.view_len(&rows.x), "x (this rank's input rows)", mine(rows.x_rows).saturating_mul(din))?;
-            check_count(backend.view_len(&rows.y), "y (this rank's output-gradient rows)", mine(rows.y_rows).saturating_mul(dout))?;
-            // The owner's buffers hold exactly the largest batch's samples.
-            let slot = &self.opt.slots[id.index as usize];
-            match &slot.gathered {
-                Some((gx, gy)) => {
-                    check_len(backend, gx, "the owner's gathered input rows (sized for the largest batch's sample)", rows.x_rows.len().saturating_mul(din))?;
-                    check_len(backend, gy, "the owner's gathered output-gradient rows (sized for the largest batch's sample)", rows.y_rows.len().saturating_mul(dout))?;
-                    Ok(())
-                }
-                None if owner == self.rank() => Err(RegistryError::WrongMethod(id.index).into()),
-                None => Ok(()),
-            }
-        })();
-        self.comm.check_status(local.is_err())?;
-        local?;
-        let count = |idx: &[usize], k: usize, per: usize| Shard::of(batch, k, ranks).map_or(0, |s| s.select(idx).len() * per);
-        let (x, y) = (&rows.x, &rows.y);
-        let mut gathered = self.opt.slots[id.index as usize].gathered.take();
-        let res = (|| {
-            let sizes = (rows.x_rows.len() * din, rows.y_rows.len() * dout);
-            let into = gathered.as_mut().map(|(gx, gy)| (gx, gy));
-            let owns = into.is_some();
-            self.gather_to(backend, (x, y), into, (&|k| count(rows.x_rows, k, din), &|k| count(rows.y_rows, k, dout)), sizes, owner)?;
-            match gathered.as_ref() {
-                Some((gx, gy)) if owns => {
-                    let batch = KfrogBatch { x: gx, x_sample: rows.x_rows.len(), y: gy, y_sample: rows.y_rows.len(), batch_size: batch };
-                    self.opt.step_layer_kfrog(backend, id, weight, grad, batch)
-                }
-                _ => Ok(()),
-            }
-        })();
-        self.opt.slots[id.index as usize].gathered = gathered;
-        self.comm.check_status(res.is_err())?;
-        res?;
-        self.broadcast(backend, weight, owner)
+        self.step_all(backend, &mut [Entry::Kfrog { id, weight, grad, rows }])
     }
 
-    /// One step of plain parameter `id` on every rank (its gradient
-    /// summed over the ranks): the owner steps, every rank gets the new
-    /// values.
+    /// One step of plain parameter `id` on every rank:
+    /// [`Distributed::step_all`] of this one entry ([`Entry::Param`]).
     pub fn step_param(&mut self, backend: &B, id: ParamId, param: ParamGrad<'_, B>) -> Res<(), B> {
-        let slot = self.opt.slot(id)?;
-        let (owner, ParamKind::Plain { len }) = (slot.owner, slot.kind) else { return Err(RegistryError::WrongKind(id.index).into()) };
-        let local = check_len(backend, param.param, "param", len).and_then(|()| check_len(backend, param.grad, "grad", len));
-        self.comm.check_status(local.is_err())?;
-        local?;
-        let res = if self.rank() == owner { self.opt.step_param(backend, id, ParamGrad { param: &mut *param.param, grad: param.grad }) } else { Ok(()) };
-        self.comm.check_status(res.is_err())?;
-        res?;
-        self.broadcast(backend, param.param, owner)
+        self.step_all(backend, &mut [Entry::Param { id, param }])
     }
 
-    /// For a FROG layer, this rank's rows checked against the layer: the
-    /// global sample size `r`. `None` for other layers.
-    fn check_rows(&self, backend: &B, id: ParamId, layer: &Layer, frog: bool, rows: Option<&ShardRows<'_, B>>) -> Res<Option<usize>, B> {
-        let Some(rows) = rows.filter(|_| frog) else {
-            return if frog { Err(RegistryError::NoBatch(id.index).into()) } else { Ok(None) };
-        };
-        let mine = rows.sample.in_shard(self.shard(rows.sample.batch_size)).len();
-        check_count(backend.view_len(&rows.x), "x (this rank's sampled rows)", mine.saturating_mul(layer.input_len()))?;
-        check_count(backend.view_len(&rows.y), "y (this rank's sampled rows)", mine.saturating_mul(layer.output_len()))?;
-        Ok(Some(rows.sample.len()))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn gather_and_step(&mut self, backend: &B, id: ParamId, owner: usize, layer: &Layer, params: &mut Params<'_, B>, rows: ShardRows<'_, B>, r: usize) -> Res<(), B> {
-        let (sample, ranks) = (rows.sample, self.ranks());
-        let batch = sample.batch_size;
-        let count = |k: usize, per: usize| Shard::of(batch, k, ranks).map_or(0, |s| sample.in_shard(s).len() * per);
-        let (din, dout) = (layer.input_len(), layer.output_len());
-        let mine = self.rank() == owner;
-        let mut bufs = if mine { self.opt.dist.as_mut().and_then(|d| d.rows.take()) } else { None };
-        let res = (|| {
-            if mine && bufs.is_none() {
-                return Err(RegistryError::WrongMethod(id.index).into());
+    /// Every entry checked against its registration before the first
+    /// collective that moves data (a gather or broadcast of another length
+    /// would fail in the engine), each id at most once.
+    fn check_entries(&self, backend: &B, entries: &[Entry<'_, '_, B>]) -> Res<(), B> {
+        let mut seen = [false; N];
+        for e in entries {
+            let id = e.id();
+            let slot = self.opt.slot(id)?;
+            if core::mem::replace(&mut seen[id.index as usize], true) {
+                return Err(RegistryError::SteppedTwice(id.index).into());
             }
-            let into = bufs.as_mut().map(|(gx, gy)| (gx, gy));
-            self.gather_to(backend, (&rows.x, &rows.y), into, (&|k| count(k, din), &|k| count(k, dout)), (r * din, r * dout), owner)?;
-            match bufs.as_ref() {
-                Some((gx, gy)) => {
-                    let batch = ViewBatch { x: backend.view(gx, 0, r * din).map_err(Error::Backend)?, y: backend.view(gy, 0, r * dout).map_err(Error::Backend)?, sample: r, batch_size: batch };
-                    let p = Params { weight: &mut *params.weight, grad_weight: params.grad_weight, bias: params.bias.as_mut().map(|(b, g)| (&mut **b, *g)) };
-                    self.opt.step_layer(backend, id, p, Some(batch))
-                }
-                None => Ok(()),
-            }
-        })();
-        if let (Some(d), Some(b)) = (self.opt.dist.as_mut(), bufs) {
-            d.rows = Some(b);
+            self.check_entry(backend, slot, e)?;
         }
+        Ok(())
+    }
+
+    fn check_entry(&self, backend: &B, slot: &Slot<B>, e: &Entry<'_, '_, B>) -> Res<(), B> {
+        let index = e.id().index;
+        let method = &self.opt.groups[usize::from(slot.group.0)];
+        let kfrog = matches!(method, Method::Kfrog(_));
+        let owns = slot.owner == self.rank();
+        match (e, slot.kind) {
+            (Entry::Param { param, .. }, ParamKind::Plain { len }) => {
+                check_len(backend, param.param, "param", len)?;
+                Ok(check_len(backend, param.grad, "grad", len)?)
+            }
+            (Entry::Layer { .. }, ParamKind::Layer(_)) | (Entry::Kfrog { .. }, ParamKind::Layer(_)) if kfrog != matches!(e, Entry::Kfrog { .. }) => Err(RegistryError::WrongMethod(index).into()),
+            (Entry::Layer { params, rows, .. }, ParamKind::Layer(layer)) => {
+                check_params(backend, &layer, params)?;
+                match (method.frog(), rows) {
+                    (Some(_), Some(rows)) => {
+                        let (mine, r) = (rows.sample.in_shard(self.shard(rows.sample.batch_size)).len(), rows.sample.len());
+                        check_rows(backend, (&rows.x, &rows.y), (mine, mine), &layer)?;
+                        if owns {
+                            check_room(backend, slot, r, &layer)?;
+                        }
+                        Ok(())
+                    }
+                    (Some(_), None) => Err(RegistryError::NoBatch(index).into()),
+                    (None, _) => Ok(()),
+                }
+            }
+            (Entry::Kfrog { weight, grad, rows, .. }, ParamKind::Layer(layer)) => {
+                check_len(backend, weight, "weight", layer.rows() * layer.weight_cols())?;
+                check_len(backend, grad, "grad_weight", layer.rows() * layer.weight_cols())?;
+                let shard = self.shard(rows.batch_size);
+                check_rows(backend, (&rows.x, &rows.y), (shard.select(rows.x_rows).len(), shard.select(rows.y_rows).len()), &layer)?;
+                if !owns {
+                    return Ok(());
+                }
+                // The owner's buffers hold exactly the largest batch's samples.
+                let (din, dout) = (layer.input_len(), layer.output_len());
+                let Some((gx, gy)) = &slot.gathered else { return Err(RegistryError::WrongMethod(index).into()) };
+                check_len(backend, gx, "the owner's gathered input rows (sized for the largest batch's sample)", rows.x_rows.len().saturating_mul(din))?;
+                Ok(check_len(backend, gy, "the owner's gathered output-gradient rows (sized for the largest batch's sample)", rows.y_rows.len().saturating_mul(dout))?)
+            }
+            _ => Err(RegistryError::WrongKind(index).into()),
+        }
+    }
+
+    /// A preconditioned layer's rows on this rank to its owner, into the
+    /// owner's gathered buffers (nothing for other entries).
+    fn gather(&mut self, backend: &B, e: &Entry<'_, '_, B>) -> Res<(), B> {
+        let (rows, (xs, ys), batch) = match e {
+            Entry::Layer { rows: Some(rows), .. } if self.opt.groups[usize::from(self.opt.slots[e.index()].group.0)].frog().is_some() => {
+                ((&rows.x, &rows.y), (rows.sample.indices, rows.sample.indices), rows.sample.batch_size)
+            }
+            Entry::Kfrog { rows, .. } => ((&rows.x, &rows.y), (rows.x_rows, rows.y_rows), rows.batch_size),
+            _ => return Ok(()),
+        };
+        let slot = &mut self.opt.slots[e.index()];
+        let ParamKind::Layer(layer) = slot.kind else { return Ok(()) };
+        let (din, dout, owner, ranks) = (layer.input_len(), layer.output_len(), slot.owner, self.comm.size());
+        let count = |idx: &[usize], k: usize, per: usize| Shard::of(batch, k, ranks).map_or(0, |s| s.select(idx).len() * per);
+        let mut gathered = slot.gathered.take();
+        let res = self.gather_to(backend, rows, gathered.as_mut().map(|(gx, gy)| (gx, gy)), (&|k| count(xs, k, din), &|k| count(ys, k, dout)), (xs.len() * din, ys.len() * dout), owner);
+        self.opt.slots[e.index()].gathered = gathered;
         res
+    }
+
+    /// The step of an entry this rank owns, on the rows gathered to it.
+    fn step_owned(&mut self, backend: &B, e: &mut Entry<'_, '_, B>) -> Res<(), B> {
+        let k = e.index();
+        let slot = &mut self.opt.slots[k];
+        let frog = self.opt.groups[usize::from(slot.group.0)].frog().is_some();
+        let (din, dout) = match slot.kind {
+            ParamKind::Layer(l) => (l.input_len(), l.output_len()),
+            ParamKind::Plain { .. } => (0, 0),
+        };
+        let gathered = slot.gathered.take();
+        let res = match (e, &gathered) {
+            (Entry::Layer { id, params, rows: Some(rows) }, Some((gx, gy))) if frog => {
+                let (r, batch_size) = (rows.sample.len(), rows.sample.batch_size);
+                match (backend.view(gx, 0, r * din), backend.view(gy, 0, r * dout)) {
+                    (Ok(x), Ok(y)) => self.opt.step_layer(backend, *id, reborrow(params), Some(ViewBatch { x, y, sample: r, batch_size })),
+                    (Err(err), _) | (_, Err(err)) => Err(Error::Backend(err)),
+                }
+            }
+            (Entry::Layer { id, params, .. }, _) => self.opt.step_layer(backend, *id, reborrow(params), None::<ViewBatch<'_, B>>),
+            (Entry::Kfrog { id, weight, grad, rows }, Some((gx, gy))) => {
+                let batch = KfrogBatch { x: gx, x_sample: rows.x_rows.len(), y: gy, y_sample: rows.y_rows.len(), batch_size: rows.batch_size };
+                self.opt.step_layer_kfrog(backend, *id, weight, grad, batch)
+            }
+            (Entry::Kfrog { id, .. }, None) => Err(RegistryError::WrongMethod(id.index).into()),
+            (Entry::Param { id, param }, _) => self.opt.step_param(backend, *id, ParamGrad { param: &mut *param.param, grad: param.grad }),
+        };
+        self.opt.slots[k].gathered = gathered;
+        res
+    }
+
+    /// An entry's new values from its owner to every rank.
+    fn broadcast_entry(&self, backend: &B, e: &mut Entry<'_, '_, B>) -> Res<(), B> {
+        let owner = self.opt.slots[e.index()].owner;
+        match e {
+            Entry::Layer { params, .. } => {
+                self.broadcast(backend, params.weight, owner)?;
+                match &mut params.bias {
+                    Some((b, _)) => self.broadcast(backend, b, owner),
+                    None => Ok(()),
+                }
+            }
+            Entry::Kfrog { weight, .. } => self.broadcast(backend, weight, owner),
+            Entry::Param { param, .. } => self.broadcast(backend, param.param, owner),
+        }
     }
 
     /// Gathers this rank's rows `x` and `y` to `owner`, rank `k` sending

@@ -19,7 +19,7 @@ mod sample;
 mod slot;
 mod steps;
 
-pub use distributed::{Distributed, KfrogShardRows, Shard, ShardRows};
+pub use distributed::{Distributed, Entry, KfrogShardRows, Shard, ShardRows};
 pub use into_method::IntoMethod;
 pub use registry::{GroupId, ParamId, ParamKind, ParamName, RegistryError, MAX_GROUPS, NAME_LEN};
 pub use sample::Sample;
@@ -95,7 +95,7 @@ pub struct Optimizer<B: Backend, const N: usize> {
     muon_scratch: Option<SizedScratch<B>>,
     /// How a data-parallel run sharded it ([`Optimizer::distributed`]);
     /// `None` in one process.
-    pub(crate) dist: Option<distributed::DistState<B>>,
+    pub(crate) dist: Option<distributed::DistState>,
 }
 
 /// The groups, the registered parameters with their states' sizes and

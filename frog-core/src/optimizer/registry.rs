@@ -180,6 +180,10 @@ pub enum RegistryError {
         /// The rank that owns it.
         owner: usize,
     },
+    /// An entry given twice to one
+    /// [`Distributed::step_all`](crate::Distributed::step_all): its
+    /// gathered rows have room for one step.
+    SteppedTwice(u32),
     /// [`Optimizer::distributed`](crate::Optimizer::distributed) again
     /// after a registration, or on a communicator of another shape: the
     /// states this rank freed cannot be had back (restore a checkpoint
@@ -209,6 +213,7 @@ impl fmt::Display for RegistryError {
             Self::MuonMatrixOnly { what } => write!(f, "{what} in a Muon group: Muon steps matrix weights only (bias-free layers); register it in an SGD or AdamW group"),
             Self::MuonFromMethod => write!(f, "a Muon group made from a Method: make it from its MuonConfig (which checks that the backend has MatmulBackend)"),
             Self::Elsewhere { index, owner } => write!(f, "parameter {index}'s state is on rank {owner} (the optimizer is sharded: step it through distributed())"),
+            Self::SteppedTwice(p) => write!(f, "parameter {p} is given twice to one step_all"),
             Self::Resharded => write!(f, "the optimizer was sharded for another communicator or fewer registrations; its freed states cannot be had back"),
         }
     }

@@ -5,18 +5,18 @@
 
 use proptest::prelude::*;
 
-use crate::common::distributed::{alone, build, initial, train_alone, train_distributed, BATCH, STEPS};
-use frog_core::{Collective, CollectiveError, Error, GroupId, HostCollective, Layer, RegistryError, Shard, Solo, StateError};
+use crate::common::distributed::{alone, build, initial, step_data, train_alone, train_distributed, Stepping, BATCH, KFROG, STEPS};
+use frog_core::{Collective, CollectiveError, Entry, Error, GroupId, HostCollective, Layer, ParamGrad, Params, RegistryError, Shard, Solo, StateError};
 use frog_cpu::Cpu;
 
 #[test]
 fn steps_on_one_rank_are_the_unsharded_steps() {
     let cpu = Cpu::<f64>::with_threads(1).unwrap();
-    for batch in [BATCH, 2] {
+    for (batch, stepping) in [(BATCH, Stepping::Together), (BATCH, Stepping::Each), (2, Stepping::Together)] {
         let (mut opt, ids) = build(&cpu, batch);
         let mut v = initial();
-        train_distributed(&cpu, &Solo, &mut opt, &ids, &mut v, 0..STEPS).unwrap();
-        assert_eq!(v, alone(&cpu, batch, 0..STEPS), "batch {batch}");
+        train_distributed(&cpu, &Solo, &mut opt, &ids, &mut v, 0..STEPS, stepping).unwrap();
+        assert_eq!(v, alone(&cpu, batch, 0..STEPS), "batch {batch}, {stepping:?}");
     }
 }
 
@@ -25,7 +25,7 @@ fn the_sharded_checkpoint_is_the_unsharded_one_byte_for_byte() {
     let cpu = Cpu::<f64>::with_threads(1).unwrap();
     let (mut sharded, ids) = build(&cpu, BATCH);
     let (mut v, mut w) = (initial(), initial());
-    train_distributed(&cpu, &Solo, &mut sharded, &ids, &mut v, 0..STEPS).unwrap();
+    train_distributed(&cpu, &Solo, &mut sharded, &ids, &mut v, 0..STEPS, Stepping::Together).unwrap();
     let (mut plain, plain_ids) = build(&cpu, BATCH);
     train_alone(&cpu, &mut plain, &plain_ids, &mut w, 0..STEPS);
     let mut want = vec![0; plain.checkpoint_len()];
@@ -58,6 +58,29 @@ fn a_sharded_optimizer_refuses_what_it_cannot_do() {
     // A registration after sharding: the optimizer cannot be sharded again.
     opt.add_layer(&cpu, "late", Layer::linear(3, 2, true), GroupId::DEFAULT).unwrap();
     assert_eq!(opt.distributed(&cpu, &Solo).map(|_| ()), Err(Error::Registry(RegistryError::Resharded)));
+}
+
+#[test]
+fn step_all_refuses_entries_that_do_not_fit_their_registration() {
+    let cpu = Cpu::<f64>::with_threads(1).unwrap();
+    let (mut opt, ids) = build(&cpu, BATCH);
+    let mut d = opt.distributed(&cpu, &Solo).unwrap();
+    let v = initial();
+    let g = step_data(0, &v, BATCH).grads;
+    let mut w = v.clone();
+    let [conv, fc, plain, .., kf] = &mut w[..] else { unreachable!() };
+    // A FROG layer without its rows.
+    let got = d.step_all(&cpu, &mut [Entry::Layer { id: ids[1], params: Params { weight: &mut fc.0, grad_weight: &g[1].0, bias: Some((&mut fc.1, &g[1].1)) }, rows: None }]);
+    assert_eq!(got, Err(Error::Registry(RegistryError::NoBatch(1))));
+    // The K-FROG layer on the other layers' path, a FROG layer on K-FROG's
+    // (its rows are not looked at first).
+    let got = d.step_all(&cpu, &mut [Entry::Layer { id: ids[KFROG], params: Params { weight: &mut kf.0, grad_weight: &g[KFROG].0, bias: None }, rows: None }]);
+    assert_eq!(got, Err(Error::Registry(RegistryError::WrongMethod(KFROG as u32))));
+    // A plain parameter after a layer given as one: nothing is stepped.
+    let mut entries = [Entry::Param { id: ids[2], param: ParamGrad { param: &mut plain.0, grad: &g[2].0 } }, Entry::Param { id: ids[0], param: ParamGrad { param: &mut conv.0, grad: &g[0].0 } }];
+    assert_eq!(d.step_all(&cpu, &mut entries), Err(Error::Registry(RegistryError::WrongKind(0))));
+    assert_eq!(format!("{:?}", entries[1]), format!("Param {{ id: {:?}, .. }}", ids[0]));
+    assert_eq!(w, v, "a refused step changed the values");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use frog_core::{gather_rows, AdamWConfig, Batch, Collective, Config, Conv2d, GroupId, KfrogBatch, KfrogConfig, KfrogShardRows, Layer, Method, MuonConfig, ParamGrad, ParamId, Params, SgdConfig, ShardRows};
+use frog_core::{gather_rows, AdamWConfig, Batch, Collective, Config, Conv2d, Entry, GroupId, KfrogBatch, KfrogConfig, KfrogShardRows, Layer, Method, MuonConfig, ParamGrad, ParamId, Params, SgdConfig, ShardRows};
 use frog_cpu::{Cpu, Frog};
 
 use super::Rng;
@@ -121,41 +121,61 @@ pub fn train_alone(cpu: &Cpu<f64>, opt: &mut Frog<f64>, ids: &[ParamId; ENTRIES]
     }
 }
 
+/// How a distributed run steps its entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stepping {
+    /// All in one `step_all`.
+    Together,
+    /// One call each (`step_layer`, `step_param`, `step_layer_kfrog`).
+    Each,
+}
+
 /// The same steps on every rank of `c`, each rank holding only its
 /// shard's sampled rows.
-pub fn train_distributed(cpu: &Cpu<f64>, c: &impl Collective<Cpu<f64>>, opt: &mut Frog<f64>, ids: &[ParamId; ENTRIES], v: &mut Values, steps: Range<u64>) -> Result<(), String> {
+pub fn train_distributed(cpu: &Cpu<f64>, c: &impl Collective<Cpu<f64>>, opt: &mut Frog<f64>, ids: &[ParamId; ENTRIES], v: &mut Values, steps: Range<u64>, stepping: Stepping) -> Result<(), String> {
     let batch = opt.max_batch();
     let mut d = opt.distributed(cpu, c).map_err(|e| e.to_string())?;
+    let kfrog = d.group_of(ids[KFROG]).map_err(|e| e.to_string())?;
+    let shard = d.shard(batch);
     for t in steps {
         let data = step_data(t, v, batch);
+        // The step's draws (FROG's, then K-FROG's, as one process draws
+        // them) and this rank's rows of each.
         let mut idx = vec![0; batch];
         let sample = d.sample(batch, &mut idx).map_err(|e| e.to_string())?;
-        let mine: Vec<usize> = sample.in_shard(d.shard(batch)).to_vec();
-        for (k, layer) in [conv(), fc()].iter().enumerate() {
-            let (mut x, mut y) = (vec![0.0; mine.len() * layer.input_len()], vec![0.0; mine.len() * layer.output_len()]);
-            gather_rows(cpu, &mine, layer.input_len(), &data.x[k], &mut x).map_err(|e| e.to_string())?;
-            gather_rows(cpu, &mine, layer.output_len(), &data.y[k], &mut y).map_err(|e| e.to_string())?;
-            let (w, b) = &mut v[k];
-            let params = Params { weight: w, grad_weight: &data.grads[k].0, bias: Some((b, &data.grads[k].1)) };
-            d.step_layer(cpu, ids[k], params, Some(ShardRows { sample, x: &x[..], y: &y[..] })).map_err(|e| e.to_string())?;
-        }
-        d.step_param(cpu, ids[2], ParamGrad { param: &mut v[2].0, grad: &data.grads[2].0 }).map_err(|e| e.to_string())?;
-        for k in 3..KFROG {
-            let (w, b) = &mut v[k];
-            let bias = if b.is_empty() { None } else { Some((b, &data.grads[k].1)) };
-            d.step_layer(cpu, ids[k], Params { weight: w, grad_weight: &data.grads[k].0, bias }, None).map_err(|e| e.to_string())?;
-        }
-        let l = kfrog_layer();
         let (mut xi, mut yi) = (vec![0; batch], vec![0; batch]);
-        let group = d.group_of(ids[KFROG]).map_err(|e| e.to_string())?;
-        let (xs, ys) = d.sample_kfrog(group, batch, &mut xi, &mut yi).map_err(|e| e.to_string())?;
-        let shard = d.shard(batch);
-        let (xm, ym) = (shard.select(xs), shard.select(ys));
-        let (mut x, mut y) = (vec![0.0; xm.len() * l.input_len()], vec![0.0; ym.len() * l.output_len()]);
-        gather_rows(cpu, xm, l.input_len(), &data.x[2], &mut x).map_err(|e| e.to_string())?;
-        gather_rows(cpu, ym, l.output_len(), &data.y[2], &mut y).map_err(|e| e.to_string())?;
-        let rows = KfrogShardRows { x_rows: xs, y_rows: ys, batch_size: batch, x: &x[..], y: &y[..] };
-        d.step_layer_kfrog(cpu, ids[KFROG], &mut v[KFROG].0, &data.grads[KFROG].0, rows).map_err(|e| e.to_string())?;
+        let (xs, ys) = d.sample_kfrog(kfrog, batch, &mut xi, &mut yi).map_err(|e| e.to_string())?;
+        let mine = |rows: &[usize], per: usize, of: &Vec<f64>| {
+            let rows = shard.select(rows);
+            let mut out = vec![0.0; rows.len() * per];
+            gather_rows(cpu, rows, per, of, &mut out).map(|()| out).map_err(|e| e.to_string())
+        };
+        let layers = [conv(), fc(), kfrog_layer()];
+        let mut rows = Vec::new();
+        for (k, l) in layers.iter().enumerate() {
+            let (x, y) = if k < 2 { (sample.indices(), sample.indices()) } else { (xs, ys) };
+            rows.push((mine(x, l.input_len(), &data.x[k])?, mine(y, l.output_len(), &data.y[k])?));
+        }
+        let mut entries: Vec<Entry<'_, '_, Cpu<f64>>> = Vec::new();
+        for (k, ((w, b), g)) in v.iter_mut().zip(&data.grads).enumerate() {
+            let bias = if b.is_empty() { None } else { Some((b, &g.1)) };
+            let (id, params) = (ids[k], Params { weight: w, grad_weight: &g.0, bias });
+            entries.push(match k {
+                0 | 1 => Entry::Layer { id, params, rows: Some(ShardRows { sample, x: &rows[k].0[..], y: &rows[k].1[..] }) },
+                2 => Entry::Param { id, param: ParamGrad { param: params.weight, grad: &g.0 } },
+                KFROG => Entry::Kfrog { id, weight: params.weight, grad: &g.0, rows: KfrogShardRows { x_rows: xs, y_rows: ys, batch_size: batch, x: &rows[2].0[..], y: &rows[2].1[..] } },
+                _ => Entry::Layer { id, params, rows: None },
+            });
+        }
+        match stepping {
+            Stepping::Together => d.step_all(cpu, &mut entries),
+            Stepping::Each => entries.into_iter().try_for_each(|e| match e {
+                Entry::Layer { id, params, rows } => d.step_layer(cpu, id, params, rows),
+                Entry::Kfrog { id, weight, grad, rows } => d.step_layer_kfrog(cpu, id, weight, grad, rows),
+                Entry::Param { id, param } => d.step_param(cpu, id, param),
+            }),
+        }
+        .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
