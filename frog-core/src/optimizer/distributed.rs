@@ -120,6 +120,8 @@ impl<'a, B: Backend + 'a> fmt::Debug for KfrogShardRows<'a, B> {
 /// One registered entry's part of a [`Distributed::step_all`] on this
 /// rank: its parameters, their gradients already summed over the ranks,
 /// and this rank's rows of a preconditioned layer's sample.
+/// Non-exhaustive: entries of other kinds (views, 16-bit rows) may come.
+#[non_exhaustive]
 pub enum Entry<'p, 'r, B: Backend + 'r> {
     /// A layer of any group but K-FROG's, as [`Distributed::step_layer`]
     /// takes it.

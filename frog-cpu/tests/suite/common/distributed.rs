@@ -173,6 +173,7 @@ pub fn train_distributed(cpu: &Cpu<f64>, c: &impl Collective<Cpu<f64>>, opt: &mu
                 Entry::Layer { id, params, rows } => d.step_layer(cpu, id, params, rows),
                 Entry::Kfrog { id, weight, grad, rows } => d.step_layer_kfrog(cpu, id, weight, grad, rows),
                 Entry::Param { id, param } => d.step_param(cpu, id, param),
+                e => d.step_all(cpu, &mut [e]),
             }),
         }
         .map_err(|e| e.to_string())?;
