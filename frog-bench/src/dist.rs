@@ -9,9 +9,10 @@
 //! are its part of the global batch's mean (a mean of the shards' means
 //! would be wrong when the ranks' shards differ in size), and one
 //! all-reduce sums the gradients, the loss and the correct count. The
-//! optimizer then steps through frog-core's [`frog_core::Distributed`]:
-//! each preconditioned layer on its owner rank, from the sampled rows the
-//! ranks gather to it. BatchNorm normalizes each shard by its own
+//! optimizer then steps every parameter in one
+//! [`frog_core::Distributed::step_all`]: every preconditioned layer's
+//! sampled rows gathered to its owner rank, the owners' steps at once, the
+//! new values broadcast. BatchNorm normalizes each shard by its own
 //! statistics and keeps its own running statistics, as torch's
 //! `DistributedDataParallel` computes them; the evaluation uses rank 0's.
 

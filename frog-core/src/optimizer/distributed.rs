@@ -267,7 +267,10 @@ impl<B: Backend, const N: usize> Optimizer<B, N> {
     /// [`CollectiveError::Mismatch`] naming the first difference on every
     /// rank; then assigns every registered entry its owner and frees the
     /// states this rank does not own (optimizer memory sharded), and
-    /// allocates the buffers for the rows of the FROG layers it owns.
+    /// allocates, for each FROG and K-FROG layer it owns, a buffer for its
+    /// gathered rows at the largest batch's sample (a layer's rows are
+    /// held from the gathers to its step, as one process holds them
+    /// from the backward pass).
     /// From then on the states it does not own are elsewhere: a
     /// single-process step or checkpoint of them is refused
     /// ([`RegistryError::Elsewhere`]), and so is a later call after a

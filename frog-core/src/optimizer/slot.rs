@@ -122,8 +122,8 @@ pub(crate) struct Slot<B: Backend> {
     pub(crate) bias: Option<SlotState<B>>,
     /// The rank that steps it and keeps its state (0 in one process).
     pub(crate) owner: usize,
-    /// A sharded K-FROG layer's gathered input and output-gradient rows,
-    /// on its owner (`None` elsewhere, and in one process).
+    /// A sharded FROG or K-FROG layer's gathered input and output-gradient
+    /// rows, on its owner (`None` elsewhere, and in one process).
     pub(crate) gathered: Option<(B::Buffer, B::Buffer)>,
 }
 
