@@ -14,27 +14,50 @@
 //! the cache or a download, else on a labelled synthetic set. Results go to
 //! `frog-results/` (table as `results.csv`/`results.json`, per-epoch
 //! `curves.csv`, `loss_vs_time.svg`, `accuracy_vs_time.svg`).
+//!
+//! All of that is the default feature `bench`; without it the crate is
+//! [`data`] alone (CIFAR-10 from disk, the synthetic set, the loaders, no
+//! download), which frog-candle's and frog-burn's tests use.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "bench")]
 pub mod airbench;
+#[cfg(feature = "bench")]
 pub mod arch;
+#[cfg(feature = "bench")]
 pub mod cli;
 pub mod data;
+#[cfg(feature = "bench")]
 pub mod device;
+#[cfg(feature = "bench")]
 pub mod dist;
 pub mod error;
 #[cfg(feature = "cuda")]
 pub mod gpu_check;
+#[cfg(feature = "bench")]
 pub mod layers;
+#[cfg(feature = "bench")]
 pub mod model;
+#[cfg(feature = "bench")]
 pub mod optim;
+#[cfg(feature = "bench")]
 mod plot;
+#[cfg(feature = "bench")]
 mod progress;
+// Beside the data pipeline alone, some of its generators go unused.
+#[cfg_attr(not(feature = "bench"), allow(dead_code))]
 mod rand;
+#[cfg(feature = "bench")]
 pub mod report;
+#[cfg(feature = "bench")]
 pub mod runfile;
+#[cfg(feature = "bench")]
 pub mod scaling;
+#[cfg(feature = "bench")]
 pub mod settings;
+#[cfg(feature = "bench")]
 pub mod study;
+#[cfg(feature = "bench")]
 pub mod throughput;
+#[cfg(feature = "bench")]
 pub mod train;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 
 pub mod cifar;
+#[cfg(feature = "bench")]
 mod download;
 pub mod loader;
 pub mod synthetic;
@@ -141,7 +142,7 @@ pub fn load(opts: &DataOptions) -> Result<Data> {
             let dir = cache.join("cifar-10-batches-bin");
             match load_dir(&dir) {
                 Ok((train, test)) => return finish(train, test, format!("CIFAR-10 ({})", dir.display()), false, opts),
-                Err(_) if opts.download => match download::fetch(cache) {
+                Err(_) if opts.download => match fetch(cache) {
                     Ok(()) => {
                         let (train, test) = load_dir(&dir)?;
                         return finish(train, test, format!("CIFAR-10 ({})", dir.display()), false, opts);
@@ -154,4 +155,16 @@ pub fn load(opts: &DataOptions) -> Result<Data> {
     };
     eprintln!("no CIFAR-10 data: give --data DIR or set FROG_DATA to a cifar-10-batches-bin directory ({why}); running on the SYNTHETIC set instead");
     synthetic(opts)
+}
+
+/// Downloads CIFAR-10 into `cache`.
+#[cfg(feature = "bench")]
+fn fetch(cache: &Path) -> Result<()> {
+    download::fetch(cache)
+}
+
+/// Without the `bench` feature there is no download (no HTTPS stack).
+#[cfg(not(feature = "bench"))]
+fn fetch(_: &Path) -> Result<()> {
+    Err(Error::new("this build of frog-bench has no download (its feature `bench` is off)"))
 }
