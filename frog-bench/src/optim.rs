@@ -252,22 +252,11 @@ impl<D: Device> Optimizer<D> {
 /// parameter.
 fn entry<'a, D: Device>(be: &'a D::Backend, id: ParamId, p: &'a mut Param<D>, frog: Option<Sample<'a>>, kfrog: Option<(&'a [usize], &'a [usize])>, batch: usize, counts: (usize, usize)) -> Result<Entry<'a, 'a, D::Backend>> {
     let Param { value, grad, conv, sampled, .. } = p;
-    Ok(match (*conv, sampled.as_ref(), kfrog) {
-        (Some(conv), Some(s), Some((x_rows, y_rows))) => {
-            let (x, y) = rows_of::<D>(be, s, &Layer::conv2d(conv, false), counts)?;
-            Entry::Kfrog { id, weight: value, grad, rows: KfrogShardRows { x_rows, y_rows, batch_size: batch, x, y } }
-        }
-        (Some(conv), sampled, _) => {
-            let rows = match (sampled, frog) {
-                (Some(s), Some(sample)) => {
-                    let (x, y) = rows_of::<D>(be, s, &Layer::conv2d(conv, false), counts)?;
-                    Some(ShardRows { sample, x, y })
-                }
-                _ => None,
-            };
-            Entry::Layer { id, params: Params { weight: value, grad_weight: grad, bias: None }, rows }
-        }
-        (None, ..) => Entry::Param { id, param: ParamGrad { param: value, grad } },
+    let Some(conv) = *conv else { return Ok(Entry::Param { id, param: ParamGrad { param: value, grad } }) };
+    let rows = sampled.as_ref().map(|s| rows_of::<D>(be, s, &Layer::conv2d(conv, false), counts)).transpose()?;
+    Ok(match (rows, kfrog) {
+        (Some((x, y)), Some((x_rows, y_rows))) => Entry::Kfrog { id, weight: value, grad, rows: KfrogShardRows { x_rows, y_rows, batch_size: batch, x, y } },
+        (rows, _) => Entry::Layer { id, params: Params { weight: value, grad_weight: grad, bias: None }, rows: rows.zip(frog).map(|((x, y), sample)| ShardRows { sample, x, y }) },
     })
 }
 

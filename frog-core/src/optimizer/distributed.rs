@@ -517,7 +517,7 @@ impl<B: Backend, C: Collective<B>, const N: usize> Distributed<'_, B, C, N> {
                 check_len(backend, param.param, "param", len)?;
                 Ok(check_len(backend, param.grad, "grad", len)?)
             }
-            (Entry::Layer { .. }, ParamKind::Layer(_)) | (Entry::Kfrog { .. }, ParamKind::Layer(_)) if kfrog != matches!(e, Entry::Kfrog { .. }) => Err(RegistryError::WrongMethod(index).into()),
+            (Entry::Layer { .. } | Entry::Kfrog { .. }, ParamKind::Layer(_)) if kfrog != matches!(e, Entry::Kfrog { .. }) => Err(RegistryError::WrongMethod(index).into()),
             (Entry::Layer { params, rows, .. }, ParamKind::Layer(layer)) => {
                 check_params(backend, &layer, params)?;
                 match (method.frog(), rows) {
